@@ -1,0 +1,305 @@
+//! The event log's wire format.
+//!
+//! Every state change in vt is an [`Event`] appended to one global log and never
+//! rewritten. An event travels inside an [`Envelope`] that carries where it sits
+//! in the log (`seq`), which aggregate it belongs to and at which version, who
+//! caused it and why (actor, request id, correlation id) and when.
+//!
+//! [`Event`] is a closed enum: the set of things that can happen is listed here
+//! and nowhere else. Each variant has a stable type name (`org.created`) and a
+//! schema version; payloads are stored as JSON under that name and decoded back
+//! with [`Event::decode`], which refuses unknown types and versions rather than
+//! guessing. Adding a field with a default is compatible; anything else is a new
+//! schema version with its own decoder.
+//!
+//! This crate does no I/O.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use vt_ids::{AppId, DeployId, EnvId, EventId, InstanceId, NodeId, OrgId, ReleaseId, RequestId, TokenId};
+
+mod types;
+pub use types::*;
+
+/// The kinds of aggregates: the units of consistency. Appends check the expected
+/// version per aggregate, so two writers racing on one aggregate cannot both win.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AggregateType {
+    Org,
+    App,
+    Env,
+    Release,
+    Deploy,
+    Instance,
+    Node,
+    Token,
+}
+
+impl AggregateType {
+    pub const ALL: [AggregateType; 8] = [
+        Self::Org,
+        Self::App,
+        Self::Env,
+        Self::Release,
+        Self::Deploy,
+        Self::Instance,
+        Self::Node,
+        Self::Token,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Org => "org",
+            Self::App => "app",
+            Self::Env => "env",
+            Self::Release => "release",
+            Self::Deploy => "deploy",
+            Self::Instance => "instance",
+            Self::Node => "node",
+            Self::Token => "token",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for AggregateType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Everything that can happen. Serialized adjacently tagged: the tag is the
+/// stable event type, the content is the payload stored in the log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum Event {
+    #[serde(rename = "org.created")]
+    OrgCreated(OrgCreated),
+    #[serde(rename = "app.created")]
+    AppCreated(AppCreated),
+    #[serde(rename = "env.created")]
+    EnvCreated(EnvCreated),
+    #[serde(rename = "env.scale_set")]
+    ScaleSet(ScaleSet),
+    #[serde(rename = "release.created")]
+    ReleaseCreated(ReleaseCreated),
+    #[serde(rename = "deploy.created")]
+    DeployCreated(DeployCreated),
+    #[serde(rename = "deploy.status_changed")]
+    DeployStatusChanged(DeployStatusChanged),
+    #[serde(rename = "instance.allocated")]
+    InstanceAllocated(InstanceAllocated),
+    #[serde(rename = "instance.desired_state_changed")]
+    InstanceDesiredStateChanged(InstanceDesiredStateChanged),
+    #[serde(rename = "instance.status_reported")]
+    InstanceStatusReported(InstanceStatusReported),
+    #[serde(rename = "node.registered")]
+    NodeRegistered(NodeRegistered),
+    #[serde(rename = "node.capacity_changed")]
+    NodeCapacityChanged(NodeCapacityChanged),
+    #[serde(rename = "node.status_changed")]
+    NodeStatusChanged(NodeStatusChanged),
+    #[serde(rename = "token.created")]
+    TokenCreated(TokenCreated),
+}
+
+/// Why stored bytes could not be decoded into an [`Event`].
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("unknown event type `{0}`")]
+    UnknownType(String),
+    #[error("event type `{event_type}` has schema version {got}; this build reads up to {known}")]
+    UnsupportedVersion { event_type: String, got: u32, known: u32 },
+    #[error("payload of `{event_type}` does not match its schema: {source}")]
+    Payload { event_type: String, source: serde_json::Error },
+}
+
+impl Event {
+    /// The stable type names, in declaration order, with their current schema versions.
+    pub const TYPES: &'static [(&'static str, u32)] = &[
+        ("org.created", 1),
+        ("app.created", 1),
+        ("env.created", 1),
+        ("env.scale_set", 1),
+        ("release.created", 1),
+        ("deploy.created", 1),
+        ("deploy.status_changed", 1),
+        ("instance.allocated", 1),
+        ("instance.desired_state_changed", 1),
+        ("instance.status_reported", 1),
+        ("node.registered", 1),
+        ("node.capacity_changed", 1),
+        ("node.status_changed", 1),
+        ("token.created", 1),
+    ];
+
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            Event::OrgCreated(_) => "org.created",
+            Event::AppCreated(_) => "app.created",
+            Event::EnvCreated(_) => "env.created",
+            Event::ScaleSet(_) => "env.scale_set",
+            Event::ReleaseCreated(_) => "release.created",
+            Event::DeployCreated(_) => "deploy.created",
+            Event::DeployStatusChanged(_) => "deploy.status_changed",
+            Event::InstanceAllocated(_) => "instance.allocated",
+            Event::InstanceDesiredStateChanged(_) => "instance.desired_state_changed",
+            Event::InstanceStatusReported(_) => "instance.status_reported",
+            Event::NodeRegistered(_) => "node.registered",
+            Event::NodeCapacityChanged(_) => "node.capacity_changed",
+            Event::NodeStatusChanged(_) => "node.status_changed",
+            Event::TokenCreated(_) => "token.created",
+        }
+    }
+
+    pub fn schema_version(&self) -> u32 {
+        Self::current_version(self.event_type()).unwrap_or(1)
+    }
+
+    fn current_version(event_type: &str) -> Option<u32> {
+        Self::TYPES.iter().find(|(t, _)| *t == event_type).map(|(_, v)| *v)
+    }
+
+    /// The aggregate this event belongs to.
+    pub fn aggregate(&self) -> (AggregateType, String) {
+        use AggregateType as A;
+        match self {
+            Event::OrgCreated(e) => (A::Org, e.org_id.to_string()),
+            Event::AppCreated(e) => (A::App, e.app_id.to_string()),
+            Event::EnvCreated(e) => (A::Env, e.env_id.to_string()),
+            Event::ScaleSet(e) => (A::Env, e.env_id.to_string()),
+            Event::ReleaseCreated(e) => (A::Release, e.release_id.to_string()),
+            // A deploy changes what its env should run: it is serialized on the env.
+            Event::DeployCreated(e) => (A::Env, e.env_id.to_string()),
+            Event::DeployStatusChanged(e) => (A::Deploy, e.deploy_id.to_string()),
+            Event::InstanceAllocated(e) => (A::Instance, e.instance_id.to_string()),
+            Event::InstanceDesiredStateChanged(e) => (A::Instance, e.instance_id.to_string()),
+            Event::InstanceStatusReported(e) => (A::Instance, e.instance_id.to_string()),
+            Event::NodeRegistered(e) => (A::Node, e.node_id.to_string()),
+            Event::NodeCapacityChanged(e) => (A::Node, e.node_id.to_string()),
+            Event::NodeStatusChanged(e) => (A::Node, e.node_id.to_string()),
+            Event::TokenCreated(e) => (A::Token, e.token_id.to_string()),
+        }
+    }
+
+    /// The org this event is scoped to, when it has one.
+    pub fn org_id(&self) -> Option<OrgId> {
+        match self {
+            Event::OrgCreated(e) => Some(e.org_id),
+            Event::AppCreated(e) => Some(e.org_id),
+            Event::EnvCreated(e) => Some(e.org_id),
+            Event::ScaleSet(e) => Some(e.org_id),
+            Event::ReleaseCreated(e) => Some(e.org_id),
+            Event::DeployCreated(e) => Some(e.org_id),
+            Event::DeployStatusChanged(e) => Some(e.org_id),
+            Event::InstanceAllocated(e) => Some(e.org_id),
+            Event::InstanceDesiredStateChanged(e) => Some(e.org_id),
+            Event::InstanceStatusReported(e) => Some(e.org_id),
+            Event::NodeRegistered(_)
+            | Event::NodeCapacityChanged(_)
+            | Event::NodeStatusChanged(_)
+            | Event::TokenCreated(_) => None,
+        }
+    }
+
+    /// The payload as stored in the log (without the type tag).
+    pub fn payload(&self) -> serde_json::Value {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(mut m)) => m.remove("data").unwrap_or(serde_json::Value::Null),
+            // Serializing plain data structs to JSON cannot fail.
+            _ => serde_json::Value::Null,
+        }
+    }
+
+    /// Decode a stored payload. Unknown types and newer schema versions are errors.
+    pub fn decode(event_type: &str, schema_version: u32, payload: serde_json::Value) -> Result<Event, DecodeError> {
+        let known = Self::current_version(event_type).ok_or_else(|| DecodeError::UnknownType(event_type.to_owned()))?;
+        if schema_version == 0 || schema_version > known {
+            return Err(DecodeError::UnsupportedVersion { event_type: event_type.to_owned(), got: schema_version, known });
+        }
+        let tagged = serde_json::json!({ "type": event_type, "data": payload });
+        serde_json::from_value(tagged).map_err(|source| DecodeError::Payload { event_type: event_type.to_owned(), source })
+    }
+}
+
+/// Who caused an event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Actor(pub String);
+
+impl Actor {
+    pub fn system(component: &str) -> Self {
+        Actor(format!("system:{component}"))
+    }
+    pub fn token(id: TokenId) -> Self {
+        Actor(format!("token:{id}"))
+    }
+}
+
+/// An event to append, with the metadata that does not depend on the log.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub event_id: EventId,
+    pub event: Event,
+    pub request_id: Option<RequestId>,
+    pub correlation_id: Option<String>,
+    pub actor: Actor,
+    pub occurred_at: DateTime<Utc>,
+}
+
+impl NewEvent {
+    pub fn new(event: Event, actor: Actor, request_id: Option<RequestId>) -> Self {
+        NewEvent {
+            event_id: EventId::new(),
+            event,
+            request_id,
+            correlation_id: request_id.map(|r| r.to_string()),
+            actor,
+            occurred_at: Utc::now(),
+        }
+    }
+
+    pub fn correlated(mut self, correlation_id: impl Into<String>) -> Self {
+        self.correlation_id = Some(correlation_id.into());
+        self
+    }
+}
+
+/// An event as it sits in the log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Envelope {
+    /// Global position in the log: dense, strictly increasing, assigned at commit.
+    pub seq: u64,
+    pub event_id: EventId,
+    pub event_type: String,
+    pub schema_version: u32,
+    pub aggregate_type: AggregateType,
+    pub aggregate_id: String,
+    /// Version of the aggregate after this event (1 for its first event).
+    pub aggregate_version: u64,
+    pub org_id: Option<OrgId>,
+    pub request_id: Option<RequestId>,
+    pub correlation_id: Option<String>,
+    pub actor: String,
+    pub occurred_at: DateTime<Utc>,
+    #[schema(value_type = Object)]
+    pub payload: serde_json::Value,
+}
+
+impl Envelope {
+    pub fn decode(&self) -> Result<Event, DecodeError> {
+        Event::decode(&self.event_type, self.schema_version, self.payload.clone())
+    }
+}
+
+/// Labels on a node, sorted for stable output.
+pub type Labels = BTreeMap<String, String>;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,265 @@
+//! Payload structs and the small value types they share.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::*;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrgCreated {
+    pub org_id: OrgId,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppCreated {
+    pub org_id: OrgId,
+    pub app_id: AppId,
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvCreated {
+    pub org_id: OrgId,
+    pub app_id: AppId,
+    pub env_id: EnvId,
+    pub name: String,
+}
+
+/// The desired number of instances of one process type in one env.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScaleSet {
+    pub org_id: OrgId,
+    pub app_id: AppId,
+    pub env_id: EnvId,
+    pub process: String,
+    pub instances: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseCreated {
+    pub org_id: OrgId,
+    pub app_id: AppId,
+    pub release_id: ReleaseId,
+    /// `repository@sha256:...`: what nodes pull. Never a tag.
+    pub image_ref: String,
+    pub image_digest: String,
+    /// The tag the user gave, if any, recorded as the resolution's input.
+    #[serde(default)]
+    pub resolved_from: Option<String>,
+    /// `sha256:...` of the normalized manifest JSON.
+    pub manifest_hash: String,
+    /// The normalized manifest.
+    pub manifest: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeployKind {
+    Deploy,
+    Rollback,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployCreated {
+    pub org_id: OrgId,
+    pub app_id: AppId,
+    pub env_id: EnvId,
+    pub deploy_id: DeployId,
+    pub release_id: ReleaseId,
+    #[serde(default)]
+    pub previous_release_id: Option<ReleaseId>,
+    pub kind: DeployKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeployStatus {
+    /// Accepted; nothing scheduled yet.
+    Pending,
+    /// New instances are being started and old ones stopped.
+    Rolling,
+    Succeeded,
+    Failed,
+    /// A newer deploy to the same env took over before this one finished.
+    Superseded,
+}
+
+impl DeployStatus {
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Superseded)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployStatusChanged {
+    pub org_id: OrgId,
+    pub env_id: EnvId,
+    pub deploy_id: DeployId,
+    pub status: DeployStatus,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// Resources of one instance: CPU is a soft share, memory a hard cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    /// Requested CPU in thousandths of a vCPU.
+    pub cpu_millis: u32,
+    /// Memory cap in MiB; the guest never gets more.
+    pub memory_mib: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceAllocated {
+    pub org_id: OrgId,
+    pub app_id: AppId,
+    pub env_id: EnvId,
+    pub instance_id: InstanceId,
+    pub process: String,
+    pub release_id: ReleaseId,
+    #[serde(default)]
+    pub deploy_id: Option<DeployId>,
+    pub node_id: NodeId,
+    pub resources: Resources,
+}
+
+/// What the control plane wants an instance to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DesiredState {
+    Running,
+    Stopped,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceDesiredStateChanged {
+    pub org_id: OrgId,
+    pub env_id: EnvId,
+    pub instance_id: InstanceId,
+    pub desired: DesiredState,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// The lifecycle of an instance as the node reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum InstanceStatus {
+    Allocated,
+    Preparing,
+    Booting,
+    Running,
+    Stopping,
+    Stopped,
+    Failed,
+}
+
+impl InstanceStatus {
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Stopped | Self::Failed)
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allocated => "allocated",
+            Self::Preparing => "preparing",
+            Self::Booting => "booting",
+            Self::Running => "running",
+            Self::Stopping => "stopping",
+            Self::Stopped => "stopped",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceStatusReported {
+    pub org_id: OrgId,
+    pub env_id: EnvId,
+    pub instance_id: InstanceId,
+    pub node_id: NodeId,
+    pub status: InstanceStatus,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub exit_code: Option<i32>,
+}
+
+/// What a node has, and what of it the scheduler may hand out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Capacity {
+    pub cpu_millis: u32,
+    pub memory_mib: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeRegistered {
+    pub node_id: NodeId,
+    pub name: String,
+    pub capacity: Capacity,
+    pub allocatable: Capacity,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub address: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeCapacityChanged {
+    pub node_id: NodeId,
+    pub capacity: Capacity,
+    pub allocatable: Capacity,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeStatus {
+    Ready,
+    /// Missed heartbeats; its instances are candidates for rescheduling.
+    Unreachable,
+    /// Takes no new instances.
+    Draining,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeStatusChanged {
+    pub node_id: NodeId,
+    pub status: NodeStatus,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// A token was issued. The secret is never in the log; only its id and name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenCreated {
+    pub token_id: TokenId,
+    pub name: String,
+    pub role: TokenRole,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenRole {
+    Admin,
+    Node,
+}
