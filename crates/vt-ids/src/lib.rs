@@ -146,16 +146,21 @@ impl<K: Kind> utoipa::ToSchema for Id<K> {}
 
 macro_rules! kinds {
     ($($(#[$doc:meta])* $marker:ident, $alias:ident, $prefix:literal, $name:literal;)*) => {
+        /// Zero-sized marker types, one per kind of id.
+        pub mod markers {
+            $(
+                $(#[$doc])*
+                #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+                pub enum $marker {}
+            )*
+        }
         $(
-            $(#[$doc])*
-            #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-            pub enum $marker {}
-            impl Kind for $marker {
+            impl Kind for markers::$marker {
                 const PREFIX: &'static str = $prefix;
                 const NAME: &'static str = $name;
             }
             $(#[$doc])*
-            pub type $alias = Id<$marker>;
+            pub type $alias = Id<markers::$marker>;
         )*
 
         /// Every id prefix in use, for the tests and for documentation.

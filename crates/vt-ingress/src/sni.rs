@@ -99,12 +99,10 @@ pub fn detect(buf: &[u8]) -> Detect {
                 return Detect::NotTls("ClientHello larger than 16 KiB");
             }
             if hs_len >= total {
-                // A fragment may not carry bytes past the ClientHello: the
-                // client must wait for the server before sending more
-                // handshake data.
-                if hs_len > total {
-                    return Detect::NotTls("trailing bytes after ClientHello in its record");
-                }
+                // Bytes after the ClientHello in its last record are left to
+                // the backend's TLS stack to refuse. Ignoring them keeps the
+                // answer monotonic: once a prefix gets a definite answer,
+                // every longer input gets the same one.
                 return parse_client_hello(&hs[4..total]);
             }
         }
@@ -344,7 +342,8 @@ mod tests {
         let rl = u16::from_be_bytes([m[3], m[4]]) - 1;
         m[3..5].copy_from_slice(&rl.to_be_bytes());
         assert!(matches!(detect(&m), Detect::NotTls(_)));
-        // Handshake length shorter than the record: trailing bytes.
+        // Handshake length one shorter than the record: the extensions
+        // block no longer fits in the message.
         let mut m = g.clone();
         m[8] = m[8].wrapping_sub(1);
         assert!(matches!(detect(&m), Detect::NotTls(_)));
@@ -381,9 +380,13 @@ mod tests {
             for bit in 0..8 {
                 let mut m = g.clone();
                 m[i] ^= 1 << bit;
-                let _ = detect(&m);
-                for n in [i, i + 1, m.len()] {
-                    let _ = detect(&m[..n.min(m.len())]);
+                let whole = detect(&m);
+                // Monotonic: a definite answer on a prefix is the answer.
+                for n in [i, i + 1, m.len() - 1] {
+                    let prefix = detect(&m[..n.min(m.len())]);
+                    if prefix != Detect::NeedMore {
+                        assert_eq!(prefix, whole, "flip {i}/{bit} prefix {n}");
+                    }
                 }
             }
         }

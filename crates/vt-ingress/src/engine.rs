@@ -1,0 +1,471 @@
+//! The ingress engine: listeners, table swaps, and the per-connection path.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+use crate::metrics::{FailureReason, Metrics, RejectReason, RouteMetrics};
+use crate::route::{Protocol, Route, RouteTable, TableError};
+use crate::{proxy_v2, sni};
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct IngressConfig {
+    /// Addresses every route port is bound on. IPv6 sockets are bound
+    /// v6-only so an IPv4 address can share the port. Addresses whose family
+    /// the host lacks are skipped as long as one address binds.
+    pub bind_addrs: Vec<IpAddr>,
+    /// How long a TLS client has to send its complete ClientHello.
+    pub client_hello_timeout: Duration,
+    /// Timeout of one backend connect attempt.
+    pub connect_timeout: Duration,
+    /// Where the applied table is persisted and loaded from at start.
+    pub state_path: Option<PathBuf>,
+    /// Buffer size of each splice direction.
+    pub copy_buf_size: usize,
+}
+
+impl Default for IngressConfig {
+    fn default() -> Self {
+        IngressConfig {
+            bind_addrs: vec![IpAddr::V6(Ipv6Addr::UNSPECIFIED), IpAddr::V4(Ipv4Addr::UNSPECIFIED)],
+            client_hello_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(3),
+            state_path: None,
+            copy_buf_size: 32 * 1024,
+        }
+    }
+}
+
+impl IngressConfig {
+    /// Loopback only (`::1` and `127.0.0.1`), for tests and benches.
+    pub fn loopback() -> Self {
+        IngressConfig {
+            bind_addrs: vec![IpAddr::V6(Ipv6Addr::LOCALHOST), IpAddr::V4(Ipv4Addr::LOCALHOST)],
+            ..IngressConfig::default()
+        }
+    }
+}
+
+/// Why [`Ingress::apply`] refused a table. The table in force is unchanged.
+#[derive(Debug)]
+pub enum ApplyError {
+    Invalid(TableError),
+    Bind { port: u16, source: io::Error },
+    Persist(io::Error),
+}
+
+impl fmt::Display for ApplyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ApplyError::Invalid(e) => write!(f, "invalid route table: {e}"),
+            ApplyError::Bind { port, source } => write!(f, "cannot listen on port {port}: {source}"),
+            ApplyError::Persist(e) => write!(f, "cannot persist route table: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ApplyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ApplyError::Invalid(e) => Some(e),
+            ApplyError::Bind { source, .. } => Some(source),
+            ApplyError::Persist(e) => Some(e),
+        }
+    }
+}
+
+impl From<TableError> for ApplyError {
+    fn from(e: TableError) -> Self {
+        ApplyError::Invalid(e)
+    }
+}
+
+/// Why [`Ingress::start`] failed.
+#[derive(Debug)]
+pub enum StartError {
+    /// The persisted table could not be read.
+    Load(io::Error),
+    /// The persisted table could not be applied.
+    Apply(ApplyError),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Load(e) => write!(f, "cannot load persisted route table: {e}"),
+            StartError::Apply(e) => write!(f, "cannot apply persisted route table: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// A route as the data path uses it.
+struct ActiveRoute {
+    route: Route,
+    healthy: Vec<SocketAddr>,
+    next: AtomicUsize,
+    metrics: Arc<RouteMetrics>,
+}
+
+enum PortRoutes {
+    Tls(HashMap<String, Arc<ActiveRoute>>),
+    Tcp(Arc<ActiveRoute>),
+}
+
+/// A validated table compiled for lookups; swapped as a whole.
+struct Compiled {
+    table: Arc<RouteTable>,
+    ports: HashMap<u16, PortRoutes>,
+}
+
+impl Compiled {
+    fn empty() -> Self {
+        Compiled { table: Arc::new(RouteTable::default()), ports: HashMap::new() }
+    }
+
+    fn build(table: RouteTable, metrics: &Metrics) -> Self {
+        let mut ports: HashMap<u16, PortRoutes> = HashMap::new();
+        for route in &table.routes {
+            let active = Arc::new(ActiveRoute {
+                healthy: route.backends.iter().filter(|b| b.healthy).map(|b| b.addr).collect(),
+                next: AtomicUsize::new(0),
+                metrics: metrics.route(&route.id),
+                route: route.clone(),
+            });
+            match route.protocol {
+                Protocol::Tcp => {
+                    ports.insert(route.listen_port, PortRoutes::Tcp(active));
+                }
+                Protocol::Tls => {
+                    // validate() guarantees a valid hostname.
+                    let host = route
+                        .hostname
+                        .as_deref()
+                        .and_then(|h| sni::normalize_hostname(h.as_bytes()))
+                        .unwrap_or_default();
+                    let entry = ports.entry(route.listen_port).or_insert_with(|| PortRoutes::Tls(HashMap::new()));
+                    if let PortRoutes::Tls(map) = entry {
+                        map.insert(host, active);
+                    }
+                }
+            }
+        }
+        Compiled { table: Arc::new(table), ports }
+    }
+}
+
+/// Accept loops of one port; aborting them closes the listening sockets and
+/// leaves accepted connections alone.
+struct PortListener {
+    addrs: Vec<SocketAddr>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for PortListener {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+struct Inner {
+    config: IngressConfig,
+    current: ArcSwap<Compiled>,
+    metrics: Metrics,
+    listeners: tokio::sync::Mutex<HashMap<u16, PortListener>>,
+}
+
+/// The L4 ingress. Cheap to clone; all clones drive the same engine.
+#[derive(Clone)]
+pub struct Ingress {
+    inner: Arc<Inner>,
+}
+
+impl Ingress {
+    /// Start with the table persisted at `config.state_path` (if any), so the
+    /// ingress serves the last applied routes without the control plane.
+    pub async fn start(config: IngressConfig) -> Result<Ingress, StartError> {
+        let persisted = match &config.state_path {
+            Some(path) => RouteTable::load(path).map_err(StartError::Load)?,
+            None => None,
+        };
+        let ingress = Ingress {
+            inner: Arc::new(Inner {
+                config,
+                current: ArcSwap::from_pointee(Compiled::empty()),
+                metrics: Metrics::default(),
+                listeners: tokio::sync::Mutex::new(HashMap::new()),
+            }),
+        };
+        if let Some(table) = persisted {
+            ingress.apply(table).await.map_err(StartError::Apply)?;
+        }
+        Ok(ingress)
+    }
+
+    /// Replace the route table. Validates, opens listeners for new ports,
+    /// persists, swaps atomically, then closes listeners of ports no longer
+    /// used. Established connections keep their backend whatever the change.
+    /// On error nothing changes.
+    pub async fn apply(&self, table: RouteTable) -> Result<(), ApplyError> {
+        table.validate()?;
+        let inner = &self.inner;
+        let mut listeners = inner.listeners.lock().await;
+        let wanted = table.ports();
+        let mut opened: Vec<(u16, Vec<TcpListener>)> = Vec::new();
+        for &port in &wanted {
+            if !listeners.contains_key(&port) {
+                let socks = bind_port(&inner.config.bind_addrs, port).map_err(|source| ApplyError::Bind { port, source })?;
+                opened.push((port, socks));
+            }
+        }
+        if let Some(path) = inner.config.state_path.clone() {
+            let to_save = table.clone();
+            tokio::task::spawn_blocking(move || to_save.save(&path))
+                .await
+                .map_err(|e| ApplyError::Persist(io::Error::other(e)))?
+                .map_err(ApplyError::Persist)?;
+        }
+        let version = table.version;
+        let compiled = Compiled::build(table, &inner.metrics);
+        let live_ids: std::collections::HashSet<String> = compiled.table.routes.iter().map(|r| r.id.clone()).collect();
+        inner.current.store(Arc::new(compiled));
+        inner.metrics.table_version.store(version, Relaxed);
+        inner.metrics.tables_applied.fetch_add(1, Relaxed);
+        inner.metrics.retain_routes(&|id| live_ids.contains(id));
+        for (port, socks) in opened {
+            let mut addrs = Vec::new();
+            let mut tasks = Vec::new();
+            for sock in socks {
+                if let Ok(a) = sock.local_addr() {
+                    addrs.push(a);
+                }
+                tasks.push(tokio::spawn(accept_loop(Arc::downgrade(&self.inner), sock, port)));
+            }
+            listeners.insert(port, PortListener { addrs, tasks });
+        }
+        listeners.retain(|port, _| wanted.contains(port));
+        Ok(())
+    }
+
+    /// The table in force.
+    pub fn table(&self) -> Arc<RouteTable> {
+        self.inner.current.load().table.clone()
+    }
+
+    /// Addresses actually bound for `port` (empty if not listening).
+    pub async fn local_addrs(&self, port: u16) -> Vec<SocketAddr> {
+        let listeners = self.inner.listeners.lock().await;
+        listeners.get(&port).map(|l| l.addrs.clone()).unwrap_or_default()
+    }
+
+    /// Counters, for tests and embedding.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// All counters in the Prometheus text exposition format.
+    pub fn metrics_text(&self) -> String {
+        self.inner.metrics.render()
+    }
+
+    /// Close every listener. Established connections run to completion.
+    pub async fn close_listeners(&self) {
+        self.inner.listeners.lock().await.clear();
+    }
+}
+
+fn bind_port(addrs: &[IpAddr], port: u16) -> io::Result<Vec<TcpListener>> {
+    use socket2::{Domain, Socket, Type};
+    let mut out = Vec::new();
+    let mut last_err = None;
+    for &ip in addrs {
+        let addr = SocketAddr::new(ip, port);
+        let result = (|| {
+            let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(socket2::Protocol::TCP))?;
+            if addr.is_ipv6() {
+                sock.set_only_v6(true)?;
+            }
+            sock.set_reuse_address(true)?;
+            sock.set_nonblocking(true)?;
+            sock.bind(&addr.into())?;
+            sock.listen(1024)?;
+            TcpListener::from_std(std::net::TcpListener::from(sock))
+        })();
+        match result {
+            Ok(l) => out.push(l),
+            // The host lacks this address family: skip it.
+            Err(e) if e.kind() == io::ErrorKind::AddrNotAvailable || e.raw_os_error() == Some(97) => last_err = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    if out.is_empty() {
+        return Err(last_err.unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no bind address configured")));
+    }
+    Ok(out)
+}
+
+async fn accept_loop(inner: Weak<Inner>, listener: TcpListener, port: u16) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                let Some(inner) = inner.upgrade() else { return };
+                tokio::spawn(handle(inner, stream, peer, port));
+            }
+            Err(_) => {
+                // EMFILE and friends: back off instead of spinning.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Decrements the active gauge however the connection ends.
+struct ActiveGuard(Arc<RouteMetrics>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Relaxed);
+    }
+}
+
+async fn handle(inner: Arc<Inner>, mut client: TcpStream, peer: SocketAddr, port: u16) {
+    let _ = client.set_nodelay(true);
+    let local = client.local_addr().unwrap_or_else(|_| SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port));
+    let is_tls = match inner.current.load().ports.get(&port) {
+        None => {
+            inner.metrics.reject(port, RejectReason::NoRoute);
+            return;
+        }
+        Some(PortRoutes::Tcp(_)) => false,
+        Some(PortRoutes::Tls(_)) => true,
+    };
+    let mut initial = Vec::new();
+    let host = if is_tls {
+        match read_client_hello(&mut client, &mut initial, inner.config.client_hello_timeout).await {
+            Ok(host) => Some(host),
+            Err(reason) => {
+                inner.metrics.reject(port, reason);
+                return;
+            }
+        }
+    } else {
+        None
+    };
+    // Route with the table in force now (the ClientHello may have taken a while).
+    let route = {
+        let current = inner.current.load();
+        match (current.ports.get(&port), host) {
+            (Some(PortRoutes::Tcp(r)), None) => r.clone(),
+            (Some(PortRoutes::Tls(map)), Some(h)) => match map.get(&h) {
+                Some(r) => r.clone(),
+                None => {
+                    inner.metrics.reject(port, RejectReason::UnknownSni);
+                    return;
+                }
+            },
+            _ => {
+                inner.metrics.reject(port, RejectReason::NoRoute);
+                return;
+            }
+        }
+    };
+    forward(&inner.config, route, client, initial, peer, local).await;
+}
+
+/// Read until a complete ClientHello is buffered in `buf`; return its SNI.
+async fn read_client_hello(client: &mut TcpStream, buf: &mut Vec<u8>, limit: Duration) -> Result<String, RejectReason> {
+    let read = async {
+        let mut chunk = [0u8; 4096];
+        loop {
+            let room = sni::MAX_WIRE_PREFIX.saturating_sub(buf.len()).min(chunk.len());
+            if room == 0 {
+                return Err(RejectReason::NotTls);
+            }
+            match client.read(&mut chunk[..room]).await {
+                Ok(0) | Err(_) => return Err(RejectReason::ClientClosed),
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+            match sni::detect(buf) {
+                sni::Detect::NeedMore => continue,
+                sni::Detect::NotTls(_) => return Err(RejectReason::NotTls),
+                sni::Detect::NoSni => return Err(RejectReason::NoSni),
+                sni::Detect::Sni(h) => return Ok(h),
+            }
+        }
+    };
+    match tokio::time::timeout(limit, read).await {
+        Ok(r) => r,
+        Err(_) => Err(RejectReason::Timeout),
+    }
+}
+
+async fn connect_backend(config: &IngressConfig, route: &ActiveRoute) -> Result<TcpStream, FailureReason> {
+    let n = route.healthy.len();
+    if n == 0 {
+        return Err(FailureReason::NoHealthyBackend);
+    }
+    let start = route.next.fetch_add(1, Relaxed);
+    for i in 0..n {
+        let addr = route.healthy[(start + i) % n];
+        match tokio::time::timeout(config.connect_timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => return Ok(s),
+            _ => {
+                route.metrics.backend_connect_errors.fetch_add(1, Relaxed);
+            }
+        }
+    }
+    Err(FailureReason::ConnectFailed)
+}
+
+async fn forward(
+    config: &IngressConfig,
+    route: Arc<ActiveRoute>,
+    mut client: TcpStream,
+    initial: Vec<u8>,
+    peer: SocketAddr,
+    local: SocketAddr,
+) {
+    let m = route.metrics.clone();
+    m.connections_total.fetch_add(1, Relaxed);
+    m.active.fetch_add(1, Relaxed);
+    let _guard = ActiveGuard(m.clone());
+    let mut backend = match connect_backend(config, &route).await {
+        Ok(b) => b,
+        Err(reason) => {
+            m.fail(reason);
+            return;
+        }
+    };
+    let _ = backend.set_nodelay(true);
+    let mut first = if route.route.proxy_protocol { proxy_v2::encode_proxy(peer, local) } else { Vec::new() };
+    first.extend_from_slice(&initial);
+    if !first.is_empty() && backend.write_all(&first).await.is_err() {
+        m.fail(FailureReason::BackendWrite);
+        return;
+    }
+    m.bytes_in.fetch_add(initial.len() as u64, Relaxed);
+    drop(first);
+    drop(initial);
+    let size = config.copy_buf_size.max(1024);
+    match tokio::io::copy_bidirectional_with_sizes(&mut client, &mut backend, size, size).await {
+        Ok((to_backend, to_client)) => {
+            m.bytes_in.fetch_add(to_backend, Relaxed);
+            m.bytes_out.fetch_add(to_client, Relaxed);
+        }
+        Err(_) => m.fail(FailureReason::Io),
+    }
+}

@@ -1,0 +1,222 @@
+//! The control plane's storage.
+//!
+//! One trait, [`Store`], and two implementations that pass one shared test suite
+//! ([`suite`]): [`SqliteStore`] (embedded, the single-host default) and
+//! [`PgStore`] (PostgreSQL, for multi-node control planes). Both keep the same
+//! tables with the same SQL (see `schema.rs`):
+//!
+//! - `events`: the append-only log. `seq` is dense and assigned under the
+//!   store's write lock, so commit order is `seq` order and a reader following by
+//!   cursor never skips an event that commits late. Triggers refuse UPDATE and
+//!   DELETE: events are never rewritten.
+//! - `claims`: unique names (`org` names, app names within an org, ...), taken in
+//!   the same transaction as the event that creates the named thing.
+//! - `idempotency`: the response of each keyed mutation, written in the same
+//!   transaction as its events, so a retry after a crash replays instead of acting twice.
+//! - `views` + `checkpoints`: materialized views, written only by the
+//!   [`Projector`], with one checkpoint per projection.
+//! - `tokens`, `heartbeats`: API token hashes and node liveness (not events:
+//!   a heartbeat that changes nothing is not a state change).
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use vt_events::{AggregateType, Envelope, NewEvent};
+use vt_views::{ViewKind, ViewRow};
+
+mod projector;
+mod schema;
+mod sql;
+pub mod suite;
+
+pub use projector::{Projector, ProjectionStatus, WaitError};
+pub use sql::{PgStore, SqliteOptions, SqliteStore};
+
+/// What an append expects of an aggregate's current version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExpectedVersion {
+    /// No check.
+    Any,
+    /// The aggregate has no events yet.
+    NoStream,
+    /// The aggregate has at least one event (it exists).
+    Exists,
+    /// The aggregate is at exactly this version.
+    Exact(u64),
+}
+
+/// A precondition checked inside the append transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expectation {
+    pub aggregate_type: AggregateType,
+    pub aggregate_id: String,
+    pub expected: ExpectedVersion,
+}
+
+/// A unique name taken by `owner` within `scope` (for example scope `app:<org id>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub scope: String,
+    pub name: String,
+    pub owner: String,
+}
+
+/// The stored response of a keyed mutation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdempotencyRecord {
+    /// Who may replay it (the actor), so keys of different callers never collide.
+    pub scope: String,
+    pub key: String,
+    /// sha256 of method, path and body: the same key with another request is refused.
+    pub request_hash: String,
+    pub status: u16,
+    pub body: String,
+    pub created_at: DateTime<Utc>,
+    /// Last event seq written by the original request (0 if none).
+    pub last_seq: u64,
+}
+
+/// An API token; only the hash of its secret is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub token_id: String,
+    pub hash: String,
+    pub name: String,
+    pub role: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Everything one command writes, atomically: all or nothing.
+#[derive(Debug, Clone, Default)]
+pub struct AppendRequest {
+    pub events: Vec<NewEvent>,
+    pub expectations: Vec<Expectation>,
+    pub claims: Vec<Claim>,
+    pub idempotency: Option<IdempotencyRecord>,
+    pub tokens: Vec<TokenRecord>,
+}
+
+/// Where an append landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Seq of the first event appended (`last_seq + 1` if none were).
+    pub first_seq: u64,
+    /// Seq of the last event appended (the head before the append if none were).
+    pub last_seq: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ViewQuery {
+    pub kind: Option<ViewKind>,
+    pub org_id: Option<String>,
+    pub parent_id: Option<String>,
+    pub name: Option<String>,
+}
+
+impl ViewQuery {
+    pub fn kind(kind: ViewKind) -> Self {
+        ViewQuery { kind: Some(kind), ..Default::default() }
+    }
+    pub fn parent(mut self, parent: impl ToString) -> Self {
+        self.parent_id = Some(parent.to_string());
+        self
+    }
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+    pub fn org(mut self, org: impl ToString) -> Self {
+        self.org_id = Some(org.to_string());
+        self
+    }
+}
+
+/// One projection's move from one checkpoint to the next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointMove {
+    pub name: String,
+    pub from: u64,
+    pub to: u64,
+}
+
+/// What the projector writes in one transaction.
+#[derive(Debug, Clone, Default)]
+pub struct ProjectionBatch {
+    pub upserts: Vec<ViewRow>,
+    pub deletes: Vec<(ViewKind, String)>,
+    pub checkpoints: Vec<CheckpointMove>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{aggregate_type} `{aggregate_id}` is at version {actual}, expected {expected:?}")]
+    VersionConflict { aggregate_type: AggregateType, aggregate_id: String, expected: ExpectedVersion, actual: u64 },
+    #[error("the name `{name}` is already taken in {scope} (by {owner})")]
+    NameTaken { scope: String, name: String, owner: String },
+    #[error("idempotency key `{key}` was recorded concurrently")]
+    IdempotencyRace { key: String },
+    #[error("checkpoint of projection `{name}` moved concurrently")]
+    CheckpointRace { name: String },
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+impl StoreError {
+    /// True for conflicts that a caller resolves by re-reading (not failures of the store).
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Self::VersionConflict { .. } | Self::NameTaken { .. } | Self::IdempotencyRace { .. } | Self::CheckpointRace { .. })
+    }
+}
+
+/// Which implementation a store is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    fn backend(&self) -> Backend;
+
+    /// Append events with their preconditions, claims, idempotency record and
+    /// token records in one transaction. Preconditions are checked under the
+    /// store's write lock; on any failure nothing is written.
+    async fn append(&self, request: AppendRequest) -> Result<Appended, StoreError>;
+
+    /// The seq of the last committed event (0 for an empty log).
+    async fn head(&self) -> Result<u64, StoreError>;
+
+    /// A receiver that sees the head move for appends made through this handle.
+    /// Other processes' appends are seen by polling [`Store::head`].
+    fn subscribe_head(&self) -> tokio::sync::watch::Receiver<u64>;
+
+    /// Up to `limit` events with `seq > after`, in order.
+    async fn read_events(&self, after: u64, limit: u32) -> Result<Vec<Envelope>, StoreError>;
+
+    /// Current version of an aggregate (0 if it has no events).
+    async fn aggregate_version(&self, aggregate_type: AggregateType, aggregate_id: &str) -> Result<u64, StoreError>;
+
+    async fn view_get(&self, kind: ViewKind, id: &str) -> Result<Option<ViewRow>, StoreError>;
+    async fn views_get_many(&self, keys: &[(ViewKind, String)]) -> Result<Vec<ViewRow>, StoreError>;
+    /// Rows matching the query, ordered by kind then id.
+    async fn view_list(&self, query: &ViewQuery) -> Result<Vec<ViewRow>, StoreError>;
+    /// Apply a projection batch; fails with `CheckpointRace` if a checkpoint is not at `from`.
+    async fn commit_projection(&self, batch: ProjectionBatch) -> Result<(), StoreError>;
+    async fn checkpoints(&self) -> Result<BTreeMap<String, u64>, StoreError>;
+    /// Drop every view row and checkpoint in one transaction (rebuild starts from here).
+    async fn reset_views(&self) -> Result<(), StoreError>;
+
+    async fn claim_owner(&self, scope: &str, name: &str) -> Result<Option<String>, StoreError>;
+    async fn idempotency_get(&self, scope: &str, key: &str) -> Result<Option<IdempotencyRecord>, StoreError>;
+
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError>;
+    async fn token_count(&self) -> Result<u64, StoreError>;
+
+    async fn heartbeat(&self, node_id: &str, at: DateTime<Utc>) -> Result<(), StoreError>;
+    async fn heartbeats(&self) -> Result<BTreeMap<String, DateTime<Utc>>, StoreError>;
+}

@@ -1,0 +1,557 @@
+//! The two SQL implementations of [`Store`].
+//!
+//! Both speak the same SQL (`$n` placeholders work in SQLite too), so the
+//! method bodies are written once, in `store_impl!`, and instantiated for each
+//! pool type. What differs is how the write lock is taken:
+//!
+//! - SQLite: one process owns the file; a tokio mutex serializes writers, so a
+//!   transaction never has to upgrade a read lock (no SQLITE_BUSY deadlocks).
+//! - PostgreSQL: several control planes may share the database; every write
+//!   transaction first takes a transaction-scoped advisory lock. Appends hold it
+//!   until commit, which is what makes `seq` dense and commit-ordered.
+
+use std::collections::{BTreeMap, HashMap};
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, Utc};
+use sqlx::{postgres::PgPoolOptions, sqlite::SqliteConnectOptions, Row};
+use tokio::sync::{watch, Mutex};
+use vt_events::{AggregateType, Envelope};
+use vt_views::{ViewKind, ViewRow};
+
+use crate::*;
+
+/// Advisory lock key for writes to the log (PostgreSQL).
+const PG_WRITE_LOCK: i64 = 0x7654_0001;
+/// Advisory lock key for schema creation (PostgreSQL).
+const PG_SCHEMA_LOCK: i64 = 0x7654_0002;
+
+fn ts(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn parse_ts(s: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)).map_err(|e| StoreError::Corrupt(format!("timestamp `{s}`: {e}")))
+}
+
+fn to_u64(v: i64, what: &str) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("negative {what}: {v}")))
+}
+
+fn json(s: &str, what: &str) -> Result<serde_json::Value, StoreError> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("{what} is not JSON: {e}")))
+}
+
+fn check_expectation(exp: &Expectation, actual: u64) -> Result<(), StoreError> {
+    let ok = match exp.expected {
+        ExpectedVersion::Any => true,
+        ExpectedVersion::NoStream => actual == 0,
+        ExpectedVersion::Exists => actual > 0,
+        ExpectedVersion::Exact(v) => actual == v,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::VersionConflict { aggregate_type: exp.aggregate_type, aggregate_id: exp.aggregate_id.clone(), expected: exp.expected, actual })
+    }
+}
+
+/// A unique-constraint violation on an insert we guarded for: someone raced us.
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+const EVENT_COLUMNS: &str = "seq, event_id, event_type, schema_version, aggregate_type, aggregate_id, aggregate_version, org_id, request_id, correlation_id, actor, occurred_at, payload";
+const VIEW_COLUMNS: &str = "kind, id, org_id, parent_id, name, seq, doc";
+
+fn envelope_from_row<R: Row>(row: &R) -> Result<Envelope, StoreError>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<String>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    let corrupt = |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("event {what}: {e}"));
+    let aggregate_type: String = row.try_get("aggregate_type")?;
+    let opt_id = |col: &str| -> Result<Option<String>, StoreError> { Ok(row.try_get::<Option<String>, _>(col)?) };
+    Ok(Envelope {
+        seq: to_u64(row.try_get("seq")?, "seq")?,
+        event_id: row.try_get::<String, _>("event_id")?.parse().map_err(|e| corrupt("id", &e))?,
+        event_type: row.try_get("event_type")?,
+        schema_version: u32::try_from(row.try_get::<i64, _>("schema_version")?).map_err(|e| corrupt("schema version", &e))?,
+        aggregate_type: AggregateType::parse(&aggregate_type).ok_or_else(|| corrupt("aggregate type", &aggregate_type))?,
+        aggregate_id: row.try_get("aggregate_id")?,
+        aggregate_version: to_u64(row.try_get("aggregate_version")?, "aggregate version")?,
+        org_id: opt_id("org_id")?.map(|s| s.parse()).transpose().map_err(|e| corrupt("org id", &e))?,
+        request_id: opt_id("request_id")?.map(|s| s.parse()).transpose().map_err(|e| corrupt("request id", &e))?,
+        correlation_id: row.try_get("correlation_id")?,
+        actor: row.try_get("actor")?,
+        occurred_at: parse_ts(&row.try_get::<String, _>("occurred_at")?)?,
+        payload: json(&row.try_get::<String, _>("payload")?, "event payload")?,
+    })
+}
+
+fn view_from_row<R: Row>(row: &R) -> Result<ViewRow, StoreError>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'a> i64: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<String>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    let kind: String = row.try_get("kind")?;
+    Ok(ViewRow {
+        kind: ViewKind::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("view kind `{kind}`")))?,
+        id: row.try_get("id")?,
+        org_id: row.try_get("org_id")?,
+        parent_id: row.try_get("parent_id")?,
+        name: row.try_get("name")?,
+        seq: to_u64(row.try_get("seq")?, "view seq")?,
+        doc: json(&row.try_get::<String, _>("doc")?, "view document")?,
+    })
+}
+
+/// Builds `WHERE` clauses with numbered placeholders.
+struct Filter {
+    clauses: Vec<String>,
+    binds: Vec<String>,
+}
+
+impl Filter {
+    fn new() -> Self {
+        Filter { clauses: vec![], binds: vec![] }
+    }
+    fn eq(&mut self, column: &str, value: Option<&str>) {
+        if let Some(v) = value {
+            self.binds.push(v.to_owned());
+            self.clauses.push(format!("{column} = ${}", self.binds.len()));
+        }
+    }
+    fn sql(&self) -> String {
+        if self.clauses.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", self.clauses.join(" AND "))
+        }
+    }
+}
+
+/// Options of the embedded store.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// `synchronous=FULL` (fsync on every commit: survives power loss) or
+    /// `NORMAL` (survives process crashes; a power loss may drop the last commits).
+    pub full_sync: bool,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions { full_sync: true }
+    }
+}
+
+pub struct SqliteStore {
+    pool: sqlx::SqlitePool,
+    write: Mutex<()>,
+    head: watch::Sender<u64>,
+}
+
+pub struct PgStore {
+    pool: sqlx::PgPool,
+    write: Mutex<()>,
+    head: watch::Sender<u64>,
+}
+
+impl SqliteStore {
+    /// Open (creating if needed) the database file at `path`.
+    pub async fn open(path: &std::path::Path, options: SqliteOptions) -> Result<Self, StoreError> {
+        let connect = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+            .synchronous(if options.full_sync { sqlx::sqlite::SqliteSynchronous::Full } else { sqlx::sqlite::SqliteSynchronous::Normal })
+            .busy_timeout(std::time::Duration::from_secs(10))
+            .foreign_keys(false);
+        let pool = sqlx::sqlite::SqlitePoolOptions::new().max_connections(8).connect_with(connect).await?;
+        for stmt in crate::schema::TABLES.iter().chain(crate::schema::SQLITE_TRIGGERS) {
+            sqlx::query(stmt).execute(&pool).await?;
+        }
+        let head = Self::head_of(&pool).await?;
+        Ok(SqliteStore { pool, write: Mutex::new(()), head: watch::channel(head).0 })
+    }
+
+    async fn head_of(pool: &sqlx::SqlitePool) -> Result<u64, StoreError> {
+        let v: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM events").fetch_one(pool).await?;
+        to_u64(v, "seq")
+    }
+}
+
+impl PgStore {
+    /// Connect to `url` (`postgres://...`) and create the tables if needed.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let options = sqlx::postgres::PgConnectOptions::from_str(url)?;
+        let pool = PgPoolOptions::new().max_connections(8).connect_with(options).await?;
+        let mut tx = pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(PG_SCHEMA_LOCK).execute(&mut *tx).await?;
+        for stmt in crate::schema::TABLES.iter().chain(crate::schema::PG_TRIGGERS) {
+            sqlx::query(stmt).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        let v: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM events").fetch_one(&pool).await?;
+        Ok(PgStore { pool, write: Mutex::new(()), head: watch::channel(to_u64(v, "seq")?).0 })
+    }
+
+    /// Drop every vt table. For tests that need a clean database.
+    pub async fn drop_all(url: &str) -> Result<(), StoreError> {
+        let pool = PgPoolOptions::new().max_connections(1).connect(url).await?;
+        sqlx::query("DROP TABLE IF EXISTS events, claims, idempotency, views, checkpoints, tokens, heartbeats CASCADE").execute(&pool).await?;
+        sqlx::query("DROP FUNCTION IF EXISTS vt_events_append_only CASCADE").execute(&pool).await?;
+        Ok(())
+    }
+}
+
+macro_rules! store_impl {
+    ($store:ty, $backend:expr, $db:ty, lock = |$tx:ident| $lock:expr) => {
+        impl $store {
+            /// Begin a write transaction holding the store's write lock.
+            async fn begin_write(&self) -> Result<(tokio::sync::MutexGuard<'_, ()>, sqlx::Transaction<'_, $db>), StoreError> {
+                let guard = self.write.lock().await;
+                #[allow(unused_mut)]
+                let mut $tx = self.pool.begin().await?;
+                $lock;
+                Ok((guard, $tx))
+            }
+        }
+
+        #[async_trait]
+        impl Store for $store {
+            fn backend(&self) -> Backend {
+                $backend
+            }
+
+            async fn append(&self, req: AppendRequest) -> Result<Appended, StoreError> {
+                let (_guard, mut tx) = self.begin_write().await?;
+                if let Some(rec) = &req.idempotency {
+                    let taken: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM idempotency WHERE scope = $1 AND key = $2")
+                        .bind(&rec.scope)
+                        .bind(&rec.key)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    if taken > 0 {
+                        return Err(StoreError::IdempotencyRace { key: rec.key.clone() });
+                    }
+                }
+                let mut versions: HashMap<(AggregateType, String), u64> = HashMap::new();
+                for exp in &req.expectations {
+                    let v: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(aggregate_version), 0) FROM events WHERE aggregate_type = $1 AND aggregate_id = $2")
+                        .bind(exp.aggregate_type.as_str())
+                        .bind(&exp.aggregate_id)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    let v = to_u64(v, "aggregate version")?;
+                    check_expectation(exp, v)?;
+                    versions.insert((exp.aggregate_type, exp.aggregate_id.clone()), v);
+                }
+                for claim in &req.claims {
+                    let owner: Option<String> = sqlx::query_scalar("SELECT owner FROM claims WHERE scope = $1 AND name = $2")
+                        .bind(&claim.scope)
+                        .bind(&claim.name)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    match owner {
+                        Some(owner) if owner == claim.owner => {}
+                        Some(owner) => return Err(StoreError::NameTaken { scope: claim.scope.clone(), name: claim.name.clone(), owner }),
+                        None => {
+                            sqlx::query("INSERT INTO claims (scope, name, owner) VALUES ($1, $2, $3)")
+                                .bind(&claim.scope)
+                                .bind(&claim.name)
+                                .bind(&claim.owner)
+                                .execute(&mut *tx)
+                                .await?;
+                        }
+                    }
+                }
+                let head: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM events").fetch_one(&mut *tx).await?;
+                let head = to_u64(head, "seq")?;
+                let mut seq = head;
+                for new in &req.events {
+                    let (aggregate_type, aggregate_id) = new.event.aggregate();
+                    let key = (aggregate_type, aggregate_id);
+                    let version = match versions.get(&key) {
+                        Some(v) => *v,
+                        None => {
+                            let v: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(aggregate_version), 0) FROM events WHERE aggregate_type = $1 AND aggregate_id = $2")
+                                .bind(key.0.as_str())
+                                .bind(&key.1)
+                                .fetch_one(&mut *tx)
+                                .await?;
+                            to_u64(v, "aggregate version")?
+                        }
+                    } + 1;
+                    seq += 1;
+                    sqlx::query(&format!("INSERT INTO events ({EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"))
+                        .bind(seq as i64)
+                        .bind(new.event_id.to_string())
+                        .bind(new.event.event_type())
+                        .bind(new.event.schema_version() as i64)
+                        .bind(key.0.as_str())
+                        .bind(&key.1)
+                        .bind(version as i64)
+                        .bind(new.event.org_id().map(|o| o.to_string()))
+                        .bind(new.request_id.map(|r| r.to_string()))
+                        .bind(&new.correlation_id)
+                        .bind(&new.actor.0)
+                        .bind(ts(&new.occurred_at))
+                        .bind(new.event.payload().to_string())
+                        .execute(&mut *tx)
+                        .await?;
+                    versions.insert(key, version);
+                }
+                for t in &req.tokens {
+                    sqlx::query("INSERT INTO tokens (token_id, hash, name, role, created_at) VALUES ($1, $2, $3, $4, $5)")
+                        .bind(&t.token_id)
+                        .bind(&t.hash)
+                        .bind(&t.name)
+                        .bind(&t.role)
+                        .bind(ts(&t.created_at))
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                if let Some(rec) = &req.idempotency {
+                    let r = sqlx::query("INSERT INTO idempotency (scope, key, request_hash, status, body, created_at, last_seq) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+                        .bind(&rec.scope)
+                        .bind(&rec.key)
+                        .bind(&rec.request_hash)
+                        .bind(rec.status as i64)
+                        .bind(&rec.body)
+                        .bind(ts(&rec.created_at))
+                        .bind(seq as i64)
+                        .execute(&mut *tx)
+                        .await;
+                    match r {
+                        Err(e) if is_unique_violation(&e) => return Err(StoreError::IdempotencyRace { key: rec.key.clone() }),
+                        r => {
+                            r?;
+                        }
+                    }
+                }
+                tx.commit().await?;
+                if seq > head {
+                    self.head.send_if_modified(|h| {
+                        let moved = seq > *h;
+                        *h = (*h).max(seq);
+                        moved
+                    });
+                }
+                Ok(Appended { first_seq: head + 1, last_seq: seq })
+            }
+
+            async fn head(&self) -> Result<u64, StoreError> {
+                let v: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM events").fetch_one(&self.pool).await?;
+                let v = to_u64(v, "seq")?;
+                self.head.send_if_modified(|h| {
+                    let moved = v > *h;
+                    *h = (*h).max(v);
+                    moved
+                });
+                Ok(v)
+            }
+
+            fn subscribe_head(&self) -> watch::Receiver<u64> {
+                self.head.subscribe()
+            }
+
+            async fn read_events(&self, after: u64, limit: u32) -> Result<Vec<Envelope>, StoreError> {
+                let rows = sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq > $1 ORDER BY seq LIMIT $2"))
+                    .bind(after as i64)
+                    .bind(limit as i64)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(envelope_from_row).collect()
+            }
+
+            async fn aggregate_version(&self, aggregate_type: AggregateType, aggregate_id: &str) -> Result<u64, StoreError> {
+                let v: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(aggregate_version), 0) FROM events WHERE aggregate_type = $1 AND aggregate_id = $2")
+                    .bind(aggregate_type.as_str())
+                    .bind(aggregate_id)
+                    .fetch_one(&self.pool)
+                    .await?;
+                to_u64(v, "aggregate version")
+            }
+
+            async fn view_get(&self, kind: ViewKind, id: &str) -> Result<Option<ViewRow>, StoreError> {
+                let row = sqlx::query(&format!("SELECT {VIEW_COLUMNS} FROM views WHERE kind = $1 AND id = $2"))
+                    .bind(kind.as_str())
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.as_ref().map(view_from_row).transpose()
+            }
+
+            async fn views_get_many(&self, keys: &[(ViewKind, String)]) -> Result<Vec<ViewRow>, StoreError> {
+                let mut by_kind: BTreeMap<ViewKind, Vec<&str>> = BTreeMap::new();
+                for (kind, id) in keys {
+                    by_kind.entry(*kind).or_default().push(id);
+                }
+                let mut out = Vec::with_capacity(keys.len());
+                for (kind, ids) in by_kind {
+                    for chunk in ids.chunks(500) {
+                        let placeholders: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+                        let sql = format!("SELECT {VIEW_COLUMNS} FROM views WHERE kind = $1 AND id IN ({})", placeholders.join(", "));
+                        let mut q = sqlx::query(&sql).bind(kind.as_str());
+                        for id in chunk {
+                            q = q.bind(*id);
+                        }
+                        for row in q.fetch_all(&self.pool).await? {
+                            out.push(view_from_row(&row)?);
+                        }
+                    }
+                }
+                Ok(out)
+            }
+
+            async fn view_list(&self, query: &ViewQuery) -> Result<Vec<ViewRow>, StoreError> {
+                let mut f = Filter::new();
+                f.eq("kind", query.kind.map(|k| k.as_str()));
+                f.eq("org_id", query.org_id.as_deref());
+                f.eq("parent_id", query.parent_id.as_deref());
+                f.eq("name", query.name.as_deref());
+                let sql = format!("SELECT {VIEW_COLUMNS} FROM views{} ORDER BY kind, id", f.sql());
+                let mut q = sqlx::query(&sql);
+                for b in &f.binds {
+                    q = q.bind(b);
+                }
+                q.fetch_all(&self.pool).await?.iter().map(view_from_row).collect()
+            }
+
+            async fn commit_projection(&self, batch: ProjectionBatch) -> Result<(), StoreError> {
+                let (_guard, mut tx) = self.begin_write().await?;
+                for cp in &batch.checkpoints {
+                    let moved = sqlx::query("UPDATE checkpoints SET seq = $1 WHERE name = $2 AND seq = $3")
+                        .bind(cp.to as i64)
+                        .bind(&cp.name)
+                        .bind(cp.from as i64)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                    if moved == 0 {
+                        let inserted = if cp.from == 0 {
+                            sqlx::query("INSERT INTO checkpoints (name, seq) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+                                .bind(&cp.name)
+                                .bind(cp.to as i64)
+                                .execute(&mut *tx)
+                                .await?
+                                .rows_affected()
+                        } else {
+                            0
+                        };
+                        if inserted == 0 {
+                            return Err(StoreError::CheckpointRace { name: cp.name.clone() });
+                        }
+                    }
+                }
+                for row in &batch.upserts {
+                    sqlx::query(&format!(
+                        "INSERT INTO views ({VIEW_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)
+                         ON CONFLICT (kind, id) DO UPDATE SET org_id = excluded.org_id, parent_id = excluded.parent_id,
+                         name = excluded.name, seq = excluded.seq, doc = excluded.doc"
+                    ))
+                    .bind(row.kind.as_str())
+                    .bind(&row.id)
+                    .bind(&row.org_id)
+                    .bind(&row.parent_id)
+                    .bind(&row.name)
+                    .bind(row.seq as i64)
+                    .bind(row.doc.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                for (kind, id) in &batch.deletes {
+                    sqlx::query("DELETE FROM views WHERE kind = $1 AND id = $2").bind(kind.as_str()).bind(id).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn checkpoints(&self) -> Result<BTreeMap<String, u64>, StoreError> {
+                let rows = sqlx::query("SELECT name, seq FROM checkpoints").fetch_all(&self.pool).await?;
+                rows.iter().map(|r| Ok((r.try_get::<String, _>("name")?, to_u64(r.try_get("seq")?, "checkpoint")?))).collect()
+            }
+
+            async fn reset_views(&self) -> Result<(), StoreError> {
+                let (_guard, mut tx) = self.begin_write().await?;
+                sqlx::query("DELETE FROM views").execute(&mut *tx).await?;
+                sqlx::query("DELETE FROM checkpoints").execute(&mut *tx).await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn claim_owner(&self, scope: &str, name: &str) -> Result<Option<String>, StoreError> {
+                Ok(sqlx::query_scalar("SELECT owner FROM claims WHERE scope = $1 AND name = $2").bind(scope).bind(name).fetch_optional(&self.pool).await?)
+            }
+
+            async fn idempotency_get(&self, scope: &str, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
+                let row = sqlx::query("SELECT scope, key, request_hash, status, body, created_at, last_seq FROM idempotency WHERE scope = $1 AND key = $2")
+                    .bind(scope)
+                    .bind(key)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.map(|r| {
+                    Ok(IdempotencyRecord {
+                        scope: r.try_get("scope")?,
+                        key: r.try_get("key")?,
+                        request_hash: r.try_get("request_hash")?,
+                        status: u16::try_from(r.try_get::<i64, _>("status")?).map_err(|e| StoreError::Corrupt(format!("status: {e}")))?,
+                        body: r.try_get("body")?,
+                        created_at: parse_ts(&r.try_get::<String, _>("created_at")?)?,
+                        last_seq: to_u64(r.try_get("last_seq")?, "last seq")?,
+                    })
+                })
+                .transpose()
+            }
+
+            async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
+                let row = sqlx::query("SELECT token_id, hash, name, role, created_at FROM tokens WHERE hash = $1").bind(hash).fetch_optional(&self.pool).await?;
+                row.map(|r| {
+                    Ok(TokenRecord {
+                        token_id: r.try_get("token_id")?,
+                        hash: r.try_get("hash")?,
+                        name: r.try_get("name")?,
+                        role: r.try_get("role")?,
+                        created_at: parse_ts(&r.try_get::<String, _>("created_at")?)?,
+                    })
+                })
+                .transpose()
+            }
+
+            async fn token_count(&self) -> Result<u64, StoreError> {
+                let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tokens").fetch_one(&self.pool).await?;
+                to_u64(n, "token count")
+            }
+
+            async fn heartbeat(&self, node_id: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+                sqlx::query("INSERT INTO heartbeats (node_id, at) VALUES ($1, $2) ON CONFLICT (node_id) DO UPDATE SET at = excluded.at")
+                    .bind(node_id)
+                    .bind(ts(&at))
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
+            async fn heartbeats(&self) -> Result<BTreeMap<String, DateTime<Utc>>, StoreError> {
+                let rows = sqlx::query("SELECT node_id, at FROM heartbeats").fetch_all(&self.pool).await?;
+                rows.iter().map(|r| Ok((r.try_get::<String, _>("node_id")?, parse_ts(&r.try_get::<String, _>("at")?)?))).collect()
+            }
+        }
+    };
+}
+
+store_impl!(SqliteStore, Backend::Sqlite, sqlx::Sqlite, lock = |tx| ());
+store_impl!(
+    PgStore,
+    Backend::Postgres,
+    sqlx::Postgres,
+    lock = |tx| {
+        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(PG_WRITE_LOCK).execute(&mut *tx).await?;
+    }
+);

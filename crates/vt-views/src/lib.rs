@@ -1,0 +1,613 @@
+//! Materialized views and the projections that build them.
+//!
+//! A view is a typed document (`OrgView`, `InstanceView`, ...) stored as a
+//! [`ViewRow`]: a kind, an id, a few indexed columns (org, parent, name) and the
+//! document as JSON. A [`Projection`] owns one kind of view: for each event it
+//! says which rows it touches and computes their new value from the old one.
+//! Projections are pure functions of (row, event): they do no I/O, read no
+//! clock and no other row, so replaying the log always gives the same views.
+//! The store (`vt-store`) loads the rows, runs the projections and writes the
+//! result together with each projection's checkpoint in one transaction.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use utoipa::ToSchema;
+use vt_events::*;
+use vt_ids::*;
+
+/// The kinds of views, one per projection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ViewKind {
+    Org,
+    App,
+    Env,
+    Release,
+    Deploy,
+    Scale,
+    Instance,
+    Node,
+}
+
+impl ViewKind {
+    pub const ALL: [ViewKind; 8] = [Self::Org, Self::App, Self::Env, Self::Release, Self::Deploy, Self::Scale, Self::Instance, Self::Node];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Org => "org",
+            Self::App => "app",
+            Self::Env => "env",
+            Self::Release => "release",
+            Self::Deploy => "deploy",
+            Self::Scale => "scale",
+            Self::Instance => "instance",
+            Self::Node => "node",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// One stored view document with its indexed columns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ViewRow {
+    pub kind: ViewKind,
+    pub id: String,
+    pub org_id: Option<String>,
+    pub parent_id: Option<String>,
+    pub name: Option<String>,
+    /// Sequence of the last event that changed this row.
+    pub seq: u64,
+    pub doc: serde_json::Value,
+}
+
+impl ViewRow {
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_value(self.doc.clone())
+    }
+}
+
+/// A typed view document.
+pub trait View: Serialize + DeserializeOwned {
+    const KIND: ViewKind;
+    fn id(&self) -> String;
+    fn org_id(&self) -> Option<String>;
+    fn parent_id(&self) -> Option<String>;
+    fn name(&self) -> Option<String>;
+
+    fn into_row(self, seq: u64) -> ViewRow {
+        ViewRow {
+            kind: Self::KIND,
+            id: self.id(),
+            org_id: self.org_id(),
+            parent_id: self.parent_id(),
+            name: self.name(),
+            seq,
+            // Plain data structs always serialize.
+            doc: serde_json::to_value(&self).unwrap_or(serde_json::Value::Null),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct OrgView {
+    pub id: OrgId,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AppView {
+    pub id: AppId,
+    pub org_id: OrgId,
+    pub name: String,
+    pub description: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct EnvView {
+    pub id: EnvId,
+    pub org_id: OrgId,
+    pub app_id: AppId,
+    pub name: String,
+    /// The release this env should run (set by the latest deploy or rollback).
+    pub desired_release_id: Option<ReleaseId>,
+    /// The deploy that set it.
+    pub current_deploy_id: Option<DeployId>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ReleaseView {
+    pub id: ReleaseId,
+    pub org_id: OrgId,
+    pub app_id: AppId,
+    pub image_ref: String,
+    pub image_digest: String,
+    pub resolved_from: Option<String>,
+    pub manifest_hash: String,
+    #[schema(value_type = Object)]
+    pub manifest: serde_json::Value,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DeployView {
+    pub id: DeployId,
+    pub org_id: OrgId,
+    pub app_id: AppId,
+    pub env_id: EnvId,
+    pub release_id: ReleaseId,
+    pub previous_release_id: Option<ReleaseId>,
+    pub kind: DeployKind,
+    pub status: DeployStatus,
+    pub reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Desired instance count of one process type in one env.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ScaleView {
+    pub org_id: OrgId,
+    pub app_id: AppId,
+    pub env_id: EnvId,
+    pub process: String,
+    pub instances: u32,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl ScaleView {
+    pub fn key(env_id: &EnvId, process: &str) -> String {
+        format!("{env_id}/{process}")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct InstanceView {
+    pub id: InstanceId,
+    pub org_id: OrgId,
+    pub app_id: AppId,
+    pub env_id: EnvId,
+    pub process: String,
+    pub release_id: ReleaseId,
+    pub deploy_id: Option<DeployId>,
+    pub node_id: NodeId,
+    pub resources: Resources,
+    /// What the control plane wants.
+    pub desired_state: DesiredState,
+    /// What the node last reported.
+    pub status: InstanceStatus,
+    /// Why it is in this status, in words a user can act on.
+    pub reason: Option<String>,
+    pub exit_code: Option<i32>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct NodeView {
+    pub id: NodeId,
+    pub name: String,
+    pub status: NodeStatus,
+    pub status_reason: Option<String>,
+    pub capacity: Capacity,
+    pub allocatable: Capacity,
+    pub labels: BTreeMap<String, String>,
+    pub address: Option<String>,
+    pub registered_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+macro_rules! view {
+    ($ty:ty, $kind:ident, id = |$s:ident| $id:expr, org = $org:expr, parent = $parent:expr, name = $name:expr) => {
+        impl View for $ty {
+            const KIND: ViewKind = ViewKind::$kind;
+            fn id(&self) -> String {
+                #[allow(unused_variables)]
+                let $s = self;
+                $id
+            }
+            fn org_id(&self) -> Option<String> {
+                #[allow(unused_variables)]
+                let $s = self;
+                $org
+            }
+            fn parent_id(&self) -> Option<String> {
+                #[allow(unused_variables)]
+                let $s = self;
+                $parent
+            }
+            fn name(&self) -> Option<String> {
+                #[allow(unused_variables)]
+                let $s = self;
+                $name
+            }
+        }
+    };
+}
+
+view!(OrgView, Org, id = |s| s.id.to_string(), org = Some(s.id.to_string()), parent = None, name = Some(s.name.clone()));
+view!(AppView, App, id = |s| s.id.to_string(), org = Some(s.org_id.to_string()), parent = Some(s.org_id.to_string()), name = Some(s.name.clone()));
+view!(EnvView, Env, id = |s| s.id.to_string(), org = Some(s.org_id.to_string()), parent = Some(s.app_id.to_string()), name = Some(s.name.clone()));
+view!(ReleaseView, Release, id = |s| s.id.to_string(), org = Some(s.org_id.to_string()), parent = Some(s.app_id.to_string()), name = None);
+view!(DeployView, Deploy, id = |s| s.id.to_string(), org = Some(s.org_id.to_string()), parent = Some(s.env_id.to_string()), name = None);
+view!(ScaleView, Scale, id = |s| ScaleView::key(&s.env_id, &s.process), org = Some(s.org_id.to_string()), parent = Some(s.env_id.to_string()), name = Some(s.process.clone()));
+view!(InstanceView, Instance, id = |s| s.id.to_string(), org = Some(s.org_id.to_string()), parent = Some(s.env_id.to_string()), name = Some(s.process.clone()));
+view!(NodeView, Node, id = |s| s.id.to_string(), org = None, parent = None, name = Some(s.name.clone()));
+
+/// Why a projection could not apply an event. A projection that fails stops at
+/// that event (its checkpoint does not move) and reports the error as its status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProjectionError(pub String);
+
+impl std::fmt::Display for ProjectionError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ProjectionError {}
+
+/// Owns one kind of view.
+pub trait Projection: Send + Sync {
+    /// Stable name; the key of this projection's checkpoint.
+    fn name(&self) -> &'static str;
+    fn kind(&self) -> ViewKind;
+    /// The ids of the rows of [`Self::kind`] this event changes (usually none or one).
+    fn touches(&self, event: &Event) -> Vec<String>;
+    /// The new value of row `id`, given its current value. `None` removes it.
+    fn apply(&self, envelope: &Envelope, event: &Event, id: &str, current: Option<&ViewRow>) -> Result<Option<ViewRow>, ProjectionError>;
+}
+
+/// All projections, in a fixed order.
+pub fn projections() -> Vec<Box<dyn Projection>> {
+    vec![
+        Box::new(Orgs),
+        Box::new(Apps),
+        Box::new(Envs),
+        Box::new(Releases),
+        Box::new(Deploys),
+        Box::new(Scales),
+        Box::new(Instances),
+        Box::new(Nodes),
+    ]
+}
+
+fn current<T: View>(row: Option<&ViewRow>, what: &str, id: &str) -> Result<T, ProjectionError> {
+    let row = row.ok_or_else(|| ProjectionError(format!("{what} for unknown {} `{id}`", T::KIND.as_str())))?;
+    row.decode().map_err(|e| ProjectionError(format!("stored {} `{id}` does not decode: {e}", T::KIND.as_str())))
+}
+
+struct Orgs;
+impl Projection for Orgs {
+    fn name(&self) -> &'static str {
+        "orgs"
+    }
+    fn kind(&self) -> ViewKind {
+        ViewKind::Org
+    }
+    fn touches(&self, event: &Event) -> Vec<String> {
+        match event {
+            Event::OrgCreated(e) => vec![e.org_id.to_string()],
+            _ => vec![],
+        }
+    }
+    fn apply(&self, env: &Envelope, event: &Event, _id: &str, _current: Option<&ViewRow>) -> Result<Option<ViewRow>, ProjectionError> {
+        Ok(match event {
+            Event::OrgCreated(e) => Some(OrgView { id: e.org_id, name: e.name.clone(), created_at: env.occurred_at, updated_at: env.occurred_at }.into_row(env.seq)),
+            _ => None,
+        })
+    }
+}
+
+struct Apps;
+impl Projection for Apps {
+    fn name(&self) -> &'static str {
+        "apps"
+    }
+    fn kind(&self) -> ViewKind {
+        ViewKind::App
+    }
+    fn touches(&self, event: &Event) -> Vec<String> {
+        match event {
+            Event::AppCreated(e) => vec![e.app_id.to_string()],
+            _ => vec![],
+        }
+    }
+    fn apply(&self, env: &Envelope, event: &Event, _id: &str, _current: Option<&ViewRow>) -> Result<Option<ViewRow>, ProjectionError> {
+        Ok(match event {
+            Event::AppCreated(e) => Some(
+                AppView { id: e.app_id, org_id: e.org_id, name: e.name.clone(), description: e.description.clone(), created_at: env.occurred_at, updated_at: env.occurred_at }
+                    .into_row(env.seq),
+            ),
+            _ => None,
+        })
+    }
+}
+
+struct Envs;
+impl Projection for Envs {
+    fn name(&self) -> &'static str {
+        "envs"
+    }
+    fn kind(&self) -> ViewKind {
+        ViewKind::Env
+    }
+    fn touches(&self, event: &Event) -> Vec<String> {
+        match event {
+            Event::EnvCreated(e) => vec![e.env_id.to_string()],
+            Event::DeployCreated(e) => vec![e.env_id.to_string()],
+            _ => vec![],
+        }
+    }
+    fn apply(&self, env: &Envelope, event: &Event, id: &str, cur: Option<&ViewRow>) -> Result<Option<ViewRow>, ProjectionError> {
+        Ok(Some(match event {
+            Event::EnvCreated(e) => EnvView {
+                id: e.env_id,
+                org_id: e.org_id,
+                app_id: e.app_id,
+                name: e.name.clone(),
+                desired_release_id: None,
+                current_deploy_id: None,
+                created_at: env.occurred_at,
+                updated_at: env.occurred_at,
+            }
+            .into_row(env.seq),
+            Event::DeployCreated(e) => {
+                let mut v: EnvView = current(cur, "deploy", id)?;
+                v.desired_release_id = Some(e.release_id);
+                v.current_deploy_id = Some(e.deploy_id);
+                v.updated_at = env.occurred_at;
+                v.into_row(env.seq)
+            }
+            _ => return Ok(cur.cloned()),
+        }))
+    }
+}
+
+struct Releases;
+impl Projection for Releases {
+    fn name(&self) -> &'static str {
+        "releases"
+    }
+    fn kind(&self) -> ViewKind {
+        ViewKind::Release
+    }
+    fn touches(&self, event: &Event) -> Vec<String> {
+        match event {
+            Event::ReleaseCreated(e) => vec![e.release_id.to_string()],
+            _ => vec![],
+        }
+    }
+    fn apply(&self, env: &Envelope, event: &Event, _id: &str, cur: Option<&ViewRow>) -> Result<Option<ViewRow>, ProjectionError> {
+        Ok(match event {
+            Event::ReleaseCreated(e) => Some(
+                ReleaseView {
+                    id: e.release_id,
+                    org_id: e.org_id,
+                    app_id: e.app_id,
+                    image_ref: e.image_ref.clone(),
+                    image_digest: e.image_digest.clone(),
+                    resolved_from: e.resolved_from.clone(),
+                    manifest_hash: e.manifest_hash.clone(),
+                    manifest: e.manifest.clone(),
+                    created_at: env.occurred_at,
+                }
+                .into_row(env.seq),
+            ),
+            _ => cur.cloned(),
+        })
+    }
+}
+
+struct Deploys;
+impl Projection for Deploys {
+    fn name(&self) -> &'static str {
+        "deploys"
+    }
+    fn kind(&self) -> ViewKind {
+        ViewKind::Deploy
+    }
+    fn touches(&self, event: &Event) -> Vec<String> {
+        match event {
+            Event::DeployCreated(e) => vec![e.deploy_id.to_string()],
+            Event::DeployStatusChanged(e) => vec![e.deploy_id.to_string()],
+            _ => vec![],
+        }
+    }
+    fn apply(&self, env: &Envelope, event: &Event, id: &str, cur: Option<&ViewRow>) -> Result<Option<ViewRow>, ProjectionError> {
+        Ok(Some(match event {
+            Event::DeployCreated(e) => DeployView {
+                id: e.deploy_id,
+                org_id: e.org_id,
+                app_id: e.app_id,
+                env_id: e.env_id,
+                release_id: e.release_id,
+                previous_release_id: e.previous_release_id,
+                kind: e.kind,
+                status: DeployStatus::Pending,
+                reason: None,
+                created_at: env.occurred_at,
+                updated_at: env.occurred_at,
+            }
+            .into_row(env.seq),
+            Event::DeployStatusChanged(e) => {
+                let mut v: DeployView = current(cur, "status change", id)?;
+                v.status = e.status;
+                v.reason = e.reason.clone();
+                v.updated_at = env.occurred_at;
+                v.into_row(env.seq)
+            }
+            _ => return Ok(cur.cloned()),
+        }))
+    }
+}
+
+struct Scales;
+impl Projection for Scales {
+    fn name(&self) -> &'static str {
+        "scales"
+    }
+    fn kind(&self) -> ViewKind {
+        ViewKind::Scale
+    }
+    fn touches(&self, event: &Event) -> Vec<String> {
+        match event {
+            Event::ScaleSet(e) => vec![ScaleView::key(&e.env_id, &e.process)],
+            _ => vec![],
+        }
+    }
+    fn apply(&self, env: &Envelope, event: &Event, _id: &str, cur: Option<&ViewRow>) -> Result<Option<ViewRow>, ProjectionError> {
+        Ok(match event {
+            Event::ScaleSet(e) => Some(
+                ScaleView { org_id: e.org_id, app_id: e.app_id, env_id: e.env_id, process: e.process.clone(), instances: e.instances, updated_at: env.occurred_at }
+                    .into_row(env.seq),
+            ),
+            _ => cur.cloned(),
+        })
+    }
+}
+
+struct Instances;
+impl Projection for Instances {
+    fn name(&self) -> &'static str {
+        "instances"
+    }
+    fn kind(&self) -> ViewKind {
+        ViewKind::Instance
+    }
+    fn touches(&self, event: &Event) -> Vec<String> {
+        match event {
+            Event::InstanceAllocated(e) => vec![e.instance_id.to_string()],
+            Event::InstanceDesiredStateChanged(e) => vec![e.instance_id.to_string()],
+            Event::InstanceStatusReported(e) => vec![e.instance_id.to_string()],
+            _ => vec![],
+        }
+    }
+    fn apply(&self, env: &Envelope, event: &Event, id: &str, cur: Option<&ViewRow>) -> Result<Option<ViewRow>, ProjectionError> {
+        Ok(Some(match event {
+            Event::InstanceAllocated(e) => InstanceView {
+                id: e.instance_id,
+                org_id: e.org_id,
+                app_id: e.app_id,
+                env_id: e.env_id,
+                process: e.process.clone(),
+                release_id: e.release_id,
+                deploy_id: e.deploy_id,
+                node_id: e.node_id,
+                resources: e.resources,
+                desired_state: DesiredState::Running,
+                status: InstanceStatus::Allocated,
+                reason: Some("waiting for the node agent to pick it up".into()),
+                exit_code: None,
+                created_at: env.occurred_at,
+                updated_at: env.occurred_at,
+            }
+            .into_row(env.seq),
+            Event::InstanceDesiredStateChanged(e) => {
+                let mut v: InstanceView = current(cur, "desired state change", id)?;
+                v.desired_state = e.desired;
+                if e.reason.is_some() {
+                    v.reason = e.reason.clone();
+                }
+                v.updated_at = env.occurred_at;
+                v.into_row(env.seq)
+            }
+            Event::InstanceStatusReported(e) => {
+                let mut v: InstanceView = current(cur, "status report", id)?;
+                v.status = e.status;
+                v.reason = e.reason.clone();
+                v.exit_code = e.exit_code;
+                v.updated_at = env.occurred_at;
+                v.into_row(env.seq)
+            }
+            _ => return Ok(cur.cloned()),
+        }))
+    }
+}
+
+struct Nodes;
+impl Projection for Nodes {
+    fn name(&self) -> &'static str {
+        "nodes"
+    }
+    fn kind(&self) -> ViewKind {
+        ViewKind::Node
+    }
+    fn touches(&self, event: &Event) -> Vec<String> {
+        match event {
+            Event::NodeRegistered(e) => vec![e.node_id.to_string()],
+            Event::NodeCapacityChanged(e) => vec![e.node_id.to_string()],
+            Event::NodeStatusChanged(e) => vec![e.node_id.to_string()],
+            _ => vec![],
+        }
+    }
+    fn apply(&self, env: &Envelope, event: &Event, id: &str, cur: Option<&ViewRow>) -> Result<Option<ViewRow>, ProjectionError> {
+        Ok(Some(match event {
+            Event::NodeRegistered(e) => NodeView {
+                id: e.node_id,
+                name: e.name.clone(),
+                status: NodeStatus::Ready,
+                status_reason: None,
+                capacity: e.capacity,
+                allocatable: e.allocatable,
+                labels: e.labels.clone(),
+                address: e.address.clone(),
+                registered_at: env.occurred_at,
+                updated_at: env.occurred_at,
+            }
+            .into_row(env.seq),
+            Event::NodeCapacityChanged(e) => {
+                let mut v: NodeView = current(cur, "capacity change", id)?;
+                v.capacity = e.capacity;
+                v.allocatable = e.allocatable;
+                v.updated_at = env.occurred_at;
+                v.into_row(env.seq)
+            }
+            Event::NodeStatusChanged(e) => {
+                let mut v: NodeView = current(cur, "status change", id)?;
+                v.status = e.status;
+                v.status_reason = e.reason.clone();
+                v.updated_at = env.occurred_at;
+                v.into_row(env.seq)
+            }
+            _ => return Ok(cur.cloned()),
+        }))
+    }
+}
+
+/// Replays events into rows in memory: the reference the stores are tested against,
+/// and what a projection batch does before it writes.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct MemoryViews {
+    pub rows: BTreeMap<(ViewKind, String), ViewRow>,
+}
+
+impl MemoryViews {
+    pub fn apply(&mut self, envelope: &Envelope) -> Result<(), ProjectionError> {
+        let event = envelope.decode().map_err(|e| ProjectionError(format!("event {} (seq {}): {e}", envelope.event_id, envelope.seq)))?;
+        for p in projections() {
+            for id in p.touches(&event) {
+                let key = (p.kind(), id);
+                let new = p.apply(envelope, &event, &key.1, self.rows.get(&key))?;
+                match new {
+                    Some(row) => self.rows.insert(key, row),
+                    None => self.rows.remove(&key),
+                };
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
