@@ -123,7 +123,9 @@ impl ImageIndex {
     /// The first manifest for linux/amd64 (variant ignored).
     pub fn linux_amd64(&self) -> Option<&Descriptor> {
         self.manifests.iter().find(|d| {
-            d.platform.as_ref().is_some_and(|p| p.os == "linux" && p.architecture == "amd64")
+            d.platform
+                .as_ref()
+                .is_some_and(|p| p.os == "linux" && p.architecture == "amd64")
         })
     }
 }
@@ -148,11 +150,19 @@ pub struct RuntimeConfig {
     pub user: Option<String>,
     #[serde(rename = "Env", default, skip_serializing_if = "Option::is_none")]
     pub env: Option<Vec<String>>,
-    #[serde(rename = "Entrypoint", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "Entrypoint",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub entrypoint: Option<Vec<String>>,
     #[serde(rename = "Cmd", default, skip_serializing_if = "Option::is_none")]
     pub cmd: Option<Vec<String>>,
-    #[serde(rename = "WorkingDir", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "WorkingDir",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub working_dir: Option<String>,
 }
 
@@ -166,7 +176,10 @@ pub struct RootFs {
 
 impl Default for RootFs {
     fn default() -> Self {
-        Self { kind: "layers".into(), diff_ids: Vec::new() }
+        Self {
+            kind: "layers".into(),
+            diff_ids: Vec::new(),
+        }
     }
 }
 
@@ -185,13 +198,19 @@ mod tests {
             media::DOCKER_LAYER_TAR_GZIP
         );
         let m: ImageManifest = serde_json::from_str(&m).unwrap();
-        assert_eq!(layer_compression(&m.layers[0].media_type).unwrap(), LayerCompression::Gzip);
+        assert_eq!(
+            layer_compression(&m.layers[0].media_type).unwrap(),
+            LayerCompression::Gzip
+        );
         let c: ImageConfig = serde_json::from_str(
             r#"{"architecture":"amd64","os":"linux","config":{"Entrypoint":["/bin/sh"],"Env":["A=1"],
             "WorkingDir":"/w","User":"1000:1000","ExposedPorts":{"80/tcp":{}}},"rootfs":{"type":"layers","diff_ids":[]}}"#,
         )
         .unwrap();
-        assert_eq!(c.config.entrypoint.as_deref(), Some(&["/bin/sh".to_owned()][..]));
+        assert_eq!(
+            c.config.entrypoint.as_deref(),
+            Some(&["/bin/sh".to_owned()][..])
+        );
         assert_eq!(c.config.user.as_deref(), Some("1000:1000"));
         assert!(layer_compression(media::OCI_LAYER_TAR_ZSTD).is_err());
     }

@@ -15,8 +15,13 @@ pub const BUSYBOX: &str = "/bin/busybox";
 pub fn busybox_rootfs(dir: &Path) -> Result<()> {
     fs::create_dir_all(dir.join("bin"))?;
     fs::copy(BUSYBOX, dir.join("bin/busybox"))?;
-    fs::set_permissions(dir.join("bin/busybox"), std::fs::Permissions::from_mode(0o755))?;
-    for applet in ["sh", "ls", "cat", "echo", "env", "sleep", "mkdir", "mount", "uname", "wget", "id"] {
+    fs::set_permissions(
+        dir.join("bin/busybox"),
+        std::fs::Permissions::from_mode(0o755),
+    )?;
+    for applet in [
+        "sh", "ls", "cat", "echo", "env", "sleep", "mkdir", "mount", "uname", "wget", "id",
+    ] {
         std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet))?;
     }
     for d in ["etc", "proc", "sys", "dev", "root", "var"] {
@@ -24,7 +29,10 @@ pub fn busybox_rootfs(dir: &Path) -> Result<()> {
     }
     fs::create_dir_all(dir.join("tmp"))?;
     fs::set_permissions(dir.join("tmp"), std::fs::Permissions::from_mode(0o1777))?;
-    fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n")?;
+    fs::write(
+        dir.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n",
+    )?;
     fs::write(dir.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n")?;
     Ok(())
 }
@@ -42,7 +50,14 @@ impl TarBuilder {
     }
 
     /// Append an entry with raw `name` (max 100 bytes) and `link` (max 100 bytes).
-    pub fn raw(mut self, kind: tar::EntryType, name: &str, link: &str, mode: u32, data: &[u8]) -> Self {
+    pub fn raw(
+        mut self,
+        kind: tar::EntryType,
+        name: &str,
+        link: &str,
+        mode: u32,
+        data: &[u8],
+    ) -> Self {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(kind);
         h.set_mode(mode);
@@ -66,12 +81,21 @@ impl TarBuilder {
         self
     }
 
-    pub fn owned(self, kind: tar::EntryType, name: &str, uid: u64, gid: u64, mode: u32, data: &[u8]) -> Self {
+    pub fn owned(
+        self,
+        kind: tar::EntryType,
+        name: &str,
+        uid: u64,
+        gid: u64,
+        mode: u32,
+        data: &[u8],
+    ) -> Self {
         let mut me = self.raw(kind, name, "", mode, data);
         // Patch uid/gid into the header just appended.
         let start = me.out.len() - data.len().div_ceil(512) * 512 - 512;
         let mut h = tar::Header::new_gnu();
-        h.as_mut_bytes().copy_from_slice(&me.out[start..start + 512]);
+        h.as_mut_bytes()
+            .copy_from_slice(&me.out[start..start + 512]);
         h.set_uid(uid);
         h.set_gid(gid);
         h.set_cksum();

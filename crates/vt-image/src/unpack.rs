@@ -39,7 +39,10 @@ pub struct UnpackOptions {
 
 impl Default for UnpackOptions {
     fn default() -> Self {
-        Self { max_bytes: 64 << 30, apply_ownership: None }
+        Self {
+            max_bytes: 64 << 30,
+            apply_ownership: None,
+        }
     }
 }
 
@@ -103,20 +106,67 @@ impl Unpacker {
     }
 
     /// Apply one layer blob. `diff_id`, when given, is checked against the uncompressed tar.
+    /// gzip is decoded on a helper thread, overlapping decompression with file writes.
     pub fn apply_layer(
         &mut self,
         layer: &Digest,
-        reader: impl Read,
+        reader: impl Read + Send,
         compression: LayerCompression,
         diff_id: Option<&Digest>,
     ) -> Result<()> {
         let reader = BufReader::with_capacity(1 << 20, reader);
-        let tar_stream: Box<dyn Read> = match compression {
-            LayerCompression::Gzip => Box::new(MultiGzDecoder::new(reader)),
-            LayerCompression::None => Box::new(reader),
-        };
-        let mut archive = tar::Archive::new(HashingReader { inner: tar_stream, hasher: Hasher::default() });
-        let mut created = HashSet::new();
+        match compression {
+            LayerCompression::None => self.apply_tar(layer, reader, diff_id),
+            LayerCompression::Gzip => std::thread::scope(|scope| {
+                let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(8);
+                scope.spawn(move || {
+                    let mut gz = MultiGzDecoder::new(reader);
+                    loop {
+                        let mut chunk = vec![0u8; 1 << 20];
+                        let mut filled = 0;
+                        while filled < chunk.len() {
+                            match gz.read(&mut chunk[filled..]) {
+                                Ok(0) => break,
+                                Ok(n) => filled += n,
+                                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                                Err(e) => {
+                                    let _ = tx.send(Err(e));
+                                    return;
+                                }
+                            }
+                        }
+                        let eof = filled < chunk.len();
+                        chunk.truncate(filled);
+                        // Dropping `tx` (return) tells the reader the stream ended.
+                        if filled == 0 || tx.send(Ok(chunk)).is_err() || eof {
+                            return;
+                        }
+                    }
+                });
+                self.apply_tar(
+                    layer,
+                    ChannelReader {
+                        rx,
+                        chunk: Vec::new(),
+                        pos: 0,
+                    },
+                    diff_id,
+                )
+            }),
+        }
+    }
+
+    fn apply_tar(
+        &mut self,
+        layer: &Digest,
+        tar_stream: impl Read,
+        diff_id: Option<&Digest>,
+    ) -> Result<()> {
+        let mut archive = tar::Archive::new(HashingReader {
+            inner: tar_stream,
+            hasher: Hasher::default(),
+        });
+        let mut created = LayerPaths::default();
         for entry in archive.entries()? {
             let mut entry = entry?;
             self.apply_entry(layer, &mut entry, &mut created)?;
@@ -142,7 +192,9 @@ impl Unpacker {
             }
         }
         let root = self.root.clone();
-        self.report.owners.retain(|o| fs::symlink_metadata(root.join(&o.path[1..])).is_ok());
+        self.report
+            .owners
+            .retain(|o| fs::symlink_metadata(root.join(&o.path[1..])).is_ok());
         Ok(self.report)
     }
 
@@ -150,11 +202,15 @@ impl Unpacker {
         &mut self,
         layer: &Digest,
         entry: &mut tar::Entry<'_, R>,
-        created: &mut HashSet<PathBuf>,
+        created: &mut LayerPaths,
     ) -> Result<()> {
         let raw = entry.path_bytes().into_owned();
         let shown = String::from_utf8_lossy(&raw).into_owned();
-        let hostile = |reason: &str| Error::HostileLayer { layer: layer.clone(), path: shown.clone(), reason: reason.into() };
+        let hostile = |reason: &str| Error::HostileLayer {
+            layer: layer.clone(),
+            path: shown.clone(),
+            reason: reason.into(),
+        };
         let comps = normalize(&raw).map_err(hostile)?;
         let header = entry.header();
         let kind = header.entry_type();
@@ -176,15 +232,24 @@ impl Unpacker {
         let name: &[u8] = name;
 
         if let Some(victim) = name.strip_prefix(WHITEOUT_PREFIX) {
-            let Some(parent) = self.resolve_dir(parents, false).map_err(hostile)? else { return Ok(()) };
+            let Some(parent) = self.resolve_dir(parents, false).map_err(hostile)? else {
+                return Ok(());
+            };
             if name == OPAQUE {
                 self.opaque(&parent, created)?;
             } else {
-                if victim.is_empty() || victim == b"." || victim == b".." || victim.starts_with(WHITEOUT_PREFIX) {
+                if victim.is_empty()
+                    || victim == b"."
+                    || victim == b".."
+                    || victim.starts_with(WHITEOUT_PREFIX)
+                {
                     return Err(hostile("whiteout names no sibling"));
                 }
                 let target = parent.join(OsStr::from_bytes(victim));
-                if !created.contains(&target) {
+                if created.touched.contains(&target) && !created.created.contains(&target) {
+                    // A lower directory this layer also writes into: drop only the lower content.
+                    self.opaque(&target, created)?;
+                } else if !created.created.contains(&target) {
                     self.remove(&target)?;
                 }
             }
@@ -192,7 +257,9 @@ impl Unpacker {
         }
 
         match kind {
-            tar::EntryType::Char | tar::EntryType::Block => return Err(hostile("device nodes are refused")),
+            tar::EntryType::Char | tar::EntryType::Block => {
+                return Err(hostile("device nodes are refused"))
+            }
             tar::EntryType::Fifo => {
                 self.report.skipped.push(format!("/{shown}"));
                 return Ok(());
@@ -207,7 +274,10 @@ impl Unpacker {
             _ => return Ok(()),
         }
 
-        let parent = self.resolve_dir(parents, true).map_err(hostile)?.ok_or_else(|| hostile("parent missing"))?;
+        let parent = self
+            .resolve_dir_in(parents, true, Some(created))
+            .map_err(hostile)?
+            .ok_or_else(|| hostile("parent missing"))?;
         let path = parent.join(OsStr::from_bytes(name));
         let image_path = image_path(&self.root, &path);
 
@@ -227,18 +297,24 @@ impl Unpacker {
                 self.own(&path, image_path, meta)?;
             }
             tar::EntryType::Symlink => {
-                let target = entry.link_name_bytes().ok_or_else(|| hostile("symlink without target"))?;
+                let target = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| hostile("symlink without target"))?;
                 if target.is_empty() {
                     return Err(hostile("symlink without target"));
                 }
                 self.remove(&path)?;
-                std::os::unix::fs::symlink(OsStr::from_bytes(&target), &path)
-                    .map_err(|e| io::Error::new(e.kind(), format!("symlink {}: {e}", path.display())))?;
+                std::os::unix::fs::symlink(OsStr::from_bytes(&target), &path).map_err(|e| {
+                    io::Error::new(e.kind(), format!("symlink {}: {e}", path.display()))
+                })?;
                 self.own(&path, image_path, meta)?;
             }
             tar::EntryType::Link => {
-                let target = entry.link_name_bytes().ok_or_else(|| hostile("hard link without target"))?;
-                let tcomps = normalize(&target).map_err(|r| hostile(&format!("hard link target: {r}")))?;
+                let target = entry
+                    .link_name_bytes()
+                    .ok_or_else(|| hostile("hard link without target"))?;
+                let tcomps =
+                    normalize(&target).map_err(|r| hostile(&format!("hard link target: {r}")))?;
                 let Some((tname, tparents)) = tcomps.split_last() else {
                     return Err(hostile("hard link to the root"));
                 };
@@ -261,9 +337,14 @@ impl Unpacker {
                 self.remove(&path)?;
                 let size = entry.size();
                 if self.report.file_bytes.saturating_add(size) > self.opts.max_bytes {
-                    return Err(Error::UnpackTooLarge { limit: self.opts.max_bytes });
+                    return Err(Error::UnpackTooLarge {
+                        limit: self.opts.max_bytes,
+                    });
                 }
-                let mut file = fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
+                let mut file = fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&path)?;
                 loop {
                     let n = match entry.read(&mut self.buf) {
                         Ok(0) => break,
@@ -273,20 +354,32 @@ impl Unpacker {
                     };
                     self.report.file_bytes += n as u64;
                     if self.report.file_bytes > self.opts.max_bytes {
-                        return Err(Error::UnpackTooLarge { limit: self.opts.max_bytes });
+                        return Err(Error::UnpackTooLarge {
+                            limit: self.opts.max_bytes,
+                        });
                     }
                     file.write_all(&self.buf[..n])?;
                 }
                 if self.chown {
-                    std::os::unix::fs::fchown(file.file(), Some(meta.uid as u32), Some(meta.gid as u32))?;
+                    std::os::unix::fs::fchown(
+                        file.file(),
+                        Some(meta.uid as u32),
+                        Some(meta.gid as u32),
+                    )?;
                 } else {
-                    self.report.owners.push(OwnerRecord { path: image_path, uid: meta.uid, gid: meta.gid });
+                    self.report.owners.push(OwnerRecord {
+                        path: image_path,
+                        uid: meta.uid,
+                        gid: meta.gid,
+                    });
                 }
-                file.file().set_permissions(std::fs::Permissions::from_mode(meta.mode))?;
-                file.file().set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(meta.mtime))?;
+                file.file()
+                    .set_permissions(std::fs::Permissions::from_mode(meta.mode))?;
+                file.file()
+                    .set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(meta.mtime))?;
             }
         }
-        created.insert(path);
+        created.insert(&self.root, path);
         Ok(())
     }
 
@@ -295,7 +388,11 @@ impl Unpacker {
             std::os::unix::fs::lchown(path, Some(meta.uid as u32), Some(meta.gid as u32))
                 .map_err(|e| io::Error::new(e.kind(), format!("lchown {}: {e}", path.display())))?;
         } else {
-            self.report.owners.push(OwnerRecord { path: image_path, uid: meta.uid, gid: meta.gid });
+            self.report.owners.push(OwnerRecord {
+                path: image_path,
+                uid: meta.uid,
+                gid: meta.gid,
+            });
         }
         Ok(())
     }
@@ -319,13 +416,14 @@ impl Unpacker {
     }
 
     /// Opaque whiteout: drop everything under `dir` that this layer did not create.
-    fn opaque(&mut self, dir: &Path, created: &HashSet<PathBuf>) -> Result<()> {
+    fn opaque(&mut self, dir: &Path, created: &LayerPaths) -> Result<()> {
         for child in fs::read_dir(dir)? {
             let child = child?.path();
-            if !created.contains(&child) {
-                self.remove(&child)?;
-            } else if fs::symlink_metadata(&child).is_ok_and(|m| m.is_dir()) {
+            let is_dir = fs::symlink_metadata(&child).is_ok_and(|m| m.is_dir());
+            if is_dir && created.touched.contains(&child) {
                 self.opaque(&child, created)?;
+            } else if !created.created.contains(&child) {
+                self.remove(&child)?;
             }
         }
         Ok(())
@@ -333,14 +431,31 @@ impl Unpacker {
 
     /// Resolve parent components inside the root, following symlinks chroot-style and
     /// creating missing directories when `create` (else `Ok(None)` when something is missing).
-    fn resolve_dir(&mut self, comps: &[&[u8]], create: bool) -> Result<Option<PathBuf>, &'static str> {
+    fn resolve_dir(
+        &mut self,
+        comps: &[&[u8]],
+        create: bool,
+    ) -> Result<Option<PathBuf>, &'static str> {
+        self.resolve_dir_in(comps, create, None)
+    }
+
+    /// [`Self::resolve_dir`], recording directories it creates as this layer's in `created`.
+    fn resolve_dir_in(
+        &mut self,
+        comps: &[&[u8]],
+        create: bool,
+        mut created: Option<&mut LayerPaths>,
+    ) -> Result<Option<PathBuf>, &'static str> {
         let key = comps.join(&b'/');
         if let Some(p) = self.parent_cache.get(&key) {
             return Ok(Some(p.clone()));
         }
         let mut resolved = self.root.clone();
         let mut depth = 0usize;
-        let mut pending: VecDeque<OsString> = comps.iter().map(|c| OsStr::from_bytes(c).to_owned()).collect();
+        let mut pending: VecDeque<OsString> = comps
+            .iter()
+            .map(|c| OsStr::from_bytes(c).to_owned())
+            .collect();
         let mut hops = 0;
         while let Some(c) = pending.pop_front() {
             let cb = c.as_bytes();
@@ -366,7 +481,10 @@ impl Unpacker {
                     if hops > MAX_SYMLINK_HOPS {
                         return Err("too many levels of symlinks");
                     }
-                    let target = std::fs::read_link(&next).map_err(|_| "unreadable symlink")?.into_os_string().into_vec();
+                    let target = std::fs::read_link(&next)
+                        .map_err(|_| "unreadable symlink")?
+                        .into_os_string()
+                        .into_vec();
                     if target.starts_with(b"/") {
                         resolved = self.root.clone();
                         depth = 0;
@@ -380,6 +498,9 @@ impl Unpacker {
                     std::fs::create_dir(&next).map_err(|_| "cannot create parent directory")?;
                     std::fs::set_permissions(&next, std::fs::Permissions::from_mode(0o755))
                         .map_err(|_| "cannot create parent directory")?;
+                    if let Some(c) = created.as_deref_mut() {
+                        c.insert(&self.root, next.clone());
+                    }
                     resolved = next;
                     depth += 1;
                 }
@@ -397,7 +518,10 @@ fn normalize(raw: &[u8]) -> Result<Vec<&[u8]>, &'static str> {
     if raw.starts_with(b"/") {
         return Err("absolute path");
     }
-    let comps: Vec<&[u8]> = raw.split(|b| *b == b'/').filter(|c| !c.is_empty() && *c != b".").collect();
+    let comps: Vec<&[u8]> = raw
+        .split(|b| *b == b'/')
+        .filter(|c| !c.is_empty() && *c != b".")
+        .collect();
     if comps.iter().any(|c| *c == b"..") {
         return Err("path traversal (..)");
     }
@@ -434,6 +558,54 @@ fn make_writable(path: &Path) {
     }
 }
 
+/// Reads the chunks a decoder thread sends; an empty channel means end of stream.
+struct ChannelReader {
+    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    chunk: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.chunk.len() {
+            match self.rx.recv() {
+                Ok(Ok(chunk)) => {
+                    self.chunk = chunk;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.pos);
+        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Paths one layer wrote (`created`: never hidden by that layer's own whiteouts) and their
+/// ancestors (`touched`: an opaque whiteout descends into them instead of removing them).
+#[derive(Default)]
+struct LayerPaths {
+    created: HashSet<PathBuf>,
+    touched: HashSet<PathBuf>,
+}
+
+impl LayerPaths {
+    fn insert(&mut self, root: &Path, path: PathBuf) {
+        let mut p = path.parent();
+        while let Some(dir) = p {
+            if dir == root || !self.touched.insert(dir.to_owned()) {
+                break;
+            }
+            p = dir.parent();
+        }
+        self.touched.insert(path.clone());
+        self.created.insert(path);
+    }
+}
+
 struct HashingReader<R> {
     inner: R,
     hasher: Hasher,
@@ -467,16 +639,48 @@ impl Drop for UnpackedTree {
 }
 
 /// Unpack every layer of a pulled image (blobs from `blobs`) into a fresh temporary directory
-/// under `parent`. On any error nothing is left behind.
-pub fn unpack_image(blobs: &BlobStore, image: &PulledImage, parent: &Path, opts: UnpackOptions) -> Result<UnpackedTree> {
-    let dir = tempfile::Builder::new().prefix(".unpack-").tempdir_in(parent)?;
-    let mut tree = UnpackedTree { path: dir.keep(), report: UnpackReport::default() };
+/// under `parent`. Each cached blob is hashed again while it is read (and its `diff_id`
+/// checked); a blob found corrupt is deleted from the cache and reported as
+/// [`Error::DigestMismatch`]. On any error nothing is left behind.
+pub fn unpack_image(
+    blobs: &BlobStore,
+    image: &PulledImage,
+    parent: &Path,
+    opts: UnpackOptions,
+) -> Result<UnpackedTree> {
+    let dir = tempfile::Builder::new()
+        .prefix(".unpack-")
+        .tempdir_in(parent)?;
+    let mut tree = UnpackedTree {
+        path: dir.keep(),
+        report: UnpackReport::default(),
+    };
     let mut unpacker = Unpacker::new(&tree.path, opts)?;
     for (i, layer) in image.manifest.layers.iter().enumerate() {
         let compression = layer_compression(&layer.media_type)?;
         let file = fs::File::open(blobs.path(&layer.digest))?;
         let diff_id = image.config.rootfs.diff_ids.get(i);
-        unpacker.apply_layer(&layer.digest, file, compression, diff_id)?;
+        if image.fetched.contains(&layer.digest) {
+            // Verified moments ago by the pull that fetched it.
+            unpacker.apply_layer(&layer.digest, file, compression, diff_id)?;
+            continue;
+        }
+        let mut raw = HashingReader {
+            inner: file,
+            hasher: Hasher::default(),
+        };
+        let applied = unpacker.apply_layer(&layer.digest, &mut raw, compression, diff_id);
+        io::copy(&mut raw, &mut io::sink())?;
+        let size = raw.hasher.len;
+        let actual = raw.hasher.finish();
+        if actual != layer.digest || size != layer.size {
+            blobs.remove(&layer.digest)?;
+            return Err(Error::DigestMismatch {
+                digest: layer.digest.clone(),
+                actual,
+            });
+        }
+        applied?;
     }
     tree.report = unpacker.finish()?;
     Ok(tree)

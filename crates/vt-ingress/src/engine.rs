@@ -5,12 +5,12 @@ use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
@@ -42,7 +42,7 @@ impl Default for IngressConfig {
             client_hello_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(3),
             state_path: None,
-            copy_buf_size: 32 * 1024,
+            copy_buf_size: 64 * 1024,
         }
     }
 }
@@ -387,7 +387,11 @@ async fn handle(inner: Arc<Inner>, mut client: TcpStream, peer: SocketAddr, port
 }
 
 /// Read until a complete ClientHello is buffered in `buf`; return its SNI.
-async fn read_client_hello(client: &mut TcpStream, buf: &mut Vec<u8>, limit: Duration) -> Result<String, RejectReason> {
+async fn read_client_hello<S: AsyncRead + Unpin>(
+    client: &mut S,
+    buf: &mut Vec<u8>,
+    limit: Duration,
+) -> Result<String, RejectReason> {
     let read = async {
         let mut chunk = [0u8; 4096];
         loop {
@@ -461,11 +465,100 @@ async fn forward(
     drop(first);
     drop(initial);
     let size = config.copy_buf_size.max(1024);
-    match tokio::io::copy_bidirectional_with_sizes(&mut client, &mut backend, size, size).await {
-        Ok((to_backend, to_client)) => {
-            m.bytes_in.fetch_add(to_backend, Relaxed);
-            m.bytes_out.fetch_add(to_client, Relaxed);
+    let (mut client_r, mut client_w) = client.split();
+    let (mut backend_r, mut backend_w) = backend.split();
+    let up = pump(&mut client_r, &mut backend_w, &m.bytes_in, size);
+    let down = pump(&mut backend_r, &mut client_w, &m.bytes_out, size);
+    // The first error ends both directions; a clean EOF on one side is
+    // propagated as a write shutdown (half close) to the other.
+    if tokio::try_join!(up, down).is_err() {
+        m.fail(FailureReason::Io);
+    }
+}
+
+/// Copy `from` to `to` until EOF, counting bytes as they pass (so long-lived
+/// connections show up in the metrics), then shut `to` down for writing.
+async fn pump<R, W>(from: &mut R, to: &mut W, counter: &AtomicU64, size: usize) -> io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; size];
+    loop {
+        let n = from.read(&mut buf).await?;
+        if n == 0 {
+            return to.shutdown().await;
         }
-        Err(_) => m.fail(FailureReason::Io),
+        to.write_all(&buf[..n]).await?;
+        counter.fetch_add(n as u64, Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::rustls_client_hello;
+
+    #[tokio::test]
+    async fn client_hello_trickling_in_byte_by_byte() {
+        let hello = rustls_client_hello("slow.test");
+        let (mut client, mut server) = tokio::io::duplex(64);
+        let sent = hello.clone();
+        let writer = tokio::spawn(async move {
+            for b in sent {
+                client.write_all(&[b]).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            client
+        });
+        let mut buf = Vec::new();
+        let host = read_client_hello(&mut server, &mut buf, Duration::from_secs(5)).await;
+        assert_eq!(host, Ok("slow.test".to_owned()));
+        assert_eq!(buf, hello, "every byte read is kept for the backend");
+        drop(writer.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn client_hello_outcomes() {
+        let hello = rustls_client_hello("x.test");
+        // Timeout: half a ClientHello, then silence.
+        let (mut client, mut server) = tokio::io::duplex(4096);
+        client.write_all(&hello[..hello.len() / 2]).await.unwrap();
+        let mut buf = Vec::new();
+        let r = read_client_hello(&mut server, &mut buf, Duration::from_millis(50)).await;
+        assert_eq!(r, Err(RejectReason::Timeout));
+        // Closed before complete.
+        drop(client);
+        let r = read_client_hello(&mut server, &mut Vec::new(), Duration::from_secs(1)).await;
+        assert_eq!(r, Err(RejectReason::ClientClosed));
+        // Not TLS.
+        let (mut client, mut server) = tokio::io::duplex(4096);
+        client.write_all(b"SSH-2.0-x\r\n").await.unwrap();
+        let r = read_client_hello(&mut server, &mut Vec::new(), Duration::from_secs(1)).await;
+        assert_eq!(r, Err(RejectReason::NotTls));
+    }
+
+    #[tokio::test]
+    async fn pump_counts_and_half_closes() {
+        let (mut a, mut a_peer) = tokio::io::duplex(16);
+        let (mut b, mut b_peer) = tokio::io::duplex(16);
+        let counter = AtomicU64::new(0);
+        let data: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
+        let expected = data.clone();
+        let feed = tokio::spawn(async move {
+            a_peer.write_all(&data).await.unwrap();
+            a_peer.shutdown().await.unwrap();
+            a_peer
+        });
+        let read = tokio::spawn(async move {
+            let mut got = Vec::new();
+            b_peer.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        pump(&mut a, &mut b, &counter, 7).await.unwrap();
+        drop(b);
+        assert_eq!(read.await.unwrap(), expected);
+        assert_eq!(counter.load(Relaxed), 1000);
+        drop(feed.await.unwrap());
     }
 }

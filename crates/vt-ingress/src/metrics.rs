@@ -71,9 +71,9 @@ impl FailureReason {
 pub struct RouteMetrics {
     pub connections_total: AtomicU64,
     pub active: AtomicU64,
-    /// Client to backend bytes (counted when a connection ends).
+    /// Client to backend bytes (peeked ClientHello included), counted live.
     pub bytes_in: AtomicU64,
-    /// Backend to client bytes (counted when a connection ends).
+    /// Backend to client bytes, counted live.
     pub bytes_out: AtomicU64,
     /// Backend connect attempts that failed (each try, before failover).
     pub backend_connect_errors: AtomicU64,
@@ -142,10 +142,10 @@ impl Metrics {
         route_family(&mut out, "vt_ingress_route_active_connections", "gauge", "Connections currently open on the route.", &|m| {
             m.active.load(Relaxed)
         });
-        route_family(&mut out, "vt_ingress_route_bytes_in_total", "counter", "Bytes from clients to backends (counted at close).", &|m| {
+        route_family(&mut out, "vt_ingress_route_bytes_in_total", "counter", "Bytes from clients to backends.", &|m| {
             m.bytes_in.load(Relaxed)
         });
-        route_family(&mut out, "vt_ingress_route_bytes_out_total", "counter", "Bytes from backends to clients (counted at close).", &|m| {
+        route_family(&mut out, "vt_ingress_route_bytes_out_total", "counter", "Bytes from backends to clients.", &|m| {
             m.bytes_out.load(Relaxed)
         });
         route_family(

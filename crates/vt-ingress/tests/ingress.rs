@@ -242,6 +242,7 @@ async fn proxy_v2_header_carries_the_real_client_address() {
         let mut route = tcp_route("pp", port, &[backend]);
         route.proxy_protocol = true;
         ingress.apply(table(1, vec![route])).await.unwrap();
+        let mut open = Vec::new();
         for addr in [v4(port), v6(port)] {
             let mut c = TcpStream::connect(addr).await.unwrap();
             c.write_all(b"data").await.unwrap();
@@ -251,7 +252,19 @@ async fn proxy_v2_header_carries_the_real_client_address() {
             let mut echo = [0u8; 4];
             c.read_exact(&mut echo).await.unwrap();
             assert_eq!(&echo, b"data");
+            open.push(c);
         }
+        // Bytes are counted while connections are still open.
+        let m = ingress.metrics().route("pp");
+        for _ in 0..100 {
+            if m.bytes_out.load(Ordering::Relaxed) == 8 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(m.bytes_in.load(Ordering::Relaxed), 8);
+        assert_eq!(m.bytes_out.load(Ordering::Relaxed), 8);
+        assert_eq!(m.active.load(Ordering::Relaxed), 2);
     })
     .await
     .unwrap();
@@ -411,7 +424,7 @@ async fn rejects_are_closed_and_counted() {
         let m = ingress.metrics();
 
         // Unknown SNI: the client only gets a closed connection.
-        let conn = connector(&[cert_a.clone()]);
+        let conn = connector(std::slice::from_ref(&cert_a));
         let tcp = TcpStream::connect(v4(port)).await.unwrap();
         assert!(conn.connect(ServerName::try_from("c.test").unwrap(), tcp).await.is_err());
 

@@ -17,7 +17,7 @@
 //!     .unwrap_err();
 //! assert_eq!(
 //!     err.to_string(),
-//!     "3:32: processes.web.ports[0].port: must be between 1 and 65535, got 70000"
+//!     "3:34: processes.web.ports[0].port: must be between 1 and 65535, got 70000"
 //! );
 //! ```
 //!

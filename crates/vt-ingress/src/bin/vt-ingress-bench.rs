@@ -30,6 +30,7 @@ use vt_ingress::{Backend, Ingress, IngressConfig, Protocol, Route, RouteTable};
 const SNI_HOST: &str = "bench.test";
 
 struct Params {
+    rounds: usize,
     bulk_bytes: u64,
     rtt_count: usize,
     cps_duration: Duration,
@@ -45,9 +46,9 @@ fn main() {
     }
     let quick = args.iter().any(|a| a == "--quick");
     let params = if quick {
-        Params { bulk_bytes: 64 << 20, rtt_count: 500, cps_duration: Duration::from_millis(500), cps_concurrency: 8 }
+        Params { rounds: 1, bulk_bytes: 64 << 20, rtt_count: 500, cps_duration: Duration::from_millis(500), cps_concurrency: 8 }
     } else {
-        Params { bulk_bytes: 512 << 20, rtt_count: 5000, cps_duration: Duration::from_secs(3), cps_concurrency: 16 }
+        Params { rounds: 3, bulk_bytes: 256 << 20, rtt_count: 3000, cps_duration: Duration::from_secs(2), cps_concurrency: 16 }
     };
     if let Err(e) = rt.block_on(run(params)) {
         eprintln!("bench failed: {e}");
@@ -256,6 +257,15 @@ async fn measure(t: Target, hello: &Arc<Vec<u8>>, p: &Params) -> Res<Numbers> {
     Ok(Numbers { mbps, cps, p50, p99 })
 }
 
+fn median(runs: &[Numbers]) -> Numbers {
+    let med = |f: &dyn Fn(&Numbers) -> f64| {
+        let mut v: Vec<f64> = runs.iter().map(f).collect();
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    Numbers { mbps: med(&|n| n.mbps), cps: med(&|n| n.cps), p50: med(&|n| n.p50), p99: med(&|n| n.p99) }
+}
+
 fn write_table(path: &Path, backend: SocketAddr, tcp_port: u16, sni_port: u16) -> Res<()> {
     let backends = vec![Backend { addr: backend, healthy: true }];
     let table = RouteTable {
@@ -320,18 +330,24 @@ async fn run(p: Params) -> Res<()> {
     let local = |port| SocketAddr::from(([127, 0, 0, 1], port));
     let mut rows = Vec::new();
     for (scenario, sni, vt_port, ha_port) in [("tcp", false, vt_tcp, ha_tcp), ("sni", true, vt_sni, ha_sni)] {
-        eprintln!("measuring {scenario} ...");
-        let direct = measure(Target { addr: backend, sni }, &hello, &p).await?;
-        let ours = measure(Target { addr: local(vt_port), sni }, &hello, &p).await?;
-        let theirs = measure(Target { addr: local(ha_port), sni }, &hello, &p).await?;
-        rows.push((scenario, direct, ours, theirs));
+        // Interleave the three targets over several rounds and keep each
+        // metric's median, so load from other processes hits all alike.
+        let (mut ds, mut os, mut hs) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 0..p.rounds {
+            eprintln!("measuring {scenario}, round {} of {} ...", round + 1, p.rounds);
+            ds.push(measure(Target { addr: backend, sni }, &hello, &p).await?);
+            os.push(measure(Target { addr: local(vt_port), sni }, &hello, &p).await?);
+            hs.push(measure(Target { addr: local(ha_port), sni }, &hello, &p).await?);
+        }
+        rows.push((scenario, median(&ds), median(&os), median(&hs)));
     }
     let _ = vt.kill().await;
     let _ = ha.kill().await;
     let _ = std::fs::remove_dir_all(&dir);
 
     println!(
-        "vt-ingress vs HAProxy on loopback (bulk {} MiB, {} RTTs of 64 B, conn/s over {:?} x{}), {} CPUs",
+        "vt-ingress vs HAProxy on loopback, median of {} rounds (bulk {} MiB, {} RTTs of 64 B, conn/s over {:?} x{}), {} CPUs",
+        p.rounds,
         p.bulk_bytes >> 20,
         p.rtt_count,
         p.cps_duration,

@@ -1,0 +1,223 @@
+//! The API's types: what goes over HTTP between `vt` and the control plane.
+//!
+//! Requests are strict (`deny_unknown_fields`): a misspelled field is an error
+//! naming it, never silently ignored. Responses are the views of `vt-views`
+//! wrapped where a list or extra data is needed. Errors are [`ErrorBody`] with
+//! a stable [`ErrorCode`].
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use vt_events::{Capacity, Envelope, InstanceStatus};
+use vt_views::NodeView;
+
+pub use vt_views::{AppView, DeployView, EnvView, InstanceView, OrgView, ReleaseView, ScaleView};
+
+/// Header carrying the client's idempotency key on mutations.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// Response header set when a stored response is replayed for a repeated key.
+pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+/// Response header: the log position a mutation reached (0 if it wrote nothing).
+pub const SEQ_HEADER: &str = "vt-seq";
+/// Request header on reads: wait until views reflect at least this seq.
+pub const MIN_SEQ_HEADER: &str = "vt-min-seq";
+/// Response header with the request id (also in every error body).
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Stable error codes. Clients match on these, never on messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The body is not valid JSON, or not the expected shape.
+    MalformedRequest,
+    /// A field has a bad value; `field` names it.
+    InvalidField,
+    /// A field the API does not know; `field` names it.
+    UnknownField,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    /// A unique name is taken.
+    NameTaken,
+    /// The resource changed concurrently, or is in a state that does not allow this.
+    Conflict,
+    /// The idempotency key was used before with a different request.
+    IdempotencyKeyReused,
+    /// Views did not catch up in time; the write (if any) is committed.
+    ProjectionLag,
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MalformedRequest => "malformed_request",
+            Self::InvalidField => "invalid_field",
+            Self::UnknownField => "unknown_field",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::NotFound => "not_found",
+            Self::NameTaken => "name_taken",
+            Self::Conflict => "conflict",
+            Self::IdempotencyKeyReused => "idempotency_key_reused",
+            Self::ProjectionLag => "projection_lag",
+            Self::Internal => "internal",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ApiError,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    /// For people: what went wrong and what to do.
+    pub message: String,
+    /// The offending field, as a path into the request body (`processes.web`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub field: Option<String>,
+    pub request_id: String,
+}
+
+/// A list response. Items are in a stable order documented per endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct List<T> {
+    pub items: Vec<T>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateOrg {
+    /// 1-63 characters: a-z, 0-9 and '-', starting with a letter.
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApp {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEnv {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRelease {
+    /// The image, pinned by digest: `repository@sha256:<64 hex>`.
+    pub image: String,
+    /// The manifest in its TOML authoring form.
+    pub manifest: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateDeploy {
+    pub release_id: String,
+}
+
+/// Desired instance counts per process type. Processes not named keep their count.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetScale {
+    pub processes: BTreeMap<String, u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterNode {
+    pub name: String,
+    pub capacity: Capacity,
+    /// What the scheduler may hand out; defaults to `capacity`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocatable: Option<Capacity>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<Capacity>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocatable: Option<Capacity>,
+}
+
+/// A node agent's report of an instance's current status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReportInstanceStatus {
+    pub status: InstanceStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+}
+
+/// A node with its liveness.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct NodeInfo {
+    #[serde(flatten)]
+    pub node: NodeView,
+    pub last_heartbeat_at: Option<DateTime<Utc>>,
+}
+
+/// A page of the event log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct EventPage {
+    pub events: Vec<Envelope>,
+    /// Pass as `after` to get the next page.
+    pub next_after: u64,
+    /// The last seq in the log when the page was read.
+    pub head: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ProjectionInfo {
+    pub name: String,
+    pub checkpoint: u64,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SystemStatus {
+    pub version: String,
+    pub backend: String,
+    pub head: u64,
+    pub projections: Vec<ProjectionInfo>,
+}
+
+/// Desired versus current for one process type of an env.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ProcessState {
+    pub process: String,
+    pub desired_instances: u32,
+    pub desired_release_id: Option<String>,
+    /// Instances by current status.
+    pub instances_by_status: BTreeMap<String, u32>,
+    /// Instances running the desired release.
+    pub running_desired_release: u32,
+    /// Why desired and current differ, in words; empty when they match.
+    pub differences: Vec<String>,
+}
+
+/// `vt describe`: an env's desired state next to what is running.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct EnvDescription {
+    pub env: EnvView,
+    pub current_deploy: Option<DeployView>,
+    pub processes: Vec<ProcessState>,
+}

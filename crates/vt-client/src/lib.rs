@@ -1,0 +1,357 @@
+//! A typed async client for the vt HTTP API: one method per endpoint, named
+//! after the API's operation ids (`org_create`, `deploy_list`, ...).
+//!
+//! Mutations take an idempotency key and send it as `Idempotency-Key`. A
+//! mutation that fails in a way that may be transient (cannot connect, timed
+//! out, 502/503/504) is retried with the SAME key, a bounded number of times,
+//! so a retried request cannot act twice: the server replays the first answer.
+//!
+//! `{org}`, `{app}`, `{env}` arguments accept an id or a name, as the API does.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use vt_api::*;
+use vt_events::Envelope;
+
+pub use vt_api;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The server answered with an error status and an [`ErrorBody`].
+    #[error("{} ({}): {}", body.error.code.as_str(), status, body.error.message)]
+    Api { status: u16, body: ErrorBody },
+    /// The server could not be reached (connection refused, DNS, reset).
+    #[error("cannot reach the server at {url}: {message}")]
+    Connect { url: String, message: String },
+    /// The server answered, but not with what this client expects.
+    #[error("cannot decode the response from {url}: {message}")]
+    Decode { url: String, message: String },
+    /// The request took longer than the client's timeout.
+    #[error("the request to {url} timed out")]
+    Timeout { url: String },
+}
+
+impl Error {
+    /// Worth retrying with the same idempotency key.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Connect { .. } | Error::Timeout { .. } => true,
+            Error::Api { status, .. } => matches!(*status, 502..=504),
+            Error::Decode { .. } => false,
+        }
+    }
+
+    pub fn api(&self) -> Option<&ApiError> {
+        match self {
+            Error::Api { body, .. } => Some(&body.error),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A mutation's answer: the resource, the log position it reached, and whether
+/// the server replayed an earlier answer for the same idempotency key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Committed<T> {
+    pub value: T,
+    pub seq: u64,
+    pub replayed: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+    tries: u32,
+    backoff: Duration,
+}
+
+/// `PUT /system/rebuild-views`'s report.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, Serialize)]
+pub struct RebuildReport {
+    pub events: u64,
+    pub rows: usize,
+    pub differing_rows: Vec<String>,
+}
+
+fn seg(s: &str) -> String {
+    // Names and ids are [a-z0-9_-]; escape anything else rather than let it
+    // change the path.
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl Client {
+    /// `base` is the server's root URL (`http://127.0.0.1:7411`), without `/v1`.
+    pub fn new(base: &str, token: Option<String>) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .user_agent(concat!("vt/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .unwrap_or_default();
+        Client { http, base: base.trim_end_matches('/').to_owned(), token, tries: 3, backoff: Duration::from_millis(200) }
+    }
+
+    /// How many times a mutation is tried in all (at least 1), and the first
+    /// backoff (doubling after each try).
+    pub fn with_retries(mut self, tries: u32, backoff: Duration) -> Self {
+        self.tries = tries.max(1);
+        self.backoff = backoff;
+        self
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/v1{}", self.base, path)
+    }
+
+    fn request(&self, method: Method, url: &str, timeout: Option<Duration>) -> reqwest::RequestBuilder {
+        let mut rb = self.http.request(method, url);
+        if let Some(t) = &self.token {
+            rb = rb.bearer_auth(t);
+        }
+        if let Some(t) = timeout {
+            rb = rb.timeout(t);
+        }
+        rb
+    }
+
+    async fn send(&self, url: &str, rb: reqwest::RequestBuilder) -> Result<reqwest::Response> {
+        let resp = rb.send().await.map_err(|e| transport(url, e))?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        Err(error_response(url, resp).await)
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let url = self.url(path);
+        let resp = self.send(&url, self.request(Method::GET, &url, Some(Duration::from_secs(30)))).await?;
+        decode(&url, resp).await
+    }
+
+    async fn mutate<B: Serialize, T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<&B>, key: &str) -> Result<Committed<T>> {
+        let url = self.url(path);
+        let mut backoff = self.backoff;
+        let mut attempt = 1;
+        loop {
+            let mut rb = self.request(method.clone(), &url, Some(Duration::from_secs(60))).header(IDEMPOTENCY_KEY, key);
+            if let Some(b) = body {
+                rb = rb.json(b);
+            }
+            match self.send(&url, rb).await {
+                Ok(resp) => {
+                    let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+                    let seq = header(SEQ_HEADER).and_then(|s| s.parse().ok()).unwrap_or(0);
+                    let replayed = header(IDEMPOTENT_REPLAYED).is_some_and(|v| v == "true");
+                    return Ok(Committed { value: decode(&url, resp).await?, seq, replayed });
+                }
+                Err(e) if e.is_transient() && attempt < self.tries => {
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    // --- orgs, apps, envs
+
+    pub async fn org_create(&self, req: &CreateOrg, key: &str) -> Result<Committed<OrgView>> {
+        self.mutate(Method::POST, "/orgs", Some(req), key).await
+    }
+    pub async fn org_list(&self) -> Result<List<OrgView>> {
+        self.get("/orgs").await
+    }
+    pub async fn org_get(&self, org: &str) -> Result<OrgView> {
+        self.get(&format!("/orgs/{}", seg(org))).await
+    }
+    pub async fn app_create(&self, org: &str, req: &CreateApp, key: &str) -> Result<Committed<AppView>> {
+        self.mutate(Method::POST, &format!("/orgs/{}/apps", seg(org)), Some(req), key).await
+    }
+    pub async fn app_list(&self, org: &str) -> Result<List<AppView>> {
+        self.get(&format!("/orgs/{}/apps", seg(org))).await
+    }
+    pub async fn app_get(&self, org: &str, app: &str) -> Result<AppView> {
+        self.get(&format!("/orgs/{}/apps/{}", seg(org), seg(app))).await
+    }
+    pub async fn env_create(&self, org: &str, app: &str, req: &CreateEnv, key: &str) -> Result<Committed<EnvView>> {
+        self.mutate(Method::POST, &format!("/orgs/{}/apps/{}/envs", seg(org), seg(app)), Some(req), key).await
+    }
+    pub async fn env_list(&self, org: &str, app: &str) -> Result<List<EnvView>> {
+        self.get(&format!("/orgs/{}/apps/{}/envs", seg(org), seg(app))).await
+    }
+    pub async fn env_get(&self, org: &str, app: &str, env: &str) -> Result<EnvView> {
+        self.get(&env_path(org, app, env, "")).await
+    }
+
+    // --- releases, deploys, scale, instances
+
+    pub async fn release_create(&self, org: &str, app: &str, req: &CreateRelease, key: &str) -> Result<Committed<ReleaseView>> {
+        self.mutate(Method::POST, &format!("/orgs/{}/apps/{}/releases", seg(org), seg(app)), Some(req), key).await
+    }
+    pub async fn release_list(&self, org: &str, app: &str) -> Result<List<ReleaseView>> {
+        self.get(&format!("/orgs/{}/apps/{}/releases", seg(org), seg(app))).await
+    }
+    pub async fn release_get(&self, org: &str, app: &str, release: &str) -> Result<ReleaseView> {
+        self.get(&format!("/orgs/{}/apps/{}/releases/{}", seg(org), seg(app), seg(release))).await
+    }
+    pub async fn deploy_create(&self, org: &str, app: &str, env: &str, req: &CreateDeploy, key: &str) -> Result<Committed<DeployView>> {
+        self.mutate(Method::POST, &env_path(org, app, env, "/deploys"), Some(req), key).await
+    }
+    pub async fn deploy_list(&self, org: &str, app: &str, env: &str) -> Result<List<DeployView>> {
+        self.get(&env_path(org, app, env, "/deploys")).await
+    }
+    pub async fn deploy_get(&self, org: &str, app: &str, env: &str, deploy: &str) -> Result<DeployView> {
+        self.get(&env_path(org, app, env, &format!("/deploys/{}", seg(deploy)))).await
+    }
+    pub async fn scale_get(&self, org: &str, app: &str, env: &str) -> Result<List<ScaleView>> {
+        self.get(&env_path(org, app, env, "/scale")).await
+    }
+    /// Answers with every process's scale after the change.
+    pub async fn scale_set(&self, org: &str, app: &str, env: &str, req: &SetScale, key: &str) -> Result<Committed<Vec<ScaleView>>> {
+        self.mutate(Method::PUT, &env_path(org, app, env, "/scale"), Some(req), key).await
+    }
+    pub async fn instances(&self, org: &str, app: &str, env: &str) -> Result<List<InstanceView>> {
+        self.get(&env_path(org, app, env, "/instances")).await
+    }
+    pub async fn instance_get(&self, instance: &str) -> Result<InstanceView> {
+        self.get(&format!("/instances/{}", seg(instance))).await
+    }
+    pub async fn describe(&self, org: &str, app: &str, env: &str) -> Result<EnvDescription> {
+        self.get(&env_path(org, app, env, "/describe")).await
+    }
+
+    // --- nodes, events, system
+
+    pub async fn node_list(&self) -> Result<List<NodeInfo>> {
+        self.get("/nodes").await
+    }
+    pub async fn node_get(&self, node: &str) -> Result<NodeInfo> {
+        self.get(&format!("/nodes/{}", seg(node))).await
+    }
+    /// One page of the log: events with `seq > after`, at most `limit`.
+    pub async fn events(&self, after: u64, limit: u32) -> Result<EventPage> {
+        self.get(&format!("/events?after={after}&limit={limit}")).await
+    }
+    /// Every event with `seq > after`, then new ones as they are appended.
+    pub async fn events_follow(&self, after: u64) -> Result<EventStream> {
+        let url = self.url(&format!("/events?after={after}&follow=true"));
+        let resp = self.send(&url, self.request(Method::GET, &url, None)).await?;
+        Ok(EventStream { url, resp, buf: Vec::new() })
+    }
+    pub async fn system_status(&self) -> Result<SystemStatus> {
+        self.get("/system/status").await
+    }
+    /// Not idempotent by key: a rebuild is safe to repeat.
+    pub async fn rebuild_views(&self) -> Result<RebuildReport> {
+        let url = self.url("/system/rebuild-views");
+        let resp = self.send(&url, self.request(Method::POST, &url, Some(Duration::from_secs(600)))).await?;
+        decode(&url, resp).await
+    }
+}
+
+fn env_path(org: &str, app: &str, env: &str, rest: &str) -> String {
+    format!("/orgs/{}/apps/{}/envs/{}{}", seg(org), seg(app), seg(env), rest)
+}
+
+fn transport(url: &str, e: reqwest::Error) -> Error {
+    if e.is_timeout() {
+        Error::Timeout { url: url.to_owned() }
+    } else if e.is_connect() || e.is_request() {
+        Error::Connect { url: url.to_owned(), message: chain(&e) }
+    } else if e.is_decode() || e.is_body() {
+        Error::Decode { url: url.to_owned(), message: chain(&e) }
+    } else {
+        Error::Connect { url: url.to_owned(), message: chain(&e) }
+    }
+}
+
+/// The error and its sources, innermost last (reqwest's own message is vague).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+async fn decode<T: DeserializeOwned>(url: &str, resp: reqwest::Response) -> Result<T> {
+    let bytes = resp.bytes().await.map_err(|e| transport(url, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::Decode { url: url.to_owned(), message: e.to_string() })
+}
+
+async fn error_response(url: &str, resp: reqwest::Response) -> Error {
+    let status = resp.status();
+    let request_id = resp.headers().get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("-").to_owned();
+    let bytes = match resp.bytes().await {
+        Ok(b) => b,
+        Err(e) => return transport(url, e),
+    };
+    let body = serde_json::from_slice::<ErrorBody>(&bytes).unwrap_or_else(|_| {
+        // Not our server's error shape (a proxy, say): keep what it said.
+        let text = String::from_utf8_lossy(&bytes).trim().chars().take(200).collect::<String>();
+        let code = match status {
+            StatusCode::UNAUTHORIZED => ErrorCode::Unauthorized,
+            StatusCode::FORBIDDEN => ErrorCode::Forbidden,
+            StatusCode::NOT_FOUND => ErrorCode::NotFound,
+            StatusCode::CONFLICT => ErrorCode::Conflict,
+            s if s.is_client_error() => ErrorCode::MalformedRequest,
+            _ => ErrorCode::Internal,
+        };
+        let message = if text.is_empty() { status.to_string() } else { format!("{status}: {text}") };
+        ErrorBody { error: ApiError { code, message, field: None, request_id } }
+    });
+    Error::Api { status: status.as_u16(), body }
+}
+
+/// The NDJSON stream of `GET /v1/events?follow=true`.
+pub struct EventStream {
+    url: String,
+    resp: reqwest::Response,
+    buf: Vec<u8>,
+}
+
+impl EventStream {
+    /// The next event; `None` when the server closed the stream.
+    pub async fn next(&mut self) -> Option<Result<Envelope>> {
+        loop {
+            if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=i).collect();
+                let line = &line[..line.len() - 1];
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                return Some(serde_json::from_slice(line).map_err(|e| Error::Decode { url: self.url.clone(), message: e.to_string() }));
+            }
+            match self.resp.chunk().await {
+                Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk),
+                Ok(None) => return None,
+                Err(e) => return Some(Err(transport(&self.url, e))),
+            }
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! Deploys, scale, and `describe` (desired next to current).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use axum::http::StatusCode;
+use vt_api::{CreateDeploy, EnvDescription, ProcessState, SetScale};
+use vt_events::{AggregateType, DeployCreated, DeployKind, DeployStatus, DeployStatusChanged, DesiredState, Event, InstanceStatus, ScaleSet};
+use vt_ids::DeployId;
+use vt_store::{ExpectedVersion, Expectation};
+use vt_views::{AppView, DeployView, EnvView, InstanceView, ReleaseView, ScaleView, ViewKind};
+
+use crate::{validate, ApiErr, ApiResult, ControlPlane, Ctx, Plan};
+
+fn manifest_of(release: &ReleaseView) -> ApiResult<vt_manifest::Manifest> {
+    vt_manifest::from_normalized_json(&release.manifest).map_err(|e| ApiErr::internal(format!("stored manifest of {} does not decode: {e}", release.id)))
+}
+
+impl ControlPlane {
+    async fn env_pin(&self, env: &EnvView) -> ApiResult<Expectation> {
+        let version = self.store.aggregate_version(AggregateType::Env, &env.id.to_string()).await?;
+        Ok(Expectation { aggregate_type: AggregateType::Env, aggregate_id: env.id.to_string(), expected: ExpectedVersion::Exact(version) })
+    }
+
+    pub async fn scales(&self, env: &EnvView) -> ApiResult<Vec<ScaleView>> {
+        // Listed by process name (the store orders by id, which is `<env>/<process>`).
+        self.views(Self::kind_query(ViewKind::Scale).parent(env.id)).await
+    }
+
+    /// Start a deploy of `release` onto `env`: the env's desired release changes,
+    /// an unfinished earlier deploy is superseded, and process types that have
+    /// no desired count yet get their manifest's `scaling.min`.
+    pub async fn create_deploy(&self, ctx: &Ctx, app: &AppView, env: &EnvView, req: CreateDeploy) -> ApiResult<Plan<DeployView>> {
+        if !ctx.caller.is_admin() {
+            return Err(ApiErr::forbidden("this needs an admin token"));
+        }
+        if vt_ids::ReleaseId::parse(&req.release_id).is_err() {
+            return Err(ApiErr::invalid("release_id", format!("`release_id` must be a release id (`rel_...`); got {:?}", req.release_id)));
+        }
+        let release = self.release(app, &req.release_id).await.map_err(|e| e.field("release_id"))?;
+        let manifest = manifest_of(&release)?;
+        self.fresh().await?;
+        let env: EnvView = self.view(&env.id.to_string()).await?.ok_or_else(|| ApiErr::not_found("env vanished"))?;
+        let pin = self.env_pin(&env).await?;
+        let id = DeployId::new();
+        let now = ctx.now();
+        let kind = DeployKind::Deploy;
+        let view = DeployView {
+            id,
+            org_id: env.org_id,
+            app_id: env.app_id,
+            env_id: env.id,
+            release_id: release.id,
+            previous_release_id: env.desired_release_id,
+            kind,
+            status: DeployStatus::Pending,
+            reason: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let mut plan = Plan::new(StatusCode::CREATED, view).expect(pin).event(Event::DeployCreated(DeployCreated {
+            org_id: env.org_id,
+            app_id: env.app_id,
+            env_id: env.id,
+            deploy_id: id,
+            release_id: release.id,
+            previous_release_id: env.desired_release_id,
+            kind,
+        }));
+        if let Some(prev) = env.current_deploy_id {
+            if let Some(prev) = self.view::<DeployView>(&prev.to_string()).await? {
+                if !prev.status.is_terminal() {
+                    plan = plan.event(Event::DeployStatusChanged(DeployStatusChanged {
+                        org_id: env.org_id,
+                        env_id: env.id,
+                        deploy_id: prev.id,
+                        status: DeployStatus::Superseded,
+                        reason: Some(format!("superseded by deploy {id}")),
+                    }));
+                }
+            }
+        }
+        let scaled: BTreeSet<String> = self.scales(&env).await?.into_iter().map(|s| s.process).collect();
+        for (process, p) in &manifest.processes {
+            if !scaled.contains(process) {
+                plan = plan.event(Event::ScaleSet(ScaleSet { org_id: env.org_id, app_id: env.app_id, env_id: env.id, process: process.clone(), instances: p.scaling.min }));
+            }
+        }
+        Ok(plan)
+    }
+
+    /// Set desired instance counts. Checked against the desired release's
+    /// manifest when there is one (process exists, count within `scaling`).
+    pub async fn set_scale(&self, ctx: &Ctx, app: &AppView, env: &EnvView, req: SetScale) -> ApiResult<Plan<Vec<ScaleView>>> {
+        if !ctx.caller.is_admin() {
+            return Err(ApiErr::forbidden("this needs an admin token"));
+        }
+        if req.processes.is_empty() {
+            return Err(ApiErr::invalid("processes", "`processes` is empty; name at least one process, e.g. {\"web\": 2}"));
+        }
+        self.fresh().await?;
+        let env: EnvView = self.view(&env.id.to_string()).await?.ok_or_else(|| ApiErr::not_found("env vanished"))?;
+        let manifest = match env.desired_release_id {
+            Some(r) => Some(manifest_of(&self.release(app, &r.to_string()).await?)?),
+            None => None,
+        };
+        for (process, &n) in &req.processes {
+            let field = format!("processes.{process}");
+            validate::name(&field, process)?;
+            if let Some(m) = &manifest {
+                let p = m.processes.get(process).ok_or_else(|| {
+                    let known: Vec<&str> = m.processes.keys().map(String::as_str).collect();
+                    ApiErr::invalid(&field, format!("the desired release has no process `{process}`; its processes are: {}", known.join(", ")))
+                })?;
+                if n < p.scaling.min || n > p.scaling.max {
+                    return Err(ApiErr::invalid(&field, format!("process `{process}` allows {}..={} instances (manifest `scaling`); got {n}", p.scaling.min, p.scaling.max)));
+                }
+            } else if n > 1000 {
+                return Err(ApiErr::invalid(&field, format!("at most 1000 instances per process; got {n}")));
+            }
+        }
+        let current: BTreeMap<String, ScaleView> = self.scales(&env).await?.into_iter().map(|s| (s.process.clone(), s)).collect();
+        let now = ctx.now();
+        let mut result = current.clone();
+        let mut plan = Plan::new(StatusCode::OK, vec![]).expect(self.env_pin(&env).await?);
+        for (process, &n) in &req.processes {
+            if current.get(process).map(|s| s.instances) == Some(n) {
+                continue; // already so: nothing to record
+            }
+            plan = plan.event(Event::ScaleSet(ScaleSet { org_id: env.org_id, app_id: env.app_id, env_id: env.id, process: process.clone(), instances: n }));
+            result.insert(process.clone(), ScaleView { org_id: env.org_id, app_id: env.app_id, env_id: env.id, process: process.clone(), instances: n, updated_at: now });
+        }
+        plan.response = result.into_values().collect();
+        Ok(plan)
+    }
+
+    /// Deploys of an env, newest first.
+    pub async fn list_deploys(&self, env: &EnvView) -> ApiResult<Vec<DeployView>> {
+        let mut items: Vec<DeployView> = self.views(Self::kind_query(ViewKind::Deploy).parent(env.id)).await?;
+        items.sort_by(|a, b| b.id.cmp(&a.id));
+        Ok(items)
+    }
+
+    pub async fn deploy(&self, env: &EnvView, r: &str) -> ApiResult<DeployView> {
+        self.view::<DeployView>(r)
+            .await?
+            .filter(|d| d.env_id == env.id)
+            .ok_or_else(|| ApiErr::not_found(format!("deploy `{r}` not found in env `{}`; `vt deploy list` shows its deploys", env.name)))
+    }
+
+    /// Instances of an env, by process then id.
+    pub async fn list_instances(&self, env: &EnvView) -> ApiResult<Vec<InstanceView>> {
+        let mut items: Vec<InstanceView> = self.views(Self::kind_query(ViewKind::Instance).parent(env.id)).await?;
+        items.sort_by(|a, b| (&a.process, a.id).cmp(&(&b.process, b.id)));
+        Ok(items)
+    }
+
+    pub async fn describe(&self, app: &AppView, env: &EnvView) -> ApiResult<EnvDescription> {
+        let current_deploy = match env.current_deploy_id {
+            Some(d) => self.view::<DeployView>(&d.to_string()).await?,
+            None => None,
+        };
+        let release = match env.desired_release_id {
+            Some(r) => Some(self.release(app, &r.to_string()).await?),
+            None => None,
+        };
+        let manifest = release.as_ref().map(manifest_of).transpose()?;
+        let scales: BTreeMap<String, u32> = self.scales(env).await?.into_iter().map(|s| (s.process, s.instances)).collect();
+        let instances = self.list_instances(env).await?;
+        let mut names: BTreeSet<String> = scales.keys().cloned().collect();
+        names.extend(manifest.iter().flat_map(|m| m.processes.keys().cloned()));
+        names.extend(instances.iter().map(|i| i.process.clone()));
+        let mut processes = vec![];
+        for process in names {
+            let desired = scales.get(&process).copied().unwrap_or(0);
+            let mine: Vec<&InstanceView> = instances.iter().filter(|i| i.process == process).collect();
+            let mut by_status: BTreeMap<String, u32> = BTreeMap::new();
+            for i in &mine {
+                *by_status.entry(i.status.as_str().to_owned()).or_default() += 1;
+            }
+            let live: Vec<&&InstanceView> = mine.iter().filter(|i| i.desired_state == DesiredState::Running && !i.status.is_terminal()).collect();
+            let running_desired = live.iter().filter(|i| i.status == InstanceStatus::Running && Some(i.release_id) == env.desired_release_id).count() as u32;
+            let mut differences = vec![];
+            if manifest.as_ref().is_some_and(|m| !m.processes.contains_key(&process)) && desired > 0 {
+                differences.push(format!("the desired release has no process `{process}`, yet {desired} instance(s) are desired"));
+            }
+            if env.desired_release_id.is_none() && desired > 0 {
+                differences.push("no release has been deployed to this env yet: run `vt deploy`".to_owned());
+            }
+            if running_desired < desired {
+                let allocated = live.len() as u32;
+                if allocated < desired {
+                    differences.push(format!("{desired} instance(s) desired, {allocated} allocated: the scheduler has not placed {} yet", desired - allocated));
+                } else {
+                    differences.push(format!("{desired} instance(s) desired, {running_desired} running the desired release"));
+                }
+            }
+            if (live.len() as u32) > desired {
+                differences.push(format!("{} instance(s) more than desired are still running; they are to be stopped", live.len() as u32 - desired));
+            }
+            for i in mine.iter().filter(|i| i.status == InstanceStatus::Failed) {
+                differences.push(format!("instance {} failed: {}", i.id, i.reason.as_deref().unwrap_or("no reason reported")));
+            }
+            processes.push(ProcessState {
+                process,
+                desired_instances: desired,
+                desired_release_id: env.desired_release_id.map(|r| r.to_string()),
+                instances_by_status: by_status,
+                running_desired_release: running_desired,
+                differences,
+            });
+        }
+        Ok(EnvDescription { env: env.clone(), current_deploy, processes })
+    }
+}

@@ -1,0 +1,205 @@
+//! The control plane.
+//!
+//! Layers, from the outside in (as in omicron's nexus):
+//! - `http`: axum routes. Each handler parses the request into typed input,
+//!   calls one app-layer function and turns its result into a response. The
+//!   OpenAPI document is generated from these handlers (`http::ApiDoc`).
+//! - `app`: one module per resource. Commands validate, read what they need
+//!   from views, and return a [`Plan`]: the events to append, the
+//!   preconditions that must still hold, and the response. [`ControlPlane::commit`]
+//!   appends it in one transaction together with the idempotency record.
+//! - `vt-store`: the log, the views and the projector.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use serde::Serialize;
+use vt_events::{Actor, Event, NewEvent};
+use vt_ids::RequestId;
+use vt_store::{AppendRequest, Claim, Expectation, IdempotencyRecord, Projector, Store};
+use vt_views::{View, ViewKind};
+
+pub mod app;
+pub mod auth;
+pub mod error;
+pub mod http;
+pub mod rebuild;
+pub mod server;
+mod validate;
+
+pub use error::{ApiErr, ApiResult};
+
+/// How long a mutation waits for views to show its own write before answering.
+const READ_YOUR_WRITES: Duration = Duration::from_secs(5);
+
+/// The running control plane: a store and its projector.
+pub struct ControlPlane {
+    pub store: Arc<dyn Store>,
+    pub projector: Arc<Projector>,
+    pub data_dir: Option<PathBuf>,
+}
+
+impl ControlPlane {
+    /// Wrap a store and start its projector on the current runtime.
+    pub fn start(store: Arc<dyn Store>, data_dir: Option<PathBuf>) -> Arc<Self> {
+        let projector = Projector::new(store.clone());
+        tokio::spawn(projector.clone().run(Duration::from_millis(250)));
+        Arc::new(ControlPlane { store, projector, data_dir })
+    }
+
+    /// Wait until views reflect everything committed so far (for commands that
+    /// decide from views and then pin what they read with expectations).
+    pub async fn fresh(&self) -> ApiResult<()> {
+        let head = self.store.head().await?;
+        Ok(self.projector.wait_for(head, READ_YOUR_WRITES).await?)
+    }
+
+    pub async fn view<T: View>(&self, id: &str) -> ApiResult<Option<T>> {
+        match self.store.view_get(T::KIND, id).await? {
+            Some(row) => Ok(Some(row.decode().map_err(ApiErr::internal)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub async fn views<T: View>(&self, query: vt_store::ViewQuery) -> ApiResult<Vec<T>> {
+        debug_assert_eq!(query.kind, Some(T::KIND));
+        self.store.view_list(&query).await?.iter().map(|r| r.decode().map_err(ApiErr::internal)).collect()
+    }
+
+    pub fn kind_query(kind: ViewKind) -> vt_store::ViewQuery {
+        vt_store::ViewQuery::kind(kind)
+    }
+
+    /// Append a plan's writes atomically with the idempotency record, then wait
+    /// (bounded) until views show them.
+    pub async fn commit<T: Serialize>(&self, ctx: &Ctx, plan: Plan<T>) -> ApiResult<Committed> {
+        let body = serde_json::to_string(&plan.response).map_err(ApiErr::internal)?;
+        let events: Vec<NewEvent> = plan.events.into_iter().map(|e| ctx.event(e)).collect();
+        let idempotency = ctx.idempotency.as_ref().map(|k| IdempotencyRecord {
+            scope: k.scope.clone(),
+            key: k.key.clone(),
+            request_hash: k.request_hash.clone(),
+            status: plan.status.as_u16(),
+            body: body.clone(),
+            created_at: chrono::Utc::now(),
+            last_seq: 0,
+        });
+        let request = AppendRequest { events, expectations: plan.expectations, claims: plan.claims, idempotency, tokens: plan.tokens };
+        let appended = match self.store.append(request).await {
+            Ok(a) => a,
+            Err(vt_store::StoreError::IdempotencyRace { .. }) => {
+                // The same key committed concurrently: answer as that request did.
+                let k = ctx.idempotency.as_ref().ok_or_else(|| ApiErr::internal("idempotency race without a key"))?;
+                let rec = self.store.idempotency_get(&k.scope, &k.key).await?.ok_or_else(|| ApiErr::internal("idempotency record vanished"))?;
+                return Committed::replay(&rec, k);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let seq = appended.last_seq;
+        if appended.last_seq >= appended.first_seq {
+            if let Err(e) = self.projector.wait_for(seq, READ_YOUR_WRITES).await {
+                // The write is committed: report success, and say the views lag.
+                tracing::warn!(seq, error = %e, "views lag behind a committed write");
+            }
+        }
+        Ok(Committed { status: plan.status, body, seq, replayed: false })
+    }
+}
+
+/// Who is calling and what the request carries, for commands.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub request_id: RequestId,
+    /// The request's time: every event and view it writes carries this instant.
+    pub at: chrono::DateTime<chrono::Utc>,
+    pub caller: auth::Caller,
+    pub idempotency: Option<IdempotencyKey>,
+}
+
+impl Ctx {
+    pub fn new(request_id: RequestId, caller: auth::Caller) -> Self {
+        let now = chrono::Utc::now();
+        // Stored with microsecond precision: keep responses identical to what the log replays.
+        let at = chrono::DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now);
+        Ctx { request_id, at, caller, idempotency: None }
+    }
+
+    fn event(&self, event: Event) -> NewEvent {
+        let mut e = NewEvent::new(event, self.caller.actor(), Some(self.request_id));
+        e.occurred_at = self.at;
+        e
+    }
+
+    pub fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.at
+    }
+
+    pub fn actor(&self) -> Actor {
+        self.caller.actor()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey {
+    pub scope: String,
+    pub key: String,
+    pub request_hash: String,
+}
+
+/// What a command wants written, and what it answers.
+pub struct Plan<T> {
+    pub status: StatusCode,
+    pub events: Vec<Event>,
+    pub expectations: Vec<Expectation>,
+    pub claims: Vec<Claim>,
+    pub tokens: Vec<vt_store::TokenRecord>,
+    pub response: T,
+}
+
+impl<T> Plan<T> {
+    pub fn new(status: StatusCode, response: T) -> Self {
+        Plan { status, events: vec![], expectations: vec![], claims: vec![], tokens: vec![], response }
+    }
+    pub fn event(mut self, e: Event) -> Self {
+        self.events.push(e);
+        self
+    }
+    pub fn expect(mut self, e: Expectation) -> Self {
+        self.expectations.push(e);
+        self
+    }
+    pub fn claim(mut self, c: Claim) -> Self {
+        self.claims.push(c);
+        self
+    }
+    /// The same writes with another response.
+    pub fn respond<U>(self, response: U) -> Plan<U> {
+        Plan { status: self.status, events: self.events, expectations: self.expectations, claims: self.claims, tokens: self.tokens, response }
+    }
+}
+
+/// A committed (or replayed) mutation's response.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    pub status: StatusCode,
+    pub body: String,
+    pub seq: u64,
+    pub replayed: bool,
+}
+
+impl Committed {
+    pub fn replay(rec: &IdempotencyRecord, key: &IdempotencyKey) -> ApiResult<Committed> {
+        if rec.request_hash != key.request_hash {
+            return Err(ApiErr::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                vt_api::ErrorCode::IdempotencyKeyReused,
+                format!("idempotency key `{}` was already used for a different request; use a new key for a new request", key.key),
+            )
+            .field("Idempotency-Key"));
+        }
+        let status = StatusCode::from_u16(rec.status).map_err(ApiErr::internal)?;
+        Ok(Committed { status, body: rec.body.clone(), seq: rec.last_seq, replayed: true })
+    }
+}

@@ -1,0 +1,308 @@
+//! The HTTP API end to end over loopback: real server, real SQLite, real HTTP.
+
+mod common;
+
+use common::*;
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+async fn seeded() -> TestServer {
+    let s = TestServer::start().await;
+    assert_eq!(s.post("/v1/orgs", json!({"name": "acme"})).await.status, StatusCode::CREATED);
+    assert_eq!(s.post("/v1/orgs/acme/apps", json!({"name": "web"})).await.status, StatusCode::CREATED);
+    assert_eq!(s.post("/v1/orgs/acme/apps/web/envs", json!({"name": "prod"})).await.status, StatusCode::CREATED);
+    s
+}
+
+#[tokio::test]
+async fn create_then_read_your_writes_by_name_and_id() {
+    let s = TestServer::start().await;
+    let r = s.post("/v1/orgs", json!({"name": "acme"})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let id = r.body["id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("org_"));
+    assert!(r.headers.get("vt-seq").is_some());
+    // Immediately readable (the mutation waited for its views), by id and by name, and equal to the create response.
+    assert_eq!(s.get(&format!("/v1/orgs/{id}")).await.body, r.body);
+    assert_eq!(s.get("/v1/orgs/acme").await.body, r.body);
+    assert_eq!(s.get("/v1/orgs").await.body["items"][0], r.body);
+
+    let app = s.post("/v1/orgs/acme/apps", json!({"name": "web", "description": "the site"})).await;
+    assert_eq!(app.status, StatusCode::CREATED);
+    assert_eq!(s.get("/v1/orgs/acme/apps/web").await.body, app.body);
+    let env = s.post(&format!("/v1/orgs/{id}/apps/web/envs"), json!({"name": "prod"})).await;
+    assert_eq!(env.status, StatusCode::CREATED);
+    assert_eq!(s.get("/v1/orgs/acme/apps/web/envs/prod").await.body, env.body);
+    assert!(s.get("/v1/orgs/acme/apps/web/envs").await.body["items"].as_array().unwrap().len() == 1);
+}
+
+#[tokio::test]
+async fn lists_are_sorted_by_name() {
+    let s = TestServer::start().await;
+    for name in ["zeta", "alpha", "mid"] {
+        s.post("/v1/orgs", json!({"name": name})).await;
+    }
+    let names: Vec<String> = s.get("/v1/orgs").await.body["items"].as_array().unwrap().iter().map(|o| o["name"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(names, ["alpha", "mid", "zeta"]);
+}
+
+#[tokio::test]
+async fn bad_input_names_the_field_and_writes_nothing() {
+    let s = seeded().await;
+    let before = s.head().await;
+    let long = format!("{{\"name\": \"{}\"}}", "a".repeat(64));
+    let tagged = json!({"image": "acme/web:v1", "manifest": manifest()}).to_string();
+    let bad_manifest = json!({"image": format!("acme/web@{}", digest('a')), "manifest": "schema_version = 1\n[processes.web]\ncolor = 1\n"}).to_string();
+    let cases: Vec<(&str, &str, StatusCode, &str, &str)> = vec![
+        ("/v1/orgs", "{\"name\": ", StatusCode::BAD_REQUEST, "malformed_request", ""),
+        ("/v1/orgs", "[1]", StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", "body"),
+        ("/v1/orgs", "{\"name\": \"ok\", \"color\": 1}", StatusCode::UNPROCESSABLE_ENTITY, "unknown_field", "color"),
+        ("/v1/orgs", "{}", StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", "name"),
+        ("/v1/orgs", "{\"name\": 5}", StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", "name"),
+        ("/v1/orgs", "{\"name\": \"Acme\"}", StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", "name"),
+        ("/v1/orgs", "{\"name\": \"has space\"}", StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", "name"),
+        ("/v1/orgs", &long, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", "name"),
+        ("/v1/orgs", "{\"name\": \"acme\"}", StatusCode::CONFLICT, "name_taken", "name"),
+        ("/v1/orgs/nope/apps", "{\"name\": \"web\"}", StatusCode::NOT_FOUND, "not_found", ""),
+        ("/v1/orgs/acme/apps/nope/envs", "{\"name\": \"prod\"}", StatusCode::NOT_FOUND, "not_found", ""),
+        ("/v1/orgs/acme/apps", "{\"name\": \"web2\", \"description\": \"a\\u0000b\"}", StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", "description"),
+        ("/v1/orgs/acme/apps/web/releases", &tagged, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", "image"),
+        ("/v1/orgs/acme/apps/web/releases", &bad_manifest, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", "manifest"),
+        ("/v1/orgs/acme/apps/web/envs/prod/deploys", "{\"release_id\": \"rel_x\"}", StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", "release_id"),
+        ("/v1/orgs/acme/apps/web/envs/prod/deploys", "{\"release_id\": \"rel_01jd8x6k3v9q4m2t7r5w0y1zcb\"}", StatusCode::NOT_FOUND, "not_found", "release_id"),
+        ("/v1/nodes", "{\"name\": \"n1\", \"capacity\": {\"cpu_millis\": 0, \"memory_mib\": 1}}", StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", "capacity"),
+        ("/v1/nodes", "{\"name\": \"n1\", \"capacity\": {\"cpu_millis\": 1000, \"memory_mib\": 1024, \"gpus\": 1}}", StatusCode::UNPROCESSABLE_ENTITY, "unknown_field", "capacity.gpus"),
+    ];
+    for (path, body, status, code, field) in cases {
+        let r = s.call(Method::POST, path, Some(body), &[]).await;
+        assert_eq!((r.status, r.error_code(), r.error_field()), (status, code, field), "{path} {body}: {}", r.body);
+        assert!(r.body["error"]["request_id"].as_str().unwrap().starts_with("req_"));
+        assert!(!r.body["error"]["message"].as_str().unwrap().is_empty());
+    }
+    let r = s.call(Method::POST, "/v1/orgs", Some("{\"name\":\"x\"}"), &[("content-type", "text/plain")]).await;
+    assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(s.head().await, before, "no rejected request wrote an event");
+    assert_eq!(s.get("/v1/orgs").await.body["items"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn idempotency_key_replays_and_refuses_a_different_body() {
+    let s = TestServer::start().await;
+    let key = [("idempotency-key", "create-acme-1")];
+    let body = "{\"name\": \"acme\"}";
+    let first = s.call(Method::POST, "/v1/orgs", Some(body), &key).await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    let head = s.head().await;
+    let again = s.call(Method::POST, "/v1/orgs", Some(body), &key).await;
+    assert_eq!((again.status, &again.body), (StatusCode::CREATED, &first.body), "the same key and body replays the original response");
+    assert_eq!(again.headers.get("idempotent-replayed").unwrap(), "true");
+    assert_eq!(s.head().await, head, "the replay appended nothing");
+    let other = s.call(Method::POST, "/v1/orgs", Some("{\"name\": \"other\"}"), &key).await;
+    assert_eq!((other.status, other.error_code()), (StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused"));
+    let bad = s.call(Method::POST, "/v1/orgs", Some(body), &[("idempotency-key", "has space")]).await;
+    assert_eq!(bad.error_field(), "Idempotency-Key");
+    // Concurrent requests with one key: one acts, the others replay it.
+    let mut tasks = vec![];
+    for _ in 0..6 {
+        let http = s.http.clone();
+        let (url, token) = (s.url("/v1/orgs"), s.token.clone());
+        tasks.push(tokio::spawn(async move {
+            let r = http.post(url).bearer_auth(token).header("idempotency-key", "race").header("content-type", "application/json").body("{\"name\":\"race\"}").send().await.unwrap();
+            (r.status(), r.text().await.unwrap())
+        }));
+    }
+    let mut bodies = vec![];
+    for t in tasks {
+        let (status, body) = t.await.unwrap();
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        bodies.push(body);
+    }
+    bodies.dedup();
+    assert_eq!(bodies.len(), 1, "every racer got the same response");
+}
+
+#[tokio::test]
+async fn idempotency_keys_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = vt_control_plane::server::ServerConfig { data_dir: dir.path().to_owned(), listen: "127.0.0.1:0".parse().unwrap(), database_url: None, sqlite: Default::default() };
+    let token;
+    let first;
+    {
+        let server = vt_control_plane::server::Server::bind(&config).await.unwrap();
+        token = std::fs::read_to_string(server.admin_token_written.clone().unwrap()).unwrap().trim().to_owned();
+        let addr = server.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let h = tokio::spawn(server.run(async move {
+            let _ = rx.await;
+        }));
+        first = reqwest::Client::new().post(format!("http://{addr}/v1/orgs")).bearer_auth(&token).header("idempotency-key", "k").json(&json!({"name": "acme"})).send().await.unwrap().text().await.unwrap();
+        tx.send(()).unwrap();
+        h.await.unwrap().unwrap();
+    }
+    let server = vt_control_plane::server::Server::bind(&config).await.unwrap();
+    assert!(server.admin_token_written.is_none(), "the second start keeps the first token");
+    let addr = server.local_addr().unwrap();
+    tokio::spawn(server.run(std::future::pending()));
+    let r = reqwest::Client::new().post(format!("http://{addr}/v1/orgs")).bearer_auth(&token).header("idempotency-key", "k").json(&json!({"name": "acme"})).send().await.unwrap();
+    assert_eq!(r.headers().get("idempotent-replayed").unwrap(), "true");
+    assert_eq!(r.text().await.unwrap(), first);
+}
+
+#[tokio::test]
+async fn tokens_are_required_and_the_file_is_private() {
+    let s = TestServer::start().await;
+    let r = s.http.get(s.url("/v1/orgs")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(r.headers().get("www-authenticate").is_some());
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unauthorized");
+    for bad in ["vt_nope", &format!("vt_{}", "0".repeat(64)), ""] {
+        let r = s.http.get(s.url("/v1/orgs")).bearer_auth(bad).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{bad}");
+    }
+    assert_eq!(s.http.get(s.url("/healthz")).send().await.unwrap().status(), StatusCode::OK);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(s.dir.path().join("admin-token")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // A node token may register nodes but not create orgs.
+    let issued = s.post("/v1/tokens", json!({"name": "agent", "role": "node"})).await;
+    assert_eq!(issued.status, StatusCode::CREATED);
+    let node_token = issued.body["secret"].as_str().unwrap();
+    let r = s.http.post(s.url("/v1/orgs")).bearer_auth(node_token).json(&json!({"name": "x"})).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = s.http.post(s.url("/v1/nodes")).bearer_auth(node_token).json(&json!({"name": "n1", "capacity": {"cpu_millis": 2000, "memory_mib": 2048}})).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    // No secret is in the log.
+    let events = s.get("/v1/events?limit=1000").await.body.to_string();
+    assert!(!events.contains(node_token) && !events.contains(&s.token));
+}
+
+#[tokio::test]
+async fn release_deploy_scale_and_describe() {
+    let s = seeded().await;
+    let rel = s.post("/v1/orgs/acme/apps/web/releases", json!({"image": format!("localhost:7411/acme/web@{}", digest('a')), "manifest": manifest()})).await;
+    assert_eq!(rel.status, StatusCode::CREATED, "{}", rel.body);
+    let rel_id = rel.body["id"].as_str().unwrap().to_owned();
+    assert!(rel.body["manifest_hash"].as_str().unwrap().starts_with("sha256:"));
+    assert_eq!(rel.body["image_digest"], digest('a'));
+    assert_eq!(s.get(&format!("/v1/orgs/acme/apps/web/releases/{rel_id}")).await.body, rel.body);
+
+    let dep = s.post("/v1/orgs/acme/apps/web/envs/prod/deploys", json!({"release_id": rel_id})).await;
+    assert_eq!(dep.status, StatusCode::CREATED, "{}", dep.body);
+    assert_eq!(dep.body["status"], "pending");
+    let env = s.get("/v1/orgs/acme/apps/web/envs/prod").await.body;
+    assert_eq!(env["desired_release_id"], rel_id.as_str());
+    // The deploy set the initial scale from the manifest's scaling.min.
+    let scale = s.get("/v1/orgs/acme/apps/web/envs/prod/scale").await.body;
+    assert_eq!(scale["items"][0]["process"], "web");
+    assert_eq!(scale["items"][0]["instances"], 1);
+
+    let r = s.put("/v1/orgs/acme/apps/web/envs/prod/scale", json!({"processes": {"web": 3}})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = s.put("/v1/orgs/acme/apps/web/envs/prod/scale", json!({"processes": {"web": 9}})).await;
+    assert_eq!((r.error_code(), r.error_field()), ("invalid_field", "processes.web"));
+    let r = s.put("/v1/orgs/acme/apps/web/envs/prod/scale", json!({"processes": {"worker": 1}})).await;
+    assert_eq!((r.error_code(), r.error_field()), ("invalid_field", "processes.worker"));
+    let head = s.head().await;
+    let r = s.put("/v1/orgs/acme/apps/web/envs/prod/scale", json!({"processes": {"web": 3}})).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(s.head().await, head, "setting the same count records nothing");
+
+    let second = s.post("/v1/orgs/acme/apps/web/envs/prod/deploys", json!({"release_id": rel_id})).await;
+    let first = s.get(&format!("/v1/orgs/acme/apps/web/envs/prod/deploys/{}", dep.body["id"].as_str().unwrap())).await;
+    assert_eq!(first.body["status"], "superseded", "an unfinished deploy is superseded by the next");
+    let deploys = s.get("/v1/orgs/acme/apps/web/envs/prod/deploys").await.body;
+    assert_eq!(deploys["items"][0]["id"], second.body["id"], "newest first");
+
+    let d = s.get("/v1/orgs/acme/apps/web/envs/prod/describe").await.body;
+    let web = &d["processes"][0];
+    assert_eq!((web["process"].as_str(), web["desired_instances"].as_u64()), (Some("web"), Some(3)));
+    assert!(web["differences"][0].as_str().unwrap().contains("3 instance(s) desired, 0 allocated"), "{d}");
+}
+
+#[tokio::test]
+async fn nodes_register_idempotently_and_heartbeat() {
+    let s = TestServer::start().await;
+    let reg = json!({"name": "node-1", "capacity": {"cpu_millis": 4000, "memory_mib": 8192}, "labels": {"zone": "a"}, "address": "fd00::1"});
+    let first = s.post("/v1/nodes", reg.clone()).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+    let again = s.post("/v1/nodes", reg).await;
+    assert_eq!((again.status, &again.body["id"]), (StatusCode::OK, &first.body["id"]), "re-registering by name returns the same node");
+    let hb = s.post("/v1/nodes/node-1/heartbeat", json!({"allocatable": {"cpu_millis": 3000, "memory_mib": 6000}})).await;
+    assert_eq!(hb.status, StatusCode::OK, "{}", hb.body);
+    let info = s.get("/v1/nodes/node-1").await.body;
+    assert_eq!(info["allocatable"]["memory_mib"], 6000);
+    assert!(info["last_heartbeat_at"].is_string());
+    let types: Vec<String> = s.get("/v1/events").await.body["events"].as_array().unwrap().iter().map(|e| e["event_type"].as_str().unwrap().to_owned()).collect();
+    assert!(types.ends_with(&["node.registered".to_owned(), "node.capacity_changed".to_owned()]), "{types:?}");
+}
+
+#[tokio::test]
+async fn events_page_and_follow() {
+    let s = seeded().await;
+    let page = s.get("/v1/events?after=0&limit=2").await.body;
+    let events = page["events"].as_array().unwrap();
+    assert_eq!(events.len(), 2);
+    assert_eq!(page["next_after"], events[1]["seq"]);
+    let e = &events[1];
+    for field in ["seq", "event_id", "event_type", "schema_version", "aggregate_type", "aggregate_id", "aggregate_version", "org_id", "request_id", "correlation_id", "actor", "occurred_at", "payload"] {
+        assert!(e.get(field).is_some(), "envelope has {field}: {e}");
+    }
+    let r = s.get("/v1/events?limit=0").await;
+    assert_eq!(r.error_field(), "limit");
+    let r = s.get("/v1/events?after=-1").await;
+    assert_eq!(r.error_code(), "invalid_field");
+
+    // follow: the existing events, then new ones as they are appended.
+    let head = s.head().await;
+    let resp = s.http.get(s.url(&format!("/v1/events?follow=true&after={}", head - 1))).bearer_auth(&s.token).send().await.unwrap();
+    assert_eq!(resp.headers()["content-type"], "application/x-ndjson");
+    let mut stream = resp.bytes_stream();
+    use futures_util::StreamExt;
+    let mut buf = String::new();
+    let mut wrote = false;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while buf.lines().count() < 2 {
+        if !wrote && buf.lines().count() == 1 {
+            s.post("/v1/orgs", json!({"name": "followed"})).await;
+            wrote = true;
+        }
+        let chunk = tokio::time::timeout_at(deadline, stream.next()).await.expect("follow delivers within 10s").unwrap().unwrap();
+        buf.push_str(std::str::from_utf8(&chunk).unwrap());
+        if !wrote && buf.lines().count() >= 1 {
+            s.post("/v1/orgs", json!({"name": "followed"})).await;
+            wrote = true;
+        }
+    }
+    let lines: Vec<serde_json::Value> = buf.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines[0]["seq"], head);
+    assert_eq!(lines[1]["seq"], head + 1);
+    assert_eq!(lines[1]["payload"]["name"], "followed");
+}
+
+#[tokio::test]
+async fn read_waits_for_min_seq_and_rebuild_matches() {
+    let s = seeded().await;
+    let head = s.head().await;
+    let r = s.call(Method::GET, "/v1/orgs", None, &[("vt-min-seq", &head.to_string())]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = s.call(Method::GET, "/v1/orgs", None, &[("vt-min-seq", &(head + 100).to_string())]).await;
+    assert_eq!((r.status, r.error_code()), (StatusCode::SERVICE_UNAVAILABLE, "projection_lag"));
+    let status = s.get("/v1/system/status").await.body;
+    assert_eq!(status["projections"].as_array().unwrap().len(), 8);
+    let report = s.post("/v1/system/rebuild-views", json!({})).await.body;
+    assert_eq!(report["differing_rows"], json!([]), "{report}");
+    assert!(report["rows"].as_u64().unwrap() >= 3);
+}
+
+#[tokio::test]
+async fn unknown_endpoint_and_openapi() {
+    let s = TestServer::start().await;
+    let r = s.get("/v1/nope").await;
+    assert_eq!((r.status, r.error_code()), (StatusCode::NOT_FOUND, "not_found"));
+    let doc: serde_json::Value = s.http.get(s.url("/v1/openapi.json")).send().await.unwrap().json().await.unwrap();
+    assert!(doc["paths"]["/v1/orgs"]["post"]["operationId"] == "org_create");
+}
