@@ -344,7 +344,6 @@ impl Drop for ActiveGuard {
 
 async fn handle(inner: Arc<Inner>, mut client: TcpStream, peer: SocketAddr, port: u16) {
     let _ = client.set_nodelay(true);
-    let local = client.local_addr().unwrap_or_else(|_| SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port));
     let is_tls = match inner.current.load().ports.get(&port) {
         None => {
             inner.metrics.reject(port, RejectReason::NoRoute);
@@ -383,7 +382,7 @@ async fn handle(inner: Arc<Inner>, mut client: TcpStream, peer: SocketAddr, port
             }
         }
     };
-    forward(&inner.config, route, client, initial, peer, local).await;
+    forward(&inner.config, route, client, initial, peer, port).await;
 }
 
 /// Read until a complete ClientHello is buffered in `buf`; return its SNI.
@@ -441,7 +440,7 @@ async fn forward(
     mut client: TcpStream,
     initial: Vec<u8>,
     peer: SocketAddr,
-    local: SocketAddr,
+    port: u16,
 ) {
     let m = route.metrics.clone();
     m.connections_total.fetch_add(1, Relaxed);
@@ -455,7 +454,12 @@ async fn forward(
         }
     };
     let _ = backend.set_nodelay(true);
-    let mut first = if route.route.proxy_protocol { proxy_v2::encode_proxy(peer, local) } else { Vec::new() };
+    let mut first = if route.route.proxy_protocol {
+        let local = client.local_addr().unwrap_or_else(|_| SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port));
+        proxy_v2::encode_proxy(peer, local)
+    } else {
+        Vec::new()
+    };
     first.extend_from_slice(&initial);
     if !first.is_empty() && backend.write_all(&first).await.is_err() {
         m.fail(FailureReason::BackendWrite);
@@ -483,13 +487,16 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut buf = vec![0u8; size];
+    // Reads go into the spare capacity: no zeroing of the buffer per
+    // connection, which shows in connections per second.
+    let mut buf = Vec::with_capacity(size);
     loop {
-        let n = from.read(&mut buf).await?;
+        buf.clear();
+        let n = from.read_buf(&mut buf).await?;
         if n == 0 {
             return to.shutdown().await;
         }
-        to.write_all(&buf[..n]).await?;
+        to.write_all(&buf).await?;
         counter.fetch_add(n as u64, Relaxed);
     }
 }

@@ -57,7 +57,10 @@ impl TestServer {
     pub async fn call(&self, method: Method, path: &str, body: Option<&str>, headers: &[(&str, &str)]) -> Resp {
         let mut req = self.http.request(method, self.url(path)).bearer_auth(&self.token);
         if let Some(b) = body {
-            req = req.header("content-type", "application/json").body(b.to_owned());
+            if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
+                req = req.header("content-type", "application/json");
+            }
+            req = req.body(b.to_owned());
         }
         for (k, v) in headers {
             req = req.header(*k, *v);
