@@ -276,12 +276,22 @@ fn transport(url: &str, e: reqwest::Error) -> Error {
     if e.is_timeout() {
         Error::Timeout { url: url.to_owned() }
     } else if e.is_connect() || e.is_request() {
-        Error::Connect { url: url.to_owned(), message: chain(&e) }
+        Error::Connect { url: url.to_owned(), message: root_cause(&e) }
     } else if e.is_decode() || e.is_body() {
         Error::Decode { url: url.to_owned(), message: chain(&e) }
     } else {
         Error::Connect { url: url.to_owned(), message: chain(&e) }
     }
+}
+
+/// The innermost source's message: for a failed connect, the OS's reason
+/// (`Connection refused (os error 111)`) says it best.
+fn root_cause(e: &dyn std::error::Error) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
 }
 
 /// The error and its sources, innermost last (reqwest's own message is vague).

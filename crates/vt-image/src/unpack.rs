@@ -106,7 +106,7 @@ impl Unpacker {
     }
 
     /// Apply one layer blob. `diff_id`, when given, is checked against the uncompressed tar.
-    /// gzip is decoded on a helper thread, overlapping decompression with file writes.
+    /// gzip is decoded (and the diff_id hashed) on a helper thread, overlapping with writes.
     pub fn apply_layer(
         &mut self,
         layer: &Digest,
@@ -115,12 +115,21 @@ impl Unpacker {
         diff_id: Option<&Digest>,
     ) -> Result<()> {
         let reader = BufReader::with_capacity(1 << 20, reader);
-        match compression {
-            LayerCompression::None => self.apply_tar(layer, reader, diff_id),
+        let actual = match compression {
+            LayerCompression::None => {
+                let mut hashing = HashingReader {
+                    inner: reader,
+                    hasher: Hasher::default(),
+                };
+                self.apply_tar(layer, &mut hashing)?;
+                diff_id.map(|_| hashing.hasher.finish())
+            }
             LayerCompression::Gzip => std::thread::scope(|scope| {
                 let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(8);
-                scope.spawn(move || {
+                let want_hash = diff_id.is_some();
+                let producer = scope.spawn(move || {
                     let mut gz = MultiGzDecoder::new(reader);
+                    let mut hasher = Hasher::default();
                     loop {
                         let mut chunk = vec![0u8; 1 << 20];
                         let mut filled = 0;
@@ -131,56 +140,55 @@ impl Unpacker {
                                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                                 Err(e) => {
                                     let _ = tx.send(Err(e));
-                                    return;
+                                    return None;
                                 }
                             }
                         }
                         let eof = filled < chunk.len();
                         chunk.truncate(filled);
-                        // Dropping `tx` (return) tells the reader the stream ended.
-                        if filled == 0 || tx.send(Ok(chunk)).is_err() || eof {
-                            return;
+                        if want_hash {
+                            hasher.update(&chunk);
+                        }
+                        // Returning drops `tx`, which tells the reader the stream ended.
+                        if filled > 0 && tx.send(Ok(chunk)).is_err() {
+                            return None;
+                        }
+                        if eof {
+                            return want_hash.then(|| hasher.finish());
                         }
                     }
                 });
-                self.apply_tar(
+                let applied = self.apply_tar(
                     layer,
                     ChannelReader {
                         rx,
                         chunk: Vec::new(),
                         pos: 0,
                     },
-                    diff_id,
-                )
-            }),
-        }
-    }
-
-    fn apply_tar(
-        &mut self,
-        layer: &Digest,
-        tar_stream: impl Read,
-        diff_id: Option<&Digest>,
-    ) -> Result<()> {
-        let mut archive = tar::Archive::new(HashingReader {
-            inner: tar_stream,
-            hasher: Hasher::default(),
-        });
-        let mut created = LayerPaths::default();
-        for entry in archive.entries()? {
-            let mut entry = entry?;
-            self.apply_entry(layer, &mut entry, &mut created)?;
-        }
-        let mut rest = archive.into_inner();
-        io::copy(&mut rest, &mut io::sink())?;
-        if let Some(expected) = diff_id {
-            let actual = rest.hasher.finish();
+                );
+                let digest = producer.join().unwrap_or(None);
+                applied.map(|()| digest)
+            })?,
+        };
+        if let (Some(expected), Some(actual)) = (diff_id, actual) {
             if &actual != expected {
                 return Err(Error::InvalidImage(format!(
                     "layer {layer}: uncompressed content {actual} does not match diff_id {expected}"
                 )));
             }
         }
+        Ok(())
+    }
+
+    /// Apply the entries of a tar stream, then read it to its end.
+    fn apply_tar(&mut self, layer: &Digest, tar_stream: impl Read) -> Result<()> {
+        let mut archive = tar::Archive::new(tar_stream);
+        let mut created = LayerPaths::default();
+        for entry in archive.entries()? {
+            let mut entry = entry?;
+            self.apply_entry(layer, &mut entry, &mut created)?;
+        }
+        io::copy(&mut archive.into_inner(), &mut io::sink())?;
         Ok(())
     }
 
@@ -659,7 +667,17 @@ pub fn unpack_image(
     for (i, layer) in image.manifest.layers.iter().enumerate() {
         let compression = layer_compression(&layer.media_type)?;
         let file = fs::File::open(blobs.path(&layer.digest))?;
-        let diff_id = image.config.rootfs.diff_ids.get(i);
+        let mut diff_id = image.config.rootfs.diff_ids.get(i);
+        if compression == LayerCompression::None {
+            // An uncompressed layer's diff_id is its blob digest, which is verified anyway.
+            if diff_id.is_some_and(|d| d != &layer.digest) {
+                return Err(Error::InvalidImage(format!(
+                    "layer {}: uncompressed layer whose diff_id differs from its digest",
+                    layer.digest
+                )));
+            }
+            diff_id = None;
+        }
         if image.fetched.contains(&layer.digest) {
             // Verified moments ago by the pull that fetched it.
             unpacker.apply_layer(&layer.digest, file, compression, diff_id)?;

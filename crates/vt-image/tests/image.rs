@@ -808,3 +808,40 @@ fn corrupt_cached_blob_is_detected_and_refetched() {
     assert_eq!(std::fs::read(&blob).unwrap().len(), bytes.len());
     assert_ne!(std::fs::read(&blob).unwrap(), bytes);
 }
+
+#[test]
+fn wrong_diff_id_is_rejected() {
+    for format in [LayerFormat::Gzip(6), LayerFormat::Uncompressed] {
+        let t = tempfile::tempdir().unwrap();
+        let w = LayoutWriter::create(&t.path().join("l")).unwrap();
+        let (layer, _) = w
+            .put_layer_tar(&TarBuilder::new().file("a", b"a").build(), format)
+            .unwrap();
+        let config = ImageConfig {
+            architecture: "amd64".into(),
+            os: "linux".into(),
+            config: runtime(),
+            rootfs: RootFs {
+                kind: "layers".into(),
+                diff_ids: vec![Digest::of(b"not it")],
+            },
+        };
+        let (m, _) = w.put_image(&[layer], &config).unwrap();
+        let src = OciLayoutSource::open(&t.path().join("l")).unwrap();
+        let store = BlobStore::open(&t.path().join("c"), &t.path().join("tmp"), 1 << 30).unwrap();
+        let img = store::pull(&store, &src, &m.digest).unwrap();
+        std::fs::create_dir(t.path().join("work")).unwrap();
+        let err = unpack_image(
+            &store,
+            &img,
+            &t.path().join("work"),
+            UnpackOptions::default(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidImage(ref m) if m.contains("diff_id")),
+            "{err}"
+        );
+        assert!(files_in(&t.path().join("work")).is_empty());
+    }
+}

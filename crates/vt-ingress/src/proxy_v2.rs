@@ -234,7 +234,10 @@ mod tests {
         assert_eq!(
             decode(&bytes),
             Decoded::Complete {
-                header: Header::Proxy { src: v4("192.0.2.10:51234"), dst: v4("198.51.100.7:443") },
+                header: Header::Proxy {
+                    src: v4("192.0.2.10:51234"),
+                    dst: v4("198.51.100.7:443")
+                },
                 len: 28
             }
         );
@@ -257,7 +260,13 @@ mod tests {
             0x20, 0xFB, // 8443
         ];
         assert_eq!(bytes, want);
-        assert_eq!(decode(&bytes), Decoded::Complete { header: Header::Proxy { src, dst }, len: 52 });
+        assert_eq!(
+            decode(&bytes),
+            Decoded::Complete {
+                header: Header::Proxy { src, dst },
+                len: 52
+            }
+        );
     }
 
     #[test]
@@ -268,7 +277,13 @@ mod tests {
             0x00, 0x00,
         ];
         assert_eq!(bytes, want);
-        assert_eq!(decode(&bytes), Decoded::Complete { header: Header::Local, len: 16 });
+        assert_eq!(
+            decode(&bytes),
+            Decoded::Complete {
+                header: Header::Local,
+                len: 16
+            }
+        );
         assert_eq!(encode(&Header::Local), want);
     }
 
@@ -280,7 +295,11 @@ mod tests {
         let six: SocketAddr = "[::1]:443".parse().unwrap();
         let bytes = encode_proxy(v4("10.0.0.1:5"), six);
         assert_eq!(bytes[13], 0x21);
-        let Decoded::Complete { header: Header::Proxy { src, .. }, .. } = decode(&bytes) else {
+        let Decoded::Complete {
+            header: Header::Proxy { src, .. },
+            ..
+        } = decode(&bytes)
+        else {
             panic!("decode")
         };
         assert_eq!(src.ip(), "::ffff:10.0.0.1".parse::<IpAddr>().unwrap());
@@ -328,7 +347,10 @@ mod tests {
         assert_eq!(decode(&m), Decoded::Invalid("unknown transport protocol"));
         let mut m = good.clone();
         m[15] = 11; // INET with an 11-byte block
-        assert_eq!(decode(&m), Decoded::Invalid("length shorter than address block"));
+        assert_eq!(
+            decode(&m),
+            Decoded::Invalid("length shorter than address block")
+        );
     }
 
     #[test]
@@ -336,11 +358,29 @@ mod tests {
         let mut h = SIGNATURE.to_vec();
         h.extend_from_slice(&[0x21, 0x31, 0x00, 216]);
         h.extend_from_slice(&[0u8; 216]);
-        assert_eq!(decode(&h), Decoded::Complete { header: Header::ProxyUnknown, len: 232 });
+        assert_eq!(
+            decode(&h),
+            Decoded::Complete {
+                header: Header::ProxyUnknown,
+                len: 232
+            }
+        );
         let mut g = encode_proxy(v4("1.2.3.4:5"), v4("6.7.8.9:10"));
         g[13] = 0x12;
-        assert!(matches!(decode(&g), Decoded::Complete { header: Header::ProxyUnknown, .. }));
+        assert!(matches!(
+            decode(&g),
+            Decoded::Complete {
+                header: Header::ProxyUnknown,
+                ..
+            }
+        ));
         let u = encode(&Header::ProxyUnknown);
-        assert_eq!(decode(&u), Decoded::Complete { header: Header::ProxyUnknown, len: 16 });
+        assert_eq!(
+            decode(&u),
+            Decoded::Complete {
+                header: Header::ProxyUnknown,
+                len: 16
+            }
+        );
     }
 }

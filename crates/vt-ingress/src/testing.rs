@@ -12,10 +12,12 @@ pub fn rustls_client_hello(host: &str) -> Vec<u8> {
         .with_root_certificates(rustls::RootCertStore::empty())
         .with_no_client_auth();
     let name = rustls::pki_types::ServerName::try_from(host.to_owned()).expect("valid server name");
-    let mut conn = rustls::ClientConnection::new(Arc::new(config), name).expect("client connection");
+    let mut conn =
+        rustls::ClientConnection::new(Arc::new(config), name).expect("client connection");
     let mut out = Vec::new();
     while conn.wants_write() {
-        conn.write_tls(&mut out).expect("write to a Vec cannot fail");
+        conn.write_tls(&mut out)
+            .expect("write to a Vec cannot fail");
     }
     out
 }

@@ -6,7 +6,7 @@
 //! pull (copy + sha256 verify + fsync), unpack, mkfs.ext4 separately, then the end-to-end
 //! `ensure_rootdisk` and a cache hit. Throughput = uncompressed file bytes / seconds.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -128,6 +128,7 @@ fn main() -> Res<()> {
     println!();
     println!("| layer | blob MB | pull+verify s | unpack s | mkfs s | fsync disk s | e2e scratch=disk s (MB/s) | e2e scratch=/dev/shm s (MB/s) | cache hit ms |");
     println!("|---|---|---|---|---|---|---|---|---|");
+    let mut raw = Vec::new();
     for (name, format) in [
         ("tar+gzip(6)", LayerFormat::Gzip(6)),
         ("tar+gzip(1)", LayerFormat::Gzip(1)),
@@ -136,6 +137,28 @@ fn main() -> Res<()> {
         let layout = work.join(format!("layout-{}", name.replace(['(', ')', '+'], "")));
         let img = write_image(&tree, &layout, RuntimeConfig::default(), format)?;
         let src = OciLayoutSource::open(&layout)?;
+
+        // Raw costs: inflate alone, sha256 of the uncompressed stream alone.
+        let blob = layout.join("blobs/sha256").join(img.layer.digest.hex());
+        let t = Instant::now();
+        let mut plain: Box<dyn std::io::Read> = match format {
+            LayerFormat::Gzip(_) => Box::new(flate2::read::MultiGzDecoder::new(
+                std::io::BufReader::new(std::fs::File::open(&blob)?),
+            )),
+            LayerFormat::Uncompressed => Box::new(std::fs::File::open(&blob)?),
+        };
+        let mut tar_bytes = Vec::new();
+        plain.read_to_end(&mut tar_bytes)?;
+        let t_inflate = t.elapsed();
+        let t = Instant::now();
+        let _ = vt_image::Digest::of(&tar_bytes);
+        let t_sha = t.elapsed();
+        drop(tar_bytes);
+        raw.push(format!(
+            "{name}: read+inflate {:.2} s, sha256 of tar {:.2} s",
+            secs(t_inflate),
+            secs(t_sha)
+        ));
 
         // Stage by stage.
         let sdir = work.join("stages");
@@ -208,6 +231,10 @@ fn main() -> Res<()> {
             secs(t_hit) * 1e3
         );
         std::io::stdout().flush()?;
+    }
+    println!();
+    for r in raw {
+        println!("{r}");
     }
     if let Some(s) = &shm {
         vt_image::unpack::remove_tree(s)?;

@@ -13,7 +13,10 @@ fuzz_target!(|data: &[u8]| {
             if let Header::Proxy { .. } | Header::Local = header {
                 let again = encode(&header);
                 match decode(&again) {
-                    Decoded::Complete { header: h2, len: l2 } => {
+                    Decoded::Complete {
+                        header: h2,
+                        len: l2,
+                    } => {
                         assert_eq!(l2, again.len());
                         assert_eq!(encode(&h2), again);
                     }

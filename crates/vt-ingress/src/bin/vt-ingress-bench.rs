@@ -39,16 +39,38 @@ struct Params {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     if args.len() == 3 && args[1] == "--serve-ingress" {
+        // The ingress child: as many workers as CPUs (like HAProxy's default
+        // nbthread) unless VT_INGRESS_WORKERS says otherwise.
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        if let Some(n) = std::env::var("VT_INGRESS_WORKERS").ok().and_then(|v| v.parse().ok()) {
+            builder.worker_threads(n);
+        }
+        let rt = builder.enable_all().build().expect("tokio runtime");
         rt.block_on(serve_ingress(PathBuf::from(&args[2])));
         return;
     }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     let quick = args.iter().any(|a| a == "--quick");
     let params = if quick {
-        Params { rounds: 1, bulk_bytes: 64 << 20, rtt_count: 500, cps_duration: Duration::from_millis(500), cps_concurrency: 8 }
+        Params {
+            rounds: 1,
+            bulk_bytes: 64 << 20,
+            rtt_count: 500,
+            cps_duration: Duration::from_millis(500),
+            cps_concurrency: 8,
+        }
     } else {
-        Params { rounds: 3, bulk_bytes: 256 << 20, rtt_count: 3000, cps_duration: Duration::from_secs(2), cps_concurrency: 16 }
+        Params {
+            rounds: 3,
+            bulk_bytes: 256 << 20,
+            rtt_count: 3000,
+            cps_duration: Duration::from_secs(2),
+            cps_concurrency: 16,
+        }
     };
     if let Err(e) = rt.block_on(run(params)) {
         eprintln!("bench failed: {e}");
@@ -69,7 +91,9 @@ async fn serve_ingress(path: PathBuf) {
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
 fn free_port() -> Res<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 async fn echo_backend() -> Res<SocketAddr> {
@@ -77,7 +101,9 @@ async fn echo_backend() -> Res<SocketAddr> {
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
         loop {
-            let Ok((mut s, _)) = listener.accept().await else { continue };
+            let Ok((mut s, _)) = listener.accept().await else {
+                continue;
+            };
             let _ = s.set_nodelay(true);
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 64 * 1024];
@@ -189,7 +215,8 @@ async fn conns_per_sec(t: Target, hello: &Arc<Vec<u8>>, dur: Duration, conc: usi
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..conc {
-        let (count, errors, stop, hello) = (count.clone(), errors.clone(), stop.clone(), hello.clone());
+        let (count, errors, stop, hello) =
+            (count.clone(), errors.clone(), stop.clone(), hello.clone());
         tasks.push(tokio::spawn(async move {
             while !stop.load(Relaxed) {
                 let one = async {
@@ -254,7 +281,12 @@ async fn measure(t: Target, hello: &Arc<Vec<u8>>, p: &Params) -> Res<Numbers> {
     let (p50, p99) = latency(t, hello, p.rtt_count).await?;
     let mbps = throughput(t, hello, p.bulk_bytes).await?;
     let cps = conns_per_sec(t, hello, p.cps_duration, p.cps_concurrency).await?;
-    Ok(Numbers { mbps, cps, p50, p99 })
+    Ok(Numbers {
+        mbps,
+        cps,
+        p50,
+        p99,
+    })
 }
 
 fn median(runs: &[Numbers]) -> Numbers {
@@ -263,11 +295,19 @@ fn median(runs: &[Numbers]) -> Numbers {
         v.sort_by(|a, b| a.total_cmp(b));
         v[v.len() / 2]
     };
-    Numbers { mbps: med(&|n| n.mbps), cps: med(&|n| n.cps), p50: med(&|n| n.p50), p99: med(&|n| n.p99) }
+    Numbers {
+        mbps: med(&|n| n.mbps),
+        cps: med(&|n| n.cps),
+        p50: med(&|n| n.p50),
+        p99: med(&|n| n.p99),
+    }
 }
 
 fn write_table(path: &Path, backend: SocketAddr, tcp_port: u16, sni_port: u16) -> Res<()> {
-    let backends = vec![Backend { addr: backend, healthy: true }];
+    let backends = vec![Backend {
+        addr: backend,
+        healthy: true,
+    }];
     let table = RouteTable {
         version: 1,
         routes: vec![
@@ -329,15 +369,42 @@ async fn run(p: Params) -> Res<()> {
     let hello = Arc::new(vt_ingress::testing::rustls_client_hello(SNI_HOST));
     let local = |port| SocketAddr::from(([127, 0, 0, 1], port));
     let mut rows = Vec::new();
-    for (scenario, sni, vt_port, ha_port) in [("tcp", false, vt_tcp, ha_tcp), ("sni", true, vt_sni, ha_sni)] {
+    for (scenario, sni, vt_port, ha_port) in [
+        ("tcp", false, vt_tcp, ha_tcp),
+        ("sni", true, vt_sni, ha_sni),
+    ] {
         // Interleave the three targets over several rounds and keep each
         // metric's median, so load from other processes hits all alike.
         let (mut ds, mut os, mut hs) = (Vec::new(), Vec::new(), Vec::new());
         for round in 0..p.rounds {
-            eprintln!("measuring {scenario}, round {} of {} ...", round + 1, p.rounds);
+            eprintln!(
+                "measuring {scenario}, round {} of {} ...",
+                round + 1,
+                p.rounds
+            );
             ds.push(measure(Target { addr: backend, sni }, &hello, &p).await?);
-            os.push(measure(Target { addr: local(vt_port), sni }, &hello, &p).await?);
-            hs.push(measure(Target { addr: local(ha_port), sni }, &hello, &p).await?);
+            os.push(
+                measure(
+                    Target {
+                        addr: local(vt_port),
+                        sni,
+                    },
+                    &hello,
+                    &p,
+                )
+                .await?,
+            );
+            hs.push(
+                measure(
+                    Target {
+                        addr: local(ha_port),
+                        sni,
+                    },
+                    &hello,
+                    &p,
+                )
+                .await?,
+            );
         }
         rows.push((scenario, median(&ds), median(&os), median(&hs)));
     }
@@ -354,18 +421,68 @@ async fn run(p: Params) -> Res<()> {
         p.cps_concurrency,
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
     );
-    println!("{:<5} {:<24} {:>10} {:>12} {:>10} {:>14}", "mode", "metric", "direct", "vt-ingress", "haproxy", "vt/haproxy");
+    println!(
+        "{:<5} {:<24} {:>10} {:>12} {:>10} {:>14}",
+        "mode", "metric", "direct", "vt-ingress", "haproxy", "vt/haproxy"
+    );
     for (scenario, d, o, h) in rows {
-        let ratio = |a: f64, b: f64| if b > 0.0 { format!("{:.2}", a / b) } else { "n/a".into() };
-        println!("{:<5} {:<24} {:>10.0} {:>12.0} {:>10.0} {:>14}", scenario, "throughput MB/s (^)", d.mbps, o.mbps, h.mbps, ratio(o.mbps, h.mbps));
-        println!("{:<5} {:<24} {:>10.0} {:>12.0} {:>10.0} {:>14}", scenario, "connections/s (^)", d.cps, o.cps, h.cps, ratio(o.cps, h.cps));
+        let ratio = |a: f64, b: f64| {
+            if b > 0.0 {
+                format!("{:.2}", a / b)
+            } else {
+                "n/a".into()
+            }
+        };
+        println!(
+            "{:<5} {:<24} {:>10.0} {:>12.0} {:>10.0} {:>14}",
+            scenario,
+            "throughput MB/s (^)",
+            d.mbps,
+            o.mbps,
+            h.mbps,
+            ratio(o.mbps, h.mbps)
+        );
+        println!(
+            "{:<5} {:<24} {:>10.0} {:>12.0} {:>10.0} {:>14}",
+            scenario,
+            "connections/s (^)",
+            d.cps,
+            o.cps,
+            h.cps,
+            ratio(o.cps, h.cps)
+        );
         let (a50, h50) = ((o.p50 - d.p50).max(0.0), (h.p50 - d.p50).max(0.0));
         let (a99, h99) = ((o.p99 - d.p99).max(0.0), (h.p99 - d.p99).max(0.0));
-        println!("{:<5} {:<24} {:>10.1} {:>12.1} {:>10.1} {:>14}", scenario, "RTT p50 us", d.p50, o.p50, h.p50, "");
-        println!("{:<5} {:<24} {:>10} {:>12.1} {:>10.1} {:>14}", scenario, "added p50 us (v)", "", a50, h50, ratio(a50, h50));
-        println!("{:<5} {:<24} {:>10.1} {:>12.1} {:>10.1} {:>14}", scenario, "RTT p99 us", d.p99, o.p99, h.p99, "");
-        println!("{:<5} {:<24} {:>10} {:>12.1} {:>10.1} {:>14}", scenario, "added p99 us (v)", "", a99, h99, ratio(a99, h99));
+        println!(
+            "{:<5} {:<24} {:>10.1} {:>12.1} {:>10.1} {:>14}",
+            scenario, "RTT p50 us", d.p50, o.p50, h.p50, ""
+        );
+        println!(
+            "{:<5} {:<24} {:>10} {:>12.1} {:>10.1} {:>14}",
+            scenario,
+            "added p50 us (v)",
+            "",
+            a50,
+            h50,
+            ratio(a50, h50)
+        );
+        println!(
+            "{:<5} {:<24} {:>10.1} {:>12.1} {:>10.1} {:>14}",
+            scenario, "RTT p99 us", d.p99, o.p99, h.p99, ""
+        );
+        println!(
+            "{:<5} {:<24} {:>10} {:>12.1} {:>10.1} {:>14}",
+            scenario,
+            "added p99 us (v)",
+            "",
+            a99,
+            h99,
+            ratio(a99, h99)
+        );
     }
-    println!("(^) higher is better, (v) lower is better; total {:.1} s", started.elapsed().as_secs_f64());
+    println!(
+        "(^) higher is better, (v) lower is better; total {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }

@@ -1,0 +1,293 @@
+//! The command line's shape: clap types only, no behaviour.
+//!
+//! Global flags are read from the command line only; `VT_SERVER`, `VT_TOKEN`,
+//! `VT_ORG`, `VT_APP`, `VT_ENV` and the context file are merged later (see
+//! `config.rs`), so `vt context set --org x` can tell a flag from the
+//! environment.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "vt", version, about = "vt: run apps in microVMs", propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct GlobalArgs {
+    /// The server's URL [env: VT_SERVER] [default: http://127.0.0.1:7411]
+    #[arg(long, global = true, value_name = "URL")]
+    pub server: Option<String>,
+    /// API token [env: VT_TOKEN]; on a local server, falls back to <data-dir>/admin-token
+    #[arg(long, global = true, value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// Organization, by name or id [env: VT_ORG]
+    #[arg(long, global = true, value_name = "ORG")]
+    pub org: Option<String>,
+    /// App, by name or id [env: VT_APP]
+    #[arg(long, global = true, value_name = "APP")]
+    pub app: Option<String>,
+    /// Environment, by name or id [env: VT_ENV]
+    #[arg(long, global = true, value_name = "ENV")]
+    pub env: Option<String>,
+    /// Output format: `table` for people, `json` for programs (only JSON on stdout)
+    #[arg(short = 'o', long = "format", global = true, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Format {
+    #[default]
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show or set the saved server, token and default org/app/env
+    #[command(subcommand)]
+    Context(ContextCommand),
+    /// Organizations
+    #[command(subcommand)]
+    Org(OrgCommand),
+    /// Apps of an org
+    #[command(subcommand)]
+    App(AppCommand),
+    /// Environments of an app
+    #[command(subcommand)]
+    Env(EnvCommand),
+    /// Releases: an image digest plus a manifest
+    #[command(subcommand)]
+    Release(ReleaseCommand),
+    /// Deploy a release to an env (or `vt deploy list|get`)
+    Deploy(DeployArgs),
+    /// Set instance counts: `vt scale web=3 worker=1` (no arguments: show them)
+    Scale(ScaleArgs),
+    /// List an env's instances
+    Instances,
+    /// Read the event log
+    Events(EventsArgs),
+    /// An env's desired state next to what is running, with the differences
+    Describe,
+    /// Nodes of the cluster
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Check, format and convert manifests (local; needs no server)
+    #[command(subcommand)]
+    Manifest(ManifestCommand),
+    /// Run the control plane (or `vt server rebuild-views`)
+    Server(ServerArgs),
+    // Later, each in its own module under `commands/`:
+    // Image(ImageCommand)        push an OCI layout or docker-archive
+    // Logs(LogsArgs)             instance logs, --follow
+    // Rollback(RollbackArgs)     deploy the previous release
+    // Route(RouteCommand)        L4 routes: create|list|delete
+    // Exec(ExecArgs)             run a command in an instance
+    // Secrets(SecretsCommand)    set|list|unset
+    // Volume(VolumeCommand)      create|list|delete
+    // Workspace(WorkspaceCommand) create|start|stop|delete|list
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ContextCommand {
+    /// Save the given global flags (`--server`, `--token`, `--org`, `--app`, `--env`)
+    Set(ContextSetArgs),
+    /// Show the effective settings and where each comes from
+    Show,
+}
+
+#[derive(Debug, Args)]
+pub struct ContextSetArgs {
+    /// Forget these saved keys (server, token, org, app, env)
+    #[arg(long, value_name = "KEY")]
+    pub unset: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrgCommand {
+    /// Create an org
+    Create { name: String },
+    /// List orgs
+    List,
+    /// Show an org (default: the current org)
+    Get {
+        #[arg(value_name = "ORG")]
+        name: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AppCommand {
+    /// Create an app in the org
+    Create {
+        name: String,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// List the org's apps
+    List,
+    /// Show an app (default: the current app)
+    Get {
+        #[arg(value_name = "APP")]
+        name: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EnvCommand {
+    /// Create an env in the app
+    Create { name: String },
+    /// List the app's envs
+    List,
+    /// Show an env (default: the current env)
+    Get {
+        #[arg(value_name = "ENV")]
+        name: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReleaseCommand {
+    /// Create a release of the app from an image pinned by digest and a manifest file
+    Create(ReleaseSource),
+    /// List the app's releases
+    List,
+    /// Show a release
+    Get { release: String },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReleaseSource {
+    /// `repository@sha256:<64 hex>`
+    #[arg(long, value_name = "REF")]
+    pub image: String,
+    /// The manifest TOML file
+    #[arg(long, value_name = "FILE")]
+    pub manifest: PathBuf,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct DeployArgs {
+    #[command(subcommand)]
+    pub command: Option<DeployCommand>,
+    /// Deploy this existing release
+    #[arg(long, value_name = "RELEASE", conflicts_with_all = ["image", "manifest"])]
+    pub release: Option<String>,
+    /// Create a release from this image first (needs --manifest)
+    #[arg(long, value_name = "REF", requires = "manifest")]
+    pub image: Option<String>,
+    /// The manifest for --image
+    #[arg(long, value_name = "FILE", requires = "image")]
+    pub manifest: Option<PathBuf>,
+    /// Wait until the deploy succeeds, fails or is superseded
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: give up after this many seconds (exit 1)
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeployCommand {
+    /// List the env's deploys
+    List,
+    /// Show a deploy
+    Get { deploy: String },
+}
+
+#[derive(Debug, Args)]
+pub struct ScaleArgs {
+    /// PROCESS=N, one or more; none shows the current scale
+    #[arg(value_name = "PROCESS=N")]
+    pub processes: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Keep streaming new events (NDJSON with --format json)
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Start after this sequence number
+    #[arg(long, value_name = "SEQ", default_value_t = 0)]
+    pub after: u64,
+    /// Page size, 1-1000 (without --follow)
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub limit: u32,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// List nodes
+    List,
+    /// Show a node
+    Get { node: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ManifestCommand {
+    /// Check a manifest; errors carry line:column and the TOML path
+    Validate { file: PathBuf },
+    /// Print the manifest in canonical form (comments are not kept)
+    Fmt {
+        file: PathBuf,
+        /// Print nothing; exit 1 if the file is not in canonical form
+        #[arg(long, conflicts_with = "write")]
+        check: bool,
+        /// Rewrite the file in place
+        #[arg(long)]
+        write: bool,
+    },
+    /// Print the normalized JSON the control plane stores
+    Json { file: PathBuf },
+    /// Print the manifest's JSON Schema (for editors)
+    Schema,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ServerArgs {
+    #[command(subcommand)]
+    pub command: Option<ServerCommand>,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Address to listen on
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7411")]
+    pub listen: std::net::SocketAddr,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Where the server keeps its SQLite store and admin token
+    #[arg(long, value_name = "DIR", env = "VT_DATA_DIR", default_value = crate::config::DEFAULT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// `postgres://...` to use PostgreSQL instead of SQLite
+    #[arg(long, value_name = "URL", env = "VT_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// SQLite durability: `full` fsyncs every commit; `normal` may lose the last commits on power loss
+    #[arg(long, value_enum, default_value_t = SqliteSync::Full)]
+    pub sqlite_sync: SqliteSync,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SqliteSync {
+    Full,
+    Normal,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServerCommand {
+    /// Rebuild the views from the event log, offline, and report rows that changed (exit 1 if any)
+    RebuildViews(RebuildArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RebuildArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+}

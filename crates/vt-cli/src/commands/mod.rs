@@ -1,0 +1,37 @@
+//! One module per command group. Each maps its arguments to client calls and
+//! hands the results to the printer.
+
+pub mod app;
+pub mod context;
+pub mod deploy;
+pub mod describe;
+pub mod env;
+pub mod events;
+pub mod instances;
+pub mod manifest;
+pub mod node;
+pub mod org;
+pub mod release;
+pub mod scale;
+pub mod server;
+// Later: image, logs, rollback, route, exec, secrets, volume, workspace.
+
+use crate::config::Source;
+use crate::Ctx;
+
+/// ` --org X` when the org came from a flag (so the next command needs it
+/// too); empty when it comes from the environment or the context.
+pub(crate) fn scope_flags(ctx: &Ctx, with_app: bool, with_env: bool) -> String {
+    let mut s = String::new();
+    let s_ = &ctx.settings;
+    if s_.org.source == Some(Source::Flag) {
+        s.push_str(&format!(" --org {}", s_.org.value.as_deref().unwrap_or_default()));
+    }
+    if with_app && s_.app.source == Some(Source::Flag) {
+        s.push_str(&format!(" --app {}", s_.app.value.as_deref().unwrap_or_default()));
+    }
+    if with_env && s_.env.source == Some(Source::Flag) {
+        s.push_str(&format!(" --env {}", s_.env.value.as_deref().unwrap_or_default()));
+    }
+    s
+}

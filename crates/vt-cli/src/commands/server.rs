@@ -1,0 +1,91 @@
+//! `vt server`: run the control plane; `vt server rebuild-views`: offline repair.
+//!
+//! Logs are JSON lines on stderr (level from `RUST_LOG`, default `info`);
+//! the few lines meant for people (token location, address, ready) are plain
+//! text on stderr too.
+
+use vt_control_plane::server::{open_store, Server, ServerConfig};
+
+use crate::args::{ServerArgs, ServerCommand, SqliteSync, StoreArgs};
+use crate::printer::{fields, Printer};
+use crate::{CliError, CliResult, ExitStatus};
+
+fn config(store: &StoreArgs, listen: std::net::SocketAddr) -> ServerConfig {
+    ServerConfig {
+        data_dir: store.data_dir.clone(),
+        listen,
+        database_url: store.database_url.clone().filter(|u| !u.is_empty()),
+        sqlite: vt_store::SqliteOptions { full_sync: store.sqlite_sync == SqliteSync::Full },
+    }
+}
+
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+fn failed(e: impl std::fmt::Display) -> CliError {
+    CliError::failed(e.to_string(), None)
+}
+
+pub async fn run(p: &Printer, args: ServerArgs) -> CliResult {
+    if let Some(ServerCommand::RebuildViews(r)) = args.command {
+        return rebuild(p, &r.store).await;
+    }
+    init_logs();
+    let config = config(&args.store, args.listen);
+    let server = Server::bind(&config).await.map_err(failed)?;
+    let addr = server.local_addr()?;
+    match &server.admin_token_written {
+        Some(path) => p.notice(&format!("wrote a new admin token to {}", path.display())),
+        None => p.notice(&format!("the admin token was written on first start (in {})", config.data_dir.join("admin-token").display())),
+    }
+    p.notice(&format!("listening on {addr}"));
+    p.notice(&format!("vt server ready on http://{addr}"));
+    server.run(shutdown_signal()).await.map_err(failed)?;
+    p.notice("vt server stopped");
+    Ok(ExitStatus::Success)
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = match signal(SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("shutting down");
+}
+
+async fn rebuild(p: &Printer, store: &StoreArgs) -> CliResult {
+    let config = config(store, ([127, 0, 0, 1], 0).into());
+    let store = open_store(&config).await.map_err(failed)?;
+    let report = vt_control_plane::rebuild::rebuild_views(store).await.map_err(failed)?;
+    p.show(&report, || {
+        let mut s = fields(&[
+            ("events", report.events.to_string()),
+            ("rows", report.rows.to_string()),
+            ("differing rows", report.differing_rows.len().to_string()),
+        ]);
+        for r in &report.differing_rows {
+            s.push_str(&format!("  {r}\n"));
+        }
+        s
+    });
+    if report.differing_rows.is_empty() {
+        Ok(ExitStatus::Success)
+    } else {
+        p.warning("rebuilt views differ from the live ones: the rows above were repaired");
+        Ok(ExitStatus::Failure)
+    }
+}

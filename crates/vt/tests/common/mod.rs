@@ -1,0 +1,126 @@
+//! Test harness: a real control plane on 127.0.0.1:0 in a tempdir (on its own
+//! runtime thread), and the real `vt` binary run against it.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use vt_control_plane::server::{Server, ServerConfig};
+
+pub const DIGEST_IMAGE: &str = "registry.example/web@sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+
+pub struct TestServer {
+    pub url: String,
+    pub token: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub fn start() -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let config = ServerConfig {
+            data_dir: dir.path().join("data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            database_url: None,
+            sqlite: vt_store::SqliteOptions { full_sync: false },
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            rt.block_on(async move {
+                let server = Server::bind(&config).await.unwrap();
+                let addr = server.local_addr().unwrap();
+                let token = std::fs::read_to_string(server.admin_token_written.clone().unwrap()).unwrap();
+                tx.send((addr, token.trim().to_owned())).unwrap();
+                server.run(std::future::pending()).await.unwrap();
+            });
+        });
+        let (addr, token) = rx.recv().unwrap();
+        TestServer { url: format!("http://{addr}"), token, dir }
+    }
+
+    /// The `vt` command against this server, isolated from the user's
+    /// environment and config.
+    pub fn vt(&self, args: &[&str]) -> Command {
+        let mut c = vt_isolated(self.dir.path(), args);
+        c.env("VT_SERVER", &self.url).env("VT_TOKEN", &self.token);
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        Run::of(self.vt(args).output().unwrap(), self.dir.path())
+    }
+
+    /// Create org `acme`, app `web`, env `prod` and save them in the context.
+    pub fn seed(&self) {
+        for args in [
+            &["org", "create", "acme"][..],
+            &["app", "create", "web", "--org", "acme"],
+            &["env", "create", "prod", "--org", "acme", "--app", "web"],
+            &["context", "set", "--org", "acme", "--app", "web", "--env", "prod"],
+        ] {
+            let r = self.run(args);
+            assert_eq!(r.code, 0, "{args:?}: {}", r.text);
+        }
+    }
+
+    pub fn manifest(&self) -> PathBuf {
+        let p = self.dir.path().join("vt.toml");
+        std::fs::write(&p, include_str!("../../../../examples/manifest.toml")).unwrap();
+        p
+    }
+}
+
+/// `vt` with no server settings, a private config file and a private cwd.
+pub fn vt_isolated(dir: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_vt"));
+    c.args(args).current_dir(dir).env("VT_CONFIG", dir.join("config.toml")).env("HOME", dir).env_remove("XDG_CONFIG_HOME");
+    for k in ["VT_SERVER", "VT_TOKEN", "VT_ORG", "VT_APP", "VT_ENV", "VT_DATA_DIR", "VT_DATABASE_URL", "RUST_LOG"] {
+        c.env_remove(k);
+    }
+    c
+}
+
+/// One run: exit code, stdout, stderr, and all three as snapshot text.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub text: String,
+}
+
+impl Run {
+    pub fn of(o: Output, tmp: &Path) -> Run {
+        let tmp = tmp.display().to_string();
+        let clean = |b: &[u8]| String::from_utf8_lossy(b).replace(&tmp, "[TMP]");
+        let (stdout, stderr) = (clean(&o.stdout), clean(&o.stderr));
+        let code = o.status.code().unwrap_or(-1);
+        let text = format!("exit: {code}\n----- stdout -----\n{stdout}----- stderr -----\n{stderr}");
+        Run { code, stdout, stderr, text }
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}):\n{}", self.text))
+    }
+}
+
+/// Volatile values: ids, times, ports, request ids.
+pub fn filters() -> Vec<(&'static str, &'static str)> {
+    vec![
+        (r"\b(org|app|env|rel|dep|inst|node|evt|req|tok)_[0-9a-z]{26}\b", "[${1}_id]"),
+        (r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)", "[time]"),
+        (r"127\.0\.0\.1:\d+", "127.0.0.1:[port]"),
+        (r"vt-cli-[0-9a-z]{26}", "[key]"),
+    ]
+}
+
+#[macro_export]
+macro_rules! snap {
+    ($name:expr, $run:expr) => {
+        insta::with_settings!({ filters => common::filters(), prepend_module_to_snapshot => false, omit_expression => true }, {
+            insta::assert_snapshot!($name, $run.text);
+        })
+    };
+}

@@ -1,0 +1,63 @@
+//! Failures: each maps to its documented exit code and says what to do.
+
+mod common;
+
+use common::{vt_isolated, Run, TestServer};
+
+#[test]
+fn not_found_is_3() {
+    let s = TestServer::start();
+    snap!("not_found", s.run(&["org", "get", "nope"]));
+}
+
+#[test]
+fn name_taken_is_4() {
+    let s = TestServer::start();
+    s.run(&["org", "create", "acme"]);
+    snap!("name_taken", s.run(&["org", "create", "acme"]));
+}
+
+#[test]
+fn bad_name_is_2_with_the_field() {
+    let s = TestServer::start();
+    snap!("bad_name", s.run(&["org", "create", "Bad_Name"]));
+}
+
+#[test]
+fn bad_token_is_6() {
+    let s = TestServer::start();
+    snap!("bad_token", s.run(&["org", "list", "--token", "not-a-token"]));
+}
+
+#[test]
+fn unreachable_server_is_5() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let server = format!("http://127.0.0.1:{port}");
+    let out = vt_isolated(dir.path(), &["org", "create", "acme", "--server", &server, "--token", "t"]).output().unwrap();
+    snap!("unreachable", Run::of(out, dir.path()));
+}
+
+#[test]
+fn usage_errors_are_2() {
+    let dir = tempfile::tempdir().unwrap();
+    snap!("clap_error", Run::of(vt_isolated(dir.path(), &["org", "frobnicate"]).output().unwrap(), dir.path()));
+    let s = TestServer::start();
+    snap!("missing_org", s.run(&["app", "list"]));
+    s.seed();
+    snap!("bad_scale", s.run(&["scale", "web=many"]));
+    snap!("deploy_nothing", s.run(&["deploy"]));
+}
+
+#[test]
+fn local_admin_token_fallback() {
+    let s = TestServer::start();
+    // No token anywhere: a local server's <data-dir>/admin-token is used.
+    let mut c = vt_isolated(s.dir.path(), &["org", "list", "--server", &s.url]);
+    c.env("VT_DATA_DIR", s.dir.path().join("data"));
+    let r = Run::of(c.output().unwrap(), s.dir.path());
+    assert_eq!(r.code, 0, "{}", r.text);
+    // Without it, the server says unauthorized.
+    let r = Run::of(vt_isolated(s.dir.path(), &["org", "list", "--server", &s.url]).output().unwrap(), s.dir.path());
+    assert_eq!(r.code, 6, "{}", r.text);
+}
