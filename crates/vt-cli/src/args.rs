@@ -10,7 +10,13 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "vt", version, about = "vt: run apps in microVMs", propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "vt",
+    version,
+    about = "vt: run apps in microVMs",
+    propagate_version = true,
+    max_term_width = 100
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -19,6 +25,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// The server's URL [env: VT_SERVER] [default: http://127.0.0.1:7411]
     #[arg(long, global = true, value_name = "URL")]
@@ -267,7 +274,12 @@ pub struct StoreArgs {
     #[arg(long, value_name = "DIR", env = "VT_DATA_DIR", default_value = crate::config::DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
     /// `postgres://...` to use PostgreSQL instead of SQLite
-    #[arg(long, value_name = "URL", env = "VT_DATABASE_URL", hide_env_values = true)]
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "VT_DATABASE_URL",
+        hide_env_values = true
+    )]
     pub database_url: Option<String>,
     /// SQLite durability: `full` fsyncs every commit; `normal` may lose the last commits on power loss
     #[arg(long, value_enum, default_value_t = SqliteSync::Full)]

@@ -37,7 +37,11 @@ pub struct Context {
 }
 
 pub fn config_path() -> Option<PathBuf> {
-    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     if let Some(p) = var("VT_CONFIG") {
         return Some(p);
     }
@@ -51,7 +55,10 @@ impl Context {
     pub fn load(path: &Path) -> CliResult<Context> {
         match fs_err::read_to_string(path) {
             Ok(s) => toml::from_str(&s).map_err(|e| {
-                CliError::usage(format!("cannot read the context file `{}`: {e}", path.display()), Some("fix or delete it, then run `vt context set`".into()))
+                CliError::usage(
+                    format!("cannot read the context file `{}`: {e}", path.display()),
+                    Some("fix or delete it, then run `vt context set`".into()),
+                )
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Context::default()),
             Err(e) => Err(e.into()),
@@ -62,7 +69,8 @@ impl Context {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             fs_err::create_dir_all(dir)?;
         }
-        let text = toml::to_string(self).map_err(|e| CliError::failed(format!("cannot write the context: {e}"), None))?;
+        let text = toml::to_string(self)
+            .map_err(|e| CliError::failed(format!("cannot write the context: {e}"), None))?;
         let tmp = path.with_extension("toml.tmp");
         {
             use std::io::Write;
@@ -125,15 +133,27 @@ pub struct Settings {
 
 fn pick(flag: &Option<String>, env_var: &str, ctx: &Option<String>) -> Setting {
     if let Some(v) = flag {
-        return Setting { value: Some(v.clone()), source: Some(Source::Flag) };
+        return Setting {
+            value: Some(v.clone()),
+            source: Some(Source::Flag),
+        };
     }
     if let Some(v) = std::env::var(env_var).ok().filter(|v| !v.is_empty()) {
-        return Setting { value: Some(v), source: Some(Source::Env) };
+        return Setting {
+            value: Some(v),
+            source: Some(Source::Env),
+        };
     }
     if let Some(v) = ctx {
-        return Setting { value: Some(v.clone()), source: Some(Source::Context) };
+        return Setting {
+            value: Some(v.clone()),
+            source: Some(Source::Context),
+        };
     }
-    Setting { value: None, source: None }
+    Setting {
+        value: None,
+        source: None,
+    }
 }
 
 pub fn resolve(global: &GlobalArgs) -> CliResult<Settings> {
@@ -144,12 +164,18 @@ pub fn resolve(global: &GlobalArgs) -> CliResult<Settings> {
     };
     let mut server = pick(&global.server, "VT_SERVER", &ctx.server);
     if server.value.is_none() {
-        server = Setting { value: Some(DEFAULT_SERVER.into()), source: Some(Source::Default) };
+        server = Setting {
+            value: Some(DEFAULT_SERVER.into()),
+            source: Some(Source::Default),
+        };
     }
     let mut token = pick(&global.token, "VT_TOKEN", &ctx.token);
     if token.value.is_none() && server.value.as_deref().is_some_and(is_local) {
         if let Some(t) = local_admin_token() {
-            token = Setting { value: Some(t), source: Some(Source::AdminTokenFile) };
+            token = Setting {
+                value: Some(t),
+                source: Some(Source::AdminTokenFile),
+            };
         }
     }
     Ok(Settings {
@@ -164,7 +190,10 @@ pub fn resolve(global: &GlobalArgs) -> CliResult<Settings> {
 
 /// `<data-dir>/admin-token` of a server started here with default settings.
 pub fn local_admin_token() -> Option<String> {
-    let dir = std::env::var_os("VT_DATA_DIR").filter(|v| !v.is_empty()).map(PathBuf::from).unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    let dir = std::env::var_os("VT_DATA_DIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
     let t = std::fs::read_to_string(dir.join("admin-token")).ok()?;
     Some(t.trim().to_owned()).filter(|t| !t.is_empty())
 }
@@ -172,7 +201,11 @@ pub fn local_admin_token() -> Option<String> {
 fn is_local(url: &str) -> bool {
     let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
     let host = rest.split('/').next().unwrap_or("");
-    let host = if let Some(h) = host.strip_prefix('[') { h.split(']').next().unwrap_or("") } else { host.split(':').next().unwrap_or("") };
+    let host = if let Some(h) = host.strip_prefix('[') {
+        h.split(']').next().unwrap_or("")
+    } else {
+        host.split(':').next().unwrap_or("")
+    };
     matches!(host, "localhost" | "127.0.0.1" | "::1")
 }
 
@@ -190,7 +223,13 @@ impl Settings {
 
 fn need<'a>(s: &'a Setting, what: &str, flag: &str) -> CliResult<&'a str> {
     s.value.as_deref().ok_or_else(|| {
-        CliError::usage(format!("no {what} given"), Some(format!("pass `{flag}`, set `VT_{}`, or save it with `vt context set {flag}`", what.to_uppercase())))
+        CliError::usage(
+            format!("no {what} given"),
+            Some(format!(
+                "pass `{flag}`, set `VT_{}`, or save it with `vt context set {flag}`",
+                what.to_uppercase()
+            )),
+        )
     })
 }
 

@@ -23,6 +23,8 @@ pub struct Printer {
 pub struct Receipt {
     pub what: String,
     pub ids: Vec<(&'static str, String)>,
+    /// More for people (a table of the new state), before the next steps.
+    pub details: Option<String>,
     pub next: Vec<String>,
 }
 
@@ -65,6 +67,9 @@ impl Printer {
         let width = receipt.ids.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
         for (k, v) in &receipt.ids {
             s.push_str(&format!("  {k:width$}  {v}\n"));
+        }
+        if let Some(d) = &receipt.details {
+            s.push_str(d);
         }
         for n in &receipt.next {
             s.push_str(&format!("next: {n}\n"));
@@ -117,13 +122,20 @@ impl Printer {
                     s.push_str(&format!("hint: {h}\n"));
                 }
             }
-            CliError::Client(c @ (vt_client::Error::Connect { .. } | vt_client::Error::Timeout { .. })) => {
+            CliError::Client(
+                c @ (vt_client::Error::Connect { .. } | vt_client::Error::Timeout { .. }),
+            ) => {
                 s.push_str(&format!("error: {c}\n"));
                 s.push_str("hint: is `vt server` running? Pass `--server URL`, set `VT_SERVER`, or run `vt context set --server URL`\n");
             }
             CliError::Manifest { path, errors } => {
                 for m in errors.iter() {
-                    s.push_str(&format!("error: {}:{}:{}: ", path.display(), m.line, m.column));
+                    s.push_str(&format!(
+                        "error: {}:{}:{}: ",
+                        path.display(),
+                        m.line,
+                        m.column
+                    ));
                     if !m.path.is_empty() {
                         s.push_str(&format!("`{}`: ", m.path));
                     }
@@ -168,7 +180,10 @@ pub struct Table {
 
 impl Table {
     pub fn new(headers: &[&'static str]) -> Self {
-        Table { headers: headers.to_vec(), rows: vec![] }
+        Table {
+            headers: headers.to_vec(),
+            rows: vec![],
+        }
     }
 
     pub fn row(&mut self, cells: Vec<String>) {
@@ -205,7 +220,10 @@ impl Table {
 /// `key  value` lines for one object.
 pub fn fields(pairs: &[(&str, String)]) -> String {
     let width = pairs.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-    pairs.iter().map(|(k, v)| format!("{k:width$}  {v}\n")).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{k:width$}  {v}\n"))
+        .collect()
 }
 
 /// A serde enum's wire name (`succeeded`), or the JSON of anything else.

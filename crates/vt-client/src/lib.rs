@@ -72,7 +72,7 @@ pub struct Client {
     backoff: Duration,
 }
 
-/// `PUT /system/rebuild-views`'s report.
+/// The report of `POST /v1/system/rebuild-views`.
 #[derive(Debug, Clone, PartialEq, serde::Deserialize, Serialize)]
 pub struct RebuildReport {
     pub events: u64,
@@ -102,7 +102,13 @@ impl Client {
             .user_agent(concat!("vt/", env!("CARGO_PKG_VERSION")))
             .build()
             .unwrap_or_default();
-        Client { http, base: base.trim_end_matches('/').to_owned(), token, tries: 3, backoff: Duration::from_millis(200) }
+        Client {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            token,
+            tries: 3,
+            backoff: Duration::from_millis(200),
+        }
     }
 
     /// How many times a mutation is tried in all (at least 1), and the first
@@ -121,7 +127,12 @@ impl Client {
         format!("{}/v1{}", self.base, path)
     }
 
-    fn request(&self, method: Method, url: &str, timeout: Option<Duration>) -> reqwest::RequestBuilder {
+    fn request(
+        &self,
+        method: Method,
+        url: &str,
+        timeout: Option<Duration>,
+    ) -> reqwest::RequestBuilder {
         let mut rb = self.http.request(method, url);
         if let Some(t) = &self.token {
             rb = rb.bearer_auth(t);
@@ -142,25 +153,47 @@ impl Client {
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         let url = self.url(path);
-        let resp = self.send(&url, self.request(Method::GET, &url, Some(Duration::from_secs(30)))).await?;
+        let resp = self
+            .send(
+                &url,
+                self.request(Method::GET, &url, Some(Duration::from_secs(30))),
+            )
+            .await?;
         decode(&url, resp).await
     }
 
-    async fn mutate<B: Serialize, T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<&B>, key: &str) -> Result<Committed<T>> {
+    async fn mutate<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+        key: &str,
+    ) -> Result<Committed<T>> {
         let url = self.url(path);
         let mut backoff = self.backoff;
         let mut attempt = 1;
         loop {
-            let mut rb = self.request(method.clone(), &url, Some(Duration::from_secs(60))).header(IDEMPOTENCY_KEY, key);
+            let mut rb = self
+                .request(method.clone(), &url, Some(Duration::from_secs(60)))
+                .header(IDEMPOTENCY_KEY, key);
             if let Some(b) = body {
                 rb = rb.json(b);
             }
             match self.send(&url, rb).await {
                 Ok(resp) => {
-                    let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+                    let header = |name: &str| {
+                        resp.headers()
+                            .get(name)
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_owned)
+                    };
                     let seq = header(SEQ_HEADER).and_then(|s| s.parse().ok()).unwrap_or(0);
                     let replayed = header(IDEMPOTENT_REPLAYED).is_some_and(|v| v == "true");
-                    return Ok(Committed { value: decode(&url, resp).await?, seq, replayed });
+                    return Ok(Committed {
+                        value: decode(&url, resp).await?,
+                        seq,
+                        replayed,
+                    });
                 }
                 Err(e) if e.is_transient() && attempt < self.tries => {
                     tokio::time::sleep(backoff).await;
@@ -183,20 +216,45 @@ impl Client {
     pub async fn org_get(&self, org: &str) -> Result<OrgView> {
         self.get(&format!("/orgs/{}", seg(org))).await
     }
-    pub async fn app_create(&self, org: &str, req: &CreateApp, key: &str) -> Result<Committed<AppView>> {
-        self.mutate(Method::POST, &format!("/orgs/{}/apps", seg(org)), Some(req), key).await
+    pub async fn app_create(
+        &self,
+        org: &str,
+        req: &CreateApp,
+        key: &str,
+    ) -> Result<Committed<AppView>> {
+        self.mutate(
+            Method::POST,
+            &format!("/orgs/{}/apps", seg(org)),
+            Some(req),
+            key,
+        )
+        .await
     }
     pub async fn app_list(&self, org: &str) -> Result<List<AppView>> {
         self.get(&format!("/orgs/{}/apps", seg(org))).await
     }
     pub async fn app_get(&self, org: &str, app: &str) -> Result<AppView> {
-        self.get(&format!("/orgs/{}/apps/{}", seg(org), seg(app))).await
+        self.get(&format!("/orgs/{}/apps/{}", seg(org), seg(app)))
+            .await
     }
-    pub async fn env_create(&self, org: &str, app: &str, req: &CreateEnv, key: &str) -> Result<Committed<EnvView>> {
-        self.mutate(Method::POST, &format!("/orgs/{}/apps/{}/envs", seg(org), seg(app)), Some(req), key).await
+    pub async fn env_create(
+        &self,
+        org: &str,
+        app: &str,
+        req: &CreateEnv,
+        key: &str,
+    ) -> Result<Committed<EnvView>> {
+        self.mutate(
+            Method::POST,
+            &format!("/orgs/{}/apps/{}/envs", seg(org), seg(app)),
+            Some(req),
+            key,
+        )
+        .await
     }
     pub async fn env_list(&self, org: &str, app: &str) -> Result<List<EnvView>> {
-        self.get(&format!("/orgs/{}/apps/{}/envs", seg(org), seg(app))).await
+        self.get(&format!("/orgs/{}/apps/{}/envs", seg(org), seg(app)))
+            .await
     }
     pub async fn env_get(&self, org: &str, app: &str, env: &str) -> Result<EnvView> {
         self.get(&env_path(org, app, env, "")).await
@@ -204,30 +262,87 @@ impl Client {
 
     // --- releases, deploys, scale, instances
 
-    pub async fn release_create(&self, org: &str, app: &str, req: &CreateRelease, key: &str) -> Result<Committed<ReleaseView>> {
-        self.mutate(Method::POST, &format!("/orgs/{}/apps/{}/releases", seg(org), seg(app)), Some(req), key).await
+    pub async fn release_create(
+        &self,
+        org: &str,
+        app: &str,
+        req: &CreateRelease,
+        key: &str,
+    ) -> Result<Committed<ReleaseView>> {
+        self.mutate(
+            Method::POST,
+            &format!("/orgs/{}/apps/{}/releases", seg(org), seg(app)),
+            Some(req),
+            key,
+        )
+        .await
     }
     pub async fn release_list(&self, org: &str, app: &str) -> Result<List<ReleaseView>> {
-        self.get(&format!("/orgs/{}/apps/{}/releases", seg(org), seg(app))).await
+        self.get(&format!("/orgs/{}/apps/{}/releases", seg(org), seg(app)))
+            .await
     }
     pub async fn release_get(&self, org: &str, app: &str, release: &str) -> Result<ReleaseView> {
-        self.get(&format!("/orgs/{}/apps/{}/releases/{}", seg(org), seg(app), seg(release))).await
+        self.get(&format!(
+            "/orgs/{}/apps/{}/releases/{}",
+            seg(org),
+            seg(app),
+            seg(release)
+        ))
+        .await
     }
-    pub async fn deploy_create(&self, org: &str, app: &str, env: &str, req: &CreateDeploy, key: &str) -> Result<Committed<DeployView>> {
-        self.mutate(Method::POST, &env_path(org, app, env, "/deploys"), Some(req), key).await
+    pub async fn deploy_create(
+        &self,
+        org: &str,
+        app: &str,
+        env: &str,
+        req: &CreateDeploy,
+        key: &str,
+    ) -> Result<Committed<DeployView>> {
+        self.mutate(
+            Method::POST,
+            &env_path(org, app, env, "/deploys"),
+            Some(req),
+            key,
+        )
+        .await
     }
     pub async fn deploy_list(&self, org: &str, app: &str, env: &str) -> Result<List<DeployView>> {
         self.get(&env_path(org, app, env, "/deploys")).await
     }
-    pub async fn deploy_get(&self, org: &str, app: &str, env: &str, deploy: &str) -> Result<DeployView> {
-        self.get(&env_path(org, app, env, &format!("/deploys/{}", seg(deploy)))).await
+    pub async fn deploy_get(
+        &self,
+        org: &str,
+        app: &str,
+        env: &str,
+        deploy: &str,
+    ) -> Result<DeployView> {
+        self.get(&env_path(
+            org,
+            app,
+            env,
+            &format!("/deploys/{}", seg(deploy)),
+        ))
+        .await
     }
     pub async fn scale_get(&self, org: &str, app: &str, env: &str) -> Result<List<ScaleView>> {
         self.get(&env_path(org, app, env, "/scale")).await
     }
     /// Answers with every process's scale after the change.
-    pub async fn scale_set(&self, org: &str, app: &str, env: &str, req: &SetScale, key: &str) -> Result<Committed<Vec<ScaleView>>> {
-        self.mutate(Method::PUT, &env_path(org, app, env, "/scale"), Some(req), key).await
+    pub async fn scale_set(
+        &self,
+        org: &str,
+        app: &str,
+        env: &str,
+        req: &SetScale,
+        key: &str,
+    ) -> Result<Committed<Vec<ScaleView>>> {
+        self.mutate(
+            Method::PUT,
+            &env_path(org, app, env, "/scale"),
+            Some(req),
+            key,
+        )
+        .await
     }
     pub async fn instances(&self, org: &str, app: &str, env: &str) -> Result<List<InstanceView>> {
         self.get(&env_path(org, app, env, "/instances")).await
@@ -249,13 +364,20 @@ impl Client {
     }
     /// One page of the log: events with `seq > after`, at most `limit`.
     pub async fn events(&self, after: u64, limit: u32) -> Result<EventPage> {
-        self.get(&format!("/events?after={after}&limit={limit}")).await
+        self.get(&format!("/events?after={after}&limit={limit}"))
+            .await
     }
     /// Every event with `seq > after`, then new ones as they are appended.
     pub async fn events_follow(&self, after: u64) -> Result<EventStream> {
         let url = self.url(&format!("/events?after={after}&follow=true"));
-        let resp = self.send(&url, self.request(Method::GET, &url, None)).await?;
-        Ok(EventStream { url, resp, buf: Vec::new() })
+        let resp = self
+            .send(&url, self.request(Method::GET, &url, None))
+            .await?;
+        Ok(EventStream {
+            url,
+            resp,
+            buf: Vec::new(),
+        })
     }
     pub async fn system_status(&self) -> Result<SystemStatus> {
         self.get("/system/status").await
@@ -263,24 +385,46 @@ impl Client {
     /// Not idempotent by key: a rebuild is safe to repeat.
     pub async fn rebuild_views(&self) -> Result<RebuildReport> {
         let url = self.url("/system/rebuild-views");
-        let resp = self.send(&url, self.request(Method::POST, &url, Some(Duration::from_secs(600)))).await?;
+        let resp = self
+            .send(
+                &url,
+                self.request(Method::POST, &url, Some(Duration::from_secs(600))),
+            )
+            .await?;
         decode(&url, resp).await
     }
 }
 
 fn env_path(org: &str, app: &str, env: &str, rest: &str) -> String {
-    format!("/orgs/{}/apps/{}/envs/{}{}", seg(org), seg(app), seg(env), rest)
+    format!(
+        "/orgs/{}/apps/{}/envs/{}{}",
+        seg(org),
+        seg(app),
+        seg(env),
+        rest
+    )
 }
 
 fn transport(url: &str, e: reqwest::Error) -> Error {
     if e.is_timeout() {
-        Error::Timeout { url: url.to_owned() }
+        Error::Timeout {
+            url: url.to_owned(),
+        }
     } else if e.is_connect() || e.is_request() {
-        Error::Connect { url: url.to_owned(), message: root_cause(&e) }
+        Error::Connect {
+            url: url.to_owned(),
+            message: root_cause(&e),
+        }
     } else if e.is_decode() || e.is_body() {
-        Error::Decode { url: url.to_owned(), message: chain(&e) }
+        Error::Decode {
+            url: url.to_owned(),
+            message: chain(&e),
+        }
     } else {
-        Error::Connect { url: url.to_owned(), message: chain(&e) }
+        Error::Connect {
+            url: url.to_owned(),
+            message: chain(&e),
+        }
     }
 }
 
@@ -311,19 +455,31 @@ fn chain(e: &dyn std::error::Error) -> String {
 
 async fn decode<T: DeserializeOwned>(url: &str, resp: reqwest::Response) -> Result<T> {
     let bytes = resp.bytes().await.map_err(|e| transport(url, e))?;
-    serde_json::from_slice(&bytes).map_err(|e| Error::Decode { url: url.to_owned(), message: e.to_string() })
+    serde_json::from_slice(&bytes).map_err(|e| Error::Decode {
+        url: url.to_owned(),
+        message: e.to_string(),
+    })
 }
 
 async fn error_response(url: &str, resp: reqwest::Response) -> Error {
     let status = resp.status();
-    let request_id = resp.headers().get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("-").to_owned();
+    let request_id = resp
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-")
+        .to_owned();
     let bytes = match resp.bytes().await {
         Ok(b) => b,
         Err(e) => return transport(url, e),
     };
     let body = serde_json::from_slice::<ErrorBody>(&bytes).unwrap_or_else(|_| {
         // Not our server's error shape (a proxy, say): keep what it said.
-        let text = String::from_utf8_lossy(&bytes).trim().chars().take(200).collect::<String>();
+        let text = String::from_utf8_lossy(&bytes)
+            .trim()
+            .chars()
+            .take(200)
+            .collect::<String>();
         let code = match status {
             StatusCode::UNAUTHORIZED => ErrorCode::Unauthorized,
             StatusCode::FORBIDDEN => ErrorCode::Forbidden,
@@ -332,10 +488,24 @@ async fn error_response(url: &str, resp: reqwest::Response) -> Error {
             s if s.is_client_error() => ErrorCode::MalformedRequest,
             _ => ErrorCode::Internal,
         };
-        let message = if text.is_empty() { status.to_string() } else { format!("{status}: {text}") };
-        ErrorBody { error: ApiError { code, message, field: None, request_id } }
+        let message = if text.is_empty() {
+            status.to_string()
+        } else {
+            format!("{status}: {text}")
+        };
+        ErrorBody {
+            error: ApiError {
+                code,
+                message,
+                field: None,
+                request_id,
+            },
+        }
     });
-    Error::Api { status: status.as_u16(), body }
+    Error::Api {
+        status: status.as_u16(),
+        body,
+    }
 }
 
 /// The NDJSON stream of `GET /v1/events?follow=true`.
@@ -355,7 +525,10 @@ impl EventStream {
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                return Some(serde_json::from_slice(line).map_err(|e| Error::Decode { url: self.url.clone(), message: e.to_string() }));
+                return Some(serde_json::from_slice(line).map_err(|e| Error::Decode {
+                    url: self.url.clone(),
+                    message: e.to_string(),
+                }));
             }
             match self.resp.chunk().await {
                 Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk),

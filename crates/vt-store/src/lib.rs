@@ -159,6 +159,8 @@ pub enum StoreError {
     IdempotencyRace { key: String },
     #[error("checkpoint of projection `{name}` moved concurrently")]
     CheckpointRace { name: String },
+    #[error("the transaction this append was grouped in failed: {0}")]
+    GroupFailed(String),
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
     #[error("database error: {0}")]

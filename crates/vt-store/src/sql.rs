@@ -16,7 +16,9 @@ use std::str::FromStr;
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use sqlx::{postgres::PgPoolOptions, sqlite::SqliteConnectOptions, Row};
-use tokio::sync::{watch, Mutex};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, watch, Mutex};
 use vt_events::{AggregateType, Envelope};
 use vt_views::{ViewKind, ViewRow};
 
@@ -57,10 +59,6 @@ fn check_expectation(exp: &Expectation, actual: u64) -> Result<(), StoreError> {
     }
 }
 
-/// A unique-constraint violation on an insert we guarded for: someone raced us.
-fn is_unique_violation(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
-}
 
 const EVENT_COLUMNS: &str = "seq, event_id, event_type, schema_version, aggregate_type, aggregate_id, aggregate_version, org_id, request_id, correlation_id, actor, occurred_at, payload";
 const VIEW_COLUMNS: &str = "kind, id, org_id, parent_id, name, seq, doc";
@@ -150,16 +148,24 @@ impl Default for SqliteOptions {
     }
 }
 
+/// One append waiting for the group committer.
+type Job = (AppendRequest, oneshot::Sender<Result<Appended, StoreError>>);
+
+/// Most appends committed in one transaction.
+const MAX_GROUP: usize = 256;
+
 pub struct SqliteStore {
     pool: sqlx::SqlitePool,
-    write: Mutex<()>,
-    head: watch::Sender<u64>,
+    write: Arc<Mutex<()>>,
+    head: Arc<watch::Sender<u64>>,
+    jobs: mpsc::UnboundedSender<Job>,
 }
 
 pub struct PgStore {
     pool: sqlx::PgPool,
-    write: Mutex<()>,
-    head: watch::Sender<u64>,
+    write: Arc<Mutex<()>>,
+    head: Arc<watch::Sender<u64>>,
+    jobs: mpsc::UnboundedSender<Job>,
 }
 
 impl SqliteStore {
@@ -177,7 +183,7 @@ impl SqliteStore {
             sqlx::query(stmt).execute(&pool).await?;
         }
         let head = Self::head_of(&pool).await?;
-        Ok(SqliteStore { pool, write: Mutex::new(()), head: watch::channel(head).0 })
+        Ok(Self::assemble(pool, head))
     }
 
     async fn head_of(pool: &sqlx::SqlitePool) -> Result<u64, StoreError> {
@@ -198,7 +204,7 @@ impl PgStore {
         }
         tx.commit().await?;
         let v: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM events").fetch_one(&pool).await?;
-        Ok(PgStore { pool, write: Mutex::new(()), head: watch::channel(to_u64(v, "seq")?).0 })
+        Ok(Self::assemble(pool, to_u64(v, "seq")?))
     }
 
     /// Drop every vt table. For tests that need a clean database.
@@ -213,84 +219,144 @@ impl PgStore {
 macro_rules! store_impl {
     ($store:ty, $backend:expr, $db:ty, lock = |$tx:ident| $lock:expr) => {
         impl $store {
+            fn assemble(pool: sqlx::Pool<$db>, head: u64) -> Self {
+                let (jobs, rx) = mpsc::unbounded_channel();
+                let store = Self { pool, write: Arc::new(Mutex::new(())), head: Arc::new(watch::channel(head).0), jobs };
+                tokio::spawn(Self::group_committer(store.pool.clone(), store.write.clone(), store.head.clone(), rx));
+                store
+            }
+
             /// Begin a write transaction holding the store's write lock.
-            async fn begin_write(&self) -> Result<(tokio::sync::MutexGuard<'_, ()>, sqlx::Transaction<'_, $db>), StoreError> {
-                let guard = self.write.lock().await;
+            async fn begin_write<'a>(pool: &'a sqlx::Pool<$db>, write: &'a Mutex<()>) -> Result<(tokio::sync::MutexGuard<'a, ()>, sqlx::Transaction<'a, $db>), StoreError> {
+                let guard = write.lock().await;
                 #[allow(unused_mut)]
-                let mut $tx = self.pool.begin().await?;
+                let mut $tx = pool.begin().await?;
                 $lock;
                 Ok((guard, $tx))
             }
-        }
 
-        #[async_trait]
-        impl Store for $store {
-            fn backend(&self) -> Backend {
-                $backend
+            /// Group commit: appends queued while a transaction commits go into
+            /// the next one together, so concurrent writers share one commit
+            /// (and one fsync) without giving up per-append atomicity.
+            async fn group_committer(pool: sqlx::Pool<$db>, write: Arc<Mutex<()>>, head: Arc<watch::Sender<u64>>, mut rx: mpsc::UnboundedReceiver<Job>) {
+                while let Some(first) = rx.recv().await {
+                    let mut jobs = vec![first];
+                    while jobs.len() < MAX_GROUP {
+                        match rx.try_recv() {
+                            Ok(job) => jobs.push(job),
+                            Err(_) => break,
+                        }
+                    }
+                    let (requests, replies): (Vec<AppendRequest>, Vec<_>) = jobs.into_iter().unzip();
+                    match Self::commit_group(&pool, &write, &requests).await {
+                        Ok(results) => {
+                            let last = results.iter().filter_map(|r| r.as_ref().ok()).map(|a| a.last_seq).max();
+                            if let Some(seq) = last {
+                                head.send_if_modified(|h| {
+                                    let moved = seq > *h;
+                                    *h = (*h).max(seq);
+                                    moved
+                                });
+                            }
+                            for (reply, result) in replies.into_iter().zip(results) {
+                                let _ = reply.send(result);
+                            }
+                        }
+                        Err(e) => {
+                            let msg = e.to_string();
+                            for reply in replies {
+                                let _ = reply.send(Err(StoreError::GroupFailed(msg.clone())));
+                            }
+                        }
+                    }
+                }
             }
 
-            async fn append(&self, req: AppendRequest) -> Result<Appended, StoreError> {
-                let (_guard, mut tx) = self.begin_write().await?;
+            /// One transaction for a group of appends. Each append is validated
+            /// (reads only) before any of its writes, so a refused append leaves
+            /// nothing behind and does not disturb the others; a database error
+            /// fails the whole group (nothing of it is committed).
+            async fn commit_group(pool: &sqlx::Pool<$db>, write: &Mutex<()>, requests: &[AppendRequest]) -> Result<Vec<Result<Appended, StoreError>>, StoreError> {
+                let (_guard, mut tx) = Self::begin_write(pool, write).await?;
+                let head: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM events").fetch_one(&mut *tx).await?;
+                let mut seq = to_u64(head, "seq")?;
+                // Aggregate versions read or written in this transaction.
+                let mut versions: HashMap<(AggregateType, String), u64> = HashMap::new();
+                let mut results = Vec::with_capacity(requests.len());
+                for req in requests {
+                    match Self::validate(&mut tx, req, &mut versions).await {
+                        Ok(()) => {}
+                        Err(e) if e.is_conflict() => {
+                            results.push(Err(e));
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                    let first = seq + 1;
+                    Self::write(&mut tx, req, &mut seq, &mut versions).await?;
+                    results.push(Ok(Appended { first_seq: first, last_seq: seq }));
+                }
+                tx.commit().await?;
+                Ok(results)
+            }
+
+            async fn version(tx: &mut sqlx::Transaction<'_, $db>, versions: &mut HashMap<(AggregateType, String), u64>, key: &(AggregateType, String)) -> Result<u64, StoreError> {
+                if let Some(v) = versions.get(key) {
+                    return Ok(*v);
+                }
+                let v: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(aggregate_version), 0) FROM events WHERE aggregate_type = $1 AND aggregate_id = $2")
+                    .bind(key.0.as_str())
+                    .bind(&key.1)
+                    .fetch_one(&mut **tx)
+                    .await?;
+                let v = to_u64(v, "aggregate version")?;
+                versions.insert(key.clone(), v);
+                Ok(v)
+            }
+
+            async fn validate(tx: &mut sqlx::Transaction<'_, $db>, req: &AppendRequest, versions: &mut HashMap<(AggregateType, String), u64>) -> Result<(), StoreError> {
                 if let Some(rec) = &req.idempotency {
                     let taken: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM idempotency WHERE scope = $1 AND key = $2")
                         .bind(&rec.scope)
                         .bind(&rec.key)
-                        .fetch_one(&mut *tx)
+                        .fetch_one(&mut **tx)
                         .await?;
                     if taken > 0 {
                         return Err(StoreError::IdempotencyRace { key: rec.key.clone() });
                     }
                 }
-                let mut versions: HashMap<(AggregateType, String), u64> = HashMap::new();
                 for exp in &req.expectations {
-                    let v: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(aggregate_version), 0) FROM events WHERE aggregate_type = $1 AND aggregate_id = $2")
-                        .bind(exp.aggregate_type.as_str())
-                        .bind(&exp.aggregate_id)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                    let v = to_u64(v, "aggregate version")?;
+                    let v = Self::version(tx, versions, &(exp.aggregate_type, exp.aggregate_id.clone())).await?;
                     check_expectation(exp, v)?;
-                    versions.insert((exp.aggregate_type, exp.aggregate_id.clone()), v);
                 }
                 for claim in &req.claims {
                     let owner: Option<String> = sqlx::query_scalar("SELECT owner FROM claims WHERE scope = $1 AND name = $2")
                         .bind(&claim.scope)
                         .bind(&claim.name)
-                        .fetch_optional(&mut *tx)
+                        .fetch_optional(&mut **tx)
                         .await?;
-                    match owner {
-                        Some(owner) if owner == claim.owner => {}
-                        Some(owner) => return Err(StoreError::NameTaken { scope: claim.scope.clone(), name: claim.name.clone(), owner }),
-                        None => {
-                            sqlx::query("INSERT INTO claims (scope, name, owner) VALUES ($1, $2, $3)")
-                                .bind(&claim.scope)
-                                .bind(&claim.name)
-                                .bind(&claim.owner)
-                                .execute(&mut *tx)
-                                .await?;
-                        }
+                    if let Some(owner) = owner.filter(|o| *o != claim.owner) {
+                        return Err(StoreError::NameTaken { scope: claim.scope.clone(), name: claim.name.clone(), owner });
                     }
                 }
-                let head: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM events").fetch_one(&mut *tx).await?;
-                let head = to_u64(head, "seq")?;
-                let mut seq = head;
+                Ok(())
+            }
+
+            async fn write(tx: &mut sqlx::Transaction<'_, $db>, req: &AppendRequest, seq: &mut u64, versions: &mut HashMap<(AggregateType, String), u64>) -> Result<(), StoreError> {
+                for claim in &req.claims {
+                    sqlx::query("INSERT INTO claims (scope, name, owner) VALUES ($1, $2, $3) ON CONFLICT (scope, name) DO NOTHING")
+                        .bind(&claim.scope)
+                        .bind(&claim.name)
+                        .bind(&claim.owner)
+                        .execute(&mut **tx)
+                        .await?;
+                }
                 for new in &req.events {
-                    let (aggregate_type, aggregate_id) = new.event.aggregate();
-                    let key = (aggregate_type, aggregate_id);
-                    let version = match versions.get(&key) {
-                        Some(v) => *v,
-                        None => {
-                            let v: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(aggregate_version), 0) FROM events WHERE aggregate_type = $1 AND aggregate_id = $2")
-                                .bind(key.0.as_str())
-                                .bind(&key.1)
-                                .fetch_one(&mut *tx)
-                                .await?;
-                            to_u64(v, "aggregate version")?
-                        }
-                    } + 1;
-                    seq += 1;
+                    let key = new.event.aggregate();
+                    let version = Self::version(tx, versions, &key).await? + 1;
+                    *seq += 1;
                     sqlx::query(&format!("INSERT INTO events ({EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"))
-                        .bind(seq as i64)
+                        .bind(*seq as i64)
                         .bind(new.event_id.to_string())
                         .bind(new.event.event_type())
                         .bind(new.event.schema_version() as i64)
@@ -303,7 +369,7 @@ macro_rules! store_impl {
                         .bind(&new.actor.0)
                         .bind(ts(&new.occurred_at))
                         .bind(new.event.payload().to_string())
-                        .execute(&mut *tx)
+                        .execute(&mut **tx)
                         .await?;
                     versions.insert(key, version);
                 }
@@ -314,36 +380,35 @@ macro_rules! store_impl {
                         .bind(&t.name)
                         .bind(&t.role)
                         .bind(ts(&t.created_at))
-                        .execute(&mut *tx)
+                        .execute(&mut **tx)
                         .await?;
                 }
                 if let Some(rec) = &req.idempotency {
-                    let r = sqlx::query("INSERT INTO idempotency (scope, key, request_hash, status, body, created_at, last_seq) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+                    sqlx::query("INSERT INTO idempotency (scope, key, request_hash, status, body, created_at, last_seq) VALUES ($1, $2, $3, $4, $5, $6, $7)")
                         .bind(&rec.scope)
                         .bind(&rec.key)
                         .bind(&rec.request_hash)
                         .bind(rec.status as i64)
                         .bind(&rec.body)
                         .bind(ts(&rec.created_at))
-                        .bind(seq as i64)
-                        .execute(&mut *tx)
-                        .await;
-                    match r {
-                        Err(e) if is_unique_violation(&e) => return Err(StoreError::IdempotencyRace { key: rec.key.clone() }),
-                        r => {
-                            r?;
-                        }
-                    }
+                        .bind(*seq as i64)
+                        .execute(&mut **tx)
+                        .await?;
                 }
-                tx.commit().await?;
-                if seq > head {
-                    self.head.send_if_modified(|h| {
-                        let moved = seq > *h;
-                        *h = (*h).max(seq);
-                        moved
-                    });
-                }
-                Ok(Appended { first_seq: head + 1, last_seq: seq })
+                Ok(())
+            }
+        }
+
+        #[async_trait]
+        impl Store for $store {
+            fn backend(&self) -> Backend {
+                $backend
+            }
+
+            async fn append(&self, req: AppendRequest) -> Result<Appended, StoreError> {
+                let (reply, wait) = oneshot::channel();
+                self.jobs.send((req, reply)).map_err(|_| StoreError::GroupFailed("the store's writer has stopped".into()))?;
+                wait.await.map_err(|_| StoreError::GroupFailed("the store's writer has stopped".into()))?
             }
 
             async fn head(&self) -> Result<u64, StoreError> {
@@ -425,7 +490,7 @@ macro_rules! store_impl {
             }
 
             async fn commit_projection(&self, batch: ProjectionBatch) -> Result<(), StoreError> {
-                let (_guard, mut tx) = self.begin_write().await?;
+                let (_guard, mut tx) = Self::begin_write(&self.pool, &self.write).await?;
                 for cp in &batch.checkpoints {
                     let moved = sqlx::query("UPDATE checkpoints SET seq = $1 WHERE name = $2 AND seq = $3")
                         .bind(cp.to as i64)
@@ -479,7 +544,7 @@ macro_rules! store_impl {
             }
 
             async fn reset_views(&self) -> Result<(), StoreError> {
-                let (_guard, mut tx) = self.begin_write().await?;
+                let (_guard, mut tx) = Self::begin_write(&self.pool, &self.write).await?;
                 sqlx::query("DELETE FROM views").execute(&mut *tx).await?;
                 sqlx::query("DELETE FROM checkpoints").execute(&mut *tx).await?;
                 tx.commit().await?;

@@ -9,16 +9,42 @@ use common::{TestServer, DIGEST_IMAGE};
 fn org_app_env() {
     let s = TestServer::start();
     snap!("org_create", s.run(&["org", "create", "acme"]));
-    snap!("org_create_json", s.run(&["org", "create", "globex", "-o", "json"]));
+    snap!(
+        "org_create_json",
+        s.run(&["org", "create", "globex", "-o", "json"])
+    );
     snap!("org_list", s.run(&["org", "list"]));
     snap!("org_list_json", s.run(&["org", "list", "--format", "json"]));
     snap!("org_get", s.run(&["org", "get", "acme"]));
-    snap!("app_create", s.run(&["app", "create", "web", "--org", "acme", "--description", "the site"]));
+    snap!(
+        "app_create",
+        s.run(&[
+            "app",
+            "create",
+            "web",
+            "--org",
+            "acme",
+            "--description",
+            "the site"
+        ])
+    );
     snap!("app_list", s.run(&["app", "list", "--org", "acme"]));
-    snap!("app_get_json", s.run(&["app", "get", "web", "--org", "acme", "-o", "json"]));
-    snap!("env_create", s.run(&["env", "create", "prod", "--org", "acme", "--app", "web"]));
-    snap!("env_list", s.run(&["env", "list", "--org", "acme", "--app", "web"]));
-    snap!("env_get", s.run(&["env", "get", "prod", "--org", "acme", "--app", "web"]));
+    snap!(
+        "app_get_json",
+        s.run(&["app", "get", "web", "--org", "acme", "-o", "json"])
+    );
+    snap!(
+        "env_create",
+        s.run(&["env", "create", "prod", "--org", "acme", "--app", "web"])
+    );
+    snap!(
+        "env_list",
+        s.run(&["env", "list", "--org", "acme", "--app", "web"])
+    );
+    snap!(
+        "env_get",
+        s.run(&["env", "get", "prod", "--org", "acme", "--app", "web"])
+    );
 }
 
 #[test]
@@ -26,6 +52,17 @@ fn context_supplies_defaults_and_flags_win() {
     let s = TestServer::start();
     s.seed();
     snap!("context_show", s.run(&["context", "show"]));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(s.dir.path().join("config.toml")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the context file may hold a token");
+    }
+    // The environment beats the context; a flag beats both.
+    let r = s.run_with(&["app", "list"], &[("VT_ORG", "other")]);
+    assert_eq!(r.code, 3, "{}", r.text);
+    let r = s.run_with(&["app", "list", "--org", "acme"], &[("VT_ORG", "other")]);
+    assert_eq!(r.code, 0, "{}", r.text);
     // The context says org `acme`; a flag naming another org wins.
     let r = s.run(&["app", "list", "--org", "other"]);
     assert_eq!(r.code, 3, "{}", r.text);
@@ -40,15 +77,35 @@ fn release_deploy_scale_describe() {
     s.seed();
     let manifest = s.manifest();
     let manifest = manifest.to_str().unwrap();
-    let r = s.run(&["release", "create", "--image", DIGEST_IMAGE, "--manifest", manifest, "-o", "json"]);
+    let r = s.run(&[
+        "release",
+        "create",
+        "--image",
+        DIGEST_IMAGE,
+        "--manifest",
+        manifest,
+        "-o",
+        "json",
+    ]);
     assert_eq!(r.code, 0, "{}", r.text);
     let release = r.json()["id"].as_str().unwrap().to_owned();
-    snap!("release_create", s.run(&["release", "create", "--image", DIGEST_IMAGE, "--manifest", manifest]));
+    snap!(
+        "release_create",
+        s.run(&[
+            "release",
+            "create",
+            "--image",
+            DIGEST_IMAGE,
+            "--manifest",
+            manifest
+        ])
+    );
     snap!("release_list", s.run(&["release", "list"]));
     snap!("deploy_create", s.run(&["deploy", "--release", &release]));
     snap!("deploy_list", s.run(&["deploy", "list"]));
     snap!("deploy_list_json", s.run(&["deploy", "list", "-o", "json"]));
-    snap!("scale", s.run(&["scale", "web=3", "worker=0"]));
+    snap!("scale", s.run(&["scale", "web=3", "worker=2"]));
+    snap!("scale_out_of_range", s.run(&["scale", "worker=0"]));
     snap!("scale_json", s.run(&["scale", "web=2", "-o", "json"]));
     snap!("scale_show", s.run(&["scale"]));
     snap!("describe", s.run(&["describe"]));
@@ -63,16 +120,35 @@ fn deploy_with_image_creates_the_release_first() {
     let s = TestServer::start();
     s.seed();
     let manifest = s.manifest();
-    let r = s.run(&["deploy", "--image", DIGEST_IMAGE, "--manifest", manifest.to_str().unwrap(), "-o", "json"]);
+    let r = s.run(&[
+        "deploy",
+        "--image",
+        DIGEST_IMAGE,
+        "--manifest",
+        manifest.to_str().unwrap(),
+        "-o",
+        "json",
+    ]);
     assert_eq!(r.code, 0, "{}", r.text);
     let deploy = r.json();
     let releases = s.run(&["release", "list", "-o", "json"]).json();
     assert_eq!(releases["items"][0]["id"], deploy["release_id"]);
     // No scheduler runs in this test: the deploy stays pending, so --wait times out (exit 1).
-    let r = s.run(&["deploy", "--release", deploy["release_id"].as_str().unwrap(), "--wait", "--timeout", "1"]);
+    let r = s.run(&[
+        "deploy",
+        "--release",
+        deploy["release_id"].as_str().unwrap(),
+        "--wait",
+        "--timeout",
+        "1",
+    ]);
     assert_eq!(r.code, 1, "{}", r.text);
     assert!(r.stderr.contains("error: deploy dep_"), "{}", r.text);
-    assert!(r.stderr.lines().all(|l| !l.starts_with('[')), "no progress lines when stderr is not a TTY: {}", r.text);
+    assert!(
+        r.stderr.lines().all(|l| !l.starts_with('[')),
+        "no progress lines when stderr is not a TTY: {}",
+        r.text
+    );
 }
 
 #[test]
@@ -88,7 +164,14 @@ fn json_output_is_only_json() {
         &["app", "list"],
         &["env", "list"],
         &["env", "get", "prod"],
-        &["release", "create", "--image", DIGEST_IMAGE, "--manifest", manifest],
+        &[
+            "release",
+            "create",
+            "--image",
+            DIGEST_IMAGE,
+            "--manifest",
+            manifest,
+        ],
         &["release", "list"],
         &["deploy", "list"],
         &["scale", "web=1"],
@@ -106,10 +189,17 @@ fn json_output_is_only_json() {
         a.extend(["--format", "json"]);
         let r = s.run(&a);
         assert_eq!(r.code, 0, "{args:?}: {}", r.text);
-        assert!(r.stderr.is_empty(), "{args:?}: stderr should be empty: {}", r.text);
+        assert!(
+            r.stderr.is_empty(),
+            "{args:?}: stderr should be empty: {}",
+            r.text
+        );
         let v = r.json();
         assert!(v.is_object() || v.is_array(), "{args:?}");
-        assert!(r.stdout.ends_with("}\n") || r.stdout.ends_with("]\n"), "{args:?}");
+        assert!(
+            r.stdout.ends_with("}\n") || r.stdout.ends_with("]\n"),
+            "{args:?}"
+        );
     }
 }
 
@@ -117,7 +207,11 @@ fn json_output_is_only_json() {
 fn events_follow_streams_ndjson() {
     let s = TestServer::start();
     s.seed();
-    let mut child = s.vt(&["events", "--follow", "-o", "json"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let mut child = s
+        .vt(&["events", "--follow", "-o", "json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let stdout = child.stdout.take().unwrap();
     let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
     let mut seen = vec![];
@@ -128,5 +222,8 @@ fn events_follow_streams_ndjson() {
     }
     child.kill().unwrap();
     let _ = child.wait();
-    assert_eq!(seen, ["token.created", "org.created", "app.created", "env.created"]);
+    assert_eq!(
+        seen,
+        ["token.created", "org.created", "app.created", "env.created"]
+    );
 }

@@ -10,7 +10,10 @@ use crate::{CliError, CliResult, Ctx, ExitStatus};
 pub fn run(ctx: &Ctx, cmd: ContextCommand) -> CliResult {
     let p = &ctx.printer;
     let path = ctx.settings.config_path.clone().ok_or_else(|| {
-        CliError::usage("cannot tell where the context file is", Some("set `VT_CONFIG` (or `HOME`, or `XDG_CONFIG_HOME`)".into()))
+        CliError::usage(
+            "cannot tell where the context file is",
+            Some("set `VT_CONFIG` (or `HOME`, or `XDG_CONFIG_HOME`)".into()),
+        )
     })?;
     match cmd {
         ContextCommand::Set(args) => {
@@ -35,7 +38,10 @@ pub fn run(ctx: &Ctx, cmd: ContextCommand) -> CliResult {
             }
             for u in &args.unset {
                 if !["server", "token", "org", "app", "env"].contains(&u.as_str()) {
-                    return Err(CliError::usage(format!("`{u}` is not a context key"), Some("keys: server, token, org, app, env".into())));
+                    return Err(CliError::usage(
+                        format!("`{u}` is not a context key"),
+                        Some("keys: server, token, org, app, env".into()),
+                    ));
                 }
             }
             if changed.is_empty() {
@@ -49,15 +55,23 @@ pub fn run(ctx: &Ctx, cmd: ContextCommand) -> CliResult {
             p.receipt(
                 &shown,
                 Receipt {
-                    what: format!("Saved the context ({}) in {}", changed.join(", "), path.display()),
+                    what: format!(
+                        "Saved the context ({}) in {}",
+                        changed.join(", "),
+                        path.display()
+                    ),
                     ids: vec![],
+                    details: None,
                     next: vec!["vt context show".into()],
                 },
             );
         }
         ContextCommand::Show => {
             let s = &ctx.settings;
-            let token = Setting { value: s.token.value.as_ref().map(|_| "(set)".to_owned()), source: s.token.source };
+            let token = Setting {
+                value: s.token.value.as_ref().map(|_| "(set)".to_owned()),
+                source: s.token.source,
+            };
             let line = |st: &Setting| match (&st.value, st.source) {
                 (Some(v), Some(src)) => format!("{v}  ({})", src.as_str()),
                 _ => "-".into(),
@@ -71,7 +85,14 @@ pub fn run(ctx: &Ctx, cmd: ContextCommand) -> CliResult {
                 app: &'a Setting,
                 env: &'a Setting,
             }
-            let out = Out { config_path: path.display().to_string(), server: &s.server, token: &token, org: &s.org, app: &s.app, env: &s.env };
+            let out = Out {
+                config_path: path.display().to_string(),
+                server: &s.server,
+                token: &token,
+                org: &s.org,
+                app: &s.app,
+                env: &s.env,
+            };
             p.show(&out, || {
                 fields(&[
                     ("config", path.display().to_string()),
@@ -99,6 +120,12 @@ struct Shown {
 
 impl From<&Context> for Shown {
     fn from(c: &Context) -> Self {
-        Shown { server: c.server.clone(), token: c.token.as_ref().map(|_| "(set)"), org: c.org.clone(), app: c.app.clone(), env: c.env.clone() }
+        Shown {
+            server: c.server.clone(),
+            token: c.token.as_ref().map(|_| "(set)"),
+            org: c.org.clone(),
+            app: c.app.clone(),
+            env: c.env.clone(),
+        }
     }
 }

@@ -12,14 +12,25 @@ use crate::{idempotency_key, CliError, CliResult, Ctx, ExitStatus};
 pub async fn run(ctx: &Ctx, args: DeployArgs) -> CliResult {
     let client = ctx.client();
     let p = &ctx.printer;
-    let (org, app, env) = (ctx.settings.org()?, ctx.settings.app()?, ctx.settings.env()?);
+    let (org, app, env) = (
+        ctx.settings.org()?,
+        ctx.settings.app()?,
+        ctx.settings.env()?,
+    );
     match args.command {
         Some(DeployCommand::List) => {
             let list = client.deploy_list(org, app, env).await?;
             p.show(&list, || {
                 let mut t = Table::new(&["ID", "RELEASE", "KIND", "STATUS", "CREATED", "REASON"]);
                 for d in &list.items {
-                    t.row(vec![d.id.to_string(), d.release_id.to_string(), label(&d.kind), label(&d.status), time(&d.created_at), opt(&d.reason)]);
+                    t.row(vec![
+                        d.id.to_string(),
+                        d.release_id.to_string(),
+                        label(&d.kind),
+                        label(&d.status),
+                        time(&d.created_at),
+                        opt(&d.reason),
+                    ]);
                 }
                 t.render()
             });
@@ -46,7 +57,16 @@ pub async fn run(ctx: &Ctx, args: DeployArgs) -> CliResult {
             ))
         }
     };
-    let mut d = client.deploy_create(org, app, env, &CreateDeploy { release_id }, &idempotency_key()).await?.value;
+    let mut d = client
+        .deploy_create(
+            org,
+            app,
+            env,
+            &CreateDeploy { release_id },
+            &idempotency_key(),
+        )
+        .await?
+        .value;
     let mut status = ExitStatus::Success;
     if args.wait {
         d = wait(ctx, d, Duration::from_secs(args.timeout)).await?;
@@ -56,14 +76,43 @@ pub async fn run(ctx: &Ctx, args: DeployArgs) -> CliResult {
     }
     let flags = scope_flags(ctx, true, true);
     let what = if args.wait {
-        format!("Deploy of release {} to env `{env}`: {}{}", d.release_id, label(&d.status), d.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default())
+        format!(
+            "Deploy of release {} to env `{env}`: {}{}",
+            d.release_id,
+            label(&d.status),
+            d.reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
+        )
     } else {
-        format!("Started deploy of release {} to env `{env}` ({})", d.release_id, label(&d.status))
+        format!(
+            "Started deploy of release {} to env `{env}` ({})",
+            d.release_id,
+            label(&d.status)
+        )
     };
-    let next = if args.wait { format!("vt describe{flags}") } else { format!("vt deploy get {}{flags}", d.id) };
-    p.receipt(&d, Receipt { what, ids: vec![("deploy", d.id.to_string()), ("release", d.release_id.to_string())], next: vec![next] });
+    let next = if args.wait {
+        format!("vt describe{flags}")
+    } else {
+        format!("vt deploy get {}{flags}", d.id)
+    };
+    p.receipt(
+        &d,
+        Receipt {
+            what,
+            ids: vec![
+                ("deploy", d.id.to_string()),
+                ("release", d.release_id.to_string()),
+            ],
+            details: None,
+            next: vec![next],
+        },
+    );
     if status != ExitStatus::Success && !p.json_mode() {
-        p.hint(&format!("see why with `vt describe{flags}` and `vt events`"));
+        p.hint(&format!(
+            "see why with `vt describe{flags}` and `vt events`"
+        ));
     }
     Ok(status)
 }
@@ -71,13 +120,21 @@ pub async fn run(ctx: &Ctx, args: DeployArgs) -> CliResult {
 /// Poll until the deploy reaches a terminal status; progress only on a TTY.
 async fn wait(ctx: &Ctx, mut d: DeployView, timeout: Duration) -> CliResult<DeployView> {
     let client = ctx.client();
-    let (org, app, env) = (ctx.settings.org()?, ctx.settings.app()?, ctx.settings.env()?);
+    let (org, app, env) = (
+        ctx.settings.org()?,
+        ctx.settings.app()?,
+        ctx.settings.env()?,
+    );
     let started = Instant::now();
     let mut last = String::new();
     loop {
         let status = label(&d.status);
         if status != last {
-            ctx.printer.progress(&format!("[{:>4}s] deploy {}: {status}", started.elapsed().as_secs(), d.id));
+            ctx.printer.progress(&format!(
+                "[{:>4}s] deploy {}: {status}",
+                started.elapsed().as_secs(),
+                d.id
+            ));
             last = status;
         }
         if d.status.is_terminal() {
@@ -85,8 +142,16 @@ async fn wait(ctx: &Ctx, mut d: DeployView, timeout: Duration) -> CliResult<Depl
         }
         if started.elapsed() >= timeout {
             return Err(CliError::failed(
-                format!("deploy {} is still {} after {}s", d.id, label(&d.status), timeout.as_secs()),
-                Some(format!("it keeps going; follow it with `vt deploy get {}`", d.id)),
+                format!(
+                    "deploy {} is still {} after {}s",
+                    d.id,
+                    label(&d.status),
+                    timeout.as_secs()
+                ),
+                Some(format!(
+                    "it keeps going; follow it with `vt deploy get {}`",
+                    d.id
+                )),
             ));
         }
         tokio::time::sleep(Duration::from_secs(1)).await;

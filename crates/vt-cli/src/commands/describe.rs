@@ -6,14 +6,21 @@ use crate::printer::{fields, label, opt, Table};
 use crate::{CliResult, Ctx, ExitStatus};
 
 pub async fn run(ctx: &Ctx) -> CliResult {
-    let (org, app, env) = (ctx.settings.org()?, ctx.settings.app()?, ctx.settings.env()?);
+    let (org, app, env) = (
+        ctx.settings.org()?,
+        ctx.settings.app()?,
+        ctx.settings.env()?,
+    );
     let d = ctx.client().describe(org, app, env).await?;
     ctx.printer.show(&d, || render(&d));
     Ok(ExitStatus::Success)
 }
 
 fn render(d: &EnvDescription) -> String {
-    let deploy = d.current_deploy.as_ref().map(|c| format!("{} ({})", c.id, label(&c.status)));
+    let deploy = d
+        .current_deploy
+        .as_ref()
+        .map(|c| format!("{} ({})", c.id, label(&c.status)));
     let mut s = fields(&[
         ("env", format!("{} ({})", d.env.name, d.env.id)),
         ("desired release", opt(&d.env.desired_release_id)),
@@ -22,13 +29,25 @@ fn render(d: &EnvDescription) -> String {
     s.push('\n');
     let mut t = Table::new(&["PROCESS", "DESIRED", "RUNNING", "INSTANCES", "DIFFERENCES"]);
     for p in &d.processes {
-        let by_status: Vec<String> = p.instances_by_status.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let by_status: Vec<String> = p
+            .instances_by_status
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         t.row(vec![
             p.process.clone(),
             p.desired_instances.to_string(),
             p.running_desired_release.to_string(),
-            if by_status.is_empty() { "-".into() } else { by_status.join(",") },
-            if p.differences.is_empty() { "none".into() } else { p.differences.join("; ") },
+            if by_status.is_empty() {
+                "-".into()
+            } else {
+                by_status.join(",")
+            },
+            if p.differences.is_empty() {
+                "none".into()
+            } else {
+                p.differences.join("; ")
+            },
         ]);
     }
     s.push_str(&t.render());

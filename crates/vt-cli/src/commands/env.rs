@@ -13,13 +13,25 @@ pub async fn run(ctx: &Ctx, cmd: EnvCommand) -> CliResult {
     let (org, app) = (ctx.settings.org()?, ctx.settings.app()?);
     match cmd {
         EnvCommand::Create { name } => {
-            let env = client.env_create(org, app, &CreateEnv { name }, &idempotency_key()).await?.value;
+            let env = client
+                .env_create(org, app, &CreateEnv { name }, &idempotency_key())
+                .await?
+                .value;
             p.receipt(
                 &env,
                 Receipt {
                     what: format!("Created env `{}` of app `{app}`", env.name),
-                    ids: vec![("env", env.id.to_string()), ("app", env.app_id.to_string()), ("org", env.org_id.to_string())],
-                    next: vec![format!("vt deploy --image <repo>@sha256:<digest> --manifest vt.toml --env {}{}", env.name, scope_flags(ctx, true, false))],
+                    ids: vec![
+                        ("env", env.id.to_string()),
+                        ("app", env.app_id.to_string()),
+                        ("org", env.org_id.to_string()),
+                    ],
+                    details: None,
+                    next: vec![format!(
+                        "vt deploy --image <repo>@sha256:<digest> --manifest vt.toml --env {}{}",
+                        env.name,
+                        scope_flags(ctx, true, false)
+                    )],
                 },
             );
         }
@@ -28,7 +40,13 @@ pub async fn run(ctx: &Ctx, cmd: EnvCommand) -> CliResult {
             p.show(&list, || {
                 let mut t = Table::new(&["ID", "NAME", "RELEASE", "DEPLOY", "CREATED"]);
                 for e in &list.items {
-                    t.row(vec![e.id.to_string(), e.name.clone(), opt(&e.desired_release_id), opt(&e.current_deploy_id), time(&e.created_at)]);
+                    t.row(vec![
+                        e.id.to_string(),
+                        e.name.clone(),
+                        opt(&e.desired_release_id),
+                        opt(&e.current_deploy_id),
+                        time(&e.created_at),
+                    ]);
                 }
                 t.render()
             });

@@ -4,10 +4,16 @@ use crate::printer::{label, opt, time, Table};
 use crate::{CliResult, Ctx, ExitStatus};
 
 pub async fn run(ctx: &Ctx) -> CliResult {
-    let (org, app, env) = (ctx.settings.org()?, ctx.settings.app()?, ctx.settings.env()?);
+    let (org, app, env) = (
+        ctx.settings.org()?,
+        ctx.settings.app()?,
+        ctx.settings.env()?,
+    );
     let list = ctx.client().instances(org, app, env).await?;
     ctx.printer.show(&list, || {
-        let mut t = Table::new(&["ID", "PROCESS", "STATUS", "DESIRED", "RELEASE", "NODE", "CREATED", "REASON"]);
+        let mut t = Table::new(&[
+            "ID", "PROCESS", "STATUS", "DESIRED", "RELEASE", "NODE", "CREATED", "REASON",
+        ]);
         for i in &list.items {
             t.row(vec![
                 i.id.to_string(),

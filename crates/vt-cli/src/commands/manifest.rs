@@ -11,7 +11,10 @@ use crate::{CliError, CliResult, ExitStatus};
 
 fn load(path: &Path) -> CliResult<(String, Manifest)> {
     let src = fs_err::read_to_string(path)?;
-    let m = vt_manifest::parse(&src).map_err(|errors| CliError::Manifest { path: path.to_owned(), errors })?;
+    let m = vt_manifest::parse(&src).map_err(|errors| CliError::Manifest {
+        path: path.to_owned(),
+        errors,
+    })?;
     Ok((src, m))
 }
 
@@ -23,7 +26,15 @@ pub fn run(p: &Printer, cmd: ManifestCommand) -> CliResult {
                 Ok(m) => {
                     let processes: Vec<&String> = m.processes.keys().collect();
                     let out = json!({ "valid": true, "hash": m.hash(), "processes": processes });
-                    p.show(&out, || format!("ok: `{}` is valid ({} process{}; hash {})\n", file.display(), processes.len(), if processes.len() == 1 { "" } else { "es" }, m.hash()));
+                    p.show(&out, || {
+                        format!(
+                            "ok: `{}` is valid ({} process{}; hash {})\n",
+                            file.display(),
+                            processes.len(),
+                            if processes.len() == 1 { "" } else { "es" },
+                            m.hash()
+                        )
+                    });
                     Ok(ExitStatus::Success)
                 }
                 Err(errors) => {
@@ -58,7 +69,11 @@ pub fn run(p: &Printer, cmd: ManifestCommand) -> CliResult {
                     fs_err::write(&file, &canonical)?;
                 }
                 let out = json!({ "path": file.display().to_string(), "changed": !same });
-                let verb = if same { "already formatted" } else { "formatted" };
+                let verb = if same {
+                    "already formatted"
+                } else {
+                    "formatted"
+                };
                 p.show(&out, || format!("{verb} `{}`\n", file.display()));
                 return Ok(ExitStatus::Success);
             }

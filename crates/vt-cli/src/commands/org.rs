@@ -11,12 +11,16 @@ pub async fn run(ctx: &Ctx, cmd: OrgCommand) -> CliResult {
     let p = &ctx.printer;
     match cmd {
         OrgCommand::Create { name } => {
-            let org = client.org_create(&CreateOrg { name }, &idempotency_key()).await?.value;
+            let org = client
+                .org_create(&CreateOrg { name }, &idempotency_key())
+                .await?
+                .value;
             p.receipt(
                 &org,
                 Receipt {
                     what: format!("Created org `{}`", org.name),
                     ids: vec![("org", org.id.to_string())],
+                    details: None,
                     next: vec![format!("vt app create <app> --org {}", org.name)],
                 },
             );
@@ -44,5 +48,10 @@ pub async fn run(ctx: &Ctx, cmd: OrgCommand) -> CliResult {
 }
 
 fn render(o: &OrgView) -> String {
-    fields(&[("id", o.id.to_string()), ("name", o.name.clone()), ("created", time(&o.created_at)), ("updated", time(&o.updated_at))])
+    fields(&[
+        ("id", o.id.to_string()),
+        ("name", o.name.clone()),
+        ("created", time(&o.created_at)),
+        ("updated", time(&o.updated_at)),
+    ])
 }

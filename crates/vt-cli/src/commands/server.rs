@@ -15,13 +15,20 @@ fn config(store: &StoreArgs, listen: std::net::SocketAddr) -> ServerConfig {
         data_dir: store.data_dir.clone(),
         listen,
         database_url: store.database_url.clone().filter(|u| !u.is_empty()),
-        sqlite: vt_store::SqliteOptions { full_sync: store.sqlite_sync == SqliteSync::Full },
+        sqlite: vt_store::SqliteOptions {
+            full_sync: store.sqlite_sync == SqliteSync::Full,
+        },
     }
 }
 
 fn init_logs() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 fn failed(e: impl std::fmt::Display) -> CliError {
@@ -38,7 +45,10 @@ pub async fn run(p: &Printer, args: ServerArgs) -> CliResult {
     let addr = server.local_addr()?;
     match &server.admin_token_written {
         Some(path) => p.notice(&format!("wrote a new admin token to {}", path.display())),
-        None => p.notice(&format!("the admin token was written on first start (in {})", config.data_dir.join("admin-token").display())),
+        None => p.notice(&format!(
+            "the admin token was written on first start (in {})",
+            config.data_dir.join("admin-token").display()
+        )),
     }
     p.notice(&format!("listening on {addr}"));
     p.notice(&format!("vt server ready on http://{addr}"));
@@ -70,7 +80,9 @@ async fn shutdown_signal() {
 async fn rebuild(p: &Printer, store: &StoreArgs) -> CliResult {
     let config = config(store, ([127, 0, 0, 1], 0).into());
     let store = open_store(&config).await.map_err(failed)?;
-    let report = vt_control_plane::rebuild::rebuild_views(store).await.map_err(failed)?;
+    let report = vt_control_plane::rebuild::rebuild_views(store)
+        .await
+        .map_err(failed)?;
     p.show(&report, || {
         let mut s = fields(&[
             ("events", report.events.to_string()),

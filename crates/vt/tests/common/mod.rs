@@ -9,7 +9,8 @@ use std::process::{Command, Output};
 
 use vt_control_plane::server::{Server, ServerConfig};
 
-pub const DIGEST_IMAGE: &str = "registry.example/web@sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+pub const DIGEST_IMAGE: &str =
+    "registry.example/web@sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 
 pub struct TestServer {
     pub url: String,
@@ -28,17 +29,26 @@ impl TestServer {
         };
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async move {
                 let server = Server::bind(&config).await.unwrap();
                 let addr = server.local_addr().unwrap();
-                let token = std::fs::read_to_string(server.admin_token_written.clone().unwrap()).unwrap();
+                let token =
+                    std::fs::read_to_string(server.admin_token_written.clone().unwrap()).unwrap();
                 tx.send((addr, token.trim().to_owned())).unwrap();
                 server.run(std::future::pending()).await.unwrap();
             });
         });
         let (addr, token) = rx.recv().unwrap();
-        TestServer { url: format!("http://{addr}"), token, dir }
+        TestServer {
+            url: format!("http://{addr}"),
+            token,
+            dir,
+        }
     }
 
     /// The `vt` command against this server, isolated from the user's
@@ -53,13 +63,21 @@ impl TestServer {
         Run::of(self.vt(args).output().unwrap(), self.dir.path())
     }
 
+    pub fn run_with(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut c = self.vt(args);
+        c.envs(env.iter().copied());
+        Run::of(c.output().unwrap(), self.dir.path())
+    }
+
     /// Create org `acme`, app `web`, env `prod` and save them in the context.
     pub fn seed(&self) {
         for args in [
             &["org", "create", "acme"][..],
             &["app", "create", "web", "--org", "acme"],
             &["env", "create", "prod", "--org", "acme", "--app", "web"],
-            &["context", "set", "--org", "acme", "--app", "web", "--env", "prod"],
+            &[
+                "context", "set", "--org", "acme", "--app", "web", "--env", "prod",
+            ],
         ] {
             let r = self.run(args);
             assert_eq!(r.code, 0, "{args:?}: {}", r.text);
@@ -76,8 +94,21 @@ impl TestServer {
 /// `vt` with no server settings, a private config file and a private cwd.
 pub fn vt_isolated(dir: &Path, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_vt"));
-    c.args(args).current_dir(dir).env("VT_CONFIG", dir.join("config.toml")).env("HOME", dir).env_remove("XDG_CONFIG_HOME");
-    for k in ["VT_SERVER", "VT_TOKEN", "VT_ORG", "VT_APP", "VT_ENV", "VT_DATA_DIR", "VT_DATABASE_URL", "RUST_LOG"] {
+    c.args(args)
+        .current_dir(dir)
+        .env("VT_CONFIG", dir.join("config.toml"))
+        .env("HOME", dir)
+        .env_remove("XDG_CONFIG_HOME");
+    for k in [
+        "VT_SERVER",
+        "VT_TOKEN",
+        "VT_ORG",
+        "VT_APP",
+        "VT_ENV",
+        "VT_DATA_DIR",
+        "VT_DATABASE_URL",
+        "RUST_LOG",
+    ] {
         c.env_remove(k);
     }
     c
@@ -97,20 +128,34 @@ impl Run {
         let clean = |b: &[u8]| String::from_utf8_lossy(b).replace(&tmp, "[TMP]");
         let (stdout, stderr) = (clean(&o.stdout), clean(&o.stderr));
         let code = o.status.code().unwrap_or(-1);
-        let text = format!("exit: {code}\n----- stdout -----\n{stdout}----- stderr -----\n{stderr}");
-        Run { code, stdout, stderr, text }
+        let text =
+            format!("exit: {code}\n----- stdout -----\n{stdout}----- stderr -----\n{stderr}");
+        Run {
+            code,
+            stdout,
+            stderr,
+            text,
+        }
     }
 
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}):\n{}", self.text))
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}):\n{}", self.text))
     }
 }
 
-/// Volatile values: ids, times, ports, request ids.
+/// Volatile values: ids, times, ports, request ids. Replacements keep the
+/// width of what they replace, so table columns stay aligned.
 pub fn filters() -> Vec<(&'static str, &'static str)> {
     vec![
-        (r"\b(org|app|env|rel|dep|inst|node|evt|req|tok)_[0-9a-z]{26}\b", "[${1}_id]"),
-        (r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)", "[time]"),
+        (
+            r"\b(org|app|env|rel|dep|inst|node|evt|req|tok)_[0-9a-z]{26}\b",
+            "${1}_xxxxxxxxxxxxxxxxxxxxxxxxxx",
+        ),
+        (
+            r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)",
+            "YYYY-MM-DDTHH:MM:SSZ",
+        ),
         (r"127\.0\.0\.1:\d+", "127.0.0.1:[port]"),
         (r"vt-cli-[0-9a-z]{26}", "[key]"),
     ]
