@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use vt_ids::{AppId, DeployId, EnvId, EventId, InstanceId, NodeId, OrgId, ReleaseId, RequestId, TokenId};
+use vt_ids::{AppId, DeployId, EnvId, EventId, InstanceId, NodeId, OrgId, ReleaseId, RequestId, RouteId, TokenId};
 
 mod types;
 pub use types::*;
@@ -37,10 +37,11 @@ pub enum AggregateType {
     Instance,
     Node,
     Token,
+    Route,
 }
 
 impl AggregateType {
-    pub const ALL: [AggregateType; 8] = [
+    pub const ALL: [AggregateType; 9] = [
         Self::Org,
         Self::App,
         Self::Env,
@@ -49,6 +50,7 @@ impl AggregateType {
         Self::Instance,
         Self::Node,
         Self::Token,
+        Self::Route,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -61,6 +63,7 @@ impl AggregateType {
             Self::Instance => "instance",
             Self::Node => "node",
             Self::Token => "token",
+            Self::Route => "route",
         }
     }
 
@@ -108,6 +111,10 @@ pub enum Event {
     NodeStatusChanged(NodeStatusChanged),
     #[serde(rename = "token.created")]
     TokenCreated(TokenCreated),
+    #[serde(rename = "route.created")]
+    RouteCreated(RouteCreated),
+    #[serde(rename = "route.deleted")]
+    RouteDeleted(RouteDeleted),
 }
 
 /// Why stored bytes could not be decoded into an [`Event`].
@@ -138,6 +145,8 @@ impl Event {
         ("node.capacity_changed", 1),
         ("node.status_changed", 1),
         ("token.created", 1),
+        ("route.created", 1),
+        ("route.deleted", 1),
     ];
 
     pub fn event_type(&self) -> &'static str {
@@ -156,6 +165,8 @@ impl Event {
             Event::NodeCapacityChanged(_) => "node.capacity_changed",
             Event::NodeStatusChanged(_) => "node.status_changed",
             Event::TokenCreated(_) => "token.created",
+            Event::RouteCreated(_) => "route.created",
+            Event::RouteDeleted(_) => "route.deleted",
         }
     }
 
@@ -186,6 +197,8 @@ impl Event {
             Event::NodeCapacityChanged(e) => (A::Node, e.node_id.to_string()),
             Event::NodeStatusChanged(e) => (A::Node, e.node_id.to_string()),
             Event::TokenCreated(e) => (A::Token, e.token_id.to_string()),
+            Event::RouteCreated(e) => (A::Route, e.route_id.to_string()),
+            Event::RouteDeleted(e) => (A::Route, e.route_id.to_string()),
         }
     }
 
@@ -202,6 +215,8 @@ impl Event {
             Event::InstanceAllocated(e) => Some(e.org_id),
             Event::InstanceDesiredStateChanged(e) => Some(e.org_id),
             Event::InstanceStatusReported(e) => Some(e.org_id),
+            Event::RouteCreated(e) => Some(e.org_id),
+            Event::RouteDeleted(e) => Some(e.org_id),
             Event::NodeRegistered(_)
             | Event::NodeCapacityChanged(_)
             | Event::NodeStatusChanged(_)

@@ -9,6 +9,7 @@ fn samples() -> Vec<Event> {
     let instance_id = InstanceId::parse("inst_01jd8x6k3v9q4m2t7r5w0y1zcg").unwrap();
     let node_id = NodeId::parse("node_01jd8x6k3v9q4m2t7r5w0y1zch").unwrap();
     let token_id = TokenId::parse("tok_01jd8x6k3v9q4m2t7r5w0y1zcj").unwrap();
+    let route_id = RouteId::parse("route_01jd8x6k3v9q4m2t7r5w0y1zck").unwrap();
     let cap = Capacity { cpu_millis: 2000, memory_mib: 4096 };
     vec![
         Event::OrgCreated(OrgCreated { org_id, name: "acme".into() }),
@@ -39,11 +40,24 @@ fn samples() -> Vec<Event> {
             resources: Resources { cpu_millis: 500, memory_mib: 256 },
         }),
         Event::InstanceDesiredStateChanged(InstanceDesiredStateChanged { org_id, env_id, instance_id, desired: DesiredState::Stopped, reason: Some("scaled down".into()) }),
-        Event::InstanceStatusReported(InstanceStatusReported { org_id, env_id, instance_id, node_id, status: InstanceStatus::Failed, reason: Some("exited".into()), exit_code: Some(3) }),
+        Event::InstanceStatusReported(InstanceStatusReported { org_id, env_id, instance_id, node_id, status: InstanceStatus::Failed, reason: Some("exited".into()), exit_code: Some(3), address: Some("10.0.0.7".into()) }),
         Event::NodeRegistered(NodeRegistered { node_id, name: "n1".into(), capacity: cap, allocatable: cap, labels: Default::default(), address: None }),
         Event::NodeCapacityChanged(NodeCapacityChanged { node_id, capacity: cap, allocatable: cap }),
         Event::NodeStatusChanged(NodeStatusChanged { node_id, status: NodeStatus::Unreachable, reason: None }),
         Event::TokenCreated(TokenCreated { token_id, name: "admin".into(), role: TokenRole::Admin }),
+        Event::RouteCreated(RouteCreated {
+            org_id,
+            app_id,
+            env_id,
+            route_id,
+            protocol: RouteProtocol::Tls,
+            hostname: Some("www.example.com".into()),
+            port: 443,
+            process: "web".into(),
+            backend_port: 8080,
+            proxy_protocol: true,
+        }),
+        Event::RouteDeleted(RouteDeleted { org_id, env_id, route_id }),
     ]
 }
 
@@ -81,4 +95,12 @@ fn aggregates_are_assigned() {
         assert!(!id.is_empty());
     }
     assert_eq!(samples()[5].aggregate().0, AggregateType::Env, "deploys serialize on their env");
+}
+
+#[test]
+fn a_status_report_without_address_still_decodes() {
+    // Logs written before instances carried an address.
+    let old = serde_json::json!({"org_id": "org_01jd8x6k3v9q4m2t7r5w0y1zcb", "env_id": "env_01jd8x6k3v9q4m2t7r5w0y1zcd", "instance_id": "inst_01jd8x6k3v9q4m2t7r5w0y1zcg", "node_id": "node_01jd8x6k3v9q4m2t7r5w0y1zch", "status": "running"});
+    let Event::InstanceStatusReported(e) = Event::decode("instance.status_reported", 1, old).unwrap() else { panic!("wrong variant") };
+    assert_eq!(e.address, None);
 }

@@ -198,6 +198,9 @@ pub struct InstanceStatusReported {
     pub reason: Option<String>,
     #[serde(default)]
     pub exit_code: Option<i32>,
+    /// Where the instance is reachable (an IP address), once the node knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
 }
 
 /// What a node has, and what of it the scheduler may hand out.
@@ -262,4 +265,51 @@ pub struct TokenCreated {
 pub enum TokenRole {
     Admin,
     Node,
+}
+
+/// How an ingress route is matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteProtocol {
+    /// TLS passthrough, routed by the ClientHello's SNI host name (never terminated).
+    Tls,
+    /// Raw TCP, routed by listener port alone (a port allocated from the configured range).
+    Tcp,
+}
+
+impl RouteProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tls => "tls",
+            Self::Tcp => "tcp",
+        }
+    }
+}
+
+/// A route: a listener port (and, for TLS, a host name) to a process type of an env.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteCreated {
+    pub org_id: OrgId,
+    pub app_id: AppId,
+    pub env_id: EnvId,
+    pub route_id: RouteId,
+    pub protocol: RouteProtocol,
+    /// Lower case; required for `tls`, absent for `tcp`.
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// The ingress listener port.
+    pub port: u16,
+    pub process: String,
+    pub backend_port: u16,
+    #[serde(default)]
+    pub proxy_protocol: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteDeleted {
+    pub org_id: OrgId,
+    pub env_id: EnvId,
+    pub route_id: RouteId,
 }

@@ -189,6 +189,8 @@ kinds! {
     RequestKind, RequestId, "req", "request";
     /// An API token.
     TokenKind, TokenId, "tok", "token";
+    /// An ingress route: hostname and listener port to an env's process.
+    RouteKind, RouteId, "route", "route";
 }
 
 #[cfg(test)]

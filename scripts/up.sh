@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Install what is missing, build `vt`, and start the platform on this machine:
+# `vt server` with the embedded SQLite store in ./.vt (or $VT_DATA_DIR).
+#
+#   scripts/up.sh [extra `vt server` flags...]
+#
+# Needs a Debian 12 machine (root or sudo for apt). Idempotent: a second run
+# installs nothing and rebuilds only what changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+sudo_if_needed() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# Build tools (gcc for the bundled SQLite) and e2fsprogs (mkfs.ext4 for root disks).
+missing=()
+for pkg in build-essential pkg-config e2fsprogs ca-certificates curl; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing: ${missing[*]}" >&2
+    sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
+
+# Rust: Debian's packaged cargo is too old for this workspace; use rustup's stable.
+if ! command -v cargo >/dev/null 2>&1; then
+    [ -x "$HOME/.cargo/bin/cargo" ] || curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+    export PATH="$HOME/.cargo/bin:$PATH"
+fi
+
+cargo build --release --locked -p vt
+echo "starting: target/release/vt server $*" >&2
+exec target/release/vt server "$@"
