@@ -20,10 +20,8 @@ find_bin() {
 
 bin=$(find_bin || true)
 if [ -z "$bin" ]; then
-    echo "installing postgresql (Debian package)" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >&2
-    apt-get install -y -qq postgresql >&2
+    . "$(dirname "$0")/lib.sh"
+    ensure_packages postgresql >&2
     bin=$(find_bin)
 fi
 

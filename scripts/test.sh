@@ -9,24 +9,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-sudo_if_needed() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
-
-missing=()
-for pkg in build-essential pkg-config e2fsprogs busybox-static skopeo postgresql; do
-    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "installing: ${missing[*]}" >&2
-    sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
-fi
-if ! command -v cargo >/dev/null 2>&1; then
-    export PATH="$HOME/.cargo/bin:$PATH"
-fi
+. scripts/lib.sh
+ensure_packages build-essential pkg-config e2fsprogs busybox-static skopeo postgresql
+cargo_on_path
 
 eval "$(scripts/test-postgres.sh start)"
 trap 'scripts/test-postgres.sh stop' EXIT
 echo "PostgreSQL for tests: $VT_TEST_DATABASE_URL" >&2
 
-# Two test binaries at a time: the machine has 2 cores and some tests boot servers.
+# Two tests at a time in each test binary: the machine has 2 cores and many tests start servers.
 cargo test --workspace --locked "$@" -- --test-threads=2

@@ -9,22 +9,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-sudo_if_needed() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+. scripts/lib.sh
 
 # Build tools (gcc for the bundled SQLite) and e2fsprogs (mkfs.ext4 for root disks).
-missing=()
-for pkg in build-essential pkg-config e2fsprogs ca-certificates curl; do
-    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    echo "installing: ${missing[*]}" >&2
-    sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
-fi
+ensure_packages build-essential pkg-config e2fsprogs ca-certificates curl
 
 # Rust: Debian's packaged cargo is too old for this workspace; use rustup's stable.
+cargo_on_path
 if ! command -v cargo >/dev/null 2>&1; then
-    [ -x "$HOME/.cargo/bin/cargo" ] || curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+    curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
     export PATH="$HOME/.cargo/bin:$PATH"
 fi
 

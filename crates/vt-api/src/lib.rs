@@ -13,7 +13,8 @@ use utoipa::ToSchema;
 use vt_events::{Capacity, Envelope, InstanceStatus};
 use vt_views::NodeView;
 
-pub use vt_views::{AppView, DeployView, EnvView, InstanceView, OrgView, ReleaseView, ScaleView};
+pub use vt_events::RouteProtocol;
+pub use vt_views::{AppView, DeployView, EnvView, InstanceView, OrgView, ReleaseView, RouteView, ScaleView};
 
 /// Header carrying the client's idempotency key on mutations.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -165,6 +166,36 @@ pub struct ReportInstanceStatus {
     pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
+    /// The IP address (IPv6 or IPv4) where the instance's ports are reachable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+}
+
+/// A new ingress route to a process type of the env.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRoute {
+    /// `tls` (default): SNI passthrough, needs `hostname`. `tcp`: raw, on a port
+    /// the control plane allocates from its range; no `hostname`, no `port`.
+    #[serde(default = "default_protocol")]
+    pub protocol: RouteProtocol,
+    /// The TLS server name clients ask for (case-insensitive; stored lower case).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// The ingress listener port of a `tls` route (default 443).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// The process type whose instances serve the route.
+    pub process: String,
+    /// The port the instances listen on.
+    pub backend_port: u16,
+    /// Send a PROXY protocol v2 header with the client's address first.
+    #[serde(default)]
+    pub proxy_protocol: bool,
+}
+
+fn default_protocol() -> RouteProtocol {
+    RouteProtocol::Tls
 }
 
 /// A node with its liveness.

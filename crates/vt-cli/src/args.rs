@@ -71,6 +71,9 @@ pub enum Command {
     /// Releases: an image digest plus a manifest
     #[command(subcommand)]
     Release(ReleaseCommand),
+    /// Images: push to the server's registry
+    #[command(subcommand)]
+    Image(ImageCommand),
     /// Deploy a release to an env (or `vt deploy list|get`)
     Deploy(DeployArgs),
     /// Set instance counts: `vt scale web=3 worker=1` (no arguments: show them)
@@ -84,6 +87,9 @@ pub enum Command {
     /// Nodes of the cluster
     #[command(subcommand)]
     Node(NodeCommand),
+    /// Ingress routes of an env: TLS passthrough by host name, or raw TCP
+    #[command(subcommand)]
+    Route(RouteCommand),
     /// Check, format and convert manifests (local; needs no server)
     #[command(subcommand)]
     Manifest(ManifestCommand),
@@ -93,7 +99,6 @@ pub enum Command {
     // Image(ImageCommand)        push an OCI layout or docker-archive
     // Logs(LogsArgs)             instance logs, --follow
     // Rollback(RollbackArgs)     deploy the previous release
-    // Route(RouteCommand)        L4 routes: create|list|delete
     // Exec(ExecArgs)             run a command in an instance
     // Secrets(SecretsCommand)    set|list|unset
     // Volume(VolumeCommand)      create|list|delete
@@ -156,6 +161,26 @@ pub enum EnvCommand {
         #[arg(value_name = "ENV")]
         name: Option<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Push an OCI image layout directory, or an OCI-archive / docker-archive tarball, to the
+    /// server's registry; prints the manifest digest
+    Push(ImagePush),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ImagePush {
+    /// An OCI image layout directory, or a tarball (`oci-archive`, `docker save`)
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
+    /// Repository in the registry [default: <org>/<app>]
+    #[arg(long, value_name = "NAME")]
+    pub repo: Option<String>,
+    /// Tag to set
+    #[arg(long, value_name = "TAG", default_value = "latest")]
+    pub tag: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -237,6 +262,38 @@ pub enum NodeCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum RouteCommand {
+    /// Route a host name (TLS passthrough) or an allocated TCP port to a process type
+    Create(RouteCreateArgs),
+    /// List the env's routes
+    List,
+    /// Delete a route, by id (or by host name when it has one route)
+    Delete { route: String },
+}
+
+#[derive(Debug, Args)]
+pub struct RouteCreateArgs {
+    /// The TLS server name clients ask for (TLS routes)
+    #[arg(long, value_name = "HOST")]
+    pub hostname: Option<String>,
+    /// The ingress listener port of a TLS route [default: 443]
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<u16>,
+    /// The process type whose running instances serve the route
+    #[arg(long, value_name = "PROCESS")]
+    pub process: String,
+    /// The port the instances listen on
+    #[arg(long, value_name = "PORT")]
+    pub backend_port: u16,
+    /// Raw TCP on a port the server allocates, instead of TLS by host name
+    #[arg(long)]
+    pub tcp: bool,
+    /// Send a PROXY protocol v2 header with the client's address first
+    #[arg(long)]
+    pub proxy_protocol: bool,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ManifestCommand {
     /// Check a manifest; errors carry line:column and the TOML path
     Validate { file: PathBuf },
@@ -266,6 +323,20 @@ pub struct ServerArgs {
     /// Address to listen on
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7411")]
     pub listen: std::net::SocketAddr,
+    /// Addresses the ingress binds route ports on, comma-separated (IPv6 first)
+    #[arg(
+        long,
+        value_name = "ADDRS",
+        value_delimiter = ',',
+        default_value = "::,0.0.0.0"
+    )]
+    pub ingress_listen: Vec<std::net::IpAddr>,
+    /// The range TCP routes get their listener ports from
+    #[arg(long, value_name = "FIRST-LAST", default_value = "20000-20999", value_parser = port_range)]
+    pub ingress_tcp_ports: std::ops::RangeInclusive<u16>,
+    /// Do not run the ingress in this server (routes are still kept)
+    #[arg(long)]
+    pub no_ingress: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -302,4 +373,18 @@ pub enum ServerCommand {
 pub struct RebuildArgs {
     #[command(flatten)]
     pub store: StoreArgs,
+}
+
+fn port_range(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
+    let (a, b) = s
+        .split_once('-')
+        .ok_or("expected FIRST-LAST, like 20000-20999")?;
+    let (a, b): (u16, u16) = (
+        a.trim().parse().map_err(|e| format!("{a}: {e}"))?,
+        b.trim().parse().map_err(|e| format!("{b}: {e}"))?,
+    );
+    if a == 0 || a > b {
+        return Err(format!("{s}: need 1 <= FIRST <= LAST"));
+    }
+    Ok(a..=b)
 }

@@ -93,12 +93,14 @@ async fn dispatch(cli: Cli, printer: Printer) -> CliResult {
         Command::App(cmd) => commands::app::run(&ctx, cmd).await,
         Command::Env(cmd) => commands::env::run(&ctx, cmd).await,
         Command::Release(cmd) => commands::release::run(&ctx, cmd).await,
+        Command::Image(cmd) => commands::image::run(&ctx, cmd).await,
         Command::Deploy(args) => commands::deploy::run(&ctx, args).await,
         Command::Scale(args) => commands::scale::run(&ctx, args).await,
         Command::Instances => commands::instances::run(&ctx).await,
         Command::Events(args) => commands::events::run(&ctx, args).await,
         Command::Describe => commands::describe::run(&ctx).await,
         Command::Node(cmd) => commands::node::run(&ctx, cmd).await,
+        Command::Route(cmd) => commands::route::run(&ctx, cmd).await,
         Command::Manifest(_) | Command::Server(_) => unreachable!("handled above"),
     }
 }

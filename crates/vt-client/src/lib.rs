@@ -18,6 +18,8 @@ use vt_events::Envelope;
 
 pub use vt_api;
 
+pub mod registry;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The server answered with an error status and an [`ErrorBody`].
@@ -352,6 +354,44 @@ impl Client {
     }
     pub async fn describe(&self, org: &str, app: &str, env: &str) -> Result<EnvDescription> {
         self.get(&env_path(org, app, env, "/describe")).await
+    }
+
+    // --- routes
+
+    pub async fn route_create(
+        &self,
+        org: &str,
+        app: &str,
+        env: &str,
+        req: &CreateRoute,
+        key: &str,
+    ) -> Result<Committed<RouteView>> {
+        self.mutate(
+            Method::POST,
+            &env_path(org, app, env, "/routes"),
+            Some(req),
+            key,
+        )
+        .await
+    }
+    pub async fn route_list(&self, org: &str, app: &str, env: &str) -> Result<List<RouteView>> {
+        self.get(&env_path(org, app, env, "/routes")).await
+    }
+    pub async fn route_delete(
+        &self,
+        org: &str,
+        app: &str,
+        env: &str,
+        route: &str,
+        key: &str,
+    ) -> Result<Committed<RouteView>> {
+        self.mutate(
+            Method::DELETE,
+            &env_path(org, app, env, &format!("/routes/{}", seg(route))),
+            None::<&()>,
+            key,
+        )
+        .await
     }
 
     // --- nodes, events, system

@@ -51,6 +51,13 @@ impl ApiErr {
 impl From<StoreError> for ApiErr {
     fn from(e: StoreError) -> Self {
         match e {
+            StoreError::NameTaken { scope, name, .. } if scope.starts_with(crate::app::routes::HOST_SCOPE) => {
+                let port = scope.rsplit(':').next().unwrap_or("?");
+                ApiErr::new(StatusCode::CONFLICT, ErrorCode::NameTaken, format!("hostname `{name}` already has a route on port {port}; delete that route first (`vt route list` shows it) or use another hostname or port")).field("hostname")
+            }
+            StoreError::NameTaken { scope, name, .. } if scope == crate::app::routes::PORT_SCOPE => {
+                ApiErr::new(StatusCode::CONFLICT, ErrorCode::NameTaken, format!("port {name} is already used by another route; retry to get the next free port")).field("port")
+            }
             StoreError::NameTaken { scope, name, .. } => {
                 let what = scope.split(':').next().unwrap_or("name");
                 ApiErr::new(StatusCode::CONFLICT, ErrorCode::NameTaken, format!("{what} `{name}` already exists; pick another name or use the existing one")).field("name")

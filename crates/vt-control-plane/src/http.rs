@@ -18,11 +18,13 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::OpenApi;
 use vt_api::*;
-use vt_events::{Actor, NewEvent, TokenRole};
+use vt_events::{NewEvent, TokenRole};
 use vt_ids::RequestId;
 use vt_views::NodeView;
 
 use crate::{app, auth, ApiErr, ApiResult, Committed, ControlPlane, Ctx, IdempotencyKey};
+
+mod routes_api;
 
 tokio::task_local! {
     static REQUEST_ID: RequestId;
@@ -45,6 +47,9 @@ pub fn router(cp: Arc<ControlPlane>) -> Router {
         .route("/orgs/{org}/apps/{app}/envs/{env}/deploys", post(deploy_create).get(deploy_list))
         .route("/orgs/{org}/apps/{app}/envs/{env}/deploys/{deploy}", get(deploy_get))
         .route("/orgs/{org}/apps/{app}/envs/{env}/instances", get(instance_list))
+        .route("/orgs/{org}/apps/{app}/envs/{env}/routes", post(routes_api::route_create).get(routes_api::route_list))
+        .route("/orgs/{org}/apps/{app}/envs/{env}/routes/{route}", get(routes_api::route_get).delete(routes_api::route_delete))
+        .route("/routes", get(routes_api::route_list_all))
         .route("/orgs/{org}/apps/{app}/releases", post(release_create).get(release_list))
         .route("/orgs/{org}/apps/{app}/releases/{release}", get(release_get))
         .route("/instances/{instance}", get(instance_get))
@@ -60,8 +65,10 @@ pub fn router(cp: Arc<ControlPlane>) -> Router {
         .layer(axum::middleware::from_fn_with_state(cp.clone(), context));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(routes_api::metrics))
         .route("/v1/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
         .nest("/v1", v1)
+        .nest_service("/v2", crate::registry::service(&cp))
         .layer(axum::middleware::from_fn(request_id))
         .with_state(cp)
 }
@@ -365,7 +372,7 @@ async fn instance_list(State(cp): Cp, Path((org, app, env)): Path<(String, Strin
     responses((status = 201, body = ReleaseView), (status = "4XX", body = ErrorBody)))]
 async fn release_create(State(cp): Cp, ctx: Ctx, Path((org, app)): Path<(String, String)>, JsonBody(req): JsonBody<CreateRelease>) -> ApiResult<Committed> {
     let (_, app) = cp.org_app(&org, &app).await?;
-    cp.commit(&ctx, app::releases::create_release(&ctx, &app, req)?).await
+    cp.commit(&ctx, cp.plan_release(&ctx, &app, req)?).await
 }
 
 #[utoipa::path(get, path = "/v1/orgs/{org}/apps/{app}/releases", operation_id = "release_list", tag = "releases",
@@ -537,7 +544,6 @@ async fn system_rebuild_views(State(cp): Cp, ctx: Ctx) -> ApiResult<Response> {
         return Err(ApiErr::forbidden("this needs an admin token"));
     }
     let report = crate::rebuild::rebuild_views(cp.store.clone()).await?;
-    let _ = Actor::system("rebuild");
     Ok(Json(report).into_response())
 }
 
@@ -548,7 +554,8 @@ async fn system_rebuild_views(State(cp): Cp, ctx: Ctx) -> ApiResult<Response> {
         org_create, org_list, org_get, app_create, app_list, app_get, env_create, env_list, env_get, env_describe,
         scale_get, scale_set, deploy_create, deploy_list, deploy_get, instance_list, release_create, release_list, release_get,
         instance_get, instance_report_status, node_register, node_list, node_get, node_heartbeat, event_list, token_create,
-        system_status, system_rebuild_views
+        system_status, system_rebuild_views,
+        routes_api::route_create, routes_api::route_list, routes_api::route_get, routes_api::route_delete, routes_api::route_list_all
     ),
     modifiers(&BearerAuth)
 )]

@@ -26,6 +26,7 @@ pub mod auth;
 pub mod error;
 pub mod http;
 pub mod rebuild;
+pub mod registry;
 pub mod server;
 mod validate;
 
@@ -39,6 +40,8 @@ pub struct ControlPlane {
     pub store: Arc<dyn Store>,
     pub projector: Arc<Projector>,
     pub data_dir: Option<PathBuf>,
+    /// The TCP route port range and the metrics of an ingress running beside it.
+    pub ingress: app::routes::IngressSettings,
 }
 
 impl ControlPlane {
@@ -46,7 +49,7 @@ impl ControlPlane {
     pub fn start(store: Arc<dyn Store>, data_dir: Option<PathBuf>) -> Arc<Self> {
         let projector = Projector::new(store.clone());
         tokio::spawn(projector.clone().run(Duration::from_millis(250)));
-        Arc::new(ControlPlane { store, projector, data_dir })
+        Arc::new(ControlPlane { store, projector, data_dir, ingress: Default::default() })
     }
 
     /// Wait until views reflect everything committed so far (for commands that
@@ -86,7 +89,7 @@ impl ControlPlane {
             created_at: chrono::Utc::now(),
             last_seq: 0,
         });
-        let request = AppendRequest { events, expectations: plan.expectations, claims: plan.claims, idempotency, tokens: plan.tokens };
+        let request = AppendRequest { events, expectations: plan.expectations, claims: plan.claims, releases: plan.releases, idempotency, tokens: plan.tokens };
         let appended = match self.store.append(request).await {
             Ok(a) => a,
             Err(vt_store::StoreError::IdempotencyRace { .. }) => {
@@ -154,13 +157,15 @@ pub struct Plan<T> {
     pub events: Vec<Event>,
     pub expectations: Vec<Expectation>,
     pub claims: Vec<Claim>,
+    /// Claims given up in the same transaction (a deleted resource frees its names).
+    pub releases: Vec<Claim>,
     pub tokens: Vec<vt_store::TokenRecord>,
     pub response: T,
 }
 
 impl<T> Plan<T> {
     pub fn new(status: StatusCode, response: T) -> Self {
-        Plan { status, events: vec![], expectations: vec![], claims: vec![], tokens: vec![], response }
+        Plan { status, events: vec![], expectations: vec![], claims: vec![], releases: vec![], tokens: vec![], response }
     }
     pub fn event(mut self, e: Event) -> Self {
         self.events.push(e);
@@ -174,9 +179,13 @@ impl<T> Plan<T> {
         self.claims.push(c);
         self
     }
+    pub fn release(mut self, c: Claim) -> Self {
+        self.releases.push(c);
+        self
+    }
     /// The same writes with another response.
     pub fn respond<U>(self, response: U) -> Plan<U> {
-        Plan { status: self.status, events: self.events, expectations: self.expectations, claims: self.claims, tokens: self.tokens, response }
+        Plan { status: self.status, events: self.events, expectations: self.expectations, claims: self.claims, releases: self.releases, tokens: self.tokens, response }
     }
 }
 

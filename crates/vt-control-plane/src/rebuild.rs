@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use vt_store::{Projector, Store, StoreError, ViewQuery};
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RebuildReport {
     pub events: u64,
     pub rows: usize,

@@ -26,6 +26,19 @@ pub fn node_name(field: &str, value: &str) -> Result<(), ApiErr> {
     }
 }
 
+/// A DNS host name as a TLS client sends it in SNI: labels of a-z, 0-9 and '-'
+/// joined by '.', at most 253 characters. Returned in lower case.
+pub fn hostname(field: &str, value: &str) -> Result<String, ApiErr> {
+    let lower = value.to_ascii_lowercase();
+    let label_ok = |l: &str| !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-') && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let numeric = lower.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    if lower.len() <= 253 && !numeric && lower.split('.').all(label_ok) {
+        Ok(lower)
+    } else {
+        Err(ApiErr::invalid(field, format!("`{field}` must be a DNS host name (labels of a-z, 0-9 and '-' joined by '.', no IP addresses); got {}", shown(value))))
+    }
+}
+
 pub fn text(field: &str, value: &str, max: usize) -> Result<(), ApiErr> {
     if value.chars().count() > max {
         return Err(ApiErr::invalid(field, format!("`{field}` is longer than {max} characters")));

@@ -4,6 +4,7 @@
 //! * [`Digest`]: strict `sha256:<64 lowercase hex>` digests.
 //! * [`layout`]: write a deterministic OCI image layout from a directory tree.
 //! * [`store`]: content-addressed blob cache, the [`store::BlobSource`] trait and verified pulls.
+//! * [`registry`]: [`RegistrySource`], a `BlobSource` pulling from an OCI (v2) registry over HTTP.
 //! * [`unpack`]: apply layers (whiteouts included) into a directory, refusing hostile layers.
 //! * [`rootdisk`]: one read-only ext4 root disk per image digest, single-flight, with `gc`.
 //!
@@ -14,6 +15,7 @@ pub mod digest;
 mod error;
 pub mod layout;
 pub mod oci;
+pub mod registry;
 pub mod rootdisk;
 pub mod store;
 pub mod testing;
@@ -22,4 +24,5 @@ pub mod unpack;
 pub use digest::Digest;
 pub use error::{Error, Result};
 pub use rootdisk::{ImageStore, RootDisk, StoreOptions};
+pub use registry::RegistrySource;
 pub use store::{BlobSource, OciLayoutSource, PulledImage};

@@ -94,6 +94,10 @@ pub struct AppendRequest {
     pub events: Vec<NewEvent>,
     pub expectations: Vec<Expectation>,
     pub claims: Vec<Claim>,
+    /// Claims given up (matched on scope, name and owner): their names are free
+    /// again once the append commits. A release of a claim held by another
+    /// owner, or not held at all, does nothing.
+    pub releases: Vec<Claim>,
     pub idempotency: Option<IdempotencyRecord>,
     pub tokens: Vec<TokenRecord>,
 }

@@ -343,6 +343,14 @@ macro_rules! store_impl {
             }
 
             async fn write(tx: &mut sqlx::Transaction<'_, $db>, req: &AppendRequest, seq: &mut u64, versions: &mut HashMap<(AggregateType, String), u64>) -> Result<(), StoreError> {
+                for claim in &req.releases {
+                    sqlx::query("DELETE FROM claims WHERE scope = $1 AND name = $2 AND owner = $3")
+                        .bind(&claim.scope)
+                        .bind(&claim.name)
+                        .bind(&claim.owner)
+                        .execute(&mut **tx)
+                        .await?;
+                }
                 for claim in &req.claims {
                     sqlx::query("INSERT INTO claims (scope, name, owner) VALUES ($1, $2, $3) ON CONFLICT (scope, name) DO NOTHING")
                         .bind(&claim.scope)

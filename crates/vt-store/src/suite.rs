@@ -41,6 +41,7 @@ where
     expected_versions_are_enforced(fresh().await).await;
     racing_writers_on_one_aggregate_one_wins(fresh().await).await;
     claims_make_names_unique_and_fail_atomically(fresh().await).await;
+    released_claims_free_their_names(fresh().await).await;
     idempotency_records_commit_with_events(fresh().await).await;
     projector_builds_views_and_checkpoints(fresh().await).await;
     rebuild_equals_live_views(fresh().await).await;
@@ -142,6 +143,28 @@ pub async fn claims_make_names_unique_and_fail_atomically(store: Arc<dyn Store>)
     assert!(store.append(AppendRequest { events: vec![ev], claims, ..Default::default() }).await.is_err());
     assert_eq!(store.claim_owner("org", "other").await.unwrap(), None);
     assert_eq!(store.head().await.unwrap(), 1);
+}
+
+pub async fn released_claims_free_their_names(store: Arc<dyn Store>) {
+    let claim = |owner: &str| Claim { scope: "route-port".into(), name: "20000".into(), owner: owner.into() };
+    let (_, ev) = org_created("acme");
+    store.append(AppendRequest { events: vec![ev], claims: vec![claim("route_a")], ..Default::default() }).await.unwrap();
+    // Releasing a claim held by someone else does nothing.
+    let (_, ev) = org_created("b");
+    store.append(AppendRequest { events: vec![ev], releases: vec![claim("route_b")], ..Default::default() }).await.unwrap();
+    assert_eq!(store.claim_owner("route-port", "20000").await.unwrap(), Some("route_a".into()));
+    // A release in a failing append is rolled back with the rest.
+    let (_, ev) = org_created("c");
+    let bad = Expectation { aggregate_type: AggregateType::Org, aggregate_id: OrgId::new().to_string(), expected: ExpectedVersion::Exists };
+    let err = store.append(AppendRequest { events: vec![ev], expectations: vec![bad], releases: vec![claim("route_a")], ..Default::default() }).await.unwrap_err();
+    assert!(matches!(err, StoreError::VersionConflict { .. }), "{err}");
+    assert_eq!(store.claim_owner("route-port", "20000").await.unwrap(), Some("route_a".into()));
+    // The owner's release commits with its events; the name is free for another owner.
+    let (_, ev) = org_created("d");
+    store.append(AppendRequest { events: vec![ev], releases: vec![claim("route_a")], ..Default::default() }).await.unwrap();
+    assert_eq!(store.claim_owner("route-port", "20000").await.unwrap(), None);
+    store.append(AppendRequest { claims: vec![claim("route_b")], ..Default::default() }).await.unwrap();
+    assert_eq!(store.claim_owner("route-port", "20000").await.unwrap(), Some("route_b".into()));
 }
 
 pub async fn idempotency_records_commit_with_events(store: Arc<dyn Store>) {

@@ -29,10 +29,11 @@ pub enum ViewKind {
     Scale,
     Instance,
     Node,
+    Route,
 }
 
 impl ViewKind {
-    pub const ALL: [ViewKind; 8] = [Self::Org, Self::App, Self::Env, Self::Release, Self::Deploy, Self::Scale, Self::Instance, Self::Node];
+    pub const ALL: [ViewKind; 9] = [Self::Org, Self::App, Self::Env, Self::Release, Self::Deploy, Self::Scale, Self::Instance, Self::Node, Self::Route];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -44,6 +45,7 @@ impl ViewKind {
             Self::Scale => "scale",
             Self::Instance => "instance",
             Self::Node => "node",
+            Self::Route => "route",
         }
     }
 
@@ -189,6 +191,9 @@ pub struct InstanceView {
     /// Why it is in this status, in words a user can act on.
     pub reason: Option<String>,
     pub exit_code: Option<i32>,
+    /// Where the instance is reachable (an IP address), as its node last reported.
+    #[serde(default)]
+    pub address: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -205,6 +210,24 @@ pub struct NodeView {
     pub address: Option<String>,
     pub registered_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// An ingress route: listener port (and host name, for TLS) to a process type's port.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RouteView {
+    pub id: RouteId,
+    pub org_id: OrgId,
+    pub app_id: AppId,
+    pub env_id: EnvId,
+    pub protocol: RouteProtocol,
+    /// Lower case; present for `tls`, absent for `tcp`.
+    pub hostname: Option<String>,
+    /// The ingress listener port.
+    pub port: u16,
+    pub process: String,
+    pub backend_port: u16,
+    pub proxy_protocol: bool,
+    pub created_at: DateTime<Utc>,
 }
 
 macro_rules! view {
@@ -242,6 +265,7 @@ view!(ReleaseView, Release, id = |s| s.id.to_string(), org = Some(s.org_id.to_st
 view!(DeployView, Deploy, id = |s| s.id.to_string(), org = Some(s.org_id.to_string()), parent = Some(s.env_id.to_string()), name = None);
 view!(ScaleView, Scale, id = |s| ScaleView::key(&s.env_id, &s.process), org = Some(s.org_id.to_string()), parent = Some(s.env_id.to_string()), name = Some(s.process.clone()));
 view!(InstanceView, Instance, id = |s| s.id.to_string(), org = Some(s.org_id.to_string()), parent = Some(s.env_id.to_string()), name = Some(s.process.clone()));
+view!(RouteView, Route, id = |s| s.id.to_string(), org = Some(s.org_id.to_string()), parent = Some(s.env_id.to_string()), name = s.hostname.clone());
 view!(NodeView, Node, id = |s| s.id.to_string(), org = None, parent = None, name = Some(s.name.clone()));
 
 /// Why a projection could not apply an event. A projection that fails stops at
@@ -279,6 +303,7 @@ pub fn projections() -> Vec<Box<dyn Projection>> {
         Box::new(Scales),
         Box::new(Instances),
         Box::new(Nodes),
+        Box::new(Routes),
     ]
 }
 
@@ -509,6 +534,7 @@ impl Projection for Instances {
                 status: InstanceStatus::Allocated,
                 reason: Some("waiting for the node agent to pick it up".into()),
                 exit_code: None,
+                address: None,
                 created_at: env.occurred_at,
                 updated_at: env.occurred_at,
             }
@@ -527,6 +553,9 @@ impl Projection for Instances {
                 v.status = e.status;
                 v.reason = e.reason.clone();
                 v.exit_code = e.exit_code;
+                if e.address.is_some() {
+                    v.address = e.address.clone();
+                }
                 v.updated_at = env.occurred_at;
                 v.into_row(env.seq)
             }
@@ -582,6 +611,45 @@ impl Projection for Nodes {
             }
             _ => return Ok(cur.cloned()),
         }))
+    }
+}
+
+struct Routes;
+impl Projection for Routes {
+    fn name(&self) -> &'static str {
+        "routes"
+    }
+    fn kind(&self) -> ViewKind {
+        ViewKind::Route
+    }
+    fn touches(&self, event: &Event) -> Vec<String> {
+        match event {
+            Event::RouteCreated(e) => vec![e.route_id.to_string()],
+            Event::RouteDeleted(e) => vec![e.route_id.to_string()],
+            _ => vec![],
+        }
+    }
+    fn apply(&self, env: &Envelope, event: &Event, _id: &str, cur: Option<&ViewRow>) -> Result<Option<ViewRow>, ProjectionError> {
+        Ok(match event {
+            Event::RouteCreated(e) => Some(
+                RouteView {
+                    id: e.route_id,
+                    org_id: e.org_id,
+                    app_id: e.app_id,
+                    env_id: e.env_id,
+                    protocol: e.protocol,
+                    hostname: e.hostname.clone(),
+                    port: e.port,
+                    process: e.process.clone(),
+                    backend_port: e.backend_port,
+                    proxy_protocol: e.proxy_protocol,
+                    created_at: env.occurred_at,
+                }
+                .into_row(env.seq),
+            ),
+            Event::RouteDeleted(_) => None,
+            _ => cur.cloned(),
+        })
     }
 }
 

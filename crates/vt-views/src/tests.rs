@@ -71,11 +71,40 @@ fn instance_keeps_desired_and_current_apart() {
         resources: Resources { cpu_millis: 250, memory_mib: 128 },
     }))
     .unwrap();
-    log.push(Event::InstanceStatusReported(InstanceStatusReported { org_id, env_id, instance_id, node_id, status: InstanceStatus::Running, reason: None, exit_code: None })).unwrap();
+    log.push(Event::InstanceStatusReported(InstanceStatusReported { org_id, env_id, instance_id, node_id, status: InstanceStatus::Running, reason: None, exit_code: None, address: Some("10.0.0.9".into()) })).unwrap();
     log.push(Event::InstanceDesiredStateChanged(InstanceDesiredStateChanged { org_id, env_id, instance_id, desired: DesiredState::Stopped, reason: Some("scaled to 0".into()) })).unwrap();
     let v: InstanceView = log.get(&instance_id.to_string());
     assert_eq!((v.desired_state, v.status), (DesiredState::Stopped, InstanceStatus::Running));
     assert_eq!(v.reason.as_deref(), Some("scaled to 0"));
+    assert_eq!(v.address.as_deref(), Some("10.0.0.9"));
+    // A later report without an address keeps the known one.
+    log.push(Event::InstanceStatusReported(InstanceStatusReported { org_id, env_id, instance_id, node_id, status: InstanceStatus::Stopping, reason: None, exit_code: None, address: None })).unwrap();
+    assert_eq!(log.get::<InstanceView>(&instance_id.to_string()).address.as_deref(), Some("10.0.0.9"));
+}
+
+#[test]
+fn routes_appear_and_disappear() {
+    let mut log = Log::new();
+    let (org_id, app_id, env_id, route_id) = (OrgId::new(), AppId::new(), EnvId::new(), RouteId::new());
+    log.push(Event::RouteCreated(RouteCreated {
+        org_id,
+        app_id,
+        env_id,
+        route_id,
+        protocol: RouteProtocol::Tls,
+        hostname: Some("a.example".into()),
+        port: 443,
+        process: "web".into(),
+        backend_port: 8443,
+        proxy_protocol: false,
+    }))
+    .unwrap();
+    let v: RouteView = log.get(&route_id.to_string());
+    assert_eq!((v.hostname.as_deref(), v.port, v.backend_port), (Some("a.example"), 443, 8443));
+    let row = &log.views.rows[&(ViewKind::Route, route_id.to_string())];
+    assert_eq!((row.parent_id.clone(), row.name.as_deref()), (Some(env_id.to_string()), Some("a.example")));
+    log.push(Event::RouteDeleted(RouteDeleted { org_id, env_id, route_id })).unwrap();
+    assert!(log.views.rows.is_empty());
 }
 
 #[test]

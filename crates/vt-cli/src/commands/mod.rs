@@ -7,14 +7,16 @@ pub mod deploy;
 pub mod describe;
 pub mod env;
 pub mod events;
+pub mod image;
 pub mod instances;
 pub mod manifest;
 pub mod node;
 pub mod org;
 pub mod release;
+pub mod route;
 pub mod scale;
 pub mod server;
-// Later: image, logs, rollback, route, exec, secrets, volume, workspace.
+// Later: image, logs, rollback, exec, secrets, volume, workspace.
 
 use crate::config::Source;
 use crate::Ctx;

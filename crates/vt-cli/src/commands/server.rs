@@ -43,6 +43,13 @@ pub async fn run(p: &Printer, args: ServerArgs) -> CliResult {
     let config = config(&args.store, args.listen);
     let server = Server::bind(&config).await.map_err(failed)?;
     let addr = server.local_addr()?;
+    let cp = server.control_plane.clone();
+    cp.ingress.set_tcp_ports(args.ingress_tcp_ports.clone());
+    let ingress = if args.no_ingress {
+        None
+    } else {
+        Some(start_ingress(&args, &config, &cp).await?)
+    };
     match &server.admin_token_written {
         Some(path) => p.notice(&format!("wrote a new admin token to {}", path.display())),
         None => p.notice(&format!(
@@ -53,8 +60,35 @@ pub async fn run(p: &Printer, args: ServerArgs) -> CliResult {
     p.notice(&format!("listening on {addr}"));
     p.notice(&format!("vt server ready on http://{addr}"));
     server.run(shutdown_signal()).await.map_err(failed)?;
+    if let Some(ingress) = ingress {
+        ingress.close_listeners().await;
+    }
     p.notice("vt server stopped");
     Ok(ExitStatus::Success)
+}
+
+/// The ingress and the edge that feeds it routes from this server's store. The
+/// applied table is kept in `<data-dir>/ingress-table.json`, so routes are
+/// served from the start, before the edge has caught up.
+async fn start_ingress(
+    args: &ServerArgs,
+    config: &ServerConfig,
+    cp: &std::sync::Arc<vt_control_plane::ControlPlane>,
+) -> Result<vt_ingress::Ingress, CliError> {
+    let ingress_config = vt_ingress::IngressConfig {
+        bind_addrs: args.ingress_listen.clone(),
+        state_path: Some(config.data_dir.join("ingress-table.json")),
+        ..Default::default()
+    };
+    let ingress = vt_ingress::Ingress::start(ingress_config)
+        .await
+        .map_err(|e| CliError::failed(format!("cannot start the ingress: {e}"), None))?;
+    let source = std::sync::Arc::new(vt_edge::StoreSource(cp.store.clone()));
+    let edge = vt_edge::Edge::new(source, ingress.clone());
+    let metrics = edge.clone();
+    cp.ingress.set_metrics(move || metrics.metrics_text());
+    tokio::spawn(edge.run(std::time::Duration::from_secs(2), std::future::pending()));
+    Ok(ingress)
 }
 
 async fn shutdown_signal() {

@@ -11,6 +11,7 @@ use crate::{ApiErr, ApiResult, ControlPlane};
 pub mod deploys;
 pub mod nodes;
 pub mod releases;
+pub mod routes;
 pub mod tenancy;
 
 /// The aggregate must exist when the append commits (a parent that a command

@@ -128,6 +128,11 @@ impl ControlPlane {
         if let Some(reason) = &req.reason {
             validate::text("reason", reason, 2048)?;
         }
+        if let Some(a) = &req.address {
+            if a.parse::<std::net::IpAddr>().is_err() {
+                return Err(ApiErr::invalid("address", format!("`address` must be an IPv6 or IPv4 address; got {a:?}")));
+            }
+        }
         if instance.status.is_terminal() && instance.status != req.status {
             return Err(ApiErr::conflict(format!(
                 "instance {} is {} (final); a restarted instance gets a new id",
@@ -140,7 +145,8 @@ impl ControlPlane {
         }
         let mut view = instance.clone();
         let mut plan = Plan::new(StatusCode::OK, ()).expect(exists(AggregateType::Instance, instance.id));
-        if (instance.status, &instance.reason, instance.exit_code) != (req.status, &req.reason, req.exit_code) {
+        let address_changed = req.address.is_some() && req.address != instance.address;
+        if address_changed || (instance.status, &instance.reason, instance.exit_code) != (req.status, &req.reason, req.exit_code) {
             plan = plan.event(Event::InstanceStatusReported(InstanceStatusReported {
                 org_id: instance.org_id,
                 env_id: instance.env_id,
@@ -149,7 +155,11 @@ impl ControlPlane {
                 status: req.status,
                 reason: req.reason.clone(),
                 exit_code: req.exit_code,
+                address: req.address.clone(),
             }));
+            if req.address.is_some() {
+                view.address = req.address;
+            }
             view.status = req.status;
             view.reason = req.reason;
             view.exit_code = req.exit_code;

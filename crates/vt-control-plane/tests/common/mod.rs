@@ -13,6 +13,7 @@ pub struct TestServer {
     pub token: String,
     pub dir: tempfile::TempDir,
     pub http: reqwest::Client,
+    pub cp: std::sync::Arc<vt_control_plane::ControlPlane>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -42,12 +43,13 @@ impl TestServer {
         let server = Server::bind(&config).await.unwrap();
         let token_path = server.admin_token_written.clone().expect("first start writes the admin token");
         let addr = server.local_addr().unwrap();
+        let cp = server.control_plane.clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
         tokio::spawn(server.run(async move {
             let _ = rx.await;
         }));
         let token = std::fs::read_to_string(token_path).unwrap().trim().to_owned();
-        TestServer { addr, token, dir, http: reqwest::Client::new(), stop: Some(tx) }
+        TestServer { addr, token, dir, http: reqwest::Client::new(), cp, stop: Some(tx) }
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -149,7 +149,7 @@ impl Run {
 pub fn filters() -> Vec<(&'static str, &'static str)> {
     vec![
         (
-            r"\b(org|app|env|rel|dep|inst|node|evt|req|tok)_[0-9a-z]{26}\b",
+            r"\b(org|app|env|rel|dep|inst|node|evt|req|tok|route)_[0-9a-z]{26}\b",
             "${1}_xxxxxxxxxxxxxxxxxxxxxxxxxx",
         ),
         (

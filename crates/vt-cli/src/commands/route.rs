@@ -1,0 +1,105 @@
+//! `vt route create|list|delete`: ingress routes of the current env.
+
+use vt_api::{CreateRoute, RouteProtocol, RouteView};
+
+use crate::args::{RouteCommand, RouteCreateArgs};
+use crate::commands::scope_flags;
+use crate::printer::{label, time, Receipt, Table};
+use crate::{idempotency_key, CliResult, Ctx, ExitStatus};
+
+pub async fn run(ctx: &Ctx, cmd: RouteCommand) -> CliResult {
+    let client = ctx.client();
+    let p = &ctx.printer;
+    let (org, app, env) = (
+        ctx.settings.org()?,
+        ctx.settings.app()?,
+        ctx.settings.env()?,
+    );
+    match cmd {
+        RouteCommand::Create(args) => {
+            let req = request(args);
+            let route = client
+                .route_create(org, app, env, &req, &idempotency_key())
+                .await?
+                .value;
+            p.receipt(
+                &route,
+                Receipt {
+                    what: format!("Created {} route {} → process `{}` port {}", label(&route.protocol), listener(&route), route.process, route.backend_port),
+                    ids: vec![("route", route.id.to_string()), ("env", route.env_id.to_string())],
+                    details: route.proxy_protocol.then(|| "a PROXY protocol v2 header with the client's address goes first to the backend".to_owned()),
+                    next: vec![format!("vt route list{}", scope_flags(ctx, true, true)), format!("vt instances{}", scope_flags(ctx, true, true))],
+                },
+            );
+        }
+        RouteCommand::List => {
+            let list = client.route_list(org, app, env).await?;
+            p.show(&list, || {
+                let mut t = Table::new(&[
+                    "ID",
+                    "PROTOCOL",
+                    "LISTENER",
+                    "PROCESS",
+                    "BACKEND PORT",
+                    "PROXY",
+                    "CREATED",
+                ]);
+                for r in &list.items {
+                    t.row(vec![
+                        r.id.to_string(),
+                        label(&r.protocol),
+                        listener(r),
+                        r.process.clone(),
+                        r.backend_port.to_string(),
+                        if r.proxy_protocol {
+                            "v2".into()
+                        } else {
+                            "-".into()
+                        },
+                        time(&r.created_at),
+                    ]);
+                }
+                t.render()
+            });
+        }
+        RouteCommand::Delete { route } => {
+            let route = client
+                .route_delete(org, app, env, &route, &idempotency_key())
+                .await?
+                .value;
+            p.receipt(
+                &route,
+                Receipt {
+                    what: format!(
+                        "Deleted route {}; new connections to it are refused",
+                        listener(&route)
+                    ),
+                    ids: vec![("route", route.id.to_string())],
+                    details: None,
+                    next: vec![format!("vt route list{}", scope_flags(ctx, true, true))],
+                },
+            );
+        }
+    }
+    Ok(ExitStatus::Success)
+}
+
+fn request(a: RouteCreateArgs) -> CreateRoute {
+    CreateRoute {
+        protocol: if a.tcp {
+            RouteProtocol::Tcp
+        } else {
+            RouteProtocol::Tls
+        },
+        hostname: a.hostname,
+        port: a.port,
+        process: a.process,
+        backend_port: a.backend_port,
+        proxy_protocol: a.proxy_protocol,
+    }
+}
+
+/// `host:port` for TLS routes, `:port` for TCP routes.
+fn listener(r: &RouteView) -> String {
+    format!("{}:{}", r.hostname.as_deref().unwrap_or(""), r.port)
+}

@@ -1,0 +1,334 @@
+//! The edge end to end: a real control plane (SQLite, HTTP), a real ingress on
+//! loopback, real rustls TLS backends and a backend that parses PROXY v2.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer, ServerName};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::timeout;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+use vt_control_plane::server::{Server, ServerConfig};
+use vt_edge::{Edge, StoreSource};
+use vt_events::{Actor, Event, InstanceAllocated, NewEvent, Resources};
+use vt_ids::*;
+use vt_ingress::proxy_v2::{self, Decoded, Header};
+use vt_ingress::{Ingress, IngressConfig};
+
+const T: Duration = Duration::from_secs(20);
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A port free on both loopback addresses right now.
+fn free_port() -> u16 {
+    loop {
+        let l4 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l4.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("::1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+struct Api {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+    async fn post(&self, path: &str, body: Value) -> Value {
+        let (status, v) = self.call(reqwest::Method::POST, path, Some(body)).await;
+        assert!(status < 300, "POST {path}: {status} {v}");
+        v
+    }
+    async fn delete(&self, path: &str) -> Value {
+        let (status, v) = self.call(reqwest::Method::DELETE, path, None).await;
+        assert_eq!(status, 200, "DELETE {path}: {v}");
+        v
+    }
+}
+
+fn id<K: vt_ids::Kind>(v: &Value) -> Id<K> {
+    Id::parse(v["id"].as_str().unwrap()).unwrap()
+}
+
+/// A rustls server for `host` that sends `name\n` after the handshake.
+async fn tls_backend(name: &'static str, host: &str) -> (u16, CertificateDer<'static>) {
+    let ck = rcgen::generate_simple_self_signed(vec![host.to_owned()]).unwrap();
+    let cert = ck.cert.der().clone();
+    let key = PrivatePkcs8KeyDer::from(ck.key_pair.serialize_der());
+    let config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.clone()], key.into())
+        .unwrap();
+    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                if let Ok(mut tls) = acceptor.accept(s).await {
+                    let _ = tls.write_all(format!("{name}\n").as_bytes()).await;
+                    let _ = tls.flush().await;
+                    let mut buf = [0u8; 16];
+                    let _ = tls.read(&mut buf).await;
+                }
+            });
+        }
+    });
+    (port, cert)
+}
+
+/// A TCP server that reads a PROXY v2 header and answers with the source address it carries.
+async fn proxy_backend() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 256];
+                let answer = loop {
+                    match proxy_v2::decode(&buf) {
+                        Decoded::Complete {
+                            header: Header::Proxy { src, .. },
+                            ..
+                        } => break format!("{src}\n"),
+                        Decoded::Complete { .. } => break "no-address\n".to_owned(),
+                        Decoded::Invalid(why) => break format!("invalid: {why}\n"),
+                        Decoded::NeedMore => {}
+                    }
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                };
+                let _ = s.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    port
+}
+
+fn connector(roots: &[CertificateDer<'static>]) -> TlsConnector {
+    let mut store = rustls::RootCertStore::empty();
+    for c in roots {
+        store.add(c.clone()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    TlsConnector::from(Arc::new(config))
+}
+
+async fn read_line<R: tokio::io::AsyncRead + Unpin>(r: &mut R) -> std::io::Result<String> {
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    loop {
+        if r.read(&mut b).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        if b[0] == b'\n' {
+            return Ok(String::from_utf8(line).unwrap());
+        }
+        line.push(b[0]);
+    }
+}
+
+/// The backend's name, through the ingress, with the certificate verified for `host`.
+async fn tls_hello(conn: &TlsConnector, addr: SocketAddr, host: &str) -> std::io::Result<String> {
+    let tcp = TcpStream::connect(addr).await?;
+    let mut tls = conn
+        .connect(ServerName::try_from(host.to_owned()).unwrap(), tcp)
+        .await?;
+    read_line(&mut tls).await
+}
+
+/// Wait until the edge has applied everything up to the store's head.
+async fn settled(edge: &Edge, store: &Arc<dyn vt_store::Store>) {
+    let head = store.head().await.unwrap();
+    let mut rx = edge.subscribe();
+    timeout(
+        T,
+        rx.wait_for(|s| s.cursor >= head && !s.waiting_for_views && s.last_error.is_none()),
+    )
+    .await
+    .expect("edge settles")
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_from_the_control_plane_reach_real_backends() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = ServerConfig {
+        data_dir: dir.path().join("cp"),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url: None,
+        sqlite: Default::default(),
+    };
+    let server = Server::bind(&config).await.unwrap();
+    let token = std::fs::read_to_string(server.admin_token_written.clone().unwrap())
+        .unwrap()
+        .trim()
+        .to_owned();
+    let base = format!("http://{}", server.local_addr().unwrap());
+    let cp = server.control_plane.clone();
+    let tcp_port = free_port();
+    cp.ingress.set_tcp_ports(tcp_port..=tcp_port);
+    let store = cp.store.clone();
+    tokio::spawn(server.run(std::future::pending()));
+    let api = Api {
+        base,
+        token,
+        http: reqwest::Client::new(),
+    };
+
+    // Tenancy, a node, and one running instance per process type (the
+    // scheduler does not exist yet: allocate through the store directly).
+    let org = api.post("/v1/orgs", json!({"name": "acme"})).await;
+    let app = api
+        .post("/v1/orgs/acme/apps", json!({"name": "shop"}))
+        .await;
+    let env = api
+        .post("/v1/orgs/acme/apps/shop/envs", json!({"name": "prod"}))
+        .await;
+    let node = api
+        .post(
+            "/v1/nodes",
+            json!({"name": "n1", "capacity": {"cpu_millis": 4000, "memory_mib": 4096}}),
+        )
+        .await;
+    let (org_id, app_id, env_id, node_id): (OrgId, AppId, EnvId, NodeId) =
+        (id(&org), id(&app), id(&env), id(&node));
+    for process in ["alpha", "beta", "gamma"] {
+        let instance_id = InstanceId::new();
+        let allocated = Event::InstanceAllocated(InstanceAllocated {
+            org_id,
+            app_id,
+            env_id,
+            instance_id,
+            process: process.into(),
+            release_id: ReleaseId::new(),
+            deploy_id: None,
+            node_id,
+            resources: Resources {
+                cpu_millis: 100,
+                memory_mib: 64,
+            },
+        });
+        store
+            .append(vt_store::AppendRequest {
+                events: vec![NewEvent::new(allocated, Actor::system("test"), None)],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        cp.fresh().await.unwrap();
+        let v = api
+            .post(
+                &format!("/v1/instances/{instance_id}/status"),
+                json!({"status": "running", "address": "127.0.0.1"}),
+            )
+            .await;
+        assert_eq!(v["address"], "127.0.0.1");
+    }
+
+    let (port_a, cert_a) = tls_backend("alpha", "a.test").await;
+    let (port_b, cert_b) = tls_backend("beta", "b.test").await;
+    let port_c = proxy_backend().await;
+    let tls_port = free_port();
+    let routes = "/v1/orgs/acme/apps/shop/envs/prod/routes";
+    let ra = api.post(routes, json!({"hostname": "a.test", "port": tls_port, "process": "alpha", "backend_port": port_a})).await;
+    api.post(
+        routes,
+        json!({"hostname": "B.test", "port": tls_port, "process": "beta", "backend_port": port_b}),
+    )
+    .await;
+    let rc = api.post(routes, json!({"protocol": "tcp", "process": "gamma", "backend_port": port_c, "proxy_protocol": true})).await;
+    assert_eq!(rc["port"], tcp_port);
+
+    // The edge, following the store, with its table persisted.
+    let state = dir.path().join("ingress-table.json");
+    let ingress = Ingress::start(IngressConfig {
+        state_path: Some(state.clone()),
+        ..IngressConfig::loopback()
+    })
+    .await
+    .unwrap();
+    let edge = Edge::new(Arc::new(StoreSource(store.clone())), ingress.clone());
+    tokio::spawn(
+        edge.clone()
+            .run(Duration::from_secs(1), std::future::pending()),
+    );
+    settled(&edge, &store).await;
+    let status = edge.status();
+    assert_eq!(
+        (status.routes, status.backends, status.applied_seq),
+        (3, 3, store.head().await.unwrap()),
+        "{status:?}"
+    );
+
+    let conn = connector(&[cert_a, cert_b]);
+    let v4 = SocketAddr::from(([127, 0, 0, 1], tls_port));
+    let v6 = SocketAddr::new("::1".parse().unwrap(), tls_port);
+    for addr in [v6, v4] {
+        assert_eq!(tls_hello(&conn, addr, "a.test").await.unwrap(), "alpha");
+        assert_eq!(tls_hello(&conn, addr, "b.test").await.unwrap(), "beta");
+    }
+
+    // The TCP route sends a PROXY v2 header carrying the client's own address.
+    let mut s = TcpStream::connect(("127.0.0.1", tcp_port)).await.unwrap();
+    let client = s.local_addr().unwrap();
+    assert_eq!(read_line(&mut s).await.unwrap(), client.to_string());
+
+    // Metrics are labelled with route ids.
+    let text = ingress.metrics_text();
+    assert!(
+        text.contains(&format!(
+            "vt_ingress_route_connections_total{{route=\"{}\"}} 2",
+            ra["id"].as_str().unwrap()
+        )),
+        "{text}"
+    );
+
+    // Deleting a route closes new connections to it; the others still work.
+    api.delete(&format!("{routes}/{}", ra["id"].as_str().unwrap()))
+        .await;
+    settled(&edge, &store).await;
+    assert_eq!(edge.status().routes, 2);
+    assert!(
+        tls_hello(&conn, v4, "a.test").await.is_err(),
+        "a deleted route must not be served"
+    );
+    assert_eq!(tls_hello(&conn, v4, "b.test").await.unwrap(), "beta");
+
+    // The applied table (with its cursor) survives a restart of the ingress.
+    let saved = vt_ingress::RouteTable::load(&state).unwrap().unwrap();
+    assert_eq!(
+        (saved.version, saved.routes.len()),
+        (edge.status().applied_seq, 2)
+    );
+}

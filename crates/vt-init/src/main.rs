@@ -1,0 +1,564 @@
+//! vt guest init: PID 1 of every vt microVM (see `docs/runtime.md`).
+//!
+//! 1. mounts `/dev` (devtmpfs), `/proc`, `/sys` in the initramfs;
+//! 2. loads the kernel modules listed in `/etc/vt/modules` (one path per line, dependency
+//!    order) with `finit_module`;
+//! 3. opens the guest channel (the virtio-console port named [`PORT_NAME`]), sends `Hello`,
+//!    waits for the host's `Hello` and its `Launch`;
+//! 4. mounts the read-only root disk (`/dev/vda`, ext4) and the scratch disk (`/dev/vdb`, ext4),
+//!    builds an overlay root from them and switches into it; mounts `/dev/pts`, `/dev/shm`,
+//!    `/run`, `/tmp`;
+//! 5. starts the entrypoint (own session, stdin `/dev/null`, stdout/stderr piped), sends
+//!    `Ready`, forwards its output as `Log` frames and host `Signal`s to it, reaps every zombie;
+//! 6. when the entrypoint exits: kills what is left, drains the pipes, sends `Exited`, waits
+//!    briefly for `Shutdown`, syncs and powers off.
+//!
+//! Any setup failure is reported as `Failed` on the channel (and on the console) before
+//! powering off.
+
+#![allow(unsafe_code)] // PID 1 work is system calls.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use vt_guest_proto::{
+    ExitStatus, FrameBuffer, Launch, Message, Role, Stream, MAX_LOG_CHUNK, PORT_NAME,
+    PROTOCOL_VERSION,
+};
+
+const SOFTWARE: &str = concat!("vt-init/", env!("CARGO_PKG_VERSION"));
+const MODULES_LIST: &str = "/etc/vt/modules";
+const ROOT_DEV: &str = "/dev/vda";
+const SCRATCH_DEV: &str = "/dev/vdb";
+const DEVICE_WAIT: Duration = Duration::from_secs(10);
+/// Printed on the console by a probe boot (`vt.probe` on the kernel command line).
+const PROBE_OK: &str = "probe ok";
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+type Result<T> = std::result::Result<T, String>;
+
+fn main() {
+    let init_started_us = boottime_us();
+    let mut chan: Option<Channel> = None;
+    let code = match run(init_started_us, &mut chan) {
+        Ok(()) => 0,
+        Err(e) => {
+            log(&format!("fatal: {e}"));
+            if let Some(c) = chan.as_mut() {
+                let _ = c.send(&Message::Failed { reason: e });
+                c.await_shutdown(Duration::from_secs(1));
+            }
+            1
+        }
+    };
+    power_off(code);
+}
+
+fn log(msg: &str) {
+    // stderr is /dev/console (the serial console) when the kernel found it in the initramfs.
+    let _ = writeln!(std::io::stderr(), "vt-init: {msg}");
+}
+
+fn run(init_started_us: u64, chan: &mut Option<Channel>) -> Result<()> {
+    mount_early()?;
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let has = |w: &str| cmdline.split_whitespace().any(|x| x == w);
+    if has("vt.probe") {
+        // Probe boot (the host checks an accelerator works): prove we got here, power off.
+        log(PROBE_OK);
+        power_off(0);
+    }
+    let dbg = has("vt.debug");
+    let t = |what: &str| {
+        if dbg {
+            log(&format!("{:>8} us  {what}", boottime_us()));
+        }
+    };
+    t("mounted /dev /proc /sys");
+    load_modules(Path::new(MODULES_LIST))?;
+    t("modules loaded");
+    let c = chan.insert(Channel::open()?);
+    t("channel open");
+    c.send(&Message::hello(Role::Guest, SOFTWARE))?;
+    let launch = c.handshake()?;
+    t("handshake done");
+    if launch.argv.is_empty() {
+        return Err("launch config has an empty argv".into());
+    }
+    setup_root()?;
+    t("switched root");
+    if !launch.hostname.is_empty() {
+        let h = launch.hostname.as_bytes();
+        if unsafe { libc::sethostname(h.as_ptr().cast(), h.len()) } != 0 {
+            return Err(format!("sethostname: {}", errno()));
+        }
+    }
+    supervise(c, &launch, init_started_us)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Mounts and the root switch.
+
+fn cstr(s: &str) -> CString {
+    CString::new(s).unwrap_or_default()
+}
+
+fn errno() -> std::io::Error {
+    std::io::Error::last_os_error()
+}
+
+fn mount(src: &str, target: &str, fstype: &str, flags: libc::c_ulong, data: &str) -> Result<()> {
+    let _ = std::fs::create_dir_all(target);
+    let (s, t, f, d) = (cstr(src), cstr(target), cstr(fstype), cstr(data));
+    let r = unsafe {
+        libc::mount(
+            s.as_ptr(),
+            t.as_ptr(),
+            if fstype.is_empty() { std::ptr::null() } else { f.as_ptr() },
+            flags,
+            if data.is_empty() { std::ptr::null() } else { d.as_ptr().cast() },
+        )
+    };
+    if r != 0 {
+        let e = errno();
+        if e.raw_os_error() == Some(libc::EBUSY) && flags & libc::MS_MOVE == 0 {
+            return Ok(()); // already mounted (e.g. by the kernel)
+        }
+        return Err(format!("mount {src} on {target} ({fstype}): {e}"));
+    }
+    Ok(())
+}
+
+fn mount_early() -> Result<()> {
+    let nodev = libc::MS_NOSUID | libc::MS_NOEXEC | libc::MS_NODEV;
+    mount("devtmpfs", "/dev", "devtmpfs", libc::MS_NOSUID, "mode=0755")?;
+    mount("proc", "/proc", "proc", nodev, "")?;
+    mount("sysfs", "/sys", "sysfs", nodev, "")?;
+    Ok(())
+}
+
+fn load_modules(list: &Path) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(list) else {
+        return Ok(()); // a kernel with everything built in needs no list
+    };
+    let empty = cstr("");
+    for path in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let f = File::open(path).map_err(|e| format!("open module {path}: {e}"))?;
+        let r = unsafe {
+            libc::syscall(libc::SYS_finit_module, f.as_raw_fd(), empty.as_ptr(), 0 as libc::c_int)
+        };
+        if r != 0 {
+            let e = errno();
+            if e.raw_os_error() != Some(libc::EEXIST) {
+                return Err(format!("finit_module {path}: {e}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn wait_for(path: &Path) -> Result<()> {
+    let start = Instant::now();
+    while !path.exists() {
+        if start.elapsed() > DEVICE_WAIT {
+            return Err(format!("{} did not appear within {DEVICE_WAIT:?}", path.display()));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Ok(())
+}
+
+fn setup_root() -> Result<()> {
+    wait_for(Path::new(ROOT_DEV))?;
+    wait_for(Path::new(SCRATCH_DEV))?;
+    mount(ROOT_DEV, "/vt/lower", "ext4", libc::MS_RDONLY, "")?;
+    mount(SCRATCH_DEV, "/vt/scratch", "ext4", libc::MS_NOATIME, "")?;
+    for d in ["/vt/scratch/upper", "/vt/scratch/work"] {
+        std::fs::create_dir_all(d).map_err(|e| format!("mkdir {d}: {e}"))?;
+    }
+    mount(
+        "overlay",
+        "/vt/root",
+        "overlay",
+        0,
+        "lowerdir=/vt/lower,upperdir=/vt/scratch/upper,workdir=/vt/scratch/work",
+    )?;
+    for m in ["/dev", "/proc", "/sys"] {
+        mount(m, &format!("/vt/root{m}"), "", libc::MS_MOVE, "")?;
+    }
+    // The initramfs is rootfs, which cannot be pivot_root'ed: move the new root over it and
+    // chroot (what switch_root does). Its few MB stay allocated; they are not worth a walk.
+    std::env::set_current_dir("/vt/root").map_err(|e| format!("chdir /vt/root: {e}"))?;
+    mount(".", "/", "", libc::MS_MOVE, "")?;
+    let dot = cstr(".");
+    if unsafe { libc::chroot(dot.as_ptr()) } != 0 {
+        return Err(format!("chroot: {}", errno()));
+    }
+    std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))?;
+    let nodev = libc::MS_NOSUID | libc::MS_NODEV;
+    mount("devpts", "/dev/pts", "devpts", libc::MS_NOSUID | libc::MS_NOEXEC, "mode=0620,ptmxmode=0666")?;
+    mount("shm", "/dev/shm", "tmpfs", nodev, "mode=1777")?;
+    mount("run", "/run", "tmpfs", nodev, "mode=0755")?;
+    mount("tmp", "/tmp", "tmpfs", nodev, "mode=1777")?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The guest channel.
+
+struct Channel {
+    file: File,
+    buf: FrameBuffer,
+    eof: bool,
+}
+
+impl Channel {
+    /// Find the virtio-console port named PORT_NAME through sysfs and open it.
+    fn open() -> Result<Self> {
+        let start = Instant::now();
+        loop {
+            if let Ok(dir) = std::fs::read_dir("/sys/class/virtio-ports") {
+                for e in dir.flatten() {
+                    let name = std::fs::read_to_string(e.path().join("name")).unwrap_or_default();
+                    if name.trim() == PORT_NAME {
+                        let dev = Path::new("/dev").join(e.file_name());
+                        wait_for(&dev)?;
+                        let file = std::fs::OpenOptions::new()
+                            .read(true)
+                            .write(true)
+                            .open(&dev)
+                            .map_err(|e| format!("open {}: {e}", dev.display()))?;
+                        set_cloexec(file.as_raw_fd());
+                        return Ok(Self { file, buf: FrameBuffer::new(), eof: false });
+                    }
+                }
+            }
+            if start.elapsed() > DEVICE_WAIT {
+                return Err(format!("no virtio-console port named {PORT_NAME}"));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn send(&mut self, m: &Message) -> Result<()> {
+        let bytes = m.encode().map_err(|e| e.to_string())?;
+        self.file.write_all(&bytes).map_err(|e| format!("channel write: {e}"))
+    }
+
+    /// Read once from the port (blocking) and feed the frame buffer.
+    fn fill(&mut self) -> Result<()> {
+        let mut b = [0u8; 16 * 1024];
+        match self.file.read(&mut b) {
+            Ok(0) => {
+                self.eof = true;
+                Ok(())
+            }
+            Ok(n) => {
+                self.buf.push(&b[..n]);
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Ok(()),
+            Err(e) => Err(format!("channel read: {e}")),
+        }
+    }
+
+    fn next(&mut self) -> Result<Option<Message>> {
+        self.buf.next_message().map_err(|e| format!("channel: {e}"))
+    }
+
+    /// Blocking: the next message (waiting while the host is not connected).
+    fn recv(&mut self) -> Result<Message> {
+        loop {
+            if let Some(m) = self.next()? {
+                return Ok(m);
+            }
+            self.fill()?;
+            if self.eof {
+                // No host connected yet: virtio ports read 0 then. Retry shortly.
+                self.eof = false;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+
+    /// Wait for the host's Hello, then its Launch.
+    fn handshake(&mut self) -> Result<Launch> {
+        loop {
+            match self.recv()? {
+                Message::Hello { min_version, max_version, .. } => {
+                    if min_version > PROTOCOL_VERSION || max_version < PROTOCOL_VERSION {
+                        return Err(format!(
+                            "host speaks protocol {min_version}..={max_version}, guest {PROTOCOL_VERSION}"
+                        ));
+                    }
+                }
+                Message::Launch(l) => return Ok(l),
+                Message::Shutdown => power_off(0),
+                other => log(&format!("ignoring {:?} before launch", other.message_type())),
+            }
+        }
+    }
+
+    /// After Exited: wait up to `limit` for the host's Shutdown (so it has read everything).
+    fn await_shutdown(&mut self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            match self.next() {
+                Ok(Some(Message::Shutdown)) | Err(_) => return,
+                Ok(Some(_)) => continue,
+                Ok(None) => {}
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.eof {
+                return;
+            }
+            if !poll_in(self.file.as_raw_fd(), left) || self.fill().is_err() {
+                return;
+            }
+        }
+    }
+}
+
+fn poll_in(fd: RawFd, timeout: Duration) -> bool {
+    let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    unsafe { libc::poll(&mut p, 1, ms) > 0 }
+}
+
+fn set_cloexec(fd: RawFd) {
+    unsafe {
+        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The entrypoint.
+
+/// `user` → (uid, gid, home) using the image's /etc/passwd and /etc/group.
+fn resolve_user(user: &str) -> Result<(u32, u32, String)> {
+    let (u, g) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let entry = |pred: &dyn Fn(&[&str]) -> bool| {
+        passwd
+            .lines()
+            .map(|l| l.split(':').collect::<Vec<_>>())
+            .find(|f| f.len() >= 7 && pred(f))
+    };
+    let (uid, mut gid, home) = if u.is_empty() || u == "root" {
+        (0, 0, "/root".to_owned())
+    } else if let Ok(uid) = u.parse::<u32>() {
+        match entry(&|f| f[2] == u) {
+            Some(f) => (uid, f[3].parse().unwrap_or(uid), f[5].to_owned()),
+            None => (uid, uid, "/".to_owned()),
+        }
+    } else {
+        let f = entry(&|f| f[0] == u).ok_or_else(|| format!("user {u:?} not in /etc/passwd"))?;
+        let uid = f[2].parse().map_err(|_| format!("bad uid for {u:?}"))?;
+        (uid, f[3].parse().unwrap_or(uid), f[5].to_owned())
+    };
+    if let Some(g) = g {
+        gid = match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => std::fs::read_to_string("/etc/group")
+                .unwrap_or_default()
+                .lines()
+                .map(|l| l.split(':').collect::<Vec<_>>())
+                .find(|f| f.len() >= 3 && f[0] == g)
+                .and_then(|f| f[2].parse().ok())
+                .ok_or_else(|| format!("group {g:?} not in /etc/group"))?,
+        };
+    }
+    Ok((uid, gid, home))
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(format!("pipe: {}", errno()));
+    }
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+fn sigchld_fd() -> Result<OwnedFd> {
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        if libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+            return Err(format!("sigprocmask: {}", errno()));
+        }
+        let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
+        if fd < 0 {
+            return Err(format!("signalfd: {}", errno()));
+        }
+        Ok(OwnedFd::from_raw_fd(fd))
+    }
+}
+
+fn decode_status(st: libc::c_int) -> ExitStatus {
+    if libc::WIFSIGNALED(st) {
+        ExitStatus::Signal(libc::WTERMSIG(st))
+    } else {
+        ExitStatus::Code(libc::WEXITSTATUS(st))
+    }
+}
+
+fn supervise(chan: &mut Channel, launch: &Launch, init_started_us: u64) -> Result<()> {
+    let sigfd = sigchld_fd()?;
+    let (uid, gid, home) = resolve_user(&launch.user)?;
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+
+    let mut env: Vec<(String, String)> = launch.env.clone();
+    let has = |env: &[(String, String)], k: &str| env.iter().any(|(key, _)| key == k);
+    if !has(&env, "PATH") {
+        env.push(("PATH".into(), DEFAULT_PATH.into()));
+    }
+    if !has(&env, "HOME") {
+        env.push(("HOME".into(), home));
+    }
+    let cwd = if launch.cwd.is_empty() { "/" } else { &launch.cwd };
+    let mut cmd = Command::new(&launch.argv[0]);
+    cmd.args(&launch.argv[1..])
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(out_w))
+        .stderr(Stdio::from(err_w));
+    if uid != 0 || gid != 0 {
+        cmd.uid(uid).gid(gid);
+    }
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let msg = format!("vt-init: cannot start {:?}: {e}\n", launch.argv[0]);
+            chan.send(&Message::Log { stream: Stream::Stderr, data: msg.into_bytes() })?;
+            chan.send(&Message::Exited { status: ExitStatus::Code(127) })?;
+            chan.await_shutdown(Duration::from_secs(2));
+            return Ok(());
+        }
+    };
+    drop(cmd); // closes our copies of the pipes' write ends
+    let pid = child.id() as libc::pid_t;
+    chan.send(&Message::Ready {
+        pid: pid as u32,
+        init_started_us,
+        entrypoint_started_us: boottime_us(),
+    })?;
+
+    let mut outs: [Option<(OwnedFd, Stream)>; 2] =
+        [Some((out_r, Stream::Stdout)), Some((err_r, Stream::Stderr))];
+    let mut status: Option<ExitStatus> = None;
+    let mut buf = vec![0u8; MAX_LOG_CHUNK];
+    loop {
+        if status.is_some() && outs.iter().all(Option::is_none) {
+            break;
+        }
+        let mut fds = vec![libc::pollfd { fd: sigfd.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
+        fds.push(libc::pollfd {
+            fd: if chan.eof { -1 } else { chan.file.as_raw_fd() },
+            events: libc::POLLIN,
+            revents: 0,
+        });
+        for o in &outs {
+            fds.push(libc::pollfd {
+                fd: o.as_ref().map_or(-1, |(fd, _)| fd.as_raw_fd()),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+        }
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        if r < 0 {
+            if errno().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(format!("poll: {}", errno()));
+        }
+        // Output first, so log lines precede the exit report.
+        for (i, slot) in outs.iter_mut().enumerate() {
+            if fds[2 + i].revents == 0 {
+                continue;
+            }
+            let Some((fd, stream)) = slot.as_ref() else { continue };
+            let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n > 0 {
+                chan.send(&Message::Log { stream: *stream, data: buf[..n as usize].to_vec() })?;
+            } else if n == 0 || errno().raw_os_error() != Some(libc::EINTR) {
+                *slot = None;
+            }
+        }
+        if fds[0].revents != 0 {
+            let mut info = [0u8; 128];
+            while unsafe { libc::read(sigfd.as_raw_fd(), info.as_mut_ptr().cast(), info.len()) } > 0 {}
+            loop {
+                let mut st = 0;
+                let p = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) };
+                if p <= 0 {
+                    break;
+                }
+                if p == pid && status.is_none() {
+                    status = Some(decode_status(st));
+                    // The entrypoint is gone: so is everything it left behind (their output
+                    // already in the pipes is still drained).
+                    unsafe { libc::kill(-1, libc::SIGKILL) };
+                }
+            }
+        }
+        if fds[1].revents != 0 {
+            chan.fill()?;
+            while let Some(m) = chan.next()? {
+                match m {
+                    Message::Signal { signo } => unsafe {
+                        libc::kill(pid, signo);
+                    },
+                    Message::Shutdown => {
+                        unsafe { libc::kill(-1, libc::SIGKILL) };
+                        power_off(0);
+                    }
+                    Message::ExecStart { id, .. } => {
+                        chan.send(&Message::ExecExit { id, status: ExitStatus::Code(127) })?
+                    }
+                    other => log(&format!("ignoring {:?}", other.message_type())),
+                }
+            }
+        }
+    }
+    std::mem::forget(child); // reaped above
+    chan.send(&Message::Exited { status: status.unwrap_or(ExitStatus::Code(255)) })?;
+    chan.await_shutdown(Duration::from_secs(2));
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+
+fn boottime_us() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
+}
+
+fn power_off(code: i32) -> ! {
+    unsafe {
+        libc::sync();
+        if libc::getpid() == 1 {
+            libc::reboot(libc::RB_POWER_OFF);
+        }
+    }
+    std::process::exit(code)
+}

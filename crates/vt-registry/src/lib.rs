@@ -1,0 +1,505 @@
+//! An OCI Distribution (v2) registry: an axum [`Router`] over a content-addressed store on disk.
+//!
+//! [`router`] answers paths relative to `/v2` (the control plane mounts it with
+//! `.nest_service("/v2", ...)`); [`app`] is the same mounted at `/v2` for standalone use.
+//! Authentication is delegated to an [`Authorizer`]: `Authorization: Bearer <token>` or Basic
+//! auth with any user name and the token as password. See `docs/registry.md`.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use base64::Engine as _;
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+use vt_image::oci::{self, ImageIndex, ImageManifest, ManifestKind};
+use vt_image::Digest;
+
+mod names;
+mod storage;
+
+pub use names::{valid_name, valid_tag};
+pub use storage::{FinishError, Storage, StoredManifest};
+
+/// Largest manifest accepted (4 MiB).
+pub const MAX_MANIFEST: usize = 4 << 20;
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// GET and HEAD.
+    Pull,
+    /// Everything.
+    Push,
+}
+
+/// A boxed future (keeps [`Authorizer`] object-safe).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Decides what a presented token may do; `Ok(None)` for unknown tokens.
+pub trait Authorizer: Send + Sync + 'static {
+    fn authorize<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Option<Access>, String>>;
+}
+
+/// Accepts one fixed token with push access (tests, standalone use).
+pub struct StaticToken(pub String);
+
+impl Authorizer for StaticToken {
+    fn authorize<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Option<Access>, String>> {
+        let ok = token == self.0;
+        Box::pin(async move { Ok(ok.then_some(Access::Push)) })
+    }
+}
+
+struct Shared {
+    storage: Storage,
+    auth: Arc<dyn Authorizer>,
+}
+
+/// The registry's routes, relative to `/v2` (mount with `.nest_service("/v2", router(..))`).
+pub fn router(storage: Storage, auth: Arc<dyn Authorizer>) -> Router {
+    Router::new().fallback(dispatch).with_state(Arc::new(Shared { storage, auth }))
+}
+
+/// [`router`] mounted at `/v2`.
+pub fn app(storage: Storage, auth: Arc<dyn Authorizer>) -> Router {
+    Router::new().nest_service("/v2", router(storage, auth))
+}
+
+// ---- errors ----
+
+/// An error in the spec's JSON shape: `{"errors":[{"code","message","detail"}]}`.
+#[derive(Debug)]
+pub struct RegErr {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub detail: serde_json::Value,
+    range: Option<u64>,
+}
+
+impl RegErr {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        RegErr { status, code, message: message.into(), detail: serde_json::Value::Null, range: None }
+    }
+    fn detail(mut self, d: serde_json::Value) -> Self {
+        self.detail = d;
+        self
+    }
+    fn internal(e: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %e, "registry storage failed");
+        RegErr::new(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", "internal error; the server log has the details")
+    }
+    fn blob_unknown(d: &Digest) -> Self {
+        RegErr::new(StatusCode::NOT_FOUND, "BLOB_UNKNOWN", "blob unknown to registry").detail(serde_json::json!({ "digest": d.to_string() }))
+    }
+    fn upload_unknown() -> Self {
+        RegErr::new(StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN", "blob upload unknown to registry")
+    }
+    fn manifest_unknown(r: &str) -> Self {
+        RegErr::new(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN", "manifest unknown").detail(serde_json::json!({ "reference": r }))
+    }
+    fn manifest_invalid(why: impl Into<String>) -> Self {
+        RegErr::new(StatusCode::BAD_REQUEST, "MANIFEST_INVALID", why)
+    }
+    fn digest_invalid(why: impl Into<String>) -> Self {
+        RegErr::new(StatusCode::BAD_REQUEST, "DIGEST_INVALID", why)
+    }
+    fn unsupported() -> Self {
+        RegErr::new(StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED", "the operation is unsupported")
+    }
+}
+
+impl IntoResponse for RegErr {
+    fn into_response(self) -> Response {
+        let mut err = serde_json::json!({ "code": self.code, "message": self.message });
+        if !self.detail.is_null() {
+            err["detail"] = self.detail;
+        }
+        let body = serde_json::to_vec(&serde_json::json!({ "errors": [err] })).unwrap_or_default();
+        let mut resp = (self.status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"vt\""));
+        }
+        if let Some(size) = self.range {
+            resp.headers_mut().insert(header::RANGE, range_value(size));
+        }
+        api_version(resp)
+    }
+}
+
+type R = Result<Response, RegErr>;
+
+fn api_version(mut resp: Response) -> Response {
+    resp.headers_mut().insert("Docker-Distribution-API-Version", HeaderValue::from_static("registry/2.0"));
+    resp
+}
+
+fn range_value(size: u64) -> HeaderValue {
+    HeaderValue::from_str(&format!("0-{}", size.saturating_sub(1))).expect("ascii")
+}
+
+fn hv(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+// ---- dispatch ----
+
+/// The token in `Authorization`: Bearer, or the password of Basic.
+fn presented_token(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, rest) = v.split_once(' ')?;
+    let rest = rest.trim();
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Some(rest.to_owned());
+    }
+    if scheme.eq_ignore_ascii_case("basic") {
+        let raw = base64::engine::general_purpose::STANDARD.decode(rest).ok()?;
+        let s = String::from_utf8(raw).ok()?;
+        return s.split_once(':').map(|(_, pw)| pw.to_owned());
+    }
+    None
+}
+
+enum Route {
+    Base,
+    Tags(String),
+    Manifest(String, String),
+    Blob(String, String),
+    Upload(String, Option<String>),
+}
+
+fn route(path: &str) -> Option<Route> {
+    let path = path.replace("%3A", ":").replace("%3a", ":");
+    let p = path.trim_start_matches('/');
+    if p.is_empty() {
+        return Some(Route::Base);
+    }
+    let segs: Vec<&str> = p.split('/').collect();
+    let n = segs.len();
+    let name = |k: usize| segs[..n - k].join("/");
+    if n >= 3 && segs[n - 2] == "tags" && segs[n - 1] == "list" {
+        return Some(Route::Tags(name(2)));
+    }
+    if n >= 4 && segs[n - 3] == "blobs" && segs[n - 2] == "uploads" {
+        let id = segs[n - 1];
+        return Some(Route::Upload(name(3), (!id.is_empty()).then(|| id.to_owned())));
+    }
+    if n >= 3 && segs[n - 2] == "blobs" && segs[n - 1] == "uploads" {
+        return Some(Route::Upload(name(2), None));
+    }
+    if n >= 3 && segs[n - 2] == "manifests" {
+        return Some(Route::Manifest(name(2), segs[n - 1].to_owned()));
+    }
+    if n >= 3 && segs[n - 2] == "blobs" {
+        return Some(Route::Blob(name(2), segs[n - 1].to_owned()));
+    }
+    None
+}
+
+async fn dispatch(State(sh): State<Arc<Shared>>, req: Request) -> Response {
+    match handle(&sh, req).await {
+        Ok(r) => api_version(r),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn handle(sh: &Shared, req: Request) -> R {
+    let unauthorized = || RegErr::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "authentication required: `Authorization: Bearer <vt token>` or Basic with the token as password");
+    let token = presented_token(req.headers()).ok_or_else(unauthorized)?;
+    let access = sh.auth.authorize(&token).await.map_err(RegErr::internal)?.ok_or_else(unauthorized)?;
+    let method = req.method().clone();
+    let read_only = matches!(method, Method::GET | Method::HEAD);
+    if !read_only && access != Access::Push {
+        return Err(RegErr::new(StatusCode::FORBIDDEN, "DENIED", "this token may only pull"));
+    }
+    let route = route(req.uri().path()).ok_or_else(|| RegErr::new(StatusCode::NOT_FOUND, "NAME_UNKNOWN", "no such registry endpoint"))?;
+    let query: HashMap<String, String> = serde_urlencoded::from_str(req.uri().query().unwrap_or("")).unwrap_or_default();
+    let name = match &route {
+        Route::Base => None,
+        Route::Tags(n) | Route::Manifest(n, _) | Route::Blob(n, _) | Route::Upload(n, _) => Some(n.clone()),
+    };
+    if let Some(n) = &name {
+        if !valid_name(n) {
+            return Err(RegErr::new(StatusCode::BAD_REQUEST, "NAME_INVALID", "invalid repository name").detail(serde_json::json!({ "name": n })));
+        }
+    }
+    let st = &sh.storage;
+    match (route, method) {
+        (Route::Base, Method::GET | Method::HEAD) => Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], "{}").into_response()),
+        (Route::Tags(name), Method::GET) => tags_list(st, &name, &query),
+        (Route::Blob(name, d), m @ (Method::GET | Method::HEAD)) => blob_get(st, &name, &d, m == Method::HEAD).await,
+        (Route::Blob(..), _) => Err(RegErr::unsupported()),
+        (Route::Upload(name, None), Method::POST) => upload_start(st, &name, &query, req).await,
+        (Route::Upload(name, Some(id)), Method::GET) => {
+            let size = st.upload_size(&name, &id).map_err(RegErr::internal)?.ok_or_else(RegErr::upload_unknown)?;
+            Ok(upload_accepted(StatusCode::NO_CONTENT, &name, &id, size))
+        }
+        (Route::Upload(name, Some(id)), Method::PATCH) => {
+            let size = append(st, &name, &id, req).await?;
+            Ok(upload_accepted(StatusCode::ACCEPTED, &name, &id, size))
+        }
+        (Route::Upload(name, Some(id)), Method::PUT) => {
+            let digest = query.get("digest").cloned().ok_or_else(|| RegErr::digest_invalid("`digest` query parameter is required"))?;
+            append(st, &name, &id, req).await?;
+            finish(st, &name, &id, &digest).await
+        }
+        (Route::Upload(name, Some(id)), Method::DELETE) => {
+            st.upload_size(&name, &id).map_err(RegErr::internal)?.ok_or_else(RegErr::upload_unknown)?;
+            st.cancel_upload(&id).map_err(RegErr::internal)?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        (Route::Manifest(name, r), m @ (Method::GET | Method::HEAD)) => manifest_get(st, &name, &r, m == Method::HEAD),
+        (Route::Manifest(name, r), Method::PUT) => manifest_put(st, &name, &r, req).await,
+        _ => Err(RegErr::unsupported()),
+    }
+}
+
+// ---- tags ----
+
+fn tags_list(st: &Storage, name: &str, q: &HashMap<String, String>) -> R {
+    let tags = st.tags(name).map_err(RegErr::internal)?.ok_or_else(|| RegErr::new(StatusCode::NOT_FOUND, "NAME_UNKNOWN", "repository name not known to registry").detail(serde_json::json!({ "name": name })))?;
+    let mut tags: Vec<String> = match q.get("last") {
+        Some(last) => tags.into_iter().filter(|t| t > last).collect(),
+        None => tags,
+    };
+    if let Some(n) = q.get("n").and_then(|n| n.parse::<usize>().ok()) {
+        tags.truncate(n);
+    }
+    Ok(axum::Json(serde_json::json!({ "name": name, "tags": tags })).into_response())
+}
+
+// ---- blobs ----
+
+fn parse_digest(d: &str) -> Result<Digest, RegErr> {
+    d.parse::<Digest>().map_err(|_| RegErr::digest_invalid(format!("invalid digest {d:?}: expected sha256:<64 lowercase hex>")))
+}
+
+async fn blob_get(st: &Storage, _name: &str, d: &str, head: bool) -> R {
+    let digest = parse_digest(d)?;
+    let size = st.blob_size(&digest).map_err(RegErr::internal)?.ok_or_else(|| RegErr::blob_unknown(&digest))?;
+    let body = if head {
+        Body::empty()
+    } else {
+        let f = tokio::fs::File::open(st.blob_path(&digest)).await.map_err(RegErr::internal)?;
+        Body::from_stream(tokio_util::io::ReaderStream::with_capacity(f, 256 * 1024))
+    };
+    let mut resp = Response::new(body);
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    h.insert("Docker-Content-Digest", hv(&digest.to_string()));
+    Ok(resp)
+}
+
+fn upload_accepted(status: StatusCode, name: &str, id: &str, size: u64) -> Response {
+    let mut resp = status.into_response();
+    let h = resp.headers_mut();
+    h.insert(header::LOCATION, hv(&format!("/v2/{name}/blobs/uploads/{id}")));
+    h.insert(header::RANGE, range_value(size));
+    h.insert("Docker-Upload-UUID", hv(id));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+    resp
+}
+
+fn blob_created(name: &str, digest: &Digest) -> Response {
+    let mut resp = StatusCode::CREATED.into_response();
+    let h = resp.headers_mut();
+    h.insert(header::LOCATION, hv(&format!("/v2/{name}/blobs/{digest}")));
+    h.insert("Docker-Content-Digest", hv(&digest.to_string()));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+    resp
+}
+
+async fn upload_start(st: &Storage, name: &str, q: &HashMap<String, String>, req: Request) -> R {
+    if let Some(m) = q.get("mount") {
+        // Cross-repository mount: blobs are shared, so a known blob mounts at once.
+        if let Ok(d) = m.parse::<Digest>() {
+            if st.blob_size(&d).map_err(RegErr::internal)?.is_some() {
+                return Ok(blob_created(name, &d));
+            }
+        }
+    }
+    let id = st.start_upload(name).map_err(RegErr::internal)?;
+    if let Some(digest) = q.get("digest") {
+        append(st, name, &id, req).await?;
+        return finish(st, name, &id, digest).await;
+    }
+    Ok(upload_accepted(StatusCode::ACCEPTED, name, &id, 0))
+}
+
+/// `Content-Range: <start>-<end>` (a `bytes ` prefix and a `/total` suffix are tolerated).
+fn content_range(headers: &HeaderMap) -> Result<Option<(u64, u64)>, ()> {
+    let Some(v) = headers.get(header::CONTENT_RANGE) else { return Ok(None) };
+    let s = v.to_str().map_err(|_| ())?.trim();
+    let s = s.strip_prefix("bytes ").or_else(|| s.strip_prefix("bytes=")).unwrap_or(s);
+    let s = s.split('/').next().unwrap_or(s);
+    let (a, b) = s.split_once('-').ok_or(())?;
+    let (a, b) = (a.trim().parse::<u64>().map_err(|_| ())?, b.trim().parse::<u64>().map_err(|_| ())?);
+    if b < a {
+        return Err(());
+    }
+    Ok(Some((a, b)))
+}
+
+/// Append the request body to upload `id`, honouring `Content-Range`; returns the new size.
+async fn append(st: &Storage, name: &str, id: &str, req: Request) -> Result<u64, RegErr> {
+    let size = st.upload_size(name, id).map_err(RegErr::internal)?.ok_or_else(RegErr::upload_unknown)?;
+    let range = content_range(req.headers()).map_err(|_| {
+        let mut e = RegErr::new(StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UPLOAD_INVALID", "invalid Content-Range");
+        e.range = Some(size);
+        e
+    })?;
+    if let Some((start, _)) = range {
+        if start != size {
+            let mut e = RegErr::new(StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UPLOAD_INVALID", format!("chunk starts at {start}, but the upload has {size} bytes: chunks must be sent in order"));
+            e.range = Some(size);
+            return Err(e);
+        }
+    }
+    let mut f = tokio::fs::OpenOptions::new().append(true).open(st.upload_data(id)).await.map_err(RegErr::internal)?;
+    let mut stream = req.into_body().into_data_stream();
+    let mut written = 0u64;
+    let mut failed = None;
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(c) => {
+                if let Err(e) = f.write_all(&c).await {
+                    failed = Some(RegErr::internal(e));
+                    break;
+                }
+                written += c.len() as u64;
+            }
+            Err(e) => {
+                failed = Some(RegErr::new(StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID", format!("reading the request body failed: {e}")));
+                break;
+            }
+        }
+    }
+    let flushed = f.flush().await;
+    let mismatch = range.is_some_and(|(a, b)| failed.is_none() && b - a + 1 != written);
+    if failed.is_some() || mismatch || flushed.is_err() {
+        // Keep the upload consistent: drop what this request added.
+        if let Ok(f) = tokio::fs::OpenOptions::new().write(true).open(st.upload_data(id)).await {
+            let _ = f.set_len(size).await;
+        }
+        if mismatch {
+            let mut e = RegErr::new(StatusCode::BAD_REQUEST, "SIZE_INVALID", "the body's length does not match Content-Range");
+            e.range = Some(size);
+            return Err(e);
+        }
+        return Err(failed.unwrap_or_else(|| RegErr::internal("flush failed")));
+    }
+    Ok(size + written)
+}
+
+async fn finish(st: &Storage, name: &str, id: &str, digest: &str) -> R {
+    let digest = match digest.parse::<Digest>() {
+        Ok(d) => d,
+        Err(_) => {
+            let _ = st.cancel_upload(id);
+            return Err(RegErr::digest_invalid(format!("invalid digest {digest:?}: expected sha256:<64 lowercase hex>")));
+        }
+    };
+    let (st2, id2, d2) = (st.clone(), id.to_owned(), digest.clone());
+    let res = tokio::task::spawn_blocking(move || st2.finish_upload(&id2, &d2)).await.map_err(RegErr::internal)?;
+    match res {
+        Ok(_) => Ok(blob_created(name, &digest)),
+        Err(FinishError::DigestMismatch { actual }) => Err(RegErr::digest_invalid(format!("provided digest {digest} does not match uploaded content ({actual})"))
+            .detail(serde_json::json!({ "digest": digest.to_string(), "actual": actual.to_string() }))),
+        Err(FinishError::Io(e)) => Err(RegErr::internal(e)),
+    }
+}
+
+// ---- manifests ----
+
+fn manifest_get(st: &Storage, name: &str, reference: &str, head: bool) -> R {
+    let m = st.resolve(name, reference).map_err(RegErr::internal)?.ok_or_else(|| RegErr::manifest_unknown(reference))?;
+    let len = m.bytes.len();
+    let mut resp = Response::new(if head { Body::empty() } else { Body::from(m.bytes) });
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, hv(&m.media_type));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert("Docker-Content-Digest", hv(&m.digest.to_string()));
+    Ok(resp)
+}
+
+/// Check a manifest's media type, shape and references; returns the media type to store.
+pub fn validate_manifest(st: &Storage, name: &str, content_type: Option<&str>, bytes: &[u8]) -> Result<String, RegErr> {
+    let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| RegErr::manifest_invalid(format!("manifest is not JSON: {e}")))?;
+    let body_type = v.get("mediaType").and_then(|t| t.as_str());
+    let ct = content_type.map(|c| c.split(';').next().unwrap_or(c).trim()).filter(|c| oci::manifest_kind(c).is_some());
+    let media_type = match (ct, body_type) {
+        (Some(c), Some(b)) if c != b => return Err(RegErr::manifest_invalid(format!("Content-Type {c} differs from the manifest's mediaType {b}"))),
+        (Some(c), _) => c.to_owned(),
+        (None, Some(b)) => b.to_owned(),
+        (None, None) if v.get("manifests").is_some() => oci::media::OCI_INDEX.to_owned(),
+        (None, None) => oci::media::OCI_MANIFEST.to_owned(),
+    };
+    let kind = oci::manifest_kind(&media_type).ok_or_else(|| RegErr::manifest_invalid(format!("unsupported manifest media type {media_type}")))?;
+    if v.get("schemaVersion").and_then(|s| s.as_u64()) != Some(2) {
+        return Err(RegErr::manifest_invalid("schemaVersion must be 2"));
+    }
+    let missing = |d: &Digest| RegErr::new(StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN", format!("manifest references {d}, which is not in the registry")).detail(serde_json::json!({ "digest": d.to_string() }));
+    match kind {
+        ManifestKind::Manifest => {
+            let m: ImageManifest = serde_json::from_value(v).map_err(|e| RegErr::manifest_invalid(format!("invalid image manifest: {e}")))?;
+            for d in std::iter::once(&m.config).chain(&m.layers) {
+                let foreign = d.media_type == oci::media::DOCKER_FOREIGN_LAYER_TAR_GZIP || d.media_type.contains("nondistributable");
+                if foreign {
+                    continue;
+                }
+                match st.blob_size(&d.digest).map_err(RegErr::internal)? {
+                    None => return Err(missing(&d.digest)),
+                    Some(size) if size != d.size => {
+                        return Err(RegErr::manifest_invalid(format!("descriptor of {} says {} bytes, the blob has {size}", d.digest, d.size)));
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        ManifestKind::Index => {
+            let ix: ImageIndex = serde_json::from_value(v).map_err(|e| RegErr::manifest_invalid(format!("invalid image index: {e}")))?;
+            for d in &ix.manifests {
+                if !st.has_manifest(name, &d.digest) {
+                    return Err(missing(&d.digest));
+                }
+            }
+        }
+    }
+    Ok(media_type)
+}
+
+async fn manifest_put(st: &Storage, name: &str, reference: &str, req: Request) -> R {
+    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let bytes = axum::body::to_bytes(req.into_body(), MAX_MANIFEST)
+        .await
+        .map_err(|_| RegErr::new(StatusCode::PAYLOAD_TOO_LARGE, "SIZE_INVALID", format!("manifests are limited to {MAX_MANIFEST} bytes")))?;
+    let actual = Digest::of(&bytes);
+    let tag = if reference.contains(':') {
+        let want = parse_digest(reference)?;
+        if want != actual {
+            return Err(RegErr::digest_invalid(format!("manifest hashes to {actual}, not {want}")));
+        }
+        None
+    } else if valid_tag(reference) {
+        Some(reference)
+    } else {
+        return Err(RegErr::manifest_invalid(format!("invalid tag {reference:?}: 1-128 of [A-Za-z0-9_.-], not starting with . or -")));
+    };
+    let media_type = validate_manifest(st, name, content_type.as_deref(), &bytes)?;
+    let digest = st.put_manifest(name, &media_type, &bytes, tag).map_err(RegErr::internal)?;
+    tracing::info!(repository = name, reference, %digest, "manifest pushed");
+    let mut resp = StatusCode::CREATED.into_response();
+    let h = resp.headers_mut();
+    h.insert(header::LOCATION, hv(&format!("/v2/{name}/manifests/{digest}")));
+    h.insert("Docker-Content-Digest", hv(&digest.to_string()));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+    Ok(resp)
+}

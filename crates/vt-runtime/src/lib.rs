@@ -1,0 +1,185 @@
+//! microVM runtimes for vt.
+//!
+//! * [`Runtime`]: starts an instance described by an [`InstanceSpec`] and returns a [`Vm`]
+//!   handle. Backends: [`qemu::QemuRuntime`] (`qemu-system-x86_64 -M microvm`, KVM or TCG).
+//! * [`State`]: the one instance lifecycle (allocated → preparing → booting → running →
+//!   stopping → stopped | failed), with checked transitions.
+//! * The guest side is `vt-init` (PID 1); both sides speak `vt-guest-proto` over the guest
+//!   channel. See `docs/runtime.md`.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+pub mod lifecycle;
+pub mod qemu;
+
+pub use lifecycle::{InvalidTransition, State};
+pub use vt_guest_proto::{ExitStatus, Launch, Stream};
+
+/// Everything a runtime needs to boot one instance.
+#[derive(Debug, Clone)]
+pub struct InstanceSpec {
+    /// Instance id (used in names and messages).
+    pub id: String,
+    /// The image's read-only ext4 root disk (attached read-only).
+    pub root_disk: PathBuf,
+    /// Per-instance directory owned by the runtime: scratch disk, channel socket, console and
+    /// VMM logs live here.
+    pub work_dir: PathBuf,
+    /// Size of the writable scratch disk (the overlay's upper layer), bytes.
+    pub scratch_size: u64,
+    /// Memory cap (hard), MiB.
+    pub memory_mib: u32,
+    pub vcpus: u32,
+    /// What guest init runs (argv, env with the `VT_*` variables, cwd, user, hostname).
+    pub launch: Launch,
+    /// From VMM start until the entrypoint runs; past it the instance fails.
+    pub boot_timeout: Duration,
+}
+
+impl InstanceSpec {
+    pub fn new(id: &str, root_disk: PathBuf, work_dir: PathBuf, launch: Launch) -> Self {
+        Self {
+            id: id.to_owned(),
+            root_disk,
+            work_dir,
+            scratch_size: 256 << 20,
+            memory_mib: 256,
+            vcpus: 1,
+            launch,
+            boot_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// What a running instance reports, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VmEvent {
+    State(State),
+    Log { stream: Stream, data: Vec<u8> },
+}
+
+/// Host-side times of one boot, measured from the call to [`Runtime::start`], plus the guest's
+/// own clock (`CLOCK_BOOTTIME`, ≈ since its kernel started) at init start and entrypoint start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BootTimings {
+    /// Scratch disk created and channel listening.
+    pub prepared: Option<Duration>,
+    /// VMM process spawned.
+    pub vmm_spawned: Option<Duration>,
+    /// Guest init's Hello received.
+    pub guest_hello: Option<Duration>,
+    /// `Ready` received: the entrypoint runs.
+    pub entrypoint: Option<Duration>,
+    pub guest_init_started_us: Option<u64>,
+    pub guest_entrypoint_started_us: Option<u64>,
+}
+
+impl BootTimings {
+    /// VMM spawn → entrypoint started, as seen by the host.
+    pub fn boot_to_entrypoint(&self) -> Option<Duration> {
+        Some(self.entrypoint?.saturating_sub(self.vmm_spawned?))
+    }
+}
+
+/// Requests to a running instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Deliver a signal to the entrypoint.
+    Signal(i32),
+    /// SIGTERM to the entrypoint, then power off after `grace`, then kill the VMM.
+    Stop { grace: Duration },
+    /// Kill the VMM now.
+    Kill,
+}
+
+/// The final report of an instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// `Stopped` or `Failed`.
+    pub state: State,
+    pub timings: BootTimings,
+    /// How the VMM process ended (its exit code), when it was reaped.
+    pub vmm_exit: Option<i32>,
+}
+
+/// Handle to one instance. Dropping it kills the VMM.
+pub struct Vm {
+    pub id: String,
+    events: mpsc::Receiver<VmEvent>,
+    control: mpsc::Sender<Control>,
+    state: watch::Receiver<State>,
+    task: JoinHandle<Outcome>,
+}
+
+impl Vm {
+    /// The next event; `None` once the instance has ended and all events were taken.
+    pub async fn next_event(&mut self) -> Option<VmEvent> {
+        self.events.recv().await
+    }
+
+    pub fn state(&self) -> State {
+        self.state.borrow().clone()
+    }
+
+    /// Send a control request (ignored once the instance has ended).
+    pub async fn control(&self, c: Control) {
+        let _ = self.control.send(c).await;
+    }
+
+    /// Wait for the end, discarding events not yet taken.
+    pub async fn wait(mut self) -> Outcome {
+        while self.events.recv().await.is_some() {}
+        match (&mut self.task).await {
+            Ok(o) => o,
+            Err(e) => Outcome {
+                state: State::Failed {
+                    reason: format!("runtime task ended abnormally: {e}"),
+                    exit: None,
+                },
+                timings: BootTimings::default(),
+                vmm_exit: None,
+            },
+        }
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        // The task owns the VMM child with kill_on_drop; aborting it kills the VMM.
+        if !self.task.is_finished() {
+            self.task.abort();
+        }
+    }
+}
+
+/// Errors before an instance exists (configuration, missing files).
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("{0}")]
+    Config(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A microVM backend.
+pub trait Runtime: Send + Sync {
+    /// Short backend name (`qemu`, `firecracker`).
+    fn name(&self) -> &'static str;
+
+    /// Allocate and start an instance. Returns as soon as the instance exists (state
+    /// `Allocated`); preparation and boot proceed in the background and are reported as
+    /// [`VmEvent::State`] events.
+    fn start(&self, spec: InstanceSpec) -> BoxFuture<'_, Result<Vm, RuntimeError>>;
+}

@@ -1,0 +1,135 @@
+//! `vt server` runs the ingress: a route created through the CLI gets a
+//! listener, and `GET /metrics` shows the ingress's and the edge's counters.
+
+mod common;
+
+use std::io::{BufRead, Read, Write};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{vt_isolated, Run};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn get(url: &str, path: &str) -> String {
+    let addr = url.strip_prefix("http://").unwrap();
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn server_runs_the_ingress_and_serves_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = free_port();
+    let range = format!("{port}-{port}");
+    let mut child = vt_isolated(
+        dir.path(),
+        &[
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--sqlite-sync",
+            "normal",
+            "--ingress-listen",
+            "127.0.0.1",
+            "--ingress-tcp-ports",
+            &range,
+        ],
+    )
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let url = loop {
+        let line = stderr
+            .next()
+            .expect("server exited before it was ready")
+            .unwrap();
+        if let Some(url) = line.strip_prefix("vt server ready on ") {
+            break url.to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in stderr {});
+    let vt = |args: &[&str]| {
+        let mut c = vt_isolated(dir.path(), args);
+        c.env("VT_DATA_DIR", &data).env("VT_SERVER", &url);
+        Run::of(c.output().unwrap(), dir.path())
+    };
+    for args in [
+        &["org", "create", "acme"][..],
+        &["app", "create", "web", "--org", "acme"],
+        &["env", "create", "prod", "--org", "acme", "--app", "web"],
+    ] {
+        let r = vt(args);
+        assert_eq!(r.code, 0, "{}", r.text);
+    }
+    let r = vt(&[
+        "route",
+        "create",
+        "--tcp",
+        "--process",
+        "db",
+        "--backend-port",
+        "5432",
+        "--org",
+        "acme",
+        "--app",
+        "web",
+        "--env",
+        "prod",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.text);
+    let route = r.json();
+    assert_eq!(route["port"], port);
+    let id = route["id"].as_str().unwrap().to_owned();
+
+    // The edge applies the route: the port listens (no backend yet: the
+    // connection is closed and counted as a failure of that route).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let metrics = loop {
+        let m = get(&url, "/metrics");
+        if m.contains(&format!(
+            "vt_ingress_route_connections_total{{route=\"{id}\"}}"
+        )) {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "route never applied:\n{m}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    assert!(metrics.contains("vt_edge_error 0"), "{metrics}");
+    let mut c =
+        std::net::TcpStream::connect(("127.0.0.1", port)).expect("the route's port listens");
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 1];
+    assert!(
+        matches!(c.read(&mut buf), Ok(0) | Err(_)),
+        "no backend: closed"
+    );
+    assert!(std::path::Path::new(&dir.path().join("data/ingress-table.json")).exists());
+
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
