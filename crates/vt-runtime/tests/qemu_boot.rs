@@ -144,6 +144,9 @@ async fn busybox_command_output_and_exit_code_come_back() {
     let out = vm.wait().await;
     let total = started.elapsed();
     let console = std::fs::read_to_string(tmp.path().join("vm/console.log")).unwrap_or_default();
+    if std::env::var_os("VT_GUEST_DEBUG").is_some() {
+        println!("--- guest console ---\n{console}---");
+    }
     assert_eq!(
         out.state,
         State::Stopped {
