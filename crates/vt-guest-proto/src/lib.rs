@@ -152,7 +152,11 @@ pub enum Message {
         tty: bool,
     },
     /// Both ways: data of an exec session (host → guest: stdin, `stream` = Stdout ignored).
-    ExecData { id: u32, stream: Stream, data: Vec<u8> },
+    ExecData {
+        id: u32,
+        stream: Stream,
+        data: Vec<u8>,
+    },
     /// Guest → host: an exec session ended.
     ExecExit { id: u32, status: ExitStatus },
 }
@@ -375,9 +379,15 @@ fn decode_payload(ty: MessageType, r: &mut Reader<'_>) -> Result<Message, Invali
             stream: r.stream()?,
             data: r.bytes()?.to_vec(),
         },
-        MessageType::Exited => Message::Exited { status: r.status()? },
-        MessageType::Failed => Message::Failed { reason: r.string()? },
-        MessageType::Signal => Message::Signal { signo: r.u32()? as i32 },
+        MessageType::Exited => Message::Exited {
+            status: r.status()?,
+        },
+        MessageType::Failed => Message::Failed {
+            reason: r.string()?,
+        },
+        MessageType::Signal => Message::Signal {
+            signo: r.u32()? as i32,
+        },
         MessageType::Shutdown => Message::Shutdown,
         MessageType::ExecStart => Message::ExecStart {
             id: r.u32()?,
@@ -484,7 +494,9 @@ impl<'a> Reader<'a> {
     }
     fn env(&mut self) -> Result<Vec<(String, String)>, Invalid> {
         let n = self.count(8)?;
-        (0..n).map(|_| Ok((self.string()?, self.string()?))).collect()
+        (0..n)
+            .map(|_| Ok((self.string()?, self.string()?)))
+            .collect()
     }
     fn stream(&mut self) -> Result<Stream, Invalid> {
         let c = self.u8()?;
@@ -512,7 +524,10 @@ impl fmt::Display for EncodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             EncodeError::TooLarge(n) => {
-                write!(f, "payload of {n} bytes exceeds the {MAX_PAYLOAD}-byte limit")
+                write!(
+                    f,
+                    "payload of {n} bytes exceeds the {MAX_PAYLOAD}-byte limit"
+                )
             }
         }
     }

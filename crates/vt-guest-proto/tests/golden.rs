@@ -39,12 +39,10 @@ fn golden() -> Vec<(Message, Vec<u8>)> {
                 user: "0".into(),
                 hostname: "h".into(),
             }),
-            hex(
-                "5654 01 02 0000002d
+            hex("5654 01 02 0000002d
                  00000002 00000002 7368 00000002 2d63
                  00000001 00000001 41 00000001 62
-                 00000001 2f  00000001 30  00000001 68",
-            ),
+                 00000001 2f  00000001 30  00000001 68"),
         ),
         (
             Message::Ready {
@@ -181,7 +179,10 @@ fn invalid_frames() {
     assert_eq!(inv(&hex("5654 01 08 00000001 00")), TrailingBytes);
     // Log whose inner length runs past the payload.
     assert_eq!(inv(&hex("5654 01 04 00000005 01 00000009")), Truncated);
-    assert_eq!(inv(&hex("5654 01 04 00000005 03 00000000")), BadValue("stream", 3));
+    assert_eq!(
+        inv(&hex("5654 01 04 00000005 03 00000000")),
+        BadValue("stream", 3)
+    );
     assert_eq!(inv(&hex("5654 01 06 00000005 00000001 ff")), Utf8);
     // A list count that could not fit the payload is refused without allocating.
     assert_eq!(inv(&hex("5654 01 02 00000004 ffffffff")), Truncated);
@@ -194,7 +195,10 @@ fn oversized_payload_is_refused_on_encode() {
         data: vec![0; MAX_PAYLOAD as usize],
     };
     let mut out = vec![1, 2, 3];
-    assert!(matches!(m.encode_into(&mut out), Err(EncodeError::TooLarge(_))));
+    assert!(matches!(
+        m.encode_into(&mut out),
+        Err(EncodeError::TooLarge(_))
+    ));
     assert_eq!(out, vec![1, 2, 3]);
 }
 

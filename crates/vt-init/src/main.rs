@@ -5,7 +5,8 @@
 //!    order) with `finit_module`;
 //! 3. opens the guest channel (the virtio-console port named [`PORT_NAME`]), sends `Hello`,
 //!    waits for the host's `Hello` and its `Launch`;
-//! 4. mounts the read-only root disk (`/dev/vda`, ext4) and the scratch disk (`/dev/vdb`, ext4),
+//! 4. mounts the read-only root disk (ext4 label `vt-root`, else `/dev/vda`) and the scratch
+//!    disk (label `vt-scratch`, else `/dev/vdb`),
 //!    builds an overlay root from them and switches into it; mounts `/dev/pts`, `/dev/shm`,
 //!    `/run`, `/tmp`;
 //! 5. starts the entrypoint (own session, stdin `/dev/null`, stdout/stderr piped), sends
@@ -15,6 +16,9 @@
 //!
 //! Any setup failure is reported as `Failed` on the channel (and on the console) before
 //! powering off.
+//!
+//! Kernel command line words it reads: `vt.debug` (step timings on the console), `vt.probe`
+//! (print "vt-init: probe ok" and power off at once: the host's accelerator probe boot).
 
 #![allow(unsafe_code)] // PID 1 work is system calls.
 
@@ -36,6 +40,8 @@ const SOFTWARE: &str = concat!("vt-init/", env!("CARGO_PKG_VERSION"));
 const MODULES_LIST: &str = "/etc/vt/modules";
 const ROOT_DEV: &str = "/dev/vda";
 const SCRATCH_DEV: &str = "/dev/vdb";
+const ROOT_LABEL: &str = "vt-root";
+const SCRATCH_LABEL: &str = "vt-scratch";
 const DEVICE_WAIT: Duration = Duration::from_secs(10);
 /// Printed on the console by a probe boot (`vt.probe` on the kernel command line).
 const PROBE_OK: &str = "probe ok";
@@ -81,7 +87,7 @@ fn run(init_started_us: u64, chan: &mut Option<Channel>) -> Result<()> {
         }
     };
     t("mounted /dev /proc /sys");
-    load_modules(Path::new(MODULES_LIST))?;
+    load_modules(Path::new(MODULES_LIST), dbg)?;
     t("modules loaded");
     let c = chan.insert(Channel::open()?);
     t("channel open");
@@ -120,9 +126,17 @@ fn mount(src: &str, target: &str, fstype: &str, flags: libc::c_ulong, data: &str
         libc::mount(
             s.as_ptr(),
             t.as_ptr(),
-            if fstype.is_empty() { std::ptr::null() } else { f.as_ptr() },
+            if fstype.is_empty() {
+                std::ptr::null()
+            } else {
+                f.as_ptr()
+            },
             flags,
-            if data.is_empty() { std::ptr::null() } else { d.as_ptr().cast() },
+            if data.is_empty() {
+                std::ptr::null()
+            } else {
+                d.as_ptr().cast()
+            },
         )
     };
     if r != 0 {
@@ -143,21 +157,33 @@ fn mount_early() -> Result<()> {
     Ok(())
 }
 
-fn load_modules(list: &Path) -> Result<()> {
+fn load_modules(list: &Path, dbg: bool) -> Result<()> {
     let Ok(text) = std::fs::read_to_string(list) else {
         return Ok(()); // a kernel with everything built in needs no list
     };
     let empty = cstr("");
-    for path in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+    for path in text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
         let f = File::open(path).map_err(|e| format!("open module {path}: {e}"))?;
         let r = unsafe {
-            libc::syscall(libc::SYS_finit_module, f.as_raw_fd(), empty.as_ptr(), 0 as libc::c_int)
+            libc::syscall(
+                libc::SYS_finit_module,
+                f.as_raw_fd(),
+                empty.as_ptr(),
+                0 as libc::c_int,
+            )
         };
         if r != 0 {
             let e = errno();
             if e.raw_os_error() != Some(libc::EEXIST) {
                 return Err(format!("finit_module {path}: {e}"));
             }
+        }
+        if dbg {
+            log(&format!("{:>8} us  loaded {path}", boottime_us()));
         }
     }
     Ok(())
@@ -167,18 +193,67 @@ fn wait_for(path: &Path) -> Result<()> {
     let start = Instant::now();
     while !path.exists() {
         if start.elapsed() > DEVICE_WAIT {
-            return Err(format!("{} did not appear within {DEVICE_WAIT:?}", path.display()));
+            return Err(format!(
+                "{} did not appear within {DEVICE_WAIT:?}",
+                path.display()
+            ));
         }
         std::thread::sleep(Duration::from_millis(1));
     }
     Ok(())
 }
 
-fn setup_root() -> Result<()> {
+/// The ext4 volume label of a block device, `None` when it is not ext4.
+fn ext4_label(dev: &Path) -> Option<String> {
+    use std::io::{Seek, SeekFrom};
+    let mut f = File::open(dev).ok()?;
+    let mut sb = [0u8; 1024];
+    f.seek(SeekFrom::Start(1024)).ok()?;
+    f.read_exact(&mut sb).ok()?;
+    if u16::from_le_bytes([sb[0x38], sb[0x39]]) != 0xEF53 {
+        return None;
+    }
+    let label = &sb[0x78..0x88];
+    let end = label.iter().position(|&b| b == 0).unwrap_or(label.len());
+    Some(String::from_utf8_lossy(&label[..end]).into_owned())
+}
+
+/// The root and scratch disks: by ext4 label (`vt-root` from vt-image, `vt-scratch` from the
+/// runtime), so the VMM's device order does not matter; else `/dev/vda` and `/dev/vdb`.
+fn find_disks() -> Result<(String, String)> {
     wait_for(Path::new(ROOT_DEV))?;
     wait_for(Path::new(SCRATCH_DEV))?;
-    mount(ROOT_DEV, "/vt/lower", "ext4", libc::MS_RDONLY, "")?;
-    mount(SCRATCH_DEV, "/vt/scratch", "ext4", libc::MS_NOATIME, "")?;
+    let (mut root, mut scratch) = (None, None);
+    let mut names: Vec<String> = std::fs::read_dir("/sys/block")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("vd"))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    for n in names {
+        let dev = format!("/dev/{n}");
+        match ext4_label(Path::new(&dev)).as_deref() {
+            Some(ROOT_LABEL) if root.is_none() => root = Some(dev),
+            Some(SCRATCH_LABEL) if scratch.is_none() => scratch = Some(dev),
+            _ => {}
+        }
+    }
+    Ok((
+        root.unwrap_or_else(|| ROOT_DEV.to_owned()),
+        scratch.unwrap_or_else(|| SCRATCH_DEV.to_owned()),
+    ))
+}
+
+fn setup_root() -> Result<()> {
+    let (root_dev, scratch_dev) = find_disks()?;
+    if root_dev == scratch_dev {
+        return Err(format!("root and scratch disk are both {root_dev}"));
+    }
+    mount(&root_dev, "/vt/lower", "ext4", libc::MS_RDONLY, "")?;
+    mount(&scratch_dev, "/vt/scratch", "ext4", libc::MS_NOATIME, "")?;
     for d in ["/vt/scratch/upper", "/vt/scratch/work"] {
         std::fs::create_dir_all(d).map_err(|e| format!("mkdir {d}: {e}"))?;
     }
@@ -202,7 +277,13 @@ fn setup_root() -> Result<()> {
     }
     std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))?;
     let nodev = libc::MS_NOSUID | libc::MS_NODEV;
-    mount("devpts", "/dev/pts", "devpts", libc::MS_NOSUID | libc::MS_NOEXEC, "mode=0620,ptmxmode=0666")?;
+    mount(
+        "devpts",
+        "/dev/pts",
+        "devpts",
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        "mode=0620,ptmxmode=0666",
+    )?;
     mount("shm", "/dev/shm", "tmpfs", nodev, "mode=1777")?;
     mount("run", "/run", "tmpfs", nodev, "mode=0755")?;
     mount("tmp", "/tmp", "tmpfs", nodev, "mode=1777")?;
@@ -235,7 +316,11 @@ impl Channel {
                             .open(&dev)
                             .map_err(|e| format!("open {}: {e}", dev.display()))?;
                         set_cloexec(file.as_raw_fd());
-                        return Ok(Self { file, buf: FrameBuffer::new(), eof: false });
+                        return Ok(Self {
+                            file,
+                            buf: FrameBuffer::new(),
+                            eof: false,
+                        });
                     }
                 }
             }
@@ -248,7 +333,9 @@ impl Channel {
 
     fn send(&mut self, m: &Message) -> Result<()> {
         let bytes = m.encode().map_err(|e| e.to_string())?;
-        self.file.write_all(&bytes).map_err(|e| format!("channel write: {e}"))
+        self.file
+            .write_all(&bytes)
+            .map_err(|e| format!("channel write: {e}"))
     }
 
     /// Read once from the port (blocking) and feed the frame buffer.
@@ -291,7 +378,11 @@ impl Channel {
     fn handshake(&mut self) -> Result<Launch> {
         loop {
             match self.recv()? {
-                Message::Hello { min_version, max_version, .. } => {
+                Message::Hello {
+                    min_version,
+                    max_version,
+                    ..
+                } => {
                     if min_version > PROTOCOL_VERSION || max_version < PROTOCOL_VERSION {
                         return Err(format!(
                             "host speaks protocol {min_version}..={max_version}, guest {PROTOCOL_VERSION}"
@@ -300,7 +391,10 @@ impl Channel {
                 }
                 Message::Launch(l) => return Ok(l),
                 Message::Shutdown => power_off(0),
-                other => log(&format!("ignoring {:?} before launch", other.message_type())),
+                other => log(&format!(
+                    "ignoring {:?} before launch",
+                    other.message_type()
+                )),
             }
         }
     }
@@ -326,7 +420,11 @@ impl Channel {
 }
 
 fn poll_in(fd: RawFd, timeout: Duration) -> bool {
-    let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
     let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
     unsafe { libc::poll(&mut p, 1, ms) > 0 }
 }
@@ -342,11 +440,16 @@ fn set_cloexec(fd: RawFd) {
 
 /// `user` → (uid, gid, home) using the image's /etc/passwd and /etc/group.
 fn resolve_user(user: &str) -> Result<(u32, u32, String)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    resolve_user_in(user, &passwd, &group)
+}
+
+fn resolve_user_in(user: &str, passwd: &str, group: &str) -> Result<(u32, u32, String)> {
     let (u, g) = match user.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (user, None),
     };
-    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
     let entry = |pred: &dyn Fn(&[&str]) -> bool| {
         passwd
             .lines()
@@ -368,8 +471,7 @@ fn resolve_user(user: &str) -> Result<(u32, u32, String)> {
     if let Some(g) = g {
         gid = match g.parse::<u32>() {
             Ok(n) => n,
-            Err(_) => std::fs::read_to_string("/etc/group")
-                .unwrap_or_default()
+            Err(_) => group
                 .lines()
                 .map(|l| l.split(':').collect::<Vec<_>>())
                 .find(|f| f.len() >= 3 && f[0] == g)
@@ -426,7 +528,11 @@ fn supervise(chan: &mut Channel, launch: &Launch, init_started_us: u64) -> Resul
     if !has(&env, "HOME") {
         env.push(("HOME".into(), home));
     }
-    let cwd = if launch.cwd.is_empty() { "/" } else { &launch.cwd };
+    let cwd = if launch.cwd.is_empty() {
+        "/"
+    } else {
+        &launch.cwd
+    };
     let mut cmd = Command::new(&launch.argv[0]);
     cmd.args(&launch.argv[1..])
         .env_clear()
@@ -448,8 +554,13 @@ fn supervise(chan: &mut Channel, launch: &Launch, init_started_us: u64) -> Resul
         Ok(c) => c,
         Err(e) => {
             let msg = format!("vt-init: cannot start {:?}: {e}\n", launch.argv[0]);
-            chan.send(&Message::Log { stream: Stream::Stderr, data: msg.into_bytes() })?;
-            chan.send(&Message::Exited { status: ExitStatus::Code(127) })?;
+            chan.send(&Message::Log {
+                stream: Stream::Stderr,
+                data: msg.into_bytes(),
+            })?;
+            chan.send(&Message::Exited {
+                status: ExitStatus::Code(127),
+            })?;
             chan.await_shutdown(Duration::from_secs(2));
             return Ok(());
         }
@@ -470,7 +581,11 @@ fn supervise(chan: &mut Channel, launch: &Launch, init_started_us: u64) -> Resul
         if status.is_some() && outs.iter().all(Option::is_none) {
             break;
         }
-        let mut fds = vec![libc::pollfd { fd: sigfd.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
+        let mut fds = vec![libc::pollfd {
+            fd: sigfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
         fds.push(libc::pollfd {
             fd: if chan.eof { -1 } else { chan.file.as_raw_fd() },
             events: libc::POLLIN,
@@ -495,17 +610,24 @@ fn supervise(chan: &mut Channel, launch: &Launch, init_started_us: u64) -> Resul
             if fds[2 + i].revents == 0 {
                 continue;
             }
-            let Some((fd, stream)) = slot.as_ref() else { continue };
+            let Some((fd, stream)) = slot.as_ref() else {
+                continue;
+            };
             let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
             if n > 0 {
-                chan.send(&Message::Log { stream: *stream, data: buf[..n as usize].to_vec() })?;
+                chan.send(&Message::Log {
+                    stream: *stream,
+                    data: buf[..n as usize].to_vec(),
+                })?;
             } else if n == 0 || errno().raw_os_error() != Some(libc::EINTR) {
                 *slot = None;
             }
         }
         if fds[0].revents != 0 {
             let mut info = [0u8; 128];
-            while unsafe { libc::read(sigfd.as_raw_fd(), info.as_mut_ptr().cast(), info.len()) } > 0 {}
+            while unsafe { libc::read(sigfd.as_raw_fd(), info.as_mut_ptr().cast(), info.len()) } > 0
+            {
+            }
             loop {
                 let mut st = 0;
                 let p = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) };
@@ -531,16 +653,19 @@ fn supervise(chan: &mut Channel, launch: &Launch, init_started_us: u64) -> Resul
                         unsafe { libc::kill(-1, libc::SIGKILL) };
                         power_off(0);
                     }
-                    Message::ExecStart { id, .. } => {
-                        chan.send(&Message::ExecExit { id, status: ExitStatus::Code(127) })?
-                    }
+                    Message::ExecStart { id, .. } => chan.send(&Message::ExecExit {
+                        id,
+                        status: ExitStatus::Code(127),
+                    })?,
                     other => log(&format!("ignoring {:?}", other.message_type())),
                 }
             }
         }
     }
     std::mem::forget(child); // reaped above
-    chan.send(&Message::Exited { status: status.unwrap_or(ExitStatus::Code(255)) })?;
+    chan.send(&Message::Exited {
+        status: status.unwrap_or(ExitStatus::Code(255)),
+    })?;
     chan.await_shutdown(Duration::from_secs(2));
     Ok(())
 }
@@ -548,7 +673,10 @@ fn supervise(chan: &mut Channel, launch: &Launch, init_started_us: u64) -> Resul
 // ---------------------------------------------------------------------------------------------
 
 fn boottime_us() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
     ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
 }
@@ -561,4 +689,26 @@ fn power_off(code: i32) -> ! {
         }
     }
     std::process::exit(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::resolve_user_in;
+
+    const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n";
+    const GROUP: &str = "root:x:0:\nstaff:x:50:\n";
+
+    #[test]
+    fn users() {
+        let r = |u| resolve_user_in(u, PASSWD, GROUP);
+        assert_eq!(r("").unwrap(), (0, 0, "/root".into()));
+        assert_eq!(r("root").unwrap(), (0, 0, "/root".into()));
+        assert_eq!(r("app").unwrap(), (1000, 1001, "/home/app".into()));
+        assert_eq!(r("1000").unwrap(), (1000, 1001, "/home/app".into()));
+        assert_eq!(r("4242").unwrap(), (4242, 4242, "/".into()));
+        assert_eq!(r("4242:7").unwrap(), (4242, 7, "/".into()));
+        assert_eq!(r("app:staff").unwrap(), (1000, 50, "/home/app".into()));
+        assert!(r("ghost").is_err());
+        assert!(r("app:nogroup").is_err());
+    }
 }

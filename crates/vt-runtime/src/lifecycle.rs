@@ -25,7 +25,9 @@ pub enum State {
     /// The entrypoint ended or a stop was requested; the VM is powering off.
     Stopping,
     /// Ended normally: the entrypoint's exit status when it was reported.
-    Stopped { exit: Option<ExitStatus> },
+    Stopped {
+        exit: Option<ExitStatus>,
+    },
     /// Ended abnormally, with a reason a user can act on.
     Failed {
         reason: String,

@@ -85,6 +85,10 @@ fn runtime(dir: &Path) -> QemuRuntime {
 }
 
 fn launch(argv: &[&str]) -> Launch {
+    launch_as("root", argv)
+}
+
+fn launch_as(user: &str, argv: &[&str]) -> Launch {
     Launch {
         argv: argv.iter().map(|s| s.to_string()).collect(),
         env: vec![
@@ -92,7 +96,7 @@ fn launch(argv: &[&str]) -> Launch {
             ("VT_INSTANCE_ID".into(), "i-1".into()),
         ],
         cwd: "/".into(),
-        user: "root".into(),
+        user: user.into(),
         hostname: "guest".into(),
     }
 }
@@ -112,11 +116,14 @@ async fn busybox_command_output_and_exit_code_come_back() {
         "i-1",
         disk,
         tmp.path().join("vm"),
-        launch(&[
-            "/bin/sh",
-            "-c",
-            "echo hello from the guest; echo \"app=$VT_APP host=$(cat /proc/sys/kernel/hostname)\"; echo oops >&2; exit 7",
-        ]),
+        launch_as(
+            "nobody",
+            &[
+                "/bin/sh",
+                "-c",
+                "echo hello from the guest; echo \"app=$VT_APP host=$(cat /proc/sys/kernel/hostname) uid=$(id -u)\"; echo oops >&2; exit 7",
+            ],
+        ),
     );
     let started = Instant::now();
     let mut vm = rt.start(spec).await.unwrap();
@@ -156,7 +163,7 @@ async fn busybox_command_output_and_exit_code_come_back() {
     );
     assert_eq!(
         String::from_utf8_lossy(&stdout),
-        "hello from the guest\napp=test host=guest\n"
+        "hello from the guest\napp=test host=guest uid=65534\n"
     );
     assert_eq!(String::from_utf8_lossy(&stderr), "oops\n");
     let names: Vec<&str> = states.iter().map(State::name).collect();
@@ -242,5 +249,64 @@ async fn signal_stops_a_running_entrypoint_and_missing_program_is_127() {
         State::Stopped {
             exit: Some(ExitStatus::Code(127))
         }
+    );
+}
+
+/// Boot benchmark: our full path (scratch disk, modules, disks, overlay, channel handshake)
+/// to the entrypoint against a bare boot of the same kernel (no devices, init powers off at
+/// once), alternating. `cargo test -p vt-runtime --test qemu_boot boot_benchmark -- --ignored
+/// --nocapture` (VT_BENCH_RUNS, default 5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn boot_benchmark() {
+    let Some(dir) = guest_dir() else { return };
+    let runs: usize = std::env::var("VT_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let tmp = tempfile::tempdir().unwrap();
+    let disk = tokio::task::spawn_blocking({
+        let t = tmp.path().to_owned();
+        move || busybox_root_disk(&t)
+    })
+    .await
+    .unwrap();
+    let rt = runtime(&dir);
+    let accel = rt.accel().await;
+    let (mut ours, mut bare, mut init) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..runs {
+        let b = vt_runtime::qemu::bare_boot(rt.config(), accel, Duration::from_secs(120))
+            .await
+            .unwrap();
+        bare.push(b);
+        let spec = InstanceSpec::new(
+            &format!("b-{i}"),
+            disk.clone(),
+            tmp.path().join(format!("b-{i}")),
+            launch(&["/bin/sh", "-c", "true"]),
+        );
+        let vm = rt.start(spec).await.unwrap();
+        let out = vm.wait().await;
+        assert_eq!(
+            out.state,
+            State::Stopped {
+                exit: Some(ExitStatus::Code(0))
+            }
+        );
+        let t = out.timings;
+        ours.push(t.boot_to_entrypoint().unwrap());
+        init.push(Duration::from_micros(
+            t.guest_entrypoint_started_us.unwrap() - t.guest_init_started_us.unwrap(),
+        ));
+    }
+    let med = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let (o, b, i) = (med(&mut ours), med(&mut bare), med(&mut init));
+    println!(
+        "boot benchmark ({runs} runs, accel {accel:?}, medians): vmm spawn → entrypoint {o:?}; \
+         bare boot (spawn → power-off) {b:?}; ratio {:.2}; guest init start → entrypoint {i:?}",
+        o.as_secs_f64() / b.as_secs_f64()
     );
 }
