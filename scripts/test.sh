@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run every test of the workspace, against real dependencies:
-# PostgreSQL (a throwaway cluster on 127.0.0.1), e2fsprogs, busybox-static, skopeo.
+# PostgreSQL (a throwaway cluster on 127.0.0.1), e2fsprogs, busybox-static, skopeo,
+# and real microVMs: QEMU with Debian's cloud kernel and our initramfs (scripts/guest-kernel.sh).
 #
 #   scripts/test.sh [extra `cargo test` args...]
 #
@@ -12,6 +13,9 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 ensure_packages build-essential pkg-config e2fsprogs busybox-static skopeo postgresql
 cargo_on_path
+
+# The guest kernel, vmlinux and the initramfs with a freshly built vt-init.
+scripts/guest-kernel.sh
 
 eval "$(scripts/test-postgres.sh start)"
 trap 'scripts/test-postgres.sh stop' EXIT
