@@ -11,10 +11,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use vt_events::{Capacity, Envelope, InstanceStatus};
-use vt_views::NodeView;
 
 pub use vt_events::RouteProtocol;
-pub use vt_views::{AppView, DeployView, EnvView, InstanceView, OrgView, ReleaseView, RouteView, ScaleView};
+pub use vt_views::{AppView, DeployView, EnvView, InstanceView, NodeView, OrgView, ReleaseView, RouteView, ScaleView};
 
 /// Header carrying the client's idempotency key on mutations.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -251,4 +250,34 @@ pub struct EnvDescription {
     pub env: EnvView,
     pub current_deploy: Option<DeployView>,
     pub processes: Vec<ProcessState>,
+}
+
+/// A process type of an env that the scheduler cannot fully place.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct UnplaceableProcess {
+    pub org_id: String,
+    pub env_id: String,
+    pub process: String,
+    /// Instances of the desired release wanted, and how many exist or were placed.
+    pub wanted: u32,
+    pub placed: u32,
+    /// What is short and where, e.g. "needs 512 MiB memory; largest free is 256 MiB on node-2".
+    pub reason: String,
+    /// What could be stopped (or added) to make room.
+    pub hint: String,
+}
+
+/// `GET /v1/system/scheduler`: the scheduler reconciler's last activation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SchedulerStatus {
+    pub runs: u64,
+    pub last_run_at: Option<DateTime<Utc>>,
+    /// The error of the last activation, if it failed (it retries on the next).
+    pub last_error: Option<String>,
+    /// Instances allocated and stopped by the last activation that wrote something.
+    pub last_allocated: u32,
+    pub last_stopped: u32,
+    pub unplaceable: Vec<UnplaceableProcess>,
+    pub heartbeat_timeout_secs: u64,
+    pub cpu_oversubscription: f64,
 }

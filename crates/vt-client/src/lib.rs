@@ -402,6 +402,33 @@ impl Client {
     pub async fn node_get(&self, node: &str) -> Result<NodeInfo> {
         self.get(&format!("/nodes/{}", seg(node))).await
     }
+    /// Register (or re-register) a node by name; a node agent calls it at every start.
+    pub async fn node_register(&self, req: &RegisterNode, key: &str) -> Result<Committed<NodeView>> {
+        self.mutate(Method::POST, "/nodes", Some(req), key).await
+    }
+    pub async fn node_heartbeat(&self, node: &str, req: &Heartbeat, key: &str) -> Result<Committed<NodeInfo>> {
+        self.mutate(Method::POST, &format!("/nodes/{}/heartbeat", seg(node)), Some(req), key).await
+    }
+    /// Every instance placed on a node, desired and current state.
+    pub async fn node_instances(&self, node: &str) -> Result<List<InstanceView>> {
+        self.get(&format!("/nodes/{}/instances", seg(node))).await
+    }
+    /// A node agent's report of an instance's current status.
+    pub async fn instance_report_status(&self, instance: &str, req: &ReportInstanceStatus, key: &str) -> Result<Committed<InstanceView>> {
+        self.mutate(Method::POST, &format!("/instances/{}/status", seg(instance)), Some(req), key).await
+    }
+    /// An instance's log lines (`<RFC3339> <stream> <text>`): the backlog (its last `tail`
+    /// lines), then with `follow` new lines until the instance ends.
+    pub async fn instance_logs(&self, instance: &str, follow: bool, tail: Option<usize>) -> Result<LogStream> {
+        let mut path = format!("/instances/{}/logs?follow={follow}", seg(instance));
+        if let Some(n) = tail {
+            path.push_str(&format!("&tail={n}"));
+        }
+        let url = self.url(&path);
+        let timeout = if follow { None } else { Some(Duration::from_secs(30)) };
+        let resp = self.send(&url, self.request(Method::GET, &url, timeout)).await?;
+        Ok(LogStream { url, resp, buf: Vec::new() })
+    }
     /// One page of the log: events with `seq > after`, at most `limit`.
     pub async fn events(&self, after: u64, limit: u32) -> Result<EventPage> {
         self.get(&format!("/events?after={after}&limit={limit}"))
@@ -545,6 +572,31 @@ async fn error_response(url: &str, resp: reqwest::Response) -> Error {
     Error::Api {
         status: status.as_u16(),
         body,
+    }
+}
+
+/// The lines of `GET /v1/instances/{id}/logs`.
+pub struct LogStream {
+    url: String,
+    resp: reqwest::Response,
+    buf: Vec<u8>,
+}
+
+impl LogStream {
+    /// The next line (without its newline); `None` at the end of the response.
+    pub async fn next_line(&mut self) -> Option<Result<String>> {
+        loop {
+            if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=i).collect();
+                return Some(Ok(String::from_utf8_lossy(&line[..line.len() - 1]).into_owned()));
+            }
+            match self.resp.chunk().await {
+                Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk),
+                Ok(None) if self.buf.is_empty() => return None,
+                Ok(None) => return Some(Ok(String::from_utf8_lossy(&std::mem::take(&mut self.buf)).into_owned())),
+                Err(e) => return Some(Err(transport(&self.url, e))),
+            }
+        }
     }
 }
 

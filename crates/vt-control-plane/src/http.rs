@@ -25,6 +25,9 @@ use vt_views::NodeView;
 use crate::{app, auth, ApiErr, ApiResult, Committed, ControlPlane, Ctx, IdempotencyKey};
 
 mod routes_api;
+mod routes_sched;
+mod routes_agent;
+pub use routes_agent::agent_log_path;
 
 tokio::task_local! {
     static REQUEST_ID: RequestId;
@@ -46,6 +49,7 @@ pub fn router(cp: Arc<ControlPlane>) -> Router {
         .route("/orgs/{org}/apps/{app}/envs/{env}/scale", get(scale_get).put(scale_set))
         .route("/orgs/{org}/apps/{app}/envs/{env}/deploys", post(deploy_create).get(deploy_list))
         .route("/orgs/{org}/apps/{app}/envs/{env}/deploys/{deploy}", get(deploy_get))
+        .route("/orgs/{org}/apps/{app}/envs/{env}/rollback", post(routes_sched::env_rollback))
         .route("/orgs/{org}/apps/{app}/envs/{env}/instances", get(instance_list))
         .route("/orgs/{org}/apps/{app}/envs/{env}/routes", post(routes_api::route_create).get(routes_api::route_list))
         .route("/orgs/{org}/apps/{app}/envs/{env}/routes/{route}", get(routes_api::route_get).delete(routes_api::route_delete))
@@ -54,12 +58,15 @@ pub fn router(cp: Arc<ControlPlane>) -> Router {
         .route("/orgs/{org}/apps/{app}/releases/{release}", get(release_get))
         .route("/instances/{instance}", get(instance_get))
         .route("/instances/{instance}/status", post(instance_report_status))
+        .route("/instances/{instance}/logs", get(routes_agent::instance_logs))
         .route("/nodes", post(node_register).get(node_list))
         .route("/nodes/{node}", get(node_get))
         .route("/nodes/{node}/heartbeat", post(node_heartbeat))
+        .route("/nodes/{node}/instances", get(routes_agent::node_instances))
         .route("/events", get(event_list))
         .route("/tokens", post(token_create))
         .route("/system/status", get(system_status))
+        .route("/system/scheduler", get(routes_sched::system_scheduler))
         .route("/system/rebuild-views", post(system_rebuild_views))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(cp.clone(), context));
@@ -555,7 +562,9 @@ async fn system_rebuild_views(State(cp): Cp, ctx: Ctx) -> ApiResult<Response> {
         scale_get, scale_set, deploy_create, deploy_list, deploy_get, instance_list, release_create, release_list, release_get,
         instance_get, instance_report_status, node_register, node_list, node_get, node_heartbeat, event_list, token_create,
         system_status, system_rebuild_views,
-        routes_api::route_create, routes_api::route_list, routes_api::route_get, routes_api::route_delete, routes_api::route_list_all
+        routes_api::route_create, routes_api::route_list, routes_api::route_get, routes_api::route_delete, routes_api::route_list_all,
+        routes_agent::node_instances, routes_agent::instance_logs,
+        routes_sched::env_rollback, routes_sched::system_scheduler
     ),
     modifiers(&BearerAuth)
 )]

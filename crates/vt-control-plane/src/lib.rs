@@ -27,6 +27,7 @@ pub mod error;
 pub mod http;
 pub mod rebuild;
 pub mod registry;
+pub mod scheduler;
 pub mod server;
 mod validate;
 
@@ -42,6 +43,8 @@ pub struct ControlPlane {
     pub data_dir: Option<PathBuf>,
     /// The TCP route port range and the metrics of an ingress running beside it.
     pub ingress: app::routes::IngressSettings,
+    /// The scheduler reconciler's settings and status (`scheduler.rs`).
+    pub scheduler: scheduler::Scheduler,
 }
 
 impl ControlPlane {
@@ -49,7 +52,9 @@ impl ControlPlane {
     pub fn start(store: Arc<dyn Store>, data_dir: Option<PathBuf>) -> Arc<Self> {
         let projector = Projector::new(store.clone());
         tokio::spawn(projector.clone().run(Duration::from_millis(250)));
-        Arc::new(ControlPlane { store, projector, data_dir, ingress: Default::default() })
+        let cp = Arc::new(ControlPlane { store, projector, data_dir, ingress: Default::default(), scheduler: Default::default() });
+        tokio::spawn(scheduler::run(Arc::downgrade(&cp)));
+        cp
     }
 
     /// Wait until views reflect everything committed so far (for commands that

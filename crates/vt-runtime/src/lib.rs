@@ -115,6 +115,10 @@ pub struct Vm {
     control: mpsc::Sender<Control>,
     state: watch::Receiver<State>,
     task: JoinHandle<Outcome>,
+    /// The VMM's process id once it is spawned (0 before).
+    pid: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    /// The boot timings so far (updated at each state change).
+    timings: std::sync::Arc<std::sync::Mutex<BootTimings>>,
 }
 
 impl Vm {
@@ -125,6 +129,19 @@ impl Vm {
 
     pub fn state(&self) -> State {
         self.state.borrow().clone()
+    }
+
+    /// The boot timings measured so far (complete once the state is `Running`).
+    pub fn timings(&self) -> BootTimings {
+        self.timings.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+
+    /// The VMM's process id, once spawned (a node agent records it to adopt the VM later).
+    pub fn vmm_pid(&self) -> Option<u32> {
+        match self.pid.load(std::sync::atomic::Ordering::SeqCst) {
+            0 => None,
+            p => Some(p),
+        }
     }
 
     /// Send a control request (ignored once the instance has ended).

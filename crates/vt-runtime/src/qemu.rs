@@ -162,7 +162,11 @@ impl Runtime for QemuRuntime {
             let (ctl_tx, ctl_rx) = mpsc::channel(16);
             let (st_tx, st_rx) = watch::channel(State::Allocated);
             let id = spec.id.clone();
+            let pid = Arc::new(std::sync::atomic::AtomicU32::new(0));
+            let timings = Arc::new(std::sync::Mutex::new(BootTimings::default()));
             let driver = Driver {
+                pid: pid.clone(),
+                shared_timings: timings.clone(),
                 cfg: self.cfg.clone(),
                 accel,
                 tsc_khz,
@@ -180,6 +184,8 @@ impl Runtime for QemuRuntime {
                 control: ctl_tx,
                 state: st_rx,
                 task,
+                pid,
+                timings,
             })
         })
     }
@@ -318,6 +324,8 @@ fn tempdir_in_tmp(prefix: &str) -> std::io::Result<PathBuf> {
 }
 
 struct Driver {
+    pid: Arc<std::sync::atomic::AtomicU32>,
+    shared_timings: Arc<std::sync::Mutex<BootTimings>>,
     cfg: QemuConfig,
     accel: Accel,
     tsc_khz: Option<u64>,
@@ -338,6 +346,9 @@ enum Pending {
 impl Driver {
     async fn set(&mut self, next: State) {
         if self.state.advance(next.clone()).is_ok() {
+            if let Ok(mut t) = self.shared_timings.lock() {
+                *t = self.timings.clone();
+            }
             let _ = self.state_tx.send(next.clone());
             let _ = self.events.send(VmEvent::State(next)).await;
         }
@@ -367,7 +378,10 @@ impl Driver {
         self.timings.prepared = Some(self.t0.elapsed());
         self.set(State::Booting).await;
         let child = match self.spawn() {
-            Ok(c) => c,
+            Ok(c) => {
+                self.pid.store(c.id().unwrap_or(0), std::sync::atomic::Ordering::SeqCst);
+                c
+            }
             Err(e) => {
                 self.fail(e, None).await;
                 return self.outcome(None);

@@ -280,8 +280,9 @@ macro_rules! store_impl {
                 let (_guard, mut tx) = Self::begin_write(pool, write).await?;
                 let head: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM events").fetch_one(&mut *tx).await?;
                 let mut seq = to_u64(head, "seq")?;
-                // Aggregate versions read or written in this transaction.
-                let mut versions: HashMap<(AggregateType, String), u64> = HashMap::new();
+                // Aggregate versions read or written in this transaction, all
+                // read up front in a few queries rather than one per event.
+                let mut versions = Self::versions_of(&mut tx, requests).await?;
                 let mut results = Vec::with_capacity(requests.len());
                 for req in requests {
                     match Self::validate(&mut tx, req, &mut versions).await {
@@ -298,6 +299,34 @@ macro_rules! store_impl {
                 }
                 tx.commit().await?;
                 Ok(results)
+            }
+
+            /// Current versions of every aggregate a group touches (0 for new ones).
+            async fn versions_of(tx: &mut sqlx::Transaction<'_, $db>, requests: &[AppendRequest]) -> Result<HashMap<(AggregateType, String), u64>, StoreError> {
+                let mut keys: Vec<(AggregateType, String)> = requests
+                    .iter()
+                    .flat_map(|r| r.events.iter().map(|e| e.event.aggregate()).chain(r.expectations.iter().map(|x| (x.aggregate_type, x.aggregate_id.clone()))))
+                    .collect();
+                keys.sort();
+                keys.dedup();
+                let mut versions: HashMap<(AggregateType, String), u64> = keys.iter().cloned().map(|k| (k, 0)).collect();
+                for chunk in keys.chunks(200) {
+                    let tuples: Vec<String> = (0..chunk.len()).map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2)).collect();
+                    let sql = format!(
+                        "SELECT aggregate_type, aggregate_id, MAX(aggregate_version) AS version FROM events WHERE (aggregate_type, aggregate_id) IN ({}) GROUP BY aggregate_type, aggregate_id",
+                        tuples.join(", ")
+                    );
+                    let mut q = sqlx::query(&sql);
+                    for (t, id) in chunk {
+                        q = q.bind(t.as_str()).bind(id);
+                    }
+                    for row in q.fetch_all(&mut **tx).await? {
+                        let t: String = row.try_get("aggregate_type")?;
+                        let t = AggregateType::parse(&t).ok_or_else(|| StoreError::Corrupt(format!("aggregate type `{t}`")))?;
+                        versions.insert((t, row.try_get("aggregate_id")?), to_u64(row.try_get("version")?, "aggregate version")?);
+                    }
+                }
+                Ok(versions)
             }
 
             async fn version(tx: &mut sqlx::Transaction<'_, $db>, versions: &mut HashMap<(AggregateType, String), u64>, key: &(AggregateType, String)) -> Result<u64, StoreError> {

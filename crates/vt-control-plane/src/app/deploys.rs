@@ -37,13 +37,36 @@ impl ControlPlane {
             return Err(ApiErr::invalid("release_id", format!("`release_id` must be a release id (`rel_...`); got {:?}", req.release_id)));
         }
         let release = self.release(app, &req.release_id).await.map_err(|e| e.field("release_id"))?;
-        let manifest = manifest_of(&release)?;
         self.fresh().await?;
         let env: EnvView = self.view(&env.id.to_string()).await?.ok_or_else(|| ApiErr::not_found("env vanished"))?;
+        self.deploy_release(ctx, &env, release, DeployKind::Deploy).await
+    }
+
+    /// Return an env to its previous release: the newest release in its deploy
+    /// history other than the desired one. A deploy of kind `rollback`.
+    pub async fn rollback(&self, ctx: &Ctx, app: &AppView, env: &EnvView) -> ApiResult<Plan<DeployView>> {
+        if !ctx.caller.is_admin() {
+            return Err(ApiErr::forbidden("this needs an admin token"));
+        }
+        self.fresh().await?;
+        let env: EnvView = self.view(&env.id.to_string()).await?.ok_or_else(|| ApiErr::not_found("env vanished"))?;
+        let Some(current) = env.desired_release_id else {
+            return Err(ApiErr::conflict(format!("env `{}` has no deploy yet: nothing to roll back", env.name)));
+        };
+        let previous = self.list_deploys(&env).await?.into_iter().map(|d| d.release_id).find(|r| *r != current).ok_or_else(|| {
+            ApiErr::conflict(format!("env `{}` has no previous release: every deploy in its history is {current}; deploy another release with `vt deploy`", env.name))
+        })?;
+        let release = self.release(app, &previous.to_string()).await?;
+        self.deploy_release(ctx, &env, release, DeployKind::Rollback).await
+    }
+
+    /// The deploy plan for a release onto an env read fresh from the views.
+    async fn deploy_release(&self, ctx: &Ctx, env: &EnvView, release: ReleaseView, kind: DeployKind) -> ApiResult<Plan<DeployView>> {
+        let manifest = manifest_of(&release)?;
+        let env = env.clone();
         let pin = self.env_pin(&env).await?;
         let id = DeployId::new();
         let now = ctx.now();
-        let kind = DeployKind::Deploy;
         let view = DeployView {
             id,
             org_id: env.org_id,
@@ -169,6 +192,8 @@ impl ControlPlane {
         let mut names: BTreeSet<String> = scales.keys().cloned().collect();
         names.extend(manifest.iter().flat_map(|m| m.processes.keys().cloned()));
         names.extend(instances.iter().map(|i| i.process.clone()));
+        // Planned from the same views (not the last activation's result), so describe is deterministic.
+        let unplaceable = if env.desired_release_id.is_some() { self.unplaceable_now().await? } else { vec![] };
         let mut processes = vec![];
         for process in names {
             let desired = scales.get(&process).copied().unwrap_or(0);
@@ -196,6 +221,9 @@ impl ControlPlane {
             }
             if (live.len() as u32) > desired {
                 differences.push(format!("{} instance(s) more than desired are still running; they are to be stopped", live.len() as u32 - desired));
+            }
+            if let Some(u) = unplaceable.iter().find(|u| u.env_id == env.id.to_string() && u.process == process) {
+                differences.push(format!("cannot place {} more: {}; {}", u.wanted.saturating_sub(u.placed), u.reason, u.hint));
             }
             for i in mine.iter().filter(|i| i.status == InstanceStatus::Failed) {
                 differences.push(format!("instance {} failed: {}", i.id, i.reason.as_deref().unwrap_or("no reason reported")));

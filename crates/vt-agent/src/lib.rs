@@ -1,0 +1,601 @@
+//! The node agent: registers its node, follows the instances the control plane
+//! placed on it, boots them as microVMs (vt-runtime) and reports every
+//! transition back. See `docs/agent.md`.
+//!
+//! * State on disk: `<data-dir>/agent/instances/<id>.json` ([`state::InstanceRecord`]),
+//!   written atomically at each transition. A restarted agent adopts a VM whose
+//!   process is still alive (never starts a second one) and finishes half-done
+//!   transitions (a record stuck in `preparing`/`booting` without a live VM is booted again).
+//! * Logs: `<data-dir>/agent/logs/<id>.log` (+ `.log.1`), see [`logs`].
+//! * [`Agent::reconcile`] takes no input but state (the control plane's view of
+//!   this node's instances, the records on disk, the supervisors in this process)
+//!   and is idempotent: running it twice in a row does nothing the second time.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, OnceCell};
+use tokio::task::JoinSet;
+use vt_api::{Heartbeat, InstanceView, RegisterNode, ReportInstanceStatus};
+use vt_client::Client;
+use vt_events::{Capacity, DesiredState};
+use vt_image::{Digest, ImageStore, RegistrySource, StoreOptions};
+use vt_runtime::qemu::{QemuConfig, QemuRuntime};
+use vt_runtime::{Control, ExitStatus, InstanceSpec, Runtime, State, VmEvent};
+
+pub mod logs;
+pub mod state;
+
+use state::{InstanceRecord, Phase, PhaseTimings, StateDir};
+
+/// How the agent is set up.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The control plane's root URL (`http://127.0.0.1:7411`).
+    pub server: String,
+    /// A token with the `node` (or `admin`) role.
+    pub token: Option<String>,
+    /// The node's name (unique in the cluster).
+    pub node_name: String,
+    /// The agent keeps everything under `<data_dir>/agent/` (and images under `<data_dir>/agent/images`).
+    pub data_dir: PathBuf,
+    /// The VMM's settings: kernel, initramfs, accelerator.
+    pub qemu: QemuConfig,
+    /// How often the desired instances are fetched.
+    pub poll_interval: Duration,
+    pub heartbeat_interval: Duration,
+    /// Memory kept for the host, subtracted from MemTotal.
+    pub reserve_memory_mib: u32,
+    /// Stop: SIGTERM to the entrypoint, power off after this long, then kill.
+    pub stop_grace: Duration,
+    /// Rotate an instance's log file past this size (two files are kept).
+    pub log_max_bytes: u64,
+    /// Writable scratch disk per instance.
+    pub scratch_size: u64,
+}
+
+impl AgentConfig {
+    /// Defaults: the guest kernel from `VT_GUEST_DIR` (default `/var/cache/vt/guest`), the
+    /// accelerator from `VT_QEMU_ACCEL` (default tcg), 1 s polling, 5 s heartbeats.
+    pub fn new(server: &str, token: Option<String>, node_name: &str, data_dir: PathBuf) -> Self {
+        let guest = PathBuf::from(std::env::var("VT_GUEST_DIR").unwrap_or_else(|_| "/var/cache/vt/guest".into()));
+        let mut qemu = QemuConfig::from_guest_dir(&guest);
+        if let Some(a) = std::env::var("VT_QEMU_ACCEL").ok().and_then(|a| a.parse().ok()) {
+            qemu.accel = a;
+        }
+        AgentConfig {
+            server: server.to_owned(),
+            token,
+            node_name: node_name.to_owned(),
+            data_dir,
+            qemu,
+            poll_interval: Duration::from_secs(1),
+            heartbeat_interval: Duration::from_secs(5),
+            reserve_memory_mib: 512,
+            stop_grace: Duration::from_secs(10),
+            log_max_bytes: 8 << 20,
+            scratch_size: 256 << 20,
+        }
+    }
+
+    pub fn agent_dir(&self) -> PathBuf {
+        self.data_dir.join("agent")
+    }
+    pub fn log_dir(&self) -> PathBuf {
+        self.agent_dir().join("logs")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("control plane: {0}")]
+    Client(#[from] vt_client::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// The node's capacity from `/proc`: all CPUs, MemTotal minus `reserve_mib`.
+pub fn node_capacity(reserve_mib: u32) -> Capacity {
+    let cpus = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
+    let mem_kib: u64 = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().find(|l| l.starts_with("MemTotal:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(1 << 20);
+    let mem_mib = (mem_kib / 1024) as u32;
+    Capacity { cpu_millis: cpus * 1000, memory_mib: mem_mib.saturating_sub(reserve_mib).max(64) }
+}
+
+/// A supervisor running in this process for one instance.
+struct Supervised {
+    stop: mpsc::Sender<()>,
+    stop_sent: bool,
+}
+
+pub struct Agent {
+    cfg: AgentConfig,
+    client: Client,
+    states: StateDir,
+    runtime: Arc<QemuRuntime>,
+    images: OnceCell<Arc<ImageStore>>,
+    node: OnceCell<String>,
+    supervised: Mutex<HashMap<String, Supervised>>,
+    keys: AtomicU64,
+}
+
+impl Agent {
+    pub fn new(cfg: AgentConfig) -> Result<Arc<Self>, AgentError> {
+        let states = StateDir::open(cfg.agent_dir().join("instances"))?;
+        std::fs::create_dir_all(cfg.log_dir())?;
+        let runtime = QemuRuntime::new(cfg.qemu.clone()).map_err(|e| AgentError::Other(e.to_string()))?;
+        let client = Client::new(&cfg.server, cfg.token.clone()).with_retries(4, Duration::from_millis(250));
+        Ok(Arc::new(Agent {
+            cfg,
+            client,
+            states,
+            runtime: Arc::new(runtime),
+            images: OnceCell::new(),
+            node: OnceCell::new(),
+            supervised: Mutex::new(HashMap::new()),
+            keys: AtomicU64::new(0),
+        }))
+    }
+
+    pub fn config(&self) -> &AgentConfig {
+        &self.cfg
+    }
+
+    /// The records on disk (one per instance this node ever ran).
+    pub fn records(&self) -> Vec<InstanceRecord> {
+        self.states.list()
+    }
+
+    fn key(&self, what: &str) -> String {
+        let n = self.keys.fetch_add(1, Ordering::SeqCst);
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+        format!("agent-{}-{what}-{t}-{n}", self.cfg.node_name)
+    }
+
+    async fn images(&self) -> Result<Arc<ImageStore>, String> {
+        let dir = self.cfg.agent_dir().join("images");
+        self.images
+            .get_or_try_init(|| async move {
+                tokio::task::spawn_blocking(move || ImageStore::open(&dir, StoreOptions::default()).map(Arc::new))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| format!("cannot open the image cache: {e}"))
+            })
+            .await
+            .cloned()
+    }
+
+    /// Register the node (repeatable) and remember its id.
+    pub async fn register(&self) -> Result<String, AgentError> {
+        let req = RegisterNode {
+            name: self.cfg.node_name.clone(),
+            capacity: node_capacity(self.cfg.reserve_memory_mib),
+            allocatable: None,
+            labels: Default::default(),
+            address: None,
+        };
+        let node = self.client.node_register(&req, &self.key("register")).await?;
+        let id = node.value.id.to_string();
+        let _ = self.node.set(id.clone());
+        Ok(id)
+    }
+
+    /// Run until the future is dropped: register (retrying), heartbeat, reconcile every
+    /// `poll_interval`. Dropping it stops the supervisors of this process, which kills their
+    /// VMs; a new agent on the same data dir boots them again.
+    pub async fn run(self: Arc<Self>) {
+        let mut tasks = JoinSet::new();
+        loop {
+            match self.register().await {
+                Ok(id) => {
+                    tracing::info!(node = %id, name = %self.cfg.node_name, "node registered");
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot register the node; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+        let hb = self.clone();
+        tasks.spawn(async move {
+            loop {
+                tokio::time::sleep(hb.cfg.heartbeat_interval).await;
+                let node = hb.cfg.node_name.clone();
+                if let Err(e) = hb.client.node_heartbeat(&node, &Heartbeat::default(), &hb.key("hb")).await {
+                    tracing::warn!(error = %e, "heartbeat failed");
+                }
+            }
+        });
+        loop {
+            if let Err(e) = self.reconcile(&mut tasks).await {
+                tracing::warn!(error = %e, "reconcile failed; retrying");
+            }
+            while let Some(r) = tasks.try_join_next() {
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "a supervisor ended abnormally");
+                }
+            }
+            tokio::time::sleep(self.cfg.poll_interval).await;
+        }
+    }
+
+    /// One activation: compare what the control plane wants on this node with what runs
+    /// here and act on the difference. Supervisors are spawned on `tasks`.
+    pub async fn reconcile(self: &Arc<Self>, tasks: &mut JoinSet<()>) -> Result<(), AgentError> {
+        let list = self.client.node_instances(&self.cfg.node_name).await?.items;
+        for inst in list {
+            let id = inst.id.to_string();
+            {
+                let mut sup = self.supervised.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(s) = sup.get_mut(&id) {
+                    if s.stop.is_closed() {
+                        sup.remove(&id);
+                    } else {
+                        if inst.desired_state == DesiredState::Stopped && !s.stop_sent {
+                            s.stop_sent = s.stop.try_send(()).is_ok();
+                        }
+                        continue;
+                    }
+                }
+            }
+            let rec = self.states.load(&id);
+            match rec {
+                Some(rec) if rec.phase.is_terminal() => {
+                    // Finished here; make sure the control plane knows.
+                    if inst.status != rec.phase.status() && !inst.status.is_terminal() {
+                        self.report(&id, rec.phase, rec.reason.clone(), rec.exit_code).await;
+                    }
+                }
+                Some(rec) if rec.vm_pid.is_some_and(|p| state::vm_alive(p, &state::path_str(&rec.work_dir))) => {
+                    tracing::info!(instance = %id, pid = rec.vm_pid, "adopting a VM still running from a previous agent");
+                    self.spawn_adopted(tasks, rec, inst.desired_state);
+                }
+                _ if inst.status.is_terminal() => {}
+                rec if inst.desired_state == DesiredState::Running => {
+                    if let Some(r) = &rec {
+                        tracing::info!(instance = %id, phase = ?r.phase, "finishing a half-done start: booting again");
+                    }
+                    self.spawn_supervisor(tasks, inst);
+                }
+                rec => {
+                    // Desired stopped and nothing runs here.
+                    let mut rec = rec.unwrap_or_else(|| InstanceRecord::new(&id, &inst.release_id.to_string(), self.work_dir(&id)));
+                    rec.phase = Phase::Stopped;
+                    rec.vm_pid = None;
+                    rec.reason = Some("stopped before it was started on this node".into());
+                    self.states.save(&mut rec)?;
+                    self.report(&id, Phase::Stopped, rec.reason.clone(), None).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn work_dir(&self, id: &str) -> PathBuf {
+        self.cfg.agent_dir().join("vms").join(id)
+    }
+
+    fn track(&self, id: &str) -> mpsc::Receiver<()> {
+        let (tx, rx) = mpsc::channel(1);
+        self.supervised.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_owned(), Supervised { stop: tx, stop_sent: false });
+        rx
+    }
+
+    fn spawn_supervisor(self: &Arc<Self>, tasks: &mut JoinSet<()>, inst: InstanceView) {
+        let stop = self.track(&inst.id.to_string());
+        let me = self.clone();
+        tasks.spawn(async move { me.supervise(inst, stop).await });
+    }
+
+    fn spawn_adopted(self: &Arc<Self>, tasks: &mut JoinSet<()>, rec: InstanceRecord, desired: DesiredState) {
+        let mut stop = self.track(&rec.id);
+        let me = self.clone();
+        tasks.spawn(async move {
+            let mut rec = rec;
+            let pid = rec.vm_pid.unwrap_or(0);
+            let needle = state::path_str(&rec.work_dir);
+            // The guest channel does not survive the agent (QEMU does not reconnect), so an
+            // adopted VM is watched through its process only.
+            if rec.phase != Phase::Running && rec.phase != Phase::Stopping {
+                rec.phase = Phase::Running;
+                rec.reason = Some("adopted after an agent restart; its output after the restart is not captured".into());
+                let _ = me.states.save(&mut rec);
+                me.report(&rec.id, Phase::Running, rec.reason.clone(), None).await;
+            }
+            let mut stopping = desired == DesiredState::Stopped;
+            let mut deadline: Option<Instant> = None;
+            loop {
+                if stopping && deadline.is_none() {
+                    rec.phase = Phase::Stopping;
+                    let _ = me.states.save(&mut rec);
+                    me.report(&rec.id, Phase::Stopping, None, None).await;
+                    state::signal(pid, "TERM").await;
+                    deadline = Some(Instant::now() + me.cfg.stop_grace);
+                }
+                if deadline.is_some_and(|d| Instant::now() > d) {
+                    state::signal(pid, "KILL").await;
+                }
+                if !state::vm_alive(pid, &needle) {
+                    break;
+                }
+                tokio::select! {
+                    r = stop.recv(), if !stopping => { if r.is_some() { stopping = true; } }
+                    _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                }
+            }
+            rec.vm_pid = None;
+            let (phase, reason) = if stopping {
+                (Phase::Stopped, "stopped on request (the VM was adopted after an agent restart; its exit status is unknown)".to_string())
+            } else {
+                (Phase::Failed, "the VM ended while the agent was not attached to it (after an agent restart); its exit status is unknown — see its console log".to_string())
+            };
+            rec.phase = phase;
+            rec.reason = Some(reason);
+            let _ = me.states.save(&mut rec);
+            me.report(&rec.id, phase, rec.reason.clone(), None).await;
+        });
+    }
+
+    /// Report a transition; failures are logged (the next reconcile re-reports terminal ones).
+    async fn report(&self, id: &str, phase: Phase, reason: Option<String>, exit_code: Option<i32>) {
+        let req = ReportInstanceStatus { status: phase.status(), reason, exit_code, address: None };
+        match self.client.instance_report_status(id, &req, &self.key("status")).await {
+            Ok(_) => {
+                if let Some(mut rec) = self.states.load(id) {
+                    if rec.phase == phase && rec.reported != Some(phase) {
+                        rec.reported = Some(phase);
+                        let _ = self.states.save(&mut rec);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(instance = id, status = phase.status().as_str(), error = %e, "cannot report the instance status"),
+        }
+    }
+
+    async fn set_phase(&self, rec: &mut InstanceRecord, phase: Phase, reason: Option<String>) {
+        rec.phase = phase;
+        rec.reason = reason.clone();
+        if let Err(e) = self.states.save(rec) {
+            tracing::warn!(instance = %rec.id, error = %e, "cannot write the instance record");
+        }
+        self.report(&rec.id, phase, reason, rec.exit_code).await;
+    }
+
+    async fn fail(&self, rec: &mut InstanceRecord, reason: String) {
+        tracing::warn!(instance = %rec.id, %reason, "instance failed");
+        rec.vm_pid = None;
+        self.set_phase(rec, Phase::Failed, Some(reason)).await;
+    }
+
+    /// Prepare, boot and watch one instance until it ends.
+    async fn supervise(self: Arc<Self>, inst: InstanceView, mut stop: mpsc::Receiver<()>) {
+        let id = inst.id.to_string();
+        let work_dir = self.work_dir(&id);
+        let mut rec = InstanceRecord::new(&id, &inst.release_id.to_string(), work_dir.clone());
+        let t0 = Instant::now();
+        self.set_phase(&mut rec, Phase::Preparing, None).await;
+        let mut log = match logs::LogWriter::open(&self.cfg.log_dir(), &id, self.cfg.log_max_bytes) {
+            Ok(l) => l,
+            Err(e) => return self.fail(&mut rec, format!("cannot open the log file in {}: {e}", self.cfg.log_dir().display())).await,
+        };
+        let spec = match self.prepare(&inst, &mut rec, t0).await {
+            Ok(s) => s,
+            Err(reason) => {
+                let _ = log.note(&format!("failed: {reason}"));
+                let _ = log.close();
+                return self.fail(&mut rec, reason).await;
+            }
+        };
+        // A stop that arrived while preparing: nothing was booted.
+        if stop.try_recv().is_ok() {
+            let _ = log.close();
+            rec.phase = Phase::Stopped;
+            return self.set_phase(&mut rec, Phase::Stopped, Some("stopped on request before it booted".into())).await;
+        }
+        let t_boot = Instant::now();
+        let mut vm = match self.runtime.start(spec).await {
+            Ok(vm) => vm,
+            Err(e) => {
+                let _ = log.close();
+                return self.fail(&mut rec, format!("cannot start the microVM: {e}")).await;
+            }
+        };
+        let mut stop_sent = false;
+        let mut final_state: Option<State> = None;
+        loop {
+            let ev = tokio::select! {
+                ev = vm.next_event() => ev,
+                r = stop.recv(), if !stop_sent => {
+                    if r.is_some() {
+                        stop_sent = true;
+                        let _ = log.note("stop requested");
+                        vm.control(Control::Stop { grace: self.cfg.stop_grace }).await;
+                    }
+                    continue;
+                }
+            };
+            let Some(ev) = ev else { break };
+            if rec.vm_pid.is_none() {
+                if let Some(pid) = vm.vmm_pid() {
+                    rec.vm_pid = Some(pid);
+                    let _ = self.states.save(&mut rec);
+                }
+            }
+            match ev {
+                VmEvent::Log { stream, data } => {
+                    if let Err(e) = log.write(stream, &data) {
+                        tracing::warn!(instance = %id, error = %e, "cannot write the instance log");
+                    }
+                }
+                VmEvent::State(State::Booting) => self.set_phase(&mut rec, Phase::Booting, None).await,
+                VmEvent::State(State::Running) => {
+                    let t = vm.timings();
+                    let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1000.0);
+                    rec.timings.vmm_spawned_ms = ms(t.vmm_spawned).or(rec.timings.vmm_spawned_ms);
+                    rec.timings.kernel_to_init_ms = t.guest_init_started_us.map(|u| u as f64 / 1000.0);
+                    rec.timings.init_to_entrypoint_ms = match (t.guest_init_started_us, t.guest_entrypoint_started_us) {
+                        (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / 1000.0),
+                        _ => None,
+                    };
+                    rec.timings.running_ms = Some(t0.elapsed().as_secs_f64() * 1000.0);
+                    let _ = t_boot;
+                    let reason = format!("boot: {}", rec.timings.summary());
+                    self.set_phase(&mut rec, Phase::Running, Some(reason)).await;
+                }
+                VmEvent::State(State::Stopping) => self.set_phase(&mut rec, Phase::Stopping, None).await,
+                VmEvent::State(s @ (State::Stopped { .. } | State::Failed { .. })) => final_state = Some(s),
+                VmEvent::State(_) => {}
+            }
+        }
+        let outcome = vm.wait().await;
+        let end = final_state.unwrap_or(outcome.state);
+        rec.vm_pid = None;
+        let (phase, reason, code) = describe_end(&end, stop_sent, &id);
+        rec.exit_code = code;
+        let _ = log.note(&format!("{}: {reason}", if phase == Phase::Stopped { "stopped" } else { "failed" }));
+        let _ = log.close();
+        self.set_phase(&mut rec, phase, Some(reason)).await;
+    }
+
+    /// Pull the image, build the root disk and the launch: everything before the VMM.
+    async fn prepare(&self, inst: &InstanceView, rec: &mut InstanceRecord, t0: Instant) -> Result<InstanceSpec, String> {
+        let release = self
+            .client
+            .release_get(&inst.org_id.to_string(), &inst.app_id.to_string(), &inst.release_id.to_string())
+            .await
+            .map_err(|e| format!("cannot read release {}: {e}", inst.release_id))?;
+        let manifest = vt_manifest::from_normalized_json(&release.manifest).map_err(|e| format!("the release manifest does not parse: {e}"))?;
+        let repo = release.image_ref.split_once('@').map(|(r, _)| r.to_owned()).unwrap_or_default();
+        let first = repo.split('/').next().unwrap_or("");
+        if first.contains('.') || first.contains(':') || first == "localhost" {
+            return Err(format!("image {} is in another registry; this node pulls from vt's built-in registry only (push it with `vt image push`)", release.image_ref));
+        }
+        let digest: Digest = release.image_digest.parse().map_err(|e| format!("bad image digest {}: {e}", release.image_digest))?;
+        let images = self.images().await?;
+        let base = self.cfg.server.clone();
+        let token = self.cfg.token.clone();
+        let repo2 = repo.clone();
+        let disk = tokio::task::spawn_blocking(move || {
+            let src = RegistrySource::new(&base, &repo2, token)?;
+            images.ensure_rootdisk(&src, &digest)
+        })
+        .await
+        .map_err(|e| format!("image pull task: {e}"))?
+        .map_err(|e| format!("cannot pull image {}@{}: {e}", repo, release.image_digest))?;
+        rec.timings.root_disk_ms = Some(t0.elapsed().as_secs_f64() * 1000.0);
+        rec.root_disk = Some(disk.path.clone());
+        let identity = vt_workload::Identity {
+            app: inst.app_id.to_string(),
+            env: inst.env_id.to_string(),
+            process: inst.process.clone(),
+            instance_id: inst.id.to_string(),
+            release_id: inst.release_id.to_string(),
+        };
+        let launch = vt_workload::launch(&disk.info.config.config, &manifest, &identity).map_err(|e| e.to_string())?;
+        let _ = self.states.save(rec);
+        let mut spec = InstanceSpec::new(&inst.id.to_string(), disk.path, rec.work_dir.clone(), launch);
+        spec.memory_mib = inst.resources.memory_mib.max(64);
+        spec.vcpus = inst.resources.cpu_millis.div_ceil(1000).max(1);
+        spec.scratch_size = self.cfg.scratch_size;
+        Ok(spec)
+    }
+}
+
+/// The final status, a reason a user can act on, and the exit code.
+fn describe_end(end: &State, stop_requested: bool, id: &str) -> (Phase, String, Option<i32>) {
+    let logs = format!("`vt logs --instance {id}` shows its output");
+    match end {
+        State::Stopped { exit: Some(ExitStatus::Code(0)) } => (Phase::Stopped, "the entrypoint exited with code 0".into(), Some(0)),
+        State::Stopped { exit: Some(ExitStatus::Code(c)) } if stop_requested => (Phase::Stopped, format!("stopped on request; the entrypoint exited with code {c}"), Some(*c)),
+        State::Stopped { exit: Some(ExitStatus::Code(c)) } => (Phase::Failed, format!("the entrypoint exited with code {c}; {logs}"), Some(*c)),
+        State::Stopped { exit: Some(ExitStatus::Signal(s)) } if stop_requested => (Phase::Stopped, format!("stopped on request (signal {s})"), Some(128 + s)),
+        State::Stopped { exit: Some(ExitStatus::Signal(s)) } => (Phase::Failed, format!("the entrypoint was killed by signal {s}; {logs}"), Some(128 + s)),
+        State::Stopped { exit: None } if stop_requested => (Phase::Stopped, "stopped on request".into(), None),
+        State::Stopped { exit: None } => (Phase::Failed, "the VM stopped without reporting an exit status".into(), None),
+        State::Failed { reason, exit } => {
+            let code = match exit {
+                Some(ExitStatus::Code(c)) => Some(*c),
+                Some(ExitStatus::Signal(s)) => Some(128 + s),
+                None => None,
+            };
+            (Phase::Failed, reason.clone(), code)
+        }
+        other => (Phase::Failed, format!("the VM ended in state {other}"), None),
+    }
+}
+
+/// p50/p95/p99 of one phase over the instances that have it, milliseconds.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Percentiles {
+    pub phase: &'static str,
+    pub count: usize,
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+}
+
+/// Per-phase boot timing percentiles over records (nearest-rank).
+pub fn boot_timing_summary(records: &[InstanceRecord]) -> Vec<Percentiles> {
+    let phases: [(&'static str, fn(&PhaseTimings) -> Option<f64>); 5] = [
+        ("root_disk", |t| t.root_disk_ms),
+        ("vmm_spawned", |t| t.vmm_spawned_ms),
+        ("kernel_to_init", |t| t.kernel_to_init_ms),
+        ("init_to_entrypoint", |t| t.init_to_entrypoint_ms),
+        ("running", |t| t.running_ms),
+    ];
+    phases
+        .iter()
+        .filter_map(|(name, get)| {
+            let mut v: Vec<f64> = records.iter().filter_map(|r| get(&r.timings)).collect();
+            if v.is_empty() {
+                return None;
+            }
+            v.sort_by(|a, b| a.total_cmp(b));
+            let pick = |p: f64| v[((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
+            Some(Percentiles { phase: name, count: v.len(), p50: pick(0.50), p95: pick(0.95), p99: pick(0.99) })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_nearest_rank() {
+        let recs: Vec<InstanceRecord> = (1..=100)
+            .map(|i| {
+                let mut r = InstanceRecord::new(&format!("inst_{i}"), "rel", PathBuf::from("/x"));
+                r.timings.running_ms = Some(i as f64);
+                r
+            })
+            .collect();
+        let s = boot_timing_summary(&recs);
+        assert_eq!(s.len(), 1);
+        assert_eq!((s[0].p50, s[0].p95, s[0].p99, s[0].count), (50.0, 95.0, 99.0, 100));
+    }
+
+    #[test]
+    fn ends_are_described() {
+        let (p, r, c) = describe_end(&State::Stopped { exit: Some(ExitStatus::Code(3)) }, false, "inst_x");
+        assert_eq!((p, c), (Phase::Failed, Some(3)));
+        assert!(r.contains("code 3") && r.contains("vt logs --instance inst_x"), "{r}");
+        let (p, _, c) = describe_end(&State::Stopped { exit: Some(ExitStatus::Code(143)) }, true, "i");
+        assert_eq!((p, c), (Phase::Stopped, Some(143)));
+    }
+
+    #[test]
+    fn capacity_from_proc() {
+        let c = node_capacity(0);
+        assert!(c.cpu_millis >= 1000 && c.memory_mib > 64);
+    }
+}

@@ -1,0 +1,473 @@
+//! Placement: which instances should exist on which node.
+//!
+//! [`plan`] is a pure function of its [`Input`]: nodes with their allocatable
+//! capacity, the instances that exist, and the desired count of each
+//! `(env, process)` [`Group`] with its release and resources. It returns a
+//! [`Plan`]: new instances and the node each goes to, instances to stop (with a
+//! reason), and for every group that cannot be fully placed a reason that says
+//! what is short and where, with a hint of what could be stopped.
+//!
+//! Rules:
+//! - Memory is a hard cap: the memory of the instances that occupy a node
+//!   (every instance not yet stopped or failed, whatever its desired state)
+//!   never exceeds its allocatable memory because of a placement.
+//! - CPU is soft: a node takes instances up to `allocatable cpu ×`
+//!   [`Config::cpu_oversubscription`].
+//! - Replicas of a group spread: each goes to the node with the fewest replicas
+//!   of that group, then the most free memory, then the lowest name.
+//! - Only `ready` nodes receive instances. Instances on `unreachable` (or
+//!   unknown) nodes are stopped and replaced elsewhere; `draining` nodes keep
+//!   theirs.
+//! - Scale-down stops the newest instances first.
+//! - When the desired release changes, new-release instances are started and
+//!   old-release instances are stopped as new ones report `running`, within
+//!   [`Rollout`] limits.
+//!
+//! Deterministic: the plan does not depend on the order of the input; ids of
+//! new instances come from the caller's generator, called in plan order.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+/// Resources of an instance, or a node's allocatable capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Resources {
+    pub cpu_millis: u64,
+    pub memory_mib: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeStatus {
+    Ready,
+    Unreachable,
+    Draining,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    pub id: String,
+    pub name: String,
+    pub status: NodeStatus,
+    pub allocatable: Resources,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Desired {
+    Running,
+    Stopped,
+}
+
+/// What the node last reported, reduced to what placement needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Allocated, preparing or booting.
+    Starting,
+    Running,
+    /// Going down: still occupies its node, no longer counts as a replica.
+    Stopping,
+    /// Stopped or failed: occupies nothing.
+    Exited,
+}
+
+impl Status {
+    fn occupies(self) -> bool {
+        self != Status::Exited
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Instance {
+    pub id: String,
+    pub node: String,
+    pub env: String,
+    pub process: String,
+    pub release: String,
+    pub resources: Resources,
+    pub desired: Desired,
+    pub status: Status,
+    /// Allocation order (for example the log position of its allocation):
+    /// higher is newer. Ties are broken by id.
+    pub order: u64,
+}
+
+impl Instance {
+    fn live(&self) -> bool {
+        self.desired == Desired::Running && matches!(self.status, Status::Starting | Status::Running)
+    }
+}
+
+/// The desired state of one process type of one env.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Group {
+    pub env: String,
+    pub process: String,
+    pub replicas: u32,
+    pub release: String,
+    pub resources: Resources,
+}
+
+/// Limits of a release change. Defaults: start every new-release instance at
+/// once (`max_surge: None`), stop an old one only when a new one runs
+/// (`max_unavailable: 0`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Rollout {
+    /// How many instances above `replicas` may exist during a release change;
+    /// `None`: up to `replicas` more.
+    pub max_surge: Option<u32>,
+    /// How many old-release instances may be stopped before their replacements run.
+    pub max_unavailable: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Config {
+    /// A node takes instances up to `allocatable cpu × this`. Default 4.0.
+    pub cpu_oversubscription: f64,
+    pub rollout: Rollout,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { cpu_oversubscription: 4.0, rollout: Rollout::default() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Input {
+    pub nodes: Vec<Node>,
+    pub instances: Vec<Instance>,
+    /// One entry per `(env, process)`. An instance of a pair not listed is
+    /// stopped when its env has other groups; envs with no group are not
+    /// managed (their instances only occupy their nodes).
+    pub groups: Vec<Group>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allocation {
+    pub id: String,
+    pub node: String,
+    pub env: String,
+    pub process: String,
+    pub release: String,
+    pub resources: Resources,
+}
+
+/// An instance whose desired state becomes `stopped`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stop {
+    pub instance: String,
+    pub reason: String,
+}
+
+/// A group that could not be fully placed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unplaceable {
+    pub env: String,
+    pub process: String,
+    /// Instances of the desired release wanted, and how many exist or were placed.
+    pub wanted: u32,
+    pub placed: u32,
+    /// What is short and where.
+    pub reason: String,
+    /// What could be stopped (or added) to make room.
+    pub hint: String,
+}
+
+impl fmt::Display for Unplaceable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} of {} instance(s) placed: {}; {}", self.placed, self.wanted, self.reason, self.hint)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Plan {
+    /// In placement order (groups by env then process).
+    pub allocations: Vec<Allocation>,
+    /// By instance id.
+    pub stops: Vec<Stop>,
+    /// By env then process.
+    pub unplaceable: Vec<Unplaceable>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.allocations.is_empty() && self.stops.is_empty()
+    }
+}
+
+struct NodeState<'a> {
+    node: &'a Node,
+    used: Resources,
+    cpu_limit: u64,
+}
+
+impl NodeState<'_> {
+    fn free_memory(&self) -> u64 {
+        self.node.allocatable.memory_mib.saturating_sub(self.used.memory_mib)
+    }
+    fn free_cpu(&self) -> u64 {
+        self.cpu_limit.saturating_sub(self.used.cpu_millis)
+    }
+    fn fits(&self, r: Resources) -> bool {
+        self.free_memory() >= r.memory_mib && self.free_cpu() >= r.cpu_millis
+    }
+}
+
+/// Compute the placement plan. `new_id` names each new instance.
+pub fn plan(input: &Input, config: &Config, new_id: &mut dyn FnMut() -> String) -> Plan {
+    let ratio = if config.cpu_oversubscription.is_finite() && config.cpu_oversubscription > 0.0 { config.cpu_oversubscription } else { 1.0 };
+    let mut nodes: Vec<&Node> = input.nodes.iter().collect();
+    nodes.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
+    nodes.dedup_by(|a, b| a.id == b.id);
+    let mut state: Vec<NodeState> =
+        nodes.iter().map(|n| NodeState { node: n, used: Resources::default(), cpu_limit: (n.allocatable.cpu_millis as f64 * ratio).floor() as u64 }).collect();
+    let index: HashMap<&str, usize> = nodes.iter().enumerate().map(|(i, n)| (n.id.as_str(), i)).collect();
+
+    let mut instances: Vec<&Instance> = input.instances.iter().collect();
+    instances.sort_by(|a, b| a.id.cmp(&b.id));
+    instances.dedup_by(|a, b| a.id == b.id);
+    // What occupies each node, whatever its desired state.
+    let mut on_node: Vec<Vec<&Instance>> = vec![vec![]; nodes.len()];
+    for i in &instances {
+        if let (true, Some(&n)) = (i.status.occupies(), index.get(i.node.as_str())) {
+            state[n].used.cpu_millis += i.resources.cpu_millis;
+            state[n].used.memory_mib += i.resources.memory_mib;
+            on_node[n].push(i);
+        }
+    }
+
+    let mut groups: Vec<&Group> = input.groups.iter().collect();
+    groups.sort_by(|a, b| (&a.env, &a.process).cmp(&(&b.env, &b.process)));
+    groups.dedup_by(|a, b| (&a.env, &a.process) == (&b.env, &b.process));
+    let by_key: BTreeMap<(&str, &str), usize> = groups.iter().enumerate().map(|(i, g)| ((g.env.as_str(), g.process.as_str()), i)).collect();
+
+    let managed: std::collections::BTreeSet<&str> = groups.iter().map(|g| g.env.as_str()).collect();
+    let mut out = Plan::default();
+    // Live instances per group, after stopping those on lost nodes and of undesired groups.
+    let mut buckets: Vec<Vec<&Instance>> = vec![vec![]; groups.len()];
+    for i in instances.iter().filter(|i| i.live()) {
+        match index.get(i.node.as_str()).map(|&n| nodes[n]) {
+            None => out.stops.push(Stop { instance: i.id.clone(), reason: format!("its node {} is not registered; replaced elsewhere", i.node) }),
+            Some(n) if n.status == NodeStatus::Unreachable => {
+                out.stops.push(Stop { instance: i.id.clone(), reason: format!("node {} is unreachable; replaced elsewhere", n.name) })
+            }
+            Some(_) => match by_key.get(&(i.env.as_str(), i.process.as_str())) {
+                Some(&g) if groups[g].replicas > 0 => buckets[g].push(i),
+                Some(_) => out.stops.push(Stop { instance: i.id.clone(), reason: "scaled to 0".into() }),
+                None if managed.contains(i.env.as_str()) => {
+                    out.stops.push(Stop { instance: i.id.clone(), reason: format!("process `{}` is not desired in this env", i.process) })
+                }
+                // An env with no group at all is not managed here: its instances only occupy.
+                None => {}
+            },
+        }
+    }
+
+    let ready: Vec<usize> = (0..nodes.len()).filter(|&n| nodes[n].status == NodeStatus::Ready).collect();
+    let mut count = vec![0u32; nodes.len()];
+    for (g, group) in groups.iter().enumerate() {
+        let mut new: Vec<&Instance> = vec![];
+        let mut old: Vec<&Instance> = vec![];
+        for i in &buckets[g] {
+            if i.release == group.release { new.push(i) } else { old.push(i) }
+        }
+        // Newest first.
+        new.sort_by(|a, b| (b.order, &b.id).cmp(&(a.order, &a.id)));
+        old.sort_by(|a, b| (b.order, &b.id).cmp(&(a.order, &a.id)));
+        let replicas = group.replicas as usize;
+        let keep_new = new.len().min(replicas);
+        for i in &new[..new.len() - keep_new] {
+            out.stops.push(Stop { instance: i.id.clone(), reason: format!("scaled down to {replicas}") });
+        }
+        let new = &new[new.len() - keep_new..];
+        let new_running = new.iter().filter(|i| i.status == Status::Running).count();
+        let keep_old = replicas.saturating_sub(new_running + config.rollout.max_unavailable as usize).min(old.len());
+        for i in &old[..old.len() - keep_old] {
+            out.stops.push(Stop { instance: i.id.clone(), reason: format!("replaced by release {}", group.release) });
+        }
+        let old = &old[old.len() - keep_old..];
+        let surge = config.rollout.max_surge.map_or(replicas, |s| s as usize);
+        let room = (replicas + surge).saturating_sub(keep_new + keep_old);
+        let wanted = (replicas - keep_new).min(room);
+
+        let mut touched = vec![];
+        for i in new.iter().chain(old) {
+            if let Some(&n) = index.get(i.node.as_str()) {
+                if count[n] == 0 {
+                    touched.push(n);
+                }
+                count[n] += 1;
+            }
+        }
+        let need = group.resources;
+        let mut placed = 0;
+        for _ in 0..wanted {
+            let mut best: Option<usize> = None;
+            for &n in &ready {
+                let s = &state[n];
+                if !s.fits(need) {
+                    continue;
+                }
+                best = match best {
+                    Some(b) if (count[b], Reverse(state[b].free_memory())) <= (count[n], Reverse(s.free_memory())) => Some(b),
+                    _ => Some(n),
+                };
+            }
+            let Some(n) = best else { break };
+            state[n].used.cpu_millis += need.cpu_millis;
+            state[n].used.memory_mib += need.memory_mib;
+            if count[n] == 0 {
+                touched.push(n);
+            }
+            count[n] += 1;
+            placed += 1;
+            out.allocations.push(Allocation {
+                id: new_id(),
+                node: nodes[n].id.clone(),
+                env: group.env.clone(),
+                process: group.process.clone(),
+                release: group.release.clone(),
+                resources: need,
+            });
+        }
+        for n in touched {
+            count[n] = 0;
+        }
+        if placed < wanted {
+            let (reason, hint) = explain(need, &nodes, &state, &on_node, ratio);
+            out.unplaceable.push(Unplaceable {
+                env: group.env.clone(),
+                process: group.process.clone(),
+                wanted: group.replicas,
+                placed: (keep_new + placed) as u32,
+                reason,
+                hint,
+            });
+        }
+    }
+    out.stops.sort_by(|a, b| a.instance.cmp(&b.instance));
+    out
+}
+
+/// Why `need` fits on no ready node, and what could make room.
+fn explain(need: Resources, nodes: &[&Node], state: &[NodeState], on_node: &[Vec<&Instance>], ratio: f64) -> (String, String) {
+    let add = format!("add a node with at least {} MiB allocatable memory, or lower the process's `resources`", need.memory_mib);
+    if nodes.is_empty() {
+        return ("no node is registered".into(), "start a node agent (`vt node list` shows the nodes)".into());
+    }
+    let ready: Vec<usize> = (0..nodes.len()).filter(|&n| nodes[n].status == NodeStatus::Ready).collect();
+    if ready.is_empty() {
+        let unreachable = nodes.iter().filter(|n| n.status == NodeStatus::Unreachable).count();
+        let draining = nodes.len() - unreachable;
+        return (format!("no node is ready ({unreachable} unreachable, {draining} draining)"), "bring a node back or register a new one".into());
+    }
+    let by_memory = ready.iter().copied().max_by_key(|&n| (state[n].free_memory(), Reverse(n))).unwrap_or(ready[0]);
+    let reason = if state[by_memory].free_memory() < need.memory_mib {
+        format!(
+            "needs {} MiB memory; largest free is {} MiB on {} ({} ready node(s))",
+            need.memory_mib,
+            state[by_memory].free_memory(),
+            nodes[by_memory].name,
+            ready.len()
+        )
+    } else {
+        let by_cpu = ready
+            .iter()
+            .copied()
+            .filter(|&n| state[n].free_memory() >= need.memory_mib)
+            .max_by_key(|&n| (state[n].free_cpu(), Reverse(n)))
+            .unwrap_or(by_memory);
+        format!(
+            "needs {} CPU millis; most free is {} on {} (CPU is oversubscribed up to {ratio}x)",
+            need.cpu_millis,
+            state[by_cpu].free_cpu(),
+            nodes[by_cpu].name
+        )
+    };
+    // The ready node where stopping the fewest instances (largest first) makes room.
+    let mut best: Option<(usize, usize, Vec<&Instance>)> = None;
+    for &n in &ready {
+        if need.memory_mib > nodes[n].allocatable.memory_mib || need.cpu_millis > state[n].cpu_limit {
+            continue;
+        }
+        let mut candidates: Vec<&Instance> = on_node[n].iter().copied().filter(|i| i.desired == Desired::Running).collect();
+        candidates.sort_by(|a, b| (Reverse(a.resources.memory_mib), &a.id).cmp(&(Reverse(b.resources.memory_mib), &b.id)));
+        let (mut mem, mut cpu) = (state[n].free_memory(), state[n].free_cpu());
+        let mut chosen = vec![];
+        for i in candidates {
+            if mem >= need.memory_mib && cpu >= need.cpu_millis {
+                break;
+            }
+            mem += i.resources.memory_mib;
+            cpu += i.resources.cpu_millis;
+            chosen.push(i);
+        }
+        if mem >= need.memory_mib && cpu >= need.cpu_millis && best.as_ref().is_none_or(|b| chosen.len() < b.1) {
+            best = Some((n, chosen.len(), chosen));
+        }
+    }
+    let hint = match best {
+        Some((n, k, chosen)) if k > 0 => {
+            let list: Vec<String> = chosen.iter().take(5).map(|i| format!("{} ({}/{}, {} MiB)", i.id, i.env, i.process, i.resources.memory_mib)).collect();
+            let more = if k > 5 { format!(" and {} more", k - 5) } else { String::new() };
+            format!("stopping {k} instance(s) on {} would make room: {}{more}; or {add}", nodes[n].name, list.join(", "))
+        }
+        _ => add,
+    };
+    (reason, hint)
+}
+
+/// Check a plan against its input: allocations only on ready nodes, no node's
+/// memory pushed over its allocatable by placements, CPU within the
+/// oversubscription, every stop names a live instance once. Used by the
+/// tests and the benchmark.
+pub fn check(input: &Input, config: &Config, plan: &Plan) -> Result<(), String> {
+    let nodes: HashMap<&str, &Node> = input.nodes.iter().map(|n| (n.id.as_str(), n)).collect();
+    let mut used: HashMap<&str, Resources> = HashMap::new();
+    for i in input.instances.iter().filter(|i| i.status.occupies()) {
+        let u = used.entry(i.node.as_str()).or_default();
+        u.memory_mib += i.resources.memory_mib;
+        u.cpu_millis += i.resources.cpu_millis;
+    }
+    let mut added: HashMap<&str, Resources> = HashMap::new();
+    for a in &plan.allocations {
+        let n = nodes.get(a.node.as_str()).ok_or_else(|| format!("{} placed on unknown node {}", a.id, a.node))?;
+        if n.status != NodeStatus::Ready {
+            return Err(format!("{} placed on {} which is {:?}", a.id, n.name, n.status));
+        }
+        let u = added.entry(a.node.as_str()).or_default();
+        u.memory_mib += a.resources.memory_mib;
+        u.cpu_millis += a.resources.cpu_millis;
+    }
+    for (node, add) in &added {
+        let n = nodes[node];
+        let before = used.get(node).copied().unwrap_or_default();
+        if before.memory_mib + add.memory_mib > n.allocatable.memory_mib {
+            return Err(format!("{}: {} + {} MiB placed > {} MiB allocatable", n.name, before.memory_mib, add.memory_mib, n.allocatable.memory_mib));
+        }
+        let limit = (n.allocatable.cpu_millis as f64 * config.cpu_oversubscription).floor() as u64;
+        if before.cpu_millis + add.cpu_millis > limit {
+            return Err(format!("{}: {} + {} CPU millis placed > {limit}", n.name, before.cpu_millis, add.cpu_millis));
+        }
+    }
+    let live: HashMap<&str, &Instance> = input.instances.iter().filter(|i| i.live()).map(|i| (i.id.as_str(), i)).collect();
+    let mut seen = std::collections::HashSet::new();
+    for s in &plan.stops {
+        if !live.contains_key(s.instance.as_str()) || !seen.insert(s.instance.as_str()) {
+            return Err(format!("stop of {} which is not live or stopped twice", s.instance));
+        }
+    }
+    Ok(())
+}
+
+/// A generator of ids `prefix0`, `prefix1`, ... for tests and the benchmark.
+pub fn counter(prefix: &str) -> impl FnMut() -> String + '_ {
+    let mut n = 0u64;
+    move || {
+        n += 1;
+        format!("{prefix}{:06}", n - 1)
+    }
+}
+
+#[cfg(test)]
+mod tests;

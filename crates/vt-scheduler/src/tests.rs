@@ -1,0 +1,325 @@
+use proptest::prelude::*;
+
+use super::*;
+
+fn node(name: &str, status: NodeStatus, cpu: u64, mem: u64) -> Node {
+    Node { id: format!("id-{name}"), name: name.into(), status, allocatable: Resources { cpu_millis: cpu, memory_mib: mem } }
+}
+
+fn ready(name: &str, mem: u64) -> Node {
+    node(name, NodeStatus::Ready, 4000, mem)
+}
+
+fn res(mem: u64) -> Resources {
+    Resources { cpu_millis: 1000, memory_mib: mem }
+}
+
+fn group(process: &str, replicas: u32, release: &str, mem: u64) -> Group {
+    Group { env: "env".into(), process: process.into(), replicas, release: release.into(), resources: res(mem) }
+}
+
+fn inst(id: &str, node: &str, process: &str, release: &str, mem: u64, order: u64) -> Instance {
+    Instance {
+        id: id.into(),
+        node: format!("id-{node}"),
+        env: "env".into(),
+        process: process.into(),
+        release: release.into(),
+        resources: res(mem),
+        desired: Desired::Running,
+        status: Status::Running,
+        order,
+    }
+}
+
+fn run(input: &Input) -> Plan {
+    let config = Config::default();
+    let p = plan(input, &config, &mut counter("new"));
+    check(input, &config, &p).unwrap();
+    p
+}
+
+/// Node names of the allocations, in order.
+fn placed(p: &Plan) -> Vec<String> {
+    p.allocations.iter().map(|a| a.node.trim_start_matches("id-").to_owned()).collect()
+}
+
+fn stopped(p: &Plan) -> Vec<(&str, &str)> {
+    p.stops.iter().map(|s| (s.instance.as_str(), s.reason.as_str())).collect()
+}
+
+#[test]
+fn table_of_placements() {
+    struct Case {
+        name: &'static str,
+        input: Input,
+        placed: Vec<&'static str>,
+        stopped: Vec<&'static str>,
+        unplaceable: Vec<&'static str>,
+    }
+    let cases = vec![
+        Case {
+            name: "spread over two nodes, most free memory first",
+            input: Input { nodes: vec![ready("a", 1024), ready("b", 2048)], instances: vec![], groups: vec![group("web", 3, "r1", 256)] },
+            placed: vec!["b", "a", "b"],
+            stopped: vec![],
+            unplaceable: vec![],
+        },
+        Case {
+            name: "equal nodes: by name",
+            input: Input { nodes: vec![ready("b", 1024), ready("a", 1024)], instances: vec![], groups: vec![group("web", 2, "r1", 256)] },
+            placed: vec!["a", "b"],
+            stopped: vec![],
+            unplaceable: vec![],
+        },
+        Case {
+            name: "only ready nodes receive",
+            input: Input {
+                nodes: vec![node("a", NodeStatus::Draining, 4000, 4096), node("b", NodeStatus::Unreachable, 4000, 4096), ready("c", 1024)],
+                instances: vec![],
+                groups: vec![group("web", 2, "r1", 256)],
+            },
+            placed: vec!["c", "c"],
+            stopped: vec![],
+            unplaceable: vec![],
+        },
+        Case {
+            name: "existing replicas count for spread",
+            input: Input {
+                nodes: vec![ready("a", 4096), ready("b", 4096)],
+                instances: vec![inst("i1", "a", "web", "r1", 256, 1)],
+                groups: vec![group("web", 2, "r1", 256)],
+            },
+            placed: vec!["b"],
+            stopped: vec![],
+            unplaceable: vec![],
+        },
+        Case {
+            name: "memory is a hard cap",
+            input: Input { nodes: vec![ready("a", 600)], instances: vec![], groups: vec![group("web", 3, "r1", 256)] },
+            placed: vec!["a", "a"],
+            stopped: vec![],
+            unplaceable: vec!["env/web 2 of 3 instance(s) placed: needs 256 MiB memory; largest free is 88 MiB on a"],
+        },
+        Case {
+            name: "cpu oversubscribed 4x",
+            input: Input {
+                nodes: vec![node("a", NodeStatus::Ready, 1000, 65536)],
+                instances: vec![],
+                groups: vec![Group { env: "env".into(), process: "web".into(), replicas: 5, release: "r1".into(), resources: res(1) }],
+            },
+            placed: vec!["a", "a", "a", "a"],
+            stopped: vec![],
+            unplaceable: vec!["env/web 4 of 5 instance(s) placed: needs 1000 CPU millis; most free is 0 on a"],
+        },
+        Case {
+            name: "unreachable node's instances are replaced",
+            input: Input {
+                nodes: vec![node("a", NodeStatus::Unreachable, 4000, 4096), ready("b", 4096)],
+                instances: vec![inst("i1", "a", "web", "r1", 256, 1), inst("i2", "b", "web", "r1", 256, 2)],
+                groups: vec![group("web", 2, "r1", 256)],
+            },
+            placed: vec!["b"],
+            stopped: vec!["i1: node a is unreachable; replaced elsewhere"],
+            unplaceable: vec![],
+        },
+        Case {
+            name: "scale down stops newest first",
+            input: Input {
+                nodes: vec![ready("a", 4096)],
+                instances: vec![inst("i1", "a", "web", "r1", 256, 3), inst("i2", "a", "web", "r1", 256, 1), inst("i3", "a", "web", "r1", 256, 2)],
+                groups: vec![group("web", 1, "r1", 256)],
+            },
+            placed: vec![],
+            stopped: vec!["i1: scaled down to 1", "i3: scaled down to 1"],
+            unplaceable: vec![],
+        },
+        Case {
+            name: "undesired process and scale to 0",
+            input: Input {
+                nodes: vec![ready("a", 4096)],
+                instances: vec![inst("i1", "a", "worker", "r1", 256, 1), inst("i2", "a", "web", "r1", 256, 2)],
+                groups: vec![group("web", 0, "r1", 256)],
+            },
+            placed: vec![],
+            stopped: vec!["i1: process `worker` is not desired in this env", "i2: scaled to 0"],
+            unplaceable: vec![],
+        },
+        Case {
+            name: "release change starts new, keeps old until new run",
+            input: Input {
+                nodes: vec![ready("a", 4096), ready("b", 4096)],
+                instances: vec![inst("i1", "a", "web", "r1", 256, 1), inst("i2", "b", "web", "r1", 256, 2)],
+                groups: vec![group("web", 2, "r2", 256)],
+            },
+            placed: vec!["a", "b"],
+            stopped: vec![],
+            unplaceable: vec![],
+        },
+        Case {
+            name: "release change: one new runs, one old stops (newest)",
+            input: Input {
+                nodes: vec![ready("a", 4096), ready("b", 4096)],
+                instances: vec![
+                    inst("i1", "a", "web", "r1", 256, 1),
+                    inst("i2", "b", "web", "r1", 256, 2),
+                    inst("i3", "a", "web", "r2", 256, 3),
+                    Instance { status: Status::Starting, ..inst("i4", "b", "web", "r2", 256, 4) },
+                ],
+                groups: vec![group("web", 2, "r2", 256)],
+            },
+            placed: vec![],
+            stopped: vec!["i2: replaced by release r2"],
+            unplaceable: vec![],
+        },
+        Case {
+            name: "hint names what to stop",
+            input: Input {
+                nodes: vec![ready("a", 1024), ready("b", 1024)],
+                instances: vec![
+                    Instance { env: "other".into(), ..inst("x1", "a", "db", "q", 768, 1) },
+                    Instance { env: "other".into(), ..inst("x2", "b", "db", "q", 512, 2) },
+                    Instance { env: "other".into(), ..inst("x3", "b", "cache", "q", 256, 3) },
+                ],
+                groups: vec![
+                    group("web", 1, "r1", 768),
+                    Group { env: "other".into(), process: "db".into(), replicas: 2, release: "q".into(), resources: res(768) },
+                    Group { env: "other".into(), process: "cache".into(), replicas: 1, release: "q".into(), resources: res(256) },
+                ],
+            },
+            placed: vec![],
+            stopped: vec![],
+            unplaceable: vec!["env/web 0 of 1 instance(s) placed: needs 768 MiB memory; largest free is 256 MiB on a (2 ready node(s)); stopping 1 instance(s) on a would make room: x1 (other/db, 768 MiB)"],
+        },
+    ];
+    for c in cases {
+        let p = run(&c.input);
+        assert_eq!(placed(&p), c.placed, "{}", c.name);
+        let stops: Vec<String> = stopped(&p).iter().map(|(i, r)| format!("{i}: {r}")).collect();
+        assert_eq!(stops, c.stopped, "{}", c.name);
+        let un: Vec<String> = p.unplaceable.iter().map(|u| format!("{}/{} {u}", u.env, u.process)).collect();
+        assert_eq!(un.len(), c.unplaceable.len(), "{}: {un:?}", c.name);
+        for (got, want) in un.iter().zip(&c.unplaceable) {
+            assert!(got.starts_with(want), "{}: {got:?} does not start with {want:?}", c.name);
+        }
+    }
+}
+
+#[test]
+fn new_ids_come_from_the_generator_in_order() {
+    let input = Input { nodes: vec![ready("a", 4096)], instances: vec![], groups: vec![group("b", 1, "r", 1), group("a", 2, "r", 1)] };
+    let p = run(&input);
+    let got: Vec<(&str, &str)> = p.allocations.iter().map(|a| (a.id.as_str(), a.process.as_str())).collect();
+    assert_eq!(got, vec![("new000000", "a"), ("new000001", "a"), ("new000002", "b")]);
+}
+
+#[test]
+fn surge_limit_holds_back_new_instances() {
+    let input = Input {
+        nodes: vec![ready("a", 4096)],
+        instances: vec![inst("i1", "a", "web", "r1", 256, 1), inst("i2", "a", "web", "r1", 256, 2)],
+        groups: vec![group("web", 2, "r2", 256)],
+    };
+    let config = Config { rollout: Rollout { max_surge: Some(1), max_unavailable: 1 }, ..Config::default() };
+    let p = plan(&input, &config, &mut counter("n"));
+    // One old may go before its replacement runs; one new may be added above the count.
+    assert_eq!(stopped(&p), vec![("i2", "replaced by release r2")]);
+    assert_eq!(p.allocations.len(), 2);
+}
+
+fn arb_input() -> impl Strategy<Value = Input> {
+    let nodes = prop::collection::vec((1u64..8, 1u64..32, 0u8..6), 1..8);
+    let groups = prop::collection::vec((0u32..12, 1u64..8, 1u64..4), 1..5);
+    let instances = prop::collection::vec((0usize..8, 0usize..5, 1u64..8, 0u8..8, any::<bool>()), 0..24);
+    (nodes, groups, instances).prop_map(|(nodes, groups, instances)| {
+        let nodes: Vec<Node> = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, &(cpu, mem, s))| {
+                let status = match s {
+                    0 => NodeStatus::Unreachable,
+                    1 => NodeStatus::Draining,
+                    _ => NodeStatus::Ready,
+                };
+                node(&format!("n{i}"), status, cpu * 1000, mem * 128)
+            })
+            .collect();
+        let groups: Vec<Group> = groups
+            .iter()
+            .enumerate()
+            .map(|(i, &(replicas, mem, cpu))| Group {
+                env: "env".into(),
+                process: format!("p{i}"),
+                replicas,
+                release: "r2".into(),
+                resources: Resources { cpu_millis: cpu * 250, memory_mib: mem * 64 },
+            })
+            .collect();
+        let instances = instances
+            .iter()
+            .enumerate()
+            .map(|(k, &(n, g, mem, s, old))| Instance {
+                id: format!("i{k:03}"),
+                node: nodes[n % nodes.len()].id.clone(),
+                env: "env".into(),
+                process: format!("p{g}"),
+                release: if old { "r1".into() } else { "r2".into() },
+                resources: Resources { cpu_millis: 250, memory_mib: mem * 64 },
+                desired: if s == 7 { Desired::Stopped } else { Desired::Running },
+                status: match s {
+                    0 => Status::Starting,
+                    1 => Status::Stopping,
+                    2 => Status::Exited,
+                    _ => Status::Running,
+                },
+                order: k as u64,
+            })
+            .collect();
+        Input { nodes, instances, groups }
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn invariants_hold(input in arb_input(), ratio in 1u32..6) {
+        let config = Config { cpu_oversubscription: ratio as f64, ..Config::default() };
+        let p = plan(&input, &config, &mut counter("n"));
+        prop_assert_eq!(check(&input, &config, &p), Ok(()));
+    }
+
+    #[test]
+    fn same_input_in_any_order_gives_the_same_plan(input in arb_input(), seed in any::<u64>()) {
+        let config = Config::default();
+        let p = plan(&input, &config, &mut counter("n"));
+        let mut shuffled = input.clone();
+        // A deterministic shuffle from the seed.
+        let rot = |v: usize| if v == 0 { 0 } else { (seed as usize) % v };
+        let k = rot(shuffled.nodes.len());
+        shuffled.nodes.rotate_left(k);
+        shuffled.instances.reverse();
+        let k = rot(shuffled.instances.len());
+        shuffled.instances.rotate_left(k);
+        shuffled.groups.reverse();
+        prop_assert_eq!(p, plan(&shuffled, &config, &mut counter("n")));
+    }
+
+    /// With room to spare on equal ready nodes, one group's replicas differ by at most one per node.
+    #[test]
+    fn spread_within_one(nodes in 1usize..12, replicas in 0u32..60) {
+        let input = Input {
+            nodes: (0..nodes).map(|i| node(&format!("n{i:02}"), NodeStatus::Ready, 1 << 20, 1 << 20)).collect(),
+            instances: vec![],
+            groups: vec![group("web", replicas, "r", 256)],
+        };
+        let p = run(&input);
+        prop_assert_eq!(p.allocations.len(), replicas as usize);
+        let mut per: BTreeMap<&str, u32> = input.nodes.iter().map(|n| (n.id.as_str(), 0)).collect();
+        for a in &p.allocations {
+            *per.get_mut(a.node.as_str()).unwrap() += 1;
+        }
+        let (min, max) = (per.values().min().unwrap(), per.values().max().unwrap());
+        prop_assert!(max - min <= 1, "{:?}", per);
+    }
+}
