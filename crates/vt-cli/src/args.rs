@@ -76,6 +76,8 @@ pub enum Command {
     Image(ImageCommand),
     /// Deploy a release to an env (or `vt deploy list|get`)
     Deploy(DeployArgs),
+    /// Return an env to its previous release (a deploy of kind `rollback`)
+    Rollback(RollbackArgs),
     /// Set instance counts: `vt scale web=3 worker=1` (no arguments: show them)
     Scale(ScaleArgs),
     /// List an env's instances
@@ -98,7 +100,6 @@ pub enum Command {
     // Later, each in its own module under `commands/`:
     // Image(ImageCommand)        push an OCI layout or docker-archive
     // Logs(LogsArgs)             instance logs, --follow
-    // Rollback(RollbackArgs)     deploy the previous release
     // Exec(ExecArgs)             run a command in an instance
     // Secrets(SecretsCommand)    set|list|unset
     // Volume(VolumeCommand)      create|list|delete
@@ -231,6 +232,16 @@ pub enum DeployCommand {
     List,
     /// Show a deploy
     Get { deploy: String },
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    /// Wait until the rollback succeeds, fails or is superseded
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: give up after this many seconds (exit 1)
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub timeout: u64,
 }
 
 #[derive(Debug, Args)]

@@ -95,6 +95,7 @@ async fn dispatch(cli: Cli, printer: Printer) -> CliResult {
         Command::Release(cmd) => commands::release::run(&ctx, cmd).await,
         Command::Image(cmd) => commands::image::run(&ctx, cmd).await,
         Command::Deploy(args) => commands::deploy::run(&ctx, args).await,
+        Command::Rollback(args) => commands::rollback::run(&ctx, args).await,
         Command::Scale(args) => commands::scale::run(&ctx, args).await,
         Command::Instances => commands::instances::run(&ctx).await,
         Command::Events(args) => commands::events::run(&ctx, args).await,

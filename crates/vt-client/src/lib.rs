@@ -326,6 +326,22 @@ impl Client {
         ))
         .await
     }
+    /// A deploy of kind `rollback` to the env's previous release.
+    pub async fn env_rollback(
+        &self,
+        org: &str,
+        app: &str,
+        env: &str,
+        key: &str,
+    ) -> Result<Committed<DeployView>> {
+        self.mutate(
+            Method::POST,
+            &env_path(org, app, env, "/rollback"),
+            None::<&()>,
+            key,
+        )
+        .await
+    }
     pub async fn scale_get(&self, org: &str, app: &str, env: &str) -> Result<List<ScaleView>> {
         self.get(&env_path(org, app, env, "/scale")).await
     }

@@ -632,6 +632,9 @@ macro_rules! store_impl {
             }
 
             async fn heartbeat(&self, node_id: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+                // Under the write lock like every other write: on SQLite a write
+                // beside an append's transaction fails it with "database is locked".
+                let _guard = self.write.lock().await;
                 sqlx::query("INSERT INTO heartbeats (node_id, at) VALUES ($1, $2) ON CONFLICT (node_id) DO UPDATE SET at = excluded.at")
                     .bind(node_id)
                     .bind(ts(&at))

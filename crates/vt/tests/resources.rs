@@ -227,3 +227,25 @@ fn events_follow_streams_ndjson() {
         ["token.created", "org.created", "app.created", "env.created"]
     );
 }
+
+#[test]
+fn rollback_to_the_previous_release() {
+    let s = TestServer::start();
+    s.seed();
+    snap!("rollback_none", s.run(&["rollback"]));
+    let manifest = s.manifest();
+    let mut releases = vec![];
+    for _ in 0..2 {
+        let r = s.run(&["release", "create", "--image", DIGEST_IMAGE, "--manifest", manifest.to_str().unwrap(), "-o", "json"]);
+        assert_eq!(r.code, 0, "{}", r.text);
+        let id = r.json()["id"].as_str().unwrap().to_owned();
+        assert_eq!(s.run(&["deploy", "--release", &id]).code, 0);
+        releases.push(id);
+    }
+    snap!("rollback", s.run(&["rollback"]));
+    let r = s.run(&["rollback", "-o", "json"]);
+    assert_eq!(r.code, 0, "{}", r.text);
+    let d = r.json();
+    assert_eq!((d["kind"].as_str(), d["release_id"].as_str()), (Some("rollback"), Some(releases[1].as_str())), "back again: {d}");
+    snap!("rollback_json", r);
+}

@@ -118,7 +118,7 @@ pub async fn run(ctx: &Ctx, args: DeployArgs) -> CliResult {
 }
 
 /// Poll until the deploy reaches a terminal status; progress only on a TTY.
-async fn wait(ctx: &Ctx, mut d: DeployView, timeout: Duration) -> CliResult<DeployView> {
+pub(crate) async fn wait(ctx: &Ctx, mut d: DeployView, timeout: Duration) -> CliResult<DeployView> {
     let client = ctx.client();
     let (org, app, env) = (
         ctx.settings.org()?,

@@ -13,10 +13,11 @@ pub mod manifest;
 pub mod node;
 pub mod org;
 pub mod release;
+pub mod rollback;
 pub mod route;
 pub mod scale;
 pub mod server;
-// Later: image, logs, rollback, exec, secrets, volume, workspace.
+// Later: image, logs, exec, secrets, volume, workspace.
 
 use crate::config::Source;
 use crate::Ctx;
