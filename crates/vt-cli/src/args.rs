@@ -84,6 +84,8 @@ pub enum Command {
     Instances,
     /// Read the event log
     Events(EventsArgs),
+    /// Output of an instance, or of every instance of the env (prefixed by instance id)
+    Logs(LogsArgs),
     /// An env's desired state next to what is running, with the differences
     Describe,
     /// Nodes of the cluster
@@ -99,7 +101,6 @@ pub enum Command {
     Server(ServerArgs),
     // Later, each in its own module under `commands/`:
     // Image(ImageCommand)        push an OCI layout or docker-archive
-    // Logs(LogsArgs)             instance logs, --follow
     // Exec(ExecArgs)             run a command in an instance
     // Secrets(SecretsCommand)    set|list|unset
     // Volume(VolumeCommand)      create|list|delete
@@ -252,6 +253,19 @@ pub struct ScaleArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Only this instance (default: every instance of the env)
+    #[arg(long, value_name = "ID")]
+    pub instance: Option<String>,
+    /// Keep streaming new lines until the instances end
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Start with the last N lines of each instance's backlog
+    #[arg(long, value_name = "N")]
+    pub tail: Option<usize>,
+}
+
+#[derive(Debug, Args)]
 pub struct EventsArgs {
     /// Keep streaming new events (NDJSON with --format json)
     #[arg(long, short = 'f')]
@@ -348,6 +362,12 @@ pub struct ServerArgs {
     /// Do not run the ingress in this server (routes are still kept)
     #[arg(long)]
     pub no_ingress: bool,
+    /// Do not run the node agent in this server (instances placed here are not started)
+    #[arg(long)]
+    pub no_agent: bool,
+    /// The name this server's node agent registers its node under [default: the host name]
+    #[arg(long, value_name = "NAME")]
+    pub node_name: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

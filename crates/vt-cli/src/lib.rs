@@ -99,6 +99,7 @@ async fn dispatch(cli: Cli, printer: Printer) -> CliResult {
         Command::Scale(args) => commands::scale::run(&ctx, args).await,
         Command::Instances => commands::instances::run(&ctx).await,
         Command::Events(args) => commands::events::run(&ctx, args).await,
+        Command::Logs(args) => commands::logs::run(&ctx, args).await,
         Command::Describe => commands::describe::run(&ctx).await,
         Command::Node(cmd) => commands::node::run(&ctx, cmd).await,
         Command::Route(cmd) => commands::route::run(&ctx, cmd).await,

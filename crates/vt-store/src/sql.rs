@@ -651,7 +651,7 @@ macro_rules! store_impl {
     };
 }
 
-store_impl!(SqliteStore, Backend::Sqlite, sqlx::Sqlite, lock = |tx| ());
+store_impl!(SqliteStore, Backend::Sqlite, sqlx::Sqlite, lock = |tx| {});
 store_impl!(
     PgStore,
     Backend::Postgres,

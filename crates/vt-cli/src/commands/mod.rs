@@ -9,6 +9,7 @@ pub mod env;
 pub mod events;
 pub mod image;
 pub mod instances;
+pub mod logs;
 pub mod manifest;
 pub mod node;
 pub mod org;

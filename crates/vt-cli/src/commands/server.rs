@@ -57,9 +57,18 @@ pub async fn run(p: &Printer, args: ServerArgs) -> CliResult {
             config.data_dir.join("admin-token").display()
         )),
     }
+    let agent = if args.no_agent {
+        None
+    } else {
+        start_agent(p, &args, &config, addr)
+    };
     p.notice(&format!("listening on {addr}"));
     p.notice(&format!("vt server ready on http://{addr}"));
     server.run(shutdown_signal()).await.map_err(failed)?;
+    if let Some(agent) = agent {
+        // Stops its supervisors; their VMs are killed with them (a restart boots them again).
+        agent.abort();
+    }
     if let Some(ingress) = ingress {
         ingress.close_listeners().await;
     }
@@ -89,6 +98,45 @@ async fn start_ingress(
     cp.ingress.set_metrics(move || metrics.metrics_text());
     tokio::spawn(edge.run(std::time::Duration::from_secs(2), std::future::pending()));
     Ok(ingress)
+}
+
+/// The node agent, in this process: it registers this host as a node, boots the instances
+/// placed on it and writes their logs under `<data-dir>/agent/`, where the control plane
+/// reads them for `GET /v1/instances/{id}/logs`. Without a guest kernel it is not started.
+fn start_agent(
+    p: &Printer,
+    args: &ServerArgs,
+    config: &ServerConfig,
+    addr: std::net::SocketAddr,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let token = std::fs::read_to_string(config.data_dir.join("admin-token"))
+        .ok()
+        .map(|t| t.trim().to_owned());
+    let name = args.node_name.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_ascii_lowercase())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "local".into())
+    });
+    let cfg = vt_agent::AgentConfig::new(
+        &format!("http://{addr}"),
+        token,
+        &name,
+        config.data_dir.clone(),
+    );
+    match vt_agent::Agent::new(cfg) {
+        Ok(agent) => {
+            p.notice(&format!("node agent running as node `{name}`"));
+            Some(tokio::spawn(agent.run()))
+        }
+        Err(e) => {
+            p.warning(&format!(
+                "the node agent is not running ({e}); instances placed on this host will not start"
+            ));
+            None
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -159,7 +159,7 @@ impl ControlPlane {
     /// Deploys of an env, newest first.
     pub async fn list_deploys(&self, env: &EnvView) -> ApiResult<Vec<DeployView>> {
         let mut items: Vec<DeployView> = self.views(Self::kind_query(ViewKind::Deploy).parent(env.id)).await?;
-        items.sort_by(|a, b| b.id.cmp(&a.id));
+        items.sort_by_key(|item| std::cmp::Reverse(item.id));
         Ok(items)
     }
 

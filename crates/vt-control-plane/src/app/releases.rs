@@ -129,7 +129,7 @@ impl ControlPlane {
     /// Releases of an app, newest first.
     pub async fn list_releases(&self, app: &AppView) -> ApiResult<Vec<ReleaseView>> {
         let mut items: Vec<ReleaseView> = self.views(Self::kind_query(ViewKind::Release).parent(app.id)).await?;
-        items.sort_by(|a, b| b.id.cmp(&a.id));
+        items.sort_by_key(|item| std::cmp::Reverse(item.id));
         Ok(items)
     }
 

@@ -55,16 +55,14 @@ pub(super) async fn instance_logs(State(cp): Cp, Path(instance): Path<String>, Q
         return Err(ApiErr::invalid("instance", "this control plane has no local node agent; logs of remote nodes are not served yet"));
     };
     let path = agent_log_path(&data_dir, &inst.id.to_string());
-    let (backlog, mut pos, mut ino) = read_backlog(&path, q.tail).await;
+    let (backlog, pos, ino) = read_backlog(&path, q.tail).await;
     if !q.follow.unwrap_or(false) {
         return Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], backlog).into_response());
     }
     let id = inst.id.to_string();
     let first = futures_util::stream::once(async move { Ok::<_, Infallible>(Bytes::from(backlog)) });
-    let rest = futures_util::stream::unfold((cp, id, path, false), move |(cp, id, path, done)| async move {
-        if done {
-            return None;
-        }
+    // The read position and inode travel in the unfold state (a captured copy would restart).
+    let rest = futures_util::stream::unfold((cp, id, path, pos, ino), move |(cp, id, path, mut pos, mut ino)| async move {
         loop {
             // Read the ended flag before the file so the last lines are never lost.
             let ended = cp.instance(&id).await.map(|i| i.status.is_terminal()).unwrap_or(true);
@@ -72,7 +70,7 @@ pub(super) async fn instance_logs(State(cp): Cp, Path(instance): Path<String>, Q
             pos = np;
             ino = ni;
             if !chunk.is_empty() {
-                return Some((Ok(Bytes::from(chunk)), (cp, id, path, false)));
+                return Some((Ok(Bytes::from(chunk)), (cp, id, path, pos, ino)));
             }
             if ended {
                 return None;

@@ -25,7 +25,7 @@ struct Row {
 
 fn event(i: u64, nodes: &[NodeId]) -> NewEvent {
     // A mix: org creations and status changes on a set of existing nodes.
-    let e = if i % 2 == 0 {
+    let e = if i.is_multiple_of(2) {
         Event::OrgCreated(OrgCreated { org_id: OrgId::new(), name: format!("org{i}") })
     } else {
         let node_id = nodes[(i as usize / 2) % nodes.len()];
