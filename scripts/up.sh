@@ -22,5 +22,13 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 cargo build --release --locked -p vt
+
+# The guest side of the microVM runtime (kernel, QEMU, initramfs with vt-init):
+# the node agent inside `vt server` boots instances with it.
+if [ "$(id -u)" = 0 ]; then
+    scripts/guest-kernel.sh
+else
+    echo "warning: run 'sudo scripts/guest-kernel.sh' once so the node agent can boot microVMs" >&2
+fi
 echo "starting: target/release/vt server $*" >&2
 exec target/release/vt server "$@"

@@ -61,9 +61,14 @@ impl AgentConfig {
     /// Defaults: the guest kernel from `VT_GUEST_DIR` (default `/var/cache/vt/guest`), the
     /// accelerator from `VT_QEMU_ACCEL` (default tcg), 1 s polling, 5 s heartbeats.
     pub fn new(server: &str, token: Option<String>, node_name: &str, data_dir: PathBuf) -> Self {
-        let guest = PathBuf::from(std::env::var("VT_GUEST_DIR").unwrap_or_else(|_| "/var/cache/vt/guest".into()));
+        let guest = PathBuf::from(
+            std::env::var("VT_GUEST_DIR").unwrap_or_else(|_| "/var/cache/vt/guest".into()),
+        );
         let mut qemu = QemuConfig::from_guest_dir(&guest);
-        if let Some(a) = std::env::var("VT_QEMU_ACCEL").ok().and_then(|a| a.parse().ok()) {
+        if let Some(a) = std::env::var("VT_QEMU_ACCEL")
+            .ok()
+            .and_then(|a| a.parse().ok())
+        {
             qemu.accel = a;
         }
         AgentConfig {
@@ -101,13 +106,22 @@ pub enum AgentError {
 
 /// The node's capacity from `/proc`: all CPUs, MemTotal minus `reserve_mib`.
 pub fn node_capacity(reserve_mib: u32) -> Capacity {
-    let cpus = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1);
     let mem_kib: u64 = std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|m| m.lines().find(|l| l.starts_with("MemTotal:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(1 << 20);
     let mem_mib = (mem_kib / 1024) as u32;
-    Capacity { cpu_millis: cpus * 1000, memory_mib: mem_mib.saturating_sub(reserve_mib).max(64) }
+    Capacity {
+        cpu_millis: cpus * 1000,
+        memory_mib: mem_mib.saturating_sub(reserve_mib).max(64),
+    }
 }
 
 /// A supervisor running in this process for one instance.
@@ -131,8 +145,10 @@ impl Agent {
     pub fn new(cfg: AgentConfig) -> Result<Arc<Self>, AgentError> {
         let states = StateDir::open(cfg.agent_dir().join("instances"))?;
         std::fs::create_dir_all(cfg.log_dir())?;
-        let runtime = QemuRuntime::new(cfg.qemu.clone()).map_err(|e| AgentError::Other(e.to_string()))?;
-        let client = Client::new(&cfg.server, cfg.token.clone()).with_retries(4, Duration::from_millis(250));
+        let runtime =
+            QemuRuntime::new(cfg.qemu.clone()).map_err(|e| AgentError::Other(e.to_string()))?;
+        let client =
+            Client::new(&cfg.server, cfg.token.clone()).with_retries(4, Duration::from_millis(250));
         Ok(Arc::new(Agent {
             cfg,
             client,
@@ -149,6 +165,26 @@ impl Agent {
         &self.cfg
     }
 
+    /// Kill the VMs this agent's supervisors run (for a shutdown of the process hosting the
+    /// agent: dropping the supervisors kills them too, but asynchronously, and a process that
+    /// exits right away would orphan them). Their records stay; a new agent boots them again.
+    pub async fn kill_vms(&self) {
+        let ids: Vec<String> = self
+            .supervised
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        for id in ids {
+            if let Some(rec) = self.states.load(&id) {
+                if let Some(pid) = live_vm(&rec) {
+                    state::signal(pid, "KILL").await;
+                }
+            }
+        }
+    }
+
     /// The records on disk (one per instance this node ever ran).
     pub fn records(&self) -> Vec<InstanceRecord> {
         self.states.list()
@@ -156,7 +192,10 @@ impl Agent {
 
     fn key(&self, what: &str) -> String {
         let n = self.keys.fetch_add(1, Ordering::SeqCst);
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
         format!("agent-{}-{what}-{t}-{n}", self.cfg.node_name)
     }
 
@@ -164,10 +203,12 @@ impl Agent {
         let dir = self.cfg.agent_dir().join("images");
         self.images
             .get_or_try_init(|| async move {
-                tokio::task::spawn_blocking(move || ImageStore::open(&dir, StoreOptions::default()).map(Arc::new))
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| format!("cannot open the image cache: {e}"))
+                tokio::task::spawn_blocking(move || {
+                    ImageStore::open(&dir, StoreOptions::default()).map(Arc::new)
+                })
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("cannot open the image cache: {e}"))
             })
             .await
             .cloned()
@@ -182,7 +223,10 @@ impl Agent {
             labels: Default::default(),
             address: None,
         };
-        let node = self.client.node_register(&req, &self.key("register")).await?;
+        let node = self
+            .client
+            .node_register(&req, &self.key("register"))
+            .await?;
         let id = node.value.id.to_string();
         let _ = self.node.set(id.clone());
         Ok(id)
@@ -210,7 +254,11 @@ impl Agent {
             loop {
                 tokio::time::sleep(hb.cfg.heartbeat_interval).await;
                 let node = hb.cfg.node_name.clone();
-                if let Err(e) = hb.client.node_heartbeat(&node, &Heartbeat::default(), &hb.key("hb")).await {
+                if let Err(e) = hb
+                    .client
+                    .node_heartbeat(&node, &Heartbeat::default(), &hb.key("hb"))
+                    .await
+                {
                     tracing::warn!(error = %e, "heartbeat failed");
                 }
             }
@@ -252,12 +300,31 @@ impl Agent {
                 Some(rec) if rec.phase.is_terminal() => {
                     // Finished here; make sure the control plane knows.
                     if inst.status != rec.phase.status() && !inst.status.is_terminal() {
-                        self.report(&id, rec.phase, rec.reason.clone(), rec.exit_code).await;
+                        self.report(&id, rec.phase, rec.reason.clone(), rec.exit_code)
+                            .await;
                     }
                 }
-                Some(rec) if rec.vm_pid.is_some_and(|p| state::vm_alive(p, &state::path_str(&rec.work_dir))) => {
+                Some(mut rec)
+                    if live_vm(&rec).is_some()
+                        && matches!(rec.phase, Phase::Running | Phase::Stopping) =>
+                {
+                    rec.vm_pid = live_vm(&rec);
                     tracing::info!(instance = %id, pid = rec.vm_pid, "adopting a VM still running from a previous agent");
                     self.spawn_adopted(tasks, rec, inst.desired_state);
+                }
+                Some(rec) if live_vm(&rec).is_some() => {
+                    // Killed mid-boot: the guest never got (or we cannot tell whether it got)
+                    // its launch over a channel that is gone. End that VM; the next
+                    // activation boots a new one. Never two VMs at once.
+                    let pid = live_vm(&rec).unwrap_or(0);
+                    tracing::info!(instance = %id, pid, phase = ?rec.phase, "ending a VM left half-booted by a previous agent");
+                    state::signal(pid, "KILL").await;
+                    let deadline = Instant::now() + Duration::from_secs(5);
+                    while state::vm_alive(pid, &state::path_str(&rec.work_dir))
+                        && Instant::now() < deadline
+                    {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
                 }
                 _ if inst.status.is_terminal() => {}
                 rec if inst.desired_state == DesiredState::Running => {
@@ -268,12 +335,15 @@ impl Agent {
                 }
                 rec => {
                     // Desired stopped and nothing runs here.
-                    let mut rec = rec.unwrap_or_else(|| InstanceRecord::new(&id, &inst.release_id.to_string(), self.work_dir(&id)));
+                    let mut rec = rec.unwrap_or_else(|| {
+                        InstanceRecord::new(&id, &inst.release_id.to_string(), self.work_dir(&id))
+                    });
                     rec.phase = Phase::Stopped;
                     rec.vm_pid = None;
                     rec.reason = Some("stopped before it was started on this node".into());
                     self.states.save(&mut rec)?;
-                    self.report(&id, Phase::Stopped, rec.reason.clone(), None).await;
+                    self.report(&id, Phase::Stopped, rec.reason.clone(), None)
+                        .await;
                 }
             }
         }
@@ -286,7 +356,16 @@ impl Agent {
 
     fn track(&self, id: &str) -> mpsc::Receiver<()> {
         let (tx, rx) = mpsc::channel(1);
-        self.supervised.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_owned(), Supervised { stop: tx, stop_sent: false });
+        self.supervised
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                id.to_owned(),
+                Supervised {
+                    stop: tx,
+                    stop_sent: false,
+                },
+            );
         rx
     }
 
@@ -296,7 +375,12 @@ impl Agent {
         tasks.spawn(async move { me.supervise(inst, stop).await });
     }
 
-    fn spawn_adopted(self: &Arc<Self>, tasks: &mut JoinSet<()>, rec: InstanceRecord, desired: DesiredState) {
+    fn spawn_adopted(
+        self: &Arc<Self>,
+        tasks: &mut JoinSet<()>,
+        rec: InstanceRecord,
+        desired: DesiredState,
+    ) {
         let mut stop = self.track(&rec.id);
         let me = self.clone();
         tasks.spawn(async move {
@@ -305,7 +389,7 @@ impl Agent {
             let needle = state::path_str(&rec.work_dir);
             // The guest channel does not survive the agent (QEMU does not reconnect), so an
             // adopted VM is watched through its process only.
-            if rec.phase != Phase::Running && rec.phase != Phase::Stopping {
+            if rec.phase != Phase::Stopping {
                 rec.phase = Phase::Running;
                 rec.reason = Some("adopted after an agent restart; its output after the restart is not captured".into());
                 let _ = me.states.save(&mut rec);
@@ -347,8 +431,17 @@ impl Agent {
 
     /// Report a transition; failures are logged (the next reconcile re-reports terminal ones).
     async fn report(&self, id: &str, phase: Phase, reason: Option<String>, exit_code: Option<i32>) {
-        let req = ReportInstanceStatus { status: phase.status(), reason, exit_code, address: None };
-        match self.client.instance_report_status(id, &req, &self.key("status")).await {
+        let req = ReportInstanceStatus {
+            status: phase.status(),
+            reason,
+            exit_code,
+            address: None,
+        };
+        match self
+            .client
+            .instance_report_status(id, &req, &self.key("status"))
+            .await
+        {
             Ok(_) => {
                 if let Some(mut rec) = self.states.load(id) {
                     if rec.phase == phase && rec.reported != Some(phase) {
@@ -357,7 +450,9 @@ impl Agent {
                     }
                 }
             }
-            Err(e) => tracing::warn!(instance = id, status = phase.status().as_str(), error = %e, "cannot report the instance status"),
+            Err(e) => {
+                tracing::warn!(instance = id, status = phase.status().as_str(), error = %e, "cannot report the instance status")
+            }
         }
     }
 
@@ -383,9 +478,20 @@ impl Agent {
         let mut rec = InstanceRecord::new(&id, &inst.release_id.to_string(), work_dir.clone());
         let t0 = Instant::now();
         self.set_phase(&mut rec, Phase::Preparing, None).await;
-        let mut log = match logs::LogWriter::open(&self.cfg.log_dir(), &id, self.cfg.log_max_bytes) {
+        let mut log = match logs::LogWriter::open(&self.cfg.log_dir(), &id, self.cfg.log_max_bytes)
+        {
             Ok(l) => l,
-            Err(e) => return self.fail(&mut rec, format!("cannot open the log file in {}: {e}", self.cfg.log_dir().display())).await,
+            Err(e) => {
+                return self
+                    .fail(
+                        &mut rec,
+                        format!(
+                            "cannot open the log file in {}: {e}",
+                            self.cfg.log_dir().display()
+                        ),
+                    )
+                    .await
+            }
         };
         let spec = match self.prepare(&inst, &mut rec, t0).await {
             Ok(s) => s,
@@ -399,14 +505,21 @@ impl Agent {
         if stop.try_recv().is_ok() {
             let _ = log.close();
             rec.phase = Phase::Stopped;
-            return self.set_phase(&mut rec, Phase::Stopped, Some("stopped on request before it booted".into())).await;
+            return self
+                .set_phase(
+                    &mut rec,
+                    Phase::Stopped,
+                    Some("stopped on request before it booted".into()),
+                )
+                .await;
         }
-        let t_boot = Instant::now();
         let mut vm = match self.runtime.start(spec).await {
             Ok(vm) => vm,
             Err(e) => {
                 let _ = log.close();
-                return self.fail(&mut rec, format!("cannot start the microVM: {e}")).await;
+                return self
+                    .fail(&mut rec, format!("cannot start the microVM: {e}"))
+                    .await;
             }
         };
         let mut stop_sent = false;
@@ -414,6 +527,14 @@ impl Agent {
         loop {
             let ev = tokio::select! {
                 ev = vm.next_event() => ev,
+                // Record the VMM pid as soon as it exists (a restarted agent looks for it).
+                _ = tokio::time::sleep(Duration::from_millis(20)), if rec.vm_pid.is_none() => {
+                    if let Some(pid) = vm.vmm_pid() {
+                        rec.vm_pid = Some(pid);
+                        let _ = self.states.save(&mut rec);
+                    }
+                    continue;
+                }
                 r = stop.recv(), if !stop_sent => {
                     if r.is_some() {
                         stop_sent = true;
@@ -436,23 +557,30 @@ impl Agent {
                         tracing::warn!(instance = %id, error = %e, "cannot write the instance log");
                     }
                 }
-                VmEvent::State(State::Booting) => self.set_phase(&mut rec, Phase::Booting, None).await,
+                VmEvent::State(State::Booting) => {
+                    self.set_phase(&mut rec, Phase::Booting, None).await
+                }
                 VmEvent::State(State::Running) => {
                     let t = vm.timings();
                     let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1000.0);
                     rec.timings.vmm_spawned_ms = ms(t.vmm_spawned).or(rec.timings.vmm_spawned_ms);
-                    rec.timings.kernel_to_init_ms = t.guest_init_started_us.map(|u| u as f64 / 1000.0);
-                    rec.timings.init_to_entrypoint_ms = match (t.guest_init_started_us, t.guest_entrypoint_started_us) {
-                        (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / 1000.0),
-                        _ => None,
-                    };
+                    rec.timings.kernel_to_init_ms =
+                        t.guest_init_started_us.map(|u| u as f64 / 1000.0);
+                    rec.timings.init_to_entrypoint_ms =
+                        match (t.guest_init_started_us, t.guest_entrypoint_started_us) {
+                            (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / 1000.0),
+                            _ => None,
+                        };
                     rec.timings.running_ms = Some(t0.elapsed().as_secs_f64() * 1000.0);
-                    let _ = t_boot;
                     let reason = format!("boot: {}", rec.timings.summary());
                     self.set_phase(&mut rec, Phase::Running, Some(reason)).await;
                 }
-                VmEvent::State(State::Stopping) => self.set_phase(&mut rec, Phase::Stopping, None).await,
-                VmEvent::State(s @ (State::Stopped { .. } | State::Failed { .. })) => final_state = Some(s),
+                VmEvent::State(State::Stopping) => {
+                    self.set_phase(&mut rec, Phase::Stopping, None).await
+                }
+                VmEvent::State(s @ (State::Stopped { .. } | State::Failed { .. })) => {
+                    final_state = Some(s)
+                }
                 VmEvent::State(_) => {}
             }
         }
@@ -461,25 +589,49 @@ impl Agent {
         rec.vm_pid = None;
         let (phase, reason, code) = describe_end(&end, stop_sent, &id);
         rec.exit_code = code;
-        let _ = log.note(&format!("{}: {reason}", if phase == Phase::Stopped { "stopped" } else { "failed" }));
+        let _ = log.note(&format!(
+            "{}: {reason}",
+            if phase == Phase::Stopped {
+                "stopped"
+            } else {
+                "failed"
+            }
+        ));
         let _ = log.close();
         self.set_phase(&mut rec, phase, Some(reason)).await;
     }
 
     /// Pull the image, build the root disk and the launch: everything before the VMM.
-    async fn prepare(&self, inst: &InstanceView, rec: &mut InstanceRecord, t0: Instant) -> Result<InstanceSpec, String> {
+    async fn prepare(
+        &self,
+        inst: &InstanceView,
+        rec: &mut InstanceRecord,
+        t0: Instant,
+    ) -> Result<InstanceSpec, String> {
         let release = self
             .client
-            .release_get(&inst.org_id.to_string(), &inst.app_id.to_string(), &inst.release_id.to_string())
+            .release_get(
+                &inst.org_id.to_string(),
+                &inst.app_id.to_string(),
+                &inst.release_id.to_string(),
+            )
             .await
             .map_err(|e| format!("cannot read release {}: {e}", inst.release_id))?;
-        let manifest = vt_manifest::from_normalized_json(&release.manifest).map_err(|e| format!("the release manifest does not parse: {e}"))?;
-        let repo = release.image_ref.split_once('@').map(|(r, _)| r.to_owned()).unwrap_or_default();
+        let manifest = vt_manifest::from_normalized_json(&release.manifest)
+            .map_err(|e| format!("the release manifest does not parse: {e}"))?;
+        let repo = release
+            .image_ref
+            .split_once('@')
+            .map(|(r, _)| r.to_owned())
+            .unwrap_or_default();
         let first = repo.split('/').next().unwrap_or("");
         if first.contains('.') || first.contains(':') || first == "localhost" {
             return Err(format!("image {} is in another registry; this node pulls from vt's built-in registry only (push it with `vt image push`)", release.image_ref));
         }
-        let digest: Digest = release.image_digest.parse().map_err(|e| format!("bad image digest {}: {e}", release.image_digest))?;
+        let digest: Digest = release
+            .image_digest
+            .parse()
+            .map_err(|e| format!("bad image digest {}: {e}", release.image_digest))?;
         let images = self.images().await?;
         let base = self.cfg.server.clone();
         let token = self.cfg.token.clone();
@@ -500,9 +652,15 @@ impl Agent {
             instance_id: inst.id.to_string(),
             release_id: inst.release_id.to_string(),
         };
-        let launch = vt_workload::launch(&disk.info.config.config, &manifest, &identity).map_err(|e| e.to_string())?;
+        let launch = vt_workload::launch(&disk.info.config.config, &manifest, &identity)
+            .map_err(|e| e.to_string())?;
         let _ = self.states.save(rec);
-        let mut spec = InstanceSpec::new(&inst.id.to_string(), disk.path, rec.work_dir.clone(), launch);
+        let mut spec = InstanceSpec::new(
+            &inst.id.to_string(),
+            disk.path,
+            rec.work_dir.clone(),
+            launch,
+        );
         spec.memory_mib = inst.resources.memory_mib.max(64);
         spec.vcpus = inst.resources.cpu_millis.div_ceil(1000).max(1);
         spec.scratch_size = self.cfg.scratch_size;
@@ -510,17 +668,66 @@ impl Agent {
     }
 }
 
+/// The VMM process of a record that is still alive: the recorded pid, else the pid file the
+/// runtime writes right after spawning (covers a crash before the record got the pid).
+fn live_vm(rec: &InstanceRecord) -> Option<u32> {
+    let needle = state::path_str(&rec.work_dir);
+    let from_file = std::fs::read_to_string(rec.work_dir.join("vmm.pid"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok());
+    [rec.vm_pid, from_file]
+        .into_iter()
+        .flatten()
+        .find(|&p| state::vm_alive(p, &needle))
+}
+
 /// The final status, a reason a user can act on, and the exit code.
 fn describe_end(end: &State, stop_requested: bool, id: &str) -> (Phase, String, Option<i32>) {
     let logs = format!("`vt logs --instance {id}` shows its output");
     match end {
-        State::Stopped { exit: Some(ExitStatus::Code(0)) } => (Phase::Stopped, "the entrypoint exited with code 0".into(), Some(0)),
-        State::Stopped { exit: Some(ExitStatus::Code(c)) } if stop_requested => (Phase::Stopped, format!("stopped on request; the entrypoint exited with code {c}"), Some(*c)),
-        State::Stopped { exit: Some(ExitStatus::Code(c)) } => (Phase::Failed, format!("the entrypoint exited with code {c}; {logs}"), Some(*c)),
-        State::Stopped { exit: Some(ExitStatus::Signal(s)) } if stop_requested => (Phase::Stopped, format!("stopped on request (signal {s})"), Some(128 + s)),
-        State::Stopped { exit: Some(ExitStatus::Signal(s)) } => (Phase::Failed, format!("the entrypoint was killed by signal {s}; {logs}"), Some(128 + s)),
-        State::Stopped { exit: None } if stop_requested => (Phase::Stopped, "stopped on request".into(), None),
-        State::Stopped { exit: None } => (Phase::Failed, "the VM stopped without reporting an exit status".into(), None),
+        State::Stopped {
+            exit: Some(ExitStatus::Code(0)),
+        } => (
+            Phase::Stopped,
+            "the entrypoint exited with code 0".into(),
+            Some(0),
+        ),
+        State::Stopped {
+            exit: Some(ExitStatus::Code(c)),
+        } if stop_requested => (
+            Phase::Stopped,
+            format!("stopped on request; the entrypoint exited with code {c}"),
+            Some(*c),
+        ),
+        State::Stopped {
+            exit: Some(ExitStatus::Code(c)),
+        } => (
+            Phase::Failed,
+            format!("the entrypoint exited with code {c}; {logs}"),
+            Some(*c),
+        ),
+        State::Stopped {
+            exit: Some(ExitStatus::Signal(s)),
+        } if stop_requested => (
+            Phase::Stopped,
+            format!("stopped on request (signal {s})"),
+            Some(128 + s),
+        ),
+        State::Stopped {
+            exit: Some(ExitStatus::Signal(s)),
+        } => (
+            Phase::Failed,
+            format!("the entrypoint was killed by signal {s}; {logs}"),
+            Some(128 + s),
+        ),
+        State::Stopped { exit: None } if stop_requested => {
+            (Phase::Stopped, "stopped on request".into(), None)
+        }
+        State::Stopped { exit: None } => (
+            Phase::Failed,
+            "the VM stopped without reporting an exit status".into(),
+            None,
+        ),
         State::Failed { reason, exit } => {
             let code = match exit {
                 Some(ExitStatus::Code(c)) => Some(*c),
@@ -529,7 +736,11 @@ fn describe_end(end: &State, stop_requested: bool, id: &str) -> (Phase, String, 
             };
             (Phase::Failed, reason.clone(), code)
         }
-        other => (Phase::Failed, format!("the VM ended in state {other}"), None),
+        other => (
+            Phase::Failed,
+            format!("the VM ended in state {other}"),
+            None,
+        ),
     }
 }
 
@@ -545,7 +756,8 @@ pub struct Percentiles {
 
 /// Per-phase boot timing percentiles over records (nearest-rank).
 pub fn boot_timing_summary(records: &[InstanceRecord]) -> Vec<Percentiles> {
-    let phases: [(&'static str, fn(&PhaseTimings) -> Option<f64>); 5] = [
+    type Get = fn(&PhaseTimings) -> Option<f64>;
+    let phases: [(&'static str, Get); 5] = [
         ("root_disk", |t| t.root_disk_ms),
         ("vmm_spawned", |t| t.vmm_spawned_ms),
         ("kernel_to_init", |t| t.kernel_to_init_ms),
@@ -561,7 +773,13 @@ pub fn boot_timing_summary(records: &[InstanceRecord]) -> Vec<Percentiles> {
             }
             v.sort_by(|a, b| a.total_cmp(b));
             let pick = |p: f64| v[((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
-            Some(Percentiles { phase: name, count: v.len(), p50: pick(0.50), p95: pick(0.95), p99: pick(0.99) })
+            Some(Percentiles {
+                phase: name,
+                count: v.len(),
+                p50: pick(0.50),
+                p95: pick(0.95),
+                p99: pick(0.99),
+            })
         })
         .collect()
 }
@@ -581,15 +799,33 @@ mod tests {
             .collect();
         let s = boot_timing_summary(&recs);
         assert_eq!(s.len(), 1);
-        assert_eq!((s[0].p50, s[0].p95, s[0].p99, s[0].count), (50.0, 95.0, 99.0, 100));
+        assert_eq!(
+            (s[0].p50, s[0].p95, s[0].p99, s[0].count),
+            (50.0, 95.0, 99.0, 100)
+        );
     }
 
     #[test]
     fn ends_are_described() {
-        let (p, r, c) = describe_end(&State::Stopped { exit: Some(ExitStatus::Code(3)) }, false, "inst_x");
+        let (p, r, c) = describe_end(
+            &State::Stopped {
+                exit: Some(ExitStatus::Code(3)),
+            },
+            false,
+            "inst_x",
+        );
         assert_eq!((p, c), (Phase::Failed, Some(3)));
-        assert!(r.contains("code 3") && r.contains("vt logs --instance inst_x"), "{r}");
-        let (p, _, c) = describe_end(&State::Stopped { exit: Some(ExitStatus::Code(143)) }, true, "i");
+        assert!(
+            r.contains("code 3") && r.contains("vt logs --instance inst_x"),
+            "{r}"
+        );
+        let (p, _, c) = describe_end(
+            &State::Stopped {
+                exit: Some(ExitStatus::Code(143)),
+            },
+            true,
+            "i",
+        );
         assert_eq!((p, c), (Phase::Stopped, Some(143)));
     }
 

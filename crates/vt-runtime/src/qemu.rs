@@ -379,7 +379,10 @@ impl Driver {
         self.set(State::Booting).await;
         let child = match self.spawn() {
             Ok(c) => {
-                self.pid.store(c.id().unwrap_or(0), std::sync::atomic::Ordering::SeqCst);
+                let pid = c.id().unwrap_or(0);
+                self.pid.store(pid, std::sync::atomic::Ordering::SeqCst);
+                // For a node agent restarted after a crash: the VMM that may still run here.
+                let _ = std::fs::write(self.spec.work_dir.join("vmm.pid"), format!("{pid}\n"));
                 c
             }
             Err(e) => {

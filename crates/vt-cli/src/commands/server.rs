@@ -65,9 +65,10 @@ pub async fn run(p: &Printer, args: ServerArgs) -> CliResult {
     p.notice(&format!("listening on {addr}"));
     p.notice(&format!("vt server ready on http://{addr}"));
     server.run(shutdown_signal()).await.map_err(failed)?;
-    if let Some(agent) = agent {
-        // Stops its supervisors; their VMs are killed with them (a restart boots them again).
-        agent.abort();
+    if let Some((agent, task)) = agent {
+        // Stop the supervisors and their VMs (the records stay: a restart boots them again).
+        task.abort();
+        agent.kill_vms().await;
     }
     if let Some(ingress) = ingress {
         ingress.close_listeners().await;
@@ -108,7 +109,10 @@ fn start_agent(
     args: &ServerArgs,
     config: &ServerConfig,
     addr: std::net::SocketAddr,
-) -> Option<tokio::task::JoinHandle<()>> {
+) -> Option<(
+    std::sync::Arc<vt_agent::Agent>,
+    tokio::task::JoinHandle<()>,
+)> {
     let token = std::fs::read_to_string(config.data_dir.join("admin-token"))
         .ok()
         .map(|t| t.trim().to_owned());
@@ -128,7 +132,7 @@ fn start_agent(
     match vt_agent::Agent::new(cfg) {
         Ok(agent) => {
             p.notice(&format!("node agent running as node `{name}`"));
-            Some(tokio::spawn(agent.run()))
+            Some((agent.clone(), tokio::spawn(agent.run())))
         }
         Err(e) => {
             p.warning(&format!(
