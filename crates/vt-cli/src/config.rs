@@ -219,6 +219,11 @@ impl Settings {
     pub fn env(&self) -> CliResult<&str> {
         need(&self.env, "env", "--env NAME")
     }
+
+    /// Org, app and env together, for commands that act on an env.
+    pub fn env_scope(&self) -> CliResult<(&str, &str, &str)> {
+        Ok((self.org()?, self.app()?, self.env()?))
+    }
 }
 
 fn need<'a>(s: &'a Setting, what: &str, flag: &str) -> CliResult<&'a str> {

@@ -12,11 +12,7 @@ use crate::{idempotency_key, CliError, CliResult, Ctx, ExitStatus};
 pub async fn run(ctx: &Ctx, args: DeployArgs) -> CliResult {
     let client = ctx.client();
     let p = &ctx.printer;
-    let (org, app, env) = (
-        ctx.settings.org()?,
-        ctx.settings.app()?,
-        ctx.settings.env()?,
-    );
+    let (org, app, env) = ctx.settings.env_scope()?;
     match args.command {
         Some(DeployCommand::List) => {
             let list = client.deploy_list(org, app, env).await?;
@@ -120,11 +116,7 @@ pub async fn run(ctx: &Ctx, args: DeployArgs) -> CliResult {
 /// Poll until the deploy reaches a terminal status; progress only on a TTY.
 pub(crate) async fn wait(ctx: &Ctx, mut d: DeployView, timeout: Duration) -> CliResult<DeployView> {
     let client = ctx.client();
-    let (org, app, env) = (
-        ctx.settings.org()?,
-        ctx.settings.app()?,
-        ctx.settings.env()?,
-    );
+    let (org, app, env) = ctx.settings.env_scope()?;
     let started = Instant::now();
     let mut last = String::new();
     loop {

@@ -6,11 +6,7 @@ use crate::printer::{fields, label, opt, Table};
 use crate::{CliResult, Ctx, ExitStatus};
 
 pub async fn run(ctx: &Ctx) -> CliResult {
-    let (org, app, env) = (
-        ctx.settings.org()?,
-        ctx.settings.app()?,
-        ctx.settings.env()?,
-    );
+    let (org, app, env) = ctx.settings.env_scope()?;
     let d = ctx.client().describe(org, app, env).await?;
     ctx.printer.show(&d, || render(&d));
     Ok(ExitStatus::Success)

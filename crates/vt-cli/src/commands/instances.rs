@@ -4,11 +4,7 @@ use crate::printer::{label, opt, time, Table};
 use crate::{CliResult, Ctx, ExitStatus};
 
 pub async fn run(ctx: &Ctx) -> CliResult {
-    let (org, app, env) = (
-        ctx.settings.org()?,
-        ctx.settings.app()?,
-        ctx.settings.env()?,
-    );
+    let (org, app, env) = ctx.settings.env_scope()?;
     let list = ctx.client().instances(org, app, env).await?;
     ctx.printer.show(&list, || {
         let mut t = Table::new(&[

@@ -38,11 +38,7 @@ pub async fn run(ctx: &Ctx, args: LogsArgs) -> CliResult {
     let ids: Vec<String> = match &args.instance {
         Some(i) => vec![i.clone()],
         None => {
-            let (org, app, env) = (
-                ctx.settings.org()?,
-                ctx.settings.app()?,
-                ctx.settings.env()?,
-            );
+            let (org, app, env) = ctx.settings.env_scope()?;
             let mut items = client.instances(org, app, env).await?.items;
             items.sort_by(|a, b| (&a.process, a.id).cmp(&(&b.process, b.id)));
             items.into_iter().map(|i| i.id.to_string()).collect()

@@ -10,11 +10,7 @@ use crate::{idempotency_key, CliResult, Ctx, ExitStatus};
 pub async fn run(ctx: &Ctx, cmd: RouteCommand) -> CliResult {
     let client = ctx.client();
     let p = &ctx.printer;
-    let (org, app, env) = (
-        ctx.settings.org()?,
-        ctx.settings.app()?,
-        ctx.settings.env()?,
-    );
+    let (org, app, env) = ctx.settings.env_scope()?;
     match cmd {
         RouteCommand::Create(args) => {
             let req = request(args);

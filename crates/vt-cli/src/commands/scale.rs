@@ -12,11 +12,7 @@ use crate::{idempotency_key, CliError, CliResult, Ctx, ExitStatus};
 pub async fn run(ctx: &Ctx, args: ScaleArgs) -> CliResult {
     let client = ctx.client();
     let p = &ctx.printer;
-    let (org, app, env) = (
-        ctx.settings.org()?,
-        ctx.settings.app()?,
-        ctx.settings.env()?,
-    );
+    let (org, app, env) = ctx.settings.env_scope()?;
     if args.processes.is_empty() {
         let list = client.scale_get(org, app, env).await?;
         p.show(&list, || table(&list.items));
