@@ -8,12 +8,10 @@
 
 mod common;
 
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{vt_isolated, Run};
+use common::{spawn_vt_server, vt_isolated, Run};
 use vt_image::layout::{write_image, LayerFormat};
 use vt_image::oci::RuntimeConfig;
 
@@ -50,10 +48,9 @@ fn guest_ready() -> bool {
 }
 
 fn start_server(dir: &Path, data: &Path) -> (std::process::Child, String) {
-    let mut child = vt_isolated(
+    spawn_vt_server(
         dir,
         &[
-            "server",
             "--listen",
             "127.0.0.1:0",
             "--data-dir",
@@ -65,21 +62,6 @@ fn start_server(dir: &Path, data: &Path) -> (std::process::Child, String) {
             "node-1",
         ],
     )
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let url = loop {
-        let line = stderr
-            .next()
-            .expect("server exited before it was ready")
-            .unwrap();
-        if let Some(url) = line.strip_prefix("vt server ready on ") {
-            break url.to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in stderr {});
-    (child, url)
 }
 
 fn vt_at(dir: &Path, data: &Path, url: &str, args: &[&str]) -> Run {
@@ -228,35 +210,7 @@ fn deploy_boots_a_microvm_and_vt_logs_shows_its_output() {
     }
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let mut child = vt_isolated(
-        dir.path(),
-        &[
-            "server",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--sqlite-sync",
-            "normal",
-            "--no-ingress",
-            "--node-name",
-            "node-1",
-        ],
-    )
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let url = loop {
-        let line = stderr
-            .next()
-            .expect("server exited before it was ready")
-            .unwrap();
-        if let Some(url) = line.strip_prefix("vt server ready on ") {
-            break url.to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in stderr {});
+    let (mut child, url) = start_server(dir.path(), &data);
     let vt = |args: &[&str]| {
         let mut c = vt_isolated(dir.path(), args);
         c.env("VT_SERVER", &url)

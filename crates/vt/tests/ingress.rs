@@ -3,11 +3,10 @@
 
 mod common;
 
-use std::io::{BufRead, Read, Write};
-use std::process::Stdio;
+use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use common::{vt_isolated, Run};
+use common::{spawn_vt_server, vt_isolated, Run};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -36,10 +35,9 @@ fn server_runs_the_ingress_and_serves_metrics() {
     let data = dir.path().join("data");
     let port = free_port();
     let range = format!("{port}-{port}");
-    let mut child = vt_isolated(
+    let (mut child, url) = spawn_vt_server(
         dir.path(),
         &[
-            "server",
             "--listen",
             "127.0.0.1:0",
             "--data-dir",
@@ -51,21 +49,7 @@ fn server_runs_the_ingress_and_serves_metrics() {
             "--ingress-tcp-ports",
             &range,
         ],
-    )
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let url = loop {
-        let line = stderr
-            .next()
-            .expect("server exited before it was ready")
-            .unwrap();
-        if let Some(url) = line.strip_prefix("vt server ready on ") {
-            break url.to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in stderr {});
+    );
     let vt = |args: &[&str]| {
         let mut c = vt_isolated(dir.path(), args);
         c.env("VT_DATA_DIR", &data).env("VT_SERVER", &url);

@@ -169,3 +169,28 @@ macro_rules! snap {
         })
     };
 }
+
+/// Start `vt server ARGS...` as a child process and wait for its ready line.
+/// Returns the child and the server's URL; the rest of its stderr is drained.
+#[allow(dead_code)]
+pub fn spawn_vt_server(dir: &Path, args: &[&str]) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut full = vec!["server"];
+    full.extend_from_slice(args);
+    let mut child = vt_isolated(dir, &full)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let url = loop {
+        let line = stderr
+            .next()
+            .expect("server exited before it was ready")
+            .unwrap();
+        if let Some(url) = line.strip_prefix("vt server ready on ") {
+            break url.to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in stderr {});
+    (child, url)
+}
