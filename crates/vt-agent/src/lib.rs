@@ -61,10 +61,7 @@ impl AgentConfig {
     /// Defaults: the guest kernel from `VT_GUEST_DIR` (default `/var/cache/vt/guest`), the
     /// accelerator from `VT_QEMU_ACCEL` (default tcg), 1 s polling, 5 s heartbeats.
     pub fn new(server: &str, token: Option<String>, node_name: &str, data_dir: PathBuf) -> Self {
-        let guest = PathBuf::from(
-            std::env::var("VT_GUEST_DIR").unwrap_or_else(|_| "/var/cache/vt/guest".into()),
-        );
-        let mut qemu = QemuConfig::from_guest_dir(&guest);
+        let mut qemu = QemuConfig::from_guest_dir(&vt_runtime::qemu::default_guest_dir());
         if let Some(a) = std::env::var("VT_QEMU_ACCEL")
             .ok()
             .and_then(|a| a.parse().ok())

@@ -6,7 +6,6 @@
 //! default `/var/cache/vt/guest`), `qemu-system-x86_64`, `mkfs.ext4` and `/bin/busybox`.
 //! Without them the tests are skipped with a message, except under `CI=true`, where they fail.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,38 +27,7 @@ use vt_image::oci::RuntimeConfig;
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn guest_ready() -> bool {
-    let dir = PathBuf::from(
-        std::env::var("VT_GUEST_DIR").unwrap_or_else(|_| "/var/cache/vt/guest".into()),
-    );
-    let mut missing = Vec::new();
-    for f in ["vmlinux", "initramfs.cpio"] {
-        if !dir.join(f).is_file() {
-            missing.push(dir.join(f).display().to_string());
-        }
-    }
-    for bin in ["qemu-system-x86_64", "mkfs.ext4"] {
-        let found = std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
-            .unwrap_or(false);
-        if !found {
-            missing.push(bin.to_string());
-        }
-    }
-    if !Path::new(vt_image::testing::BUSYBOX).is_file() {
-        missing.push(vt_image::testing::BUSYBOX.to_string());
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    let msg = format!(
-        "agent tests need {} (run scripts/guest-kernel.sh; apt-get install busybox-static)",
-        missing.join(", ")
-    );
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{msg}");
-    }
-    eprintln!("SKIPPED: {msg}");
-    false
+    vt_runtime::testing::guest_or_skip("the agent tests", &[vt_image::testing::BUSYBOX]).is_some()
 }
 
 struct World {

@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 
 pub mod lifecycle;
 pub mod qemu;
+pub mod testing;
 
 pub use lifecycle::{InvalidTransition, State};
 pub use vt_guest_proto::{ExitStatus, Launch, Stream};

@@ -71,6 +71,19 @@ pub struct QemuConfig {
 
 impl QemuConfig {
     /// Defaults for a guest directory prepared by `scripts/guest-kernel.sh`.
+    /// What this host lacks to boot with this config: the guest kernel and
+    /// initramfs, and the qemu and mkfs.ext4 binaries. Empty when it can boot.
+    pub fn missing(&self) -> Vec<String> {
+        let mut missing: Vec<String> = [&self.kernel, &self.initramfs].into_iter().filter(|p| !p.is_file()).map(|p| p.display().to_string()).collect();
+        for bin in [&self.qemu_bin, &self.mkfs_bin] {
+            let on_path = std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(bin).is_file()));
+            if !on_path && !Path::new(bin).is_file() {
+                missing.push(bin.display().to_string());
+            }
+        }
+        missing
+    }
+
     pub fn from_guest_dir(dir: &Path) -> Self {
         Self {
             qemu_bin: "qemu-system-x86_64".into(),
@@ -82,6 +95,12 @@ impl QemuConfig {
             mkfs_bin: "mkfs.ext4".into(),
         }
     }
+}
+
+/// Where `scripts/guest-kernel.sh` puts the guest kernel and initramfs:
+/// `$VT_GUEST_DIR`, default `/var/cache/vt/guest`.
+pub fn default_guest_dir() -> PathBuf {
+    std::env::var_os("VT_GUEST_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/var/cache/vt/guest"))
 }
 
 /// The qemu runtime.

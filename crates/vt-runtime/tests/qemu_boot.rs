@@ -16,38 +16,7 @@ use vt_runtime::qemu::{Accel, QemuConfig, QemuRuntime};
 use vt_runtime::{Control, ExitStatus, InstanceSpec, Launch, Runtime, State, Stream, VmEvent};
 
 fn guest_dir() -> Option<PathBuf> {
-    let dir = PathBuf::from(
-        std::env::var("VT_GUEST_DIR").unwrap_or_else(|_| "/var/cache/vt/guest".into()),
-    );
-    let mut missing = Vec::new();
-    for f in ["vmlinux", "initramfs.cpio"] {
-        if !dir.join(f).is_file() {
-            missing.push(dir.join(f).display().to_string());
-        }
-    }
-    for bin in ["qemu-system-x86_64", "mkfs.ext4"] {
-        let found = std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
-            .unwrap_or(false);
-        if !found {
-            missing.push(bin.to_string());
-        }
-    }
-    if !Path::new(vt_image::testing::BUSYBOX).is_file() {
-        missing.push(vt_image::testing::BUSYBOX.to_string());
-    }
-    if missing.is_empty() {
-        return Some(dir);
-    }
-    let msg = format!(
-        "qemu boot test needs {} (run scripts/guest-kernel.sh; apt-get install busybox-static)",
-        missing.join(", ")
-    );
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{msg}");
-    }
-    eprintln!("SKIPPED: {msg}");
-    None
+    vt_runtime::testing::guest_or_skip("the qemu boot test", &[vt_image::testing::BUSYBOX])
 }
 
 /// Build a busybox image layout and its ext4 root disk with vt-image.

@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{spawn_vt_server, vt_isolated, Run};
@@ -16,35 +16,7 @@ use vt_image::layout::{write_image, LayerFormat};
 use vt_image::oci::RuntimeConfig;
 
 fn guest_ready() -> bool {
-    let dir = PathBuf::from(
-        std::env::var("VT_GUEST_DIR").unwrap_or_else(|_| "/var/cache/vt/guest".into()),
-    );
-    let mut missing: Vec<String> = ["vmlinux", "initramfs.cpio"]
-        .iter()
-        .map(|f| dir.join(f))
-        .filter(|p| !p.is_file())
-        .map(|p| p.display().to_string())
-        .collect();
-    for bin in ["qemu-system-x86_64", "mkfs.ext4"] {
-        if !std::env::var_os("PATH")
-            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
-        {
-            missing.push(bin.into());
-        }
-    }
-    if !Path::new(vt_image::testing::BUSYBOX).is_file() {
-        missing.push(vt_image::testing::BUSYBOX.into());
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    let msg = format!(
-        "the agent CLI test needs {} (run scripts/guest-kernel.sh)",
-        missing.join(", ")
-    );
-    assert!(std::env::var("CI").as_deref() != Ok("true"), "{msg}");
-    eprintln!("SKIPPED: {msg}");
-    false
+    vt_runtime::testing::guest_or_skip("the agent CLI test", &[vt_image::testing::BUSYBOX]).is_some()
 }
 
 fn start_server(dir: &Path, data: &Path) -> (std::process::Child, String) {

@@ -1,0 +1,23 @@
+//! For tests that boot real microVMs (here and in the crates above this one).
+
+use std::path::{Path, PathBuf};
+
+use crate::qemu::{default_guest_dir, QemuConfig};
+
+/// The guest directory when this host can boot microVMs and every path in
+/// `also` exists. Otherwise: under `CI=true` a panic (CI must not pass without
+/// booting), elsewhere `None` after printing why the test is skipped.
+pub fn guest_or_skip(test: &str, also: &[&str]) -> Option<PathBuf> {
+    let dir = default_guest_dir();
+    let mut missing = QemuConfig::from_guest_dir(&dir).missing();
+    missing.extend(also.iter().filter(|p| !Path::new(p).is_file()).map(|p| p.to_string()));
+    if missing.is_empty() {
+        return Some(dir);
+    }
+    let msg = format!("{test} needs {} (run scripts/guest-kernel.sh; apt-get install busybox-static)", missing.join(", "));
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{msg}");
+    }
+    eprintln!("SKIPPED: {msg}");
+    None
+}
