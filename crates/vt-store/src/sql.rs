@@ -45,6 +45,12 @@ fn json(s: &str, what: &str) -> Result<serde_json::Value, StoreError> {
     serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("{what} is not JSON: {e}")))
 }
 
+/// An aggregate's version as read (or advanced) in this group's transaction.
+/// Every aggregate a group touches is read up front by `versions_of`.
+fn preloaded(versions: &HashMap<(AggregateType, String), u64>, key: &(AggregateType, String)) -> Result<u64, StoreError> {
+    versions.get(key).copied().ok_or_else(|| StoreError::Corrupt(format!("version of {} `{}` was not read before the append", key.0, key.1)))
+}
+
 fn check_expectation(exp: &Expectation, actual: u64) -> Result<(), StoreError> {
     let ok = match exp.expected {
         ExpectedVersion::Any => true,
@@ -285,7 +291,7 @@ macro_rules! store_impl {
                 let mut versions = Self::versions_of(&mut tx, requests).await?;
                 let mut results = Vec::with_capacity(requests.len());
                 for req in requests {
-                    match Self::validate(&mut tx, req, &mut versions).await {
+                    match Self::validate(&mut tx, req, &versions).await {
                         Ok(()) => {}
                         Err(e) if e.is_conflict() => {
                             results.push(Err(e));
@@ -329,21 +335,7 @@ macro_rules! store_impl {
                 Ok(versions)
             }
 
-            async fn version(tx: &mut sqlx::Transaction<'_, $db>, versions: &mut HashMap<(AggregateType, String), u64>, key: &(AggregateType, String)) -> Result<u64, StoreError> {
-                if let Some(v) = versions.get(key) {
-                    return Ok(*v);
-                }
-                let v: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(aggregate_version), 0) FROM events WHERE aggregate_type = $1 AND aggregate_id = $2")
-                    .bind(key.0.as_str())
-                    .bind(&key.1)
-                    .fetch_one(&mut **tx)
-                    .await?;
-                let v = to_u64(v, "aggregate version")?;
-                versions.insert(key.clone(), v);
-                Ok(v)
-            }
-
-            async fn validate(tx: &mut sqlx::Transaction<'_, $db>, req: &AppendRequest, versions: &mut HashMap<(AggregateType, String), u64>) -> Result<(), StoreError> {
+            async fn validate(tx: &mut sqlx::Transaction<'_, $db>, req: &AppendRequest, versions: &HashMap<(AggregateType, String), u64>) -> Result<(), StoreError> {
                 if let Some(rec) = &req.idempotency {
                     let taken: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM idempotency WHERE scope = $1 AND key = $2")
                         .bind(&rec.scope)
@@ -355,7 +347,7 @@ macro_rules! store_impl {
                     }
                 }
                 for exp in &req.expectations {
-                    let v = Self::version(tx, versions, &(exp.aggregate_type, exp.aggregate_id.clone())).await?;
+                    let v = preloaded(versions, &(exp.aggregate_type, exp.aggregate_id.clone()))?;
                     check_expectation(exp, v)?;
                 }
                 for claim in &req.claims {
@@ -390,7 +382,7 @@ macro_rules! store_impl {
                 }
                 for new in &req.events {
                     let key = new.event.aggregate();
-                    let version = Self::version(tx, versions, &key).await? + 1;
+                    let version = preloaded(versions, &key)? + 1;
                     *seq += 1;
                     sqlx::query(&format!("INSERT INTO events ({EVENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"))
                         .bind(*seq as i64)
