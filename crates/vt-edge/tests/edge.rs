@@ -5,14 +5,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
-use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio_rustls::TlsConnector;
 use vt_control_plane::server::{Server, ServerConfig};
 use vt_edge::{Edge, StoreSource};
+use vt_ingress::testing::{connector, read_line, tls_backend};
 use vt_events::{Actor, Event, InstanceAllocated, NewEvent, Resources};
 use vt_ids::*;
 use vt_ingress::proxy_v2::{self, Decoded, Header};
@@ -20,9 +21,6 @@ use vt_ingress::{Ingress, IngressConfig};
 
 const T: Duration = Duration::from_secs(20);
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
 
 /// A port free on both loopback addresses right now.
 fn free_port() -> u16 {
@@ -70,35 +68,6 @@ fn id<K: vt_ids::Kind>(v: &Value) -> Id<K> {
     Id::parse(v["id"].as_str().unwrap()).unwrap()
 }
 
-/// A rustls server for `host` that sends `name\n` after the handshake.
-async fn tls_backend(name: &'static str, host: &str) -> (u16, CertificateDer<'static>) {
-    let ck = rcgen::generate_simple_self_signed(vec![host.to_owned()]).unwrap();
-    let cert = ck.cert.der().clone();
-    let key = PrivatePkcs8KeyDer::from(ck.key_pair.serialize_der());
-    let config = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.clone()], key.into())
-        .unwrap();
-    let acceptor = TlsAcceptor::from(Arc::new(config));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((s, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                if let Ok(mut tls) = acceptor.accept(s).await {
-                    let _ = tls.write_all(format!("{name}\n").as_bytes()).await;
-                    let _ = tls.flush().await;
-                    let mut buf = [0u8; 16];
-                    let _ = tls.read(&mut buf).await;
-                }
-            });
-        }
-    });
-    (port, cert)
-}
 
 /// A TCP server that reads a PROXY v2 header and answers with the source address it carries.
 async fn proxy_backend() -> u16 {
@@ -131,32 +100,7 @@ async fn proxy_backend() -> u16 {
     port
 }
 
-fn connector(roots: &[CertificateDer<'static>]) -> TlsConnector {
-    let mut store = rustls::RootCertStore::empty();
-    for c in roots {
-        store.add(c.clone()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(store)
-        .with_no_client_auth();
-    TlsConnector::from(Arc::new(config))
-}
 
-async fn read_line<R: tokio::io::AsyncRead + Unpin>(r: &mut R) -> std::io::Result<String> {
-    let mut line = Vec::new();
-    let mut b = [0u8; 1];
-    loop {
-        if r.read(&mut b).await? == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        if b[0] == b'\n' {
-            return Ok(String::from_utf8(line).unwrap());
-        }
-        line.push(b[0]);
-    }
-}
 
 /// The backend's name, through the ingress, with the certificate verified for `host`.
 async fn tls_hello(conn: &TlsConnector, addr: SocketAddr, host: &str) -> std::io::Result<String> {
@@ -256,8 +200,9 @@ async fn routes_from_the_control_plane_reach_real_backends() {
         assert_eq!(v["address"], "127.0.0.1");
     }
 
-    let (port_a, cert_a) = tls_backend("alpha", "a.test").await;
-    let (port_b, cert_b) = tls_backend("beta", "b.test").await;
+    let (addr_a, cert_a) = tls_backend("alpha", "a.test").await;
+    let (addr_b, cert_b) = tls_backend("beta", "b.test").await;
+    let (port_a, port_b) = (addr_a.port(), addr_b.port());
     let port_c = proxy_backend().await;
     let tls_port = free_port();
     let routes = "/v1/orgs/acme/apps/shop/envs/prod/routes";

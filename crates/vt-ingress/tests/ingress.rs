@@ -5,14 +5,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
-use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio_rustls::TlsConnector;
 
 use vt_ingress::proxy_v2::{self, Decoded, Header};
+use vt_ingress::testing::{connector, tls_backend};
 use vt_ingress::sni::{self, Detect};
 use vt_ingress::{
     Backend, FailureReason, Ingress, IngressConfig, Protocol, RejectReason, Route, RouteTable,
@@ -20,9 +21,6 @@ use vt_ingress::{
 
 const T: Duration = Duration::from_secs(10);
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
 
 /// A port free on both loopback addresses right now.
 fn free_port() -> u16 {
@@ -82,49 +80,6 @@ async fn start() -> Ingress {
     Ingress::start(IngressConfig::loopback()).await.unwrap()
 }
 
-/// A rustls server for `host` that sends `name\n` after the handshake, then echoes.
-async fn tls_backend(name: &'static str, host: &str) -> (SocketAddr, CertificateDer<'static>) {
-    let ck = rcgen::generate_simple_self_signed(vec![host.to_owned()]).unwrap();
-    let cert = ck.cert.der().clone();
-    let key = PrivatePkcs8KeyDer::from(ck.key_pair.serialize_der());
-    let config = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(vec![cert.clone()], key.into())
-        .unwrap();
-    let acceptor = TlsAcceptor::from(Arc::new(config));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((s, _)) = listener.accept().await else {
-                return;
-            };
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(s).await else {
-                    return;
-                };
-                if tls.write_all(format!("{name}\n").as_bytes()).await.is_err() {
-                    return;
-                }
-                let mut buf = [0u8; 1024];
-                loop {
-                    match tls.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => {
-                            if tls.write_all(&buf[..n]).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-            });
-        }
-    });
-    (addr, cert)
-}
 
 /// A plain TCP server that sends `name\n` on accept, then echoes.
 async fn tcp_backend(name: &'static str) -> SocketAddr {
@@ -147,34 +102,15 @@ async fn tcp_backend(name: &'static str) -> SocketAddr {
     addr
 }
 
-fn connector(roots: &[CertificateDer<'static>]) -> TlsConnector {
-    let mut store = rustls::RootCertStore::empty();
-    for c in roots {
-        store.add(c.clone()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(store)
-        .with_no_client_auth();
-    TlsConnector::from(Arc::new(config))
-}
 
-async fn read_line<R: tokio::io::AsyncRead + Unpin>(r: &mut R) -> String {
-    let mut line = Vec::new();
-    let mut b = [0u8; 1];
-    loop {
-        let n = r.read(&mut b).await.unwrap();
-        assert_eq!(n, 1, "eof before newline, got {line:?}");
-        if b[0] == b'\n' {
-            return String::from_utf8(line).unwrap();
-        }
-        line.push(b[0]);
-    }
-}
 
 /// TLS through the ingress; returns the backend's name after verifying the
 /// certificate for `host` (which proves the handshake reached that backend).
+/// One line from the stream; end of stream first fails the test.
+async fn read_line<R: tokio::io::AsyncRead + Unpin>(r: &mut R) -> String {
+    vt_ingress::testing::read_line(r).await.unwrap()
+}
+
 async fn tls_hello(conn: &TlsConnector, addr: SocketAddr, host: &str) -> String {
     let tcp = TcpStream::connect(addr).await.unwrap();
     let mut tls = conn
