@@ -433,6 +433,8 @@ impl Agent {
             reason,
             exit_code,
             address: None,
+            health: None,
+            boot: None,
         };
         match self
             .client

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use vt_events::{Capacity, Envelope, InstanceStatus};
+use vt_events::{BootTimings, Capacity, Envelope, Health, InstanceStatus};
 
 pub use vt_events::RouteProtocol;
 pub use vt_views::{AppView, DeployView, EnvView, InstanceView, NodeView, OrgView, ReleaseView, RouteView, ScaleView};
@@ -168,6 +168,12 @@ pub struct ReportInstanceStatus {
     /// The IP address (IPv6 or IPv4) where the instance's ports are reachable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
+    /// The health check's verdict (only with `running`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<Health>,
+    /// Per-phase boot timings measured by the node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot: Option<BootTimings>,
 }
 
 /// A new ingress route to a process type of the env.

@@ -237,7 +237,17 @@ async fn nodes_register_idempotently_and_heartbeat() {
     assert_eq!(info["allocatable"]["memory_mib"], 6000);
     assert!(info["last_heartbeat_at"].is_string());
     let types: Vec<String> = s.get("/v1/events").await.body["events"].as_array().unwrap().iter().map(|e| e["event_type"].as_str().unwrap().to_owned()).collect();
-    assert!(types.ends_with(&["node.registered".to_owned(), "node.capacity_changed".to_owned()]), "{types:?}");
+    assert!(types.ends_with(&["node.registered".to_owned(), "node.subnet_assigned".to_owned(), "node.capacity_changed".to_owned()]), "{types:?}");
+
+    // Every node gets its own /64 of one cluster ULA /48.
+    let subnet1 = first.body["subnet"].as_str().unwrap().to_owned();
+    assert_eq!(again.body["subnet"], first.body["subnet"], "re-registering keeps the subnet");
+    let second = s.post("/v1/nodes", json!({"name": "node-2", "capacity": {"cpu_millis": 1000, "memory_mib": 1024}})).await;
+    let subnet2 = second.body["subnet"].as_str().unwrap().to_owned();
+    let net = |s: &str| s.strip_suffix("/64").unwrap().parse::<std::net::Ipv6Addr>().unwrap().segments();
+    let (a, b) = (net(&subnet1), net(&subnet2));
+    assert_eq!(a[0] & 0xff00, 0xfd00, "a ULA prefix: {subnet1}");
+    assert_eq!((&a[..3], a[3], b[3]), (&b[..3], 1, 2), "{subnet1} then {subnet2}");
 }
 
 #[tokio::test]

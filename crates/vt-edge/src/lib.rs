@@ -22,7 +22,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::Serialize;
 use tokio::sync::{watch, Mutex};
-use vt_events::{DesiredState, Envelope, InstanceStatus, RouteProtocol};
+use vt_events::{Envelope, RouteProtocol};
 use vt_ingress::{Backend, Ingress, Protocol, Route, RouteTable};
 use vt_store::{Store, ViewQuery};
 use vt_views::{InstanceView, RouteView, ViewKind};
@@ -322,9 +322,7 @@ pub fn build_table(routes: &[RouteView], instances: &[InstanceView]) -> (RouteTa
         let mut backends: Vec<Backend> = instances
             .iter()
             .filter(|i| i.env_id == r.env_id && i.process == r.process)
-            .filter(|i| {
-                i.status == InstanceStatus::Running && i.desired_state == DesiredState::Running
-            })
+            .filter(|i| i.is_ready())
             .filter_map(|i| i.address.as_deref()?.parse::<IpAddr>().ok())
             .map(|ip| Backend {
                 addr: SocketAddr::new(ip, r.backend_port),
@@ -356,7 +354,7 @@ pub fn build_table(routes: &[RouteView], instances: &[InstanceView]) -> (RouteTa
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vt_events::Resources;
+    use vt_events::{DesiredState, Health, InstanceStatus, Resources};
     use vt_ids::*;
 
     fn route(env_id: EnvId, protocol: RouteProtocol, host: Option<&str>, port: u16) -> RouteView {
@@ -397,6 +395,8 @@ mod tests {
             },
             desired_state: desired,
             status,
+            health: None,
+            boot: None,
             reason: None,
             exit_code: None,
             address: address.map(Into::into),
@@ -406,7 +406,7 @@ mod tests {
     }
 
     #[test]
-    fn only_running_wanted_addressed_instances_of_the_process_are_backends() {
+    fn only_ready_addressed_instances_of_the_process_are_backends() {
         let (env, other) = (EnvId::new(), EnvId::new());
         let routes = vec![route(env, RouteProtocol::Tls, Some("a.example"), 443)];
         let instances = vec![
@@ -459,6 +459,18 @@ mod tests {
                 DesiredState::Running,
                 Some("10.0.0.6"),
             ),
+            InstanceView {
+                health: Some(Health::Pending),
+                ..instance(env, "web", InstanceStatus::Running, DesiredState::Running, Some("10.0.0.7"))
+            },
+            InstanceView {
+                health: Some(Health::Failing),
+                ..instance(env, "web", InstanceStatus::Running, DesiredState::Running, Some("10.0.0.8"))
+            },
+            InstanceView {
+                health: Some(Health::Passing),
+                ..instance(env, "web", InstanceStatus::Running, DesiredState::Running, Some("10.0.0.9"))
+            },
         ];
         let (table, skipped) = build_table(&routes, &instances);
         assert!(skipped.is_empty());
@@ -467,7 +479,7 @@ mod tests {
             .iter()
             .map(|b| b.addr.to_string())
             .collect();
-        assert_eq!(addrs, ["10.0.0.2:8443", "[fd00::1]:8443"]);
+        assert_eq!(addrs, ["10.0.0.2:8443", "10.0.0.9:8443", "[fd00::1]:8443"]);
     }
 
     #[test]

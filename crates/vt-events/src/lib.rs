@@ -109,6 +109,8 @@ pub enum Event {
     NodeCapacityChanged(NodeCapacityChanged),
     #[serde(rename = "node.status_changed")]
     NodeStatusChanged(NodeStatusChanged),
+    #[serde(rename = "node.subnet_assigned")]
+    NodeSubnetAssigned(NodeSubnetAssigned),
     #[serde(rename = "token.created")]
     TokenCreated(TokenCreated),
     #[serde(rename = "route.created")]
@@ -147,6 +149,7 @@ impl Event {
         ("token.created", 1),
         ("route.created", 1),
         ("route.deleted", 1),
+        ("node.subnet_assigned", 1),
     ];
 
     pub fn event_type(&self) -> &'static str {
@@ -167,6 +170,7 @@ impl Event {
             Event::TokenCreated(_) => "token.created",
             Event::RouteCreated(_) => "route.created",
             Event::RouteDeleted(_) => "route.deleted",
+            Event::NodeSubnetAssigned(_) => "node.subnet_assigned",
         }
     }
 
@@ -196,6 +200,7 @@ impl Event {
             Event::NodeRegistered(e) => (A::Node, e.node_id.to_string()),
             Event::NodeCapacityChanged(e) => (A::Node, e.node_id.to_string()),
             Event::NodeStatusChanged(e) => (A::Node, e.node_id.to_string()),
+            Event::NodeSubnetAssigned(e) => (A::Node, e.node_id.to_string()),
             Event::TokenCreated(e) => (A::Token, e.token_id.to_string()),
             Event::RouteCreated(e) => (A::Route, e.route_id.to_string()),
             Event::RouteDeleted(e) => (A::Route, e.route_id.to_string()),
@@ -220,6 +225,7 @@ impl Event {
             Event::NodeRegistered(_)
             | Event::NodeCapacityChanged(_)
             | Event::NodeStatusChanged(_)
+            | Event::NodeSubnetAssigned(_)
             | Event::TokenCreated(_) => None,
         }
     }

@@ -40,7 +40,7 @@ fn samples() -> Vec<Event> {
             resources: Resources { cpu_millis: 500, memory_mib: 256 },
         }),
         Event::InstanceDesiredStateChanged(InstanceDesiredStateChanged { org_id, env_id, instance_id, desired: DesiredState::Stopped, reason: Some("scaled down".into()) }),
-        Event::InstanceStatusReported(InstanceStatusReported { org_id, env_id, instance_id, node_id, status: InstanceStatus::Failed, reason: Some("exited".into()), exit_code: Some(3), address: Some("10.0.0.7".into()) }),
+        Event::InstanceStatusReported(InstanceStatusReported { org_id, env_id, instance_id, node_id, status: InstanceStatus::Failed, reason: Some("exited".into()), exit_code: Some(3), address: Some("fd00:1:2:1::9".into()), health: None, boot: Some(BootTimings { root_disk_ms: Some(12), vmm_spawned_ms: Some(3), kernel_to_init_ms: Some(1400), init_to_entrypoint_ms: Some(60), running_ms: Some(1500), healthy_ms: None }) }),
         Event::NodeRegistered(NodeRegistered { node_id, name: "n1".into(), capacity: cap, allocatable: cap, labels: Default::default(), address: None }),
         Event::NodeCapacityChanged(NodeCapacityChanged { node_id, capacity: cap, allocatable: cap }),
         Event::NodeStatusChanged(NodeStatusChanged { node_id, status: NodeStatus::Unreachable, reason: None }),
@@ -58,6 +58,7 @@ fn samples() -> Vec<Event> {
             proxy_protocol: true,
         }),
         Event::RouteDeleted(RouteDeleted { org_id, env_id, route_id }),
+        Event::NodeSubnetAssigned(NodeSubnetAssigned { node_id, subnet: "fd12:3456:789a:1::/64".into() }),
     ]
 }
 
@@ -102,5 +103,5 @@ fn a_status_report_without_address_still_decodes() {
     // Logs written before instances carried an address.
     let old = serde_json::json!({"org_id": "org_01jd8x6k3v9q4m2t7r5w0y1zcb", "env_id": "env_01jd8x6k3v9q4m2t7r5w0y1zcd", "instance_id": "inst_01jd8x6k3v9q4m2t7r5w0y1zcg", "node_id": "node_01jd8x6k3v9q4m2t7r5w0y1zch", "status": "running"});
     let Event::InstanceStatusReported(e) = Event::decode("instance.status_reported", 1, old).unwrap() else { panic!("wrong variant") };
-    assert_eq!(e.address, None);
+    assert_eq!((e.address, e.health, e.boot), (None, None, None));
 }

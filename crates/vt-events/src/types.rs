@@ -201,6 +201,60 @@ pub struct InstanceStatusReported {
     /// Where the instance is reachable (an IP address), once the node knows it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
+    /// The health check's verdict while the instance runs; absent when the
+    /// report says nothing about health (and in logs written before health).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<Health>,
+    /// Per-phase boot timings, in the report that makes the instance `running`
+    /// (and again, with `healthy_ms`, when it first passes its health check).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot: Option<BootTimings>,
+}
+
+/// Whether a running instance passes its health check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Health {
+    /// Started; no check has passed yet (or the grace period still runs).
+    Pending,
+    /// The last check passed, or the process has no health check.
+    Passing,
+    /// `retries` consecutive checks failed after the grace period.
+    Failing,
+}
+
+impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Passing => "passing",
+            Self::Failing => "failing",
+        }
+    }
+}
+
+/// How long each phase of one instance's start took, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BootTimings {
+    /// Start → the image's root disk is ready (pull, unpack, mkfs; or a cache hit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_disk_ms: Option<u64>,
+    /// Boot start → the VMM process is spawned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vmm_spawned_ms: Option<u64>,
+    /// Guest kernel start → guest init start (guest clock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_to_init_ms: Option<u64>,
+    /// Guest init start → entrypoint started (guest clock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_to_entrypoint_ms: Option<u64>,
+    /// Start → the entrypoint runs, as the node saw it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running_ms: Option<u64>,
+    /// Start → the first passing health check (equal to `running_ms` without a check).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy_ms: Option<u64>,
 }
 
 /// What a node has, and what of it the scheduler may hand out.
@@ -222,6 +276,16 @@ pub struct NodeRegistered {
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub address: Option<String>,
+}
+
+/// The control plane gave a node its IPv6 /64 (out of the cluster's ULA /48):
+/// the node's instances get their addresses from it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSubnetAssigned {
+    pub node_id: NodeId,
+    /// `fdxx:xxxx:xxxx:yyyy::/64`.
+    pub subnet: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

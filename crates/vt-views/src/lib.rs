@@ -194,8 +194,25 @@ pub struct InstanceView {
     /// Where the instance is reachable (an IP address), as its node last reported.
     #[serde(default)]
     pub address: Option<String>,
+    /// The health check's verdict while running (`None`: not reported yet).
+    #[serde(default)]
+    pub health: Option<Health>,
+    /// Per-phase boot timings, once running.
+    #[serde(default)]
+    pub boot: Option<BootTimings>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl InstanceView {
+    /// Serving: running, meant to run, and passing its health check (an
+    /// instance reported before health checks existed counts as passing).
+    /// The ingress routes to these; a rollout counts these.
+    pub fn is_ready(&self) -> bool {
+        self.status == InstanceStatus::Running
+            && self.desired_state == DesiredState::Running
+            && matches!(self.health, None | Some(Health::Passing))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -208,6 +225,9 @@ pub struct NodeView {
     pub allocatable: Capacity,
     pub labels: BTreeMap<String, String>,
     pub address: Option<String>,
+    /// The node's IPv6 /64; its instances' addresses come from it.
+    #[serde(default)]
+    pub subnet: Option<String>,
     pub registered_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -535,6 +555,8 @@ impl Projection for Instances {
                 reason: Some("waiting for the node agent to pick it up".into()),
                 exit_code: None,
                 address: None,
+                health: None,
+                boot: None,
                 created_at: env.occurred_at,
                 updated_at: env.occurred_at,
             }
@@ -555,6 +577,12 @@ impl Projection for Instances {
                 v.exit_code = e.exit_code;
                 if e.address.is_some() {
                     v.address = e.address.clone();
+                }
+                // Health and timings belong to a run: a report that leaves
+                // `running` clears the health; timings are kept once known.
+                v.health = if e.status == InstanceStatus::Running { e.health.or(v.health) } else { None };
+                if e.boot.is_some() {
+                    v.boot = e.boot;
                 }
                 v.updated_at = env.occurred_at;
                 v.into_row(env.seq)
@@ -577,6 +605,7 @@ impl Projection for Nodes {
             Event::NodeRegistered(e) => vec![e.node_id.to_string()],
             Event::NodeCapacityChanged(e) => vec![e.node_id.to_string()],
             Event::NodeStatusChanged(e) => vec![e.node_id.to_string()],
+            Event::NodeSubnetAssigned(e) => vec![e.node_id.to_string()],
             _ => vec![],
         }
     }
@@ -591,6 +620,7 @@ impl Projection for Nodes {
                 allocatable: e.allocatable,
                 labels: e.labels.clone(),
                 address: e.address.clone(),
+                subnet: None,
                 registered_at: env.occurred_at,
                 updated_at: env.occurred_at,
             }
@@ -606,6 +636,12 @@ impl Projection for Nodes {
                 let mut v: NodeView = current(cur, "status change", id)?;
                 v.status = e.status;
                 v.status_reason = e.reason.clone();
+                v.updated_at = env.occurred_at;
+                v.into_row(env.seq)
+            }
+            Event::NodeSubnetAssigned(e) => {
+                let mut v: NodeView = current(cur, "subnet assignment", id)?;
+                v.subnet = Some(e.subnet.clone());
                 v.updated_at = env.occurred_at;
                 v.into_row(env.seq)
             }

@@ -71,15 +71,19 @@ fn instance_keeps_desired_and_current_apart() {
         resources: Resources { cpu_millis: 250, memory_mib: 128 },
     }))
     .unwrap();
-    log.push(Event::InstanceStatusReported(InstanceStatusReported { org_id, env_id, instance_id, node_id, status: InstanceStatus::Running, reason: None, exit_code: None, address: Some("10.0.0.9".into()) })).unwrap();
+    log.push(Event::InstanceStatusReported(InstanceStatusReported { org_id, env_id, instance_id, node_id, status: InstanceStatus::Running, reason: None, exit_code: None, address: Some("10.0.0.9".into()), health: Some(Health::Passing), boot: None })).unwrap();
     log.push(Event::InstanceDesiredStateChanged(InstanceDesiredStateChanged { org_id, env_id, instance_id, desired: DesiredState::Stopped, reason: Some("scaled to 0".into()) })).unwrap();
     let v: InstanceView = log.get(&instance_id.to_string());
     assert_eq!((v.desired_state, v.status), (DesiredState::Stopped, InstanceStatus::Running));
     assert_eq!(v.reason.as_deref(), Some("scaled to 0"));
     assert_eq!(v.address.as_deref(), Some("10.0.0.9"));
-    // A later report without an address keeps the known one.
-    log.push(Event::InstanceStatusReported(InstanceStatusReported { org_id, env_id, instance_id, node_id, status: InstanceStatus::Stopping, reason: None, exit_code: None, address: None })).unwrap();
-    assert_eq!(log.get::<InstanceView>(&instance_id.to_string()).address.as_deref(), Some("10.0.0.9"));
+    assert_eq!(v.health, Some(Health::Passing));
+    assert!(!v.is_ready(), "desired stopped: no longer serving");
+    // A later report without an address keeps the known one; leaving `running` clears the health.
+    log.push(Event::InstanceStatusReported(InstanceStatusReported { org_id, env_id, instance_id, node_id, status: InstanceStatus::Stopping, reason: None, exit_code: None, address: None, health: None, boot: None })).unwrap();
+    let v: InstanceView = log.get(&instance_id.to_string());
+    assert_eq!(v.address.as_deref(), Some("10.0.0.9"));
+    assert_eq!(v.health, None);
 }
 
 #[test]

@@ -2,7 +2,9 @@
 
 use axum::http::StatusCode;
 use vt_api::{Heartbeat, NodeInfo, RegisterNode, ReportInstanceStatus};
-use vt_events::{AggregateType, Capacity, Event, InstanceStatusReported, NodeCapacityChanged, NodeRegistered, NodeStatus, NodeStatusChanged};
+use std::net::Ipv6Addr;
+
+use vt_events::{AggregateType, Capacity, Event, InstanceStatus, InstanceStatusReported, NodeCapacityChanged, NodeRegistered, NodeStatus, NodeStatusChanged, NodeSubnetAssigned};
 use vt_ids::NodeId;
 use vt_store::Claim;
 use vt_views::{InstanceView, NodeView, ViewKind};
@@ -50,7 +52,8 @@ impl ControlPlane {
         }
         self.fresh().await?;
         let now = ctx.now();
-        if let Ok(mut existing) = self.node(&req.name).await {
+        let nodes: Vec<NodeView> = self.views(Self::kind_query(ViewKind::Node)).await?;
+        if let Some(mut existing) = nodes.iter().find(|n| n.name == req.name).cloned() {
             let mut plan = Plan::new(StatusCode::OK, existing.clone()).expect(exists(AggregateType::Node, existing.id));
             if existing.capacity != req.capacity || existing.allocatable != allocatable {
                 plan = plan.event(Event::NodeCapacityChanged(NodeCapacityChanged { node_id: existing.id, capacity: req.capacity, allocatable }));
@@ -58,10 +61,19 @@ impl ControlPlane {
                 existing.allocatable = allocatable;
                 existing.updated_at = now;
             }
+            // Nodes registered before subnets existed get theirs now.
+            if existing.subnet.is_none() {
+                let subnet = next_subnet(&nodes)?;
+                plan = plan
+                    .event(Event::NodeSubnetAssigned(NodeSubnetAssigned { node_id: existing.id, subnet: subnet.clone() }))
+                    .claim(Claim { scope: "subnet".into(), name: subnet.clone(), owner: existing.id.to_string() });
+                existing.subnet = Some(subnet);
+            }
             plan.response = existing;
             return Ok(plan);
         }
         let id = NodeId::new();
+        let subnet = next_subnet(&nodes)?;
         let view = NodeView {
             id,
             name: req.name.clone(),
@@ -71,12 +83,16 @@ impl ControlPlane {
             allocatable,
             labels: req.labels.clone(),
             address: req.address.clone(),
+            subnet: Some(subnet.clone()),
             registered_at: now,
             updated_at: now,
         };
         Ok(Plan::new(StatusCode::CREATED, view)
             .event(Event::NodeRegistered(NodeRegistered { node_id: id, name: req.name.clone(), capacity: req.capacity, allocatable, labels: req.labels, address: req.address }))
-            .claim(Claim { scope: "node".into(), name: req.name, owner: id.to_string() }))
+            .event(Event::NodeSubnetAssigned(NodeSubnetAssigned { node_id: id, subnet: subnet.clone() }))
+            .claim(Claim { scope: "node".into(), name: req.name, owner: id.to_string() })
+            // Two registrations racing for one subnet: the second fails and its agent retries.
+            .claim(Claim { scope: "subnet".into(), name: subnet, owner: id.to_string() }))
     }
 
     /// Record liveness (not an event) and, when it changes state, the events:
@@ -133,6 +149,9 @@ impl ControlPlane {
                 return Err(ApiErr::invalid("address", format!("`address` must be an IPv6 or IPv4 address; got {a:?}")));
             }
         }
+        if req.health.is_some() && req.status != InstanceStatus::Running {
+            return Err(ApiErr::invalid("health", "`health` is only reported with status `running`"));
+        }
         if instance.status.is_terminal() && instance.status != req.status {
             return Err(ApiErr::conflict(format!(
                 "instance {} is {} (final); a restarted instance gets a new id",
@@ -146,7 +165,13 @@ impl ControlPlane {
         let mut view = instance.clone();
         let mut plan = Plan::new(StatusCode::OK, ()).expect(exists(AggregateType::Instance, instance.id));
         let address_changed = req.address.is_some() && req.address != instance.address;
-        if address_changed || (instance.status, &instance.reason, instance.exit_code) != (req.status, &req.reason, req.exit_code) {
+        let health_changed = req.health.is_some() && req.health != instance.health;
+        let boot_changed = req.boot.is_some() && req.boot != instance.boot;
+        if address_changed
+            || health_changed
+            || boot_changed
+            || (instance.status, &instance.reason, instance.exit_code) != (req.status, &req.reason, req.exit_code)
+        {
             plan = plan.event(Event::InstanceStatusReported(InstanceStatusReported {
                 org_id: instance.org_id,
                 env_id: instance.env_id,
@@ -156,9 +181,15 @@ impl ControlPlane {
                 reason: req.reason.clone(),
                 exit_code: req.exit_code,
                 address: req.address.clone(),
+                health: req.health,
+                boot: req.boot,
             }));
             if req.address.is_some() {
                 view.address = req.address;
+            }
+            view.health = if req.status == InstanceStatus::Running { req.health.or(instance.health) } else { None };
+            if req.boot.is_some() {
+                view.boot = req.boot;
             }
             view.status = req.status;
             view.reason = req.reason;
@@ -167,4 +198,28 @@ impl ControlPlane {
         }
         Ok(plan.respond(view))
     }
+}
+
+/// The first free /64 of the cluster's ULA /48 (subnet ids from 1). The /48
+/// is the one the nodes already have; the first node draws a random one
+/// (RFC 4193: `fd` + 40 random bits).
+fn next_subnet(nodes: &[NodeView]) -> ApiResult<String> {
+    let taken: Vec<Ipv6Addr> = nodes.iter().filter_map(|n| n.subnet.as_deref()).filter_map(|s| s.strip_suffix("/64")?.parse().ok()).collect();
+    let prefix: [u16; 3] = match taken.first() {
+        Some(a) => {
+            let s = a.segments();
+            [s[0], s[1], s[2]]
+        }
+        None => {
+            let mut b = [0u8; 5];
+            getrandom::fill(&mut b).map_err(|e| ApiErr::internal(format!("no randomness for the cluster prefix: {e}")))?;
+            [0xfd00 | u16::from(b[0]), u16::from_be_bytes([b[1], b[2]]), u16::from_be_bytes([b[3], b[4]])]
+        }
+    };
+    let used: std::collections::BTreeSet<u16> = taken.iter().map(|a| a.segments()[3]).collect();
+    let id = (1..=u16::MAX)
+        .find(|i| !used.contains(i))
+        .ok_or_else(|| ApiErr::conflict("the cluster's /48 has no free /64 left"))?;
+    let net = Ipv6Addr::new(prefix[0], prefix[1], prefix[2], id, 0, 0, 0, 0);
+    Ok(format!("{net}/64"))
 }
