@@ -20,6 +20,9 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 # has a network (/etc/vt/modules.net): each finit_module costs ~20 ms under TCG.
 BOOT_MODS=(virtio_mmio virtio_blk virtio_console overlay)
 NET_MODS=(virtio_net)
+# VSOCK ones only when the VM has no virtio-console (Firecracker: the guest channel is vsock;
+# /etc/vt/modules.vsock).
+VSOCK_MODS=(vmw_vsock_virtio_transport)
 
 need_pkgs=()
 command -v qemu-system-x86_64 >/dev/null || need_pkgs+=(qemu-system-x86)
@@ -95,15 +98,17 @@ resolve() { # resolve OUTFILE MODULE...
 }
 resolve "$TMP/modules.boot" "${BOOT_MODS[@]}"
 resolve "$TMP/modules.net" "${NET_MODS[@]}"
-cat "$TMP/modules.boot" "$TMP/modules.net" > "$TMP/modules.txt"
+resolve "$TMP/modules.vsock" "${VSOCK_MODS[@]}"
+cat "$TMP/modules.boot" "$TMP/modules.net" "$TMP/modules.vsock" > "$TMP/modules.txt"
 
 # 4. The initramfs (newc, uncompressed: nothing to inflate under TCG), written by a tiny
 #    deterministic writer (cpio(1) cannot make /dev/console without root; mtimes are 0).
-/usr/bin/python3 - "$TMP/initramfs.cpio" "$TMP/init" "$MODDIR" "$TMP/modules.boot" "$TMP/modules.net" <<'PY'
+/usr/bin/python3 - "$TMP/initramfs.cpio" "$TMP/init" "$MODDIR" "$TMP/modules.boot" "$TMP/modules.net" "$TMP/modules.vsock" <<'PY'
 import os, sys
-out, init, moddir, boot, net = sys.argv[1:]
+out, init, moddir, boot, net, vsock = sys.argv[1:]
 lists = [("etc/vt/modules", [l.strip() for l in open(boot) if l.strip()]),
-         ("etc/vt/modules.net", [l.strip() for l in open(net) if l.strip()])]
+         ("etc/vt/modules.net", [l.strip() for l in open(net) if l.strip()]),
+         ("etc/vt/modules.vsock", [l.strip() for l in open(vsock) if l.strip()])]
 entries = []  # (name, mode, data, rdevmajor, rdevminor)
 for d in ["dev", "etc", "etc/vt", "lib", "lib/modules", "proc", "sys", "run", "tmp",
           "vt", "vt/lower", "vt/scratch", "vt/root"]:

@@ -21,11 +21,13 @@ use tokio::sync::{mpsc, OnceCell};
 use tokio::task::JoinSet;
 use vt_api::{Heartbeat, InstanceView, RegisterNode, ReportInstanceStatus};
 use vt_client::Client;
-use vt_events::{Capacity, DesiredState};
+use vt_events::{Capacity, DesiredState, Health};
 use vt_image::{Digest, ImageStore, RegistrySource, StoreOptions};
 use vt_runtime::qemu::{QemuConfig, QemuRuntime};
+use vt_runtime::net::NetworkSpec;
 use vt_runtime::{Control, ExitStatus, InstanceSpec, Runtime, State, VmEvent};
 
+pub mod health;
 pub mod logs;
 pub mod state;
 
@@ -134,6 +136,11 @@ pub struct Agent {
     runtime: Arc<QemuRuntime>,
     images: OnceCell<Arc<ImageStore>>,
     node: OnceCell<String>,
+    /// The node's /64 from the control plane (instances get their addresses from it).
+    subnet: Mutex<Option<String>>,
+    /// Whether instances get a tap: `Err(why not)` on a host where this process cannot
+    /// create one (then instances run with loopback only and health checks cannot reach them).
+    taps: Result<(), String>,
     supervised: Mutex<HashMap<String, Supervised>>,
     keys: AtomicU64,
 }
@@ -146,6 +153,10 @@ impl Agent {
             QemuRuntime::new(cfg.qemu.clone()).map_err(|e| AgentError::Other(e.to_string()))?;
         let client =
             Client::new(&cfg.server, cfg.token.clone()).with_retries(4, Duration::from_millis(250));
+        let taps = vt_runtime::net::taps_available();
+        if let Err(why) = &taps {
+            tracing::warn!(%why, "instances on this node get no network");
+        }
         Ok(Arc::new(Agent {
             cfg,
             client,
@@ -153,6 +164,8 @@ impl Agent {
             runtime: Arc::new(runtime),
             images: OnceCell::new(),
             node: OnceCell::new(),
+            subnet: Mutex::new(None),
+            taps,
             supervised: Mutex::new(HashMap::new()),
             keys: AtomicU64::new(0),
         }))
@@ -226,6 +239,7 @@ impl Agent {
             .await?;
         let id = node.value.id.to_string();
         let _ = self.node.set(id.clone());
+        *self.subnet.lock().unwrap_or_else(|p| p.into_inner()) = node.value.subnet.clone();
         Ok(id)
     }
 
@@ -414,6 +428,11 @@ impl Agent {
                 }
             }
             rec.vm_pid = None;
+            if let Some(tap) = &rec.tap {
+                if let Err(e) = vt_runtime::net::delete_tap(tap).await {
+                    tracing::warn!(instance = %rec.id, error = %e, "cannot remove the tap of an adopted VM");
+                }
+            }
             let (phase, reason) = if stopping {
                 (Phase::Stopped, "stopped on request (the VM was adopted after an agent restart; its exit status is unknown)".to_string())
             } else {
@@ -436,6 +455,23 @@ impl Agent {
             health: None,
             boot: None,
         };
+        self.send_report(id, phase, req).await
+    }
+
+    /// Report `running` with the address, the health verdict and the boot timings.
+    async fn report_running(&self, rec: &InstanceRecord, health: Health, reason: Option<String>) {
+        let req = ReportInstanceStatus {
+            status: Phase::Running.status(),
+            reason,
+            exit_code: None,
+            address: rec.address.clone(),
+            health: Some(health),
+            boot: Some(rec.timings.to_report()),
+        };
+        self.send_report(&rec.id, Phase::Running, req).await
+    }
+
+    async fn send_report(&self, id: &str, phase: Phase, req: ReportInstanceStatus) {
         match self
             .client
             .instance_report_status(id, &req, &self.key("status"))
@@ -523,9 +559,24 @@ impl Agent {
         };
         let mut stop_sent = false;
         let mut final_state: Option<State> = None;
+        // Health verdict changes from the check task; reported only while `running`.
+        let (health_tx, mut health_rx) = mpsc::channel::<health::Change>(4);
+        let mut checks: Option<tokio::task::JoinHandle<()>> = None;
         loop {
             let ev = tokio::select! {
                 ev = vm.next_event() => ev,
+                Some(change) = health_rx.recv() => {
+                    if rec.phase == Phase::Running {
+                        if change.first_pass {
+                            rec.timings.healthy_ms = Some(t0.elapsed().as_secs_f64() * 1000.0);
+                            let _ = self.states.save(&mut rec);
+                        }
+                        let _ = log.note(&format!("health: {}{}", change.health.as_str(), change.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()));
+                        let reason = change.reason.or_else(|| Some(format!("boot: {}", rec.timings.summary())));
+                        self.report_running(&rec, change.health, reason).await;
+                    }
+                    continue;
+                }
                 // Record the VMM pid as soon as it exists (a restarted agent looks for it).
                 _ = tokio::time::sleep(Duration::from_millis(20)), if rec.vm_pid.is_none() => {
                     if let Some(pid) = vm.vmm_pid() {
@@ -571,10 +622,35 @@ impl Agent {
                             _ => None,
                         };
                     rec.timings.running_ms = Some(t0.elapsed().as_secs_f64() * 1000.0);
-                    let reason = format!("boot: {}", rec.timings.summary());
-                    self.set_phase(&mut rec, Phase::Running, Some(reason)).await;
+                    let health = match (&rec.probe, rec.address.as_deref().and_then(|a| a.parse().ok())) {
+                        (None, _) => {
+                            rec.timings.healthy_ms = rec.timings.running_ms;
+                            Health::Passing
+                        }
+                        (Some(probe), Some(ip)) => {
+                            checks = Some(tokio::spawn(health_checks(probe.clone(), ip, health_tx.clone())));
+                            Health::Pending
+                        }
+                        (Some(probe), None) => {
+                            let why = self.taps.clone().err().unwrap_or_else(|| "the node has no subnet yet".into());
+                            let _ = log.note(&format!("health: cannot check {}: the instance has no network ({why})", probe.describe()));
+                            Health::Failing
+                        }
+                    };
+                    rec.phase = Phase::Running;
+                    rec.reason = Some(format!("boot: {}", rec.timings.summary()));
+                    let _ = self.states.save(&mut rec);
+                    let reason = if health == Health::Failing {
+                        Some("health check failing: the instance has no network, so its check cannot reach it".to_string())
+                    } else {
+                        rec.reason.clone()
+                    };
+                    self.report_running(&rec, health, reason).await;
                 }
                 VmEvent::State(State::Stopping) => {
+                    if let Some(c) = checks.take() {
+                        c.abort();
+                    }
                     self.set_phase(&mut rec, Phase::Stopping, None).await
                 }
                 VmEvent::State(s @ (State::Stopped { .. } | State::Failed { .. })) => {
@@ -582,6 +658,9 @@ impl Agent {
                 }
                 VmEvent::State(_) => {}
             }
+        }
+        if let Some(c) = checks.take() {
+            c.abort();
         }
         let outcome = vm.wait().await;
         let end = final_state.unwrap_or(outcome.state);
@@ -653,6 +732,19 @@ impl Agent {
         };
         let launch = vt_workload::launch(&disk.info.config.config, &manifest, &identity)
             .map_err(|e| e.to_string())?;
+        if let Some(process) = manifest.processes.get(&inst.process) {
+            rec.probe = health::Probe::from_manifest(process)?;
+        }
+        let subnet = self.subnet.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let network = match (&self.taps, subnet) {
+            (Ok(()), Some(subnet)) => Some(
+                NetworkSpec::for_instance(&inst.id.to_string(), &subnet)
+                    .map_err(|e| format!("network: {e}"))?,
+            ),
+            _ => None,
+        };
+        rec.address = network.as_ref().map(|n| n.address.to_string());
+        rec.tap = network.as_ref().map(|n| n.tap.clone());
         let _ = self.states.save(rec);
         let mut spec = InstanceSpec::new(
             &inst.id.to_string(),
@@ -663,7 +755,23 @@ impl Agent {
         spec.memory_mib = inst.resources.memory_mib.max(64);
         spec.vcpus = inst.resources.cpu_millis.div_ceil(1000).max(1);
         spec.scratch_size = self.cfg.scratch_size;
+        spec.network = network;
         Ok(spec)
+    }
+}
+
+/// Check `ip` with `probe` until aborted, sending each change of verdict.
+async fn health_checks(probe: health::Probe, ip: std::net::IpAddr, changes: mpsc::Sender<health::Change>) {
+    let started = Instant::now();
+    let mut tracker = health::Tracker::new(probe.clone());
+    loop {
+        let result = probe.check(ip).await;
+        if let Some(change) = tracker.observe(result, started.elapsed()) {
+            if changes.send(change).await.is_err() {
+                return;
+            }
+        }
+        tokio::time::sleep(tracker.next_delay()).await;
     }
 }
 

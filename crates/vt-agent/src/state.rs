@@ -48,9 +48,25 @@ pub struct PhaseTimings {
     pub init_to_entrypoint_ms: Option<f64>,
     /// Prepare start → the entrypoint runs, as the agent saw it.
     pub running_ms: Option<f64>,
+    /// Prepare start → the first passing health check (= `running_ms` without a check).
+    #[serde(default)]
+    pub healthy_ms: Option<f64>,
 }
 
 impl PhaseTimings {
+    /// As reported to the control plane (whole milliseconds).
+    pub fn to_report(&self) -> vt_events::BootTimings {
+        let ms = |v: Option<f64>| v.map(|v| v.max(0.0).round() as u64);
+        vt_events::BootTimings {
+            root_disk_ms: ms(self.root_disk_ms),
+            vmm_spawned_ms: ms(self.vmm_spawned_ms),
+            kernel_to_init_ms: ms(self.kernel_to_init_ms),
+            init_to_entrypoint_ms: ms(self.init_to_entrypoint_ms),
+            running_ms: ms(self.running_ms),
+            healthy_ms: ms(self.healthy_ms),
+        }
+    }
+
     pub fn summary(&self) -> String {
         let f = |v: Option<f64>| {
             v.map(|v| format!("{v:.0} ms"))
@@ -83,6 +99,15 @@ pub struct InstanceRecord {
     /// The last status the control plane acknowledged for this record.
     pub reported: Option<Phase>,
     pub timings: PhaseTimings,
+    /// The instance's address (on its tap), when it has a network.
+    #[serde(default)]
+    pub address: Option<String>,
+    /// Its tap device, removed when the VM ends (also after an adoption).
+    #[serde(default)]
+    pub tap: Option<String>,
+    /// Its health check, port resolved.
+    #[serde(default)]
+    pub probe: Option<crate::health::Probe>,
     pub updated_at: String,
 }
 
@@ -99,6 +124,9 @@ impl InstanceRecord {
             reason: None,
             reported: None,
             timings: PhaseTimings::default(),
+            address: None,
+            tap: None,
+            probe: None,
             updated_at: now(),
         }
     }

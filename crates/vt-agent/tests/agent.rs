@@ -45,6 +45,17 @@ struct World {
 /// A control plane on 127.0.0.1:0, a busybox image in its registry, org/app/env and a release
 /// whose `web` process runs `command`.
 async fn world(command: &str) -> World {
+    let argv = ["/bin/sh", "-c", command]
+        .iter()
+        .map(|a| format!("{a:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    world_with(&format!("schema_version = 1\n\n[processes.web]\ncommand = [{argv}]\n")).await
+}
+
+/// The same with the release's whole manifest given.
+async fn world_with(manifest: &str) -> World {
+    let manifest = manifest.to_owned();
     let tmp = tempfile::Builder::new()
         .prefix("vta")
         .tempdir_in("/tmp")
@@ -129,12 +140,6 @@ async fn world(command: &str) -> World {
         .await
         .unwrap()
         .value;
-    let argv = ["/bin/sh", "-c", command]
-        .iter()
-        .map(|a| format!("{a:?}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let manifest = format!("schema_version = 1\n\n[processes.web]\ncommand = [{argv}]\n");
     let release = client
         .release_create(
             "acme",
@@ -478,4 +483,70 @@ async fn a_live_vm_is_adopted_not_restarted() {
         .args(["-KILL", "--", &format!("-{}", fake.id())])
         .status();
     run.abort();
+}
+
+/// With a network: the instance gets an address in its node's /64 and its http health check
+/// reaches it over the tap: `passing` (with `healthy_ms`) while httpd answers, `failing` with
+/// a reason once it is gone; the agent does not stop an instance for failing (the control
+/// plane decides).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_reach_the_instance_over_its_tap() {
+    if !guest_ready() {
+        return;
+    }
+    if let Err(why) = vt_runtime::net::taps_available() {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true: {why}");
+        eprintln!("SKIPPED: the health check test: {why}");
+        return;
+    }
+    let _one = SERIAL.lock().await;
+    let w = world_with(
+        r#"schema_version = 1
+
+[processes.web]
+command = ["/bin/sh", "-c", "mkdir -p /www && echo ok > /www/index.html && httpd -p 8080 -h /www && sleep 6 && killall httpd && exec sleep 600"]
+ports = [{ name = "http", port = 8080 }]
+
+[processes.web.healthcheck]
+type = "http"
+port = "http"
+path = "/"
+interval = "1s"
+timeout = "500ms"
+grace = "0s"
+retries = 2
+"#,
+    )
+    .await;
+    let agent = w.agent();
+    let task = tokio::spawn(agent.clone().run());
+    let node_id = w.node_id().await;
+    let subnet = w.client.node_get("node-a").await.unwrap().node.subnet.expect("the node has a subnet");
+    let id = w.allocate(node_id).await;
+
+    let v = w.wait_status(id, "passing", |v| v.health == Some(vt_events::Health::Passing)).await;
+    assert_eq!(v.status, InstanceStatus::Running);
+    let addr: std::net::Ipv6Addr = v.address.as_deref().expect("an address").parse().unwrap();
+    let net: std::net::Ipv6Addr = subnet.strip_suffix("/64").unwrap().parse().unwrap();
+    assert_eq!(addr.segments()[..4], net.segments()[..4], "{addr} is in {subnet}");
+    let boot = v.boot.expect("boot timings");
+    assert!(boot.healthy_ms >= boot.running_ms && boot.running_ms.is_some(), "{boot:?}");
+
+    let v = w.wait_status(id, "failing", |v| v.health == Some(vt_events::Health::Failing)).await;
+    assert_eq!(v.status, InstanceStatus::Running, "failing is not stopped by the agent");
+    let reason = v.reason.unwrap_or_default();
+    assert!(reason.contains("GET / on port 8080 failed 2 time(s) in a row"), "{reason}");
+
+    w.append(Event::InstanceDesiredStateChanged(InstanceDesiredStateChanged {
+        org_id: w.org_id,
+        env_id: w.env_id,
+        instance_id: id,
+        desired: DesiredState::Stopped,
+        reason: Some("test".into()),
+    }))
+    .await;
+    let v = w.wait_status(id, "stopped", |v| v.status.is_terminal()).await;
+    assert_eq!(v.status, InstanceStatus::Stopped, "{v:?}");
+    assert_eq!(v.health, None);
+    task.abort();
 }

@@ -12,8 +12,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use vt_events::{BootTimings, Capacity, Envelope, Health, InstanceStatus};
 
+mod boot;
+pub use boot::{nearest_rank, BootPhase, BootTimingSummary, BootTimingsQuery, PhaseStats};
 pub use vt_events::RouteProtocol;
-pub use vt_views::{AppView, DeployView, EnvView, InstanceView, NodeView, OrgView, ReleaseView, RouteView, ScaleView};
+pub use vt_views::{AppView, DeployView, EnvView, InstanceFailure, InstanceView, NodeView, OrgView, PhaseTiming, ReleaseView, RouteView, ScaleView};
+pub use vt_events::{DeployKind, DeployPhase, DeployStatus};
 
 /// Header carrying the client's idempotency key on mutations.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -246,8 +249,26 @@ pub struct ProcessState {
     pub instances_by_status: BTreeMap<String, u32>,
     /// Instances running the desired release.
     pub running_desired_release: u32,
+    /// Of those, the ones ready: passing their health check (or without one).
+    pub ready_desired_release: u32,
+    /// Consecutive failures of the desired release's instances, if any.
+    pub crash_loop: Option<CrashLoop>,
     /// Why desired and current differ, in words; empty when they match.
     pub differences: Vec<String>,
+}
+
+/// Instances of a process keep failing: replacements wait longer each time
+/// (1 s, doubling, up to 5 min) until one stays ready for 60 s.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CrashLoop {
+    pub failures: u32,
+    /// The latest failure in a few words (`exited with code 1`).
+    pub last_failure: String,
+    pub last_failure_at: DateTime<Utc>,
+    /// When the next replacement may start (past once it has started).
+    pub next_restart_at: DateTime<Utc>,
+    /// Replacements waiting for `next_restart_at`.
+    pub waiting: u32,
 }
 
 /// `vt describe`: an env's desired state next to what is running.

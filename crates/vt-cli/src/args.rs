@@ -94,6 +94,9 @@ pub enum Command {
     /// Ingress routes of an env: TLS passthrough by host name, or raw TCP
     #[command(subcommand)]
     Route(RouteCommand),
+    /// What the platform measures about itself (boot timings)
+    #[command(subcommand)]
+    System(SystemCommand),
     /// Check, format and convert manifests (local; needs no server)
     #[command(subcommand)]
     Manifest(ManifestCommand),
@@ -284,6 +287,19 @@ pub enum NodeCommand {
     List,
     /// Show a node
     Get { node: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SystemCommand {
+    /// Boot-time percentiles per phase (count, p50, p95, p99, max) over instances that reported them
+    BootTimings(BootTimingsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BootTimingsArgs {
+    /// Only instances placed on this node (name or id)
+    #[arg(long, value_name = "NODE")]
+    pub node: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -103,6 +103,7 @@ async fn dispatch(cli: Cli, printer: Printer) -> CliResult {
         Command::Describe => commands::describe::run(&ctx).await,
         Command::Node(cmd) => commands::node::run(&ctx, cmd).await,
         Command::Route(cmd) => commands::route::run(&ctx, cmd).await,
+        Command::System(cmd) => commands::system::run(&ctx, cmd).await,
         Command::Manifest(_) | Command::Server(_) => unreachable!("handled above"),
     }
 }

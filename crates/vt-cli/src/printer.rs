@@ -94,6 +94,19 @@ impl Printer {
         err(&format!("hint: {msg}\n"));
     }
 
+    /// Lines quoted for people under a title on stderr (the log lines of a
+    /// failed instance), indented; says so when there are none.
+    pub fn excerpt(&self, title: &str, lines: &[String]) {
+        let mut s = format!("{title}\n");
+        if lines.is_empty() {
+            s.push_str("  (no lines)\n");
+        }
+        for l in lines {
+            s.push_str(&format!("  {l}\n"));
+        }
+        err(&s);
+    }
+
     /// Progress for people watching: only when stderr is a terminal.
     pub fn progress(&self, msg: &str) {
         if std::io::stderr().is_terminal() {

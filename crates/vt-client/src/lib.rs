@@ -465,6 +465,16 @@ impl Client {
     pub async fn system_status(&self) -> Result<SystemStatus> {
         self.get("/system/status").await
     }
+    /// Per-phase boot-timing percentiles of the instances matching `q`.
+    pub async fn system_boot_timings(&self, q: &BootTimingsQuery) -> Result<BootTimingSummary> {
+        let filters = [("node", &q.node), ("env", &q.env), ("process", &q.process)];
+        let query: Vec<String> = filters.iter().filter_map(|(k, v)| v.as_deref().map(|v| format!("{k}={}", seg(v)))).collect();
+        let mut path = "/system/boot-timings".to_owned();
+        if !query.is_empty() {
+            path = format!("{path}?{}", query.join("&"));
+        }
+        self.get(&path).await
+    }
     /// Not idempotent by key: a rebuild is safe to repeat.
     pub async fn rebuild_views(&self) -> Result<RebuildReport> {
         let url = self.url("/system/rebuild-views");

@@ -27,6 +27,7 @@ use crate::{app, auth, ApiErr, ApiResult, Committed, ControlPlane, Ctx, Idempote
 mod routes_api;
 mod routes_sched;
 mod routes_agent;
+mod routes_system;
 pub use routes_agent::agent_log_path;
 
 tokio::task_local! {
@@ -67,6 +68,7 @@ pub fn router(cp: Arc<ControlPlane>) -> Router {
         .route("/tokens", post(token_create))
         .route("/system/status", get(system_status))
         .route("/system/scheduler", get(routes_sched::system_scheduler))
+        .route("/system/boot-timings", get(routes_system::system_boot_timings))
         .route("/system/rebuild-views", post(system_rebuild_views))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(cp.clone(), context));
@@ -564,7 +566,7 @@ async fn system_rebuild_views(State(cp): Cp, ctx: Ctx) -> ApiResult<Response> {
         system_status, system_rebuild_views,
         routes_api::route_create, routes_api::route_list, routes_api::route_get, routes_api::route_delete, routes_api::route_list_all,
         routes_agent::node_instances, routes_agent::instance_logs,
-        routes_sched::env_rollback, routes_sched::system_scheduler
+        routes_sched::env_rollback, routes_sched::system_scheduler, routes_system::system_boot_timings
     ),
     modifiers(&BearerAuth)
 )]

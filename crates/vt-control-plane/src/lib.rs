@@ -27,6 +27,7 @@ pub mod error;
 pub mod http;
 pub mod rebuild;
 pub mod registry;
+pub mod rollout;
 pub mod scheduler;
 pub mod server;
 mod validate;

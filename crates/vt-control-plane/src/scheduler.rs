@@ -1,13 +1,23 @@
-//! The scheduler reconciler: from views to allocation events.
+//! The scheduler reconciler: from views to allocation and deploy events.
 //!
-//! An activation takes no input but state. It marks nodes whose heartbeats
-//! stopped as unreachable, reads the views (nodes, envs with a desired
-//! release, scales, instances, the desired releases' manifests), runs
-//! [`vt_scheduler::plan`], and appends `instance.allocated` and
-//! `instance.desired_state_changed` events (and `deploy.status_changed` to
-//! `rolling`) in one append whose expectations pin the env, node, instance and
-//! deploy versions it decided from: a concurrent change fails the append and
-//! the next activation plans again, rather than allocating twice.
+//! An activation takes no input but state (and the clock, for crash-loop
+//! backoff). It marks nodes whose heartbeats stopped as unreachable, reads the
+//! views (nodes, envs with a desired release and their current deploys,
+//! scales, instances, the releases' manifests), then either
+//!
+//! - **fails a deploy fast** when one of its instances failed
+//!   (`rollout::failure`): `deploy.status_changed` to `failed` naming the
+//!   instance, `env.release_reverted` back to the previous release, and the
+//!   release's live instances stopped, in one append; or
+//! - runs [`vt_scheduler::plan`] and appends `instance.allocated` and
+//!   `instance.desired_state_changed`, plus what the deploys reached with
+//!   that plan (`rollout::progress`): `deploy.phase_reached` for each new
+//!   phase, `deploy.status_changed` to `rolling` or `succeeded`.
+//!
+//! Each append's expectations pin the env, node, instance and deploy versions
+//! it decided from: a concurrent change fails the append and the next
+//! activation plans again, rather than allocating twice. With nothing
+//! changed, an activation appends nothing.
 //!
 //! It runs every [`SchedulerSettings::interval`] and whenever the log grows.
 //! Its status (last run, last error, what cannot be placed and why) is served
@@ -17,17 +27,17 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use vt_api::{SchedulerStatus, UnplaceableProcess};
 use vt_events::{
-    Actor, AggregateType, DeployStatus, DeployStatusChanged, DesiredState, Event, InstanceAllocated, InstanceDesiredStateChanged, InstanceStatus, NewEvent,
-    NodeStatus, NodeStatusChanged, Resources,
+    Actor, AggregateType, DeployPhaseReached, DeployStatus, DeployStatusChanged, DesiredState, EnvReleaseReverted, Event, Health, InstanceAllocated,
+    InstanceDesiredStateChanged, InstanceStatus, NewEvent, NodeStatus, NodeStatusChanged, Resources,
 };
-use vt_ids::{InstanceId, NodeId};
+use vt_ids::{DeployId, InstanceId, NodeId, ReleaseId};
 use vt_store::{AppendRequest, ExpectedVersion, Expectation};
 use vt_views::{DeployView, EnvView, InstanceView, NodeView, ReleaseView, ScaleView, ViewKind};
 
-use crate::{ApiErr, ApiResult, ControlPlane};
+use crate::{rollout, ApiErr, ApiResult, ControlPlane};
 
 /// How the scheduler reconciler runs.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -39,6 +49,8 @@ pub struct SchedulerSettings {
     pub heartbeat_timeout: Duration,
     pub cpu_oversubscription: f64,
     pub rollout: vt_scheduler::Rollout,
+    /// Restart delays of crash loops.
+    pub backoff: vt_scheduler::Backoff,
 }
 
 impl Default for SchedulerSettings {
@@ -49,6 +61,7 @@ impl Default for SchedulerSettings {
             heartbeat_timeout: Duration::from_secs(30),
             cpu_oversubscription: 4.0,
             rollout: Default::default(),
+            backoff: Default::default(),
         }
     }
 }
@@ -160,13 +173,62 @@ fn exact(aggregate_type: AggregateType, id: String, version: u64) -> Expectation
     Expectation { aggregate_type, aggregate_id: id, expected: ExpectedVersion::Exact(version) }
 }
 
-fn status_of(s: InstanceStatus) -> vt_scheduler::Status {
+fn millis(t: DateTime<Utc>) -> vt_scheduler::Millis {
+    u64::try_from(t.timestamp_millis()).unwrap_or(0)
+}
+
+/// What placement needs to know of an instance's state: a running instance
+/// is `Ready` when it passes its health check (or has none), `Failing` once
+/// it failed one (the control plane replaces it, even if it recovers).
+fn status_of(i: &InstanceView) -> vt_scheduler::Status {
     use vt_scheduler::Status as S;
-    match s {
+    match i.status {
         InstanceStatus::Allocated | InstanceStatus::Preparing | InstanceStatus::Booting => S::Starting,
-        InstanceStatus::Running => S::Running,
+        InstanceStatus::Running if i.failure.is_some() || i.health == Some(Health::Failing) => S::Failing,
+        InstanceStatus::Running if i.health == Some(Health::Pending) => S::Running,
+        InstanceStatus::Running => S::Ready,
         InstanceStatus::Stopping => S::Stopping,
         InstanceStatus::Stopped | InstanceStatus::Failed => S::Exited,
+    }
+}
+
+/// An append being built: events with the versions they were decided from.
+#[derive(Default)]
+struct Writes {
+    request: AppendRequest,
+    /// Aggregates whose exact version is pinned.
+    pinned: BTreeSet<(AggregateType, String)>,
+    allocated: u32,
+    stopped: u32,
+}
+
+impl Writes {
+    fn event(&mut self, event: Event) {
+        self.request.events.push(system_event(event));
+    }
+
+    fn is_empty(&self) -> bool {
+        self.request.events.is_empty()
+    }
+
+    /// Pin every aggregate the events decided from to the version it has now.
+    async fn pin(&mut self, cp: &ControlPlane, aggregate_type: AggregateType, id: String) -> ApiResult<()> {
+        if self.pinned.insert((aggregate_type, id.clone())) {
+            let version = cp.store.aggregate_version(aggregate_type, &id).await?;
+            self.request.expectations.push(exact(aggregate_type, id, version));
+        }
+        Ok(())
+    }
+
+    fn stop(&mut self, i: &InstanceView, reason: String) {
+        self.stopped += 1;
+        self.event(Event::InstanceDesiredStateChanged(InstanceDesiredStateChanged {
+            org_id: i.org_id,
+            env_id: i.env_id,
+            instance_id: i.id,
+            desired: DesiredState::Stopped,
+            reason: Some(reason),
+        }));
     }
 }
 
@@ -202,198 +264,323 @@ async fn activate(cp: &Arc<ControlPlane>, settings: &SchedulerSettings) -> ApiRe
         }
     }
 
-    let Computed { envs, instances, plan, unplaceable } = compute(cp, settings).await?;
-    let env_by_id: BTreeMap<String, &EnvView> = envs.iter().map(|e| (e.id.to_string(), e)).collect();
-    let mut outcome = Outcome { allocated: plan.allocations.len() as u32, stopped: plan.stops.len() as u32, unplaceable };
-
-    // Deploys that now have instances of their release become `rolling`.
-    let mut rolling: Vec<DeployView> = vec![];
-    for env in &envs {
-        let Some(d) = env.current_deploy_id else { continue };
-        let release = env.desired_release_id.map(|r| r.to_string());
-        let env_id = env.id.to_string();
-        let has = instances.iter().any(|i| i.env_id == env.id && Some(i.release_id.to_string()) == release && i.desired_state == DesiredState::Running)
-            || plan.allocations.iter().any(|a| a.env == env_id);
-        if has {
-            if let Some(d) = cp.view::<DeployView>(&d.to_string()).await? {
-                if d.status == DeployStatus::Pending {
-                    rolling.push(d);
-                }
-            }
-        }
+    let snap = Snapshot::read(cp).await?;
+    let mut writes = fail_fast(cp, &snap).await?;
+    let mut unplaceable = vec![];
+    if writes.is_empty() {
+        // No deploy failed: plan, and record what the deploys reach with the plan.
+        let plan = snap.plan(settings, Utc::now());
+        unplaceable = snap.unplaceable(&plan);
+        writes = apply_plan(cp, &snap, &plan).await?;
     }
-    if plan.is_empty() && rolling.is_empty() {
+    let outcome = Outcome { allocated: writes.allocated, stopped: writes.stopped, unplaceable };
+    if writes.is_empty() {
         return Ok(outcome);
     }
+    if cp.store.head().await? != head {
+        // Something was appended while deciding: the pinned versions may be newer than the views.
+        return Err(ApiErr::conflict("the log moved while planning; planning again"));
+    }
+    let appended = cp.store.append(writes.request).await?;
+    tracing::info!(allocated = outcome.allocated, stopped = outcome.stopped, seq = appended.last_seq, "scheduler appended its plan");
+    Ok(outcome)
+}
 
-    // Pin what the plan decided from, then check nothing was appended since the views were read.
-    let mut request = AppendRequest::default();
-    let by_instance: HashMap<String, &InstanceView> = instances.iter().map(|i| (i.id.to_string(), i)).collect();
-    let mut envs_touched: BTreeSet<String> = BTreeSet::new();
-    let mut nodes_touched: BTreeSet<String> = BTreeSet::new();
+/// Current deploys one of whose instances failed: each fails, naming the
+/// instance; its env goes back to the previous release (when it has one)
+/// and the failed release's live instances are stopped.
+async fn fail_fast(cp: &ControlPlane, snap: &Snapshot) -> ApiResult<Writes> {
+    let mut w = Writes::default();
+    for (env, d) in snap.rolling() {
+        let Some((failed, reason)) = rollout::failure(d, snap.instances_of(env.id)) else { continue };
+        let previous = d.previous_release_id.filter(|p| *p != d.release_id);
+        let reason = match previous {
+            Some(p) => format!("{reason}; env back on release {p}"),
+            None => format!("{reason}; no previous release to go back to: its instances restart with backoff"),
+        };
+        tracing::warn!(deploy = %d.id, instance = %failed.id, %reason, "deploy failed");
+        w.pin(cp, AggregateType::Deploy, d.id.to_string()).await?;
+        w.event(Event::DeployStatusChanged(DeployStatusChanged {
+            org_id: d.org_id,
+            env_id: d.env_id,
+            deploy_id: d.id,
+            status: DeployStatus::Failed,
+            reason: Some(reason.clone()),
+            failed_instance_id: Some(failed.id),
+        }));
+        let Some(previous) = previous else { continue };
+        w.pin(cp, AggregateType::Env, env.id.to_string()).await?;
+        w.event(Event::EnvReleaseReverted(EnvReleaseReverted {
+            org_id: d.org_id,
+            env_id: d.env_id,
+            deploy_id: d.id,
+            release_id: previous,
+            from_release_id: d.release_id,
+            reason: reason.clone(),
+        }));
+        for i in snap.instances_of(env.id).filter(|i| i.release_id == d.release_id && i.is_live()) {
+            w.pin(cp, AggregateType::Instance, i.id.to_string()).await?;
+            w.stop(i, format!("deploy {} failed; env back on release {previous}", d.id));
+        }
+    }
+    Ok(w)
+}
+
+/// The plan's allocations and stops, then what each current deploy reaches
+/// with them: new phases, and `rolling` or `succeeded`.
+async fn apply_plan(cp: &ControlPlane, snap: &Snapshot, plan: &vt_scheduler::Plan) -> ApiResult<Writes> {
+    let mut w = Writes::default();
+    let by_instance: HashMap<String, &InstanceView> = snap.instances.iter().map(|i| (i.id.to_string(), i)).collect();
+    let env_by_id: BTreeMap<String, &EnvView> = snap.envs.iter().map(|e| (e.id.to_string(), e)).collect();
+    // The instances as the plan leaves them.
+    let mut planned: Vec<InstanceView> = snap.instances.clone();
     for a in &plan.allocations {
         let env = env_by_id.get(&a.env).ok_or_else(|| ApiErr::internal("allocation for an unknown env"))?;
-        envs_touched.insert(a.env.clone());
-        nodes_touched.insert(a.node.clone());
-        let node_id = NodeId::parse(&a.node).map_err(ApiErr::internal)?;
-        let release_id = vt_ids::ReleaseId::parse(&a.release).map_err(ApiErr::internal)?;
-        request.expectations.push(Expectation { aggregate_type: AggregateType::Instance, aggregate_id: a.id.clone(), expected: ExpectedVersion::NoStream });
-        request.events.push(system_event(Event::InstanceAllocated(InstanceAllocated {
+        w.pin(cp, AggregateType::Env, a.env.clone()).await?;
+        w.pin(cp, AggregateType::Node, a.node.clone()).await?;
+        let release_id = ReleaseId::parse(&a.release).map_err(ApiErr::internal)?;
+        // The instance belongs to the env's deploy when it is of that deploy's release.
+        let deploy_id = env.current_deploy_id.filter(|d| snap.deploys.get(d).is_some_and(|d| d.release_id == release_id));
+        let e = InstanceAllocated {
             org_id: env.org_id,
             app_id: env.app_id,
             env_id: env.id,
             instance_id: InstanceId::parse(&a.id).map_err(ApiErr::internal)?,
             process: a.process.clone(),
             release_id,
-            deploy_id: env.current_deploy_id,
-            node_id,
+            deploy_id,
+            node_id: NodeId::parse(&a.node).map_err(ApiErr::internal)?,
             resources: Resources {
                 cpu_millis: u32::try_from(a.resources.cpu_millis).unwrap_or(u32::MAX),
                 memory_mib: u32::try_from(a.resources.memory_mib).unwrap_or(u32::MAX),
             },
-        })));
+        };
+        w.request.expectations.push(Expectation { aggregate_type: AggregateType::Instance, aggregate_id: a.id.clone(), expected: ExpectedVersion::NoStream });
+        planned.push(allocated_view(&e));
+        w.allocated += 1;
+        w.event(Event::InstanceAllocated(e));
     }
     for s in &plan.stops {
         let i = by_instance.get(&s.instance).ok_or_else(|| ApiErr::internal("stop of an unknown instance"))?;
-        envs_touched.insert(i.env_id.to_string());
-        let version = cp.store.aggregate_version(AggregateType::Instance, &s.instance).await?;
-        request.expectations.push(exact(AggregateType::Instance, s.instance.clone(), version));
-        request.events.push(system_event(Event::InstanceDesiredStateChanged(InstanceDesiredStateChanged {
-            org_id: i.org_id,
-            env_id: i.env_id,
-            instance_id: i.id,
-            desired: DesiredState::Stopped,
-            reason: Some(s.reason.clone()),
-        })));
-    }
-    for d in &rolling {
-        let version = cp.store.aggregate_version(AggregateType::Deploy, &d.id.to_string()).await?;
-        request.expectations.push(exact(AggregateType::Deploy, d.id.to_string(), version));
-        request.events.push(system_event(Event::DeployStatusChanged(DeployStatusChanged {
-            org_id: d.org_id,
-            env_id: d.env_id,
-            deploy_id: d.id,
-            status: DeployStatus::Rolling,
-            reason: Some("instances of the release are allocated".into()),
-        })));
-    }
-    for e in &envs_touched {
-        let version = cp.store.aggregate_version(AggregateType::Env, e).await?;
-        request.expectations.push(exact(AggregateType::Env, e.clone(), version));
-    }
-    for n in &nodes_touched {
-        let version = cp.store.aggregate_version(AggregateType::Node, n).await?;
-        request.expectations.push(exact(AggregateType::Node, n.clone(), version));
-    }
-    if cp.store.head().await? != head {
-        // Something was appended while planning: the pinned versions may be newer than the views.
-        outcome.allocated = 0;
-        outcome.stopped = 0;
-        return Err(ApiErr::conflict("the log moved while planning; planning again"));
-    }
-    let appended = cp.store.append(request).await?;
-    tracing::info!(allocated = outcome.allocated, stopped = outcome.stopped, seq = appended.last_seq, "scheduler appended its plan");
-    Ok(outcome)
-}
-
-struct Computed {
-    envs: Vec<EnvView>,
-    instances: Vec<InstanceView>,
-    plan: vt_scheduler::Plan,
-    unplaceable: Vec<UnplaceableProcess>,
-}
-
-/// Read the views and plan (no writes).
-async fn compute(cp: &ControlPlane, settings: &SchedulerSettings) -> ApiResult<Computed> {
-    let nodes: Vec<NodeView> = cp.views(ControlPlane::kind_query(ViewKind::Node)).await?;
-    let envs: Vec<EnvView> = cp.views::<EnvView>(ControlPlane::kind_query(ViewKind::Env)).await?.into_iter().filter(|e| e.desired_release_id.is_some()).collect();
-    let scales: Vec<ScaleView> = cp.views(ControlPlane::kind_query(ViewKind::Scale)).await?;
-    let instances: Vec<InstanceView> = cp.views(ControlPlane::kind_query(ViewKind::Instance)).await?;
-    let env_by_id: BTreeMap<String, &EnvView> = envs.iter().map(|e| (e.id.to_string(), e)).collect();
-
-    let mut groups = vec![];
-    for s in &scales {
-        let Some(env) = env_by_id.get(&s.env_id.to_string()) else { continue };
-        let Some(release) = env.desired_release_id else { continue };
-        let resources = release_resources(cp, &release.to_string()).await?;
-        let Some(r) = resources.get(&s.process) else { continue }; // not in the release: stopped below
-        groups.push(vt_scheduler::Group {
-            env: s.env_id.to_string(),
-            process: s.process.clone(),
-            replicas: s.instances,
-            release: release.to_string(),
-            resources: vt_scheduler::Resources { cpu_millis: r.cpu_millis.into(), memory_mib: r.memory_mib.into() },
-        });
-    }
-    // An env with a desired release is managed even when none of its scales apply.
-    for env in &envs {
-        if !groups.iter().any(|g| g.env == env.id.to_string()) {
-            groups.push(vt_scheduler::Group {
-                env: env.id.to_string(),
-                process: String::new(),
-                replicas: 0,
-                release: env.desired_release_id.map(|r| r.to_string()).unwrap_or_default(),
-                resources: Default::default(),
-            });
+        w.pin(cp, AggregateType::Env, i.env_id.to_string()).await?;
+        w.pin(cp, AggregateType::Instance, s.instance.clone()).await?;
+        w.stop(i, s.reason.clone());
+        if let Some(p) = planned.iter_mut().find(|p| p.id == i.id) {
+            p.desired_state = DesiredState::Stopped;
         }
     }
-    let input = vt_scheduler::Input {
-        nodes: nodes
-            .iter()
-            .map(|n| vt_scheduler::Node {
-                id: n.id.to_string(),
-                name: n.name.clone(),
-                status: match n.status {
-                    NodeStatus::Ready => vt_scheduler::NodeStatus::Ready,
-                    NodeStatus::Unreachable => vt_scheduler::NodeStatus::Unreachable,
-                    NodeStatus::Draining => vt_scheduler::NodeStatus::Draining,
-                },
-                allocatable: vt_scheduler::Resources { cpu_millis: n.allocatable.cpu_millis.into(), memory_mib: n.allocatable.memory_mib.into() },
-            })
-            .collect(),
-        instances: instances
-            .iter()
-            .map(|i| vt_scheduler::Instance {
-                id: i.id.to_string(),
-                node: i.node_id.to_string(),
-                env: i.env_id.to_string(),
-                process: i.process.clone(),
-                release: i.release_id.to_string(),
-                resources: vt_scheduler::Resources { cpu_millis: i.resources.cpu_millis.into(), memory_mib: i.resources.memory_mib.into() },
-                desired: match i.desired_state {
-                    DesiredState::Running => vt_scheduler::Desired::Running,
-                    DesiredState::Stopped => vt_scheduler::Desired::Stopped,
-                },
-                status: status_of(i.status),
-                order: i.created_at.timestamp_micros().max(0) as u64,
-            })
-            .collect(),
-        groups,
-    };
-    let config = vt_scheduler::Config { cpu_oversubscription: settings.cpu_oversubscription, rollout: settings.rollout };
-    let plan = vt_scheduler::plan(&input, &config, &mut || InstanceId::new().to_string());
 
-    let unplaceable = plan
-        .unplaceable
-        .iter()
-        .map(|u| UnplaceableProcess {
-            org_id: env_by_id.get(&u.env).map(|e| e.org_id.to_string()).unwrap_or_default(),
-            env_id: u.env.clone(),
-            process: u.process.clone(),
-            wanted: u.wanted,
-            placed: u.placed,
-            reason: u.reason.clone(),
-            hint: u.hint.clone(),
+    for (env, d) in snap.rolling() {
+        let p = rollout::progress(d, &snap.desired(env, d.release_id), planned.iter().filter(|i| i.env_id == env.id));
+        let new: Vec<_> = p.reached.iter().filter(|phase| d.phase(**phase).is_none()).collect();
+        let started = planned.iter().any(|i| i.env_id == env.id && i.release_id == d.release_id && i.is_live());
+        let status = if p.succeeded {
+            let ready: u32 = p.processes.values().map(|p| p.ready()).sum();
+            let reason = match ready {
+                0 => format!("no instance of release {} is desired", d.release_id),
+                n => format!("{n} instance(s) of release {} ready; no other release runs", d.release_id),
+            };
+            Some((DeployStatus::Succeeded, reason))
+        } else if d.status == DeployStatus::Pending && started {
+            Some((DeployStatus::Rolling, "instances of the release are allocated".to_owned()))
+        } else {
+            None
+        };
+        if new.is_empty() && status.is_none() {
+            continue;
+        }
+        w.pin(cp, AggregateType::Deploy, d.id.to_string()).await?;
+        for phase in new {
+            w.event(Event::DeployPhaseReached(DeployPhaseReached { org_id: d.org_id, env_id: d.env_id, deploy_id: d.id, phase: *phase }));
+        }
+        if let Some((status, reason)) = status {
+            w.event(Event::DeployStatusChanged(DeployStatusChanged { org_id: d.org_id, env_id: d.env_id, deploy_id: d.id, status, reason: Some(reason), failed_instance_id: None }));
+        }
+    }
+    Ok(w)
+}
+
+/// The view an allocation will project to (for deciding in the same activation).
+fn allocated_view(e: &InstanceAllocated) -> InstanceView {
+    let now = Utc::now();
+    InstanceView {
+        id: e.instance_id,
+        org_id: e.org_id,
+        app_id: e.app_id,
+        env_id: e.env_id,
+        process: e.process.clone(),
+        release_id: e.release_id,
+        deploy_id: e.deploy_id,
+        node_id: e.node_id,
+        resources: e.resources,
+        desired_state: DesiredState::Running,
+        status: InstanceStatus::Allocated,
+        reason: None,
+        exit_code: None,
+        address: None,
+        health: None,
+        boot: None,
+        ready_at: None,
+        failure: None,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+/// What the scheduler decides from, read from the views in one go.
+struct Snapshot {
+    nodes: Vec<NodeView>,
+    /// Envs with a desired release.
+    envs: Vec<EnvView>,
+    /// Their current deploys.
+    deploys: BTreeMap<DeployId, DeployView>,
+    scales: Vec<ScaleView>,
+    instances: Vec<InstanceView>,
+    /// Resources per process of each desired release.
+    releases: BTreeMap<ReleaseId, BTreeMap<String, Resources>>,
+}
+
+impl Snapshot {
+    async fn read(cp: &ControlPlane) -> ApiResult<Snapshot> {
+        let nodes: Vec<NodeView> = cp.views(ControlPlane::kind_query(ViewKind::Node)).await?;
+        let envs: Vec<EnvView> = cp.views::<EnvView>(ControlPlane::kind_query(ViewKind::Env)).await?.into_iter().filter(|e| e.desired_release_id.is_some()).collect();
+        let scales: Vec<ScaleView> = cp.views(ControlPlane::kind_query(ViewKind::Scale)).await?;
+        let instances: Vec<InstanceView> = cp.views(ControlPlane::kind_query(ViewKind::Instance)).await?;
+        let mut deploys = BTreeMap::new();
+        let mut releases = BTreeMap::new();
+        for env in &envs {
+            if let Some(d) = env.current_deploy_id {
+                if let Some(d) = cp.view::<DeployView>(&d.to_string()).await? {
+                    deploys.insert(d.id, d);
+                }
+            }
+            if let Some(r) = env.desired_release_id {
+                releases.insert(r, release_resources(cp, &r.to_string()).await?);
+            }
+        }
+        Ok(Snapshot { nodes, envs, deploys, scales, instances, releases })
+    }
+
+    fn instances_of(&self, env: vt_ids::EnvId) -> impl Iterator<Item = &InstanceView> {
+        self.instances.iter().filter(move |i| i.env_id == env)
+    }
+
+    /// Envs whose current deploy is still going, and that deploy.
+    fn rolling(&self) -> impl Iterator<Item = (&EnvView, &DeployView)> {
+        self.envs.iter().filter_map(|e| {
+            let d = self.deploys.get(&e.current_deploy_id?)?;
+            (!d.status.is_terminal() && e.desired_release_id == Some(d.release_id)).then_some((e, d))
         })
-        .collect();
-    Ok(Computed { envs, instances, plan, unplaceable })
+    }
+
+    /// The desired count of each process of `release` in `env`.
+    fn desired(&self, env: &EnvView, release: ReleaseId) -> BTreeMap<String, u32> {
+        let Some(processes) = self.releases.get(&release) else { return BTreeMap::new() };
+        processes
+            .keys()
+            .map(|p| (p.clone(), self.scales.iter().find(|s| s.env_id == env.id && &s.process == p).map_or(0, |s| s.instances)))
+            .collect()
+    }
+
+    fn plan(&self, settings: &SchedulerSettings, now: DateTime<Utc>) -> vt_scheduler::Plan {
+        let env_by_id: BTreeMap<String, &EnvView> = self.envs.iter().map(|e| (e.id.to_string(), e)).collect();
+        let mut groups = vec![];
+        for s in &self.scales {
+            let Some(env) = env_by_id.get(&s.env_id.to_string()) else { continue };
+            let Some(release) = env.desired_release_id else { continue };
+            let Some(r) = self.releases.get(&release).and_then(|r| r.get(&s.process)) else { continue }; // not in the release: stopped below
+            groups.push(vt_scheduler::Group {
+                env: s.env_id.to_string(),
+                process: s.process.clone(),
+                replicas: s.instances,
+                release: release.to_string(),
+                resources: vt_scheduler::Resources { cpu_millis: r.cpu_millis.into(), memory_mib: r.memory_mib.into() },
+            });
+        }
+        // An env with a desired release is managed even when none of its scales apply.
+        for env in &self.envs {
+            if !groups.iter().any(|g| g.env == env.id.to_string()) {
+                groups.push(vt_scheduler::Group {
+                    env: env.id.to_string(),
+                    process: String::new(),
+                    replicas: 0,
+                    release: env.desired_release_id.map(|r| r.to_string()).unwrap_or_default(),
+                    resources: Default::default(),
+                });
+            }
+        }
+        let input = vt_scheduler::Input {
+            nodes: self
+                .nodes
+                .iter()
+                .map(|n| vt_scheduler::Node {
+                    id: n.id.to_string(),
+                    name: n.name.clone(),
+                    status: match n.status {
+                        NodeStatus::Ready => vt_scheduler::NodeStatus::Ready,
+                        NodeStatus::Unreachable => vt_scheduler::NodeStatus::Unreachable,
+                        NodeStatus::Draining => vt_scheduler::NodeStatus::Draining,
+                    },
+                    allocatable: vt_scheduler::Resources { cpu_millis: n.allocatable.cpu_millis.into(), memory_mib: n.allocatable.memory_mib.into() },
+                })
+                .collect(),
+            instances: self
+                .instances
+                .iter()
+                .map(|i| vt_scheduler::Instance {
+                    id: i.id.to_string(),
+                    node: i.node_id.to_string(),
+                    env: i.env_id.to_string(),
+                    process: i.process.clone(),
+                    release: i.release_id.to_string(),
+                    resources: vt_scheduler::Resources { cpu_millis: i.resources.cpu_millis.into(), memory_mib: i.resources.memory_mib.into() },
+                    desired: match i.desired_state {
+                        DesiredState::Running => vt_scheduler::Desired::Running,
+                        DesiredState::Stopped => vt_scheduler::Desired::Stopped,
+                    },
+                    status: status_of(i),
+                    ready_since: i.ready_at.map(millis),
+                    failure: i.failure.as_ref().map(|f| vt_scheduler::Failure { at: millis(f.at), reason: f.summary() }),
+                    order: i.created_at.timestamp_micros().max(0) as u64,
+                })
+                .collect(),
+            groups,
+            now: millis(now),
+        };
+        let config = vt_scheduler::Config { cpu_oversubscription: settings.cpu_oversubscription, rollout: settings.rollout, backoff: settings.backoff };
+        vt_scheduler::plan(&input, &config, &mut || InstanceId::new().to_string())
+    }
+
+    fn unplaceable(&self, plan: &vt_scheduler::Plan) -> Vec<UnplaceableProcess> {
+        plan.unplaceable
+            .iter()
+            .map(|u| UnplaceableProcess {
+                org_id: self.envs.iter().find(|e| e.id.to_string() == u.env).map(|e| e.org_id.to_string()).unwrap_or_default(),
+                env_id: u.env.clone(),
+                process: u.process.clone(),
+                wanted: u.wanted,
+                placed: u.placed,
+                reason: u.reason.clone(),
+                hint: u.hint.clone(),
+            })
+            .collect()
+    }
+}
+
+/// What the scheduler would do now, planned from the current views without
+/// writing (for `vt describe`).
+pub struct Preview {
+    pub now: DateTime<Utc>,
+    pub unplaceable: Vec<UnplaceableProcess>,
+    pub crash_loops: Vec<vt_scheduler::CrashLoop>,
 }
 
 impl ControlPlane {
-    /// What the scheduler cannot place right now, planned from the current
-    /// views without writing (for `vt describe`).
-    pub async fn unplaceable_now(&self) -> ApiResult<Vec<UnplaceableProcess>> {
-        Ok(compute(self, &self.scheduler.settings()).await?.unplaceable)
+    pub async fn scheduler_preview(&self) -> ApiResult<Preview> {
+        let snap = Snapshot::read(self).await?;
+        let now = Utc::now();
+        let plan = snap.plan(&self.scheduler.settings(), now);
+        Ok(Preview { now, unplaceable: snap.unplaceable(&plan), crash_loops: plan.crash_loops })
     }
 }
 

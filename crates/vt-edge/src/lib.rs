@@ -397,6 +397,8 @@ mod tests {
             status,
             health: None,
             boot: None,
+            ready_at: None,
+            failure: None,
             reason: None,
             exit_code: None,
             address: address.map(Into::into),

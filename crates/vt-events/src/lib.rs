@@ -117,6 +117,10 @@ pub enum Event {
     RouteCreated(RouteCreated),
     #[serde(rename = "route.deleted")]
     RouteDeleted(RouteDeleted),
+    #[serde(rename = "deploy.phase_reached")]
+    DeployPhaseReached(DeployPhaseReached),
+    #[serde(rename = "env.release_reverted")]
+    EnvReleaseReverted(EnvReleaseReverted),
 }
 
 /// Why stored bytes could not be decoded into an [`Event`].
@@ -150,6 +154,8 @@ impl Event {
         ("route.created", 1),
         ("route.deleted", 1),
         ("node.subnet_assigned", 1),
+        ("deploy.phase_reached", 1),
+        ("env.release_reverted", 1),
     ];
 
     pub fn event_type(&self) -> &'static str {
@@ -171,6 +177,8 @@ impl Event {
             Event::RouteCreated(_) => "route.created",
             Event::RouteDeleted(_) => "route.deleted",
             Event::NodeSubnetAssigned(_) => "node.subnet_assigned",
+            Event::DeployPhaseReached(_) => "deploy.phase_reached",
+            Event::EnvReleaseReverted(_) => "env.release_reverted",
         }
     }
 
@@ -204,6 +212,9 @@ impl Event {
             Event::TokenCreated(e) => (A::Token, e.token_id.to_string()),
             Event::RouteCreated(e) => (A::Route, e.route_id.to_string()),
             Event::RouteDeleted(e) => (A::Route, e.route_id.to_string()),
+            Event::DeployPhaseReached(e) => (A::Deploy, e.deploy_id.to_string()),
+            // It changes what the env should run, like a deploy.
+            Event::EnvReleaseReverted(e) => (A::Env, e.env_id.to_string()),
         }
     }
 
@@ -222,6 +233,8 @@ impl Event {
             Event::InstanceStatusReported(e) => Some(e.org_id),
             Event::RouteCreated(e) => Some(e.org_id),
             Event::RouteDeleted(e) => Some(e.org_id),
+            Event::DeployPhaseReached(e) => Some(e.org_id),
+            Event::EnvReleaseReverted(e) => Some(e.org_id),
             Event::NodeRegistered(_)
             | Event::NodeCapacityChanged(_)
             | Event::NodeStatusChanged(_)

@@ -27,7 +27,14 @@ fn samples() -> Vec<Event> {
             manifest: serde_json::json!({"schema_version": 1}),
         }),
         Event::DeployCreated(DeployCreated { org_id, app_id, env_id, deploy_id, release_id, previous_release_id: None, kind: DeployKind::Deploy }),
-        Event::DeployStatusChanged(DeployStatusChanged { org_id, env_id, deploy_id, status: DeployStatus::Rolling, reason: None }),
+        Event::DeployStatusChanged(DeployStatusChanged {
+            org_id,
+            env_id,
+            deploy_id,
+            status: DeployStatus::Failed,
+            reason: Some("instance inst_01jd8x6k3v9q4m2t7r5w0y1zcg (web) exited with code 3".into()),
+            failed_instance_id: Some(instance_id),
+        }),
         Event::InstanceAllocated(InstanceAllocated {
             org_id,
             app_id,
@@ -59,6 +66,15 @@ fn samples() -> Vec<Event> {
         }),
         Event::RouteDeleted(RouteDeleted { org_id, env_id, route_id }),
         Event::NodeSubnetAssigned(NodeSubnetAssigned { node_id, subnet: "fd12:3456:789a:1::/64".into() }),
+        Event::DeployPhaseReached(DeployPhaseReached { org_id, env_id, deploy_id, phase: DeployPhase::ImageReady }),
+        Event::EnvReleaseReverted(EnvReleaseReverted {
+            org_id,
+            env_id,
+            deploy_id,
+            release_id: ReleaseId::parse("rel_01jd8x6k3v9q4m2t7r5w0y1zcm").unwrap(),
+            from_release_id: release_id,
+            reason: "deploy dep_01jd8x6k3v9q4m2t7r5w0y1zcf failed".into(),
+        }),
     ]
 }
 
@@ -96,6 +112,14 @@ fn aggregates_are_assigned() {
         assert!(!id.is_empty());
     }
     assert_eq!(samples()[5].aggregate().0, AggregateType::Env, "deploys serialize on their env");
+}
+
+#[test]
+fn a_deploy_status_change_without_failed_instance_still_decodes() {
+    // Logs written before deploys named their failed instance.
+    let old = serde_json::json!({"org_id": "org_01jd8x6k3v9q4m2t7r5w0y1zcb", "env_id": "env_01jd8x6k3v9q4m2t7r5w0y1zcd", "deploy_id": "dep_01jd8x6k3v9q4m2t7r5w0y1zcf", "status": "rolling", "reason": null});
+    let Event::DeployStatusChanged(e) = Event::decode("deploy.status_changed", 1, old).unwrap() else { panic!("wrong variant") };
+    assert_eq!(e.failed_instance_id, None);
 }
 
 #[test]

@@ -110,6 +110,64 @@ pub struct DeployStatusChanged {
     pub status: DeployStatus,
     #[serde(default)]
     pub reason: Option<String>,
+    /// With `failed`: the new-release instance whose failure failed the
+    /// deploy (its logs say why).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_instance_id: Option<InstanceId>,
+}
+
+/// A point of a deploy's progress, each reached once and in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeployPhase {
+    /// Every desired instance of the release is allocated to a node.
+    Scheduled,
+    /// Every one of them is booting or later: its image is on its node.
+    ImageReady,
+    /// Every one of them runs its entrypoint.
+    Booted,
+    /// Every one of them passes its health check (or has none).
+    Healthy,
+}
+
+impl DeployPhase {
+    pub const ALL: [DeployPhase; 4] = [Self::Scheduled, Self::ImageReady, Self::Booted, Self::Healthy];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Scheduled => "scheduled",
+            Self::ImageReady => "image_ready",
+            Self::Booted => "booted",
+            Self::Healthy => "healthy",
+        }
+    }
+}
+
+/// The scheduler observed a deploy reach a phase; the event's time is when.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployPhaseReached {
+    pub org_id: OrgId,
+    pub env_id: EnvId,
+    pub deploy_id: DeployId,
+    pub phase: DeployPhase,
+}
+
+/// A deploy failed and its env goes back to the release it ran before: the
+/// env's desired release is `release_id` again. The failed deploy stays the
+/// env's current deploy, so `vt describe` can say why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvReleaseReverted {
+    pub org_id: OrgId,
+    pub env_id: EnvId,
+    /// The failed deploy.
+    pub deploy_id: DeployId,
+    /// The release the env runs again (the failed deploy's previous release).
+    pub release_id: ReleaseId,
+    /// The failed deploy's release.
+    pub from_release_id: ReleaseId,
+    pub reason: String,
 }
 
 /// Resources of one instance: CPU is a soft share, memory a hard cap.

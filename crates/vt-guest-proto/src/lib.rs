@@ -26,6 +26,7 @@
 //! valid (close the channel).
 
 use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// `b"VT"`: the first two bytes of every frame.
 pub const MAGIC: [u8; 2] = *b"VT";
@@ -38,7 +39,7 @@ pub const MAX_PAYLOAD: u32 = 1 << 20;
 /// Largest data chunk senders put in one [`Message::Log`] / [`Message::ExecData`].
 pub const MAX_LOG_CHUNK: usize = 32 * 1024;
 /// The protocol version this build speaks (negotiated in [`Message::Hello`]).
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Name of the virtio-console port carrying the channel under QEMU.
 pub const PORT_NAME: &str = "vt.channel";
 
@@ -109,6 +110,49 @@ pub struct Launch {
     pub user: String,
     /// Guest hostname ("" = leave unset).
     pub hostname: String,
+    /// The instance's network interface; `None`: loopback only.
+    pub network: Option<Network>,
+    /// Disks to mount at `/mnt/volumes/<name>`.
+    pub volumes: Vec<Volume>,
+    /// Files for `/run/secrets/` (a tmpfs: never on a disk).
+    pub secrets: Vec<Secret>,
+}
+
+/// How guest init configures the instance's one network interface (the first
+/// that is not loopback, `eth0`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Network {
+    /// Addresses with their prefix length.
+    pub addresses: Vec<(IpAddr, u8)>,
+    /// Default routes: one per family at most (an IPv6 gateway is usually link-local).
+    pub gateways: Vec<IpAddr>,
+    /// 0 = the interface's default.
+    pub mtu: u16,
+    /// Name servers for `/etc/resolv.conf` (none: the file is left as the image has it).
+    pub dns: Vec<IpAddr>,
+}
+
+/// A volume disk: found by its ext4 label, mounted at `/mnt/volumes/<name>`,
+/// and bind-mounted at `path` too when that is not empty.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Volume {
+    pub name: String,
+    pub label: String,
+    pub path: String,
+}
+
+/// A secret file: `/run/secrets/<name>`, mode 0400, owned by the entrypoint's user.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Secret {
+    pub name: String,
+    pub data: Vec<u8>,
+}
+
+/// Never shows the content.
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secret {{ name: {:?}, data: <{} bytes> }}", self.name, self.data.len())
+    }
 }
 
 /// Every message of the protocol (a closed set).
@@ -272,6 +316,31 @@ impl Message {
                 put_bytes(o, l.cwd.as_bytes());
                 put_bytes(o, l.user.as_bytes());
                 put_bytes(o, l.hostname.as_bytes());
+                match &l.network {
+                    None => o.push(0),
+                    Some(n) => {
+                        o.push(1);
+                        o.extend_from_slice(&(n.addresses.len() as u32).to_be_bytes());
+                        for (ip, len) in &n.addresses {
+                            put_ip(o, *ip);
+                            o.push(*len);
+                        }
+                        put_ips(o, &n.gateways);
+                        o.extend_from_slice(&n.mtu.to_be_bytes());
+                        put_ips(o, &n.dns);
+                    }
+                }
+                o.extend_from_slice(&(l.volumes.len() as u32).to_be_bytes());
+                for v in &l.volumes {
+                    put_bytes(o, v.name.as_bytes());
+                    put_bytes(o, v.label.as_bytes());
+                    put_bytes(o, v.path.as_bytes());
+                }
+                o.extend_from_slice(&(l.secrets.len() as u32).to_be_bytes());
+                for sec in &l.secrets {
+                    put_bytes(o, sec.name.as_bytes());
+                    put_bytes(o, &sec.data);
+                }
             }
             Message::Ready {
                 pid,
@@ -369,6 +438,52 @@ fn decode_payload(ty: MessageType, r: &mut Reader<'_>) -> Result<Message, Invali
             cwd: r.string()?,
             user: r.string()?,
             hostname: r.string()?,
+            network: match r.u8()? {
+                0 => None,
+                1 => Some(Network {
+                    addresses: {
+                        let n = r.count(6)?;
+                        (0..n)
+                            .map(|_| {
+                                let ip = r.ip()?;
+                                let len = r.u8()?;
+                                let max = if ip.is_ipv4() { 32 } else { 128 };
+                                if len > max {
+                                    return Err(Invalid::BadValue("prefix length", len as u32));
+                                }
+                                Ok((ip, len))
+                            })
+                            .collect::<Result<_, _>>()?
+                    },
+                    gateways: r.ips()?,
+                    mtu: r.u16()?,
+                    dns: r.ips()?,
+                }),
+                x => return Err(Invalid::BadValue("network present", x as u32)),
+            },
+            volumes: {
+                let n = r.count(12)?;
+                (0..n)
+                    .map(|_| {
+                        Ok(Volume {
+                            name: r.string()?,
+                            label: r.string()?,
+                            path: r.string()?,
+                        })
+                    })
+                    .collect::<Result<_, _>>()?
+            },
+            secrets: {
+                let n = r.count(8)?;
+                (0..n)
+                    .map(|_| {
+                        Ok(Secret {
+                            name: r.string()?,
+                            data: r.bytes()?.to_vec(),
+                        })
+                    })
+                    .collect::<Result<_, _>>()?
+            },
         }),
         MessageType::Ready => Message::Ready {
             pid: r.u32()?,
@@ -429,6 +544,27 @@ fn put_env(o: &mut Vec<u8>, v: &[(String, String)]) {
     for (k, val) in v {
         put_bytes(o, k.as_bytes());
         put_bytes(o, val.as_bytes());
+    }
+}
+
+/// `family u8 (4 | 6)` + 4 or 16 address bytes.
+fn put_ip(o: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(a) => {
+            o.push(4);
+            o.extend_from_slice(&a.octets());
+        }
+        IpAddr::V6(a) => {
+            o.push(6);
+            o.extend_from_slice(&a.octets());
+        }
+    }
+}
+
+fn put_ips(o: &mut Vec<u8>, v: &[IpAddr]) {
+    o.extend_from_slice(&(v.len() as u32).to_be_bytes());
+    for ip in v {
+        put_ip(o, *ip);
     }
 }
 
@@ -497,6 +633,24 @@ impl<'a> Reader<'a> {
         (0..n)
             .map(|_| Ok((self.string()?, self.string()?)))
             .collect()
+    }
+    fn ip(&mut self) -> Result<IpAddr, Invalid> {
+        match self.u8()? {
+            4 => {
+                let b = self.take(4)?;
+                Ok(IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3])))
+            }
+            6 => {
+                let mut a = [0u8; 16];
+                a.copy_from_slice(self.take(16)?);
+                Ok(IpAddr::V6(Ipv6Addr::from(a)))
+            }
+            x => Err(Invalid::BadValue("address family", x as u32)),
+        }
+    }
+    fn ips(&mut self) -> Result<Vec<IpAddr>, Invalid> {
+        let n = self.count(5)?;
+        (0..n).map(|_| self.ip()).collect()
     }
     fn stream(&mut self) -> Result<Stream, Invalid> {
         let c = self.u8()?;

@@ -38,11 +38,36 @@ fn golden() -> Vec<(Message, Vec<u8>)> {
                 cwd: "/".into(),
                 user: "0".into(),
                 hostname: "h".into(),
+                ..Launch::default()
             }),
-            hex("5654 01 02 0000002d
+            hex("5654 01 02 00000036
                  00000002 00000002 7368 00000002 2d63
                  00000001 00000001 41 00000001 62
-                 00000001 2f  00000001 30  00000001 68"),
+                 00000001 2f  00000001 30  00000001 68
+                 00  00000000  00000000"),
+        ),
+        (
+            Message::Launch(Launch {
+                argv: vec!["x".into()],
+                network: Some(Network {
+                    addresses: vec![("fd00::2".parse().unwrap(), 64), ("10.0.0.2".parse().unwrap(), 30)],
+                    gateways: vec!["fe80::1".parse().unwrap()],
+                    mtu: 1420,
+                    dns: vec!["10.0.0.1".parse().unwrap()],
+                }),
+                volumes: vec![Volume { name: "v".into(), label: "l".into(), path: "/p".into() }],
+                secrets: vec![Secret { name: "k".into(), data: vec![0, 0xff] }],
+                ..Launch::default()
+            }),
+            hex("5654 01 02 00000079
+                 00000001 00000001 78  00000000  00000000 00000000 00000000
+                 01
+                 00000002 06 fd000000000000000000000000000002 40  04 0a000002 1e
+                 00000001 06 fe800000000000000000000000000001
+                 058c
+                 00000001 04 0a000001
+                 00000001 00000001 76 00000001 6c 00000002 2f70
+                 00000001 00000001 6b 00000002 00ff"),
         ),
         (
             Message::Ready {

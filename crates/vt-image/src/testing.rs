@@ -37,6 +37,23 @@ pub fn busybox_rootfs(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// A busybox image (entrypoint `/bin/sh`) written as an OCI layout under `tmp`, then its
+/// read-only ext4 root disk built by an [`ImageStore`](crate::ImageStore) in `tmp/images`.
+/// Returns the root disk's path. Needs `busybox-static` and `mkfs.ext4`.
+pub fn busybox_root_disk(tmp: &Path) -> Result<std::path::PathBuf> {
+    let rootfs = tmp.join("rootfs");
+    busybox_rootfs(&rootfs)?;
+    let layout = tmp.join("layout");
+    let config = crate::oci::RuntimeConfig {
+        entrypoint: Some(vec!["/bin/sh".into()]),
+        ..Default::default()
+    };
+    let img = crate::layout::write_image(&rootfs, &layout, config, crate::layout::LayerFormat::Uncompressed)?;
+    let store = crate::ImageStore::open(&tmp.join("images"), crate::StoreOptions::default())?;
+    let src = crate::OciLayoutSource::open(&layout)?;
+    Ok(store.ensure_rootdisk(&src, &img.manifest.digest)?.path)
+}
+
 /// Builds tar layers entry by entry, including malformed/hostile ones (names are written raw,
 /// bypassing the `tar` crate's own path checks).
 #[derive(Default)]

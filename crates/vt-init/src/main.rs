@@ -9,9 +9,13 @@
 //!    disk (label `vt-scratch`, else `/dev/vdb`),
 //!    builds an overlay root from them and switches into it; mounts `/dev/pts`, `/dev/shm`,
 //!    `/run`, `/tmp`;
-//! 5. starts the entrypoint (own session, stdin `/dev/null`, stdout/stderr piped), sends
+//! 5. brings up loopback; with a network in the launch: loads `/etc/vt/modules.net`,
+//!    configures the interface (addresses, MTU, default routes; `net`); writes `/etc/hosts`
+//!    (and `/etc/resolv.conf` when given name servers); mounts volumes by label and writes
+//!    secrets to a tmpfs at `/run/secrets` (`mounts`);
+//! 6. starts the entrypoint (own session, stdin `/dev/null`, stdout/stderr piped), sends
 //!    `Ready`, forwards its output as `Log` frames and host `Signal`s to it, reaps every zombie;
-//! 6. when the entrypoint exits: kills what is left, drains the pipes, sends `Exited`, waits
+//! 7. when the entrypoint exits: kills what is left, drains the pipes, sends `Exited`, waits
 //!    briefly for `Shutdown`, syncs and powers off.
 //!
 //! Any setup failure is reported as `Failed` on the channel (and on the console) before
@@ -21,6 +25,10 @@
 //! (print "vt-init: probe ok" and power off at once: the host's accelerator probe boot).
 
 #![allow(unsafe_code)] // PID 1 work is system calls.
+
+mod mounts;
+mod net;
+mod vsock;
 
 use std::ffi::CString;
 use std::fs::File;
@@ -38,6 +46,8 @@ use vt_guest_proto::{
 
 const SOFTWARE: &str = concat!("vt-init/", env!("CARGO_PKG_VERSION"));
 const MODULES_LIST: &str = "/etc/vt/modules";
+/// Modules for instances with a network (virtio_net and its dependencies).
+const MODULES_NET_LIST: &str = "/etc/vt/modules.net";
 const ROOT_DEV: &str = "/dev/vda";
 const SCRATCH_DEV: &str = "/dev/vdb";
 const ROOT_LABEL: &str = "vt-root";
@@ -97,6 +107,11 @@ fn run(init_started_us: u64, chan: &mut Option<Channel>) -> Result<()> {
     if launch.argv.is_empty() {
         return Err("launch config has an empty argv".into());
     }
+    if launch.network.is_some() {
+        // The network driver's probe runs while the disks are found and mounted.
+        load_modules(Path::new(MODULES_NET_LIST), dbg)?;
+        t("network modules loaded");
+    }
     setup_root()?;
     t("switched root");
     if !launch.hostname.is_empty() {
@@ -105,6 +120,16 @@ fn run(init_started_us: u64, chan: &mut Option<Channel>) -> Result<()> {
             return Err(format!("sethostname: {}", errno()));
         }
     }
+    net::loopback()?;
+    if let Some(n) = &launch.network {
+        let ifname = net::configure(n)?;
+        t(&format!("network configured on {ifname}"));
+    }
+    net::write_etc(&launch.hostname, launch.network.as_ref())?;
+    mounts::volumes(&launch.volumes)?;
+    let (uid, gid, _) = resolve_user(&launch.user)?;
+    mounts::secrets(&launch.secrets, uid, gid)?;
+    t("volumes and secrets ready");
     supervise(c, &launch, init_started_us)
 }
 
@@ -323,6 +348,10 @@ impl Channel {
                         });
                     }
                 }
+            }
+            // Firecracker: no virtio-console, the channel is vsock (vsock.rs).
+            if let Some(file) = vsock::fallback()? {
+                return Ok(Self { file, buf: FrameBuffer::new(), eof: false });
             }
             if start.elapsed() > DEVICE_WAIT {
                 return Err(format!("no virtio-console port named {PORT_NAME}"));
@@ -685,7 +714,8 @@ fn power_off(code: i32) -> ! {
     unsafe {
         libc::sync();
         if libc::getpid() == 1 {
-            libc::reboot(libc::RB_POWER_OFF);
+            // Firecracker ends the VM on a reboot, not a power-off (vsock.rs).
+            libc::reboot(if vsock::reboot_for_power_off() { libc::RB_AUTOBOOT } else { libc::RB_POWER_OFF });
         }
     }
     std::process::exit(code)

@@ -15,12 +15,15 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+pub mod cgroup;
+pub mod firecracker;
 pub mod lifecycle;
+pub mod net;
 pub mod qemu;
 pub mod testing;
 
 pub use lifecycle::{InvalidTransition, State};
-pub use vt_guest_proto::{ExitStatus, Launch, Stream};
+pub use vt_guest_proto::{ExitStatus, Launch, Secret, Stream};
 
 /// Everything a runtime needs to boot one instance.
 #[derive(Debug, Clone)]
@@ -38,7 +41,12 @@ pub struct InstanceSpec {
     pub memory_mib: u32,
     pub vcpus: u32,
     /// What guest init runs (argv, env with the `VT_*` variables, cwd, user, hostname).
+    /// Its `network` is filled in from [`InstanceSpec::network`].
     pub launch: Launch,
+    /// A tap device and address for the instance; `None`: loopback only.
+    pub network: Option<net::NetworkSpec>,
+    /// Volume disks to attach (read-write); guest init mounts each by its label.
+    pub volumes: Vec<VolumeDisk>,
     /// From VMM start until the entrypoint runs; past it the instance fails.
     pub boot_timeout: Duration,
 }
@@ -53,9 +61,23 @@ impl InstanceSpec {
             memory_mib: 256,
             vcpus: 1,
             launch,
+            network: None,
+            volumes: Vec::new(),
             boot_timeout: Duration::from_secs(120),
         }
     }
+}
+
+/// A volume: an ext4 image file on the host whose label guest init looks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeDisk {
+    /// The volume's name: mounted at `/mnt/volumes/<name>` in the guest.
+    pub name: String,
+    pub disk: PathBuf,
+    /// The ext4 label of `disk` (at most 16 bytes).
+    pub label: String,
+    /// Also bind-mounted here when not empty (the manifest's `path`).
+    pub mount_path: String,
 }
 
 /// What a running instance reports, in order.

@@ -154,8 +154,25 @@ impl Runtime for QemuRuntime {
         "qemu"
     }
 
-    fn start(&self, spec: InstanceSpec) -> BoxFuture<'_, Result<Vm, RuntimeError>> {
+    fn start(&self, mut spec: InstanceSpec) -> BoxFuture<'_, Result<Vm, RuntimeError>> {
         Box::pin(async move {
+            spec.launch.network = spec.network.as_ref().map(|n| n.guest_config());
+            spec.launch.volumes = spec
+                .volumes
+                .iter()
+                .map(|v| vt_guest_proto::Volume {
+                    name: v.name.clone(),
+                    label: v.label.clone(),
+                    path: v.mount_path.clone(),
+                })
+                .collect();
+            if let Some(v) = spec.volumes.iter().find(|v| !v.disk.is_file()) {
+                return Err(RuntimeError::Config(format!(
+                    "volume {}: disk {} not found",
+                    v.name,
+                    v.disk.display()
+                )));
+            }
             if spec.launch.argv.is_empty() {
                 return Err(RuntimeError::Config("empty argv".into()));
             }
@@ -410,7 +427,14 @@ impl Driver {
             }
         };
         self.timings.vmm_spawned = Some(self.t0.elapsed());
-        self.supervise(child, listener, ctl).await
+        let (id, tap) = (self.spec.id.clone(), self.spec.network.as_ref().map(|n| n.tap.clone()));
+        let outcome = self.supervise(child, listener, ctl).await;
+        if let Some(tap) = tap {
+            if let Err(e) = crate::net::delete_tap(&tap).await {
+                tracing::warn!(instance = %id, error = %e, "tap not removed; the next start of this instance replaces it");
+            }
+        }
+        outcome
     }
 
     async fn prepare(&self) -> Result<UnixListener, String> {
@@ -444,6 +468,9 @@ impl Driver {
                 "mkfs.ext4 of the scratch disk failed: {}",
                 String::from_utf8_lossy(&out.stderr).trim()
             ));
+        }
+        if let Some(n) = &self.spec.network {
+            n.create_tap().await.map_err(|e| format!("network: {e}"))?;
         }
         let sock = dir.join("channel.sock");
         let _ = tokio::fs::remove_file(&sock).await;
@@ -485,6 +512,22 @@ impl Driver {
             "-device".into(),
             format!("virtserialport,chardev=channel,name={PORT_NAME}"),
         ]);
+        for (i, v) in self.spec.volumes.iter().enumerate() {
+            args.extend([
+                "-drive".into(),
+                format!("id=vol{i},file={},format=raw,if=none", qpath(&v.disk)),
+                "-device".into(),
+                format!("virtio-blk-device,drive=vol{i}"),
+            ]);
+        }
+        if let Some(n) = &self.spec.network {
+            args.extend([
+                "-netdev".into(),
+                format!("tap,id=net0,ifname={},script=no,downscript=no", n.tap),
+                "-device".into(),
+                format!("virtio-net-device,netdev=net0,mac={}", n.mac()),
+            ]);
+        }
         let log = std::fs::File::create(dir.join("qemu.log"))
             .map_err(|e| format!("create qemu.log: {e}"))?;
         let log2 = log.try_clone().map_err(|e| format!("qemu.log: {e}"))?;

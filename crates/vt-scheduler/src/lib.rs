@@ -20,11 +20,17 @@
 //!   theirs.
 //! - Scale-down stops the newest instances first.
 //! - When the desired release changes, new-release instances are started and
-//!   old-release instances are stopped as new ones report `running`, within
-//!   [`Rollout`] limits.
+//!   old-release instances are stopped as new ones become [`Status::Ready`]
+//!   (running and passing their health check), within [`Rollout`] limits.
+//! - A running instance whose health check fails is stopped and replaced.
+//! - Crash loops back off: after `n` consecutive failures of a group's
+//!   release, its replacements wait [`Backoff::delay`]`(n)` after the last
+//!   failure (1 s, 2 s, 4 s, ... up to 5 min); the count is forgotten once an
+//!   instance of the release has stayed ready for [`Backoff::reset_after_ms`].
 //!
 //! Deterministic: the plan does not depend on the order of the input; ids of
-//! new instances come from the caller's generator, called in plan order.
+//! new instances come from the caller's generator, called in plan order. Time
+//! is an input ([`Input::now`]): there is no clock here.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap};
@@ -63,7 +69,13 @@ pub enum Desired {
 pub enum Status {
     /// Allocated, preparing or booting.
     Starting,
+    /// The entrypoint runs; its health check has not passed yet.
     Running,
+    /// Running and passing its health check (or it has none): serving. Only
+    /// these count when a rollout decides to stop an old-release instance.
+    Ready,
+    /// Running, but its health check failed: to be stopped and replaced.
+    Failing,
     /// Going down: still occupies its node, no longer counts as a replica.
     Stopping,
     /// Stopped or failed: occupies nothing.
@@ -76,6 +88,18 @@ impl Status {
     }
 }
 
+/// Milliseconds on the caller's clock (for example since the Unix epoch).
+pub type Millis = u64;
+
+/// How an instance failed while meant to run: it exited without being asked
+/// to stop, or its health check failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub at: Millis,
+    /// A few words for people: `exited with code 1`.
+    pub reason: String,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Instance {
     pub id: String,
@@ -86,6 +110,10 @@ pub struct Instance {
     pub resources: Resources,
     pub desired: Desired,
     pub status: Status,
+    /// When it first became ready, if it did.
+    pub ready_since: Option<Millis>,
+    /// Its failure, if it failed (kept after it ended: the failure history).
+    pub failure: Option<Failure>,
     /// Allocation order (for example the log position of its allocation):
     /// higher is newer. Ties are broken by id.
     pub order: u64,
@@ -93,7 +121,7 @@ pub struct Instance {
 
 impl Instance {
     fn live(&self) -> bool {
-        self.desired == Desired::Running && matches!(self.status, Status::Starting | Status::Running)
+        self.desired == Desired::Running && matches!(self.status, Status::Starting | Status::Running | Status::Ready | Status::Failing)
     }
 }
 
@@ -119,16 +147,45 @@ pub struct Rollout {
     pub max_unavailable: u32,
 }
 
+/// Restart delays of a crash loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// The delay after the first failure; it doubles with each further one.
+    pub base_ms: Millis,
+    pub max_ms: Millis,
+    /// An instance of the release that stays ready this long ends the crash
+    /// loop: failures before that point are forgotten.
+    pub reset_after_ms: Millis,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff { base_ms: 1_000, max_ms: 300_000, reset_after_ms: 60_000 }
+    }
+}
+
+impl Backoff {
+    /// The wait before a replacement after `failures` consecutive failures:
+    /// `base × 2^(failures-1)`, at most `max` (none before any failure).
+    pub fn delay(&self, failures: u32) -> Millis {
+        match failures {
+            0 => 0,
+            n => self.base_ms.saturating_mul(1u64.checked_shl(n - 1).unwrap_or(u64::MAX)).min(self.max_ms),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Config {
     /// A node takes instances up to `allocatable cpu × this`. Default 4.0.
     pub cpu_oversubscription: f64,
     pub rollout: Rollout,
+    pub backoff: Backoff,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { cpu_oversubscription: 4.0, rollout: Rollout::default() }
+        Config { cpu_oversubscription: 4.0, rollout: Rollout::default(), backoff: Backoff::default() }
     }
 }
 
@@ -140,6 +197,8 @@ pub struct Input {
     /// stopped when its env has other groups; envs with no group are not
     /// managed (their instances only occupy their nodes).
     pub groups: Vec<Group>,
+    /// The current time, on the clock of [`Instance::ready_since`] and [`Failure::at`].
+    pub now: Millis,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,6 +238,29 @@ impl fmt::Display for Unplaceable {
     }
 }
 
+/// A group whose instances of the desired release keep failing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrashLoop {
+    pub env: String,
+    pub process: String,
+    /// Failures since an instance of the release last stayed ready for
+    /// [`Backoff::reset_after_ms`] (at least 1).
+    pub failures: u32,
+    /// The latest failure.
+    pub last: Failure,
+    /// When a replacement may start: `last.at + delay(failures)`.
+    pub restart_at: Millis,
+    /// Replacements this plan holds back until `restart_at`.
+    pub held: u32,
+}
+
+impl fmt::Display for CrashLoop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = if self.failures == 1 { "" } else { "s" };
+        write!(f, "{} consecutive failure{s}, last: {}", self.failures, self.last.reason)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Plan {
     /// In placement order (groups by env then process).
@@ -187,6 +269,8 @@ pub struct Plan {
     pub stops: Vec<Stop>,
     /// By env then process.
     pub unplaceable: Vec<Unplaceable>,
+    /// Groups with consecutive failures of their release, by env then process.
+    pub crash_loops: Vec<CrashLoop>,
 }
 
 impl Plan {
@@ -252,6 +336,11 @@ pub fn plan(input: &Input, config: &Config, new_id: &mut dyn FnMut() -> String) 
                 out.stops.push(Stop { instance: i.id.clone(), reason: format!("node {} is unreachable; replaced elsewhere", n.name) })
             }
             Some(_) => match by_key.get(&(i.env.as_str(), i.process.as_str())) {
+                // Its health check failed: stop it; a replacement is planned below.
+                _ if i.status == Status::Failing && managed.contains(i.env.as_str()) => out.stops.push(Stop {
+                    instance: i.id.clone(),
+                    reason: format!("health check failing: {}", i.failure.as_ref().map_or("no reason reported", |f| f.reason.as_str())),
+                }),
                 Some(&g) if groups[g].replicas > 0 => buckets[g].push(i),
                 Some(_) => out.stops.push(Stop { instance: i.id.clone(), reason: "scaled to 0".into() }),
                 None if managed.contains(i.env.as_str()) => {
@@ -260,6 +349,16 @@ pub fn plan(input: &Input, config: &Config, new_id: &mut dyn FnMut() -> String) 
                 // An env with no group at all is not managed here: its instances only occupy.
                 None => {}
             },
+        }
+    }
+
+    // Each group's history: its instances of the desired release, live or not.
+    let mut history: Vec<Vec<&Instance>> = vec![vec![]; groups.len()];
+    for i in &instances {
+        if let Some(&g) = by_key.get(&(i.env.as_str(), i.process.as_str())) {
+            if i.release == groups[g].release {
+                history[g].push(i);
+            }
         }
     }
 
@@ -280,15 +379,22 @@ pub fn plan(input: &Input, config: &Config, new_id: &mut dyn FnMut() -> String) 
             out.stops.push(Stop { instance: i.id.clone(), reason: format!("scaled down to {replicas}") });
         }
         let new = &new[new.len() - keep_new..];
-        let new_running = new.iter().filter(|i| i.status == Status::Running).count();
-        let keep_old = replicas.saturating_sub(new_running + config.rollout.max_unavailable as usize).min(old.len());
+        let new_ready = new.iter().filter(|i| i.status == Status::Ready).count();
+        let keep_old = replicas.saturating_sub(new_ready + config.rollout.max_unavailable as usize).min(old.len());
         for i in &old[..old.len() - keep_old] {
             out.stops.push(Stop { instance: i.id.clone(), reason: format!("replaced by release {}", group.release) });
         }
         let old = &old[old.len() - keep_old..];
         let surge = config.rollout.max_surge.map_or(replicas, |s| s as usize);
         let room = (replicas + surge).saturating_sub(keep_new + keep_old);
-        let wanted = (replicas - keep_new).min(room);
+        let mut wanted = (replicas - keep_new).min(room);
+        if let Some(mut cl) = crash_loop(group, &history[g], &config.backoff, input.now) {
+            if cl.restart_at > input.now {
+                cl.held = wanted as u32;
+                wanted = 0;
+            }
+            out.crash_loops.push(cl);
+        }
 
         let mut touched = vec![];
         for i in new.iter().chain(old) {
@@ -347,6 +453,38 @@ pub fn plan(input: &Input, config: &Config, new_id: &mut dyn FnMut() -> String) 
     }
     out.stops.sort_by(|a, b| a.instance.cmp(&b.instance));
     out
+}
+
+/// The group's consecutive failures, from its instances of the desired
+/// release: those failed after the last point where an instance had stayed
+/// ready for `reset_after` (while live, or until it failed).
+fn crash_loop(group: &Group, history: &[&Instance], backoff: &Backoff, now: Millis) -> Option<CrashLoop> {
+    let reset = history
+        .iter()
+        .filter_map(|i| {
+            let since = i.ready_since?;
+            let until = match (&i.failure, i.status) {
+                (Some(f), _) => f.at,
+                (None, Status::Ready) => now,
+                // Ended or stopped on request: how long it stayed ready is not known.
+                (None, _) => return None,
+            };
+            let proven = since.saturating_add(backoff.reset_after_ms);
+            (proven <= until).then_some(proven)
+        })
+        .max();
+    let mut failures: Vec<&Failure> = history.iter().filter_map(|i| i.failure.as_ref()).filter(|f| reset.is_none_or(|r| f.at >= r)).collect();
+    failures.sort_by(|a, b| (a.at, &a.reason).cmp(&(b.at, &b.reason)));
+    let last = (*failures.last()?).clone();
+    let n = u32::try_from(failures.len()).unwrap_or(u32::MAX);
+    Some(CrashLoop {
+        env: group.env.clone(),
+        process: group.process.clone(),
+        failures: n,
+        restart_at: last.at.saturating_add(backoff.delay(n)),
+        last,
+        held: 0,
+    })
 }
 
 /// Why `need` fits on no ready node, and what could make room.

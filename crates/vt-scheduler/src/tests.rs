@@ -27,9 +27,22 @@ fn inst(id: &str, node: &str, process: &str, release: &str, mem: u64, order: u64
         release: release.into(),
         resources: res(mem),
         desired: Desired::Running,
-        status: Status::Running,
+        status: Status::Ready,
+        ready_since: Some(0),
+        failure: None,
         order,
     }
+}
+
+/// An instance of `env/web` on node `a` of `release`, in `status`.
+fn web(id: &str, release: &str, status: Status, order: u64) -> Instance {
+    let ready_since = (status == Status::Ready).then_some(0);
+    Instance { status, ready_since, ..inst(id, "a", "web", release, 256, order) }
+}
+
+/// An instance of `env/web` (release r1) that failed at `at` after being ready since `ready_since`.
+fn failed(id: &str, release: &str, at: Millis, ready_since: Option<Millis>, reason: &str) -> Instance {
+    Instance { status: Status::Exited, ready_since, failure: Some(Failure { at, reason: reason.into() }), ..inst(id, "a", "web", release, 256, at) }
 }
 
 fn run(input: &Input) -> Plan {
@@ -60,14 +73,14 @@ fn table_of_placements() {
     let cases = vec![
         Case {
             name: "spread over two nodes, most free memory first",
-            input: Input { nodes: vec![ready("a", 1024), ready("b", 2048)], instances: vec![], groups: vec![group("web", 3, "r1", 256)] },
+            input: Input { nodes: vec![ready("a", 1024), ready("b", 2048)], instances: vec![], groups: vec![group("web", 3, "r1", 256)], now: 0 },
             placed: vec!["b", "a", "b"],
             stopped: vec![],
             unplaceable: vec![],
         },
         Case {
             name: "equal nodes: by name",
-            input: Input { nodes: vec![ready("b", 1024), ready("a", 1024)], instances: vec![], groups: vec![group("web", 2, "r1", 256)] },
+            input: Input { nodes: vec![ready("b", 1024), ready("a", 1024)], instances: vec![], groups: vec![group("web", 2, "r1", 256)], now: 0 },
             placed: vec!["a", "b"],
             stopped: vec![],
             unplaceable: vec![],
@@ -78,6 +91,7 @@ fn table_of_placements() {
                 nodes: vec![node("a", NodeStatus::Draining, 4000, 4096), node("b", NodeStatus::Unreachable, 4000, 4096), ready("c", 1024)],
                 instances: vec![],
                 groups: vec![group("web", 2, "r1", 256)],
+                now: 0,
             },
             placed: vec!["c", "c"],
             stopped: vec![],
@@ -89,6 +103,7 @@ fn table_of_placements() {
                 nodes: vec![ready("a", 4096), ready("b", 4096)],
                 instances: vec![inst("i1", "a", "web", "r1", 256, 1)],
                 groups: vec![group("web", 2, "r1", 256)],
+                now: 0,
             },
             placed: vec!["b"],
             stopped: vec![],
@@ -96,7 +111,7 @@ fn table_of_placements() {
         },
         Case {
             name: "memory is a hard cap",
-            input: Input { nodes: vec![ready("a", 600)], instances: vec![], groups: vec![group("web", 3, "r1", 256)] },
+            input: Input { nodes: vec![ready("a", 600)], instances: vec![], groups: vec![group("web", 3, "r1", 256)], now: 0 },
             placed: vec!["a", "a"],
             stopped: vec![],
             unplaceable: vec!["env/web 2 of 3 instance(s) placed: needs 256 MiB memory; largest free is 88 MiB on a"],
@@ -107,6 +122,7 @@ fn table_of_placements() {
                 nodes: vec![node("a", NodeStatus::Ready, 1000, 65536)],
                 instances: vec![],
                 groups: vec![Group { env: "env".into(), process: "web".into(), replicas: 5, release: "r1".into(), resources: res(1) }],
+                now: 0,
             },
             placed: vec!["a", "a", "a", "a"],
             stopped: vec![],
@@ -118,6 +134,7 @@ fn table_of_placements() {
                 nodes: vec![node("a", NodeStatus::Unreachable, 4000, 4096), ready("b", 4096)],
                 instances: vec![inst("i1", "a", "web", "r1", 256, 1), inst("i2", "b", "web", "r1", 256, 2)],
                 groups: vec![group("web", 2, "r1", 256)],
+                now: 0,
             },
             placed: vec!["b"],
             stopped: vec!["i1: node a is unreachable; replaced elsewhere"],
@@ -129,6 +146,7 @@ fn table_of_placements() {
                 nodes: vec![ready("a", 4096)],
                 instances: vec![inst("i1", "a", "web", "r1", 256, 3), inst("i2", "a", "web", "r1", 256, 1), inst("i3", "a", "web", "r1", 256, 2)],
                 groups: vec![group("web", 1, "r1", 256)],
+                now: 0,
             },
             placed: vec![],
             stopped: vec!["i1: scaled down to 1", "i3: scaled down to 1"],
@@ -140,6 +158,7 @@ fn table_of_placements() {
                 nodes: vec![ready("a", 4096)],
                 instances: vec![inst("i1", "a", "worker", "r1", 256, 1), inst("i2", "a", "web", "r1", 256, 2)],
                 groups: vec![group("web", 0, "r1", 256)],
+                now: 0,
             },
             placed: vec![],
             stopped: vec!["i1: process `worker` is not desired in this env", "i2: scaled to 0"],
@@ -151,13 +170,14 @@ fn table_of_placements() {
                 nodes: vec![ready("a", 4096), ready("b", 4096)],
                 instances: vec![inst("i1", "a", "web", "r1", 256, 1), inst("i2", "b", "web", "r1", 256, 2)],
                 groups: vec![group("web", 2, "r2", 256)],
+                now: 0,
             },
             placed: vec!["a", "b"],
             stopped: vec![],
             unplaceable: vec![],
         },
         Case {
-            name: "release change: one new runs, one old stops (newest)",
+            name: "release change: one new is ready, one old stops (newest)",
             input: Input {
                 nodes: vec![ready("a", 4096), ready("b", 4096)],
                 instances: vec![
@@ -167,6 +187,7 @@ fn table_of_placements() {
                     Instance { status: Status::Starting, ..inst("i4", "b", "web", "r2", 256, 4) },
                 ],
                 groups: vec![group("web", 2, "r2", 256)],
+                now: 0,
             },
             placed: vec![],
             stopped: vec!["i2: replaced by release r2"],
@@ -186,6 +207,7 @@ fn table_of_placements() {
                     Group { env: "other".into(), process: "db".into(), replicas: 2, release: "q".into(), resources: res(768) },
                     Group { env: "other".into(), process: "cache".into(), replicas: 1, release: "q".into(), resources: res(256) },
                 ],
+                now: 0,
             },
             placed: vec![],
             stopped: vec![],
@@ -207,7 +229,7 @@ fn table_of_placements() {
 
 #[test]
 fn new_ids_come_from_the_generator_in_order() {
-    let input = Input { nodes: vec![ready("a", 4096)], instances: vec![], groups: vec![group("b", 1, "r", 1), group("a", 2, "r", 1)] };
+    let input = Input { nodes: vec![ready("a", 4096)], instances: vec![], groups: vec![group("b", 1, "r", 1), group("a", 2, "r", 1)], now: 0 };
     let p = run(&input);
     let got: Vec<(&str, &str)> = p.allocations.iter().map(|a| (a.id.as_str(), a.process.as_str())).collect();
     assert_eq!(got, vec![("new000000", "a"), ("new000001", "a"), ("new000002", "b")]);
@@ -219,12 +241,178 @@ fn surge_limit_holds_back_new_instances() {
         nodes: vec![ready("a", 4096)],
         instances: vec![inst("i1", "a", "web", "r1", 256, 1), inst("i2", "a", "web", "r1", 256, 2)],
         groups: vec![group("web", 2, "r2", 256)],
+        now: 0,
     };
     let config = Config { rollout: Rollout { max_surge: Some(1), max_unavailable: 1 }, ..Config::default() };
     let p = plan(&input, &config, &mut counter("n"));
     // One old may go before its replacement runs; one new may be added above the count.
     assert_eq!(stopped(&p), vec![("i2", "replaced by release r2")]);
     assert_eq!(p.allocations.len(), 2);
+}
+
+#[test]
+fn rollouts_count_ready_instances_only() {
+    struct Case {
+        name: &'static str,
+        new: Vec<Status>,
+        max_unavailable: u32,
+        stopped: Vec<&'static str>,
+        placed: usize,
+    }
+    use Status::*;
+    let cases = vec![
+        Case { name: "new instances starting: old ones stay", new: vec![Starting, Starting], max_unavailable: 0, stopped: vec![], placed: 0 },
+        Case { name: "running but health pending: old ones stay", new: vec![Running, Running], max_unavailable: 0, stopped: vec![], placed: 0 },
+        Case { name: "one ready: the newest old stops", new: vec![Ready, Running], max_unavailable: 0, stopped: vec!["o2: replaced by release r2"], placed: 0 },
+        Case { name: "both ready: both old stop", new: vec![Ready, Ready], max_unavailable: 0, stopped: vec!["o1: replaced by release r2", "o2: replaced by release r2"], placed: 0 },
+        Case { name: "max_unavailable lets one go before any is ready", new: vec![Running, Starting], max_unavailable: 1, stopped: vec!["o2: replaced by release r2"], placed: 0 },
+        Case {
+            name: "a failing new one is stopped and replaced; it does not count",
+            new: vec![Failing, Ready],
+            max_unavailable: 0,
+            stopped: vec!["n1: health check failing: health check failed 3 times", "o2: replaced by release r2"],
+            placed: 1,
+        },
+    ];
+    for c in cases {
+        let mut instances = vec![web("o1", "r1", Ready, 1), web("o2", "r1", Ready, 2)];
+        for (k, status) in c.new.iter().enumerate() {
+            let mut i = web(&format!("n{}", k + 1), "r2", *status, 10 + k as u64);
+            if *status == Failing {
+                i.failure = Some(Failure { at: 5_000, reason: "health check failed 3 times".into() });
+            }
+            instances.push(i);
+        }
+        let input = Input { nodes: vec![ready("a", 1 << 20)], instances, groups: vec![group("web", 2, "r2", 256)], now: 600_000 };
+        let config = Config { rollout: Rollout { max_surge: None, max_unavailable: c.max_unavailable }, ..Config::default() };
+        let p = plan(&input, &config, &mut counter("new"));
+        check(&input, &config, &p).unwrap();
+        let stops: Vec<String> = stopped(&p).iter().map(|(i, r)| format!("{i}: {r}")).collect();
+        assert_eq!(stops, c.stopped, "{}", c.name);
+        assert_eq!(p.allocations.len(), c.placed, "{}", c.name);
+    }
+}
+
+#[test]
+fn backoff_doubles_from_one_second_up_to_five_minutes() {
+    let b = Backoff::default();
+    let got: Vec<(u32, Millis)> = [0, 1, 2, 3, 4, 9, 10, 63, 64, 65, u32::MAX].iter().map(|&n| (n, b.delay(n))).collect();
+    assert_eq!(
+        got,
+        vec![(0, 0), (1, 1_000), (2, 2_000), (3, 4_000), (4, 8_000), (9, 256_000), (10, 300_000), (63, 300_000), (64, 300_000), (65, 300_000), (u32::MAX, 300_000)]
+    );
+}
+
+#[test]
+fn crash_loops_delay_replacements() {
+    struct Case {
+        name: &'static str,
+        history: Vec<Instance>,
+        now: Millis,
+        /// (failures, last reason, restart_at, held), if a crash loop.
+        crash_loop: Option<(u32, &'static str, Millis, u32)>,
+        placed: usize,
+        stopped: Vec<&'static str>,
+    }
+    let exited = "exited with code 1";
+    let cases = vec![
+        Case { name: "no failure: replaced at once", history: vec![], now: 0, crash_loop: None, placed: 1, stopped: vec![] },
+        Case {
+            name: "first failure: 1 s",
+            history: vec![failed("f1", "r1", 10_000, None, exited)],
+            now: 10_500,
+            crash_loop: Some((1, exited, 11_000, 1)),
+            placed: 0,
+            stopped: vec![],
+        },
+        Case {
+            name: "first failure, 1 s later: replaced",
+            history: vec![failed("f1", "r1", 10_000, None, exited)],
+            now: 11_000,
+            crash_loop: Some((1, exited, 11_000, 0)),
+            placed: 1,
+            stopped: vec![],
+        },
+        Case {
+            name: "four failures: 8 s after the last",
+            history: vec![
+                failed("f1", "r1", 1_000, None, "exited with code 2"),
+                failed("f2", "r1", 5_000, Some(4_000), "exited with code 2"),
+                failed("f3", "r1", 9_000, None, "exited with code 2"),
+                failed("f4", "r1", 20_000, Some(19_000), exited),
+            ],
+            now: 25_000,
+            crash_loop: Some((4, exited, 28_000, 1)),
+            placed: 0,
+            stopped: vec![],
+        },
+        Case {
+            name: "capped at 5 min",
+            history: (0..20).map(|k| failed(&format!("f{k:02}"), "r1", 1_000 * k, None, exited)).collect(),
+            now: 100_000,
+            crash_loop: Some((20, exited, 319_000, 1)),
+            placed: 0,
+            stopped: vec![],
+        },
+        Case {
+            name: "an instance ready for 60 s resets the count",
+            history: vec![failed("f1", "r1", 1_000, None, exited), failed("f2", "r1", 3_000, None, exited), web("ok", "r1", Status::Ready, 5)],
+            now: 70_000,
+            // `ok` has been ready since 0: the release proved itself at 60 s, failures before are forgotten.
+            crash_loop: None,
+            placed: 1,
+            stopped: vec![],
+        },
+        Case {
+            name: "a failure after a long healthy run counts as the first",
+            history: vec![failed("f1", "r1", 1_000, None, exited), failed("f2", "r1", 3_000, None, exited), failed("f3", "r1", 200_000, Some(100_000), "exited with code 3")],
+            now: 200_500,
+            crash_loop: Some((1, "exited with code 3", 201_000, 1)),
+            placed: 0,
+            stopped: vec![],
+        },
+        Case {
+            name: "ready, but not for 60 s: no reset",
+            history: vec![failed("f1", "r1", 1_000, None, exited), failed("f2", "r1", 50_000, Some(10_000), exited)],
+            now: 50_100,
+            crash_loop: Some((2, exited, 52_000, 1)),
+            placed: 0,
+            stopped: vec![],
+        },
+        Case {
+            name: "failures of another release do not count",
+            history: vec![failed("f1", "r0", 10_000, None, exited)],
+            now: 10_100,
+            crash_loop: None,
+            placed: 1,
+            stopped: vec![],
+        },
+        Case {
+            name: "a failing health check: stopped, replaced after the backoff",
+            history: vec![Instance {
+                status: Status::Failing,
+                ready_since: Some(1_000),
+                failure: Some(Failure { at: 9_000, reason: "health check failed 3 times: GET /healthz on port 8080: connection refused".into() }),
+                ..web("h1", "r1", Status::Running, 1)
+            }],
+            now: 9_200,
+            crash_loop: Some((1, "health check failed 3 times: GET /healthz on port 8080: connection refused", 10_000, 1)),
+            placed: 0,
+            stopped: vec!["h1: health check failing: health check failed 3 times: GET /healthz on port 8080: connection refused"],
+        },
+    ];
+    for c in cases {
+        // One replica to place, besides the live ones of the history.
+        let live = c.history.iter().filter(|i| i.status == Status::Ready).count() as u32;
+        let input = Input { nodes: vec![ready("a", 1 << 20)], instances: c.history.clone(), groups: vec![group("web", 1 + live, "r1", 256)], now: c.now };
+        let p = run(&input);
+        let got = p.crash_loops.first().map(|cl| (cl.failures, cl.last.reason.as_str(), cl.restart_at, cl.held));
+        assert_eq!(got, c.crash_loop, "{}", c.name);
+        assert_eq!(p.allocations.len(), c.placed, "{}", c.name);
+        let stops: Vec<String> = stopped(&p).iter().map(|(i, r)| format!("{i}: {r}")).collect();
+        assert_eq!(stops, c.stopped, "{}", c.name);
+        assert!(p.unplaceable.is_empty(), "{}: held back is not unplaceable", c.name);
+    }
 }
 
 fn arb_input() -> impl Strategy<Value = Input> {
@@ -270,12 +458,16 @@ fn arb_input() -> impl Strategy<Value = Input> {
                     0 => Status::Starting,
                     1 => Status::Stopping,
                     2 => Status::Exited,
-                    _ => Status::Running,
+                    3 => Status::Running,
+                    4 => Status::Failing,
+                    _ => Status::Ready,
                 },
+                ready_since: (s > 4).then_some(k as u64 * 1000),
+                failure: matches!(s, 2 | 4).then(|| Failure { at: k as u64 * 1000, reason: "exited with code 1".into() }),
                 order: k as u64,
             })
             .collect();
-        Input { nodes, instances, groups }
+        Input { nodes, instances, groups, now: 30_000 }
     })
 }
 
@@ -312,6 +504,7 @@ proptest! {
             nodes: (0..nodes).map(|i| node(&format!("n{i:02}"), NodeStatus::Ready, 1 << 20, 1 << 20)).collect(),
             instances: vec![],
             groups: vec![group("web", replicas, "r", 256)],
+            now: 0,
         };
         let p = run(&input);
         prop_assert_eq!(p.allocations.len(), replicas as usize);

@@ -152,8 +152,33 @@ pub struct DeployView {
     pub kind: DeployKind,
     pub status: DeployStatus,
     pub reason: Option<String>,
+    /// The phases reached so far, in order; `created_at` is when it was accepted.
+    #[serde(default)]
+    pub phases: Vec<PhaseTiming>,
+    /// When `failed`: the new-release instance whose failure failed it.
+    #[serde(default)]
+    pub failed_instance_id: Option<InstanceId>,
+    /// When `failed`: the release its env went back to (none when there was
+    /// no previous release: the env stays on this one).
+    #[serde(default)]
+    pub reverted_to_release_id: Option<ReleaseId>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl DeployView {
+    pub fn phase(&self, phase: DeployPhase) -> Option<&PhaseTiming> {
+        self.phases.iter().find(|p| p.phase == phase)
+    }
+}
+
+/// When a deploy reached a phase.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PhaseTiming {
+    pub phase: DeployPhase,
+    pub at: DateTime<Utc>,
+    /// Milliseconds since the deploy was accepted.
+    pub after_ms: u64,
 }
 
 /// Desired instance count of one process type in one env.
@@ -200,8 +225,60 @@ pub struct InstanceView {
     /// Per-phase boot timings, once running.
     #[serde(default)]
     pub boot: Option<BootTimings>,
+    /// When it first became ready (running, meant to run, passing).
+    #[serde(default)]
+    pub ready_at: Option<DateTime<Utc>>,
+    /// How it failed while meant to run, once it did; kept for good (the
+    /// scheduler replaces it, and counts it towards a crash loop).
+    #[serde(default)]
+    pub failure: Option<InstanceFailure>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// How an instance that was meant to run failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// Reported `failed`: the entrypoint exited non-zero, or the node could not start or keep it.
+    Failed,
+    /// Reported `stopped` without being asked to stop (the entrypoint exited 0).
+    Exited,
+    /// Reported `running` with its health check `failing`.
+    Unhealthy,
+}
+
+/// An instance's failure, as its node reported it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct InstanceFailure {
+    pub kind: FailureKind,
+    pub at: DateTime<Utc>,
+    pub exit_code: Option<i32>,
+    /// The node's reason, as reported.
+    pub reason: Option<String>,
+}
+
+impl InstanceFailure {
+    /// A few words: `exited with code 1`, `health check failed 3 times: ...`.
+    pub fn summary(&self) -> String {
+        match (self.kind, self.exit_code, &self.reason) {
+            (FailureKind::Unhealthy, _, Some(r)) => r.clone(),
+            (FailureKind::Unhealthy, _, None) => "health check failing".into(),
+            (_, Some(c), _) if (129..=192).contains(&c) => format!("exited with code {c} (signal {})", c - 128),
+            (_, Some(c), _) => format!("exited with code {c}"),
+            (_, None, Some(r)) => r.clone(),
+            (FailureKind::Failed, None, None) => "failed (no reason reported)".into(),
+            (FailureKind::Exited, None, None) => "stopped without being asked to".into(),
+        }
+    }
+
+    /// The summary and, when it only gave the exit code, the node's reason too.
+    pub fn detail(&self) -> String {
+        match (&self.exit_code, &self.reason) {
+            (Some(_), Some(r)) if self.kind != FailureKind::Unhealthy => format!("{}: {r}", self.summary()),
+            _ => self.summary(),
+        }
+    }
 }
 
 impl InstanceView {
@@ -212,6 +289,41 @@ impl InstanceView {
         self.status == InstanceStatus::Running
             && self.desired_state == DesiredState::Running
             && matches!(self.health, None | Some(Health::Passing))
+    }
+
+    /// Meant to run and not ended: allocated, starting or running.
+    pub fn is_live(&self) -> bool {
+        self.desired_state == DesiredState::Running && !matches!(self.status, InstanceStatus::Stopping | InstanceStatus::Stopped | InstanceStatus::Failed)
+    }
+
+    /// Apply a node's status report made at `at` (the projection, and the
+    /// command's answer, both use this).
+    pub fn apply_report(&mut self, e: &InstanceStatusReported, at: DateTime<Utc>) {
+        self.status = e.status;
+        self.reason = e.reason.clone();
+        self.exit_code = e.exit_code;
+        if e.address.is_some() {
+            self.address = e.address.clone();
+        }
+        // Health and timings belong to a run: a report that leaves
+        // `running` clears the health; timings are kept once known.
+        self.health = if e.status == InstanceStatus::Running { e.health.or(self.health) } else { None };
+        if e.boot.is_some() {
+            self.boot = e.boot;
+        }
+        if self.ready_at.is_none() && self.is_ready() {
+            self.ready_at = Some(at);
+        }
+        if self.failure.is_none() && self.desired_state == DesiredState::Running {
+            let kind = match (e.status, self.health) {
+                (InstanceStatus::Failed, _) => Some(FailureKind::Failed),
+                (InstanceStatus::Stopped, _) => Some(FailureKind::Exited),
+                (InstanceStatus::Running, Some(Health::Failing)) => Some(FailureKind::Unhealthy),
+                _ => None,
+            };
+            self.failure = kind.map(|kind| InstanceFailure { kind, at, exit_code: e.exit_code, reason: e.reason.clone() });
+        }
+        self.updated_at = at;
     }
 }
 
@@ -391,6 +503,7 @@ impl Projection for Envs {
         match event {
             Event::EnvCreated(e) => vec![e.env_id.to_string()],
             Event::DeployCreated(e) => vec![e.env_id.to_string()],
+            Event::EnvReleaseReverted(e) => vec![e.env_id.to_string()],
             _ => vec![],
         }
     }
@@ -411,6 +524,12 @@ impl Projection for Envs {
                 let mut v: EnvView = current(cur, "deploy", id)?;
                 v.desired_release_id = Some(e.release_id);
                 v.current_deploy_id = Some(e.deploy_id);
+                v.updated_at = env.occurred_at;
+                v.into_row(env.seq)
+            }
+            Event::EnvReleaseReverted(e) => {
+                let mut v: EnvView = current(cur, "release revert", id)?;
+                v.desired_release_id = Some(e.release_id);
                 v.updated_at = env.occurred_at;
                 v.into_row(env.seq)
             }
@@ -466,6 +585,8 @@ impl Projection for Deploys {
         match event {
             Event::DeployCreated(e) => vec![e.deploy_id.to_string()],
             Event::DeployStatusChanged(e) => vec![e.deploy_id.to_string()],
+            Event::DeployPhaseReached(e) => vec![e.deploy_id.to_string()],
+            Event::EnvReleaseReverted(e) => vec![e.deploy_id.to_string()],
             _ => vec![],
         }
     }
@@ -481,6 +602,9 @@ impl Projection for Deploys {
                 kind: e.kind,
                 status: DeployStatus::Pending,
                 reason: None,
+                phases: vec![],
+                failed_instance_id: None,
+                reverted_to_release_id: None,
                 created_at: env.occurred_at,
                 updated_at: env.occurred_at,
             }
@@ -489,6 +613,25 @@ impl Projection for Deploys {
                 let mut v: DeployView = current(cur, "status change", id)?;
                 v.status = e.status;
                 v.reason = e.reason.clone();
+                if e.failed_instance_id.is_some() {
+                    v.failed_instance_id = e.failed_instance_id;
+                }
+                v.updated_at = env.occurred_at;
+                v.into_row(env.seq)
+            }
+            Event::DeployPhaseReached(e) => {
+                let mut v: DeployView = current(cur, "phase", id)?;
+                if v.phase(e.phase).is_none() {
+                    let after_ms = u64::try_from((env.occurred_at - v.created_at).num_milliseconds()).unwrap_or(0);
+                    v.phases.push(PhaseTiming { phase: e.phase, at: env.occurred_at, after_ms });
+                    v.phases.sort_by_key(|p| p.phase);
+                }
+                v.updated_at = env.occurred_at;
+                v.into_row(env.seq)
+            }
+            Event::EnvReleaseReverted(e) => {
+                let mut v: DeployView = current(cur, "release revert", id)?;
+                v.reverted_to_release_id = Some(e.release_id);
                 v.updated_at = env.occurred_at;
                 v.into_row(env.seq)
             }
@@ -557,6 +700,8 @@ impl Projection for Instances {
                 address: None,
                 health: None,
                 boot: None,
+                ready_at: None,
+                failure: None,
                 created_at: env.occurred_at,
                 updated_at: env.occurred_at,
             }
@@ -572,19 +717,7 @@ impl Projection for Instances {
             }
             Event::InstanceStatusReported(e) => {
                 let mut v: InstanceView = current(cur, "status report", id)?;
-                v.status = e.status;
-                v.reason = e.reason.clone();
-                v.exit_code = e.exit_code;
-                if e.address.is_some() {
-                    v.address = e.address.clone();
-                }
-                // Health and timings belong to a run: a report that leaves
-                // `running` clears the health; timings are kept once known.
-                v.health = if e.status == InstanceStatus::Running { e.health.or(v.health) } else { None };
-                if e.boot.is_some() {
-                    v.boot = e.boot;
-                }
-                v.updated_at = env.occurred_at;
+                v.apply_report(e, env.occurred_at);
                 v.into_row(env.seq)
             }
             _ => return Ok(cur.cloned()),

@@ -47,12 +47,109 @@ fn deploy_sets_the_envs_desired_release_and_status_changes_apply() {
     assert_eq!(env.current_deploy_id, Some(deploy_id));
     let dep: DeployView = log.get(&deploy_id.to_string());
     assert_eq!(dep.status, DeployStatus::Pending);
-    log.push(Event::DeployStatusChanged(DeployStatusChanged { org_id, env_id, deploy_id, status: DeployStatus::Failed, reason: Some("instance exited 1".into()) })).unwrap();
+    log.push(Event::DeployPhaseReached(DeployPhaseReached { org_id, env_id, deploy_id, phase: DeployPhase::Booted })).unwrap();
+    log.push(Event::DeployPhaseReached(DeployPhaseReached { org_id, env_id, deploy_id, phase: DeployPhase::Scheduled })).unwrap();
+    log.push(Event::DeployPhaseReached(DeployPhaseReached { org_id, env_id, deploy_id, phase: DeployPhase::Scheduled })).unwrap();
     let dep: DeployView = log.get(&deploy_id.to_string());
-    assert_eq!((dep.status, dep.reason.as_deref()), (DeployStatus::Failed, Some("instance exited 1")));
+    let phases: Vec<(DeployPhase, u64)> = dep.phases.iter().map(|p| (p.phase, p.after_ms)).collect();
+    assert_eq!(phases, vec![(DeployPhase::Scheduled, 2000), (DeployPhase::Booted, 1000)], "in phase order, each once, timed from acceptance");
+    let instance_id = InstanceId::new();
+    log.push(Event::DeployStatusChanged(DeployStatusChanged {
+        org_id,
+        env_id,
+        deploy_id,
+        status: DeployStatus::Failed,
+        reason: Some("instance exited 1".into()),
+        failed_instance_id: Some(instance_id),
+    }))
+    .unwrap();
+    let dep: DeployView = log.get(&deploy_id.to_string());
+    assert_eq!((dep.status, dep.reason.as_deref(), dep.failed_instance_id), (DeployStatus::Failed, Some("instance exited 1"), Some(instance_id)));
     let row = &log.views.rows[&(ViewKind::Deploy, deploy_id.to_string())];
-    assert_eq!(row.seq, 5);
+    assert_eq!(row.seq, 8);
     assert_eq!(row.parent_id.as_deref(), Some(env_id.to_string().as_str()));
+}
+
+#[test]
+fn a_reverted_release_is_desired_again_and_the_deploy_says_so() {
+    let mut log = Log::new();
+    let (org_id, app_id, env_id) = (OrgId::new(), AppId::new(), EnvId::new());
+    let (r1, r2, d1, d2) = (ReleaseId::new(), ReleaseId::new(), DeployId::new(), DeployId::new());
+    log.push(Event::EnvCreated(EnvCreated { org_id, app_id, env_id, name: "prod".into() })).unwrap();
+    log.push(Event::DeployCreated(DeployCreated { org_id, app_id, env_id, deploy_id: d1, release_id: r1, previous_release_id: None, kind: DeployKind::Deploy })).unwrap();
+    log.push(Event::DeployCreated(DeployCreated { org_id, app_id, env_id, deploy_id: d2, release_id: r2, previous_release_id: Some(r1), kind: DeployKind::Deploy })).unwrap();
+    log.push(Event::EnvReleaseReverted(EnvReleaseReverted { org_id, env_id, deploy_id: d2, release_id: r1, from_release_id: r2, reason: "failed".into() })).unwrap();
+    let env: EnvView = log.get(&env_id.to_string());
+    assert_eq!((env.desired_release_id, env.current_deploy_id), (Some(r1), Some(d2)), "back on r1; the failed deploy stays current");
+    let dep: DeployView = log.get(&d2.to_string());
+    assert_eq!(dep.reverted_to_release_id, Some(r1));
+}
+
+fn report(org_id: OrgId, env_id: EnvId, instance_id: InstanceId, node_id: NodeId, status: InstanceStatus, health: Option<Health>, exit_code: Option<i32>, reason: Option<&str>) -> Event {
+    Event::InstanceStatusReported(InstanceStatusReported { org_id, env_id, instance_id, node_id, status, reason: reason.map(Into::into), exit_code, address: None, health, boot: None })
+}
+
+#[test]
+fn an_instance_records_when_it_became_ready_and_how_it_failed() {
+    let (org_id, app_id, env_id, node_id) = (OrgId::new(), AppId::new(), EnvId::new(), NodeId::new());
+    let allocated = |instance_id| {
+        Event::InstanceAllocated(InstanceAllocated {
+            org_id,
+            app_id,
+            env_id,
+            instance_id,
+            process: "web".into(),
+            release_id: ReleaseId::new(),
+            deploy_id: None,
+            node_id,
+            resources: Resources { cpu_millis: 250, memory_mib: 128 },
+        })
+    };
+    use InstanceStatus::*;
+    struct Case {
+        name: &'static str,
+        reports: Vec<(InstanceStatus, Option<Health>, Option<i32>, Option<&'static str>)>,
+        stop_first: bool,
+        ready_at: Option<u64>,
+        failure: Option<(FailureKind, u64, &'static str)>,
+    }
+    let cases = vec![
+        Case { name: "pending then passing", reports: vec![(Running, Some(Health::Pending), None, None), (Running, Some(Health::Passing), None, None)], stop_first: false, ready_at: Some(3), failure: None },
+        Case { name: "no health check: ready when running", reports: vec![(Booting, None, None, None), (Running, None, None, None)], stop_first: false, ready_at: Some(3), failure: None },
+        Case {
+            name: "exits non-zero",
+            reports: vec![(Running, Some(Health::Passing), None, None), (Failed, None, Some(1), Some("the entrypoint exited with code 1"))],
+            stop_first: false,
+            ready_at: Some(2),
+            failure: Some((FailureKind::Failed, 3, "exited with code 1")),
+        },
+        Case {
+            name: "health fails, then it is stopped: the first failure stays",
+            reports: vec![(Running, Some(Health::Failing), None, Some("health check failed 3 times: GET / on port 8080: connection refused")), (Stopped, None, Some(0), None)],
+            stop_first: false,
+            ready_at: None,
+            failure: Some((FailureKind::Unhealthy, 2, "health check failed 3 times: GET / on port 8080: connection refused")),
+        },
+        Case { name: "exits 0 unasked", reports: vec![(Stopped, None, Some(0), None)], stop_first: false, ready_at: None, failure: Some((FailureKind::Exited, 2, "exited with code 0")) },
+        Case { name: "killed by a signal", reports: vec![(Failed, None, Some(137), None)], stop_first: false, ready_at: None, failure: Some((FailureKind::Failed, 2, "exited with code 137 (signal 9)")) },
+        Case { name: "asked to stop: no failure", reports: vec![(Stopped, None, Some(0), None)], stop_first: true, ready_at: None, failure: None },
+    ];
+    for c in cases {
+        let mut log = Log::new();
+        let instance_id = InstanceId::new();
+        log.push(allocated(instance_id)).unwrap();
+        if c.stop_first {
+            log.push(Event::InstanceDesiredStateChanged(InstanceDesiredStateChanged { org_id, env_id, instance_id, desired: DesiredState::Stopped, reason: None })).unwrap();
+        }
+        for (status, health, exit_code, reason) in &c.reports {
+            log.push(report(org_id, env_id, instance_id, node_id, *status, *health, *exit_code, *reason)).unwrap();
+        }
+        let v: InstanceView = log.get(&instance_id.to_string());
+        let at = |seq: u64| chrono::DateTime::from_timestamp(1_700_000_000 + seq as i64 + u64::from(c.stop_first) as i64, 0).unwrap();
+        assert_eq!(v.ready_at, c.ready_at.map(at), "{}", c.name);
+        let got = v.failure.as_ref().map(|f| (f.kind, f.at, f.summary()));
+        assert_eq!(got, c.failure.map(|(k, seq, s)| (k, at(seq), s.to_owned())), "{}", c.name);
+    }
 }
 
 #[test]

@@ -249,3 +249,91 @@ fn rollback_to_the_previous_release() {
     assert_eq!((d["kind"].as_str(), d["release_id"].as_str()), (Some("rollback"), Some(releases[1].as_str())), "back again: {d}");
     snap!("rollback_json", r);
 }
+
+/// One request to the test server as a node agent would make it (plain
+/// HTTP/1.1): the status and the body.
+fn api(s: &TestServer, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+    use std::io::{Read, Write};
+    let addr = s.url.trim_start_matches("http://");
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        s.token,
+        body.len()
+    );
+    c.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    c.read_to_string(&mut out).unwrap();
+    let status = out.split(' ').nth(1).unwrap().parse().unwrap();
+    let (head, mut rest) = out.split_once("\r\n\r\n").unwrap();
+    let mut text = String::new();
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        while let Some((len, tail)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(len.trim(), 16).unwrap();
+            if n == 0 {
+                break;
+            }
+            text.push_str(&tail[..n]);
+            rest = &tail[n + 2..];
+        }
+    } else {
+        text = rest.to_owned();
+    }
+    (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+}
+
+/// Poll the env's instances until `ok` finds one (10 s at most).
+fn instance_where(s: &TestServer, what: &str, ok: impl Fn(&serde_json::Value) -> bool) -> String {
+    let started = std::time::Instant::now();
+    loop {
+        let (_, body) = api(s, "GET", "/v1/orgs/acme/apps/web/envs/prod/instances", "");
+        if let Some(i) = body["items"].as_array().unwrap().iter().find(|i| ok(i)) {
+            return i["id"].as_str().unwrap().to_owned();
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "no instance {what}: {body}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn deploy_wait_names_the_failed_instance_and_shows_its_logs() {
+    let s = TestServer::start();
+    s.seed();
+    let (status, node) = api(&s, "POST", "/v1/nodes", r#"{"name": "n1", "capacity": {"cpu_millis": 4000, "memory_mib": 4096}}"#);
+    assert_eq!(status, 201, "{node}");
+    let manifest = s.dir.path().join("one.toml");
+    std::fs::write(&manifest, "schema_version = 1\n\n[processes.web]\ncommand = [\"./server\"]\nresources = { cpu = 0.5, memory_mib = 256 }\n").unwrap();
+    let release = |image: &str| {
+        let r = s.run(&["release", "create", "--image", image, "--manifest", manifest.to_str().unwrap(), "-o", "json"]);
+        assert_eq!(r.code, 0, "{}", r.text);
+        r.json()["id"].as_str().unwrap().to_owned()
+    };
+    let (rel1, rel2) = (release(DIGEST_IMAGE), release(&DIGEST_IMAGE.replace("aa", "bb")));
+
+    // The first release runs: its instance reports ready, as the agent would.
+    assert_eq!(s.run(&["deploy", "--release", &rel1]).code, 0);
+    let first = instance_where(&s, "of the first release", |i| i["release_id"] == rel1.as_str());
+    let (status, body) = api(&s, "POST", &format!("/v1/instances/{first}/status"), r#"{"status": "running", "health": "passing"}"#);
+    assert_eq!(status, 200, "{body}");
+
+    // The second one's instance exits 1 while `vt deploy --wait` follows it.
+    let child = s.vt(&["deploy", "--release", &rel2, "--wait", "--timeout", "30"]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let new = instance_where(&s, "of the second release", |i| i["release_id"] == rel2.as_str());
+    let logs = s.dir.path().join("data/agent/logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    std::fs::write(logs.join(format!("{new}.log")), "2026-01-01T00:00:00.000Z stdout starting\n2026-01-01T00:00:00.100Z stderr fatal: DATABASE_URL is not set\n").unwrap();
+    let body = r#"{"status": "failed", "exit_code": 1, "reason": "the entrypoint exited with code 1"}"#;
+    let (status, reply) = api(&s, "POST", &format!("/v1/instances/{new}/status"), body);
+    assert_eq!(status, 200, "{reply}");
+    let r = common::Run::of(child.wait_with_output().unwrap(), s.dir.path());
+    assert_eq!(r.code, 1, "a failed deploy exits 1: {}", r.text);
+    assert!(r.stderr.contains(&format!("error: deploy dep_")) && r.stderr.contains(&format!("instance {new} (web) exited with code 1")), "{}", r.text);
+    assert!(r.stderr.contains("stderr fatal: DATABASE_URL is not set"), "the failed instance's last log lines: {}", r.text);
+    assert!(r.stdout.contains(&format!("env back on release {rel1}")), "{}", r.text);
+    snap!("deploy_wait_failed", r);
+
+    // `vt describe` says what happened, and the old instance still serves.
+    let r = s.run(&["describe"]);
+    assert!(r.stdout.contains("failed: instance inst_") && r.stdout.contains(&format!("desired release  {rel1}")), "{}", r.text);
+    snap!("describe_failed_deploy", r);
+}

@@ -1,4 +1,6 @@
-//! `vt describe`: desired versus current per process, with the differences.
+//! `vt describe`: desired versus current per process (running and ready),
+//! with the differences: placement, health checks, a rolling or failed
+//! deploy, a crash loop.
 
 use vt_api::EnvDescription;
 
@@ -23,7 +25,14 @@ fn render(d: &EnvDescription) -> String {
         ("current deploy", opt(&deploy)),
     ]);
     s.push('\n');
-    let mut t = Table::new(&["PROCESS", "DESIRED", "RUNNING", "INSTANCES", "DIFFERENCES"]);
+    let mut t = Table::new(&[
+        "PROCESS",
+        "DESIRED",
+        "RUNNING",
+        "READY",
+        "INSTANCES",
+        "DIFFERENCES",
+    ]);
     for p in &d.processes {
         let by_status: Vec<String> = p
             .instances_by_status
@@ -34,6 +43,7 @@ fn render(d: &EnvDescription) -> String {
             p.process.clone(),
             p.desired_instances.to_string(),
             p.running_desired_release.to_string(),
+            p.ready_desired_release.to_string(),
             if by_status.is_empty() {
                 "-".into()
             } else {

@@ -18,6 +18,7 @@ pub mod rollback;
 pub mod route;
 pub mod scale;
 pub mod server;
+pub mod system;
 // Later: image, logs, exec, secrets, volume, workspace.
 
 use crate::config::Source;

@@ -12,12 +12,8 @@ pub async fn run(ctx: &Ctx, args: RollbackArgs) -> CliResult {
     let p = &ctx.printer;
     let (org, app, env) = (ctx.settings.org()?, ctx.settings.app()?, ctx.settings.env()?);
     let mut d = client.env_rollback(org, app, env, &idempotency_key()).await?.value;
-    let mut status = ExitStatus::Success;
     if args.wait {
         d = super::deploy::wait(ctx, d, Duration::from_secs(args.timeout)).await?;
-        if label(&d.status) != "succeeded" {
-            status = ExitStatus::Failure;
-        }
     }
     let flags = scope_flags(ctx, true, true);
     let from = d.previous_release_id.map(|r| format!(" from {r}")).unwrap_or_default();
@@ -35,9 +31,10 @@ pub async fn run(ctx: &Ctx, args: RollbackArgs) -> CliResult {
     if let Some(prev) = d.previous_release_id {
         ids.push(("previous", prev.to_string()));
     }
-    p.receipt(&d, Receipt { what, ids, details: None, next: vec![format!("vt deploy get {}{flags}", d.id), format!("vt describe{flags}")] });
-    if status != ExitStatus::Success && !p.json_mode() {
-        p.hint(&format!("see why with `vt describe{flags}` and `vt events`"));
+    let details = args.wait.then(|| super::deploy::phases(&d));
+    p.receipt(&d, Receipt { what, ids, details, next: vec![format!("vt deploy get {}{flags}", d.id), format!("vt describe{flags}")] });
+    if args.wait {
+        return super::deploy::outcome(ctx, &d).await;
     }
-    Ok(status)
+    Ok(ExitStatus::Success)
 }

@@ -3,13 +3,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use axum::http::StatusCode;
-use vt_api::{CreateDeploy, EnvDescription, ProcessState, SetScale};
-use vt_events::{AggregateType, DeployCreated, DeployKind, DeployStatus, DeployStatusChanged, DesiredState, Event, InstanceStatus, ScaleSet};
+use vt_api::{CreateDeploy, CrashLoop, EnvDescription, ProcessState, SetScale};
+use vt_events::{AggregateType, DeployCreated, DeployKind, DeployStatus, DeployStatusChanged, DesiredState, Event, Health, InstanceStatus, ScaleSet};
 use vt_ids::DeployId;
 use vt_store::{ExpectedVersion, Expectation};
 use vt_views::{AppView, DeployView, EnvView, InstanceView, ReleaseView, ScaleView, ViewKind};
 
-use crate::{validate, ApiErr, ApiResult, ControlPlane, Ctx, Plan};
+use crate::{rollout, validate, ApiErr, ApiResult, ControlPlane, Ctx, Plan};
 
 fn manifest_of(release: &ReleaseView) -> ApiResult<vt_manifest::Manifest> {
     vt_manifest::from_normalized_json(&release.manifest).map_err(|e| ApiErr::internal(format!("stored manifest of {} does not decode: {e}", release.id)))
@@ -43,7 +43,8 @@ impl ControlPlane {
     }
 
     /// Return an env to its previous release: the newest release in its deploy
-    /// history other than the desired one. A deploy of kind `rollback`.
+    /// history other than the desired one (releases of failed deploys do not
+    /// count). A deploy of kind `rollback`.
     pub async fn rollback(&self, ctx: &Ctx, app: &AppView, env: &EnvView) -> ApiResult<Plan<DeployView>> {
         if !ctx.caller.is_admin() {
             return Err(ApiErr::forbidden("this needs an admin token"));
@@ -53,9 +54,13 @@ impl ControlPlane {
         let Some(current) = env.desired_release_id else {
             return Err(ApiErr::conflict(format!("env `{}` has no deploy yet: nothing to roll back", env.name)));
         };
-        let previous = self.list_deploys(&env).await?.into_iter().map(|d| d.release_id).find(|r| *r != current).ok_or_else(|| {
-            ApiErr::conflict(format!("env `{}` has no previous release: every deploy in its history is {current}; deploy another release with `vt deploy`", env.name))
-        })?;
+        let previous =
+            self.list_deploys(&env).await?.into_iter().filter(|d| d.status != DeployStatus::Failed).map(|d| d.release_id).find(|r| *r != current).ok_or_else(|| {
+                ApiErr::conflict(format!(
+                    "env `{}` has no previous release: every deploy in its history is of {current} or failed; deploy another release with `vt deploy`",
+                    env.name
+                ))
+            })?;
         let release = self.release(app, &previous.to_string()).await?;
         self.deploy_release(ctx, &env, release, DeployKind::Rollback).await
     }
@@ -77,6 +82,9 @@ impl ControlPlane {
             kind,
             status: DeployStatus::Pending,
             reason: None,
+            phases: vec![],
+            failed_instance_id: None,
+            reverted_to_release_id: None,
             created_at: now,
             updated_at: now,
         };
@@ -98,6 +106,7 @@ impl ControlPlane {
                         deploy_id: prev.id,
                         status: DeployStatus::Superseded,
                         reason: Some(format!("superseded by deploy {id}")),
+                        failed_instance_id: None,
                     }));
                 }
             }
@@ -177,6 +186,8 @@ impl ControlPlane {
         Ok(items)
     }
 
+    /// Desired next to current for each process type of the env, and why they
+    /// differ: placement, health checks, a rolling or failed deploy, a crash loop.
     pub async fn describe(&self, app: &AppView, env: &EnvView) -> ApiResult<EnvDescription> {
         let current_deploy = match env.current_deploy_id {
             Some(d) => self.view::<DeployView>(&d.to_string()).await?,
@@ -193,7 +204,17 @@ impl ControlPlane {
         names.extend(manifest.iter().flat_map(|m| m.processes.keys().cloned()));
         names.extend(instances.iter().map(|i| i.process.clone()));
         // Planned from the same views (not the last activation's result), so describe is deterministic.
-        let unplaceable = if env.desired_release_id.is_some() { self.unplaceable_now().await? } else { vec![] };
+        let preview = if env.desired_release_id.is_some() { Some(self.scheduler_preview().await?) } else { None };
+        // A deploy still going: how far each process got.
+        let rolling = current_deploy.as_ref().filter(|d| d.status == DeployStatus::Rolling).map(|d| {
+            let desired = manifest.iter().flat_map(|m| m.processes.keys()).map(|p| (p.clone(), scales.get(p).copied().unwrap_or(0))).collect();
+            (d, rollout::progress(d, &desired, &instances))
+        });
+        // A failed deploy: said on the process of the instance that failed it.
+        let failed = current_deploy.as_ref().filter(|d| d.status == DeployStatus::Failed).map(|d| {
+            let process = d.failed_instance_id.and_then(|f| instances.iter().find(|i| i.id == f)).map(|i| i.process.clone());
+            (d, process)
+        });
         let mut processes = vec![];
         for process in names {
             let desired = scales.get(&process).copied().unwrap_or(0);
@@ -203,8 +224,15 @@ impl ControlPlane {
                 *by_status.entry(i.status.as_str().to_owned()).or_default() += 1;
             }
             let live: Vec<&&InstanceView> = mine.iter().filter(|i| i.desired_state == DesiredState::Running && !i.status.is_terminal()).collect();
-            let running_desired = live.iter().filter(|i| i.status == InstanceStatus::Running && Some(i.release_id) == env.desired_release_id).count() as u32;
+            let running: Vec<&&&InstanceView> = live.iter().filter(|i| i.status == InstanceStatus::Running && Some(i.release_id) == env.desired_release_id).collect();
+            let running_desired = running.len() as u32;
+            let ready_desired = running.iter().filter(|i| i.is_ready()).count() as u32;
             let mut differences = vec![];
+            if let Some((d, p)) = &failed {
+                if p.as_deref().is_none_or(|p| p == process) {
+                    differences.push(format!("deploy {} failed: {}", d.id, d.reason.as_deref().unwrap_or("no reason recorded")));
+                }
+            }
             if manifest.as_ref().is_some_and(|m| !m.processes.contains_key(&process)) && desired > 0 {
                 differences.push(format!("the desired release has no process `{process}`, yet {desired} instance(s) are desired"));
             }
@@ -219,14 +247,37 @@ impl ControlPlane {
                     differences.push(format!("{desired} instance(s) desired, {running_desired} running the desired release"));
                 }
             }
+            if ready_desired < running_desired {
+                let pending = running.iter().filter(|i| i.health == Some(Health::Pending)).count();
+                let failing = running.iter().filter(|i| i.health == Some(Health::Failing) || i.failure.is_some()).count();
+                let mut why = vec![];
+                if pending > 0 {
+                    why.push(format!("{pending} health check pending"));
+                }
+                if failing > 0 {
+                    why.push(format!("{failing} health check failing"));
+                }
+                differences.push(format!("{running_desired} running, {ready_desired} ready; {}", why.join(", ")));
+            }
+            if let Some((d, p)) = rolling.as_ref().and_then(|(d, p)| Some((d, p.processes.get(&process)?))) {
+                differences.push(format!("rolling deploy {}: {} of {} new ready", d.id, p.ready(), p.desired));
+            }
             if (live.len() as u32) > desired {
                 differences.push(format!("{} instance(s) more than desired are still running; they are to be stopped", live.len() as u32 - desired));
             }
-            if let Some(u) = unplaceable.iter().find(|u| u.env_id == env.id.to_string() && u.process == process) {
+            let crash_loop = preview.as_ref().and_then(|pv| {
+                let cl = pv.crash_loops.iter().find(|c| c.env == env.id.to_string() && c.process == process)?;
+                let at = |ms: u64| chrono::DateTime::from_timestamp_millis(i64::try_from(ms).unwrap_or(i64::MAX)).unwrap_or(pv.now);
+                let next = at(cl.restart_at);
+                let when = match (cl.held, (next - pv.now).num_milliseconds()) {
+                    (0, _) => "a replacement is starting".to_owned(),
+                    (_, ms) => format!("next restart in {} s", (ms.max(0) as u64).div_ceil(1000)),
+                };
+                differences.push(format!("crash loop: {cl}; {when}"));
+                Some(CrashLoop { failures: cl.failures, last_failure: cl.last.reason.clone(), last_failure_at: at(cl.last.at), next_restart_at: next, waiting: cl.held })
+            });
+            if let Some(u) = preview.as_ref().and_then(|pv| pv.unplaceable.iter().find(|u| u.env_id == env.id.to_string() && u.process == process)) {
                 differences.push(format!("cannot place {} more: {}; {}", u.wanted.saturating_sub(u.placed), u.reason, u.hint));
-            }
-            for i in mine.iter().filter(|i| i.status == InstanceStatus::Failed) {
-                differences.push(format!("instance {} failed: {}", i.id, i.reason.as_deref().unwrap_or("no reason reported")));
             }
             processes.push(ProcessState {
                 process,
@@ -234,6 +285,8 @@ impl ControlPlane {
                 desired_release_id: env.desired_release_id.map(|r| r.to_string()),
                 instances_by_status: by_status,
                 running_desired_release: running_desired,
+                ready_desired_release: ready_desired,
+                crash_loop,
                 differences,
             });
         }

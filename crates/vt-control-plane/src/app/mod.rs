@@ -8,6 +8,7 @@ use vt_views::{AppView, EnvView, OrgView, ViewKind};
 
 use crate::{ApiErr, ApiResult, ControlPlane};
 
+pub mod boot_timings;
 pub mod deploys;
 pub mod nodes;
 pub mod releases;

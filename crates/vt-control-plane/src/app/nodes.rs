@@ -172,29 +172,21 @@ impl ControlPlane {
             || boot_changed
             || (instance.status, &instance.reason, instance.exit_code) != (req.status, &req.reason, req.exit_code)
         {
-            plan = plan.event(Event::InstanceStatusReported(InstanceStatusReported {
+            let e = InstanceStatusReported {
                 org_id: instance.org_id,
                 env_id: instance.env_id,
                 instance_id: instance.id,
                 node_id: instance.node_id,
                 status: req.status,
-                reason: req.reason.clone(),
+                reason: req.reason,
                 exit_code: req.exit_code,
-                address: req.address.clone(),
+                address: req.address,
                 health: req.health,
                 boot: req.boot,
-            }));
-            if req.address.is_some() {
-                view.address = req.address;
-            }
-            view.health = if req.status == InstanceStatus::Running { req.health.or(instance.health) } else { None };
-            if req.boot.is_some() {
-                view.boot = req.boot;
-            }
-            view.status = req.status;
-            view.reason = req.reason;
-            view.exit_code = req.exit_code;
-            view.updated_at = ctx.now();
+            };
+            // The answer is what the projection will make of it.
+            view.apply_report(&e, ctx.now());
+            plan = plan.event(Event::InstanceStatusReported(e));
         }
         Ok(plan.respond(view))
     }

@@ -38,6 +38,7 @@ fn main() {
                 })
                 .collect()
         },
+        now: 0,
     };
     let config = Config::default();
     let start = Instant::now();

@@ -157,6 +157,8 @@ pub fn filters() -> Vec<(&'static str, &'static str)> {
             "YYYY-MM-DDTHH:MM:SSZ",
         ),
         (r"127\.0\.0\.1:\d+", "127.0.0.1:[port]"),
+        // Phase timings of deploys (`+1.4s`).
+        (r"\+\d+\.\ds\b", "+N.Ns"),
         (r"vt-cli-[0-9a-z]{26}", "[key]"),
     ]
 }

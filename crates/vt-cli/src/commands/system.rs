@@ -1,0 +1,45 @@
+//! `vt system boot-timings`.
+
+use vt_api::{BootTimingSummary, BootTimingsQuery};
+
+use crate::args::{BootTimingsArgs, SystemCommand};
+use crate::printer::{label, Table};
+use crate::{CliResult, Ctx, ExitStatus};
+
+pub async fn run(ctx: &Ctx, cmd: SystemCommand) -> CliResult {
+    match cmd {
+        SystemCommand::BootTimings(args) => boot_timings(ctx, args).await,
+    }
+}
+
+async fn boot_timings(ctx: &Ctx, args: BootTimingsArgs) -> CliResult {
+    let q = BootTimingsQuery {
+        node: args.node,
+        ..Default::default()
+    };
+    let summary = ctx.client().system_boot_timings(&q).await?;
+    ctx.printer.show(&summary, || render(&summary));
+    Ok(ExitStatus::Success)
+}
+
+/// One row per phase, in boot order, then how many instances it covers.
+fn render(s: &BootTimingSummary) -> String {
+    let ms = |v: Option<u64>| v.map(|v| format!("{v} ms")).unwrap_or_else(|| "-".into());
+    let mut t = Table::new(&["PHASE", "COUNT", "P50", "P95", "P99", "MAX"]);
+    for p in &s.phases {
+        t.row(vec![
+            label(&p.phase),
+            p.count.to_string(),
+            ms(p.p50_ms),
+            ms(p.p95_ms),
+            ms(p.p99_ms),
+            ms(p.max_ms),
+        ]);
+    }
+    format!(
+        "{}{} of {} instance(s) reported boot timings; percentiles are nearest-rank\n",
+        t.render(),
+        s.with_timings,
+        s.instances
+    )
+}

@@ -1,0 +1,279 @@
+//! Boot benchmark: our full path against a bare QEMU boot of the same kernel.
+//!
+//! ```sh
+//! cargo run --release -p vt-runtime --bin vt-boot-bench -- --runs 5
+//! ```
+//!
+//! Alternates, `--runs` times (default 5):
+//! * **ours**: [`Runtime::start`] of `sh -c true` on a busybox root disk built by vt-image,
+//!   until the guest's `Ready` (scratch disk, VMM, modules, disks, overlay, channel
+//!   handshake); the phases come from [`Vm::timings`](vt_runtime::Vm::timings);
+//! * **bare**: [`qemu::bare_boot`]: the same kernel and initramfs with no device, init
+//!   powering off as soon as it runs (QEMU spawn → QEMU exit).
+//!
+//! Prints every run, the median and p95 (nearest rank) of each, the ratio ours/bare
+//! (target ≤ 1.5×), the guest's init → entrypoint time (target ≤ 50 ms), and where our
+//! path spends its time. Needs what `tests/qemu_boot.rs` needs (`scripts/guest-kernel.sh`,
+//! `busybox-static`); `VT_QEMU_ACCEL=tcg|kvm|auto` (default tcg), `VT_GUEST_DIR`.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use vt_runtime::qemu::{self, Accel, QemuConfig, QemuRuntime};
+use vt_runtime::{BootTimings, ExitStatus, InstanceSpec, Launch, Runtime, State, VmEvent};
+
+const TARGET_RATIO: f64 = 1.5;
+const TARGET_INIT_MS: f64 = 50.0;
+const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
+
+fn main() -> ExitCode {
+    let runs = match parse_args(std::env::args().skip(1)) {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            println!("usage: vt-boot-bench [--runs N]   (N ≥ 1, default 5)");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("error: {e}\nusage: vt-boot-bench [--runs N]");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match rt.block_on(bench(runs)) {
+        Ok(report) => {
+            print!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<usize>, String> {
+    let mut runs = 5;
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "-h" | "--help" => return Ok(None),
+            "--runs" => {
+                let v = args.next().ok_or("--runs needs a value")?;
+                runs = v
+                    .parse()
+                    .ok()
+                    .filter(|&n| n >= 1)
+                    .ok_or_else(|| format!("--runs {v}: expected an integer ≥ 1"))?;
+            }
+            other => return Err(format!("unexpected argument `{other}`")),
+        }
+    }
+    Ok(Some(runs))
+}
+
+/// One boot of our path, in milliseconds.
+struct Ours {
+    /// `start()` → `Ready`.
+    total: f64,
+    /// VMM spawned → `Ready`.
+    from_spawn: f64,
+    /// Scratch disk made and channel listening.
+    scratch: f64,
+    /// Prepared → VMM spawned.
+    spawn: f64,
+    /// Guest clock: kernel start → init start.
+    kernel_to_init: f64,
+    /// Guest clock: init start → entrypoint start.
+    init_to_entrypoint: f64,
+    /// VMM spawned → `Ready` on the host minus the guest's kernel start → entrypoint: QEMU's
+    /// start before the kernel runs plus the `Ready` frame's way to the host.
+    host_side: f64,
+}
+
+impl Ours {
+    fn from(t: &BootTimings) -> Result<Ours, String> {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let missing = || format!("incomplete timings after Ready: {t:?}");
+        let (prepared, spawned, ready) = (
+            t.prepared.ok_or_else(missing)?,
+            t.vmm_spawned.ok_or_else(missing)?,
+            t.entrypoint.ok_or_else(missing)?,
+        );
+        let (init_us, entry_us) = (
+            t.guest_init_started_us.ok_or_else(missing)?,
+            t.guest_entrypoint_started_us.ok_or_else(missing)?,
+        );
+        let from_spawn = ms(ready.saturating_sub(spawned));
+        Ok(Ours {
+            total: ms(ready),
+            from_spawn,
+            scratch: ms(prepared),
+            spawn: ms(spawned.saturating_sub(prepared)),
+            kernel_to_init: init_us as f64 / 1000.0,
+            init_to_entrypoint: entry_us.saturating_sub(init_us) as f64 / 1000.0,
+            host_side: from_spawn - entry_us as f64 / 1000.0,
+        })
+    }
+}
+
+async fn bench(runs: usize) -> Result<String, String> {
+    let Some(dir) =
+        vt_runtime::testing::guest_or_skip("vt-boot-bench", &[vt_image::testing::BUSYBOX])
+    else {
+        return Err("cannot boot microVMs on this host (see above)".into());
+    };
+    let tmp = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+    let disk = vt_image::testing::busybox_root_disk(tmp.path())
+        .map_err(|e| format!("busybox root disk: {e}"))?;
+    let mut cfg = QemuConfig::from_guest_dir(&dir);
+    cfg.accel = match std::env::var("VT_QEMU_ACCEL") {
+        Ok(a) => a.parse().map_err(|e| format!("VT_QEMU_ACCEL={a}: {e}"))?,
+        Err(_) => Accel::Tcg,
+    };
+    let rt = QemuRuntime::new(cfg).map_err(|e| e.to_string())?;
+    let accel = rt.accel().await;
+
+    let (mut ours, mut bare) = (Vec::new(), Vec::new());
+    for i in 0..runs {
+        let b = qemu::bare_boot(rt.config(), accel, BOOT_TIMEOUT)
+            .await
+            .map_err(|e| format!("bare boot {i}: {e}"))?;
+        bare.push(b.as_secs_f64() * 1000.0);
+        ours.push(boot_ours(&rt, &disk, &tmp.path().join(format!("vm-{i}")), i).await?);
+    }
+
+    let mut s = format!(
+        "vt-boot-bench: {runs} runs, alternating, accel {accel:?}, kernel {}\n\n",
+        dir.join("vmlinux").display()
+    );
+    s.push_str(&format!(
+        "{:>4}  {:>16}  {:>17}  {:>18}  {:>24}\n",
+        "run", "ours start→Ready", "ours spawn→Ready", "bare spawn→exit", "guest init→entrypoint"
+    ));
+    for (i, (o, b)) in ours.iter().zip(&bare).enumerate() {
+        s.push_str(&format!(
+            "{:>4}  {:>13.0} ms  {:>14.0} ms  {:>15.0} ms  {:>21.0} ms\n",
+            i + 1,
+            o.total,
+            o.from_spawn,
+            b,
+            o.init_to_entrypoint
+        ));
+    }
+    let col = |f: fn(&Ours) -> f64| ours.iter().map(f).collect::<Vec<f64>>();
+    let total = col(|o| o.total);
+    let init = col(|o| o.init_to_entrypoint);
+    let ratio = median(&total) / median(&bare);
+    let ratio_spawn = median(&col(|o| o.from_spawn)) / median(&bare);
+    let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
+
+    s.push_str(&format!("\n{:<40}  {:>10}  {:>10}\n", "", "median", "p95"));
+    let row = |s: &mut String, name: &str, v: &[f64]| {
+        s.push_str(&format!(
+            "{name:<40}  {:>7.1} ms  {:>7.1} ms\n",
+            median(v),
+            p95(v)
+        ))
+    };
+    row(&mut s, "ours: start() → Ready", &total);
+    row(&mut s, "ours: VMM spawn → Ready", &col(|o| o.from_spawn));
+    row(&mut s, "bare: QEMU spawn → power-off", &bare);
+    row(&mut s, "guest init → entrypoint", &init);
+    s.push_str(&format!(
+        "\nratio ours/bare (medians): {ratio:.2}× from start(), {ratio_spawn:.2}× from the VMM spawn — target ≤ {TARGET_RATIO}×: {}\n",
+        verdict(ratio <= TARGET_RATIO)
+    ));
+    s.push_str(&format!(
+        "guest init → entrypoint (median): {:.0} ms — target ≤ {TARGET_INIT_MS} ms: {}\n",
+        median(&init),
+        verdict(median(&init) <= TARGET_INIT_MS)
+    ));
+
+    s.push_str(&format!(
+        "\nour path by phase (Vm::timings){:<9}  {:>10}  {:>10}\n",
+        "", "median", "p95"
+    ));
+    for (name, samples) in [
+        ("scratch disk (mkfs + listen)", col(|o| o.scratch)),
+        ("VMM spawn", col(|o| o.spawn)),
+        ("guest kernel → init", col(|o| o.kernel_to_init)),
+        ("guest init → entrypoint", col(|o| o.init_to_entrypoint)),
+        ("host side: VMM start + Ready delivery", col(|o| o.host_side)),
+    ] {
+        row(&mut s, name, &samples);
+    }
+    s.push_str("(the host side is VMM spawn → Ready on the host minus kernel → entrypoint on the guest's clock)\n");
+    Ok(s)
+}
+
+async fn boot_ours(
+    rt: &QemuRuntime,
+    disk: &Path,
+    work_dir: &Path,
+    i: usize,
+) -> Result<Ours, String> {
+    let launch = Launch {
+        argv: vec!["/bin/sh".into(), "-c".into(), "true".into()],
+        env: vec![("VT_APP".into(), "bench".into())],
+        cwd: "/".into(),
+        user: "root".into(),
+        hostname: "bench".into(),
+        ..Launch::default()
+    };
+    let spec = InstanceSpec::new(
+        &format!("bench-{i}"),
+        disk.to_owned(),
+        work_dir.to_owned(),
+        launch,
+    );
+    let mut vm = rt
+        .start(spec)
+        .await
+        .map_err(|e| format!("start {i}: {e}"))?;
+    let ready = tokio::time::timeout(BOOT_TIMEOUT, async {
+        while let Some(ev) = vm.next_event().await {
+            if ev == VmEvent::State(State::Running) {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false);
+    let timings = vm.timings();
+    let out = tokio::time::timeout(BOOT_TIMEOUT, vm.wait())
+        .await
+        .map_err(|_| format!("run {i}: no power-off within {BOOT_TIMEOUT:?}"))?;
+    if !ready
+        || out.state
+            != (State::Stopped {
+                exit: Some(ExitStatus::Code(0)),
+            })
+    {
+        return Err(format!(
+            "run {i}: expected Ready then exit 0; ended {:?} (console: {})",
+            out.state,
+            work_dir.join("console.log").display()
+        ));
+    }
+    Ours::from(&timings)
+}
+
+/// Nearest-rank percentile (`pct` in 1..=100) of unsorted samples.
+fn percentile(v: &[f64], pct: usize) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    let rank = (pct * v.len()).div_ceil(100).clamp(1, v.len());
+    v[rank - 1]
+}
+
+fn median(v: &[f64]) -> f64 {
+    percentile(v, 50)
+}
+
+fn p95(v: &[f64]) -> f64 {
+    percentile(v, 95)
+}

@@ -1,0 +1,691 @@
+//! The Firecracker backend: the production runtime on bare-metal KVM hosts, driven through
+//! Firecracker's API socket, optionally under its jailer. See `docs/runtime.md`
+//! ("Firecracker backend").
+//!
+//! Per instance (`InstanceSpec::work_dir`; the files Firecracker uses are in the jail's root
+//! instead when a jailer is configured, see [`jail`]):
+//!
+//! | file | what |
+//! | --- | --- |
+//! | `scratch.ext4` | writable scratch disk, `mkfs.ext4` by us (drive `scratch`) |
+//! | `firecracker.socket` | Firecracker's API socket |
+//! | `vsock.sock` | the vsock device's `uds_path` (Firecracker listens there for host-initiated connections; unused) |
+//! | `vsock.sock_1024` | we listen here: guest init's connection to host port [`VSOCK_PORT`] arrives here (the guest channel) |
+//! | `console.log` | Firecracker's stdout and stderr: the guest's serial console (`ttyS0`) |
+//! | `firecracker.log` | Firecracker's own log (`PUT /logger`; copied out of the jail at the end) |
+//! | `vmm.pid` | the Firecracker (or jailer, which execs it) pid |
+//!
+//! Boot: prepare (scratch disk, tap, jail, listener) → spawn Firecracker → wait for its API
+//! socket → [`api::BootPlan::requests`] (logger, machine-config, boot-source, drives, network
+//! interface, vsock, `InstanceStart`) → the guest channel conversation
+//! ([`session::Session::supervise`]). A rejected request fails the instance with
+//! Firecracker's `fault_message` and kills Firecracker.
+//!
+//! Power: Firecracker has no power-off device on x86_64; it exits when the guest reboots
+//! (`reboot=k`). The boot arguments carry `vt.poweroff=reboot`, which makes guest init reboot
+//! where it would power off. A stop that the guest does not honour escalates to
+//! `SendCtrlAltDel` (a reboot, hence an exit), then to killing Firecracker.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::net::{UnixListener, UnixStream};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+use crate::{BoxFuture, Control, InstanceSpec, Outcome, Runtime, RuntimeError, Vm};
+
+pub mod api;
+pub mod jail;
+mod select;
+pub(crate) mod session;
+
+#[cfg(test)]
+mod fake;
+#[cfg(test)]
+mod tests;
+
+pub use api::{ApiClient, ApiError, ApiRequest, BootPlan};
+pub use jail::{vsock_listener_path, Jail, Layout};
+pub use select::RuntimeKind;
+
+use api::Action;
+use session::{Session, Vmm};
+
+/// The vsock port guest init connects to on the host (CID 2) for the guest channel.
+/// vt-init has the same constant (`crates/vt-init/src/vsock.rs`).
+pub const VSOCK_PORT: u32 = 1024;
+
+/// The guest's vsock CID (each Firecracker VM has its own device, so every guest can be 3).
+pub const GUEST_CID: u32 = 3;
+
+/// Kernel command line before vt's words: serial console, exit on reboot (keyboard
+/// controller reset), reboot 1 s after a panic, no PCI, and the i8042 probes Firecracker's
+/// docs recommend skipping (its keyboard controller only carries Ctrl-Alt-Del).
+pub const DEFAULT_BOOT_ARGS: &str =
+    "console=ttyS0 reboot=k panic=1 pci=off i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd";
+
+/// Tells guest init to reboot where it would power off (Firecracker exits on a reboot).
+pub const POWEROFF_BY_REBOOT: &str = "vt.poweroff=reboot";
+
+/// The jailer, when Firecracker runs under it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JailerConfig {
+    pub jailer_bin: PathBuf,
+    /// The user and group Firecracker runs as.
+    pub uid: u32,
+    pub gid: u32,
+    /// Jails are `<chroot_base_dir>/<firecracker file name>/<id>/root`. Put it on the
+    /// filesystem of the data dir: resources are hard-linked (copied otherwise).
+    pub chroot_base_dir: PathBuf,
+    /// A network namespace (`/var/run/netns/<name>`) for the jailer to join.
+    pub netns: Option<PathBuf>,
+}
+
+impl JailerConfig {
+    /// `jailer` from `PATH`, `/srv/jailer` (the jailer's default base).
+    pub fn new(uid: u32, gid: u32) -> Self {
+        Self {
+            jailer_bin: "jailer".into(),
+            uid,
+            gid,
+            chroot_base_dir: "/srv/jailer".into(),
+            netns: None,
+        }
+    }
+}
+
+/// Node-wide configuration of the Firecracker backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirecrackerConfig {
+    pub firecracker_bin: PathBuf,
+    pub jailer: Option<JailerConfig>,
+    /// Uncompressed kernel (`vmlinux`).
+    pub kernel: PathBuf,
+    /// initramfs holding vt-init as `/init` and the modules it loads (with
+    /// `/etc/vt/modules.vsock`).
+    pub initramfs: PathBuf,
+    /// Kernel command line; vt adds `vt.poweroff=reboot` and `quiet` (or `vt.debug`).
+    pub boot_args: String,
+    /// Kernel messages on the console (`vt.debug` for init's step timings) instead of `quiet`.
+    pub verbose_console: bool,
+    pub mkfs_bin: PathBuf,
+    /// How long Firecracker has to create its API socket after it is spawned.
+    pub api_timeout: Duration,
+}
+
+impl FirecrackerConfig {
+    /// Defaults for a guest directory prepared by `scripts/guest-kernel.sh`, Firecracker from
+    /// `PATH`, no jailer.
+    pub fn from_guest_dir(dir: &Path) -> Self {
+        Self {
+            firecracker_bin: "firecracker".into(),
+            jailer: None,
+            kernel: dir.join("vmlinux"),
+            initramfs: dir.join("initramfs.cpio"),
+            boot_args: DEFAULT_BOOT_ARGS.into(),
+            verbose_console: false,
+            mkfs_bin: "mkfs.ext4".into(),
+            api_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// [`Self::from_guest_dir`] with the Firecracker binary from `FIRECRACKER_BIN` when set.
+    pub fn from_env(dir: &Path) -> Self {
+        let mut c = Self::from_guest_dir(dir);
+        if let Some(b) = std::env::var_os("FIRECRACKER_BIN").filter(|b| !b.is_empty()) {
+            c.firecracker_bin = b.into();
+        }
+        c
+    }
+
+    /// What this host lacks to boot with this config: kernel, initramfs, the binaries.
+    /// Empty when it can boot (KVM aside: see [`probe_kvm`]).
+    pub fn missing(&self) -> Vec<String> {
+        let mut missing: Vec<String> = [&self.kernel, &self.initramfs]
+            .into_iter()
+            .filter(|p| !p.is_file())
+            .map(|p| p.display().to_string())
+            .collect();
+        let mut bins = vec![&self.firecracker_bin, &self.mkfs_bin];
+        if let Some(j) = &self.jailer {
+            bins.push(&j.jailer_bin);
+        }
+        missing.extend(
+            bins.into_iter()
+                .filter(|b| find_bin(b).is_none())
+                .map(|b| b.display().to_string()),
+        );
+        missing
+    }
+}
+
+/// `bin` itself when it names a file, else the first `PATH` entry holding it.
+pub fn find_bin(bin: &Path) -> Option<PathBuf> {
+    if bin.components().count() > 1 {
+        return bin.is_file().then(|| bin.to_owned());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(bin))
+        .find(|p| p.is_file())
+}
+
+/// The kernel command line of an instance (`extra`: more words, e.g. `vt.probe`).
+pub fn boot_args(cfg: &FirecrackerConfig, extra: &str) -> String {
+    let mut c = cfg.boot_args.trim().to_owned();
+    for w in [
+        POWEROFF_BY_REBOOT,
+        if cfg.verbose_console {
+            "vt.debug"
+        } else {
+            "quiet"
+        },
+        extra,
+    ] {
+        if !w.is_empty() {
+            if !c.is_empty() {
+                c.push(' ');
+            }
+            c.push_str(w);
+        }
+    }
+    c
+}
+
+/// The Firecracker runtime.
+pub struct FirecrackerRuntime {
+    cfg: FirecrackerConfig,
+    /// The Firecracker binary, resolved (the jailer needs an absolute path).
+    exec: PathBuf,
+}
+
+impl FirecrackerRuntime {
+    pub fn new(cfg: FirecrackerConfig) -> Result<Self, RuntimeError> {
+        for (what, p) in [("kernel", &cfg.kernel), ("initramfs", &cfg.initramfs)] {
+            if !p.is_file() {
+                return Err(RuntimeError::Config(format!(
+                    "guest {what} {} not found (run scripts/guest-kernel.sh)",
+                    p.display()
+                )));
+            }
+        }
+        let exec = find_bin(&cfg.firecracker_bin).ok_or_else(|| {
+            RuntimeError::Config(format!(
+                "firecracker binary {} not found (set FIRECRACKER_BIN)",
+                cfg.firecracker_bin.display()
+            ))
+        })?;
+        // The jailer names the jail after the file (a symlink's target: what it copies).
+        let exec = std::fs::canonicalize(&exec).unwrap_or(exec);
+        if let Some(j) = &cfg.jailer {
+            // The jailer only execs a file whose name contains "firecracker".
+            let name = exec
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if !name.contains("firecracker") {
+                return Err(RuntimeError::Config(format!(
+                    "the jailer runs only a binary whose name contains `firecracker`, not {}",
+                    exec.display()
+                )));
+            }
+            if find_bin(&j.jailer_bin).is_none() {
+                return Err(RuntimeError::Config(format!(
+                    "jailer binary {} not found",
+                    j.jailer_bin.display()
+                )));
+            }
+        }
+        Ok(Self { cfg, exec })
+    }
+
+    pub fn config(&self) -> &FirecrackerConfig {
+        &self.cfg
+    }
+}
+
+impl Runtime for FirecrackerRuntime {
+    fn name(&self) -> &'static str {
+        "firecracker"
+    }
+
+    fn start(&self, mut spec: InstanceSpec) -> BoxFuture<'_, Result<Vm, RuntimeError>> {
+        Box::pin(async move {
+            session::check_spec(&mut spec)?;
+            if !(1..=32).contains(&spec.vcpus) {
+                return Err(RuntimeError::Config(format!(
+                    "{} vCPUs: Firecracker takes 1 to 32",
+                    spec.vcpus
+                )));
+            }
+            let jail = self
+                .cfg
+                .jailer
+                .as_ref()
+                .map(|j| Jail::new(j, &self.exec, &spec.id));
+            let layout = Layout::new(&spec.work_dir, jail);
+            for sock in [layout.api_socket(), layout.channel_listener(VSOCK_PORT)] {
+                // sun_path holds 108 bytes with the terminating NUL.
+                if sock.as_os_str().len() > 107 {
+                    return Err(RuntimeError::Config(format!(
+                        "path too long for a unix socket: {}",
+                        sock.display()
+                    )));
+                }
+            }
+            let driver = Driver {
+                cfg: self.cfg.clone(),
+                exec: self.exec.clone(),
+                layout,
+                spec,
+            };
+            let (id, launch, timeout) = (
+                driver.spec.id.clone(),
+                driver.spec.launch.clone(),
+                driver.spec.boot_timeout,
+            );
+            Ok(session::spawn_vm(
+                &id,
+                launch,
+                timeout,
+                driver.layout.console(),
+                move |s, ctl| driver.run(s, ctl),
+            ))
+        })
+    }
+}
+
+/// Boot the kernel with `vt.probe` (init prints `vt-init: probe ok` and powers off, i.e.
+/// reboots) and no devices. Returns Firecracker spawn → exit when the guest's init really ran
+/// within `timeout`. Where KVM is not usable (here: PVM) the guest never gets there.
+pub async fn probe_boot(cfg: &FirecrackerConfig, timeout: Duration) -> Result<Duration, String> {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("vt-fc-probe-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    let r = probe_in(cfg, &dir, timeout).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    r
+}
+
+async fn probe_in(
+    cfg: &FirecrackerConfig,
+    dir: &Path,
+    timeout: Duration,
+) -> Result<Duration, String> {
+    let bin = find_bin(&cfg.firecracker_bin)
+        .ok_or_else(|| format!("{} not found", cfg.firecracker_bin.display()))?;
+    let api = dir.join(jail::API_SOCKET);
+    let console = dir.join("console.log");
+    let start = Instant::now();
+    let mut child = spawn_logged(
+        &bin,
+        &[OsString::from("--api-sock"), api.clone().into()],
+        &console,
+    )?;
+    wait_api(&api, &mut child, cfg.api_timeout)
+        .await
+        .map_err(|e| e.unwrap_or_else(|st| format!("firecracker exited ({st})")))?;
+    let kernel = std::fs::canonicalize(&cfg.kernel).unwrap_or(cfg.kernel.clone());
+    let initrd = std::fs::canonicalize(&cfg.initramfs).unwrap_or(cfg.initramfs.clone());
+    let reqs = [
+        ApiRequest::put(
+            "/machine-config",
+            &api::MachineConfig {
+                vcpu_count: 1,
+                mem_size_mib: 128,
+                smt: false,
+            },
+        ),
+        ApiRequest::put(
+            "/boot-source",
+            &api::BootSource {
+                kernel_image_path: kernel.to_string_lossy().into_owned(),
+                initrd_path: Some(initrd.to_string_lossy().into_owned()),
+                boot_args: boot_args(cfg, "vt.probe"),
+            },
+        ),
+        ApiRequest::put("/actions", &Action::InstanceStart),
+    ];
+    ApiClient::new(&api)
+        .send_all(&reqs)
+        .await
+        .map_err(|e| e.to_string())?;
+    match tokio::time::timeout(timeout, child.wait()).await {
+        Ok(Ok(st)) => {
+            let took = start.elapsed();
+            let text = std::fs::read_to_string(&console).unwrap_or_default();
+            if text.contains("vt-init: probe ok") {
+                Ok(took)
+            } else {
+                let last = session::last_line(&console);
+                Err(format!(
+                    "guest init did not run (firecracker exited: {st}; console: {last})"
+                ))
+            }
+        }
+        Ok(Err(e)) => Err(format!("wait: {e}")),
+        Err(_) => Err(format!(
+            "no guest reboot within {timeout:?}: {}",
+            session::last_line(&console)
+        )),
+    }
+}
+
+/// True when `/dev/kvm` exists and a [`probe_boot`] works within 10 s.
+pub async fn probe_kvm(cfg: &FirecrackerConfig) -> Result<(), String> {
+    if !Path::new("/dev/kvm").exists() {
+        return Err("/dev/kvm does not exist".into());
+    }
+    probe_boot(cfg, Duration::from_secs(10)).await.map(|_| ())
+}
+
+/// Spawn `bin args` with stdin from /dev/null and stdout + stderr appended to `log`.
+fn spawn_logged(bin: &Path, args: &[OsString], log: &Path) -> Result<Child, String> {
+    let out = std::fs::File::create(log).map_err(|e| format!("create {}: {e}", log.display()))?;
+    let err = out
+        .try_clone()
+        .map_err(|e| format!("{}: {e}", log.display()))?;
+    Command::new(bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("start {}: {e}", bin.display()))
+}
+
+/// Wait until Firecracker accepts connections on its API socket. `Err(Err(status))`: it
+/// exited first; `Err(Ok(msg))`: another failure.
+async fn wait_api(
+    sock: &Path,
+    child: &mut Child,
+    timeout: Duration,
+) -> Result<(), Result<String, std::process::ExitStatus>> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if UnixStream::connect(sock).await.is_ok() {
+            return Ok(());
+        }
+        match child.try_wait() {
+            Ok(Some(st)) => return Err(Err(st)),
+            Ok(None) => {}
+            Err(e) => return Err(Ok(format!("wait for firecracker: {e}"))),
+        }
+        if Instant::now() > deadline {
+            return Err(Ok(format!(
+                "firecracker did not open its API socket {} within {timeout:?}",
+                sock.display()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+struct Driver {
+    cfg: FirecrackerConfig,
+    exec: PathBuf,
+    layout: Layout,
+    spec: InstanceSpec,
+}
+
+impl Driver {
+    async fn run(self, mut s: Session, ctl: mpsc::Receiver<Control>) -> Outcome {
+        s.set(crate::State::Preparing).await;
+        let listener = match self.prepare().await {
+            Ok(l) => l,
+            Err(e) => {
+                s.fail(e, None).await;
+                self.cleanup().await;
+                return s.outcome(None);
+            }
+        };
+        s.timings.prepared = Some(s.t0.elapsed());
+        s.set(crate::State::Booting).await;
+        let mut child = match self.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                s.fail(e, None).await;
+                self.cleanup().await;
+                return s.outcome(None);
+            }
+        };
+        s.vmm_spawned(child.id().unwrap_or(0), &self.spec.work_dir.join("vmm.pid"));
+        let vmm = match self.boot(&mut child).await {
+            Ok(()) => Fc {
+                child,
+                api: ApiClient::new(self.layout.api_socket()),
+                log: self.layout.host(jail::LOG),
+                log_name: self.spec.work_dir.join(jail::LOG),
+                console: self.layout.console(),
+            },
+            Err(reason) => {
+                // Leave nothing behind: the VMM goes, then its files.
+                let _ = child.start_kill();
+                let code = child.wait().await.ok().and_then(|st| st.code());
+                s.fail(reason, None).await;
+                self.cleanup().await;
+                return s.outcome(code);
+            }
+        };
+        let outcome = s.supervise(vmm, listener, ctl).await;
+        self.cleanup().await;
+        outcome
+    }
+
+    /// Scratch disk, tap, jail and its resources, log file, the guest channel listener.
+    async fn prepare(&self) -> Result<UnixListener, String> {
+        let l = &self.layout;
+        let dir = &self.spec.work_dir;
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(|e| format!("create {}: {e}", dir.display()))?;
+        if let Some(j) = &l.jail {
+            let io =
+                |what: &str, e: std::io::Error| format!("jail {}: {what}: {e}", j.root.display());
+            j.create().map_err(|e| io("create", e))?;
+            j.link(&self.cfg.kernel, jail::JAIL_KERNEL)
+                .map_err(|e| io("kernel", e))?;
+            j.link(&self.cfg.initramfs, jail::JAIL_INITRAMFS)
+                .map_err(|e| io("initramfs", e))?;
+            j.link(&self.spec.root_disk, jail::JAIL_ROOT_DISK)
+                .map_err(|e| io("root disk", e))?;
+            for (i, v) in self.spec.volumes.iter().enumerate() {
+                let p = j
+                    .link(&v.disk, &format!("vol{i}.ext4"))
+                    .map_err(|e| io("volume", e))?;
+                j.give(&p).map_err(|e| io("volume", e))?;
+            }
+        }
+        let scratch = l.host(jail::SCRATCH);
+        session::make_scratch_disk(&self.cfg.mkfs_bin, &scratch, self.spec.scratch_size).await?;
+        let log = l.host(jail::LOG);
+        std::fs::File::create(&log).map_err(|e| format!("create {}: {e}", log.display()))?;
+        for p in [l.api_socket(), l.host(jail::VSOCK_UDS)] {
+            let _ = std::fs::remove_file(p);
+        }
+        if let Some(n) = &self.spec.network {
+            n.create_tap().await.map_err(|e| format!("network: {e}"))?;
+        }
+        let sock = l.channel_listener(VSOCK_PORT);
+        let _ = std::fs::remove_file(&sock);
+        let listener =
+            UnixListener::bind(&sock).map_err(|e| format!("listen on {}: {e}", sock.display()))?;
+        if let Some(j) = &l.jail {
+            for p in [&scratch, &log, &sock] {
+                // A scratch disk that mkfs did not create (tests) has nothing to hand over.
+                if p.exists() {
+                    j.give(p)
+                        .map_err(|e| format!("chown {}: {e}", p.display()))?;
+                }
+            }
+        }
+        Ok(listener)
+    }
+
+    fn spawn(&self) -> Result<Child, String> {
+        let console = self.layout.console();
+        match (&self.cfg.jailer, &self.layout.jail) {
+            (Some(jc), Some(j)) => {
+                let bin = find_bin(&jc.jailer_bin).unwrap_or(jc.jailer_bin.clone());
+                spawn_logged(&bin, &j.argv(jc, &self.exec), &console)
+            }
+            _ => {
+                let args = [
+                    OsString::from("--api-sock"),
+                    self.layout.api_socket().into(),
+                    "--id".into(),
+                    jail::jail_id(&self.spec.id).into(),
+                ];
+                spawn_logged(&self.exec, &args, &console)
+            }
+        }
+    }
+
+    /// What Firecracker is told, with paths as it names them.
+    fn plan(&self) -> BootPlan {
+        let l = &self.layout;
+        let jailed = l.jail.is_some();
+        let res = |name: &str, host: &Path| if jailed { l.vmm(name) } else { abs(host) };
+        BootPlan {
+            log_path: Some(l.vmm(jail::LOG)),
+            vcpus: self.spec.vcpus,
+            memory_mib: self.spec.memory_mib,
+            kernel: res(jail::JAIL_KERNEL, &self.cfg.kernel),
+            initramfs: Some(res(jail::JAIL_INITRAMFS, &self.cfg.initramfs)),
+            boot_args: boot_args(&self.cfg, ""),
+            root_disk: res(jail::JAIL_ROOT_DISK, &self.spec.root_disk),
+            scratch_disk: l.vmm(jail::SCRATCH),
+            extra_disks: self
+                .spec
+                .volumes
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (format!("vol{i}"), res(&format!("vol{i}.ext4"), &v.disk)))
+                .collect(),
+            tap: self.spec.network.as_ref().map(|n| (n.tap.clone(), n.mac())),
+            vsock_cid: GUEST_CID,
+            vsock_uds: l.vmm(jail::VSOCK_UDS),
+        }
+    }
+
+    /// Wait for the API socket, configure the machine, start it.
+    async fn boot(&self, child: &mut Child) -> Result<(), String> {
+        let sock = self.layout.api_socket();
+        if let Err(e) = wait_api(&sock, child, self.cfg.api_timeout).await {
+            return Err(match e {
+                Ok(msg) => msg,
+                Err(st) => exit_reason(
+                    st,
+                    true,
+                    &self.layout.host(jail::LOG),
+                    &self.spec.work_dir.join(jail::LOG),
+                    &self.layout.console(),
+                ),
+            });
+        }
+        ApiClient::new(sock)
+            .send_all(&self.plan().requests())
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// After the VMM is gone: the tap, the jail (its log copied to the work dir first), the
+    /// sockets.
+    async fn cleanup(&self) {
+        let l = &self.layout;
+        if let Some(n) = &self.spec.network {
+            if let Err(e) = crate::net::delete_tap(&n.tap).await {
+                tracing::warn!(instance = %self.spec.id, error = %e, "tap not removed; the next start of this instance replaces it");
+            }
+        }
+        if let Some(j) = &l.jail {
+            let _ = std::fs::copy(l.host(jail::LOG), self.spec.work_dir.join(jail::LOG));
+            if let Err(e) = j.remove() {
+                tracing::warn!(instance = %self.spec.id, error = %e, jail = %j.dir.display(), "jail not removed");
+            }
+        } else {
+            for p in [
+                l.api_socket(),
+                l.host(jail::VSOCK_UDS),
+                l.channel_listener(VSOCK_PORT),
+            ] {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
+}
+
+fn abs(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_owned())
+}
+
+/// "firecracker exited (…) before its entrypoint started: <last log line> (console: …, log: …)".
+/// `log` is read now; `log_name` is where it is kept after the VM (outside the jail).
+fn exit_reason(
+    status: std::process::ExitStatus,
+    booting: bool,
+    log: &Path,
+    log_name: &Path,
+    console: &Path,
+) -> String {
+    let mut s = format!("firecracker exited ({status})");
+    if booting {
+        s.push_str(" before its entrypoint started");
+    }
+    let last = session::last_line(log);
+    if !last.is_empty() {
+        s.push_str(&format!(": {last}"));
+    }
+    s.push_str(&format!(
+        " (console: {}, log: {})",
+        console.display(),
+        log_name.display()
+    ));
+    s
+}
+
+/// The running Firecracker, as the guest channel conversation sees it.
+struct Fc {
+    child: Child,
+    api: ApiClient,
+    /// Firecracker's log where it writes it, and where it is kept after the VM.
+    log: PathBuf,
+    log_name: PathBuf,
+    console: PathBuf,
+}
+
+impl Vmm for Fc {
+    fn wait(
+        &mut self,
+    ) -> impl std::future::Future<Output = std::io::Result<std::process::ExitStatus>> + Send {
+        self.child.wait()
+    }
+
+    fn start_kill(&mut self) {
+        let _ = self.child.start_kill();
+    }
+
+    fn power_off(&mut self) -> impl std::future::Future<Output = ()> + Send {
+        let api = self.api.clone().with_timeout(Duration::from_secs(2));
+        async move {
+            if let Err(e) = api
+                .send(&ApiRequest::put("/actions", &Action::SendCtrlAltDel))
+                .await
+            {
+                tracing::debug!(error = %e, "SendCtrlAltDel");
+            }
+        }
+    }
+
+    fn failure(&self, status: &std::io::Result<std::process::ExitStatus>, booting: bool) -> String {
+        match status {
+            Ok(st) => exit_reason(*st, booting, &self.log, &self.log_name, &self.console),
+            Err(e) => format!("waiting for firecracker: {e}"),
+        }
+    }
+}

@@ -1,0 +1,457 @@
+//! What every backend does once its VMM runs, whatever the VMM: the instance's lifecycle
+//! reporting ([`Session`]), the scratch disk, and the guest channel conversation over a
+//! connected byte stream ([`Session::supervise`]).
+//!
+//! Written for the Firecracker backend against the small [`Vmm`] seam; the logic is the one
+//! of `qemu.rs` (whose copy is private to it). Meant to move to `crate::session` and to be
+//! used by both backends (qemu implementing [`Vmm`] for its `Child`, with a no-op
+//! [`Vmm::power_off`]).
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus as ProcessStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::net::UnixListener;
+use tokio::process::Command;
+use tokio::sync::{mpsc, watch};
+use tokio::time::{sleep_until, Instant as TokioInstant};
+
+use vt_guest_proto::{FrameBuffer, Message, Role, PROTOCOL_VERSION};
+
+use crate::{
+    BootTimings, Control, ExitStatus, InstanceSpec, Launch, Outcome, RuntimeError, State, Vm,
+    VmEvent,
+};
+
+/// After `Shutdown` (or `Exited`/`Failed`), how long the guest has to power off before
+/// [`Vmm::power_off`]; the same again before the VMM is killed.
+pub(crate) const POWER_OFF_WAIT: Duration = if cfg!(test) {
+    Duration::from_secs(1)
+} else {
+    Duration::from_secs(5)
+};
+
+/// The VMM process as the conversation needs it.
+pub(crate) trait Vmm: Send {
+    /// The VMM process ended (cancel-safe, like `Child::wait`).
+    fn wait(&mut self) -> impl Future<Output = std::io::Result<ProcessStatus>> + Send;
+    /// Kill the VMM now, without waiting for it.
+    fn start_kill(&mut self);
+    /// Make the machine power off without the guest's cooperation (the guest did not answer
+    /// `Shutdown`). Firecracker: `SendCtrlAltDel`; a VMM without such a request does nothing.
+    fn power_off(&mut self) -> impl Future<Output = ()> + Send;
+    /// Why the VMM ended by itself, for `State::Failed` (`booting`: before the entrypoint
+    /// ran). Names the logs to look at.
+    fn failure(&self, status: &std::io::Result<ProcessStatus>, booting: bool) -> String;
+}
+
+/// One instance's reporting: state changes (checked by [`State::advance`]), events, timings,
+/// the VMM pid. Owned by the backend's task; the [`Vm`] handle reads the other ends.
+pub(crate) struct Session {
+    pub launch: Launch,
+    pub boot_timeout: Duration,
+    /// For messages: where the guest console is written.
+    pub console: PathBuf,
+    pub state: State,
+    pub t0: Instant,
+    pub timings: BootTimings,
+    pid: Arc<AtomicU32>,
+    shared_timings: Arc<Mutex<BootTimings>>,
+    events: mpsc::Sender<VmEvent>,
+    state_tx: watch::Sender<State>,
+}
+
+/// Create the [`Vm`] handle and run `run` (the backend's driver) as its task.
+pub(crate) fn spawn_vm<F, Fut>(
+    id: &str,
+    launch: Launch,
+    boot_timeout: Duration,
+    console: PathBuf,
+    run: F,
+) -> Vm
+where
+    F: FnOnce(Session, mpsc::Receiver<Control>) -> Fut,
+    Fut: Future<Output = Outcome> + Send + 'static,
+{
+    let (ev_tx, ev_rx) = mpsc::channel(256);
+    let (ctl_tx, ctl_rx) = mpsc::channel(16);
+    let (st_tx, st_rx) = watch::channel(State::Allocated);
+    let pid = Arc::new(AtomicU32::new(0));
+    let timings = Arc::new(Mutex::new(BootTimings::default()));
+    let session = Session {
+        launch,
+        boot_timeout,
+        console,
+        state: State::Allocated,
+        t0: Instant::now(),
+        timings: BootTimings::default(),
+        pid: pid.clone(),
+        shared_timings: timings.clone(),
+        events: ev_tx,
+        state_tx: st_tx,
+    };
+    let task = tokio::spawn(run(session, ctl_rx));
+    Vm {
+        id: id.to_owned(),
+        events: ev_rx,
+        control: ctl_tx,
+        state: st_rx,
+        task,
+        pid,
+        timings,
+    }
+}
+
+/// Why the conversation ended before the VMM did.
+enum Pending {
+    None,
+    Failed(String),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum DeadlineAction {
+    BootTimeout,
+    /// The stop grace is over: ask the guest to power off.
+    Shutdown,
+    /// The guest did not power off: ask the VMM.
+    PowerOff,
+    Kill,
+}
+
+impl Session {
+    pub async fn set(&mut self, next: State) {
+        if self.state.advance(next.clone()).is_ok() {
+            if let Ok(mut t) = self.shared_timings.lock() {
+                *t = self.timings.clone();
+            }
+            let _ = self.state_tx.send(next.clone());
+            let _ = self.events.send(VmEvent::State(next)).await;
+        }
+    }
+
+    pub async fn fail(&mut self, reason: String, exit: Option<ExitStatus>) {
+        self.set(State::Failed { reason, exit }).await;
+    }
+
+    pub fn outcome(&self, vmm_exit: Option<i32>) -> Outcome {
+        Outcome {
+            state: self.state.clone(),
+            timings: self.timings.clone(),
+            vmm_exit,
+        }
+    }
+
+    /// Record the VMM's pid (for [`Vm::vmm_pid`]) and write it to `pid_file`, for a node agent
+    /// restarted after a crash: the VMM that may still run there.
+    pub fn vmm_spawned(&mut self, pid: u32, pid_file: &Path) {
+        self.pid.store(pid, Ordering::SeqCst);
+        let _ = std::fs::write(pid_file, format!("{pid}\n"));
+        self.timings.vmm_spawned = Some(self.t0.elapsed());
+    }
+
+    /// Run the guest channel conversation until the VMM exits: accept the guest channel on
+    /// `listener` (the VMM or the guest connects to it), answer `Hello` with `Hello` +
+    /// `Launch`, report `Ready`, `Log`, `Exited`, `Failed`; apply [`Control`]s; enforce the
+    /// boot timeout. Ends in `Stopped` or `Failed`.
+    pub async fn supervise<V: Vmm>(
+        mut self,
+        mut vmm: V,
+        listener: UnixListener,
+        mut ctl: mpsc::Receiver<Control>,
+    ) -> Outcome {
+        let boot_deadline = TokioInstant::now() + self.boot_timeout;
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    vmm.start_kill();
+                    let st = vmm.wait().await.ok().and_then(|s| s.code());
+                    self.fail(format!("guest channel accept: {e}"), None).await;
+                    return self.outcome(st);
+                }
+            },
+            st = vmm.wait() => {
+                let reason = vmm.failure(&st, self.state == State::Booting);
+                self.fail(reason, None).await;
+                return self.outcome(st.ok().and_then(|s| s.code()));
+            }
+            _ = sleep_until(boot_deadline) => {
+                vmm.start_kill();
+                let st = vmm.wait().await.ok().and_then(|s| s.code());
+                let reason = format!(
+                    "the guest channel was not connected within {:?} (console: {})",
+                    self.boot_timeout,
+                    self.console.display()
+                );
+                self.fail(reason, None).await;
+                return self.outcome(st);
+            }
+        };
+        drop(listener);
+        let (mut rd, mut wr) = stream.into_split();
+        let mut fb = FrameBuffer::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut chan_open = true;
+        let mut exit: Option<ExitStatus> = None;
+        let mut pending = Pending::None;
+        let mut deadline = boot_deadline;
+        let mut on_deadline = DeadlineAction::BootTimeout;
+        let vmm_status = loop {
+            tokio::select! {
+                st = vmm.wait() => break st,
+                r = rd.read(&mut buf), if chan_open => match r {
+                    Ok(0) | Err(_) => chan_open = false,
+                    Ok(n) => {
+                        fb.push(&buf[..n]);
+                        loop {
+                            match fb.next_message() {
+                                Ok(Some(m)) => {
+                                    if let Some(a) = self.on_message(m, &mut wr, &mut exit, &mut pending).await {
+                                        (deadline, on_deadline) = a;
+                                    }
+                                }
+                                Ok(None) => break,
+                                Err(e) => {
+                                    pending = Pending::Failed(format!("guest channel: {e}"));
+                                    chan_open = false;
+                                    vmm.start_kill();
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                },
+                c = ctl.recv() => match c {
+                    Some(Control::Signal(signo)) => {
+                        let _ = send(&mut wr, &Message::Signal { signo }).await;
+                    }
+                    Some(Control::Stop { grace }) => {
+                        self.set(State::Stopping).await;
+                        let _ = send(&mut wr, &Message::Signal { signo: 15 }).await;
+                        deadline = TokioInstant::now() + grace;
+                        on_deadline = DeadlineAction::Shutdown;
+                    }
+                    Some(Control::Kill) | None => vmm.start_kill(),
+                },
+                _ = sleep_until(deadline) => match on_deadline {
+                    DeadlineAction::BootTimeout => {
+                        if self.state == State::Booting {
+                            pending = Pending::Failed(format!(
+                                "the entrypoint did not start within {:?} (console: {})",
+                                self.boot_timeout,
+                                self.console.display()
+                            ));
+                            vmm.start_kill();
+                        }
+                        deadline = far_future();
+                    }
+                    DeadlineAction::Shutdown => {
+                        let _ = send(&mut wr, &Message::Shutdown).await;
+                        deadline = TokioInstant::now() + POWER_OFF_WAIT;
+                        on_deadline = DeadlineAction::PowerOff;
+                    }
+                    DeadlineAction::PowerOff => {
+                        vmm.power_off().await;
+                        deadline = TokioInstant::now() + POWER_OFF_WAIT;
+                        on_deadline = DeadlineAction::Kill;
+                    }
+                    DeadlineAction::Kill => {
+                        vmm.start_kill();
+                        deadline = far_future();
+                    }
+                },
+            }
+        };
+        // Frames still in the socket after the VMM exited.
+        while chan_open {
+            match tokio::time::timeout(Duration::from_millis(200), rd.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => {
+                    fb.push(&buf[..n]);
+                    while let Ok(Some(m)) = fb.next_message() {
+                        self.on_message(m, &mut wr, &mut exit, &mut pending).await;
+                    }
+                }
+                _ => chan_open = false,
+            }
+        }
+        let code = vmm_status.as_ref().ok().and_then(|s| s.code());
+        match (pending, exit) {
+            (Pending::Failed(reason), exit) => self.fail(reason, exit).await,
+            (Pending::None, Some(e)) => {
+                self.set(State::Stopping).await;
+                self.set(State::Stopped { exit: Some(e) }).await;
+            }
+            (Pending::None, None) if self.state == State::Stopping => {
+                self.set(State::Stopped { exit: None }).await;
+            }
+            (Pending::None, None) => {
+                let reason = vmm.failure(&vmm_status, self.state == State::Booting);
+                self.fail(reason, None).await;
+            }
+        }
+        self.outcome(code)
+    }
+
+    /// Handle one guest message; returns a new deadline when the phase changes.
+    async fn on_message(
+        &mut self,
+        m: Message,
+        wr: &mut OwnedWriteHalf,
+        exit: &mut Option<ExitStatus>,
+        pending: &mut Pending,
+    ) -> Option<(TokioInstant, DeadlineAction)> {
+        match m {
+            Message::Hello {
+                role: Role::Guest,
+                min_version,
+                max_version,
+                ..
+            } => {
+                self.timings.guest_hello = Some(self.t0.elapsed());
+                if min_version > PROTOCOL_VERSION || max_version < PROTOCOL_VERSION {
+                    *pending = Pending::Failed(format!(
+                        "guest init speaks protocol {min_version}..={max_version}, host {PROTOCOL_VERSION}"
+                    ));
+                    let _ = send(wr, &Message::Shutdown).await;
+                    return None;
+                }
+                let hello = Message::hello(
+                    Role::Host,
+                    concat!("vt-runtime/", env!("CARGO_PKG_VERSION")),
+                );
+                let launch = Message::Launch(self.launch.clone());
+                if send(wr, &hello).await.is_err() || send(wr, &launch).await.is_err() {
+                    *pending = Pending::Failed("could not write to the guest channel".into());
+                }
+                None
+            }
+            Message::Ready {
+                init_started_us,
+                entrypoint_started_us,
+                ..
+            } => {
+                self.timings.entrypoint = Some(self.t0.elapsed());
+                self.timings.guest_init_started_us = Some(init_started_us);
+                self.timings.guest_entrypoint_started_us = Some(entrypoint_started_us);
+                if self.state == State::Booting {
+                    self.set(State::Running).await;
+                }
+                None
+            }
+            Message::Log { stream, data } => {
+                let _ = self.events.send(VmEvent::Log { stream, data }).await;
+                None
+            }
+            Message::Exited { status } => {
+                *exit = Some(status);
+                self.set(State::Stopping).await;
+                // Acknowledge: the guest powers off once it has this.
+                let _ = send(wr, &Message::Shutdown).await;
+                Some((
+                    TokioInstant::now() + POWER_OFF_WAIT,
+                    DeadlineAction::PowerOff,
+                ))
+            }
+            Message::Failed { reason } => {
+                *pending = Pending::Failed(format!("guest init: {reason}"));
+                let _ = send(wr, &Message::Shutdown).await;
+                Some((
+                    TokioInstant::now() + POWER_OFF_WAIT,
+                    DeadlineAction::PowerOff,
+                ))
+            }
+            _ => None,
+        }
+    }
+}
+
+fn far_future() -> TokioInstant {
+    TokioInstant::now() + Duration::from_secs(86400 * 365)
+}
+
+async fn send(wr: &mut OwnedWriteHalf, m: &Message) -> std::io::Result<()> {
+    let bytes = m
+        .encode()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    wr.write_all(&bytes).await
+}
+
+/// Check a spec and derive what the guest is told from it: the network and volume parts of
+/// its `Launch` (from `network` and `volumes`). Same checks as the qemu backend's `start`.
+pub(crate) fn check_spec(spec: &mut InstanceSpec) -> Result<(), RuntimeError> {
+    spec.launch.network = spec.network.as_ref().map(|n| n.guest_config());
+    spec.launch.volumes = spec
+        .volumes
+        .iter()
+        .map(|v| vt_guest_proto::Volume {
+            name: v.name.clone(),
+            label: v.label.clone(),
+            path: v.mount_path.clone(),
+        })
+        .collect();
+    if let Some(v) = spec.volumes.iter().find(|v| !v.disk.is_file()) {
+        return Err(RuntimeError::Config(format!(
+            "volume {}: disk {} not found",
+            v.name,
+            v.disk.display()
+        )));
+    }
+    if spec.launch.argv.is_empty() {
+        return Err(RuntimeError::Config("empty argv".into()));
+    }
+    if !spec.root_disk.is_file() {
+        return Err(RuntimeError::Config(format!(
+            "root disk {} not found",
+            spec.root_disk.display()
+        )));
+    }
+    Ok(())
+}
+
+/// A sparse, journal-less ext4 scratch disk labelled `vt-scratch` (guest init finds it by
+/// that label): the overlay's upper layer. Same command as the qemu backend's.
+pub(crate) async fn make_scratch_disk(mkfs: &Path, path: &Path, size: u64) -> Result<(), String> {
+    let _ = tokio::fs::remove_file(path).await;
+    let out = Command::new(mkfs)
+        .args([
+            "-q",
+            "-F",
+            "-t",
+            "ext4",
+            "-O",
+            "^has_journal",
+            "-L",
+            "vt-scratch",
+            "-E",
+        ])
+        .arg("lazy_itable_init=1,nodiscard")
+        .arg(path)
+        .arg(format!("{}k", (size / 1024).max(8192)))
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| format!("run {}: {e}", mkfs.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "mkfs.ext4 of the scratch disk failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(())
+}
+
+/// The last non-empty line of a log file ("" when there is none).
+pub(crate) fn last_line(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+        .to_owned()
+}

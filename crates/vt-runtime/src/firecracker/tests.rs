@@ -1,0 +1,609 @@
+//! Unit tests of the Firecracker backend: no KVM, no Firecracker. The whole driver runs
+//! against a fake API server and a fake `firecracker` script; the test plays the guest on the
+//! vsock listener.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use vt_guest_proto::{FrameBuffer, Message, Role};
+
+use super::api::{parse_response, Parsed};
+use super::fake::{fake_firecracker, FakeApi, Rules};
+use super::*;
+use crate::{ExitStatus, Launch, State, Stream, VmEvent};
+
+fn plan() -> BootPlan {
+    BootPlan {
+        log_path: Some("/w/firecracker.log".into()),
+        vcpus: 2,
+        memory_mib: 512,
+        kernel: "/g/vmlinux".into(),
+        initramfs: Some("/g/initramfs.cpio".into()),
+        boot_args: "console=ttyS0 reboot=k".into(),
+        root_disk: "/images/root.ext4".into(),
+        scratch_disk: "/w/scratch.ext4".into(),
+        extra_disks: vec![("vol0".into(), "/v/data.ext4".into())],
+        tap: Some(("vt0123".into(), "52:54:00:01:02:03".into())),
+        vsock_cid: 3,
+        vsock_uds: "/w/vsock.sock".into(),
+    }
+}
+
+/// The golden request sequence: method, path and the exact JSON bodies.
+const GOLDEN: &[&str] = &[
+    r#"PUT /logger {"log_path":"/w/firecracker.log","level":"Warning","show_level":true,"show_log_origin":false}"#,
+    r#"PUT /machine-config {"vcpu_count":2,"mem_size_mib":512,"smt":false}"#,
+    r#"PUT /boot-source {"kernel_image_path":"/g/vmlinux","initrd_path":"/g/initramfs.cpio","boot_args":"console=ttyS0 reboot=k"}"#,
+    r#"PUT /drives/root {"drive_id":"root","path_on_host":"/images/root.ext4","is_root_device":false,"is_read_only":true}"#,
+    r#"PUT /drives/scratch {"drive_id":"scratch","path_on_host":"/w/scratch.ext4","is_root_device":false,"is_read_only":false}"#,
+    r#"PUT /drives/vol0 {"drive_id":"vol0","path_on_host":"/v/data.ext4","is_root_device":false,"is_read_only":false}"#,
+    r#"PUT /network-interfaces/eth0 {"iface_id":"eth0","host_dev_name":"vt0123","guest_mac":"52:54:00:01:02:03"}"#,
+    r#"PUT /vsock {"guest_cid":3,"uds_path":"/w/vsock.sock"}"#,
+    r#"PUT /actions {"action_type":"InstanceStart"}"#,
+];
+
+fn lines(reqs: &[ApiRequest]) -> Vec<String> {
+    reqs.iter()
+        .map(|r| format!("{} {} {}", r.method, r.path, r.body))
+        .collect()
+}
+
+#[test]
+fn request_sequence_is_golden() {
+    assert_eq!(lines(&plan().requests()), GOLDEN);
+    // Without logger, tap and volumes: just those requests go.
+    let mut p = plan();
+    p.log_path = None;
+    p.tap = None;
+    p.extra_disks.clear();
+    p.initramfs = None;
+    let l = lines(&p.requests());
+    assert_eq!(l.len(), 6);
+    assert_eq!(l[0], GOLDEN[1]);
+    assert_eq!(
+        l[1],
+        r#"PUT /boot-source {"kernel_image_path":"/g/vmlinux","boot_args":"console=ttyS0 reboot=k"}"#
+    );
+    assert_eq!(l[5], GOLDEN[8]);
+}
+
+#[tokio::test]
+async fn client_sends_http_and_reads_fault_message() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sock = tmp.path().join("api.sock");
+    let fake = FakeApi::start(
+        &sock,
+        Rules {
+            fail: Some((
+                "/drives/scratch".into(),
+                400,
+                r#"{"fault_message":"Unable to open the block device backing file"}"#.into(),
+            )),
+            ..Rules::default()
+        },
+    );
+    let client = ApiClient::new(&sock);
+    let reqs = plan().requests();
+    let err = client.send_all(&reqs).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "Firecracker rejected PUT /drives/scratch (400): Unable to open the block device backing file"
+    );
+    assert!(matches!(err, ApiError::Rejected { status: 400, .. }));
+    // The sequence stopped at the rejected request.
+    let got: Vec<String> = fake.requests().iter().map(|r| r.line()).collect();
+    assert_eq!(got, GOLDEN[..5]);
+    let rt: crate::RuntimeError = err.into();
+    assert!(rt.to_string().contains("PUT /drives/scratch"));
+
+    let gone = ApiClient::new(tmp.path().join("nothing.sock"));
+    let e = gone.send(&reqs[0]).await.unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("PUT /logger: cannot connect to the Firecracker API socket"),
+        "{e}"
+    );
+}
+
+#[test]
+fn response_parsing() {
+    let ok = b"HTTP/1.1 204 \r\nServer: Firecracker API\r\nConnection: keep-alive\r\n\r\n";
+    let err = b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: 21\r\n\r\n{\"fault_message\":\"x\"}";
+    for full in [&ok[..], &err[..]] {
+        for n in 0..full.len() {
+            assert_eq!(parse_response(&full[..n]), Parsed::NeedMore, "prefix {n}");
+        }
+    }
+    assert_eq!(
+        parse_response(ok),
+        Parsed::Done(api::Response {
+            status: 204,
+            body: vec![]
+        })
+    );
+    assert_eq!(
+        parse_response(err),
+        Parsed::Done(api::Response {
+            status: 400,
+            body: br#"{"fault_message":"x"}"#.to_vec()
+        })
+    );
+    for bad in [
+        &b"SSH-2.0-x\r\n\r\n"[..],
+        b"HTTP/1.1 20 OK\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n",
+    ] {
+        assert!(
+            matches!(parse_response(bad), Parsed::Invalid(_)),
+            "{}",
+            String::from_utf8_lossy(bad)
+        );
+    }
+    let req = api::encode_request(&ApiRequest::put("/actions", &api::Action::InstanceStart));
+    assert_eq!(
+        String::from_utf8(req).unwrap(),
+        "PUT /actions HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\n\
+         Content-Type: application/json\r\nContent-Length: 31\r\n\r\n{\"action_type\":\"InstanceStart\"}"
+    );
+}
+
+#[test]
+fn vsock_listener_is_uds_path_underscore_port() {
+    assert_eq!(
+        vsock_listener_path(Path::new("/w/vsock.sock"), 1024),
+        Path::new("/w/vsock.sock_1024")
+    );
+    let l = Layout::new(Path::new("/w"), None);
+    assert_eq!(
+        l.channel_listener(VSOCK_PORT),
+        Path::new("/w/vsock.sock_1024")
+    );
+    assert_eq!(l.api_socket(), Path::new("/w/firecracker.socket"));
+    assert_eq!(l.vmm("vsock.sock"), Path::new("/w/vsock.sock"));
+}
+
+#[test]
+fn boot_args_add_reboot_power_off_and_quiet() {
+    let mut cfg = FirecrackerConfig::from_guest_dir(Path::new("/g"));
+    assert_eq!(
+        boot_args(&cfg, ""),
+        "console=ttyS0 reboot=k panic=1 pci=off i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd \
+         vt.poweroff=reboot quiet"
+    );
+    cfg.verbose_console = true;
+    cfg.boot_args = "console=ttyS0 reboot=k".into();
+    assert_eq!(
+        boot_args(&cfg, "vt.probe"),
+        "console=ttyS0 reboot=k vt.poweroff=reboot vt.debug vt.probe"
+    );
+}
+
+#[test]
+fn runtime_kind_parses() {
+    assert_eq!("qemu".parse::<RuntimeKind>().unwrap(), RuntimeKind::Qemu);
+    assert_eq!(
+        "firecracker".parse::<RuntimeKind>().unwrap(),
+        RuntimeKind::Firecracker
+    );
+    assert_eq!(RuntimeKind::default(), RuntimeKind::Qemu);
+    assert_eq!(RuntimeKind::Firecracker.to_string(), "firecracker");
+    let e = "crun".parse::<RuntimeKind>().unwrap_err();
+    assert_eq!(e, r#"unknown runtime "crun" (qemu, firecracker)"#);
+}
+
+fn jailer_cfg(base: &Path) -> JailerConfig {
+    JailerConfig {
+        jailer_bin: "/usr/bin/jailer".into(),
+        uid: 123,
+        gid: 100,
+        chroot_base_dir: base.to_owned(),
+        netns: Some("/var/run/netns/vt".into()),
+    }
+}
+
+#[test]
+fn jailer_argv_and_jail_paths() {
+    let jc = jailer_cfg(Path::new("/srv/jailer"));
+    let j = Jail::new(&jc, Path::new("/usr/bin/firecracker"), "inst_01HZX.9");
+    assert_eq!(j.id, "inst-01HZX-9");
+    assert_eq!(j.dir, Path::new("/srv/jailer/firecracker/inst-01HZX-9"));
+    assert_eq!(
+        j.root,
+        Path::new("/srv/jailer/firecracker/inst-01HZX-9/root")
+    );
+    let argv: Vec<String> = j
+        .argv(&jc, Path::new("/usr/bin/firecracker"))
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        argv.join(" "),
+        "--id inst-01HZX-9 --exec-file /usr/bin/firecracker --uid 123 --gid 100 \
+         --chroot-base-dir /srv/jailer --netns /var/run/netns/vt -- --api-sock /firecracker.socket"
+    );
+    assert_eq!(jail::jail_id(&"x".repeat(80)).len(), 64);
+
+    // Inside the jail Firecracker names files from `/`; we reach them under the root.
+    let l = Layout::new(Path::new("/w"), Some(j));
+    assert_eq!(l.vmm("scratch.ext4"), Path::new("/scratch.ext4"));
+    assert_eq!(l.vmm("vsock.sock"), Path::new("/vsock.sock"));
+    assert_eq!(
+        l.host("scratch.ext4"),
+        Path::new("/srv/jailer/firecracker/inst-01HZX-9/root/scratch.ext4")
+    );
+    assert_eq!(
+        l.channel_listener(VSOCK_PORT),
+        Path::new("/srv/jailer/firecracker/inst-01HZX-9/root/vsock.sock_1024")
+    );
+    assert_eq!(l.console(), Path::new("/w/console.log"));
+}
+
+/// The chroot gets hard links of the read-only resources and our own files, owned by the
+/// jail's user (here: ourselves, so no root is needed); removing it removes everything.
+#[test]
+fn jail_root_is_prepared_and_removed() {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let me = std::fs::metadata(tmp.path()).unwrap();
+    let mut jc = jailer_cfg(&tmp.path().join("jails"));
+    (jc.uid, jc.gid) = (me.uid(), me.gid());
+    let kernel = tmp.path().join("vmlinux");
+    std::fs::write(&kernel, b"kernel").unwrap();
+    let j = Jail::new(&jc, Path::new("/opt/fc/firecracker-v1.16"), "inst_1");
+    std::fs::create_dir_all(j.root.join("stale")).unwrap();
+    j.create().unwrap();
+    assert!(
+        !j.root.join("stale").exists(),
+        "a previous run's jail is cleared"
+    );
+    let linked = j.link(&kernel, jail::JAIL_KERNEL).unwrap();
+    assert_eq!(
+        linked,
+        tmp.path()
+            .join("jails/firecracker-v1.16/inst-1/root/vmlinux")
+    );
+    assert_eq!(
+        std::fs::metadata(&linked).unwrap().ino(),
+        std::fs::metadata(&kernel).unwrap().ino()
+    );
+    j.give(&linked).unwrap();
+    j.remove().unwrap();
+    assert!(!tmp.path().join("jails/firecracker-v1.16/inst-1").exists());
+    assert!(kernel.exists());
+}
+
+fn launch(argv: &[&str]) -> Launch {
+    Launch {
+        argv: argv.iter().map(|s| s.to_string()).collect(),
+        hostname: "guest".into(),
+        ..Launch::default()
+    }
+}
+
+/// A runtime whose `firecracker` is the fake script; mkfs is `true` (no disk needed).
+fn fake_runtime(tmp: &Path, api: &Path) -> FirecrackerRuntime {
+    let bin = fake_firecracker(tmp, api);
+    let guest = tmp.join("guest");
+    std::fs::create_dir_all(&guest).unwrap();
+    for f in ["vmlinux", "initramfs.cpio"] {
+        std::fs::write(guest.join(f), b"").unwrap();
+    }
+    let mut cfg = FirecrackerConfig::from_guest_dir(&guest);
+    cfg.firecracker_bin = bin;
+    cfg.mkfs_bin = "true".into();
+    FirecrackerRuntime::new(cfg).unwrap()
+}
+
+fn spec(tmp: &Path, launch: Launch) -> InstanceSpec {
+    let root = tmp.join("root.ext4");
+    std::fs::write(&root, b"").unwrap();
+    InstanceSpec::new("inst_1", root, tmp.join("vm"), launch)
+}
+
+/// The guest side of the channel, played by the test.
+struct Guest {
+    s: UnixStream,
+    fb: FrameBuffer,
+}
+
+impl Guest {
+    async fn connect(path: &Path) -> Self {
+        Self {
+            s: UnixStream::connect(path).await.unwrap(),
+            fb: FrameBuffer::new(),
+        }
+    }
+    async fn send(&mut self, m: Message) {
+        self.s.write_all(&m.encode().unwrap()).await.unwrap();
+    }
+    async fn recv(&mut self) -> Message {
+        let mut b = [0u8; 4096];
+        loop {
+            if let Some(m) = self.fb.next_message().unwrap() {
+                return m;
+            }
+            let n = tokio::time::timeout(Duration::from_secs(10), self.s.read(&mut b))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(n > 0, "host closed the channel");
+            self.fb.push(&b[..n]);
+        }
+    }
+    /// Hello → Hello + Launch → Ready.
+    async fn boot(&mut self) -> Launch {
+        self.send(Message::hello(Role::Guest, "fake-guest")).await;
+        assert!(matches!(
+            self.recv().await,
+            Message::Hello {
+                role: Role::Host,
+                ..
+            }
+        ));
+        let Message::Launch(l) = self.recv().await else {
+            panic!("no launch")
+        };
+        self.send(Message::Ready {
+            pid: 42,
+            init_started_us: 1000,
+            entrypoint_started_us: 2000,
+        })
+        .await;
+        l
+    }
+}
+
+fn gone(pid: u32) -> bool {
+    !Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boots_through_the_api_and_speaks_over_the_vsock_listener() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let fake = FakeApi::start(&t.join("fake-api.sock"), Rules::default());
+    let rt = fake_runtime(t, &fake.socket);
+    let mut vm = rt
+        .start(spec(t, launch(&["/bin/sh", "-c", "echo hi; exit 7"])))
+        .await
+        .unwrap();
+    fake.wait_for("/actions").await;
+    let work = t.join("vm");
+    let mut g = Guest::connect(&work.join("vsock.sock_1024")).await;
+    let l = g.boot().await;
+    assert_eq!(l.argv, ["/bin/sh", "-c", "echo hi; exit 7"]);
+    g.send(Message::Log {
+        stream: Stream::Stdout,
+        data: b"hi\n".to_vec(),
+    })
+    .await;
+    g.send(Message::Exited {
+        status: ExitStatus::Code(7),
+    })
+    .await;
+    assert_eq!(g.recv().await, Message::Shutdown);
+    std::fs::write(t.join("poweroff"), b"").unwrap();
+
+    let mut states = Vec::new();
+    let mut out = Vec::new();
+    while let Some(ev) = tokio::time::timeout(Duration::from_secs(10), vm.next_event())
+        .await
+        .unwrap()
+    {
+        match ev {
+            VmEvent::State(s) => states.push(s.name()),
+            VmEvent::Log { data, .. } => out.extend(data),
+        }
+    }
+    let pid = vm.vmm_pid().unwrap();
+    let o = vm.wait().await;
+    assert_eq!(
+        o.state,
+        State::Stopped {
+            exit: Some(ExitStatus::Code(7))
+        }
+    );
+    assert_eq!(o.vmm_exit, Some(0));
+    assert_eq!(
+        states,
+        ["preparing", "booting", "running", "stopping", "stopped"]
+    );
+    assert_eq!(out, b"hi\n");
+    assert_eq!(o.timings.guest_entrypoint_started_us, Some(2000));
+    assert!(gone(pid));
+    assert_eq!(
+        std::fs::read_to_string(work.join("vmm.pid")).unwrap(),
+        format!("{pid}\n")
+    );
+
+    // The exact sequence, with this instance's paths.
+    let w = std::path::absolute(&work).unwrap();
+    let w = w.display();
+    let g = t.join("guest");
+    let g = g.display();
+    let root = t.join("root.ext4");
+    let root = root.display();
+    let got: Vec<String> = fake.requests().iter().map(|r| r.line()).collect();
+    assert_eq!(
+        got,
+        [
+            format!(
+                r#"PUT /logger {{"log_path":"{w}/firecracker.log","level":"Warning","show_level":true,"show_log_origin":false}}"#
+            ),
+            r#"PUT /machine-config {"vcpu_count":1,"mem_size_mib":256,"smt":false}"#.to_string(),
+            format!(
+                r#"PUT /boot-source {{"kernel_image_path":"{g}/vmlinux","initrd_path":"{g}/initramfs.cpio","boot_args":"{}"}}"#,
+                boot_args(rt.config(), "")
+            ),
+            format!(
+                r#"PUT /drives/root {{"drive_id":"root","path_on_host":"{root}","is_root_device":false,"is_read_only":true}}"#
+            ),
+            format!(
+                r#"PUT /drives/scratch {{"drive_id":"scratch","path_on_host":"{w}/scratch.ext4","is_root_device":false,"is_read_only":false}}"#
+            ),
+            format!(r#"PUT /vsock {{"guest_cid":3,"uds_path":"{w}/vsock.sock"}}"#),
+            r#"PUT /actions {"action_type":"InstanceStart"}"#.to_string(),
+        ]
+    );
+    // Sockets are cleaned up; the console and log stay.
+    assert!(!work.join("vsock.sock_1024").exists());
+    assert!(work.join("console.log").exists() && work.join("firecracker.log").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_request_fails_the_instance_and_leaves_no_vmm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let fake = FakeApi::start(
+        &t.join("fake-api.sock"),
+        Rules {
+            fail: Some((
+                "/machine-config".into(),
+                400,
+                r#"{"fault_message":"Invalid vCPU count"}"#.into(),
+            )),
+            ..Rules::default()
+        },
+    );
+    let rt = fake_runtime(t, &fake.socket);
+    let vm = rt.start(spec(t, launch(&["/bin/true"]))).await.unwrap();
+    let o = tokio::time::timeout(Duration::from_secs(10), vm.wait())
+        .await
+        .unwrap();
+    assert_eq!(
+        o.state,
+        State::Failed {
+            reason: "Firecracker rejected PUT /machine-config (400): Invalid vCPU count".into(),
+            exit: None
+        }
+    );
+    assert_eq!(o.vmm_exit, None, "killed, not exited");
+    let pid: u32 = std::fs::read_to_string(t.join("vm/vmm.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(gone(pid), "firecracker {pid} still runs");
+    assert!(!fake.requests().iter().any(|r| r.path == "/actions"));
+    assert!(!t.join("vm/vsock.sock_1024").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_the_guest_ignores_ends_with_ctrl_alt_del() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let fake = FakeApi::start(
+        &t.join("fake-api.sock"),
+        Rules {
+            ctrl_alt_del_creates: Some(t.join("poweroff")),
+            ..Rules::default()
+        },
+    );
+    let rt = fake_runtime(t, &fake.socket);
+    let mut vm = rt
+        .start(spec(t, launch(&["/bin/sleep", "600"])))
+        .await
+        .unwrap();
+    fake.wait_for("/actions").await;
+    let mut g = Guest::connect(&t.join("vm/vsock.sock_1024")).await;
+    g.boot().await;
+    while let Some(ev) = vm.next_event().await {
+        if ev == VmEvent::State(State::Running) {
+            break;
+        }
+    }
+    vm.control(Control::Stop {
+        grace: Duration::from_millis(50),
+    })
+    .await;
+    // The guest gets SIGTERM, then Shutdown, and answers neither.
+    assert_eq!(g.recv().await, Message::Signal { signo: 15 });
+    assert_eq!(g.recv().await, Message::Shutdown);
+    let o = tokio::time::timeout(Duration::from_secs(20), vm.wait())
+        .await
+        .unwrap();
+    assert_eq!(o.state, State::Stopped { exit: None });
+    assert_eq!(
+        o.vmm_exit,
+        Some(0),
+        "firecracker exited on the guest's reboot"
+    );
+    let last = fake.requests().last().unwrap().line();
+    assert_eq!(last, r#"PUT /actions {"action_type":"SendCtrlAltDel"}"#);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn firecracker_exiting_at_once_fails_with_its_status() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let guest = t.join("guest");
+    std::fs::create_dir_all(&guest).unwrap();
+    for f in ["vmlinux", "initramfs.cpio"] {
+        std::fs::write(guest.join(f), b"").unwrap();
+    }
+    let mut cfg = FirecrackerConfig::from_guest_dir(&guest);
+    cfg.firecracker_bin = "false".into();
+    cfg.mkfs_bin = "true".into();
+    let rt = FirecrackerRuntime::new(cfg).unwrap();
+    let o = rt
+        .start(spec(t, launch(&["/bin/true"])))
+        .await
+        .unwrap()
+        .wait()
+        .await;
+    let State::Failed { reason, .. } = &o.state else {
+        panic!("{:?}", o.state)
+    };
+    assert!(
+        reason.starts_with(
+            "firecracker exited (exit status: 1) before its entrypoint started (console: "
+        ),
+        "{reason}"
+    );
+}
+
+#[tokio::test]
+async fn config_errors_come_before_the_instance() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let guest = t.join("guest");
+    let mut cfg = FirecrackerConfig::from_guest_dir(&guest);
+    let e = FirecrackerRuntime::new(cfg.clone()).err().unwrap();
+    assert!(e.to_string().contains("run scripts/guest-kernel.sh"), "{e}");
+    std::fs::create_dir_all(&guest).unwrap();
+    for f in ["vmlinux", "initramfs.cpio"] {
+        std::fs::write(guest.join(f), b"").unwrap();
+    }
+    cfg.firecracker_bin = t.join("no-such-firecracker");
+    let e = FirecrackerRuntime::new(cfg.clone()).err().unwrap();
+    assert!(e.to_string().contains("set FIRECRACKER_BIN"), "{e}");
+    // The jailer execs only binaries called *firecracker*.
+    cfg.firecracker_bin = "true".into();
+    cfg.jailer = Some(JailerConfig::new(0, 0));
+    let e = FirecrackerRuntime::new(cfg.clone()).err().unwrap();
+    assert!(e.to_string().contains("contains `firecracker`"), "{e}");
+    cfg.jailer = None;
+    let rt = FirecrackerRuntime::new(cfg).unwrap();
+    let mut s = spec(t, launch(&["/bin/true"]));
+    s.vcpus = 33;
+    assert!(rt
+        .start(s)
+        .await
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("1 to 32"));
+    let mut s = spec(t, launch(&["/bin/true"]));
+    s.work_dir = PathBuf::from("/").join("d".repeat(100));
+    assert!(rt
+        .start(s)
+        .await
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("too long for a unix socket"));
+}

@@ -1,0 +1,180 @@
+//! One tap device per instance, IPv6 first.
+//!
+//! Addressing (docs/runtime.md, "Networking"): the control plane gives each node a /64 of the
+//! cluster's ULA /48; an instance's address is that /64 plus an interface id derived from its
+//! instance id, so the node, the control plane and the ingress all agree on it without a
+//! lease table. The guest holds the address as a /128 with a default route via `fe80::1`; the
+//! host side of the tap holds `fe80::1/64` and a /128 route to the guest. Nothing else is on
+//! the link, so each instance is its own L2 segment: instances reach each other only through
+//! routed paths the host allows (it does not forward between taps unless the operator enables
+//! IPv6 forwarding).
+//!
+//! The tap is created (and replaced, when a previous run left it behind) with iproute2's `ip`
+//! before the VMM starts and removed after it ends. This needs `CAP_NET_ADMIN`.
+
+use std::net::{IpAddr, Ipv6Addr};
+use std::path::PathBuf;
+
+use tokio::process::Command;
+
+/// The host's address on every tap, the guest's IPv6 gateway.
+pub const HOST_LINK_ADDR: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
+
+/// The host side of one instance's network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkSpec {
+    /// Tap device name (at most 15 bytes).
+    pub tap: String,
+    /// The instance's address.
+    pub address: Ipv6Addr,
+    /// 0: the kernel's default (1500).
+    pub mtu: u16,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("subnet `{0}` is not an IPv6 /64 (like `fd12:3456:789a:1::/64`)")]
+    BadSubnet(String),
+    #[error("`{cmd}` failed: {detail}")]
+    Command { cmd: String, detail: String },
+}
+
+/// FNV-1a, 64 bits: a stable spread of instance ids (not a security boundary).
+fn fnv64(s: &str) -> u64 {
+    s.bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+impl NetworkSpec {
+    /// The network of instance `id` on a node whose subnet is `subnet` (`<prefix>::/64`).
+    pub fn for_instance(id: &str, subnet: &str) -> Result<Self, NetError> {
+        let bad = || NetError::BadSubnet(subnet.to_owned());
+        let prefix: Ipv6Addr = subnet.strip_suffix("/64").ok_or_else(bad)?.parse().map_err(|_| bad())?;
+        let h = fnv64(id);
+        // Interface ids 0..=1 are the subnet-router anycast and the customary gateway.
+        let iid = if h < 2 { h + 2 } else { h };
+        let net = u128::from(prefix) & !u128::from(u64::MAX);
+        Ok(NetworkSpec {
+            tap: format!("vt{:012x}", h >> 16),
+            address: Ipv6Addr::from(net | u128::from(iid)),
+            mtu: 0,
+        })
+    }
+
+    /// What guest init configures: the address as a /128, the default route via the host.
+    pub fn guest_config(&self) -> vt_guest_proto::Network {
+        vt_guest_proto::Network {
+            addresses: vec![(IpAddr::V6(self.address), 128)],
+            gateways: vec![IpAddr::V6(HOST_LINK_ADDR)],
+            mtu: self.mtu,
+            dns: vec![],
+        }
+    }
+
+    /// A locally administered MAC, stable per tap.
+    pub fn mac(&self) -> String {
+        let h = fnv64(&self.tap).to_be_bytes();
+        format!("52:54:{:02x}:{:02x}:{:02x}:{:02x}", h[0], h[1], h[2], h[3])
+    }
+
+    /// Create the tap (replacing a leftover of the same name), give it `fe80::1`, route the
+    /// instance's address to it.
+    pub async fn create_tap(&self) -> Result<(), NetError> {
+        delete_tap(&self.tap).await?;
+        let t = self.tap.as_str();
+        let addr = format!("{}/128", self.address);
+        ip(&["tuntap", "add", "dev", t, "mode", "tap"]).await?;
+        // Before the link goes up: no duplicate address detection on a point-to-point link.
+        let _ = std::fs::write(PathBuf::from(format!("/proc/sys/net/ipv6/conf/{t}/accept_dad")), "0");
+        let _ = std::fs::write(PathBuf::from(format!("/proc/sys/net/ipv6/conf/{t}/disable_ipv6")), "0");
+        let mtu = self.mtu.to_string();
+        if self.mtu != 0 {
+            ip(&["link", "set", "dev", t, "mtu", &mtu]).await?;
+        }
+        ip(&["link", "set", "dev", t, "up"]).await?;
+        ip(&["-6", "addr", "add", &format!("{HOST_LINK_ADDR}/64"), "dev", t, "nodad"]).await?;
+        ip(&["-6", "route", "replace", &addr, "dev", t]).await?;
+        Ok(())
+    }
+}
+
+/// Remove a tap (and with it its address and route); nothing to do when it does not exist.
+pub async fn delete_tap(name: &str) -> Result<(), NetError> {
+    if !std::path::Path::new("/sys/class/net").join(name).exists() {
+        return Ok(());
+    }
+    ip(&["link", "del", "dev", name]).await
+}
+
+async fn ip(args: &[&str]) -> Result<(), NetError> {
+    let cmd = format!("ip {}", args.join(" "));
+    let out = Command::new("ip")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .map_err(|e| NetError::Command { cmd: cmd.clone(), detail: format!("cannot run ip (iproute2): {e}") })?;
+    if !out.status.success() {
+        let detail = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+        let hint = if detail.contains("Operation not permitted") {
+            " (creating tap devices needs root or CAP_NET_ADMIN)"
+        } else {
+            ""
+        };
+        return Err(NetError::Command { cmd, detail: format!("{detail}{hint}") });
+    }
+    Ok(())
+}
+
+/// Whether this process can create tap devices: root (or CAP_NET_ADMIN, approximated by
+/// uid 0), `/dev/net/tun` and `ip` present. A node without them runs instances without a
+/// network.
+pub fn taps_available() -> Result<(), String> {
+    if !std::path::Path::new("/dev/net/tun").exists() {
+        return Err("/dev/net/tun is missing".into());
+    }
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(str::to_owned))
+        .and_then(|l| l.split_whitespace().nth(2).map(str::to_owned));
+    if uid.as_deref() != Some("0") {
+        return Err("tap devices need root (CAP_NET_ADMIN)".into());
+    }
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join("ip").is_file()))
+        .unwrap_or(false);
+    if !found {
+        return Err("`ip` (iproute2) is not installed".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_in_the_subnet_and_stable() {
+        let a = NetworkSpec::for_instance("inst_01jd8x6k3v9q4m2t7r5w0y1zcg", "fd12:3456:789a:7::/64").unwrap();
+        let b = NetworkSpec::for_instance("inst_01jd8x6k3v9q4m2t7r5w0y1zcg", "fd12:3456:789a:7::/64").unwrap();
+        let c = NetworkSpec::for_instance("inst_01jd8x6k3v9q4m2t7r5w0y1zch", "fd12:3456:789a:7::/64").unwrap();
+        assert_eq!(a, b);
+        assert_ne!(a.address, c.address);
+        assert_ne!(a.tap, c.tap);
+        assert_eq!(&a.address.segments()[..4], &[0xfd12, 0x3456, 0x789a, 7]);
+        assert!(a.tap.len() <= 15 && a.tap.starts_with("vt"), "{}", a.tap);
+        assert_eq!(a.mac().len(), 17);
+        assert!(a.mac().starts_with("52:54:"));
+        let g = a.guest_config();
+        assert_eq!(g.addresses, vec![(IpAddr::V6(a.address), 128)]);
+        assert_eq!(g.gateways, vec![IpAddr::V6(HOST_LINK_ADDR)]);
+    }
+
+    #[test]
+    fn a_bad_subnet_is_named() {
+        for bad in ["", "fd00::/48", "10.0.0.0/64", "fd00::"] {
+            let e = NetworkSpec::for_instance("i", bad).unwrap_err();
+            assert!(e.to_string().contains(bad), "{e}");
+        }
+    }
+}

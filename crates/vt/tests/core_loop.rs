@@ -1,0 +1,197 @@
+//! The core loop, end to end with real parts only: `vt server` (control plane, scheduler,
+//! node agent, ingress) on a fresh data dir → `vt image push` of a busybox image →
+//! `vt deploy --wait` of a manifest whose `web` process serves HTTP with an http health check,
+//! 2 instances → both boot as microVMs → requests through the ingress (a TCP route) succeed →
+//! a second release rolls while a client sends requests in a loop, none failing → `vt
+//! rollback --wait` → the first body is served again.
+//!
+//! Needs what the agent tests need (guest kernel, qemu, busybox) plus tap devices (root).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{spawn_vt_server, vt_isolated, Run};
+use vt_image::layout::{write_image, LayerFormat};
+use vt_image::oci::RuntimeConfig;
+
+fn ready() -> bool {
+    if vt_runtime::testing::guest_or_skip("the core loop test", &[vt_image::testing::BUSYBOX]).is_none() {
+        return false;
+    }
+    if let Err(why) = vt_runtime::net::taps_available() {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true: the core loop test needs tap devices: {why}");
+        eprintln!("SKIPPED: the core loop test: {why}");
+        return false;
+    }
+    true
+}
+
+fn manifest(body: &str) -> String {
+    format!(
+        r#"schema_version = 1
+
+[env]
+BODY = "{body}"
+
+[processes.web]
+command = ["/bin/sh", "-c", "mkdir -p /www && echo \"body $BODY\" > /www/index.html && exec httpd -f -p 8080 -h /www"]
+ports = [{{ name = "http", port = 8080 }}]
+resources = {{ cpu = 0.5, memory_mib = 128 }}
+scaling = {{ min = 2, max = 2 }}
+
+[processes.web.healthcheck]
+type = "http"
+port = "http"
+path = "/"
+interval = "1s"
+timeout = "500ms"
+"#
+    )
+}
+
+/// One HTTP/1.0 GET through the ingress: the body, or why not.
+fn get(port: u16) -> Result<String, String> {
+    let mut s = std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(3))
+        .map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: web\r\n\r\n").map_err(|e| format!("write: {e}"))?;
+    let mut r = String::new();
+    s.read_to_string(&mut r).map_err(|e| format!("read: {e}"))?;
+    if !r.starts_with("HTTP/1.0 200") && !r.starts_with("HTTP/1.1 200") {
+        return Err(format!("not a 200: {r:?}"));
+    }
+    Ok(r.split("\r\n\r\n").nth(1).unwrap_or("").trim().to_owned())
+}
+
+/// Wait until the ingress answers with `want`.
+fn until_body(port: u16, want: &str, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        match get(port) {
+            Ok(b) if b == want => return,
+            other => assert!(Instant::now() < deadline, "expected {want:?} through the ingress, got {other:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn core_loop_deploy_roll_and_rollback_through_the_ingress() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let range = format!("{port}-{port}");
+    let (mut child, url) = spawn_vt_server(
+        dir.path(),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--sqlite-sync",
+            "normal",
+            "--ingress-listen",
+            "127.0.0.1",
+            "--ingress-tcp-ports",
+            &range,
+            "--node-name",
+            "node-1",
+        ],
+    );
+    let vt = |args: &[&str]| -> Run {
+        let mut c = vt_isolated(dir.path(), args);
+        c.env("VT_SERVER", &url)
+            .env("VT_DATA_DIR", &data)
+            .env("VT_ORG", "acme")
+            .env("VT_APP", "web")
+            .env("VT_ENV", "prod");
+        let r = Run::of(c.output().unwrap(), dir.path());
+        assert_eq!(r.code, 0, "{args:?}: {}", r.text);
+        r
+    };
+    vt(&["org", "create", "acme"]);
+    vt(&["app", "create", "web"]);
+    vt(&["env", "create", "prod"]);
+
+    let build = dir.path().join("build");
+    vt_image::testing::busybox_rootfs(&build.join("rootfs")).unwrap();
+    let img = write_image(&build.join("rootfs"), &build.join("layout"), RuntimeConfig::default(), LayerFormat::Uncompressed).unwrap();
+    vt(&["image", "push", build.join("layout").to_str().unwrap(), "--repo", "acme/web", "--tag", "v1"]);
+    let image = format!("acme/web@{}", img.manifest.digest);
+    let r = vt(&["route", "create", "--tcp", "--process", "web", "--backend-port", "8080", "-o", "json"]);
+    assert_eq!(r.json()["port"], port, "{}", r.text);
+
+    let write = |name: &str, body: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, manifest(body)).unwrap();
+        p
+    };
+    let (m1, m2) = (write("v1.toml", "v1"), write("v2.toml", "v2"));
+    let deploy = |m: &Path| vt(&["deploy", "--wait", "--image", &image, "--manifest", m.to_str().unwrap(), "-o", "json"]);
+
+    // First release: 2 instances, both ready, served through the ingress.
+    let t = Instant::now();
+    let first = deploy(&m1);
+    println!("deploy 1 took {:?}: {}", t.elapsed(), first.stdout);
+    let r = vt(&["instances", "-o", "json"]);
+    let ready: Vec<_> = r.json()["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["status"] == "running" && i["health"] == "passing")
+        .map(|i| i["address"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(ready.len(), 2, "two ready instances: {}", r.text);
+    assert!(ready.iter().all(|a| a.parse::<std::net::Ipv6Addr>().is_ok()), "IPv6 addresses: {ready:?}");
+    until_body(port, "body v1", Duration::from_secs(30));
+
+    // Second release rolls while a client keeps sending requests: none may fail.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failures) = (Arc::new(AtomicUsize::new(0)), Arc::new(Mutex::new(Vec::new())));
+    let bodies = Arc::new(Mutex::new(std::collections::BTreeSet::new()));
+    let client = {
+        let (stop, ok, failures, bodies) = (stop.clone(), ok.clone(), failures.clone(), bodies.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                match get(port) {
+                    Ok(b) => {
+                        ok.fetch_add(1, Ordering::SeqCst);
+                        bodies.lock().unwrap().insert(b);
+                    }
+                    Err(e) => failures.lock().unwrap().push(e),
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    let t = Instant::now();
+    let second = deploy(&m2);
+    println!("deploy 2 (rolling) took {:?}: {}", t.elapsed(), second.stdout);
+    until_body(port, "body v2", Duration::from_secs(30));
+    stop.store(true, Ordering::SeqCst);
+    client.join().unwrap();
+    let failures = failures.lock().unwrap().clone();
+    let n = ok.load(Ordering::SeqCst);
+    println!("during the rollout: {n} requests succeeded, {} failed", failures.len());
+    assert!(failures.is_empty(), "requests failed during the rolling deploy: {failures:?}");
+    assert!(n > 10, "the client ran during the rollout ({n} requests)");
+    assert!(bodies.lock().unwrap().contains("body v2"));
+
+    // Rollback: the first body again.
+    let t = Instant::now();
+    vt(&["rollback", "--wait"]);
+    println!("rollback took {:?}", t.elapsed());
+    until_body(port, "body v1", Duration::from_secs(30));
+
+    let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
