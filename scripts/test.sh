@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 . scripts/lib.sh
-ensure_packages build-essential pkg-config e2fsprogs busybox-static skopeo postgresql
+ensure_packages build-essential pkg-config e2fsprogs busybox-static skopeo postgresql iproute2
 cargo_on_path
 
 # The guest kernel, vmlinux and the initramfs with a freshly built vt-init.

@@ -23,15 +23,17 @@ use vt_api::{Heartbeat, InstanceView, RegisterNode, ReportInstanceStatus};
 use vt_client::Client;
 use vt_events::{Capacity, DesiredState, Health};
 use vt_image::{Digest, ImageStore, RegistrySource, StoreOptions};
+use vt_runtime::firecracker::{FirecrackerConfig, FirecrackerRuntime};
 use vt_runtime::qemu::{QemuConfig, QemuRuntime};
+use vt_runtime::cgroup::{Cgroup, CgroupRoot};
 use vt_runtime::net::NetworkSpec;
-use vt_runtime::{Control, ExitStatus, InstanceSpec, Runtime, State, VmEvent};
+use vt_runtime::{Control, ExitStatus, InstanceSpec, Runtime, RuntimeKind, State, VmEvent};
 
 pub mod health;
 pub mod logs;
 pub mod state;
 
-use state::{InstanceRecord, Phase, PhaseTimings, StateDir};
+use state::{InstanceRecord, Phase, StateDir};
 
 /// How the agent is set up.
 #[derive(Debug, Clone)]
@@ -44,8 +46,12 @@ pub struct AgentConfig {
     pub node_name: String,
     /// The agent keeps everything under `<data_dir>/agent/` (and images under `<data_dir>/agent/images`).
     pub data_dir: PathBuf,
-    /// The VMM's settings: kernel, initramfs, accelerator.
+    /// The backend; `None`: from `VT_RUNTIME` (`qemu`, the default, or `firecracker`).
+    pub runtime: Option<RuntimeKind>,
+    /// The qemu backend's settings: kernel, initramfs, accelerator.
     pub qemu: QemuConfig,
+    /// The Firecracker backend's settings (used when the backend is Firecracker).
+    pub firecracker: FirecrackerConfig,
     /// How often the desired instances are fetched.
     pub poll_interval: Duration,
     pub heartbeat_interval: Duration,
@@ -60,10 +66,13 @@ pub struct AgentConfig {
 }
 
 impl AgentConfig {
-    /// Defaults: the guest kernel from `VT_GUEST_DIR` (default `/var/cache/vt/guest`), the
-    /// accelerator from `VT_QEMU_ACCEL` (default tcg), 1 s polling, 5 s heartbeats.
+    /// Defaults: the backend from `VT_RUNTIME` (default qemu), the guest kernel from
+    /// `VT_GUEST_DIR` (default `/var/cache/vt/guest`), qemu's accelerator from
+    /// `VT_QEMU_ACCEL` (default tcg), Firecracker from `FIRECRACKER_BIN` (default `PATH`),
+    /// 1 s polling, 5 s heartbeats.
     pub fn new(server: &str, token: Option<String>, node_name: &str, data_dir: PathBuf) -> Self {
-        let mut qemu = QemuConfig::from_guest_dir(&vt_runtime::qemu::default_guest_dir());
+        let guest_dir = vt_runtime::qemu::default_guest_dir();
+        let mut qemu = QemuConfig::from_guest_dir(&guest_dir);
         if let Some(a) = std::env::var("VT_QEMU_ACCEL")
             .ok()
             .and_then(|a| a.parse().ok())
@@ -75,7 +84,9 @@ impl AgentConfig {
             token,
             node_name: node_name.to_owned(),
             data_dir,
+            runtime: None,
             qemu,
+            firecracker: FirecrackerConfig::from_env(&guest_dir),
             poll_interval: Duration::from_secs(1),
             heartbeat_interval: Duration::from_secs(5),
             reserve_memory_mib: 512,
@@ -133,7 +144,7 @@ pub struct Agent {
     cfg: AgentConfig,
     client: Client,
     states: StateDir,
-    runtime: Arc<QemuRuntime>,
+    runtime: Arc<dyn Runtime>,
     images: OnceCell<Arc<ImageStore>>,
     node: OnceCell<String>,
     /// The node's /64 from the control plane (instances get their addresses from it).
@@ -141,6 +152,9 @@ pub struct Agent {
     /// Whether instances get a tap: `Err(why not)` on a host where this process cannot
     /// create one (then instances run with loopback only and health checks cannot reach them).
     taps: Result<(), String>,
+    /// Where VMs get their CPU weight (CPU is soft: a share, not a cap); `None` where no
+    /// cgroup hierarchy is usable (then VMs share the CPU equally).
+    cgroups: Option<CgroupRoot>,
     supervised: Mutex<HashMap<String, Supervised>>,
     keys: AtomicU64,
 }
@@ -149,23 +163,27 @@ impl Agent {
     pub fn new(cfg: AgentConfig) -> Result<Arc<Self>, AgentError> {
         let states = StateDir::open(cfg.agent_dir().join("instances"))?;
         std::fs::create_dir_all(cfg.log_dir())?;
-        let runtime =
-            QemuRuntime::new(cfg.qemu.clone()).map_err(|e| AgentError::Other(e.to_string()))?;
+        let runtime = new_runtime(&cfg).map_err(|e| AgentError::Other(e.to_string()))?;
+        tracing::info!(runtime = runtime.name(), "microVM backend");
         let client =
             Client::new(&cfg.server, cfg.token.clone()).with_retries(4, Duration::from_millis(250));
         let taps = vt_runtime::net::taps_available();
         if let Err(why) = &taps {
             tracing::warn!(%why, "instances on this node get no network");
         }
+        let cgroups = CgroupRoot::detect()
+            .map_err(|e| tracing::warn!(error = %e, "VMs run without a CPU weight"))
+            .ok();
         Ok(Arc::new(Agent {
             cfg,
             client,
             states,
-            runtime: Arc::new(runtime),
+            runtime,
             images: OnceCell::new(),
             node: OnceCell::new(),
             subnet: Mutex::new(None),
             taps,
+            cgroups,
             supervised: Mutex::new(HashMap::new()),
             keys: AtomicU64::new(0),
         }))
@@ -428,6 +446,9 @@ impl Agent {
                 }
             }
             rec.vm_pid = None;
+            if let Some(root) = &me.cgroups {
+                remove_cgroup(&rec.id, Cgroup::of(root, &rec.id)).await;
+            }
             if let Some(tap) = &rec.tap {
                 if let Err(e) = vt_runtime::net::delete_tap(tap).await {
                     tracing::warn!(instance = %rec.id, error = %e, "cannot remove the tap of an adopted VM");
@@ -489,6 +510,15 @@ impl Agent {
                 tracing::warn!(instance = id, status = phase.status().as_str(), error = %e, "cannot report the instance status")
             }
         }
+    }
+
+    /// Put the VMM in the instance's cgroup, weighted by its CPU request.
+    fn cgroup_for(&self, id: &str, pid: u32, cpu_millis: u32) -> Option<Cgroup> {
+        let root = self.cgroups.as_ref()?;
+        Cgroup::create(root, id, cpu_millis)
+            .and_then(|cg| cg.attach(pid).map(|()| cg))
+            .map_err(|e| tracing::warn!(instance = id, error = %e, "no CPU weight for this VM"))
+            .ok()
     }
 
     async fn set_phase(&self, rec: &mut InstanceRecord, phase: Phase, reason: Option<String>) {
@@ -562,6 +592,7 @@ impl Agent {
         // Health verdict changes from the check task; reported only while `running`.
         let (health_tx, mut health_rx) = mpsc::channel::<health::Change>(4);
         let mut checks: Option<tokio::task::JoinHandle<()>> = None;
+        let mut cgroup: Option<Cgroup> = None;
         loop {
             let ev = tokio::select! {
                 ev = vm.next_event() => ev,
@@ -582,6 +613,7 @@ impl Agent {
                     if let Some(pid) = vm.vmm_pid() {
                         rec.vm_pid = Some(pid);
                         let _ = self.states.save(&mut rec);
+                        cgroup = self.cgroup_for(&id, pid, inst.resources.cpu_millis);
                     }
                     continue;
                 }
@@ -599,6 +631,7 @@ impl Agent {
                 if let Some(pid) = vm.vmm_pid() {
                     rec.vm_pid = Some(pid);
                     let _ = self.states.save(&mut rec);
+                    cgroup = self.cgroup_for(&id, pid, inst.resources.cpu_millis);
                 }
             }
             match ev {
@@ -663,6 +696,9 @@ impl Agent {
             c.abort();
         }
         let outcome = vm.wait().await;
+        if let Some(cg) = cgroup {
+            remove_cgroup(&id, cg).await;
+        }
         let end = final_state.unwrap_or(outcome.state);
         rec.vm_pid = None;
         let (phase, reason, code) = describe_end(&end, stop_sent, &id);
@@ -760,6 +796,15 @@ impl Agent {
     }
 }
 
+/// Remove a VM's cgroup once the VM is gone (blocks up to ~2 s while the kernel lets go).
+async fn remove_cgroup(id: &str, cg: Cgroup) {
+    match tokio::task::spawn_blocking(move || cg.remove()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(instance = id, error = %e, "cgroup not removed"),
+        Err(e) => tracing::warn!(instance = id, error = %e, "cgroup removal task failed"),
+    }
+}
+
 /// Check `ip` with `probe` until aborted, sending each change of verdict.
 async fn health_checks(probe: health::Probe, ip: std::net::IpAddr, changes: mpsc::Sender<health::Change>) {
     let started = Instant::now();
@@ -773,6 +818,18 @@ async fn health_checks(probe: health::Probe, ip: std::net::IpAddr, changes: mpsc
         }
         tokio::time::sleep(tracker.next_delay()).await;
     }
+}
+
+/// The backend `cfg.runtime` names (`VT_RUNTIME` when unset), with its config from `cfg`.
+fn new_runtime(cfg: &AgentConfig) -> Result<Arc<dyn Runtime>, vt_runtime::RuntimeError> {
+    let kind = match cfg.runtime {
+        Some(k) => k,
+        None => RuntimeKind::from_env()?,
+    };
+    Ok(match kind {
+        RuntimeKind::Qemu => Arc::new(QemuRuntime::new(cfg.qemu.clone())?),
+        RuntimeKind::Firecracker => Arc::new(FirecrackerRuntime::new(cfg.firecracker.clone())?),
+    })
 }
 
 /// The VMM process of a record that is still alive: the recorded pid, else the pid file the
@@ -851,66 +908,9 @@ fn describe_end(end: &State, stop_requested: bool, id: &str) -> (Phase, String, 
     }
 }
 
-/// p50/p95/p99 of one phase over the instances that have it, milliseconds.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct Percentiles {
-    pub phase: &'static str,
-    pub count: usize,
-    pub p50: f64,
-    pub p95: f64,
-    pub p99: f64,
-}
-
-/// Per-phase boot timing percentiles over records (nearest-rank).
-pub fn boot_timing_summary(records: &[InstanceRecord]) -> Vec<Percentiles> {
-    type Get = fn(&PhaseTimings) -> Option<f64>;
-    let phases: [(&'static str, Get); 5] = [
-        ("root_disk", |t| t.root_disk_ms),
-        ("vmm_spawned", |t| t.vmm_spawned_ms),
-        ("kernel_to_init", |t| t.kernel_to_init_ms),
-        ("init_to_entrypoint", |t| t.init_to_entrypoint_ms),
-        ("running", |t| t.running_ms),
-    ];
-    phases
-        .iter()
-        .filter_map(|(name, get)| {
-            let mut v: Vec<f64> = records.iter().filter_map(|r| get(&r.timings)).collect();
-            if v.is_empty() {
-                return None;
-            }
-            v.sort_by(|a, b| a.total_cmp(b));
-            let pick = |p: f64| v[((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
-            Some(Percentiles {
-                phase: name,
-                count: v.len(),
-                p50: pick(0.50),
-                p95: pick(0.95),
-                p99: pick(0.99),
-            })
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn percentiles_nearest_rank() {
-        let recs: Vec<InstanceRecord> = (1..=100)
-            .map(|i| {
-                let mut r = InstanceRecord::new(&format!("inst_{i}"), "rel", PathBuf::from("/x"));
-                r.timings.running_ms = Some(i as f64);
-                r
-            })
-            .collect();
-        let s = boot_timing_summary(&recs);
-        assert_eq!(s.len(), 1);
-        assert_eq!(
-            (s[0].p50, s[0].p95, s[0].p99, s[0].count),
-            (50.0, 95.0, 99.0, 100)
-        );
-    }
 
     #[test]
     fn ends_are_described() {

@@ -531,6 +531,15 @@ retries = 2
     assert_eq!(addr.segments()[..4], net.segments()[..4], "{addr} is in {subnet}");
     let boot = v.boot.expect("boot timings");
     assert!(boot.healthy_ms >= boot.running_ms && boot.running_ms.is_some(), "{boot:?}");
+    // CPU is a weighted share: the VMM runs in the instance's cgroup (1000 millis → 1024 shares / weight 100).
+    if let Ok(root) = vt_runtime::cgroup::CgroupRoot::detect() {
+        let cg = vt_runtime::cgroup::Cgroup::of(&root, &id.to_string());
+        let pid = agent.records().iter().find(|r| r.id == id.to_string()).and_then(|r| r.vm_pid).expect("a VMM pid");
+        assert_eq!(cg.procs().unwrap(), vec![pid], "the VMM is in {}", cg.path().display());
+        let knob = ["cpu.shares", "cpu.weight"].iter().map(|k| cg.path().join(k)).find(|p| p.exists()).unwrap();
+        let value = std::fs::read_to_string(&knob).unwrap();
+        assert!(["1024", "100"].contains(&value.trim()), "{}: {value}", knob.display());
+    }
 
     let v = w.wait_status(id, "failing", |v| v.health == Some(vt_events::Health::Failing)).await;
     assert_eq!(v.status, InstanceStatus::Running, "failing is not stopped by the agent");
@@ -548,5 +557,13 @@ retries = 2
     let v = w.wait_status(id, "stopped", |v| v.status.is_terminal()).await;
     assert_eq!(v.status, InstanceStatus::Stopped, "{v:?}");
     assert_eq!(v.health, None);
+    if let Ok(root) = vt_runtime::cgroup::CgroupRoot::detect() {
+        let cg = vt_runtime::cgroup::Cgroup::of(&root, &id.to_string());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while cg.path().exists() {
+            assert!(Instant::now() < deadline, "{} removed after the VM ended", cg.path().display());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     task.abort();
 }

@@ -200,6 +200,8 @@ struct Writes {
     pinned: BTreeSet<(AggregateType, String)>,
     allocated: u32,
     stopped: u32,
+    /// Deploys failed, with why (logged once appended).
+    failed: Vec<(DeployId, String)>,
 }
 
 impl Writes {
@@ -282,6 +284,9 @@ async fn activate(cp: &Arc<ControlPlane>, settings: &SchedulerSettings) -> ApiRe
         return Err(ApiErr::conflict("the log moved while planning; planning again"));
     }
     let appended = cp.store.append(writes.request).await?;
+    for (deploy, reason) in &writes.failed {
+        tracing::warn!(%deploy, %reason, seq = appended.last_seq, "deploy failed");
+    }
     tracing::info!(allocated = outcome.allocated, stopped = outcome.stopped, seq = appended.last_seq, "scheduler appended its plan");
     Ok(outcome)
 }
@@ -298,7 +303,7 @@ async fn fail_fast(cp: &ControlPlane, snap: &Snapshot) -> ApiResult<Writes> {
             Some(p) => format!("{reason}; env back on release {p}"),
             None => format!("{reason}; no previous release to go back to: its instances restart with backoff"),
         };
-        tracing::warn!(deploy = %d.id, instance = %failed.id, %reason, "deploy failed");
+        w.failed.push((d.id, reason.clone()));
         w.pin(cp, AggregateType::Deploy, d.id.to_string()).await?;
         w.event(Event::DeployStatusChanged(DeployStatusChanged {
             org_id: d.org_id,
@@ -360,14 +365,16 @@ async fn apply_plan(cp: &ControlPlane, snap: &Snapshot, plan: &vt_scheduler::Pla
         w.allocated += 1;
         w.event(Event::InstanceAllocated(e));
     }
+    let mut stopped = BTreeSet::new();
     for s in &plan.stops {
         let i = by_instance.get(&s.instance).ok_or_else(|| ApiErr::internal("stop of an unknown instance"))?;
         w.pin(cp, AggregateType::Env, i.env_id.to_string()).await?;
         w.pin(cp, AggregateType::Instance, s.instance.clone()).await?;
         w.stop(i, s.reason.clone());
-        if let Some(p) = planned.iter_mut().find(|p| p.id == i.id) {
-            p.desired_state = DesiredState::Stopped;
-        }
+        stopped.insert(i.id);
+    }
+    for p in planned.iter_mut().filter(|p| stopped.contains(&p.id)) {
+        p.desired_state = DesiredState::Stopped;
     }
 
     for (env, d) in snap.rolling() {

@@ -42,6 +42,9 @@ pub const MAX_LOG_CHUNK: usize = 32 * 1024;
 pub const PROTOCOL_VERSION: u16 = 2;
 /// Name of the virtio-console port carrying the channel under QEMU.
 pub const PORT_NAME: &str = "vt.channel";
+/// The host (CID 2) vsock port guest init connects to for the channel under Firecracker
+/// (no virtio-console there): the host listens on `<uds_path>_1024`.
+pub const VSOCK_PORT: u32 = 1024;
 
 /// An output stream of the entrypoint (or of an exec session).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

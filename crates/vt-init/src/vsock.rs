@@ -1,8 +1,8 @@
 //! Under Firecracker: the guest channel over vsock, and powering off by rebooting.
 //!
 //! Firecracker has no virtio-console. Its virtio-vsock device hands a guest connection to
-//! the host (CID 2) port [`PORT`] to the host's Unix socket `<uds_path>_1024`, where the
-//! runtime listens (`vt-runtime/src/firecracker.rs`). `Channel::open` asks [`fallback`] while
+//! the host (CID 2) port `vt_guest_proto::VSOCK_PORT` to the host's Unix socket
+//! `<uds_path>_1024`, where the runtime listens (`vt-runtime/src/firecracker.rs`). `Channel::open` asks [`fallback`] while
 //! it waits for the `vt.channel` port: when this VM has a virtio vsock device and no virtio
 //! console device, it loads the vsock modules (`/etc/vt/modules.vsock`, not loaded on
 //! other boots) and connects. The connected socket is used like the port's file.
@@ -18,9 +18,6 @@ use std::time::{Duration, Instant};
 
 use super::Result;
 
-/// The host port of the guest channel. Same constant as vt-runtime's
-/// `firecracker::VSOCK_PORT`.
-pub const PORT: u32 = 1024;
 /// Modules for vsock (vsock, vmw_vsock_virtio_transport_common, vmw_vsock_virtio_transport),
 /// dependencies first; written by `scripts/guest-kernel.sh`.
 const MODULES_VSOCK_LIST: &str = "/etc/vt/modules.vsock";
@@ -58,7 +55,7 @@ pub fn fallback() -> Result<Option<File>> {
         return Ok(None);
     }
     super::load_modules(Path::new(MODULES_VSOCK_LIST), cmdline_has("vt.debug"))?;
-    connect(libc::VMADDR_CID_HOST, PORT).map(Some)
+    connect(libc::VMADDR_CID_HOST, vt_guest_proto::VSOCK_PORT).map(Some)
 }
 
 /// Connect to `cid:port`, retrying while the transport or the host's listener is not ready

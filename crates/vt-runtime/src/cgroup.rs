@@ -212,6 +212,13 @@ impl Cgroup {
         Ok(Cgroup { path })
     }
 
+    /// The cgroup `name` under `root`, as it is (to remove one a previous agent created).
+    pub fn of(root: &CgroupRoot, name: &str) -> Cgroup {
+        Cgroup {
+            path: root.parent().join(name),
+        }
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -18,7 +18,7 @@
 //! Boot: prepare (scratch disk, tap, jail, listener) → spawn Firecracker → wait for its API
 //! socket → [`api::BootPlan::requests`] (logger, machine-config, boot-source, drives, network
 //! interface, vsock, `InstanceStart`) → the guest channel conversation
-//! ([`session::Session::supervise`]). A rejected request fails the instance with
+//! ([`crate::session::Session::supervise`]). A rejected request fails the instance with
 //! Firecracker's `fault_message` and kills Firecracker.
 //!
 //! Power: Firecracker has no power-off device on x86_64; it exits when the guest reboots
@@ -39,8 +39,6 @@ use crate::{BoxFuture, Control, InstanceSpec, Outcome, Runtime, RuntimeError, Vm
 
 pub mod api;
 pub mod jail;
-mod select;
-pub(crate) mod session;
 
 #[cfg(test)]
 mod fake;
@@ -49,14 +47,11 @@ mod tests;
 
 pub use api::{ApiClient, ApiError, ApiRequest, BootPlan};
 pub use jail::{vsock_listener_path, Jail, Layout};
-pub use select::RuntimeKind;
 
 use api::Action;
-use session::{Session, Vmm};
+use vt_guest_proto::VSOCK_PORT;
 
-/// The vsock port guest init connects to on the host (CID 2) for the guest channel.
-/// vt-init has the same constant (`crates/vt-init/src/vsock.rs`).
-pub const VSOCK_PORT: u32 = 1024;
+use crate::session::{self, Session, Vmm};
 
 /// The guest's vsock CID (each Firecracker VM has its own device, so every guest can be 3).
 pub const GUEST_CID: u32 = 3;

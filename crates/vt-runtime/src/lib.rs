@@ -20,9 +20,12 @@ pub mod firecracker;
 pub mod lifecycle;
 pub mod net;
 pub mod qemu;
+mod select;
+pub(crate) mod session;
 pub mod testing;
 
 pub use lifecycle::{InvalidTransition, State};
+pub use select::RuntimeKind;
 pub use vt_guest_proto::{ExitStatus, Launch, Secret, Stream};
 
 /// Everything a runtime needs to boot one instance.

@@ -10,25 +10,24 @@
 //! | `channel.sock` | unix socket we listen on; QEMU connects to it as the virtio-console port `vt.channel` |
 //! | `console.log` | the guest's serial console (`ttyS0`) |
 //! | `qemu.log` | QEMU's own stdout/stderr |
+//! | `vmm.pid` | QEMU's pid |
+//!
+//! Everything but the QEMU command line is shared with the Firecracker backend
+//! (`crate::session`): spec checks, scratch disk, lifecycle, the guest channel conversation.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::UnixListener;
 use tokio::process::{Child, Command};
-use tokio::sync::{mpsc, watch, OnceCell};
-use tokio::time::{sleep_until, Instant as TokioInstant};
+use tokio::sync::{mpsc, OnceCell};
 
-use vt_guest_proto::{FrameBuffer, Message, Role, PORT_NAME, PROTOCOL_VERSION};
+use vt_guest_proto::PORT_NAME;
 
-use crate::{
-    BootTimings, BoxFuture, Control, ExitStatus, InstanceSpec, Outcome, Runtime, RuntimeError,
-    State, Vm, VmEvent,
-};
+use crate::session::{self, Session, Vmm};
+use crate::{BoxFuture, Control, InstanceSpec, Outcome, Runtime, RuntimeError, State, Vm};
 
 /// Which accelerator QEMU uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,32 +155,7 @@ impl Runtime for QemuRuntime {
 
     fn start(&self, mut spec: InstanceSpec) -> BoxFuture<'_, Result<Vm, RuntimeError>> {
         Box::pin(async move {
-            spec.launch.network = spec.network.as_ref().map(|n| n.guest_config());
-            spec.launch.volumes = spec
-                .volumes
-                .iter()
-                .map(|v| vt_guest_proto::Volume {
-                    name: v.name.clone(),
-                    label: v.label.clone(),
-                    path: v.mount_path.clone(),
-                })
-                .collect();
-            if let Some(v) = spec.volumes.iter().find(|v| !v.disk.is_file()) {
-                return Err(RuntimeError::Config(format!(
-                    "volume {}: disk {} not found",
-                    v.name,
-                    v.disk.display()
-                )));
-            }
-            if spec.launch.argv.is_empty() {
-                return Err(RuntimeError::Config("empty argv".into()));
-            }
-            if !spec.root_disk.is_file() {
-                return Err(RuntimeError::Config(format!(
-                    "root disk {} not found",
-                    spec.root_disk.display()
-                )));
-            }
+            session::check_spec(&mut spec)?;
             let sock = spec.work_dir.join("channel.sock");
             if sock.as_os_str().len() >= 100 {
                 return Err(RuntimeError::Config(format!(
@@ -194,35 +168,17 @@ impl Runtime for QemuRuntime {
                 Some(k) => Some(k),
                 None => host_tsc_khz(),
             };
-            let (ev_tx, ev_rx) = mpsc::channel(256);
-            let (ctl_tx, ctl_rx) = mpsc::channel(16);
-            let (st_tx, st_rx) = watch::channel(State::Allocated);
-            let id = spec.id.clone();
-            let pid = Arc::new(std::sync::atomic::AtomicU32::new(0));
-            let timings = Arc::new(std::sync::Mutex::new(BootTimings::default()));
+            let (id, launch, timeout) = (spec.id.clone(), spec.launch.clone(), spec.boot_timeout);
+            let console = spec.work_dir.join("console.log");
             let driver = Driver {
-                pid: pid.clone(),
-                shared_timings: timings.clone(),
                 cfg: self.cfg.clone(),
                 accel,
                 tsc_khz,
                 spec,
-                events: ev_tx,
-                state_tx: st_tx,
-                state: State::Allocated,
-                t0: Instant::now(),
-                timings: BootTimings::default(),
             };
-            let task = tokio::spawn(driver.run(ctl_rx));
-            Ok(Vm {
-                id,
-                events: ev_rx,
-                control: ctl_tx,
-                state: st_rx,
-                task,
-                pid,
-                timings,
-            })
+            Ok(session::spawn_vm(&id, launch, timeout, console, move |s, ctl| {
+                driver.run(s, ctl)
+            }))
         })
     }
 }
@@ -360,115 +316,59 @@ fn tempdir_in_tmp(prefix: &str) -> std::io::Result<PathBuf> {
 }
 
 struct Driver {
-    pid: Arc<std::sync::atomic::AtomicU32>,
-    shared_timings: Arc<std::sync::Mutex<BootTimings>>,
     cfg: QemuConfig,
     accel: Accel,
     tsc_khz: Option<u64>,
     spec: InstanceSpec,
-    events: mpsc::Sender<VmEvent>,
-    state_tx: watch::Sender<State>,
-    state: State,
-    t0: Instant,
-    timings: BootTimings,
-}
-
-/// Why the driver loop ended before the VMM did.
-enum Pending {
-    None,
-    Failed(String),
 }
 
 impl Driver {
-    async fn set(&mut self, next: State) {
-        if self.state.advance(next.clone()).is_ok() {
-            if let Ok(mut t) = self.shared_timings.lock() {
-                *t = self.timings.clone();
-            }
-            let _ = self.state_tx.send(next.clone());
-            let _ = self.events.send(VmEvent::State(next)).await;
-        }
-    }
-
-    async fn fail(&mut self, reason: String, exit: Option<ExitStatus>) {
-        self.set(State::Failed { reason, exit }).await;
-    }
-
-    fn outcome(&self, vmm_exit: Option<i32>) -> Outcome {
-        Outcome {
-            state: self.state.clone(),
-            timings: self.timings.clone(),
-            vmm_exit,
-        }
-    }
-
-    async fn run(mut self, ctl: mpsc::Receiver<Control>) -> Outcome {
-        self.set(State::Preparing).await;
+    async fn run(self, mut s: Session, ctl: mpsc::Receiver<Control>) -> Outcome {
+        s.set(State::Preparing).await;
         let listener = match self.prepare().await {
             Ok(l) => l,
             Err(e) => {
-                self.fail(e, None).await;
-                return self.outcome(None);
+                s.fail(e, None).await;
+                return s.outcome(None);
             }
         };
-        self.timings.prepared = Some(self.t0.elapsed());
-        self.set(State::Booting).await;
+        s.timings.prepared = Some(s.t0.elapsed());
+        s.set(State::Booting).await;
         let child = match self.spawn() {
-            Ok(c) => {
-                let pid = c.id().unwrap_or(0);
-                self.pid.store(pid, std::sync::atomic::Ordering::SeqCst);
-                // For a node agent restarted after a crash: the VMM that may still run here.
-                let _ = std::fs::write(self.spec.work_dir.join("vmm.pid"), format!("{pid}\n"));
-                c
-            }
+            Ok(c) => c,
             Err(e) => {
-                self.fail(e, None).await;
-                return self.outcome(None);
+                s.fail(e, None).await;
+                return s.outcome(None);
             }
         };
-        self.timings.vmm_spawned = Some(self.t0.elapsed());
-        let (id, tap) = (self.spec.id.clone(), self.spec.network.as_ref().map(|n| n.tap.clone()));
-        let outcome = self.supervise(child, listener, ctl).await;
-        if let Some(tap) = tap {
-            if let Err(e) = crate::net::delete_tap(&tap).await {
-                tracing::warn!(instance = %id, error = %e, "tap not removed; the next start of this instance replaces it");
+        let dir = &self.spec.work_dir;
+        s.vmm_spawned(child.id().unwrap_or(0), &dir.join("vmm.pid"));
+        let vmm = Qemu {
+            child,
+            log: dir.join("qemu.log"),
+            console: dir.join("console.log"),
+        };
+        let outcome = s.supervise(vmm, listener, ctl).await;
+        if let Some(n) = &self.spec.network {
+            if let Err(e) = crate::net::delete_tap(&n.tap).await {
+                tracing::warn!(instance = %self.spec.id, error = %e, "tap not removed; the next start of this instance replaces it");
             }
         }
         outcome
     }
 
+    /// Scratch disk, tap, the guest channel listener.
     async fn prepare(&self) -> Result<UnixListener, String> {
         let dir = &self.spec.work_dir;
         tokio::fs::create_dir_all(dir)
             .await
             .map_err(|e| format!("create {}: {e}", dir.display()))?;
-        let scratch = dir.join("scratch.ext4");
-        let _ = tokio::fs::remove_file(&scratch).await;
-        let out = Command::new(&self.cfg.mkfs_bin)
-            .args([
-                "-q",
-                "-F",
-                "-t",
-                "ext4",
-                "-O",
-                "^has_journal",
-                "-L",
-                "vt-scratch",
-                "-E",
-            ])
-            .arg("lazy_itable_init=1,nodiscard")
-            .arg(&scratch)
-            .arg(format!("{}k", (self.spec.scratch_size / 1024).max(8192)))
-            .stdin(Stdio::null())
-            .output()
-            .await
-            .map_err(|e| format!("run {}: {e}", self.cfg.mkfs_bin.display()))?;
-        if !out.status.success() {
-            return Err(format!(
-                "mkfs.ext4 of the scratch disk failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
+        session::make_scratch_disk(
+            &self.cfg.mkfs_bin,
+            &dir.join("scratch.ext4"),
+            self.spec.scratch_size,
+        )
+        .await?;
         if let Some(n) = &self.spec.network {
             n.create_tap().await.map_err(|e| format!("network: {e}"))?;
         }
@@ -541,259 +441,49 @@ impl Driver {
             .map_err(|e| format!("start {}: {e}", self.cfg.qemu_bin.display()))
     }
 
-    fn vmm_failure(&self, status: std::process::ExitStatus) -> String {
-        let log = std::fs::read_to_string(self.spec.work_dir.join("qemu.log")).unwrap_or_default();
-        let last = log
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("");
+}
+
+/// The running QEMU, as the guest channel conversation sees it.
+struct Qemu {
+    child: Child,
+    /// QEMU's own stdout/stderr.
+    log: PathBuf,
+    console: PathBuf,
+}
+
+impl Vmm for Qemu {
+    fn wait(
+        &mut self,
+    ) -> impl std::future::Future<Output = std::io::Result<std::process::ExitStatus>> + Send {
+        self.child.wait()
+    }
+
+    fn start_kill(&mut self) {
+        let _ = self.child.start_kill();
+    }
+
+    /// QEMU has nothing to ask: the guest powers off itself, or QEMU is killed.
+    fn power_off(&mut self) -> impl std::future::Future<Output = ()> + Send {
+        std::future::ready(())
+    }
+
+    /// "the VM exited (…) before its entrypoint started: <last qemu.log line> (console: …)".
+    fn failure(&self, status: &std::io::Result<std::process::ExitStatus>, booting: bool) -> String {
+        let status = match status {
+            Ok(st) => st,
+            Err(e) => return format!("waiting for qemu: {e}"),
+        };
         let mut s = format!("the VM exited ({status})");
-        if self.state == State::Booting {
+        if booting {
             s.push_str(" before its entrypoint started");
         }
+        let last = session::last_line(&self.log);
         if !last.is_empty() {
             s.push_str(&format!(": {last}"));
         }
-        s.push_str(&format!(
-            " (console: {})",
-            self.spec.work_dir.join("console.log").display()
-        ));
+        s.push_str(&format!(" (console: {})", self.console.display()));
         s
     }
-
-    async fn supervise(
-        mut self,
-        mut child: Child,
-        listener: UnixListener,
-        mut ctl: mpsc::Receiver<Control>,
-    ) -> Outcome {
-        let boot_deadline = TokioInstant::now() + self.spec.boot_timeout;
-        // QEMU connects as soon as it starts.
-        let stream = tokio::select! {
-            r = listener.accept() => match r {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    let _ = child.start_kill();
-                    let st = child.wait().await.ok().and_then(|s| s.code());
-                    self.fail(format!("guest channel accept: {e}"), None).await;
-                    return self.outcome(st);
-                }
-            },
-            st = child.wait() => {
-                let reason = match &st {
-                    Ok(s) => self.vmm_failure(*s),
-                    Err(e) => format!("waiting for qemu: {e}"),
-                };
-                self.fail(reason, None).await;
-                return self.outcome(st.ok().and_then(|s| s.code()));
-            }
-            _ = sleep_until(boot_deadline) => {
-                let _ = child.start_kill();
-                let st = child.wait().await.ok().and_then(|s| s.code());
-                self.fail("qemu never connected the guest channel".into(), None).await;
-                return self.outcome(st);
-            }
-        };
-        drop(listener);
-        let (mut rd, mut wr) = stream.into_split();
-        let mut fb = FrameBuffer::new();
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut chan_open = true;
-        let mut exit: Option<ExitStatus> = None;
-        let mut pending = Pending::None;
-        // Next deadline and what happens then.
-        let mut deadline = boot_deadline;
-        let mut on_deadline = DeadlineAction::BootTimeout;
-        let vmm_status = loop {
-            tokio::select! {
-                st = child.wait() => break st,
-                r = rd.read(&mut buf), if chan_open => {
-                    match r {
-                        Ok(0) | Err(_) => chan_open = false,
-                        Ok(n) => {
-                            fb.push(&buf[..n]);
-                            loop {
-                                match fb.next_message() {
-                                    Ok(Some(m)) => {
-                                        if let Some(a) = self
-                                            .on_message(m, &mut wr, &mut exit, &mut pending)
-                                            .await
-                                        {
-                                            (deadline, on_deadline) = a;
-                                        }
-                                    }
-                                    Ok(None) => break,
-                                    Err(e) => {
-                                        pending = Pending::Failed(format!("guest channel: {e}"));
-                                        chan_open = false;
-                                        let _ = child.start_kill();
-                                        break;
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-                c = ctl.recv() => match c {
-                    Some(Control::Signal(signo)) => {
-                        let _ = send(&mut wr, &Message::Signal { signo }).await;
-                    }
-                    Some(Control::Stop { grace }) => {
-                        self.set(State::Stopping).await;
-                        let _ = send(&mut wr, &Message::Signal { signo: 15 }).await;
-                        deadline = TokioInstant::now() + grace;
-                        on_deadline = DeadlineAction::Shutdown;
-                    }
-                    Some(Control::Kill) | None => {
-                        let _ = child.start_kill();
-                    }
-                },
-                _ = sleep_until(deadline) => match on_deadline {
-                    DeadlineAction::BootTimeout => {
-                        if matches!(self.state, State::Booting) {
-                            pending = Pending::Failed(format!(
-                                "the entrypoint did not start within {:?}",
-                                self.spec.boot_timeout
-                            ));
-                            let _ = child.start_kill();
-                        }
-                        deadline = far_future();
-                    }
-                    DeadlineAction::Shutdown => {
-                        let _ = send(&mut wr, &Message::Shutdown).await;
-                        deadline = TokioInstant::now() + Duration::from_secs(10);
-                        on_deadline = DeadlineAction::Kill;
-                    }
-                    DeadlineAction::Kill => {
-                        let _ = child.start_kill();
-                        deadline = far_future();
-                    }
-                },
-            }
-        };
-        // Frames still in the socket after QEMU exited.
-        while chan_open {
-            match tokio::time::timeout(Duration::from_millis(200), rd.read(&mut buf)).await {
-                Ok(Ok(n)) if n > 0 => {
-                    fb.push(&buf[..n]);
-                    while let Ok(Some(m)) = fb.next_message() {
-                        self.on_message(m, &mut wr, &mut exit, &mut pending).await;
-                    }
-                }
-                _ => chan_open = false,
-            }
-        }
-        let code = vmm_status.as_ref().ok().and_then(|s| s.code());
-        match (pending, exit) {
-            (Pending::Failed(reason), exit) => self.fail(reason, exit).await,
-            (Pending::None, Some(e)) => {
-                self.set(State::Stopping).await;
-                self.set(State::Stopped { exit: Some(e) }).await;
-            }
-            (Pending::None, None) if self.state == State::Stopping => {
-                self.set(State::Stopped { exit: None }).await;
-            }
-            (Pending::None, None) => {
-                let reason = match &vmm_status {
-                    Ok(s) => self.vmm_failure(*s),
-                    Err(e) => format!("waiting for qemu: {e}"),
-                };
-                self.fail(reason, None).await;
-            }
-        }
-        self.outcome(code)
-    }
-
-    /// Handle one guest message; returns a new deadline when the phase changes.
-    async fn on_message(
-        &mut self,
-        m: Message,
-        wr: &mut OwnedWriteHalf,
-        exit: &mut Option<ExitStatus>,
-        pending: &mut Pending,
-    ) -> Option<(TokioInstant, DeadlineAction)> {
-        match m {
-            Message::Hello {
-                role: Role::Guest,
-                min_version,
-                max_version,
-                ..
-            } => {
-                self.timings.guest_hello = Some(self.t0.elapsed());
-                if min_version > PROTOCOL_VERSION || max_version < PROTOCOL_VERSION {
-                    *pending = Pending::Failed(format!(
-                        "guest init speaks protocol {min_version}..={max_version}, host {PROTOCOL_VERSION}"
-                    ));
-                    let _ = send(wr, &Message::Shutdown).await;
-                    return None;
-                }
-                let hello = Message::hello(
-                    Role::Host,
-                    concat!("vt-runtime/", env!("CARGO_PKG_VERSION")),
-                );
-                let launch = Message::Launch(self.spec.launch.clone());
-                if send(wr, &hello).await.is_err() || send(wr, &launch).await.is_err() {
-                    *pending = Pending::Failed("could not write to the guest channel".into());
-                }
-                None
-            }
-            Message::Ready {
-                init_started_us,
-                entrypoint_started_us,
-                ..
-            } => {
-                self.timings.entrypoint = Some(self.t0.elapsed());
-                self.timings.guest_init_started_us = Some(init_started_us);
-                self.timings.guest_entrypoint_started_us = Some(entrypoint_started_us);
-                if self.state == State::Booting {
-                    self.set(State::Running).await;
-                }
-                None
-            }
-            Message::Log { stream, data } => {
-                let _ = self.events.send(VmEvent::Log { stream, data }).await;
-                None
-            }
-            Message::Exited { status } => {
-                *exit = Some(status);
-                self.set(State::Stopping).await;
-                // Acknowledge: the guest powers off once it has this.
-                let _ = send(wr, &Message::Shutdown).await;
-                Some((
-                    TokioInstant::now() + Duration::from_secs(10),
-                    DeadlineAction::Kill,
-                ))
-            }
-            Message::Failed { reason } => {
-                *pending = Pending::Failed(format!("guest init: {reason}"));
-                let _ = send(wr, &Message::Shutdown).await;
-                Some((
-                    TokioInstant::now() + Duration::from_secs(10),
-                    DeadlineAction::Kill,
-                ))
-            }
-            _ => None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-enum DeadlineAction {
-    BootTimeout,
-    Shutdown,
-    Kill,
-}
-
-fn far_future() -> TokioInstant {
-    TokioInstant::now() + Duration::from_secs(86400 * 365)
-}
-
-async fn send(wr: &mut OwnedWriteHalf, m: &Message) -> std::io::Result<()> {
-    let bytes = m
-        .encode()
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
-    wr.write_all(&bytes).await
 }
 
 #[cfg(test)]

@@ -85,9 +85,8 @@ fn a_reverted_release_is_desired_again_and_the_deploy_says_so() {
     assert_eq!(dep.reverted_to_release_id, Some(r1));
 }
 
-fn report(org_id: OrgId, env_id: EnvId, instance_id: InstanceId, node_id: NodeId, status: InstanceStatus, health: Option<Health>, exit_code: Option<i32>, reason: Option<&str>) -> Event {
-    Event::InstanceStatusReported(InstanceStatusReported { org_id, env_id, instance_id, node_id, status, reason: reason.map(Into::into), exit_code, address: None, health, boot: None })
-}
+/// A status report's status, health, exit code and reason.
+type Report = (InstanceStatus, Option<Health>, Option<i32>, Option<&'static str>);
 
 #[test]
 fn an_instance_records_when_it_became_ready_and_how_it_failed() {
@@ -105,10 +104,13 @@ fn an_instance_records_when_it_became_ready_and_how_it_failed() {
             resources: Resources { cpu_millis: 250, memory_mib: 128 },
         })
     };
+    let report = |instance_id, (status, health, exit_code, reason): Report| {
+        Event::InstanceStatusReported(InstanceStatusReported { org_id, env_id, instance_id, node_id, status, reason: reason.map(Into::into), exit_code, address: None, health, boot: None })
+    };
     use InstanceStatus::*;
     struct Case {
         name: &'static str,
-        reports: Vec<(InstanceStatus, Option<Health>, Option<i32>, Option<&'static str>)>,
+        reports: Vec<Report>,
         stop_first: bool,
         ready_at: Option<u64>,
         failure: Option<(FailureKind, u64, &'static str)>,
@@ -141,8 +143,8 @@ fn an_instance_records_when_it_became_ready_and_how_it_failed() {
         if c.stop_first {
             log.push(Event::InstanceDesiredStateChanged(InstanceDesiredStateChanged { org_id, env_id, instance_id, desired: DesiredState::Stopped, reason: None })).unwrap();
         }
-        for (status, health, exit_code, reason) in &c.reports {
-            log.push(report(org_id, env_id, instance_id, node_id, *status, *health, *exit_code, *reason)).unwrap();
+        for r in &c.reports {
+            log.push(report(instance_id, *r)).unwrap();
         }
         let v: InstanceView = log.get(&instance_id.to_string());
         let at = |seq: u64| chrono::DateTime::from_timestamp(1_700_000_000 + seq as i64 + u64::from(c.stop_first) as i64, 0).unwrap();

@@ -12,7 +12,7 @@ use vt_guest_proto::{FrameBuffer, Message, Role};
 use super::api::{parse_response, Parsed};
 use super::fake::{fake_firecracker, FakeApi, Rules};
 use super::*;
-use crate::{ExitStatus, Launch, State, Stream, VmEvent};
+use crate::{ExitStatus, Launch, RuntimeKind, State, Stream, VmEvent};
 
 fn plan() -> BootPlan {
     BootPlan {

@@ -1,11 +1,10 @@
-//! What every backend does once its VMM runs, whatever the VMM: the instance's lifecycle
-//! reporting ([`Session`]), the scratch disk, and the guest channel conversation over a
-//! connected byte stream ([`Session::supervise`]).
+//! What every backend does around its VMM, whatever the VMM: checking the spec
+//! ([`check_spec`]), the scratch disk ([`make_scratch_disk`]), the instance's lifecycle
+//! reporting ([`Session`], created with its [`Vm`] handle by [`spawn_vm`]), and the guest
+//! channel conversation over a connected byte stream ([`Session::supervise`]).
 //!
-//! Written for the Firecracker backend against the small [`Vmm`] seam; the logic is the one
-//! of `qemu.rs` (whose copy is private to it). Meant to move to `crate::session` and to be
-//! used by both backends (qemu implementing [`Vmm`] for its `Child`, with a no-op
-//! [`Vmm::power_off`]).
+//! A backend implements [`Vmm`] for its running VMM: qemu for its `Child` (no power-off
+//! request), Firecracker for its process plus API socket (`SendCtrlAltDel`).
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -29,7 +28,8 @@ use crate::{
 };
 
 /// After `Shutdown` (or `Exited`/`Failed`), how long the guest has to power off before
-/// [`Vmm::power_off`]; the same again before the VMM is killed.
+/// [`Vmm::power_off`]; the same again before the VMM is killed: 10 s in all, also for a VMM
+/// whose `power_off` does nothing (qemu).
 pub(crate) const POWER_OFF_WAIT: Duration = if cfg!(test) {
     Duration::from_secs(1)
 } else {

@@ -3,10 +3,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::firecracker::{FirecrackerConfig, FirecrackerRuntime};
 use crate::qemu::{QemuConfig, QemuRuntime};
 use crate::{Runtime, RuntimeError};
-
-use super::{FirecrackerConfig, FirecrackerRuntime};
 
 /// A microVM backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
