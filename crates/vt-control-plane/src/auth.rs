@@ -69,7 +69,7 @@ pub enum BootstrapError {
     Store(#[from] StoreError),
     #[error("cannot generate a token: {0}")]
     Random(getrandom::Error),
-    #[error("cannot write the admin token to {path}: {source}")]
+    #[error("cannot write a token to {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
 }
 
@@ -79,23 +79,43 @@ pub async fn bootstrap_admin(store: &dyn Store, data_dir: &Path) -> Result<Optio
     if store.token_count().await? > 0 {
         return Ok(None);
     }
-    let (secret, rec, event) = issue("admin", TokenRole::Admin).map_err(BootstrapError::Random)?;
-    let path = data_dir.join("admin-token");
-    // Write the file first (aside, then rename): if we crash before the append,
-    // the next start issues a new token and overwrites it.
-    let tmp = data_dir.join(".admin-token.tmp");
+    issue_to_file(store, &data_dir.join("admin-token"), "admin", TokenRole::Admin).await.map(|(_, path)| Some(path))
+}
+
+/// The node token of the node agent that runs inside `vt server`: the one in
+/// `<data_dir>/node-token` while it is valid, else a new one written there (mode 0600).
+/// The agent never holds the admin token.
+pub async fn local_node_token(store: &dyn Store, data_dir: &Path) -> Result<String, BootstrapError> {
+    let path = data_dir.join("node-token");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let secret = text.trim();
+        if let Some(c) = authenticate(store, secret).await? {
+            if c.role == TokenRole::Node {
+                return Ok(secret.to_owned());
+            }
+        }
+    }
+    issue_to_file(store, &path, "local-node", TokenRole::Node).await.map(|(secret, _)| secret)
+}
+
+/// Issue a token and write its secret to `path` (0600) before appending its
+/// record: if we crash in between, the next start issues a new one and
+/// overwrites the file.
+async fn issue_to_file(store: &dyn Store, path: &Path, name: &str, role: TokenRole) -> Result<(String, PathBuf), BootstrapError> {
+    let (secret, rec, event) = issue(name, role).map_err(BootstrapError::Random)?;
+    let tmp = path.with_extension("tmp");
     let write = || -> std::io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
         let mut f = open_private(&tmp)?;
         f.write_all(secret.as_bytes())?;
         f.write_all(b"\n")?;
         f.sync_all()?;
-        std::fs::rename(&tmp, &path)
+        std::fs::rename(&tmp, path)
     };
-    write().map_err(|source| BootstrapError::Write { path: path.clone(), source })?;
+    write().map_err(|source| BootstrapError::Write { path: path.to_owned(), source })?;
     let ev = NewEvent::new(event, Actor::system("bootstrap"), None);
     store.append(AppendRequest { events: vec![ev], tokens: vec![rec], ..Default::default() }).await?;
-    Ok(Some(path))
+    Ok((secret, path.to_owned()))
 }
 
 #[cfg(unix)]

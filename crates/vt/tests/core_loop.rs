@@ -185,6 +185,11 @@ fn core_loop_deploy_roll_and_rollback_through_the_ingress() {
     assert!(n > 10, "the client ran during the rollout ({n} requests)");
     assert!(bodies.lock().unwrap().contains("body v2"));
 
+    // The in-process agent holds a node token of its own, private to root.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(data.join("node-token")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+
     // Rollback: the first body again.
     let t = Instant::now();
     vt(&["rollback", "--wait"]);

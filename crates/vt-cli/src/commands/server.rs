@@ -60,7 +60,10 @@ pub async fn run(p: &Printer, args: ServerArgs) -> CliResult {
     let agent = if args.no_agent {
         None
     } else {
-        start_agent(p, &args, &config, addr)
+        let token = vt_control_plane::auth::local_node_token(cp.store.as_ref(), &config.data_dir)
+            .await
+            .map_err(failed)?;
+        start_agent(p, &args, &config, addr, token)
     };
     p.notice(&format!("listening on {addr}"));
     p.notice(&format!("vt server ready on http://{addr}"));
@@ -101,7 +104,8 @@ async fn start_ingress(
     Ok(ingress)
 }
 
-/// The node agent, in this process: it registers this host as a node, boots the instances
+/// The node agent, in this process, with the node token in `<data-dir>/node-token`: it
+/// registers this host as a node, boots the instances
 /// placed on it and writes their logs under `<data-dir>/agent/`, where the control plane
 /// reads them for `GET /v1/instances/{id}/logs`. Without a guest kernel it is not started.
 fn start_agent(
@@ -109,13 +113,11 @@ fn start_agent(
     args: &ServerArgs,
     config: &ServerConfig,
     addr: std::net::SocketAddr,
+    token: String,
 ) -> Option<(
     std::sync::Arc<vt_agent::Agent>,
     tokio::task::JoinHandle<()>,
 )> {
-    let token = std::fs::read_to_string(config.data_dir.join("admin-token"))
-        .ok()
-        .map(|t| t.trim().to_owned());
     let name = args.node_name.clone().unwrap_or_else(|| {
         std::fs::read_to_string("/proc/sys/kernel/hostname")
             .ok()
@@ -125,7 +127,7 @@ fn start_agent(
     });
     let cfg = vt_agent::AgentConfig::new(
         &format!("http://{addr}"),
-        token,
+        Some(token),
         &name,
         config.data_dir.clone(),
     );
