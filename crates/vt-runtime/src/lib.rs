@@ -1,7 +1,14 @@
 //! microVM runtimes for vt.
 //!
 //! * [`Runtime`]: starts an instance described by an [`InstanceSpec`] and returns a [`Vm`]
-//!   handle. Backends: [`qemu::QemuRuntime`] (`qemu-system-x86_64 -M microvm`, KVM or TCG).
+//!   handle. Backends: [`qemu::QemuRuntime`] (`qemu-system-x86_64 -M microvm`, KVM or TCG)
+//!   and [`firecracker::FirecrackerRuntime`] (bare-metal KVM, optionally jailed);
+//!   [`RuntimeKind`] picks one (`VT_RUNTIME=qemu|firecracker`, default qemu).
+//! * `session.rs`: everything the backends share: spec checks, the scratch disk, state and
+//!   event reporting behind the [`Vm`] handle, and the guest channel conversation (Hello →
+//!   Launch → Ready → Log* → Exited → Shutdown, stop escalation, boot timeout), run against
+//!   a small `Vmm` trait each backend implements for its VMM process. A backend only adds
+//!   how its VMM is configured and spawned.
 //! * [`State`]: the one instance lifecycle (allocated → preparing → booting → running →
 //!   stopping → stopped | failed), with checked transitions.
 //! * The guest side is `vt-init` (PID 1); both sides speak `vt-guest-proto` over the guest

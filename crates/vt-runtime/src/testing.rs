@@ -21,3 +21,20 @@ pub fn guest_or_skip(test: &str, also: &[&str]) -> Option<PathBuf> {
     eprintln!("SKIPPED: {msg}");
     None
 }
+
+/// Like [`guest_or_skip`], for tests that also give instances a network: `None` (or a
+/// panic under `CI=true`) when this process cannot create tap devices.
+pub fn networked_guest_or_skip(test: &str, also: &[&str]) -> Option<PathBuf> {
+    let dir = guest_or_skip(test, also)?;
+    match crate::net::taps_available() {
+        Ok(()) => Some(dir),
+        Err(why) => {
+            let msg = format!("{test} needs tap devices: {why}");
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("{msg}");
+            }
+            eprintln!("SKIPPED: {msg}");
+            None
+        }
+    }
+}

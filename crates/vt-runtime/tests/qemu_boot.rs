@@ -232,12 +232,9 @@ fn http_get(addr: std::net::SocketAddr, deadline: Instant) -> Result<String, Str
 /// gone once the VM ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn network_volume_and_secret() {
-    let Some(dir) = guest_dir() else { return };
-    if let Err(why) = vt_runtime::net::taps_available() {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true: {why}");
-        eprintln!("SKIPPED: the network test: {why}");
+    let Some(dir) = vt_runtime::testing::networked_guest_or_skip("the network test", &[vt_image::testing::BUSYBOX]) else {
         return;
-    }
+    };
     let tmp = tempfile::tempdir().unwrap();
     let disk = tokio::task::spawn_blocking({
         let t = tmp.path().to_owned();

@@ -19,18 +19,6 @@ use common::{spawn_vt_server, vt_isolated, Run};
 use vt_image::layout::{write_image, LayerFormat};
 use vt_image::oci::RuntimeConfig;
 
-fn ready() -> bool {
-    if vt_runtime::testing::guest_or_skip("the core loop test", &[vt_image::testing::BUSYBOX]).is_none() {
-        return false;
-    }
-    if let Err(why) = vt_runtime::net::taps_available() {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true: the core loop test needs tap devices: {why}");
-        eprintln!("SKIPPED: the core loop test: {why}");
-        return false;
-    }
-    true
-}
-
 fn manifest(body: &str) -> String {
     format!(
         r#"schema_version = 1
@@ -82,7 +70,7 @@ fn until_body(port: u16, want: &str, within: Duration) {
 
 #[test]
 fn core_loop_deploy_roll_and_rollback_through_the_ingress() {
-    if !ready() {
+    if vt_runtime::testing::networked_guest_or_skip("the core loop test", &[vt_image::testing::BUSYBOX]).is_none() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

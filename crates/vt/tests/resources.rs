@@ -327,7 +327,7 @@ fn deploy_wait_names_the_failed_instance_and_shows_its_logs() {
     assert_eq!(status, 200, "{reply}");
     let r = common::Run::of(child.wait_with_output().unwrap(), s.dir.path());
     assert_eq!(r.code, 1, "a failed deploy exits 1: {}", r.text);
-    assert!(r.stderr.contains(&format!("error: deploy dep_")) && r.stderr.contains(&format!("instance {new} (web) exited with code 1")), "{}", r.text);
+    assert!(r.stderr.contains("error: deploy dep_") && r.stderr.contains(&format!("instance {new} (web) exited with code 1")), "{}", r.text);
     assert!(r.stderr.contains("stderr fatal: DATABASE_URL is not set"), "the failed instance's last log lines: {}", r.text);
     assert!(r.stdout.contains(&format!("env back on release {rel1}")), "{}", r.text);
     snap!("deploy_wait_failed", r);

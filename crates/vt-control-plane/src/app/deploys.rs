@@ -223,8 +223,9 @@ impl ControlPlane {
             for i in &mine {
                 *by_status.entry(i.status.as_str().to_owned()).or_default() += 1;
             }
-            let live: Vec<&&InstanceView> = mine.iter().filter(|i| i.desired_state == DesiredState::Running && !i.status.is_terminal()).collect();
-            let running: Vec<&&&InstanceView> = live.iter().filter(|i| i.status == InstanceStatus::Running && Some(i.release_id) == env.desired_release_id).collect();
+            let live: Vec<&InstanceView> = mine.iter().copied().filter(|i| i.desired_state == DesiredState::Running && !i.status.is_terminal()).collect();
+            let running: Vec<&InstanceView> =
+                live.iter().copied().filter(|i| i.status == InstanceStatus::Running && Some(i.release_id) == env.desired_release_id).collect();
             let running_desired = running.len() as u32;
             let ready_desired = running.iter().filter(|i| i.is_ready()).count() as u32;
             let mut differences = vec![];
@@ -265,16 +266,16 @@ impl ControlPlane {
             if (live.len() as u32) > desired {
                 differences.push(format!("{} instance(s) more than desired are still running; they are to be stopped", live.len() as u32 - desired));
             }
-            let crash_loop = preview.as_ref().and_then(|pv| {
-                let cl = pv.crash_loops.iter().find(|c| c.env == env.id.to_string() && c.process == process)?;
-                let at = |ms: u64| chrono::DateTime::from_timestamp_millis(i64::try_from(ms).unwrap_or(i64::MAX)).unwrap_or(pv.now);
+            let crash_loop = preview.as_ref().and_then(|pv| Some((pv.now, pv.crash_loops.iter().find(|c| c.env == env.id.to_string() && c.process == process)?)));
+            let crash_loop = crash_loop.map(|(now, cl)| {
+                let at = |ms: u64| chrono::DateTime::from_timestamp_millis(i64::try_from(ms).unwrap_or(i64::MAX)).unwrap_or(now);
                 let next = at(cl.restart_at);
-                let when = match (cl.held, (next - pv.now).num_milliseconds()) {
-                    (0, _) => "a replacement is starting".to_owned(),
-                    (_, ms) => format!("next restart in {} s", (ms.max(0) as u64).div_ceil(1000)),
+                let when = match cl.held {
+                    0 => "a replacement is starting".to_owned(),
+                    _ => format!("next restart in {} s", u64::try_from((next - now).num_milliseconds()).unwrap_or(0).div_ceil(1000)),
                 };
                 differences.push(format!("crash loop: {cl}; {when}"));
-                Some(CrashLoop { failures: cl.failures, last_failure: cl.last.reason.clone(), last_failure_at: at(cl.last.at), next_restart_at: next, waiting: cl.held })
+                CrashLoop { failures: cl.failures, last_failure: cl.last.reason.clone(), last_failure_at: at(cl.last.at), next_restart_at: next, waiting: cl.held }
             });
             if let Some(u) = preview.as_ref().and_then(|pv| pv.unplaceable.iter().find(|u| u.env_id == env.id.to_string() && u.process == process)) {
                 differences.push(format!("cannot place {} more: {}; {}", u.wanted.saturating_sub(u.placed), u.reason, u.hint));
