@@ -409,29 +409,7 @@ async fn apply_plan(cp: &ControlPlane, snap: &Snapshot, plan: &vt_scheduler::Pla
 
 /// The view an allocation will project to (for deciding in the same activation).
 fn allocated_view(e: &InstanceAllocated) -> InstanceView {
-    let now = Utc::now();
-    InstanceView {
-        id: e.instance_id,
-        org_id: e.org_id,
-        app_id: e.app_id,
-        env_id: e.env_id,
-        process: e.process.clone(),
-        release_id: e.release_id,
-        deploy_id: e.deploy_id,
-        node_id: e.node_id,
-        resources: e.resources,
-        desired_state: DesiredState::Running,
-        status: InstanceStatus::Allocated,
-        reason: None,
-        exit_code: None,
-        address: None,
-        health: None,
-        boot: None,
-        ready_at: None,
-        failure: None,
-        created_at: now,
-        updated_at: now,
-    }
+    InstanceView::allocated(e, Utc::now())
 }
 
 /// What the scheduler decides from, read from the views in one go.

@@ -282,6 +282,32 @@ impl InstanceFailure {
 }
 
 impl InstanceView {
+    /// What `instance.allocated` projects to.
+    pub fn allocated(e: &InstanceAllocated, at: DateTime<Utc>) -> InstanceView {
+        InstanceView {
+            id: e.instance_id,
+            org_id: e.org_id,
+            app_id: e.app_id,
+            env_id: e.env_id,
+            process: e.process.clone(),
+            release_id: e.release_id,
+            deploy_id: e.deploy_id,
+            node_id: e.node_id,
+            resources: e.resources,
+            desired_state: DesiredState::Running,
+            status: InstanceStatus::Allocated,
+            reason: Some("waiting for the node agent to pick it up".into()),
+            exit_code: None,
+            address: None,
+            health: None,
+            boot: None,
+            ready_at: None,
+            failure: None,
+            created_at: at,
+            updated_at: at,
+        }
+    }
+
     /// Serving: running, meant to run, and passing its health check (an
     /// instance reported before health checks existed counts as passing).
     /// The ingress routes to these; a rollout counts these.
@@ -683,28 +709,7 @@ impl Projection for Instances {
     }
     fn apply(&self, env: &Envelope, event: &Event, id: &str, cur: Option<&ViewRow>) -> Result<Option<ViewRow>, ProjectionError> {
         Ok(Some(match event {
-            Event::InstanceAllocated(e) => InstanceView {
-                id: e.instance_id,
-                org_id: e.org_id,
-                app_id: e.app_id,
-                env_id: e.env_id,
-                process: e.process.clone(),
-                release_id: e.release_id,
-                deploy_id: e.deploy_id,
-                node_id: e.node_id,
-                resources: e.resources,
-                desired_state: DesiredState::Running,
-                status: InstanceStatus::Allocated,
-                reason: Some("waiting for the node agent to pick it up".into()),
-                exit_code: None,
-                address: None,
-                health: None,
-                boot: None,
-                ready_at: None,
-                failure: None,
-                created_at: env.occurred_at,
-                updated_at: env.occurred_at,
-            }
+            Event::InstanceAllocated(e) => InstanceView::allocated(e, env.occurred_at)
             .into_row(env.seq),
             Event::InstanceDesiredStateChanged(e) => {
                 let mut v: InstanceView = current(cur, "desired state change", id)?;

@@ -11,9 +11,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{spawn_vt_server, vt_isolated, Run};
-use vt_image::layout::{write_image, LayerFormat};
-use vt_image::oci::RuntimeConfig;
+use common::{acme_with_busybox, spawn_vt_server, vt_at};
 
 fn guest_ready() -> bool {
     vt_runtime::testing::guest_or_skip("the agent CLI test", &[vt_image::testing::BUSYBOX]).is_some()
@@ -36,45 +34,12 @@ fn start_server(dir: &Path, data: &Path) -> (std::process::Child, String) {
     )
 }
 
-fn vt_at(dir: &Path, data: &Path, url: &str, args: &[&str]) -> Run {
-    let mut c = vt_isolated(dir, args);
-    c.env("VT_SERVER", url)
-        .env("VT_DATA_DIR", data)
-        .env("VT_ORG", "acme")
-        .env("VT_APP", "web")
-        .env("VT_ENV", "prod");
-    let r = Run::of(c.output().unwrap(), dir);
-    assert_eq!(r.code, 0, "{args:?}: {}", r.text);
-    r
-}
-
 /// org/app/env, the busybox image pushed, a deploy of `command` and one `web` instance.
 fn deploy(dir: &Path, data: &Path, url: &str, command: &str) {
     let vt = |args: &[&str]| vt_at(dir, data, url, args);
-    vt(&["org", "create", "acme"]);
-    vt(&["app", "create", "web"]);
-    vt(&["env", "create", "prod"]);
-    let build = dir.join("build");
-    vt_image::testing::busybox_rootfs(&build.join("rootfs")).unwrap();
-    let img = write_image(
-        &build.join("rootfs"),
-        &build.join("layout"),
-        RuntimeConfig::default(),
-        LayerFormat::Uncompressed,
-    )
-    .unwrap();
-    vt(&[
-        "image",
-        "push",
-        build.join("layout").to_str().unwrap(),
-        "--repo",
-        "acme/web",
-        "--tag",
-        "v1",
-    ]);
+    let image = acme_with_busybox(dir, data, url);
     let manifest = dir.join("vt.toml");
     std::fs::write(&manifest, format!("schema_version = 1\n\n[processes.web]\ncommand = [\"/bin/sh\", \"-c\", {command:?}]\nresources = {{ cpu = 0.5, memory_mib = 256 }}\n")).unwrap();
-    let image = format!("acme/web@{}", img.manifest.digest);
     vt(&[
         "deploy",
         "--image",
@@ -183,42 +148,10 @@ fn deploy_boots_a_microvm_and_vt_logs_shows_its_output() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let (mut child, url) = start_server(dir.path(), &data);
-    let vt = |args: &[&str]| {
-        let mut c = vt_isolated(dir.path(), args);
-        c.env("VT_SERVER", &url)
-            .env("VT_DATA_DIR", &data)
-            .env("VT_ORG", "acme")
-            .env("VT_APP", "web")
-            .env("VT_ENV", "prod");
-        let r = Run::of(c.output().unwrap(), dir.path());
-        assert_eq!(r.code, 0, "{args:?}: {}", r.text);
-        r
-    };
-    vt(&["org", "create", "acme"]);
-    vt(&["app", "create", "web"]);
-    vt(&["env", "create", "prod"]);
-
-    let build = dir.path().join("build");
-    vt_image::testing::busybox_rootfs(&build.join("rootfs")).unwrap();
-    let img = write_image(
-        &build.join("rootfs"),
-        &build.join("layout"),
-        RuntimeConfig::default(),
-        LayerFormat::Uncompressed,
-    )
-    .unwrap();
-    vt(&[
-        "image",
-        "push",
-        build.join("layout").to_str().unwrap(),
-        "--repo",
-        "acme/web",
-        "--tag",
-        "v1",
-    ]);
+    let vt = |args: &[&str]| vt_at(dir.path(), &data, &url, args);
+    let image = acme_with_busybox(dir.path(), &data, &url);
     let manifest = dir.path().join("vt.toml");
     std::fs::write(&manifest, "schema_version = 1\n\n[processes.web]\ncommand = [\"/bin/sh\", \"-c\", \"echo hello from vt; exec sleep 600\"]\nresources = { cpu = 0.5, memory_mib = 256 }\n").unwrap();
-    let image = format!("acme/web@{}", img.manifest.digest);
     vt(&[
         "deploy",
         "--image",

@@ -15,9 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{spawn_vt_server, vt_isolated, Run};
-use vt_image::layout::{write_image, LayerFormat};
-use vt_image::oci::RuntimeConfig;
+use common::{acme_with_busybox, spawn_vt_server, vt_at};
 
 fn manifest(body: &str) -> String {
     format!(
@@ -94,26 +92,8 @@ fn core_loop_deploy_roll_and_rollback_through_the_ingress() {
             "node-1",
         ],
     );
-    let vt = |args: &[&str]| -> Run {
-        let mut c = vt_isolated(dir.path(), args);
-        c.env("VT_SERVER", &url)
-            .env("VT_DATA_DIR", &data)
-            .env("VT_ORG", "acme")
-            .env("VT_APP", "web")
-            .env("VT_ENV", "prod");
-        let r = Run::of(c.output().unwrap(), dir.path());
-        assert_eq!(r.code, 0, "{args:?}: {}", r.text);
-        r
-    };
-    vt(&["org", "create", "acme"]);
-    vt(&["app", "create", "web"]);
-    vt(&["env", "create", "prod"]);
-
-    let build = dir.path().join("build");
-    vt_image::testing::busybox_rootfs(&build.join("rootfs")).unwrap();
-    let img = write_image(&build.join("rootfs"), &build.join("layout"), RuntimeConfig::default(), LayerFormat::Uncompressed).unwrap();
-    vt(&["image", "push", build.join("layout").to_str().unwrap(), "--repo", "acme/web", "--tag", "v1"]);
-    let image = format!("acme/web@{}", img.manifest.digest);
+    let vt = |args: &[&str]| vt_at(dir.path(), &data, &url, args);
+    let image = acme_with_busybox(dir.path(), &data, &url);
     let r = vt(&["route", "create", "--tcp", "--process", "web", "--backend-port", "8080", "-o", "json"]);
     assert_eq!(r.json()["port"], port, "{}", r.text);
 

@@ -196,3 +196,33 @@ pub fn spawn_vt_server(dir: &Path, args: &[&str]) -> (std::process::Child, Strin
     std::thread::spawn(move || for _ in stderr {});
     (child, url)
 }
+
+/// `vt ARGS...` against `url` in the scope acme/web/prod, asserting it succeeds.
+#[allow(dead_code)]
+pub fn vt_at(dir: &Path, data: &Path, url: &str, args: &[&str]) -> Run {
+    let mut c = vt_isolated(dir, args);
+    c.env("VT_SERVER", url)
+        .env("VT_DATA_DIR", data)
+        .env("VT_ORG", "acme")
+        .env("VT_APP", "web")
+        .env("VT_ENV", "prod");
+    let r = Run::of(c.output().unwrap(), dir);
+    assert_eq!(r.code, 0, "{args:?}: {}", r.text);
+    r
+}
+
+/// org acme, app web, env prod, and a busybox image (no entrypoint) pushed as
+/// `acme/web:v1` with `vt image push`. Returns `acme/web@<digest>`.
+#[allow(dead_code)]
+pub fn acme_with_busybox(dir: &Path, data: &Path, url: &str) -> String {
+    use vt_image::layout::{write_image, LayerFormat};
+    let vt = |args: &[&str]| vt_at(dir, data, url, args);
+    vt(&["org", "create", "acme"]);
+    vt(&["app", "create", "web"]);
+    vt(&["env", "create", "prod"]);
+    let build = dir.join("build");
+    vt_image::testing::busybox_rootfs(&build.join("rootfs")).unwrap();
+    let img = write_image(&build.join("rootfs"), &build.join("layout"), Default::default(), LayerFormat::Uncompressed).unwrap();
+    vt(&["image", "push", build.join("layout").to_str().unwrap(), "--repo", "acme/web", "--tag", "v1"]);
+    format!("acme/web@{}", img.manifest.digest)
+}
