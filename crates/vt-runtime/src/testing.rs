@@ -38,3 +38,28 @@ pub fn networked_guest_or_skip(test: &str, also: &[&str]) -> Option<PathBuf> {
         }
     }
 }
+
+/// Everything a VM reported until it ended, and how it ended.
+pub struct Finished {
+    pub states: Vec<crate::State>,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub outcome: crate::Outcome,
+}
+
+/// Collect `vm`'s events until it ends; panics when that takes longer than `within`.
+pub async fn run_to_end(mut vm: crate::Vm, within: std::time::Duration) -> Finished {
+    let (mut states, mut stdout, mut stderr) = (Vec::new(), Vec::new(), Vec::new());
+    let collect = async {
+        while let Some(ev) = vm.next_event().await {
+            match ev {
+                crate::VmEvent::State(s) => states.push(s),
+                crate::VmEvent::Log { stream: crate::Stream::Stdout, data } => stdout.extend(data),
+                crate::VmEvent::Log { stream: crate::Stream::Stderr, data } => stderr.extend(data),
+            }
+        }
+    };
+    tokio::time::timeout(within, collect).await.unwrap_or_else(|_| panic!("the VM ended within {within:?}"));
+    let outcome = vm.wait().await;
+    Finished { states, stdout, stderr, outcome }
+}

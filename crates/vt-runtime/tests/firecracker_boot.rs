@@ -12,11 +12,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use vt_image::layout::{write_image, LayerFormat};
-use vt_image::oci::RuntimeConfig;
-use vt_image::{ImageStore, OciLayoutSource, StoreOptions};
 use vt_runtime::firecracker::{probe_kvm, FirecrackerConfig, FirecrackerRuntime};
-use vt_runtime::{ExitStatus, InstanceSpec, Launch, Runtime, State, Stream, VmEvent};
+use vt_runtime::{ExitStatus, InstanceSpec, Launch, Runtime, State};
 
 /// The runtime when this host can boot Firecracker guests; otherwise `None` after printing why.
 async fn runtime_or_skip(test: &str) -> Option<FirecrackerRuntime> {
@@ -52,27 +49,8 @@ async fn runtime_or_skip(test: &str) -> Option<FirecrackerRuntime> {
     }
 }
 
-/// Build a busybox image layout and its ext4 root disk with vt-image.
 fn busybox_root_disk(tmp: &Path) -> PathBuf {
-    let rootfs = tmp.join("rootfs");
-    vt_image::testing::busybox_rootfs(&rootfs).unwrap();
-    let layout = tmp.join("layout");
-    let img = write_image(
-        &rootfs,
-        &layout,
-        RuntimeConfig {
-            entrypoint: Some(vec!["/bin/sh".into()]),
-            ..Default::default()
-        },
-        LayerFormat::Uncompressed,
-    )
-    .unwrap();
-    let store = ImageStore::open(&tmp.join("images"), StoreOptions::default()).unwrap();
-    let src = OciLayoutSource::open(&layout).unwrap();
-    store
-        .ensure_rootdisk(&src, &img.manifest.digest)
-        .unwrap()
-        .path
+    vt_image::testing::busybox_root_disk(tmp).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -103,27 +81,9 @@ async fn busybox_command_output_and_exit_code_come_back() {
     };
     let spec = InstanceSpec::new("i-1", disk, tmp.path().join("vm"), launch);
     let started = Instant::now();
-    let mut vm = rt.start(spec).await.unwrap();
-    let (mut states, mut stdout, mut stderr) = (Vec::new(), Vec::new(), Vec::new());
-    let collect = async {
-        while let Some(ev) = vm.next_event().await {
-            match ev {
-                VmEvent::State(s) => states.push(s),
-                VmEvent::Log {
-                    stream: Stream::Stdout,
-                    data,
-                } => stdout.extend(data),
-                VmEvent::Log {
-                    stream: Stream::Stderr,
-                    data,
-                } => stderr.extend(data),
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(60), collect)
-        .await
-        .expect("the VM ended within 60 s");
-    let out = vm.wait().await;
+    let vm = rt.start(spec).await.unwrap();
+    let vt_runtime::testing::Finished { states, stdout, stderr, outcome: out } =
+        vt_runtime::testing::run_to_end(vm, Duration::from_secs(60)).await;
     let total = started.elapsed();
     let console = std::fs::read_to_string(tmp.path().join("vm/console.log")).unwrap_or_default();
     if std::env::var_os("VT_GUEST_DEBUG").is_some() {

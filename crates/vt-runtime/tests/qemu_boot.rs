@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use vt_runtime::qemu::{Accel, QemuConfig, QemuRuntime};
-use vt_runtime::{Control, ExitStatus, InstanceSpec, Launch, Runtime, State, Stream, VmEvent};
+use vt_runtime::{Control, ExitStatus, InstanceSpec, Launch, Runtime, State, VmEvent};
 
 fn guest_dir() -> Option<PathBuf> {
     vt_runtime::testing::guest_or_skip("the qemu boot test", &[vt_image::testing::BUSYBOX])
@@ -75,29 +75,9 @@ async fn busybox_command_output_and_exit_code_come_back() {
         ),
     );
     let started = Instant::now();
-    let mut vm = rt.start(spec).await.unwrap();
-    let mut states = Vec::new();
-    let mut stdout = Vec::new();
-    let mut stderr = Vec::new();
-    let collect = async {
-        while let Some(ev) = vm.next_event().await {
-            match ev {
-                VmEvent::State(s) => states.push(s),
-                VmEvent::Log {
-                    stream: Stream::Stdout,
-                    data,
-                } => stdout.extend(data),
-                VmEvent::Log {
-                    stream: Stream::Stderr,
-                    data,
-                } => stderr.extend(data),
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(180), collect)
-        .await
-        .expect("the VM ended within 180 s");
-    let out = vm.wait().await;
+    let vm = rt.start(spec).await.unwrap();
+    let vt_runtime::testing::Finished { states, stdout, stderr, outcome: out } =
+        vt_runtime::testing::run_to_end(vm, Duration::from_secs(180)).await;
     let total = started.elapsed();
     let console = std::fs::read_to_string(tmp.path().join("vm/console.log")).unwrap_or_default();
     if std::env::var_os("VT_GUEST_DEBUG").is_some() {
