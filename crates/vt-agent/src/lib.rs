@@ -52,8 +52,9 @@ pub struct AgentConfig {
     pub qemu: QemuConfig,
     /// The Firecracker backend's settings (used when the backend is Firecracker).
     pub firecracker: FirecrackerConfig,
-    /// How often the desired instances are fetched.
-    pub poll_interval: Duration,
+    /// The agent follows its node's instances by cursor (a change is seen at once); when
+    /// nothing changes it reconciles this often anyway (re-reports, retries).
+    pub resync_interval: Duration,
     pub heartbeat_interval: Duration,
     /// Memory kept for the host, subtracted from MemTotal.
     pub reserve_memory_mib: u32,
@@ -69,7 +70,7 @@ impl AgentConfig {
     /// Defaults: the backend from `VT_RUNTIME` (default qemu), the guest kernel from
     /// `VT_GUEST_DIR` (default `/var/cache/vt/guest`), qemu's accelerator from
     /// `VT_QEMU_ACCEL` (default tcg), Firecracker from `FIRECRACKER_BIN` (default `PATH`),
-    /// 1 s polling, 5 s heartbeats.
+    /// a 10 s resync, 5 s heartbeats.
     pub fn new(server: &str, token: Option<String>, node_name: &str, data_dir: PathBuf) -> Self {
         let guest_dir = vt_runtime::qemu::default_guest_dir();
         let mut qemu = QemuConfig::from_guest_dir(&guest_dir);
@@ -87,7 +88,7 @@ impl AgentConfig {
             runtime: None,
             qemu,
             firecracker: FirecrackerConfig::from_env(&guest_dir),
-            poll_interval: Duration::from_secs(1),
+            resync_interval: Duration::from_secs(10),
             heartbeat_interval: Duration::from_secs(5),
             reserve_memory_mib: 512,
             stop_grace: Duration::from_secs(10),
@@ -261,9 +262,10 @@ impl Agent {
         Ok(id)
     }
 
-    /// Run until the future is dropped: register (retrying), heartbeat, reconcile every
-    /// `poll_interval`. Dropping it stops the supervisors of this process, which kills their
-    /// VMs; a new agent on the same data dir boots them again.
+    /// Run until the future is dropped: register (retrying), heartbeat, and reconcile at
+    /// every change of the node's instances (followed by cursor) and every
+    /// `resync_interval`. Dropping it stops the supervisors of this process, which kills
+    /// their VMs; a new agent on the same data dir boots them again.
     pub async fn run(self: Arc<Self>) {
         let mut tasks = JoinSet::new();
         loop {
@@ -292,23 +294,45 @@ impl Agent {
                 }
             }
         });
+        // Follow the node's instances by cursor: each answer carries the views' position,
+        // the next request waits for them to move past it (or `resync_interval`).
+        let mut cursor: Option<u64> = None;
         loop {
-            if let Err(e) = self.reconcile(&mut tasks).await {
-                tracing::warn!(error = %e, "reconcile failed; retrying");
+            let node = &self.cfg.node_name;
+            let answer = match cursor {
+                Some(seq) => self.client.node_instances_after(node, seq, self.cfg.resync_interval).await,
+                None => self.client.node_instances(node).await,
+            };
+            match answer {
+                Ok(list) => {
+                    cursor = Some(list.seq);
+                    match self.reconcile(list.items, &mut tasks).await {
+                        // Something here needs another look before the views change.
+                        Ok(true) => cursor = None,
+                        Ok(false) => {}
+                        Err(e) => tracing::warn!(error = %e, "reconcile failed; retrying"),
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read this node's instances; retrying");
+                    cursor = None;
+                    tokio::time::sleep(self.cfg.resync_interval.min(Duration::from_secs(1))).await;
+                }
             }
             while let Some(r) = tasks.try_join_next() {
                 if let Err(e) = r {
                     tracing::warn!(error = %e, "a supervisor ended abnormally");
                 }
             }
-            tokio::time::sleep(self.cfg.poll_interval).await;
         }
     }
 
-    /// One activation: compare what the control plane wants on this node with what runs
-    /// here and act on the difference. Supervisors are spawned on `tasks`.
-    pub async fn reconcile(self: &Arc<Self>, tasks: &mut JoinSet<()>) -> Result<(), AgentError> {
-        let list = self.client.node_instances(&self.cfg.node_name).await?.items;
+    /// One activation: compare what the control plane wants on this node (`list`) with
+    /// what runs here and act on the difference. Supervisors are spawned on `tasks`.
+    /// Returns whether another activation is due without waiting for a change (a VM left
+    /// half-booted by a previous agent was ended; the next activation boots it again).
+    pub async fn reconcile(self: &Arc<Self>, list: Vec<InstanceView>, tasks: &mut JoinSet<()>) -> Result<bool, AgentError> {
+        let mut again = false;
         for inst in list {
             let id = inst.id.to_string();
             {
@@ -347,6 +371,7 @@ impl Agent {
                     // activation boots a new one. Never two VMs at once.
                     let pid = live_vm(&rec).unwrap_or(0);
                     tracing::info!(instance = %id, pid, phase = ?rec.phase, "ending a VM left half-booted by a previous agent");
+                    again = true;
                     state::signal(pid, "KILL").await;
                     let deadline = Instant::now() + Duration::from_secs(5);
                     while state::vm_alive(pid, &state::path_str(&rec.work_dir))
@@ -376,7 +401,7 @@ impl Agent {
                 }
             }
         }
-        Ok(())
+        Ok(again)
     }
 
     fn work_dir(&self, id: &str) -> PathBuf {

@@ -174,7 +174,7 @@ impl World {
             "node-a",
             self.tmp.path().to_path_buf(),
         );
-        cfg.poll_interval = Duration::from_millis(300);
+        cfg.resync_interval = Duration::from_secs(2);
         cfg.stop_grace = Duration::from_secs(2);
         Agent::new(cfg).unwrap()
     }

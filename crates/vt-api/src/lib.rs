@@ -93,6 +93,17 @@ pub struct List<T> {
     pub items: Vec<T>,
 }
 
+/// A node's instances, as of view position `seq`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NodeInstances {
+    /// Every instance placed on the node (desired and current state), by id.
+    pub items: Vec<InstanceView>,
+    /// The position of the views these items reflect: pass it back as `after`
+    /// to wait for the next change.
+    pub seq: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateOrg {

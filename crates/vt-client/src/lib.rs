@@ -426,8 +426,12 @@ impl Client {
         self.mutate(Method::POST, &format!("/nodes/{}/heartbeat", seg(node)), Some(req), key).await
     }
     /// Every instance placed on a node, desired and current state.
-    pub async fn node_instances(&self, node: &str) -> Result<List<InstanceView>> {
+    pub async fn node_instances(&self, node: &str) -> Result<NodeInstances> {
         self.get(&format!("/nodes/{}/instances", seg(node))).await
+    }
+    /// The node's instances once the views move past `after` (or after `wait`).
+    pub async fn node_instances_after(&self, node: &str, after: u64, wait: Duration) -> Result<NodeInstances> {
+        self.get(&format!("/nodes/{}/instances?after={after}&wait_ms={}", seg(node), wait.as_millis())).await
     }
     /// A node agent's report of an instance's current status.
     pub async fn instance_report_status(&self, instance: &str, req: &ReportInstanceStatus, key: &str) -> Result<Committed<InstanceView>> {

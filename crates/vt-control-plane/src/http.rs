@@ -255,7 +255,16 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T>
     type Rejection = ApiErr;
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiErr> {
         let q = parts.uri.query().unwrap_or_default();
-        serde_urlencoded::from_str(q).map(QueryParams).map_err(|e| ApiErr::invalid("query", format!("bad query string: {e}")))
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(q.as_bytes()));
+        serde_path_to_error::deserialize(de).map(QueryParams).map_err(|e| {
+            let field = e.path().to_string();
+            let inner = e.into_inner();
+            if field.is_empty() || field == "." {
+                ApiErr::invalid("query", format!("bad query string: {inner}"))
+            } else {
+                ApiErr::invalid(field.clone(), format!("query parameter `{field}`: {inner}"))
+            }
+        })
     }
 }
 

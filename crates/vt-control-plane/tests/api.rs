@@ -316,3 +316,38 @@ async fn unknown_endpoint_and_openapi() {
     let doc: serde_json::Value = s.http.get(s.url("/v1/openapi.json")).send().await.unwrap().json().await.unwrap();
     assert!(doc["paths"]["/v1/orgs"]["post"]["operationId"] == "org_create");
 }
+
+#[tokio::test]
+async fn a_node_follows_its_instances_by_cursor() {
+    let s = TestServer::start().await;
+    let reg = json!({"name": "node-1", "capacity": {"cpu_millis": 1000, "memory_mib": 1024}});
+    assert_eq!(s.post("/v1/nodes", reg).await.status, StatusCode::CREATED);
+    let first = s.get("/v1/nodes/node-1/instances").await.body;
+    let seq = first["seq"].as_u64().expect("a cursor");
+    assert_eq!(first["items"], json!([]));
+
+    // Nothing changes: the answer comes after `wait_ms`, at the same position.
+    let t = std::time::Instant::now();
+    let same = s.get(&format!("/v1/nodes/node-1/instances?after={seq}&wait_ms=300")).await.body;
+    assert!(t.elapsed() >= std::time::Duration::from_millis(300), "{:?}", t.elapsed());
+    assert_eq!(same["seq"].as_u64(), Some(seq));
+
+    // A change while a request waits answers it at once, past the cursor.
+    let waiting = {
+        let url = format!("http://{}/v1/nodes/node-1/instances?after={seq}&wait_ms=15000", s.addr);
+        let req = s.http.get(url).bearer_auth(&s.token);
+        tokio::spawn(async move { req.send().await.unwrap().json::<serde_json::Value>().await.unwrap() })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let t = std::time::Instant::now();
+    s.post("/v1/nodes/node-1/heartbeat", json!({"allocatable": {"cpu_millis": 500, "memory_mib": 512}})).await;
+    let moved = waiting.await.unwrap();
+    assert!(t.elapsed() < std::time::Duration::from_secs(5), "{:?}", t.elapsed());
+    assert!(moved["seq"].as_u64().unwrap() > seq, "{moved}");
+
+    let r = s.get("/v1/nodes/node-1/instances?after=x").await;
+    assert_eq!((r.error_code(), r.error_field()), ("invalid_field", "after"), "{}", r.body);
+    let r = s.get("/v1/nodes/node-1/instances?since=1").await;
+    assert_eq!(r.error_code(), "invalid_field", "unknown parameters are refused: {}", r.body);
+    assert!(r.body.to_string().contains("since"), "{}", r.body);
+}

@@ -23,13 +23,33 @@ use vt_views::{InstanceView, ViewKind};
 use super::{Cp, Out, QueryParams};
 use crate::{ApiErr, ApiResult, ControlPlane};
 
-#[utoipa::path(get, path = "/v1/nodes/{node}/instances", operation_id = "node_instances", tag = "nodes", params(("node" = String, Path, description = "id or name")),
-    responses((status = 200, body = List<InstanceView>, description = "every instance placed on the node (desired and current state), by id"), (status = "4XX", body = ErrorBody)))]
-pub(super) async fn node_instances(State(cp): Cp, Path(node): Path<String>) -> Out<List<InstanceView>> {
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(super) struct NodeInstancesQuery {
+    /// A `seq` from an earlier answer: wait until the views move past it (or `wait_ms` ends).
+    after: Option<u64>,
+    /// How long to wait with `after`, in ms (default 10000, at most 20000).
+    wait_ms: Option<u64>,
+}
+
+/// Longest wait of a node's follow request (below the client's 30 s request timeout).
+const MAX_FOLLOW_WAIT: Duration = Duration::from_secs(20);
+
+#[utoipa::path(get, path = "/v1/nodes/{node}/instances", operation_id = "node_instances", tag = "nodes", params(("node" = String, Path, description = "id or name"), NodeInstancesQuery),
+    responses((status = 200, body = NodeInstances, description = "every instance placed on the node (desired and current state), by id, and the view position they reflect; with `after`, answered once the views move past it"), (status = "4XX", body = ErrorBody)))]
+pub(super) async fn node_instances(State(cp): Cp, Path(node): Path<String>, QueryParams(q): QueryParams<NodeInstancesQuery>) -> Out<NodeInstances> {
     let node = cp.node(&node).await?;
+    if let Some(after) = q.after {
+        // A node follows its instances by cursor: one request per change of the views.
+        let limit = Duration::from_millis(q.wait_ms.unwrap_or(10_000)).min(MAX_FOLLOW_WAIT);
+        let mut progress = cp.projector.subscribe();
+        let _ = tokio::time::timeout(limit, progress.wait_for(|seq| *seq > after)).await;
+    }
+    let seq = cp.projector.progress();
     let mut items: Vec<InstanceView> = cp.views::<InstanceView>(ControlPlane::kind_query(ViewKind::Instance)).await?.into_iter().filter(|i| i.node_id == node.id).collect();
     items.sort_by_key(|i| i.id);
-    Ok(Json(List { items }))
+    Ok(Json(NodeInstances { items, seq }))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
