@@ -60,6 +60,9 @@ pub struct AgentConfig {
     pub reserve_memory_mib: u32,
     /// Stop: SIGTERM to the entrypoint, power off after this long, then kill.
     pub stop_grace: Duration,
+    /// A running instance asked to stop keeps serving this long first: the ingress stops
+    /// sending it new connections (it is no longer ready) and requests in flight finish.
+    pub drain: Duration,
     /// Rotate an instance's log file past this size (two files are kept).
     pub log_max_bytes: u64,
     /// Writable scratch disk per instance.
@@ -92,6 +95,7 @@ impl AgentConfig {
             heartbeat_interval: Duration::from_secs(5),
             reserve_memory_mib: 512,
             stop_grace: Duration::from_secs(10),
+            drain: Duration::from_secs(2),
             log_max_bytes: 8 << 20,
             scratch_size: 256 << 20,
         }
@@ -618,6 +622,8 @@ impl Agent {
         let (health_tx, mut health_rx) = mpsc::channel::<health::Change>(4);
         let mut checks: Option<tokio::task::JoinHandle<()>> = None;
         let mut cgroup: Option<Cgroup> = None;
+        // A stop of a serving instance waits for its connections to drain.
+        let mut drain_until: Option<tokio::time::Instant> = None;
         loop {
             let ev = tokio::select! {
                 ev = vm.next_event() => ev,
@@ -645,9 +651,19 @@ impl Agent {
                 r = stop.recv(), if !stop_sent => {
                     if r.is_some() {
                         stop_sent = true;
-                        let _ = log.note("stop requested");
-                        vm.control(Control::Stop { grace: self.cfg.stop_grace }).await;
+                        if rec.phase == Phase::Running && !self.cfg.drain.is_zero() {
+                            let _ = log.note(&format!("stop requested; draining for {:?}", self.cfg.drain));
+                            drain_until = Some(tokio::time::Instant::now() + self.cfg.drain);
+                        } else {
+                            let _ = log.note("stop requested");
+                            vm.control(Control::Stop { grace: self.cfg.stop_grace }).await;
+                        }
                     }
+                    continue;
+                }
+                _ = tokio::time::sleep_until(drain_until.unwrap_or_else(tokio::time::Instant::now)), if drain_until.is_some() => {
+                    drain_until = None;
+                    vm.control(Control::Stop { grace: self.cfg.stop_grace }).await;
                     continue;
                 }
             };

@@ -9,11 +9,10 @@
 //!
 //! `FIRECRACKER_BIN=/usr/local/bin/firecracker cargo test -p vt-runtime --test firecracker_boot -- --nocapture`
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
 use vt_runtime::firecracker::{probe_kvm, FirecrackerConfig, FirecrackerRuntime};
-use vt_runtime::{ExitStatus, InstanceSpec, Launch, Runtime, State};
 
 /// The runtime when this host can boot Firecracker guests; otherwise `None` after printing why.
 async fn runtime_or_skip(test: &str) -> Option<FirecrackerRuntime> {
@@ -49,74 +48,11 @@ async fn runtime_or_skip(test: &str) -> Option<FirecrackerRuntime> {
     }
 }
 
-fn busybox_root_disk(tmp: &Path) -> PathBuf {
-    vt_image::testing::busybox_root_disk(tmp).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn busybox_command_output_and_exit_code_come_back() {
     let Some(rt) = runtime_or_skip("the firecracker boot test").await else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let disk = tokio::task::spawn_blocking({
-        let t = tmp.path().to_owned();
-        move || busybox_root_disk(&t)
-    })
-    .await
-    .unwrap();
-    let launch = Launch {
-        argv: [
-            "/bin/sh",
-            "-c",
-            "echo hello from the guest; echo \"app=$VT_APP host=$(cat /proc/sys/kernel/hostname) uid=$(id -u)\"; echo oops >&2; exit 7",
-        ]
-        .map(String::from)
-        .to_vec(),
-        env: vec![("VT_APP".into(), "test".into())],
-        cwd: "/".into(),
-        user: "nobody".into(),
-        hostname: "guest".into(),
-        ..Launch::default()
-    };
-    let spec = InstanceSpec::new("i-1", disk, tmp.path().join("vm"), launch);
-    let started = Instant::now();
-    let vm = rt.start(spec).await.unwrap();
-    let vt_runtime::testing::Finished { states, stdout, stderr, outcome: out } =
-        vt_runtime::testing::run_to_end(vm, Duration::from_secs(60)).await;
-    let total = started.elapsed();
-    let console = std::fs::read_to_string(tmp.path().join("vm/console.log")).unwrap_or_default();
-    if std::env::var_os("VT_GUEST_DEBUG").is_some() {
-        println!("--- guest console ---\n{console}---");
-    }
-    assert_eq!(
-        out.state,
-        State::Stopped {
-            exit: Some(ExitStatus::Code(7))
-        },
-        "console:\n{console}"
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&stdout),
-        "hello from the guest\napp=test host=guest uid=65534\n"
-    );
-    assert_eq!(String::from_utf8_lossy(&stderr), "oops\n");
-    let names: Vec<&str> = states.iter().map(State::name).collect();
-    assert_eq!(
-        names,
-        ["preparing", "booting", "running", "stopping", "stopped"]
-    );
-    // Firecracker exited by itself (the guest rebooted), with status 0.
-    assert_eq!(out.vmm_exit, Some(0));
-    let t = &out.timings;
-    println!(
-        "firecracker boot: prepare {:?}, vmm spawn → guest hello {:?}, vmm spawn → entrypoint {:?} \
-         (guest clock: init at {} ms, entrypoint at {} ms), total incl. power-off {:?}",
-        t.prepared.unwrap(),
-        t.guest_hello.unwrap() - t.vmm_spawned.unwrap(),
-        t.boot_to_entrypoint().unwrap(),
-        t.guest_init_started_us.unwrap() / 1000,
-        t.guest_entrypoint_started_us.unwrap() / 1000,
-        total
-    );
+    vt_runtime::testing::busybox_contract(&rt, tmp.path(), Duration::from_secs(60)).await;
 }

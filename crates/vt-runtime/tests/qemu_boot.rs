@@ -54,67 +54,9 @@ fn launch_as(user: &str, argv: &[&str]) -> Launch {
 async fn busybox_command_output_and_exit_code_come_back() {
     let Some(dir) = guest_dir() else { return };
     let tmp = tempfile::tempdir().unwrap();
-    let disk = tokio::task::spawn_blocking({
-        let t = tmp.path().to_owned();
-        move || busybox_root_disk(&t)
-    })
-    .await
-    .unwrap();
     let rt = runtime(&dir);
-    let spec = InstanceSpec::new(
-        "i-1",
-        disk,
-        tmp.path().join("vm"),
-        launch_as(
-            "nobody",
-            &[
-                "/bin/sh",
-                "-c",
-                "echo hello from the guest; echo \"app=$VT_APP host=$(cat /proc/sys/kernel/hostname) uid=$(id -u)\"; echo oops >&2; exit 7",
-            ],
-        ),
-    );
-    let started = Instant::now();
-    let vm = rt.start(spec).await.unwrap();
-    let vt_runtime::testing::Finished { states, stdout, stderr, outcome: out } =
-        vt_runtime::testing::run_to_end(vm, Duration::from_secs(180)).await;
-    let total = started.elapsed();
-    let console = std::fs::read_to_string(tmp.path().join("vm/console.log")).unwrap_or_default();
-    if std::env::var_os("VT_GUEST_DEBUG").is_some() {
-        println!("--- guest console ---\n{console}---");
-    }
-    assert_eq!(
-        out.state,
-        State::Stopped {
-            exit: Some(ExitStatus::Code(7))
-        },
-        "console:\n{console}"
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&stdout),
-        "hello from the guest\napp=test host=guest uid=65534\n"
-    );
-    assert_eq!(String::from_utf8_lossy(&stderr), "oops\n");
-    let names: Vec<&str> = states.iter().map(State::name).collect();
-    assert_eq!(
-        names,
-        ["preparing", "booting", "running", "stopping", "stopped"]
-    );
-    // The VMM process exited by itself (guest power-off), with status 0.
-    assert_eq!(out.vmm_exit, Some(0));
-    let t = &out.timings;
-    let b2e = t.boot_to_entrypoint().unwrap();
-    println!(
-        "qemu boot (accel {:?}): prepare {:?}, vmm spawn → guest hello {:?}, vmm spawn → entrypoint {:?} \
-         (guest clock: init at {} ms, entrypoint at {} ms), total incl. power-off {:?}",
-        rt.accel().await,
-        t.prepared.unwrap(),
-        t.guest_hello.unwrap() - t.vmm_spawned.unwrap(),
-        b2e,
-        t.guest_init_started_us.unwrap() / 1000,
-        t.guest_entrypoint_started_us.unwrap() / 1000,
-        total
-    );
+    println!("accelerator: {:?}", rt.accel().await);
+    vt_runtime::testing::busybox_contract(&rt, tmp.path(), Duration::from_secs(180)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
