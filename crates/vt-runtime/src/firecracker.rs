@@ -430,6 +430,8 @@ struct Driver {
 
 impl Driver {
     async fn run(self, mut s: Session, ctl: mpsc::Receiver<Control>) -> Outcome {
+        // Removes the tap when this ends, however it ends.
+        let _tap = self.spec.network.as_ref().map(|n| crate::net::TapGuard(n.tap.clone()));
         s.set(crate::State::Preparing).await;
         let listener = match self.prepare().await {
             Ok(l) => l,
@@ -589,15 +591,10 @@ impl Driver {
             .map_err(|e| e.to_string())
     }
 
-    /// After the VMM is gone: the tap, the jail (its log copied to the work dir first), the
-    /// sockets.
+    /// After the VMM is gone: the jail (its log copied to the work dir first), the sockets.
+    /// (The tap goes with `run`'s `TapGuard`.)
     async fn cleanup(&self) {
         let l = &self.layout;
-        if let Some(n) = &self.spec.network {
-            if let Err(e) = crate::net::delete_tap(&n.tap).await {
-                tracing::warn!(instance = %self.spec.id, error = %e, "tap not removed; the next start of this instance replaces it");
-            }
-        }
         if let Some(j) = &l.jail {
             let _ = std::fs::copy(l.host(jail::LOG), self.spec.work_dir.join(jail::LOG));
             if let Err(e) = j.remove() {

@@ -98,6 +98,30 @@ impl NetworkSpec {
     }
 }
 
+/// Removes the tap it names when dropped: at the end of the task that drives a VM, and also
+/// when that task is aborted (the VM is killed with it: `kill_on_drop`). A VM that outlives
+/// its agent process (SIGKILL) keeps its tap: no destructor runs, and the next agent adopts
+/// both (and removes the tap when that VM ends).
+#[derive(Debug)]
+pub struct TapGuard(pub String);
+
+impl Drop for TapGuard {
+    fn drop(&mut self) {
+        if !std::path::Path::new("/sys/class/net").join(&self.0).exists() {
+            return;
+        }
+        let done = std::process::Command::new("ip")
+            .args(["link", "del", "dev", &self.0])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+        if !matches!(done, Ok(s) if s.success()) {
+            tracing::warn!(tap = %self.0, "tap not removed; the next start of this instance replaces it");
+        }
+    }
+}
+
 /// Remove a tap (and with it its address and route); nothing to do when it does not exist.
 pub async fn delete_tap(name: &str) -> Result<(), NetError> {
     if !std::path::Path::new("/sys/class/net").join(name).exists() {
@@ -168,6 +192,22 @@ mod tests {
         let g = a.guest_config();
         assert_eq!(g.addresses, vec![(IpAddr::V6(a.address), 128)]);
         assert_eq!(g.gateways, vec![IpAddr::V6(HOST_LINK_ADDR)]);
+    }
+
+    /// Needs root: creates a real tap. The guard removes it when dropped.
+    #[tokio::test]
+    async fn a_tap_goes_with_its_guard() {
+        if let Err(why) = taps_available() {
+            eprintln!("SKIPPED: tap guard test: {why}");
+            return;
+        }
+        let n = NetworkSpec::for_instance(&format!("guard-test-{}", std::process::id()), "fd7a:115c:a1e0:8::/64").unwrap();
+        n.create_tap().await.unwrap();
+        let dev = std::path::Path::new("/sys/class/net").join(&n.tap);
+        assert!(dev.exists());
+        drop(TapGuard(n.tap.clone()));
+        assert!(!dev.exists(), "{} removed", n.tap);
+        drop(TapGuard(n.tap.clone())); // nothing left: a no-op
     }
 
     #[test]

@@ -324,6 +324,8 @@ struct Driver {
 
 impl Driver {
     async fn run(self, mut s: Session, ctl: mpsc::Receiver<Control>) -> Outcome {
+        // Removes the tap when this ends, however it ends.
+        let _tap = self.spec.network.as_ref().map(|n| crate::net::TapGuard(n.tap.clone()));
         s.set(State::Preparing).await;
         let listener = match self.prepare().await {
             Ok(l) => l,
@@ -348,13 +350,7 @@ impl Driver {
             log: dir.join("qemu.log"),
             console: dir.join("console.log"),
         };
-        let outcome = s.supervise(vmm, listener, ctl).await;
-        if let Some(n) = &self.spec.network {
-            if let Err(e) = crate::net::delete_tap(&n.tap).await {
-                tracing::warn!(instance = %self.spec.id, error = %e, "tap not removed; the next start of this instance replaces it");
-            }
-        }
-        outcome
+        s.supervise(vmm, listener, ctl).await
     }
 
     /// Scratch disk, tap, the guest channel listener.
