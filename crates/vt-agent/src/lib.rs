@@ -198,9 +198,10 @@ impl Agent {
         &self.cfg
     }
 
-    /// Kill the VMs this agent's supervisors run (for a shutdown of the process hosting the
-    /// agent: dropping the supervisors kills them too, but asynchronously, and a process that
-    /// exits right away would orphan them). Their records stay; a new agent boots them again.
+    /// Kill the VMs this agent's supervisors run and remove their taps (for a shutdown of the
+    /// process hosting the agent: dropping the supervisors does both too, but asynchronously,
+    /// and a process that exits right away would orphan them). Their records stay; a new agent
+    /// boots them again.
     pub async fn kill_vms(&self) {
         let ids: Vec<String> = self
             .supervised
@@ -213,6 +214,12 @@ impl Agent {
             if let Some(rec) = self.states.load(&id) {
                 if let Some(pid) = live_vm(&rec) {
                     state::signal(pid, "KILL").await;
+                }
+                // The supervisors' own guards may not get to run before the process exits.
+                if let Some(tap) = &rec.tap {
+                    if let Err(e) = vt_runtime::net::delete_tap(tap).await {
+                        tracing::warn!(instance = %id, error = %e, "tap not removed");
+                    }
                 }
             }
         }
