@@ -198,7 +198,7 @@ impl Agent {
         &self.cfg
     }
 
-    /// Kill the VMs this agent's supervisors run and remove their taps (for a shutdown of the
+    /// Kill the VMs this agent's supervisors run, remove their taps and cgroups (for a shutdown of the
     /// process hosting the agent: dropping the supervisors does both too, but asynchronously,
     /// and a process that exits right away would orphan them). Their records stay; a new agent
     /// boots them again.
@@ -215,11 +215,14 @@ impl Agent {
                 if let Some(pid) = live_vm(&rec) {
                     state::signal(pid, "KILL").await;
                 }
-                // The supervisors' own guards may not get to run before the process exits.
+                // The supervisors' own cleanup may not get to run before the process exits.
                 if let Some(tap) = &rec.tap {
                     if let Err(e) = vt_runtime::net::delete_tap(tap).await {
                         tracing::warn!(instance = %id, error = %e, "tap not removed");
                     }
+                }
+                if let Some(root) = &self.cgroups {
+                    remove_cgroup(&id, Cgroup::of(root, &id)).await;
                 }
             }
         }
