@@ -225,6 +225,19 @@ impl World {
         instance_id
     }
 
+    /// Desire the instance stopped and wait until its status is final.
+    async fn stop(&self, id: InstanceId) -> InstanceView {
+        self.append(Event::InstanceDesiredStateChanged(InstanceDesiredStateChanged {
+            org_id: self.org_id,
+            env_id: self.env_id,
+            instance_id: id,
+            desired: DesiredState::Stopped,
+            reason: None,
+        }))
+        .await;
+        self.wait_status(id, "stopped", |v| v.status.is_terminal()).await
+    }
+
     async fn wait_status(
         &self,
         id: InstanceId,
@@ -403,19 +416,7 @@ async fn agent_killed_mid_boot_leaves_exactly_one_vm() {
     assert_eq!(qemu_processes(&id.to_string()), 1);
 
     // Desired stopped: the stop goes through the channel; the instance ends stopped.
-    w.append(Event::InstanceDesiredStateChanged(
-        InstanceDesiredStateChanged {
-            org_id: w.org_id,
-            env_id: w.env_id,
-            instance_id: id,
-            desired: DesiredState::Stopped,
-            reason: None,
-        },
-    ))
-    .await;
-    let v = w
-        .wait_status(id, "stopped", |v| v.status.is_terminal())
-        .await;
+    let v = w.stop(id).await;
     assert_eq!(v.status, InstanceStatus::Stopped, "{v:?}");
     assert_eq!(qemu_processes(&id.to_string()), 0);
     run2.abort();
@@ -463,19 +464,7 @@ async fn a_live_vm_is_adopted_not_restarted() {
         0,
         "no VM booted beside the adopted one"
     );
-    w.append(Event::InstanceDesiredStateChanged(
-        InstanceDesiredStateChanged {
-            org_id: w.org_id,
-            env_id: w.env_id,
-            instance_id: id,
-            desired: DesiredState::Stopped,
-            reason: None,
-        },
-    ))
-    .await;
-    let v = w
-        .wait_status(id, "stopped", |v| v.status.is_terminal())
-        .await;
+    let v = w.stop(id).await;
     assert_eq!(v.status, InstanceStatus::Stopped, "{v:?}");
     let _ = fake.wait();
     // The shell's `sleep` child outlives it: end the whole group.
@@ -541,15 +530,7 @@ retries = 2
     let reason = v.reason.unwrap_or_default();
     assert!(reason.contains("GET / on port 8080 failed 2 time(s) in a row"), "{reason}");
 
-    w.append(Event::InstanceDesiredStateChanged(InstanceDesiredStateChanged {
-        org_id: w.org_id,
-        env_id: w.env_id,
-        instance_id: id,
-        desired: DesiredState::Stopped,
-        reason: Some("test".into()),
-    }))
-    .await;
-    let v = w.wait_status(id, "stopped", |v| v.status.is_terminal()).await;
+    let v = w.stop(id).await;
     assert_eq!(v.status, InstanceStatus::Stopped, "{v:?}");
     assert_eq!(v.health, None);
     if let Ok(root) = vt_runtime::cgroup::CgroupRoot::detect() {

@@ -44,19 +44,6 @@ async fn deploy(s: &TestServer, release: &str) -> String {
     r.body["id"].as_str().unwrap().to_owned()
 }
 
-/// Poll `path` until `ok` holds for its body (10 s at most).
-async fn until(s: &TestServer, path: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
-    let started = Instant::now();
-    loop {
-        let body = s.get(path).await.body;
-        if ok(&body) {
-            return body;
-        }
-        assert!(started.elapsed() < Duration::from_secs(10), "timed out waiting for {what}: {body}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 fn items(body: &Value) -> Vec<Value> {
     body["items"].as_array().cloned().unwrap_or_default()
 }

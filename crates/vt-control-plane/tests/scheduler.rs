@@ -3,7 +3,7 @@
 mod common;
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use reqwest::StatusCode;
@@ -20,19 +20,6 @@ async fn release(s: &TestServer, app: &str, c: char, memory_mib: u32) -> String 
     let r = s.post(&format!("/v1/orgs/acme/apps/{app}/releases"), json!({"image": format!("localhost:7411/acme/{app}@{}", digest(c)), "manifest": manifest(memory_mib)})).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     r.body["id"].as_str().unwrap().to_owned()
-}
-
-/// Poll `path` until `ok` holds for its body (10 s at most).
-async fn until(s: &TestServer, path: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
-    let started = Instant::now();
-    loop {
-        let body = s.get(path).await.body;
-        if ok(&body) {
-            return body;
-        }
-        assert!(started.elapsed() < Duration::from_secs(10), "timed out waiting for {what}: {body}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn live(instances: &Value) -> Vec<&Value> {

@@ -652,14 +652,8 @@ struct Fc {
 }
 
 impl Vmm for Fc {
-    fn wait(
-        &mut self,
-    ) -> impl std::future::Future<Output = std::io::Result<std::process::ExitStatus>> + Send {
-        self.child.wait()
-    }
-
-    fn start_kill(&mut self) {
-        let _ = self.child.start_kill();
+    fn child(&mut self) -> &mut tokio::process::Child {
+        &mut self.child
     }
 
     fn power_off(&mut self) -> impl std::future::Future<Output = ()> + Send {

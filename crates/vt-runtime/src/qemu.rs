@@ -448,14 +448,8 @@ struct Qemu {
 }
 
 impl Vmm for Qemu {
-    fn wait(
-        &mut self,
-    ) -> impl std::future::Future<Output = std::io::Result<std::process::ExitStatus>> + Send {
-        self.child.wait()
-    }
-
-    fn start_kill(&mut self) {
-        let _ = self.child.start_kill();
+    fn child(&mut self) -> &mut tokio::process::Child {
+        &mut self.child
     }
 
     /// QEMU has nothing to ask: the guest powers off itself, or QEMU is killed.

@@ -38,10 +38,16 @@ pub(crate) const POWER_OFF_WAIT: Duration = if cfg!(test) {
 
 /// The VMM process as the conversation needs it.
 pub(crate) trait Vmm: Send {
+    /// The VMM process.
+    fn child(&mut self) -> &mut tokio::process::Child;
     /// The VMM process ended (cancel-safe, like `Child::wait`).
-    fn wait(&mut self) -> impl Future<Output = std::io::Result<ProcessStatus>> + Send;
+    fn wait(&mut self) -> impl Future<Output = std::io::Result<ProcessStatus>> + Send {
+        self.child().wait()
+    }
     /// Kill the VMM now, without waiting for it.
-    fn start_kill(&mut self);
+    fn start_kill(&mut self) {
+        let _ = self.child().start_kill();
+    }
     /// Make the machine power off without the guest's cooperation (the guest did not answer
     /// `Shutdown`). Firecracker: `SendCtrlAltDel`; a VMM without such a request does nothing.
     fn power_off(&mut self) -> impl Future<Output = ()> + Send;

@@ -107,3 +107,16 @@ pub fn manifest() -> &'static str {
 pub fn digest(c: char) -> String {
     format!("sha256:{}", c.to_string().repeat(64))
 }
+
+/// Poll `path` until `ok` holds for its body (10 s at most).
+pub async fn until(s: &TestServer, path: &str, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+    let started = std::time::Instant::now();
+    loop {
+        let body = s.get(path).await.body;
+        if ok(&body) {
+            return body;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "timed out waiting for {what}: {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
