@@ -216,14 +216,7 @@ impl Agent {
                     state::signal(pid, "KILL").await;
                 }
                 // The supervisors' own cleanup may not get to run before the process exits.
-                if let Some(tap) = &rec.tap {
-                    if let Err(e) = vt_runtime::net::delete_tap(tap).await {
-                        tracing::warn!(instance = %id, error = %e, "tap not removed");
-                    }
-                }
-                if let Some(root) = &self.cgroups {
-                    remove_cgroup(&id, Cgroup::of(root, &id)).await;
-                }
+                self.release_host_side(&rec).await;
             }
         }
     }
@@ -485,14 +478,7 @@ impl Agent {
                 }
             }
             rec.vm_pid = None;
-            if let Some(root) = &me.cgroups {
-                remove_cgroup(&rec.id, Cgroup::of(root, &rec.id)).await;
-            }
-            if let Some(tap) = &rec.tap {
-                if let Err(e) = vt_runtime::net::delete_tap(tap).await {
-                    tracing::warn!(instance = %rec.id, error = %e, "cannot remove the tap of an adopted VM");
-                }
-            }
+            me.release_host_side(&rec).await;
             let (phase, reason) = if stopping {
                 (Phase::Stopped, "stopped on request (the VM was adopted after an agent restart; its exit status is unknown)".to_string())
             } else {
@@ -548,6 +534,19 @@ impl Agent {
             Err(e) => {
                 tracing::warn!(instance = id, status = phase.status().as_str(), error = %e, "cannot report the instance status")
             }
+        }
+    }
+
+    /// Remove what the host keeps for a VM that is gone (or being killed): its tap and its
+    /// cgroup. For VMs this process's runtime did not end itself.
+    async fn release_host_side(&self, rec: &InstanceRecord) {
+        if let Some(tap) = &rec.tap {
+            if let Err(e) = vt_runtime::net::delete_tap(tap).await {
+                tracing::warn!(instance = %rec.id, error = %e, "tap not removed");
+            }
+        }
+        if let Some(root) = &self.cgroups {
+            remove_cgroup(&rec.id, Cgroup::of(root, &rec.id)).await;
         }
     }
 

@@ -35,7 +35,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
-use crate::{BoxFuture, Control, InstanceSpec, Outcome, Runtime, RuntimeError, Vm};
+use crate::{find_bin, BoxFuture, Control, InstanceSpec, Outcome, Runtime, RuntimeError, Vm};
 
 pub mod api;
 pub mod jail;
@@ -155,17 +155,6 @@ impl FirecrackerConfig {
         );
         missing
     }
-}
-
-/// `bin` itself when it names a file, else the first `PATH` entry holding it.
-pub fn find_bin(bin: &Path) -> Option<PathBuf> {
-    if bin.components().count() > 1 {
-        return bin.is_file().then(|| bin.to_owned());
-    }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(bin))
-        .find(|p| p.is_file())
 }
 
 /// The kernel command line of an instance (`extra`: more words, e.g. `vt.probe`).

@@ -35,6 +35,16 @@ pub use lifecycle::{InvalidTransition, State};
 pub use select::RuntimeKind;
 pub use vt_guest_proto::{ExitStatus, Launch, Secret, Stream};
 
+/// `bin` itself when it is a path, else the first `PATH` entry holding it (what
+/// `Command::new(bin)` would run).
+pub fn find_bin(bin: &std::path::Path) -> Option<PathBuf> {
+    if bin.components().count() > 1 {
+        return bin.is_file().then(|| bin.to_owned());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(bin)).find(|p| p.is_file())
+}
+
 /// Everything a runtime needs to boot one instance.
 #[derive(Debug, Clone)]
 pub struct InstanceSpec {

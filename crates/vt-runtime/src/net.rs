@@ -164,10 +164,7 @@ pub fn taps_available() -> Result<(), String> {
     if uid.as_deref() != Some("0") {
         return Err("tap devices need root (CAP_NET_ADMIN)".into());
     }
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join("ip").is_file()))
-        .unwrap_or(false);
-    if !found {
+    if crate::find_bin(std::path::Path::new("ip")).is_none() {
         return Err("`ip` (iproute2) is not installed".into());
     }
     Ok(())

@@ -75,8 +75,7 @@ impl QemuConfig {
     pub fn missing(&self) -> Vec<String> {
         let mut missing: Vec<String> = [&self.kernel, &self.initramfs].into_iter().filter(|p| !p.is_file()).map(|p| p.display().to_string()).collect();
         for bin in [&self.qemu_bin, &self.mkfs_bin] {
-            let on_path = std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(bin).is_file()));
-            if !on_path && !Path::new(bin).is_file() {
+            if crate::find_bin(bin).is_none() {
                 missing.push(bin.display().to_string());
             }
         }
