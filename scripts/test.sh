@@ -5,7 +5,8 @@
 #
 #   scripts/test.sh [extra `cargo test` args...]
 #
-# Installs what is missing (Debian packages), starts PostgreSQL, runs
+# Installs what is missing (Debian packages), checks formatting and lints
+# (`cargo fmt --check`, `cargo clippy -D warnings`), starts PostgreSQL, runs
 # `cargo test --workspace`, stops PostgreSQL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,15 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 ensure_packages build-essential pkg-config e2fsprogs busybox-static skopeo postgresql iproute2
 cargo_on_path
+
+# rustfmt and clippy come with rustup's default profile; add them where a minimal one was installed.
+for c in rustfmt clippy; do
+    cargo "${c/rustfmt/fmt}" --version >/dev/null 2>&1 || rustup component add "$c"
+done
+
+# Style and lints first: they fail in seconds, the suite takes minutes.
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
 
 # The guest kernel, vmlinux and the initramfs with a freshly built vt-init.
 scripts/guest-kernel.sh

@@ -38,12 +38,11 @@ impl Probe {
         let Healthcheck { kind, port, path, interval_ms, timeout_ms, grace_ms, retries } = hc;
         let port = match port {
             PortRef::Number(n) => *n,
-            PortRef::Name(name) => process
-                .ports
-                .iter()
-                .find(|p| &p.name == name)
-                .map(|p| p.port)
-                .ok_or_else(|| format!("the health check names port `{name}`, which the process does not declare"))?,
+            PortRef::Name(name) => {
+                process.ports.iter().find(|p| &p.name == name).map(|p| p.port).ok_or_else(|| {
+                    format!("the health check names port `{name}`, which the process does not declare")
+                })?
+            }
         };
         Ok(Some(Probe {
             http_path: match kind {
@@ -104,7 +103,11 @@ pub fn http_status_ok(head: &[u8]) -> Result<(), String> {
     let line = String::from_utf8_lossy(line).trim_end().to_owned();
     let mut parts = line.splitn(3, ' ');
     let (Some(proto), Some(code)) = (parts.next(), parts.next()) else {
-        return Err(if line.is_empty() { "empty response".into() } else { format!("not an HTTP status line: {line:?}") });
+        return Err(if line.is_empty() {
+            "empty response".into()
+        } else {
+            format!("not an HTTP status line: {line:?}")
+        });
     };
     if !proto.starts_with("HTTP/") {
         return Err(format!("not an HTTP status line: {line:?}"));
@@ -198,7 +201,14 @@ mod tests {
     use super::*;
 
     fn probe() -> Probe {
-        Probe { http_path: Some("/healthz".into()), port: 8080, interval_ms: 10_000, timeout_ms: 2_000, grace_ms: 30_000, retries: 3 }
+        Probe {
+            http_path: Some("/healthz".into()),
+            port: 8080,
+            interval_ms: 10_000,
+            timeout_ms: 2_000,
+            grace_ms: 30_000,
+            retries: 3,
+        }
     }
     const S: fn(u64) -> Duration = Duration::from_secs;
 
@@ -262,7 +272,9 @@ mod tests {
                 let mut b = [0u8; 512];
                 let n = s.read(&mut b).await.unwrap_or(0);
                 let ok = String::from_utf8_lossy(&b[..n]).starts_with("GET /healthz ");
-                let _ = s.write_all(if ok { b"HTTP/1.1 204 No Content\r\n\r\n" } else { b"HTTP/1.1 404 Not Found\r\n\r\n" }).await;
+                let _ = s
+                    .write_all(if ok { b"HTTP/1.1 204 No Content\r\n\r\n" } else { b"HTTP/1.1 404 Not Found\r\n\r\n" })
+                    .await;
             }
         });
         let ip = "127.0.0.1".parse().unwrap();

@@ -23,10 +23,10 @@ use vt_api::{Heartbeat, InstanceView, RegisterNode, ReportInstanceStatus};
 use vt_client::Client;
 use vt_events::{Capacity, DesiredState, Health};
 use vt_image::{Digest, ImageStore, RegistrySource, StoreOptions};
-use vt_runtime::firecracker::{FirecrackerConfig, FirecrackerRuntime};
-use vt_runtime::qemu::{QemuConfig, QemuRuntime};
 use vt_runtime::cgroup::{Cgroup, CgroupRoot};
+use vt_runtime::firecracker::{FirecrackerConfig, FirecrackerRuntime};
 use vt_runtime::net::NetworkSpec;
+use vt_runtime::qemu::{QemuConfig, QemuRuntime};
 use vt_runtime::{Control, ExitStatus, InstanceSpec, Runtime, RuntimeKind, State, VmEvent};
 
 pub mod health;
@@ -77,10 +77,7 @@ impl AgentConfig {
     pub fn new(server: &str, token: Option<String>, node_name: &str, data_dir: PathBuf) -> Self {
         let guest_dir = vt_runtime::qemu::default_guest_dir();
         let mut qemu = QemuConfig::from_guest_dir(&guest_dir);
-        if let Some(a) = std::env::var("VT_QEMU_ACCEL")
-            .ok()
-            .and_then(|a| a.parse().ok())
-        {
+        if let Some(a) = std::env::var("VT_QEMU_ACCEL").ok().and_then(|a| a.parse().ok()) {
             qemu.accel = a;
         }
         AgentConfig {
@@ -121,22 +118,15 @@ pub enum AgentError {
 
 /// The node's capacity from `/proc`: all CPUs, MemTotal minus `reserve_mib`.
 pub fn node_capacity(reserve_mib: u32) -> Capacity {
-    let cpus = std::thread::available_parallelism()
-        .map(|n| n.get() as u32)
-        .unwrap_or(1);
+    let cpus = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1);
     let mem_kib: u64 = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| {
-            m.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            m.lines().find(|l| l.starts_with("MemTotal:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(1 << 20);
     let mem_mib = (mem_kib / 1024) as u32;
-    Capacity {
-        cpu_millis: cpus * 1000,
-        memory_mib: mem_mib.saturating_sub(reserve_mib).max(64),
-    }
+    Capacity { cpu_millis: cpus * 1000, memory_mib: mem_mib.saturating_sub(reserve_mib).max(64) }
 }
 
 /// A supervisor running in this process for one instance.
@@ -170,15 +160,12 @@ impl Agent {
         std::fs::create_dir_all(cfg.log_dir())?;
         let runtime = new_runtime(&cfg).map_err(|e| AgentError::Other(e.to_string()))?;
         tracing::info!(runtime = runtime.name(), "microVM backend");
-        let client =
-            Client::new(&cfg.server, cfg.token.clone()).with_retries(4, Duration::from_millis(250));
+        let client = Client::new(&cfg.server, cfg.token.clone()).with_retries(4, Duration::from_millis(250));
         let taps = vt_runtime::net::taps_available();
         if let Err(why) = &taps {
             tracing::warn!(%why, "instances on this node get no network");
         }
-        let cgroups = CgroupRoot::detect()
-            .map_err(|e| tracing::warn!(error = %e, "VMs run without a CPU weight"))
-            .ok();
+        let cgroups = CgroupRoot::detect().map_err(|e| tracing::warn!(error = %e, "VMs run without a CPU weight")).ok();
         Ok(Arc::new(Agent {
             cfg,
             client,
@@ -203,13 +190,7 @@ impl Agent {
     /// and a process that exits right away would orphan them). Their records stay; a new agent
     /// boots them again.
     pub async fn kill_vms(&self) {
-        let ids: Vec<String> = self
-            .supervised
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .cloned()
-            .collect();
+        let ids: Vec<String> = self.supervised.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
         for id in ids {
             if let Some(rec) = self.states.load(&id) {
                 if let Some(pid) = live_vm(&rec) {
@@ -228,10 +209,7 @@ impl Agent {
 
     fn key(&self, what: &str) -> String {
         let n = self.keys.fetch_add(1, Ordering::SeqCst);
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
         format!("agent-{}-{what}-{t}-{n}", self.cfg.node_name)
     }
 
@@ -239,12 +217,10 @@ impl Agent {
         let dir = self.cfg.agent_dir().join("images");
         self.images
             .get_or_try_init(|| async move {
-                tokio::task::spawn_blocking(move || {
-                    ImageStore::open(&dir, StoreOptions::default()).map(Arc::new)
-                })
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| format!("cannot open the image cache: {e}"))
+                tokio::task::spawn_blocking(move || ImageStore::open(&dir, StoreOptions::default()).map(Arc::new))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| format!("cannot open the image cache: {e}"))
             })
             .await
             .cloned()
@@ -259,10 +235,7 @@ impl Agent {
             labels: Default::default(),
             address: None,
         };
-        let node = self
-            .client
-            .node_register(&req, &self.key("register"))
-            .await?;
+        let node = self.client.node_register(&req, &self.key("register")).await?;
         let id = node.value.id.to_string();
         let _ = self.node.set(id.clone());
         *self.subnet.lock().unwrap_or_else(|p| p.into_inner()) = node.value.subnet.clone();
@@ -292,11 +265,7 @@ impl Agent {
             loop {
                 tokio::time::sleep(hb.cfg.heartbeat_interval).await;
                 let node = hb.cfg.node_name.clone();
-                if let Err(e) = hb
-                    .client
-                    .node_heartbeat(&node, &Heartbeat::default(), &hb.key("hb"))
-                    .await
-                {
+                if let Err(e) = hb.client.node_heartbeat(&node, &Heartbeat::default(), &hb.key("hb")).await {
                     tracing::warn!(error = %e, "heartbeat failed");
                 }
             }
@@ -338,7 +307,11 @@ impl Agent {
     /// what runs here and act on the difference. Supervisors are spawned on `tasks`.
     /// Returns whether another activation is due without waiting for a change (a VM left
     /// half-booted by a previous agent was ended; the next activation boots it again).
-    pub async fn reconcile(self: &Arc<Self>, list: Vec<InstanceView>, tasks: &mut JoinSet<()>) -> Result<bool, AgentError> {
+    pub async fn reconcile(
+        self: &Arc<Self>,
+        list: Vec<InstanceView>,
+        tasks: &mut JoinSet<()>,
+    ) -> Result<bool, AgentError> {
         let mut again = false;
         for inst in list {
             let id = inst.id.to_string();
@@ -360,14 +333,10 @@ impl Agent {
                 Some(rec) if rec.phase.is_terminal() => {
                     // Finished here; make sure the control plane knows.
                     if inst.status != rec.phase.status() && !inst.status.is_terminal() {
-                        self.report(&id, rec.phase, rec.reason.clone(), rec.exit_code)
-                            .await;
+                        self.report(&id, rec.phase, rec.reason.clone(), rec.exit_code).await;
                     }
                 }
-                Some(mut rec)
-                    if live_vm(&rec).is_some()
-                        && matches!(rec.phase, Phase::Running | Phase::Stopping) =>
-                {
+                Some(mut rec) if live_vm(&rec).is_some() && matches!(rec.phase, Phase::Running | Phase::Stopping) => {
                     rec.vm_pid = live_vm(&rec);
                     tracing::info!(instance = %id, pid = rec.vm_pid, "adopting a VM still running from a previous agent");
                     self.spawn_adopted(tasks, rec, inst.desired_state);
@@ -381,9 +350,7 @@ impl Agent {
                     again = true;
                     state::signal(pid, "KILL").await;
                     let deadline = Instant::now() + Duration::from_secs(5);
-                    while state::vm_alive(pid, &state::path_str(&rec.work_dir))
-                        && Instant::now() < deadline
-                    {
+                    while state::vm_alive(pid, &state::path_str(&rec.work_dir)) && Instant::now() < deadline {
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 }
@@ -396,15 +363,13 @@ impl Agent {
                 }
                 rec => {
                     // Desired stopped and nothing runs here.
-                    let mut rec = rec.unwrap_or_else(|| {
-                        InstanceRecord::new(&id, &inst.release_id.to_string(), self.work_dir(&id))
-                    });
+                    let mut rec = rec
+                        .unwrap_or_else(|| InstanceRecord::new(&id, &inst.release_id.to_string(), self.work_dir(&id)));
                     rec.phase = Phase::Stopped;
                     rec.vm_pid = None;
                     rec.reason = Some("stopped before it was started on this node".into());
                     self.states.save(&mut rec)?;
-                    self.report(&id, Phase::Stopped, rec.reason.clone(), None)
-                        .await;
+                    self.report(&id, Phase::Stopped, rec.reason.clone(), None).await;
                 }
             }
         }
@@ -420,13 +385,7 @@ impl Agent {
         self.supervised
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                id.to_owned(),
-                Supervised {
-                    stop: tx,
-                    stop_sent: false,
-                },
-            );
+            .insert(id.to_owned(), Supervised { stop: tx, stop_sent: false });
         rx
     }
 
@@ -436,12 +395,7 @@ impl Agent {
         tasks.spawn(async move { me.supervise(inst, stop).await });
     }
 
-    fn spawn_adopted(
-        self: &Arc<Self>,
-        tasks: &mut JoinSet<()>,
-        rec: InstanceRecord,
-        desired: DesiredState,
-    ) {
+    fn spawn_adopted(self: &Arc<Self>, tasks: &mut JoinSet<()>, rec: InstanceRecord, desired: DesiredState) {
         let mut stop = self.track(&rec.id);
         let me = self.clone();
         tasks.spawn(async move {
@@ -493,14 +447,8 @@ impl Agent {
 
     /// Report a transition; failures are logged (the next reconcile re-reports terminal ones).
     async fn report(&self, id: &str, phase: Phase, reason: Option<String>, exit_code: Option<i32>) {
-        let req = ReportInstanceStatus {
-            status: phase.status(),
-            reason,
-            exit_code,
-            address: None,
-            health: None,
-            boot: None,
-        };
+        let req =
+            ReportInstanceStatus { status: phase.status(), reason, exit_code, address: None, health: None, boot: None };
         self.send_report(id, phase, req).await
     }
 
@@ -518,11 +466,7 @@ impl Agent {
     }
 
     async fn send_report(&self, id: &str, phase: Phase, req: ReportInstanceStatus) {
-        match self
-            .client
-            .instance_report_status(id, &req, &self.key("status"))
-            .await
-        {
+        match self.client.instance_report_status(id, &req, &self.key("status")).await {
             Ok(_) => {
                 if let Some(mut rec) = self.states.load(id) {
                     if rec.phase == phase && rec.reported != Some(phase) {
@@ -581,18 +525,11 @@ impl Agent {
         let mut rec = InstanceRecord::new(&id, &inst.release_id.to_string(), work_dir.clone());
         let t0 = Instant::now();
         self.set_phase(&mut rec, Phase::Preparing, None).await;
-        let mut log = match logs::LogWriter::open(&self.cfg.log_dir(), &id, self.cfg.log_max_bytes)
-        {
+        let mut log = match logs::LogWriter::open(&self.cfg.log_dir(), &id, self.cfg.log_max_bytes) {
             Ok(l) => l,
             Err(e) => {
                 return self
-                    .fail(
-                        &mut rec,
-                        format!(
-                            "cannot open the log file in {}: {e}",
-                            self.cfg.log_dir().display()
-                        ),
-                    )
+                    .fail(&mut rec, format!("cannot open the log file in {}: {e}", self.cfg.log_dir().display()))
                     .await
             }
         };
@@ -608,21 +545,13 @@ impl Agent {
         if stop.try_recv().is_ok() {
             let _ = log.close();
             rec.phase = Phase::Stopped;
-            return self
-                .set_phase(
-                    &mut rec,
-                    Phase::Stopped,
-                    Some("stopped on request before it booted".into()),
-                )
-                .await;
+            return self.set_phase(&mut rec, Phase::Stopped, Some("stopped on request before it booted".into())).await;
         }
         let mut vm = match self.runtime.start(spec).await {
             Ok(vm) => vm,
             Err(e) => {
                 let _ = log.close();
-                return self
-                    .fail(&mut rec, format!("cannot start the microVM: {e}"))
-                    .await;
+                return self.fail(&mut rec, format!("cannot start the microVM: {e}")).await;
             }
         };
         let mut stop_sent = false;
@@ -690,20 +619,16 @@ impl Agent {
                         tracing::warn!(instance = %id, error = %e, "cannot write the instance log");
                     }
                 }
-                VmEvent::State(State::Booting) => {
-                    self.set_phase(&mut rec, Phase::Booting, None).await
-                }
+                VmEvent::State(State::Booting) => self.set_phase(&mut rec, Phase::Booting, None).await,
                 VmEvent::State(State::Running) => {
                     let t = vm.timings();
                     let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1000.0);
                     rec.timings.vmm_spawned_ms = ms(t.vmm_spawned).or(rec.timings.vmm_spawned_ms);
-                    rec.timings.kernel_to_init_ms =
-                        t.guest_init_started_us.map(|u| u as f64 / 1000.0);
-                    rec.timings.init_to_entrypoint_ms =
-                        match (t.guest_init_started_us, t.guest_entrypoint_started_us) {
-                            (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / 1000.0),
-                            _ => None,
-                        };
+                    rec.timings.kernel_to_init_ms = t.guest_init_started_us.map(|u| u as f64 / 1000.0);
+                    rec.timings.init_to_entrypoint_ms = match (t.guest_init_started_us, t.guest_entrypoint_started_us) {
+                        (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / 1000.0),
+                        _ => None,
+                    };
                     rec.timings.running_ms = Some(t0.elapsed().as_secs_f64() * 1000.0);
                     let health = match (&rec.probe, rec.address.as_deref().and_then(|a| a.parse().ok())) {
                         (None, _) => {
@@ -716,7 +641,10 @@ impl Agent {
                         }
                         (Some(probe), None) => {
                             let why = self.taps.clone().err().unwrap_or_else(|| "the node has no subnet yet".into());
-                            let _ = log.note(&format!("health: cannot check {}: the instance has no network ({why})", probe.describe()));
+                            let _ = log.note(&format!(
+                                "health: cannot check {}: the instance has no network ({why})",
+                                probe.describe()
+                            ));
                             Health::Failing
                         }
                     };
@@ -724,7 +652,10 @@ impl Agent {
                     rec.reason = Some(format!("boot: {}", rec.timings.summary()));
                     let _ = self.states.save(&mut rec);
                     let reason = if health == Health::Failing {
-                        Some("health check failing: the instance has no network, so its check cannot reach it".to_string())
+                        Some(
+                            "health check failing: the instance has no network, so its check cannot reach it"
+                                .to_string(),
+                        )
                     } else {
                         rec.reason.clone()
                     };
@@ -736,9 +667,7 @@ impl Agent {
                     }
                     self.set_phase(&mut rec, Phase::Stopping, None).await
                 }
-                VmEvent::State(s @ (State::Stopped { .. } | State::Failed { .. })) => {
-                    final_state = Some(s)
-                }
+                VmEvent::State(s @ (State::Stopped { .. } | State::Failed { .. })) => final_state = Some(s),
                 VmEvent::State(_) => {}
             }
         }
@@ -753,14 +682,7 @@ impl Agent {
         rec.vm_pid = None;
         let (phase, reason, code) = describe_end(&end, stop_sent, &id);
         rec.exit_code = code;
-        let _ = log.note(&format!(
-            "{}: {reason}",
-            if phase == Phase::Stopped {
-                "stopped"
-            } else {
-                "failed"
-            }
-        ));
+        let _ = log.note(&format!("{}: {reason}", if phase == Phase::Stopped { "stopped" } else { "failed" }));
         let _ = log.close();
         self.set_phase(&mut rec, phase, Some(reason)).await;
     }
@@ -774,28 +696,18 @@ impl Agent {
     ) -> Result<InstanceSpec, String> {
         let release = self
             .client
-            .release_get(
-                &inst.org_id.to_string(),
-                &inst.app_id.to_string(),
-                &inst.release_id.to_string(),
-            )
+            .release_get(&inst.org_id.to_string(), &inst.app_id.to_string(), &inst.release_id.to_string())
             .await
             .map_err(|e| format!("cannot read release {}: {e}", inst.release_id))?;
         let manifest = vt_manifest::from_normalized_json(&release.manifest)
             .map_err(|e| format!("the release manifest does not parse: {e}"))?;
-        let repo = release
-            .image_ref
-            .split_once('@')
-            .map(|(r, _)| r.to_owned())
-            .unwrap_or_default();
+        let repo = release.image_ref.split_once('@').map(|(r, _)| r.to_owned()).unwrap_or_default();
         let first = repo.split('/').next().unwrap_or("");
         if first.contains('.') || first.contains(':') || first == "localhost" {
             return Err(format!("image {} is in another registry; this node pulls from vt's built-in registry only (push it with `vt image push`)", release.image_ref));
         }
-        let digest: Digest = release
-            .image_digest
-            .parse()
-            .map_err(|e| format!("bad image digest {}: {e}", release.image_digest))?;
+        let digest: Digest =
+            release.image_digest.parse().map_err(|e| format!("bad image digest {}: {e}", release.image_digest))?;
         let images = self.images().await?;
         let base = self.cfg.server.clone();
         let token = self.cfg.token.clone();
@@ -816,28 +728,21 @@ impl Agent {
             instance_id: inst.id.to_string(),
             release_id: inst.release_id.to_string(),
         };
-        let launch = vt_workload::launch(&disk.info.config.config, &manifest, &identity)
-            .map_err(|e| e.to_string())?;
+        let launch = vt_workload::launch(&disk.info.config.config, &manifest, &identity).map_err(|e| e.to_string())?;
         if let Some(process) = manifest.processes.get(&inst.process) {
             rec.probe = health::Probe::from_manifest(process)?;
         }
         let subnet = self.subnet.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let network = match (&self.taps, subnet) {
-            (Ok(()), Some(subnet)) => Some(
-                NetworkSpec::for_instance(&inst.id.to_string(), &subnet)
-                    .map_err(|e| format!("network: {e}"))?,
-            ),
+            (Ok(()), Some(subnet)) => {
+                Some(NetworkSpec::for_instance(&inst.id.to_string(), &subnet).map_err(|e| format!("network: {e}"))?)
+            }
             _ => None,
         };
         rec.address = network.as_ref().map(|n| n.address.to_string());
         rec.tap = network.as_ref().map(|n| n.tap.clone());
         let _ = self.states.save(rec);
-        let mut spec = InstanceSpec::new(
-            &inst.id.to_string(),
-            disk.path,
-            rec.work_dir.clone(),
-            launch,
-        );
+        let mut spec = InstanceSpec::new(&inst.id.to_string(), disk.path, rec.work_dir.clone(), launch);
         spec.memory_mib = inst.resources.memory_mib.max(64);
         spec.vcpus = inst.resources.cpu_millis.div_ceil(1000).max(1);
         spec.scratch_size = self.cfg.scratch_size;
@@ -886,62 +791,33 @@ fn new_runtime(cfg: &AgentConfig) -> Result<Arc<dyn Runtime>, vt_runtime::Runtim
 /// runtime writes right after spawning (covers a crash before the record got the pid).
 fn live_vm(rec: &InstanceRecord) -> Option<u32> {
     let needle = state::path_str(&rec.work_dir);
-    let from_file = std::fs::read_to_string(rec.work_dir.join("vmm.pid"))
-        .ok()
-        .and_then(|s| s.trim().parse().ok());
-    [rec.vm_pid, from_file]
-        .into_iter()
-        .flatten()
-        .find(|&p| state::vm_alive(p, &needle))
+    let from_file = std::fs::read_to_string(rec.work_dir.join("vmm.pid")).ok().and_then(|s| s.trim().parse().ok());
+    [rec.vm_pid, from_file].into_iter().flatten().find(|&p| state::vm_alive(p, &needle))
 }
 
 /// The final status, a reason a user can act on, and the exit code.
 fn describe_end(end: &State, stop_requested: bool, id: &str) -> (Phase, String, Option<i32>) {
     let logs = format!("`vt logs --instance {id}` shows its output");
     match end {
-        State::Stopped {
-            exit: Some(ExitStatus::Code(0)),
-        } => (
-            Phase::Stopped,
-            "the entrypoint exited with code 0".into(),
-            Some(0),
-        ),
-        State::Stopped {
-            exit: Some(ExitStatus::Code(c)),
-        } if stop_requested => (
-            Phase::Stopped,
-            format!("stopped on request; the entrypoint exited with code {c}"),
-            Some(*c),
-        ),
-        State::Stopped {
-            exit: Some(ExitStatus::Code(c)),
-        } => (
-            Phase::Failed,
-            format!("the entrypoint exited with code {c}; {logs}"),
-            Some(*c),
-        ),
-        State::Stopped {
-            exit: Some(ExitStatus::Signal(s)),
-        } if stop_requested => (
-            Phase::Stopped,
-            format!("stopped on request (signal {s})"),
-            Some(128 + s),
-        ),
-        State::Stopped {
-            exit: Some(ExitStatus::Signal(s)),
-        } => (
-            Phase::Failed,
-            format!("the entrypoint was killed by signal {s}; {logs}"),
-            Some(128 + s),
-        ),
-        State::Stopped { exit: None } if stop_requested => {
-            (Phase::Stopped, "stopped on request".into(), None)
+        State::Stopped { exit: Some(ExitStatus::Code(0)) } => {
+            (Phase::Stopped, "the entrypoint exited with code 0".into(), Some(0))
         }
-        State::Stopped { exit: None } => (
-            Phase::Failed,
-            "the VM stopped without reporting an exit status".into(),
-            None,
-        ),
+        State::Stopped { exit: Some(ExitStatus::Code(c)) } if stop_requested => {
+            (Phase::Stopped, format!("stopped on request; the entrypoint exited with code {c}"), Some(*c))
+        }
+        State::Stopped { exit: Some(ExitStatus::Code(c)) } => {
+            (Phase::Failed, format!("the entrypoint exited with code {c}; {logs}"), Some(*c))
+        }
+        State::Stopped { exit: Some(ExitStatus::Signal(s)) } if stop_requested => {
+            (Phase::Stopped, format!("stopped on request (signal {s})"), Some(128 + s))
+        }
+        State::Stopped { exit: Some(ExitStatus::Signal(s)) } => {
+            (Phase::Failed, format!("the entrypoint was killed by signal {s}; {logs}"), Some(128 + s))
+        }
+        State::Stopped { exit: None } if stop_requested => (Phase::Stopped, "stopped on request".into(), None),
+        State::Stopped { exit: None } => {
+            (Phase::Failed, "the VM stopped without reporting an exit status".into(), None)
+        }
         State::Failed { reason, exit } => {
             let code = match exit {
                 Some(ExitStatus::Code(c)) => Some(*c),
@@ -950,11 +826,7 @@ fn describe_end(end: &State, stop_requested: bool, id: &str) -> (Phase, String, 
             };
             (Phase::Failed, reason.clone(), code)
         }
-        other => (
-            Phase::Failed,
-            format!("the VM ended in state {other}"),
-            None,
-        ),
+        other => (Phase::Failed, format!("the VM ended in state {other}"), None),
     }
 }
 
@@ -964,25 +836,10 @@ mod tests {
 
     #[test]
     fn ends_are_described() {
-        let (p, r, c) = describe_end(
-            &State::Stopped {
-                exit: Some(ExitStatus::Code(3)),
-            },
-            false,
-            "inst_x",
-        );
+        let (p, r, c) = describe_end(&State::Stopped { exit: Some(ExitStatus::Code(3)) }, false, "inst_x");
         assert_eq!((p, c), (Phase::Failed, Some(3)));
-        assert!(
-            r.contains("code 3") && r.contains("vt logs --instance inst_x"),
-            "{r}"
-        );
-        let (p, _, c) = describe_end(
-            &State::Stopped {
-                exit: Some(ExitStatus::Code(143)),
-            },
-            true,
-            "i",
-        );
+        assert!(r.contains("code 3") && r.contains("vt logs --instance inst_x"), "{r}");
+        let (p, _, c) = describe_end(&State::Stopped { exit: Some(ExitStatus::Code(143)) }, true, "i");
         assert_eq!((p, c), (Phase::Stopped, Some(143)));
     }
 

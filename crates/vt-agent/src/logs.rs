@@ -26,19 +26,9 @@ impl LogWriter {
     pub fn open(dir: &Path, instance: &str, max_bytes: u64) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let path = log_path(dir, instance);
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)?;
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
         let size = file.metadata()?.len();
-        Ok(LogWriter {
-            path,
-            file,
-            size,
-            max_bytes: max_bytes.max(1024),
-            partial: Vec::new(),
-            partial_stream: None,
-        })
+        Ok(LogWriter { path, file, size, max_bytes: max_bytes.max(1024), partial: Vec::new(), partial_stream: None })
     }
 
     /// Write one chunk of output: each complete line becomes a log line; an unterminated
@@ -92,11 +82,7 @@ impl LogWriter {
 
     fn raw(&mut self, stream: &str, text: &[u8]) -> std::io::Result<()> {
         let mut line = format!("{} {stream} ", crate::state::now()).into_bytes();
-        line.extend(
-            String::from_utf8_lossy(text)
-                .replace('\n', " ")
-                .into_bytes(),
-        );
+        line.extend(String::from_utf8_lossy(text).replace('\n', " ").into_bytes());
         line.push(b'\n');
         if self.size > 0 && self.size + line.len() as u64 > self.max_bytes {
             self.rotate()?;
@@ -110,10 +96,7 @@ impl LogWriter {
         let mut old = self.path.as_os_str().to_owned();
         old.push(".1");
         std::fs::rename(&self.path, PathBuf::from(old))?;
-        self.file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)?;
+        self.file = std::fs::OpenOptions::new().create(true).append(true).open(&self.path)?;
         self.size = 0;
         Ok(())
     }
@@ -139,8 +122,7 @@ mod tests {
 
         let mut w = LogWriter::open(dir.path(), "inst_b", 2048).unwrap();
         for i in 0..200 {
-            w.write(Stream::Stdout, format!("line {i}\n").as_bytes())
-                .unwrap();
+            w.write(Stream::Stdout, format!("line {i}\n").as_bytes()).unwrap();
         }
         w.close().unwrap();
         let cur = std::fs::read_to_string(log_path(dir.path(), "inst_b")).unwrap();

@@ -68,10 +68,7 @@ impl PhaseTimings {
     }
 
     pub fn summary(&self) -> String {
-        let f = |v: Option<f64>| {
-            v.map(|v| format!("{v:.0} ms"))
-                .unwrap_or_else(|| "-".into())
-        };
+        let f = |v: Option<f64>| v.map(|v| format!("{v:.0} ms")).unwrap_or_else(|| "-".into());
         format!(
             "root disk {}, VMM spawned {}, kernel→init {}, init→entrypoint {}, running after {}",
             f(self.root_disk_ms),
@@ -168,12 +165,7 @@ impl StateDir {
             .into_iter()
             .flatten()
             .flatten()
-            .filter_map(|e| {
-                e.file_name()
-                    .to_str()
-                    .and_then(|n| n.strip_suffix(".json"))
-                    .map(str::to_owned)
-            })
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".json")).map(str::to_owned))
             .collect();
         ids.sort();
         ids.iter().filter_map(|id| self.load(id)).collect()
@@ -203,9 +195,7 @@ pub fn vm_alive(pid: u32, needle: &str) -> bool {
         return false;
     };
     // State is the field after the parenthesized command name.
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().next());
+    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
     if matches!(state, Some("Z") | Some("X") | None) {
         return false;
     }

@@ -16,8 +16,7 @@ use vt_client::Client;
 use vt_control_plane::server::{Server, ServerConfig};
 use vt_control_plane::ControlPlane;
 use vt_events::{
-    Actor, DesiredState, Event, InstanceAllocated, InstanceDesiredStateChanged, InstanceStatus,
-    NewEvent, Resources,
+    Actor, DesiredState, Event, InstanceAllocated, InstanceDesiredStateChanged, InstanceStatus, NewEvent, Resources,
 };
 use vt_ids::*;
 use vt_image::layout::{write_image, LayerFormat};
@@ -45,21 +44,14 @@ struct World {
 /// A control plane on 127.0.0.1:0, a busybox image in its registry, org/app/env and a release
 /// whose `web` process runs `command`.
 async fn world(command: &str) -> World {
-    let argv = ["/bin/sh", "-c", command]
-        .iter()
-        .map(|a| format!("{a:?}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let argv = ["/bin/sh", "-c", command].iter().map(|a| format!("{a:?}")).collect::<Vec<_>>().join(", ");
     world_with(&format!("schema_version = 1\n\n[processes.web]\ncommand = [{argv}]\n")).await
 }
 
 /// The same with the release's whole manifest given.
 async fn world_with(manifest: &str) -> World {
     let manifest = manifest.to_owned();
-    let tmp = tempfile::Builder::new()
-        .prefix("vta")
-        .tempdir_in("/tmp")
-        .unwrap();
+    let tmp = tempfile::Builder::new().prefix("vta").tempdir_in("/tmp").unwrap();
     let config = ServerConfig {
         data_dir: tmp.path().to_path_buf(),
         listen: ([127, 0, 0, 1], 0).into(),
@@ -68,10 +60,7 @@ async fn world_with(manifest: &str) -> World {
     };
     let server = Server::bind(&config).await.unwrap();
     let base = format!("http://{}", server.local_addr().unwrap());
-    let token = std::fs::read_to_string(tmp.path().join("admin-token"))
-        .unwrap()
-        .trim()
-        .to_owned();
+    let token = std::fs::read_to_string(tmp.path().join("admin-token")).unwrap().trim().to_owned();
     let cp = server.control_plane.clone();
     tokio::spawn(server.run(std::future::pending()));
     let client = Client::new(&base, Some(token.clone()));
@@ -80,18 +69,8 @@ async fn world_with(manifest: &str) -> World {
     let build = tmp.path().join("build");
     vt_image::testing::busybox_rootfs(&build.join("rootfs")).unwrap();
     let layout = build.join("layout");
-    let img = write_image(
-        &build.join("rootfs"),
-        &layout,
-        RuntimeConfig::default(),
-        LayerFormat::Uncompressed,
-    )
-    .unwrap();
-    let blob = |d: &str| {
-        layout
-            .join("blobs/sha256")
-            .join(d.strip_prefix("sha256:").unwrap())
-    };
+    let img = write_image(&build.join("rootfs"), &layout, RuntimeConfig::default(), LayerFormat::Uncompressed).unwrap();
+    let blob = |d: &str| layout.join("blobs/sha256").join(d.strip_prefix("sha256:").unwrap());
     let reg = RegistryClient::new(&base, Some(token.clone()));
     for d in [img.config.digest.to_string(), img.layer.digest.to_string()] {
         reg.push_blob("acme/web", &d, &blob(&d)).await.unwrap();
@@ -106,74 +85,26 @@ async fn world_with(manifest: &str) -> World {
     .await
     .unwrap();
 
-    let org = client
-        .org_create(
-            &CreateOrg {
-                name: "acme".into(),
-            },
-            "k-org",
-        )
-        .await
-        .unwrap()
-        .value;
-    let app = client
-        .app_create(
-            "acme",
-            &CreateApp {
-                name: "web".into(),
-                description: None,
-            },
-            "k-app",
-        )
-        .await
-        .unwrap()
-        .value;
-    let env = client
-        .env_create(
-            "acme",
-            "web",
-            &CreateEnv {
-                name: "prod".into(),
-            },
-            "k-env",
-        )
-        .await
-        .unwrap()
-        .value;
+    let org = client.org_create(&CreateOrg { name: "acme".into() }, "k-org").await.unwrap().value;
+    let app =
+        client.app_create("acme", &CreateApp { name: "web".into(), description: None }, "k-app").await.unwrap().value;
+    let env = client.env_create("acme", "web", &CreateEnv { name: "prod".into() }, "k-env").await.unwrap().value;
     let release = client
         .release_create(
             "acme",
             "web",
-            &CreateRelease {
-                image: format!("acme/web@{manifest_digest}"),
-                manifest,
-            },
+            &CreateRelease { image: format!("acme/web@{manifest_digest}"), manifest },
             "k-rel",
         )
         .await
         .unwrap()
         .value;
-    World {
-        cp,
-        base,
-        token,
-        client,
-        org_id: org.id,
-        app_id: app.id,
-        env_id: env.id,
-        release_id: release.id,
-        tmp,
-    }
+    World { cp, base, token, client, org_id: org.id, app_id: app.id, env_id: env.id, release_id: release.id, tmp }
 }
 
 impl World {
     fn agent(&self) -> Arc<Agent> {
-        let mut cfg = AgentConfig::new(
-            &self.base,
-            Some(self.token.clone()),
-            "node-a",
-            self.tmp.path().to_path_buf(),
-        );
+        let mut cfg = AgentConfig::new(&self.base, Some(self.token.clone()), "node-a", self.tmp.path().to_path_buf());
         cfg.resync_interval = Duration::from_secs(2);
         cfg.stop_grace = Duration::from_secs(2);
         Agent::new(cfg).unwrap()
@@ -185,10 +116,7 @@ impl World {
             if let Ok(n) = self.client.node_get("node-a").await {
                 return n.node.id;
             }
-            assert!(
-                Instant::now() < deadline,
-                "the agent never registered its node"
-            );
+            assert!(Instant::now() < deadline, "the agent never registered its node");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -216,10 +144,7 @@ impl World {
             release_id: self.release_id,
             deploy_id: None,
             node_id,
-            resources: Resources {
-                cpu_millis: 1000,
-                memory_mib: 256,
-            },
+            resources: Resources { cpu_millis: 1000, memory_mib: 256 },
         }))
         .await;
         instance_id
@@ -238,22 +163,14 @@ impl World {
         self.wait_status(id, "stopped", |v| v.status.is_terminal()).await
     }
 
-    async fn wait_status(
-        &self,
-        id: InstanceId,
-        what: &str,
-        ok: impl Fn(&InstanceView) -> bool,
-    ) -> InstanceView {
+    async fn wait_status(&self, id: InstanceId, what: &str, ok: impl Fn(&InstanceView) -> bool) -> InstanceView {
         let deadline = Instant::now() + Duration::from_secs(180);
         loop {
             let v = self.client.instance_get(&id.to_string()).await.unwrap();
             if ok(&v) {
                 return v;
             }
-            assert!(
-                Instant::now() < deadline,
-                "instance never became {what}: {v:?}"
-            );
+            assert!(Instant::now() < deadline, "instance never became {what}: {v:?}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -264,20 +181,12 @@ fn qemu_processes(needle: &str) -> usize {
     std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
+        .filter(|e| e.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())))
         .filter(|e| {
-            e.file_name()
-                .to_str()
-                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
-        })
-        .filter(|e| {
-            let cmd = String::from_utf8_lossy(
-                &std::fs::read(e.path().join("cmdline")).unwrap_or_default(),
-            )
-            .into_owned();
+            let cmd =
+                String::from_utf8_lossy(&std::fs::read(e.path().join("cmdline")).unwrap_or_default()).into_owned();
             let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-            let zombie = stat
-                .rsplit_once(')')
-                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'));
+            let zombie = stat.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z'));
             cmd.starts_with("qemu-system") && cmd.contains(needle) && !zombie
         })
         .count()
@@ -309,66 +218,31 @@ async fn instance_boots_logs_and_reports_its_exit_code() {
         })
     };
 
-    let v = w
-        .wait_status(id, "terminal", |v| v.status.is_terminal())
-        .await;
-    assert_eq!(
-        (v.status, v.exit_code),
-        (InstanceStatus::Failed, Some(3)),
-        "{v:?}"
-    );
+    let v = w.wait_status(id, "terminal", |v| v.status.is_terminal()).await;
+    assert_eq!((v.status, v.exit_code), (InstanceStatus::Failed, Some(3)), "{v:?}");
     let reason = v.reason.clone().unwrap_or_default();
-    assert!(
-        reason.contains("exited with code 3") && reason.contains("vt logs"),
-        "{reason}"
-    );
+    assert!(reason.contains("exited with code 3") && reason.contains("vt logs"), "{reason}");
 
-    let mut s = w
-        .client
-        .instance_logs(&id.to_string(), false, None)
-        .await
-        .unwrap();
+    let mut s = w.client.instance_logs(&id.to_string(), false, None).await.unwrap();
     let mut lines = vec![];
     while let Some(l) = s.next_line().await {
         lines.push(l.unwrap());
     }
-    let texts: Vec<String> = lines
-        .iter()
-        .map(|l| l.split_once(' ').unwrap().1.to_owned())
-        .collect();
-    assert!(
-        texts.contains(&"stdout hello from vt".to_string()),
-        "{lines:?}"
-    );
+    let texts: Vec<String> = lines.iter().map(|l| l.split_once(' ').unwrap().1.to_owned()).collect();
+    assert!(texts.contains(&"stdout hello from vt".to_string()), "{lines:?}");
     assert!(texts.contains(&"stderr to stderr".to_string()), "{lines:?}");
-    let followed = tokio::time::timeout(Duration::from_secs(10), follower)
-        .await
-        .expect("follow ends with the instance")
-        .unwrap();
-    assert!(
-        followed.iter().any(|l| l.ends_with("stdout hello from vt")),
-        "{followed:?}"
-    );
+    let followed =
+        tokio::time::timeout(Duration::from_secs(10), follower).await.expect("follow ends with the instance").unwrap();
+    assert!(followed.iter().any(|l| l.ends_with("stdout hello from vt")), "{followed:?}");
     // tail
-    let mut s = w
-        .client
-        .instance_logs(&id.to_string(), false, Some(1))
-        .await
-        .unwrap();
+    let mut s = w.client.instance_logs(&id.to_string(), false, Some(1)).await.unwrap();
     let last = s.next_line().await.unwrap().unwrap();
     assert!(s.next_line().await.is_none());
     assert!(last.contains(" agent failed: "), "{last}");
 
     // The record on disk has the timings; the node lists the instance.
-    let rec = agent
-        .records()
-        .into_iter()
-        .find(|r| r.id == id.to_string())
-        .unwrap();
-    assert!(
-        rec.timings.root_disk_ms.is_some() && rec.timings.running_ms.is_some(),
-        "{rec:?}"
-    );
+    let rec = agent.records().into_iter().find(|r| r.id == id.to_string()).unwrap();
+    assert!(rec.timings.root_disk_ms.is_some() && rec.timings.running_ms.is_some(), "{rec:?}");
     eprintln!("boot timings: {}", rec.timings.summary());
     let listed = w.client.node_instances("node-a").await.unwrap().items;
     assert_eq!(listed.iter().map(|i| i.id).collect::<Vec<_>>(), vec![id]);
@@ -391,8 +265,7 @@ async fn agent_killed_mid_boot_leaves_exactly_one_vm() {
     let run = tokio::spawn(w.agent().run());
     let node = w.node_id().await;
     let id = w.allocate(node).await;
-    w.wait_status(id, "booting", |v| v.status == InstanceStatus::Booting)
-        .await;
+    w.wait_status(id, "booting", |v| v.status == InstanceStatus::Booting).await;
     // Kill the agent mid-boot (its VM goes with it: the VMM is its child).
     run.abort();
     let _ = run.await;
@@ -400,17 +273,9 @@ async fn agent_killed_mid_boot_leaves_exactly_one_vm() {
 
     let agent2 = w.agent();
     let run2 = tokio::spawn(agent2.clone().run());
-    let v = w
-        .wait_status(id, "running", |v| {
-            v.status == InstanceStatus::Running || v.status.is_terminal()
-        })
-        .await;
+    let v = w.wait_status(id, "running", |v| v.status == InstanceStatus::Running || v.status.is_terminal()).await;
     assert_eq!(v.status, InstanceStatus::Running, "{v:?}");
-    assert_eq!(
-        qemu_processes(&id.to_string()),
-        1,
-        "exactly one VM for the instance"
-    );
+    assert_eq!(qemu_processes(&id.to_string()), 1, "exactly one VM for the instance");
     // Further activations leave it alone.
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(qemu_processes(&id.to_string()), 1);
@@ -444,33 +309,21 @@ async fn a_live_vm_is_adopted_not_restarted() {
         .spawn()
         .unwrap();
     let states = vt_agent::state::StateDir::open(w.tmp.path().join("agent/instances")).unwrap();
-    let mut rec = vt_agent::state::InstanceRecord::new(
-        &id.to_string(),
-        &w.release_id.to_string(),
-        work_dir.clone(),
-    );
+    let mut rec = vt_agent::state::InstanceRecord::new(&id.to_string(), &w.release_id.to_string(), work_dir.clone());
     rec.phase = vt_agent::state::Phase::Running;
     rec.vm_pid = Some(fake.id());
     states.save(&mut rec).unwrap();
 
     let run = tokio::spawn(agent.clone().run());
-    let v = w
-        .wait_status(id, "running", |v| v.status == InstanceStatus::Running)
-        .await;
+    let v = w.wait_status(id, "running", |v| v.status == InstanceStatus::Running).await;
     assert!(v.reason.unwrap_or_default().contains("adopted"));
     tokio::time::sleep(Duration::from_millis(800)).await;
-    assert_eq!(
-        qemu_processes(&id.to_string()),
-        0,
-        "no VM booted beside the adopted one"
-    );
+    assert_eq!(qemu_processes(&id.to_string()), 0, "no VM booted beside the adopted one");
     let v = w.stop(id).await;
     assert_eq!(v.status, InstanceStatus::Stopped, "{v:?}");
     let _ = fake.wait();
     // The shell's `sleep` child outlives it: end the whole group.
-    let _ = std::process::Command::new("kill")
-        .args(["-KILL", "--", &format!("-{}", fake.id())])
-        .status();
+    let _ = std::process::Command::new("kill").args(["-KILL", "--", &format!("-{}", fake.id())]).status();
     run.abort();
 }
 

@@ -41,7 +41,8 @@ pub enum BootPhase {
 
 impl BootPhase {
     /// Every phase, in boot order (the order of summaries).
-    pub const ALL: [BootPhase; 6] = [Self::RootDisk, Self::VmmSpawned, Self::KernelToInit, Self::InitToEntrypoint, Self::Running, Self::Healthy];
+    pub const ALL: [BootPhase; 6] =
+        [Self::RootDisk, Self::VmmSpawned, Self::KernelToInit, Self::InitToEntrypoint, Self::Running, Self::Healthy];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -114,7 +115,10 @@ impl BootTimingSummary {
         BootTimingSummary {
             instances: count(instances),
             with_timings: count(timings.len()),
-            phases: BootPhase::ALL.iter().map(|&p| PhaseStats::of(p, timings.iter().filter_map(|t| p.of(t)).collect())).collect(),
+            phases: BootPhase::ALL
+                .iter()
+                .map(|&p| PhaseStats::of(p, timings.iter().filter_map(|t| p.of(t)).collect()))
+                .collect(),
         }
     }
 }
@@ -161,14 +165,41 @@ mod tests {
 
     #[test]
     fn summary_counts_each_phase_over_the_instances_that_have_it() {
-        let t = |root: u64, running: Option<u64>| BootTimings { root_disk_ms: Some(root), running_ms: running, ..Default::default() };
+        let t = |root: u64, running: Option<u64>| BootTimings {
+            root_disk_ms: Some(root),
+            running_ms: running,
+            ..Default::default()
+        };
         let timings = [t(30, Some(2000)), t(10, None), t(20, Some(1000))];
         let s = BootTimingSummary::of(5, &timings);
         assert_eq!((s.instances, s.with_timings), (5, 3));
         assert_eq!(s.phases.iter().map(|p| p.phase).collect::<Vec<_>>(), BootPhase::ALL);
-        assert_eq!(s.phases[0], PhaseStats { phase: BootPhase::RootDisk, count: 3, p50_ms: Some(20), p95_ms: Some(30), p99_ms: Some(30), max_ms: Some(30) });
-        assert_eq!(s.phases[4], PhaseStats { phase: BootPhase::Running, count: 2, p50_ms: Some(1000), p95_ms: Some(2000), p99_ms: Some(2000), max_ms: Some(2000) });
-        assert_eq!(s.phases[5], PhaseStats { phase: BootPhase::Healthy, count: 0, p50_ms: None, p95_ms: None, p99_ms: None, max_ms: None });
+        assert_eq!(
+            s.phases[0],
+            PhaseStats {
+                phase: BootPhase::RootDisk,
+                count: 3,
+                p50_ms: Some(20),
+                p95_ms: Some(30),
+                p99_ms: Some(30),
+                max_ms: Some(30)
+            }
+        );
+        assert_eq!(
+            s.phases[4],
+            PhaseStats {
+                phase: BootPhase::Running,
+                count: 2,
+                p50_ms: Some(1000),
+                p95_ms: Some(2000),
+                p99_ms: Some(2000),
+                max_ms: Some(2000)
+            }
+        );
+        assert_eq!(
+            s.phases[5],
+            PhaseStats { phase: BootPhase::Healthy, count: 0, p50_ms: None, p95_ms: None, p99_ms: None, max_ms: None }
+        );
         for p in BootPhase::ALL {
             assert_eq!(serde_json::to_value(p).unwrap(), p.as_str());
         }

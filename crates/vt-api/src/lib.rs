@@ -15,8 +15,11 @@ use vt_events::{BootTimings, Capacity, Envelope, Health, InstanceStatus};
 mod boot;
 pub use boot::{nearest_rank, BootPhase, BootTimingSummary, BootTimingsQuery, PhaseStats};
 pub use vt_events::RouteProtocol;
-pub use vt_views::{AppView, DeployView, EnvView, InstanceFailure, InstanceView, NodeView, OrgView, PhaseTiming, ReleaseView, RouteView, ScaleView};
 pub use vt_events::{DeployKind, DeployPhase, DeployStatus};
+pub use vt_views::{
+    AppView, DeployView, EnvView, InstanceFailure, InstanceView, NodeView, OrgView, PhaseTiming, ReleaseView,
+    RouteView, ScaleView,
+};
 
 /// Header carrying the client's idempotency key on mutations.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";

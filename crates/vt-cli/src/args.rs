@@ -10,13 +10,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "vt",
-    version,
-    about = "vt: run apps in microVMs",
-    propagate_version = true,
-    max_term_width = 100
-)]
+#[command(name = "vt", version, about = "vt: run apps in microVMs", propagate_version = true, max_term_width = 100)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -365,12 +359,7 @@ pub struct ServerArgs {
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7411")]
     pub listen: std::net::SocketAddr,
     /// Addresses the ingress binds route ports on, comma-separated (IPv6 first)
-    #[arg(
-        long,
-        value_name = "ADDRS",
-        value_delimiter = ',',
-        default_value = "::,0.0.0.0"
-    )]
+    #[arg(long, value_name = "ADDRS", value_delimiter = ',', default_value = "::,0.0.0.0")]
     pub ingress_listen: Vec<std::net::IpAddr>,
     /// The range TCP routes get their listener ports from
     #[arg(long, value_name = "FIRST-LAST", default_value = "20000-20999", value_parser = port_range)]
@@ -392,12 +381,7 @@ pub struct StoreArgs {
     #[arg(long, value_name = "DIR", env = "VT_DATA_DIR", default_value = crate::config::DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
     /// `postgres://...` to use PostgreSQL instead of SQLite
-    #[arg(
-        long,
-        value_name = "URL",
-        env = "VT_DATABASE_URL",
-        hide_env_values = true
-    )]
+    #[arg(long, value_name = "URL", env = "VT_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
     /// SQLite durability: `full` fsyncs every commit; `normal` may lose the last commits on power loss
     #[arg(long, value_enum, default_value_t = SqliteSync::Full)]
@@ -423,13 +407,9 @@ pub struct RebuildArgs {
 }
 
 fn port_range(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
-    let (a, b) = s
-        .split_once('-')
-        .ok_or("expected FIRST-LAST, like 20000-20999")?;
-    let (a, b): (u16, u16) = (
-        a.trim().parse().map_err(|e| format!("{a}: {e}"))?,
-        b.trim().parse().map_err(|e| format!("{b}: {e}"))?,
-    );
+    let (a, b) = s.split_once('-').ok_or("expected FIRST-LAST, like 20000-20999")?;
+    let (a, b): (u16, u16) =
+        (a.trim().parse().map_err(|e| format!("{a}: {e}"))?, b.trim().parse().map_err(|e| format!("{b}: {e}"))?);
     if a == 0 || a > b {
         return Err(format!("{s}: need 1 <= FIRST <= LAST"));
     }

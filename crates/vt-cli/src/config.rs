@@ -37,11 +37,7 @@ pub struct Context {
 }
 
 pub fn config_path() -> Option<PathBuf> {
-    let var = |k: &str| {
-        std::env::var_os(k)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
+    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
     if let Some(p) = var("VT_CONFIG") {
         return Some(p);
     }
@@ -69,8 +65,8 @@ impl Context {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             fs_err::create_dir_all(dir)?;
         }
-        let text = toml::to_string(self)
-            .map_err(|e| CliError::failed(format!("cannot write the context: {e}"), None))?;
+        let text =
+            toml::to_string(self).map_err(|e| CliError::failed(format!("cannot write the context: {e}"), None))?;
         let tmp = path.with_extension("toml.tmp");
         {
             use std::io::Write;
@@ -133,27 +129,15 @@ pub struct Settings {
 
 fn pick(flag: &Option<String>, env_var: &str, ctx: &Option<String>) -> Setting {
     if let Some(v) = flag {
-        return Setting {
-            value: Some(v.clone()),
-            source: Some(Source::Flag),
-        };
+        return Setting { value: Some(v.clone()), source: Some(Source::Flag) };
     }
     if let Some(v) = std::env::var(env_var).ok().filter(|v| !v.is_empty()) {
-        return Setting {
-            value: Some(v),
-            source: Some(Source::Env),
-        };
+        return Setting { value: Some(v), source: Some(Source::Env) };
     }
     if let Some(v) = ctx {
-        return Setting {
-            value: Some(v.clone()),
-            source: Some(Source::Context),
-        };
+        return Setting { value: Some(v.clone()), source: Some(Source::Context) };
     }
-    Setting {
-        value: None,
-        source: None,
-    }
+    Setting { value: None, source: None }
 }
 
 pub fn resolve(global: &GlobalArgs) -> CliResult<Settings> {
@@ -164,18 +148,12 @@ pub fn resolve(global: &GlobalArgs) -> CliResult<Settings> {
     };
     let mut server = pick(&global.server, "VT_SERVER", &ctx.server);
     if server.value.is_none() {
-        server = Setting {
-            value: Some(DEFAULT_SERVER.into()),
-            source: Some(Source::Default),
-        };
+        server = Setting { value: Some(DEFAULT_SERVER.into()), source: Some(Source::Default) };
     }
     let mut token = pick(&global.token, "VT_TOKEN", &ctx.token);
     if token.value.is_none() && server.value.as_deref().is_some_and(is_local) {
         if let Some(t) = local_admin_token() {
-            token = Setting {
-                value: Some(t),
-                source: Some(Source::AdminTokenFile),
-            };
+            token = Setting { value: Some(t), source: Some(Source::AdminTokenFile) };
         }
     }
     Ok(Settings {
@@ -230,10 +208,7 @@ fn need<'a>(s: &'a Setting, what: &str, flag: &str) -> CliResult<&'a str> {
     s.value.as_deref().ok_or_else(|| {
         CliError::usage(
             format!("no {what} given"),
-            Some(format!(
-                "pass `{flag}`, set `VT_{}`, or save it with `vt context set {flag}`",
-                what.to_uppercase()
-            )),
+            Some(format!("pass `{flag}`, set `VT_{}`, or save it with `vt context set {flag}`", what.to_uppercase())),
         )
     })
 }

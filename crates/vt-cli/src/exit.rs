@@ -28,13 +28,9 @@ impl ExitStatus {
 
     pub fn from_api(code: ErrorCode) -> Self {
         match code {
-            ErrorCode::MalformedRequest | ErrorCode::InvalidField | ErrorCode::UnknownField => {
-                Self::Usage
-            }
+            ErrorCode::MalformedRequest | ErrorCode::InvalidField | ErrorCode::UnknownField => Self::Usage,
             ErrorCode::NotFound => Self::NotFound,
-            ErrorCode::NameTaken | ErrorCode::Conflict | ErrorCode::IdempotencyKeyReused => {
-                Self::Conflict
-            }
+            ErrorCode::NameTaken | ErrorCode::Conflict | ErrorCode::IdempotencyKeyReused => Self::Conflict,
             ErrorCode::Unauthorized | ErrorCode::Forbidden => Self::Unauthorized,
             ErrorCode::ProjectionLag | ErrorCode::Internal => Self::Failure,
         }

@@ -36,11 +36,7 @@ pub struct Ctx {
 impl Ctx {
     pub fn client(&self) -> vt_client::Client {
         vt_client::Client::new(
-            self.settings
-                .server
-                .value
-                .as_deref()
-                .unwrap_or(config::DEFAULT_SERVER),
+            self.settings.server.value.as_deref().unwrap_or(config::DEFAULT_SERVER),
             self.settings.token.value.clone(),
         )
     }
@@ -57,11 +53,7 @@ pub async fn run(args: impl IntoIterator<Item = OsString>) -> ExitStatus {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() {
-                ExitStatus::Usage
-            } else {
-                ExitStatus::Success
-            };
+            return if e.use_stderr() { ExitStatus::Usage } else { ExitStatus::Success };
         }
     };
     let printer = Printer::new(cli.global.format);
@@ -82,11 +74,7 @@ async fn dispatch(cli: Cli, printer: Printer) -> CliResult {
         _ => {}
     }
     let settings = config::resolve(&cli.global)?;
-    let ctx = Ctx {
-        printer,
-        settings,
-        global: cli.global,
-    };
+    let ctx = Ctx { printer, settings, global: cli.global };
     match cli.command {
         Command::Context(cmd) => commands::context::run(&ctx, cmd),
         Command::Org(cmd) => commands::org::run(&ctx, cmd).await,

@@ -135,20 +135,13 @@ impl Printer {
                     s.push_str(&format!("hint: {h}\n"));
                 }
             }
-            CliError::Client(
-                c @ (vt_client::Error::Connect { .. } | vt_client::Error::Timeout { .. }),
-            ) => {
+            CliError::Client(c @ (vt_client::Error::Connect { .. } | vt_client::Error::Timeout { .. })) => {
                 s.push_str(&format!("error: {c}\n"));
                 s.push_str("hint: is `vt server` running? Pass `--server URL`, set `VT_SERVER`, or run `vt context set --server URL`\n");
             }
             CliError::Manifest { path, errors } => {
                 for m in errors.iter() {
-                    s.push_str(&format!(
-                        "error: {}:{}:{}: ",
-                        path.display(),
-                        m.line,
-                        m.column
-                    ));
+                    s.push_str(&format!("error: {}:{}:{}: ", path.display(), m.line, m.column));
                     if !m.path.is_empty() {
                         s.push_str(&format!("`{}`: ", m.path));
                     }
@@ -193,10 +186,7 @@ pub struct Table {
 
 impl Table {
     pub fn new(headers: &[&'static str]) -> Self {
-        Table {
-            headers: headers.to_vec(),
-            rows: vec![],
-        }
+        Table { headers: headers.to_vec(), rows: vec![] }
     }
 
     pub fn row(&mut self, cells: Vec<String>) {
@@ -233,10 +223,7 @@ impl Table {
 /// `key  value` lines for one object.
 pub fn fields(pairs: &[(&str, String)]) -> String {
     let width = pairs.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{k:width$}  {v}\n"))
-        .collect()
+    pairs.iter().map(|(k, v)| format!("{k:width$}  {v}\n")).collect()
 }
 
 /// A serde enum's wire name (`succeeded`), or the JSON of anything else.

@@ -129,12 +129,7 @@ impl Client {
         format!("{}/v1{}", self.base, path)
     }
 
-    fn request(
-        &self,
-        method: Method,
-        url: &str,
-        timeout: Option<Duration>,
-    ) -> reqwest::RequestBuilder {
+    fn request(&self, method: Method, url: &str, timeout: Option<Duration>) -> reqwest::RequestBuilder {
         let mut rb = self.http.request(method, url);
         if let Some(t) = &self.token {
             rb = rb.bearer_auth(t);
@@ -155,12 +150,7 @@ impl Client {
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         let url = self.url(path);
-        let resp = self
-            .send(
-                &url,
-                self.request(Method::GET, &url, Some(Duration::from_secs(30))),
-            )
-            .await?;
+        let resp = self.send(&url, self.request(Method::GET, &url, Some(Duration::from_secs(30)))).await?;
         decode(&url, resp).await
     }
 
@@ -175,27 +165,16 @@ impl Client {
         let mut backoff = self.backoff;
         let mut attempt = 1;
         loop {
-            let mut rb = self
-                .request(method.clone(), &url, Some(Duration::from_secs(60)))
-                .header(IDEMPOTENCY_KEY, key);
+            let mut rb = self.request(method.clone(), &url, Some(Duration::from_secs(60))).header(IDEMPOTENCY_KEY, key);
             if let Some(b) = body {
                 rb = rb.json(b);
             }
             match self.send(&url, rb).await {
                 Ok(resp) => {
-                    let header = |name: &str| {
-                        resp.headers()
-                            .get(name)
-                            .and_then(|v| v.to_str().ok())
-                            .map(str::to_owned)
-                    };
+                    let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
                     let seq = header(SEQ_HEADER).and_then(|s| s.parse().ok()).unwrap_or(0);
                     let replayed = header(IDEMPOTENT_REPLAYED).is_some_and(|v| v == "true");
-                    return Ok(Committed {
-                        value: decode(&url, resp).await?,
-                        seq,
-                        replayed,
-                    });
+                    return Ok(Committed { value: decode(&url, resp).await?, seq, replayed });
                 }
                 Err(e) if e.is_transient() && attempt < self.tries => {
                     tokio::time::sleep(backoff).await;
@@ -218,45 +197,20 @@ impl Client {
     pub async fn org_get(&self, org: &str) -> Result<OrgView> {
         self.get(&format!("/orgs/{}", seg(org))).await
     }
-    pub async fn app_create(
-        &self,
-        org: &str,
-        req: &CreateApp,
-        key: &str,
-    ) -> Result<Committed<AppView>> {
-        self.mutate(
-            Method::POST,
-            &format!("/orgs/{}/apps", seg(org)),
-            Some(req),
-            key,
-        )
-        .await
+    pub async fn app_create(&self, org: &str, req: &CreateApp, key: &str) -> Result<Committed<AppView>> {
+        self.mutate(Method::POST, &format!("/orgs/{}/apps", seg(org)), Some(req), key).await
     }
     pub async fn app_list(&self, org: &str) -> Result<List<AppView>> {
         self.get(&format!("/orgs/{}/apps", seg(org))).await
     }
     pub async fn app_get(&self, org: &str, app: &str) -> Result<AppView> {
-        self.get(&format!("/orgs/{}/apps/{}", seg(org), seg(app)))
-            .await
+        self.get(&format!("/orgs/{}/apps/{}", seg(org), seg(app))).await
     }
-    pub async fn env_create(
-        &self,
-        org: &str,
-        app: &str,
-        req: &CreateEnv,
-        key: &str,
-    ) -> Result<Committed<EnvView>> {
-        self.mutate(
-            Method::POST,
-            &format!("/orgs/{}/apps/{}/envs", seg(org), seg(app)),
-            Some(req),
-            key,
-        )
-        .await
+    pub async fn env_create(&self, org: &str, app: &str, req: &CreateEnv, key: &str) -> Result<Committed<EnvView>> {
+        self.mutate(Method::POST, &format!("/orgs/{}/apps/{}/envs", seg(org), seg(app)), Some(req), key).await
     }
     pub async fn env_list(&self, org: &str, app: &str) -> Result<List<EnvView>> {
-        self.get(&format!("/orgs/{}/apps/{}/envs", seg(org), seg(app)))
-            .await
+        self.get(&format!("/orgs/{}/apps/{}/envs", seg(org), seg(app))).await
     }
     pub async fn env_get(&self, org: &str, app: &str, env: &str) -> Result<EnvView> {
         self.get(&env_path(org, app, env, "")).await
@@ -271,26 +225,13 @@ impl Client {
         req: &CreateRelease,
         key: &str,
     ) -> Result<Committed<ReleaseView>> {
-        self.mutate(
-            Method::POST,
-            &format!("/orgs/{}/apps/{}/releases", seg(org), seg(app)),
-            Some(req),
-            key,
-        )
-        .await
+        self.mutate(Method::POST, &format!("/orgs/{}/apps/{}/releases", seg(org), seg(app)), Some(req), key).await
     }
     pub async fn release_list(&self, org: &str, app: &str) -> Result<List<ReleaseView>> {
-        self.get(&format!("/orgs/{}/apps/{}/releases", seg(org), seg(app)))
-            .await
+        self.get(&format!("/orgs/{}/apps/{}/releases", seg(org), seg(app))).await
     }
     pub async fn release_get(&self, org: &str, app: &str, release: &str) -> Result<ReleaseView> {
-        self.get(&format!(
-            "/orgs/{}/apps/{}/releases/{}",
-            seg(org),
-            seg(app),
-            seg(release)
-        ))
-        .await
+        self.get(&format!("/orgs/{}/apps/{}/releases/{}", seg(org), seg(app), seg(release))).await
     }
     pub async fn deploy_create(
         &self,
@@ -300,47 +241,17 @@ impl Client {
         req: &CreateDeploy,
         key: &str,
     ) -> Result<Committed<DeployView>> {
-        self.mutate(
-            Method::POST,
-            &env_path(org, app, env, "/deploys"),
-            Some(req),
-            key,
-        )
-        .await
+        self.mutate(Method::POST, &env_path(org, app, env, "/deploys"), Some(req), key).await
     }
     pub async fn deploy_list(&self, org: &str, app: &str, env: &str) -> Result<List<DeployView>> {
         self.get(&env_path(org, app, env, "/deploys")).await
     }
-    pub async fn deploy_get(
-        &self,
-        org: &str,
-        app: &str,
-        env: &str,
-        deploy: &str,
-    ) -> Result<DeployView> {
-        self.get(&env_path(
-            org,
-            app,
-            env,
-            &format!("/deploys/{}", seg(deploy)),
-        ))
-        .await
+    pub async fn deploy_get(&self, org: &str, app: &str, env: &str, deploy: &str) -> Result<DeployView> {
+        self.get(&env_path(org, app, env, &format!("/deploys/{}", seg(deploy)))).await
     }
     /// A deploy of kind `rollback` to the env's previous release.
-    pub async fn env_rollback(
-        &self,
-        org: &str,
-        app: &str,
-        env: &str,
-        key: &str,
-    ) -> Result<Committed<DeployView>> {
-        self.mutate(
-            Method::POST,
-            &env_path(org, app, env, "/rollback"),
-            None::<&()>,
-            key,
-        )
-        .await
+    pub async fn env_rollback(&self, org: &str, app: &str, env: &str, key: &str) -> Result<Committed<DeployView>> {
+        self.mutate(Method::POST, &env_path(org, app, env, "/rollback"), None::<&()>, key).await
     }
     pub async fn scale_get(&self, org: &str, app: &str, env: &str) -> Result<List<ScaleView>> {
         self.get(&env_path(org, app, env, "/scale")).await
@@ -354,13 +265,7 @@ impl Client {
         req: &SetScale,
         key: &str,
     ) -> Result<Committed<Vec<ScaleView>>> {
-        self.mutate(
-            Method::PUT,
-            &env_path(org, app, env, "/scale"),
-            Some(req),
-            key,
-        )
-        .await
+        self.mutate(Method::PUT, &env_path(org, app, env, "/scale"), Some(req), key).await
     }
     pub async fn instances(&self, org: &str, app: &str, env: &str) -> Result<List<InstanceView>> {
         self.get(&env_path(org, app, env, "/instances")).await
@@ -382,13 +287,7 @@ impl Client {
         req: &CreateRoute,
         key: &str,
     ) -> Result<Committed<RouteView>> {
-        self.mutate(
-            Method::POST,
-            &env_path(org, app, env, "/routes"),
-            Some(req),
-            key,
-        )
-        .await
+        self.mutate(Method::POST, &env_path(org, app, env, "/routes"), Some(req), key).await
     }
     pub async fn route_list(&self, org: &str, app: &str, env: &str) -> Result<List<RouteView>> {
         self.get(&env_path(org, app, env, "/routes")).await
@@ -401,13 +300,8 @@ impl Client {
         route: &str,
         key: &str,
     ) -> Result<Committed<RouteView>> {
-        self.mutate(
-            Method::DELETE,
-            &env_path(org, app, env, &format!("/routes/{}", seg(route))),
-            None::<&()>,
-            key,
-        )
-        .await
+        self.mutate(Method::DELETE, &env_path(org, app, env, &format!("/routes/{}", seg(route))), None::<&()>, key)
+            .await
     }
 
     // --- nodes, events, system
@@ -434,7 +328,12 @@ impl Client {
         self.get(&format!("/nodes/{}/instances?after={after}&wait_ms={}", seg(node), wait.as_millis())).await
     }
     /// A node agent's report of an instance's current status.
-    pub async fn instance_report_status(&self, instance: &str, req: &ReportInstanceStatus, key: &str) -> Result<Committed<InstanceView>> {
+    pub async fn instance_report_status(
+        &self,
+        instance: &str,
+        req: &ReportInstanceStatus,
+        key: &str,
+    ) -> Result<Committed<InstanceView>> {
         self.mutate(Method::POST, &format!("/instances/{}/status", seg(instance)), Some(req), key).await
     }
     /// An instance's log lines (`<RFC3339> <stream> <text>`): the backlog (its last `tail`
@@ -451,20 +350,13 @@ impl Client {
     }
     /// One page of the log: events with `seq > after`, at most `limit`.
     pub async fn events(&self, after: u64, limit: u32) -> Result<EventPage> {
-        self.get(&format!("/events?after={after}&limit={limit}"))
-            .await
+        self.get(&format!("/events?after={after}&limit={limit}")).await
     }
     /// Every event with `seq > after`, then new ones as they are appended.
     pub async fn events_follow(&self, after: u64) -> Result<EventStream> {
         let url = self.url(&format!("/events?after={after}&follow=true"));
-        let resp = self
-            .send(&url, self.request(Method::GET, &url, None))
-            .await?;
-        Ok(EventStream {
-            url,
-            resp,
-            buf: Vec::new(),
-        })
+        let resp = self.send(&url, self.request(Method::GET, &url, None)).await?;
+        Ok(EventStream { url, resp, buf: Vec::new() })
     }
     pub async fn system_status(&self) -> Result<SystemStatus> {
         self.get("/system/status").await
@@ -472,7 +364,8 @@ impl Client {
     /// Per-phase boot-timing percentiles of the instances matching `q`.
     pub async fn system_boot_timings(&self, q: &BootTimingsQuery) -> Result<BootTimingSummary> {
         let filters = [("node", &q.node), ("env", &q.env), ("process", &q.process)];
-        let query: Vec<String> = filters.iter().filter_map(|(k, v)| v.as_deref().map(|v| format!("{k}={}", seg(v)))).collect();
+        let query: Vec<String> =
+            filters.iter().filter_map(|(k, v)| v.as_deref().map(|v| format!("{k}={}", seg(v)))).collect();
         let mut path = "/system/boot-timings".to_owned();
         if !query.is_empty() {
             path = format!("{path}?{}", query.join("&"));
@@ -482,46 +375,24 @@ impl Client {
     /// Not idempotent by key: a rebuild is safe to repeat.
     pub async fn rebuild_views(&self) -> Result<RebuildReport> {
         let url = self.url("/system/rebuild-views");
-        let resp = self
-            .send(
-                &url,
-                self.request(Method::POST, &url, Some(Duration::from_secs(600))),
-            )
-            .await?;
+        let resp = self.send(&url, self.request(Method::POST, &url, Some(Duration::from_secs(600)))).await?;
         decode(&url, resp).await
     }
 }
 
 fn env_path(org: &str, app: &str, env: &str, rest: &str) -> String {
-    format!(
-        "/orgs/{}/apps/{}/envs/{}{}",
-        seg(org),
-        seg(app),
-        seg(env),
-        rest
-    )
+    format!("/orgs/{}/apps/{}/envs/{}{}", seg(org), seg(app), seg(env), rest)
 }
 
 fn transport(url: &str, e: reqwest::Error) -> Error {
     if e.is_timeout() {
-        Error::Timeout {
-            url: url.to_owned(),
-        }
+        Error::Timeout { url: url.to_owned() }
     } else if e.is_connect() || e.is_request() {
-        Error::Connect {
-            url: url.to_owned(),
-            message: root_cause(&e),
-        }
+        Error::Connect { url: url.to_owned(), message: root_cause(&e) }
     } else if e.is_decode() || e.is_body() {
-        Error::Decode {
-            url: url.to_owned(),
-            message: chain(&e),
-        }
+        Error::Decode { url: url.to_owned(), message: chain(&e) }
     } else {
-        Error::Connect {
-            url: url.to_owned(),
-            message: chain(&e),
-        }
+        Error::Connect { url: url.to_owned(), message: chain(&e) }
     }
 }
 
@@ -552,31 +423,19 @@ fn chain(e: &dyn std::error::Error) -> String {
 
 async fn decode<T: DeserializeOwned>(url: &str, resp: reqwest::Response) -> Result<T> {
     let bytes = resp.bytes().await.map_err(|e| transport(url, e))?;
-    serde_json::from_slice(&bytes).map_err(|e| Error::Decode {
-        url: url.to_owned(),
-        message: e.to_string(),
-    })
+    serde_json::from_slice(&bytes).map_err(|e| Error::Decode { url: url.to_owned(), message: e.to_string() })
 }
 
 async fn error_response(url: &str, resp: reqwest::Response) -> Error {
     let status = resp.status();
-    let request_id = resp
-        .headers()
-        .get(REQUEST_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-")
-        .to_owned();
+    let request_id = resp.headers().get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("-").to_owned();
     let bytes = match resp.bytes().await {
         Ok(b) => b,
         Err(e) => return transport(url, e),
     };
     let body = serde_json::from_slice::<ErrorBody>(&bytes).unwrap_or_else(|_| {
         // Not our server's error shape (a proxy, say): keep what it said.
-        let text = String::from_utf8_lossy(&bytes)
-            .trim()
-            .chars()
-            .take(200)
-            .collect::<String>();
+        let text = String::from_utf8_lossy(&bytes).trim().chars().take(200).collect::<String>();
         let code = match status {
             StatusCode::UNAUTHORIZED => ErrorCode::Unauthorized,
             StatusCode::FORBIDDEN => ErrorCode::Forbidden,
@@ -585,24 +444,10 @@ async fn error_response(url: &str, resp: reqwest::Response) -> Error {
             s if s.is_client_error() => ErrorCode::MalformedRequest,
             _ => ErrorCode::Internal,
         };
-        let message = if text.is_empty() {
-            status.to_string()
-        } else {
-            format!("{status}: {text}")
-        };
-        ErrorBody {
-            error: ApiError {
-                code,
-                message,
-                field: None,
-                request_id,
-            },
-        }
+        let message = if text.is_empty() { status.to_string() } else { format!("{status}: {text}") };
+        ErrorBody { error: ApiError { code, message, field: None, request_id } }
     });
-    Error::Api {
-        status: status.as_u16(),
-        body,
-    }
+    Error::Api { status: status.as_u16(), body }
 }
 
 /// The lines of `GET /v1/instances/{id}/logs`.
@@ -647,10 +492,10 @@ impl EventStream {
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                return Some(serde_json::from_slice(line).map_err(|e| Error::Decode {
-                    url: self.url.clone(),
-                    message: e.to_string(),
-                }));
+                return Some(
+                    serde_json::from_slice(line)
+                        .map_err(|e| Error::Decode { url: self.url.clone(), message: e.to_string() }),
+                );
             }
             match self.resp.chunk().await {
                 Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk),

@@ -40,7 +40,10 @@ pub struct RegistryClient {
 impl RegistryClient {
     /// `base` is the server's root URL (the registry is at `<base>/v2/`).
     pub fn new(base: &str, token: Option<String>) -> Self {
-        let http = reqwest::Client::builder().user_agent(concat!("vt/", env!("CARGO_PKG_VERSION"))).build().unwrap_or_default();
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("vt/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .unwrap_or_default();
         RegistryClient { http, base: base.trim_end_matches('/').to_owned(), token }
     }
 
@@ -52,8 +55,15 @@ impl RegistryClient {
         }
     }
 
-    async fn send(&self, method: Method, url: &str, rb: reqwest::RequestBuilder, ok: &[StatusCode]) -> Result<reqwest::Response, RegistryError> {
-        let resp = rb.send().await.map_err(|e| RegistryError::Connect { url: url.to_owned(), message: e.to_string() })?;
+    async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        rb: reqwest::RequestBuilder,
+        ok: &[StatusCode],
+    ) -> Result<reqwest::Response, RegistryError> {
+        let resp =
+            rb.send().await.map_err(|e| RegistryError::Connect { url: url.to_owned(), message: e.to_string() })?;
         if ok.contains(&resp.status()) {
             return Ok(resp);
         }
@@ -71,8 +81,16 @@ impl RegistryClient {
 
     /// Absolute URL of a `Location` header (which may be a path).
     fn location(&self, resp: &reqwest::Response) -> Result<String, RegistryError> {
-        let loc = resp.headers().get(LOCATION).and_then(|v| v.to_str().ok()).ok_or_else(|| RegistryError::Protocol("upload response has no Location".into()))?;
-        Ok(if loc.starts_with("http://") || loc.starts_with("https://") { loc.to_owned() } else { format!("{}{}", self.base, loc) })
+        let loc = resp
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| RegistryError::Protocol("upload response has no Location".into()))?;
+        Ok(if loc.starts_with("http://") || loc.starts_with("https://") {
+            loc.to_owned()
+        } else {
+            format!("{}{}", self.base, loc)
+        })
     }
 
     /// `GET /v2/`: checks that the registry is there and the token works.
@@ -83,7 +101,9 @@ impl RegistryClient {
 
     pub async fn has_blob(&self, repo: &str, digest: &str) -> Result<bool, RegistryError> {
         let url = format!("{}/v2/{repo}/blobs/{digest}", self.base);
-        let resp = self.send(Method::HEAD, &url, self.req(Method::HEAD, &url), &[StatusCode::OK, StatusCode::NOT_FOUND]).await?;
+        let resp = self
+            .send(Method::HEAD, &url, self.req(Method::HEAD, &url), &[StatusCode::OK, StatusCode::NOT_FOUND])
+            .await?;
         Ok(resp.status() == StatusCode::OK)
     }
 
@@ -112,7 +132,11 @@ impl RegistryClient {
                 return Err(RegistryError::Protocol(format!("{} shrank while being pushed", path.display())));
             }
             let end = offset + buf.len() as u64 - 1;
-            let rb = self.req(Method::PATCH, &loc).header(CONTENT_TYPE, "application/octet-stream").header(CONTENT_RANGE, format!("{offset}-{end}")).body(buf);
+            let rb = self
+                .req(Method::PATCH, &loc)
+                .header(CONTENT_TYPE, "application/octet-stream")
+                .header(CONTENT_RANGE, format!("{offset}-{end}"))
+                .body(buf);
             let resp = self.send(Method::PATCH, &loc, rb, &[StatusCode::ACCEPTED]).await?;
             loc = self.location(&resp)?;
             offset = end + 1;
@@ -124,7 +148,13 @@ impl RegistryClient {
     }
 
     /// `PUT /v2/<repo>/manifests/<reference>`; returns the digest the registry reports.
-    pub async fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, bytes: Vec<u8>) -> Result<String, RegistryError> {
+    pub async fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        bytes: Vec<u8>,
+    ) -> Result<String, RegistryError> {
         let url = format!("{}/v2/{repo}/manifests/{reference}", self.base);
         let rb = self.req(Method::PUT, &url).header(CONTENT_TYPE, media_type).body(bytes);
         let resp = self.send(Method::PUT, &url, rb, &[StatusCode::CREATED]).await?;

@@ -18,18 +18,13 @@ async fn start() -> (Client, tempfile::TempDir) {
     let addr = server.local_addr().unwrap();
     let token = std::fs::read_to_string(server.admin_token_written.clone().unwrap()).unwrap();
     tokio::spawn(server.run(std::future::pending()));
-    (
-        Client::new(&format!("http://{addr}"), Some(token.trim().to_owned())),
-        dir,
-    )
+    (Client::new(&format!("http://{addr}"), Some(token.trim().to_owned())), dir)
 }
 
 #[tokio::test]
 async fn same_key_acts_once() {
     let (client, _dir) = start().await;
-    let req = CreateOrg {
-        name: "acme".into(),
-    };
+    let req = CreateOrg { name: "acme".into() };
     let first = client.org_create(&req, "key-1").await.unwrap();
     let second = client.org_create(&req, "key-1").await.unwrap();
     assert_eq!(first.value.id, second.value.id);
@@ -38,52 +33,19 @@ async fn same_key_acts_once() {
 
     let page = client.events(0, 1000).await.unwrap();
     let id = first.value.id.to_string();
-    let about_org: Vec<_> = page
-        .events
-        .iter()
-        .filter(|e| e.aggregate_id == id)
-        .collect();
+    let about_org: Vec<_> = page.events.iter().filter(|e| e.aggregate_id == id).collect();
     assert_eq!(about_org.len(), 1, "{about_org:#?}");
 
     // The same key with a different request is refused, not replayed.
-    let err = client
-        .org_create(
-            &CreateOrg {
-                name: "other".into(),
-            },
-            "key-1",
-        )
-        .await
-        .unwrap_err();
-    assert_eq!(
-        err.api().map(|e| e.code.as_str()),
-        Some("idempotency_key_reused"),
-        "{err}"
-    );
+    let err = client.org_create(&CreateOrg { name: "other".into() }, "key-1").await.unwrap_err();
+    assert_eq!(err.api().map(|e| e.code.as_str()), Some("idempotency_key_reused"), "{err}");
 
     // A new key is a new request: the name is taken now.
     let err = client.org_create(&req, "key-2").await.unwrap_err();
     assert!(matches!(err, Error::Api { status: 409, .. }), "{err}");
 
-    let app = client
-        .app_create(
-            "acme",
-            &CreateApp {
-                name: "web".into(),
-                description: None,
-            },
-            "key-3",
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        client
-            .app_get(&first.value.id.to_string(), "web")
-            .await
-            .unwrap()
-            .id,
-        app.value.id
-    );
+    let app = client.app_create("acme", &CreateApp { name: "web".into(), description: None }, "key-3").await.unwrap();
+    assert_eq!(client.app_get(&first.value.id.to_string(), "web").await.unwrap().id, app.value.id);
 }
 
 #[tokio::test]
@@ -91,23 +53,11 @@ async fn unreachable_server_is_a_connect_error_after_retries() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
-    let client = Client::new(&format!("http://{addr}"), None)
-        .with_retries(3, std::time::Duration::from_millis(10));
+    let client = Client::new(&format!("http://{addr}"), None).with_retries(3, std::time::Duration::from_millis(10));
     let started = std::time::Instant::now();
-    let err = client
-        .org_create(
-            &CreateOrg {
-                name: "acme".into(),
-            },
-            "k",
-        )
-        .await
-        .unwrap_err();
+    let err = client.org_create(&CreateOrg { name: "acme".into() }, "k").await.unwrap_err();
     assert!(matches!(err, Error::Connect { .. }), "{err}");
-    assert!(
-        started.elapsed() >= std::time::Duration::from_millis(30),
-        "retried with backoff"
-    );
+    assert!(started.elapsed() >= std::time::Duration::from_millis(30), "retried with backoff");
 }
 
 /// A server that answers 503 once, then 201: the retry carries the same key.
@@ -124,11 +74,7 @@ async fn retries_a_503_with_the_same_key() {
             let mut buf = vec![0u8; 8192];
             let len = sock.read(&mut buf).await.unwrap();
             let req = String::from_utf8_lossy(&buf[..len]).to_string();
-            let key = req
-                .lines()
-                .find_map(|l| l.strip_prefix("idempotency-key: "))
-                .unwrap_or("")
-                .to_owned();
+            let key = req.lines().find_map(|l| l.strip_prefix("idempotency-key: ")).unwrap_or("").to_owned();
             seen.lock().unwrap().push(key);
             let (status, body) = if n == 0 {
                 ("503 Service Unavailable", "busy".to_owned())
@@ -139,17 +85,9 @@ async fn retries_a_503_with_the_same_key() {
             sock.write_all(resp.as_bytes()).await.unwrap();
         }
     });
-    let client = Client::new(&format!("http://{addr}"), Some("t".into()))
-        .with_retries(3, std::time::Duration::from_millis(10));
-    let org = client
-        .org_create(
-            &CreateOrg {
-                name: "acme".into(),
-            },
-            "the-key",
-        )
-        .await
-        .unwrap();
+    let client =
+        Client::new(&format!("http://{addr}"), Some("t".into())).with_retries(3, std::time::Duration::from_millis(10));
+    let org = client.org_create(&CreateOrg { name: "acme".into() }, "the-key").await.unwrap();
     assert_eq!(org.value.name, "acme");
     assert_eq!(org.seq, 7);
     assert_eq!(*keys.lock().unwrap(), ["the-key", "the-key"]);

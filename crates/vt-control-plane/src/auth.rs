@@ -59,7 +59,13 @@ pub fn issue(name: &str, role: TokenRole) -> Result<(String, TokenRecord, Event)
         TokenRole::Admin => "admin",
         TokenRole::Node => "node",
     };
-    let rec = TokenRecord { token_id: token_id.to_string(), hash: hash(&secret), name: name.into(), role: role_str.into(), created_at: chrono::Utc::now() };
+    let rec = TokenRecord {
+        token_id: token_id.to_string(),
+        hash: hash(&secret),
+        name: name.into(),
+        role: role_str.into(),
+        created_at: chrono::Utc::now(),
+    };
     Ok((secret, rec, Event::TokenCreated(TokenCreated { token_id, name: name.into(), role })))
 }
 
@@ -101,7 +107,12 @@ pub async fn local_node_token(store: &dyn Store, data_dir: &Path) -> Result<Stri
 /// Issue a token and write its secret to `path` (0600) before appending its
 /// record: if we crash in between, the next start issues a new one and
 /// overwrites the file.
-async fn issue_to_file(store: &dyn Store, path: &Path, name: &str, role: TokenRole) -> Result<(String, PathBuf), BootstrapError> {
+async fn issue_to_file(
+    store: &dyn Store,
+    path: &Path,
+    name: &str,
+    role: TokenRole,
+) -> Result<(String, PathBuf), BootstrapError> {
     let (secret, rec, event) = issue(name, role).map_err(BootstrapError::Random)?;
     let tmp = path.with_extension("tmp");
     let write = || -> std::io::Result<()> {

@@ -55,12 +55,20 @@ impl From<StoreError> for ApiErr {
                 let port = scope.rsplit(':').next().unwrap_or("?");
                 ApiErr::new(StatusCode::CONFLICT, ErrorCode::NameTaken, format!("hostname `{name}` already has a route on port {port}; delete that route first (`vt route list` shows it) or use another hostname or port")).field("hostname")
             }
-            StoreError::NameTaken { scope, name, .. } if scope == crate::app::routes::PORT_SCOPE => {
-                ApiErr::new(StatusCode::CONFLICT, ErrorCode::NameTaken, format!("port {name} is already used by another route; retry to get the next free port")).field("port")
-            }
+            StoreError::NameTaken { scope, name, .. } if scope == crate::app::routes::PORT_SCOPE => ApiErr::new(
+                StatusCode::CONFLICT,
+                ErrorCode::NameTaken,
+                format!("port {name} is already used by another route; retry to get the next free port"),
+            )
+            .field("port"),
             StoreError::NameTaken { scope, name, .. } => {
                 let what = scope.split(':').next().unwrap_or("name");
-                ApiErr::new(StatusCode::CONFLICT, ErrorCode::NameTaken, format!("{what} `{name}` already exists; pick another name or use the existing one")).field("name")
+                ApiErr::new(
+                    StatusCode::CONFLICT,
+                    ErrorCode::NameTaken,
+                    format!("{what} `{name}` already exists; pick another name or use the existing one"),
+                )
+                .field("name")
             }
             StoreError::VersionConflict { aggregate_type, aggregate_id, .. } => {
                 let mut err = ApiErr::conflict(format!("{aggregate_type} `{aggregate_id}` changed concurrently, or does not exist; read it again and retry"));
@@ -75,7 +83,11 @@ impl From<StoreError> for ApiErr {
 
 impl From<vt_store::WaitError> for ApiErr {
     fn from(e: vt_store::WaitError) -> Self {
-        let mut err = ApiErr::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::ProjectionLag, "views are behind the requested position; retry shortly");
+        let mut err = ApiErr::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::ProjectionLag,
+            "views are behind the requested position; retry shortly",
+        );
         err.internal = Some(e.to_string());
         err
     }

@@ -24,9 +24,9 @@ use vt_views::NodeView;
 
 use crate::{app, auth, ApiErr, ApiResult, Committed, ControlPlane, Ctx, IdempotencyKey};
 
+mod routes_agent;
 mod routes_api;
 mod routes_sched;
-mod routes_agent;
 mod routes_system;
 pub use routes_agent::agent_log_path;
 
@@ -53,7 +53,10 @@ pub fn router(cp: Arc<ControlPlane>) -> Router {
         .route("/orgs/{org}/apps/{app}/envs/{env}/rollback", post(routes_sched::env_rollback))
         .route("/orgs/{org}/apps/{app}/envs/{env}/instances", get(instance_list))
         .route("/orgs/{org}/apps/{app}/envs/{env}/routes", post(routes_api::route_create).get(routes_api::route_list))
-        .route("/orgs/{org}/apps/{app}/envs/{env}/routes/{route}", get(routes_api::route_get).delete(routes_api::route_delete))
+        .route(
+            "/orgs/{org}/apps/{app}/envs/{env}/routes/{route}",
+            get(routes_api::route_get).delete(routes_api::route_delete),
+        )
         .route("/routes", get(routes_api::route_list_all))
         .route("/orgs/{org}/apps/{app}/releases", post(release_create).get(release_list))
         .route("/orgs/{org}/apps/{app}/releases/{release}", get(release_get))
@@ -93,7 +96,9 @@ async fn request_id(req: Request, next: Next) -> Response {
     let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
     let started = std::time::Instant::now();
     let mut resp = REQUEST_ID.scope(id, tracing::Instrument::instrument(next.run(req), span.clone())).await;
-    span.in_scope(|| tracing::info!(status = resp.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "handled"));
+    span.in_scope(|| {
+        tracing::info!(status = resp.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "handled")
+    });
     if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
         resp.headers_mut().insert(REQUEST_ID_HEADER, v);
     }
@@ -110,7 +115,14 @@ impl IntoResponse for ApiErr {
         if let Some(internal) = &self.internal {
             tracing::error!(%request_id, code = self.code.as_str(), error = %internal, "request failed");
         }
-        let body = ErrorBody { error: vt_api::ApiError { code: self.code, message: self.message, field: self.field, request_id: request_id.to_string() } };
+        let body = ErrorBody {
+            error: vt_api::ApiError {
+                code: self.code,
+                message: self.message,
+                field: self.field,
+                request_id: request_id.to_string(),
+            },
+        };
         let mut resp = (self.status, Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"vt\""));
@@ -140,16 +152,27 @@ async fn context(State(cp): State<Arc<ControlPlane>>, req: Request, next: Next) 
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim)
-        .ok_or_else(|| unauthorized("missing `Authorization: Bearer <token>`; the admin token is in <data-dir>/admin-token"))?;
-    let caller = auth::authenticate(cp.store.as_ref(), secret).await?.ok_or_else(|| unauthorized("the token is not valid"))?;
+        .ok_or_else(|| {
+            unauthorized("missing `Authorization: Bearer <token>`; the admin token is in <data-dir>/admin-token")
+        })?;
+    let caller =
+        auth::authenticate(cp.store.as_ref(), secret).await?.ok_or_else(|| unauthorized("the token is not valid"))?;
     let mutation = matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH | Method::DELETE);
     let mut ctx = Ctx::new(current_request_id(), caller);
     let req = if mutation {
         let key = match req.headers().get(IDEMPOTENCY_KEY) {
             None => None,
             Some(v) => {
-                let key = v.to_str().ok().filter(|k| !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| (0x21..0x7f).contains(&b)));
-                Some(key.ok_or_else(|| ApiErr::invalid("Idempotency-Key", "`Idempotency-Key` must be 1-255 visible ASCII characters"))?.to_owned())
+                let key = v
+                    .to_str()
+                    .ok()
+                    .filter(|k| !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| (0x21..0x7f).contains(&b)));
+                Some(
+                    key.ok_or_else(|| {
+                        ApiErr::invalid("Idempotency-Key", "`Idempotency-Key` must be 1-255 visible ASCII characters")
+                    })?
+                    .to_owned(),
+                )
             }
         };
         match key {
@@ -173,7 +196,11 @@ async fn context(State(cp): State<Arc<ControlPlane>>, req: Request, next: Next) 
         }
     } else {
         if let Some(v) = req.headers().get(MIN_SEQ_HEADER) {
-            let seq: u64 = v.to_str().ok().and_then(|s| s.parse().ok()).ok_or_else(|| ApiErr::invalid("Vt-Min-Seq", "`Vt-Min-Seq` must be a non-negative integer"))?;
+            let seq: u64 = v
+                .to_str()
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| ApiErr::invalid("Vt-Min-Seq", "`Vt-Min-Seq` must be a non-negative integer"))?;
             cp.projector.wait_for(seq, WAIT_FOR_SEQ).await?;
         }
         req
@@ -184,7 +211,11 @@ async fn context(State(cp): State<Arc<ControlPlane>>, req: Request, next: Next) 
 }
 
 fn too_large() -> ApiErr {
-    ApiErr::new(StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::MalformedRequest, format!("the request body is larger than {MAX_BODY} bytes"))
+    ApiErr::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::MalformedRequest,
+        format!("the request body is larger than {MAX_BODY} bytes"),
+    )
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Ctx {
@@ -204,7 +235,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
             let ct = ct.to_str().unwrap_or_default();
             if !ct.starts_with("application/json") {
-                return Err(ApiErr::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, ErrorCode::MalformedRequest, format!("send `Content-Type: application/json`, not `{ct}`")));
+                return Err(ApiErr::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    ErrorCode::MalformedRequest,
+                    format!("send `Content-Type: application/json`, not `{ct}`"),
+                ));
             }
         }
         let bytes = Bytes::from_request(req, state).await.map_err(|_| too_large())?;
@@ -215,9 +250,19 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiErr> {
     match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'{') => {}
-        None => return Err(ApiErr::new(StatusCode::BAD_REQUEST, ErrorCode::MalformedRequest, "the request body is empty; send a JSON object")),
+        None => {
+            return Err(ApiErr::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::MalformedRequest,
+                "the request body is empty; send a JSON object",
+            ))
+        }
         Some(_) if serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_err() => {
-            return Err(ApiErr::new(StatusCode::BAD_REQUEST, ErrorCode::MalformedRequest, "the request body is not valid JSON; send a JSON object"))
+            return Err(ApiErr::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::MalformedRequest,
+                "the request body is not valid JSON; send a JSON object",
+            ))
         }
         Some(_) => return Err(ApiErr::invalid("body", "the request body must be a JSON object")),
     }
@@ -230,7 +275,11 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiErr> {
     let path = err.path().to_string();
     let inner = err.into_inner();
     if inner.is_syntax() || inner.is_eof() {
-        return Err(ApiErr::new(StatusCode::BAD_REQUEST, ErrorCode::MalformedRequest, format!("the request body is not valid JSON: {inner}")));
+        return Err(ApiErr::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::MalformedRequest,
+            format!("the request body is not valid JSON: {inner}"),
+        ));
     }
     let msg = inner.to_string();
     let quoted = msg.split('`').nth(1).map(str::to_owned);
@@ -238,7 +287,12 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiErr> {
     let message = msg.split(" at line ").next().unwrap_or(&msg).to_owned();
     if msg.starts_with("unknown field") {
         // The path already ends with the unknown key.
-        return Err(ApiErr::new(StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::UnknownField, format!("`{path}`: {message}; remove it or check its spelling")).field(path));
+        return Err(ApiErr::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::UnknownField,
+            format!("`{path}`: {message}; remove it or check its spelling"),
+        )
+        .field(path));
     }
     if msg.starts_with("missing field") {
         let field = join(quoted.as_deref().unwrap_or("?"));
@@ -271,7 +325,6 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T>
 type Cp = State<Arc<ControlPlane>>;
 type Out<T> = ApiResult<Json<T>>;
 
-
 #[utoipa::path(post, path = "/v1/orgs", operation_id = "org_create", tag = "orgs", request_body = CreateOrg,
     params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for a repeated key")),
     responses((status = 201, body = OrgView), (status = "4XX", body = ErrorBody)))]
@@ -293,7 +346,12 @@ async fn org_get(State(cp): Cp, Path(org): Path<String>) -> Out<OrgView> {
 #[utoipa::path(post, path = "/v1/orgs/{org}/apps", operation_id = "app_create", tag = "apps", request_body = CreateApp,
     params(("org" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     responses((status = 201, body = AppView), (status = "4XX", body = ErrorBody)))]
-async fn app_create(State(cp): Cp, ctx: Ctx, Path(org): Path<String>, JsonBody(req): JsonBody<CreateApp>) -> ApiResult<Committed> {
+async fn app_create(
+    State(cp): Cp,
+    ctx: Ctx,
+    Path(org): Path<String>,
+    JsonBody(req): JsonBody<CreateApp>,
+) -> ApiResult<Committed> {
     let org = cp.org(&org).await?;
     cp.commit(&ctx, app::tenancy::create_app(&ctx, &org, req)?).await
 }
@@ -313,7 +371,12 @@ async fn app_get(State(cp): Cp, Path((org, app)): Path<(String, String)>) -> Out
 #[utoipa::path(post, path = "/v1/orgs/{org}/apps/{app}/envs", operation_id = "env_create", tag = "envs", request_body = CreateEnv,
     params(("org" = String, Path), ("app" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     responses((status = 201, body = EnvView), (status = "4XX", body = ErrorBody)))]
-async fn env_create(State(cp): Cp, ctx: Ctx, Path((org, app)): Path<(String, String)>, JsonBody(req): JsonBody<CreateEnv>) -> ApiResult<Committed> {
+async fn env_create(
+    State(cp): Cp,
+    ctx: Ctx,
+    Path((org, app)): Path<(String, String)>,
+    JsonBody(req): JsonBody<CreateEnv>,
+) -> ApiResult<Committed> {
     let (_, app) = cp.org_app(&org, &app).await?;
     cp.commit(&ctx, app::tenancy::create_env(&ctx, &app, req)?).await
 }
@@ -348,7 +411,12 @@ async fn scale_get(State(cp): Cp, Path((org, app, env)): Path<(String, String, S
 #[utoipa::path(put, path = "/v1/orgs/{org}/apps/{app}/envs/{env}/scale", operation_id = "scale_set", tag = "scale", request_body = SetScale,
     params(("org" = String, Path), ("app" = String, Path), ("env" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     responses((status = 200, body = Vec<ScaleView>), (status = "4XX", body = ErrorBody)))]
-async fn scale_set(State(cp): Cp, ctx: Ctx, Path((org, app, env)): Path<(String, String, String)>, JsonBody(req): JsonBody<SetScale>) -> ApiResult<Committed> {
+async fn scale_set(
+    State(cp): Cp,
+    ctx: Ctx,
+    Path((org, app, env)): Path<(String, String, String)>,
+    JsonBody(req): JsonBody<SetScale>,
+) -> ApiResult<Committed> {
     let (_, app, env) = cp.org_app_env(&org, &app, &env).await?;
     let plan = cp.set_scale(&ctx, &app, &env, req).await?;
     cp.commit(&ctx, plan).await
@@ -357,7 +425,12 @@ async fn scale_set(State(cp): Cp, ctx: Ctx, Path((org, app, env)): Path<(String,
 #[utoipa::path(post, path = "/v1/orgs/{org}/apps/{app}/envs/{env}/deploys", operation_id = "deploy_create", tag = "deploys", request_body = CreateDeploy,
     params(("org" = String, Path), ("app" = String, Path), ("env" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     responses((status = 201, body = DeployView), (status = "4XX", body = ErrorBody)))]
-async fn deploy_create(State(cp): Cp, ctx: Ctx, Path((org, app, env)): Path<(String, String, String)>, JsonBody(req): JsonBody<CreateDeploy>) -> ApiResult<Committed> {
+async fn deploy_create(
+    State(cp): Cp,
+    ctx: Ctx,
+    Path((org, app, env)): Path<(String, String, String)>,
+    JsonBody(req): JsonBody<CreateDeploy>,
+) -> ApiResult<Committed> {
     let (_, app, env) = cp.org_app_env(&org, &app, &env).await?;
     let plan = cp.create_deploy(&ctx, &app, &env, req).await?;
     cp.commit(&ctx, plan).await
@@ -373,14 +446,20 @@ async fn deploy_list(State(cp): Cp, Path((org, app, env)): Path<(String, String,
 #[utoipa::path(get, path = "/v1/orgs/{org}/apps/{app}/envs/{env}/deploys/{deploy}", operation_id = "deploy_get", tag = "deploys",
     params(("org" = String, Path), ("app" = String, Path), ("env" = String, Path), ("deploy" = String, Path)),
     responses((status = 200, body = DeployView), (status = "4XX", body = ErrorBody)))]
-async fn deploy_get(State(cp): Cp, Path((org, app, env, deploy)): Path<(String, String, String, String)>) -> Out<DeployView> {
+async fn deploy_get(
+    State(cp): Cp,
+    Path((org, app, env, deploy)): Path<(String, String, String, String)>,
+) -> Out<DeployView> {
     let (_, _, env) = cp.org_app_env(&org, &app, &env).await?;
     Ok(Json(cp.deploy(&env, &deploy).await?))
 }
 
 #[utoipa::path(get, path = "/v1/orgs/{org}/apps/{app}/envs/{env}/instances", operation_id = "instance_list", tag = "instances",
     params(("org" = String, Path), ("app" = String, Path), ("env" = String, Path)), responses((status = 200, body = List<InstanceView>)))]
-async fn instance_list(State(cp): Cp, Path((org, app, env)): Path<(String, String, String)>) -> Out<List<InstanceView>> {
+async fn instance_list(
+    State(cp): Cp,
+    Path((org, app, env)): Path<(String, String, String)>,
+) -> Out<List<InstanceView>> {
     let (_, _, env) = cp.org_app_env(&org, &app, &env).await?;
     Ok(Json(List { items: cp.list_instances(&env).await? }))
 }
@@ -388,7 +467,12 @@ async fn instance_list(State(cp): Cp, Path((org, app, env)): Path<(String, Strin
 #[utoipa::path(post, path = "/v1/orgs/{org}/apps/{app}/releases", operation_id = "release_create", tag = "releases", request_body = CreateRelease,
     params(("org" = String, Path), ("app" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     responses((status = 201, body = ReleaseView), (status = "4XX", body = ErrorBody)))]
-async fn release_create(State(cp): Cp, ctx: Ctx, Path((org, app)): Path<(String, String)>, JsonBody(req): JsonBody<CreateRelease>) -> ApiResult<Committed> {
+async fn release_create(
+    State(cp): Cp,
+    ctx: Ctx,
+    Path((org, app)): Path<(String, String)>,
+    JsonBody(req): JsonBody<CreateRelease>,
+) -> ApiResult<Committed> {
     let (_, app) = cp.org_app(&org, &app).await?;
     cp.commit(&ctx, cp.plan_release(&ctx, &app, req)?).await
 }
@@ -415,7 +499,12 @@ async fn instance_get(State(cp): Cp, Path(instance): Path<String>) -> Out<Instan
 
 #[utoipa::path(post, path = "/v1/instances/{instance}/status", operation_id = "instance_report_status", tag = "instances", request_body = ReportInstanceStatus,
     params(("instance" = String, Path), ("Idempotency-Key" = Option<String>, Header)), responses((status = 200, body = InstanceView), (status = "4XX", body = ErrorBody)))]
-async fn instance_report_status(State(cp): Cp, ctx: Ctx, Path(instance): Path<String>, JsonBody(req): JsonBody<ReportInstanceStatus>) -> ApiResult<Committed> {
+async fn instance_report_status(
+    State(cp): Cp,
+    ctx: Ctx,
+    Path(instance): Path<String>,
+    JsonBody(req): JsonBody<ReportInstanceStatus>,
+) -> ApiResult<Committed> {
     let instance = cp.instance(&instance).await?;
     let plan = cp.report_status(&ctx, &instance, req).await?;
     cp.commit(&ctx, plan).await
@@ -442,7 +531,12 @@ async fn node_get(State(cp): Cp, Path(node): Path<String>) -> Out<NodeInfo> {
 
 #[utoipa::path(post, path = "/v1/nodes/{node}/heartbeat", operation_id = "node_heartbeat", tag = "nodes", request_body = Heartbeat,
     params(("node" = String, Path)), responses((status = 200, body = NodeInfo), (status = "4XX", body = ErrorBody)))]
-async fn node_heartbeat(State(cp): Cp, ctx: Ctx, Path(node): Path<String>, JsonBody(req): JsonBody<Heartbeat>) -> ApiResult<Committed> {
+async fn node_heartbeat(
+    State(cp): Cp,
+    ctx: Ctx,
+    Path(node): Path<String>,
+    JsonBody(req): JsonBody<Heartbeat>,
+) -> ApiResult<Committed> {
     let node: NodeView = cp.node(&node).await?;
     let plan = cp.heartbeat(&ctx, &node, req).await?;
     cp.commit(&ctx, plan).await
@@ -532,13 +626,19 @@ async fn token_create(State(cp): Cp, ctx: Ctx, JsonBody(req): JsonBody<CreateTok
     }
     if ctx.idempotency.is_some() {
         // A replay would have to store the secret: refuse rather than keep it.
-        return Err(ApiErr::invalid("Idempotency-Key", "token creation cannot be replayed (the secret is never stored); send it without `Idempotency-Key`"));
+        return Err(ApiErr::invalid(
+            "Idempotency-Key",
+            "token creation cannot be replayed (the secret is never stored); send it without `Idempotency-Key`",
+        ));
     }
     crate::validate::name("name", &req.name)?;
     let (secret, rec, event) = auth::issue(&req.name, req.role).map_err(ApiErr::internal)?;
     let ev = NewEvent::new(event, ctx.caller.actor(), Some(ctx.request_id));
-    cp.store.append(vt_store::AppendRequest { events: vec![ev], tokens: vec![rec.clone()], ..Default::default() }).await?;
-    Ok((StatusCode::CREATED, Json(IssuedToken { token_id: rec.token_id, name: req.name, role: req.role, secret })).into_response())
+    cp.store
+        .append(vt_store::AppendRequest { events: vec![ev], tokens: vec![rec.clone()], ..Default::default() })
+        .await?;
+    Ok((StatusCode::CREATED, Json(IssuedToken { token_id: rec.token_id, name: req.name, role: req.role, secret }))
+        .into_response())
 }
 
 #[utoipa::path(get, path = "/v1/system/status", operation_id = "system_status", tag = "system", responses((status = 200, body = SystemStatus)))]
@@ -551,7 +651,12 @@ async fn system_status(State(cp): Cp) -> Out<SystemStatus> {
         version: env!("CARGO_PKG_VERSION").into(),
         backend: backend.into(),
         head: cp.store.head().await?,
-        projections: cp.projector.status().into_iter().map(|s| ProjectionInfo { name: s.name, checkpoint: s.checkpoint, error: s.error }).collect(),
+        projections: cp
+            .projector
+            .status()
+            .into_iter()
+            .map(|s| ProjectionInfo { name: s.name, checkpoint: s.checkpoint, error: s.error })
+            .collect(),
     }))
 }
 
@@ -586,7 +691,10 @@ impl utoipa::Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
         let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
         openapi.security = Some(vec![SecurityRequirement::new("bearer", Vec::<String>::new())]);
     }
 }

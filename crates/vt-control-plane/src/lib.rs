@@ -53,7 +53,13 @@ impl ControlPlane {
     pub fn start(store: Arc<dyn Store>, data_dir: Option<PathBuf>) -> Arc<Self> {
         let projector = Projector::new(store.clone());
         tokio::spawn(projector.clone().run(Duration::from_millis(250)));
-        let cp = Arc::new(ControlPlane { store, projector, data_dir, ingress: Default::default(), scheduler: Default::default() });
+        let cp = Arc::new(ControlPlane {
+            store,
+            projector,
+            data_dir,
+            ingress: Default::default(),
+            scheduler: Default::default(),
+        });
         tokio::spawn(scheduler::run(Arc::downgrade(&cp)));
         cp
     }
@@ -95,13 +101,24 @@ impl ControlPlane {
             created_at: chrono::Utc::now(),
             last_seq: 0,
         });
-        let request = AppendRequest { events, expectations: plan.expectations, claims: plan.claims, releases: plan.releases, idempotency, tokens: plan.tokens };
+        let request = AppendRequest {
+            events,
+            expectations: plan.expectations,
+            claims: plan.claims,
+            releases: plan.releases,
+            idempotency,
+            tokens: plan.tokens,
+        };
         let appended = match self.store.append(request).await {
             Ok(a) => a,
             Err(vt_store::StoreError::IdempotencyRace { .. }) => {
                 // The same key committed concurrently: answer as that request did.
                 let k = ctx.idempotency.as_ref().ok_or_else(|| ApiErr::internal("idempotency race without a key"))?;
-                let rec = self.store.idempotency_get(&k.scope, &k.key).await?.ok_or_else(|| ApiErr::internal("idempotency record vanished"))?;
+                let rec = self
+                    .store
+                    .idempotency_get(&k.scope, &k.key)
+                    .await?
+                    .ok_or_else(|| ApiErr::internal("idempotency record vanished"))?;
                 return Committed::replay(&rec, k);
             }
             Err(e) => return Err(e.into()),
@@ -171,7 +188,15 @@ pub struct Plan<T> {
 
 impl<T> Plan<T> {
     pub fn new(status: StatusCode, response: T) -> Self {
-        Plan { status, events: vec![], expectations: vec![], claims: vec![], releases: vec![], tokens: vec![], response }
+        Plan {
+            status,
+            events: vec![],
+            expectations: vec![],
+            claims: vec![],
+            releases: vec![],
+            tokens: vec![],
+            response,
+        }
     }
     pub fn event(mut self, e: Event) -> Self {
         self.events.push(e);
@@ -191,7 +216,15 @@ impl<T> Plan<T> {
     }
     /// The same writes with another response.
     pub fn respond<U>(self, response: U) -> Plan<U> {
-        Plan { status: self.status, events: self.events, expectations: self.expectations, claims: self.claims, releases: self.releases, tokens: self.tokens, response }
+        Plan {
+            status: self.status,
+            events: self.events,
+            expectations: self.expectations,
+            claims: self.claims,
+            releases: self.releases,
+            tokens: self.tokens,
+            response,
+        }
     }
 }
 
@@ -210,7 +243,10 @@ impl Committed {
             return Err(ApiErr::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 vt_api::ErrorCode::IdempotencyKeyReused,
-                format!("idempotency key `{}` was already used for a different request; use a new key for a new request", key.key),
+                format!(
+                    "idempotency key `{}` was already used for a different request; use a new key for a new request",
+                    key.key
+                ),
             )
             .field("Idempotency-Key"));
         }

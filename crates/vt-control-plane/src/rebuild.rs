@@ -30,7 +30,8 @@ pub async fn rebuild_views(store: std::sync::Arc<dyn Store>) -> Result<RebuildRe
     let after = store.view_list(&ViewQuery::default()).await?;
     let mut differing = vec![];
     let key = |r: &vt_views::ViewRow| format!("{}/{}", r.kind.as_str(), r.id);
-    let before_map: std::collections::BTreeMap<String, &vt_views::ViewRow> = before.iter().map(|r| (key(r), r)).collect();
+    let before_map: std::collections::BTreeMap<String, &vt_views::ViewRow> =
+        before.iter().map(|r| (key(r), r)).collect();
     let after_map: std::collections::BTreeMap<String, &vt_views::ViewRow> = after.iter().map(|r| (key(r), r)).collect();
     for k in before_map.keys().chain(after_map.keys()) {
         if before_map.get(k) != after_map.get(k) && !differing.contains(k) {

@@ -41,7 +41,9 @@ pub fn service(cp: &Arc<ControlPlane>) -> Router {
         Some(Ok(storage)) => vt_registry::router(storage, Arc::new(TokenAuthorizer { store: cp.store.clone() })),
         Some(Err(e)) => {
             tracing::error!(error = %e, "cannot open the registry storage; /v2/ is off");
-            Router::new().fallback(|| async { (StatusCode::SERVICE_UNAVAILABLE, "the registry storage could not be opened; see the server log\n") })
+            Router::new().fallback(|| async {
+                (StatusCode::SERVICE_UNAVAILABLE, "the registry storage could not be opened; see the server log\n")
+            })
         }
         None => Router::new().fallback(|| async { (StatusCode::NOT_FOUND, "the registry needs a data directory\n") }),
     }

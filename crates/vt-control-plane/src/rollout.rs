@@ -63,7 +63,10 @@ fn stage(i: &InstanceView) -> Option<usize> {
 
 /// The failure that fails `deploy`, if one of its instances failed: the
 /// instance and why, in words (`instance inst_… (web) exited with code 1: …`).
-pub fn failure<'a>(deploy: &DeployView, instances: impl IntoIterator<Item = &'a InstanceView>) -> Option<(&'a InstanceView, String)> {
+pub fn failure<'a>(
+    deploy: &DeployView,
+    instances: impl IntoIterator<Item = &'a InstanceView>,
+) -> Option<(&'a InstanceView, String)> {
     let (i, f) = instances
         .into_iter()
         .filter(|i| i.deploy_id == Some(deploy.id) && i.release_id == deploy.release_id)
@@ -74,8 +77,13 @@ pub fn failure<'a>(deploy: &DeployView, instances: impl IntoIterator<Item = &'a 
 
 /// How far `deploy` got, given the desired count of each process of its
 /// release and the instances of its env.
-pub fn progress<'a>(deploy: &DeployView, desired: &BTreeMap<String, u32>, instances: impl IntoIterator<Item = &'a InstanceView>) -> Progress {
-    let mut processes: BTreeMap<String, ProcessProgress> = desired.iter().map(|(p, &n)| (p.clone(), ProcessProgress { desired: n, at: [0; 4] })).collect();
+pub fn progress<'a>(
+    deploy: &DeployView,
+    desired: &BTreeMap<String, u32>,
+    instances: impl IntoIterator<Item = &'a InstanceView>,
+) -> Progress {
+    let mut processes: BTreeMap<String, ProcessProgress> =
+        desired.iter().map(|(p, &n)| (p.clone(), ProcessProgress { desired: n, at: [0; 4] })).collect();
     let mut others_live = false;
     for i in instances {
         if i.env_id != deploy.env_id {
@@ -91,8 +99,12 @@ pub fn progress<'a>(deploy: &DeployView, desired: &BTreeMap<String, u32>, instan
             }
         }
     }
-    let reached: Vec<DeployPhase> =
-        DeployPhase::ALL.iter().enumerate().take_while(|(k, _)| processes.values().all(|p| p.at[*k] >= p.desired)).map(|(_, phase)| *phase).collect();
+    let reached: Vec<DeployPhase> = DeployPhase::ALL
+        .iter()
+        .enumerate()
+        .take_while(|(k, _)| processes.values().all(|p| p.at[*k] >= p.desired))
+        .map(|(_, phase)| *phase)
+        .collect();
     let succeeded = reached.contains(&DeployPhase::Healthy) && !others_live;
     Progress { reached, processes, succeeded }
 }
@@ -155,7 +167,11 @@ mod tests {
     }
 
     fn old(d: &DeployView, process: &str) -> InstanceView {
-        InstanceView { release_id: ReleaseId::new(), deploy_id: None, ..inst(d, process, InstanceStatus::Running, Some(Health::Passing)) }
+        InstanceView {
+            release_id: ReleaseId::new(),
+            deploy_id: None,
+            ..inst(d, process, InstanceStatus::Running, Some(Health::Passing))
+        }
     }
 
     #[test]
@@ -175,13 +191,21 @@ mod tests {
             Case { name: "nothing allocated", instances: vec![], reached: vec![], succeeded: false },
             Case {
                 name: "all allocated, one preparing",
-                instances: vec![inst(&d, "web", Allocated, None), inst(&d, "web", Preparing, None), inst(&d, "worker", Allocated, None)],
+                instances: vec![
+                    inst(&d, "web", Allocated, None),
+                    inst(&d, "web", Preparing, None),
+                    inst(&d, "worker", Allocated, None),
+                ],
                 reached: vec![Scheduled],
                 succeeded: false,
             },
             Case {
                 name: "booting and later count as image ready",
-                instances: vec![inst(&d, "web", Booting, None), ready("web"), inst(&d, "worker", Running, Some(Health::Pending))],
+                instances: vec![
+                    inst(&d, "web", Booting, None),
+                    ready("web"),
+                    inst(&d, "worker", Running, Some(Health::Pending)),
+                ],
                 reached: vec![Scheduled, ImageReady],
                 succeeded: false,
             },
@@ -191,22 +215,41 @@ mod tests {
                 reached: vec![Scheduled, ImageReady, Booted],
                 succeeded: false,
             },
-            Case { name: "all ready, an old one still meant to run", instances: vec![ready("web"), ready("web"), ready("worker"), old(&d, "web")], reached: DeployPhase::ALL.to_vec(), succeeded: false },
+            Case {
+                name: "all ready, an old one still meant to run",
+                instances: vec![ready("web"), ready("web"), ready("worker"), old(&d, "web")],
+                reached: DeployPhase::ALL.to_vec(),
+                succeeded: false,
+            },
             Case {
                 name: "all ready, the old one asked to stop",
-                instances: vec![ready("web"), ready("web"), ready("worker"), InstanceView { desired_state: DesiredState::Stopped, ..old(&d, "web") }],
+                instances: vec![
+                    ready("web"),
+                    ready("web"),
+                    ready("worker"),
+                    InstanceView { desired_state: DesiredState::Stopped, ..old(&d, "web") },
+                ],
                 reached: DeployPhase::ALL.to_vec(),
                 succeeded: true,
             },
             Case {
                 name: "a stopped instance of the release does not count",
-                instances: vec![ready("web"), InstanceView { desired_state: DesiredState::Stopped, ..ready("web") }, ready("worker")],
+                instances: vec![
+                    ready("web"),
+                    InstanceView { desired_state: DesiredState::Stopped, ..ready("web") },
+                    ready("worker"),
+                ],
                 reached: vec![],
                 succeeded: false,
             },
             Case {
                 name: "another env's instances do not matter",
-                instances: vec![ready("web"), ready("web"), ready("worker"), InstanceView { env_id: EnvId::new(), ..old(&d, "web") }],
+                instances: vec![
+                    ready("web"),
+                    ready("web"),
+                    ready("worker"),
+                    InstanceView { env_id: EnvId::new(), ..old(&d, "web") },
+                ],
                 reached: DeployPhase::ALL.to_vec(),
                 succeeded: true,
             },
@@ -230,13 +273,27 @@ mod tests {
         assert!(failure(&d, &[inst(&d, "web", InstanceStatus::Running, None)]).is_none());
         let late = failed(9, FailureKind::Failed, Some(1), "late");
         let first = failed(5, FailureKind::Failed, Some(1), "the entrypoint exited with code 1");
-        let earlier_deploy = InstanceView { deploy_id: Some(DeployId::new()), ..failed(1, FailureKind::Failed, Some(2), "another deploy's") };
+        let earlier_deploy = InstanceView {
+            deploy_id: Some(DeployId::new()),
+            ..failed(1, FailureKind::Failed, Some(2), "another deploy's")
+        };
         let all = [late, first.clone(), earlier_deploy];
         let (i, reason) = failure(&d, &all).unwrap();
         assert_eq!(i.id, first.id);
-        assert_eq!(reason, format!("instance {} (web) exited with code 1: the entrypoint exited with code 1", first.id));
-        let unhealthy = failed(3, FailureKind::Unhealthy, None, "health check failed 3 times: GET /healthz on port 8080: connection refused");
+        assert_eq!(
+            reason,
+            format!("instance {} (web) exited with code 1: the entrypoint exited with code 1", first.id)
+        );
+        let unhealthy = failed(
+            3,
+            FailureKind::Unhealthy,
+            None,
+            "health check failed 3 times: GET /healthz on port 8080: connection refused",
+        );
         let (_, reason) = failure(&d, [&unhealthy]).unwrap();
-        assert!(reason.ends_with("(web) health check failed 3 times: GET /healthz on port 8080: connection refused"), "{reason}");
+        assert!(
+            reason.ends_with("(web) health check failed 3 times: GET /healthz on port 8080: connection refused"),
+            "{reason}"
+        );
     }
 }

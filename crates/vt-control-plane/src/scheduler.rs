@@ -30,11 +30,12 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use vt_api::{SchedulerStatus, UnplaceableProcess};
 use vt_events::{
-    Actor, AggregateType, DeployPhaseReached, DeployStatus, DeployStatusChanged, DesiredState, EnvReleaseReverted, Event, Health, InstanceAllocated,
-    InstanceDesiredStateChanged, InstanceStatus, NewEvent, NodeStatus, NodeStatusChanged, Resources,
+    Actor, AggregateType, DeployPhaseReached, DeployStatus, DeployStatusChanged, DesiredState, EnvReleaseReverted,
+    Event, Health, InstanceAllocated, InstanceDesiredStateChanged, InstanceStatus, NewEvent, NodeStatus,
+    NodeStatusChanged, Resources,
 };
 use vt_ids::{DeployId, InstanceId, NodeId, ReleaseId};
-use vt_store::{AppendRequest, ExpectedVersion, Expectation};
+use vt_store::{AppendRequest, Expectation, ExpectedVersion};
 use vt_views::{DeployView, EnvView, InstanceView, NodeView, ReleaseView, ScaleView, ViewKind};
 
 use crate::{rollout, ApiErr, ApiResult, ControlPlane};
@@ -255,7 +256,10 @@ async fn activate(cp: &Arc<ControlPlane>, settings: &SchedulerSettings) -> ApiRe
                 lost.events.push(system_event(Event::NodeStatusChanged(NodeStatusChanged {
                     node_id: n.id,
                     status: NodeStatus::Unreachable,
-                    reason: Some(format!("no heartbeat for {secs} s (timeout {} s)", settings.heartbeat_timeout.as_secs())),
+                    reason: Some(format!(
+                        "no heartbeat for {secs} s (timeout {} s)",
+                        settings.heartbeat_timeout.as_secs()
+                    )),
                 })));
             }
         }
@@ -287,7 +291,12 @@ async fn activate(cp: &Arc<ControlPlane>, settings: &SchedulerSettings) -> ApiRe
     for (deploy, reason) in &writes.failed {
         tracing::warn!(%deploy, %reason, seq = appended.last_seq, "deploy failed");
     }
-    tracing::info!(allocated = outcome.allocated, stopped = outcome.stopped, seq = appended.last_seq, "scheduler appended its plan");
+    tracing::info!(
+        allocated = outcome.allocated,
+        stopped = outcome.stopped,
+        seq = appended.last_seq,
+        "scheduler appended its plan"
+    );
     Ok(outcome)
 }
 
@@ -345,7 +354,8 @@ async fn apply_plan(cp: &ControlPlane, snap: &Snapshot, plan: &vt_scheduler::Pla
         w.pin(cp, AggregateType::Node, a.node.clone()).await?;
         let release_id = ReleaseId::parse(&a.release).map_err(ApiErr::internal)?;
         // The instance belongs to the env's deploy when it is of that deploy's release.
-        let deploy_id = env.current_deploy_id.filter(|d| snap.deploys.get(d).is_some_and(|d| d.release_id == release_id));
+        let deploy_id =
+            env.current_deploy_id.filter(|d| snap.deploys.get(d).is_some_and(|d| d.release_id == release_id));
         let e = InstanceAllocated {
             org_id: env.org_id,
             app_id: env.app_id,
@@ -360,7 +370,11 @@ async fn apply_plan(cp: &ControlPlane, snap: &Snapshot, plan: &vt_scheduler::Pla
                 memory_mib: u32::try_from(a.resources.memory_mib).unwrap_or(u32::MAX),
             },
         };
-        w.request.expectations.push(Expectation { aggregate_type: AggregateType::Instance, aggregate_id: a.id.clone(), expected: ExpectedVersion::NoStream });
+        w.request.expectations.push(Expectation {
+            aggregate_type: AggregateType::Instance,
+            aggregate_id: a.id.clone(),
+            expected: ExpectedVersion::NoStream,
+        });
         planned.push(allocated_view(&e));
         w.allocated += 1;
         w.event(Event::InstanceAllocated(e));
@@ -398,10 +412,22 @@ async fn apply_plan(cp: &ControlPlane, snap: &Snapshot, plan: &vt_scheduler::Pla
         }
         w.pin(cp, AggregateType::Deploy, d.id.to_string()).await?;
         for phase in new {
-            w.event(Event::DeployPhaseReached(DeployPhaseReached { org_id: d.org_id, env_id: d.env_id, deploy_id: d.id, phase: *phase }));
+            w.event(Event::DeployPhaseReached(DeployPhaseReached {
+                org_id: d.org_id,
+                env_id: d.env_id,
+                deploy_id: d.id,
+                phase: *phase,
+            }));
         }
         if let Some((status, reason)) = status {
-            w.event(Event::DeployStatusChanged(DeployStatusChanged { org_id: d.org_id, env_id: d.env_id, deploy_id: d.id, status, reason: Some(reason), failed_instance_id: None }));
+            w.event(Event::DeployStatusChanged(DeployStatusChanged {
+                org_id: d.org_id,
+                env_id: d.env_id,
+                deploy_id: d.id,
+                status,
+                reason: Some(reason),
+                failed_instance_id: None,
+            }));
         }
     }
     Ok(w)
@@ -428,7 +454,12 @@ struct Snapshot {
 impl Snapshot {
     async fn read(cp: &ControlPlane) -> ApiResult<Snapshot> {
         let nodes: Vec<NodeView> = cp.views(ControlPlane::kind_query(ViewKind::Node)).await?;
-        let envs: Vec<EnvView> = cp.views::<EnvView>(ControlPlane::kind_query(ViewKind::Env)).await?.into_iter().filter(|e| e.desired_release_id.is_some()).collect();
+        let envs: Vec<EnvView> = cp
+            .views::<EnvView>(ControlPlane::kind_query(ViewKind::Env))
+            .await?
+            .into_iter()
+            .filter(|e| e.desired_release_id.is_some())
+            .collect();
         let scales: Vec<ScaleView> = cp.views(ControlPlane::kind_query(ViewKind::Scale)).await?;
         let instances: Vec<InstanceView> = cp.views(ControlPlane::kind_query(ViewKind::Instance)).await?;
         let mut deploys = BTreeMap::new();
@@ -463,7 +494,12 @@ impl Snapshot {
         let Some(processes) = self.releases.get(&release) else { return BTreeMap::new() };
         processes
             .keys()
-            .map(|p| (p.clone(), self.scales.iter().find(|s| s.env_id == env.id && &s.process == p).map_or(0, |s| s.instances)))
+            .map(|p| {
+                (
+                    p.clone(),
+                    self.scales.iter().find(|s| s.env_id == env.id && &s.process == p).map_or(0, |s| s.instances),
+                )
+            })
             .collect()
     }
 
@@ -506,7 +542,10 @@ impl Snapshot {
                         NodeStatus::Unreachable => vt_scheduler::NodeStatus::Unreachable,
                         NodeStatus::Draining => vt_scheduler::NodeStatus::Draining,
                     },
-                    allocatable: vt_scheduler::Resources { cpu_millis: n.allocatable.cpu_millis.into(), memory_mib: n.allocatable.memory_mib.into() },
+                    allocatable: vt_scheduler::Resources {
+                        cpu_millis: n.allocatable.cpu_millis.into(),
+                        memory_mib: n.allocatable.memory_mib.into(),
+                    },
                 })
                 .collect(),
             instances: self
@@ -518,21 +557,31 @@ impl Snapshot {
                     env: i.env_id.to_string(),
                     process: i.process.clone(),
                     release: i.release_id.to_string(),
-                    resources: vt_scheduler::Resources { cpu_millis: i.resources.cpu_millis.into(), memory_mib: i.resources.memory_mib.into() },
+                    resources: vt_scheduler::Resources {
+                        cpu_millis: i.resources.cpu_millis.into(),
+                        memory_mib: i.resources.memory_mib.into(),
+                    },
                     desired: match i.desired_state {
                         DesiredState::Running => vt_scheduler::Desired::Running,
                         DesiredState::Stopped => vt_scheduler::Desired::Stopped,
                     },
                     status: status_of(i),
                     ready_since: i.ready_at.map(millis),
-                    failure: i.failure.as_ref().map(|f| vt_scheduler::Failure { at: millis(f.at), reason: f.summary() }),
+                    failure: i
+                        .failure
+                        .as_ref()
+                        .map(|f| vt_scheduler::Failure { at: millis(f.at), reason: f.summary() }),
                     order: i.created_at.timestamp_micros().max(0) as u64,
                 })
                 .collect(),
             groups,
             now: millis(now),
         };
-        let config = vt_scheduler::Config { cpu_oversubscription: settings.cpu_oversubscription, rollout: settings.rollout, backoff: settings.backoff };
+        let config = vt_scheduler::Config {
+            cpu_oversubscription: settings.cpu_oversubscription,
+            rollout: settings.rollout,
+            backoff: settings.backoff,
+        };
         vt_scheduler::plan(&input, &config, &mut || InstanceId::new().to_string())
     }
 
@@ -540,7 +589,12 @@ impl Snapshot {
         plan.unplaceable
             .iter()
             .map(|u| UnplaceableProcess {
-                org_id: self.envs.iter().find(|e| e.id.to_string() == u.env).map(|e| e.org_id.to_string()).unwrap_or_default(),
+                org_id: self
+                    .envs
+                    .iter()
+                    .find(|e| e.id.to_string() == u.env)
+                    .map(|e| e.org_id.to_string())
+                    .unwrap_or_default(),
                 env_id: u.env.clone(),
                 process: u.process.clone(),
                 wanted: u.wanted,
@@ -574,12 +628,19 @@ async fn release_resources(cp: &ControlPlane, release: &str) -> ApiResult<BTreeM
     if let Some(r) = cp.scheduler.resources.lock().unwrap_or_else(|e| e.into_inner()).get(release) {
         return Ok(r.clone());
     }
-    let view: ReleaseView = cp.view(release).await?.ok_or_else(|| ApiErr::internal(format!("release {release} has no view")))?;
-    let manifest = vt_manifest::from_normalized_json(&view.manifest).map_err(|e| ApiErr::internal(format!("stored manifest of {release} does not decode: {e}")))?;
+    let view: ReleaseView =
+        cp.view(release).await?.ok_or_else(|| ApiErr::internal(format!("release {release} has no view")))?;
+    let manifest = vt_manifest::from_normalized_json(&view.manifest)
+        .map_err(|e| ApiErr::internal(format!("stored manifest of {release} does not decode: {e}")))?;
     let r: BTreeMap<String, Resources> = manifest
         .processes
         .iter()
-        .map(|(name, p)| (name.clone(), Resources { cpu_millis: (p.resources.cpu * 1000.0).round() as u32, memory_mib: p.resources.memory_mib }))
+        .map(|(name, p)| {
+            (
+                name.clone(),
+                Resources { cpu_millis: (p.resources.cpu * 1000.0).round() as u32, memory_mib: p.resources.memory_mib },
+            )
+        })
         .collect();
     cp.scheduler.resources.lock().unwrap_or_else(|e| e.into_inner()).insert(release.to_owned(), r.clone());
     Ok(r)

@@ -32,7 +32,8 @@ pub enum ServerError {
 }
 
 pub async fn open_store(config: &ServerConfig) -> Result<Arc<dyn Store>, ServerError> {
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir { path: config.data_dir.clone(), source })?;
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|source| ServerError::DataDir { path: config.data_dir.clone(), source })?;
     Ok(match &config.database_url {
         Some(url) => Arc::new(PgStore::connect(url).await?),
         None => Arc::new(SqliteStore::open(&config.data_dir.join("vt.sqlite"), config.sqlite.clone()).await?),
@@ -50,7 +51,9 @@ impl Server {
     pub async fn bind(config: &ServerConfig) -> Result<Server, ServerError> {
         let store = open_store(config).await?;
         let admin_token_written = auth::bootstrap_admin(store.as_ref(), &config.data_dir).await?;
-        let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|source| ServerError::Listen { addr: config.listen, source })?;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ServerError::Listen { addr: config.listen, source })?;
         let control_plane = ControlPlane::start(store, Some(config.data_dir.clone()));
         Ok(Server { control_plane, listener, admin_token_written })
     }
@@ -59,7 +62,10 @@ impl Server {
         self.listener.local_addr()
     }
 
-    pub async fn run(self, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
         let app = http::router(self.control_plane);
         axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await.map_err(ServerError::Serve)
     }

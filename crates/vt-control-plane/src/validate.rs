@@ -22,7 +22,10 @@ pub fn node_name(field: &str, value: &str) -> Result<(), ApiErr> {
     if ok {
         Ok(())
     } else {
-        Err(ApiErr::invalid(field, format!("`{field}` must be a host name: labels of a-z, 0-9 and '-' joined by '.'; got {}", shown(value))))
+        Err(ApiErr::invalid(
+            field,
+            format!("`{field}` must be a host name: labels of a-z, 0-9 and '-' joined by '.'; got {}", shown(value)),
+        ))
     }
 }
 
@@ -30,12 +33,24 @@ pub fn node_name(field: &str, value: &str) -> Result<(), ApiErr> {
 /// joined by '.', at most 253 characters. Returned in lower case.
 pub fn hostname(field: &str, value: &str) -> Result<String, ApiErr> {
     let lower = value.to_ascii_lowercase();
-    let label_ok = |l: &str| !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-') && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
     let numeric = lower.bytes().all(|b| b.is_ascii_digit() || b == b'.');
     if lower.len() <= 253 && !numeric && lower.split('.').all(label_ok) {
         Ok(lower)
     } else {
-        Err(ApiErr::invalid(field, format!("`{field}` must be a DNS host name (labels of a-z, 0-9 and '-' joined by '.', no IP addresses); got {}", shown(value))))
+        Err(ApiErr::invalid(
+            field,
+            format!(
+                "`{field}` must be a DNS host name (labels of a-z, 0-9 and '-' joined by '.', no IP addresses); got {}",
+                shown(value)
+            ),
+        ))
     }
 }
 
@@ -51,8 +66,18 @@ pub fn text(field: &str, value: &str, max: usize) -> Result<(), ApiErr> {
 
 /// An image pinned by digest: `repository@sha256:<64 lowercase hex>`.
 pub fn image_ref(field: &str, value: &str) -> Result<(String, String), ApiErr> {
-    let bad = |why: &str| ApiErr::invalid(field, format!("`{field}` must be an image pinned by digest, `repository@sha256:<64 hex>`: {why}; got {}", shown(value)));
-    let (repo, digest) = value.split_once('@').ok_or_else(|| bad("no `@sha256:` digest (tags are resolved when the registry is in use: push with `vt image push`)"))?;
+    let bad = |why: &str| {
+        ApiErr::invalid(
+            field,
+            format!(
+                "`{field}` must be an image pinned by digest, `repository@sha256:<64 hex>`: {why}; got {}",
+                shown(value)
+            ),
+        )
+    };
+    let (repo, digest) = value.split_once('@').ok_or_else(|| {
+        bad("no `@sha256:` digest (tags are resolved when the registry is in use: push with `vt image push`)")
+    })?;
     let hex = digest.strip_prefix("sha256:").ok_or_else(|| bad("the digest algorithm must be sha256"))?;
     if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
         return Err(bad("the digest must be 64 lowercase hex characters"));
@@ -96,8 +121,17 @@ mod tests {
     #[test]
     fn image_refs() {
         let d = "a".repeat(64);
-        assert_eq!(image_ref("image", &format!("localhost:5000/acme/web@sha256:{d}")).unwrap().0, "localhost:5000/acme/web");
-        for bad in ["acme/web:v1".to_string(), format!("acme/web@sha512:{d}"), format!("acme/web@sha256:{}", "A".repeat(64)), format!("@sha256:{d}"), format!("Acme@sha256:{d}")] {
+        assert_eq!(
+            image_ref("image", &format!("localhost:5000/acme/web@sha256:{d}")).unwrap().0,
+            "localhost:5000/acme/web"
+        );
+        for bad in [
+            "acme/web:v1".to_string(),
+            format!("acme/web@sha512:{d}"),
+            format!("acme/web@sha256:{}", "A".repeat(64)),
+            format!("@sha256:{d}"),
+            format!("Acme@sha256:{d}"),
+        ] {
             assert!(image_ref("image", &bad).is_err(), "{bad}");
         }
     }

@@ -42,7 +42,12 @@ async fn lists_are_sorted_by_name() {
     for name in ["zeta", "alpha", "mid"] {
         s.post("/v1/orgs", json!({"name": name})).await;
     }
-    let names: Vec<String> = s.get("/v1/orgs").await.body["items"].as_array().unwrap().iter().map(|o| o["name"].as_str().unwrap().to_owned()).collect();
+    let names: Vec<String> = s.get("/v1/orgs").await.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["name"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(names, ["alpha", "mid", "zeta"]);
 }
 
@@ -65,13 +70,49 @@ async fn bad_input_names_the_field_and_writes_nothing() {
         ("/v1/orgs", "{\"name\": \"acme\"}", StatusCode::CONFLICT, "name_taken", "name"),
         ("/v1/orgs/nope/apps", "{\"name\": \"web\"}", StatusCode::NOT_FOUND, "not_found", ""),
         ("/v1/orgs/acme/apps/nope/envs", "{\"name\": \"prod\"}", StatusCode::NOT_FOUND, "not_found", ""),
-        ("/v1/orgs/acme/apps", "{\"name\": \"web2\", \"description\": \"a\\u0000b\"}", StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", "description"),
+        (
+            "/v1/orgs/acme/apps",
+            "{\"name\": \"web2\", \"description\": \"a\\u0000b\"}",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            "description",
+        ),
         ("/v1/orgs/acme/apps/web/releases", &tagged, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", "image"),
-        ("/v1/orgs/acme/apps/web/releases", &bad_manifest, StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", "manifest"),
-        ("/v1/orgs/acme/apps/web/envs/prod/deploys", "{\"release_id\": \"rel_x\"}", StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", "release_id"),
-        ("/v1/orgs/acme/apps/web/envs/prod/deploys", "{\"release_id\": \"rel_01jd8x6k3v9q4m2t7r5w0y1zcb\"}", StatusCode::NOT_FOUND, "not_found", "release_id"),
-        ("/v1/nodes", "{\"name\": \"n1\", \"capacity\": {\"cpu_millis\": 0, \"memory_mib\": 1}}", StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", "capacity"),
-        ("/v1/nodes", "{\"name\": \"n1\", \"capacity\": {\"cpu_millis\": 1000, \"memory_mib\": 1024, \"gpus\": 1}}", StatusCode::UNPROCESSABLE_ENTITY, "unknown_field", "capacity.gpus"),
+        (
+            "/v1/orgs/acme/apps/web/releases",
+            &bad_manifest,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            "manifest",
+        ),
+        (
+            "/v1/orgs/acme/apps/web/envs/prod/deploys",
+            "{\"release_id\": \"rel_x\"}",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            "release_id",
+        ),
+        (
+            "/v1/orgs/acme/apps/web/envs/prod/deploys",
+            "{\"release_id\": \"rel_01jd8x6k3v9q4m2t7r5w0y1zcb\"}",
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "release_id",
+        ),
+        (
+            "/v1/nodes",
+            "{\"name\": \"n1\", \"capacity\": {\"cpu_millis\": 0, \"memory_mib\": 1}}",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            "capacity",
+        ),
+        (
+            "/v1/nodes",
+            "{\"name\": \"n1\", \"capacity\": {\"cpu_millis\": 1000, \"memory_mib\": 1024, \"gpus\": 1}}",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown_field",
+            "capacity.gpus",
+        ),
     ];
     for (path, body, status, code, field) in cases {
         let r = s.call(Method::POST, path, Some(body), &[]).await;
@@ -94,7 +135,11 @@ async fn idempotency_key_replays_and_refuses_a_different_body() {
     assert_eq!(first.status, StatusCode::CREATED);
     let head = s.head().await;
     let again = s.call(Method::POST, "/v1/orgs", Some(body), &key).await;
-    assert_eq!((again.status, &again.body), (StatusCode::CREATED, &first.body), "the same key and body replays the original response");
+    assert_eq!(
+        (again.status, &again.body),
+        (StatusCode::CREATED, &first.body),
+        "the same key and body replays the original response"
+    );
     assert_eq!(again.headers.get("idempotent-replayed").unwrap(), "true");
     assert_eq!(s.head().await, head, "the replay appended nothing");
     let other = s.call(Method::POST, "/v1/orgs", Some("{\"name\": \"other\"}"), &key).await;
@@ -107,7 +152,15 @@ async fn idempotency_key_replays_and_refuses_a_different_body() {
         let http = s.http.clone();
         let (url, token) = (s.url("/v1/orgs"), s.token.clone());
         tasks.push(tokio::spawn(async move {
-            let r = http.post(url).bearer_auth(token).header("idempotency-key", "race").header("content-type", "application/json").body("{\"name\":\"race\"}").send().await.unwrap();
+            let r = http
+                .post(url)
+                .bearer_auth(token)
+                .header("idempotency-key", "race")
+                .header("content-type", "application/json")
+                .body("{\"name\":\"race\"}")
+                .send()
+                .await
+                .unwrap();
             (r.status(), r.text().await.unwrap())
         }));
     }
@@ -124,7 +177,12 @@ async fn idempotency_key_replays_and_refuses_a_different_body() {
 #[tokio::test]
 async fn idempotency_keys_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let config = vt_control_plane::server::ServerConfig { data_dir: dir.path().to_owned(), listen: "127.0.0.1:0".parse().unwrap(), database_url: None, sqlite: Default::default() };
+    let config = vt_control_plane::server::ServerConfig {
+        data_dir: dir.path().to_owned(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database_url: None,
+        sqlite: Default::default(),
+    };
     let token;
     let first;
     {
@@ -135,7 +193,17 @@ async fn idempotency_keys_survive_a_restart() {
         let h = tokio::spawn(server.run(async move {
             let _ = rx.await;
         }));
-        first = reqwest::Client::new().post(format!("http://{addr}/v1/orgs")).bearer_auth(&token).header("idempotency-key", "k").json(&json!({"name": "acme"})).send().await.unwrap().text().await.unwrap();
+        first = reqwest::Client::new()
+            .post(format!("http://{addr}/v1/orgs"))
+            .bearer_auth(&token)
+            .header("idempotency-key", "k")
+            .json(&json!({"name": "acme"}))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         tx.send(()).unwrap();
         h.await.unwrap().unwrap();
     }
@@ -143,7 +211,14 @@ async fn idempotency_keys_survive_a_restart() {
     assert!(server.admin_token_written.is_none(), "the second start keeps the first token");
     let addr = server.local_addr().unwrap();
     tokio::spawn(server.run(std::future::pending()));
-    let r = reqwest::Client::new().post(format!("http://{addr}/v1/orgs")).bearer_auth(&token).header("idempotency-key", "k").json(&json!({"name": "acme"})).send().await.unwrap();
+    let r = reqwest::Client::new()
+        .post(format!("http://{addr}/v1/orgs"))
+        .bearer_auth(&token)
+        .header("idempotency-key", "k")
+        .json(&json!({"name": "acme"}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.headers().get("idempotent-replayed").unwrap(), "true");
     assert_eq!(r.text().await.unwrap(), first);
 }
@@ -173,7 +248,14 @@ async fn tokens_are_required_and_the_file_is_private() {
     let node_token = issued.body["secret"].as_str().unwrap();
     let r = s.http.post(s.url("/v1/orgs")).bearer_auth(node_token).json(&json!({"name": "x"})).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
-    let r = s.http.post(s.url("/v1/nodes")).bearer_auth(node_token).json(&json!({"name": "n1", "capacity": {"cpu_millis": 2000, "memory_mib": 2048}})).send().await.unwrap();
+    let r = s
+        .http
+        .post(s.url("/v1/nodes"))
+        .bearer_auth(node_token)
+        .json(&json!({"name": "n1", "capacity": {"cpu_millis": 2000, "memory_mib": 2048}}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
     // No secret is in the log.
     let events = s.get("/v1/events?limit=1000").await.body.to_string();
@@ -183,7 +265,12 @@ async fn tokens_are_required_and_the_file_is_private() {
 #[tokio::test]
 async fn release_deploy_scale_and_describe() {
     let s = seeded().await;
-    let rel = s.post("/v1/orgs/acme/apps/web/releases", json!({"image": format!("localhost:7411/acme/web@{}", digest('a')), "manifest": manifest()})).await;
+    let rel = s
+        .post(
+            "/v1/orgs/acme/apps/web/releases",
+            json!({"image": format!("localhost:7411/acme/web@{}", digest('a')), "manifest": manifest()}),
+        )
+        .await;
     assert_eq!(rel.status, StatusCode::CREATED, "{}", rel.body);
     let rel_id = rel.body["id"].as_str().unwrap().to_owned();
     assert!(rel.body["manifest_hash"].as_str().unwrap().starts_with("sha256:"));
@@ -230,19 +317,37 @@ async fn nodes_register_idempotently_and_heartbeat() {
     let first = s.post("/v1/nodes", reg.clone()).await;
     assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
     let again = s.post("/v1/nodes", reg).await;
-    assert_eq!((again.status, &again.body["id"]), (StatusCode::OK, &first.body["id"]), "re-registering by name returns the same node");
-    let hb = s.post("/v1/nodes/node-1/heartbeat", json!({"allocatable": {"cpu_millis": 3000, "memory_mib": 6000}})).await;
+    assert_eq!(
+        (again.status, &again.body["id"]),
+        (StatusCode::OK, &first.body["id"]),
+        "re-registering by name returns the same node"
+    );
+    let hb =
+        s.post("/v1/nodes/node-1/heartbeat", json!({"allocatable": {"cpu_millis": 3000, "memory_mib": 6000}})).await;
     assert_eq!(hb.status, StatusCode::OK, "{}", hb.body);
     let info = s.get("/v1/nodes/node-1").await.body;
     assert_eq!(info["allocatable"]["memory_mib"], 6000);
     assert!(info["last_heartbeat_at"].is_string());
-    let types: Vec<String> = s.get("/v1/events").await.body["events"].as_array().unwrap().iter().map(|e| e["event_type"].as_str().unwrap().to_owned()).collect();
-    assert!(types.ends_with(&["node.registered".to_owned(), "node.subnet_assigned".to_owned(), "node.capacity_changed".to_owned()]), "{types:?}");
+    let types: Vec<String> = s.get("/v1/events").await.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_type"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        types.ends_with(&[
+            "node.registered".to_owned(),
+            "node.subnet_assigned".to_owned(),
+            "node.capacity_changed".to_owned()
+        ]),
+        "{types:?}"
+    );
 
     // Every node gets its own /64 of one cluster ULA /48.
     let subnet1 = first.body["subnet"].as_str().unwrap().to_owned();
     assert_eq!(again.body["subnet"], first.body["subnet"], "re-registering keeps the subnet");
-    let second = s.post("/v1/nodes", json!({"name": "node-2", "capacity": {"cpu_millis": 1000, "memory_mib": 1024}})).await;
+    let second =
+        s.post("/v1/nodes", json!({"name": "node-2", "capacity": {"cpu_millis": 1000, "memory_mib": 1024}})).await;
     let subnet2 = second.body["subnet"].as_str().unwrap().to_owned();
     let net = |s: &str| s.strip_suffix("/64").unwrap().parse::<std::net::Ipv6Addr>().unwrap().segments();
     let (a, b) = (net(&subnet1), net(&subnet2));
@@ -258,7 +363,21 @@ async fn events_page_and_follow() {
     assert_eq!(events.len(), 2);
     assert_eq!(page["next_after"], events[1]["seq"]);
     let e = &events[1];
-    for field in ["seq", "event_id", "event_type", "schema_version", "aggregate_type", "aggregate_id", "aggregate_version", "org_id", "request_id", "correlation_id", "actor", "occurred_at", "payload"] {
+    for field in [
+        "seq",
+        "event_id",
+        "event_type",
+        "schema_version",
+        "aggregate_type",
+        "aggregate_id",
+        "aggregate_version",
+        "org_id",
+        "request_id",
+        "correlation_id",
+        "actor",
+        "occurred_at",
+        "payload",
+    ] {
         assert!(e.get(field).is_some(), "envelope has {field}: {e}");
     }
     let r = s.get("/v1/events?limit=0").await;
@@ -268,7 +387,13 @@ async fn events_page_and_follow() {
 
     // follow: the existing events, then new ones as they are appended.
     let head = s.head().await;
-    let resp = s.http.get(s.url(&format!("/v1/events?follow=true&after={}", head - 1))).bearer_auth(&s.token).send().await.unwrap();
+    let resp = s
+        .http
+        .get(s.url(&format!("/v1/events?follow=true&after={}", head - 1)))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.headers()["content-type"], "application/x-ndjson");
     let mut stream = resp.bytes_stream();
     use futures_util::StreamExt;
@@ -280,7 +405,11 @@ async fn events_page_and_follow() {
             s.post("/v1/orgs", json!({"name": "followed"})).await;
             wrote = true;
         }
-        let chunk = tokio::time::timeout_at(deadline, stream.next()).await.expect("follow delivers within 10s").unwrap().unwrap();
+        let chunk = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .expect("follow delivers within 10s")
+            .unwrap()
+            .unwrap();
         buf.push_str(std::str::from_utf8(&chunk).unwrap());
         if !wrote && buf.lines().count() >= 1 {
             s.post("/v1/orgs", json!({"name": "followed"})).await;

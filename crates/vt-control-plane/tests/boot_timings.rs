@@ -26,12 +26,23 @@ async fn allocate(s: &TestServer, env: &Value, process: &str, node: &str) -> Str
         node_id: NodeId::parse(node).unwrap(),
         resources: Resources { cpu_millis: 500, memory_mib: 128 },
     });
-    s.cp.store.append(vt_store::AppendRequest { events: vec![NewEvent::new(allocated, Actor::system("test"), None)], ..Default::default() }).await.unwrap();
+    s.cp.store
+        .append(vt_store::AppendRequest {
+            events: vec![NewEvent::new(allocated, Actor::system("test"), None)],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     instance_id.to_string()
 }
 
 fn phase<'a>(summary: &'a Value, name: &str) -> &'a Value {
-    summary["phases"].as_array().unwrap().iter().find(|p| p["phase"] == name).unwrap_or_else(|| panic!("no phase {name}: {summary}"))
+    summary["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["phase"] == name)
+        .unwrap_or_else(|| panic!("no phase {name}: {summary}"))
 }
 
 /// (count, p50, p95, p99, max) of one phase; percentiles as -1 when absent.
@@ -45,7 +56,12 @@ fn stats(summary: &Value, name: &str) -> (u64, i64, i64, i64, i64) {
 async fn percentiles_per_phase_and_filter() {
     let s = TestServer::start().await;
     s.cp.scheduler.configure(SchedulerSettings { enabled: false, ..Default::default() });
-    for (path, name) in [("/v1/orgs", "acme"), ("/v1/orgs/acme/apps", "web"), ("/v1/orgs/acme/apps/web/envs", "prod"), ("/v1/orgs/acme/apps/web/envs", "staging")] {
+    for (path, name) in [
+        ("/v1/orgs", "acme"),
+        ("/v1/orgs/acme/apps", "web"),
+        ("/v1/orgs/acme/apps/web/envs", "prod"),
+        ("/v1/orgs/acme/apps/web/envs", "staging"),
+    ] {
         assert_eq!(s.post(path, json!({"name": name})).await.status, StatusCode::CREATED);
     }
     let mut nodes = vec![];
@@ -74,13 +90,20 @@ async fn percentiles_per_phase_and_filter() {
     let empty = s.get("/v1/system/boot-timings").await;
     assert_eq!(empty.status, StatusCode::OK, "{}", empty.body);
     assert_eq!((empty.body["instances"].as_u64(), empty.body["with_timings"].as_u64()), (Some(6), Some(0)));
-    let names: Vec<&str> = empty.body["phases"].as_array().unwrap().iter().map(|p| p["phase"].as_str().unwrap()).collect();
+    let names: Vec<&str> =
+        empty.body["phases"].as_array().unwrap().iter().map(|p| p["phase"].as_str().unwrap()).collect();
     assert_eq!(names, ["root_disk", "vmm_spawned", "kernel_to_init", "init_to_entrypoint", "running", "healthy"]);
     assert_eq!(stats(&empty.body, "running"), (0, -1, -1, -1, -1));
 
     // The agent's `running` reports carry the timings (`null` fields are left out by the agent).
     for (id, boot) in &reports {
-        let boot: serde_json::Map<String, Value> = boot.as_object().unwrap().iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let boot: serde_json::Map<String, Value> = boot
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         let r = s.post(&format!("/v1/instances/{id}/status"), json!({"status": "running", "boot": boot})).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     }
@@ -100,7 +123,11 @@ async fn percentiles_per_phase_and_filter() {
     let n1 = s.get("/v1/system/boot-timings?node=n1").await.body;
     assert_eq!((n1["instances"].as_u64(), stats(&n1, "running")), (Some(4), (4, 2000, 4000, 4000, 4000)), "{n1}");
     let n2 = s.get(&format!("/v1/system/boot-timings?node={}", nodes[1])).await.body;
-    assert_eq!((n2["instances"].as_u64(), n2["with_timings"].as_u64(), stats(&n2, "running")), (Some(2), Some(1), (1, 9000, 9000, 9000, 9000)), "{n2}");
+    assert_eq!(
+        (n2["instances"].as_u64(), n2["with_timings"].as_u64(), stats(&n2, "running")),
+        (Some(2), Some(1), (1, 9000, 9000, 9000, 9000)),
+        "{n2}"
+    );
     let env = s.get(&format!("/v1/system/boot-timings?env={}", prod["id"].as_str().unwrap())).await.body;
     assert_eq!(env["instances"].as_u64(), Some(4), "{env}");
     let both = s.get(&format!("/v1/system/boot-timings?node=n1&env={}", staging["id"].as_str().unwrap())).await.body;

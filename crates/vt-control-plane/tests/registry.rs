@@ -14,12 +14,27 @@ const OCI_M: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_I: &str = "application/vnd.oci.image.index.v1+json";
 
 async fn push_blob(s: &TestServer, bytes: &[u8]) {
-    let r = s.http.post(s.url(&format!("/v2/acme/web/blobs/uploads/?digest={}", sha(bytes)))).bearer_auth(&s.token).body(bytes.to_vec()).send().await.unwrap();
+    let r = s
+        .http
+        .post(s.url(&format!("/v2/acme/web/blobs/uploads/?digest={}", sha(bytes))))
+        .bearer_auth(&s.token)
+        .body(bytes.to_vec())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
 }
 
 async fn put_manifest(s: &TestServer, reference: &str, media_type: &str, body: &[u8]) {
-    let r = s.http.put(s.url(&format!("/v2/acme/web/manifests/{reference}"))).bearer_auth(&s.token).header("content-type", media_type).body(body.to_vec()).send().await.unwrap();
+    let r = s
+        .http
+        .put(s.url(&format!("/v2/acme/web/manifests/{reference}")))
+        .bearer_auth(&s.token)
+        .header("content-type", media_type)
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED, "{}", r.text().await.unwrap());
 }
 
@@ -33,9 +48,15 @@ async fn registry_uses_api_tokens_and_releases_resolve_tags() {
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     assert!(r.headers().contains_key("www-authenticate"));
     assert_eq!(s.http.get(s.url("/v2/")).bearer_auth(&s.token).send().await.unwrap().status(), StatusCode::OK);
-    assert_eq!(s.http.get(s.url("/v2/")).basic_auth("vt", Some(&s.token)).send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        s.http.get(s.url("/v2/")).basic_auth("vt", Some(&s.token)).send().await.unwrap().status(),
+        StatusCode::OK
+    );
     // A node token pulls but cannot push.
-    let node = s.post("/v1/tokens", json!({"name": "agent", "role": "node"})).await.body["secret"].as_str().unwrap().to_owned();
+    let node = s.post("/v1/tokens", json!({"name": "agent", "role": "node"})).await.body["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(s.http.get(s.url("/v2/")).bearer_auth(&node).send().await.unwrap().status(), StatusCode::OK);
     let r = s.http.post(s.url("/v2/acme/web/blobs/uploads/")).bearer_auth(&node).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
@@ -65,19 +86,30 @@ async fn registry_uses_api_tokens_and_releases_resolve_tags() {
     assert_eq!(rel.body["image_digest"], sha(&image));
     assert_eq!(rel.body["resolved_from"], "acme/web:v1");
     // An index: image_ref pins the index, image_digest is its linux/amd64 manifest.
-    let rel = s.post("/v1/orgs/acme/apps/web/releases", json!({"image": "acme/web:multi", "manifest": manifest()})).await;
+    let rel =
+        s.post("/v1/orgs/acme/apps/web/releases", json!({"image": "acme/web:multi", "manifest": manifest()})).await;
     assert_eq!(rel.status, StatusCode::CREATED, "{}", rel.body);
     assert_eq!(rel.body["image_ref"], format!("acme/web@{}", sha(&index)));
     assert_eq!(rel.body["image_digest"], sha(&image));
     assert_eq!(rel.body["resolved_from"], "acme/web:multi");
     // The same index by digest.
-    let rel = s.post("/v1/orgs/acme/apps/web/releases", json!({"image": format!("acme/web@{}", sha(&index)), "manifest": manifest()})).await;
+    let rel = s
+        .post(
+            "/v1/orgs/acme/apps/web/releases",
+            json!({"image": format!("acme/web@{}", sha(&index)), "manifest": manifest()}),
+        )
+        .await;
     assert_eq!(rel.body["image_digest"], sha(&image));
     assert_eq!(rel.body["resolved_from"], serde_json::Value::Null);
     // Unknown tags and repositories: 422 naming `image`.
     for image in ["acme/web:v9", "acme/web", "acme/nothing:v1"] {
         let r = s.post("/v1/orgs/acme/apps/web/releases", json!({"image": image, "manifest": manifest()})).await;
-        assert_eq!((r.status, r.error_code(), r.error_field()), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", "image"), "{image}: {}", r.body);
+        assert_eq!(
+            (r.status, r.error_code(), r.error_field()),
+            (StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", "image"),
+            "{image}: {}",
+            r.body
+        );
     }
     // The events record the resolution.
     let events = s.get("/v1/events?limit=1000").await.body.to_string();

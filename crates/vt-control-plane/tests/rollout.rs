@@ -23,7 +23,12 @@ fn manifest() -> String {
 /// A server with org `acme`, app `web`, env `prod` and one roomy node; the scheduler runs every 100 ms.
 async fn setup(backoff: vt_scheduler::Backoff) -> TestServer {
     let s = TestServer::start().await;
-    s.cp.scheduler.configure(SchedulerSettings { interval: Duration::from_millis(100), heartbeat_timeout: Duration::from_secs(3600), backoff, ..Default::default() });
+    s.cp.scheduler.configure(SchedulerSettings {
+        interval: Duration::from_millis(100),
+        heartbeat_timeout: Duration::from_secs(3600),
+        backoff,
+        ..Default::default()
+    });
     for (path, name) in [("/v1/orgs", "acme"), ("/v1/orgs/acme/apps", "web"), ("/v1/orgs/acme/apps/web/envs", "prod")] {
         assert_eq!(s.post(path, json!({"name": name})).await.status, StatusCode::CREATED);
     }
@@ -33,7 +38,12 @@ async fn setup(backoff: vt_scheduler::Backoff) -> TestServer {
 }
 
 async fn release(s: &TestServer, c: char) -> String {
-    let r = s.post("/v1/orgs/acme/apps/web/releases", json!({"image": format!("localhost:7411/acme/web@{}", digest(c)), "manifest": manifest()})).await;
+    let r = s
+        .post(
+            "/v1/orgs/acme/apps/web/releases",
+            json!({"image": format!("localhost:7411/acme/web@{}", digest(c)), "manifest": manifest()}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     r.body["id"].as_str().unwrap().to_owned()
 }
@@ -51,7 +61,10 @@ fn items(body: &Value) -> Vec<Value> {
 /// Instances of `release` meant to run and not ended, oldest first.
 fn live_of(body: &Value, release: &str) -> Vec<Value> {
     let ended = |i: &Value| i["status"] == "stopped" || i["status"] == "failed";
-    let mut v: Vec<Value> = items(body).into_iter().filter(|i| i["desired_state"] == "running" && i["release_id"] == release && !ended(i)).collect();
+    let mut v: Vec<Value> = items(body)
+        .into_iter()
+        .filter(|i| i["desired_state"] == "running" && i["release_id"] == release && !ended(i))
+        .collect();
     v.sort_by_key(|i| i["created_at"].as_str().unwrap_or_default().to_owned());
     v
 }
@@ -91,7 +104,12 @@ fn differences(describe: &Value) -> Vec<String> {
 }
 
 fn phases(d: &Value) -> Vec<(String, u64)> {
-    d["phases"].as_array().unwrap().iter().map(|p| (p["phase"].as_str().unwrap().to_owned(), p["after_ms"].as_u64().unwrap())).collect()
+    d["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["phase"].as_str().unwrap().to_owned(), p["after_ms"].as_u64().unwrap()))
+        .collect()
 }
 
 /// The log does not move over several scheduler activations.
@@ -136,13 +154,22 @@ async fn a_rolling_deploy_stops_old_instances_only_as_new_ones_become_ready() {
     assert!(diffs.contains(&format!("rolling deploy {dep2}: 0 of 2 new ready")), "{diffs:?}");
 
     // One new instance passes: one old one (the newest) stops.
-    report(&s, &new[0], json!({"status": "running", "health": "passing", "boot": {"running_ms": 900, "healthy_ms": 1300}})).await;
+    report(
+        &s,
+        &new[0],
+        json!({"status": "running", "health": "passing", "boot": {"running_ms": 900, "healthy_ms": 1300}}),
+    )
+    .await;
     let body = until(&s, INSTANCES, "one old stopped", |b| live_of(b, &rel1).len() == 1).await;
     assert_eq!(id(&live_of(&body, &rel1)[0]), old[0], "the newest old instance stops first");
     let stopped = instance(&s, &old[1]).await;
     assert_eq!(stopped["reason"], format!("replaced by release {rel2}"), "{stopped}");
     assert_quiet(&s, "one of two new ready").await;
-    assert_eq!(live_of(&s.get(INSTANCES).await.body, &rel1).len(), 1, "the second old one waits for the second new one");
+    assert_eq!(
+        live_of(&s.get(INSTANCES).await.body, &rel1).len(),
+        1,
+        "the second old one waits for the second new one"
+    );
     let diffs = differences(&s.get(DESCRIBE).await.body);
     assert!(diffs.contains(&format!("rolling deploy {dep2}: 1 of 2 new ready")), "{diffs:?}");
     assert!(diffs.contains(&"2 running, 1 ready; 1 health check pending".to_owned()), "{diffs:?}");
@@ -152,12 +179,24 @@ async fn a_rolling_deploy_stops_old_instances_only_as_new_ones_become_ready() {
     let d2 = deploy_until(&s, &dep2, "succeeded").await;
     assert_eq!(live_of(&s.get(INSTANCES).await.body, &rel1).len(), 0);
     let timed = phases(&d2);
-    assert_eq!(timed.iter().map(|p| p.0.as_str()).collect::<Vec<_>>(), ["scheduled", "image_ready", "booted", "healthy"], "{d2}");
+    assert_eq!(
+        timed.iter().map(|p| p.0.as_str()).collect::<Vec<_>>(),
+        ["scheduled", "image_ready", "booted", "healthy"],
+        "{d2}"
+    );
     assert!(timed.windows(2).all(|w| w[0].1 <= w[1].1), "phases are timed from acceptance, in order: {timed:?}");
     assert!(d2["reason"].as_str().unwrap().starts_with("2 instance(s) of release"), "{d2}");
-    let types: Vec<String> =
-        s.get("/v1/events?limit=1000").await.body["events"].as_array().unwrap().iter().map(|e| e["event_type"].as_str().unwrap().to_owned()).collect();
-    assert_eq!(types.iter().filter(|t| *t == "deploy.phase_reached").count(), 8, "each phase of each deploy once: {types:?}");
+    let types: Vec<String> = s.get("/v1/events?limit=1000").await.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_type"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        types.iter().filter(|t| *t == "deploy.phase_reached").count(),
+        8,
+        "each phase of each deploy once: {types:?}"
+    );
     let d = s.get(DESCRIBE).await.body;
     assert_eq!(differences(&d), Vec::<String>::new(), "{d}");
     assert_eq!(d["processes"][0]["ready_desired_release"], 2);
@@ -175,13 +214,21 @@ async fn a_new_instance_that_exits_fails_the_deploy_and_the_env_goes_back() {
     let body = until(&s, INSTANCES, "2 new instances", |b| live_of(b, &rel2).len() == 2).await;
     let new: Vec<String> = live_of(&body, &rel2).iter().map(id).collect();
     report(&s, &new[0], json!({"status": "booting"})).await;
-    report(&s, &new[0], json!({"status": "failed", "exit_code": 1, "reason": "the entrypoint exited with code 1"})).await;
+    report(&s, &new[0], json!({"status": "failed", "exit_code": 1, "reason": "the entrypoint exited with code 1"}))
+        .await;
 
     let d = deploy_until(&s, &dep2, "failed").await;
     let reason = d["reason"].as_str().unwrap();
-    assert!(reason.starts_with(&format!("instance {} (web) exited with code 1: the entrypoint exited with code 1", new[0])), "{d}");
+    assert!(
+        reason.starts_with(&format!("instance {} (web) exited with code 1: the entrypoint exited with code 1", new[0])),
+        "{d}"
+    );
     assert!(reason.ends_with(&format!("env back on release {rel1}")), "{d}");
-    assert_eq!((d["failed_instance_id"].as_str(), d["reverted_to_release_id"].as_str()), (Some(new[0].as_str()), Some(rel1.as_str())), "{d}");
+    assert_eq!(
+        (d["failed_instance_id"].as_str(), d["reverted_to_release_id"].as_str()),
+        (Some(new[0].as_str()), Some(rel1.as_str())),
+        "{d}"
+    );
     let env = s.get("/v1/orgs/acme/apps/web/envs/prod").await.body;
     assert_eq!(env["desired_release_id"], rel1.as_str(), "the env is back on the previous release");
     assert_eq!(env["current_deploy_id"], dep2.as_str(), "the failed deploy stays current, to explain");
@@ -197,11 +244,20 @@ async fn a_new_instance_that_exits_fails_the_deploy_and_the_env_goes_back() {
         assert_eq!(instance(&s, o).await["status"], "running");
     }
     let events = s.get("/v1/events?limit=1000").await.body;
-    let reverted: Vec<&Value> = events["events"].as_array().unwrap().iter().filter(|e| e["event_type"] == "env.release_reverted").collect();
+    let reverted: Vec<&Value> =
+        events["events"].as_array().unwrap().iter().filter(|e| e["event_type"] == "env.release_reverted").collect();
     assert_eq!(reverted.len(), 1, "{events}");
-    assert_eq!((reverted[0]["payload"]["release_id"].as_str(), reverted[0]["payload"]["from_release_id"].as_str()), (Some(rel1.as_str()), Some(rel2.as_str())));
+    assert_eq!(
+        (reverted[0]["payload"]["release_id"].as_str(), reverted[0]["payload"]["from_release_id"].as_str()),
+        (Some(rel1.as_str()), Some(rel2.as_str()))
+    );
     let diffs = differences(&s.get(DESCRIBE).await.body);
-    assert!(diffs.iter().any(|x| x.starts_with(&format!("deploy {dep2} failed: instance {} (web) exited with code 1", new[0]))), "{diffs:?}");
+    assert!(
+        diffs
+            .iter()
+            .any(|x| x.starts_with(&format!("deploy {dep2} failed: instance {} (web) exited with code 1", new[0]))),
+        "{diffs:?}"
+    );
 
     // A rollback now skips the failed release: rel1 is desired, there is nothing before it.
     let r = s.post("/v1/orgs/acme/apps/web/envs/prod/rollback", json!({})).await;
@@ -222,7 +278,10 @@ async fn a_failing_health_check_fails_the_deploy() {
     report(&s, &new, json!({"status": "running", "health": "failing", "reason": why})).await;
     let d = deploy_until(&s, &dep2, "failed").await;
     assert!(d["reason"].as_str().unwrap().starts_with(&format!("instance {new} (web) {why}")), "{d}");
-    let failed = until(&s, &format!("/v1/instances/{new}"), "the unhealthy instance stopped", |i| i["desired_state"] == "stopped").await;
+    let failed = until(&s, &format!("/v1/instances/{new}"), "the unhealthy instance stopped", |i| {
+        i["desired_state"] == "stopped"
+    })
+    .await;
     assert_eq!(failed["failure"]["kind"], "unhealthy", "{failed}");
     let body = s.get(INSTANCES).await.body;
     assert_eq!(live_of(&body, &rel1).iter().map(id).collect::<Vec<_>>(), old, "{body}");
@@ -252,13 +311,21 @@ async fn crash_loops_back_off_and_describe_says_so() {
     for (n, delay) in [(1u32, 1u64), (2, 2), (3, 4)] {
         let failed_at = Instant::now();
         let last = if n < 3 {
-            report(&s, &current, json!({"status": "failed", "exit_code": 1, "reason": "the entrypoint exited with code 1"})).await;
+            report(
+                &s,
+                &current,
+                json!({"status": "failed", "exit_code": 1, "reason": "the entrypoint exited with code 1"}),
+            )
+            .await;
             "exited with code 1".to_owned()
         } else {
             // A failing health check: the control plane stops it, and the same backoff applies.
             let why = "health check failed 3 times: GET /healthz on port 8080: connection refused";
             report(&s, &current, json!({"status": "running", "health": "failing", "reason": why})).await;
-            let stopped = until(&s, &format!("/v1/instances/{current}"), "the unhealthy instance stopped", |i| i["desired_state"] == "stopped").await;
+            let stopped = until(&s, &format!("/v1/instances/{current}"), "the unhealthy instance stopped", |i| {
+                i["desired_state"] == "stopped"
+            })
+            .await;
             assert_eq!(stopped["reason"], format!("health check failing: {why}"), "{stopped}");
             why.to_owned()
         };
@@ -270,11 +337,22 @@ async fn crash_loops_back_off_and_describe_says_so() {
         if delay > 1 {
             assert_quiet(&s, "a replacement held back").await;
         }
-        let body = until(&s, INSTANCES, "a replacement", |b| live_of(b, &rel1).len() == 1 && id(&live_of(b, &rel1)[0]) != current).await;
+        let body = until(&s, INSTANCES, "a replacement", |b| {
+            live_of(b, &rel1).len() == 1 && id(&live_of(b, &rel1)[0]) != current
+        })
+        .await;
         let waited = failed_at.elapsed();
-        assert!(waited >= Duration::from_millis(delay * 1000 - 200), "failure {n}: replaced after {waited:?}, before its {delay} s backoff");
+        assert!(
+            waited >= Duration::from_millis(delay * 1000 - 200),
+            "failure {n}: replaced after {waited:?}, before its {delay} s backoff"
+        );
         current = id(&live_of(&body, &rel1)[0]);
     }
     let d = s.get(DESCRIBE).await.body;
-    assert!(differences(&d).iter().any(|x| x.starts_with("crash loop: 3 consecutive failures") && x.ends_with("a replacement is starting")), "{d}");
+    assert!(
+        differences(&d)
+            .iter()
+            .any(|x| x.starts_with("crash loop: 3 consecutive failures") && x.ends_with("a replacement is starting")),
+        "{d}"
+    );
 }

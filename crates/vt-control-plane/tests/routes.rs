@@ -28,17 +28,23 @@ async fn tls_routes_create_list_get_delete() {
     assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
     let id = a.body["id"].as_str().unwrap().to_owned();
     assert!(id.starts_with("route_"));
-    assert_eq!((a.body["protocol"].as_str(), a.body["hostname"].as_str(), a.body["port"].as_u64()), (Some("tls"), Some("www.example.com"), Some(443)));
+    assert_eq!(
+        (a.body["protocol"].as_str(), a.body["hostname"].as_str(), a.body["port"].as_u64()),
+        (Some("tls"), Some("www.example.com"), Some(443))
+    );
     assert_eq!(a.body["proxy_protocol"], false);
     let b = s.post(ROUTES, json!({"hostname": "api.example.com", "port": 8443, "process": "api", "backend_port": 9000, "proxy_protocol": true})).await;
     assert_eq!(b.status, StatusCode::CREATED, "{}", b.body);
     // The same host name on another port is another route.
-    let c = s.post(ROUTES, json!({"hostname": "www.example.com", "port": 8443, "process": "web", "backend_port": 8443})).await;
+    let c = s
+        .post(ROUTES, json!({"hostname": "www.example.com", "port": 8443, "process": "web", "backend_port": 8443}))
+        .await;
     assert_eq!(c.status, StatusCode::CREATED, "{}", c.body);
 
     assert_eq!(s.get(&format!("{ROUTES}/{id}")).await.body, a.body);
     let items = s.get(ROUTES).await.body["items"].as_array().unwrap().clone();
-    let order: Vec<(u64, &str)> = items.iter().map(|r| (r["port"].as_u64().unwrap(), r["hostname"].as_str().unwrap())).collect();
+    let order: Vec<(u64, &str)> =
+        items.iter().map(|r| (r["port"].as_u64().unwrap(), r["hostname"].as_str().unwrap())).collect();
     assert_eq!(order, [(443, "www.example.com"), (8443, "api.example.com"), (8443, "www.example.com")]);
     assert_eq!(s.get("/v1/routes").await.body["items"].as_array().unwrap().len(), 3);
     // A host name with routes on two ports is ambiguous; with one it names the route.
@@ -52,14 +58,22 @@ async fn tls_routes_create_list_get_delete() {
     // Deleting released the host name on that port.
     let again = s.post(ROUTES, json!({"hostname": "www.example.com", "process": "web", "backend_port": 8080})).await;
     assert_eq!(again.status, StatusCode::CREATED, "{}", again.body);
-    let types: Vec<String> = s.get("/v1/events").await.body["events"].as_array().unwrap().iter().map(|e| e["event_type"].as_str().unwrap().to_owned()).collect();
+    let types: Vec<String> = s.get("/v1/events").await.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_type"].as_str().unwrap().to_owned())
+        .collect();
     assert!(types.ends_with(&["route.deleted".to_owned(), "route.created".to_owned()]), "{types:?}");
 }
 
 #[tokio::test]
 async fn same_hostname_and_port_is_refused_naming_the_field() {
     let s = seeded().await;
-    assert_eq!(s.post(ROUTES, json!({"hostname": "a.example", "process": "web", "backend_port": 1})).await.status, StatusCode::CREATED);
+    assert_eq!(
+        s.post(ROUTES, json!({"hostname": "a.example", "process": "web", "backend_port": 1})).await.status,
+        StatusCode::CREATED
+    );
     let head = s.head().await;
     // Another env of another app cannot take it either: listeners are shared.
     s.post("/v1/orgs/acme/apps", json!({"name": "other"})).await;
@@ -68,7 +82,12 @@ async fn same_hostname_and_port_is_refused_naming_the_field() {
     assert!(head2 > head);
     for path in [ROUTES, "/v1/orgs/acme/apps/other/envs/prod/routes"] {
         let r = s.post(path, json!({"hostname": "A.example", "process": "web", "backend_port": 2})).await;
-        assert_eq!((r.status, r.error_code(), r.error_field()), (StatusCode::CONFLICT, "name_taken", "hostname"), "{}", r.body);
+        assert_eq!(
+            (r.status, r.error_code(), r.error_field()),
+            (StatusCode::CONFLICT, "name_taken", "hostname"),
+            "{}",
+            r.body
+        );
         assert!(r.body["error"]["message"].as_str().unwrap().contains("a.example"), "{}", r.body);
     }
     assert_eq!(s.head().await, head2, "refused creates write nothing");
@@ -85,7 +104,12 @@ async fn tcp_ports_are_allocated_lowest_free_and_run_out() {
     let second = s.post(ROUTES, tcp.clone()).await;
     assert_eq!(second.body["port"], 21001);
     let full = s.post(ROUTES, tcp.clone()).await;
-    assert_eq!((full.status, full.error_code(), full.error_field()), (StatusCode::CONFLICT, "conflict", "port"), "{}", full.body);
+    assert_eq!(
+        (full.status, full.error_code(), full.error_field()),
+        (StatusCode::CONFLICT, "conflict", "port"),
+        "{}",
+        full.body
+    );
     assert!(full.body["error"]["message"].as_str().unwrap().contains("21000-21001"), "{}", full.body);
     // Deleting frees its port, and the lowest free one is handed out next.
     assert_eq!(delete(&s, &format!("{ROUTES}/{}", first.body["id"].as_str().unwrap())).await.status, StatusCode::OK);
@@ -100,7 +124,8 @@ async fn concurrent_tcp_creates_get_distinct_ports() {
     let tcp = json!({"protocol": "tcp", "process": "db", "backend_port": 5432}).to_string();
     let calls = (0..6).map(|_| s.call(Method::POST, ROUTES, Some(&tcp), &[]));
     let results = futures_util::future::join_all(calls).await;
-    let mut ports: Vec<u64> = results.iter().map(|r| r.body["port"].as_u64().unwrap_or_else(|| panic!("{}", r.body))).collect();
+    let mut ports: Vec<u64> =
+        results.iter().map(|r| r.body["port"].as_u64().unwrap_or_else(|| panic!("{}", r.body))).collect();
     ports.sort();
     assert_eq!(ports, (22000..22006).collect::<Vec<u64>>());
 }
@@ -119,7 +144,11 @@ async fn bad_route_input_names_the_field_and_writes_nothing() {
         (json!({"hostname": "a.example", "process": "web"}), "invalid_field", "backend_port"),
         (json!({"hostname": "a.example", "port": 0, "process": "web", "backend_port": 1}), "invalid_field", "port"),
         (json!({"hostname": "a.example", "port": 20500, "process": "web", "backend_port": 1}), "invalid_field", "port"),
-        (json!({"protocol": "tcp", "hostname": "a.example", "process": "web", "backend_port": 1}), "invalid_field", "hostname"),
+        (
+            json!({"protocol": "tcp", "hostname": "a.example", "process": "web", "backend_port": 1}),
+            "invalid_field",
+            "hostname",
+        ),
         (json!({"protocol": "tcp", "port": 20001, "process": "web", "backend_port": 1}), "invalid_field", "port"),
         (json!({"protocol": "udp", "process": "web", "backend_port": 1}), "invalid_field", "protocol"),
         (json!({"hostname": "a.example", "process": "web", "backend_port": 1, "weight": 2}), "unknown_field", "weight"),
@@ -128,7 +157,15 @@ async fn bad_route_input_names_the_field_and_writes_nothing() {
         let r = s.post(ROUTES, body.clone()).await;
         assert_eq!((r.status.as_u16() / 100, r.error_code(), r.error_field()), (4, code, field), "{body}: {}", r.body);
     }
-    assert_eq!(s.post("/v1/orgs/acme/apps/web/envs/nope/routes", json!({"hostname": "a.example", "process": "web", "backend_port": 1})).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        s.post(
+            "/v1/orgs/acme/apps/web/envs/nope/routes",
+            json!({"hostname": "a.example", "process": "web", "backend_port": 1})
+        )
+        .await
+        .status,
+        StatusCode::NOT_FOUND
+    );
     assert_eq!(delete(&s, &format!("{ROUTES}/route_01jd8x6k3v9q4m2t7r5w0y1zcb")).await.status, StatusCode::NOT_FOUND);
     assert_eq!(s.head().await, before);
 }
@@ -167,7 +204,13 @@ async fn instances_report_an_address_and_metrics_need_an_ingress() {
         node_id: NodeId::new(),
         resources: Resources { cpu_millis: 100, memory_mib: 64 },
     });
-    s.cp.store.append(vt_store::AppendRequest { events: vec![NewEvent::new(allocated, Actor::system("test"), None)], ..Default::default() }).await.unwrap();
+    s.cp.store
+        .append(vt_store::AppendRequest {
+            events: vec![NewEvent::new(allocated, Actor::system("test"), None)],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     s.cp.fresh().await.unwrap();
     let path = format!("/v1/instances/{instance_id}/status");
     let r = s.post(&path, json!({"status": "running", "address": "not-an-ip"})).await;

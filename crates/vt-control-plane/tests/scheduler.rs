@@ -17,7 +17,12 @@ fn manifest(memory_mib: u32) -> String {
 }
 
 async fn release(s: &TestServer, app: &str, c: char, memory_mib: u32) -> String {
-    let r = s.post(&format!("/v1/orgs/acme/apps/{app}/releases"), json!({"image": format!("localhost:7411/acme/{app}@{}", digest(c)), "manifest": manifest(memory_mib)})).await;
+    let r = s
+        .post(
+            &format!("/v1/orgs/acme/apps/{app}/releases"),
+            json!({"image": format!("localhost:7411/acme/{app}@{}", digest(c)), "manifest": manifest(memory_mib)}),
+        )
+        .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     r.body["id"].as_str().unwrap().to_owned()
 }
@@ -35,8 +40,17 @@ fn nodes_of(items: &[&Value]) -> Vec<String> {
 #[tokio::test]
 async fn places_scales_replaces_and_explains() {
     let s = TestServer::start().await;
-    s.cp.scheduler.configure(SchedulerSettings { interval: Duration::from_millis(200), heartbeat_timeout: Duration::from_secs(2), ..Default::default() });
-    for (path, name) in [("/v1/orgs", "acme"), ("/v1/orgs/acme/apps", "web"), ("/v1/orgs/acme/apps/web/envs", "prod"), ("/v1/orgs/acme/apps/web/envs", "big")] {
+    s.cp.scheduler.configure(SchedulerSettings {
+        interval: Duration::from_millis(200),
+        heartbeat_timeout: Duration::from_secs(2),
+        ..Default::default()
+    });
+    for (path, name) in [
+        ("/v1/orgs", "acme"),
+        ("/v1/orgs/acme/apps", "web"),
+        ("/v1/orgs/acme/apps/web/envs", "prod"),
+        ("/v1/orgs/acme/apps/web/envs", "big"),
+    ] {
         assert_eq!(s.post(path, json!({"name": name})).await.status, StatusCode::CREATED);
     }
     let mut node_ids = vec![];
@@ -48,12 +62,18 @@ async fn places_scales_replaces_and_explains() {
     // Both nodes heartbeat, except the one named in `silent`.
     let silent: Arc<Mutex<Option<String>>> = Arc::default();
     {
-        let (http, base, token, silent, ids) = (s.http.clone(), s.url(""), s.token.clone(), silent.clone(), node_ids.clone());
+        let (http, base, token, silent, ids) =
+            (s.http.clone(), s.url(""), s.token.clone(), silent.clone(), node_ids.clone());
         tokio::spawn(async move {
             loop {
                 for id in &ids {
                     if silent.lock().unwrap().as_deref() != Some(id.as_str()) {
-                        let _ = http.post(format!("{base}/v1/nodes/{id}/heartbeat")).bearer_auth(&token).json(&json!({})).send().await;
+                        let _ = http
+                            .post(format!("{base}/v1/nodes/{id}/heartbeat"))
+                            .bearer_auth(&token)
+                            .json(&json!({}))
+                            .send()
+                            .await;
                     }
                 }
                 tokio::time::sleep(Duration::from_millis(300)).await;
@@ -63,24 +83,50 @@ async fn places_scales_replaces_and_explains() {
 
     // Two instances desired, deployed: allocated on two different nodes.
     let rel1 = release(&s, "web", 'a', 256).await;
-    assert_eq!(s.put("/v1/orgs/acme/apps/web/envs/prod/scale", json!({"processes": {"web": 2}})).await.status, StatusCode::OK);
+    assert_eq!(
+        s.put("/v1/orgs/acme/apps/web/envs/prod/scale", json!({"processes": {"web": 2}})).await.status,
+        StatusCode::OK
+    );
     let dep = s.post("/v1/orgs/acme/apps/web/envs/prod/deploys", json!({"release_id": rel1})).await;
     assert_eq!(dep.status, StatusCode::CREATED, "{}", dep.body);
     const INSTANCES: &str = "/v1/orgs/acme/apps/web/envs/prod/instances";
     let body = until(&s, INSTANCES, "2 instances", |b| live(b).len() == 2).await;
     let placed = live(&body);
-    assert_eq!(nodes_of(&placed), { let mut n = node_ids.clone(); n.sort(); n }, "spread over both nodes: {body}");
-    assert!(placed.iter().all(|i| i["release_id"] == rel1.as_str() && i["resources"]["memory_mib"] == 256 && i["resources"]["cpu_millis"] == 500));
+    assert_eq!(
+        nodes_of(&placed),
+        {
+            let mut n = node_ids.clone();
+            n.sort();
+            n
+        },
+        "spread over both nodes: {body}"
+    );
+    assert!(placed.iter().all(|i| i["release_id"] == rel1.as_str()
+        && i["resources"]["memory_mib"] == 256
+        && i["resources"]["cpu_millis"] == 500));
     let events = s.get("/v1/events?limit=1000").await.body;
-    let allocated = events["events"].as_array().unwrap().iter().filter(|e| e["event_type"] == "instance.allocated").count();
+    let allocated =
+        events["events"].as_array().unwrap().iter().filter(|e| e["event_type"] == "instance.allocated").count();
     assert_eq!(allocated, 2, "exactly two allocations, never doubled");
-    let d = until(&s, &format!("/v1/orgs/acme/apps/web/envs/prod/deploys/{}", dep.body["id"].as_str().unwrap()), "rolling", |b| b["status"] == "rolling").await;
+    let d = until(
+        &s,
+        &format!("/v1/orgs/acme/apps/web/envs/prod/deploys/{}", dep.body["id"].as_str().unwrap()),
+        "rolling",
+        |b| b["status"] == "rolling",
+    )
+    .await;
     assert_eq!(d["kind"], "deploy");
 
     // Scale up to 3, then down to 1: the two newest are desired stopped.
-    assert_eq!(s.put("/v1/orgs/acme/apps/web/envs/prod/scale", json!({"processes": {"web": 3}})).await.status, StatusCode::OK);
+    assert_eq!(
+        s.put("/v1/orgs/acme/apps/web/envs/prod/scale", json!({"processes": {"web": 3}})).await.status,
+        StatusCode::OK
+    );
     until(&s, INSTANCES, "3 instances", |b| live(b).len() == 3).await;
-    assert_eq!(s.put("/v1/orgs/acme/apps/web/envs/prod/scale", json!({"processes": {"web": 1}})).await.status, StatusCode::OK);
+    assert_eq!(
+        s.put("/v1/orgs/acme/apps/web/envs/prod/scale", json!({"processes": {"web": 1}})).await.status,
+        StatusCode::OK
+    );
     let body = until(&s, INSTANCES, "1 instance", |b| live(b).len() == 1).await;
     let all = body["items"].as_array().unwrap();
     let stopped: Vec<&Value> = all.iter().filter(|i| i["desired_state"] == "stopped").collect();
@@ -92,7 +138,8 @@ async fn places_scales_replaces_and_explains() {
     // The survivor's node stops heartbeating: it becomes unreachable and the instance is replaced on the other.
     let lost = survivor["node_id"].as_str().unwrap().to_owned();
     *silent.lock().unwrap() = Some(lost.clone());
-    let body = until(&s, INSTANCES, "a replacement", |b| live(b).len() == 1 && live(b)[0]["id"] != survivor["id"]).await;
+    let body =
+        until(&s, INSTANCES, "a replacement", |b| live(b).len() == 1 && live(b)[0]["id"] != survivor["id"]).await;
     assert_ne!(live(&body)[0]["node_id"].as_str().unwrap(), lost, "{body}");
     let node = s.get(&format!("/v1/nodes/{lost}")).await.body;
     assert_eq!(node["status"], "unreachable", "{node}");
@@ -101,14 +148,21 @@ async fn places_scales_replaces_and_explains() {
 
     // More memory than any node has: describe and the scheduler's status say what is short and where.
     let big = release(&s, "web", 'b', 4096).await;
-    assert_eq!(s.post("/v1/orgs/acme/apps/web/envs/big/deploys", json!({"release_id": big})).await.status, StatusCode::CREATED);
+    assert_eq!(
+        s.post("/v1/orgs/acme/apps/web/envs/big/deploys", json!({"release_id": big})).await.status,
+        StatusCode::CREATED
+    );
     let d = s.get("/v1/orgs/acme/apps/web/envs/big/describe").await.body;
     let diffs = d["processes"][0]["differences"].as_array().unwrap();
     assert!(
-        diffs.iter().any(|x| x.as_str().unwrap().contains("needs 4096 MiB memory; largest free is") && x.as_str().unwrap().contains("MiB on n")),
+        diffs.iter().any(|x| x.as_str().unwrap().contains("needs 4096 MiB memory; largest free is")
+            && x.as_str().unwrap().contains("MiB on n")),
         "{d}"
     );
-    let st = until(&s, "/v1/system/scheduler", "unplaceable", |b| b["unplaceable"].as_array().is_some_and(|u| !u.is_empty())).await;
+    let st = until(&s, "/v1/system/scheduler", "unplaceable", |b| {
+        b["unplaceable"].as_array().is_some_and(|u| !u.is_empty())
+    })
+    .await;
     assert_eq!(st["unplaceable"][0]["process"], "web", "{st}");
     assert!(st["unplaceable"][0]["reason"].as_str().unwrap().starts_with("needs 4096 MiB memory"), "{st}");
     assert_eq!(st["last_error"], Value::Null, "{st}");
@@ -134,7 +188,10 @@ async fn rollback_returns_to_the_previous_release() {
     assert_eq!(s.post(DEPLOYS, json!({"release_id": r2})).await.status, StatusCode::CREATED);
     let r = s.post(ROLLBACK, json!({})).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
-    assert_eq!((r.body["kind"].as_str(), r.body["release_id"].as_str(), r.body["previous_release_id"].as_str()), (Some("rollback"), Some(r1.as_str()), Some(r2.as_str())));
+    assert_eq!(
+        (r.body["kind"].as_str(), r.body["release_id"].as_str(), r.body["previous_release_id"].as_str()),
+        (Some("rollback"), Some(r1.as_str()), Some(r2.as_str()))
+    );
     let env = s.get("/v1/orgs/acme/apps/web/envs/prod").await.body;
     assert_eq!(env["desired_release_id"], r1.as_str());
     // Rolling back again goes to the release before the desired one: r2.

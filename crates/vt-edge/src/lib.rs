@@ -69,31 +69,15 @@ impl Source for StoreSource {
     }
     async fn views_at(&self) -> Result<u64, EdgeError> {
         let checkpoints = self.0.checkpoints().await.map_err(source_err)?;
-        Ok(PROJECTIONS
-            .iter()
-            .map(|p| checkpoints.get(*p).copied().unwrap_or(0))
-            .min()
-            .unwrap_or(0))
+        Ok(PROJECTIONS.iter().map(|p| checkpoints.get(*p).copied().unwrap_or(0)).min().unwrap_or(0))
     }
     async fn routes(&self) -> Result<Vec<RouteView>, EdgeError> {
-        let rows = self
-            .0
-            .view_list(&ViewQuery::kind(ViewKind::Route))
-            .await
-            .map_err(source_err)?;
-        rows.iter()
-            .map(|r| r.decode().map_err(source_err))
-            .collect()
+        let rows = self.0.view_list(&ViewQuery::kind(ViewKind::Route)).await.map_err(source_err)?;
+        rows.iter().map(|r| r.decode().map_err(source_err)).collect()
     }
     async fn instances(&self) -> Result<Vec<InstanceView>, EdgeError> {
-        let rows = self
-            .0
-            .view_list(&ViewQuery::kind(ViewKind::Instance))
-            .await
-            .map_err(source_err)?;
-        rows.iter()
-            .map(|r| r.decode().map_err(source_err))
-            .collect()
+        let rows = self.0.view_list(&ViewQuery::kind(ViewKind::Instance)).await.map_err(source_err)?;
+        rows.iter().map(|r| r.decode().map_err(source_err)).collect()
     }
     fn subscribe(&self) -> Option<watch::Receiver<u64>> {
         Some(self.0.subscribe_head())
@@ -158,10 +142,7 @@ impl Edge {
         Arc::new(Edge {
             source,
             ingress,
-            state: Mutex::new(State {
-                cursor: table.version,
-                dirty: true,
-            }),
+            state: Mutex::new(State { cursor: table.version, dirty: true }),
             status: watch::channel(status).0,
         })
     }
@@ -184,17 +165,14 @@ impl Edge {
         let mut out = self.ingress.metrics_text();
         out.push_str("# HELP vt_edge_cursor Last event log seq the edge has looked at.\n# TYPE vt_edge_cursor gauge\n");
         out.push_str(&format!("vt_edge_cursor {}\n", s.cursor));
-        out.push_str("# HELP vt_edge_applied_seq Event log seq of the route table in force.\n# TYPE vt_edge_applied_seq gauge\n");
+        out.push_str(
+            "# HELP vt_edge_applied_seq Event log seq of the route table in force.\n# TYPE vt_edge_applied_seq gauge\n",
+        );
         out.push_str(&format!("vt_edge_applied_seq {}\n", s.applied_seq));
         out.push_str("# HELP vt_edge_skipped_routes Routes left out of the table because they conflict.\n# TYPE vt_edge_skipped_routes gauge\n");
         out.push_str(&format!("vt_edge_skipped_routes {}\n", s.skipped.len()));
-        out.push_str(
-            "# HELP vt_edge_error 1 if the last activation failed.\n# TYPE vt_edge_error gauge\n",
-        );
-        out.push_str(&format!(
-            "vt_edge_error {}\n",
-            u8::from(s.last_error.is_some())
-        ));
+        out.push_str("# HELP vt_edge_error 1 if the last activation failed.\n# TYPE vt_edge_error gauge\n");
+        out.push_str(&format!("vt_edge_error {}\n", u8::from(s.last_error.is_some())));
         out
     }
 
@@ -220,9 +198,7 @@ impl Edge {
             let events = self.source.events_after(target, PAGE).await?;
             let Some(last) = events.last() else { break };
             target = last.seq;
-            if events.iter().any(|e| {
-                e.event_type.starts_with("route.") || e.event_type.starts_with("instance.")
-            }) {
+            if events.iter().any(|e| e.event_type.starts_with("route.") || e.event_type.starts_with("instance.")) {
                 state.dirty = true;
             }
             if events.len() < PAGE as usize {
@@ -245,25 +221,14 @@ impl Edge {
             Outcome::Unchanged
         } else {
             table.version = target;
-            let (n_routes, n_backends) = (
-                table.routes.len(),
-                table.routes.iter().map(|r| r.backends.len()).sum(),
-            );
-            self.ingress
-                .apply(table)
-                .await
-                .map_err(|e| EdgeError::Apply(e.to_string()))?;
+            let (n_routes, n_backends) = (table.routes.len(), table.routes.iter().map(|r| r.backends.len()).sum());
+            self.ingress.apply(table).await.map_err(|e| EdgeError::Apply(e.to_string()))?;
             self.status.send_modify(|s| {
                 s.applied_seq = target;
                 s.routes = n_routes;
                 s.backends = n_backends;
             });
-            tracing::info!(
-                version = target,
-                routes = n_routes,
-                backends = n_backends,
-                "ingress table applied"
-            );
+            tracing::info!(version = target, routes = n_routes, backends = n_backends, "ingress table applied");
             Outcome::Applied { version: target }
         };
         state.cursor = target;
@@ -276,11 +241,7 @@ impl Edge {
     }
 
     /// Activate whenever the log moves (and at least every `poll`), until `shutdown`.
-    pub async fn run(
-        self: Arc<Self>,
-        poll: Duration,
-        shutdown: impl std::future::Future<Output = ()>,
-    ) {
+    pub async fn run(self: Arc<Self>, poll: Duration, shutdown: impl std::future::Future<Output = ()>) {
         let mut head = self.source.subscribe();
         tokio::pin!(shutdown);
         loop {
@@ -324,10 +285,7 @@ pub fn build_table(routes: &[RouteView], instances: &[InstanceView]) -> (RouteTa
             .filter(|i| i.env_id == r.env_id && i.process == r.process)
             .filter(|i| i.is_ready())
             .filter_map(|i| i.address.as_deref()?.parse::<IpAddr>().ok())
-            .map(|ip| Backend {
-                addr: SocketAddr::new(ip, r.backend_port),
-                healthy: true,
-            })
+            .map(|ip| Backend { addr: SocketAddr::new(ip, r.backend_port), healthy: true })
             .collect();
         backends.sort_by_key(|b| b.addr);
         backends.dedup();
@@ -389,10 +347,7 @@ mod tests {
             release_id: ReleaseId::new(),
             deploy_id: None,
             node_id: NodeId::new(),
-            resources: Resources {
-                cpu_millis: 100,
-                memory_mib: 64,
-            },
+            resources: Resources { cpu_millis: 100, memory_mib: 64 },
             desired_state: desired,
             status,
             health: None,
@@ -412,55 +367,13 @@ mod tests {
         let (env, other) = (EnvId::new(), EnvId::new());
         let routes = vec![route(env, RouteProtocol::Tls, Some("a.example"), 443)];
         let instances = vec![
-            instance(
-                env,
-                "web",
-                InstanceStatus::Running,
-                DesiredState::Running,
-                Some("10.0.0.2"),
-            ),
-            instance(
-                env,
-                "web",
-                InstanceStatus::Running,
-                DesiredState::Running,
-                Some("fd00::1"),
-            ),
-            instance(
-                env,
-                "web",
-                InstanceStatus::Running,
-                DesiredState::Running,
-                None,
-            ),
-            instance(
-                env,
-                "web",
-                InstanceStatus::Running,
-                DesiredState::Stopped,
-                Some("10.0.0.3"),
-            ),
-            instance(
-                env,
-                "web",
-                InstanceStatus::Booting,
-                DesiredState::Running,
-                Some("10.0.0.4"),
-            ),
-            instance(
-                env,
-                "worker",
-                InstanceStatus::Running,
-                DesiredState::Running,
-                Some("10.0.0.5"),
-            ),
-            instance(
-                other,
-                "web",
-                InstanceStatus::Running,
-                DesiredState::Running,
-                Some("10.0.0.6"),
-            ),
+            instance(env, "web", InstanceStatus::Running, DesiredState::Running, Some("10.0.0.2")),
+            instance(env, "web", InstanceStatus::Running, DesiredState::Running, Some("fd00::1")),
+            instance(env, "web", InstanceStatus::Running, DesiredState::Running, None),
+            instance(env, "web", InstanceStatus::Running, DesiredState::Stopped, Some("10.0.0.3")),
+            instance(env, "web", InstanceStatus::Booting, DesiredState::Running, Some("10.0.0.4")),
+            instance(env, "worker", InstanceStatus::Running, DesiredState::Running, Some("10.0.0.5")),
+            instance(other, "web", InstanceStatus::Running, DesiredState::Running, Some("10.0.0.6")),
             InstanceView {
                 health: Some(Health::Pending),
                 ..instance(env, "web", InstanceStatus::Running, DesiredState::Running, Some("10.0.0.7"))
@@ -476,11 +389,7 @@ mod tests {
         ];
         let (table, skipped) = build_table(&routes, &instances);
         assert!(skipped.is_empty());
-        let addrs: Vec<String> = table.routes[0]
-            .backends
-            .iter()
-            .map(|b| b.addr.to_string())
-            .collect();
+        let addrs: Vec<String> = table.routes[0].backends.iter().map(|b| b.addr.to_string()).collect();
         assert_eq!(addrs, ["10.0.0.2:8443", "10.0.0.9:8443", "[fd00::1]:8443"]);
     }
 

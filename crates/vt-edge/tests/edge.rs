@@ -13,14 +13,13 @@ use tokio::time::timeout;
 use tokio_rustls::TlsConnector;
 use vt_control_plane::server::{Server, ServerConfig};
 use vt_edge::{Edge, StoreSource};
-use vt_ingress::testing::{connector, read_line, tls_backend};
 use vt_events::{Actor, Event, InstanceAllocated, NewEvent, Resources};
 use vt_ids::*;
 use vt_ingress::proxy_v2::{self, Decoded, Header};
+use vt_ingress::testing::{connector, read_line, tls_backend};
 use vt_ingress::{Ingress, IngressConfig};
 
 const T: Duration = Duration::from_secs(20);
-
 
 /// A port free on both loopback addresses right now.
 fn free_port() -> u16 {
@@ -41,10 +40,7 @@ struct Api {
 
 impl Api {
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token);
+        let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -68,7 +64,6 @@ fn id<K: vt_ids::Kind>(v: &Value) -> Id<K> {
     Id::parse(v["id"].as_str().unwrap()).unwrap()
 }
 
-
 /// A TCP server that reads a PROXY v2 header and answers with the source address it carries.
 async fn proxy_backend() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -80,10 +75,7 @@ async fn proxy_backend() -> u16 {
                 let mut chunk = [0u8; 256];
                 let answer = loop {
                     match proxy_v2::decode(&buf) {
-                        Decoded::Complete {
-                            header: Header::Proxy { src, .. },
-                            ..
-                        } => break format!("{src}\n"),
+                        Decoded::Complete { header: Header::Proxy { src, .. }, .. } => break format!("{src}\n"),
                         Decoded::Complete { .. } => break "no-address\n".to_owned(),
                         Decoded::Invalid(why) => break format!("invalid: {why}\n"),
                         Decoded::NeedMore => {}
@@ -100,14 +92,10 @@ async fn proxy_backend() -> u16 {
     port
 }
 
-
-
 /// The backend's name, through the ingress, with the certificate verified for `host`.
 async fn tls_hello(conn: &TlsConnector, addr: SocketAddr, host: &str) -> std::io::Result<String> {
     let tcp = TcpStream::connect(addr).await?;
-    let mut tls = conn
-        .connect(ServerName::try_from(host.to_owned()).unwrap(), tcp)
-        .await?;
+    let mut tls = conn.connect(ServerName::try_from(host.to_owned()).unwrap(), tcp).await?;
     read_line(&mut tls).await
 }
 
@@ -115,13 +103,10 @@ async fn tls_hello(conn: &TlsConnector, addr: SocketAddr, host: &str) -> std::io
 async fn settled(edge: &Edge, store: &Arc<dyn vt_store::Store>) {
     let head = store.head().await.unwrap();
     let mut rx = edge.subscribe();
-    timeout(
-        T,
-        rx.wait_for(|s| s.cursor >= head && !s.waiting_for_views && s.last_error.is_none()),
-    )
-    .await
-    .expect("edge settles")
-    .unwrap();
+    timeout(T, rx.wait_for(|s| s.cursor >= head && !s.waiting_for_views && s.last_error.is_none()))
+        .await
+        .expect("edge settles")
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -134,39 +119,22 @@ async fn routes_from_the_control_plane_reach_real_backends() {
         sqlite: Default::default(),
     };
     let server = Server::bind(&config).await.unwrap();
-    let token = std::fs::read_to_string(server.admin_token_written.clone().unwrap())
-        .unwrap()
-        .trim()
-        .to_owned();
+    let token = std::fs::read_to_string(server.admin_token_written.clone().unwrap()).unwrap().trim().to_owned();
     let base = format!("http://{}", server.local_addr().unwrap());
     let cp = server.control_plane.clone();
     let tcp_port = free_port();
     cp.ingress.set_tcp_ports(tcp_port..=tcp_port);
     let store = cp.store.clone();
     tokio::spawn(server.run(std::future::pending()));
-    let api = Api {
-        base,
-        token,
-        http: reqwest::Client::new(),
-    };
+    let api = Api { base, token, http: reqwest::Client::new() };
 
     // Tenancy, a node, and one running instance per process type (the
     // scheduler does not exist yet: allocate through the store directly).
     let org = api.post("/v1/orgs", json!({"name": "acme"})).await;
-    let app = api
-        .post("/v1/orgs/acme/apps", json!({"name": "shop"}))
-        .await;
-    let env = api
-        .post("/v1/orgs/acme/apps/shop/envs", json!({"name": "prod"}))
-        .await;
-    let node = api
-        .post(
-            "/v1/nodes",
-            json!({"name": "n1", "capacity": {"cpu_millis": 4000, "memory_mib": 4096}}),
-        )
-        .await;
-    let (org_id, app_id, env_id, node_id): (OrgId, AppId, EnvId, NodeId) =
-        (id(&org), id(&app), id(&env), id(&node));
+    let app = api.post("/v1/orgs/acme/apps", json!({"name": "shop"})).await;
+    let env = api.post("/v1/orgs/acme/apps/shop/envs", json!({"name": "prod"})).await;
+    let node = api.post("/v1/nodes", json!({"name": "n1", "capacity": {"cpu_millis": 4000, "memory_mib": 4096}})).await;
+    let (org_id, app_id, env_id, node_id): (OrgId, AppId, EnvId, NodeId) = (id(&org), id(&app), id(&env), id(&node));
     for process in ["alpha", "beta", "gamma"] {
         let instance_id = InstanceId::new();
         let allocated = Event::InstanceAllocated(InstanceAllocated {
@@ -178,10 +146,7 @@ async fn routes_from_the_control_plane_reach_real_backends() {
             release_id: ReleaseId::new(),
             deploy_id: None,
             node_id,
-            resources: Resources {
-                cpu_millis: 100,
-                memory_mib: 64,
-            },
+            resources: Resources { cpu_millis: 100, memory_mib: 64 },
         });
         store
             .append(vt_store::AppendRequest {
@@ -192,10 +157,7 @@ async fn routes_from_the_control_plane_reach_real_backends() {
             .unwrap();
         cp.fresh().await.unwrap();
         let v = api
-            .post(
-                &format!("/v1/instances/{instance_id}/status"),
-                json!({"status": "running", "address": "127.0.0.1"}),
-            )
+            .post(&format!("/v1/instances/{instance_id}/status"), json!({"status": "running", "address": "127.0.0.1"}))
             .await;
         assert_eq!(v["address"], "127.0.0.1");
     }
@@ -206,35 +168,24 @@ async fn routes_from_the_control_plane_reach_real_backends() {
     let port_c = proxy_backend().await;
     let tls_port = free_port();
     let routes = "/v1/orgs/acme/apps/shop/envs/prod/routes";
-    let ra = api.post(routes, json!({"hostname": "a.test", "port": tls_port, "process": "alpha", "backend_port": port_a})).await;
-    api.post(
-        routes,
-        json!({"hostname": "B.test", "port": tls_port, "process": "beta", "backend_port": port_b}),
-    )
-    .await;
-    let rc = api.post(routes, json!({"protocol": "tcp", "process": "gamma", "backend_port": port_c, "proxy_protocol": true})).await;
+    let ra = api
+        .post(routes, json!({"hostname": "a.test", "port": tls_port, "process": "alpha", "backend_port": port_a}))
+        .await;
+    api.post(routes, json!({"hostname": "B.test", "port": tls_port, "process": "beta", "backend_port": port_b})).await;
+    let rc = api
+        .post(routes, json!({"protocol": "tcp", "process": "gamma", "backend_port": port_c, "proxy_protocol": true}))
+        .await;
     assert_eq!(rc["port"], tcp_port);
 
     // The edge, following the store, with its table persisted.
     let state = dir.path().join("ingress-table.json");
-    let ingress = Ingress::start(IngressConfig {
-        state_path: Some(state.clone()),
-        ..IngressConfig::loopback()
-    })
-    .await
-    .unwrap();
+    let ingress =
+        Ingress::start(IngressConfig { state_path: Some(state.clone()), ..IngressConfig::loopback() }).await.unwrap();
     let edge = Edge::new(Arc::new(StoreSource(store.clone())), ingress.clone());
-    tokio::spawn(
-        edge.clone()
-            .run(Duration::from_secs(1), std::future::pending()),
-    );
+    tokio::spawn(edge.clone().run(Duration::from_secs(1), std::future::pending()));
     settled(&edge, &store).await;
     let status = edge.status();
-    assert_eq!(
-        (status.routes, status.backends, status.applied_seq),
-        (3, 3, store.head().await.unwrap()),
-        "{status:?}"
-    );
+    assert_eq!((status.routes, status.backends, status.applied_seq), (3, 3, store.head().await.unwrap()), "{status:?}");
 
     let conn = connector(&[cert_a, cert_b]);
     let v4 = SocketAddr::from(([127, 0, 0, 1], tls_port));
@@ -252,28 +203,18 @@ async fn routes_from_the_control_plane_reach_real_backends() {
     // Metrics are labelled with route ids.
     let text = ingress.metrics_text();
     assert!(
-        text.contains(&format!(
-            "vt_ingress_route_connections_total{{route=\"{}\"}} 2",
-            ra["id"].as_str().unwrap()
-        )),
+        text.contains(&format!("vt_ingress_route_connections_total{{route=\"{}\"}} 2", ra["id"].as_str().unwrap())),
         "{text}"
     );
 
     // Deleting a route closes new connections to it; the others still work.
-    api.delete(&format!("{routes}/{}", ra["id"].as_str().unwrap()))
-        .await;
+    api.delete(&format!("{routes}/{}", ra["id"].as_str().unwrap())).await;
     settled(&edge, &store).await;
     assert_eq!(edge.status().routes, 2);
-    assert!(
-        tls_hello(&conn, v4, "a.test").await.is_err(),
-        "a deleted route must not be served"
-    );
+    assert!(tls_hello(&conn, v4, "a.test").await.is_err(), "a deleted route must not be served");
     assert_eq!(tls_hello(&conn, v4, "b.test").await.unwrap(), "beta");
 
     // The applied table (with its cursor) survives a restart of the ingress.
     let saved = vt_ingress::RouteTable::load(&state).unwrap().unwrap();
-    assert_eq!(
-        (saved.version, saved.routes.len()),
-        (edge.status().applied_seq, 2)
-    );
+    assert_eq!((saved.version, saved.routes.len()), (edge.status().applied_seq, 2));
 }

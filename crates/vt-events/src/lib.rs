@@ -256,10 +256,15 @@ impl Event {
     pub fn decode(event_type: &str, schema_version: u32, payload: serde_json::Value) -> Result<Event, DecodeError> {
         let known = Self::current_version(event_type).ok_or_else(|| DecodeError::UnknownType(event_type.to_owned()))?;
         if schema_version == 0 || schema_version > known {
-            return Err(DecodeError::UnsupportedVersion { event_type: event_type.to_owned(), got: schema_version, known });
+            return Err(DecodeError::UnsupportedVersion {
+                event_type: event_type.to_owned(),
+                got: schema_version,
+                known,
+            });
         }
         let tagged = serde_json::json!({ "type": event_type, "data": payload });
-        serde_json::from_value(tagged).map_err(|source| DecodeError::Payload { event_type: event_type.to_owned(), source })
+        serde_json::from_value(tagged)
+            .map_err(|source| DecodeError::Payload { event_type: event_type.to_owned(), source })
     }
 }
 

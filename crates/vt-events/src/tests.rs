@@ -26,7 +26,15 @@ fn samples() -> Vec<Event> {
             manifest_hash: format!("sha256:{}", "b".repeat(64)),
             manifest: serde_json::json!({"schema_version": 1}),
         }),
-        Event::DeployCreated(DeployCreated { org_id, app_id, env_id, deploy_id, release_id, previous_release_id: None, kind: DeployKind::Deploy }),
+        Event::DeployCreated(DeployCreated {
+            org_id,
+            app_id,
+            env_id,
+            deploy_id,
+            release_id,
+            previous_release_id: None,
+            kind: DeployKind::Deploy,
+        }),
         Event::DeployStatusChanged(DeployStatusChanged {
             org_id,
             env_id,
@@ -46,9 +54,40 @@ fn samples() -> Vec<Event> {
             node_id,
             resources: Resources { cpu_millis: 500, memory_mib: 256 },
         }),
-        Event::InstanceDesiredStateChanged(InstanceDesiredStateChanged { org_id, env_id, instance_id, desired: DesiredState::Stopped, reason: Some("scaled down".into()) }),
-        Event::InstanceStatusReported(InstanceStatusReported { org_id, env_id, instance_id, node_id, status: InstanceStatus::Failed, reason: Some("exited".into()), exit_code: Some(3), address: Some("fd00:1:2:1::9".into()), health: None, boot: Some(BootTimings { root_disk_ms: Some(12), vmm_spawned_ms: Some(3), kernel_to_init_ms: Some(1400), init_to_entrypoint_ms: Some(60), running_ms: Some(1500), healthy_ms: None }) }),
-        Event::NodeRegistered(NodeRegistered { node_id, name: "n1".into(), capacity: cap, allocatable: cap, labels: Default::default(), address: None }),
+        Event::InstanceDesiredStateChanged(InstanceDesiredStateChanged {
+            org_id,
+            env_id,
+            instance_id,
+            desired: DesiredState::Stopped,
+            reason: Some("scaled down".into()),
+        }),
+        Event::InstanceStatusReported(InstanceStatusReported {
+            org_id,
+            env_id,
+            instance_id,
+            node_id,
+            status: InstanceStatus::Failed,
+            reason: Some("exited".into()),
+            exit_code: Some(3),
+            address: Some("fd00:1:2:1::9".into()),
+            health: None,
+            boot: Some(BootTimings {
+                root_disk_ms: Some(12),
+                vmm_spawned_ms: Some(3),
+                kernel_to_init_ms: Some(1400),
+                init_to_entrypoint_ms: Some(60),
+                running_ms: Some(1500),
+                healthy_ms: None,
+            }),
+        }),
+        Event::NodeRegistered(NodeRegistered {
+            node_id,
+            name: "n1".into(),
+            capacity: cap,
+            allocatable: cap,
+            labels: Default::default(),
+            address: None,
+        }),
         Event::NodeCapacityChanged(NodeCapacityChanged { node_id, capacity: cap, allocatable: cap }),
         Event::NodeStatusChanged(NodeStatusChanged { node_id, status: NodeStatus::Unreachable, reason: None }),
         Event::TokenCreated(TokenCreated { token_id, name: "admin".into(), role: TokenRole::Admin }),
@@ -93,15 +132,26 @@ fn every_type_is_listed_once_and_round_trips() {
 #[test]
 fn payloads_are_stable() {
     // The stored form is a contract with every past log: changing it breaks replay.
-    let stored: Vec<_> = samples().iter().map(|e| serde_json::json!({"type": e.event_type(), "v": e.schema_version(), "payload": e.payload()})).collect();
+    let stored: Vec<_> = samples()
+        .iter()
+        .map(|e| serde_json::json!({"type": e.event_type(), "v": e.schema_version(), "payload": e.payload()}))
+        .collect();
     insta::assert_json_snapshot!(stored);
 }
 
 #[test]
 fn decode_refuses_unknown_and_newer() {
     assert!(matches!(Event::decode("org.exploded", 1, serde_json::json!({})), Err(DecodeError::UnknownType(_))));
-    assert!(matches!(Event::decode("org.created", 2, serde_json::json!({})), Err(DecodeError::UnsupportedVersion { .. })));
-    let err = Event::decode("org.created", 1, serde_json::json!({"org_id": "org_01jd8x6k3v9q4m2t7r5w0y1zcb", "name": "a", "extra": 1})).unwrap_err();
+    assert!(matches!(
+        Event::decode("org.created", 2, serde_json::json!({})),
+        Err(DecodeError::UnsupportedVersion { .. })
+    ));
+    let err = Event::decode(
+        "org.created",
+        1,
+        serde_json::json!({"org_id": "org_01jd8x6k3v9q4m2t7r5w0y1zcb", "name": "a", "extra": 1}),
+    )
+    .unwrap_err();
     assert!(matches!(err, DecodeError::Payload { .. }), "{err}");
 }
 
@@ -118,7 +168,9 @@ fn aggregates_are_assigned() {
 fn a_deploy_status_change_without_failed_instance_still_decodes() {
     // Logs written before deploys named their failed instance.
     let old = serde_json::json!({"org_id": "org_01jd8x6k3v9q4m2t7r5w0y1zcb", "env_id": "env_01jd8x6k3v9q4m2t7r5w0y1zcd", "deploy_id": "dep_01jd8x6k3v9q4m2t7r5w0y1zcf", "status": "rolling", "reason": null});
-    let Event::DeployStatusChanged(e) = Event::decode("deploy.status_changed", 1, old).unwrap() else { panic!("wrong variant") };
+    let Event::DeployStatusChanged(e) = Event::decode("deploy.status_changed", 1, old).unwrap() else {
+        panic!("wrong variant")
+    };
     assert_eq!(e.failed_instance_id, None);
 }
 
@@ -126,6 +178,8 @@ fn a_deploy_status_change_without_failed_instance_still_decodes() {
 fn a_status_report_without_address_still_decodes() {
     // Logs written before instances carried an address.
     let old = serde_json::json!({"org_id": "org_01jd8x6k3v9q4m2t7r5w0y1zcb", "env_id": "env_01jd8x6k3v9q4m2t7r5w0y1zcd", "instance_id": "inst_01jd8x6k3v9q4m2t7r5w0y1zcg", "node_id": "node_01jd8x6k3v9q4m2t7r5w0y1zch", "status": "running"});
-    let Event::InstanceStatusReported(e) = Event::decode("instance.status_reported", 1, old).unwrap() else { panic!("wrong variant") };
+    let Event::InstanceStatusReported(e) = Event::decode("instance.status_reported", 1, old).unwrap() else {
+        panic!("wrong variant")
+    };
     assert_eq!((e.address, e.health, e.boot), (None, None, None));
 }

@@ -175,11 +175,7 @@ pub enum Message {
     Launch(Launch),
     /// Guest → host: the root is ready and the entrypoint was started. Times are the guest's
     /// `CLOCK_BOOTTIME` in microseconds (≈ since the kernel started).
-    Ready {
-        pid: u32,
-        init_started_us: u64,
-        entrypoint_started_us: u64,
-    },
+    Ready { pid: u32, init_started_us: u64, entrypoint_started_us: u64 },
     /// Guest → host: output of the entrypoint, in chunks of at most [`MAX_LOG_CHUNK`] bytes.
     Log { stream: Stream, data: Vec<u8> },
     /// Guest → host: the entrypoint ended; the guest powers off after [`Message::Shutdown`]
@@ -192,18 +188,9 @@ pub enum Message {
     /// Host → guest: power off now (acknowledges `Exited`, or stops a guest).
     Shutdown,
     /// Host → guest: start an exec session (reserved; guest init may answer `ExecExit` 127).
-    ExecStart {
-        id: u32,
-        argv: Vec<String>,
-        env: Vec<(String, String)>,
-        tty: bool,
-    },
+    ExecStart { id: u32, argv: Vec<String>, env: Vec<(String, String)>, tty: bool },
     /// Both ways: data of an exec session (host → guest: stdin, `stream` = Stdout ignored).
-    ExecData {
-        id: u32,
-        stream: Stream,
-        data: Vec<u8>,
-    },
+    ExecData { id: u32, stream: Stream, data: Vec<u8> },
     /// Guest → host: an exec session ended.
     ExecExit { id: u32, status: ExitStatus },
 }
@@ -299,12 +286,7 @@ impl Message {
 
     fn encode_payload(&self, o: &mut Vec<u8>) {
         match self {
-            Message::Hello {
-                role,
-                min_version,
-                max_version,
-                software,
-            } => {
+            Message::Hello { role, min_version, max_version, software } => {
                 o.push(match role {
                     Role::Host => 1,
                     Role::Guest => 2,
@@ -345,11 +327,7 @@ impl Message {
                     put_bytes(o, &sec.data);
                 }
             }
-            Message::Ready {
-                pid,
-                init_started_us,
-                entrypoint_started_us,
-            } => {
+            Message::Ready { pid, init_started_us, entrypoint_started_us } => {
                 o.extend_from_slice(&pid.to_be_bytes());
                 o.extend_from_slice(&init_started_us.to_be_bytes());
                 o.extend_from_slice(&entrypoint_started_us.to_be_bytes());
@@ -428,12 +406,7 @@ fn decode_payload(ty: MessageType, r: &mut Reader<'_>) -> Result<Message, Invali
                 2 => Role::Guest,
                 x => return Err(Invalid::BadValue("role", x as u32)),
             };
-            Message::Hello {
-                role,
-                min_version: r.u16()?,
-                max_version: r.u16()?,
-                software: r.string()?,
-            }
+            Message::Hello { role, min_version: r.u16()?, max_version: r.u16()?, software: r.string()? }
         }
         MessageType::Launch => Message::Launch(Launch {
             argv: r.strings()?,
@@ -467,45 +440,21 @@ fn decode_payload(ty: MessageType, r: &mut Reader<'_>) -> Result<Message, Invali
             volumes: {
                 let n = r.count(12)?;
                 (0..n)
-                    .map(|_| {
-                        Ok(Volume {
-                            name: r.string()?,
-                            label: r.string()?,
-                            path: r.string()?,
-                        })
-                    })
+                    .map(|_| Ok(Volume { name: r.string()?, label: r.string()?, path: r.string()? }))
                     .collect::<Result<_, _>>()?
             },
             secrets: {
                 let n = r.count(8)?;
-                (0..n)
-                    .map(|_| {
-                        Ok(Secret {
-                            name: r.string()?,
-                            data: r.bytes()?.to_vec(),
-                        })
-                    })
-                    .collect::<Result<_, _>>()?
+                (0..n).map(|_| Ok(Secret { name: r.string()?, data: r.bytes()?.to_vec() })).collect::<Result<_, _>>()?
             },
         }),
-        MessageType::Ready => Message::Ready {
-            pid: r.u32()?,
-            init_started_us: r.u64()?,
-            entrypoint_started_us: r.u64()?,
-        },
-        MessageType::Log => Message::Log {
-            stream: r.stream()?,
-            data: r.bytes()?.to_vec(),
-        },
-        MessageType::Exited => Message::Exited {
-            status: r.status()?,
-        },
-        MessageType::Failed => Message::Failed {
-            reason: r.string()?,
-        },
-        MessageType::Signal => Message::Signal {
-            signo: r.u32()? as i32,
-        },
+        MessageType::Ready => {
+            Message::Ready { pid: r.u32()?, init_started_us: r.u64()?, entrypoint_started_us: r.u64()? }
+        }
+        MessageType::Log => Message::Log { stream: r.stream()?, data: r.bytes()?.to_vec() },
+        MessageType::Exited => Message::Exited { status: r.status()? },
+        MessageType::Failed => Message::Failed { reason: r.string()? },
+        MessageType::Signal => Message::Signal { signo: r.u32()? as i32 },
         MessageType::Shutdown => Message::Shutdown,
         MessageType::ExecStart => Message::ExecStart {
             id: r.u32()?,
@@ -517,15 +466,8 @@ fn decode_payload(ty: MessageType, r: &mut Reader<'_>) -> Result<Message, Invali
                 x => return Err(Invalid::BadValue("bool", x as u32)),
             },
         },
-        MessageType::ExecData => Message::ExecData {
-            id: r.u32()?,
-            stream: r.stream()?,
-            data: r.bytes()?.to_vec(),
-        },
-        MessageType::ExecExit => Message::ExecExit {
-            id: r.u32()?,
-            status: r.status()?,
-        },
+        MessageType::ExecData => Message::ExecData { id: r.u32()?, stream: r.stream()?, data: r.bytes()?.to_vec() },
+        MessageType::ExecExit => Message::ExecExit { id: r.u32()?, status: r.status()? },
     })
 }
 
@@ -633,9 +575,7 @@ impl<'a> Reader<'a> {
     }
     fn env(&mut self) -> Result<Vec<(String, String)>, Invalid> {
         let n = self.count(8)?;
-        (0..n)
-            .map(|_| Ok((self.string()?, self.string()?)))
-            .collect()
+        (0..n).map(|_| Ok((self.string()?, self.string()?))).collect()
     }
     fn ip(&mut self) -> Result<IpAddr, Invalid> {
         match self.u8()? {
@@ -681,10 +621,7 @@ impl fmt::Display for EncodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             EncodeError::TooLarge(n) => {
-                write!(
-                    f,
-                    "payload of {n} bytes exceeds the {MAX_PAYLOAD}-byte limit"
-                )
+                write!(f, "payload of {n} bytes exceeds the {MAX_PAYLOAD}-byte limit")
             }
         }
     }
@@ -784,11 +721,6 @@ impl FrameBuffer {
 /// Split `data` into [`Message::Log`] frames of at most [`MAX_LOG_CHUNK`] bytes each.
 pub fn log_frames(stream: Stream, data: &[u8], out: &mut Vec<u8>) {
     for chunk in data.chunks(MAX_LOG_CHUNK) {
-        Message::Log {
-            stream,
-            data: chunk.to_vec(),
-        }
-        .encode_into(out)
-        .expect("a log chunk is below MAX_PAYLOAD");
+        Message::Log { stream, data: chunk.to_vec() }.encode_into(out).expect("a log chunk is below MAX_PAYLOAD");
     }
 }

@@ -4,31 +4,18 @@ use vt_guest_proto::*;
 
 fn hex(s: &str) -> Vec<u8> {
     let s: String = s.split_whitespace().collect();
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
 }
 
 /// (message, its exact frame in hex). Changing any of these is a protocol version bump.
 fn golden() -> Vec<(Message, Vec<u8>)> {
     vec![
         (
-            Message::Hello {
-                role: Role::Guest,
-                min_version: 1,
-                max_version: 2,
-                software: "vt".into(),
-            },
+            Message::Hello { role: Role::Guest, min_version: 1, max_version: 2, software: "vt".into() },
             hex("5654 01 01 0000000b  02 0001 0002 00000002 7674"),
         ),
         (
-            Message::Hello {
-                role: Role::Host,
-                min_version: 1,
-                max_version: 1,
-                software: "".into(),
-            },
+            Message::Hello { role: Role::Host, min_version: 1, max_version: 1, software: "".into() },
             hex("5654 01 01 00000009  01 0001 0001 00000000"),
         ),
         (
@@ -70,74 +57,28 @@ fn golden() -> Vec<(Message, Vec<u8>)> {
                  00000001 00000001 6b 00000002 00ff"),
         ),
         (
-            Message::Ready {
-                pid: 2,
-                init_started_us: 0x0102,
-                entrypoint_started_us: 0x0a0b0c,
-            },
+            Message::Ready { pid: 2, init_started_us: 0x0102, entrypoint_started_us: 0x0a0b0c },
             hex("5654 01 03 00000014 00000002 0000000000000102 00000000000a0b0c"),
         ),
         (
-            Message::Log {
-                stream: Stream::Stdout,
-                data: b"hi\n".to_vec(),
-            },
+            Message::Log { stream: Stream::Stdout, data: b"hi\n".to_vec() },
             hex("5654 01 04 00000008 01 00000003 68690a"),
         ),
-        (
-            Message::Log {
-                stream: Stream::Stderr,
-                data: vec![],
-            },
-            hex("5654 01 04 00000005 02 00000000"),
-        ),
-        (
-            Message::Exited {
-                status: ExitStatus::Code(7),
-            },
-            hex("5654 01 05 00000005 01 00000007"),
-        ),
-        (
-            Message::Exited {
-                status: ExitStatus::Signal(9),
-            },
-            hex("5654 01 05 00000005 02 00000009"),
-        ),
-        (
-            Message::Failed {
-                reason: "no".into(),
-            },
-            hex("5654 01 06 00000006 00000002 6e6f"),
-        ),
-        (
-            Message::Signal { signo: 15 },
-            hex("5654 01 07 00000004 0000000f"),
-        ),
+        (Message::Log { stream: Stream::Stderr, data: vec![] }, hex("5654 01 04 00000005 02 00000000")),
+        (Message::Exited { status: ExitStatus::Code(7) }, hex("5654 01 05 00000005 01 00000007")),
+        (Message::Exited { status: ExitStatus::Signal(9) }, hex("5654 01 05 00000005 02 00000009")),
+        (Message::Failed { reason: "no".into() }, hex("5654 01 06 00000006 00000002 6e6f")),
+        (Message::Signal { signo: 15 }, hex("5654 01 07 00000004 0000000f")),
         (Message::Shutdown, hex("5654 01 08 00000000")),
         (
-            Message::ExecStart {
-                id: 1,
-                argv: vec!["ls".into()],
-                env: vec![],
-                tty: true,
-            },
+            Message::ExecStart { id: 1, argv: vec!["ls".into()], env: vec![], tty: true },
             hex("5654 01 10 00000013 00000001 00000001 00000002 6c73 00000000 01"),
         ),
         (
-            Message::ExecData {
-                id: 1,
-                stream: Stream::Stderr,
-                data: b"x".to_vec(),
-            },
+            Message::ExecData { id: 1, stream: Stream::Stderr, data: b"x".to_vec() },
             hex("5654 01 11 0000000a 00000001 02 00000001 78"),
         ),
-        (
-            Message::ExecExit {
-                id: 3,
-                status: ExitStatus::Code(-1),
-            },
-            hex("5654 01 12 00000009 00000003 01 ffffffff"),
-        ),
+        (Message::ExecExit { id: 3, status: ExitStatus::Code(-1) }, hex("5654 01 12 00000009 00000003 01 ffffffff")),
     ]
 }
 
@@ -160,11 +101,7 @@ fn golden_bytes_encode_and_decode() {
 fn every_prefix_needs_more() {
     for (msg, bytes) in golden() {
         for n in 0..bytes.len() {
-            assert_eq!(
-                Message::decode(&bytes[..n]),
-                Err(DecodeError::NeedMore),
-                "prefix {n} of {msg:?}"
-            );
+            assert_eq!(Message::decode(&bytes[..n]), Err(DecodeError::NeedMore), "prefix {n} of {msg:?}");
         }
     }
 }
@@ -204,10 +141,7 @@ fn invalid_frames() {
     assert_eq!(inv(&hex("5654 01 08 00000001 00")), TrailingBytes);
     // Log whose inner length runs past the payload.
     assert_eq!(inv(&hex("5654 01 04 00000005 01 00000009")), Truncated);
-    assert_eq!(
-        inv(&hex("5654 01 04 00000005 03 00000000")),
-        BadValue("stream", 3)
-    );
+    assert_eq!(inv(&hex("5654 01 04 00000005 03 00000000")), BadValue("stream", 3));
     assert_eq!(inv(&hex("5654 01 06 00000005 00000001 ff")), Utf8);
     // A list count that could not fit the payload is refused without allocating.
     assert_eq!(inv(&hex("5654 01 02 00000004 ffffffff")), Truncated);
@@ -215,15 +149,9 @@ fn invalid_frames() {
 
 #[test]
 fn oversized_payload_is_refused_on_encode() {
-    let m = Message::Log {
-        stream: Stream::Stdout,
-        data: vec![0; MAX_PAYLOAD as usize],
-    };
+    let m = Message::Log { stream: Stream::Stdout, data: vec![0; MAX_PAYLOAD as usize] };
     let mut out = vec![1, 2, 3];
-    assert!(matches!(
-        m.encode_into(&mut out),
-        Err(EncodeError::TooLarge(_))
-    ));
+    assert!(matches!(m.encode_into(&mut out), Err(EncodeError::TooLarge(_))));
     assert_eq!(out, vec![1, 2, 3]);
 }
 

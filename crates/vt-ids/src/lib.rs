@@ -51,16 +51,20 @@ impl<K: Kind> Id<K> {
 
     pub fn parse(s: &str) -> Result<Self, IdError> {
         let shown: String = s.chars().take(64).collect();
-        let rest = s
-            .strip_prefix(K::PREFIX)
-            .and_then(|r| r.strip_prefix('_'))
-            .ok_or_else(|| IdError::WrongPrefix { kind: K::NAME, prefix: K::PREFIX, got: shown.clone() })?;
+        let rest = s.strip_prefix(K::PREFIX).and_then(|r| r.strip_prefix('_')).ok_or_else(|| IdError::WrongPrefix {
+            kind: K::NAME,
+            prefix: K::PREFIX,
+            got: shown.clone(),
+        })?;
         // Only the canonical lower-case spelling is accepted, so that one id has one string.
         if rest.len() != 26 || rest.bytes().any(|b| b.is_ascii_uppercase()) {
             return Err(IdError::Malformed { kind: K::NAME, prefix: K::PREFIX, got: shown });
         }
-        let ulid = ulid::Ulid::from_string(rest)
-            .map_err(|_| IdError::Malformed { kind: K::NAME, prefix: K::PREFIX, got: shown })?;
+        let ulid = ulid::Ulid::from_string(rest).map_err(|_| IdError::Malformed {
+            kind: K::NAME,
+            prefix: K::PREFIX,
+            got: shown,
+        })?;
         Ok(Self::from_ulid(ulid))
     }
 }
@@ -216,7 +220,15 @@ mod tests {
 
     #[test]
     fn rejects_malformed() {
-        for bad in ["app_", "app_123", "app_01JD8X6K3V9Q4M2T7R5W0Y1ZCB", "app_01jd8x6k3v9q4m2t7r5w0y1zcbx", "app_01jd8x6k3v9q4m2t7r5w0y1zc!", "app01jd8x6k3v9q4m2t7r5w0y1zcb", ""] {
+        for bad in [
+            "app_",
+            "app_123",
+            "app_01JD8X6K3V9Q4M2T7R5W0Y1ZCB",
+            "app_01jd8x6k3v9q4m2t7r5w0y1zcbx",
+            "app_01jd8x6k3v9q4m2t7r5w0y1zc!",
+            "app01jd8x6k3v9q4m2t7r5w0y1zcb",
+            "",
+        ] {
             assert!(AppId::parse(bad).is_err(), "{bad}");
         }
     }

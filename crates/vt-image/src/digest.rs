@@ -24,9 +24,7 @@ impl Digest {
 
     /// Wrap a raw sha256 output.
     pub fn from_sha256(raw: [u8; 32]) -> Self {
-        Self {
-            hex: hex::encode(raw),
-        }
+        Self { hex: hex::encode(raw) }
     }
 
     /// The 64 lowercase hex digits (used as the file name in blob stores).
@@ -36,14 +34,8 @@ impl Digest {
 
     /// Parse bare 64-hex (e.g. a blob file name).
     pub fn from_hex(hex: &str) -> Result<Self, Error> {
-        if hex.len() == 64
-            && hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
-            Ok(Self {
-                hex: hex.to_owned(),
-            })
+        if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            Ok(Self { hex: hex.to_owned() })
         } else {
             Err(Error::InvalidDigest(hex.to_owned()))
         }
@@ -141,10 +133,7 @@ mod tests {
             assert!(bad.parse::<Digest>().is_err(), "{bad:?} accepted");
         }
         let d = Digest::of(b"");
-        assert_eq!(
-            d.hex(),
-            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-        );
+        assert_eq!(d.hex(), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
         let json = serde_json::to_string(&d).unwrap();
         assert_eq!(serde_json::from_str::<Digest>(&json).unwrap(), d);
         assert!(serde_json::from_str::<Digest>("\"sha256:zz\"").is_err());

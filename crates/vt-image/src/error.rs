@@ -20,19 +20,11 @@ pub enum Error {
     #[error("blob {digest}: content hashes to {actual}")]
     DigestMismatch { digest: Digest, actual: Digest },
     #[error("blob {digest}: truncated, got {actual} of {expected} bytes")]
-    Truncated {
-        digest: Digest,
-        expected: u64,
-        actual: u64,
-    },
+    Truncated { digest: Digest, expected: u64, actual: u64 },
     #[error("blob {digest}: larger than its descriptor's {expected} bytes")]
     Oversized { digest: Digest, expected: u64 },
     #[error("blob {digest}: size {size} exceeds the limit of {limit} bytes")]
-    TooLarge {
-        digest: Digest,
-        size: u64,
-        limit: u64,
-    },
+    TooLarge { digest: Digest, size: u64, limit: u64 },
     #[error("unsupported media type {0:?}")]
     UnsupportedMediaType(String),
     #[error("image index {0} has no linux/amd64 manifest")]
@@ -43,19 +35,11 @@ pub enum Error {
     InvalidImage(String),
     /// A layer tried something the unpacker refuses (see docs/images.md, "Hostile layers").
     #[error("refused layer {layer}: entry {path:?}: {reason}")]
-    HostileLayer {
-        layer: Digest,
-        path: String,
-        reason: String,
-    },
+    HostileLayer { layer: Digest, path: String, reason: String },
     #[error("unpacked image exceeds the limit of {limit} bytes")]
     UnpackTooLarge { limit: u64 },
     #[error("{tool} failed ({status}): {stderr}")]
-    Tool {
-        tool: String,
-        status: String,
-        stderr: String,
-    },
+    Tool { tool: String, status: String, stderr: String },
     /// Errors from a [`crate::BlobSource`] implementation (e.g. an HTTP registry client).
     #[error("blob source: {0}")]
     Source(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -63,9 +47,6 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn json(what: impl Into<String>, source: serde_json::Error) -> Self {
-        Self::Json {
-            what: what.into(),
-            source,
-        }
+        Self::Json { what: what.into(), source }
     }
 }

@@ -16,9 +16,7 @@ use fs_err as fs;
 use serde::Serialize;
 
 use crate::digest::{Hasher, HashingWriter};
-use crate::oci::{
-    media, Descriptor, ImageConfig, ImageIndex, ImageManifest, Platform, RootFs, RuntimeConfig,
-};
+use crate::oci::{media, Descriptor, ImageConfig, ImageIndex, ImageManifest, Platform, RootFs, RuntimeConfig};
 use crate::{Digest, Error, Result};
 
 /// How the single layer of [`write_image`] is stored.
@@ -49,31 +47,18 @@ pub struct WrittenImage {
 
 /// Write `rootfs` as a one-layer linux/amd64 image into a new (or existing) layout at `out`,
 /// and make `index.json` list exactly that manifest.
-pub fn write_image(
-    rootfs: &Path,
-    out: &Path,
-    runtime: RuntimeConfig,
-    format: LayerFormat,
-) -> Result<WrittenImage> {
+pub fn write_image(rootfs: &Path, out: &Path, runtime: RuntimeConfig, format: LayerFormat) -> Result<WrittenImage> {
     let w = LayoutWriter::create(out)?;
     let (layer, diff_id) = w.put_layer_from_dir(rootfs, format)?;
     let config = ImageConfig {
         architecture: "amd64".into(),
         os: "linux".into(),
         config: runtime,
-        rootfs: RootFs {
-            kind: "layers".into(),
-            diff_ids: vec![diff_id.clone()],
-        },
+        rootfs: RootFs { kind: "layers".into(), diff_ids: vec![diff_id.clone()] },
     };
     let (manifest, config) = w.put_image(std::slice::from_ref(&layer), &config)?;
     w.write_index(std::slice::from_ref(&manifest))?;
-    Ok(WrittenImage {
-        manifest,
-        config,
-        layer,
-        diff_id,
-    })
+    Ok(WrittenImage { manifest, config, layer, diff_id })
 }
 
 /// Low-level writer of an OCI image layout; also used by tests to assemble hand-built images.
@@ -86,9 +71,7 @@ impl LayoutWriter {
     pub fn create(dir: &Path) -> Result<Self> {
         fs::create_dir_all(dir.join("blobs/sha256"))?;
         fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-        Ok(Self {
-            dir: dir.to_owned(),
-        })
+        Ok(Self { dir: dir.to_owned() })
     }
 
     pub fn dir(&self) -> &Path {
@@ -102,8 +85,7 @@ impl LayoutWriter {
         if !path.exists() {
             let tmp = tempfile::NamedTempFile::new_in(self.dir.join("blobs/sha256"))?;
             fs::write(tmp.path(), bytes)?;
-            tmp.as_file()
-                .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+            tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644))?;
             tmp.persist(&path).map_err(|e| e.error)?;
         }
         Ok(digest)
@@ -126,11 +108,7 @@ impl LayoutWriter {
     }
 
     /// Tar `rootfs` deterministically into a layer blob; returns (descriptor, diff_id).
-    pub fn put_layer_from_dir(
-        &self,
-        rootfs: &Path,
-        format: LayerFormat,
-    ) -> Result<(Descriptor, Digest)> {
+    pub fn put_layer_from_dir(&self, rootfs: &Path, format: LayerFormat) -> Result<(Descriptor, Digest)> {
         self.put_layer_with(format, |w| tar_dir(rootfs, w))
     }
 
@@ -141,17 +119,11 @@ impl LayoutWriter {
     ) -> Result<(Descriptor, Digest)> {
         let tmp = tempfile::NamedTempFile::new_in(self.dir.join("blobs/sha256"))?;
         let file = io::BufWriter::with_capacity(1 << 20, tmp.as_file().try_clone()?);
-        let outer = HashingWriter {
-            inner: file,
-            hasher: Hasher::default(),
-        };
+        let outer = HashingWriter { inner: file, hasher: Hasher::default() };
         let (media_type, diff_id, outer) = match format {
             LayerFormat::Gzip(level) => {
                 let gz = GzEncoder::new(outer, Compression::new(level.min(9)));
-                let mut inner = HashingWriter {
-                    inner: gz,
-                    hasher: Hasher::default(),
-                };
+                let mut inner = HashingWriter { inner: gz, hasher: Hasher::default() };
                 fill(&mut inner)?;
                 let outer = inner.inner.finish()?;
                 (media::OCI_LAYER_TAR_GZIP, inner.hasher.finish(), outer)
@@ -163,25 +135,17 @@ impl LayoutWriter {
                 (media::OCI_LAYER_TAR, diff_id, outer)
             }
         };
-        let HashingWriter {
-            inner: mut file,
-            hasher,
-        } = outer;
+        let HashingWriter { inner: mut file, hasher } = outer;
         file.flush()?;
         let size = hasher.len;
         let digest = hasher.finish();
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+        tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644))?;
         tmp.persist(self.blob_path(&digest)).map_err(|e| e.error)?;
         Ok((Descriptor::new(media_type, digest, size), diff_id))
     }
 
     /// Store `config` and a manifest referencing it and `layers`; returns (manifest, config).
-    pub fn put_image(
-        &self,
-        layers: &[Descriptor],
-        config: &ImageConfig,
-    ) -> Result<(Descriptor, Descriptor)> {
+    pub fn put_image(&self, layers: &[Descriptor], config: &ImageConfig) -> Result<(Descriptor, Descriptor)> {
         let config = self.put_json(media::OCI_CONFIG, config)?;
         let manifest = ImageManifest {
             schema_version: 2,
@@ -191,11 +155,7 @@ impl LayoutWriter {
             annotations: Default::default(),
         };
         let mut desc = self.put_json(media::OCI_MANIFEST, &manifest)?;
-        desc.platform = Some(Platform {
-            architecture: "amd64".into(),
-            os: "linux".into(),
-            variant: None,
-        });
+        desc.platform = Some(Platform { architecture: "amd64".into(), os: "linux".into(), variant: None });
         Ok((desc, config))
     }
 
@@ -239,9 +199,7 @@ fn tar_walk(
     b: &mut tar::Builder<&mut dyn Write>,
     links: &mut HashMap<(u64, u64), PathBuf>,
 ) -> Result<()> {
-    let mut names: Vec<_> = fs::read_dir(abs)?
-        .map(|e| e.map(|e| e.file_name()))
-        .collect::<io::Result<_>>()?;
+    let mut names: Vec<_> = fs::read_dir(abs)?.map(|e| e.map(|e| e.file_name())).collect::<io::Result<_>>()?;
     names.sort();
     for name in names {
         let path = abs.join(&name);

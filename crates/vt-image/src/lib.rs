@@ -23,6 +23,6 @@ pub mod unpack;
 
 pub use digest::Digest;
 pub use error::{Error, Result};
-pub use rootdisk::{ImageStore, RootDisk, StoreOptions};
 pub use registry::RegistrySource;
+pub use rootdisk::{ImageStore, RootDisk, StoreOptions};
 pub use store::{BlobSource, OciLayoutSource, PulledImage};

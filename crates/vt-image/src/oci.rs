@@ -15,15 +15,12 @@ pub mod media {
     pub const OCI_LAYER_TAR_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
     pub const OCI_LAYER_TAR_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
     pub const OCI_LAYER_ND_TAR: &str = "application/vnd.oci.image.layer.nondistributable.v1.tar";
-    pub const OCI_LAYER_ND_TAR_GZIP: &str =
-        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip";
+    pub const OCI_LAYER_ND_TAR_GZIP: &str = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip";
     pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-    pub const DOCKER_MANIFEST_LIST: &str =
-        "application/vnd.docker.distribution.manifest.list.v2+json";
+    pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
     pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
     pub const DOCKER_LAYER_TAR_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
-    pub const DOCKER_FOREIGN_LAYER_TAR_GZIP: &str =
-        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
+    pub const DOCKER_FOREIGN_LAYER_TAR_GZIP: &str = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
 }
 
 /// Kind of a manifest-level document.
@@ -76,13 +73,7 @@ pub struct Descriptor {
 
 impl Descriptor {
     pub fn new(media_type: &str, digest: Digest, size: u64) -> Self {
-        Self {
-            media_type: media_type.to_owned(),
-            digest,
-            size,
-            platform: None,
-            annotations: BTreeMap::new(),
-        }
+        Self { media_type: media_type.to_owned(), digest, size, platform: None, annotations: BTreeMap::new() }
     }
 }
 
@@ -122,11 +113,9 @@ pub struct ImageIndex {
 impl ImageIndex {
     /// The first manifest for linux/amd64 (variant ignored).
     pub fn linux_amd64(&self) -> Option<&Descriptor> {
-        self.manifests.iter().find(|d| {
-            d.platform
-                .as_ref()
-                .is_some_and(|p| p.os == "linux" && p.architecture == "amd64")
-        })
+        self.manifests
+            .iter()
+            .find(|d| d.platform.as_ref().is_some_and(|p| p.os == "linux" && p.architecture == "amd64"))
     }
 }
 
@@ -150,19 +139,11 @@ pub struct RuntimeConfig {
     pub user: Option<String>,
     #[serde(rename = "Env", default, skip_serializing_if = "Option::is_none")]
     pub env: Option<Vec<String>>,
-    #[serde(
-        rename = "Entrypoint",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "Entrypoint", default, skip_serializing_if = "Option::is_none")]
     pub entrypoint: Option<Vec<String>>,
     #[serde(rename = "Cmd", default, skip_serializing_if = "Option::is_none")]
     pub cmd: Option<Vec<String>>,
-    #[serde(
-        rename = "WorkingDir",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "WorkingDir", default, skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<String>,
 }
 
@@ -176,10 +157,7 @@ pub struct RootFs {
 
 impl Default for RootFs {
     fn default() -> Self {
-        Self {
-            kind: "layers".into(),
-            diff_ids: Vec::new(),
-        }
+        Self { kind: "layers".into(), diff_ids: Vec::new() }
     }
 }
 
@@ -198,19 +176,13 @@ mod tests {
             media::DOCKER_LAYER_TAR_GZIP
         );
         let m: ImageManifest = serde_json::from_str(&m).unwrap();
-        assert_eq!(
-            layer_compression(&m.layers[0].media_type).unwrap(),
-            LayerCompression::Gzip
-        );
+        assert_eq!(layer_compression(&m.layers[0].media_type).unwrap(), LayerCompression::Gzip);
         let c: ImageConfig = serde_json::from_str(
             r#"{"architecture":"amd64","os":"linux","config":{"Entrypoint":["/bin/sh"],"Env":["A=1"],
             "WorkingDir":"/w","User":"1000:1000","ExposedPorts":{"80/tcp":{}}},"rootfs":{"type":"layers","diff_ids":[]}}"#,
         )
         .unwrap();
-        assert_eq!(
-            c.config.entrypoint.as_deref(),
-            Some(&["/bin/sh".to_owned()][..])
-        );
+        assert_eq!(c.config.entrypoint.as_deref(), Some(&["/bin/sh".to_owned()][..]));
         assert_eq!(c.config.user.as_deref(), Some("1000:1000"));
         assert!(layer_compression(media::OCI_LAYER_TAR_ZSTD).is_err());
     }

@@ -44,7 +44,13 @@ impl RegistrySource {
             .user_agent(concat!("vt-image/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| source_err(format!("cannot build an HTTP client: {e}")))?;
-        Ok(Self { client, base: base.trim_end_matches('/').to_owned(), repo: repo.to_owned(), basic: None, token: Mutex::new(token) })
+        Ok(Self {
+            client,
+            base: base.trim_end_matches('/').to_owned(),
+            repo: repo.to_owned(),
+            basic: None,
+            token: Mutex::new(token),
+        })
     }
 
     /// Credentials to present to a `Bearer realm` token service (registries other than vt's).
@@ -72,7 +78,9 @@ impl RegistrySource {
         let send = |rb: RequestBuilder| rb.send().map_err(|e| source_err(format!("GET {url}: {e}")));
         let mut resp = send(build())?;
         if resp.status() == StatusCode::UNAUTHORIZED {
-            if let Some(challenge) = resp.headers().get(WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()).map(str::to_owned) {
+            if let Some(challenge) =
+                resp.headers().get(WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()).map(str::to_owned)
+            {
                 if challenge.trim_start().to_ascii_lowercase().starts_with("bearer ") {
                     let token = self.fetch_token(&challenge)?;
                     *self.token.lock().expect("token lock") = Some(token);
@@ -93,12 +101,20 @@ impl RegistrySource {
     /// The token service dance: `GET <realm>?service=..&scope=..` → `{"token"|"access_token"}`.
     fn fetch_token(&self, challenge: &str) -> Result<String> {
         let params = parse_challenge(challenge);
-        let realm = params.iter().find(|(k, _)| k == "realm").map(|(_, v)| v.clone()).ok_or_else(|| source_err("Bearer challenge without a realm"))?;
+        let realm = params
+            .iter()
+            .find(|(k, _)| k == "realm")
+            .map(|(_, v)| v.clone())
+            .ok_or_else(|| source_err("Bearer challenge without a realm"))?;
         let mut query: Vec<(&str, String)> = Vec::new();
         if let Some((_, s)) = params.iter().find(|(k, _)| k == "service") {
             query.push(("service", s.clone()));
         }
-        let scope = params.iter().find(|(k, _)| k == "scope").map(|(_, v)| v.clone()).unwrap_or_else(|| format!("repository:{}:pull", self.repo));
+        let scope = params
+            .iter()
+            .find(|(k, _)| k == "scope")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| format!("repository:{}:pull", self.repo));
         query.push(("scope", scope));
         let mut rb = self.client.get(&realm).query(&query);
         if let Some((u, p)) = &self.basic {
@@ -109,7 +125,11 @@ impl RegistrySource {
             return Err(source_err(format!("token request to {realm}: {}", resp.status())));
         }
         let v: serde_json::Value = resp.json().map_err(|e| source_err(format!("token response from {realm}: {e}")))?;
-        v.get("token").or_else(|| v.get("access_token")).and_then(|t| t.as_str()).map(str::to_owned).ok_or_else(|| source_err(format!("token response from {realm} has no token")))
+        v.get("token")
+            .or_else(|| v.get("access_token"))
+            .and_then(|t| t.as_str())
+            .map(str::to_owned)
+            .ok_or_else(|| source_err(format!("token response from {realm} has no token")))
     }
 }
 
@@ -179,7 +199,9 @@ mod tests {
 
     #[test]
     fn challenge() {
-        let p = parse_challenge(r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull""#);
+        let p = parse_challenge(
+            r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull""#,
+        );
         assert_eq!(p[0], ("realm".into(), "https://auth.example/token".into()));
         assert_eq!(p[1], ("service".into(), "registry.example".into()));
         assert_eq!(p[2], ("scope".into(), "repository:a/b:pull".into()));

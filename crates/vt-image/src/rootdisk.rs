@@ -36,12 +36,7 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self {
-            max_blob_size: 16 << 30,
-            unpack: UnpackOptions::default(),
-            fsync: true,
-            scratch_dir: None,
-        }
+        Self { max_blob_size: 16 << 30, unpack: UnpackOptions::default(), fsync: true, scratch_dir: None }
     }
 }
 
@@ -115,15 +110,11 @@ impl ImageStore {
     }
 
     pub fn disk_path(&self, digest: &Digest) -> PathBuf {
-        self.root
-            .join("rootdisks")
-            .join(format!("{}.ext4", digest.hex()))
+        self.root.join("rootdisks").join(format!("{}.ext4", digest.hex()))
     }
 
     fn info_path(&self, digest: &Digest) -> PathBuf {
-        self.root
-            .join("rootdisks")
-            .join(format!("{}.json", digest.hex()))
+        self.root.join("rootdisks").join(format!("{}.json", digest.hex()))
     }
 
     /// Pull (verify and cache) every blob of an image without building its disk.
@@ -140,11 +131,7 @@ impl ImageStore {
         }
         let bytes = fs::read(self.info_path(digest))?;
         let info = serde_json::from_slice(&bytes).map_err(|e| Error::json("root disk info", e))?;
-        Ok(Some(RootDisk {
-            path,
-            info,
-            built: false,
-        }))
+        Ok(Some(RootDisk { path, info, built: false }))
     }
 
     /// Return the root disk of image `digest`, pulling, unpacking and building it if needed.
@@ -171,16 +158,8 @@ impl ImageStore {
                 Err(e) => return Err(e),
             }
         };
-        let disk = tempfile::Builder::new()
-            .prefix(&format!("{}.", digest.hex()))
-            .suffix(".ext4")
-            .tempfile_in(&tmp)?;
-        build_ext4(
-            tree.path(),
-            disk.path(),
-            &uuid_for(digest),
-            &tree.report.owners,
-        )?;
+        let disk = tempfile::Builder::new().prefix(&format!("{}.", digest.hex())).suffix(".ext4").tempfile_in(&tmp)?;
+        build_ext4(tree.path(), disk.path(), &uuid_for(digest), &tree.report.owners)?;
         drop(tree);
         if self.opts.fsync {
             disk.as_file().sync_all()?;
@@ -193,26 +172,18 @@ impl ImageStore {
             disk_size: fs::metadata(disk.path())?.len(),
         };
         let mut info_tmp = tempfile::NamedTempFile::new_in(&tmp)?;
-        info_tmp.write_all(
-            &serde_json::to_vec_pretty(&info).map_err(|e| Error::json("root disk info", e))?,
-        )?;
+        info_tmp.write_all(&serde_json::to_vec_pretty(&info).map_err(|e| Error::json("root disk info", e))?)?;
         if self.opts.fsync {
             info_tmp.as_file().sync_all()?;
         }
-        info_tmp
-            .persist(self.info_path(digest))
-            .map_err(|e| e.error)?;
+        info_tmp.persist(self.info_path(digest)).map_err(|e| e.error)?;
         let path = self.disk_path(digest);
         disk.persist(&path).map_err(|e| e.error)?;
         if self.opts.fsync {
             fs::File::open(self.root.join("rootdisks"))?.sync_all()?;
         }
         self.builds.fetch_add(1, Ordering::SeqCst);
-        Ok(RootDisk {
-            path,
-            info,
-            built: true,
-        })
+        Ok(RootDisk { path, info, built: true })
     }
 
     /// Remove every root disk whose image digest is not in `keep`, and every blob not
@@ -236,10 +207,7 @@ impl ImageStore {
                 report.removed_disks.push(d);
             }
         }
-        let keep_blobs: HashSet<Digest> = keep
-            .iter()
-            .flat_map(|d| store::referenced_blobs(&self.blobs, d))
-            .collect();
+        let keep_blobs: HashSet<Digest> = keep.iter().flat_map(|d| store::referenced_blobs(&self.blobs, d)).collect();
         for d in self.blobs.list()? {
             if !keep_blobs.contains(&d) {
                 self.blobs.remove(&d)?;
@@ -266,14 +234,7 @@ fn remove_if_exists(path: &Path) -> Result<()> {
 /// A stable filesystem UUID derived from the image digest.
 fn uuid_for(digest: &Digest) -> String {
     let h = digest.hex();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
 }
 
 /// Sum of what `dir` needs on ext4: (4 KiB data blocks, inodes).
@@ -318,17 +279,8 @@ pub fn build_ext4(dir: &Path, out: &Path, uuid: &str, owners: &[OwnerRecord]) ->
     let mut size_mib = (bytes + bytes / 10).div_ceil(1 << 20) + 16;
     for attempt in 0..2 {
         let output = Command::new("mkfs.ext4")
-            .args([
-                "-q", "-F", "-t", "ext4", "-b", "4096", "-m", "0", "-I", "256",
-            ])
-            .args([
-                "-O",
-                "^has_journal,^resize_inode",
-                "-L",
-                "vt-root",
-                "-U",
-                uuid,
-            ])
+            .args(["-q", "-F", "-t", "ext4", "-b", "4096", "-m", "0", "-I", "256"])
+            .args(["-O", "^has_journal,^resize_inode", "-L", "vt-root", "-U", uuid])
             .arg("-N")
             .arg(inodes.to_string())
             .arg("-E")
@@ -339,11 +291,7 @@ pub fn build_ext4(dir: &Path, out: &Path, uuid: &str, owners: &[OwnerRecord]) ->
             .arg(format!("{size_mib}M"))
             .env("E2FSPROGS_FAKE_TIME", "1")
             .output()
-            .map_err(|e| Error::Tool {
-                tool: "mkfs.ext4".into(),
-                status: "not run".into(),
-                stderr: e.to_string(),
-            })?;
+            .map_err(|e| Error::Tool { tool: "mkfs.ext4".into(), status: "not run".into(), stderr: e.to_string() })?;
         if output.status.success() {
             break;
         }
@@ -360,31 +308,19 @@ pub fn build_ext4(dir: &Path, out: &Path, uuid: &str, owners: &[OwnerRecord]) ->
 }
 
 fn apply_owners(image: &Path, owners: &[OwnerRecord]) -> Result<()> {
-    let me = std::fs::metadata("/proc/self")
-        .map(|m| (m.uid() as u64, m.gid() as u64))
-        .unwrap_or((0, 0));
+    let me = std::fs::metadata("/proc/self").map(|m| (m.uid() as u64, m.gid() as u64)).unwrap_or((0, 0));
     let mut script = String::new();
     for o in owners {
         if o.path.chars().any(|c| c.is_whitespace() || c == '"') {
             continue; // debugfs cannot address these; documented limitation.
         }
         if o.uid != me.0 {
-            script += &format!(
-                "sif \"{}\" uid {}\nsif \"{}\" uid_high {}\n",
-                o.path,
-                o.uid & 0xffff,
-                o.path,
-                o.uid >> 16
-            );
+            script +=
+                &format!("sif \"{}\" uid {}\nsif \"{}\" uid_high {}\n", o.path, o.uid & 0xffff, o.path, o.uid >> 16);
         }
         if o.gid != me.1 {
-            script += &format!(
-                "sif \"{}\" gid {}\nsif \"{}\" gid_high {}\n",
-                o.path,
-                o.gid & 0xffff,
-                o.path,
-                o.gid >> 16
-            );
+            script +=
+                &format!("sif \"{}\" gid {}\nsif \"{}\" gid_high {}\n", o.path, o.gid & 0xffff, o.path, o.gid >> 16);
         }
     }
     if script.is_empty() {
@@ -392,13 +328,8 @@ fn apply_owners(image: &Path, owners: &[OwnerRecord]) -> Result<()> {
     }
     let mut f = tempfile::NamedTempFile::new()?;
     f.write_all(script.as_bytes())?;
-    let output = Command::new("debugfs")
-        .arg("-w")
-        .arg("-f")
-        .arg(f.path())
-        .arg(image)
-        .output()
-        .map_err(|e| Error::Tool {
+    let output =
+        Command::new("debugfs").arg("-w").arg("-f").arg(f.path()).arg(image).output().map_err(|e| Error::Tool {
             tool: "debugfs".into(),
             status: "not run".into(),
             stderr: e.to_string(),

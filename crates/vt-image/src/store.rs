@@ -38,16 +38,11 @@ impl OciLayoutSource {
     /// Open a layout; fails unless `oci-layout` is present and valid.
     pub fn open(dir: &Path) -> Result<Self> {
         let bytes = fs::read(dir.join("oci-layout"))?;
-        let v: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|e| Error::json("oci-layout", e))?;
+        let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| Error::json("oci-layout", e))?;
         if !v.get("imageLayoutVersion").is_some_and(|v| v.is_string()) {
-            return Err(Error::InvalidImage(
-                "oci-layout has no imageLayoutVersion".into(),
-            ));
+            return Err(Error::InvalidImage("oci-layout has no imageLayoutVersion".into()));
         }
-        Ok(Self {
-            dir: dir.to_owned(),
-        })
+        Ok(Self { dir: dir.to_owned() })
     }
 
     /// The manifests listed in `index.json`.
@@ -71,17 +66,12 @@ fn open_or_not_found(path: &Path, digest: &Digest) -> Result<fs::File> {
 
 impl BlobSource for OciLayoutSource {
     fn open_blob(&self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>> {
-        Ok(Box::new(open_or_not_found(
-            &self.path(&desc.digest),
-            &desc.digest,
-        )?))
+        Ok(Box::new(open_or_not_found(&self.path(&desc.digest), &desc.digest)?))
     }
 
     fn fetch_manifest(&self, digest: &Digest) -> Result<(Option<String>, Vec<u8>)> {
         let mut buf = Vec::new();
-        open_or_not_found(&self.path(digest), digest)?
-            .take(MAX_MANIFEST_SIZE + 1)
-            .read_to_end(&mut buf)?;
+        open_or_not_found(&self.path(digest), digest)?.take(MAX_MANIFEST_SIZE + 1).read_to_end(&mut buf)?;
         Ok((None, buf))
     }
 }
@@ -100,12 +90,7 @@ impl BlobStore {
     pub fn open(dir: &Path, tmp: &Path, max_blob_size: u64) -> Result<Self> {
         fs::create_dir_all(dir.join("sha256"))?;
         fs::create_dir_all(tmp)?;
-        Ok(Self {
-            dir: dir.to_owned(),
-            tmp: tmp.to_owned(),
-            max_blob_size,
-            fsync: false,
-        })
+        Ok(Self { dir: dir.to_owned(), tmp: tmp.to_owned(), max_blob_size, fsync: false })
     }
 
     /// Whether blobs are fsynced before being renamed into place. Default false: blobs are
@@ -150,11 +135,7 @@ impl BlobStore {
             return Ok(dst);
         }
         if desc.size > self.max_blob_size {
-            return Err(Error::TooLarge {
-                digest: desc.digest.clone(),
-                size: desc.size,
-                limit: self.max_blob_size,
-            });
+            return Err(Error::TooLarge { digest: desc.digest.clone(), size: desc.size, limit: self.max_blob_size });
         }
         let mut reader = src.open_blob(desc)?.take(desc.size.saturating_add(1));
         let tmp = tempfile::NamedTempFile::new_in(&self.tmp)?;
@@ -169,27 +150,17 @@ impl BlobStore {
                 Err(e) => return Err(e.into()),
             };
             if hasher.len + n as u64 > desc.size {
-                return Err(Error::Oversized {
-                    digest: desc.digest.clone(),
-                    expected: desc.size,
-                });
+                return Err(Error::Oversized { digest: desc.digest.clone(), expected: desc.size });
             }
             hasher.update(&buf[..n]);
             out.write_all(&buf[..n])?;
         }
         if hasher.len < desc.size {
-            return Err(Error::Truncated {
-                digest: desc.digest.clone(),
-                expected: desc.size,
-                actual: hasher.len,
-            });
+            return Err(Error::Truncated { digest: desc.digest.clone(), expected: desc.size, actual: hasher.len });
         }
         let actual = hasher.finish();
         if actual != desc.digest {
-            return Err(Error::DigestMismatch {
-                digest: desc.digest.clone(),
-                actual,
-            });
+            return Err(Error::DigestMismatch { digest: desc.digest.clone(), actual });
         }
         out.flush()?;
         drop(out);
@@ -203,11 +174,7 @@ impl BlobStore {
     /// Read a cached blob, or fetch it (verified) first; bounded by `limit`.
     fn read_small(&self, src: &dyn BlobSource, desc: &Descriptor, limit: u64) -> Result<Vec<u8>> {
         if desc.size > limit {
-            return Err(Error::TooLarge {
-                digest: desc.digest.clone(),
-                size: desc.size,
-                limit,
-            });
+            return Err(Error::TooLarge { digest: desc.digest.clone(), size: desc.size, limit });
         }
         let path = self.fetch(src, desc)?;
         Ok(fs::read(path)?)
@@ -221,18 +188,11 @@ impl BlobStore {
         }
         let (media_type, bytes) = src.fetch_manifest(digest)?;
         if bytes.len() as u64 > MAX_MANIFEST_SIZE {
-            return Err(Error::TooLarge {
-                digest: digest.clone(),
-                size: bytes.len() as u64,
-                limit: MAX_MANIFEST_SIZE,
-            });
+            return Err(Error::TooLarge { digest: digest.clone(), size: bytes.len() as u64, limit: MAX_MANIFEST_SIZE });
         }
         let actual = Digest::of(&bytes);
         if &actual != digest {
-            return Err(Error::DigestMismatch {
-                digest: digest.clone(),
-                actual,
-            });
+            return Err(Error::DigestMismatch { digest: digest.clone(), actual });
         }
         let tmp = tempfile::NamedTempFile::new_in(&self.tmp)?;
         fs::write(tmp.path(), &bytes)?;
@@ -257,20 +217,13 @@ pub struct PulledImage {
 }
 
 fn kind_of(media_type: Option<&str>, bytes: &[u8], digest: &Digest) -> Result<ManifestKind> {
-    let v: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|e| Error::json(digest.to_string(), e))?;
-    let mt = media_type.map(str::to_owned).or_else(|| {
-        v.get("mediaType")
-            .and_then(|m| m.as_str())
-            .map(str::to_owned)
-    });
+    let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| Error::json(digest.to_string(), e))?;
+    let mt = media_type.map(str::to_owned).or_else(|| v.get("mediaType").and_then(|m| m.as_str()).map(str::to_owned));
     match mt {
         Some(mt) => oci::manifest_kind(&mt).ok_or(Error::UnsupportedMediaType(mt)),
         None if v.get("manifests").is_some() => Ok(ManifestKind::Index),
         None if v.get("config").is_some() => Ok(ManifestKind::Manifest),
-        None => Err(Error::InvalidImage(format!(
-            "{digest} is neither a manifest nor an index"
-        ))),
+        None => Err(Error::InvalidImage(format!("{digest} is neither a manifest nor an index"))),
     }
 }
 
@@ -280,17 +233,12 @@ pub fn resolve(store: &BlobStore, src: &dyn BlobSource, digest: &Digest) -> Resu
     let (manifest_digest, bytes) = match kind_of(mt.as_deref(), &bytes, digest)? {
         ManifestKind::Manifest => (digest.clone(), bytes),
         ManifestKind::Index => {
-            let index: ImageIndex =
-                serde_json::from_slice(&bytes).map_err(|e| Error::json(digest.to_string(), e))?;
-            let desc = index
-                .linux_amd64()
-                .ok_or_else(|| Error::NoMatchingPlatform(digest.clone()))?;
+            let index: ImageIndex = serde_json::from_slice(&bytes).map_err(|e| Error::json(digest.to_string(), e))?;
+            let desc = index.linux_amd64().ok_or_else(|| Error::NoMatchingPlatform(digest.clone()))?;
             let (mt, bytes) = store.manifest(src, &desc.digest)?;
             let mt = mt.unwrap_or_else(|| desc.media_type.clone());
             if kind_of(Some(&mt), &bytes, &desc.digest)? != ManifestKind::Manifest {
-                return Err(Error::InvalidImage(format!(
-                    "index {digest} points to another index"
-                )));
+                return Err(Error::InvalidImage(format!("index {digest} points to another index")));
             }
             (desc.digest.clone(), bytes)
         }
@@ -298,17 +246,14 @@ pub fn resolve(store: &BlobStore, src: &dyn BlobSource, digest: &Digest) -> Resu
     let manifest: ImageManifest =
         serde_json::from_slice(&bytes).map_err(|e| Error::json(manifest_digest.to_string(), e))?;
     if manifest.schema_version != 2 {
-        return Err(Error::InvalidImage(format!(
-            "{manifest_digest}: schemaVersion {}",
-            manifest.schema_version
-        )));
+        return Err(Error::InvalidImage(format!("{manifest_digest}: schemaVersion {}", manifest.schema_version)));
     }
     for layer in &manifest.layers {
         oci::layer_compression(&layer.media_type)?;
     }
     let cbytes = store.read_small(src, &manifest.config, MAX_CONFIG_SIZE)?;
-    let config: ImageConfig = serde_json::from_slice(&cbytes)
-        .map_err(|e| Error::json(manifest.config.digest.to_string(), e))?;
+    let config: ImageConfig =
+        serde_json::from_slice(&cbytes).map_err(|e| Error::json(manifest.config.digest.to_string(), e))?;
     if !config.architecture.is_empty() && config.architecture != "amd64"
         || !config.os.is_empty() && config.os != "linux"
     {
@@ -318,17 +263,9 @@ pub fn resolve(store: &BlobStore, src: &dyn BlobSource, digest: &Digest) -> Resu
         )));
     }
     if !config.rootfs.diff_ids.is_empty() && config.rootfs.diff_ids.len() != manifest.layers.len() {
-        return Err(Error::InvalidImage(
-            "config diff_ids do not match the manifest's layers".into(),
-        ));
+        return Err(Error::InvalidImage("config diff_ids do not match the manifest's layers".into()));
     }
-    Ok(PulledImage {
-        digest: digest.clone(),
-        manifest_digest,
-        manifest,
-        config,
-        fetched: Vec::new(),
-    })
+    Ok(PulledImage { digest: digest.clone(), manifest_digest, manifest, config, fetched: Vec::new() })
 }
 
 /// Pull an image by digest: resolve it and fetch (verify, cache) every layer.
@@ -356,11 +293,7 @@ pub fn referenced_blobs(store: &BlobStore, digest: &Digest) -> Vec<Digest> {
     if v.get("manifests").is_some() {
         if let Ok(index) = serde_json::from_value::<ImageIndex>(v) {
             for m in &index.manifests {
-                out.extend(
-                    referenced_blobs(store, &m.digest)
-                        .into_iter()
-                        .filter(|d| d != digest),
-                );
+                out.extend(referenced_blobs(store, &m.digest).into_iter().filter(|d| d != digest));
             }
         }
     } else if let Ok(m) = serde_json::from_value::<ImageManifest>(v) {

@@ -15,13 +15,8 @@ pub const BUSYBOX: &str = "/bin/busybox";
 pub fn busybox_rootfs(dir: &Path) -> Result<()> {
     fs::create_dir_all(dir.join("bin"))?;
     fs::copy(BUSYBOX, dir.join("bin/busybox"))?;
-    fs::set_permissions(
-        dir.join("bin/busybox"),
-        std::fs::Permissions::from_mode(0o755),
-    )?;
-    for applet in [
-        "sh", "ls", "cat", "echo", "env", "sleep", "mkdir", "mount", "uname", "wget", "id",
-    ] {
+    fs::set_permissions(dir.join("bin/busybox"), std::fs::Permissions::from_mode(0o755))?;
+    for applet in ["sh", "ls", "cat", "echo", "env", "sleep", "mkdir", "mount", "uname", "wget", "id"] {
         std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet))?;
     }
     for d in ["etc", "proc", "sys", "dev", "root", "var"] {
@@ -29,10 +24,7 @@ pub fn busybox_rootfs(dir: &Path) -> Result<()> {
     }
     fs::create_dir_all(dir.join("tmp"))?;
     fs::set_permissions(dir.join("tmp"), std::fs::Permissions::from_mode(0o1777))?;
-    fs::write(
-        dir.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n",
-    )?;
+    fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n")?;
     fs::write(dir.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n")?;
     Ok(())
 }
@@ -44,10 +36,7 @@ pub fn busybox_root_disk(tmp: &Path) -> Result<std::path::PathBuf> {
     let rootfs = tmp.join("rootfs");
     busybox_rootfs(&rootfs)?;
     let layout = tmp.join("layout");
-    let config = crate::oci::RuntimeConfig {
-        entrypoint: Some(vec!["/bin/sh".into()]),
-        ..Default::default()
-    };
+    let config = crate::oci::RuntimeConfig { entrypoint: Some(vec!["/bin/sh".into()]), ..Default::default() };
     let img = crate::layout::write_image(&rootfs, &layout, config, crate::layout::LayerFormat::Uncompressed)?;
     let store = crate::ImageStore::open(&tmp.join("images"), crate::StoreOptions::default())?;
     let src = crate::OciLayoutSource::open(&layout)?;
@@ -67,14 +56,7 @@ impl TarBuilder {
     }
 
     /// Append an entry with raw `name` (max 100 bytes) and `link` (max 100 bytes).
-    pub fn raw(
-        mut self,
-        kind: tar::EntryType,
-        name: &str,
-        link: &str,
-        mode: u32,
-        data: &[u8],
-    ) -> Self {
+    pub fn raw(mut self, kind: tar::EntryType, name: &str, link: &str, mode: u32, data: &[u8]) -> Self {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(kind);
         h.set_mode(mode);
@@ -98,21 +80,12 @@ impl TarBuilder {
         self
     }
 
-    pub fn owned(
-        self,
-        kind: tar::EntryType,
-        name: &str,
-        uid: u64,
-        gid: u64,
-        mode: u32,
-        data: &[u8],
-    ) -> Self {
+    pub fn owned(self, kind: tar::EntryType, name: &str, uid: u64, gid: u64, mode: u32, data: &[u8]) -> Self {
         let mut me = self.raw(kind, name, "", mode, data);
         // Patch uid/gid into the header just appended.
         let start = me.out.len() - data.len().div_ceil(512) * 512 - 512;
         let mut h = tar::Header::new_gnu();
-        h.as_mut_bytes()
-            .copy_from_slice(&me.out[start..start + 512]);
+        h.as_mut_bytes().copy_from_slice(&me.out[start..start + 512]);
         h.set_uid(uid);
         h.set_gid(gid);
         h.set_cksum();

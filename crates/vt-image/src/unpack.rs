@@ -39,10 +39,7 @@ pub struct UnpackOptions {
 
 impl Default for UnpackOptions {
     fn default() -> Self {
-        Self {
-            max_bytes: 64 << 30,
-            apply_ownership: None,
-        }
+        Self { max_bytes: 64 << 30, apply_ownership: None }
     }
 }
 
@@ -117,10 +114,7 @@ impl Unpacker {
         let reader = BufReader::with_capacity(1 << 20, reader);
         let actual = match compression {
             LayerCompression::None => {
-                let mut hashing = HashingReader {
-                    inner: reader,
-                    hasher: Hasher::default(),
-                };
+                let mut hashing = HashingReader { inner: reader, hasher: Hasher::default() };
                 self.apply_tar(layer, &mut hashing)?;
                 diff_id.map(|_| hashing.hasher.finish())
             }
@@ -158,14 +152,7 @@ impl Unpacker {
                         }
                     }
                 });
-                let applied = self.apply_tar(
-                    layer,
-                    ChannelReader {
-                        rx,
-                        chunk: Vec::new(),
-                        pos: 0,
-                    },
-                );
+                let applied = self.apply_tar(layer, ChannelReader { rx, chunk: Vec::new(), pos: 0 });
                 let digest = producer.join().unwrap_or(None);
                 applied.map(|()| digest)
             })?,
@@ -200,9 +187,7 @@ impl Unpacker {
             }
         }
         let root = self.root.clone();
-        self.report
-            .owners
-            .retain(|o| fs::symlink_metadata(root.join(&o.path[1..])).is_ok());
+        self.report.owners.retain(|o| fs::symlink_metadata(root.join(&o.path[1..])).is_ok());
         Ok(self.report)
     }
 
@@ -214,11 +199,8 @@ impl Unpacker {
     ) -> Result<()> {
         let raw = entry.path_bytes().into_owned();
         let shown = String::from_utf8_lossy(&raw).into_owned();
-        let hostile = |reason: &str| Error::HostileLayer {
-            layer: layer.clone(),
-            path: shown.clone(),
-            reason: reason.into(),
-        };
+        let hostile =
+            |reason: &str| Error::HostileLayer { layer: layer.clone(), path: shown.clone(), reason: reason.into() };
         let comps = normalize(&raw).map_err(hostile)?;
         let header = entry.header();
         let kind = header.entry_type();
@@ -246,11 +228,7 @@ impl Unpacker {
             if name == OPAQUE {
                 self.opaque(&parent, created)?;
             } else {
-                if victim.is_empty()
-                    || victim == b"."
-                    || victim == b".."
-                    || victim.starts_with(WHITEOUT_PREFIX)
-                {
+                if victim.is_empty() || victim == b"." || victim == b".." || victim.starts_with(WHITEOUT_PREFIX) {
                     return Err(hostile("whiteout names no sibling"));
                 }
                 let target = parent.join(OsStr::from_bytes(victim));
@@ -265,9 +243,7 @@ impl Unpacker {
         }
 
         match kind {
-            tar::EntryType::Char | tar::EntryType::Block => {
-                return Err(hostile("device nodes are refused"))
-            }
+            tar::EntryType::Char | tar::EntryType::Block => return Err(hostile("device nodes are refused")),
             tar::EntryType::Fifo => {
                 self.report.skipped.push(format!("/{shown}"));
                 return Ok(());
@@ -305,24 +281,18 @@ impl Unpacker {
                 self.own(&path, image_path, meta)?;
             }
             tar::EntryType::Symlink => {
-                let target = entry
-                    .link_name_bytes()
-                    .ok_or_else(|| hostile("symlink without target"))?;
+                let target = entry.link_name_bytes().ok_or_else(|| hostile("symlink without target"))?;
                 if target.is_empty() {
                     return Err(hostile("symlink without target"));
                 }
                 self.remove(&path)?;
-                std::os::unix::fs::symlink(OsStr::from_bytes(&target), &path).map_err(|e| {
-                    io::Error::new(e.kind(), format!("symlink {}: {e}", path.display()))
-                })?;
+                std::os::unix::fs::symlink(OsStr::from_bytes(&target), &path)
+                    .map_err(|e| io::Error::new(e.kind(), format!("symlink {}: {e}", path.display())))?;
                 self.own(&path, image_path, meta)?;
             }
             tar::EntryType::Link => {
-                let target = entry
-                    .link_name_bytes()
-                    .ok_or_else(|| hostile("hard link without target"))?;
-                let tcomps =
-                    normalize(&target).map_err(|r| hostile(&format!("hard link target: {r}")))?;
+                let target = entry.link_name_bytes().ok_or_else(|| hostile("hard link without target"))?;
+                let tcomps = normalize(&target).map_err(|r| hostile(&format!("hard link target: {r}")))?;
                 let Some((tname, tparents)) = tcomps.split_last() else {
                     return Err(hostile("hard link to the root"));
                 };
@@ -345,14 +315,9 @@ impl Unpacker {
                 self.remove(&path)?;
                 let size = entry.size();
                 if self.report.file_bytes.saturating_add(size) > self.opts.max_bytes {
-                    return Err(Error::UnpackTooLarge {
-                        limit: self.opts.max_bytes,
-                    });
+                    return Err(Error::UnpackTooLarge { limit: self.opts.max_bytes });
                 }
-                let mut file = fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .open(&path)?;
+                let mut file = fs::OpenOptions::new().write(true).create_new(true).open(&path)?;
                 loop {
                     let n = match entry.read(&mut self.buf) {
                         Ok(0) => break,
@@ -362,29 +327,17 @@ impl Unpacker {
                     };
                     self.report.file_bytes += n as u64;
                     if self.report.file_bytes > self.opts.max_bytes {
-                        return Err(Error::UnpackTooLarge {
-                            limit: self.opts.max_bytes,
-                        });
+                        return Err(Error::UnpackTooLarge { limit: self.opts.max_bytes });
                     }
                     file.write_all(&self.buf[..n])?;
                 }
                 if self.chown {
-                    std::os::unix::fs::fchown(
-                        file.file(),
-                        Some(meta.uid as u32),
-                        Some(meta.gid as u32),
-                    )?;
+                    std::os::unix::fs::fchown(file.file(), Some(meta.uid as u32), Some(meta.gid as u32))?;
                 } else {
-                    self.report.owners.push(OwnerRecord {
-                        path: image_path,
-                        uid: meta.uid,
-                        gid: meta.gid,
-                    });
+                    self.report.owners.push(OwnerRecord { path: image_path, uid: meta.uid, gid: meta.gid });
                 }
-                file.file()
-                    .set_permissions(std::fs::Permissions::from_mode(meta.mode))?;
-                file.file()
-                    .set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(meta.mtime))?;
+                file.file().set_permissions(std::fs::Permissions::from_mode(meta.mode))?;
+                file.file().set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(meta.mtime))?;
             }
         }
         created.insert(&self.root, path);
@@ -396,11 +349,7 @@ impl Unpacker {
             std::os::unix::fs::lchown(path, Some(meta.uid as u32), Some(meta.gid as u32))
                 .map_err(|e| io::Error::new(e.kind(), format!("lchown {}: {e}", path.display())))?;
         } else {
-            self.report.owners.push(OwnerRecord {
-                path: image_path,
-                uid: meta.uid,
-                gid: meta.gid,
-            });
+            self.report.owners.push(OwnerRecord { path: image_path, uid: meta.uid, gid: meta.gid });
         }
         Ok(())
     }
@@ -439,11 +388,7 @@ impl Unpacker {
 
     /// Resolve parent components inside the root, following symlinks chroot-style and
     /// creating missing directories when `create` (else `Ok(None)` when something is missing).
-    fn resolve_dir(
-        &mut self,
-        comps: &[&[u8]],
-        create: bool,
-    ) -> Result<Option<PathBuf>, &'static str> {
+    fn resolve_dir(&mut self, comps: &[&[u8]], create: bool) -> Result<Option<PathBuf>, &'static str> {
         self.resolve_dir_in(comps, create, None)
     }
 
@@ -460,10 +405,7 @@ impl Unpacker {
         }
         let mut resolved = self.root.clone();
         let mut depth = 0usize;
-        let mut pending: VecDeque<OsString> = comps
-            .iter()
-            .map(|c| OsStr::from_bytes(c).to_owned())
-            .collect();
+        let mut pending: VecDeque<OsString> = comps.iter().map(|c| OsStr::from_bytes(c).to_owned()).collect();
         let mut hops = 0;
         while let Some(c) = pending.pop_front() {
             let cb = c.as_bytes();
@@ -489,10 +431,8 @@ impl Unpacker {
                     if hops > MAX_SYMLINK_HOPS {
                         return Err("too many levels of symlinks");
                     }
-                    let target = std::fs::read_link(&next)
-                        .map_err(|_| "unreadable symlink")?
-                        .into_os_string()
-                        .into_vec();
+                    let target =
+                        std::fs::read_link(&next).map_err(|_| "unreadable symlink")?.into_os_string().into_vec();
                     if target.starts_with(b"/") {
                         resolved = self.root.clone();
                         depth = 0;
@@ -526,10 +466,7 @@ fn normalize(raw: &[u8]) -> Result<Vec<&[u8]>, &'static str> {
     if raw.starts_with(b"/") {
         return Err("absolute path");
     }
-    let comps: Vec<&[u8]> = raw
-        .split(|b| *b == b'/')
-        .filter(|c| !c.is_empty() && *c != b".")
-        .collect();
+    let comps: Vec<&[u8]> = raw.split(|b| *b == b'/').filter(|c| !c.is_empty() && *c != b".").collect();
     if comps.iter().any(|c| *c == b"..") {
         return Err("path traversal (..)");
     }
@@ -656,13 +593,8 @@ pub fn unpack_image(
     parent: &Path,
     opts: UnpackOptions,
 ) -> Result<UnpackedTree> {
-    let dir = tempfile::Builder::new()
-        .prefix(".unpack-")
-        .tempdir_in(parent)?;
-    let mut tree = UnpackedTree {
-        path: dir.keep(),
-        report: UnpackReport::default(),
-    };
+    let dir = tempfile::Builder::new().prefix(".unpack-").tempdir_in(parent)?;
+    let mut tree = UnpackedTree { path: dir.keep(), report: UnpackReport::default() };
     let mut unpacker = Unpacker::new(&tree.path, opts)?;
     for (i, layer) in image.manifest.layers.iter().enumerate() {
         let compression = layer_compression(&layer.media_type)?;
@@ -683,20 +615,14 @@ pub fn unpack_image(
             unpacker.apply_layer(&layer.digest, file, compression, diff_id)?;
             continue;
         }
-        let mut raw = HashingReader {
-            inner: file,
-            hasher: Hasher::default(),
-        };
+        let mut raw = HashingReader { inner: file, hasher: Hasher::default() };
         let applied = unpacker.apply_layer(&layer.digest, &mut raw, compression, diff_id);
         io::copy(&mut raw, &mut io::sink())?;
         let size = raw.hasher.len;
         let actual = raw.hasher.finish();
         if actual != layer.digest || size != layer.size {
             blobs.remove(&layer.digest)?;
-            return Err(Error::DigestMismatch {
-                digest: layer.digest.clone(),
-                actual,
-            });
+            return Err(Error::DigestMismatch { digest: layer.digest.clone(), actual });
         }
         applied?;
     }

@@ -30,11 +30,7 @@ fn layered_image(out: &Path, layers: &[Vec<u8>]) -> Digest {
     let mut descs = Vec::new();
     let mut diff_ids = Vec::new();
     for (i, tar) in layers.iter().enumerate() {
-        let format = if i % 2 == 0 {
-            LayerFormat::Gzip(6)
-        } else {
-            LayerFormat::Uncompressed
-        };
+        let format = if i % 2 == 0 { LayerFormat::Gzip(6) } else { LayerFormat::Uncompressed };
         let (d, diff) = w.put_layer_tar(tar, format).unwrap();
         descs.push(d);
         diff_ids.push(diff);
@@ -43,10 +39,7 @@ fn layered_image(out: &Path, layers: &[Vec<u8>]) -> Digest {
         architecture: "amd64".into(),
         os: "linux".into(),
         config: runtime(),
-        rootfs: RootFs {
-            kind: "layers".into(),
-            diff_ids,
-        },
+        rootfs: RootFs { kind: "layers".into(), diff_ids },
     };
     let (m, _) = w.put_image(&descs, &config).unwrap();
     w.write_index(std::slice::from_ref(&m)).unwrap();
@@ -54,21 +47,14 @@ fn layered_image(out: &Path, layers: &[Vec<u8>]) -> Digest {
 }
 
 fn files_in(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    let mut v: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     v.sort();
     v
 }
 
 fn debugfs(disk: &Path, req: &str) -> String {
-    let out = Command::new("debugfs")
-        .arg("-R")
-        .arg(req)
-        .arg(disk)
-        .output()
-        .unwrap();
+    let out = Command::new("debugfs").arg("-R").arg(req).arg(disk).output().unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
 }
 
@@ -78,20 +64,8 @@ fn disk_stat(disk: &Path, path: &str) -> Option<(String, u32, u32)> {
     if s.contains("not found") {
         return None;
     }
-    let after = |key: &str| {
-        s.split(key)
-            .nth(1)
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .to_owned()
-    };
-    Some((
-        after("Mode:"),
-        after("User:").parse().unwrap(),
-        after("Group:").parse().unwrap(),
-    ))
+    let after = |key: &str| s.split(key).nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
+    Some((after("Mode:"), after("User:").parse().unwrap(), after("Group:").parse().unwrap()))
 }
 
 #[test]
@@ -123,35 +97,15 @@ fn layout_is_deterministic_and_readable() {
     assert_eq!(img.config.rootfs.diff_ids, vec![ia.diff_id.clone()]);
     let tree = unpack_image(&store, &img, t.path(), UnpackOptions::default()).unwrap();
     let root = tree.path();
-    assert_eq!(
-        std::fs::symlink_metadata(root.join("bin/busybox"))
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o7777,
-        0o755
-    );
-    assert_eq!(
-        std::fs::read_link(root.join("bin/sh")).unwrap(),
-        Path::new("busybox")
-    );
-    assert_eq!(
-        std::fs::metadata(root.join("tmp"))
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o7777,
-        0o1777
-    );
+    assert_eq!(std::fs::symlink_metadata(root.join("bin/busybox")).unwrap().permissions().mode() & 0o7777, 0o755);
+    assert_eq!(std::fs::read_link(root.join("bin/sh")).unwrap(), Path::new("busybox"));
+    assert_eq!(std::fs::metadata(root.join("tmp")).unwrap().permissions().mode() & 0o7777, 0o1777);
     let (s, d) = (
         std::fs::metadata(root.join("etc/hardlink-src")).unwrap(),
         std::fs::metadata(root.join("etc/hardlink-dst")).unwrap(),
     );
     assert_eq!(s.ino(), d.ino());
-    assert_eq!(
-        std::fs::read(root.join("bin/busybox")).unwrap(),
-        std::fs::read("/bin/busybox").unwrap()
-    );
+    assert_eq!(std::fs::read(root.join("bin/busybox")).unwrap(), std::fs::read("/bin/busybox").unwrap());
 }
 
 #[test]
@@ -180,23 +134,12 @@ fn mkimage_binary_writes_a_layout() {
         ])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let digest: Digest = String::from_utf8(out.stdout)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let digest: Digest = String::from_utf8(out.stdout).unwrap().trim().parse().unwrap();
     let src = OciLayoutSource::open(&t.path().join("l")).unwrap();
     let store = BlobStore::open(&t.path().join("c"), &t.path().join("tmp"), 1 << 30).unwrap();
     let img = store::pull(&store, &src, &digest).unwrap();
-    assert_eq!(
-        img.config.config.entrypoint,
-        Some(vec!["/bin/sh".into(), "-c".into()])
-    );
+    assert_eq!(img.config.config.entrypoint, Some(vec!["/bin/sh".into(), "-c".into()]));
     assert_eq!(img.config.config.env, Some(vec!["A=1".into()]));
     assert_eq!(img.config.config.working_dir.as_deref(), Some("/tmp"));
     assert_eq!(img.config.config.user.as_deref(), Some("1:1"));
@@ -265,16 +208,7 @@ fn pull_rejects_bad_blobs_and_leaves_nothing() {
         let cache = t.path().join(format!("c-{name}"));
         let tmp = t.path().join(format!("t-{name}"));
         let store = BlobStore::open(&cache, &tmp, 1 << 30).unwrap();
-        let err = store::pull(
-            &store,
-            &Tamper {
-                inner: &src,
-                target: layer.clone(),
-                f,
-            },
-            &digest,
-        )
-        .unwrap_err();
+        let err = store::pull(&store, &Tamper { inner: &src, target: layer.clone(), f }, &digest).unwrap_err();
         match (name, &err) {
             ("truncated", Error::Truncated { .. })
             | ("oversized", Error::Oversized { .. })
@@ -285,36 +219,18 @@ fn pull_rejects_bad_blobs_and_leaves_nothing() {
         assert!(files_in(&tmp).is_empty(), "{name}: temp files left");
         // A tampered manifest is rejected too (fresh cache: the good manifest is cached above).
         let store = BlobStore::open(&t.path().join(format!("m-{name}")), &tmp, 1 << 30).unwrap();
-        let err = store::pull(
-            &store,
-            &Tamper {
-                inner: &src,
-                target: digest.clone(),
-                f,
-            },
-            &digest,
-        )
-        .unwrap_err();
+        let err = store::pull(&store, &Tamper { inner: &src, target: digest.clone(), f }, &digest).unwrap_err();
         assert!(
-            matches!(
-                err,
-                Error::DigestMismatch { .. } | Error::Truncated { .. } | Error::Oversized { .. }
-            ),
+            matches!(err, Error::DigestMismatch { .. } | Error::Truncated { .. } | Error::Oversized { .. }),
             "{err}"
         );
     }
     // Size limit is enforced before download.
     let store = BlobStore::open(&t.path().join("small"), &t.path().join("stmp"), 100).unwrap();
-    assert!(matches!(
-        store::pull(&store, &src, &digest),
-        Err(Error::TooLarge { .. })
-    ));
+    assert!(matches!(store::pull(&store, &src, &digest), Err(Error::TooLarge { .. })));
     // Unknown digest.
     let missing = Digest::of(b"nope");
-    assert!(matches!(
-        store::pull(&store, &src, &missing),
-        Err(Error::NotFound(_))
-    ));
+    assert!(matches!(store::pull(&store, &src, &missing), Err(Error::NotFound(_))));
 }
 
 #[test]
@@ -323,62 +239,38 @@ fn index_resolves_to_linux_amd64() {
     let out = t.path().join("l");
     let amd64 = layered_image(&out, &[TarBuilder::new().file("arch", b"amd64").build()]);
     let w = LayoutWriter::create(&out).unwrap();
-    let (l, d) = w
-        .put_layer_tar(
-            &TarBuilder::new().file("arch", b"arm64").build(),
-            LayerFormat::Gzip(6),
-        )
-        .unwrap();
+    let (l, d) = w.put_layer_tar(&TarBuilder::new().file("arch", b"arm64").build(), LayerFormat::Gzip(6)).unwrap();
     let cfg = ImageConfig {
         architecture: "arm64".into(),
         os: "linux".into(),
         config: runtime(),
-        rootfs: RootFs {
-            kind: "layers".into(),
-            diff_ids: vec![d],
-        },
+        rootfs: RootFs { kind: "layers".into(), diff_ids: vec![d] },
     };
     let (mut arm, _) = w.put_image(&[l], &cfg).unwrap();
-    arm.platform = Some(Platform {
-        architecture: "arm64".into(),
-        os: "linux".into(),
-        variant: Some("v8".into()),
-    });
+    arm.platform = Some(Platform { architecture: "arm64".into(), os: "linux".into(), variant: Some("v8".into()) });
     let src = OciLayoutSource::open(&out).unwrap();
     let mut amd = src.index().unwrap().manifests[0].clone();
-    amd.platform = Some(Platform {
-        architecture: "amd64".into(),
-        os: "linux".into(),
-        variant: None,
-    });
+    amd.platform = Some(Platform { architecture: "amd64".into(), os: "linux".into(), variant: None });
     let index = |m: Vec<Descriptor>| ImageIndex {
         schema_version: 2,
         media_type: Some(media::OCI_INDEX.into()),
         manifests: m,
         annotations: Default::default(),
     };
-    let both = w
-        .put_json(media::OCI_INDEX, &index(vec![arm.clone(), amd.clone()]))
-        .unwrap();
+    let both = w.put_json(media::OCI_INDEX, &index(vec![arm.clone(), amd.clone()])).unwrap();
     let only_arm = w.put_json(media::OCI_INDEX, &index(vec![arm])).unwrap();
 
     let store = BlobStore::open(&t.path().join("c"), &t.path().join("tmp"), 1 << 30).unwrap();
     let img = store::pull(&store, &src, &both.digest).unwrap();
     assert_eq!(img.digest, both.digest);
     assert_eq!(img.manifest_digest, amd64);
-    assert!(matches!(
-        store::pull(&store, &src, &only_arm.digest),
-        Err(Error::NoMatchingPlatform(_))
-    ));
+    assert!(matches!(store::pull(&store, &src, &only_arm.digest), Err(Error::NoMatchingPlatform(_))));
 }
 
 fn unpack_layers(
     layers: &[Vec<u8>],
     opts: UnpackOptions,
-) -> (
-    tempfile::TempDir,
-    vt_image::Result<vt_image::unpack::UnpackedTree>,
-) {
+) -> (tempfile::TempDir, vt_image::Result<vt_image::unpack::UnpackedTree>) {
     let t = tempfile::tempdir().unwrap();
     let digest = layered_image(&t.path().join("l"), layers);
     let src = OciLayoutSource::open(&t.path().join("l")).unwrap();
@@ -429,47 +321,23 @@ fn layers_apply_in_order_with_whiteouts() {
     assert!(!r.join("etc/my-app-config").exists());
     assert!(!r.join("etc/.wh.my-app-config").exists());
     assert_eq!(std::fs::read(r.join("etc/keep")).unwrap(), b"keep");
-    assert!(
-        !r.join("a/b/c/bar").exists(),
-        "opaque must hide lower a/b/c/bar"
-    );
+    assert!(!r.join("a/b/c/bar").exists(), "opaque must hide lower a/b/c/bar");
     assert_eq!(std::fs::read(r.join("a/b/c/foo")).unwrap(), b"foo");
-    assert_eq!(
-        std::fs::metadata(r.join("a/b"))
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o7777,
-        0o750
-    );
+    assert_eq!(std::fs::metadata(r.join("a/b")).unwrap().permissions().mode() & 0o7777, 0o750);
     assert_eq!(files_in(&r.join("bin")), vec!["new", "new-link"]);
     assert_eq!(
         std::fs::metadata(r.join("bin/new")).unwrap().ino(),
         std::fs::metadata(r.join("bin/new-link")).unwrap().ino()
     );
     assert_eq!(std::fs::read(r.join("replaced")).unwrap(), b"new");
-    assert_eq!(
-        std::fs::read_link(r.join("etc/link")).unwrap(),
-        Path::new("keep")
-    );
-    assert_eq!(
-        std::fs::metadata(r.join("ro"))
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o7777,
-        0o555
-    );
+    assert_eq!(std::fs::read_link(r.join("etc/link")).unwrap(), Path::new("keep"));
+    assert_eq!(std::fs::metadata(r.join("ro")).unwrap().permissions().mode() & 0o7777, 0o555);
     let owned = std::fs::metadata(r.join("etc/owned")).unwrap();
     assert_eq!(owned.permissions().mode() & 0o7777, 0o4755);
     if vt_image::unpack::running_as_root() {
         assert_eq!((owned.uid(), owned.gid()), (1000, 1001));
     } else {
-        assert!(tree
-            .report
-            .owners
-            .iter()
-            .any(|o| o.path == "/etc/owned" && o.uid == 1000 && o.gid == 1001));
+        assert!(tree.report.owners.iter().any(|o| o.path == "/etc/owned" && o.uid == 1000 && o.gid == 1001));
     }
 }
 
@@ -508,110 +376,47 @@ fn opaque_keeps_this_layers_content_in_implicit_and_lower_dirs() {
 fn absolute_symlinks_resolve_inside_the_root() {
     let host = tempfile::tempdir().unwrap();
     let host_dir = host.path().join("victim");
-    let layer = TarBuilder::new()
-        .symlink("escape", host_dir.to_str().unwrap())
-        .file("escape/written", b"x")
-        .build();
+    let layer = TarBuilder::new().symlink("escape", host_dir.to_str().unwrap()).file("escape/written", b"x").build();
     let (_t, tree) = unpack_layers(&[layer], UnpackOptions::default());
     let tree = tree.unwrap();
     assert!(!host_dir.exists(), "wrote outside the root");
-    let inside = tree
-        .path()
-        .join(host_dir.strip_prefix("/").unwrap())
-        .join("written");
+    let inside = tree.path().join(host_dir.strip_prefix("/").unwrap()).join("written");
     assert_eq!(std::fs::read(inside).unwrap(), b"x");
 }
 
 #[test]
 fn hostile_layers_are_refused_and_leave_nothing() {
-    let device = TarBuilder::new()
-        .raw(EntryType::Char, "dev/mem", "", 0o600, b"")
-        .build();
+    let device = TarBuilder::new().raw(EntryType::Char, "dev/mem", "", 0o600, b"").build();
     let cases: Vec<(&str, Vec<Vec<u8>>)> = vec![
-        (
-            "dotdot",
-            vec![TarBuilder::new().file("../evil", b"x").build()],
-        ),
-        (
-            "inner dotdot",
-            vec![TarBuilder::new()
-                .dir("a/", 0o755)
-                .file("a/../../evil", b"x")
-                .build()],
-        ),
-        (
-            "absolute",
-            vec![TarBuilder::new().file("/tmp/evil", b"x").build()],
-        ),
+        ("dotdot", vec![TarBuilder::new().file("../evil", b"x").build()]),
+        ("inner dotdot", vec![TarBuilder::new().dir("a/", 0o755).file("a/../../evil", b"x").build()]),
+        ("absolute", vec![TarBuilder::new().file("/tmp/evil", b"x").build()]),
         (
             "symlink escape",
-            vec![TarBuilder::new()
-                .symlink("up", "../../../../../../tmp")
-                .file("up/evil", b"x")
-                .build()],
+            vec![TarBuilder::new().symlink("up", "../../../../../../tmp").file("up/evil", b"x").build()],
         ),
         (
             "symlink escape later layer",
             vec![
-                TarBuilder::new()
-                    .dir("d/", 0o755)
-                    .symlink("d/up", "../..")
-                    .build(),
+                TarBuilder::new().dir("d/", 0o755).symlink("d/up", "../..").build(),
                 TarBuilder::new().file("d/up/evil", b"x").build(),
             ],
         ),
         (
             "symlink chain escape",
-            vec![TarBuilder::new()
-                .symlink("a", "b/..")
-                .symlink("b", "/..")
-                .file("a/evil", b"x")
-                .build()],
+            vec![TarBuilder::new().symlink("a", "b/..").symlink("b", "/..").file("a/evil", b"x").build()],
         ),
-        (
-            "hardlink outside",
-            vec![TarBuilder::new()
-                .hardlink("passwd", "../../../../etc/passwd")
-                .build()],
-        ),
-        (
-            "hardlink absolute",
-            vec![TarBuilder::new().hardlink("passwd", "/etc/passwd").build()],
-        ),
+        ("hardlink outside", vec![TarBuilder::new().hardlink("passwd", "../../../../etc/passwd").build()]),
+        ("hardlink absolute", vec![TarBuilder::new().hardlink("passwd", "/etc/passwd").build()]),
         (
             "hardlink via symlink",
-            vec![TarBuilder::new()
-                .symlink("up", "../../../../..")
-                .hardlink("passwd", "up/etc/passwd")
-                .build()],
+            vec![TarBuilder::new().symlink("up", "../../../../..").hardlink("passwd", "up/etc/passwd").build()],
         ),
-        (
-            "hardlink missing",
-            vec![TarBuilder::new().hardlink("x", "nothing").build()],
-        ),
-        (
-            "hardlink dir",
-            vec![TarBuilder::new()
-                .dir("d/", 0o755)
-                .hardlink("x", "d")
-                .build()],
-        ),
+        ("hardlink missing", vec![TarBuilder::new().hardlink("x", "nothing").build()]),
+        ("hardlink dir", vec![TarBuilder::new().dir("d/", 0o755).hardlink("x", "d").build()]),
         ("device", vec![device]),
-        (
-            "whiteout parent",
-            vec![TarBuilder::new()
-                .dir("d/", 0o755)
-                .file("d/.wh..", b"")
-                .build()],
-        ),
-        (
-            "symlink loop",
-            vec![TarBuilder::new()
-                .symlink("a", "b")
-                .symlink("b", "a")
-                .file("a/x", b"x")
-                .build()],
-        ),
+        ("whiteout parent", vec![TarBuilder::new().dir("d/", 0o755).file("d/.wh..", b"").build()]),
+        ("symlink loop", vec![TarBuilder::new().symlink("a", "b").symlink("b", "a").file("a/x", b"x").build()]),
     ];
     for (name, layers) in cases {
         let (t, r) = unpack_layers(&layers, UnpackOptions::default());
@@ -620,34 +425,19 @@ fn hostile_layers_are_refused_and_leave_nothing() {
             Err(e) => panic!("{name}: wrong error {e}"),
             Ok(_) => panic!("{name}: accepted"),
         }
-        assert!(
-            files_in(&t.path().join("work")).is_empty(),
-            "{name}: left files behind"
-        );
+        assert!(files_in(&t.path().join("work")).is_empty(), "{name}: left files behind");
         assert!(!Path::new("/tmp/evil").exists());
     }
     // Too much content for the limit.
-    let big = TarBuilder::new()
-        .file("a", &[1u8; 4096])
-        .file("b", &[2u8; 4096])
-        .build();
-    let (t, r) = unpack_layers(
-        &[big],
-        UnpackOptions {
-            max_bytes: 6000,
-            ..Default::default()
-        },
-    );
+    let big = TarBuilder::new().file("a", &[1u8; 4096]).file("b", &[2u8; 4096]).build();
+    let (t, r) = unpack_layers(&[big], UnpackOptions { max_bytes: 6000, ..Default::default() });
     assert!(matches!(r, Err(Error::UnpackTooLarge { .. })), "{r:?}");
     assert!(files_in(&t.path().join("work")).is_empty());
 }
 
 #[test]
 fn fifo_is_skipped() {
-    let layer = TarBuilder::new()
-        .raw(EntryType::Fifo, "pipe", "", 0o644, b"")
-        .file("ok", b"1")
-        .build();
+    let layer = TarBuilder::new().raw(EntryType::Fifo, "pipe", "", 0o644, b"").file("ok", b"1").build();
     let (_t, tree) = unpack_layers(&[layer], UnpackOptions::default());
     let tree = tree.unwrap();
     assert!(!tree.path().join("pipe").exists());
@@ -662,14 +452,7 @@ fn busybox_layers() -> Vec<Vec<u8>> {
     vt_image::layout::tar_dir(t.path(), &mut base).unwrap();
     let top = TarBuilder::new()
         .file("etc/.wh.doomed", b"")
-        .owned(
-            EntryType::Regular,
-            "etc/app.conf",
-            1000,
-            1000,
-            0o640,
-            b"conf",
-        )
+        .owned(EntryType::Regular, "etc/app.conf", 1000, 1000, 0o640, b"conf")
         .build();
     vec![base, top]
 }
@@ -679,8 +462,7 @@ fn rootdisk_build_cache_hit_single_flight_and_gc() {
     let t = tempfile::tempdir().unwrap();
     let digest = layered_image(&t.path().join("l"), &busybox_layers());
     let src = Arc::new(OciLayoutSource::open(&t.path().join("l")).unwrap());
-    let store =
-        Arc::new(ImageStore::open(&t.path().join("store"), StoreOptions::default()).unwrap());
+    let store = Arc::new(ImageStore::open(&t.path().join("store"), StoreOptions::default()).unwrap());
 
     let handles: Vec<_> = (0..4)
         .map(|_| {
@@ -693,26 +475,14 @@ fn rootdisk_build_cache_hit_single_flight_and_gc() {
     assert_eq!(disks.iter().filter(|d| d.built).count(), 1);
     let disk = &disks[0].path;
     assert_eq!(disks[0].info.config.config, runtime());
-    assert_eq!(
-        std::fs::metadata(disk).unwrap().permissions().mode() & 0o777,
-        0o444
-    );
+    assert_eq!(std::fs::metadata(disk).unwrap().permissions().mode() & 0o777, 0o444);
 
     let ls = debugfs(disk, "ls -l /bin");
     assert!(ls.contains("busybox"), "{ls}");
-    assert_eq!(
-        disk_stat(disk, "/bin/busybox").unwrap(),
-        ("0755".into(), 0, 0)
-    );
-    assert_eq!(
-        disk_stat(disk, "/etc/app.conf").unwrap(),
-        ("0640".into(), 1000, 1000)
-    );
+    assert_eq!(disk_stat(disk, "/bin/busybox").unwrap(), ("0755".into(), 0, 0));
+    assert_eq!(disk_stat(disk, "/etc/app.conf").unwrap(), ("0640".into(), 1000, 1000));
     assert_eq!(disk_stat(disk, "/tmp").unwrap().0, "01777");
-    assert!(
-        disk_stat(disk, "/etc/doomed").is_none(),
-        "whiteout must delete"
-    );
+    assert!(disk_stat(disk, "/etc/doomed").is_none(), "whiteout must delete");
     assert!(disk_stat(disk, "/etc/.wh.doomed").is_none());
     assert!(disk_stat(disk, "/etc/passwd").is_some());
     assert!(debugfs(disk, "stat /bin/sh").contains("Fast link dest: \"busybox\""));
@@ -725,10 +495,7 @@ fn rootdisk_build_cache_hit_single_flight_and_gc() {
 
     // gc keeping it removes nothing; gc with nothing kept removes all.
     let r = store.gc(std::slice::from_ref(&digest)).unwrap();
-    assert!(
-        r.removed_disks.is_empty() && r.removed_blobs.is_empty(),
-        "{r:?}"
-    );
+    assert!(r.removed_disks.is_empty() && r.removed_blobs.is_empty(), "{r:?}");
     assert!(store.get(&digest).unwrap().is_some());
     let r = store.gc(&[]).unwrap();
     assert_eq!(r.removed_disks, vec![digest.clone()]);
@@ -744,38 +511,23 @@ fn rootdisk_without_privileges_records_ownership_via_debugfs() {
     let digest = layered_image(&t.path().join("l"), &busybox_layers());
     let src = OciLayoutSource::open(&t.path().join("l")).unwrap();
     let opts = StoreOptions {
-        unpack: UnpackOptions {
-            apply_ownership: Some(false),
-            ..Default::default()
-        },
+        unpack: UnpackOptions { apply_ownership: Some(false), ..Default::default() },
         ..Default::default()
     };
     let store = ImageStore::open(&t.path().join("store"), opts).unwrap();
     let disk = store.ensure_rootdisk(&src, &digest).unwrap().path;
-    assert_eq!(
-        disk_stat(&disk, "/etc/app.conf").unwrap(),
-        ("0640".into(), 1000, 1000)
-    );
-    assert_eq!(
-        disk_stat(&disk, "/bin/busybox").unwrap(),
-        ("0755".into(), 0, 0)
-    );
+    assert_eq!(disk_stat(&disk, "/etc/app.conf").unwrap(), ("0640".into(), 1000, 1000));
+    assert_eq!(disk_stat(&disk, "/bin/busybox").unwrap(), ("0755".into(), 0, 0));
 }
 
 #[test]
 fn failed_build_leaves_nothing() {
     let t = tempfile::tempdir().unwrap();
-    let layers = vec![
-        TarBuilder::new().file("ok", b"1").build(),
-        TarBuilder::new().file("../evil", b"x").build(),
-    ];
+    let layers = vec![TarBuilder::new().file("ok", b"1").build(), TarBuilder::new().file("../evil", b"x").build()];
     let digest = layered_image(&t.path().join("l"), &layers);
     let src = OciLayoutSource::open(&t.path().join("l")).unwrap();
     let store = ImageStore::open(&t.path().join("store"), StoreOptions::default()).unwrap();
-    assert!(matches!(
-        store.ensure_rootdisk(&src, &digest),
-        Err(Error::HostileLayer { .. })
-    ));
+    assert!(matches!(store.ensure_rootdisk(&src, &digest), Err(Error::HostileLayer { .. })));
     assert!(files_in(&t.path().join("store/tmp")).is_empty());
     assert!(files_in(&t.path().join("store/rootdisks")).is_empty());
     assert_eq!(store.builds(), 0);
@@ -784,10 +536,7 @@ fn failed_build_leaves_nothing() {
 #[test]
 fn corrupt_cached_blob_is_detected_and_refetched() {
     let t = tempfile::tempdir().unwrap();
-    let digest = layered_image(
-        &t.path().join("l"),
-        &[TarBuilder::new().file("a", &[5u8; 10000]).build()],
-    );
+    let digest = layered_image(&t.path().join("l"), &[TarBuilder::new().file("a", &[5u8; 10000]).build()]);
     let src = OciLayoutSource::open(&t.path().join("l")).unwrap();
     let store = ImageStore::open(&t.path().join("store"), StoreOptions::default()).unwrap();
     let img = store.pull(&src, &digest).unwrap();
@@ -814,34 +563,20 @@ fn wrong_diff_id_is_rejected() {
     for format in [LayerFormat::Gzip(6), LayerFormat::Uncompressed] {
         let t = tempfile::tempdir().unwrap();
         let w = LayoutWriter::create(&t.path().join("l")).unwrap();
-        let (layer, _) = w
-            .put_layer_tar(&TarBuilder::new().file("a", b"a").build(), format)
-            .unwrap();
+        let (layer, _) = w.put_layer_tar(&TarBuilder::new().file("a", b"a").build(), format).unwrap();
         let config = ImageConfig {
             architecture: "amd64".into(),
             os: "linux".into(),
             config: runtime(),
-            rootfs: RootFs {
-                kind: "layers".into(),
-                diff_ids: vec![Digest::of(b"not it")],
-            },
+            rootfs: RootFs { kind: "layers".into(), diff_ids: vec![Digest::of(b"not it")] },
         };
         let (m, _) = w.put_image(&[layer], &config).unwrap();
         let src = OciLayoutSource::open(&t.path().join("l")).unwrap();
         let store = BlobStore::open(&t.path().join("c"), &t.path().join("tmp"), 1 << 30).unwrap();
         let img = store::pull(&store, &src, &m.digest).unwrap();
         std::fs::create_dir(t.path().join("work")).unwrap();
-        let err = unpack_image(
-            &store,
-            &img,
-            &t.path().join("work"),
-            UnpackOptions::default(),
-        )
-        .unwrap_err();
-        assert!(
-            matches!(err, Error::InvalidImage(ref m) if m.contains("diff_id")),
-            "{err}"
-        );
+        let err = unpack_image(&store, &img, &t.path().join("work"), UnpackOptions::default()).unwrap_err();
+        assert!(matches!(err, Error::InvalidImage(ref m) if m.contains("diff_id")), "{err}");
         assert!(files_in(&t.path().join("work")).is_empty());
     }
 }

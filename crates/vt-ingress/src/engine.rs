@@ -38,10 +38,7 @@ pub struct IngressConfig {
 impl Default for IngressConfig {
     fn default() -> Self {
         IngressConfig {
-            bind_addrs: vec![
-                IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            ],
+            bind_addrs: vec![IpAddr::V6(Ipv6Addr::UNSPECIFIED), IpAddr::V4(Ipv4Addr::UNSPECIFIED)],
             client_hello_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(3),
             state_path: None,
@@ -54,10 +51,7 @@ impl IngressConfig {
     /// Loopback only (`::1` and `127.0.0.1`), for tests and benches.
     pub fn loopback() -> Self {
         IngressConfig {
-            bind_addrs: vec![
-                IpAddr::V6(Ipv6Addr::LOCALHOST),
-                IpAddr::V4(Ipv4Addr::LOCALHOST),
-            ],
+            bind_addrs: vec![IpAddr::V6(Ipv6Addr::LOCALHOST), IpAddr::V4(Ipv4Addr::LOCALHOST)],
             ..IngressConfig::default()
         }
     }
@@ -140,22 +134,14 @@ struct Compiled {
 
 impl Compiled {
     fn empty() -> Self {
-        Compiled {
-            table: Arc::new(RouteTable::default()),
-            ports: HashMap::new(),
-        }
+        Compiled { table: Arc::new(RouteTable::default()), ports: HashMap::new() }
     }
 
     fn build(table: RouteTable, metrics: &Metrics) -> Self {
         let mut ports: HashMap<u16, PortRoutes> = HashMap::new();
         for route in &table.routes {
             let active = Arc::new(ActiveRoute {
-                healthy: route
-                    .backends
-                    .iter()
-                    .filter(|b| b.healthy)
-                    .map(|b| b.addr)
-                    .collect(),
+                healthy: route.backends.iter().filter(|b| b.healthy).map(|b| b.addr).collect(),
                 next: AtomicUsize::new(0),
                 metrics: metrics.route(&route.id),
                 route: route.clone(),
@@ -171,19 +157,14 @@ impl Compiled {
                         .as_deref()
                         .and_then(|h| sni::normalize_hostname(h.as_bytes()))
                         .unwrap_or_default();
-                    let entry = ports
-                        .entry(route.listen_port)
-                        .or_insert_with(|| PortRoutes::Tls(HashMap::new()));
+                    let entry = ports.entry(route.listen_port).or_insert_with(|| PortRoutes::Tls(HashMap::new()));
                     if let PortRoutes::Tls(map) = entry {
                         map.insert(host, active);
                     }
                 }
             }
         }
-        Compiled {
-            table: Arc::new(table),
-            ports,
-        }
+        Compiled { table: Arc::new(table), ports }
     }
 }
 
@@ -249,8 +230,8 @@ impl Ingress {
         let mut opened: Vec<(u16, Vec<TcpListener>)> = Vec::new();
         for &port in &wanted {
             if !listeners.contains_key(&port) {
-                let socks = bind_port(&inner.config.bind_addrs, port)
-                    .map_err(|source| ApplyError::Bind { port, source })?;
+                let socks =
+                    bind_port(&inner.config.bind_addrs, port).map_err(|source| ApplyError::Bind { port, source })?;
                 opened.push((port, socks));
             }
         }
@@ -263,8 +244,7 @@ impl Ingress {
         }
         let version = table.version;
         let compiled = Compiled::build(table, &inner.metrics);
-        let live_ids: std::collections::HashSet<String> =
-            compiled.table.routes.iter().map(|r| r.id.clone()).collect();
+        let live_ids: std::collections::HashSet<String> = compiled.table.routes.iter().map(|r| r.id.clone()).collect();
         inner.current.store(Arc::new(compiled));
         inner.metrics.table_version.store(version, Relaxed);
         inner.metrics.tables_applied.fetch_add(1, Relaxed);
@@ -276,11 +256,7 @@ impl Ingress {
                 if let Ok(a) = sock.local_addr() {
                     addrs.push(a);
                 }
-                tasks.push(tokio::spawn(accept_loop(
-                    Arc::downgrade(&self.inner),
-                    sock,
-                    port,
-                )));
+                tasks.push(tokio::spawn(accept_loop(Arc::downgrade(&self.inner), sock, port)));
             }
             listeners.insert(port, PortListener { addrs, tasks });
         }
@@ -296,10 +272,7 @@ impl Ingress {
     /// Addresses actually bound for `port` (empty if not listening).
     pub async fn local_addrs(&self, port: u16) -> Vec<SocketAddr> {
         let listeners = self.inner.listeners.lock().await;
-        listeners
-            .get(&port)
-            .map(|l| l.addrs.clone())
-            .unwrap_or_default()
+        listeners.get(&port).map(|l| l.addrs.clone()).unwrap_or_default()
     }
 
     /// Counters, for tests and embedding.
@@ -325,11 +298,7 @@ fn bind_port(addrs: &[IpAddr], port: u16) -> io::Result<Vec<TcpListener>> {
     for &ip in addrs {
         let addr = SocketAddr::new(ip, port);
         let result = (|| {
-            let sock = Socket::new(
-                Domain::for_address(addr),
-                Type::STREAM,
-                Some(socket2::Protocol::TCP),
-            )?;
+            let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(socket2::Protocol::TCP))?;
             if addr.is_ipv6() {
                 sock.set_only_v6(true)?;
             }
@@ -342,18 +311,14 @@ fn bind_port(addrs: &[IpAddr], port: u16) -> io::Result<Vec<TcpListener>> {
         match result {
             Ok(l) => out.push(l),
             // The host lacks this address family: skip it.
-            Err(e)
-                if e.kind() == io::ErrorKind::AddrNotAvailable || e.raw_os_error() == Some(97) =>
-            {
-                last_err = Some(e)
-            }
+            Err(e) if e.kind() == io::ErrorKind::AddrNotAvailable || e.raw_os_error() == Some(97) => last_err = Some(e),
             Err(e) => return Err(e),
         }
     }
     if out.is_empty() {
-        return Err(last_err.unwrap_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidInput, "no bind address configured")
-        }));
+        return Err(
+            last_err.unwrap_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no bind address configured"))
+        );
     }
     Ok(out)
 }
@@ -394,8 +359,7 @@ async fn handle(inner: Arc<Inner>, mut client: TcpStream, peer: SocketAddr, port
     };
     let mut initial = Vec::new();
     let host = if is_tls {
-        match read_client_hello(&mut client, &mut initial, inner.config.client_hello_timeout).await
-        {
+        match read_client_hello(&mut client, &mut initial, inner.config.client_hello_timeout).await {
             Ok(host) => Some(host),
             Err(reason) => {
                 inner.metrics.reject(port, reason);
@@ -435,9 +399,7 @@ async fn read_client_hello<S: AsyncRead + Unpin>(
     let read = async {
         let mut chunk = [0u8; 4096];
         loop {
-            let room = sni::MAX_WIRE_PREFIX
-                .saturating_sub(buf.len())
-                .min(chunk.len());
+            let room = sni::MAX_WIRE_PREFIX.saturating_sub(buf.len()).min(chunk.len());
             if room == 0 {
                 return Err(RejectReason::NotTls);
             }
@@ -459,10 +421,7 @@ async fn read_client_hello<S: AsyncRead + Unpin>(
     }
 }
 
-async fn connect_backend(
-    config: &IngressConfig,
-    route: &ActiveRoute,
-) -> Result<TcpStream, FailureReason> {
+async fn connect_backend(config: &IngressConfig, route: &ActiveRoute) -> Result<TcpStream, FailureReason> {
     let n = route.healthy.len();
     if n == 0 {
         return Err(FailureReason::NoHealthyBackend);
@@ -501,9 +460,7 @@ async fn forward(
     };
     let _ = backend.set_nodelay(true);
     let mut first = if route.route.proxy_protocol {
-        let local = client
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port));
+        let local = client.local_addr().unwrap_or_else(|_| SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port));
         proxy_v2::encode_proxy(peer, local)
     } else {
         Vec::new()

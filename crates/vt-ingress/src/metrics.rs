@@ -49,12 +49,8 @@ pub enum FailureReason {
 }
 
 impl FailureReason {
-    pub const ALL: [FailureReason; 4] = [
-        FailureReason::NoHealthyBackend,
-        FailureReason::ConnectFailed,
-        FailureReason::BackendWrite,
-        FailureReason::Io,
-    ];
+    pub const ALL: [FailureReason; 4] =
+        [FailureReason::NoHealthyBackend, FailureReason::ConnectFailed, FailureReason::BackendWrite, FailureReason::Io];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -129,17 +125,14 @@ impl Metrics {
             routes.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
         };
         let mut out = String::new();
-        let route_family = |out: &mut String,
-                            name: &str,
-                            kind: &str,
-                            help: &str,
-                            get: &dyn Fn(&RouteMetrics) -> u64| {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-            for (id, m) in &routes {
-                let _ = writeln!(out, "{name}{{route=\"{}\"}} {}", escape(id), get(m));
-            }
-        };
+        let route_family =
+            |out: &mut String, name: &str, kind: &str, help: &str, get: &dyn Fn(&RouteMetrics) -> u64| {
+                let _ = writeln!(out, "# HELP {name} {help}");
+                let _ = writeln!(out, "# TYPE {name} {kind}");
+                for (id, m) in &routes {
+                    let _ = writeln!(out, "{name}{{route=\"{}\"}} {}", escape(id), get(m));
+                }
+            };
         route_family(
             &mut out,
             "vt_ingress_route_connections_total",
@@ -154,13 +147,9 @@ impl Metrics {
             "Connections currently open on the route.",
             &|m| m.active.load(Relaxed),
         );
-        route_family(
-            &mut out,
-            "vt_ingress_route_bytes_in_total",
-            "counter",
-            "Bytes from clients to backends.",
-            &|m| m.bytes_in.load(Relaxed),
-        );
+        route_family(&mut out, "vt_ingress_route_bytes_in_total", "counter", "Bytes from clients to backends.", &|m| {
+            m.bytes_in.load(Relaxed)
+        });
         route_family(
             &mut out,
             "vt_ingress_route_bytes_out_total",
@@ -176,10 +165,7 @@ impl Metrics {
             &|m| m.backend_connect_errors.load(Relaxed),
         );
         let name = "vt_ingress_route_failures_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Routed connections that failed, by reason."
-        );
+        let _ = writeln!(out, "# HELP {name} Routed connections that failed, by reason.");
         let _ = writeln!(out, "# TYPE {name} counter");
         for (id, m) in &routes {
             for reason in FailureReason::ALL {
@@ -193,19 +179,12 @@ impl Metrics {
             }
         }
         let name = "vt_ingress_listener_rejects_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Connections closed before routing, by listen port and reason."
-        );
+        let _ = writeln!(out, "# HELP {name} Connections closed before routing, by listen port and reason.");
         let _ = writeln!(out, "# TYPE {name} counter");
         {
             let rejects = self.rejects.lock().unwrap_or_else(PoisonError::into_inner);
             for ((port, reason), n) in rejects.iter() {
-                let _ = writeln!(
-                    out,
-                    "{name}{{port=\"{port}\",reason=\"{}\"}} {n}",
-                    reason.as_str()
-                );
+                let _ = writeln!(out, "{name}{{port=\"{port}\",reason=\"{}\"}} {n}", reason.as_str());
             }
         }
         let name = "vt_ingress_table_version";
@@ -253,23 +232,14 @@ mod tests {
         m.reject(443, RejectReason::NotTls);
         m.table_version.store(9, Relaxed);
         let text = m.render();
-        assert!(
-            text.contains("vt_ingress_route_connections_total{route=\"web\"} 3\n"),
-            "{text}"
-        );
+        assert!(text.contains("vt_ingress_route_connections_total{route=\"web\"} 3\n"), "{text}");
         assert!(text.contains("vt_ingress_route_active_connections{route=\"web\"} 1\n"));
         assert!(text.contains("vt_ingress_route_bytes_in_total{route=\"web\"} 100\n"));
         assert!(text.contains("vt_ingress_route_bytes_out_total{route=\"web\"} 200\n"));
-        assert!(text.contains(
-            "vt_ingress_route_failures_total{route=\"web\",reason=\"connect_failed\"} 1\n"
-        ));
+        assert!(text.contains("vt_ingress_route_failures_total{route=\"web\",reason=\"connect_failed\"} 1\n"));
         assert!(text.contains("vt_ingress_route_failures_total{route=\"web\",reason=\"io\"} 0\n"));
-        assert!(text.contains(
-            "vt_ingress_listener_rejects_total{port=\"443\",reason=\"unknown_sni\"} 2\n"
-        ));
-        assert!(
-            text.contains("vt_ingress_listener_rejects_total{port=\"443\",reason=\"not_tls\"} 1\n")
-        );
+        assert!(text.contains("vt_ingress_listener_rejects_total{port=\"443\",reason=\"unknown_sni\"} 2\n"));
+        assert!(text.contains("vt_ingress_listener_rejects_total{port=\"443\",reason=\"not_tls\"} 1\n"));
         assert!(text.contains("vt_ingress_table_version 9\n"));
         assert!(text.contains("{route=\"we\\\"ird\\\\id\\n\"}"), "{text}");
         check_exposition(&text);
@@ -302,14 +272,8 @@ mod tests {
                 assert!(!line.starts_with('#'), "{line}");
                 let name_end = line.find(['{', ' ']).unwrap();
                 let name = &line[..name_end];
-                assert_eq!(
-                    Some(name),
-                    current.as_deref(),
-                    "sample outside its family: {line}"
-                );
-                assert!(name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'));
+                assert_eq!(Some(name), current.as_deref(), "sample outside its family: {line}");
+                assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'));
                 let value_part = if line[name_end..].starts_with('{') {
                     // Walk labels respecting escapes.
                     let bytes = line.as_bytes();
@@ -317,10 +281,7 @@ mod tests {
                     loop {
                         let eq = i + line[i..].find('=').unwrap();
                         let lname = &line[i..eq];
-                        assert!(
-                            lname.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
-                            "{line}"
-                        );
+                        assert!(lname.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "{line}");
                         assert_eq!(bytes[eq + 1], b'"');
                         let mut j = eq + 2;
                         while bytes[j] != b'"' {

@@ -12,9 +12,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// The 12-byte v2 signature: `\r\n\r\n\0\r\nQUIT\n`.
-pub const SIGNATURE: [u8; 12] = [
-    0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A,
-];
+pub const SIGNATURE: [u8; 12] = [0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A];
 
 const VERSION_2: u8 = 0x20;
 const CMD_LOCAL: u8 = 0x0;
@@ -184,10 +182,7 @@ pub fn decode(buf: &[u8]) -> Decoded {
                 let d = Ipv4Addr::new(block[4], block[5], block[6], block[7]);
                 let sp = u16::from_be_bytes([block[8], block[9]]);
                 let dp = u16::from_be_bytes([block[10], block[11]]);
-                Header::Proxy {
-                    src: SocketAddr::new(IpAddr::V4(s), sp),
-                    dst: SocketAddr::new(IpAddr::V4(d), dp),
-                }
+                Header::Proxy { src: SocketAddr::new(IpAddr::V4(s), sp), dst: SocketAddr::new(IpAddr::V4(d), dp) }
             }
             FAM_INET6 => {
                 let mut s = [0u8; 16];
@@ -234,10 +229,7 @@ mod tests {
         assert_eq!(
             decode(&bytes),
             Decoded::Complete {
-                header: Header::Proxy {
-                    src: v4("192.0.2.10:51234"),
-                    dst: v4("198.51.100.7:443")
-                },
+                header: Header::Proxy { src: v4("192.0.2.10:51234"), dst: v4("198.51.100.7:443") },
                 len: 28
             }
         );
@@ -260,30 +252,16 @@ mod tests {
             0x20, 0xFB, // 8443
         ];
         assert_eq!(bytes, want);
-        assert_eq!(
-            decode(&bytes),
-            Decoded::Complete {
-                header: Header::Proxy { src, dst },
-                len: 52
-            }
-        );
+        assert_eq!(decode(&bytes), Decoded::Complete { header: Header::Proxy { src, dst }, len: 52 });
     }
 
     #[test]
     fn golden_local() {
         let bytes = encode_local();
-        let want: &[u8] = &[
-            0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A, 0x20, 0x00,
-            0x00, 0x00,
-        ];
+        let want: &[u8] =
+            &[0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A, 0x20, 0x00, 0x00, 0x00];
         assert_eq!(bytes, want);
-        assert_eq!(
-            decode(&bytes),
-            Decoded::Complete {
-                header: Header::Local,
-                len: 16
-            }
-        );
+        assert_eq!(decode(&bytes), Decoded::Complete { header: Header::Local, len: 16 });
         assert_eq!(encode(&Header::Local), want);
     }
 
@@ -295,13 +273,7 @@ mod tests {
         let six: SocketAddr = "[::1]:443".parse().unwrap();
         let bytes = encode_proxy(v4("10.0.0.1:5"), six);
         assert_eq!(bytes[13], 0x21);
-        let Decoded::Complete {
-            header: Header::Proxy { src, .. },
-            ..
-        } = decode(&bytes)
-        else {
-            panic!("decode")
-        };
+        let Decoded::Complete { header: Header::Proxy { src, .. }, .. } = decode(&bytes) else { panic!("decode") };
         assert_eq!(src.ip(), "::ffff:10.0.0.1".parse::<IpAddr>().unwrap());
     }
 
@@ -347,10 +319,7 @@ mod tests {
         assert_eq!(decode(&m), Decoded::Invalid("unknown transport protocol"));
         let mut m = good.clone();
         m[15] = 11; // INET with an 11-byte block
-        assert_eq!(
-            decode(&m),
-            Decoded::Invalid("length shorter than address block")
-        );
+        assert_eq!(decode(&m), Decoded::Invalid("length shorter than address block"));
     }
 
     #[test]
@@ -358,29 +327,11 @@ mod tests {
         let mut h = SIGNATURE.to_vec();
         h.extend_from_slice(&[0x21, 0x31, 0x00, 216]);
         h.extend_from_slice(&[0u8; 216]);
-        assert_eq!(
-            decode(&h),
-            Decoded::Complete {
-                header: Header::ProxyUnknown,
-                len: 232
-            }
-        );
+        assert_eq!(decode(&h), Decoded::Complete { header: Header::ProxyUnknown, len: 232 });
         let mut g = encode_proxy(v4("1.2.3.4:5"), v4("6.7.8.9:10"));
         g[13] = 0x12;
-        assert!(matches!(
-            decode(&g),
-            Decoded::Complete {
-                header: Header::ProxyUnknown,
-                ..
-            }
-        ));
+        assert!(matches!(decode(&g), Decoded::Complete { header: Header::ProxyUnknown, .. }));
         let u = encode(&Header::ProxyUnknown);
-        assert_eq!(
-            decode(&u),
-            Decoded::Complete {
-                header: Header::ProxyUnknown,
-                len: 16
-            }
-        );
+        assert_eq!(decode(&u), Decoded::Complete { header: Header::ProxyUnknown, len: 16 });
     }
 }

@@ -107,10 +107,7 @@ impl RouteTable {
                     let norm = crate::sni::normalize_hostname(h.as_bytes())
                         .ok_or_else(|| TableError::InvalidHostname(h.clone()))?;
                     if !hosts.insert((r.listen_port, norm.clone())) {
-                        return Err(TableError::DuplicateHostname {
-                            port: r.listen_port,
-                            hostname: norm,
-                        });
+                        return Err(TableError::DuplicateHostname { port: r.listen_port, hostname: norm });
                     }
                 }
                 (Protocol::Tcp, None) => {}
@@ -137,8 +134,8 @@ impl RouteTable {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        let table: RouteTable = serde_json::from_slice(&bytes)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let table: RouteTable =
+            serde_json::from_slice(&bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         Ok(Some(table))
     }
 
@@ -150,9 +147,9 @@ impl RouteTable {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
         };
-        let file_name = path.file_name().ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidInput, "state path has no file name")
-        })?;
+        let file_name = path
+            .file_name()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "state path has no file name"))?;
         let mut tmp_name = file_name.to_os_string();
         tmp_name.push(format!(".tmp.{}", std::process::id()));
         let tmp = dir.join(tmp_name);
@@ -183,70 +180,32 @@ mod tests {
             hostname: Some(host.into()),
             listen_port: port,
             proxy_protocol: false,
-            backends: vec![Backend {
-                addr: "127.0.0.1:1".parse().unwrap(),
-                healthy: true,
-            }],
+            backends: vec![Backend { addr: "127.0.0.1:1".parse().unwrap(), healthy: true }],
         }
     }
 
     fn tcp(id: &str, port: u16) -> Route {
-        Route {
-            protocol: Protocol::Tcp,
-            hostname: None,
-            ..tls(id, "x", port)
-        }
+        Route { protocol: Protocol::Tcp, hostname: None, ..tls(id, "x", port) }
     }
 
     #[test]
     fn validation() {
-        let ok = RouteTable {
-            version: 1,
-            routes: vec![
-                tls("a", "a.test", 443),
-                tls("b", "b.test", 443),
-                tcp("c", 5432),
-            ],
-        };
+        let ok =
+            RouteTable { version: 1, routes: vec![tls("a", "a.test", 443), tls("b", "b.test", 443), tcp("c", 5432)] };
         assert_eq!(ok.validate(), Ok(()));
-        let t = RouteTable {
-            version: 1,
-            routes: vec![tls("a", "a.test", 443), tls("a", "b.test", 443)],
-        };
+        let t = RouteTable { version: 1, routes: vec![tls("a", "a.test", 443), tls("a", "b.test", 443)] };
         assert_eq!(t.validate(), Err(TableError::DuplicateId("a".into())));
-        let t = RouteTable {
-            version: 1,
-            routes: vec![tls("a", "A.test", 443), tls("b", "a.TEST", 443)],
-        };
-        assert!(matches!(
-            t.validate(),
-            Err(TableError::DuplicateHostname { port: 443, .. })
-        ));
-        let t = RouteTable {
-            version: 1,
-            routes: vec![tls("a", "a.test", 443), tcp("b", 443)],
-        };
+        let t = RouteTable { version: 1, routes: vec![tls("a", "A.test", 443), tls("b", "a.TEST", 443)] };
+        assert!(matches!(t.validate(), Err(TableError::DuplicateHostname { port: 443, .. })));
+        let t = RouteTable { version: 1, routes: vec![tls("a", "a.test", 443), tcp("b", 443)] };
         assert_eq!(t.validate(), Err(TableError::PortConflict(443)));
-        let t = RouteTable {
-            version: 1,
-            routes: vec![tcp("a", 1), tcp("b", 1)],
-        };
+        let t = RouteTable { version: 1, routes: vec![tcp("a", 1), tcp("b", 1)] };
         assert_eq!(t.validate(), Err(TableError::PortConflict(1)));
-        let t = RouteTable {
-            version: 1,
-            routes: vec![tls("a", "bad host", 1)],
-        };
+        let t = RouteTable { version: 1, routes: vec![tls("a", "bad host", 1)] };
         assert!(matches!(t.validate(), Err(TableError::InvalidHostname(_))));
         let mut r = tcp("a", 1);
         r.hostname = Some("x.test".into());
-        assert!(matches!(
-            RouteTable {
-                version: 0,
-                routes: vec![r]
-            }
-            .validate(),
-            Err(TableError::TcpWithHostname(_))
-        ));
+        assert!(matches!(RouteTable { version: 0, routes: vec![r] }.validate(), Err(TableError::TcpWithHostname(_))));
     }
 
     #[test]
@@ -255,25 +214,16 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("routes.json");
         assert_eq!(RouteTable::load(&path).unwrap(), None);
-        let t = RouteTable {
-            version: 7,
-            routes: vec![tls("a", "a.test", 443), tcp("c", 5432)],
-        };
+        let t = RouteTable { version: 7, routes: vec![tls("a", "a.test", 443), tcp("c", 5432)] };
         t.save(&path).unwrap();
         assert_eq!(RouteTable::load(&path).unwrap(), Some(t.clone()));
         let json = std::fs::read_to_string(&path).unwrap();
         assert!(json.contains("\"protocol\": \"tls\""), "{json}");
         // No temporary file is left behind.
-        let names: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names.len(), 1, "{names:?}");
         std::fs::write(&path, b"{not json").unwrap();
-        assert_eq!(
-            RouteTable::load(&path).unwrap_err().kind(),
-            io::ErrorKind::InvalidData
-        );
+        assert_eq!(RouteTable::load(&path).unwrap_err().kind(), io::ErrorKind::InvalidData);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

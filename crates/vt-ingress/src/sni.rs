@@ -93,8 +93,7 @@ pub fn detect(buf: &[u8]) -> Detect {
             }
         }
         if hs_len >= 4 {
-            let msg_len =
-                (usize::from(hs[1]) << 16) | (usize::from(hs[2]) << 8) | usize::from(hs[3]);
+            let msg_len = (usize::from(hs[1]) << 16) | (usize::from(hs[2]) << 8) | usize::from(hs[3]);
             let total = 4 + msg_len;
             if total > MAX_CLIENT_HELLO {
                 return Detect::NotTls("ClientHello larger than 16 KiB");
@@ -172,14 +171,12 @@ fn parse_client_hello_inner(body: &[u8]) -> Result<Detect, &'static str> {
     if cs_len < 2 || cs_len % 2 != 0 {
         return Err("bad cipher suites length");
     }
-    r.take(usize::from(cs_len))
-        .ok_or("truncated cipher suites")?;
+    r.take(usize::from(cs_len)).ok_or("truncated cipher suites")?;
     let comp_len = r.u8().ok_or("truncated compression methods")?;
     if comp_len < 1 {
         return Err("no compression methods");
     }
-    r.take(usize::from(comp_len))
-        .ok_or("truncated compression methods")?;
+    r.take(usize::from(comp_len)).ok_or("truncated compression methods")?;
     if r.is_empty() {
         // No extensions at all (legal before TLS 1.3).
         return Ok(Detect::NoSni);
@@ -214,9 +211,7 @@ fn parse_client_hello_inner(body: &[u8]) -> Result<Detect, &'static str> {
 fn parse_server_name(data: &[u8]) -> Result<Option<String>, &'static str> {
     let mut r = Reader { buf: data };
     let list_len = r.u16().ok_or("truncated server_name list")?;
-    let list = r
-        .take(usize::from(list_len))
-        .ok_or("truncated server_name list")?;
+    let list = r.take(usize::from(list_len)).ok_or("truncated server_name list")?;
     if !r.is_empty() {
         return Err("bytes after server_name list");
     }
@@ -228,9 +223,7 @@ fn parse_server_name(data: &[u8]) -> Result<Option<String>, &'static str> {
     while !names.is_empty() {
         let name_type = names.u8().ok_or("truncated server name")?;
         let len = names.u16().ok_or("truncated server name")?;
-        let name = names
-            .take(usize::from(len))
-            .ok_or("truncated server name")?;
+        let name = names.take(usize::from(len)).ok_or("truncated server name")?;
         if name_type == NAME_TYPE_HOST_NAME {
             if host.is_some() {
                 return Err("more than one host_name");
@@ -256,19 +249,12 @@ pub fn normalize_hostname(name: &[u8]) -> Option<String> {
         if label.first() == Some(&b'-') || label.last() == Some(&b'-') {
             return None;
         }
-        if !label
-            .iter()
-            .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
+        if !label.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
             return None;
         }
     }
     // All bytes are ASCII here.
-    Some(
-        name.iter()
-            .map(|b| char::from(b.to_ascii_lowercase()))
-            .collect(),
-    )
+    Some(name.iter().map(|b| char::from(b.to_ascii_lowercase())).collect())
 }
 
 #[cfg(test)]
@@ -315,17 +301,9 @@ mod tests {
         let g = golden();
         for chunk in [2usize, 3, 7, 50, 100, 500] {
             let frag = refragment(&g, chunk);
-            assert_eq!(
-                detect(&frag),
-                Detect::Sni("golden.example.com".into()),
-                "chunk {chunk}"
-            );
+            assert_eq!(detect(&frag), Detect::Sni("golden.example.com".into()), "chunk {chunk}");
             for n in 0..frag.len() {
-                assert_eq!(
-                    detect(&frag[..n]),
-                    Detect::NeedMore,
-                    "chunk {chunk} prefix {n}"
-                );
+                assert_eq!(detect(&frag[..n]), Detect::NeedMore, "chunk {chunk} prefix {n}");
             }
         }
     }
@@ -348,10 +326,7 @@ mod tests {
         // A ServerHello (type 2) instead of a ClientHello.
         assert!(matches!(detect(&[22, 3, 1, 0, 4, 2]), Detect::NotTls(_)));
         // A ClientHello claiming to be larger than the cap.
-        assert!(matches!(
-            detect(&[22, 3, 1, 0, 4, 1, 0, 0x50, 0]),
-            Detect::NotTls(_)
-        ));
+        assert!(matches!(detect(&[22, 3, 1, 0, 4, 1, 0, 0x50, 0]), Detect::NotTls(_)));
     }
 
     #[test]
@@ -419,14 +394,8 @@ mod tests {
 
     #[test]
     fn hostname_rules() {
-        assert_eq!(
-            normalize_hostname(b"A.Example.COM").as_deref(),
-            Some("a.example.com")
-        );
-        assert_eq!(
-            normalize_hostname(b"x_y-1.test").as_deref(),
-            Some("x_y-1.test")
-        );
+        assert_eq!(normalize_hostname(b"A.Example.COM").as_deref(), Some("a.example.com"));
+        assert_eq!(normalize_hostname(b"x_y-1.test").as_deref(), Some("x_y-1.test"));
         assert_eq!(normalize_hostname(b""), None);
         assert_eq!(normalize_hostname(b"a..b"), None);
         assert_eq!(normalize_hostname(b"a.b."), None);

@@ -12,12 +12,10 @@ pub fn rustls_client_hello(host: &str) -> Vec<u8> {
         .with_root_certificates(rustls::RootCertStore::empty())
         .with_no_client_auth();
     let name = rustls::pki_types::ServerName::try_from(host.to_owned()).expect("valid server name");
-    let mut conn =
-        rustls::ClientConnection::new(Arc::new(config), name).expect("client connection");
+    let mut conn = rustls::ClientConnection::new(Arc::new(config), name).expect("client connection");
     let mut out = Vec::new();
     while conn.wants_write() {
-        conn.write_tls(&mut out)
-            .expect("write to a Vec cannot fail");
+        conn.write_tls(&mut out).expect("write to a Vec cannot fail");
     }
     out
 }
@@ -98,7 +96,10 @@ mod tls {
         let mut b = [0u8; 1];
         loop {
             if r.read(&mut b).await? == 0 {
-                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, format!("eof before newline, got {line:?}")));
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("eof before newline, got {line:?}"),
+                ));
             }
             if b[0] == b'\n' {
                 return String::from_utf8(line).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e));

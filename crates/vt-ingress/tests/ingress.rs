@@ -13,14 +13,11 @@ use tokio::time::timeout;
 use tokio_rustls::TlsConnector;
 
 use vt_ingress::proxy_v2::{self, Decoded, Header};
-use vt_ingress::testing::{connector, tls_backend};
 use vt_ingress::sni::{self, Detect};
-use vt_ingress::{
-    Backend, FailureReason, Ingress, IngressConfig, Protocol, RejectReason, Route, RouteTable,
-};
+use vt_ingress::testing::{connector, tls_backend};
+use vt_ingress::{Backend, FailureReason, Ingress, IngressConfig, Protocol, RejectReason, Route, RouteTable};
 
 const T: Duration = Duration::from_secs(10);
-
 
 /// A port free on both loopback addresses right now.
 fn free_port() -> u16 {
@@ -54,22 +51,12 @@ fn tls_route(id: &str, host: &str, port: u16, backends: &[SocketAddr]) -> Route 
         hostname: Some(host.into()),
         listen_port: port,
         proxy_protocol: false,
-        backends: backends
-            .iter()
-            .map(|&addr| Backend {
-                addr,
-                healthy: true,
-            })
-            .collect(),
+        backends: backends.iter().map(|&addr| Backend { addr, healthy: true }).collect(),
     }
 }
 
 fn tcp_route(id: &str, port: u16, backends: &[SocketAddr]) -> Route {
-    Route {
-        protocol: Protocol::Tcp,
-        hostname: None,
-        ..tls_route(id, "unused.test", port, backends)
-    }
+    Route { protocol: Protocol::Tcp, hostname: None, ..tls_route(id, "unused.test", port, backends) }
 }
 
 fn table(version: u64, routes: Vec<Route>) -> RouteTable {
@@ -79,7 +66,6 @@ fn table(version: u64, routes: Vec<Route>) -> RouteTable {
 async fn start() -> Ingress {
     Ingress::start(IngressConfig::loopback()).await.unwrap()
 }
-
 
 /// A plain TCP server that sends `name\n` on accept, then echoes.
 async fn tcp_backend(name: &'static str) -> SocketAddr {
@@ -102,8 +88,6 @@ async fn tcp_backend(name: &'static str) -> SocketAddr {
     addr
 }
 
-
-
 /// TLS through the ingress; returns the backend's name after verifying the
 /// certificate for `host` (which proves the handshake reached that backend).
 /// One line from the stream; end of stream first fails the test.
@@ -113,10 +97,7 @@ async fn read_line<R: tokio::io::AsyncRead + Unpin>(r: &mut R) -> String {
 
 async fn tls_hello(conn: &TlsConnector, addr: SocketAddr, host: &str) -> String {
     let tcp = TcpStream::connect(addr).await.unwrap();
-    let mut tls = conn
-        .connect(ServerName::try_from(host.to_owned()).unwrap(), tcp)
-        .await
-        .unwrap();
+    let mut tls = conn.connect(ServerName::try_from(host.to_owned()).unwrap(), tcp).await.unwrap();
     let name = read_line(&mut tls).await;
     tls.write_all(b"ping\n").await.unwrap();
     assert_eq!(read_line(&mut tls).await, "ping");
@@ -131,13 +112,7 @@ async fn two_hostnames_one_port_reach_their_backends() {
         let port = free_port();
         let ingress = start().await;
         ingress
-            .apply(table(
-                1,
-                vec![
-                    tls_route("ra", "a.test", port, &[a]),
-                    tls_route("rb", "B.Test", port, &[b]),
-                ],
-            ))
+            .apply(table(1, vec![tls_route("ra", "a.test", port, &[a]), tls_route("rb", "B.Test", port, &[b])]))
             .await
             .unwrap();
         let conn = connector(&[cert_a, cert_b]);
@@ -150,10 +125,7 @@ async fn two_hostnames_one_port_reach_their_backends() {
         assert_eq!(m.route("ra").connections_total.load(Ordering::Relaxed), 2);
         assert_eq!(m.route("rb").connections_total.load(Ordering::Relaxed), 4);
         let text = ingress.metrics_text();
-        assert!(
-            text.contains("vt_ingress_route_connections_total{route=\"rb\"} 4\n"),
-            "{text}"
-        );
+        assert!(text.contains("vt_ingress_route_connections_total{route=\"rb\"} 4\n"), "{text}");
         assert!(text.contains("vt_ingress_table_version 1\n"), "{text}");
     })
     .await
@@ -213,13 +185,7 @@ async fn proxy_v2_header_carries_the_real_client_address() {
             let mut c = TcpStream::connect(addr).await.unwrap();
             c.write_all(b"data").await.unwrap();
             let (header, rest) = seen.recv().await.unwrap();
-            assert_eq!(
-                header,
-                Header::Proxy {
-                    src: c.local_addr().unwrap(),
-                    dst: addr
-                }
-            );
+            assert_eq!(header, Header::Proxy { src: c.local_addr().unwrap(), dst: addr });
             assert_eq!(rest, b"data");
             let mut echo = [0u8; 4];
             c.read_exact(&mut echo).await.unwrap();
@@ -258,13 +224,7 @@ async fn proxy_v2_header_precedes_the_client_hello_on_tls_routes() {
         tokio::time::sleep(Duration::from_millis(20)).await;
         c.write_all(&hello[10..]).await.unwrap();
         let (header, rest) = seen.recv().await.unwrap();
-        assert_eq!(
-            header,
-            Header::Proxy {
-                src: c.local_addr().unwrap(),
-                dst: v4(port)
-            }
-        );
+        assert_eq!(header, Header::Proxy { src: c.local_addr().unwrap(), dst: v4(port) });
         assert_eq!(rest, hello, "the peeked bytes are forwarded unchanged");
         assert_eq!(sni::detect(&rest), Detect::Sni("pp.test".into()));
     })
@@ -280,8 +240,7 @@ async fn route_changes_drop_no_established_connection() {
         let a = tcp_backend("A").await;
         let b = tcp_backend("B").await;
         let gone_backend = tcp_backend("G").await;
-        let (tls_port, tcp_port, gone_port, extra_port) =
-            (free_port(), free_port(), free_port(), free_port());
+        let (tls_port, tcp_port, gone_port, extra_port) = (free_port(), free_port(), free_port(), free_port());
         let ingress = start().await;
         ingress
             .apply(table(
@@ -300,10 +259,7 @@ async fn route_changes_drop_no_established_connection() {
         let mut long_tls = Vec::new();
         for _ in 0..3 {
             let tcp = TcpStream::connect(v4(tls_port)).await.unwrap();
-            let mut tls = conn
-                .connect(ServerName::try_from("t.test").unwrap(), tcp)
-                .await
-                .unwrap();
+            let mut tls = conn.connect(ServerName::try_from("t.test").unwrap(), tcp).await.unwrap();
             assert_eq!(read_line(&mut tls).await, "TA");
             long_tls.push(tls);
         }
@@ -378,14 +334,7 @@ async fn route_changes_drop_no_established_connection() {
         // New connections follow the last table (v21: odd, backends A/TA).
         assert_eq!(tls_hello(&conn, v4(tls_port), "t.test").await, "TA");
         assert_eq!(ingress.table().version, 21);
-        assert_eq!(
-            ingress
-                .metrics()
-                .route("gone")
-                .active
-                .load(Ordering::Relaxed),
-            1
-        );
+        assert_eq!(ingress.metrics().route("gone").active.load(Ordering::Relaxed), 1);
     })
     .await
     .unwrap();
@@ -407,24 +356,15 @@ async fn rejects_are_closed_and_counted() {
     timeout(T, async {
         let (a, cert_a) = tls_backend("A", "a.test").await;
         let port = free_port();
-        let config = IngressConfig {
-            client_hello_timeout: Duration::from_millis(300),
-            ..IngressConfig::loopback()
-        };
+        let config = IngressConfig { client_hello_timeout: Duration::from_millis(300), ..IngressConfig::loopback() };
         let ingress = Ingress::start(config).await.unwrap();
-        ingress
-            .apply(table(1, vec![tls_route("ra", "a.test", port, &[a])]))
-            .await
-            .unwrap();
+        ingress.apply(table(1, vec![tls_route("ra", "a.test", port, &[a])])).await.unwrap();
         let m = ingress.metrics();
 
         // Unknown SNI: the client only gets a closed connection.
         let conn = connector(std::slice::from_ref(&cert_a));
         let tcp = TcpStream::connect(v4(port)).await.unwrap();
-        assert!(conn
-            .connect(ServerName::try_from("c.test").unwrap(), tcp)
-            .await
-            .is_err());
+        assert!(conn.connect(ServerName::try_from("c.test").unwrap(), tcp).await.is_err());
 
         // No SNI: rustls sends none when connecting to an IP address.
         let tcp = TcpStream::connect(v4(port)).await.unwrap();
@@ -433,9 +373,7 @@ async fn rejects_are_closed_and_counted() {
 
         // Garbage.
         let mut s = TcpStream::connect(v4(port)).await.unwrap();
-        s.write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
-            .await
-            .unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n").await.unwrap();
         expect_closed(&mut s).await;
 
         // Silence until the ClientHello timeout.
@@ -464,9 +402,7 @@ async fn rejects_are_closed_and_counted() {
         assert_eq!(m.rejects(port, RejectReason::ClientClosed), 1);
         assert_eq!(m.route("ra").connections_total.load(Ordering::Relaxed), 0);
         let text = ingress.metrics_text();
-        let line = format!(
-            "vt_ingress_listener_rejects_total{{port=\"{port}\",reason=\"unknown_sni\"}} 1\n"
-        );
+        let line = format!("vt_ingress_listener_rejects_total{{port=\"{port}\",reason=\"unknown_sni\"}} 1\n");
         assert!(text.contains(&line), "{text}");
 
         // The route still works for the right name.
@@ -484,10 +420,7 @@ async fn failover_to_the_next_backend_when_one_refuses() {
         let port = free_port();
         let ingress = start().await;
         let mut route = tcp_route("f", port, &[dead, good]);
-        route.backends.push(Backend {
-            addr: dead,
-            healthy: false,
-        });
+        route.backends.push(Backend { addr: dead, healthy: false });
         ingress.apply(table(1, vec![route])).await.unwrap();
         for _ in 0..4 {
             let mut s = TcpStream::connect(v4(port)).await.unwrap();
@@ -501,10 +434,7 @@ async fn failover_to_the_next_backend_when_one_refuses() {
 
         // All backends refusing, or none healthy: closed and counted.
         let mut all_dead = tcp_route("f", port, &[dead]);
-        ingress
-            .apply(table(2, vec![all_dead.clone()]))
-            .await
-            .unwrap();
+        ingress.apply(table(2, vec![all_dead.clone()])).await.unwrap();
         let mut s = TcpStream::connect(v4(port)).await.unwrap();
         expect_closed(&mut s).await;
         all_dead.backends[0].healthy = false;
@@ -514,9 +444,9 @@ async fn failover_to_the_next_backend_when_one_refuses() {
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(m.failures(FailureReason::ConnectFailed), 1);
         assert_eq!(m.failures(FailureReason::NoHealthyBackend), 1);
-        assert!(ingress.metrics_text().contains(
-            "vt_ingress_route_failures_total{route=\"f\",reason=\"no_healthy_backend\"} 1\n"
-        ));
+        assert!(ingress
+            .metrics_text()
+            .contains("vt_ingress_route_failures_total{route=\"f\",reason=\"no_healthy_backend\"} 1\n"));
     })
     .await
     .unwrap();
@@ -531,17 +461,11 @@ async fn persisted_table_is_served_after_restart() {
         let _ = std::fs::remove_file(&path);
         let a = tcp_backend("A").await;
         let port = free_port();
-        let config = IngressConfig {
-            state_path: Some(path.clone()),
-            ..IngressConfig::loopback()
-        };
+        let config = IngressConfig { state_path: Some(path.clone()), ..IngressConfig::loopback() };
         {
             let ingress = Ingress::start(config.clone()).await.unwrap();
             assert_eq!(ingress.table().routes.len(), 0);
-            ingress
-                .apply(table(42, vec![tcp_route("c", port, &[a])]))
-                .await
-                .unwrap();
+            ingress.apply(table(42, vec![tcp_route("c", port, &[a])])).await.unwrap();
             ingress.close_listeners().await;
         }
         assert!(TcpStream::connect(v4(port)).await.is_err());
@@ -561,33 +485,15 @@ async fn refused_tables_change_nothing() {
         let a = tcp_backend("A").await;
         let port = free_port();
         let ingress = start().await;
-        ingress
-            .apply(table(1, vec![tcp_route("c", port, &[a])]))
-            .await
-            .unwrap();
+        ingress.apply(table(1, vec![tcp_route("c", port, &[a])])).await.unwrap();
         // Invalid: duplicate ids.
-        let bad = table(
-            2,
-            vec![
-                tcp_route("c", port, &[a]),
-                tcp_route("c", free_port(), &[a]),
-            ],
-        );
-        assert!(matches!(
-            ingress.apply(bad).await,
-            Err(vt_ingress::ApplyError::Invalid(_))
-        ));
+        let bad = table(2, vec![tcp_route("c", port, &[a]), tcp_route("c", free_port(), &[a])]);
+        assert!(matches!(ingress.apply(bad).await, Err(vt_ingress::ApplyError::Invalid(_))));
         // Port already taken by someone else.
         let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let taken = squatter.local_addr().unwrap().port();
-        let bad = table(
-            3,
-            vec![tcp_route("c", port, &[a]), tcp_route("d", taken, &[a])],
-        );
-        assert!(matches!(
-            ingress.apply(bad).await,
-            Err(vt_ingress::ApplyError::Bind { .. })
-        ));
+        let bad = table(3, vec![tcp_route("c", port, &[a]), tcp_route("d", taken, &[a])]);
+        assert!(matches!(ingress.apply(bad).await, Err(vt_ingress::ApplyError::Bind { .. })));
         assert_eq!(ingress.table().version, 1);
         let mut s = TcpStream::connect(v4(port)).await.unwrap();
         assert_eq!(read_line(&mut s).await, "A");

@@ -40,8 +40,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use vt_guest_proto::{
-    ExitStatus, FrameBuffer, Launch, Message, Role, Stream, MAX_LOG_CHUNK, PORT_NAME,
-    PROTOCOL_VERSION,
+    ExitStatus, FrameBuffer, Launch, Message, Role, Stream, MAX_LOG_CHUNK, PORT_NAME, PROTOCOL_VERSION,
 };
 
 const SOFTWARE: &str = concat!("vt-init/", env!("CARGO_PKG_VERSION"));
@@ -151,17 +150,9 @@ fn mount(src: &str, target: &str, fstype: &str, flags: libc::c_ulong, data: &str
         libc::mount(
             s.as_ptr(),
             t.as_ptr(),
-            if fstype.is_empty() {
-                std::ptr::null()
-            } else {
-                f.as_ptr()
-            },
+            if fstype.is_empty() { std::ptr::null() } else { f.as_ptr() },
             flags,
-            if data.is_empty() {
-                std::ptr::null()
-            } else {
-                d.as_ptr().cast()
-            },
+            if data.is_empty() { std::ptr::null() } else { d.as_ptr().cast() },
         )
     };
     if r != 0 {
@@ -187,20 +178,9 @@ fn load_modules(list: &Path, dbg: bool) -> Result<()> {
         return Ok(()); // a kernel with everything built in needs no list
     };
     let empty = cstr("");
-    for path in text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-    {
+    for path in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
         let f = File::open(path).map_err(|e| format!("open module {path}: {e}"))?;
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_finit_module,
-                f.as_raw_fd(),
-                empty.as_ptr(),
-                0 as libc::c_int,
-            )
-        };
+        let r = unsafe { libc::syscall(libc::SYS_finit_module, f.as_raw_fd(), empty.as_ptr(), 0 as libc::c_int) };
         if r != 0 {
             let e = errno();
             if e.raw_os_error() != Some(libc::EEXIST) {
@@ -218,10 +198,7 @@ fn wait_for(path: &Path) -> Result<()> {
     let start = Instant::now();
     while !path.exists() {
         if start.elapsed() > DEVICE_WAIT {
-            return Err(format!(
-                "{} did not appear within {DEVICE_WAIT:?}",
-                path.display()
-            ));
+            return Err(format!("{} did not appear within {DEVICE_WAIT:?}", path.display()));
         }
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -251,10 +228,7 @@ fn find_disks() -> Result<(String, String)> {
     let (mut root, mut scratch) = (None, None);
     let mut names: Vec<String> = std::fs::read_dir("/sys/block")
         .map(|d| {
-            d.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with("vd"))
-                .collect()
+            d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("vd")).collect()
         })
         .unwrap_or_default();
     names.sort();
@@ -266,10 +240,7 @@ fn find_disks() -> Result<(String, String)> {
             _ => {}
         }
     }
-    Ok((
-        root.unwrap_or_else(|| ROOT_DEV.to_owned()),
-        scratch.unwrap_or_else(|| SCRATCH_DEV.to_owned()),
-    ))
+    Ok((root.unwrap_or_else(|| ROOT_DEV.to_owned()), scratch.unwrap_or_else(|| SCRATCH_DEV.to_owned())))
 }
 
 fn setup_root() -> Result<()> {
@@ -302,13 +273,7 @@ fn setup_root() -> Result<()> {
     }
     std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))?;
     let nodev = libc::MS_NOSUID | libc::MS_NODEV;
-    mount(
-        "devpts",
-        "/dev/pts",
-        "devpts",
-        libc::MS_NOSUID | libc::MS_NOEXEC,
-        "mode=0620,ptmxmode=0666",
-    )?;
+    mount("devpts", "/dev/pts", "devpts", libc::MS_NOSUID | libc::MS_NOEXEC, "mode=0620,ptmxmode=0666")?;
     mount("shm", "/dev/shm", "tmpfs", nodev, "mode=1777")?;
     mount("run", "/run", "tmpfs", nodev, "mode=0755")?;
     mount("tmp", "/tmp", "tmpfs", nodev, "mode=1777")?;
@@ -341,11 +306,7 @@ impl Channel {
                             .open(&dev)
                             .map_err(|e| format!("open {}: {e}", dev.display()))?;
                         set_cloexec(file.as_raw_fd());
-                        return Ok(Self {
-                            file,
-                            buf: FrameBuffer::new(),
-                            eof: false,
-                        });
+                        return Ok(Self { file, buf: FrameBuffer::new(), eof: false });
                     }
                 }
             }
@@ -362,9 +323,7 @@ impl Channel {
 
     fn send(&mut self, m: &Message) -> Result<()> {
         let bytes = m.encode().map_err(|e| e.to_string())?;
-        self.file
-            .write_all(&bytes)
-            .map_err(|e| format!("channel write: {e}"))
+        self.file.write_all(&bytes).map_err(|e| format!("channel write: {e}"))
     }
 
     /// Read once from the port (blocking) and feed the frame buffer.
@@ -407,11 +366,7 @@ impl Channel {
     fn handshake(&mut self) -> Result<Launch> {
         loop {
             match self.recv()? {
-                Message::Hello {
-                    min_version,
-                    max_version,
-                    ..
-                } => {
+                Message::Hello { min_version, max_version, .. } => {
                     if min_version > PROTOCOL_VERSION || max_version < PROTOCOL_VERSION {
                         return Err(format!(
                             "host speaks protocol {min_version}..={max_version}, guest {PROTOCOL_VERSION}"
@@ -420,10 +375,7 @@ impl Channel {
                 }
                 Message::Launch(l) => return Ok(l),
                 Message::Shutdown => power_off(0),
-                other => log(&format!(
-                    "ignoring {:?} before launch",
-                    other.message_type()
-                )),
+                other => log(&format!("ignoring {:?} before launch", other.message_type())),
             }
         }
     }
@@ -449,11 +401,7 @@ impl Channel {
 }
 
 fn poll_in(fd: RawFd, timeout: Duration) -> bool {
-    let mut p = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
+    let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
     let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
     unsafe { libc::poll(&mut p, 1, ms) > 0 }
 }
@@ -480,10 +428,7 @@ fn resolve_user_in(user: &str, passwd: &str, group: &str) -> Result<(u32, u32, S
         None => (user, None),
     };
     let entry = |pred: &dyn Fn(&[&str]) -> bool| {
-        passwd
-            .lines()
-            .map(|l| l.split(':').collect::<Vec<_>>())
-            .find(|f| f.len() >= 7 && pred(f))
+        passwd.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| f.len() >= 7 && pred(f))
     };
     let (uid, mut gid, home) = if u.is_empty() || u == "root" {
         (0, 0, "/root".to_owned())
@@ -557,11 +502,7 @@ fn supervise(chan: &mut Channel, launch: &Launch, init_started_us: u64) -> Resul
     if !has(&env, "HOME") {
         env.push(("HOME".into(), home));
     }
-    let cwd = if launch.cwd.is_empty() {
-        "/"
-    } else {
-        &launch.cwd
-    };
+    let cwd = if launch.cwd.is_empty() { "/" } else { &launch.cwd };
     let mut cmd = Command::new(&launch.argv[0]);
     cmd.args(&launch.argv[1..])
         .env_clear()
@@ -583,38 +524,24 @@ fn supervise(chan: &mut Channel, launch: &Launch, init_started_us: u64) -> Resul
         Ok(c) => c,
         Err(e) => {
             let msg = format!("vt-init: cannot start {:?}: {e}\n", launch.argv[0]);
-            chan.send(&Message::Log {
-                stream: Stream::Stderr,
-                data: msg.into_bytes(),
-            })?;
-            chan.send(&Message::Exited {
-                status: ExitStatus::Code(127),
-            })?;
+            chan.send(&Message::Log { stream: Stream::Stderr, data: msg.into_bytes() })?;
+            chan.send(&Message::Exited { status: ExitStatus::Code(127) })?;
             chan.await_shutdown(Duration::from_secs(2));
             return Ok(());
         }
     };
     drop(cmd); // closes our copies of the pipes' write ends
     let pid = child.id() as libc::pid_t;
-    chan.send(&Message::Ready {
-        pid: pid as u32,
-        init_started_us,
-        entrypoint_started_us: boottime_us(),
-    })?;
+    chan.send(&Message::Ready { pid: pid as u32, init_started_us, entrypoint_started_us: boottime_us() })?;
 
-    let mut outs: [Option<(OwnedFd, Stream)>; 2] =
-        [Some((out_r, Stream::Stdout)), Some((err_r, Stream::Stderr))];
+    let mut outs: [Option<(OwnedFd, Stream)>; 2] = [Some((out_r, Stream::Stdout)), Some((err_r, Stream::Stderr))];
     let mut status: Option<ExitStatus> = None;
     let mut buf = vec![0u8; MAX_LOG_CHUNK];
     loop {
         if status.is_some() && outs.iter().all(Option::is_none) {
             break;
         }
-        let mut fds = vec![libc::pollfd {
-            fd: sigfd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        }];
+        let mut fds = vec![libc::pollfd { fd: sigfd.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
         fds.push(libc::pollfd {
             fd: if chan.eof { -1 } else { chan.file.as_raw_fd() },
             events: libc::POLLIN,
@@ -644,19 +571,14 @@ fn supervise(chan: &mut Channel, launch: &Launch, init_started_us: u64) -> Resul
             };
             let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
             if n > 0 {
-                chan.send(&Message::Log {
-                    stream: *stream,
-                    data: buf[..n as usize].to_vec(),
-                })?;
+                chan.send(&Message::Log { stream: *stream, data: buf[..n as usize].to_vec() })?;
             } else if n == 0 || errno().raw_os_error() != Some(libc::EINTR) {
                 *slot = None;
             }
         }
         if fds[0].revents != 0 {
             let mut info = [0u8; 128];
-            while unsafe { libc::read(sigfd.as_raw_fd(), info.as_mut_ptr().cast(), info.len()) } > 0
-            {
-            }
+            while unsafe { libc::read(sigfd.as_raw_fd(), info.as_mut_ptr().cast(), info.len()) } > 0 {}
             loop {
                 let mut st = 0;
                 let p = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) };
@@ -682,19 +604,16 @@ fn supervise(chan: &mut Channel, launch: &Launch, init_started_us: u64) -> Resul
                         unsafe { libc::kill(-1, libc::SIGKILL) };
                         power_off(0);
                     }
-                    Message::ExecStart { id, .. } => chan.send(&Message::ExecExit {
-                        id,
-                        status: ExitStatus::Code(127),
-                    })?,
+                    Message::ExecStart { id, .. } => {
+                        chan.send(&Message::ExecExit { id, status: ExitStatus::Code(127) })?
+                    }
                     other => log(&format!("ignoring {:?}", other.message_type())),
                 }
             }
         }
     }
     std::mem::forget(child); // reaped above
-    chan.send(&Message::Exited {
-        status: status.unwrap_or(ExitStatus::Code(255)),
-    })?;
+    chan.send(&Message::Exited { status: status.unwrap_or(ExitStatus::Code(255)) })?;
     chan.await_shutdown(Duration::from_secs(2));
     Ok(())
 }
@@ -702,10 +621,7 @@ fn supervise(chan: &mut Channel, launch: &Launch, init_started_us: u64) -> Resul
 // ---------------------------------------------------------------------------------------------
 
 fn boottime_us() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
     ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1000
 }

@@ -30,10 +30,7 @@ fn find_label(label: &str) -> Option<String> {
         .filter(|n| n.starts_with("vd"))
         .collect();
     names.sort();
-    names
-        .into_iter()
-        .map(|n| format!("/dev/{n}"))
-        .find(|dev| ext4_label(Path::new(dev)).as_deref() == Some(label))
+    names.into_iter().map(|n| format!("/dev/{n}")).find(|dev| ext4_label(Path::new(dev)).as_deref() == Some(label))
 }
 
 pub fn volumes(volumes: &[Volume]) -> Result<()> {
@@ -70,13 +67,7 @@ pub fn secrets(secrets: &[Secret], uid: u32, gid: u32) -> Result<()> {
         return Ok(());
     }
     let dir = "/run/secrets";
-    mount(
-        "secrets",
-        dir,
-        "tmpfs",
-        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-        "mode=0500,size=4m",
-    )?;
+    mount("secrets", dir, "tmpfs", libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, "mode=0500,size=4m")?;
     for s in secrets {
         check_name("secret", &s.name)?;
         let path = format!("{dir}/{}", s.name);

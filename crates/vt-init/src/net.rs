@@ -140,9 +140,7 @@ fn find_interface() -> Result<String> {
             return Ok(n);
         }
         if start.elapsed() > LINK_WAIT {
-            return Err(format!(
-                "no network interface appeared within {LINK_WAIT:?} (is virtio_net loaded?)"
-            ));
+            return Err(format!("no network interface appeared within {LINK_WAIT:?} (is virtio_net loaded?)"));
         }
         std::thread::sleep(Duration::from_millis(2));
     }
@@ -174,11 +172,8 @@ pub fn configure(n: &Network) -> Result<String> {
     for &(ip, len) in &n.addresses {
         match ip {
             IpAddr::V6(a) => {
-                let mut req = libc::in6_ifreq {
-                    ifr6_addr: in6(a),
-                    ifr6_prefixlen: u32::from(len),
-                    ifr6_ifindex: index,
-                };
+                let mut req =
+                    libc::in6_ifreq { ifr6_addr: in6(a), ifr6_prefixlen: u32::from(len), ifr6_ifindex: index };
                 ioctl(&s6()?, libc::SIOCSIFADDR, &mut req, &format!("add {a}/{len} to {ifname}"))?;
             }
             IpAddr::V4(a) => {

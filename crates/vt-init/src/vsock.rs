@@ -69,13 +69,7 @@ fn connect(cid: u32, port: u32) -> Result<File> {
         };
         let retry = matches!(
             e.raw_os_error(),
-            Some(
-                libc::ECONNRESET
-                    | libc::ECONNREFUSED
-                    | libc::ETIMEDOUT
-                    | libc::ENODEV
-                    | libc::EINTR
-            )
+            Some(libc::ECONNRESET | libc::ECONNREFUSED | libc::ETIMEDOUT | libc::ENODEV | libc::EINTR)
         );
         if !retry || Instant::now() > deadline {
             let hint = if e.raw_os_error() == Some(libc::EAFNOSUPPORT) {

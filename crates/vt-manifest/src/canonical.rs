@@ -29,10 +29,7 @@ fn string(s: &str) -> String {
 
 /// A TOML key, bare when possible.
 fn key(k: &str) -> String {
-    if !k.is_empty()
-        && k.bytes()
-            .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
-    {
+    if !k.is_empty() && k.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-') {
         k.to_string()
     } else {
         string(k)
@@ -94,11 +91,7 @@ pub(crate) fn to_toml(m: &Manifest) -> String {
             float(p.resources.cpu),
             p.resources.memory_mib
         );
-        let _ = writeln!(
-            out,
-            "scaling = {{ min = {}, max = {} }}",
-            p.scaling.min, p.scaling.max
-        );
+        let _ = writeln!(out, "scaling = {{ min = {}, max = {} }}", p.scaling.min, p.scaling.max);
 
         if let Some(hc) = &p.healthcheck {
             let _ = writeln!(out, "\n[{base}.healthcheck]");
@@ -114,11 +107,7 @@ pub(crate) fn to_toml(m: &Manifest) -> String {
             if let Some(path) = &hc.path {
                 let _ = writeln!(out, "path = {}", string(path));
             }
-            let _ = writeln!(
-                out,
-                "interval = {}",
-                string(&format_duration(hc.interval_ms))
-            );
+            let _ = writeln!(out, "interval = {}", string(&format_duration(hc.interval_ms)));
             let _ = writeln!(out, "timeout = {}", string(&format_duration(hc.timeout_ms)));
             let _ = writeln!(out, "grace = {}", string(&format_duration(hc.grace_ms)));
             let _ = writeln!(out, "retries = {}", hc.retries);

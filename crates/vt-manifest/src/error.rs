@@ -76,10 +76,7 @@ pub(crate) struct Problem {
 
 impl Problem {
     pub fn new(message: impl Into<String>) -> Self {
-        Problem {
-            message: message.into(),
-            hint: None,
-        }
+        Problem { message: message.into(), hint: None }
     }
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());

@@ -71,32 +71,17 @@ fn json_error(path: &str, message: impl Into<String>) -> ManifestErrors {
 /// may be `null` or absent; unknown fields are rejected. Errors carry TOML-style paths and
 /// `line == column == 0`.
 pub fn from_normalized_json(v: &Value) -> Result<Manifest, ManifestErrors> {
-    let m: Manifest = serde_json::from_value(v.clone())
-        .map_err(|e| json_error("", format!("not a normalized manifest: {e}")))?;
+    let m: Manifest =
+        serde_json::from_value(v.clone()).map_err(|e| json_error("", format!("not a normalized manifest: {e}")))?;
     if m.processes.is_empty() {
-        return Err(json_error(
-            "processes",
-            "`processes` must define at least one process",
-        ));
+        return Err(json_error("processes", "`processes` must define at least one process"));
     }
     // Validate by rendering canonical TOML and parsing it: one set of rules.
     let parsed = crate::parse(&m.to_canonical_toml()).map_err(|errs| {
-        ManifestErrors(
-            errs.0
-                .into_iter()
-                .map(|e| ManifestError {
-                    line: 0,
-                    column: 0,
-                    ..e
-                })
-                .collect(),
-        )
+        ManifestErrors(errs.0.into_iter().map(|e| ManifestError { line: 0, column: 0, ..e }).collect())
     })?;
     if parsed != m {
-        return Err(json_error(
-            "",
-            "not a normalized manifest: it changes when validated",
-        ));
+        return Err(json_error("", "not a normalized manifest: it changes when validated"));
     }
     Ok(parsed)
 }

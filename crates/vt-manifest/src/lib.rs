@@ -226,10 +226,7 @@ pub const DEFAULT_MEMORY_MIB: u32 = 512;
 
 impl Default for Resources {
     fn default() -> Self {
-        Resources {
-            cpu: DEFAULT_CPU,
-            memory_mib: DEFAULT_MEMORY_MIB,
-        }
+        Resources { cpu: DEFAULT_CPU, memory_mib: DEFAULT_MEMORY_MIB }
     }
 }
 
@@ -264,12 +261,7 @@ impl Manifest {
     pub fn minimal() -> Self {
         let mut processes = BTreeMap::new();
         processes.insert(DEFAULT_PROCESS.to_string(), Process::default());
-        Manifest {
-            schema_version: SCHEMA_VERSION,
-            env: BTreeMap::new(),
-            processes,
-            volumes: Vec::new(),
-        }
+        Manifest { schema_version: SCHEMA_VERSION, env: BTreeMap::new(), processes, volumes: Vec::new() }
     }
 
     /// Canonical TOML text (see the crate docs). Comments are not preserved.
@@ -298,8 +290,6 @@ impl Manifest {
 
     /// The volumes mounted in a process.
     pub fn volumes_for<'a>(&'a self, process: &'a str) -> impl Iterator<Item = &'a Volume> + 'a {
-        self.volumes
-            .iter()
-            .filter(move |v| v.process.as_deref().is_none_or(|p| p == process))
+        self.volumes.iter().filter(move |v| v.process.as_deref().is_none_or(|p| p == process))
     }
 }

@@ -16,25 +16,14 @@ use toml_edit::{Document, Item, TableLike};
 use crate::error::{ManifestError, ManifestErrors, Problem};
 use crate::rules;
 use crate::{
-    Healthcheck, HealthcheckKind, Manifest, Port, PortRef, Process, Protocol, Resources, Scaling,
-    Volume, DEFAULT_GRACE_MS, DEFAULT_INTERVAL_MS, DEFAULT_PROCESS, DEFAULT_RETRIES,
-    DEFAULT_TIMEOUT_MS, SCHEMA_VERSION,
+    Healthcheck, HealthcheckKind, Manifest, Port, PortRef, Process, Protocol, Resources, Scaling, Volume,
+    DEFAULT_GRACE_MS, DEFAULT_INTERVAL_MS, DEFAULT_PROCESS, DEFAULT_RETRIES, DEFAULT_TIMEOUT_MS, SCHEMA_VERSION,
 };
 
 const TOP_KEYS: &[&str] = &["schema_version", "env", "processes", "volumes"];
-const PROCESS_KEYS: &[&str] = &[
-    "command",
-    "ports",
-    "healthcheck",
-    "resources",
-    "scaling",
-    "user",
-    "env",
-];
+const PROCESS_KEYS: &[&str] = &["command", "ports", "healthcheck", "resources", "scaling", "user", "env"];
 const PORT_KEYS: &[&str] = &["name", "port", "protocol"];
-const HEALTHCHECK_KEYS: &[&str] = &[
-    "type", "port", "path", "interval", "timeout", "grace", "retries",
-];
+const HEALTHCHECK_KEYS: &[&str] = &["type", "port", "path", "interval", "timeout", "grace", "retries"];
 const RESOURCES_KEYS: &[&str] = &["cpu", "memory_mib"];
 const SCALING_KEYS: &[&str] = &["min", "max"];
 const VOLUME_KEYS: &[&str] = &["name", "path", "process"];
@@ -59,11 +48,7 @@ pub fn parse(src: &str) -> Result<Manifest, ManifestErrors> {
             }]));
         }
     };
-    let mut w = Walker {
-        errors: Vec::new(),
-        tainted: Vec::new(),
-        offsets: HashMap::new(),
-    };
+    let mut w = Walker { errors: Vec::new(), tainted: Vec::new(), offsets: HashMap::new() };
     let m = w.manifest(doc.as_table());
     if w.errors.is_empty() {
         return Ok(m);
@@ -75,13 +60,7 @@ pub fn parse(src: &str) -> Result<Manifest, ManifestErrors> {
             .into_iter()
             .map(|(off, path, p)| {
                 let (line, column) = line_col(src, off);
-                ManifestError {
-                    path,
-                    line,
-                    column,
-                    message: p.message,
-                    hint: p.hint,
-                }
+                ManifestError { path, line, column, message: p.message, hint: p.hint }
             })
             .collect(),
     ))
@@ -102,15 +81,8 @@ pub(crate) fn line_col(src: &str, off: usize) -> (usize, usize) {
 
 /// Append a key to a TOML path, quoting it when it is not a bare key.
 pub(crate) fn join(path: &str, key: &str) -> String {
-    let bare = !key.is_empty()
-        && key
-            .bytes()
-            .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-');
-    let k = if bare {
-        key.to_string()
-    } else {
-        serde_json::to_string(key).unwrap_or_default()
-    };
+    let bare = !key.is_empty() && key.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-');
+    let k = if bare { key.to_string() } else { serde_json::to_string(key).unwrap_or_default() };
     if path.is_empty() {
         k
     } else {
@@ -125,9 +97,7 @@ fn index(path: &str, i: usize) -> String {
 /// True if `a` and `b` are the same path or one contains the other.
 fn related(a: &str, b: &str) -> bool {
     let within = |long: &str, short: &str| {
-        long.len() > short.len()
-            && long.starts_with(short)
-            && matches!(long.as_bytes()[short.len()], b'.' | b'[')
+        long.len() > short.len() && long.starts_with(short) && matches!(long.as_bytes()[short.len()], b'.' | b'[')
     };
     a == b || within(a, b) || within(b, a)
 }
@@ -150,9 +120,8 @@ impl Walker {
 
     /// Report a cross-field problem at `path`, unless any involved path already has an error.
     fn cross(&mut self, path: &str, involved: &[&str], p: Problem) {
-        let blocked = std::iter::once(path)
-            .chain(involved.iter().copied())
-            .any(|i| self.tainted.iter().any(|t| related(t, i)));
+        let blocked =
+            std::iter::once(path).chain(involved.iter().copied()).any(|i| self.tainted.iter().any(|t| related(t, i)));
         if !blocked {
             let off = self.offset_of(path);
             self.errors.push((off, path.to_string(), p));
@@ -177,23 +146,13 @@ impl Walker {
             .iter()
             .filter(|(k, _)| !allowed.contains(k))
             .map(|(k, _)| {
-                let o = t
-                    .get_key_value(k)
-                    .and_then(|(key, _)| start(key.span()))
-                    .unwrap_or(off);
+                let o = t.get_key_value(k).and_then(|(key, _)| start(key.span())).unwrap_or(off);
                 (k.to_string(), o)
             })
             .collect();
         for (k, o) in unknown {
-            let mut p = Problem::new(format!(
-                "unknown field `{k}`; expected one of: {}",
-                allowed.join(", ")
-            ));
-            if let Some(best) = allowed
-                .iter()
-                .map(|a| (rules::edit_distance(a, &k), *a))
-                .filter(|(d, _)| *d <= 2)
-                .min()
+            let mut p = Problem::new(format!("unknown field `{k}`; expected one of: {}", allowed.join(", ")));
+            if let Some(best) = allowed.iter().map(|a| (rules::edit_distance(a, &k), *a)).filter(|(d, _)| *d <= 2).min()
             {
                 p = p.hint(format!("did you mean `{}`?", best.1));
             }
@@ -211,9 +170,7 @@ impl Walker {
     ) -> Option<(String, &'a Item, usize)> {
         let (k, item) = t.get_key_value(key)?;
         let p = join(path, key);
-        let o = start(item.span())
-            .or_else(|| start(k.span()))
-            .unwrap_or(off);
+        let o = start(item.span()).or_else(|| start(k.span())).unwrap_or(off);
         self.offsets.insert(p.clone(), o);
         Some((p, item, o))
     }
@@ -229,23 +186,14 @@ impl Walker {
         let r = self.get(path, t, key, off);
         if r.is_none() {
             let p = join(path, key);
-            self.err(
-                off,
-                &p,
-                Problem::new(format!("missing required field `{key}`"))
-                    .hint(format!("add `{example}`")),
-            );
+            self.err(off, &p, Problem::new(format!("missing required field `{key}`")).hint(format!("add `{example}`")));
         }
         r
     }
 
     fn type_err(&mut self, path: &str, item: &Item, off: usize, expected: &str) {
         let found = item.type_name();
-        self.err(
-            off,
-            path,
-            Problem::new(format!("expected {expected}, found {found}")),
-        );
+        self.err(off, path, Problem::new(format!("expected {expected}, found {found}")));
     }
 
     fn want_str(&mut self, path: &str, item: &Item, off: usize) -> Option<String> {
@@ -268,12 +216,7 @@ impl Walker {
         }
     }
 
-    fn want_table<'a>(
-        &mut self,
-        path: &str,
-        item: &'a Item,
-        off: usize,
-    ) -> Option<&'a dyn TableLike> {
+    fn want_table<'a>(&mut self, path: &str, item: &'a Item, off: usize) -> Option<&'a dyn TableLike> {
         match item.as_table_like() {
             Some(t) => Some(t),
             None => {
@@ -341,13 +284,9 @@ impl Walker {
         let (p, item, o) = self.get(path, t, key, off)?;
         let Some(s) = item.as_str() else {
             let found = item.type_name();
-            let mut pr = Problem::new(format!(
-                "expected a duration string such as \"10s\", found {found}"
-            ));
+            let mut pr = Problem::new(format!("expected a duration string such as \"10s\", found {found}"));
             if let Some(n) = item.as_integer() {
-                pr = pr.hint(format!(
-                    "write \"{n}s\" for {n} seconds or \"{n}ms\" for {n} milliseconds"
-                ));
+                pr = pr.hint(format!("write \"{n}s\" for {n} seconds or \"{n}ms\" for {n} milliseconds"));
             }
             self.err(o, &p, pr);
             return None;
@@ -399,18 +338,16 @@ impl Walker {
                         self.err(
                             o,
                             &pp,
-                            Problem::new("`processes` must define at least one process")
-                                .hint("add `[processes.web]`, or remove `processes` to run the image's entrypoint as `web`"),
+                            Problem::new("`processes` must define at least one process").hint(
+                                "add `[processes.web]`, or remove `processes` to run the image's entrypoint as `web`",
+                            ),
                         );
                     }
                     for (name, _) in pt.iter() {
                         let Some((p, item, po)) = self.get(&pp, pt, name, o) else {
                             continue;
                         };
-                        let key_off = pt
-                            .get_key_value(name)
-                            .and_then(|(k, _)| start(k.span()))
-                            .unwrap_or(po);
+                        let key_off = pt.get_key_value(name).and_then(|(k, _)| start(k.span())).unwrap_or(po);
                         if let Err(e) = rules::name("process", name) {
                             self.err(key_off, &p, e);
                         }
@@ -432,12 +369,7 @@ impl Walker {
             }
         }
 
-        let m = Manifest {
-            schema_version: SCHEMA_VERSION,
-            env,
-            processes,
-            volumes,
-        };
+        let m = Manifest { schema_version: SCHEMA_VERSION, env, processes, volumes };
         self.cross_checks(&m);
         m
     }
@@ -448,10 +380,7 @@ impl Walker {
             return out;
         };
         for (k, _) in t.iter() {
-            let key_off = t
-                .get_key_value(k)
-                .and_then(|(key, _)| start(key.span()))
-                .unwrap_or(off);
+            let key_off = t.get_key_value(k).and_then(|(key, _)| start(key.span())).unwrap_or(off);
             let Some((p, v, vo)) = self.get(path, t, k, off) else {
                 continue;
             };
@@ -481,8 +410,9 @@ impl Walker {
                     self.err(
                         o,
                         &cp,
-                        Problem::new("`command` cannot be empty")
-                            .hint("list the program and its arguments, or remove `command` to use the image's entrypoint"),
+                        Problem::new("`command` cannot be empty").hint(
+                            "list the program and its arguments, or remove `command` to use the image's entrypoint",
+                        ),
                     );
                 } else {
                     let mut cmd = Vec::new();
@@ -531,12 +461,8 @@ impl Walker {
                 self.check_keys(&sp, st, SCALING_KEYS, o);
                 let d = Scaling::default();
                 pr.scaling = Scaling {
-                    min: self
-                        .int_field(&sp, st, "min", o, rules::scale)
-                        .unwrap_or(d.min),
-                    max: self
-                        .int_field(&sp, st, "max", o, rules::scale)
-                        .unwrap_or(d.max),
+                    min: self.int_field(&sp, st, "min", o, rules::scale).unwrap_or(d.min),
+                    max: self.int_field(&sp, st, "max", o, rules::scale).unwrap_or(d.max),
                 };
             }
         }
@@ -577,11 +503,7 @@ impl Walker {
 
     /// A port entry; invalid fields become placeholders (their paths carry errors).
     fn port(&mut self, path: &str, item: &Item, off: usize) -> Port {
-        let mut port = Port {
-            name: String::new(),
-            port: 0,
-            protocol: Protocol::Tcp,
-        };
+        let mut port = Port { name: String::new(), port: 0, protocol: Protocol::Tcp };
         let Some(t) = self.want_table(path, item, off) else {
             return port;
         };
@@ -595,20 +517,14 @@ impl Walker {
             }
         }
         if self.required(path, t, "port", off, "port = 8080").is_some() {
-            port.port = self
-                .int_field(path, t, "port", off, rules::port)
-                .unwrap_or(0);
+            port.port = self.int_field(path, t, "port", off, rules::port).unwrap_or(0);
         }
         if let Some((p, it, o)) = self.get(path, t, "protocol", off) {
             if let Some(s) = self.want_str(&p, it, o) {
                 match s.as_str() {
                     "tcp" => port.protocol = Protocol::Tcp,
                     "udp" => port.protocol = Protocol::Udp,
-                    _ => self.err(
-                        o,
-                        &p,
-                        Problem::new(format!("protocol must be \"tcp\" or \"udp\", got \"{s}\"")),
-                    ),
+                    _ => self.err(o, &p, Problem::new(format!("protocol must be \"tcp\" or \"udp\", got \"{s}\""))),
                 }
             }
         }
@@ -635,20 +551,13 @@ impl Walker {
                     _ => self.err(
                         o,
                         &p,
-                        Problem::new(format!(
-                            "healthcheck type must be \"tcp\" or \"http\", got \"{s}\""
-                        )),
+                        Problem::new(format!("healthcheck type must be \"tcp\" or \"http\", got \"{s}\"")),
                     ),
                 }
             }
         }
-        if let Some((p, it, o)) = self.required(
-            path,
-            t,
-            "port",
-            off,
-            "port = \"http\"` (a port name) or `port = 8080",
-        ) {
+        if let Some((p, it, o)) = self.required(path, t, "port", off, "port = \"http\"` (a port name) or `port = 8080")
+        {
             if let Some(n) = it.as_integer() {
                 match rules::port(n) {
                     Ok(n) => hc.port = PortRef::Number(n),
@@ -668,24 +577,10 @@ impl Walker {
                 hc.path = Some(s);
             }
         }
-        if let Some(v) = self.duration_field(
-            path,
-            t,
-            "interval",
-            off,
-            rules::MIN_INTERVAL_MS,
-            rules::MAX_DURATION_MS,
-        ) {
+        if let Some(v) = self.duration_field(path, t, "interval", off, rules::MIN_INTERVAL_MS, rules::MAX_DURATION_MS) {
             hc.interval_ms = v;
         }
-        if let Some(v) = self.duration_field(
-            path,
-            t,
-            "timeout",
-            off,
-            rules::MIN_TIMEOUT_MS,
-            rules::MAX_DURATION_MS,
-        ) {
+        if let Some(v) = self.duration_field(path, t, "timeout", off, rules::MIN_TIMEOUT_MS, rules::MAX_DURATION_MS) {
             hc.timeout_ms = v;
         }
         if let Some(v) = self.duration_field(path, t, "grace", off, 0, rules::MAX_DURATION_MS) {
@@ -698,11 +593,7 @@ impl Walker {
     }
 
     fn volume(&mut self, path: &str, item: &Item, off: usize) -> Volume {
-        let mut v = Volume {
-            name: String::new(),
-            path: String::new(),
-            process: None,
-        };
+        let mut v = Volume { name: String::new(), path: String::new(), process: None };
         let Some(t) = self.want_table(path, item, off) else {
             return v;
         };
@@ -751,19 +642,12 @@ impl Walker {
                         .hint("give each port of a process its own name"),
                     );
                 }
-                if let Some(j) = pr.ports[..i]
-                    .iter()
-                    .position(|q| q.port == port.port && q.protocol == port.protocol)
-                {
+                if let Some(j) = pr.ports[..i].iter().position(|q| q.port == port.port && q.protocol == port.protocol) {
                     let a = join(&index(&ports_p, j), "port");
                     let b = join(&here, "port");
                     self.cross(
                         &b,
-                        &[
-                            &a,
-                            &join(&here, "protocol"),
-                            &join(&index(&ports_p, j), "protocol"),
-                        ],
+                        &[&a, &join(&here, "protocol"), &join(&index(&ports_p, j), "protocol")],
                         Problem::new(format!(
                             "duplicate port {}/{}: already declared by {}",
                             port.port,
@@ -783,12 +667,8 @@ impl Walker {
                     (HealthcheckKind::Http, None) => self.cross(
                         &path_p,
                         &[&type_p],
-                        Problem::new(
-                            "missing required field `path`: http healthchecks need a request path",
-                        )
-                        .hint(
-                            "add `path = \"/healthz\"` (any path your app answers with 2xx or 3xx)",
-                        ),
+                        Problem::new("missing required field `path`: http healthchecks need a request path")
+                            .hint("add `path = \"/healthz\"` (any path your app answers with 2xx or 3xx)"),
                     ),
                     (HealthcheckKind::Tcp, Some(_)) => self.cross(
                         &path_p,
@@ -814,21 +694,18 @@ impl Walker {
                     let port_p = join(&hp, "port");
                     match pr.ports.iter().find(|p| &p.name == n) {
                         None => {
-                            let declared: Vec<&str> =
-                                pr.ports.iter().map(|p| p.name.as_str()).collect();
+                            let declared: Vec<&str> = pr.ports.iter().map(|p| p.name.as_str()).collect();
                             let hint = if declared.is_empty() {
-                                format!("declare it: `ports = [{{ name = \"{n}\", port = 8080 }}]`, or give a port number")
-                            } else {
                                 format!(
-                                    "declared ports: {}; or give a port number",
-                                    declared.join(", ")
+                                    "declare it: `ports = [{{ name = \"{n}\", port = 8080 }}]`, or give a port number"
                                 )
+                            } else {
+                                format!("declared ports: {}; or give a port number", declared.join(", "))
                             };
                             self.cross(
                                 &port_p,
                                 &[&ports_p],
-                                Problem::new(format!("no port named `{n}` in {ports_p}"))
-                                    .hint(hint),
+                                Problem::new(format!("no port named `{n}` in {ports_p}")).hint(hint),
                             );
                         }
                         Some(p) if p.protocol == Protocol::Udp => self.cross(
@@ -849,14 +726,8 @@ impl Walker {
                 self.cross(
                     &join(&sp, "min"),
                     &[&join(&sp, "max")],
-                    Problem::new(format!(
-                        "min ({}) must not be greater than max ({})",
-                        pr.scaling.min, pr.scaling.max
-                    ))
-                    .hint(format!(
-                        "set `max = {}` or more (max defaults to 1)",
-                        pr.scaling.min
-                    )),
+                    Problem::new(format!("min ({}) must not be greater than max ({})", pr.scaling.min, pr.scaling.max))
+                        .hint(format!("set `max = {}` or more (max defaults to 1)", pr.scaling.min)),
                 );
             }
         }
@@ -892,10 +763,7 @@ impl Walker {
                 (Some(a), Some(b)) => a == b,
                 _ => true,
             };
-            if let Some(j) = m.volumes[..i]
-                .iter()
-                .position(|w| w.path == v.path && overlaps(w))
-            {
+            if let Some(j) = m.volumes[..i].iter().position(|w| w.path == v.path && overlaps(w)) {
                 self.cross(
                     &join(&here, "path"),
                     &[

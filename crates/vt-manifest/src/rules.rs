@@ -22,8 +22,7 @@ pub(crate) fn is_valid_name(s: &str) -> bool {
     !b.is_empty()
         && b.len() <= 63
         && b[0].is_ascii_lowercase()
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && !s.ends_with('-')
 }
 
@@ -34,13 +33,7 @@ pub(crate) fn name(kind: &str, s: &str) -> Result<(), Problem> {
     let mut suggestion: String = s
         .to_ascii_lowercase()
         .chars()
-        .map(|c| {
-            if c.is_ascii_lowercase() || c.is_ascii_digit() {
-                c
-            } else {
-                '-'
-            }
-        })
+        .map(|c| if c.is_ascii_lowercase() || c.is_ascii_digit() { c } else { '-' })
         .collect();
     suggestion = suggestion.trim_matches('-').to_string();
     suggestion.truncate(63);
@@ -77,9 +70,7 @@ pub(crate) fn env_name(s: &str) -> Result<(), Problem> {
 
 pub(crate) fn env_value(s: &str) -> Result<(), Problem> {
     if s.contains('\0') {
-        return Err(Problem::new(
-            "environment variable values cannot contain NUL characters",
-        ));
+        return Err(Problem::new("environment variable values cannot contain NUL characters"));
     }
     Ok(())
 }
@@ -88,10 +79,8 @@ pub(crate) fn schema_version(v: i64) -> Result<(), Problem> {
     if SUPPORTED_SCHEMA_VERSIONS.contains(&v) {
         Ok(())
     } else {
-        Err(Problem::new(format!(
-            "unsupported schema_version {v}; supported versions: 1"
-        ))
-        .hint("set `schema_version = 1`"))
+        Err(Problem::new(format!("unsupported schema_version {v}; supported versions: 1"))
+            .hint("set `schema_version = 1`"))
     }
 }
 
@@ -99,9 +88,7 @@ pub(crate) fn port(v: i64) -> Result<u16, Problem> {
     if (1..=65535).contains(&v) {
         Ok(v as u16)
     } else {
-        Err(Problem::new(format!(
-            "must be between 1 and 65535, got {v}"
-        )))
+        Err(Problem::new(format!("must be between 1 and 65535, got {v}")))
     }
 }
 
@@ -109,9 +96,7 @@ pub(crate) fn memory_mib(v: i64) -> Result<u32, Problem> {
     if (MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&v) {
         Ok(v as u32)
     } else {
-        Err(Problem::new(format!(
-            "must be between {MIN_MEMORY_MIB} and {MAX_MEMORY_MIB} (MiB), got {v}"
-        )))
+        Err(Problem::new(format!("must be between {MIN_MEMORY_MIB} and {MAX_MEMORY_MIB} (MiB), got {v}")))
     }
 }
 
@@ -119,10 +104,8 @@ pub(crate) fn cpu(v: f64) -> Result<f64, Problem> {
     if v > 0.0 && v <= MAX_CPU {
         Ok(v)
     } else {
-        Err(Problem::new(format!(
-            "must be greater than 0 and at most {MAX_CPU} (vCPUs), got {v}"
-        ))
-        .hint("use a fraction such as 0.5 for half a vCPU"))
+        Err(Problem::new(format!("must be greater than 0 and at most {MAX_CPU} (vCPUs), got {v}"))
+            .hint("use a fraction such as 0.5 for half a vCPU"))
     }
 }
 
@@ -130,9 +113,7 @@ pub(crate) fn scale(v: i64) -> Result<u32, Problem> {
     if (0..=MAX_SCALE).contains(&v) {
         Ok(v as u32)
     } else {
-        Err(Problem::new(format!(
-            "must be between 0 and {MAX_SCALE}, got {v}"
-        )))
+        Err(Problem::new(format!("must be between 0 and {MAX_SCALE}, got {v}")))
     }
 }
 
@@ -140,9 +121,7 @@ pub(crate) fn retries(v: i64) -> Result<u32, Problem> {
     if (1..=MAX_RETRIES).contains(&v) {
         Ok(v as u32)
     } else {
-        Err(Problem::new(format!(
-            "must be between 1 and {MAX_RETRIES}, got {v}"
-        )))
+        Err(Problem::new(format!("must be between 1 and {MAX_RETRIES}, got {v}")))
     }
 }
 
@@ -152,10 +131,7 @@ pub(crate) fn parse_duration(s: &str) -> Result<u64, Problem> {
         Problem::new(format!("invalid duration `{s}`"))
             .hint("write a whole number followed by a unit: \"500ms\", \"10s\", \"1m\" or \"1h\"")
     };
-    let digits_end = s
-        .bytes()
-        .position(|c| !c.is_ascii_digit())
-        .unwrap_or(s.len());
+    let digits_end = s.bytes().position(|c| !c.is_ascii_digit()).unwrap_or(s.len());
     if digits_end == 0 || digits_end > 12 {
         return Err(bad());
     }
@@ -200,19 +176,14 @@ pub(crate) fn duration_range(ms: u64, min: u64, max: u64) -> Result<u64, Problem
 
 /// `name`, `uid` or `uid:gid`.
 pub(crate) fn user(s: &str) -> Result<(), Problem> {
-    let is_id = |p: &str| {
-        !p.is_empty()
-            && p.len() <= 10
-            && p.bytes().all(|c| c.is_ascii_digit())
-            && p.parse::<u32>().is_ok()
-    };
+    let is_id =
+        |p: &str| !p.is_empty() && p.len() <= 10 && p.bytes().all(|c| c.is_ascii_digit()) && p.parse::<u32>().is_ok();
     let is_user_name = |p: &str| {
         let b = p.as_bytes();
         !b.is_empty()
             && b.len() <= 32
             && (b[0].is_ascii_lowercase() || b[0] == b'_')
-            && b.iter()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-')
+            && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_' || *c == b'-')
     };
     let ok = match s.split_once(':') {
         Some((u, g)) => is_id(u) && is_id(g),
@@ -228,16 +199,12 @@ pub(crate) fn user(s: &str) -> Result<(), Problem> {
 
 pub(crate) fn http_path(s: &str) -> Result<(), Problem> {
     if !s.starts_with('/') {
-        return Err(
-            Problem::new(format!("healthcheck path `{s}` must start with '/'"))
-                .hint(format!("write \"/{}\"", s.trim_start_matches('/'))),
-        );
+        return Err(Problem::new(format!("healthcheck path `{s}` must start with '/'"))
+            .hint(format!("write \"/{}\"", s.trim_start_matches('/'))));
     }
     if s.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err(Problem::new(
-            "healthcheck path cannot contain whitespace or control characters",
-        )
-        .hint("percent-encode the characters, e.g. %20 for a space"));
+        return Err(Problem::new("healthcheck path cannot contain whitespace or control characters")
+            .hint("percent-encode the characters, e.g. %20 for a space"));
     }
     Ok(())
 }
@@ -248,13 +215,10 @@ pub(crate) fn volume_path(s: &str) -> Result<(), Problem> {
             .hint(format!("write \"/{}\"", s.trim_start_matches("./"))));
     }
     if s == "/" {
-        return Err(Problem::new("a volume cannot be mounted on `/`")
-            .hint("pick a directory such as \"/data\""));
+        return Err(Problem::new("a volume cannot be mounted on `/`").hint("pick a directory such as \"/data\""));
     }
     if s.chars().any(|c| c.is_control()) {
-        return Err(Problem::new(
-            "volume path cannot contain control characters",
-        ));
+        return Err(Problem::new("volume path cannot contain control characters"));
     }
     let segs: Vec<&str> = s[1..].split('/').collect();
     if segs.iter().any(|p| p.is_empty() || *p == "." || *p == "..") {
@@ -289,14 +253,10 @@ pub(crate) fn volume_path(s: &str) -> Result<(), Problem> {
 
 pub(crate) fn command_arg(i: usize, s: &str) -> Result<(), Problem> {
     if i == 0 && s.is_empty() {
-        return Err(Problem::new(
-            "the program (first element of command) cannot be empty",
-        ));
+        return Err(Problem::new("the program (first element of command) cannot be empty"));
     }
     if s.contains('\0') {
-        return Err(Problem::new(
-            "command arguments cannot contain NUL characters",
-        ));
+        return Err(Problem::new("command arguments cannot contain NUL characters"));
     }
     Ok(())
 }
@@ -326,22 +286,10 @@ mod tests {
         for ok in ["web", "a", "worker-2", &"a".repeat(63)] {
             assert!(is_valid_name(ok), "{ok}");
         }
-        for bad in [
-            "",
-            "Web",
-            "2web",
-            "web-",
-            "we_b",
-            "-web",
-            &"a".repeat(64),
-            "wéb",
-        ] {
+        for bad in ["", "Web", "2web", "web-", "we_b", "-web", &"a".repeat(64), "wéb"] {
             assert!(!is_valid_name(bad), "{bad}");
         }
-        assert_eq!(
-            name("process", "My_App").unwrap_err().hint.as_deref(),
-            Some("rename it to `my-app`")
-        );
+        assert_eq!(name("process", "My_App").unwrap_err().hint.as_deref(), Some("rename it to `my-app`"));
     }
 
     #[test]
@@ -362,17 +310,7 @@ mod tests {
         assert_eq!(parse_duration("1m").unwrap(), 60_000);
         assert_eq!(parse_duration("2h").unwrap(), 7_200_000);
         assert_eq!(parse_duration("0s").unwrap(), 0);
-        for bad in [
-            "",
-            "10",
-            "s",
-            "1.5s",
-            "10 s",
-            "-1s",
-            "1d",
-            "10S",
-            "9999999999999s",
-        ] {
+        for bad in ["", "10", "s", "1.5s", "10 s", "-1s", "1d", "10S", "9999999999999s"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
         for ms in [0, 1, 999, 1000, 1500, 60_000, 90_000, 3_600_000, 5_400_000] {
@@ -386,29 +324,14 @@ mod tests {
         for ok in ["app", "_svc", "1000", "0:0", "1000:1000", "www-data"] {
             assert!(user(ok).is_ok(), "{ok}");
         }
-        for bad in [
-            "",
-            "App",
-            "1000:",
-            ":1",
-            "a:b",
-            "99999999999",
-            "1:2:3",
-            "a b",
-        ] {
+        for bad in ["", "App", "1000:", ":1", "a:b", "99999999999", "1:2:3", "a b"] {
             assert!(user(bad).is_err(), "{bad}");
         }
     }
 
     #[test]
     fn volume_paths() {
-        for ok in [
-            "/data",
-            "/var/lib/pg",
-            "/devices",
-            "/run/secretsx",
-            "/proc2",
-        ] {
+        for ok in ["/data", "/var/lib/pg", "/devices", "/run/secretsx", "/proc2"] {
             assert!(volume_path(ok).is_ok(), "{ok}");
         }
         for bad in [
@@ -426,10 +349,7 @@ mod tests {
         ] {
             assert!(volume_path(bad).is_err(), "{bad}");
         }
-        assert_eq!(
-            volume_path("/a/../b/").unwrap_err().hint.as_deref(),
-            Some("write \"/b\"")
-        );
+        assert_eq!(volume_path("/a/../b/").unwrap_err().hint.as_deref(), Some("write \"/b\""));
     }
 
     #[test]
@@ -442,21 +362,10 @@ mod tests {
                 && memory_mib(262_145).is_err()
         );
         assert!(
-            cpu(0.0).is_err()
-                && cpu(64.0).is_ok()
-                && cpu(64.01).is_err()
-                && cpu(f64::NAN).is_err()
-                && cpu(0.1).is_ok()
+            cpu(0.0).is_err() && cpu(64.0).is_ok() && cpu(64.01).is_err() && cpu(f64::NAN).is_err() && cpu(0.1).is_ok()
         );
-        assert!(
-            scale(-1).is_err() && scale(0).is_ok() && scale(1000).is_ok() && scale(1001).is_err()
-        );
-        assert!(
-            retries(0).is_err()
-                && retries(1).is_ok()
-                && retries(100).is_ok()
-                && retries(101).is_err()
-        );
+        assert!(scale(-1).is_err() && scale(0).is_ok() && scale(1000).is_ok() && scale(1001).is_err());
+        assert!(retries(0).is_err() && retries(1).is_ok() && retries(100).is_ok() && retries(101).is_err());
         assert_eq!(edit_distance("prots", "ports"), 2);
         assert_eq!(edit_distance("comand", "command"), 1);
     }

@@ -5,8 +5,8 @@ use std::sync::LazyLock;
 
 use proptest::prelude::*;
 use vt_manifest::{
-    from_normalized_json, json_schema, parse, Healthcheck, HealthcheckKind, Manifest, Port,
-    PortRef, Process, Protocol, Resources, Scaling, Volume,
+    from_normalized_json, json_schema, parse, Healthcheck, HealthcheckKind, Manifest, Port, PortRef, Process, Protocol,
+    Resources, Scaling, Volume,
 };
 
 const EXAMPLE: &str = include_str!("../../../examples/manifest.toml");
@@ -46,25 +46,23 @@ fn hash_format_and_sensitivity() {
     let h = m.hash();
     assert_eq!(h.len(), 7 + 64);
     assert!(h.starts_with("sha256:"));
-    assert!(h[7..]
-        .bytes()
-        .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)));
+    assert!(h[7..].bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)));
     let mut m2 = m.clone();
     m2.processes.get_mut("web").unwrap().scaling.max += 1;
     assert_ne!(m2.hash(), h);
     // Comments and layout do not change the hash; explicit defaults do not either.
     let a = parse("schema_version = 1\n").unwrap();
-    let b = parse("# hi\nschema_version = 1\n[processes.web]\nresources = { cpu = 1, memory_mib = 512 }\nscaling.min = 1\n").unwrap();
+    let b = parse(
+        "# hi\nschema_version = 1\n[processes.web]\nresources = { cpu = 1, memory_mib = 512 }\nscaling.min = 1\n",
+    )
+    .unwrap();
     assert_eq!(a.hash(), b.hash());
     // Pinned: the hash of the minimal manifest is part of the contract. It is the SHA-256
     // (computed independently with `sha256sum`) of this exact compact, key-sorted JSON:
     // {"env":{},"processes":{"web":{"command":null,"env":{},"healthcheck":null,"ports":[],
     //  "resources":{"cpu":1.0,"memory_mib":512},"scaling":{"max":1,"min":1},"user":null}},
     //  "schema_version":1,"volumes":[]}
-    assert_eq!(
-        a.hash(),
-        "sha256:9ed788ca2a5ae1c3de11685adacecf760365904a259897a18a1cad74397054de"
-    );
+    assert_eq!(a.hash(), "sha256:9ed788ca2a5ae1c3de11685adacecf760365904a259897a18a1cad74397054de");
 }
 
 #[test]
@@ -86,10 +84,7 @@ fn normalized_json_round_trips_and_rejects_junk() {
 
     let mut bad = j.clone();
     bad["env"]["VT_X"] = "1".into();
-    assert_eq!(
-        from_normalized_json(&bad).unwrap_err().0[0].path,
-        "env.VT_X"
-    );
+    assert_eq!(from_normalized_json(&bad).unwrap_err().0[0].path, "env.VT_X");
 
     let mut bad = j.clone();
     bad["processes"] = serde_json::json!({});
@@ -97,10 +92,7 @@ fn normalized_json_round_trips_and_rejects_junk() {
 
     let mut bad = j;
     bad["schema_version"] = 2.into();
-    assert_eq!(
-        from_normalized_json(&bad).unwrap_err().0[0].path,
-        "schema_version"
-    );
+    assert_eq!(from_normalized_json(&bad).unwrap_err().0[0].path, "schema_version");
 }
 
 #[test]
@@ -118,11 +110,11 @@ fn schema_accepts_valid_examples() {
 #[test]
 fn schema_rejects_invalid_examples() {
     let cases = [
-        "",                                                                      // missing schema_version
-        "schema_version = 2\n",                                                  // unsupported version
-        "schema_version = 1\nextra = 1\n",                                       // unknown field
-        "schema_version = 1\n[processes.Web]\n",                                 // bad process name
-        "schema_version = 1\n[processes.web]\ncommand = []\n",                   // empty command
+        "",                                                    // missing schema_version
+        "schema_version = 2\n",                                // unsupported version
+        "schema_version = 1\nextra = 1\n",                     // unknown field
+        "schema_version = 1\n[processes.Web]\n",               // bad process name
+        "schema_version = 1\n[processes.web]\ncommand = []\n", // empty command
         "schema_version = 1\n[processes.web]\nports = [{ name = \"a\", port = 70000 }]\n",
         "schema_version = 1\n[processes.web]\nports = [{ name = \"a\", port = 1, protocol = \"sctp\" }]\n",
         "schema_version = 1\n[processes.web]\nhealthcheck = { type = \"http\", port = 1 }\n", // http needs path
@@ -174,14 +166,12 @@ fn duration(min: u64, max: u64) -> impl Strategy<Value = u64> {
 
 fn process() -> impl Strategy<Value = Process> {
     let command = prop::option::of(
-        (
-            "[a-z./]{1,10}",
-            prop::collection::vec(any::<String>().prop_map(|s| s.replace('\0', "")), 0..3),
-        )
-            .prop_map(|(p, mut args)| {
+        ("[a-z./]{1,10}", prop::collection::vec(any::<String>().prop_map(|s| s.replace('\0', "")), 0..3)).prop_map(
+            |(p, mut args)| {
                 args.insert(0, p);
                 args
-            }),
+            },
+        ),
     );
     let ports = prop::collection::vec((1u16..=65535, prop::bool::ANY), 0..4).prop_map(|v| {
         let mut seen = BTreeSet::new();
@@ -195,15 +185,10 @@ fn process() -> impl Strategy<Value = Process> {
             })
             .collect::<Vec<_>>()
     });
-    let cpu = prop_oneof![
-        (1u32..=64_000).prop_map(|k| f64::from(k) / 1000.0),
-        (0.0001f64..=64.0)
-    ];
-    let resources =
-        (cpu, 64u32..=262_144).prop_map(|(cpu, memory_mib)| Resources { cpu, memory_mib });
-    let scaling = (0u32..=1000)
-        .prop_flat_map(|min| (Just(min), min..=1000))
-        .prop_map(|(min, max)| Scaling { min, max });
+    let cpu = prop_oneof![(1u32..=64_000).prop_map(|k| f64::from(k) / 1000.0), (0.0001f64..=64.0)];
+    let resources = (cpu, 64u32..=262_144).prop_map(|(cpu, memory_mib)| Resources { cpu, memory_mib });
+    let scaling =
+        (0u32..=1000).prop_flat_map(|min| (Just(min), min..=1000)).prop_map(|(min, max)| Scaling { min, max });
     let user = prop::option::of(prop_oneof![
         Just("app".to_string()),
         (0u32..=u32::MAX).prop_map(|u| u.to_string()),
@@ -211,19 +196,13 @@ fn process() -> impl Strategy<Value = Process> {
     ]);
     (command, ports, resources, scaling, user, env_map())
         .prop_flat_map(|(command, ports, resources, scaling, user, env)| {
-            let tcp: Vec<String> = ports
-                .iter()
-                .filter(|p| p.protocol == Protocol::Tcp)
-                .map(|p| p.name.clone())
-                .collect();
+            let tcp: Vec<String> =
+                ports.iter().filter(|p| p.protocol == Protocol::Tcp).map(|p| p.name.clone()).collect();
             let port_ref = if tcp.is_empty() {
                 (1u16..=65535).prop_map(PortRef::Number).boxed()
             } else {
-                prop_oneof![
-                    (1u16..=65535).prop_map(PortRef::Number),
-                    prop::sample::select(tcp).prop_map(PortRef::Name)
-                ]
-                .boxed()
+                prop_oneof![(1u16..=65535).prop_map(PortRef::Number), prop::sample::select(tcp).prop_map(PortRef::Name)]
+                    .boxed()
             };
             let hc = prop::option::of(
                 (
@@ -235,56 +214,39 @@ fn process() -> impl Strategy<Value = Process> {
                     1u32..=100,
                 )
                     .prop_flat_map(|(http, port, path, interval_ms, grace_ms, retries)| {
-                        (
-                            duration(10, interval_ms - 1),
-                            Just((http, port, path, interval_ms, grace_ms, retries)),
-                        )
+                        (duration(10, interval_ms - 1), Just((http, port, path, interval_ms, grace_ms, retries)))
                     })
-                    .prop_map(
-                        |(timeout_ms, (http, port, path, interval_ms, grace_ms, retries))| {
-                            Healthcheck {
-                                kind: if http {
-                                    HealthcheckKind::Http
-                                } else {
-                                    HealthcheckKind::Tcp
-                                },
-                                port,
-                                path: http.then_some(path),
-                                interval_ms,
-                                timeout_ms,
-                                grace_ms,
-                                retries,
-                            }
-                        },
-                    ),
+                    .prop_map(|(timeout_ms, (http, port, path, interval_ms, grace_ms, retries))| {
+                        Healthcheck {
+                            kind: if http { HealthcheckKind::Http } else { HealthcheckKind::Tcp },
+                            port,
+                            path: http.then_some(path),
+                            interval_ms,
+                            timeout_ms,
+                            grace_ms,
+                            retries,
+                        }
+                    }),
             );
             (Just((command, ports, resources, scaling, user, env)), hc)
         })
-        .prop_map(
-            |((command, ports, resources, scaling, user, env), healthcheck)| Process {
-                command,
-                env,
-                healthcheck,
-                ports,
-                resources,
-                scaling,
-                user,
-            },
-        )
+        .prop_map(|((command, ports, resources, scaling, user, env), healthcheck)| Process {
+            command,
+            env,
+            healthcheck,
+            ports,
+            resources,
+            scaling,
+            user,
+        })
 }
 
 fn manifest() -> impl Strategy<Value = Manifest> {
-    (
-        env_map(),
-        prop::collection::btree_map(name(), process(), 1..4),
-    )
+    (env_map(), prop::collection::btree_map(name(), process(), 1..4))
         .prop_flat_map(|(env, processes)| {
             let names: Vec<String> = processes.keys().cloned().collect();
             let volumes = prop::collection::vec(
-                (
-                    "/[a-z0-9._-]{1,6}(/[a-z0-9_-]{1,6}){0,2}",
-                    prop::option::of(prop::sample::select(names)),
-                ),
+                ("/[a-z0-9._-]{1,6}(/[a-z0-9_-]{1,6}){0,2}", prop::option::of(prop::sample::select(names))),
                 0..3,
             );
             (Just(env), Just(processes), volumes)
@@ -296,23 +258,12 @@ fn manifest() -> impl Strategy<Value = Manifest> {
                 .enumerate()
                 .filter(|(_, (path, _))| {
                     !path.split('/').any(|s| s == "." || s == "..")
-                        && !["/proc", "/sys", "/dev"]
-                            .iter()
-                            .any(|r| path == r || path.starts_with(&format!("{r}/")))
+                        && !["/proc", "/sys", "/dev"].iter().any(|r| path == r || path.starts_with(&format!("{r}/")))
                         && seen.insert(path.clone())
                 })
-                .map(|(i, (path, process))| Volume {
-                    name: format!("vol-{i}"),
-                    path,
-                    process,
-                })
+                .map(|(i, (path, process))| Volume { name: format!("vol-{i}"), path, process })
                 .collect();
-            Manifest {
-                schema_version: 1,
-                env,
-                processes,
-                volumes,
-            }
+            Manifest { schema_version: 1, env, processes, volumes }
         })
 }
 

@@ -15,11 +15,7 @@ fn one(src: &str, path: &str, line: usize, column: usize) -> ManifestError {
     let e = errs(src);
     assert_eq!(e.len(), 1, "expected one error, got: {e:#?}");
     let e = e.into_iter().next().unwrap();
-    assert_eq!(
-        (e.path.as_str(), e.line, e.column),
-        (path, line, column),
-        "{e}"
-    );
+    assert_eq!((e.path.as_str(), e.line, e.column), (path, line, column), "{e}");
     e
 }
 
@@ -38,10 +34,7 @@ fn example_parses() {
     let hc = web.healthcheck.as_ref().unwrap();
     assert_eq!(hc.kind, HealthcheckKind::Http);
     assert_eq!(hc.port, PortRef::Name("http".into()));
-    assert_eq!(
-        (hc.interval_ms, hc.timeout_ms, hc.grace_ms, hc.retries),
-        (5000, 1000, 30_000, 3)
-    );
+    assert_eq!((hc.interval_ms, hc.timeout_ms, hc.grace_ms, hc.retries), (5000, 1000, 30_000, 3));
     assert_eq!(web.resources.cpu, 0.5);
     assert_eq!((web.scaling.min, web.scaling.max), (2, 10));
     let worker = &m.processes["worker"];
@@ -65,24 +58,16 @@ fn minimal_manifest_has_default_web_process() {
 
 #[test]
 fn healthcheck_defaults() {
-    let m = parse(&proc_(
-        "ports = [{ name = \"p\", port = 9000 }]\nhealthcheck = { type = \"tcp\", port = \"p\" }\n",
-    ))
-    .unwrap();
+    let m = parse(&proc_("ports = [{ name = \"p\", port = 9000 }]\nhealthcheck = { type = \"tcp\", port = \"p\" }\n"))
+        .unwrap();
     let hc = m.processes["web"].healthcheck.clone().unwrap();
-    assert_eq!(
-        (hc.interval_ms, hc.timeout_ms, hc.grace_ms, hc.retries),
-        (10_000, 2_000, 30_000, 3)
-    );
+    assert_eq!((hc.interval_ms, hc.timeout_ms, hc.grace_ms, hc.retries), (10_000, 2_000, 30_000, 3));
     assert_eq!(hc.path, None);
 }
 
 #[test]
 fn alternative_toml_spellings_are_equivalent() {
-    let a = parse(&proc_(
-        "ports = [{ name = \"http\", port = 80 }]\nresources.cpu = 2\n",
-    ))
-    .unwrap();
+    let a = parse(&proc_("ports = [{ name = \"http\", port = 80 }]\nresources.cpu = 2\n")).unwrap();
     let b = parse(
         "schema_version = 1\n[processes.web.resources]\ncpu = 2.0\n[[processes.web.ports]]\nname = \"http\"\nport = 80\nprotocol = \"tcp\"\n",
     )
@@ -94,16 +79,8 @@ fn alternative_toml_spellings_are_equivalent() {
 fn schema_version_rules() {
     let e = one("env = {}\n", "schema_version", 1, 1);
     assert!(e.message.contains("supported versions: 1"), "{e}");
-    let e = one(
-        "schema_version = 2\n[processes.Web]\n",
-        "schema_version",
-        1,
-        18,
-    );
-    assert_eq!(
-        e.message,
-        "unsupported schema_version 2; supported versions: 1"
-    );
+    let e = one("schema_version = 2\n[processes.Web]\n", "schema_version", 1, 18);
+    assert_eq!(e.message, "unsupported schema_version 2; supported versions: 1");
     one("schema_version = \"1\"\n", "schema_version", 1, 18);
 }
 
@@ -112,85 +89,35 @@ fn unknown_fields_everywhere() {
     let e = one("schema_version = 1\nproceses = {}\n", "proceses", 2, 1);
     assert_eq!(e.hint.as_deref(), Some("did you mean `processes`?"));
     one(&proc_("comand = [\"x\"]\n"), "processes.web.comand", 3, 1);
-    one(
-        &proc_("ports = [{ name = \"a\", port = 1, proto = \"tcp\" }]\n"),
-        "processes.web.ports[0].proto",
-        3,
-        34,
-    );
-    one(
-        &proc_("resources = { cpus = 1 }\n"),
-        "processes.web.resources.cpus",
-        3,
-        15,
-    );
-    one(
-        &proc_("scaling = { min = 1, maximum = 2 }\n"),
-        "processes.web.scaling.maximum",
-        3,
-        22,
-    );
+    one(&proc_("ports = [{ name = \"a\", port = 1, proto = \"tcp\" }]\n"), "processes.web.ports[0].proto", 3, 34);
+    one(&proc_("resources = { cpus = 1 }\n"), "processes.web.resources.cpus", 3, 15);
+    one(&proc_("scaling = { min = 1, maximum = 2 }\n"), "processes.web.scaling.maximum", 3, 22);
     one(
         &proc_("healthcheck = { type = \"tcp\", port = 1, every = \"1s\" }\n"),
         "processes.web.healthcheck.every",
         3,
         41,
     );
-    one(
-        "schema_version = 1\n[[volumes]]\nname = \"d\"\npath = \"/d\"\nsize = 1\n",
-        "volumes[0].size",
-        5,
-        1,
-    );
+    one("schema_version = 1\n[[volumes]]\nname = \"d\"\npath = \"/d\"\nsize = 1\n", "volumes[0].size", 5, 1);
 }
 
 #[test]
 fn type_errors() {
-    let e = one(
-        &proc_("command = \"./server\"\n"),
-        "processes.web.command",
-        3,
-        11,
-    );
+    let e = one(&proc_("command = \"./server\"\n"), "processes.web.command", 3, 11);
     assert_eq!(e.message, "expected an array, found string");
-    one(
-        &proc_("command = [\"a\", 1]\n"),
-        "processes.web.command[1]",
-        3,
-        17,
-    );
+    one(&proc_("command = [\"a\", 1]\n"), "processes.web.command[1]", 3, 17);
     one(&proc_("user = 1000\n"), "processes.web.user", 3, 8);
     one("schema_version = 1\nprocesses = 3\n", "processes", 2, 13);
     one("schema_version = 1\nvolumes = {}\n", "volumes", 2, 11);
-    one(
-        &proc_("resources = { cpu = \"1\" }\n"),
-        "processes.web.resources.cpu",
-        3,
-        21,
-    );
+    one(&proc_("resources = { cpu = \"1\" }\n"), "processes.web.resources.cpu", 3, 21);
 }
 
 #[test]
 fn process_names() {
-    let e = one(
-        "schema_version = 1\n[processes.Web_1]\n",
-        "processes.Web_1",
-        2,
-        12,
-    );
+    let e = one("schema_version = 1\n[processes.Web_1]\n", "processes.Web_1", 2, 12);
     assert_eq!(e.hint.as_deref(), Some("rename it to `web-1`"));
-    one(
-        "schema_version = 1\n[processes.worker-]\n",
-        "processes.worker-",
-        2,
-        12,
-    );
-    one(
-        "schema_version = 1\n[processes.1web]\n",
-        "processes.1web",
-        2,
-        12,
-    );
+    one("schema_version = 1\n[processes.worker-]\n", "processes.worker-", 2, 12);
+    one("schema_version = 1\n[processes.1web]\n", "processes.1web", 2, 12);
     one("schema_version = 1\n[processes]\n", "processes", 2, 1);
     assert!(parse("schema_version = 1\n[processes.a-b-9]\n").is_ok());
 }
@@ -199,55 +126,20 @@ fn process_names() {
 fn command_rules() {
     let e = one(&proc_("command = []\n"), "processes.web.command", 3, 11);
     assert!(e.hint.unwrap().contains("entrypoint"));
-    one(
-        &proc_("command = [\"\"]\n"),
-        "processes.web.command[0]",
-        3,
-        12,
-    );
-    one(
-        &proc_("command = [\"a\", \"b\\u0000\"]\n"),
-        "processes.web.command[1]",
-        3,
-        17,
-    );
+    one(&proc_("command = [\"\"]\n"), "processes.web.command[0]", 3, 12);
+    one(&proc_("command = [\"a\", \"b\\u0000\"]\n"), "processes.web.command[1]", 3, 17);
     assert!(parse(&proc_("command = [\"a\", \"\"]\n")).is_ok());
 }
 
 #[test]
 fn port_rules() {
-    let src = proc_(
-        "ports = [\n  { name = \"http\", port = 8080 },\n  { name = \"x\", port = 70000 },\n]\n",
-    );
+    let src = proc_("ports = [\n  { name = \"http\", port = 8080 },\n  { name = \"x\", port = 70000 },\n]\n");
     let e = one(&src, "processes.web.ports[1].port", 5, 24);
-    assert_eq!(
-        e.to_string(),
-        "5:24: processes.web.ports[1].port: must be between 1 and 65535, got 70000"
-    );
-    one(
-        &proc_("ports = [{ name = \"a\", port = 0 }]\n"),
-        "processes.web.ports[0].port",
-        3,
-        31,
-    );
-    one(
-        &proc_("ports = [{ name = \"a\" }]\n"),
-        "processes.web.ports[0].port",
-        3,
-        10,
-    );
-    one(
-        &proc_("ports = [{ port = 1 }]\n"),
-        "processes.web.ports[0].name",
-        3,
-        10,
-    );
-    one(
-        &proc_("ports = [{ name = \"A\", port = 1 }]\n"),
-        "processes.web.ports[0].name",
-        3,
-        19,
-    );
+    assert_eq!(e.to_string(), "5:24: processes.web.ports[1].port: must be between 1 and 65535, got 70000");
+    one(&proc_("ports = [{ name = \"a\", port = 0 }]\n"), "processes.web.ports[0].port", 3, 31);
+    one(&proc_("ports = [{ name = \"a\" }]\n"), "processes.web.ports[0].port", 3, 10);
+    one(&proc_("ports = [{ port = 1 }]\n"), "processes.web.ports[0].name", 3, 10);
+    one(&proc_("ports = [{ name = \"A\", port = 1 }]\n"), "processes.web.ports[0].name", 3, 19);
     one(
         &proc_("ports = [{ name = \"a\", port = 1, protocol = \"sctp\" }]\n"),
         "processes.web.ports[0].protocol",
@@ -270,10 +162,8 @@ fn port_rules() {
         24,
     );
     // same number, different protocol is fine
-    assert!(parse(&proc_(
-        "ports = [{ name = \"a\", port = 53 }, { name = \"b\", port = 53, protocol = \"udp\" }]\n"
-    ))
-    .is_ok());
+    assert!(parse(&proc_("ports = [{ name = \"a\", port = 53 }, { name = \"b\", port = 53, protocol = \"udp\" }]\n"))
+        .is_ok());
 }
 
 #[test]
@@ -282,99 +172,23 @@ fn healthcheck_rules() {
     let hc = |body: &str| proc_(&format!("{ports}[processes.web.healthcheck]\n{body}"));
     assert!(parse(&hc("type = \"http\"\nport = \"http\"\npath = \"/\"\n")).is_ok());
     assert!(parse(&hc("type = \"tcp\"\nport = 9999\n")).is_ok());
-    let e = one(
-        &hc("type = \"http\"\nport = \"http\"\n"),
-        "processes.web.healthcheck.path",
-        4,
-        1,
-    );
-    assert_eq!(
-        e.hint.as_deref(),
-        Some("add `path = \"/healthz\"` (any path your app answers with 2xx or 3xx)")
-    );
-    one(
-        &hc("type = \"tcp\"\nport = \"http\"\npath = \"/\"\n"),
-        "processes.web.healthcheck.path",
-        7,
-        8,
-    );
-    one(
-        &hc("type = \"http\"\nport = \"http\"\npath = \"healthz\"\n"),
-        "processes.web.healthcheck.path",
-        7,
-        8,
-    );
-    one(
-        &hc("type = \"grpc\"\nport = \"http\"\n"),
-        "processes.web.healthcheck.type",
-        5,
-        8,
-    );
-    one(
-        &hc("port = \"http\"\n"),
-        "processes.web.healthcheck.type",
-        4,
-        1,
-    );
-    one(
-        &hc("type = \"tcp\"\n"),
-        "processes.web.healthcheck.port",
-        4,
-        1,
-    );
-    let e = one(
-        &hc("type = \"tcp\"\nport = \"htp\"\n"),
-        "processes.web.healthcheck.port",
-        6,
-        8,
-    );
-    assert_eq!(
-        e.hint.as_deref(),
-        Some("declared ports: http, dns; or give a port number")
-    );
-    one(
-        &hc("type = \"tcp\"\nport = \"dns\"\n"),
-        "processes.web.healthcheck.port",
-        6,
-        8,
-    );
-    one(
-        &hc("type = \"tcp\"\nport = 0\n"),
-        "processes.web.healthcheck.port",
-        6,
-        8,
-    );
-    one(
-        &hc("type = \"tcp\"\nport = true\n"),
-        "processes.web.healthcheck.port",
-        6,
-        8,
-    );
-    let e = one(
-        &hc("type = \"tcp\"\nport = 1\ninterval = 10\n"),
-        "processes.web.healthcheck.interval",
-        7,
-        12,
-    );
+    let e = one(&hc("type = \"http\"\nport = \"http\"\n"), "processes.web.healthcheck.path", 4, 1);
+    assert_eq!(e.hint.as_deref(), Some("add `path = \"/healthz\"` (any path your app answers with 2xx or 3xx)"));
+    one(&hc("type = \"tcp\"\nport = \"http\"\npath = \"/\"\n"), "processes.web.healthcheck.path", 7, 8);
+    one(&hc("type = \"http\"\nport = \"http\"\npath = \"healthz\"\n"), "processes.web.healthcheck.path", 7, 8);
+    one(&hc("type = \"grpc\"\nport = \"http\"\n"), "processes.web.healthcheck.type", 5, 8);
+    one(&hc("port = \"http\"\n"), "processes.web.healthcheck.type", 4, 1);
+    one(&hc("type = \"tcp\"\n"), "processes.web.healthcheck.port", 4, 1);
+    let e = one(&hc("type = \"tcp\"\nport = \"htp\"\n"), "processes.web.healthcheck.port", 6, 8);
+    assert_eq!(e.hint.as_deref(), Some("declared ports: http, dns; or give a port number"));
+    one(&hc("type = \"tcp\"\nport = \"dns\"\n"), "processes.web.healthcheck.port", 6, 8);
+    one(&hc("type = \"tcp\"\nport = 0\n"), "processes.web.healthcheck.port", 6, 8);
+    one(&hc("type = \"tcp\"\nport = true\n"), "processes.web.healthcheck.port", 6, 8);
+    let e = one(&hc("type = \"tcp\"\nport = 1\ninterval = 10\n"), "processes.web.healthcheck.interval", 7, 12);
     assert!(e.hint.unwrap().contains("\"10s\""));
-    one(
-        &hc("type = \"tcp\"\nport = 1\ninterval = \"10 s\"\n"),
-        "processes.web.healthcheck.interval",
-        7,
-        12,
-    );
-    one(
-        &hc("type = \"tcp\"\nport = 1\ninterval = \"500ms\"\n"),
-        "processes.web.healthcheck.interval",
-        7,
-        12,
-    );
-    one(
-        &hc("type = \"tcp\"\nport = 1\ngrace = \"2h\"\n"),
-        "processes.web.healthcheck.grace",
-        7,
-        9,
-    );
+    one(&hc("type = \"tcp\"\nport = 1\ninterval = \"10 s\"\n"), "processes.web.healthcheck.interval", 7, 12);
+    one(&hc("type = \"tcp\"\nport = 1\ninterval = \"500ms\"\n"), "processes.web.healthcheck.interval", 7, 12);
+    one(&hc("type = \"tcp\"\nport = 1\ngrace = \"2h\"\n"), "processes.web.healthcheck.grace", 7, 9);
     let e = one(
         &hc("type = \"tcp\"\nport = 1\ninterval = \"5s\"\ntimeout = \"5s\"\n"),
         "processes.web.healthcheck.timeout",
@@ -382,81 +196,23 @@ fn healthcheck_rules() {
         11,
     );
     assert_eq!(e.message, "timeout (5s) must be shorter than interval (5s)");
-    one(
-        &hc("type = \"tcp\"\nport = 1\nretries = 0\n"),
-        "processes.web.healthcheck.retries",
-        7,
-        11,
-    );
-    one(
-        &hc("type = \"tcp\"\nport = 1\nretries = 101\n"),
-        "processes.web.healthcheck.retries",
-        7,
-        11,
-    );
-    assert!(parse(&hc(
-        "type = \"tcp\"\nport = 1\ngrace = \"0s\"\ntimeout = \"9999ms\"\n"
-    ))
-    .is_ok());
+    one(&hc("type = \"tcp\"\nport = 1\nretries = 0\n"), "processes.web.healthcheck.retries", 7, 11);
+    one(&hc("type = \"tcp\"\nport = 1\nretries = 101\n"), "processes.web.healthcheck.retries", 7, 11);
+    assert!(parse(&hc("type = \"tcp\"\nport = 1\ngrace = \"0s\"\ntimeout = \"9999ms\"\n")).is_ok());
 }
 
 #[test]
 fn resources_and_scaling_rules() {
-    one(
-        &proc_("resources = { cpu = 0 }\n"),
-        "processes.web.resources.cpu",
-        3,
-        21,
-    );
-    one(
-        &proc_("resources = { cpu = 64.5 }\n"),
-        "processes.web.resources.cpu",
-        3,
-        21,
-    );
-    one(
-        &proc_("resources = { cpu = nan }\n"),
-        "processes.web.resources.cpu",
-        3,
-        21,
-    );
-    one(
-        &proc_("resources = { memory_mib = 63 }\n"),
-        "processes.web.resources.memory_mib",
-        3,
-        28,
-    );
-    one(
-        &proc_("resources = { memory_mib = 262145 }\n"),
-        "processes.web.resources.memory_mib",
-        3,
-        28,
-    );
-    one(
-        &proc_("resources = { memory_mib = 512.0 }\n"),
-        "processes.web.resources.memory_mib",
-        3,
-        28,
-    );
+    one(&proc_("resources = { cpu = 0 }\n"), "processes.web.resources.cpu", 3, 21);
+    one(&proc_("resources = { cpu = 64.5 }\n"), "processes.web.resources.cpu", 3, 21);
+    one(&proc_("resources = { cpu = nan }\n"), "processes.web.resources.cpu", 3, 21);
+    one(&proc_("resources = { memory_mib = 63 }\n"), "processes.web.resources.memory_mib", 3, 28);
+    one(&proc_("resources = { memory_mib = 262145 }\n"), "processes.web.resources.memory_mib", 3, 28);
+    one(&proc_("resources = { memory_mib = 512.0 }\n"), "processes.web.resources.memory_mib", 3, 28);
     assert!(parse(&proc_("resources = { cpu = 0.25, memory_mib = 64 }\n")).is_ok());
-    one(
-        &proc_("scaling = { min = -1 }\n"),
-        "processes.web.scaling.min",
-        3,
-        19,
-    );
-    one(
-        &proc_("scaling = { max = 1001 }\n"),
-        "processes.web.scaling.max",
-        3,
-        19,
-    );
-    let e = one(
-        &proc_("scaling = { min = 3 }\n"),
-        "processes.web.scaling.min",
-        3,
-        19,
-    );
+    one(&proc_("scaling = { min = -1 }\n"), "processes.web.scaling.min", 3, 19);
+    one(&proc_("scaling = { max = 1001 }\n"), "processes.web.scaling.max", 3, 19);
+    let e = one(&proc_("scaling = { min = 3 }\n"), "processes.web.scaling.min", 3, 19);
     assert_eq!(e.message, "min (3) must not be greater than max (1)");
     assert!(parse(&proc_("scaling = { min = 0, max = 0 }\n")).is_ok());
 }
@@ -471,109 +227,37 @@ fn user_rules() {
 
 #[test]
 fn env_rules() {
-    let e = one(
-        "schema_version = 1\n[env]\nVT_TOKEN = \"x\"\n",
-        "env.VT_TOKEN",
-        3,
-        1,
-    );
+    let e = one("schema_version = 1\n[env]\nVT_TOKEN = \"x\"\n", "env.VT_TOKEN", 3, 1);
     assert!(e.message.contains("reserved"), "{e}");
-    one(
-        "schema_version = 1\n[env]\n\"1X\" = \"x\"\n",
-        "env.1X",
-        3,
-        1,
-    );
-    one(
-        "schema_version = 1\n[env]\n\"A-B\" = \"x\"\n",
-        "env.A-B",
-        3,
-        1,
-    );
-    one(
-        "schema_version = 1\n[env]\n\"A.B\" = \"x\"\n",
-        "env.\"A.B\"",
-        3,
-        1,
-    );
+    one("schema_version = 1\n[env]\n\"1X\" = \"x\"\n", "env.1X", 3, 1);
+    one("schema_version = 1\n[env]\n\"A-B\" = \"x\"\n", "env.A-B", 3, 1);
+    one("schema_version = 1\n[env]\n\"A.B\" = \"x\"\n", "env.\"A.B\"", 3, 1);
     one("schema_version = 1\n[env]\nA = 1\n", "env.A", 3, 5);
-    one(
-        &proc_("env = { VT_X = \"1\" }\n"),
-        "processes.web.env.VT_X",
-        3,
-        9,
-    );
+    one(&proc_("env = { VT_X = \"1\" }\n"), "processes.web.env.VT_X", 3, 9);
     assert!(parse("schema_version = 1\n[env]\n_a1 = \"\"\nVTX = \"y\"\n").is_ok());
 }
 
 #[test]
 fn volume_rules() {
-    let v = |body: &str| {
-        format!("schema_version = 1\n[processes.web]\n[processes.db]\n[[volumes]]\n{body}")
-    };
+    let v = |body: &str| format!("schema_version = 1\n[processes.web]\n[processes.db]\n[[volumes]]\n{body}");
     assert!(parse(&v("name = \"data\"\npath = \"/data\"\nprocess = \"db\"\n")).is_ok());
-    one(
-        &v("name = \"data\"\npath = \"data\"\n"),
-        "volumes[0].path",
-        6,
-        8,
-    );
-    one(
-        &v("name = \"data\"\npath = \"/a/../b\"\n"),
-        "volumes[0].path",
-        6,
-        8,
-    );
-    one(
-        &v("name = \"data\"\npath = \"/data/\"\n"),
-        "volumes[0].path",
-        6,
-        8,
-    );
-    one(
-        &v("name = \"data\"\npath = \"/dev/shm\"\n"),
-        "volumes[0].path",
-        6,
-        8,
-    );
-    one(
-        &v("name = \"data\"\npath = \"/run/secrets\"\n"),
-        "volumes[0].path",
-        6,
-        8,
-    );
-    one(
-        &v("name = \"Data\"\npath = \"/d\"\n"),
-        "volumes[0].name",
-        5,
-        8,
-    );
+    one(&v("name = \"data\"\npath = \"data\"\n"), "volumes[0].path", 6, 8);
+    one(&v("name = \"data\"\npath = \"/a/../b\"\n"), "volumes[0].path", 6, 8);
+    one(&v("name = \"data\"\npath = \"/data/\"\n"), "volumes[0].path", 6, 8);
+    one(&v("name = \"data\"\npath = \"/dev/shm\"\n"), "volumes[0].path", 6, 8);
+    one(&v("name = \"data\"\npath = \"/run/secrets\"\n"), "volumes[0].path", 6, 8);
+    one(&v("name = \"Data\"\npath = \"/d\"\n"), "volumes[0].name", 5, 8);
     one(&v("path = \"/d\"\n"), "volumes[0].name", 4, 1);
     one(&v("name = \"d\"\n"), "volumes[0].path", 4, 1);
-    let e = one(
-        &v("name = \"d\"\npath = \"/d\"\nprocess = \"wbe\"\n"),
-        "volumes[0].process",
-        7,
-        11,
-    );
-    assert_eq!(
-        e.hint.as_deref(),
-        Some("use one of: db, web; or remove `process` to mount it in every process")
-    );
-    one(
-        &v("name = \"d\"\npath = \"/d\"\n[[volumes]]\nname = \"d\"\npath = \"/e\"\n"),
-        "volumes[1].name",
-        8,
-        8,
-    );
-    one(
-        &v("name = \"d\"\npath = \"/d\"\n[[volumes]]\nname = \"e\"\npath = \"/d\"\n"),
-        "volumes[1].path",
-        9,
-        8,
-    );
+    let e = one(&v("name = \"d\"\npath = \"/d\"\nprocess = \"wbe\"\n"), "volumes[0].process", 7, 11);
+    assert_eq!(e.hint.as_deref(), Some("use one of: db, web; or remove `process` to mount it in every process"));
+    one(&v("name = \"d\"\npath = \"/d\"\n[[volumes]]\nname = \"d\"\npath = \"/e\"\n"), "volumes[1].name", 8, 8);
+    one(&v("name = \"d\"\npath = \"/d\"\n[[volumes]]\nname = \"e\"\npath = \"/d\"\n"), "volumes[1].path", 9, 8);
     // same path in different processes is fine
-    assert!(parse(&v("name = \"d\"\npath = \"/d\"\nprocess = \"web\"\n[[volumes]]\nname = \"e\"\npath = \"/d\"\nprocess = \"db\"\n")).is_ok());
+    assert!(parse(&v(
+        "name = \"d\"\npath = \"/d\"\nprocess = \"web\"\n[[volumes]]\nname = \"e\"\npath = \"/d\"\nprocess = \"db\"\n"
+    ))
+    .is_ok());
     // inline array form
     assert!(parse("schema_version = 1\nvolumes = [{ name = \"d\", path = \"/d\" }]\n").is_ok());
 }
@@ -598,10 +282,7 @@ fn all_errors_collected_and_sorted() {
                name = \"v\"\n\
                path = \"/proc\"\n";
     let e = errs(src);
-    let got: Vec<(&str, usize, usize)> = e
-        .iter()
-        .map(|e| (e.path.as_str(), e.line, e.column))
-        .collect();
+    let got: Vec<(&str, usize, usize)> = e.iter().map(|e| (e.path.as_str(), e.line, e.column)).collect();
     assert_eq!(
         got,
         vec![
@@ -618,22 +299,14 @@ fn all_errors_collected_and_sorted() {
 
 #[test]
 fn unicode_columns_count_characters() {
-    one(
-        "schema_version = 1\n[env]\nGREETING = \"héllo\"\nB = 1\n",
-        "env.B",
-        4,
-        5,
-    );
+    one("schema_version = 1\n[env]\nGREETING = \"héllo\"\nB = 1\n", "env.B", 4, 5);
     one("schema_version = 1\n[env]\nA = \"é\" ; B = 1\n", "", 3, 9);
 }
 
 /// Every prefix of a valid manifest either parses or returns located errors; nothing panics.
 #[test]
 fn every_prefix_parses_or_errors() {
-    for (i, _) in EXAMPLE
-        .char_indices()
-        .chain(std::iter::once((EXAMPLE.len(), ' ')))
-    {
+    for (i, _) in EXAMPLE.char_indices().chain(std::iter::once((EXAMPLE.len(), ' '))) {
         let prefix = &EXAMPLE[..i];
         match parse(prefix) {
             Ok(m) => {
@@ -644,10 +317,7 @@ fn every_prefix_parses_or_errors() {
                 assert!(!errs.0.is_empty());
                 let lines = prefix.lines().count().max(1);
                 for e in &errs.0 {
-                    assert!(
-                        e.line >= 1 && e.line <= lines + 1 && e.column >= 1,
-                        "prefix {i}: {e}"
-                    );
+                    assert!(e.line >= 1 && e.line <= lines + 1 && e.column >= 1, "prefix {i}: {e}");
                 }
             }
         }

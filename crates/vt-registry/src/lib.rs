@@ -97,13 +97,15 @@ impl RegErr {
         RegErr::new(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", "internal error; the server log has the details")
     }
     fn blob_unknown(d: &Digest) -> Self {
-        RegErr::new(StatusCode::NOT_FOUND, "BLOB_UNKNOWN", "blob unknown to registry").detail(serde_json::json!({ "digest": d.to_string() }))
+        RegErr::new(StatusCode::NOT_FOUND, "BLOB_UNKNOWN", "blob unknown to registry")
+            .detail(serde_json::json!({ "digest": d.to_string() }))
     }
     fn upload_unknown() -> Self {
         RegErr::new(StatusCode::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN", "blob upload unknown to registry")
     }
     fn manifest_unknown(r: &str) -> Self {
-        RegErr::new(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN", "manifest unknown").detail(serde_json::json!({ "reference": r }))
+        RegErr::new(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN", "manifest unknown")
+            .detail(serde_json::json!({ "reference": r }))
     }
     fn manifest_invalid(why: impl Into<String>) -> Self {
         RegErr::new(StatusCode::BAD_REQUEST, "MANIFEST_INVALID", why)
@@ -211,7 +213,13 @@ async fn dispatch(State(sh): State<Arc<Shared>>, req: Request) -> Response {
 }
 
 async fn handle(sh: &Shared, req: Request) -> R {
-    let unauthorized = || RegErr::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "authentication required: `Authorization: Bearer <vt token>` or Basic with the token as password");
+    let unauthorized = || {
+        RegErr::new(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "authentication required: `Authorization: Bearer <vt token>` or Basic with the token as password",
+        )
+    };
     let token = presented_token(req.headers()).ok_or_else(unauthorized)?;
     let access = sh.auth.authorize(&token).await.map_err(RegErr::internal)?.ok_or_else(unauthorized)?;
     let method = req.method().clone();
@@ -219,20 +227,25 @@ async fn handle(sh: &Shared, req: Request) -> R {
     if !read_only && access != Access::Push {
         return Err(RegErr::new(StatusCode::FORBIDDEN, "DENIED", "this token may only pull"));
     }
-    let route = route(req.uri().path()).ok_or_else(|| RegErr::new(StatusCode::NOT_FOUND, "NAME_UNKNOWN", "no such registry endpoint"))?;
-    let query: HashMap<String, String> = serde_urlencoded::from_str(req.uri().query().unwrap_or("")).unwrap_or_default();
+    let route = route(req.uri().path())
+        .ok_or_else(|| RegErr::new(StatusCode::NOT_FOUND, "NAME_UNKNOWN", "no such registry endpoint"))?;
+    let query: HashMap<String, String> =
+        serde_urlencoded::from_str(req.uri().query().unwrap_or("")).unwrap_or_default();
     let name = match &route {
         Route::Base => None,
         Route::Tags(n) | Route::Manifest(n, _) | Route::Blob(n, _) | Route::Upload(n, _) => Some(n.clone()),
     };
     if let Some(n) = &name {
         if !valid_name(n) {
-            return Err(RegErr::new(StatusCode::BAD_REQUEST, "NAME_INVALID", "invalid repository name").detail(serde_json::json!({ "name": n })));
+            return Err(RegErr::new(StatusCode::BAD_REQUEST, "NAME_INVALID", "invalid repository name")
+                .detail(serde_json::json!({ "name": n })));
         }
     }
     let st = &sh.storage;
     match (route, method) {
-        (Route::Base, Method::GET | Method::HEAD) => Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], "{}").into_response()),
+        (Route::Base, Method::GET | Method::HEAD) => {
+            Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], "{}").into_response())
+        }
         (Route::Tags(name), Method::GET) => tags_list(st, &name, &query),
         (Route::Blob(name, d), m @ (Method::GET | Method::HEAD)) => blob_get(st, &name, &d, m == Method::HEAD).await,
         (Route::Blob(..), _) => Err(RegErr::unsupported()),
@@ -246,7 +259,10 @@ async fn handle(sh: &Shared, req: Request) -> R {
             Ok(upload_accepted(StatusCode::ACCEPTED, &name, &id, size))
         }
         (Route::Upload(name, Some(id)), Method::PUT) => {
-            let digest = query.get("digest").cloned().ok_or_else(|| RegErr::digest_invalid("`digest` query parameter is required"))?;
+            let digest = query
+                .get("digest")
+                .cloned()
+                .ok_or_else(|| RegErr::digest_invalid("`digest` query parameter is required"))?;
             append(st, &name, &id, req).await?;
             finish(st, &name, &id, &digest).await
         }
@@ -264,7 +280,10 @@ async fn handle(sh: &Shared, req: Request) -> R {
 // ---- tags ----
 
 fn tags_list(st: &Storage, name: &str, q: &HashMap<String, String>) -> R {
-    let tags = st.tags(name).map_err(RegErr::internal)?.ok_or_else(|| RegErr::new(StatusCode::NOT_FOUND, "NAME_UNKNOWN", "repository name not known to registry").detail(serde_json::json!({ "name": name })))?;
+    let tags = st.tags(name).map_err(RegErr::internal)?.ok_or_else(|| {
+        RegErr::new(StatusCode::NOT_FOUND, "NAME_UNKNOWN", "repository name not known to registry")
+            .detail(serde_json::json!({ "name": name }))
+    })?;
     let mut tags: Vec<String> = match q.get("last") {
         Some(last) => tags.into_iter().filter(|t| t > last).collect(),
         None => tags,
@@ -278,7 +297,8 @@ fn tags_list(st: &Storage, name: &str, q: &HashMap<String, String>) -> R {
 // ---- blobs ----
 
 fn parse_digest(d: &str) -> Result<Digest, RegErr> {
-    d.parse::<Digest>().map_err(|_| RegErr::digest_invalid(format!("invalid digest {d:?}: expected sha256:<64 lowercase hex>")))
+    d.parse::<Digest>()
+        .map_err(|_| RegErr::digest_invalid(format!("invalid digest {d:?}: expected sha256:<64 lowercase hex>")))
 }
 
 async fn blob_get(st: &Storage, _name: &str, d: &str, head: bool) -> R {
@@ -358,7 +378,11 @@ async fn append(st: &Storage, name: &str, id: &str, req: Request) -> Result<u64,
     })?;
     if let Some((start, _)) = range {
         if start != size {
-            let mut e = RegErr::new(StatusCode::RANGE_NOT_SATISFIABLE, "BLOB_UPLOAD_INVALID", format!("chunk starts at {start}, but the upload has {size} bytes: chunks must be sent in order"));
+            let mut e = RegErr::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "BLOB_UPLOAD_INVALID",
+                format!("chunk starts at {start}, but the upload has {size} bytes: chunks must be sent in order"),
+            );
             e.range = Some(size);
             return Err(e);
         }
@@ -377,7 +401,11 @@ async fn append(st: &Storage, name: &str, id: &str, req: Request) -> Result<u64,
                 written += c.len() as u64;
             }
             Err(e) => {
-                failed = Some(RegErr::new(StatusCode::BAD_REQUEST, "BLOB_UPLOAD_INVALID", format!("reading the request body failed: {e}")));
+                failed = Some(RegErr::new(
+                    StatusCode::BAD_REQUEST,
+                    "BLOB_UPLOAD_INVALID",
+                    format!("reading the request body failed: {e}"),
+                ));
                 break;
             }
         }
@@ -390,7 +418,8 @@ async fn append(st: &Storage, name: &str, id: &str, req: Request) -> Result<u64,
             let _ = f.set_len(size).await;
         }
         if mismatch {
-            let mut e = RegErr::new(StatusCode::BAD_REQUEST, "SIZE_INVALID", "the body's length does not match Content-Range");
+            let mut e =
+                RegErr::new(StatusCode::BAD_REQUEST, "SIZE_INVALID", "the body's length does not match Content-Range");
             e.range = Some(size);
             return Err(e);
         }
@@ -404,15 +433,19 @@ async fn finish(st: &Storage, name: &str, id: &str, digest: &str) -> R {
         Ok(d) => d,
         Err(_) => {
             let _ = st.cancel_upload(id);
-            return Err(RegErr::digest_invalid(format!("invalid digest {digest:?}: expected sha256:<64 lowercase hex>")));
+            return Err(RegErr::digest_invalid(format!(
+                "invalid digest {digest:?}: expected sha256:<64 lowercase hex>"
+            )));
         }
     };
     let (st2, id2, d2) = (st.clone(), id.to_owned(), digest.clone());
     let res = tokio::task::spawn_blocking(move || st2.finish_upload(&id2, &d2)).await.map_err(RegErr::internal)?;
     match res {
         Ok(_) => Ok(blob_created(name, &digest)),
-        Err(FinishError::DigestMismatch { actual }) => Err(RegErr::digest_invalid(format!("provided digest {digest} does not match uploaded content ({actual})"))
-            .detail(serde_json::json!({ "digest": digest.to_string(), "actual": actual.to_string() }))),
+        Err(FinishError::DigestMismatch { actual }) => {
+            Err(RegErr::digest_invalid(format!("provided digest {digest} does not match uploaded content ({actual})"))
+                .detail(serde_json::json!({ "digest": digest.to_string(), "actual": actual.to_string() })))
+        }
         Err(FinishError::Io(e)) => Err(RegErr::internal(e)),
     }
 }
@@ -420,7 +453,8 @@ async fn finish(st: &Storage, name: &str, id: &str, digest: &str) -> R {
 // ---- manifests ----
 
 fn manifest_get(st: &Storage, name: &str, reference: &str, head: bool) -> R {
-    let m = st.resolve(name, reference).map_err(RegErr::internal)?.ok_or_else(|| RegErr::manifest_unknown(reference))?;
+    let m =
+        st.resolve(name, reference).map_err(RegErr::internal)?.ok_or_else(|| RegErr::manifest_unknown(reference))?;
     let len = m.bytes.len();
     let mut resp = Response::new(if head { Body::empty() } else { Body::from(m.bytes) });
     let h = resp.headers_mut();
@@ -432,40 +466,57 @@ fn manifest_get(st: &Storage, name: &str, reference: &str, head: bool) -> R {
 
 /// Check a manifest's media type, shape and references; returns the media type to store.
 pub fn validate_manifest(st: &Storage, name: &str, content_type: Option<&str>, bytes: &[u8]) -> Result<String, RegErr> {
-    let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| RegErr::manifest_invalid(format!("manifest is not JSON: {e}")))?;
+    let v: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| RegErr::manifest_invalid(format!("manifest is not JSON: {e}")))?;
     let body_type = v.get("mediaType").and_then(|t| t.as_str());
     let ct = content_type.map(|c| c.split(';').next().unwrap_or(c).trim()).filter(|c| oci::manifest_kind(c).is_some());
     let media_type = match (ct, body_type) {
-        (Some(c), Some(b)) if c != b => return Err(RegErr::manifest_invalid(format!("Content-Type {c} differs from the manifest's mediaType {b}"))),
+        (Some(c), Some(b)) if c != b => {
+            return Err(RegErr::manifest_invalid(format!("Content-Type {c} differs from the manifest's mediaType {b}")))
+        }
         (Some(c), _) => c.to_owned(),
         (None, Some(b)) => b.to_owned(),
         (None, None) if v.get("manifests").is_some() => oci::media::OCI_INDEX.to_owned(),
         (None, None) => oci::media::OCI_MANIFEST.to_owned(),
     };
-    let kind = oci::manifest_kind(&media_type).ok_or_else(|| RegErr::manifest_invalid(format!("unsupported manifest media type {media_type}")))?;
+    let kind = oci::manifest_kind(&media_type)
+        .ok_or_else(|| RegErr::manifest_invalid(format!("unsupported manifest media type {media_type}")))?;
     if v.get("schemaVersion").and_then(|s| s.as_u64()) != Some(2) {
         return Err(RegErr::manifest_invalid("schemaVersion must be 2"));
     }
-    let missing = |d: &Digest| RegErr::new(StatusCode::BAD_REQUEST, "MANIFEST_BLOB_UNKNOWN", format!("manifest references {d}, which is not in the registry")).detail(serde_json::json!({ "digest": d.to_string() }));
+    let missing = |d: &Digest| {
+        RegErr::new(
+            StatusCode::BAD_REQUEST,
+            "MANIFEST_BLOB_UNKNOWN",
+            format!("manifest references {d}, which is not in the registry"),
+        )
+        .detail(serde_json::json!({ "digest": d.to_string() }))
+    };
     match kind {
         ManifestKind::Manifest => {
-            let m: ImageManifest = serde_json::from_value(v).map_err(|e| RegErr::manifest_invalid(format!("invalid image manifest: {e}")))?;
+            let m: ImageManifest = serde_json::from_value(v)
+                .map_err(|e| RegErr::manifest_invalid(format!("invalid image manifest: {e}")))?;
             for d in std::iter::once(&m.config).chain(&m.layers) {
-                let foreign = d.media_type == oci::media::DOCKER_FOREIGN_LAYER_TAR_GZIP || d.media_type.contains("nondistributable");
+                let foreign = d.media_type == oci::media::DOCKER_FOREIGN_LAYER_TAR_GZIP
+                    || d.media_type.contains("nondistributable");
                 if foreign {
                     continue;
                 }
                 match st.blob_size(&d.digest).map_err(RegErr::internal)? {
                     None => return Err(missing(&d.digest)),
                     Some(size) if size != d.size => {
-                        return Err(RegErr::manifest_invalid(format!("descriptor of {} says {} bytes, the blob has {size}", d.digest, d.size)));
+                        return Err(RegErr::manifest_invalid(format!(
+                            "descriptor of {} says {} bytes, the blob has {size}",
+                            d.digest, d.size
+                        )));
                     }
                     Some(_) => {}
                 }
             }
         }
         ManifestKind::Index => {
-            let ix: ImageIndex = serde_json::from_value(v).map_err(|e| RegErr::manifest_invalid(format!("invalid image index: {e}")))?;
+            let ix: ImageIndex =
+                serde_json::from_value(v).map_err(|e| RegErr::manifest_invalid(format!("invalid image index: {e}")))?;
             for d in &ix.manifests {
                 if !st.has_manifest(name, &d.digest) {
                     return Err(missing(&d.digest));
@@ -478,9 +529,13 @@ pub fn validate_manifest(st: &Storage, name: &str, content_type: Option<&str>, b
 
 async fn manifest_put(st: &Storage, name: &str, reference: &str, req: Request) -> R {
     let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let bytes = axum::body::to_bytes(req.into_body(), MAX_MANIFEST)
-        .await
-        .map_err(|_| RegErr::new(StatusCode::PAYLOAD_TOO_LARGE, "SIZE_INVALID", format!("manifests are limited to {MAX_MANIFEST} bytes")))?;
+    let bytes = axum::body::to_bytes(req.into_body(), MAX_MANIFEST).await.map_err(|_| {
+        RegErr::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "SIZE_INVALID",
+            format!("manifests are limited to {MAX_MANIFEST} bytes"),
+        )
+    })?;
     let actual = Digest::of(&bytes);
     let tag = if reference.contains(':') {
         let want = parse_digest(reference)?;
@@ -491,7 +546,9 @@ async fn manifest_put(st: &Storage, name: &str, reference: &str, req: Request) -
     } else if valid_tag(reference) {
         Some(reference)
     } else {
-        return Err(RegErr::manifest_invalid(format!("invalid tag {reference:?}: 1-128 of [A-Za-z0-9_.-], not starting with . or -")));
+        return Err(RegErr::manifest_invalid(format!(
+            "invalid tag {reference:?}: 1-128 of [A-Za-z0-9_.-], not starting with . or -"
+        )));
     };
     let media_type = validate_manifest(st, name, content_type.as_deref(), &bytes)?;
     let digest = st.put_manifest(name, &media_type, &bytes, tag).map_err(RegErr::internal)?;

@@ -58,7 +58,22 @@ mod tests {
         for good in ["a", "acme/web", "a.b/c_d/e__f/g--h", "library/busybox", "x0/1y"] {
             assert!(valid_name(good), "{good}");
         }
-        for bad in ["", "A", "acme/", "/acme", "a//b", "a..b", "a___b", "-a", "a-", "a/.b", "a/_tags", "..", "a b", &"a".repeat(256)] {
+        for bad in [
+            "",
+            "A",
+            "acme/",
+            "/acme",
+            "a//b",
+            "a..b",
+            "a___b",
+            "-a",
+            "a-",
+            "a/.b",
+            "a/_tags",
+            "..",
+            "a b",
+            &"a".repeat(256),
+        ] {
             assert!(!valid_name(bad), "{bad}");
         }
         assert!(valid_tag("v1.0_rc-1") && valid_tag("_x") && valid_tag("latest"));

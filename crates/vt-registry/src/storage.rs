@@ -36,7 +36,9 @@ pub struct StoredManifest {
 #[derive(Debug)]
 pub enum FinishError {
     /// The upload's content hashes to `actual`, not to the digest asked for. The upload is gone.
-    DigestMismatch { actual: Digest },
+    DigestMismatch {
+        actual: Digest,
+    },
     Io(io::Error),
 }
 
@@ -220,12 +222,17 @@ impl Storage {
     /// The digest tag `tag` of `name` points to.
     pub fn tag(&self, name: &str, tag: &str) -> io::Result<Option<Digest>> {
         let Some(s) = not_found(std::fs::read_to_string(self.tag_path(name, tag)))? else { return Ok(None) };
-        s.trim().parse().map(Some).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("tag {name}:{tag}: {e}")))
+        s.trim()
+            .parse()
+            .map(Some)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("tag {name}:{tag}: {e}")))
     }
 
     /// Manifest `digest` of repository `name`.
     pub fn manifest(&self, name: &str, digest: &Digest) -> io::Result<Option<StoredManifest>> {
-        let Some(media_type) = not_found(std::fs::read_to_string(self.manifest_link(name, digest)))? else { return Ok(None) };
+        let Some(media_type) = not_found(std::fs::read_to_string(self.manifest_link(name, digest)))? else {
+            return Ok(None);
+        };
         let Some(bytes) = not_found(std::fs::read(self.blob_path(digest)))? else { return Ok(None) };
         Ok(Some(StoredManifest { digest: digest.clone(), media_type, bytes }))
     }

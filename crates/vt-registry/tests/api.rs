@@ -23,7 +23,12 @@ async fn code(resp: reqwest::Response) -> (StatusCode, String) {
 /// Push `bytes` monolithically; returns the digest.
 async fn push_blob(r: &TestRegistry, repo: &str, bytes: &[u8]) -> String {
     let d = sha(bytes);
-    let resp = req(&client(), Method::POST, format!("{}/v2/{repo}/blobs/uploads/?digest={d}", r.base)).await.body(bytes.to_vec()).send().await.unwrap();
+    let resp = req(&client(), Method::POST, format!("{}/v2/{repo}/blobs/uploads/?digest={d}", r.base))
+        .await
+        .body(bytes.to_vec())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::CREATED);
     assert_eq!(resp.headers()["docker-content-digest"], d.as_str());
     assert_eq!(resp.headers()["location"], format!("/v2/{repo}/blobs/{d}").as_str());
@@ -84,10 +89,18 @@ async fn monolithic_upload_and_blob_reads() {
     assert!(dir.path().join("blobs/sha256").join(&d[7..]).is_file());
     assert_eq!(std::fs::read_dir(dir.path().join("uploads")).unwrap().count(), 0);
     // Cross-repository mount of a known blob: 201 at once; of an unknown one: 202 upload.
-    let resp = req(&c, Method::POST, format!("{}/v2/other/repo/blobs/uploads/?mount={d}&from=acme/web", r.base)).await.send().await.unwrap();
+    let resp = req(&c, Method::POST, format!("{}/v2/other/repo/blobs/uploads/?mount={d}&from=acme/web", r.base))
+        .await
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::CREATED);
     let unknown = sha(b"unknown");
-    let resp = req(&c, Method::POST, format!("{}/v2/other/repo/blobs/uploads/?mount={unknown}&from=acme/web", r.base)).await.send().await.unwrap();
+    let resp = req(&c, Method::POST, format!("{}/v2/other/repo/blobs/uploads/?mount={unknown}&from=acme/web", r.base))
+        .await
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
     // Unknown blob.
     let resp = req(&c, Method::GET, format!("{}/v2/acme/web/blobs/{unknown}", r.base)).await.send().await.unwrap();
@@ -114,15 +127,18 @@ async fn chunked_upload_in_order_and_out_of_order() {
     assert_eq!(loc, format!("/v2/acme/web/blobs/uploads/{uuid}"));
     assert_eq!(resp.headers()["range"], "0-0");
     let url = format!("{}{loc}", r.base);
-    let resp = req(&c, Method::PATCH, url.clone()).await.header("Content-Range", "0-4").body("01234").send().await.unwrap();
+    let resp =
+        req(&c, Method::PATCH, url.clone()).await.header("Content-Range", "0-4").body("01234").send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
     assert_eq!(resp.headers()["range"], "0-4");
     // Out of order: 416 and the current range.
-    let resp = req(&c, Method::PATCH, url.clone()).await.header("Content-Range", "10-14").body("abcde").send().await.unwrap();
+    let resp =
+        req(&c, Method::PATCH, url.clone()).await.header("Content-Range", "10-14").body("abcde").send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::RANGE_NOT_SATISFIABLE);
     assert_eq!(resp.headers()["range"], "0-4");
     // A length that disagrees with Content-Range is refused and leaves the upload as it was.
-    let resp = req(&c, Method::PATCH, url.clone()).await.header("Content-Range", "5-9").body("56").send().await.unwrap();
+    let resp =
+        req(&c, Method::PATCH, url.clone()).await.header("Content-Range", "5-9").body("56").send().await.unwrap();
     assert_eq!(code(resp).await.1, "SIZE_INVALID");
     // Status.
     let resp = req(&c, Method::GET, url.clone()).await.send().await.unwrap();
@@ -132,7 +148,13 @@ async fn chunked_upload_in_order_and_out_of_order() {
     let resp = req(&c, Method::PATCH, url.clone()).await.body("56789").send().await.unwrap();
     assert_eq!(resp.headers()["range"], "0-9");
     let d = sha(b"0123456789ab");
-    let resp = req(&c, Method::PUT, format!("{url}?digest={d}")).await.header("Content-Range", "10-11").body("ab").send().await.unwrap();
+    let resp = req(&c, Method::PUT, format!("{url}?digest={d}"))
+        .await
+        .header("Content-Range", "10-11")
+        .body("ab")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::CREATED);
     assert_eq!(resp.headers()["docker-content-digest"], d.as_str());
     let resp = req(&c, Method::GET, format!("{}/v2/acme/web/blobs/{d}", r.base)).await.send().await.unwrap();
@@ -148,7 +170,12 @@ async fn chunked_upload_in_order_and_out_of_order() {
     // An upload is bound to its repository.
     let resp = req(&c, Method::POST, format!("{}/v2/acme/web/blobs/uploads/", r.base)).await.send().await.unwrap();
     let uuid = resp.headers()["docker-upload-uuid"].to_str().unwrap().to_owned();
-    let resp = req(&c, Method::PATCH, format!("{}/v2/acme/other/blobs/uploads/{uuid}", r.base)).await.body("x").send().await.unwrap();
+    let resp = req(&c, Method::PATCH, format!("{}/v2/acme/other/blobs/uploads/{uuid}", r.base))
+        .await
+        .body("x")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(code(resp).await.1, "BLOB_UPLOAD_UNKNOWN");
     r.stop();
 }
@@ -165,7 +192,12 @@ async fn digest_mismatch_never_becomes_a_blob() {
     let resp = req(&c, Method::PUT, format!("{url}?digest={claimed}")).await.send().await.unwrap();
     assert_eq!(code(resp).await, (StatusCode::BAD_REQUEST, "DIGEST_INVALID".into()));
     // Monolithic too.
-    let resp = req(&c, Method::POST, format!("{}/v2/acme/web/blobs/uploads/?digest={claimed}", r.base)).await.body("more bytes").send().await.unwrap();
+    let resp = req(&c, Method::POST, format!("{}/v2/acme/web/blobs/uploads/?digest={claimed}", r.base))
+        .await
+        .body("more bytes")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(code(resp).await, (StatusCode::BAD_REQUEST, "DIGEST_INVALID".into()));
     for d in [claimed, sha(b"other bytes"), sha(b"more bytes")] {
         let resp = req(&c, Method::HEAD, format!("{}/v2/acme/web/blobs/{d}", r.base)).await.send().await.unwrap();
@@ -208,12 +240,14 @@ async fn manifests_tags_and_restart() {
     assert_eq!(resp.headers()["docker-content-digest"], md.as_str());
     assert_eq!(resp.headers()["location"], format!("/v2/acme/web/manifests/{md}").as_str());
     for reference in ["v1".to_owned(), md.clone()] {
-        let resp = req(&c, Method::GET, format!("{}/v2/acme/web/manifests/{reference}", r.base)).await.send().await.unwrap();
+        let resp =
+            req(&c, Method::GET, format!("{}/v2/acme/web/manifests/{reference}", r.base)).await.send().await.unwrap();
         assert_eq!(resp.status(), StatusCode::OK);
         assert_eq!(resp.headers()["content-type"], OCI_M);
         assert_eq!(resp.headers()["docker-content-digest"], md.as_str());
         assert_eq!(resp.bytes().await.unwrap().to_vec(), manifest);
-        let resp = req(&c, Method::HEAD, format!("{}/v2/acme/web/manifests/{reference}", r.base)).await.send().await.unwrap();
+        let resp =
+            req(&c, Method::HEAD, format!("{}/v2/acme/web/manifests/{reference}", r.base)).await.send().await.unwrap();
         assert_eq!(resp.status(), StatusCode::OK);
         assert_eq!(resp.headers()["content-length"], manifest.len().to_string().as_str());
     }
@@ -238,9 +272,23 @@ async fn manifests_tags_and_restart() {
     let resp = req(&c, Method::GET, format!("{}/v2/acme/nothing/tags/list", r.base)).await.send().await.unwrap();
     assert_eq!(code(resp).await, (StatusCode::NOT_FOUND, "NAME_UNKNOWN".into()));
     // Tags.
-    let tags: Value = req(&c, Method::GET, format!("{}/v2/acme/web/tags/list", r.base)).await.send().await.unwrap().json().await.unwrap();
+    let tags: Value = req(&c, Method::GET, format!("{}/v2/acme/web/tags/list", r.base))
+        .await
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(tags, json!({ "name": "acme/web", "tags": ["multi", "v1"] }));
-    let tags: Value = req(&c, Method::GET, format!("{}/v2/acme/web/tags/list?n=1&last=multi", r.base)).await.send().await.unwrap().json().await.unwrap();
+    let tags: Value = req(&c, Method::GET, format!("{}/v2/acme/web/tags/list?n=1&last=multi", r.base))
+        .await
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(tags["tags"], json!(["v1"]));
     // Re-tag v1 atomically to the index.
     assert_eq!(put("v1".into(), index.clone(), OCI_I).await.status(), StatusCode::CREATED);
@@ -250,7 +298,14 @@ async fn manifests_tags_and_restart() {
     let resp = req(&c, Method::GET, format!("{}/v2/acme/web/manifests/v1", r.base)).await.send().await.unwrap();
     assert_eq!(resp.headers()["docker-content-digest"], sha(&index).as_str());
     assert_eq!(resp.headers()["content-type"], OCI_I);
-    let tags: Value = req(&c, Method::GET, format!("{}/v2/acme/web/tags/list", r.base)).await.send().await.unwrap().json().await.unwrap();
+    let tags: Value = req(&c, Method::GET, format!("{}/v2/acme/web/tags/list", r.base))
+        .await
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(tags["tags"], json!(["multi", "v1"]));
     r.stop();
 }

@@ -28,7 +28,10 @@ fn busybox_layout(out: &Path) -> Digest {
 }
 
 fn blob_names(layout: &Path) -> BTreeSet<String> {
-    std::fs::read_dir(layout.join("blobs/sha256")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect()
+    std::fs::read_dir(layout.join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect()
 }
 
 fn have(tool: &str) -> bool {
@@ -94,10 +97,23 @@ async fn push_layout(base: &str, repo: &str, layout: &Path, tag: &str) {
     let manifest: vt_image::oci::ImageManifest = serde_json::from_slice(&bytes).unwrap();
     for d in std::iter::once(&manifest.config).chain(&manifest.layers) {
         let blob = std::fs::read(layout.join("blobs/sha256").join(d.digest.hex())).unwrap();
-        let resp = c.post(format!("{base}/v2/{repo}/blobs/uploads/?digest={}", d.digest)).bearer_auth(TOKEN).body(blob).send().await.unwrap();
+        let resp = c
+            .post(format!("{base}/v2/{repo}/blobs/uploads/?digest={}", d.digest))
+            .bearer_auth(TOKEN)
+            .body(blob)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status(), 201);
     }
-    let resp = c.put(format!("{base}/v2/{repo}/manifests/{tag}")).bearer_auth(TOKEN).header("Content-Type", m.media_type.as_str()).body(bytes).send().await.unwrap();
+    let resp = c
+        .put(format!("{base}/v2/{repo}/manifests/{tag}"))
+        .bearer_auth(TOKEN)
+        .header("Content-Type", m.media_type.as_str())
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 201);
 }
 

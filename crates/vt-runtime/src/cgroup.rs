@@ -49,20 +49,14 @@ pub enum CgroupError {
         #[source]
         source: std::io::Error,
     },
-    #[error(
-        "cgroup name {name:?} must be one path component: 1-255 bytes, no `/`, not `.` or `..`"
-    )]
+    #[error("cgroup name {name:?} must be one path component: 1-255 bytes, no `/`, not `.` or `..`")]
     BadName { name: String },
     #[error("cgroup {} still has processes after {REMOVE_RETRY:?}; stop them first", path.display())]
     Busy { path: PathBuf },
 }
 
 fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> CgroupError + 'a {
-    move |source| CgroupError::Io {
-        what,
-        path: path.to_owned(),
-        source,
-    }
+    move |source| CgroupError::Io { what, path: path.to_owned(), source }
 }
 
 /// A cgroup hierarchy with the cpu controller, prepared for instance cgroups.
@@ -99,17 +93,15 @@ impl CgroupRoot {
                 .map(|s| s.split_whitespace().any(|c| c == "cpu"))
         };
         match v2_cpu(base) {
-            Some(true) => {
-                return Ok(CgroupRoot::V2 {
-                    root: base.to_owned(),
+            Some(true) => return Ok(CgroupRoot::V2 { root: base.to_owned() }),
+            Some(false) => {
+                return Err(CgroupError::Unavailable {
+                    reason: format!(
+                        "the cgroup v2 hierarchy at {} has no cpu controller (`cgroup.controllers`)",
+                        base.display()
+                    ),
                 })
             }
-            Some(false) => return Err(CgroupError::Unavailable {
-                reason: format!(
-                    "the cgroup v2 hierarchy at {} has no cpu controller (`cgroup.controllers`)",
-                    base.display()
-                ),
-            }),
             None => {}
         }
         let unified = base.join("unified");
@@ -150,9 +142,7 @@ impl CgroupRoot {
 
 fn mkdir(dir: &Path) -> Result<(), CgroupError> {
     match std::fs::create_dir(dir) {
-        Err(e) if e.kind() != ErrorKind::AlreadyExists || !dir.is_dir() => {
-            Err(io("create cgroup", dir)(e))
-        }
+        Err(e) if e.kind() != ErrorKind::AlreadyExists || !dir.is_dir() => Err(io("create cgroup", dir)(e)),
         _ => Ok(()),
     }
 }
@@ -195,11 +185,8 @@ impl Cgroup {
     /// Create (or reuse, after an agent restart) the cgroup `name` under `root` and set its
     /// CPU weight from `cpu_millis`.
     pub fn create(root: &CgroupRoot, name: &str, cpu_millis: u32) -> Result<Cgroup, CgroupError> {
-        if name.is_empty() || name.len() > 255 || name.contains('/') || name == "." || name == ".."
-        {
-            return Err(CgroupError::BadName {
-                name: name.to_owned(),
-            });
+        if name.is_empty() || name.len() > 255 || name.contains('/') || name == "." || name == ".." {
+            return Err(CgroupError::BadName { name: name.to_owned() });
         }
         let path = root.parent().join(name);
         mkdir(&path)?;
@@ -214,9 +201,7 @@ impl Cgroup {
 
     /// The cgroup `name` under `root`, as it is (to remove one a previous agent created).
     pub fn of(root: &CgroupRoot, name: &str) -> Cgroup {
-        Cgroup {
-            path: root.parent().join(name),
-        }
+        Cgroup { path: root.parent().join(name) }
     }
 
     pub fn path(&self) -> &Path {
@@ -247,9 +232,7 @@ impl Cgroup {
                 Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
                 Err(e) if e.raw_os_error() == Some(EBUSY) => {
                     if std::time::Instant::now() >= deadline {
-                        return Err(CgroupError::Busy {
-                            path: self.path.clone(),
-                        });
+                        return Err(CgroupError::Busy { path: self.path.clone() });
                     }
                     std::thread::sleep(Duration::from_millis(20));
                 }
@@ -338,10 +321,7 @@ mod tests {
         let cg = Cgroup::create(&root, "inst_2", 250).unwrap();
         assert_eq!(cg.path(), b.join("cpu/vt/inst_2"));
         assert_eq!(read(&cg.path().join("cpu.shares")), "256");
-        assert!(
-            !b.join("cpu/cgroup.subtree_control").exists(),
-            "v1 has no subtree_control"
-        );
+        assert!(!b.join("cpu/cgroup.subtree_control").exists(), "v1 has no subtree_control");
     }
 
     #[test]
@@ -352,12 +332,7 @@ mod tests {
         std::fs::write(b.join("unified/cgroup.controllers"), "cpu\n").unwrap();
         std::fs::create_dir_all(b.join("cpu")).unwrap();
         std::fs::write(b.join("cpu/cpu.shares"), "1024\n").unwrap();
-        assert_eq!(
-            CgroupRoot::detect_in(b).unwrap(),
-            CgroupRoot::V2 {
-                root: b.join("unified")
-            }
-        );
+        assert_eq!(CgroupRoot::detect_in(b).unwrap(), CgroupRoot::V2 { root: b.join("unified") });
     }
 
     #[test]
@@ -365,10 +340,7 @@ mod tests {
         let base = tempfile::tempdir().unwrap();
         let b = base.path();
         let e = CgroupRoot::detect_in(b).unwrap_err().to_string();
-        assert!(
-            e.contains("no cpu controller under") && e.contains(&b.display().to_string()),
-            "{e}"
-        );
+        assert!(e.contains("no cpu controller under") && e.contains(&b.display().to_string()), "{e}");
 
         std::fs::write(b.join("cgroup.controllers"), "memory pids\n").unwrap();
         let e = CgroupRoot::detect_in(b).unwrap_err().to_string();
@@ -379,30 +351,16 @@ mod tests {
         std::fs::write(b.join("vt.slice"), "").unwrap();
         let e = CgroupRoot::detect_in(b).unwrap_err();
         assert!(matches!(e, CgroupError::Unavailable { .. }), "{e:?}");
-        assert!(
-            e.to_string()
-                .contains(&b.join("vt.slice").display().to_string()),
-            "{e}"
-        );
+        assert!(e.to_string().contains(&b.join("vt.slice").display().to_string()), "{e}");
     }
 
     #[test]
     fn names_are_one_path_component() {
-        let root = CgroupRoot::V1 {
-            cpu: PathBuf::from("/nonexistent"),
-        };
+        let root = CgroupRoot::V1 { cpu: PathBuf::from("/nonexistent") };
         for bad in ["", ".", "..", "a/b", &"x".repeat(256)] {
-            assert!(
-                matches!(
-                    Cgroup::create(&root, bad, 1000),
-                    Err(CgroupError::BadName { .. })
-                ),
-                "{bad:?}"
-            );
+            assert!(matches!(Cgroup::create(&root, bad, 1000), Err(CgroupError::BadName { .. })), "{bad:?}");
         }
-        let e = Cgroup::create(&root, "inst_3", 1000)
-            .unwrap_err()
-            .to_string();
+        let e = Cgroup::create(&root, "inst_3", 1000).unwrap_err().to_string();
         assert!(e.contains("/nonexistent/vt/inst_3"), "{e}");
     }
 
@@ -419,10 +377,7 @@ mod tests {
         };
         let name = format!("vt-test-{}", std::process::id());
         let cg = Cgroup::create(&root, &name, 500).unwrap();
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .unwrap();
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
         let attached = cg.attach(child.id());
         let procs = cg.procs();
         let (knob, want) = match &root {

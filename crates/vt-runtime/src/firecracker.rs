@@ -82,13 +82,7 @@ pub struct JailerConfig {
 impl JailerConfig {
     /// `jailer` from `PATH`, `/srv/jailer` (the jailer's default base).
     pub fn new(uid: u32, gid: u32) -> Self {
-        Self {
-            jailer_bin: "jailer".into(),
-            uid,
-            gid,
-            chroot_base_dir: "/srv/jailer".into(),
-            netns: None,
-        }
+        Self { jailer_bin: "jailer".into(), uid, gid, chroot_base_dir: "/srv/jailer".into(), netns: None }
     }
 }
 
@@ -148,11 +142,7 @@ impl FirecrackerConfig {
         if let Some(j) = &self.jailer {
             bins.push(&j.jailer_bin);
         }
-        missing.extend(
-            bins.into_iter()
-                .filter(|b| find_bin(b).is_none())
-                .map(|b| b.display().to_string()),
-        );
+        missing.extend(bins.into_iter().filter(|b| find_bin(b).is_none()).map(|b| b.display().to_string()));
         missing
     }
 }
@@ -160,15 +150,7 @@ impl FirecrackerConfig {
 /// The kernel command line of an instance (`extra`: more words, e.g. `vt.probe`).
 pub fn boot_args(cfg: &FirecrackerConfig, extra: &str) -> String {
     let mut c = cfg.boot_args.trim().to_owned();
-    for w in [
-        POWEROFF_BY_REBOOT,
-        if cfg.verbose_console {
-            "vt.debug"
-        } else {
-            "quiet"
-        },
-        extra,
-    ] {
+    for w in [POWEROFF_BY_REBOOT, if cfg.verbose_console { "vt.debug" } else { "quiet" }, extra] {
         if !w.is_empty() {
             if !c.is_empty() {
                 c.push(' ');
@@ -206,10 +188,7 @@ impl FirecrackerRuntime {
         let exec = std::fs::canonicalize(&exec).unwrap_or(exec);
         if let Some(j) = &cfg.jailer {
             // The jailer only execs a file whose name contains "firecracker".
-            let name = exec
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
+            let name = exec.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
             if !name.contains("firecracker") {
                 return Err(RuntimeError::Config(format!(
                     "the jailer runs only a binary whose name contains `firecracker`, not {}",
@@ -217,10 +196,7 @@ impl FirecrackerRuntime {
                 )));
             }
             if find_bin(&j.jailer_bin).is_none() {
-                return Err(RuntimeError::Config(format!(
-                    "jailer binary {} not found",
-                    j.jailer_bin.display()
-                )));
+                return Err(RuntimeError::Config(format!("jailer binary {} not found", j.jailer_bin.display())));
             }
         }
         Ok(Self { cfg, exec })
@@ -240,44 +216,19 @@ impl Runtime for FirecrackerRuntime {
         Box::pin(async move {
             session::check_spec(&mut spec)?;
             if !(1..=32).contains(&spec.vcpus) {
-                return Err(RuntimeError::Config(format!(
-                    "{} vCPUs: Firecracker takes 1 to 32",
-                    spec.vcpus
-                )));
+                return Err(RuntimeError::Config(format!("{} vCPUs: Firecracker takes 1 to 32", spec.vcpus)));
             }
-            let jail = self
-                .cfg
-                .jailer
-                .as_ref()
-                .map(|j| Jail::new(j, &self.exec, &spec.id));
+            let jail = self.cfg.jailer.as_ref().map(|j| Jail::new(j, &self.exec, &spec.id));
             let layout = Layout::new(&spec.work_dir, jail);
             for sock in [layout.api_socket(), layout.channel_listener(VSOCK_PORT)] {
                 // sun_path holds 108 bytes with the terminating NUL.
                 if sock.as_os_str().len() > 107 {
-                    return Err(RuntimeError::Config(format!(
-                        "path too long for a unix socket: {}",
-                        sock.display()
-                    )));
+                    return Err(RuntimeError::Config(format!("path too long for a unix socket: {}", sock.display())));
                 }
             }
-            let driver = Driver {
-                cfg: self.cfg.clone(),
-                exec: self.exec.clone(),
-                layout,
-                spec,
-            };
-            let (id, launch, timeout) = (
-                driver.spec.id.clone(),
-                driver.spec.launch.clone(),
-                driver.spec.boot_timeout,
-            );
-            Ok(session::spawn_vm(
-                &id,
-                launch,
-                timeout,
-                driver.layout.console(),
-                move |s, ctl| driver.run(s, ctl),
-            ))
+            let driver = Driver { cfg: self.cfg.clone(), exec: self.exec.clone(), layout, spec };
+            let (id, launch, timeout) = (driver.spec.id.clone(), driver.spec.launch.clone(), driver.spec.boot_timeout);
+            Ok(session::spawn_vm(&id, launch, timeout, driver.layout.console(), move |s, ctl| driver.run(s, ctl)))
         })
     }
 }
@@ -295,35 +246,19 @@ pub async fn probe_boot(cfg: &FirecrackerConfig, timeout: Duration) -> Result<Du
     r
 }
 
-async fn probe_in(
-    cfg: &FirecrackerConfig,
-    dir: &Path,
-    timeout: Duration,
-) -> Result<Duration, String> {
-    let bin = find_bin(&cfg.firecracker_bin)
-        .ok_or_else(|| format!("{} not found", cfg.firecracker_bin.display()))?;
+async fn probe_in(cfg: &FirecrackerConfig, dir: &Path, timeout: Duration) -> Result<Duration, String> {
+    let bin = find_bin(&cfg.firecracker_bin).ok_or_else(|| format!("{} not found", cfg.firecracker_bin.display()))?;
     let api = dir.join(jail::API_SOCKET);
     let console = dir.join("console.log");
     let start = Instant::now();
-    let mut child = spawn_logged(
-        &bin,
-        &[OsString::from("--api-sock"), api.clone().into()],
-        &console,
-    )?;
+    let mut child = spawn_logged(&bin, &[OsString::from("--api-sock"), api.clone().into()], &console)?;
     wait_api(&api, &mut child, cfg.api_timeout)
         .await
         .map_err(|e| e.unwrap_or_else(|st| format!("firecracker exited ({st})")))?;
     let kernel = std::fs::canonicalize(&cfg.kernel).unwrap_or(cfg.kernel.clone());
     let initrd = std::fs::canonicalize(&cfg.initramfs).unwrap_or(cfg.initramfs.clone());
     let reqs = [
-        ApiRequest::put(
-            "/machine-config",
-            &api::MachineConfig {
-                vcpu_count: 1,
-                mem_size_mib: 128,
-                smt: false,
-            },
-        ),
+        ApiRequest::put("/machine-config", &api::MachineConfig { vcpu_count: 1, mem_size_mib: 128, smt: false }),
         ApiRequest::put(
             "/boot-source",
             &api::BootSource {
@@ -334,10 +269,7 @@ async fn probe_in(
         ),
         ApiRequest::put("/actions", &Action::InstanceStart),
     ];
-    ApiClient::new(&api)
-        .send_all(&reqs)
-        .await
-        .map_err(|e| e.to_string())?;
+    ApiClient::new(&api).send_all(&reqs).await.map_err(|e| e.to_string())?;
     match tokio::time::timeout(timeout, child.wait()).await {
         Ok(Ok(st)) => {
             let took = start.elapsed();
@@ -346,16 +278,11 @@ async fn probe_in(
                 Ok(took)
             } else {
                 let last = session::last_line(&console);
-                Err(format!(
-                    "guest init did not run (firecracker exited: {st}; console: {last})"
-                ))
+                Err(format!("guest init did not run (firecracker exited: {st}; console: {last})"))
             }
         }
         Ok(Err(e)) => Err(format!("wait: {e}")),
-        Err(_) => Err(format!(
-            "no guest reboot within {timeout:?}: {}",
-            session::last_line(&console)
-        )),
+        Err(_) => Err(format!("no guest reboot within {timeout:?}: {}", session::last_line(&console))),
     }
 }
 
@@ -370,9 +297,7 @@ pub async fn probe_kvm(cfg: &FirecrackerConfig) -> Result<(), String> {
 /// Spawn `bin args` with stdin from /dev/null and stdout + stderr appended to `log`.
 fn spawn_logged(bin: &Path, args: &[OsString], log: &Path) -> Result<Child, String> {
     let out = std::fs::File::create(log).map_err(|e| format!("create {}: {e}", log.display()))?;
-    let err = out
-        .try_clone()
-        .map_err(|e| format!("{}: {e}", log.display()))?;
+    let err = out.try_clone().map_err(|e| format!("{}: {e}", log.display()))?;
     Command::new(bin)
         .args(args)
         .stdin(Stdio::null())
@@ -401,10 +326,7 @@ async fn wait_api(
             Err(e) => return Err(Ok(format!("wait for firecracker: {e}"))),
         }
         if Instant::now() > deadline {
-            return Err(Ok(format!(
-                "firecracker did not open its API socket {} within {timeout:?}",
-                sock.display()
-            )));
+            return Err(Ok(format!("firecracker did not open its API socket {} within {timeout:?}", sock.display())));
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -467,23 +389,15 @@ impl Driver {
     async fn prepare(&self) -> Result<UnixListener, String> {
         let l = &self.layout;
         let dir = &self.spec.work_dir;
-        tokio::fs::create_dir_all(dir)
-            .await
-            .map_err(|e| format!("create {}: {e}", dir.display()))?;
+        tokio::fs::create_dir_all(dir).await.map_err(|e| format!("create {}: {e}", dir.display()))?;
         if let Some(j) = &l.jail {
-            let io =
-                |what: &str, e: std::io::Error| format!("jail {}: {what}: {e}", j.root.display());
+            let io = |what: &str, e: std::io::Error| format!("jail {}: {what}: {e}", j.root.display());
             j.create().map_err(|e| io("create", e))?;
-            j.link(&self.cfg.kernel, jail::JAIL_KERNEL)
-                .map_err(|e| io("kernel", e))?;
-            j.link(&self.cfg.initramfs, jail::JAIL_INITRAMFS)
-                .map_err(|e| io("initramfs", e))?;
-            j.link(&self.spec.root_disk, jail::JAIL_ROOT_DISK)
-                .map_err(|e| io("root disk", e))?;
+            j.link(&self.cfg.kernel, jail::JAIL_KERNEL).map_err(|e| io("kernel", e))?;
+            j.link(&self.cfg.initramfs, jail::JAIL_INITRAMFS).map_err(|e| io("initramfs", e))?;
+            j.link(&self.spec.root_disk, jail::JAIL_ROOT_DISK).map_err(|e| io("root disk", e))?;
             for (i, v) in self.spec.volumes.iter().enumerate() {
-                let p = j
-                    .link(&v.disk, &format!("vol{i}.ext4"))
-                    .map_err(|e| io("volume", e))?;
+                let p = j.link(&v.disk, &format!("vol{i}.ext4")).map_err(|e| io("volume", e))?;
                 j.give(&p).map_err(|e| io("volume", e))?;
             }
         }
@@ -499,14 +413,12 @@ impl Driver {
         }
         let sock = l.channel_listener(VSOCK_PORT);
         let _ = std::fs::remove_file(&sock);
-        let listener =
-            UnixListener::bind(&sock).map_err(|e| format!("listen on {}: {e}", sock.display()))?;
+        let listener = UnixListener::bind(&sock).map_err(|e| format!("listen on {}: {e}", sock.display()))?;
         if let Some(j) = &l.jail {
             for p in [&scratch, &log, &sock] {
                 // A scratch disk that mkfs did not create (tests) has nothing to hand over.
                 if p.exists() {
-                    j.give(p)
-                        .map_err(|e| format!("chown {}: {e}", p.display()))?;
+                    j.give(p).map_err(|e| format!("chown {}: {e}", p.display()))?;
                 }
             }
         }
@@ -574,10 +486,7 @@ impl Driver {
                 ),
             });
         }
-        ApiClient::new(sock)
-            .send_all(&self.plan().requests())
-            .await
-            .map_err(|e| e.to_string())
+        ApiClient::new(sock).send_all(&self.plan().requests()).await.map_err(|e| e.to_string())
     }
 
     /// After the VMM is gone: the jail (its log copied to the work dir first), the sockets.
@@ -590,11 +499,7 @@ impl Driver {
                 tracing::warn!(instance = %self.spec.id, error = %e, jail = %j.dir.display(), "jail not removed");
             }
         } else {
-            for p in [
-                l.api_socket(),
-                l.host(jail::VSOCK_UDS),
-                l.channel_listener(VSOCK_PORT),
-            ] {
+            for p in [l.api_socket(), l.host(jail::VSOCK_UDS), l.channel_listener(VSOCK_PORT)] {
                 let _ = std::fs::remove_file(p);
             }
         }
@@ -607,13 +512,7 @@ fn abs(p: &Path) -> PathBuf {
 
 /// "firecracker exited (…) before its entrypoint started: <last log line> (console: …, log: …)".
 /// `log` is read now; `log_name` is where it is kept after the VM (outside the jail).
-fn exit_reason(
-    status: std::process::ExitStatus,
-    booting: bool,
-    log: &Path,
-    log_name: &Path,
-    console: &Path,
-) -> String {
+fn exit_reason(status: std::process::ExitStatus, booting: bool, log: &Path, log_name: &Path, console: &Path) -> String {
     let mut s = format!("firecracker exited ({status})");
     if booting {
         s.push_str(" before its entrypoint started");
@@ -622,11 +521,7 @@ fn exit_reason(
     if !last.is_empty() {
         s.push_str(&format!(": {last}"));
     }
-    s.push_str(&format!(
-        " (console: {}, log: {})",
-        console.display(),
-        log_name.display()
-    ));
+    s.push_str(&format!(" (console: {}, log: {})", console.display(), log_name.display()));
     s
 }
 
@@ -648,10 +543,7 @@ impl Vmm for Fc {
     fn power_off(&mut self) -> impl std::future::Future<Output = ()> + Send {
         let api = self.api.clone().with_timeout(Duration::from_secs(2));
         async move {
-            if let Err(e) = api
-                .send(&ApiRequest::put("/actions", &Action::SendCtrlAltDel))
-                .await
-            {
+            if let Err(e) = api.send(&ApiRequest::put("/actions", &Action::SendCtrlAltDel)).await {
                 tracing::debug!(error = %e, "SendCtrlAltDel");
             }
         }

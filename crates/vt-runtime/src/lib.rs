@@ -198,10 +198,7 @@ impl Vm {
         match (&mut self.task).await {
             Ok(o) => o,
             Err(e) => Outcome {
-                state: State::Failed {
-                    reason: format!("runtime task ended abnormally: {e}"),
-                    exit: None,
-                },
+                state: State::Failed { reason: format!("runtime task ended abnormally: {e}"), exit: None },
                 timings: BootTimings::default(),
                 vmm_exit: None,
             },

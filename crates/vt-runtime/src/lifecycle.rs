@@ -78,10 +78,7 @@ impl State {
     /// Move to `next` if allowed.
     pub fn advance(&mut self, next: State) -> Result<(), InvalidTransition> {
         if !self.can_become(&next) {
-            return Err(InvalidTransition {
-                from: self.to_string(),
-                to: next.to_string(),
-            });
+            return Err(InvalidTransition { from: self.to_string(), to: next.to_string() });
         }
         *self = next;
         Ok(())
@@ -116,35 +113,19 @@ mod tests {
             State::Booting,
             State::Running,
             State::Stopping,
-            State::Stopped {
-                exit: Some(ExitStatus::Code(7)),
-            },
+            State::Stopped { exit: Some(ExitStatus::Code(7)) },
         ] {
             s.advance(next).unwrap();
         }
         assert_eq!(s.to_string(), "stopped (exit code 7)");
         assert!(s.advance(State::Running).is_err());
-        assert!(s
-            .advance(State::Failed {
-                reason: "x".into(),
-                exit: None
-            })
-            .is_err());
+        assert!(s.advance(State::Failed { reason: "x".into(), exit: None }).is_err());
     }
 
     #[test]
     fn failure_from_any_live_state_and_no_skipping() {
-        for s in [
-            State::Allocated,
-            State::Preparing,
-            State::Booting,
-            State::Running,
-            State::Stopping,
-        ] {
-            assert!(s.can_become(&State::Failed {
-                reason: "r".into(),
-                exit: None
-            }));
+        for s in [State::Allocated, State::Preparing, State::Booting, State::Running, State::Stopping] {
+            assert!(s.can_become(&State::Failed { reason: "r".into(), exit: None }));
         }
         assert!(!State::Allocated.can_become(&State::Booting));
         assert!(!State::Preparing.can_become(&State::Running));

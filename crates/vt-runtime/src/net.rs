@@ -41,8 +41,7 @@ pub enum NetError {
 
 /// FNV-1a, 64 bits: a stable spread of instance ids (not a security boundary).
 fn fnv64(s: &str) -> u64 {
-    s.bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 impl NetworkSpec {
@@ -54,11 +53,7 @@ impl NetworkSpec {
         // Interface ids 0..=1 are the subnet-router anycast and the customary gateway.
         let iid = if h < 2 { h + 2 } else { h };
         let net = u128::from(prefix) & !u128::from(u64::MAX);
-        Ok(NetworkSpec {
-            tap: format!("vt{:012x}", h >> 16),
-            address: Ipv6Addr::from(net | u128::from(iid)),
-            mtu: 0,
-        })
+        Ok(NetworkSpec { tap: format!("vt{:012x}", h >> 16), address: Ipv6Addr::from(net | u128::from(iid)), mtu: 0 })
     }
 
     /// What guest init configures: the address as a /128, the default route via the host.
@@ -198,7 +193,8 @@ mod tests {
             eprintln!("SKIPPED: tap guard test: {why}");
             return;
         }
-        let n = NetworkSpec::for_instance(&format!("guard-test-{}", std::process::id()), "fd7a:115c:a1e0:8::/64").unwrap();
+        let n =
+            NetworkSpec::for_instance(&format!("guard-test-{}", std::process::id()), "fd7a:115c:a1e0:8::/64").unwrap();
         n.create_tap().await.unwrap();
         let dev = std::path::Path::new("/sys/class/net").join(&n.tap);
         assert!(dev.exists());

@@ -73,7 +73,11 @@ impl QemuConfig {
     /// What this host lacks to boot with this config: the guest kernel and
     /// initramfs, and the qemu and mkfs.ext4 binaries. Empty when it can boot.
     pub fn missing(&self) -> Vec<String> {
-        let mut missing: Vec<String> = [&self.kernel, &self.initramfs].into_iter().filter(|p| !p.is_file()).map(|p| p.display().to_string()).collect();
+        let mut missing: Vec<String> = [&self.kernel, &self.initramfs]
+            .into_iter()
+            .filter(|p| !p.is_file())
+            .map(|p| p.display().to_string())
+            .collect();
         for bin in [&self.qemu_bin, &self.mkfs_bin] {
             if crate::find_bin(bin).is_none() {
                 missing.push(bin.display().to_string());
@@ -117,10 +121,7 @@ impl QemuRuntime {
                 )));
             }
         }
-        Ok(Self {
-            cfg,
-            resolved_accel: Arc::new(OnceCell::new()),
-        })
+        Ok(Self { cfg, resolved_accel: Arc::new(OnceCell::new()) })
     }
 
     pub fn config(&self) -> &QemuConfig {
@@ -169,15 +170,8 @@ impl Runtime for QemuRuntime {
             };
             let (id, launch, timeout) = (spec.id.clone(), spec.launch.clone(), spec.boot_timeout);
             let console = spec.work_dir.join("console.log");
-            let driver = Driver {
-                cfg: self.cfg.clone(),
-                accel,
-                tsc_khz,
-                spec,
-            };
-            Ok(session::spawn_vm(&id, launch, timeout, console, move |s, ctl| {
-                driver.run(s, ctl)
-            }))
+            let driver = Driver { cfg: self.cfg.clone(), accel, tsc_khz, spec };
+            Ok(session::spawn_vm(&id, launch, timeout, console, move |s, ctl| driver.run(s, ctl)))
         })
     }
 }
@@ -185,14 +179,7 @@ impl Runtime for QemuRuntime {
 /// Host TSC frequency in kHz, from `/proc/cpuinfo` ("cpu MHz").
 pub fn host_tsc_khz() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/cpuinfo").ok()?;
-    let mhz: f64 = text
-        .lines()
-        .find(|l| l.starts_with("cpu MHz"))?
-        .split(':')
-        .nth(1)?
-        .trim()
-        .parse()
-        .ok()?;
+    let mhz: f64 = text.lines().find(|l| l.starts_with("cpu MHz"))?.split(':').nth(1)?.trim().parse().ok()?;
     Some((mhz * 1000.0) as u64)
 }
 
@@ -255,19 +242,13 @@ fn qpath(p: &Path) -> String {
 /// Boot the kernel with `vt.probe` under KVM: init powers off at once. True when that works
 /// within a few seconds (PVM-style nested "KVM" crawls, dies or makes QEMU abort instead).
 pub async fn probe_kvm(cfg: &QemuConfig) -> bool {
-    bare_boot(cfg, Accel::Kvm, Duration::from_secs(10))
-        .await
-        .is_ok()
+    bare_boot(cfg, Accel::Kvm, Duration::from_secs(10)).await.is_ok()
 }
 
 /// The reference boot: the same kernel and initramfs with no devices at all, init powering
 /// off as soon as it runs (`vt.probe`). Returns QEMU spawn → QEMU exit when the guest's init
 /// really ran, within `timeout`. Benchmarks compare the full path against it.
-pub async fn bare_boot(
-    cfg: &QemuConfig,
-    accel: Accel,
-    timeout: Duration,
-) -> Result<Duration, String> {
+pub async fn bare_boot(cfg: &QemuConfig, accel: Accel, timeout: Duration) -> Result<Duration, String> {
     let dir = tempdir_in_tmp("vt-bare-boot").map_err(|e| format!("temp dir: {e}"))?;
     let console = dir.join("console.log");
     let mut args = base_args(cfg, accel, 128, 1);
@@ -344,26 +325,15 @@ impl Driver {
         };
         let dir = &self.spec.work_dir;
         s.vmm_spawned(child.id().unwrap_or(0), &dir.join("vmm.pid"));
-        let vmm = Qemu {
-            child,
-            log: dir.join("qemu.log"),
-            console: dir.join("console.log"),
-        };
+        let vmm = Qemu { child, log: dir.join("qemu.log"), console: dir.join("console.log") };
         s.supervise(vmm, listener, ctl).await
     }
 
     /// Scratch disk, tap, the guest channel listener.
     async fn prepare(&self) -> Result<UnixListener, String> {
         let dir = &self.spec.work_dir;
-        tokio::fs::create_dir_all(dir)
-            .await
-            .map_err(|e| format!("create {}: {e}", dir.display()))?;
-        session::make_scratch_disk(
-            &self.cfg.mkfs_bin,
-            &dir.join("scratch.ext4"),
-            self.spec.scratch_size,
-        )
-        .await?;
+        tokio::fs::create_dir_all(dir).await.map_err(|e| format!("create {}: {e}", dir.display()))?;
+        session::make_scratch_disk(&self.cfg.mkfs_bin, &dir.join("scratch.ext4"), self.spec.scratch_size).await?;
         if let Some(n) = &self.spec.network {
             n.create_tap().await.map_err(|e| format!("network: {e}"))?;
         }
@@ -384,26 +354,17 @@ impl Driver {
             "chardev:console".into(),
             // Root disk first (vda), scratch second (vdb); init finds them by label anyway.
             "-drive".into(),
-            format!(
-                "id=root,file={},format=raw,if=none,readonly=on",
-                qpath(&self.spec.root_disk)
-            ),
+            format!("id=root,file={},format=raw,if=none,readonly=on", qpath(&self.spec.root_disk)),
             "-device".into(),
             "virtio-blk-device,drive=root".into(),
             "-drive".into(),
-            format!(
-                "id=scratch,file={},format=raw,if=none,discard=unmap",
-                qpath(&dir.join("scratch.ext4"))
-            ),
+            format!("id=scratch,file={},format=raw,if=none,discard=unmap", qpath(&dir.join("scratch.ext4"))),
             "-device".into(),
             "virtio-blk-device,drive=scratch".into(),
             "-device".into(),
             "virtio-serial-device,max_ports=2".into(),
             "-chardev".into(),
-            format!(
-                "socket,id=channel,path={}",
-                qpath(&dir.join("channel.sock"))
-            ),
+            format!("socket,id=channel,path={}", qpath(&dir.join("channel.sock"))),
             "-device".into(),
             format!("virtserialport,chardev=channel,name={PORT_NAME}"),
         ]);
@@ -423,8 +384,7 @@ impl Driver {
                 format!("virtio-net-device,netdev=net0,mac={}", n.mac()),
             ]);
         }
-        let log = std::fs::File::create(dir.join("qemu.log"))
-            .map_err(|e| format!("create qemu.log: {e}"))?;
+        let log = std::fs::File::create(dir.join("qemu.log")).map_err(|e| format!("create qemu.log: {e}"))?;
         let log2 = log.try_clone().map_err(|e| format!("qemu.log: {e}"))?;
         Command::new(&self.cfg.qemu_bin)
             .args(&args)
@@ -435,7 +395,6 @@ impl Driver {
             .spawn()
             .map_err(|e| format!("start {}: {e}", self.cfg.qemu_bin.display()))
     }
-
 }
 
 /// The running QEMU, as the guest channel conversation sees it.
@@ -493,10 +452,7 @@ mod tests {
     fn machine_args() {
         let cfg = QemuConfig::from_guest_dir(Path::new("/g"));
         let a = base_args(&cfg, Accel::Tcg, 512, 2).join(" ");
-        assert!(
-            a.starts_with("-M microvm -accel tcg -cpu max -m 512 -smp 2 "),
-            "{a}"
-        );
+        assert!(a.starts_with("-M microvm -accel tcg -cpu max -m 512 -smp 2 "), "{a}");
         assert!(a.contains("-kernel /g/vmlinux -initrd /g/initramfs.cpio"));
         assert_eq!(qpath(Path::new("/a,b")), "/a,,b");
         assert_eq!("auto".parse::<Accel>().unwrap(), Accel::Auto);

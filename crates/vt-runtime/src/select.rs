@@ -31,9 +31,7 @@ impl RuntimeKind {
     /// From `VT_RUNTIME`; unset or empty: qemu.
     pub fn from_env() -> Result<Self, RuntimeError> {
         match std::env::var(Self::ENV) {
-            Ok(v) if !v.trim().is_empty() => v
-                .parse()
-                .map_err(|e| RuntimeError::Config(format!("{}: {e}", Self::ENV))),
+            Ok(v) if !v.trim().is_empty() => v.parse().map_err(|e| RuntimeError::Config(format!("{}: {e}", Self::ENV))),
             _ => Ok(RuntimeKind::Qemu),
         }
     }
@@ -45,15 +43,11 @@ impl RuntimeKind {
             RuntimeKind::Qemu => {
                 let mut cfg = QemuConfig::from_guest_dir(guest_dir);
                 if let Ok(a) = std::env::var("VT_QEMU_ACCEL") {
-                    cfg.accel = a
-                        .parse()
-                        .map_err(|e| RuntimeError::Config(format!("VT_QEMU_ACCEL: {e}")))?;
+                    cfg.accel = a.parse().map_err(|e| RuntimeError::Config(format!("VT_QEMU_ACCEL: {e}")))?;
                 }
                 Arc::new(QemuRuntime::new(cfg)?)
             }
-            RuntimeKind::Firecracker => Arc::new(FirecrackerRuntime::new(
-                FirecrackerConfig::from_env(guest_dir),
-            )?),
+            RuntimeKind::Firecracker => Arc::new(FirecrackerRuntime::new(FirecrackerConfig::from_env(guest_dir))?),
         })
     }
 }

@@ -22,19 +22,12 @@ use tokio::time::{sleep_until, Instant as TokioInstant};
 
 use vt_guest_proto::{FrameBuffer, Message, Role, PROTOCOL_VERSION};
 
-use crate::{
-    BootTimings, Control, ExitStatus, InstanceSpec, Launch, Outcome, RuntimeError, State, Vm,
-    VmEvent,
-};
+use crate::{BootTimings, Control, ExitStatus, InstanceSpec, Launch, Outcome, RuntimeError, State, Vm, VmEvent};
 
 /// After `Shutdown` (or `Exited`/`Failed`), how long the guest has to power off before
 /// [`Vmm::power_off`]; the same again before the VMM is killed: 10 s in all, also for a VMM
 /// whose `power_off` does nothing (qemu).
-pub(crate) const POWER_OFF_WAIT: Duration = if cfg!(test) {
-    Duration::from_secs(1)
-} else {
-    Duration::from_secs(5)
-};
+pub(crate) const POWER_OFF_WAIT: Duration = if cfg!(test) { Duration::from_secs(1) } else { Duration::from_secs(5) };
 
 /// The VMM process as the conversation needs it.
 pub(crate) trait Vmm: Send {
@@ -73,13 +66,7 @@ pub(crate) struct Session {
 }
 
 /// Create the [`Vm`] handle and run `run` (the backend's driver) as its task.
-pub(crate) fn spawn_vm<F, Fut>(
-    id: &str,
-    launch: Launch,
-    boot_timeout: Duration,
-    console: PathBuf,
-    run: F,
-) -> Vm
+pub(crate) fn spawn_vm<F, Fut>(id: &str, launch: Launch, boot_timeout: Duration, console: PathBuf, run: F) -> Vm
 where
     F: FnOnce(Session, mpsc::Receiver<Control>) -> Fut,
     Fut: Future<Output = Outcome> + Send + 'static,
@@ -102,15 +89,7 @@ where
         state_tx: st_tx,
     };
     let task = tokio::spawn(run(session, ctl_rx));
-    Vm {
-        id: id.to_owned(),
-        events: ev_rx,
-        control: ctl_tx,
-        state: st_rx,
-        task,
-        pid,
-        timings,
-    }
+    Vm { id: id.to_owned(), events: ev_rx, control: ctl_tx, state: st_rx, task, pid, timings }
 }
 
 /// Why the conversation ended before the VMM did.
@@ -145,11 +124,7 @@ impl Session {
     }
 
     pub fn outcome(&self, vmm_exit: Option<i32>) -> Outcome {
-        Outcome {
-            state: self.state.clone(),
-            timings: self.timings.clone(),
-            vmm_exit,
-        }
+        Outcome { state: self.state.clone(), timings: self.timings.clone(), vmm_exit }
     }
 
     /// Record the VMM's pid (for [`Vm::vmm_pid`]) and write it to `pid_file`, for a node agent
@@ -312,12 +287,7 @@ impl Session {
         pending: &mut Pending,
     ) -> Option<(TokioInstant, DeadlineAction)> {
         match m {
-            Message::Hello {
-                role: Role::Guest,
-                min_version,
-                max_version,
-                ..
-            } => {
+            Message::Hello { role: Role::Guest, min_version, max_version, .. } => {
                 self.timings.guest_hello = Some(self.t0.elapsed());
                 if min_version > PROTOCOL_VERSION || max_version < PROTOCOL_VERSION {
                     *pending = Pending::Failed(format!(
@@ -326,21 +296,14 @@ impl Session {
                     let _ = send(wr, &Message::Shutdown).await;
                     return None;
                 }
-                let hello = Message::hello(
-                    Role::Host,
-                    concat!("vt-runtime/", env!("CARGO_PKG_VERSION")),
-                );
+                let hello = Message::hello(Role::Host, concat!("vt-runtime/", env!("CARGO_PKG_VERSION")));
                 let launch = Message::Launch(self.launch.clone());
                 if send(wr, &hello).await.is_err() || send(wr, &launch).await.is_err() {
                     *pending = Pending::Failed("could not write to the guest channel".into());
                 }
                 None
             }
-            Message::Ready {
-                init_started_us,
-                entrypoint_started_us,
-                ..
-            } => {
+            Message::Ready { init_started_us, entrypoint_started_us, .. } => {
                 self.timings.entrypoint = Some(self.t0.elapsed());
                 self.timings.guest_init_started_us = Some(init_started_us);
                 self.timings.guest_entrypoint_started_us = Some(entrypoint_started_us);
@@ -358,18 +321,12 @@ impl Session {
                 self.set(State::Stopping).await;
                 // Acknowledge: the guest powers off once it has this.
                 let _ = send(wr, &Message::Shutdown).await;
-                Some((
-                    TokioInstant::now() + POWER_OFF_WAIT,
-                    DeadlineAction::PowerOff,
-                ))
+                Some((TokioInstant::now() + POWER_OFF_WAIT, DeadlineAction::PowerOff))
             }
             Message::Failed { reason } => {
                 *pending = Pending::Failed(format!("guest init: {reason}"));
                 let _ = send(wr, &Message::Shutdown).await;
-                Some((
-                    TokioInstant::now() + POWER_OFF_WAIT,
-                    DeadlineAction::PowerOff,
-                ))
+                Some((TokioInstant::now() + POWER_OFF_WAIT, DeadlineAction::PowerOff))
             }
             _ => None,
         }
@@ -381,9 +338,7 @@ fn far_future() -> TokioInstant {
 }
 
 async fn send(wr: &mut OwnedWriteHalf, m: &Message) -> std::io::Result<()> {
-    let bytes = m
-        .encode()
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    let bytes = m.encode().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
     wr.write_all(&bytes).await
 }
 
@@ -394,27 +349,16 @@ pub(crate) fn check_spec(spec: &mut InstanceSpec) -> Result<(), RuntimeError> {
     spec.launch.volumes = spec
         .volumes
         .iter()
-        .map(|v| vt_guest_proto::Volume {
-            name: v.name.clone(),
-            label: v.label.clone(),
-            path: v.mount_path.clone(),
-        })
+        .map(|v| vt_guest_proto::Volume { name: v.name.clone(), label: v.label.clone(), path: v.mount_path.clone() })
         .collect();
     if let Some(v) = spec.volumes.iter().find(|v| !v.disk.is_file()) {
-        return Err(RuntimeError::Config(format!(
-            "volume {}: disk {} not found",
-            v.name,
-            v.disk.display()
-        )));
+        return Err(RuntimeError::Config(format!("volume {}: disk {} not found", v.name, v.disk.display())));
     }
     if spec.launch.argv.is_empty() {
         return Err(RuntimeError::Config("empty argv".into()));
     }
     if !spec.root_disk.is_file() {
-        return Err(RuntimeError::Config(format!(
-            "root disk {} not found",
-            spec.root_disk.display()
-        )));
+        return Err(RuntimeError::Config(format!("root disk {} not found", spec.root_disk.display())));
     }
     Ok(())
 }
@@ -424,17 +368,7 @@ pub(crate) fn check_spec(spec: &mut InstanceSpec) -> Result<(), RuntimeError> {
 pub(crate) async fn make_scratch_disk(mkfs: &Path, path: &Path, size: u64) -> Result<(), String> {
     let _ = tokio::fs::remove_file(path).await;
     let out = Command::new(mkfs)
-        .args([
-            "-q",
-            "-F",
-            "-t",
-            "ext4",
-            "-O",
-            "^has_journal",
-            "-L",
-            "vt-scratch",
-            "-E",
-        ])
+        .args(["-q", "-F", "-t", "ext4", "-O", "^has_journal", "-L", "vt-scratch", "-E"])
         .arg("lazy_itable_init=1,nodiscard")
         .arg(path)
         .arg(format!("{}k", (size / 1024).max(8192)))
@@ -443,10 +377,7 @@ pub(crate) async fn make_scratch_disk(mkfs: &Path, path: &Path, size: u64) -> Re
         .await
         .map_err(|e| format!("run {}: {e}", mkfs.display()))?;
     if !out.status.success() {
-        return Err(format!(
-            "mkfs.ext4 of the scratch disk failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
+        return Err(format!("mkfs.ext4 of the scratch disk failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
     }
     Ok(())
 }
@@ -454,10 +385,5 @@ pub(crate) async fn make_scratch_disk(mkfs: &Path, path: &Path, size: u64) -> Re
 /// The last non-empty line of a log file ("" when there is none).
 pub(crate) fn last_line(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("")
-        .trim()
-        .to_owned()
+    text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_owned()
 }

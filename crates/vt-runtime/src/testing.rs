@@ -14,7 +14,8 @@ pub fn guest_or_skip(test: &str, also: &[&str]) -> Option<PathBuf> {
     if missing.is_empty() {
         return Some(dir);
     }
-    let msg = format!("{test} needs {} (run scripts/guest-kernel.sh; apt-get install busybox-static)", missing.join(", "));
+    let msg =
+        format!("{test} needs {} (run scripts/guest-kernel.sh; apt-get install busybox-static)", missing.join(", "));
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("{msg}");
     }
@@ -104,7 +105,9 @@ pub async fn busybox_contract(rt: &dyn crate::Runtime, tmp: &Path, within: std::
     // The VMM exited by itself once the guest was done, with status 0.
     assert_eq!(outcome.vmm_exit, Some(0));
     let t = &outcome.timings;
-    if let (Some(prepared), Some(hello), Some(spawned), Some(b2e)) = (t.prepared, t.guest_hello, t.vmm_spawned, t.boot_to_entrypoint()) {
+    if let (Some(prepared), Some(hello), Some(spawned), Some(b2e)) =
+        (t.prepared, t.guest_hello, t.vmm_spawned, t.boot_to_entrypoint())
+    {
         println!(
             "{} boot: prepare {prepared:?}, vmm spawn → guest hello {:?}, vmm spawn → entrypoint {b2e:?} (guest clock: init at {} ms, entrypoint at {} ms)",
             rt.name(),

@@ -21,9 +21,7 @@ async fn runtime_or_skip(test: &str) -> Option<FirecrackerRuntime> {
         None
     };
     if std::env::var_os("FIRECRACKER_BIN").is_none_or(|b| b.is_empty()) {
-        return skip(
-            "FIRECRACKER_BIN is not set (Firecracker needs a host with a working KVM)".into(),
-        );
+        return skip("FIRECRACKER_BIN is not set (Firecracker needs a host with a working KVM)".into());
     }
     let mut cfg = FirecrackerConfig::from_env(&vt_runtime::qemu::default_guest_dir());
     cfg.verbose_console = std::env::var_os("VT_GUEST_DEBUG").is_some();
@@ -38,9 +36,7 @@ async fn runtime_or_skip(test: &str) -> Option<FirecrackerRuntime> {
         ));
     }
     if let Err(why) = probe_kvm(&cfg).await {
-        return skip(format!(
-            "the KVM probe boot under Firecracker failed: {why}"
-        ));
+        return skip(format!("the KVM probe boot under Firecracker failed: {why}"));
     }
     match FirecrackerRuntime::new(cfg) {
         Ok(rt) => Some(rt),

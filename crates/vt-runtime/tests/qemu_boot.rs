@@ -39,10 +39,7 @@ fn launch(argv: &[&str]) -> Launch {
 fn launch_as(user: &str, argv: &[&str]) -> Launch {
     Launch {
         argv: argv.iter().map(|s| s.to_string()).collect(),
-        env: vec![
-            ("VT_APP".into(), "test".into()),
-            ("VT_INSTANCE_ID".into(), "i-1".into()),
-        ],
+        env: vec![("VT_APP".into(), "test".into()), ("VT_INSTANCE_ID".into(), "i-1".into())],
         cwd: "/".into(),
         user: user.into(),
         hostname: "guest".into(),
@@ -80,47 +77,26 @@ async fn signal_stops_a_running_entrypoint_and_missing_program_is_127() {
     );
     let mut vm = rt.start(spec).await.unwrap();
     let mut saw_up = false;
-    while let Some(ev) = tokio::time::timeout(Duration::from_secs(180), vm.next_event())
-        .await
-        .expect("event within 180 s")
+    while let Some(ev) =
+        tokio::time::timeout(Duration::from_secs(180), vm.next_event()).await.expect("event within 180 s")
     {
         if let VmEvent::Log { data, .. } = &ev {
             if data.starts_with(b"up") {
                 saw_up = true;
-                vm.control(Control::Stop {
-                    grace: Duration::from_secs(20),
-                })
-                .await;
+                vm.control(Control::Stop { grace: Duration::from_secs(20) }).await;
             }
         }
     }
     assert!(saw_up);
     let out = vm.wait().await;
-    assert_eq!(
-        out.state,
-        State::Stopped {
-            exit: Some(ExitStatus::Signal(15))
-        }
-    );
+    assert_eq!(out.state, State::Stopped { exit: Some(ExitStatus::Signal(15)) });
     assert_eq!(out.vmm_exit, Some(0));
 
     // A program that does not exist: exit 127 with a message on stderr, not a failed VM.
-    let spec = InstanceSpec::new(
-        "i-3",
-        disk,
-        tmp.path().join("vm3"),
-        launch(&["/no/such/program"]),
-    );
+    let spec = InstanceSpec::new("i-3", disk, tmp.path().join("vm3"), launch(&["/no/such/program"]));
     let vm = rt.start(spec).await.unwrap();
-    let out = tokio::time::timeout(Duration::from_secs(180), vm.wait())
-        .await
-        .unwrap();
-    assert_eq!(
-        out.state,
-        State::Stopped {
-            exit: Some(ExitStatus::Code(127))
-        }
-    );
+    let out = tokio::time::timeout(Duration::from_secs(180), vm.wait()).await.unwrap();
+    assert_eq!(out.state, State::Stopped { exit: Some(ExitStatus::Code(127)) });
 }
 
 // The boot benchmark is `src/bin/vt-boot-bench.rs` (docs/runtime.md).
@@ -154,7 +130,8 @@ fn http_get(addr: std::net::SocketAddr, deadline: Instant) -> Result<String, Str
 /// gone once the VM ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn network_volume_and_secret() {
-    let Some(dir) = vt_runtime::testing::networked_guest_or_skip("the network test", &[vt_image::testing::BUSYBOX]) else {
+    let Some(dir) = vt_runtime::testing::networked_guest_or_skip("the network test", &[vt_image::testing::BUSYBOX])
+    else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
@@ -179,7 +156,8 @@ async fn network_volume_and_secret() {
         echo persisted > /mnt/volumes/data/f; ls /srv/data/f; \
         mkdir -p /www; echo hello over the tap > /www/index.html; \
         exec httpd -f -p 8080 -h /www";
-    let mut spec = InstanceSpec::new("i-net", disk, tmp.path().join("vm"), launch_as("nobody", &["/bin/sh", "-c", script]));
+    let mut spec =
+        InstanceSpec::new("i-net", disk, tmp.path().join("vm"), launch_as("nobody", &["/bin/sh", "-c", script]));
     spec.network = Some(net.clone());
     spec.volumes = vec![vt_runtime::VolumeDisk {
         name: "data".into(),
@@ -203,7 +181,8 @@ async fn network_volume_and_secret() {
         }
     }
     let addr = std::net::SocketAddr::new(net.address.into(), 8080);
-    let got = tokio::task::spawn_blocking(move || http_get(addr, Instant::now() + Duration::from_secs(60))).await.unwrap();
+    let got =
+        tokio::task::spawn_blocking(move || http_get(addr, Instant::now() + Duration::from_secs(60))).await.unwrap();
     let console = || std::fs::read_to_string(tmp.path().join("vm/console.log")).unwrap_or_default();
     assert_eq!(got.as_deref(), Ok("hello over the tap\n"), "console:\n{}", console());
     vm.control(Control::Stop { grace: Duration::from_secs(10) }).await;

@@ -121,7 +121,8 @@ pub struct Instance {
 
 impl Instance {
     fn live(&self) -> bool {
-        self.desired == Desired::Running && matches!(self.status, Status::Starting | Status::Running | Status::Ready | Status::Failing)
+        self.desired == Desired::Running
+            && matches!(self.status, Status::Starting | Status::Running | Status::Ready | Status::Failing)
     }
 }
 
@@ -299,12 +300,22 @@ impl NodeState<'_> {
 
 /// Compute the placement plan. `new_id` names each new instance.
 pub fn plan(input: &Input, config: &Config, new_id: &mut dyn FnMut() -> String) -> Plan {
-    let ratio = if config.cpu_oversubscription.is_finite() && config.cpu_oversubscription > 0.0 { config.cpu_oversubscription } else { 1.0 };
+    let ratio = if config.cpu_oversubscription.is_finite() && config.cpu_oversubscription > 0.0 {
+        config.cpu_oversubscription
+    } else {
+        1.0
+    };
     let mut nodes: Vec<&Node> = input.nodes.iter().collect();
     nodes.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
     nodes.dedup_by(|a, b| a.id == b.id);
-    let mut state: Vec<NodeState> =
-        nodes.iter().map(|n| NodeState { node: n, used: Resources::default(), cpu_limit: (n.allocatable.cpu_millis as f64 * ratio).floor() as u64 }).collect();
+    let mut state: Vec<NodeState> = nodes
+        .iter()
+        .map(|n| NodeState {
+            node: n,
+            used: Resources::default(),
+            cpu_limit: (n.allocatable.cpu_millis as f64 * ratio).floor() as u64,
+        })
+        .collect();
     let index: HashMap<&str, usize> = nodes.iter().enumerate().map(|(i, n)| (n.id.as_str(), i)).collect();
 
     let mut instances: Vec<&Instance> = input.instances.iter().collect();
@@ -323,7 +334,8 @@ pub fn plan(input: &Input, config: &Config, new_id: &mut dyn FnMut() -> String) 
     let mut groups: Vec<&Group> = input.groups.iter().collect();
     groups.sort_by(|a, b| (&a.env, &a.process).cmp(&(&b.env, &b.process)));
     groups.dedup_by(|a, b| (&a.env, &a.process) == (&b.env, &b.process));
-    let by_key: BTreeMap<(&str, &str), usize> = groups.iter().enumerate().map(|(i, g)| ((g.env.as_str(), g.process.as_str()), i)).collect();
+    let by_key: BTreeMap<(&str, &str), usize> =
+        groups.iter().enumerate().map(|(i, g)| ((g.env.as_str(), g.process.as_str()), i)).collect();
 
     let managed: std::collections::BTreeSet<&str> = groups.iter().map(|g| g.env.as_str()).collect();
     let mut out = Plan::default();
@@ -331,21 +343,29 @@ pub fn plan(input: &Input, config: &Config, new_id: &mut dyn FnMut() -> String) 
     let mut buckets: Vec<Vec<&Instance>> = vec![vec![]; groups.len()];
     for i in instances.iter().filter(|i| i.live()) {
         match index.get(i.node.as_str()).map(|&n| nodes[n]) {
-            None => out.stops.push(Stop { instance: i.id.clone(), reason: format!("its node {} is not registered; replaced elsewhere", i.node) }),
-            Some(n) if n.status == NodeStatus::Unreachable => {
-                out.stops.push(Stop { instance: i.id.clone(), reason: format!("node {} is unreachable; replaced elsewhere", n.name) })
-            }
+            None => out.stops.push(Stop {
+                instance: i.id.clone(),
+                reason: format!("its node {} is not registered; replaced elsewhere", i.node),
+            }),
+            Some(n) if n.status == NodeStatus::Unreachable => out.stops.push(Stop {
+                instance: i.id.clone(),
+                reason: format!("node {} is unreachable; replaced elsewhere", n.name),
+            }),
             Some(_) => match by_key.get(&(i.env.as_str(), i.process.as_str())) {
                 // Its health check failed: stop it; a replacement is planned below.
                 _ if i.status == Status::Failing && managed.contains(i.env.as_str()) => out.stops.push(Stop {
                     instance: i.id.clone(),
-                    reason: format!("health check failing: {}", i.failure.as_ref().map_or("no reason reported", |f| f.reason.as_str())),
+                    reason: format!(
+                        "health check failing: {}",
+                        i.failure.as_ref().map_or("no reason reported", |f| f.reason.as_str())
+                    ),
                 }),
                 Some(&g) if groups[g].replicas > 0 => buckets[g].push(i),
                 Some(_) => out.stops.push(Stop { instance: i.id.clone(), reason: "scaled to 0".into() }),
-                None if managed.contains(i.env.as_str()) => {
-                    out.stops.push(Stop { instance: i.id.clone(), reason: format!("process `{}` is not desired in this env", i.process) })
-                }
+                None if managed.contains(i.env.as_str()) => out.stops.push(Stop {
+                    instance: i.id.clone(),
+                    reason: format!("process `{}` is not desired in this env", i.process),
+                }),
                 // An env with no group at all is not managed here: its instances only occupy.
                 None => {}
             },
@@ -368,7 +388,11 @@ pub fn plan(input: &Input, config: &Config, new_id: &mut dyn FnMut() -> String) 
         let mut new: Vec<&Instance> = vec![];
         let mut old: Vec<&Instance> = vec![];
         for i in &buckets[g] {
-            if i.release == group.release { new.push(i) } else { old.push(i) }
+            if i.release == group.release {
+                new.push(i)
+            } else {
+                old.push(i)
+            }
         }
         // Newest first.
         new.sort_by(|a, b| (b.order, &b.id).cmp(&(a.order, &a.id)));
@@ -415,7 +439,9 @@ pub fn plan(input: &Input, config: &Config, new_id: &mut dyn FnMut() -> String) 
                     continue;
                 }
                 best = match best {
-                    Some(b) if (count[b], Reverse(state[b].free_memory())) <= (count[n], Reverse(s.free_memory())) => Some(b),
+                    Some(b) if (count[b], Reverse(state[b].free_memory())) <= (count[n], Reverse(s.free_memory())) => {
+                        Some(b)
+                    }
                     _ => Some(n),
                 };
             }
@@ -473,7 +499,8 @@ fn crash_loop(group: &Group, history: &[&Instance], backoff: &Backoff, now: Mill
             (proven <= until).then_some(proven)
         })
         .max();
-    let mut failures: Vec<&Failure> = history.iter().filter_map(|i| i.failure.as_ref()).filter(|f| reset.is_none_or(|r| f.at >= r)).collect();
+    let mut failures: Vec<&Failure> =
+        history.iter().filter_map(|i| i.failure.as_ref()).filter(|f| reset.is_none_or(|r| f.at >= r)).collect();
     failures.sort_by(|a, b| (a.at, &a.reason).cmp(&(b.at, &b.reason)));
     let last = (*failures.last()?).clone();
     let n = u32::try_from(failures.len()).unwrap_or(u32::MAX);
@@ -488,8 +515,17 @@ fn crash_loop(group: &Group, history: &[&Instance], backoff: &Backoff, now: Mill
 }
 
 /// Why `need` fits on no ready node, and what could make room.
-fn explain(need: Resources, nodes: &[&Node], state: &[NodeState], on_node: &[Vec<&Instance>], ratio: f64) -> (String, String) {
-    let add = format!("add a node with at least {} MiB allocatable memory, or lower the process's `resources`", need.memory_mib);
+fn explain(
+    need: Resources,
+    nodes: &[&Node],
+    state: &[NodeState],
+    on_node: &[Vec<&Instance>],
+    ratio: f64,
+) -> (String, String) {
+    let add = format!(
+        "add a node with at least {} MiB allocatable memory, or lower the process's `resources`",
+        need.memory_mib
+    );
     if nodes.is_empty() {
         return ("no node is registered".into(), "start a node agent (`vt node list` shows the nodes)".into());
     }
@@ -497,7 +533,10 @@ fn explain(need: Resources, nodes: &[&Node], state: &[NodeState], on_node: &[Vec
     if ready.is_empty() {
         let unreachable = nodes.iter().filter(|n| n.status == NodeStatus::Unreachable).count();
         let draining = nodes.len() - unreachable;
-        return (format!("no node is ready ({unreachable} unreachable, {draining} draining)"), "bring a node back or register a new one".into());
+        return (
+            format!("no node is ready ({unreachable} unreachable, {draining} draining)"),
+            "bring a node back or register a new one".into(),
+        );
     }
     let by_memory = ready.iter().copied().max_by_key(|&n| (state[n].free_memory(), Reverse(n))).unwrap_or(ready[0]);
     let reason = if state[by_memory].free_memory() < need.memory_mib {
@@ -528,8 +567,10 @@ fn explain(need: Resources, nodes: &[&Node], state: &[NodeState], on_node: &[Vec
         if need.memory_mib > nodes[n].allocatable.memory_mib || need.cpu_millis > state[n].cpu_limit {
             continue;
         }
-        let mut candidates: Vec<&Instance> = on_node[n].iter().copied().filter(|i| i.desired == Desired::Running).collect();
-        candidates.sort_by(|a, b| (Reverse(a.resources.memory_mib), &a.id).cmp(&(Reverse(b.resources.memory_mib), &b.id)));
+        let mut candidates: Vec<&Instance> =
+            on_node[n].iter().copied().filter(|i| i.desired == Desired::Running).collect();
+        candidates
+            .sort_by(|a, b| (Reverse(a.resources.memory_mib), &a.id).cmp(&(Reverse(b.resources.memory_mib), &b.id)));
         let (mut mem, mut cpu) = (state[n].free_memory(), state[n].free_cpu());
         let mut chosen = vec![];
         for i in candidates {
@@ -546,9 +587,17 @@ fn explain(need: Resources, nodes: &[&Node], state: &[NodeState], on_node: &[Vec
     }
     let hint = match best {
         Some((n, k, chosen)) if k > 0 => {
-            let list: Vec<String> = chosen.iter().take(5).map(|i| format!("{} ({}/{}, {} MiB)", i.id, i.env, i.process, i.resources.memory_mib)).collect();
+            let list: Vec<String> = chosen
+                .iter()
+                .take(5)
+                .map(|i| format!("{} ({}/{}, {} MiB)", i.id, i.env, i.process, i.resources.memory_mib))
+                .collect();
             let more = if k > 5 { format!(" and {} more", k - 5) } else { String::new() };
-            format!("stopping {k} instance(s) on {} would make room: {}{more}; or {add}", nodes[n].name, list.join(", "))
+            format!(
+                "stopping {k} instance(s) on {} would make room: {}{more}; or {add}",
+                nodes[n].name,
+                list.join(", ")
+            )
         }
         _ => add,
     };
@@ -581,14 +630,18 @@ pub fn check(input: &Input, config: &Config, plan: &Plan) -> Result<(), String> 
         let n = nodes[node];
         let before = used.get(node).copied().unwrap_or_default();
         if before.memory_mib + add.memory_mib > n.allocatable.memory_mib {
-            return Err(format!("{}: {} + {} MiB placed > {} MiB allocatable", n.name, before.memory_mib, add.memory_mib, n.allocatable.memory_mib));
+            return Err(format!(
+                "{}: {} + {} MiB placed > {} MiB allocatable",
+                n.name, before.memory_mib, add.memory_mib, n.allocatable.memory_mib
+            ));
         }
         let limit = (n.allocatable.cpu_millis as f64 * config.cpu_oversubscription).floor() as u64;
         if before.cpu_millis + add.cpu_millis > limit {
             return Err(format!("{}: {} + {} CPU millis placed > {limit}", n.name, before.cpu_millis, add.cpu_millis));
         }
     }
-    let live: HashMap<&str, &Instance> = input.instances.iter().filter(|i| i.live()).map(|i| (i.id.as_str(), i)).collect();
+    let live: HashMap<&str, &Instance> =
+        input.instances.iter().filter(|i| i.live()).map(|i| (i.id.as_str(), i)).collect();
     let mut seen = std::collections::HashSet::new();
     for s in &plan.stops {
         if !live.contains_key(s.instance.as_str()) || !seen.insert(s.instance.as_str()) {

@@ -3,7 +3,12 @@ use proptest::prelude::*;
 use super::*;
 
 fn node(name: &str, status: NodeStatus, cpu: u64, mem: u64) -> Node {
-    Node { id: format!("id-{name}"), name: name.into(), status, allocatable: Resources { cpu_millis: cpu, memory_mib: mem } }
+    Node {
+        id: format!("id-{name}"),
+        name: name.into(),
+        status,
+        allocatable: Resources { cpu_millis: cpu, memory_mib: mem },
+    }
 }
 
 fn ready(name: &str, mem: u64) -> Node {
@@ -42,7 +47,12 @@ fn web(id: &str, release: &str, status: Status, order: u64) -> Instance {
 
 /// An instance of `env/web` (release r1) that failed at `at` after being ready since `ready_since`.
 fn failed(id: &str, release: &str, at: Millis, ready_since: Option<Millis>, reason: &str) -> Instance {
-    Instance { status: Status::Exited, ready_since, failure: Some(Failure { at, reason: reason.into() }), ..inst(id, "a", "web", release, 256, at) }
+    Instance {
+        status: Status::Exited,
+        ready_since,
+        failure: Some(Failure { at, reason: reason.into() }),
+        ..inst(id, "a", "web", release, 256, at)
+    }
 }
 
 fn run(input: &Input) -> Plan {
@@ -229,7 +239,12 @@ fn table_of_placements() {
 
 #[test]
 fn new_ids_come_from_the_generator_in_order() {
-    let input = Input { nodes: vec![ready("a", 4096)], instances: vec![], groups: vec![group("b", 1, "r", 1), group("a", 2, "r", 1)], now: 0 };
+    let input = Input {
+        nodes: vec![ready("a", 4096)],
+        instances: vec![],
+        groups: vec![group("b", 1, "r", 1), group("a", 2, "r", 1)],
+        now: 0,
+    };
     let p = run(&input);
     let got: Vec<(&str, &str)> = p.allocations.iter().map(|a| (a.id.as_str(), a.process.as_str())).collect();
     assert_eq!(got, vec![("new000000", "a"), ("new000001", "a"), ("new000002", "b")]);
@@ -261,11 +276,41 @@ fn rollouts_count_ready_instances_only() {
     }
     use Status::*;
     let cases = vec![
-        Case { name: "new instances starting: old ones stay", new: vec![Starting, Starting], max_unavailable: 0, stopped: vec![], placed: 0 },
-        Case { name: "running but health pending: old ones stay", new: vec![Running, Running], max_unavailable: 0, stopped: vec![], placed: 0 },
-        Case { name: "one ready: the newest old stops", new: vec![Ready, Running], max_unavailable: 0, stopped: vec!["o2: replaced by release r2"], placed: 0 },
-        Case { name: "both ready: both old stop", new: vec![Ready, Ready], max_unavailable: 0, stopped: vec!["o1: replaced by release r2", "o2: replaced by release r2"], placed: 0 },
-        Case { name: "max_unavailable lets one go before any is ready", new: vec![Running, Starting], max_unavailable: 1, stopped: vec!["o2: replaced by release r2"], placed: 0 },
+        Case {
+            name: "new instances starting: old ones stay",
+            new: vec![Starting, Starting],
+            max_unavailable: 0,
+            stopped: vec![],
+            placed: 0,
+        },
+        Case {
+            name: "running but health pending: old ones stay",
+            new: vec![Running, Running],
+            max_unavailable: 0,
+            stopped: vec![],
+            placed: 0,
+        },
+        Case {
+            name: "one ready: the newest old stops",
+            new: vec![Ready, Running],
+            max_unavailable: 0,
+            stopped: vec!["o2: replaced by release r2"],
+            placed: 0,
+        },
+        Case {
+            name: "both ready: both old stop",
+            new: vec![Ready, Ready],
+            max_unavailable: 0,
+            stopped: vec!["o1: replaced by release r2", "o2: replaced by release r2"],
+            placed: 0,
+        },
+        Case {
+            name: "max_unavailable lets one go before any is ready",
+            new: vec![Running, Starting],
+            max_unavailable: 1,
+            stopped: vec!["o2: replaced by release r2"],
+            placed: 0,
+        },
         Case {
             name: "a failing new one is stopped and replaced; it does not count",
             new: vec![Failing, Ready],
@@ -283,8 +328,14 @@ fn rollouts_count_ready_instances_only() {
             }
             instances.push(i);
         }
-        let input = Input { nodes: vec![ready("a", 1 << 20)], instances, groups: vec![group("web", 2, "r2", 256)], now: 600_000 };
-        let config = Config { rollout: Rollout { max_surge: None, max_unavailable: c.max_unavailable }, ..Config::default() };
+        let input = Input {
+            nodes: vec![ready("a", 1 << 20)],
+            instances,
+            groups: vec![group("web", 2, "r2", 256)],
+            now: 600_000,
+        };
+        let config =
+            Config { rollout: Rollout { max_surge: None, max_unavailable: c.max_unavailable }, ..Config::default() };
         let p = plan(&input, &config, &mut counter("new"));
         check(&input, &config, &p).unwrap();
         let stops: Vec<String> = stopped(&p).iter().map(|(i, r)| format!("{i}: {r}")).collect();
@@ -296,10 +347,23 @@ fn rollouts_count_ready_instances_only() {
 #[test]
 fn backoff_doubles_from_one_second_up_to_five_minutes() {
     let b = Backoff::default();
-    let got: Vec<(u32, Millis)> = [0, 1, 2, 3, 4, 9, 10, 63, 64, 65, u32::MAX].iter().map(|&n| (n, b.delay(n))).collect();
+    let got: Vec<(u32, Millis)> =
+        [0, 1, 2, 3, 4, 9, 10, 63, 64, 65, u32::MAX].iter().map(|&n| (n, b.delay(n))).collect();
     assert_eq!(
         got,
-        vec![(0, 0), (1, 1_000), (2, 2_000), (3, 4_000), (4, 8_000), (9, 256_000), (10, 300_000), (63, 300_000), (64, 300_000), (65, 300_000), (u32::MAX, 300_000)]
+        vec![
+            (0, 0),
+            (1, 1_000),
+            (2, 2_000),
+            (3, 4_000),
+            (4, 8_000),
+            (9, 256_000),
+            (10, 300_000),
+            (63, 300_000),
+            (64, 300_000),
+            (65, 300_000),
+            (u32::MAX, 300_000)
+        ]
     );
 }
 
@@ -316,7 +380,14 @@ fn crash_loops_delay_replacements() {
     }
     let exited = "exited with code 1";
     let cases = vec![
-        Case { name: "no failure: replaced at once", history: vec![], now: 0, crash_loop: None, placed: 1, stopped: vec![] },
+        Case {
+            name: "no failure: replaced at once",
+            history: vec![],
+            now: 0,
+            crash_loop: None,
+            placed: 1,
+            stopped: vec![],
+        },
         Case {
             name: "first failure: 1 s",
             history: vec![failed("f1", "r1", 10_000, None, exited)],
@@ -356,7 +427,11 @@ fn crash_loops_delay_replacements() {
         },
         Case {
             name: "an instance ready for 60 s resets the count",
-            history: vec![failed("f1", "r1", 1_000, None, exited), failed("f2", "r1", 3_000, None, exited), web("ok", "r1", Status::Ready, 5)],
+            history: vec![
+                failed("f1", "r1", 1_000, None, exited),
+                failed("f2", "r1", 3_000, None, exited),
+                web("ok", "r1", Status::Ready, 5),
+            ],
             now: 70_000,
             // `ok` has been ready since 0: the release proved itself at 60 s, failures before are forgotten.
             crash_loop: None,
@@ -365,7 +440,11 @@ fn crash_loops_delay_replacements() {
         },
         Case {
             name: "a failure after a long healthy run counts as the first",
-            history: vec![failed("f1", "r1", 1_000, None, exited), failed("f2", "r1", 3_000, None, exited), failed("f3", "r1", 200_000, Some(100_000), "exited with code 3")],
+            history: vec![
+                failed("f1", "r1", 1_000, None, exited),
+                failed("f2", "r1", 3_000, None, exited),
+                failed("f3", "r1", 200_000, Some(100_000), "exited with code 3"),
+            ],
             now: 200_500,
             crash_loop: Some((1, "exited with code 3", 201_000, 1)),
             placed: 0,
@@ -392,19 +471,34 @@ fn crash_loops_delay_replacements() {
             history: vec![Instance {
                 status: Status::Failing,
                 ready_since: Some(1_000),
-                failure: Some(Failure { at: 9_000, reason: "health check failed 3 times: GET /healthz on port 8080: connection refused".into() }),
+                failure: Some(Failure {
+                    at: 9_000,
+                    reason: "health check failed 3 times: GET /healthz on port 8080: connection refused".into(),
+                }),
                 ..web("h1", "r1", Status::Running, 1)
             }],
             now: 9_200,
-            crash_loop: Some((1, "health check failed 3 times: GET /healthz on port 8080: connection refused", 10_000, 1)),
+            crash_loop: Some((
+                1,
+                "health check failed 3 times: GET /healthz on port 8080: connection refused",
+                10_000,
+                1,
+            )),
             placed: 0,
-            stopped: vec!["h1: health check failing: health check failed 3 times: GET /healthz on port 8080: connection refused"],
+            stopped: vec![
+                "h1: health check failing: health check failed 3 times: GET /healthz on port 8080: connection refused",
+            ],
         },
     ];
     for c in cases {
         // One replica to place, besides the live ones of the history.
         let live = c.history.iter().filter(|i| i.status == Status::Ready).count() as u32;
-        let input = Input { nodes: vec![ready("a", 1 << 20)], instances: c.history.clone(), groups: vec![group("web", 1 + live, "r1", 256)], now: c.now };
+        let input = Input {
+            nodes: vec![ready("a", 1 << 20)],
+            instances: c.history.clone(),
+            groups: vec![group("web", 1 + live, "r1", 256)],
+            now: c.now,
+        };
         let p = run(&input);
         let got = p.crash_loops.first().map(|cl| (cl.failures, cl.last.reason.as_str(), cl.restart_at, cl.held));
         assert_eq!(got, c.crash_loop, "{}", c.name);
@@ -463,7 +557,8 @@ fn arb_input() -> impl Strategy<Value = Input> {
                     _ => Status::Ready,
                 },
                 ready_since: (s > 4).then_some(k as u64 * 1000),
-                failure: matches!(s, 2 | 4).then(|| Failure { at: k as u64 * 1000, reason: "exited with code 1".into() }),
+                failure: matches!(s, 2 | 4)
+                    .then(|| Failure { at: k as u64 * 1000, reason: "exited with code 1".into() }),
                 order: k as u64,
             })
             .collect();

@@ -31,7 +31,7 @@ mod schema;
 mod sql;
 pub mod suite;
 
-pub use projector::{Projector, ProjectionStatus, WaitError};
+pub use projector::{ProjectionStatus, Projector, WaitError};
 pub use sql::{PgStore, SqliteOptions, SqliteStore};
 
 /// What an append expects of an aggregate's current version.
@@ -174,7 +174,13 @@ pub enum StoreError {
 impl StoreError {
     /// True for conflicts that a caller resolves by re-reading (not failures of the store).
     pub fn is_conflict(&self) -> bool {
-        matches!(self, Self::VersionConflict { .. } | Self::NameTaken { .. } | Self::IdempotencyRace { .. } | Self::CheckpointRace { .. })
+        matches!(
+            self,
+            Self::VersionConflict { .. }
+                | Self::NameTaken { .. }
+                | Self::IdempotencyRace { .. }
+                | Self::CheckpointRace { .. }
+        )
     }
 }
 

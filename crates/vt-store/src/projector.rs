@@ -52,7 +52,10 @@ pub struct Projector {
 impl Projector {
     pub fn new(store: Arc<dyn Store>) -> Arc<Self> {
         let projections = projections();
-        let status = projections.iter().map(|p| ProjectionStatus { name: p.name().into(), checkpoint: 0, error: None }).collect();
+        let status = projections
+            .iter()
+            .map(|p| ProjectionStatus { name: p.name().into(), checkpoint: 0, error: None })
+            .collect();
         Arc::new(Projector { store, projections, progress: watch::channel(0).0, status: Mutex::new(status) })
     }
 
@@ -96,7 +99,8 @@ impl Projector {
     /// One activation. Returns how many events it consumed.
     pub async fn step(&self) -> Result<usize, StoreError> {
         let stored = self.store.checkpoints().await?;
-        let mut checkpoints: Vec<u64> = self.projections.iter().map(|p| stored.get(p.name()).copied().unwrap_or(0)).collect();
+        let mut checkpoints: Vec<u64> =
+            self.projections.iter().map(|p| stored.get(p.name()).copied().unwrap_or(0)).collect();
         let low = checkpoints.iter().copied().min().unwrap_or(0);
         let events = self.store.read_events(low, BATCH).await?;
         if events.is_empty() {
@@ -194,7 +198,11 @@ impl Projector {
             Ok(Ok(_)) => Ok(()),
             _ => {
                 if let Some(s) = self.status().into_iter().find(|s| s.error.is_some() && s.checkpoint < seq) {
-                    return Err(WaitError::Stuck { name: s.name, checkpoint: s.checkpoint, error: s.error.unwrap_or_default() });
+                    return Err(WaitError::Stuck {
+                        name: s.name,
+                        checkpoint: s.checkpoint,
+                        error: s.error.unwrap_or_default(),
+                    });
                 }
                 Err(WaitError::Timeout { wanted: seq, reached: self.progress(), timeout })
             }
@@ -202,7 +210,12 @@ impl Projector {
     }
 }
 
-fn apply_one(p: &dyn Projection, env: &Envelope, ev: &Result<Event, String>, rows: &mut BTreeMap<(ViewKind, String), Option<ViewRow>>) -> Result<(), String> {
+fn apply_one(
+    p: &dyn Projection,
+    env: &Envelope,
+    ev: &Result<Event, String>,
+    rows: &mut BTreeMap<(ViewKind, String), Option<ViewRow>>,
+) -> Result<(), String> {
     let ev = ev.as_ref().map_err(Clone::clone)?;
     for id in p.touches(ev) {
         let key = (p.kind(), id);

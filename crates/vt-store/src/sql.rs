@@ -34,7 +34,9 @@ fn ts(t: &DateTime<Utc>) -> String {
 }
 
 fn parse_ts(s: &str) -> Result<DateTime<Utc>, StoreError> {
-    DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)).map_err(|e| StoreError::Corrupt(format!("timestamp `{s}`: {e}")))
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| StoreError::Corrupt(format!("timestamp `{s}`: {e}")))
 }
 
 fn to_u64(v: i64, what: &str) -> Result<u64, StoreError> {
@@ -47,8 +49,14 @@ fn json(s: &str, what: &str) -> Result<serde_json::Value, StoreError> {
 
 /// An aggregate's version as read (or advanced) in this group's transaction.
 /// Every aggregate a group touches is read up front by `versions_of`.
-fn preloaded(versions: &HashMap<(AggregateType, String), u64>, key: &(AggregateType, String)) -> Result<u64, StoreError> {
-    versions.get(key).copied().ok_or_else(|| StoreError::Corrupt(format!("version of {} `{}` was not read before the append", key.0, key.1)))
+fn preloaded(
+    versions: &HashMap<(AggregateType, String), u64>,
+    key: &(AggregateType, String),
+) -> Result<u64, StoreError> {
+    versions
+        .get(key)
+        .copied()
+        .ok_or_else(|| StoreError::Corrupt(format!("version of {} `{}` was not read before the append", key.0, key.1)))
 }
 
 fn check_expectation(exp: &Expectation, actual: u64) -> Result<(), StoreError> {
@@ -61,10 +69,14 @@ fn check_expectation(exp: &Expectation, actual: u64) -> Result<(), StoreError> {
     if ok {
         Ok(())
     } else {
-        Err(StoreError::VersionConflict { aggregate_type: exp.aggregate_type, aggregate_id: exp.aggregate_id.clone(), expected: exp.expected, actual })
+        Err(StoreError::VersionConflict {
+            aggregate_type: exp.aggregate_type,
+            aggregate_id: exp.aggregate_id.clone(),
+            expected: exp.expected,
+            actual,
+        })
     }
 }
-
 
 const EVENT_COLUMNS: &str = "seq, event_id, event_type, schema_version, aggregate_type, aggregate_id, aggregate_version, org_id, request_id, correlation_id, actor, occurred_at, payload";
 const VIEW_COLUMNS: &str = "kind, id, org_id, parent_id, name, seq, doc";
@@ -83,8 +95,10 @@ where
         seq: to_u64(row.try_get("seq")?, "seq")?,
         event_id: row.try_get::<String, _>("event_id")?.parse().map_err(|e| corrupt("id", &e))?,
         event_type: row.try_get("event_type")?,
-        schema_version: u32::try_from(row.try_get::<i64, _>("schema_version")?).map_err(|e| corrupt("schema version", &e))?,
-        aggregate_type: AggregateType::parse(&aggregate_type).ok_or_else(|| corrupt("aggregate type", &aggregate_type))?,
+        schema_version: u32::try_from(row.try_get::<i64, _>("schema_version")?)
+            .map_err(|e| corrupt("schema version", &e))?,
+        aggregate_type: AggregateType::parse(&aggregate_type)
+            .ok_or_else(|| corrupt("aggregate type", &aggregate_type))?,
         aggregate_id: row.try_get("aggregate_id")?,
         aggregate_version: to_u64(row.try_get("aggregate_version")?, "aggregate version")?,
         org_id: opt_id("org_id")?.map(|s| s.parse()).transpose().map_err(|e| corrupt("org id", &e))?,
@@ -181,7 +195,11 @@ impl SqliteStore {
             .filename(path)
             .create_if_missing(true)
             .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
-            .synchronous(if options.full_sync { sqlx::sqlite::SqliteSynchronous::Full } else { sqlx::sqlite::SqliteSynchronous::Normal })
+            .synchronous(if options.full_sync {
+                sqlx::sqlite::SqliteSynchronous::Full
+            } else {
+                sqlx::sqlite::SqliteSynchronous::Normal
+            })
             .busy_timeout(std::time::Duration::from_secs(10))
             .foreign_keys(false);
         let pool = sqlx::sqlite::SqlitePoolOptions::new().max_connections(8).connect_with(connect).await?;
@@ -216,7 +234,9 @@ impl PgStore {
     /// Drop every vt table. For tests that need a clean database.
     pub async fn drop_all(url: &str) -> Result<(), StoreError> {
         let pool = PgPoolOptions::new().max_connections(1).connect(url).await?;
-        sqlx::query("DROP TABLE IF EXISTS events, claims, idempotency, views, checkpoints, tokens, heartbeats CASCADE").execute(&pool).await?;
+        sqlx::query("DROP TABLE IF EXISTS events, claims, idempotency, views, checkpoints, tokens, heartbeats CASCADE")
+            .execute(&pool)
+            .await?;
         sqlx::query("DROP FUNCTION IF EXISTS vt_events_append_only CASCADE").execute(&pool).await?;
         Ok(())
     }

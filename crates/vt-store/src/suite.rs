@@ -17,13 +17,27 @@ use crate::*;
 
 fn org_created(name: &str) -> (OrgId, NewEvent) {
     let org_id = OrgId::new();
-    (org_id, NewEvent::new(Event::OrgCreated(OrgCreated { org_id, name: name.into() }), Actor::system("test"), Some(RequestId::new())))
+    (
+        org_id,
+        NewEvent::new(
+            Event::OrgCreated(OrgCreated { org_id, name: name.into() }),
+            Actor::system("test"),
+            Some(RequestId::new()),
+        ),
+    )
 }
 
 fn node_registered(name: &str) -> (NodeId, NewEvent) {
     let node_id = NodeId::new();
     let cap = Capacity { cpu_millis: 2000, memory_mib: 2048 };
-    let e = Event::NodeRegistered(NodeRegistered { node_id, name: name.into(), capacity: cap, allocatable: cap, labels: Default::default(), address: None });
+    let e = Event::NodeRegistered(NodeRegistered {
+        node_id,
+        name: name.into(),
+        capacity: cap,
+        allocatable: cap,
+        labels: Default::default(),
+        address: None,
+    });
     (node_id, NewEvent::new(e, Actor::system("test"), None))
 }
 
@@ -84,21 +98,59 @@ pub async fn appends_get_dense_seqs_and_round_trip(store: Arc<dyn Store>) {
 
 pub async fn expected_versions_are_enforced(store: Arc<dyn Store>) {
     let (node_id, reg) = node_registered("n1");
-    let agg = |expected| Expectation { aggregate_type: AggregateType::Node, aggregate_id: node_id.to_string(), expected };
-    store.append(AppendRequest { events: vec![reg], expectations: vec![agg(ExpectedVersion::NoStream)], ..Default::default() }).await.unwrap();
+    let agg =
+        |expected| Expectation { aggregate_type: AggregateType::Node, aggregate_id: node_id.to_string(), expected };
+    store
+        .append(AppendRequest {
+            events: vec![reg],
+            expectations: vec![agg(ExpectedVersion::NoStream)],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(store.aggregate_version(AggregateType::Node, &node_id.to_string()).await.unwrap(), 1);
 
-    let change = || NewEvent::new(Event::NodeStatusChanged(NodeStatusChanged { node_id, status: NodeStatus::Draining, reason: None }), Actor::system("test"), None);
+    let change = || {
+        NewEvent::new(
+            Event::NodeStatusChanged(NodeStatusChanged { node_id, status: NodeStatus::Draining, reason: None }),
+            Actor::system("test"),
+            None,
+        )
+    };
     for stale in [ExpectedVersion::NoStream, ExpectedVersion::Exact(0), ExpectedVersion::Exact(2)] {
-        let err = store.append(AppendRequest { events: vec![change()], expectations: vec![agg(stale)], ..Default::default() }).await.unwrap_err();
+        let err = store
+            .append(AppendRequest { events: vec![change()], expectations: vec![agg(stale)], ..Default::default() })
+            .await
+            .unwrap_err();
         assert!(matches!(err, StoreError::VersionConflict { actual: 1, .. }), "{stale:?}: {err}");
     }
     assert_eq!(store.head().await.unwrap(), 1, "a refused append writes nothing");
-    store.append(AppendRequest { events: vec![change()], expectations: vec![agg(ExpectedVersion::Exact(1))], ..Default::default() }).await.unwrap();
-    store.append(AppendRequest { events: vec![change()], expectations: vec![agg(ExpectedVersion::Exists)], ..Default::default() }).await.unwrap();
+    store
+        .append(AppendRequest {
+            events: vec![change()],
+            expectations: vec![agg(ExpectedVersion::Exact(1))],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    store
+        .append(AppendRequest {
+            events: vec![change()],
+            expectations: vec![agg(ExpectedVersion::Exists)],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(store.aggregate_version(AggregateType::Node, &node_id.to_string()).await.unwrap(), 3);
-    let missing = Expectation { aggregate_type: AggregateType::Org, aggregate_id: OrgId::new().to_string(), expected: ExpectedVersion::Exists };
-    let err = store.append(AppendRequest { events: vec![change()], expectations: vec![missing], ..Default::default() }).await.unwrap_err();
+    let missing = Expectation {
+        aggregate_type: AggregateType::Org,
+        aggregate_id: OrgId::new().to_string(),
+        expected: ExpectedVersion::Exists,
+    };
+    let err = store
+        .append(AppendRequest { events: vec![change()], expectations: vec![missing], ..Default::default() })
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::VersionConflict { actual: 0, .. }), "{err}");
     assert_eq!(store.head().await.unwrap(), 3);
 }
@@ -110,8 +162,16 @@ pub async fn racing_writers_on_one_aggregate_one_wins(store: Arc<dyn Store>) {
     for _ in 0..8 {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
-            let ev = NewEvent::new(Event::NodeStatusChanged(NodeStatusChanged { node_id, status: NodeStatus::Draining, reason: None }), Actor::system("test"), None);
-            let exp = Expectation { aggregate_type: AggregateType::Node, aggregate_id: node_id.to_string(), expected: ExpectedVersion::Exact(1) };
+            let ev = NewEvent::new(
+                Event::NodeStatusChanged(NodeStatusChanged { node_id, status: NodeStatus::Draining, reason: None }),
+                Actor::system("test"),
+                None,
+            );
+            let exp = Expectation {
+                aggregate_type: AggregateType::Node,
+                aggregate_id: node_id.to_string(),
+                expected: ExpectedVersion::Exact(1),
+            };
             store.append(AppendRequest { events: vec![ev], expectations: vec![exp], ..Default::default() }).await
         }));
     }
@@ -131,7 +191,10 @@ pub async fn claims_make_names_unique_and_fail_atomically(store: Arc<dyn Store>)
     let claim = |owner: OrgId| Claim { scope: "org".into(), name: "acme".into(), owner: owner.to_string() };
     store.append(AppendRequest { events: vec![ev], claims: vec![claim(org_a)], ..Default::default() }).await.unwrap();
     let (org_b, ev) = org_created("acme");
-    let err = store.append(AppendRequest { events: vec![ev], claims: vec![claim(org_b)], ..Default::default() }).await.unwrap_err();
+    let err = store
+        .append(AppendRequest { events: vec![ev], claims: vec![claim(org_b)], ..Default::default() })
+        .await
+        .unwrap_err();
     assert!(matches!(&err, StoreError::NameTaken { owner, .. } if *owner == org_a.to_string()), "{err}");
     assert_eq!(store.head().await.unwrap(), 1, "the losing create wrote no event");
     assert_eq!(store.claim_owner("org", "acme").await.unwrap(), Some(org_a.to_string()));
@@ -148,20 +211,41 @@ pub async fn claims_make_names_unique_and_fail_atomically(store: Arc<dyn Store>)
 pub async fn released_claims_free_their_names(store: Arc<dyn Store>) {
     let claim = |owner: &str| Claim { scope: "route-port".into(), name: "20000".into(), owner: owner.into() };
     let (_, ev) = org_created("acme");
-    store.append(AppendRequest { events: vec![ev], claims: vec![claim("route_a")], ..Default::default() }).await.unwrap();
+    store
+        .append(AppendRequest { events: vec![ev], claims: vec![claim("route_a")], ..Default::default() })
+        .await
+        .unwrap();
     // Releasing a claim held by someone else does nothing.
     let (_, ev) = org_created("b");
-    store.append(AppendRequest { events: vec![ev], releases: vec![claim("route_b")], ..Default::default() }).await.unwrap();
+    store
+        .append(AppendRequest { events: vec![ev], releases: vec![claim("route_b")], ..Default::default() })
+        .await
+        .unwrap();
     assert_eq!(store.claim_owner("route-port", "20000").await.unwrap(), Some("route_a".into()));
     // A release in a failing append is rolled back with the rest.
     let (_, ev) = org_created("c");
-    let bad = Expectation { aggregate_type: AggregateType::Org, aggregate_id: OrgId::new().to_string(), expected: ExpectedVersion::Exists };
-    let err = store.append(AppendRequest { events: vec![ev], expectations: vec![bad], releases: vec![claim("route_a")], ..Default::default() }).await.unwrap_err();
+    let bad = Expectation {
+        aggregate_type: AggregateType::Org,
+        aggregate_id: OrgId::new().to_string(),
+        expected: ExpectedVersion::Exists,
+    };
+    let err = store
+        .append(AppendRequest {
+            events: vec![ev],
+            expectations: vec![bad],
+            releases: vec![claim("route_a")],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::VersionConflict { .. }), "{err}");
     assert_eq!(store.claim_owner("route-port", "20000").await.unwrap(), Some("route_a".into()));
     // The owner's release commits with its events; the name is free for another owner.
     let (_, ev) = org_created("d");
-    store.append(AppendRequest { events: vec![ev], releases: vec![claim("route_a")], ..Default::default() }).await.unwrap();
+    store
+        .append(AppendRequest { events: vec![ev], releases: vec![claim("route_a")], ..Default::default() })
+        .await
+        .unwrap();
     assert_eq!(store.claim_owner("route-port", "20000").await.unwrap(), None);
     store.append(AppendRequest { claims: vec![claim("route_b")], ..Default::default() }).await.unwrap();
     assert_eq!(store.claim_owner("route-port", "20000").await.unwrap(), Some("route_b".into()));
@@ -183,7 +267,10 @@ pub async fn idempotency_records_commit_with_events(store: Arc<dyn Store>) {
     let got = store.idempotency_get("token:tok_a", "k1").await.unwrap().unwrap();
     assert_eq!((got.status, got.body.as_str(), got.request_hash.as_str(), got.last_seq), (201, "{\"id\":1}", "h1", 1));
     let (_, ev) = org_created("acme2");
-    let err = store.append(AppendRequest { events: vec![ev], idempotency: Some(record(0)), ..Default::default() }).await.unwrap_err();
+    let err = store
+        .append(AppendRequest { events: vec![ev], idempotency: Some(record(0)), ..Default::default() })
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::IdempotencyRace { .. }), "{err}");
     assert_eq!(store.head().await.unwrap(), 1, "a second use of the key appends nothing");
     assert_eq!(store.idempotency_get("token:tok_b", "k1").await.unwrap(), None, "keys are scoped per caller");
@@ -205,7 +292,15 @@ async fn seed(store: &Arc<dyn Store>, orgs: usize) -> Vec<NodeId> {
         store.append(one(ev)).await.unwrap();
         let (node_id, ev) = node_registered(&format!("node{i}"));
         store.append(one(ev)).await.unwrap();
-        let ev = NewEvent::new(Event::NodeStatusChanged(NodeStatusChanged { node_id, status: NodeStatus::Draining, reason: Some("maintenance".into()) }), Actor::system("test"), None);
+        let ev = NewEvent::new(
+            Event::NodeStatusChanged(NodeStatusChanged {
+                node_id,
+                status: NodeStatus::Draining,
+                reason: Some("maintenance".into()),
+            }),
+            Actor::system("test"),
+            None,
+        );
         store.append(one(ev)).await.unwrap();
         nodes.push(node_id);
     }
@@ -219,7 +314,10 @@ pub async fn projector_builds_views_and_checkpoints(store: Arc<dyn Store>) {
     catch_up(&projector).await;
     assert_eq!(projector.progress(), 9);
     projector.wait_for(9, Duration::from_millis(10)).await.unwrap();
-    assert!(matches!(projector.wait_for(10, Duration::from_millis(10)).await, Err(WaitError::Timeout { wanted: 10, reached: 9, .. })));
+    assert!(matches!(
+        projector.wait_for(10, Duration::from_millis(10)).await,
+        Err(WaitError::Timeout { wanted: 10, reached: 9, .. })
+    ));
 
     let checkpoints = store.checkpoints().await.unwrap();
     assert_eq!(checkpoints.len(), ViewKind::ALL.len(), "one checkpoint per projection: {checkpoints:?}");
@@ -235,7 +333,10 @@ pub async fn projector_builds_views_and_checkpoints(store: Arc<dyn Store>) {
     let by_name = store.view_list(&ViewQuery::kind(ViewKind::Node).name("node2")).await.unwrap();
     assert_eq!(by_name.len(), 1);
     assert_eq!(by_name[0].id, nodes[2].to_string());
-    let many = store.views_get_many(&[(ViewKind::Node, nodes[0].to_string()), (ViewKind::Node, "node_missing".into())]).await.unwrap();
+    let many = store
+        .views_get_many(&[(ViewKind::Node, nodes[0].to_string()), (ViewKind::Node, "node_missing".into())])
+        .await
+        .unwrap();
     assert_eq!(many.len(), 1);
 
     // The projector follows new appends when run as a task.
@@ -311,7 +412,11 @@ pub async fn racing_projectors_agree(store: Arc<dyn Store>) {
 
 pub async fn a_failing_projection_stops_alone(store: Arc<dyn Store>) {
     // A status change for a node that was never registered: the nodes projection cannot apply it.
-    let bad = NewEvent::new(Event::NodeStatusChanged(NodeStatusChanged { node_id: NodeId::new(), status: NodeStatus::Ready, reason: None }), Actor::system("test"), None);
+    let bad = NewEvent::new(
+        Event::NodeStatusChanged(NodeStatusChanged { node_id: NodeId::new(), status: NodeStatus::Ready, reason: None }),
+        Actor::system("test"),
+        None,
+    );
     store.append(one(bad)).await.unwrap();
     let (_, ev) = org_created("after");
     store.append(one(ev)).await.unwrap();
@@ -330,8 +435,18 @@ pub async fn a_failing_projection_stops_alone(store: Arc<dyn Store>) {
 pub async fn tokens_and_heartbeats(store: Arc<dyn Store>) {
     assert_eq!(store.token_count().await.unwrap(), 0);
     let token_id = TokenId::new();
-    let ev = NewEvent::new(Event::TokenCreated(TokenCreated { token_id, name: "admin".into(), role: TokenRole::Admin }), Actor::system("test"), None);
-    let rec = TokenRecord { token_id: token_id.to_string(), hash: "abc".into(), name: "admin".into(), role: "admin".into(), created_at: Utc::now() };
+    let ev = NewEvent::new(
+        Event::TokenCreated(TokenCreated { token_id, name: "admin".into(), role: TokenRole::Admin }),
+        Actor::system("test"),
+        None,
+    );
+    let rec = TokenRecord {
+        token_id: token_id.to_string(),
+        hash: "abc".into(),
+        name: "admin".into(),
+        role: "admin".into(),
+        created_at: Utc::now(),
+    };
     store.append(AppendRequest { events: vec![ev], tokens: vec![rec], ..Default::default() }).await.unwrap();
     assert_eq!(store.token_count().await.unwrap(), 1);
     assert_eq!(store.token_by_hash("abc").await.unwrap().unwrap().token_id, token_id.to_string());

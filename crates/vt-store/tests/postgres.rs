@@ -11,7 +11,9 @@ use vt_store::{PgStore, Store};
 fn database_url() -> Option<String> {
     match std::env::var("VT_TEST_DATABASE_URL") {
         Ok(url) => Some(url),
-        Err(_) if std::env::var_os("CI").is_some() => panic!("CI is set but VT_TEST_DATABASE_URL is not: the PostgreSQL suite must run in CI"),
+        Err(_) if std::env::var_os("CI").is_some() => {
+            panic!("CI is set but VT_TEST_DATABASE_URL is not: the PostgreSQL suite must run in CI")
+        }
         Err(_) => {
             eprintln!("skipping: set VT_TEST_DATABASE_URL=postgres://... to run the PostgreSQL store suite");
             None

@@ -33,7 +33,17 @@ pub enum ViewKind {
 }
 
 impl ViewKind {
-    pub const ALL: [ViewKind; 9] = [Self::Org, Self::App, Self::Env, Self::Release, Self::Deploy, Self::Scale, Self::Instance, Self::Node, Self::Route];
+    pub const ALL: [ViewKind; 9] = [
+        Self::Org,
+        Self::App,
+        Self::Env,
+        Self::Release,
+        Self::Deploy,
+        Self::Scale,
+        Self::Instance,
+        Self::Node,
+        Self::Route,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -319,7 +329,8 @@ impl InstanceView {
 
     /// Meant to run and not ended: allocated, starting or running.
     pub fn is_live(&self) -> bool {
-        self.desired_state == DesiredState::Running && !matches!(self.status, InstanceStatus::Stopping | InstanceStatus::Stopped | InstanceStatus::Failed)
+        self.desired_state == DesiredState::Running
+            && !matches!(self.status, InstanceStatus::Stopping | InstanceStatus::Stopped | InstanceStatus::Failed)
     }
 
     /// Apply a node's status report made at `at` (the projection, and the
@@ -347,7 +358,8 @@ impl InstanceView {
                 (InstanceStatus::Running, Some(Health::Failing)) => Some(FailureKind::Unhealthy),
                 _ => None,
             };
-            self.failure = kind.map(|kind| InstanceFailure { kind, at, exit_code: e.exit_code, reason: e.reason.clone() });
+            self.failure =
+                kind.map(|kind| InstanceFailure { kind, at, exit_code: e.exit_code, reason: e.reason.clone() });
         }
         self.updated_at = at;
     }
@@ -416,14 +428,70 @@ macro_rules! view {
     };
 }
 
-view!(OrgView, Org, id = |s| s.id.to_string(), org = Some(s.id.to_string()), parent = None, name = Some(s.name.clone()));
-view!(AppView, App, id = |s| s.id.to_string(), org = Some(s.org_id.to_string()), parent = Some(s.org_id.to_string()), name = Some(s.name.clone()));
-view!(EnvView, Env, id = |s| s.id.to_string(), org = Some(s.org_id.to_string()), parent = Some(s.app_id.to_string()), name = Some(s.name.clone()));
-view!(ReleaseView, Release, id = |s| s.id.to_string(), org = Some(s.org_id.to_string()), parent = Some(s.app_id.to_string()), name = None);
-view!(DeployView, Deploy, id = |s| s.id.to_string(), org = Some(s.org_id.to_string()), parent = Some(s.env_id.to_string()), name = None);
-view!(ScaleView, Scale, id = |s| ScaleView::key(&s.env_id, &s.process), org = Some(s.org_id.to_string()), parent = Some(s.env_id.to_string()), name = Some(s.process.clone()));
-view!(InstanceView, Instance, id = |s| s.id.to_string(), org = Some(s.org_id.to_string()), parent = Some(s.env_id.to_string()), name = Some(s.process.clone()));
-view!(RouteView, Route, id = |s| s.id.to_string(), org = Some(s.org_id.to_string()), parent = Some(s.env_id.to_string()), name = s.hostname.clone());
+view!(
+    OrgView,
+    Org,
+    id = |s| s.id.to_string(),
+    org = Some(s.id.to_string()),
+    parent = None,
+    name = Some(s.name.clone())
+);
+view!(
+    AppView,
+    App,
+    id = |s| s.id.to_string(),
+    org = Some(s.org_id.to_string()),
+    parent = Some(s.org_id.to_string()),
+    name = Some(s.name.clone())
+);
+view!(
+    EnvView,
+    Env,
+    id = |s| s.id.to_string(),
+    org = Some(s.org_id.to_string()),
+    parent = Some(s.app_id.to_string()),
+    name = Some(s.name.clone())
+);
+view!(
+    ReleaseView,
+    Release,
+    id = |s| s.id.to_string(),
+    org = Some(s.org_id.to_string()),
+    parent = Some(s.app_id.to_string()),
+    name = None
+);
+view!(
+    DeployView,
+    Deploy,
+    id = |s| s.id.to_string(),
+    org = Some(s.org_id.to_string()),
+    parent = Some(s.env_id.to_string()),
+    name = None
+);
+view!(
+    ScaleView,
+    Scale,
+    id = |s| ScaleView::key(&s.env_id, &s.process),
+    org = Some(s.org_id.to_string()),
+    parent = Some(s.env_id.to_string()),
+    name = Some(s.process.clone())
+);
+view!(
+    InstanceView,
+    Instance,
+    id = |s| s.id.to_string(),
+    org = Some(s.org_id.to_string()),
+    parent = Some(s.env_id.to_string()),
+    name = Some(s.process.clone())
+);
+view!(
+    RouteView,
+    Route,
+    id = |s| s.id.to_string(),
+    org = Some(s.org_id.to_string()),
+    parent = Some(s.env_id.to_string()),
+    name = s.hostname.clone()
+);
 view!(NodeView, Node, id = |s| s.id.to_string(), org = None, parent = None, name = Some(s.name.clone()));
 
 /// Why a projection could not apply an event. A projection that fails stops at
@@ -447,7 +515,13 @@ pub trait Projection: Send + Sync {
     /// The ids of the rows of [`Self::kind`] this event changes (usually none or one).
     fn touches(&self, event: &Event) -> Vec<String>;
     /// The new value of row `id`, given its current value. `None` removes it.
-    fn apply(&self, envelope: &Envelope, event: &Event, id: &str, current: Option<&ViewRow>) -> Result<Option<ViewRow>, ProjectionError>;
+    fn apply(
+        &self,
+        envelope: &Envelope,
+        event: &Event,
+        id: &str,
+        current: Option<&ViewRow>,
+    ) -> Result<Option<ViewRow>, ProjectionError>;
 }
 
 /// All projections, in a fixed order.
@@ -484,9 +558,23 @@ impl Projection for Orgs {
             _ => vec![],
         }
     }
-    fn apply(&self, env: &Envelope, event: &Event, _id: &str, _current: Option<&ViewRow>) -> Result<Option<ViewRow>, ProjectionError> {
+    fn apply(
+        &self,
+        env: &Envelope,
+        event: &Event,
+        _id: &str,
+        _current: Option<&ViewRow>,
+    ) -> Result<Option<ViewRow>, ProjectionError> {
         Ok(match event {
-            Event::OrgCreated(e) => Some(OrgView { id: e.org_id, name: e.name.clone(), created_at: env.occurred_at, updated_at: env.occurred_at }.into_row(env.seq)),
+            Event::OrgCreated(e) => Some(
+                OrgView {
+                    id: e.org_id,
+                    name: e.name.clone(),
+                    created_at: env.occurred_at,
+                    updated_at: env.occurred_at,
+                }
+                .into_row(env.seq),
+            ),
             _ => None,
         })
     }
@@ -506,11 +594,24 @@ impl Projection for Apps {
             _ => vec![],
         }
     }
-    fn apply(&self, env: &Envelope, event: &Event, _id: &str, _current: Option<&ViewRow>) -> Result<Option<ViewRow>, ProjectionError> {
+    fn apply(
+        &self,
+        env: &Envelope,
+        event: &Event,
+        _id: &str,
+        _current: Option<&ViewRow>,
+    ) -> Result<Option<ViewRow>, ProjectionError> {
         Ok(match event {
             Event::AppCreated(e) => Some(
-                AppView { id: e.app_id, org_id: e.org_id, name: e.name.clone(), description: e.description.clone(), created_at: env.occurred_at, updated_at: env.occurred_at }
-                    .into_row(env.seq),
+                AppView {
+                    id: e.app_id,
+                    org_id: e.org_id,
+                    name: e.name.clone(),
+                    description: e.description.clone(),
+                    created_at: env.occurred_at,
+                    updated_at: env.occurred_at,
+                }
+                .into_row(env.seq),
             ),
             _ => None,
         })
@@ -533,7 +634,13 @@ impl Projection for Envs {
             _ => vec![],
         }
     }
-    fn apply(&self, env: &Envelope, event: &Event, id: &str, cur: Option<&ViewRow>) -> Result<Option<ViewRow>, ProjectionError> {
+    fn apply(
+        &self,
+        env: &Envelope,
+        event: &Event,
+        id: &str,
+        cur: Option<&ViewRow>,
+    ) -> Result<Option<ViewRow>, ProjectionError> {
         Ok(Some(match event {
             Event::EnvCreated(e) => EnvView {
                 id: e.env_id,
@@ -578,7 +685,13 @@ impl Projection for Releases {
             _ => vec![],
         }
     }
-    fn apply(&self, env: &Envelope, event: &Event, _id: &str, cur: Option<&ViewRow>) -> Result<Option<ViewRow>, ProjectionError> {
+    fn apply(
+        &self,
+        env: &Envelope,
+        event: &Event,
+        _id: &str,
+        cur: Option<&ViewRow>,
+    ) -> Result<Option<ViewRow>, ProjectionError> {
         Ok(match event {
             Event::ReleaseCreated(e) => Some(
                 ReleaseView {
@@ -616,7 +729,13 @@ impl Projection for Deploys {
             _ => vec![],
         }
     }
-    fn apply(&self, env: &Envelope, event: &Event, id: &str, cur: Option<&ViewRow>) -> Result<Option<ViewRow>, ProjectionError> {
+    fn apply(
+        &self,
+        env: &Envelope,
+        event: &Event,
+        id: &str,
+        cur: Option<&ViewRow>,
+    ) -> Result<Option<ViewRow>, ProjectionError> {
         Ok(Some(match event {
             Event::DeployCreated(e) => DeployView {
                 id: e.deploy_id,
@@ -680,11 +799,24 @@ impl Projection for Scales {
             _ => vec![],
         }
     }
-    fn apply(&self, env: &Envelope, event: &Event, _id: &str, cur: Option<&ViewRow>) -> Result<Option<ViewRow>, ProjectionError> {
+    fn apply(
+        &self,
+        env: &Envelope,
+        event: &Event,
+        _id: &str,
+        cur: Option<&ViewRow>,
+    ) -> Result<Option<ViewRow>, ProjectionError> {
         Ok(match event {
             Event::ScaleSet(e) => Some(
-                ScaleView { org_id: e.org_id, app_id: e.app_id, env_id: e.env_id, process: e.process.clone(), instances: e.instances, updated_at: env.occurred_at }
-                    .into_row(env.seq),
+                ScaleView {
+                    org_id: e.org_id,
+                    app_id: e.app_id,
+                    env_id: e.env_id,
+                    process: e.process.clone(),
+                    instances: e.instances,
+                    updated_at: env.occurred_at,
+                }
+                .into_row(env.seq),
             ),
             _ => cur.cloned(),
         })
@@ -707,10 +839,15 @@ impl Projection for Instances {
             _ => vec![],
         }
     }
-    fn apply(&self, env: &Envelope, event: &Event, id: &str, cur: Option<&ViewRow>) -> Result<Option<ViewRow>, ProjectionError> {
+    fn apply(
+        &self,
+        env: &Envelope,
+        event: &Event,
+        id: &str,
+        cur: Option<&ViewRow>,
+    ) -> Result<Option<ViewRow>, ProjectionError> {
         Ok(Some(match event {
-            Event::InstanceAllocated(e) => InstanceView::allocated(e, env.occurred_at)
-            .into_row(env.seq),
+            Event::InstanceAllocated(e) => InstanceView::allocated(e, env.occurred_at).into_row(env.seq),
             Event::InstanceDesiredStateChanged(e) => {
                 let mut v: InstanceView = current(cur, "desired state change", id)?;
                 v.desired_state = e.desired;
@@ -747,7 +884,13 @@ impl Projection for Nodes {
             _ => vec![],
         }
     }
-    fn apply(&self, env: &Envelope, event: &Event, id: &str, cur: Option<&ViewRow>) -> Result<Option<ViewRow>, ProjectionError> {
+    fn apply(
+        &self,
+        env: &Envelope,
+        event: &Event,
+        id: &str,
+        cur: Option<&ViewRow>,
+    ) -> Result<Option<ViewRow>, ProjectionError> {
         Ok(Some(match event {
             Event::NodeRegistered(e) => NodeView {
                 id: e.node_id,
@@ -803,7 +946,13 @@ impl Projection for Routes {
             _ => vec![],
         }
     }
-    fn apply(&self, env: &Envelope, event: &Event, _id: &str, cur: Option<&ViewRow>) -> Result<Option<ViewRow>, ProjectionError> {
+    fn apply(
+        &self,
+        env: &Envelope,
+        event: &Event,
+        _id: &str,
+        cur: Option<&ViewRow>,
+    ) -> Result<Option<ViewRow>, ProjectionError> {
         Ok(match event {
             Event::RouteCreated(e) => Some(
                 RouteView {
@@ -836,7 +985,9 @@ pub struct MemoryViews {
 
 impl MemoryViews {
     pub fn apply(&mut self, envelope: &Envelope) -> Result<(), ProjectionError> {
-        let event = envelope.decode().map_err(|e| ProjectionError(format!("event {} (seq {}): {e}", envelope.event_id, envelope.seq)))?;
+        let event = envelope
+            .decode()
+            .map_err(|e| ProjectionError(format!("event {} (seq {}): {e}", envelope.event_id, envelope.seq)))?;
         for p in projections() {
             for id in p.touches(&event) {
                 let key = (p.kind(), id);

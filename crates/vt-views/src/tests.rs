@@ -37,22 +37,49 @@ impl Log {
 #[test]
 fn deploy_sets_the_envs_desired_release_and_status_changes_apply() {
     let mut log = Log::new();
-    let (org_id, app_id, env_id, release_id, deploy_id) = (OrgId::new(), AppId::new(), EnvId::new(), ReleaseId::new(), DeployId::new());
+    let (org_id, app_id, env_id, release_id, deploy_id) =
+        (OrgId::new(), AppId::new(), EnvId::new(), ReleaseId::new(), DeployId::new());
     log.push(Event::OrgCreated(OrgCreated { org_id, name: "acme".into() })).unwrap();
     log.push(Event::AppCreated(AppCreated { org_id, app_id, name: "web".into(), description: None })).unwrap();
     log.push(Event::EnvCreated(EnvCreated { org_id, app_id, env_id, name: "prod".into() })).unwrap();
-    log.push(Event::DeployCreated(DeployCreated { org_id, app_id, env_id, deploy_id, release_id, previous_release_id: None, kind: DeployKind::Deploy })).unwrap();
+    log.push(Event::DeployCreated(DeployCreated {
+        org_id,
+        app_id,
+        env_id,
+        deploy_id,
+        release_id,
+        previous_release_id: None,
+        kind: DeployKind::Deploy,
+    }))
+    .unwrap();
     let env: EnvView = log.get(&env_id.to_string());
     assert_eq!(env.desired_release_id, Some(release_id));
     assert_eq!(env.current_deploy_id, Some(deploy_id));
     let dep: DeployView = log.get(&deploy_id.to_string());
     assert_eq!(dep.status, DeployStatus::Pending);
-    log.push(Event::DeployPhaseReached(DeployPhaseReached { org_id, env_id, deploy_id, phase: DeployPhase::Booted })).unwrap();
-    log.push(Event::DeployPhaseReached(DeployPhaseReached { org_id, env_id, deploy_id, phase: DeployPhase::Scheduled })).unwrap();
-    log.push(Event::DeployPhaseReached(DeployPhaseReached { org_id, env_id, deploy_id, phase: DeployPhase::Scheduled })).unwrap();
+    log.push(Event::DeployPhaseReached(DeployPhaseReached { org_id, env_id, deploy_id, phase: DeployPhase::Booted }))
+        .unwrap();
+    log.push(Event::DeployPhaseReached(DeployPhaseReached {
+        org_id,
+        env_id,
+        deploy_id,
+        phase: DeployPhase::Scheduled,
+    }))
+    .unwrap();
+    log.push(Event::DeployPhaseReached(DeployPhaseReached {
+        org_id,
+        env_id,
+        deploy_id,
+        phase: DeployPhase::Scheduled,
+    }))
+    .unwrap();
     let dep: DeployView = log.get(&deploy_id.to_string());
     let phases: Vec<(DeployPhase, u64)> = dep.phases.iter().map(|p| (p.phase, p.after_ms)).collect();
-    assert_eq!(phases, vec![(DeployPhase::Scheduled, 2000), (DeployPhase::Booted, 1000)], "in phase order, each once, timed from acceptance");
+    assert_eq!(
+        phases,
+        vec![(DeployPhase::Scheduled, 2000), (DeployPhase::Booted, 1000)],
+        "in phase order, each once, timed from acceptance"
+    );
     let instance_id = InstanceId::new();
     log.push(Event::DeployStatusChanged(DeployStatusChanged {
         org_id,
@@ -64,7 +91,10 @@ fn deploy_sets_the_envs_desired_release_and_status_changes_apply() {
     }))
     .unwrap();
     let dep: DeployView = log.get(&deploy_id.to_string());
-    assert_eq!((dep.status, dep.reason.as_deref(), dep.failed_instance_id), (DeployStatus::Failed, Some("instance exited 1"), Some(instance_id)));
+    assert_eq!(
+        (dep.status, dep.reason.as_deref(), dep.failed_instance_id),
+        (DeployStatus::Failed, Some("instance exited 1"), Some(instance_id))
+    );
     let row = &log.views.rows[&(ViewKind::Deploy, deploy_id.to_string())];
     assert_eq!(row.seq, 8);
     assert_eq!(row.parent_id.as_deref(), Some(env_id.to_string().as_str()));
@@ -76,11 +106,41 @@ fn a_reverted_release_is_desired_again_and_the_deploy_says_so() {
     let (org_id, app_id, env_id) = (OrgId::new(), AppId::new(), EnvId::new());
     let (r1, r2, d1, d2) = (ReleaseId::new(), ReleaseId::new(), DeployId::new(), DeployId::new());
     log.push(Event::EnvCreated(EnvCreated { org_id, app_id, env_id, name: "prod".into() })).unwrap();
-    log.push(Event::DeployCreated(DeployCreated { org_id, app_id, env_id, deploy_id: d1, release_id: r1, previous_release_id: None, kind: DeployKind::Deploy })).unwrap();
-    log.push(Event::DeployCreated(DeployCreated { org_id, app_id, env_id, deploy_id: d2, release_id: r2, previous_release_id: Some(r1), kind: DeployKind::Deploy })).unwrap();
-    log.push(Event::EnvReleaseReverted(EnvReleaseReverted { org_id, env_id, deploy_id: d2, release_id: r1, from_release_id: r2, reason: "failed".into() })).unwrap();
+    log.push(Event::DeployCreated(DeployCreated {
+        org_id,
+        app_id,
+        env_id,
+        deploy_id: d1,
+        release_id: r1,
+        previous_release_id: None,
+        kind: DeployKind::Deploy,
+    }))
+    .unwrap();
+    log.push(Event::DeployCreated(DeployCreated {
+        org_id,
+        app_id,
+        env_id,
+        deploy_id: d2,
+        release_id: r2,
+        previous_release_id: Some(r1),
+        kind: DeployKind::Deploy,
+    }))
+    .unwrap();
+    log.push(Event::EnvReleaseReverted(EnvReleaseReverted {
+        org_id,
+        env_id,
+        deploy_id: d2,
+        release_id: r1,
+        from_release_id: r2,
+        reason: "failed".into(),
+    }))
+    .unwrap();
     let env: EnvView = log.get(&env_id.to_string());
-    assert_eq!((env.desired_release_id, env.current_deploy_id), (Some(r1), Some(d2)), "back on r1; the failed deploy stays current");
+    assert_eq!(
+        (env.desired_release_id, env.current_deploy_id),
+        (Some(r1), Some(d2)),
+        "back on r1; the failed deploy stays current"
+    );
     let dep: DeployView = log.get(&d2.to_string());
     assert_eq!(dep.reverted_to_release_id, Some(r1));
 }
@@ -105,7 +165,18 @@ fn an_instance_records_when_it_became_ready_and_how_it_failed() {
         })
     };
     let report = |instance_id, (status, health, exit_code, reason): Report| {
-        Event::InstanceStatusReported(InstanceStatusReported { org_id, env_id, instance_id, node_id, status, reason: reason.map(Into::into), exit_code, address: None, health, boot: None })
+        Event::InstanceStatusReported(InstanceStatusReported {
+            org_id,
+            env_id,
+            instance_id,
+            node_id,
+            status,
+            reason: reason.map(Into::into),
+            exit_code,
+            address: None,
+            health,
+            boot: None,
+        })
     };
     use InstanceStatus::*;
     struct Case {
@@ -116,38 +187,92 @@ fn an_instance_records_when_it_became_ready_and_how_it_failed() {
         failure: Option<(FailureKind, u64, &'static str)>,
     }
     let cases = vec![
-        Case { name: "pending then passing", reports: vec![(Running, Some(Health::Pending), None, None), (Running, Some(Health::Passing), None, None)], stop_first: false, ready_at: Some(3), failure: None },
-        Case { name: "no health check: ready when running", reports: vec![(Booting, None, None, None), (Running, None, None, None)], stop_first: false, ready_at: Some(3), failure: None },
+        Case {
+            name: "pending then passing",
+            reports: vec![(Running, Some(Health::Pending), None, None), (Running, Some(Health::Passing), None, None)],
+            stop_first: false,
+            ready_at: Some(3),
+            failure: None,
+        },
+        Case {
+            name: "no health check: ready when running",
+            reports: vec![(Booting, None, None, None), (Running, None, None, None)],
+            stop_first: false,
+            ready_at: Some(3),
+            failure: None,
+        },
         Case {
             name: "exits non-zero",
-            reports: vec![(Running, Some(Health::Passing), None, None), (Failed, None, Some(1), Some("the entrypoint exited with code 1"))],
+            reports: vec![
+                (Running, Some(Health::Passing), None, None),
+                (Failed, None, Some(1), Some("the entrypoint exited with code 1")),
+            ],
             stop_first: false,
             ready_at: Some(2),
             failure: Some((FailureKind::Failed, 3, "exited with code 1")),
         },
         Case {
             name: "health fails, then it is stopped: the first failure stays",
-            reports: vec![(Running, Some(Health::Failing), None, Some("health check failed 3 times: GET / on port 8080: connection refused")), (Stopped, None, Some(0), None)],
+            reports: vec![
+                (
+                    Running,
+                    Some(Health::Failing),
+                    None,
+                    Some("health check failed 3 times: GET / on port 8080: connection refused"),
+                ),
+                (Stopped, None, Some(0), None),
+            ],
             stop_first: false,
             ready_at: None,
-            failure: Some((FailureKind::Unhealthy, 2, "health check failed 3 times: GET / on port 8080: connection refused")),
+            failure: Some((
+                FailureKind::Unhealthy,
+                2,
+                "health check failed 3 times: GET / on port 8080: connection refused",
+            )),
         },
-        Case { name: "exits 0 unasked", reports: vec![(Stopped, None, Some(0), None)], stop_first: false, ready_at: None, failure: Some((FailureKind::Exited, 2, "exited with code 0")) },
-        Case { name: "killed by a signal", reports: vec![(Failed, None, Some(137), None)], stop_first: false, ready_at: None, failure: Some((FailureKind::Failed, 2, "exited with code 137 (signal 9)")) },
-        Case { name: "asked to stop: no failure", reports: vec![(Stopped, None, Some(0), None)], stop_first: true, ready_at: None, failure: None },
+        Case {
+            name: "exits 0 unasked",
+            reports: vec![(Stopped, None, Some(0), None)],
+            stop_first: false,
+            ready_at: None,
+            failure: Some((FailureKind::Exited, 2, "exited with code 0")),
+        },
+        Case {
+            name: "killed by a signal",
+            reports: vec![(Failed, None, Some(137), None)],
+            stop_first: false,
+            ready_at: None,
+            failure: Some((FailureKind::Failed, 2, "exited with code 137 (signal 9)")),
+        },
+        Case {
+            name: "asked to stop: no failure",
+            reports: vec![(Stopped, None, Some(0), None)],
+            stop_first: true,
+            ready_at: None,
+            failure: None,
+        },
     ];
     for c in cases {
         let mut log = Log::new();
         let instance_id = InstanceId::new();
         log.push(allocated(instance_id)).unwrap();
         if c.stop_first {
-            log.push(Event::InstanceDesiredStateChanged(InstanceDesiredStateChanged { org_id, env_id, instance_id, desired: DesiredState::Stopped, reason: None })).unwrap();
+            log.push(Event::InstanceDesiredStateChanged(InstanceDesiredStateChanged {
+                org_id,
+                env_id,
+                instance_id,
+                desired: DesiredState::Stopped,
+                reason: None,
+            }))
+            .unwrap();
         }
         for r in &c.reports {
             log.push(report(instance_id, *r)).unwrap();
         }
         let v: InstanceView = log.get(&instance_id.to_string());
-        let at = |seq: u64| chrono::DateTime::from_timestamp(1_700_000_000 + seq as i64 + u64::from(c.stop_first) as i64, 0).unwrap();
+        let at = |seq: u64| {
+            chrono::DateTime::from_timestamp(1_700_000_000 + seq as i64 + u64::from(c.stop_first) as i64, 0).unwrap()
+        };
         assert_eq!(v.ready_at, c.ready_at.map(at), "{}", c.name);
         let got = v.failure.as_ref().map(|f| (f.kind, f.at, f.summary()));
         assert_eq!(got, c.failure.map(|(k, seq, s)| (k, at(seq), s.to_owned())), "{}", c.name);
@@ -157,7 +282,8 @@ fn an_instance_records_when_it_became_ready_and_how_it_failed() {
 #[test]
 fn instance_keeps_desired_and_current_apart() {
     let mut log = Log::new();
-    let (org_id, app_id, env_id, instance_id, node_id) = (OrgId::new(), AppId::new(), EnvId::new(), InstanceId::new(), NodeId::new());
+    let (org_id, app_id, env_id, instance_id, node_id) =
+        (OrgId::new(), AppId::new(), EnvId::new(), InstanceId::new(), NodeId::new());
     log.push(Event::InstanceAllocated(InstanceAllocated {
         org_id,
         app_id,
@@ -170,8 +296,27 @@ fn instance_keeps_desired_and_current_apart() {
         resources: Resources { cpu_millis: 250, memory_mib: 128 },
     }))
     .unwrap();
-    log.push(Event::InstanceStatusReported(InstanceStatusReported { org_id, env_id, instance_id, node_id, status: InstanceStatus::Running, reason: None, exit_code: None, address: Some("10.0.0.9".into()), health: Some(Health::Passing), boot: None })).unwrap();
-    log.push(Event::InstanceDesiredStateChanged(InstanceDesiredStateChanged { org_id, env_id, instance_id, desired: DesiredState::Stopped, reason: Some("scaled to 0".into()) })).unwrap();
+    log.push(Event::InstanceStatusReported(InstanceStatusReported {
+        org_id,
+        env_id,
+        instance_id,
+        node_id,
+        status: InstanceStatus::Running,
+        reason: None,
+        exit_code: None,
+        address: Some("10.0.0.9".into()),
+        health: Some(Health::Passing),
+        boot: None,
+    }))
+    .unwrap();
+    log.push(Event::InstanceDesiredStateChanged(InstanceDesiredStateChanged {
+        org_id,
+        env_id,
+        instance_id,
+        desired: DesiredState::Stopped,
+        reason: Some("scaled to 0".into()),
+    }))
+    .unwrap();
     let v: InstanceView = log.get(&instance_id.to_string());
     assert_eq!((v.desired_state, v.status), (DesiredState::Stopped, InstanceStatus::Running));
     assert_eq!(v.reason.as_deref(), Some("scaled to 0"));
@@ -179,7 +324,19 @@ fn instance_keeps_desired_and_current_apart() {
     assert_eq!(v.health, Some(Health::Passing));
     assert!(!v.is_ready(), "desired stopped: no longer serving");
     // A later report without an address keeps the known one; leaving `running` clears the health.
-    log.push(Event::InstanceStatusReported(InstanceStatusReported { org_id, env_id, instance_id, node_id, status: InstanceStatus::Stopping, reason: None, exit_code: None, address: None, health: None, boot: None })).unwrap();
+    log.push(Event::InstanceStatusReported(InstanceStatusReported {
+        org_id,
+        env_id,
+        instance_id,
+        node_id,
+        status: InstanceStatus::Stopping,
+        reason: None,
+        exit_code: None,
+        address: None,
+        health: None,
+        boot: None,
+    }))
+    .unwrap();
     let v: InstanceView = log.get(&instance_id.to_string());
     assert_eq!(v.address.as_deref(), Some("10.0.0.9"));
     assert_eq!(v.health, None);
@@ -214,7 +371,11 @@ fn routes_appear_and_disappear() {
 fn an_event_for_a_missing_row_is_an_error_not_a_silent_skip() {
     let mut log = Log::new();
     let err = log
-        .push(Event::NodeStatusChanged(NodeStatusChanged { node_id: NodeId::new(), status: NodeStatus::Draining, reason: None }))
+        .push(Event::NodeStatusChanged(NodeStatusChanged {
+            node_id: NodeId::new(),
+            status: NodeStatus::Draining,
+            reason: None,
+        }))
         .unwrap_err();
     assert!(err.0.contains("unknown node"), "{err}");
 }

@@ -50,7 +50,8 @@ pub fn platform_env(id: &Identity) -> Vec<(String, String)> {
 
 /// Build the launch of process `id.process`.
 pub fn launch(image: &RuntimeConfig, manifest: &Manifest, id: &Identity) -> Result<Launch, WorkloadError> {
-    let process = manifest.processes.get(&id.process).ok_or_else(|| WorkloadError::UnknownProcess(id.process.clone()))?;
+    let process =
+        manifest.processes.get(&id.process).ok_or_else(|| WorkloadError::UnknownProcess(id.process.clone()))?;
     let argv = match &process.command {
         Some(command) => command.clone(),
         None => {
@@ -81,7 +82,9 @@ pub fn launch(image: &RuntimeConfig, manifest: &Manifest, id: &Identity) -> Resu
     for (k, v) in manifest.env.iter().chain(process.env.iter()) {
         set(k, v);
     }
-    let has_path = image.env.iter().flatten().any(|e| e.starts_with("PATH=")) || manifest.env.contains_key("PATH") || process.env.contains_key("PATH");
+    let has_path = image.env.iter().flatten().any(|e| e.starts_with("PATH="))
+        || manifest.env.contains_key("PATH")
+        || process.env.contains_key("PATH");
     if !has_path {
         set("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
     }
@@ -110,7 +113,13 @@ mod tests {
     use super::*;
 
     fn id(process: &str) -> Identity {
-        Identity { app: "web".into(), env: "prod".into(), process: process.into(), instance_id: "inst_1".into(), release_id: "rel_1".into() }
+        Identity {
+            app: "web".into(),
+            env: "prod".into(),
+            process: process.into(),
+            instance_id: "inst_1".into(),
+            release_id: "rel_1".into(),
+        }
     }
 
     fn image() -> RuntimeConfig {
@@ -169,7 +178,9 @@ mod tests {
         let err = launch(&bare, &m, &id("web")).unwrap_err();
         assert!(err.to_string().contains("processes.web.command"), "{err}");
         assert_eq!(launch(&image(), &m, &id("nope")).unwrap_err(), WorkloadError::UnknownProcess("nope".into()));
-        let l = launch(&bare, &manifest("schema_version = 1\n[processes.web]\ncommand = [\"/bin/true\"]\n"), &id("web")).unwrap();
+        let l =
+            launch(&bare, &manifest("schema_version = 1\n[processes.web]\ncommand = [\"/bin/true\"]\n"), &id("web"))
+                .unwrap();
         assert!(l.env.iter().any(|(k, _)| k == "PATH"), "a default PATH when the image has none");
         assert_eq!((l.cwd.as_str(), l.user.as_str()), ("", ""));
     }
@@ -178,6 +189,9 @@ mod tests {
     fn bad_image_env_is_refused() {
         let mut img = image();
         img.env = Some(vec!["NOEQUALS".into()]);
-        assert_eq!(launch(&img, &manifest("schema_version = 1\n"), &id("web")).unwrap_err(), WorkloadError::BadImageEnv("NOEQUALS".into()));
+        assert_eq!(
+            launch(&img, &manifest("schema_version = 1\n"), &id("web")).unwrap_err(),
+            WorkloadError::BadImageEnv("NOEQUALS".into())
+        );
     }
 }

@@ -103,7 +103,8 @@ fn core_loop_deploy_roll_and_rollback_through_the_ingress() {
         p
     };
     let (m1, m2) = (write("v1.toml", "v1"), write("v2.toml", "v2"));
-    let deploy = |m: &Path| vt(&["deploy", "--wait", "--image", &image, "--manifest", m.to_str().unwrap(), "-o", "json"]);
+    let deploy =
+        |m: &Path| vt(&["deploy", "--wait", "--image", &image, "--manifest", m.to_str().unwrap(), "-o", "json"]);
 
     // First release: 2 instances, both ready, served through the ingress.
     let t = Instant::now();

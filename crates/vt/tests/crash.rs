@@ -28,7 +28,14 @@ fn start(dir: &Path, addr: SocketAddr) -> Child {
 }
 
 /// One request; `None` when the server cannot be reached or the connection breaks.
-fn request(addr: SocketAddr, method: &str, path: &str, token: &str, headers: &[(&str, &str)], body: &str) -> Option<(u16, String)> {
+fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Option<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n", body.len());
@@ -42,7 +49,8 @@ fn request(addr: SocketAddr, method: &str, path: &str, token: &str, headers: &[(
     s.read_to_string(&mut out).ok()?;
     let status = out.split(' ').nth(1)?.parse().ok()?;
     let (head, body) = out.split_once("\r\n\r\n")?;
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_owned() };
+    let body =
+        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") { dechunk(body) } else { body.to_owned() };
     Some((status, body))
 }
 
@@ -116,7 +124,8 @@ fn acknowledged_writes_survive_sigkill_and_nothing_is_duplicated() {
     let mut after = 0;
     let mut created = vec![];
     loop {
-        let (code, page) = request(addr, "GET", &format!("/v1/events?after={after}&limit=1000"), &token, &[], "").unwrap();
+        let (code, page) =
+            request(addr, "GET", &format!("/v1/events?after={after}&limit=1000"), &token, &[], "").unwrap();
         assert_eq!(code, 200, "{page}");
         let page: serde_json::Value = serde_json::from_str(&page).unwrap();
         let events = page["events"].as_array().unwrap();
@@ -139,7 +148,12 @@ fn acknowledged_writes_survive_sigkill_and_nothing_is_duplicated() {
     // The views catch up and agree with the log.
     let (code, orgs) = request(addr, "GET", "/v1/orgs", &token, &[("Vt-Min-Seq", &head.to_string())], "").unwrap();
     assert_eq!(code, 200, "{orgs}");
-    let names: BTreeSet<String> = serde_json::from_str::<serde_json::Value>(&orgs).unwrap()["items"].as_array().unwrap().iter().map(|o| o["name"].as_str().unwrap().to_owned()).collect();
+    let names: BTreeSet<String> = serde_json::from_str::<serde_json::Value>(&orgs).unwrap()["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["name"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(names, unique);
     server.kill().unwrap();
     server.wait().unwrap();

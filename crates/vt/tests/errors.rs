@@ -26,42 +26,23 @@ fn bad_name_is_2_with_the_field() {
 #[test]
 fn bad_token_is_6() {
     let s = TestServer::start();
-    snap!(
-        "bad_token",
-        s.run(&["org", "list", "--token", "not-a-token"])
-    );
+    snap!("bad_token", s.run(&["org", "list", "--token", "not-a-token"]));
 }
 
 #[test]
 fn unreachable_server_is_5() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let server = format!("http://127.0.0.1:{port}");
-    let out = vt_isolated(
-        dir.path(),
-        &["org", "create", "acme", "--server", &server, "--token", "t"],
-    )
-    .output()
-    .unwrap();
+    let out =
+        vt_isolated(dir.path(), &["org", "create", "acme", "--server", &server, "--token", "t"]).output().unwrap();
     snap!("unreachable", Run::of(out, dir.path()));
 }
 
 #[test]
 fn usage_errors_are_2() {
     let dir = tempfile::tempdir().unwrap();
-    snap!(
-        "clap_error",
-        Run::of(
-            vt_isolated(dir.path(), &["org", "frobnicate"])
-                .output()
-                .unwrap(),
-            dir.path()
-        )
-    );
+    snap!("clap_error", Run::of(vt_isolated(dir.path(), &["org", "frobnicate"]).output().unwrap(), dir.path()));
     let s = TestServer::start();
     snap!("missing_org", s.run(&["app", "list"]));
     s.seed();
@@ -78,11 +59,6 @@ fn local_admin_token_fallback() {
     let r = Run::of(c.output().unwrap(), s.dir.path());
     assert_eq!(r.code, 0, "{}", r.text);
     // Without it, the server says unauthorized.
-    let r = Run::of(
-        vt_isolated(s.dir.path(), &["org", "list", "--server", &s.url])
-            .output()
-            .unwrap(),
-        s.dir.path(),
-    );
+    let r = Run::of(vt_isolated(s.dir.path(), &["org", "list", "--server", &s.url]).output().unwrap(), s.dir.path());
     assert_eq!(r.code, 6, "{}", r.text);
 }

@@ -58,27 +58,44 @@ fn image_push_layout_archives_and_release_by_tag() {
     // An OCI archive of the same layout: the same digest.
     let oci_tar = s.dir.path().join("image.oci.tar");
     tar_dir(&layout_dir, &oci_tar);
-    let r = s.run(&["image", "push", oci_tar.to_str().unwrap(), "--repo", "acme/archive", "--tag", "oci", "-o", "json"]);
+    let r =
+        s.run(&["image", "push", oci_tar.to_str().unwrap(), "--repo", "acme/archive", "--tag", "oci", "-o", "json"]);
     assert_eq!(r.code, 0, "{}", r.text);
     assert_eq!(r.json()["digest"], digest.as_str());
 
     // A docker archive (`docker save` shape): converted to an OCI manifest over the same blobs.
-    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(layout_dir.join("blobs/sha256").join(&digest[7..])).unwrap()).unwrap();
-    let (config, layer) = (manifest["config"]["digest"].as_str().unwrap(), manifest["layers"][0]["digest"].as_str().unwrap());
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout_dir.join("blobs/sha256").join(&digest[7..])).unwrap()).unwrap();
+    let (config, layer) =
+        (manifest["config"]["digest"].as_str().unwrap(), manifest["layers"][0]["digest"].as_str().unwrap());
     let docker = s.dir.path().join("docker");
     std::fs::create_dir_all(docker.join("l1")).unwrap();
     std::fs::copy(layout_dir.join("blobs/sha256").join(&config[7..]), docker.join("config.json")).unwrap();
     std::fs::copy(layout_dir.join("blobs/sha256").join(&layer[7..]), docker.join("l1/layer.tar")).unwrap();
-    std::fs::write(docker.join("manifest.json"), r#"[{"Config":"config.json","RepoTags":["web:v1"],"Layers":["l1/layer.tar"]}]"#).unwrap();
+    std::fs::write(
+        docker.join("manifest.json"),
+        r#"[{"Config":"config.json","RepoTags":["web:v1"],"Layers":["l1/layer.tar"]}]"#,
+    )
+    .unwrap();
     let docker_tar = s.dir.path().join("image.docker.tar");
     tar_dir(&docker, &docker_tar);
-    let r = s.run(&["image", "push", docker_tar.to_str().unwrap(), "--repo", "acme/docker", "--tag", "d1", "-o", "json"]);
+    let r =
+        s.run(&["image", "push", docker_tar.to_str().unwrap(), "--repo", "acme/docker", "--tag", "d1", "-o", "json"]);
     assert_eq!(r.code, 0, "{}", r.text);
     assert_eq!(r.json()["blobs_skipped"].as_u64(), Some(2), "{}", r.text);
 
     // A release from the pushed tag records the resolution.
     let manifest_path = s.manifest();
-    let r = s.run(&["release", "create", "--image", "acme/web:v1", "--manifest", manifest_path.to_str().unwrap(), "-o", "json"]);
+    let r = s.run(&[
+        "release",
+        "create",
+        "--image",
+        "acme/web:v1",
+        "--manifest",
+        manifest_path.to_str().unwrap(),
+        "-o",
+        "json",
+    ]);
     assert_eq!(r.code, 0, "{}", r.text);
     assert_eq!(r.json()["image_ref"], format!("acme/web@{digest}"));
     assert_eq!(r.json()["resolved_from"], "acme/web:v1");

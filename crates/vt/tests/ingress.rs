@@ -9,21 +9,13 @@ use std::time::{Duration, Instant};
 use common::{spawn_vt_server, vt_isolated, Run};
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 fn get(url: &str, path: &str) -> String {
     let addr = url.strip_prefix("http://").unwrap();
     let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     out
@@ -90,9 +82,7 @@ fn server_runs_the_ingress_and_serves_metrics() {
     let deadline = Instant::now() + Duration::from_secs(20);
     let metrics = loop {
         let m = get(&url, "/metrics");
-        if m.contains(&format!(
-            "vt_ingress_route_connections_total{{route=\"{id}\"}}"
-        )) {
+        if m.contains(&format!("vt_ingress_route_connections_total{{route=\"{id}\"}}")) {
             break m;
         }
         assert!(Instant::now() < deadline, "route never applied:\n{m}");
@@ -100,20 +90,13 @@ fn server_runs_the_ingress_and_serves_metrics() {
     };
     assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
     assert!(metrics.contains("vt_edge_error 0"), "{metrics}");
-    let mut c =
-        std::net::TcpStream::connect(("127.0.0.1", port)).expect("the route's port listens");
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).expect("the route's port listens");
     c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut buf = [0u8; 1];
-    assert!(
-        matches!(c.read(&mut buf), Ok(0) | Err(_)),
-        "no backend: closed"
-    );
+    assert!(matches!(c.read(&mut buf), Ok(0) | Err(_)), "no backend: closed");
     assert!(std::path::Path::new(&dir.path().join("data/ingress-table.json")).exists());
 
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    let status = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }

@@ -9,37 +9,17 @@ fn run(dir: &std::path::Path, args: &[&str]) -> Run {
 }
 
 const BAD: &str = "schema_version = 1\n\n[processes.web]\nports = [{ name = \"http\", port = 99999 }]\nbogus = true\n";
-const MESSY: &str =
-    "schema_version=1\n[processes.web]\ncommand=[\"./server\"]\n  scaling.max = 3\n";
+const MESSY: &str = "schema_version=1\n[processes.web]\ncommand=[\"./server\"]\n  scaling.max = 3\n";
 
 #[test]
 fn validate() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("bad.toml"), BAD).unwrap();
-    std::fs::write(
-        dir.path().join("good.toml"),
-        include_str!("../../../examples/manifest.toml"),
-    )
-    .unwrap();
-    snap!(
-        "validate_ok",
-        run(dir.path(), &["manifest", "validate", "good.toml"])
-    );
-    snap!(
-        "validate_errors",
-        run(dir.path(), &["manifest", "validate", "bad.toml"])
-    );
-    snap!(
-        "validate_errors_json",
-        run(
-            dir.path(),
-            &["manifest", "validate", "bad.toml", "-o", "json"]
-        )
-    );
-    snap!(
-        "missing_file",
-        run(dir.path(), &["manifest", "validate", "nope.toml"])
-    );
+    std::fs::write(dir.path().join("good.toml"), include_str!("../../../examples/manifest.toml")).unwrap();
+    snap!("validate_ok", run(dir.path(), &["manifest", "validate", "good.toml"]));
+    snap!("validate_errors", run(dir.path(), &["manifest", "validate", "bad.toml"]));
+    snap!("validate_errors_json", run(dir.path(), &["manifest", "validate", "bad.toml", "-o", "json"]));
+    snap!("missing_file", run(dir.path(), &["manifest", "validate", "nope.toml"]));
 }
 
 #[test]
@@ -47,14 +27,8 @@ fn fmt_check_write() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("vt.toml"), MESSY).unwrap();
     snap!("fmt", run(dir.path(), &["manifest", "fmt", "vt.toml"]));
-    snap!(
-        "fmt_check_dirty",
-        run(dir.path(), &["manifest", "fmt", "--check", "vt.toml"])
-    );
-    snap!(
-        "fmt_write",
-        run(dir.path(), &["manifest", "fmt", "--write", "vt.toml"])
-    );
+    snap!("fmt_check_dirty", run(dir.path(), &["manifest", "fmt", "--check", "vt.toml"]));
+    snap!("fmt_write", run(dir.path(), &["manifest", "fmt", "--write", "vt.toml"]));
     let r = run(dir.path(), &["manifest", "fmt", "--check", "vt.toml"]);
     assert_eq!(r.code, 0, "{}", r.text);
     assert_eq!(r.stdout, "");

@@ -9,42 +9,16 @@ use common::{TestServer, DIGEST_IMAGE};
 fn org_app_env() {
     let s = TestServer::start();
     snap!("org_create", s.run(&["org", "create", "acme"]));
-    snap!(
-        "org_create_json",
-        s.run(&["org", "create", "globex", "-o", "json"])
-    );
+    snap!("org_create_json", s.run(&["org", "create", "globex", "-o", "json"]));
     snap!("org_list", s.run(&["org", "list"]));
     snap!("org_list_json", s.run(&["org", "list", "--format", "json"]));
     snap!("org_get", s.run(&["org", "get", "acme"]));
-    snap!(
-        "app_create",
-        s.run(&[
-            "app",
-            "create",
-            "web",
-            "--org",
-            "acme",
-            "--description",
-            "the site"
-        ])
-    );
+    snap!("app_create", s.run(&["app", "create", "web", "--org", "acme", "--description", "the site"]));
     snap!("app_list", s.run(&["app", "list", "--org", "acme"]));
-    snap!(
-        "app_get_json",
-        s.run(&["app", "get", "web", "--org", "acme", "-o", "json"])
-    );
-    snap!(
-        "env_create",
-        s.run(&["env", "create", "prod", "--org", "acme", "--app", "web"])
-    );
-    snap!(
-        "env_list",
-        s.run(&["env", "list", "--org", "acme", "--app", "web"])
-    );
-    snap!(
-        "env_get",
-        s.run(&["env", "get", "prod", "--org", "acme", "--app", "web"])
-    );
+    snap!("app_get_json", s.run(&["app", "get", "web", "--org", "acme", "-o", "json"]));
+    snap!("env_create", s.run(&["env", "create", "prod", "--org", "acme", "--app", "web"]));
+    snap!("env_list", s.run(&["env", "list", "--org", "acme", "--app", "web"]));
+    snap!("env_get", s.run(&["env", "get", "prod", "--org", "acme", "--app", "web"]));
 }
 
 #[test]
@@ -77,29 +51,10 @@ fn release_deploy_scale_describe() {
     s.seed();
     let manifest = s.manifest();
     let manifest = manifest.to_str().unwrap();
-    let r = s.run(&[
-        "release",
-        "create",
-        "--image",
-        DIGEST_IMAGE,
-        "--manifest",
-        manifest,
-        "-o",
-        "json",
-    ]);
+    let r = s.run(&["release", "create", "--image", DIGEST_IMAGE, "--manifest", manifest, "-o", "json"]);
     assert_eq!(r.code, 0, "{}", r.text);
     let release = r.json()["id"].as_str().unwrap().to_owned();
-    snap!(
-        "release_create",
-        s.run(&[
-            "release",
-            "create",
-            "--image",
-            DIGEST_IMAGE,
-            "--manifest",
-            manifest
-        ])
-    );
+    snap!("release_create", s.run(&["release", "create", "--image", DIGEST_IMAGE, "--manifest", manifest]));
     snap!("release_list", s.run(&["release", "list"]));
     snap!("deploy_create", s.run(&["deploy", "--release", &release]));
     snap!("deploy_list", s.run(&["deploy", "list"]));
@@ -120,35 +75,16 @@ fn deploy_with_image_creates_the_release_first() {
     let s = TestServer::start();
     s.seed();
     let manifest = s.manifest();
-    let r = s.run(&[
-        "deploy",
-        "--image",
-        DIGEST_IMAGE,
-        "--manifest",
-        manifest.to_str().unwrap(),
-        "-o",
-        "json",
-    ]);
+    let r = s.run(&["deploy", "--image", DIGEST_IMAGE, "--manifest", manifest.to_str().unwrap(), "-o", "json"]);
     assert_eq!(r.code, 0, "{}", r.text);
     let deploy = r.json();
     let releases = s.run(&["release", "list", "-o", "json"]).json();
     assert_eq!(releases["items"][0]["id"], deploy["release_id"]);
     // No scheduler runs in this test: the deploy stays pending, so --wait times out (exit 1).
-    let r = s.run(&[
-        "deploy",
-        "--release",
-        deploy["release_id"].as_str().unwrap(),
-        "--wait",
-        "--timeout",
-        "1",
-    ]);
+    let r = s.run(&["deploy", "--release", deploy["release_id"].as_str().unwrap(), "--wait", "--timeout", "1"]);
     assert_eq!(r.code, 1, "{}", r.text);
     assert!(r.stderr.contains("error: deploy dep_"), "{}", r.text);
-    assert!(
-        r.stderr.lines().all(|l| !l.starts_with('[')),
-        "no progress lines when stderr is not a TTY: {}",
-        r.text
-    );
+    assert!(r.stderr.lines().all(|l| !l.starts_with('[')), "no progress lines when stderr is not a TTY: {}", r.text);
 }
 
 #[test]
@@ -164,14 +100,7 @@ fn json_output_is_only_json() {
         &["app", "list"],
         &["env", "list"],
         &["env", "get", "prod"],
-        &[
-            "release",
-            "create",
-            "--image",
-            DIGEST_IMAGE,
-            "--manifest",
-            manifest,
-        ],
+        &["release", "create", "--image", DIGEST_IMAGE, "--manifest", manifest],
         &["release", "list"],
         &["deploy", "list"],
         &["scale", "web=1"],
@@ -189,17 +118,10 @@ fn json_output_is_only_json() {
         a.extend(["--format", "json"]);
         let r = s.run(&a);
         assert_eq!(r.code, 0, "{args:?}: {}", r.text);
-        assert!(
-            r.stderr.is_empty(),
-            "{args:?}: stderr should be empty: {}",
-            r.text
-        );
+        assert!(r.stderr.is_empty(), "{args:?}: stderr should be empty: {}", r.text);
         let v = r.json();
         assert!(v.is_object() || v.is_array(), "{args:?}");
-        assert!(
-            r.stdout.ends_with("}\n") || r.stdout.ends_with("]\n"),
-            "{args:?}"
-        );
+        assert!(r.stdout.ends_with("}\n") || r.stdout.ends_with("]\n"), "{args:?}");
     }
 }
 
@@ -207,11 +129,7 @@ fn json_output_is_only_json() {
 fn events_follow_streams_ndjson() {
     let s = TestServer::start();
     s.seed();
-    let mut child = s
-        .vt(&["events", "--follow", "-o", "json"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = s.vt(&["events", "--follow", "-o", "json"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
     let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
     let mut seen = vec![];
@@ -222,10 +140,7 @@ fn events_follow_streams_ndjson() {
     }
     child.kill().unwrap();
     let _ = child.wait();
-    assert_eq!(
-        seen,
-        ["token.created", "org.created", "app.created", "env.created"]
-    );
+    assert_eq!(seen, ["token.created", "org.created", "app.created", "env.created"]);
 }
 
 #[test]
@@ -236,7 +151,16 @@ fn rollback_to_the_previous_release() {
     let manifest = s.manifest();
     let mut releases = vec![];
     for _ in 0..2 {
-        let r = s.run(&["release", "create", "--image", DIGEST_IMAGE, "--manifest", manifest.to_str().unwrap(), "-o", "json"]);
+        let r = s.run(&[
+            "release",
+            "create",
+            "--image",
+            DIGEST_IMAGE,
+            "--manifest",
+            manifest.to_str().unwrap(),
+            "-o",
+            "json",
+        ]);
         assert_eq!(r.code, 0, "{}", r.text);
         let id = r.json()["id"].as_str().unwrap().to_owned();
         assert_eq!(s.run(&["deploy", "--release", &id]).code, 0);
@@ -246,7 +170,11 @@ fn rollback_to_the_previous_release() {
     let r = s.run(&["rollback", "-o", "json"]);
     assert_eq!(r.code, 0, "{}", r.text);
     let d = r.json();
-    assert_eq!((d["kind"].as_str(), d["release_id"].as_str()), (Some("rollback"), Some(releases[1].as_str())), "back again: {d}");
+    assert_eq!(
+        (d["kind"].as_str(), d["release_id"].as_str()),
+        (Some("rollback"), Some(releases[1].as_str())),
+        "back again: {d}"
+    );
     snap!("rollback_json", r);
 }
 
@@ -299,7 +227,8 @@ fn instance_where(s: &TestServer, what: &str, ok: impl Fn(&serde_json::Value) ->
 fn deploy_wait_names_the_failed_instance_and_shows_its_logs() {
     let s = TestServer::start();
     s.seed();
-    let (status, node) = api(&s, "POST", "/v1/nodes", r#"{"name": "n1", "capacity": {"cpu_millis": 4000, "memory_mib": 4096}}"#);
+    let (status, node) =
+        api(&s, "POST", "/v1/nodes", r#"{"name": "n1", "capacity": {"cpu_millis": 4000, "memory_mib": 4096}}"#);
     assert_eq!(status, 201, "{node}");
     let manifest = s.dir.path().join("one.toml");
     std::fs::write(&manifest, "schema_version = 1\n\n[processes.web]\ncommand = [\"./server\"]\nresources = { cpu = 0.5, memory_mib = 256 }\n").unwrap();
@@ -313,27 +242,50 @@ fn deploy_wait_names_the_failed_instance_and_shows_its_logs() {
     // The first release runs: its instance reports ready, as the agent would.
     assert_eq!(s.run(&["deploy", "--release", &rel1]).code, 0);
     let first = instance_where(&s, "of the first release", |i| i["release_id"] == rel1.as_str());
-    let (status, body) = api(&s, "POST", &format!("/v1/instances/{first}/status"), r#"{"status": "running", "health": "passing"}"#);
+    let (status, body) =
+        api(&s, "POST", &format!("/v1/instances/{first}/status"), r#"{"status": "running", "health": "passing"}"#);
     assert_eq!(status, 200, "{body}");
 
     // The second one's instance exits 1 while `vt deploy --wait` follows it.
-    let child = s.vt(&["deploy", "--release", &rel2, "--wait", "--timeout", "30"]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let child = s
+        .vt(&["deploy", "--release", &rel2, "--wait", "--timeout", "30"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let new = instance_where(&s, "of the second release", |i| i["release_id"] == rel2.as_str());
     let logs = s.dir.path().join("data/agent/logs");
     std::fs::create_dir_all(&logs).unwrap();
-    std::fs::write(logs.join(format!("{new}.log")), "2026-01-01T00:00:00.000Z stdout starting\n2026-01-01T00:00:00.100Z stderr fatal: DATABASE_URL is not set\n").unwrap();
+    std::fs::write(
+        logs.join(format!("{new}.log")),
+        "2026-01-01T00:00:00.000Z stdout starting\n2026-01-01T00:00:00.100Z stderr fatal: DATABASE_URL is not set\n",
+    )
+    .unwrap();
     let body = r#"{"status": "failed", "exit_code": 1, "reason": "the entrypoint exited with code 1"}"#;
     let (status, reply) = api(&s, "POST", &format!("/v1/instances/{new}/status"), body);
     assert_eq!(status, 200, "{reply}");
     let r = common::Run::of(child.wait_with_output().unwrap(), s.dir.path());
     assert_eq!(r.code, 1, "a failed deploy exits 1: {}", r.text);
-    assert!(r.stderr.contains("error: deploy dep_") && r.stderr.contains(&format!("instance {new} (web) exited with code 1")), "{}", r.text);
-    assert!(r.stderr.contains("stderr fatal: DATABASE_URL is not set"), "the failed instance's last log lines: {}", r.text);
+    assert!(
+        r.stderr.contains("error: deploy dep_")
+            && r.stderr.contains(&format!("instance {new} (web) exited with code 1")),
+        "{}",
+        r.text
+    );
+    assert!(
+        r.stderr.contains("stderr fatal: DATABASE_URL is not set"),
+        "the failed instance's last log lines: {}",
+        r.text
+    );
     assert!(r.stdout.contains(&format!("env back on release {rel1}")), "{}", r.text);
     snap!("deploy_wait_failed", r);
 
     // `vt describe` says what happened, and the old instance still serves.
     let r = s.run(&["describe"]);
-    assert!(r.stdout.contains("failed: instance inst_") && r.stdout.contains(&format!("desired release  {rel1}")), "{}", r.text);
+    assert!(
+        r.stdout.contains("failed: instance inst_") && r.stdout.contains(&format!("desired release  {rel1}")),
+        "{}",
+        r.text
+    );
     snap!("describe_failed_deploy", r);
 }

@@ -14,15 +14,7 @@ fn serves_until_sigterm_then_rebuilds_offline() {
     let data_arg = data.to_str().unwrap();
     let mut child = vt_isolated(
         dir.path(),
-        &[
-            "server",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data_arg,
-            "--sqlite-sync",
-            "normal",
-        ],
+        &["server", "--listen", "127.0.0.1:0", "--data-dir", data_arg, "--sqlite-sync", "normal"],
     )
     .stderr(Stdio::piped())
     .spawn()
@@ -30,10 +22,7 @@ fn serves_until_sigterm_then_rebuilds_offline() {
     let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
     let mut human = vec![];
     let url = loop {
-        let line = stderr
-            .next()
-            .expect("server exited before it was ready")
-            .unwrap();
+        let line = stderr.next().expect("server exited before it was ready").unwrap();
         if line.starts_with('{') {
             let v: serde_json::Value = serde_json::from_str(&line).expect("log lines are JSON");
             assert!(v["level"].is_string(), "{line}");
@@ -44,10 +33,7 @@ fn serves_until_sigterm_then_rebuilds_offline() {
             break url.to_owned();
         }
     };
-    assert!(
-        human[0].starts_with("wrote a new admin token to "),
-        "{human:?}"
-    );
+    assert!(human[0].starts_with("wrote a new admin token to "), "{human:?}");
     assert!(data.join("admin-token").exists());
 
     // The CLI finds the token of a local server through VT_DATA_DIR.
@@ -56,10 +42,7 @@ fn serves_until_sigterm_then_rebuilds_offline() {
     let r = Run::of(c.output().unwrap(), dir.path());
     assert_eq!(r.code, 0, "{}", r.text);
 
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    let status = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
     // Drain stderr so the server never blocks on a full pipe while stopping.
     let rest: Vec<String> = stderr.map_while(Result::ok).collect();
@@ -68,19 +51,7 @@ fn serves_until_sigterm_then_rebuilds_offline() {
     assert!(rest.iter().any(|l| l == "vt server stopped"), "{rest:?}");
 
     let r = Run::of(
-        vt_isolated(
-            dir.path(),
-            &[
-                "server",
-                "rebuild-views",
-                "--data-dir",
-                data_arg,
-                "-o",
-                "json",
-            ],
-        )
-        .output()
-        .unwrap(),
+        vt_isolated(dir.path(), &["server", "rebuild-views", "--data-dir", data_arg, "-o", "json"]).output().unwrap(),
         dir.path(),
     );
     assert_eq!(r.code, 0, "{}", r.text);

@@ -15,30 +15,17 @@ const MANIFEST: &str = "schema_version = 1\n\n[processes.web]\ncommand = [\"/bin
 /// Node `node-1`, a deploy of three `web` instances placed on it, each reporting `running`
 /// with boot timings (the third without a root disk time).
 fn three_booted_instances(s: &TestServer) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let client = vt_client::Client::new(&s.url, Some(s.token.clone()));
     rt.block_on(async {
-        let node: RegisterNode = serde_json::from_value(
-            json!({"name": "node-1", "capacity": {"cpu_millis": 4000, "memory_mib": 4096}}),
-        )
-        .unwrap();
-        client
-            .node_register(&node, "register-node-1")
-            .await
-            .unwrap();
+        let node: RegisterNode =
+            serde_json::from_value(json!({"name": "node-1", "capacity": {"cpu_millis": 4000, "memory_mib": 4096}}))
+                .unwrap();
+        client.node_register(&node, "register-node-1").await.unwrap();
     });
     let manifest = s.dir.path().join("boot.toml");
     std::fs::write(&manifest, MANIFEST).unwrap();
-    let r = s.run(&[
-        "deploy",
-        "--image",
-        DIGEST_IMAGE,
-        "--manifest",
-        manifest.to_str().unwrap(),
-    ]);
+    let r = s.run(&["deploy", "--image", DIGEST_IMAGE, "--manifest", manifest.to_str().unwrap()]);
     assert_eq!(r.code, 0, "{}", r.text);
     rt.block_on(async {
         let started = Instant::now();
@@ -70,12 +57,6 @@ fn boot_timings_table_json_and_node_filter() {
     snap!("boot_timings_empty", s.run(&["system", "boot-timings"]));
     three_booted_instances(&s);
     snap!("boot_timings", s.run(&["system", "boot-timings"]));
-    snap!(
-        "boot_timings_node_json",
-        s.run(&["system", "boot-timings", "--node", "node-1", "-o", "json"])
-    );
-    snap!(
-        "boot_timings_unknown_node",
-        s.run(&["system", "boot-timings", "--node", "node-9"])
-    );
+    snap!("boot_timings_node_json", s.run(&["system", "boot-timings", "--node", "node-1", "-o", "json"]));
+    snap!("boot_timings_unknown_node", s.run(&["system", "boot-timings", "--node", "node-9"]));
 }

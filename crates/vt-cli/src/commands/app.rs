@@ -13,21 +13,14 @@ pub async fn run(ctx: &Ctx, cmd: AppCommand) -> CliResult {
     let org = ctx.settings.org()?;
     match cmd {
         AppCommand::Create { name, description } => {
-            let app = client
-                .app_create(org, &CreateApp { name, description }, &idempotency_key())
-                .await?
-                .value;
+            let app = client.app_create(org, &CreateApp { name, description }, &idempotency_key()).await?.value;
             p.receipt(
                 &app,
                 Receipt {
                     what: format!("Created app `{}` in org `{org}`", app.name),
                     ids: vec![("app", app.id.to_string()), ("org", app.org_id.to_string())],
                     details: None,
-                    next: vec![format!(
-                        "vt env create prod --app {}{}",
-                        app.name,
-                        scope_flags(ctx, false, false)
-                    )],
+                    next: vec![format!("vt env create prod --app {}{}", app.name, scope_flags(ctx, false, false))],
                 },
             );
         }
@@ -36,12 +29,7 @@ pub async fn run(ctx: &Ctx, cmd: AppCommand) -> CliResult {
             p.show(&list, || {
                 let mut t = Table::new(&["ID", "NAME", "DESCRIPTION", "CREATED"]);
                 for a in &list.items {
-                    t.row(vec![
-                        a.id.to_string(),
-                        a.name.clone(),
-                        opt(&a.description),
-                        time(&a.created_at),
-                    ]);
+                    t.row(vec![a.id.to_string(), a.name.clone(), opt(&a.description), time(&a.created_at)]);
                 }
                 t.render()
             });

@@ -47,7 +47,10 @@ pub fn run(ctx: &Ctx, cmd: ContextCommand) -> CliResult {
             if changed.is_empty() {
                 return Err(CliError::usage(
                     "nothing to set",
-                    Some("pass any of `--server URL`, `--token T`, `--org O`, `--app A`, `--env E`, or `--unset KEY`".into()),
+                    Some(
+                        "pass any of `--server URL`, `--token T`, `--org O`, `--app A`, `--env E`, or `--unset KEY`"
+                            .into(),
+                    ),
                 ));
             }
             c.save(&path)?;
@@ -55,11 +58,7 @@ pub fn run(ctx: &Ctx, cmd: ContextCommand) -> CliResult {
             p.receipt(
                 &shown,
                 Receipt {
-                    what: format!(
-                        "Saved the context ({}) in {}",
-                        changed.join(", "),
-                        path.display()
-                    ),
+                    what: format!("Saved the context ({}) in {}", changed.join(", "), path.display()),
                     ids: vec![],
                     details: None,
                     next: vec!["vt context show".into()],
@@ -68,10 +67,7 @@ pub fn run(ctx: &Ctx, cmd: ContextCommand) -> CliResult {
         }
         ContextCommand::Show => {
             let s = &ctx.settings;
-            let token = Setting {
-                value: s.token.value.as_ref().map(|_| "(set)".to_owned()),
-                source: s.token.source,
-            };
+            let token = Setting { value: s.token.value.as_ref().map(|_| "(set)".to_owned()), source: s.token.source };
             let line = |st: &Setting| match (&st.value, st.source) {
                 (Some(v), Some(src)) => format!("{v}  ({})", src.as_str()),
                 _ => "-".into(),

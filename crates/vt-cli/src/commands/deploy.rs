@@ -49,7 +49,8 @@ pub async fn run(ctx: &Ctx, args: DeployArgs) -> CliResult {
     let release_id = match (&args.release, &args.image, &args.manifest) {
         (Some(r), _, _) => client.release_get(org, app, r).await?.id.to_string(),
         (None, Some(image), Some(manifest)) => {
-            let r = super::release::create(ctx, &ReleaseSource { image: image.clone(), manifest: manifest.clone() }).await?;
+            let r = super::release::create(ctx, &ReleaseSource { image: image.clone(), manifest: manifest.clone() })
+                .await?;
             p.progress(&format!("created release {}", r.id));
             r.id.to_string()
         }
@@ -60,16 +61,7 @@ pub async fn run(ctx: &Ctx, args: DeployArgs) -> CliResult {
             ))
         }
     };
-    let mut d = client
-        .deploy_create(
-            org,
-            app,
-            env,
-            &CreateDeploy { release_id },
-            &idempotency_key(),
-        )
-        .await?
-        .value;
+    let mut d = client.deploy_create(org, app, env, &CreateDeploy { release_id }, &idempotency_key()).await?.value;
     if args.wait {
         d = wait(ctx, d, Duration::from_secs(args.timeout)).await?;
     }
@@ -79,31 +71,17 @@ pub async fn run(ctx: &Ctx, args: DeployArgs) -> CliResult {
             "Deploy of release {} to env `{env}`: {}{}",
             d.release_id,
             label(&d.status),
-            d.reason
-                .as_deref()
-                .map(|r| format!(" ({r})"))
-                .unwrap_or_default()
+            d.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
         )
     } else {
-        format!(
-            "Started deploy of release {} to env `{env}` ({})",
-            d.release_id,
-            label(&d.status)
-        )
+        format!("Started deploy of release {} to env `{env}` ({})", d.release_id, label(&d.status))
     };
-    let next = if args.wait {
-        format!("vt describe{flags}")
-    } else {
-        format!("vt deploy get {}{flags}", d.id)
-    };
+    let next = if args.wait { format!("vt describe{flags}") } else { format!("vt deploy get {}{flags}", d.id) };
     p.receipt(
         &d,
         Receipt {
             what,
-            ids: vec![
-                ("deploy", d.id.to_string()),
-                ("release", d.release_id.to_string()),
-            ],
+            ids: vec![("deploy", d.id.to_string()), ("release", d.release_id.to_string())],
             details: args.wait.then(|| phases(&d)),
             next: vec![next],
         },
@@ -143,17 +121,12 @@ pub(crate) async fn outcome(ctx: &Ctx, d: &DeployView) -> CliResult {
         Ok(lines) => p.excerpt(&format!("last log lines of {instance}:"), &lines),
         Err(e) => p.warning(&format!("could not read the logs of {instance}: {e}")),
     }
-    p.hint(&format!(
-        "`vt logs --instance {instance}` shows all its output; `vt describe{flags}` shows the env"
-    ));
+    p.hint(&format!("`vt logs --instance {instance}` shows all its output; `vt describe{flags}` shows the env"));
     Ok(ExitStatus::Failure)
 }
 
 async fn last_log_lines(ctx: &Ctx, instance: &str) -> Result<Vec<String>, vt_client::Error> {
-    let mut stream = ctx
-        .client()
-        .instance_logs(instance, false, Some(FAILED_LOG_LINES))
-        .await?;
+    let mut stream = ctx.client().instance_logs(instance, false, Some(FAILED_LOG_LINES)).await?;
     let mut lines = vec![];
     while let Some(line) = stream.next_line().await {
         lines.push(line?);
@@ -209,11 +182,7 @@ pub(crate) async fn wait(ctx: &Ctx, mut d: DeployView, timeout: Duration) -> Cli
         shown = d.phases.len();
         let status = label(&d.status);
         if status != last {
-            ctx.printer.progress(&format!(
-                "[{:>4}s] deploy {}: {status}",
-                started.elapsed().as_secs(),
-                d.id
-            ));
+            ctx.printer.progress(&format!("[{:>4}s] deploy {}: {status}", started.elapsed().as_secs(), d.id));
             last = status;
         }
         if d.status.is_terminal() {
@@ -221,16 +190,8 @@ pub(crate) async fn wait(ctx: &Ctx, mut d: DeployView, timeout: Duration) -> Cli
         }
         if started.elapsed() >= timeout {
             return Err(CliError::failed(
-                format!(
-                    "deploy {} is still {} after {}s",
-                    d.id,
-                    label(&d.status),
-                    timeout.as_secs()
-                ),
-                Some(format!(
-                    "it keeps going; follow it with `vt deploy get {}`",
-                    d.id
-                )),
+                format!("deploy {} is still {} after {}s", d.id, label(&d.status), timeout.as_secs()),
+                Some(format!("it keeps going; follow it with `vt deploy get {}`", d.id)),
             ));
         }
         tokio::time::sleep(Duration::from_secs(1)).await;

@@ -15,45 +15,23 @@ pub async fn run(ctx: &Ctx) -> CliResult {
 }
 
 fn render(d: &EnvDescription) -> String {
-    let deploy = d
-        .current_deploy
-        .as_ref()
-        .map(|c| format!("{} ({})", c.id, label(&c.status)));
+    let deploy = d.current_deploy.as_ref().map(|c| format!("{} ({})", c.id, label(&c.status)));
     let mut s = fields(&[
         ("env", format!("{} ({})", d.env.name, d.env.id)),
         ("desired release", opt(&d.env.desired_release_id)),
         ("current deploy", opt(&deploy)),
     ]);
     s.push('\n');
-    let mut t = Table::new(&[
-        "PROCESS",
-        "DESIRED",
-        "RUNNING",
-        "READY",
-        "INSTANCES",
-        "DIFFERENCES",
-    ]);
+    let mut t = Table::new(&["PROCESS", "DESIRED", "RUNNING", "READY", "INSTANCES", "DIFFERENCES"]);
     for p in &d.processes {
-        let by_status: Vec<String> = p
-            .instances_by_status
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
+        let by_status: Vec<String> = p.instances_by_status.iter().map(|(k, v)| format!("{k}={v}")).collect();
         t.row(vec![
             p.process.clone(),
             p.desired_instances.to_string(),
             p.running_desired_release.to_string(),
             p.ready_desired_release.to_string(),
-            if by_status.is_empty() {
-                "-".into()
-            } else {
-                by_status.join(",")
-            },
-            if p.differences.is_empty() {
-                "none".into()
-            } else {
-                p.differences.join("; ")
-            },
+            if by_status.is_empty() { "-".into() } else { by_status.join(",") },
+            if p.differences.is_empty() { "none".into() } else { p.differences.join("; ") },
         ]);
     }
     s.push_str(&t.render());

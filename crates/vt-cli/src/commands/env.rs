@@ -13,10 +13,7 @@ pub async fn run(ctx: &Ctx, cmd: EnvCommand) -> CliResult {
     let (org, app) = (ctx.settings.org()?, ctx.settings.app()?);
     match cmd {
         EnvCommand::Create { name } => {
-            let env = client
-                .env_create(org, app, &CreateEnv { name }, &idempotency_key())
-                .await?
-                .value;
+            let env = client.env_create(org, app, &CreateEnv { name }, &idempotency_key()).await?.value;
             p.receipt(
                 &env,
                 Receipt {

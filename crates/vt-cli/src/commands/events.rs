@@ -9,13 +9,7 @@ use crate::{CliResult, Ctx, ExitStatus};
 const HEADERS: [&str; 5] = ["SEQ", "TIME", "TYPE", "AGGREGATE", "ACTOR"];
 
 fn cells(e: &Envelope) -> Vec<String> {
-    vec![
-        e.seq.to_string(),
-        time(&e.occurred_at),
-        e.event_type.clone(),
-        e.aggregate_id.clone(),
-        e.actor.clone(),
-    ]
+    vec![e.seq.to_string(), time(&e.occurred_at), e.event_type.clone(), e.aggregate_id.clone(), e.actor.clone()]
 }
 
 pub async fn run(ctx: &Ctx, args: EventsArgs) -> CliResult {
@@ -51,15 +45,10 @@ pub async fn run(ctx: &Ctx, args: EventsArgs) -> CliResult {
             p.text(&row(&cells(&e).try_into().unwrap_or_default()));
         }
     }
-    p.warning(&format!(
-        "the server closed the event stream; resume with `vt events --follow --after {last}`"
-    ));
+    p.warning(&format!("the server closed the event stream; resume with `vt events --follow --after {last}`"));
     Ok(ExitStatus::Failure)
 }
 
 fn row(c: &[String; 5]) -> String {
-    format!(
-        "{:<8}  {:<20}  {:<28}  {:<30}  {}\n",
-        c[0], c[1], c[2], c[3], c[4]
-    )
+    format!("{:<8}  {:<20}  {:<28}  {:<30}  {}\n", c[0], c[1], c[2], c[3], c[4])
 }

@@ -39,7 +39,9 @@ fn registry_err(e: RegistryError) -> CliError {
     match e {
         RegistryError::Connect { url, message } => CliError::Client(vt_client::Error::Connect { url, message }),
         RegistryError::Io(e) => CliError::Io(e),
-        RegistryError::Api { status: 401, .. } => CliError::failed(e.to_string(), Some("check the token: `vt context show`, or --token".to_owned())),
+        RegistryError::Api { status: 401, .. } => {
+            CliError::failed(e.to_string(), Some("check the token: `vt context show`, or --token".to_owned()))
+        }
         other => CliError::failed(other.to_string(), None),
     }
 }
@@ -49,14 +51,22 @@ async fn push(ctx: &Ctx, args: ImagePush) -> CliResult {
         Some(r) => r.clone(),
         None => match (ctx.settings.org.value.as_deref(), ctx.settings.app.value.as_deref()) {
             (Some(o), Some(a)) => format!("{o}/{a}"),
-            _ => return Err(CliError::usage("no repository: pass --repo NAME (default: <org>/<app> of the context)", None)),
+            _ => {
+                return Err(CliError::usage(
+                    "no repository: pass --repo NAME (default: <org>/<app> of the context)",
+                    None,
+                ))
+            }
         },
     };
     if !vt_registry::valid_name(&repo) {
         return Err(CliError::usage(format!("invalid repository name {repo:?}: lowercase components of a-z, 0-9 and separators `.`, `_`, `-`, joined by `/`"), None));
     }
     if !vt_registry::valid_tag(&args.tag) {
-        return Err(CliError::usage(format!("invalid tag {:?}: 1-128 of A-Z, a-z, 0-9, `_`, `.`, `-`, not starting with `.` or `-`", args.tag), None));
+        return Err(CliError::usage(
+            format!("invalid tag {:?}: 1-128 of A-Z, a-z, 0-9, `_`, `.`, `-`, not starting with `.` or `-`", args.tag),
+            None,
+        ));
     }
     let meta = fs_err::metadata(&args.path)?;
     // A tarball is unpacked into a temp dir (kept until the push is done).
@@ -67,7 +77,12 @@ async fn push(ctx: &Ctx, args: ImagePush) -> CliResult {
         let layout = unpack_archive(&args.path, tmp.path())?;
         (Some(tmp), layout)
     };
-    let src = OciLayoutSource::open(&layout).map_err(|e| CliError::usage(format!("{} is not an OCI image layout, OCI archive or docker archive: {e}", args.path.display()), None))?;
+    let src = OciLayoutSource::open(&layout).map_err(|e| {
+        CliError::usage(
+            format!("{} is not an OCI image layout, OCI archive or docker archive: {e}", args.path.display()),
+            None,
+        )
+    })?;
     let index = src.index().map_err(|e| CliError::failed(e.to_string(), None))?;
     let top = pick(&index, &args.tag).map_err(|m| CliError::usage(m, None))?;
 
@@ -88,10 +103,20 @@ async fn push(ctx: &Ctx, args: ImagePush) -> CliResult {
     ctx.printer.receipt(
         &pushed,
         Receipt {
-            what: format!("Pushed `{repo}:{}` ({} blob{} uploaded, {} already present)", args.tag, stats.0, if stats.0 == 1 { "" } else { "s" }, stats.1),
+            what: format!(
+                "Pushed `{repo}:{}` ({} blob{} uploaded, {} already present)",
+                args.tag,
+                stats.0,
+                if stats.0 == 1 { "" } else { "s" },
+                stats.1
+            ),
             ids: vec![("digest", digest.clone()), ("image", pushed.image.clone())],
             details: None,
-            next: vec![format!("vt release create --image {} --manifest vt.toml{}", pushed.image, scope_flags(ctx, true, false))],
+            next: vec![format!(
+                "vt release create --image {} --manifest vt.toml{}",
+                pushed.image,
+                scope_flags(ctx, true, false)
+            )],
         },
     );
     Ok(ExitStatus::Success)
@@ -103,10 +128,12 @@ fn pick(index: &ImageIndex, tag: &str) -> Result<Descriptor, String> {
     match index.manifests.as_slice() {
         [] => Err("index.json lists no manifest".into()),
         [one] => Ok(one.clone()),
-        many => many.iter().find(|d| d.annotations.get(REF).map(String::as_str) == Some(tag)).cloned().ok_or_else(|| {
-            let names: Vec<&str> = many.iter().filter_map(|d| d.annotations.get(REF).map(String::as_str)).collect();
-            format!("index.json lists {} manifests; pick one with --tag (names: {})", many.len(), names.join(", "))
-        }),
+        many => {
+            many.iter().find(|d| d.annotations.get(REF).map(String::as_str) == Some(tag)).cloned().ok_or_else(|| {
+                let names: Vec<&str> = many.iter().filter_map(|d| d.annotations.get(REF).map(String::as_str)).collect();
+                format!("index.json lists {} manifests; pick one with --tag (names: {})", many.len(), names.join(", "))
+            })
+        }
     }
 }
 
@@ -146,7 +173,9 @@ fn push_manifest<'a>(
                     push_manifest(client, repo, layout, child, &child.digest.to_string(), stats).await?;
                 }
             }
-            None => return Err(CliError::failed(format!("unsupported manifest media type {:?}", desc.media_type), None)),
+            None => {
+                return Err(CliError::failed(format!("unsupported manifest media type {:?}", desc.media_type), None))
+            }
         }
         client.put_manifest(repo, reference, &desc.media_type, bytes).await.map_err(registry_err)
     })
@@ -156,12 +185,17 @@ fn push_manifest<'a>(
 /// returns the OCI layout to push (a docker archive is converted: same config and layers).
 fn unpack_archive(path: &Path, dir: &Path) -> CliResult<PathBuf> {
     let f = fs_err::File::open(path)?;
-    tar::Archive::new(f).unpack(dir).map_err(|e| CliError::usage(format!("{} is not a directory or a tar archive: {e}", path.display()), None))?;
+    tar::Archive::new(f)
+        .unpack(dir)
+        .map_err(|e| CliError::usage(format!("{} is not a directory or a tar archive: {e}", path.display()), None))?;
     if dir.join("oci-layout").is_file() {
         return Ok(dir.to_owned());
     }
     if !dir.join("manifest.json").is_file() {
-        return Err(CliError::usage(format!("{}: the archive has neither `oci-layout` nor `manifest.json`", path.display()), None));
+        return Err(CliError::usage(
+            format!("{}: the archive has neither `oci-layout` nor `manifest.json`", path.display()),
+            None,
+        ));
     }
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "PascalCase")]
@@ -169,7 +203,8 @@ fn unpack_archive(path: &Path, dir: &Path) -> CliResult<PathBuf> {
         config: String,
         layers: Vec<String>,
     }
-    let entries: Vec<DockerEntry> = serde_json::from_slice(&fs_err::read(dir.join("manifest.json"))?).map_err(|e| CliError::failed(format!("manifest.json: {e}"), None))?;
+    let entries: Vec<DockerEntry> = serde_json::from_slice(&fs_err::read(dir.join("manifest.json"))?)
+        .map_err(|e| CliError::failed(format!("manifest.json: {e}"), None))?;
     let entry = entries.first().ok_or_else(|| CliError::failed("manifest.json lists no image", None))?;
     let out = dir.join("vt-oci-layout");
     fs_err::create_dir_all(out.join("blobs/sha256"))?;
@@ -191,12 +226,26 @@ fn unpack_archive(path: &Path, dir: &Path) -> CliResult<PathBuf> {
     };
     let config = add(&entry.config, Some(media::OCI_CONFIG))?;
     let layers = entry.layers.iter().map(|l| add(l, None)).collect::<CliResult<Vec<_>>>()?;
-    let manifest = ImageManifest { schema_version: 2, media_type: Some(media::OCI_MANIFEST.into()), config, layers, annotations: Default::default() };
+    let manifest = ImageManifest {
+        schema_version: 2,
+        media_type: Some(media::OCI_MANIFEST.into()),
+        config,
+        layers,
+        annotations: Default::default(),
+    };
     let bytes = serde_json::to_vec(&manifest).map_err(|e| CliError::failed(e.to_string(), None))?;
     let digest = Digest::of(&bytes);
     fs_err::write(blob_path(&out, &digest), &bytes)?;
-    let index = ImageIndex { schema_version: 2, media_type: Some(media::OCI_INDEX.into()), manifests: vec![Descriptor::new(media::OCI_MANIFEST, digest, bytes.len() as u64)], annotations: Default::default() };
-    fs_err::write(out.join("index.json"), serde_json::to_vec(&index).map_err(|e| CliError::failed(e.to_string(), None))?)?;
+    let index = ImageIndex {
+        schema_version: 2,
+        media_type: Some(media::OCI_INDEX.into()),
+        manifests: vec![Descriptor::new(media::OCI_MANIFEST, digest, bytes.len() as u64)],
+        annotations: Default::default(),
+    };
+    fs_err::write(
+        out.join("index.json"),
+        serde_json::to_vec(&index).map_err(|e| CliError::failed(e.to_string(), None))?,
+    )?;
     fs_err::write(out.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
     Ok(out)
 }

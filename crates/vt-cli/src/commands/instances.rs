@@ -7,9 +7,7 @@ pub async fn run(ctx: &Ctx) -> CliResult {
     let (org, app, env) = ctx.settings.env_scope()?;
     let list = ctx.client().instances(org, app, env).await?;
     ctx.printer.show(&list, || {
-        let mut t = Table::new(&[
-            "ID", "PROCESS", "STATUS", "DESIRED", "RELEASE", "NODE", "CREATED", "REASON",
-        ]);
+        let mut t = Table::new(&["ID", "PROCESS", "STATUS", "DESIRED", "RELEASE", "NODE", "CREATED", "REASON"]);
         for i in &list.items {
             t.row(vec![
                 i.id.to_string(),

@@ -20,12 +20,7 @@ fn print(ctx: &Ctx, instance: &str, prefixed: bool, line: &str) {
     if p.json_mode() {
         let (time, rest) = line.split_once(' ').unwrap_or(("", line));
         let (stream, text) = rest.split_once(' ').unwrap_or((rest, ""));
-        p.json_line(&Line {
-            instance,
-            time,
-            stream,
-            text,
-        });
+        p.json_line(&Line { instance, time, stream, text });
     } else if prefixed {
         p.text(&format!("{instance} {line}\n"));
     } else {
@@ -59,8 +54,7 @@ pub async fn run(ctx: &Ctx, args: LogsArgs) -> CliResult {
         return Ok(ExitStatus::Success);
     }
     // Follow every instance at once; lines are printed as they arrive.
-    let (tx, mut rx) =
-        tokio::sync::mpsc::channel::<(String, Result<String, vt_client::Error>)>(256);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(String, Result<String, vt_client::Error>)>(256);
     for id in ids {
         let mut s = client.instance_logs(&id, true, args.tail).await?;
         let tx = tx.clone();

@@ -11,10 +11,7 @@ use crate::{CliError, CliResult, ExitStatus};
 
 fn load(path: &Path) -> CliResult<(String, Manifest)> {
     let src = fs_err::read_to_string(path)?;
-    let m = vt_manifest::parse(&src).map_err(|errors| CliError::Manifest {
-        path: path.to_owned(),
-        errors,
-    })?;
+    let m = vt_manifest::parse(&src).map_err(|errors| CliError::Manifest { path: path.to_owned(), errors })?;
     Ok((src, m))
 }
 
@@ -69,11 +66,7 @@ pub fn run(p: &Printer, cmd: ManifestCommand) -> CliResult {
                     fs_err::write(&file, &canonical)?;
                 }
                 let out = json!({ "path": file.display().to_string(), "changed": !same });
-                let verb = if same {
-                    "already formatted"
-                } else {
-                    "formatted"
-                };
+                let verb = if same { "already formatted" } else { "formatted" };
                 p.show(&out, || format!("{verb} `{}`\n", file.display()));
                 return Ok(ExitStatus::Success);
             }

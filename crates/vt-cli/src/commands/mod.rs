@@ -30,22 +30,13 @@ pub(crate) fn scope_flags(ctx: &Ctx, with_app: bool, with_env: bool) -> String {
     let mut s = String::new();
     let s_ = &ctx.settings;
     if s_.org.source == Some(Source::Flag) {
-        s.push_str(&format!(
-            " --org {}",
-            s_.org.value.as_deref().unwrap_or_default()
-        ));
+        s.push_str(&format!(" --org {}", s_.org.value.as_deref().unwrap_or_default()));
     }
     if with_app && s_.app.source == Some(Source::Flag) {
-        s.push_str(&format!(
-            " --app {}",
-            s_.app.value.as_deref().unwrap_or_default()
-        ));
+        s.push_str(&format!(" --app {}", s_.app.value.as_deref().unwrap_or_default()));
     }
     if with_env && s_.env.source == Some(Source::Flag) {
-        s.push_str(&format!(
-            " --env {}",
-            s_.env.value.as_deref().unwrap_or_default()
-        ));
+        s.push_str(&format!(" --env {}", s_.env.value.as_deref().unwrap_or_default()));
     }
     s
 }

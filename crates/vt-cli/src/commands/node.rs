@@ -40,42 +40,16 @@ fn cpu(millis: u32) -> String {
 }
 
 fn render(n: &NodeInfo) -> String {
-    let labels: Vec<String> = n
-        .node
-        .labels
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
+    let labels: Vec<String> = n.node.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
     fields(&[
         ("id", n.node.id.to_string()),
         ("name", n.node.name.clone()),
         ("status", label(&n.node.status)),
         ("status reason", opt(&n.node.status_reason)),
         ("address", opt(&n.node.address)),
-        (
-            "capacity",
-            format!(
-                "{} cpu, {} MiB",
-                cpu(n.node.capacity.cpu_millis),
-                n.node.capacity.memory_mib
-            ),
-        ),
-        (
-            "allocatable",
-            format!(
-                "{} cpu, {} MiB",
-                cpu(n.node.allocatable.cpu_millis),
-                n.node.allocatable.memory_mib
-            ),
-        ),
-        (
-            "labels",
-            if labels.is_empty() {
-                "-".into()
-            } else {
-                labels.join(",")
-            },
-        ),
+        ("capacity", format!("{} cpu, {} MiB", cpu(n.node.capacity.cpu_millis), n.node.capacity.memory_mib)),
+        ("allocatable", format!("{} cpu, {} MiB", cpu(n.node.allocatable.cpu_millis), n.node.allocatable.memory_mib)),
+        ("labels", if labels.is_empty() { "-".into() } else { labels.join(",") }),
         ("registered", time(&n.node.registered_at)),
         ("heartbeat", opt(&n.last_heartbeat_at.as_ref().map(time))),
     ])

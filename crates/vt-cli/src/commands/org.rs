@@ -11,10 +11,7 @@ pub async fn run(ctx: &Ctx, cmd: OrgCommand) -> CliResult {
     let p = &ctx.printer;
     match cmd {
         OrgCommand::Create { name } => {
-            let org = client
-                .org_create(&CreateOrg { name }, &idempotency_key())
-                .await?
-                .value;
+            let org = client.org_create(&CreateOrg { name }, &idempotency_key()).await?.value;
             p.receipt(
                 &org,
                 Receipt {

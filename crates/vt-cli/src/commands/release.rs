@@ -18,16 +18,9 @@ pub async fn run(ctx: &Ctx, cmd: ReleaseCommand) -> CliResult {
                 &r,
                 Receipt {
                     what: format!("Created release of app `{app}` from `{}`", r.image_ref),
-                    ids: vec![
-                        ("release", r.id.to_string()),
-                        ("manifest", r.manifest_hash.clone()),
-                    ],
+                    ids: vec![("release", r.id.to_string()), ("manifest", r.manifest_hash.clone())],
                     details: None,
-                    next: vec![format!(
-                        "vt deploy --release {}{}",
-                        r.id,
-                        scope_flags(ctx, true, true)
-                    )],
+                    next: vec![format!("vt deploy --release {}{}", r.id, scope_flags(ctx, true, true))],
                 },
             );
         }
@@ -58,19 +51,9 @@ pub async fn run(ctx: &Ctx, cmd: ReleaseCommand) -> CliResult {
 pub async fn create(ctx: &Ctx, src: &ReleaseSource) -> CliResult<ReleaseView> {
     let (org, app) = (ctx.settings.org()?, ctx.settings.app()?);
     let manifest = fs_err::read_to_string(&src.manifest)?;
-    vt_manifest::parse(&manifest).map_err(|errors| CliError::Manifest {
-        path: src.manifest.clone(),
-        errors,
-    })?;
-    let req = CreateRelease {
-        image: src.image.clone(),
-        manifest,
-    };
-    Ok(ctx
-        .client()
-        .release_create(org, app, &req, &idempotency_key())
-        .await?
-        .value)
+    vt_manifest::parse(&manifest).map_err(|errors| CliError::Manifest { path: src.manifest.clone(), errors })?;
+    let req = CreateRelease { image: src.image.clone(), manifest };
+    Ok(ctx.client().release_create(org, app, &req, &idempotency_key()).await?.value)
 }
 
 /// `sha256:0123456789ab` (12 hex digits are plenty to tell releases apart).

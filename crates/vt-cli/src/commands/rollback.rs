@@ -32,7 +32,15 @@ pub async fn run(ctx: &Ctx, args: RollbackArgs) -> CliResult {
         ids.push(("previous", prev.to_string()));
     }
     let details = args.wait.then(|| super::deploy::phases(&d));
-    p.receipt(&d, Receipt { what, ids, details, next: vec![format!("vt deploy get {}{flags}", d.id), format!("vt describe{flags}")] });
+    p.receipt(
+        &d,
+        Receipt {
+            what,
+            ids,
+            details,
+            next: vec![format!("vt deploy get {}{flags}", d.id), format!("vt describe{flags}")],
+        },
+    );
     if args.wait {
         return super::deploy::outcome(ctx, &d).await;
     }

@@ -14,32 +14,32 @@ pub async fn run(ctx: &Ctx, cmd: RouteCommand) -> CliResult {
     match cmd {
         RouteCommand::Create(args) => {
             let req = request(args);
-            let route = client
-                .route_create(org, app, env, &req, &idempotency_key())
-                .await?
-                .value;
+            let route = client.route_create(org, app, env, &req, &idempotency_key()).await?.value;
             p.receipt(
                 &route,
                 Receipt {
-                    what: format!("Created {} route {} → process `{}` port {}", label(&route.protocol), listener(&route), route.process, route.backend_port),
+                    what: format!(
+                        "Created {} route {} → process `{}` port {}",
+                        label(&route.protocol),
+                        listener(&route),
+                        route.process,
+                        route.backend_port
+                    ),
                     ids: vec![("route", route.id.to_string()), ("env", route.env_id.to_string())],
-                    details: route.proxy_protocol.then(|| "a PROXY protocol v2 header with the client's address goes first to the backend".to_owned()),
-                    next: vec![format!("vt route list{}", scope_flags(ctx, true, true)), format!("vt instances{}", scope_flags(ctx, true, true))],
+                    details: route.proxy_protocol.then(|| {
+                        "a PROXY protocol v2 header with the client's address goes first to the backend".to_owned()
+                    }),
+                    next: vec![
+                        format!("vt route list{}", scope_flags(ctx, true, true)),
+                        format!("vt instances{}", scope_flags(ctx, true, true)),
+                    ],
                 },
             );
         }
         RouteCommand::List => {
             let list = client.route_list(org, app, env).await?;
             p.show(&list, || {
-                let mut t = Table::new(&[
-                    "ID",
-                    "PROTOCOL",
-                    "LISTENER",
-                    "PROCESS",
-                    "BACKEND PORT",
-                    "PROXY",
-                    "CREATED",
-                ]);
+                let mut t = Table::new(&["ID", "PROTOCOL", "LISTENER", "PROCESS", "BACKEND PORT", "PROXY", "CREATED"]);
                 for r in &list.items {
                     t.row(vec![
                         r.id.to_string(),
@@ -47,11 +47,7 @@ pub async fn run(ctx: &Ctx, cmd: RouteCommand) -> CliResult {
                         listener(r),
                         r.process.clone(),
                         r.backend_port.to_string(),
-                        if r.proxy_protocol {
-                            "v2".into()
-                        } else {
-                            "-".into()
-                        },
+                        if r.proxy_protocol { "v2".into() } else { "-".into() },
                         time(&r.created_at),
                     ]);
                 }
@@ -59,17 +55,11 @@ pub async fn run(ctx: &Ctx, cmd: RouteCommand) -> CliResult {
             });
         }
         RouteCommand::Delete { route } => {
-            let route = client
-                .route_delete(org, app, env, &route, &idempotency_key())
-                .await?
-                .value;
+            let route = client.route_delete(org, app, env, &route, &idempotency_key()).await?.value;
             p.receipt(
                 &route,
                 Receipt {
-                    what: format!(
-                        "Deleted route {}; new connections to it are refused",
-                        listener(&route)
-                    ),
+                    what: format!("Deleted route {}; new connections to it are refused", listener(&route)),
                     ids: vec![("route", route.id.to_string())],
                     details: None,
                     next: vec![format!("vt route list{}", scope_flags(ctx, true, true))],
@@ -82,11 +72,7 @@ pub async fn run(ctx: &Ctx, cmd: RouteCommand) -> CliResult {
 
 fn request(a: RouteCreateArgs) -> CreateRoute {
     CreateRoute {
-        protocol: if a.tcp {
-            RouteProtocol::Tcp
-        } else {
-            RouteProtocol::Tls
-        },
+        protocol: if a.tcp { RouteProtocol::Tcp } else { RouteProtocol::Tls },
         hostname: a.hostname,
         port: a.port,
         process: a.process,

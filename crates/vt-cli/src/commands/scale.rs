@@ -20,18 +20,12 @@ pub async fn run(ctx: &Ctx, args: ScaleArgs) -> CliResult {
     }
     let processes = parse(&args.processes)?;
     let changed: Vec<String> = processes.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let scales = client
-        .scale_set(org, app, env, &SetScale { processes }, &idempotency_key())
-        .await?
-        .value;
+    let scales = client.scale_set(org, app, env, &SetScale { processes }, &idempotency_key()).await?.value;
     p.receipt(
         &scales,
         Receipt {
             what: format!("Scaled env `{env}`: {}", changed.join(" ")),
-            ids: scales
-                .first()
-                .map(|s| vec![("env", s.env_id.to_string())])
-                .unwrap_or_default(),
+            ids: scales.first().map(|s| vec![("env", s.env_id.to_string())]).unwrap_or_default(),
             details: Some(table(&scales)),
             next: vec![format!("vt describe{}", scope_flags(ctx, true, true))],
         },
@@ -42,21 +36,13 @@ pub async fn run(ctx: &Ctx, args: ScaleArgs) -> CliResult {
 fn parse(args: &[String]) -> CliResult<BTreeMap<String, u32>> {
     let mut out = BTreeMap::new();
     for a in args {
-        let parsed = a
-            .split_once('=')
-            .and_then(|(k, v)| Some((k, v.parse::<u32>().ok()?)))
-            .filter(|(k, _)| !k.is_empty());
+        let parsed =
+            a.split_once('=').and_then(|(k, v)| Some((k, v.parse::<u32>().ok()?))).filter(|(k, _)| !k.is_empty());
         let (k, v) = parsed.ok_or_else(|| {
-            CliError::usage(
-                format!("`{a}` is not PROCESS=N"),
-                Some("for example `vt scale web=3 worker=1`".into()),
-            )
+            CliError::usage(format!("`{a}` is not PROCESS=N"), Some("for example `vt scale web=3 worker=1`".into()))
         })?;
         if out.insert(k.to_owned(), v).is_some() {
-            return Err(CliError::usage(
-                format!("process `{k}` is given twice"),
-                None,
-            ));
+            return Err(CliError::usage(format!("process `{k}` is given twice"), None));
         }
     }
     Ok(out)
@@ -65,11 +51,7 @@ fn parse(args: &[String]) -> CliResult<BTreeMap<String, u32>> {
 fn table(items: &[ScaleView]) -> String {
     let mut t = Table::new(&["PROCESS", "INSTANCES", "UPDATED"]);
     for s in items {
-        t.row(vec![
-            s.process.clone(),
-            s.instances.to_string(),
-            time(&s.updated_at),
-        ]);
+        t.row(vec![s.process.clone(), s.instances.to_string(), time(&s.updated_at)]);
     }
     t.render()
 }

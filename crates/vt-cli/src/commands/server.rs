@@ -15,20 +15,14 @@ fn config(store: &StoreArgs, listen: std::net::SocketAddr) -> ServerConfig {
         data_dir: store.data_dir.clone(),
         listen,
         database_url: store.database_url.clone().filter(|u| !u.is_empty()),
-        sqlite: vt_store::SqliteOptions {
-            full_sync: store.sqlite_sync == SqliteSync::Full,
-        },
+        sqlite: vt_store::SqliteOptions { full_sync: store.sqlite_sync == SqliteSync::Full },
     }
 }
 
 fn init_logs() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let _ = tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
 fn failed(e: impl std::fmt::Display) -> CliError {
@@ -45,11 +39,7 @@ pub async fn run(p: &Printer, args: ServerArgs) -> CliResult {
     let addr = server.local_addr()?;
     let cp = server.control_plane.clone();
     cp.ingress.set_tcp_ports(args.ingress_tcp_ports.clone());
-    let ingress = if args.no_ingress {
-        None
-    } else {
-        Some(start_ingress(&args, &config, &cp).await?)
-    };
+    let ingress = if args.no_ingress { None } else { Some(start_ingress(&args, &config, &cp).await?) };
     match &server.admin_token_written {
         Some(path) => p.notice(&format!("wrote a new admin token to {}", path.display())),
         None => p.notice(&format!(
@@ -60,9 +50,8 @@ pub async fn run(p: &Printer, args: ServerArgs) -> CliResult {
     let agent = if args.no_agent {
         None
     } else {
-        let token = vt_control_plane::auth::local_node_token(cp.store.as_ref(), &config.data_dir)
-            .await
-            .map_err(failed)?;
+        let token =
+            vt_control_plane::auth::local_node_token(cp.store.as_ref(), &config.data_dir).await.map_err(failed)?;
         start_agent(p, &args, &config, addr, token)
     };
     p.notice(&format!("listening on {addr}"));
@@ -114,10 +103,7 @@ fn start_agent(
     config: &ServerConfig,
     addr: std::net::SocketAddr,
     token: String,
-) -> Option<(
-    std::sync::Arc<vt_agent::Agent>,
-    tokio::task::JoinHandle<()>,
-)> {
+) -> Option<(std::sync::Arc<vt_agent::Agent>, tokio::task::JoinHandle<()>)> {
     let name = args.node_name.clone().unwrap_or_else(|| {
         std::fs::read_to_string("/proc/sys/kernel/hostname")
             .ok()
@@ -125,21 +111,14 @@ fn start_agent(
             .filter(|h| !h.is_empty())
             .unwrap_or_else(|| "local".into())
     });
-    let cfg = vt_agent::AgentConfig::new(
-        &format!("http://{addr}"),
-        Some(token),
-        &name,
-        config.data_dir.clone(),
-    );
+    let cfg = vt_agent::AgentConfig::new(&format!("http://{addr}"), Some(token), &name, config.data_dir.clone());
     match vt_agent::Agent::new(cfg) {
         Ok(agent) => {
             p.notice(&format!("node agent running as node `{name}`"));
             Some((agent.clone(), tokio::spawn(agent.run())))
         }
         Err(e) => {
-            p.warning(&format!(
-                "the node agent is not running ({e}); instances placed on this host will not start"
-            ));
+            p.warning(&format!("the node agent is not running ({e}); instances placed on this host will not start"));
             None
         }
     }
@@ -168,9 +147,7 @@ async fn shutdown_signal() {
 async fn rebuild(p: &Printer, store: &StoreArgs) -> CliResult {
     let config = config(store, ([127, 0, 0, 1], 0).into());
     let store = open_store(&config).await.map_err(failed)?;
-    let report = vt_control_plane::rebuild::rebuild_views(store)
-        .await
-        .map_err(failed)?;
+    let report = vt_control_plane::rebuild::rebuild_views(store).await.map_err(failed)?;
     p.show(&report, || {
         let mut s = fields(&[
             ("events", report.events.to_string()),

@@ -13,10 +13,7 @@ pub async fn run(ctx: &Ctx, cmd: SystemCommand) -> CliResult {
 }
 
 async fn boot_timings(ctx: &Ctx, args: BootTimingsArgs) -> CliResult {
-    let q = BootTimingsQuery {
-        node: args.node,
-        ..Default::default()
-    };
+    let q = BootTimingsQuery { node: args.node, ..Default::default() };
     let summary = ctx.client().system_boot_timings(&q).await?;
     ctx.printer.show(&summary, || render(&summary));
     Ok(ExitStatus::Success)
@@ -27,14 +24,7 @@ fn render(s: &BootTimingSummary) -> String {
     let ms = |v: Option<u64>| v.map(|v| format!("{v} ms")).unwrap_or_else(|| "-".into());
     let mut t = Table::new(&["PHASE", "COUNT", "P50", "P95", "P99", "MAX"]);
     for p in &s.phases {
-        t.row(vec![
-            label(&p.phase),
-            p.count.to_string(),
-            ms(p.p50_ms),
-            ms(p.p95_ms),
-            ms(p.p99_ms),
-            ms(p.max_ms),
-        ]);
+        t.row(vec![label(&p.phase), p.count.to_string(), ms(p.p50_ms), ms(p.p95_ms), ms(p.p99_ms), ms(p.max_ms)]);
     }
     format!(
         "{}{} of {} instance(s) reported boot timings; percentiles are nearest-rank\n",

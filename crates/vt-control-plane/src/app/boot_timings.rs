@@ -16,7 +16,10 @@ impl ControlPlane {
         let mut query = Self::kind_query(ViewKind::Instance);
         if let Some(env) = &q.env {
             if !env.starts_with("env_") {
-                return Err(ApiErr::invalid("env", format!("`env` must be an env id (`env_...`); got {env:?}; `vt env get` shows it")));
+                return Err(ApiErr::invalid(
+                    "env",
+                    format!("`env` must be an env id (`env_...`); got {env:?}; `vt env get` shows it"),
+                ));
             }
             self.view::<EnvView>(env).await?.ok_or_else(|| ApiErr::not_found(format!("env `{env}` not found")))?;
             query = query.parent(env);
@@ -24,7 +27,12 @@ impl ControlPlane {
         if let Some(process) = &q.process {
             query = query.name(process);
         }
-        let instances: Vec<InstanceView> = self.views::<InstanceView>(query).await?.into_iter().filter(|i| node.is_none_or(|n| i.node_id == n)).collect();
+        let instances: Vec<InstanceView> = self
+            .views::<InstanceView>(query)
+            .await?
+            .into_iter()
+            .filter(|i| node.is_none_or(|n| i.node_id == n))
+            .collect();
         Ok(BootTimingSummary::of(instances.len(), instances.iter().filter_map(|i| i.boot.as_ref())))
     }
 }

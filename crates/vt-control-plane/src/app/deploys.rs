@@ -3,22 +3,30 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use axum::http::StatusCode;
-use vt_api::{CreateDeploy, CrashLoop, EnvDescription, ProcessState, SetScale};
-use vt_events::{AggregateType, DeployCreated, DeployKind, DeployStatus, DeployStatusChanged, DesiredState, Event, Health, InstanceStatus, ScaleSet};
+use vt_api::{CrashLoop, CreateDeploy, EnvDescription, ProcessState, SetScale};
+use vt_events::{
+    AggregateType, DeployCreated, DeployKind, DeployStatus, DeployStatusChanged, DesiredState, Event, Health,
+    InstanceStatus, ScaleSet,
+};
 use vt_ids::DeployId;
-use vt_store::{ExpectedVersion, Expectation};
+use vt_store::{Expectation, ExpectedVersion};
 use vt_views::{AppView, DeployView, EnvView, InstanceView, ReleaseView, ScaleView, ViewKind};
 
 use crate::{rollout, validate, ApiErr, ApiResult, ControlPlane, Ctx, Plan};
 
 fn manifest_of(release: &ReleaseView) -> ApiResult<vt_manifest::Manifest> {
-    vt_manifest::from_normalized_json(&release.manifest).map_err(|e| ApiErr::internal(format!("stored manifest of {} does not decode: {e}", release.id)))
+    vt_manifest::from_normalized_json(&release.manifest)
+        .map_err(|e| ApiErr::internal(format!("stored manifest of {} does not decode: {e}", release.id)))
 }
 
 impl ControlPlane {
     async fn env_pin(&self, env: &EnvView) -> ApiResult<Expectation> {
         let version = self.store.aggregate_version(AggregateType::Env, &env.id.to_string()).await?;
-        Ok(Expectation { aggregate_type: AggregateType::Env, aggregate_id: env.id.to_string(), expected: ExpectedVersion::Exact(version) })
+        Ok(Expectation {
+            aggregate_type: AggregateType::Env,
+            aggregate_id: env.id.to_string(),
+            expected: ExpectedVersion::Exact(version),
+        })
     }
 
     pub async fn scales(&self, env: &EnvView) -> ApiResult<Vec<ScaleView>> {
@@ -29,12 +37,21 @@ impl ControlPlane {
     /// Start a deploy of `release` onto `env`: the env's desired release changes,
     /// an unfinished earlier deploy is superseded, and process types that have
     /// no desired count yet get their manifest's `scaling.min`.
-    pub async fn create_deploy(&self, ctx: &Ctx, app: &AppView, env: &EnvView, req: CreateDeploy) -> ApiResult<Plan<DeployView>> {
+    pub async fn create_deploy(
+        &self,
+        ctx: &Ctx,
+        app: &AppView,
+        env: &EnvView,
+        req: CreateDeploy,
+    ) -> ApiResult<Plan<DeployView>> {
         if !ctx.caller.is_admin() {
             return Err(ApiErr::forbidden("this needs an admin token"));
         }
         if vt_ids::ReleaseId::parse(&req.release_id).is_err() {
-            return Err(ApiErr::invalid("release_id", format!("`release_id` must be a release id (`rel_...`); got {:?}", req.release_id)));
+            return Err(ApiErr::invalid(
+                "release_id",
+                format!("`release_id` must be a release id (`rel_...`); got {:?}", req.release_id),
+            ));
         }
         let release = self.release(app, &req.release_id).await.map_err(|e| e.field("release_id"))?;
         self.fresh().await?;
@@ -66,7 +83,13 @@ impl ControlPlane {
     }
 
     /// The deploy plan for a release onto an env read fresh from the views.
-    async fn deploy_release(&self, ctx: &Ctx, env: &EnvView, release: ReleaseView, kind: DeployKind) -> ApiResult<Plan<DeployView>> {
+    async fn deploy_release(
+        &self,
+        ctx: &Ctx,
+        env: &EnvView,
+        release: ReleaseView,
+        kind: DeployKind,
+    ) -> ApiResult<Plan<DeployView>> {
         let manifest = manifest_of(&release)?;
         let env = env.clone();
         let pin = self.env_pin(&env).await?;
@@ -114,7 +137,13 @@ impl ControlPlane {
         let scaled: BTreeSet<String> = self.scales(&env).await?.into_iter().map(|s| s.process).collect();
         for (process, p) in &manifest.processes {
             if !scaled.contains(process) {
-                plan = plan.event(Event::ScaleSet(ScaleSet { org_id: env.org_id, app_id: env.app_id, env_id: env.id, process: process.clone(), instances: p.scaling.min }));
+                plan = plan.event(Event::ScaleSet(ScaleSet {
+                    org_id: env.org_id,
+                    app_id: env.app_id,
+                    env_id: env.id,
+                    process: process.clone(),
+                    instances: p.scaling.min,
+                }));
             }
         }
         Ok(plan)
@@ -122,12 +151,21 @@ impl ControlPlane {
 
     /// Set desired instance counts. Checked against the desired release's
     /// manifest when there is one (process exists, count within `scaling`).
-    pub async fn set_scale(&self, ctx: &Ctx, app: &AppView, env: &EnvView, req: SetScale) -> ApiResult<Plan<Vec<ScaleView>>> {
+    pub async fn set_scale(
+        &self,
+        ctx: &Ctx,
+        app: &AppView,
+        env: &EnvView,
+        req: SetScale,
+    ) -> ApiResult<Plan<Vec<ScaleView>>> {
         if !ctx.caller.is_admin() {
             return Err(ApiErr::forbidden("this needs an admin token"));
         }
         if req.processes.is_empty() {
-            return Err(ApiErr::invalid("processes", "`processes` is empty; name at least one process, e.g. {\"web\": 2}"));
+            return Err(ApiErr::invalid(
+                "processes",
+                "`processes` is empty; name at least one process, e.g. {\"web\": 2}",
+            ));
         }
         self.fresh().await?;
         let env: EnvView = self.view(&env.id.to_string()).await?.ok_or_else(|| ApiErr::not_found("env vanished"))?;
@@ -141,16 +179,29 @@ impl ControlPlane {
             if let Some(m) = &manifest {
                 let p = m.processes.get(process).ok_or_else(|| {
                     let known: Vec<&str> = m.processes.keys().map(String::as_str).collect();
-                    ApiErr::invalid(&field, format!("the desired release has no process `{process}`; its processes are: {}", known.join(", ")))
+                    ApiErr::invalid(
+                        &field,
+                        format!(
+                            "the desired release has no process `{process}`; its processes are: {}",
+                            known.join(", ")
+                        ),
+                    )
                 })?;
                 if n < p.scaling.min || n > p.scaling.max {
-                    return Err(ApiErr::invalid(&field, format!("process `{process}` allows {}..={} instances (manifest `scaling`); got {n}", p.scaling.min, p.scaling.max)));
+                    return Err(ApiErr::invalid(
+                        &field,
+                        format!(
+                            "process `{process}` allows {}..={} instances (manifest `scaling`); got {n}",
+                            p.scaling.min, p.scaling.max
+                        ),
+                    ));
                 }
             } else if n > 1000 {
                 return Err(ApiErr::invalid(&field, format!("at most 1000 instances per process; got {n}")));
             }
         }
-        let current: BTreeMap<String, ScaleView> = self.scales(&env).await?.into_iter().map(|s| (s.process.clone(), s)).collect();
+        let current: BTreeMap<String, ScaleView> =
+            self.scales(&env).await?.into_iter().map(|s| (s.process.clone(), s)).collect();
         let now = ctx.now();
         let mut result = current.clone();
         let mut plan = Plan::new(StatusCode::OK, vec![]).expect(self.env_pin(&env).await?);
@@ -158,8 +209,24 @@ impl ControlPlane {
             if current.get(process).map(|s| s.instances) == Some(n) {
                 continue; // already so: nothing to record
             }
-            plan = plan.event(Event::ScaleSet(ScaleSet { org_id: env.org_id, app_id: env.app_id, env_id: env.id, process: process.clone(), instances: n }));
-            result.insert(process.clone(), ScaleView { org_id: env.org_id, app_id: env.app_id, env_id: env.id, process: process.clone(), instances: n, updated_at: now });
+            plan = plan.event(Event::ScaleSet(ScaleSet {
+                org_id: env.org_id,
+                app_id: env.app_id,
+                env_id: env.id,
+                process: process.clone(),
+                instances: n,
+            }));
+            result.insert(
+                process.clone(),
+                ScaleView {
+                    org_id: env.org_id,
+                    app_id: env.app_id,
+                    env_id: env.id,
+                    process: process.clone(),
+                    instances: n,
+                    updated_at: now,
+                },
+            );
         }
         plan.response = result.into_values().collect();
         Ok(plan)
@@ -173,10 +240,12 @@ impl ControlPlane {
     }
 
     pub async fn deploy(&self, env: &EnvView, r: &str) -> ApiResult<DeployView> {
-        self.view::<DeployView>(r)
-            .await?
-            .filter(|d| d.env_id == env.id)
-            .ok_or_else(|| ApiErr::not_found(format!("deploy `{r}` not found in env `{}`; `vt deploy list` shows its deploys", env.name)))
+        self.view::<DeployView>(r).await?.filter(|d| d.env_id == env.id).ok_or_else(|| {
+            ApiErr::not_found(format!(
+                "deploy `{r}` not found in env `{}`; `vt deploy list` shows its deploys",
+                env.name
+            ))
+        })
     }
 
     /// Instances of an env, by process then id.
@@ -198,7 +267,8 @@ impl ControlPlane {
             None => None,
         };
         let manifest = release.as_ref().map(manifest_of).transpose()?;
-        let scales: BTreeMap<String, u32> = self.scales(env).await?.into_iter().map(|s| (s.process, s.instances)).collect();
+        let scales: BTreeMap<String, u32> =
+            self.scales(env).await?.into_iter().map(|s| (s.process, s.instances)).collect();
         let instances = self.list_instances(env).await?;
         let mut names: BTreeSet<String> = scales.keys().cloned().collect();
         names.extend(manifest.iter().flat_map(|m| m.processes.keys().cloned()));
@@ -207,12 +277,17 @@ impl ControlPlane {
         let preview = if env.desired_release_id.is_some() { Some(self.scheduler_preview().await?) } else { None };
         // A deploy still going: how far each process got.
         let rolling = current_deploy.as_ref().filter(|d| d.status == DeployStatus::Rolling).map(|d| {
-            let desired = manifest.iter().flat_map(|m| m.processes.keys()).map(|p| (p.clone(), scales.get(p).copied().unwrap_or(0))).collect();
+            let desired = manifest
+                .iter()
+                .flat_map(|m| m.processes.keys())
+                .map(|p| (p.clone(), scales.get(p).copied().unwrap_or(0)))
+                .collect();
             (d, rollout::progress(d, &desired, &instances))
         });
         // A failed deploy: said on the process of the instance that failed it.
         let failed = current_deploy.as_ref().filter(|d| d.status == DeployStatus::Failed).map(|d| {
-            let process = d.failed_instance_id.and_then(|f| instances.iter().find(|i| i.id == f)).map(|i| i.process.clone());
+            let process =
+                d.failed_instance_id.and_then(|f| instances.iter().find(|i| i.id == f)).map(|i| i.process.clone());
             (d, process)
         });
         let mut processes = vec![];
@@ -223,19 +298,32 @@ impl ControlPlane {
             for i in &mine {
                 *by_status.entry(i.status.as_str().to_owned()).or_default() += 1;
             }
-            let live: Vec<&InstanceView> = mine.iter().copied().filter(|i| i.desired_state == DesiredState::Running && !i.status.is_terminal()).collect();
-            let running: Vec<&InstanceView> =
-                live.iter().copied().filter(|i| i.status == InstanceStatus::Running && Some(i.release_id) == env.desired_release_id).collect();
+            let live: Vec<&InstanceView> = mine
+                .iter()
+                .copied()
+                .filter(|i| i.desired_state == DesiredState::Running && !i.status.is_terminal())
+                .collect();
+            let running: Vec<&InstanceView> = live
+                .iter()
+                .copied()
+                .filter(|i| i.status == InstanceStatus::Running && Some(i.release_id) == env.desired_release_id)
+                .collect();
             let running_desired = running.len() as u32;
             let ready_desired = running.iter().filter(|i| i.is_ready()).count() as u32;
             let mut differences = vec![];
             if let Some((d, p)) = &failed {
                 if p.as_deref().is_none_or(|p| p == process) {
-                    differences.push(format!("deploy {} failed: {}", d.id, d.reason.as_deref().unwrap_or("no reason recorded")));
+                    differences.push(format!(
+                        "deploy {} failed: {}",
+                        d.id,
+                        d.reason.as_deref().unwrap_or("no reason recorded")
+                    ));
                 }
             }
             if manifest.as_ref().is_some_and(|m| !m.processes.contains_key(&process)) && desired > 0 {
-                differences.push(format!("the desired release has no process `{process}`, yet {desired} instance(s) are desired"));
+                differences.push(format!(
+                    "the desired release has no process `{process}`, yet {desired} instance(s) are desired"
+                ));
             }
             if env.desired_release_id.is_none() && desired > 0 {
                 differences.push("no release has been deployed to this env yet: run `vt deploy`".to_owned());
@@ -243,14 +331,19 @@ impl ControlPlane {
             if running_desired < desired {
                 let allocated = live.len() as u32;
                 if allocated < desired {
-                    differences.push(format!("{desired} instance(s) desired, {allocated} allocated: the scheduler has not placed {} yet", desired - allocated));
+                    differences.push(format!(
+                        "{desired} instance(s) desired, {allocated} allocated: the scheduler has not placed {} yet",
+                        desired - allocated
+                    ));
                 } else {
-                    differences.push(format!("{desired} instance(s) desired, {running_desired} running the desired release"));
+                    differences
+                        .push(format!("{desired} instance(s) desired, {running_desired} running the desired release"));
                 }
             }
             if ready_desired < running_desired {
                 let pending = running.iter().filter(|i| i.health == Some(Health::Pending)).count();
-                let failing = running.iter().filter(|i| i.health == Some(Health::Failing) || i.failure.is_some()).count();
+                let failing =
+                    running.iter().filter(|i| i.health == Some(Health::Failing) || i.failure.is_some()).count();
                 let mut why = vec![];
                 if pending > 0 {
                     why.push(format!("{pending} health check pending"));
@@ -264,21 +357,45 @@ impl ControlPlane {
                 differences.push(format!("rolling deploy {}: {} of {} new ready", d.id, p.ready(), p.desired));
             }
             if (live.len() as u32) > desired {
-                differences.push(format!("{} instance(s) more than desired are still running; they are to be stopped", live.len() as u32 - desired));
+                differences.push(format!(
+                    "{} instance(s) more than desired are still running; they are to be stopped",
+                    live.len() as u32 - desired
+                ));
             }
-            let crash_loop = preview.as_ref().and_then(|pv| Some((pv.now, pv.crash_loops.iter().find(|c| c.env == env.id.to_string() && c.process == process)?)));
+            let crash_loop = preview.as_ref().and_then(|pv| {
+                Some((pv.now, pv.crash_loops.iter().find(|c| c.env == env.id.to_string() && c.process == process)?))
+            });
             let crash_loop = crash_loop.map(|(now, cl)| {
-                let at = |ms: u64| chrono::DateTime::from_timestamp_millis(i64::try_from(ms).unwrap_or(i64::MAX)).unwrap_or(now);
+                let at = |ms: u64| {
+                    chrono::DateTime::from_timestamp_millis(i64::try_from(ms).unwrap_or(i64::MAX)).unwrap_or(now)
+                };
                 let next = at(cl.restart_at);
                 let when = match cl.held {
                     0 => "a replacement is starting".to_owned(),
-                    _ => format!("next restart in {} s", u64::try_from((next - now).num_milliseconds()).unwrap_or(0).div_ceil(1000)),
+                    _ => format!(
+                        "next restart in {} s",
+                        u64::try_from((next - now).num_milliseconds()).unwrap_or(0).div_ceil(1000)
+                    ),
                 };
                 differences.push(format!("crash loop: {cl}; {when}"));
-                CrashLoop { failures: cl.failures, last_failure: cl.last.reason.clone(), last_failure_at: at(cl.last.at), next_restart_at: next, waiting: cl.held }
+                CrashLoop {
+                    failures: cl.failures,
+                    last_failure: cl.last.reason.clone(),
+                    last_failure_at: at(cl.last.at),
+                    next_restart_at: next,
+                    waiting: cl.held,
+                }
             });
-            if let Some(u) = preview.as_ref().and_then(|pv| pv.unplaceable.iter().find(|u| u.env_id == env.id.to_string() && u.process == process)) {
-                differences.push(format!("cannot place {} more: {}; {}", u.wanted.saturating_sub(u.placed), u.reason, u.hint));
+            if let Some(u) = preview
+                .as_ref()
+                .and_then(|pv| pv.unplaceable.iter().find(|u| u.env_id == env.id.to_string() && u.process == process))
+            {
+                differences.push(format!(
+                    "cannot place {} more: {}; {}",
+                    u.wanted.saturating_sub(u.placed),
+                    u.reason,
+                    u.hint
+                ));
             }
             processes.push(ProcessState {
                 process,

@@ -3,7 +3,7 @@
 
 use axum::http::StatusCode;
 use vt_events::AggregateType;
-use vt_store::{ExpectedVersion, Expectation};
+use vt_store::{Expectation, ExpectedVersion};
 use vt_views::{AppView, EnvView, OrgView, ViewKind};
 
 use crate::{ApiErr, ApiResult, ControlPlane};
@@ -42,7 +42,9 @@ impl ControlPlane {
         } else {
             self.views::<AppView>(Self::kind_query(ViewKind::App).parent(org.id).name(r)).await?.into_iter().next()
         };
-        found.ok_or_else(|| ApiErr::not_found(format!("app `{r}` not found in org `{}`; `vt app list` shows its apps", org.name)))
+        found.ok_or_else(|| {
+            ApiErr::not_found(format!("app `{r}` not found in org `{}`; `vt app list` shows its apps", org.name))
+        })
     }
 
     pub async fn env(&self, app: &AppView, r: &str) -> ApiResult<EnvView> {
@@ -51,7 +53,9 @@ impl ControlPlane {
         } else {
             self.views::<EnvView>(Self::kind_query(ViewKind::Env).parent(app.id).name(r)).await?.into_iter().next()
         };
-        found.ok_or_else(|| ApiErr::not_found(format!("env `{r}` not found in app `{}`; `vt env list` shows its envs", app.name)))
+        found.ok_or_else(|| {
+            ApiErr::not_found(format!("env `{r}` not found in app `{}`; `vt env list` shows its envs", app.name))
+        })
     }
 
     pub async fn org_app(&self, org: &str, app: &str) -> ApiResult<(OrgView, AppView)> {

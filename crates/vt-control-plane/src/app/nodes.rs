@@ -1,10 +1,13 @@
 //! Nodes (register, heartbeat, capacity) and the node-facing instance API.
 
 use axum::http::StatusCode;
-use vt_api::{Heartbeat, NodeInfo, RegisterNode, ReportInstanceStatus};
 use std::net::Ipv6Addr;
+use vt_api::{Heartbeat, NodeInfo, RegisterNode, ReportInstanceStatus};
 
-use vt_events::{AggregateType, Capacity, Event, InstanceStatus, InstanceStatusReported, NodeCapacityChanged, NodeRegistered, NodeStatus, NodeStatusChanged, NodeSubnetAssigned};
+use vt_events::{
+    AggregateType, Capacity, Event, InstanceStatus, InstanceStatusReported, NodeCapacityChanged, NodeRegistered,
+    NodeStatus, NodeStatusChanged, NodeSubnetAssigned,
+};
 use vt_ids::NodeId;
 use vt_store::Claim;
 use vt_views::{InstanceView, NodeView, ViewKind};
@@ -42,12 +45,18 @@ impl ControlPlane {
         for (k, v) in &req.labels {
             validate::text(&format!("labels.{k}"), v, 256)?;
             if k.is_empty() || k.len() > 63 || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b)) {
-                return Err(ApiErr::invalid(format!("labels.{k}"), "label keys are 1-63 characters of letters, digits and `-_./`"));
+                return Err(ApiErr::invalid(
+                    format!("labels.{k}"),
+                    "label keys are 1-63 characters of letters, digits and `-_./`",
+                ));
             }
         }
         if let Some(a) = &req.address {
             if a.parse::<std::net::IpAddr>().is_err() {
-                return Err(ApiErr::invalid("address", format!("`address` must be an IPv6 or IPv4 address; got {a:?}")));
+                return Err(ApiErr::invalid(
+                    "address",
+                    format!("`address` must be an IPv6 or IPv4 address; got {a:?}"),
+                ));
             }
         }
         self.fresh().await?;
@@ -56,7 +65,11 @@ impl ControlPlane {
         if let Some(mut existing) = nodes.iter().find(|n| n.name == req.name).cloned() {
             let mut plan = Plan::new(StatusCode::OK, existing.clone()).expect(exists(AggregateType::Node, existing.id));
             if existing.capacity != req.capacity || existing.allocatable != allocatable {
-                plan = plan.event(Event::NodeCapacityChanged(NodeCapacityChanged { node_id: existing.id, capacity: req.capacity, allocatable }));
+                plan = plan.event(Event::NodeCapacityChanged(NodeCapacityChanged {
+                    node_id: existing.id,
+                    capacity: req.capacity,
+                    allocatable,
+                }));
                 existing.capacity = req.capacity;
                 existing.allocatable = allocatable;
                 existing.updated_at = now;
@@ -65,7 +78,10 @@ impl ControlPlane {
             if existing.subnet.is_none() {
                 let subnet = next_subnet(&nodes)?;
                 plan = plan
-                    .event(Event::NodeSubnetAssigned(NodeSubnetAssigned { node_id: existing.id, subnet: subnet.clone() }))
+                    .event(Event::NodeSubnetAssigned(NodeSubnetAssigned {
+                        node_id: existing.id,
+                        subnet: subnet.clone(),
+                    }))
                     .claim(Claim { scope: "subnet".into(), name: subnet.clone(), owner: existing.id.to_string() });
                 existing.subnet = Some(subnet);
             }
@@ -88,7 +104,14 @@ impl ControlPlane {
             updated_at: now,
         };
         Ok(Plan::new(StatusCode::CREATED, view)
-            .event(Event::NodeRegistered(NodeRegistered { node_id: id, name: req.name.clone(), capacity: req.capacity, allocatable, labels: req.labels, address: req.address }))
+            .event(Event::NodeRegistered(NodeRegistered {
+                node_id: id,
+                name: req.name.clone(),
+                capacity: req.capacity,
+                allocatable,
+                labels: req.labels,
+                address: req.address,
+            }))
             .event(Event::NodeSubnetAssigned(NodeSubnetAssigned { node_id: id, subnet: subnet.clone() }))
             .claim(Claim { scope: "node".into(), name: req.name, owner: id.to_string() })
             // Two registrations racing for one subnet: the second fails and its agent retries.
@@ -107,13 +130,18 @@ impl ControlPlane {
         check_capacity("capacity", &capacity)?;
         check_capacity("allocatable", &allocatable)?;
         if capacity != node.capacity || allocatable != node.allocatable {
-            plan = plan.event(Event::NodeCapacityChanged(NodeCapacityChanged { node_id: node.id, capacity, allocatable }));
+            plan =
+                plan.event(Event::NodeCapacityChanged(NodeCapacityChanged { node_id: node.id, capacity, allocatable }));
             view.capacity = capacity;
             view.allocatable = allocatable;
             view.updated_at = now;
         }
         if node.status == NodeStatus::Unreachable {
-            plan = plan.event(Event::NodeStatusChanged(NodeStatusChanged { node_id: node.id, status: NodeStatus::Ready, reason: Some("heartbeats resumed".into()) }));
+            plan = plan.event(Event::NodeStatusChanged(NodeStatusChanged {
+                node_id: node.id,
+                status: NodeStatus::Ready,
+                reason: Some("heartbeats resumed".into()),
+            }));
             view.status = NodeStatus::Ready;
             view.status_reason = Some("heartbeats resumed".into());
             view.updated_at = now;
@@ -126,7 +154,10 @@ impl ControlPlane {
         let beats = self.store.heartbeats().await?;
         let mut nodes: Vec<NodeView> = self.views(Self::kind_query(ViewKind::Node)).await?;
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(nodes.into_iter().map(|n| NodeInfo { last_heartbeat_at: beats.get(&n.id.to_string()).copied(), node: n }).collect())
+        Ok(nodes
+            .into_iter()
+            .map(|n| NodeInfo { last_heartbeat_at: beats.get(&n.id.to_string()).copied(), node: n })
+            .collect())
     }
 
     pub async fn node_info(&self, node: NodeView) -> ApiResult<NodeInfo> {
@@ -140,13 +171,21 @@ impl ControlPlane {
 
     /// A node agent reports an instance's current status. Only the admin or the
     /// instance's own node may; terminal statuses are final.
-    pub async fn report_status(&self, ctx: &Ctx, instance: &InstanceView, req: ReportInstanceStatus) -> ApiResult<Plan<InstanceView>> {
+    pub async fn report_status(
+        &self,
+        ctx: &Ctx,
+        instance: &InstanceView,
+        req: ReportInstanceStatus,
+    ) -> ApiResult<Plan<InstanceView>> {
         if let Some(reason) = &req.reason {
             validate::text("reason", reason, 2048)?;
         }
         if let Some(a) = &req.address {
             if a.parse::<std::net::IpAddr>().is_err() {
-                return Err(ApiErr::invalid("address", format!("`address` must be an IPv6 or IPv4 address; got {a:?}")));
+                return Err(ApiErr::invalid(
+                    "address",
+                    format!("`address` must be an IPv6 or IPv4 address; got {a:?}"),
+                ));
             }
         }
         if req.health.is_some() && req.status != InstanceStatus::Running {
@@ -196,7 +235,8 @@ impl ControlPlane {
 /// is the one the nodes already have; the first node draws a random one
 /// (RFC 4193: `fd` + 40 random bits).
 fn next_subnet(nodes: &[NodeView]) -> ApiResult<String> {
-    let taken: Vec<Ipv6Addr> = nodes.iter().filter_map(|n| n.subnet.as_deref()).filter_map(|s| s.strip_suffix("/64")?.parse().ok()).collect();
+    let taken: Vec<Ipv6Addr> =
+        nodes.iter().filter_map(|n| n.subnet.as_deref()).filter_map(|s| s.strip_suffix("/64")?.parse().ok()).collect();
     let prefix: [u16; 3] = match taken.first() {
         Some(a) => {
             let s = a.segments();
@@ -204,7 +244,8 @@ fn next_subnet(nodes: &[NodeView]) -> ApiResult<String> {
         }
         None => {
             let mut b = [0u8; 5];
-            getrandom::fill(&mut b).map_err(|e| ApiErr::internal(format!("no randomness for the cluster prefix: {e}")))?;
+            getrandom::fill(&mut b)
+                .map_err(|e| ApiErr::internal(format!("no randomness for the cluster prefix: {e}")))?;
             [0xfd00 | u16::from(b[0]), u16::from_be_bytes([b[1], b[2]]), u16::from_be_bytes([b[3], b[4]])]
         }
     };

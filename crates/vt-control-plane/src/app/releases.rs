@@ -46,7 +46,10 @@ fn platform_digest(registry: &Storage, repo: &str, digest: &Digest) -> ApiResult
     }
     let index: ImageIndex = serde_json::from_slice(&m.bytes).map_err(ApiErr::internal)?;
     let platform = index.linux_amd64().ok_or_else(|| {
-        ApiErr::invalid("image", format!("`image`: the index {repo}@{digest} has no linux/amd64 manifest; vt nodes run linux/amd64"))
+        ApiErr::invalid(
+            "image",
+            format!("`image`: the index {repo}@{digest} has no linux/amd64 manifest; vt nodes run linux/amd64"),
+        )
     })?;
     Ok(Some(platform.digest.clone()))
 }
@@ -76,20 +79,40 @@ pub fn resolve_image(registry: Option<&Storage>, image: &str) -> ApiResult<Resol
         ApiErr::invalid("image", format!("`image`: tag `{tag}` of `{repo}` is not in the registry; push it with `vt image push PATH --repo {repo} --tag {tag}`, or pin a digest"))
     })?;
     let image_digest = platform_digest(registry, repo, &found.digest)?.unwrap_or_else(|| found.digest.clone());
-    Ok(ResolvedImage { image_ref: format!("{repo}@{}", found.digest), image_digest: image_digest.to_string(), resolved_from: Some(image.to_owned()) })
+    Ok(ResolvedImage {
+        image_ref: format!("{repo}@{}", found.digest),
+        image_digest: image_digest.to_string(),
+        resolved_from: Some(image.to_owned()),
+    })
 }
 
-pub fn create_release(ctx: &Ctx, app: &AppView, req: CreateRelease, image: ResolvedImage) -> ApiResult<Plan<ReleaseView>> {
+pub fn create_release(
+    ctx: &Ctx,
+    app: &AppView,
+    req: CreateRelease,
+    image: ResolvedImage,
+) -> ApiResult<Plan<ReleaseView>> {
     if !ctx.caller.is_admin() {
         return Err(ApiErr::forbidden("this needs an admin token"));
     }
     let digest = image.image_digest.clone();
     if req.manifest.len() > MAX_MANIFEST {
-        return Err(ApiErr::invalid("manifest", format!("`manifest` is {} bytes; the limit is {MAX_MANIFEST}", req.manifest.len())));
+        return Err(ApiErr::invalid(
+            "manifest",
+            format!("`manifest` is {} bytes; the limit is {MAX_MANIFEST}", req.manifest.len()),
+        ));
     }
     let manifest = vt_manifest::parse(&req.manifest).map_err(|errors| {
         let all: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
-        ApiErr::invalid("manifest", format!("the manifest is invalid ({} error{}): {}", all.len(), if all.len() == 1 { "" } else { "s" }, all.join("; ")))
+        ApiErr::invalid(
+            "manifest",
+            format!(
+                "the manifest is invalid ({} error{}): {}",
+                all.len(),
+                if all.len() == 1 { "" } else { "s" },
+                all.join("; ")
+            ),
+        )
     })?;
     let id = ReleaseId::new();
     let view = ReleaseView {
@@ -134,10 +157,12 @@ impl ControlPlane {
     }
 
     pub async fn release(&self, app: &AppView, r: &str) -> ApiResult<ReleaseView> {
-        self.view::<ReleaseView>(r)
-            .await?
-            .filter(|rel| rel.app_id == app.id)
-            .ok_or_else(|| ApiErr::not_found(format!("release `{r}` not found in app `{}`; `vt release list` shows its releases", app.name)))
+        self.view::<ReleaseView>(r).await?.filter(|rel| rel.app_id == app.id).ok_or_else(|| {
+            ApiErr::not_found(format!(
+                "release `{r}` not found in app `{}`; `vt release list` shows its releases",
+                app.name
+            ))
+        })
     }
 }
 

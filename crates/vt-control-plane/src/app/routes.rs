@@ -15,7 +15,7 @@ use axum::http::StatusCode;
 use vt_api::{CreateRoute, RouteProtocol};
 use vt_events::{AggregateType, Event, RouteCreated, RouteDeleted};
 use vt_ids::RouteId;
-use vt_store::{Claim, ExpectedVersion, Expectation};
+use vt_store::{Claim, Expectation, ExpectedVersion};
 use vt_views::{AppView, EnvView, RouteView, ViewKind};
 
 use super::exists;
@@ -84,7 +84,13 @@ impl ControlPlane {
     /// Validate a new route and plan its creation. A TCP route gets the lowest
     /// port of the range that no route holds; a race for it is lost at commit
     /// with a `port` conflict, and the caller retries.
-    pub async fn create_route(&self, ctx: &Ctx, app: &AppView, env: &EnvView, req: CreateRoute) -> ApiResult<Plan<RouteView>> {
+    pub async fn create_route(
+        &self,
+        ctx: &Ctx,
+        app: &AppView,
+        env: &EnvView,
+        req: CreateRoute,
+    ) -> ApiResult<Plan<RouteView>> {
         if !ctx.caller.is_admin() {
             return Err(ApiErr::forbidden("this needs an admin token"));
         }
@@ -95,7 +101,9 @@ impl ControlPlane {
         let range = self.ingress.tcp_ports();
         let (hostname, port) = match req.protocol {
             RouteProtocol::Tls => {
-                let h = req.hostname.as_deref().ok_or_else(|| ApiErr::invalid("hostname", "a `tls` route needs `hostname`: the TLS server name clients ask for"))?;
+                let h = req.hostname.as_deref().ok_or_else(|| {
+                    ApiErr::invalid("hostname", "a `tls` route needs `hostname`: the TLS server name clients ask for")
+                })?;
                 let h = validate::hostname("hostname", h)?;
                 let port = req.port.unwrap_or(DEFAULT_TLS_PORT);
                 if port == 0 {
@@ -104,17 +112,27 @@ impl ControlPlane {
                 if range.contains(&port) {
                     return Err(ApiErr::invalid(
                         "port",
-                        format!("port {port} is in the TCP route range {}-{}; TLS routes listen outside it (default 443)", range.start(), range.end()),
+                        format!(
+                            "port {port} is in the TCP route range {}-{}; TLS routes listen outside it (default 443)",
+                            range.start(),
+                            range.end()
+                        ),
                     ));
                 }
                 (Some(h), port)
             }
             RouteProtocol::Tcp => {
                 if req.hostname.is_some() {
-                    return Err(ApiErr::invalid("hostname", "a `tcp` route is matched by port alone; remove `hostname` (or use protocol `tls`)"));
+                    return Err(ApiErr::invalid(
+                        "hostname",
+                        "a `tcp` route is matched by port alone; remove `hostname` (or use protocol `tls`)",
+                    ));
                 }
                 if req.port.is_some() {
-                    return Err(ApiErr::invalid("port", "a `tcp` route's port is allocated by the server; remove `port`"));
+                    return Err(ApiErr::invalid(
+                        "port",
+                        "a `tcp` route's port is allocated by the server; remove `port`",
+                    ));
                 }
                 (None, self.free_tcp_port(&range).await?)
             }
@@ -173,21 +191,31 @@ impl ControlPlane {
         Ok(Plan::new(StatusCode::OK, route.clone())
             .event(Event::RouteDeleted(RouteDeleted { org_id: route.org_id, env_id: route.env_id, route_id: route.id }))
             // Created and not yet deleted: a second delete cannot pass.
-            .expect(Expectation { aggregate_type: AggregateType::Route, aggregate_id: route.id.to_string(), expected: ExpectedVersion::Exact(1) })
+            .expect(Expectation {
+                aggregate_type: AggregateType::Route,
+                aggregate_id: route.id.to_string(),
+                expected: ExpectedVersion::Exact(1),
+            })
             .release(claims(route)))
     }
 
     /// A route of the env by id, or by host name when only one route has it.
     pub async fn route(&self, env: &EnvView, r: &str) -> ApiResult<RouteView> {
-        let not_found = || ApiErr::not_found(format!("route `{r}` not found in env `{}`; `vt route list` shows its routes", env.name));
+        let not_found = || {
+            ApiErr::not_found(format!("route `{r}` not found in env `{}`; `vt route list` shows its routes", env.name))
+        };
         if r.starts_with("route_") {
             return self.view::<RouteView>(r).await?.filter(|v| v.env_id == env.id).ok_or_else(not_found);
         }
-        let mut found = self.views::<RouteView>(Self::kind_query(ViewKind::Route).parent(env.id).name(r.to_ascii_lowercase())).await?;
+        let mut found = self
+            .views::<RouteView>(Self::kind_query(ViewKind::Route).parent(env.id).name(r.to_ascii_lowercase()))
+            .await?;
         match found.len() {
             0 => Err(not_found()),
             1 => Ok(found.remove(0)),
-            _ => Err(ApiErr::conflict(format!("hostname `{r}` has routes on several ports; name the route by id (`vt route list`)"))),
+            _ => Err(ApiErr::conflict(format!(
+                "hostname `{r}` has routes on several ports; name the route by id (`vt route list`)"
+            ))),
         }
     }
 

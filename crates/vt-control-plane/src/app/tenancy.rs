@@ -35,9 +35,21 @@ pub fn create_app(ctx: &Ctx, org: &OrgView, req: CreateApp) -> ApiResult<Plan<Ap
     }
     let id = AppId::new();
     let now = ctx.now();
-    let view = AppView { id, org_id: org.id, name: req.name.clone(), description: req.description.clone(), created_at: now, updated_at: now };
+    let view = AppView {
+        id,
+        org_id: org.id,
+        name: req.name.clone(),
+        description: req.description.clone(),
+        created_at: now,
+        updated_at: now,
+    };
     Ok(Plan::new(created(), view)
-        .event(Event::AppCreated(AppCreated { org_id: org.id, app_id: id, name: req.name.clone(), description: req.description }))
+        .event(Event::AppCreated(AppCreated {
+            org_id: org.id,
+            app_id: id,
+            name: req.name.clone(),
+            description: req.description,
+        }))
         .expect(exists(AggregateType::Org, org.id))
         .claim(Claim { scope: format!("app:{}", org.id), name: req.name, owner: id.to_string() }))
 }

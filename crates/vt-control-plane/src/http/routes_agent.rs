@@ -38,7 +38,11 @@ const MAX_FOLLOW_WAIT: Duration = Duration::from_secs(20);
 
 #[utoipa::path(get, path = "/v1/nodes/{node}/instances", operation_id = "node_instances", tag = "nodes", params(("node" = String, Path, description = "id or name"), NodeInstancesQuery),
     responses((status = 200, body = NodeInstances, description = "every instance placed on the node (desired and current state), by id, and the view position they reflect; with `after`, answered once the views move past it"), (status = "4XX", body = ErrorBody)))]
-pub(super) async fn node_instances(State(cp): Cp, Path(node): Path<String>, QueryParams(q): QueryParams<NodeInstancesQuery>) -> Out<NodeInstances> {
+pub(super) async fn node_instances(
+    State(cp): Cp,
+    Path(node): Path<String>,
+    QueryParams(q): QueryParams<NodeInstancesQuery>,
+) -> Out<NodeInstances> {
     let node = cp.node(&node).await?;
     if let Some(after) = q.after {
         // A node follows its instances by cursor: one request per change of the views.
@@ -47,7 +51,12 @@ pub(super) async fn node_instances(State(cp): Cp, Path(node): Path<String>, Quer
         let _ = tokio::time::timeout(limit, progress.wait_for(|seq| *seq > after)).await;
     }
     let seq = cp.projector.progress();
-    let mut items: Vec<InstanceView> = cp.views::<InstanceView>(ControlPlane::kind_query(ViewKind::Instance)).await?.into_iter().filter(|i| i.node_id == node.id).collect();
+    let mut items: Vec<InstanceView> = cp
+        .views::<InstanceView>(ControlPlane::kind_query(ViewKind::Instance))
+        .await?
+        .into_iter()
+        .filter(|i| i.node_id == node.id)
+        .collect();
     items.sort_by_key(|i| i.id);
     Ok(Json(NodeInstances { items, seq }))
 }
@@ -69,10 +78,17 @@ pub fn agent_log_path(data_dir: &FsPath, instance: &str) -> PathBuf {
 
 #[utoipa::path(get, path = "/v1/instances/{instance}/logs", operation_id = "instance_logs", tag = "instances", params(("instance" = String, Path), LogQuery),
     responses((status = 200, content_type = "text/plain", description = "one line per output chunk: `<RFC3339 time> <stdout|stderr> <text>`; with `follow=true`, streamed until the instance ends"), (status = "4XX", body = ErrorBody)))]
-pub(super) async fn instance_logs(State(cp): Cp, Path(instance): Path<String>, QueryParams(q): QueryParams<LogQuery>) -> ApiResult<Response> {
+pub(super) async fn instance_logs(
+    State(cp): Cp,
+    Path(instance): Path<String>,
+    QueryParams(q): QueryParams<LogQuery>,
+) -> ApiResult<Response> {
     let inst = cp.instance(&instance).await?;
     let Some(data_dir) = cp.data_dir.clone() else {
-        return Err(ApiErr::invalid("instance", "this control plane has no local node agent; logs of remote nodes are not served yet"));
+        return Err(ApiErr::invalid(
+            "instance",
+            "this control plane has no local node agent; logs of remote nodes are not served yet",
+        ));
     };
     let path = agent_log_path(&data_dir, &inst.id.to_string());
     let (backlog, pos, ino) = read_backlog(&path, q.tail).await;
@@ -82,22 +98,23 @@ pub(super) async fn instance_logs(State(cp): Cp, Path(instance): Path<String>, Q
     let id = inst.id.to_string();
     let first = futures_util::stream::once(async move { Ok::<_, Infallible>(Bytes::from(backlog)) });
     // The read position and inode travel in the unfold state (a captured copy would restart).
-    let rest = futures_util::stream::unfold((cp, id, path, pos, ino), move |(cp, id, path, mut pos, mut ino)| async move {
-        loop {
-            // Read the ended flag before the file so the last lines are never lost.
-            let ended = cp.instance(&id).await.map(|i| i.status.is_terminal()).unwrap_or(true);
-            let (chunk, np, ni) = read_new(&path, pos, ino).await;
-            pos = np;
-            ino = ni;
-            if !chunk.is_empty() {
-                return Some((Ok(Bytes::from(chunk)), (cp, id, path, pos, ino)));
+    let rest =
+        futures_util::stream::unfold((cp, id, path, pos, ino), move |(cp, id, path, mut pos, mut ino)| async move {
+            loop {
+                // Read the ended flag before the file so the last lines are never lost.
+                let ended = cp.instance(&id).await.map(|i| i.status.is_terminal()).unwrap_or(true);
+                let (chunk, np, ni) = read_new(&path, pos, ino).await;
+                pos = np;
+                ino = ni;
+                if !chunk.is_empty() {
+                    return Some((Ok(Bytes::from(chunk)), (cp, id, path, pos, ino)));
+                }
+                if ended {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
             }
-            if ended {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-    });
+        });
     use futures_util::StreamExt;
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], Body::from_stream(first.chain(rest))).into_response())
 }

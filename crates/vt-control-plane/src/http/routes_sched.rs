@@ -11,7 +11,11 @@ use crate::{ApiResult, Committed, Ctx};
     params(("org" = String, Path), ("app" = String, Path), ("env" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
     responses((status = 201, body = DeployView, description = "a deploy of kind `rollback` to the newest release in the env's deploy history other than the desired one"),
         (status = "4XX", body = ErrorBody, description = "409 `conflict` when the env has no previous release")))]
-pub(super) async fn env_rollback(State(cp): Cp, ctx: Ctx, Path((org, app, env)): Path<(String, String, String)>) -> ApiResult<Committed> {
+pub(super) async fn env_rollback(
+    State(cp): Cp,
+    ctx: Ctx,
+    Path((org, app, env)): Path<(String, String, String)>,
+) -> ApiResult<Committed> {
     let (_, app, env) = cp.org_app_env(&org, &app, &env).await?;
     let plan = cp.rollback(&ctx, &app, &env).await?;
     cp.commit(&ctx, plan).await

@@ -39,7 +39,12 @@ impl TestServer {
 
     pub async fn start_with(database_url: Option<String>) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
-        let config = ServerConfig { data_dir: dir.path().to_owned(), listen: "127.0.0.1:0".parse().unwrap(), database_url, sqlite: Default::default() };
+        let config = ServerConfig {
+            data_dir: dir.path().to_owned(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            database_url,
+            sqlite: Default::default(),
+        };
         let server = Server::bind(&config).await.unwrap();
         let token_path = server.admin_token_written.clone().expect("first start writes the admin token");
         let addr = server.local_addr().unwrap();

@@ -32,9 +32,7 @@ impl Rng {
 }
 
 fn fill(rng: &mut Rng, len: usize) -> Vec<u8> {
-    const WORDS: [&str; 8] = [
-        "lorem ", "ipsum ", "dolor ", "sit ", "amet ", "vt ", "image ", "layer\n",
-    ];
+    const WORDS: [&str; 8] = ["lorem ", "ipsum ", "dolor ", "sit ", "amet ", "vt ", "image ", "layer\n"];
     let mut v = Vec::with_capacity(len + 8);
     while v.len() < len {
         let r = rng.next();
@@ -58,9 +56,9 @@ fn generate(dir: &Path, target: u64) -> Res<(u64, u64)> {
     let mut i = 0u64;
     while bytes < target {
         let size = match i % 100 {
-            0 => 4 << 20 | (rng.next() % (4 << 20)), // 1 %: 4-8 MiB
+            0 => 4 << 20 | (rng.next() % (4 << 20)),       // 1 %: 4-8 MiB
             1..=10 => 64 << 10 | (rng.next() % (1 << 20)), // 10 %: 64 KiB-1 MiB
-            _ => rng.next() % (32 << 10),            // 89 %: up to 32 KiB
+            _ => rng.next() % (32 << 10),                  // 89 %: up to 32 KiB
         } as usize;
         let sub = dir.join(format!("d{:02}/s{:02}", i % 37, i % 11));
         std::fs::create_dir_all(&sub)?;
@@ -77,14 +75,9 @@ fn generate(dir: &Path, target: u64) -> Res<(u64, u64)> {
 fn cpu_secs() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let after = stat.rsplit(')').next().unwrap_or("");
-    let f: Vec<f64> = after
-        .split_whitespace()
-        .map(|x| x.parse().unwrap_or(0.0))
-        .collect();
+    let f: Vec<f64> = after.split_whitespace().map(|x| x.parse().unwrap_or(0.0)).collect();
     // Fields 14-17 (utime stime cutime cstime) are at 11..15 after the ")".
-    f.get(11..15)
-        .map(|v| v.iter().sum::<f64>() / 100.0)
-        .unwrap_or(0.0)
+    f.get(11..15).map(|v| v.iter().sum::<f64>() / 100.0).unwrap_or(0.0)
 }
 
 fn sync() {
@@ -116,14 +109,14 @@ fn main() -> Res<()> {
     let mbytes = bytes as f64 / 1e6;
     println!("tree: {files} files, {mbytes:.1} MB (uncompressed file content)");
     let shm = Path::new("/dev/shm");
-    let shm = shm
-        .is_dir()
-        .then(|| shm.join(format!("vt-image-bench-{}", std::process::id())));
+    let shm = shm.is_dir().then(|| shm.join(format!("vt-image-bench-{}", std::process::id())));
     if let Some(s) = &shm {
         std::fs::create_dir_all(s)?;
     }
     println!();
-    println!("stages run one after another with `sync` before each; e2e = ensure_rootdisk on a fresh store (fsync on);");
+    println!(
+        "stages run one after another with `sync` before each; e2e = ensure_rootdisk on a fresh store (fsync on);"
+    );
     println!("e2e cells: wall seconds (MB/s), then CPU seconds of this process + mkfs.ext4");
     println!();
     println!("| layer | blob MB | pull+verify s | unpack s | mkfs s | fsync disk s | e2e scratch=disk s (MB/s) | e2e scratch=/dev/shm s (MB/s) | cache hit ms |");
@@ -142,9 +135,9 @@ fn main() -> Res<()> {
         let blob = layout.join("blobs/sha256").join(img.layer.digest.hex());
         let t = Instant::now();
         let mut plain: Box<dyn std::io::Read> = match format {
-            LayerFormat::Gzip(_) => Box::new(flate2::read::MultiGzDecoder::new(
-                std::io::BufReader::new(std::fs::File::open(&blob)?),
-            )),
+            LayerFormat::Gzip(_) => {
+                Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::new(std::fs::File::open(&blob)?)))
+            }
             LayerFormat::Uncompressed => Box::new(std::fs::File::open(&blob)?),
         };
         let mut tar_bytes = Vec::new();
@@ -154,11 +147,7 @@ fn main() -> Res<()> {
         let _ = vt_image::Digest::of(&tar_bytes);
         let t_sha = t.elapsed();
         drop(tar_bytes);
-        raw.push(format!(
-            "{name}: read+inflate {:.2} s, sha256 of tar {:.2} s",
-            secs(t_inflate),
-            secs(t_sha)
-        ));
+        raw.push(format!("{name}: read+inflate {:.2} s, sha256 of tar {:.2} s", secs(t_inflate), secs(t_sha)));
 
         // Stage by stage.
         let sdir = work.join("stages");
@@ -174,12 +163,7 @@ fn main() -> Res<()> {
         sync();
         let t = Instant::now();
         let disk = sdir.join("disk.ext4");
-        build_ext4(
-            unpacked.path(),
-            &disk,
-            "00000000-0000-0000-0000-000000000001",
-            &[],
-        )?;
+        build_ext4(unpacked.path(), &disk, "00000000-0000-0000-0000-000000000001", &[])?;
         let t_mkfs = t.elapsed();
         let t = Instant::now();
         std::fs::File::open(&disk)?.sync_all()?;
@@ -191,22 +175,14 @@ fn main() -> Res<()> {
         let mut e2e = Vec::new();
         let mut t_hit = Duration::ZERO;
         for scratch in [None, shm.clone()] {
-            let opts = StoreOptions {
-                scratch_dir: scratch.clone(),
-                ..Default::default()
-            };
+            let opts = StoreOptions { scratch_dir: scratch.clone(), ..Default::default() };
             let store_dir = work.join("store");
             let store = ImageStore::open(&store_dir, opts)?;
             sync();
             let (t, c) = (Instant::now(), cpu_secs());
             store.ensure_rootdisk(&src, &img.manifest.digest)?;
             let (d, c) = (t.elapsed(), cpu_secs() - c);
-            e2e.push(format!(
-                "{:.2} ({:.0}) cpu {:.2}s",
-                secs(d),
-                mbytes / secs(d),
-                c
-            ));
+            e2e.push(format!("{:.2} ({:.0}) cpu {:.2}s", secs(d), mbytes / secs(d), c));
             let t = Instant::now();
             let hit = store.ensure_rootdisk(&src, &img.manifest.digest)?;
             t_hit = t.elapsed();

@@ -10,8 +10,7 @@ use std::process::ExitCode;
 use vt_image::layout::{write_image, LayerFormat};
 use vt_image::oci::RuntimeConfig;
 
-const USAGE: &str =
-    "usage: vt-mkimage DIR OUT_LAYOUT [--entrypoint ARG]... [--cmd ARG]... [--env K=V]... \
+const USAGE: &str = "usage: vt-mkimage DIR OUT_LAYOUT [--entrypoint ARG]... [--cmd ARG]... [--env K=V]... \
 [--workdir DIR] [--user USER] [--uncompressed | --gzip-level N]";
 
 fn main() -> ExitCode {
@@ -30,15 +29,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut rc = RuntimeConfig::default();
     let mut format = LayerFormat::default();
     while let Some(a) = args.next() {
-        let mut val = |name: &str| {
-            args.next()
-                .ok_or_else(|| format!("{name} needs a value\n{USAGE}"))
-        };
+        let mut val = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value\n{USAGE}"));
         match a.as_str() {
-            "--entrypoint" => rc
-                .entrypoint
-                .get_or_insert_with(Vec::new)
-                .push(val("--entrypoint")?),
+            "--entrypoint" => rc.entrypoint.get_or_insert_with(Vec::new).push(val("--entrypoint")?),
             "--cmd" => rc.cmd.get_or_insert_with(Vec::new).push(val("--cmd")?),
             "--env" => {
                 let kv = val("--env")?;

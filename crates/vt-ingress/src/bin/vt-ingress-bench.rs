@@ -50,10 +50,7 @@ fn main() {
         rt.block_on(serve_ingress(PathBuf::from(&args[2])));
         return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let quick = args.iter().any(|a| a == "--quick");
     let params = if quick {
         Params {
@@ -91,9 +88,7 @@ async fn serve_ingress(path: PathBuf) {
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
 fn free_port() -> Res<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 async fn echo_backend() -> Res<SocketAddr> {
@@ -215,8 +210,7 @@ async fn conns_per_sec(t: Target, hello: &Arc<Vec<u8>>, dur: Duration, conc: usi
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..conc {
-        let (count, errors, stop, hello) =
-            (count.clone(), errors.clone(), stop.clone(), hello.clone());
+        let (count, errors, stop, hello) = (count.clone(), errors.clone(), stop.clone(), hello.clone());
         tasks.push(tokio::spawn(async move {
             while !stop.load(Relaxed) {
                 let one = async {
@@ -281,12 +275,7 @@ async fn measure(t: Target, hello: &Arc<Vec<u8>>, p: &Params) -> Res<Numbers> {
     let (p50, p99) = latency(t, hello, p.rtt_count).await?;
     let mbps = throughput(t, hello, p.bulk_bytes).await?;
     let cps = conns_per_sec(t, hello, p.cps_duration, p.cps_concurrency).await?;
-    Ok(Numbers {
-        mbps,
-        cps,
-        p50,
-        p99,
-    })
+    Ok(Numbers { mbps, cps, p50, p99 })
 }
 
 fn median(runs: &[Numbers]) -> Numbers {
@@ -295,19 +284,11 @@ fn median(runs: &[Numbers]) -> Numbers {
         v.sort_by(|a, b| a.total_cmp(b));
         v[v.len() / 2]
     };
-    Numbers {
-        mbps: med(&|n| n.mbps),
-        cps: med(&|n| n.cps),
-        p50: med(&|n| n.p50),
-        p99: med(&|n| n.p99),
-    }
+    Numbers { mbps: med(&|n| n.mbps), cps: med(&|n| n.cps), p50: med(&|n| n.p50), p99: med(&|n| n.p99) }
 }
 
 fn write_table(path: &Path, backend: SocketAddr, tcp_port: u16, sni_port: u16) -> Res<()> {
-    let backends = vec![Backend {
-        addr: backend,
-        healthy: true,
-    }];
+    let backends = vec![Backend { addr: backend, healthy: true }];
     let table = RouteTable {
         version: 1,
         routes: vec![
@@ -369,42 +350,15 @@ async fn run(p: Params) -> Res<()> {
     let hello = Arc::new(vt_ingress::testing::rustls_client_hello(SNI_HOST));
     let local = |port| SocketAddr::from(([127, 0, 0, 1], port));
     let mut rows = Vec::new();
-    for (scenario, sni, vt_port, ha_port) in [
-        ("tcp", false, vt_tcp, ha_tcp),
-        ("sni", true, vt_sni, ha_sni),
-    ] {
+    for (scenario, sni, vt_port, ha_port) in [("tcp", false, vt_tcp, ha_tcp), ("sni", true, vt_sni, ha_sni)] {
         // Interleave the three targets over several rounds and keep each
         // metric's median, so load from other processes hits all alike.
         let (mut ds, mut os, mut hs) = (Vec::new(), Vec::new(), Vec::new());
         for round in 0..p.rounds {
-            eprintln!(
-                "measuring {scenario}, round {} of {} ...",
-                round + 1,
-                p.rounds
-            );
+            eprintln!("measuring {scenario}, round {} of {} ...", round + 1, p.rounds);
             ds.push(measure(Target { addr: backend, sni }, &hello, &p).await?);
-            os.push(
-                measure(
-                    Target {
-                        addr: local(vt_port),
-                        sni,
-                    },
-                    &hello,
-                    &p,
-                )
-                .await?,
-            );
-            hs.push(
-                measure(
-                    Target {
-                        addr: local(ha_port),
-                        sni,
-                    },
-                    &hello,
-                    &p,
-                )
-                .await?,
-            );
+            os.push(measure(Target { addr: local(vt_port), sni }, &hello, &p).await?);
+            hs.push(measure(Target { addr: local(ha_port), sni }, &hello, &p).await?);
         }
         rows.push((scenario, median(&ds), median(&os), median(&hs)));
     }
@@ -453,10 +407,7 @@ async fn run(p: Params) -> Res<()> {
         );
         let (a50, h50) = ((o.p50 - d.p50).max(0.0), (h.p50 - d.p50).max(0.0));
         let (a99, h99) = ((o.p99 - d.p99).max(0.0), (h.p99 - d.p99).max(0.0));
-        println!(
-            "{:<5} {:<24} {:>10.1} {:>12.1} {:>10.1} {:>14}",
-            scenario, "RTT p50 us", d.p50, o.p50, h.p50, ""
-        );
+        println!("{:<5} {:<24} {:>10.1} {:>12.1} {:>10.1} {:>14}", scenario, "RTT p50 us", d.p50, o.p50, h.p50, "");
         println!(
             "{:<5} {:<24} {:>10} {:>12.1} {:>10.1} {:>14}",
             scenario,
@@ -466,10 +417,7 @@ async fn run(p: Params) -> Res<()> {
             h50,
             ratio(a50, h50)
         );
-        println!(
-            "{:<5} {:<24} {:>10.1} {:>12.1} {:>10.1} {:>14}",
-            scenario, "RTT p99 us", d.p99, o.p99, h.p99, ""
-        );
+        println!("{:<5} {:<24} {:>10.1} {:>12.1} {:>10.1} {:>14}", scenario, "RTT p99 us", d.p99, o.p99, h.p99, "");
         println!(
             "{:<5} {:<24} {:>10} {:>12.1} {:>10.1} {:>14}",
             scenario,
@@ -480,9 +428,6 @@ async fn run(p: Params) -> Res<()> {
             ratio(a99, h99)
         );
     }
-    println!(
-        "(^) higher is better, (v) lower is better; total {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
+    println!("(^) higher is better, (v) lower is better; total {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
 }

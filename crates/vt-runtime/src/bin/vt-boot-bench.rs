@@ -39,10 +39,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
     match rt.block_on(bench(runs)) {
         Ok(report) => {
             print!("{report}");
@@ -62,11 +59,8 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<usize>, S
             "-h" | "--help" => return Ok(None),
             "--runs" => {
                 let v = args.next().ok_or("--runs needs a value")?;
-                runs = v
-                    .parse()
-                    .ok()
-                    .filter(|&n| n >= 1)
-                    .ok_or_else(|| format!("--runs {v}: expected an integer ≥ 1"))?;
+                runs =
+                    v.parse().ok().filter(|&n| n >= 1).ok_or_else(|| format!("--runs {v}: expected an integer ≥ 1"))?;
             }
             other => return Err(format!("unexpected argument `{other}`")),
         }
@@ -97,15 +91,10 @@ impl Ours {
     fn from(t: &BootTimings) -> Result<Ours, String> {
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         let missing = || format!("incomplete timings after Ready: {t:?}");
-        let (prepared, spawned, ready) = (
-            t.prepared.ok_or_else(missing)?,
-            t.vmm_spawned.ok_or_else(missing)?,
-            t.entrypoint.ok_or_else(missing)?,
-        );
-        let (init_us, entry_us) = (
-            t.guest_init_started_us.ok_or_else(missing)?,
-            t.guest_entrypoint_started_us.ok_or_else(missing)?,
-        );
+        let (prepared, spawned, ready) =
+            (t.prepared.ok_or_else(missing)?, t.vmm_spawned.ok_or_else(missing)?, t.entrypoint.ok_or_else(missing)?);
+        let (init_us, entry_us) =
+            (t.guest_init_started_us.ok_or_else(missing)?, t.guest_entrypoint_started_us.ok_or_else(missing)?);
         let from_spawn = ms(ready.saturating_sub(spawned));
         Ok(Ours {
             total: ms(ready),
@@ -120,14 +109,11 @@ impl Ours {
 }
 
 async fn bench(runs: usize) -> Result<String, String> {
-    let Some(dir) =
-        vt_runtime::testing::guest_or_skip("vt-boot-bench", &[vt_image::testing::BUSYBOX])
-    else {
+    let Some(dir) = vt_runtime::testing::guest_or_skip("vt-boot-bench", &[vt_image::testing::BUSYBOX]) else {
         return Err("cannot boot microVMs on this host (see above)".into());
     };
     let tmp = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
-    let disk = vt_image::testing::busybox_root_disk(tmp.path())
-        .map_err(|e| format!("busybox root disk: {e}"))?;
+    let disk = vt_image::testing::busybox_root_disk(tmp.path()).map_err(|e| format!("busybox root disk: {e}"))?;
     let mut cfg = QemuConfig::from_guest_dir(&dir);
     cfg.accel = match std::env::var("VT_QEMU_ACCEL") {
         Ok(a) => a.parse().map_err(|e| format!("VT_QEMU_ACCEL={a}: {e}"))?,
@@ -138,9 +124,7 @@ async fn bench(runs: usize) -> Result<String, String> {
 
     let (mut ours, mut bare) = (Vec::new(), Vec::new());
     for i in 0..runs {
-        let b = qemu::bare_boot(rt.config(), accel, BOOT_TIMEOUT)
-            .await
-            .map_err(|e| format!("bare boot {i}: {e}"))?;
+        let b = qemu::bare_boot(rt.config(), accel, BOOT_TIMEOUT).await.map_err(|e| format!("bare boot {i}: {e}"))?;
         bare.push(b.as_secs_f64() * 1000.0);
         ours.push(boot_ours(&rt, &disk, &tmp.path().join(format!("vm-{i}")), i).await?);
     }
@@ -172,11 +156,7 @@ async fn bench(runs: usize) -> Result<String, String> {
 
     s.push_str(&format!("\n{:<40}  {:>10}  {:>10}\n", "", "median", "p95"));
     let row = |s: &mut String, name: &str, v: &[f64]| {
-        s.push_str(&format!(
-            "{name:<40}  {:>7.1} ms  {:>7.1} ms\n",
-            median(v),
-            p95(v)
-        ))
+        s.push_str(&format!("{name:<40}  {:>7.1} ms  {:>7.1} ms\n", median(v), p95(v)))
     };
     row(&mut s, "ours: start() → Ready", &total);
     row(&mut s, "ours: VMM spawn → Ready", &col(|o| o.from_spawn));
@@ -192,10 +172,7 @@ async fn bench(runs: usize) -> Result<String, String> {
         verdict(median(&init) <= TARGET_INIT_MS)
     ));
 
-    s.push_str(&format!(
-        "\nour path by phase (Vm::timings){:<9}  {:>10}  {:>10}\n",
-        "", "median", "p95"
-    ));
+    s.push_str(&format!("\nour path by phase (Vm::timings){:<9}  {:>10}  {:>10}\n", "", "median", "p95"));
     for (name, samples) in [
         ("scratch disk (mkfs + listen)", col(|o| o.scratch)),
         ("VMM spawn", col(|o| o.spawn)),
@@ -209,12 +186,7 @@ async fn bench(runs: usize) -> Result<String, String> {
     Ok(s)
 }
 
-async fn boot_ours(
-    rt: &QemuRuntime,
-    disk: &Path,
-    work_dir: &Path,
-    i: usize,
-) -> Result<Ours, String> {
+async fn boot_ours(rt: &QemuRuntime, disk: &Path, work_dir: &Path, i: usize) -> Result<Ours, String> {
     let launch = Launch {
         argv: vec!["/bin/sh".into(), "-c".into(), "true".into()],
         env: vec![("VT_APP".into(), "bench".into())],
@@ -223,16 +195,8 @@ async fn boot_ours(
         hostname: "bench".into(),
         ..Launch::default()
     };
-    let spec = InstanceSpec::new(
-        &format!("bench-{i}"),
-        disk.to_owned(),
-        work_dir.to_owned(),
-        launch,
-    );
-    let mut vm = rt
-        .start(spec)
-        .await
-        .map_err(|e| format!("start {i}: {e}"))?;
+    let spec = InstanceSpec::new(&format!("bench-{i}"), disk.to_owned(), work_dir.to_owned(), launch);
+    let mut vm = rt.start(spec).await.map_err(|e| format!("start {i}: {e}"))?;
     let ready = tokio::time::timeout(BOOT_TIMEOUT, async {
         while let Some(ev) = vm.next_event().await {
             if ev == VmEvent::State(State::Running) {
@@ -247,12 +211,7 @@ async fn boot_ours(
     let out = tokio::time::timeout(BOOT_TIMEOUT, vm.wait())
         .await
         .map_err(|_| format!("run {i}: no power-off within {BOOT_TIMEOUT:?}"))?;
-    if !ready
-        || out.state
-            != (State::Stopped {
-                exit: Some(ExitStatus::Code(0)),
-            })
-    {
+    if !ready || out.state != (State::Stopped { exit: Some(ExitStatus::Code(0)) }) {
         return Err(format!(
             "run {i}: expected Ready then exit 0; ended {:?} (console: {})",
             out.state,

@@ -143,21 +143,12 @@ impl BootPlan {
         if let Some(log) = &self.log_path {
             r.push(ApiRequest::put(
                 "/logger",
-                &Logger {
-                    log_path: s(log),
-                    level: "Warning".into(),
-                    show_level: true,
-                    show_log_origin: false,
-                },
+                &Logger { log_path: s(log), level: "Warning".into(), show_level: true, show_log_origin: false },
             ));
         }
         r.push(ApiRequest::put(
             "/machine-config",
-            &MachineConfig {
-                vcpu_count: self.vcpus.max(1),
-                mem_size_mib: self.memory_mib,
-                smt: false,
-            },
+            &MachineConfig { vcpu_count: self.vcpus.max(1), mem_size_mib: self.memory_mib, smt: false },
         ));
         r.push(ApiRequest::put(
             "/boot-source",
@@ -168,10 +159,7 @@ impl BootPlan {
             },
         ));
         // Root first (vda), scratch second (vdb); init finds them by label anyway.
-        let drives = [
-            ("root", &self.root_disk, true),
-            ("scratch", &self.scratch_disk, false),
-        ];
+        let drives = [("root", &self.root_disk, true), ("scratch", &self.scratch_disk, false)];
         for (id, path, read_only) in drives {
             r.push(drive(id, path, read_only));
         }
@@ -181,20 +169,10 @@ impl BootPlan {
         if let Some((tap, mac)) = &self.tap {
             r.push(ApiRequest::put(
                 "/network-interfaces/eth0",
-                &NetworkInterface {
-                    iface_id: "eth0".into(),
-                    host_dev_name: tap.clone(),
-                    guest_mac: Some(mac.clone()),
-                },
+                &NetworkInterface { iface_id: "eth0".into(), host_dev_name: tap.clone(), guest_mac: Some(mac.clone()) },
             ));
         }
-        r.push(ApiRequest::put(
-            "/vsock",
-            &Vsock {
-                guest_cid: self.vsock_cid,
-                uds_path: s(&self.vsock_uds),
-            },
-        ));
+        r.push(ApiRequest::put("/vsock", &Vsock { guest_cid: self.vsock_cid, uds_path: s(&self.vsock_uds) }));
         r.push(ApiRequest::put("/actions", &Action::InstanceStart));
         r
     }
@@ -203,12 +181,7 @@ impl BootPlan {
 fn drive(id: &str, path: &Path, read_only: bool) -> ApiRequest {
     ApiRequest::put(
         format!("/drives/{id}"),
-        &Drive {
-            drive_id: id.into(),
-            path_on_host: s(path),
-            is_root_device: false,
-            is_read_only: read_only,
-        },
+        &Drive { drive_id: id.into(), path_on_host: s(path), is_root_device: false, is_read_only: read_only },
     )
 }
 
@@ -263,10 +236,7 @@ pub struct ApiClient {
 
 impl ApiClient {
     pub fn new(socket: impl Into<PathBuf>) -> Self {
-        Self {
-            socket: socket.into(),
-            timeout: Duration::from_secs(10),
-        }
+        Self { socket: socket.into(), timeout: Duration::from_secs(10) }
     }
 
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
@@ -283,12 +253,7 @@ impl ApiClient {
         let request = req.to_string();
         let resp = match tokio::time::timeout(self.timeout, self.exchange(req)).await {
             Ok(r) => r?,
-            Err(_) => {
-                return Err(ApiError::Timeout {
-                    request,
-                    timeout: self.timeout,
-                })
-            }
+            Err(_) => return Err(ApiError::Timeout { request, timeout: self.timeout }),
         };
         if (200..300).contains(&resp.status) {
             return Ok(resp);
@@ -297,11 +262,7 @@ impl ApiClient {
             Ok(f) => f.fault_message,
             Err(_) => String::from_utf8_lossy(&resp.body).trim().to_owned(),
         };
-        Err(ApiError::Rejected {
-            request,
-            status: resp.status,
-            fault,
-        })
+        Err(ApiError::Rejected { request, status: resp.status, fault })
     }
 
     /// Send every request in order, stopping at the first error.
@@ -314,18 +275,12 @@ impl ApiClient {
 
     async fn exchange(&self, req: &ApiRequest) -> Result<Response, ApiError> {
         let request = req.to_string();
-        let mut stream =
-            UnixStream::connect(&self.socket)
-                .await
-                .map_err(|source| ApiError::Connect {
-                    request: request.clone(),
-                    socket: self.socket.clone(),
-                    source,
-                })?;
-        let io = |source| ApiError::Io {
+        let mut stream = UnixStream::connect(&self.socket).await.map_err(|source| ApiError::Connect {
             request: request.clone(),
+            socket: self.socket.clone(),
             source,
-        };
+        })?;
+        let io = |source| ApiError::Io { request: request.clone(), source };
         stream.write_all(&encode_request(req)).await.map_err(io)?;
         let mut buf = Vec::with_capacity(1024);
         let mut chunk = [0u8; 4096];
@@ -349,15 +304,9 @@ impl ApiClient {
 
 /// The bytes of one HTTP/1.1 request.
 pub fn encode_request(req: &ApiRequest) -> Vec<u8> {
-    let mut out = format!(
-        "{} {} HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\n",
-        req.method, req.path
-    );
+    let mut out = format!("{} {} HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\n", req.method, req.path);
     if !req.body.is_empty() || req.method != "GET" {
-        out.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            req.body.len()
-        ));
+        out.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", req.body.len()));
     }
     out.push_str("\r\n");
     let mut bytes = out.into_bytes();
@@ -406,9 +355,7 @@ pub fn parse_response(buf: &[u8]) -> Parsed {
                 Ok(n) if n <= MAX_RESPONSE => length = Some(n),
                 _ => return Parsed::Invalid(format!("bad Content-Length {value:?}")),
             }
-        } else if name.eq_ignore_ascii_case("transfer-encoding")
-            && !value.eq_ignore_ascii_case("identity")
-        {
+        } else if name.eq_ignore_ascii_case("transfer-encoding") && !value.eq_ignore_ascii_case("identity") {
             return Parsed::Invalid(format!("unsupported Transfer-Encoding {value:?}"));
         }
     }
@@ -418,8 +365,5 @@ pub fn parse_response(buf: &[u8]) -> Parsed {
     if body.len() < length {
         return Parsed::NeedMore;
     }
-    Parsed::Done(Response {
-        status,
-        body: body[..length].to_vec(),
-    })
+    Parsed::Done(Response { status, body: body[..length].to_vec() })
 }

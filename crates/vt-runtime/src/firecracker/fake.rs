@@ -55,11 +55,7 @@ impl FakeApi {
                 tokio::spawn(serve(s, rec.clone(), rules.clone()));
             }
         });
-        Self {
-            socket: socket.to_owned(),
-            requests,
-            task,
-        }
+        Self { socket: socket.to_owned(), requests, task }
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -109,11 +105,7 @@ async fn serve(mut s: UnixStream, rec: Arc<Mutex<Vec<Recorded>>>, rules: Rules) 
         let body = String::from_utf8_lossy(&buf[head_end + 4..head_end + 4 + length]).into_owned();
         buf.drain(..head_end + 4 + length);
         let mut words = head.lines().next().unwrap_or("").split(' ');
-        let r = Recorded {
-            method: words.next().unwrap_or("").into(),
-            path: words.next().unwrap_or("").into(),
-            body,
-        };
+        let r = Recorded { method: words.next().unwrap_or("").into(), path: words.next().unwrap_or("").into(), body };
         if r.body.contains("SendCtrlAltDel") {
             if let Some(f) = &rules.ctrl_alt_del_creates {
                 std::fs::write(f, b"").unwrap();

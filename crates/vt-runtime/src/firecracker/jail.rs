@@ -38,17 +38,7 @@ pub fn vsock_listener_path(uds_path: &Path, port: u32) -> PathBuf {
 /// The jailer's `--id`: alphanumerics and hyphens, at most 64 characters. Instance ids
 /// (`inst_...`) map `_` and anything else to `-`.
 pub fn jail_id(instance_id: &str) -> String {
-    instance_id
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .take(64)
-        .collect()
+    instance_id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' }).take(64).collect()
 }
 
 /// One jail: `dir` = `<chroot_base>/<exec_file_name>/<id>`, `root` = `dir/root`.
@@ -64,19 +54,10 @@ pub struct Jail {
 impl Jail {
     pub fn new(cfg: &JailerConfig, firecracker_bin: &Path, instance_id: &str) -> Self {
         let id = jail_id(instance_id);
-        let exec_name = firecracker_bin
-            .file_name()
-            .map(|n| n.to_owned())
-            .unwrap_or_else(|| "firecracker".into());
+        let exec_name = firecracker_bin.file_name().map(|n| n.to_owned()).unwrap_or_else(|| "firecracker".into());
         let dir = cfg.chroot_base_dir.join(exec_name).join(&id);
         let root = dir.join("root");
-        Self {
-            id,
-            dir,
-            root,
-            uid: cfg.uid,
-            gid: cfg.gid,
-        }
+        Self { id, dir, root, uid: cfg.uid, gid: cfg.gid }
     }
 
     /// The jailer's command line (after the program name): jailer options, `--`, then
@@ -97,11 +78,7 @@ impl Jail {
         if let Some(ns) = &cfg.netns {
             a.extend(["--netns".into(), ns.into()]);
         }
-        a.extend([
-            "--".into(),
-            "--api-sock".into(),
-            Path::new("/").join(API_SOCKET).into(),
-        ]);
+        a.extend(["--".into(), "--api-sock".into(), Path::new("/").join(API_SOCKET).into()]);
         a
     }
 

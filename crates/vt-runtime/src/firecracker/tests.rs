@@ -45,9 +45,7 @@ const GOLDEN: &[&str] = &[
 ];
 
 fn lines(reqs: &[ApiRequest]) -> Vec<String> {
-    reqs.iter()
-        .map(|r| format!("{} {} {}", r.method, r.path, r.body))
-        .collect()
+    reqs.iter().map(|r| format!("{} {} {}", r.method, r.path, r.body)).collect()
 }
 
 #[test]
@@ -62,10 +60,7 @@ fn request_sequence_is_golden() {
     let l = lines(&p.requests());
     assert_eq!(l.len(), 6);
     assert_eq!(l[0], GOLDEN[1]);
-    assert_eq!(
-        l[1],
-        r#"PUT /boot-source {"kernel_image_path":"/g/vmlinux","boot_args":"console=ttyS0 reboot=k"}"#
-    );
+    assert_eq!(l[1], r#"PUT /boot-source {"kernel_image_path":"/g/vmlinux","boot_args":"console=ttyS0 reboot=k"}"#);
     assert_eq!(l[5], GOLDEN[8]);
 }
 
@@ -100,11 +95,7 @@ async fn client_sends_http_and_reads_fault_message() {
 
     let gone = ApiClient::new(tmp.path().join("nothing.sock"));
     let e = gone.send(&reqs[0]).await.unwrap_err();
-    assert!(
-        e.to_string()
-            .starts_with("PUT /logger: cannot connect to the Firecracker API socket"),
-        "{e}"
-    );
+    assert!(e.to_string().starts_with("PUT /logger: cannot connect to the Firecracker API socket"), "{e}");
 }
 
 #[test]
@@ -116,19 +107,10 @@ fn response_parsing() {
             assert_eq!(parse_response(&full[..n]), Parsed::NeedMore, "prefix {n}");
         }
     }
-    assert_eq!(
-        parse_response(ok),
-        Parsed::Done(api::Response {
-            status: 204,
-            body: vec![]
-        })
-    );
+    assert_eq!(parse_response(ok), Parsed::Done(api::Response { status: 204, body: vec![] }));
     assert_eq!(
         parse_response(err),
-        Parsed::Done(api::Response {
-            status: 400,
-            body: br#"{"fault_message":"x"}"#.to_vec()
-        })
+        Parsed::Done(api::Response { status: 400, body: br#"{"fault_message":"x"}"#.to_vec() })
     );
     for bad in [
         &b"SSH-2.0-x\r\n\r\n"[..],
@@ -137,11 +119,7 @@ fn response_parsing() {
         b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n",
     ] {
-        assert!(
-            matches!(parse_response(bad), Parsed::Invalid(_)),
-            "{}",
-            String::from_utf8_lossy(bad)
-        );
+        assert!(matches!(parse_response(bad), Parsed::Invalid(_)), "{}", String::from_utf8_lossy(bad));
     }
     let req = api::encode_request(&ApiRequest::put("/actions", &api::Action::InstanceStart));
     assert_eq!(
@@ -153,15 +131,9 @@ fn response_parsing() {
 
 #[test]
 fn vsock_listener_is_uds_path_underscore_port() {
-    assert_eq!(
-        vsock_listener_path(Path::new("/w/vsock.sock"), 1024),
-        Path::new("/w/vsock.sock_1024")
-    );
+    assert_eq!(vsock_listener_path(Path::new("/w/vsock.sock"), 1024), Path::new("/w/vsock.sock_1024"));
     let l = Layout::new(Path::new("/w"), None);
-    assert_eq!(
-        l.channel_listener(VSOCK_PORT),
-        Path::new("/w/vsock.sock_1024")
-    );
+    assert_eq!(l.channel_listener(VSOCK_PORT), Path::new("/w/vsock.sock_1024"));
     assert_eq!(l.api_socket(), Path::new("/w/firecracker.socket"));
     assert_eq!(l.vmm("vsock.sock"), Path::new("/w/vsock.sock"));
 }
@@ -176,19 +148,13 @@ fn boot_args_add_reboot_power_off_and_quiet() {
     );
     cfg.verbose_console = true;
     cfg.boot_args = "console=ttyS0 reboot=k".into();
-    assert_eq!(
-        boot_args(&cfg, "vt.probe"),
-        "console=ttyS0 reboot=k vt.poweroff=reboot vt.debug vt.probe"
-    );
+    assert_eq!(boot_args(&cfg, "vt.probe"), "console=ttyS0 reboot=k vt.poweroff=reboot vt.debug vt.probe");
 }
 
 #[test]
 fn runtime_kind_parses() {
     assert_eq!("qemu".parse::<RuntimeKind>().unwrap(), RuntimeKind::Qemu);
-    assert_eq!(
-        "firecracker".parse::<RuntimeKind>().unwrap(),
-        RuntimeKind::Firecracker
-    );
+    assert_eq!("firecracker".parse::<RuntimeKind>().unwrap(), RuntimeKind::Firecracker);
     assert_eq!(RuntimeKind::default(), RuntimeKind::Qemu);
     assert_eq!(RuntimeKind::Firecracker.to_string(), "firecracker");
     let e = "crun".parse::<RuntimeKind>().unwrap_err();
@@ -211,15 +177,9 @@ fn jailer_argv_and_jail_paths() {
     let j = Jail::new(&jc, Path::new("/usr/bin/firecracker"), "inst_01HZX.9");
     assert_eq!(j.id, "inst-01HZX-9");
     assert_eq!(j.dir, Path::new("/srv/jailer/firecracker/inst-01HZX-9"));
-    assert_eq!(
-        j.root,
-        Path::new("/srv/jailer/firecracker/inst-01HZX-9/root")
-    );
-    let argv: Vec<String> = j
-        .argv(&jc, Path::new("/usr/bin/firecracker"))
-        .iter()
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
+    assert_eq!(j.root, Path::new("/srv/jailer/firecracker/inst-01HZX-9/root"));
+    let argv: Vec<String> =
+        j.argv(&jc, Path::new("/usr/bin/firecracker")).iter().map(|a| a.to_string_lossy().into_owned()).collect();
     assert_eq!(
         argv.join(" "),
         "--id inst-01HZX-9 --exec-file /usr/bin/firecracker --uid 123 --gid 100 \
@@ -231,14 +191,8 @@ fn jailer_argv_and_jail_paths() {
     let l = Layout::new(Path::new("/w"), Some(j));
     assert_eq!(l.vmm("scratch.ext4"), Path::new("/scratch.ext4"));
     assert_eq!(l.vmm("vsock.sock"), Path::new("/vsock.sock"));
-    assert_eq!(
-        l.host("scratch.ext4"),
-        Path::new("/srv/jailer/firecracker/inst-01HZX-9/root/scratch.ext4")
-    );
-    assert_eq!(
-        l.channel_listener(VSOCK_PORT),
-        Path::new("/srv/jailer/firecracker/inst-01HZX-9/root/vsock.sock_1024")
-    );
+    assert_eq!(l.host("scratch.ext4"), Path::new("/srv/jailer/firecracker/inst-01HZX-9/root/scratch.ext4"));
+    assert_eq!(l.channel_listener(VSOCK_PORT), Path::new("/srv/jailer/firecracker/inst-01HZX-9/root/vsock.sock_1024"));
     assert_eq!(l.console(), Path::new("/w/console.log"));
 }
 
@@ -256,20 +210,10 @@ fn jail_root_is_prepared_and_removed() {
     let j = Jail::new(&jc, Path::new("/opt/fc/firecracker-v1.16"), "inst_1");
     std::fs::create_dir_all(j.root.join("stale")).unwrap();
     j.create().unwrap();
-    assert!(
-        !j.root.join("stale").exists(),
-        "a previous run's jail is cleared"
-    );
+    assert!(!j.root.join("stale").exists(), "a previous run's jail is cleared");
     let linked = j.link(&kernel, jail::JAIL_KERNEL).unwrap();
-    assert_eq!(
-        linked,
-        tmp.path()
-            .join("jails/firecracker-v1.16/inst-1/root/vmlinux")
-    );
-    assert_eq!(
-        std::fs::metadata(&linked).unwrap().ino(),
-        std::fs::metadata(&kernel).unwrap().ino()
-    );
+    assert_eq!(linked, tmp.path().join("jails/firecracker-v1.16/inst-1/root/vmlinux"));
+    assert_eq!(std::fs::metadata(&linked).unwrap().ino(), std::fs::metadata(&kernel).unwrap().ino());
     j.give(&linked).unwrap();
     j.remove().unwrap();
     assert!(!tmp.path().join("jails/firecracker-v1.16/inst-1").exists());
@@ -277,11 +221,7 @@ fn jail_root_is_prepared_and_removed() {
 }
 
 fn launch(argv: &[&str]) -> Launch {
-    Launch {
-        argv: argv.iter().map(|s| s.to_string()).collect(),
-        hostname: "guest".into(),
-        ..Launch::default()
-    }
+    Launch { argv: argv.iter().map(|s| s.to_string()).collect(), hostname: "guest".into(), ..Launch::default() }
 }
 
 /// A runtime whose `firecracker` is the fake script; mkfs is `true` (no disk needed).
@@ -312,10 +252,7 @@ struct Guest {
 
 impl Guest {
     async fn connect(path: &Path) -> Self {
-        Self {
-            s: UnixStream::connect(path).await.unwrap(),
-            fb: FrameBuffer::new(),
-        }
+        Self { s: UnixStream::connect(path).await.unwrap(), fb: FrameBuffer::new() }
     }
     async fn send(&mut self, m: Message) {
         self.s.write_all(&m.encode().unwrap()).await.unwrap();
@@ -326,10 +263,7 @@ impl Guest {
             if let Some(m) = self.fb.next_message().unwrap() {
                 return m;
             }
-            let n = tokio::time::timeout(Duration::from_secs(10), self.s.read(&mut b))
-                .await
-                .unwrap()
-                .unwrap();
+            let n = tokio::time::timeout(Duration::from_secs(10), self.s.read(&mut b)).await.unwrap().unwrap();
             assert!(n > 0, "host closed the channel");
             self.fb.push(&b[..n]);
         }
@@ -337,22 +271,9 @@ impl Guest {
     /// Hello → Hello + Launch → Ready.
     async fn boot(&mut self) -> Launch {
         self.send(Message::hello(Role::Guest, "fake-guest")).await;
-        assert!(matches!(
-            self.recv().await,
-            Message::Hello {
-                role: Role::Host,
-                ..
-            }
-        ));
-        let Message::Launch(l) = self.recv().await else {
-            panic!("no launch")
-        };
-        self.send(Message::Ready {
-            pid: 42,
-            init_started_us: 1000,
-            entrypoint_started_us: 2000,
-        })
-        .await;
+        assert!(matches!(self.recv().await, Message::Hello { role: Role::Host, .. }));
+        let Message::Launch(l) = self.recv().await else { panic!("no launch") };
+        self.send(Message::Ready { pid: 42, init_started_us: 1000, entrypoint_started_us: 2000 }).await;
         l
     }
 }
@@ -367,33 +288,20 @@ async fn boots_through_the_api_and_speaks_over_the_vsock_listener() {
     let t = tmp.path();
     let fake = FakeApi::start(&t.join("fake-api.sock"), Rules::default());
     let rt = fake_runtime(t, &fake.socket);
-    let mut vm = rt
-        .start(spec(t, launch(&["/bin/sh", "-c", "echo hi; exit 7"])))
-        .await
-        .unwrap();
+    let mut vm = rt.start(spec(t, launch(&["/bin/sh", "-c", "echo hi; exit 7"]))).await.unwrap();
     fake.wait_for("/actions").await;
     let work = t.join("vm");
     let mut g = Guest::connect(&work.join("vsock.sock_1024")).await;
     let l = g.boot().await;
     assert_eq!(l.argv, ["/bin/sh", "-c", "echo hi; exit 7"]);
-    g.send(Message::Log {
-        stream: Stream::Stdout,
-        data: b"hi\n".to_vec(),
-    })
-    .await;
-    g.send(Message::Exited {
-        status: ExitStatus::Code(7),
-    })
-    .await;
+    g.send(Message::Log { stream: Stream::Stdout, data: b"hi\n".to_vec() }).await;
+    g.send(Message::Exited { status: ExitStatus::Code(7) }).await;
     assert_eq!(g.recv().await, Message::Shutdown);
     std::fs::write(t.join("poweroff"), b"").unwrap();
 
     let mut states = Vec::new();
     let mut out = Vec::new();
-    while let Some(ev) = tokio::time::timeout(Duration::from_secs(10), vm.next_event())
-        .await
-        .unwrap()
-    {
+    while let Some(ev) = tokio::time::timeout(Duration::from_secs(10), vm.next_event()).await.unwrap() {
         match ev {
             VmEvent::State(s) => states.push(s.name()),
             VmEvent::Log { data, .. } => out.extend(data),
@@ -401,24 +309,13 @@ async fn boots_through_the_api_and_speaks_over_the_vsock_listener() {
     }
     let pid = vm.vmm_pid().unwrap();
     let o = vm.wait().await;
-    assert_eq!(
-        o.state,
-        State::Stopped {
-            exit: Some(ExitStatus::Code(7))
-        }
-    );
+    assert_eq!(o.state, State::Stopped { exit: Some(ExitStatus::Code(7)) });
     assert_eq!(o.vmm_exit, Some(0));
-    assert_eq!(
-        states,
-        ["preparing", "booting", "running", "stopping", "stopped"]
-    );
+    assert_eq!(states, ["preparing", "booting", "running", "stopping", "stopped"]);
     assert_eq!(out, b"hi\n");
     assert_eq!(o.timings.guest_entrypoint_started_us, Some(2000));
     assert!(gone(pid));
-    assert_eq!(
-        std::fs::read_to_string(work.join("vmm.pid")).unwrap(),
-        format!("{pid}\n")
-    );
+    assert_eq!(std::fs::read_to_string(work.join("vmm.pid")).unwrap(), format!("{pid}\n"));
 
     // The exact sequence, with this instance's paths.
     let w = std::path::absolute(&work).unwrap();
@@ -461,19 +358,13 @@ async fn a_rejected_request_fails_the_instance_and_leaves_no_vmm() {
     let fake = FakeApi::start(
         &t.join("fake-api.sock"),
         Rules {
-            fail: Some((
-                "/machine-config".into(),
-                400,
-                r#"{"fault_message":"Invalid vCPU count"}"#.into(),
-            )),
+            fail: Some(("/machine-config".into(), 400, r#"{"fault_message":"Invalid vCPU count"}"#.into())),
             ..Rules::default()
         },
     );
     let rt = fake_runtime(t, &fake.socket);
     let vm = rt.start(spec(t, launch(&["/bin/true"]))).await.unwrap();
-    let o = tokio::time::timeout(Duration::from_secs(10), vm.wait())
-        .await
-        .unwrap();
+    let o = tokio::time::timeout(Duration::from_secs(10), vm.wait()).await.unwrap();
     assert_eq!(
         o.state,
         State::Failed {
@@ -482,11 +373,7 @@ async fn a_rejected_request_fails_the_instance_and_leaves_no_vmm() {
         }
     );
     assert_eq!(o.vmm_exit, None, "killed, not exited");
-    let pid: u32 = std::fs::read_to_string(t.join("vm/vmm.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pid: u32 = std::fs::read_to_string(t.join("vm/vmm.pid")).unwrap().trim().parse().unwrap();
     assert!(gone(pid), "firecracker {pid} still runs");
     assert!(!fake.requests().iter().any(|r| r.path == "/actions"));
     assert!(!t.join("vm/vsock.sock_1024").exists());
@@ -498,16 +385,10 @@ async fn a_stop_the_guest_ignores_ends_with_ctrl_alt_del() {
     let t = tmp.path();
     let fake = FakeApi::start(
         &t.join("fake-api.sock"),
-        Rules {
-            ctrl_alt_del_creates: Some(t.join("poweroff")),
-            ..Rules::default()
-        },
+        Rules { ctrl_alt_del_creates: Some(t.join("poweroff")), ..Rules::default() },
     );
     let rt = fake_runtime(t, &fake.socket);
-    let mut vm = rt
-        .start(spec(t, launch(&["/bin/sleep", "600"])))
-        .await
-        .unwrap();
+    let mut vm = rt.start(spec(t, launch(&["/bin/sleep", "600"]))).await.unwrap();
     fake.wait_for("/actions").await;
     let mut g = Guest::connect(&t.join("vm/vsock.sock_1024")).await;
     g.boot().await;
@@ -516,22 +397,13 @@ async fn a_stop_the_guest_ignores_ends_with_ctrl_alt_del() {
             break;
         }
     }
-    vm.control(Control::Stop {
-        grace: Duration::from_millis(50),
-    })
-    .await;
+    vm.control(Control::Stop { grace: Duration::from_millis(50) }).await;
     // The guest gets SIGTERM, then Shutdown, and answers neither.
     assert_eq!(g.recv().await, Message::Signal { signo: 15 });
     assert_eq!(g.recv().await, Message::Shutdown);
-    let o = tokio::time::timeout(Duration::from_secs(20), vm.wait())
-        .await
-        .unwrap();
+    let o = tokio::time::timeout(Duration::from_secs(20), vm.wait()).await.unwrap();
     assert_eq!(o.state, State::Stopped { exit: None });
-    assert_eq!(
-        o.vmm_exit,
-        Some(0),
-        "firecracker exited on the guest's reboot"
-    );
+    assert_eq!(o.vmm_exit, Some(0), "firecracker exited on the guest's reboot");
     let last = fake.requests().last().unwrap().line();
     assert_eq!(last, r#"PUT /actions {"action_type":"SendCtrlAltDel"}"#);
 }
@@ -549,19 +421,10 @@ async fn firecracker_exiting_at_once_fails_with_its_status() {
     cfg.firecracker_bin = "false".into();
     cfg.mkfs_bin = "true".into();
     let rt = FirecrackerRuntime::new(cfg).unwrap();
-    let o = rt
-        .start(spec(t, launch(&["/bin/true"])))
-        .await
-        .unwrap()
-        .wait()
-        .await;
-    let State::Failed { reason, .. } = &o.state else {
-        panic!("{:?}", o.state)
-    };
+    let o = rt.start(spec(t, launch(&["/bin/true"]))).await.unwrap().wait().await;
+    let State::Failed { reason, .. } = &o.state else { panic!("{:?}", o.state) };
     assert!(
-        reason.starts_with(
-            "firecracker exited (exit status: 1) before its entrypoint started (console: "
-        ),
+        reason.starts_with("firecracker exited (exit status: 1) before its entrypoint started (console: "),
         "{reason}"
     );
 }
@@ -590,20 +453,8 @@ async fn config_errors_come_before_the_instance() {
     let rt = FirecrackerRuntime::new(cfg).unwrap();
     let mut s = spec(t, launch(&["/bin/true"]));
     s.vcpus = 33;
-    assert!(rt
-        .start(s)
-        .await
-        .err()
-        .unwrap()
-        .to_string()
-        .contains("1 to 32"));
+    assert!(rt.start(s).await.err().unwrap().to_string().contains("1 to 32"));
     let mut s = spec(t, launch(&["/bin/true"]));
     s.work_dir = PathBuf::from("/").join("d".repeat(100));
-    assert!(rt
-        .start(s)
-        .await
-        .err()
-        .unwrap()
-        .to_string()
-        .contains("too long for a unix socket"));
+    assert!(rt.start(s).await.err().unwrap().to_string().contains("too long for a unix socket"));
 }

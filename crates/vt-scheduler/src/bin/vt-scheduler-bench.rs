@@ -22,7 +22,10 @@ fn main() {
                 id: format!("node_{i:05}"),
                 name: format!("node-{i:05}"),
                 status: if i % 97 == 0 { NodeStatus::Draining } else { NodeStatus::Ready },
-                allocatable: Resources { cpu_millis: 8_000 * (1 + (i % 4) as u64), memory_mib: 16_384 * (1 + (i % 4) as u64) },
+                allocatable: Resources {
+                    cpu_millis: 8_000 * (1 + (i % 4) as u64),
+                    memory_mib: 16_384 * (1 + (i % 4) as u64),
+                },
             })
             .collect(),
         instances: vec![],
@@ -34,7 +37,10 @@ fn main() {
                     process: format!("p{}", g % 4),
                     replicas: per.min(instances - g * per) as u32,
                     release: "rel_1".into(),
-                    resources: Resources { cpu_millis: 250 * (1 + (g % 4) as u64), memory_mib: 256 * (1 + (g % 8) as u64) },
+                    resources: Resources {
+                        cpu_millis: 250 * (1 + (g % 4) as u64),
+                        memory_mib: 256 * (1 + (g % 8) as u64),
+                    },
                 })
                 .collect()
         },
@@ -56,7 +62,11 @@ fn main() {
     }
     let worst = per_group.values().map(|m| *m.values().max().unwrap_or(&0)).max().unwrap_or(0);
     if worst > 1 || !p.unplaceable.is_empty() || p.allocations.len() != instances {
-        eprintln!("placement incomplete or unspread: {} placed, {} unplaceable, max {worst} replicas of a group on a node", p.allocations.len(), p.unplaceable.len());
+        eprintln!(
+            "placement incomplete or unspread: {} placed, {} unplaceable, max {worst} replicas of a group on a node",
+            p.allocations.len(),
+            p.unplaceable.len()
+        );
         std::process::exit(1);
     }
     println!(

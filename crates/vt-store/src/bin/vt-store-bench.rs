@@ -29,7 +29,11 @@ fn event(i: u64, nodes: &[NodeId]) -> NewEvent {
         Event::OrgCreated(OrgCreated { org_id: OrgId::new(), name: format!("org{i}") })
     } else {
         let node_id = nodes[(i as usize / 2) % nodes.len()];
-        Event::NodeStatusChanged(NodeStatusChanged { node_id, status: if i % 4 == 1 { NodeStatus::Draining } else { NodeStatus::Ready }, reason: None })
+        Event::NodeStatusChanged(NodeStatusChanged {
+            node_id,
+            status: if i % 4 == 1 { NodeStatus::Draining } else { NodeStatus::Ready },
+            reason: None,
+        })
     };
     NewEvent::new(e, Actor::system("bench"), None)
 }
@@ -39,8 +43,21 @@ async fn seed_nodes(store: &Arc<dyn Store>) -> Vec<NodeId> {
     for i in 0..16 {
         let node_id = NodeId::new();
         let cap = Capacity { cpu_millis: 4000, memory_mib: 8192 };
-        let e = Event::NodeRegistered(NodeRegistered { node_id, name: format!("n{i}"), capacity: cap, allocatable: cap, labels: Default::default(), address: None });
-        store.append(AppendRequest { events: vec![NewEvent::new(e, Actor::system("bench"), None)], ..Default::default() }).await.unwrap();
+        let e = Event::NodeRegistered(NodeRegistered {
+            node_id,
+            name: format!("n{i}"),
+            capacity: cap,
+            allocatable: cap,
+            labels: Default::default(),
+            address: None,
+        });
+        store
+            .append(AppendRequest {
+                events: vec![NewEvent::new(e, Actor::system("bench"), None)],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
         nodes.push(node_id);
     }
     nodes
@@ -95,7 +112,10 @@ async fn run(backend: &str, store: Arc<dyn Store>, events: u64, writers: u64) ->
             let mut lags = vec![];
             let mut i = w;
             while i < lag_events {
-                let a = store.append(AppendRequest { events: vec![event(base + events + i, &nodes)], ..Default::default() }).await.unwrap();
+                let a = store
+                    .append(AppendRequest { events: vec![event(base + events + i, &nodes)], ..Default::default() })
+                    .await
+                    .unwrap();
                 let acked = Instant::now();
                 projector.wait_for(a.last_seq, Duration::from_secs(30)).await.unwrap();
                 lags.push(acked.elapsed());
@@ -110,7 +130,14 @@ async fn run(backend: &str, store: Arc<dyn Store>, events: u64, writers: u64) ->
     }
     runner.abort();
     lags.sort();
-    Row { backend: backend.into(), events, append_per_s, project_per_s, lag_p50: percentile(&lags, 0.5), lag_p99: percentile(&lags, 0.99) }
+    Row {
+        backend: backend.into(),
+        events,
+        append_per_s,
+        project_per_s,
+        lag_p50: percentile(&lags, 0.5),
+        lag_p99: percentile(&lags, 0.99),
+    }
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -145,7 +172,10 @@ async fn main() {
     } else {
         eprintln!("note: no PostgreSQL URL (--database-url or VT_TEST_DATABASE_URL): PostgreSQL row skipped");
     }
-    println!("{:<22} {:>8} {:>9} {:>12} {:>13} {:>10} {:>10}", "backend", "events", "writers", "append ev/s", "project ev/s", "lag p50", "lag p99");
+    println!(
+        "{:<22} {:>8} {:>9} {:>12} {:>13} {:>10} {:>10}",
+        "backend", "events", "writers", "append ev/s", "project ev/s", "lag p50", "lag p99"
+    );
     for r in rows {
         println!(
             "{:<22} {:>8} {:>9} {:>12.0} {:>13.0} {:>8.2}ms {:>8.2}ms",

@@ -29,26 +29,17 @@ impl TestServer {
         };
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
             rt.block_on(async move {
                 let server = Server::bind(&config).await.unwrap();
                 let addr = server.local_addr().unwrap();
-                let token =
-                    std::fs::read_to_string(server.admin_token_written.clone().unwrap()).unwrap();
+                let token = std::fs::read_to_string(server.admin_token_written.clone().unwrap()).unwrap();
                 tx.send((addr, token.trim().to_owned())).unwrap();
                 server.run(std::future::pending()).await.unwrap();
             });
         });
         let (addr, token) = rx.recv().unwrap();
-        TestServer {
-            url: format!("http://{addr}"),
-            token,
-            dir,
-        }
+        TestServer { url: format!("http://{addr}"), token, dir }
     }
 
     /// The `vt` command against this server, isolated from the user's
@@ -75,9 +66,7 @@ impl TestServer {
             &["org", "create", "acme"][..],
             &["app", "create", "web", "--org", "acme"],
             &["env", "create", "prod", "--org", "acme", "--app", "web"],
-            &[
-                "context", "set", "--org", "acme", "--app", "web", "--env", "prod",
-            ],
+            &["context", "set", "--org", "acme", "--app", "web", "--env", "prod"],
         ] {
             let r = self.run(args);
             assert_eq!(r.code, 0, "{args:?}: {}", r.text);
@@ -99,16 +88,7 @@ pub fn vt_isolated(dir: &Path, args: &[&str]) -> Command {
         .env("VT_CONFIG", dir.join("config.toml"))
         .env("HOME", dir)
         .env_remove("XDG_CONFIG_HOME");
-    for k in [
-        "VT_SERVER",
-        "VT_TOKEN",
-        "VT_ORG",
-        "VT_APP",
-        "VT_ENV",
-        "VT_DATA_DIR",
-        "VT_DATABASE_URL",
-        "RUST_LOG",
-    ] {
+    for k in ["VT_SERVER", "VT_TOKEN", "VT_ORG", "VT_APP", "VT_ENV", "VT_DATA_DIR", "VT_DATABASE_URL", "RUST_LOG"] {
         c.env_remove(k);
     }
     c
@@ -128,14 +108,8 @@ impl Run {
         let clean = |b: &[u8]| String::from_utf8_lossy(b).replace(&tmp, "[TMP]");
         let (stdout, stderr) = (clean(&o.stdout), clean(&o.stderr));
         let code = o.status.code().unwrap_or(-1);
-        let text =
-            format!("exit: {code}\n----- stdout -----\n{stdout}----- stderr -----\n{stderr}");
-        Run {
-            code,
-            stdout,
-            stderr,
-            text,
-        }
+        let text = format!("exit: {code}\n----- stdout -----\n{stdout}----- stderr -----\n{stderr}");
+        Run { code, stdout, stderr, text }
     }
 
     pub fn json(&self) -> serde_json::Value {
@@ -148,14 +122,8 @@ impl Run {
 /// width of what they replace, so table columns stay aligned.
 pub fn filters() -> Vec<(&'static str, &'static str)> {
     vec![
-        (
-            r"\b(org|app|env|rel|dep|inst|node|evt|req|tok|route)_[0-9a-z]{26}\b",
-            "${1}_xxxxxxxxxxxxxxxxxxxxxxxxxx",
-        ),
-        (
-            r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)",
-            "YYYY-MM-DDTHH:MM:SSZ",
-        ),
+        (r"\b(org|app|env|rel|dep|inst|node|evt|req|tok|route)_[0-9a-z]{26}\b", "${1}_xxxxxxxxxxxxxxxxxxxxxxxxxx"),
+        (r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)", "YYYY-MM-DDTHH:MM:SSZ"),
         (r"127\.0\.0\.1:\d+", "127.0.0.1:[port]"),
         // Phase timings of deploys (`+1.4s`).
         (r"\+\d+\.\ds\b", "+N.Ns"),
@@ -179,16 +147,10 @@ pub fn spawn_vt_server(dir: &Path, args: &[&str]) -> (std::process::Child, Strin
     use std::io::BufRead;
     let mut full = vec!["server"];
     full.extend_from_slice(args);
-    let mut child = vt_isolated(dir, &full)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = vt_isolated(dir, &full).stderr(std::process::Stdio::piped()).spawn().unwrap();
     let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
     let url = loop {
-        let line = stderr
-            .next()
-            .expect("server exited before it was ready")
-            .unwrap();
+        let line = stderr.next().expect("server exited before it was ready").unwrap();
         if let Some(url) = line.strip_prefix("vt server ready on ") {
             break url.to_owned();
         }
@@ -201,11 +163,7 @@ pub fn spawn_vt_server(dir: &Path, args: &[&str]) -> (std::process::Child, Strin
 #[allow(dead_code)]
 pub fn vt_at(dir: &Path, data: &Path, url: &str, args: &[&str]) -> Run {
     let mut c = vt_isolated(dir, args);
-    c.env("VT_SERVER", url)
-        .env("VT_DATA_DIR", data)
-        .env("VT_ORG", "acme")
-        .env("VT_APP", "web")
-        .env("VT_ENV", "prod");
+    c.env("VT_SERVER", url).env("VT_DATA_DIR", data).env("VT_ORG", "acme").env("VT_APP", "web").env("VT_ENV", "prod");
     let r = Run::of(c.output().unwrap(), dir);
     assert_eq!(r.code, 0, "{args:?}: {}", r.text);
     r
@@ -222,7 +180,8 @@ pub fn acme_with_busybox(dir: &Path, data: &Path, url: &str) -> String {
     vt(&["env", "create", "prod"]);
     let build = dir.join("build");
     vt_image::testing::busybox_rootfs(&build.join("rootfs")).unwrap();
-    let img = write_image(&build.join("rootfs"), &build.join("layout"), Default::default(), LayerFormat::Uncompressed).unwrap();
+    let img = write_image(&build.join("rootfs"), &build.join("layout"), Default::default(), LayerFormat::Uncompressed)
+        .unwrap();
     vt(&["image", "push", build.join("layout").to_str().unwrap(), "--repo", "acme/web", "--tag", "v1"]);
     format!("acme/web@{}", img.manifest.digest)
 }
