@@ -2,24 +2,30 @@
 //! placed on it, boots them as microVMs (vt-runtime) and reports every
 //! transition back. See `docs/agent.md`.
 //!
-//! * State on disk: `<data-dir>/agent/instances/<id>.json` ([`state::InstanceRecord`]),
-//!   written atomically at each transition. A restarted agent adopts a VM whose
-//!   process is still alive (never starts a second one) and finishes half-done
-//!   transitions (a record stuck in `preparing`/`booting` without a live VM is booted again).
-//! * Logs: `<data-dir>/agent/logs/<id>.log` (+ `.log.1`), see [`logs`].
+//! * State on disk, in the directories [`AgentDirs`] names: a record per instance
+//!   (`<instances>/<id>.json`, [`state::InstanceRecord`]), written atomically at
+//!   each transition. A restarted agent adopts a VM whose process is still alive
+//!   (never starts a second one) and finishes half-done transitions (a record
+//!   stuck in `preparing`/`booting` without a live VM is booted again).
+//! * Logs: `<logs>/<id>.log` (+ `.log.1`), see [`logs`].
+//! * The agent acts with a node token bound to its node: it reads only the
+//!   instances placed on it, with the releases they run (`GET
+//!   /v1/nodes/{node}/instances`), and pulls only their images.
 //! * [`Agent::reconcile`] takes no input but state (the control plane's view of
 //!   this node's instances, the records on disk, the supervisors in this process)
 //!   and is idempotent: running it twice in a row does nothing the second time.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, OnceCell};
 use tokio::task::JoinSet;
-use vt_api::{Heartbeat, InstanceView, RegisterNode, ReportInstanceStatus};
+use vt_api::{Heartbeat, Instance, NodeInstances, RegisterNode, Release, ReportInstanceStatus};
 use vt_client::Client;
 use vt_events::{Capacity, DesiredState, Health};
 use vt_image::{Digest, ImageStore, RegistrySource, StoreOptions};
@@ -35,17 +41,31 @@ pub mod state;
 
 use state::{InstanceRecord, Phase, StateDir};
 
+/// The directories the agent keeps its state in (`vt server` puts them under
+/// `<data-dir>/agent/`; its `DataDir` names them).
+#[derive(Debug, Clone)]
+pub struct AgentDirs {
+    /// One record per instance this node ran: `<id>.json`.
+    pub instances: PathBuf,
+    /// Per-VM work directories (scratch disk, sockets): `<id>/`.
+    pub vms: PathBuf,
+    /// Instance logs: `<id>.log` and `<id>.log.1`.
+    pub logs: PathBuf,
+    /// The image cache and the root disks.
+    pub images: PathBuf,
+}
+
 /// How the agent is set up.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
     /// The control plane's root URL (`http://127.0.0.1:7411`).
     pub server: String,
-    /// A token with the `node` (or `admin`) role.
+    /// A `node` token bound to this node (an admin token works too).
     pub token: Option<String>,
-    /// The node's name (unique in the cluster).
-    pub node_name: String,
-    /// The agent keeps everything under `<data_dir>/agent/` (and images under `<data_dir>/agent/images`).
-    pub data_dir: PathBuf,
+    /// The node's name (unique in the cluster; the name its token was issued for).
+    pub node_name: vt_api::Hostname,
+    /// Where the agent keeps its state.
+    pub dirs: AgentDirs,
     /// The backend; `None`: from `VT_RUNTIME` (`qemu`, the default, or `firecracker`).
     pub runtime: Option<RuntimeKind>,
     /// The qemu backend's settings: kernel, initramfs, accelerator.
@@ -74,7 +94,7 @@ impl AgentConfig {
     /// `VT_GUEST_DIR` (default `/var/cache/vt/guest`), qemu's accelerator from
     /// `VT_QEMU_ACCEL` (default tcg), Firecracker from `FIRECRACKER_BIN` (default `PATH`),
     /// a 10 s resync, 5 s heartbeats.
-    pub fn new(server: &str, token: Option<String>, node_name: &str, data_dir: PathBuf) -> Self {
+    pub fn new(server: &str, token: Option<String>, node_name: vt_api::Hostname, dirs: AgentDirs) -> Self {
         let guest_dir = vt_runtime::qemu::default_guest_dir();
         let mut qemu = QemuConfig::from_guest_dir(&guest_dir);
         if let Some(a) = std::env::var("VT_QEMU_ACCEL").ok().and_then(|a| a.parse().ok()) {
@@ -83,8 +103,8 @@ impl AgentConfig {
         AgentConfig {
             server: server.to_owned(),
             token,
-            node_name: node_name.to_owned(),
-            data_dir,
+            node_name,
+            dirs,
             runtime: None,
             qemu,
             firecracker: FirecrackerConfig::from_env(&guest_dir),
@@ -96,13 +116,6 @@ impl AgentConfig {
             log_max_bytes: 8 << 20,
             scratch_size: 256 << 20,
         }
-    }
-
-    pub fn agent_dir(&self) -> PathBuf {
-        self.data_dir.join("agent")
-    }
-    pub fn log_dir(&self) -> PathBuf {
-        self.agent_dir().join("logs")
     }
 }
 
@@ -152,12 +165,27 @@ pub struct Agent {
     cgroups: Option<CgroupRoot>,
     supervised: Mutex<HashMap<String, Supervised>>,
     keys: AtomicU64,
+    status: Mutex<AgentStatus>,
+}
+
+/// What the agent's loop did last: its published status.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AgentStatus {
+    /// The node's id, once registered.
+    pub node_id: Option<String>,
+    /// Reconciliations run (one per change of the node's instances, and per resync).
+    pub activations: u64,
+    pub last_activation_at: Option<DateTime<Utc>>,
+    /// The last failure (registration, following, reconciling); `None` once one succeeds.
+    pub last_error: Option<String>,
+    /// Supervisors running in this process.
+    pub supervised: usize,
 }
 
 impl Agent {
     pub fn new(cfg: AgentConfig) -> Result<Arc<Self>, AgentError> {
-        let states = StateDir::open(cfg.agent_dir().join("instances"))?;
-        std::fs::create_dir_all(cfg.log_dir())?;
+        let states = StateDir::open(cfg.dirs.instances.clone())?;
+        std::fs::create_dir_all(&cfg.dirs.logs)?;
         let runtime = new_runtime(&cfg).map_err(|e| AgentError::Other(e.to_string()))?;
         tracing::info!(runtime = runtime.name(), "microVM backend");
         let client = Client::new(&cfg.server, cfg.token.clone()).with_retries(4, Duration::from_millis(250));
@@ -178,11 +206,28 @@ impl Agent {
             cgroups,
             supervised: Mutex::new(HashMap::new()),
             keys: AtomicU64::new(0),
+            status: Mutex::new(AgentStatus::default()),
         }))
     }
 
     pub fn config(&self) -> &AgentConfig {
         &self.cfg
+    }
+
+    /// The loop's status now.
+    pub fn status(&self) -> AgentStatus {
+        let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        s.node_id = self.node.get().cloned();
+        s.supervised = self.supervised.lock().unwrap_or_else(|p| p.into_inner()).len();
+        s
+    }
+
+    /// One activation of the loop ended, with this error if it failed.
+    fn record_activation(&self, error: Option<String>) {
+        let mut s = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        s.activations += 1;
+        s.last_activation_at = Some(Utc::now());
+        s.last_error = error;
     }
 
     /// Kill the VMs this agent's supervisors run, remove their taps and cgroups (for a shutdown of the
@@ -214,7 +259,7 @@ impl Agent {
     }
 
     async fn images(&self) -> Result<Arc<ImageStore>, String> {
-        let dir = self.cfg.agent_dir().join("images");
+        let dir = self.cfg.dirs.images.clone();
         self.images
             .get_or_try_init(|| async move {
                 tokio::task::spawn_blocking(move || ImageStore::open(&dir, StoreOptions::default()).map(Arc::new))
@@ -256,6 +301,7 @@ impl Agent {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot register the node; retrying");
+                    self.record_activation(Some(format!("cannot register the node: {e}")));
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
@@ -276,13 +322,15 @@ impl Agent {
         loop {
             let node = &self.cfg.node_name;
             let answer = match cursor {
-                Some(seq) => self.client.node_instances_after(node, seq, self.cfg.resync_interval).await,
+                Some(seq) => self.client.node_instances_follow(node, seq, self.cfg.resync_interval).await,
                 None => self.client.node_instances(node).await,
             };
             match answer {
                 Ok(list) => {
                     cursor = Some(list.seq);
-                    match self.reconcile(list.items, &mut tasks).await {
+                    let result = self.reconcile(list, &mut tasks).await;
+                    self.record_activation(result.as_ref().err().map(|e| e.to_string()));
+                    match result {
                         // Something here needs another look before the views change.
                         Ok(true) => cursor = None,
                         Ok(false) => {}
@@ -291,6 +339,7 @@ impl Agent {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read this node's instances; retrying");
+                    self.record_activation(Some(format!("cannot read this node's instances: {e}")));
                     cursor = None;
                     tokio::time::sleep(self.cfg.resync_interval.min(Duration::from_secs(1))).await;
                 }
@@ -307,13 +356,10 @@ impl Agent {
     /// what runs here and act on the difference. Supervisors are spawned on `tasks`.
     /// Returns whether another activation is due without waiting for a change (a VM left
     /// half-booted by a previous agent was ended; the next activation boots it again).
-    pub async fn reconcile(
-        self: &Arc<Self>,
-        list: Vec<InstanceView>,
-        tasks: &mut JoinSet<()>,
-    ) -> Result<bool, AgentError> {
+    pub async fn reconcile(self: &Arc<Self>, list: NodeInstances, tasks: &mut JoinSet<()>) -> Result<bool, AgentError> {
         let mut again = false;
-        for inst in list {
+        let releases: HashMap<String, Release> = list.releases.into_iter().map(|r| (r.id.to_string(), r)).collect();
+        for inst in list.items {
             let id = inst.id.to_string();
             {
                 let mut sup = self.supervised.lock().unwrap_or_else(|p| p.into_inner());
@@ -359,7 +405,8 @@ impl Agent {
                     if let Some(r) = &rec {
                         tracing::info!(instance = %id, phase = ?r.phase, "finishing a half-done start: booting again");
                     }
-                    self.spawn_supervisor(tasks, inst);
+                    let release = releases.get(&inst.release_id.to_string()).cloned();
+                    self.spawn_supervisor(tasks, inst, release);
                 }
                 rec => {
                     // Desired stopped and nothing runs here.
@@ -377,7 +424,7 @@ impl Agent {
     }
 
     fn work_dir(&self, id: &str) -> PathBuf {
-        self.cfg.agent_dir().join("vms").join(id)
+        self.cfg.dirs.vms.join(id)
     }
 
     fn track(&self, id: &str) -> mpsc::Receiver<()> {
@@ -389,10 +436,10 @@ impl Agent {
         rx
     }
 
-    fn spawn_supervisor(self: &Arc<Self>, tasks: &mut JoinSet<()>, inst: InstanceView) {
+    fn spawn_supervisor(self: &Arc<Self>, tasks: &mut JoinSet<()>, inst: Instance, release: Option<Release>) {
         let stop = self.track(&inst.id.to_string());
         let me = self.clone();
-        tasks.spawn(async move { me.supervise(inst, stop).await });
+        tasks.spawn(async move { me.supervise(inst, release, stop).await });
     }
 
     fn spawn_adopted(self: &Arc<Self>, tasks: &mut JoinSet<()>, rec: InstanceRecord, desired: DesiredState) {
@@ -519,21 +566,21 @@ impl Agent {
     }
 
     /// Prepare, boot and watch one instance until it ends.
-    async fn supervise(self: Arc<Self>, inst: InstanceView, mut stop: mpsc::Receiver<()>) {
+    async fn supervise(self: Arc<Self>, inst: Instance, release: Option<Release>, mut stop: mpsc::Receiver<()>) {
         let id = inst.id.to_string();
         let work_dir = self.work_dir(&id);
         let mut rec = InstanceRecord::new(&id, &inst.release_id.to_string(), work_dir.clone());
         let t0 = Instant::now();
         self.set_phase(&mut rec, Phase::Preparing, None).await;
-        let mut log = match logs::LogWriter::open(&self.cfg.log_dir(), &id, self.cfg.log_max_bytes) {
+        let mut log = match logs::LogWriter::open(&self.cfg.dirs.logs, &id, self.cfg.log_max_bytes) {
             Ok(l) => l,
             Err(e) => {
                 return self
-                    .fail(&mut rec, format!("cannot open the log file in {}: {e}", self.cfg.log_dir().display()))
+                    .fail(&mut rec, format!("cannot open the log file in {}: {e}", self.cfg.dirs.logs.display()))
                     .await
             }
         };
-        let spec = match self.prepare(&inst, &mut rec, t0).await {
+        let spec = match self.prepare(&inst, release, &mut rec, t0).await {
             Ok(s) => s,
             Err(reason) => {
                 let _ = log.note(&format!("failed: {reason}"));
@@ -690,22 +737,22 @@ impl Agent {
     /// Pull the image, build the root disk and the launch: everything before the VMM.
     async fn prepare(
         &self,
-        inst: &InstanceView,
+        inst: &Instance,
+        release: Option<Release>,
         rec: &mut InstanceRecord,
         t0: Instant,
     ) -> Result<InstanceSpec, String> {
-        let release = self
-            .client
-            .release_get(&inst.org_id.to_string(), &inst.app_id.to_string(), &inst.release_id.to_string())
-            .await
-            .map_err(|e| format!("cannot read release {}: {e}", inst.release_id))?;
+        // The node's answer carries the releases of its instances; a node never reads an org's resources.
+        let release = release
+            .ok_or_else(|| format!("the control plane sent no release {} with the instance", inst.release_id))?;
         let manifest = vt_manifest::from_normalized_json(&release.manifest)
             .map_err(|e| format!("the release manifest does not parse: {e}"))?;
-        let repo = release.image_ref.split_once('@').map(|(r, _)| r.to_owned()).unwrap_or_default();
-        let first = repo.split('/').next().unwrap_or("");
-        if first.contains('.') || first.contains(':') || first == "localhost" {
+        let image = vt_image::ImageRef::parse(&release.image_ref)
+            .map_err(|e| format!("the release's image {} does not parse: {e}", release.image_ref))?;
+        if image.registry().is_some() {
             return Err(format!("image {} is in another registry; this node pulls from vt's built-in registry only (push it with `vt image push`)", release.image_ref));
         }
+        let repo = image.repository().to_owned();
         let digest: Digest =
             release.image_digest.parse().map_err(|e| format!("bad image digest {}: {e}", release.image_digest))?;
         let images = self.images().await?;

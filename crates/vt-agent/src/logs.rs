@@ -1,10 +1,18 @@
-//! Per-instance log files: `<data-dir>/agent/logs/<instance>.log`, one line per
-//! line of output: `<RFC3339 time> <stdout|stderr> <text>`. When the file passes
+//! Per-instance log files: `<logs dir>/<instance>.log`, one line per line of
+//! output: `<RFC3339 time> <stdout|stderr> <text>`. When the file passes
 //! `max_bytes` it becomes `<instance>.log.1` (replacing the previous one) and a new
 //! file starts: at most two files per instance.
+//!
+//! [`LogWriter`] writes them (the agent's supervisors); [`read`] serves them
+//! (the API's `GET /v1/instances/{id}/logs`, through the server assembly).
 
+use std::future::Future;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::Stream as FutStream;
 
 use vt_runtime::Stream;
 
@@ -99,6 +107,109 @@ impl LogWriter {
         self.file = std::fs::OpenOptions::new().create(true).append(true).open(&self.path)?;
         self.size = 0;
         Ok(())
+    }
+}
+
+/// An instance's log as a stream of whole lines: the rotated file then the
+/// current one (the last `tail` lines of them, or all), then, with `follow`,
+/// lines as they are written until `ended` says the instance has ended. The
+/// flag is read before the file, so the last lines are never lost. A rotation
+/// while following is noticed (another inode, or a shorter file) and the new
+/// file is read from its start.
+pub fn read<F, Fut>(
+    dir: &Path,
+    instance: &str,
+    tail: Option<usize>,
+    follow: bool,
+    ended: F,
+) -> impl FutStream<Item = std::io::Result<Bytes>> + Send + 'static
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = bool> + Send,
+{
+    enum Step {
+        Backlog,
+        Follow { pos: u64, ino: u64 },
+        Done,
+    }
+    let path = log_path(dir, instance);
+    futures_util::stream::unfold((path, Step::Backlog, ended), move |(path, step, ended)| async move {
+        match step {
+            Step::Done => None,
+            Step::Backlog => {
+                let (text, pos, ino) = read_backlog(&path, tail).await;
+                let next = if follow { Step::Follow { pos, ino } } else { Step::Done };
+                Some((Ok(Bytes::from(text)), (path, next, ended)))
+            }
+            Step::Follow { mut pos, mut ino } => loop {
+                let is_ended = ended().await;
+                let (chunk, new_pos, new_ino) = read_new(&path, pos, ino).await;
+                (pos, ino) = (new_pos, new_ino);
+                if !chunk.is_empty() {
+                    return Some((Ok(Bytes::from(chunk)), (path, Step::Follow { pos, ino }, ended)));
+                }
+                if is_ended {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            },
+        }
+    })
+}
+
+fn inode(m: &std::fs::Metadata) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    m.ino()
+}
+
+/// The rotated file then the current one, complete lines only, the last `tail` of them.
+/// Returns the text, the position reached in the current file and its inode.
+async fn read_backlog(path: &Path, tail: Option<usize>) -> (Vec<u8>, u64, u64) {
+    let mut rotated = path.as_os_str().to_owned();
+    rotated.push(".1");
+    let old = tokio::fs::read(PathBuf::from(rotated)).await.unwrap_or_default();
+    let (cur, pos, ino) = read_new(path, 0, 0).await;
+    let mut all = old;
+    if !all.is_empty() && !all.ends_with(b"\n") {
+        all.push(b'\n');
+    }
+    all.extend_from_slice(&cur);
+    if let Some(n) = tail {
+        let lines: Vec<&[u8]> = all.split_inclusive(|&b| b == b'\n').collect();
+        let skip = lines.len().saturating_sub(n);
+        all = lines[skip..].concat();
+    }
+    (all, pos, ino)
+}
+
+/// Complete lines written to `path` past `pos`; starts over when the file was rotated
+/// (another inode, or shorter than `pos`).
+async fn read_new(path: &Path, mut pos: u64, ino: u64) -> (Vec<u8>, u64, u64) {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let Ok(mut f) = tokio::fs::File::open(path).await else {
+        return (Vec::new(), pos, ino);
+    };
+    let Ok(meta) = f.metadata().await else {
+        return (Vec::new(), pos, ino);
+    };
+    let new_ino = inode(&meta);
+    if (ino != 0 && new_ino != ino) || meta.len() < pos {
+        pos = 0;
+    }
+    if f.seek(std::io::SeekFrom::Start(pos)).await.is_err() {
+        return (Vec::new(), pos, new_ino);
+    }
+    let mut buf = Vec::new();
+    if f.read_to_end(&mut buf).await.is_err() {
+        return (Vec::new(), pos, new_ino);
+    }
+    match buf.iter().rposition(|&b| b == b'\n') {
+        Some(i) => {
+            buf.truncate(i + 1);
+            let len = buf.len() as u64;
+            (buf, pos + len, new_ino)
+        }
+        None => (Vec::new(), pos, new_ino),
     }
 }
 

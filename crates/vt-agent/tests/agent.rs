@@ -10,10 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use vt_agent::{Agent, AgentConfig};
-use vt_api::{CreateApp, CreateEnv, CreateOrg, CreateRelease, InstanceView};
+use vt_api::{CreateApp, CreateEnv, CreateOrg, CreateRelease, CreateToken, Hostname, Instance, Name, TokenRole};
 use vt_client::registry::RegistryClient;
 use vt_client::Client;
-use vt_control_plane::server::{Server, ServerConfig};
 use vt_control_plane::ControlPlane;
 use vt_events::{
     Actor, DesiredState, Event, InstanceAllocated, InstanceDesiredStateChanged, InstanceStatus, NewEvent, Resources,
@@ -21,6 +20,7 @@ use vt_events::{
 use vt_ids::*;
 use vt_image::layout::{write_image, LayerFormat};
 use vt_image::oci::RuntimeConfig;
+use vt_server::{Server, ServerConfig};
 
 /// The tests boot VMs on a small machine: one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -30,10 +30,12 @@ fn guest_ready() -> bool {
 }
 
 struct World {
-    tmp: tempfile::TempDir,
+    _tmp: tempfile::TempDir,
     cp: Arc<ControlPlane>,
     base: String,
-    token: String,
+    /// A node token of `node-a`: what the agent acts with.
+    node_token: String,
+    dirs: vt_agent::AgentDirs,
     client: Client,
     org_id: OrgId,
     app_id: AppId,
@@ -52,16 +54,13 @@ async fn world(command: &str) -> World {
 async fn world_with(manifest: &str) -> World {
     let manifest = manifest.to_owned();
     let tmp = tempfile::Builder::new().prefix("vta").tempdir_in("/tmp").unwrap();
-    let config = ServerConfig {
-        data_dir: tmp.path().to_path_buf(),
-        listen: ([127, 0, 0, 1], 0).into(),
-        database_url: None,
-        sqlite: vt_store::SqliteOptions { full_sync: false },
-    };
-    let server = Server::bind(&config).await.unwrap();
+    let mut config = ServerConfig::new(tmp.path().join("data"), ([127, 0, 0, 1], 0).into());
+    config.sqlite = vt_store::SqliteOptions { full_sync: false };
+    let server = Server::start(&config).await.unwrap();
     let base = format!("http://{}", server.local_addr().unwrap());
-    let token = std::fs::read_to_string(tmp.path().join("admin-token")).unwrap().trim().to_owned();
+    let token = std::fs::read_to_string(server.data.admin_token()).unwrap().trim().to_owned();
     let cp = server.control_plane.clone();
+    let dirs = server.data.agent();
     tokio::spawn(server.run(std::future::pending()));
     let client = Client::new(&base, Some(token.clone()));
 
@@ -85,10 +84,22 @@ async fn world_with(manifest: &str) -> World {
     .await
     .unwrap();
 
-    let org = client.org_create(&CreateOrg { name: "acme".into() }, "k-org").await.unwrap().value;
+    let name = |s: &str| Name::parse(s).unwrap();
+    let org = client.org_create(&CreateOrg { name: name("acme") }, "k-org").await.unwrap().value;
     let app =
-        client.app_create("acme", &CreateApp { name: "web".into(), description: None }, "k-app").await.unwrap().value;
-    let env = client.env_create("acme", "web", &CreateEnv { name: "prod".into() }, "k-env").await.unwrap().value;
+        client.app_create("acme", &CreateApp { name: name("web"), description: None }, "k-app").await.unwrap().value;
+    let env = client.env_create("acme", "web", &CreateEnv { name: name("prod") }, "k-env").await.unwrap().value;
+    let node_token = client
+        .token_create(&CreateToken {
+            name: name("node-a"),
+            role: TokenRole::Node,
+            org: None,
+            node: Some("node-a".into()),
+            expires_in_secs: None,
+        })
+        .await
+        .unwrap()
+        .secret;
     let release = client
         .release_create(
             "acme",
@@ -99,12 +110,25 @@ async fn world_with(manifest: &str) -> World {
         .await
         .unwrap()
         .value;
-    World { cp, base, token, client, org_id: org.id, app_id: app.id, env_id: env.id, release_id: release.id, tmp }
+    World {
+        cp,
+        base,
+        node_token,
+        dirs,
+        client,
+        org_id: org.id,
+        app_id: app.id,
+        env_id: env.id,
+        release_id: release.id,
+        _tmp: tmp,
+    }
 }
 
 impl World {
     fn agent(&self) -> Arc<Agent> {
-        let mut cfg = AgentConfig::new(&self.base, Some(self.token.clone()), "node-a", self.tmp.path().to_path_buf());
+        let node = Hostname::parse("node-a").unwrap();
+        // Where the server reads instance logs: the data directory's agent dirs.
+        let mut cfg = AgentConfig::new(&self.base, Some(self.node_token.clone()), node, self.dirs.clone());
         cfg.resync_interval = Duration::from_secs(2);
         cfg.stop_grace = Duration::from_secs(2);
         Agent::new(cfg).unwrap()
@@ -114,7 +138,7 @@ impl World {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(n) = self.client.node_get("node-a").await {
-                return n.node.id;
+                return n.id;
             }
             assert!(Instant::now() < deadline, "the agent never registered its node");
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -151,7 +175,7 @@ impl World {
     }
 
     /// Desire the instance stopped and wait until its status is final.
-    async fn stop(&self, id: InstanceId) -> InstanceView {
+    async fn stop(&self, id: InstanceId) -> Instance {
         self.append(Event::InstanceDesiredStateChanged(InstanceDesiredStateChanged {
             org_id: self.org_id,
             env_id: self.env_id,
@@ -163,7 +187,7 @@ impl World {
         self.wait_status(id, "stopped", |v| v.status.is_terminal()).await
     }
 
-    async fn wait_status(&self, id: InstanceId, what: &str, ok: impl Fn(&InstanceView) -> bool) -> InstanceView {
+    async fn wait_status(&self, id: InstanceId, what: &str, ok: impl Fn(&Instance) -> bool) -> Instance {
         let deadline = Instant::now() + Duration::from_secs(180);
         loop {
             let v = self.client.instance_get(&id.to_string()).await.unwrap();
@@ -206,7 +230,7 @@ async fn instance_boots_logs_and_reports_its_exit_code() {
 
     // Follow the logs from the start: the stream ends when the instance does.
     let follower = {
-        let client = Client::new(&w.base, Some(w.token.clone()));
+        let client = w.client.clone();
         let id = id.to_string();
         tokio::spawn(async move {
             let mut s = client.instance_logs(&id, true, None).await.unwrap();
@@ -299,7 +323,7 @@ async fn a_live_vm_is_adopted_not_restarted() {
     let agent = w.agent();
     let node_id = NodeId::parse(&agent.register().await.unwrap()).unwrap();
     let id = w.allocate(node_id).await;
-    let work_dir = w.tmp.path().join("agent/vms").join(id.to_string());
+    let work_dir = w.dirs.vms.clone().join(id.to_string());
     std::fs::create_dir_all(&work_dir).unwrap();
     // `sh -c 'sleep 600; true' <work_dir>`: a live process naming the work dir.
     use std::os::unix::process::CommandExt;
@@ -308,7 +332,7 @@ async fn a_live_vm_is_adopted_not_restarted() {
         .process_group(0)
         .spawn()
         .unwrap();
-    let states = vt_agent::state::StateDir::open(w.tmp.path().join("agent/instances")).unwrap();
+    let states = vt_agent::state::StateDir::open(w.dirs.instances.clone()).unwrap();
     let mut rec = vt_agent::state::InstanceRecord::new(&id.to_string(), &w.release_id.to_string(), work_dir.clone());
     rec.phase = vt_agent::state::Phase::Running;
     rec.vm_pid = Some(fake.id());
@@ -358,7 +382,7 @@ retries = 2
     let agent = w.agent();
     let task = tokio::spawn(agent.clone().run());
     let node_id = w.node_id().await;
-    let subnet = w.client.node_get("node-a").await.unwrap().node.subnet.expect("the node has a subnet");
+    let subnet = w.client.node_get("node-a").await.unwrap().subnet.expect("the node has a subnet");
     let id = w.allocate(node_id).await;
 
     let v = w.wait_status(id, "passing", |v| v.health == Some(vt_events::Health::Passing)).await;

@@ -1,25 +1,27 @@
 //! The API's types: what goes over HTTP between `vt` and the control plane.
 //!
-//! Requests are strict (`deny_unknown_fields`): a misspelled field is an error
-//! naming it, never silently ignored. Responses are the views of `vt-views`
-//! wrapped where a list or extra data is needed. Errors are [`ErrorBody`] with
-//! a stable [`ErrorCode`].
+//! Requests are strict (`deny_unknown_fields`) and parse names into their types
+//! ([`Name`], [`Hostname`]): a misspelled field or a bad value is an error
+//! naming it, never silently ignored. Responses are the resources of
+//! [`resources`], defined here, not the stored views. Errors are [`ErrorBody`]
+//! with a stable [`ErrorCode`].
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use vt_events::{BootTimings, Capacity, Envelope, Health, InstanceStatus};
+use vt_events::Envelope;
 
 mod boot;
+pub mod resources;
 pub use boot::{nearest_rank, BootPhase, BootTimingSummary, BootTimingsQuery, PhaseStats};
-pub use vt_events::RouteProtocol;
-pub use vt_events::{DeployKind, DeployPhase, DeployStatus};
-pub use vt_views::{
-    AppView, DeployView, EnvView, InstanceFailure, InstanceView, NodeView, OrgView, PhaseTiming, ReleaseView,
-    RouteView, ScaleView,
+pub use resources::*;
+pub use vt_events::{
+    BootTimings, Capacity, DeployKind, DeployPhase, DeployStatus, DesiredState, Health, InstanceStatus, NodeStatus,
+    Resources, RouteProtocol, TokenRole,
 };
+pub use vt_ids::{Hostname, Name};
 
 /// Header carrying the client's idempotency key on mutations.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -96,12 +98,15 @@ pub struct List<T> {
     pub items: Vec<T>,
 }
 
-/// A node's instances, as of view position `seq`.
+/// A node's instances, as of view position `seq`: everything its agent needs
+/// to run them, so a node never reads an org's resources.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NodeInstances {
     /// Every instance placed on the node (desired and current state), by id.
-    pub items: Vec<InstanceView>,
+    pub items: Vec<Instance>,
+    /// The releases those instances run, by id.
+    pub releases: Vec<Release>,
     /// The position of the views these items reflect: pass it back as `after`
     /// to wait for the next change.
     pub seq: u64,
@@ -110,14 +115,13 @@ pub struct NodeInstances {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateOrg {
-    /// 1-63 characters: a-z, 0-9 and '-', starting with a letter.
-    pub name: String,
+    pub name: Name,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateApp {
-    pub name: String,
+    pub name: Name,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
 }
@@ -125,13 +129,15 @@ pub struct CreateApp {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateEnv {
-    pub name: String,
+    pub name: Name,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRelease {
-    /// The image, pinned by digest: `repository@sha256:<64 hex>`.
+    /// The image in the built-in registry, in a repository of the release's org
+    /// (`<org>/...`): pinned by digest (`<org>/web@sha256:<64 hex>`) or by a tag
+    /// resolved now (`<org>/web:v1`, `<org>/web` for `latest`).
     pub image: String,
     /// The manifest in its TOML authoring form.
     pub manifest: String,
@@ -140,7 +146,8 @@ pub struct CreateRelease {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateDeploy {
-    pub release_id: String,
+    /// A release of the env's app.
+    pub release_id: vt_ids::ReleaseId,
 }
 
 /// Desired instance counts per process type. Processes not named keep their count.
@@ -153,7 +160,8 @@ pub struct SetScale {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterNode {
-    pub name: String,
+    /// A host name, unique in the cluster. A node token may register only the node it is bound to, under its name.
+    pub name: Hostname,
     pub capacity: Capacity,
     /// What the scheduler may hand out; defaults to `capacity`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -202,13 +210,14 @@ pub struct CreateRoute {
     #[serde(default = "default_protocol")]
     pub protocol: RouteProtocol,
     /// The TLS server name clients ask for (case-insensitive; stored lower case).
+    /// The first org with a route for a host name owns it until its last such route is deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hostname: Option<String>,
+    pub hostname: Option<Hostname>,
     /// The ingress listener port of a `tls` route (default 443).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
     /// The process type whose instances serve the route.
-    pub process: String,
+    pub process: Name,
     /// The port the instances listen on.
     pub backend_port: u16,
     /// Send a PROXY protocol v2 header with the client's address first.
@@ -220,12 +229,37 @@ fn default_protocol() -> RouteProtocol {
     RouteProtocol::Tls
 }
 
-/// A node with its liveness.
+/// A new token. `admin` and `node` tokens need an admin token; an org role
+/// (`owner`, `deployer`, `viewer`) needs an owner of that org.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct NodeInfo {
-    #[serde(flatten)]
-    pub node: NodeView,
-    pub last_heartbeat_at: Option<DateTime<Utc>>,
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    /// Unique among the tokens of its org (or among admin and node tokens).
+    pub name: Name,
+    pub role: TokenRole,
+    /// The org of an org role (id or name); absent for `admin` and `node`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<String>,
+    /// The node a `node` token is for (id or name): a registered node, or the
+    /// name a new node will register under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Seconds until the token expires (1 s to 10 years); absent: it never expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_secs: Option<u64>,
+}
+
+/// Filters of `GET /v1/tokens`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct TokenQuery {
+    /// Only the tokens of this org (id or name). An owner sees its org's tokens only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<String>,
+    /// Include revoked and expired tokens (default: active ones only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub all: Option<bool>,
 }
 
 /// A page of the event log.
@@ -288,8 +322,8 @@ pub struct CrashLoop {
 /// `vt describe`: an env's desired state next to what is running.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct EnvDescription {
-    pub env: EnvView,
-    pub current_deploy: Option<DeployView>,
+    pub env: Env,
+    pub current_deploy: Option<Deploy>,
     pub processes: Vec<ProcessState>,
 }
 
@@ -321,4 +355,41 @@ pub struct SchedulerStatus {
     pub unplaceable: Vec<UnplaceableProcess>,
     pub heartbeat_timeout_secs: u64,
     pub cpu_oversubscription: f64,
+}
+
+/// `POST /v1/system/rebuild-views` and `vt server rebuild-views`: the views
+/// rebuilt from the log, and the rows that differed from the live ones.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RebuildReport {
+    /// The log's head: every event up to it was replayed.
+    pub events: u64,
+    pub rows: usize,
+    /// `<kind>/<id>` of each row whose rebuilt value differs from its value before.
+    pub differing_rows: Vec<String>,
+}
+
+/// One background task of `vt server` (a reconciler, a follower, the node agent).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct BackgroundTask {
+    /// `projector`, `scheduler`, `edge`, `agent`, ...
+    pub name: String,
+    /// What it does, in a few words.
+    pub description: String,
+    pub state: TaskState,
+    /// Activations so far (a follower counts each change it applied).
+    pub activations: u64,
+    pub last_activation_at: Option<DateTime<Utc>>,
+    /// The last activation's error; `None` once one succeeds again.
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    /// Not started (yet), or switched off by a flag.
+    Off,
+    Running,
+    /// The last activation failed; it retries.
+    Failing,
+    Stopped,
 }

@@ -8,6 +8,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use vt_api::{Hostname, Name};
 
 #[derive(Debug, Parser)]
 #[command(name = "vt", version, about = "vt: run apps in microVMs", propagate_version = true, max_term_width = 100)]
@@ -88,7 +89,10 @@ pub enum Command {
     /// Ingress routes of an env: TLS passthrough by host name, or raw TCP
     #[command(subcommand)]
     Route(RouteCommand),
-    /// What the platform measures about itself (boot timings)
+    /// API tokens: create one for a person, a CI job or a node; list; revoke
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// The server's background tasks, and what the platform measures about itself (boot timings)
     #[command(subcommand)]
     System(SystemCommand),
     /// Check, format and convert manifests (local; needs no server)
@@ -122,7 +126,7 @@ pub struct ContextSetArgs {
 #[derive(Debug, Subcommand)]
 pub enum OrgCommand {
     /// Create an org
-    Create { name: String },
+    Create { name: Name },
     /// List orgs
     List,
     /// Show an org (default: the current org)
@@ -136,7 +140,7 @@ pub enum OrgCommand {
 pub enum AppCommand {
     /// Create an app in the org
     Create {
-        name: String,
+        name: Name,
         #[arg(long)]
         description: Option<String>,
     },
@@ -152,7 +156,7 @@ pub enum AppCommand {
 #[derive(Debug, Subcommand)]
 pub enum EnvCommand {
     /// Create an env in the app
-    Create { name: String },
+    Create { name: Name },
     /// List the app's envs
     List,
     /// Show an env (default: the current env)
@@ -287,6 +291,72 @@ pub enum NodeCommand {
 pub enum SystemCommand {
     /// Boot-time percentiles per phase (count, p50, p95, p99, max) over instances that reported them
     BootTimings(BootTimingsArgs),
+    /// The server's background tasks (projector, scheduler, edge, agent) and how each is doing
+    Tasks,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token; its secret is printed once and never again
+    Create(TokenCreateArgs),
+    /// List tokens: names, roles, bindings, expiry; never secrets
+    List(TokenListArgs),
+    /// Revoke a token: it is refused from the next request on
+    Revoke {
+        /// The token's id (`tok_...`; `vt token list` shows them)
+        #[arg(value_name = "ID")]
+        id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct TokenCreateArgs {
+    /// Who or what holds it (`ci`, `alice`)
+    pub name: Name,
+    /// `owner` (everything in the org, its tokens too), `deployer` (releases, deploys, scale,
+    /// rollback, routes), `viewer` (reads, logs, events); `admin` and `node` are the operator's
+    #[arg(long, value_enum)]
+    pub role: RoleArg,
+    /// The org an org role acts in [default: the current org]
+    #[arg(long, value_name = "ORG")]
+    pub org: Option<String>,
+    /// For `--role node`: the node (a registered node, or the name a new node will register under)
+    #[arg(long, value_name = "NODE")]
+    pub node: Option<String>,
+    /// Expire after this long: `90d`, `12h`, `30m`, `3600s` [default: never]
+    #[arg(long, value_name = "DURATION", value_parser = duration_secs)]
+    pub expires_in: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenListArgs {
+    /// Only this org's tokens (an owner sees its org's tokens only)
+    #[arg(long, value_name = "ORG")]
+    pub org: Option<String>,
+    /// Include revoked and expired tokens
+    #[arg(long)]
+    pub all: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RoleArg {
+    Owner,
+    Deployer,
+    Viewer,
+    Admin,
+    Node,
+}
+
+impl From<RoleArg> for vt_api::TokenRole {
+    fn from(r: RoleArg) -> Self {
+        match r {
+            RoleArg::Owner => Self::Owner,
+            RoleArg::Deployer => Self::Deployer,
+            RoleArg::Viewer => Self::Viewer,
+            RoleArg::Admin => Self::Admin,
+            RoleArg::Node => Self::Node,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -310,13 +380,13 @@ pub enum RouteCommand {
 pub struct RouteCreateArgs {
     /// The TLS server name clients ask for (TLS routes)
     #[arg(long, value_name = "HOST")]
-    pub hostname: Option<String>,
+    pub hostname: Option<Hostname>,
     /// The ingress listener port of a TLS route [default: 443]
     #[arg(long, value_name = "PORT")]
     pub port: Option<u16>,
     /// The process type whose running instances serve the route
     #[arg(long, value_name = "PROCESS")]
-    pub process: String,
+    pub process: Name,
     /// The port the instances listen on
     #[arg(long, value_name = "PORT")]
     pub backend_port: u16,
@@ -372,7 +442,7 @@ pub struct ServerArgs {
     pub no_agent: bool,
     /// The name this server's node agent registers its node under [default: the host name]
     #[arg(long, value_name = "NAME")]
-    pub node_name: Option<String>,
+    pub node_name: Option<Hostname>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -404,6 +474,25 @@ pub enum ServerCommand {
 pub struct RebuildArgs {
     #[command(flatten)]
     pub store: StoreArgs,
+}
+
+/// `90d`, `12h`, `30m`, `45s` (or a bare number of seconds) as seconds.
+pub fn duration_secs(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("{s:?}: expected a number and a unit: 90d, 12h, 30m or 45s"))?;
+    let per = match unit {
+        "d" => 86_400,
+        "h" => 3_600,
+        "m" => 60,
+        "s" | "" => 1,
+        _ => return Err(format!("{s:?}: the unit must be d, h, m or s")),
+    };
+    match n.checked_mul(per) {
+        Some(0) | None => Err(format!("{s:?}: must be at least 1 s and at most ten years")),
+        Some(secs) => Ok(secs),
+    }
 }
 
 fn port_range(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {

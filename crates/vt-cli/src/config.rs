@@ -172,7 +172,7 @@ pub fn local_admin_token() -> Option<String> {
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
-    let t = std::fs::read_to_string(dir.join("admin-token")).ok()?;
+    let t = std::fs::read_to_string(vt_server::DataDir::at(&dir).admin_token()).ok()?;
     Some(t.trim().to_owned()).filter(|t| !t.is_empty())
 }
 

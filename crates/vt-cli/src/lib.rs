@@ -9,6 +9,9 @@
 //!
 //! The binary (`crates/vt`) builds the tokio runtime and calls [`run`].
 
+// Only the printer writes output (through `std::io`, never `print!`).
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 use std::ffi::OsString;
 
 use clap::Parser;
@@ -92,6 +95,7 @@ async fn dispatch(cli: Cli, printer: Printer) -> CliResult {
         Command::Node(cmd) => commands::node::run(&ctx, cmd).await,
         Command::Route(cmd) => commands::route::run(&ctx, cmd).await,
         Command::System(cmd) => commands::system::run(&ctx, cmd).await,
+        Command::Token(cmd) => commands::token::run(&ctx, cmd).await,
         Command::Manifest(_) | Command::Server(_) => unreachable!("handled above"),
     }
 }

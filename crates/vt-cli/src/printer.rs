@@ -161,7 +161,7 @@ fn api_hint(code: vt_api::ErrorCode) -> Option<&'static str> {
     use vt_api::ErrorCode::*;
     match code {
         Unauthorized => Some("pass `--token`, set `VT_TOKEN`, or run `vt context set --token T`; the admin token is in <data-dir>/admin-token"),
-        Forbidden => Some("this needs an admin token"),
+        Forbidden => Some("the token's role does not allow this; `vt token list` (as an owner or admin) shows who holds which role"),
         IdempotencyKeyReused => Some("the same idempotency key was used for a different request; run the command again"),
         ProjectionLag => Some("the change is committed; views are catching up, retry the read"),
         _ => None,

@@ -74,14 +74,6 @@ pub struct Client {
     backoff: Duration,
 }
 
-/// The report of `POST /v1/system/rebuild-views`.
-#[derive(Debug, Clone, PartialEq, serde::Deserialize, Serialize)]
-pub struct RebuildReport {
-    pub events: u64,
-    pub rows: usize,
-    pub differing_rows: Vec<String>,
-}
-
 fn seg(s: &str) -> String {
     // Names and ids are [a-z0-9_-]; escape anything else rather than let it
     // change the path.
@@ -188,31 +180,31 @@ impl Client {
 
     // --- orgs, apps, envs
 
-    pub async fn org_create(&self, req: &CreateOrg, key: &str) -> Result<Committed<OrgView>> {
+    pub async fn org_create(&self, req: &CreateOrg, key: &str) -> Result<Committed<Org>> {
         self.mutate(Method::POST, "/orgs", Some(req), key).await
     }
-    pub async fn org_list(&self) -> Result<List<OrgView>> {
+    pub async fn org_list(&self) -> Result<List<Org>> {
         self.get("/orgs").await
     }
-    pub async fn org_get(&self, org: &str) -> Result<OrgView> {
+    pub async fn org_get(&self, org: &str) -> Result<Org> {
         self.get(&format!("/orgs/{}", seg(org))).await
     }
-    pub async fn app_create(&self, org: &str, req: &CreateApp, key: &str) -> Result<Committed<AppView>> {
+    pub async fn app_create(&self, org: &str, req: &CreateApp, key: &str) -> Result<Committed<App>> {
         self.mutate(Method::POST, &format!("/orgs/{}/apps", seg(org)), Some(req), key).await
     }
-    pub async fn app_list(&self, org: &str) -> Result<List<AppView>> {
+    pub async fn app_list(&self, org: &str) -> Result<List<App>> {
         self.get(&format!("/orgs/{}/apps", seg(org))).await
     }
-    pub async fn app_get(&self, org: &str, app: &str) -> Result<AppView> {
+    pub async fn app_get(&self, org: &str, app: &str) -> Result<App> {
         self.get(&format!("/orgs/{}/apps/{}", seg(org), seg(app))).await
     }
-    pub async fn env_create(&self, org: &str, app: &str, req: &CreateEnv, key: &str) -> Result<Committed<EnvView>> {
+    pub async fn env_create(&self, org: &str, app: &str, req: &CreateEnv, key: &str) -> Result<Committed<Env>> {
         self.mutate(Method::POST, &format!("/orgs/{}/apps/{}/envs", seg(org), seg(app)), Some(req), key).await
     }
-    pub async fn env_list(&self, org: &str, app: &str) -> Result<List<EnvView>> {
+    pub async fn env_list(&self, org: &str, app: &str) -> Result<List<Env>> {
         self.get(&format!("/orgs/{}/apps/{}/envs", seg(org), seg(app))).await
     }
-    pub async fn env_get(&self, org: &str, app: &str, env: &str) -> Result<EnvView> {
+    pub async fn env_get(&self, org: &str, app: &str, env: &str) -> Result<Env> {
         self.get(&env_path(org, app, env, "")).await
     }
 
@@ -224,13 +216,13 @@ impl Client {
         app: &str,
         req: &CreateRelease,
         key: &str,
-    ) -> Result<Committed<ReleaseView>> {
+    ) -> Result<Committed<Release>> {
         self.mutate(Method::POST, &format!("/orgs/{}/apps/{}/releases", seg(org), seg(app)), Some(req), key).await
     }
-    pub async fn release_list(&self, org: &str, app: &str) -> Result<List<ReleaseView>> {
+    pub async fn release_list(&self, org: &str, app: &str) -> Result<List<Release>> {
         self.get(&format!("/orgs/{}/apps/{}/releases", seg(org), seg(app))).await
     }
-    pub async fn release_get(&self, org: &str, app: &str, release: &str) -> Result<ReleaseView> {
+    pub async fn release_get(&self, org: &str, app: &str, release: &str) -> Result<Release> {
         self.get(&format!("/orgs/{}/apps/{}/releases/{}", seg(org), seg(app), seg(release))).await
     }
     pub async fn deploy_create(
@@ -240,20 +232,20 @@ impl Client {
         env: &str,
         req: &CreateDeploy,
         key: &str,
-    ) -> Result<Committed<DeployView>> {
+    ) -> Result<Committed<Deploy>> {
         self.mutate(Method::POST, &env_path(org, app, env, "/deploys"), Some(req), key).await
     }
-    pub async fn deploy_list(&self, org: &str, app: &str, env: &str) -> Result<List<DeployView>> {
+    pub async fn deploy_list(&self, org: &str, app: &str, env: &str) -> Result<List<Deploy>> {
         self.get(&env_path(org, app, env, "/deploys")).await
     }
-    pub async fn deploy_get(&self, org: &str, app: &str, env: &str, deploy: &str) -> Result<DeployView> {
+    pub async fn deploy_get(&self, org: &str, app: &str, env: &str, deploy: &str) -> Result<Deploy> {
         self.get(&env_path(org, app, env, &format!("/deploys/{}", seg(deploy)))).await
     }
     /// A deploy of kind `rollback` to the env's previous release.
-    pub async fn env_rollback(&self, org: &str, app: &str, env: &str, key: &str) -> Result<Committed<DeployView>> {
+    pub async fn env_rollback(&self, org: &str, app: &str, env: &str, key: &str) -> Result<Committed<Deploy>> {
         self.mutate(Method::POST, &env_path(org, app, env, "/rollback"), None::<&()>, key).await
     }
-    pub async fn scale_get(&self, org: &str, app: &str, env: &str) -> Result<List<ScaleView>> {
+    pub async fn scale_get(&self, org: &str, app: &str, env: &str) -> Result<List<Scale>> {
         self.get(&env_path(org, app, env, "/scale")).await
     }
     /// Answers with every process's scale after the change.
@@ -264,16 +256,16 @@ impl Client {
         env: &str,
         req: &SetScale,
         key: &str,
-    ) -> Result<Committed<Vec<ScaleView>>> {
+    ) -> Result<Committed<Vec<Scale>>> {
         self.mutate(Method::PUT, &env_path(org, app, env, "/scale"), Some(req), key).await
     }
-    pub async fn instances(&self, org: &str, app: &str, env: &str) -> Result<List<InstanceView>> {
+    pub async fn instance_list(&self, org: &str, app: &str, env: &str) -> Result<List<Instance>> {
         self.get(&env_path(org, app, env, "/instances")).await
     }
-    pub async fn instance_get(&self, instance: &str) -> Result<InstanceView> {
+    pub async fn instance_get(&self, instance: &str) -> Result<Instance> {
         self.get(&format!("/instances/{}", seg(instance))).await
     }
-    pub async fn describe(&self, org: &str, app: &str, env: &str) -> Result<EnvDescription> {
+    pub async fn env_describe(&self, org: &str, app: &str, env: &str) -> Result<EnvDescription> {
         self.get(&env_path(org, app, env, "/describe")).await
     }
 
@@ -286,11 +278,18 @@ impl Client {
         env: &str,
         req: &CreateRoute,
         key: &str,
-    ) -> Result<Committed<RouteView>> {
+    ) -> Result<Committed<Route>> {
         self.mutate(Method::POST, &env_path(org, app, env, "/routes"), Some(req), key).await
     }
-    pub async fn route_list(&self, org: &str, app: &str, env: &str) -> Result<List<RouteView>> {
+    pub async fn route_list(&self, org: &str, app: &str, env: &str) -> Result<List<Route>> {
         self.get(&env_path(org, app, env, "/routes")).await
+    }
+    pub async fn route_get(&self, org: &str, app: &str, env: &str, route: &str) -> Result<Route> {
+        self.get(&env_path(org, app, env, &format!("/routes/{}", seg(route)))).await
+    }
+    /// Every route of every env (admin and node tokens): what an ingress serves.
+    pub async fn route_list_all(&self) -> Result<List<Route>> {
+        self.get("/routes").await
     }
     pub async fn route_delete(
         &self,
@@ -299,24 +298,24 @@ impl Client {
         env: &str,
         route: &str,
         key: &str,
-    ) -> Result<Committed<RouteView>> {
+    ) -> Result<Committed<Route>> {
         self.mutate(Method::DELETE, &env_path(org, app, env, &format!("/routes/{}", seg(route))), None::<&()>, key)
             .await
     }
 
     // --- nodes, events, system
 
-    pub async fn node_list(&self) -> Result<List<NodeInfo>> {
+    pub async fn node_list(&self) -> Result<List<Node>> {
         self.get("/nodes").await
     }
-    pub async fn node_get(&self, node: &str) -> Result<NodeInfo> {
+    pub async fn node_get(&self, node: &str) -> Result<Node> {
         self.get(&format!("/nodes/{}", seg(node))).await
     }
     /// Register (or re-register) a node by name; a node agent calls it at every start.
-    pub async fn node_register(&self, req: &RegisterNode, key: &str) -> Result<Committed<NodeView>> {
+    pub async fn node_register(&self, req: &RegisterNode, key: &str) -> Result<Committed<Node>> {
         self.mutate(Method::POST, "/nodes", Some(req), key).await
     }
-    pub async fn node_heartbeat(&self, node: &str, req: &Heartbeat, key: &str) -> Result<Committed<NodeInfo>> {
+    pub async fn node_heartbeat(&self, node: &str, req: &Heartbeat, key: &str) -> Result<Committed<Node>> {
         self.mutate(Method::POST, &format!("/nodes/{}/heartbeat", seg(node)), Some(req), key).await
     }
     /// Every instance placed on a node, desired and current state.
@@ -324,7 +323,7 @@ impl Client {
         self.get(&format!("/nodes/{}/instances", seg(node))).await
     }
     /// The node's instances once the views move past `after` (or after `wait`).
-    pub async fn node_instances_after(&self, node: &str, after: u64, wait: Duration) -> Result<NodeInstances> {
+    pub async fn node_instances_follow(&self, node: &str, after: u64, wait: Duration) -> Result<NodeInstances> {
         self.get(&format!("/nodes/{}/instances?after={after}&wait_ms={}", seg(node), wait.as_millis())).await
     }
     /// A node agent's report of an instance's current status.
@@ -333,7 +332,7 @@ impl Client {
         instance: &str,
         req: &ReportInstanceStatus,
         key: &str,
-    ) -> Result<Committed<InstanceView>> {
+    ) -> Result<Committed<Instance>> {
         self.mutate(Method::POST, &format!("/instances/{}/status", seg(instance)), Some(req), key).await
     }
     /// An instance's log lines (`<RFC3339> <stream> <text>`): the backlog (its last `tail`
@@ -349,17 +348,48 @@ impl Client {
         Ok(LogStream { url, resp, buf: Vec::new() })
     }
     /// One page of the log: events with `seq > after`, at most `limit`.
-    pub async fn events(&self, after: u64, limit: u32) -> Result<EventPage> {
+    pub async fn event_list(&self, after: u64, limit: u32) -> Result<EventPage> {
         self.get(&format!("/events?after={after}&limit={limit}")).await
     }
     /// Every event with `seq > after`, then new ones as they are appended.
-    pub async fn events_follow(&self, after: u64) -> Result<EventStream> {
+    pub async fn event_list_follow(&self, after: u64) -> Result<EventStream> {
         let url = self.url(&format!("/events?after={after}&follow=true"));
         let resp = self.send(&url, self.request(Method::GET, &url, None)).await?;
         Ok(EventStream { url, resp, buf: Vec::new() })
     }
+    // --- tokens
+
+    /// Issue a token: the answer carries its secret, once. Not retried, and
+    /// sent without an idempotency key: a replay would have to keep the secret.
+    pub async fn token_create(&self, req: &CreateToken) -> Result<IssuedToken> {
+        let url = self.url("/tokens");
+        let resp = self.send(&url, self.request(Method::POST, &url, Some(Duration::from_secs(60))).json(req)).await?;
+        decode(&url, resp).await
+    }
+    pub async fn token_list(&self, q: &TokenQuery) -> Result<List<Token>> {
+        let mut query = vec![];
+        if let Some(org) = &q.org {
+            query.push(format!("org={}", seg(org)));
+        }
+        if let Some(all) = q.all {
+            query.push(format!("all={all}"));
+        }
+        let path = if query.is_empty() { "/tokens".to_owned() } else { format!("/tokens?{}", query.join("&")) };
+        self.get(&path).await
+    }
+    pub async fn token_revoke(&self, token: &str, key: &str) -> Result<Committed<Token>> {
+        self.mutate(Method::DELETE, &format!("/tokens/{}", seg(token)), None::<&()>, key).await
+    }
+
     pub async fn system_status(&self) -> Result<SystemStatus> {
         self.get("/system/status").await
+    }
+    pub async fn system_scheduler(&self) -> Result<SchedulerStatus> {
+        self.get("/system/scheduler").await
+    }
+    /// Every background task of the server with its status.
+    pub async fn system_tasks(&self) -> Result<List<BackgroundTask>> {
+        self.get("/system/tasks").await
     }
     /// Per-phase boot-timing percentiles of the instances matching `q`.
     pub async fn system_boot_timings(&self, q: &BootTimingsQuery) -> Result<BootTimingSummary> {
@@ -373,7 +403,7 @@ impl Client {
         self.get(&path).await
     }
     /// Not idempotent by key: a rebuild is safe to repeat.
-    pub async fn rebuild_views(&self) -> Result<RebuildReport> {
+    pub async fn system_rebuild_views(&self) -> Result<RebuildReport> {
         let url = self.url("/system/rebuild-views");
         let resp = self.send(&url, self.request(Method::POST, &url, Some(Duration::from_secs(600)))).await?;
         decode(&url, resp).await

@@ -2,49 +2,49 @@
 
 use std::net::SocketAddr;
 
-use vt_client::vt_api::{CreateApp, CreateOrg};
+use vt_client::vt_api::{CreateApp, CreateOrg, Name};
 use vt_client::{Client, Error};
-use vt_control_plane::server::{Server, ServerConfig};
+use vt_server::{Server, ServerConfig};
 
 async fn start() -> (Client, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let config = ServerConfig {
-        data_dir: dir.path().to_owned(),
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        database_url: None,
-        sqlite: vt_store::SqliteOptions { full_sync: false },
-    };
-    let server = Server::bind(&config).await.unwrap();
+    let mut config = ServerConfig::new(dir.path().to_owned(), SocketAddr::from(([127, 0, 0, 1], 0)));
+    config.sqlite = vt_store::SqliteOptions { full_sync: false };
+    let server = Server::start(&config).await.unwrap();
     let addr = server.local_addr().unwrap();
     let token = std::fs::read_to_string(server.admin_token_written.clone().unwrap()).unwrap();
     tokio::spawn(server.run(std::future::pending()));
     (Client::new(&format!("http://{addr}"), Some(token.trim().to_owned())), dir)
 }
 
+fn name(s: &str) -> Name {
+    Name::parse(s).unwrap()
+}
+
 #[tokio::test]
 async fn same_key_acts_once() {
     let (client, _dir) = start().await;
-    let req = CreateOrg { name: "acme".into() };
+    let req = CreateOrg { name: name("acme") };
     let first = client.org_create(&req, "key-1").await.unwrap();
     let second = client.org_create(&req, "key-1").await.unwrap();
     assert_eq!(first.value.id, second.value.id);
     assert!(!first.replayed);
     assert!(second.replayed);
 
-    let page = client.events(0, 1000).await.unwrap();
+    let page = client.event_list(0, 1000).await.unwrap();
     let id = first.value.id.to_string();
     let about_org: Vec<_> = page.events.iter().filter(|e| e.aggregate_id == id).collect();
     assert_eq!(about_org.len(), 1, "{about_org:#?}");
 
     // The same key with a different request is refused, not replayed.
-    let err = client.org_create(&CreateOrg { name: "other".into() }, "key-1").await.unwrap_err();
+    let err = client.org_create(&CreateOrg { name: name("other") }, "key-1").await.unwrap_err();
     assert_eq!(err.api().map(|e| e.code.as_str()), Some("idempotency_key_reused"), "{err}");
 
     // A new key is a new request: the name is taken now.
     let err = client.org_create(&req, "key-2").await.unwrap_err();
     assert!(matches!(err, Error::Api { status: 409, .. }), "{err}");
 
-    let app = client.app_create("acme", &CreateApp { name: "web".into(), description: None }, "key-3").await.unwrap();
+    let app = client.app_create("acme", &CreateApp { name: name("web"), description: None }, "key-3").await.unwrap();
     assert_eq!(client.app_get(&first.value.id.to_string(), "web").await.unwrap().id, app.value.id);
 }
 
@@ -55,7 +55,7 @@ async fn unreachable_server_is_a_connect_error_after_retries() {
     drop(listener);
     let client = Client::new(&format!("http://{addr}"), None).with_retries(3, std::time::Duration::from_millis(10));
     let started = std::time::Instant::now();
-    let err = client.org_create(&CreateOrg { name: "acme".into() }, "k").await.unwrap_err();
+    let err = client.org_create(&CreateOrg { name: name("acme") }, "k").await.unwrap_err();
     assert!(matches!(err, Error::Connect { .. }), "{err}");
     assert!(started.elapsed() >= std::time::Duration::from_millis(30), "retried with backoff");
 }
@@ -87,7 +87,7 @@ async fn retries_a_503_with_the_same_key() {
     });
     let client =
         Client::new(&format!("http://{addr}"), Some("t".into())).with_retries(3, std::time::Duration::from_millis(10));
-    let org = client.org_create(&CreateOrg { name: "acme".into() }, "the-key").await.unwrap();
+    let org = client.org_create(&CreateOrg { name: name("acme") }, "the-key").await.unwrap();
     assert_eq!(org.value.name, "acme");
     assert_eq!(org.seq, 7);
     assert_eq!(*keys.lock().unwrap(), ["the-key", "the-key"]);

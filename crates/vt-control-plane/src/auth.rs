@@ -1,141 +1,202 @@
-//! Bearer tokens.
+//! Authentication: a bearer token's secret to a [`Caller`].
 //!
-//! A token is `vt_<64 hex>`: 32 random bytes. Only its sha256 is stored; the
-//! secret exists in the response that created it and, for the first admin
-//! token, in `<data-dir>/admin-token` (mode 0600). Nothing logs a token.
+//! A token is `vt_<64 hex>`: 32 random bytes. Only its sha256 is stored (the
+//! store's `tokens` table, with the role and what it is bound to); the secret
+//! exists in the answer that created it and, for the tokens `vt server` makes
+//! for itself, in files of its data directory (mode 0600). Nothing logs a
+//! token: events, views and errors carry its id and name only.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-
+use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
-use vt_events::{Actor, Event, NewEvent, TokenCreated, TokenRole};
-use vt_ids::TokenId;
-use vt_store::{AppendRequest, Store, StoreError, TokenRecord};
+use vt_events::{Event, TokenCreated, TokenRevoked, TokenRole};
+use vt_ids::{Hostname, Name, NodeId, OrgId, TokenId};
+use vt_store::{Store, StoreError, TokenRecord, TokenRevocation};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
-    pub token_id: String,
-    pub role: TokenRole,
-}
+use crate::authz::{Caller, OrgRole};
 
-impl Caller {
-    pub fn actor(&self) -> Actor {
-        Actor(format!("token:{}", self.token_id))
-    }
-    pub fn is_admin(&self) -> bool {
-        self.role == TokenRole::Admin
-    }
-}
+/// Length of `vt_` + 64 hex digits.
+const SECRET_LEN: usize = 67;
 
 pub fn hash(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
-pub fn new_secret() -> Result<String, getrandom::Error> {
+fn new_secret() -> Result<String, getrandom::Error> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes)?;
     Ok(format!("vt_{}", hex::encode(bytes)))
 }
 
-/// Look a presented secret up. `None` for unknown or malformed tokens.
-pub async fn authenticate(store: &dyn Store, secret: &str) -> Result<Option<Caller>, StoreError> {
-    if !secret.starts_with("vt_") || secret.len() != 67 {
-        return Ok(None);
-    }
-    let Some(rec) = store.token_by_hash(&hash(secret)).await? else { return Ok(None) };
-    let role = match rec.role.as_str() {
-        "admin" => TokenRole::Admin,
-        "node" => TokenRole::Node,
-        other => return Err(StoreError::Corrupt(format!("token {} has unknown role `{other}`", rec.token_id))),
-    };
-    Ok(Some(Caller { token_id: rec.token_id, role }))
+/// Why a presented token was refused. Each says what to do; none repeats the secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("missing `Authorization: Bearer <token>`; the admin token is in <data-dir>/admin-token")]
+    Missing,
+    #[error("the token is not valid; check it, or create one with `vt token create`")]
+    Invalid,
+    #[error("the token `{name}` ({id}) expired at {}; create a new one with `vt token create`", rfc3339(.at))]
+    Expired { id: TokenId, name: String, at: DateTime<Utc> },
+    #[error("the token `{name}` ({id}) was revoked at {}; create a new one with `vt token create`", rfc3339(.at))]
+    Revoked { id: TokenId, name: String, at: DateTime<Utc> },
+    #[error(
+        "the token `{name}` ({id}) has the `{role}` role but is bound to no {what} (made before roles were bound); \
+         create a new one with `vt token create`"
+    )]
+    Unbound { id: TokenId, name: String, role: TokenRole, what: &'static str },
 }
 
-/// A token record and its creation event, to append together.
-pub fn issue(name: &str, role: TokenRole) -> Result<(String, TokenRecord, Event), getrandom::Error> {
+fn rfc3339(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// The caller a presented secret stands for, at `now`.
+pub async fn authenticate(
+    store: &dyn Store,
+    secret: &str,
+    now: DateTime<Utc>,
+) -> Result<Result<Caller, AuthError>, StoreError> {
+    if !secret.starts_with("vt_") || secret.len() != SECRET_LEN {
+        return Ok(Err(AuthError::Invalid));
+    }
+    let Some(rec) = store.token_by_hash(&hash(secret)).await? else { return Ok(Err(AuthError::Invalid)) };
+    Ok(caller_of(&rec, now))
+}
+
+/// What a stored token record allows at `now`.
+pub fn caller_of(rec: &TokenRecord, now: DateTime<Utc>) -> Result<Caller, AuthError> {
+    let (id, name) = (rec.token_id, rec.name.clone());
+    if let Some(at) = rec.revoked_at {
+        return Err(AuthError::Revoked { id, name, at });
+    }
+    if let Some(at) = rec.expires_at.filter(|at| *at <= now) {
+        return Err(AuthError::Expired { id, name, at });
+    }
+    let unbound = |what| AuthError::Unbound { id, name: rec.name.clone(), role: rec.role, what };
+    match (rec.role, OrgRole::of(rec.role)) {
+        (TokenRole::Admin, _) => Ok(Caller::Admin { token: id }),
+        (TokenRole::Node, _) => rec.node_id.map(|node| Caller::Node { token: id, node }).ok_or_else(|| unbound("node")),
+        (_, Some(role)) => rec.org_id.map(|org| Caller::Member { token: id, org, role }).ok_or_else(|| unbound("org")),
+        (_, None) => Err(AuthError::Invalid),
+    }
+}
+
+/// What a new token is: its name, role and binding.
+#[derive(Debug, Clone)]
+pub struct TokenSpec {
+    pub name: Name,
+    pub role: TokenRole,
+    /// The org of an org role.
+    pub org: Option<OrgId>,
+    /// The node of a `node` token: its id (new when the node is not registered yet) and name.
+    pub node: Option<(NodeId, Hostname)>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// A token made but not stored yet: append `record` with `event` in one
+/// transaction, and hand `secret` out once.
+pub struct Issued {
+    pub secret: String,
+    pub record: TokenRecord,
+    pub event: Event,
+}
+
+impl std::fmt::Debug for Issued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issued").field("token", &self.record.token_id).field("secret", &"<redacted>").finish()
+    }
+}
+
+pub fn issue(spec: TokenSpec, now: DateTime<Utc>) -> Result<Issued, getrandom::Error> {
     let secret = new_secret()?;
     let token_id = TokenId::new();
-    let role_str = match role {
-        TokenRole::Admin => "admin",
-        TokenRole::Node => "node",
-    };
-    let rec = TokenRecord {
-        token_id: token_id.to_string(),
+    let record = TokenRecord {
+        token_id,
         hash: hash(&secret),
-        name: name.into(),
-        role: role_str.into(),
-        created_at: chrono::Utc::now(),
+        name: spec.name.to_string(),
+        role: spec.role,
+        org_id: spec.org,
+        node_id: spec.node.as_ref().map(|(id, _)| *id),
+        expires_at: spec.expires_at,
+        created_at: now,
+        revoked_at: None,
     };
-    Ok((secret, rec, Event::TokenCreated(TokenCreated { token_id, name: name.into(), role })))
+    let event = Event::TokenCreated(TokenCreated {
+        token_id,
+        name: spec.name.into_string(),
+        role: spec.role,
+        org_id: spec.org,
+        node_id: spec.node.as_ref().map(|(id, _)| *id),
+        node_name: spec.node.map(|(_, name)| name.into_string()),
+        expires_at: spec.expires_at,
+    });
+    Ok(Issued { secret, record, event })
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum BootstrapError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("cannot generate a token: {0}")]
-    Random(getrandom::Error),
-    #[error("cannot write a token to {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+/// The revocation of a token at `at`: its event and the record's update, to append together.
+pub fn revoke(token: TokenId, org: Option<OrgId>, at: DateTime<Utc>) -> (Event, TokenRevocation) {
+    (Event::TokenRevoked(TokenRevoked { token_id: token, org_id: org }), TokenRevocation { token_id: token, at })
 }
 
-/// On first start (no tokens yet), create an admin token and write it to
-/// `<data_dir>/admin-token` with mode 0600. Returns the path when it wrote one.
-pub async fn bootstrap_admin(store: &dyn Store, data_dir: &Path) -> Result<Option<PathBuf>, BootstrapError> {
-    if store.token_count().await? > 0 {
-        return Ok(None);
-    }
-    issue_to_file(store, &data_dir.join("admin-token"), "admin", TokenRole::Admin).await.map(|(_, path)| Some(path))
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// The node token of the node agent that runs inside `vt server`: the one in
-/// `<data_dir>/node-token` while it is valid, else a new one written there (mode 0600).
-/// The agent never holds the admin token.
-pub async fn local_node_token(store: &dyn Store, data_dir: &Path) -> Result<String, BootstrapError> {
-    let path = data_dir.join("node-token");
-    if let Ok(text) = std::fs::read_to_string(&path) {
-        let secret = text.trim();
-        if let Some(c) = authenticate(store, secret).await? {
-            if c.role == TokenRole::Node {
-                return Ok(secret.to_owned());
-            }
+    fn record(role: TokenRole) -> TokenRecord {
+        TokenRecord {
+            token_id: TokenId::new(),
+            hash: "h".into(),
+            name: "t".into(),
+            role,
+            org_id: None,
+            node_id: None,
+            expires_at: None,
+            created_at: Utc::now(),
+            revoked_at: None,
         }
     }
-    issue_to_file(store, &path, "local-node", TokenRole::Node).await.map(|(secret, _)| secret)
-}
 
-/// Issue a token and write its secret to `path` (0600) before appending its
-/// record: if we crash in between, the next start issues a new one and
-/// overwrites the file.
-async fn issue_to_file(
-    store: &dyn Store,
-    path: &Path,
-    name: &str,
-    role: TokenRole,
-) -> Result<(String, PathBuf), BootstrapError> {
-    let (secret, rec, event) = issue(name, role).map_err(BootstrapError::Random)?;
-    let tmp = path.with_extension("tmp");
-    let write = || -> std::io::Result<()> {
-        let _ = std::fs::remove_file(&tmp);
-        let mut f = open_private(&tmp)?;
-        f.write_all(secret.as_bytes())?;
-        f.write_all(b"\n")?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|source| BootstrapError::Write { path: path.to_owned(), source })?;
-    let ev = NewEvent::new(event, Actor::system("bootstrap"), None);
-    store.append(AppendRequest { events: vec![ev], tokens: vec![rec], ..Default::default() }).await?;
-    Ok((secret, path.to_owned()))
-}
+    #[test]
+    fn records_become_callers() {
+        let now = Utc::now();
+        assert!(matches!(caller_of(&record(TokenRole::Admin), now), Ok(Caller::Admin { .. })));
+        let org = OrgId::new();
+        let rec = TokenRecord { org_id: Some(org), ..record(TokenRole::Deployer) };
+        assert!(matches!(caller_of(&rec, now), Ok(Caller::Member { org: o, role: OrgRole::Deployer, .. }) if o == org));
+        let node = NodeId::new();
+        let rec = TokenRecord { node_id: Some(node), ..record(TokenRole::Node) };
+        assert!(matches!(caller_of(&rec, now), Ok(Caller::Node { node: n, .. }) if n == node));
+        // Tokens from before roles were bound are refused with a way out.
+        let err = caller_of(&record(TokenRole::Node), now).unwrap_err();
+        assert!(err.to_string().contains("bound to no node"), "{err}");
+        assert!(matches!(caller_of(&record(TokenRole::Viewer), now), Err(AuthError::Unbound { what: "org", .. })));
+    }
 
-#[cfg(unix)]
-fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)
-}
+    #[test]
+    fn expired_and_revoked_tokens_say_so() {
+        let now = Utc::now();
+        let rec = TokenRecord { expires_at: Some(now), ..record(TokenRole::Admin) };
+        assert!(matches!(caller_of(&rec, now), Err(AuthError::Expired { .. })));
+        let rec = TokenRecord { expires_at: Some(now + chrono::Duration::seconds(1)), ..rec };
+        assert!(caller_of(&rec, now).is_ok());
+        let rec = TokenRecord { revoked_at: Some(now), ..rec };
+        let err = caller_of(&rec, now).unwrap_err().to_string();
+        assert!(err.contains("was revoked at") && err.contains("`t`"), "{err}");
+    }
 
-#[cfg(not(unix))]
-fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
-    std::fs::OpenOptions::new().write(true).create_new(true).open(path)
+    #[test]
+    fn issued_secrets_are_never_printed() {
+        let spec = TokenSpec {
+            name: Name::parse("ci").unwrap(),
+            role: TokenRole::Admin,
+            org: None,
+            node: None,
+            expires_at: None,
+        };
+        let issued = issue(spec, Utc::now()).unwrap();
+        assert_eq!(issued.secret.len(), SECRET_LEN);
+        assert_eq!(issued.record.hash, hash(&issued.secret));
+        for text in [format!("{issued:?}"), format!("{:?}", issued.event), format!("{:?}", issued.record)] {
+            assert!(!text.contains(&issued.secret[3..]), "{text}");
+        }
+    }
 }

@@ -3,7 +3,7 @@
 
 use axum::http::StatusCode;
 use vt_api::ErrorCode;
-use vt_store::StoreError;
+use vt_store::{ClaimScope, StoreError};
 
 #[derive(Debug)]
 pub struct ApiErr {
@@ -37,6 +37,9 @@ impl ApiErr {
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, message)
     }
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, message)
+    }
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         ApiErr {
             status: StatusCode::INTERNAL_SERVER_ERROR,
@@ -51,32 +54,46 @@ impl ApiErr {
 impl From<StoreError> for ApiErr {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::NameTaken { scope, name, .. } if scope.starts_with(crate::app::routes::HOST_SCOPE) => {
-                let port = scope.rsplit(':').next().unwrap_or("?");
-                ApiErr::new(StatusCode::CONFLICT, ErrorCode::NameTaken, format!("hostname `{name}` already has a route on port {port}; delete that route first (`vt route list` shows it) or use another hostname or port")).field("hostname")
-            }
-            StoreError::NameTaken { scope, name, .. } if scope == crate::app::routes::PORT_SCOPE => ApiErr::new(
-                StatusCode::CONFLICT,
-                ErrorCode::NameTaken,
-                format!("port {name} is already used by another route; retry to get the next free port"),
-            )
-            .field("port"),
-            StoreError::NameTaken { scope, name, .. } => {
-                let what = scope.split(':').next().unwrap_or("name");
-                ApiErr::new(
-                    StatusCode::CONFLICT,
-                    ErrorCode::NameTaken,
-                    format!("{what} `{name}` already exists; pick another name or use the existing one"),
-                )
-                .field("name")
-            }
+            StoreError::NameTaken { scope, name, .. } => name_taken(scope, &name),
             StoreError::VersionConflict { aggregate_type, aggregate_id, .. } => {
-                let mut err = ApiErr::conflict(format!("{aggregate_type} `{aggregate_id}` changed concurrently, or does not exist; read it again and retry"));
+                let mut err = ApiErr::conflict(format!(
+                    "{aggregate_type} `{aggregate_id}` changed concurrently, or does not exist; read it again and retry"
+                ));
                 err.internal = Some(format!("version conflict on {aggregate_type} {aggregate_id}"));
                 err
             }
             other if other.is_conflict() => ApiErr::conflict("the request raced another change; retry it"),
             other => ApiErr::internal(other),
+        }
+    }
+}
+
+/// A unique name another resource holds. Says which field, never who holds it
+/// (the holder may be another org).
+fn name_taken(scope: ClaimScope, name: &str) -> ApiErr {
+    let taken =
+        |field: &str, message: String| ApiErr::new(StatusCode::CONFLICT, ErrorCode::NameTaken, message).field(field);
+    match scope {
+        ClaimScope::RouteHost(port) => taken(
+            "hostname",
+            format!("hostname `{name}` already has a route on port {port}; delete that route first (`vt route list` shows it) or use another hostname or port"),
+        ),
+        ClaimScope::Hostname => taken(
+            "hostname",
+            format!("hostname `{name}` is used by the routes of another org; use a host name of your own"),
+        ),
+        ClaimScope::RoutePort => {
+            taken("port", format!("port {name} is already used by another route; retry to get the next free port"))
+        }
+        ClaimScope::Node => taken("name", format!("a node named `{name}` is already registered; pick another name")),
+        ClaimScope::Subnet => ApiErr::conflict("two nodes registered at once and drew the same subnet; retry"),
+        ClaimScope::Org | ClaimScope::App(_) | ClaimScope::Env(_) => {
+            let what = match scope {
+                ClaimScope::Org => "org",
+                ClaimScope::App(_) => "app",
+                _ => "env",
+            };
+            taken("name", format!("{what} `{name}` already exists; pick another name or use the existing one"))
         }
     }
 }
@@ -90,5 +107,11 @@ impl From<vt_store::WaitError> for ApiErr {
         );
         err.internal = Some(e.to_string());
         err
+    }
+}
+
+impl From<crate::auth::AuthError> for ApiErr {
+    fn from(e: crate::auth::AuthError) -> Self {
+        ApiErr::unauthorized(e.to_string())
     }
 }

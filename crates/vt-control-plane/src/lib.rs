@@ -1,67 +1,103 @@
 //! The control plane.
 //!
 //! Layers, from the outside in (as in omicron's nexus):
-//! - `http`: axum routes. Each handler parses the request into typed input,
-//!   calls one app-layer function and turns its result into a response. The
-//!   OpenAPI document is generated from these handlers (`http::ApiDoc`).
-//! - `app`: one module per resource. Commands validate, read what they need
-//!   from views, and return a [`Plan`]: the events to append, the
-//!   preconditions that must still hold, and the response. [`ControlPlane::commit`]
-//!   appends it in one transaction together with the idempotency record.
+//! - `http`: axum handlers, one module per resource, registered together with
+//!   their OpenAPI operations (`http::api`). A handler parses the request into
+//!   typed input and calls one app-layer operation.
+//! - `app`: one module per resource. Every operation authorizes first
+//!   ([`Ctx::authorize`], the policy in [`authz`]), then reads what it decides
+//!   from (views, through [`lookup`]) and appends a [`Plan`]: the events, the
+//!   preconditions that must still hold, the names it claims. [`ControlPlane::commit`]
+//!   appends it in one transaction with the idempotency record.
 //! - `vt-store`: the log, the views and the projector.
+//!
+//! Background work of the control plane: the projector and the scheduler
+//! reconciler ([`scheduler`]), started by [`ControlPlane::start`] and stopped
+//! by [`ControlPlane::shutdown`]; their status is published in [`tasks`].
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::StatusCode;
 use serde::Serialize;
 use vt_events::{Actor, Event, NewEvent};
 use vt_ids::RequestId;
-use vt_store::{AppendRequest, Claim, Expectation, IdempotencyRecord, Projector, Store};
+use vt_store::{AppendRequest, Claim, Expectation, IdempotencyRecord, Projector, Store, TokenRecord, TokenRevocation};
 use vt_views::{View, ViewKind};
 
 pub mod app;
 pub mod auth;
+pub mod authz;
 pub mod error;
 pub mod http;
+pub mod logs;
+pub mod lookup;
 pub mod rebuild;
 pub mod registry;
 pub mod rollout;
 pub mod scheduler;
-pub mod server;
+pub mod tasks;
 mod validate;
+mod wire;
 
 pub use error::{ApiErr, ApiResult};
+
+use authz::{Action, Caller, Denied, Resource};
 
 /// How long a mutation waits for views to show its own write before answering.
 const READ_YOUR_WRITES: Duration = Duration::from_secs(5);
 
-/// The running control plane: a store and its projector.
+/// What the control plane is given besides its store.
+#[derive(Default)]
+pub struct Settings {
+    /// Where the built-in registry keeps images (`<data-dir>/registry`); `None`: no registry, `/v2/` answers 404.
+    pub registry_dir: Option<PathBuf>,
+    /// Where instance logs come from; `None`: no node agent serves logs to this control plane.
+    pub logs: Option<Arc<dyn logs::LogSource>>,
+}
+
+/// The running control plane: a store, its projector, the scheduler reconciler.
 pub struct ControlPlane {
     pub store: Arc<dyn Store>,
     pub projector: Arc<Projector>,
-    pub data_dir: Option<PathBuf>,
+    registry: registry::Registry,
+    logs: Option<Arc<dyn logs::LogSource>>,
     /// The TCP route port range and the metrics of an ingress running beside it.
     pub ingress: app::routes::IngressSettings,
     /// The scheduler reconciler's settings and status (`scheduler.rs`).
     pub scheduler: scheduler::Scheduler,
+    /// Every background task of the server this control plane runs in, with its status.
+    pub tasks: tasks::Tasks,
+    background: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl ControlPlane {
-    /// Wrap a store and start its projector on the current runtime.
-    pub fn start(store: Arc<dyn Store>, data_dir: Option<PathBuf>) -> Arc<Self> {
+    /// Wrap a store and start the projector and the scheduler on the current runtime.
+    pub fn start(store: Arc<dyn Store>, settings: Settings) -> Arc<Self> {
         let projector = Projector::new(store.clone());
-        tokio::spawn(projector.clone().run(Duration::from_millis(250)));
         let cp = Arc::new(ControlPlane {
             store,
-            projector,
-            data_dir,
+            projector: projector.clone(),
+            registry: registry::Registry::open(settings.registry_dir.as_deref()),
+            logs: settings.logs,
             ingress: Default::default(),
             scheduler: Default::default(),
+            tasks: Default::default(),
+            background: Mutex::new(vec![]),
         });
-        tokio::spawn(scheduler::run(Arc::downgrade(&cp)));
+        let projecting = tokio::spawn(projector.run(Duration::from_millis(250)));
+        let scheduling = tokio::spawn(scheduler::run(Arc::downgrade(&cp)));
+        cp.background.lock().unwrap_or_else(|e| e.into_inner()).extend([projecting, scheduling]);
+        tasks::register_control_plane(&cp);
         cp
+    }
+
+    /// Stop the scheduler and the projector (the last steps of a server's shutdown).
+    pub fn shutdown(&self) {
+        for task in self.background.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            task.abort();
+        }
     }
 
     /// Wait until views reflect everything committed so far (for commands that
@@ -108,6 +144,7 @@ impl ControlPlane {
             releases: plan.releases,
             idempotency,
             tokens: plan.tokens,
+            revocations: plan.revocations,
         };
         let appended = match self.store.append(request).await {
             Ok(a) => a,
@@ -140,12 +177,12 @@ pub struct Ctx {
     pub request_id: RequestId,
     /// The request's time: every event and view it writes carries this instant.
     pub at: chrono::DateTime<chrono::Utc>,
-    pub caller: auth::Caller,
+    pub caller: Caller,
     pub idempotency: Option<IdempotencyKey>,
 }
 
 impl Ctx {
-    pub fn new(request_id: RequestId, caller: auth::Caller) -> Self {
+    pub fn new(request_id: RequestId, caller: Caller) -> Self {
         let now = chrono::Utc::now();
         // Stored with microsecond precision: keep responses identical to what the log replays.
         let at = chrono::DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now);
@@ -153,7 +190,7 @@ impl Ctx {
     }
 
     fn event(&self, event: Event) -> NewEvent {
-        let mut e = NewEvent::new(event, self.caller.actor(), Some(self.request_id));
+        let mut e = NewEvent::new(event, self.actor(), Some(self.request_id));
         e.occurred_at = self.at;
         e
     }
@@ -163,7 +200,22 @@ impl Ctx {
     }
 
     pub fn actor(&self) -> Actor {
-        self.caller.actor()
+        Actor::token(self.caller.token())
+    }
+
+    /// May the caller do `action` to `resource`? The one check every operation
+    /// makes first. A hidden resource answers 404 with `not_found`'s message.
+    pub fn authorize(&self, action: Action, resource: Resource, not_found: impl FnOnce() -> ApiErr) -> ApiResult<()> {
+        match authz::check(&self.caller, action, resource) {
+            Ok(()) => Ok(()),
+            Err(Denied::Hidden) => Err(not_found()),
+            Err(Denied::Forbidden(why)) => Err(ApiErr::forbidden(why)),
+        }
+    }
+
+    /// [`Ctx::authorize`] for cluster-wide resources, which are never hidden.
+    pub fn authorize_cluster(&self, action: Action) -> ApiResult<()> {
+        self.authorize(action, Resource::Cluster, || ApiErr::forbidden("this needs an admin token"))
     }
 }
 
@@ -182,7 +234,8 @@ pub struct Plan<T> {
     pub claims: Vec<Claim>,
     /// Claims given up in the same transaction (a deleted resource frees its names).
     pub releases: Vec<Claim>,
-    pub tokens: Vec<vt_store::TokenRecord>,
+    pub tokens: Vec<TokenRecord>,
+    pub revocations: Vec<TokenRevocation>,
     pub response: T,
 }
 
@@ -195,6 +248,7 @@ impl<T> Plan<T> {
             claims: vec![],
             releases: vec![],
             tokens: vec![],
+            revocations: vec![],
             response,
         }
     }
@@ -223,6 +277,7 @@ impl<T> Plan<T> {
             claims: self.claims,
             releases: self.releases,
             tokens: self.tokens,
+            revocations: self.revocations,
             response,
         }
     }

@@ -4,13 +4,7 @@ use std::time::Duration;
 
 use vt_store::{Projector, Store, StoreError, ViewQuery};
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct RebuildReport {
-    pub events: u64,
-    pub rows: usize,
-    /// Rows whose rebuilt value differs from the live value before the rebuild.
-    pub differing_rows: Vec<String>,
-}
+use vt_api::RebuildReport;
 
 /// Snapshot the live views, drop them, replay the whole log through a fresh
 /// projector and compare. Run it while no projector is writing (offline), or

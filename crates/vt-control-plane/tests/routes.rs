@@ -223,10 +223,13 @@ async fn instances_report_an_address_and_metrics_need_an_ingress() {
     assert_eq!(s.head().await, head);
     let r = s.post(&path, json!({"status": "stopping"})).await;
     assert_eq!(r.body["address"], "fd00::7");
+    // Metrics are the operator's: an admin token.
     let m = s.http.get(s.url("/metrics")).send().await.unwrap();
+    assert_eq!(m.status(), StatusCode::UNAUTHORIZED);
+    let m = s.http.get(s.url("/metrics")).bearer_auth(&s.token).send().await.unwrap();
     assert_eq!(m.status(), StatusCode::NOT_FOUND);
     s.cp.ingress.set_metrics(|| "vt_ingress_up 1\n".into());
-    let m = s.http.get(s.url("/metrics")).send().await.unwrap();
+    let m = s.http.get(s.url("/metrics")).bearer_auth(&s.token).send().await.unwrap();
     assert_eq!(m.status(), StatusCode::OK);
     assert!(m.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
     assert_eq!(m.text().await.unwrap(), "vt_ingress_up 1\n");

@@ -20,7 +20,7 @@ async fn release(s: &TestServer, app: &str, c: char, memory_mib: u32) -> String 
     let r = s
         .post(
             &format!("/v1/orgs/acme/apps/{app}/releases"),
-            json!({"image": format!("localhost:7411/acme/{app}@{}", digest(c)), "manifest": manifest(memory_mib)}),
+            json!({"image": format!("acme/{app}@{}", digest(c)), "manifest": manifest(memory_mib)}),
         )
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);

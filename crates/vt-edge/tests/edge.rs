@@ -11,13 +11,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 use tokio_rustls::TlsConnector;
-use vt_control_plane::server::{Server, ServerConfig};
 use vt_edge::{Edge, StoreSource};
 use vt_events::{Actor, Event, InstanceAllocated, NewEvent, Resources};
 use vt_ids::*;
 use vt_ingress::proxy_v2::{self, Decoded, Header};
 use vt_ingress::testing::{connector, read_line, tls_backend};
 use vt_ingress::{Ingress, IngressConfig};
+use vt_server::{Server, ServerConfig};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -60,7 +60,7 @@ impl Api {
     }
 }
 
-fn id<K: vt_ids::Kind>(v: &Value) -> Id<K> {
+fn id<K: Kind>(v: &Value) -> Id<K> {
     Id::parse(v["id"].as_str().unwrap()).unwrap()
 }
 
@@ -112,13 +112,8 @@ async fn settled(edge: &Edge, store: &Arc<dyn vt_store::Store>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routes_from_the_control_plane_reach_real_backends() {
     let dir = tempfile::tempdir().unwrap();
-    let config = ServerConfig {
-        data_dir: dir.path().join("cp"),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        database_url: None,
-        sqlite: Default::default(),
-    };
-    let server = Server::bind(&config).await.unwrap();
+    let config = ServerConfig::new(dir.path().join("cp"), "127.0.0.1:0".parse().unwrap());
+    let server = Server::start(&config).await.unwrap();
     let token = std::fs::read_to_string(server.admin_token_written.clone().unwrap()).unwrap().trim().to_owned();
     let base = format!("http://{}", server.local_addr().unwrap());
     let cp = server.control_plane.clone();

@@ -121,6 +121,8 @@ pub enum Event {
     DeployPhaseReached(DeployPhaseReached),
     #[serde(rename = "env.release_reverted")]
     EnvReleaseReverted(EnvReleaseReverted),
+    #[serde(rename = "token.revoked")]
+    TokenRevoked(TokenRevoked),
 }
 
 /// Why stored bytes could not be decoded into an [`Event`].
@@ -156,6 +158,7 @@ impl Event {
         ("node.subnet_assigned", 1),
         ("deploy.phase_reached", 1),
         ("env.release_reverted", 1),
+        ("token.revoked", 1),
     ];
 
     pub fn event_type(&self) -> &'static str {
@@ -179,6 +182,7 @@ impl Event {
             Event::NodeSubnetAssigned(_) => "node.subnet_assigned",
             Event::DeployPhaseReached(_) => "deploy.phase_reached",
             Event::EnvReleaseReverted(_) => "env.release_reverted",
+            Event::TokenRevoked(_) => "token.revoked",
         }
     }
 
@@ -215,6 +219,7 @@ impl Event {
             Event::DeployPhaseReached(e) => (A::Deploy, e.deploy_id.to_string()),
             // It changes what the env should run, like a deploy.
             Event::EnvReleaseReverted(e) => (A::Env, e.env_id.to_string()),
+            Event::TokenRevoked(e) => (A::Token, e.token_id.to_string()),
         }
     }
 
@@ -235,11 +240,13 @@ impl Event {
             Event::RouteDeleted(e) => Some(e.org_id),
             Event::DeployPhaseReached(e) => Some(e.org_id),
             Event::EnvReleaseReverted(e) => Some(e.org_id),
+            // A token of an org role belongs to its org; admin and node tokens to none.
+            Event::TokenCreated(e) => e.org_id,
+            Event::TokenRevoked(e) => e.org_id,
             Event::NodeRegistered(_)
             | Event::NodeCapacityChanged(_)
             | Event::NodeStatusChanged(_)
-            | Event::NodeSubnetAssigned(_)
-            | Event::TokenCreated(_) => None,
+            | Event::NodeSubnetAssigned(_) => None,
         }
     }
 

@@ -90,7 +90,15 @@ fn samples() -> Vec<Event> {
         }),
         Event::NodeCapacityChanged(NodeCapacityChanged { node_id, capacity: cap, allocatable: cap }),
         Event::NodeStatusChanged(NodeStatusChanged { node_id, status: NodeStatus::Unreachable, reason: None }),
-        Event::TokenCreated(TokenCreated { token_id, name: "admin".into(), role: TokenRole::Admin }),
+        Event::TokenCreated(TokenCreated {
+            token_id,
+            name: "admin".into(),
+            role: TokenRole::Admin,
+            org_id: None,
+            node_id: None,
+            node_name: None,
+            expires_at: None,
+        }),
         Event::RouteCreated(RouteCreated {
             org_id,
             app_id,
@@ -114,6 +122,7 @@ fn samples() -> Vec<Event> {
             from_release_id: release_id,
             reason: "deploy dep_01jd8x6k3v9q4m2t7r5w0y1zcf failed".into(),
         }),
+        Event::TokenRevoked(TokenRevoked { token_id, org_id: Some(org_id) }),
     ]
 }
 
@@ -182,4 +191,43 @@ fn a_status_report_without_address_still_decodes() {
         panic!("wrong variant")
     };
     assert_eq!((e.address, e.health, e.boot), (None, None, None));
+}
+
+#[test]
+fn tokens_of_org_roles_and_nodes_carry_their_binding() {
+    let org_id = OrgId::parse("org_01jd8x6k3v9q4m2t7r5w0y1zcb").unwrap();
+    let node_id = NodeId::parse("node_01jd8x6k3v9q4m2t7r5w0y1zch").unwrap();
+    let expires_at = DateTime::parse_from_rfc3339("2026-12-25T00:00:00Z").unwrap().with_timezone(&Utc);
+    let deployer = Event::TokenCreated(TokenCreated {
+        token_id: TokenId::parse("tok_01jd8x6k3v9q4m2t7r5w0y1zcj").unwrap(),
+        name: "ci".into(),
+        role: TokenRole::Deployer,
+        org_id: Some(org_id),
+        node_id: None,
+        node_name: None,
+        expires_at: Some(expires_at),
+    });
+    let node = Event::TokenCreated(TokenCreated {
+        token_id: TokenId::parse("tok_01jd8x6k3v9q4m2t7r5w0y1zck").unwrap(),
+        name: "node-n1".into(),
+        role: TokenRole::Node,
+        org_id: None,
+        node_id: Some(node_id),
+        node_name: Some("n1".into()),
+        expires_at: None,
+    });
+    for e in [&deployer, &node] {
+        assert_eq!(&Event::decode(e.event_type(), 1, e.payload()).unwrap(), e);
+    }
+    assert_eq!(deployer.org_id(), Some(org_id), "an org's tokens are in its event stream");
+    assert_eq!(node.org_id(), None);
+    assert_eq!(deployer.payload()["expires_at"], "2026-12-25T00:00:00Z");
+    // Tokens created before roles were bound decode with no binding.
+    let old = serde_json::json!({"token_id": "tok_01jd8x6k3v9q4m2t7r5w0y1zcj", "name": "local-node", "role": "node"});
+    let Event::TokenCreated(t) = Event::decode("token.created", 1, old).unwrap() else { panic!("wrong variant") };
+    assert_eq!((t.org_id, t.node_id, t.expires_at), (None, None, None));
+    for r in TokenRole::ALL {
+        assert_eq!(TokenRole::parse(r.as_str()), Some(r));
+        assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
+    }
 }

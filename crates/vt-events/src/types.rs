@@ -373,20 +373,82 @@ pub struct NodeStatusChanged {
     pub reason: Option<String>,
 }
 
-/// A token was issued. The secret is never in the log; only its id and name.
+/// A token was issued. The secret is never in the log: only its id, name, role
+/// and what the role is bound to.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenCreated {
     pub token_id: TokenId,
     pub name: String,
     pub role: TokenRole,
+    /// The org an org role (`owner`, `deployer`, `viewer`) acts in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org_id: Option<OrgId>,
+    /// The node a `node` token is bound to; the node may not be registered yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<NodeId>,
+    /// That node's name: the only name the token may register the node under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    /// After this instant the token is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+/// A token was revoked: it is refused from the next request on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRevoked {
+    pub token_id: TokenId,
+    /// The token's org, for org roles.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org_id: Option<OrgId>,
+}
+
+/// What a token may do. `admin` is the operator; `node` is one node's agent;
+/// `owner`, `deployer` and `viewer` act inside one org.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TokenRole {
+    /// Everything, in every org; the nodes and the system endpoints.
     Admin,
+    /// One node's agent: registers, heartbeats, follows and reports for that node only.
     Node,
+    /// Everything in its org, its tokens included.
+    Owner,
+    /// Releases, deploys, scale, rollback and routes in its org; reads.
+    Deployer,
+    /// Reads, logs and events of its org.
+    Viewer,
+}
+
+impl TokenRole {
+    pub const ALL: [TokenRole; 5] = [Self::Admin, Self::Node, Self::Owner, Self::Deployer, Self::Viewer];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Admin => "admin",
+            Self::Node => "node",
+            Self::Owner => "owner",
+            Self::Deployer => "deployer",
+            Self::Viewer => "viewer",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+
+    /// True for the roles that act inside one org.
+    pub fn is_org_role(self) -> bool {
+        matches!(self, Self::Owner | Self::Deployer | Self::Viewer)
+    }
+}
+
+impl std::fmt::Display for TokenRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// How an ingress route is matched.

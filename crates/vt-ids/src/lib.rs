@@ -1,4 +1,4 @@
-//! Typed identifiers.
+//! Typed identifiers, and the names people give things ([`Name`], [`Hostname`]).
 //!
 //! Every resource id is `<prefix>_<ulid>` in lower case, for example
 //! `app_01jd8x6k3v9q4m2t7r5w0y1zcb`. The prefix makes ids readable in logs and
@@ -11,6 +11,9 @@
 use std::{fmt, marker::PhantomData, str::FromStr};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+mod name;
+pub use name::{Hostname, Name, NameError, Ref, MAX_HOSTNAME, MAX_NAME};
 
 /// A kind of resource that has ids. Implemented by the zero-sized marker types below.
 pub trait Kind: 'static + Send + Sync {

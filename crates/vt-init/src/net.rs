@@ -257,11 +257,11 @@ mod tests {
     #[test]
     fn kernel_struct_sizes() {
         // x86_64 sizes of the kernel's structs: a mismatch would corrupt the ioctl.
-        assert_eq!(std::mem::size_of::<IfReq<libc::c_short>>(), 40);
-        assert_eq!(std::mem::size_of::<IfReq<libc::sockaddr_in>>(), 40);
-        assert_eq!(std::mem::size_of::<libc::ifreq>(), 40);
-        assert_eq!(std::mem::size_of::<In6Rtmsg>(), 80);
-        assert_eq!(std::mem::size_of::<RtEntry>(), 120);
+        assert_eq!(size_of::<IfReq<libc::c_short>>(), 40);
+        assert_eq!(size_of::<IfReq<libc::sockaddr_in>>(), 40);
+        assert_eq!(size_of::<libc::ifreq>(), 40);
+        assert_eq!(size_of::<In6Rtmsg>(), 80);
+        assert_eq!(size_of::<RtEntry>(), 120);
     }
 
     #[test]

@@ -98,7 +98,7 @@ fn connect_once(cid: u32, port: u32) -> std::io::Result<File> {
         libc::connect(
             std::os::fd::AsRawFd::as_raw_fd(&fd),
             (&addr as *const libc::sockaddr_vm).cast(),
-            std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t,
+            size_of::<libc::sockaddr_vm>() as libc::socklen_t,
         )
     };
     if r != 0 {

@@ -16,14 +16,9 @@ pub(crate) const MIN_TIMEOUT_MS: u64 = 10;
 /// Paths that volumes may not be mounted on or under.
 pub(crate) const RESERVED_MOUNT_PREFIXES: &[&str] = &["/proc", "/sys", "/dev", "/run/secrets"];
 
-/// `[a-z][a-z0-9-]{0,62}`, not ending in `-`.
+/// `[a-z][a-z0-9-]{0,62}`, not ending in `-`: the platform's one name rule ([`vt_ids::Name`]).
 pub(crate) fn is_valid_name(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && b[0].is_ascii_lowercase()
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        && !s.ends_with('-')
+    vt_ids::Name::is_valid(s)
 }
 
 pub(crate) fn name(kind: &str, s: &str) -> Result<(), Problem> {

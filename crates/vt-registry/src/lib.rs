@@ -2,8 +2,27 @@
 //!
 //! [`router`] answers paths relative to `/v2` (the control plane mounts it with
 //! `.nest_service("/v2", ...)`); [`app`] is the same mounted at `/v2` for standalone use.
-//! Authentication is delegated to an [`Authorizer`]: `Authorization: Bearer <token>` or Basic
-//! auth with any user name and the token as password. See `docs/registry.md`.
+//! See `docs/registry.md`.
+//!
+//! # Authorization
+//!
+//! Every request is put to an [`Authorizer`] before storage is touched, as (token, repository,
+//! [`Access`]): the token is `Authorization: Bearer <token>`, or the password of Basic auth (any
+//! user name), `None` without credentials; the repository is the one in the path (`None` for the
+//! `/v2/` version check); the access is [`Access::Pull`] for GET and HEAD and [`Access::Push`]
+//! for everything else, and for every request under `blobs/uploads/`. A repository name is
+//! checked (`NAME_INVALID`) before the authorizer is asked, so authorizers only see valid names.
+//! The per-repository rules (which tokens may pull or push what) are the authorizer's.
+//!
+//! # Blobs belong to repositories
+//!
+//! Blob bytes are stored once, but a blob is served through a repository only when it belongs to
+//! it: an upload to that repository finished with it, or it was mounted into it (the manifests of
+//! a repository may also be read as its blobs). A cross-repository mount
+//! (`POST <name>/blobs/uploads/?mount=<digest>&from=<repo>`) links the blob only when the caller
+//! may pull `from` and the blob belongs to `from`; otherwise a normal upload starts (202), which
+//! tells the caller nothing about `from`. An image manifest may only reference blobs of its own
+//! repository. See [`Storage`] for the layout and the migration of older stores.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -21,39 +40,70 @@ use tokio::io::AsyncWriteExt;
 use vt_image::oci::{self, ImageIndex, ImageManifest, ManifestKind};
 use vt_image::Digest;
 
-mod names;
 mod storage;
 
-pub use names::{valid_name, valid_tag};
-pub use storage::{FinishError, Storage, StoredManifest};
+pub use storage::{FinishError, Storage, StoredManifest, LAYOUT_VERSION};
+use vt_image::reference::{valid_repository, valid_tag};
 
 /// Largest manifest accepted (4 MiB).
 pub const MAX_MANIFEST: usize = 4 << 20;
 
-/// What a token may do.
+/// What a request wants to do to a repository.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
-    /// GET and HEAD.
+    /// Read: GET and HEAD of manifests, blobs and tags (and the `/v2/` version check); also asked
+    /// for the source repository of a cross-repository mount.
     Pull,
-    /// Everything.
+    /// Write: uploads (every method under `blobs/uploads/`), manifest PUT, and any other method.
     Push,
+}
+
+/// An authorizer's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Allow,
+    /// No credentials, or credentials that are not valid: 401 UNAUTHORIZED with this message (and `WWW-Authenticate: Basic realm="vt"`).
+    Unauthenticated(String),
+    /// Valid credentials without this access: 403 DENIED with this message. Authorizers answer the same for a repository that does not exist and one the caller may not see.
+    Deny(String),
 }
 
 /// A boxed future (keeps [`Authorizer`] object-safe).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Decides what a presented token may do; `Ok(None)` for unknown tokens.
+/// Decides what a request may do. The registry asks before it touches storage, and sends the
+/// messages of [`Verdict::Unauthenticated`] and [`Verdict::Deny`] to the client as they are.
+/// `Err(String)` is an internal failure: the registry logs it and answers 500 without it. None
+/// of these strings may contain the token.
 pub trait Authorizer: Send + Sync + 'static {
-    fn authorize<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Option<Access>, String>>;
+    /// May `token` (`None`: no credentials were presented) do `access` to `repository` (`None`: the `/v2/` version check)?
+    fn authorize<'a>(
+        &'a self,
+        token: Option<&'a str>,
+        repository: Option<&'a str>,
+        access: Access,
+    ) -> BoxFuture<'a, Result<Verdict, String>>;
 }
 
-/// Accepts one fixed token with push access (tests, standalone use).
+/// Accepts one fixed token for every repository and access (tests, standalone use); anything
+/// else is [`Verdict::Unauthenticated`].
 pub struct StaticToken(pub String);
 
 impl Authorizer for StaticToken {
-    fn authorize<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<Option<Access>, String>> {
-        let ok = token == self.0;
-        Box::pin(async move { Ok(ok.then_some(Access::Push)) })
+    fn authorize<'a>(
+        &'a self,
+        token: Option<&'a str>,
+        _repository: Option<&'a str>,
+        _access: Access,
+    ) -> BoxFuture<'a, Result<Verdict, String>> {
+        let verdict = match token {
+            Some(t) if t == self.0 => Verdict::Allow,
+            Some(_) => Verdict::Unauthenticated("the token is not valid: present the registry's token".into()),
+            None => Verdict::Unauthenticated(
+                "authentication required: `Authorization: Bearer <token>` or Basic with the token as password".into(),
+            ),
+        };
+        Box::pin(async move { Ok(verdict) })
     }
 }
 
@@ -94,6 +144,13 @@ impl RegErr {
     }
     fn internal(e: impl std::fmt::Display) -> Self {
         tracing::error!(error = %e, "registry storage failed");
+        Self::server_error()
+    }
+    fn authorizer_failed(e: &str) -> Self {
+        tracing::error!(error = e, "registry authorizer failed");
+        Self::server_error()
+    }
+    fn server_error() -> Self {
         RegErr::new(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", "internal error; the server log has the details")
     }
     fn blob_unknown(d: &Digest) -> Self {
@@ -177,6 +234,42 @@ enum Route {
     Upload(String, Option<String>),
 }
 
+impl Route {
+    /// The repository in the path.
+    fn name(&self) -> Option<&str> {
+        match self {
+            Route::Base => None,
+            Route::Tags(n) | Route::Manifest(n, _) | Route::Blob(n, _) | Route::Upload(n, _) => Some(n),
+        }
+    }
+}
+
+/// What a request needs: `(repository, access)`. The version check and unknown endpoints need
+/// only valid credentials (`None`, Pull); GET and HEAD pull; uploads and other methods push.
+fn scope<'r>(route: Option<&'r Route>, method: &Method) -> (Option<&'r str>, Access) {
+    match route {
+        None | Some(Route::Base) => (None, Access::Pull),
+        Some(r @ Route::Upload(..)) => (r.name(), Access::Push),
+        Some(r) if matches!(*method, Method::GET | Method::HEAD) => (r.name(), Access::Pull),
+        Some(r) => (r.name(), Access::Push),
+    }
+}
+
+/// Ask the authorizer; `Ok(())` when allowed, else the error to answer with.
+async fn authorize(
+    auth: &dyn Authorizer,
+    token: Option<&str>,
+    repo: Option<&str>,
+    access: Access,
+) -> Result<(), RegErr> {
+    match auth.authorize(token, repo, access).await {
+        Ok(Verdict::Allow) => Ok(()),
+        Ok(Verdict::Unauthenticated(m)) => Err(RegErr::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", m)),
+        Ok(Verdict::Deny(m)) => Err(RegErr::new(StatusCode::FORBIDDEN, "DENIED", m)),
+        Err(e) => Err(RegErr::authorizer_failed(&e)),
+    }
+}
+
 fn route(path: &str) -> Option<Route> {
     let path = path.replace("%3A", ":").replace("%3a", ":");
     let p = path.trim_start_matches('/');
@@ -213,34 +306,27 @@ async fn dispatch(State(sh): State<Arc<Shared>>, req: Request) -> Response {
 }
 
 async fn handle(sh: &Shared, req: Request) -> R {
-    let unauthorized = || {
-        RegErr::new(
-            StatusCode::UNAUTHORIZED,
-            "UNAUTHORIZED",
-            "authentication required: `Authorization: Bearer <vt token>` or Basic with the token as password",
-        )
-    };
-    let token = presented_token(req.headers()).ok_or_else(unauthorized)?;
-    let access = sh.auth.authorize(&token).await.map_err(RegErr::internal)?.ok_or_else(unauthorized)?;
     let method = req.method().clone();
-    let read_only = matches!(method, Method::GET | Method::HEAD);
-    if !read_only && access != Access::Push {
-        return Err(RegErr::new(StatusCode::FORBIDDEN, "DENIED", "this token may only pull"));
-    }
-    let route = route(req.uri().path())
-        .ok_or_else(|| RegErr::new(StatusCode::NOT_FOUND, "NAME_UNKNOWN", "no such registry endpoint"))?;
-    let query: HashMap<String, String> =
-        serde_urlencoded::from_str(req.uri().query().unwrap_or("")).unwrap_or_default();
-    let name = match &route {
-        Route::Base => None,
-        Route::Tags(n) | Route::Manifest(n, _) | Route::Blob(n, _) | Route::Upload(n, _) => Some(n.clone()),
-    };
-    if let Some(n) = &name {
-        if !valid_name(n) {
-            return Err(RegErr::new(StatusCode::BAD_REQUEST, "NAME_INVALID", "invalid repository name")
-                .detail(serde_json::json!({ "name": n })));
+    let route = route(req.uri().path());
+    // The name first: whether it is valid depends on the request alone, so the answer reveals
+    // nothing about the store, and the authorizer is only asked about valid names.
+    if let Some(n) = route.as_ref().and_then(Route::name) {
+        if !valid_repository(n) {
+            return Err(RegErr::new(
+                StatusCode::BAD_REQUEST,
+                "NAME_INVALID",
+                "invalid repository name: lowercase components of [a-z0-9] joined by `.`, `_`, `__` or `-`, \
+                 separated by `/`, at most 255 bytes",
+            )
+            .detail(serde_json::json!({ "name": n })));
         }
     }
+    let token = presented_token(req.headers());
+    let (repo, access) = scope(route.as_ref(), &method);
+    authorize(sh.auth.as_ref(), token.as_deref(), repo, access).await?;
+    let route = route.ok_or_else(|| RegErr::new(StatusCode::NOT_FOUND, "NAME_UNKNOWN", "no such registry endpoint"))?;
+    let query: HashMap<String, String> =
+        serde_urlencoded::from_str(req.uri().query().unwrap_or("")).unwrap_or_default();
     let st = &sh.storage;
     match (route, method) {
         (Route::Base, Method::GET | Method::HEAD) => {
@@ -249,7 +335,7 @@ async fn handle(sh: &Shared, req: Request) -> R {
         (Route::Tags(name), Method::GET) => tags_list(st, &name, &query),
         (Route::Blob(name, d), m @ (Method::GET | Method::HEAD)) => blob_get(st, &name, &d, m == Method::HEAD).await,
         (Route::Blob(..), _) => Err(RegErr::unsupported()),
-        (Route::Upload(name, None), Method::POST) => upload_start(st, &name, &query, req).await,
+        (Route::Upload(name, None), Method::POST) => upload_start(sh, token.as_deref(), &name, &query, req).await,
         (Route::Upload(name, Some(id)), Method::GET) => {
             let size = st.upload_size(&name, &id).map_err(RegErr::internal)?.ok_or_else(RegErr::upload_unknown)?;
             Ok(upload_accepted(StatusCode::NO_CONTENT, &name, &id, size))
@@ -301,9 +387,11 @@ fn parse_digest(d: &str) -> Result<Digest, RegErr> {
         .map_err(|_| RegErr::digest_invalid(format!("invalid digest {d:?}: expected sha256:<64 lowercase hex>")))
 }
 
-async fn blob_get(st: &Storage, _name: &str, d: &str, head: bool) -> R {
+async fn blob_get(st: &Storage, name: &str, d: &str, head: bool) -> R {
     let digest = parse_digest(d)?;
-    let size = st.blob_size(&digest).map_err(RegErr::internal)?.ok_or_else(|| RegErr::blob_unknown(&digest))?;
+    // Only the repository's own blobs: a digest learned elsewhere does not open another's.
+    let size =
+        st.blob_size_in(name, &digest).map_err(RegErr::internal)?.ok_or_else(|| RegErr::blob_unknown(&digest))?;
     let body = if head {
         Body::empty()
     } else {
@@ -337,11 +425,12 @@ fn blob_created(name: &str, digest: &Digest) -> Response {
     resp
 }
 
-async fn upload_start(st: &Storage, name: &str, q: &HashMap<String, String>, req: Request) -> R {
+async fn upload_start(sh: &Shared, token: Option<&str>, name: &str, q: &HashMap<String, String>, req: Request) -> R {
+    let st = &sh.storage;
     if let Some(m) = q.get("mount") {
-        // Cross-repository mount: blobs are shared, so a known blob mounts at once.
+        // Cross-repository mount; when it cannot be done, a normal upload starts (as the spec says).
         if let Ok(d) = m.parse::<Digest>() {
-            if st.blob_size(&d).map_err(RegErr::internal)?.is_some() {
+            if mount(sh, token, name, &d, q.get("from").map(String::as_str)).await? {
                 return Ok(blob_created(name, &d));
             }
         }
@@ -352,6 +441,35 @@ async fn upload_start(st: &Storage, name: &str, q: &HashMap<String, String>, req
         return finish(st, name, &id, digest).await;
     }
     Ok(upload_accepted(StatusCode::ACCEPTED, name, &id, 0))
+}
+
+/// Mount blob `digest` into `name` (the caller may push `name`): `true` when it is already a
+/// blob of `name`, or when `from` is a repository the caller may pull and the blob belongs to it
+/// (then it is linked into `name`). `false` tells nothing about `from`: no access, no such
+/// repository and no such blob look alike.
+async fn mount(
+    sh: &Shared,
+    token: Option<&str>,
+    name: &str,
+    digest: &Digest,
+    from: Option<&str>,
+) -> Result<bool, RegErr> {
+    let st = &sh.storage;
+    if st.blob_size_in(name, digest).map_err(RegErr::internal)?.is_some() {
+        return Ok(true);
+    }
+    let Some(from) = from.filter(|f| *f != name && valid_repository(f)) else { return Ok(false) };
+    match sh.auth.authorize(token, Some(from), Access::Pull).await {
+        Ok(Verdict::Allow) => {}
+        Ok(Verdict::Unauthenticated(_) | Verdict::Deny(_)) => return Ok(false),
+        Err(e) => return Err(RegErr::authorizer_failed(&e)),
+    }
+    if st.blob_size_in(from, digest).map_err(RegErr::internal)?.is_none() {
+        return Ok(false);
+    }
+    st.link_blob(name, digest).map_err(RegErr::internal)?;
+    tracing::info!(repository = name, from, %digest, "blob mounted");
+    Ok(true)
 }
 
 /// `Content-Range: <start>-<end>` (a `bytes ` prefix and a `/total` suffix are tolerated).
@@ -465,6 +583,10 @@ fn manifest_get(st: &Storage, name: &str, reference: &str, head: bool) -> R {
 }
 
 /// Check a manifest's media type, shape and references; returns the media type to store.
+///
+/// An image manifest's config and layers (foreign and non-distributable layers aside) must be
+/// blobs of repository `name` with the sizes the descriptors say; an index's manifests must be
+/// manifests of `name`.
 pub fn validate_manifest(st: &Storage, name: &str, content_type: Option<&str>, bytes: &[u8]) -> Result<String, RegErr> {
     let v: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|e| RegErr::manifest_invalid(format!("manifest is not JSON: {e}")))?;
@@ -484,11 +606,11 @@ pub fn validate_manifest(st: &Storage, name: &str, content_type: Option<&str>, b
     if v.get("schemaVersion").and_then(|s| s.as_u64()) != Some(2) {
         return Err(RegErr::manifest_invalid("schemaVersion must be 2"));
     }
-    let missing = |d: &Digest| {
+    let missing = |d: &Digest, what: &str| {
         RegErr::new(
             StatusCode::BAD_REQUEST,
             "MANIFEST_BLOB_UNKNOWN",
-            format!("manifest references {d}, which is not in the registry"),
+            format!("manifest references {d}, which is not {what} of repository {name}: push it to {name} first"),
         )
         .detail(serde_json::json!({ "digest": d.to_string() }))
     };
@@ -497,13 +619,11 @@ pub fn validate_manifest(st: &Storage, name: &str, content_type: Option<&str>, b
             let m: ImageManifest = serde_json::from_value(v)
                 .map_err(|e| RegErr::manifest_invalid(format!("invalid image manifest: {e}")))?;
             for d in std::iter::once(&m.config).chain(&m.layers) {
-                let foreign = d.media_type == oci::media::DOCKER_FOREIGN_LAYER_TAR_GZIP
-                    || d.media_type.contains("nondistributable");
-                if foreign {
+                if storage::is_foreign(d) {
                     continue;
                 }
-                match st.blob_size(&d.digest).map_err(RegErr::internal)? {
-                    None => return Err(missing(&d.digest)),
+                match st.blob_size_in(name, &d.digest).map_err(RegErr::internal)? {
+                    None => return Err(missing(&d.digest, "a blob")),
                     Some(size) if size != d.size => {
                         return Err(RegErr::manifest_invalid(format!(
                             "descriptor of {} says {} bytes, the blob has {size}",
@@ -519,7 +639,7 @@ pub fn validate_manifest(st: &Storage, name: &str, content_type: Option<&str>, b
                 serde_json::from_value(v).map_err(|e| RegErr::manifest_invalid(format!("invalid image index: {e}")))?;
             for d in &ix.manifests {
                 if !st.has_manifest(name, &d.digest) {
-                    return Err(missing(&d.digest));
+                    return Err(missing(&d.digest, "a manifest"));
                 }
             }
         }

@@ -1,9 +1,11 @@
 //! The registry's storage on disk (blocking I/O; small files, or called from `spawn_blocking`).
 //!
 //! ```text
+//! <root>/layout-version                              `2`: the layout below (written by `open`)
 //! <root>/blobs/sha256/<hex>                          blobs and manifests, content-addressed
 //! <root>/uploads/<uuid>/data                         bytes of an upload in progress
 //! <root>/uploads/<uuid>/repo                         the repository the upload belongs to
+//! <root>/repositories/<name>/_layers/sha256/<hex>    empty file: blob <hex> belongs to <name>
 //! <root>/repositories/<name>/_manifests/sha256/<hex> media type of a manifest pushed to <name>
 //! <root>/repositories/<name>/_tags/<tag>             `sha256:<hex>` the tag points to
 //! <root>/tmp/                                        files being written, renamed into place
@@ -11,12 +13,28 @@
 //!
 //! Every file appears under its final name complete: it is written aside, fsynced and renamed.
 //! An upload becomes a blob only when its sha256 matches the digest the client names.
+//!
+//! The bytes of a blob are stored once, whatever repositories it was pushed to; what a
+//! repository may serve is its *blobs*: those linked in its `_layers` (an upload to it finished,
+//! or a blob was mounted into it) and its manifests. Repository names cannot collide with the
+//! `_layers`, `_manifests` and `_tags` directories: a name component starts with `[a-z0-9]`.
+//!
+//! Layout 1 (no `layout-version` file) had no `_layers`: every blob was readable through every
+//! repository. [`Storage::open`] migrates it once, linking into each repository the config and
+//! layers of the image manifests stored in it, then writes `layout-version`.
 
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
+use vt_image::oci::{self, Descriptor, ImageManifest, ManifestKind};
 use vt_image::Digest;
+
+/// The layout [`Storage::open`] leaves on disk (see the module docs).
+pub const LAYOUT_VERSION: u32 = 2;
+
+/// Name of the file under the root that records the layout version.
+const LAYOUT_FILE: &str = "layout-version";
 
 /// On-disk registry storage rooted at `<data-dir>/registry`.
 #[derive(Debug, Clone)]
@@ -56,6 +74,17 @@ fn not_found<T>(r: io::Result<T>) -> io::Result<Option<T>> {
     }
 }
 
+/// A layer the registry does not hold: foreign (Docker) and non-distributable (OCI) layers are
+/// fetched from elsewhere, so manifests may reference them without pushing them.
+pub(crate) fn is_foreign(d: &Descriptor) -> bool {
+    d.media_type == oci::media::DOCKER_FOREIGN_LAYER_TAR_GZIP || d.media_type.contains("nondistributable")
+}
+
+/// fsync a directory, so the renames done in it survive a crash.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
 /// A random 128-bit id as 32 hex digits (upload ids and temp file names).
 pub fn random_id() -> String {
     let mut b = [0u8; 16];
@@ -64,7 +93,10 @@ pub fn random_id() -> String {
 }
 
 impl Storage {
-    /// Open (creating the directories) and clear abandoned temp files.
+    /// Open (creating the directories), clear abandoned temp files, and migrate a layout 1
+    /// store to per-repository blob links (once; see the module docs).
+    ///
+    /// Fails when `layout-version` names a layout this build does not know (a newer one).
     pub fn open(root: &Path) -> io::Result<Self> {
         for d in ["blobs/sha256", "uploads", "repositories", "tmp"] {
             std::fs::create_dir_all(root.join(d))?;
@@ -74,7 +106,9 @@ impl Storage {
                 let _ = std::fs::remove_file(e.path());
             }
         }
-        Ok(Storage { root: root.to_owned() })
+        let st = Storage { root: root.to_owned() };
+        st.migrate()?;
+        Ok(st)
     }
 
     /// Storage at `root` without touching the disk (for readers; writers use [`Storage::open`]).
@@ -97,6 +131,28 @@ impl Storage {
 
     fn repo_dir(&self, name: &str) -> PathBuf {
         self.root.join("repositories").join(name)
+    }
+
+    fn layer_link(&self, name: &str, digest: &Digest) -> PathBuf {
+        self.repo_dir(name).join("_layers/sha256").join(digest.hex())
+    }
+
+    /// Size of blob `digest` if it is a blob of repository `name`: linked in it (pushed or
+    /// mounted there), or one of its manifests. `None` for blobs of other repositories.
+    pub fn blob_size_in(&self, name: &str, digest: &Digest) -> io::Result<Option<u64>> {
+        if !self.layer_link(name, digest).is_file() && !self.has_manifest(name, digest) {
+            return Ok(None);
+        }
+        self.blob_size(digest)
+    }
+
+    /// Link blob `digest` (already stored) into repository `name`; a no-op when it is linked.
+    pub fn link_blob(&self, name: &str, digest: &Digest) -> io::Result<()> {
+        let link = self.layer_link(name, digest);
+        if link.is_file() {
+            return Ok(());
+        }
+        self.write_atomic(&link, b"")
     }
 
     /// Whether anything was ever pushed to repository `name`.
@@ -162,11 +218,12 @@ impl Storage {
         }
     }
 
-    /// Hash upload `id`; when it matches `digest`, rename it into `blobs/` (atomically).
-    /// Either way the upload is gone afterwards.
+    /// Hash upload `id`; when it matches `digest`, rename it into `blobs/` (atomically) and link
+    /// it into the upload's repository. Either way the upload is gone afterwards.
     pub fn finish_upload(&self, id: &str, digest: &Digest) -> Result<u64, FinishError> {
         let data = self.upload_data(id);
         let res = (|| {
+            let repo = std::fs::read_to_string(self.upload_dir(id).join("repo"))?;
             let mut f = std::fs::File::open(&data)?;
             let mut h = Sha256::new();
             let mut buf = vec![0u8; 256 * 1024];
@@ -185,6 +242,7 @@ impl Storage {
             }
             f.sync_all()?;
             std::fs::rename(&data, self.blob_path(digest))?;
+            self.link_blob(&repo, digest)?;
             Ok(len)
         })();
         let _ = self.cancel_upload(id);
@@ -268,5 +326,114 @@ impl Storage {
         }
         tags.sort();
         Ok(Some(tags))
+    }
+
+    // ---- migration ----
+
+    /// Bring a layout 1 store to layout 2 (see the module docs). Idempotent and crash-safe:
+    /// links are written (and their directories fsynced) before `layout-version`, so a crash
+    /// leaves a store that is migrated again, from the start, on the next open.
+    fn migrate(&self) -> io::Result<()> {
+        let marker = self.root.join(LAYOUT_FILE);
+        if let Some(s) = not_found(std::fs::read_to_string(&marker))? {
+            let found = s.trim();
+            let why = match found.parse::<u32>() {
+                Ok(LAYOUT_VERSION) => return Ok(()),
+                Ok(1) => None,
+                Ok(v) if v > LAYOUT_VERSION => Some(format!(
+                    "registry storage layout {v} is newer than this build's ({LAYOUT_VERSION}); \
+                     run a newer vt, or restore the storage from before the upgrade"
+                )),
+                _ => Some(format!(
+                    "expected layout version {LAYOUT_VERSION}, found {found:?}; remove the file to migrate the \
+                     storage again (safe: it only links into each repository the blobs of its stored images)"
+                )),
+            };
+            if let Some(why) = why {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{}: {why}", marker.display())));
+            }
+        }
+        let mut repos = Vec::new();
+        self.find_repositories(&self.root.join("repositories"), "", &mut repos)?;
+        let mut linked = 0;
+        for name in &repos {
+            linked += self.link_manifest_blobs(name)?;
+        }
+        self.write_atomic(&marker, format!("{LAYOUT_VERSION}\n").as_bytes())?;
+        sync_dir(&self.root)?;
+        if !repos.is_empty() {
+            tracing::info!(
+                repositories = repos.len(),
+                links = linked,
+                "registry storage migrated to layout {LAYOUT_VERSION}: blobs of stored image manifests linked into their repositories"
+            );
+        }
+        Ok(())
+    }
+
+    /// Names of the repositories under `dir` (those with a `_manifests` directory), recursively.
+    fn find_repositories(&self, dir: &Path, prefix: &str, out: &mut Vec<String>) -> io::Result<()> {
+        let Some(entries) = not_found(std::fs::read_dir(dir))? else { return Ok(()) };
+        for e in entries {
+            let e = e?;
+            if !e.file_type()?.is_dir() {
+                continue;
+            }
+            let Some(component) = e.file_name().to_str().map(str::to_owned) else { continue };
+            if component.starts_with('_') {
+                continue;
+            }
+            let name = if prefix.is_empty() { component } else { format!("{prefix}/{component}") };
+            if e.path().join("_manifests").is_dir() {
+                out.push(name.clone());
+            }
+            self.find_repositories(&e.path(), &name, out)?;
+        }
+        Ok(())
+    }
+
+    /// Link into `name` the config and layers of every image manifest stored in it; returns how
+    /// many links were written. Unreadable manifests are skipped with a warning.
+    fn link_manifest_blobs(&self, name: &str) -> io::Result<usize> {
+        let dir = self.repo_dir(name).join("_manifests/sha256");
+        let Some(entries) = not_found(std::fs::read_dir(&dir))? else { return Ok(0) };
+        let mut linked = 0;
+        for e in entries {
+            let e = e?;
+            let file = e.file_name();
+            let Ok(digest) = format!("sha256:{}", file.to_string_lossy()).parse::<Digest>() else {
+                tracing::warn!(repository = name, file = %e.path().display(), "not a manifest link; skipped");
+                continue;
+            };
+            let Some(m) = self.manifest(name, &digest)? else { continue };
+            if oci::manifest_kind(m.media_type.trim()) != Some(ManifestKind::Manifest) {
+                continue; // an index's children are manifests of the same repository
+            }
+            let manifest: ImageManifest = match serde_json::from_slice(&m.bytes) {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(repository = name, %digest, error = %e, "stored image manifest does not parse; its blobs are not linked");
+                    continue;
+                }
+            };
+            for d in std::iter::once(&manifest.config).chain(&manifest.layers) {
+                if is_foreign(d) || self.layer_link(name, &d.digest).is_file() || self.blob_size(&d.digest)?.is_none() {
+                    continue;
+                }
+                self.write_atomic(&self.layer_link(name, &d.digest), b"")?;
+                linked += 1;
+            }
+        }
+        // Make the links durable before the marker is written, including those of an earlier,
+        // interrupted run (skipped above as already linked).
+        let layers = self.repo_dir(name).join("_layers");
+        if layers.is_dir() {
+            for d in [layers.join("sha256"), layers, self.repo_dir(name)] {
+                if d.is_dir() {
+                    sync_dir(&d)?;
+                }
+            }
+        }
+        Ok(linked)
     }
 }

@@ -88,12 +88,23 @@ async fn monolithic_upload_and_blob_reads() {
     // Stored content-addressed under blobs/sha256/<hex>; no uploads left.
     assert!(dir.path().join("blobs/sha256").join(&d[7..]).is_file());
     assert_eq!(std::fs::read_dir(dir.path().join("uploads")).unwrap().count(), 0);
-    // Cross-repository mount of a known blob: 201 at once; of an unknown one: 202 upload.
+    // Cross-repository mount of a blob of `from`: 201 at once, and the blob is readable there; of
+    // an unknown one, or without `from`: 202 upload.
     let resp = req(&c, Method::POST, format!("{}/v2/other/repo/blobs/uploads/?mount={d}&from=acme/web", r.base))
         .await
         .send()
         .await
         .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    assert_eq!(resp.headers()["location"], format!("/v2/other/repo/blobs/{d}").as_str());
+    let resp = req(&c, Method::GET, format!("{}/v2/other/repo/blobs/{d}", r.base)).await.send().await.unwrap();
+    assert_eq!(resp.bytes().await.unwrap().as_ref(), b"hello blob");
+    let resp =
+        req(&c, Method::POST, format!("{}/v2/third/repo/blobs/uploads/?mount={d}", r.base)).await.send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    // Without `from`, a blob already in the repository mounts.
+    let resp =
+        req(&c, Method::POST, format!("{}/v2/other/repo/blobs/uploads/?mount={d}", r.base)).await.send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::CREATED);
     let unknown = sha(b"unknown");
     let resp = req(&c, Method::POST, format!("{}/v2/other/repo/blobs/uploads/?mount={unknown}&from=acme/web", r.base))

@@ -8,9 +8,10 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Output};
+use std::sync::Arc;
 
-use common::{TestRegistry, TOKEN};
+use common::{OrgTokens, TestRegistry, TOKEN};
 use vt_image::layout::{write_image, LayerFormat, LayoutWriter};
 use vt_image::oci::{ImageIndex, RuntimeConfig};
 use vt_image::{Digest, ImageStore, OciLayoutSource, RegistrySource, StoreOptions};
@@ -27,24 +28,35 @@ fn busybox_layout(out: &Path) -> Digest {
     img.manifest.digest
 }
 
+/// Names of the files in `dir`.
+fn names(dir: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect()
+}
+
+/// Blobs of an OCI layout (or of the registry's storage).
 fn blob_names(layout: &Path) -> BTreeSet<String> {
-    std::fs::read_dir(layout.join("blobs/sha256"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect()
+    names(&layout.join("blobs/sha256"))
 }
 
 fn have(tool: &str) -> bool {
     Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success())
 }
 
+/// Whether skopeo is there; without it the test is skipped with a message, or fails under `CI=true`.
+fn skopeo_or_skip(test: &str) -> bool {
+    if have("skopeo") {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("skopeo is not installed (apt-get install -y skopeo); CI=true requires it");
+    }
+    eprintln!("SKIPPED {test}: skopeo is not installed (apt-get install -y skopeo)");
+    false
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skopeo_round_trip_keeps_digests() {
-    if !have("skopeo") {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("skopeo is not installed (apt-get install -y skopeo); CI=true requires it");
-        }
-        eprintln!("SKIPPED skopeo_round_trip_keeps_digests: skopeo is not installed (apt-get install -y skopeo)");
+    if !skopeo_or_skip("skopeo_round_trip_keeps_digests") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -84,6 +96,74 @@ async fn skopeo_round_trip_keeps_digests() {
     assert_eq!(index.manifests.len(), 1);
     assert_eq!(index.manifests[0].digest, manifest);
     assert_eq!(blob_names(&back), blob_names(&layout));
+    r.stop();
+}
+
+/// `skopeo --insecure-policy <args>` against a plain-HTTP registry.
+fn skopeo(args: &[&str]) -> Output {
+    Command::new("skopeo").arg("--insecure-policy").args(args).output().unwrap()
+}
+
+/// Two orgs push the same image with skopeo. When b pushes, skopeo's blob info cache says the
+/// blobs are in a/app on this registry; it looks for them there (403 for b) and uploads them
+/// instead, and b's copy is whole. When a pushes it again to a/other, skopeo mounts them from
+/// a/app. b cannot read a's repository.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skopeo_pushes_of_one_image_by_two_orgs() {
+    if !skopeo_or_skip("skopeo_pushes_of_one_image_by_two_orgs") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("layout");
+    let manifest = busybox_layout(&layout);
+    let registry = dir.path().join("registry");
+    let r = TestRegistry::start_with(&registry, Arc::new(OrgTokens)).await;
+    let addr = r.addr;
+    let (src, back) = (layout.clone(), dir.path().join("back"));
+    let back2 = back.clone();
+    tokio::task::spawn_blocking(move || {
+        let from = format!("oci:{}:latest", src.display());
+        for (creds, repo) in [("x:tok-a", "a/app"), ("x:tok-b", "b/app"), ("x:tok-a", "a/other")] {
+            let out = skopeo(&[
+                "copy",
+                "--dest-tls-verify=false",
+                "--dest-creds",
+                creds,
+                &from,
+                &format!("docker://{addr}/{repo}:v1"),
+            ]);
+            assert!(out.status.success(), "skopeo push to {repo} failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let out = skopeo(&[
+            "copy",
+            "--src-tls-verify=false",
+            "--src-creds",
+            "x:tok-b",
+            &format!("docker://{addr}/b/app:v1"),
+            &format!("oci:{}:v1", back2.display()),
+        ]);
+        assert!(out.status.success(), "skopeo pull of b/app failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = skopeo(&[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            "--creds",
+            "x:tok-b",
+            &format!("docker://{addr}/a/app:v1"),
+        ]);
+        assert!(!out.status.success(), "b read a/app: {}", String::from_utf8_lossy(&out.stdout));
+    })
+    .await
+    .unwrap();
+    let index: ImageIndex = serde_json::from_slice(&std::fs::read(back.join("index.json")).unwrap()).unwrap();
+    assert_eq!(index.manifests[0].digest, manifest);
+    assert_eq!(blob_names(&back), blob_names(&layout));
+    // Each repository has its own links; the bytes are stored once.
+    let links = |repo: &str| names(&registry.join("repositories").join(repo).join("_layers/sha256"));
+    assert_eq!(links("a/app"), links("b/app"));
+    assert_eq!(links("a/app"), links("a/other"));
+    assert_eq!(links("a/app").len() + 1, blob_names(&layout).len(), "config and layers, not the manifest");
+    assert_eq!(blob_names(&registry), blob_names(&layout));
     r.stop();
 }
 

@@ -536,7 +536,7 @@ struct Fc {
 }
 
 impl Vmm for Fc {
-    fn child(&mut self) -> &mut tokio::process::Child {
+    fn child(&mut self) -> &mut Child {
         &mut self.child
     }
 

@@ -406,7 +406,7 @@ struct Qemu {
 }
 
 impl Vmm for Qemu {
-    fn child(&mut self) -> &mut tokio::process::Child {
+    fn child(&mut self) -> &mut Child {
         &mut self.child
     }
 

@@ -308,7 +308,7 @@ pub fn plan(input: &Input, config: &Config, new_id: &mut dyn FnMut() -> String) 
     let mut nodes: Vec<&Node> = input.nodes.iter().collect();
     nodes.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
     nodes.dedup_by(|a, b| a.id == b.id);
-    let mut state: Vec<NodeState> = nodes
+    let mut state: Vec<NodeState<'_>> = nodes
         .iter()
         .map(|n| NodeState {
             node: n,
@@ -518,7 +518,7 @@ fn crash_loop(group: &Group, history: &[&Instance], backoff: &Backoff, now: Mill
 fn explain(
     need: Resources,
     nodes: &[&Node],
-    state: &[NodeState],
+    state: &[NodeState<'_>],
     on_node: &[Vec<&Instance>],
     ratio: f64,
 ) -> (String, String) {

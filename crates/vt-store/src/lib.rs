@@ -15,15 +15,18 @@
 //!   transaction as its events, so a retry after a crash replays instead of acting twice.
 //! - `views` + `checkpoints`: materialized views, written only by the
 //!   [`Projector`], with one checkpoint per projection.
-//! - `tokens`, `heartbeats`: API token hashes and node liveness (not events:
-//!   a heartbeat that changes nothing is not a state change).
+//! - `tokens`, `heartbeats`: API token hashes with their roles and revocation
+//!   (what authentication reads), and node liveness (not events: a heartbeat
+//!   that changes nothing is not a state change).
+//! - `schema_migrations`: which of `schema.rs`'s migrations a database has.
 
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use vt_events::{AggregateType, Envelope, NewEvent};
+use vt_events::{AggregateType, Envelope, NewEvent, TokenRole};
+use vt_ids::{AppId, NodeId, OrgId, TokenId};
 use vt_views::{ViewKind, ViewRow};
 
 mod projector;
@@ -55,10 +58,53 @@ pub struct Expectation {
     pub expected: ExpectedVersion,
 }
 
-/// A unique name taken by `owner` within `scope` (for example scope `app:<org id>`).
+/// What a claimed name is unique within. Stored as [`ClaimScope::key`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClaimScope {
+    /// Org names, cluster-wide.
+    Org,
+    /// App names within an org.
+    App(OrgId),
+    /// Env names within an app.
+    Env(AppId),
+    /// Node names, cluster-wide.
+    Node,
+    /// Node /64 subnets, cluster-wide.
+    Subnet,
+    /// TCP route listener ports.
+    RoutePort,
+    /// TLS route host names on one listener port.
+    RouteHost(u16),
+    /// Host names, owned by the org whose routes use them.
+    Hostname,
+}
+
+impl ClaimScope {
+    /// The stored form: `org`, `app:<org id>`, `route-host:443`, ...
+    pub fn key(&self) -> String {
+        match self {
+            Self::Org => "org".into(),
+            Self::App(org) => format!("app:{org}"),
+            Self::Env(app) => format!("env:{app}"),
+            Self::Node => "node".into(),
+            Self::Subnet => "subnet".into(),
+            Self::RoutePort => "route-port".into(),
+            Self::RouteHost(port) => format!("route-host:{port}"),
+            Self::Hostname => "hostname".into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ClaimScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.key())
+    }
+}
+
+/// A unique name taken by `owner` within `scope`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claim {
-    pub scope: String,
+    pub scope: ClaimScope,
     pub name: String,
     pub owner: String,
 }
@@ -78,14 +124,29 @@ pub struct IdempotencyRecord {
     pub last_seq: u64,
 }
 
-/// An API token; only the hash of its secret is stored.
+/// An API token as authentication reads it: only the hash of its secret is
+/// stored, with the role and what the role is bound to. Written in the same
+/// transaction as its `token.created` event; `revoked_at` in the same
+/// transaction as its `token.revoked` event, so a revocation holds from the
+/// next request on, whatever the views' lag.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenRecord {
-    pub token_id: String,
+    pub token_id: TokenId,
     pub hash: String,
     pub name: String,
-    pub role: String,
+    pub role: TokenRole,
+    pub org_id: Option<OrgId>,
+    pub node_id: Option<NodeId>,
+    pub expires_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// A token revoked at `at` (see [`TokenRecord::revoked_at`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRevocation {
+    pub token_id: TokenId,
+    pub at: DateTime<Utc>,
 }
 
 /// Everything one command writes, atomically: all or nothing.
@@ -100,6 +161,7 @@ pub struct AppendRequest {
     pub releases: Vec<Claim>,
     pub idempotency: Option<IdempotencyRecord>,
     pub tokens: Vec<TokenRecord>,
+    pub revocations: Vec<TokenRevocation>,
 }
 
 /// Where an append landed.
@@ -158,7 +220,7 @@ pub enum StoreError {
     #[error("{aggregate_type} `{aggregate_id}` is at version {actual}, expected {expected:?}")]
     VersionConflict { aggregate_type: AggregateType, aggregate_id: String, expected: ExpectedVersion, actual: u64 },
     #[error("the name `{name}` is already taken in {scope} (by {owner})")]
-    NameTaken { scope: String, name: String, owner: String },
+    NameTaken { scope: ClaimScope, name: String, owner: String },
     #[error("idempotency key `{key}` was recorded concurrently")]
     IdempotencyRace { key: String },
     #[error("checkpoint of projection `{name}` moved concurrently")]
@@ -210,6 +272,9 @@ pub trait Store: Send + Sync + 'static {
     /// Up to `limit` events with `seq > after`, in order.
     async fn read_events(&self, after: u64, limit: u32) -> Result<Vec<Envelope>, StoreError>;
 
+    /// Up to `limit` events of one org with `seq > after`, in order (what the org's members may read).
+    async fn read_org_events(&self, org_id: &str, after: u64, limit: u32) -> Result<Vec<Envelope>, StoreError>;
+
     /// Current version of an aggregate (0 if it has no events).
     async fn aggregate_version(&self, aggregate_type: AggregateType, aggregate_id: &str) -> Result<u64, StoreError>;
 
@@ -223,7 +288,7 @@ pub trait Store: Send + Sync + 'static {
     /// Drop every view row and checkpoint in one transaction (rebuild starts from here).
     async fn reset_views(&self) -> Result<(), StoreError>;
 
-    async fn claim_owner(&self, scope: &str, name: &str) -> Result<Option<String>, StoreError>;
+    async fn claim_owner(&self, scope: ClaimScope, name: &str) -> Result<Option<String>, StoreError>;
     async fn idempotency_get(&self, scope: &str, key: &str) -> Result<Option<IdempotencyRecord>, StoreError>;
 
     async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError>;

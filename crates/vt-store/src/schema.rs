@@ -1,8 +1,44 @@
 //! Table definitions. The same tables on both backends; only the triggers that
 //! make `events` append-only are written in each dialect.
+//!
+//! The schema is a list of numbered [`MIGRATIONS`]; `schema_migrations` records
+//! the ones a database has, and opening a store applies the rest, each in its
+//! own transaction. Migration 1 is the schema as it was before versions were
+//! recorded: its statements are idempotent, so a database from then takes it
+//! as a no-op. Never edit a migration that has shipped; add the next one.
 
-/// Tables, in creation order. Each statement is idempotent.
-pub(crate) const TABLES: &[&str] = &[
+/// A step of the schema, applied once.
+pub(crate) struct Migration {
+    pub version: i64,
+    pub statements: &'static [&'static str],
+}
+
+/// Every migration, in order.
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, statements: BASELINE },
+    // Tokens get their bindings (org of an org role, node of a node token),
+    // an expiry and a revocation time.
+    Migration {
+        version: 2,
+        statements: &[
+            "ALTER TABLE tokens ADD COLUMN org_id TEXT",
+            "ALTER TABLE tokens ADD COLUMN node_id TEXT",
+            "ALTER TABLE tokens ADD COLUMN expires_at TEXT",
+            "ALTER TABLE tokens ADD COLUMN revoked_at TEXT",
+        ],
+    },
+    // An org's members read its events by cursor.
+    Migration { version: 3, statements: &["CREATE INDEX IF NOT EXISTS events_by_org ON events (org_id, seq)"] },
+];
+
+/// The table that records applied migrations (created before any of them).
+pub(crate) const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
+        version BIGINT PRIMARY KEY,
+        applied_at TEXT NOT NULL
+    )";
+
+/// Migration 1: the tables, in creation order. Each statement is idempotent.
+const BASELINE: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS events (
         seq BIGINT PRIMARY KEY,
         event_id TEXT NOT NULL UNIQUE,

@@ -203,9 +203,13 @@ impl SqliteStore {
             .busy_timeout(std::time::Duration::from_secs(10))
             .foreign_keys(false);
         let pool = sqlx::sqlite::SqlitePoolOptions::new().max_connections(8).connect_with(connect).await?;
-        for stmt in crate::schema::TABLES.iter().chain(crate::schema::SQLITE_TRIGGERS) {
-            sqlx::query(stmt).execute(&pool).await?;
+        // One process owns the file: no lock needed around the migrations.
+        let mut tx = pool.begin().await?;
+        migrate(&mut tx).await?;
+        for stmt in schema::SQLITE_TRIGGERS {
+            sqlx::query(stmt).execute(&mut *tx).await?;
         }
+        tx.commit().await?;
         let head = Self::head_of(&pool).await?;
         Ok(Self::assemble(pool, head))
     }
@@ -222,8 +226,10 @@ impl PgStore {
         let options = sqlx::postgres::PgConnectOptions::from_str(url)?;
         let pool = PgPoolOptions::new().max_connections(8).connect_with(options).await?;
         let mut tx = pool.begin().await?;
+        // Control planes starting together take turns: the first migrates, the rest find it done.
         sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(PG_SCHEMA_LOCK).execute(&mut *tx).await?;
-        for stmt in crate::schema::TABLES.iter().chain(crate::schema::PG_TRIGGERS) {
+        migrate(&mut tx).await?;
+        for stmt in schema::PG_TRIGGERS {
             sqlx::query(stmt).execute(&mut *tx).await?;
         }
         tx.commit().await?;
@@ -234,12 +240,38 @@ impl PgStore {
     /// Drop every vt table. For tests that need a clean database.
     pub async fn drop_all(url: &str) -> Result<(), StoreError> {
         let pool = PgPoolOptions::new().max_connections(1).connect(url).await?;
-        sqlx::query("DROP TABLE IF EXISTS events, claims, idempotency, views, checkpoints, tokens, heartbeats CASCADE")
+        sqlx::query("DROP TABLE IF EXISTS events, claims, idempotency, views, checkpoints, tokens, heartbeats, schema_migrations CASCADE")
             .execute(&pool)
             .await?;
         sqlx::query("DROP FUNCTION IF EXISTS vt_events_append_only CASCADE").execute(&pool).await?;
         Ok(())
     }
+}
+
+/// Apply the migrations the database does not have yet, in `tx` (the caller commits).
+async fn migrate<'c, DB>(tx: &mut sqlx::Transaction<'c, DB>) -> Result<(), StoreError>
+where
+    DB: sqlx::Database,
+    for<'q> <DB as sqlx::Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    for<'e> &'e mut <DB as sqlx::Database>::Connection: sqlx::Executor<'e, Database = DB>,
+    i64: sqlx::Type<DB> + for<'q> sqlx::Encode<'q, DB> + for<'r> sqlx::Decode<'r, DB>,
+    String: sqlx::Type<DB> + for<'q> sqlx::Encode<'q, DB>,
+    (i64,): for<'r> sqlx::FromRow<'r, DB::Row>,
+{
+    sqlx::query(schema::MIGRATIONS_TABLE).execute(&mut **tx).await?;
+    let (applied,): (i64,) =
+        sqlx::query_as("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetch_one(&mut **tx).await?;
+    for m in schema::MIGRATIONS.iter().filter(|m| m.version > applied) {
+        for stmt in m.statements {
+            sqlx::query(stmt).execute(&mut **tx).await?;
+        }
+        sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)")
+            .bind(m.version)
+            .bind(ts(&Utc::now()))
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
 }
 
 macro_rules! store_impl {
@@ -372,12 +404,12 @@ macro_rules! store_impl {
                 }
                 for claim in &req.claims {
                     let owner: Option<String> = sqlx::query_scalar("SELECT owner FROM claims WHERE scope = $1 AND name = $2")
-                        .bind(&claim.scope)
+                        .bind(claim.scope.key())
                         .bind(&claim.name)
                         .fetch_optional(&mut **tx)
                         .await?;
                     if let Some(owner) = owner.filter(|o| *o != claim.owner) {
-                        return Err(StoreError::NameTaken { scope: claim.scope.clone(), name: claim.name.clone(), owner });
+                        return Err(StoreError::NameTaken { scope: claim.scope, name: claim.name.clone(), owner });
                     }
                 }
                 Ok(())
@@ -386,7 +418,7 @@ macro_rules! store_impl {
             async fn write(tx: &mut sqlx::Transaction<'_, $db>, req: &AppendRequest, seq: &mut u64, versions: &mut HashMap<(AggregateType, String), u64>) -> Result<(), StoreError> {
                 for claim in &req.releases {
                     sqlx::query("DELETE FROM claims WHERE scope = $1 AND name = $2 AND owner = $3")
-                        .bind(&claim.scope)
+                        .bind(claim.scope.key())
                         .bind(&claim.name)
                         .bind(&claim.owner)
                         .execute(&mut **tx)
@@ -394,7 +426,7 @@ macro_rules! store_impl {
                 }
                 for claim in &req.claims {
                     sqlx::query("INSERT INTO claims (scope, name, owner) VALUES ($1, $2, $3) ON CONFLICT (scope, name) DO NOTHING")
-                        .bind(&claim.scope)
+                        .bind(claim.scope.key())
                         .bind(&claim.name)
                         .bind(&claim.owner)
                         .execute(&mut **tx)
@@ -423,12 +455,27 @@ macro_rules! store_impl {
                     versions.insert(key, version);
                 }
                 for t in &req.tokens {
-                    sqlx::query("INSERT INTO tokens (token_id, hash, name, role, created_at) VALUES ($1, $2, $3, $4, $5)")
-                        .bind(&t.token_id)
-                        .bind(&t.hash)
-                        .bind(&t.name)
-                        .bind(&t.role)
-                        .bind(ts(&t.created_at))
+                    sqlx::query(
+                        "INSERT INTO tokens (token_id, hash, name, role, org_id, node_id, expires_at, created_at, revoked_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                    )
+                    .bind(t.token_id.to_string())
+                    .bind(&t.hash)
+                    .bind(&t.name)
+                    .bind(t.role.as_str())
+                    .bind(t.org_id.map(|o| o.to_string()))
+                    .bind(t.node_id.map(|n| n.to_string()))
+                    .bind(t.expires_at.as_ref().map(ts))
+                    .bind(ts(&t.created_at))
+                    .bind(t.revoked_at.as_ref().map(ts))
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                for r in &req.revocations {
+                    // The first revocation's time stands.
+                    sqlx::query("UPDATE tokens SET revoked_at = $2 WHERE token_id = $1 AND revoked_at IS NULL")
+                        .bind(r.token_id.to_string())
+                        .bind(ts(&r.at))
                         .execute(&mut **tx)
                         .await?;
                 }
@@ -477,6 +524,16 @@ macro_rules! store_impl {
 
             async fn read_events(&self, after: u64, limit: u32) -> Result<Vec<Envelope>, StoreError> {
                 let rows = sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq > $1 ORDER BY seq LIMIT $2"))
+                    .bind(after as i64)
+                    .bind(limit as i64)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(envelope_from_row).collect()
+            }
+
+            async fn read_org_events(&self, org_id: &str, after: u64, limit: u32) -> Result<Vec<Envelope>, StoreError> {
+                let rows = sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE org_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"))
+                    .bind(org_id)
                     .bind(after as i64)
                     .bind(limit as i64)
                     .fetch_all(&self.pool)
@@ -600,8 +657,8 @@ macro_rules! store_impl {
                 Ok(())
             }
 
-            async fn claim_owner(&self, scope: &str, name: &str) -> Result<Option<String>, StoreError> {
-                Ok(sqlx::query_scalar("SELECT owner FROM claims WHERE scope = $1 AND name = $2").bind(scope).bind(name).fetch_optional(&self.pool).await?)
+            async fn claim_owner(&self, scope: ClaimScope, name: &str) -> Result<Option<String>, StoreError> {
+                Ok(sqlx::query_scalar("SELECT owner FROM claims WHERE scope = $1 AND name = $2").bind(scope.key()).bind(name).fetch_optional(&self.pool).await?)
             }
 
             async fn idempotency_get(&self, scope: &str, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
@@ -625,14 +682,29 @@ macro_rules! store_impl {
             }
 
             async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
-                let row = sqlx::query("SELECT token_id, hash, name, role, created_at FROM tokens WHERE hash = $1").bind(hash).fetch_optional(&self.pool).await?;
+                let row = sqlx::query(
+                    "SELECT token_id, hash, name, role, org_id, node_id, expires_at, created_at, revoked_at FROM tokens WHERE hash = $1",
+                )
+                .bind(hash)
+                .fetch_optional(&self.pool)
+                .await?;
                 row.map(|r| {
+                    let id: String = r.try_get("token_id")?;
+                    let corrupt = |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("token {id}: {what}: {e}"));
+                    let role: String = r.try_get("role")?;
+                    let opt_ts = |col: &str| -> Result<Option<DateTime<Utc>>, StoreError> {
+                        r.try_get::<Option<String>, _>(col)?.as_deref().map(parse_ts).transpose()
+                    };
                     Ok(TokenRecord {
-                        token_id: r.try_get("token_id")?,
+                        token_id: id.parse().map_err(|e| corrupt("id", &e))?,
                         hash: r.try_get("hash")?,
                         name: r.try_get("name")?,
-                        role: r.try_get("role")?,
+                        role: TokenRole::parse(&role).ok_or_else(|| corrupt("role", &role))?,
+                        org_id: r.try_get::<Option<String>, _>("org_id")?.map(|o| o.parse()).transpose().map_err(|e| corrupt("org", &e))?,
+                        node_id: r.try_get::<Option<String>, _>("node_id")?.map(|n| n.parse()).transpose().map_err(|e| corrupt("node", &e))?,
+                        expires_at: opt_ts("expires_at")?,
                         created_at: parse_ts(&r.try_get::<String, _>("created_at")?)?,
+                        revoked_at: opt_ts("revoked_at")?,
                     })
                 })
                 .transpose()

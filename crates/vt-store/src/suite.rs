@@ -94,6 +94,15 @@ pub async fn appends_get_dense_seqs_and_round_trip(store: Arc<dyn Store>) {
     assert_eq!(first.decode().unwrap(), sent.event);
     assert_eq!(store.read_events(1, 1).await.unwrap()[0].seq, 2);
     assert!(store.read_events(3, 10).await.unwrap().is_empty());
+
+    // An org's events only, by cursor.
+    let org = org_id.to_string();
+    let mine = store.read_org_events(&org, 0, 10).await.unwrap();
+    assert_eq!(mine.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1]);
+    assert!(store.read_org_events(&org, 1, 10).await.unwrap().is_empty());
+    let (_, node) = node_registered("n1");
+    store.append(one(node)).await.unwrap();
+    assert!(store.read_org_events(&org, 0, 10).await.unwrap().iter().all(|e| e.org_id == Some(org_id)));
 }
 
 pub async fn expected_versions_are_enforced(store: Arc<dyn Store>) {
@@ -188,7 +197,7 @@ pub async fn racing_writers_on_one_aggregate_one_wins(store: Arc<dyn Store>) {
 
 pub async fn claims_make_names_unique_and_fail_atomically(store: Arc<dyn Store>) {
     let (org_a, ev) = org_created("acme");
-    let claim = |owner: OrgId| Claim { scope: "org".into(), name: "acme".into(), owner: owner.to_string() };
+    let claim = |owner: OrgId| Claim { scope: ClaimScope::Org, name: "acme".into(), owner: owner.to_string() };
     store.append(AppendRequest { events: vec![ev], claims: vec![claim(org_a)], ..Default::default() }).await.unwrap();
     let (org_b, ev) = org_created("acme");
     let err = store
@@ -197,19 +206,19 @@ pub async fn claims_make_names_unique_and_fail_atomically(store: Arc<dyn Store>)
         .unwrap_err();
     assert!(matches!(&err, StoreError::NameTaken { owner, .. } if *owner == org_a.to_string()), "{err}");
     assert_eq!(store.head().await.unwrap(), 1, "the losing create wrote no event");
-    assert_eq!(store.claim_owner("org", "acme").await.unwrap(), Some(org_a.to_string()));
+    assert_eq!(store.claim_owner(ClaimScope::Org, "acme").await.unwrap(), Some(org_a.to_string()));
     // Re-claiming by the same owner is a no-op, so a replayed command passes.
     store.append(AppendRequest { claims: vec![claim(org_a)], ..Default::default() }).await.unwrap();
     // A claim failure after other writes in the same request rolls all of them back.
     let (_, ev) = org_created("other");
-    let claims = vec![Claim { scope: "org".into(), name: "other".into(), owner: "x".into() }, claim(org_b)];
+    let claims = vec![Claim { scope: ClaimScope::Org, name: "other".into(), owner: "x".into() }, claim(org_b)];
     assert!(store.append(AppendRequest { events: vec![ev], claims, ..Default::default() }).await.is_err());
-    assert_eq!(store.claim_owner("org", "other").await.unwrap(), None);
+    assert_eq!(store.claim_owner(ClaimScope::Org, "other").await.unwrap(), None);
     assert_eq!(store.head().await.unwrap(), 1);
 }
 
 pub async fn released_claims_free_their_names(store: Arc<dyn Store>) {
-    let claim = |owner: &str| Claim { scope: "route-port".into(), name: "20000".into(), owner: owner.into() };
+    let claim = |owner: &str| Claim { scope: ClaimScope::RoutePort, name: "20000".into(), owner: owner.into() };
     let (_, ev) = org_created("acme");
     store
         .append(AppendRequest { events: vec![ev], claims: vec![claim("route_a")], ..Default::default() })
@@ -221,7 +230,7 @@ pub async fn released_claims_free_their_names(store: Arc<dyn Store>) {
         .append(AppendRequest { events: vec![ev], releases: vec![claim("route_b")], ..Default::default() })
         .await
         .unwrap();
-    assert_eq!(store.claim_owner("route-port", "20000").await.unwrap(), Some("route_a".into()));
+    assert_eq!(store.claim_owner(ClaimScope::RoutePort, "20000").await.unwrap(), Some("route_a".into()));
     // A release in a failing append is rolled back with the rest.
     let (_, ev) = org_created("c");
     let bad = Expectation {
@@ -239,16 +248,16 @@ pub async fn released_claims_free_their_names(store: Arc<dyn Store>) {
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::VersionConflict { .. }), "{err}");
-    assert_eq!(store.claim_owner("route-port", "20000").await.unwrap(), Some("route_a".into()));
+    assert_eq!(store.claim_owner(ClaimScope::RoutePort, "20000").await.unwrap(), Some("route_a".into()));
     // The owner's release commits with its events; the name is free for another owner.
     let (_, ev) = org_created("d");
     store
         .append(AppendRequest { events: vec![ev], releases: vec![claim("route_a")], ..Default::default() })
         .await
         .unwrap();
-    assert_eq!(store.claim_owner("route-port", "20000").await.unwrap(), None);
+    assert_eq!(store.claim_owner(ClaimScope::RoutePort, "20000").await.unwrap(), None);
     store.append(AppendRequest { claims: vec![claim("route_b")], ..Default::default() }).await.unwrap();
-    assert_eq!(store.claim_owner("route-port", "20000").await.unwrap(), Some("route_b".into()));
+    assert_eq!(store.claim_owner(ClaimScope::RoutePort, "20000").await.unwrap(), Some("route_b".into()));
 }
 
 pub async fn idempotency_records_commit_with_events(store: Arc<dyn Store>) {
@@ -349,13 +358,13 @@ pub async fn projector_builds_views_and_checkpoints(store: Arc<dyn Store>) {
 }
 
 /// Rows in the store's list order: kind name, then id.
-fn sorted_like_the_store(views: MemoryViews) -> Vec<vt_views::ViewRow> {
+fn sorted_like_the_store(views: MemoryViews) -> Vec<ViewRow> {
     let mut rows: Vec<_> = views.rows.into_values().collect();
     rows.sort_by(|a, b| (a.kind.as_str(), &a.id).cmp(&(b.kind.as_str(), &b.id)));
     rows
 }
 
-async fn all_rows(store: &Arc<dyn Store>) -> Vec<vt_views::ViewRow> {
+async fn all_rows(store: &Arc<dyn Store>) -> Vec<ViewRow> {
     store.view_list(&ViewQuery::default()).await.unwrap()
 }
 
@@ -435,22 +444,71 @@ pub async fn a_failing_projection_stops_alone(store: Arc<dyn Store>) {
 pub async fn tokens_and_heartbeats(store: Arc<dyn Store>) {
     assert_eq!(store.token_count().await.unwrap(), 0);
     let token_id = TokenId::new();
-    let ev = NewEvent::new(
-        Event::TokenCreated(TokenCreated { token_id, name: "admin".into(), role: TokenRole::Admin }),
-        Actor::system("test"),
-        None,
-    );
-    let rec = TokenRecord {
-        token_id: token_id.to_string(),
-        hash: "abc".into(),
-        name: "admin".into(),
-        role: "admin".into(),
-        created_at: Utc::now(),
+    let org_id = OrgId::new();
+    let created = |role| TokenCreated {
+        token_id,
+        name: "ci".into(),
+        role,
+        org_id: Some(org_id),
+        node_id: None,
+        node_name: None,
+        expires_at: None,
     };
-    store.append(AppendRequest { events: vec![ev], tokens: vec![rec], ..Default::default() }).await.unwrap();
+    let ev = NewEvent::new(Event::TokenCreated(created(TokenRole::Deployer)), Actor::system("test"), None);
+    let expires_at = Utc::now() + chrono::Duration::days(30);
+    let rec = TokenRecord {
+        token_id,
+        hash: "abc".into(),
+        name: "ci".into(),
+        role: TokenRole::Deployer,
+        org_id: Some(org_id),
+        node_id: None,
+        expires_at: Some(expires_at),
+        created_at: Utc::now(),
+        revoked_at: None,
+    };
+    store.append(AppendRequest { events: vec![ev], tokens: vec![rec.clone()], ..Default::default() }).await.unwrap();
     assert_eq!(store.token_count().await.unwrap(), 1);
-    assert_eq!(store.token_by_hash("abc").await.unwrap().unwrap().token_id, token_id.to_string());
+    let got = store.token_by_hash("abc").await.unwrap().unwrap();
+    assert_eq!(
+        (got.token_id, got.role, got.org_id, got.node_id, got.revoked_at),
+        (token_id, TokenRole::Deployer, Some(org_id), None, None)
+    );
+    assert_eq!(got.expires_at.map(|t| t.timestamp_micros()), Some(expires_at.timestamp_micros()));
     assert!(store.token_by_hash("abd").await.unwrap().is_none());
+
+    // A revocation commits with its event; the first revocation's time stands.
+    let at = Utc::now();
+    let revoked = || {
+        NewEvent::new(Event::TokenRevoked(TokenRevoked { token_id, org_id: Some(org_id) }), Actor::system("test"), None)
+    };
+    let revocation = TokenRevocation { token_id, at };
+    store
+        .append(AppendRequest { events: vec![revoked()], revocations: vec![revocation], ..Default::default() })
+        .await
+        .unwrap();
+    let later = TokenRevocation { token_id, at: at + chrono::Duration::seconds(9) };
+    store
+        .append(AppendRequest { events: vec![revoked()], revocations: vec![later], ..Default::default() })
+        .await
+        .unwrap();
+    let got = store.token_by_hash("abc").await.unwrap().unwrap();
+    assert_eq!(got.revoked_at.map(|t| t.timestamp_micros()), Some(at.timestamp_micros()));
+
+    // A revocation in a failing append is rolled back with it.
+    let other = TokenRecord { token_id: TokenId::new(), hash: "def".into(), ..rec };
+    store.append(AppendRequest { tokens: vec![other.clone()], ..Default::default() }).await.unwrap();
+    let bad = Expectation {
+        aggregate_type: AggregateType::Org,
+        aggregate_id: OrgId::new().to_string(),
+        expected: ExpectedVersion::Exists,
+    };
+    let revocation = TokenRevocation { token_id: other.token_id, at };
+    assert!(store
+        .append(AppendRequest { expectations: vec![bad], revocations: vec![revocation], ..Default::default() })
+        .await
+        .is_err());
+    assert_eq!(store.token_by_hash("def").await.unwrap().unwrap().revoked_at, None);
 
     let t1 = Utc::now();
     store.heartbeat("node_a", t1).await.unwrap();

@@ -13,12 +13,11 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
-use utoipa::ToSchema;
 use vt_events::*;
 use vt_ids::*;
 
 /// The kinds of views, one per projection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ViewKind {
     Org,
@@ -30,10 +29,11 @@ pub enum ViewKind {
     Instance,
     Node,
     Route,
+    Token,
 }
 
 impl ViewKind {
-    pub const ALL: [ViewKind; 9] = [
+    pub const ALL: [ViewKind; 10] = [
         Self::Org,
         Self::App,
         Self::Env,
@@ -43,6 +43,7 @@ impl ViewKind {
         Self::Instance,
         Self::Node,
         Self::Route,
+        Self::Token,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -56,6 +57,7 @@ impl ViewKind {
             Self::Instance => "instance",
             Self::Node => "node",
             Self::Route => "route",
+            Self::Token => "token",
         }
     }
 
@@ -105,7 +107,7 @@ pub trait View: Serialize + DeserializeOwned {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OrgView {
     pub id: OrgId,
     pub name: String,
@@ -113,7 +115,7 @@ pub struct OrgView {
     pub updated_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AppView {
     pub id: AppId,
     pub org_id: OrgId,
@@ -123,7 +125,7 @@ pub struct AppView {
     pub updated_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EnvView {
     pub id: EnvId,
     pub org_id: OrgId,
@@ -137,7 +139,7 @@ pub struct EnvView {
     pub updated_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReleaseView {
     pub id: ReleaseId,
     pub org_id: OrgId,
@@ -146,12 +148,11 @@ pub struct ReleaseView {
     pub image_digest: String,
     pub resolved_from: Option<String>,
     pub manifest_hash: String,
-    #[schema(value_type = Object)]
     pub manifest: serde_json::Value,
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeployView {
     pub id: DeployId,
     pub org_id: OrgId,
@@ -183,7 +184,7 @@ impl DeployView {
 }
 
 /// When a deploy reached a phase.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PhaseTiming {
     pub phase: DeployPhase,
     pub at: DateTime<Utc>,
@@ -192,7 +193,7 @@ pub struct PhaseTiming {
 }
 
 /// Desired instance count of one process type in one env.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ScaleView {
     pub org_id: OrgId,
     pub app_id: AppId,
@@ -208,7 +209,7 @@ impl ScaleView {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InstanceView {
     pub id: InstanceId,
     pub org_id: OrgId,
@@ -247,7 +248,7 @@ pub struct InstanceView {
 }
 
 /// How an instance that was meant to run failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureKind {
     /// Reported `failed`: the entrypoint exited non-zero, or the node could not start or keep it.
@@ -259,7 +260,7 @@ pub enum FailureKind {
 }
 
 /// An instance's failure, as its node reported it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstanceFailure {
     pub kind: FailureKind,
     pub at: DateTime<Utc>,
@@ -365,7 +366,7 @@ impl InstanceView {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeView {
     pub id: NodeId,
     pub name: String,
@@ -383,7 +384,7 @@ pub struct NodeView {
 }
 
 /// An ingress route: listener port (and host name, for TLS) to a process type's port.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RouteView {
     pub id: RouteId,
     pub org_id: OrgId,
@@ -398,6 +399,45 @@ pub struct RouteView {
     pub backend_port: u16,
     pub proxy_protocol: bool,
     pub created_at: DateTime<Utc>,
+}
+
+/// An API token: who holds which role where. Never its secret (only the
+/// store's token table has the secret's hash).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenView {
+    pub id: TokenId,
+    pub name: String,
+    pub role: TokenRole,
+    /// The org of an org role.
+    pub org_id: Option<OrgId>,
+    /// The node a `node` token is bound to, and that node's name.
+    pub node_id: Option<NodeId>,
+    pub node_name: Option<String>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    /// Who created it (`token:<id>`, `system:bootstrap`).
+    pub created_by: String,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub revoked_by: Option<String>,
+}
+
+impl TokenView {
+    /// What `token.created` projects to (the command's answer is the same).
+    pub fn created(e: &TokenCreated, at: DateTime<Utc>, actor: &str) -> TokenView {
+        TokenView {
+            id: e.token_id,
+            name: e.name.clone(),
+            role: e.role,
+            org_id: e.org_id,
+            node_id: e.node_id,
+            node_name: e.node_name.clone(),
+            expires_at: e.expires_at,
+            created_at: at,
+            created_by: actor.to_owned(),
+            revoked_at: None,
+            revoked_by: None,
+        }
+    }
 }
 
 macro_rules! view {
@@ -493,6 +533,14 @@ view!(
     name = s.hostname.clone()
 );
 view!(NodeView, Node, id = |s| s.id.to_string(), org = None, parent = None, name = Some(s.name.clone()));
+view!(
+    TokenView,
+    Token,
+    id = |s| s.id.to_string(),
+    org = s.org_id.map(|o| o.to_string()),
+    parent = s.org_id.map(|o| o.to_string()),
+    name = Some(s.name.clone())
+);
 
 /// Why a projection could not apply an event. A projection that fails stops at
 /// that event (its checkpoint does not move) and reports the error as its status.
@@ -536,6 +584,7 @@ pub fn projections() -> Vec<Box<dyn Projection>> {
         Box::new(Instances),
         Box::new(Nodes),
         Box::new(Routes),
+        Box::new(Tokens),
     ]
 }
 
@@ -1004,3 +1053,40 @@ impl MemoryViews {
 
 #[cfg(test)]
 mod tests;
+
+struct Tokens;
+impl Projection for Tokens {
+    fn name(&self) -> &'static str {
+        "tokens"
+    }
+    fn kind(&self) -> ViewKind {
+        ViewKind::Token
+    }
+    fn touches(&self, event: &Event) -> Vec<String> {
+        match event {
+            Event::TokenCreated(e) => vec![e.token_id.to_string()],
+            Event::TokenRevoked(e) => vec![e.token_id.to_string()],
+            _ => vec![],
+        }
+    }
+    fn apply(
+        &self,
+        env: &Envelope,
+        event: &Event,
+        id: &str,
+        cur: Option<&ViewRow>,
+    ) -> Result<Option<ViewRow>, ProjectionError> {
+        Ok(Some(match event {
+            Event::TokenCreated(e) => TokenView::created(e, env.occurred_at, &env.actor).into_row(env.seq),
+            Event::TokenRevoked(_) => {
+                let mut v: TokenView = current(cur, "revocation", id)?;
+                if v.revoked_at.is_none() {
+                    v.revoked_at = Some(env.occurred_at);
+                    v.revoked_by = Some(env.actor.clone());
+                }
+                v.into_row(env.seq)
+            }
+            _ => return Ok(cur.cloned()),
+        }))
+    }
+}

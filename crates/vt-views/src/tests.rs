@@ -24,7 +24,7 @@ impl Log {
             request_id: None,
             correlation_id: None,
             actor: "test".into(),
-            occurred_at: chrono::DateTime::from_timestamp(1_700_000_000 + self.seq as i64, 0).unwrap(),
+            occurred_at: DateTime::from_timestamp(1_700_000_000 + self.seq as i64, 0).unwrap(),
             payload: event.payload(),
         };
         self.views.apply(&env)
@@ -271,7 +271,7 @@ fn an_instance_records_when_it_became_ready_and_how_it_failed() {
         }
         let v: InstanceView = log.get(&instance_id.to_string());
         let at = |seq: u64| {
-            chrono::DateTime::from_timestamp(1_700_000_000 + seq as i64 + u64::from(c.stop_first) as i64, 0).unwrap()
+            DateTime::from_timestamp(1_700_000_000 + seq as i64 + u64::from(c.stop_first) as i64, 0).unwrap()
         };
         assert_eq!(v.ready_at, c.ready_at.map(at), "{}", c.name);
         let got = v.failure.as_ref().map(|f| (f.kind, f.at, f.summary()));

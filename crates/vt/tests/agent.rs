@@ -17,7 +17,7 @@ fn guest_ready() -> bool {
     vt_runtime::testing::guest_or_skip("the agent CLI test", &[vt_image::testing::BUSYBOX]).is_some()
 }
 
-fn start_server(dir: &Path, data: &Path) -> (std::process::Child, String) {
+fn start_server(dir: &Path, data: &Path) -> (common::ServerChild, String) {
     spawn_vt_server(
         dir,
         &[

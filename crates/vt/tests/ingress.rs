@@ -12,10 +12,12 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn get(url: &str, path: &str) -> String {
+/// `GET path` with `token` (the operator's: metrics are for admins).
+fn get(url: &str, path: &str, token: &str) -> String {
     let addr = url.strip_prefix("http://").unwrap();
     let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n")
+        .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     out
@@ -42,6 +44,9 @@ fn server_runs_the_ingress_and_serves_metrics() {
             &range,
         ],
     );
+    let token = std::fs::read_to_string(data.join("admin-token")).unwrap().trim().to_owned();
+    // Metrics are the operator's: without a token, 401.
+    assert!(get(&url, "/metrics", "none").starts_with("HTTP/1.1 401"));
     let vt = |args: &[&str]| {
         let mut c = vt_isolated(dir.path(), args);
         c.env("VT_DATA_DIR", &data).env("VT_SERVER", &url);
@@ -81,7 +86,7 @@ fn server_runs_the_ingress_and_serves_metrics() {
     // connection is closed and counted as a failure of that route).
     let deadline = Instant::now() + Duration::from_secs(20);
     let metrics = loop {
-        let m = get(&url, "/metrics");
+        let m = get(&url, "/metrics", &token);
         if m.contains(&format!("vt_ingress_route_connections_total{{route=\"{id}\"}}")) {
             break m;
         }

@@ -30,7 +30,7 @@ fn three_booted_instances(s: &TestServer) {
     rt.block_on(async {
         let started = Instant::now();
         let mut items = loop {
-            let items = client.instances("acme", "web", "prod").await.unwrap().items;
+            let items = client.instance_list("acme", "web", "prod").await.unwrap().items;
             if items.len() == 3 {
                 break items;
             }

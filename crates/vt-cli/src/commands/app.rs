@@ -1,6 +1,6 @@
 //! `vt app create|list|get`.
 
-use vt_api::{AppView, CreateApp};
+use vt_api::{App, CreateApp};
 
 use crate::args::AppCommand;
 use crate::commands::scope_flags;
@@ -46,7 +46,7 @@ pub async fn run(ctx: &Ctx, cmd: AppCommand) -> CliResult {
     Ok(ExitStatus::Success)
 }
 
-fn render(a: &AppView) -> String {
+fn render(a: &App) -> String {
     fields(&[
         ("id", a.id.to_string()),
         ("org", a.org_id.to_string()),

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use vt_api::{CreateDeploy, DeployPhase, DeployStatus, DeployView};
+use vt_api::{CreateDeploy, Deploy, DeployPhase, DeployStatus};
 
 use crate::args::{DeployArgs, DeployCommand, ReleaseSource};
 use crate::commands::scope_flags;
@@ -47,12 +47,12 @@ pub async fn run(ctx: &Ctx, args: DeployArgs) -> CliResult {
         None => {}
     }
     let release_id = match (&args.release, &args.image, &args.manifest) {
-        (Some(r), _, _) => client.release_get(org, app, r).await?.id.to_string(),
+        (Some(r), _, _) => client.release_get(org, app, r).await?.id,
         (None, Some(image), Some(manifest)) => {
             let r = super::release::create(ctx, &ReleaseSource { image: image.clone(), manifest: manifest.clone() })
                 .await?;
             p.progress(&format!("created release {}", r.id));
-            r.id.to_string()
+            r.id
         }
         _ => {
             return Err(CliError::usage(
@@ -94,7 +94,7 @@ pub async fn run(ctx: &Ctx, args: DeployArgs) -> CliResult {
 
 /// The exit status of a deploy waited for; for a failed one, the error names
 /// the instance that failed it and shows its last log lines.
-pub(crate) async fn outcome(ctx: &Ctx, d: &DeployView) -> CliResult {
+pub(crate) async fn outcome(ctx: &Ctx, d: &Deploy) -> CliResult {
     let p = &ctx.printer;
     let flags = scope_flags(ctx, true, true);
     let reason = d.reason.as_deref().unwrap_or("no reason recorded");
@@ -151,7 +151,7 @@ fn after(ms: u64) -> String {
 
 /// The per-phase timings block of the receipt: accepted, then each phase
 /// reached, timed from acceptance.
-pub(crate) fn phases(d: &DeployView) -> String {
+pub(crate) fn phases(d: &Deploy) -> String {
     let mut rows = vec![("accepted", after(0))];
     rows.extend(d.phases.iter().map(|t| (phase_label(t.phase), after(t.after_ms))));
     let mut s = String::from("phases:\n");
@@ -163,7 +163,7 @@ pub(crate) fn phases(d: &DeployView) -> String {
 
 /// Poll until the deploy reaches a terminal status; progress (each status
 /// and phase as it is reached) only on a TTY.
-pub(crate) async fn wait(ctx: &Ctx, mut d: DeployView, timeout: Duration) -> CliResult<DeployView> {
+pub(crate) async fn wait(ctx: &Ctx, mut d: Deploy, timeout: Duration) -> CliResult<Deploy> {
     let client = ctx.client();
     let (org, app, env) = ctx.settings.env_scope()?;
     let started = Instant::now();
@@ -199,7 +199,7 @@ pub(crate) async fn wait(ctx: &Ctx, mut d: DeployView, timeout: Duration) -> Cli
     }
 }
 
-fn render(d: &DeployView) -> String {
+fn render(d: &Deploy) -> String {
     fields(&[
         ("id", d.id.to_string()),
         ("env", d.env_id.to_string()),

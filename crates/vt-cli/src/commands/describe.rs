@@ -9,7 +9,7 @@ use crate::{CliResult, Ctx, ExitStatus};
 
 pub async fn run(ctx: &Ctx) -> CliResult {
     let (org, app, env) = ctx.settings.env_scope()?;
-    let d = ctx.client().describe(org, app, env).await?;
+    let d = ctx.client().env_describe(org, app, env).await?;
     ctx.printer.show(&d, || render(&d));
     Ok(ExitStatus::Success)
 }

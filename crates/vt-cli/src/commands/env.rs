@@ -1,6 +1,6 @@
 //! `vt env create|list|get`.
 
-use vt_api::{CreateEnv, EnvView};
+use vt_api::{CreateEnv, Env};
 
 use crate::args::EnvCommand;
 use crate::commands::scope_flags;
@@ -60,7 +60,7 @@ pub async fn run(ctx: &Ctx, cmd: EnvCommand) -> CliResult {
     Ok(ExitStatus::Success)
 }
 
-fn render(e: &EnvView) -> String {
+fn render(e: &Env) -> String {
     fields(&[
         ("id", e.id.to_string()),
         ("org", e.org_id.to_string()),

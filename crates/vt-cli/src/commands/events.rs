@@ -16,7 +16,7 @@ pub async fn run(ctx: &Ctx, args: EventsArgs) -> CliResult {
     let client = ctx.client();
     let p = &ctx.printer;
     if !args.follow {
-        let page = client.events(args.after, args.limit).await?;
+        let page = client.event_list(args.after, args.limit).await?;
         p.show(&page, || {
             let mut t = Table::new(&HEADERS);
             for e in &page.events {
@@ -31,7 +31,7 @@ pub async fn run(ctx: &Ctx, args: EventsArgs) -> CliResult {
         return Ok(ExitStatus::Success);
     }
     // Streaming: rows cannot be aligned after the fact, so columns are fixed width.
-    let mut stream = client.events_follow(args.after).await?;
+    let mut stream = client.event_list_follow(args.after).await?;
     if !p.json_mode() {
         p.text(&row(&HEADERS.map(String::from)));
     }

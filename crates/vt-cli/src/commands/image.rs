@@ -59,10 +59,10 @@ async fn push(ctx: &Ctx, args: ImagePush) -> CliResult {
             }
         },
     };
-    if !vt_registry::valid_name(&repo) {
+    if !vt_image::reference::valid_repository(&repo) {
         return Err(CliError::usage(format!("invalid repository name {repo:?}: lowercase components of a-z, 0-9 and separators `.`, `_`, `-`, joined by `/`"), None));
     }
-    if !vt_registry::valid_tag(&args.tag) {
+    if !vt_image::reference::valid_tag(&args.tag) {
         return Err(CliError::usage(
             format!("invalid tag {:?}: 1-128 of A-Z, a-z, 0-9, `_`, `.`, `-`, not starting with `.` or `-`", args.tag),
             None,

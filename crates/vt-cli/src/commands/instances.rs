@@ -5,7 +5,7 @@ use crate::{CliResult, Ctx, ExitStatus};
 
 pub async fn run(ctx: &Ctx) -> CliResult {
     let (org, app, env) = ctx.settings.env_scope()?;
-    let list = ctx.client().instances(org, app, env).await?;
+    let list = ctx.client().instance_list(org, app, env).await?;
     ctx.printer.show(&list, || {
         let mut t = Table::new(&["ID", "PROCESS", "STATUS", "DESIRED", "RELEASE", "NODE", "CREATED", "REASON"]);
         for i in &list.items {

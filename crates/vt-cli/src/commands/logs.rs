@@ -34,7 +34,7 @@ pub async fn run(ctx: &Ctx, args: LogsArgs) -> CliResult {
         Some(i) => vec![i.clone()],
         None => {
             let (org, app, env) = ctx.settings.env_scope()?;
-            let mut items = client.instances(org, app, env).await?.items;
+            let mut items = client.instance_list(org, app, env).await?.items;
             items.sort_by(|a, b| (&a.process, a.id).cmp(&(&b.process, b.id)));
             items.into_iter().map(|i| i.id.to_string()).collect()
         }

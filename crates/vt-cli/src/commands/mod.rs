@@ -19,6 +19,7 @@ pub mod route;
 pub mod scale;
 pub mod server;
 pub mod system;
+pub mod token;
 // Later: image, logs, exec, secrets, volume, workspace.
 
 use crate::config::Source;

@@ -1,6 +1,6 @@
 //! `vt node list|get`.
 
-use vt_api::NodeInfo;
+use vt_api::Node;
 
 use crate::args::NodeCommand;
 use crate::printer::{fields, label, opt, time, Table};
@@ -16,11 +16,11 @@ pub async fn run(ctx: &Ctx, cmd: NodeCommand) -> CliResult {
                 let mut t = Table::new(&["ID", "NAME", "STATUS", "CPU", "MEMORY", "HEARTBEAT"]);
                 for n in &list.items {
                     t.row(vec![
-                        n.node.id.to_string(),
-                        n.node.name.clone(),
-                        label(&n.node.status),
-                        cpu(n.node.allocatable.cpu_millis),
-                        format!("{} MiB", n.node.allocatable.memory_mib),
+                        n.id.to_string(),
+                        n.name.clone(),
+                        label(&n.status),
+                        cpu(n.allocatable.cpu_millis),
+                        format!("{} MiB", n.allocatable.memory_mib),
                         opt(&n.last_heartbeat_at.as_ref().map(time)),
                     ]);
                 }
@@ -39,18 +39,18 @@ fn cpu(millis: u32) -> String {
     format!("{}.{:03}", millis / 1000, millis % 1000)
 }
 
-fn render(n: &NodeInfo) -> String {
-    let labels: Vec<String> = n.node.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+fn render(n: &Node) -> String {
+    let labels: Vec<String> = n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
     fields(&[
-        ("id", n.node.id.to_string()),
-        ("name", n.node.name.clone()),
-        ("status", label(&n.node.status)),
-        ("status reason", opt(&n.node.status_reason)),
-        ("address", opt(&n.node.address)),
-        ("capacity", format!("{} cpu, {} MiB", cpu(n.node.capacity.cpu_millis), n.node.capacity.memory_mib)),
-        ("allocatable", format!("{} cpu, {} MiB", cpu(n.node.allocatable.cpu_millis), n.node.allocatable.memory_mib)),
+        ("id", n.id.to_string()),
+        ("name", n.name.clone()),
+        ("status", label(&n.status)),
+        ("status reason", opt(&n.status_reason)),
+        ("address", opt(&n.address)),
+        ("capacity", format!("{} cpu, {} MiB", cpu(n.capacity.cpu_millis), n.capacity.memory_mib)),
+        ("allocatable", format!("{} cpu, {} MiB", cpu(n.allocatable.cpu_millis), n.allocatable.memory_mib)),
         ("labels", if labels.is_empty() { "-".into() } else { labels.join(",") }),
-        ("registered", time(&n.node.registered_at)),
+        ("registered", time(&n.registered_at)),
         ("heartbeat", opt(&n.last_heartbeat_at.as_ref().map(time))),
     ])
 }

@@ -1,6 +1,6 @@
 //! `vt org create|list|get`.
 
-use vt_api::{CreateOrg, OrgView};
+use vt_api::{CreateOrg, Org};
 
 use crate::args::OrgCommand;
 use crate::printer::{fields, time, Receipt, Table};
@@ -44,7 +44,7 @@ pub async fn run(ctx: &Ctx, cmd: OrgCommand) -> CliResult {
     Ok(ExitStatus::Success)
 }
 
-fn render(o: &OrgView) -> String {
+fn render(o: &Org) -> String {
     fields(&[
         ("id", o.id.to_string()),
         ("name", o.name.clone()),

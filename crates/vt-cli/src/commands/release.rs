@@ -1,6 +1,6 @@
 //! `vt release create|list|get`.
 
-use vt_api::{CreateRelease, ReleaseView};
+use vt_api::{CreateRelease, Release};
 
 use crate::args::{ReleaseCommand, ReleaseSource};
 use crate::commands::scope_flags;
@@ -48,7 +48,7 @@ pub async fn run(ctx: &Ctx, cmd: ReleaseCommand) -> CliResult {
 }
 
 /// Check the manifest locally (errors with line:column), then create the release.
-pub async fn create(ctx: &Ctx, src: &ReleaseSource) -> CliResult<ReleaseView> {
+pub async fn create(ctx: &Ctx, src: &ReleaseSource) -> CliResult<Release> {
     let (org, app) = (ctx.settings.org()?, ctx.settings.app()?);
     let manifest = fs_err::read_to_string(&src.manifest)?;
     vt_manifest::parse(&manifest).map_err(|errors| CliError::Manifest { path: src.manifest.clone(), errors })?;
@@ -64,7 +64,7 @@ pub fn short_hash(h: &str) -> String {
     }
 }
 
-fn render(r: &ReleaseView) -> String {
+fn render(r: &Release) -> String {
     fields(&[
         ("id", r.id.to_string()),
         ("app", r.app_id.to_string()),

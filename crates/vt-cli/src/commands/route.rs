@@ -1,6 +1,6 @@
 //! `vt route create|list|delete`: ingress routes of the current env.
 
-use vt_api::{CreateRoute, RouteProtocol, RouteView};
+use vt_api::{CreateRoute, Route, RouteProtocol};
 
 use crate::args::{RouteCommand, RouteCreateArgs};
 use crate::commands::scope_flags;
@@ -82,6 +82,6 @@ fn request(a: RouteCreateArgs) -> CreateRoute {
 }
 
 /// `host:port` for TLS routes, `:port` for TCP routes.
-fn listener(r: &RouteView) -> String {
+fn listener(r: &Route) -> String {
     format!("{}:{}", r.hostname.as_deref().unwrap_or(""), r.port)
 }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use vt_api::{ScaleView, SetScale};
+use vt_api::{Scale, SetScale};
 
 use crate::args::ScaleArgs;
 use crate::commands::scope_flags;
@@ -48,7 +48,7 @@ fn parse(args: &[String]) -> CliResult<BTreeMap<String, u32>> {
     Ok(out)
 }
 
-fn table(items: &[ScaleView]) -> String {
+fn table(items: &[Scale]) -> String {
     let mut t = Table::new(&["PROCESS", "INSTANCES", "UPDATED"]);
     for s in items {
         t.row(vec![s.process.clone(), s.instances.to_string(), time(&s.updated_at)]);

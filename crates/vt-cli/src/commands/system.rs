@@ -1,15 +1,39 @@
-//! `vt system boot-timings`.
+//! `vt system boot-timings|tasks`.
 
 use vt_api::{BootTimingSummary, BootTimingsQuery};
 
 use crate::args::{BootTimingsArgs, SystemCommand};
-use crate::printer::{label, Table};
+use crate::printer::{label, opt, time, Table};
 use crate::{CliResult, Ctx, ExitStatus};
 
 pub async fn run(ctx: &Ctx, cmd: SystemCommand) -> CliResult {
     match cmd {
         SystemCommand::BootTimings(args) => boot_timings(ctx, args).await,
+        SystemCommand::Tasks => tasks(ctx).await,
     }
+}
+
+/// One row per background task, in the server's order; the error of a failing one below.
+async fn tasks(ctx: &Ctx) -> CliResult {
+    let list = ctx.client().system_tasks().await?;
+    ctx.printer.show(&list, || {
+        let mut t = Table::new(&["TASK", "STATE", "ACTIVATIONS", "LAST ACTIVATION", "DOES"]);
+        for task in &list.items {
+            t.row(vec![
+                task.name.clone(),
+                label(&task.state),
+                task.activations.to_string(),
+                opt(&task.last_activation_at.as_ref().map(time)),
+                task.description.clone(),
+            ]);
+        }
+        let mut s = t.render();
+        for task in list.items.iter().filter(|t| t.last_error.is_some()) {
+            s.push_str(&format!("{}: {}\n", task.name, task.last_error.as_deref().unwrap_or_default()));
+        }
+        s
+    });
+    Ok(ExitStatus::Success)
 }
 
 async fn boot_timings(ctx: &Ctx, args: BootTimingsArgs) -> CliResult {

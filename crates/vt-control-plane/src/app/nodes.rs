@@ -1,19 +1,31 @@
-//! Nodes (register, heartbeat, capacity) and the node-facing instance API.
+//! Nodes: registration, heartbeats, and what a node's agent follows.
+//!
+//! A node token is bound to one node id (and the name it was issued for): it
+//! registers that node only, under that name, heartbeats only as it, and
+//! follows only the instances placed on it. Admins may register any node.
+
+use std::net::Ipv6Addr;
+use std::time::Duration;
 
 use axum::http::StatusCode;
-use std::net::Ipv6Addr;
-use vt_api::{Heartbeat, NodeInfo, RegisterNode, ReportInstanceStatus};
-
+use vt_api::{Heartbeat, Node, NodeInstances, RegisterNode};
 use vt_events::{
-    AggregateType, Capacity, Event, InstanceStatus, InstanceStatusReported, NodeCapacityChanged, NodeRegistered,
-    NodeStatus, NodeStatusChanged, NodeSubnetAssigned,
+    AggregateType, Capacity, Event, NodeCapacityChanged, NodeRegistered, NodeStatus, NodeStatusChanged,
+    NodeSubnetAssigned,
 };
-use vt_ids::NodeId;
-use vt_store::Claim;
-use vt_views::{InstanceView, NodeView, ViewKind};
+use vt_ids::{NodeId, ReleaseId};
+use vt_store::{Claim, ClaimScope};
+use vt_views::{InstanceView, NodeView, ReleaseView, TokenView, ViewKind};
 
 use super::exists;
-use crate::{validate, ApiErr, ApiResult, ControlPlane, Ctx, Plan};
+use crate::authz::{Action, Caller, Resource};
+use crate::lookup::shown;
+use crate::validate;
+use crate::wire::{self, all};
+use crate::{ApiErr, ApiResult, Committed, ControlPlane, Ctx, Plan};
+
+/// Longest wait of a node's follow request (below the client's 30 s request timeout).
+const MAX_FOLLOW_WAIT: Duration = Duration::from_secs(20);
 
 fn check_capacity(field: &str, c: &Capacity) -> ApiResult<()> {
     if c.cpu_millis == 0 || c.memory_mib == 0 {
@@ -22,48 +34,71 @@ fn check_capacity(field: &str, c: &Capacity) -> ApiResult<()> {
     Ok(())
 }
 
-impl ControlPlane {
-    pub async fn node(&self, r: &str) -> ApiResult<NodeView> {
-        let found = if r.starts_with("node_") {
-            self.view::<NodeView>(r).await?
-        } else {
-            self.views::<NodeView>(Self::kind_query(ViewKind::Node).name(r)).await?.into_iter().next()
-        };
-        found.ok_or_else(|| ApiErr::not_found(format!("node `{r}` not found; `vt node list` shows the nodes")))
+fn check_registration(req: &RegisterNode) -> ApiResult<Capacity> {
+    check_capacity("capacity", &req.capacity)?;
+    let allocatable = req.allocatable.unwrap_or(req.capacity);
+    check_capacity("allocatable", &allocatable)?;
+    if allocatable.cpu_millis > req.capacity.cpu_millis || allocatable.memory_mib > req.capacity.memory_mib {
+        return Err(ApiErr::invalid("allocatable", "`allocatable` cannot exceed `capacity`"));
     }
+    for (k, v) in &req.labels {
+        validate::text(&format!("labels.{k}"), v, 256)?;
+        if k.is_empty() || k.len() > 63 || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b)) {
+            return Err(ApiErr::invalid(
+                format!("labels.{k}"),
+                "label keys are 1-63 characters of letters, digits and `-_./`",
+            ));
+        }
+    }
+    if let Some(a) = &req.address {
+        if a.parse::<std::net::IpAddr>().is_err() {
+            return Err(ApiErr::invalid("address", format!("`address` must be an IPv6 or IPv4 address; got {a:?}")));
+        }
+    }
+    Ok(allocatable)
+}
 
+impl ControlPlane {
     /// Register a node, or update the one registered under that name: a node
     /// agent calls this at every start, so it must be repeatable.
-    pub async fn register_node(&self, ctx: &Ctx, req: RegisterNode) -> ApiResult<Plan<NodeView>> {
-        validate::node_name("name", &req.name)?;
-        check_capacity("capacity", &req.capacity)?;
-        let allocatable = req.allocatable.unwrap_or(req.capacity);
-        check_capacity("allocatable", &allocatable)?;
-        if allocatable.cpu_millis > req.capacity.cpu_millis || allocatable.memory_mib > req.capacity.memory_mib {
-            return Err(ApiErr::invalid("allocatable", "`allocatable` cannot exceed `capacity`"));
-        }
-        for (k, v) in &req.labels {
-            validate::text(&format!("labels.{k}"), v, 256)?;
-            if k.is_empty() || k.len() > 63 || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b)) {
-                return Err(ApiErr::invalid(
-                    format!("labels.{k}"),
-                    "label keys are 1-63 characters of letters, digits and `-_./`",
-                ));
-            }
-        }
-        if let Some(a) = &req.address {
-            if a.parse::<std::net::IpAddr>().is_err() {
-                return Err(ApiErr::invalid(
-                    "address",
-                    format!("`address` must be an IPv6 or IPv4 address; got {a:?}"),
-                ));
-            }
-        }
+    pub async fn node_register(&self, ctx: &Ctx, req: RegisterNode) -> ApiResult<Committed> {
+        let bound = match ctx.caller {
+            Caller::Admin { .. } => None,
+            Caller::Node { node, .. } => Some(node),
+            Caller::Member { .. } => return Err(ApiErr::forbidden("only admins and node agents register nodes")),
+        };
+        let allocatable = check_registration(&req)?;
         self.fresh().await?;
-        let now = ctx.now();
+        let name = req.name.to_string();
         let nodes: Vec<NodeView> = self.views(Self::kind_query(ViewKind::Node)).await?;
-        if let Some(mut existing) = nodes.iter().find(|n| n.name == req.name).cloned() {
-            let mut plan = Plan::new(StatusCode::OK, existing.clone()).expect(exists(AggregateType::Node, existing.id));
+        let existing = match bound {
+            None => nodes.iter().find(|n| n.name == name).cloned(),
+            Some(node) => match nodes.iter().find(|n| n.id == node) {
+                Some(mine) if mine.name != name => {
+                    return Err(ApiErr::forbidden(format!(
+                        "this token belongs to node `{}`; it cannot register a node named `{name}`",
+                        mine.name
+                    ))
+                    .field("name"))
+                }
+                Some(mine) => Some(mine.clone()),
+                None => {
+                    // The first registration: under the name the token was issued for.
+                    let token: Option<TokenView> = self.view(&ctx.caller.token().to_string()).await?;
+                    let issued_for = token.and_then(|t| t.node_name).unwrap_or_default();
+                    if issued_for != name {
+                        return Err(ApiErr::forbidden(format!(
+                            "this token was issued for node `{issued_for}`; it cannot register a node named `{name}`"
+                        ))
+                        .field("name"));
+                    }
+                    None
+                }
+            },
+        };
+        let now = ctx.now();
+        if let Some(mut existing) = existing {
+            let mut plan = Plan::new(StatusCode::OK, ()).expect(exists(AggregateType::Node, existing.id));
             if existing.capacity != req.capacity || existing.allocatable != allocatable {
                 plan = plan.event(Event::NodeCapacityChanged(NodeCapacityChanged {
                     node_id: existing.id,
@@ -82,17 +117,17 @@ impl ControlPlane {
                         node_id: existing.id,
                         subnet: subnet.clone(),
                     }))
-                    .claim(Claim { scope: "subnet".into(), name: subnet.clone(), owner: existing.id.to_string() });
+                    .claim(Claim { scope: ClaimScope::Subnet, name: subnet.clone(), owner: existing.id.to_string() });
                 existing.subnet = Some(subnet);
             }
-            plan.response = existing;
-            return Ok(plan);
+            let beat = self.store.heartbeats().await?.get(&existing.id.to_string()).copied();
+            return self.commit(ctx, plan.respond(wire::node(existing, beat))).await;
         }
-        let id = NodeId::new();
+        let id = bound.unwrap_or_default();
         let subnet = next_subnet(&nodes)?;
         let view = NodeView {
             id,
-            name: req.name.clone(),
+            name: name.clone(),
             status: NodeStatus::Ready,
             status_reason: None,
             capacity: req.capacity,
@@ -103,32 +138,43 @@ impl ControlPlane {
             registered_at: now,
             updated_at: now,
         };
-        Ok(Plan::new(StatusCode::CREATED, view)
+        let plan = Plan::new(StatusCode::CREATED, wire::node(view, None))
             .event(Event::NodeRegistered(NodeRegistered {
                 node_id: id,
-                name: req.name.clone(),
+                name: name.clone(),
                 capacity: req.capacity,
                 allocatable,
                 labels: req.labels,
                 address: req.address,
             }))
             .event(Event::NodeSubnetAssigned(NodeSubnetAssigned { node_id: id, subnet: subnet.clone() }))
-            .claim(Claim { scope: "node".into(), name: req.name, owner: id.to_string() })
+            .claim(Claim { scope: ClaimScope::Node, name, owner: id.to_string() })
             // Two registrations racing for one subnet: the second fails and its agent retries.
-            .claim(Claim { scope: "subnet".into(), name: subnet, owner: id.to_string() }))
+            .claim(Claim { scope: ClaimScope::Subnet, name: subnet, owner: id.to_string() });
+        self.commit(ctx, plan).await
+    }
+
+    /// A node the caller may `action`: admins any, a node itself.
+    async fn authorized_node(&self, ctx: &Ctx, node: &str, action: Action) -> ApiResult<NodeView> {
+        let node = self.lookup_node(node).await?;
+        ctx.authorize(action, Resource::Node(node.id), || {
+            ApiErr::not_found(format!("node {} not found", shown(&node.name)))
+        })?;
+        Ok(node)
     }
 
     /// Record liveness (not an event) and, when it changes state, the events:
     /// capacity changes, and an unreachable node coming back.
-    pub async fn heartbeat(&self, ctx: &Ctx, node: &NodeView, req: Heartbeat) -> ApiResult<Plan<NodeInfo>> {
+    pub async fn node_heartbeat(&self, ctx: &Ctx, node: &str, req: Heartbeat) -> ApiResult<Committed> {
+        let node = self.authorized_node(ctx, node, Action::Agent).await?;
         let now = ctx.now();
-        self.store.heartbeat(&node.id.to_string(), now).await?;
-        let mut view = node.clone();
-        let mut plan = Plan::new(StatusCode::OK, ()).expect(exists(AggregateType::Node, node.id));
         let capacity = req.capacity.unwrap_or(node.capacity);
         let allocatable = req.allocatable.unwrap_or(if req.capacity.is_some() { capacity } else { node.allocatable });
         check_capacity("capacity", &capacity)?;
         check_capacity("allocatable", &allocatable)?;
+        self.store.heartbeat(&node.id.to_string(), now).await?;
+        let mut view = node.clone();
+        let mut plan = Plan::new(StatusCode::OK, ()).expect(exists(AggregateType::Node, node.id));
         if capacity != node.capacity || allocatable != node.allocatable {
             plan =
                 plan.event(Event::NodeCapacityChanged(NodeCapacityChanged { node_id: node.id, capacity, allocatable }));
@@ -146,88 +192,88 @@ impl ControlPlane {
             view.status_reason = Some("heartbeats resumed".into());
             view.updated_at = now;
         }
-        Ok(plan.respond(NodeInfo { node: view, last_heartbeat_at: Some(now) }))
+        self.commit(ctx, plan.respond(wire::node(view, Some(now)))).await
     }
 
     /// Nodes by name, with their last heartbeat.
-    pub async fn list_nodes(&self) -> ApiResult<Vec<NodeInfo>> {
+    pub async fn node_list(&self, ctx: &Ctx) -> ApiResult<Vec<Node>> {
+        ctx.authorize_cluster(Action::Read)?;
         let beats = self.store.heartbeats().await?;
         let mut nodes: Vec<NodeView> = self.views(Self::kind_query(ViewKind::Node)).await?;
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(nodes
             .into_iter()
-            .map(|n| NodeInfo { last_heartbeat_at: beats.get(&n.id.to_string()).copied(), node: n })
+            .map(|n| {
+                let beat = beats.get(&n.id.to_string()).copied();
+                wire::node(n, beat)
+            })
             .collect())
     }
 
-    pub async fn node_info(&self, node: NodeView) -> ApiResult<NodeInfo> {
-        let beats = self.store.heartbeats().await?;
-        Ok(NodeInfo { last_heartbeat_at: beats.get(&node.id.to_string()).copied(), node })
+    pub async fn node_get(&self, ctx: &Ctx, node: &str) -> ApiResult<Node> {
+        let node = self.authorized_node(ctx, node, Action::Read).await?;
+        let beat = self.store.heartbeats().await?.get(&node.id.to_string()).copied();
+        Ok(wire::node(node, beat))
     }
 
-    pub async fn instance(&self, r: &str) -> ApiResult<InstanceView> {
-        self.view::<InstanceView>(r).await?.ok_or_else(|| ApiErr::not_found(format!("instance `{r}` not found")))
-    }
-
-    /// A node agent reports an instance's current status. Only the admin or the
-    /// instance's own node may; terminal statuses are final.
-    pub async fn report_status(
+    /// Every instance placed on the node, with the releases they run. With
+    /// `after`: answered once the views move past that position (or after `wait`).
+    pub async fn node_instances(
         &self,
         ctx: &Ctx,
-        instance: &InstanceView,
-        req: ReportInstanceStatus,
-    ) -> ApiResult<Plan<InstanceView>> {
-        if let Some(reason) = &req.reason {
-            validate::text("reason", reason, 2048)?;
+        node: &str,
+        after: Option<u64>,
+        wait: Option<Duration>,
+    ) -> ApiResult<NodeInstances> {
+        let node = self.authorized_node(ctx, node, Action::Agent).await?;
+        if let Some(after) = after {
+            // A node follows its instances by cursor: one request per change of the views.
+            let limit = wait.unwrap_or(Duration::from_secs(10)).min(MAX_FOLLOW_WAIT);
+            let mut progress = self.projector.subscribe();
+            let _ = tokio::time::timeout(limit, progress.wait_for(|seq| *seq > after)).await;
         }
-        if let Some(a) = &req.address {
-            if a.parse::<std::net::IpAddr>().is_err() {
-                return Err(ApiErr::invalid(
-                    "address",
-                    format!("`address` must be an IPv6 or IPv4 address; got {a:?}"),
-                ));
+        let seq = self.projector.progress();
+        let mut items: Vec<InstanceView> = self
+            .views::<InstanceView>(Self::kind_query(ViewKind::Instance))
+            .await?
+            .into_iter()
+            .filter(|i| i.node_id == node.id)
+            .collect();
+        items.sort_by_key(|i| i.id);
+        let mut release_ids: Vec<ReleaseId> = items.iter().map(|i| i.release_id).collect();
+        release_ids.sort();
+        release_ids.dedup();
+        let keys: Vec<(ViewKind, String)> = release_ids.iter().map(|r| (ViewKind::Release, r.to_string())).collect();
+        let mut releases: Vec<ReleaseView> = self
+            .store
+            .views_get_many(&keys)
+            .await?
+            .iter()
+            .map(|r| r.decode().map_err(ApiErr::internal))
+            .collect::<ApiResult<_>>()?;
+        releases.sort_by_key(|r| r.id);
+        Ok(NodeInstances { items: all(items), releases: all(releases), seq })
+    }
+
+    /// Whether `node` runs (or is to run) an instance of an image in `repository`:
+    /// the images a node token may pull.
+    pub async fn node_runs_repository(&self, node: NodeId, repository: &str) -> ApiResult<bool> {
+        let instances: Vec<InstanceView> = self.views(Self::kind_query(ViewKind::Instance)).await?;
+        let mut release_ids: Vec<ReleaseId> = instances
+            .iter()
+            .filter(|i| i.node_id == node && i.desired_state == vt_events::DesiredState::Running)
+            .map(|i| i.release_id)
+            .collect();
+        release_ids.sort();
+        release_ids.dedup();
+        let keys: Vec<(ViewKind, String)> = release_ids.iter().map(|r| (ViewKind::Release, r.to_string())).collect();
+        for row in self.store.views_get_many(&keys).await? {
+            let release: ReleaseView = row.decode().map_err(ApiErr::internal)?;
+            if vt_image::ImageRef::parse(&release.image_ref).is_ok_and(|r| r.repository() == repository) {
+                return Ok(true);
             }
         }
-        if req.health.is_some() && req.status != InstanceStatus::Running {
-            return Err(ApiErr::invalid("health", "`health` is only reported with status `running`"));
-        }
-        if instance.status.is_terminal() && instance.status != req.status {
-            return Err(ApiErr::conflict(format!(
-                "instance {} is {} (final); a restarted instance gets a new id",
-                instance.id,
-                instance.status.as_str()
-            )));
-        }
-        if !ctx.caller.is_admin() && ctx.caller.role != vt_events::TokenRole::Node {
-            return Err(ApiErr::forbidden("only node agents report instance status"));
-        }
-        let mut view = instance.clone();
-        let mut plan = Plan::new(StatusCode::OK, ()).expect(exists(AggregateType::Instance, instance.id));
-        let address_changed = req.address.is_some() && req.address != instance.address;
-        let health_changed = req.health.is_some() && req.health != instance.health;
-        let boot_changed = req.boot.is_some() && req.boot != instance.boot;
-        if address_changed
-            || health_changed
-            || boot_changed
-            || (instance.status, &instance.reason, instance.exit_code) != (req.status, &req.reason, req.exit_code)
-        {
-            let e = InstanceStatusReported {
-                org_id: instance.org_id,
-                env_id: instance.env_id,
-                instance_id: instance.id,
-                node_id: instance.node_id,
-                status: req.status,
-                reason: req.reason,
-                exit_code: req.exit_code,
-                address: req.address,
-                health: req.health,
-                boot: req.boot,
-            };
-            // The answer is what the projection will make of it.
-            view.apply_report(&e, ctx.now());
-            plan = plan.event(Event::InstanceStatusReported(e));
-        }
-        Ok(plan.respond(view))
+        Ok(false)
     }
 }
 

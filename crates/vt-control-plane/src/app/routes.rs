@@ -2,9 +2,13 @@
 //! type of an env and the port its instances listen on.
 //!
 //! Uniqueness is kept with claims taken in the append's transaction:
-//! - `route-host:<port>` / hostname: one TLS route per host name per listener port;
-//! - `route-port` / port: one TCP route per port (allocated, lowest free first,
-//!   from the configured range).
+//! - [`ClaimScope::RouteHost`]`(port)` / host name: one TLS route per host name
+//!   per listener port;
+//! - [`ClaimScope::Hostname`] / host name, owned by an org: a host name belongs
+//!   to the first org that routes it, until its last route there is deleted;
+//!   another org's claim is a 409 on `hostname` that does not name the owner;
+//! - [`ClaimScope::RoutePort`] / port: one TCP route per port (allocated,
+//!   lowest free first, from the configured range).
 //!
 //! Deleting a route releases its claims in the same transaction.
 
@@ -12,19 +16,20 @@ use std::ops::RangeInclusive;
 use std::sync::{Arc, RwLock};
 
 use axum::http::StatusCode;
-use vt_api::{CreateRoute, RouteProtocol};
+use vt_api::{CreateRoute, ErrorCode, Route, RouteProtocol};
 use vt_events::{AggregateType, Event, RouteCreated, RouteDeleted};
 use vt_ids::RouteId;
-use vt_store::{Claim, Expectation, ExpectedVersion};
-use vt_views::{AppView, EnvView, RouteView, ViewKind};
+use vt_store::{Claim, ClaimScope, Expectation, ExpectedVersion};
+use vt_views::{RouteView, ViewKind};
 
 use super::exists;
-use crate::{validate, ApiErr, ApiResult, ControlPlane, Ctx, Plan};
+use crate::authz::Action;
+use crate::lookup::EnvScope;
+use crate::wire::{all, Wire};
+use crate::{ApiErr, ApiResult, Committed, ControlPlane, Ctx, Plan};
 
-/// Claim scope prefix of TLS host names; the listener port follows the colon.
-pub const HOST_SCOPE: &str = "route-host:";
-/// Claim scope of TCP listener ports.
-pub const PORT_SCOPE: &str = "route-port";
+/// Tries at taking the lowest free TCP port when concurrent creates race for it.
+const PORT_RACE_RETRIES: usize = 8;
 /// The default TCP route port range.
 pub const DEFAULT_TCP_PORTS: RangeInclusive<u16> = 20000..=20999;
 /// The default listener port of TLS routes.
@@ -66,45 +71,60 @@ impl IngressSettings {
     }
 }
 
-fn claims(route: &RouteView) -> Claim {
+/// The listener claim of a route: its host name on its port (TLS), or its port (TCP).
+fn listener_claim(route: &RouteView) -> Claim {
     let owner = route.id.to_string();
     match (route.protocol, &route.hostname) {
-        (RouteProtocol::Tls, Some(h)) => Claim { scope: format!("{HOST_SCOPE}{}", route.port), name: h.clone(), owner },
-        _ => Claim { scope: PORT_SCOPE.into(), name: route.port.to_string(), owner },
+        (RouteProtocol::Tls, Some(h)) => Claim { scope: ClaimScope::RouteHost(route.port), name: h.clone(), owner },
+        _ => Claim { scope: ClaimScope::RoutePort, name: route.port.to_string(), owner },
     }
 }
 
+/// The org's ownership of a TLS route's host name.
+fn hostname_claim(route: &RouteView) -> Option<Claim> {
+    let h = route.hostname.as_ref()?;
+    Some(Claim { scope: ClaimScope::Hostname, name: h.clone(), owner: route.org_id.to_string() })
+}
+
 /// Routes in a stable order: by listener port, then host name, then id.
-fn sorted(mut routes: Vec<RouteView>) -> Vec<RouteView> {
+fn sorted(mut routes: Vec<RouteView>) -> Vec<Route> {
     routes.sort_by(|a, b| (a.port, &a.hostname, a.id).cmp(&(b.port, &b.hostname, b.id)));
-    routes
+    all(routes)
 }
 
 impl ControlPlane {
-    /// Validate a new route and plan its creation. A TCP route gets the lowest
-    /// port of the range that no route holds; a race for it is lost at commit
-    /// with a `port` conflict, and the caller retries.
-    pub async fn create_route(
-        &self,
-        ctx: &Ctx,
-        app: &AppView,
-        env: &EnvView,
-        req: CreateRoute,
-    ) -> ApiResult<Plan<RouteView>> {
-        if !ctx.caller.is_admin() {
-            return Err(ApiErr::forbidden("this needs an admin token"));
+    /// Create a route. A TCP route gets the lowest port of the range that no
+    /// route holds; a race for it is lost at commit, and the port is picked again.
+    pub async fn route_create(&self, ctx: &Ctx, scope: &EnvScope, req: CreateRoute) -> ApiResult<Committed> {
+        scope.authorize(ctx, Action::Deploy)?;
+        let mut attempt = 0;
+        loop {
+            let plan = self.plan_route(ctx, scope, &req).await?;
+            match self.commit(ctx, plan).await {
+                // Another create took the port we picked: pick again.
+                Err(e)
+                    if req.protocol == RouteProtocol::Tcp
+                        && e.code == ErrorCode::NameTaken
+                        && e.field.as_deref() == Some("port")
+                        && attempt < PORT_RACE_RETRIES =>
+                {
+                    attempt += 1
+                }
+                other => return other,
+            }
         }
-        validate::name("process", &req.process)?;
+    }
+
+    async fn plan_route(&self, ctx: &Ctx, scope: &EnvScope, req: &CreateRoute) -> ApiResult<Plan<Route>> {
         if req.backend_port == 0 {
             return Err(ApiErr::invalid("backend_port", "`backend_port` must be 1-65535"));
         }
         let range = self.ingress.tcp_ports();
         let (hostname, port) = match req.protocol {
             RouteProtocol::Tls => {
-                let h = req.hostname.as_deref().ok_or_else(|| {
+                let h = req.hostname.clone().ok_or_else(|| {
                     ApiErr::invalid("hostname", "a `tls` route needs `hostname`: the TLS server name clients ask for")
                 })?;
-                let h = validate::hostname("hostname", h)?;
                 let port = req.port.unwrap_or(DEFAULT_TLS_PORT);
                 if port == 0 {
                     return Err(ApiErr::invalid("port", "`port` must be 1-65535"));
@@ -119,7 +139,7 @@ impl ControlPlane {
                         ),
                     ));
                 }
-                (Some(h), port)
+                (Some(h.into_string()), port)
             }
             RouteProtocol::Tcp => {
                 if req.hostname.is_some() {
@@ -137,41 +157,46 @@ impl ControlPlane {
                 (None, self.free_tcp_port(&range).await?)
             }
         };
+        let (org, app, env) = (&scope.org, &scope.app, &scope.env);
         let id = RouteId::new();
         let view = RouteView {
             id,
-            org_id: env.org_id,
+            org_id: org.id,
             app_id: app.id,
             env_id: env.id,
             protocol: req.protocol,
             hostname: hostname.clone(),
             port,
-            process: req.process.clone(),
+            process: req.process.to_string(),
             backend_port: req.backend_port,
             proxy_protocol: req.proxy_protocol,
             created_at: ctx.now(),
         };
-        let claim = claims(&view);
-        Ok(Plan::new(StatusCode::CREATED, view)
+        let mut plan = Plan::new(StatusCode::CREATED, ())
             .event(Event::RouteCreated(RouteCreated {
-                org_id: env.org_id,
+                org_id: org.id,
                 app_id: app.id,
                 env_id: env.id,
                 route_id: id,
                 protocol: req.protocol,
                 hostname,
                 port,
-                process: req.process,
+                process: req.process.to_string(),
                 backend_port: req.backend_port,
                 proxy_protocol: req.proxy_protocol,
             }))
             .expect(exists(AggregateType::Env, env.id))
-            .claim(claim))
+            // The org's claim first: another org's host name fails on it, saying nothing of the other route.
+            .claim(listener_claim(&view));
+        if let Some(owned) = hostname_claim(&view) {
+            plan.claims.insert(0, owned);
+        }
+        Ok(plan.respond(view.wire()))
     }
 
     async fn free_tcp_port(&self, range: &RangeInclusive<u16>) -> ApiResult<u16> {
         for port in range.clone() {
-            if self.store.claim_owner(PORT_SCOPE, &port.to_string()).await?.is_none() {
+            if self.store.claim_owner(ClaimScope::RoutePort, &port.to_string()).await?.is_none() {
                 return Ok(port);
             }
         }
@@ -183,12 +208,12 @@ impl ControlPlane {
         .field("port"))
     }
 
-    /// Plan a route's deletion; its host name or port is free once it commits.
-    pub fn delete_route(&self, ctx: &Ctx, route: &RouteView) -> ApiResult<Plan<RouteView>> {
-        if !ctx.caller.is_admin() {
-            return Err(ApiErr::forbidden("this needs an admin token"));
-        }
-        Ok(Plan::new(StatusCode::OK, route.clone())
+    /// Delete a route; its port or host name is free once it commits (the org
+    /// keeps a host name while another of its routes uses it).
+    pub async fn route_delete(&self, ctx: &Ctx, scope: &EnvScope, route: &str) -> ApiResult<Committed> {
+        scope.authorize(ctx, Action::Deploy)?;
+        let route = self.lookup_route(&scope.env, route).await?;
+        let mut plan = Plan::new(StatusCode::OK, route.clone().wire())
             .event(Event::RouteDeleted(RouteDeleted { org_id: route.org_id, env_id: route.env_id, route_id: route.id }))
             // Created and not yet deleted: a second delete cannot pass.
             .expect(Expectation {
@@ -196,38 +221,30 @@ impl ControlPlane {
                 aggregate_id: route.id.to_string(),
                 expected: ExpectedVersion::Exact(1),
             })
-            .release(claims(route)))
+            .release(listener_claim(&route));
+        if let (Some(owned), Some(h)) = (hostname_claim(&route), &route.hostname) {
+            let others: Vec<RouteView> =
+                self.views(Self::kind_query(ViewKind::Route).org(route.org_id).name(h.clone())).await?;
+            if others.iter().all(|r| r.id == route.id) {
+                plan = plan.release(owned);
+            }
+        }
+        self.commit(ctx, plan).await
     }
 
-    /// A route of the env by id, or by host name when only one route has it.
-    pub async fn route(&self, env: &EnvView, r: &str) -> ApiResult<RouteView> {
-        let not_found = || {
-            ApiErr::not_found(format!("route `{r}` not found in env `{}`; `vt route list` shows its routes", env.name))
-        };
-        if r.starts_with("route_") {
-            return self.view::<RouteView>(r).await?.filter(|v| v.env_id == env.id).ok_or_else(not_found);
-        }
-        let mut found = self
-            .views::<RouteView>(Self::kind_query(ViewKind::Route).parent(env.id).name(r.to_ascii_lowercase()))
-            .await?;
-        match found.len() {
-            0 => Err(not_found()),
-            1 => Ok(found.remove(0)),
-            _ => Err(ApiErr::conflict(format!(
-                "hostname `{r}` has routes on several ports; name the route by id (`vt route list`)"
-            ))),
-        }
+    pub async fn route_get(&self, ctx: &Ctx, scope: &EnvScope, route: &str) -> ApiResult<Route> {
+        scope.authorize(ctx, Action::Read)?;
+        Ok(self.lookup_route(&scope.env, route).await?.wire())
     }
 
-    pub async fn list_routes(&self, env: &EnvView) -> ApiResult<Vec<RouteView>> {
-        Ok(sorted(self.views(Self::kind_query(ViewKind::Route).parent(env.id)).await?))
+    pub async fn route_list(&self, ctx: &Ctx, scope: &EnvScope) -> ApiResult<Vec<Route>> {
+        scope.authorize(ctx, Action::Read)?;
+        Ok(sorted(self.views(Self::kind_query(ViewKind::Route).parent(scope.env.id)).await?))
     }
 
     /// Every route of every env: what an ingress serves.
-    pub async fn all_routes(&self, ctx: &Ctx) -> ApiResult<Vec<RouteView>> {
-        if !ctx.caller.is_admin() && ctx.caller.role != vt_events::TokenRole::Node {
-            return Err(ApiErr::forbidden("only admin and node tokens read every route"));
-        }
+    pub async fn route_list_all(&self, ctx: &Ctx) -> ApiResult<Vec<Route>> {
+        ctx.authorize_cluster(Action::Read)?;
         Ok(sorted(self.views(Self::kind_query(ViewKind::Route)).await?))
     }
 }

@@ -4,17 +4,34 @@
 
 use std::net::SocketAddr;
 
+use std::path::Path;
+use std::sync::Arc;
+
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
-use vt_control_plane::server::{Server, ServerConfig};
+use vt_control_plane::auth::{self, TokenSpec};
+use vt_control_plane::{ControlPlane, Settings};
+use vt_store::{AppendRequest, PgStore, SqliteStore, Store};
+
+/// The store in `dir` (SQLite), or at `database_url`.
+pub async fn open(dir: &Path, database_url: Option<&str>) -> Arc<dyn Store> {
+    match database_url {
+        Some(url) => Arc::new(PgStore::connect(url).await.unwrap()),
+        None => Arc::new(
+            SqliteStore::open(&dir.join("vt.sqlite"), vt_store::SqliteOptions { full_sync: false }).await.unwrap(),
+        ),
+    }
+}
 
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// An admin token.
     pub token: String,
     pub dir: tempfile::TempDir,
     pub http: reqwest::Client,
-    pub cp: std::sync::Arc<vt_control_plane::ControlPlane>,
+    pub cp: Arc<ControlPlane>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    served: Option<tokio::task::JoinHandle<()>>,
 }
 
 pub struct Resp {
@@ -32,29 +49,86 @@ impl Resp {
     }
 }
 
+/// An admin token appended to `store`; its secret.
+pub async fn admin_token(store: &dyn Store) -> String {
+    let spec = TokenSpec {
+        name: vt_ids::Name::parse("admin").unwrap(),
+        role: vt_events::TokenRole::Admin,
+        org: None,
+        node: None,
+        expires_at: None,
+    };
+    let issued = auth::issue(spec, chrono::Utc::now()).unwrap();
+    let event = vt_events::NewEvent::new(issued.event, vt_events::Actor::system("test"), None);
+    store
+        .append(AppendRequest { events: vec![event], tokens: vec![issued.record], ..Default::default() })
+        .await
+        .unwrap();
+    issued.secret
+}
+
 impl TestServer {
     pub async fn start() -> TestServer {
         Self::start_with(None).await
     }
 
+    /// On PostgreSQL at `database_url`, or SQLite in a fresh directory.
     pub async fn start_with(database_url: Option<String>) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
-        let config = ServerConfig {
-            data_dir: dir.path().to_owned(),
-            listen: "127.0.0.1:0".parse().unwrap(),
-            database_url,
-            sqlite: Default::default(),
-        };
-        let server = Server::bind(&config).await.unwrap();
-        let token_path = server.admin_token_written.clone().expect("first start writes the admin token");
-        let addr = server.local_addr().unwrap();
-        let cp = server.control_plane.clone();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(server.run(async move {
-            let _ = rx.await;
-        }));
-        let token = std::fs::read_to_string(token_path).unwrap().trim().to_owned();
-        TestServer { addr, token, dir, http: reqwest::Client::new(), cp, stop: Some(tx) }
+        let store = open(dir.path(), database_url.as_deref()).await;
+        let token = admin_token(store.as_ref()).await;
+        Self::serve(dir, store, token).await
+    }
+
+    /// The control plane over `store`, its registry in `dir`, on 127.0.0.1:0.
+    pub async fn serve(dir: tempfile::TempDir, store: Arc<dyn Store>, token: String) -> TestServer {
+        Self::serve_with_logs(dir, store, token, None).await
+    }
+
+    /// The same, serving instance logs from `logs`.
+    pub async fn serve_with_logs(
+        dir: tempfile::TempDir,
+        store: Arc<dyn Store>,
+        token: String,
+        logs: Option<Arc<dyn vt_control_plane::logs::LogSource>>,
+    ) -> TestServer {
+        let settings = Settings { registry_dir: Some(dir.path().join("registry")), logs };
+        let cp = ControlPlane::start(store, settings);
+        // The views show what is already in the log (the admin token's creation, say).
+        cp.fresh().await.unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let app = vt_control_plane::http::router(cp.clone());
+        let served = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+        });
+        TestServer { addr, token, dir, http: reqwest::Client::new(), cp, stop: Some(tx), served: Some(served) }
+    }
+
+    /// Stop serving and the control plane's reconcilers; give back the directory.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(served) = self.served.take() {
+            served.await.unwrap();
+        }
+        self.cp.shutdown();
+        let dir = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self.dir, dir)
+    }
+
+    /// A token with `body` (`{"name", "role", "org"?, "node"?}`), made by the admin; its secret.
+    pub async fn issue(&self, body: Value) -> String {
+        let r = self.post("/v1/tokens", body.clone()).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{body}: {}", r.body);
+        r.body["secret"].as_str().unwrap().to_owned()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -62,7 +136,22 @@ impl TestServer {
     }
 
     pub async fn call(&self, method: Method, path: &str, body: Option<&str>, headers: &[(&str, &str)]) -> Resp {
-        let mut req = self.http.request(method, self.url(path)).bearer_auth(&self.token);
+        self.call_as(Some(&self.token), method, path, body, headers).await
+    }
+
+    /// A request with `token` (`None`: no credentials).
+    pub async fn call_as(
+        &self,
+        token: Option<&str>,
+        method: Method,
+        path: &str,
+        body: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Resp {
+        let mut req = self.http.request(method, self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
         if let Some(b) = body {
             if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
                 req = req.header("content-type", "application/json");
@@ -102,6 +191,7 @@ impl Drop for TestServer {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
+        self.cp.shutdown();
     }
 }
 

@@ -134,7 +134,7 @@ fn main() -> Res<()> {
         // Raw costs: inflate alone, sha256 of the uncompressed stream alone.
         let blob = layout.join("blobs/sha256").join(img.layer.digest.hex());
         let t = Instant::now();
-        let mut plain: Box<dyn std::io::Read> = match format {
+        let mut plain: Box<dyn Read> = match format {
             LayerFormat::Gzip(_) => {
                 Box::new(flate2::read::MultiGzDecoder::new(std::io::BufReader::new(std::fs::File::open(&blob)?)))
             }

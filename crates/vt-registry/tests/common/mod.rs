@@ -4,9 +4,44 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use vt_registry::{app, StaticToken, Storage};
+use vt_registry::{app, Access, Authorizer, BoxFuture, StaticToken, Storage, Verdict};
 
 pub const TOKEN: &str = "vt_test_token";
+
+/// Tokens of two organisations: `tok-a` may push and pull `a/...`, `tok-b` may push and pull
+/// `b/...`, `tok-a-ro` may only pull `a/...`. Other repositories are denied with the same message
+/// whether they exist or not; any other token (or none) is unauthenticated.
+pub struct OrgTokens;
+
+pub const UNAUTHENTICATED: &str = "authentication required: present an org token";
+
+impl Authorizer for OrgTokens {
+    fn authorize<'a>(
+        &'a self,
+        token: Option<&'a str>,
+        repository: Option<&'a str>,
+        access: Access,
+    ) -> BoxFuture<'a, Result<Verdict, String>> {
+        let (org, may_push) = match token {
+            Some("tok-a") => ("a", true),
+            Some("tok-b") => ("b", true),
+            Some("tok-a-ro") => ("a", false),
+            _ => return Box::pin(async { Ok(Verdict::Unauthenticated(UNAUTHENTICATED.into())) }),
+        };
+        let verdict = match repository {
+            None => Verdict::Allow,
+            Some(r) if r.strip_prefix(org).is_some_and(|rest| rest.starts_with('/')) => {
+                if access == Access::Pull || may_push {
+                    Verdict::Allow
+                } else {
+                    Verdict::Deny(format!("this token may only pull {r}"))
+                }
+            }
+            Some(r) => Verdict::Deny(format!("no access to repository {r}")),
+        };
+        Box::pin(async move { Ok(verdict) })
+    }
+}
 
 /// A registry serving `<dir>` on a loopback port.
 pub struct TestRegistry {
@@ -16,11 +51,16 @@ pub struct TestRegistry {
 }
 
 impl TestRegistry {
+    /// With [`StaticToken`]`(TOKEN)`.
     pub async fn start(dir: &Path) -> Self {
+        Self::start_with(dir, Arc::new(StaticToken(TOKEN.into()))).await
+    }
+
+    pub async fn start_with(dir: &Path, auth: Arc<dyn Authorizer>) -> Self {
         let storage = Storage::open(dir).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let router = app(storage, Arc::new(StaticToken(TOKEN.into())));
+        let router = app(storage, auth);
         let task = tokio::spawn(async move {
             axum::serve(listener, router).await.unwrap();
         });

@@ -90,7 +90,7 @@ async fn client_sends_http_and_reads_fault_message() {
     // The sequence stopped at the rejected request.
     let got: Vec<String> = fake.requests().iter().map(|r| r.line()).collect();
     assert_eq!(got, GOLDEN[..5]);
-    let rt: crate::RuntimeError = err.into();
+    let rt: RuntimeError = err.into();
     assert!(rt.to_string().contains("PUT /drives/scratch"));
 
     let gone = ApiClient::new(tmp.path().join("nothing.sock"));
@@ -121,7 +121,7 @@ fn response_parsing() {
     ] {
         assert!(matches!(parse_response(bad), Parsed::Invalid(_)), "{}", String::from_utf8_lossy(bad));
     }
-    let req = api::encode_request(&ApiRequest::put("/actions", &api::Action::InstanceStart));
+    let req = api::encode_request(&ApiRequest::put("/actions", &Action::InstanceStart));
     assert_eq!(
         String::from_utf8(req).unwrap(),
         "PUT /actions HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\n\

@@ -7,10 +7,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use vt_control_plane::server::{Server, ServerConfig};
+use vt_server::{Server, ServerConfig};
 
-pub const DIGEST_IMAGE: &str =
-    "registry.example/web@sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+pub const DIGEST_IMAGE: &str = "acme/web@sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 
 pub struct TestServer {
     pub url: String,
@@ -21,17 +20,13 @@ pub struct TestServer {
 impl TestServer {
     pub fn start() -> TestServer {
         let dir = tempfile::tempdir().unwrap();
-        let config = ServerConfig {
-            data_dir: dir.path().join("data"),
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            database_url: None,
-            sqlite: vt_store::SqliteOptions { full_sync: false },
-        };
+        let mut config = ServerConfig::new(dir.path().join("data"), SocketAddr::from(([127, 0, 0, 1], 0)));
+        config.sqlite = vt_store::SqliteOptions { full_sync: false };
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
             rt.block_on(async move {
-                let server = Server::bind(&config).await.unwrap();
+                let server = Server::start(&config).await.unwrap();
                 let addr = server.local_addr().unwrap();
                 let token = std::fs::read_to_string(server.admin_token_written.clone().unwrap()).unwrap();
                 tx.send((addr, token.trim().to_owned())).unwrap();
@@ -128,6 +123,8 @@ pub fn filters() -> Vec<(&'static str, &'static str)> {
         // Phase timings of deploys (`+1.4s`).
         (r"\+\d+\.\ds\b", "+N.Ns"),
         (r"vt-cli-[0-9a-z]{26}", "[key]"),
+        // Token secrets.
+        (r"vt_[0-9a-f]{64}", "vt_[secret]"),
     ]
 }
 
@@ -140,10 +137,42 @@ macro_rules! snap {
     };
 }
 
+/// A `vt server` child process that is stopped (SIGTERM, then SIGKILL after
+/// 10 s) when dropped, so a failing test leaves no server (and no VM) behind.
+pub struct ServerChild(pub std::process::Child);
+
+impl std::ops::Deref for ServerChild {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ServerChild {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for ServerChild {
+    fn drop(&mut self) {
+        if !matches!(self.0.try_wait(), Ok(None)) {
+            return;
+        }
+        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while matches!(self.0.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Start `vt server ARGS...` as a child process and wait for its ready line.
 /// Returns the child and the server's URL; the rest of its stderr is drained.
 #[allow(dead_code)]
-pub fn spawn_vt_server(dir: &Path, args: &[&str]) -> (std::process::Child, String) {
+pub fn spawn_vt_server(dir: &Path, args: &[&str]) -> (ServerChild, String) {
     use std::io::BufRead;
     let mut full = vec!["server"];
     full.extend_from_slice(args);
@@ -156,7 +185,7 @@ pub fn spawn_vt_server(dir: &Path, args: &[&str]) -> (std::process::Child, Strin
         }
     };
     std::thread::spawn(move || for _ in stderr {});
-    (child, url)
+    (ServerChild(child), url)
 }
 
 /// `vt ARGS...` against `url` in the scope acme/web/prod, asserting it succeeds.

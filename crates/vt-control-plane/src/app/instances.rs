@@ -1,0 +1,120 @@
+//! Instances: their desired and current state, their status as nodes report
+//! it, their logs.
+
+use axum::http::StatusCode;
+use vt_api::{Instance, ReportInstanceStatus};
+use vt_events::{AggregateType, Event, InstanceStatus, InstanceStatusReported};
+
+use super::exists;
+use crate::authz::Action;
+use crate::logs::LogStream;
+use crate::lookup::EnvScope;
+use crate::validate;
+use crate::wire::{all, Wire};
+use crate::{ApiErr, ApiResult, Committed, ControlPlane, Ctx, Plan};
+
+fn ip(field: &str, value: &str) -> ApiResult<()> {
+    value
+        .parse::<std::net::IpAddr>()
+        .map(|_| ())
+        .map_err(|_| ApiErr::invalid(field, format!("`{field}` must be an IPv6 or IPv4 address; got {value:?}")))
+}
+
+impl ControlPlane {
+    /// Instances of an env, by process then id.
+    pub async fn instance_list(&self, ctx: &Ctx, scope: &EnvScope) -> ApiResult<Vec<Instance>> {
+        scope.authorize(ctx, Action::Read)?;
+        Ok(all(self.instances_of(&scope.env).await?))
+    }
+
+    pub async fn instance_get(&self, ctx: &Ctx, instance: &str) -> ApiResult<Instance> {
+        Ok(self.lookup_instance(ctx, instance, Action::Read).await?.wire())
+    }
+
+    /// A node agent reports an instance's current status: only the node it is
+    /// placed on (or an admin). Terminal statuses are final.
+    pub async fn instance_report_status(
+        &self,
+        ctx: &Ctx,
+        instance: &str,
+        req: ReportInstanceStatus,
+    ) -> ApiResult<Committed> {
+        let instance = self.lookup_instance(ctx, instance, Action::Agent).await?;
+        if let Some(reason) = &req.reason {
+            validate::text("reason", reason, 2048)?;
+        }
+        if let Some(a) = &req.address {
+            ip("address", a)?;
+        }
+        if req.health.is_some() && req.status != InstanceStatus::Running {
+            return Err(ApiErr::invalid("health", "`health` is only reported with status `running`"));
+        }
+        if instance.status.is_terminal() && instance.status != req.status {
+            return Err(ApiErr::conflict(format!(
+                "instance {} is {} (final); a restarted instance gets a new id",
+                instance.id,
+                instance.status.as_str()
+            )));
+        }
+        let mut view = instance.clone();
+        let mut plan = Plan::new(StatusCode::OK, ()).expect(exists(AggregateType::Instance, instance.id));
+        let address_changed = req.address.is_some() && req.address != instance.address;
+        let health_changed = req.health.is_some() && req.health != instance.health;
+        let boot_changed = req.boot.is_some() && req.boot != instance.boot;
+        if address_changed
+            || health_changed
+            || boot_changed
+            || (instance.status, &instance.reason, instance.exit_code) != (req.status, &req.reason, req.exit_code)
+        {
+            let e = InstanceStatusReported {
+                org_id: instance.org_id,
+                env_id: instance.env_id,
+                instance_id: instance.id,
+                node_id: instance.node_id,
+                status: req.status,
+                reason: req.reason,
+                exit_code: req.exit_code,
+                address: req.address,
+                health: req.health,
+                boot: req.boot,
+            };
+            // The answer is what the projection will make of it.
+            view.apply_report(&e, ctx.now());
+            plan = plan.event(Event::InstanceStatusReported(e));
+        }
+        self.commit(ctx, plan.respond(view.wire())).await
+    }
+
+    /// The instance's log lines: the last `tail` (or all), then with `follow`
+    /// new ones until the instance ends.
+    pub async fn instance_logs(
+        &self,
+        ctx: &Ctx,
+        instance: &str,
+        tail: Option<usize>,
+        follow: bool,
+    ) -> ApiResult<LogStream> {
+        let instance = self.lookup_instance(ctx, instance, Action::Read).await?;
+        let logs = self.logs.clone().ok_or_else(|| {
+            ApiErr::invalid(
+                "instance",
+                "this control plane has no local node agent; logs of remote nodes are not served yet",
+            )
+        })?;
+        let store = self.store.clone();
+        let id = instance.id.to_string();
+        // Read the ended flag before the file: the last lines are never lost.
+        let ended: crate::logs::Ended = Box::new(move || {
+            let (store, id) = (store.clone(), id.clone());
+            Box::pin(async move {
+                match store.view_get(vt_views::ViewKind::Instance, &id).await {
+                    Ok(Some(row)) => {
+                        row.decode::<vt_views::InstanceView>().map(|i| i.status.is_terminal()).unwrap_or(true)
+                    }
+                    _ => true,
+                }
+            })
+        });
+        Ok(logs.read(instance.id, tail, follow, ended))
+    }
+}

@@ -1,0 +1,136 @@
+//! Middleware: a request id for every request (outermost), then inside `/v1`
+//! authentication into a [`Ctx`], `Idempotency-Key` for mutations and
+//! `Vt-Min-Seq` for reads.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+use vt_api::{ErrorCode, IDEMPOTENCY_KEY, MIN_SEQ_HEADER, REQUEST_ID_HEADER};
+use vt_ids::RequestId;
+
+use crate::auth::{self, AuthError};
+use crate::authz::Caller;
+use crate::{ApiErr, Committed, ControlPlane, Ctx, IdempotencyKey};
+
+tokio::task_local! {
+    static REQUEST_ID: RequestId;
+}
+
+/// Largest request body accepted.
+pub(super) const MAX_BODY: usize = 1024 * 1024;
+/// Longest wait for `Vt-Min-Seq`.
+const WAIT_FOR_SEQ: Duration = Duration::from_secs(5);
+
+/// The request id of the request being handled (a fresh one outside a request).
+pub(super) fn current_request_id() -> RequestId {
+    REQUEST_ID.try_with(|id| *id).unwrap_or_default()
+}
+
+pub(super) fn too_large() -> ApiErr {
+    ApiErr::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::MalformedRequest,
+        format!("the request body is larger than {MAX_BODY} bytes"),
+    )
+}
+
+/// Outermost: a request id for every request, in a task-local for errors and in
+/// a span for logs.
+pub(super) async fn request_id(req: Request, next: Next) -> Response {
+    let id = RequestId::new();
+    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
+    let started = std::time::Instant::now();
+    let mut resp = REQUEST_ID.scope(id, tracing::Instrument::instrument(next.run(req), span.clone())).await;
+    span.in_scope(|| {
+        tracing::info!(status = resp.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "handled")
+    });
+    if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
+        resp.headers_mut().insert(REQUEST_ID_HEADER, v);
+    }
+    resp
+}
+
+/// The caller a request's `Authorization: Bearer` token stands for.
+pub(super) async fn caller(cp: &ControlPlane, headers: &HeaderMap) -> Result<Caller, ApiErr> {
+    let secret = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+        .ok_or(AuthError::Missing)?;
+    Ok(auth::authenticate(cp.store.as_ref(), secret, chrono::Utc::now()).await??)
+}
+
+/// Inside `/v1`: authenticate, then for mutations handle `Idempotency-Key`, and
+/// for reads honour `Vt-Min-Seq`.
+pub(super) async fn context(State(cp): State<Arc<ControlPlane>>, req: Request, next: Next) -> Result<Response, ApiErr> {
+    let caller = caller(&cp, req.headers()).await?;
+    let mutation = matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH | Method::DELETE);
+    let mut ctx = Ctx::new(current_request_id(), caller);
+    let req = if mutation {
+        let key = match req.headers().get(IDEMPOTENCY_KEY) {
+            None => None,
+            Some(v) => {
+                let key = v
+                    .to_str()
+                    .ok()
+                    .filter(|k| !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| (0x21..0x7f).contains(&b)));
+                Some(
+                    key.ok_or_else(|| {
+                        ApiErr::invalid("Idempotency-Key", "`Idempotency-Key` must be 1-255 visible ASCII characters")
+                    })?
+                    .to_owned(),
+                )
+            }
+        };
+        match key {
+            None => req,
+            Some(key) => {
+                let (parts, body) = req.into_parts();
+                let bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| too_large())?;
+                let mut h = Sha256::new();
+                h.update(parts.method.as_str());
+                h.update(b"\n");
+                h.update(parts.uri.path());
+                h.update(b"\n");
+                h.update(&bytes);
+                let k = IdempotencyKey { scope: ctx.actor().0, key, request_hash: hex::encode(h.finalize()) };
+                if let Some(rec) = cp.store.idempotency_get(&k.scope, &k.key).await? {
+                    return Ok(Committed::replay(&rec, &k)?.into_response());
+                }
+                ctx.idempotency = Some(k);
+                Request::from_parts(parts, Body::from(bytes))
+            }
+        }
+    } else {
+        if let Some(v) = req.headers().get(MIN_SEQ_HEADER) {
+            let seq: u64 = v
+                .to_str()
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| ApiErr::invalid("Vt-Min-Seq", "`Vt-Min-Seq` must be a non-negative integer"))?;
+            cp.projector.wait_for(seq, WAIT_FOR_SEQ).await?;
+        }
+        req
+    };
+    let mut req = req;
+    req.extensions_mut().insert(ctx);
+    Ok(next.run(req).await)
+}
+
+/// Outside `/v1` (`/metrics`): an admin token.
+pub(super) async fn admin_only(
+    State(cp): State<Arc<ControlPlane>>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiErr> {
+    let ctx = Ctx::new(current_request_id(), caller(&cp, req.headers()).await?);
+    ctx.authorize_cluster(crate::authz::Action::Operate)?;
+    Ok(next.run(req).await)
+}

@@ -1,0 +1,259 @@
+//! `vt server`, assembled: the one place that knows what runs in a server
+//! process, where it keeps its files, and in which order it stops.
+//!
+//! [`Server::start`] opens the store in the data directory ([`DataDir`]),
+//! makes the first admin token, binds the API port, and starts, each with a
+//! published status (`GET /v1/system/tasks`):
+//!
+//! - the control plane and its two reconcilers, the projector and the
+//!   scheduler (`vt-control-plane`), serving `/v1`, the registry at `/v2`,
+//!   `/metrics` and `/healthz`;
+//! - the ingress and the edge that feeds it routes from the store
+//!   (`vt-ingress`, `vt-edge`), unless switched off;
+//! - the node agent, with a node token of its own (`vt-agent`), unless
+//!   switched off or the host cannot boot microVMs.
+//!
+//! [`Server::run`] serves until its shutdown future resolves, then stops in
+//! this order: the API (requests in flight finish), the agent (its VMs are
+//! killed and their taps and cgroups removed; their records stay, so the next
+//! start boots them again), the edge and the ingress's listeners, and last
+//! the control plane's reconcilers.
+
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use vt_api::{BackgroundTask, TaskState};
+use vt_control_plane::{tasks, ControlPlane, Settings};
+use vt_ids::Hostname;
+pub use vt_store::SqliteOptions;
+use vt_store::{PgStore, SqliteStore, Store, StoreError};
+
+pub mod data_dir;
+pub mod logs;
+pub mod tokens;
+
+pub use data_dir::DataDir;
+
+/// How a server is set up (the flags of `vt server`).
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// `postgres://...`; `None` for the embedded SQLite store in the data directory.
+    pub database_url: Option<String>,
+    pub sqlite: SqliteOptions,
+    /// The range TCP routes get their listener ports from.
+    pub tcp_ports: RangeInclusive<u16>,
+    /// Run the ingress, binding route ports on these addresses; `None`: no ingress (routes are still kept).
+    pub ingress: Option<Vec<IpAddr>>,
+    /// Run the node agent, registering this host as the node of this name; `None`: no agent.
+    pub agent: Option<Hostname>,
+}
+
+impl ServerConfig {
+    /// A control plane alone on `listen` (no ingress, no agent), its files in `data_dir`.
+    pub fn new(data_dir: PathBuf, listen: SocketAddr) -> Self {
+        ServerConfig {
+            data_dir,
+            listen,
+            database_url: None,
+            sqlite: SqliteOptions::default(),
+            tcp_ports: vt_control_plane::app::routes::DEFAULT_TCP_PORTS,
+            ingress: None,
+            agent: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Tokens(#[from] tokens::TokenFileError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot start the ingress: {0}")]
+    Ingress(String),
+    #[error("server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Something the operator should read at start (the CLI prints these).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    Info(String),
+    Warning(String),
+}
+
+/// Open the store `config` names (the server's, and `vt server rebuild-views`'s).
+pub async fn open_store(config: &ServerConfig) -> Result<(DataDir, Arc<dyn Store>), ServerError> {
+    let data = DataDir::create(&config.data_dir)
+        .map_err(|source| ServerError::DataDir { path: config.data_dir.clone(), source })?;
+    let store: Arc<dyn Store> = match &config.database_url {
+        Some(url) => Arc::new(PgStore::connect(url).await?),
+        None => Arc::new(SqliteStore::open(&data.sqlite(), config.sqlite.clone()).await?),
+    };
+    Ok((data, store))
+}
+
+/// `vt server rebuild-views`: with no server running, rebuild the views of the
+/// store `config` names from its log, and report the rows that differed.
+pub async fn rebuild_views(config: &ServerConfig) -> Result<vt_api::RebuildReport, ServerError> {
+    let (_, store) = open_store(config).await?;
+    Ok(vt_control_plane::rebuild::rebuild_views(store).await?)
+}
+
+/// A started server: every component running, the API port bound, not serving yet.
+pub struct Server {
+    pub control_plane: Arc<ControlPlane>,
+    pub data: DataDir,
+    /// Where the first start wrote the admin token.
+    pub admin_token_written: Option<PathBuf>,
+    pub notices: Vec<Notice>,
+    listener: tokio::net::TcpListener,
+    ingress: Option<(vt_ingress::Ingress, JoinHandle<()>)>,
+    agent: Option<(Arc<vt_agent::Agent>, JoinHandle<()>)>,
+}
+
+impl Server {
+    pub async fn start(config: &ServerConfig) -> Result<Server, ServerError> {
+        let (data, store) = open_store(config).await?;
+        let admin_token_written = tokens::bootstrap_admin(store.as_ref(), &data).await?;
+        let mut notices = vec![match &admin_token_written {
+            Some(path) => Notice::Info(format!("wrote a new admin token to {}", path.display())),
+            None => Notice::Info(format!(
+                "the admin token was written on first start (in {})",
+                data.admin_token().display()
+            )),
+        }];
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ServerError::Listen { addr: config.listen, source })?;
+        let addr = listener.local_addr().map_err(ServerError::Serve)?;
+        // Single host: instance logs are the files of the agent of this data directory.
+        let logs = Arc::new(logs::LocalLogs { dir: data.agent().logs });
+        let cp = ControlPlane::start(store, Settings { registry_dir: Some(data.registry()), logs: Some(logs) });
+        cp.ingress.set_tcp_ports(config.tcp_ports.clone());
+        let ingress = match &config.ingress {
+            Some(addrs) => Some(start_ingress(&cp, &data, addrs).await?),
+            None => {
+                cp.tasks.register("edge", || tasks::off("edge", EDGE, "switched off (`--no-ingress`)"));
+                None
+            }
+        };
+        let agent = match &config.agent {
+            Some(node) => start_agent(&cp, &data, addr, node, &mut notices).await?,
+            None => {
+                cp.tasks.register("agent", || tasks::off("agent", AGENT, "switched off (`--no-agent`)"));
+                None
+            }
+        };
+        Ok(Server { control_plane: cp, data, admin_token_written, notices, listener, ingress, agent })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serve until `shutdown` resolves, then stop everything in order (see the crate docs).
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let app = vt_control_plane::http::router(self.control_plane.clone());
+        let served = axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await.map_err(ServerError::Serve);
+        if let Some((agent, task)) = self.agent {
+            task.abort();
+            agent.kill_vms().await;
+        }
+        if let Some((ingress, edge)) = self.ingress {
+            edge.abort();
+            ingress.close_listeners().await;
+        }
+        self.control_plane.shutdown();
+        served
+    }
+}
+
+const EDGE: &str = "keeps the ingress's route table in step with routes and ready instances";
+const AGENT: &str = "runs the instances placed on this node as microVMs and reports them";
+
+/// The ingress and the edge that feeds it routes from this server's store. The
+/// applied table is kept in the data directory, so routes are served from the
+/// start, before the edge has caught up.
+async fn start_ingress(
+    cp: &Arc<ControlPlane>,
+    data: &DataDir,
+    addrs: &[IpAddr],
+) -> Result<(vt_ingress::Ingress, JoinHandle<()>), ServerError> {
+    let config = vt_ingress::IngressConfig {
+        bind_addrs: addrs.to_vec(),
+        state_path: Some(data.ingress_table()),
+        ..Default::default()
+    };
+    let ingress = vt_ingress::Ingress::start(config).await.map_err(|e| ServerError::Ingress(e.to_string()))?;
+    let edge = vt_edge::Edge::new(Arc::new(vt_edge::StoreSource(cp.store.clone())), ingress.clone());
+    let metrics = edge.clone();
+    cp.ingress.set_metrics(move || metrics.metrics_text());
+    let status = edge.clone();
+    cp.tasks.register("edge", move || {
+        let s = status.status();
+        BackgroundTask {
+            name: "edge".into(),
+            description: EDGE.into(),
+            state: if s.last_error.is_some() { TaskState::Failing } else { TaskState::Running },
+            activations: s.activations,
+            last_activation_at: None,
+            last_error: s.last_error,
+        }
+    });
+    let task = tokio::spawn(edge.run(Duration::from_secs(2), std::future::pending()));
+    Ok((ingress, task))
+}
+
+/// The node agent, in this process, with its own node token: it registers this
+/// host as node `node`, boots the instances placed on it and writes their logs
+/// in the data directory, where the API reads them. Without a guest kernel it
+/// is not started, and says why.
+async fn start_agent(
+    cp: &Arc<ControlPlane>,
+    data: &DataDir,
+    addr: SocketAddr,
+    node: &Hostname,
+    notices: &mut Vec<Notice>,
+) -> Result<Option<(Arc<vt_agent::Agent>, JoinHandle<()>)>, ServerError> {
+    let token = tokens::local_node_token(cp, data, node).await?;
+    let config = vt_agent::AgentConfig::new(&format!("http://{addr}"), Some(token), node.clone(), data.agent());
+    match vt_agent::Agent::new(config) {
+        Ok(agent) => {
+            notices.push(Notice::Info(format!("node agent running as node `{node}`")));
+            let status = agent.clone();
+            cp.tasks.register("agent", move || {
+                let s = status.status();
+                BackgroundTask {
+                    name: "agent".into(),
+                    description: AGENT.into(),
+                    state: if s.last_error.is_some() { TaskState::Failing } else { TaskState::Running },
+                    activations: s.activations,
+                    last_activation_at: s.last_activation_at,
+                    last_error: s.last_error,
+                }
+            });
+            let task = tokio::spawn(agent.clone().run());
+            Ok(Some((agent, task)))
+        }
+        Err(e) => {
+            let why = format!("the node agent is not running ({e}); instances placed on this host will not start");
+            notices.push(Notice::Warning(why.clone()));
+            cp.tasks.register("agent", move || tasks::off("agent", AGENT, &why));
+            Ok(None)
+        }
+    }
+}

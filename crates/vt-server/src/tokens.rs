@@ -1,0 +1,133 @@
+//! The tokens `vt server` makes for itself: the first admin token, and the
+//! in-process agent's node token. Each secret is written to its file (mode
+//! 0600) before its record is appended: a crash in between leaves a file
+//! whose token is unknown, and the next start makes a new one.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use vt_control_plane::auth::{self, Issued, TokenSpec};
+use vt_control_plane::authz::Caller;
+use vt_control_plane::ControlPlane;
+use vt_events::{Actor, NewEvent, TokenRole};
+use vt_ids::{Hostname, Name, NodeId};
+use vt_store::{AppendRequest, Store, StoreError};
+use vt_views::TokenView;
+
+use crate::DataDir;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenFileError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot generate a token: {0}")]
+    Random(String),
+    #[error("cannot write a token to {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error("the views did not catch up with the log: {0}")]
+    Views(String),
+}
+
+fn issue(spec: TokenSpec) -> Result<Issued, TokenFileError> {
+    auth::issue(spec, chrono::Utc::now()).map_err(|e| TokenFileError::Random(e.to_string()))
+}
+
+/// On first start (no tokens at all): an admin token, written to
+/// `<data-dir>/admin-token`. Returns the path when it wrote one.
+pub async fn bootstrap_admin(store: &dyn Store, data: &DataDir) -> Result<Option<PathBuf>, TokenFileError> {
+    if store.token_count().await? > 0 {
+        return Ok(None);
+    }
+    let spec = TokenSpec { name: name("admin"), role: TokenRole::Admin, org: None, node: None, expires_at: None };
+    let issued = issue(spec)?;
+    let path = data.admin_token();
+    write_private(&path, &issued.secret)?;
+    append(store, issued, None).await?;
+    Ok(Some(path))
+}
+
+/// The node token of the agent running in this server: the one in
+/// `<data-dir>/node-token` while it is valid and issued for the node named
+/// `node`; else a new one bound to that node (a registered node of that name,
+/// or the id the node will register under), written there. A valid token it
+/// replaces (the node was renamed) is revoked in the same append. The agent
+/// never holds the admin token.
+pub async fn local_node_token(cp: &ControlPlane, data: &DataDir, node: &Hostname) -> Result<String, TokenFileError> {
+    // Decide from views that show everything committed (a token issued a moment ago included).
+    cp.fresh().await.map_err(|e| TokenFileError::Views(e.internal.unwrap_or(e.message)))?;
+    let path = data.node_token();
+    let mut replaced = None;
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let secret = text.trim();
+        if let Ok(Caller::Node { token, .. }) =
+            auth::authenticate(cp.store.as_ref(), secret, chrono::Utc::now()).await?
+        {
+            let view: Option<TokenView> =
+                cp.store.view_get(vt_views::ViewKind::Token, &token.to_string()).await?.and_then(|r| r.decode().ok());
+            if view.is_some_and(|v| v.node_name.as_deref() == Some(node.as_str())) {
+                return Ok(secret.to_owned());
+            }
+            replaced = Some(token);
+        }
+    }
+    let id = match cp.lookup_node(node).await {
+        Ok(existing) => existing.id,
+        Err(_) => NodeId::new(),
+    };
+    let spec = TokenSpec {
+        name: name("local-node"),
+        role: TokenRole::Node,
+        org: None,
+        node: Some((id, node.clone())),
+        expires_at: None,
+    };
+    let issued = issue(spec)?;
+    let secret = issued.secret.clone();
+    write_private(&path, &secret)?;
+    append(cp.store.as_ref(), issued, replaced).await?;
+    Ok(secret)
+}
+
+fn name(s: &str) -> Name {
+    Name::parse(s).unwrap_or_else(|e| unreachable!("`{s}` is a valid name: {e}"))
+}
+
+async fn append(store: &dyn Store, issued: Issued, revoke: Option<vt_ids::TokenId>) -> Result<(), StoreError> {
+    let actor = Actor::system("bootstrap");
+    let mut request = AppendRequest {
+        events: vec![NewEvent::new(issued.event, actor.clone(), None)],
+        tokens: vec![issued.record],
+        ..Default::default()
+    };
+    if let Some(old) = revoke {
+        let (event, revocation) = auth::revoke(old, None, chrono::Utc::now());
+        request.events.push(NewEvent::new(event, actor, None));
+        request.revocations.push(revocation);
+    }
+    store.append(request).await.map(|_| ())
+}
+
+/// Write `secret` to `path` with mode 0600: aside, synced, renamed into place.
+fn write_private(path: &Path, secret: &str) -> Result<(), TokenFileError> {
+    let tmp = path.with_extension("tmp");
+    let write = || -> std::io::Result<()> {
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = open_private(&tmp)?;
+        f.write_all(secret.as_bytes())?;
+        f.write_all(b"\n")?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|source| TokenFileError::Write { path: path.to_owned(), source })
+}
+
+#[cfg(unix)]
+fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)
+}
+
+#[cfg(not(unix))]
+fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new().write(true).create_new(true).open(path)
+}
