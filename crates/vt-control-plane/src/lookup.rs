@@ -165,6 +165,13 @@ impl ControlPlane {
     }
 }
 
+/// Authorize `action` in `org`, which the caller found through [`ControlPlane::lookup_org`].
+pub fn authorize_in(ctx: &Ctx, action: Action, org: &OrgView) -> ApiResult<()> {
+    ctx.authorize(action, Resource::Org(org.id), || {
+        ApiErr::not_found(format!("org `{}` not found; `vt org list` shows the orgs", org.name))
+    })
+}
+
 /// An env with its org and app, as found from a path.
 #[derive(Debug, Clone)]
 pub struct EnvScope {
@@ -176,6 +183,6 @@ pub struct EnvScope {
 impl EnvScope {
     /// Authorize `action` on the env's org (its members by role, and admins).
     pub fn authorize(&self, ctx: &Ctx, action: Action) -> ApiResult<()> {
-        ctx.authorize(action, Resource::Org(self.org.id), || ApiErr::not_found("not found"))
+        authorize_in(ctx, action, &self.org)
     }
 }

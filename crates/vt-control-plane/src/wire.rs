@@ -189,13 +189,18 @@ pub(crate) fn node(v: NodeView, last_heartbeat_at: Option<DateTime<Utc>>) -> Nod
     }
 }
 
-/// A token as of `now` (its state depends on the clock).
-pub(crate) fn token(v: TokenView, now: DateTime<Utc>) -> Token {
-    let state = match (v.revoked_at, v.expires_at) {
+/// A token's state at `now`: revoked, expired, or active.
+pub(crate) fn token_state(v: &TokenView, now: DateTime<Utc>) -> TokenState {
+    match (v.revoked_at, v.expires_at) {
         (Some(_), _) => TokenState::Revoked,
         (None, Some(e)) if e <= now => TokenState::Expired,
         _ => TokenState::Active,
-    };
+    }
+}
+
+/// A token as of `now` (its state depends on the clock).
+pub(crate) fn token(v: TokenView, now: DateTime<Utc>) -> Token {
+    let state = token_state(&v, now);
     Token {
         id: v.id,
         name: v.name,

@@ -250,19 +250,12 @@ async fn request(w: &World, op: &str, template: &str, i: usize) -> (String, Opti
     let s = &w.s;
     // What this caller's call may consume, made fresh by the admin.
     let route = format!("del{i}.example");
-    let victim = if op == "token_revoke" {
-        s.issue(json!({"name": format!("victim-{i}"), "role": "viewer", "org": "acme"})).await
-    } else {
-        String::new()
-    };
     let mut token_id = String::new();
     if op == "token_revoke" {
-        let list = s.get("/v1/tokens?org=acme").await.body;
-        token_id = list["items"].as_array().unwrap().iter().find(|t| t["name"] == format!("victim-{i}")).unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        assert!(!victim.is_empty());
+        let victim =
+            s.post("/v1/tokens", json!({"name": format!("victim-{i}"), "role": "viewer", "org": "acme"})).await;
+        assert_eq!(victim.status, StatusCode::CREATED, "{}", victim.body);
+        token_id = victim.body["id"].as_str().unwrap().to_owned();
     }
     if op == "route_delete" {
         let r = s

@@ -93,3 +93,41 @@ async fn every_background_task_publishes_its_status() {
     assert!(tasks.iter().all(|t| !t.description.is_empty()));
     server.control_plane.shutdown();
 }
+
+/// The hole this closes: the in-process agent's token could register any node
+/// (it became `ready` with a /64 and capacity) and list every org.
+#[tokio::test]
+async fn the_local_node_token_cannot_register_another_node_nor_see_orgs() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&config(dir.path())).await.unwrap();
+    let cp = server.control_plane.clone();
+    let data = server.data.clone();
+    let base = format!("http://{}", server.local_addr().unwrap());
+    let admin = std::fs::read_to_string(data.admin_token()).unwrap().trim().to_owned();
+    let node = tokens::local_node_token(&cp, &data, &Hostname::parse("host-1").unwrap()).await.unwrap();
+    tokio::spawn(server.run(std::future::pending()));
+    let as_admin = vt_client::Client::new(&base, Some(admin));
+    let as_node = vt_client::Client::new(&base, Some(node)).with_retries(1, std::time::Duration::ZERO);
+    let name = |s: &str| vt_api::Name::parse(s).unwrap();
+    as_admin.org_create(&vt_api::CreateOrg { name: name("acme") }, "k1").await.unwrap();
+
+    let register = |n: &str| vt_api::RegisterNode {
+        name: Hostname::parse(n).unwrap(),
+        capacity: vt_api::Capacity { cpu_millis: 2000, memory_mib: 2048 },
+        allocatable: None,
+        labels: Default::default(),
+        address: None,
+    };
+    let err = as_node.node_register(&register("evil"), "k2").await.unwrap_err();
+    assert_eq!(err.api().map(|e| e.code), Some(vt_api::ErrorCode::Forbidden), "{err}");
+    assert!(as_admin.node_list().await.unwrap().items.is_empty(), "no node was registered");
+    assert!(as_node.org_list().await.unwrap().items.is_empty(), "a node sees no org");
+    let err = as_node.org_get("acme").await.unwrap_err();
+    assert_eq!(err.api().map(|e| e.code), Some(vt_api::ErrorCode::NotFound));
+    // Its own node it registers, and only as itself.
+    let me = as_node.node_register(&register("host-1"), "k3").await.unwrap().value;
+    assert_eq!(me.name, "host-1");
+    let err = as_node.node_heartbeat("evil", &vt_api::Heartbeat::default(), "k4").await.unwrap_err();
+    assert_eq!(err.api().map(|e| e.code), Some(vt_api::ErrorCode::NotFound), "{err}");
+    cp.shutdown();
+}

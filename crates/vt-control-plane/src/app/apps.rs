@@ -7,15 +7,16 @@ use vt_store::{Claim, ClaimScope};
 use vt_views::{AppView, ViewKind};
 
 use super::{by_name, created, exists};
-use crate::authz::{Action, Resource};
+use crate::authz::Action;
+use crate::lookup::authorize_in;
 use crate::validate;
 use crate::wire::{all, Wire};
-use crate::{ApiErr, ApiResult, Committed, ControlPlane, Ctx, Plan};
+use crate::{ApiResult, Committed, ControlPlane, Ctx, Plan};
 
 impl ControlPlane {
     pub async fn app_create(&self, ctx: &Ctx, org: &str, req: CreateApp) -> ApiResult<Committed> {
         let org = self.lookup_org(ctx, org).await?;
-        ctx.authorize(Action::Manage, Resource::Org(org.id), || ApiErr::not_found("org not found"))?;
+        authorize_in(ctx, Action::Manage, &org)?;
         if let Some(d) = &req.description {
             validate::text("description", d, 1024)?;
         }

@@ -10,16 +10,16 @@ use vt_views::{AppView, DeployView, EnvView, InstanceView, ViewKind};
 
 use super::deploys::manifest_of;
 use super::{by_name, created, exists};
-use crate::authz::{Action, Resource};
-use crate::lookup::EnvScope;
+use crate::authz::Action;
+use crate::lookup::{authorize_in, EnvScope};
 use crate::rollout;
 use crate::wire::{all, Wire};
-use crate::{ApiErr, ApiResult, Committed, ControlPlane, Ctx, Plan};
+use crate::{ApiResult, Committed, ControlPlane, Ctx, Plan};
 
 impl ControlPlane {
     pub async fn env_create(&self, ctx: &Ctx, org: &str, app: &str, req: CreateEnv) -> ApiResult<Committed> {
         let (org, app) = self.lookup_app_scope(ctx, org, app).await?;
-        ctx.authorize(Action::Manage, Resource::Org(org.id), || ApiErr::not_found("org not found"))?;
+        authorize_in(ctx, Action::Manage, &org)?;
         let id = EnvId::new();
         let now = ctx.now();
         let name = req.name.into_string();

@@ -9,16 +9,19 @@ use vt_api::EventPage;
 use vt_events::Envelope;
 use vt_ids::OrgId;
 
-use crate::authz::{Action, Caller};
+use crate::authz::{Action, Resource};
 use crate::{ApiErr, ApiResult, ControlPlane, Ctx};
 
 impl ControlPlane {
-    /// Whose events the caller reads: `None` for all of them.
+    /// Whose events the caller reads: its org's, or (`None`) every org's,
+    /// which is the operator's to read.
     fn event_scope(&self, ctx: &Ctx) -> ApiResult<Option<OrgId>> {
-        match ctx.caller {
-            Caller::Admin { .. } => Ok(None),
-            Caller::Member { org, .. } => Ok(Some(org)),
-            Caller::Node { .. } => {
+        match ctx.caller.org() {
+            Some(org) => {
+                ctx.authorize(Action::Read, Resource::Org(org), || ApiErr::not_found("org not found"))?;
+                Ok(Some(org))
+            }
+            None => {
                 ctx.authorize_cluster(Action::Operate)?;
                 Ok(None)
             }

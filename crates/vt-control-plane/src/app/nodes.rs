@@ -62,11 +62,15 @@ impl ControlPlane {
     /// Register a node, or update the one registered under that name: a node
     /// agent calls this at every start, so it must be repeatable.
     pub async fn node_register(&self, ctx: &Ctx, req: RegisterNode) -> ApiResult<Committed> {
+        // A node token registers its own node; any other registration is the operator's.
         let bound = match ctx.caller {
-            Caller::Admin { .. } => None,
             Caller::Node { node, .. } => Some(node),
-            Caller::Member { .. } => return Err(ApiErr::forbidden("only admins and node agents register nodes")),
+            Caller::Admin { .. } | Caller::Member { .. } => None,
         };
+        match bound {
+            Some(node) => ctx.authorize(Action::Agent, Resource::Node(node), || ApiErr::not_found("node not found"))?,
+            None => ctx.authorize_cluster(Action::Operate)?,
+        }
         let allocatable = check_registration(&req)?;
         self.fresh().await?;
         let name = req.name.to_string();
@@ -240,10 +244,26 @@ impl ControlPlane {
             .filter(|i| i.node_id == node.id)
             .collect();
         items.sort_by_key(|i| i.id);
-        let mut release_ids: Vec<ReleaseId> = items.iter().map(|i| i.release_id).collect();
-        release_ids.sort();
-        release_ids.dedup();
-        let keys: Vec<(ViewKind, String)> = release_ids.iter().map(|r| (ViewKind::Release, r.to_string())).collect();
+        let releases = self.releases_of(items.iter()).await?;
+        Ok(NodeInstances { items: all(items), releases: all(releases), seq })
+    }
+
+    /// Whether `node` runs (or is to run) an instance of an image in `repository`:
+    /// the images a node token may pull.
+    pub async fn node_runs_repository(&self, node: NodeId, repository: &str) -> ApiResult<bool> {
+        let instances: Vec<InstanceView> = self.views(Self::kind_query(ViewKind::Instance)).await?;
+        let running =
+            instances.iter().filter(|i| i.node_id == node && i.desired_state == vt_events::DesiredState::Running);
+        let releases = self.releases_of(running).await?;
+        Ok(releases.iter().any(|r| vt_image::ImageRef::parse(&r.image_ref).is_ok_and(|r| r.repository() == repository)))
+    }
+
+    /// The releases these instances run, each once, by id.
+    async fn releases_of(&self, instances: impl Iterator<Item = &InstanceView>) -> ApiResult<Vec<ReleaseView>> {
+        let mut ids: Vec<ReleaseId> = instances.map(|i| i.release_id).collect();
+        ids.sort();
+        ids.dedup();
+        let keys: Vec<(ViewKind, String)> = ids.iter().map(|r| (ViewKind::Release, r.to_string())).collect();
         let mut releases: Vec<ReleaseView> = self
             .store
             .views_get_many(&keys)
@@ -252,28 +272,7 @@ impl ControlPlane {
             .map(|r| r.decode().map_err(ApiErr::internal))
             .collect::<ApiResult<_>>()?;
         releases.sort_by_key(|r| r.id);
-        Ok(NodeInstances { items: all(items), releases: all(releases), seq })
-    }
-
-    /// Whether `node` runs (or is to run) an instance of an image in `repository`:
-    /// the images a node token may pull.
-    pub async fn node_runs_repository(&self, node: NodeId, repository: &str) -> ApiResult<bool> {
-        let instances: Vec<InstanceView> = self.views(Self::kind_query(ViewKind::Instance)).await?;
-        let mut release_ids: Vec<ReleaseId> = instances
-            .iter()
-            .filter(|i| i.node_id == node && i.desired_state == vt_events::DesiredState::Running)
-            .map(|i| i.release_id)
-            .collect();
-        release_ids.sort();
-        release_ids.dedup();
-        let keys: Vec<(ViewKind, String)> = release_ids.iter().map(|r| (ViewKind::Release, r.to_string())).collect();
-        for row in self.store.views_get_many(&keys).await? {
-            let release: ReleaseView = row.decode().map_err(ApiErr::internal)?;
-            if vt_image::ImageRef::parse(&release.image_ref).is_ok_and(|r| r.repository() == repository) {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+        Ok(releases)
     }
 }
 

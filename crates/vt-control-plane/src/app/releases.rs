@@ -17,7 +17,8 @@ use vt_registry::Storage;
 use vt_views::{AppView, OrgView, ReleaseView, ViewKind};
 
 use super::{created, exists};
-use crate::authz::{Action, Resource};
+use crate::authz::Action;
+use crate::lookup::authorize_in;
 use crate::wire::{all, Wire};
 use crate::{ApiErr, ApiResult, Committed, ControlPlane, Ctx, Plan};
 
@@ -163,7 +164,7 @@ pub fn plan_release(ctx: &Ctx, app: &AppView, manifest: &str, image: ResolvedIma
 impl ControlPlane {
     pub async fn release_create(&self, ctx: &Ctx, org: &str, app: &str, req: CreateRelease) -> ApiResult<Committed> {
         let (org, app) = self.lookup_app_scope(ctx, org, app).await?;
-        ctx.authorize(Action::Deploy, Resource::Org(org.id), || ApiErr::not_found("org not found"))?;
+        authorize_in(ctx, Action::Deploy, &org)?;
         let image = parse_image(&org, &req.image)?;
         let resolved = resolve_image(self.registry.storage(), &image)?;
         let plan = plan_release(ctx, &app, &req.manifest, resolved)?;

@@ -6,15 +6,15 @@
 //! idempotency records or any error.
 
 use axum::http::StatusCode;
-use vt_api::{CreateToken, IssuedToken, Token, TokenQuery, TokenRole};
+use vt_api::{CreateToken, IssuedToken, Token, TokenQuery, TokenRole, TokenState};
 use vt_events::AggregateType;
 use vt_ids::{Hostname, NodeId, TokenId};
 use vt_views::{NodeView, TokenView, ViewKind};
 
 use super::exists;
 use crate::auth::{self, TokenSpec};
-use crate::authz::{Action, Caller, Resource};
-use crate::lookup::shown;
+use crate::authz::{Action, Resource};
+use crate::lookup::{authorize_in, shown};
 use crate::{wire, ApiErr, ApiResult, ControlPlane, Ctx, Plan};
 
 /// The longest a token may live: ten years.
@@ -63,7 +63,7 @@ impl ControlPlane {
                     ApiErr::invalid("org", format!("a `{}` token acts in one org: name it in `org`", req.role))
                 })?;
                 let org = self.lookup_org(ctx, r).await?;
-                ctx.authorize(Action::Manage, Resource::Org(org.id), || ApiErr::not_found("org not found"))?;
+                authorize_in(ctx, Action::Manage, &org)?;
                 if req.node.is_some() {
                     return Err(ApiErr::invalid("node", "only `node` tokens are bound to a node; remove `node`"));
                 }
@@ -114,10 +114,9 @@ impl ControlPlane {
     /// Tokens the caller manages: an admin all (or one org's), an owner its org's.
     /// Active ones only unless `all`; oldest first.
     pub async fn token_list(&self, ctx: &Ctx, q: TokenQuery) -> ApiResult<Vec<Token>> {
-        let org = match (&q.org, ctx.caller) {
-            (Some(r), _) => Some(self.lookup_org(ctx, r).await?.id),
-            (None, Caller::Member { org, .. }) => Some(org),
-            (None, _) => None,
+        let org = match &q.org {
+            Some(r) => Some(self.lookup_org(ctx, r).await?.id),
+            None => ctx.caller.org(),
         };
         match org {
             Some(org) => ctx.authorize(Action::Manage, Resource::Org(org), || ApiErr::not_found("org not found"))?,
@@ -131,7 +130,7 @@ impl ControlPlane {
         let mut tokens: Vec<Token> =
             self.views::<TokenView>(query).await?.into_iter().map(|t| wire::token(t, now)).collect();
         if !q.all.unwrap_or(false) {
-            tokens.retain(|t| t.state == vt_api::TokenState::Active);
+            tokens.retain(|t| t.state == TokenState::Active);
         }
         tokens.sort_by_key(|t| t.id);
         Ok(tokens)
@@ -156,9 +155,7 @@ impl ControlPlane {
             let admins: Vec<TokenView> = self.views(Self::kind_query(ViewKind::Token)).await?;
             let active = admins
                 .iter()
-                .filter(|t| {
-                    t.role == TokenRole::Admin && wire::token((*t).clone(), now).state == vt_api::TokenState::Active
-                })
+                .filter(|t| t.role == TokenRole::Admin && wire::token_state(t, now) == TokenState::Active)
                 .count();
             if active <= 1 {
                 return Err(ApiErr::conflict(

@@ -67,7 +67,7 @@ pub fn router(cp: Arc<ControlPlane>) -> Router {
         .layer(axum::middleware::from_fn_with_state(cp.clone(), middleware::admin_only));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/v1/openapi.json", get(|| async { Json(api()) }))
+        .route("/v1/openapi.json", get(openapi))
         .merge(metrics)
         .merge(v1)
         .nest_service("/v2", crate::registry::service(&cp))
@@ -78,6 +78,13 @@ pub fn router(cp: Arc<ControlPlane>) -> Router {
 /// The OpenAPI document of the routes [`router`] serves.
 pub fn api() -> utoipa::openapi::OpenApi {
     OpenApiRouter::with_openapi(ApiDoc::openapi()).nest("/v1", v1()).into_openapi()
+}
+
+/// `GET /v1/openapi.json`: the document, built once.
+async fn openapi() -> Response {
+    static DOC: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let doc = DOC.get_or_init(|| api().to_json().unwrap_or_default());
+    ([(header::CONTENT_TYPE, "application/json")], doc.as_str()).into_response()
 }
 
 /// The OpenAPI document as committed under `api/openapi.json`.
