@@ -18,6 +18,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -33,7 +34,7 @@ use vt_runtime::cgroup::{Cgroup, CgroupRoot};
 use vt_runtime::firecracker::{FirecrackerConfig, FirecrackerRuntime};
 use vt_runtime::net::NetworkSpec;
 use vt_runtime::qemu::{QemuConfig, QemuRuntime};
-use vt_runtime::{Control, ExitStatus, InstanceSpec, Runtime, RuntimeKind, State, VmEvent};
+use vt_runtime::{Control, ExitStatus, InstanceSpec, Launch, Runtime, RuntimeKind, Secret, State, VmEvent};
 
 pub mod health;
 pub mod logs;
@@ -775,7 +776,11 @@ impl Agent {
             instance_id: inst.id.to_string(),
             release_id: inst.release_id.to_string(),
         };
-        let launch = vt_workload::launch(&disk.info.config.config, &manifest, &identity).map_err(|e| e.to_string())?;
+        let mut launch =
+            vt_workload::launch(&disk.info.config.config, &manifest, &identity).map_err(|e| e.to_string())?;
+        if let Some(version) = inst.secrets_version {
+            self.add_secrets(inst, version, &mut launch).await?;
+        }
         if let Some(process) = manifest.processes.get(&inst.process) {
             rec.probe = health::Probe::from_manifest(process)?;
         }
@@ -795,6 +800,40 @@ impl Agent {
         spec.scratch_size = self.cfg.scratch_size;
         spec.network = network;
         Ok(spec)
+    }
+}
+
+impl Agent {
+    /// The instance's secrets, from the control plane (only this node may read
+    /// them), into its launch: files under `/run/secrets/`, the bundle, and the
+    /// environment variables the manifest asks for. Never logged, never on a disk.
+    async fn add_secrets(&self, inst: &Instance, version: u64, launch: &mut Launch) -> Result<(), String> {
+        let got = self
+            .client
+            .instance_secrets(&inst.id.to_string())
+            .await
+            .map_err(|e| format!("cannot fetch the instance's secrets (version {version}): {e}"))?;
+        if got.version != version {
+            return Err(format!(
+                "the control plane sent secrets version {}, the instance runs version {version}",
+                got.version
+            ));
+        }
+        let mut secrets = Vec::with_capacity(got.items.len());
+        for item in got.items {
+            let data = base64::engine::general_purpose::STANDARD
+                .decode(item.value_base64.as_bytes())
+                .map_err(|_| format!("secret `{}` (version {version}) is not base64 in the answer", item.name))?;
+            secrets.push(Secret { name: item.name, data });
+        }
+        if let Some(missing) = launch.secret_env.iter().find(|n| !secrets.iter().any(|s| &s.name == *n)) {
+            return Err(format!(
+                "the manifest reads secret `{missing}` as an environment variable (`secret_env`), and secrets version {version} has no such secret"
+            ));
+        }
+        launch.secrets = secrets;
+        launch.secrets_version = version;
+        Ok(())
     }
 }
 

@@ -169,6 +169,7 @@ impl World {
             deploy_id: None,
             node_id,
             resources: Resources { cpu_millis: 1000, memory_mib: 256 },
+            secrets_version: None,
         }))
         .await;
         instance_id

@@ -21,7 +21,7 @@ pub use vt_events::{
     BootTimings, Capacity, DeployKind, DeployPhase, DeployStatus, DesiredState, Health, InstanceStatus, NodeStatus,
     Resources, RouteProtocol, TokenRole,
 };
-pub use vt_ids::{Hostname, Name};
+pub use vt_ids::{EnvVarName, Hostname, Name};
 
 /// Header carrying the client's idempotency key on mutations.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -293,9 +293,15 @@ pub struct ProcessState {
     pub process: String,
     pub desired_instances: u32,
     pub desired_release_id: Option<String>,
+    /// The env's secrets version its instances should run (`None`: no secrets).
+    #[serde(default)]
+    pub desired_secrets_version: Option<u64>,
+    /// Live instances by the secrets version they run (`none`: without secrets).
+    #[serde(default)]
+    pub instances_by_secrets_version: BTreeMap<String, u32>,
     /// Instances by current status.
     pub instances_by_status: BTreeMap<String, u32>,
-    /// Instances running the desired release.
+    /// Instances running the desired release (with the desired secrets version).
     pub running_desired_release: u32,
     /// Of those, the ones ready: passing their health check (or without one).
     pub ready_desired_release: u32,
@@ -392,4 +398,101 @@ pub enum TaskState {
     /// The last activation failed; it retries.
     Failing,
     Stopped,
+}
+
+/// `POST .../secrets`: set and unset secrets of an env. Values are base64
+/// (any bytes); they are sealed at once and never shown again.
+#[derive(Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeSecrets {
+    /// Names (environment variable names) to set, with their values in base64.
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    /// Names to remove.
+    #[serde(default)]
+    pub unset: Vec<String>,
+    /// Stage the change for the next version (`POST .../secrets/deploy`)
+    /// instead of making a new version and rolling the env out now.
+    #[serde(default)]
+    pub stage: bool,
+}
+
+/// Never shows a value.
+impl std::fmt::Debug for ChangeSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChangeSecrets")
+            .field("set", &self.set.keys().collect::<Vec<_>>())
+            .field("unset", &self.unset)
+            .field("stage", &self.stage)
+            .finish()
+    }
+}
+
+/// An env's secrets: names and metadata, never values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct EnvSecrets {
+    pub env_id: vt_ids::EnvId,
+    /// The latest secrets version (0: none yet).
+    pub version: u64,
+    /// The version the env's instances should run (`None`: no deploy since secrets were set).
+    pub desired_version: Option<u64>,
+    /// By name: the latest version's secrets, and what is staged.
+    pub items: Vec<SecretInfo>,
+    /// In the answer to a change: the version it made (`None`: staged, or every value was already so).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_version: Option<u64>,
+    /// With a change that made a new version: the deploy rolling it out
+    /// (`None` when the env has nothing deployed yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deploy: Option<Deploy>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SecretInfo {
+    pub name: String,
+    /// The version that set its current value (`None`: staged, not in a version yet).
+    pub version: Option<u64>,
+    pub set_at: Option<DateTime<Utc>>,
+    /// Who set it: `token:<id>`.
+    pub set_by: Option<String>,
+    /// A change waiting for the next version.
+    pub staged: Option<StagedChange>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct StagedChange {
+    /// `set` (a new value) or `unset`.
+    pub change: SecretChange,
+    pub staged_at: DateTime<Utc>,
+    pub staged_by: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SecretChange {
+    Set,
+    Unset,
+}
+
+/// `GET /v1/instances/{id}/secrets`: what a node gives an instance at boot
+/// (the node it is placed on only).
+#[derive(Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct InstanceSecrets {
+    pub version: u64,
+    /// By name; values in base64.
+    pub items: Vec<SecretValue>,
+}
+
+#[derive(Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SecretValue {
+    pub name: String,
+    pub value_base64: String,
+}
+
+/// Never shows a value.
+impl std::fmt::Debug for InstanceSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.items.iter().map(|i| i.name.as_str()).collect();
+        f.debug_struct("InstanceSecrets").field("version", &self.version).field("names", &names).finish()
+    }
 }

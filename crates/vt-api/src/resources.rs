@@ -45,6 +45,8 @@ pub struct Env {
     pub desired_release_id: Option<ReleaseId>,
     /// The deploy that set it.
     pub current_deploy_id: Option<DeployId>,
+    /// The secrets version this env should run.
+    pub desired_secrets_version: Option<u64>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -76,6 +78,9 @@ pub struct Deploy {
     pub env_id: EnvId,
     pub release_id: ReleaseId,
     pub previous_release_id: Option<ReleaseId>,
+    /// The secrets version its instances run.
+    pub secrets_version: Option<u64>,
+    pub previous_secrets_version: Option<u64>,
     pub kind: DeployKind,
     pub status: DeployStatus,
     pub reason: Option<String>,
@@ -127,6 +132,8 @@ pub struct Instance {
     pub deploy_id: Option<DeployId>,
     pub node_id: NodeId,
     pub resources: Resources,
+    /// The env's secrets version it got at boot.
+    pub secrets_version: Option<u64>,
     /// What the control plane wants.
     pub desired_state: DesiredState,
     /// What the node last reported.

@@ -89,6 +89,9 @@ pub enum Command {
     /// Ingress routes of an env: TLS passthrough by host name, or raw TCP
     #[command(subcommand)]
     Route(RouteCommand),
+    /// Secrets of an env: set, import, unset (now or staged), list, deploy what is staged
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
     /// API tokens: create one for a person, a CI job or a node; list; revoke
     #[command(subcommand)]
     Token(TokenCommand),
@@ -296,6 +299,54 @@ pub enum SystemCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Names, versions, who set them when, and what is staged; never values
+    List,
+    /// Set secrets: `KEY=VALUE...`, or one `KEY --from-file PATH` (`-`: stdin). Without
+    /// `--stage`: a new secrets version, rolled out at once
+    Set(SecretsSetArgs),
+    /// Set every secret of a bundle file (the format of /run/secrets/vt.bundle; `-`: stdin)
+    Import(SecretsImportArgs),
+    /// Remove secrets
+    Unset(SecretsUnsetArgs),
+    /// Apply what is staged as one new secrets version, rolled out once
+    Deploy,
+}
+
+#[derive(Debug, Args)]
+pub struct SecretsSetArgs {
+    /// `KEY=VALUE` pairs; with `--from-file`, one `KEY`
+    #[arg(required = true, value_name = "KEY=VALUE")]
+    pub pairs: Vec<String>,
+    /// Read the one KEY's value from this file, as raw bytes (`-`: stdin)
+    #[arg(long, value_name = "PATH")]
+    pub from_file: Option<PathBuf>,
+    /// Stage the change for `vt secrets deploy` instead of rolling out now
+    #[arg(long)]
+    pub stage: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SecretsImportArgs {
+    /// A bundle file (`VTSECRETS 1`, see docs/secrets.md); `-`: stdin
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Stage the change for `vt secrets deploy` instead of rolling out now
+    #[arg(long)]
+    pub stage: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SecretsUnsetArgs {
+    /// Names of the secrets to remove
+    #[arg(required = true, value_name = "KEY")]
+    pub names: Vec<String>,
+    /// Stage the change for `vt secrets deploy` instead of rolling out now
+    #[arg(long)]
+    pub stage: bool,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum TokenCommand {
     /// Create a token; its secret is printed once and never again
     Create(TokenCreateArgs),
@@ -456,6 +507,9 @@ pub struct StoreArgs {
     /// SQLite durability: `full` fsyncs every commit; `normal` may lose the last commits on power loss
     #[arg(long, value_enum, default_value_t = SqliteSync::Full)]
     pub sqlite_sync: SqliteSync,
+    /// The master key that wraps the secrets' keys [default: <data-dir>/master.key, made on first start]
+    #[arg(long, value_name = "FILE", env = "VT_MASTER_KEY_FILE")]
+    pub master_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -468,6 +522,8 @@ pub enum SqliteSync {
 pub enum ServerCommand {
     /// Rebuild the views from the event log, offline, and report rows that changed (exit 1 if any)
     RebuildViews(RebuildArgs),
+    /// Replace the master key, offline: every env's key is re-wrapped, no secret value is touched
+    RotateMasterKey(RebuildArgs),
 }
 
 #[derive(Debug, Args)]

@@ -95,6 +95,7 @@ async fn dispatch(cli: Cli, printer: Printer) -> CliResult {
         Command::Node(cmd) => commands::node::run(&ctx, cmd).await,
         Command::Route(cmd) => commands::route::run(&ctx, cmd).await,
         Command::System(cmd) => commands::system::run(&ctx, cmd).await,
+        Command::Secrets(cmd) => commands::secrets::run(&ctx, cmd).await,
         Command::Token(cmd) => commands::token::run(&ctx, cmd).await,
         Command::Manifest(_) | Command::Server(_) => unreachable!("handled above"),
     }

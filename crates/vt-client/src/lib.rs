@@ -269,6 +269,40 @@ impl Client {
         self.get(&env_path(org, app, env, "/describe")).await
     }
 
+    // --- secrets
+
+    pub async fn secrets_list(&self, org: &str, app: &str, env: &str) -> Result<EnvSecrets> {
+        self.get(&env_path(org, app, env, "/secrets")).await
+    }
+    pub async fn secrets_change(
+        &self,
+        org: &str,
+        app: &str,
+        env: &str,
+        req: &ChangeSecrets,
+        key: &str,
+    ) -> Result<Committed<EnvSecrets>> {
+        self.mutate(Method::POST, &env_path(org, app, env, "/secrets"), Some(req), key).await
+    }
+    pub async fn secrets_deploy(&self, org: &str, app: &str, env: &str, key: &str) -> Result<Committed<EnvSecrets>> {
+        self.mutate(Method::POST, &env_path(org, app, env, "/secrets/deploy"), None::<&()>, key).await
+    }
+    /// An instance's secret values (its node only). A decode error says
+    /// nothing of the answer, which carries the values.
+    pub async fn instance_secrets(&self, instance: &str) -> Result<InstanceSecrets> {
+        let url = self.url(&format!("/instances/{}/secrets", seg(instance)));
+        let resp = self.send(&url, self.request(Method::GET, &url, Some(Duration::from_secs(30)))).await?;
+        let bytes = resp.bytes().await.map_err(|e| transport(&url, e))?;
+        serde_json::from_slice(&bytes).map_err(|e| Error::Decode {
+            url,
+            message: format!(
+                "not the expected shape at line {} column {} (the answer is not shown: it carries secret values)",
+                e.line(),
+                e.column()
+            ),
+        })
+    }
+
     // --- routes
 
     pub async fn route_create(

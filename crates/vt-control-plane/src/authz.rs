@@ -94,6 +94,9 @@ pub enum Action {
     Operate,
     /// A node agent's own work: register, heartbeat, follow its instances, report their status.
     Agent,
+    /// Read an instance's secret values, to give them to it at boot: the node
+    /// it is placed on only. No person reads a secret back, admins included.
+    Unseal,
 }
 
 /// What an action is done to.
@@ -125,6 +128,9 @@ const NEEDS_ADMIN: &str = "this needs an admin token";
 /// acts as itself on itself and its instances, reads cluster-wide listings,
 /// and sees no org.
 pub fn check(caller: &Caller, action: Action, resource: Resource) -> Result<(), Denied> {
+    if action == Action::Unseal {
+        return unseal(caller, resource);
+    }
     match (*caller, resource) {
         (Caller::Admin { .. }, _) => Ok(()),
 
@@ -137,7 +143,7 @@ pub fn check(caller: &Caller, action: Action, resource: Resource) -> Result<(), 
                 Action::Deploy => OrgRole::Deployer,
                 Action::Manage => OrgRole::Owner,
                 Action::Operate => return Err(Denied::Forbidden(NEEDS_ADMIN.into())),
-                Action::Agent => return Err(Denied::Forbidden("only node agents do this".into())),
+                Action::Agent | Action::Unseal => return Err(Denied::Forbidden("only node agents do this".into())),
             };
             if role >= needed {
                 Ok(())
@@ -154,7 +160,7 @@ pub fn check(caller: &Caller, action: Action, resource: Resource) -> Result<(), 
             Action::Read | Action::Agent => Err(Denied::Forbidden(format!(
                 "this token belongs to node {node}; it acts only for that node and the instances placed on it"
             ))),
-            Action::Deploy | Action::Manage | Action::Operate => {
+            Action::Deploy | Action::Manage | Action::Operate | Action::Unseal => {
                 Err(Denied::Forbidden("a node token only registers, heartbeats, follows and reports".into()))
             }
         },
@@ -163,6 +169,21 @@ pub fn check(caller: &Caller, action: Action, resource: Resource) -> Result<(), 
             Action::Read => Ok(()),
             _ => Err(Denied::Forbidden(NEEDS_ADMIN.into())),
         },
+    }
+}
+
+/// Secret values go to the node an instance is placed on, and to nobody else:
+/// what the caller may not see stays hidden, everyone else is refused.
+fn unseal(caller: &Caller, resource: Resource) -> Result<(), Denied> {
+    if let Err(Denied::Hidden) = check(caller, Action::Read, resource) {
+        return Err(Denied::Hidden);
+    }
+    match (*caller, resource) {
+        (Caller::Node { node, .. }, Resource::Instance { node: of, .. }) if node == of => Ok(()),
+        (_, Resource::Instance { .. }) => Err(Denied::Forbidden(
+            "secret values are given only to the node the instance is placed on; nobody reads them back".into(),
+        )),
+        _ => Err(Denied::Forbidden("only an instance's secrets are unsealed, for its node".into())),
     }
 }
 
@@ -193,15 +214,15 @@ mod tests {
             ("inst a@node1", Resource::Instance { org: a, node: n1 }),
             ("inst b@node2", Resource::Instance { org: b, node: n2 }),
         ];
-        let actions = [Action::Read, Action::Deploy, Action::Manage, Action::Operate, Action::Agent];
-        // One line per caller: per resource, the five actions R D M O A as
+        let actions = [Action::Read, Action::Deploy, Action::Manage, Action::Operate, Action::Agent, Action::Unseal];
+        // One line per caller: per resource, the six actions R D M O A U as
         // `+` allowed, `-` forbidden, `.` hidden.
         let expected = [
-            ("admin", "+++++ +++++ +++++ +++++ +++++ +++++ +++++"),
-            ("owner", "----- +++-- ..... ----- ----- +++-- ....."),
-            ("deployer", "----- ++--- ..... ----- ----- ++--- ....."),
-            ("viewer", "----- +---- ..... ----- ----- +---- ....."),
-            ("node1", "+---- ..... ..... +---+ ----- +---+ -----"),
+            ("admin", "+++++- +++++- +++++- +++++- +++++- +++++- +++++-"),
+            ("owner", "------ +++--- ...... ------ ------ +++--- ......"),
+            ("deployer", "------ ++---- ...... ------ ------ ++---- ......"),
+            ("viewer", "------ +----- ...... ------ ------ +----- ......"),
+            ("node1", "+----- ...... ...... +---+- ------ +---++ ------"),
         ];
         for ((name, caller), (ename, line)) in callers.iter().zip(expected) {
             assert_eq!(*name, ename);

@@ -23,7 +23,9 @@ use axum::http::StatusCode;
 use serde::Serialize;
 use vt_events::{Actor, Event, NewEvent};
 use vt_ids::RequestId;
-use vt_store::{AppendRequest, Claim, Expectation, IdempotencyRecord, Projector, Store, TokenRecord, TokenRevocation};
+use vt_store::{
+    AppendRequest, Claim, Expectation, IdempotencyRecord, Projector, SecretWrite, Store, TokenRecord, TokenRevocation,
+};
 use vt_views::{View, ViewKind};
 
 pub mod app;
@@ -55,6 +57,8 @@ pub struct Settings {
     pub registry_dir: Option<PathBuf>,
     /// Where instance logs come from; `None`: no node agent serves logs to this control plane.
     pub logs: Option<Arc<dyn logs::LogSource>>,
+    /// The key that wraps the envs' secret keys; `None`: secrets cannot be set or read.
+    pub master_key: Option<Arc<vt_secrets::MasterKey>>,
 }
 
 /// The running control plane: a store, its projector, the scheduler reconciler.
@@ -63,6 +67,10 @@ pub struct ControlPlane {
     pub projector: Arc<Projector>,
     registry: registry::Registry,
     logs: Option<Arc<dyn logs::LogSource>>,
+    master_key: Option<Arc<vt_secrets::MasterKey>>,
+    /// Requests are remembered (`Idempotency-Key`) by a hash keyed with this, when there is
+    /// a master key: a request may carry secret values.
+    request_hash_key: Option<zeroize::Zeroizing<[u8; 32]>>,
     /// The TCP route port range and the metrics of an ingress running beside it.
     pub ingress: app::routes::IngressSettings,
     /// The scheduler reconciler's settings and status (`scheduler.rs`).
@@ -81,6 +89,8 @@ impl ControlPlane {
             projector: projector.clone(),
             registry: registry::Registry::open(settings.registry_dir.as_deref()),
             logs: settings.logs,
+            request_hash_key: settings.master_key.as_ref().map(|k| k.derive("vt idempotency request hash")),
+            master_key: settings.master_key,
             ingress: Default::default(),
             scheduler: Default::default(),
             tasks: Default::default(),
@@ -97,6 +107,24 @@ impl ControlPlane {
     pub fn shutdown(&self) {
         for task in self.background.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
             task.abort();
+        }
+    }
+
+    /// The hash a keyed request is remembered by: keyed with a secret of this
+    /// server when it has a master key (the request may carry secret values).
+    pub fn request_hash(&self, method: &str, path: &str, body: &[u8]) -> String {
+        match &self.request_hash_key {
+            Some(key) => vt_secrets::keyed_hash(key, &[method.as_bytes(), path.as_bytes(), body]),
+            None => {
+                use sha2::Digest;
+                let mut h = sha2::Sha256::new();
+                h.update(method);
+                h.update(b"\n");
+                h.update(path);
+                h.update(b"\n");
+                h.update(body);
+                hex::encode(h.finalize())
+            }
         }
     }
 
@@ -145,6 +173,7 @@ impl ControlPlane {
             idempotency,
             tokens: plan.tokens,
             revocations: plan.revocations,
+            secrets: plan.secrets,
         };
         let appended = match self.store.append(request).await {
             Ok(a) => a,
@@ -236,6 +265,7 @@ pub struct Plan<T> {
     pub releases: Vec<Claim>,
     pub tokens: Vec<TokenRecord>,
     pub revocations: Vec<TokenRevocation>,
+    pub secrets: Vec<SecretWrite>,
     pub response: T,
 }
 
@@ -249,6 +279,7 @@ impl<T> Plan<T> {
             releases: vec![],
             tokens: vec![],
             revocations: vec![],
+            secrets: vec![],
             response,
         }
     }
@@ -278,6 +309,7 @@ impl<T> Plan<T> {
             releases: self.releases,
             tokens: self.tokens,
             revocations: self.revocations,
+            secrets: self.secrets,
             response,
         }
     }

@@ -69,7 +69,7 @@ pub fn failure<'a>(
 ) -> Option<(&'a InstanceView, String)> {
     let (i, f) = instances
         .into_iter()
-        .filter(|i| i.deploy_id == Some(deploy.id) && i.release_id == deploy.release_id)
+        .filter(|i| i.deploy_id == Some(deploy.id) && i.revision() == deploy.revision())
         .filter_map(|i| Some((i, i.failure.as_ref()?)))
         .min_by_key(|(i, f)| (f.at, i.id))?;
     Some((i, format!("instance {} ({}) {}", i.id, i.process, f.detail())))
@@ -89,7 +89,7 @@ pub fn progress<'a>(
         if i.env_id != deploy.env_id {
             continue;
         }
-        if i.release_id != deploy.release_id {
+        if i.revision() != deploy.revision() {
             others_live |= i.is_live();
             continue;
         }
@@ -130,6 +130,8 @@ mod tests {
             env_id,
             release_id,
             previous_release_id: None,
+            secrets_version: None,
+            previous_secrets_version: None,
             kind: DeployKind::Deploy,
             status: DeployStatus::Rolling,
             reason: None,
@@ -152,6 +154,7 @@ mod tests {
             deploy_id: Some(d.id),
             node_id: NodeId::new(),
             resources: Resources { cpu_millis: 100, memory_mib: 64 },
+            secrets_version: None,
             desired_state: DesiredState::Running,
             status,
             reason: None,

@@ -36,7 +36,7 @@ use vt_events::{
 };
 use vt_ids::{DeployId, InstanceId, NodeId, ReleaseId};
 use vt_store::{AppendRequest, Expectation, ExpectedVersion};
-use vt_views::{DeployView, EnvView, InstanceView, NodeView, ReleaseView, ScaleView, ViewKind};
+use vt_views::{DeployView, EnvView, InstanceView, NodeView, ReleaseView, Revision, ScaleView, ViewKind};
 
 use crate::{rollout, ApiErr, ApiResult, ControlPlane};
 
@@ -307,9 +307,12 @@ async fn fail_fast(cp: &ControlPlane, snap: &Snapshot) -> ApiResult<Writes> {
     let mut w = Writes::default();
     for (env, d) in snap.rolling() {
         let Some((failed, reason)) = rollout::failure(d, snap.instances_of(env.id)) else { continue };
-        let previous = d.previous_release_id.filter(|p| *p != d.release_id);
+        let previous = d.previous_revision().filter(|p| *p != d.revision());
         let reason = match previous {
-            Some(p) => format!("{reason}; env back on release {p}"),
+            Some(p) if p.release == d.release_id => {
+                format!("{reason}; env back on secrets version {}", p.secrets.map_or("none".into(), |v| v.to_string()))
+            }
+            Some(p) => format!("{reason}; env back on release {}", p.release),
             None => format!("{reason}; no previous release to go back to: its instances restart with backoff"),
         };
         w.failed.push((d.id, reason.clone()));
@@ -328,13 +331,14 @@ async fn fail_fast(cp: &ControlPlane, snap: &Snapshot) -> ApiResult<Writes> {
             org_id: d.org_id,
             env_id: d.env_id,
             deploy_id: d.id,
-            release_id: previous,
+            release_id: previous.release,
             from_release_id: d.release_id,
             reason: reason.clone(),
+            secrets_version: previous.secrets,
         }));
-        for i in snap.instances_of(env.id).filter(|i| i.release_id == d.release_id && i.is_live()) {
+        for i in snap.instances_of(env.id).filter(|i| i.revision() == d.revision() && i.is_live()) {
             w.pin(cp, AggregateType::Instance, i.id.to_string()).await?;
-            w.stop(i, format!("deploy {} failed; env back on release {previous}", d.id));
+            w.stop(i, format!("deploy {} failed; env back on {}", d.id, previous.words()));
         }
     }
     Ok(w)
@@ -352,23 +356,23 @@ async fn apply_plan(cp: &ControlPlane, snap: &Snapshot, plan: &vt_scheduler::Pla
         let env = env_by_id.get(&a.env).ok_or_else(|| ApiErr::internal("allocation for an unknown env"))?;
         w.pin(cp, AggregateType::Env, a.env.clone()).await?;
         w.pin(cp, AggregateType::Node, a.node.clone()).await?;
-        let release_id = ReleaseId::parse(&a.release).map_err(ApiErr::internal)?;
-        // The instance belongs to the env's deploy when it is of that deploy's release.
-        let deploy_id =
-            env.current_deploy_id.filter(|d| snap.deploys.get(d).is_some_and(|d| d.release_id == release_id));
+        let revision: Revision = a.release.parse().map_err(ApiErr::internal)?;
+        // The instance belongs to the env's deploy when it is of that deploy's revision.
+        let deploy_id = env.current_deploy_id.filter(|d| snap.deploys.get(d).is_some_and(|d| d.revision() == revision));
         let e = InstanceAllocated {
             org_id: env.org_id,
             app_id: env.app_id,
             env_id: env.id,
             instance_id: InstanceId::parse(&a.id).map_err(ApiErr::internal)?,
             process: a.process.clone(),
-            release_id,
+            release_id: revision.release,
             deploy_id,
             node_id: NodeId::parse(&a.node).map_err(ApiErr::internal)?,
             resources: Resources {
                 cpu_millis: u32::try_from(a.resources.cpu_millis).unwrap_or(u32::MAX),
                 memory_mib: u32::try_from(a.resources.memory_mib).unwrap_or(u32::MAX),
             },
+            secrets_version: revision.secrets,
         };
         w.request.expectations.push(Expectation {
             aggregate_type: AggregateType::Instance,
@@ -394,12 +398,12 @@ async fn apply_plan(cp: &ControlPlane, snap: &Snapshot, plan: &vt_scheduler::Pla
     for (env, d) in snap.rolling() {
         let p = rollout::progress(d, &snap.desired(env, d.release_id), planned.iter().filter(|i| i.env_id == env.id));
         let new: Vec<_> = p.reached.iter().filter(|phase| d.phase(**phase).is_none()).collect();
-        let started = planned.iter().any(|i| i.env_id == env.id && i.release_id == d.release_id && i.is_live());
+        let started = planned.iter().any(|i| i.env_id == env.id && i.revision() == d.revision() && i.is_live());
         let status = if p.succeeded {
             let ready: u32 = p.processes.values().map(|p| p.ready()).sum();
             let reason = match ready {
-                0 => format!("no instance of release {} is desired", d.release_id),
-                n => format!("{n} instance(s) of release {} ready; no other release runs", d.release_id),
+                0 => format!("no instance of {} is desired", d.revision().words()),
+                n => format!("{n} instance(s) of {} ready; nothing else runs", d.revision().words()),
             };
             Some((DeployStatus::Succeeded, reason))
         } else if d.status == DeployStatus::Pending && started {
@@ -485,7 +489,7 @@ impl Snapshot {
     fn rolling(&self) -> impl Iterator<Item = (&EnvView, &DeployView)> {
         self.envs.iter().filter_map(|e| {
             let d = self.deploys.get(&e.current_deploy_id?)?;
-            (!d.status.is_terminal() && e.desired_release_id == Some(d.release_id)).then_some((e, d))
+            (!d.status.is_terminal() && e.desired_revision() == Some(d.revision())).then_some((e, d))
         })
     }
 
@@ -508,13 +512,14 @@ impl Snapshot {
         let mut groups = vec![];
         for s in &self.scales {
             let Some(env) = env_by_id.get(&s.env_id.to_string()) else { continue };
-            let Some(release) = env.desired_release_id else { continue };
-            let Some(r) = self.releases.get(&release).and_then(|r| r.get(&s.process)) else { continue }; // not in the release: stopped below
+            let Some(revision) = env.desired_revision() else { continue };
+            let Some(r) = self.releases.get(&revision.release).and_then(|r| r.get(&s.process)) else { continue }; // not in the release: stopped below
             groups.push(vt_scheduler::Group {
                 env: s.env_id.to_string(),
                 process: s.process.clone(),
                 replicas: s.instances,
-                release: release.to_string(),
+                // Opaque to the scheduler: instances of another revision are replaced.
+                release: revision.to_string(),
                 resources: vt_scheduler::Resources { cpu_millis: r.cpu_millis.into(), memory_mib: r.memory_mib.into() },
             });
         }
@@ -525,7 +530,7 @@ impl Snapshot {
                     env: env.id.to_string(),
                     process: String::new(),
                     replicas: 0,
-                    release: env.desired_release_id.map(|r| r.to_string()).unwrap_or_default(),
+                    release: env.desired_revision().map(|r| r.to_string()).unwrap_or_default(),
                     resources: Default::default(),
                 });
             }
@@ -556,7 +561,7 @@ impl Snapshot {
                     node: i.node_id.to_string(),
                     env: i.env_id.to_string(),
                     process: i.process.clone(),
-                    release: i.release_id.to_string(),
+                    release: i.revision().to_string(),
                     resources: vt_scheduler::Resources {
                         cpu_millis: i.resources.cpu_millis.into(),
                         memory_mib: i.resources.memory_mib.into(),

@@ -56,6 +56,8 @@ enum Rule {
     InstanceAgent,
     /// Admins and org members (each reads its org's events); nodes 403.
     Members,
+    /// The node the instance is placed on, and nobody else (admins 403).
+    InstanceUnseal,
 }
 
 fn expected(rule: Rule, who: Who, ok: StatusCode) -> StatusCode {
@@ -65,7 +67,7 @@ fn expected(rule: Rule, who: Who, ok: StatusCode) -> StatusCode {
         return S::UNAUTHORIZED;
     }
     if who == Admin {
-        return ok;
+        return if matches!(rule, Rule::InstanceUnseal) { S::FORBIDDEN } else { ok };
     }
     let member = matches!(who, Owner | Deployer | Viewer);
     match rule {
@@ -108,6 +110,11 @@ fn expected(rule: Rule, who: Who, ok: StatusCode) -> StatusCode {
             Node1 | Node2 => S::FORBIDDEN,
             _ => ok,
         },
+        Rule::InstanceUnseal => match who {
+            Node1 => ok,
+            Stranger => S::NOT_FOUND,
+            _ => S::FORBIDDEN,
+        },
     }
 }
 
@@ -141,6 +148,9 @@ fn rule_of(operation: &str) -> Option<(Rule, StatusCode)> {
         "event_list" => (Rule::Members, S::OK),
         "system_boot_timings" => (Rule::Anyone, S::OK),
         "system_rebuild_views" => (Rule::Admin, S::OK),
+        "secrets_list" => (Rule::OrgRead, S::OK),
+        "secrets_change" | "secrets_deploy" => (Rule::OrgDeploy, S::OK),
+        "instance_secrets" => (Rule::InstanceUnseal, S::OK),
         _ => return None,
     })
 }
@@ -208,6 +218,9 @@ async fn world() -> World {
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
         tokens.push((who, Some(token)));
     }
+    // A secret, so that the instances run a secrets version.
+    let r = s.post("/v1/orgs/acme/apps/web/envs/prod/secrets", json!({"set": {"API_KEY": "c2VjcmV0"}})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let mut releases = vec![];
     for c in ['a', 'b'] {
         let r = s
@@ -257,6 +270,15 @@ async fn request(w: &World, op: &str, template: &str, i: usize) -> (String, Opti
         assert_eq!(victim.status, StatusCode::CREATED, "{}", victim.body);
         token_id = victim.body["id"].as_str().unwrap().to_owned();
     }
+    if op == "secrets_deploy" {
+        let r = s
+            .post(
+                "/v1/orgs/acme/apps/web/envs/prod/secrets",
+                json!({"set": {format!("STAGED_{i}"): "eA=="}, "stage": true}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    }
     if op == "route_delete" {
         let r = s
             .post(
@@ -294,6 +316,7 @@ async fn request(w: &World, op: &str, template: &str, i: usize) -> (String, Opti
         "node_heartbeat" => Some(json!({})),
         "instance_report_status" => Some(json!({"status": "booting"})),
         "token_create" => Some(json!({"name": format!("new-{i}"), "role": "viewer", "org": "acme"})),
+        "secrets_change" => Some(json!({"set": {format!("K_{i}"): "eA=="}, "stage": true})),
         _ => None,
     };
     (path, body)

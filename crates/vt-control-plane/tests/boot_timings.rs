@@ -25,6 +25,7 @@ async fn allocate(s: &TestServer, env: &Value, process: &str, node: &str) -> Str
         deploy_id: None,
         node_id: NodeId::parse(node).unwrap(),
         resources: Resources { cpu_millis: 500, memory_mib: 128 },
+        secrets_version: None,
     });
     s.cp.store
         .append(vt_store::AppendRequest {

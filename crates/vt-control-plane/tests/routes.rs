@@ -203,6 +203,7 @@ async fn instances_report_an_address_and_metrics_need_an_ingress() {
         deploy_id: None,
         node_id: NodeId::new(),
         resources: Resources { cpu_millis: 100, memory_mib: 64 },
+        secrets_version: None,
     });
     s.cp.store
         .append(vt_store::AppendRequest {

@@ -348,6 +348,7 @@ mod tests {
             deploy_id: None,
             node_id: NodeId::new(),
             resources: Resources { cpu_millis: 100, memory_mib: 64 },
+            secrets_version: None,
             desired_state: desired,
             status,
             health: None,

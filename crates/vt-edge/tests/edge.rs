@@ -142,6 +142,7 @@ async fn routes_from_the_control_plane_reach_real_backends() {
             deploy_id: None,
             node_id,
             resources: Resources { cpu_millis: 100, memory_mib: 64 },
+            secrets_version: None,
         });
         store
             .append(vt_store::AppendRequest {

@@ -38,10 +38,12 @@ pub enum AggregateType {
     Node,
     Token,
     Route,
+    /// An env's secrets (id: the env's id): their staging and versions.
+    Secrets,
 }
 
 impl AggregateType {
-    pub const ALL: [AggregateType; 9] = [
+    pub const ALL: [AggregateType; 10] = [
         Self::Org,
         Self::App,
         Self::Env,
@@ -51,6 +53,7 @@ impl AggregateType {
         Self::Node,
         Self::Token,
         Self::Route,
+        Self::Secrets,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -64,6 +67,7 @@ impl AggregateType {
             Self::Node => "node",
             Self::Token => "token",
             Self::Route => "route",
+            Self::Secrets => "secrets",
         }
     }
 
@@ -123,6 +127,10 @@ pub enum Event {
     EnvReleaseReverted(EnvReleaseReverted),
     #[serde(rename = "token.revoked")]
     TokenRevoked(TokenRevoked),
+    #[serde(rename = "secrets.staged")]
+    SecretsStaged(SecretsStaged),
+    #[serde(rename = "secrets.version_created")]
+    SecretsVersionCreated(SecretsVersionCreated),
 }
 
 /// Why stored bytes could not be decoded into an [`Event`].
@@ -159,6 +167,8 @@ impl Event {
         ("deploy.phase_reached", 1),
         ("env.release_reverted", 1),
         ("token.revoked", 1),
+        ("secrets.staged", 1),
+        ("secrets.version_created", 1),
     ];
 
     pub fn event_type(&self) -> &'static str {
@@ -183,6 +193,8 @@ impl Event {
             Event::DeployPhaseReached(_) => "deploy.phase_reached",
             Event::EnvReleaseReverted(_) => "env.release_reverted",
             Event::TokenRevoked(_) => "token.revoked",
+            Event::SecretsStaged(_) => "secrets.staged",
+            Event::SecretsVersionCreated(_) => "secrets.version_created",
         }
     }
 
@@ -220,6 +232,8 @@ impl Event {
             // It changes what the env should run, like a deploy.
             Event::EnvReleaseReverted(e) => (A::Env, e.env_id.to_string()),
             Event::TokenRevoked(e) => (A::Token, e.token_id.to_string()),
+            Event::SecretsStaged(e) => (A::Secrets, e.env_id.to_string()),
+            Event::SecretsVersionCreated(e) => (A::Secrets, e.env_id.to_string()),
         }
     }
 
@@ -243,6 +257,8 @@ impl Event {
             // A token of an org role belongs to its org; admin and node tokens to none.
             Event::TokenCreated(e) => e.org_id,
             Event::TokenRevoked(e) => e.org_id,
+            Event::SecretsStaged(e) => Some(e.org_id),
+            Event::SecretsVersionCreated(e) => Some(e.org_id),
             Event::NodeRegistered(_)
             | Event::NodeCapacityChanged(_)
             | Event::NodeStatusChanged(_)

@@ -34,6 +34,8 @@ fn samples() -> Vec<Event> {
             release_id,
             previous_release_id: None,
             kind: DeployKind::Deploy,
+            secrets_version: None,
+            previous_secrets_version: None,
         }),
         Event::DeployStatusChanged(DeployStatusChanged {
             org_id,
@@ -53,6 +55,7 @@ fn samples() -> Vec<Event> {
             deploy_id: Some(deploy_id),
             node_id,
             resources: Resources { cpu_millis: 500, memory_mib: 256 },
+            secrets_version: None,
         }),
         Event::InstanceDesiredStateChanged(InstanceDesiredStateChanged {
             org_id,
@@ -121,8 +124,26 @@ fn samples() -> Vec<Event> {
             release_id: ReleaseId::parse("rel_01jd8x6k3v9q4m2t7r5w0y1zcm").unwrap(),
             from_release_id: release_id,
             reason: "deploy dep_01jd8x6k3v9q4m2t7r5w0y1zcf failed".into(),
+            secrets_version: None,
         }),
         Event::TokenRevoked(TokenRevoked { token_id, org_id: Some(org_id) }),
+        Event::SecretsStaged(SecretsStaged {
+            org_id,
+            app_id,
+            env_id,
+            set: vec!["DATABASE_URL".into()],
+            unset: vec!["OLD".into()],
+        }),
+        Event::SecretsVersionCreated(SecretsVersionCreated {
+            org_id,
+            app_id,
+            env_id,
+            version: 2,
+            names: vec!["API_KEY".into(), "DATABASE_URL".into()],
+            set: vec!["DATABASE_URL".into()],
+            unset: vec!["OLD".into()],
+            from_staged: true,
+        }),
     ]
 }
 

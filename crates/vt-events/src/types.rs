@@ -67,6 +67,8 @@ pub struct ReleaseCreated {
 pub enum DeployKind {
     Deploy,
     Rollback,
+    /// The same release with a new secrets version: a rolling restart.
+    Secrets,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -80,6 +82,12 @@ pub struct DeployCreated {
     #[serde(default)]
     pub previous_release_id: Option<ReleaseId>,
     pub kind: DeployKind,
+    /// The env's secrets version the deploy's instances run (`None`: the env has no secrets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets_version: Option<u64>,
+    /// The secrets version before it (what a failed deploy goes back to).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_secrets_version: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -168,6 +176,41 @@ pub struct EnvReleaseReverted {
     /// The failed deploy's release.
     pub from_release_id: ReleaseId,
     pub reason: String,
+    /// The secrets version the env runs again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets_version: Option<u64>,
+}
+
+/// Secrets were staged for the env's next secrets version: names only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsStaged {
+    pub org_id: OrgId,
+    pub app_id: AppId,
+    pub env_id: EnvId,
+    /// Names given a (new) value.
+    pub set: Vec<String>,
+    /// Names to remove.
+    pub unset: Vec<String>,
+}
+
+/// A new secrets version of the env: names only; the values are sealed in the store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsVersionCreated {
+    pub org_id: OrgId,
+    pub app_id: AppId,
+    pub env_id: EnvId,
+    /// 1 for the env's first version, then one more each time.
+    pub version: u64,
+    /// Every secret of the version.
+    pub names: Vec<String>,
+    /// Names set (or set again) by this version.
+    pub set: Vec<String>,
+    /// Names removed by this version.
+    pub unset: Vec<String>,
+    /// The version applies what was staged (and clears it).
+    pub from_staged: bool,
 }
 
 /// Resources of one instance: CPU is a soft share, memory a hard cap.
@@ -193,6 +236,9 @@ pub struct InstanceAllocated {
     pub deploy_id: Option<DeployId>,
     pub node_id: NodeId,
     pub resources: Resources,
+    /// The env's secrets version the instance gets at boot (`None`: no secrets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secrets_version: Option<u64>,
 }
 
 /// What the control plane wants an instance to be.

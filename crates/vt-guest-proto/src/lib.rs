@@ -28,18 +28,21 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+pub mod bundle;
+
 /// `b"VT"`: the first two bytes of every frame.
 pub const MAGIC: [u8; 2] = *b"VT";
 /// Version of the frame header layout.
 pub const FRAME_VERSION: u8 = 1;
 /// Size of the frame header.
 pub const HEADER_LEN: usize = 8;
-/// Largest payload accepted (1 MiB). Log chunks are much smaller (see [`MAX_LOG_CHUNK`]).
-pub const MAX_PAYLOAD: u32 = 1 << 20;
+/// Largest payload accepted (4 MiB: a launch carries up to 1 MiB of secrets). Log chunks are
+/// much smaller (see [`MAX_LOG_CHUNK`]).
+pub const MAX_PAYLOAD: u32 = 4 << 20;
 /// Largest data chunk senders put in one [`Message::Log`] / [`Message::ExecData`].
 pub const MAX_LOG_CHUNK: usize = 32 * 1024;
 /// The protocol version this build speaks (negotiated in [`Message::Hello`]).
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 /// Name of the virtio-console port carrying the channel under QEMU.
 pub const PORT_NAME: &str = "vt.channel";
 /// The host (CID 2) vsock port guest init connects to for the channel under Firecracker
@@ -117,8 +120,13 @@ pub struct Launch {
     pub network: Option<Network>,
     /// Disks to mount at `/mnt/volumes/<name>`.
     pub volumes: Vec<Volume>,
-    /// Files for `/run/secrets/` (a tmpfs: never on a disk).
+    /// Files for `/run/secrets/` (a tmpfs: never on a disk), with the bundle of them all
+    /// ([`bundle`], written by guest init).
     pub secrets: Vec<Secret>,
+    /// The env's secrets version these secrets are (written into the bundle).
+    pub secrets_version: u64,
+    /// Names of `secrets` to also set as environment variables of the entrypoint.
+    pub secret_env: Vec<String>,
 }
 
 /// How guest init configures the instance's one network interface (the first
@@ -159,6 +167,8 @@ impl fmt::Debug for Secret {
 }
 
 /// Every message of the protocol (a closed set).
+// One `Launch` per VM, and messages are decoded one at a time: boxing it would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
     /// Both ways, first message on the channel: the guest sends it as soon as the port is open,
@@ -326,6 +336,11 @@ impl Message {
                     put_bytes(o, sec.name.as_bytes());
                     put_bytes(o, &sec.data);
                 }
+                o.extend_from_slice(&l.secrets_version.to_be_bytes());
+                o.extend_from_slice(&(l.secret_env.len() as u32).to_be_bytes());
+                for name in &l.secret_env {
+                    put_bytes(o, name.as_bytes());
+                }
             }
             Message::Ready { pid, init_started_us, entrypoint_started_us } => {
                 o.extend_from_slice(&pid.to_be_bytes());
@@ -447,6 +462,8 @@ fn decode_payload(ty: MessageType, r: &mut Reader<'_>) -> Result<Message, Invali
                 let n = r.count(8)?;
                 (0..n).map(|_| Ok(Secret { name: r.string()?, data: r.bytes()?.to_vec() })).collect::<Result<_, _>>()?
             },
+            secrets_version: r.u64()?,
+            secret_env: r.strings()?,
         }),
         MessageType::Ready => {
             Message::Ready { pid: r.u32()?, init_started_us: r.u64()?, entrypoint_started_us: r.u64()? }

@@ -27,11 +27,11 @@ fn golden() -> Vec<(Message, Vec<u8>)> {
                 hostname: "h".into(),
                 ..Launch::default()
             }),
-            hex("5654 01 02 00000036
+            hex("5654 01 02 00000042
                  00000002 00000002 7368 00000002 2d63
                  00000001 00000001 41 00000001 62
                  00000001 2f  00000001 30  00000001 68
-                 00  00000000  00000000"),
+                 00  00000000  00000000  0000000000000000  00000000"),
         ),
         (
             Message::Launch(Launch {
@@ -44,9 +44,11 @@ fn golden() -> Vec<(Message, Vec<u8>)> {
                 }),
                 volumes: vec![Volume { name: "v".into(), label: "l".into(), path: "/p".into() }],
                 secrets: vec![Secret { name: "k".into(), data: vec![0, 0xff] }],
+                secrets_version: 3,
+                secret_env: vec!["k".into()],
                 ..Launch::default()
             }),
-            hex("5654 01 02 00000079
+            hex("5654 01 02 0000008a
                  00000001 00000001 78  00000000  00000000 00000000 00000000
                  01
                  00000002 06 fd000000000000000000000000000002 40  04 0a000002 1e
@@ -54,7 +56,8 @@ fn golden() -> Vec<(Message, Vec<u8>)> {
                  058c
                  00000001 04 0a000001
                  00000001 00000001 76 00000001 6c 00000002 2f70
-                 00000001 00000001 6b 00000002 00ff"),
+                 00000001 00000001 6b 00000002 00ff
+                 0000000000000003  00000001 00000001 6b"),
         ),
         (
             Message::Ready { pid: 2, init_started_us: 0x0102, entrypoint_started_us: 0x0a0b0c },
@@ -136,7 +139,7 @@ fn invalid_frames() {
     assert_eq!(inv(b"VX"), BadMagic);
     assert_eq!(inv(&hex("5654 02")), FrameVersion(2));
     assert_eq!(inv(&hex("5654 01 7f")), UnknownType(0x7f));
-    assert_eq!(inv(&hex("5654 01 04 00100001")), TooLarge((1 << 20) + 1));
+    assert_eq!(inv(&hex("5654 01 04 00400001")), TooLarge((4 << 20) + 1));
     // A Shutdown with a payload byte.
     assert_eq!(inv(&hex("5654 01 08 00000001 00")), TrailingBytes);
     // Log whose inner length runs past the payload.

@@ -13,7 +13,7 @@ use std::{fmt, marker::PhantomData, str::FromStr};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 mod name;
-pub use name::{Hostname, Name, NameError, Ref, MAX_HOSTNAME, MAX_NAME};
+pub use name::{EnvVarName, Hostname, Name, NameError, Ref, MAX_ENV_VAR_NAME, MAX_HOSTNAME, MAX_NAME};
 
 /// A kind of resource that has ids. Implemented by the zero-sized marker types below.
 pub trait Kind: 'static + Send + Sync {

@@ -5,6 +5,9 @@
 //!   It can never contain `_`, so it never looks like an id (`org_...`).
 //! - [`Hostname`]: node names and the host names of TLS routes. DNS labels
 //!   joined by `.`, at most 253 bytes, stored in lower case; not an IP address.
+//! - [`EnvVarName`]: an environment variable a user may set (manifest `env`,
+//!   secrets): letters, digits and `_`, not starting with a digit, at most
+//!   255 bytes, never with the `VT_` prefix the platform keeps for itself.
 //! - [`Ref`]: a path segment that names a resource either by id or by name.
 
 use std::fmt;
@@ -19,9 +22,16 @@ pub const MAX_NAME: usize = 63;
 /// The longest host name (RFC 1035).
 pub const MAX_HOSTNAME: usize = 253;
 
-/// Why a string is not a [`Name`] or a [`Hostname`]. The message says what is allowed.
+/// The longest environment variable name.
+pub const MAX_ENV_VAR_NAME: usize = 255;
+
+/// Why a string is not a [`Name`], a [`Hostname`] or an [`EnvVarName`]. The message says what is allowed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
+    #[error("must be an environment variable name: letters, digits and '_', not starting with a digit, at most 255 characters; got {0}")]
+    EnvVar(String),
+    #[error("{0} uses the `VT_` prefix, which is reserved for variables the platform sets")]
+    Reserved(String),
     #[error("must be 1-63 characters of a-z, 0-9 and '-', start with a letter and not end with '-'; got {0}")]
     Name(String),
     #[error("must be a DNS host name: labels of a-z, 0-9 and '-' joined by '.' (not an IP address, at most 253 characters); got {0}")]
@@ -110,6 +120,36 @@ impl Hostname {
     }
 }
 
+/// An environment variable name a user may set (and the name of a secret).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct EnvVarName(String);
+
+impl EnvVarName {
+    pub fn parse(s: &str) -> Result<EnvVarName, NameError> {
+        let b = s.as_bytes();
+        let ok = !b.is_empty()
+            && b.len() <= MAX_ENV_VAR_NAME
+            && (b[0].is_ascii_alphabetic() || b[0] == b'_')
+            && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_');
+        if !ok {
+            return Err(NameError::EnvVar(shown(s)));
+        }
+        if s.starts_with("VT_") {
+            return Err(NameError::Reserved(shown(s)));
+        }
+        Ok(EnvVarName(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
 macro_rules! string_like {
     ($t:ident, $example:literal, $pattern:expr, $description:literal) => {
         impl FromStr for $t {
@@ -175,7 +215,11 @@ macro_rules! string_like {
                 ObjectBuilder::new()
                     .schema_type(SchemaType::new(Type::String))
                     .pattern(Some($pattern))
-                    .max_length(Some(if $example.contains('.') { MAX_HOSTNAME } else { MAX_NAME }))
+                    .max_length(Some(match stringify!($t) {
+                        "Hostname" => MAX_HOSTNAME,
+                        "EnvVarName" => MAX_ENV_VAR_NAME,
+                        _ => MAX_NAME,
+                    }))
                     .description(Some($description))
                     .examples([$example])
                     .into()
@@ -191,6 +235,12 @@ string_like!(
     "acme",
     "^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$",
     "1-63 characters of a-z, 0-9 and '-', starting with a letter, not ending with '-'"
+);
+string_like!(
+    EnvVarName,
+    "DATABASE_URL",
+    "^[A-Za-z_][A-Za-z0-9_]*$",
+    "an environment variable name: letters, digits and '_', not starting with a digit, not with `VT_`"
 );
 string_like!(
     Hostname,
@@ -262,6 +312,17 @@ mod tests {
         for bad in ["", "a..b", ".a", "a.", "-a.com", "a-.com", "10.0.0.1", "1", "a_b.com", "a b", &"a.".repeat(127)] {
             assert!(Hostname::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn env_var_names() {
+        for good in ["PATH", "_x1", "VTX", "database_url", &"A".repeat(255)] {
+            assert_eq!(EnvVarName::parse(good).unwrap().as_str(), good);
+        }
+        for bad in ["", "1X", "A-B", "A B", "É", &"A".repeat(256)] {
+            assert!(matches!(EnvVarName::parse(bad), Err(NameError::EnvVar(_))), "{bad}");
+        }
+        assert!(matches!(EnvVarName::parse("VT_APP"), Err(NameError::Reserved(_))));
     }
 
     #[test]

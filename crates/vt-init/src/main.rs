@@ -127,7 +127,7 @@ fn run(init_started_us: u64, chan: &mut Option<Channel>) -> Result<()> {
     net::write_etc(&launch.hostname, launch.network.as_ref())?;
     mounts::volumes(&launch.volumes)?;
     let (uid, gid, _) = resolve_user(&launch.user)?;
-    mounts::secrets(&launch.secrets, uid, gid)?;
+    mounts::secrets(&launch.secrets, launch.secrets_version, uid, gid)?;
     t("volumes and secrets ready");
     supervise(c, &launch, init_started_us)
 }
@@ -488,6 +488,27 @@ fn decode_status(st: libc::c_int) -> ExitStatus {
     }
 }
 
+/// The secrets the launch names in `secret_env`, as environment variables (values are bytes:
+/// an environment variable may hold anything but NUL).
+fn secret_env(launch: &Launch) -> Result<Vec<(&std::ffi::OsStr, &std::ffi::OsStr)>> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = vec![];
+    for name in &launch.secret_env {
+        let s = launch
+            .secrets
+            .iter()
+            .find(|s| &s.name == name)
+            .ok_or_else(|| format!("secret_env names {name:?}, which is not one of the instance's secrets"))?;
+        if s.data.contains(&0) {
+            return Err(format!(
+                "secret {name:?} holds a NUL byte: it cannot be an environment variable (read /run/secrets/{name})"
+            ));
+        }
+        out.push((std::ffi::OsStr::new(name.as_str()), std::ffi::OsStr::from_bytes(&s.data)));
+    }
+    Ok(out)
+}
+
 fn supervise(chan: &mut Channel, launch: &Launch, init_started_us: u64) -> Result<()> {
     let sigfd = sigchld_fd()?;
     let (uid, gid, home) = resolve_user(&launch.user)?;
@@ -502,11 +523,13 @@ fn supervise(chan: &mut Channel, launch: &Launch, init_started_us: u64) -> Resul
     if !has(&env, "HOME") {
         env.push(("HOME".into(), home));
     }
+    let secret_env = secret_env(launch)?;
     let cwd = if launch.cwd.is_empty() { "/" } else { &launch.cwd };
     let mut cmd = Command::new(&launch.argv[0]);
     cmd.args(&launch.argv[1..])
         .env_clear()
-        .envs(env.iter().map(|(k, v)| (k, v)))
+        .envs(env.iter().map(|(k, v)| (std::ffi::OsStr::new(k), std::ffi::OsStr::new(v))))
+        .envs(secret_env)
         .current_dir(cwd)
         .stdin(Stdio::null())
         .stdout(Stdio::from(out_w))

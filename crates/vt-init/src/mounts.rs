@@ -10,7 +10,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::time::Instant;
 
-use vt_guest_proto::{Secret, Volume};
+use vt_guest_proto::{bundle, Secret, Volume};
 
 use crate::{errno, ext4_label, mount, Result, DEVICE_WAIT};
 
@@ -62,27 +62,40 @@ pub fn volumes(volumes: &[Volume]) -> Result<()> {
     Ok(())
 }
 
-pub fn secrets(secrets: &[Secret], uid: u32, gid: u32) -> Result<()> {
-    if secrets.is_empty() {
+/// The instance's secrets on a tmpfs at `/run/secrets`: one file per secret
+/// and the bundle of them all (`vt.bundle`, `vt_guest_proto::bundle`), each
+/// mode 0400 and owned by the entrypoint's user. Nothing when the env has
+/// never had secrets (`version` 0 and none given).
+pub fn secrets(secrets: &[Secret], version: u64, uid: u32, gid: u32) -> Result<()> {
+    if secrets.is_empty() && version == 0 {
         return Ok(());
     }
     let dir = "/run/secrets";
-    mount("secrets", dir, "tmpfs", libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, "mode=0500,size=4m")?;
+    // Up to 1 MiB of secrets, written twice (files and bundle).
+    mount("secrets", dir, "tmpfs", libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC, "mode=0500,size=8m")?;
     for s in secrets {
         check_name("secret", &s.name)?;
-        let path = format!("{dir}/{}", s.name);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o400)
-            .open(&path)
-            .map_err(|e| format!("create {path}: {e}"))?;
-        std::io::Write::write_all(&mut f, &s.data).map_err(|e| format!("write {path}: {e}"))?;
-        chown(&path, uid, gid)?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400))
-            .map_err(|e| format!("chmod {path}: {e}"))?;
+        if s.name == bundle::FILE_NAME {
+            return Err(format!("a secret may not be named {:?}: that is the bundle's file", s.name));
+        }
+        write_private(&format!("{dir}/{}", s.name), &s.data, uid, gid)?;
     }
+    let all = bundle::encode(version, secrets.iter().map(|s| (s.name.as_str(), s.data.as_slice())));
+    write_private(&format!("{dir}/{}", bundle::FILE_NAME), &all, uid, gid)?;
     chown(dir, uid, gid)
+}
+
+/// A new file holding `data`, mode 0400, owned by `uid:gid`.
+fn write_private(path: &str, data: &[u8], uid: u32, gid: u32) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o400)
+        .open(path)
+        .map_err(|e| format!("create {path}: {e}"))?;
+    std::io::Write::write_all(&mut f, data).map_err(|e| format!("write {path}: {e}"))?;
+    chown(path, uid, gid)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o400)).map_err(|e| format!("chmod {path}: {e}"))
 }
 
 fn chown(path: &str, uid: u32, gid: u32) -> Result<()> {

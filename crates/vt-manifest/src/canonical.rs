@@ -72,6 +72,10 @@ pub(crate) fn to_toml(m: &Manifest) -> String {
         if let Some(u) = &p.user {
             let _ = writeln!(out, "user = {}", string(u));
         }
+        if !p.secret_env.is_empty() {
+            let items: Vec<String> = p.secret_env.iter().map(|a| string(a)).collect();
+            let _ = writeln!(out, "secret_env = [{}]", items.join(", "));
+        }
         if !p.ports.is_empty() {
             out.push_str("ports = [\n");
             for port in &p.ports {

@@ -61,7 +61,8 @@
 //!       "ports": [{"name": "http", "port": 8080, "protocol": "tcp"}],
 //!       "resources": {"cpu": 1.0, "memory_mib": 512},
 //!       "scaling": {"min": 1, "max": 1},
-//!       "user": "1000:1000" | null
+//!       "user": "1000:1000" | null,
+//!       "secret_env": ["DATABASE_URL"]        (absent when empty)
 //!     }
 //!   },
 //!   "volumes": [{"name": "data", "path": "/data", "process": "web" | null}]
@@ -131,6 +132,11 @@ pub struct Process {
     pub scaling: Scaling,
     /// `name`, `uid` or `uid:gid`; `None` uses the image's user.
     pub user: Option<String>,
+    /// Secrets of the env to also set as environment variables of this
+    /// process, by name (they are always files in `/run/secrets/`). An
+    /// instance whose env lacks one of them does not start.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_env: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

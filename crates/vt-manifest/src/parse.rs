@@ -21,7 +21,7 @@ use crate::{
 };
 
 const TOP_KEYS: &[&str] = &["schema_version", "env", "processes", "volumes"];
-const PROCESS_KEYS: &[&str] = &["command", "ports", "healthcheck", "resources", "scaling", "user", "env"];
+const PROCESS_KEYS: &[&str] = &["command", "ports", "healthcheck", "resources", "scaling", "user", "env", "secret_env"];
 const PORT_KEYS: &[&str] = &["name", "port", "protocol"];
 const HEALTHCHECK_KEYS: &[&str] = &["type", "port", "path", "interval", "timeout", "grace", "retries"];
 const RESOURCES_KEYS: &[&str] = &["cpu", "memory_mib"];
@@ -478,6 +478,33 @@ impl Walker {
 
         if let Some((ep, it, o)) = self.get(path, t, "env", off) {
             pr.env = self.env(&ep, it, o);
+        }
+
+        if let Some((sp, it, o)) = self.get(path, t, "secret_env", off) {
+            if let Some(arr) = self.want_array(&sp, it, o) {
+                for (i, (el, eo)) in arr.iter().enumerate() {
+                    let ep = index(&sp, i);
+                    let Some(name) = self.want_str(&ep, el, *eo) else { continue };
+                    if let Err(e) = rules::env_name(&name) {
+                        self.err(*eo, &ep, e);
+                    } else if pr.secret_env.contains(&name) {
+                        self.err(
+                            *eo,
+                            &ep,
+                            Problem::new(format!("`{name}` is listed twice")).hint("list each secret once"),
+                        );
+                    } else if pr.env.contains_key(&name) {
+                        self.err(
+                            *eo,
+                            &ep,
+                            Problem::new(format!("`{name}` is set by the process's `env` too"))
+                                .hint("a variable comes from `env` or from a secret, not both: remove one"),
+                        );
+                    } else {
+                        pr.secret_env.push(name);
+                    }
+                }
+            }
         }
         pr
     }

@@ -43,24 +43,16 @@ pub(crate) fn name(kind: &str, s: &str) -> Result<(), Problem> {
     }
 }
 
-/// `[A-Za-z_][A-Za-z0-9_]*`, without the reserved `VT_` prefix.
+/// An environment variable name: the platform's one rule ([`vt_ids::EnvVarName`]).
 pub(crate) fn env_name(s: &str) -> Result<(), Problem> {
-    let b = s.as_bytes();
-    let ok = !b.is_empty()
-        && (b[0].is_ascii_alphabetic() || b[0] == b'_')
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_');
-    if !ok {
-        return Err(Problem::new(format!(
+    match vt_ids::EnvVarName::parse(s) {
+        Ok(_) => Ok(()),
+        Err(e @ vt_ids::NameError::Reserved(_)) => Err(Problem::new(format!("environment variable {e}"))
+            .hint("rename the variable so it does not start with `VT_`")),
+        Err(_) => Err(Problem::new(format!(
             "invalid environment variable name `{s}`: use letters, digits and '_', not starting with a digit"
-        )));
+        ))),
     }
-    if s.starts_with("VT_") {
-        return Err(Problem::new(format!(
-            "environment variable `{s}` uses the `VT_` prefix, which is reserved for variables the platform sets"
-        ))
-        .hint("rename the variable so it does not start with `VT_`"));
-    }
-    Ok(())
 }
 
 pub(crate) fn env_value(s: &str) -> Result<(), Problem> {
@@ -145,11 +137,11 @@ pub(crate) fn parse_duration(s: &str) -> Result<u64, Problem> {
 pub(crate) fn format_duration(ms: u64) -> String {
     if ms == 0 {
         "0s".to_string()
-    } else if ms % 3_600_000 == 0 {
+    } else if ms.is_multiple_of(3_600_000) {
         format!("{}h", ms / 3_600_000)
-    } else if ms % 60_000 == 0 {
+    } else if ms.is_multiple_of(60_000) {
         format!("{}m", ms / 60_000)
-    } else if ms % 1_000 == 0 {
+    } else if ms.is_multiple_of(1_000) {
         format!("{}s", ms / 1_000)
     } else {
         format!("{ms}ms")

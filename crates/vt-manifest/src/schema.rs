@@ -156,6 +156,12 @@ pub fn json_schema() -> Value {
                         "pattern": "^([a-z_][a-z0-9_-]{0,31}|[0-9]{1,10}|[0-9]{1,10}:[0-9]{1,10})$",
                         "description": "\"name\", \"uid\" or \"uid:gid\"."
                     },
+                    "secret_env": {
+                        "type": "array",
+                        "uniqueItems": true,
+                        "items": { "type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$", "maxLength": 255 },
+                        "description": "Secrets of the env to also set as environment variables of this process (they are always files in /run/secrets/)."
+                    },
                     "env": env
                 }
             }

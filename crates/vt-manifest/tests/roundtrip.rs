@@ -230,14 +230,14 @@ fn process() -> impl Strategy<Value = Process> {
             );
             (Just((command, ports, resources, scaling, user, env)), hc)
         })
-        .prop_map(|((command, ports, resources, scaling, user, env), healthcheck)| Process {
-            command,
-            env,
-            healthcheck,
-            ports,
-            resources,
-            scaling,
-            user,
+        .prop_map(|((command, ports, resources, scaling, user, env), healthcheck)| {
+            // Secrets as variables: names the process's `env` does not set.
+            let secret_env = ["DATABASE_URL", "API_KEY", "_TOKEN"]
+                .iter()
+                .filter(|n| !env.contains_key(**n))
+                .map(|n| n.to_string())
+                .collect();
+            Process { command, env, healthcheck, ports, resources, scaling, user, secret_env }
         })
 }
 

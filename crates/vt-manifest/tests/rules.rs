@@ -323,3 +323,21 @@ fn every_prefix_parses_or_errors() {
         }
     }
 }
+
+#[test]
+fn secret_env_names_secrets_to_export() {
+    let m = parse(&proc_("secret_env = [\"DATABASE_URL\", \"API_KEY\"]\n")).unwrap();
+    assert_eq!(m.processes["web"].secret_env, ["DATABASE_URL", "API_KEY"]);
+    // Absent when empty: manifests without it keep their normalized JSON and hash.
+    let plain = parse(&proc_("")).unwrap();
+    assert!(plain.to_normalized_json()["processes"]["web"].get("secret_env").is_none());
+    assert_eq!(parse(&m.to_canonical_toml()).unwrap(), m);
+    let e = one(&proc_("secret_env = [\"1X\"]\n"), "processes.web.secret_env[0]", 3, 15);
+    assert!(e.message.contains("invalid environment variable name"), "{e}");
+    let e = one(&proc_("secret_env = [\"VT_TOKEN\"]\n"), "processes.web.secret_env[0]", 3, 15);
+    assert!(e.message.contains("reserved"), "{e}");
+    let e = one(&proc_("secret_env = [\"A\", \"A\"]\n"), "processes.web.secret_env[1]", 3, 20);
+    assert!(e.message.contains("listed twice"), "{e}");
+    let e = one(&proc_("env = { A = \"x\" }\nsecret_env = [\"A\"]\n"), "processes.web.secret_env[0]", 4, 15);
+    assert!(e.message.contains("set by the process's `env` too"), "{e}");
+}

@@ -3,6 +3,8 @@
 //! ```text
 //! <data-dir>/                      mode 0700
 //!   vt.sqlite (+ -wal, -shm)       the embedded store (without --database-url)
+//!   lock                           held (flock) by the one server or offline command using it
+//!   master.key                     the master key that wraps the envs' secret keys (0600; docs/secrets.md)
 //!   admin-token                    the first admin token, written on first start (0600)
 //!   node-token                     the in-process agent's token, bound to its node (0600)
 //!   registry/                      the built-in OCI registry (docs/registry.md)
@@ -17,6 +19,12 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use vt_agent::AgentDirs;
+
+/// A data directory taken by this process ([`DataDir::lock`]).
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: std::fs::File,
+}
 
 #[derive(Debug, Clone)]
 pub struct DataDir {
@@ -46,6 +54,29 @@ impl DataDir {
 
     pub fn sqlite(&self) -> PathBuf {
         self.root.join("vt.sqlite")
+    }
+
+    pub fn master_key(&self) -> PathBuf {
+        self.root.join("master.key")
+    }
+
+    /// Take the data directory for this process: one server (or offline
+    /// command) at a time. Released when the lock is dropped or the process ends.
+    pub fn lock(&self) -> io::Result<DataDirLock> {
+        let path = self.root.join("lock");
+        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(DataDirLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!(
+                    "another vt server (or offline command) is using {}: it holds {}; stop it first",
+                    self.root.display(),
+                    path.display()
+                ),
+            )),
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        }
     }
 
     pub fn admin_token(&self) -> PathBuf {

@@ -34,9 +34,10 @@ use vt_store::{PgStore, SqliteStore, Store, StoreError};
 
 pub mod data_dir;
 pub mod logs;
+pub mod master_key;
 pub mod tokens;
 
-pub use data_dir::DataDir;
+pub use data_dir::{DataDir, DataDirLock};
 
 /// How a server is set up (the flags of `vt server`).
 #[derive(Debug, Clone)]
@@ -52,6 +53,8 @@ pub struct ServerConfig {
     pub ingress: Option<Vec<IpAddr>>,
     /// Run the node agent, registering this host as the node of this name; `None`: no agent.
     pub agent: Option<Hostname>,
+    /// The master key file; `None`: `<data-dir>/master.key`, made on first start.
+    pub master_key_file: Option<PathBuf>,
 }
 
 impl ServerConfig {
@@ -65,6 +68,7 @@ impl ServerConfig {
             tcp_ports: vt_control_plane::app::routes::DEFAULT_TCP_PORTS,
             ingress: None,
             agent: None,
+            master_key_file: None,
         }
     }
 }
@@ -73,6 +77,10 @@ impl ServerConfig {
 pub enum ServerError {
     #[error("cannot create the data directory {path}: {source}")]
     DataDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot take the data directory: {0}")]
+    Locked(std::io::Error),
+    #[error(transparent)]
+    MasterKey(#[from] master_key::MasterKeyError),
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -92,22 +100,31 @@ pub enum Notice {
     Warning(String),
 }
 
-/// Open the store `config` names (the server's, and `vt server rebuild-views`'s).
-pub async fn open_store(config: &ServerConfig) -> Result<(DataDir, Arc<dyn Store>), ServerError> {
+/// The data directory and the store `config` names, the directory taken by
+/// this process (the server's, and the offline commands').
+pub async fn open_store(config: &ServerConfig) -> Result<(DataDir, DataDirLock, Arc<dyn Store>), ServerError> {
     let data = DataDir::create(&config.data_dir)
         .map_err(|source| ServerError::DataDir { path: config.data_dir.clone(), source })?;
+    let lock = data.lock().map_err(ServerError::Locked)?;
     let store: Arc<dyn Store> = match &config.database_url {
         Some(url) => Arc::new(PgStore::connect(url).await?),
         None => Arc::new(SqliteStore::open(&data.sqlite(), config.sqlite.clone()).await?),
     };
-    Ok((data, store))
+    Ok((data, lock, store))
 }
 
 /// `vt server rebuild-views`: with no server running, rebuild the views of the
 /// store `config` names from its log, and report the rows that differed.
 pub async fn rebuild_views(config: &ServerConfig) -> Result<vt_api::RebuildReport, ServerError> {
-    let (_, store) = open_store(config).await?;
+    let (_, _lock, store) = open_store(config).await?;
     Ok(vt_control_plane::rebuild::rebuild_views(store).await?)
+}
+
+/// `vt server rotate-master-key`: with no server running, a new master key
+/// that re-wraps every env's key; no secret value is touched.
+pub async fn rotate_master_key(config: &ServerConfig) -> Result<master_key::Rotation, ServerError> {
+    let (data, _lock, store) = open_store(config).await?;
+    Ok(master_key::rotate(config, &data, store.as_ref()).await?)
 }
 
 /// A started server: every component running, the API port bound, not serving yet.
@@ -117,6 +134,8 @@ pub struct Server {
     /// Where the first start wrote the admin token.
     pub admin_token_written: Option<PathBuf>,
     pub notices: Vec<Notice>,
+    /// Held while the server runs: one server per data directory.
+    _lock: DataDirLock,
     listener: tokio::net::TcpListener,
     ingress: Option<(vt_ingress::Ingress, JoinHandle<()>)>,
     agent: Option<(Arc<vt_agent::Agent>, JoinHandle<()>)>,
@@ -124,22 +143,26 @@ pub struct Server {
 
 impl Server {
     pub async fn start(config: &ServerConfig) -> Result<Server, ServerError> {
-        let (data, store) = open_store(config).await?;
+        let (data, lock, store) = open_store(config).await?;
+        let mut notices = vec![];
+        let master_key = master_key::load(config, &data, store.as_ref(), &mut notices).await?;
         let admin_token_written = tokens::bootstrap_admin(store.as_ref(), &data).await?;
-        let mut notices = vec![match &admin_token_written {
+        notices.push(match &admin_token_written {
             Some(path) => Notice::Info(format!("wrote a new admin token to {}", path.display())),
             None => Notice::Info(format!(
                 "the admin token was written on first start (in {})",
                 data.admin_token().display()
             )),
-        }];
+        });
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| ServerError::Listen { addr: config.listen, source })?;
         let addr = listener.local_addr().map_err(ServerError::Serve)?;
         // Single host: instance logs are the files of the agent of this data directory.
         let logs = Arc::new(logs::LocalLogs { dir: data.agent().logs });
-        let cp = ControlPlane::start(store, Settings { registry_dir: Some(data.registry()), logs: Some(logs) });
+        let settings =
+            Settings { registry_dir: Some(data.registry()), logs: Some(logs), master_key: Some(Arc::new(master_key)) };
+        let cp = ControlPlane::start(store, settings);
         cp.ingress.set_tcp_ports(config.tcp_ports.clone());
         let ingress = match &config.ingress {
             Some(addrs) => Some(start_ingress(&cp, &data, addrs).await?),
@@ -155,7 +178,7 @@ impl Server {
                 None
             }
         };
-        Ok(Server { control_plane: cp, data, admin_token_written, notices, listener, ingress, agent })
+        Ok(Server { control_plane: cp, data, admin_token_written, notices, _lock: lock, listener, ingress, agent })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {

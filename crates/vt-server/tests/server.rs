@@ -131,3 +131,112 @@ async fn the_local_node_token_cannot_register_another_node_nor_see_orgs() {
     assert_eq!(err.api().map(|e| e.code), Some(vt_api::ErrorCode::NotFound), "{err}");
     cp.shutdown();
 }
+
+/// An admin's context for calling the control plane directly.
+fn admin() -> vt_control_plane::Ctx {
+    vt_control_plane::Ctx::new(vt_ids::RequestId::new(), Caller::Admin { token: vt_ids::TokenId::new() })
+}
+
+/// Org `acme`, app `web`, env `prod`, and secret `DB` set to `value` (a new version).
+async fn with_a_secret(server: &Server, value: &[u8]) -> Option<u64> {
+    use base64::Engine as _;
+    let cp = &server.control_plane;
+    let ctx = admin();
+    let name = |n: &str| vt_api::Name::parse(n).unwrap();
+    if cp.lookup_org(&ctx, "acme").await.is_err() {
+        cp.org_create(&ctx, vt_api::CreateOrg { name: name("acme") }).await.unwrap();
+        cp.app_create(&ctx, "acme", vt_api::CreateApp { name: name("web"), description: None }).await.unwrap();
+        cp.env_create(&ctx, "acme", "web", vt_api::CreateEnv { name: name("prod") }).await.unwrap();
+    }
+    let scope = cp.lookup_env_scope(&ctx, "acme", "web", "prod").await.unwrap();
+    let set = [("DB".to_owned(), base64::engine::general_purpose::STANDARD.encode(value))].into();
+    let req = vt_api::ChangeSecrets { set, unset: vec![], stage: false };
+    let done = cp.secrets_change(&ctx, &scope, req).await.unwrap();
+    serde_json::from_str::<vt_api::EnvSecrets>(&done.body).unwrap().new_version
+}
+
+fn start_error(e: Result<Server, vt_server::ServerError>) -> String {
+    match e {
+        Ok(_) => panic!("the server started"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[tokio::test]
+async fn the_master_key_is_made_once_checked_at_start_and_rotated_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let server = Server::start(&cfg).await.unwrap();
+    let key_file = server.data.master_key();
+    assert!(server
+        .notices
+        .iter()
+        .any(|n| matches!(n, vt_server::Notice::Info(t) if t.contains("wrote a new master key"))));
+    #[cfg(unix)]
+    assert_eq!(mode(&key_file), 0o600);
+    assert_eq!(with_a_secret(&server, b"first").await, Some(1));
+    // One server per data directory.
+    let err = start_error(Server::start(&cfg).await);
+    assert!(err.contains("another vt server") && err.contains("stop it first"), "{err}");
+    server.control_plane.shutdown();
+    drop(server);
+    let original = std::fs::read_to_string(&key_file).unwrap();
+
+    // A wrong key, a missing key, a key named but absent: refused, saying what to do.
+    let other = dir.path().join("other.key");
+    vt_secrets::MasterKey::generate().unwrap().write_new(&other).unwrap();
+    let mut wrong = cfg.clone();
+    wrong.master_key_file = Some(other.clone());
+    let err = start_error(Server::start(&wrong).await);
+    assert!(
+        err.contains("is not the one the store's secrets are wrapped by") && err.contains("--master-key-file"),
+        "{err}"
+    );
+    std::fs::rename(&key_file, dir.path().join("aside.key")).unwrap();
+    let err = start_error(Server::start(&cfg).await);
+    assert!(err.contains("does not exist, and the store holds secrets wrapped by master key mk_"), "{err}");
+    assert!(!key_file.exists(), "no new key is made over secrets wrapped by another");
+    std::fs::rename(dir.path().join("aside.key"), &key_file).unwrap();
+    let mut absent = cfg.clone();
+    absent.master_key_file = Some(dir.path().join("nope.key"));
+    assert!(start_error(Server::start(&absent).await).contains("does not exist"));
+
+    // Rotation: a new key file, every env key re-wrapped, the values readable with the new key only.
+    let rotation = vt_server::rotate_master_key(&cfg).await.unwrap();
+    assert_eq!((rotation.env_keys, rotation.path.clone()), (1, key_file.clone()));
+    assert_ne!(rotation.old, rotation.new);
+    assert_ne!(std::fs::read_to_string(&key_file).unwrap(), original);
+    #[cfg(unix)]
+    assert_eq!(mode(&key_file), 0o600);
+    let server = Server::start(&cfg).await.unwrap();
+    // Setting the same value again opens the stored one (with the new key): nothing changes.
+    assert_eq!(with_a_secret(&server, b"first").await, None, "the stored value still opens");
+    assert_eq!(with_a_secret(&server, b"second").await, Some(2));
+    server.control_plane.shutdown();
+    drop(server);
+
+    // An interrupted rotation: the store re-wrapped, the new key still aside. The next start finishes it.
+    let (data, lock, store) = vt_server::open_store(&cfg).await.unwrap();
+    let old = vt_secrets::MasterKey::read(&key_file).unwrap();
+    let new = vt_secrets::MasterKey::generate().unwrap();
+    let mut keys = store.secret_keys().await.unwrap();
+    for k in &mut keys {
+        let env_key = old.unwrap(&k.env_id, &vt_secrets::Sealed::from_text(&k.wrapped, "k").unwrap()).unwrap();
+        k.wrapped = new.wrap(&k.env_id, &env_key).unwrap().to_text();
+        k.master_key = new.fingerprint();
+    }
+    store.rewrap_secret_keys(keys).await.unwrap();
+    new.write_new(&data.root().join("master.key.new")).unwrap();
+    drop((lock, store));
+    let server = Server::start(&cfg).await.unwrap();
+    assert!(
+        server.notices.iter().any(
+            |n| matches!(n, vt_server::Notice::Warning(t) if t.contains("finished an interrupted master key rotation"))
+        ),
+        "{:?}",
+        server.notices
+    );
+    assert_eq!(vt_secrets::MasterKey::read(&key_file).unwrap().fingerprint(), new.fingerprint());
+    assert_eq!(with_a_secret(&server, b"second").await, None, "readable after the finished rotation");
+    server.control_plane.shutdown();
+}

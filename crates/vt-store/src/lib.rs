@@ -149,6 +149,42 @@ pub struct TokenRevocation {
     pub at: DateTime<Utc>,
 }
 
+/// A write of sealed secrets (`vt-secrets`), with the events that record it.
+/// Values are opaque text here: the store never sees a key or a value.
+#[derive(Clone, PartialEq, Eq)]
+pub enum SecretWrite {
+    /// An env's key, wrapped by the master key `master_key` (a fingerprint).
+    Key { env_id: String, master_key: String, wrapped: String },
+    /// A change staged for the env's next version: a sealed value, or `None` to remove the secret.
+    Stage { env_id: String, name: String, sealed: Option<String> },
+    /// A new version: every secret of it; `clear_staged` empties the staging.
+    Version { env_id: String, version: u64, values: Vec<(String, String)>, clear_staged: bool },
+}
+
+/// Never shows sealed bytes (they say nothing, but nothing needs them in a log).
+impl std::fmt::Debug for SecretWrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Key { env_id, master_key, .. } => write!(f, "Key {{ env_id: {env_id}, master_key: {master_key} }}"),
+            Self::Stage { env_id, name, sealed } => {
+                write!(f, "Stage {{ env_id: {env_id}, name: {name}, set: {} }}", sealed.is_some())
+            }
+            Self::Version { env_id, version, values, clear_staged } => {
+                let names: Vec<&str> = values.iter().map(|(n, _)| n.as_str()).collect();
+                write!(f, "Version {{ env_id: {env_id}, version: {version}, names: {names:?}, clear_staged: {clear_staged} }}")
+            }
+        }
+    }
+}
+
+/// An env's key as stored: which master key wraps it, and the wrapped key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretKeyRecord {
+    pub env_id: String,
+    pub master_key: String,
+    pub wrapped: String,
+}
+
 /// Everything one command writes, atomically: all or nothing.
 #[derive(Debug, Clone, Default)]
 pub struct AppendRequest {
@@ -162,6 +198,7 @@ pub struct AppendRequest {
     pub idempotency: Option<IdempotencyRecord>,
     pub tokens: Vec<TokenRecord>,
     pub revocations: Vec<TokenRevocation>,
+    pub secrets: Vec<SecretWrite>,
 }
 
 /// Where an append landed.
@@ -293,6 +330,17 @@ pub trait Store: Send + Sync + 'static {
 
     async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError>;
     async fn token_count(&self) -> Result<u64, StoreError>;
+
+    /// An env's key, if it has secrets.
+    async fn secret_key(&self, env_id: &str) -> Result<Option<SecretKeyRecord>, StoreError>;
+    /// Every env's key (for checking and rotating the master key).
+    async fn secret_keys(&self) -> Result<Vec<SecretKeyRecord>, StoreError>;
+    /// Replace every env key with its re-wrapped form, in one transaction (master key rotation).
+    async fn rewrap_secret_keys(&self, keys: Vec<SecretKeyRecord>) -> Result<(), StoreError>;
+    /// The sealed secrets of one version of an env, by name.
+    async fn secret_values(&self, env_id: &str, version: u64) -> Result<Vec<(String, String)>, StoreError>;
+    /// The changes staged for an env's next version, by name (`None`: removal).
+    async fn secret_staged(&self, env_id: &str) -> Result<Vec<(String, Option<String>)>, StoreError>;
 
     async fn heartbeat(&self, node_id: &str, at: DateTime<Utc>) -> Result<(), StoreError>;
     async fn heartbeats(&self) -> Result<BTreeMap<String, DateTime<Utc>>, StoreError>;

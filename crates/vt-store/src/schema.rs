@@ -29,6 +29,31 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
     },
     // An org's members read its events by cursor.
     Migration { version: 3, statements: &["CREATE INDEX IF NOT EXISTS events_by_org ON events (org_id, seq)"] },
+    // Secrets, sealed (vt-secrets): each env's key wrapped by the master key, the
+    // values of each version, the values staged for the next version.
+    Migration {
+        version: 4,
+        statements: &[
+            "CREATE TABLE secret_keys (
+                env_id TEXT PRIMARY KEY,
+                master_key TEXT NOT NULL,
+                wrapped TEXT NOT NULL
+            )",
+            "CREATE TABLE secret_values (
+                env_id TEXT NOT NULL,
+                version BIGINT NOT NULL,
+                name TEXT NOT NULL,
+                sealed TEXT NOT NULL,
+                PRIMARY KEY (env_id, version, name)
+            )",
+            "CREATE TABLE secret_staged (
+                env_id TEXT NOT NULL,
+                name TEXT NOT NULL,
+                sealed TEXT,
+                PRIMARY KEY (env_id, name)
+            )",
+        ],
+    },
 ];
 
 /// The table that records applied migrations (created before any of them).

@@ -240,7 +240,7 @@ impl PgStore {
     /// Drop every vt table. For tests that need a clean database.
     pub async fn drop_all(url: &str) -> Result<(), StoreError> {
         let pool = PgPoolOptions::new().max_connections(1).connect(url).await?;
-        sqlx::query("DROP TABLE IF EXISTS events, claims, idempotency, views, checkpoints, tokens, heartbeats, schema_migrations CASCADE")
+        sqlx::query("DROP TABLE IF EXISTS events, claims, idempotency, views, checkpoints, tokens, heartbeats, secret_keys, secret_values, secret_staged, schema_migrations CASCADE")
             .execute(&pool)
             .await?;
         sqlx::query("DROP FUNCTION IF EXISTS vt_events_append_only CASCADE").execute(&pool).await?;
@@ -478,6 +478,43 @@ macro_rules! store_impl {
                         .bind(ts(&r.at))
                         .execute(&mut **tx)
                         .await?;
+                }
+                for w in &req.secrets {
+                    match w {
+                        SecretWrite::Key { env_id, master_key, wrapped } => {
+                            sqlx::query("INSERT INTO secret_keys (env_id, master_key, wrapped) VALUES ($1, $2, $3)")
+                                .bind(env_id)
+                                .bind(master_key)
+                                .bind(wrapped)
+                                .execute(&mut **tx)
+                                .await?;
+                        }
+                        SecretWrite::Stage { env_id, name, sealed } => {
+                            sqlx::query(
+                                "INSERT INTO secret_staged (env_id, name, sealed) VALUES ($1, $2, $3) \
+                                 ON CONFLICT (env_id, name) DO UPDATE SET sealed = excluded.sealed",
+                            )
+                            .bind(env_id)
+                            .bind(name)
+                            .bind(sealed)
+                            .execute(&mut **tx)
+                            .await?;
+                        }
+                        SecretWrite::Version { env_id, version, values, clear_staged } => {
+                            for (name, sealed) in values {
+                                sqlx::query("INSERT INTO secret_values (env_id, version, name, sealed) VALUES ($1, $2, $3, $4)")
+                                    .bind(env_id)
+                                    .bind(*version as i64)
+                                    .bind(name)
+                                    .bind(sealed)
+                                    .execute(&mut **tx)
+                                    .await?;
+                            }
+                            if *clear_staged {
+                                sqlx::query("DELETE FROM secret_staged WHERE env_id = $1").bind(env_id).execute(&mut **tx).await?;
+                            }
+                        }
+                    }
                 }
                 if let Some(rec) = &req.idempotency {
                     sqlx::query("INSERT INTO idempotency (scope, key, request_hash, status, body, created_at, last_seq) VALUES ($1, $2, $3, $4, $5, $6, $7)")
@@ -725,6 +762,55 @@ macro_rules! store_impl {
                     .execute(&self.pool)
                     .await?;
                 Ok(())
+            }
+
+            async fn secret_key(&self, env_id: &str) -> Result<Option<SecretKeyRecord>, StoreError> {
+                let row = sqlx::query("SELECT env_id, master_key, wrapped FROM secret_keys WHERE env_id = $1").bind(env_id).fetch_optional(&self.pool).await?;
+                row.map(|r| Ok(SecretKeyRecord { env_id: r.try_get("env_id")?, master_key: r.try_get("master_key")?, wrapped: r.try_get("wrapped")? })).transpose()
+            }
+
+            async fn secret_keys(&self) -> Result<Vec<SecretKeyRecord>, StoreError> {
+                let rows = sqlx::query("SELECT env_id, master_key, wrapped FROM secret_keys ORDER BY env_id").fetch_all(&self.pool).await?;
+                rows.iter().map(|r| Ok(SecretKeyRecord { env_id: r.try_get("env_id")?, master_key: r.try_get("master_key")?, wrapped: r.try_get("wrapped")? })).collect()
+            }
+
+            async fn rewrap_secret_keys(&self, keys: Vec<SecretKeyRecord>) -> Result<(), StoreError> {
+                let (_guard, mut tx) = Self::begin_write(&self.pool, &self.write).await?;
+                for k in &keys {
+                    let done = sqlx::query("UPDATE secret_keys SET master_key = $2, wrapped = $3 WHERE env_id = $1")
+                        .bind(&k.env_id)
+                        .bind(&k.master_key)
+                        .bind(&k.wrapped)
+                        .execute(&mut *tx)
+                        .await?;
+                    if done.rows_affected() != 1 {
+                        return Err(StoreError::Corrupt(format!("no secret key of env {} to re-wrap", k.env_id)));
+                    }
+                }
+                // Every env key, or none: one made since the caller read them would stay on the old master key.
+                let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM secret_keys").fetch_one(&mut *tx).await?;
+                if total as usize != keys.len() {
+                    return Err(StoreError::Corrupt(format!(
+                        "{total} env keys are stored, {} were re-wrapped: one was made during the rotation; rotate with no server running",
+                        keys.len()
+                    )));
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn secret_values(&self, env_id: &str, version: u64) -> Result<Vec<(String, String)>, StoreError> {
+                let rows = sqlx::query("SELECT name, sealed FROM secret_values WHERE env_id = $1 AND version = $2 ORDER BY name")
+                    .bind(env_id)
+                    .bind(version as i64)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(|r| Ok((r.try_get("name")?, r.try_get("sealed")?))).collect()
+            }
+
+            async fn secret_staged(&self, env_id: &str) -> Result<Vec<(String, Option<String>)>, StoreError> {
+                let rows = sqlx::query("SELECT name, sealed FROM secret_staged WHERE env_id = $1 ORDER BY name").bind(env_id).fetch_all(&self.pool).await?;
+                rows.iter().map(|r| Ok((r.try_get("name")?, r.try_get("sealed")?))).collect()
             }
 
             async fn heartbeats(&self) -> Result<BTreeMap<String, DateTime<Utc>>, StoreError> {

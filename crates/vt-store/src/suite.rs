@@ -62,6 +62,7 @@ where
     racing_projectors_agree(fresh().await).await;
     a_failing_projection_stops_alone(fresh().await).await;
     tokens_and_heartbeats(fresh().await).await;
+    sealed_secrets_commit_with_their_events(fresh().await).await;
 }
 
 pub async fn appends_get_dense_seqs_and_round_trip(store: Arc<dyn Store>) {
@@ -516,4 +517,62 @@ pub async fn tokens_and_heartbeats(store: Arc<dyn Store>) {
     let hb = store.heartbeats().await.unwrap();
     assert_eq!(hb.len(), 1);
     assert_eq!(hb["node_a"].timestamp_micros(), (t1 + chrono::Duration::seconds(5)).timestamp_micros());
+}
+
+pub async fn sealed_secrets_commit_with_their_events(store: Arc<dyn Store>) {
+    let (_, ev) = org_created("acme");
+    let env = "env_01jd8x6k3v9q4m2t7r5w0y1zcd".to_owned();
+    assert!(store.secret_key(&env).await.unwrap().is_none());
+    let key = SecretWrite::Key { env_id: env.clone(), master_key: "mk_1".into(), wrapped: "v1:k".into() };
+    let stage = |name: &str, sealed: Option<&str>| SecretWrite::Stage {
+        env_id: env.clone(),
+        name: name.into(),
+        sealed: sealed.map(Into::into),
+    };
+    let writes = vec![key, stage("B", Some("v1:b")), stage("A", Some("v1:a")), stage("C", None)];
+    store.append(AppendRequest { events: vec![ev], secrets: writes, ..Default::default() }).await.unwrap();
+    let staged = store.secret_staged(&env).await.unwrap();
+    assert_eq!(staged, [("A".into(), Some("v1:a".into())), ("B".into(), Some("v1:b".into())), ("C".into(), None)]);
+    // Staging a name again replaces its change.
+    let (_, ev) = org_created("b");
+    store
+        .append(AppendRequest { events: vec![ev], secrets: vec![stage("A", Some("v1:a2"))], ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(store.secret_staged(&env).await.unwrap()[0], ("A".into(), Some("v1:a2".into())));
+    // A version commits its values and clears the staging; a failing append writes nothing.
+    let version = |v: u64| SecretWrite::Version {
+        env_id: env.clone(),
+        version: v,
+        values: vec![("A".into(), "v1:a2".into()), ("B".into(), "v1:b".into())],
+        clear_staged: true,
+    };
+    let bad = Expectation {
+        aggregate_type: AggregateType::Org,
+        aggregate_id: OrgId::new().to_string(),
+        expected: ExpectedVersion::Exists,
+    };
+    assert!(store
+        .append(AppendRequest { expectations: vec![bad], secrets: vec![version(1)], ..Default::default() })
+        .await
+        .is_err());
+    assert!(store.secret_values(&env, 1).await.unwrap().is_empty());
+    assert_eq!(store.secret_staged(&env).await.unwrap().len(), 3);
+    store.append(AppendRequest { secrets: vec![version(1)], ..Default::default() }).await.unwrap();
+    assert_eq!(
+        store.secret_values(&env, 1).await.unwrap(),
+        [("A".into(), "v1:a2".into()), ("B".into(), "v1:b".into())]
+    );
+    assert!(store.secret_staged(&env).await.unwrap().is_empty());
+    // Keys are re-wrapped all at once.
+    let keys = store.secret_keys().await.unwrap();
+    assert_eq!(keys.len(), 1);
+    let rewrapped = SecretKeyRecord { master_key: "mk_2".into(), wrapped: "v1:k2".into(), ..keys[0].clone() };
+    store.rewrap_secret_keys(vec![rewrapped.clone()]).await.unwrap();
+    assert_eq!(store.secret_key(&env).await.unwrap(), Some(rewrapped.clone()));
+    let missing = SecretKeyRecord { env_id: "env_x".into(), master_key: "mk_2".into(), wrapped: "v1:x".into() };
+    assert!(store.rewrap_secret_keys(vec![missing]).await.is_err());
+    // Not every key: refused whole (a key made since they were read would be left behind).
+    assert!(store.rewrap_secret_keys(vec![]).await.unwrap_err().to_string().contains("rotate with no server running"));
+    assert_eq!(store.secret_key(&env).await.unwrap(), Some(rewrapped));
 }

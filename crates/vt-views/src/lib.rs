@@ -30,10 +30,11 @@ pub enum ViewKind {
     Node,
     Route,
     Token,
+    Secrets,
 }
 
 impl ViewKind {
-    pub const ALL: [ViewKind; 10] = [
+    pub const ALL: [ViewKind; 11] = [
         Self::Org,
         Self::App,
         Self::Env,
@@ -44,6 +45,7 @@ impl ViewKind {
         Self::Node,
         Self::Route,
         Self::Token,
+        Self::Secrets,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -58,6 +60,7 @@ impl ViewKind {
             Self::Node => "node",
             Self::Route => "route",
             Self::Token => "token",
+            Self::Secrets => "secrets",
         }
     }
 
@@ -135,8 +138,58 @@ pub struct EnvView {
     pub desired_release_id: Option<ReleaseId>,
     /// The deploy that set it.
     pub current_deploy_id: Option<DeployId>,
+    /// The secrets version this env should run (set with the desired release).
+    #[serde(default)]
+    pub desired_secrets_version: Option<u64>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl EnvView {
+    /// What the env's instances should run.
+    pub fn desired_revision(&self) -> Option<Revision> {
+        Some(Revision { release: self.desired_release_id?, secrets: self.desired_secrets_version })
+    }
+}
+
+/// What an instance runs: a release, with a secrets version of its env.
+/// Instances of an older revision are replaced, health-gated, like those of
+/// an older release.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Revision {
+    pub release: ReleaseId,
+    pub secrets: Option<u64>,
+}
+
+impl Revision {
+    /// In words, for messages: `release rel_...` or `release rel_... with secrets version N`.
+    pub fn words(&self) -> String {
+        match self.secrets {
+            Some(n) => format!("release {} with secrets version {n}", self.release),
+            None => format!("release {}", self.release),
+        }
+    }
+}
+
+/// `rel_...`, or `rel_...+secrets.N` (the scheduler's opaque group key).
+impl std::fmt::Display for Revision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.secrets {
+            Some(n) => write!(f, "{}+secrets.{n}", self.release),
+            None => write!(f, "{}", self.release),
+        }
+    }
+}
+
+impl std::str::FromStr for Revision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Revision, String> {
+        let (release, secrets) = match s.split_once("+secrets.") {
+            Some((r, n)) => (r, Some(n.parse::<u64>().map_err(|e| format!("revision {s:?}: {e}"))?)),
+            None => (s, None),
+        };
+        Ok(Revision { release: release.parse().map_err(|e| format!("revision {s:?}: {e}"))?, secrets })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -160,6 +213,12 @@ pub struct DeployView {
     pub env_id: EnvId,
     pub release_id: ReleaseId,
     pub previous_release_id: Option<ReleaseId>,
+    /// The secrets version its instances run.
+    #[serde(default)]
+    pub secrets_version: Option<u64>,
+    /// The secrets version before it.
+    #[serde(default)]
+    pub previous_secrets_version: Option<u64>,
     pub kind: DeployKind,
     pub status: DeployStatus,
     pub reason: Option<String>,
@@ -180,6 +239,16 @@ pub struct DeployView {
 impl DeployView {
     pub fn phase(&self, phase: DeployPhase) -> Option<&PhaseTiming> {
         self.phases.iter().find(|p| p.phase == phase)
+    }
+
+    /// What the deploy's instances run.
+    pub fn revision(&self) -> Revision {
+        Revision { release: self.release_id, secrets: self.secrets_version }
+    }
+
+    /// What the env ran before it.
+    pub fn previous_revision(&self) -> Option<Revision> {
+        Some(Revision { release: self.previous_release_id?, secrets: self.previous_secrets_version })
     }
 }
 
@@ -220,6 +289,9 @@ pub struct InstanceView {
     pub deploy_id: Option<DeployId>,
     pub node_id: NodeId,
     pub resources: Resources,
+    /// The env's secrets version it gets at boot.
+    #[serde(default)]
+    pub secrets_version: Option<u64>,
     /// What the control plane wants.
     pub desired_state: DesiredState,
     /// What the node last reported.
@@ -293,6 +365,11 @@ impl InstanceFailure {
 }
 
 impl InstanceView {
+    /// What it runs.
+    pub fn revision(&self) -> Revision {
+        Revision { release: self.release_id, secrets: self.secrets_version }
+    }
+
     /// What `instance.allocated` projects to.
     pub fn allocated(e: &InstanceAllocated, at: DateTime<Utc>) -> InstanceView {
         InstanceView {
@@ -305,6 +382,7 @@ impl InstanceView {
             deploy_id: e.deploy_id,
             node_id: e.node_id,
             resources: e.resources,
+            secrets_version: e.secrets_version,
             desired_state: DesiredState::Running,
             status: InstanceStatus::Allocated,
             reason: Some("waiting for the node agent to pick it up".into()),
@@ -421,6 +499,77 @@ pub struct TokenView {
     pub revoked_by: Option<String>,
 }
 
+/// An env's secrets, by name: metadata only (values are sealed in the store).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SecretsView {
+    pub org_id: OrgId,
+    pub app_id: AppId,
+    pub env_id: EnvId,
+    /// The latest version (0: none yet).
+    pub version: u64,
+    /// The secrets of the latest version.
+    pub live: BTreeMap<String, SecretMeta>,
+    /// Changes waiting for the next version (`vt secrets deploy`).
+    pub staged: BTreeMap<String, StagedSecret>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl SecretsView {
+    /// An env's secrets before any change.
+    pub fn empty(org_id: OrgId, app_id: AppId, env_id: EnvId, at: DateTime<Utc>) -> SecretsView {
+        SecretsView {
+            org_id,
+            app_id,
+            env_id,
+            version: 0,
+            live: BTreeMap::new(),
+            staged: BTreeMap::new(),
+            updated_at: at,
+        }
+    }
+
+    /// What `secrets.staged` does to it.
+    pub fn apply_staged(&mut self, e: &SecretsStaged, at: DateTime<Utc>, actor: &str) {
+        for (names, set) in [(&e.set, true), (&e.unset, false)] {
+            for n in names {
+                self.staged.insert(n.clone(), StagedSecret { set, staged_at: at, staged_by: actor.to_owned() });
+            }
+        }
+        self.updated_at = at;
+    }
+
+    /// What `secrets.version_created` does to it.
+    pub fn apply_version(&mut self, e: &SecretsVersionCreated, at: DateTime<Utc>, actor: &str) {
+        self.version = e.version;
+        for n in &e.set {
+            self.live.insert(n.clone(), SecretMeta { version: e.version, set_at: at, set_by: actor.to_owned() });
+        }
+        self.live.retain(|n, _| e.names.contains(n));
+        if e.from_staged {
+            self.staged.clear();
+        }
+        self.updated_at = at;
+    }
+}
+
+/// A secret of a version: when and by whom its value was last set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretMeta {
+    /// The version that set the current value.
+    pub version: u64,
+    pub set_at: DateTime<Utc>,
+    pub set_by: String,
+}
+
+/// A staged change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StagedSecret {
+    /// `true`: a new value; `false`: removal.
+    pub set: bool,
+    pub staged_at: DateTime<Utc>,
+    pub staged_by: String,
+}
+
 impl TokenView {
     /// What `token.created` projects to (the command's answer is the same).
     pub fn created(e: &TokenCreated, at: DateTime<Utc>, actor: &str) -> TokenView {
@@ -534,6 +683,14 @@ view!(
 );
 view!(NodeView, Node, id = |s| s.id.to_string(), org = None, parent = None, name = Some(s.name.clone()));
 view!(
+    SecretsView,
+    Secrets,
+    id = |s| s.env_id.to_string(),
+    org = Some(s.org_id.to_string()),
+    parent = Some(s.env_id.to_string()),
+    name = None
+);
+view!(
     TokenView,
     Token,
     id = |s| s.id.to_string(),
@@ -585,6 +742,7 @@ pub fn projections() -> Vec<Box<dyn Projection>> {
         Box::new(Nodes),
         Box::new(Routes),
         Box::new(Tokens),
+        Box::new(Secrets),
     ]
 }
 
@@ -698,6 +856,7 @@ impl Projection for Envs {
                 name: e.name.clone(),
                 desired_release_id: None,
                 current_deploy_id: None,
+                desired_secrets_version: None,
                 created_at: env.occurred_at,
                 updated_at: env.occurred_at,
             }
@@ -705,6 +864,7 @@ impl Projection for Envs {
             Event::DeployCreated(e) => {
                 let mut v: EnvView = current(cur, "deploy", id)?;
                 v.desired_release_id = Some(e.release_id);
+                v.desired_secrets_version = e.secrets_version;
                 v.current_deploy_id = Some(e.deploy_id);
                 v.updated_at = env.occurred_at;
                 v.into_row(env.seq)
@@ -712,6 +872,7 @@ impl Projection for Envs {
             Event::EnvReleaseReverted(e) => {
                 let mut v: EnvView = current(cur, "release revert", id)?;
                 v.desired_release_id = Some(e.release_id);
+                v.desired_secrets_version = e.secrets_version;
                 v.updated_at = env.occurred_at;
                 v.into_row(env.seq)
             }
@@ -793,6 +954,8 @@ impl Projection for Deploys {
                 env_id: e.env_id,
                 release_id: e.release_id,
                 previous_release_id: e.previous_release_id,
+                secrets_version: e.secrets_version,
+                previous_secrets_version: e.previous_secrets_version,
                 kind: e.kind,
                 status: DeployStatus::Pending,
                 reason: None,
@@ -1088,5 +1251,48 @@ impl Projection for Tokens {
             }
             _ => return Ok(cur.cloned()),
         }))
+    }
+}
+
+struct Secrets;
+impl Projection for Secrets {
+    fn name(&self) -> &'static str {
+        "secrets"
+    }
+    fn kind(&self) -> ViewKind {
+        ViewKind::Secrets
+    }
+    fn touches(&self, event: &Event) -> Vec<String> {
+        match event {
+            Event::SecretsStaged(e) => vec![e.env_id.to_string()],
+            Event::SecretsVersionCreated(e) => vec![e.env_id.to_string()],
+            _ => vec![],
+        }
+    }
+    fn apply(
+        &self,
+        env: &Envelope,
+        event: &Event,
+        _id: &str,
+        cur: Option<&ViewRow>,
+    ) -> Result<Option<ViewRow>, ProjectionError> {
+        let decode = |row: &ViewRow| -> Result<SecretsView, ProjectionError> {
+            row.decode().map_err(|e| ProjectionError(format!("stored secrets of {} do not decode: {e}", row.id)))
+        };
+        let (org_id, app_id, env_id) = match event {
+            Event::SecretsStaged(e) => (e.org_id, e.app_id, e.env_id),
+            Event::SecretsVersionCreated(e) => (e.org_id, e.app_id, e.env_id),
+            _ => return Ok(cur.cloned()),
+        };
+        let mut v = match cur {
+            Some(row) => decode(row)?,
+            None => SecretsView::empty(org_id, app_id, env_id, env.occurred_at),
+        };
+        match event {
+            Event::SecretsStaged(e) => v.apply_staged(e, env.occurred_at, &env.actor),
+            Event::SecretsVersionCreated(e) => v.apply_version(e, env.occurred_at, &env.actor),
+            _ => {}
+        }
+        Ok(Some(v.into_row(env.seq)))
     }
 }

@@ -50,6 +50,8 @@ fn deploy_sets_the_envs_desired_release_and_status_changes_apply() {
         release_id,
         previous_release_id: None,
         kind: DeployKind::Deploy,
+        secrets_version: None,
+        previous_secrets_version: None,
     }))
     .unwrap();
     let env: EnvView = log.get(&env_id.to_string());
@@ -114,6 +116,8 @@ fn a_reverted_release_is_desired_again_and_the_deploy_says_so() {
         release_id: r1,
         previous_release_id: None,
         kind: DeployKind::Deploy,
+        secrets_version: None,
+        previous_secrets_version: None,
     }))
     .unwrap();
     log.push(Event::DeployCreated(DeployCreated {
@@ -124,6 +128,8 @@ fn a_reverted_release_is_desired_again_and_the_deploy_says_so() {
         release_id: r2,
         previous_release_id: Some(r1),
         kind: DeployKind::Deploy,
+        secrets_version: None,
+        previous_secrets_version: None,
     }))
     .unwrap();
     log.push(Event::EnvReleaseReverted(EnvReleaseReverted {
@@ -133,6 +139,7 @@ fn a_reverted_release_is_desired_again_and_the_deploy_says_so() {
         release_id: r1,
         from_release_id: r2,
         reason: "failed".into(),
+        secrets_version: None,
     }))
     .unwrap();
     let env: EnvView = log.get(&env_id.to_string());
@@ -162,6 +169,7 @@ fn an_instance_records_when_it_became_ready_and_how_it_failed() {
             deploy_id: None,
             node_id,
             resources: Resources { cpu_millis: 250, memory_mib: 128 },
+            secrets_version: None,
         })
     };
     let report = |instance_id, (status, health, exit_code, reason): Report| {
@@ -294,6 +302,7 @@ fn instance_keeps_desired_and_current_apart() {
         deploy_id: None,
         node_id,
         resources: Resources { cpu_millis: 250, memory_mib: 128 },
+        secrets_version: None,
     }))
     .unwrap();
     log.push(Event::InstanceStatusReported(InstanceStatusReported {

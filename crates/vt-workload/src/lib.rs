@@ -102,8 +102,9 @@ pub fn launch(image: &RuntimeConfig, manifest: &Manifest, id: &Identity) -> Resu
         cwd: image.working_dir.clone().unwrap_or_default(),
         user: process.user.clone().or_else(|| image.user.clone()).unwrap_or_default(),
         hostname: id.instance_id.clone(),
-        // The runtime fills the network and volumes in from the instance spec; secrets come
-        // with the secrets issue.
+        // Guest init sets these from the secrets (which the agent adds), over the image's env.
+        secret_env: process.secret_env.clone(),
+        // The runtime fills the network and volumes in from the instance spec; the agent the secrets.
         ..Launch::default()
     })
 }

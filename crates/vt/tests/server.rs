@@ -33,7 +33,9 @@ fn serves_until_sigterm_then_rebuilds_offline() {
             break url.to_owned();
         }
     };
-    assert!(human[0].starts_with("wrote a new admin token to "), "{human:?}");
+    assert!(human[0].starts_with("wrote a new master key (mk_"), "{human:?}");
+    assert!(human[1].starts_with("wrote a new admin token to "), "{human:?}");
+    assert!(data.join("master.key").exists());
     assert!(data.join("admin-token").exists());
 
     // The CLI finds the token of a local server through VT_DATA_DIR.

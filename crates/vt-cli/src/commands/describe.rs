@@ -19,10 +19,11 @@ fn render(d: &EnvDescription) -> String {
     let mut s = fields(&[
         ("env", format!("{} ({})", d.env.name, d.env.id)),
         ("desired release", opt(&d.env.desired_release_id)),
+        ("desired secrets", d.env.desired_secrets_version.map_or("none".into(), |v| format!("version {v}"))),
         ("current deploy", opt(&deploy)),
     ]);
     s.push('\n');
-    let mut t = Table::new(&["PROCESS", "DESIRED", "RUNNING", "READY", "INSTANCES", "DIFFERENCES"]);
+    let mut t = Table::new(&["PROCESS", "DESIRED", "RUNNING", "READY", "INSTANCES", "SECRETS", "DIFFERENCES"]);
     for p in &d.processes {
         let by_status: Vec<String> = p.instances_by_status.iter().map(|(k, v)| format!("{k}={v}")).collect();
         t.row(vec![
@@ -31,6 +32,7 @@ fn render(d: &EnvDescription) -> String {
             p.running_desired_release.to_string(),
             p.ready_desired_release.to_string(),
             if by_status.is_empty() { "-".into() } else { by_status.join(",") },
+            secrets(&p.instances_by_secrets_version),
             if p.differences.is_empty() { "none".into() } else { p.differences.join("; ") },
         ]);
     }
@@ -39,4 +41,13 @@ fn render(d: &EnvDescription) -> String {
         s.push_str("(no processes: deploy a release first)\n");
     }
     s
+}
+
+/// Live instances by the secrets version they run: `v2=1,v3=2`, `none=1`.
+fn secrets(by_version: &std::collections::BTreeMap<String, u32>) -> String {
+    if by_version.is_empty() {
+        return "-".into();
+    }
+    let label = |k: &str| if k == "none" { k.to_owned() } else { format!("v{k}") };
+    by_version.iter().map(|(k, n)| format!("{}={n}", label(k))).collect::<Vec<_>>().join(",")
 }

@@ -17,10 +17,11 @@ pub mod release;
 pub mod rollback;
 pub mod route;
 pub mod scale;
+pub mod secrets;
 pub mod server;
 pub mod system;
 pub mod token;
-// Later: image, logs, exec, secrets, volume, workspace.
+// Later: exec, volume, workspace.
 
 use crate::config::Source;
 use crate::Ctx;

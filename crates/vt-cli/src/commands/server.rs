@@ -9,13 +9,14 @@ use vt_api::Hostname;
 use vt_server::{Notice, Server, ServerConfig};
 
 use crate::args::{ServerArgs, ServerCommand, SqliteSync, StoreArgs};
-use crate::printer::{fields, Printer};
+use crate::printer::{fields, Printer, Receipt};
 use crate::{CliError, CliResult, ExitStatus};
 
 fn config(store: &StoreArgs, listen: std::net::SocketAddr) -> ServerConfig {
     let mut config = ServerConfig::new(store.data_dir.clone(), listen);
     config.database_url = store.database_url.clone().filter(|u| !u.is_empty());
     config.sqlite = vt_server::SqliteOptions { full_sync: store.sqlite_sync == SqliteSync::Full };
+    config.master_key_file = store.master_key_file.clone();
     config
 }
 
@@ -38,8 +39,10 @@ fn host_name() -> Hostname {
 }
 
 pub async fn run(p: &Printer, args: ServerArgs) -> CliResult {
-    if let Some(ServerCommand::RebuildViews(r)) = args.command {
-        return rebuild(p, &r.store).await;
+    match args.command {
+        Some(ServerCommand::RebuildViews(r)) => return rebuild(p, &r.store).await,
+        Some(ServerCommand::RotateMasterKey(r)) => return rotate(p, &r.store).await,
+        None => {}
     }
     init_logs();
     let mut config = config(&args.store, args.listen);
@@ -48,12 +51,7 @@ pub async fn run(p: &Printer, args: ServerArgs) -> CliResult {
     config.agent = (!args.no_agent).then(|| args.node_name.clone().unwrap_or_else(host_name));
     let server = Server::start(&config).await.map_err(failed)?;
     let addr = server.local_addr()?;
-    for notice in &server.notices {
-        match notice {
-            Notice::Info(text) => p.notice(text),
-            Notice::Warning(text) => p.warning(text),
-        }
-    }
+    notices(p, &server.notices);
     p.notice(&format!("listening on {addr}"));
     p.notice(&format!("vt server ready on http://{addr}"));
     server.run(shutdown_signal()).await.map_err(failed)?;
@@ -79,6 +77,37 @@ async fn shutdown_signal() {
         let _ = tokio::signal::ctrl_c().await;
     }
     tracing::info!("shutting down");
+}
+
+fn notices(p: &Printer, notices: &[Notice]) {
+    for notice in notices {
+        match notice {
+            Notice::Info(text) => p.notice(text),
+            Notice::Warning(text) => p.warning(text),
+        }
+    }
+}
+
+async fn rotate(p: &Printer, store: &StoreArgs) -> CliResult {
+    let config = config(store, ([127, 0, 0, 1], 0).into());
+    let r = vt_server::rotate_master_key(&config).await.map_err(failed)?;
+    notices(p, &r.notices);
+    let value = serde_json::json!({
+        "path": r.path, "old_master_key": r.old, "new_master_key": r.new, "env_keys_rewrapped": r.env_keys,
+    });
+    p.receipt(
+        &value,
+        Receipt {
+            what: format!("Rotated the master key: {} env key(s) re-wrapped, no secret value touched", r.env_keys),
+            ids: vec![("old", r.old.clone()), ("new", r.new.clone()), ("file", r.path.display().to_string())],
+            details: None,
+            next: vec![
+                format!("back up {} (the old key no longer opens anything)", r.path.display()),
+                "vt server".to_owned(),
+            ],
+        },
+    );
+    Ok(ExitStatus::Success)
 }
 
 async fn rebuild(p: &Printer, store: &StoreArgs) -> CliResult {

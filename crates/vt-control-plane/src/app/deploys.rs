@@ -48,7 +48,8 @@ impl ControlPlane {
         let release =
             self.lookup_release(&scope.app, &req.release_id.to_string()).await.map_err(|e| e.field("release_id"))?;
         let env = self.fresh_env(&scope.env).await?;
-        let plan = self.deploy_release(ctx, &env, release, DeployKind::Deploy).await?;
+        let secrets = self.latest_secrets_version(&env).await?;
+        let plan = self.deploy_release(ctx, &env, release, DeployKind::Deploy, secrets).await?;
         self.commit(ctx, plan).await
     }
 
@@ -75,19 +76,25 @@ impl ControlPlane {
                 ))
             })?;
         let release = self.lookup_release(&scope.app, &previous.to_string()).await?;
-        let plan = self.deploy_release(ctx, &env, release, DeployKind::Rollback).await?;
+        // A rollback is of the release: the secrets stay the latest ones.
+        let secrets = self.latest_secrets_version(&env).await?;
+        let plan = self.deploy_release(ctx, &env, release, DeployKind::Rollback, secrets).await?;
         self.commit(ctx, plan).await
     }
 
-    /// The deploy plan for a release onto an env read fresh from the views.
-    async fn deploy_release(
+    /// The deploy plan for a release with a secrets version onto an env read
+    /// fresh from the views (`pub(crate)`: a new secrets version rolls out
+    /// through it too).
+    pub(crate) async fn deploy_release(
         &self,
         ctx: &Ctx,
         env: &EnvView,
         release: ReleaseView,
         kind: DeployKind,
+        secrets_version: Option<u64>,
     ) -> ApiResult<Plan<Deploy>> {
         let manifest = manifest_of(&release)?;
+        self.check_secret_env_names(env, &release, &manifest).await?;
         let pin = self.env_pin(env).await?;
         let id = DeployId::new();
         let now = ctx.now();
@@ -98,6 +105,8 @@ impl ControlPlane {
             env_id: env.id,
             release_id: release.id,
             previous_release_id: env.desired_release_id,
+            secrets_version,
+            previous_secrets_version: env.desired_secrets_version,
             kind,
             status: DeployStatus::Pending,
             reason: None,
@@ -116,6 +125,8 @@ impl ControlPlane {
                 release_id: release.id,
                 previous_release_id: env.desired_release_id,
                 kind,
+                secrets_version,
+                previous_secrets_version: env.desired_secrets_version,
             }));
         if let Some(prev) = env.current_deploy_id {
             if let Some(prev) = self.view::<DeployView>(&prev.to_string()).await? {

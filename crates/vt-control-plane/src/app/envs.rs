@@ -30,6 +30,7 @@ impl ControlPlane {
             name: name.clone(),
             desired_release_id: None,
             current_deploy_id: None,
+            desired_secrets_version: None,
             created_at: now,
             updated_at: now,
         };
@@ -114,9 +115,13 @@ impl ControlPlane {
             let running: Vec<&InstanceView> = live
                 .iter()
                 .copied()
-                .filter(|i| i.status == InstanceStatus::Running && Some(i.release_id) == env.desired_release_id)
+                .filter(|i| i.status == InstanceStatus::Running && Some(i.revision()) == env.desired_revision())
                 .collect();
             let running_desired = running.len() as u32;
+            let mut by_secrets: BTreeMap<String, u32> = BTreeMap::new();
+            for i in &live {
+                *by_secrets.entry(i.secrets_version.map_or("none".to_owned(), |v| v.to_string())).or_default() += 1;
+            }
             let ready_desired = running.iter().filter(|i| i.is_ready()).count() as u32;
             let mut differences = vec![];
             if let Some((d, p)) = &failed {
@@ -144,8 +149,11 @@ impl ControlPlane {
                         desired - allocated
                     ));
                 } else {
-                    differences
-                        .push(format!("{desired} instance(s) desired, {running_desired} running the desired release"));
+                    let what = match env.desired_secrets_version {
+                        Some(v) => format!("the desired release with secrets version {v}"),
+                        None => "the desired release".to_owned(),
+                    };
+                    differences.push(format!("{desired} instance(s) desired, {running_desired} running {what}"));
                 }
             }
             if ready_desired < running_desired {
@@ -160,6 +168,22 @@ impl ControlPlane {
                     why.push(format!("{failing} health check failing"));
                 }
                 differences.push(format!("{running_desired} running, {ready_desired} ready; {}", why.join(", ")));
+            }
+            let stale_secrets: BTreeMap<Option<u64>, u32> = live
+                .iter()
+                .filter(|i| {
+                    Some(i.release_id) == env.desired_release_id && i.secrets_version != env.desired_secrets_version
+                })
+                .fold(BTreeMap::new(), |mut m, i| {
+                    *m.entry(i.secrets_version).or_default() += 1;
+                    m
+                });
+            for (version, n) in stale_secrets {
+                let run = version.map_or("no secrets".to_owned(), |v| format!("secrets version {v}"));
+                let want = env.desired_secrets_version.map_or("none".to_owned(), |v| v.to_string());
+                differences.push(format!(
+                    "{n} instance(s) run {run}, the env's is {want}: they are replaced as new ones become ready"
+                ));
             }
             if let Some((d, p)) = rolling.as_ref().and_then(|(d, p)| Some((d, p.processes.get(&process)?))) {
                 differences.push(format!("rolling deploy {}: {} of {} new ready", d.id, p.ready(), p.desired));
@@ -209,6 +233,8 @@ impl ControlPlane {
                 process,
                 desired_instances: desired,
                 desired_release_id: env.desired_release_id.map(|r| r.to_string()),
+                desired_secrets_version: env.desired_secrets_version,
+                instances_by_secrets_version: by_secrets,
                 instances_by_status: by_status,
                 running_desired_release: running_desired,
                 ready_desired_release: ready_desired,

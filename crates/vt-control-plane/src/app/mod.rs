@@ -17,6 +17,7 @@ pub mod nodes;
 pub mod orgs;
 pub mod releases;
 pub mod routes;
+pub mod secrets;
 pub mod system;
 pub mod tokens;
 

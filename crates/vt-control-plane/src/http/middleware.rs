@@ -10,7 +10,6 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use sha2::{Digest, Sha256};
 use vt_api::{ErrorCode, IDEMPOTENCY_KEY, MIN_SEQ_HEADER, REQUEST_ID_HEADER};
 use vt_ids::RequestId;
 
@@ -22,8 +21,8 @@ tokio::task_local! {
     static REQUEST_ID: RequestId;
 }
 
-/// Largest request body accepted.
-pub(super) const MAX_BODY: usize = 1024 * 1024;
+/// Largest request body accepted (an env's full secrets, 1 MiB, fit base64-encoded).
+pub(super) const MAX_BODY: usize = 2 * 1024 * 1024;
 /// Longest wait for `Vt-Min-Seq`.
 const WAIT_FOR_SEQ: Duration = Duration::from_secs(5);
 
@@ -94,13 +93,8 @@ pub(super) async fn context(State(cp): State<Arc<ControlPlane>>, req: Request, n
             Some(key) => {
                 let (parts, body) = req.into_parts();
                 let bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| too_large())?;
-                let mut h = Sha256::new();
-                h.update(parts.method.as_str());
-                h.update(b"\n");
-                h.update(parts.uri.path());
-                h.update(b"\n");
-                h.update(&bytes);
-                let k = IdempotencyKey { scope: ctx.actor().0, key, request_hash: hex::encode(h.finalize()) };
+                let request_hash = cp.request_hash(parts.method.as_str(), parts.uri.path(), &bytes);
+                let k = IdempotencyKey { scope: ctx.actor().0, key, request_hash };
                 if let Some(rec) = cp.store.idempotency_get(&k.scope, &k.key).await? {
                     return Ok(Committed::replay(&rec, &k)?.into_response());
                 }

@@ -29,6 +29,7 @@ mod nodes;
 mod orgs;
 mod releases;
 mod routes;
+mod secrets;
 mod system;
 mod tokens;
 
@@ -48,6 +49,7 @@ fn v1() -> OpenApiRouter<Arc<ControlPlane>> {
         .merge(instances::routes())
         .merge(nodes::routes())
         .merge(routes::routes())
+        .merge(secrets::routes())
         .merge(tokens::routes())
         .merge(events::routes())
         .merge(system::routes())

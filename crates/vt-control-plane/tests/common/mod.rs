@@ -13,6 +13,8 @@ use vt_control_plane::auth::{self, TokenSpec};
 use vt_control_plane::{ControlPlane, Settings};
 use vt_store::{AppendRequest, PgStore, SqliteStore, Store};
 
+pub mod env;
+
 /// The store in `dir` (SQLite), or at `database_url`.
 pub async fn open(dir: &Path, database_url: Option<&str>) -> Arc<dyn Store> {
     match database_url {
@@ -92,7 +94,13 @@ impl TestServer {
         token: String,
         logs: Option<Arc<dyn vt_control_plane::logs::LogSource>>,
     ) -> TestServer {
-        let settings = Settings { registry_dir: Some(dir.path().join("registry")), logs };
+        // One master key per data directory, as `vt server` keeps it.
+        let key_file = dir.path().join("master.key");
+        if !key_file.exists() {
+            vt_secrets::MasterKey::generate().unwrap().write_new(&key_file).unwrap();
+        }
+        let master_key = Some(Arc::new(vt_secrets::MasterKey::read(&key_file).unwrap()));
+        let settings = Settings { registry_dir: Some(dir.path().join("registry")), logs, master_key };
         let cp = ControlPlane::start(store, settings);
         // The views show what is already in the log (the admin token's creation, say).
         cp.fresh().await.unwrap();

@@ -173,19 +173,52 @@ impl Drop for ServerChild {
 /// Returns the child and the server's URL; the rest of its stderr is drained.
 #[allow(dead_code)]
 pub fn spawn_vt_server(dir: &Path, args: &[&str]) -> (ServerChild, String) {
-    use std::io::BufRead;
+    let (child, url, _) = spawn_vt_server_captured(dir, args);
+    (child, url)
+}
+
+/// [`spawn_vt_server`], keeping everything the server writes (stdout and stderr).
+#[allow(dead_code)]
+pub fn spawn_vt_server_captured(
+    dir: &Path,
+    args: &[&str],
+) -> (ServerChild, String, std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
+    use std::io::{BufRead, Read};
     let mut full = vec!["server"];
     full.extend_from_slice(args);
-    let mut child = vt_isolated(dir, &full).stderr(std::process::Stdio::piped()).spawn().unwrap();
-    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut child = vt_isolated(dir, &full)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let output = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut stdout = child.stdout.take().unwrap();
+    let out = output.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = stdout.read(&mut buf) {
+            out.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    });
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut line = Vec::new();
     let url = loop {
-        let line = stderr.next().expect("server exited before it was ready").unwrap();
-        if let Some(url) = line.strip_prefix("vt server ready on ") {
+        line.clear();
+        let n = stderr.read_until(b'\n', &mut line).unwrap();
+        assert!(n > 0, "server exited before it was ready: {}", String::from_utf8_lossy(&output.lock().unwrap()));
+        output.lock().unwrap().extend_from_slice(&line);
+        if let Some(url) = String::from_utf8_lossy(&line).trim_end().strip_prefix("vt server ready on ") {
             break url.to_owned();
         }
     };
-    std::thread::spawn(move || for _ in stderr {});
-    (ServerChild(child), url)
+    let out = output.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = stderr.read(&mut buf) {
+            out.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    });
+    (ServerChild(child), url, output)
 }
 
 /// `vt ARGS...` against `url` in the scope acme/web/prod, asserting it succeeds.
