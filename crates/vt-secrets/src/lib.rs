@@ -169,16 +169,8 @@ impl MasterKey {
         if path.exists() {
             return Err(key_file_err(path, "already exists; a master key is never overwritten"));
         }
-        let tmp = path.with_extension("tmp");
-        let write = || -> std::io::Result<()> {
-            let _ = std::fs::remove_file(&tmp);
-            let mut f = open_private(&tmp)?;
-            let text = Zeroizing::new(format!("{}\n", hex::encode(self.0)));
-            f.write_all(text.as_bytes())?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, path)
-        };
-        write().map_err(|e| key_file_err(path, e.to_string()))
+        let text = Zeroizing::new(format!("{}\n", hex::encode(self.0)));
+        write_private(path, text.as_bytes()).map_err(|e| key_file_err(path, e.to_string()))
     }
 
     /// A name for this key that says nothing about it: `mk_` and 16 hex digits
@@ -271,6 +263,22 @@ pub fn keyed_hash(key: &[u8; 32], parts: &[&[u8]]) -> String {
         mac.update(p);
     }
     hex::encode(mac.finalize().into_bytes())
+}
+
+/// Write `bytes` to `path`, readable by its owner only (mode 0600): aside
+/// (`<path>.tmp`), synced, renamed into place, the directory synced. A crash
+/// leaves the old file or the new one, never a part. For key and token files.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = open_private(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 #[cfg(unix)]

@@ -3,7 +3,6 @@
 //! 0600) before its record is appended: a crash in between leaves a file
 //! whose token is unknown, and the next start makes a new one.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use vt_control_plane::auth::{self, Issued, TokenSpec};
@@ -109,25 +108,6 @@ async fn append(store: &dyn Store, issued: Issued, revoke: Option<vt_ids::TokenI
 
 /// Write `secret` to `path` with mode 0600: aside, synced, renamed into place.
 fn write_private(path: &Path, secret: &str) -> Result<(), TokenFileError> {
-    let tmp = path.with_extension("tmp");
-    let write = || -> std::io::Result<()> {
-        let _ = std::fs::remove_file(&tmp);
-        let mut f = open_private(&tmp)?;
-        f.write_all(secret.as_bytes())?;
-        f.write_all(b"\n")?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|source| TokenFileError::Write { path: path.to_owned(), source })
-}
-
-#[cfg(unix)]
-fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)
-}
-
-#[cfg(not(unix))]
-fn open_private(path: &Path) -> std::io::Result<std::fs::File> {
-    std::fs::OpenOptions::new().write(true).create_new(true).open(path)
+    vt_secrets::write_private(path, format!("{secret}\n").as_bytes())
+        .map_err(|source| TokenFileError::Write { path: path.to_owned(), source })
 }

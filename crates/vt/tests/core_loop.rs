@@ -9,13 +9,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{acme_with_busybox, spawn_vt_server, vt_at};
+use common::{acme_with_busybox, http_get, ingress_server_args, spawn_vt_server, vt_at};
 
 fn manifest(body: &str) -> String {
     format!(
@@ -40,18 +39,9 @@ timeout = "500ms"
     )
 }
 
-/// One HTTP/1.0 GET through the ingress: the body, or why not.
+/// One GET of `/` through the ingress: the body, trimmed, or why not.
 fn get(port: u16) -> Result<String, String> {
-    let mut s = std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(3))
-        .map_err(|e| format!("connect: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
-    s.write_all(b"GET / HTTP/1.0\r\nHost: web\r\n\r\n").map_err(|e| format!("write: {e}"))?;
-    let mut r = String::new();
-    s.read_to_string(&mut r).map_err(|e| format!("read: {e}"))?;
-    if !r.starts_with("HTTP/1.0 200") && !r.starts_with("HTTP/1.1 200") {
-        return Err(format!("not a 200: {r:?}"));
-    }
-    Ok(r.split("\r\n\r\n").nth(1).unwrap_or("").trim().to_owned())
+    http_get(port, "/").map(|b| String::from_utf8_lossy(&b).trim().to_owned())
 }
 
 /// Wait until the ingress answers with `want`.
@@ -74,24 +64,8 @@ fn core_loop_deploy_roll_and_rollback_through_the_ingress() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let range = format!("{port}-{port}");
-    let (mut child, url) = spawn_vt_server(
-        dir.path(),
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--sqlite-sync",
-            "normal",
-            "--ingress-listen",
-            "127.0.0.1",
-            "--ingress-tcp-ports",
-            &range,
-            "--node-name",
-            "node-1",
-        ],
-    );
+    let args = ingress_server_args(&data, port);
+    let (mut child, url) = spawn_vt_server(dir.path(), &args.iter().map(String::as_str).collect::<Vec<_>>());
     let vt = |args: &[&str]| vt_at(dir.path(), &data, &url, args);
     let image = acme_with_busybox(dir.path(), &data, &url);
     let r = vt(&["route", "create", "--tcp", "--process", "web", "--backend-port", "8080", "-o", "json"]);

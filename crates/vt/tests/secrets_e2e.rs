@@ -17,12 +17,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use common::{acme_with_busybox, spawn_vt_server_captured, vt_at};
+use common::{acme_with_busybox, http_get as get, ingress_server_args, spawn_vt_server_captured, vt_at};
 
 const MANIFEST: &str = r#"schema_version = 1
 
@@ -52,22 +52,6 @@ fn random(n: usize) -> Vec<u8> {
 fn token() -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     random(32).iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect()
-}
-
-/// One HTTP/1.0 GET through the ingress: the body's bytes, or why not.
-fn get(port: u16, path: &str) -> Result<Vec<u8>, String> {
-    let mut s = std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_secs(3))
-        .map_err(|e| format!("connect: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: web\r\n\r\n").as_bytes()).map_err(|e| format!("write: {e}"))?;
-    let mut r = vec![];
-    s.read_to_end(&mut r).map_err(|e| format!("read: {e}"))?;
-    let head_end = r.windows(4).position(|w| w == b"\r\n\r\n").ok_or("no end of headers")?;
-    let head = String::from_utf8_lossy(&r[..head_end]);
-    if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
-        return Err(format!("not a 200: {head:?}"));
-    }
-    Ok(r[head_end + 4..].to_vec())
 }
 
 /// Wait until `path` through the ingress answers `want`.
@@ -157,21 +141,8 @@ fn secrets_reach_a_real_microvm_roll_out_once_rotate_and_leak_nowhere() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let range = format!("{port}-{port}");
-    let server_args = [
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--sqlite-sync",
-        "normal",
-        "--ingress-listen",
-        "127.0.0.1",
-        "--ingress-tcp-ports",
-        &range,
-        "--node-name",
-        "node-1",
-    ];
+    let args = ingress_server_args(&data, port);
+    let server_args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (mut child, url, server_output) = spawn_vt_server_captured(dir.path(), &server_args);
     // Every answer the CLI got, for the leak scan.
     let answers = std::sync::Mutex::new(Vec::<u8>::new());

@@ -221,6 +221,50 @@ pub fn spawn_vt_server_captured(
     (ServerChild(child), url, output)
 }
 
+/// The flags of a test `vt server` with everything on loopback: the API on a
+/// free port, `data`, fast SQLite, the ingress on 127.0.0.1 with TCP routes on
+/// `port` only, the in-process agent as node `node-1`.
+#[allow(dead_code)]
+pub fn ingress_server_args(data: &Path, port: u16) -> Vec<String> {
+    let data = data.to_str().unwrap();
+    let range = format!("{port}-{port}");
+    [
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data,
+        "--sqlite-sync",
+        "normal",
+        "--ingress-listen",
+        "127.0.0.1",
+        "--ingress-tcp-ports",
+        &range,
+        "--node-name",
+        "node-1",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+/// One HTTP/1.0 GET of `path` through the ingress on `port`: the body, or why not.
+#[allow(dead_code)]
+pub fn http_get(port: u16, path: &str) -> Result<Vec<u8>, String> {
+    use std::io::{Read, Write};
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(3))
+        .map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10))).map_err(|e| e.to_string())?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: web\r\n\r\n").as_bytes()).map_err(|e| format!("write: {e}"))?;
+    let mut r = vec![];
+    s.read_to_end(&mut r).map_err(|e| format!("read: {e}"))?;
+    let end = r.windows(4).position(|w| w == b"\r\n\r\n").ok_or("no end of headers")?;
+    let head = String::from_utf8_lossy(&r[..end]);
+    if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
+        return Err(format!("not a 200: {head:?}"));
+    }
+    Ok(r[end + 4..].to_vec())
+}
+
 /// `vt ARGS...` against `url` in the scope acme/web/prod, asserting it succeeds.
 #[allow(dead_code)]
 pub fn vt_at(dir: &Path, data: &Path, url: &str, args: &[&str]) -> Run {
