@@ -38,7 +38,6 @@ pub mod registry;
 pub mod rollout;
 pub mod scheduler;
 pub mod tasks;
-mod validate;
 mod wire;
 
 pub use error::{ApiErr, ApiResult};
@@ -55,6 +54,8 @@ pub struct Settings {
     pub registry_dir: Option<PathBuf>,
     /// Where instance logs come from; `None`: no node agent serves logs to this control plane.
     pub logs: Option<Arc<dyn logs::LogSource>>,
+    /// The port the API listens on, when known: no route may claim it.
+    pub api_port: Option<u16>,
 }
 
 /// The running control plane: a store, its projector, the scheduler reconciler.
@@ -81,7 +82,7 @@ impl ControlPlane {
             projector: projector.clone(),
             registry: registry::Registry::open(settings.registry_dir.as_deref()),
             logs: settings.logs,
-            ingress: Default::default(),
+            ingress: app::routes::IngressSettings::new(settings.api_port),
             scheduler: Default::default(),
             tasks: Default::default(),
             background: Mutex::new(vec![]),
@@ -299,8 +300,8 @@ impl Committed {
                 StatusCode::UNPROCESSABLE_ENTITY,
                 vt_api::ErrorCode::IdempotencyKeyReused,
                 format!(
-                    "idempotency key `{}` was already used for a different request; use a new key for a new request",
-                    key.key
+                    "idempotency key {} was already used for a different request; use a new key for a new request",
+                    vt_ids::shown(&key.key)
                 ),
             )
             .field("Idempotency-Key"));

@@ -139,7 +139,10 @@ impl Server {
         let addr = listener.local_addr().map_err(ServerError::Serve)?;
         // Single host: instance logs are the files of the agent of this data directory.
         let logs = Arc::new(logs::LocalLogs { dir: data.agent().logs });
-        let cp = ControlPlane::start(store, Settings { registry_dir: Some(data.registry()), logs: Some(logs) });
+        let cp = ControlPlane::start(
+            store,
+            Settings { registry_dir: Some(data.registry()), logs: Some(logs), api_port: Some(addr.port()) },
+        );
         cp.ingress.set_tcp_ports(config.tcp_ports.clone());
         let ingress = match &config.ingress {
             Some(addrs) => Some(start_ingress(&cp, &data, addrs).await?),
