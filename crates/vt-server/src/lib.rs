@@ -13,8 +13,10 @@
 //! - the node agent, with a node token of its own (`vt-agent`), unless
 //!   switched off or the host cannot boot microVMs.
 //!
-//! [`Server::run`] serves until its shutdown future resolves, then stops in
-//! this order: the API (requests in flight finish), the agent (its VMs are
+//! [`Server::run`] serves the API with [`ConnectionLimits`] (`serve.rs`: header and
+//! body read timeouts, a cap on connections per client) until its shutdown future
+//! resolves, then stops in this order: the API (requests in flight finish, for up
+//! to [`serve::SHUTDOWN_GRACE`]), the agent (its VMs are
 //! killed and their taps and cgroups removed; their records stay, so the next
 //! start boots them again), the edge and the ingress's listeners, and last
 //! the control plane's reconcilers.
@@ -34,9 +36,11 @@ use vt_store::{PgStore, SqliteStore, Store, StoreError};
 
 pub mod data_dir;
 pub mod logs;
+pub mod serve;
 pub mod tokens;
 
 pub use data_dir::DataDir;
+pub use serve::ConnectionLimits;
 
 /// How a server is set up (the flags of `vt server`).
 #[derive(Debug, Clone)]
@@ -52,6 +56,8 @@ pub struct ServerConfig {
     pub ingress: Option<Vec<IpAddr>>,
     /// Run the node agent, registering this host as the node of this name; `None`: no agent.
     pub agent: Option<Hostname>,
+    /// Timeouts and the per-client connection cap of the API listener.
+    pub limits: ConnectionLimits,
 }
 
 impl ServerConfig {
@@ -65,6 +71,7 @@ impl ServerConfig {
             tcp_ports: vt_control_plane::app::routes::DEFAULT_TCP_PORTS,
             ingress: None,
             agent: None,
+            limits: ConnectionLimits::default(),
         }
     }
 }
@@ -118,6 +125,7 @@ pub struct Server {
     pub admin_token_written: Option<PathBuf>,
     pub notices: Vec<Notice>,
     listener: tokio::net::TcpListener,
+    limits: ConnectionLimits,
     ingress: Option<(vt_ingress::Ingress, JoinHandle<()>)>,
     agent: Option<(Arc<vt_agent::Agent>, JoinHandle<()>)>,
 }
@@ -158,7 +166,16 @@ impl Server {
                 None
             }
         };
-        Ok(Server { control_plane: cp, data, admin_token_written, notices, listener, ingress, agent })
+        Ok(Server {
+            control_plane: cp,
+            data,
+            admin_token_written,
+            notices,
+            listener,
+            limits: config.limits,
+            ingress,
+            agent,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -171,7 +188,7 @@ impl Server {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
         let app = vt_control_plane::http::router(self.control_plane.clone());
-        let served = axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await.map_err(ServerError::Serve);
+        let served = serve::serve(self.listener, app, self.limits, shutdown).await.map_err(ServerError::Serve);
         if let Some((agent, task)) = self.agent {
             task.abort();
             agent.kill_vms().await;
