@@ -381,7 +381,7 @@ async fn read_waits_for_min_seq_and_rebuild_matches() {
     assert_eq!((r.status, r.error_code()), (StatusCode::SERVICE_UNAVAILABLE, "projection_lag"));
     let status = s.get("/v1/system/status").await.body;
     assert_eq!(status["projections"].as_array().unwrap().len(), vt_views::ViewKind::ALL.len());
-    let report = s.post("/v1/system/rebuild-views", json!({})).await.body;
+    let report = s.call(Method::POST, "/v1/system/rebuild-views", None, &[]).await.body;
     assert_eq!(report["differing_rows"], json!([]), "{report}");
     assert!(report["rows"].as_u64().unwrap() >= 3);
 }

@@ -304,3 +304,27 @@ async fn error_messages_echo_a_cut_of_the_input() {
     assert_eq!(r.error_code(), "idempotency_key_reused");
     assert!(!message(&r).contains(&key), "{}", message(&r));
 }
+
+#[tokio::test]
+async fn every_operation_takes_only_what_its_document_entry_declares() {
+    let s = seeded().await;
+    // Query parameters an operation does not list, with or without parameters of its own.
+    for path in ["/v1/orgs?x=1", "/v1/orgs/acme?verbose=true", "/v1/events?after=0&since=1", "/v1/system/status?"] {
+        let r = s.get(path).await;
+        if path.ends_with('?') {
+            assert_eq!(r.status, StatusCode::OK, "an empty query is no parameter: {}", r.body);
+            continue;
+        }
+        assert_eq!((r.status, r.error_code()), (StatusCode::BAD_REQUEST, "unknown_field"), "{path}: {}", r.body);
+    }
+    // A body where the operation takes none.
+    let before = s.head().await;
+    let r = s.call(Method::POST, "/v1/orgs/acme/apps/web/envs/prod/rollback", Some("{}"), &[]).await;
+    assert_eq!((r.status, r.error_code()), (StatusCode::BAD_REQUEST, "malformed_request"), "{}", r.body);
+    let r = s.call(Method::DELETE, "/v1/tokens/tok_01jd8x6k3v9q4m2t7r5w0y1zcb", Some("{\"why\":1}"), &[]).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert_eq!(s.head().await, before);
+    // Without one, as clients send it, the operation runs (here: nothing to roll back to).
+    let r = s.call(Method::POST, "/v1/orgs/acme/apps/web/envs/prod/rollback", None, &[]).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
+}

@@ -14,6 +14,8 @@
 //!
 //! Query strings are checked the same way against the operation's parameters: each parameter
 //! at most once, no unknown ones, values of the parameter's type within its range (400).
+//! Every operation, with or without parameters, refuses query parameters and a body its
+//! document entry does not declare ([`check_operation`]).
 
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -185,6 +187,65 @@ fn body_violation(v: Violation) -> ApiErr {
         return ApiErr::new(StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::UnknownField, v.message).field(field);
     }
     ApiErr::invalid(field, v.message)
+}
+
+/// What the document declares for an operation: its query parameters and whether it takes a body.
+struct Declared {
+    query: Vec<String>,
+    body: bool,
+}
+
+/// Every operation of the document, by method and path template (`/v1/orgs/{org}`), built once.
+fn declared(method: &axum::http::Method, path: &str) -> Option<&'static Declared> {
+    type Operations = std::collections::HashMap<(String, String), Declared>;
+    static OPERATIONS: std::sync::OnceLock<Operations> = std::sync::OnceLock::new();
+    let ops = OPERATIONS.get_or_init(|| {
+        let doc = serde_json::to_value(super::api()).unwrap_or_default();
+        let mut ops = Operations::new();
+        for (path, item) in doc["paths"].as_object().into_iter().flatten() {
+            for (method, op) in item.as_object().into_iter().flatten() {
+                let query = op["parameters"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|p| p["in"] == "query")
+                    .filter_map(|p| p["name"].as_str().map(str::to_owned))
+                    .collect();
+                let body = op.get("requestBody").is_some();
+                ops.insert((method.to_ascii_uppercase(), path.clone()), Declared { query, body });
+            }
+        }
+        ops
+    });
+    ops.get(&(method.as_str().to_owned(), path.to_owned()))
+}
+
+/// A request to the operation at `path` (its template) carries only what the document declares
+/// for it: no query parameter it does not list, and no body when it takes none.
+pub(super) fn check_operation(method: &axum::http::Method, path: &str, parts: &Parts) -> Result<(), ApiErr> {
+    let Some(op) = declared(method, path) else { return Ok(()) };
+    for (name, _) in form_urlencoded::parse(parts.uri.query().unwrap_or_default().as_bytes()) {
+        if !op.query.iter().any(|q| *q == name) {
+            let takes = if op.query.is_empty() { "none".to_owned() } else { op.query.join(", ") };
+            return Err(ApiErr::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::UnknownField,
+                format!("unknown query parameter {}; this endpoint takes: {takes}", shown(&name)),
+            )
+            .field(cut(&name, 64)));
+        }
+    }
+    let declared_length = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok());
+    let has_body =
+        declared_length.is_some_and(|n| n.trim() != "0") || parts.headers.contains_key(header::TRANSFER_ENCODING);
+    if !op.body && has_body {
+        return Err(ApiErr::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::MalformedRequest,
+            format!("`{method} {path}` takes no request body; send none"),
+        ));
+    }
+    Ok(())
 }
 
 /// Query parameters, strictly parsed (see the module docs).

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use vt_api::{ErrorCode, IDEMPOTENCY_KEY, MIN_SEQ_HEADER, REQUEST_ID_HEADER};
 use vt_ids::RequestId;
 
-use super::extract::read_body;
+use super::extract::{check_operation, read_body};
 use crate::auth::{self, AuthError};
 use crate::authz::Caller;
 use crate::{ApiErr, Committed, ControlPlane, Ctx, IdempotencyKey};
@@ -78,6 +78,11 @@ pub(super) async fn caller(cp: &ControlPlane, headers: &HeaderMap) -> Result<Cal
 /// for reads honour `Vt-Min-Seq`.
 pub(super) async fn context(State(cp): State<Arc<ControlPlane>>, req: Request, next: Next) -> Result<Response, ApiErr> {
     let caller = caller(&cp, req.headers()).await?;
+    let (parts, body) = req.into_parts();
+    if let Some(path) = parts.extensions.get::<MatchedPath>() {
+        check_operation(&parts.method, path.as_str(), &parts)?;
+    }
+    let req = Request::from_parts(parts, body);
     let mutation = matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH | Method::DELETE);
     let mut ctx = Ctx::new(current_request_id(), caller);
     let req = if mutation {
