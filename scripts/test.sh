@@ -7,7 +7,8 @@
 #
 # Installs what is missing (Debian packages), checks formatting and lints
 # (`cargo fmt --check`, `cargo clippy -D warnings`), starts PostgreSQL, runs
-# `cargo test --workspace`, stops PostgreSQL.
+# `cargo test --workspace`, stops PostgreSQL, then holds a real `vt server` to
+# its OpenAPI document with schemathesis (scripts/schemathesis.sh; docs/api.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,3 +34,6 @@ echo "PostgreSQL for tests: $VT_TEST_DATABASE_URL" >&2
 
 # Two tests at a time in each test binary: the machine has 2 cores and many tests start servers.
 cargo test --workspace --locked "$@" -- --test-threads=2
+
+# The API against api/openapi.json: every operation, zero failures (a few minutes at most).
+scripts/schemathesis.sh

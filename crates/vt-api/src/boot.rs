@@ -12,12 +12,15 @@ use vt_events::BootTimings;
 pub struct BootTimingsQuery {
     /// Only instances placed on this node (id or name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(max_length = 253)]
     pub node: Option<String>,
     /// Only instances of this env (`env_...` id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(max_length = 64)]
     pub env: Option<String>,
     /// Only instances of this process type.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(max_length = 63)]
     pub process: Option<String>,
 }
 

@@ -2,7 +2,10 @@
 //!
 //! Requests are strict (`deny_unknown_fields`) and parse names into their types
 //! ([`Name`], [`Hostname`]): a misspelled field or a bad value is an error
-//! naming it, never silently ignored. Responses are the resources of
+//! naming it, never silently ignored. Their bounds (ranges, lengths, counts)
+//! are `#[schema(...)]` attributes or the schemas of [`limits`]: the OpenAPI
+//! document states them and the control plane checks requests against that
+//! document, so the two cannot disagree. Responses are the resources of
 //! [`resources`], defined here, not the stored views. Errors are [`ErrorBody`]
 //! with a stable [`ErrorCode`].
 
@@ -14,6 +17,7 @@ use utoipa::ToSchema;
 use vt_events::Envelope;
 
 mod boot;
+pub mod limits;
 pub mod resources;
 pub use boot::{nearest_rank, BootPhase, BootTimingSummary, BootTimingsQuery, PhaseStats};
 pub use resources::*;
@@ -122,7 +126,9 @@ pub struct CreateOrg {
 #[serde(deny_unknown_fields)]
 pub struct CreateApp {
     pub name: Name,
+    /// Free text, at most 1024 characters, no control characters but newline and tab.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 1024, pattern = "^[^\\x00-\\x08\\x0b-\\x1f\\x7f-\\x9f]*$")]
     pub description: Option<String>,
 }
 
@@ -138,8 +144,10 @@ pub struct CreateRelease {
     /// The image in the built-in registry, in a repository of the release's org
     /// (`<org>/...`): pinned by digest (`<org>/web@sha256:<64 hex>`) or by a tag
     /// resolved now (`<org>/web:v1`, `<org>/web` for `latest`).
+    #[schema(max_length = 512)]
     pub image: String,
-    /// The manifest in its TOML authoring form.
+    /// The manifest in its TOML authoring form (at most 64 KiB).
+    #[schema(max_length = 65536)]
     pub manifest: String,
 }
 
@@ -154,6 +162,8 @@ pub struct CreateDeploy {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetScale {
+    /// Process name → instances (0 to 1000, and within the release's `scaling`); 1 to 64 processes.
+    #[schema(schema_with = limits::scale_schema)]
     pub processes: BTreeMap<String, u32>,
 }
 
@@ -166,9 +176,13 @@ pub struct RegisterNode {
     /// What the scheduler may hand out; defaults to `capacity`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allocatable: Option<Capacity>,
+    /// At most 64; keys `[prefix/]name` (`zone`, `example.com/gpu`), values up to 256 characters.
     #[serde(default)]
+    #[schema(schema_with = limits::labels_schema)]
     pub labels: BTreeMap<String, String>,
+    /// An IPv6 or IPv4 address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 45)]
     pub address: Option<String>,
 }
 
@@ -186,12 +200,17 @@ pub struct Heartbeat {
 #[serde(deny_unknown_fields)]
 pub struct ReportInstanceStatus {
     pub status: InstanceStatus,
+    /// Free text, at most 2048 characters, no control characters but newline and tab.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 2048, pattern = "^[^\\x00-\\x08\\x0b-\\x1f\\x7f-\\x9f]*$")]
     pub reason: Option<String>,
+    /// The entrypoint's exit status as the guest reports it (any 32-bit value).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = -2147483648, maximum = 2147483647)]
     pub exit_code: Option<i32>,
     /// The IP address (IPv6 or IPv4) where the instance's ports are reachable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 45)]
     pub address: Option<String>,
     /// The health check's verdict (only with `running`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -213,12 +232,15 @@ pub struct CreateRoute {
     /// The first org with a route for a host name owns it until its last such route is deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<Hostname>,
-    /// The ingress listener port of a `tls` route (default 443).
+    /// The ingress listener port of a `tls` route (default 443): 443, or 1024-65535 outside the
+    /// TCP route range and other than the API's own port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 65535)]
     pub port: Option<u16>,
-    /// The process type whose instances serve the route.
+    /// The process type whose instances serve the route: a process of the env's release.
     pub process: Name,
-    /// The port the instances listen on.
+    /// The port the instances listen on: one of the process's `ports` (tcp) in the env's release.
+    #[schema(minimum = 1, maximum = 65535)]
     pub backend_port: u16,
     /// Send a PROXY protocol v2 header with the client's address first.
     #[serde(default)]
@@ -239,13 +261,16 @@ pub struct CreateToken {
     pub role: TokenRole,
     /// The org of an org role (id or name); absent for `admin` and `node`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 253)]
     pub org: Option<String>,
     /// The node a `node` token is for (id or name): a registered node, or the
     /// name a new node will register under.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 253)]
     pub node: Option<String>,
     /// Seconds until the token expires (1 s to 10 years); absent: it never expires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 315360000)]
     pub expires_in_secs: Option<u64>,
 }
 
@@ -256,6 +281,7 @@ pub struct CreateToken {
 pub struct TokenQuery {
     /// Only the tokens of this org (id or name). An owner sees its org's tokens only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(max_length = 253)]
     pub org: Option<String>,
     /// Include revoked and expired tokens (default: active ones only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -407,9 +433,11 @@ pub enum TaskState {
 pub struct ChangeSecrets {
     /// Names (environment variable names) to set, with their values in base64.
     #[serde(default)]
+    #[schema(schema_with = limits::secrets_set_schema)]
     pub set: BTreeMap<String, String>,
     /// Names to remove.
     #[serde(default)]
+    #[schema(schema_with = limits::secrets_unset_schema)]
     pub unset: Vec<String>,
     /// Stage the change for the next version (`POST .../secrets/deploy`)
     /// instead of making a new version and rolling the env out now.

@@ -210,6 +210,10 @@ pub struct Route {
     pub backend_port: u16,
     pub proxy_protocol: bool,
     pub created_at: DateTime<Utc>,
+    /// Only in the answer that creates it: why the route was accepted as it is (say, created
+    /// before the env has a release, so its process and port could not be checked yet).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// An API token, without its secret (that exists only in the answer that created it).

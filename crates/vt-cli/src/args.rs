@@ -494,6 +494,15 @@ pub struct ServerArgs {
     /// The name this server's node agent registers its node under [default: the host name]
     #[arg(long, value_name = "NAME")]
     pub node_name: Option<Hostname>,
+    /// How long a client may take to send a request's headers; idle keep-alive connections close after it
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration_secs)]
+    pub header_read_timeout: u64,
+    /// How long a request body may go without a byte before the request fails (408)
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration_secs)]
+    pub body_read_timeout: u64,
+    /// Open API connections allowed from one IP address; more are closed when accepted
+    #[arg(long, value_name = "N", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub max_connections_per_client: u32,
 }
 
 #[derive(Debug, Clone, Args)]

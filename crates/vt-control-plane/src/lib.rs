@@ -40,7 +40,6 @@ pub mod registry;
 pub mod rollout;
 pub mod scheduler;
 pub mod tasks;
-mod validate;
 mod wire;
 
 pub use error::{ApiErr, ApiResult};
@@ -59,6 +58,8 @@ pub struct Settings {
     pub logs: Option<Arc<dyn logs::LogSource>>,
     /// The key that wraps the envs' secret keys; `None`: secrets cannot be set or read.
     pub master_key: Option<Arc<vt_secrets::MasterKey>>,
+    /// The port the API listens on, when known: no route may claim it.
+    pub api_port: Option<u16>,
 }
 
 /// The running control plane: a store, its projector, the scheduler reconciler.
@@ -91,7 +92,7 @@ impl ControlPlane {
             logs: settings.logs,
             request_hash_key: settings.master_key.as_ref().map(|k| k.derive("vt idempotency request hash")),
             master_key: settings.master_key,
-            ingress: Default::default(),
+            ingress: app::routes::IngressSettings::new(settings.api_port),
             scheduler: Default::default(),
             tasks: Default::default(),
             background: Mutex::new(vec![]),
@@ -331,8 +332,8 @@ impl Committed {
                 StatusCode::UNPROCESSABLE_ENTITY,
                 vt_api::ErrorCode::IdempotencyKeyReused,
                 format!(
-                    "idempotency key `{}` was already used for a different request; use a new key for a new request",
-                    key.key
+                    "idempotency key {} was already used for a different request; use a new key for a new request",
+                    vt_ids::shown(&key.key)
                 ),
             )
             .field("Idempotency-Key"));

@@ -38,14 +38,8 @@ named! {
     RouteView => markers::RouteKind, Hostname;
 }
 
-/// `s` for an error message: quoted, cut at 80 characters.
-pub(crate) fn shown(s: &str) -> String {
-    let mut cut: String = s.chars().take(80).collect();
-    if s.chars().count() > 80 {
-        cut.push('…');
-    }
-    format!("`{cut}`")
-}
+/// Input echoed in messages goes through this: quoted, cut at 80 characters.
+pub(crate) use vt_ids::shown;
 
 impl ControlPlane {
     /// The views `r` names under `parent` (`None`: cluster-wide kinds): the one

@@ -144,5 +144,5 @@ async fn percentiles_per_phase_and_filter() {
     let r = s.get("/v1/system/boot-timings?env=env_00000000000000000000000000").await;
     assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
     let r = s.get("/v1/system/boot-timings?nodes=n1").await;
-    assert_eq!((r.error_code(), r.error_field()), ("invalid_field", "nodes"), "{}", r.body);
+    assert_eq!((r.error_code(), r.error_field()), ("unknown_field", "nodes"), "{}", r.body);
 }

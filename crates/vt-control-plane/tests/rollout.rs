@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::env::*;
 use common::*;
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 #[tokio::test]
@@ -151,7 +151,7 @@ async fn a_new_instance_that_exits_fails_the_deploy_and_the_env_goes_back() {
     );
 
     // A rollback now skips the failed release: rel1 is desired, there is nothing before it.
-    let r = s.post("/v1/orgs/acme/apps/web/envs/prod/rollback", json!({})).await;
+    let r = s.call(Method::POST, "/v1/orgs/acme/apps/web/envs/prod/rollback", None, &[]).await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
 }
 

@@ -24,8 +24,11 @@ async fn delete(s: &TestServer, path: &str) -> Resp {
 #[tokio::test]
 async fn tls_routes_create_list_get_delete() {
     let s = seeded().await;
-    let a = s.post(ROUTES, json!({"hostname": "WWW.Example.com", "process": "web", "backend_port": 8443})).await;
+    let mut a = s.post(ROUTES, json!({"hostname": "WWW.Example.com", "process": "web", "backend_port": 8443})).await;
     assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    // The env has no release: the route is taken as it is, and the answer says so.
+    let notes = a.body.as_object_mut().unwrap().remove("notes").unwrap();
+    assert!(notes[0].as_str().unwrap().contains("no release yet"), "{notes}");
     let id = a.body["id"].as_str().unwrap().to_owned();
     assert!(id.starts_with("route_"));
     assert_eq!(
@@ -33,8 +36,9 @@ async fn tls_routes_create_list_get_delete() {
         (Some("tls"), Some("www.example.com"), Some(443))
     );
     assert_eq!(a.body["proxy_protocol"], false);
-    let b = s.post(ROUTES, json!({"hostname": "api.example.com", "port": 8443, "process": "api", "backend_port": 9000, "proxy_protocol": true})).await;
+    let mut b = s.post(ROUTES, json!({"hostname": "api.example.com", "port": 8443, "process": "api", "backend_port": 9000, "proxy_protocol": true})).await;
     assert_eq!(b.status, StatusCode::CREATED, "{}", b.body);
+    b.body.as_object_mut().unwrap().remove("notes");
     // The same host name on another port is another route.
     let c = s
         .post(ROUTES, json!({"hostname": "www.example.com", "port": 8443, "process": "web", "backend_port": 8443}))
@@ -234,4 +238,56 @@ async fn instances_report_an_address_and_metrics_need_an_ingress() {
     assert_eq!(m.status(), StatusCode::OK);
     assert!(m.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
     assert_eq!(m.text().await.unwrap(), "vt_ingress_up 1\n");
+}
+
+#[tokio::test]
+async fn routes_are_checked_against_the_envs_release() {
+    let s = seeded().await;
+    let rel = s
+        .post(
+            "/v1/orgs/acme/apps/web/releases",
+            json!({"image": format!("acme/web@{}", digest('a')), "manifest": manifest()}),
+        )
+        .await;
+    assert_eq!(rel.status, StatusCode::CREATED, "{}", rel.body);
+    let dep = s.post("/v1/orgs/acme/apps/web/envs/prod/deploys", json!({"release_id": rel.body["id"]})).await;
+    assert_eq!(dep.status, StatusCode::CREATED, "{}", dep.body);
+    let before = s.head().await;
+    let cases = [
+        (json!({"hostname": "a.example", "process": "api", "backend_port": 8080}), "process", "no process `api`"),
+        (
+            json!({"hostname": "a.example", "process": "web", "backend_port": 9000}),
+            "backend_port",
+            "tcp ports are 8080",
+        ),
+        (json!({"protocol": "tcp", "process": "web", "backend_port": 22}), "backend_port", "tcp ports are 8080"),
+    ];
+    for (body, field, says) in cases {
+        let r = s.post(ROUTES, body.clone()).await;
+        assert_eq!((r.status, r.error_field()), (StatusCode::UNPROCESSABLE_ENTITY, field), "{body}: {}", r.body);
+        assert!(r.body["error"]["message"].as_str().unwrap().contains(says), "{body}: {}", r.body);
+    }
+    assert_eq!(s.head().await, before, "nothing was written");
+    let ok = s.post(ROUTES, json!({"hostname": "a.example", "process": "web", "backend_port": 8080})).await;
+    assert_eq!(ok.status, StatusCode::CREATED, "{}", ok.body);
+    assert!(ok.body.get("notes").is_none(), "checked against the release: nothing to note: {}", ok.body);
+}
+
+#[tokio::test]
+async fn tls_routes_keep_off_privileged_ports_and_the_apis_port() {
+    let s = seeded().await;
+    let api = s.addr.port();
+    let route = |port: u16| json!({"hostname": "a.example", "port": port, "process": "web", "backend_port": 8080});
+    for port in [1, 22, 80, 1023, api] {
+        let r = s.post(ROUTES, route(port)).await;
+        assert_eq!((r.status, r.error_field()), (StatusCode::UNPROCESSABLE_ENTITY, "port"), "{port}: {}", r.body);
+    }
+    for port in [443, 1024, 8443] {
+        let r = s.post(ROUTES, route(port)).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{port}: {}", r.body);
+    }
+    // TCP routes are allocated around the API's port when the range holds it.
+    s.cp.ingress.set_tcp_ports(api..=api.saturating_add(1));
+    let r = s.post(ROUTES, json!({"protocol": "tcp", "process": "web", "backend_port": 8080})).await;
+    assert_eq!((r.status, r.body["port"].as_u64()), (StatusCode::CREATED, Some(u64::from(api) + 1)), "{}", r.body);
 }

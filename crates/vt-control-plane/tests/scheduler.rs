@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use vt_control_plane::scheduler::SchedulerSettings;
 
@@ -177,16 +177,16 @@ async fn rollback_returns_to_the_previous_release() {
     }
     const ROLLBACK: &str = "/v1/orgs/acme/apps/web/envs/prod/rollback";
     const DEPLOYS: &str = "/v1/orgs/acme/apps/web/envs/prod/deploys";
-    let r = s.post(ROLLBACK, json!({})).await;
+    let r = s.call(Method::POST, ROLLBACK, None, &[]).await;
     assert_eq!((r.status, r.error_code()), (StatusCode::CONFLICT, "conflict"), "{}", r.body);
     assert!(r.body["error"]["message"].as_str().unwrap().contains("has no deploy yet"), "{}", r.body);
     let (r1, r2) = (release(&s, "web", 'a', 256).await, release(&s, "web", 'b', 256).await);
     assert_eq!(s.post(DEPLOYS, json!({"release_id": r1})).await.status, StatusCode::CREATED);
-    let r = s.post(ROLLBACK, json!({})).await;
+    let r = s.call(Method::POST, ROLLBACK, None, &[]).await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.body);
     assert!(r.body["error"]["message"].as_str().unwrap().contains("no previous release"), "{}", r.body);
     assert_eq!(s.post(DEPLOYS, json!({"release_id": r2})).await.status, StatusCode::CREATED);
-    let r = s.post(ROLLBACK, json!({})).await;
+    let r = s.call(Method::POST, ROLLBACK, None, &[]).await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     assert_eq!(
         (r.body["kind"].as_str(), r.body["release_id"].as_str(), r.body["previous_release_id"].as_str()),
@@ -195,6 +195,6 @@ async fn rollback_returns_to_the_previous_release() {
     let env = s.get("/v1/orgs/acme/apps/web/envs/prod").await.body;
     assert_eq!(env["desired_release_id"], r1.as_str());
     // Rolling back again goes to the release before the desired one: r2.
-    let r = s.post(ROLLBACK, json!({})).await;
+    let r = s.call(Method::POST, ROLLBACK, None, &[]).await;
     assert_eq!(r.body["release_id"], r2.as_str(), "{}", r.body);
 }

@@ -93,7 +93,7 @@ async fn staged_secrets_deploy_as_one_version_and_one_rollout() {
     assert_eq!(deploys(&s).await.len(), 1);
 
     // One deploy: version 1, one deploy of kind `secrets`, the same release.
-    let r = s.post(&format!("{SECRETS}/deploy"), json!({})).await;
+    let r = s.call(Method::POST, &format!("{SECRETS}/deploy"), None, &[]).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     assert_eq!((r.body["version"].as_u64(), r.body["desired_version"].as_u64()), (Some(1), Some(1)), "{}", r.body);
     assert_eq!(summary(&r.body), ["API_KEY@1", "DATABASE_URL@1"]);
@@ -106,7 +106,7 @@ async fn staged_secrets_deploy_as_one_version_and_one_rollout() {
     }
     assert_eq!(s.get(SECRETS).await.body, answered, "the answer is what the list shows after");
     assert_eq!(deploys(&s).await.len(), 2, "exactly one rollout");
-    let r = s.post(&format!("{SECRETS}/deploy"), json!({})).await;
+    let r = s.call(Method::POST, &format!("{SECRETS}/deploy"), None, &[]).await;
     assert_eq!(r.status, StatusCode::CONFLICT, "nothing staged: {}", r.body);
 
     // The rollout: a new instance with version 1 replaces the old one once ready.
@@ -199,15 +199,15 @@ async fn bad_input_names_the_field_and_never_repeats_a_value() {
     let secret = "s3cr3t-Value-that-must-not-echo";
     let cases: Vec<(Value, &str, &str)> = vec![
         (json!({}), "set", "at least one secret"),
-        (json!({"set": {"lower-case": b64(b"x")}}), "set.lower-case", "secret name"),
+        (json!({"set": {"lower-case": b64(b"x")}}), "set.lower-case", "an environment variable name"),
         (json!({"set": {"VT_RESERVED": b64(b"x")}}), "set.VT_RESERVED", "secret name"),
         (json!({"set": {"K": secret}}), "set.K", "not base64"),
         (json!({"set": {"K": ""}}), "set.K", "is empty"),
         (json!({"set": {"K": b64(&vec![b'a'; 64 * 1024 + 1])}}), "set.K", "at most 65536 bytes"),
         (json!({"set": {"K": b64(b"x")}, "unset": ["K"]}), "unset[0]", "both set and unset"),
         (json!({"unset": ["NOPE"]}), "unset", "no secret `NOPE`"),
-        (json!({"set": {"K": b64(b"x")}, "stage": secret}), "stage", "expected a boolean"),
-        (json!({"set": {"K": 12345}}), "set.K", "expected a string"),
+        (json!({"set": {"K": b64(b"x")}, "stage": secret}), "stage", "must be `true` or `false`"),
+        (json!({"set": {"K": 12345}}), "set.K", "must be a string"),
         (json!({"set": {"K": b64(b"x")}, "sett": {}}), "sett", "unknown field"),
     ];
     for (body, field, says) in cases {
@@ -218,11 +218,10 @@ async fn bad_input_names_the_field_and_never_repeats_a_value() {
         assert!(msg.contains(says), "{body}: {msg}");
         assert!(!msg.contains(secret) && !msg.contains("12345"), "a value in an error: {msg}");
     }
-    // Limits over the env, not just one request: the count and the bytes.
+    // Limits over the env, not just one request: the bytes, then the count.
     let many: serde_json::Map<String, Value> = (0..201).map(|i| (format!("K{i}"), json!(b64(b"x")))).collect();
     let r = s.post(SECRETS, json!({"set": many})).await;
-    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(r.body["error"]["message"].as_str().unwrap().contains("at most 200 secrets"), "{}", r.body);
+    assert_eq!((r.status, r.error_field()), (StatusCode::UNPROCESSABLE_ENTITY, "set"), "one request: {}", r.body);
     let big = b64(&vec![b'b'; 60 * 1024]);
     let half: serde_json::Map<String, Value> = (0..16).map(|i| (format!("BIG{i}"), json!(big))).collect();
     assert_eq!(s.post(SECRETS, json!({"set": half, "stage": true})).await.status, StatusCode::OK);
@@ -230,9 +229,19 @@ async fn bad_input_names_the_field_and_never_repeats_a_value() {
     let r = s.post(SECRETS, json!({"set": more})).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
     assert!(r.body["error"]["message"].as_str().unwrap().contains("1048576 bytes in all"), "{}", r.body);
+    let small: serde_json::Map<String, Value> = (0..180).map(|i| (format!("K{i}"), json!(b64(b"x")))).collect();
+    assert_eq!(s.post(SECRETS, json!({"set": small, "stage": true})).await.status, StatusCode::OK);
+    let five: serde_json::Map<String, Value> = (180..185).map(|i| (format!("K{i}"), json!(b64(b"x")))).collect();
+    let r = s.post(SECRETS, json!({"set": five})).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert!(
+        r.body["error"]["message"].as_str().unwrap().contains("at most 200 secrets; this would make 201"),
+        "{}",
+        r.body
+    );
     // Nothing of the refused requests was kept.
     let list = s.get(SECRETS).await.body;
-    assert_eq!((list["version"].as_u64(), summary(&list).len()), (Some(0), 16), "{list}");
+    assert_eq!((list["version"].as_u64(), summary(&list).len()), (Some(0), 196), "{list}");
 }
 
 #[tokio::test]

@@ -337,27 +337,33 @@ impl Health {
     }
 }
 
-/// How long each phase of one instance's start took, in milliseconds.
+/// How long each phase of one instance's start took, in milliseconds (each at most a day: 86,400,000).
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BootTimings {
     /// Start → the image's root disk is ready (pull, unpack, mkfs; or a cache hit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 86400000)]
     pub root_disk_ms: Option<u64>,
     /// Boot start → the VMM process is spawned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 86400000)]
     pub vmm_spawned_ms: Option<u64>,
     /// Guest kernel start → guest init start (guest clock).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 86400000)]
     pub kernel_to_init_ms: Option<u64>,
     /// Guest init start → entrypoint started (guest clock).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 86400000)]
     pub init_to_entrypoint_ms: Option<u64>,
     /// Start → the entrypoint runs, as the node saw it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 86400000)]
     pub running_ms: Option<u64>,
     /// Start → the first passing health check (equal to `running_ms` without a check).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(maximum = 86400000)]
     pub healthy_ms: Option<u64>,
 }
 
@@ -365,7 +371,11 @@ pub struct BootTimings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Capacity {
+    /// Thousandths of a vCPU: 1 to 1,000,000 (1000 vCPUs).
+    #[schema(minimum = 1, maximum = 1000000)]
     pub cpu_millis: u32,
+    /// MiB: 1 to 16,777,216 (16 TiB).
+    #[schema(minimum = 1, maximum = 16777216)]
     pub memory_mib: u32,
 }
 

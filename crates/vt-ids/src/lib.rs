@@ -13,7 +13,7 @@ use std::{fmt, marker::PhantomData, str::FromStr};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 mod name;
-pub use name::{EnvVarName, Hostname, Name, NameError, Ref, MAX_ENV_VAR_NAME, MAX_HOSTNAME, MAX_NAME};
+pub use name::{cut, shown, EnvVarName, Hostname, Name, NameError, Ref, MAX_ENV_VAR_NAME, MAX_HOSTNAME, MAX_NAME};
 
 /// A kind of resource that has ids. Implemented by the zero-sized marker types below.
 pub trait Kind: 'static + Send + Sync {
@@ -21,6 +21,8 @@ pub trait Kind: 'static + Send + Sync {
     const PREFIX: &'static str;
     /// Human name of the kind, for error messages.
     const NAME: &'static str;
+    /// The Rust alias of its id type (`OrgId`): the id's schema name in the OpenAPI document.
+    const TYPE_NAME: &'static str;
 }
 
 /// An id of resource kind `K`.
@@ -32,9 +34,10 @@ pub struct Id<K: Kind> {
 /// Why a string is not an id of the expected kind.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdError {
-    #[error("expected {kind} id starting with `{prefix}_`, got `{got}`")]
+    /// `got` is the input as [`shown`]: quoted, cut at 80 characters.
+    #[error("expected {kind} id starting with `{prefix}_`, got {got}")]
     WrongPrefix { kind: &'static str, prefix: &'static str, got: String },
-    #[error("`{got}` is not a valid {kind} id: after `{prefix}_` expect 26 characters of Crockford base32")]
+    #[error("{got} is not a valid {kind} id: after `{prefix}_` expect 26 characters of Crockford base32")]
     Malformed { kind: &'static str, prefix: &'static str, got: String },
 }
 
@@ -53,7 +56,7 @@ impl<K: Kind> Id<K> {
     }
 
     pub fn parse(s: &str) -> Result<Self, IdError> {
-        let shown: String = s.chars().take(64).collect();
+        let shown = shown(s);
         let rest = s.strip_prefix(K::PREFIX).and_then(|r| r.strip_prefix('_')).ok_or_else(|| IdError::WrongPrefix {
             kind: K::NAME,
             prefix: K::PREFIX,
@@ -144,12 +147,19 @@ impl<K: Kind> utoipa::PartialSchema for Id<K> {
         ObjectBuilder::new()
             .schema_type(SchemaType::new(Type::String))
             .pattern(Some(format!("^{}_[0-9a-hjkmnp-tv-z]{{26}}$", K::PREFIX)))
+            .min_length(Some(K::PREFIX.len() + 27))
+            .max_length(Some(K::PREFIX.len() + 27))
             .description(Some(format!("{} id", K::NAME)))
             .into()
     }
 }
 
-impl<K: Kind> utoipa::ToSchema for Id<K> {}
+/// Named per kind (`OrgId`, `AppId`, ...): one shared name would make every id an org id in the document.
+impl<K: Kind> utoipa::ToSchema for Id<K> {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed(K::TYPE_NAME)
+    }
+}
 
 macro_rules! kinds {
     ($($(#[$doc:meta])* $marker:ident, $alias:ident, $prefix:literal, $name:literal;)*) => {
@@ -165,6 +175,7 @@ macro_rules! kinds {
             impl Kind for markers::$marker {
                 const PREFIX: &'static str = $prefix;
                 const NAME: &'static str = $name;
+                const TYPE_NAME: &'static str = stringify!($alias);
             }
             $(#[$doc])*
             pub type $alias = Id<markers::$marker>;

@@ -38,13 +38,21 @@ pub enum NameError {
     Hostname(String),
 }
 
-/// `s` quoted for an error message, cut at 80 characters.
-fn shown(s: &str) -> String {
-    let mut cut: String = s.chars().take(80).collect();
-    if s.chars().count() > 80 {
-        cut.push('…');
+/// The most characters of input an error message shows ([`shown`]).
+const SHOWN: usize = 80;
+
+/// `s` cut at `max` characters, with `…` when something was cut: how input is echoed, bounded.
+pub fn cut(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    match s.char_indices().nth(max) {
+        None => std::borrow::Cow::Borrowed(s),
+        Some((end, _)) => std::borrow::Cow::Owned(format!("{}…", &s[..end])),
     }
-    format!("{cut:?}")
+}
+
+/// `s` for an error message: in backticks, cut at 80 characters. Every message that
+/// echoes input (names, ids, references, keys) shows it through this.
+pub fn shown(s: &str) -> String {
+    format!("`{}`", cut(s, SHOWN))
 }
 
 fn is_name(s: &str) -> bool {
@@ -245,7 +253,7 @@ string_like!(
 string_like!(
     Hostname,
     "www.example.com",
-    "^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$",
+    "^([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$",
     "a DNS host name (case-insensitive, stored in lower case), not an IP address"
 );
 
@@ -300,7 +308,16 @@ mod tests {
             assert!(err.to_string().contains("start with a letter"), "{err}");
         }
         let err = Name::parse(&"x".repeat(200)).unwrap_err().to_string();
-        assert!(err.ends_with("…\""), "long input is cut: {err}");
+        assert!(err.ends_with("…`"), "long input is cut: {err}");
+        assert!(err.len() < 250, "{err}");
+    }
+
+    #[test]
+    fn cut_counts_characters() {
+        assert_eq!(cut("abc", 3), "abc");
+        assert_eq!(cut("abcd", 3), "abc…");
+        assert_eq!(cut("ééééé", 2), "éé…");
+        assert_eq!(shown(&"y".repeat(1_000_000)).chars().count(), 80 + 3);
     }
 
     #[test]

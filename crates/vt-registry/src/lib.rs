@@ -23,6 +23,14 @@
 //! may pull `from` and the blob belongs to `from`; otherwise a normal upload starts (202), which
 //! tells the caller nothing about `from`. An image manifest may only reference blobs of its own
 //! repository. See [`Storage`] for the layout and the migration of older stores.
+//!
+//! # Strict input
+//!
+//! Before storage is touched, a manifest reference must be a tag or a `sha256:` digest, a blob
+//! reference a digest and an upload id 32 hex digits. A pushed manifest must be one JSON
+//! document with no key twice ([`vt_json`]), and every descriptor in it must name a blob (image
+//! manifests) or a manifest (indexes) of the repository with the size it states: no media type
+//! is exempt, so foreign and non-distributable layers must be pushed like any other blob.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -42,7 +50,8 @@ use vt_image::Digest;
 
 mod storage;
 
-pub use storage::{FinishError, Storage, StoredManifest, LAYOUT_VERSION};
+pub use storage::{FinishError, Storage, StoredManifest, DEFAULT_UPLOAD_TTL, LAYOUT_VERSION};
+use vt_ids::{cut, shown};
 use vt_image::reference::{valid_repository, valid_tag};
 
 /// Largest manifest accepted (4 MiB).
@@ -318,8 +327,11 @@ async fn handle(sh: &Shared, req: Request) -> R {
                 "invalid repository name: lowercase components of [a-z0-9] joined by `.`, `_`, `__` or `-`, \
                  separated by `/`, at most 255 bytes",
             )
-            .detail(serde_json::json!({ "name": n })));
+            .detail(serde_json::json!({ "name": cut(n, 256) })));
         }
+    }
+    if let Some(Route::Manifest(_, reference)) = &route {
+        check_reference(reference)?;
     }
     let token = presented_token(req.headers());
     let (repo, access) = scope(route.as_ref(), &method);
@@ -363,6 +375,22 @@ async fn handle(sh: &Shared, req: Request) -> R {
     }
 }
 
+/// A manifest reference is a tag or a digest; anything else (`..`, `.`, a path) is refused
+/// before it can name a file.
+fn check_reference(reference: &str) -> Result<(), RegErr> {
+    if reference.contains(':') {
+        parse_digest(reference).map(|_| ())
+    } else if valid_tag(reference) {
+        Ok(())
+    } else {
+        Err(RegErr::manifest_invalid(format!(
+            "invalid reference {}: a tag (1-128 of [A-Za-z0-9_.-], not starting with `.` or `-`) or a digest (sha256:<64 lowercase hex>)",
+            shown(reference)
+        ))
+        .detail(serde_json::json!({ "reference": cut(reference, 128) })))
+    }
+}
+
 // ---- tags ----
 
 fn tags_list(st: &Storage, name: &str, q: &HashMap<String, String>) -> R {
@@ -384,7 +412,7 @@ fn tags_list(st: &Storage, name: &str, q: &HashMap<String, String>) -> R {
 
 fn parse_digest(d: &str) -> Result<Digest, RegErr> {
     d.parse::<Digest>()
-        .map_err(|_| RegErr::digest_invalid(format!("invalid digest {d:?}: expected sha256:<64 lowercase hex>")))
+        .map_err(|_| RegErr::digest_invalid(format!("invalid digest {}: expected sha256:<64 lowercase hex>", shown(d))))
 }
 
 async fn blob_get(st: &Storage, name: &str, d: &str, head: bool) -> R {
@@ -552,7 +580,8 @@ async fn finish(st: &Storage, name: &str, id: &str, digest: &str) -> R {
         Err(_) => {
             let _ = st.cancel_upload(id);
             return Err(RegErr::digest_invalid(format!(
-                "invalid digest {digest:?}: expected sha256:<64 lowercase hex>"
+                "invalid digest {}: expected sha256:<64 lowercase hex>",
+                shown(digest)
             )));
         }
     };
@@ -584,12 +613,13 @@ fn manifest_get(st: &Storage, name: &str, reference: &str, head: bool) -> R {
 
 /// Check a manifest's media type, shape and references; returns the media type to store.
 ///
-/// An image manifest's config and layers (foreign and non-distributable layers aside) must be
-/// blobs of repository `name` with the sizes the descriptors say; an index's manifests must be
-/// manifests of `name`.
+/// The manifest must be one JSON document with no key twice. An image manifest's config and
+/// layers (whatever their media type: foreign and non-distributable layers are not exempt) must
+/// be blobs of repository `name` with the sizes the descriptors say; an index's manifests must
+/// be manifests of `name`, with the sizes its descriptors say.
 pub fn validate_manifest(st: &Storage, name: &str, content_type: Option<&str>, bytes: &[u8]) -> Result<String, RegErr> {
     let v: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|e| RegErr::manifest_invalid(format!("manifest is not JSON: {e}")))?;
+        vt_json::parse(bytes).map_err(|e| RegErr::manifest_invalid(format!("manifest is not strict JSON: {e}")))?;
     let body_type = v.get("mediaType").and_then(|t| t.as_str());
     let ct = content_type.map(|c| c.split(';').next().unwrap_or(c).trim()).filter(|c| oci::manifest_kind(c).is_some());
     let media_type = match (ct, body_type) {
@@ -619,9 +649,6 @@ pub fn validate_manifest(st: &Storage, name: &str, content_type: Option<&str>, b
             let m: ImageManifest = serde_json::from_value(v)
                 .map_err(|e| RegErr::manifest_invalid(format!("invalid image manifest: {e}")))?;
             for d in std::iter::once(&m.config).chain(&m.layers) {
-                if storage::is_foreign(d) {
-                    continue;
-                }
                 match st.blob_size_in(name, &d.digest).map_err(RegErr::internal)? {
                     None => return Err(missing(&d.digest, "a blob")),
                     Some(size) if size != d.size => {
@@ -640,6 +667,16 @@ pub fn validate_manifest(st: &Storage, name: &str, content_type: Option<&str>, b
             for d in &ix.manifests {
                 if !st.has_manifest(name, &d.digest) {
                     return Err(missing(&d.digest, "a manifest"));
+                }
+                match st.blob_size(&d.digest).map_err(RegErr::internal)? {
+                    Some(size) if size == d.size => {}
+                    Some(size) => {
+                        return Err(RegErr::manifest_invalid(format!(
+                            "descriptor of {} says {} bytes, the manifest has {size}",
+                            d.digest, d.size
+                        )))
+                    }
+                    None => return Err(missing(&d.digest, "a manifest")),
                 }
             }
         }
@@ -667,7 +704,8 @@ async fn manifest_put(st: &Storage, name: &str, reference: &str, req: Request) -
         Some(reference)
     } else {
         return Err(RegErr::manifest_invalid(format!(
-            "invalid tag {reference:?}: 1-128 of [A-Za-z0-9_.-], not starting with . or -"
+            "invalid tag {}: 1-128 of [A-Za-z0-9_.-], not starting with . or -",
+            shown(reference)
         )));
     };
     let media_type = validate_manifest(st, name, content_type.as_deref(), &bytes)?;

@@ -3,7 +3,7 @@
 //! ```text
 //! <root>/layout-version                              `2`: the layout below (written by `open`)
 //! <root>/blobs/sha256/<hex>                          blobs and manifests, content-addressed
-//! <root>/uploads/<uuid>/data                         bytes of an upload in progress
+//! <root>/uploads/<uuid>/data                         bytes of an upload in progress (expires, below)
 //! <root>/uploads/<uuid>/repo                         the repository the upload belongs to
 //! <root>/repositories/<name>/_layers/sha256/<hex>    empty file: blob <hex> belongs to <name>
 //! <root>/repositories/<name>/_manifests/sha256/<hex> media type of a manifest pushed to <name>
@@ -13,6 +13,10 @@
 //!
 //! Every file appears under its final name complete: it is written aside, fsynced and renamed.
 //! An upload becomes a blob only when its sha256 matches the digest the client names.
+//!
+//! An upload nobody wrote to for the upload TTL ([`DEFAULT_UPLOAD_TTL`], 24 h, by default) is
+//! abandoned: it answers as unknown from then on and is deleted, on access, by the sweep at
+//! [`Storage::open`], and by a sweep when an upload starts (at most once a minute).
 //!
 //! The bytes of a blob are stored once, whatever repositories it was pushed to; what a
 //! repository may serve is its *blobs*: those linked in its `_layers` (an upload to it finished,
@@ -25,9 +29,11 @@
 
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest as _, Sha256};
-use vt_image::oci::{self, Descriptor, ImageManifest, ManifestKind};
+use vt_image::oci::{self, ImageManifest, ManifestKind};
 use vt_image::Digest;
 
 /// The layout [`Storage::open`] leaves on disk (see the module docs).
@@ -36,10 +42,17 @@ pub const LAYOUT_VERSION: u32 = 2;
 /// Name of the file under the root that records the layout version.
 const LAYOUT_FILE: &str = "layout-version";
 
+/// How long an upload may go without a write before it is abandoned and deleted.
+pub const DEFAULT_UPLOAD_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Starting uploads sweeps the abandoned ones at most this often.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
 /// On-disk registry storage rooted at `<data-dir>/registry`.
 #[derive(Debug, Clone)]
 pub struct Storage {
     root: PathBuf,
+    upload_ttl: Duration,
+    last_sweep: Arc<Mutex<Option<Instant>>>,
 }
 
 /// A manifest as stored: its digest, media type and bytes.
@@ -74,12 +87,6 @@ fn not_found<T>(r: io::Result<T>) -> io::Result<Option<T>> {
     }
 }
 
-/// A layer the registry does not hold: foreign (Docker) and non-distributable (OCI) layers are
-/// fetched from elsewhere, so manifests may reference them without pushing them.
-pub(crate) fn is_foreign(d: &Descriptor) -> bool {
-    d.media_type == oci::media::DOCKER_FOREIGN_LAYER_TAR_GZIP || d.media_type.contains("nondistributable")
-}
-
 /// fsync a directory, so the renames done in it survive a crash.
 fn sync_dir(dir: &Path) -> io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
@@ -106,14 +113,21 @@ impl Storage {
                 let _ = std::fs::remove_file(e.path());
             }
         }
-        let st = Storage { root: root.to_owned() };
+        let st = Storage::at(root);
         st.migrate()?;
+        st.sweep_uploads(true);
         Ok(st)
     }
 
     /// Storage at `root` without touching the disk (for readers; writers use [`Storage::open`]).
     pub fn at(root: &Path) -> Self {
-        Storage { root: root.to_owned() }
+        Storage { root: root.to_owned(), upload_ttl: DEFAULT_UPLOAD_TTL, last_sweep: Arc::default() }
+    }
+
+    /// The same storage with abandoned uploads expiring after `ttl` without a write.
+    pub fn with_upload_ttl(mut self, ttl: Duration) -> Self {
+        self.upload_ttl = ttl;
+        self
     }
 
     pub fn root(&self) -> &Path {
@@ -189,8 +203,10 @@ impl Storage {
         self.upload_dir(id).join("data")
     }
 
-    /// Start an upload for repository `name`; returns its id.
+    /// Start an upload for repository `name`; returns its id. Sweeps abandoned uploads first
+    /// (at most once a minute).
     pub fn start_upload(&self, name: &str) -> io::Result<String> {
+        self.sweep_uploads(false);
         let id = random_id();
         let dir = self.upload_dir(&id);
         std::fs::create_dir_all(&dir)?;
@@ -199,7 +215,8 @@ impl Storage {
         Ok(id)
     }
 
-    /// Bytes received so far by upload `id` of repository `name`; `None` if there is no such upload.
+    /// Bytes received so far by upload `id` of repository `name`; `None` if there is no such
+    /// upload, or it was abandoned (then it is deleted).
     pub fn upload_size(&self, name: &str, id: &str) -> io::Result<Option<u64>> {
         if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Ok(None);
@@ -208,7 +225,57 @@ impl Storage {
         if repo != name {
             return Ok(None);
         }
-        Ok(not_found(std::fs::metadata(self.upload_data(id)))?.map(|m| m.len()))
+        let Some(meta) = not_found(std::fs::metadata(self.upload_data(id)))? else { return Ok(None) };
+        if self.abandoned(&meta, SystemTime::now()) {
+            self.cancel_upload(id)?;
+            return Ok(None);
+        }
+        Ok(Some(meta.len()))
+    }
+
+    /// Whether an upload whose data file has `meta` was last written more than the TTL ago.
+    fn abandoned(&self, meta: &std::fs::Metadata, now: SystemTime) -> bool {
+        meta.modified().ok().and_then(|m| now.duration_since(m).ok()).is_some_and(|idle| idle > self.upload_ttl)
+    }
+
+    /// Delete every upload not written to for the upload TTL (as of `now`); returns how many.
+    /// An upload directory without its data file (a start cut short) counts from the directory's time.
+    pub fn expire_uploads(&self, now: SystemTime) -> io::Result<usize> {
+        let Some(entries) = not_found(std::fs::read_dir(self.root.join("uploads")))? else { return Ok(0) };
+        let mut expired = 0;
+        for e in entries {
+            let e = e?;
+            let meta = match not_found(std::fs::metadata(e.path().join("data")))? {
+                Some(m) => m,
+                None => e.metadata()?,
+            };
+            if self.abandoned(&meta, now) {
+                match std::fs::remove_dir_all(e.path()) {
+                    Err(err) if err.kind() != io::ErrorKind::NotFound => return Err(err),
+                    _ => expired += 1,
+                }
+            }
+        }
+        Ok(expired)
+    }
+
+    /// [`Storage::expire_uploads`] now, unless a sweep ran within the last minute (`force`: anyway).
+    /// A failure is logged: a sweep that fails leaves uploads to the next one.
+    fn sweep_uploads(&self, force: bool) {
+        {
+            let mut last = self.last_sweep.lock().unwrap_or_else(|e| e.into_inner());
+            if !force && last.is_some_and(|t| t.elapsed() < SWEEP_EVERY) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        match self.expire_uploads(SystemTime::now()) {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(expired = n, ttl_secs = self.upload_ttl.as_secs(), "abandoned registry uploads deleted")
+            }
+            Err(e) => tracing::warn!(error = %e, "sweeping abandoned registry uploads failed"),
+        }
     }
 
     pub fn cancel_upload(&self, id: &str) -> io::Result<()> {
@@ -417,7 +484,7 @@ impl Storage {
                 }
             };
             for d in std::iter::once(&manifest.config).chain(&manifest.layers) {
-                if is_foreign(d) || self.layer_link(name, &d.digest).is_file() || self.blob_size(&d.digest)?.is_none() {
+                if self.layer_link(name, &d.digest).is_file() || self.blob_size(&d.digest)?.is_none() {
                     continue;
                 }
                 self.write_atomic(&self.layer_link(name, &d.digest), b"")?;

@@ -13,8 +13,10 @@
 //! - the node agent, with a node token of its own (`vt-agent`), unless
 //!   switched off or the host cannot boot microVMs.
 //!
-//! [`Server::run`] serves until its shutdown future resolves, then stops in
-//! this order: the API (requests in flight finish), the agent (its VMs are
+//! [`Server::run`] serves the API with [`ConnectionLimits`] (`serve.rs`: header and
+//! body read timeouts, a cap on connections per client) until its shutdown future
+//! resolves, then stops in this order: the API (requests in flight finish, for up
+//! to [`serve::SHUTDOWN_GRACE`]), the agent (its VMs are
 //! killed and their taps and cgroups removed; their records stay, so the next
 //! start boots them again), the edge and the ingress's listeners, and last
 //! the control plane's reconcilers.
@@ -35,9 +37,11 @@ use vt_store::{PgStore, SqliteStore, Store, StoreError};
 pub mod data_dir;
 pub mod logs;
 pub mod master_key;
+pub mod serve;
 pub mod tokens;
 
 pub use data_dir::{DataDir, DataDirLock};
+pub use serve::ConnectionLimits;
 
 /// How a server is set up (the flags of `vt server`).
 #[derive(Debug, Clone)]
@@ -55,6 +59,8 @@ pub struct ServerConfig {
     pub agent: Option<Hostname>,
     /// The master key file; `None`: `<data-dir>/master.key`, made on first start.
     pub master_key_file: Option<PathBuf>,
+    /// Timeouts and the per-client connection cap of the API listener.
+    pub limits: ConnectionLimits,
 }
 
 impl ServerConfig {
@@ -69,6 +75,7 @@ impl ServerConfig {
             ingress: None,
             agent: None,
             master_key_file: None,
+            limits: ConnectionLimits::default(),
         }
     }
 }
@@ -137,6 +144,7 @@ pub struct Server {
     /// Held while the server runs: one server per data directory.
     _lock: DataDirLock,
     listener: tokio::net::TcpListener,
+    limits: ConnectionLimits,
     ingress: Option<(vt_ingress::Ingress, JoinHandle<()>)>,
     agent: Option<(Arc<vt_agent::Agent>, JoinHandle<()>)>,
 }
@@ -160,8 +168,12 @@ impl Server {
         let addr = listener.local_addr().map_err(ServerError::Serve)?;
         // Single host: instance logs are the files of the agent of this data directory.
         let logs = Arc::new(logs::LocalLogs { dir: data.agent().logs });
-        let settings =
-            Settings { registry_dir: Some(data.registry()), logs: Some(logs), master_key: Some(Arc::new(master_key)) };
+        let settings = Settings {
+            registry_dir: Some(data.registry()),
+            logs: Some(logs),
+            master_key: Some(Arc::new(master_key)),
+            api_port: Some(addr.port()),
+        };
         let cp = ControlPlane::start(store, settings);
         cp.ingress.set_tcp_ports(config.tcp_ports.clone());
         let ingress = match &config.ingress {
@@ -178,7 +190,17 @@ impl Server {
                 None
             }
         };
-        Ok(Server { control_plane: cp, data, admin_token_written, notices, _lock: lock, listener, ingress, agent })
+        Ok(Server {
+            control_plane: cp,
+            data,
+            admin_token_written,
+            notices,
+            _lock: lock,
+            listener,
+            limits: config.limits,
+            ingress,
+            agent,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -191,7 +213,7 @@ impl Server {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
         let app = vt_control_plane::http::router(self.control_plane.clone());
-        let served = axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await.map_err(ServerError::Serve);
+        let served = serve::serve(self.listener, app, self.limits, shutdown).await.map_err(ServerError::Serve);
         if let Some((agent, task)) = self.agent {
             task.abort();
             agent.kill_vms().await;

@@ -560,8 +560,10 @@ macro_rules! store_impl {
             }
 
             async fn read_events(&self, after: u64, limit: u32) -> Result<Vec<Envelope>, StoreError> {
+                // `seq` is stored as a signed 64-bit integer: no event is past i64::MAX.
+                let Ok(after) = i64::try_from(after) else { return Ok(vec![]) };
                 let rows = sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq > $1 ORDER BY seq LIMIT $2"))
-                    .bind(after as i64)
+                    .bind(after)
                     .bind(limit as i64)
                     .fetch_all(&self.pool)
                     .await?;
@@ -569,9 +571,10 @@ macro_rules! store_impl {
             }
 
             async fn read_org_events(&self, org_id: &str, after: u64, limit: u32) -> Result<Vec<Envelope>, StoreError> {
+                let Ok(after) = i64::try_from(after) else { return Ok(vec![]) };
                 let rows = sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE org_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"))
                     .bind(org_id)
-                    .bind(after as i64)
+                    .bind(after)
                     .bind(limit as i64)
                     .fetch_all(&self.pool)
                     .await?;

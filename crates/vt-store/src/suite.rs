@@ -95,6 +95,11 @@ pub async fn appends_get_dense_seqs_and_round_trip(store: Arc<dyn Store>) {
     assert_eq!(first.decode().unwrap(), sent.event);
     assert_eq!(store.read_events(1, 1).await.unwrap()[0].seq, 2);
     assert!(store.read_events(3, 10).await.unwrap().is_empty());
+    // Cursors past the largest stored seq read nothing: they never wrap to the start of the log.
+    for after in [i64::MAX as u64, i64::MAX as u64 + 1, u64::MAX - 1, u64::MAX] {
+        assert!(store.read_events(after, 10).await.unwrap().is_empty(), "{after}");
+        assert!(store.read_org_events(&org_id.to_string(), after, 10).await.unwrap().is_empty(), "{after}");
+    }
 
     // An org's events only, by cursor.
     let org = org_id.to_string();

@@ -26,9 +26,7 @@ pub async fn run(ctx: &Ctx, cmd: RouteCommand) -> CliResult {
                         route.backend_port
                     ),
                     ids: vec![("route", route.id.to_string()), ("env", route.env_id.to_string())],
-                    details: route.proxy_protocol.then(|| {
-                        "a PROXY protocol v2 header with the client's address goes first to the backend".to_owned()
-                    }),
+                    details: details(&route),
                     next: vec![
                         format!("vt route list{}", scope_flags(ctx, true, true)),
                         format!("vt instances{}", scope_flags(ctx, true, true)),
@@ -68,6 +66,16 @@ pub async fn run(ctx: &Ctx, cmd: RouteCommand) -> CliResult {
         }
     }
     Ok(ExitStatus::Success)
+}
+
+/// What a created route's receipt adds: the server's notes (say, a route made before the env
+/// has a release), and the PROXY protocol when it is on.
+fn details(route: &Route) -> Option<String> {
+    let mut lines: Vec<String> = route.notes.iter().map(|n| format!("note: {n}\n")).collect();
+    if route.proxy_protocol {
+        lines.push("a PROXY protocol v2 header with the client's address goes first to the backend\n".to_owned());
+    }
+    (!lines.is_empty()).then(|| lines.concat())
 }
 
 fn request(a: RouteCreateArgs) -> CreateRoute {

@@ -38,6 +38,15 @@ fn host_name() -> Hostname {
         .unwrap_or_else(|| Hostname::parse("local").unwrap_or_else(|e| unreachable!("`local` is a host name: {e}")))
 }
 
+/// The API listener's limits from the flags.
+fn limits(args: &ServerArgs) -> vt_server::ConnectionLimits {
+    vt_server::ConnectionLimits {
+        header_read_timeout: std::time::Duration::from_secs(args.header_read_timeout),
+        body_read_timeout: std::time::Duration::from_secs(args.body_read_timeout),
+        max_connections_per_client: args.max_connections_per_client as usize,
+    }
+}
+
 pub async fn run(p: &Printer, args: ServerArgs) -> CliResult {
     match args.command {
         Some(ServerCommand::RebuildViews(r)) => return rebuild(p, &r.store).await,
@@ -49,6 +58,7 @@ pub async fn run(p: &Printer, args: ServerArgs) -> CliResult {
     config.tcp_ports = args.ingress_tcp_ports.clone();
     config.ingress = (!args.no_ingress).then(|| args.ingress_listen.clone());
     config.agent = (!args.no_agent).then(|| args.node_name.clone().unwrap_or_else(host_name));
+    config.limits = limits(&args);
     let server = Server::start(&config).await.map_err(failed)?;
     let addr = server.local_addr()?;
     notices(p, &server.notices);
@@ -129,5 +139,40 @@ async fn rebuild(p: &Printer, store: &StoreArgs) -> CliResult {
     } else {
         p.warning("rebuilt views differ from the live ones: the rows above were repaired");
         Ok(ExitStatus::Failure)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::args::{Cli, Command};
+
+    fn server_args(flags: &[&str]) -> crate::args::ServerArgs {
+        let cli = Cli::try_parse_from([&["vt", "server"], flags].concat()).unwrap();
+        match cli.command {
+            Command::Server(args) => args,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_flags_default_to_the_servers_limits_and_change_them() {
+        assert_eq!(super::limits(&server_args(&[])), vt_server::ConnectionLimits::default());
+        let set = super::limits(&server_args(&[
+            "--header-read-timeout",
+            "5s",
+            "--body-read-timeout",
+            "2m",
+            "--max-connections-per-client",
+            "16",
+        ]));
+        assert_eq!(
+            (set.header_read_timeout.as_secs(), set.body_read_timeout.as_secs(), set.max_connections_per_client),
+            (5, 120, 16)
+        );
+        for bad in [["--max-connections-per-client", "0"], ["--header-read-timeout", "0s"]] {
+            assert!(Cli::try_parse_from([&["vt", "server"], bad.as_slice()].concat()).is_err(), "{bad:?}");
+        }
     }
 }

@@ -9,7 +9,6 @@ use vt_views::{AppView, ViewKind};
 use super::{by_name, created, exists};
 use crate::authz::Action;
 use crate::lookup::authorize_in;
-use crate::validate;
 use crate::wire::{all, Wire};
 use crate::{ApiResult, Committed, ControlPlane, Ctx, Plan};
 
@@ -17,9 +16,6 @@ impl ControlPlane {
     pub async fn app_create(&self, ctx: &Ctx, org: &str, req: CreateApp) -> ApiResult<Committed> {
         let org = self.lookup_org(ctx, org).await?;
         authorize_in(ctx, Action::Manage, &org)?;
-        if let Some(d) = &req.description {
-            validate::text("description", d, 1024)?;
-        }
         let id = AppId::new();
         let now = ctx.now();
         let name = req.name.into_string();

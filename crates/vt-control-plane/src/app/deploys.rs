@@ -167,12 +167,6 @@ impl ControlPlane {
     /// Answers every process's count after the change.
     pub async fn scale_set(&self, ctx: &Ctx, scope: &EnvScope, req: SetScale) -> ApiResult<Committed> {
         scope.authorize(ctx, Action::Deploy)?;
-        if req.processes.is_empty() {
-            return Err(ApiErr::invalid(
-                "processes",
-                "`processes` is empty; name at least one process, e.g. {\"web\": 2}",
-            ));
-        }
         let env = self.fresh_env(&scope.env).await?;
         let manifest = match env.desired_release_id {
             Some(r) => Some(manifest_of(&self.lookup_release(&scope.app, &r.to_string()).await?)?),
@@ -201,8 +195,6 @@ impl ControlPlane {
                         ),
                     ));
                 }
-            } else if n > 1000 {
-                return Err(ApiErr::invalid(&field, format!("at most 1000 instances per process; got {n}")));
             }
         }
         let current: BTreeMap<String, ScaleView> =

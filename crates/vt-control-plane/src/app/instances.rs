@@ -8,8 +8,8 @@ use vt_events::{AggregateType, Event, InstanceStatus, InstanceStatusReported};
 use super::exists;
 use crate::authz::Action;
 use crate::logs::LogStream;
+use crate::lookup::shown;
 use crate::lookup::EnvScope;
-use crate::validate;
 use crate::wire::{all, Wire};
 use crate::{ApiErr, ApiResult, Committed, ControlPlane, Ctx, Plan};
 
@@ -17,7 +17,7 @@ fn ip(field: &str, value: &str) -> ApiResult<()> {
     value
         .parse::<std::net::IpAddr>()
         .map(|_| ())
-        .map_err(|_| ApiErr::invalid(field, format!("`{field}` must be an IPv6 or IPv4 address; got {value:?}")))
+        .map_err(|_| ApiErr::invalid(field, format!("`{field}` must be an IPv6 or IPv4 address; got {}", shown(value))))
 }
 
 impl ControlPlane {
@@ -40,9 +40,6 @@ impl ControlPlane {
         req: ReportInstanceStatus,
     ) -> ApiResult<Committed> {
         let instance = self.lookup_instance(ctx, instance, Action::Agent).await?;
-        if let Some(reason) = &req.reason {
-            validate::text("reason", reason, 2048)?;
-        }
         if let Some(a) = &req.address {
             ip("address", a)?;
         }

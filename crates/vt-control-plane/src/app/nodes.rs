@@ -20,39 +20,26 @@ use vt_views::{InstanceView, NodeView, ReleaseView, TokenView, ViewKind};
 use super::exists;
 use crate::authz::{Action, Caller, Resource};
 use crate::lookup::shown;
-use crate::validate;
 use crate::wire::{self, all};
 use crate::{ApiErr, ApiResult, Committed, ControlPlane, Ctx, Plan};
 
 /// Longest wait of a node's follow request (below the client's 30 s request timeout).
 const MAX_FOLLOW_WAIT: Duration = Duration::from_secs(20);
 
-fn check_capacity(field: &str, c: &Capacity) -> ApiResult<()> {
-    if c.cpu_millis == 0 || c.memory_mib == 0 {
-        return Err(ApiErr::invalid(field, format!("`{field}` must have cpu_millis > 0 and memory_mib > 0")));
-    }
-    Ok(())
-}
-
+/// What a registration's schema cannot say. Its ranges (capacities of at least 1) and the
+/// labels' count and key and value syntax are `RegisterNode`'s schema (`vt_api::limits`),
+/// checked where the request is decoded.
 fn check_registration(req: &RegisterNode) -> ApiResult<Capacity> {
-    check_capacity("capacity", &req.capacity)?;
     let allocatable = req.allocatable.unwrap_or(req.capacity);
-    check_capacity("allocatable", &allocatable)?;
     if allocatable.cpu_millis > req.capacity.cpu_millis || allocatable.memory_mib > req.capacity.memory_mib {
         return Err(ApiErr::invalid("allocatable", "`allocatable` cannot exceed `capacity`"));
     }
-    for (k, v) in &req.labels {
-        validate::text(&format!("labels.{k}"), v, 256)?;
-        if k.is_empty() || k.len() > 63 || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b)) {
-            return Err(ApiErr::invalid(
-                format!("labels.{k}"),
-                "label keys are 1-63 characters of letters, digits and `-_./`",
-            ));
-        }
-    }
     if let Some(a) = &req.address {
         if a.parse::<std::net::IpAddr>().is_err() {
-            return Err(ApiErr::invalid("address", format!("`address` must be an IPv6 or IPv4 address; got {a:?}")));
+            return Err(ApiErr::invalid(
+                "address",
+                format!("`address` must be an IPv6 or IPv4 address; got {}", shown(a)),
+            ));
         }
     }
     Ok(allocatable)
@@ -174,8 +161,6 @@ impl ControlPlane {
         let now = ctx.now();
         let capacity = req.capacity.unwrap_or(node.capacity);
         let allocatable = req.allocatable.unwrap_or(if req.capacity.is_some() { capacity } else { node.allocatable });
-        check_capacity("capacity", &capacity)?;
-        check_capacity("allocatable", &allocatable)?;
         self.store.heartbeat(&node.id.to_string(), now).await?;
         let mut view = node.clone();
         let mut plan = Plan::new(StatusCode::OK, ()).expect(exists(AggregateType::Node, node.id));

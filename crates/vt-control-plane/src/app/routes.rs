@@ -11,6 +11,15 @@
 //!   lowest free first, from the configured range).
 //!
 //! Deleting a route releases its claims in the same transaction.
+//!
+//! What a route may point at and listen on:
+//! - its `process` must be a process of the env's release (the one the env should run), with
+//!   `backend_port` among that process's tcp `ports`. An env without a release yet takes the
+//!   route as it is and says so in the answer's `notes`: the route serves nothing until a
+//!   release of the env runs that process on that port;
+//! - a TLS route listens on 443 or on a port from 1024 up, outside the TCP route range and
+//!   never on the API's own port (the ingress binds every address); TCP route ports are
+//!   allocated from the range, skipping the API's port.
 
 use std::ops::RangeInclusive;
 use std::sync::{Arc, RwLock};
@@ -20,9 +29,9 @@ use vt_api::{CreateRoute, ErrorCode, Route, RouteProtocol};
 use vt_events::{AggregateType, Event, RouteCreated, RouteDeleted};
 use vt_ids::RouteId;
 use vt_store::{Claim, ClaimScope, Expectation, ExpectedVersion};
-use vt_views::{RouteView, ViewKind};
+use vt_views::{EnvView, RouteView, ViewKind};
 
-use super::exists;
+use super::deploys::manifest_of;
 use crate::authz::Action;
 use crate::lookup::EnvScope;
 use crate::wire::{all, Wire};
@@ -37,20 +46,32 @@ pub const DEFAULT_TLS_PORT: u16 = 443;
 
 type MetricsSource = Arc<dyn Fn() -> String + Send + Sync>;
 
+/// Below this, only 443 may be a TLS route's port: the others are privileged, system services'.
+const FIRST_UNPRIVILEGED_PORT: u16 = 1024;
+
 /// What the control plane knows of the ingress beside it: the port range it
-/// allocates TCP routes from, and where `GET /metrics` reads counters.
+/// allocates TCP routes from, the API's port (no route takes it), and where
+/// `GET /metrics` reads counters.
 pub struct IngressSettings {
     tcp_ports: RwLock<RangeInclusive<u16>>,
+    api_port: Option<u16>,
     metrics: RwLock<Option<MetricsSource>>,
 }
 
 impl Default for IngressSettings {
     fn default() -> Self {
-        IngressSettings { tcp_ports: RwLock::new(DEFAULT_TCP_PORTS), metrics: RwLock::new(None) }
+        Self::new(None)
     }
 }
 
 impl IngressSettings {
+    pub fn new(api_port: Option<u16>) -> Self {
+        IngressSettings { tcp_ports: RwLock::new(DEFAULT_TCP_PORTS), api_port, metrics: RwLock::new(None) }
+    }
+    /// The API's own port, when the control plane was told it.
+    pub fn api_port(&self) -> Option<u16> {
+        self.api_port
+    }
     pub fn tcp_ports(&self) -> RangeInclusive<u16> {
         self.tcp_ports.read().map(|r| r.clone()).unwrap_or(DEFAULT_TCP_PORTS)
     }
@@ -116,9 +137,13 @@ impl ControlPlane {
     }
 
     async fn plan_route(&self, ctx: &Ctx, scope: &EnvScope, req: &CreateRoute) -> ApiResult<Plan<Route>> {
-        if req.backend_port == 0 {
-            return Err(ApiErr::invalid("backend_port", "`backend_port` must be 1-65535"));
-        }
+        // Decide from the env as it is now, and pin it: a deploy committed meanwhile fails this
+        // create (409) rather than slip a release without the process under it.
+        self.fresh().await?;
+        let env: EnvView =
+            self.view(&scope.env.id.to_string()).await?.ok_or_else(|| ApiErr::not_found("env vanished"))?;
+        let env_version = self.store.aggregate_version(AggregateType::Env, &env.id.to_string()).await?;
+        let notes = self.check_backend(scope, &env, req).await?;
         let range = self.ingress.tcp_ports();
         let (hostname, port) = match req.protocol {
             RouteProtocol::Tls => {
@@ -126,8 +151,17 @@ impl ControlPlane {
                     ApiErr::invalid("hostname", "a `tls` route needs `hostname`: the TLS server name clients ask for")
                 })?;
                 let port = req.port.unwrap_or(DEFAULT_TLS_PORT);
-                if port == 0 {
-                    return Err(ApiErr::invalid("port", "`port` must be 1-65535"));
+                if port < FIRST_UNPRIVILEGED_PORT && port != DEFAULT_TLS_PORT {
+                    return Err(ApiErr::invalid(
+                        "port",
+                        format!("port {port} is a privileged port, left to system services; TLS routes listen on 443 or on 1024-65535"),
+                    ));
+                }
+                if Some(port) == self.ingress.api_port() {
+                    return Err(ApiErr::invalid(
+                        "port",
+                        format!("port {port} is the API's own port; pick another listener port (default 443)"),
+                    ));
                 }
                 if range.contains(&port) {
                     return Err(ApiErr::invalid(
@@ -157,7 +191,7 @@ impl ControlPlane {
                 (None, self.free_tcp_port(&range).await?)
             }
         };
-        let (org, app, env) = (&scope.org, &scope.app, &scope.env);
+        let (org, app, env) = (&scope.org, &scope.app, &env);
         let id = RouteId::new();
         let view = RouteView {
             id,
@@ -185,17 +219,65 @@ impl ControlPlane {
                 backend_port: req.backend_port,
                 proxy_protocol: req.proxy_protocol,
             }))
-            .expect(exists(AggregateType::Env, env.id))
+            .expect(Expectation {
+                aggregate_type: AggregateType::Env,
+                aggregate_id: env.id.to_string(),
+                expected: ExpectedVersion::Exact(env_version),
+            })
             // The org's claim first: another org's host name fails on it, saying nothing of the other route.
             .claim(listener_claim(&view));
         if let Some(owned) = hostname_claim(&view) {
             plan.claims.insert(0, owned);
         }
-        Ok(plan.respond(view.wire()))
+        let mut route = view.wire();
+        route.notes = notes;
+        Ok(plan.respond(route))
+    }
+
+    /// The route's process and backend port against the env's release; the notes to answer
+    /// with when there is no release to check them against.
+    async fn check_backend(&self, scope: &EnvScope, env: &EnvView, req: &CreateRoute) -> ApiResult<Vec<String>> {
+        let Some(release) = env.desired_release_id else {
+            return Ok(vec![format!(
+                "env `{}` has no release yet, so process `{}` and port {} could not be checked: the route \
+                 serves nothing until a release of the env runs that process with tcp port {}",
+                env.name, req.process, req.backend_port, req.backend_port
+            )]);
+        };
+        let manifest = manifest_of(&self.lookup_release(&scope.app, &release.to_string()).await?)?;
+        let Some(process) = manifest.processes.get(req.process.as_str()) else {
+            let known: Vec<&str> = manifest.processes.keys().map(String::as_str).collect();
+            return Err(ApiErr::invalid(
+                "process",
+                format!(
+                    "the env's release {release} has no process `{}`; its processes are: {}",
+                    req.process,
+                    known.join(", ")
+                ),
+            ));
+        };
+        let tcp: Vec<u16> =
+            process.ports.iter().filter(|p| p.protocol == vt_manifest::Protocol::Tcp).map(|p| p.port).collect();
+        if !tcp.contains(&req.backend_port) {
+            let declared = if tcp.is_empty() {
+                "it declares no tcp port".to_owned()
+            } else {
+                format!("its tcp ports are {}", tcp.iter().map(u16::to_string).collect::<Vec<_>>().join(", "))
+            };
+            return Err(ApiErr::invalid(
+                "backend_port",
+                format!(
+                    "process `{}` of the env's release {release} does not listen on tcp port {}: {declared}; \
+                     route to one of them or add the port to the manifest's `ports`",
+                    req.process, req.backend_port
+                ),
+            ));
+        }
+        Ok(vec![])
     }
 
     async fn free_tcp_port(&self, range: &RangeInclusive<u16>) -> ApiResult<u16> {
-        for port in range.clone() {
+        for port in range.clone().filter(|p| Some(*p) != self.ingress.api_port()) {
             if self.store.claim_owner(ClaimScope::RoutePort, &port.to_string()).await?.is_none() {
                 return Ok(port);
             }

@@ -519,3 +519,15 @@ impl SecretsState {
         view
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The API document's bounds are the store's limits.
+    #[test]
+    fn the_documented_bounds_are_the_limits() {
+        use base64::Engine as _;
+        assert_eq!(vt_api::limits::MAX_SECRETS, vt_secrets::limits::MAX_COUNT);
+        let largest = base64::engine::general_purpose::STANDARD.encode(vec![0u8; vt_secrets::limits::MAX_VALUE]);
+        assert_eq!(vt_api::limits::MAX_SECRET_BASE64, largest.len());
+    }
+}

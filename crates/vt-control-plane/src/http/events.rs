@@ -20,9 +20,11 @@ pub(super) fn routes() -> OpenApiRouter<std::sync::Arc<ControlPlane>> {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 struct EventQuery {
-    /// Return events with `seq > after` (default 0).
+    /// Return events with `seq > after` (default 0): a log position, 0 to 2^63-1.
+    #[param(maximum = 9223372036854775807i64)]
     after: Option<u64>,
     /// Page size, 1-1000 (default 100). Ignored with `follow`.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
     /// Stream events as NDJSON, one envelope per line, as they are appended.
     follow: Option<bool>,

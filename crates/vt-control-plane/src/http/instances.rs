@@ -57,7 +57,8 @@ async fn instance_report_status(
 struct LogQuery {
     /// Keep the response open and send new lines as they are written, until the instance ends.
     follow: Option<bool>,
-    /// Start with the last N lines of the backlog (default: all of it).
+    /// Start with the last N lines of the backlog (default: all of it), at most 1,000,000.
+    #[param(maximum = 1000000)]
     tail: Option<usize>,
 }
 

@@ -6,13 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use vt_api::{ErrorCode, IDEMPOTENCY_KEY, MIN_SEQ_HEADER, REQUEST_ID_HEADER};
 use vt_ids::RequestId;
 
+use super::extract::{check_operation, read_body};
 use crate::auth::{self, AuthError};
 use crate::authz::Caller;
 use crate::{ApiErr, Committed, ControlPlane, Ctx, IdempotencyKey};
@@ -21,8 +22,6 @@ tokio::task_local! {
     static REQUEST_ID: RequestId;
 }
 
-/// Largest request body accepted (an env's full secrets, 1 MiB, fit base64-encoded).
-pub(super) const MAX_BODY: usize = 2 * 1024 * 1024;
 /// Longest wait for `Vt-Min-Seq`.
 const WAIT_FOR_SEQ: Duration = Duration::from_secs(5);
 
@@ -31,12 +30,20 @@ pub(super) fn current_request_id() -> RequestId {
     REQUEST_ID.try_with(|id| *id).unwrap_or_default()
 }
 
-pub(super) fn too_large() -> ApiErr {
-    ApiErr::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        ErrorCode::MalformedRequest,
-        format!("the request body is larger than {MAX_BODY} bytes"),
-    )
+/// The one value of header `name`, if any: a request that repeats it is refused, since
+/// which of two values counts would be a guess.
+fn single<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h HeaderValue>, ApiErr> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(ApiErr::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidField,
+            format!("`{name}` is sent more than once; send it once"),
+        )
+        .field(name));
+    }
+    Ok(first)
 }
 
 /// Outermost: a request id for every request, in a task-local for errors and in
@@ -57,8 +64,8 @@ pub(super) async fn request_id(req: Request, next: Next) -> Response {
 
 /// The caller a request's `Authorization: Bearer` token stands for.
 pub(super) async fn caller(cp: &ControlPlane, headers: &HeaderMap) -> Result<Caller, ApiErr> {
-    let secret = headers
-        .get(header::AUTHORIZATION)
+    let secret = single(headers, header::AUTHORIZATION.as_str())
+        .map_err(|_| ApiErr::unauthorized("send one `Authorization` header"))?
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(str::trim)
@@ -70,10 +77,15 @@ pub(super) async fn caller(cp: &ControlPlane, headers: &HeaderMap) -> Result<Cal
 /// for reads honour `Vt-Min-Seq`.
 pub(super) async fn context(State(cp): State<Arc<ControlPlane>>, req: Request, next: Next) -> Result<Response, ApiErr> {
     let caller = caller(&cp, req.headers()).await?;
+    let (parts, body) = req.into_parts();
+    if let Some(path) = parts.extensions.get::<MatchedPath>() {
+        check_operation(&parts.method, path.as_str(), &parts)?;
+    }
+    let req = Request::from_parts(parts, body);
     let mutation = matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH | Method::DELETE);
     let mut ctx = Ctx::new(current_request_id(), caller);
     let req = if mutation {
-        let key = match req.headers().get(IDEMPOTENCY_KEY) {
+        let key = match single(req.headers(), IDEMPOTENCY_KEY)? {
             None => None,
             Some(v) => {
                 let key = v
@@ -92,7 +104,7 @@ pub(super) async fn context(State(cp): State<Arc<ControlPlane>>, req: Request, n
             None => req,
             Some(key) => {
                 let (parts, body) = req.into_parts();
-                let bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| too_large())?;
+                let bytes = read_body(&parts.headers, body).await?;
                 let request_hash = cp.request_hash(parts.method.as_str(), parts.uri.path(), &bytes);
                 let k = IdempotencyKey { scope: ctx.actor().0, key, request_hash };
                 if let Some(rec) = cp.store.idempotency_get(&k.scope, &k.key).await? {
@@ -103,12 +115,19 @@ pub(super) async fn context(State(cp): State<Arc<ControlPlane>>, req: Request, n
             }
         }
     } else {
-        if let Some(v) = req.headers().get(MIN_SEQ_HEADER) {
-            let seq: u64 = v
-                .to_str()
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| ApiErr::invalid("Vt-Min-Seq", "`Vt-Min-Seq` must be a non-negative integer"))?;
+        if let Some(v) = single(req.headers(), MIN_SEQ_HEADER)? {
+            // A log position: 0 to 2^63-1, the largest `seq` a store holds.
+            let seq: u64 =
+                v.to_str().ok().and_then(|s| s.parse().ok()).filter(|s| i64::try_from(*s).is_ok()).ok_or_else(
+                    || {
+                        ApiErr::new(
+                            StatusCode::BAD_REQUEST,
+                            ErrorCode::InvalidField,
+                            format!("`Vt-Min-Seq` must be an integer from 0 to {}", i64::MAX),
+                        )
+                        .field("Vt-Min-Seq")
+                    },
+                )?;
             cp.projector.wait_for(seq, WAIT_FOR_SEQ).await?;
         }
         req

@@ -29,11 +29,12 @@ mod nodes;
 mod orgs;
 mod releases;
 mod routes;
+mod schema;
 mod secrets;
 mod system;
 mod tokens;
 
-pub use extract::{parse_json, JsonBody, QueryParams};
+pub use extract::{parse_json, parse_query, JsonBody, QueryParams, MAX_BODY};
 
 type Cp = State<Arc<ControlPlane>>;
 type Out<T> = ApiResult<Json<T>>;
@@ -134,17 +135,22 @@ async fn metrics(State(cp): Cp) -> ApiResult<Response> {
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response())
 }
 
+/// The longest error message and field path sent (in characters).
+const MAX_MESSAGE: usize = 1024;
+const MAX_FIELD: usize = 256;
+
 impl IntoResponse for ApiErr {
     fn into_response(self) -> Response {
         let request_id = middleware::current_request_id();
         if let Some(internal) = &self.internal {
             tracing::error!(%request_id, code = self.code.as_str(), error = %internal, "request failed");
         }
+        // Messages quote input through `vt_ids::shown`; this bounds whatever else slipped in.
         let body = ErrorBody {
             error: vt_api::ApiError {
                 code: self.code,
-                message: self.message,
-                field: self.field,
+                message: vt_ids::cut(&self.message, MAX_MESSAGE).into_owned(),
+                field: self.field.map(|f| vt_ids::cut(&f, MAX_FIELD).into_owned()),
                 request_id: request_id.to_string(),
             },
         };

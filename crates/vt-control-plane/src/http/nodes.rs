@@ -55,8 +55,10 @@ async fn node_heartbeat(
 #[into_params(parameter_in = Query)]
 struct NodeInstancesQuery {
     /// A `seq` from an earlier answer: wait until the views move past it (or `wait_ms` ends).
+    #[param(maximum = 9223372036854775807i64)]
     after: Option<u64>,
     /// How long to wait with `after`, in ms (default 10000, at most 20000).
+    #[param(maximum = 20000)]
     wait_ms: Option<u64>,
 }
 

@@ -21,16 +21,17 @@ type EnvPath = Path<(String, String, String)>;
 /// expected, never what was sent (serde's messages quote the offending value).
 struct QuietBody<T>(T);
 
-impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for QuietBody<T> {
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + utoipa::ToSchema + 'static> FromRequest<S> for QuietBody<T> {
     type Rejection = ApiErr;
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiErr> {
         match JsonBody::<T>::from_request(req, state).await {
             Ok(JsonBody(v)) => Ok(QuietBody(v)),
             Err(mut e) => {
                 if let (vt_api::ErrorCode::InvalidField, Some(field)) = (e.code, &e.field) {
-                    if !e.message.starts_with("missing field") {
-                        let expected = e.message.split(", expected ").nth(1).unwrap_or("a different type");
+                    if let Some(expected) = e.message.split(", expected ").nth(1) {
                         e.message = format!("`{field}`: expected {expected} (what was sent is not repeated)");
+                    } else if let Some((head, _)) = e.message.split_once("; got ") {
+                        e.message = format!("{head} (what was sent is not repeated)");
                     }
                 }
                 Err(e)

@@ -100,12 +100,13 @@ impl TestServer {
             vt_secrets::MasterKey::generate().unwrap().write_new(&key_file).unwrap();
         }
         let master_key = Some(Arc::new(vt_secrets::MasterKey::read(&key_file).unwrap()));
-        let settings = Settings { registry_dir: Some(dir.path().join("registry")), logs, master_key };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let settings =
+            Settings { registry_dir: Some(dir.path().join("registry")), logs, master_key, api_port: Some(addr.port()) };
         let cp = ControlPlane::start(store, settings);
         // The views show what is already in the log (the admin token's creation, say).
         cp.fresh().await.unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let app = vt_control_plane::http::router(cp.clone());
         let served = tokio::spawn(async move {

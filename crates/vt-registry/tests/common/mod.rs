@@ -57,7 +57,11 @@ impl TestRegistry {
     }
 
     pub async fn start_with(dir: &Path, auth: Arc<dyn Authorizer>) -> Self {
-        let storage = Storage::open(dir).unwrap();
+        Self::serve(Storage::open(dir).unwrap(), auth).await
+    }
+
+    /// `storage` as it is (say, with a short upload TTL), with [`StaticToken`]`(TOKEN)`.
+    pub async fn serve(storage: Storage, auth: Arc<dyn Authorizer>) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let router = app(storage, auth);
