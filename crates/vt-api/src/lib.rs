@@ -22,8 +22,8 @@ pub mod resources;
 pub use boot::{nearest_rank, BootPhase, BootTimingSummary, BootTimingsQuery, PhaseStats};
 pub use resources::*;
 pub use vt_events::{
-    BootTimings, Capacity, DeployKind, DeployPhase, DeployStatus, DesiredState, Health, InstanceStatus, NodeStatus,
-    Resources, RouteProtocol, TokenRole,
+    BootTimings, Capacity, DeployKind, DeployPhase, DeployStatus, DesiredState, Health, InstanceStatus, ListenerState,
+    NodeStatus, Resources, RouteListener, RouteProtocol, TokenRole,
 };
 pub use vt_ids::{EnvVarName, Hostname, Name};
 
@@ -357,6 +357,8 @@ pub struct EnvDescription {
     pub env: Env,
     pub current_deploy: Option<Deploy>,
     pub processes: Vec<ProcessState>,
+    /// The env's routes, each with its listeners (a failed one is also among its process's differences).
+    pub routes: Vec<Route>,
 }
 
 /// A process type of an env that the scheduler cannot fully place.

@@ -421,8 +421,10 @@ pub struct BootTimingsArgs {
 pub enum RouteCommand {
     /// Route a host name (TLS passthrough) or an allocated TCP port to a process type
     Create(RouteCreateArgs),
-    /// List the env's routes
+    /// List the env's routes, with whether the ingress listens on each
     List,
+    /// Show a route (by id, or by host name when it has one route) and each node's listener
+    Get { route: String },
     /// Delete a route, by id (or by host name when it has one route)
     Delete { route: String },
 }

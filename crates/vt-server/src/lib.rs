@@ -177,7 +177,7 @@ impl Server {
         let cp = ControlPlane::start(store, settings);
         cp.ingress.set_tcp_ports(config.tcp_ports.clone());
         let ingress = match &config.ingress {
-            Some(addrs) => Some(start_ingress(&cp, &data, addrs).await?),
+            Some(addrs) => Some(start_ingress(&cp, &data, addrs, config.agent.as_ref()).await?),
             None => {
                 cp.tasks.register("edge", || tasks::off("edge", EDGE, "switched off (`--no-ingress`)"));
                 None
@@ -230,6 +230,14 @@ impl Server {
 const EDGE: &str = "keeps the ingress's route table in step with routes and ready instances";
 const AGENT: &str = "runs the instances placed on this node as microVMs and reports them";
 
+/// The name this host goes by as a node: the host name, when it is one.
+pub fn host_name() -> Hostname {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .and_then(|h| Hostname::parse(h.trim()).ok())
+        .unwrap_or_else(|| Hostname::parse("local").unwrap_or_else(|e| unreachable!("`local` is a host name: {e}")))
+}
+
 /// The ingress and the edge that feeds it routes from this server's store. The
 /// applied table is kept in the data directory, so routes are served from the
 /// start, before the edge has caught up.
@@ -237,6 +245,7 @@ async fn start_ingress(
     cp: &Arc<ControlPlane>,
     data: &DataDir,
     addrs: &[IpAddr],
+    config_node: Option<&Hostname>,
 ) -> Result<(vt_ingress::Ingress, JoinHandle<()>), ServerError> {
     let config = vt_ingress::IngressConfig {
         bind_addrs: addrs.to_vec(),
@@ -244,7 +253,9 @@ async fn start_ingress(
         ..Default::default()
     };
     let ingress = vt_ingress::Ingress::start(config).await.map_err(|e| ServerError::Ingress(e.to_string()))?;
-    let edge = vt_edge::Edge::new(Arc::new(vt_edge::StoreSource(cp.store.clone())), ingress.clone());
+    // Its listener reports go under the agent's node name (the host's, without an agent).
+    let node = config_node.map_or_else(host_name, Clone::clone);
+    let edge = vt_edge::Edge::new(Arc::new(vt_edge::StoreSource(cp.store.clone())), ingress.clone(), node.to_string());
     let metrics = edge.clone();
     cp.ingress.set_metrics(move || metrics.metrics_text());
     let status = edge.clone();

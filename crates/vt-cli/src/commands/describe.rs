@@ -4,6 +4,7 @@
 
 use vt_api::EnvDescription;
 
+use crate::commands::route;
 use crate::printer::{fields, label, opt, Table};
 use crate::{CliResult, Ctx, ExitStatus};
 
@@ -39,6 +40,15 @@ fn render(d: &EnvDescription) -> String {
     s.push_str(&t.render());
     if d.processes.is_empty() {
         s.push_str("(no processes: deploy a release first)\n");
+    }
+    if !d.routes.is_empty() {
+        s.push('\n');
+        let mut t = Table::new(&["ROUTE", "LISTENER", "PROCESS", "BACKEND PORT", "STATUS"]);
+        for r in &d.routes {
+            let status = route::status(r);
+            t.row(vec![r.id.to_string(), route::listener(r), r.process.clone(), r.backend_port.to_string(), status]);
+        }
+        s.push_str(&t.render());
     }
     s
 }

@@ -5,7 +5,6 @@
 //! the few lines meant for people (token location, address, ready) are plain
 //! text on stderr too.
 
-use vt_api::Hostname;
 use vt_server::{Notice, Server, ServerConfig};
 
 use crate::args::{ServerArgs, ServerCommand, SqliteSync, StoreArgs};
@@ -30,14 +29,6 @@ fn failed(e: impl std::fmt::Display) -> CliError {
     CliError::failed(e.to_string(), None)
 }
 
-/// The name this host's node registers under: the host name, when it is one.
-fn host_name() -> Hostname {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .and_then(|h| Hostname::parse(h.trim()).ok())
-        .unwrap_or_else(|| Hostname::parse("local").unwrap_or_else(|e| unreachable!("`local` is a host name: {e}")))
-}
-
 /// The API listener's limits from the flags.
 fn limits(args: &ServerArgs) -> vt_server::ConnectionLimits {
     vt_server::ConnectionLimits {
@@ -57,7 +48,7 @@ pub async fn run(p: &Printer, args: ServerArgs) -> CliResult {
     let mut config = config(&args.store, args.listen);
     config.tcp_ports = args.ingress_tcp_ports.clone();
     config.ingress = (!args.no_ingress).then(|| args.ingress_listen.clone());
-    config.agent = (!args.no_agent).then(|| args.node_name.clone().unwrap_or_else(host_name));
+    config.agent = (!args.no_agent).then(|| args.node_name.clone().unwrap_or_else(vt_server::host_name));
     config.limits = limits(&args);
     let server = Server::start(&config).await.map_err(failed)?;
     let addr = server.local_addr()?;
