@@ -88,6 +88,9 @@ pub struct AgentConfig {
     pub log_max_bytes: u64,
     /// Writable scratch disk per instance.
     pub scratch_size: u64,
+    /// The node's disk budget: unpacked images, root disks and scratch disks are checked
+    /// against it before they are written. `None`: unchecked.
+    pub disk_budget: Option<vt_disk::DiskBudget>,
 }
 
 impl AgentConfig {
@@ -116,6 +119,7 @@ impl AgentConfig {
             drain: Duration::from_secs(2),
             log_max_bytes: 8 << 20,
             scratch_size: 256 << 20,
+            disk_budget: None,
         }
     }
 }
@@ -261,9 +265,10 @@ impl Agent {
 
     async fn images(&self) -> Result<Arc<ImageStore>, String> {
         let dir = self.cfg.dirs.images.clone();
+        let opts = StoreOptions { budget: self.cfg.disk_budget.clone(), ..Default::default() };
         self.images
             .get_or_try_init(|| async move {
-                tokio::task::spawn_blocking(move || ImageStore::open(&dir, StoreOptions::default()).map(Arc::new))
+                tokio::task::spawn_blocking(move || ImageStore::open(&dir, opts).map(Arc::new))
                     .await
                     .map_err(|e| e.to_string())?
                     .map_err(|e| format!("cannot open the image cache: {e}"))
@@ -797,6 +802,11 @@ impl Agent {
         let mut spec = InstanceSpec::new(&inst.id.to_string(), disk.path, rec.work_dir.clone(), launch);
         spec.memory_mib = inst.resources.memory_mib.max(64);
         spec.vcpus = inst.resources.cpu_millis.div_ceil(1000).max(1);
+        if let Some(budget) = &self.cfg.disk_budget {
+            budget
+                .check(&format!("the scratch disk of instance {}", inst.id), self.cfg.scratch_size)
+                .map_err(|e| e.to_string())?;
+        }
         spec.scratch_size = self.cfg.scratch_size;
         spec.network = network;
         Ok(spec)

@@ -402,6 +402,18 @@ pub struct RebuildReport {
     pub differing_rows: Vec<String>,
 }
 
+/// `POST /v1/system/gc` and `vt system gc`: what the registry's garbage collection did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct GcReport {
+    /// Blobs no manifest or release references, older than the grace period (a day): deleted.
+    pub blobs_removed: u64,
+    pub bytes_freed: u64,
+    /// Blobs referenced, or too young to judge.
+    pub blobs_kept: u64,
+    /// Uploads nobody wrote to for a day: deleted.
+    pub uploads_expired: u64,
+}
+
 /// One background task of `vt server` (a reconciler, a follower, the node agent).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct BackgroundTask {

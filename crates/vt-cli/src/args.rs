@@ -296,6 +296,8 @@ pub enum SystemCommand {
     BootTimings(BootTimingsArgs),
     /// The server's background tasks (projector, scheduler, edge, agent) and how each is doing
     Tasks,
+    /// Delete registry blobs no image or release references (a day old or more) and abandoned uploads, now
+    Gc,
 }
 
 #[derive(Debug, Subcommand)]
@@ -505,6 +507,12 @@ pub struct ServerArgs {
     /// Open API connections allowed from one IP address; more are closed when accepted
     #[arg(long, value_name = "N", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub max_connections_per_client: u32,
+    /// Disk space large writes (registry uploads, unpacked images, disks) leave free on the data directory's filesystem: a share (`10%`) or a size (`5GiB`)
+    #[arg(long, value_name = "SIZE", default_value = "5GiB")]
+    pub disk_reserve: vt_disk::Reserve,
+    /// What the built-in registry may hold per org, in GiB [default: no quota]
+    #[arg(long, value_name = "GIB", value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    pub registry_quota_gib: Option<u64>,
 }
 
 #[derive(Debug, Clone, Args)]

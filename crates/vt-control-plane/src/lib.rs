@@ -60,6 +60,8 @@ pub struct Settings {
     pub master_key: Option<Arc<vt_secrets::MasterKey>>,
     /// The port the API listens on, when known: no route may claim it.
     pub api_port: Option<u16>,
+    /// What registry uploads may take: the node's disk budget, a quota per org.
+    pub registry_limits: vt_registry::Limits,
 }
 
 /// The running control plane: a store, its projector, the scheduler reconciler.
@@ -67,6 +69,7 @@ pub struct ControlPlane {
     pub store: Arc<dyn Store>,
     pub projector: Arc<Projector>,
     registry: registry::Registry,
+    registry_gc: registry::GcState,
     logs: Option<Arc<dyn logs::LogSource>>,
     master_key: Option<Arc<vt_secrets::MasterKey>>,
     /// Requests are remembered (`Idempotency-Key`) by a hash keyed with this, when there is
@@ -88,7 +91,8 @@ impl ControlPlane {
         let cp = Arc::new(ControlPlane {
             store,
             projector: projector.clone(),
-            registry: registry::Registry::open(settings.registry_dir.as_deref()),
+            registry: registry::Registry::open(settings.registry_dir.as_deref(), settings.registry_limits),
+            registry_gc: Default::default(),
             logs: settings.logs,
             request_hash_key: settings.master_key.as_ref().map(|k| k.derive("vt idempotency request hash")),
             master_key: settings.master_key,
@@ -99,8 +103,12 @@ impl ControlPlane {
         });
         let projecting = tokio::spawn(projector.run(Duration::from_millis(250)));
         let scheduling = tokio::spawn(scheduler::run(Arc::downgrade(&cp)));
-        cp.background.lock().unwrap_or_else(|e| e.into_inner()).extend([projecting, scheduling]);
         tasks::register_control_plane(&cp);
+        let collecting = registry::start_gc(&cp);
+        cp.background
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend([projecting, scheduling].into_iter().chain(collecting));
         cp
     }
 

@@ -147,7 +147,7 @@ fn rule_of(operation: &str) -> Option<(Rule, StatusCode)> {
         "token_list" | "token_revoke" => (Rule::OrgOwner, S::OK),
         "event_list" => (Rule::Members, S::OK),
         "system_boot_timings" => (Rule::Anyone, S::OK),
-        "system_rebuild_views" => (Rule::Admin, S::OK),
+        "system_rebuild_views" | "system_gc" => (Rule::Admin, S::OK),
         "secrets_list" => (Rule::OrgRead, S::OK),
         "secrets_change" | "secrets_deploy" => (Rule::OrgDeploy, S::OK),
         "instance_secrets" => (Rule::InstanceUnseal, S::OK),

@@ -61,6 +61,10 @@ pub struct ServerConfig {
     pub master_key_file: Option<PathBuf>,
     /// Timeouts and the per-client connection cap of the API listener.
     pub limits: ConnectionLimits,
+    /// What large writes (registry uploads, unpacked layers, disks) leave free on the data directory's filesystem.
+    pub disk_reserve: vt_disk::Reserve,
+    /// Bytes the registry may hold per org; `None`: no quota.
+    pub registry_quota: Option<u64>,
 }
 
 impl ServerConfig {
@@ -76,6 +80,8 @@ impl ServerConfig {
             agent: None,
             master_key_file: None,
             limits: ConnectionLimits::default(),
+            disk_reserve: vt_disk::Reserve::default(),
+            registry_quota: None,
         }
     }
 }
@@ -173,6 +179,10 @@ impl Server {
             logs: Some(logs),
             master_key: Some(Arc::new(master_key)),
             api_port: Some(addr.port()),
+            registry_limits: vt_registry::Limits {
+                budget: Some(disk_budget(config, &data)),
+                namespace_quota: config.registry_quota,
+            },
         };
         let cp = ControlPlane::start(store, settings);
         cp.ingress.set_tcp_ports(config.tcp_ports.clone());
@@ -184,7 +194,7 @@ impl Server {
             }
         };
         let agent = match &config.agent {
-            Some(node) => start_agent(&cp, &data, addr, node, &mut notices).await?,
+            Some(node) => start_agent(&cp, &data, addr, node, disk_budget(config, &data), &mut notices).await?,
             None => {
                 cp.tasks.register("agent", || tasks::off("agent", AGENT, "switched off (`--no-agent`)"));
                 None
@@ -229,6 +239,12 @@ impl Server {
 
 const EDGE: &str = "keeps the ingress's route table in step with routes and ready instances";
 const AGENT: &str = "runs the instances placed on this node as microVMs and reports them";
+
+/// The disk budget of this node's data directory.
+fn disk_budget(config: &ServerConfig, data: &DataDir) -> vt_disk::DiskBudget {
+    let node = config.agent.clone().unwrap_or_else(host_name);
+    vt_disk::DiskBudget::new(data.root(), config.disk_reserve, node.to_string())
+}
 
 /// The name this host goes by as a node: the host name, when it is one.
 pub fn host_name() -> Hostname {
@@ -283,10 +299,12 @@ async fn start_agent(
     data: &DataDir,
     addr: SocketAddr,
     node: &Hostname,
+    budget: vt_disk::DiskBudget,
     notices: &mut Vec<Notice>,
 ) -> Result<Option<(Arc<vt_agent::Agent>, JoinHandle<()>)>, ServerError> {
     let token = tokens::local_node_token(cp, data, node).await?;
-    let config = vt_agent::AgentConfig::new(&format!("http://{addr}"), Some(token), node.clone(), data.agent());
+    let mut config = vt_agent::AgentConfig::new(&format!("http://{addr}"), Some(token), node.clone(), data.agent());
+    config.disk_budget = Some(budget);
     match vt_agent::Agent::new(config) {
         Ok(agent) => {
             notices.push(Notice::Info(format!("node agent running as node `{node}`")));

@@ -50,6 +50,8 @@ pub async fn run(p: &Printer, args: ServerArgs) -> CliResult {
     config.ingress = (!args.no_ingress).then(|| args.ingress_listen.clone());
     config.agent = (!args.no_agent).then(|| args.node_name.clone().unwrap_or_else(vt_server::host_name));
     config.limits = limits(&args);
+    config.disk_reserve = args.disk_reserve;
+    config.registry_quota = args.registry_quota_gib.map(|g| g << 30);
     let server = Server::start(&config).await.map_err(failed)?;
     let addr = server.local_addr()?;
     notices(p, &server.notices);
