@@ -70,7 +70,7 @@ impl TestServer {
 
     pub fn manifest(&self) -> PathBuf {
         let p = self.dir.path().join("vt.toml");
-        std::fs::write(&p, include_str!("../../../../examples/manifest.toml")).unwrap();
+        std::fs::write(&p, include_str!("../../../vt-manifest/tests/full.toml")).unwrap();
         p
     }
 }
