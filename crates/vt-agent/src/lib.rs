@@ -188,7 +188,7 @@ impl Agent {
         let states = StateDir::open(cfg.dirs.instances.clone())?;
         std::fs::create_dir_all(&cfg.dirs.logs)?;
         let runtime = new_runtime(&cfg).map_err(|e| AgentError::Other(e.to_string()))?;
-        tracing::info!(runtime = runtime.name(), "microVM backend");
+        tracing::debug!(runtime = runtime.name(), "microVM backend");
         let client = Client::new(&cfg.server, cfg.token.clone()).with_retries(4, Duration::from_millis(250));
         let taps = vt_runtime::net::taps_available();
         if let Err(why) = &taps {
@@ -213,6 +213,11 @@ impl Agent {
 
     pub fn config(&self) -> &AgentConfig {
         &self.cfg
+    }
+
+    /// The microVM backend's name (`qemu`, `firecracker`).
+    pub fn runtime_name(&self) -> &'static str {
+        self.runtime.name()
     }
 
     /// The loop's status now.
@@ -297,7 +302,7 @@ impl Agent {
         loop {
             match self.register().await {
                 Ok(id) => {
-                    tracing::info!(node = %id, name = %self.cfg.node_name, "node registered");
+                    tracing::debug!(node = %id, name = %self.cfg.node_name, "node registered");
                     break;
                 }
                 Err(e) => {

@@ -503,6 +503,17 @@ pub struct ServerArgs {
     /// Open API connections allowed from one IP address; more are closed when accepted
     #[arg(long, value_name = "N", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub max_connections_per_client: u32,
+    /// Log lines as `text` (for people) or `json` (one object a line); `auto`: text when stderr
+    /// is a terminal, JSON otherwise. The level comes from `RUST_LOG` (default `info`)
+    #[arg(long, value_enum, value_name = "FORMAT", env = "VT_LOG_FORMAT", default_value_t = LogFormat::Auto)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Auto,
+    Text,
+    Json,
 }
 
 #[derive(Debug, Clone, Args)]

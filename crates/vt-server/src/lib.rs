@@ -278,7 +278,8 @@ async fn start_agent(
     let config = vt_agent::AgentConfig::new(&format!("http://{addr}"), Some(token), node.clone(), data.agent());
     match vt_agent::Agent::new(config) {
         Ok(agent) => {
-            notices.push(Notice::Info(format!("node agent running as node `{node}`")));
+            notices
+                .push(Notice::Info(format!("node agent running as node `{node}` ({} microVMs)", agent.runtime_name())));
             let status = agent.clone();
             cp.tasks.register("agent", move || {
                 let s = status.status();

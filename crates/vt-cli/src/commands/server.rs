@@ -1,14 +1,15 @@
 //! `vt server`: start the platform (`vt-server` assembles it); `vt server
 //! rebuild-views`: the offline repair.
 //!
-//! Logs are JSON lines on stderr (level from `RUST_LOG`, default `info`);
-//! the few lines meant for people (token location, address, ready) are plain
-//! text on stderr too.
+//! Logs go to stderr, as text on a terminal and JSON lines otherwise
+//! (`--log-format`), at the level `RUST_LOG` sets (default `info`: a server at
+//! rest writes nothing); the few lines meant for people (token location,
+//! address, ready, shutting down) are plain text on stderr in either format.
 
 use vt_api::Hostname;
 use vt_server::{Notice, Server, ServerConfig};
 
-use crate::args::{ServerArgs, ServerCommand, SqliteSync, StoreArgs};
+use crate::args::{LogFormat, ServerArgs, ServerCommand, SqliteSync, StoreArgs};
 use crate::printer::{fields, Printer, Receipt};
 use crate::{CliError, CliResult, ExitStatus};
 
@@ -20,10 +21,26 @@ fn config(store: &StoreArgs, listen: std::net::SocketAddr) -> ServerConfig {
     config
 }
 
-fn init_logs() {
+/// Whether log lines are text: asked for, or `auto` with stderr on a terminal.
+fn text_logs(format: LogFormat, stderr_is_terminal: bool) -> bool {
+    match format {
+        LogFormat::Text => true,
+        LogFormat::Json => false,
+        LogFormat::Auto => stderr_is_terminal,
+    }
+}
+
+fn init_logs(format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if text_logs(format, std::io::stderr().is_terminal()) {
+        // `2025-01-02T03:04:05.678901Z  WARN heartbeat failed error=...`
+        logs.with_target(false).try_init()
+    } else {
+        logs.json().try_init()
+    };
 }
 
 fn failed(e: impl std::fmt::Display) -> CliError {
@@ -53,7 +70,7 @@ pub async fn run(p: &Printer, args: ServerArgs) -> CliResult {
         Some(ServerCommand::RotateMasterKey(r)) => return rotate(p, &r.store).await,
         None => {}
     }
-    init_logs();
+    init_logs(args.log_format);
     let mut config = config(&args.store, args.listen);
     config.tcp_ports = args.ingress_tcp_ports.clone();
     config.ingress = (!args.no_ingress).then(|| args.ingress_listen.clone());
@@ -174,5 +191,17 @@ mod tests {
         for bad in [["--max-connections-per-client", "0"], ["--header-read-timeout", "0s"]] {
             assert!(Cli::try_parse_from([&["vt", "server"], bad.as_slice()].concat()).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn logs_are_text_on_a_terminal_and_json_otherwise_unless_asked() {
+        use crate::args::LogFormat::*;
+        assert_eq!(server_args(&[]).log_format, Auto);
+        assert!(super::text_logs(Auto, true));
+        assert!(!super::text_logs(Auto, false));
+        assert!(super::text_logs(Text, false));
+        assert!(!super::text_logs(Json, true));
+        assert_eq!(server_args(&["--log-format", "json"]).log_format, Json);
+        assert!(Cli::try_parse_from(["vt", "server", "--log-format", "xml"]).is_err());
     }
 }
