@@ -503,6 +503,13 @@ pub struct ServerArgs {
     /// Open API connections allowed from one IP address; more are closed when accepted
     #[arg(long, value_name = "N", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub max_connections_per_client: u32,
+    /// On SIGTERM or Ctrl-C: how long requests in flight may take to finish
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration_secs)]
+    pub drain_timeout: u64,
+    /// On SIGTERM or Ctrl-C, after the drain: how long the node agent's VMs may take to stop
+    /// (their entrypoints get SIGTERM); the ones left are killed
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration_secs)]
+    pub vm_stop_timeout: u64,
     /// Log lines as `text` (for people) or `json` (one object a line); `auto`: text when stderr
     /// is a terminal, JSON otherwise. The level comes from `RUST_LOG` (default `info`)
     #[arg(long, value_enum, value_name = "FORMAT", env = "VT_LOG_FORMAT", default_value_t = LogFormat::Auto)]
