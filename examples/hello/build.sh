@@ -4,11 +4,12 @@
 #
 #   examples/hello/build.sh OUT_LAYOUT      # then: vt image push OUT_LAYOUT --tag v1
 #
-# Uses `vt image build` from $VT, else `vt` on PATH, else target/release/vt.
+# Uses `vt image build` from $VT, else `vt` on PATH, else target/release/vt (run from the
+# repository, as the README does).
 set -euo pipefail
 out=${1:?usage: examples/hello/build.sh OUT_LAYOUT}
 here=$(dirname "$0")
-vt=${VT:-$(command -v vt || echo "$here/../../target/release/vt")}
+vt=${VT:-$(command -v vt || echo target/release/vt)}
 busybox=/bin/busybox
 if ! "$busybox" --list 2>/dev/null | grep -qx httpd; then
     echo "error: $busybox with httpd is missing: apt-get install busybox-static" >&2

@@ -64,11 +64,9 @@ fn next_steps(d: &EnvDescription, instances: &[Instance]) -> Vec<String> {
     let mut next = Vec::new();
     for p in d.processes.iter().filter(|p| !p.differences.is_empty()) {
         let mine = || instances.iter().filter(|i| i.process == p.process);
-        let unhealthy =
-            mine().find(|i| i.status == InstanceStatus::Running && i.health == Some(Health::Failing));
-        let not_ready = mine().find(|i| {
-            i.status == InstanceStatus::Running && i.health.is_none_or(|h| h == Health::Pending)
-        });
+        let unhealthy = mine().find(|i| i.status == InstanceStatus::Running && i.health == Some(Health::Failing));
+        let not_ready =
+            mine().find(|i| i.status == InstanceStatus::Running && i.health.is_none_or(|h| h == Health::Pending));
         let failed = mine().filter(|i| i.status == InstanceStatus::Failed).max_by_key(|i| i.updated_at);
         let step = if let Some(i) = unhealthy {
             format!("vt logs --instance {}   # {} fails its health check", i.id, p.process)

@@ -6,7 +6,7 @@ else
     secret="not set (vt secrets set GREETING=...)"
 fi
 printf 'Content-Type: text/plain\r\n\r\n'
-echo "hello from vt"
+echo "${MESSAGE:-hello}"
 echo "instance: ${VT_INSTANCE_ID:-unknown}"
 echo "process:  ${VT_PROCESS:-unknown}"
 echo "release:  ${VT_RELEASE_ID:-unknown}"
