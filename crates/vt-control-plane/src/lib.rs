@@ -14,6 +14,9 @@
 //! Background work of the control plane: the projector and the scheduler
 //! reconciler ([`scheduler`]), started by [`ControlPlane::start`] and stopped
 //! by [`ControlPlane::shutdown`]; their status is published in [`tasks`].
+//! A server that begins to stop calls [`ControlPlane::close_streams`] first:
+//! long polls answer and follow streams end at once, so no request that waits
+//! for news holds up the drain.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -82,6 +85,8 @@ pub struct ControlPlane {
     /// Every background task of the server this control plane runs in, with its status.
     pub tasks: tasks::Tasks,
     background: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// `true` once the server stops: what waits for news (long polls, follow streams) ends.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl ControlPlane {
@@ -100,6 +105,7 @@ impl ControlPlane {
             scheduler: Default::default(),
             tasks: Default::default(),
             background: Mutex::new(vec![]),
+            closing: tokio::sync::watch::Sender::new(false),
         });
         let projecting = tokio::spawn(projector.run(Duration::from_millis(250)));
         let scheduling = tokio::spawn(scheduler::run(Arc::downgrade(&cp)));
@@ -110,6 +116,25 @@ impl ControlPlane {
             .unwrap_or_else(|e| e.into_inner())
             .extend([projecting, scheduling].into_iter().chain(collecting));
         cp
+    }
+
+    /// The first step of a server's shutdown: a node's long poll answers now (with what it
+    /// would have answered), event and log follow streams end after what they have sent.
+    /// Requests keep being served; nothing waits for news any more.
+    pub fn close_streams(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Resolves once [`ControlPlane::close_streams`] was called.
+    pub(crate) fn closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut closing = self.closing.subscribe();
+        async move {
+            let _ = closing.wait_for(|closed| *closed).await;
+        }
+    }
+
+    pub(crate) fn is_closing(&self) -> bool {
+        *self.closing.borrow()
     }
 
     /// Stop the scheduler and the projector (the last steps of a server's shutdown).

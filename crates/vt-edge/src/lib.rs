@@ -277,7 +277,12 @@ impl Edge {
                 s.routes = n_routes;
                 s.backends = n_backends;
             });
-            tracing::info!(version = target, routes = n_routes, backends = n_backends, "ingress table applied");
+            // A fresh ingress's first table, empty, is not news (a server at rest says nothing).
+            if current.version == 0 && n_routes == 0 {
+                tracing::debug!(version = target, "ingress table applied (empty)");
+            } else {
+                tracing::info!(version = target, routes = n_routes, backends = n_backends, "ingress table applied");
+            }
             Outcome::Applied { version: target }
         };
         state.cursor = target;

@@ -15,11 +15,19 @@
 //!
 //! [`Server::run`] serves the API with [`ConnectionLimits`] (`serve.rs`: header and
 //! body read timeouts, a cap on connections per client) until its shutdown future
-//! resolves, then stops in this order: the API (requests in flight finish, for up
-//! to [`serve::SHUTDOWN_GRACE`]), the agent (its VMs are
-//! killed and their taps and cgroups removed; their records stay, so the next
-//! start boots them again), the edge and the ingress's listeners, and last
-//! the control plane's reconcilers.
+//! resolves, then stops in this order:
+//!
+//! 1. nothing waits for news any more: the agent stops following (and reporting), the
+//!    control plane's long polls answer and its follow streams end;
+//! 2. the API stops accepting; requests in flight finish within the drain timeout
+//!    ([`ServerConfig::drain_timeout`]);
+//! 3. the agent stops its VMs within the VM stop timeout
+//!    ([`ServerConfig::vm_stop_timeout`]): through their guests, killed past it, taps and
+//!    cgroups removed, records kept so the next start boots the instances again;
+//! 4. the edge and the ingress's listeners; last, the control plane's reconcilers.
+//!
+//! So a stop takes at most the drain timeout plus the VM stop timeout (and a second
+//! more for the kill), however long an agent's long poll would have waited.
 
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
@@ -65,7 +73,15 @@ pub struct ServerConfig {
     pub disk_reserve: vt_disk::Reserve,
     /// Bytes the registry may hold per org; `None`: no quota.
     pub registry_quota: Option<u64>,
+    /// How long requests in flight may take to finish once a shutdown begins.
+    pub drain_timeout: Duration,
+    /// How long the node agent's VMs may take to stop (through their guests) in a shutdown,
+    /// after the drain; the ones left are killed.
+    pub vm_stop_timeout: Duration,
 }
+
+/// The VM stop timeout of a shutdown, by default.
+pub const DEFAULT_VM_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl ServerConfig {
     /// A control plane alone on `listen` (no ingress, no agent), its files in `data_dir`.
@@ -82,6 +98,8 @@ impl ServerConfig {
             limits: ConnectionLimits::default(),
             disk_reserve: vt_disk::Reserve::default(),
             registry_quota: None,
+            drain_timeout: serve::DEFAULT_DRAIN,
+            vm_stop_timeout: DEFAULT_VM_STOP_TIMEOUT,
         }
     }
 }
@@ -151,8 +169,35 @@ pub struct Server {
     _lock: DataDirLock,
     listener: tokio::net::TcpListener,
     limits: ConnectionLimits,
+    drain_timeout: Duration,
+    vm_stop_timeout: Duration,
     ingress: Option<(vt_ingress::Ingress, JoinHandle<()>)>,
     agent: Option<(Arc<vt_agent::Agent>, JoinHandle<()>)>,
+}
+
+/// What a caller may ask a running server while [`Server::run`] has it.
+#[derive(Clone)]
+pub struct ServerHandle {
+    agent: Option<Arc<vt_agent::Agent>>,
+}
+
+impl ServerHandle {
+    /// The VMs this server's node agent runs now.
+    pub fn running_vms(&self) -> usize {
+        self.agent.as_ref().map_or(0, |a| a.running_vms())
+    }
+}
+
+/// How a stop went ([`Server::run`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stopped {
+    /// VMs the agent was running when the stop began.
+    pub vms: usize,
+    /// Of those, the ones that had to be killed at the VM stop timeout.
+    pub vms_killed: usize,
+    /// From the shutdown future resolving to the API drained, and to the VMs gone.
+    pub drained_in: Duration,
+    pub vms_stopped_in: Duration,
 }
 
 impl Server {
@@ -208,9 +253,15 @@ impl Server {
             _lock: lock,
             listener,
             limits: config.limits,
+            drain_timeout: config.drain_timeout,
+            vm_stop_timeout: config.vm_stop_timeout,
             ingress,
             agent,
         })
+    }
+
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle { agent: self.agent.as_ref().map(|(a, _)| a.clone()) }
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -221,19 +272,45 @@ impl Server {
     pub async fn run(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> Result<(), ServerError> {
+    ) -> Result<Stopped, ServerError> {
         let app = vt_control_plane::http::router(self.control_plane.clone());
-        let served = serve::serve(self.listener, app, self.limits, shutdown).await.map_err(ServerError::Serve);
-        if let Some((agent, task)) = self.agent {
-            task.abort();
-            agent.kill_vms().await;
+        let began = Arc::new(std::sync::OnceLock::new());
+        let begin = {
+            let (cp, agent, began) = (self.control_plane.clone(), self.handle().agent, began.clone());
+            async move {
+                shutdown.await;
+                let _ = began.set(tokio::time::Instant::now());
+                // Nothing waits for news from here on, so the drain waits for real requests only.
+                if let Some(agent) = &agent {
+                    agent.stop_following();
+                }
+                cp.close_streams();
+            }
+        };
+        let served =
+            serve::serve(self.listener, app, self.limits, self.drain_timeout, begin).await.map_err(ServerError::Serve);
+        let began = began.get().copied().unwrap_or_else(tokio::time::Instant::now);
+        let mut stopped = Stopped { drained_in: began.elapsed(), ..Stopped::default() };
+        if let Some((agent, mut task)) = self.agent {
+            stopped.vms = agent.running_vms();
+            agent.stop_vms(self.vm_stop_timeout);
+            // The agent kills what is left at the timeout; this is the backstop if it cannot.
+            let backstop = self.vm_stop_timeout + Duration::from_secs(1);
+            if tokio::time::timeout(backstop, &mut task).await.is_err() {
+                stopped.vms_killed = agent.running_vms();
+                task.abort();
+                agent.kill_vms().await;
+            } else {
+                stopped.vms_killed = agent.vms_killed_at_stop();
+            }
         }
+        stopped.vms_stopped_in = began.elapsed();
         if let Some((ingress, edge)) = self.ingress {
             edge.abort();
             ingress.close_listeners().await;
         }
         self.control_plane.shutdown();
-        served
+        served.map(|()| stopped)
     }
 }
 
@@ -307,7 +384,8 @@ async fn start_agent(
     config.disk_budget = Some(budget);
     match vt_agent::Agent::new(config) {
         Ok(agent) => {
-            notices.push(Notice::Info(format!("node agent running as node `{node}`")));
+            notices
+                .push(Notice::Info(format!("node agent running as node `{node}` ({} microVMs)", agent.runtime_name())));
             let status = agent.clone();
             cp.tasks.register("agent", move || {
                 let s = status.status();

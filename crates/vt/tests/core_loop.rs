@@ -158,6 +158,7 @@ fn core_loop_deploy_roll_and_rollback_through_the_ingress() {
     assert!(text.contains("failed on node-1") && text.contains("Address already in use"), "{text}");
     let text = vt(&["describe"]).stdout;
     assert!(text.contains(&format!("route web.test:{held} is not served on node node-1")), "{text}");
+    assert!(text.contains("next: vt route get "), "{text}");
     // Freed, it is bound at the edge's next retry.
     drop(squatter);
     let deadline = Instant::now() + Duration::from_secs(20);
