@@ -137,6 +137,18 @@ impl ControlPlane {
         *self.closing.borrow()
     }
 
+    /// Let the projector apply what is in the log (at most `within`), so a stopped
+    /// server leaves its views at the head. Part of a graceful stop, before [`Self::shutdown`].
+    pub async fn settle(&self, within: Duration) {
+        let head = match self.store.head().await {
+            Ok(h) => h,
+            Err(e) => return tracing::warn!(error = %e, "cannot read the log's head to settle the views"),
+        };
+        if let Err(e) = self.projector.wait_for(head, within).await {
+            tracing::warn!(head, error = %e, "the views did not catch up before the stop; they will at the next start");
+        }
+    }
+
     /// Stop the scheduler and the projector (the last steps of a server's shutdown).
     pub fn shutdown(&self) {
         for task in self.background.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {

@@ -309,6 +309,7 @@ impl Server {
             edge.abort();
             ingress.close_listeners().await;
         }
+        self.control_plane.settle(Duration::from_secs(2)).await;
         self.control_plane.shutdown();
         served.map(|()| stopped)
     }
