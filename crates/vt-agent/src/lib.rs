@@ -129,6 +129,30 @@ impl AgentConfig {
     }
 }
 
+/// The first wait after a transient prepare failure; doubled each time up to [`PREPARE_RETRY_MAX`].
+const PREPARE_RETRY_FIRST: Duration = Duration::from_secs(1);
+const PREPARE_RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// Why preparing an instance (pull, root disk, secrets, launch) failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum PrepareError {
+    /// Nothing is wrong with the instance: the registry or the control plane is unreachable or
+    /// failing for now (connection refused, a timeout, a 5xx), or the node's disk is short.
+    /// Retried with backoff; the instance stays `preparing` with the reason.
+    #[error("{0}")]
+    Transient(String),
+    /// The release, its image or its launch is wrong (a bad manifest or digest, a hostile
+    /// layer, a missing secret): the instance fails with the reason.
+    #[error("{0}")]
+    Fatal(String),
+}
+
+impl From<String> for PrepareError {
+    fn from(why: String) -> Self {
+        PrepareError::Fatal(why)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     #[error("{0}")]
@@ -583,7 +607,7 @@ impl Agent {
             if rec.phase != Phase::Stopping {
                 rec.phase = Phase::Running;
                 rec.reason = Some("adopted after an agent restart; its output after the restart is not captured".into());
-                let _ = me.states.save(&mut rec);
+                me.record(&mut rec);
                 me.report(&rec.id, Phase::Running, rec.reason.clone(), None).await;
             }
             let mut stopping = desired == DesiredState::Stopped;
@@ -594,7 +618,7 @@ impl Agent {
                 if stopping && deadline.is_none() {
                     if shutdown.is_none() {
                         rec.phase = Phase::Stopping;
-                        let _ = me.states.save(&mut rec);
+                        me.record(&mut rec);
                         me.report(&rec.id, Phase::Stopping, None, None).await;
                     }
                     state::signal(pid, "TERM").await;
@@ -624,7 +648,7 @@ impl Agent {
             me.release_host_side(&rec).await;
             if shutdown.is_some() {
                 // Stopped with the server: the record keeps its phase; the next start boots it again.
-                let _ = me.states.save(&mut rec);
+                me.record(&mut rec);
                 return;
             }
             let (phase, reason) = if stopping {
@@ -634,7 +658,7 @@ impl Agent {
             };
             rec.phase = phase;
             rec.reason = Some(reason);
-            let _ = me.states.save(&mut rec);
+            me.record(&mut rec);
             me.report(&rec.id, phase, rec.reason.clone(), None).await;
         });
     }
@@ -670,7 +694,7 @@ impl Agent {
                 if let Some(mut rec) = self.states.load(id) {
                     if rec.phase == phase && rec.reported != Some(phase) {
                         rec.reported = Some(phase);
-                        let _ = self.states.save(&mut rec);
+                        self.record(&mut rec);
                     }
                 }
             }
@@ -702,12 +726,23 @@ impl Agent {
             .ok()
     }
 
+    /// Write the crash-recovery record; a failure is logged as an error (the record on disk
+    /// is the previous one, so a restarted agent may redo or miss this step). Returns whether
+    /// it was written. What must not happen without its record (booting a VM) checks instead.
+    fn record(&self, rec: &mut InstanceRecord) -> bool {
+        match self.states.save(rec) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(instance = %rec.id, error = %e, "cannot write the instance record");
+                false
+            }
+        }
+    }
+
     async fn set_phase(&self, rec: &mut InstanceRecord, phase: Phase, reason: Option<String>) {
         rec.phase = phase;
         rec.reason = reason.clone();
-        if let Err(e) = self.states.save(rec) {
-            tracing::warn!(instance = %rec.id, error = %e, "cannot write the instance record");
-        }
+        self.record(rec);
         self.report(&rec.id, phase, reason, rec.exit_code).await;
     }
 
@@ -732,13 +767,39 @@ impl Agent {
                     .await
             }
         };
-        let spec = match self.prepare(&inst, release, &mut rec, t0).await {
-            Ok(s) => s,
-            Err(reason) => {
-                let _ = log.note(&format!("failed: {reason}"));
-                let _ = log.close();
-                return self.fail(&mut rec, reason).await;
+        // A transient failure (the registry or the control plane unreachable, the disk short)
+        // is waited out: the instance stays `preparing` with the reason, and is not failed
+        // (so it counts toward no crash loop). A fatal one fails it.
+        let mut backoff = PREPARE_RETRY_FIRST;
+        let spec = loop {
+            let why = match self.prepare(&inst, release.clone(), &mut rec, t0).await {
+                Ok(s) => break s,
+                Err(PrepareError::Fatal(reason)) => {
+                    let _ = log.note(&format!("failed: {reason}"));
+                    let _ = log.close();
+                    return self.fail(&mut rec, reason).await;
+                }
+                Err(PrepareError::Transient(why)) => why,
+            };
+            let reason = format!("waiting: {why}; retrying in {} s", backoff.as_secs());
+            let _ = log.note(&reason);
+            tracing::warn!(instance = %id, %why, retry_in_s = backoff.as_secs(), "preparing the instance failed for now; retrying");
+            self.set_phase(&mut rec, Phase::Preparing, Some(reason)).await;
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                r = stop.recv() => match r {
+                    Some(Stop::Requested) => {
+                        let _ = log.close();
+                        return self.set_phase(&mut rec, Phase::Stopped, Some("stopped on request before it booted".into())).await;
+                    }
+                    // The server stops: the record stays `preparing`; the next start prepares it again.
+                    Some(Stop::Shutdown(_)) | None => {
+                        let _ = log.close();
+                        return;
+                    }
+                }
             }
+            backoff = (backoff * 2).min(PREPARE_RETRY_MAX);
         };
         // A stop that arrived while preparing: nothing was booted.
         match stop.try_recv() {
@@ -780,7 +841,7 @@ impl Agent {
                     if rec.phase == Phase::Running {
                         if change.first_pass {
                             rec.timings.healthy_ms = Some(t0.elapsed().as_secs_f64() * 1000.0);
-                            let _ = self.states.save(&mut rec);
+                            self.record(&mut rec);
                         }
                         let _ = log.note(&format!("health: {}{}", change.health.as_str(), change.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()));
                         let reason = change.reason.or_else(|| Some(format!("boot: {}", rec.timings.summary())));
@@ -792,7 +853,7 @@ impl Agent {
                 _ = tokio::time::sleep(Duration::from_millis(20)), if rec.vm_pid.is_none() => {
                     if let Some(pid) = vm.vmm_pid() {
                         rec.vm_pid = Some(pid);
-                        let _ = self.states.save(&mut rec);
+                        self.record(&mut rec);
                         cgroup = self.cgroup_for(&id, pid, inst.resources.cpu_millis);
                     }
                     continue;
@@ -829,7 +890,7 @@ impl Agent {
             if rec.vm_pid.is_none() {
                 if let Some(pid) = vm.vmm_pid() {
                     rec.vm_pid = Some(pid);
-                    let _ = self.states.save(&mut rec);
+                    self.record(&mut rec);
                     cgroup = self.cgroup_for(&id, pid, inst.resources.cpu_millis);
                 }
             }
@@ -870,7 +931,7 @@ impl Agent {
                     };
                     rec.phase = Phase::Running;
                     rec.reason = Some(format!("boot: {}", rec.timings.summary()));
-                    let _ = self.states.save(&mut rec);
+                    self.record(&mut rec);
                     let reason = if health == Health::Failing {
                         Some(
                             "health check failing: the instance has no network, so its check cannot reach it"
@@ -907,7 +968,7 @@ impl Agent {
             // reported, and the next start boots the instance again.
             let _ = log.note(&format!("stopped with the server ({end}); the next start boots it again"));
             let _ = log.close();
-            let _ = self.states.save(&mut rec);
+            self.record(&mut rec);
             return;
         }
         let (phase, reason, code) = describe_end(&end, stop_sent, &id);
@@ -924,7 +985,7 @@ impl Agent {
         release: Option<Release>,
         rec: &mut InstanceRecord,
         t0: Instant,
-    ) -> Result<InstanceSpec, String> {
+    ) -> Result<InstanceSpec, PrepareError> {
         // The node's answer carries the releases of its instances; a node never reads an org's resources.
         let release = release
             .ok_or_else(|| format!("the control plane sent no release {} with the instance", inst.release_id))?;
@@ -933,7 +994,7 @@ impl Agent {
         let image = vt_image::ImageRef::parse(&release.image_ref)
             .map_err(|e| format!("the release's image {} does not parse: {e}", release.image_ref))?;
         if image.registry().is_some() {
-            return Err(format!("image {} is in another registry; this node pulls from vt's built-in registry only (push it with `vt image push`)", release.image_ref));
+            return Err(PrepareError::Fatal(format!("image {} is in another registry; this node pulls from vt's built-in registry only (push it with `vt image push`)", release.image_ref)));
         }
         let repo = image.repository().to_owned();
         let digest: Digest =
@@ -948,7 +1009,14 @@ impl Agent {
         })
         .await
         .map_err(|e| format!("image pull task: {e}"))?
-        .map_err(|e| format!("cannot pull image {}@{}: {e}", repo, release.image_digest))?;
+        .map_err(|e| {
+            let why = format!("cannot pull image {}@{}: {e}", repo, release.image_digest);
+            if e.is_transient() {
+                PrepareError::Transient(why)
+            } else {
+                PrepareError::Fatal(why)
+            }
+        })?;
         rec.timings.root_disk_ms = Some(t0.elapsed().as_secs_f64() * 1000.0);
         rec.root_disk = Some(disk.path.clone());
         let identity = vt_workload::Identity {
@@ -975,14 +1043,15 @@ impl Agent {
         };
         rec.address = network.as_ref().map(|n| n.address.to_string());
         rec.tap = network.as_ref().map(|n| n.tap.clone());
-        let _ = self.states.save(rec);
+        // No VM boots that a restarted agent could not find again.
+        self.states.save(rec).map_err(|e| PrepareError::Transient(format!("cannot write the instance record: {e}")))?;
         let mut spec = InstanceSpec::new(&inst.id.to_string(), disk.path, rec.work_dir.clone(), launch);
         spec.memory_mib = inst.resources.memory_mib.max(64);
         spec.vcpus = inst.resources.cpu_millis.div_ceil(1000).max(1);
         if let Some(budget) = &self.cfg.disk_budget {
             budget
                 .check(&format!("the scratch disk of instance {}", inst.id), self.cfg.scratch_size)
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| PrepareError::Transient(e.to_string()))?;
         }
         spec.scratch_size = self.cfg.scratch_size;
         spec.network = network;
@@ -994,17 +1063,20 @@ impl Agent {
     /// The instance's secrets, from the control plane (only this node may read
     /// them), into its launch: files under `/run/secrets/`, the bundle, and the
     /// environment variables the manifest asks for. Never logged, never on a disk.
-    async fn add_secrets(&self, inst: &Instance, version: u64, launch: &mut Launch) -> Result<(), String> {
-        let got = self
-            .client
-            .instance_secrets(&inst.id.to_string())
-            .await
-            .map_err(|e| format!("cannot fetch the instance's secrets (version {version}): {e}"))?;
+    async fn add_secrets(&self, inst: &Instance, version: u64, launch: &mut Launch) -> Result<(), PrepareError> {
+        let got = self.client.instance_secrets(&inst.id.to_string()).await.map_err(|e| {
+            let why = format!("cannot fetch the instance's secrets (version {version}): {e}");
+            if e.is_transient() {
+                PrepareError::Transient(why)
+            } else {
+                PrepareError::Fatal(why)
+            }
+        })?;
         if got.version != version {
-            return Err(format!(
+            return Err(PrepareError::Fatal(format!(
                 "the control plane sent secrets version {}, the instance runs version {version}",
                 got.version
-            ));
+            )));
         }
         let mut secrets = Vec::with_capacity(got.items.len());
         for item in got.items {
@@ -1014,9 +1086,9 @@ impl Agent {
             secrets.push(Secret { name: item.name, data });
         }
         if let Some(missing) = launch.secret_env.iter().find(|n| !secrets.iter().any(|s| &s.name == *n)) {
-            return Err(format!(
+            return Err(PrepareError::Fatal(format!(
                 "the manifest reads secret `{missing}` as an environment variable (`secret_env`), and secrets version {version} has no such secret"
-            ));
+            )));
         }
         launch.secrets = secrets;
         launch.secrets_version = version;

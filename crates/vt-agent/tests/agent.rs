@@ -126,9 +126,14 @@ async fn world_with(manifest: &str) -> World {
 
 impl World {
     fn agent(&self) -> Arc<Agent> {
+        self.agent_via(&self.base)
+    }
+
+    /// An agent that reaches the control plane (and its registry) at `server`.
+    fn agent_via(&self, server: &str) -> Arc<Agent> {
         let node = Hostname::parse("node-a").unwrap();
         // Where the server reads instance logs: the data directory's agent dirs.
-        let mut cfg = AgentConfig::new(&self.base, Some(self.node_token.clone()), node, self.dirs.clone());
+        let mut cfg = AgentConfig::new(server, Some(self.node_token.clone()), node, self.dirs.clone());
         cfg.resync_interval = Duration::from_secs(2);
         cfg.stop_grace = Duration::from_secs(2);
         Agent::new(cfg).unwrap()
@@ -420,4 +425,81 @@ retries = 2
         }
     }
     task.abort();
+}
+
+/// A TCP proxy to `backend` that, while `down` is set, answers each new connection whose
+/// request is for the registry (`/v2/`) with a 503 and closes it; everything else passes.
+async fn registry_outage_proxy(backend: String, down: Arc<std::sync::atomic::AtomicBool>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let backend = backend.trim_start_matches("http://").to_owned();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let (backend, down) = (backend.clone(), down.clone());
+            tokio::spawn(async move {
+                let mut head = vec![0u8; 16];
+                let Ok(n) = client.read(&mut head).await else { return };
+                head.truncate(n);
+                let request = String::from_utf8_lossy(&head);
+                if down.load(std::sync::atomic::Ordering::SeqCst)
+                    && request.split(' ').nth(1).is_some_and(|p| p.starts_with("/v2/"))
+                {
+                    let _ = client
+                        .write_all(
+                            b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                        )
+                        .await;
+                    return;
+                }
+                let Ok(mut server) = tokio::net::TcpStream::connect(&backend).await else { return };
+                if server.write_all(&head).await.is_err() {
+                    return;
+                }
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            });
+        }
+    });
+    url
+}
+
+/// The registry is unavailable while an instance prepares: the instance waits in `preparing`,
+/// saying why, never fails (so no crash loop counts it), and runs once the registry is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_outage_while_preparing_is_waited_out() {
+    if !guest_ready() {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let w = world("echo up; exec sleep 600").await;
+    let down = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let proxy = registry_outage_proxy(w.base.clone(), down.clone()).await;
+    let run = tokio::spawn(w.agent_via(&proxy).run());
+    let node = w.node_id().await;
+    let id = w.allocate(node).await;
+    let v = w
+        .wait_status(id, "waiting for the registry", |v| {
+            v.reason.as_deref().is_some_and(|r| r.starts_with("waiting: "))
+        })
+        .await;
+    assert_eq!(v.status, InstanceStatus::Preparing, "{v:?}");
+    let reason = v.reason.clone().unwrap();
+    assert!(reason.contains("registry unavailable") && reason.contains("503"), "{reason}");
+    assert!(reason.contains("retrying in "), "{reason}");
+    // It keeps waiting (the retries back off), then the registry comes back.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(w.client.instance_get(&id.to_string()).await.unwrap().status, InstanceStatus::Preparing);
+    down.store(false, std::sync::atomic::Ordering::SeqCst);
+    let v = w.wait_status(id, "running", |v| v.status == InstanceStatus::Running || v.status.is_terminal()).await;
+    assert_eq!(v.status, InstanceStatus::Running, "{v:?}");
+    // Never failed: nothing a crash loop would count.
+    let events = w.cp.store.read_events(0, 10_000).await.unwrap();
+    let failed = events
+        .iter()
+        .filter(|e| e.event_type == "instance.status_reported")
+        .filter(|e| e.payload["status"] == "failed");
+    assert_eq!(failed.count(), 0);
+    let v = w.stop(id).await;
+    assert_eq!(v.status, InstanceStatus::Stopped, "{v:?}");
+    run.abort();
 }

@@ -45,6 +45,10 @@ pub enum Error {
     DiskStat(#[from] vt_disk::StatError),
     #[error("{tool} failed ({status}): {stderr}")]
     Tool { tool: String, status: String, stderr: String },
+    /// The registry could not be reached or failed for now (connection refused or reset, a
+    /// timeout, a 5xx or 429): worth trying again later.
+    #[error("registry unavailable: {0}")]
+    Unavailable(String),
     /// Errors from a [`crate::BlobSource`] implementation (e.g. an HTTP registry client).
     #[error("blob source: {0}")]
     Source(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -53,5 +57,13 @@ pub enum Error {
 impl Error {
     pub(crate) fn json(what: impl Into<String>, source: serde_json::Error) -> Self {
         Self::Json { what: what.into(), source }
+    }
+}
+
+impl Error {
+    /// Worth trying again later as it is (the registry was unavailable, or the disk was short):
+    /// nothing about the image itself is wrong.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Unavailable(_) | Error::NoSpace(_))
     }
 }

@@ -75,7 +75,7 @@ impl RegistrySource {
             }
             rb
         };
-        let send = |rb: RequestBuilder| rb.send().map_err(|e| source_err(format!("GET {url}: {e}")));
+        let send = |rb: RequestBuilder| rb.send().map_err(|e| Error::Unavailable(format!("GET {url}: {e}")));
         let mut resp = send(build())?;
         if resp.status() == StatusCode::UNAUTHORIZED {
             if let Some(challenge) =
@@ -93,7 +93,12 @@ impl RegistrySource {
             StatusCode::NOT_FOUND => Err(Error::NotFound(digest.clone())),
             s => {
                 let body: String = resp.text().unwrap_or_default().chars().take(300).collect();
-                Err(source_err(format!("GET {url}: {s}: {body}")))
+                let what = format!("GET {url}: {s}: {body}");
+                Err(if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS {
+                    Error::Unavailable(what)
+                } else {
+                    source_err(what)
+                })
             }
         }
     }
