@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{sha, TestRegistry, TOKEN};
+use common::{image_manifest, sha, TestRegistry, TOKEN};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -33,16 +33,6 @@ async fn push_blob(r: &TestRegistry, repo: &str, bytes: &[u8]) -> String {
     assert_eq!(resp.headers()["docker-content-digest"], d.as_str());
     assert_eq!(resp.headers()["location"], format!("/v2/{repo}/blobs/{d}").as_str());
     d
-}
-
-fn image_manifest(config: &[u8], layer: &[u8]) -> Vec<u8> {
-    serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha(config), "size": config.len() },
-        "layers": [{ "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha(layer), "size": layer.len() }],
-    }))
-    .unwrap()
 }
 
 #[tokio::test]

@@ -5,9 +5,9 @@ mod common;
 
 use std::time::{Duration, SystemTime};
 
-use common::{sha, TestRegistry, TOKEN};
+use common::{image_manifest, sha, TestRegistry, TOKEN};
 use reqwest::{Method, StatusCode};
-use serde_json::{json, Value};
+use serde_json::Value;
 use vt_disk::{DiskBudget, Reserve};
 use vt_registry::{Limits, StaticToken, Storage};
 
@@ -40,16 +40,6 @@ fn files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out.sort();
     out
-}
-
-fn manifest(config: &[u8], layer: &[u8]) -> Vec<u8> {
-    serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha(config), "size": config.len() },
-        "layers": [{ "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha(layer), "size": layer.len() }],
-    }))
-    .unwrap()
 }
 
 #[tokio::test]
@@ -119,7 +109,7 @@ async fn gc_removes_unreferenced_blobs_and_keeps_referenced_ones() {
         .put(format!("{}/v2/acme/web/manifests/v1", r.base))
         .bearer_auth(TOKEN)
         .header("content-type", "application/vnd.oci.image.manifest.v1+json")
-        .body(manifest(&config, &layer))
+        .body(image_manifest(&config, &layer))
         .send()
         .await
         .unwrap();

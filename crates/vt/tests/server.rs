@@ -69,7 +69,6 @@ fn spawn_on_terminal(
     dir: &std::path::Path,
     args: &[&str],
 ) -> (common::ServerChild, u32, std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
-    use std::io::Read;
     let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
     let mut line = format!("exec {} server", quote(env!("CARGO_BIN_EXE_vt")));
     for a in args {
@@ -88,15 +87,7 @@ fn spawn_on_terminal(
         .stderr(Stdio::piped())
         .spawn()
         .expect("script(1) from util-linux");
-    let output = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let mut stdout = child.stdout.take().unwrap();
-    let out = output.clone();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n @ 1..) = stdout.read(&mut buf) {
-            out.lock().unwrap().extend_from_slice(&buf[..n]);
-        }
-    });
+    let output = common::capture(child.stdout.take().unwrap());
     // The server is script's one child (`exec`).
     let children = format!("/proc/{0}/task/{0}/children", child.id());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);

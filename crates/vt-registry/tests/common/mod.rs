@@ -79,3 +79,14 @@ impl TestRegistry {
 pub fn sha(bytes: &[u8]) -> String {
     vt_image::Digest::of(bytes).to_string()
 }
+
+/// An OCI image manifest of one config and one uncompressed layer.
+pub fn image_manifest(config: &[u8], layer: &[u8]) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha(config), "size": config.len() },
+        "layers": [{ "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha(layer), "size": layer.len() }],
+    }))
+    .unwrap()
+}

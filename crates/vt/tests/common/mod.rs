@@ -193,15 +193,7 @@ pub fn spawn_vt_server_captured(
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let output = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let mut stdout = child.stdout.take().unwrap();
-    let out = output.clone();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n @ 1..) = stdout.read(&mut buf) {
-            out.lock().unwrap().extend_from_slice(&buf[..n]);
-        }
-    });
+    let output = capture(child.stdout.take().unwrap());
     let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
     let mut line = Vec::new();
     let url = loop {
@@ -292,4 +284,18 @@ pub fn acme_with_busybox(dir: &Path, data: &Path, url: &str) -> String {
         .unwrap();
     vt(&["image", "push", build.join("layout").to_str().unwrap(), "--repo", "acme/web", "--tag", "v1"]);
     format!("acme/web@{}", img.manifest.digest)
+}
+
+/// Everything `from` writes, gathered by a thread as it comes.
+#[allow(dead_code)]
+pub fn capture(mut from: impl std::io::Read + Send + 'static) -> std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+    let output = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let out = output.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = from.read(&mut buf) {
+            out.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    });
+    output
 }
