@@ -102,8 +102,13 @@ impl TestServer {
         let master_key = Some(Arc::new(vt_secrets::MasterKey::read(&key_file).unwrap()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let settings =
-            Settings { registry_dir: Some(dir.path().join("registry")), logs, master_key, api_port: Some(addr.port()) };
+        let settings = Settings {
+            registry_dir: Some(dir.path().join("registry")),
+            logs,
+            master_key,
+            api_port: Some(addr.port()),
+            network: Default::default(),
+        };
         let cp = ControlPlane::start(store, settings);
         // The views show what is already in the log (the admin token's creation, say).
         cp.fresh().await.unwrap();
