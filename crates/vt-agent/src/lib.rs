@@ -14,17 +14,22 @@
 //! * [`Agent::reconcile`] takes no input but state (the control plane's view of
 //!   this node's instances, the records on disk, the supervisors in this process)
 //!   and is idempotent: running it twice in a row does nothing the second time.
+//! * A server that stops with its agent calls [`Agent::stop_following`] (no more
+//!   requests, no more reports) and, once its API has drained, [`Agent::stop_vms`]:
+//!   each VM is stopped through its guest (SIGTERM to the entrypoint, then power
+//!   off) within the time given, and killed past it; records keep their phase, so
+//!   the next start boots the instances again.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, OnceCell};
+use tokio::sync::{mpsc, watch, OnceCell};
 use tokio::task::JoinSet;
 use vt_api::{Heartbeat, Instance, NodeInstances, RegisterNode, Release, ReportInstanceStatus};
 use vt_client::Client;
@@ -93,6 +98,9 @@ pub struct AgentConfig {
     pub scratch_size: u64,
     /// The guest network: the nftables table, egress, allow and deny lists, the resolver's upstream.
     pub network: NetworkConfig,
+    /// The node's disk budget: unpacked images, root disks and scratch disks are checked
+    /// against it before they are written. `None`: unchecked.
+    pub disk_budget: Option<vt_disk::DiskBudget>,
 }
 
 impl AgentConfig {
@@ -122,6 +130,7 @@ impl AgentConfig {
             log_max_bytes: 8 << 20,
             scratch_size: 256 << 20,
             network: NetworkConfig::default(),
+            disk_budget: None,
         }
     }
 }
@@ -149,9 +158,28 @@ pub fn node_capacity(reserve_mib: u32) -> Capacity {
     Capacity { cpu_millis: cpus * 1000, memory_mib: mem_mib.saturating_sub(reserve_mib).max(64) }
 }
 
+/// What a supervisor is asked to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// The control plane wants the instance stopped: drain, stop, report the end.
+    Requested,
+    /// The server hosting this agent stops: stop the VM through its guest with this grace,
+    /// report nothing, keep the record's phase (the next start boots the instance again).
+    Shutdown(Duration),
+}
+
+/// How far a shutdown of the agent has got (see [`Agent::stop_following`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shutdown {
+    Running,
+    StopFollowing,
+    /// Stop every VM within this long.
+    StopVms(Duration),
+}
+
 /// A supervisor running in this process for one instance.
 struct Supervised {
-    stop: mpsc::Sender<()>,
+    stop: mpsc::Sender<Stop>,
     stop_sent: bool,
 }
 
@@ -175,6 +203,12 @@ pub struct Agent {
     supervised: Mutex<HashMap<String, Supervised>>,
     keys: AtomicU64,
     status: Mutex<AgentStatus>,
+    /// Set by [`Agent::stop_following`]: the control plane is going away with this process,
+    /// so nothing is reported any more.
+    shutting_down: AtomicBool,
+    shutdown: watch::Sender<Shutdown>,
+    /// VMs [`Agent::stop_vms`] had to kill at its timeout.
+    killed_at_stop: AtomicU64,
 }
 
 /// What the agent's loop did last: its published status.
@@ -196,7 +230,7 @@ impl Agent {
         let states = StateDir::open(cfg.dirs.instances.clone())?;
         std::fs::create_dir_all(&cfg.dirs.logs)?;
         let runtime = new_runtime(&cfg).map_err(|e| AgentError::Other(e.to_string()))?;
-        tracing::info!(runtime = runtime.name(), "microVM backend");
+        tracing::debug!(runtime = runtime.name(), "microVM backend");
         let client = Client::new(&cfg.server, cfg.token.clone()).with_retries(4, Duration::from_millis(250));
         let taps = vt_runtime::net::taps_available();
         if let Err(why) = &taps {
@@ -241,11 +275,19 @@ impl Agent {
             supervised: Mutex::new(HashMap::new()),
             keys: AtomicU64::new(0),
             status: Mutex::new(AgentStatus::default()),
+            shutting_down: AtomicBool::new(false),
+            shutdown: watch::Sender::new(Shutdown::Running),
+            killed_at_stop: AtomicU64::new(0),
         }))
     }
 
     pub fn config(&self) -> &AgentConfig {
         &self.cfg
+    }
+
+    /// The microVM backend's name (`qemu`, `firecracker`).
+    pub fn runtime_name(&self) -> &'static str {
+        self.runtime.name()
     }
 
     /// The loop's status now.
@@ -264,12 +306,56 @@ impl Agent {
         s.last_error = error;
     }
 
-    /// Kill the VMs this agent's supervisors run, remove their taps and cgroups (for a shutdown of the
-    /// process hosting the agent: dropping the supervisors does both too, but asynchronously,
-    /// and a process that exits right away would orphan them). Their records stay; a new agent
-    /// boots them again.
+    /// The first step of a shutdown of the server hosting this agent: stop following (no
+    /// more requests to the control plane, which is going away) and report nothing from now
+    /// on. The VMs keep running until [`Agent::stop_vms`].
+    pub fn stop_following(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        self.shutdown.send_if_modified(|s| {
+            let first = *s == Shutdown::Running;
+            if first {
+                *s = Shutdown::StopFollowing;
+            }
+            first
+        });
+    }
+
+    /// Stop every VM this agent runs within `within`: through its guest first (SIGTERM to the
+    /// entrypoint, power off after three quarters of `within`), killed when the time is up;
+    /// their taps and cgroups are removed and their records keep their phase, so the next
+    /// start boots the instances again. [`Agent::run`] returns once they are all gone.
+    pub fn stop_vms(&self, within: Duration) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        self.shutdown.send_replace(Shutdown::StopVms(within));
+    }
+
+    /// VMs this agent's supervisors still run (or are booting).
+    pub fn running_vms(&self) -> usize {
+        self.supervised.lock().unwrap_or_else(|p| p.into_inner()).values().filter(|s| !s.stop.is_closed()).count()
+    }
+
+    /// VMs [`Agent::stop_vms`] had to kill because they were still running at its timeout.
+    pub fn vms_killed_at_stop(&self) -> usize {
+        self.killed_at_stop.load(Ordering::SeqCst) as usize
+    }
+
+    fn shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Kill the VMs this agent's supervisors still run, remove their taps and cgroups (for a
+    /// shutdown of the process hosting the agent that cannot wait: dropping the supervisors does
+    /// both too, but asynchronously, and a process that exits right away would orphan them).
+    /// Their records stay; a new agent boots them again.
     pub async fn kill_vms(&self) {
-        let ids: Vec<String> = self.supervised.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
+        let ids: Vec<String> = self
+            .supervised
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, s)| !s.stop.is_closed())
+            .map(|(id, _)| id.clone())
+            .collect();
         for id in ids {
             if let Some(rec) = self.states.load(&id) {
                 if let Some(pid) = live_vm(&rec) {
@@ -306,9 +392,10 @@ impl Agent {
 
     async fn images(&self) -> Result<Arc<ImageStore>, String> {
         let dir = self.cfg.dirs.images.clone();
+        let opts = StoreOptions { budget: self.cfg.disk_budget.clone(), ..Default::default() };
         self.images
             .get_or_try_init(|| async move {
-                tokio::task::spawn_blocking(move || ImageStore::open(&dir, StoreOptions::default()).map(Arc::new))
+                tokio::task::spawn_blocking(move || ImageStore::open(&dir, opts).map(Arc::new))
                     .await
                     .map_err(|e| e.to_string())?
                     .map_err(|e| format!("cannot open the image cache: {e}"))
@@ -336,16 +423,33 @@ impl Agent {
         Ok(id)
     }
 
-    /// Run until the future is dropped: register (retrying), heartbeat, and reconcile at
-    /// every change of the node's instances (followed by cursor) and every
-    /// `resync_interval`. Dropping it stops the supervisors of this process, which kills
-    /// their VMs; a new agent on the same data dir boots them again.
+    /// Run until [`Agent::stop_vms`] is done, or until the future is dropped: register
+    /// (retrying), heartbeat, and reconcile at every change of the node's instances
+    /// (followed by cursor) and every `resync_interval`, until [`Agent::stop_following`];
+    /// then, on [`Agent::stop_vms`], stop the VMs and return. Dropping it stops the
+    /// supervisors of this process, which kills their VMs; a new agent on the same data dir
+    /// boots them again.
     pub async fn run(self: Arc<Self>) {
         let mut tasks = JoinSet::new();
+        let mut shutdown = self.shutdown.subscribe();
+        let stopping = |s: &Shutdown| *s != Shutdown::Running;
+        tokio::select! {
+            () = self.clone().follow_instances(&mut tasks) => {}
+            _ = shutdown.wait_for(stopping) => {}
+        }
+        let within = match shutdown.wait_for(|s| matches!(s, Shutdown::StopVms(_))).await.map(|s| *s) {
+            Ok(Shutdown::StopVms(within)) => within,
+            _ => Duration::ZERO,
+        };
+        self.stop_supervisors(&mut tasks, within).await;
+    }
+
+    /// Register, heartbeat and follow, forever (until [`Agent::run`] drops it).
+    async fn follow_instances(self: Arc<Self>, tasks: &mut JoinSet<()>) {
         loop {
             match self.register().await {
                 Ok(id) => {
-                    tracing::info!(node = %id, name = %self.cfg.node_name, "node registered");
+                    tracing::debug!(node = %id, name = %self.cfg.node_name, "node registered");
                     break;
                 }
                 Err(e) => {
@@ -356,7 +460,7 @@ impl Agent {
             }
         }
         let hb = self.clone();
-        tasks.spawn(async move {
+        let heartbeats = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(hb.cfg.heartbeat_interval).await;
                 let node = hb.cfg.node_name.clone();
@@ -365,6 +469,8 @@ impl Agent {
                 }
             }
         });
+        // Heartbeats end with this future, however it ends.
+        let _heartbeats = AbortOnDrop(heartbeats);
         // Follow the node's instances by cursor: each answer carries the views' position,
         // the next request waits for them to move past it (or `resync_interval`).
         let mut cursor: Option<u64> = None;
@@ -377,7 +483,7 @@ impl Agent {
             match answer {
                 Ok(list) => {
                     cursor = Some(list.seq);
-                    let result = self.reconcile(list, &mut tasks).await;
+                    let result = self.reconcile(list, tasks).await;
                     self.record_activation(result.as_ref().err().map(|e| e.to_string()));
                     match result {
                         // Something here needs another look before the views change.
@@ -399,6 +505,27 @@ impl Agent {
                 }
             }
         }
+    }
+
+    /// Stop every supervised VM within `within` (see [`Agent::stop_vms`]); kill what is left.
+    async fn stop_supervisors(&self, tasks: &mut JoinSet<()>, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        let grace = (within * 3 / 4).max(Duration::from_millis(100));
+        for s in self.supervised.lock().unwrap_or_else(|p| p.into_inner()).values() {
+            let _ = s.stop.try_send(Stop::Shutdown(grace));
+        }
+        while let Ok(Some(_)) = tokio::time::timeout_at(deadline, tasks.join_next()).await {}
+        let left = self.running_vms();
+        self.killed_at_stop.store(left as u64, Ordering::SeqCst);
+        if left > 0 {
+            tracing::warn!(
+                vms = left,
+                within_ms = within.as_millis() as u64,
+                "VMs still running at the stop timeout; killing them"
+            );
+            self.kill_vms().await;
+        }
+        tasks.shutdown().await;
     }
 
     /// One activation: compare what the control plane wants on this node (`list`) with
@@ -424,7 +551,7 @@ impl Agent {
                         sup.remove(&id);
                     } else {
                         if inst.desired_state == DesiredState::Stopped && !s.stop_sent {
-                            s.stop_sent = s.stop.try_send(()).is_ok();
+                            s.stop_sent = s.stop.try_send(Stop::Requested).is_ok();
                         }
                         continue;
                     }
@@ -502,8 +629,9 @@ impl Agent {
         self.cfg.dirs.vms.join(id)
     }
 
-    fn track(&self, id: &str) -> mpsc::Receiver<()> {
-        let (tx, rx) = mpsc::channel(1);
+    fn track(&self, id: &str) -> mpsc::Receiver<Stop> {
+        // Room for a requested stop and a shutdown after it.
+        let (tx, rx) = mpsc::channel(2);
         self.supervised
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -534,13 +662,17 @@ impl Agent {
             }
             let mut stopping = desired == DesiredState::Stopped;
             let mut deadline: Option<Instant> = None;
+            // A stop for the server's shutdown: the VMM gets SIGTERM, nothing is reported.
+            let mut shutdown: Option<Duration> = None;
             loop {
                 if stopping && deadline.is_none() {
-                    rec.phase = Phase::Stopping;
-                    let _ = me.states.save(&mut rec);
-                    me.report(&rec.id, Phase::Stopping, None, None).await;
+                    if shutdown.is_none() {
+                        rec.phase = Phase::Stopping;
+                        let _ = me.states.save(&mut rec);
+                        me.report(&rec.id, Phase::Stopping, None, None).await;
+                    }
                     state::signal(pid, "TERM").await;
-                    deadline = Some(Instant::now() + me.cfg.stop_grace);
+                    deadline = Some(Instant::now() + shutdown.unwrap_or(me.cfg.stop_grace));
                 }
                 if deadline.is_some_and(|d| Instant::now() > d) {
                     state::signal(pid, "KILL").await;
@@ -549,7 +681,16 @@ impl Agent {
                     break;
                 }
                 tokio::select! {
-                    r = stop.recv(), if !stopping => { if r.is_some() { stopping = true; } }
+                    r = stop.recv(), if shutdown.is_none() => match r {
+                        Some(Stop::Requested) => stopping = true,
+                        Some(Stop::Shutdown(grace)) => {
+                            // Sooner than a requested stop's grace, if one is under way.
+                            let sooner = Instant::now() + grace;
+                            deadline = deadline.map(|d| d.min(sooner));
+                            (stopping, shutdown) = (true, Some(grace));
+                        }
+                        None => {}
+                    },
                     _ = tokio::time::sleep(Duration::from_millis(200)) => {}
                 }
             }
@@ -557,6 +698,11 @@ impl Agent {
             me.release_host_side(&rec).await;
             if let Some(net) = &me.network {
                 net.release(&rec.id).await;
+            }
+            if shutdown.is_some() {
+                // Stopped with the server: the record keeps its phase; the next start boots it again.
+                let _ = me.states.save(&mut rec);
+                return;
             }
             let (phase, reason) = if stopping {
                 (Phase::Stopped, "stopped on request (the VM was adopted after an agent restart; its exit status is unknown)".to_string())
@@ -591,6 +737,11 @@ impl Agent {
     }
 
     async fn send_report(&self, id: &str, phase: Phase, req: ReportInstanceStatus) {
+        if self.shutting_down() {
+            // The control plane goes away with this process; the next start reports again.
+            tracing::debug!(instance = id, status = phase.status().as_str(), "not reported: the server is stopping");
+            return;
+        }
         match self.client.instance_report_status(id, &req, &self.key("status")).await {
             Ok(_) => {
                 if let Some(mut rec) = self.states.load(id) {
@@ -644,7 +795,7 @@ impl Agent {
     }
 
     /// Prepare, boot and watch one instance until it ends.
-    async fn supervise(self: Arc<Self>, inst: Instance, release: Option<Release>, mut stop: mpsc::Receiver<()>) {
+    async fn supervise(self: Arc<Self>, inst: Instance, release: Option<Release>, mut stop: mpsc::Receiver<Stop>) {
         let id = inst.id.to_string();
         let work_dir = self.work_dir(&id);
         let mut rec = InstanceRecord::new(&id, &inst.release_id.to_string(), work_dir.clone());
@@ -672,11 +823,22 @@ impl Agent {
         // Its rules go after its tap, however this task ends (also when it is aborted).
         let mut admitted = Admitted::new(self.network.clone(), &id, spec.network.as_ref().map(|n| n.tap.clone()));
         // A stop that arrived while preparing: nothing was booted.
-        if stop.try_recv().is_ok() {
-            let _ = log.close();
-            admitted.release().await;
-            rec.phase = Phase::Stopped;
-            return self.set_phase(&mut rec, Phase::Stopped, Some("stopped on request before it booted".into())).await;
+        match stop.try_recv() {
+            Ok(Stop::Requested) => {
+                let _ = log.close();
+                admitted.release().await;
+                rec.phase = Phase::Stopped;
+                return self
+                    .set_phase(&mut rec, Phase::Stopped, Some("stopped on request before it booted".into()))
+                    .await;
+            }
+            // The server stops: the record stays `preparing`; the next start prepares it again.
+            Ok(Stop::Shutdown(_)) => {
+                let _ = log.close();
+                admitted.release().await;
+                return;
+            }
+            Err(_) => {}
         }
         let mut vm = match self.runtime.start(spec).await {
             Ok(vm) => vm,
@@ -687,6 +849,8 @@ impl Agent {
             }
         };
         let mut stop_sent = false;
+        // Stopped because the server stops (not asked by the control plane): reported never.
+        let mut shutdown = false;
         let mut final_state: Option<State> = None;
         // Health verdict changes from the check task; reported only while `running`.
         let (health_tx, mut health_rx) = mpsc::channel::<health::Change>(4);
@@ -718,16 +882,25 @@ impl Agent {
                     }
                     continue;
                 }
-                r = stop.recv(), if !stop_sent => {
-                    if r.is_some() {
-                        stop_sent = true;
-                        if rec.phase == Phase::Running && !self.cfg.drain.is_zero() {
-                            let _ = log.note(&format!("stop requested; draining for {:?}", self.cfg.drain));
-                            drain_until = Some(tokio::time::Instant::now() + self.cfg.drain);
-                        } else {
-                            let _ = log.note("stop requested");
-                            vm.control(Control::Stop { grace: self.cfg.stop_grace }).await;
+                r = stop.recv(), if !shutdown => {
+                    match r {
+                        Some(Stop::Requested) if !stop_sent => {
+                            stop_sent = true;
+                            if rec.phase == Phase::Running && !self.cfg.drain.is_zero() {
+                                let _ = log.note(&format!("stop requested; draining for {:?}", self.cfg.drain));
+                                drain_until = Some(tokio::time::Instant::now() + self.cfg.drain);
+                            } else {
+                                let _ = log.note("stop requested");
+                                vm.control(Control::Stop { grace: self.cfg.stop_grace }).await;
+                            }
                         }
+                        Some(Stop::Shutdown(grace)) => {
+                            // The ingress and the API go away with the server: no drain.
+                            (shutdown, stop_sent, drain_until) = (true, true, None);
+                            let _ = log.note(&format!("the server is stopping; stopping within {grace:?}"));
+                            vm.control(Control::Stop { grace }).await;
+                        }
+                        _ => {}
                     }
                     continue;
                 }
@@ -797,7 +970,9 @@ impl Agent {
                     if let Some(c) = checks.take() {
                         c.abort();
                     }
-                    self.set_phase(&mut rec, Phase::Stopping, None).await
+                    if !shutdown {
+                        self.set_phase(&mut rec, Phase::Stopping, None).await
+                    }
                 }
                 VmEvent::State(s @ (State::Stopped { .. } | State::Failed { .. })) => final_state = Some(s),
                 VmEvent::State(_) => {}
@@ -814,6 +989,14 @@ impl Agent {
         }
         let end = final_state.unwrap_or(outcome.state);
         rec.vm_pid = None;
+        if shutdown {
+            // Stopped with the server: the record keeps its phase (`running`), nothing is
+            // reported, and the next start boots the instance again.
+            let _ = log.note(&format!("stopped with the server ({end}); the next start boots it again"));
+            let _ = log.close();
+            let _ = self.states.save(&mut rec);
+            return;
+        }
         let (phase, reason, code) = describe_end(&end, stop_sent, &id);
         rec.exit_code = code;
         let _ = log.note(&format!("{}: {reason}", if phase == Phase::Stopped { "stopped" } else { "failed" }));
@@ -897,6 +1080,11 @@ impl Agent {
         let mut spec = InstanceSpec::new(&inst.id.to_string(), disk.path, rec.work_dir.clone(), launch);
         spec.memory_mib = inst.resources.memory_mib.max(64);
         spec.vcpus = inst.resources.cpu_millis.div_ceil(1000).max(1);
+        if let Some(budget) = &self.cfg.disk_budget {
+            budget
+                .check(&format!("the scratch disk of instance {}", inst.id), self.cfg.scratch_size)
+                .map_err(|e| e.to_string())?;
+        }
         spec.scratch_size = self.cfg.scratch_size;
         spec.network = network;
         Ok(spec)
@@ -1043,6 +1231,15 @@ fn describe_end(end: &State, stop_requested: bool, id: &str) -> (Phase, String, 
             (Phase::Failed, reason.clone(), code)
         }
         other => (Phase::Failed, format!("the VM ended in state {other}"), None),
+    }
+}
+
+/// Aborts the task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

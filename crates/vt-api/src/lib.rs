@@ -22,8 +22,8 @@ pub mod resources;
 pub use boot::{nearest_rank, BootPhase, BootTimingSummary, BootTimingsQuery, PhaseStats};
 pub use resources::*;
 pub use vt_events::{
-    BootTimings, Capacity, DeployKind, DeployPhase, DeployStatus, DesiredState, Health, InstanceStatus, NodeStatus,
-    Resources, RouteProtocol, TokenRole,
+    BootTimings, Capacity, DeployKind, DeployPhase, DeployStatus, DesiredState, Health, InstanceStatus, ListenerState,
+    NodeStatus, Resources, RouteListener, RouteProtocol, TokenRole,
 };
 pub use vt_ids::{EnvVarName, Hostname, Name};
 
@@ -387,6 +387,8 @@ pub struct EnvDescription {
     pub env: Env,
     pub current_deploy: Option<Deploy>,
     pub processes: Vec<ProcessState>,
+    /// The env's routes, each with its listeners (a failed one is also among its process's differences).
+    pub routes: Vec<Route>,
 }
 
 /// A process type of an env that the scheduler cannot fully place.
@@ -428,6 +430,18 @@ pub struct RebuildReport {
     pub rows: usize,
     /// `<kind>/<id>` of each row whose rebuilt value differs from its value before.
     pub differing_rows: Vec<String>,
+}
+
+/// `POST /v1/system/gc` and `vt system gc`: what the registry's garbage collection did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct GcReport {
+    /// Blobs no manifest or release references, older than the grace period (a day): deleted.
+    pub blobs_removed: u64,
+    pub bytes_freed: u64,
+    /// Blobs referenced, or too young to judge.
+    pub blobs_kept: u64,
+    /// Uploads nobody wrote to for a day: deleted.
+    pub uploads_expired: u64,
 }
 
 /// One background task of `vt server` (a reconciler, a follower, the node agent).

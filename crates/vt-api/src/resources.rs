@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use vt_events::{
     BootTimings, Capacity, DeployKind, DeployPhase, DeployStatus, DesiredState, Health, InstanceStatus, NodeStatus,
-    Resources, RouteProtocol, TokenRole,
+    Resources, RouteListener, RouteProtocol, TokenRole,
 };
 use vt_ids::{AppId, DeployId, EnvId, InstanceId, NodeId, OrgId, ReleaseId, RouteId, TokenId};
 
@@ -212,6 +212,10 @@ pub struct Route {
     pub backend_port: u16,
     pub proxy_protocol: bool,
     pub created_at: DateTime<Utc>,
+    /// Each node's ingress listener for the route, by node name, as last reported: `listening`,
+    /// or `failed` with the reason (the port is held by another process, say; the ingress
+    /// retries it). Empty until an ingress has reported.
+    pub listeners: Vec<RouteListener>,
     /// Only in the answer that creates it: why the route was accepted as it is (say, created
     /// before the env has a release, so its process and port could not be checked yet).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

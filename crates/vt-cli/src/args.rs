@@ -174,6 +174,34 @@ pub enum ImageCommand {
     /// Push an OCI image layout directory, or an OCI-archive / docker-archive tarball, to the
     /// server's registry; prints the manifest digest
     Push(ImagePush),
+    /// Turn a directory into a one-layer OCI image layout (no Docker needed), ready for
+    /// `vt image push`; prints the manifest digest
+    Build(ImageBuild),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ImageBuild {
+    /// The directory that becomes the image's root filesystem (owners are stored as root)
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Where to write the OCI image layout (a new directory, or a layout to replace)
+    #[arg(long, short = 'O', value_name = "DIR")]
+    pub output: PathBuf,
+    /// The program to run; repeat for each argument (`--entrypoint /bin/sh --entrypoint -c`)
+    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+    pub entrypoint: Vec<String>,
+    /// Arguments after the entrypoint, or the command when there is none; repeat for each
+    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+    pub cmd: Vec<String>,
+    /// An environment variable of the image, `NAME=VALUE`; repeatable
+    #[arg(long, value_name = "NAME=VALUE")]
+    pub env: Vec<String>,
+    /// The working directory of the process
+    #[arg(long, value_name = "PATH")]
+    pub workdir: Option<String>,
+    /// The user the process runs as (`name`, `uid` or `uid:gid`)
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -296,6 +324,8 @@ pub enum SystemCommand {
     BootTimings(BootTimingsArgs),
     /// The server's background tasks (projector, scheduler, edge, agent) and how each is doing
     Tasks,
+    /// Delete registry blobs no image or release references (a day old or more) and abandoned uploads, now
+    Gc,
 }
 
 #[derive(Debug, Subcommand)]
@@ -421,8 +451,10 @@ pub struct BootTimingsArgs {
 pub enum RouteCommand {
     /// Route a host name (TLS passthrough) or an allocated TCP port to a process type
     Create(RouteCreateArgs),
-    /// List the env's routes
+    /// List the env's routes, with whether the ingress listens on each
     List,
+    /// Show a route (by id, or by host name when it has one route) and each node's listener
+    Get { route: String },
     /// Delete a route, by id (or by host name when it has one route)
     Delete { route: String },
 }
@@ -503,8 +535,32 @@ pub struct ServerArgs {
     /// Open API connections allowed from one IP address; more are closed when accepted
     #[arg(long, value_name = "N", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub max_connections_per_client: u32,
+    /// Disk space large writes (registry uploads, unpacked images, disks) leave free on the data directory's filesystem: a share (`10%`) or a size (`5GiB`)
+    #[arg(long, value_name = "SIZE", default_value = "5GiB")]
+    pub disk_reserve: vt_disk::Reserve,
+    /// What the built-in registry may hold per org, in GiB [default: no quota]
+    #[arg(long, value_name = "GIB", value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    pub registry_quota_gib: Option<u64>,
+    /// On SIGTERM or Ctrl-C: how long requests in flight may take to finish
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration_secs)]
+    pub drain_timeout: u64,
+    /// On SIGTERM or Ctrl-C, after the drain: how long the node agent's VMs may take to stop
+    /// (their entrypoints get SIGTERM); the ones left are killed
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration_secs)]
+    pub vm_stop_timeout: u64,
+    /// Log lines as `text` (for people) or `json` (one object a line); `auto`: text when stderr
+    /// is a terminal, JSON otherwise. The level comes from `RUST_LOG` (default `info`)
+    #[arg(long, value_enum, value_name = "FORMAT", env = "VT_LOG_FORMAT", default_value_t = LogFormat::Auto)]
+    pub log_format: LogFormat,
     #[command(flatten)]
     pub network: NetworkArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Auto,
+    Text,
+    Json,
 }
 
 /// The guest network (docs/network.md).

@@ -19,6 +19,8 @@ pub enum ExitStatus {
     Unreachable = 5,
     /// The token is missing, invalid or not allowed to do this.
     Unauthorized = 6,
+    /// `vt server` got a second SIGTERM or Ctrl-C while stopping, and exited at once (128 + SIGINT).
+    Interrupted = 130,
 }
 
 impl ExitStatus {

@@ -442,6 +442,12 @@ impl Client {
         let resp = self.send(&url, self.request(Method::POST, &url, Some(Duration::from_secs(600)))).await?;
         decode(&url, resp).await
     }
+    /// Not idempotent by key: a collection is safe to repeat.
+    pub async fn system_gc(&self) -> Result<GcReport> {
+        let url = self.url("/system/gc");
+        let resp = self.send(&url, self.request(Method::POST, &url, Some(Duration::from_secs(600)))).await?;
+        decode(&url, resp).await
+    }
 }
 
 fn env_path(org: &str, app: &str, env: &str, rest: &str) -> String {

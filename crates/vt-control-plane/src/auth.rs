@@ -133,8 +133,11 @@ pub fn issue(spec: TokenSpec, now: DateTime<Utc>) -> Result<Issued, getrandom::E
 }
 
 /// The revocation of a token at `at`: its event and the record's update, to append together.
-pub fn revoke(token: TokenId, org: Option<OrgId>, at: DateTime<Utc>) -> (Event, TokenRevocation) {
-    (Event::TokenRevoked(TokenRevoked { token_id: token, org_id: org }), TokenRevocation { token_id: token, at })
+/// The event and the record of revoking `token` of role `role`; revoking an
+/// admin token is refused by the store if it would leave none active.
+pub fn revoke(token: TokenId, role: TokenRole, org: Option<OrgId>, at: DateTime<Utc>) -> (Event, TokenRevocation) {
+    let revocation = TokenRevocation { token_id: token, at, keep_an_admin: role == TokenRole::Admin };
+    (Event::TokenRevoked(TokenRevoked { token_id: token, org_id: org }), revocation)
 }
 
 #[cfg(test)]

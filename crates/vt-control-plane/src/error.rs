@@ -62,6 +62,7 @@ impl From<StoreError> for ApiErr {
                 err.internal = Some(format!("version conflict on {aggregate_type} {aggregate_id}"));
                 err
             }
+            StoreError::Refused(why) => ApiErr::conflict(why),
             other if other.is_conflict() => ApiErr::conflict("the request raced another change; retry it"),
             other => ApiErr::internal(other),
         }

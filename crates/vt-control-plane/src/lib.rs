@@ -14,6 +14,9 @@
 //! Background work of the control plane: the projector and the scheduler
 //! reconciler ([`scheduler`]), started by [`ControlPlane::start`] and stopped
 //! by [`ControlPlane::shutdown`]; their status is published in [`tasks`].
+//! A server that begins to stop calls [`ControlPlane::close_streams`] first:
+//! long polls answer and follow streams end at once, so no request that waits
+//! for news holds up the drain.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -62,6 +65,8 @@ pub struct Settings {
     pub api_port: Option<u16>,
     /// The cluster's guest network: nodes' IPv4 ranges, the guests' MTU.
     pub network: NetworkSettings,
+    /// What registry uploads may take: the node's disk budget, a quota per org.
+    pub registry_limits: vt_registry::Limits,
 }
 
 /// The cluster's guest network settings (`vt server --guest-ipv4-block`, `--guest-mtu`;
@@ -118,6 +123,7 @@ pub struct ControlPlane {
     pub store: Arc<dyn Store>,
     pub projector: Arc<Projector>,
     registry: registry::Registry,
+    registry_gc: registry::GcState,
     logs: Option<Arc<dyn logs::LogSource>>,
     master_key: Option<Arc<vt_secrets::MasterKey>>,
     /// Requests are remembered (`Idempotency-Key`) by a hash keyed with this, when there is
@@ -132,6 +138,8 @@ pub struct ControlPlane {
     /// Every background task of the server this control plane runs in, with its status.
     pub tasks: tasks::Tasks,
     background: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// `true` once the server stops: what waits for news (long polls, follow streams) ends.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl ControlPlane {
@@ -141,7 +149,8 @@ impl ControlPlane {
         let cp = Arc::new(ControlPlane {
             store,
             projector: projector.clone(),
-            registry: registry::Registry::open(settings.registry_dir.as_deref()),
+            registry: registry::Registry::open(settings.registry_dir.as_deref(), settings.registry_limits),
+            registry_gc: Default::default(),
             logs: settings.logs,
             request_hash_key: settings.master_key.as_ref().map(|k| k.derive("vt idempotency request hash")),
             master_key: settings.master_key,
@@ -150,12 +159,48 @@ impl ControlPlane {
             network: settings.network,
             tasks: Default::default(),
             background: Mutex::new(vec![]),
+            closing: tokio::sync::watch::Sender::new(false),
         });
         let projecting = tokio::spawn(projector.run(Duration::from_millis(250)));
         let scheduling = tokio::spawn(scheduler::run(Arc::downgrade(&cp)));
-        cp.background.lock().unwrap_or_else(|e| e.into_inner()).extend([projecting, scheduling]);
         tasks::register_control_plane(&cp);
+        let collecting = registry::start_gc(&cp);
+        cp.background
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend([projecting, scheduling].into_iter().chain(collecting));
         cp
+    }
+
+    /// The first step of a server's shutdown: a node's long poll answers now (with what it
+    /// would have answered), event and log follow streams end after what they have sent.
+    /// Requests keep being served; nothing waits for news any more.
+    pub fn close_streams(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Resolves once [`ControlPlane::close_streams`] was called.
+    pub(crate) fn closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut closing = self.closing.subscribe();
+        async move {
+            let _ = closing.wait_for(|closed| *closed).await;
+        }
+    }
+
+    pub(crate) fn is_closing(&self) -> bool {
+        *self.closing.borrow()
+    }
+
+    /// Let the projector apply what is in the log (at most `within`), so a stopped
+    /// server leaves its views at the head. Part of a graceful stop, before [`Self::shutdown`].
+    pub async fn settle(&self, within: Duration) {
+        let head = match self.store.head().await {
+            Ok(h) => h,
+            Err(e) => return tracing::warn!(error = %e, "cannot read the log's head to settle the views"),
+        };
+        if let Err(e) = self.projector.wait_for(head, within).await {
+            tracing::warn!(head, error = %e, "the views did not catch up before the stop; they will at the next start");
+        }
     }
 
     /// Stop the scheduler and the projector (the last steps of a server's shutdown).

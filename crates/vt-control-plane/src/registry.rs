@@ -8,12 +8,15 @@
 //! repository that exists and one that does not.
 
 use std::path::Path;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime};
 
 use axum::http::StatusCode;
 use axum::Router;
-use vt_registry::{Access, Authorizer, BoxFuture, Storage, Verdict};
-use vt_views::OrgView;
+use chrono::{DateTime, Utc};
+use vt_api::{BackgroundTask, GcReport, TaskState};
+use vt_registry::{Access, Authorizer, BoxFuture, Limits, Storage, Verdict};
+use vt_views::{OrgView, ReleaseView, ViewKind};
 
 use crate::authz::{self, Action, Caller, Resource};
 use crate::{auth, ApiErr, ControlPlane};
@@ -28,9 +31,9 @@ pub(crate) enum Registry {
 }
 
 impl Registry {
-    pub(crate) fn open(dir: Option<&Path>) -> Registry {
+    pub(crate) fn open(dir: Option<&Path>, limits: Limits) -> Registry {
         match dir.map(Storage::open) {
-            Some(Ok(storage)) => Registry::Open(storage),
+            Some(Ok(storage)) => Registry::Open(storage.with_limits(limits)),
             Some(Err(e)) => {
                 tracing::error!(error = %e, "cannot open the registry storage; /v2/ is off");
                 Registry::Broken
@@ -46,6 +49,94 @@ impl Registry {
             Registry::Broken | Registry::Off => None,
         }
     }
+}
+
+/// A blob younger than this is never collected: a push uploads its layers before its manifest.
+pub(crate) const GC_GRACE: Duration = Duration::from_secs(24 * 3600);
+/// How often the registry is collected in the background.
+const GC_EVERY: Duration = Duration::from_secs(3600);
+const GC: &str = "deletes registry blobs no image or release references (a day old) and abandoned uploads, hourly";
+
+/// What the registry's garbage collection last did.
+#[derive(Debug, Default)]
+pub(crate) struct GcState(Mutex<GcStatus>);
+
+#[derive(Debug, Default, Clone)]
+struct GcStatus {
+    runs: u64,
+    last_at: Option<DateTime<Utc>>,
+    last_error: Option<String>,
+}
+
+impl ControlPlane {
+    /// Collect the registry now: every release's image is kept whatever the
+    /// registry's manifests say.
+    pub async fn registry_gc(&self) -> Result<GcReport, ApiErr> {
+        let Some(storage) = self.registry.storage().cloned() else {
+            return Err(ApiErr::new(
+                StatusCode::NOT_FOUND,
+                vt_api::ErrorCode::NotFound,
+                "this server runs no registry",
+            ));
+        };
+        let releases: Vec<ReleaseView> = self.views(Self::kind_query(ViewKind::Release)).await?;
+        let keep: Vec<vt_image::Digest> = releases.iter().filter_map(|r| r.image_digest.parse().ok()).collect();
+        let result = tokio::task::spawn_blocking(move || storage.gc(&keep, GC_GRACE, SystemTime::now()))
+            .await
+            .map_err(ApiErr::internal)?;
+        let mut status = self.registry_gc.0.lock().unwrap_or_else(|e| e.into_inner());
+        status.runs += 1;
+        status.last_at = Some(Utc::now());
+        status.last_error = result.as_ref().err().map(|e| e.to_string());
+        let r = result.map_err(ApiErr::internal)?;
+        if r.blobs_removed > 0 || r.uploads_expired > 0 {
+            tracing::info!(
+                blobs_removed = r.blobs_removed,
+                bytes_freed = r.bytes_freed,
+                uploads_expired = r.uploads_expired,
+                "registry collected"
+            );
+        }
+        Ok(GcReport {
+            blobs_removed: r.blobs_removed,
+            bytes_freed: r.bytes_freed,
+            blobs_kept: r.blobs_kept,
+            uploads_expired: r.uploads_expired,
+        })
+    }
+}
+
+/// Collect the registry every [`GC_EVERY`] while the control plane lives, and
+/// publish the task's status.
+pub(crate) fn start_gc(cp: &Arc<ControlPlane>) -> Option<tokio::task::JoinHandle<()>> {
+    if cp.registry.storage().is_none() {
+        cp.tasks.register("registry-gc", || crate::tasks::off("registry-gc", GC, "this server runs no registry"));
+        return None;
+    }
+    let weak = Arc::downgrade(cp);
+    cp.tasks.register("registry-gc", move || {
+        let Some(cp) = weak.upgrade() else { return crate::tasks::off("registry-gc", GC, "stopped") };
+        let s = cp.registry_gc.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        BackgroundTask {
+            name: "registry-gc".into(),
+            description: GC.into(),
+            state: if s.last_error.is_some() { TaskState::Failing } else { TaskState::Running },
+            activations: s.runs,
+            last_activation_at: s.last_at,
+            last_error: s.last_error,
+        }
+    });
+    let weak = Arc::downgrade(cp);
+    Some(tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(GC_EVERY).await;
+            let Some(cp) = weak.upgrade() else { return };
+            if let Err(e) = cp.registry_gc().await {
+                let why = e.internal.as_deref().unwrap_or(&e.message);
+                tracing::warn!(error = %why, "registry gc failed; retried in an hour");
+            }
+        }
+    }))
 }
 
 /// Authorizes registry requests with the API's tokens and the org rules above.
@@ -66,7 +157,7 @@ impl OrgAuthorizer {
                     .into(),
             ));
         };
-        let caller = match auth::authenticate(cp.store.as_ref(), token, chrono::Utc::now()).await? {
+        let caller = match auth::authenticate(cp.store.as_ref(), token, Utc::now()).await? {
             Ok(c) => c,
             Err(e) => return Ok(Verdict::Unauthenticated(e.to_string())),
         };

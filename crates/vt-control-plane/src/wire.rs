@@ -171,6 +171,7 @@ impl Wire for RouteView {
             backend_port: self.backend_port,
             proxy_protocol: self.proxy_protocol,
             created_at: self.created_at,
+            listeners: self.listeners,
             notes: vec![],
         }
     }

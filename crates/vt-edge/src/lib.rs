@@ -11,10 +11,17 @@
 //! swaps it in atomically. Activations are idempotent: an unchanged table is
 //! not applied again. Each publishes an [`EdgeStatus`].
 //!
+//! A port the ingress cannot bind (held by another process, or privileged)
+//! fails alone: the rest of the table is served, every activation retries the
+//! port, and the edge reports each route's listener to the source when it
+//! changes (`route.listener_changed`: listening, or failed and why), so the
+//! route's view says what this node's ingress does with it.
+//!
 //! Where routes come from is a [`Source`]: [`StoreSource`] reads a store in the
 //! same process (`vt server`); an HTTP source for edge-only nodes can implement
 //! the same trait over `/v1/events`, `/v1/routes` and the instance API.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,9 +29,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::Serialize;
 use tokio::sync::{watch, Mutex};
-use vt_events::{Envelope, RouteProtocol};
-use vt_ingress::{Backend, Ingress, Protocol, Route, RouteTable};
-use vt_store::{Store, ViewQuery};
+use vt_events::{Actor, Envelope, Event, ListenerState, NewEvent, RouteListenerChanged, RouteProtocol};
+use vt_ids::{EnvId, OrgId, RouteId};
+use vt_ingress::{Backend, Ingress, Listener, Protocol, Route, RouteTable};
+use vt_store::{AppendRequest, Store, ViewQuery};
 use vt_views::{InstanceView, RouteView, ViewKind};
 
 /// Projections whose views the table is computed from.
@@ -49,6 +57,8 @@ pub trait Source: Send + Sync + 'static {
     async fn views_at(&self) -> Result<u64, EdgeError>;
     async fn routes(&self) -> Result<Vec<RouteView>, EdgeError>;
     async fn instances(&self) -> Result<Vec<InstanceView>, EdgeError>;
+    /// Record changes of routes' listeners (as `route.listener_changed` events).
+    async fn report(&self, changes: Vec<RouteListenerChanged>) -> Result<(), EdgeError>;
     /// Moves when the log may have grown (a hint; the edge also polls).
     fn subscribe(&self) -> Option<watch::Receiver<u64>> {
         None
@@ -79,6 +89,14 @@ impl Source for StoreSource {
         let rows = self.0.view_list(&ViewQuery::kind(ViewKind::Instance)).await.map_err(source_err)?;
         rows.iter().map(|r| r.decode().map_err(source_err)).collect()
     }
+    async fn report(&self, changes: Vec<RouteListenerChanged>) -> Result<(), EdgeError> {
+        let events = changes
+            .into_iter()
+            .map(|c| NewEvent::new(Event::RouteListenerChanged(c), Actor::system("edge"), None))
+            .collect();
+        self.0.append(AppendRequest { events, ..Default::default() }).await.map_err(source_err)?;
+        Ok(())
+    }
     fn subscribe(&self) -> Option<watch::Receiver<u64>> {
         Some(self.0.subscribe_head())
     }
@@ -95,6 +113,8 @@ pub struct EdgeStatus {
     pub backends: usize,
     /// Routes left out of the table because they conflict with others (ids and why).
     pub skipped: Vec<String>,
+    /// Ports of the table the ingress could not bind, and why (retried every activation).
+    pub failed_ports: Vec<String>,
     /// Views were behind the log; the activation will be retried.
     pub waiting_for_views: bool,
     pub last_error: Option<String>,
@@ -118,6 +138,8 @@ pub enum Outcome {
 pub struct Edge {
     source: Arc<dyn Source>,
     ingress: Ingress,
+    /// The name this node's listener reports go under.
+    node: String,
     state: Mutex<State>,
     status: watch::Sender<EdgeStatus>,
 }
@@ -126,12 +148,19 @@ struct State {
     cursor: u64,
     /// A recompute is owed (first activation, or events seen but not yet applied).
     dirty: bool,
+    /// The org and env of each route of the last recompute (for reports).
+    owners: HashMap<String, (OrgId, EnvId)>,
+    /// Each route's listener as this node last reported it; `None` until the
+    /// first recompute has read what the views hold from before a restart.
+    reported: Option<HashMap<String, Reported>>,
 }
+
+type Reported = (ListenerState, Option<String>);
 
 impl Edge {
     /// Start from the table the ingress loaded from its state file: its
-    /// version is where the log is read from.
-    pub fn new(source: Arc<dyn Source>, ingress: Ingress) -> Arc<Edge> {
+    /// version is where the log is read from. Listener reports go under `node`.
+    pub fn new(source: Arc<dyn Source>, ingress: Ingress, node: impl Into<String>) -> Arc<Edge> {
         let table = ingress.table();
         let status = EdgeStatus {
             cursor: table.version,
@@ -142,7 +171,8 @@ impl Edge {
         Arc::new(Edge {
             source,
             ingress,
-            state: Mutex::new(State { cursor: table.version, dirty: true }),
+            node: node.into(),
+            state: Mutex::new(State { cursor: table.version, dirty: true, owners: HashMap::new(), reported: None }),
             status: watch::channel(status).0,
         })
     }
@@ -193,12 +223,19 @@ impl Edge {
 
     async fn step(&self) -> Result<Outcome, EdgeError> {
         let mut state = self.state.lock().await;
+        let outcome = self.follow(&mut state).await?;
+        self.report_listeners(&mut state).await?;
+        Ok(outcome)
+    }
+
+    /// Bring the table in force up to the log.
+    async fn follow(&self, state: &mut State) -> Result<Outcome, EdgeError> {
         let mut target = state.cursor;
         loop {
             let events = self.source.events_after(target, PAGE).await?;
             let Some(last) = events.last() else { break };
             target = last.seq;
-            if events.iter().any(|e| e.event_type.starts_with("route.") || e.event_type.starts_with("instance.")) {
+            if events.iter().any(changes_the_table) {
                 state.dirty = true;
             }
             if events.len() < PAGE as usize {
@@ -215,6 +252,18 @@ impl Edge {
         }
         let routes = self.source.routes().await?;
         let instances = self.source.instances().await?;
+        state.owners = routes.iter().map(|r| (r.id.to_string(), (r.org_id, r.env_id))).collect();
+        match state.reported.as_mut() {
+            Some(reported) => reported.retain(|id, _| state.owners.contains_key(id)),
+            None => {
+                // What this node reported before a restart (the views are at the log's head).
+                let mine = routes.iter().filter_map(|r| {
+                    let l = r.listeners.iter().find(|l| l.node == self.node)?;
+                    Some((r.id.to_string(), (l.state, l.reason.clone())))
+                });
+                state.reported = Some(mine.collect());
+            }
+        }
         let (mut table, skipped) = build_table(&routes, &instances);
         let current = self.ingress.table();
         let outcome = if current.routes == table.routes && current.version != 0 {
@@ -228,7 +277,12 @@ impl Edge {
                 s.routes = n_routes;
                 s.backends = n_backends;
             });
-            tracing::info!(version = target, routes = n_routes, backends = n_backends, "ingress table applied");
+            // A fresh ingress's first table, empty, is not news (a server at rest says nothing).
+            if current.version == 0 && n_routes == 0 {
+                tracing::debug!(version = target, "ingress table applied (empty)");
+            } else {
+                tracing::info!(version = target, routes = n_routes, backends = n_backends, "ingress table applied");
+            }
             Outcome::Applied { version: target }
         };
         state.cursor = target;
@@ -238,6 +292,53 @@ impl Edge {
             s.skipped = skipped;
         });
         Ok(outcome)
+    }
+
+    /// Retry the ports that failed, and report each route whose listener
+    /// changed since it was last reported.
+    async fn report_listeners(&self, state: &mut State) -> Result<(), EdgeError> {
+        let listeners = self.ingress.rebind().await;
+        let failed: Vec<String> = listeners
+            .iter()
+            .filter_map(|(port, l)| match l {
+                Listener::Failed(why) => Some(format!("{port}: {why}")),
+                Listener::Listening(_) => None,
+            })
+            .collect();
+        self.status.send_modify(|s| s.failed_ports = failed);
+        let Some(reported) = state.reported.as_mut() else { return Ok(()) };
+        let mut changes = Vec::new();
+        for route in &self.ingress.table().routes {
+            let now: Reported = match listeners.get(&route.listen_port) {
+                Some(Listener::Listening(_)) => (ListenerState::Listening, None),
+                Some(Listener::Failed(why)) => {
+                    (ListenerState::Failed, Some(format!("cannot listen on port {}: {why}", route.listen_port)))
+                }
+                None => continue,
+            };
+            let (Some((org_id, env_id)), Ok(route_id)) = (state.owners.get(&route.id), RouteId::parse(&route.id))
+            else {
+                continue;
+            };
+            if reported.get(&route.id) == Some(&now) {
+                continue;
+            }
+            match &now.1 {
+                Some(why) => tracing::warn!(route = %route.id, reason = %why, "route not served here; retrying"),
+                None => tracing::info!(route = %route.id, port = route.listen_port, "route listening"),
+            }
+            let (state, reason) = now;
+            let node = self.node.clone();
+            changes.push(RouteListenerChanged { org_id: *org_id, env_id: *env_id, route_id, node, state, reason });
+        }
+        if changes.is_empty() {
+            return Ok(());
+        }
+        self.source.report(changes.clone()).await?;
+        for c in changes {
+            reported.insert(c.route_id.to_string(), (c.state, c.reason));
+        }
+        Ok(())
     }
 
     /// Activate whenever the log moves (and at least every `poll`), until `shutdown`.
@@ -268,6 +369,12 @@ impl Edge {
             }
         }
     }
+}
+
+/// Whether an event can change the table (a route's own listener reports cannot).
+fn changes_the_table(e: &Envelope) -> bool {
+    let t = e.event_type.as_str();
+    (t.starts_with("route.") && t != "route.listener_changed") || t.starts_with("instance.")
 }
 
 /// The table for these views: every route, with the instances of its env and
@@ -328,6 +435,7 @@ mod tests {
             backend_port: 8443,
             proxy_protocol: false,
             created_at: chrono::Utc::now(),
+            listeners: vec![],
         }
     }
 

@@ -40,10 +40,12 @@ pub enum AggregateType {
     Route,
     /// An env's secrets (id: the env's id): their staging and versions.
     Secrets,
+    /// A node's ingress (id: the node's name): what it reports of route listeners.
+    Ingress,
 }
 
 impl AggregateType {
-    pub const ALL: [AggregateType; 10] = [
+    pub const ALL: [AggregateType; 11] = [
         Self::Org,
         Self::App,
         Self::Env,
@@ -54,6 +56,7 @@ impl AggregateType {
         Self::Token,
         Self::Route,
         Self::Secrets,
+        Self::Ingress,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -68,6 +71,7 @@ impl AggregateType {
             Self::Token => "token",
             Self::Route => "route",
             Self::Secrets => "secrets",
+            Self::Ingress => "ingress",
         }
     }
 
@@ -133,6 +137,8 @@ pub enum Event {
     SecretsStaged(SecretsStaged),
     #[serde(rename = "secrets.version_created")]
     SecretsVersionCreated(SecretsVersionCreated),
+    #[serde(rename = "route.listener_changed")]
+    RouteListenerChanged(RouteListenerChanged),
 }
 
 /// Why stored bytes could not be decoded into an [`Event`].
@@ -172,6 +178,7 @@ impl Event {
         ("secrets.staged", 1),
         ("secrets.version_created", 1),
         ("node.ipv4_range_assigned", 1),
+        ("route.listener_changed", 1),
     ];
 
     pub fn event_type(&self) -> &'static str {
@@ -199,6 +206,7 @@ impl Event {
             Event::TokenRevoked(_) => "token.revoked",
             Event::SecretsStaged(_) => "secrets.staged",
             Event::SecretsVersionCreated(_) => "secrets.version_created",
+            Event::RouteListenerChanged(_) => "route.listener_changed",
         }
     }
 
@@ -239,6 +247,8 @@ impl Event {
             Event::TokenRevoked(e) => (A::Token, e.token_id.to_string()),
             Event::SecretsStaged(e) => (A::Secrets, e.env_id.to_string()),
             Event::SecretsVersionCreated(e) => (A::Secrets, e.env_id.to_string()),
+            // Observations of a node's ingress: they never race the route's own changes.
+            Event::RouteListenerChanged(e) => (A::Ingress, e.node.clone()),
         }
     }
 
@@ -264,6 +274,7 @@ impl Event {
             Event::TokenRevoked(e) => e.org_id,
             Event::SecretsStaged(e) => Some(e.org_id),
             Event::SecretsVersionCreated(e) => Some(e.org_id),
+            Event::RouteListenerChanged(e) => Some(e.org_id),
             Event::NodeRegistered(_)
             | Event::NodeCapacityChanged(_)
             | Event::NodeStatusChanged(_)

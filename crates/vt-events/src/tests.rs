@@ -145,6 +145,14 @@ fn samples() -> Vec<Event> {
             unset: vec!["OLD".into()],
             from_staged: true,
         }),
+        Event::RouteListenerChanged(RouteListenerChanged {
+            org_id,
+            env_id,
+            route_id,
+            node: "n1".into(),
+            state: ListenerState::Failed,
+            reason: Some("cannot listen on port 20000: Address already in use (os error 98)".into()),
+        }),
     ]
 }
 

@@ -563,3 +563,51 @@ pub struct RouteDeleted {
     pub env_id: EnvId,
     pub route_id: RouteId,
 }
+
+/// Whether an ingress listens on a route's port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ListenerState {
+    /// The port is bound; connections reach the route.
+    Listening,
+    /// The port could not be bound (held by another process, or privileged); the edge retries it.
+    Failed,
+}
+
+impl ListenerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Listening => "listening",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// What one node's ingress reports of a route's listener, when it changes
+/// (not at every retry).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteListenerChanged {
+    pub org_id: OrgId,
+    pub env_id: EnvId,
+    pub route_id: RouteId,
+    /// The name of the node whose ingress reports.
+    pub node: String,
+    pub state: ListenerState,
+    /// Why it failed (`failed` only): the bind error, e.g. "Address already in use".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// A route's listener on one node, as last reported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteListener {
+    /// The node whose ingress reported it.
+    pub node: String,
+    pub state: ListenerState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// When the ingress reported this state.
+    pub since: DateTime<Utc>,
+}

@@ -38,6 +38,11 @@ pub enum Error {
     HostileLayer { layer: Digest, path: String, reason: String },
     #[error("unpacked image exceeds the limit of {limit} bytes")]
     UnpackTooLarge { limit: u64 },
+    /// The node's disk budget cannot hold what the write needs (nothing of it is left behind).
+    #[error(transparent)]
+    NoSpace(#[from] vt_disk::NoSpace),
+    #[error(transparent)]
+    DiskStat(#[from] vt_disk::StatError),
     #[error("{tool} failed ({status}): {stderr}")]
     Tool { tool: String, status: String, stderr: String },
     /// Errors from a [`crate::BlobSource`] implementation (e.g. an HTTP registry client).

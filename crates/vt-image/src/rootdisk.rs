@@ -32,11 +32,14 @@ pub struct StoreOptions {
     /// Where layers are unpacked before `mkfs.ext4 -d` (a tmpfs such as `/dev/shm` is much
     /// faster; the tree is transient). Default: `<root>/tmp`.
     pub scratch_dir: Option<PathBuf>,
+    /// The node's disk budget: an unpacked tree and its root disk never take the space it
+    /// keeps free (a gzip bomb stops at it). `None`: only `unpack.max_bytes` bounds them.
+    pub budget: Option<vt_disk::DiskBudget>,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { max_blob_size: 16 << 30, unpack: UnpackOptions::default(), fsync: true, scratch_dir: None }
+        Self { max_blob_size: 16 << 30, unpack: UnpackOptions::default(), fsync: true, scratch_dir: None, budget: None }
     }
 }
 
@@ -151,13 +154,36 @@ impl ImageStore {
         let mut attempt = 0;
         let (image, tree) = loop {
             let image = store::pull(&self.blobs, src, digest)?;
-            match unpack::unpack_image(&self.blobs, &image, scratch, self.opts.unpack.clone()) {
+            // The tree and then its root disk (about as large) share the budget: the tree gets half.
+            let mut opts = self.opts.unpack.clone();
+            let free = match &self.opts.budget {
+                Some(b) => Some(b.available()?),
+                None => None,
+            };
+            if let Some(free) = free {
+                opts.max_bytes = opts.max_bytes.min(free / 2);
+            }
+            match unpack::unpack_image(&self.blobs, &image, scratch, opts) {
                 Ok(tree) => break (image, tree),
                 // A cached blob went bad (e.g. torn by a crash): it was dropped; fetch it again once.
                 Err(Error::DigestMismatch { .. }) if attempt == 0 => attempt += 1,
+                Err(Error::UnpackTooLarge { limit }) if limit < self.opts.unpack.max_bytes => {
+                    let (budget, free) = (self.opts.budget.as_ref(), free.unwrap_or(0));
+                    let what = format!("unpacking image {digest} (its files, then a root disk as large)");
+                    return Err(budget.map_or(Error::UnpackTooLarge { limit }, |b| {
+                        Error::NoSpace(b.no_space(&what, (limit + 1).saturating_mul(2), free).at_least())
+                    }));
+                }
                 Err(e) => return Err(e),
             }
         };
+        if let Some(b) = &self.opts.budget {
+            let needed = ext4_size_mib(tree.report.file_bytes) << 20;
+            b.check(&format!("the root disk of image {digest}"), needed).map_err(|e| match e {
+                vt_disk::BudgetError::NoSpace(e) => Error::NoSpace(e),
+                vt_disk::BudgetError::Stat(e) => Error::DiskStat(e),
+            })?;
+        }
         let disk = tempfile::Builder::new().prefix(&format!("{}.", digest.hex())).suffix(".ext4").tempfile_in(&tmp)?;
         build_ext4(tree.path(), disk.path(), &uuid_for(digest), &tree.report.owners)?;
         drop(tree);
@@ -271,6 +297,12 @@ fn tree_usage(dir: &Path) -> Result<(u64, u64)> {
 
 /// Build an ext4 image of `dir` at `out` with `mkfs.ext4 -d`; then, if ownership could not
 /// be applied while unpacking, set it inside the image with `debugfs -w`.
+/// About what a root disk of `file_bytes` of files takes on the host (the file is sparse):
+/// what [`build_ext4`] sizes it to without the inode tables.
+fn ext4_size_mib(file_bytes: u64) -> u64 {
+    (file_bytes + file_bytes / 10).div_ceil(1 << 20) + 16
+}
+
 pub fn build_ext4(dir: &Path, out: &Path, uuid: &str, owners: &[OwnerRecord]) -> Result<()> {
     let (blocks, inodes) = tree_usage(dir)?;
     let inodes = inodes + inodes / 8 + 64;

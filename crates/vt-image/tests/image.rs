@@ -580,3 +580,33 @@ fn wrong_diff_id_is_rejected() {
         assert!(files_in(&t.path().join("work")).is_empty());
     }
 }
+
+/// A gzip bomb (a small compressed layer that unpacks huge) stops at the node's
+/// disk budget with a message that says what needed how much, and leaves nothing.
+#[test]
+fn a_gzip_bomb_stops_at_the_disk_budget_and_leaves_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let bomb = TarBuilder::new().file("zeros", &vec![0u8; 24 << 20]).build();
+    let digest = layered_image(&t.path().join("l"), &[bomb]);
+    let src = OciLayoutSource::open(&t.path().join("l")).unwrap();
+    let free = vt_disk::DiskBudget::new(t.path(), vt_disk::Reserve::Bytes(0), "n1").available().unwrap();
+    // 8 MiB left beyond the reserve: the tree may take 4 MiB.
+    let budget = vt_disk::DiskBudget::new(t.path(), vt_disk::Reserve::Bytes(free - (8 << 20)), "n1");
+    let opts = StoreOptions { budget: Some(budget), ..Default::default() };
+    let store = ImageStore::open(&t.path().join("store"), opts).unwrap();
+    let err = store.ensure_rootdisk(&src, &digest).unwrap_err();
+    let Error::NoSpace(no_space) = &err else { panic!("expected NoSpace, got {err}") };
+    assert!(no_space.at_least && no_space.needed > 4 << 20, "{no_space:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with(&format!("unpacking image {digest} (its files, then a root disk as large) needs at least ")),
+        "{msg}"
+    );
+    assert!(msg.contains("free on node n1"), "{msg}");
+    assert!(files_in(&t.path().join("store/tmp")).is_empty(), "no partial tree");
+    assert!(files_in(&t.path().join("store/rootdisks")).is_empty());
+    assert_eq!(store.builds(), 0);
+    // With room, the same image builds.
+    let store = ImageStore::open(&t.path().join("store2"), StoreOptions::default()).unwrap();
+    assert!(store.ensure_rootdisk(&src, &digest).unwrap().built);
+}

@@ -1,6 +1,6 @@
 //! The ingress engine: listeners, table swaps, and the per-connection path.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -58,10 +58,13 @@ impl IngressConfig {
 }
 
 /// Why [`Ingress::apply`] refused a table. The table in force is unchanged.
+///
+/// A port that cannot be bound is not a reason to refuse a table: the port's
+/// routes wait, the others are served, and the port is retried (see
+/// [`Ingress::listeners`], [`Ingress::rebind`]).
 #[derive(Debug)]
 pub enum ApplyError {
     Invalid(TableError),
-    Bind { port: u16, source: io::Error },
     Persist(io::Error),
 }
 
@@ -69,9 +72,6 @@ impl fmt::Display for ApplyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ApplyError::Invalid(e) => write!(f, "invalid route table: {e}"),
-            ApplyError::Bind { port, source } => {
-                write!(f, "cannot listen on port {port}: {source}")
-            }
             ApplyError::Persist(e) => write!(f, "cannot persist route table: {e}"),
         }
     }
@@ -81,7 +81,6 @@ impl std::error::Error for ApplyError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             ApplyError::Invalid(e) => Some(e),
-            ApplyError::Bind { source, .. } => Some(source),
             ApplyError::Persist(e) => Some(e),
         }
     }
@@ -183,11 +182,28 @@ impl Drop for PortListener {
     }
 }
 
+/// The ports of the table in force: bound, or failed with the bind error.
+#[derive(Default)]
+struct Ports {
+    bound: HashMap<u16, PortListener>,
+    failed: BTreeMap<u16, String>,
+}
+
+/// Whether the ingress listens on a port of its table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listener {
+    /// Bound on these addresses.
+    Listening(Vec<SocketAddr>),
+    /// Could not be bound (in use, or privileged): why. Retried by every
+    /// [`Ingress::apply`] and [`Ingress::rebind`].
+    Failed(String),
+}
+
 struct Inner {
     config: IngressConfig,
     current: ArcSwap<Compiled>,
     metrics: Metrics,
-    listeners: tokio::sync::Mutex<HashMap<u16, PortListener>>,
+    ports: tokio::sync::Mutex<Ports>,
 }
 
 /// The L4 ingress. Cheap to clone; all clones drive the same engine.
@@ -209,7 +225,7 @@ impl Ingress {
                 config,
                 current: ArcSwap::from_pointee(Compiled::empty()),
                 metrics: Metrics::default(),
-                listeners: tokio::sync::Mutex::new(HashMap::new()),
+                ports: tokio::sync::Mutex::new(Ports::default()),
             }),
         };
         if let Some(table) = persisted {
@@ -218,23 +234,16 @@ impl Ingress {
         Ok(ingress)
     }
 
-    /// Replace the route table. Validates, opens listeners for new ports,
-    /// persists, swaps atomically, then closes listeners of ports no longer
-    /// used. Established connections keep their backend whatever the change.
-    /// On error nothing changes.
+    /// Replace the route table. Validates, persists, swaps atomically, closes
+    /// the listeners of ports no longer used and opens those of new ports.
+    /// Established connections keep their backend whatever the change. A port
+    /// that cannot be bound fails alone: its routes wait for it (see
+    /// [`Ingress::listeners`]) and every other route is served. On error
+    /// nothing changes.
     pub async fn apply(&self, table: RouteTable) -> Result<(), ApplyError> {
         table.validate()?;
         let inner = &self.inner;
-        let mut listeners = inner.listeners.lock().await;
-        let wanted = table.ports();
-        let mut opened: Vec<(u16, Vec<TcpListener>)> = Vec::new();
-        for &port in &wanted {
-            if !listeners.contains_key(&port) {
-                let socks =
-                    bind_port(&inner.config.bind_addrs, port).map_err(|source| ApplyError::Bind { port, source })?;
-                opened.push((port, socks));
-            }
-        }
+        let mut ports = inner.ports.lock().await;
         if let Some(path) = inner.config.state_path.clone() {
             let to_save = table.clone();
             tokio::task::spawn_blocking(move || to_save.save(&path))
@@ -242,6 +251,7 @@ impl Ingress {
                 .map_err(|e| ApplyError::Persist(io::Error::other(e)))?
                 .map_err(ApplyError::Persist)?;
         }
+        let wanted = table.ports();
         let version = table.version;
         let compiled = Compiled::build(table, &inner.metrics);
         let live_ids: std::collections::HashSet<String> = compiled.table.routes.iter().map(|r| r.id.clone()).collect();
@@ -249,7 +259,48 @@ impl Ingress {
         inner.metrics.table_version.store(version, Relaxed);
         inner.metrics.tables_applied.fetch_add(1, Relaxed);
         inner.metrics.retain_routes(&|id| live_ids.contains(id));
-        for (port, socks) in opened {
+        ports.bound.retain(|port, _| wanted.contains(port));
+        ports.failed.retain(|port, _| wanted.contains(port));
+        self.bind_missing(&mut ports, &wanted);
+        Ok(())
+    }
+
+    /// Try again to bind the ports of the table in force that failed; what
+    /// each port is now.
+    pub async fn rebind(&self) -> BTreeMap<u16, Listener> {
+        let mut ports = self.inner.ports.lock().await;
+        if !ports.failed.is_empty() {
+            let wanted = self.table().ports();
+            self.bind_missing(&mut ports, &wanted);
+        }
+        Self::listeners_of(&ports)
+    }
+
+    /// What each port of the table in force is: listening, or failed and why.
+    pub async fn listeners(&self) -> BTreeMap<u16, Listener> {
+        Self::listeners_of(&*self.inner.ports.lock().await)
+    }
+
+    fn listeners_of(ports: &Ports) -> BTreeMap<u16, Listener> {
+        let bound = ports.bound.iter().map(|(port, l)| (*port, Listener::Listening(l.addrs.clone())));
+        let failed = ports.failed.iter().map(|(port, why)| (*port, Listener::Failed(why.clone())));
+        bound.chain(failed).collect()
+    }
+
+    /// Bind every port of `wanted` not bound yet; record the ones that fail.
+    fn bind_missing(&self, ports: &mut Ports, wanted: &BTreeSet<u16>) {
+        for &port in wanted {
+            if ports.bound.contains_key(&port) {
+                continue;
+            }
+            let socks = match bind_port(&self.inner.config.bind_addrs, port) {
+                Ok(socks) => socks,
+                Err(e) => {
+                    ports.failed.insert(port, e.to_string());
+                    continue;
+                }
+            };
+            ports.failed.remove(&port);
             let mut addrs = Vec::new();
             let mut tasks = Vec::new();
             for sock in socks {
@@ -258,10 +309,9 @@ impl Ingress {
                 }
                 tasks.push(tokio::spawn(accept_loop(Arc::downgrade(&self.inner), sock, port)));
             }
-            listeners.insert(port, PortListener { addrs, tasks });
+            ports.bound.insert(port, PortListener { addrs, tasks });
         }
-        listeners.retain(|port, _| wanted.contains(port));
-        Ok(())
+        self.inner.metrics.ports_failed.store(ports.failed.len() as u64, Relaxed);
     }
 
     /// The table in force.
@@ -271,8 +321,8 @@ impl Ingress {
 
     /// Addresses actually bound for `port` (empty if not listening).
     pub async fn local_addrs(&self, port: u16) -> Vec<SocketAddr> {
-        let listeners = self.inner.listeners.lock().await;
-        listeners.get(&port).map(|l| l.addrs.clone()).unwrap_or_default()
+        let ports = self.inner.ports.lock().await;
+        ports.bound.get(&port).map(|l| l.addrs.clone()).unwrap_or_default()
     }
 
     /// Counters, for tests and embedding.
@@ -287,7 +337,9 @@ impl Ingress {
 
     /// Close every listener. Established connections run to completion.
     pub async fn close_listeners(&self) {
-        self.inner.listeners.lock().await.clear();
+        let mut ports = self.inner.ports.lock().await;
+        ports.bound.clear();
+        ports.failed.clear();
     }
 }
 

@@ -15,6 +15,6 @@ pub mod sni;
 mod sni_golden;
 pub mod testing;
 
-pub use engine::{ApplyError, Ingress, IngressConfig, StartError};
+pub use engine::{ApplyError, Ingress, IngressConfig, Listener, StartError};
 pub use metrics::{FailureReason, RejectReason};
 pub use route::{Backend, Protocol, Route, RouteTable, TableError};

@@ -93,6 +93,8 @@ pub struct Metrics {
     rejects: Mutex<BTreeMap<(u16, RejectReason), u64>>,
     pub table_version: AtomicU64,
     pub tables_applied: AtomicU64,
+    /// Ports of the table in force that could not be bound.
+    pub ports_failed: AtomicU64,
 }
 
 impl Metrics {
@@ -195,6 +197,10 @@ impl Metrics {
         let _ = writeln!(out, "# HELP {name} Route tables applied since start.");
         let _ = writeln!(out, "# TYPE {name} counter");
         let _ = writeln!(out, "{name} {}", self.tables_applied.load(Relaxed));
+        let name = "vt_ingress_ports_failed";
+        let _ = writeln!(out, "# HELP {name} Ports of the route table that could not be bound (retried).");
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        let _ = writeln!(out, "{name} {}", self.ports_failed.load(Relaxed));
         out
     }
 }

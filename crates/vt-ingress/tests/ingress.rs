@@ -489,14 +489,44 @@ async fn refused_tables_change_nothing() {
         // Invalid: duplicate ids.
         let bad = table(2, vec![tcp_route("c", port, &[a]), tcp_route("c", free_port(), &[a])]);
         assert!(matches!(ingress.apply(bad).await, Err(vt_ingress::ApplyError::Invalid(_))));
-        // Port already taken by someone else.
-        let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let taken = squatter.local_addr().unwrap().port();
-        let bad = table(3, vec![tcp_route("c", port, &[a]), tcp_route("d", taken, &[a])]);
-        assert!(matches!(ingress.apply(bad).await, Err(vt_ingress::ApplyError::Bind { .. })));
         assert_eq!(ingress.table().version, 1);
         let mut s = TcpStream::connect(v4(port)).await.unwrap();
         assert_eq!(read_line(&mut s).await, "A");
+    })
+    .await
+    .unwrap();
+}
+
+/// A port held by another process fails alone: the other routes of the
+/// table are served, and the port is served once it is free again.
+#[tokio::test]
+async fn a_port_in_use_fails_alone_and_is_retried() {
+    timeout(T, async {
+        let (a, b) = (tcp_backend("A").await, tcp_backend("B").await);
+        let (port, taken) = (free_port(), free_port());
+        let squatter = std::net::TcpListener::bind(v4(taken)).unwrap();
+        let ingress = start().await;
+        ingress.apply(table(1, vec![tcp_route("c", port, &[a]), tcp_route("d", taken, &[b])])).await.unwrap();
+        assert_eq!(ingress.table().version, 1, "the table is in force");
+        let listeners = ingress.listeners().await;
+        assert!(matches!(&listeners[&port], vt_ingress::Listener::Listening(addrs) if addrs.len() == 2));
+        assert!(
+            matches!(&listeners[&taken], vt_ingress::Listener::Failed(why) if why.contains("in use")),
+            "{listeners:?}"
+        );
+        assert!(ingress.metrics_text().contains("vt_ingress_ports_failed 1\n"));
+        let mut s = TcpStream::connect(v4(port)).await.unwrap();
+        assert_eq!(read_line(&mut s).await, "A");
+        // Still held: a retry changes nothing. Freed: the retry binds it.
+        assert!(matches!(ingress.rebind().await[&taken], vt_ingress::Listener::Failed(_)));
+        drop(squatter);
+        assert!(matches!(ingress.rebind().await[&taken], vt_ingress::Listener::Listening(_)));
+        let mut s = TcpStream::connect(v4(taken)).await.unwrap();
+        assert_eq!(read_line(&mut s).await, "B");
+        assert!(ingress.metrics_text().contains("vt_ingress_ports_failed 0\n"));
+        // A table without the port forgets it.
+        ingress.apply(table(2, vec![tcp_route("c", port, &[a])])).await.unwrap();
+        assert_eq!(ingress.listeners().await.keys().copied().collect::<Vec<_>>(), [port]);
     })
     .await
     .unwrap();

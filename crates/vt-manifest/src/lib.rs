@@ -272,7 +272,7 @@ impl Default for Resources {
 pub struct Scaling {
     /// 0..=max. Default 1.
     pub min: u32,
-    /// min..=1000. Default 1.
+    /// min..=1000. Default `min` (1 when `min` is 0): who asks for `min` instances means that many.
     pub max: u32,
 }
 

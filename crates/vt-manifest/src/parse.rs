@@ -461,10 +461,10 @@ impl Walker {
             if let Some(st) = self.want_table(&sp, it, o) {
                 self.check_keys(&sp, st, SCALING_KEYS, o);
                 let d = Scaling::default();
-                pr.scaling = Scaling {
-                    min: self.int_field(&sp, st, "min", o, rules::scale).unwrap_or(d.min),
-                    max: self.int_field(&sp, st, "max", o, rules::scale).unwrap_or(d.max),
-                };
+                let min = self.int_field(&sp, st, "min", o, rules::scale).unwrap_or(d.min);
+                // Who asks for `min` instances means at least that many: `max` defaults to `min`.
+                let max = self.int_field(&sp, st, "max", o, rules::scale).unwrap_or(min.max(d.max));
+                pr.scaling = Scaling { min, max };
             }
         }
 
@@ -770,7 +770,10 @@ impl Walker {
                     &join(&sp, "min"),
                     &[&join(&sp, "max")],
                     Problem::new(format!("min ({}) must not be greater than max ({})", pr.scaling.min, pr.scaling.max))
-                        .hint(format!("set `max = {}` or more (max defaults to 1)", pr.scaling.min)),
+                        .hint(format!(
+                            "set `max = {}` or more, or leave `max` out (it defaults to `min`)",
+                            pr.scaling.min
+                        )),
                 );
             }
         }

@@ -1,4 +1,8 @@
 //! JSON Schema of the TOML authoring form, for editors.
+//!
+//! Every default the parser fills in is here: as `default` where it is a value, and in the
+//! `description` (`Default: ...`) where it depends on something else (the image's entrypoint,
+//! `min`). A test holds this to docs/manifest.md's tables.
 
 use serde_json::{json, Value};
 
@@ -18,6 +22,7 @@ pub fn json_schema() -> Value {
     let env = json!({
         "type": "object",
         "description": "Environment variables. Names starting with VT_ are reserved for the platform.",
+        "default": {},
         "propertyNames": {
             "pattern": "^[A-Za-z_][A-Za-z0-9_]*$",
             "not": { "pattern": "^VT_" }
@@ -48,13 +53,15 @@ pub fn json_schema() -> Value {
             "env": env,
             "processes": {
                 "type": "object",
-                "description": "Processes by name. Without this table the app has one process `web` running the image's entrypoint.",
+                "description": "Processes by name. Default: one process `web` running the image's entrypoint with every default.",
                 "minProperties": 1,
                 "propertyNames": name,
                 "additionalProperties": { "$ref": "#/$defs/process" }
             },
             "volumes": {
                 "type": "array",
+                "description": "Volumes: named disks mounted at a path (not mounted yet: see docs/manifest.md).",
+                "default": [],
                 "items": {
                     "type": "object",
                     "additionalProperties": false,
@@ -69,7 +76,7 @@ pub fn json_schema() -> Value {
                         },
                         "process": {
                             "type": "string",
-                            "description": "Process the volume is mounted in; default: every process."
+                            "description": "Process the volume is mounted in. Default: every process."
                         }
                     }
                 }
@@ -82,12 +89,13 @@ pub fn json_schema() -> Value {
                 "properties": {
                     "command": {
                         "type": "array",
-                        "description": "Program and arguments; overrides the image's Entrypoint and Cmd.",
+                        "description": "Program and arguments; overrides the image's Entrypoint and Cmd. Default: the image's Entrypoint + Cmd.",
                         "minItems": 1,
                         "items": { "type": "string" }
                     },
                     "ports": {
                         "type": "array",
+                        "default": [],
                         "items": {
                             "type": "object",
                             "additionalProperties": false,
@@ -101,6 +109,7 @@ pub fn json_schema() -> Value {
                     },
                     "healthcheck": {
                         "type": "object",
+                        "description": "How the platform checks the process. Default: none (healthy once started).",
                         "additionalProperties": false,
                         "required": ["type", "port"],
                         "properties": {
@@ -125,6 +134,7 @@ pub fn json_schema() -> Value {
                     },
                     "resources": {
                         "type": "object",
+                        "default": { "cpu": 1.0, "memory_mib": 512 },
                         "additionalProperties": false,
                         "properties": {
                             "cpu": {
@@ -145,19 +155,27 @@ pub fn json_schema() -> Value {
                     },
                     "scaling": {
                         "type": "object",
+                        "default": { "min": 1, "max": 1 },
                         "additionalProperties": false,
                         "properties": {
-                            "min": { "type": "integer", "minimum": 0, "maximum": 1000, "default": 1 },
-                            "max": { "type": "integer", "minimum": 0, "maximum": 1000, "default": 1 }
+                            "min": {
+                                "type": "integer", "minimum": 0, "maximum": 1000, "default": 1,
+                                "description": "Instances to run; at most `max`."
+                            },
+                            "max": {
+                                "type": "integer", "minimum": 0, "maximum": 1000,
+                                "description": "Most instances `vt scale` may set. Default: `min` (1 when `min` is 0 or not set)."
+                            }
                         }
                     },
                     "user": {
                         "type": "string",
                         "pattern": "^([a-z_][a-z0-9_-]{0,31}|[0-9]{1,10}|[0-9]{1,10}:[0-9]{1,10})$",
-                        "description": "\"name\", \"uid\" or \"uid:gid\"."
+                        "description": "\"name\", \"uid\" or \"uid:gid\". Default: the image's user."
                     },
                     "secret_env": {
                         "type": "array",
+                        "default": [],
                         "uniqueItems": true,
                         "items": { "type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$", "maxLength": 255 },
                         "description": "Secrets of the env to also set as environment variables of this process (they are always files in /run/secrets/)."

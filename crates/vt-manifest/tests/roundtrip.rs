@@ -9,7 +9,7 @@ use vt_manifest::{
     Process, Protocol, Resources, Scaling, Volume,
 };
 
-const EXAMPLE: &str = include_str!("../../../examples/manifest.toml");
+const EXAMPLE: &str = include_str!("full.toml");
 
 static VALIDATOR: LazyLock<jsonschema::Validator> =
     LazyLock::new(|| jsonschema::validator_for(&json_schema()).expect("schema compiles"));
@@ -134,6 +134,92 @@ fn schema_rejects_invalid_examples() {
     for src in cases {
         assert!(!schema_accepts(src), "schema accepted:\n{src}");
         assert!(parse(src).is_err(), "parser accepted:\n{src}");
+    }
+}
+
+/// docs/manifest.md's reference tables, as (section, key, default cell).
+fn documented_defaults() -> Vec<(String, String, String)> {
+    let doc = include_str!("../../../docs/manifest.md");
+    let (mut section, mut out) = (String::new(), vec![]);
+    for line in doc.lines() {
+        if let Some(h) = line.strip_prefix("### ") {
+            section = h.split_whitespace().next().unwrap_or_default().to_owned();
+            continue;
+        }
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        // `| key | type | default | rules |`: the header and the separator start otherwise.
+        if cells.len() == 6 && cells[1].starts_with('`') && !section.is_empty() {
+            out.push((section.clone(), cells[1].trim_matches('`').to_owned(), cells[3].to_owned()));
+        }
+    }
+    out
+}
+
+/// The schema of a key in a documented section.
+fn schema_of(schema: &serde_json::Value, section: &str, key: &str) -> serde_json::Value {
+    let base = match section {
+        "Top" => "/properties".to_owned(),
+        "Process" => "/$defs/process/properties".to_owned(),
+        "Port" => "/$defs/process/properties/ports/items/properties".to_owned(),
+        "Healthcheck" => "/$defs/process/properties/healthcheck/properties".to_owned(),
+        "Resources" => "/$defs/process/properties/resources/properties".to_owned(),
+        "Scaling" => "/$defs/process/properties/scaling/properties".to_owned(),
+        "Volumes" => "/properties/volumes/items/properties".to_owned(),
+        other => panic!("docs/manifest.md has a table under `### {other}` this test does not know"),
+    };
+    schema.pointer(&format!("{base}/{key}")).unwrap_or_else(|| panic!("no schema for {section}: `{key}`")).clone()
+}
+
+/// Every default docs/manifest.md names is in the schema `vt manifest schema` prints: a literal
+/// default as the schema's `default` (the same value), any other as `Default: ...` in its
+/// description. A default added to the docs or the parser without the schema fails here.
+#[test]
+fn every_documented_default_is_in_the_schema() {
+    let schema = json_schema();
+    let rows = documented_defaults();
+    assert!(rows.len() > 25, "the reference tables were found: {rows:?}");
+    for (section, key, default) in rows {
+        if default == "required" || default == "none" {
+            continue;
+        }
+        let node = schema_of(&schema, &section, &key);
+        // One backticked literal (`"10s"`, `3`, `{ cpu = 1.0, memory_mib = 512 }`): the schema's `default`.
+        let literal = default
+            .strip_prefix('`')
+            .and_then(|d| d.strip_suffix('`'))
+            .filter(|d| !d.contains('`'))
+            .and_then(|d| toml::from_str::<serde_json::Value>(&format!("v = {d}")).ok())
+            .map(|v| v["v"].clone());
+        match literal {
+            Some(want) => {
+                let got =
+                    node.get("default").unwrap_or_else(|| panic!("{section}: `{key}` has no default in the schema"));
+                assert!(
+                    same_json(got, &want),
+                    "{section}: `{key}`: the schema's default {got} is not the documented {want}"
+                );
+            }
+            None => {
+                let description = node["description"].as_str().unwrap_or_default();
+                assert!(
+                    description.contains("Default: "),
+                    "{section}: `{key}` defaults to {default} (docs), the schema does not say so: {node}"
+                );
+            }
+        }
+    }
+}
+
+/// Equal JSON, numbers compared as numbers (`1.0` = `1`).
+fn same_json(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+    use serde_json::Value::*;
+    match (a, b) {
+        (Number(x), Number(y)) => x.as_f64() == y.as_f64(),
+        (Object(x), Object(y)) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| same_json(v, w)))
+        }
+        (Array(x), Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(v, w)| same_json(v, w)),
+        _ => a == b,
     }
 }
 

@@ -23,7 +23,7 @@ fn proc_(body: &str) -> String {
     format!("schema_version = 1\n[processes.web]\n{body}")
 }
 
-const EXAMPLE: &str = include_str!("../../../examples/manifest.toml");
+const EXAMPLE: &str = include_str!("full.toml");
 
 #[test]
 fn example_parses() {
@@ -212,9 +212,31 @@ fn resources_and_scaling_rules() {
     assert!(parse(&proc_("resources = { cpu = 0.25, memory_mib = 64 }\n")).is_ok());
     one(&proc_("scaling = { min = -1 }\n"), "processes.web.scaling.min", 3, 19);
     one(&proc_("scaling = { max = 1001 }\n"), "processes.web.scaling.max", 3, 19);
-    let e = one(&proc_("scaling = { min = 3 }\n"), "processes.web.scaling.min", 3, 19);
-    assert_eq!(e.message, "min (3) must not be greater than max (1)");
+    let e = one(&proc_("scaling = { min = 3, max = 2 }\n"), "processes.web.scaling.min", 3, 19);
+    assert_eq!(e.message, "min (3) must not be greater than max (2)");
+    assert_eq!(e.hint.as_deref(), Some("set `max = 3` or more, or leave `max` out (it defaults to `min`)"));
     assert!(parse(&proc_("scaling = { min = 0, max = 0 }\n")).is_ok());
+}
+
+#[test]
+fn max_defaults_to_min() {
+    let scaling = |body: &str| {
+        let m = parse(&proc_(body)).unwrap();
+        let s = m.processes["web"].scaling;
+        (s.min, s.max)
+    };
+    // Who asks for two instances means two.
+    assert_eq!(scaling("scaling = { min = 2 }\n"), (2, 2));
+    assert_eq!(scaling("scaling.min = 1000\n"), (1000, 1000));
+    // `max` alone: one instance, room to scale; `min = 0`: none, room for one; neither: one.
+    assert_eq!(scaling("scaling = { max = 10 }\n"), (1, 10));
+    assert_eq!(scaling("scaling = { min = 0 }\n"), (0, 1));
+    assert_eq!(scaling("scaling = {}\n"), (1, 1));
+    // An explicit `max` equal to the default changes nothing: same canonical form, same hash.
+    let (a, b) =
+        (parse(&proc_("scaling = { min = 2 }\n")).unwrap(), parse(&proc_("scaling = { min = 2, max = 2 }\n")).unwrap());
+    assert_eq!((a.to_canonical_toml(), a.hash()), (b.to_canonical_toml(), b.hash()));
+    assert!(a.to_canonical_toml().contains("scaling = { min = 2, max = 2 }"), "{}", a.to_canonical_toml());
 }
 
 #[test]

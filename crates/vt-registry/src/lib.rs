@@ -50,7 +50,7 @@ use vt_image::Digest;
 
 mod storage;
 
-pub use storage::{FinishError, Storage, StoredManifest, DEFAULT_UPLOAD_TTL, LAYOUT_VERSION};
+pub use storage::{FinishError, Full, GcReport, Limits, Storage, StoredManifest, DEFAULT_UPLOAD_TTL, LAYOUT_VERSION};
 use vt_ids::{cut, shown};
 use vt_image::reference::{valid_repository, valid_tag};
 
@@ -492,6 +492,7 @@ async fn mount(
         Ok(Verdict::Unauthenticated(_) | Verdict::Deny(_)) => return Ok(false),
         Err(e) => return Err(RegErr::authorizer_failed(&e)),
     }
+    let _referencing = st.referencing();
     if st.blob_size_in(from, digest).map_err(RegErr::internal)?.is_none() {
         return Ok(false);
     }
@@ -533,12 +534,29 @@ async fn append(st: &Storage, name: &str, id: &str, req: Request) -> Result<u64,
             return Err(e);
         }
     }
+    // What the disk budget and the namespace's quota leave; a request that says it needs more
+    // is refused before a byte is written, one that grows past it when it does.
+    let announced = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let room = match room(st, name, size, announced.unwrap_or(1)).await {
+        Ok(room) => room,
+        Err(e) => {
+            let _ = st.cancel_upload(id);
+            return Err(e);
+        }
+    };
     let mut f = tokio::fs::OpenOptions::new().append(true).open(st.upload_data(id)).await.map_err(RegErr::internal)?;
     let mut stream = req.into_body().into_data_stream();
     let mut written = 0u64;
     let mut failed = None;
     while let Some(chunk) = stream.next().await {
         match chunk {
+            Ok(c) if written + c.len() as u64 > room => {
+                // Say exactly what does not fit, then drop the whole upload: nothing partial stays.
+                let e = room_err(st, name, size, written + c.len() as u64).await;
+                drop(f);
+                let _ = st.cancel_upload(id);
+                return Err(e);
+            }
             Ok(c) => {
                 if let Err(e) = f.write_all(&c).await {
                     failed = Some(RegErr::internal(e));
@@ -572,6 +590,34 @@ async fn append(st: &Storage, name: &str, id: &str, req: Request) -> Result<u64,
         return Err(failed.unwrap_or_else(|| RegErr::internal("flush failed")));
     }
     Ok(size + written)
+}
+
+/// [`Storage::room`] off the async threads.
+async fn room(st: &Storage, name: &str, size: u64, needed: u64) -> Result<u64, RegErr> {
+    let (st, name2) = (st.clone(), name.to_owned());
+    let res = tokio::task::spawn_blocking(move || st.room(&name2, size, needed)).await.map_err(RegErr::internal)?;
+    res.map_err(|e| full(name, e))
+}
+
+/// The error for an upload of `size` bytes that needs `needed` more and does not get them.
+async fn room_err(st: &Storage, name: &str, size: u64, needed: u64) -> RegErr {
+    match room(st, name, size, needed).await {
+        Err(e) => e,
+        // Freed meanwhile: the client may retry.
+        Ok(_) => RegErr::new(StatusCode::INSUFFICIENT_STORAGE, "DENIED", "the upload outgrew the space left; retry it"),
+    }
+}
+
+fn full(name: &str, e: Full) -> RegErr {
+    match e {
+        Full::Disk(e) => {
+            tracing::warn!(repository = name, error = %e, "registry upload refused: the disk budget is spent");
+            RegErr::new(StatusCode::INSUFFICIENT_STORAGE, "DENIED", e.to_string())
+        }
+        Full::Quota { .. } => RegErr::new(StatusCode::FORBIDDEN, "DENIED", e.to_string()),
+        Full::Stat(e) => RegErr::internal(e),
+        Full::Io(e) => RegErr::internal(e),
+    }
 }
 
 async fn finish(st: &Storage, name: &str, id: &str, digest: &str) -> R {
@@ -708,8 +754,12 @@ async fn manifest_put(st: &Storage, name: &str, reference: &str, req: Request) -
             shown(reference)
         )));
     };
-    let media_type = validate_manifest(st, name, content_type.as_deref(), &bytes)?;
-    let digest = st.put_manifest(name, &media_type, &bytes, tag).map_err(RegErr::internal)?;
+    let digest = {
+        // No gc between the check that its blobs exist and the manifest that keeps them.
+        let _referencing = st.referencing();
+        let media_type = validate_manifest(st, name, content_type.as_deref(), &bytes)?;
+        st.put_manifest(name, &media_type, &bytes, tag).map_err(RegErr::internal)?
+    };
     tracing::info!(repository = name, reference, %digest, "manifest pushed");
     let mut resp = StatusCode::CREATED.into_response();
     let h = resp.headers_mut();

@@ -23,17 +23,25 @@
 //! or a blob was mounted into it) and its manifests. Repository names cannot collide with the
 //! `_layers`, `_manifests` and `_tags` directories: a name component starts with `[a-z0-9]`.
 //!
+//! Uploads are bounded ([`Limits`]): by the node's disk budget (they never take the space it
+//! keeps free) and by a quota per namespace (a repository name's first component: the org).
+//! [`Storage::gc`] deletes the blobs no manifest references (past a grace period, so a push in
+//! progress keeps its layers) and the abandoned uploads; manifests are never deleted, so a
+//! blob an image or a release refers to is never collected.
+//!
 //! Layout 1 (no `layout-version` file) had no `_layers`: every blob was readable through every
 //! repository. [`Storage::open`] migrates it once, linking into each repository the config and
 //! layers of the image manifests stored in it, then writes `layout-version`.
 
+use std::collections::BTreeSet;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest as _, Sha256};
-use vt_image::oci::{self, ImageManifest, ManifestKind};
+use vt_disk::{human, DiskBudget, NoSpace, StatError};
+use vt_image::oci::{self, ImageIndex, ImageManifest, ManifestKind};
 use vt_image::Digest;
 
 /// The layout [`Storage::open`] leaves on disk (see the module docs).
@@ -53,6 +61,47 @@ pub struct Storage {
     root: PathBuf,
     upload_ttl: Duration,
     last_sweep: Arc<Mutex<Option<Instant>>>,
+    limits: Limits,
+    /// Held (shared) by writes that make a blob referenced; [`Storage::gc`] holds it alone.
+    gc_lock: Arc<RwLock<()>>,
+}
+
+/// What uploads may take.
+#[derive(Debug, Clone, Default)]
+pub struct Limits {
+    /// The node's disk budget: uploads never take the space it keeps free.
+    pub budget: Option<DiskBudget>,
+    /// Bytes the blobs of one namespace (the first component of a repository name) may hold.
+    pub namespace_quota: Option<u64>,
+}
+
+/// Why an upload cannot take more bytes.
+#[derive(Debug, thiserror::Error)]
+pub enum Full {
+    #[error(transparent)]
+    Disk(#[from] NoSpace),
+    #[error(
+        "the registry quota of `{namespace}` is {quota_h}: its repositories hold {used_h} and this upload \
+         needs {needed_h}; delete unreferenced blobs with `vt system gc`, or raise `--registry-quota-gib`",
+        quota_h = human(*.quota),
+        used_h = human(*.used),
+        needed_h = human(*.needed)
+    )]
+    Quota { namespace: String, quota: u64, used: u64, needed: u64 },
+    #[error(transparent)]
+    Stat(#[from] StatError),
+    #[error("reading the registry's usage: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// What [`Storage::gc`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct GcReport {
+    pub blobs_removed: u64,
+    pub bytes_freed: u64,
+    /// Blobs a manifest (or the caller) references, or too young to judge.
+    pub blobs_kept: u64,
+    pub uploads_expired: u64,
 }
 
 /// A manifest as stored: its digest, media type and bytes.
@@ -121,7 +170,152 @@ impl Storage {
 
     /// Storage at `root` without touching the disk (for readers; writers use [`Storage::open`]).
     pub fn at(root: &Path) -> Self {
-        Storage { root: root.to_owned(), upload_ttl: DEFAULT_UPLOAD_TTL, last_sweep: Arc::default() }
+        Storage {
+            root: root.to_owned(),
+            upload_ttl: DEFAULT_UPLOAD_TTL,
+            last_sweep: Arc::default(),
+            limits: Limits::default(),
+            gc_lock: Arc::default(),
+        }
+    }
+
+    /// The same storage with uploads bounded by `limits`.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Held while a write makes a blob referenced (a manifest put, a mount): [`Storage::gc`]
+    /// waits for it, so it never deletes a blob between its check and its use.
+    pub fn referencing(&self) -> RwLockReadGuard<'_, ()> {
+        self.gc_lock.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How many more bytes upload `id` of repository `name`, now `size` bytes long, may take:
+    /// the disk budget's room and the rest of the namespace's quota. `Err` when not one more
+    /// (`needed`: what the request wants, at least 1).
+    pub fn room(&self, name: &str, size: u64, needed: u64) -> Result<u64, Full> {
+        let needed = needed.max(1);
+        let mut room = u64::MAX;
+        if let Some(budget) = &self.limits.budget {
+            let free = budget.available()?;
+            if needed > free {
+                return Err(budget.no_space(&format!("an upload to {name}"), needed, free).into());
+            }
+            room = free;
+        }
+        if let Some(quota) = self.limits.namespace_quota {
+            let namespace = name.split('/').next().unwrap_or(name);
+            let used = self.namespace_usage(namespace)?.saturating_add(size);
+            let left = quota.saturating_sub(used);
+            if needed > left {
+                return Err(Full::Quota { namespace: namespace.to_owned(), quota, used, needed });
+            }
+            room = room.min(left);
+        }
+        Ok(room)
+    }
+
+    /// Bytes of the distinct blobs (layers, configs, manifests) of the repositories of `namespace`.
+    pub fn namespace_usage(&self, namespace: &str) -> io::Result<u64> {
+        let mut digests = BTreeSet::new();
+        for (_, dir) in self.link_dirs(&self.root.join("repositories").join(namespace))? {
+            digests.extend(self.linked(&dir)?);
+        }
+        let mut used = 0u64;
+        for d in &digests {
+            used = used.saturating_add(self.blob_size(d)?.unwrap_or(0));
+        }
+        Ok(used)
+    }
+
+    /// The `_layers/sha256` and `_manifests/sha256` directories under `dir`, at any depth
+    /// (a repository with blobs but no manifest yet has only `_layers`), with their kind.
+    fn link_dirs(&self, dir: &Path) -> io::Result<Vec<(&'static str, PathBuf)>> {
+        let mut out = Vec::new();
+        let mut stack = vec![dir.to_owned()];
+        while let Some(dir) = stack.pop() {
+            let Some(entries) = not_found(std::fs::read_dir(&dir))? else { continue };
+            for e in entries {
+                let e = e?;
+                if !e.file_type()?.is_dir() {
+                    continue;
+                }
+                match e.file_name().to_str() {
+                    Some("_layers") => out.push(("_layers", e.path().join("sha256"))),
+                    Some("_manifests") => out.push(("_manifests", e.path().join("sha256"))),
+                    Some(n) if !n.starts_with('_') => stack.push(e.path()),
+                    _ => {}
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Digests named by the files of a `_layers/sha256` or `_manifests/sha256` directory.
+    fn linked(&self, dir: &Path) -> io::Result<Vec<Digest>> {
+        let Some(entries) = not_found(std::fs::read_dir(dir))? else { return Ok(vec![]) };
+        let mut out = Vec::new();
+        for e in entries {
+            if let Ok(d) = format!("sha256:{}", e?.file_name().to_string_lossy()).parse::<Digest>() {
+                out.push(d);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Delete the blobs no stored manifest references and `keep` does not name, when older
+    /// than `grace` (a push in progress uploads its layers before its manifest), with their
+    /// repository links; and the abandoned uploads.
+    pub fn gc(&self, keep: &[Digest], grace: Duration, now: SystemTime) -> io::Result<GcReport> {
+        let _alone = self.gc_lock.write().unwrap_or_else(|e| e.into_inner());
+        let mut report = GcReport { uploads_expired: self.expire_uploads(now)? as u64, ..Default::default() };
+        let mut repos = Vec::new();
+        self.find_repositories(&self.root.join("repositories"), "", &mut repos)?;
+        let mut referenced: BTreeSet<Digest> = keep.iter().cloned().collect();
+        for name in &repos {
+            for digest in self.linked(&self.repo_dir(name).join("_manifests/sha256"))? {
+                referenced.insert(digest.clone());
+                let Some(m) = self.manifest(name, &digest)? else { continue };
+                match referenced_by(&m) {
+                    Some(blobs) => referenced.extend(blobs),
+                    None => {
+                        // Unreadable: keep every blob of the repository rather than guess.
+                        tracing::warn!(repository = %name, %digest, "stored manifest does not parse; gc keeps the repository's blobs");
+                        referenced.extend(self.linked(&self.repo_dir(name).join("_layers/sha256"))?);
+                    }
+                }
+            }
+        }
+        let mut removed = Vec::new();
+        for digest in self.linked(&self.root.join("blobs/sha256"))? {
+            let path = self.blob_path(&digest);
+            let Some(meta) = not_found(std::fs::metadata(&path))? else { continue };
+            let young = meta.modified().ok().and_then(|m| now.duration_since(m).ok()).is_none_or(|age| age < grace);
+            if referenced.contains(&digest) || young {
+                report.blobs_kept += 1;
+                continue;
+            }
+            removed.push((digest, path, meta.len()));
+        }
+        // The links first (of every repository, with a manifest or not): a blob is never
+        // linked without its bytes.
+        let layer_dirs = self.link_dirs(&self.root.join("repositories"))?;
+        for (digest, path, len) in removed {
+            for (_, dir) in layer_dirs.iter().filter(|(kind, _)| *kind == "_layers") {
+                match std::fs::remove_file(dir.join(digest.hex())) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+            std::fs::remove_file(&path)?;
+            report.blobs_removed += 1;
+            report.bytes_freed += len;
+        }
+        if report.blobs_removed > 0 {
+            sync_dir(&self.root.join("blobs/sha256"))?;
+        }
+        Ok(report)
     }
 
     /// The same storage with abandoned uploads expiring after `ttl` without a write.
@@ -503,4 +697,19 @@ impl Storage {
         }
         Ok(linked)
     }
+}
+
+/// The blobs a stored manifest refers to: an image's config and layers, an index's manifests;
+/// `None` when it does not parse.
+fn referenced_by(m: &StoredManifest) -> Option<Vec<Digest>> {
+    Some(match oci::manifest_kind(m.media_type.trim())? {
+        ManifestKind::Manifest => {
+            let im: ImageManifest = serde_json::from_slice(&m.bytes).ok()?;
+            std::iter::once(im.config).chain(im.layers).map(|d| d.digest).collect()
+        }
+        ManifestKind::Index => {
+            let ix: ImageIndex = serde_json::from_slice(&m.bytes).ok()?;
+            ix.manifests.into_iter().map(|d| d.digest).collect()
+        }
+    })
 }

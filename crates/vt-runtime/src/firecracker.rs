@@ -304,6 +304,8 @@ fn spawn_logged(bin: &Path, args: &[OsString], log: &Path) -> Result<Child, Stri
         .stdout(out)
         .stderr(err)
         .kill_on_drop(true)
+        // Its own process group: a Ctrl-C in the server's terminal is the server's to handle.
+        .process_group(0)
         .spawn()
         .map_err(|e| format!("start {}: {e}", bin.display()))
 }

@@ -392,6 +392,9 @@ impl Driver {
             .stdout(log)
             .stderr(log2)
             .kill_on_drop(true)
+            // Its own process group: a Ctrl-C in the terminal of `vt server` is the server's to
+            // handle (stop the VMs in order, or leave them for adoption), not QEMU's.
+            .process_group(0)
             .spawn()
             .map_err(|e| format!("start {}: {e}", self.cfg.qemu_bin.display()))
     }

@@ -15,11 +15,19 @@
 //!
 //! [`Server::run`] serves the API with [`ConnectionLimits`] (`serve.rs`: header and
 //! body read timeouts, a cap on connections per client) until its shutdown future
-//! resolves, then stops in this order: the API (requests in flight finish, for up
-//! to [`serve::SHUTDOWN_GRACE`]), the agent (its VMs are
-//! killed and their taps and cgroups removed; their records stay, so the next
-//! start boots them again), the edge and the ingress's listeners, and last
-//! the control plane's reconcilers.
+//! resolves, then stops in this order:
+//!
+//! 1. nothing waits for news any more: the agent stops following (and reporting), the
+//!    control plane's long polls answer and its follow streams end;
+//! 2. the API stops accepting; requests in flight finish within the drain timeout
+//!    ([`ServerConfig::drain_timeout`]);
+//! 3. the agent stops its VMs within the VM stop timeout
+//!    ([`ServerConfig::vm_stop_timeout`]): through their guests, killed past it, taps and
+//!    cgroups removed, records kept so the next start boots the instances again;
+//! 4. the edge and the ingress's listeners; last, the control plane's reconcilers.
+//!
+//! So a stop takes at most the drain timeout plus the VM stop timeout (and a second
+//! more for the kill), however long an agent's long poll would have waited.
 
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
@@ -67,7 +75,19 @@ pub struct ServerConfig {
     pub network: NetworkSettings,
     /// This node's guest network (its agent's): the nftables table, egress, allow and deny lists.
     pub node_network: vt_agent::NetworkConfig,
+    /// What large writes (registry uploads, unpacked layers, disks) leave free on the data directory's filesystem.
+    pub disk_reserve: vt_disk::Reserve,
+    /// Bytes the registry may hold per org; `None`: no quota.
+    pub registry_quota: Option<u64>,
+    /// How long requests in flight may take to finish once a shutdown begins.
+    pub drain_timeout: Duration,
+    /// How long the node agent's VMs may take to stop (through their guests) in a shutdown,
+    /// after the drain; the ones left are killed.
+    pub vm_stop_timeout: Duration,
 }
+
+/// The VM stop timeout of a shutdown, by default.
+pub const DEFAULT_VM_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl ServerConfig {
     /// A control plane alone on `listen` (no ingress, no agent), its files in `data_dir`.
@@ -84,6 +104,10 @@ impl ServerConfig {
             limits: ConnectionLimits::default(),
             network: Default::default(),
             node_network: Default::default(),
+            disk_reserve: vt_disk::Reserve::default(),
+            registry_quota: None,
+            drain_timeout: serve::DEFAULT_DRAIN,
+            vm_stop_timeout: DEFAULT_VM_STOP_TIMEOUT,
         }
     }
 
@@ -170,8 +194,35 @@ pub struct Server {
     _lock: DataDirLock,
     listener: tokio::net::TcpListener,
     limits: ConnectionLimits,
+    drain_timeout: Duration,
+    vm_stop_timeout: Duration,
     ingress: Option<(vt_ingress::Ingress, JoinHandle<()>)>,
     agent: Option<(Arc<vt_agent::Agent>, JoinHandle<()>)>,
+}
+
+/// What a caller may ask a running server while [`Server::run`] has it.
+#[derive(Clone)]
+pub struct ServerHandle {
+    agent: Option<Arc<vt_agent::Agent>>,
+}
+
+impl ServerHandle {
+    /// The VMs this server's node agent runs now.
+    pub fn running_vms(&self) -> usize {
+        self.agent.as_ref().map_or(0, |a| a.running_vms())
+    }
+}
+
+/// How a stop went ([`Server::run`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stopped {
+    /// VMs the agent was running when the stop began.
+    pub vms: usize,
+    /// Of those, the ones that had to be killed at the VM stop timeout.
+    pub vms_killed: usize,
+    /// From the shutdown future resolving to the API drained, and to the VMs gone.
+    pub drained_in: Duration,
+    pub vms_stopped_in: Duration,
 }
 
 impl Server {
@@ -200,18 +251,25 @@ impl Server {
             master_key: Some(Arc::new(master_key)),
             api_port: Some(addr.port()),
             network: config.network,
+            registry_limits: vt_registry::Limits {
+                budget: Some(disk_budget(config, &data)),
+                namespace_quota: config.registry_quota,
+            },
         };
         let cp = ControlPlane::start(store, settings);
         cp.ingress.set_tcp_ports(config.tcp_ports.clone());
         let ingress = match &config.ingress {
-            Some(addrs) => Some(start_ingress(&cp, &data, addrs).await?),
+            Some(addrs) => Some(start_ingress(&cp, &data, addrs, config.agent.as_ref()).await?),
             None => {
                 cp.tasks.register("edge", || tasks::off("edge", EDGE, "switched off (`--no-ingress`)"));
                 None
             }
         };
         let agent = match &config.agent {
-            Some(node) => start_agent(&cp, &data, addr, node, &config.node_network, &mut notices).await?,
+            Some(node) => {
+                start_agent(&cp, &data, addr, node, &config.node_network, disk_budget(config, &data), &mut notices)
+                    .await?
+            }
             None => {
                 cp.tasks.register("agent", || tasks::off("agent", AGENT, "switched off (`--no-agent`)"));
                 None
@@ -225,9 +283,15 @@ impl Server {
             _lock: lock,
             listener,
             limits: config.limits,
+            drain_timeout: config.drain_timeout,
+            vm_stop_timeout: config.vm_stop_timeout,
             ingress,
             agent,
         })
+    }
+
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle { agent: self.agent.as_ref().map(|(a, _)| a.clone()) }
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -238,24 +302,65 @@ impl Server {
     pub async fn run(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> Result<(), ServerError> {
+    ) -> Result<Stopped, ServerError> {
         let app = vt_control_plane::http::router(self.control_plane.clone());
-        let served = serve::serve(self.listener, app, self.limits, shutdown).await.map_err(ServerError::Serve);
-        if let Some((agent, task)) = self.agent {
-            task.abort();
-            agent.kill_vms().await;
+        let began = Arc::new(std::sync::OnceLock::new());
+        let begin = {
+            let (cp, agent, began) = (self.control_plane.clone(), self.handle().agent, began.clone());
+            async move {
+                shutdown.await;
+                let _ = began.set(tokio::time::Instant::now());
+                // Nothing waits for news from here on, so the drain waits for real requests only.
+                if let Some(agent) = &agent {
+                    agent.stop_following();
+                }
+                cp.close_streams();
+            }
+        };
+        let served =
+            serve::serve(self.listener, app, self.limits, self.drain_timeout, begin).await.map_err(ServerError::Serve);
+        let began = began.get().copied().unwrap_or_else(tokio::time::Instant::now);
+        let mut stopped = Stopped { drained_in: began.elapsed(), ..Stopped::default() };
+        if let Some((agent, mut task)) = self.agent {
+            stopped.vms = agent.running_vms();
+            agent.stop_vms(self.vm_stop_timeout);
+            // The agent kills what is left at the timeout; this is the backstop if it cannot.
+            let backstop = self.vm_stop_timeout + Duration::from_secs(1);
+            if tokio::time::timeout(backstop, &mut task).await.is_err() {
+                stopped.vms_killed = agent.running_vms();
+                task.abort();
+                agent.kill_vms().await;
+            } else {
+                stopped.vms_killed = agent.vms_killed_at_stop();
+            }
         }
+        stopped.vms_stopped_in = began.elapsed();
         if let Some((ingress, edge)) = self.ingress {
             edge.abort();
             ingress.close_listeners().await;
         }
+        self.control_plane.settle(Duration::from_secs(2)).await;
         self.control_plane.shutdown();
-        served
+        served.map(|()| stopped)
     }
 }
 
 const EDGE: &str = "keeps the ingress's route table in step with routes and ready instances";
 const AGENT: &str = "runs the instances placed on this node as microVMs and reports them";
+
+/// The disk budget of this node's data directory.
+fn disk_budget(config: &ServerConfig, data: &DataDir) -> vt_disk::DiskBudget {
+    let node = config.agent.clone().unwrap_or_else(host_name);
+    vt_disk::DiskBudget::new(data.root(), config.disk_reserve, node.to_string())
+}
+
+/// The name this host goes by as a node: the host name, when it is one.
+pub fn host_name() -> Hostname {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .and_then(|h| Hostname::parse(h.trim()).ok())
+        .unwrap_or_else(|| Hostname::parse("local").unwrap_or_else(|e| unreachable!("`local` is a host name: {e}")))
+}
 
 /// The ingress and the edge that feeds it routes from this server's store. The
 /// applied table is kept in the data directory, so routes are served from the
@@ -264,6 +369,7 @@ async fn start_ingress(
     cp: &Arc<ControlPlane>,
     data: &DataDir,
     addrs: &[IpAddr],
+    config_node: Option<&Hostname>,
 ) -> Result<(vt_ingress::Ingress, JoinHandle<()>), ServerError> {
     let config = vt_ingress::IngressConfig {
         bind_addrs: addrs.to_vec(),
@@ -271,7 +377,9 @@ async fn start_ingress(
         ..Default::default()
     };
     let ingress = vt_ingress::Ingress::start(config).await.map_err(|e| ServerError::Ingress(e.to_string()))?;
-    let edge = vt_edge::Edge::new(Arc::new(vt_edge::StoreSource(cp.store.clone())), ingress.clone());
+    // Its listener reports go under the agent's node name (the host's, without an agent).
+    let node = config_node.map_or_else(host_name, Clone::clone);
+    let edge = vt_edge::Edge::new(Arc::new(vt_edge::StoreSource(cp.store.clone())), ingress.clone(), node.to_string());
     let metrics = edge.clone();
     cp.ingress.set_metrics(move || metrics.metrics_text());
     let status = edge.clone();
@@ -300,14 +408,17 @@ async fn start_agent(
     addr: SocketAddr,
     node: &Hostname,
     network: &vt_agent::NetworkConfig,
+    budget: vt_disk::DiskBudget,
     notices: &mut Vec<Notice>,
 ) -> Result<Option<(Arc<vt_agent::Agent>, JoinHandle<()>)>, ServerError> {
     let token = tokens::local_node_token(cp, data, node).await?;
     let mut config = vt_agent::AgentConfig::new(&format!("http://{addr}"), Some(token), node.clone(), data.agent());
     config.network = network.clone();
+    config.disk_budget = Some(budget);
     match vt_agent::Agent::new(config) {
         Ok(agent) => {
-            notices.push(Notice::Info(format!("node agent running as node `{node}`")));
+            notices
+                .push(Notice::Info(format!("node agent running as node `{node}` ({} microVMs)", agent.runtime_name())));
             if let Some(why) = agent.network_refusal() {
                 notices.push(Notice::Warning(format!("instances will not start on this node: {why}")));
             }

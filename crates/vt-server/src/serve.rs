@@ -13,9 +13,10 @@
 //! - **connections per client**: at most this many open connections from one IP
 //!   address; one more is closed as soon as it is accepted.
 //!
-//! A shutdown stops accepting, lets requests in flight finish for up to
-//! [`SHUTDOWN_GRACE`], then closes what is left (a `follow` stream never finishes
-//! on its own).
+//! A shutdown stops accepting, lets requests in flight finish for up to the drain
+//! timeout (`vt server --drain-timeout`, [`DEFAULT_DRAIN`]), then closes what is left.
+//! Nothing that waits for news holds it up: the server closes the control plane's
+//! long polls and follow streams when the shutdown begins.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -32,8 +33,8 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
-/// How long requests in flight may take to finish once a shutdown begins.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long requests in flight may take to finish once a shutdown begins, by default.
+pub const DEFAULT_DRAIN: Duration = Duration::from_secs(10);
 
 /// How patient the API listener is, and with how many connections per client (`vt server` flags).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,11 +58,13 @@ impl Default for ConnectionLimits {
     }
 }
 
-/// Serve `app` on `listener` with `limits` until `shutdown` resolves (see the module docs).
+/// Serve `app` on `listener` with `limits` until `shutdown` resolves, then let requests in
+/// flight finish for up to `drain` (see the module docs).
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ConnectionLimits,
+    drain: Duration,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let clients = Clients::default();
@@ -107,11 +110,8 @@ pub async fn serve(
         });
     }
     drop(listener);
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await.is_err() {
-        tracing::warn!(
-            grace_secs = SHUTDOWN_GRACE.as_secs(),
-            "connections still open after the shutdown grace; closing them"
-        );
+    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+        tracing::warn!(drain_secs = drain.as_secs(), "requests still in flight after the drain timeout; closing them");
     }
     Ok(())
 }

@@ -99,7 +99,7 @@ async fn append(store: &dyn Store, issued: Issued, revoke: Option<vt_ids::TokenI
         ..Default::default()
     };
     if let Some(old) = revoke {
-        let (event, revocation) = auth::revoke(old, None, chrono::Utc::now());
+        let (event, revocation) = auth::revoke(old, TokenRole::Node, None, chrono::Utc::now());
         request.events.push(NewEvent::new(event, actor, None));
         request.revocations.push(revocation);
     }

@@ -84,11 +84,12 @@ async fn every_background_task_publishes_its_status() {
         [
             ("projector", TaskState::Running),
             ("scheduler", TaskState::Running),
+            ("registry-gc", TaskState::Running),
             ("edge", TaskState::Off),
             ("agent", TaskState::Off)
         ]
     );
-    let agent = &tasks[3];
+    let agent = &tasks[4];
     assert_eq!(agent.last_error.as_deref(), Some("switched off (`--no-agent`)"));
     assert!(tasks.iter().all(|t| !t.description.is_empty()));
     server.control_plane.shutdown();

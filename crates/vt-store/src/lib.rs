@@ -150,6 +150,10 @@ pub struct TokenRecord {
 pub struct TokenRevocation {
     pub token_id: TokenId,
     pub at: DateTime<Utc>,
+    /// Refuse the append ([`StoreError::Refused`]) if it would leave no active
+    /// admin token: checked in the append's transaction, so two revocations
+    /// racing for the last two admin tokens cannot both commit.
+    pub keep_an_admin: bool,
 }
 
 /// A write of sealed secrets (`vt-secrets`), with the events that record it.
@@ -269,6 +273,9 @@ pub enum StoreError {
     GroupFailed(String),
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
+    /// A rule the append itself checks would break (the last active admin token revoked).
+    #[error("{0}")]
+    Refused(String),
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
 }
@@ -282,6 +289,7 @@ impl StoreError {
                 | Self::NameTaken { .. }
                 | Self::IdempotencyRace { .. }
                 | Self::CheckpointRace { .. }
+                | Self::Refused(_)
         )
     }
 }

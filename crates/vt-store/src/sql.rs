@@ -412,6 +412,24 @@ macro_rules! store_impl {
                         return Err(StoreError::NameTaken { scope: claim.scope, name: claim.name.clone(), owner });
                     }
                 }
+                if let Some(r) = req.revocations.iter().find(|r| r.keep_an_admin) {
+                    // Active admin tokens that this append leaves (earlier appends of the group are written).
+                    let revoked: Vec<String> = req.revocations.iter().map(|r| r.token_id.to_string()).collect();
+                    let mut left = 0;
+                    let rows = sqlx::query("SELECT token_id FROM tokens WHERE role = 'admin' AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $1)")
+                        .bind(ts(&r.at))
+                        .fetch_all(&mut **tx)
+                        .await?;
+                    for row in rows {
+                        let id: String = row.try_get("token_id")?;
+                        left += usize::from(!revoked.contains(&id));
+                    }
+                    if left == 0 {
+                        return Err(StoreError::Refused(
+                            "this is the last active admin token; create another admin token first (`vt token create NAME --role admin`)".into(),
+                        ));
+                    }
+                }
                 Ok(())
             }
 

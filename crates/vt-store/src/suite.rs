@@ -62,6 +62,7 @@ where
     racing_projectors_agree(fresh().await).await;
     a_failing_projection_stops_alone(fresh().await).await;
     tokens_and_heartbeats(fresh().await).await;
+    the_last_admin_token_is_never_revoked(fresh().await).await;
     sealed_secrets_commit_with_their_events(fresh().await).await;
 }
 
@@ -488,12 +489,12 @@ pub async fn tokens_and_heartbeats(store: Arc<dyn Store>) {
     let revoked = || {
         NewEvent::new(Event::TokenRevoked(TokenRevoked { token_id, org_id: Some(org_id) }), Actor::system("test"), None)
     };
-    let revocation = TokenRevocation { token_id, at };
+    let revocation = TokenRevocation { token_id, at, keep_an_admin: false };
     store
         .append(AppendRequest { events: vec![revoked()], revocations: vec![revocation], ..Default::default() })
         .await
         .unwrap();
-    let later = TokenRevocation { token_id, at: at + chrono::Duration::seconds(9) };
+    let later = TokenRevocation { token_id, at: at + chrono::Duration::seconds(9), keep_an_admin: false };
     store
         .append(AppendRequest { events: vec![revoked()], revocations: vec![later], ..Default::default() })
         .await
@@ -509,7 +510,7 @@ pub async fn tokens_and_heartbeats(store: Arc<dyn Store>) {
         aggregate_id: OrgId::new().to_string(),
         expected: ExpectedVersion::Exists,
     };
-    let revocation = TokenRevocation { token_id: other.token_id, at };
+    let revocation = TokenRevocation { token_id: other.token_id, at, keep_an_admin: false };
     assert!(store
         .append(AppendRequest { expectations: vec![bad], revocations: vec![revocation], ..Default::default() })
         .await
@@ -522,6 +523,43 @@ pub async fn tokens_and_heartbeats(store: Arc<dyn Store>) {
     let hb = store.heartbeats().await.unwrap();
     assert_eq!(hb.len(), 1);
     assert_eq!(hb["node_a"].timestamp_micros(), (t1 + chrono::Duration::seconds(5)).timestamp_micros());
+}
+
+pub async fn the_last_admin_token_is_never_revoked(store: Arc<dyn Store>) {
+    let admin = |hash: &str| TokenRecord {
+        token_id: TokenId::new(),
+        hash: hash.into(),
+        name: "admin".into(),
+        role: TokenRole::Admin,
+        org_id: None,
+        node_id: None,
+        expires_at: None,
+        created_at: Utc::now(),
+        revoked_at: None,
+    };
+    let (a, b) = (admin("a"), admin("b"));
+    store.append(AppendRequest { tokens: vec![a.clone(), b.clone()], ..Default::default() }).await.unwrap();
+    let revoke = |t: &TokenRecord| AppendRequest {
+        revocations: vec![TokenRevocation { token_id: t.token_id, at: Utc::now(), keep_an_admin: true }],
+        ..Default::default()
+    };
+    // Both at once (one group commit, or two): exactly one commits.
+    let (ra, rb) = tokio::join!(store.append(revoke(&a)), store.append(revoke(&b)));
+    let refused: Vec<&StoreError> = [&ra, &rb].into_iter().filter_map(|r| r.as_ref().err()).collect();
+    assert_eq!(refused.len(), 1, "{ra:?} {rb:?}");
+    assert!(matches!(refused[0], StoreError::Refused(why) if why.contains("last active admin token")), "{refused:?}");
+    assert!(refused[0].is_conflict());
+    let active = [store.token_by_hash("a").await.unwrap(), store.token_by_hash("b").await.unwrap()]
+        .into_iter()
+        .flatten()
+        .filter(|t| t.revoked_at.is_none())
+        .count();
+    assert_eq!(active, 1, "one admin token stays active");
+    // An expired admin token does not count as the one left.
+    let expired = TokenRecord { expires_at: Some(Utc::now() - chrono::Duration::seconds(1)), ..admin("c") };
+    store.append(AppendRequest { tokens: vec![expired], ..Default::default() }).await.unwrap();
+    let last = if ra.is_ok() { store.token_by_hash("b") } else { store.token_by_hash("a") }.await.unwrap().unwrap();
+    assert!(matches!(store.append(revoke(&last)).await, Err(StoreError::Refused(_))));
 }
 
 pub async fn sealed_secrets_commit_with_their_events(store: Arc<dyn Store>) {

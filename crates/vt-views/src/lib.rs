@@ -480,6 +480,9 @@ pub struct RouteView {
     pub backend_port: u16,
     pub proxy_protocol: bool,
     pub created_at: DateTime<Utc>,
+    /// Each node's ingress listener for the route, as last reported, by node name.
+    #[serde(default)]
+    pub listeners: Vec<RouteListener>,
 }
 
 /// An API token: who holds which role where. Never its secret (only the
@@ -1166,6 +1169,7 @@ impl Projection for Routes {
         match event {
             Event::RouteCreated(e) => vec![e.route_id.to_string()],
             Event::RouteDeleted(e) => vec![e.route_id.to_string()],
+            Event::RouteListenerChanged(e) => vec![e.route_id.to_string()],
             _ => vec![],
         }
     }
@@ -1173,7 +1177,7 @@ impl Projection for Routes {
         &self,
         env: &Envelope,
         event: &Event,
-        _id: &str,
+        id: &str,
         cur: Option<&ViewRow>,
     ) -> Result<Option<ViewRow>, ProjectionError> {
         Ok(match event {
@@ -1190,10 +1194,28 @@ impl Projection for Routes {
                     backend_port: e.backend_port,
                     proxy_protocol: e.proxy_protocol,
                     created_at: env.occurred_at,
+                    listeners: vec![],
                 }
                 .into_row(env.seq),
             ),
             Event::RouteDeleted(_) => None,
+            // A report can race the route's deletion: it then changes nothing.
+            Event::RouteListenerChanged(_) if cur.is_none() => None,
+            Event::RouteListenerChanged(e) => {
+                let mut v: RouteView = current(cur, "listener report", id)?;
+                let listener = RouteListener {
+                    node: e.node.clone(),
+                    state: e.state,
+                    reason: e.reason.clone(),
+                    since: env.occurred_at,
+                };
+                match v.listeners.iter_mut().find(|l| l.node == e.node) {
+                    Some(l) => *l = listener,
+                    None => v.listeners.push(listener),
+                }
+                v.listeners.sort_by(|a, b| a.node.cmp(&b.node));
+                Some(v.into_row(env.seq))
+            }
             _ => cur.cloned(),
         })
     }

@@ -3,7 +3,9 @@
 //! `vt deploy --wait` of a manifest whose `web` process serves HTTP with an http health check,
 //! 2 instances → both boot as microVMs → requests through the ingress (a TCP route) succeed →
 //! a second release rolls while a client sends requests in a loop, none failing → `vt
-//! rollback --wait` → the first body is served again.
+//! rollback --wait` → the first body is served again. Beside it all along, a TLS route whose
+//! port another process holds: it says `failed` with the reason, the TCP route is served
+//! regardless, and once the port is freed the route listens.
 //!
 //! Needs what the agent tests need (guest kernel, qemu, busybox) plus tap devices (root).
 
@@ -70,6 +72,21 @@ fn core_loop_deploy_roll_and_rollback_through_the_ingress() {
     let image = acme_with_busybox(dir.path(), &data, &url);
     let r = vt(&["route", "create", "--tcp", "--process", "web", "--backend-port", "8080", "-o", "json"]);
     assert_eq!(r.json()["port"], port, "{}", r.text);
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let held = squatter.local_addr().unwrap().port().to_string();
+    let r = vt(&[
+        "route",
+        "create",
+        "--hostname",
+        "web.test",
+        "--port",
+        &held,
+        "--process",
+        "web",
+        "--backend-port",
+        "8080",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.text);
 
     let write = |name: &str, body: &str| {
         let p = dir.path().join(name);
@@ -127,6 +144,28 @@ fn core_loop_deploy_roll_and_rollback_through_the_ingress() {
     assert!(failures.is_empty(), "requests failed during the rolling deploy: {failures:?}");
     assert!(n > 10, "the client ran during the rollout ({n} requests)");
     assert!(bodies.lock().unwrap().contains("body v2"));
+
+    // The held port's route says why it is not served, in the list and in describe.
+    let listeners = |host: &str| {
+        let list = vt(&["route", "list", "-o", "json"]).json();
+        let route = list["items"].as_array().unwrap().iter().find(|r| r["hostname"] == host).cloned().unwrap();
+        route["listeners"].clone()
+    };
+    let l = listeners("web.test");
+    assert_eq!((l[0]["node"].as_str(), l[0]["state"].as_str()), (Some("node-1"), Some("failed")), "{l}");
+    assert!(l[0]["reason"].as_str().unwrap().contains("in use"), "{l}");
+    let text = vt(&["route", "list"]).stdout;
+    assert!(text.contains("failed on node-1") && text.contains("Address already in use"), "{text}");
+    let text = vt(&["describe"]).stdout;
+    assert!(text.contains(&format!("route web.test:{held} is not served on node node-1")), "{text}");
+    assert!(text.contains("next: vt route get "), "{text}");
+    // Freed, it is bound at the edge's next retry.
+    drop(squatter);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while listeners("web.test")[0]["state"] != "listening" {
+        assert!(Instant::now() < deadline, "the freed port was never bound: {}", listeners("web.test"));
+        std::thread::sleep(Duration::from_millis(200));
+    }
 
     // The in-process agent holds a node token of its own, private to root.
     use std::os::unix::fs::PermissionsExt;

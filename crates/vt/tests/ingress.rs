@@ -101,6 +101,31 @@ fn server_runs_the_ingress_and_serves_metrics() {
     assert!(matches!(c.read(&mut buf), Ok(0) | Err(_)), "no backend: closed");
     assert!(std::path::Path::new(&dir.path().join("data/ingress-table.json")).exists());
 
+    // A TLS route on a port another process holds: failed, and why; the TCP route still listens.
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let held = squatter.local_addr().unwrap().port().to_string();
+    let scope = ["--org", "acme", "--app", "web", "--env", "prod"];
+    let create =
+        ["route", "create", "--hostname", "db.test", "--port", &held, "--process", "db", "--backend-port", "1"];
+    let r = vt(&[&create[..], &scope].concat());
+    assert_eq!(r.code, 0, "{}", r.text);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let text = loop {
+        let r = vt(&[&["route", "get", "db.test"][..], &scope].concat());
+        if r.stdout.contains("failed on ") {
+            break r.stdout;
+        }
+        assert!(Instant::now() < deadline, "never reported failed:\n{}", r.text);
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(text.contains(&format!("cannot listen on port {held}: Address already in use")), "{text}");
+    let list = vt(&[&["route", "list", "-o", "json"][..], &scope].concat()).json();
+    let states: Vec<&str> =
+        list["items"].as_array().unwrap().iter().map(|r| r["listeners"][0]["state"].as_str().unwrap_or("-")).collect();
+    assert!(states.contains(&"listening") && states.contains(&"failed"), "{list}");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(), "the TCP route still listens");
+    drop(squatter);
+
     let status = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
     assert_eq!(child.wait().unwrap().code(), Some(0));

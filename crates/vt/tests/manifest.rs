@@ -15,7 +15,7 @@ const MESSY: &str = "schema_version=1\n[processes.web]\ncommand=[\"./server\"]\n
 fn validate() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("bad.toml"), BAD).unwrap();
-    std::fs::write(dir.path().join("good.toml"), include_str!("../../../examples/manifest.toml")).unwrap();
+    std::fs::write(dir.path().join("good.toml"), include_str!("../../vt-manifest/tests/full.toml")).unwrap();
     snap!("validate_ok", run(dir.path(), &["manifest", "validate", "good.toml"]));
     snap!("validate_errors", run(dir.path(), &["manifest", "validate", "bad.toml"]));
     snap!("validate_errors_json", run(dir.path(), &["manifest", "validate", "bad.toml", "-o", "json"]));

@@ -289,3 +289,70 @@ fn deploy_wait_names_the_failed_instance_and_shows_its_logs() {
     );
     snap!("describe_failed_deploy", r);
 }
+
+/// `vt instances` and `vt describe` with instances in several states, reported as a node
+/// agent would: addresses, health verdicts, ages, and the next step for what differs.
+#[test]
+fn instances_and_describe_show_address_health_and_next_steps() {
+    let s = TestServer::start();
+    s.seed();
+    let (status, node) =
+        api(&s, "POST", "/v1/nodes", r#"{"name": "n1", "capacity": {"cpu_millis": 4000, "memory_mib": 4096}}"#);
+    assert_eq!(status, 201, "{node}");
+    let manifest = s.dir.path().join("two.toml");
+    std::fs::write(
+        &manifest,
+        "schema_version = 1\n\n[processes.web]\ncommand = [\"/app/web.sh\"]\nports = [{ name = \"http\", port = 8080 }]\nresources = { cpu = 0.5, memory_mib = 128 }\nscaling = { min = 2 }\n\n[processes.web.healthcheck]\ntype = \"http\"\nport = \"http\"\npath = \"/healthz\"\n\n[processes.worker]\ncommand = [\"/app/worker.sh\"]\nresources = { cpu = 0.25, memory_mib = 128 }\n",
+    )
+    .unwrap();
+    let r = s.run(&["deploy", "--image", DIGEST_IMAGE, "--manifest", manifest.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.text);
+    // Wait for all three to be placed.
+    let started = std::time::Instant::now();
+    let items = loop {
+        let (_, body) = api(&s, "GET", "/v1/orgs/acme/apps/web/envs/prod/instances", "");
+        let items = body["items"].as_array().unwrap().clone();
+        if items.len() == 3 {
+            break items;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "three instances placed: {body}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let ids = |process: &str| -> Vec<String> {
+        items.iter().filter(|i| i["process"] == process).map(|i| i["id"].as_str().unwrap().to_owned()).collect()
+    };
+    let (web, worker) = (ids("web"), ids("worker"));
+    let report = |id: &str, body: &str| {
+        let (status, reply) = api(&s, "POST", &format!("/v1/instances/{id}/status"), body);
+        assert_eq!(status, 200, "{reply}");
+    };
+    report(&web[0], r#"{"status": "running", "health": "passing", "address": "fd00:0:0:1::10"}"#);
+    // Not ready yet (a failing verdict would start a replacement and race the snapshot).
+    report(&web[1], r#"{"status": "running", "health": "pending", "address": "fd00:0:0:1::11"}"#);
+    report(&worker[0], r#"{"status": "booting", "address": "fd00:0:0:1::12"}"#);
+    // Read-your-writes: the views have the reports once `vt instances` shows the last one.
+    let started = std::time::Instant::now();
+    while !s.run(&["instances", "-o", "json"]).stdout.contains("fd00:0:0:1::12") {
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let filters = common::filters();
+    // Rows come in id order, and ids are random: the test sorts them by what they show.
+    let r = s.run(&["instances"]);
+    assert_eq!(r.code, 0, "{}", r.text);
+    let mut rows: Vec<String> = r.stdout.lines().map(str::to_owned).collect();
+    rows[1..].sort_by_key(|l| (l.contains("worker"), l.contains("pending")));
+    insta::with_settings!({ filters => filters.clone(), prepend_module_to_snapshot => false, omit_expression => true }, {
+        insta::assert_snapshot!("instances_address_health_age", rows.join("\n"));
+    });
+    let r = s.run(&["describe"]);
+    assert_eq!(r.code, 0, "{}", r.text);
+    assert!(r.stdout.contains(&format!("next: vt logs --instance {}", web[1])), "{}", r.text);
+    let mut lines: Vec<String> = r.stdout.lines().map(str::to_owned).collect();
+    // The two web rows of the instances table, in a stable order.
+    let at = lines.iter().position(|l| l.starts_with("PROCESS  INSTANCE")).unwrap();
+    lines[at + 1..at + 3].sort_by_key(|l| l.contains("pending"));
+    insta::with_settings!({ filters => filters, prepend_module_to_snapshot => false, omit_expression => true }, {
+        insta::assert_snapshot!("describe_instances_next", lines.join("\n"));
+    });
+}

@@ -47,6 +47,7 @@ fn route_create_list_delete() {
         s.run(&["route", "create", "--tcp", "--hostname", "x.example", "--process", "db", "--backend-port", "1"])
     );
     snap!("route_list", s.run(&["route", "list"]));
+    snap!("route_get", s.run(&["route", "get", "www.example.com"]));
     let list = s.run(&["route", "list", "-o", "json"]).json();
     assert_eq!(list["items"].as_array().unwrap().len(), 2);
     let tcp_id = list["items"][1]["id"].as_str().unwrap().to_owned();

@@ -61,3 +61,126 @@ fn serves_until_sigterm_then_rebuilds_offline() {
     assert_eq!(report["differing_rows"], serde_json::json!([]));
     assert!(report["events"].as_u64().unwrap() >= 2, "{}", r.text);
 }
+
+/// `vt server ARGS...` with a terminal for stdin, stdout and stderr: run under `script(1)`
+/// (util-linux), which gives its command a pseudo-terminal and copies what it writes to our
+/// pipe. Returns the `script` process, the server's pid and everything written so far.
+fn spawn_on_terminal(
+    dir: &std::path::Path,
+    args: &[&str],
+) -> (common::ServerChild, u32, std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
+    use std::io::Read;
+    let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
+    let mut line = format!("exec {} server", quote(env!("CARGO_BIN_EXE_vt")));
+    for a in args {
+        line.push(' ');
+        line.push_str(&quote(a));
+    }
+    // vt_isolated's environment and directory, for `script` and so for the server it runs.
+    let mut c = vt_isolated(dir, &[]);
+    c.env_remove("VT_LOG_FORMAT");
+    let mut child = std::process::Command::new("script")
+        .args(["--quiet", "--flush", "--return", "--command", &line, "/dev/null"])
+        .envs(c.get_envs().filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned()))))
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script(1) from util-linux");
+    let output = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut stdout = child.stdout.take().unwrap();
+    let out = output.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = stdout.read(&mut buf) {
+            out.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    });
+    // The server is script's one child (`exec`).
+    let children = format!("/proc/{0}/task/{0}/children", child.id());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let pid = loop {
+        let found = std::fs::read_to_string(&children).unwrap_or_default();
+        if let Some(pid) = found.split_whitespace().next().and_then(|p| p.parse().ok()) {
+            break pid;
+        }
+        assert!(std::time::Instant::now() < deadline, "script(1) started no child");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    (common::ServerChild(child), pid, output)
+}
+
+/// Wait until `output` has a line starting with `prefix`; returns the offset after it.
+fn wait_for_line(output: &std::sync::Mutex<Vec<u8>>, prefix: &str, within: std::time::Duration) -> usize {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let text = String::from_utf8_lossy(&output.lock().unwrap()).into_owned();
+        let mut at = 0;
+        for l in text.split_inclusive('\n') {
+            at += l.len();
+            if l.trim_start().starts_with(prefix) && l.ends_with('\n') {
+                return at;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "no line `{prefix}...` within {within:?}:\n{text}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let status = std::process::Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).status().unwrap();
+    assert!(status.success(), "kill -{sig} {pid}");
+}
+
+/// An idle server on a terminal (text logs) writes nothing after its ready line for 30 s,
+/// though its node agent heartbeats every 5 s and long-polls for its instances; the next thing
+/// that happens (an image pushed) is one text line, not JSON.
+#[test]
+fn an_idle_server_on_a_terminal_writes_nothing_after_its_ready_line() {
+    // With a node agent (it needs the guest kernel), or the test would prove little.
+    if vt_runtime::testing::guest_or_skip("the idle server test", &[vt_image::testing::BUSYBOX]).is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let args = ["--listen", "127.0.0.1:0", "--data-dir", data.to_str().unwrap(), "--sqlite-sync", "normal"];
+    let (mut script, pid, output) =
+        spawn_on_terminal(dir.path(), &[&args[..], &["--no-ingress", "--node-name", "idle-1"]].concat());
+    let ready = wait_for_line(&output, "vt server ready on ", std::time::Duration::from_secs(60));
+    let head = String::from_utf8_lossy(&output.lock().unwrap()[..ready]).into_owned();
+    assert!(head.contains("node agent running as node `idle-1`"), "{head}");
+    let url = head.lines().find_map(|l| l.trim().strip_prefix("vt server ready on ")).unwrap().to_owned();
+
+    let idle = std::time::Duration::from_secs(30);
+    std::thread::sleep(idle);
+    let after = String::from_utf8_lossy(&output.lock().unwrap()[ready..]).into_owned();
+    assert_eq!(after, "", "an idle server wrote something after its ready line within {idle:?}");
+    // It was idle, not dead: its agent heartbeated meanwhile.
+    let nodes = common::vt_at(dir.path(), &data, &url, &["node", "list", "-o", "json"]).json();
+    let beat = nodes["items"][0]["last_heartbeat_at"].as_str().unwrap_or_default().to_owned();
+    assert!(!beat.is_empty(), "{nodes}");
+
+    // Something happens: one line, as text.
+    common::acme_with_busybox(dir.path(), &data, &url);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let line = loop {
+        let text = String::from_utf8_lossy(&output.lock().unwrap()[ready..]).into_owned();
+        if let Some(l) = text.lines().find(|l| l.contains("manifest pushed")) {
+            break l.to_owned();
+        }
+        assert!(std::time::Instant::now() < deadline, "no log line for the push: {text}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(!line.trim_start().starts_with('{') && line.contains(" INFO "), "a text log line: {line:?}");
+
+    signal(pid, "TERM");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while matches!(script.try_wait(), Ok(None)) {
+        assert!(std::time::Instant::now() < deadline, "vt server did not stop on SIGTERM");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let text = String::from_utf8_lossy(&output.lock().unwrap()).into_owned();
+    assert_eq!(script.wait().unwrap().code(), Some(0), "{text}");
+    assert!(text.contains("vt server stopped"), "{text}");
+}

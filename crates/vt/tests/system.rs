@@ -60,3 +60,14 @@ fn boot_timings_table_json_and_node_filter() {
     snap!("boot_timings_node_json", s.run(&["system", "boot-timings", "--node", "node-1", "-o", "json"]));
     snap!("boot_timings_unknown_node", s.run(&["system", "boot-timings", "--node", "node-9"]));
 }
+
+#[test]
+fn gc_collects_the_registry_and_says_what_it_did() {
+    let s = TestServer::start();
+    snap!("system_gc", s.run(&["system", "gc"]));
+    let r = s.run(&["system", "gc", "-o", "json"]).json();
+    assert_eq!((r["blobs_removed"].as_u64(), r["uploads_expired"].as_u64()), (Some(0), Some(0)), "{r}");
+    let tasks = s.run(&["system", "tasks", "-o", "json"]).json();
+    let gc = tasks["items"].as_array().unwrap().iter().find(|t| t["name"] == "registry-gc").cloned().unwrap();
+    assert_eq!((gc["state"].as_str(), gc["activations"].as_u64()), (Some("running"), Some(2)), "{gc}");
+}

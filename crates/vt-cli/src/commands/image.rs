@@ -1,5 +1,7 @@
 //! `vt image push PATH [--repo NAME] [--tag T]`: push an OCI image layout directory, or an
 //! OCI-archive / docker-archive tarball, to the server's registry.
+//! `vt image build DIR --output LAYOUT [--entrypoint ARG]... [--cmd ARG]...`: a directory as a
+//! deterministic one-layer image layout (`vt_image::layout::write_image`), no server needed.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -10,7 +12,7 @@ use vt_client::registry::{BlobPush, RegistryClient, RegistryError};
 use vt_image::oci::{self, media, Descriptor, ImageIndex, ImageManifest, ManifestKind};
 use vt_image::{Digest, OciLayoutSource};
 
-use crate::args::{ImageCommand, ImagePush};
+use crate::args::{ImageBuild, ImageCommand, ImagePush};
 use crate::commands::scope_flags;
 use crate::printer::Receipt;
 use crate::{config, CliError, CliResult, Ctx, ExitStatus};
@@ -32,7 +34,77 @@ pub struct Pushed {
 pub async fn run(ctx: &Ctx, cmd: ImageCommand) -> CliResult {
     match cmd {
         ImageCommand::Push(args) => push(ctx, args).await,
+        ImageCommand::Build(args) => build(ctx, args),
     }
+}
+
+/// What `vt image build` reports (`-o json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Built {
+    /// The OCI image layout written.
+    pub layout: String,
+    /// The manifest digest (what a release pins once the image is pushed).
+    pub digest: String,
+    /// The single layer's compressed size, in bytes.
+    pub layer_bytes: u64,
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+}
+
+fn build(ctx: &Ctx, args: ImageBuild) -> CliResult {
+    if !args.dir.is_dir() {
+        return Err(CliError::usage(
+            format!("DIR {}: not a directory", args.dir.display()),
+            Some("pass the directory that should become the image's root filesystem".to_owned()),
+        ));
+    }
+    if args.entrypoint.is_empty() && args.cmd.is_empty() {
+        return Err(CliError::usage(
+            "no program: pass --entrypoint ARG (repeat for each argument) or --cmd ARG",
+            Some("for example `--entrypoint /bin/app --cmd --port --cmd 8080`".to_owned()),
+        ));
+    }
+    if let Some(bad) = args.env.iter().find(|kv| kv.split_once('=').is_none_or(|(k, _)| k.is_empty())) {
+        return Err(CliError::usage(format!("--env {bad:?}: wants NAME=VALUE"), None));
+    }
+    if args.output.starts_with(&args.dir) {
+        return Err(CliError::usage(
+            format!("--output {}: inside DIR, it would be part of the image", args.output.display()),
+            Some("write the layout outside the directory you build".to_owned()),
+        ));
+    }
+    let some = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
+    let config = oci::RuntimeConfig {
+        user: args.user.clone(),
+        env: some(&args.env),
+        entrypoint: some(&args.entrypoint),
+        cmd: some(&args.cmd),
+        working_dir: args.workdir.clone(),
+    };
+    let img = vt_image::layout::write_image(&args.dir, &args.output, config, Default::default())
+        .map_err(|e| CliError::failed(format!("build {}: {e}", args.dir.display()), None))?;
+    let built = Built {
+        layout: args.output.display().to_string(),
+        digest: img.manifest.digest.to_string(),
+        layer_bytes: img.layer.size,
+        entrypoint: args.entrypoint,
+        cmd: args.cmd,
+    };
+    ctx.printer.receipt(
+        &built,
+        Receipt {
+            what: format!(
+                "Built an image of {} into {} (one layer, {} bytes)",
+                args.dir.display(),
+                built.layout,
+                built.layer_bytes
+            ),
+            ids: vec![("digest", built.digest.clone())],
+            details: None,
+            next: vec![format!("vt image push {} --tag v1{}", built.layout, scope_flags(ctx, true, false))],
+        },
+    );
+    Ok(ExitStatus::Success)
 }
 
 fn registry_err(e: RegistryError) -> CliError {

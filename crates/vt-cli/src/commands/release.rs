@@ -51,7 +51,17 @@ pub async fn run(ctx: &Ctx, cmd: ReleaseCommand) -> CliResult {
 pub async fn create(ctx: &Ctx, src: &ReleaseSource) -> CliResult<Release> {
     let (org, app) = (ctx.settings.org()?, ctx.settings.app()?);
     let manifest = fs_err::read_to_string(&src.manifest)?;
-    vt_manifest::parse(&manifest).map_err(|errors| CliError::Manifest { path: src.manifest.clone(), errors })?;
+    let parsed =
+        vt_manifest::parse(&manifest).map_err(|errors| CliError::Manifest { path: src.manifest.clone(), errors })?;
+    // For people (table mode); a program reads the manifest it sent.
+    if !parsed.volumes.is_empty() && !ctx.printer.json_mode() {
+        let names: Vec<String> = parsed.volumes.iter().map(|v| format!("`{}` at {}", v.name, v.path)).collect();
+        ctx.printer.warning(&format!(
+            "{} declares volumes ({}), and volumes are not mounted yet: what a process writes there is lost with its instance (docs/manifest.md)",
+            src.manifest.display(),
+            names.join(", ")
+        ));
+    }
     let req = CreateRelease { image: src.image.clone(), manifest };
     Ok(ctx.client().release_create(org, app, &req, &idempotency_key()).await?.value)
 }

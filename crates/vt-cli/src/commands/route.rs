@@ -1,10 +1,11 @@
-//! `vt route create|list|delete`: ingress routes of the current env.
+//! `vt route create|list|get|delete`: ingress routes of the current env, with
+//! whether each node's ingress listens on them.
 
-use vt_api::{CreateRoute, Route, RouteProtocol};
+use vt_api::{CreateRoute, ListenerState, Route, RouteProtocol};
 
 use crate::args::{RouteCommand, RouteCreateArgs};
 use crate::commands::scope_flags;
-use crate::printer::{label, time, Receipt, Table};
+use crate::printer::{fields, label, time, Receipt, Table};
 use crate::{idempotency_key, CliResult, Ctx, ExitStatus};
 
 pub async fn run(ctx: &Ctx, cmd: RouteCommand) -> CliResult {
@@ -37,7 +38,16 @@ pub async fn run(ctx: &Ctx, cmd: RouteCommand) -> CliResult {
         RouteCommand::List => {
             let list = client.route_list(org, app, env).await?;
             p.show(&list, || {
-                let mut t = Table::new(&["ID", "PROTOCOL", "LISTENER", "PROCESS", "BACKEND PORT", "PROXY", "CREATED"]);
+                let mut t = Table::new(&[
+                    "ID",
+                    "PROTOCOL",
+                    "LISTENER",
+                    "PROCESS",
+                    "BACKEND PORT",
+                    "PROXY",
+                    "STATUS",
+                    "CREATED",
+                ]);
                 for r in &list.items {
                     t.row(vec![
                         r.id.to_string(),
@@ -46,10 +56,42 @@ pub async fn run(ctx: &Ctx, cmd: RouteCommand) -> CliResult {
                         r.process.clone(),
                         r.backend_port.to_string(),
                         if r.proxy_protocol { "v2".into() } else { "-".into() },
+                        status(r),
                         time(&r.created_at),
                     ]);
                 }
-                t.render()
+                let mut out = t.render();
+                for r in &list.items {
+                    for why in failures(r) {
+                        out.push_str(&format!("route {} ({}): {why}\n", r.id, listener(r)));
+                    }
+                }
+                out
+            });
+        }
+        RouteCommand::Get { route } => {
+            let r = client.route_get(org, app, env, &route).await?;
+            p.show(&r, || {
+                let mut s = fields(&[
+                    ("route", r.id.to_string()),
+                    ("protocol", label(&r.protocol)),
+                    ("listener", listener(&r)),
+                    ("process", r.process.clone()),
+                    ("backend port", r.backend_port.to_string()),
+                    ("proxy protocol", if r.proxy_protocol { "v2".into() } else { "off".into() }),
+                    ("status", status(&r)),
+                    ("created", time(&r.created_at)),
+                ]);
+                if !r.listeners.is_empty() {
+                    s.push('\n');
+                    let mut t = Table::new(&["NODE", "LISTENER", "SINCE", "REASON"]);
+                    for l in &r.listeners {
+                        let reason = l.reason.clone().unwrap_or_else(|| "-".into());
+                        t.row(vec![l.node.clone(), label(&l.state), time(&l.since), reason]);
+                    }
+                    s.push_str(&t.render());
+                }
+                s
             });
         }
         RouteCommand::Delete { route } => {
@@ -89,7 +131,27 @@ fn request(a: RouteCreateArgs) -> CreateRoute {
     }
 }
 
+/// `listening` when every node that reported listens, `failed on NODE,..`
+/// when some cannot, `pending` before any ingress reported.
+pub(crate) fn status(r: &Route) -> String {
+    let failed: Vec<&str> =
+        r.listeners.iter().filter(|l| l.state == ListenerState::Failed).map(|l| l.node.as_str()).collect();
+    match (r.listeners.is_empty(), failed.is_empty()) {
+        (true, _) => "pending".into(),
+        (false, true) => "listening".into(),
+        (false, false) => format!("failed on {}", failed.join(",")),
+    }
+}
+
+/// Why the route is not served, per node that failed: `on NODE since T: REASON`.
+pub(crate) fn failures(r: &Route) -> Vec<String> {
+    let failed = r.listeners.iter().filter(|l| l.state == ListenerState::Failed);
+    failed
+        .map(|l| format!("failed on {} since {}: {}", l.node, time(&l.since), l.reason.as_deref().unwrap_or("-")))
+        .collect()
+}
+
 /// `host:port` for TLS routes, `:port` for TCP routes.
-fn listener(r: &Route) -> String {
+pub(crate) fn listener(r: &Route) -> String {
     format!("{}:{}", r.hostname.as_deref().unwrap_or(""), r.port)
 }

@@ -1,14 +1,18 @@
 //! `vt server`: start the platform (`vt-server` assembles it); `vt server
 //! rebuild-views`: the offline repair.
 //!
-//! Logs are JSON lines on stderr (level from `RUST_LOG`, default `info`);
-//! the few lines meant for people (token location, address, ready) are plain
-//! text on stderr too.
+//! Logs go to stderr, as text on a terminal and JSON lines otherwise
+//! (`--log-format`), at the level `RUST_LOG` sets (default `info`: a server at
+//! rest writes nothing); the few lines meant for people (token location,
+//! address, ready, shutting down) are plain text on stderr in either format.
+//!
+//! The first SIGTERM or Ctrl-C stops the server in order (`vt_server::Server::run`:
+//! drain, then stop the VMs); a second one exits at once, leaving the VMs running for
+//! the next `vt server` to adopt, and says so.
 
-use vt_api::Hostname;
 use vt_server::{Notice, Server, ServerConfig};
 
-use crate::args::{Ipv6EgressArg, NetworkArgs, ServerArgs, ServerCommand, SqliteSync, StoreArgs};
+use crate::args::{Ipv6EgressArg, LogFormat, NetworkArgs, ServerArgs, ServerCommand, SqliteSync, StoreArgs};
 use crate::printer::{fields, Printer, Receipt};
 use crate::{CliError, CliResult, ExitStatus};
 
@@ -20,22 +24,30 @@ fn config(store: &StoreArgs, listen: std::net::SocketAddr) -> ServerConfig {
     config
 }
 
-fn init_logs() {
+/// Whether log lines are text: asked for, or `auto` with stderr on a terminal.
+fn text_logs(format: LogFormat, stderr_is_terminal: bool) -> bool {
+    match format {
+        LogFormat::Text => true,
+        LogFormat::Json => false,
+        LogFormat::Auto => stderr_is_terminal,
+    }
+}
+
+fn init_logs(format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if text_logs(format, std::io::stderr().is_terminal()) {
+        // `2025-01-02T03:04:05.678901Z  WARN heartbeat failed error=...`
+        logs.with_target(false).try_init()
+    } else {
+        logs.json().try_init()
+    };
 }
 
 fn failed(e: impl std::fmt::Display) -> CliError {
     CliError::failed(e.to_string(), None)
-}
-
-/// The name this host's node registers under: the host name, when it is one.
-fn host_name() -> Hostname {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .and_then(|h| Hostname::parse(h.trim()).ok())
-        .unwrap_or_else(|| Hostname::parse("local").unwrap_or_else(|e| unreachable!("`local` is a host name: {e}")))
 }
 
 /// The guest network from the flags: the cluster's (control plane) and this node's (agent).
@@ -76,44 +88,101 @@ pub async fn run(p: &Printer, args: ServerArgs) -> CliResult {
         Some(ServerCommand::RotateMasterKey(r)) => return rotate(p, &r.store).await,
         None => {}
     }
-    init_logs();
+    init_logs(args.log_format);
     let mut config = config(&args.store, args.listen);
     config.tcp_ports = args.ingress_tcp_ports.clone();
     config.ingress = (!args.no_ingress).then(|| args.ingress_listen.clone());
-    config.agent = (!args.no_agent).then(|| args.node_name.clone().unwrap_or_else(host_name));
+    config.agent = (!args.no_agent).then(|| args.node_name.clone().unwrap_or_else(vt_server::host_name));
     config.limits = limits(&args);
     let (network, node_network) = network(&args.network)?;
     config.network = network;
     config.node_network = node_network;
     config.check().map_err(|e| CliError::usage(e.to_string(), None))?;
+    config.disk_reserve = args.disk_reserve;
+    config.registry_quota = args.registry_quota_gib.map(|g| g << 30);
+    config.drain_timeout = std::time::Duration::from_secs(args.drain_timeout);
+    config.vm_stop_timeout = std::time::Duration::from_secs(args.vm_stop_timeout);
+    // Listening before anything starts: a signal during start-up is not lost.
+    let mut signals = Signals::new()?;
     let server = Server::start(&config).await.map_err(failed)?;
     let addr = server.local_addr()?;
     notices(p, &server.notices);
     p.notice(&format!("listening on {addr}"));
     p.notice(&format!("vt server ready on http://{addr}"));
-    server.run(shutdown_signal()).await.map_err(failed)?;
+    let handle = server.handle();
+    let (printer, data_dir) = (*p, config.data_dir.clone());
+    let shutdown = async move {
+        let first = signals.next().await;
+        let vms = handle.running_vms();
+        printer.notice(&format!(
+            "{first}: shutting down: no new connections; requests in flight get up to {}, then {}; {first} again exits at once and leaves the VMs running for the next `vt server` to adopt",
+            secs(config.drain_timeout),
+            match vms {
+                0 => "no VM to stop".to_owned(),
+                n => format!("{n} VM(s) stop (up to {})", secs(config.vm_stop_timeout)),
+            },
+        ));
+        tokio::spawn(async move {
+            let second = signals.next().await;
+            leave_vms_and_exit(&printer, second, handle.running_vms(), &data_dir);
+        });
+    };
+    let stopped = server.run(shutdown).await.map_err(failed)?;
+    if stopped.vms > 0 {
+        let killed = match stopped.vms_killed {
+            0 => String::new(),
+            n => format!(", {n} of them killed at the timeout"),
+        };
+        p.notice(&format!(
+            "stopped {} VM(s) in {:.1} s{killed}; the next `vt server` boots them again",
+            stopped.vms,
+            (stopped.vms_stopped_in - stopped.drained_in).as_secs_f64()
+        ));
+    }
     p.notice("vt server stopped");
     Ok(ExitStatus::Success)
 }
 
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
+fn secs(d: std::time::Duration) -> String {
+    format!("{} s", d.as_secs())
+}
+
+/// The second signal: exit now, without running the destructors that would kill the VMs
+/// (their VMM processes are the agent's children, killed when dropped). They keep running,
+/// and the next `vt server` on this data directory adopts them (docs/agent.md).
+#[allow(clippy::exit)] // Exiting without unwinding is the point: nothing may kill the VMs on the way out.
+fn leave_vms_and_exit(p: &Printer, signal: &str, vms: usize, data_dir: &std::path::Path) -> ! {
+    p.notice(&match vms {
+        0 => format!("{signal} again: exiting now"),
+        n => format!(
+            "{signal} again: exiting now; {n} VM(s) left running: the next `vt server --data-dir {}` adopts them",
+            data_dir.display()
+        ),
+    });
+    std::process::exit(ExitStatus::Interrupted.code())
+}
+
+/// SIGTERM and SIGINT (Ctrl-C), listened to for the whole life of the server, so a
+/// second one is never missed.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> CliResult<Signals> {
         use tokio::signal::unix::{signal, SignalKind};
-        let mut term = match signal(SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return std::future::pending().await,
-        };
+        let listen = |kind| signal(kind).map_err(|e| CliError::failed(format!("cannot listen for signals: {e}"), None));
+        Ok(Signals { term: listen(SignalKind::terminate())?, int: listen(SignalKind::interrupt())? })
+    }
+
+    /// The next signal's name.
+    async fn next(&mut self) -> &'static str {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "Ctrl-C",
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-    tracing::info!("shutting down");
 }
 
 fn notices(p: &Printer, notices: &[Notice]) {
@@ -221,5 +290,17 @@ mod tests {
         for bad in [["--max-connections-per-client", "0"], ["--header-read-timeout", "0s"]] {
             assert!(Cli::try_parse_from([&["vt", "server"], bad.as_slice()].concat()).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn logs_are_text_on_a_terminal_and_json_otherwise_unless_asked() {
+        use crate::args::LogFormat::*;
+        assert_eq!(server_args(&[]).log_format, Auto);
+        assert!(super::text_logs(Auto, true));
+        assert!(!super::text_logs(Auto, false));
+        assert!(super::text_logs(Text, false));
+        assert!(!super::text_logs(Json, true));
+        assert_eq!(server_args(&["--log-format", "json"]).log_format, Json);
+        assert!(Cli::try_parse_from(["vt", "server", "--log-format", "xml"]).is_err());
     }
 }

@@ -1,16 +1,38 @@
-//! `vt system boot-timings|tasks`.
+//! `vt system boot-timings|tasks|gc`.
 
 use vt_api::{BootTimingSummary, BootTimingsQuery};
 
 use crate::args::{BootTimingsArgs, SystemCommand};
-use crate::printer::{label, opt, time, Table};
+use crate::printer::{label, opt, time, Receipt, Table};
 use crate::{CliResult, Ctx, ExitStatus};
 
 pub async fn run(ctx: &Ctx, cmd: SystemCommand) -> CliResult {
     match cmd {
         SystemCommand::BootTimings(args) => boot_timings(ctx, args).await,
         SystemCommand::Tasks => tasks(ctx).await,
+        SystemCommand::Gc => gc(ctx).await,
     }
+}
+
+/// Collect the registry now; the receipt says what went and what stayed.
+async fn gc(ctx: &Ctx) -> CliResult {
+    let r = ctx.client().system_gc().await?;
+    ctx.printer.receipt(
+        &r,
+        Receipt {
+            what: format!(
+                "Collected the registry: {} unreferenced blob(s) deleted ({} freed), {} kept, {} abandoned upload(s) deleted",
+                r.blobs_removed,
+                vt_disk::human(r.bytes_freed),
+                r.blobs_kept,
+                r.uploads_expired
+            ),
+            ids: vec![],
+            details: None,
+            next: vec!["vt system tasks".into()],
+        },
+    );
+    Ok(ExitStatus::Success)
 }
 
 /// One row per background task, in the server's order; the error of a failing one below.

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use vt_api::{CrashLoop, CreateEnv, Env, EnvDescription, ProcessState};
-use vt_events::{AggregateType, DeployStatus, DesiredState, EnvCreated, Event, Health, InstanceStatus};
+use vt_events::{AggregateType, DeployStatus, DesiredState, EnvCreated, Event, Health, InstanceStatus, ListenerState};
 use vt_ids::EnvId;
 use vt_store::{Claim, ClaimScope};
 use vt_views::{AppView, DeployView, EnvView, InstanceView, ViewKind};
@@ -79,6 +79,7 @@ impl ControlPlane {
         let scales: BTreeMap<String, u32> =
             self.scales(env).await?.into_iter().map(|s| (s.process, s.instances)).collect();
         let instances = self.instances_of(env).await?;
+        let routes = self.routes_of(env.id).await?;
         let mut names: BTreeSet<String> = scales.keys().cloned().collect();
         names.extend(manifest.iter().flat_map(|m| m.processes.keys().cloned()));
         names.extend(instances.iter().map(|i| i.process.clone()));
@@ -229,6 +230,16 @@ impl ControlPlane {
                     u.hint
                 ));
             }
+            for r in routes.iter().filter(|r| r.process == process) {
+                for l in r.listeners.iter().filter(|l| l.state == ListenerState::Failed) {
+                    let listener = match &r.hostname {
+                        Some(host) => format!("{host}:{}", r.port),
+                        None => format!("tcp port {}", r.port),
+                    };
+                    let why = l.reason.as_deref().unwrap_or("no reason given");
+                    differences.push(format!("route {listener} is not served on node {}: {why}", l.node));
+                }
+            }
             processes.push(ProcessState {
                 process,
                 desired_instances: desired,
@@ -242,6 +253,7 @@ impl ControlPlane {
                 differences,
             });
         }
-        Ok(EnvDescription { env: env.clone().wire(), current_deploy: current_deploy.map(Wire::wire), processes })
+        let current_deploy = current_deploy.map(Wire::wire);
+        Ok(EnvDescription { env: env.clone().wire(), current_deploy, processes, routes })
     }
 }

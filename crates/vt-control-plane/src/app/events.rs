@@ -44,7 +44,8 @@ impl ControlPlane {
         Ok(EventPage { events, next_after, head })
     }
 
-    /// Every event with `seq > after`, then new ones as they are appended, as NDJSON.
+    /// Every event with `seq > after`, then new ones as they are appended, as NDJSON; the
+    /// stream ends when the server stops ([`ControlPlane::close_streams`]).
     pub fn event_follow(
         self: std::sync::Arc<Self>,
         ctx: &Ctx,
@@ -65,10 +66,12 @@ impl ControlPlane {
                         }
                         return Some((Ok(Bytes::from(buf)), (cp, next, head)));
                     }
+                    Ok(_) if cp.is_closing() => return None,
                     Ok(_) => {
                         tokio::select! {
                             _ = head.changed() => {}
                             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                            () = cp.closed() => {}
                         }
                     }
                     Err(e) => {

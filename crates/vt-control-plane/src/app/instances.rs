@@ -83,7 +83,7 @@ impl ControlPlane {
     }
 
     /// The instance's log lines: the last `tail` (or all), then with `follow`
-    /// new ones until the instance ends.
+    /// new ones until the instance ends or the server stops.
     pub async fn instance_logs(
         &self,
         ctx: &Ctx,
@@ -100,10 +100,15 @@ impl ControlPlane {
         })?;
         let store = self.store.clone();
         let id = instance.id.to_string();
+        let closing = self.closing.subscribe();
         // Read the ended flag before the file: the last lines are never lost.
         let ended: crate::logs::Ended = Box::new(move || {
             let (store, id) = (store.clone(), id.clone());
+            let closing = *closing.borrow();
             Box::pin(async move {
+                if closing {
+                    return true;
+                }
                 match store.view_get(vt_views::ViewKind::Instance, &id).await {
                     Ok(Some(row)) => {
                         row.decode::<vt_views::InstanceView>().map(|i| i.status.is_terminal()).unwrap_or(true)

@@ -235,7 +235,11 @@ impl ControlPlane {
             // A node follows its instances by cursor: one request per change of the views.
             let limit = wait.unwrap_or(Duration::from_secs(10)).min(MAX_FOLLOW_WAIT);
             let mut progress = self.projector.subscribe();
-            let _ = tokio::time::timeout(limit, progress.wait_for(|seq| *seq > after)).await;
+            // A server that stops answers now: its drain does not wait for a long poll.
+            tokio::select! {
+                _ = tokio::time::timeout(limit, progress.wait_for(|seq| *seq > after)) => {}
+                () = self.closed() => {}
+            }
         }
         let seq = self.projector.progress();
         let instances: Vec<InstanceView> = self.views::<InstanceView>(Self::kind_query(ViewKind::Instance)).await?;

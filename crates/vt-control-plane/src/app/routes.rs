@@ -27,7 +27,7 @@ use std::sync::{Arc, RwLock};
 use axum::http::StatusCode;
 use vt_api::{CreateRoute, ErrorCode, Route, RouteProtocol};
 use vt_events::{AggregateType, Event, RouteCreated, RouteDeleted};
-use vt_ids::RouteId;
+use vt_ids::{EnvId, RouteId};
 use vt_store::{Claim, ClaimScope, Expectation, ExpectedVersion};
 use vt_views::{EnvView, RouteView, ViewKind};
 
@@ -205,6 +205,7 @@ impl ControlPlane {
             backend_port: req.backend_port,
             proxy_protocol: req.proxy_protocol,
             created_at: ctx.now(),
+            listeners: vec![],
         };
         let mut plan = Plan::new(StatusCode::CREATED, ())
             .event(Event::RouteCreated(RouteCreated {
@@ -321,7 +322,12 @@ impl ControlPlane {
 
     pub async fn route_list(&self, ctx: &Ctx, scope: &EnvScope) -> ApiResult<Vec<Route>> {
         scope.authorize(ctx, Action::Read)?;
-        Ok(sorted(self.views(Self::kind_query(ViewKind::Route).parent(scope.env.id)).await?))
+        self.routes_of(scope.env.id).await
+    }
+
+    /// The routes of an env, by port, host name and id.
+    pub(crate) async fn routes_of(&self, env: EnvId) -> ApiResult<Vec<Route>> {
+        Ok(sorted(self.views(Self::kind_query(ViewKind::Route).parent(env)).await?))
     }
 
     /// Every route of every env: what an ingress serves.

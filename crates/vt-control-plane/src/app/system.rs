@@ -35,6 +35,12 @@ impl ControlPlane {
         Ok(self.tasks.list())
     }
 
+    /// Collect the registry's unreferenced blobs and abandoned uploads now (the operator's).
+    pub async fn system_gc(&self, ctx: &Ctx) -> ApiResult<vt_api::GcReport> {
+        ctx.authorize_cluster(Action::Operate)?;
+        self.registry_gc().await
+    }
+
     /// Rebuild the views from the log (the operator's repair).
     pub async fn system_rebuild_views(&self, ctx: &Ctx) -> ApiResult<RebuildReport> {
         ctx.authorize_cluster(Action::Operate)?;

@@ -47,14 +47,15 @@ fn single<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h HeaderVal
 }
 
 /// Outermost: a request id for every request, in a task-local for errors and in
-/// a span for logs.
+/// a span for logs. The line for each request is at debug level (`RUST_LOG=debug`): an
+/// agent's heartbeats and long polls are routine, and a server at rest says nothing.
 pub(super) async fn request_id(req: Request, next: Next) -> Response {
     let id = RequestId::new();
     let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
     let started = std::time::Instant::now();
     let mut resp = REQUEST_ID.scope(id, tracing::Instrument::instrument(next.run(req), span.clone())).await;
     span.in_scope(|| {
-        tracing::info!(status = resp.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "handled")
+        tracing::debug!(status = resp.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "handled")
     });
     if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
         resp.headers_mut().insert(REQUEST_ID_HEADER, v);

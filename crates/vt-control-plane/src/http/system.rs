@@ -4,7 +4,8 @@ use axum::extract::State;
 use axum::Json;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use vt_api::{
-    BackgroundTask, BootTimingSummary, BootTimingsQuery, ErrorBody, List, RebuildReport, SchedulerStatus, SystemStatus,
+    BackgroundTask, BootTimingSummary, BootTimingsQuery, ErrorBody, GcReport, List, RebuildReport, SchedulerStatus,
+    SystemStatus,
 };
 
 use super::{Cp, Out, QueryParams};
@@ -17,6 +18,7 @@ pub(super) fn routes() -> OpenApiRouter<std::sync::Arc<ControlPlane>> {
         .routes(routes!(system_tasks))
         .routes(routes!(system_boot_timings))
         .routes(routes!(system_rebuild_views))
+        .routes(routes!(system_gc))
 }
 
 /// The store, the log's head, each projection's checkpoint (admin and nodes).
@@ -54,4 +56,12 @@ async fn system_boot_timings(
     responses((status = 200, body = RebuildReport), (status = "4XX", body = ErrorBody)))]
 async fn system_rebuild_views(State(cp): Cp, ctx: Ctx) -> Out<RebuildReport> {
     Ok(Json(cp.system_rebuild_views(&ctx).await?))
+}
+
+/// Delete the registry blobs no image or release references (a day old or more) and abandoned
+/// uploads, now rather than at the hourly run (admin). Safe to repeat.
+#[utoipa::path(post, path = "/system/gc", tag = "system",
+    responses((status = 200, body = GcReport), (status = "4XX", body = ErrorBody, description = "404 when the server runs no registry")))]
+async fn system_gc(State(cp): Cp, ctx: Ctx) -> Out<GcReport> {
+    Ok(Json(cp.system_gc(&ctx).await?))
 }

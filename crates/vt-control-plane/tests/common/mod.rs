@@ -108,6 +108,7 @@ impl TestServer {
             master_key,
             api_port: Some(addr.port()),
             network: Default::default(),
+            registry_limits: Default::default(),
         };
         let cp = ControlPlane::start(store, settings);
         // The views show what is already in the log (the admin token's creation, say).

@@ -70,7 +70,7 @@ impl TestServer {
 
     pub fn manifest(&self) -> PathBuf {
         let p = self.dir.path().join("vt.toml");
-        std::fs::write(&p, include_str!("../../../../examples/manifest.toml")).unwrap();
+        std::fs::write(&p, include_str!("../../../vt-manifest/tests/full.toml")).unwrap();
         p
     }
 }
@@ -135,6 +135,8 @@ pub fn filters() -> Vec<(&'static str, &'static str)> {
         // Phase timings of deploys (`+1.4s`).
         (r"\+\d+\.\ds\b", "+N.Ns"),
         (r"vt-cli-[0-9a-z]{26}", "[key]"),
+        // Ages in tables (`AGE` columns): a test runs in seconds.
+        (r"(  )\d{1,2}s\b", "${1}Ns"),
         // Token secrets.
         (r"vt_[0-9a-f]{64}", "vt_[secret]"),
     ]
