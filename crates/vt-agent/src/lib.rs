@@ -43,7 +43,10 @@ use vt_runtime::{Control, ExitStatus, InstanceSpec, Launch, Runtime, RuntimeKind
 
 pub mod health;
 pub mod logs;
+pub mod network;
 pub mod state;
+
+pub use network::NetworkConfig;
 
 use state::{InstanceRecord, Phase, StateDir};
 
@@ -93,6 +96,8 @@ pub struct AgentConfig {
     pub log_max_bytes: u64,
     /// Writable scratch disk per instance.
     pub scratch_size: u64,
+    /// The guest network: the nftables table, egress, allow and deny lists, the resolver's upstream.
+    pub network: NetworkConfig,
     /// The node's disk budget: unpacked images, root disks and scratch disks are checked
     /// against it before they are written. `None`: unchecked.
     pub disk_budget: Option<vt_disk::DiskBudget>,
@@ -124,6 +129,7 @@ impl AgentConfig {
             drain: Duration::from_secs(2),
             log_max_bytes: 8 << 20,
             scratch_size: 256 << 20,
+            network: NetworkConfig::default(),
             disk_budget: None,
         }
     }
@@ -213,6 +219,8 @@ pub struct Agent {
     /// Whether instances get a tap: `Err(why not)` on a host where this process cannot
     /// create one (then instances run with loopback only and health checks cannot reach them).
     taps: Result<(), String>,
+    /// The guest network (rules, leases, resolver), where instances get taps.
+    network: Option<Arc<network::Network>>,
     /// Where VMs get their CPU weight (CPU is soft: a share, not a cap); `None` where no
     /// cgroup hierarchy is usable (then VMs share the CPU equally).
     cgroups: Option<CgroupRoot>,
@@ -253,6 +261,30 @@ impl Agent {
             tracing::warn!(%why, "instances on this node get no network");
         }
         let cgroups = CgroupRoot::detect().map_err(|e| tracing::warn!(error = %e, "VMs run without a CPU weight")).ok();
+        let network = taps.is_ok().then(|| Arc::new(network::Network::new(cfg.network.clone())));
+        Self::assemble(cfg, client, states, runtime, taps, network, cgroups)
+    }
+
+    /// [`Agent::new`] with the network given (tests: a fake firewall behind the same trait).
+    pub fn with_network(cfg: AgentConfig, network: network::Network) -> Result<Arc<Self>, AgentError> {
+        let states = StateDir::open(cfg.dirs.instances.clone())?;
+        std::fs::create_dir_all(&cfg.dirs.logs)?;
+        let runtime = new_runtime(&cfg).map_err(|e| AgentError::Other(e.to_string()))?;
+        let client = Client::new(&cfg.server, cfg.token.clone()).with_retries(4, Duration::from_millis(250));
+        let taps = vt_runtime::net::taps_available();
+        let cgroups = CgroupRoot::detect().ok();
+        Self::assemble(cfg, client, states, runtime, taps, Some(Arc::new(network)), cgroups)
+    }
+
+    fn assemble(
+        cfg: AgentConfig,
+        client: Client,
+        states: StateDir,
+        runtime: Arc<dyn Runtime>,
+        taps: Result<(), String>,
+        network: Option<Arc<network::Network>>,
+        cgroups: Option<CgroupRoot>,
+    ) -> Result<Arc<Self>, AgentError> {
         Ok(Arc::new(Agent {
             cfg,
             client,
@@ -262,6 +294,7 @@ impl Agent {
             node: OnceCell::new(),
             subnet: Mutex::new(None),
             taps,
+            network,
             cgroups,
             supervised: Mutex::new(HashMap::new()),
             keys: AtomicU64::new(0),
@@ -354,8 +387,20 @@ impl Agent {
                 }
                 // The supervisors' own cleanup may not get to run before the process exits.
                 self.release_host_side(&rec).await;
+                if let Some(net) = &self.network {
+                    net.forget(&id);
+                }
             }
         }
+        // Every VM gone and its tap with it: nothing of vt's stays in the ruleset.
+        if let Some(net) = &self.network {
+            net.shutdown().await;
+        }
+    }
+
+    /// Why instances cannot start on this node (no nftables, no forwarding), if they cannot.
+    pub fn network_refusal(&self) -> Option<String> {
+        self.network.as_ref().and_then(|n| n.refusal())
     }
 
     /// The records on disk (one per instance this node ever ran).
@@ -396,6 +441,9 @@ impl Agent {
         let id = node.value.id.to_string();
         let _ = self.node.set(id.clone());
         *self.subnet.lock().unwrap_or_else(|p| p.into_inner()) = node.value.subnet.clone();
+        if let Some(net) = &self.network {
+            net.set_node(node.value.subnet.as_deref(), node.value.ipv4_range.as_deref()).map_err(AgentError::Other)?;
+        }
         Ok(id)
     }
 
@@ -510,6 +558,13 @@ impl Agent {
     /// half-booted by a previous agent was ended; the next activation boots it again).
     pub async fn reconcile(self: &Arc<Self>, list: NodeInstances, tasks: &mut JoinSet<()>) -> Result<bool, AgentError> {
         let mut again = false;
+        // The rules first: the peers may have changed, and on the first activation the
+        // instances whose VMs survived a previous agent get theirs back before anything starts.
+        if let Some(net) = &self.network {
+            if let Err(e) = net.observe(&list, || self.survivors()).await {
+                tracing::warn!(error = %e, "the guest network's rules are not up to date");
+            }
+        }
         let releases: HashMap<String, Release> = list.releases.into_iter().map(|r| (r.id.to_string(), r)).collect();
         for inst in list.items {
             let id = inst.id.to_string();
@@ -573,6 +628,25 @@ impl Agent {
             }
         }
         Ok(again)
+    }
+
+    /// The instances whose VMs are alive (a previous agent's), as members of the network.
+    fn survivors(&self) -> Vec<(String, vt_firewall::Member)> {
+        self.states
+            .list()
+            .into_iter()
+            .filter(|r| !r.phase.is_terminal() && live_vm(r).is_some())
+            .filter_map(|r| {
+                let member = vt_firewall::Member {
+                    tap: r.tap.clone()?,
+                    ipv6: r.address.as_deref()?.parse().ok()?,
+                    ipv4: r.ipv4.as_deref().and_then(|a| a.parse().ok()),
+                    org: r.org.clone().unwrap_or_default(),
+                    class: if r.isolated { vt_firewall::Class::Isolated } else { vt_firewall::Class::Private },
+                };
+                Some((r.id, member))
+            })
+            .collect()
     }
 
     fn work_dir(&self, id: &str) -> PathBuf {
@@ -646,6 +720,9 @@ impl Agent {
             }
             rec.vm_pid = None;
             me.release_host_side(&rec).await;
+            if let Some(net) = &me.network {
+                net.release(&rec.id).await;
+            }
             if shutdown.is_some() {
                 // Stopped with the server: the record keeps its phase; the next start boots it again.
                 me.record(&mut rec);
@@ -739,6 +816,13 @@ impl Agent {
         }
     }
 
+    /// Remove an instance's place in the node's ruleset (it has no VM, and will not have one).
+    async fn release_network(&self, id: &str) {
+        if let Some(net) = &self.network {
+            net.release(id).await;
+        }
+    }
+
     async fn set_phase(&self, rec: &mut InstanceRecord, phase: Phase, reason: Option<String>) {
         rec.phase = phase;
         rec.reason = reason.clone();
@@ -775,6 +859,7 @@ impl Agent {
             let why = match self.prepare(&inst, release.clone(), &mut rec, t0).await {
                 Ok(s) => break s,
                 Err(PrepareError::Fatal(reason)) => {
+                    self.release_network(&id).await;
                     let _ = log.note(&format!("failed: {reason}"));
                     let _ = log.close();
                     return self.fail(&mut rec, reason).await;
@@ -789,11 +874,13 @@ impl Agent {
                 _ = tokio::time::sleep(backoff) => {}
                 r = stop.recv() => match r {
                     Some(Stop::Requested) => {
+                        self.release_network(&id).await;
                         let _ = log.close();
                         return self.set_phase(&mut rec, Phase::Stopped, Some("stopped on request before it booted".into())).await;
                     }
                     // The server stops: the record stays `preparing`; the next start prepares it again.
                     Some(Stop::Shutdown(_)) | None => {
+                        self.release_network(&id).await;
                         let _ = log.close();
                         return;
                     }
@@ -801,10 +888,13 @@ impl Agent {
             }
             backoff = (backoff * 2).min(PREPARE_RETRY_MAX);
         };
+        // Its rules go after its tap, however this task ends (also when it is aborted).
+        let mut admitted = Admitted::new(self.network.clone(), &id, spec.network.as_ref().map(|n| n.tap.clone()));
         // A stop that arrived while preparing: nothing was booted.
         match stop.try_recv() {
             Ok(Stop::Requested) => {
                 let _ = log.close();
+                admitted.release().await;
                 rec.phase = Phase::Stopped;
                 return self
                     .set_phase(&mut rec, Phase::Stopped, Some("stopped on request before it booted".into()))
@@ -813,6 +903,7 @@ impl Agent {
             // The server stops: the record stays `preparing`; the next start prepares it again.
             Ok(Stop::Shutdown(_)) => {
                 let _ = log.close();
+                admitted.release().await;
                 return;
             }
             Err(_) => {}
@@ -821,6 +912,7 @@ impl Agent {
             Ok(vm) => vm,
             Err(e) => {
                 let _ = log.close();
+                admitted.release().await;
                 return self.fail(&mut rec, format!("cannot start the microVM: {e}")).await;
             }
         };
@@ -958,6 +1050,8 @@ impl Agent {
             c.abort();
         }
         let outcome = vm.wait().await;
+        // The runtime removed the tap as the VM ended: now its rules go.
+        admitted.release().await;
         if let Some(cg) = cgroup {
             remove_cgroup(&id, cg).await;
         }
@@ -1035,12 +1129,30 @@ impl Agent {
             rec.probe = health::Probe::from_manifest(process)?;
         }
         let subnet = self.subnet.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let network = match (&self.taps, subnet) {
+        let mut network = match (&self.taps, subnet) {
             (Ok(()), Some(subnet)) => {
                 Some(NetworkSpec::for_instance(&inst.id.to_string(), &subnet).map_err(|e| format!("network: {e}"))?)
             }
             _ => None,
         };
+        let isolated =
+            manifest.processes.get(&inst.process).is_some_and(|p| p.network == vt_manifest::NetworkClass::Isolated);
+        rec.org = Some(inst.org_id.to_string());
+        rec.isolated = isolated;
+        if let (Some(n), Some(net)) = (network.as_mut(), &self.network) {
+            // Its rules exist before its tap does; a node that cannot isolate it refuses here.
+            let class = if isolated { vt_firewall::Class::Isolated } else { vt_firewall::Class::Private };
+            // What the node lacks (a subnet yet, nftables, forwarding) is the node's to fix: waited out.
+            let admission = net
+                .admit(&inst.id.to_string(), &n.tap, n.address, &inst.org_id.to_string(), class)
+                .await
+                .map_err(PrepareError::Transient)?;
+            n.ipv4 = admission.ipv4;
+            n.gateway6 = Some(admission.gateway6);
+            n.dns = admission.dns;
+            n.mtu = admission.mtu;
+            rec.ipv4 = admission.ipv4.map(|v| v.address.to_string());
+        }
         rec.address = network.as_ref().map(|n| n.address.to_string());
         rec.tap = network.as_ref().map(|n| n.tap.clone());
         // No VM boots that a restarted agent could not find again.
@@ -1093,6 +1205,36 @@ impl Agent {
         launch.secrets = secrets;
         launch.secrets_version = version;
         Ok(())
+    }
+}
+
+/// An instance's place in the node's ruleset, held by its supervisor: released (its rules
+/// removed) after its VM's tap is gone, also when the supervisor is aborted (then the tap is
+/// removed first, here).
+struct Admitted {
+    network: Option<Arc<network::Network>>,
+    id: String,
+    tap: Option<String>,
+}
+
+impl Admitted {
+    fn new(network: Option<Arc<network::Network>>, id: &str, tap: Option<String>) -> Self {
+        Admitted { network, id: id.to_owned(), tap }
+    }
+
+    /// The VM and its tap are gone: remove its rules.
+    async fn release(&mut self) {
+        if let Some(net) = self.network.take() {
+            net.release(&self.id).await;
+        }
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        if let (Some(net), Some(tap)) = (self.network.take(), self.tap.as_deref()) {
+            net.release_now(&self.id, tap);
+        }
     }
 }
 

@@ -105,6 +105,15 @@ pub struct InstanceRecord {
     /// Its health check, port resolved.
     #[serde(default)]
     pub probe: Option<crate::health::Probe>,
+    /// Its private IPv4 (egress), leased from the node's range while its VM lives.
+    #[serde(default)]
+    pub ipv4: Option<String>,
+    /// Its org (the private network it is in) and whether it is isolated (no private
+    /// network): what a restarted agent rebuilds its rules from.
+    #[serde(default)]
+    pub org: Option<String>,
+    #[serde(default)]
+    pub isolated: bool,
     pub updated_at: String,
 }
 
@@ -124,6 +133,9 @@ impl InstanceRecord {
             address: None,
             tap: None,
             probe: None,
+            ipv4: None,
+            org: None,
+            isolated: false,
             updated_at: now(),
         }
     }

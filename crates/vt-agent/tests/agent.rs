@@ -136,6 +136,10 @@ impl World {
         let mut cfg = AgentConfig::new(server, Some(self.node_token.clone()), node, self.dirs.clone());
         cfg.resync_interval = Duration::from_secs(2);
         cfg.stop_grace = Duration::from_secs(2);
+        // Beside other tests in the host's namespace: no egress (the host's forwarding stays
+        // as it is) and a table of this test's own.
+        cfg.network.egress = vt_firewall::Egress::Off;
+        cfg.network.table = format!("vta{}", std::process::id());
         Agent::new(cfg).unwrap()
     }
 

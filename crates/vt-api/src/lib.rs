@@ -114,6 +114,36 @@ pub struct NodeInstances {
     /// The position of the views these items reflect: pass it back as `after`
     /// to wait for the next change.
     pub seq: u64,
+    /// The cluster's settings for guest networks.
+    pub network: GuestNetwork,
+    /// The private-network instances of every org with an instance on this node (this
+    /// node's and other nodes'), by id: the node's resolver answers `.internal` names
+    /// with them and its firewall lets each org's instances reach only their own org's.
+    pub peers: Vec<Peer>,
+}
+
+/// The cluster's settings for guest networks (docs/network.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GuestNetwork {
+    /// The MTU of every guest's interface (and its tap).
+    pub mtu: u16,
+}
+
+/// A live instance in its org's private network, as a node's resolver and firewall see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Peer {
+    pub instance_id: vt_ids::InstanceId,
+    pub org_id: vt_ids::OrgId,
+    /// The app's, env's and process's names: `<process>.<env>.<app>.internal`.
+    pub app: String,
+    pub env: String,
+    pub process: String,
+    /// Its IPv6 address, as its node reported it.
+    pub address: String,
+    /// Running, meant to run and passing its health check: names resolve to ready instances only.
+    pub ready: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

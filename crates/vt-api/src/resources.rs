@@ -189,6 +189,8 @@ pub struct Node {
     pub address: Option<String>,
     /// The node's IPv6 /64; its instances' addresses come from it.
     pub subnet: Option<String>,
+    /// The node's IPv4 range; its instances' private IPv4 addresses (egress only, through NAT) come from it.
+    pub ipv4_range: Option<String>,
     pub registered_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub last_heartbeat_at: Option<DateTime<Utc>>,

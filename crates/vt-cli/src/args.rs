@@ -102,7 +102,7 @@ pub enum Command {
     #[command(subcommand)]
     Manifest(ManifestCommand),
     /// Run the control plane (or `vt server rebuild-views`)
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     // Later, each in its own module under `commands/`:
     // Image(ImageCommand)        push an OCI layout or docker-archive
     // Exec(ExecArgs)             run a command in an instance
@@ -552,6 +552,8 @@ pub struct ServerArgs {
     /// is a terminal, JSON otherwise. The level comes from `RUST_LOG` (default `info`)
     #[arg(long, value_enum, value_name = "FORMAT", env = "VT_LOG_FORMAT", default_value_t = LogFormat::Auto)]
     pub log_format: LogFormat,
+    #[command(flatten)]
+    pub network: NetworkArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -559,6 +561,53 @@ pub enum LogFormat {
     Auto,
     Text,
     Json,
+}
+
+/// The guest network (docs/network.md).
+#[derive(Debug, Clone, Args)]
+pub struct NetworkArgs {
+    /// The cluster's IPv4 block: each node gets a /24 of it for its instances' egress (NAT)
+    #[arg(long, value_name = "CIDR", default_value = "100.64.0.0/10", value_parser = ipv4_prefix)]
+    pub guest_ipv4_block: vt_firewall::Ipv4Net,
+    /// The MTU of every guest's interface (1500 on one host; 1420 under a WireGuard mesh)
+    #[arg(long, value_name = "BYTES", default_value_t = 1500, value_parser = clap::value_parser!(u16).range(1280..=9000))]
+    pub guest_mtu: u16,
+    /// Instances reach no internet, only their org's private network (no forwarding needed)
+    #[arg(long, env = "VT_NO_EGRESS")]
+    pub no_egress: bool,
+    /// Instances' IPv6 to the internet: `nat` (masqueraded to the node's address: the cluster's ULA is not routed outside) or `routed` (the upstream routes the cluster's prefix here)
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = Ipv6EgressArg::Nat)]
+    pub egress_ipv6: Ipv6EgressArg,
+    /// Destinations instances may reach although private or on the host's LAN (CIDR; repeat or comma-separate)
+    #[arg(long, value_name = "CIDR", value_delimiter = ',', value_parser = prefix)]
+    pub egress_allow: Vec<vt_firewall::IpNet>,
+    /// Destinations instances never reach (CIDR; repeat or comma-separate)
+    #[arg(long, value_name = "CIDR", value_delimiter = ',', value_parser = prefix)]
+    pub egress_deny: Vec<vt_firewall::IpNet>,
+    /// The nftables table (family inet) this node's agent owns; one per agent on a host
+    #[arg(long, value_name = "NAME", env = "VT_NFT_TABLE", default_value = vt_firewall::DEFAULT_TABLE, value_parser = table_name)]
+    pub nft_table: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Ipv6EgressArg {
+    Nat,
+    Routed,
+}
+
+fn prefix(s: &str) -> Result<vt_firewall::IpNet, String> {
+    vt_firewall::prefix::parse_prefix(s)
+}
+
+fn ipv4_prefix(s: &str) -> Result<vt_firewall::Ipv4Net, String> {
+    match vt_firewall::prefix::parse_prefix(s)? {
+        vt_firewall::IpNet::V4(n) => Ok(n),
+        vt_firewall::IpNet::V6(_) => Err(format!("`{s}` is IPv6: give an IPv4 block, like 100.64.0.0/10")),
+    }
+}
+
+fn table_name(s: &str) -> Result<String, String> {
+    vt_firewall::check_table_name(s).map(|()| s.to_owned())
 }
 
 #[derive(Debug, Clone, Args)]

@@ -73,7 +73,7 @@ async fn dispatch(cli: Cli, printer: Printer) -> CliResult {
     // Local commands first: they need no settings and no server.
     match cli.command {
         Command::Manifest(cmd) => return commands::manifest::run(&printer, cmd),
-        Command::Server(args) => return commands::server::run(&printer, args).await,
+        Command::Server(args) => return commands::server::run(&printer, *args).await,
         _ => {}
     }
     let settings = config::resolve(&cli.global)?;

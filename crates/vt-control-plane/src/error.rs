@@ -88,6 +88,9 @@ fn name_taken(scope: ClaimScope, name: &str) -> ApiErr {
         }
         ClaimScope::Node => taken("name", format!("a node named `{name}` is already registered; pick another name")),
         ClaimScope::Subnet => ApiErr::conflict("two nodes registered at once and drew the same subnet; retry"),
+        ClaimScope::Ipv4Range => {
+            ApiErr::conflict("two nodes registered at once and drew the same IPv4 range; retry")
+        }
         ClaimScope::Org | ClaimScope::App(_) | ClaimScope::Env(_) => {
             let what = match scope {
                 ClaimScope::Org => "org",

@@ -63,8 +63,59 @@ pub struct Settings {
     pub master_key: Option<Arc<vt_secrets::MasterKey>>,
     /// The port the API listens on, when known: no route may claim it.
     pub api_port: Option<u16>,
+    /// The cluster's guest network: nodes' IPv4 ranges, the guests' MTU.
+    pub network: NetworkSettings,
     /// What registry uploads may take: the node's disk budget, a quota per org.
     pub registry_limits: vt_registry::Limits,
+}
+
+/// The cluster's guest network settings (`vt server --guest-ipv4-block`, `--guest-mtu`;
+/// docs/network.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NetworkSettings {
+    /// Each node gets a /24 of it (`node.ipv4_range_assigned`): its instances' private IPv4
+    /// addresses, for egress through NAT only.
+    pub ipv4_block: ipnet::Ipv4Net,
+    /// Every guest's interface MTU: 1500 on a single host (1420 once nodes mesh over WireGuard).
+    pub mtu: u16,
+}
+
+impl NetworkSettings {
+    /// The smallest MTU IPv6 allows, and a jumbo frame's.
+    pub const MTU_RANGE: std::ops::RangeInclusive<u16> = 1280..=9000;
+
+    /// Checked settings: an IPv4 block with room for a node's /24, an MTU in [`Self::MTU_RANGE`].
+    pub fn new(ipv4_block: ipnet::Ipv4Net, mtu: u16) -> Result<Self, String> {
+        if ipv4_block.prefix_len() > NODE_IPV4_PREFIX {
+            return Err(format!(
+                "`{ipv4_block}` is smaller than one node's range (a /{NODE_IPV4_PREFIX}): give a /{NODE_IPV4_PREFIX} or larger, like 100.64.0.0/10"
+            ));
+        }
+        if ipv4_block.trunc() != ipv4_block {
+            return Err(format!("`{ipv4_block}` has host bits set: did you mean `{}`?", ipv4_block.trunc()));
+        }
+        if !Self::MTU_RANGE.contains(&mtu) {
+            return Err(format!(
+                "{mtu} is not an MTU guests can use: between {} (IPv6's minimum) and {}",
+                Self::MTU_RANGE.start(),
+                Self::MTU_RANGE.end()
+            ));
+        }
+        Ok(NetworkSettings { ipv4_block, mtu })
+    }
+}
+
+/// Each node's IPv4 range is a /24 of the cluster's block (253 instances with egress at once).
+pub const NODE_IPV4_PREFIX: u8 = 24;
+
+impl Default for NetworkSettings {
+    /// 100.64.0.0/10 (shared address space, RFC 6598), MTU 1500.
+    fn default() -> Self {
+        NetworkSettings {
+            ipv4_block: ipnet::Ipv4Net::new_assert(std::net::Ipv4Addr::new(100, 64, 0, 0), 10),
+            mtu: 1500,
+        }
+    }
 }
 
 /// The running control plane: a store, its projector, the scheduler reconciler.
@@ -82,6 +133,8 @@ pub struct ControlPlane {
     pub ingress: app::routes::IngressSettings,
     /// The scheduler reconciler's settings and status (`scheduler.rs`).
     pub scheduler: scheduler::Scheduler,
+    /// The cluster's guest network settings.
+    pub network: NetworkSettings,
     /// Every background task of the server this control plane runs in, with its status.
     pub tasks: tasks::Tasks,
     background: Mutex<Vec<tokio::task::JoinHandle<()>>>,
@@ -103,6 +156,7 @@ impl ControlPlane {
             master_key: settings.master_key,
             ingress: app::routes::IngressSettings::new(settings.api_port),
             scheduler: Default::default(),
+            network: settings.network,
             tasks: Default::default(),
             background: Mutex::new(vec![]),
             closing: tokio::sync::watch::Sender::new(false),

@@ -189,6 +189,7 @@ pub(crate) fn node(v: NodeView, last_heartbeat_at: Option<DateTime<Utc>>) -> Nod
         labels: v.labels,
         address: v.address,
         subnet: v.subnet,
+        ipv4_range: v.ipv4_range,
         registered_at: v.registered_at,
         updated_at: v.updated_at,
         last_heartbeat_at,

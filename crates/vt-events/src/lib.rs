@@ -131,6 +131,8 @@ pub enum Event {
     EnvReleaseReverted(EnvReleaseReverted),
     #[serde(rename = "token.revoked")]
     TokenRevoked(TokenRevoked),
+    #[serde(rename = "node.ipv4_range_assigned")]
+    NodeIpv4RangeAssigned(NodeIpv4RangeAssigned),
     #[serde(rename = "secrets.staged")]
     SecretsStaged(SecretsStaged),
     #[serde(rename = "secrets.version_created")]
@@ -175,6 +177,7 @@ impl Event {
         ("token.revoked", 1),
         ("secrets.staged", 1),
         ("secrets.version_created", 1),
+        ("node.ipv4_range_assigned", 1),
         ("route.listener_changed", 1),
     ];
 
@@ -197,6 +200,7 @@ impl Event {
             Event::RouteCreated(_) => "route.created",
             Event::RouteDeleted(_) => "route.deleted",
             Event::NodeSubnetAssigned(_) => "node.subnet_assigned",
+            Event::NodeIpv4RangeAssigned(_) => "node.ipv4_range_assigned",
             Event::DeployPhaseReached(_) => "deploy.phase_reached",
             Event::EnvReleaseReverted(_) => "env.release_reverted",
             Event::TokenRevoked(_) => "token.revoked",
@@ -233,6 +237,7 @@ impl Event {
             Event::NodeCapacityChanged(e) => (A::Node, e.node_id.to_string()),
             Event::NodeStatusChanged(e) => (A::Node, e.node_id.to_string()),
             Event::NodeSubnetAssigned(e) => (A::Node, e.node_id.to_string()),
+            Event::NodeIpv4RangeAssigned(e) => (A::Node, e.node_id.to_string()),
             Event::TokenCreated(e) => (A::Token, e.token_id.to_string()),
             Event::RouteCreated(e) => (A::Route, e.route_id.to_string()),
             Event::RouteDeleted(e) => (A::Route, e.route_id.to_string()),
@@ -273,7 +278,8 @@ impl Event {
             Event::NodeRegistered(_)
             | Event::NodeCapacityChanged(_)
             | Event::NodeStatusChanged(_)
-            | Event::NodeSubnetAssigned(_) => None,
+            | Event::NodeSubnetAssigned(_)
+            | Event::NodeIpv4RangeAssigned(_) => None,
         }
     }
 

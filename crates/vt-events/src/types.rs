@@ -402,6 +402,16 @@ pub struct NodeSubnetAssigned {
     pub subnet: String,
 }
 
+/// The control plane gave a node its IPv4 range (out of the cluster's block):
+/// its instances get their private IPv4 addresses for egress (NAT) from it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeIpv4RangeAssigned {
+    pub node_id: NodeId,
+    /// `100.64.3.0/24`.
+    pub range: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeCapacityChanged {

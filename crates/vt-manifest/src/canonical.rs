@@ -76,6 +76,9 @@ pub(crate) fn to_toml(m: &Manifest) -> String {
             let items: Vec<String> = p.secret_env.iter().map(|a| string(a)).collect();
             let _ = writeln!(out, "secret_env = [{}]", items.join(", "));
         }
+        if !p.network.is_private() {
+            let _ = writeln!(out, "network = {}", string(p.network.as_str()));
+        }
         if !p.ports.is_empty() {
             out.push_str("ports = [\n");
             for port in &p.ports {

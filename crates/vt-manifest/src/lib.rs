@@ -63,6 +63,7 @@
 //!       "scaling": {"min": 1, "max": 1},
 //!       "user": "1000:1000" | null,
 //!       "secret_env": ["DATABASE_URL"]        (absent when empty)
+//!       "network": "isolated"                 (absent when "private")
 //!     }
 //!   },
 //!   "volumes": [{"name": "data", "path": "/data", "process": "web" | null}]
@@ -137,6 +138,36 @@ pub struct Process {
     /// instance whose env lacks one of them does not start.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secret_env: Vec<String>,
+    /// Which instances this process's instances may reach and be reached by
+    /// (docs/network.md). The default, `private`, is left out of the JSON.
+    #[serde(default, skip_serializing_if = "NetworkClass::is_private")]
+    pub network: NetworkClass,
+}
+
+/// Where a process sits in its org's private network (docs/network.md).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkClass {
+    /// In the org's private network: reaches the org's other private
+    /// instances over IPv6 on any port (and is reached by them), and the internet.
+    #[default]
+    Private,
+    /// Reaches the internet only; no other instance reaches it. What a
+    /// workspace gets (a stand-in for workspaces until they are their own kind).
+    Isolated,
+}
+
+impl NetworkClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetworkClass::Private => "private",
+            NetworkClass::Isolated => "isolated",
+        }
+    }
+
+    pub fn is_private(&self) -> bool {
+        *self == NetworkClass::Private
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

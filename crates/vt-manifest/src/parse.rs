@@ -16,12 +16,13 @@ use toml_edit::{Document, Item, TableLike};
 use crate::error::{ManifestError, ManifestErrors, Problem};
 use crate::rules;
 use crate::{
-    Healthcheck, HealthcheckKind, Manifest, Port, PortRef, Process, Protocol, Resources, Scaling, Volume,
+    Healthcheck, HealthcheckKind, Manifest, NetworkClass, Port, PortRef, Process, Protocol, Resources, Scaling, Volume,
     DEFAULT_GRACE_MS, DEFAULT_INTERVAL_MS, DEFAULT_PROCESS, DEFAULT_RETRIES, DEFAULT_TIMEOUT_MS, SCHEMA_VERSION,
 };
 
 const TOP_KEYS: &[&str] = &["schema_version", "env", "processes", "volumes"];
-const PROCESS_KEYS: &[&str] = &["command", "ports", "healthcheck", "resources", "scaling", "user", "env", "secret_env"];
+const PROCESS_KEYS: &[&str] =
+    &["command", "ports", "healthcheck", "resources", "scaling", "user", "env", "secret_env", "network"];
 const PORT_KEYS: &[&str] = &["name", "port", "protocol"];
 const HEALTHCHECK_KEYS: &[&str] = &["type", "port", "path", "interval", "timeout", "grace", "retries"];
 const RESOURCES_KEYS: &[&str] = &["cpu", "memory_mib"];
@@ -503,6 +504,21 @@ impl Walker {
                     } else {
                         pr.secret_env.push(name);
                     }
+                }
+            }
+        }
+
+        if let Some((np, it, o)) = self.get(path, t, "network", off) {
+            if let Some(s) = self.want_str(&np, it, o) {
+                match s.as_str() {
+                    "private" => pr.network = NetworkClass::Private,
+                    "isolated" => pr.network = NetworkClass::Isolated,
+                    _ => self.err(
+                        o,
+                        &np,
+                        Problem::new(format!("network must be \"private\" or \"isolated\", got \"{s}\""))
+                            .hint("`private`: the org's private network (the default); `isolated`: the internet only"),
+                    ),
                 }
             }
         }

@@ -180,6 +180,12 @@ pub fn json_schema() -> Value {
                         "items": { "type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*$", "maxLength": 255 },
                         "description": "Secrets of the env to also set as environment variables of this process (they are always files in /run/secrets/)."
                     },
+                    "network": {
+                        "type": "string",
+                        "enum": ["private", "isolated"],
+                        "default": "private",
+                        "description": "private: the org's private network (reaches and is reached by the org's other private instances over IPv6) and the internet; isolated: the internet only (what workspaces get)."
+                    },
                     "env": env
                 }
             }

@@ -5,8 +5,8 @@ use std::sync::LazyLock;
 
 use proptest::prelude::*;
 use vt_manifest::{
-    from_normalized_json, json_schema, parse, Healthcheck, HealthcheckKind, Manifest, Port, PortRef, Process, Protocol,
-    Resources, Scaling, Volume,
+    from_normalized_json, json_schema, parse, Healthcheck, HealthcheckKind, Manifest, NetworkClass, Port, PortRef,
+    Process, Protocol, Resources, Scaling, Volume,
 };
 
 const EXAMPLE: &str = include_str!("full.toml");
@@ -323,7 +323,9 @@ fn process() -> impl Strategy<Value = Process> {
                 .filter(|n| !env.contains_key(**n))
                 .map(|n| n.to_string())
                 .collect();
-            Process { command, env, healthcheck, ports, resources, scaling, user, secret_env }
+            // Both network classes, by whether the process has ports.
+            let network = if ports.is_empty() { NetworkClass::Isolated } else { NetworkClass::Private };
+            Process { command, env, healthcheck, ports, resources, scaling, user, secret_env, network }
         })
 }
 

@@ -1,18 +1,20 @@
 //! One tap device per instance, IPv6 first.
 //!
-//! Addressing (docs/runtime.md, "Networking"): the control plane gives each node a /64 of the
-//! cluster's ULA /48; an instance's address is that /64 plus an interface id derived from its
-//! instance id, so the node, the control plane and the ingress all agree on it without a
-//! lease table. The guest holds the address as a /128 with a default route via `fe80::1`; the
-//! host side of the tap holds `fe80::1/64` and a /128 route to the guest. Nothing else is on
-//! the link, so each instance is its own L2 segment: instances reach each other only through
-//! routed paths the host allows (it does not forward between taps unless the operator enables
-//! IPv6 forwarding).
+//! Addressing (docs/network.md): the control plane gives each node a /64 of the cluster's
+//! ULA /48; an instance's address is that /64 plus an interface id derived from its instance
+//! id, so the node, the control plane and the ingress all agree on it without a lease table.
+//! The guest holds the address as a /128 with a default route via `fe80::1`; the host side of
+//! the tap holds `fe80::1/64` and a /128 route to the guest. With egress, the instance also
+//! gets a private IPv4 from its node's range (leased by the agent) with the range's `.1` as
+//! its gateway. The node's own addresses in both (`<subnet>::1`, the range's `.1`) are on
+//! every tap: the guest's resolver answers there. Nothing else is on the link, so each
+//! instance is its own L2 segment: what it reaches beyond the host is the node's ruleset's
+//! decision (vt-firewall), which exists before the tap does.
 //!
 //! The tap is created (and replaced, when a previous run left it behind) with iproute2's `ip`
 //! before the VMM starts and removed after it ends. This needs `CAP_NET_ADMIN`.
 
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
 use tokio::process::Command;
@@ -29,6 +31,21 @@ pub struct NetworkSpec {
     pub address: Ipv6Addr,
     /// 0: the kernel's default (1500).
     pub mtu: u16,
+    /// The node's address in its /64 (`<subnet>::1`), put on the tap: the guest's resolver.
+    pub gateway6: Option<Ipv6Addr>,
+    /// The instance's private IPv4 for egress, with its gateway (the node's range's `.1`,
+    /// put on the tap) and the range's prefix length.
+    pub ipv4: Option<Ipv4Net>,
+    /// Name servers the guest is given (`/etc/resolv.conf`).
+    pub dns: Vec<IpAddr>,
+}
+
+/// An instance's IPv4 on its tap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Net {
+    pub address: Ipv4Addr,
+    pub gateway: Ipv4Addr,
+    pub prefix_len: u8,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,17 +70,26 @@ impl NetworkSpec {
         // Interface ids 0..=1 are the subnet-router anycast and the customary gateway.
         let iid = if h < 2 { h + 2 } else { h };
         let net = u128::from(prefix) & !u128::from(u64::MAX);
-        Ok(NetworkSpec { tap: format!("vt{:012x}", h >> 16), address: Ipv6Addr::from(net | u128::from(iid)), mtu: 0 })
+        Ok(NetworkSpec {
+            tap: format!("vt{:012x}", h >> 16),
+            address: Ipv6Addr::from(net | u128::from(iid)),
+            mtu: 0,
+            gateway6: None,
+            ipv4: None,
+            dns: vec![],
+        })
     }
 
-    /// What guest init configures: the address as a /128, the default route via the host.
+    /// What guest init configures: the address as a /128 and the default route via the host;
+    /// with egress, the IPv4 address in its range and the default route via the range's `.1`.
     pub fn guest_config(&self) -> vt_guest_proto::Network {
-        vt_guest_proto::Network {
-            addresses: vec![(IpAddr::V6(self.address), 128)],
-            gateways: vec![IpAddr::V6(HOST_LINK_ADDR)],
-            mtu: self.mtu,
-            dns: vec![],
+        let mut addresses = vec![(IpAddr::V6(self.address), 128)];
+        let mut gateways = vec![IpAddr::V6(HOST_LINK_ADDR)];
+        if let Some(v4) = self.ipv4 {
+            addresses.push((IpAddr::V4(v4.address), v4.prefix_len));
+            gateways.push(IpAddr::V4(v4.gateway));
         }
+        vt_guest_proto::Network { addresses, gateways, mtu: self.mtu, dns: self.dns.clone() }
     }
 
     /// A locally administered MAC, stable per tap.
@@ -82,6 +108,8 @@ impl NetworkSpec {
         // Before the link goes up: no duplicate address detection on a point-to-point link.
         let _ = std::fs::write(PathBuf::from(format!("/proc/sys/net/ipv6/conf/{t}/accept_dad")), "0");
         let _ = std::fs::write(PathBuf::from(format!("/proc/sys/net/ipv6/conf/{t}/disable_ipv6")), "0");
+        // The host never learns routes from a guest.
+        let _ = std::fs::write(PathBuf::from(format!("/proc/sys/net/ipv6/conf/{t}/accept_ra")), "0");
         let mtu = self.mtu.to_string();
         if self.mtu != 0 {
             ip(&["link", "set", "dev", t, "mtu", &mtu]).await?;
@@ -89,6 +117,13 @@ impl NetworkSpec {
         ip(&["link", "set", "dev", t, "up"]).await?;
         ip(&["-6", "addr", "add", &format!("{HOST_LINK_ADDR}/64"), "dev", t, "nodad"]).await?;
         ip(&["-6", "route", "replace", &addr, "dev", t]).await?;
+        if let Some(gw) = self.gateway6 {
+            ip(&["-6", "addr", "add", &format!("{gw}/128"), "dev", t, "nodad"]).await?;
+        }
+        if let Some(v4) = self.ipv4 {
+            ip(&["addr", "add", &format!("{}/32", v4.gateway), "dev", t]).await?;
+            ip(&["route", "replace", &format!("{}/32", v4.address), "dev", t, "src", &v4.gateway.to_string()]).await?;
+        }
         Ok(())
     }
 }
@@ -184,6 +219,20 @@ mod tests {
         let g = a.guest_config();
         assert_eq!(g.addresses, vec![(IpAddr::V6(a.address), 128)]);
         assert_eq!(g.gateways, vec![IpAddr::V6(HOST_LINK_ADDR)]);
+    }
+
+    #[test]
+    fn with_egress_the_guest_gets_ipv4_and_the_resolver() {
+        let mut a = NetworkSpec::for_instance("inst_x", "fd12:3456:789a:7::/64").unwrap();
+        let gw4 = Ipv4Addr::new(100, 64, 3, 1);
+        a.ipv4 = Some(Ipv4Net { address: Ipv4Addr::new(100, 64, 3, 9), gateway: gw4, prefix_len: 24 });
+        a.gateway6 = Some("fd12:3456:789a:7::1".parse().unwrap());
+        a.dns = vec![IpAddr::V6("fd12:3456:789a:7::1".parse().unwrap()), IpAddr::V4(gw4)];
+        a.mtu = 1420;
+        let g = a.guest_config();
+        assert_eq!(g.addresses[1], (IpAddr::V4(Ipv4Addr::new(100, 64, 3, 9)), 24));
+        assert_eq!(g.gateways, vec![IpAddr::V6(HOST_LINK_ADDR), IpAddr::V4(gw4)]);
+        assert_eq!((g.mtu, g.dns.len()), (1420, 2));
     }
 
     /// Needs root: creates a real tap. The guard removes it when dropped.

@@ -50,6 +50,8 @@ pub mod tokens;
 
 pub use data_dir::{DataDir, DataDirLock};
 pub use serve::ConnectionLimits;
+pub use vt_agent::NetworkConfig as NodeNetwork;
+pub use vt_control_plane::NetworkSettings;
 
 /// How a server is set up (the flags of `vt server`).
 #[derive(Debug, Clone)]
@@ -69,6 +71,10 @@ pub struct ServerConfig {
     pub master_key_file: Option<PathBuf>,
     /// Timeouts and the per-client connection cap of the API listener.
     pub limits: ConnectionLimits,
+    /// The cluster's guest network (the control plane's): nodes' IPv4 ranges, the guests' MTU.
+    pub network: NetworkSettings,
+    /// This node's guest network (its agent's): the nftables table, egress, allow and deny lists.
+    pub node_network: vt_agent::NetworkConfig,
     /// What large writes (registry uploads, unpacked layers, disks) leave free on the data directory's filesystem.
     pub disk_reserve: vt_disk::Reserve,
     /// Bytes the registry may hold per org; `None`: no quota.
@@ -96,16 +102,35 @@ impl ServerConfig {
             agent: None,
             master_key_file: None,
             limits: ConnectionLimits::default(),
+            network: Default::default(),
+            node_network: Default::default(),
             disk_reserve: vt_disk::Reserve::default(),
             registry_quota: None,
             drain_timeout: serve::DEFAULT_DRAIN,
             vm_stop_timeout: DEFAULT_VM_STOP_TIMEOUT,
         }
     }
+
+    /// What the flags cannot check one by one: no two prefixes of `--egress-allow`,
+    /// `--egress-deny` and `--guest-ipv4-block` overlap (instances' own addresses are never an
+    /// egress destination, and a prefix is allowed or denied, not both).
+    pub fn check(&self) -> Result<(), ServerError> {
+        let block = [vt_firewall::IpNet::V4(self.network.ipv4_block)];
+        vt_firewall::prefix::check_overlaps(&[
+            ("--egress-allow", &self.node_network.allow),
+            ("--egress-deny", &self.node_network.deny),
+            ("--guest-ipv4-block", &block),
+        ])
+        .map_err(|e| ServerError::Config(e.to_string()))?;
+        vt_firewall::check_table_name(&self.node_network.table)
+            .map_err(|e| ServerError::Config(format!("--nft-table: {e}")))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    #[error("{0}")]
+    Config(String),
     #[error("cannot create the data directory {path}: {source}")]
     DataDir { path: PathBuf, source: std::io::Error },
     #[error("cannot take the data directory: {0}")]
@@ -202,6 +227,7 @@ pub struct Stopped {
 
 impl Server {
     pub async fn start(config: &ServerConfig) -> Result<Server, ServerError> {
+        config.check()?;
         let (data, lock, store) = open_store(config).await?;
         let mut notices = vec![];
         let master_key = master_key::load(config, &data, store.as_ref(), &mut notices).await?;
@@ -224,6 +250,7 @@ impl Server {
             logs: Some(logs),
             master_key: Some(Arc::new(master_key)),
             api_port: Some(addr.port()),
+            network: config.network,
             registry_limits: vt_registry::Limits {
                 budget: Some(disk_budget(config, &data)),
                 namespace_quota: config.registry_quota,
@@ -239,7 +266,10 @@ impl Server {
             }
         };
         let agent = match &config.agent {
-            Some(node) => start_agent(&cp, &data, addr, node, disk_budget(config, &data), &mut notices).await?,
+            Some(node) => {
+                start_agent(&cp, &data, addr, node, &config.node_network, disk_budget(config, &data), &mut notices)
+                    .await?
+            }
             None => {
                 cp.tasks.register("agent", || tasks::off("agent", AGENT, "switched off (`--no-agent`)"));
                 None
@@ -377,16 +407,21 @@ async fn start_agent(
     data: &DataDir,
     addr: SocketAddr,
     node: &Hostname,
+    network: &vt_agent::NetworkConfig,
     budget: vt_disk::DiskBudget,
     notices: &mut Vec<Notice>,
 ) -> Result<Option<(Arc<vt_agent::Agent>, JoinHandle<()>)>, ServerError> {
     let token = tokens::local_node_token(cp, data, node).await?;
     let mut config = vt_agent::AgentConfig::new(&format!("http://{addr}"), Some(token), node.clone(), data.agent());
+    config.network = network.clone();
     config.disk_budget = Some(budget);
     match vt_agent::Agent::new(config) {
         Ok(agent) => {
             notices
                 .push(Notice::Info(format!("node agent running as node `{node}` ({} microVMs)", agent.runtime_name())));
+            if let Some(why) = agent.network_refusal() {
+                notices.push(Notice::Warning(format!("instances will not start on this node: {why}")));
+            }
             let status = agent.clone();
             cp.tasks.register("agent", move || {
                 let s = status.status();

@@ -71,6 +71,8 @@ pub enum ClaimScope {
     Node,
     /// Node /64 subnets, cluster-wide.
     Subnet,
+    /// Node IPv4 ranges, cluster-wide.
+    Ipv4Range,
     /// TCP route listener ports.
     RoutePort,
     /// TLS route host names on one listener port.
@@ -88,6 +90,7 @@ impl ClaimScope {
             Self::Env(app) => format!("env:{app}"),
             Self::Node => "node".into(),
             Self::Subnet => "subnet".into(),
+            Self::Ipv4Range => "ipv4-range".into(),
             Self::RoutePort => "route-port".into(),
             Self::RouteHost(port) => format!("route-host:{port}"),
             Self::Hostname => "hostname".into(),

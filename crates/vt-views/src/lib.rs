@@ -457,6 +457,9 @@ pub struct NodeView {
     /// The node's IPv6 /64; its instances' addresses come from it.
     #[serde(default)]
     pub subnet: Option<String>,
+    /// The node's IPv4 range; its instances' private IPv4 addresses (egress only, NAT) come from it.
+    #[serde(default)]
+    pub ipv4_range: Option<String>,
     pub registered_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -1096,6 +1099,7 @@ impl Projection for Nodes {
             Event::NodeCapacityChanged(e) => vec![e.node_id.to_string()],
             Event::NodeStatusChanged(e) => vec![e.node_id.to_string()],
             Event::NodeSubnetAssigned(e) => vec![e.node_id.to_string()],
+            Event::NodeIpv4RangeAssigned(e) => vec![e.node_id.to_string()],
             _ => vec![],
         }
     }
@@ -1117,6 +1121,7 @@ impl Projection for Nodes {
                 labels: e.labels.clone(),
                 address: e.address.clone(),
                 subnet: None,
+                ipv4_range: None,
                 registered_at: env.occurred_at,
                 updated_at: env.occurred_at,
             }
@@ -1138,6 +1143,12 @@ impl Projection for Nodes {
             Event::NodeSubnetAssigned(e) => {
                 let mut v: NodeView = current(cur, "subnet assignment", id)?;
                 v.subnet = Some(e.subnet.clone());
+                v.updated_at = env.occurred_at;
+                v.into_row(env.seq)
+            }
+            Event::NodeIpv4RangeAssigned(e) => {
+                let mut v: NodeView = current(cur, "IPv4 range assignment", id)?;
+                v.ipv4_range = Some(e.range.clone());
                 v.updated_at = env.occurred_at;
                 v.into_row(env.seq)
             }

@@ -12,7 +12,7 @@
 
 use vt_server::{Notice, Server, ServerConfig};
 
-use crate::args::{LogFormat, ServerArgs, ServerCommand, SqliteSync, StoreArgs};
+use crate::args::{Ipv6EgressArg, LogFormat, NetworkArgs, ServerArgs, ServerCommand, SqliteSync, StoreArgs};
 use crate::printer::{fields, Printer, Receipt};
 use crate::{CliError, CliResult, ExitStatus};
 
@@ -50,6 +50,29 @@ fn failed(e: impl std::fmt::Display) -> CliError {
     CliError::failed(e.to_string(), None)
 }
 
+/// The guest network from the flags: the cluster's (control plane) and this node's (agent).
+fn network(args: &NetworkArgs) -> Result<(vt_server::NetworkSettings, vt_server::NodeNetwork), CliError> {
+    let cluster = vt_server::NetworkSettings::new(args.guest_ipv4_block, args.guest_mtu)
+        .map_err(|e| CliError::usage(format!("--guest-ipv4-block: {e}"), None))?;
+    let egress = if args.no_egress {
+        vt_firewall::Egress::Off
+    } else {
+        let ipv6 = match args.egress_ipv6 {
+            Ipv6EgressArg::Nat => vt_firewall::Ipv6Egress::Nat,
+            Ipv6EgressArg::Routed => vt_firewall::Ipv6Egress::Routed,
+        };
+        vt_firewall::Egress::On { ipv6 }
+    };
+    let node = vt_server::NodeNetwork {
+        table: args.nft_table.clone(),
+        egress,
+        allow: args.egress_allow.clone(),
+        deny: args.egress_deny.clone(),
+        ..Default::default()
+    };
+    Ok((cluster, node))
+}
+
 /// The API listener's limits from the flags.
 fn limits(args: &ServerArgs) -> vt_server::ConnectionLimits {
     vt_server::ConnectionLimits {
@@ -71,6 +94,10 @@ pub async fn run(p: &Printer, args: ServerArgs) -> CliResult {
     config.ingress = (!args.no_ingress).then(|| args.ingress_listen.clone());
     config.agent = (!args.no_agent).then(|| args.node_name.clone().unwrap_or_else(vt_server::host_name));
     config.limits = limits(&args);
+    let (network, node_network) = network(&args.network)?;
+    config.network = network;
+    config.node_network = node_network;
+    config.check().map_err(|e| CliError::usage(e.to_string(), None))?;
     config.disk_reserve = args.disk_reserve;
     config.registry_quota = args.registry_quota_gib.map(|g| g << 30);
     config.drain_timeout = std::time::Duration::from_secs(args.drain_timeout);
@@ -220,9 +247,29 @@ mod tests {
     fn server_args(flags: &[&str]) -> crate::args::ServerArgs {
         let cli = Cli::try_parse_from([&["vt", "server"], flags].concat()).unwrap();
         match cli.command {
-            Command::Server(args) => args,
+            Command::Server(args) => *args,
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn bad_network_flags_are_refused_naming_the_flag() {
+        let e = Cli::try_parse_from(["vt", "server", "--egress-deny", "10.0.0.1/8"]).unwrap_err().to_string();
+        assert!(e.contains("--egress-deny") && e.contains("did you mean `10.0.0.0/8`"), "{e}");
+        let e = Cli::try_parse_from(["vt", "server", "--guest-ipv4-block", "fd00::/8"]).unwrap_err().to_string();
+        assert!(e.contains("--guest-ipv4-block") && e.contains("is IPv6"), "{e}");
+        let args = server_args(&["--egress-allow", "10.1.0.0/16", "--egress-deny", "192.168.0.0/16,10.0.0.0/8"]);
+        let (cluster, node) = super::network(&args.network).unwrap();
+        let mut config = vt_server::ServerConfig::new("/nonexistent".into(), "127.0.0.1:0".parse().unwrap());
+        (config.network, config.node_network) = (cluster, node);
+        assert_eq!(
+            config.check().unwrap_err().to_string(),
+            "`--egress-allow 10.1.0.0/16` overlaps `--egress-deny 10.0.0.0/8`: a prefix is one or the other, never both"
+        );
+        let args = server_args(&["--egress-allow", "100.64.9.0/24"]);
+        (config.network, config.node_network) = super::network(&args.network).unwrap();
+        let e = config.check().unwrap_err().to_string();
+        assert!(e.contains("--guest-ipv4-block 100.64.0.0/10"), "{e}");
     }
 
     #[test]

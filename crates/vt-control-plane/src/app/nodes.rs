@@ -4,18 +4,19 @@
 //! registers that node only, under that name, heartbeats only as it, and
 //! follows only the instances placed on it. Admins may register any node.
 
-use std::net::Ipv6Addr;
+use std::collections::{BTreeSet, HashMap};
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use vt_api::{Heartbeat, Node, NodeInstances, RegisterNode};
+use vt_api::{GuestNetwork, Heartbeat, Node, NodeInstances, Peer, RegisterNode};
 use vt_events::{
-    AggregateType, Capacity, Event, NodeCapacityChanged, NodeRegistered, NodeStatus, NodeStatusChanged,
-    NodeSubnetAssigned,
+    AggregateType, Capacity, Event, NodeCapacityChanged, NodeIpv4RangeAssigned, NodeRegistered, NodeStatus,
+    NodeStatusChanged, NodeSubnetAssigned,
 };
-use vt_ids::{NodeId, ReleaseId};
+use vt_ids::{NodeId, OrgId, ReleaseId};
 use vt_store::{Claim, ClaimScope};
-use vt_views::{InstanceView, NodeView, ReleaseView, TokenView, ViewKind};
+use vt_views::{AppView, EnvView, InstanceView, NodeView, ReleaseView, TokenView, ViewKind};
 
 use super::exists;
 use crate::authz::{Action, Caller, Resource};
@@ -111,11 +112,23 @@ impl ControlPlane {
                     .claim(Claim { scope: ClaimScope::Subnet, name: subnet.clone(), owner: existing.id.to_string() });
                 existing.subnet = Some(subnet);
             }
+            // And those registered before IPv4 ranges existed, theirs.
+            if existing.ipv4_range.is_none() {
+                let range = next_ipv4_range(&nodes, self.network.ipv4_block)?;
+                plan = plan
+                    .event(Event::NodeIpv4RangeAssigned(NodeIpv4RangeAssigned {
+                        node_id: existing.id,
+                        range: range.clone(),
+                    }))
+                    .claim(Claim { scope: ClaimScope::Ipv4Range, name: range.clone(), owner: existing.id.to_string() });
+                existing.ipv4_range = Some(range);
+            }
             let beat = self.store.heartbeats().await?.get(&existing.id.to_string()).copied();
             return self.commit(ctx, plan.respond(wire::node(existing, beat))).await;
         }
         let id = bound.unwrap_or_default();
         let subnet = next_subnet(&nodes)?;
+        let ipv4_range = next_ipv4_range(&nodes, self.network.ipv4_block)?;
         let view = NodeView {
             id,
             name: name.clone(),
@@ -126,6 +139,7 @@ impl ControlPlane {
             labels: req.labels.clone(),
             address: req.address.clone(),
             subnet: Some(subnet.clone()),
+            ipv4_range: Some(ipv4_range.clone()),
             registered_at: now,
             updated_at: now,
         };
@@ -139,9 +153,11 @@ impl ControlPlane {
                 address: req.address,
             }))
             .event(Event::NodeSubnetAssigned(NodeSubnetAssigned { node_id: id, subnet: subnet.clone() }))
+            .event(Event::NodeIpv4RangeAssigned(NodeIpv4RangeAssigned { node_id: id, range: ipv4_range.clone() }))
             .claim(Claim { scope: ClaimScope::Node, name, owner: id.to_string() })
-            // Two registrations racing for one subnet: the second fails and its agent retries.
-            .claim(Claim { scope: ClaimScope::Subnet, name: subnet, owner: id.to_string() });
+            // Two registrations racing for one subnet (or range): the second fails and its agent retries.
+            .claim(Claim { scope: ClaimScope::Subnet, name: subnet, owner: id.to_string() })
+            .claim(Claim { scope: ClaimScope::Ipv4Range, name: ipv4_range, owner: id.to_string() });
         self.commit(ctx, plan).await
     }
 
@@ -226,15 +242,77 @@ impl ControlPlane {
             }
         }
         let seq = self.projector.progress();
-        let mut items: Vec<InstanceView> = self
-            .views::<InstanceView>(Self::kind_query(ViewKind::Instance))
-            .await?
-            .into_iter()
-            .filter(|i| i.node_id == node.id)
-            .collect();
+        let instances: Vec<InstanceView> = self.views::<InstanceView>(Self::kind_query(ViewKind::Instance)).await?;
+        let mut items: Vec<InstanceView> = instances.iter().filter(|i| i.node_id == node.id).cloned().collect();
         items.sort_by_key(|i| i.id);
         let releases = self.releases_of(items.iter()).await?;
-        Ok(NodeInstances { items: all(items), releases: all(releases), seq })
+        let peers = self.peers_of(&items, &instances).await?;
+        Ok(NodeInstances {
+            items: all(items),
+            releases: all(releases),
+            seq,
+            network: GuestNetwork { mtu: self.network.mtu },
+            peers,
+        })
+    }
+
+    /// The private-network peers a node needs: the live instances with an address of every
+    /// org that has an instance on it, whose process is not `network = "isolated"`, with
+    /// their app's and env's names (for `<process>.<env>.<app>.internal`). A node learns no
+    /// org's names but those of the orgs it runs instances of.
+    async fn peers_of(&self, local: &[InstanceView], all: &[InstanceView]) -> ApiResult<Vec<Peer>> {
+        let orgs: BTreeSet<OrgId> = local.iter().map(|i| i.org_id).collect();
+        let mut live: Vec<&InstanceView> = all
+            .iter()
+            .filter(|i| orgs.contains(&i.org_id) && i.is_live() && i.address.as_deref().is_some_and(is_ipv6))
+            .collect();
+        live.sort_by_key(|i| i.id);
+        let releases: HashMap<ReleaseId, ReleaseView> =
+            self.releases_of(live.iter().copied()).await?.into_iter().map(|r| (r.id, r)).collect();
+        let isolated = |i: &InstanceView| {
+            releases.get(&i.release_id).is_some_and(|r| {
+                vt_manifest::from_normalized_json(&r.manifest).is_ok_and(|m| {
+                    m.processes.get(&i.process).is_some_and(|p| p.network == vt_manifest::NetworkClass::Isolated)
+                })
+            })
+        };
+        live.retain(|i| !isolated(i));
+        let mut keys: Vec<(ViewKind, String)> = vec![];
+        for i in &live {
+            keys.push((ViewKind::App, i.app_id.to_string()));
+            keys.push((ViewKind::Env, i.env_id.to_string()));
+        }
+        keys.sort();
+        keys.dedup();
+        let mut apps: HashMap<String, String> = HashMap::new();
+        let mut envs: HashMap<String, String> = HashMap::new();
+        for row in self.store.views_get_many(&keys).await? {
+            match row.kind {
+                ViewKind::App => {
+                    let a: AppView = row.decode().map_err(ApiErr::internal)?;
+                    apps.insert(a.id.to_string(), a.name);
+                }
+                ViewKind::Env => {
+                    let e: EnvView = row.decode().map_err(ApiErr::internal)?;
+                    envs.insert(e.id.to_string(), e.name);
+                }
+                _ => {}
+            }
+        }
+        Ok(live
+            .into_iter()
+            .filter_map(|i| {
+                Some(Peer {
+                    instance_id: i.id,
+                    org_id: i.org_id,
+                    app: apps.get(&i.app_id.to_string())?.clone(),
+                    env: envs.get(&i.env_id.to_string())?.clone(),
+                    process: i.process.clone(),
+                    address: i.address.clone()?,
+                    ready: i.is_ready(),
+                })
+            })
+            .collect())
     }
 
     /// Whether `node` runs (or is to run) an instance of an image in `repository`:
@@ -265,6 +343,27 @@ impl ControlPlane {
     }
 }
 
+fn is_ipv6(a: &str) -> bool {
+    a.parse::<Ipv6Addr>().is_ok()
+}
+
+/// The first free /24 of the cluster's IPv4 block, in address order.
+fn next_ipv4_range(nodes: &[NodeView], block: ipnet::Ipv4Net) -> ApiResult<String> {
+    let taken: BTreeSet<Ipv4Addr> = nodes
+        .iter()
+        .filter_map(|n| n.ipv4_range.as_deref()?.parse::<ipnet::Ipv4Net>().ok())
+        .map(|r| r.network())
+        .collect();
+    let range = block
+        .subnets(crate::NODE_IPV4_PREFIX)
+        .map_err(|e| ApiErr::internal(format!("the IPv4 block {block}: {e}")))?
+        .find(|r| !taken.contains(&r.network()))
+        .ok_or_else(|| {
+            ApiErr::conflict(format!("the cluster's IPv4 block {block} has no free range left (`--guest-ipv4-block`)"))
+        })?;
+    Ok(range.to_string())
+}
+
 /// The first free /64 of the cluster's ULA /48 (subnet ids from 1). The /48
 /// is the one the nodes already have; the first node draws a random one
 /// (RFC 4193: `fd` + 40 random bits).
@@ -283,7 +382,7 @@ fn next_subnet(nodes: &[NodeView]) -> ApiResult<String> {
             [0xfd00 | u16::from(b[0]), u16::from_be_bytes([b[1], b[2]]), u16::from_be_bytes([b[3], b[4]])]
         }
     };
-    let used: std::collections::BTreeSet<u16> = taken.iter().map(|a| a.segments()[3]).collect();
+    let used: BTreeSet<u16> = taken.iter().map(|a| a.segments()[3]).collect();
     let id = (1..=u16::MAX)
         .find(|i| !used.contains(i))
         .ok_or_else(|| ApiErr::conflict("the cluster's /48 has no free /64 left"))?;

@@ -107,6 +107,7 @@ impl TestServer {
             logs,
             master_key,
             api_port: Some(addr.port()),
+            network: Default::default(),
             registry_limits: Default::default(),
         };
         let cp = ControlPlane::start(store, settings);

@@ -86,7 +86,19 @@ pub fn vt_isolated(dir: &Path, args: &[&str]) -> Command {
     for k in ["VT_SERVER", "VT_TOKEN", "VT_ORG", "VT_APP", "VT_ENV", "VT_DATA_DIR", "VT_DATABASE_URL", "RUST_LOG"] {
         c.env_remove(k);
     }
+    // A server started here runs its instances in the host's own network namespace, beside
+    // other tests' servers: no egress (the host's forwarding sysctls stay as they are) and an
+    // nftables table of its own, named for its directory (the same across restarts).
+    c.env("VT_NO_EGRESS", "true").env("VT_NFT_TABLE", test_table(dir));
     c
+}
+
+/// The nftables table of the test server in `dir`: `vtt` and 8 hex digits.
+pub fn test_table(dir: &Path) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    dir.hash(&mut h);
+    format!("vtt{:08x}", h.finish() as u32)
 }
 
 /// One run: exit code, stdout, stderr, and all three as snapshot text.
