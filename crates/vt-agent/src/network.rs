@@ -323,12 +323,18 @@ impl Network {
         let table = policy.table.clone();
         if policy.members.is_empty() {
             // No tap to guard: no table (a node without instances leaves the host's ruleset as it found it).
-            if self.lock().applied.take().is_some() {
+            let was = self.lock().applied.take();
+            if let Some(was) = was {
                 tokio::task::spawn_blocking(move || fw.remove(&table))
                     .await
                     .map_err(|e| format!("ruleset task: {e}"))?
                     .map_err(|e| e.to_string())?;
-                tracing::info!(table = %policy.table, "ruleset removed: no instance left");
+                // The first activation clears what a previous agent may have left: quietly.
+                if was.is_empty() {
+                    tracing::debug!(table = %policy.table, "no ruleset kept from before: none left");
+                } else {
+                    tracing::info!(table = %policy.table, "ruleset removed: no instance left");
+                }
             }
             return Ok(());
         }
@@ -410,5 +416,19 @@ mod tests {
         assert_eq!(b.address, Ipv4Addr::new(100, 64, 3, 3));
         let full = lease(r, (2..=254).map(|i| Ipv4Addr::new(100, 64, 3, i)));
         assert!(full.unwrap_err().contains("no free address"));
+    }
+
+    /// A host that cannot isolate instances (no nftables, no permission) starts none, and
+    /// says what to install or enable: never an unisolated instance.
+    #[tokio::test]
+    async fn a_host_without_nftables_admits_no_instance_and_says_why() {
+        let why = vt_firewall::FirewallError::Missing.to_string();
+        let net = Network::with_firewall(NetworkConfig::default(), Err(why.clone()));
+        assert_eq!(net.refusal().as_deref(), Some(why.as_str()));
+        net.set_node(Some("fd00:1:2:3::/64"), Some("100.64.3.0/24")).unwrap();
+        let err =
+            net.admit("inst_x", "vtx", "fd00:1:2:3::5".parse().unwrap(), "org_1", Class::Private).await.unwrap_err();
+        assert!(err.contains("this node cannot isolate instances, so it starts none") && err.contains(&why), "{err}");
+        assert!(why.contains("nftables"), "{why}");
     }
 }

@@ -287,6 +287,7 @@ async fn nodes_register_idempotently_and_heartbeat() {
         types.ends_with(&[
             "node.registered".to_owned(),
             "node.subnet_assigned".to_owned(),
+            "node.ipv4_range_assigned".to_owned(),
             "node.capacity_changed".to_owned()
         ]),
         "{types:?}"

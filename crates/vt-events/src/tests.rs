@@ -116,7 +116,6 @@ fn samples() -> Vec<Event> {
         }),
         Event::RouteDeleted(RouteDeleted { org_id, env_id, route_id }),
         Event::NodeSubnetAssigned(NodeSubnetAssigned { node_id, subnet: "fd12:3456:789a:1::/64".into() }),
-        Event::NodeIpv4RangeAssigned(NodeIpv4RangeAssigned { node_id, range: "100.64.1.0/24".into() }),
         Event::DeployPhaseReached(DeployPhaseReached { org_id, env_id, deploy_id, phase: DeployPhase::ImageReady }),
         Event::EnvReleaseReverted(EnvReleaseReverted {
             org_id,
@@ -145,6 +144,7 @@ fn samples() -> Vec<Event> {
             unset: vec!["OLD".into()],
             from_staged: true,
         }),
+        Event::NodeIpv4RangeAssigned(NodeIpv4RangeAssigned { node_id, range: "100.64.1.0/24".into() }),
         Event::RouteListenerChanged(RouteListenerChanged {
             org_id,
             env_id,

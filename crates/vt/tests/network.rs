@@ -518,6 +518,8 @@ fn guests_reach_the_internet_and_only_their_orgs_instances() {
         s += &fetch("to-c", &url6(cc.1, "/"));
         s += &lookup("name-b", "web.prod.app.internal", &b.1.to_string());
         s += &lookup("name-public", "www.example.test", "198.51.100.1");
+        // After the lookup above has seen the name: B by its private name, over HTTP.
+        s += &fetch("to-b-by-name", "http://web.prod.app.internal/");
         s
     };
     let r1 = common(1);
@@ -556,6 +558,8 @@ fn guests_reach_the_internet_and_only_their_orgs_instances() {
     assert_eq!(get(&ra, "to-b"), "web-here", "{ra:?}");
     assert_eq!(get(&rb, "to-a"), "probe-here", "{rb:?}");
     assert_eq!(get(&ra, "name-b"), "1", "{ra:?}");
+    assert_eq!(get(&ra, "to-b-by-name"), "web-here", "{ra:?}");
+    assert_eq!(get(&rc, "to-b-by-name"), "FAIL", "{rc:?}");
     // Org 2 reaches neither, and has no such name.
     assert_eq!((get(&rc, "to-a"), get(&rc, "to-b"), get(&rc, "name-b")), ("FAIL".into(), "FAIL".into(), "0".into()));
     // Nor does org 1 reach org 2.
