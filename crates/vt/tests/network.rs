@@ -302,7 +302,8 @@ fn start_server(ns: &Netns, dir: &Path, data: &Path, log: &Arc<Mutex<Vec<u8>>>) 
 /// The probe loop every guest runs: its script from the internet host, run once per round.
 fn guest_command(me: &str) -> String {
     format!(
-        "mkdir -p /tmp/w && echo {me}-here > /tmp/w/index.html && httpd -p 80 -h /tmp/w; last=; \
+        "mkdir -p /tmp/w && echo {me}-here > /tmp/w/index.html && head -c 4194304 /dev/zero > /tmp/w/big \
+         && httpd -p 80 -h /tmp/w; last=; \
          while true; do \
            if timeout 3 wget -q -O /tmp/cmd http://{INTERNET4}/cmd-{me} 2>/dev/null; then \
              r=$(head -n 1 /tmp/cmd | cut -c3-); \
@@ -355,7 +356,7 @@ impl Cluster<'_> {
         self.vt(org, &["env", "create", "prod"]);
         let build = self.dir.join(format!("build-{org}"));
         vt_image::testing::busybox_rootfs(&build.join("rootfs")).unwrap();
-        for applet in ["httpd", "nslookup", "ping", "sed", "head", "tail", "cut", "grep", "tr", "timeout"] {
+        for applet in ["httpd", "nslookup", "ping", "sed", "head", "tail", "cut", "grep", "tr", "timeout", "time"] {
             std::os::unix::fs::symlink("busybox", build.join("rootfs/bin").join(applet)).unwrap();
         }
         let img =
@@ -525,7 +526,11 @@ fn guests_reach_the_internet_and_only_their_orgs_instances() {
     let r1 = common(1);
     let a_script = format!(
         "{r1}echo ping-nat $(ping -c 20 -i 0.2 -q {INTERNET4} | tail -n 1)\n\
-         echo ping-host $(ping -c 20 -i 0.2 -q {gw4} | tail -n 1)\necho done\n"
+         echo ping-host $(ping -c 20 -i 0.2 -q {gw4} | tail -n 1)\n\
+         echo tcp-nat $({{ time -p wget -q -O /dev/null http://{INTERNET4}/big; }} 2>&1 | grep real | cut -d' ' -f2)\n\
+         echo tcp-routed $({{ time -p wget -q -O /dev/null {b_big}; }} 2>&1 | grep real | cut -d' ' -f2)\n\
+         echo done\n",
+        b_big = url6(b.1, "/big")
     );
     std::fs::write(cmds.join("cmd-probe"), a_script).unwrap();
     for p in ["web", "ws", "spy"] {
@@ -540,6 +545,11 @@ fn guests_reach_the_internet_and_only_their_orgs_instances() {
         "NAT path vs the host (guest ping RTT min/avg/max): {} | {}",
         ra.get("ping-nat").cloned().unwrap_or_default(),
         ra.get("ping-host").cloned().unwrap_or_default()
+    );
+    eprintln!(
+        "4 MiB over HTTP from guest A: through the NAT to the internet host {} s | routed to B, no NAT {} s",
+        ra.get("tcp-nat").cloned().unwrap_or_default(),
+        ra.get("tcp-routed").cloned().unwrap_or_default()
     );
 
     let get = |r: &BTreeMap<String, String>, k: &str| r.get(k).cloned().unwrap_or_else(|| "(missing)".into());
