@@ -11,7 +11,7 @@ out=${1:?usage: examples/hello/build.sh OUT_LAYOUT}
 here=$(dirname "$0")
 vt=${VT:-$(command -v vt || echo target/release/vt)}
 busybox=/bin/busybox
-if ! "$busybox" --list 2>/dev/null | grep -qx httpd; then
+if ! "$busybox" --list 2>/dev/null | grep -x httpd >/dev/null; then
     echo "error: $busybox with httpd is missing: apt-get install busybox-static" >&2
     exit 2
 fi
