@@ -24,7 +24,7 @@ pub async fn run(ctx: &Ctx) -> CliResult {
                 opt(&i.secrets_version),
                 i.node_id.to_string(),
                 age(&i.created_at, now),
-                opt(&i.reason),
+                reason(i),
             ]);
         }
         let mut s = t.render();
@@ -42,5 +42,16 @@ pub(crate) fn health(i: &vt_api::Instance) -> String {
         (vt_api::InstanceStatus::Running, Some(h)) => label(h),
         (vt_api::InstanceStatus::Running, None) => "pending".into(),
         _ => "-".into(),
+    }
+}
+
+/// Why the instance is as it is; for one that runs, how long it took to start (the phases are
+/// in `-o json` and `vt system boot-timings`) instead of the agent's whole boot summary.
+fn reason(i: &vt_api::Instance) -> String {
+    let boot = i.boot.as_ref().filter(|_| i.status == vt_api::InstanceStatus::Running);
+    let summary = i.reason.as_deref().is_some_and(|r| r.starts_with("boot: "));
+    match (boot.and_then(|b| b.healthy_ms.or(b.running_ms)), summary) {
+        (Some(ms), true) => format!("started in {:.1} s", ms as f64 / 1000.0),
+        _ => opt(&i.reason),
     }
 }
