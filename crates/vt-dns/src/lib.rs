@@ -26,6 +26,8 @@ use hickory_server::store::forwarder::{ForwardConfig, ForwardZoneHandler};
 use hickory_server::zone_handler::{Catalog, MessageResponseBuilder};
 
 mod directory;
+#[cfg(feature = "test-support")]
+pub mod testing;
 mod zone;
 
 pub use directory::{Answer, Caller, Directory, Entry};

@@ -3,16 +3,13 @@
 //! of org 1, 127.0.0.3 nobody), private names from the directory, public names forwarded
 //! to an upstream server (a hickory authoritative server for `example.test.` on loopback).
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use hickory_server::proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_server::proto::rr::rdata::{A, SOA};
-use hickory_server::proto::rr::{Name, RData, Record, RecordType};
+use hickory_server::proto::rr::{Name, RData, RecordType};
 use hickory_server::server::Server;
-use hickory_server::store::in_memory::InMemoryZoneHandler;
-use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneType};
+use hickory_server::zone_handler::Catalog;
 use vt_dns::{Caller, Directory, Entry, Resolver, Upstream};
 
 fn ip(s: &str) -> IpAddr {
@@ -21,25 +18,8 @@ fn ip(s: &str) -> IpAddr {
 
 /// An authoritative server for `example.test.` (`www.example.test. A 198.51.100.7`).
 async fn upstream() -> (Server<Catalog>, SocketAddr) {
-    let origin = Name::from_ascii("example.test.").unwrap();
-    let zone = InMemoryZoneHandler::<hickory_server::net::runtime::TokioRuntimeProvider>::empty(
-        origin.clone(),
-        ZoneType::Primary,
-        AxfrPolicy::Deny,
-    );
-    let soa = SOA::new(origin.clone(), origin.clone(), 1, 3600, 600, 86400, 60);
-    zone.upsert(Record::from_rdata(origin.clone(), 60, RData::SOA(soa)), 1).await;
-    let www = Name::from_ascii("www.example.test.").unwrap();
-    zone.upsert(Record::from_rdata(www, 60, RData::A(A(Ipv4Addr::new(198, 51, 100, 7)))), 1).await;
-    let mut catalog = Catalog::new();
-    catalog.upsert(origin.into(), vec![Arc::new(zone)]);
-    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let addr = udp.local_addr().unwrap();
-    let tcp = tokio::net::TcpListener::bind(addr).await.unwrap();
-    let mut server = Server::new(catalog);
-    server.register_socket(udp);
-    server.register_listener(tcp, Duration::from_secs(5), 4096);
-    (server, addr)
+    let www = [("www.example.test.", ip("198.51.100.7"))];
+    vt_dns::testing::authoritative("127.0.0.1:0".parse().unwrap(), "example.test.", &www).await
 }
 
 fn directory() -> Directory {

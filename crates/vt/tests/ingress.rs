@@ -6,7 +6,7 @@ mod common;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use common::{spawn_vt_server, vt_isolated, Run};
+use common::{ingress_server_args, spawn_vt_server, vt_isolated, Run};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -28,22 +28,8 @@ fn server_runs_the_ingress_and_serves_metrics() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let port = free_port();
-    let range = format!("{port}-{port}");
-    let (mut child, url) = spawn_vt_server(
-        dir.path(),
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--sqlite-sync",
-            "normal",
-            "--ingress-listen",
-            "127.0.0.1",
-            "--ingress-tcp-ports",
-            &range,
-        ],
-    );
+    let args = ingress_server_args(&data, port);
+    let (mut child, url) = spawn_vt_server(dir.path(), &args.iter().map(String::as_str).collect::<Vec<_>>());
     let token = std::fs::read_to_string(data.join("admin-token")).unwrap().trim().to_owned();
     // Metrics are the operator's: without a token, 401.
     assert!(get(&url, "/metrics", "none").starts_with("HTTP/1.1 401"));

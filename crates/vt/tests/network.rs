@@ -124,28 +124,8 @@ async fn serve(mut s: tokio::net::TcpStream, peer: SocketAddr, dir: &Path) -> st
 
 /// `www.example.test.` A 198.51.100.1 and AAAA 2001:db8:100::1, on `ip`:53 (UDP and TCP).
 async fn dns_server(ip: IpAddr) -> hickory_server::server::Server<hickory_server::zone_handler::Catalog> {
-    use hickory_server::proto::rr::rdata::{A, AAAA, SOA};
-    use hickory_server::proto::rr::{Name, RData, Record};
-    use hickory_server::store::in_memory::InMemoryZoneHandler;
-    use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneType};
-    let origin = Name::from_ascii("example.test.").unwrap();
-    let zone = InMemoryZoneHandler::<hickory_server::net::runtime::TokioRuntimeProvider>::empty(
-        origin.clone(),
-        ZoneType::Primary,
-        AxfrPolicy::Deny,
-    );
-    let soa = SOA::new(origin.clone(), origin.clone(), 1, 3600, 600, 86400, 60);
-    zone.upsert(Record::from_rdata(origin.clone(), 60, RData::SOA(soa)), 1).await;
-    let www = Name::from_ascii("www.example.test.").unwrap();
-    zone.upsert(Record::from_rdata(www.clone(), 60, RData::A(A(INTERNET4.parse().unwrap()))), 1).await;
-    zone.upsert(Record::from_rdata(www, 60, RData::AAAA(AAAA(INTERNET6.parse().unwrap()))), 1).await;
-    let mut catalog = Catalog::new();
-    catalog.upsert(origin.into(), vec![Arc::new(zone)]);
-    let addr = SocketAddr::new(ip, 53);
-    let mut server = hickory_server::server::Server::new(catalog);
-    server.register_socket(tokio::net::UdpSocket::bind(addr).await.unwrap());
-    server.register_listener(tokio::net::TcpListener::bind(addr).await.unwrap(), Duration::from_secs(5), 4096);
-    server
+    let www = [("www.example.test.", INTERNET4.parse().unwrap()), ("www.example.test.", INTERNET6.parse().unwrap())];
+    vt_dns::testing::authoritative(SocketAddr::new(ip, 53), "example.test.", &www).await.0
 }
 
 /// A helper host running in a namespace; killed when dropped.
