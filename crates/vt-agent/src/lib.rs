@@ -550,6 +550,13 @@ impl Agent {
             self.kill_vms().await;
         }
         tasks.shutdown().await;
+        // Every supervisor has ended with its VM, or was aborted after its VM was killed: no VM
+        // of this agent runs, so its rules go (and the resolver stops) whatever order the
+        // supervisors released them in.
+        if let Some(net) = &self.network {
+            net.forget_all();
+            net.shutdown().await;
+        }
     }
 
     /// One activation: compare what the control plane wants on this node (`list`) with

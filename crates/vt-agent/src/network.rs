@@ -234,6 +234,11 @@ impl Network {
         }
     }
 
+    /// Forget every instance without applying (a stop after which no VM runs: the table goes next).
+    pub fn forget_all(&self) {
+        self.lock().members.clear();
+    }
+
     /// Forget instance `id` without applying (a shutdown that removes the table next).
     pub fn forget(&self, id: &str) {
         self.lock().members.remove(id);
@@ -251,12 +256,14 @@ impl Network {
             tracing::warn!(instances = left, "instances still admitted at shutdown; keeping their rules");
             return;
         }
+        // `None`: the last release removed it already (or this agent never had one).
+        let Some(was) = self.lock().applied.take() else { return };
         match tokio::task::spawn_blocking(move || fw.remove(&table)).await {
+            Ok(Ok(())) if was.is_empty() => tracing::debug!(table = %self.cfg.table, "no ruleset kept from before"),
             Ok(Ok(())) => tracing::info!(table = %self.cfg.table, "ruleset removed"),
             Ok(Err(e)) => tracing::warn!(error = %e, "ruleset not removed"),
             Err(e) => tracing::warn!(error = %e, "ruleset removal task failed"),
         }
-        self.lock().applied = None;
     }
 
     /// The policy of the current state (`None` before the node's networks are known).
