@@ -35,6 +35,7 @@ pub mod app;
 pub mod auth;
 pub mod authz;
 pub mod error;
+pub mod exec;
 pub mod http;
 pub mod logs;
 pub mod lookup;

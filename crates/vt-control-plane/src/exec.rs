@@ -1,0 +1,103 @@
+//! Where exec sessions are opened.
+//!
+//! The control plane authorizes `vt exec` and relays the session's bytes, but the session
+//! runs in the instance's microVM, which only its node agent can reach (over the guest
+//! channel). [`ExecBackend`] is what the control plane asks. In a single-host server the
+//! agent runs in the same process (`vt-server` wires it); a multi-node control plane would
+//! forward to the instance's node.
+//!
+//! Flow control is the channels' bounds: a session's output is a bounded channel, and a
+//! reader that does not take from it stops the guest process (through the guest channel's
+//! per-session window), never grows a buffer.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use vt_ids::InstanceId;
+
+/// What to run in an instance.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ExecRequest {
+    /// The command and its arguments (at least one word; argv\[0\] is looked up in `PATH`).
+    pub argv: Vec<String>,
+    /// Extra environment, on top of the instance's own (its image's and manifest's).
+    pub env: Vec<(String, String)>,
+    /// Working directory; `None`: the entrypoint's.
+    pub cwd: Option<String>,
+    /// `root`, a name from the image's `/etc/passwd`, or `uid[:gid]`; `None`: the entrypoint's.
+    pub user: Option<String>,
+    /// Run under a pseudo-terminal of this size; `None`: plain pipes.
+    pub tty: Option<WindowSize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowSize {
+    pub rows: u16,
+    pub cols: u16,
+}
+
+/// From the client to the session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecInput {
+    Stdin(Bytes),
+    /// End of standard input (the process reads EOF; under a tty: nothing, send `^D`).
+    StdinEof,
+    Resize(WindowSize),
+    /// Deliver this signal to the session's process group.
+    Signal(i32),
+}
+
+/// From the session to the client. `Exit` is the last item; the channel closes after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecOutput {
+    Stdout(Bytes),
+    Stderr(Bytes),
+    Exit(ExitStatus),
+}
+
+/// How an exec session's process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// Exited with this code (0-255).
+    Code(i32),
+    /// Killed by this signal.
+    Signal(i32),
+}
+
+impl ExitStatus {
+    /// The shell's convention: the code, or 128 + the signal.
+    pub fn shell_code(self) -> i32 {
+        match self {
+            ExitStatus::Code(c) => c,
+            ExitStatus::Signal(s) => 128 + s,
+        }
+    }
+}
+
+/// One open session. Dropping `input` (the client went away) ends it: the guest process
+/// gets SIGHUP and the session is cleaned up within a bound; `output` then ends with an
+/// `Exit` or closes.
+pub struct ExecSession {
+    pub input: mpsc::Sender<ExecInput>,
+    pub output: mpsc::Receiver<ExecOutput>,
+}
+
+/// Why a session could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// The instance is not running on a node this control plane reaches (its status says why).
+    #[error("the instance is not running here")]
+    NotRunning,
+    /// The node refused or failed: the message is for the user (no secrets in it).
+    #[error("{0}")]
+    Failed(String),
+}
+
+pub type ExecFuture = Pin<Box<dyn Future<Output = Result<ExecSession, ExecError>> + Send>>;
+
+pub trait ExecBackend: Send + Sync + 'static {
+    /// Open a session in `instance`'s microVM.
+    fn open(&self, instance: InstanceId, req: ExecRequest) -> ExecFuture;
+}
