@@ -182,7 +182,10 @@ fn invalid_frames() {
     // Log whose inner length runs past the payload.
     assert_eq!(inv(&hex("5654 01 04 0000000d 0000000000000001 01 00000009")), Truncated);
     assert_eq!(inv(&hex("5654 01 04 0000000d 0000000000000001 03 00000000")), BadValue("stream", 3));
-    assert_eq!(inv(&hex("5654 01 10 00000015 00000001 00000000 00000000 00000000 00000000 02")), BadValue("tty present", 2));
+    assert_eq!(
+        inv(&hex("5654 01 10 00000015 00000001 00000000 00000000 00000000 00000000 02")),
+        BadValue("tty present", 2)
+    );
     assert_eq!(inv(&hex("5654 01 06 00000005 00000001 ff")), Utf8);
     // A list count that could not fit the payload is refused without allocating.
     assert_eq!(inv(&hex("5654 01 02 00000004 ffffffff")), Truncated);

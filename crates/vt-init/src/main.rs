@@ -38,9 +38,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use vt_guest_proto::{
-    ExitStatus, FrameBuffer, Launch, Message, Role, PORT_NAME, PROTOCOL_VERSION,
-};
+use vt_guest_proto::{ExitStatus, FrameBuffer, Launch, Message, Role, PORT_NAME, PROTOCOL_VERSION};
 
 const SOFTWARE: &str = concat!("vt-init/", env!("CARGO_PKG_VERSION"));
 const MODULES_LIST: &str = "/etc/vt/modules";

@@ -464,7 +464,8 @@ pub(crate) fn run(chan: &mut Channel, launch: &Launch, init_started_us: u64) -> 
                     host.fill();
                 }
                 while let Some(m) = host.next() {
-                    if host.link == Link::Connected && !matches!(m, Message::Resume | Message::Shutdown | Message::Ack { .. })
+                    if host.link == Link::Connected
+                        && !matches!(m, Message::Resume | Message::Shutdown | Message::Ack { .. })
                     {
                         continue; // a host that has not resumed yet
                     }
@@ -697,10 +698,7 @@ fn spawn_session(base: &Base, req: &ExecStart) -> Result<Session> {
         env.push(("TERM".into(), "xterm-256color".into()));
     }
     let mut cmd = Command::new(prog);
-    cmd.args(&req.argv[1..])
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (OsStr::new(k), OsStr::new(v))))
-        .current_dir(cwd);
+    cmd.args(&req.argv[1..]).env_clear().envs(env.iter().map(|(k, v)| (OsStr::new(k), OsStr::new(v)))).current_dir(cwd);
     if uid != 0 || gid != 0 {
         cmd.uid(uid).gid(gid);
     }

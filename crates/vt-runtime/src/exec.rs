@@ -110,7 +110,10 @@ impl ExecInputs {
                 for chunk in data.chunks(MAX_LOG_CHUNK) {
                     let permits = self.credit.acquire_many(chunk.len() as u32).await.map_err(|_| gone())?;
                     permits.forget();
-                    self.to_guest.send(ToGuest::Input(self.id, ExecInput::Stdin(chunk.to_vec()))).await.map_err(|_| gone())?;
+                    self.to_guest
+                        .send(ToGuest::Input(self.id, ExecInput::Stdin(chunk.to_vec())))
+                        .await
+                        .map_err(|_| gone())?;
                 }
                 Ok(())
             }

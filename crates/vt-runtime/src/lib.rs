@@ -107,9 +107,16 @@ pub enum VmEvent {
     State(State),
     /// Output of the entrypoint: keep it, then [`Vm::ack`] its `seq` (until then the guest
     /// keeps it, and sends it again to the next agent if this one goes away).
-    Log { seq: u64, stream: Stream, data: Vec<u8> },
+    Log {
+        seq: u64,
+        stream: Stream,
+        data: Vec<u8>,
+    },
     /// `bytes` of output were dropped while no agent was attached (acknowledge it too).
-    LogLost { seq: u64, bytes: u64 },
+    LogLost {
+        seq: u64,
+        bytes: u64,
+    },
 }
 
 /// Host-side times of one boot, measured from the call to [`Runtime::start`], plus the guest's

@@ -6,8 +6,8 @@
 //! A backend implements [`Vmm`] for its running VMM: qemu for its `Child` (no power-off
 //! request), Firecracker for its process plus API socket (`SendCtrlAltDel`).
 
-use std::future::Future;
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus as ProcessStatus, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};

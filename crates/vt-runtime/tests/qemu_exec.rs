@@ -99,7 +99,10 @@ async fn exec_sessions_and_reattach_after_the_agent_goes_away() {
     let mut r = req(&["sh", "-c", "echo out $GREETING $EXTRA; echo err >&2; exit 7"]);
     r.env = vec![("EXTRA".into(), "x".into())];
     let (out, err, exit) = collect(exec.open(r).await.unwrap()).await;
-    assert_eq!((out.as_slice(), err.as_slice(), exit), (&b"out hello x\n"[..], &b"err\n"[..], Some(ExitStatus::Code(7))));
+    assert_eq!(
+        (out.as_slice(), err.as_slice(), exit),
+        (&b"out hello x\n"[..], &b"err\n"[..], Some(ExitStatus::Code(7)))
+    );
 
     // A missing program: 127 and a message on stderr.
     let (_, err, exit) = collect(exec.open(req(&["/nope"])).await.unwrap()).await;

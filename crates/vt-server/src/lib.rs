@@ -43,6 +43,7 @@ pub use vt_store::SqliteOptions;
 use vt_store::{PgStore, SqliteStore, Store, StoreError};
 
 pub mod data_dir;
+pub mod exec;
 pub mod logs;
 pub mod master_key;
 pub mod serve;
