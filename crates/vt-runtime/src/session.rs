@@ -74,13 +74,11 @@ impl Adopted {
 }
 
 impl Vmm for Adopted {
-    fn wait(&mut self) -> impl Future<Output = std::io::Result<ProcessStatus>> + Send {
-        async move {
-            while self.alive() {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Ok(std::os::unix::process::ExitStatusExt::from_raw(0))
+    async fn wait(&mut self) -> std::io::Result<ProcessStatus> {
+        while self.alive() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        Ok(std::os::unix::process::ExitStatusExt::from_raw(0))
     }
 
     fn start_kill(&mut self) {
