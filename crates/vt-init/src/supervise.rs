@@ -800,3 +800,93 @@ fn set_winsize(fd: RawFd, rows: u16, cols: u16) {
     let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
     unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &ws) };
 }
+
+#[cfg(test)]
+mod tests {
+    use std::fs::File;
+
+    use super::*;
+
+    fn host(chan: &mut Channel, link: Link) -> Host<'_> {
+        Host {
+            chan,
+            vsock: false,
+            link,
+            tx: Vec::new(),
+            tx_off: 0,
+            recorded: VecDeque::new(),
+            recorded_bytes: 0,
+            next_seq: 1,
+            ready: None,
+        }
+    }
+
+    fn channel() -> Channel {
+        Channel { file: File::open("/dev/null").unwrap(), buf: FrameBuffer::new(), eof: false, vsock: false }
+    }
+
+    fn log(h: &mut Host<'_>, n: usize) {
+        let data = vec![b'x'; n];
+        h.record(|seq| Message::Log { seq, stream: Stream::Stdout, data }, Some(n as u64));
+    }
+
+    fn decode_all(bytes: &[u8]) -> Vec<Message> {
+        let mut fb = FrameBuffer::new();
+        fb.push(bytes);
+        std::iter::from_fn(|| fb.next_message().unwrap()).collect()
+    }
+
+    #[test]
+    fn detached_output_is_capped_and_the_loss_takes_the_dropped_place() {
+        let mut chan = channel();
+        let mut h = host(&mut chan, Link::Detached);
+        for _ in 0..300 {
+            log(&mut h, MAX_LOG_CHUNK);
+        }
+        assert!(h.recorded_bytes <= RECORD_CAP + 64, "{}", h.recorded_bytes);
+        assert!(h.tx.is_empty(), "nothing is written while detached");
+        // The first entry says what was dropped, numbered as the last dropped message.
+        let kept: Vec<Message> = h.recorded.iter().flat_map(|r| decode_all(&r.frame)).collect();
+        let Message::LogLost { seq, bytes } = kept[0] else { panic!("{:?}", kept[0]) };
+        let first_kept = match &kept[1] {
+            Message::Log { seq, .. } => *seq,
+            m => panic!("{m:?}"),
+        };
+        assert_eq!(seq + 1, first_kept);
+        assert_eq!(bytes, seq * MAX_LOG_CHUNK as u64, "every dropped byte is counted");
+        // Sequence numbers only grow.
+        let seqs: Vec<u64> = h.recorded.iter().map(|r| r.seq).collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+
+        // Resume: Hello, then everything kept in order; an ack forgets what it covers.
+        h.resume();
+        let sent = decode_all(&h.tx);
+        assert!(matches!(sent[0], Message::Hello { role: Role::Guest, .. }));
+        assert_eq!(&sent[1..], &kept[..]);
+        h.ack(first_kept);
+        assert_eq!(h.recorded.front().map(|r| r.seq), Some(first_kept + 1));
+    }
+
+    #[test]
+    fn attached_output_is_sent_and_kept_until_acknowledged() {
+        let mut chan = channel();
+        let mut h = host(&mut chan, Link::Attached);
+        log(&mut h, 10);
+        h.record(|seq| Message::Exited { seq, status: ExitStatus::Code(3) }, None);
+        let sent = decode_all(&h.tx);
+        assert_eq!(
+            sent,
+            [
+                Message::Log { seq: 1, stream: Stream::Stdout, data: vec![b'x'; 10] },
+                Message::Exited { seq: 2, status: ExitStatus::Code(3) }
+            ]
+        );
+        assert_eq!(h.recorded.len(), 2);
+        h.ack(2);
+        assert_eq!((h.recorded.len(), h.recorded_bytes), (0, 0));
+        // Live messages are not kept, and not sent while detached.
+        h.detach();
+        h.live(&Message::ExecExit { id: 1, status: ExitStatus::Code(0) });
+        assert!(h.tx.is_empty());
+    }
+}
