@@ -104,6 +104,14 @@ async fn exec_sessions_and_reattach_after_the_agent_goes_away() {
         (&b"out hello x\n"[..], &b"err\n"[..], Some(ExitStatus::Code(7)))
     );
 
+    // Several sessions at once: the slow one does not hold up the quick one.
+    let slow = exec.open(req(&["sh", "-c", "sleep 2; echo slow"])).await.unwrap();
+    let t = Instant::now();
+    let (out, _, _) = collect(exec.open(req(&["echo", "quick"])).await.unwrap()).await;
+    assert_eq!((out.as_slice(), t.elapsed() < Duration::from_secs(2)), (&b"quick\n"[..], true));
+    let (out, _, exit) = collect(slow).await;
+    assert_eq!((out.as_slice(), exit), (&b"slow\n"[..], Some(ExitStatus::Code(0))));
+
     // A missing program: 127 and a message on stderr.
     let (_, err, exit) = collect(exec.open(req(&["/nope"])).await.unwrap()).await;
     assert_eq!(exit, Some(ExitStatus::Code(127)));
