@@ -34,7 +34,7 @@ impl ExitStatus {
             ErrorCode::NotFound => Self::NotFound,
             ErrorCode::NameTaken | ErrorCode::Conflict | ErrorCode::IdempotencyKeyReused => Self::Conflict,
             ErrorCode::Unauthorized | ErrorCode::Forbidden => Self::Unauthorized,
-            ErrorCode::ProjectionLag | ErrorCode::Internal => Self::Failure,
+            ErrorCode::ProjectionLag | ErrorCode::Internal | ErrorCode::Gone | ErrorCode::Unavailable => Self::Failure,
         }
     }
 }
