@@ -194,7 +194,7 @@ pub enum ServerFrame {
     Stderr(Bytes),
     /// The last frame of a session that ran to its end.
     Exit(ExecExit),
-    /// The session ends without an exit status: why, for people.
+    /// The session ends without an exit status: why, for people (at most [`MAX_PAYLOAD`] bytes).
     Error(String),
 }
 
@@ -319,7 +319,7 @@ impl ServerFrame {
                 p[1..].copy_from_slice(&n.to_be_bytes());
                 with_kind(kind::EXIT, &p)
             }
-            ServerFrame::Error(m) => with_kind(kind::ERROR, vt_ids::cut(m, 1024).as_bytes()),
+            ServerFrame::Error(m) => with_kind(kind::ERROR, m.as_bytes()),
         }
     }
 }

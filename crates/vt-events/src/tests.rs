@@ -164,7 +164,7 @@ fn samples() -> Vec<Event> {
             cwd: Some("/srv".into()),
             user: Some("app".into()),
             tty: true,
-            expires_at: chrono::DateTime::parse_from_rfc3339("2025-01-02T03:05:05Z").unwrap().into(),
+            expires_at: DateTime::parse_from_rfc3339("2025-01-02T03:05:05Z").unwrap().into(),
         }),
         Event::InstanceExecEnded(InstanceExecEnded {
             exec_id: ExecId::parse("exec_01jd8x6k3v9q4m2t7r5w0y1zcn").unwrap(),
