@@ -115,8 +115,9 @@ pub mod testing {
 
     use super::{ExecBackend, ExecError, ExecFuture, ExecInput, ExecOutput, ExecRequest, ExecSession, ExitStatus};
 
-    /// Runs the argv as a local process: stdin, stdout and stderr through bounded channels; the
-    /// process is killed when the client goes.
+    /// Runs the argv as a local process: stdin, stdout and stderr through bounded channels
+    /// (no terminal, whatever `tty` says), signals delivered to the process; it is killed
+    /// when the client goes.
     pub struct LocalProcess;
 
     async fn pump(
@@ -146,6 +147,7 @@ pub mod testing {
                     .map_err(|e| ExecError::Failed(e.to_string()))?;
                 let (in_tx, mut in_rx) = mpsc::channel::<ExecInput>(4);
                 let (out_tx, out_rx) = mpsc::channel::<ExecOutput>(4);
+                let pid = child.id();
                 let mut stdin = child.stdin.take();
                 let (stdout, stderr) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
                 tokio::spawn(async move {
@@ -164,7 +166,18 @@ pub mod testing {
                                     }
                                 }
                                 ExecInput::StdinEof => stdin = None,
-                                ExecInput::Resize(_) | ExecInput::Signal(_) => {}
+                                // No unsafe code here: kill(1) delivers it.
+                                ExecInput::Signal(n) => {
+                                    if let Some(pid) = pid {
+                                        let _ = tokio::process::Command::new("kill")
+                                            .arg(format!("-{n}"))
+                                            .arg(pid.to_string())
+                                            .status()
+                                            .await;
+                                    }
+                                }
+                                // Pipes, not a terminal: there is no size to change.
+                                ExecInput::Resize(_) => {}
                             }
                         }
                     };

@@ -160,6 +160,30 @@ fn the_command_runs_and_its_exit_code_is_vts() {
     assert_eq!(r.code, 128 + 15, "{}", r.text);
 }
 
+/// Without `-t`, Ctrl-C (SIGINT to vt) is sent to the command as a signal.
+#[test]
+fn ctrl_c_is_forwarded_as_sigint() {
+    let s = start();
+    let script = "trap 'kill $!; echo got INT; exit 5' INT; echo ready; sleep 30 >/dev/null 2>&1 & wait";
+    let mut child = s
+        .vt(&["exec", &s.instance, "--", "sh", "-c", script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    let killed = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!((status.code(), rest.as_str()), (Some(5), "got INT\n"));
+}
+
 #[test]
 fn refusals_say_why() {
     let s = start();
