@@ -184,6 +184,29 @@ fn ctrl_c_is_forwarded_as_sigint() {
     assert_eq!((status.code(), rest.as_str()), (Some(5), "got INT\n"));
 }
 
+/// `-t` on a terminal (script(1) gives one): raw mode during the session, the terminal as it
+/// was afterwards, whatever the command's exit code.
+#[test]
+fn a_tty_session_gives_the_terminal_back() {
+    let s = start();
+    let vt = env!("CARGO_BIN_EXE_vt");
+    let line = format!(
+        "stty -a | grep -o -- '-\\?icanon'; {vt} exec -t {} -- sh -c 'echo hi; exit 4'; echo rc=$?; stty -a | grep -o -- '-\\?icanon'",
+        s.instance
+    );
+    let out = std::process::Command::new("script")
+        .args(["-q", "-e", "-c", &line, "/dev/null"])
+        .env("VT_SERVER", &s.url)
+        .env("VT_TOKEN", &s.token)
+        .env("VT_CONFIG", s.dir.path().join("config.toml"))
+        .env("HOME", s.dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    assert_eq!(text, "icanon\nhi\nrc=4\nicanon\n", "{text:?}");
+}
+
 #[test]
 fn refusals_say_why() {
     let s = start();
