@@ -63,6 +63,7 @@ fn hash(secret: &str) -> [u8; 32] {
 }
 
 /// A redeemed grant: what to open, for whom.
+#[derive(Clone)]
 pub struct Redeemed {
     pub exec_id: ExecId,
     pub org_id: OrgId,

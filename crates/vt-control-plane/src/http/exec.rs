@@ -91,7 +91,16 @@ async fn exec_connect(
             return Err(err);
         }
     };
-    let upgrade = upgrade.max_message_size(MAX_FRAME).max_frame_size(MAX_FRAME);
+    // An upgrade that fails after the 101 (the client went at once) drops the session too.
+    let failed = (cp.clone(), ctx.clone(), redeemed.clone());
+    let upgrade = upgrade.max_message_size(MAX_FRAME).max_frame_size(MAX_FRAME).on_failed_upgrade(move |e| {
+        let (cp, ctx, redeemed) = failed;
+        tokio::spawn(async move {
+            let reason = format!("the WebSocket upgrade failed: {e}");
+            cp.exec_ended(&ctx, &redeemed, Ending { end: ExecEnd::Disconnected, exit: None, reason: Some(reason) })
+                .await;
+        });
+    });
     Ok(upgrade
         .on_upgrade(move |socket| async move {
             let ending = relay(&cp, socket, session).await;
