@@ -19,7 +19,9 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use vt_ids::{AppId, DeployId, EnvId, EventId, InstanceId, NodeId, OrgId, ReleaseId, RequestId, RouteId, TokenId};
+use vt_ids::{
+    AppId, DeployId, EnvId, EventId, ExecId, InstanceId, NodeId, OrgId, ReleaseId, RequestId, RouteId, TokenId,
+};
 
 mod types;
 pub use types::*;
@@ -42,10 +44,13 @@ pub enum AggregateType {
     Secrets,
     /// A node's ingress (id: the node's name): what it reports of route listeners.
     Ingress,
+    /// One exec session (id: its `exec_...` id): its grant and its end. Not the instance's
+    /// aggregate, so an exec never races the instance's own changes.
+    Exec,
 }
 
 impl AggregateType {
-    pub const ALL: [AggregateType; 11] = [
+    pub const ALL: [AggregateType; 12] = [
         Self::Org,
         Self::App,
         Self::Env,
@@ -57,6 +62,7 @@ impl AggregateType {
         Self::Route,
         Self::Secrets,
         Self::Ingress,
+        Self::Exec,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -72,6 +78,7 @@ impl AggregateType {
             Self::Route => "route",
             Self::Secrets => "secrets",
             Self::Ingress => "ingress",
+            Self::Exec => "exec",
         }
     }
 
@@ -139,6 +146,10 @@ pub enum Event {
     SecretsVersionCreated(SecretsVersionCreated),
     #[serde(rename = "route.listener_changed")]
     RouteListenerChanged(RouteListenerChanged),
+    #[serde(rename = "instance.exec_granted")]
+    InstanceExecGranted(InstanceExecGranted),
+    #[serde(rename = "instance.exec_ended")]
+    InstanceExecEnded(InstanceExecEnded),
 }
 
 /// Why stored bytes could not be decoded into an [`Event`].
@@ -179,6 +190,8 @@ impl Event {
         ("secrets.version_created", 1),
         ("node.ipv4_range_assigned", 1),
         ("route.listener_changed", 1),
+        ("instance.exec_granted", 1),
+        ("instance.exec_ended", 1),
     ];
 
     pub fn event_type(&self) -> &'static str {
@@ -207,6 +220,8 @@ impl Event {
             Event::SecretsStaged(_) => "secrets.staged",
             Event::SecretsVersionCreated(_) => "secrets.version_created",
             Event::RouteListenerChanged(_) => "route.listener_changed",
+            Event::InstanceExecGranted(_) => "instance.exec_granted",
+            Event::InstanceExecEnded(_) => "instance.exec_ended",
         }
     }
 
@@ -249,6 +264,8 @@ impl Event {
             Event::SecretsVersionCreated(e) => (A::Secrets, e.env_id.to_string()),
             // Observations of a node's ingress: they never race the route's own changes.
             Event::RouteListenerChanged(e) => (A::Ingress, e.node.clone()),
+            Event::InstanceExecGranted(e) => (A::Exec, e.exec_id.to_string()),
+            Event::InstanceExecEnded(e) => (A::Exec, e.exec_id.to_string()),
         }
     }
 
@@ -275,6 +292,8 @@ impl Event {
             Event::SecretsStaged(e) => Some(e.org_id),
             Event::SecretsVersionCreated(e) => Some(e.org_id),
             Event::RouteListenerChanged(e) => Some(e.org_id),
+            Event::InstanceExecGranted(e) => Some(e.org_id),
+            Event::InstanceExecEnded(e) => Some(e.org_id),
             Event::NodeRegistered(_)
             | Event::NodeCapacityChanged(_)
             | Event::NodeStatusChanged(_)

@@ -153,6 +153,28 @@ fn samples() -> Vec<Event> {
             state: ListenerState::Failed,
             reason: Some("cannot listen on port 20000: Address already in use (os error 98)".into()),
         }),
+        Event::InstanceExecGranted(InstanceExecGranted {
+            exec_id: ExecId::parse("exec_01jd8x6k3v9q4m2t7r5w0y1zcn").unwrap(),
+            org_id,
+            env_id,
+            instance_id,
+            token_id,
+            argv: vec!["sh".into(), "-c".into(), "echo hi".into()],
+            env_names: vec!["DEBUG".into()],
+            cwd: Some("/srv".into()),
+            user: Some("app".into()),
+            tty: true,
+            expires_at: DateTime::parse_from_rfc3339("2025-01-02T03:05:05Z").unwrap().into(),
+        }),
+        Event::InstanceExecEnded(InstanceExecEnded {
+            exec_id: ExecId::parse("exec_01jd8x6k3v9q4m2t7r5w0y1zcn").unwrap(),
+            org_id,
+            instance_id,
+            end: ExecEnd::Exited,
+            exit_code: Some(7),
+            signal: None,
+            reason: None,
+        }),
     ]
 }
 

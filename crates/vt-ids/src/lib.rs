@@ -209,6 +209,8 @@ kinds! {
     TokenKind, TokenId, "tok", "token";
     /// An ingress route: hostname and listener port to an env's process.
     RouteKind, RouteId, "route", "route";
+    /// One `vt exec` session into an instance (its grant, then its run).
+    ExecKind, ExecId, "exec", "exec session";
 }
 
 #[cfg(test)]

@@ -256,6 +256,9 @@ impl Server {
                 budget: Some(disk_budget(config, &data)),
                 namespace_quota: config.registry_quota,
             },
+            // The node agent's exec sessions are wired by the guest channel's work (issue 18).
+            exec: None,
+            exec_grant_ttl: None,
         };
         let cp = ControlPlane::start(store, settings);
         cp.ingress.set_tcp_ports(config.tcp_ports.clone());
