@@ -246,6 +246,8 @@ impl Server {
         let addr = listener.local_addr().map_err(ServerError::Serve)?;
         // Single host: instance logs are the files of the agent of this data directory.
         let logs = Arc::new(logs::LocalLogs { dir: data.agent().logs });
+        // Exec sessions too: opened by the agent of this process, once it runs.
+        let exec = Arc::new(exec::LocalExec::default());
         let settings = Settings {
             registry_dir: Some(data.registry()),
             logs: Some(logs),
@@ -256,8 +258,7 @@ impl Server {
                 budget: Some(disk_budget(config, &data)),
                 namespace_quota: config.registry_quota,
             },
-            // The node agent's exec sessions are wired by the guest channel's work (issue 18).
-            exec: None,
+            exec: Some(exec.clone()),
             exec_grant_ttl: None,
         };
         let cp = ControlPlane::start(store, settings);
@@ -271,8 +272,13 @@ impl Server {
         };
         let agent = match &config.agent {
             Some(node) => {
-                start_agent(&cp, &data, addr, node, &config.node_network, disk_budget(config, &data), &mut notices)
-                    .await?
+                let agent =
+                    start_agent(&cp, &data, addr, node, &config.node_network, disk_budget(config, &data), &mut notices)
+                        .await?;
+                if let Some((a, _)) = &agent {
+                    exec.set_agent(a.clone());
+                }
+                agent
             }
             None => {
                 cp.tasks.register("agent", || tasks::off("agent", AGENT, "switched off (`--no-agent`)"));
