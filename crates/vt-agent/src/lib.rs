@@ -1138,7 +1138,7 @@ impl Agent {
                         }
                         _ => Health::Passing,
                     };
-                    let _ = log.note("re-attached: output from while no agent was attached is above");
+                    let _ = log.note("re-attached; what the instance printed while no agent was attached follows");
                     rec.phase = Phase::Running;
                     rec.reason = Some("re-attached after a node agent restart".into());
                     self.record(&mut rec);
