@@ -35,7 +35,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
-use crate::{find_bin, BoxFuture, Control, InstanceSpec, Outcome, Runtime, RuntimeError, Vm};
+use crate::{find_bin, AttachSpec, BoxFuture, Control, InstanceSpec, Launch, Outcome, Runtime, RuntimeError, Vm};
 
 pub mod api;
 pub mod jail;
@@ -230,6 +230,80 @@ impl Runtime for FirecrackerRuntime {
             let (id, launch, timeout) = (driver.spec.id.clone(), driver.spec.launch.clone(), driver.spec.boot_timeout);
             Ok(session::spawn_vm(&id, launch, timeout, driver.layout.console(), move |s, ctl| driver.run(s, ctl)))
         })
+    }
+
+    fn can_attach(&self) -> bool {
+        true
+    }
+
+    /// Guest init reconnects its vsock to the host port when the connection ends: listening
+    /// on `<uds>_1024` again is all it takes (Firecracker forwards the guest's new connection).
+    fn attach(&self, spec: AttachSpec) -> BoxFuture<'_, Result<Vm, RuntimeError>> {
+        Box::pin(async move {
+            let jail = self.cfg.jailer.as_ref().map(|j| Jail::new(j, &self.exec, &spec.id));
+            let layout = Layout::new(&spec.work_dir, jail);
+            let console = layout.console();
+            let (id, timeout) = (spec.id.clone(), spec.timeout);
+            let run = move |mut s: Session, ctl: mpsc::Receiver<Control>| async move {
+                s.resume = true;
+                s.set(crate::State::Preparing).await;
+                let sock = layout.channel_listener(VSOCK_PORT);
+                let _ = std::fs::remove_file(&sock);
+                let bound = UnixListener::bind(&sock).map_err(|e| format!("listen on {}: {e}", sock.display()));
+                let listener = match bound.and_then(|l| match &layout.jail {
+                    Some(j) => j.give(&sock).map(|()| l).map_err(|e| format!("chown {}: {e}", sock.display())),
+                    None => Ok(l),
+                }) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        s.fail(e, None).await;
+                        return s.outcome(None);
+                    }
+                };
+                s.set(crate::State::Booting).await;
+                s.vmm_spawned(spec.pid, &spec.work_dir.join("vmm.pid"));
+                let vmm = AdoptedFc {
+                    vmm: session::Adopted::new(spec.pid, &spec.work_dir, layout.host(jail::LOG), layout.console()),
+                    api: ApiClient::new(layout.api_socket()),
+                };
+                let outcome = s.supervise(vmm, listener, ctl).await;
+                cleanup(&layout, &spec.id).await;
+                outcome
+            };
+            Ok(session::spawn_vm(&id, Launch::default(), timeout, console, run))
+        })
+    }
+}
+
+/// A Firecracker an earlier process started: seen through `/proc`, powered off through its API.
+struct AdoptedFc {
+    vmm: session::Adopted,
+    api: ApiClient,
+}
+
+impl Vmm for AdoptedFc {
+    fn wait(&mut self) -> impl std::future::Future<Output = std::io::Result<std::process::ExitStatus>> + Send {
+        self.vmm.wait()
+    }
+
+    fn start_kill(&mut self) {
+        self.vmm.start_kill()
+    }
+
+    fn power_off(&mut self) -> impl std::future::Future<Output = ()> + Send {
+        send_ctrl_alt_del(self.api.clone())
+    }
+
+    fn failure(&self, status: &std::io::Result<std::process::ExitStatus>, booting: bool) -> String {
+        self.vmm.failure(status, booting)
+    }
+}
+
+/// Firecracker has no power button on x86: the guest's reboot ends it.
+async fn send_ctrl_alt_del(api: ApiClient) {
+    let api = api.with_timeout(Duration::from_secs(2));
+    if let Err(e) = api.send(&ApiRequest::put("/actions", &Action::SendCtrlAltDel)).await {
+        tracing::debug!(error = %e, "SendCtrlAltDel");
     }
 }
 
@@ -491,19 +565,22 @@ impl Driver {
         ApiClient::new(sock).send_all(&self.plan().requests()).await.map_err(|e| e.to_string())
     }
 
-    /// After the VMM is gone: the jail (its log copied to the work dir first), the sockets.
-    /// (The tap goes with `run`'s `TapGuard`.)
     async fn cleanup(&self) {
-        let l = &self.layout;
-        if let Some(j) = &l.jail {
-            let _ = std::fs::copy(l.host(jail::LOG), self.spec.work_dir.join(jail::LOG));
-            if let Err(e) = j.remove() {
-                tracing::warn!(instance = %self.spec.id, error = %e, jail = %j.dir.display(), "jail not removed");
-            }
-        } else {
-            for p in [l.api_socket(), l.host(jail::VSOCK_UDS), l.channel_listener(VSOCK_PORT)] {
-                let _ = std::fs::remove_file(p);
-            }
+        cleanup(&self.layout, &self.spec.id).await
+    }
+}
+
+/// After the VMM is gone: the jail (its log copied to the work dir first), the sockets.
+/// (The tap goes with `run`'s `TapGuard`, or the agent's for an attached VM.)
+async fn cleanup(l: &Layout, id: &str) {
+    if let Some(j) = &l.jail {
+        let _ = std::fs::copy(l.host(jail::LOG), l.work_dir.join(jail::LOG));
+        if let Err(e) = j.remove() {
+            tracing::warn!(instance = %id, error = %e, jail = %j.dir.display(), "jail not removed");
+        }
+    } else {
+        for p in [l.api_socket(), l.host(jail::VSOCK_UDS), l.channel_listener(VSOCK_PORT)] {
+            let _ = std::fs::remove_file(p);
         }
     }
 }
@@ -547,12 +624,7 @@ impl Vmm for Fc {
     }
 
     fn power_off(&mut self) -> impl std::future::Future<Output = ()> + Send {
-        let api = self.api.clone().with_timeout(Duration::from_secs(2));
-        async move {
-            if let Err(e) = api.send(&ApiRequest::put("/actions", &Action::SendCtrlAltDel)).await {
-                tracing::debug!(error = %e, "SendCtrlAltDel");
-            }
-        }
+        send_ctrl_alt_del(self.api.clone())
     }
 
     fn failure(&self, status: &std::io::Result<std::process::ExitStatus>, booting: bool) -> String {

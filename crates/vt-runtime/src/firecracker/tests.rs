@@ -459,3 +459,67 @@ async fn config_errors_come_before_the_instance() {
     s.work_dir = PathBuf::from("/").join("d".repeat(100));
     assert!(rt.start(s).await.err().unwrap().to_string().contains("too long for a unix socket"));
 }
+
+/// An agent lets go of a running VM (`Control::Abandon`, what its crash does); the next one
+/// attaches: the guest (reconnecting its vsock, as vt-init does) gets `Hello` + `Resume` and
+/// sends again what was never acknowledged; what was is not delivered twice. Then the VM
+/// ends through the new session with its exit status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_agent_reattaches_over_the_vsock_listener() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let fake = FakeApi::start(&t.join("fake-api.sock"), Rules::default());
+    let rt = fake_runtime(t, &fake.socket);
+    assert!(rt.can_attach());
+    let mut vm = rt.start(spec(t, launch(&["/bin/sh", "-c", "sleep 600"]))).await.unwrap();
+    fake.wait_for("/actions").await;
+    let work = t.join("vm");
+    let chan = work.join("vsock.sock_1024");
+    let mut g = Guest::connect(&chan).await;
+    g.boot().await;
+    g.send(Message::Log { seq: 1, stream: Stream::Stdout, data: b"one\n".to_vec() }).await;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), vm.next_event()).await.unwrap().unwrap() {
+            VmEvent::Log { seq, .. } => {
+                vm.ack(seq);
+                break;
+            }
+            _ => continue,
+        }
+    }
+    assert_eq!(g.recv().await, Message::Ack { seq: 1 });
+    let pid = vm.vmm_pid().unwrap();
+    vm.control(Control::Abandon).await;
+    let _ = vm.wait().await;
+    assert!(!gone(pid), "the VMM runs on");
+
+    let spec = AttachSpec { id: "inst_1".into(), work_dir: work.clone(), pid, timeout: Duration::from_secs(10) };
+    let mut vm = rt.attach(spec).await.unwrap();
+    let mut g = loop {
+        match UnixStream::connect(&chan).await {
+            Ok(s) => break Guest { s, fb: FrameBuffer::new() },
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    };
+    assert!(matches!(g.recv().await, Message::Hello { role: Role::Host, .. }));
+    assert_eq!(g.recv().await, Message::Resume);
+    g.send(Message::hello(Role::Guest, "fake-guest")).await;
+    g.send(Message::Ready { pid: 42, init_started_us: 1000, entrypoint_started_us: 2000 }).await;
+    g.send(Message::Log { seq: 2, stream: Stream::Stdout, data: b"two\n".to_vec() }).await;
+    g.send(Message::Exited { seq: 3, status: ExitStatus::Code(7) }).await;
+    assert_eq!(g.recv().await, Message::Shutdown);
+    std::fs::write(t.join("poweroff"), b"").unwrap();
+    let (mut states, mut out) = (Vec::new(), Vec::new());
+    while let Some(ev) = tokio::time::timeout(Duration::from_secs(10), vm.next_event()).await.unwrap() {
+        match ev {
+            VmEvent::State(s) => states.push(s.name()),
+            VmEvent::Log { data, .. } => out.extend(data),
+            VmEvent::LogLost { .. } => panic!("nothing is lost here"),
+        }
+    }
+    let o = vm.wait().await;
+    assert_eq!(o.state, State::Stopped { exit: Some(ExitStatus::Code(7)) });
+    assert_eq!(states, ["preparing", "booting", "running", "stopping", "stopped"]);
+    assert_eq!(out, b"two\n");
+    assert!(!chan.exists(), "the listener's socket is cleaned up");
+}
