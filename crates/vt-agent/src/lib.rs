@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch, OnceCell};
 use tokio::task::JoinSet;
-use vt_api::{Heartbeat, Instance, NodeInstances, RegisterNode, Release, ReportInstanceStatus};
+use vt_api::{Heartbeat, Instance, NodeInstances, RegisterNode, Release, ReportInstanceStatus, Volume};
 use vt_client::Client;
 use vt_events::{Capacity, DesiredState, Health};
 use vt_image::{Digest, ImageStore, RegistrySource, StoreOptions};
@@ -45,6 +45,7 @@ pub mod health;
 pub mod logs;
 pub mod network;
 pub mod state;
+pub mod volumes;
 
 pub use network::NetworkConfig;
 
@@ -62,6 +63,8 @@ pub struct AgentDirs {
     pub logs: PathBuf,
     /// The image cache and the root disks.
     pub images: PathBuf,
+    /// Volume disks: `<volume id>.ext4` ([`volumes`]).
+    pub volumes: PathBuf,
 }
 
 /// How the agent is set up.
@@ -573,6 +576,12 @@ impl Agent {
             }
         }
         let releases: HashMap<String, Release> = list.releases.into_iter().map(|r| (r.id.to_string(), r)).collect();
+        // Disks of volumes this node no longer holds (deleted) go; the others stay.
+        let held: std::collections::BTreeSet<String> = list.volumes.iter().map(|v| v.id.to_string()).collect();
+        for name in volumes::remove_others(&self.cfg.dirs.volumes, &held) {
+            tracing::info!(disk = %name, "removed the disk of a deleted volume");
+        }
+        let volumes: HashMap<String, Volume> = list.volumes.into_iter().map(|v| (v.id.to_string(), v)).collect();
         for inst in list.items {
             let id = inst.id.to_string();
             {
@@ -620,7 +629,9 @@ impl Agent {
                         tracing::info!(instance = %id, phase = ?r.phase, "finishing a half-done start: booting again");
                     }
                     let release = releases.get(&inst.release_id.to_string()).cloned();
-                    self.spawn_supervisor(tasks, inst, release);
+                    let mounts: Vec<Option<Volume>> =
+                        inst.volumes.iter().map(|a| volumes.get(&a.volume_id.to_string()).cloned()).collect();
+                    self.spawn_supervisor(tasks, inst, release, mounts);
                 }
                 rec => {
                     // Desired stopped and nothing runs here.
@@ -670,10 +681,18 @@ impl Agent {
         rx
     }
 
-    fn spawn_supervisor(self: &Arc<Self>, tasks: &mut JoinSet<()>, inst: Instance, release: Option<Release>) {
+    /// `volumes`: per volume the instance mounts (in its order), the volume as the control plane
+    /// listed it on this node.
+    fn spawn_supervisor(
+        self: &Arc<Self>,
+        tasks: &mut JoinSet<()>,
+        inst: Instance,
+        release: Option<Release>,
+        volumes: Vec<Option<Volume>>,
+    ) {
         let stop = self.track(&inst.id.to_string());
         let me = self.clone();
-        tasks.spawn(async move { me.supervise(inst, release, stop).await });
+        tasks.spawn(async move { me.supervise(inst, release, volumes, stop).await });
     }
 
     fn spawn_adopted(self: &Arc<Self>, tasks: &mut JoinSet<()>, rec: InstanceRecord, desired: DesiredState) {
@@ -844,7 +863,13 @@ impl Agent {
     }
 
     /// Prepare, boot and watch one instance until it ends.
-    async fn supervise(self: Arc<Self>, inst: Instance, release: Option<Release>, mut stop: mpsc::Receiver<Stop>) {
+    async fn supervise(
+        self: Arc<Self>,
+        inst: Instance,
+        release: Option<Release>,
+        volumes: Vec<Option<Volume>>,
+        mut stop: mpsc::Receiver<Stop>,
+    ) {
         let id = inst.id.to_string();
         let work_dir = self.work_dir(&id);
         let mut rec = InstanceRecord::new(&id, &inst.release_id.to_string(), work_dir.clone());
@@ -863,7 +888,7 @@ impl Agent {
         // (so it counts toward no crash loop). A fatal one fails it.
         let mut backoff = PREPARE_RETRY_FIRST;
         let spec = loop {
-            let why = match self.prepare(&inst, release.clone(), &mut rec, t0).await {
+            let why = match self.prepare(&inst, release.clone(), &volumes, &mut rec, t0).await {
                 Ok(s) => break s,
                 Err(PrepareError::Fatal(reason)) => {
                     self.release_network(&id).await;
@@ -1084,6 +1109,7 @@ impl Agent {
         &self,
         inst: &Instance,
         release: Option<Release>,
+        volumes: &[Option<Volume>],
         rec: &mut InstanceRecord,
         t0: Instant,
     ) -> Result<InstanceSpec, PrepareError> {
@@ -1160,6 +1186,7 @@ impl Agent {
             n.mtu = admission.mtu;
             rec.ipv4 = admission.ipv4.map(|v| v.address.to_string());
         }
+        let disks = self.volume_disks(inst, &manifest, volumes).await?;
         rec.address = network.as_ref().map(|n| n.address.to_string());
         rec.tap = network.as_ref().map(|n| n.tap.clone());
         // No VM boots that a restarted agent could not find again.
@@ -1174,7 +1201,51 @@ impl Agent {
         }
         spec.scratch_size = self.cfg.scratch_size;
         spec.network = network;
+        spec.volumes = disks;
         Ok(spec)
+    }
+
+    /// The disks of the volumes the instance mounts, made or grown as needed, each with the
+    /// manifest's mount path. A volume the manifest does not mount in the process, or that
+    /// the control plane did not list on this node, is the release's or the placement's
+    /// fault: fatal. A short disk is waited out.
+    async fn volume_disks(
+        &self,
+        inst: &Instance,
+        manifest: &vt_manifest::Manifest,
+        volumes: &[Option<Volume>],
+    ) -> Result<Vec<vt_runtime::VolumeDisk>, PrepareError> {
+        let mut disks = vec![];
+        for (a, v) in inst.volumes.iter().zip(volumes) {
+            let v = v.as_ref().ok_or_else(|| {
+                PrepareError::Fatal(format!(
+                    "volume {} (`{}`) is not on this node: the control plane does not list it here",
+                    a.volume_id, a.name
+                ))
+            })?;
+            let path =
+                manifest.volumes_for(&inst.process).find(|m| m.name == a.name).map(|m| m.path.clone()).ok_or_else(
+                    || {
+                        PrepareError::Fatal(format!(
+                            "volume `{}` is attached, and the release's manifest does not mount it in process `{}`",
+                            a.name, inst.process
+                        ))
+                    },
+                )?;
+            let disk = volumes::ensure(&self.cfg.dirs.volumes, self.cfg.disk_budget.as_ref(), v).await.map_err(
+                |e| match e {
+                    volumes::VolumeError::NoSpace(why) => PrepareError::Transient(why),
+                    other => PrepareError::Fatal(other.to_string()),
+                },
+            )?;
+            disks.push(vt_runtime::VolumeDisk {
+                name: a.name.clone(),
+                disk,
+                label: volumes::label(&v.id),
+                mount_path: path,
+            });
+        }
+        Ok(disks)
     }
 }
 

@@ -23,7 +23,7 @@ pub use boot::{nearest_rank, BootPhase, BootTimingSummary, BootTimingsQuery, Pha
 pub use resources::*;
 pub use vt_events::{
     BootTimings, Capacity, DeployKind, DeployPhase, DeployStatus, DesiredState, Health, InstanceStatus, ListenerState,
-    NodeStatus, Resources, RouteListener, RouteProtocol, TokenRole,
+    NodeStatus, Resources, RouteListener, RouteProtocol, TokenRole, VolumeAttachment,
 };
 pub use vt_ids::{EnvVarName, Hostname, Name};
 
@@ -111,6 +111,9 @@ pub struct NodeInstances {
     pub items: Vec<Instance>,
     /// The releases those instances run, by id.
     pub releases: Vec<Release>,
+    /// The volumes held by the node, by id: its agent makes their disks and attaches them.
+    #[serde(default)]
+    pub volumes: Vec<Volume>,
     /// The position of the views these items reflect: pass it back as `after`
     /// to wait for the next change.
     pub seq: u64,
@@ -275,6 +278,33 @@ pub struct CreateRoute {
     /// Send a PROXY protocol v2 header with the client's address first.
     #[serde(default)]
     pub proxy_protocol: bool,
+}
+
+/// The largest volume, GiB (64 TiB).
+pub const MAX_VOLUME_GIB: u32 = 65536;
+
+/// A new volume of the env.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateVolume {
+    /// The name a manifest's `[[volumes]]` mounts; several volumes of an env may share it.
+    pub name: Name,
+    /// Its size, GiB.
+    #[schema(minimum = 1, maximum = 65536)]
+    pub size_gib: u32,
+    /// The node (name or id) that holds it; default: the ready node holding the fewest volumes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 63)]
+    pub node: Option<String>,
+}
+
+/// A volume's new size: larger than it is (volumes never shrink).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExtendVolume {
+    /// The new size, GiB.
+    #[schema(minimum = 1, maximum = 65536)]
+    pub size_gib: u32,
 }
 
 fn default_protocol() -> RouteProtocol {

@@ -12,9 +12,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use vt_events::{
     BootTimings, Capacity, DeployKind, DeployPhase, DeployStatus, DesiredState, Health, InstanceStatus, NodeStatus,
-    Resources, RouteListener, RouteProtocol, TokenRole,
+    Resources, RouteListener, RouteProtocol, TokenRole, VolumeAttachment,
 };
-use vt_ids::{AppId, DeployId, EnvId, InstanceId, NodeId, OrgId, ReleaseId, RouteId, TokenId};
+use vt_ids::{AppId, DeployId, EnvId, InstanceId, NodeId, OrgId, ReleaseId, RouteId, TokenId, VolumeId};
 
 /// An org: the tenant. Everything else belongs to one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -151,6 +151,9 @@ pub struct Instance {
     pub ready_at: Option<DateTime<Utc>>,
     /// How it failed while meant to run, once it did.
     pub failure: Option<InstanceFailure>,
+    /// The volumes it mounts: per volume name of its process, the volume attached to it.
+    #[serde(default)]
+    pub volumes: Vec<VolumeAttachment>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -275,4 +278,24 @@ impl std::fmt::Debug for IssuedToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IssuedToken").field("token", &self.token).field("secret", &"<redacted>").finish()
     }
+}
+
+/// A volume of an env: a local ext4 disk on one node. Several volumes may share a name; each
+/// instance of a process that mounts the name takes one free volume of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Volume {
+    pub id: VolumeId,
+    pub org_id: OrgId,
+    pub app_id: AppId,
+    pub env_id: EnvId,
+    pub name: String,
+    pub size_gib: u32,
+    /// The node that holds it; instances that mount it run there.
+    pub node_id: NodeId,
+    /// That node's name.
+    pub node: String,
+    /// The instance that has it (from its allocation until it ends), if any.
+    pub attached_to: Option<InstanceId>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
 }

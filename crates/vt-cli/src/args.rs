@@ -92,6 +92,9 @@ pub enum Command {
     /// Secrets of an env: set, import, unset (now or staged), list, deploy what is staged
     #[command(subcommand)]
     Secrets(SecretsCommand),
+    /// Volumes of an env: local disks on one node each, mounted by the manifest's `[[volumes]]`
+    #[command(subcommand)]
+    Volume(VolumeCommand),
     /// API tokens: create one for a person, a CI job or a node; list; revoke
     #[command(subcommand)]
     Token(TokenCommand),
@@ -107,7 +110,6 @@ pub enum Command {
     // Image(ImageCommand)        push an OCI layout or docker-archive
     // Exec(ExecArgs)             run a command in an instance
     // Secrets(SecretsCommand)    set|list|unset
-    // Volume(VolumeCommand)      create|list|delete
     // Workspace(WorkspaceCommand) create|start|stop|delete|list
 }
 
@@ -479,6 +481,42 @@ pub struct RouteCreateArgs {
     /// Send a PROXY protocol v2 header with the client's address first
     #[arg(long)]
     pub proxy_protocol: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VolumeCommand {
+    /// Create a volume on a node; each instance of a process that mounts NAME takes one free volume of that name
+    Create(VolumeCreateArgs),
+    /// List the env's volumes (by name), with their node and the instance that has each
+    List,
+    /// Show a volume, by id (or by name when one volume has it)
+    Get { volume: String },
+    /// Grow a volume (it never shrinks); an attached volume grows at its instance's next start
+    Extend {
+        volume: String,
+        /// The new size, GiB: larger than it is
+        #[arg(long, value_name = "GIB")]
+        size_gib: u32,
+    },
+    /// Delete a volume and its data (refused while an instance has it); asks on a terminal
+    Delete {
+        volume: String,
+        /// Do not ask (required when stdin is not a terminal)
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct VolumeCreateArgs {
+    /// The name a manifest's `[[volumes]]` mounts (several volumes may share it)
+    pub name: Name,
+    /// Its size, GiB (1-65536)
+    #[arg(long, value_name = "GIB")]
+    pub size_gib: u32,
+    /// The node that holds it (name or id) [default: the ready node holding the fewest volumes]
+    #[arg(long, value_name = "NODE")]
+    pub node: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

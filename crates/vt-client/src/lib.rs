@@ -337,6 +337,48 @@ impl Client {
             .await
     }
 
+    // --- volumes
+
+    pub async fn volume_create(
+        &self,
+        org: &str,
+        app: &str,
+        env: &str,
+        req: &CreateVolume,
+        key: &str,
+    ) -> Result<Committed<Volume>> {
+        self.mutate(Method::POST, &env_path(org, app, env, "/volumes"), Some(req), key).await
+    }
+    pub async fn volume_list(&self, org: &str, app: &str, env: &str) -> Result<List<Volume>> {
+        self.get(&env_path(org, app, env, "/volumes")).await
+    }
+    pub async fn volume_get(&self, org: &str, app: &str, env: &str, volume: &str) -> Result<Volume> {
+        self.get(&env_path(org, app, env, &format!("/volumes/{}", seg(volume)))).await
+    }
+    pub async fn volume_extend(
+        &self,
+        org: &str,
+        app: &str,
+        env: &str,
+        volume: &str,
+        req: &ExtendVolume,
+        key: &str,
+    ) -> Result<Committed<Volume>> {
+        let path = env_path(org, app, env, &format!("/volumes/{}/extend", seg(volume)));
+        self.mutate(Method::POST, &path, Some(req), key).await
+    }
+    pub async fn volume_delete(
+        &self,
+        org: &str,
+        app: &str,
+        env: &str,
+        volume: &str,
+        key: &str,
+    ) -> Result<Committed<Volume>> {
+        self.mutate(Method::DELETE, &env_path(org, app, env, &format!("/volumes/{}", seg(volume))), None::<&()>, key)
+            .await
+    }
+
     // --- nodes, events, system
 
     pub async fn node_list(&self) -> Result<List<Node>> {

@@ -137,6 +137,9 @@ fn rule_of(operation: &str) -> Option<(Rule, StatusCode)> {
         "route_create" => (Rule::OrgDeploy, S::CREATED),
         "route_list" | "route_get" => (Rule::OrgRead, S::OK),
         "route_delete" => (Rule::OrgDeploy, S::OK),
+        "volume_create" => (Rule::OrgDeploy, S::CREATED),
+        "volume_list" | "volume_get" => (Rule::OrgRead, S::OK),
+        "volume_extend" | "volume_delete" => (Rule::OrgDeploy, S::OK),
         "route_list_all" | "node_list" | "system_status" | "system_scheduler" | "system_tasks" => {
             (Rule::ClusterRead, S::OK)
         }
@@ -288,7 +291,16 @@ async fn request(w: &World, op: &str, template: &str, i: usize) -> (String, Opti
             .await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     }
+    // A volume of its own for each call that names one.
+    let volume = format!("{}-{i}", op.replace('_', "-"));
+    if matches!(op, "volume_get" | "volume_extend" | "volume_delete") {
+        let r = s
+            .post("/v1/orgs/acme/apps/web/envs/prod/volumes", json!({"name": volume, "size_gib": 1, "node": "n1"}))
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    }
     let path = template
+        .replace("{volume}", &volume)
         .replace("{org}", "acme")
         .replace("{app}", "web")
         .replace("{env}", "prod")
@@ -312,6 +324,8 @@ async fn request(w: &World, op: &str, template: &str, i: usize) -> (String, Opti
         "deploy_create" => Some(json!({"release_id": w.release})),
         "scale_set" => Some(json!({"processes": {"web": 1}})),
         "route_create" => Some(json!({"hostname": format!("r{i}.example"), "process": "web", "backend_port": 8080})),
+        "volume_create" => Some(json!({"name": format!("data-{i}"), "size_gib": 1})),
+        "volume_extend" => Some(json!({"size_gib": 2})),
         "node_register" => Some(json!({"name": "n1", "capacity": {"cpu_millis": 4000, "memory_mib": 8192}})),
         "node_heartbeat" => Some(json!({})),
         "instance_report_status" => Some(json!({"status": "booting"})),

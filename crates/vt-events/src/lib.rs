@@ -19,7 +19,9 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use vt_ids::{AppId, DeployId, EnvId, EventId, InstanceId, NodeId, OrgId, ReleaseId, RequestId, RouteId, TokenId};
+use vt_ids::{
+    AppId, DeployId, EnvId, EventId, InstanceId, NodeId, OrgId, ReleaseId, RequestId, RouteId, TokenId, VolumeId,
+};
 
 mod types;
 pub use types::*;
@@ -42,10 +44,12 @@ pub enum AggregateType {
     Secrets,
     /// A node's ingress (id: the node's name): what it reports of route listeners.
     Ingress,
+    /// A volume: its size, and which instance has it.
+    Volume,
 }
 
 impl AggregateType {
-    pub const ALL: [AggregateType; 11] = [
+    pub const ALL: [AggregateType; 12] = [
         Self::Org,
         Self::App,
         Self::Env,
@@ -57,6 +61,7 @@ impl AggregateType {
         Self::Route,
         Self::Secrets,
         Self::Ingress,
+        Self::Volume,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -72,6 +77,7 @@ impl AggregateType {
             Self::Route => "route",
             Self::Secrets => "secrets",
             Self::Ingress => "ingress",
+            Self::Volume => "volume",
         }
     }
 
@@ -139,6 +145,16 @@ pub enum Event {
     SecretsVersionCreated(SecretsVersionCreated),
     #[serde(rename = "route.listener_changed")]
     RouteListenerChanged(RouteListenerChanged),
+    #[serde(rename = "volume.created")]
+    VolumeCreated(VolumeCreated),
+    #[serde(rename = "volume.extended")]
+    VolumeExtended(VolumeExtended),
+    #[serde(rename = "volume.attached")]
+    VolumeAttached(VolumeAttached),
+    #[serde(rename = "volume.detached")]
+    VolumeDetached(VolumeDetached),
+    #[serde(rename = "volume.deleted")]
+    VolumeDeleted(VolumeDeleted),
 }
 
 /// Why stored bytes could not be decoded into an [`Event`].
@@ -179,6 +195,11 @@ impl Event {
         ("secrets.version_created", 1),
         ("node.ipv4_range_assigned", 1),
         ("route.listener_changed", 1),
+        ("volume.created", 1),
+        ("volume.extended", 1),
+        ("volume.attached", 1),
+        ("volume.detached", 1),
+        ("volume.deleted", 1),
     ];
 
     pub fn event_type(&self) -> &'static str {
@@ -207,6 +228,11 @@ impl Event {
             Event::SecretsStaged(_) => "secrets.staged",
             Event::SecretsVersionCreated(_) => "secrets.version_created",
             Event::RouteListenerChanged(_) => "route.listener_changed",
+            Event::VolumeCreated(_) => "volume.created",
+            Event::VolumeExtended(_) => "volume.extended",
+            Event::VolumeAttached(_) => "volume.attached",
+            Event::VolumeDetached(_) => "volume.detached",
+            Event::VolumeDeleted(_) => "volume.deleted",
         }
     }
 
@@ -249,6 +275,11 @@ impl Event {
             Event::SecretsVersionCreated(e) => (A::Secrets, e.env_id.to_string()),
             // Observations of a node's ingress: they never race the route's own changes.
             Event::RouteListenerChanged(e) => (A::Ingress, e.node.clone()),
+            Event::VolumeCreated(e) => (A::Volume, e.volume_id.to_string()),
+            Event::VolumeExtended(e) => (A::Volume, e.volume_id.to_string()),
+            Event::VolumeAttached(e) => (A::Volume, e.volume_id.to_string()),
+            Event::VolumeDetached(e) => (A::Volume, e.volume_id.to_string()),
+            Event::VolumeDeleted(e) => (A::Volume, e.volume_id.to_string()),
         }
     }
 
@@ -275,6 +306,11 @@ impl Event {
             Event::SecretsStaged(e) => Some(e.org_id),
             Event::SecretsVersionCreated(e) => Some(e.org_id),
             Event::RouteListenerChanged(e) => Some(e.org_id),
+            Event::VolumeCreated(e) => Some(e.org_id),
+            Event::VolumeExtended(e) => Some(e.org_id),
+            Event::VolumeAttached(e) => Some(e.org_id),
+            Event::VolumeDetached(e) => Some(e.org_id),
+            Event::VolumeDeleted(e) => Some(e.org_id),
             Event::NodeRegistered(_)
             | Event::NodeCapacityChanged(_)
             | Event::NodeStatusChanged(_)

@@ -10,6 +10,7 @@ fn samples() -> Vec<Event> {
     let node_id = NodeId::parse("node_01jd8x6k3v9q4m2t7r5w0y1zch").unwrap();
     let token_id = TokenId::parse("tok_01jd8x6k3v9q4m2t7r5w0y1zcj").unwrap();
     let route_id = RouteId::parse("route_01jd8x6k3v9q4m2t7r5w0y1zck").unwrap();
+    let volume_id = VolumeId::parse("vol_01jd8x6k3v9q4m2t7r5w0y1zcm").unwrap();
     let cap = Capacity { cpu_millis: 2000, memory_mib: 4096 };
     vec![
         Event::OrgCreated(OrgCreated { org_id, name: "acme".into() }),
@@ -56,6 +57,7 @@ fn samples() -> Vec<Event> {
             node_id,
             resources: Resources { cpu_millis: 500, memory_mib: 256 },
             secrets_version: None,
+            volumes: vec![VolumeAttachment { name: "data".into(), volume_id }],
         }),
         Event::InstanceDesiredStateChanged(InstanceDesiredStateChanged {
             org_id,
@@ -153,6 +155,19 @@ fn samples() -> Vec<Event> {
             state: ListenerState::Failed,
             reason: Some("cannot listen on port 20000: Address already in use (os error 98)".into()),
         }),
+        Event::VolumeCreated(VolumeCreated {
+            org_id,
+            app_id,
+            env_id,
+            volume_id,
+            name: "data".into(),
+            size_gib: 10,
+            node_id,
+        }),
+        Event::VolumeExtended(VolumeExtended { org_id, env_id, volume_id, size_gib: 20 }),
+        Event::VolumeAttached(VolumeAttached { org_id, env_id, volume_id, instance_id }),
+        Event::VolumeDetached(VolumeDetached { org_id, env_id, volume_id, instance_id }),
+        Event::VolumeDeleted(VolumeDeleted { org_id, env_id, volume_id, node_id }),
     ]
 }
 

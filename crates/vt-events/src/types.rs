@@ -239,6 +239,18 @@ pub struct InstanceAllocated {
     /// The env's secrets version the instance gets at boot (`None`: no secrets).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secrets_version: Option<u64>,
+    /// The volumes it mounts, one per volume name of its process, each on its node and attached
+    /// to it alone (`volume.attached` in the same append).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<VolumeAttachment>,
+}
+
+/// A volume an instance mounts: the manifest's volume name and the volume that serves it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeAttachment {
+    pub name: String,
+    pub volume_id: VolumeId,
 }
 
 /// What the control plane wants an instance to be.
@@ -610,4 +622,58 @@ pub struct RouteListener {
     pub reason: Option<String>,
     /// When the ingress reported this state.
     pub since: DateTime<Utc>,
+}
+
+/// A volume of an env: a local ext4 disk of `size_gib` on `node_id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeCreated {
+    pub org_id: OrgId,
+    pub app_id: AppId,
+    pub env_id: EnvId,
+    pub volume_id: VolumeId,
+    /// The name a manifest's `[[volumes]]` mounts; several volumes may share it.
+    pub name: String,
+    pub size_gib: u32,
+    pub node_id: NodeId,
+}
+
+/// A volume's size grows (never shrinks); its node grows the disk before its next attach.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeExtended {
+    pub org_id: OrgId,
+    pub env_id: EnvId,
+    pub volume_id: VolumeId,
+    pub size_gib: u32,
+}
+
+/// A volume is given to an instance (the scheduler, with the instance's allocation).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeAttached {
+    pub org_id: OrgId,
+    pub env_id: EnvId,
+    pub volume_id: VolumeId,
+    pub instance_id: InstanceId,
+}
+
+/// A volume is free again: the instance that had it ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeDetached {
+    pub org_id: OrgId,
+    pub env_id: EnvId,
+    pub volume_id: VolumeId,
+    pub instance_id: InstanceId,
+}
+
+/// A volume is gone (never while attached); its node removes the disk.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeDeleted {
+    pub org_id: OrgId,
+    pub env_id: EnvId,
+    pub volume_id: VolumeId,
+    pub node_id: NodeId,
 }

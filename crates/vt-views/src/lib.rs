@@ -31,10 +31,11 @@ pub enum ViewKind {
     Route,
     Token,
     Secrets,
+    Volume,
 }
 
 impl ViewKind {
-    pub const ALL: [ViewKind; 11] = [
+    pub const ALL: [ViewKind; 12] = [
         Self::Org,
         Self::App,
         Self::Env,
@@ -46,6 +47,7 @@ impl ViewKind {
         Self::Route,
         Self::Token,
         Self::Secrets,
+        Self::Volume,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -61,6 +63,7 @@ impl ViewKind {
             Self::Route => "route",
             Self::Token => "token",
             Self::Secrets => "secrets",
+            Self::Volume => "volume",
         }
     }
 
@@ -315,6 +318,9 @@ pub struct InstanceView {
     /// scheduler replaces it, and counts it towards a crash loop).
     #[serde(default)]
     pub failure: Option<InstanceFailure>,
+    /// The volumes it mounts (its allocation decided them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<VolumeAttachment>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -392,6 +398,7 @@ impl InstanceView {
             boot: None,
             ready_at: None,
             failure: None,
+            volumes: e.volumes.clone(),
             created_at: at,
             updated_at: at,
         }
@@ -461,6 +468,22 @@ pub struct NodeView {
     #[serde(default)]
     pub ipv4_range: Option<String>,
     pub registered_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A volume of an env: a local ext4 disk on one node, attached to at most one instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VolumeView {
+    pub id: VolumeId,
+    pub org_id: OrgId,
+    pub app_id: AppId,
+    pub env_id: EnvId,
+    pub name: String,
+    pub size_gib: u32,
+    pub node_id: NodeId,
+    /// The instance that has it, from its allocation until it ended.
+    pub attached_to: Option<InstanceId>,
+    pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
@@ -687,6 +710,14 @@ view!(
     parent = Some(s.env_id.to_string()),
     name = s.hostname.clone()
 );
+view!(
+    VolumeView,
+    Volume,
+    id = |s| s.id.to_string(),
+    org = Some(s.org_id.to_string()),
+    parent = Some(s.env_id.to_string()),
+    name = Some(s.name.clone())
+);
 view!(NodeView, Node, id = |s| s.id.to_string(), org = None, parent = None, name = Some(s.name.clone()));
 view!(
     SecretsView,
@@ -749,6 +780,7 @@ pub fn projections() -> Vec<Box<dyn Projection>> {
         Box::new(Routes),
         Box::new(Tokens),
         Box::new(Secrets),
+        Box::new(Volumes),
     ]
 }
 
@@ -1218,6 +1250,66 @@ impl Projection for Routes {
             }
             _ => cur.cloned(),
         })
+    }
+}
+
+struct Volumes;
+impl Projection for Volumes {
+    fn name(&self) -> &'static str {
+        "volumes"
+    }
+    fn kind(&self) -> ViewKind {
+        ViewKind::Volume
+    }
+    fn touches(&self, event: &Event) -> Vec<String> {
+        match event {
+            Event::VolumeCreated(e) => vec![e.volume_id.to_string()],
+            Event::VolumeExtended(e) => vec![e.volume_id.to_string()],
+            Event::VolumeAttached(e) => vec![e.volume_id.to_string()],
+            Event::VolumeDetached(e) => vec![e.volume_id.to_string()],
+            Event::VolumeDeleted(e) => vec![e.volume_id.to_string()],
+            _ => vec![],
+        }
+    }
+    fn apply(
+        &self,
+        env: &Envelope,
+        event: &Event,
+        id: &str,
+        cur: Option<&ViewRow>,
+    ) -> Result<Option<ViewRow>, ProjectionError> {
+        let mut v: VolumeView = match event {
+            Event::VolumeCreated(e) => {
+                return Ok(Some(
+                    VolumeView {
+                        id: e.volume_id,
+                        org_id: e.org_id,
+                        app_id: e.app_id,
+                        env_id: e.env_id,
+                        name: e.name.clone(),
+                        size_gib: e.size_gib,
+                        node_id: e.node_id,
+                        attached_to: None,
+                        created_at: env.occurred_at,
+                        updated_at: env.occurred_at,
+                    }
+                    .into_row(env.seq),
+                ))
+            }
+            Event::VolumeDeleted(_) => return Ok(None),
+            Event::VolumeExtended(_) | Event::VolumeAttached(_) | Event::VolumeDetached(_) => {
+                current(cur, event.event_type(), id)?
+            }
+            _ => return Ok(cur.cloned()),
+        };
+        match event {
+            Event::VolumeExtended(e) => v.size_gib = e.size_gib,
+            Event::VolumeAttached(e) => v.attached_to = Some(e.instance_id),
+            Event::VolumeDetached(e) if v.attached_to == Some(e.instance_id) => v.attached_to = None,
+            _ => {}
+        }
+        v.updated_at = env.occurred_at;
+        Ok(Some(v.into_row(env.seq)))
     }
 }
 

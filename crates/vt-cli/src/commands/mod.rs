@@ -21,6 +21,7 @@ pub mod secrets;
 pub mod server;
 pub mod system;
 pub mod token;
+pub mod volume;
 // Later: exec, volume, workspace.
 
 use crate::config::Source;

@@ -20,6 +20,7 @@ pub mod routes;
 pub mod secrets;
 pub mod system;
 pub mod tokens;
+pub mod volumes;
 
 /// The aggregate must exist when the append commits (a parent that a command
 /// found in a view cannot have vanished, and a stale view cannot invent one).

@@ -247,9 +247,11 @@ impl ControlPlane {
         items.sort_by_key(|i| i.id);
         let releases = self.releases_of(items.iter()).await?;
         let peers = self.peers_of(&items, &instances).await?;
+        let volumes = self.volumes_on(&node).await?;
         Ok(NodeInstances {
             items: all(items),
             releases: all(releases),
+            volumes,
             seq,
             network: GuestNetwork { mtu: self.network.mtu },
             peers,

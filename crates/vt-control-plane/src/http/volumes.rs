@@ -1,0 +1,72 @@
+//! Volumes of an env (docs/volumes.md).
+
+use axum::extract::{Path, State};
+use axum::Json;
+use utoipa_axum::{router::OpenApiRouter, routes};
+use vt_api::{CreateVolume, ErrorBody, ExtendVolume, List, Volume};
+
+use super::{Cp, JsonBody, Out};
+use crate::{ApiResult, Committed, ControlPlane, Ctx};
+
+pub(super) fn routes() -> OpenApiRouter<std::sync::Arc<ControlPlane>> {
+    OpenApiRouter::new()
+        .routes(routes!(volume_create, volume_list))
+        .routes(routes!(volume_get, volume_delete))
+        .routes(routes!(volume_extend))
+}
+
+type EnvPath = Path<(String, String, String)>;
+type VolumePath = Path<(String, String, String, String)>;
+
+/// Create a volume of the env on a node (deployer).
+#[utoipa::path(post, path = "/orgs/{org}/apps/{app}/envs/{env}/volumes", tag = "volumes", request_body = CreateVolume,
+    params(("org" = String, Path), ("app" = String, Path), ("env" = String, Path), ("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 201, body = Volume), (status = "4XX", body = ErrorBody, description = "404 with `field` `node` when the node does not exist; 409 `conflict` when no node is ready")))]
+async fn volume_create(
+    State(cp): Cp,
+    ctx: Ctx,
+    Path((org, app, env)): EnvPath,
+    JsonBody(req): JsonBody<CreateVolume>,
+) -> ApiResult<Committed> {
+    let scope = cp.lookup_env_scope(&ctx, &org, &app, &env).await?;
+    cp.volume_create(&ctx, &scope, req).await
+}
+
+/// The env's volumes, by name, then id.
+#[utoipa::path(get, path = "/orgs/{org}/apps/{app}/envs/{env}/volumes", tag = "volumes",
+    params(("org" = String, Path), ("app" = String, Path), ("env" = String, Path)), responses((status = 200, body = List<Volume>), (status = "4XX", body = ErrorBody)))]
+async fn volume_list(State(cp): Cp, ctx: Ctx, Path((org, app, env)): EnvPath) -> Out<List<Volume>> {
+    let scope = cp.lookup_env_scope(&ctx, &org, &app, &env).await?;
+    Ok(Json(List { items: cp.volume_list(&ctx, &scope).await? }))
+}
+
+#[utoipa::path(get, path = "/orgs/{org}/apps/{app}/envs/{env}/volumes/{volume}", tag = "volumes",
+    params(("org" = String, Path), ("app" = String, Path), ("env" = String, Path), ("volume" = String, Path, description = "id, or a name one volume has")),
+    responses((status = 200, body = Volume), (status = "4XX", body = ErrorBody, description = "409 `conflict` when several volumes have the name")))]
+async fn volume_get(State(cp): Cp, ctx: Ctx, Path((org, app, env, volume)): VolumePath) -> Out<Volume> {
+    let scope = cp.lookup_env_scope(&ctx, &org, &app, &env).await?;
+    Ok(Json(cp.volume_get(&ctx, &scope, &volume).await?))
+}
+
+/// Delete a volume no instance has (deployer).
+#[utoipa::path(delete, path = "/orgs/{org}/apps/{app}/envs/{env}/volumes/{volume}", tag = "volumes",
+    params(("org" = String, Path), ("app" = String, Path), ("env" = String, Path), ("volume" = String, Path, description = "id, or a name one volume has"), ("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 200, body = Volume, description = "the deleted volume"), (status = "4XX", body = ErrorBody, description = "409 `conflict` while an instance has it")))]
+async fn volume_delete(State(cp): Cp, ctx: Ctx, Path((org, app, env, volume)): VolumePath) -> ApiResult<Committed> {
+    let scope = cp.lookup_env_scope(&ctx, &org, &app, &env).await?;
+    cp.volume_delete(&ctx, &scope, &volume).await
+}
+
+/// Grow a volume (deployer); an attached volume grows at its instance's next start.
+#[utoipa::path(post, path = "/orgs/{org}/apps/{app}/envs/{env}/volumes/{volume}/extend", tag = "volumes", request_body = ExtendVolume,
+    params(("org" = String, Path), ("app" = String, Path), ("env" = String, Path), ("volume" = String, Path, description = "id, or a name one volume has"), ("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 200, body = Volume), (status = "4XX", body = ErrorBody, description = "422 `invalid_field` `size_gib` when it is not larger")))]
+async fn volume_extend(
+    State(cp): Cp,
+    ctx: Ctx,
+    Path((org, app, env, volume)): VolumePath,
+    JsonBody(req): JsonBody<ExtendVolume>,
+) -> ApiResult<Committed> {
+    let scope = cp.lookup_env_scope(&ctx, &org, &app, &env).await?;
+    cp.volume_extend(&ctx, &scope, &volume, req).await
+}
