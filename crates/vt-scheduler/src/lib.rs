@@ -570,6 +570,10 @@ fn explain_volumes(
     instances: &HashMap<&str, &Instance>,
 ) -> Option<(String, String)> {
     let ready = |id: &str| nodes.iter().any(|n| n.id == id && n.status == NodeStatus::Ready);
+    // With no ready node at all, that is the reason.
+    if !nodes.iter().any(|n| n.status == NodeStatus::Ready) {
+        return None;
+    }
     if nodes.iter().any(|n| n.status == NodeStatus::Ready && free_volumes(group, &n.id, volumes, free).is_some()) {
         return None;
     }

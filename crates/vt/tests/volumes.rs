@@ -1,0 +1,299 @@
+//! Volumes end to end, through the CLI against `vt server` with its node agent, with real
+//! microVMs (TCG): a process writes to its volume, a new release's instance sees the data;
+//! a volume is attached to one instance at a time, and what cannot be placed says why.
+//!
+//! The CLI's output (tables, receipts, errors, `-o json`) is snapshot-tested against a real
+//! control plane with two simulated nodes, which also shows locality: an instance lands on
+//! the node that holds its volume, not on the roomier one.
+//!
+//! The microVM test is skipped with a message when the guest kernel, qemu, mkfs.ext4 or /bin/busybox is missing;
+//! fails instead under `CI=true`.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{acme_with_busybox, spawn_vt_server, vt_at, vt_isolated, Run, TestServer, DIGEST_IMAGE};
+use serde_json::json;
+use vt_client::vt_api::RegisterNode;
+
+fn guest_ready() -> bool {
+    vt_runtime::testing::guest_or_skip("the volumes test", &[vt_image::testing::BUSYBOX]).is_some()
+}
+
+fn manifest(dir: &Path, name: &str, script: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(
+        &p,
+        format!(
+            "schema_version = 1\n\n[processes.web]\ncommand = [\"/bin/sh\", \"-c\", {script:?}]\n\
+             resources = {{ cpu = 0.5, memory_mib = 128 }}\nscaling = {{ min = 0, max = 2 }}\n\n[[volumes]]\nname = \"data\"\npath = \"/data\"\nprocess = \"web\"\n"
+        ),
+    )
+    .unwrap();
+    p.to_str().unwrap().to_owned()
+}
+
+/// Wait until `vt logs` shows a line from a running instance other than `not` ending in `text`;
+/// returns that instance's id.
+fn wait_for_line(vt: &dyn Fn(&[&str]) -> Run, not: Option<&str>, text: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let r = vt(&["logs"]);
+        let found = r.stdout.lines().find_map(|l| {
+            let id = l.split(' ').next()?;
+            (Some(id) != not && l.ends_with(&format!(" stdout {text}"))).then(|| id.to_owned())
+        });
+        if let Some(id) = found {
+            return id;
+        }
+        assert!(Instant::now() < deadline, "no instance printed {text:?}: {}\n{}", r.text, vt(&["instances"]).text);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn a_volume_keeps_its_data_across_releases_and_serves_one_instance_at_a_time() {
+    if !guest_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (mut child, url) = spawn_vt_server(
+        dir.path(),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--sqlite-sync",
+            "normal",
+            "--no-ingress",
+            "--node-name",
+            "node-1",
+        ],
+    );
+    let vt = |args: &[&str]| vt_at(dir.path(), &data, &url, args);
+    let vt_any = |args: &[&str]| {
+        let mut c = vt_isolated(dir.path(), args);
+        c.env("VT_SERVER", &url).env("VT_DATA_DIR", &data).env("VT_ORG", "acme").env("VT_APP", "web");
+        Run::of(c.env("VT_ENV", "prod").output().unwrap(), dir.path())
+    };
+    let image = acme_with_busybox(dir.path(), &data, &url);
+
+    // No volume yet: the instance is not placed, and describe says why.
+    let v1 = manifest(dir.path(), "v1.toml", "echo first > /data/msg && sync && echo wrote && exec sleep 600");
+    vt(&["deploy", "--image", &image, "--manifest", &v1]);
+    vt(&["scale", "web=1"]);
+    let d = vt(&["describe"]);
+    assert!(d.stdout.contains("process web needs a free volume `data`; none exists in its env"), "{}", d.text);
+
+    let created = vt(&["volume", "create", "data", "--size-gib", "1", "-o", "json"]).json();
+    assert_eq!((created["name"].as_str(), created["node"].as_str()), (Some("data"), Some("node-1")));
+    let volume = created["id"].as_str().unwrap().to_owned();
+
+    // The first release writes to its volume.
+    let first = wait_for_line(&vt, None, "wrote");
+    let v = vt(&["volume", "get", "data", "-o", "json"]).json();
+    assert_eq!(v["attached_to"].as_str(), Some(first.as_str()), "{v}");
+    let inst = vt(&["instances", "-o", "json"]).json();
+    let i = inst["items"].as_array().unwrap().iter().find(|i| i["id"] == first.as_str()).unwrap().clone();
+    assert_eq!(i["volumes"], serde_json::json!([{"name": "data", "volume_id": volume}]));
+
+    // A second replica finds no free volume, and describe says so.
+    vt(&["scale", "web=2"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let d = vt(&["describe"]);
+        if d.stdout.contains("process web needs a free volume `data`; 1 exists, it is attached") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", d.text);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    vt(&["scale", "web=1"]);
+
+    // Deleting an attached volume is refused; without --yes and a terminal, it is not even asked.
+    let r = vt_any(&["volume", "delete", "data", "--yes"]);
+    assert_eq!(r.code, 4, "{}", r.text);
+    assert!(r.stderr.contains(&format!("is attached to instance {first}")), "{}", r.text);
+    let r = vt_any(&["volume", "delete", "data"]);
+    assert_eq!(r.code, 2, "{}", r.text);
+    assert!(r.stderr.contains("pass --yes"), "{}", r.text);
+
+    // A new release: the old instance stops first, its replacement gets the same volume and
+    // reads what the first one wrote.
+    let v2 = manifest(
+        dir.path(),
+        "v2.toml",
+        "echo read $(cat /data/msg) && echo size $(df -k /data | awk 'NR==2{print $2}') KiB && exec sleep 600",
+    );
+    vt(&["deploy", "--image", &image, "--manifest", &v2]);
+    let second = wait_for_line(&vt, Some(&first), "read first");
+    assert_ne!(first, second);
+    let v = vt(&["volume", "get", &volume, "-o", "json"]).json();
+    assert_eq!(v["attached_to"].as_str(), Some(second.as_str()), "{v}");
+    let events = vt(&["events", "-o", "json"]).stdout;
+    let attached = events.lines().filter(|l| l.contains("\"volume.attached\"")).count();
+    let detached = events.lines().filter(|l| l.contains("\"volume.detached\"")).count();
+    assert_eq!((attached, detached), (2, 1), "{events}");
+
+    // Extend: the disk grows at the next start; scale to 0 frees the volume, which can then go.
+    let r = vt_any(&["volume", "extend", "data", "--size-gib", "1"]);
+    assert_eq!(r.code, 2, "{}", r.text);
+    assert!(r.stderr.contains("only grows"), "{}", r.text);
+    vt(&["volume", "extend", "data", "--size-gib", "2"]);
+    let size = |id: &str| {
+        let logs = vt(&["logs", "--instance", id]).stdout;
+        logs.lines().find_map(|l| l.split(" stdout size ").nth(1)?.strip_suffix(" KiB")?.parse::<u64>().ok())
+    };
+    let before = size(&second).expect("the second instance printed its volume's size");
+    assert!((900_000..1_100_000).contains(&before), "{before} KiB");
+    let detached = || {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let v = vt(&["volume", "get", "data", "-o", "json"]).json();
+            if v["attached_to"].is_null() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the volume stayed attached: {v}");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    };
+    // The next instance that takes it finds it grown.
+    vt(&["scale", "web=0"]);
+    detached();
+    vt(&["scale", "web=1"]);
+    let third = wait_for_line(&vt, Some(&second), "read first");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let after = loop {
+        if let Some(s) = size(&third) {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "{}", vt(&["logs"]).text);
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert!((1_900_000..2_100_000).contains(&after), "{after} KiB after growing to 2 GiB");
+    vt(&["scale", "web=0"]);
+    detached();
+    // The bytes are on the node's disk, in the volume's ext4 image.
+    let disk = data.join("agent/volumes").join(format!("{volume}.ext4"));
+    let out = std::process::Command::new("debugfs").args(["-R", "cat /msg"]).arg(&disk).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "first\n", "{}", String::from_utf8_lossy(&out.stderr));
+
+    vt(&["volume", "delete", "data", "--yes"]);
+    // The agent removes the disk of a deleted volume.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while disk.exists() {
+        assert!(Instant::now() < deadline, "the disk of the deleted volume is still there");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    assert!(child.wait().unwrap().success());
+}
+
+/// Nodes `node-1` (8 GiB) and `node-2` (1 GiB), registered as their agents would.
+fn two_nodes(s: &TestServer) -> vt_client::Client {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let client = vt_client::Client::new(&s.url, Some(s.token.clone()));
+    rt.block_on(async {
+        for (name, memory) in [("node-1", 8192), ("node-2", 1024)] {
+            let node: RegisterNode =
+                serde_json::from_value(json!({"name": name, "capacity": {"cpu_millis": 4000, "memory_mib": memory}}))
+                    .unwrap();
+            client.node_register(&node, &format!("register-{name}")).await.unwrap();
+        }
+    });
+    client
+}
+
+fn instances(s: &TestServer, n: usize) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = s.run(&["instances", "-o", "json"]);
+        let items = r.json()["items"].as_array().cloned().unwrap_or_default();
+        let live: Vec<_> = items.into_iter().filter(|i| i["desired_state"] == "running").collect();
+        if live.len() == n {
+            return live;
+        }
+        assert!(Instant::now() < deadline, "wanted {n} instance(s): {}", r.text);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn volume_commands_and_locality_on_two_nodes() {
+    let s = TestServer::start();
+    s.seed();
+    two_nodes(&s);
+    snap!("volume_create", s.run(&["volume", "create", "data", "--size-gib", "10", "--node", "node-2"]));
+    snap!("volume_create_bad_size", s.run(&["volume", "create", "data", "--size-gib", "0"]));
+    snap!("volume_create_too_big", s.run(&["volume", "create", "data", "--size-gib", "65537"]));
+    snap!("volume_create_unknown_node", s.run(&["volume", "create", "data", "--size-gib", "1", "--node", "node-9"]));
+    snap!("volume_list", s.run(&["volume", "list"]));
+    snap!("volume_get", s.run(&["volume", "get", "data"]));
+    snap!("volume_get_missing", s.run(&["volume", "get", "nope"]));
+    snap!("volume_extend", s.run(&["volume", "extend", "data", "--size-gib", "20"]));
+    snap!("volume_extend_smaller", s.run(&["volume", "extend", "data", "--size-gib", "5"]));
+
+    // Locality: node-1 has far more room, but the only volume `data` is on node-2.
+    let manifest = s.dir.path().join("vt.toml");
+    std::fs::write(
+        &manifest,
+        "schema_version = 1\n\n[processes.web]\ncommand = [\"/bin/true\"]\nresources = { cpu = 0.5, memory_mib = 128 }\n\
+         scaling = { min = 1, max = 3 }\n\n[[volumes]]\nname = \"data\"\npath = \"/data\"\n",
+    )
+    .unwrap();
+    snap!(
+        "volume_release_hint",
+        s.run(&["release", "create", "--image", DIGEST_IMAGE, "--manifest", manifest.to_str().unwrap()])
+    );
+    let r = s.run(&["deploy", "--image", DIGEST_IMAGE, "--manifest", manifest.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.text);
+    let placed = instances(&s, 1);
+    let node2 = s.run(&["node", "get", "node-2", "-o", "json"]).json()["id"].as_str().unwrap().to_owned();
+    assert_eq!(placed[0]["node_id"].as_str(), Some(node2.as_str()), "the instance went where its volume is");
+    let v = s.run(&["volume", "get", "data", "-o", "json"]).json();
+    assert_eq!(v["attached_to"], placed[0]["id"]);
+
+    // A second volume of the same name, on node-1: the second replica lands there.
+    let r = s.run(&["volume", "create", "data", "--size-gib", "1", "--node", "node-1"]);
+    assert_eq!(r.code, 0, "{}", r.text);
+    snap!("volume_get_ambiguous", s.run(&["volume", "get", "data"]));
+    let r = s.run(&["scale", "web=2"]);
+    assert_eq!(r.code, 0, "{}", r.text);
+    let placed = instances(&s, 2);
+    let mut nodes: Vec<&str> = placed.iter().map(|i| i["node_id"].as_str().unwrap()).collect();
+    nodes.sort();
+    let node1 = s.run(&["node", "get", "node-1", "-o", "json"]).json()["id"].as_str().unwrap().to_owned();
+    let mut want = vec![node1.as_str(), node2.as_str()];
+    want.sort();
+    assert_eq!(nodes, want, "one replica per volume, each on its volume's node");
+
+    // A third: both volumes are attached, and describe says so instead of placing it elsewhere.
+    let r = s.run(&["scale", "web=3"]);
+    assert_eq!(r.code, 0, "{}", r.text);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let d = s.run(&["describe"]);
+        if d.stdout.contains("process web needs a free volume `data`; 2 exist, both attached") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{}", d.text);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(instances(&s, 2).len(), 2);
+    snap!("volume_list_attached", s.run(&["volume", "list"]));
+    let id = v["id"].as_str().unwrap();
+    snap!("volume_delete_attached", s.run(&["volume", "delete", id, "--yes"]));
+    snap!("volume_delete_not_a_terminal", s.run(&["volume", "delete", id]));
+
+    // A volume no instance has can go.
+    let r = s.run(&["volume", "create", "spare", "--size-gib", "1", "-o", "json"]);
+    assert_eq!(r.code, 0, "{}", r.text);
+    assert_eq!(r.json()["node"], "node-1", "the ready node holding the fewest volumes, then the lowest name");
+    snap!("volume_delete", s.run(&["volume", "delete", "spare", "--yes"]));
+    let r = s.run(&["volume", "list", "-o", "json"]);
+    assert_eq!(r.json()["items"].as_array().unwrap().len(), 2, "{}", r.text);
+}
