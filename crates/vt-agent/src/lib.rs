@@ -31,7 +31,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch, OnceCell};
 use tokio::task::JoinSet;
-use vt_api::{Heartbeat, Instance, NodeInstances, RegisterNode, Release, ReportInstanceStatus, Volume};
+use vt_api::{
+    Heartbeat, Instance, NodeInstances, RegisterNode, Release, ReportInstanceStatus, ReportSnapshot, Snapshot,
+    SnapshotStatus, Volume,
+};
 use vt_client::Client;
 use vt_events::{Capacity, DesiredState, Health};
 use vt_image::{Digest, ImageStore, RegistrySource, StoreOptions};
@@ -228,6 +231,8 @@ pub struct Agent {
     /// cgroup hierarchy is usable (then VMs share the CPU equally).
     cgroups: Option<CgroupRoot>,
     supervised: Mutex<HashMap<String, Supervised>>,
+    /// Snapshots being taken in this process.
+    snapshotting: Mutex<std::collections::HashSet<String>>,
     keys: AtomicU64,
     status: Mutex<AgentStatus>,
     /// Set by [`Agent::stop_following`]: the control plane is going away with this process,
@@ -300,6 +305,7 @@ impl Agent {
             network,
             cgroups,
             supervised: Mutex::new(HashMap::new()),
+            snapshotting: Mutex::new(std::collections::HashSet::new()),
             keys: AtomicU64::new(0),
             status: Mutex::new(AgentStatus::default()),
             shutting_down: AtomicBool::new(false),
@@ -582,6 +588,18 @@ impl Agent {
             tracing::info!(disk = %name, "removed the disk of a deleted volume");
         }
         let volumes: HashMap<String, Volume> = list.volumes.into_iter().map(|v| (v.id.to_string(), v)).collect();
+        for snap in list.snapshots {
+            let id = snap.id.to_string();
+            if !self.snapshotting.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone()) {
+                continue;
+            }
+            let volume = volumes.get(&snap.volume_id.to_string()).cloned();
+            let me = self.clone();
+            tasks.spawn(async move {
+                me.take_snapshot(snap, volume).await;
+                me.snapshotting.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            });
+        }
         for inst in list.items {
             let id = inst.id.to_string();
             {
@@ -1203,6 +1221,49 @@ impl Agent {
         spec.network = network;
         spec.volumes = disks;
         Ok(spec)
+    }
+
+    /// Take a snapshot of a volume of this node (pausing the VM that has it for the copy) and
+    /// report it; a failure is reported with its reason and never touches the workload.
+    async fn take_snapshot(&self, snap: Snapshot, volume: Option<Volume>) {
+        let req = match volume {
+            None => ReportSnapshot {
+                status: SnapshotStatus::Failed,
+                bytes: None,
+                took_ms: None,
+                paused_ms: None,
+                reason: Some(format!("volume {} is no longer on node {}", snap.volume_id, self.cfg.node_name)),
+            },
+            Some(v) => {
+                let vmm = v.attached_to.and_then(|i| self.states.load(&i.to_string())).and_then(|r| live_vm(&r));
+                match volumes::snapshot(&self.cfg.dirs.volumes, self.cfg.disk_budget.as_ref(), &v, &snap, vmm).await {
+                    Ok(t) => {
+                        tracing::info!(snapshot = %snap.id, volume = %v.id, bytes = t.bytes, took_ms = t.took_ms, paused_ms = t.paused_ms, "snapshot taken");
+                        ReportSnapshot {
+                            status: SnapshotStatus::Completed,
+                            bytes: Some(t.bytes),
+                            took_ms: Some(t.took_ms),
+                            paused_ms: Some(t.paused_ms),
+                            reason: None,
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(snapshot = %snap.id, error = %e, "snapshot failed");
+                        ReportSnapshot {
+                            status: SnapshotStatus::Failed,
+                            bytes: None,
+                            took_ms: None,
+                            paused_ms: None,
+                            reason: Some(e.to_string()),
+                        }
+                    }
+                }
+            }
+        };
+        let node = self.cfg.node_name.to_string();
+        if let Err(e) = self.client.snapshot_report(&node, &snap.id.to_string(), &req, &self.key("snapshot")).await {
+            tracing::warn!(snapshot = %snap.id, error = %e, "the snapshot's report did not reach the control plane; reported again on the next activation");
+        }
     }
 
     /// The disks of the volumes the instance mounts, made or grown as needed, each with the

@@ -23,7 +23,7 @@ pub use boot::{nearest_rank, BootPhase, BootTimingSummary, BootTimingsQuery, Pha
 pub use resources::*;
 pub use vt_events::{
     BootTimings, Capacity, DeployKind, DeployPhase, DeployStatus, DesiredState, Health, InstanceStatus, ListenerState,
-    NodeStatus, Resources, RouteListener, RouteProtocol, TokenRole, VolumeAttachment,
+    NodeStatus, Resources, RouteListener, RouteProtocol, SnapshotStatus, TokenRole, VolumeAttachment,
 };
 pub use vt_ids::{EnvVarName, Hostname, Name};
 
@@ -114,6 +114,9 @@ pub struct NodeInstances {
     /// The volumes held by the node, by id: its agent makes their disks and attaches them.
     #[serde(default)]
     pub volumes: Vec<Volume>,
+    /// Snapshots of its volumes still to take, by id.
+    #[serde(default)]
+    pub snapshots: Vec<Snapshot>,
     /// The position of the views these items reflect: pass it back as `after`
     /// to wait for the next change.
     pub seq: u64,
@@ -305,6 +308,34 @@ pub struct ExtendVolume {
     /// The new size, GiB.
     #[schema(minimum = 1, maximum = 65536)]
     pub size_gib: u32,
+}
+
+/// A snapshot restored as a new volume (never in place).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreSnapshot {
+    /// The new volume's name: no volume of the env may have it.
+    pub name: Name,
+}
+
+/// A node reports a snapshot it took, or could not take.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReportSnapshot {
+    /// `completed` or `failed`.
+    pub status: SnapshotStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 9007199254740991_u64)]
+    pub bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 86400000)]
+    pub took_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 86400000)]
+    pub paused_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 2048, pattern = "^[^\\x00-\\x08\\x0b-\\x1f\\x7f-\\x9f]*$")]
+    pub reason: Option<String>,
 }
 
 fn default_protocol() -> RouteProtocol {

@@ -12,9 +12,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use vt_events::{
     BootTimings, Capacity, DeployKind, DeployPhase, DeployStatus, DesiredState, Health, InstanceStatus, NodeStatus,
-    Resources, RouteListener, RouteProtocol, TokenRole, VolumeAttachment,
+    Resources, RouteListener, RouteProtocol, SnapshotStatus, TokenRole, VolumeAttachment,
 };
-use vt_ids::{AppId, DeployId, EnvId, InstanceId, NodeId, OrgId, ReleaseId, RouteId, TokenId, VolumeId};
+use vt_ids::{AppId, DeployId, EnvId, InstanceId, NodeId, OrgId, ReleaseId, RouteId, SnapshotId, TokenId, VolumeId};
 
 /// An org: the tenant. Everything else belongs to one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -296,6 +296,35 @@ pub struct Volume {
     pub node: String,
     /// The instance that has it (from its allocation until it ends), if any.
     pub attached_to: Option<InstanceId>,
+    /// The snapshot it was restored from.
+    pub from_snapshot: Option<SnapshotId>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// A crash-consistent copy of a volume, kept on the volume's node (also after the volume is
+/// deleted); restored as a new volume on that node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Snapshot {
+    pub id: SnapshotId,
+    pub org_id: OrgId,
+    pub app_id: AppId,
+    pub env_id: EnvId,
+    pub volume_id: VolumeId,
+    /// The volume's name and size when the snapshot was taken.
+    pub volume_name: String,
+    pub size_gib: u32,
+    pub node_id: NodeId,
+    /// That node's name.
+    pub node: String,
+    pub status: SnapshotStatus,
+    /// Bytes the copy occupies on the node.
+    pub bytes: Option<u64>,
+    /// How long the copy took, and how long the VM that had the volume was paused for it.
+    pub took_ms: Option<u64>,
+    pub paused_ms: Option<u64>,
+    /// Why it failed.
+    pub reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
 }

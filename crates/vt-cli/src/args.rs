@@ -498,6 +498,22 @@ pub enum VolumeCommand {
         #[arg(long, value_name = "GIB")]
         size_gib: u32,
     },
+    /// Take a crash-consistent snapshot of a volume on its node (the VM that has it pauses for the copy)
+    Snapshot {
+        volume: String,
+        /// Return once it is asked for, without waiting for the node to take it
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// List the snapshots of a volume (by id), or of every volume of a name, deleted ones too
+    Snapshots { volume: String },
+    /// Restore a snapshot as a new volume on the snapshot's node (never in place)
+    Restore {
+        snapshot: String,
+        /// The new volume's name (no volume of the env may have it)
+        #[arg(long = "as", value_name = "NAME")]
+        name: Name,
+    },
     /// Delete a volume and its data (refused while an instance has it); asks on a terminal
     Delete {
         volume: String,

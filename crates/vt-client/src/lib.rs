@@ -379,6 +379,43 @@ impl Client {
             .await
     }
 
+    pub async fn snapshot_create(
+        &self,
+        org: &str,
+        app: &str,
+        env: &str,
+        volume: &str,
+        key: &str,
+    ) -> Result<Committed<Snapshot>> {
+        let path = env_path(org, app, env, &format!("/volumes/{}/snapshots", seg(volume)));
+        self.mutate(Method::POST, &path, None::<&()>, key).await
+    }
+    pub async fn snapshot_list(&self, org: &str, app: &str, env: &str, volume: &str) -> Result<List<Snapshot>> {
+        self.get(&env_path(org, app, env, &format!("/volumes/{}/snapshots", seg(volume)))).await
+    }
+    pub async fn snapshot_restore(
+        &self,
+        org: &str,
+        app: &str,
+        env: &str,
+        snapshot: &str,
+        req: &RestoreSnapshot,
+        key: &str,
+    ) -> Result<Committed<Volume>> {
+        let path = env_path(org, app, env, &format!("/snapshots/{}/restore", seg(snapshot)));
+        self.mutate(Method::POST, &path, Some(req), key).await
+    }
+    /// A node agent reports a snapshot of one of its volumes.
+    pub async fn snapshot_report(
+        &self,
+        node: &str,
+        snapshot: &str,
+        req: &ReportSnapshot,
+        key: &str,
+    ) -> Result<Committed<Snapshot>> {
+        self.mutate(Method::POST, &format!("/nodes/{}/snapshots/{}", seg(node), seg(snapshot)), Some(req), key).await
+    }
+
     // --- nodes, events, system
 
     pub async fn node_list(&self) -> Result<List<Node>> {

@@ -172,6 +172,7 @@ impl Wire for VolumeView {
             node_id: self.node_id,
             node: self.node_id.to_string(),
             attached_to: self.attached_to,
+            from_snapshot: self.from_snapshot,
             created_at: self.created_at,
             updated_at: self.updated_at,
         }

@@ -140,6 +140,10 @@ fn rule_of(operation: &str) -> Option<(Rule, StatusCode)> {
         "volume_create" => (Rule::OrgDeploy, S::CREATED),
         "volume_list" | "volume_get" => (Rule::OrgRead, S::OK),
         "volume_extend" | "volume_delete" => (Rule::OrgDeploy, S::OK),
+        "snapshot_create" => (Rule::OrgDeploy, S::CREATED),
+        "snapshot_list" => (Rule::OrgRead, S::OK),
+        "snapshot_restore" => (Rule::OrgDeploy, S::CREATED),
+        "snapshot_report" => (Rule::NodeSelf, S::OK),
         "route_list_all" | "node_list" | "system_status" | "system_scheduler" | "system_tasks" => {
             (Rule::ClusterRead, S::OK)
         }
@@ -293,14 +297,39 @@ async fn request(w: &World, op: &str, template: &str, i: usize) -> (String, Opti
     }
     // A volume of its own for each call that names one.
     let volume = format!("{}-{i}", op.replace('_', "-"));
-    if matches!(op, "volume_get" | "volume_extend" | "volume_delete") {
+    let mut snapshot = String::new();
+    if matches!(
+        op,
+        "volume_get"
+            | "volume_extend"
+            | "volume_delete"
+            | "snapshot_create"
+            | "snapshot_list"
+            | "snapshot_restore"
+            | "snapshot_report"
+    ) {
         let r = s
             .post("/v1/orgs/acme/apps/web/envs/prod/volumes", json!({"name": volume, "size_gib": 1, "node": "n1"}))
             .await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     }
+    if matches!(op, "snapshot_restore" | "snapshot_report") {
+        let path = format!("/v1/orgs/acme/apps/web/envs/prod/volumes/{volume}/snapshots");
+        let r = s.call(Method::POST, &path, None, &[]).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        snapshot = r.body["id"].as_str().unwrap().to_owned();
+        if op == "snapshot_restore" {
+            // Taken by its node (as n1's agent would report it).
+            let token = w.token(Who::Node1).unwrap();
+            let body = json!({"status": "completed", "bytes": 4096}).to_string();
+            let path = format!("/v1/nodes/n1/snapshots/{snapshot}");
+            let r = s.call_as(Some(token), Method::POST, &path, Some(&body), &[]).await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        }
+    }
     let path = template
         .replace("{volume}", &volume)
+        .replace("{snapshot}", &snapshot)
         .replace("{org}", "acme")
         .replace("{app}", "web")
         .replace("{env}", "prod")
@@ -326,6 +355,8 @@ async fn request(w: &World, op: &str, template: &str, i: usize) -> (String, Opti
         "route_create" => Some(json!({"hostname": format!("r{i}.example"), "process": "web", "backend_port": 8080})),
         "volume_create" => Some(json!({"name": format!("data-{i}"), "size_gib": 1})),
         "volume_extend" => Some(json!({"size_gib": 2})),
+        "snapshot_restore" => Some(json!({"name": format!("restored-{i}")})),
+        "snapshot_report" => Some(json!({"status": "completed"})),
         "node_register" => Some(json!({"name": "n1", "capacity": {"cpu_millis": 4000, "memory_mib": 8192}})),
         "node_heartbeat" => Some(json!({})),
         "instance_report_status" => Some(json!({"status": "booting"})),

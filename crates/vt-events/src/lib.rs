@@ -20,7 +20,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use vt_ids::{
-    AppId, DeployId, EnvId, EventId, InstanceId, NodeId, OrgId, ReleaseId, RequestId, RouteId, TokenId, VolumeId,
+    AppId, DeployId, EnvId, EventId, InstanceId, NodeId, OrgId, ReleaseId, RequestId, RouteId, SnapshotId, TokenId,
+    VolumeId,
 };
 
 mod types;
@@ -46,10 +47,12 @@ pub enum AggregateType {
     Ingress,
     /// A volume: its size, and which instance has it.
     Volume,
+    /// A snapshot of a volume: asked for, then reported by its node.
+    Snapshot,
 }
 
 impl AggregateType {
-    pub const ALL: [AggregateType; 12] = [
+    pub const ALL: [AggregateType; 13] = [
         Self::Org,
         Self::App,
         Self::Env,
@@ -62,6 +65,7 @@ impl AggregateType {
         Self::Secrets,
         Self::Ingress,
         Self::Volume,
+        Self::Snapshot,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -78,6 +82,7 @@ impl AggregateType {
             Self::Secrets => "secrets",
             Self::Ingress => "ingress",
             Self::Volume => "volume",
+            Self::Snapshot => "snapshot",
         }
     }
 
@@ -155,6 +160,10 @@ pub enum Event {
     VolumeDetached(VolumeDetached),
     #[serde(rename = "volume.deleted")]
     VolumeDeleted(VolumeDeleted),
+    #[serde(rename = "snapshot.created")]
+    SnapshotCreated(SnapshotCreated),
+    #[serde(rename = "snapshot.reported")]
+    SnapshotReported(SnapshotReported),
 }
 
 /// Why stored bytes could not be decoded into an [`Event`].
@@ -200,6 +209,8 @@ impl Event {
         ("volume.attached", 1),
         ("volume.detached", 1),
         ("volume.deleted", 1),
+        ("snapshot.created", 1),
+        ("snapshot.reported", 1),
     ];
 
     pub fn event_type(&self) -> &'static str {
@@ -233,6 +244,8 @@ impl Event {
             Event::VolumeAttached(_) => "volume.attached",
             Event::VolumeDetached(_) => "volume.detached",
             Event::VolumeDeleted(_) => "volume.deleted",
+            Event::SnapshotCreated(_) => "snapshot.created",
+            Event::SnapshotReported(_) => "snapshot.reported",
         }
     }
 
@@ -280,6 +293,8 @@ impl Event {
             Event::VolumeAttached(e) => (A::Volume, e.volume_id.to_string()),
             Event::VolumeDetached(e) => (A::Volume, e.volume_id.to_string()),
             Event::VolumeDeleted(e) => (A::Volume, e.volume_id.to_string()),
+            Event::SnapshotCreated(e) => (A::Snapshot, e.snapshot_id.to_string()),
+            Event::SnapshotReported(e) => (A::Snapshot, e.snapshot_id.to_string()),
         }
     }
 
@@ -311,6 +326,8 @@ impl Event {
             Event::VolumeAttached(e) => Some(e.org_id),
             Event::VolumeDetached(e) => Some(e.org_id),
             Event::VolumeDeleted(e) => Some(e.org_id),
+            Event::SnapshotCreated(e) => Some(e.org_id),
+            Event::SnapshotReported(e) => Some(e.org_id),
             Event::NodeRegistered(_)
             | Event::NodeCapacityChanged(_)
             | Event::NodeStatusChanged(_)

@@ -11,6 +11,7 @@ fn samples() -> Vec<Event> {
     let token_id = TokenId::parse("tok_01jd8x6k3v9q4m2t7r5w0y1zcj").unwrap();
     let route_id = RouteId::parse("route_01jd8x6k3v9q4m2t7r5w0y1zck").unwrap();
     let volume_id = VolumeId::parse("vol_01jd8x6k3v9q4m2t7r5w0y1zcm").unwrap();
+    let snapshot_id = SnapshotId::parse("snap_01jd8x6k3v9q4m2t7r5w0y1zcn").unwrap();
     let cap = Capacity { cpu_millis: 2000, memory_mib: 4096 };
     vec![
         Event::OrgCreated(OrgCreated { org_id, name: "acme".into() }),
@@ -163,11 +164,32 @@ fn samples() -> Vec<Event> {
             name: "data".into(),
             size_gib: 10,
             node_id,
+            from_snapshot: Some(snapshot_id),
         }),
         Event::VolumeExtended(VolumeExtended { org_id, env_id, volume_id, size_gib: 20 }),
         Event::VolumeAttached(VolumeAttached { org_id, env_id, volume_id, instance_id }),
         Event::VolumeDetached(VolumeDetached { org_id, env_id, volume_id, instance_id }),
         Event::VolumeDeleted(VolumeDeleted { org_id, env_id, volume_id, node_id }),
+        Event::SnapshotCreated(SnapshotCreated {
+            org_id,
+            app_id,
+            env_id,
+            snapshot_id,
+            volume_id,
+            volume_name: "data".into(),
+            size_gib: 10,
+            node_id,
+        }),
+        Event::SnapshotReported(SnapshotReported {
+            org_id,
+            env_id,
+            snapshot_id,
+            status: SnapshotStatus::Completed,
+            bytes: Some(104_857_600),
+            took_ms: Some(412),
+            paused_ms: Some(398),
+            reason: None,
+        }),
     ]
 }
 

@@ -636,6 +636,9 @@ pub struct VolumeCreated {
     pub name: String,
     pub size_gib: u32,
     pub node_id: NodeId,
+    /// Restored from this snapshot (on the same node): its disk starts as the snapshot's copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_snapshot: Option<SnapshotId>,
 }
 
 /// A volume's size grows (never shrinks); its node grows the disk before its next attach.
@@ -676,4 +679,50 @@ pub struct VolumeDeleted {
     pub env_id: EnvId,
     pub volume_id: VolumeId,
     pub node_id: NodeId,
+}
+
+/// A snapshot of a volume is asked for: its node copies the disk (docs/volumes.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotCreated {
+    pub org_id: OrgId,
+    pub app_id: AppId,
+    pub env_id: EnvId,
+    pub snapshot_id: SnapshotId,
+    pub volume_id: VolumeId,
+    /// The volume's name and size when the snapshot was asked for.
+    pub volume_name: String,
+    pub size_gib: u32,
+    pub node_id: NodeId,
+}
+
+/// A snapshot's node reports it: the copy is complete, or why it failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotReported {
+    pub org_id: OrgId,
+    pub env_id: EnvId,
+    pub snapshot_id: SnapshotId,
+    pub status: SnapshotStatus,
+    /// Bytes the copy occupies on the node (sparse: what the volume holds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    /// How long the copy took, and how long the VM that had the volume was paused for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub took_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Where a snapshot is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotStatus {
+    /// Asked for; its node has not reported it yet.
+    Pending,
+    /// Copied: it can be restored as a new volume.
+    Completed,
+    Failed,
 }

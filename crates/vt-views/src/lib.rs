@@ -32,10 +32,11 @@ pub enum ViewKind {
     Token,
     Secrets,
     Volume,
+    Snapshot,
 }
 
 impl ViewKind {
-    pub const ALL: [ViewKind; 12] = [
+    pub const ALL: [ViewKind; 13] = [
         Self::Org,
         Self::App,
         Self::Env,
@@ -48,6 +49,7 @@ impl ViewKind {
         Self::Token,
         Self::Secrets,
         Self::Volume,
+        Self::Snapshot,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -64,6 +66,7 @@ impl ViewKind {
             Self::Token => "token",
             Self::Secrets => "secrets",
             Self::Volume => "volume",
+            Self::Snapshot => "snapshot",
         }
     }
 
@@ -483,8 +486,31 @@ pub struct VolumeView {
     pub node_id: NodeId,
     /// The instance that has it, from its allocation until it ended.
     pub attached_to: Option<InstanceId>,
+    /// The snapshot it was restored from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_snapshot: Option<SnapshotId>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// A snapshot of a volume, on the volume's node; kept when the volume is deleted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotView {
+    pub id: SnapshotId,
+    pub org_id: OrgId,
+    pub app_id: AppId,
+    pub env_id: EnvId,
+    pub volume_id: VolumeId,
+    pub volume_name: String,
+    pub size_gib: u32,
+    pub node_id: NodeId,
+    pub status: SnapshotStatus,
+    pub bytes: Option<u64>,
+    pub took_ms: Option<u64>,
+    pub paused_ms: Option<u64>,
+    pub reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
 }
 
 /// An ingress route: listener port (and host name, for TLS) to a process type's port.
@@ -718,6 +744,14 @@ view!(
     parent = Some(s.env_id.to_string()),
     name = Some(s.name.clone())
 );
+view!(
+    SnapshotView,
+    Snapshot,
+    id = |s| s.id.to_string(),
+    org = Some(s.org_id.to_string()),
+    parent = Some(s.env_id.to_string()),
+    name = Some(s.volume_name.clone())
+);
 view!(NodeView, Node, id = |s| s.id.to_string(), org = None, parent = None, name = Some(s.name.clone()));
 view!(
     SecretsView,
@@ -781,6 +815,7 @@ pub fn projections() -> Vec<Box<dyn Projection>> {
         Box::new(Tokens),
         Box::new(Secrets),
         Box::new(Volumes),
+        Box::new(Snapshots),
     ]
 }
 
@@ -1290,6 +1325,7 @@ impl Projection for Volumes {
                         size_gib: e.size_gib,
                         node_id: e.node_id,
                         attached_to: None,
+                        from_snapshot: e.from_snapshot,
                         created_at: env.occurred_at,
                         updated_at: env.occurred_at,
                     }
@@ -1310,6 +1346,62 @@ impl Projection for Volumes {
         }
         v.updated_at = env.occurred_at;
         Ok(Some(v.into_row(env.seq)))
+    }
+}
+
+struct Snapshots;
+impl Projection for Snapshots {
+    fn name(&self) -> &'static str {
+        "snapshots"
+    }
+    fn kind(&self) -> ViewKind {
+        ViewKind::Snapshot
+    }
+    fn touches(&self, event: &Event) -> Vec<String> {
+        match event {
+            Event::SnapshotCreated(e) => vec![e.snapshot_id.to_string()],
+            Event::SnapshotReported(e) => vec![e.snapshot_id.to_string()],
+            _ => vec![],
+        }
+    }
+    fn apply(
+        &self,
+        env: &Envelope,
+        event: &Event,
+        id: &str,
+        cur: Option<&ViewRow>,
+    ) -> Result<Option<ViewRow>, ProjectionError> {
+        Ok(Some(match event {
+            Event::SnapshotCreated(e) => SnapshotView {
+                id: e.snapshot_id,
+                org_id: e.org_id,
+                app_id: e.app_id,
+                env_id: e.env_id,
+                volume_id: e.volume_id,
+                volume_name: e.volume_name.clone(),
+                size_gib: e.size_gib,
+                node_id: e.node_id,
+                status: SnapshotStatus::Pending,
+                bytes: None,
+                took_ms: None,
+                paused_ms: None,
+                reason: None,
+                created_at: env.occurred_at,
+                completed_at: None,
+            }
+            .into_row(env.seq),
+            Event::SnapshotReported(e) => {
+                let mut v: SnapshotView = current(cur, "snapshot report", id)?;
+                v.status = e.status;
+                v.bytes = e.bytes;
+                v.took_ms = e.took_ms;
+                v.paused_ms = e.paused_ms;
+                v.reason = e.reason.clone();
+                v.completed_at = Some(env.occurred_at);
+                v.into_row(env.seq)
+            }
+            _ => return Ok(cur.cloned()),
+        }))
     }
 }
 

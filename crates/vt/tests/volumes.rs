@@ -22,17 +22,24 @@ fn guest_ready() -> bool {
     vt_runtime::testing::guest_or_skip("the volumes test", &[vt_image::testing::BUSYBOX]).is_some()
 }
 
-fn manifest(dir: &Path, name: &str, script: &str) -> String {
+/// A manifest whose `web` runs `script` with each of `volumes` (name, path) mounted.
+fn manifest(dir: &Path, name: &str, script: &str, volumes: &[(&str, &str)]) -> String {
     let p = dir.join(name);
-    std::fs::write(
-        &p,
-        format!(
-            "schema_version = 1\n\n[processes.web]\ncommand = [\"/bin/sh\", \"-c\", {script:?}]\n\
-             resources = {{ cpu = 0.5, memory_mib = 128 }}\nscaling = {{ min = 0, max = 2 }}\n\n[[volumes]]\nname = \"data\"\npath = \"/data\"\nprocess = \"web\"\n"
-        ),
-    )
-    .unwrap();
+    let mut text = format!(
+        "schema_version = 1\n\n[processes.web]\ncommand = [\"/bin/sh\", \"-c\", {script:?}]\n\
+         resources = {{ cpu = 0.5, memory_mib = 128 }}\nscaling = {{ min = 0, max = 2 }}\n"
+    );
+    for (name, path) in volumes {
+        text.push_str(&format!("\n[[volumes]]\nname = {name:?}\npath = {path:?}\nprocess = \"web\"\n"));
+    }
+    std::fs::write(&p, text).unwrap();
     p.to_str().unwrap().to_owned()
+}
+
+/// The text after `prefix` on a stdout line of `id`'s logs, if there is one yet.
+fn logged(vt: &dyn Fn(&[&str]) -> Run, id: &str, prefix: &str) -> Option<String> {
+    let logs = vt(&["logs", "--instance", id]).stdout;
+    logs.lines().find_map(|l| l.split(&format!(" stdout {prefix}")).nth(1).map(str::to_owned))
 }
 
 /// Wait until `vt logs` shows a line from a running instance other than `not` ending in `text`;
@@ -83,7 +90,13 @@ fn a_volume_keeps_its_data_across_releases_and_serves_one_instance_at_a_time() {
     let image = acme_with_busybox(dir.path(), &data, &url);
 
     // No volume yet: the instance is not placed, and describe says why.
-    let v1 = manifest(dir.path(), "v1.toml", "echo first > /data/msg && sync && echo wrote && exec sleep 600");
+    let v1 = manifest(
+        dir.path(),
+        "v1.toml",
+        "echo first > /data/msg && head -c 4194304 /dev/urandom > /data/blob && sync && \
+         echo sum $(sha256sum /data/blob | cut -c1-64) && echo wrote && exec sleep 600",
+        &[("data", "/data")],
+    );
     vt(&["deploy", "--image", &image, "--manifest", &v1]);
     vt(&["scale", "web=1"]);
     let d = vt(&["describe"]);
@@ -100,6 +113,22 @@ fn a_volume_keeps_its_data_across_releases_and_serves_one_instance_at_a_time() {
     let inst = vt(&["instances", "-o", "json"]).json();
     let i = inst["items"].as_array().unwrap().iter().find(|i| i["id"] == first.as_str()).unwrap().clone();
     assert_eq!(i["volumes"], serde_json::json!([{"name": "data", "volume_id": volume}]));
+
+    let sum = logged(&vt, &first, "sum ").expect("the first instance printed its blob's checksum");
+    assert_eq!(sum.len(), 64, "{sum}");
+
+    // A snapshot while it runs (the VM pauses for the copy), restored as a new volume.
+    let snap = vt(&["volume", "snapshot", "data", "-o", "json"]).json();
+    assert_eq!(snap["status"], "completed", "{snap}");
+    assert!(snap["paused_ms"].as_u64().is_some() && snap["bytes"].as_u64().unwrap() >= 4 << 20, "{snap}");
+    eprintln!("snapshot of a running 1 GiB volume holding 4 MiB: {snap}");
+    let snap_id = snap["id"].as_str().unwrap().to_owned();
+    let listed = vt(&["volume", "snapshots", "data", "-o", "json"]).json();
+    assert_eq!(listed["items"][0]["id"].as_str(), Some(snap_id.as_str()));
+    let r = vt_any(&["volume", "restore", &snap_id, "--as", "data"]);
+    assert_eq!(r.code, 4, "restoring onto an existing name: {}", r.text);
+    let copy = vt(&["volume", "restore", &snap_id, "--as", "copy", "-o", "json"]).json();
+    assert_eq!((copy["from_snapshot"].as_str(), copy["node"].as_str()), (Some(snap_id.as_str()), Some("node-1")));
 
     // A second replica finds no free volume, and describe says so.
     vt(&["scale", "web=2"]);
@@ -127,27 +156,36 @@ fn a_volume_keeps_its_data_across_releases_and_serves_one_instance_at_a_time() {
     let v2 = manifest(
         dir.path(),
         "v2.toml",
-        "echo read $(cat /data/msg) && echo size $(df -k /data | awk 'NR==2{print $2}') KiB && exec sleep 600",
+        "echo read $(cat /data/msg) && echo size $(df -k /data | awk 'NR==2{print $2}') KiB && \
+         echo copy $(cat /copy/msg) $(sha256sum /copy/blob | cut -c1-64) && exec sleep 600",
+        &[("data", "/data"), ("copy", "/copy")],
     );
     vt(&["deploy", "--image", &image, "--manifest", &v2]);
     let second = wait_for_line(&vt, Some(&first), "read first");
     assert_ne!(first, second);
+    // The restored volume holds the snapshot's bytes.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let copied = loop {
+        if let Some(c) = logged(&vt, &second, "copy ") {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "{}", vt(&["logs"]).text);
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(copied, format!("first {sum}"), "the restored volume has the same bytes");
     let v = vt(&["volume", "get", &volume, "-o", "json"]).json();
     assert_eq!(v["attached_to"].as_str(), Some(second.as_str()), "{v}");
     let events = vt(&["events", "-o", "json"]).stdout;
     let attached = events.lines().filter(|l| l.contains("\"volume.attached\"")).count();
     let detached = events.lines().filter(|l| l.contains("\"volume.detached\"")).count();
-    assert_eq!((attached, detached), (2, 1), "{events}");
+    assert_eq!((attached, detached), (3, 1), "{events}");
 
     // Extend: the disk grows at the next start; scale to 0 frees the volume, which can then go.
     let r = vt_any(&["volume", "extend", "data", "--size-gib", "1"]);
     assert_eq!(r.code, 2, "{}", r.text);
     assert!(r.stderr.contains("only grows"), "{}", r.text);
     vt(&["volume", "extend", "data", "--size-gib", "2"]);
-    let size = |id: &str| {
-        let logs = vt(&["logs", "--instance", id]).stdout;
-        logs.lines().find_map(|l| l.split(" stdout size ").nth(1)?.strip_suffix(" KiB")?.parse::<u64>().ok())
-    };
+    let size = |id: &str| logged(&vt, id, "size ")?.strip_suffix(" KiB")?.parse::<u64>().ok();
     let before = size(&second).expect("the second instance printed its volume's size");
     assert!((900_000..1_100_000).contains(&before), "{before} KiB");
     let detached = || {
@@ -236,6 +274,13 @@ fn volume_commands_and_locality_on_two_nodes() {
     snap!("volume_get_missing", s.run(&["volume", "get", "nope"]));
     snap!("volume_extend", s.run(&["volume", "extend", "data", "--size-gib", "20"]));
     snap!("volume_extend_smaller", s.run(&["volume", "extend", "data", "--size-gib", "5"]));
+    // No agent here takes it: it stays pending, and a pending snapshot cannot be restored.
+    snap!("volume_snapshot_no_wait", s.run(&["volume", "snapshot", "data", "--no-wait"]));
+    snap!("volume_snapshots", s.run(&["volume", "snapshots", "data"]));
+    let snap_id =
+        s.run(&["volume", "snapshots", "data", "-o", "json"]).json()["items"][0]["id"].as_str().unwrap().to_owned();
+    snap!("volume_restore_pending", s.run(&["volume", "restore", &snap_id, "--as", "copy"]));
+    snap!("volume_snapshots_missing", s.run(&["volume", "snapshots", "nope"]));
 
     // Locality: node-1 has far more room, but the only volume `data` is on node-2.
     let manifest = s.dir.path().join("vt.toml");

@@ -2,12 +2,12 @@
 
 use std::io::IsTerminal;
 
-use vt_api::{CreateVolume, ExtendVolume, Volume};
+use vt_api::{CreateVolume, ExtendVolume, RestoreSnapshot, Snapshot, SnapshotStatus, Volume};
 
 use crate::args::VolumeCommand;
 use crate::commands::scope_flags;
 use crate::error::CliError;
-use crate::printer::{fields, opt, time, Receipt, Table};
+use crate::printer::{fields, label, opt, time, Receipt, Table};
 use crate::{idempotency_key, CliResult, Ctx, ExitStatus};
 
 pub async fn run(ctx: &Ctx, cmd: VolumeCommand) -> CliResult {
@@ -70,6 +70,75 @@ pub async fn run(ctx: &Ctx, cmd: VolumeCommand) -> CliResult {
                 },
             );
         }
+        VolumeCommand::Snapshot { volume, no_wait } => {
+            let mut s = client.snapshot_create(org, app, env, &volume, &idempotency_key()).await?.value;
+            if !no_wait {
+                p.progress(&format!("taking snapshot {} on node {}", s.id, s.node));
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+                while s.status == SnapshotStatus::Pending && std::time::Instant::now() < deadline {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    let list = client.snapshot_list(org, app, env, &s.volume_id.to_string()).await?;
+                    if let Some(now) = list.items.into_iter().find(|x| x.id == s.id) {
+                        s = now;
+                    }
+                }
+            }
+            let what = match s.status {
+                SnapshotStatus::Pending => {
+                    format!("Asked node {} for a snapshot of volume `{}`", s.node, s.volume_name)
+                }
+                SnapshotStatus::Completed => format!(
+                    "Took a snapshot of volume `{}` on node {} ({}; the VM paused {} ms)",
+                    s.volume_name,
+                    s.node,
+                    size(s.bytes),
+                    s.paused_ms.unwrap_or(0)
+                ),
+                SnapshotStatus::Failed => {
+                    return Err(CliError::failed(
+                        format!(
+                            "snapshot {} of volume `{}` failed: {}",
+                            s.id,
+                            s.volume_name,
+                            s.reason.as_deref().unwrap_or("no reason reported")
+                        ),
+                        None,
+                    ))
+                }
+            };
+            p.receipt(
+                &s,
+                Receipt {
+                    what,
+                    ids: vec![("snapshot", s.id.to_string()), ("volume", s.volume_id.to_string())],
+                    details: None,
+                    next: vec![
+                        format!("vt volume snapshots {}{}", s.volume_name, scope_flags(ctx, true, true)),
+                        format!("vt volume restore {} --as NEW_NAME{}", s.id, scope_flags(ctx, true, true)),
+                    ],
+                },
+            );
+        }
+        VolumeCommand::Snapshots { volume } => {
+            let list = client.snapshot_list(org, app, env, &volume).await?;
+            p.show(&list, || snapshots(&list.items));
+        }
+        VolumeCommand::Restore { snapshot, name } => {
+            let req = RestoreSnapshot { name };
+            let v = client.snapshot_restore(org, app, env, &snapshot, &req, &idempotency_key()).await?.value;
+            p.receipt(
+                &v,
+                Receipt {
+                    what: format!(
+                        "Restored snapshot {snapshot} as new volume `{}` ({} GiB) on node {}; its node copies the disk when an instance first takes it",
+                        v.name, v.size_gib, v.node
+                    ),
+                    ids: vec![("volume", v.id.to_string())],
+                    details: None,
+                    next: vec![list_next],
+                },
+            );
+        }
         VolumeCommand::Delete { volume, yes } => {
             if !yes {
                 if !std::io::stdin().is_terminal() {
@@ -102,6 +171,37 @@ pub async fn run(ctx: &Ctx, cmd: VolumeCommand) -> CliResult {
     Ok(ExitStatus::Success)
 }
 
+fn snapshots(items: &[Snapshot]) -> String {
+    let mut t = Table::new(&["ID", "VOLUME", "SIZE", "NODE", "STATUS", "BYTES", "PAUSED", "CREATED"]);
+    for s in items {
+        t.row(vec![
+            s.id.to_string(),
+            format!("{} ({})", s.volume_name, s.volume_id),
+            format!("{} GiB", s.size_gib),
+            s.node.clone(),
+            label(&s.status),
+            size(s.bytes),
+            s.paused_ms.map_or("-".into(), |ms| format!("{ms} ms")),
+            time(&s.created_at),
+        ]);
+    }
+    let mut out = t.render();
+    for s in items.iter().filter(|s| s.status == SnapshotStatus::Failed) {
+        out.push_str(&format!("snapshot {} failed: {}\n", s.id, s.reason.as_deref().unwrap_or("-")));
+    }
+    out
+}
+
+/// Bytes for people: `104.9 MB`, `-` when unknown.
+fn size(bytes: Option<u64>) -> String {
+    match bytes {
+        None => "-".into(),
+        Some(b) if b < 1_000_000 => format!("{:.1} kB", b as f64 / 1e3),
+        Some(b) if b < 1_000_000_000 => format!("{:.1} MB", b as f64 / 1e6),
+        Some(b) => format!("{:.2} GB", b as f64 / 1e9),
+    }
+}
+
 fn details(v: &Volume) -> String {
     fields(&[
         ("volume", v.id.to_string()),
@@ -109,6 +209,7 @@ fn details(v: &Volume) -> String {
         ("size", format!("{} GiB", v.size_gib)),
         ("node", v.node.clone()),
         ("attached to", opt(&v.attached_to)),
+        ("restored from", opt(&v.from_snapshot)),
         ("created", time(&v.created_at)),
         ("updated", time(&v.updated_at)),
     ])

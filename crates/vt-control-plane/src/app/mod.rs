@@ -18,6 +18,7 @@ pub mod orgs;
 pub mod releases;
 pub mod routes;
 pub mod secrets;
+pub mod snapshots;
 pub mod system;
 pub mod tokens;
 pub mod volumes;

@@ -49,6 +49,7 @@ impl ControlPlane {
             size_gib: req.size_gib,
             node_id: node.id,
             attached_to: None,
+            from_snapshot: None,
             created_at: ctx.now(),
             updated_at: ctx.now(),
         };
@@ -61,6 +62,7 @@ impl ControlPlane {
                 name: view.name.clone(),
                 size_gib: view.size_gib,
                 node_id: node.id,
+                from_snapshot: None,
             }))
             .expect(exists(AggregateType::Env, env.id))
             .expect(exists(AggregateType::Node, node.id))

@@ -3,7 +3,7 @@
 use axum::extract::{Path, State};
 use axum::Json;
 use utoipa_axum::{router::OpenApiRouter, routes};
-use vt_api::{CreateVolume, ErrorBody, ExtendVolume, List, Volume};
+use vt_api::{CreateVolume, ErrorBody, ExtendVolume, List, ReportSnapshot, RestoreSnapshot, Snapshot, Volume};
 
 use super::{Cp, JsonBody, Out};
 use crate::{ApiResult, Committed, ControlPlane, Ctx};
@@ -13,6 +13,9 @@ pub(super) fn routes() -> OpenApiRouter<std::sync::Arc<ControlPlane>> {
         .routes(routes!(volume_create, volume_list))
         .routes(routes!(volume_get, volume_delete))
         .routes(routes!(volume_extend))
+        .routes(routes!(snapshot_create, snapshot_list))
+        .routes(routes!(snapshot_restore))
+        .routes(routes!(snapshot_report))
 }
 
 type EnvPath = Path<(String, String, String)>;
@@ -69,4 +72,50 @@ async fn volume_extend(
 ) -> ApiResult<Committed> {
     let scope = cp.lookup_env_scope(&ctx, &org, &app, &env).await?;
     cp.volume_extend(&ctx, &scope, &volume, req).await
+}
+
+/// Take a snapshot of a volume (deployer): its node copies the disk, pausing the VM that has
+/// it for the copy (docs/volumes.md).
+#[utoipa::path(post, path = "/orgs/{org}/apps/{app}/envs/{env}/volumes/{volume}/snapshots", tag = "volumes",
+    params(("org" = String, Path), ("app" = String, Path), ("env" = String, Path), ("volume" = String, Path, description = "id, or a name one volume has"), ("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 201, body = Snapshot, description = "pending until its node reports it"), (status = "4XX", body = ErrorBody)))]
+async fn snapshot_create(State(cp): Cp, ctx: Ctx, Path((org, app, env, volume)): VolumePath) -> ApiResult<Committed> {
+    let scope = cp.lookup_env_scope(&ctx, &org, &app, &env).await?;
+    cp.snapshot_create(&ctx, &scope, &volume).await
+}
+
+/// The snapshots of a volume (by id), or of every volume of that name, deleted ones too; oldest first.
+#[utoipa::path(get, path = "/orgs/{org}/apps/{app}/envs/{env}/volumes/{volume}/snapshots", tag = "volumes",
+    params(("org" = String, Path), ("app" = String, Path), ("env" = String, Path), ("volume" = String, Path, description = "id, or a volume name")),
+    responses((status = 200, body = List<Snapshot>), (status = "4XX", body = ErrorBody)))]
+async fn snapshot_list(State(cp): Cp, ctx: Ctx, Path((org, app, env, volume)): VolumePath) -> Out<List<Snapshot>> {
+    let scope = cp.lookup_env_scope(&ctx, &org, &app, &env).await?;
+    Ok(Json(List { items: cp.snapshot_list(&ctx, &scope, &volume).await? }))
+}
+
+/// Restore a completed snapshot as a new volume on its node (deployer); never in place.
+#[utoipa::path(post, path = "/orgs/{org}/apps/{app}/envs/{env}/snapshots/{snapshot}/restore", tag = "volumes", request_body = RestoreSnapshot,
+    params(("org" = String, Path), ("app" = String, Path), ("env" = String, Path), ("snapshot" = String, Path, description = "id"), ("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 201, body = Volume, description = "the new volume"), (status = "4XX", body = ErrorBody, description = "409 `name_taken` with `field` `name` when a volume of the env has the name; 409 `conflict` when the snapshot is not completed")))]
+async fn snapshot_restore(
+    State(cp): Cp,
+    ctx: Ctx,
+    Path((org, app, env, snapshot)): Path<(String, String, String, String)>,
+    JsonBody(req): JsonBody<RestoreSnapshot>,
+) -> ApiResult<Committed> {
+    let scope = cp.lookup_env_scope(&ctx, &org, &app, &env).await?;
+    cp.snapshot_restore(&ctx, &scope, &snapshot, req).await
+}
+
+/// A node agent reports a snapshot it took, or could not take (its own node's only).
+#[utoipa::path(post, path = "/nodes/{node}/snapshots/{snapshot}", tag = "volumes", request_body = ReportSnapshot,
+    params(("node" = String, Path), ("snapshot" = String, Path, description = "id"), ("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 200, body = Snapshot), (status = "4XX", body = ErrorBody)))]
+async fn snapshot_report(
+    State(cp): Cp,
+    ctx: Ctx,
+    Path((node, snapshot)): Path<(String, String)>,
+    JsonBody(req): JsonBody<ReportSnapshot>,
+) -> ApiResult<Committed> {
+    cp.snapshot_report(&ctx, &node, &snapshot, req).await
 }
