@@ -107,6 +107,9 @@ pub struct AgentConfig {
     /// The node's disk budget: unpacked images, root disks and scratch disks are checked
     /// against it before they are written. `None`: unchecked.
     pub disk_budget: Option<vt_disk::DiskBudget>,
+    /// Where volume backups go (restic), if anywhere: backups asked for are taken and sent
+    /// there; volumes restored from a backup are read from there.
+    pub backup: Option<vt_backup::Target>,
 }
 
 impl AgentConfig {
@@ -137,6 +140,7 @@ impl AgentConfig {
             scratch_size: 256 << 20,
             network: NetworkConfig::default(),
             disk_budget: None,
+            backup: None,
         }
     }
 }
@@ -231,7 +235,7 @@ pub struct Agent {
     /// cgroup hierarchy is usable (then VMs share the CPU equally).
     cgroups: Option<CgroupRoot>,
     supervised: Mutex<HashMap<String, Supervised>>,
-    /// Snapshots being taken in this process.
+    /// Snapshots and backups being taken in this process.
     snapshotting: Mutex<std::collections::HashSet<String>>,
     keys: AtomicU64,
     status: Mutex<AgentStatus>,
@@ -588,6 +592,18 @@ impl Agent {
             tracing::info!(disk = %name, "removed the disk of a deleted volume");
         }
         let volumes: HashMap<String, Volume> = list.volumes.into_iter().map(|v| (v.id.to_string(), v)).collect();
+        for v in volumes.values() {
+            let Some(pending) = v.backups.pending.clone() else { continue };
+            let id = pending.id.to_string();
+            if !self.snapshotting.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone()) {
+                continue;
+            }
+            let (me, v) = (self.clone(), v.clone());
+            tasks.spawn(async move {
+                me.take_backup(v, pending).await;
+                me.snapshotting.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            });
+        }
         for snap in list.snapshots {
             let id = snap.id.to_string();
             if !self.snapshotting.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone()) {
@@ -1223,6 +1239,70 @@ impl Agent {
         Ok(spec)
     }
 
+    /// Back up a volume of this node: a paused copy of its disk (as for a snapshot), sent to the
+    /// backup repository, then removed; report how it went. A failure is reported with its
+    /// reason (an unreachable repository, a wrong password) and never touches the workload.
+    async fn take_backup(&self, v: Volume, pending: vt_api::PendingBackup) {
+        let t0 = Instant::now();
+        let result = match &self.cfg.backup {
+            None => Err(format!("node {} has no backup repository configured", self.cfg.node_name)),
+            Some(target) => {
+                let vmm = v.attached_to.and_then(|i| self.states.load(&i.to_string())).and_then(|r| live_vm(&r));
+                let origin = vt_backup::Origin {
+                    org: pending.org.clone(),
+                    app: pending.app.clone(),
+                    env: pending.env.clone(),
+                    volume: v.name.clone(),
+                    volume_id: v.id.to_string(),
+                    size_gib: v.size_gib,
+                    node: self.cfg.node_name.to_string(),
+                };
+                let restic = vt_backup::Restic::new(target.clone());
+                volumes::backup(
+                    &self.cfg.dirs.volumes,
+                    self.cfg.disk_budget.as_ref(),
+                    &v,
+                    &pending.id,
+                    vmm,
+                    &restic,
+                    &origin,
+                )
+                .await
+            }
+        };
+        let took_ms = Some(t0.elapsed().as_millis() as u64);
+        let req = match result {
+            Ok((restic_id, s)) => {
+                tracing::info!(volume = %v.id, backup = %restic_id, bytes_added = s.bytes_added, bytes_processed = s.bytes_processed, ?took_ms, "volume backed up");
+                vt_api::ReportBackup {
+                    backup_id: pending.id,
+                    status: SnapshotStatus::Completed,
+                    restic_id: Some(restic_id),
+                    bytes_added: Some(s.bytes_added),
+                    bytes_processed: Some(s.bytes_processed),
+                    took_ms,
+                    reason: None,
+                }
+            }
+            Err(reason) => {
+                tracing::warn!(volume = %v.id, %reason, "volume backup failed");
+                vt_api::ReportBackup {
+                    backup_id: pending.id,
+                    status: SnapshotStatus::Failed,
+                    restic_id: None,
+                    bytes_added: None,
+                    bytes_processed: None,
+                    took_ms,
+                    reason: Some(reason),
+                }
+            }
+        };
+        let node = self.cfg.node_name.to_string();
+        if let Err(e) = self.client.backup_report(&node, &v.id.to_string(), &req, &self.key("backup")).await {
+            tracing::warn!(volume = %v.id, error = %e, "the backup's report did not reach the control plane; backed up again on the next activation");
+        }
+    }
+
     /// Take a snapshot of a volume of this node (pausing the VM that has it for the copy) and
     /// report it; a failure is reported with its reason and never touches the workload.
     async fn take_snapshot(&self, snap: Snapshot, volume: Option<Volume>) {
@@ -1293,12 +1373,13 @@ impl Agent {
                         ))
                     },
                 )?;
-            let disk = volumes::ensure(&self.cfg.dirs.volumes, self.cfg.disk_budget.as_ref(), v).await.map_err(
-                |e| match e {
+            let restic = self.cfg.backup.clone().map(vt_backup::Restic::new);
+            let disk = volumes::ensure(&self.cfg.dirs.volumes, self.cfg.disk_budget.as_ref(), restic.as_ref(), v)
+                .await
+                .map_err(|e| match e {
                     volumes::VolumeError::NoSpace(why) => PrepareError::Transient(why),
                     other => PrepareError::Fatal(other.to_string()),
-                },
-            )?;
+                })?;
             disks.push(vt_runtime::VolumeDisk {
                 name: a.name.clone(),
                 disk,

@@ -52,25 +52,45 @@ fn bytes(gib: u32) -> u64 {
     u64::from(gib) << 30
 }
 
-/// Make the volume's disk ready at its size: made if missing, grown if smaller. Idempotent.
-pub async fn ensure(dir: &Path, budget: Option<&vt_disk::DiskBudget>, v: &Volume) -> Result<PathBuf, VolumeError> {
+/// Make the volume's disk ready at its size: made if missing (empty, or from its snapshot or
+/// its backup), grown if smaller. Idempotent.
+pub async fn ensure(
+    dir: &Path,
+    budget: Option<&vt_disk::DiskBudget>,
+    restic: Option<&vt_backup::Restic>,
+    v: &Volume,
+) -> Result<PathBuf, VolumeError> {
     let disk = disk_path(dir, &v.id);
     let err = |message: String| VolumeError::Disk { volume: v.id, message };
     tokio::fs::create_dir_all(dir).await.map_err(|e| err(format!("create {}: {e}", dir.display())))?;
     let size = bytes(v.size_gib);
     let marker = dir.join(format!("{}.growing", v.id));
     match tokio::fs::metadata(&disk).await {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && v.from_snapshot.is_some() => {
-            let Some(snap) = v.from_snapshot else { return Err(err("no snapshot to restore from".into())) };
-            let src = snapshot_path(dir, &snap);
-            let used = allocated(&src).map_err(|e| err(format!("snapshot {snap} is not on this node: {e}")))?;
-            if let Some(b) = budget {
-                b.check(&format!("volume {} restored from snapshot {snap}", v.id), used)
-                    .map_err(|e| VolumeError::NoSpace(e.to_string()))?;
-            }
+        Err(e)
+            if e.kind() == std::io::ErrorKind::NotFound && (v.from_snapshot.is_some() || v.from_backup.is_some()) =>
+        {
             let tmp = dir.join(format!("{}.ext4.tmp", v.id));
             let _ = tokio::fs::remove_file(&tmp).await;
-            copy(&src, &tmp).await.map_err(err)?;
+            if let Some(snap) = v.from_snapshot {
+                let src = snapshot_path(dir, &snap);
+                let used = allocated(&src).map_err(|e| err(format!("snapshot {snap} is not on this node: {e}")))?;
+                if let Some(b) = budget {
+                    b.check(&format!("volume {} restored from snapshot {snap}", v.id), used)
+                        .map_err(|e| VolumeError::NoSpace(e.to_string()))?;
+                }
+                copy(&src, &tmp).await.map_err(err)?;
+            } else if let Some(backup) = &v.from_backup {
+                let restic =
+                    restic.ok_or_else(|| err(format!("backup {backup}: this node has no backup repository")))?;
+                if let Some(b) = budget {
+                    b.check(&format!("volume {} restored from backup {backup}", v.id), size)
+                        .map_err(|e| VolumeError::NoSpace(e.to_string()))?;
+                }
+                if let Err(e) = restic.dump(backup, &tmp).await {
+                    let _ = tokio::fs::remove_file(&tmp).await;
+                    return Err(err(format!("restore from backup {backup}: {e}")));
+                }
+            }
             // A crash-consistent copy: replay its journal, then give it the new volume's label.
             fsck(&tmp).await.map_err(err)?;
             run(Command::new("tune2fs").args(["-L", &label(&v.id)]).arg(&tmp)).await.map_err(err)?;
@@ -177,7 +197,7 @@ pub async fn snapshot(
     if let Ok(bytes) = allocated(&dst) {
         return Ok(Taken { bytes, took_ms: 0, paused_ms: 0 });
     }
-    let src = ensure(dir, budget, v).await?;
+    let src = ensure(dir, budget, None, v).await?;
     let parent = dst.parent().unwrap_or(dir);
     tokio::fs::create_dir_all(parent).await.map_err(|e| err(format!("create {}: {e}", parent.display())))?;
     let used = allocated(&src).map_err(|e| err(format!("stat {}: {e}", src.display())))?;
@@ -202,6 +222,40 @@ pub async fn snapshot(
     sync(parent).await.map_err(err)?;
     let bytes = allocated(&dst).map_err(|e| err(format!("stat {}: {e}", dst.display())))?;
     Ok(Taken { bytes, took_ms: t0.elapsed().as_millis() as u64, paused_ms })
+}
+
+/// Back up the volume: a copy of its disk taken with `vmm` paused (as for a snapshot), sent to
+/// the repository with `origin`'s tags (retention applied), then removed. Returns the backup's
+/// id and what it added.
+pub async fn backup(
+    dir: &Path,
+    budget: Option<&vt_disk::DiskBudget>,
+    v: &Volume,
+    id: &vt_ids::BackupId,
+    vmm: Option<u32>,
+    restic: &vt_backup::Restic,
+    origin: &vt_backup::Origin,
+) -> Result<(String, vt_backup::Summary), String> {
+    let src = ensure(dir, budget, Some(restic), v).await.map_err(|e| e.to_string())?;
+    let used = allocated(&src).map_err(|e| format!("stat {}: {e}", src.display()))?;
+    if let Some(b) = budget {
+        b.check(&format!("the copy for backup {id} of volume {}", v.id), used).map_err(|e| e.to_string())?;
+    }
+    let tmp = dir.join(format!("{id}.backup.tmp"));
+    let _ = tokio::fs::remove_file(&tmp).await;
+    if let Some(pid) = vmm {
+        crate::state::signal(pid, "STOP").await;
+    }
+    let copied = copy(&src, &tmp).await;
+    if let Some(pid) = vmm {
+        crate::state::signal(pid, "CONT").await;
+    }
+    let result = match copied {
+        Ok(()) => restic.backup(&tmp, origin).await.map_err(|e| e.to_string()),
+        Err(e) => Err(e),
+    };
+    let _ = tokio::fs::remove_file(&tmp).await;
+    result
 }
 
 /// Remove the disks of volumes no longer held by this node (deleted); `held` are their ids.

@@ -23,7 +23,8 @@ pub use boot::{nearest_rank, BootPhase, BootTimingSummary, BootTimingsQuery, Pha
 pub use resources::*;
 pub use vt_events::{
     BootTimings, Capacity, DeployKind, DeployPhase, DeployStatus, DesiredState, Health, InstanceStatus, ListenerState,
-    NodeStatus, Resources, RouteListener, RouteProtocol, SnapshotStatus, TokenRole, VolumeAttachment,
+    NodeStatus, PendingBackup, Resources, RouteListener, RouteProtocol, SnapshotStatus, TokenRole, VolumeAttachment,
+    VolumeBackups,
 };
 pub use vt_ids::{EnvVarName, Hostname, Name};
 
@@ -316,6 +317,42 @@ pub struct ExtendVolume {
 pub struct RestoreSnapshot {
     /// The new volume's name: no volume of the env may have it.
     pub name: Name,
+}
+
+/// A backup restored as a new volume (never in place).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreBackup {
+    /// The new volume's name: no volume of the env may have it.
+    pub name: Name,
+    /// The node (name or id) to restore it on; default: the ready node holding the fewest volumes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 63)]
+    pub node: Option<String>,
+}
+
+/// A node reports a backup run of one of its volumes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReportBackup {
+    pub backup_id: vt_ids::BackupId,
+    /// `completed` or `failed`.
+    pub status: SnapshotStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 64, pattern = "^[0-9a-f]*$")]
+    pub restic_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 9007199254740991_u64)]
+    pub bytes_added: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 9007199254740991_u64)]
+    pub bytes_processed: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 86400000)]
+    pub took_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 2048, pattern = "^[^\\x00-\\x08\\x0b-\\x1f\\x7f-\\x9f]*$")]
+    pub reason: Option<String>,
 }
 
 /// A node reports a snapshot it took, or could not take.

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use vt_events::{
     BootTimings, Capacity, DeployKind, DeployPhase, DeployStatus, DesiredState, Health, InstanceStatus, NodeStatus,
-    Resources, RouteListener, RouteProtocol, SnapshotStatus, TokenRole, VolumeAttachment,
+    Resources, RouteListener, RouteProtocol, SnapshotStatus, TokenRole, VolumeAttachment, VolumeBackups,
 };
 use vt_ids::{AppId, DeployId, EnvId, InstanceId, NodeId, OrgId, ReleaseId, RouteId, SnapshotId, TokenId, VolumeId};
 
@@ -298,8 +298,27 @@ pub struct Volume {
     pub attached_to: Option<InstanceId>,
     /// The snapshot it was restored from.
     pub from_snapshot: Option<SnapshotId>,
+    /// The backup (restic snapshot id) it was restored from.
+    pub from_backup: Option<String>,
+    /// Its backups: the one running, the last success (when, what it added) and the last failure.
+    pub backups: VolumeBackups,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// A backup of a volume in the server's backup repository (a restic snapshot), found by the
+/// org, app, env and volume names it is tagged with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Backup {
+    /// The restic snapshot id (64 hex digits; a unique prefix of 8 or more names it).
+    pub id: String,
+    pub time: String,
+    pub volume: String,
+    /// The id of the volume it was taken of (in the control plane that took it).
+    pub volume_id: String,
+    pub size_gib: u32,
+    /// The node it was taken on.
+    pub node: String,
 }
 
 /// A crash-consistent copy of a volume, kept on the volume's node (also after the volume is

@@ -507,12 +507,25 @@ pub enum VolumeCommand {
     },
     /// List the snapshots of a volume (by id), or of every volume of a name, deleted ones too
     Snapshots { volume: String },
-    /// Restore a snapshot as a new volume on the snapshot's node (never in place)
+    /// Back a volume up to the server's restic repository now (the VM pauses for the copy only)
+    Backup {
+        volume: String,
+        /// Return once it is asked for, without waiting for the node to finish it
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// List the backups in the repository of the env's volumes of a name (or of a volume, by id)
+    Backups { volume: String },
+    /// Restore a snapshot (`snap_…`, on its node) or a backup (its restic id) as a new volume, never in place
     Restore {
-        snapshot: String,
+        /// A snapshot id, or a backup id (a unique prefix of 8 or more hex digits)
+        from: String,
         /// The new volume's name (no volume of the env may have it)
         #[arg(long = "as", value_name = "NAME")]
         name: Name,
+        /// The node a backup is restored on (name or id) [default: the ready node holding the fewest volumes]
+        #[arg(long, value_name = "NODE")]
+        node: Option<String>,
     },
     /// Delete a volume and its data (refused while an instance has it); asks on a terminal
     Delete {
@@ -592,6 +605,15 @@ pub struct ServerArgs {
     /// Disk space large writes (registry uploads, unpacked images, disks) leave free on the data directory's filesystem: a share (`10%`) or a size (`5GiB`)
     #[arg(long, value_name = "SIZE", default_value = "5GiB")]
     pub disk_reserve: vt_disk::Reserve,
+    /// Back volumes up to this restic repository (a directory, `sftp:…`, `s3:…`; `restic init` it first)
+    #[arg(long, value_name = "REPO", requires = "backup_password_file")]
+    pub backup_repo: Option<String>,
+    /// The file holding the backup repository's password
+    #[arg(long, value_name = "FILE", requires = "backup_repo")]
+    pub backup_password_file: Option<PathBuf>,
+    /// How many backups of each volume to keep, e.g. `daily=7,weekly=4` (units: last, hourly, daily, weekly, monthly, yearly) [default: all]
+    #[arg(long, value_name = "UNIT=N,...", requires = "backup_repo", value_parser = keep)]
+    pub backup_keep: Option<Keep>,
     /// What the built-in registry may hold per org, in GiB [default: no quota]
     #[arg(long, value_name = "GIB", value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
     pub registry_quota_gib: Option<u64>,
@@ -727,4 +749,12 @@ fn port_range(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
         return Err(format!("{s}: need 1 <= FIRST <= LAST"));
     }
     Ok(a..=b)
+}
+
+/// `--backup-keep daily=7,weekly=4`: per unit, how many backups to keep.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keep(pub Vec<(String, u32)>);
+
+fn keep(s: &str) -> Result<Keep, String> {
+    vt_backup::parse_keep(s).map(Keep)
 }

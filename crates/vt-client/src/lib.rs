@@ -416,6 +416,43 @@ impl Client {
         self.mutate(Method::POST, &format!("/nodes/{}/snapshots/{}", seg(node), seg(snapshot)), Some(req), key).await
     }
 
+    pub async fn backup_create(
+        &self,
+        org: &str,
+        app: &str,
+        env: &str,
+        volume: &str,
+        key: &str,
+    ) -> Result<Committed<Volume>> {
+        let path = env_path(org, app, env, &format!("/volumes/{}/backups", seg(volume)));
+        self.mutate(Method::POST, &path, None::<&()>, key).await
+    }
+    pub async fn backup_list(&self, org: &str, app: &str, env: &str, volume: &str) -> Result<List<Backup>> {
+        self.get(&env_path(org, app, env, &format!("/volumes/{}/backups", seg(volume)))).await
+    }
+    pub async fn backup_restore(
+        &self,
+        org: &str,
+        app: &str,
+        env: &str,
+        backup: &str,
+        req: &RestoreBackup,
+        key: &str,
+    ) -> Result<Committed<Volume>> {
+        let path = env_path(org, app, env, &format!("/backups/{}/restore", seg(backup)));
+        self.mutate(Method::POST, &path, Some(req), key).await
+    }
+    /// A node agent reports a backup run of one of its volumes.
+    pub async fn backup_report(
+        &self,
+        node: &str,
+        volume: &str,
+        req: &ReportBackup,
+        key: &str,
+    ) -> Result<Committed<Volume>> {
+        self.mutate(Method::POST, &format!("/nodes/{}/volumes/{}/backup", seg(node), seg(volume)), Some(req), key).await
+    }
+
     // --- nodes, events, system
 
     pub async fn node_list(&self) -> Result<List<Node>> {

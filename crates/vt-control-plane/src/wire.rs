@@ -173,6 +173,8 @@ impl Wire for VolumeView {
             node: self.node_id.to_string(),
             attached_to: self.attached_to,
             from_snapshot: self.from_snapshot,
+            from_backup: self.from_backup,
+            backups: self.backups,
             created_at: self.created_at,
             updated_at: self.updated_at,
         }

@@ -20,8 +20,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use vt_ids::{
-    AppId, DeployId, EnvId, EventId, InstanceId, NodeId, OrgId, ReleaseId, RequestId, RouteId, SnapshotId, TokenId,
-    VolumeId,
+    AppId, BackupId, DeployId, EnvId, EventId, InstanceId, NodeId, OrgId, ReleaseId, RequestId, RouteId, SnapshotId,
+    TokenId, VolumeId,
 };
 
 mod types;
@@ -164,6 +164,10 @@ pub enum Event {
     SnapshotCreated(SnapshotCreated),
     #[serde(rename = "snapshot.reported")]
     SnapshotReported(SnapshotReported),
+    #[serde(rename = "backup.requested")]
+    BackupRequested(BackupRequested),
+    #[serde(rename = "backup.reported")]
+    BackupReported(BackupReported),
 }
 
 /// Why stored bytes could not be decoded into an [`Event`].
@@ -211,6 +215,8 @@ impl Event {
         ("volume.deleted", 1),
         ("snapshot.created", 1),
         ("snapshot.reported", 1),
+        ("backup.requested", 1),
+        ("backup.reported", 1),
     ];
 
     pub fn event_type(&self) -> &'static str {
@@ -246,6 +252,8 @@ impl Event {
             Event::VolumeDeleted(_) => "volume.deleted",
             Event::SnapshotCreated(_) => "snapshot.created",
             Event::SnapshotReported(_) => "snapshot.reported",
+            Event::BackupRequested(_) => "backup.requested",
+            Event::BackupReported(_) => "backup.reported",
         }
     }
 
@@ -295,6 +303,9 @@ impl Event {
             Event::VolumeDeleted(e) => (A::Volume, e.volume_id.to_string()),
             Event::SnapshotCreated(e) => (A::Snapshot, e.snapshot_id.to_string()),
             Event::SnapshotReported(e) => (A::Snapshot, e.snapshot_id.to_string()),
+            // A volume has one backup running at a time: serialized on the volume.
+            Event::BackupRequested(e) => (A::Volume, e.volume_id.to_string()),
+            Event::BackupReported(e) => (A::Volume, e.volume_id.to_string()),
         }
     }
 
@@ -328,6 +339,8 @@ impl Event {
             Event::VolumeDeleted(e) => Some(e.org_id),
             Event::SnapshotCreated(e) => Some(e.org_id),
             Event::SnapshotReported(e) => Some(e.org_id),
+            Event::BackupRequested(e) => Some(e.org_id),
+            Event::BackupReported(e) => Some(e.org_id),
             Event::NodeRegistered(_)
             | Event::NodeCapacityChanged(_)
             | Event::NodeStatusChanged(_)

@@ -639,6 +639,9 @@ pub struct VolumeCreated {
     /// Restored from this snapshot (on the same node): its disk starts as the snapshot's copy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_snapshot: Option<SnapshotId>,
+    /// Restored from this backup (a restic snapshot id): its disk starts as the backup's image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_backup: Option<String>,
 }
 
 /// A volume's size grows (never shrinks); its node grows the disk before its next attach.
@@ -725,4 +728,71 @@ pub enum SnapshotStatus {
     /// Copied: it can be restored as a new volume.
     Completed,
     Failed,
+}
+
+/// A backup of a volume is asked for (by a person, or by the schedule): its node copies the
+/// disk and sends the copy to the backup repository.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupRequested {
+    pub org_id: OrgId,
+    pub env_id: EnvId,
+    pub volume_id: VolumeId,
+    pub backup_id: BackupId,
+    /// Where it came from, as the backup's tags name it (a fresh control plane finds it by these).
+    pub org: String,
+    pub app: String,
+    pub env: String,
+    #[serde(default)]
+    pub scheduled: bool,
+}
+
+/// The volume's node reports a backup run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupReported {
+    pub org_id: OrgId,
+    pub env_id: EnvId,
+    pub volume_id: VolumeId,
+    pub backup_id: BackupId,
+    /// `completed` or `failed`.
+    pub status: SnapshotStatus,
+    /// The restic snapshot id, once completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restic_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_added: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_processed: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub took_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// A volume's backups as its view shows them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct VolumeBackups {
+    /// A backup asked for and not reported yet.
+    pub pending: Option<PendingBackup>,
+    pub last_success_at: Option<DateTime<Utc>>,
+    /// The restic snapshot id of the last successful backup.
+    pub last_success_id: Option<String>,
+    /// What the last successful backup added to the repository, and read.
+    pub last_bytes_added: Option<u64>,
+    pub last_bytes_processed: Option<u64>,
+    pub last_took_ms: Option<u64>,
+    /// The last failure, when it is newer than the last success.
+    pub last_error: Option<String>,
+    pub last_error_at: Option<DateTime<Utc>>,
+}
+
+/// A backup run asked for and not reported yet, with the names its tags carry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PendingBackup {
+    pub id: BackupId,
+    pub org: String,
+    pub app: String,
+    pub env: String,
+    pub requested_at: DateTime<Utc>,
 }

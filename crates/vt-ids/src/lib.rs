@@ -213,6 +213,8 @@ kinds! {
     VolumeKind, VolumeId, "vol", "volume";
     /// A snapshot of a volume, on the volume's node.
     SnapshotKind, SnapshotId, "snap", "snapshot";
+    /// A backup run of a volume (the backup itself is a restic snapshot).
+    BackupKind, BackupId, "bak", "backup";
 }
 
 #[cfg(test)]

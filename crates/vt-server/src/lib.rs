@@ -77,6 +77,8 @@ pub struct ServerConfig {
     pub node_network: vt_agent::NetworkConfig,
     /// What large writes (registry uploads, unpacked layers, disks) leave free on the data directory's filesystem.
     pub disk_reserve: vt_disk::Reserve,
+    /// Where volume backups go (a restic repository and its password file), if anywhere.
+    pub backup: Option<vt_backup::Target>,
     /// Bytes the registry may hold per org; `None`: no quota.
     pub registry_quota: Option<u64>,
     /// How long requests in flight may take to finish once a shutdown begins.
@@ -105,6 +107,7 @@ impl ServerConfig {
             network: Default::default(),
             node_network: Default::default(),
             disk_reserve: vt_disk::Reserve::default(),
+            backup: None,
             registry_quota: None,
             drain_timeout: serve::DEFAULT_DRAIN,
             vm_stop_timeout: DEFAULT_VM_STOP_TIMEOUT,
@@ -258,6 +261,7 @@ impl Server {
         };
         let cp = ControlPlane::start(store, settings);
         cp.ingress.set_tcp_ports(config.tcp_ports.clone());
+        cp.backups.set(config.backup.clone());
         let ingress = match &config.ingress {
             Some(addrs) => Some(start_ingress(&cp, &data, addrs, config.agent.as_ref()).await?),
             None => {
@@ -267,8 +271,8 @@ impl Server {
         };
         let agent = match &config.agent {
             Some(node) => {
-                start_agent(&cp, &data, addr, node, &config.node_network, disk_budget(config, &data), &mut notices)
-                    .await?
+                let budget = disk_budget(config, &data);
+                start_agent(&cp, &data, addr, node, config, budget, &mut notices).await?
             }
             None => {
                 cp.tasks.register("agent", || tasks::off("agent", AGENT, "switched off (`--no-agent`)"));
@@ -407,14 +411,15 @@ async fn start_agent(
     data: &DataDir,
     addr: SocketAddr,
     node: &Hostname,
-    network: &vt_agent::NetworkConfig,
+    server: &ServerConfig,
     budget: vt_disk::DiskBudget,
     notices: &mut Vec<Notice>,
 ) -> Result<Option<(Arc<vt_agent::Agent>, JoinHandle<()>)>, ServerError> {
     let token = tokens::local_node_token(cp, data, node).await?;
     let mut config = vt_agent::AgentConfig::new(&format!("http://{addr}"), Some(token), node.clone(), data.agent());
-    config.network = network.clone();
+    config.network = server.node_network.clone();
     config.disk_budget = Some(budget);
+    config.backup = server.backup.clone();
     match vt_agent::Agent::new(config) {
         Ok(agent) => {
             notices

@@ -489,6 +489,12 @@ pub struct VolumeView {
     /// The snapshot it was restored from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_snapshot: Option<SnapshotId>,
+    /// The backup (restic snapshot id) it was restored from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_backup: Option<String>,
+    /// Its backups: the one running, the last success and the last failure.
+    #[serde(default)]
+    pub backups: VolumeBackups,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -1303,6 +1309,8 @@ impl Projection for Volumes {
             Event::VolumeAttached(e) => vec![e.volume_id.to_string()],
             Event::VolumeDetached(e) => vec![e.volume_id.to_string()],
             Event::VolumeDeleted(e) => vec![e.volume_id.to_string()],
+            Event::BackupRequested(e) => vec![e.volume_id.to_string()],
+            Event::BackupReported(e) => vec![e.volume_id.to_string()],
             _ => vec![],
         }
     }
@@ -1326,6 +1334,8 @@ impl Projection for Volumes {
                         node_id: e.node_id,
                         attached_to: None,
                         from_snapshot: e.from_snapshot,
+                        from_backup: e.from_backup.clone(),
+                        backups: VolumeBackups::default(),
                         created_at: env.occurred_at,
                         updated_at: env.occurred_at,
                     }
@@ -1333,15 +1343,46 @@ impl Projection for Volumes {
                 ))
             }
             Event::VolumeDeleted(_) => return Ok(None),
-            Event::VolumeExtended(_) | Event::VolumeAttached(_) | Event::VolumeDetached(_) => {
-                current(cur, event.event_type(), id)?
-            }
+            // A backup report can race the volume's deletion: it then changes nothing.
+            Event::BackupReported(_) if cur.is_none() => return Ok(None),
+            Event::VolumeExtended(_)
+            | Event::VolumeAttached(_)
+            | Event::VolumeDetached(_)
+            | Event::BackupRequested(_)
+            | Event::BackupReported(_) => current(cur, event.event_type(), id)?,
             _ => return Ok(cur.cloned()),
         };
         match event {
             Event::VolumeExtended(e) => v.size_gib = e.size_gib,
             Event::VolumeAttached(e) => v.attached_to = Some(e.instance_id),
             Event::VolumeDetached(e) if v.attached_to == Some(e.instance_id) => v.attached_to = None,
+            Event::BackupRequested(e) => {
+                v.backups.pending = Some(PendingBackup {
+                    id: e.backup_id,
+                    org: e.org.clone(),
+                    app: e.app.clone(),
+                    env: e.env.clone(),
+                    requested_at: env.occurred_at,
+                })
+            }
+            Event::BackupReported(e) => {
+                let b = &mut v.backups;
+                if b.pending.as_ref().is_some_and(|p| p.id == e.backup_id) {
+                    b.pending = None;
+                }
+                if e.status == SnapshotStatus::Completed {
+                    b.last_success_at = Some(env.occurred_at);
+                    b.last_success_id = e.restic_id.clone();
+                    b.last_bytes_added = e.bytes_added;
+                    b.last_bytes_processed = e.bytes_processed;
+                    b.last_took_ms = e.took_ms;
+                    b.last_error = None;
+                    b.last_error_at = None;
+                } else {
+                    b.last_error = e.reason.clone();
+                    b.last_error_at = Some(env.occurred_at);
+                }
+            }
             _ => {}
         }
         v.updated_at = env.occurred_at;

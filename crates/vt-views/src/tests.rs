@@ -432,6 +432,7 @@ fn a_volume_is_attached_to_one_instance_then_freed_grown_and_deleted() {
         size_gib: 1,
         node_id,
         from_snapshot: None,
+        from_backup: None,
     }))
     .unwrap();
     let v: VolumeView = log.get(&id);

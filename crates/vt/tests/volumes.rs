@@ -281,6 +281,7 @@ fn volume_commands_and_locality_on_two_nodes() {
         s.run(&["volume", "snapshots", "data", "-o", "json"]).json()["items"][0]["id"].as_str().unwrap().to_owned();
     snap!("volume_restore_pending", s.run(&["volume", "restore", &snap_id, "--as", "copy"]));
     snap!("volume_snapshots_missing", s.run(&["volume", "snapshots", "nope"]));
+    snap!("volume_backup_no_repository", s.run(&["volume", "backup", "data"]));
 
     // Locality: node-1 has far more room, but the only volume `data` is on node-2.
     let manifest = s.dir.path().join("vt.toml");
@@ -341,4 +342,118 @@ fn volume_commands_and_locality_on_two_nodes() {
     snap!("volume_delete", s.run(&["volume", "delete", "spare", "--yes"]));
     let r = s.run(&["volume", "list", "-o", "json"]);
     assert_eq!(r.json()["items"].as_array().unwrap().len(), 2, "{}", r.text);
+}
+
+fn restic_ready() -> bool {
+    let ok = std::process::Command::new("restic").arg("version").output().is_ok_and(|o| o.status.success());
+    if !ok {
+        assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "restic is missing (apt-get install restic)");
+        eprintln!("SKIPPED: the backup test needs restic (apt-get install restic)");
+    }
+    ok
+}
+
+/// `vt server` on `data` with its agent as node-1, backing volumes up to `repo`.
+fn backup_server(dir: &Path, data: &Path, repo: &Path, password: &Path) -> (common::ServerChild, String) {
+    spawn_vt_server(
+        dir,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--sqlite-sync",
+            "normal",
+            "--no-ingress",
+            "--node-name",
+            "node-1",
+            "--backup-repo",
+            repo.to_str().unwrap(),
+            "--backup-password-file",
+            password.to_str().unwrap(),
+            "--backup-keep",
+            "last=5,daily=7",
+        ],
+    )
+}
+
+#[test]
+fn a_backup_restored_on_a_fresh_data_directory_holds_the_same_bytes() {
+    if !guest_ready() || !restic_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, password) = (dir.path().join("backups"), dir.path().join("backup-password"));
+    std::fs::write(&password, "correct horse\n").unwrap();
+    let init = std::process::Command::new("restic")
+        .arg("--repo")
+        .arg(&repo)
+        .arg("--password-file")
+        .arg(&password)
+        .arg("init")
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+
+    // The first server: a process writes to its volume, which is backed up while it runs.
+    let data = dir.path().join("data-a");
+    let (mut a, url) = backup_server(dir.path(), &data, &repo, &password);
+    let vt = |args: &[&str]| vt_at(dir.path(), &data, &url, args);
+    let image = acme_with_busybox(dir.path(), &data, &url);
+    vt(&["volume", "create", "data", "--size-gib", "1"]);
+    let writer = manifest(
+        dir.path(),
+        "writer.toml",
+        "head -c 8388608 /dev/urandom > /data/blob && sync && echo sum $(sha256sum /data/blob | cut -c1-64) && \
+         echo wrote && exec sleep 600",
+        &[("data", "/data")],
+    );
+    vt(&["deploy", "--image", &image, "--manifest", &writer]);
+    vt(&["scale", "web=1"]);
+    let first = wait_for_line(&vt, None, "wrote");
+    let sum = logged(&vt, &first, "sum ").expect("the writer printed its checksum");
+    let v = vt(&["volume", "backup", "data", "-o", "json"]).json();
+    let b = &v["backups"];
+    assert!(b["pending"].is_null() && b["last_error"].is_null(), "{v}");
+    let id = b["last_success_id"].as_str().expect("a completed backup").to_owned();
+    assert!(b["last_bytes_added"].as_u64().unwrap() >= 8 << 20, "{v}");
+    eprintln!("backup of a running 1 GiB volume holding 8 MiB: {b}");
+    let listed = vt(&["volume", "backups", "data", "-o", "json"]).json();
+    assert_eq!(listed["items"][0]["id"].as_str(), Some(id.as_str()), "{listed}");
+    let events = vt(&["events", "-o", "json"]).stdout;
+    assert!(events.contains("\"backup.requested\"") && events.contains("\"backup.reported\""), "{events}");
+    let _ = std::process::Command::new("kill").args(["-TERM", &a.id().to_string()]).status();
+    assert!(a.wait().unwrap().success());
+
+    // A fresh data directory, the same repository: the backup comes back as a new volume.
+    let fresh = dir.path().join("fresh");
+    std::fs::create_dir(&fresh).unwrap();
+    let data = fresh.join("data");
+    let (mut b, url) = backup_server(&fresh, &data, &repo, &password);
+    let vt = |args: &[&str]| vt_at(&fresh, &data, &url, args);
+    let image = acme_with_busybox(&fresh, &data, &url);
+    let listed = vt(&["volume", "backups", "data", "-o", "json"]).json();
+    assert_eq!(listed["items"][0]["id"].as_str(), Some(id.as_str()), "the fresh server finds the backup: {listed}");
+    let restored = vt(&["volume", "restore", &id[..12], "--as", "data", "-o", "json"]).json();
+    assert_eq!(restored["from_backup"].as_str(), Some(id.as_str()), "{restored}");
+    let reader = manifest(
+        &fresh,
+        "reader.toml",
+        "echo copy $(sha256sum /data/blob | cut -c1-64) && exec sleep 600",
+        &[("data", "/data")],
+    );
+    vt(&["deploy", "--image", &image, "--manifest", &reader]);
+    vt(&["scale", "web=1"]);
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let copied = loop {
+        let r = vt(&["logs"]);
+        if let Some(c) = r.stdout.lines().find_map(|l| l.split(" stdout copy ").nth(1)) {
+            break c.to_owned();
+        }
+        assert!(Instant::now() < deadline, "{}\n{}", r.text, vt(&["instances"]).text);
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(copied, sum, "the restored volume holds the same bytes");
+    let _ = std::process::Command::new("kill").args(["-TERM", &b.id().to_string()]).status();
+    assert!(b.wait().unwrap().success());
 }

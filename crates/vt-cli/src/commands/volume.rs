@@ -2,7 +2,7 @@
 
 use std::io::IsTerminal;
 
-use vt_api::{CreateVolume, ExtendVolume, RestoreSnapshot, Snapshot, SnapshotStatus, Volume};
+use vt_api::{Backup, CreateVolume, ExtendVolume, RestoreBackup, RestoreSnapshot, Snapshot, SnapshotStatus, Volume};
 
 use crate::args::VolumeCommand;
 use crate::commands::scope_flags;
@@ -123,14 +123,25 @@ pub async fn run(ctx: &Ctx, cmd: VolumeCommand) -> CliResult {
             let list = client.snapshot_list(org, app, env, &volume).await?;
             p.show(&list, || snapshots(&list.items));
         }
-        VolumeCommand::Restore { snapshot, name } => {
-            let req = RestoreSnapshot { name };
-            let v = client.snapshot_restore(org, app, env, &snapshot, &req, &idempotency_key()).await?.value;
+        VolumeCommand::Restore { from, name, node } => {
+            let (v, what) = if from.starts_with("snap_") {
+                if node.is_some() {
+                    return Err(CliError::usage(
+                        "a snapshot is restored on its own node: drop --node",
+                        Some("snapshots are node-local; a backup can be restored on any node".to_owned()),
+                    ));
+                }
+                let req = RestoreSnapshot { name };
+                (client.snapshot_restore(org, app, env, &from, &req, &idempotency_key()).await?.value, "snapshot")
+            } else {
+                let req = RestoreBackup { name, node };
+                (client.backup_restore(org, app, env, &from, &req, &idempotency_key()).await?.value, "backup")
+            };
             p.receipt(
                 &v,
                 Receipt {
                     what: format!(
-                        "Restored snapshot {snapshot} as new volume `{}` ({} GiB) on node {}; its node copies the disk when an instance first takes it",
+                        "Restored {what} {from} as new volume `{}` ({} GiB) on node {}; its node makes the disk when an instance first takes it",
                         v.name, v.size_gib, v.node
                     ),
                     ids: vec![("volume", v.id.to_string())],
@@ -138,6 +149,45 @@ pub async fn run(ctx: &Ctx, cmd: VolumeCommand) -> CliResult {
                     next: vec![list_next],
                 },
             );
+        }
+        VolumeCommand::Backup { volume, no_wait } => {
+            let mut v = client.backup_create(org, app, env, &volume, &idempotency_key()).await?.value;
+            if !no_wait {
+                p.progress(&format!("backing up volume `{}` on node {}", v.name, v.node));
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3600);
+                while v.backups.pending.is_some() && std::time::Instant::now() < deadline {
+                    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                    v = client.volume_get(org, app, env, &v.id.to_string()).await?;
+                }
+            }
+            let b = &v.backups;
+            let what = match (&b.pending, &b.last_error, &b.last_success_id) {
+                (Some(_), _, _) => format!("Asked node {} for a backup of volume `{}`", v.node, v.name),
+                (None, Some(e), _) => {
+                    return Err(CliError::failed(format!("the backup of volume `{}` failed: {e}", v.name), None))
+                }
+                (None, None, Some(id)) => format!(
+                    "Backed up volume `{}` as {id} ({} read, {} added to the repository, in {})",
+                    v.name,
+                    size(b.last_bytes_processed),
+                    size(b.last_bytes_added),
+                    b.last_took_ms.map_or("-".into(), |ms| format!("{:.1} s", ms as f64 / 1000.0))
+                ),
+                (None, None, None) => format!("Backed up volume `{}`", v.name),
+            };
+            p.receipt(
+                &v,
+                Receipt {
+                    what,
+                    ids: vec![("volume", v.id.to_string())],
+                    details: None,
+                    next: vec![format!("vt volume backups {}{}", v.name, scope_flags(ctx, true, true))],
+                },
+            );
+        }
+        VolumeCommand::Backups { volume } => {
+            let list = client.backup_list(org, app, env, &volume).await?;
+            p.show(&list, || backups(&list.items));
         }
         VolumeCommand::Delete { volume, yes } => {
             if !yes {
@@ -192,6 +242,20 @@ fn snapshots(items: &[Snapshot]) -> String {
     out
 }
 
+fn backups(items: &[Backup]) -> String {
+    let mut t = Table::new(&["ID", "TIME", "VOLUME", "SIZE", "NODE"]);
+    for b in items {
+        t.row(vec![
+            b.id.clone(),
+            b.time.clone(),
+            format!("{} ({})", b.volume, b.volume_id),
+            format!("{} GiB", b.size_gib),
+            b.node.clone(),
+        ]);
+    }
+    t.render()
+}
+
 /// Bytes for people: `104.9 MB`, `-` when unknown.
 fn size(bytes: Option<u64>) -> String {
     match bytes {
@@ -209,7 +273,31 @@ fn details(v: &Volume) -> String {
         ("size", format!("{} GiB", v.size_gib)),
         ("node", v.node.clone()),
         ("attached to", opt(&v.attached_to)),
-        ("restored from", opt(&v.from_snapshot)),
+        (
+            "restored from",
+            v.from_snapshot.map(|s| s.to_string()).or(v.from_backup.clone()).unwrap_or_else(|| "-".into()),
+        ),
+        (
+            "backup",
+            match &v.backups.pending {
+                Some(p) => format!("running since {} ({})", time(&p.requested_at), p.id),
+                None => "-".into(),
+            },
+        ),
+        (
+            "last backup",
+            match (&v.backups.last_success_at, &v.backups.last_success_id) {
+                (Some(at), Some(id)) => format!("{} {id} ({} added)", time(at), size(v.backups.last_bytes_added)),
+                _ => "never".into(),
+            },
+        ),
+        (
+            "last backup error",
+            match (&v.backups.last_error_at, &v.backups.last_error) {
+                (Some(at), Some(e)) => format!("{} {e}", time(at)),
+                _ => "-".into(),
+            },
+        ),
         ("created", time(&v.created_at)),
         ("updated", time(&v.updated_at)),
     ])

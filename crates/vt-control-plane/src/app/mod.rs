@@ -8,6 +8,7 @@ use vt_events::AggregateType;
 use vt_store::{Expectation, ExpectedVersion};
 
 pub mod apps;
+pub mod backups;
 pub mod boot_timings;
 pub mod deploys;
 pub mod envs;

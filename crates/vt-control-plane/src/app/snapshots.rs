@@ -150,6 +150,8 @@ impl ControlPlane {
             node_id: s.node_id,
             attached_to: None,
             from_snapshot: Some(s.id),
+            from_backup: None,
+            backups: Default::default(),
             created_at: ctx.now(),
             updated_at: ctx.now(),
         };
@@ -167,6 +169,7 @@ impl ControlPlane {
                 size_gib: view.size_gib,
                 node_id: view.node_id,
                 from_snapshot: Some(s.id),
+                from_backup: None,
             }))
             .expect(exists(AggregateType::Snapshot, s.id))
             .expect(Expectation {

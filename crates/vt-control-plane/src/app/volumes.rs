@@ -50,6 +50,8 @@ impl ControlPlane {
             node_id: node.id,
             attached_to: None,
             from_snapshot: None,
+            from_backup: None,
+            backups: Default::default(),
             created_at: ctx.now(),
             updated_at: ctx.now(),
         };
@@ -63,6 +65,7 @@ impl ControlPlane {
                 size_gib: view.size_gib,
                 node_id: node.id,
                 from_snapshot: None,
+                from_backup: None,
             }))
             .expect(exists(AggregateType::Env, env.id))
             .expect(exists(AggregateType::Node, node.id))
@@ -75,7 +78,7 @@ impl ControlPlane {
     }
 
     /// The ready node holding the fewest volumes, then the lowest name.
-    async fn emptiest_node(&self) -> ApiResult<NodeView> {
+    pub(crate) async fn emptiest_node(&self) -> ApiResult<NodeView> {
         let nodes: Vec<NodeView> = self.views(Self::kind_query(ViewKind::Node)).await?;
         let volumes: Vec<VolumeView> = self.views(Self::kind_query(ViewKind::Volume)).await?;
         let mut held: HashMap<NodeId, usize> = HashMap::new();

@@ -3,7 +3,10 @@
 use axum::extract::{Path, State};
 use axum::Json;
 use utoipa_axum::{router::OpenApiRouter, routes};
-use vt_api::{CreateVolume, ErrorBody, ExtendVolume, List, ReportSnapshot, RestoreSnapshot, Snapshot, Volume};
+use vt_api::{
+    Backup, CreateVolume, ErrorBody, ExtendVolume, List, ReportBackup, ReportSnapshot, RestoreBackup, RestoreSnapshot,
+    Snapshot, Volume,
+};
 
 use super::{Cp, JsonBody, Out};
 use crate::{ApiResult, Committed, ControlPlane, Ctx};
@@ -16,6 +19,9 @@ pub(super) fn routes() -> OpenApiRouter<std::sync::Arc<ControlPlane>> {
         .routes(routes!(snapshot_create, snapshot_list))
         .routes(routes!(snapshot_restore))
         .routes(routes!(snapshot_report))
+        .routes(routes!(backup_create, backup_list))
+        .routes(routes!(backup_restore))
+        .routes(routes!(backup_report))
 }
 
 type EnvPath = Path<(String, String, String)>;
@@ -118,4 +124,50 @@ async fn snapshot_report(
     JsonBody(req): JsonBody<ReportSnapshot>,
 ) -> ApiResult<Committed> {
     cp.snapshot_report(&ctx, &node, &snapshot, req).await
+}
+
+/// Back up a volume now (deployer): its node copies the disk and sends it to the server's
+/// restic repository; the volume's `backups` says when it ends and how.
+#[utoipa::path(post, path = "/orgs/{org}/apps/{app}/envs/{env}/volumes/{volume}/backups", tag = "volumes",
+    params(("org" = String, Path), ("app" = String, Path), ("env" = String, Path), ("volume" = String, Path, description = "id, or a name one volume has"), ("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 201, body = Volume, description = "the volume, its backup pending"), (status = "4XX", body = ErrorBody, description = "409 `conflict` when the server has no backup repository or a backup of the volume is running")))]
+async fn backup_create(State(cp): Cp, ctx: Ctx, Path((org, app, env, volume)): VolumePath) -> ApiResult<Committed> {
+    let scope = cp.lookup_env_scope(&ctx, &org, &app, &env).await?;
+    cp.backup_create(&ctx, &scope, &volume).await
+}
+
+/// The backups in the repository of this env's volumes of a name (or of a volume, by id), oldest first.
+#[utoipa::path(get, path = "/orgs/{org}/apps/{app}/envs/{env}/volumes/{volume}/backups", tag = "volumes",
+    params(("org" = String, Path), ("app" = String, Path), ("env" = String, Path), ("volume" = String, Path, description = "a volume name, or a volume's id")),
+    responses((status = 200, body = List<Backup>), (status = "4XX", body = ErrorBody), (status = "5XX", body = ErrorBody, description = "503 when the repository is unreachable or refuses the password (the message says which)")))]
+async fn backup_list(State(cp): Cp, ctx: Ctx, Path((org, app, env, volume)): VolumePath) -> Out<List<Backup>> {
+    let scope = cp.lookup_env_scope(&ctx, &org, &app, &env).await?;
+    Ok(Json(List { items: cp.backup_list(&ctx, &scope, &volume).await? }))
+}
+
+/// Restore a backup as a new volume (deployer); never in place.
+#[utoipa::path(post, path = "/orgs/{org}/apps/{app}/envs/{env}/backups/{backup}/restore", tag = "volumes", request_body = RestoreBackup,
+    params(("org" = String, Path), ("app" = String, Path), ("env" = String, Path), ("backup" = String, Path, description = "the restic snapshot id, or a unique prefix of 8 or more hex digits"), ("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 201, body = Volume, description = "the new volume"), (status = "4XX", body = ErrorBody, description = "409 `name_taken` with `field` `name` when a volume of the env has the name"), (status = "5XX", body = ErrorBody)))]
+async fn backup_restore(
+    State(cp): Cp,
+    ctx: Ctx,
+    Path((org, app, env, backup)): Path<(String, String, String, String)>,
+    JsonBody(req): JsonBody<RestoreBackup>,
+) -> ApiResult<Committed> {
+    let scope = cp.lookup_env_scope(&ctx, &org, &app, &env).await?;
+    cp.backup_restore(&ctx, &scope, &backup, req).await
+}
+
+/// A node agent reports a backup run of one of its volumes (its own node's only).
+#[utoipa::path(post, path = "/nodes/{node}/volumes/{volume}/backup", tag = "volumes", request_body = ReportBackup,
+    params(("node" = String, Path), ("volume" = String, Path, description = "id"), ("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 200, body = Volume), (status = "4XX", body = ErrorBody)))]
+async fn backup_report(
+    State(cp): Cp,
+    ctx: Ctx,
+    Path((node, volume)): Path<(String, String)>,
+    JsonBody(req): JsonBody<ReportBackup>,
+) -> ApiResult<Committed> {
+    cp.backup_report(&ctx, &node, &volume, req).await
 }
