@@ -611,6 +611,9 @@ pub struct ServerArgs {
     /// The file holding the backup repository's password
     #[arg(long, value_name = "FILE", requires = "backup_repo")]
     pub backup_password_file: Option<PathBuf>,
+    /// Back every volume up this often, e.g. `6h` [default: only `vt volume backup`]
+    #[arg(long, value_name = "DURATION", requires = "backup_repo", value_parser = duration_secs)]
+    pub backup_every: Option<u64>,
     /// How many backups of each volume to keep, e.g. `daily=7,weekly=4` (units: last, hourly, daily, weekly, monthly, yearly) [default: all]
     #[arg(long, value_name = "UNIT=N,...", requires = "backup_repo", value_parser = keep)]
     pub backup_keep: Option<Keep>,

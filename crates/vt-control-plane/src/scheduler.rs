@@ -278,6 +278,7 @@ async fn activate(cp: &Arc<ControlPlane>, settings: &SchedulerSettings) -> ApiRe
         let plan = snap.plan(settings, Utc::now());
         unplaceable = snap.unplaceable(&plan);
         writes = apply_plan(cp, &snap, &plan).await?;
+        scheduled_backups(cp, &snap, &mut writes).await?;
     }
     let outcome = Outcome { allocated: writes.allocated, stopped: writes.stopped, unplaceable };
     if writes.is_empty() {
@@ -465,6 +466,34 @@ async fn apply_plan(cp: &ControlPlane, snap: &Snapshot, plan: &vt_scheduler::Pla
         }
     }
     Ok(w)
+}
+
+/// `backup.requested` (scheduled) for each volume whose backup is due (`--backup-every`),
+/// pinning its version; tagged with its org's, app's and env's names.
+async fn scheduled_backups(cp: &ControlPlane, snap: &Snapshot, w: &mut Writes) -> ApiResult<()> {
+    let Some(every) = cp.backups.every() else { return Ok(()) };
+    let now = Utc::now();
+    for v in snap.volumes.iter().filter(|v| crate::app::backups::due(v, every, now)) {
+        let (Some(org), Some(app), Some(env)) = (
+            cp.view::<vt_views::OrgView>(&v.org_id.to_string()).await?,
+            cp.view::<vt_views::AppView>(&v.app_id.to_string()).await?,
+            cp.view::<EnvView>(&v.env_id.to_string()).await?,
+        ) else {
+            continue;
+        };
+        w.pin(cp, AggregateType::Volume, v.id.to_string()).await?;
+        w.event(Event::BackupRequested(vt_events::BackupRequested {
+            org_id: v.org_id,
+            env_id: v.env_id,
+            volume_id: v.id,
+            backup_id: vt_ids::BackupId::new(),
+            org: org.name,
+            app: app.name,
+            env: env.name,
+            scheduled: true,
+        }));
+    }
+    Ok(())
 }
 
 /// The view an allocation will project to (for deciding in the same activation).

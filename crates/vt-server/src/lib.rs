@@ -79,6 +79,8 @@ pub struct ServerConfig {
     pub disk_reserve: vt_disk::Reserve,
     /// Where volume backups go (a restic repository and its password file), if anywhere.
     pub backup: Option<vt_backup::Target>,
+    /// Back every volume up this often (with `backup`).
+    pub backup_every: Option<Duration>,
     /// Bytes the registry may hold per org; `None`: no quota.
     pub registry_quota: Option<u64>,
     /// How long requests in flight may take to finish once a shutdown begins.
@@ -108,6 +110,7 @@ impl ServerConfig {
             node_network: Default::default(),
             disk_reserve: vt_disk::Reserve::default(),
             backup: None,
+            backup_every: None,
             registry_quota: None,
             drain_timeout: serve::DEFAULT_DRAIN,
             vm_stop_timeout: DEFAULT_VM_STOP_TIMEOUT,
@@ -262,6 +265,7 @@ impl Server {
         let cp = ControlPlane::start(store, settings);
         cp.ingress.set_tcp_ports(config.tcp_ports.clone());
         cp.backups.set(config.backup.clone());
+        cp.backups.set_every(config.backup_every);
         let ingress = match &config.ingress {
             Some(addrs) => Some(start_ingress(&cp, &data, addrs, config.agent.as_ref()).await?),
             None => {

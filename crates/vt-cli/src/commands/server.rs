@@ -116,6 +116,10 @@ pub async fn run(p: &Printer, args: ServerArgs) -> CliResult {
         }
         _ => None,
     };
+    if args.backup_every == Some(0) {
+        return Err(CliError::usage("--backup-every must be longer than 0s", Some("e.g. --backup-every 6h".into())));
+    }
+    config.backup_every = args.backup_every.map(std::time::Duration::from_secs);
     config.drain_timeout = std::time::Duration::from_secs(args.drain_timeout);
     config.vm_stop_timeout = std::time::Duration::from_secs(args.vm_stop_timeout);
     // Listening before anything starts: a signal during start-up is not lost.

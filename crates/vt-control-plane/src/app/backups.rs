@@ -23,10 +23,12 @@ use crate::lookup::{shown, EnvScope};
 use crate::wire::Wire;
 use crate::{ApiErr, ApiResult, Committed, ControlPlane, Ctx, Plan};
 
-/// The backup repository of this control plane, if it has one.
+/// The backup repository of this control plane, if it has one, and how often every volume is
+/// backed up by itself.
 #[derive(Default)]
 pub struct BackupSettings {
     restic: RwLock<Option<Restic>>,
+    every: RwLock<Option<std::time::Duration>>,
 }
 
 impl BackupSettings {
@@ -34,6 +36,17 @@ impl BackupSettings {
         if let Ok(mut r) = self.restic.write() {
             *r = target.map(Restic::new);
         }
+    }
+    /// Back every volume up this often (from its creation, its last backup or its last failed
+    /// one); `None`: only when asked. Needs a repository.
+    pub fn set_every(&self, every: Option<std::time::Duration>) {
+        if let Ok(mut e) = self.every.write() {
+            *e = every;
+        }
+    }
+    pub(crate) fn every(&self) -> Option<std::time::Duration> {
+        let configured = self.restic.read().is_ok_and(|r| r.is_some());
+        self.every.read().ok().and_then(|e| *e).filter(|_| configured)
     }
     fn restic(&self) -> ApiResult<Restic> {
         self.restic.read().ok().and_then(|r| r.clone()).ok_or_else(|| {
@@ -48,6 +61,15 @@ fn restic_err(e: vt_backup::Error) -> ApiErr {
         // The repository is the server's: its trouble is the operator's to fix, said as it is.
         other => ApiErr::new(StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Internal, other.to_string()),
     }
+}
+
+/// Whether a volume is due for a scheduled backup at `now`: none running, and `every` has
+/// passed since the latest of its creation, last success and last failure.
+pub(crate) fn due(v: &VolumeView, every: std::time::Duration, now: chrono::DateTime<chrono::Utc>) -> bool {
+    let b = &v.backups;
+    let since = [Some(v.created_at), b.last_success_at, b.last_error_at].into_iter().flatten().max();
+    let every = chrono::Duration::from_std(every).unwrap_or(chrono::Duration::MAX);
+    b.pending.is_none() && since.is_some_and(|t| now - t >= every)
 }
 
 impl ControlPlane {
