@@ -184,6 +184,12 @@ impl Restic {
     /// Back up `image` (a disk image file) as [`FILE`], tagged with `origin`; then apply the
     /// retention to that volume's backups. Returns the new backup's id and what it added.
     pub async fn backup(&self, image: &Path, origin: &Origin) -> Result<(String, Summary), Error> {
+        // A run cut short (a node killed mid-backup) leaves its lock: remove the stale ones
+        // (restic removes only locks whose process is gone, or that are old), or the
+        // retention below would refuse to run.
+        let mut c = self.cmd();
+        c.arg("unlock");
+        self.run("unlock", c).await?;
         let file = std::fs::File::open(image)
             .map_err(|e| Error::Failed { what: "backup".into(), detail: format!("open {}: {e}", image.display()) })?;
         let mut c = self.cmd();

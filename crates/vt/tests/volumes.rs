@@ -422,6 +422,25 @@ fn a_backup_restored_on_a_fresh_data_directory_holds_the_same_bytes() {
     assert_eq!(listed["items"][0]["id"].as_str(), Some(id.as_str()), "{listed}");
     let events = vt(&["events", "-o", "json"]).stdout;
     assert!(events.contains("\"backup.requested\"") && events.contains("\"backup.reported\""), "{events}");
+
+    // The node dies during a backup (SIGKILL): the restarted server finishes it.
+    vt(&["volume", "backup", "data", "--no-wait"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = std::process::Command::new("kill").args(["-KILL", &a.id().to_string()]).status();
+    let _ = a.wait();
+    let (mut a, url) = backup_server(dir.path(), &data, &repo, &password);
+    let vt = |args: &[&str]| vt_at(dir.path(), &data, &url, args);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let v = loop {
+        let v = vt(&["volume", "get", "data", "-o", "json"]).json();
+        if v["backups"]["pending"].is_null() {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "the backup cut by the restart never finished: {v}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(v["backups"]["last_error"].is_null(), "{v}");
+    assert_ne!(v["backups"]["last_success_id"].as_str(), Some(id.as_str()), "a second backup: {v}");
     let _ = std::process::Command::new("kill").args(["-TERM", &a.id().to_string()]).status();
     assert!(a.wait().unwrap().success());
 
