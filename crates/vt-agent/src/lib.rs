@@ -211,10 +211,36 @@ enum Shutdown {
     StopVms(Duration),
 }
 
+/// How long a re-attached guest has to answer (QEMU reconnects every second).
+const ATTACH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How [`Agent::watch`] watches a VM.
+struct Watch {
+    /// When the instance's supervisor started (timings are measured from it).
+    t0: Instant,
+    /// Its CPU request (the cgroup's weight).
+    cpu_millis: u32,
+    /// Re-attached after an agent restart, not booted by this process.
+    attached: bool,
+}
+
+/// Why an exec session could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    /// No VM of the instance runs under this agent.
+    #[error("the instance has no running VM on this node")]
+    NotRunning,
+    /// The VM refused (not running yet, or ending).
+    #[error("{0}")]
+    Refused(String),
+}
+
 /// A supervisor running in this process for one instance.
 struct Supervised {
     stop: mpsc::Sender<Stop>,
     stop_sent: bool,
+    /// Opens exec sessions in its VM, once it has one.
+    exec: Option<vt_runtime::exec::ExecHandle>,
 }
 
 pub struct Agent {
@@ -642,7 +668,11 @@ impl Agent {
                 Some(mut rec) if live_vm(&rec).is_some() && matches!(rec.phase, Phase::Running | Phase::Stopping) => {
                     rec.vm_pid = live_vm(&rec);
                     tracing::info!(instance = %id, pid = rec.vm_pid, "adopting a VM still running from a previous agent");
-                    self.spawn_adopted(tasks, rec, inst.desired_state);
+                    if rec.resumable && self.runtime.can_attach() {
+                        self.spawn_attached(tasks, rec, inst.desired_state);
+                    } else {
+                        self.spawn_adopted(tasks, rec, inst.desired_state);
+                    }
                 }
                 Some(rec) if live_vm(&rec).is_some() => {
                     // Killed mid-boot: the guest never got (or we cannot tell whether it got)
@@ -711,7 +741,7 @@ impl Agent {
         self.supervised
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(id.to_owned(), Supervised { stop: tx, stop_sent: false });
+            .insert(id.to_owned(), Supervised { stop: tx, stop_sent: false, exec: None });
         rx
     }
 
@@ -727,6 +757,78 @@ impl Agent {
         let stop = self.track(&inst.id.to_string());
         let me = self.clone();
         tasks.spawn(async move { me.supervise(inst, release, volumes, stop).await });
+    }
+
+    /// A VM a previous agent booted, whose guest channel this agent re-attaches to: watched
+    /// like one it booted (output, exit status, health, exec).
+    fn spawn_attached(self: &Arc<Self>, tasks: &mut JoinSet<()>, rec: InstanceRecord, desired: DesiredState) {
+        let stop = self.track(&rec.id);
+        let me = self.clone();
+        tasks.spawn(async move {
+            let mut rec = rec;
+            let id = rec.id.clone();
+            if desired == DesiredState::Stopped {
+                me.request_stop(&id);
+            }
+            let mut log = match logs::LogWriter::open(&me.cfg.dirs.logs, &id, me.cfg.log_max_bytes) {
+                Ok(l) => l,
+                Err(e) => {
+                    return me
+                        .fail(&mut rec, format!("cannot open the log file in {}: {e}", me.cfg.dirs.logs.display()))
+                        .await
+                }
+            };
+            let spec = vt_runtime::AttachSpec {
+                id: id.clone(),
+                work_dir: rec.work_dir.clone(),
+                pid: rec.vm_pid.unwrap_or(0),
+                timeout: ATTACH_TIMEOUT,
+            };
+            let admitted = Admitted::new(me.network.clone(), &id, rec.tap.clone());
+            let vm = match me.runtime.attach(spec).await {
+                Ok(vm) => vm,
+                Err(e) => {
+                    let _ = log.close();
+                    return me.fail(&mut rec, format!("cannot re-attach to the VM: {e}")).await;
+                }
+            };
+            let _ = log.note("the node agent restarted; re-attaching to the running VM");
+            let watch = Watch { t0: Instant::now(), cpu_millis: 0, attached: true };
+            me.watch(vm, rec, log, stop, admitted, watch).await;
+        });
+    }
+
+    /// Ask a supervisor to stop its instance (once).
+    fn request_stop(&self, id: &str) {
+        let mut sup = self.supervised.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = sup.get_mut(id) {
+            if !s.stop_sent {
+                s.stop_sent = s.stop.try_send(Stop::Requested).is_ok();
+            }
+        }
+    }
+
+    fn set_exec(&self, id: &str, handle: vt_runtime::exec::ExecHandle) {
+        if let Some(s) = self.supervised.lock().unwrap_or_else(|p| p.into_inner()).get_mut(id) {
+            s.exec = Some(handle);
+        }
+    }
+
+    /// Open an exec session in `instance`'s VM (it must run on this node, supervised here).
+    pub async fn exec(
+        &self,
+        instance: &str,
+        req: vt_runtime::exec::ExecRequest,
+    ) -> Result<vt_runtime::exec::ExecSession, ExecError> {
+        let handle = self
+            .supervised
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(instance)
+            .filter(|s| !s.stop.is_closed())
+            .and_then(|s| s.exec.clone())
+            .ok_or(ExecError::NotRunning)?;
+        handle.open(req).await.map_err(ExecError::Refused)
     }
 
     fn spawn_adopted(self: &Arc<Self>, tasks: &mut JoinSet<()>, rec: InstanceRecord, desired: DesiredState) {
@@ -974,7 +1076,7 @@ impl Agent {
             }
             Err(_) => {}
         }
-        let mut vm = match self.runtime.start(spec).await {
+        let vm = match self.runtime.start(spec).await {
             Ok(vm) => vm,
             Err(e) => {
                 let _ = log.close();
@@ -982,6 +1084,25 @@ impl Agent {
                 return self.fail(&mut rec, format!("cannot start the microVM: {e}")).await;
             }
         };
+        rec.resumable = self.runtime.can_attach();
+        self.set_exec(&id, vm.exec_handle());
+        let watch = Watch { t0, cpu_millis: inst.resources.cpu_millis, attached: false };
+        self.watch(vm, rec, log, stop, admitted, watch).await;
+    }
+
+    /// Watch a VM until it ends: its output into the log (acknowledged once written), its
+    /// transitions reported, its health checked, stops passed on.
+    async fn watch(
+        &self,
+        mut vm: vt_runtime::Vm,
+        mut rec: InstanceRecord,
+        mut log: logs::LogWriter,
+        mut stop: mpsc::Receiver<Stop>,
+        mut admitted: Admitted,
+        watch: Watch,
+    ) {
+        let id = rec.id.clone();
+        let t0 = watch.t0;
         let mut stop_sent = false;
         // Stopped because the server stops (not asked by the control plane): reported never.
         let mut shutdown = false;
@@ -1012,7 +1133,7 @@ impl Agent {
                     if let Some(pid) = vm.vmm_pid() {
                         rec.vm_pid = Some(pid);
                         self.record(&mut rec);
-                        cgroup = self.cgroup_for(&id, pid, inst.resources.cpu_millis);
+                        cgroup = self.cgroup_for(&id, pid, watch.cpu_millis);
                     }
                     continue;
                 }
@@ -1049,16 +1170,39 @@ impl Agent {
                 if let Some(pid) = vm.vmm_pid() {
                     rec.vm_pid = Some(pid);
                     self.record(&mut rec);
-                    cgroup = self.cgroup_for(&id, pid, inst.resources.cpu_millis);
+                    cgroup = self.cgroup_for(&id, pid, watch.cpu_millis);
                 }
             }
             match ev {
-                VmEvent::Log { stream, data } => {
-                    if let Err(e) = log.write(stream, &data) {
-                        tracing::warn!(instance = %id, error = %e, "cannot write the instance log");
-                    }
+                VmEvent::Log { seq, stream, data } => match log.write(stream, &data) {
+                    // Written: the guest may forget it.
+                    Ok(()) => vm.ack(seq),
+                    Err(e) => tracing::warn!(instance = %id, error = %e, "cannot write the instance log"),
+                },
+                VmEvent::LogLost { seq, bytes } => {
+                    let _ = log.note(&format!(
+                        "{bytes} bytes of output were lost while no node agent was attached (the guest keeps 8 MiB)"
+                    ));
+                    vm.ack(seq);
                 }
-                VmEvent::State(State::Booting) => self.set_phase(&mut rec, Phase::Booting, None).await,
+                VmEvent::State(State::Booting) if !watch.attached => {
+                    self.set_phase(&mut rec, Phase::Booting, None).await
+                }
+                VmEvent::State(State::Running) if watch.attached => {
+                    // Re-attached: the boot timings are the first agent's; the checks start over.
+                    let health = match (&rec.probe, rec.address.as_deref().and_then(|a| a.parse().ok())) {
+                        (Some(probe), Some(ip)) => {
+                            checks = Some(tokio::spawn(health_checks(probe.clone(), ip, health_tx.clone())));
+                            Health::Pending
+                        }
+                        _ => Health::Passing,
+                    };
+                    let _ = log.note("re-attached; what the instance printed while no agent was attached follows");
+                    rec.phase = Phase::Running;
+                    rec.reason = Some("re-attached after a node agent restart".into());
+                    self.record(&mut rec);
+                    self.report_running(&rec, health, rec.reason.clone()).await;
+                }
                 VmEvent::State(State::Running) => {
                     let t = vm.timings();
                     let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1000.0);
@@ -1116,6 +1260,10 @@ impl Agent {
             c.abort();
         }
         let outcome = vm.wait().await;
+        if watch.attached {
+            // Not this process's VM: its tap and cgroup are the previous agent's to remove.
+            self.release_host_side(&rec).await;
+        }
         // The runtime removed the tap as the VM ended: now its rules go.
         admitted.release().await;
         if let Some(cg) = cgroup {

@@ -114,6 +114,10 @@ pub struct InstanceRecord {
     pub org: Option<String>,
     #[serde(default)]
     pub isolated: bool,
+    /// Its VM keeps its guest channel for the next agent (`Runtime::attach`); older records
+    /// (and other runtimes) are watched through their process only.
+    #[serde(default)]
+    pub resumable: bool,
     pub updated_at: String,
 }
 
@@ -136,6 +140,7 @@ impl InstanceRecord {
             ipv4: None,
             org: None,
             isolated: false,
+            resumable: false,
             updated_at: now(),
         }
     }

@@ -17,9 +17,11 @@ use utoipa::ToSchema;
 use vt_events::Envelope;
 
 mod boot;
+pub mod exec;
 pub mod limits;
 pub mod resources;
 pub use boot::{nearest_rank, BootPhase, BootTimingSummary, BootTimingsQuery, PhaseStats};
+pub use exec::{CreateExec, ExecGrant};
 pub use resources::*;
 pub use vt_events::{
     BootTimings, Capacity, DeployKind, DeployPhase, DeployStatus, DesiredState, Health, InstanceStatus, ListenerState,
@@ -61,6 +63,10 @@ pub enum ErrorCode {
     /// Views did not catch up in time; the write (if any) is committed.
     ProjectionLag,
     Internal,
+    /// What was asked for existed but is used up or expired (an exec grant).
+    Gone,
+    /// This server cannot do it now (no node agent serves exec to it); retrying elsewhere or later may work.
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -77,6 +83,8 @@ impl ErrorCode {
             Self::IdempotencyKeyReused => "idempotency_key_reused",
             Self::ProjectionLag => "projection_lag",
             Self::Internal => "internal",
+            Self::Gone => "gone",
+            Self::Unavailable => "unavailable",
         }
     }
 }

@@ -83,6 +83,8 @@ pub enum Command {
     Logs(LogsArgs),
     /// An env's desired state next to what is running, with the differences
     Describe,
+    /// Run a command in an instance: `vt exec INSTANCE -- CMD ARGS...` or `vt exec --process web -- CMD`
+    Exec(ExecArgs),
     /// Nodes of the cluster
     #[command(subcommand)]
     Node(NodeCommand),
@@ -108,9 +110,39 @@ pub enum Command {
     Server(Box<ServerArgs>),
     // Later, each in its own module under `commands/`:
     // Image(ImageCommand)        push an OCI layout or docker-archive
-    // Exec(ExecArgs)             run a command in an instance
     // Secrets(SecretsCommand)    set|list|unset
     // Workspace(WorkspaceCommand) create|start|stop|delete|list
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "The command's exit code becomes vt's (a signal n: 128+n). `-t` puts this terminal in raw \
+mode (Ctrl-C goes to the command through its terminal); without `-t`, Ctrl-C is sent to the command as SIGINT. \
+Output is the command's own: `--format json` is refused.")]
+pub struct ExecArgs {
+    /// The instance, by id (`vt instances` lists them)
+    #[arg(value_name = "INSTANCE", required_unless_present = "process", conflicts_with = "process")]
+    pub instance: Option<String>,
+    /// Instead of INSTANCE: a running instance of this process in the env (a ready one first)
+    #[arg(long, value_name = "PROCESS")]
+    pub process: Option<String>,
+    /// Forward this standard input to the command (without it, the command reads end of file)
+    #[arg(short = 'i', long)]
+    pub interactive: bool,
+    /// Run the command under a pseudo-terminal, this terminal in raw mode, its size followed
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// Run as this user: `root`, a user of the image, or `uid[:gid]` (default: the entrypoint's)
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+    /// Working directory, an absolute path (default: the entrypoint's)
+    #[arg(long, short = 'w', value_name = "DIR")]
+    pub workdir: Option<String>,
+    /// Set an environment variable for the command (repeat for more); only names are recorded
+    #[arg(short = 'e', value_name = "KEY=VALUE")]
+    pub env_vars: Vec<String>,
+    /// The command and its arguments, after `--`
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]

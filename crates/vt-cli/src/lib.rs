@@ -92,6 +92,7 @@ async fn dispatch(cli: Cli, printer: Printer) -> CliResult {
         Command::Events(args) => commands::events::run(&ctx, args).await,
         Command::Logs(args) => commands::logs::run(&ctx, args).await,
         Command::Describe => commands::describe::run(&ctx).await,
+        Command::Exec(args) => commands::exec::run(&ctx, args).await,
         Command::Node(cmd) => commands::node::run(&ctx, cmd).await,
         Command::Route(cmd) => commands::route::run(&ctx, cmd).await,
         Command::System(cmd) => commands::system::run(&ctx, cmd).await,

@@ -81,6 +81,18 @@ impl Printer {
         out(s)
     }
 
+    /// Bytes as they are, on stdout (a remote command's output, `vt exec`).
+    pub fn raw_out(&self, b: &[u8]) {
+        let mut o = std::io::stdout().lock();
+        let _ = o.write_all(b).and_then(|_| o.flush());
+    }
+
+    /// Bytes as they are, on stderr.
+    pub fn raw_err(&self, b: &[u8]) {
+        let mut e = std::io::stderr().lock();
+        let _ = e.write_all(b).and_then(|_| e.flush());
+    }
+
     /// A line for people on stderr, whatever the format (server start-up).
     pub fn notice(&self, msg: &str) {
         err(&format!("{msg}\n"));
@@ -174,6 +186,7 @@ fn api_hint(code: vt_api::ErrorCode) -> Option<&'static str> {
         Forbidden => Some("the token's role does not allow this; `vt token list` (as an owner or admin) shows who holds which role"),
         IdempotencyKeyReused => Some("the same idempotency key was used for a different request; run the command again"),
         ProjectionLag => Some("the change is committed; views are catching up, retry the read"),
+        Gone => Some("run the command again: it asks for a new grant"),
         _ => None,
     }
 }

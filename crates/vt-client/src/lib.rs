@@ -18,6 +18,7 @@ use vt_events::Envelope;
 
 pub use vt_api;
 
+pub mod exec;
 pub mod registry;
 
 #[derive(Debug, thiserror::Error)]
@@ -564,6 +565,22 @@ impl Client {
         let resp = self.send(&url, self.request(Method::POST, &url, Some(Duration::from_secs(600)))).await?;
         decode(&url, resp).await
     }
+
+    // --- exec
+
+    /// Ask for a grant to run a command in an instance. Sent without an idempotency key (a
+    /// replay would have to keep the grant) and never retried: a grant is cheap to ask again.
+    pub async fn exec_create(&self, instance: &str, req: &CreateExec) -> Result<ExecGrant> {
+        let url = self.url(&format!("/instances/{}/exec", seg(instance)));
+        let resp = self.send(&url, self.request(Method::POST, &url, Some(Duration::from_secs(60))).json(req)).await?;
+        decode(&url, resp).await
+    }
+
+    /// Open the session `grant` allows: a WebSocket of `vt_api::exec` frames. A refusal (an
+    /// expired or used grant, another token) is [`Error::Api`] with the server's message.
+    pub async fn exec_connect(&self, grant: &ExecGrant) -> Result<exec::ExecConnection> {
+        exec::connect(&self.base, self.token.as_deref(), &grant.path).await
+    }
 }
 
 fn env_path(org: &str, app: &str, env: &str, rest: &str) -> String {
@@ -612,6 +629,24 @@ async fn decode<T: DeserializeOwned>(url: &str, resp: reqwest::Response) -> Resu
     serde_json::from_slice(&bytes).map_err(|e| Error::Decode { url: url.to_owned(), message: e.to_string() })
 }
 
+pub(crate) fn error_body(status: StatusCode, request_id: String, bytes: &[u8]) -> ErrorBody {
+    serde_json::from_slice::<ErrorBody>(bytes).unwrap_or_else(|_| {
+        // Not our server's error shape (a proxy, say): keep what it said.
+        let text = String::from_utf8_lossy(bytes).trim().chars().take(200).collect::<String>();
+        let code = match status {
+            StatusCode::UNAUTHORIZED => ErrorCode::Unauthorized,
+            StatusCode::FORBIDDEN => ErrorCode::Forbidden,
+            StatusCode::NOT_FOUND => ErrorCode::NotFound,
+            StatusCode::CONFLICT => ErrorCode::Conflict,
+            StatusCode::GONE => ErrorCode::Gone,
+            s if s.is_client_error() => ErrorCode::MalformedRequest,
+            _ => ErrorCode::Internal,
+        };
+        let message = if text.is_empty() { status.to_string() } else { format!("{status}: {text}") };
+        ErrorBody { error: ApiError { code, message, field: None, request_id } }
+    })
+}
+
 async fn error_response(url: &str, resp: reqwest::Response) -> Error {
     let status = resp.status();
     let request_id = resp.headers().get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("-").to_owned();
@@ -619,20 +654,7 @@ async fn error_response(url: &str, resp: reqwest::Response) -> Error {
         Ok(b) => b,
         Err(e) => return transport(url, e),
     };
-    let body = serde_json::from_slice::<ErrorBody>(&bytes).unwrap_or_else(|_| {
-        // Not our server's error shape (a proxy, say): keep what it said.
-        let text = String::from_utf8_lossy(&bytes).trim().chars().take(200).collect::<String>();
-        let code = match status {
-            StatusCode::UNAUTHORIZED => ErrorCode::Unauthorized,
-            StatusCode::FORBIDDEN => ErrorCode::Forbidden,
-            StatusCode::NOT_FOUND => ErrorCode::NotFound,
-            StatusCode::CONFLICT => ErrorCode::Conflict,
-            s if s.is_client_error() => ErrorCode::MalformedRequest,
-            _ => ErrorCode::Internal,
-        };
-        let message = if text.is_empty() { status.to_string() } else { format!("{status}: {text}") };
-        ErrorBody { error: ApiError { code, message, field: None, request_id } }
-    });
+    let body = error_body(status, request_id, &bytes);
     Error::Api { status: status.as_u16(), body }
 }
 

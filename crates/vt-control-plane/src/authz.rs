@@ -94,6 +94,9 @@ pub enum Action {
     Operate,
     /// A node agent's own work: register, heartbeat, follow its instances, report their status.
     Agent,
+    /// Run a command in an instance (`vt exec`): its org's deployers and owners, and admins.
+    /// Never a node, and never a viewer: a shell in an instance reads what it holds.
+    Exec,
     /// Read an instance's secret values, to give them to it at boot: the node
     /// it is placed on only. No person reads a secret back, admins included.
     Unseal,
@@ -140,7 +143,7 @@ pub fn check(caller: &Caller, action: Action, resource: Resource) -> Result<(), 
             }
             let needed = match action {
                 Action::Read => OrgRole::Viewer,
-                Action::Deploy => OrgRole::Deployer,
+                Action::Deploy | Action::Exec => OrgRole::Deployer,
                 Action::Manage => OrgRole::Owner,
                 Action::Operate => return Err(Denied::Forbidden(NEEDS_ADMIN.into())),
                 Action::Agent | Action::Unseal => return Err(Denied::Forbidden("only node agents do this".into())),
@@ -160,7 +163,7 @@ pub fn check(caller: &Caller, action: Action, resource: Resource) -> Result<(), 
             Action::Read | Action::Agent => Err(Denied::Forbidden(format!(
                 "this token belongs to node {node}; it acts only for that node and the instances placed on it"
             ))),
-            Action::Deploy | Action::Manage | Action::Operate | Action::Unseal => {
+            Action::Deploy | Action::Manage | Action::Operate | Action::Exec | Action::Unseal => {
                 Err(Denied::Forbidden("a node token only registers, heartbeats, follows and reports".into()))
             }
         },
@@ -214,15 +217,23 @@ mod tests {
             ("inst a@node1", Resource::Instance { org: a, node: n1 }),
             ("inst b@node2", Resource::Instance { org: b, node: n2 }),
         ];
-        let actions = [Action::Read, Action::Deploy, Action::Manage, Action::Operate, Action::Agent, Action::Unseal];
-        // One line per caller: per resource, the six actions R D M O A U as
+        let actions = [
+            Action::Read,
+            Action::Deploy,
+            Action::Manage,
+            Action::Operate,
+            Action::Agent,
+            Action::Exec,
+            Action::Unseal,
+        ];
+        // One line per caller: per resource, the seven actions R D M O A X U as
         // `+` allowed, `-` forbidden, `.` hidden.
         let expected = [
-            ("admin", "+++++- +++++- +++++- +++++- +++++- +++++- +++++-"),
-            ("owner", "------ +++--- ...... ------ ------ +++--- ......"),
-            ("deployer", "------ ++---- ...... ------ ------ ++---- ......"),
-            ("viewer", "------ +----- ...... ------ ------ +----- ......"),
-            ("node1", "+----- ...... ...... +---+- ------ +---++ ------"),
+            ("admin", "++++++- ++++++- ++++++- ++++++- ++++++- ++++++- ++++++-"),
+            ("owner", "------- +++--+- ....... ------- ------- +++--+- ......."),
+            ("deployer", "------- ++---+- ....... ------- ------- ++---+- ......."),
+            ("viewer", "------- +------ ....... ------- ------- +------ ......."),
+            ("node1", "+------ ....... ....... +---+-- ------- +---+-+ -------"),
         ];
         for ((name, caller), (ename, line)) in callers.iter().zip(expected) {
             assert_eq!(*name, ename);

@@ -35,6 +35,7 @@ pub mod app;
 pub mod auth;
 pub mod authz;
 pub mod error;
+pub mod exec;
 pub mod http;
 pub mod logs;
 pub mod lookup;
@@ -67,6 +68,11 @@ pub struct Settings {
     pub network: NetworkSettings,
     /// What registry uploads may take: the node's disk budget, a quota per org.
     pub registry_limits: vt_registry::Limits,
+    /// Where exec sessions are opened; `None`: no node agent serves exec to this control plane
+    /// (`POST /v1/instances/{id}/exec` answers 503).
+    pub exec: Option<Arc<dyn exec::ExecBackend>>,
+    /// How long an exec grant stays valid; `None`: [`vt_api::exec::GRANT_TTL_SECS`] (tests shorten it).
+    pub exec_grant_ttl: Option<Duration>,
 }
 
 /// The cluster's guest network settings (`vt server --guest-ipv4-block`, `--guest-mtu`;
@@ -125,6 +131,8 @@ pub struct ControlPlane {
     registry: registry::Registry,
     registry_gc: registry::GcState,
     logs: Option<Arc<dyn logs::LogSource>>,
+    /// Exec: the backend that opens sessions, and the grants issued and not yet expired.
+    exec: app::exec::Exec,
     master_key: Option<Arc<vt_secrets::MasterKey>>,
     /// Requests are remembered (`Idempotency-Key`) by a hash keyed with this, when there is
     /// a master key: a request may carry secret values.
@@ -154,6 +162,10 @@ impl ControlPlane {
             registry: registry::Registry::open(settings.registry_dir.as_deref(), settings.registry_limits),
             registry_gc: Default::default(),
             logs: settings.logs,
+            exec: app::exec::Exec::new(
+                settings.exec,
+                settings.exec_grant_ttl.unwrap_or(Duration::from_secs(vt_api::exec::GRANT_TTL_SECS)),
+            ),
             request_hash_key: settings.master_key.as_ref().map(|k| k.derive("vt idempotency request hash")),
             master_key: settings.master_key,
             ingress: app::routes::IngressSettings::new(settings.api_port),

@@ -58,6 +58,8 @@ enum Rule {
     Members,
     /// The node the instance is placed on, and nobody else (admins 403).
     InstanceUnseal,
+    /// Admins, the instance's org's owners and deployers; not its node (403), not viewers (403).
+    InstanceExec,
 }
 
 fn expected(rule: Rule, who: Who, ok: StatusCode) -> StatusCode {
@@ -115,6 +117,11 @@ fn expected(rule: Rule, who: Who, ok: StatusCode) -> StatusCode {
             Stranger => S::NOT_FOUND,
             _ => S::FORBIDDEN,
         },
+        Rule::InstanceExec => match who {
+            Owner | Deployer => ok,
+            Stranger => S::NOT_FOUND,
+            _ => S::FORBIDDEN,
+        },
     }
 }
 
@@ -161,6 +168,10 @@ fn rule_of(operation: &str) -> Option<(Rule, StatusCode)> {
         "secrets_list" => (Rule::OrgRead, S::OK),
         "secrets_change" | "secrets_deploy" => (Rule::OrgDeploy, S::OK),
         "instance_secrets" => (Rule::InstanceUnseal, S::OK),
+        // The fixture's instance is placed, not running: a caller allowed to exec is told so.
+        "exec_create" => (Rule::InstanceExec, S::CONFLICT),
+        // Any token may present a grant (the grant says whose it is); a plain GET is no upgrade.
+        "exec_connect" => (Rule::Anyone, S::BAD_REQUEST),
         _ => return None,
     })
 }
@@ -413,6 +424,7 @@ async fn request(w: &World, op: &str, template: &str, i: usize) -> (String, Opti
         "instance_report_status" => Some(json!({"status": "booting"})),
         "token_create" => Some(json!({"name": format!("new-{i}"), "role": "viewer", "org": "acme"})),
         "secrets_change" => Some(json!({"set": {format!("K_{i}"): "eA=="}, "stage": true})),
+        "exec_create" => Some(json!({"argv": ["sh"]})),
         _ => None,
     };
     (path, body)

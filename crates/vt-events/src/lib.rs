@@ -20,8 +20,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use vt_ids::{
-    AppId, BackupId, DeployId, EnvId, EventId, InstanceId, NodeId, OrgId, ReleaseId, RequestId, RouteId, SnapshotId,
-    TokenId, VolumeId,
+    AppId, BackupId, DeployId, EnvId, EventId, ExecId, InstanceId, NodeId, OrgId, ReleaseId, RequestId, RouteId,
+    SnapshotId, TokenId, VolumeId,
 };
 
 mod types;
@@ -45,6 +45,9 @@ pub enum AggregateType {
     Secrets,
     /// A node's ingress (id: the node's name): what it reports of route listeners.
     Ingress,
+    /// One exec session (id: its `exec_...` id): its grant and its end. Not the instance's
+    /// aggregate, so an exec never races the instance's own changes.
+    Exec,
     /// A volume: its size, and which instance has it.
     Volume,
     /// A snapshot of a volume: asked for, then reported by its node.
@@ -52,7 +55,7 @@ pub enum AggregateType {
 }
 
 impl AggregateType {
-    pub const ALL: [AggregateType; 13] = [
+    pub const ALL: [AggregateType; 14] = [
         Self::Org,
         Self::App,
         Self::Env,
@@ -64,6 +67,7 @@ impl AggregateType {
         Self::Route,
         Self::Secrets,
         Self::Ingress,
+        Self::Exec,
         Self::Volume,
         Self::Snapshot,
     ];
@@ -81,6 +85,7 @@ impl AggregateType {
             Self::Route => "route",
             Self::Secrets => "secrets",
             Self::Ingress => "ingress",
+            Self::Exec => "exec",
             Self::Volume => "volume",
             Self::Snapshot => "snapshot",
         }
@@ -150,6 +155,10 @@ pub enum Event {
     SecretsVersionCreated(SecretsVersionCreated),
     #[serde(rename = "route.listener_changed")]
     RouteListenerChanged(RouteListenerChanged),
+    #[serde(rename = "instance.exec_granted")]
+    InstanceExecGranted(InstanceExecGranted),
+    #[serde(rename = "instance.exec_ended")]
+    InstanceExecEnded(InstanceExecEnded),
     #[serde(rename = "volume.created")]
     VolumeCreated(VolumeCreated),
     #[serde(rename = "volume.extended")]
@@ -208,6 +217,8 @@ impl Event {
         ("secrets.version_created", 1),
         ("node.ipv4_range_assigned", 1),
         ("route.listener_changed", 1),
+        ("instance.exec_granted", 1),
+        ("instance.exec_ended", 1),
         ("volume.created", 1),
         ("volume.extended", 1),
         ("volume.attached", 1),
@@ -245,6 +256,8 @@ impl Event {
             Event::SecretsStaged(_) => "secrets.staged",
             Event::SecretsVersionCreated(_) => "secrets.version_created",
             Event::RouteListenerChanged(_) => "route.listener_changed",
+            Event::InstanceExecGranted(_) => "instance.exec_granted",
+            Event::InstanceExecEnded(_) => "instance.exec_ended",
             Event::VolumeCreated(_) => "volume.created",
             Event::VolumeExtended(_) => "volume.extended",
             Event::VolumeAttached(_) => "volume.attached",
@@ -296,6 +309,8 @@ impl Event {
             Event::SecretsVersionCreated(e) => (A::Secrets, e.env_id.to_string()),
             // Observations of a node's ingress: they never race the route's own changes.
             Event::RouteListenerChanged(e) => (A::Ingress, e.node.clone()),
+            Event::InstanceExecGranted(e) => (A::Exec, e.exec_id.to_string()),
+            Event::InstanceExecEnded(e) => (A::Exec, e.exec_id.to_string()),
             Event::VolumeCreated(e) => (A::Volume, e.volume_id.to_string()),
             Event::VolumeExtended(e) => (A::Volume, e.volume_id.to_string()),
             Event::VolumeAttached(e) => (A::Volume, e.volume_id.to_string()),
@@ -332,6 +347,8 @@ impl Event {
             Event::SecretsStaged(e) => Some(e.org_id),
             Event::SecretsVersionCreated(e) => Some(e.org_id),
             Event::RouteListenerChanged(e) => Some(e.org_id),
+            Event::InstanceExecGranted(e) => Some(e.org_id),
+            Event::InstanceExecEnded(e) => Some(e.org_id),
             Event::VolumeCreated(e) => Some(e.org_id),
             Event::VolumeExtended(e) => Some(e.org_id),
             Event::VolumeAttached(e) => Some(e.org_id),

@@ -624,6 +624,63 @@ pub struct RouteListener {
     pub since: DateTime<Utc>,
 }
 
+/// A `vt exec` grant was issued: who may run what in which instance. Never the grant's
+/// secret, never environment values (their names only), never the session's bytes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceExecGranted {
+    pub exec_id: ExecId,
+    pub org_id: OrgId,
+    pub env_id: EnvId,
+    pub instance_id: InstanceId,
+    /// The token that asked, and the only one that may open the session.
+    pub token_id: TokenId,
+    pub argv: Vec<String>,
+    /// The names of the variables set (not their values).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env_names: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    pub tty: bool,
+    /// After this instant the grant is refused.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// How an exec session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecEnd {
+    /// The command exited (`exit_code`) or was killed (`signal`).
+    Exited,
+    /// The client went away first; the command was hung up on.
+    Disconnected,
+    /// The client sent a frame that is not one; the session was closed.
+    MalformedInput,
+    /// The session could not be opened, or ended without an exit status (`reason`).
+    Failed,
+    /// The server stopped during the session.
+    ServerStopped,
+}
+
+/// An exec session ended (one per session that was opened).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceExecEnded {
+    pub exec_id: ExecId,
+    pub org_id: OrgId,
+    pub instance_id: InstanceId,
+    pub end: ExecEnd,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    /// For people, when it did not exit (never the session's bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
 /// A volume of an env: a local ext4 disk of `size_gib` on `node_id`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -39,12 +39,15 @@ pub const HEADER_LEN: usize = 8;
 /// Largest payload accepted (4 MiB: a launch carries up to 1 MiB of secrets). Log chunks are
 /// much smaller (see [`MAX_LOG_CHUNK`]).
 pub const MAX_PAYLOAD: u32 = 4 << 20;
-/// Largest data chunk senders put in one [`Message::Log`] / [`Message::ExecData`].
+/// Largest data chunk senders put in one [`Message::Log`] / [`Message::ExecOutput`].
 pub const MAX_LOG_CHUNK: usize = 32 * 1024;
 /// The protocol version this build speaks (negotiated in [`Message::Hello`]).
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 /// Name of the virtio-console port carrying the channel under QEMU.
 pub const PORT_NAME: &str = "vt.channel";
+/// Bytes of exec output (or input) a side may send before the other grants more with
+/// [`Message::ExecWindow`]: the receiver never holds more than this per session.
+pub const EXEC_WINDOW: u32 = 256 * 1024;
 /// The host (CID 2) vsock port guest init connects to for the channel under Firecracker
 /// (no virtio-console there): the host listens on `<uds_path>_1024`.
 pub const VSOCK_PORT: u32 = 1024;
@@ -187,22 +190,58 @@ pub enum Message {
     /// `CLOCK_BOOTTIME` in microseconds (≈ since the kernel started).
     Ready { pid: u32, init_started_us: u64, entrypoint_started_us: u64 },
     /// Guest → host: output of the entrypoint, in chunks of at most [`MAX_LOG_CHUNK`] bytes.
-    Log { stream: Stream, data: Vec<u8> },
+    /// `seq` numbers the guest's *recorded* messages (`Log`, `LogLost`, `Exited`) from 1 in the
+    /// order they were produced; the guest keeps each until the host [`Message::Ack`]s it and
+    /// sends the unacknowledged ones again to a host that attaches with [`Message::Resume`].
+    Log { seq: u64, stream: Stream, data: Vec<u8> },
     /// Guest → host: the entrypoint ended; the guest powers off after [`Message::Shutdown`]
-    /// (or a short timeout).
-    Exited { status: ExitStatus },
+    /// (or a short timeout). Recorded, like `Log`.
+    Exited { seq: u64, status: ExitStatus },
     /// Guest → host: init could not set the guest up (the VM powers off).
     Failed { reason: String },
     /// Host → guest: deliver this signal to the entrypoint.
     Signal { signo: i32 },
     /// Host → guest: power off now (acknowledges `Exited`, or stops a guest).
     Shutdown,
-    /// Host → guest: start an exec session (reserved; guest init may answer `ExecExit` 127).
-    ExecStart { id: u32, argv: Vec<String>, env: Vec<(String, String)>, tty: bool },
-    /// Both ways: data of an exec session (host → guest: stdin, `stream` = Stdout ignored).
-    ExecData { id: u32, stream: Stream, data: Vec<u8> },
-    /// Guest → host: an exec session ended.
+    /// Host → guest: every recorded message up to `seq` is kept by the host (written to its
+    /// log); the guest may forget them.
+    Ack { seq: u64 },
+    /// Host → guest: a host attaches to a guest that is already running (a node agent
+    /// restarted). The guest answers `Hello`, `Ready` again, then every recorded message not
+    /// yet acknowledged, in order; the host ignores what it reads before that `Hello`.
+    Resume,
+    /// Guest → host: `bytes` of the entrypoint's output were dropped while no host was
+    /// attached (the guest's buffer was full). Recorded, like `Log`.
+    LogLost { seq: u64, bytes: u64 },
+    /// Host → guest: start exec session `id` (chosen by the host, unique among its open
+    /// sessions): run `argv` in the instance's root, with the entrypoint's environment plus
+    /// `env`, in `cwd` ("" = the entrypoint's) as `user` ("" = the entrypoint's), under a
+    /// pseudo-terminal of `tty` (rows, cols) when given, else with pipes.
+    ExecStart {
+        id: u32,
+        argv: Vec<String>,
+        env: Vec<(String, String)>,
+        cwd: String,
+        user: String,
+        tty: Option<(u16, u16)>,
+    },
+    /// Host → guest: standard input of session `id`; empty `data` closes it (EOF).
+    ExecStdin { id: u32, data: Vec<u8> },
+    /// Guest → host: output of session `id` (under a tty everything is `Stdout`).
+    ExecOutput { id: u32, stream: Stream, data: Vec<u8> },
+    /// Guest → host: session `id` ended (its output is complete); the id may be reused.
     ExecExit { id: u32, status: ExitStatus },
+    /// Host → guest: the terminal of session `id` is now `rows` × `cols`.
+    ExecResize { id: u32, rows: u16, cols: u16 },
+    /// Host → guest: deliver this signal to session `id`'s process group.
+    ExecSignal { id: u32, signo: i32 },
+    /// Host → guest: the client of session `id` went away: SIGHUP to its process group
+    /// (SIGKILL if it is still there a few seconds later); the guest still sends `ExecExit`.
+    ExecClose { id: u32 },
+    /// Both ways: the sender has consumed `bytes` more of session `id`'s data (output for the
+    /// host, stdin for the guest); the other side may send that much more. Each side starts
+    /// with [`EXEC_WINDOW`] of credit.
+    ExecWindow { id: u32, bytes: u32 },
 }
 
 /// Message type codes (the fourth header byte).
@@ -217,13 +256,21 @@ pub enum MessageType {
     Failed = 0x06,
     Signal = 0x07,
     Shutdown = 0x08,
+    Ack = 0x09,
+    Resume = 0x0a,
+    LogLost = 0x0b,
     ExecStart = 0x10,
-    ExecData = 0x11,
-    ExecExit = 0x12,
+    ExecStdin = 0x11,
+    ExecOutput = 0x12,
+    ExecExit = 0x13,
+    ExecResize = 0x14,
+    ExecSignal = 0x15,
+    ExecClose = 0x16,
+    ExecWindow = 0x17,
 }
 
 impl MessageType {
-    pub const ALL: [MessageType; 11] = [
+    pub const ALL: [MessageType; 19] = [
         MessageType::Hello,
         MessageType::Launch,
         MessageType::Ready,
@@ -232,9 +279,17 @@ impl MessageType {
         MessageType::Failed,
         MessageType::Signal,
         MessageType::Shutdown,
+        MessageType::Ack,
+        MessageType::Resume,
+        MessageType::LogLost,
         MessageType::ExecStart,
-        MessageType::ExecData,
+        MessageType::ExecStdin,
+        MessageType::ExecOutput,
         MessageType::ExecExit,
+        MessageType::ExecResize,
+        MessageType::ExecSignal,
+        MessageType::ExecClose,
+        MessageType::ExecWindow,
     ];
     pub fn from_code(c: u8) -> Option<Self> {
         Self::ALL.into_iter().find(|t| *t as u8 == c)
@@ -252,9 +307,17 @@ impl Message {
             Message::Failed { .. } => MessageType::Failed,
             Message::Signal { .. } => MessageType::Signal,
             Message::Shutdown => MessageType::Shutdown,
+            Message::Ack { .. } => MessageType::Ack,
+            Message::Resume => MessageType::Resume,
+            Message::LogLost { .. } => MessageType::LogLost,
             Message::ExecStart { .. } => MessageType::ExecStart,
-            Message::ExecData { .. } => MessageType::ExecData,
+            Message::ExecStdin { .. } => MessageType::ExecStdin,
+            Message::ExecOutput { .. } => MessageType::ExecOutput,
             Message::ExecExit { .. } => MessageType::ExecExit,
+            Message::ExecResize { .. } => MessageType::ExecResize,
+            Message::ExecSignal { .. } => MessageType::ExecSignal,
+            Message::ExecClose { .. } => MessageType::ExecClose,
+            Message::ExecWindow { .. } => MessageType::ExecWindow,
         }
     }
 
@@ -347,21 +410,44 @@ impl Message {
                 o.extend_from_slice(&init_started_us.to_be_bytes());
                 o.extend_from_slice(&entrypoint_started_us.to_be_bytes());
             }
-            Message::Log { stream, data } => {
+            Message::Log { seq, stream, data } => {
+                o.extend_from_slice(&seq.to_be_bytes());
                 o.push(stream.code());
                 put_bytes(o, data);
             }
-            Message::Exited { status } => put_status(o, *status),
+            Message::Exited { seq, status } => {
+                o.extend_from_slice(&seq.to_be_bytes());
+                put_status(o, *status)
+            }
             Message::Failed { reason } => put_bytes(o, reason.as_bytes()),
             Message::Signal { signo } => o.extend_from_slice(&signo.to_be_bytes()),
             Message::Shutdown => {}
-            Message::ExecStart { id, argv, env, tty } => {
+            Message::Ack { seq } => o.extend_from_slice(&seq.to_be_bytes()),
+            Message::Resume => {}
+            Message::LogLost { seq, bytes } => {
+                o.extend_from_slice(&seq.to_be_bytes());
+                o.extend_from_slice(&bytes.to_be_bytes());
+            }
+            Message::ExecStart { id, argv, env, cwd, user, tty } => {
                 o.extend_from_slice(&id.to_be_bytes());
                 put_strings(o, argv);
                 put_env(o, env);
-                o.push(u8::from(*tty));
+                put_bytes(o, cwd.as_bytes());
+                put_bytes(o, user.as_bytes());
+                match tty {
+                    None => o.push(0),
+                    Some((rows, cols)) => {
+                        o.push(1);
+                        o.extend_from_slice(&rows.to_be_bytes());
+                        o.extend_from_slice(&cols.to_be_bytes());
+                    }
+                }
             }
-            Message::ExecData { id, stream, data } => {
+            Message::ExecStdin { id, data } => {
+                o.extend_from_slice(&id.to_be_bytes());
+                put_bytes(o, data);
+            }
+            Message::ExecOutput { id, stream, data } => {
                 o.extend_from_slice(&id.to_be_bytes());
                 o.push(stream.code());
                 put_bytes(o, data);
@@ -369,6 +455,20 @@ impl Message {
             Message::ExecExit { id, status } => {
                 o.extend_from_slice(&id.to_be_bytes());
                 put_status(o, *status);
+            }
+            Message::ExecResize { id, rows, cols } => {
+                o.extend_from_slice(&id.to_be_bytes());
+                o.extend_from_slice(&rows.to_be_bytes());
+                o.extend_from_slice(&cols.to_be_bytes());
+            }
+            Message::ExecSignal { id, signo } => {
+                o.extend_from_slice(&id.to_be_bytes());
+                o.extend_from_slice(&signo.to_be_bytes());
+            }
+            Message::ExecClose { id } => o.extend_from_slice(&id.to_be_bytes()),
+            Message::ExecWindow { id, bytes } => {
+                o.extend_from_slice(&id.to_be_bytes());
+                o.extend_from_slice(&bytes.to_be_bytes());
             }
         }
     }
@@ -468,23 +568,33 @@ fn decode_payload(ty: MessageType, r: &mut Reader<'_>) -> Result<Message, Invali
         MessageType::Ready => {
             Message::Ready { pid: r.u32()?, init_started_us: r.u64()?, entrypoint_started_us: r.u64()? }
         }
-        MessageType::Log => Message::Log { stream: r.stream()?, data: r.bytes()?.to_vec() },
-        MessageType::Exited => Message::Exited { status: r.status()? },
+        MessageType::Log => Message::Log { seq: r.u64()?, stream: r.stream()?, data: r.bytes()?.to_vec() },
+        MessageType::Exited => Message::Exited { seq: r.u64()?, status: r.status()? },
         MessageType::Failed => Message::Failed { reason: r.string()? },
         MessageType::Signal => Message::Signal { signo: r.u32()? as i32 },
         MessageType::Shutdown => Message::Shutdown,
+        MessageType::Ack => Message::Ack { seq: r.u64()? },
+        MessageType::Resume => Message::Resume,
+        MessageType::LogLost => Message::LogLost { seq: r.u64()?, bytes: r.u64()? },
         MessageType::ExecStart => Message::ExecStart {
             id: r.u32()?,
             argv: r.strings()?,
             env: r.env()?,
+            cwd: r.string()?,
+            user: r.string()?,
             tty: match r.u8()? {
-                0 => false,
-                1 => true,
-                x => return Err(Invalid::BadValue("bool", x as u32)),
+                0 => None,
+                1 => Some((r.u16()?, r.u16()?)),
+                x => return Err(Invalid::BadValue("tty present", x as u32)),
             },
         },
-        MessageType::ExecData => Message::ExecData { id: r.u32()?, stream: r.stream()?, data: r.bytes()?.to_vec() },
+        MessageType::ExecStdin => Message::ExecStdin { id: r.u32()?, data: r.bytes()?.to_vec() },
+        MessageType::ExecOutput => Message::ExecOutput { id: r.u32()?, stream: r.stream()?, data: r.bytes()?.to_vec() },
         MessageType::ExecExit => Message::ExecExit { id: r.u32()?, status: r.status()? },
+        MessageType::ExecResize => Message::ExecResize { id: r.u32()?, rows: r.u16()?, cols: r.u16()? },
+        MessageType::ExecSignal => Message::ExecSignal { id: r.u32()?, signo: r.u32()? as i32 },
+        MessageType::ExecClose => Message::ExecClose { id: r.u32()? },
+        MessageType::ExecWindow => Message::ExecWindow { id: r.u32()?, bytes: r.u32()? },
     })
 }
 
@@ -733,11 +843,24 @@ impl FrameBuffer {
     pub fn pending(&self) -> usize {
         self.buf.len()
     }
+
+    /// After an invalid frame: drop the first byte and everything up to the next `"VT"`, so
+    /// a reader that attached in the middle of a stream finds the next frame. Returns how
+    /// many bytes were dropped.
+    pub fn resync(&mut self) -> usize {
+        let skip = self.buf.windows(2).skip(1).position(|w| w == MAGIC).map_or(self.buf.len(), |i| i + 1);
+        self.buf.drain(..skip);
+        skip
+    }
 }
 
-/// Split `data` into [`Message::Log`] frames of at most [`MAX_LOG_CHUNK`] bytes each.
-pub fn log_frames(stream: Stream, data: &[u8], out: &mut Vec<u8>) {
+/// Split `data` into [`Message::Log`] frames of at most [`MAX_LOG_CHUNK`] bytes each,
+/// numbered from `first_seq`; returns the next sequence number.
+pub fn log_frames(first_seq: u64, stream: Stream, data: &[u8], out: &mut Vec<u8>) -> u64 {
+    let mut seq = first_seq;
     for chunk in data.chunks(MAX_LOG_CHUNK) {
-        Message::Log { stream, data: chunk.to_vec() }.encode_into(out).expect("a log chunk is below MAX_PAYLOAD");
+        Message::Log { seq, stream, data: chunk.to_vec() }.encode_into(out).expect("a log chunk is below MAX_PAYLOAD");
+        seq += 1;
     }
+    seq
 }

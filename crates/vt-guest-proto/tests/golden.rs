@@ -64,24 +64,61 @@ fn golden() -> Vec<(Message, Vec<u8>)> {
             hex("5654 01 03 00000014 00000002 0000000000000102 00000000000a0b0c"),
         ),
         (
-            Message::Log { stream: Stream::Stdout, data: b"hi\n".to_vec() },
-            hex("5654 01 04 00000008 01 00000003 68690a"),
+            Message::Log { seq: 1, stream: Stream::Stdout, data: b"hi\n".to_vec() },
+            hex("5654 01 04 00000010 0000000000000001 01 00000003 68690a"),
         ),
-        (Message::Log { stream: Stream::Stderr, data: vec![] }, hex("5654 01 04 00000005 02 00000000")),
-        (Message::Exited { status: ExitStatus::Code(7) }, hex("5654 01 05 00000005 01 00000007")),
-        (Message::Exited { status: ExitStatus::Signal(9) }, hex("5654 01 05 00000005 02 00000009")),
+        (
+            Message::Log { seq: 0x0102, stream: Stream::Stderr, data: vec![] },
+            hex("5654 01 04 0000000d 0000000000000102 02 00000000"),
+        ),
+        (
+            Message::Exited { seq: 2, status: ExitStatus::Code(7) },
+            hex("5654 01 05 0000000d 0000000000000002 01 00000007"),
+        ),
+        (
+            Message::Exited { seq: 3, status: ExitStatus::Signal(9) },
+            hex("5654 01 05 0000000d 0000000000000003 02 00000009"),
+        ),
         (Message::Failed { reason: "no".into() }, hex("5654 01 06 00000006 00000002 6e6f")),
         (Message::Signal { signo: 15 }, hex("5654 01 07 00000004 0000000f")),
         (Message::Shutdown, hex("5654 01 08 00000000")),
+        (Message::Ack { seq: 5 }, hex("5654 01 09 00000008 0000000000000005")),
+        (Message::Resume, hex("5654 01 0a 00000000")),
+        (Message::LogLost { seq: 4, bytes: 4096 }, hex("5654 01 0b 00000010 0000000000000004 0000000000001000")),
         (
-            Message::ExecStart { id: 1, argv: vec!["ls".into()], env: vec![], tty: true },
-            hex("5654 01 10 00000013 00000001 00000001 00000002 6c73 00000000 01"),
+            Message::ExecStart {
+                id: 1,
+                argv: vec!["ls".into()],
+                env: vec![],
+                cwd: "".into(),
+                user: "".into(),
+                tty: Some((24, 80)),
+            },
+            hex("5654 01 10 0000001f 00000001 00000001 00000002 6c73 00000000 00000000 00000000 01 0018 0050"),
         ),
         (
-            Message::ExecData { id: 1, stream: Stream::Stderr, data: b"x".to_vec() },
-            hex("5654 01 11 0000000a 00000001 02 00000001 78"),
+            Message::ExecStart {
+                id: 2,
+                argv: vec!["x".into()],
+                env: vec![("K".into(), "v".into())],
+                cwd: "/".into(),
+                user: "app".into(),
+                tty: None,
+            },
+            hex("5654 01 10 00000028 00000002 00000001 00000001 78 00000001 00000001 4b 00000001 76
+                 00000001 2f 00000003 617070 00"),
         ),
-        (Message::ExecExit { id: 3, status: ExitStatus::Code(-1) }, hex("5654 01 12 00000009 00000003 01 ffffffff")),
+        (Message::ExecStdin { id: 1, data: b"x".to_vec() }, hex("5654 01 11 00000009 00000001 00000001 78")),
+        (Message::ExecStdin { id: 1, data: vec![] }, hex("5654 01 11 00000008 00000001 00000000")),
+        (
+            Message::ExecOutput { id: 1, stream: Stream::Stderr, data: b"x".to_vec() },
+            hex("5654 01 12 0000000a 00000001 02 00000001 78"),
+        ),
+        (Message::ExecExit { id: 3, status: ExitStatus::Code(-1) }, hex("5654 01 13 00000009 00000003 01 ffffffff")),
+        (Message::ExecResize { id: 3, rows: 50, cols: 132 }, hex("5654 01 14 00000008 00000003 0032 0084")),
+        (Message::ExecSignal { id: 3, signo: 2 }, hex("5654 01 15 00000008 00000003 00000002")),
+        (Message::ExecClose { id: 3 }, hex("5654 01 16 00000004 00000003")),
+        (Message::ExecWindow { id: 3, bytes: 65536 }, hex("5654 01 17 00000008 00000003 00010000")),
     ]
 }
 
@@ -143,8 +180,12 @@ fn invalid_frames() {
     // A Shutdown with a payload byte.
     assert_eq!(inv(&hex("5654 01 08 00000001 00")), TrailingBytes);
     // Log whose inner length runs past the payload.
-    assert_eq!(inv(&hex("5654 01 04 00000005 01 00000009")), Truncated);
-    assert_eq!(inv(&hex("5654 01 04 00000005 03 00000000")), BadValue("stream", 3));
+    assert_eq!(inv(&hex("5654 01 04 0000000d 0000000000000001 01 00000009")), Truncated);
+    assert_eq!(inv(&hex("5654 01 04 0000000d 0000000000000001 03 00000000")), BadValue("stream", 3));
+    assert_eq!(
+        inv(&hex("5654 01 10 00000015 00000001 00000000 00000000 00000000 00000000 02")),
+        BadValue("tty present", 2)
+    );
     assert_eq!(inv(&hex("5654 01 06 00000005 00000001 ff")), Utf8);
     // A list count that could not fit the payload is refused without allocating.
     assert_eq!(inv(&hex("5654 01 02 00000004 ffffffff")), Truncated);
@@ -152,7 +193,7 @@ fn invalid_frames() {
 
 #[test]
 fn oversized_payload_is_refused_on_encode() {
-    let m = Message::Log { stream: Stream::Stdout, data: vec![0; MAX_PAYLOAD as usize] };
+    let m = Message::Log { seq: 1, stream: Stream::Stdout, data: vec![0; MAX_PAYLOAD as usize] };
     let mut out = vec![1, 2, 3];
     assert!(matches!(m.encode_into(&mut out), Err(EncodeError::TooLarge(_))));
     assert_eq!(out, vec![1, 2, 3]);
@@ -162,13 +203,13 @@ fn oversized_payload_is_refused_on_encode() {
 fn log_frames_are_chunked() {
     let data = vec![b'a'; MAX_LOG_CHUNK * 2 + 1];
     let mut out = Vec::new();
-    log_frames(Stream::Stderr, &data, &mut out);
+    assert_eq!(log_frames(7, Stream::Stderr, &data, &mut out), 10);
     let mut fb = FrameBuffer::new();
     fb.push(&out);
     let mut total = 0;
     let mut n = 0;
-    while let Some(Message::Log { stream, data }) = fb.next_message().unwrap() {
-        assert_eq!(stream, Stream::Stderr);
+    while let Some(Message::Log { seq, stream, data }) = fb.next_message().unwrap() {
+        assert_eq!((seq, stream), (7 + n as u64, Stream::Stderr));
         assert!(data.len() <= MAX_LOG_CHUNK);
         total += data.len();
         n += 1;
@@ -192,4 +233,19 @@ fn pseudo_random_bytes_never_panic() {
         }
         let _ = Message::decode(&b);
     }
+}
+
+#[test]
+fn resync_finds_the_next_frame() {
+    let mut fb = FrameBuffer::new();
+    let ack = Message::Ack { seq: 9 }.encode().unwrap();
+    // The tail of a frame from an earlier connection, then a whole one.
+    fb.push(&hex("01 0004 56"));
+    fb.push(&ack);
+    assert!(fb.next_message().is_err());
+    assert_eq!(fb.resync(), 4);
+    assert_eq!(fb.next_message().unwrap(), Some(Message::Ack { seq: 9 }));
+    fb.push(b"xyz");
+    assert_eq!(fb.resync(), 3);
+    assert_eq!(fb.pending(), 0);
 }

@@ -215,6 +215,8 @@ kinds! {
     SnapshotKind, SnapshotId, "snap", "snapshot";
     /// A backup run of a volume (the backup itself is a restic snapshot).
     BackupKind, BackupId, "bak", "backup";
+    /// One `vt exec` session into an instance (its grant, then its run).
+    ExecKind, ExecId, "exec", "exec session";
 }
 
 #[cfg(test)]

@@ -28,20 +28,17 @@
 
 mod mounts;
 mod net;
+mod supervise;
 mod vsock;
 
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use vt_guest_proto::{
-    ExitStatus, FrameBuffer, Launch, Message, Role, Stream, MAX_LOG_CHUNK, PORT_NAME, PROTOCOL_VERSION,
-};
+use vt_guest_proto::{ExitStatus, FrameBuffer, Launch, Message, Role, PORT_NAME, PROTOCOL_VERSION};
 
 const SOFTWARE: &str = concat!("vt-init/", env!("CARGO_PKG_VERSION"));
 const MODULES_LIST: &str = "/etc/vt/modules";
@@ -129,7 +126,8 @@ fn run(init_started_us: u64, chan: &mut Option<Channel>) -> Result<()> {
     let (uid, gid, _) = resolve_user(&launch.user)?;
     mounts::secrets(&launch.secrets, launch.secrets_version, uid, gid)?;
     t("volumes and secrets ready");
-    supervise(c, &launch, init_started_us)
+    secret_env(&launch)?;
+    supervise::run(c, &launch, init_started_us)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -287,6 +285,8 @@ struct Channel {
     file: File,
     buf: FrameBuffer,
     eof: bool,
+    /// A vsock connection (Firecracker), not a virtio-console port: reconnected by init.
+    vsock: bool,
 }
 
 impl Channel {
@@ -306,13 +306,13 @@ impl Channel {
                             .open(&dev)
                             .map_err(|e| format!("open {}: {e}", dev.display()))?;
                         set_cloexec(file.as_raw_fd());
-                        return Ok(Self { file, buf: FrameBuffer::new(), eof: false });
+                        return Ok(Self { file, buf: FrameBuffer::new(), eof: false, vsock: false });
                     }
                 }
             }
             // Firecracker: no virtio-console, the channel is vsock (vsock.rs).
             if let Some(file) = vsock::fallback()? {
-                return Ok(Self { file, buf: FrameBuffer::new(), eof: false });
+                return Ok(Self { file, buf: FrameBuffer::new(), eof: false, vsock: true });
             }
             if start.elapsed() > DEVICE_WAIT {
                 return Err(format!("no virtio-console port named {PORT_NAME}"));
@@ -507,140 +507,6 @@ fn secret_env(launch: &Launch) -> Result<Vec<(&std::ffi::OsStr, &std::ffi::OsStr
         out.push((std::ffi::OsStr::new(name.as_str()), std::ffi::OsStr::from_bytes(&s.data)));
     }
     Ok(out)
-}
-
-fn supervise(chan: &mut Channel, launch: &Launch, init_started_us: u64) -> Result<()> {
-    let sigfd = sigchld_fd()?;
-    let (uid, gid, home) = resolve_user(&launch.user)?;
-    let (out_r, out_w) = pipe()?;
-    let (err_r, err_w) = pipe()?;
-
-    let mut env: Vec<(String, String)> = launch.env.clone();
-    let has = |env: &[(String, String)], k: &str| env.iter().any(|(key, _)| key == k);
-    if !has(&env, "PATH") {
-        env.push(("PATH".into(), DEFAULT_PATH.into()));
-    }
-    if !has(&env, "HOME") {
-        env.push(("HOME".into(), home));
-    }
-    let secret_env = secret_env(launch)?;
-    let cwd = if launch.cwd.is_empty() { "/" } else { &launch.cwd };
-    let mut cmd = Command::new(&launch.argv[0]);
-    cmd.args(&launch.argv[1..])
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (std::ffi::OsStr::new(k), std::ffi::OsStr::new(v))))
-        .envs(secret_env)
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(out_w))
-        .stderr(Stdio::from(err_w));
-    if uid != 0 || gid != 0 {
-        cmd.uid(uid).gid(gid);
-    }
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
-    let child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            let msg = format!("vt-init: cannot start {:?}: {e}\n", launch.argv[0]);
-            chan.send(&Message::Log { stream: Stream::Stderr, data: msg.into_bytes() })?;
-            chan.send(&Message::Exited { status: ExitStatus::Code(127) })?;
-            chan.await_shutdown(Duration::from_secs(2));
-            return Ok(());
-        }
-    };
-    drop(cmd); // closes our copies of the pipes' write ends
-    let pid = child.id() as libc::pid_t;
-    chan.send(&Message::Ready { pid: pid as u32, init_started_us, entrypoint_started_us: boottime_us() })?;
-
-    let mut outs: [Option<(OwnedFd, Stream)>; 2] = [Some((out_r, Stream::Stdout)), Some((err_r, Stream::Stderr))];
-    let mut status: Option<ExitStatus> = None;
-    let mut buf = vec![0u8; MAX_LOG_CHUNK];
-    loop {
-        if status.is_some() && outs.iter().all(Option::is_none) {
-            break;
-        }
-        let mut fds = vec![libc::pollfd { fd: sigfd.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
-        fds.push(libc::pollfd {
-            fd: if chan.eof { -1 } else { chan.file.as_raw_fd() },
-            events: libc::POLLIN,
-            revents: 0,
-        });
-        for o in &outs {
-            fds.push(libc::pollfd {
-                fd: o.as_ref().map_or(-1, |(fd, _)| fd.as_raw_fd()),
-                events: libc::POLLIN,
-                revents: 0,
-            });
-        }
-        let r = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
-        if r < 0 {
-            if errno().raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
-            return Err(format!("poll: {}", errno()));
-        }
-        // Output first, so log lines precede the exit report.
-        for (i, slot) in outs.iter_mut().enumerate() {
-            if fds[2 + i].revents == 0 {
-                continue;
-            }
-            let Some((fd, stream)) = slot.as_ref() else {
-                continue;
-            };
-            let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-            if n > 0 {
-                chan.send(&Message::Log { stream: *stream, data: buf[..n as usize].to_vec() })?;
-            } else if n == 0 || errno().raw_os_error() != Some(libc::EINTR) {
-                *slot = None;
-            }
-        }
-        if fds[0].revents != 0 {
-            let mut info = [0u8; 128];
-            while unsafe { libc::read(sigfd.as_raw_fd(), info.as_mut_ptr().cast(), info.len()) } > 0 {}
-            loop {
-                let mut st = 0;
-                let p = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) };
-                if p <= 0 {
-                    break;
-                }
-                if p == pid && status.is_none() {
-                    status = Some(decode_status(st));
-                    // The entrypoint is gone: so is everything it left behind (their output
-                    // already in the pipes is still drained).
-                    unsafe { libc::kill(-1, libc::SIGKILL) };
-                }
-            }
-        }
-        if fds[1].revents != 0 {
-            chan.fill()?;
-            while let Some(m) = chan.next()? {
-                match m {
-                    Message::Signal { signo } => unsafe {
-                        libc::kill(pid, signo);
-                    },
-                    Message::Shutdown => {
-                        unsafe { libc::kill(-1, libc::SIGKILL) };
-                        power_off(0);
-                    }
-                    Message::ExecStart { id, .. } => {
-                        chan.send(&Message::ExecExit { id, status: ExitStatus::Code(127) })?
-                    }
-                    other => log(&format!("ignoring {:?}", other.message_type())),
-                }
-            }
-        }
-    }
-    // Reaped above (PID 1 reaps every child): dropping the handle must not wait on it again.
-    #[allow(clippy::mem_forget)]
-    std::mem::forget(child);
-    chan.send(&Message::Exited { status: status.unwrap_or(ExitStatus::Code(255)) })?;
-    chan.await_shutdown(Duration::from_secs(2));
-    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------

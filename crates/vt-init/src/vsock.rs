@@ -58,6 +58,12 @@ pub fn fallback() -> Result<Option<File>> {
     connect(libc::VMADDR_CID_HOST, vt_guest_proto::VSOCK_PORT).map(Some)
 }
 
+/// The host's channel listener again, after the connection ended (a node agent restarted):
+/// `None` while nobody listens.
+pub fn reconnect() -> Option<File> {
+    connect_once(libc::VMADDR_CID_HOST, vt_guest_proto::VSOCK_PORT).ok()
+}
+
 /// Connect to `cid:port`, retrying while the transport or the host's listener is not ready
 /// (up to init's device wait).
 fn connect(cid: u32, port: u32) -> Result<File> {

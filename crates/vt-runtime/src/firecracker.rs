@@ -538,8 +538,12 @@ struct Fc {
 }
 
 impl Vmm for Fc {
-    fn child(&mut self) -> &mut Child {
-        &mut self.child
+    fn wait(&mut self) -> impl std::future::Future<Output = std::io::Result<std::process::ExitStatus>> + Send {
+        self.child.wait()
+    }
+
+    fn start_kill(&mut self) {
+        let _ = self.child.start_kill();
     }
 
     fn power_off(&mut self) -> impl std::future::Future<Output = ()> + Send {

@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 pub mod cgroup;
+pub mod exec;
 pub mod firecracker;
 pub mod lifecycle;
 pub mod net;
@@ -104,7 +105,18 @@ pub struct VolumeDisk {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VmEvent {
     State(State),
-    Log { stream: Stream, data: Vec<u8> },
+    /// Output of the entrypoint: keep it, then [`Vm::ack`] its `seq` (until then the guest
+    /// keeps it, and sends it again to the next agent if this one goes away).
+    Log {
+        seq: u64,
+        stream: Stream,
+        data: Vec<u8>,
+    },
+    /// `bytes` of output were dropped while no agent was attached (acknowledge it too).
+    LogLost {
+        seq: u64,
+        bytes: u64,
+    },
 }
 
 /// Host-side times of one boot, measured from the call to [`Runtime::start`], plus the guest's
@@ -139,6 +151,10 @@ pub enum Control {
     Stop { grace: Duration },
     /// Kill the VMM now.
     Kill,
+    /// Let go of the VM without stopping it: close the guest channel and leave the VMM
+    /// running for another process to [`Runtime::attach`] to (what a node agent's crash
+    /// does; the instance's state stays where it was).
+    Abandon,
 }
 
 /// The final report of an instance.
@@ -162,6 +178,8 @@ pub struct Vm {
     pid: std::sync::Arc<std::sync::atomic::AtomicU32>,
     /// The boot timings so far (updated at each state change).
     timings: std::sync::Arc<std::sync::Mutex<BootTimings>>,
+    exec: exec::ExecHandle,
+    acked: watch::Sender<u64>,
 }
 
 impl Vm {
@@ -185,6 +203,22 @@ impl Vm {
             0 => None,
             p => Some(p),
         }
+    }
+
+    /// Opens exec sessions in this instance (while it runs).
+    pub fn exec_handle(&self) -> exec::ExecHandle {
+        self.exec.clone()
+    }
+
+    /// Everything up to recorded sequence number `seq` is kept: the guest may forget it.
+    pub fn ack(&self, seq: u64) {
+        self.acked.send_if_modified(|a| {
+            let newer = seq > *a;
+            if newer {
+                *a = seq;
+            }
+            newer
+        });
     }
 
     /// Send a control request (ignored once the instance has ended).
@@ -239,4 +273,33 @@ pub trait Runtime: Send + Sync {
     /// `Allocated`); preparation and boot proceed in the background and are reported as
     /// [`VmEvent::State`] events.
     fn start(&self, spec: InstanceSpec) -> BoxFuture<'_, Result<Vm, RuntimeError>>;
+
+    /// Whether [`Runtime::attach`] works: the VMs this backend starts keep their guest
+    /// channel open for the next process (QEMU reconnects its chardev).
+    fn can_attach(&self) -> bool {
+        false
+    }
+
+    /// Take over a VM an earlier process started with this backend and that still runs (a
+    /// node agent restarted): re-open its guest channel and resume the conversation. The
+    /// [`Vm`] goes `preparing → booting → running` once the guest answers (within
+    /// `spec.timeout`, else the VM is killed and the instance fails); its output from the
+    /// time no one was attached comes first.
+    fn attach(&self, spec: AttachSpec) -> BoxFuture<'_, Result<Vm, RuntimeError>> {
+        Box::pin(async move {
+            Err(RuntimeError::Config(format!("the {} runtime cannot re-attach to VM {}", self.name(), spec.id)))
+        })
+    }
+}
+
+/// A VM to re-attach to (see [`Runtime::attach`]).
+#[derive(Debug, Clone)]
+pub struct AttachSpec {
+    pub id: String,
+    /// The instance's work dir, as given to [`Runtime::start`].
+    pub work_dir: PathBuf,
+    /// The VMM's process id (its command line names `work_dir`).
+    pub pid: u32,
+    /// How long the guest has to answer.
+    pub timeout: Duration,
 }

@@ -7,7 +7,7 @@
 //! | file | what |
 //! | --- | --- |
 //! | `scratch.ext4` | writable scratch disk, `mkfs.ext4` by us, `/dev/vdb` in the guest |
-//! | `channel.sock` | unix socket we listen on; QEMU connects to it as the virtio-console port `vt.channel` |
+//! | `channel.sock` | unix socket we listen on; QEMU connects to it as the virtio-console port `vt.channel` (and again, every second, when the listener went away: a restarted agent re-attaches) |
 //! | `console.log` | the guest's serial console (`ttyS0`) |
 //! | `qemu.log` | QEMU's own stdout/stderr |
 //! | `vmm.pid` | QEMU's pid |
@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, OnceCell};
 use vt_guest_proto::PORT_NAME;
 
 use crate::session::{self, Session, Vmm};
-use crate::{BoxFuture, Control, InstanceSpec, Outcome, Runtime, RuntimeError, State, Vm};
+use crate::{AttachSpec, BoxFuture, Control, InstanceSpec, Launch, Outcome, Runtime, RuntimeError, State, Vm};
 
 /// Which accelerator QEMU uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,6 +172,36 @@ impl Runtime for QemuRuntime {
             let console = spec.work_dir.join("console.log");
             let driver = Driver { cfg: self.cfg.clone(), accel, tsc_khz, spec };
             Ok(session::spawn_vm(&id, launch, timeout, console, move |s, ctl| driver.run(s, ctl)))
+        })
+    }
+
+    fn can_attach(&self) -> bool {
+        true
+    }
+
+    fn attach(&self, spec: AttachSpec) -> BoxFuture<'_, Result<Vm, RuntimeError>> {
+        Box::pin(async move {
+            let dir = spec.work_dir.clone();
+            let console = dir.join("console.log");
+            let run = move |mut s: Session, ctl: mpsc::Receiver<Control>| async move {
+                s.resume = true;
+                s.set(State::Preparing).await;
+                // QEMU retries its chardev's connection every second (`reconnect=1`).
+                let sock = dir.join("channel.sock");
+                let _ = tokio::fs::remove_file(&sock).await;
+                let listener = match UnixListener::bind(&sock) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        s.fail(format!("listen on {}: {e}", sock.display()), None).await;
+                        return s.outcome(None);
+                    }
+                };
+                s.set(State::Booting).await;
+                s.vmm_spawned(spec.pid, &dir.join("vmm.pid"));
+                let vmm = session::Adopted::new(spec.pid, &dir, dir.join("qemu.log"), dir.join("console.log"));
+                s.supervise(vmm, listener, ctl).await
+            };
+            Ok(session::spawn_vm(&spec.id, Launch::default(), spec.timeout, console, run))
         })
     }
 }
@@ -364,7 +394,8 @@ impl Driver {
             "-device".into(),
             "virtio-serial-device,max_ports=2".into(),
             "-chardev".into(),
-            format!("socket,id=channel,path={}", qpath(&dir.join("channel.sock"))),
+            // `reconnect`: if the agent goes away, QEMU connects to the next one's listener.
+            format!("socket,id=channel,path={},reconnect=1", qpath(&dir.join("channel.sock"))),
             "-device".into(),
             format!("virtserialport,chardev=channel,name={PORT_NAME}"),
         ]);
@@ -409,8 +440,12 @@ struct Qemu {
 }
 
 impl Vmm for Qemu {
-    fn child(&mut self) -> &mut Child {
-        &mut self.child
+    fn wait(&mut self) -> impl std::future::Future<Output = std::io::Result<std::process::ExitStatus>> + Send {
+        self.child.wait()
+    }
+
+    fn start_kill(&mut self) {
+        let _ = self.child.start_kill();
     }
 
     /// QEMU has nothing to ask: the guest powers off itself, or QEMU is killed.

@@ -6,6 +6,7 @@
 //! A backend implements [`Vmm`] for its running VMM: qemu for its `Child` (no power-off
 //! request), Firecracker for its process plus API socket (`SendCtrlAltDel`).
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus as ProcessStatus, Stdio};
@@ -22,7 +23,7 @@ use tokio::time::{sleep_until, Instant as TokioInstant};
 
 use vt_guest_proto::{FrameBuffer, Message, Role, PROTOCOL_VERSION};
 
-use crate::{BootTimings, Control, ExitStatus, InstanceSpec, Launch, Outcome, RuntimeError, State, Vm, VmEvent};
+use crate::{exec, BootTimings, Control, ExitStatus, InstanceSpec, Launch, Outcome, RuntimeError, State, Vm, VmEvent};
 
 /// After `Shutdown` (or `Exited`/`Failed`), how long the guest has to power off before
 /// [`Vmm::power_off`]; the same again before the VMM is killed: 10 s in all, also for a VMM
@@ -31,15 +32,17 @@ pub(crate) const POWER_OFF_WAIT: Duration = if cfg!(test) { Duration::from_secs(
 
 /// The VMM process as the conversation needs it.
 pub(crate) trait Vmm: Send {
-    /// The VMM process.
-    fn child(&mut self) -> &mut tokio::process::Child;
     /// The VMM process ended (cancel-safe, like `Child::wait`).
-    fn wait(&mut self) -> impl Future<Output = std::io::Result<ProcessStatus>> + Send {
-        self.child().wait()
-    }
+    fn wait(&mut self) -> impl Future<Output = std::io::Result<ProcessStatus>> + Send;
     /// Kill the VMM now, without waiting for it.
-    fn start_kill(&mut self) {
-        let _ = self.child().start_kill();
+    fn start_kill(&mut self);
+    /// Leave the VMM running, handle dropped without killing it ([`Control::Abandon`]).
+    fn leave(self)
+    where
+        Self: Sized,
+    {
+        #[allow(clippy::mem_forget)] // the point: its kill-on-drop must not run
+        std::mem::forget(self);
     }
     /// Make the machine power off without the guest's cooperation (the guest did not answer
     /// `Shutdown`). Firecracker: `SendCtrlAltDel`; a VMM without such a request does nothing.
@@ -47,6 +50,63 @@ pub(crate) trait Vmm: Send {
     /// Why the VMM ended by itself, for `State::Failed` (`booting`: before the entrypoint
     /// ran). Names the logs to look at.
     fn failure(&self, status: &std::io::Result<ProcessStatus>, booting: bool) -> String;
+}
+
+/// A VMM an earlier process started (a node agent restarted): not our child, so its end is
+/// seen in `/proc` (its command line names the work dir, so a reused pid is not taken for
+/// it) and its exit status is unknown.
+pub(crate) struct Adopted {
+    pid: u32,
+    needle: String,
+    log: PathBuf,
+    console: PathBuf,
+}
+
+impl Adopted {
+    pub fn new(pid: u32, work_dir: &Path, log: PathBuf, console: PathBuf) -> Self {
+        Adopted { pid, needle: work_dir.display().to_string(), log, console }
+    }
+
+    fn alive(&self) -> bool {
+        std::fs::read(format!("/proc/{}/cmdline", self.pid))
+            .is_ok_and(|c| c.windows(self.needle.len()).any(|w| w == self.needle.as_bytes()))
+    }
+}
+
+impl Vmm for Adopted {
+    async fn wait(&mut self) -> std::io::Result<ProcessStatus> {
+        while self.alive() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(std::os::unix::process::ExitStatusExt::from_raw(0))
+    }
+
+    fn start_kill(&mut self) {
+        if self.alive() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &self.pid.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn();
+        }
+    }
+
+    fn power_off(&mut self) -> impl Future<Output = ()> + Send {
+        std::future::ready(())
+    }
+
+    fn failure(&self, _status: &std::io::Result<ProcessStatus>, booting: bool) -> String {
+        let mut s = "the VM (started before the agent restarted) ended".to_string();
+        if booting {
+            s.push_str(" before its guest answered");
+        }
+        let last = last_line(&self.log);
+        if !last.is_empty() {
+            s.push_str(&format!(": {last}"));
+        }
+        s.push_str(&format!(" (console: {})", self.console.display()));
+        s
+    }
 }
 
 /// One instance's reporting: state changes (checked by [`State::advance`]), events, timings,
@@ -63,6 +123,12 @@ pub(crate) struct Session {
     shared_timings: Arc<Mutex<BootTimings>>,
     events: mpsc::Sender<VmEvent>,
     state_tx: watch::Sender<State>,
+    /// Exec sessions asked for (taken by `supervise`).
+    exec: Option<mpsc::Receiver<exec::Open>>,
+    /// The highest recorded sequence number the agent has kept (sent to the guest as `Ack`).
+    acked: watch::Receiver<u64>,
+    /// Attach to a guest that already runs (`Resume`) instead of launching one.
+    pub resume: bool,
 }
 
 /// Create the [`Vm`] handle and run `run` (the backend's driver) as its task.
@@ -74,6 +140,8 @@ where
     let (ev_tx, ev_rx) = mpsc::channel(256);
     let (ctl_tx, ctl_rx) = mpsc::channel(16);
     let (st_tx, st_rx) = watch::channel(State::Allocated);
+    let (exec_tx, exec_rx) = mpsc::channel(8);
+    let (acked_tx, acked_rx) = watch::channel(0);
     let pid = Arc::new(AtomicU32::new(0));
     let timings = Arc::new(Mutex::new(BootTimings::default()));
     let session = Session {
@@ -87,9 +155,33 @@ where
         shared_timings: timings.clone(),
         events: ev_tx,
         state_tx: st_tx,
+        exec: Some(exec_rx),
+        acked: acked_rx,
+        resume: false,
     };
     let task = tokio::spawn(run(session, ctl_rx));
-    Vm { id: id.to_owned(), events: ev_rx, control: ctl_tx, state: st_rx, task, pid, timings }
+    Vm {
+        id: id.to_owned(),
+        events: ev_rx,
+        control: ctl_tx,
+        state: st_rx,
+        task,
+        pid,
+        timings,
+        exec: exec::ExecHandle { tx: exec_tx },
+        acked: acked_tx,
+    }
+}
+
+/// The conversation's state besides the lifecycle.
+struct Conversation {
+    exit: Option<ExitStatus>,
+    pending: Pending,
+    /// Resuming: what the guest sends before its `Hello` belongs to an earlier host.
+    awaiting_hello: bool,
+    /// The highest recorded sequence number seen (a resumed guest sends some again).
+    last_seq: u64,
+    sessions: HashMap<u32, exec::GuestSide>,
 }
 
 /// Why the conversation ended before the VMM did.
@@ -178,8 +270,23 @@ impl Session {
         let mut fb = FrameBuffer::new();
         let mut buf = vec![0u8; 64 * 1024];
         let mut chan_open = true;
-        let mut exit: Option<ExitStatus> = None;
-        let mut pending = Pending::None;
+        let mut conv = Conversation {
+            exit: None,
+            pending: Pending::None,
+            awaiting_hello: self.resume,
+            last_seq: 0,
+            sessions: HashMap::new(),
+        };
+        if self.resume {
+            let hello = Message::hello(Role::Host, concat!("vt-runtime/", env!("CARGO_PKG_VERSION")));
+            if send(&mut wr, &hello).await.is_err() || send(&mut wr, &Message::Resume).await.is_err() {
+                conv.pending = Pending::Failed("could not write to the guest channel".into());
+            }
+        }
+        let mut exec_rx = self.exec.take().unwrap_or_else(|| mpsc::channel(1).1);
+        let (to_guest_tx, mut to_guest) = mpsc::channel::<exec::ToGuest>(256);
+        let mut acked = self.acked.clone();
+        let mut next_session: u32 = 0;
         let mut deadline = boot_deadline;
         let mut on_deadline = DeadlineAction::BootTimeout;
         let vmm_status = loop {
@@ -192,13 +299,17 @@ impl Session {
                         loop {
                             match fb.next_message() {
                                 Ok(Some(m)) => {
-                                    if let Some(a) = self.on_message(m, &mut wr, &mut exit, &mut pending).await {
+                                    if let Some(a) = self.on_message(m, &mut wr, &mut conv).await {
                                         (deadline, on_deadline) = a;
                                     }
                                 }
                                 Ok(None) => break,
+                                Err(_) if conv.awaiting_hello => {
+                                    // The tail of what the guest sent an earlier host.
+                                    fb.resync();
+                                }
                                 Err(e) => {
-                                    pending = Pending::Failed(format!("guest channel: {e}"));
+                                    conv.pending = Pending::Failed(format!("guest channel: {e}"));
                                     chan_open = false;
                                     vmm.start_kill();
                                     break;
@@ -207,6 +318,48 @@ impl Session {
                         }
                     }
                 },
+                Ok(()) = acked.changed() => {
+                    let seq = *acked.borrow_and_update();
+                    let _ = send(&mut wr, &Message::Ack { seq }).await;
+                }
+                Some(open) = exec_rx.recv() => {
+                    if self.state != State::Running || !chan_open || conv.awaiting_hello {
+                        let _ = open.reply.send(Err(format!("the instance is {}", self.state.name())));
+                        continue;
+                    }
+                    next_session = next_session.wrapping_add(1).max(1);
+                    while conv.sessions.contains_key(&next_session) {
+                        next_session = next_session.wrapping_add(1).max(1);
+                    }
+                    let id = next_session;
+                    let r = open.req;
+                    let start = Message::ExecStart { id, argv: r.argv, env: r.env, cwd: r.cwd, user: r.user, tty: r.tty };
+                    if let Err(e) = send(&mut wr, &start).await {
+                        let _ = open.reply.send(Err(format!("guest channel: {e}")));
+                        continue;
+                    }
+                    let (session, guest_side) = exec::session(id, to_guest_tx.clone());
+                    conv.sessions.insert(id, guest_side);
+                    let _ = open.reply.send(Ok(session));
+                }
+                Some(t) = to_guest.recv() => {
+                    let m = match t {
+                        exec::ToGuest::Input(id, exec::ExecInput::Stdin(data)) => Message::ExecStdin { id, data },
+                        exec::ToGuest::Input(id, exec::ExecInput::StdinEof) => Message::ExecStdin { id, data: Vec::new() },
+                        exec::ToGuest::Input(id, exec::ExecInput::Resize { rows, cols }) => Message::ExecResize { id, rows, cols },
+                        exec::ToGuest::Input(id, exec::ExecInput::Signal(signo)) => Message::ExecSignal { id, signo },
+                        exec::ToGuest::Window(id, bytes) => Message::ExecWindow { id, bytes },
+                        exec::ToGuest::Close(id) => Message::ExecClose { id },
+                    };
+                    let id = match &m {
+                        Message::ExecStdin { id, .. } | Message::ExecResize { id, .. } | Message::ExecSignal { id, .. }
+                        | Message::ExecWindow { id, .. } | Message::ExecClose { id } => *id,
+                        _ => 0,
+                    };
+                    if conv.sessions.contains_key(&id) {
+                        let _ = send(&mut wr, &m).await;
+                    }
+                }
                 c = ctl.recv() => match c {
                     Some(Control::Signal(signo)) => {
                         let _ = send(&mut wr, &Message::Signal { signo }).await;
@@ -218,11 +371,16 @@ impl Session {
                         on_deadline = DeadlineAction::Shutdown;
                     }
                     Some(Control::Kill) | None => vmm.start_kill(),
+                    Some(Control::Abandon) => {
+                        drop((rd, wr));
+                        vmm.leave();
+                        return self.outcome(None);
+                    }
                 },
                 _ = sleep_until(deadline) => match on_deadline {
                     DeadlineAction::BootTimeout => {
                         if self.state == State::Booting {
-                            pending = Pending::Failed(format!(
+                            conv.pending = Pending::Failed(format!(
                                 "the entrypoint did not start within {:?} (console: {})",
                                 self.boot_timeout,
                                 self.console.display()
@@ -254,14 +412,16 @@ impl Session {
                 Ok(Ok(n)) if n > 0 => {
                     fb.push(&buf[..n]);
                     while let Ok(Some(m)) = fb.next_message() {
-                        self.on_message(m, &mut wr, &mut exit, &mut pending).await;
+                        self.on_message(m, &mut wr, &mut conv).await;
                     }
                 }
                 _ => chan_open = false,
             }
         }
         let code = vmm_status.as_ref().ok().and_then(|s| s.code());
-        match (pending, exit) {
+        // Open sessions end with the VM: their outputs close without an exit.
+        conv.sessions.clear();
+        match (conv.pending, conv.exit) {
             (Pending::Failed(reason), exit) => self.fail(reason, exit).await,
             (Pending::None, Some(e)) => {
                 self.set(State::Stopping).await;
@@ -283,50 +443,91 @@ impl Session {
         &mut self,
         m: Message,
         wr: &mut OwnedWriteHalf,
-        exit: &mut Option<ExitStatus>,
-        pending: &mut Pending,
+        conv: &mut Conversation,
     ) -> Option<(TokioInstant, DeadlineAction)> {
+        if conv.awaiting_hello && !matches!(m, Message::Hello { role: Role::Guest, .. }) {
+            return None;
+        }
         match m {
             Message::Hello { role: Role::Guest, min_version, max_version, .. } => {
                 self.timings.guest_hello = Some(self.t0.elapsed());
                 if min_version > PROTOCOL_VERSION || max_version < PROTOCOL_VERSION {
-                    *pending = Pending::Failed(format!(
+                    conv.pending = Pending::Failed(format!(
                         "guest init speaks protocol {min_version}..={max_version}, host {PROTOCOL_VERSION}"
                     ));
                     let _ = send(wr, &Message::Shutdown).await;
                     return None;
                 }
+                if conv.awaiting_hello {
+                    // Resumed: the guest runs already; Ready and the unacknowledged output follow.
+                    conv.awaiting_hello = false;
+                    return None;
+                }
                 let hello = Message::hello(Role::Host, concat!("vt-runtime/", env!("CARGO_PKG_VERSION")));
                 let launch = Message::Launch(self.launch.clone());
                 if send(wr, &hello).await.is_err() || send(wr, &launch).await.is_err() {
-                    *pending = Pending::Failed("could not write to the guest channel".into());
+                    conv.pending = Pending::Failed("could not write to the guest channel".into());
                 }
                 None
             }
             Message::Ready { init_started_us, entrypoint_started_us, .. } => {
-                self.timings.entrypoint = Some(self.t0.elapsed());
-                self.timings.guest_init_started_us = Some(init_started_us);
-                self.timings.guest_entrypoint_started_us = Some(entrypoint_started_us);
+                if !self.resume {
+                    self.timings.entrypoint = Some(self.t0.elapsed());
+                    self.timings.guest_init_started_us = Some(init_started_us);
+                    self.timings.guest_entrypoint_started_us = Some(entrypoint_started_us);
+                }
                 if self.state == State::Booting {
                     self.set(State::Running).await;
                 }
                 None
             }
-            Message::Log { stream, data } => {
-                let _ = self.events.send(VmEvent::Log { stream, data }).await;
+            Message::Log { seq, stream, data } => {
+                if seq > conv.last_seq {
+                    conv.last_seq = seq;
+                    let _ = self.events.send(VmEvent::Log { seq, stream, data }).await;
+                }
                 None
             }
-            Message::Exited { status } => {
-                *exit = Some(status);
+            Message::LogLost { seq, bytes } => {
+                if seq > conv.last_seq {
+                    conv.last_seq = seq;
+                    let _ = self.events.send(VmEvent::LogLost { seq, bytes }).await;
+                }
+                None
+            }
+            Message::Exited { status, .. } => {
+                conv.exit = Some(status);
                 self.set(State::Stopping).await;
                 // Acknowledge: the guest powers off once it has this.
                 let _ = send(wr, &Message::Shutdown).await;
                 Some((TokioInstant::now() + POWER_OFF_WAIT, DeadlineAction::PowerOff))
             }
             Message::Failed { reason } => {
-                *pending = Pending::Failed(format!("guest init: {reason}"));
+                conv.pending = Pending::Failed(format!("guest init: {reason}"));
                 let _ = send(wr, &Message::Shutdown).await;
                 Some((TokioInstant::now() + POWER_OFF_WAIT, DeadlineAction::PowerOff))
+            }
+            Message::ExecOutput { id, stream, data } => {
+                if let Some(s) = conv.sessions.get(&id) {
+                    let o = match stream {
+                        vt_guest_proto::Stream::Stdout => exec::ExecOutput::Stdout(data),
+                        vt_guest_proto::Stream::Stderr => exec::ExecOutput::Stderr(data),
+                    };
+                    let _ = s.output.send(o);
+                }
+                None
+            }
+            Message::ExecExit { id, status } => {
+                if let Some(s) = conv.sessions.remove(&id) {
+                    let _ = s.output.send(exec::ExecOutput::Exit(status));
+                }
+                None
+            }
+            Message::ExecWindow { id, bytes } => {
+                if let Some(s) = conv.sessions.get(&id) {
+                    s.stdin_credit.add_permits(bytes as usize);
+                }
+                None
             }
             _ => None,
         }

@@ -55,8 +55,9 @@ pub async fn run_to_end(mut vm: crate::Vm, within: std::time::Duration) -> Finis
         while let Some(ev) = vm.next_event().await {
             match ev {
                 crate::VmEvent::State(s) => states.push(s),
-                crate::VmEvent::Log { stream: crate::Stream::Stdout, data } => stdout.extend(data),
-                crate::VmEvent::Log { stream: crate::Stream::Stderr, data } => stderr.extend(data),
+                crate::VmEvent::Log { stream: crate::Stream::Stdout, data, .. } => stdout.extend(data),
+                crate::VmEvent::Log { stream: crate::Stream::Stderr, data, .. } => stderr.extend(data),
+                crate::VmEvent::LogLost { .. } => {}
             }
         }
     };

@@ -43,6 +43,7 @@ pub use vt_store::SqliteOptions;
 use vt_store::{PgStore, SqliteStore, Store, StoreError};
 
 pub mod data_dir;
+pub mod exec;
 pub mod logs;
 pub mod master_key;
 pub mod serve;
@@ -251,6 +252,8 @@ impl Server {
         let addr = listener.local_addr().map_err(ServerError::Serve)?;
         // Single host: instance logs are the files of the agent of this data directory.
         let logs = Arc::new(logs::LocalLogs { dir: data.agent().logs });
+        // Exec sessions too: opened by the agent of this process, once it runs.
+        let exec = Arc::new(exec::LocalExec::default());
         let settings = Settings {
             registry_dir: Some(data.registry()),
             logs: Some(logs),
@@ -261,6 +264,8 @@ impl Server {
                 budget: Some(disk_budget(config, &data)),
                 namespace_quota: config.registry_quota,
             },
+            exec: Some(exec.clone()),
+            exec_grant_ttl: None,
         };
         let cp = ControlPlane::start(store, settings);
         cp.ingress.set_tcp_ports(config.tcp_ports.clone());
@@ -276,7 +281,11 @@ impl Server {
         let agent = match &config.agent {
             Some(node) => {
                 let budget = disk_budget(config, &data);
-                start_agent(&cp, &data, addr, node, config, budget, &mut notices).await?
+                let agent = start_agent(&cp, &data, addr, node, config, budget, &mut notices).await?;
+                if let Some((a, _)) = &agent {
+                    exec.set_agent(a.clone());
+                }
+                agent
             }
             None => {
                 cp.tasks.register("agent", || tasks::off("agent", AGENT, "switched off (`--no-agent`)"));

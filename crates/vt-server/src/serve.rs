@@ -68,7 +68,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let clients = Clients::default();
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Each connection's task holds a `drained` sender: the drain is over when all are gone. A
+    // connection sees `stopping` and finishes its request in flight, then closes.
+    let (stopping, stop) = tokio::sync::watch::channel(false);
+    let (drained, mut all_drained) = tokio::sync::mpsc::channel::<()>(1);
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
     tokio::pin!(shutdown);
@@ -101,16 +104,29 @@ pub async fn serve(
             let mut app = app.clone();
             async move { tower_service::Service::call(&mut app, req).await }
         });
-        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        // With upgrades: `vt exec`'s WebSocket (`GET /v1/exec/{grant}`) takes the connection over.
+        let conn = http.serve_connection(TokioIo::new(stream), service).with_upgrades();
+        let (mut stop, drained) = (stop.clone(), drained.clone());
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            tokio::pin!(conn);
+            let ended = tokio::select! {
+                ended = conn.as_mut() => ended,
+                () = async { drop(stop.wait_for(|stopping| *stopping).await) } => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = ended {
                 tracing::debug!(client = %peer, error = %e, "connection ended with an error");
             }
             drop(slot);
+            drop(drained);
         });
     }
     drop(listener);
-    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+    stopping.send_replace(true);
+    drop(drained);
+    if tokio::time::timeout(drain, all_drained.recv()).await.is_err() {
         tracing::warn!(drain_secs = drain.as_secs(), "requests still in flight after the drain timeout; closing them");
     }
     Ok(())

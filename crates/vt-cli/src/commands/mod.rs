@@ -7,6 +7,7 @@ pub mod deploy;
 pub mod describe;
 pub mod env;
 pub mod events;
+pub mod exec;
 pub mod image;
 pub mod instances;
 pub mod logs;

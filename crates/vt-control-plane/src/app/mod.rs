@@ -13,6 +13,7 @@ pub mod boot_timings;
 pub mod deploys;
 pub mod envs;
 pub mod events;
+pub mod exec;
 pub mod instances;
 pub mod nodes;
 pub mod orgs;

@@ -51,7 +51,8 @@ fn single<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h HeaderVal
 /// agent's heartbeats and long polls are routine, and a server at rest says nothing.
 pub(super) async fn request_id(req: Request, next: Next) -> Response {
     let id = RequestId::new();
-    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
+    let span =
+        tracing::info_span!("request", request_id = %id, method = %req.method(), path = %logged_path(req.uri().path()));
     let started = std::time::Instant::now();
     let mut resp = REQUEST_ID.scope(id, tracing::Instrument::instrument(next.run(req), span.clone())).await;
     span.in_scope(|| {
@@ -61,6 +62,15 @@ pub(super) async fn request_id(req: Request, next: Next) -> Response {
         resp.headers_mut().insert(REQUEST_ID_HEADER, v);
     }
     resp
+}
+
+/// A request's path as logged: an exec grant's path holds the grant's secret, which is cut off.
+fn logged_path(path: &str) -> &str {
+    const EXEC: &str = "/v1/exec/";
+    match path.strip_prefix(EXEC) {
+        Some(_) => "/v1/exec/{grant}",
+        None => path,
+    }
 }
 
 /// The caller a request's `Authorization: Bearer` token stands for.
@@ -147,4 +157,13 @@ pub(super) async fn admin_only(
     let ctx = Ctx::new(current_request_id(), caller(&cp, req.headers()).await?);
     ctx.authorize_cluster(crate::authz::Action::Operate)?;
     Ok(next.run(req).await)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_grant_is_never_logged() {
+        assert_eq!(super::logged_path("/v1/exec/vtx_0123"), "/v1/exec/{grant}");
+        assert_eq!(super::logged_path("/v1/orgs"), "/v1/orgs");
+    }
 }

@@ -22,6 +22,7 @@ mod apps;
 mod deploys;
 mod envs;
 mod events;
+mod exec;
 mod extract;
 mod instances;
 mod middleware;
@@ -49,6 +50,7 @@ fn v1() -> OpenApiRouter<Arc<ControlPlane>> {
         .merge(releases::routes())
         .merge(deploys::routes())
         .merge(instances::routes())
+        .merge(exec::routes())
         .merge(nodes::routes())
         .merge(routes::routes())
         .merge(secrets::routes())

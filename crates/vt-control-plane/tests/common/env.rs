@@ -20,7 +20,11 @@ pub fn manifest_with_health() -> String {
 
 /// A server with org `acme`, app `web`, env `prod` and one roomy node; the scheduler runs every 100 ms.
 pub async fn setup(backoff: vt_scheduler::Backoff) -> TestServer {
-    let s = TestServer::start().await;
+    setup_on(TestServer::start().await, backoff).await
+}
+
+/// [`setup`] on a server already started.
+pub async fn setup_on(s: TestServer, backoff: vt_scheduler::Backoff) -> TestServer {
     s.cp.scheduler.configure(SchedulerSettings {
         interval: Duration::from_millis(100),
         heartbeat_timeout: Duration::from_secs(3600),

@@ -94,6 +94,28 @@ impl TestServer {
         token: String,
         logs: Option<Arc<dyn vt_control_plane::logs::LogSource>>,
     ) -> TestServer {
+        Self::serve_with(dir, store, token, logs, None, None).await
+    }
+
+    /// A fresh server (SQLite) opening exec sessions with `exec`, its grants valid for `ttl`.
+    pub async fn start_with_exec(
+        exec: Arc<dyn vt_control_plane::exec::ExecBackend>,
+        ttl: Option<std::time::Duration>,
+    ) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), None).await;
+        let token = admin_token(store.as_ref()).await;
+        Self::serve_with(dir, store, token, None, Some(exec), ttl).await
+    }
+
+    pub async fn serve_with(
+        dir: tempfile::TempDir,
+        store: Arc<dyn Store>,
+        token: String,
+        logs: Option<Arc<dyn vt_control_plane::logs::LogSource>>,
+        exec: Option<Arc<dyn vt_control_plane::exec::ExecBackend>>,
+        exec_grant_ttl: Option<std::time::Duration>,
+    ) -> TestServer {
         // One master key per data directory, as `vt server` keeps it.
         let key_file = dir.path().join("master.key");
         if !key_file.exists() {
@@ -109,6 +131,8 @@ impl TestServer {
             api_port: Some(addr.port()),
             network: Default::default(),
             registry_limits: Default::default(),
+            exec,
+            exec_grant_ttl,
         };
         let cp = ControlPlane::start(store, settings);
         // The views show what is already in the log (the admin token's creation, say).

@@ -294,8 +294,8 @@ async fn boots_through_the_api_and_speaks_over_the_vsock_listener() {
     let mut g = Guest::connect(&work.join("vsock.sock_1024")).await;
     let l = g.boot().await;
     assert_eq!(l.argv, ["/bin/sh", "-c", "echo hi; exit 7"]);
-    g.send(Message::Log { stream: Stream::Stdout, data: b"hi\n".to_vec() }).await;
-    g.send(Message::Exited { status: ExitStatus::Code(7) }).await;
+    g.send(Message::Log { seq: 1, stream: Stream::Stdout, data: b"hi\n".to_vec() }).await;
+    g.send(Message::Exited { seq: 2, status: ExitStatus::Code(7) }).await;
     assert_eq!(g.recv().await, Message::Shutdown);
     std::fs::write(t.join("poweroff"), b"").unwrap();
 
@@ -305,6 +305,7 @@ async fn boots_through_the_api_and_speaks_over_the_vsock_listener() {
         match ev {
             VmEvent::State(s) => states.push(s.name()),
             VmEvent::Log { data, .. } => out.extend(data),
+            VmEvent::LogLost { .. } => panic!("nothing is lost here"),
         }
     }
     let pid = vm.vmm_pid().unwrap();
