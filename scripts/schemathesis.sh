@@ -21,7 +21,8 @@
 # The server is `vt server --no-agent --no-ingress` in a fresh data directory on a free
 # loopback port. Before the run this script makes what the operations need to find
 # (org `acme`, app `web`, env `prod`, a release, a deploy, node `node-1` with the instance
-# placed on it, a route, a token to revoke) through the API with the admin token, and pins
+# placed on it, a route, a token to revoke, a volume with a snapshot) through the API with the
+# admin token, and pins
 # the path parameters to them (`[parameters]` below), so requests reach past the lookups.
 # Two query parameters are pinned for time only: `follow=false` (a follow stream never ends)
 # and `wait_ms=0` on a node's instances (a long poll waits up to 20 s); the Rust tests cover
@@ -91,6 +92,9 @@ deploy=$(api POST /v1/orgs/acme/apps/web/envs/prod/deploys "{\"release_id\": \"$
 route=$(api POST /v1/orgs/acme/apps/web/envs/prod/routes \
     '{"hostname": "www.example.com", "process": "web", "backend_port": 8080}' | field '["id"]')
 doomed=$(api POST /v1/tokens '{"name": "doomed", "role": "viewer", "org": "acme"}' | field '["id"]')
+volume=$(api POST /v1/orgs/acme/apps/web/envs/prod/volumes '{"name": "data", "size_gib": 1, "node": "node-1"}' |
+    field '["id"]')
+snapshot=$(api POST "/v1/orgs/acme/apps/web/envs/prod/volumes/$volume/snapshots" | field '["id"]')
 instance=
 for _ in $(seq 100); do
     instance=$(api GET /v1/orgs/acme/apps/web/envs/prod/instances |
@@ -118,6 +122,8 @@ expected-statuses = ["400", "401", "403", "404", "405", "406", "409", "413", "41
 "path.route" = "$route"
 "path.instance" = "$instance"
 "path.token" = "$doomed"
+"path.volume" = "$volume"
+"path.snapshot" = "$snapshot"
 
 [[operations]]
 include-operation-id = ["event_list", "instance_logs"]

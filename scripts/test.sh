@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 . scripts/lib.sh
-ensure_packages build-essential pkg-config e2fsprogs busybox-static skopeo postgresql iproute2 nftables curl jq procps python3 bsdutils
+ensure_packages build-essential pkg-config e2fsprogs busybox-static skopeo postgresql iproute2 nftables curl jq procps python3 bsdutils restic
 cargo_on_path
 
 # rustfmt and clippy come with rustup's default profile; add them where a minimal one was installed.

@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 # Build tools (gcc for the bundled SQLite) and e2fsprogs (mkfs.ext4 for root disks).
-ensure_packages build-essential pkg-config e2fsprogs ca-certificates curl iproute2 nftables busybox-static jq procps
+ensure_packages build-essential pkg-config e2fsprogs ca-certificates curl iproute2 nftables busybox-static jq procps restic
 
 # Rust: Debian's packaged cargo is too old for this workspace; use rustup's stable.
 cargo_on_path

@@ -31,7 +31,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch, OnceCell};
 use tokio::task::JoinSet;
-use vt_api::{Heartbeat, Instance, NodeInstances, RegisterNode, Release, ReportInstanceStatus};
+use vt_api::{
+    Heartbeat, Instance, NodeInstances, RegisterNode, Release, ReportInstanceStatus, ReportSnapshot, Snapshot,
+    SnapshotStatus, Volume,
+};
 use vt_client::Client;
 use vt_events::{Capacity, DesiredState, Health};
 use vt_image::{Digest, ImageStore, RegistrySource, StoreOptions};
@@ -45,6 +48,7 @@ pub mod health;
 pub mod logs;
 pub mod network;
 pub mod state;
+pub mod volumes;
 
 pub use network::NetworkConfig;
 
@@ -62,6 +66,8 @@ pub struct AgentDirs {
     pub logs: PathBuf,
     /// The image cache and the root disks.
     pub images: PathBuf,
+    /// Volume disks: `<volume id>.ext4` ([`volumes`]).
+    pub volumes: PathBuf,
 }
 
 /// How the agent is set up.
@@ -101,6 +107,9 @@ pub struct AgentConfig {
     /// The node's disk budget: unpacked images, root disks and scratch disks are checked
     /// against it before they are written. `None`: unchecked.
     pub disk_budget: Option<vt_disk::DiskBudget>,
+    /// Where volume backups go (restic), if anywhere: backups asked for are taken and sent
+    /// there; volumes restored from a backup are read from there.
+    pub backup: Option<vt_backup::Target>,
 }
 
 impl AgentConfig {
@@ -131,6 +140,7 @@ impl AgentConfig {
             scratch_size: 256 << 20,
             network: NetworkConfig::default(),
             disk_budget: None,
+            backup: None,
         }
     }
 }
@@ -251,6 +261,8 @@ pub struct Agent {
     /// cgroup hierarchy is usable (then VMs share the CPU equally).
     cgroups: Option<CgroupRoot>,
     supervised: Mutex<HashMap<String, Supervised>>,
+    /// Snapshots and backups being taken in this process.
+    snapshotting: Mutex<std::collections::HashSet<String>>,
     keys: AtomicU64,
     status: Mutex<AgentStatus>,
     /// Set by [`Agent::stop_following`]: the control plane is going away with this process,
@@ -323,6 +335,7 @@ impl Agent {
             network,
             cgroups,
             supervised: Mutex::new(HashMap::new()),
+            snapshotting: Mutex::new(std::collections::HashSet::new()),
             keys: AtomicU64::new(0),
             status: Mutex::new(AgentStatus::default()),
             shutting_down: AtomicBool::new(false),
@@ -599,6 +612,36 @@ impl Agent {
             }
         }
         let releases: HashMap<String, Release> = list.releases.into_iter().map(|r| (r.id.to_string(), r)).collect();
+        // Disks of volumes this node no longer holds (deleted) go; the others stay.
+        let held: std::collections::BTreeSet<String> = list.volumes.iter().map(|v| v.id.to_string()).collect();
+        for name in volumes::remove_others(&self.cfg.dirs.volumes, &held) {
+            tracing::info!(disk = %name, "removed the disk of a deleted volume");
+        }
+        let volumes: HashMap<String, Volume> = list.volumes.into_iter().map(|v| (v.id.to_string(), v)).collect();
+        for v in volumes.values() {
+            let Some(pending) = v.backups.pending.clone() else { continue };
+            let id = pending.id.to_string();
+            if !self.snapshotting.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone()) {
+                continue;
+            }
+            let (me, v) = (self.clone(), v.clone());
+            tasks.spawn(async move {
+                me.take_backup(v, pending).await;
+                me.snapshotting.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            });
+        }
+        for snap in list.snapshots {
+            let id = snap.id.to_string();
+            if !self.snapshotting.lock().unwrap_or_else(|p| p.into_inner()).insert(id.clone()) {
+                continue;
+            }
+            let volume = volumes.get(&snap.volume_id.to_string()).cloned();
+            let me = self.clone();
+            tasks.spawn(async move {
+                me.take_snapshot(snap, volume).await;
+                me.snapshotting.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            });
+        }
         for inst in list.items {
             let id = inst.id.to_string();
             {
@@ -650,7 +693,9 @@ impl Agent {
                         tracing::info!(instance = %id, phase = ?r.phase, "finishing a half-done start: booting again");
                     }
                     let release = releases.get(&inst.release_id.to_string()).cloned();
-                    self.spawn_supervisor(tasks, inst, release);
+                    let mounts: Vec<Option<Volume>> =
+                        inst.volumes.iter().map(|a| volumes.get(&a.volume_id.to_string()).cloned()).collect();
+                    self.spawn_supervisor(tasks, inst, release, mounts);
                 }
                 rec => {
                     // Desired stopped and nothing runs here.
@@ -700,10 +745,18 @@ impl Agent {
         rx
     }
 
-    fn spawn_supervisor(self: &Arc<Self>, tasks: &mut JoinSet<()>, inst: Instance, release: Option<Release>) {
+    /// `volumes`: per volume the instance mounts (in its order), the volume as the control plane
+    /// listed it on this node.
+    fn spawn_supervisor(
+        self: &Arc<Self>,
+        tasks: &mut JoinSet<()>,
+        inst: Instance,
+        release: Option<Release>,
+        volumes: Vec<Option<Volume>>,
+    ) {
         let stop = self.track(&inst.id.to_string());
         let me = self.clone();
-        tasks.spawn(async move { me.supervise(inst, release, stop).await });
+        tasks.spawn(async move { me.supervise(inst, release, volumes, stop).await });
     }
 
     /// A VM a previous agent booted, whose guest channel this agent re-attaches to: watched
@@ -946,7 +999,13 @@ impl Agent {
     }
 
     /// Prepare, boot and watch one instance until it ends.
-    async fn supervise(self: Arc<Self>, inst: Instance, release: Option<Release>, mut stop: mpsc::Receiver<Stop>) {
+    async fn supervise(
+        self: Arc<Self>,
+        inst: Instance,
+        release: Option<Release>,
+        volumes: Vec<Option<Volume>>,
+        mut stop: mpsc::Receiver<Stop>,
+    ) {
         let id = inst.id.to_string();
         let work_dir = self.work_dir(&id);
         let mut rec = InstanceRecord::new(&id, &inst.release_id.to_string(), work_dir.clone());
@@ -965,7 +1024,7 @@ impl Agent {
         // (so it counts toward no crash loop). A fatal one fails it.
         let mut backoff = PREPARE_RETRY_FIRST;
         let spec = loop {
-            let why = match self.prepare(&inst, release.clone(), &mut rec, t0).await {
+            let why = match self.prepare(&inst, release.clone(), &volumes, &mut rec, t0).await {
                 Ok(s) => break s,
                 Err(PrepareError::Fatal(reason)) => {
                     self.release_network(&id).await;
@@ -1232,6 +1291,7 @@ impl Agent {
         &self,
         inst: &Instance,
         release: Option<Release>,
+        volumes: &[Option<Volume>],
         rec: &mut InstanceRecord,
         t0: Instant,
     ) -> Result<InstanceSpec, PrepareError> {
@@ -1308,6 +1368,7 @@ impl Agent {
             n.mtu = admission.mtu;
             rec.ipv4 = admission.ipv4.map(|v| v.address.to_string());
         }
+        let disks = self.volume_disks(inst, &manifest, volumes).await?;
         rec.address = network.as_ref().map(|n| n.address.to_string());
         rec.tap = network.as_ref().map(|n| n.tap.clone());
         // No VM boots that a restarted agent could not find again.
@@ -1322,7 +1383,159 @@ impl Agent {
         }
         spec.scratch_size = self.cfg.scratch_size;
         spec.network = network;
+        spec.volumes = disks;
         Ok(spec)
+    }
+
+    /// Back up a volume of this node: a paused copy of its disk (as for a snapshot), sent to the
+    /// backup repository, then removed; report how it went. A failure is reported with its
+    /// reason (an unreachable repository, a wrong password) and never touches the workload.
+    async fn take_backup(&self, v: Volume, pending: vt_api::PendingBackup) {
+        let t0 = Instant::now();
+        let result = match &self.cfg.backup {
+            None => Err(format!("node {} has no backup repository configured", self.cfg.node_name)),
+            Some(target) => {
+                let vmm = v.attached_to.and_then(|i| self.states.load(&i.to_string())).and_then(|r| live_vm(&r));
+                let origin = vt_backup::Origin {
+                    org: pending.org.clone(),
+                    app: pending.app.clone(),
+                    env: pending.env.clone(),
+                    volume: v.name.clone(),
+                    volume_id: v.id.to_string(),
+                    size_gib: v.size_gib,
+                    node: self.cfg.node_name.to_string(),
+                };
+                let restic = vt_backup::Restic::new(target.clone());
+                volumes::backup(
+                    &self.cfg.dirs.volumes,
+                    self.cfg.disk_budget.as_ref(),
+                    &v,
+                    &pending.id,
+                    vmm,
+                    &restic,
+                    &origin,
+                )
+                .await
+            }
+        };
+        let took_ms = Some(t0.elapsed().as_millis() as u64);
+        let req = match result {
+            Ok((restic_id, s)) => {
+                tracing::info!(volume = %v.id, backup = %restic_id, bytes_added = s.bytes_added, bytes_processed = s.bytes_processed, ?took_ms, "volume backed up");
+                vt_api::ReportBackup {
+                    backup_id: pending.id,
+                    status: SnapshotStatus::Completed,
+                    restic_id: Some(restic_id),
+                    bytes_added: Some(s.bytes_added),
+                    bytes_processed: Some(s.bytes_processed),
+                    took_ms,
+                    reason: None,
+                }
+            }
+            Err(reason) => {
+                tracing::warn!(volume = %v.id, %reason, "volume backup failed");
+                vt_api::ReportBackup {
+                    backup_id: pending.id,
+                    status: SnapshotStatus::Failed,
+                    restic_id: None,
+                    bytes_added: None,
+                    bytes_processed: None,
+                    took_ms,
+                    reason: Some(reason),
+                }
+            }
+        };
+        let node = self.cfg.node_name.to_string();
+        if let Err(e) = self.client.backup_report(&node, &v.id.to_string(), &req, &self.key("backup")).await {
+            tracing::warn!(volume = %v.id, error = %e, "the backup's report did not reach the control plane; backed up again on the next activation");
+        }
+    }
+
+    /// Take a snapshot of a volume of this node (pausing the VM that has it for the copy) and
+    /// report it; a failure is reported with its reason and never touches the workload.
+    async fn take_snapshot(&self, snap: Snapshot, volume: Option<Volume>) {
+        let req = match volume {
+            None => ReportSnapshot {
+                status: SnapshotStatus::Failed,
+                bytes: None,
+                took_ms: None,
+                paused_ms: None,
+                reason: Some(format!("volume {} is no longer on node {}", snap.volume_id, self.cfg.node_name)),
+            },
+            Some(v) => {
+                let vmm = v.attached_to.and_then(|i| self.states.load(&i.to_string())).and_then(|r| live_vm(&r));
+                match volumes::snapshot(&self.cfg.dirs.volumes, self.cfg.disk_budget.as_ref(), &v, &snap, vmm).await {
+                    Ok(t) => {
+                        tracing::info!(snapshot = %snap.id, volume = %v.id, bytes = t.bytes, took_ms = t.took_ms, paused_ms = t.paused_ms, "snapshot taken");
+                        ReportSnapshot {
+                            status: SnapshotStatus::Completed,
+                            bytes: Some(t.bytes),
+                            took_ms: Some(t.took_ms),
+                            paused_ms: Some(t.paused_ms),
+                            reason: None,
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(snapshot = %snap.id, error = %e, "snapshot failed");
+                        ReportSnapshot {
+                            status: SnapshotStatus::Failed,
+                            bytes: None,
+                            took_ms: None,
+                            paused_ms: None,
+                            reason: Some(e.to_string()),
+                        }
+                    }
+                }
+            }
+        };
+        let node = self.cfg.node_name.to_string();
+        if let Err(e) = self.client.snapshot_report(&node, &snap.id.to_string(), &req, &self.key("snapshot")).await {
+            tracing::warn!(snapshot = %snap.id, error = %e, "the snapshot's report did not reach the control plane; reported again on the next activation");
+        }
+    }
+
+    /// The disks of the volumes the instance mounts, made or grown as needed, each with the
+    /// manifest's mount path. A volume the manifest does not mount in the process, or that
+    /// the control plane did not list on this node, is the release's or the placement's
+    /// fault: fatal. A short disk is waited out.
+    async fn volume_disks(
+        &self,
+        inst: &Instance,
+        manifest: &vt_manifest::Manifest,
+        volumes: &[Option<Volume>],
+    ) -> Result<Vec<vt_runtime::VolumeDisk>, PrepareError> {
+        let mut disks = vec![];
+        for (a, v) in inst.volumes.iter().zip(volumes) {
+            let v = v.as_ref().ok_or_else(|| {
+                PrepareError::Fatal(format!(
+                    "volume {} (`{}`) is not on this node: the control plane does not list it here",
+                    a.volume_id, a.name
+                ))
+            })?;
+            let path =
+                manifest.volumes_for(&inst.process).find(|m| m.name == a.name).map(|m| m.path.clone()).ok_or_else(
+                    || {
+                        PrepareError::Fatal(format!(
+                            "volume `{}` is attached, and the release's manifest does not mount it in process `{}`",
+                            a.name, inst.process
+                        ))
+                    },
+                )?;
+            let restic = self.cfg.backup.clone().map(vt_backup::Restic::new);
+            let disk = volumes::ensure(&self.cfg.dirs.volumes, self.cfg.disk_budget.as_ref(), restic.as_ref(), v)
+                .await
+                .map_err(|e| match e {
+                    volumes::VolumeError::NoSpace(why) => PrepareError::Transient(why),
+                    other => PrepareError::Fatal(other.to_string()),
+                })?;
+            disks.push(vt_runtime::VolumeDisk {
+                name: a.name.clone(),
+                disk,
+                label: volumes::label(&v.id),
+                mount_path: path,
+            });
+        }
+        Ok(disks)
     }
 }
 

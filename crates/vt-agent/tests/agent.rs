@@ -179,6 +179,7 @@ impl World {
             node_id,
             resources: Resources { cpu_millis: 1000, memory_mib: 256 },
             secrets_version: None,
+            volumes: vec![],
         }))
         .await;
         instance_id

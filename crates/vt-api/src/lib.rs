@@ -25,7 +25,8 @@ pub use exec::{CreateExec, ExecGrant};
 pub use resources::*;
 pub use vt_events::{
     BootTimings, Capacity, DeployKind, DeployPhase, DeployStatus, DesiredState, Health, InstanceStatus, ListenerState,
-    NodeStatus, Resources, RouteListener, RouteProtocol, TokenRole,
+    NodeStatus, PendingBackup, Resources, RouteListener, RouteProtocol, SnapshotStatus, TokenRole, VolumeAttachment,
+    VolumeBackups,
 };
 pub use vt_ids::{EnvVarName, Hostname, Name};
 
@@ -119,6 +120,12 @@ pub struct NodeInstances {
     pub items: Vec<Instance>,
     /// The releases those instances run, by id.
     pub releases: Vec<Release>,
+    /// The volumes held by the node, by id: its agent makes their disks and attaches them.
+    #[serde(default)]
+    pub volumes: Vec<Volume>,
+    /// Snapshots of its volumes still to take, by id.
+    #[serde(default)]
+    pub snapshots: Vec<Snapshot>,
     /// The position of the views these items reflect: pass it back as `after`
     /// to wait for the next change.
     pub seq: u64,
@@ -283,6 +290,97 @@ pub struct CreateRoute {
     /// Send a PROXY protocol v2 header with the client's address first.
     #[serde(default)]
     pub proxy_protocol: bool,
+}
+
+/// The largest volume, GiB (64 TiB).
+pub const MAX_VOLUME_GIB: u32 = 65536;
+
+/// A new volume of the env.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateVolume {
+    /// The name a manifest's `[[volumes]]` mounts; several volumes of an env may share it.
+    pub name: Name,
+    /// Its size, GiB.
+    #[schema(minimum = 1, maximum = 65536)]
+    pub size_gib: u32,
+    /// The node (name or id) that holds it; default: the ready node holding the fewest volumes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 63)]
+    pub node: Option<String>,
+}
+
+/// A volume's new size: larger than it is (volumes never shrink).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExtendVolume {
+    /// The new size, GiB.
+    #[schema(minimum = 1, maximum = 65536)]
+    pub size_gib: u32,
+}
+
+/// A snapshot restored as a new volume (never in place).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreSnapshot {
+    /// The new volume's name: no volume of the env may have it.
+    pub name: Name,
+}
+
+/// A backup restored as a new volume (never in place).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreBackup {
+    /// The new volume's name: no volume of the env may have it.
+    pub name: Name,
+    /// The node (name or id) to restore it on; default: the ready node holding the fewest volumes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 63)]
+    pub node: Option<String>,
+}
+
+/// A node reports a backup run of one of its volumes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReportBackup {
+    pub backup_id: vt_ids::BackupId,
+    /// `completed` or `failed`.
+    pub status: SnapshotStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 64, pattern = "^[0-9a-f]*$")]
+    pub restic_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 9007199254740991_u64)]
+    pub bytes_added: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 9007199254740991_u64)]
+    pub bytes_processed: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 86400000)]
+    pub took_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 2048, pattern = "^[^\\x00-\\x08\\x0b-\\x1f\\x7f-\\x9f]*$")]
+    pub reason: Option<String>,
+}
+
+/// A node reports a snapshot it took, or could not take.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReportSnapshot {
+    /// `completed` or `failed`.
+    pub status: SnapshotStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 9007199254740991_u64)]
+    pub bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 86400000)]
+    pub took_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 86400000)]
+    pub paused_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 2048, pattern = "^[^\\x00-\\x08\\x0b-\\x1f\\x7f-\\x9f]*$")]
+    pub reason: Option<String>,
 }
 
 fn default_protocol() -> RouteProtocol {

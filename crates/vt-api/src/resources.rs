@@ -12,9 +12,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use vt_events::{
     BootTimings, Capacity, DeployKind, DeployPhase, DeployStatus, DesiredState, Health, InstanceStatus, NodeStatus,
-    Resources, RouteListener, RouteProtocol, TokenRole,
+    Resources, RouteListener, RouteProtocol, SnapshotStatus, TokenRole, VolumeAttachment, VolumeBackups,
 };
-use vt_ids::{AppId, DeployId, EnvId, InstanceId, NodeId, OrgId, ReleaseId, RouteId, TokenId};
+use vt_ids::{AppId, DeployId, EnvId, InstanceId, NodeId, OrgId, ReleaseId, RouteId, SnapshotId, TokenId, VolumeId};
 
 /// An org: the tenant. Everything else belongs to one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -151,6 +151,9 @@ pub struct Instance {
     pub ready_at: Option<DateTime<Utc>>,
     /// How it failed while meant to run, once it did.
     pub failure: Option<InstanceFailure>,
+    /// The volumes it mounts: per volume name of its process, the volume attached to it.
+    #[serde(default)]
+    pub volumes: Vec<VolumeAttachment>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -275,4 +278,72 @@ impl std::fmt::Debug for IssuedToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IssuedToken").field("token", &self.token).field("secret", &"<redacted>").finish()
     }
+}
+
+/// A volume of an env: a local ext4 disk on one node. Several volumes may share a name; each
+/// instance of a process that mounts the name takes one free volume of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Volume {
+    pub id: VolumeId,
+    pub org_id: OrgId,
+    pub app_id: AppId,
+    pub env_id: EnvId,
+    pub name: String,
+    pub size_gib: u32,
+    /// The node that holds it; instances that mount it run there.
+    pub node_id: NodeId,
+    /// That node's name.
+    pub node: String,
+    /// The instance that has it (from its allocation until it ends), if any.
+    pub attached_to: Option<InstanceId>,
+    /// The snapshot it was restored from.
+    pub from_snapshot: Option<SnapshotId>,
+    /// The backup (restic snapshot id) it was restored from.
+    pub from_backup: Option<String>,
+    /// Its backups: the one running, the last success (when, what it added) and the last failure.
+    pub backups: VolumeBackups,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A backup of a volume in the server's backup repository (a restic snapshot), found by the
+/// org, app, env and volume names it is tagged with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Backup {
+    /// The restic snapshot id (64 hex digits; a unique prefix of 8 or more names it).
+    pub id: String,
+    pub time: String,
+    pub volume: String,
+    /// The id of the volume it was taken of (in the control plane that took it).
+    pub volume_id: String,
+    pub size_gib: u32,
+    /// The node it was taken on.
+    pub node: String,
+}
+
+/// A crash-consistent copy of a volume, kept on the volume's node (also after the volume is
+/// deleted); restored as a new volume on that node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Snapshot {
+    pub id: SnapshotId,
+    pub org_id: OrgId,
+    pub app_id: AppId,
+    pub env_id: EnvId,
+    pub volume_id: VolumeId,
+    /// The volume's name and size when the snapshot was taken.
+    pub volume_name: String,
+    pub size_gib: u32,
+    pub node_id: NodeId,
+    /// That node's name.
+    pub node: String,
+    pub status: SnapshotStatus,
+    /// Bytes the copy occupies on the node.
+    pub bytes: Option<u64>,
+    /// How long the copy took, and how long the VM that had the volume was paused for it.
+    pub took_ms: Option<u64>,
+    pub paused_ms: Option<u64>,
+    /// Why it failed.
+    pub reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
 }

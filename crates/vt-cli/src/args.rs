@@ -94,6 +94,9 @@ pub enum Command {
     /// Secrets of an env: set, import, unset (now or staged), list, deploy what is staged
     #[command(subcommand)]
     Secrets(SecretsCommand),
+    /// Volumes of an env: local disks on one node each, mounted by the manifest's `[[volumes]]`
+    #[command(subcommand)]
+    Volume(VolumeCommand),
     /// API tokens: create one for a person, a CI job or a node; list; revoke
     #[command(subcommand)]
     Token(TokenCommand),
@@ -108,7 +111,6 @@ pub enum Command {
     // Later, each in its own module under `commands/`:
     // Image(ImageCommand)        push an OCI layout or docker-archive
     // Secrets(SecretsCommand)    set|list|unset
-    // Volume(VolumeCommand)      create|list|delete
     // Workspace(WorkspaceCommand) create|start|stop|delete|list
 }
 
@@ -514,6 +516,71 @@ pub struct RouteCreateArgs {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum VolumeCommand {
+    /// Create a volume on a node; each instance of a process that mounts NAME takes one free volume of that name
+    Create(VolumeCreateArgs),
+    /// List the env's volumes (by name), with their node and the instance that has each
+    List,
+    /// Show a volume, by id (or by name when one volume has it)
+    Get { volume: String },
+    /// Grow a volume (it never shrinks); an attached volume grows at its instance's next start
+    Extend {
+        volume: String,
+        /// The new size, GiB: larger than it is
+        #[arg(long, value_name = "GIB")]
+        size_gib: u32,
+    },
+    /// Take a crash-consistent snapshot of a volume on its node (the VM that has it pauses for the copy)
+    Snapshot {
+        volume: String,
+        /// Return once it is asked for, without waiting for the node to take it
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// List the snapshots of a volume (by id), or of every volume of a name, deleted ones too
+    Snapshots { volume: String },
+    /// Back a volume up to the server's restic repository now (the VM pauses for the copy only)
+    Backup {
+        volume: String,
+        /// Return once it is asked for, without waiting for the node to finish it
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// List the backups in the repository of the env's volumes of a name (or of a volume, by id)
+    Backups { volume: String },
+    /// Restore a snapshot (`snap_…`, on its node) or a backup (its restic id) as a new volume, never in place
+    Restore {
+        /// A snapshot id, or a backup id (a unique prefix of 8 or more hex digits)
+        from: String,
+        /// The new volume's name (no volume of the env may have it)
+        #[arg(long = "as", value_name = "NAME")]
+        name: Name,
+        /// The node a backup is restored on (name or id) [default: the ready node holding the fewest volumes]
+        #[arg(long, value_name = "NODE")]
+        node: Option<String>,
+    },
+    /// Delete a volume and its data (refused while an instance has it); asks on a terminal
+    Delete {
+        volume: String,
+        /// Do not ask (required when stdin is not a terminal)
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct VolumeCreateArgs {
+    /// The name a manifest's `[[volumes]]` mounts (several volumes may share it)
+    pub name: Name,
+    /// Its size, GiB (1-65536)
+    #[arg(long, value_name = "GIB")]
+    pub size_gib: u32,
+    /// The node that holds it (name or id) [default: the ready node holding the fewest volumes]
+    #[arg(long, value_name = "NODE")]
+    pub node: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ManifestCommand {
     /// Check a manifest; errors carry line:column and the TOML path
     Validate { file: PathBuf },
@@ -570,6 +637,18 @@ pub struct ServerArgs {
     /// Disk space large writes (registry uploads, unpacked images, disks) leave free on the data directory's filesystem: a share (`10%`) or a size (`5GiB`)
     #[arg(long, value_name = "SIZE", default_value = "5GiB")]
     pub disk_reserve: vt_disk::Reserve,
+    /// Back volumes up to this restic repository (a directory, `sftp:…`, `s3:…`; `restic init` it first)
+    #[arg(long, value_name = "REPO", requires = "backup_password_file")]
+    pub backup_repo: Option<String>,
+    /// The file holding the backup repository's password
+    #[arg(long, value_name = "FILE", requires = "backup_repo")]
+    pub backup_password_file: Option<PathBuf>,
+    /// Back every volume up this often, e.g. `6h` [default: only `vt volume backup`]
+    #[arg(long, value_name = "DURATION", requires = "backup_repo", value_parser = duration_secs)]
+    pub backup_every: Option<u64>,
+    /// How many backups of each volume to keep, e.g. `daily=7,weekly=4` (units: last, hourly, daily, weekly, monthly, yearly) [default: all]
+    #[arg(long, value_name = "UNIT=N,...", requires = "backup_repo", value_parser = keep)]
+    pub backup_keep: Option<Keep>,
     /// What the built-in registry may hold per org, in GiB [default: no quota]
     #[arg(long, value_name = "GIB", value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
     pub registry_quota_gib: Option<u64>,
@@ -705,4 +784,12 @@ fn port_range(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
         return Err(format!("{s}: need 1 <= FIRST <= LAST"));
     }
     Ok(a..=b)
+}
+
+/// `--backup-keep daily=7,weekly=4`: per unit, how many backups to keep.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keep(pub Vec<(String, u32)>);
+
+fn keep(s: &str) -> Result<Keep, String> {
+    vt_backup::parse_keep(s).map(Keep)
 }

@@ -120,6 +120,16 @@ impl Printer {
     }
 
     /// Progress for people watching: only when stderr is a terminal.
+    /// A question for the person at the terminal (stderr), then their answer's line from stdin.
+    pub fn ask(&self, question: &str) -> std::io::Result<String> {
+        let mut err = std::io::stderr().lock();
+        write!(err, "{question} ")?;
+        err.flush()?;
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        Ok(answer.trim().to_owned())
+    }
+
     pub fn progress(&self, msg: &str) {
         if std::io::stderr().is_terminal() {
             err(&format!("{msg}\n"));

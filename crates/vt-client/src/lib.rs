@@ -338,6 +338,122 @@ impl Client {
             .await
     }
 
+    // --- volumes
+
+    pub async fn volume_create(
+        &self,
+        org: &str,
+        app: &str,
+        env: &str,
+        req: &CreateVolume,
+        key: &str,
+    ) -> Result<Committed<Volume>> {
+        self.mutate(Method::POST, &env_path(org, app, env, "/volumes"), Some(req), key).await
+    }
+    pub async fn volume_list(&self, org: &str, app: &str, env: &str) -> Result<List<Volume>> {
+        self.get(&env_path(org, app, env, "/volumes")).await
+    }
+    pub async fn volume_get(&self, org: &str, app: &str, env: &str, volume: &str) -> Result<Volume> {
+        self.get(&env_path(org, app, env, &format!("/volumes/{}", seg(volume)))).await
+    }
+    pub async fn volume_extend(
+        &self,
+        org: &str,
+        app: &str,
+        env: &str,
+        volume: &str,
+        req: &ExtendVolume,
+        key: &str,
+    ) -> Result<Committed<Volume>> {
+        let path = env_path(org, app, env, &format!("/volumes/{}/extend", seg(volume)));
+        self.mutate(Method::POST, &path, Some(req), key).await
+    }
+    pub async fn volume_delete(
+        &self,
+        org: &str,
+        app: &str,
+        env: &str,
+        volume: &str,
+        key: &str,
+    ) -> Result<Committed<Volume>> {
+        self.mutate(Method::DELETE, &env_path(org, app, env, &format!("/volumes/{}", seg(volume))), None::<&()>, key)
+            .await
+    }
+
+    pub async fn snapshot_create(
+        &self,
+        org: &str,
+        app: &str,
+        env: &str,
+        volume: &str,
+        key: &str,
+    ) -> Result<Committed<Snapshot>> {
+        let path = env_path(org, app, env, &format!("/volumes/{}/snapshots", seg(volume)));
+        self.mutate(Method::POST, &path, None::<&()>, key).await
+    }
+    pub async fn snapshot_list(&self, org: &str, app: &str, env: &str, volume: &str) -> Result<List<Snapshot>> {
+        self.get(&env_path(org, app, env, &format!("/volumes/{}/snapshots", seg(volume)))).await
+    }
+    pub async fn snapshot_restore(
+        &self,
+        org: &str,
+        app: &str,
+        env: &str,
+        snapshot: &str,
+        req: &RestoreSnapshot,
+        key: &str,
+    ) -> Result<Committed<Volume>> {
+        let path = env_path(org, app, env, &format!("/snapshots/{}/restore", seg(snapshot)));
+        self.mutate(Method::POST, &path, Some(req), key).await
+    }
+    /// A node agent reports a snapshot of one of its volumes.
+    pub async fn snapshot_report(
+        &self,
+        node: &str,
+        snapshot: &str,
+        req: &ReportSnapshot,
+        key: &str,
+    ) -> Result<Committed<Snapshot>> {
+        self.mutate(Method::POST, &format!("/nodes/{}/snapshots/{}", seg(node), seg(snapshot)), Some(req), key).await
+    }
+
+    pub async fn backup_create(
+        &self,
+        org: &str,
+        app: &str,
+        env: &str,
+        volume: &str,
+        key: &str,
+    ) -> Result<Committed<Volume>> {
+        let path = env_path(org, app, env, &format!("/volumes/{}/backups", seg(volume)));
+        self.mutate(Method::POST, &path, None::<&()>, key).await
+    }
+    pub async fn backup_list(&self, org: &str, app: &str, env: &str, volume: &str) -> Result<List<Backup>> {
+        self.get(&env_path(org, app, env, &format!("/volumes/{}/backups", seg(volume)))).await
+    }
+    pub async fn backup_restore(
+        &self,
+        org: &str,
+        app: &str,
+        env: &str,
+        backup: &str,
+        req: &RestoreBackup,
+        key: &str,
+    ) -> Result<Committed<Volume>> {
+        let path = env_path(org, app, env, &format!("/backups/{}/restore", seg(backup)));
+        self.mutate(Method::POST, &path, Some(req), key).await
+    }
+    /// A node agent reports a backup run of one of its volumes.
+    pub async fn backup_report(
+        &self,
+        node: &str,
+        volume: &str,
+        req: &ReportBackup,
+        key: &str,
+    ) -> Result<Committed<Volume>> {
+        self.mutate(Method::POST, &format!("/nodes/{}/volumes/{}/backup", seg(node), seg(volume)), Some(req), key).await
+    }
+
     // --- nodes, events, system
 
     pub async fn node_list(&self) -> Result<List<Node>> {

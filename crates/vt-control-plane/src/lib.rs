@@ -141,6 +141,8 @@ pub struct ControlPlane {
     pub ingress: app::routes::IngressSettings,
     /// The scheduler reconciler's settings and status (`scheduler.rs`).
     pub scheduler: scheduler::Scheduler,
+    /// The backup repository volumes are backed up to, if any (docs/volumes.md).
+    pub backups: app::backups::BackupSettings,
     /// The cluster's guest network settings.
     pub network: NetworkSettings,
     /// Every background task of the server this control plane runs in, with its status.
@@ -168,6 +170,7 @@ impl ControlPlane {
             master_key: settings.master_key,
             ingress: app::routes::IngressSettings::new(settings.api_port),
             scheduler: Default::default(),
+            backups: Default::default(),
             network: settings.network,
             tasks: Default::default(),
             background: Mutex::new(vec![]),

@@ -9,7 +9,9 @@ use std::fmt::Display;
 use std::str::FromStr;
 
 use vt_ids::{markers, Hostname, Kind, Name, Ref};
-use vt_views::{AppView, DeployView, EnvView, InstanceView, NodeView, OrgView, ReleaseView, RouteView, View};
+use vt_views::{
+    AppView, DeployView, EnvView, InstanceView, NodeView, OrgView, ReleaseView, RouteView, View, VolumeView,
+};
 
 use crate::authz::{Action, Resource};
 use crate::{ApiErr, ApiResult, ControlPlane, Ctx};
@@ -36,6 +38,7 @@ named! {
     EnvView => markers::EnvKind, Name;
     NodeView => markers::NodeKind, Hostname;
     RouteView => markers::RouteKind, Hostname;
+    VolumeView => markers::VolumeKind, Name;
 }
 
 /// Input echoed in messages goes through this: quoted, cut at 80 characters.

@@ -164,6 +164,7 @@ mod tests {
             boot: None,
             ready_at: None,
             failure: None,
+            volumes: vec![],
             created_at: at(1),
             updated_at: at(1),
         }

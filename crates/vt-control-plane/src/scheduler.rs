@@ -32,11 +32,11 @@ use vt_api::{SchedulerStatus, UnplaceableProcess};
 use vt_events::{
     Actor, AggregateType, DeployPhaseReached, DeployStatus, DeployStatusChanged, DesiredState, EnvReleaseReverted,
     Event, Health, InstanceAllocated, InstanceDesiredStateChanged, InstanceStatus, NewEvent, NodeStatus,
-    NodeStatusChanged, Resources,
+    NodeStatusChanged, Resources, VolumeAttached, VolumeAttachment, VolumeDetached,
 };
-use vt_ids::{DeployId, InstanceId, NodeId, ReleaseId};
+use vt_ids::{DeployId, InstanceId, NodeId, ReleaseId, VolumeId};
 use vt_store::{AppendRequest, Expectation, ExpectedVersion};
-use vt_views::{DeployView, EnvView, InstanceView, NodeView, ReleaseView, Revision, ScaleView, ViewKind};
+use vt_views::{DeployView, EnvView, InstanceView, NodeView, ReleaseView, Revision, ScaleView, ViewKind, VolumeView};
 
 use crate::{rollout, ApiErr, ApiResult, ControlPlane};
 
@@ -72,8 +72,8 @@ pub struct Scheduler {
     settings: Mutex<SchedulerSettings>,
     status: Mutex<SchedulerStatus>,
     started: Instant,
-    /// Releases never change: their resources are read once.
-    resources: Mutex<HashMap<String, BTreeMap<String, Resources>>>,
+    /// Releases never change: what their processes need is read once.
+    resources: Mutex<HashMap<String, BTreeMap<String, Needs>>>,
     wake: Arc<tokio::sync::Notify>,
 }
 
@@ -278,6 +278,7 @@ async fn activate(cp: &Arc<ControlPlane>, settings: &SchedulerSettings) -> ApiRe
         let plan = snap.plan(settings, Utc::now());
         unplaceable = snap.unplaceable(&plan);
         writes = apply_plan(cp, &snap, &plan).await?;
+        scheduled_backups(cp, &snap, &mut writes).await?;
     }
     let outcome = Outcome { allocated: writes.allocated, stopped: writes.stopped, unplaceable };
     if writes.is_empty() {
@@ -348,6 +349,18 @@ async fn fail_fast(cp: &ControlPlane, snap: &Snapshot) -> ApiResult<Writes> {
 /// with them: new phases, and `rolling` or `succeeded`.
 async fn apply_plan(cp: &ControlPlane, snap: &Snapshot, plan: &vt_scheduler::Plan) -> ApiResult<Writes> {
     let mut w = Writes::default();
+    let volumes: HashMap<String, &VolumeView> = snap.volumes.iter().map(|v| (v.id.to_string(), v)).collect();
+    // Volumes of ended instances are free again (before any allocation takes them).
+    for d in &plan.detaches {
+        let v = volumes.get(&d.volume).ok_or_else(|| ApiErr::internal("detach of an unknown volume"))?;
+        w.pin(cp, AggregateType::Volume, d.volume.clone()).await?;
+        w.event(Event::VolumeDetached(VolumeDetached {
+            org_id: v.org_id,
+            env_id: v.env_id,
+            volume_id: v.id,
+            instance_id: InstanceId::parse(&d.instance).map_err(ApiErr::internal)?,
+        }));
+    }
     let by_instance: HashMap<String, &InstanceView> = snap.instances.iter().map(|i| (i.id.to_string(), i)).collect();
     let env_by_id: BTreeMap<String, &EnvView> = snap.envs.iter().map(|e| (e.id.to_string(), e)).collect();
     // The instances as the plan leaves them.
@@ -373,6 +386,16 @@ async fn apply_plan(cp: &ControlPlane, snap: &Snapshot, plan: &vt_scheduler::Pla
                 memory_mib: u32::try_from(a.resources.memory_mib).unwrap_or(u32::MAX),
             },
             secrets_version: revision.secrets,
+            volumes: a
+                .volumes
+                .iter()
+                .map(|(name, id)| {
+                    Ok(VolumeAttachment {
+                        name: name.clone(),
+                        volume_id: VolumeId::parse(id).map_err(ApiErr::internal)?,
+                    })
+                })
+                .collect::<ApiResult<_>>()?,
         };
         w.request.expectations.push(Expectation {
             aggregate_type: AggregateType::Instance,
@@ -381,7 +404,15 @@ async fn apply_plan(cp: &ControlPlane, snap: &Snapshot, plan: &vt_scheduler::Pla
         });
         planned.push(allocated_view(&e));
         w.allocated += 1;
+        let attached: Vec<VolumeAttachment> = e.volumes.clone();
+        let (org_id, env_id, instance_id) = (e.org_id, e.env_id, e.instance_id);
         w.event(Event::InstanceAllocated(e));
+        // Each volume is attached to one instance at a time: the pinned version makes a
+        // concurrent attach of the same volume fail this append.
+        for v in attached {
+            w.pin(cp, AggregateType::Volume, v.volume_id.to_string()).await?;
+            w.event(Event::VolumeAttached(VolumeAttached { org_id, env_id, volume_id: v.volume_id, instance_id }));
+        }
     }
     let mut stopped = BTreeSet::new();
     for s in &plan.stops {
@@ -437,6 +468,34 @@ async fn apply_plan(cp: &ControlPlane, snap: &Snapshot, plan: &vt_scheduler::Pla
     Ok(w)
 }
 
+/// `backup.requested` (scheduled) for each volume whose backup is due (`--backup-every`),
+/// pinning its version; tagged with its org's, app's and env's names.
+async fn scheduled_backups(cp: &ControlPlane, snap: &Snapshot, w: &mut Writes) -> ApiResult<()> {
+    let Some(every) = cp.backups.every() else { return Ok(()) };
+    let now = Utc::now();
+    for v in snap.volumes.iter().filter(|v| crate::app::backups::due(v, every, now)) {
+        let (Some(org), Some(app), Some(env)) = (
+            cp.view::<vt_views::OrgView>(&v.org_id.to_string()).await?,
+            cp.view::<vt_views::AppView>(&v.app_id.to_string()).await?,
+            cp.view::<EnvView>(&v.env_id.to_string()).await?,
+        ) else {
+            continue;
+        };
+        w.pin(cp, AggregateType::Volume, v.id.to_string()).await?;
+        w.event(Event::BackupRequested(vt_events::BackupRequested {
+            org_id: v.org_id,
+            env_id: v.env_id,
+            volume_id: v.id,
+            backup_id: vt_ids::BackupId::new(),
+            org: org.name,
+            app: app.name,
+            env: env.name,
+            scheduled: true,
+        }));
+    }
+    Ok(())
+}
+
 /// The view an allocation will project to (for deciding in the same activation).
 fn allocated_view(e: &InstanceAllocated) -> InstanceView {
     InstanceView::allocated(e, Utc::now())
@@ -451,8 +510,9 @@ struct Snapshot {
     deploys: BTreeMap<DeployId, DeployView>,
     scales: Vec<ScaleView>,
     instances: Vec<InstanceView>,
-    /// Resources per process of each desired release.
-    releases: BTreeMap<ReleaseId, BTreeMap<String, Resources>>,
+    /// What each process of each desired release needs.
+    releases: BTreeMap<ReleaseId, BTreeMap<String, Needs>>,
+    volumes: Vec<VolumeView>,
 }
 
 impl Snapshot {
@@ -466,6 +526,7 @@ impl Snapshot {
             .collect();
         let scales: Vec<ScaleView> = cp.views(ControlPlane::kind_query(ViewKind::Scale)).await?;
         let instances: Vec<InstanceView> = cp.views(ControlPlane::kind_query(ViewKind::Instance)).await?;
+        let volumes: Vec<VolumeView> = cp.views(ControlPlane::kind_query(ViewKind::Volume)).await?;
         let mut deploys = BTreeMap::new();
         let mut releases = BTreeMap::new();
         for env in &envs {
@@ -478,7 +539,7 @@ impl Snapshot {
                 releases.insert(r, release_resources(cp, &r.to_string()).await?);
             }
         }
-        Ok(Snapshot { nodes, envs, deploys, scales, instances, releases })
+        Ok(Snapshot { nodes, envs, deploys, scales, instances, releases, volumes })
     }
 
     fn instances_of(&self, env: vt_ids::EnvId) -> impl Iterator<Item = &InstanceView> {
@@ -520,7 +581,11 @@ impl Snapshot {
                 replicas: s.instances,
                 // Opaque to the scheduler: instances of another revision are replaced.
                 release: revision.to_string(),
-                resources: vt_scheduler::Resources { cpu_millis: r.cpu_millis.into(), memory_mib: r.memory_mib.into() },
+                resources: vt_scheduler::Resources {
+                    cpu_millis: r.resources.cpu_millis.into(),
+                    memory_mib: r.resources.memory_mib.into(),
+                },
+                volumes: r.volumes.clone(),
             });
         }
         // An env with a desired release is managed even when none of its scales apply.
@@ -532,6 +597,7 @@ impl Snapshot {
                     replicas: 0,
                     release: env.desired_revision().map(|r| r.to_string()).unwrap_or_default(),
                     resources: Default::default(),
+                    volumes: vec![],
                 });
             }
         }
@@ -580,6 +646,17 @@ impl Snapshot {
                 })
                 .collect(),
             groups,
+            volumes: self
+                .volumes
+                .iter()
+                .map(|v| vt_scheduler::Volume {
+                    id: v.id.to_string(),
+                    env: v.env_id.to_string(),
+                    name: v.name.clone(),
+                    node: v.node_id.to_string(),
+                    attached_to: v.attached_to.map(|i| i.to_string()),
+                })
+                .collect(),
             now: millis(now),
         };
         let config = vt_scheduler::Config {
@@ -628,8 +705,15 @@ impl ControlPlane {
     }
 }
 
-/// Resources per process of a release, from its manifest (`cpu` vCPUs → millis).
-async fn release_resources(cp: &ControlPlane, release: &str) -> ApiResult<BTreeMap<String, Resources>> {
+/// What one process of a release needs: resources, and the volume names it mounts.
+#[derive(Debug, Clone)]
+struct Needs {
+    resources: Resources,
+    volumes: Vec<String>,
+}
+
+/// What each process of a release needs, from its manifest (`cpu` vCPUs → millis).
+async fn release_resources(cp: &ControlPlane, release: &str) -> ApiResult<BTreeMap<String, Needs>> {
     if let Some(r) = cp.scheduler.resources.lock().unwrap_or_else(|e| e.into_inner()).get(release) {
         return Ok(r.clone());
     }
@@ -637,14 +721,16 @@ async fn release_resources(cp: &ControlPlane, release: &str) -> ApiResult<BTreeM
         cp.view(release).await?.ok_or_else(|| ApiErr::internal(format!("release {release} has no view")))?;
     let manifest = vt_manifest::from_normalized_json(&view.manifest)
         .map_err(|e| ApiErr::internal(format!("stored manifest of {release} does not decode: {e}")))?;
-    let r: BTreeMap<String, Resources> = manifest
+    let r: BTreeMap<String, Needs> = manifest
         .processes
         .iter()
         .map(|(name, p)| {
-            (
-                name.clone(),
-                Resources { cpu_millis: (p.resources.cpu * 1000.0).round() as u32, memory_mib: p.resources.memory_mib },
-            )
+            let mut volumes: Vec<String> = manifest.volumes_for(name).map(|v| v.name.clone()).collect();
+            volumes.sort();
+            volumes.dedup();
+            let resources =
+                Resources { cpu_millis: (p.resources.cpu * 1000.0).round() as u32, memory_mib: p.resources.memory_mib };
+            (name.clone(), Needs { resources, volumes })
         })
         .collect();
     cp.scheduler.resources.lock().unwrap_or_else(|e| e.into_inner()).insert(release.to_owned(), r.clone());

@@ -4,10 +4,11 @@
 use chrono::{DateTime, Utc};
 use vt_api::{
     App, Deploy, Env, Instance, InstanceFailure, Node, Org, PhaseTiming, Release, Route, Scale, Token, TokenState,
+    Volume,
 };
 use vt_views::{
     AppView, DeployView, EnvView, FailureKind, InstanceView, NodeView, OrgView, ReleaseView, RouteView, ScaleView,
-    TokenView,
+    TokenView, VolumeView,
 };
 
 /// A stored view as the API shows it.
@@ -150,6 +151,30 @@ impl Wire for InstanceView {
                 exit_code: f.exit_code,
                 reason: f.reason,
             }),
+            volumes: self.volumes,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+        }
+    }
+}
+
+impl Wire for VolumeView {
+    type Out = Volume;
+    /// `node` is the node's id here; the app layer puts its name in.
+    fn wire(self) -> Volume {
+        Volume {
+            id: self.id,
+            org_id: self.org_id,
+            app_id: self.app_id,
+            env_id: self.env_id,
+            name: self.name,
+            size_gib: self.size_gib,
+            node_id: self.node_id,
+            node: self.node_id.to_string(),
+            attached_to: self.attached_to,
+            from_snapshot: self.from_snapshot,
+            from_backup: self.from_backup,
+            backups: self.backups,
             created_at: self.created_at,
             updated_at: self.updated_at,
         }

@@ -144,6 +144,16 @@ fn rule_of(operation: &str) -> Option<(Rule, StatusCode)> {
         "route_create" => (Rule::OrgDeploy, S::CREATED),
         "route_list" | "route_get" => (Rule::OrgRead, S::OK),
         "route_delete" => (Rule::OrgDeploy, S::OK),
+        "volume_create" => (Rule::OrgDeploy, S::CREATED),
+        "volume_list" | "volume_get" => (Rule::OrgRead, S::OK),
+        "volume_extend" | "volume_delete" => (Rule::OrgDeploy, S::OK),
+        "snapshot_create" => (Rule::OrgDeploy, S::CREATED),
+        "snapshot_list" => (Rule::OrgRead, S::OK),
+        "snapshot_restore" => (Rule::OrgDeploy, S::CREATED),
+        "snapshot_report" => (Rule::NodeSelf, S::OK),
+        "backup_create" | "backup_restore" => (Rule::OrgDeploy, S::CREATED),
+        "backup_list" => (Rule::OrgRead, S::OK),
+        "backup_report" => (Rule::NodeSelf, S::OK),
         "route_list_all" | "node_list" | "system_status" | "system_scheduler" | "system_tasks" => {
             (Rule::ClusterRead, S::OK)
         }
@@ -178,6 +188,8 @@ impl LogSource for OneLine {
 
 struct World {
     s: TestServer,
+    /// The server's backup repository (a real restic repository in the test's directory).
+    restic: vt_backup::Restic,
     tokens: Vec<(Who, Option<String>)>,
     instance: String,
     release: String,
@@ -204,6 +216,20 @@ async fn world() -> World {
     let store = open(dir.path(), None).await;
     let admin = admin_token(store.as_ref()).await;
     let s = TestServer::serve_with_logs(dir, store, admin.clone(), Some(Arc::new(OneLine))).await;
+    let (repo, password_file) = (s.dir.path().join("backups"), s.dir.path().join("backup-password"));
+    std::fs::write(&password_file, "test\n").unwrap();
+    let init = std::process::Command::new("restic")
+        .arg("--repo")
+        .arg(&repo)
+        .arg("--password-file")
+        .arg(&password_file)
+        .arg("init")
+        .output()
+        .expect("restic (apt-get install restic)");
+    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    let target = vt_backup::Target { repo: repo.to_str().unwrap().into(), password_file, keep: vec![] };
+    s.cp.backups.set(Some(target.clone()));
+    let restic = vt_backup::Restic::new(target);
     for (path, name) in [
         ("/v1/orgs", "acme"),
         ("/v1/orgs", "other"),
@@ -265,7 +291,7 @@ async fn world() -> World {
         .status,
         StatusCode::CREATED
     );
-    World { s, tokens, instance, release: releases[0].clone(), deploy }
+    World { s, restic, tokens, instance, release: releases[0].clone(), deploy }
 }
 
 /// A request of operation `op` for caller number `i`: its path (parameters
@@ -299,7 +325,71 @@ async fn request(w: &World, op: &str, template: &str, i: usize) -> (String, Opti
             .await;
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     }
+    // A volume of its own for each call that names one.
+    let mut volume = format!("{}-{i}", op.replace('_', "-"));
+    let mut snapshot = String::new();
+    if matches!(
+        op,
+        "volume_get"
+            | "volume_extend"
+            | "volume_delete"
+            | "snapshot_create"
+            | "snapshot_list"
+            | "snapshot_restore"
+            | "snapshot_report"
+            | "backup_create"
+            | "backup_list"
+            | "backup_report"
+    ) {
+        let r = s
+            .post("/v1/orgs/acme/apps/web/envs/prod/volumes", json!({"name": volume, "size_gib": 1, "node": "n1"}))
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    }
+    if matches!(op, "snapshot_restore" | "snapshot_report") {
+        let path = format!("/v1/orgs/acme/apps/web/envs/prod/volumes/{volume}/snapshots");
+        let r = s.call(Method::POST, &path, None, &[]).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        snapshot = r.body["id"].as_str().unwrap().to_owned();
+        if op == "snapshot_restore" {
+            // Taken by its node (as n1's agent would report it).
+            let token = w.token(Who::Node1).unwrap();
+            let body = json!({"status": "completed", "bytes": 4096}).to_string();
+            let path = format!("/v1/nodes/n1/snapshots/{snapshot}");
+            let r = s.call_as(Some(token), Method::POST, &path, Some(&body), &[]).await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        }
+    }
+    let mut backup = String::new();
+    let mut backup_id = String::new();
+    if op == "backup_restore" {
+        // A backup of this env in the repository, as a node would have made it.
+        let image = s.dir.path().join(format!("image-{i}"));
+        std::fs::write(&image, b"a volume").unwrap();
+        let origin = vt_backup::Origin {
+            org: "acme".into(),
+            app: "web".into(),
+            env: "prod".into(),
+            volume: "data".into(),
+            volume_id: "vol_x".into(),
+            size_gib: 1,
+            node: "n1".into(),
+        };
+        backup = w.restic.backup(&image, &origin).await.unwrap().0;
+    }
+    if op == "backup_report" {
+        let r = s
+            .call(Method::POST, &format!("/v1/orgs/acme/apps/web/envs/prod/volumes/{volume}/backups"), None, &[])
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        backup_id = r.body["backups"]["pending"]["id"].as_str().unwrap().to_owned();
+        let v = s.get(&format!("/v1/orgs/acme/apps/web/envs/prod/volumes/{volume}")).await;
+        volume = v.body["id"].as_str().unwrap().to_owned();
+    }
     let path = template
+        .replace("{backup}", &backup)
+        .replace("{volume}", &volume)
+        .replace("{snapshot}", &snapshot)
         .replace("{org}", "acme")
         .replace("{app}", "web")
         .replace("{env}", "prod")
@@ -323,6 +413,12 @@ async fn request(w: &World, op: &str, template: &str, i: usize) -> (String, Opti
         "deploy_create" => Some(json!({"release_id": w.release})),
         "scale_set" => Some(json!({"processes": {"web": 1}})),
         "route_create" => Some(json!({"hostname": format!("r{i}.example"), "process": "web", "backend_port": 8080})),
+        "volume_create" => Some(json!({"name": format!("data-{i}"), "size_gib": 1})),
+        "volume_extend" => Some(json!({"size_gib": 2})),
+        "snapshot_restore" => Some(json!({"name": format!("restored-{i}")})),
+        "snapshot_report" => Some(json!({"status": "completed"})),
+        "backup_restore" => Some(json!({"name": format!("from-backup-{i}")})),
+        "backup_report" => Some(json!({"backup_id": backup_id, "status": "failed", "reason": "test"})),
         "node_register" => Some(json!({"name": "n1", "capacity": {"cpu_millis": 4000, "memory_mib": 8192}})),
         "node_heartbeat" => Some(json!({})),
         "instance_report_status" => Some(json!({"status": "booting"})),

@@ -26,6 +26,7 @@ async fn allocate(s: &TestServer, env: &Value, process: &str, node: &str) -> Str
         node_id: NodeId::parse(node).unwrap(),
         resources: Resources { cpu_millis: 500, memory_mib: 128 },
         secrets_version: None,
+        volumes: vec![],
     });
     s.cp.store
         .append(vt_store::AppendRequest {

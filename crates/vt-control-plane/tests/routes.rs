@@ -208,6 +208,7 @@ async fn instances_report_an_address_and_metrics_need_an_ingress() {
         node_id: NodeId::new(),
         resources: Resources { cpu_millis: 100, memory_mib: 64 },
         secrets_version: None,
+        volumes: vec![],
     });
     s.cp.store
         .append(vt_store::AppendRequest {

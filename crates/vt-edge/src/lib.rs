@@ -463,6 +463,7 @@ mod tests {
             boot: None,
             ready_at: None,
             failure: None,
+            volumes: vec![],
             reason: None,
             exit_code: None,
             address: address.map(Into::into),

@@ -147,6 +147,7 @@ async fn control_plane(
             node_id,
             resources: Resources { cpu_millis: 100, memory_mib: 64 },
             secrets_version: None,
+            volumes: vec![],
         });
         store
             .append(vt_store::AppendRequest {

@@ -20,7 +20,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use vt_ids::{
-    AppId, DeployId, EnvId, EventId, ExecId, InstanceId, NodeId, OrgId, ReleaseId, RequestId, RouteId, TokenId,
+    AppId, BackupId, DeployId, EnvId, EventId, ExecId, InstanceId, NodeId, OrgId, ReleaseId, RequestId, RouteId,
+    SnapshotId, TokenId, VolumeId,
 };
 
 mod types;
@@ -47,10 +48,14 @@ pub enum AggregateType {
     /// One exec session (id: its `exec_...` id): its grant and its end. Not the instance's
     /// aggregate, so an exec never races the instance's own changes.
     Exec,
+    /// A volume: its size, and which instance has it.
+    Volume,
+    /// A snapshot of a volume: asked for, then reported by its node.
+    Snapshot,
 }
 
 impl AggregateType {
-    pub const ALL: [AggregateType; 12] = [
+    pub const ALL: [AggregateType; 14] = [
         Self::Org,
         Self::App,
         Self::Env,
@@ -63,6 +68,8 @@ impl AggregateType {
         Self::Secrets,
         Self::Ingress,
         Self::Exec,
+        Self::Volume,
+        Self::Snapshot,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -79,6 +86,8 @@ impl AggregateType {
             Self::Secrets => "secrets",
             Self::Ingress => "ingress",
             Self::Exec => "exec",
+            Self::Volume => "volume",
+            Self::Snapshot => "snapshot",
         }
     }
 
@@ -150,6 +159,24 @@ pub enum Event {
     InstanceExecGranted(InstanceExecGranted),
     #[serde(rename = "instance.exec_ended")]
     InstanceExecEnded(InstanceExecEnded),
+    #[serde(rename = "volume.created")]
+    VolumeCreated(VolumeCreated),
+    #[serde(rename = "volume.extended")]
+    VolumeExtended(VolumeExtended),
+    #[serde(rename = "volume.attached")]
+    VolumeAttached(VolumeAttached),
+    #[serde(rename = "volume.detached")]
+    VolumeDetached(VolumeDetached),
+    #[serde(rename = "volume.deleted")]
+    VolumeDeleted(VolumeDeleted),
+    #[serde(rename = "snapshot.created")]
+    SnapshotCreated(SnapshotCreated),
+    #[serde(rename = "snapshot.reported")]
+    SnapshotReported(SnapshotReported),
+    #[serde(rename = "backup.requested")]
+    BackupRequested(BackupRequested),
+    #[serde(rename = "backup.reported")]
+    BackupReported(BackupReported),
 }
 
 /// Why stored bytes could not be decoded into an [`Event`].
@@ -192,6 +219,15 @@ impl Event {
         ("route.listener_changed", 1),
         ("instance.exec_granted", 1),
         ("instance.exec_ended", 1),
+        ("volume.created", 1),
+        ("volume.extended", 1),
+        ("volume.attached", 1),
+        ("volume.detached", 1),
+        ("volume.deleted", 1),
+        ("snapshot.created", 1),
+        ("snapshot.reported", 1),
+        ("backup.requested", 1),
+        ("backup.reported", 1),
     ];
 
     pub fn event_type(&self) -> &'static str {
@@ -222,6 +258,15 @@ impl Event {
             Event::RouteListenerChanged(_) => "route.listener_changed",
             Event::InstanceExecGranted(_) => "instance.exec_granted",
             Event::InstanceExecEnded(_) => "instance.exec_ended",
+            Event::VolumeCreated(_) => "volume.created",
+            Event::VolumeExtended(_) => "volume.extended",
+            Event::VolumeAttached(_) => "volume.attached",
+            Event::VolumeDetached(_) => "volume.detached",
+            Event::VolumeDeleted(_) => "volume.deleted",
+            Event::SnapshotCreated(_) => "snapshot.created",
+            Event::SnapshotReported(_) => "snapshot.reported",
+            Event::BackupRequested(_) => "backup.requested",
+            Event::BackupReported(_) => "backup.reported",
         }
     }
 
@@ -266,6 +311,16 @@ impl Event {
             Event::RouteListenerChanged(e) => (A::Ingress, e.node.clone()),
             Event::InstanceExecGranted(e) => (A::Exec, e.exec_id.to_string()),
             Event::InstanceExecEnded(e) => (A::Exec, e.exec_id.to_string()),
+            Event::VolumeCreated(e) => (A::Volume, e.volume_id.to_string()),
+            Event::VolumeExtended(e) => (A::Volume, e.volume_id.to_string()),
+            Event::VolumeAttached(e) => (A::Volume, e.volume_id.to_string()),
+            Event::VolumeDetached(e) => (A::Volume, e.volume_id.to_string()),
+            Event::VolumeDeleted(e) => (A::Volume, e.volume_id.to_string()),
+            Event::SnapshotCreated(e) => (A::Snapshot, e.snapshot_id.to_string()),
+            Event::SnapshotReported(e) => (A::Snapshot, e.snapshot_id.to_string()),
+            // A volume has one backup running at a time: serialized on the volume.
+            Event::BackupRequested(e) => (A::Volume, e.volume_id.to_string()),
+            Event::BackupReported(e) => (A::Volume, e.volume_id.to_string()),
         }
     }
 
@@ -294,6 +349,15 @@ impl Event {
             Event::RouteListenerChanged(e) => Some(e.org_id),
             Event::InstanceExecGranted(e) => Some(e.org_id),
             Event::InstanceExecEnded(e) => Some(e.org_id),
+            Event::VolumeCreated(e) => Some(e.org_id),
+            Event::VolumeExtended(e) => Some(e.org_id),
+            Event::VolumeAttached(e) => Some(e.org_id),
+            Event::VolumeDetached(e) => Some(e.org_id),
+            Event::VolumeDeleted(e) => Some(e.org_id),
+            Event::SnapshotCreated(e) => Some(e.org_id),
+            Event::SnapshotReported(e) => Some(e.org_id),
+            Event::BackupRequested(e) => Some(e.org_id),
+            Event::BackupReported(e) => Some(e.org_id),
             Event::NodeRegistered(_)
             | Event::NodeCapacityChanged(_)
             | Event::NodeStatusChanged(_)

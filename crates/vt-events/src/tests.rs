@@ -10,6 +10,9 @@ fn samples() -> Vec<Event> {
     let node_id = NodeId::parse("node_01jd8x6k3v9q4m2t7r5w0y1zch").unwrap();
     let token_id = TokenId::parse("tok_01jd8x6k3v9q4m2t7r5w0y1zcj").unwrap();
     let route_id = RouteId::parse("route_01jd8x6k3v9q4m2t7r5w0y1zck").unwrap();
+    let volume_id = VolumeId::parse("vol_01jd8x6k3v9q4m2t7r5w0y1zcm").unwrap();
+    let snapshot_id = SnapshotId::parse("snap_01jd8x6k3v9q4m2t7r5w0y1zcn").unwrap();
+    let backup_id = BackupId::parse("bak_01jd8x6k3v9q4m2t7r5w0y1zcp").unwrap();
     let cap = Capacity { cpu_millis: 2000, memory_mib: 4096 };
     vec![
         Event::OrgCreated(OrgCreated { org_id, name: "acme".into() }),
@@ -56,6 +59,7 @@ fn samples() -> Vec<Event> {
             node_id,
             resources: Resources { cpu_millis: 500, memory_mib: 256 },
             secrets_version: None,
+            volumes: vec![VolumeAttachment { name: "data".into(), volume_id }],
         }),
         Event::InstanceDesiredStateChanged(InstanceDesiredStateChanged {
             org_id,
@@ -174,6 +178,63 @@ fn samples() -> Vec<Event> {
             exit_code: Some(7),
             signal: None,
             reason: None,
+        }),
+        Event::VolumeCreated(VolumeCreated {
+            org_id,
+            app_id,
+            env_id,
+            volume_id,
+            name: "data".into(),
+            size_gib: 10,
+            node_id,
+            from_snapshot: Some(snapshot_id),
+            from_backup: None,
+        }),
+        Event::VolumeExtended(VolumeExtended { org_id, env_id, volume_id, size_gib: 20 }),
+        Event::VolumeAttached(VolumeAttached { org_id, env_id, volume_id, instance_id }),
+        Event::VolumeDetached(VolumeDetached { org_id, env_id, volume_id, instance_id }),
+        Event::VolumeDeleted(VolumeDeleted { org_id, env_id, volume_id, node_id }),
+        Event::SnapshotCreated(SnapshotCreated {
+            org_id,
+            app_id,
+            env_id,
+            snapshot_id,
+            volume_id,
+            volume_name: "data".into(),
+            size_gib: 10,
+            node_id,
+        }),
+        Event::SnapshotReported(SnapshotReported {
+            org_id,
+            env_id,
+            snapshot_id,
+            status: SnapshotStatus::Completed,
+            bytes: Some(104_857_600),
+            took_ms: Some(412),
+            paused_ms: Some(398),
+            reason: None,
+        }),
+        Event::BackupRequested(BackupRequested {
+            org_id,
+            env_id,
+            volume_id,
+            backup_id,
+            org: "acme".into(),
+            app: "web".into(),
+            env: "prod".into(),
+            scheduled: true,
+        }),
+        Event::BackupReported(BackupReported {
+            org_id,
+            env_id,
+            volume_id,
+            backup_id,
+            status: SnapshotStatus::Failed,
+            restic_id: None,
+            bytes_added: None,
+            bytes_processed: None,
+            took_ms: Some(1200),
+            reason: Some("the backup repository /srv/backups refused the password in /etc/vt/restic-password: wrong password (or no key)".into()),
         }),
     ]
 }

@@ -239,6 +239,18 @@ pub struct InstanceAllocated {
     /// The env's secrets version the instance gets at boot (`None`: no secrets).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secrets_version: Option<u64>,
+    /// The volumes it mounts, one per volume name of its process, each on its node and attached
+    /// to it alone (`volume.attached` in the same append).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<VolumeAttachment>,
+}
+
+/// A volume an instance mounts: the manifest's volume name and the volume that serves it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeAttachment {
+    pub name: String,
+    pub volume_id: VolumeId,
 }
 
 /// What the control plane wants an instance to be.
@@ -667,4 +679,177 @@ pub struct InstanceExecEnded {
     /// For people, when it did not exit (never the session's bytes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+}
+
+/// A volume of an env: a local ext4 disk of `size_gib` on `node_id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeCreated {
+    pub org_id: OrgId,
+    pub app_id: AppId,
+    pub env_id: EnvId,
+    pub volume_id: VolumeId,
+    /// The name a manifest's `[[volumes]]` mounts; several volumes may share it.
+    pub name: String,
+    pub size_gib: u32,
+    pub node_id: NodeId,
+    /// Restored from this snapshot (on the same node): its disk starts as the snapshot's copy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_snapshot: Option<SnapshotId>,
+    /// Restored from this backup (a restic snapshot id): its disk starts as the backup's image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_backup: Option<String>,
+}
+
+/// A volume's size grows (never shrinks); its node grows the disk before its next attach.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeExtended {
+    pub org_id: OrgId,
+    pub env_id: EnvId,
+    pub volume_id: VolumeId,
+    pub size_gib: u32,
+}
+
+/// A volume is given to an instance (the scheduler, with the instance's allocation).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeAttached {
+    pub org_id: OrgId,
+    pub env_id: EnvId,
+    pub volume_id: VolumeId,
+    pub instance_id: InstanceId,
+}
+
+/// A volume is free again: the instance that had it ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeDetached {
+    pub org_id: OrgId,
+    pub env_id: EnvId,
+    pub volume_id: VolumeId,
+    pub instance_id: InstanceId,
+}
+
+/// A volume is gone (never while attached); its node removes the disk.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeDeleted {
+    pub org_id: OrgId,
+    pub env_id: EnvId,
+    pub volume_id: VolumeId,
+    pub node_id: NodeId,
+}
+
+/// A snapshot of a volume is asked for: its node copies the disk (docs/volumes.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotCreated {
+    pub org_id: OrgId,
+    pub app_id: AppId,
+    pub env_id: EnvId,
+    pub snapshot_id: SnapshotId,
+    pub volume_id: VolumeId,
+    /// The volume's name and size when the snapshot was asked for.
+    pub volume_name: String,
+    pub size_gib: u32,
+    pub node_id: NodeId,
+}
+
+/// A snapshot's node reports it: the copy is complete, or why it failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotReported {
+    pub org_id: OrgId,
+    pub env_id: EnvId,
+    pub snapshot_id: SnapshotId,
+    pub status: SnapshotStatus,
+    /// Bytes the copy occupies on the node (sparse: what the volume holds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    /// How long the copy took, and how long the VM that had the volume was paused for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub took_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Where a snapshot is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotStatus {
+    /// Asked for; its node has not reported it yet.
+    Pending,
+    /// Copied: it can be restored as a new volume.
+    Completed,
+    Failed,
+}
+
+/// A backup of a volume is asked for (by a person, or by the schedule): its node copies the
+/// disk and sends the copy to the backup repository.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupRequested {
+    pub org_id: OrgId,
+    pub env_id: EnvId,
+    pub volume_id: VolumeId,
+    pub backup_id: BackupId,
+    /// Where it came from, as the backup's tags name it (a fresh control plane finds it by these).
+    pub org: String,
+    pub app: String,
+    pub env: String,
+    #[serde(default)]
+    pub scheduled: bool,
+}
+
+/// The volume's node reports a backup run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupReported {
+    pub org_id: OrgId,
+    pub env_id: EnvId,
+    pub volume_id: VolumeId,
+    pub backup_id: BackupId,
+    /// `completed` or `failed`.
+    pub status: SnapshotStatus,
+    /// The restic snapshot id, once completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restic_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_added: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_processed: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub took_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// A volume's backups as its view shows them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct VolumeBackups {
+    /// A backup asked for and not reported yet.
+    pub pending: Option<PendingBackup>,
+    pub last_success_at: Option<DateTime<Utc>>,
+    /// The restic snapshot id of the last successful backup.
+    pub last_success_id: Option<String>,
+    /// What the last successful backup added to the repository, and read.
+    pub last_bytes_added: Option<u64>,
+    pub last_bytes_processed: Option<u64>,
+    pub last_took_ms: Option<u64>,
+    /// The last failure, when it is newer than the last success.
+    pub last_error: Option<String>,
+    pub last_error_at: Option<DateTime<Utc>>,
+}
+
+/// A backup run asked for and not reported yet, with the names its tags carry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PendingBackup {
+    pub id: BackupId,
+    pub org: String,
+    pub app: String,
+    pub env: String,
+    pub requested_at: DateTime<Utc>,
 }

@@ -209,6 +209,12 @@ kinds! {
     TokenKind, TokenId, "tok", "token";
     /// An ingress route: hostname and listener port to an env's process.
     RouteKind, RouteId, "route", "route";
+    /// A volume: a local ext4 disk of an env, on one node.
+    VolumeKind, VolumeId, "vol", "volume";
+    /// A snapshot of a volume, on the volume's node.
+    SnapshotKind, SnapshotId, "snap", "snapshot";
+    /// A backup run of a volume (the backup itself is a restic snapshot).
+    BackupKind, BackupId, "bak", "backup";
     /// One `vt exec` session into an instance (its grant, then its run).
     ExecKind, ExecId, "exec", "exec session";
 }

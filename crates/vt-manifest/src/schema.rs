@@ -60,7 +60,7 @@ pub fn json_schema() -> Value {
             },
             "volumes": {
                 "type": "array",
-                "description": "Volumes: named disks mounted at a path (not mounted yet: see docs/manifest.md).",
+                "description": "Volumes: named disks mounted at a path; each instance takes a free volume of the name in its env (docs/volumes.md).",
                 "default": [],
                 "items": {
                     "type": "object",

@@ -23,6 +23,11 @@
 //!   old-release instances are stopped as new ones become [`Status::Ready`]
 //!   (running and passing their health check), within [`Rollout`] limits.
 //! - A running instance whose health check fails is stopped and replaced.
+//! - Volumes are local: an instance of a process that mounts volume names goes only to a node
+//!   holding a free volume (of its env) for each name, and takes them; a volume serves at most
+//!   one instance. A volume whose instance has ended is free again ([`Plan::detaches`]). A
+//!   release change of such a process stops an old instance before starting its replacement
+//!   (no surge: the replacement needs the volume the old one holds).
 //! - Crash loops back off: after `n` consecutive failures of a group's
 //!   release, its replacements wait [`Backoff::delay`]`(n)` after the last
 //!   failure (1 s, 2 s, 4 s, ... up to 5 min); the count is forgotten once an
@@ -134,6 +139,19 @@ pub struct Group {
     pub replicas: u32,
     pub release: String,
     pub resources: Resources,
+    /// The volume names each instance mounts (sorted, each once).
+    pub volumes: Vec<String>,
+}
+
+/// A volume of an env, on one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Volume {
+    pub id: String,
+    pub env: String,
+    pub name: String,
+    pub node: String,
+    /// The instance it is attached to, if any.
+    pub attached_to: Option<String>,
 }
 
 /// Limits of a release change. Defaults: start every new-release instance at
@@ -198,6 +216,7 @@ pub struct Input {
     /// stopped when its env has other groups; envs with no group are not
     /// managed (their instances only occupy their nodes).
     pub groups: Vec<Group>,
+    pub volumes: Vec<Volume>,
     /// The current time, on the clock of [`Instance::ready_since`] and [`Failure::at`].
     pub now: Millis,
 }
@@ -210,6 +229,15 @@ pub struct Allocation {
     pub process: String,
     pub release: String,
     pub resources: Resources,
+    /// Per volume name of its group, the volume it takes: `(name, volume id)`.
+    pub volumes: Vec<(String, String)>,
+}
+
+/// A volume whose instance has ended: free again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Detach {
+    pub volume: String,
+    pub instance: String,
 }
 
 /// An instance whose desired state becomes `stopped`.
@@ -272,11 +300,13 @@ pub struct Plan {
     pub unplaceable: Vec<Unplaceable>,
     /// Groups with consecutive failures of their release, by env then process.
     pub crash_loops: Vec<CrashLoop>,
+    /// Volumes attached to instances that have ended (or are unknown), by volume id.
+    pub detaches: Vec<Detach>,
 }
 
 impl Plan {
     pub fn is_empty(&self) -> bool {
-        self.allocations.is_empty() && self.stops.is_empty()
+        self.allocations.is_empty() && self.stops.is_empty() && self.detaches.is_empty()
     }
 }
 
@@ -331,6 +361,24 @@ pub fn plan(input: &Input, config: &Config, new_id: &mut dyn FnMut() -> String) 
         }
     }
 
+    // Volumes: those attached to an ended (or unknown) instance are free again.
+    let by_id: HashMap<&str, &Instance> = instances.iter().map(|i| (i.id.as_str(), *i)).collect();
+    let mut volumes: Vec<&Volume> = input.volumes.iter().collect();
+    volumes.sort_by(|a, b| (&a.env, &a.name, &a.id).cmp(&(&b.env, &b.name, &b.id)));
+    volumes.dedup_by(|a, b| a.id == b.id);
+    let mut detaches = vec![];
+    let mut free: Vec<bool> = volumes
+        .iter()
+        .map(|v| match &v.attached_to {
+            None => true,
+            Some(i) if by_id.get(i.as_str()).is_none_or(|i| !i.status.occupies()) => {
+                detaches.push(Detach { volume: v.id.clone(), instance: i.clone() });
+                true
+            }
+            Some(_) => false,
+        })
+        .collect();
+
     let mut groups: Vec<&Group> = input.groups.iter().collect();
     groups.sort_by(|a, b| (&a.env, &a.process).cmp(&(&b.env, &b.process)));
     groups.dedup_by(|a, b| (&a.env, &a.process) == (&b.env, &b.process));
@@ -338,7 +386,7 @@ pub fn plan(input: &Input, config: &Config, new_id: &mut dyn FnMut() -> String) 
         groups.iter().enumerate().map(|(i, g)| ((g.env.as_str(), g.process.as_str()), i)).collect();
 
     let managed: std::collections::BTreeSet<&str> = groups.iter().map(|g| g.env.as_str()).collect();
-    let mut out = Plan::default();
+    let mut out = Plan { detaches, ..Plan::default() };
     // Live instances per group, after stopping those on lost nodes and of undesired groups.
     let mut buckets: Vec<Vec<&Instance>> = vec![vec![]; groups.len()];
     for i in instances.iter().filter(|i| i.live()) {
@@ -404,12 +452,19 @@ pub fn plan(input: &Input, config: &Config, new_id: &mut dyn FnMut() -> String) 
         }
         let new = &new[new.len() - keep_new..];
         let new_ready = new.iter().filter(|i| i.status == Status::Ready).count();
-        let keep_old = replicas.saturating_sub(new_ready + config.rollout.max_unavailable as usize).min(old.len());
+        // A process with volumes: its replacement needs the volume the old instance holds, so
+        // the old one stops first (one at a time) and nothing surges.
+        let with_volumes = !group.volumes.is_empty();
+        let unavailable = match with_volumes {
+            true => config.rollout.max_unavailable.max(1),
+            false => config.rollout.max_unavailable,
+        };
+        let keep_old = replicas.saturating_sub(new_ready + unavailable as usize).min(old.len());
         for i in &old[..old.len() - keep_old] {
             out.stops.push(Stop { instance: i.id.clone(), reason: format!("replaced by release {}", group.release) });
         }
         let old = &old[old.len() - keep_old..];
-        let surge = config.rollout.max_surge.map_or(replicas, |s| s as usize);
+        let surge = if with_volumes { 0 } else { config.rollout.max_surge.map_or(replicas, |s| s as usize) };
         let room = (replicas + surge).saturating_sub(keep_new + keep_old);
         let mut wanted = (replicas - keep_new).min(room);
         if let Some(mut cl) = crash_loop(group, &history[g], &config.backoff, input.now) {
@@ -435,7 +490,7 @@ pub fn plan(input: &Input, config: &Config, new_id: &mut dyn FnMut() -> String) 
             let mut best: Option<usize> = None;
             for &n in &ready {
                 let s = &state[n];
-                if !s.fits(need) {
+                if !s.fits(need) || free_volumes(group, &nodes[n].id, &volumes, &free).is_none() {
                     continue;
                 }
                 best = match best {
@@ -446,6 +501,11 @@ pub fn plan(input: &Input, config: &Config, new_id: &mut dyn FnMut() -> String) 
                 };
             }
             let Some(n) = best else { break };
+            let mut taken = vec![];
+            for (name, v) in free_volumes(group, &nodes[n].id, &volumes, &free).unwrap_or_default() {
+                free[v] = false;
+                taken.push((name, volumes[v].id.clone()));
+            }
             state[n].used.cpu_millis += need.cpu_millis;
             state[n].used.memory_mib += need.memory_mib;
             if count[n] == 0 {
@@ -460,13 +520,15 @@ pub fn plan(input: &Input, config: &Config, new_id: &mut dyn FnMut() -> String) 
                 process: group.process.clone(),
                 release: group.release.clone(),
                 resources: need,
+                volumes: taken,
             });
         }
         for n in touched {
             count[n] = 0;
         }
         if placed < wanted {
-            let (reason, hint) = explain(need, &nodes, &state, &on_node, ratio);
+            let (reason, hint) = explain_volumes(group, &nodes, &volumes, &free, &by_id)
+                .unwrap_or_else(|| explain(need, &nodes, &state, &on_node, ratio));
             out.unplaceable.push(Unplaceable {
                 env: group.env.clone(),
                 process: group.process.clone(),
@@ -479,6 +541,99 @@ pub fn plan(input: &Input, config: &Config, new_id: &mut dyn FnMut() -> String) 
     }
     out.stops.sort_by(|a, b| a.instance.cmp(&b.instance));
     out
+}
+
+/// For each volume name of the group, a free volume of its env on `node` (the oldest id
+/// first): `None` when one name has none there.
+fn free_volumes(group: &Group, node: &str, volumes: &[&Volume], free: &[bool]) -> Option<Vec<(String, usize)>> {
+    group
+        .volumes
+        .iter()
+        .map(|name| {
+            (0..volumes.len())
+                .find(|&v| {
+                    free[v] && volumes[v].env == group.env && &volumes[v].name == name && volumes[v].node == node
+                })
+                .map(|v| (name.clone(), v))
+        })
+        .collect()
+}
+
+/// Why no ready node holds a free volume for each of the group's names, if that is why it
+/// cannot be placed: the first name that lacks one, how many volumes of that name exist and
+/// what holds them.
+fn explain_volumes(
+    group: &Group,
+    nodes: &[&Node],
+    volumes: &[&Volume],
+    free: &[bool],
+    instances: &HashMap<&str, &Instance>,
+) -> Option<(String, String)> {
+    let ready = |id: &str| nodes.iter().any(|n| n.id == id && n.status == NodeStatus::Ready);
+    // With no ready node at all, that is the reason.
+    if !nodes.iter().any(|n| n.status == NodeStatus::Ready) {
+        return None;
+    }
+    if nodes.iter().any(|n| n.status == NodeStatus::Ready && free_volumes(group, &n.id, volumes, free).is_some()) {
+        return None;
+    }
+    let node_name = |id: &str| nodes.iter().find(|n| n.id == id).map_or_else(|| id.to_owned(), |n| n.name.clone());
+    for name in &group.volumes {
+        let of: Vec<usize> =
+            (0..volumes.len()).filter(|&v| volumes[v].env == group.env && &volumes[v].name == name).collect();
+        let head = format!("process {} needs a free volume `{name}`", group.process);
+        let create = format!("create one on a ready node: `vt volume create {name} --size-gib N [--node NODE]`");
+        if of.is_empty() {
+            return Some((format!("{head}; none exists in its env"), create));
+        }
+        if of.iter().any(|&v| free[v] && ready(&volumes[v].node)) {
+            continue;
+        }
+        let n = of.len();
+        let (exist, all) = match n {
+            1 => ("1 exists".to_owned(), "it is".to_owned()),
+            2 => ("2 exist".to_owned(), "both".to_owned()),
+            n => (format!("{n} exist"), "all".to_owned()),
+        };
+        let attached: Vec<&usize> = of.iter().filter(|&&v| !free[v]).collect();
+        if attached.len() == n {
+            let holders: Vec<String> = attached
+                .iter()
+                .take(5)
+                .filter_map(|&&v| volumes[v].attached_to.as_deref())
+                .map(|i| match instances.get(i) {
+                    Some(i) if i.desired == Desired::Stopped => {
+                        format!("{} (stopping: it frees the volume when it ends)", i.id)
+                    }
+                    _ => i.to_owned(),
+                })
+                .collect();
+            return Some((
+                format!("{head}; {exist}, {all} attached"),
+                format!("held by {}; or {create}", holders.join(", ")),
+            ));
+        }
+        let elsewhere: Vec<String> = of
+            .iter()
+            .filter(|&&v| free[v])
+            .map(|&v| volumes[v].node.as_str())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .map(|n| {
+                let status = nodes.iter().find(|x| x.id == n).map_or("not registered", |x| match x.status {
+                    NodeStatus::Ready => "ready",
+                    NodeStatus::Unreachable => "unreachable",
+                    NodeStatus::Draining => "draining",
+                });
+                format!("{} ({status})", node_name(n))
+            })
+            .collect();
+        return Some((
+            format!("{head}; {exist}, the free one(s) on nodes that are not ready: {}", elsewhere.join(", ")),
+            format!("bring the node back, or {create}"),
+        ));
+    }
+    None
 }
 
 /// The group's consecutive failures, from its instances of the desired
@@ -638,6 +793,20 @@ pub fn check(input: &Input, config: &Config, plan: &Plan) -> Result<(), String> 
         let limit = (n.allocatable.cpu_millis as f64 * config.cpu_oversubscription).floor() as u64;
         if before.cpu_millis + add.cpu_millis > limit {
             return Err(format!("{}: {} + {} CPU millis placed > {limit}", n.name, before.cpu_millis, add.cpu_millis));
+        }
+    }
+    let vols: HashMap<&str, &Volume> = input.volumes.iter().map(|v| (v.id.as_str(), v)).collect();
+    let detached: std::collections::HashSet<&str> = plan.detaches.iter().map(|d| d.volume.as_str()).collect();
+    let mut attached = std::collections::HashSet::new();
+    for a in &plan.allocations {
+        for (name, id) in &a.volumes {
+            let v = vols.get(id.as_str()).ok_or_else(|| format!("{} takes unknown volume {id}", a.id))?;
+            if v.node != a.node || &v.name != name || v.env != a.env {
+                return Err(format!("{} on {} takes volume {id} ({} on {})", a.id, a.node, v.name, v.node));
+            }
+            if (v.attached_to.is_some() && !detached.contains(id.as_str())) || !attached.insert(id.as_str()) {
+                return Err(format!("{} takes volume {id}, which is not free", a.id));
+            }
         }
     }
     let live: HashMap<&str, &Instance> =

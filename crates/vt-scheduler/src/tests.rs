@@ -20,7 +20,14 @@ fn res(mem: u64) -> Resources {
 }
 
 fn group(process: &str, replicas: u32, release: &str, mem: u64) -> Group {
-    Group { env: "env".into(), process: process.into(), replicas, release: release.into(), resources: res(mem) }
+    Group {
+        env: "env".into(),
+        process: process.into(),
+        replicas,
+        release: release.into(),
+        resources: res(mem),
+        volumes: vec![],
+    }
 }
 
 fn inst(id: &str, node: &str, process: &str, release: &str, mem: u64, order: u64) -> Instance {
@@ -83,14 +90,14 @@ fn table_of_placements() {
     let cases = vec![
         Case {
             name: "spread over two nodes, most free memory first",
-            input: Input { nodes: vec![ready("a", 1024), ready("b", 2048)], instances: vec![], groups: vec![group("web", 3, "r1", 256)], now: 0 },
+            input: Input { nodes: vec![ready("a", 1024), ready("b", 2048)], instances: vec![], groups: vec![group("web", 3, "r1", 256)], volumes: vec![], now: 0 },
             placed: vec!["b", "a", "b"],
             stopped: vec![],
             unplaceable: vec![],
         },
         Case {
             name: "equal nodes: by name",
-            input: Input { nodes: vec![ready("b", 1024), ready("a", 1024)], instances: vec![], groups: vec![group("web", 2, "r1", 256)], now: 0 },
+            input: Input { nodes: vec![ready("b", 1024), ready("a", 1024)], instances: vec![], groups: vec![group("web", 2, "r1", 256)], volumes: vec![], now: 0 },
             placed: vec!["a", "b"],
             stopped: vec![],
             unplaceable: vec![],
@@ -101,7 +108,7 @@ fn table_of_placements() {
                 nodes: vec![node("a", NodeStatus::Draining, 4000, 4096), node("b", NodeStatus::Unreachable, 4000, 4096), ready("c", 1024)],
                 instances: vec![],
                 groups: vec![group("web", 2, "r1", 256)],
-                now: 0,
+                volumes: vec![], now: 0,
             },
             placed: vec!["c", "c"],
             stopped: vec![],
@@ -113,7 +120,7 @@ fn table_of_placements() {
                 nodes: vec![ready("a", 4096), ready("b", 4096)],
                 instances: vec![inst("i1", "a", "web", "r1", 256, 1)],
                 groups: vec![group("web", 2, "r1", 256)],
-                now: 0,
+                volumes: vec![], now: 0,
             },
             placed: vec!["b"],
             stopped: vec![],
@@ -121,7 +128,7 @@ fn table_of_placements() {
         },
         Case {
             name: "memory is a hard cap",
-            input: Input { nodes: vec![ready("a", 600)], instances: vec![], groups: vec![group("web", 3, "r1", 256)], now: 0 },
+            input: Input { nodes: vec![ready("a", 600)], instances: vec![], groups: vec![group("web", 3, "r1", 256)], volumes: vec![], now: 0 },
             placed: vec!["a", "a"],
             stopped: vec![],
             unplaceable: vec!["env/web 2 of 3 instance(s) placed: needs 256 MiB memory; largest free is 88 MiB on a"],
@@ -131,7 +138,8 @@ fn table_of_placements() {
             input: Input {
                 nodes: vec![node("a", NodeStatus::Ready, 1000, 65536)],
                 instances: vec![],
-                groups: vec![Group { env: "env".into(), process: "web".into(), replicas: 5, release: "r1".into(), resources: res(1) }],
+                groups: vec![Group { env: "env".into(), process: "web".into(), replicas: 5, release: "r1".into(), resources: res(1), volumes: vec![] }],
+                volumes: vec![],
                 now: 0,
             },
             placed: vec!["a", "a", "a", "a"],
@@ -144,7 +152,7 @@ fn table_of_placements() {
                 nodes: vec![node("a", NodeStatus::Unreachable, 4000, 4096), ready("b", 4096)],
                 instances: vec![inst("i1", "a", "web", "r1", 256, 1), inst("i2", "b", "web", "r1", 256, 2)],
                 groups: vec![group("web", 2, "r1", 256)],
-                now: 0,
+                volumes: vec![], now: 0,
             },
             placed: vec!["b"],
             stopped: vec!["i1: node a is unreachable; replaced elsewhere"],
@@ -156,7 +164,7 @@ fn table_of_placements() {
                 nodes: vec![ready("a", 4096)],
                 instances: vec![inst("i1", "a", "web", "r1", 256, 3), inst("i2", "a", "web", "r1", 256, 1), inst("i3", "a", "web", "r1", 256, 2)],
                 groups: vec![group("web", 1, "r1", 256)],
-                now: 0,
+                volumes: vec![], now: 0,
             },
             placed: vec![],
             stopped: vec!["i1: scaled down to 1", "i3: scaled down to 1"],
@@ -168,7 +176,7 @@ fn table_of_placements() {
                 nodes: vec![ready("a", 4096)],
                 instances: vec![inst("i1", "a", "worker", "r1", 256, 1), inst("i2", "a", "web", "r1", 256, 2)],
                 groups: vec![group("web", 0, "r1", 256)],
-                now: 0,
+                volumes: vec![], now: 0,
             },
             placed: vec![],
             stopped: vec!["i1: process `worker` is not desired in this env", "i2: scaled to 0"],
@@ -180,7 +188,7 @@ fn table_of_placements() {
                 nodes: vec![ready("a", 4096), ready("b", 4096)],
                 instances: vec![inst("i1", "a", "web", "r1", 256, 1), inst("i2", "b", "web", "r1", 256, 2)],
                 groups: vec![group("web", 2, "r2", 256)],
-                now: 0,
+                volumes: vec![], now: 0,
             },
             placed: vec!["a", "b"],
             stopped: vec![],
@@ -197,7 +205,7 @@ fn table_of_placements() {
                     Instance { status: Status::Starting, ..inst("i4", "b", "web", "r2", 256, 4) },
                 ],
                 groups: vec![group("web", 2, "r2", 256)],
-                now: 0,
+                volumes: vec![], now: 0,
             },
             placed: vec![],
             stopped: vec!["i2: replaced by release r2"],
@@ -214,9 +222,10 @@ fn table_of_placements() {
                 ],
                 groups: vec![
                     group("web", 1, "r1", 768),
-                    Group { env: "other".into(), process: "db".into(), replicas: 2, release: "q".into(), resources: res(768) },
-                    Group { env: "other".into(), process: "cache".into(), replicas: 1, release: "q".into(), resources: res(256) },
+                    Group { env: "other".into(), process: "db".into(), replicas: 2, release: "q".into(), resources: res(768), volumes: vec![] },
+                    Group { env: "other".into(), process: "cache".into(), replicas: 1, release: "q".into(), resources: res(256), volumes: vec![] },
                 ],
+                volumes: vec![],
                 now: 0,
             },
             placed: vec![],
@@ -243,6 +252,7 @@ fn new_ids_come_from_the_generator_in_order() {
         nodes: vec![ready("a", 4096)],
         instances: vec![],
         groups: vec![group("b", 1, "r", 1), group("a", 2, "r", 1)],
+        volumes: vec![],
         now: 0,
     };
     let p = run(&input);
@@ -256,6 +266,7 @@ fn surge_limit_holds_back_new_instances() {
         nodes: vec![ready("a", 4096)],
         instances: vec![inst("i1", "a", "web", "r1", 256, 1), inst("i2", "a", "web", "r1", 256, 2)],
         groups: vec![group("web", 2, "r2", 256)],
+        volumes: vec![],
         now: 0,
     };
     let config = Config { rollout: Rollout { max_surge: Some(1), max_unavailable: 1 }, ..Config::default() };
@@ -332,6 +343,7 @@ fn rollouts_count_ready_instances_only() {
             nodes: vec![ready("a", 1 << 20)],
             instances,
             groups: vec![group("web", 2, "r2", 256)],
+            volumes: vec![],
             now: 600_000,
         };
         let config =
@@ -497,6 +509,7 @@ fn crash_loops_delay_replacements() {
             nodes: vec![ready("a", 1 << 20)],
             instances: c.history.clone(),
             groups: vec![group("web", 1 + live, "r1", 256)],
+            volumes: vec![],
             now: c.now,
         };
         let p = run(&input);
@@ -535,6 +548,7 @@ fn arb_input() -> impl Strategy<Value = Input> {
                 replicas,
                 release: "r2".into(),
                 resources: Resources { cpu_millis: cpu * 250, memory_mib: mem * 64 },
+                volumes: vec![],
             })
             .collect();
         let instances = instances
@@ -562,7 +576,7 @@ fn arb_input() -> impl Strategy<Value = Input> {
                 order: k as u64,
             })
             .collect();
-        Input { nodes, instances, groups, now: 30_000 }
+        Input { nodes, instances, groups, volumes: vec![], now: 30_000 }
     })
 }
 
@@ -599,7 +613,7 @@ proptest! {
             nodes: (0..nodes).map(|i| node(&format!("n{i:02}"), NodeStatus::Ready, 1 << 20, 1 << 20)).collect(),
             instances: vec![],
             groups: vec![group("web", replicas, "r", 256)],
-            now: 0,
+            volumes: vec![], now: 0,
         };
         let p = run(&input);
         prop_assert_eq!(p.allocations.len(), replicas as usize);
@@ -610,4 +624,107 @@ proptest! {
         let (min, max) = (per.values().min().unwrap(), per.values().max().unwrap());
         prop_assert!(max - min <= 1, "{:?}", per);
     }
+}
+
+fn vol(id: &str, node: &str, attached_to: Option<&str>) -> Volume {
+    Volume {
+        id: id.into(),
+        env: "env".into(),
+        name: "data".into(),
+        node: format!("id-{node}"),
+        attached_to: attached_to.map(Into::into),
+    }
+}
+
+fn with_data(mut g: Group) -> Group {
+    g.volumes = vec!["data".into()];
+    g
+}
+
+#[test]
+fn an_instance_with_a_volume_goes_where_a_free_volume_is_and_takes_it() {
+    // Node a has more memory (spread would pick it); the only free volume is on b.
+    let input = Input {
+        nodes: vec![ready("a", 4096), ready("b", 1024)],
+        groups: vec![with_data(group("web", 1, "r1", 256))],
+        volumes: vec![vol("v1", "a", Some("gone")), vol("v2", "b", None)],
+        instances: vec![Instance { status: Status::Ready, ..inst("i0", "a", "web", "r1", 256, 0) }],
+        now: 0,
+    };
+    let mut i = input.clone();
+    i.instances.clear();
+    let p = run(&i);
+    // v1 is held by an unknown instance: it is detached and taken (lowest id on the best node).
+    assert_eq!(p.detaches, vec![Detach { volume: "v1".into(), instance: "gone".into() }]);
+    assert_eq!(placed(&p), ["a"]);
+    assert_eq!(p.allocations[0].volumes, vec![("data".to_owned(), "v1".to_owned())]);
+
+    // v1 held by a live instance: the second replica goes to b, where v2 is.
+    let mut i = input.clone();
+    i.groups[0].replicas = 2;
+    i.volumes[0].attached_to = Some("i0".into());
+    let p = run(&i);
+    assert!(p.detaches.is_empty());
+    assert_eq!(placed(&p), ["b"]);
+    assert_eq!(p.allocations[0].volumes, vec![("data".to_owned(), "v2".to_owned())]);
+
+    // A third replica: no free volume anywhere, and the scheduler says so.
+    i.groups[0].replicas = 3;
+    i.volumes[1].attached_to = Some("i1".into());
+    i.instances.push(Instance { status: Status::Ready, ..inst("i1", "b", "web", "r1", 256, 1) });
+    let p = run(&i);
+    assert!(p.allocations.is_empty());
+    assert_eq!(p.unplaceable[0].reason, "process web needs a free volume `data`; 2 exist, both attached");
+    assert!(p.unplaceable[0].hint.starts_with("held by i0, i1; or create one"), "{}", p.unplaceable[0].hint);
+
+    // No volume of that name at all.
+    let p = run(&Input { volumes: vec![], ..i.clone() });
+    assert_eq!(p.unplaceable[0].reason, "process web needs a free volume `data`; none exists in its env");
+
+    // The free volume is on a node that is not ready: nothing goes elsewhere.
+    let mut i = input.clone();
+    i.instances.clear();
+    i.volumes = vec![vol("v2", "b", None)];
+    i.nodes[1].status = NodeStatus::Unreachable;
+    let p = run(&i);
+    assert!(p.allocations.is_empty());
+    assert_eq!(
+        p.unplaceable[0].reason,
+        "process web needs a free volume `data`; 1 exists, the free one(s) on nodes that are not ready: b (unreachable)"
+    );
+}
+
+#[test]
+fn a_release_change_with_volumes_stops_the_old_instance_before_its_replacement() {
+    let mut input = Input {
+        nodes: vec![ready("a", 4096)],
+        groups: vec![with_data(group("web", 1, "r2", 256))],
+        volumes: vec![vol("v1", "a", Some("old"))],
+        instances: vec![web("old", "r1", Status::Ready, 0)],
+        now: 0,
+    };
+    // The old instance stops first; its replacement waits for the volume.
+    let p = run(&input);
+    assert_eq!(stopped(&p), [("old", "replaced by release r2")]);
+    assert!(p.allocations.is_empty());
+    assert!(p.unplaceable[0].reason.ends_with("1 exists, it is attached"), "{}", p.unplaceable[0].reason);
+    assert!(p.unplaceable[0].hint.starts_with("held by old"), "{}", p.unplaceable[0].hint);
+
+    // Stopping: still holds the volume.
+    input.instances[0].desired = Desired::Stopped;
+    input.instances[0].status = Status::Stopping;
+    let p = run(&input);
+    assert!(p.allocations.is_empty() && p.stops.is_empty());
+    assert_eq!(
+        p.unplaceable[0].hint.split(';').next().unwrap(),
+        "held by old (stopping: it frees the volume when it ends)"
+    );
+
+    // Ended: the volume is detached and the replacement takes it, on the same node.
+    input.instances[0].status = Status::Exited;
+    let p = run(&input);
+    assert_eq!(p.detaches, vec![Detach { volume: "v1".into(), instance: "old".into() }]);
+    assert_eq!(placed(&p), ["a"]);
+    assert_eq!(p.allocations[0].volumes, vec![("data".to_owned(), "v1".to_owned())]);
+    assert_eq!(p.allocations[0].release, "r2");
 }

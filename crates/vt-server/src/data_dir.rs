@@ -102,6 +102,7 @@ impl DataDir {
             vms: agent.join("vms"),
             logs: agent.join("logs"),
             images: agent.join("images"),
+            volumes: agent.join("volumes"),
         }
     }
 }

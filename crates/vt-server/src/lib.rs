@@ -78,6 +78,10 @@ pub struct ServerConfig {
     pub node_network: vt_agent::NetworkConfig,
     /// What large writes (registry uploads, unpacked layers, disks) leave free on the data directory's filesystem.
     pub disk_reserve: vt_disk::Reserve,
+    /// Where volume backups go (a restic repository and its password file), if anywhere.
+    pub backup: Option<vt_backup::Target>,
+    /// Back every volume up this often (with `backup`).
+    pub backup_every: Option<Duration>,
     /// Bytes the registry may hold per org; `None`: no quota.
     pub registry_quota: Option<u64>,
     /// How long requests in flight may take to finish once a shutdown begins.
@@ -106,6 +110,8 @@ impl ServerConfig {
             network: Default::default(),
             node_network: Default::default(),
             disk_reserve: vt_disk::Reserve::default(),
+            backup: None,
+            backup_every: None,
             registry_quota: None,
             drain_timeout: serve::DEFAULT_DRAIN,
             vm_stop_timeout: DEFAULT_VM_STOP_TIMEOUT,
@@ -263,6 +269,8 @@ impl Server {
         };
         let cp = ControlPlane::start(store, settings);
         cp.ingress.set_tcp_ports(config.tcp_ports.clone());
+        cp.backups.set(config.backup.clone());
+        cp.backups.set_every(config.backup_every);
         let ingress = match &config.ingress {
             Some(addrs) => Some(start_ingress(&cp, &data, addrs, config.agent.as_ref()).await?),
             None => {
@@ -272,9 +280,8 @@ impl Server {
         };
         let agent = match &config.agent {
             Some(node) => {
-                let agent =
-                    start_agent(&cp, &data, addr, node, &config.node_network, disk_budget(config, &data), &mut notices)
-                        .await?;
+                let budget = disk_budget(config, &data);
+                let agent = start_agent(&cp, &data, addr, node, config, budget, &mut notices).await?;
                 if let Some((a, _)) = &agent {
                     exec.set_agent(a.clone());
                 }
@@ -417,14 +424,15 @@ async fn start_agent(
     data: &DataDir,
     addr: SocketAddr,
     node: &Hostname,
-    network: &vt_agent::NetworkConfig,
+    server: &ServerConfig,
     budget: vt_disk::DiskBudget,
     notices: &mut Vec<Notice>,
 ) -> Result<Option<(Arc<vt_agent::Agent>, JoinHandle<()>)>, ServerError> {
     let token = tokens::local_node_token(cp, data, node).await?;
     let mut config = vt_agent::AgentConfig::new(&format!("http://{addr}"), Some(token), node.clone(), data.agent());
-    config.network = network.clone();
+    config.network = server.node_network.clone();
     config.disk_budget = Some(budget);
+    config.backup = server.backup.clone();
     match vt_agent::Agent::new(config) {
         Ok(agent) => {
             notices

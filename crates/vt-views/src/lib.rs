@@ -31,10 +31,12 @@ pub enum ViewKind {
     Route,
     Token,
     Secrets,
+    Volume,
+    Snapshot,
 }
 
 impl ViewKind {
-    pub const ALL: [ViewKind; 11] = [
+    pub const ALL: [ViewKind; 13] = [
         Self::Org,
         Self::App,
         Self::Env,
@@ -46,6 +48,8 @@ impl ViewKind {
         Self::Route,
         Self::Token,
         Self::Secrets,
+        Self::Volume,
+        Self::Snapshot,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -61,6 +65,8 @@ impl ViewKind {
             Self::Route => "route",
             Self::Token => "token",
             Self::Secrets => "secrets",
+            Self::Volume => "volume",
+            Self::Snapshot => "snapshot",
         }
     }
 
@@ -315,6 +321,9 @@ pub struct InstanceView {
     /// scheduler replaces it, and counts it towards a crash loop).
     #[serde(default)]
     pub failure: Option<InstanceFailure>,
+    /// The volumes it mounts (its allocation decided them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<VolumeAttachment>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -392,6 +401,7 @@ impl InstanceView {
             boot: None,
             ready_at: None,
             failure: None,
+            volumes: e.volumes.clone(),
             created_at: at,
             updated_at: at,
         }
@@ -462,6 +472,51 @@ pub struct NodeView {
     pub ipv4_range: Option<String>,
     pub registered_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// A volume of an env: a local ext4 disk on one node, attached to at most one instance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VolumeView {
+    pub id: VolumeId,
+    pub org_id: OrgId,
+    pub app_id: AppId,
+    pub env_id: EnvId,
+    pub name: String,
+    pub size_gib: u32,
+    pub node_id: NodeId,
+    /// The instance that has it, from its allocation until it ended.
+    pub attached_to: Option<InstanceId>,
+    /// The snapshot it was restored from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_snapshot: Option<SnapshotId>,
+    /// The backup (restic snapshot id) it was restored from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_backup: Option<String>,
+    /// Its backups: the one running, the last success and the last failure.
+    #[serde(default)]
+    pub backups: VolumeBackups,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A snapshot of a volume, on the volume's node; kept when the volume is deleted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotView {
+    pub id: SnapshotId,
+    pub org_id: OrgId,
+    pub app_id: AppId,
+    pub env_id: EnvId,
+    pub volume_id: VolumeId,
+    pub volume_name: String,
+    pub size_gib: u32,
+    pub node_id: NodeId,
+    pub status: SnapshotStatus,
+    pub bytes: Option<u64>,
+    pub took_ms: Option<u64>,
+    pub paused_ms: Option<u64>,
+    pub reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub completed_at: Option<DateTime<Utc>>,
 }
 
 /// An ingress route: listener port (and host name, for TLS) to a process type's port.
@@ -687,6 +742,22 @@ view!(
     parent = Some(s.env_id.to_string()),
     name = s.hostname.clone()
 );
+view!(
+    VolumeView,
+    Volume,
+    id = |s| s.id.to_string(),
+    org = Some(s.org_id.to_string()),
+    parent = Some(s.env_id.to_string()),
+    name = Some(s.name.clone())
+);
+view!(
+    SnapshotView,
+    Snapshot,
+    id = |s| s.id.to_string(),
+    org = Some(s.org_id.to_string()),
+    parent = Some(s.env_id.to_string()),
+    name = Some(s.volume_name.clone())
+);
 view!(NodeView, Node, id = |s| s.id.to_string(), org = None, parent = None, name = Some(s.name.clone()));
 view!(
     SecretsView,
@@ -749,6 +820,8 @@ pub fn projections() -> Vec<Box<dyn Projection>> {
         Box::new(Routes),
         Box::new(Tokens),
         Box::new(Secrets),
+        Box::new(Volumes),
+        Box::new(Snapshots),
     ]
 }
 
@@ -1218,6 +1291,158 @@ impl Projection for Routes {
             }
             _ => cur.cloned(),
         })
+    }
+}
+
+struct Volumes;
+impl Projection for Volumes {
+    fn name(&self) -> &'static str {
+        "volumes"
+    }
+    fn kind(&self) -> ViewKind {
+        ViewKind::Volume
+    }
+    fn touches(&self, event: &Event) -> Vec<String> {
+        match event {
+            Event::VolumeCreated(e) => vec![e.volume_id.to_string()],
+            Event::VolumeExtended(e) => vec![e.volume_id.to_string()],
+            Event::VolumeAttached(e) => vec![e.volume_id.to_string()],
+            Event::VolumeDetached(e) => vec![e.volume_id.to_string()],
+            Event::VolumeDeleted(e) => vec![e.volume_id.to_string()],
+            Event::BackupRequested(e) => vec![e.volume_id.to_string()],
+            Event::BackupReported(e) => vec![e.volume_id.to_string()],
+            _ => vec![],
+        }
+    }
+    fn apply(
+        &self,
+        env: &Envelope,
+        event: &Event,
+        id: &str,
+        cur: Option<&ViewRow>,
+    ) -> Result<Option<ViewRow>, ProjectionError> {
+        let mut v: VolumeView = match event {
+            Event::VolumeCreated(e) => {
+                return Ok(Some(
+                    VolumeView {
+                        id: e.volume_id,
+                        org_id: e.org_id,
+                        app_id: e.app_id,
+                        env_id: e.env_id,
+                        name: e.name.clone(),
+                        size_gib: e.size_gib,
+                        node_id: e.node_id,
+                        attached_to: None,
+                        from_snapshot: e.from_snapshot,
+                        from_backup: e.from_backup.clone(),
+                        backups: VolumeBackups::default(),
+                        created_at: env.occurred_at,
+                        updated_at: env.occurred_at,
+                    }
+                    .into_row(env.seq),
+                ))
+            }
+            Event::VolumeDeleted(_) => return Ok(None),
+            // A backup report can race the volume's deletion: it then changes nothing.
+            Event::BackupReported(_) if cur.is_none() => return Ok(None),
+            Event::VolumeExtended(_)
+            | Event::VolumeAttached(_)
+            | Event::VolumeDetached(_)
+            | Event::BackupRequested(_)
+            | Event::BackupReported(_) => current(cur, event.event_type(), id)?,
+            _ => return Ok(cur.cloned()),
+        };
+        match event {
+            Event::VolumeExtended(e) => v.size_gib = e.size_gib,
+            Event::VolumeAttached(e) => v.attached_to = Some(e.instance_id),
+            Event::VolumeDetached(e) if v.attached_to == Some(e.instance_id) => v.attached_to = None,
+            Event::BackupRequested(e) => {
+                v.backups.pending = Some(PendingBackup {
+                    id: e.backup_id,
+                    org: e.org.clone(),
+                    app: e.app.clone(),
+                    env: e.env.clone(),
+                    requested_at: env.occurred_at,
+                })
+            }
+            Event::BackupReported(e) => {
+                let b = &mut v.backups;
+                if b.pending.as_ref().is_some_and(|p| p.id == e.backup_id) {
+                    b.pending = None;
+                }
+                if e.status == SnapshotStatus::Completed {
+                    b.last_success_at = Some(env.occurred_at);
+                    b.last_success_id = e.restic_id.clone();
+                    b.last_bytes_added = e.bytes_added;
+                    b.last_bytes_processed = e.bytes_processed;
+                    b.last_took_ms = e.took_ms;
+                    b.last_error = None;
+                    b.last_error_at = None;
+                } else {
+                    b.last_error = e.reason.clone();
+                    b.last_error_at = Some(env.occurred_at);
+                }
+            }
+            _ => {}
+        }
+        v.updated_at = env.occurred_at;
+        Ok(Some(v.into_row(env.seq)))
+    }
+}
+
+struct Snapshots;
+impl Projection for Snapshots {
+    fn name(&self) -> &'static str {
+        "snapshots"
+    }
+    fn kind(&self) -> ViewKind {
+        ViewKind::Snapshot
+    }
+    fn touches(&self, event: &Event) -> Vec<String> {
+        match event {
+            Event::SnapshotCreated(e) => vec![e.snapshot_id.to_string()],
+            Event::SnapshotReported(e) => vec![e.snapshot_id.to_string()],
+            _ => vec![],
+        }
+    }
+    fn apply(
+        &self,
+        env: &Envelope,
+        event: &Event,
+        id: &str,
+        cur: Option<&ViewRow>,
+    ) -> Result<Option<ViewRow>, ProjectionError> {
+        Ok(Some(match event {
+            Event::SnapshotCreated(e) => SnapshotView {
+                id: e.snapshot_id,
+                org_id: e.org_id,
+                app_id: e.app_id,
+                env_id: e.env_id,
+                volume_id: e.volume_id,
+                volume_name: e.volume_name.clone(),
+                size_gib: e.size_gib,
+                node_id: e.node_id,
+                status: SnapshotStatus::Pending,
+                bytes: None,
+                took_ms: None,
+                paused_ms: None,
+                reason: None,
+                created_at: env.occurred_at,
+                completed_at: None,
+            }
+            .into_row(env.seq),
+            Event::SnapshotReported(e) => {
+                let mut v: SnapshotView = current(cur, "snapshot report", id)?;
+                v.status = e.status;
+                v.bytes = e.bytes;
+                v.took_ms = e.took_ms;
+                v.paused_ms = e.paused_ms;
+                v.reason = e.reason.clone();
+                v.completed_at = Some(env.occurred_at);
+                v.into_row(env.seq)
+            }
+            _ => return Ok(cur.cloned()),
+        }))
     }
 }
 

@@ -170,6 +170,7 @@ fn an_instance_records_when_it_became_ready_and_how_it_failed() {
             node_id,
             resources: Resources { cpu_millis: 250, memory_mib: 128 },
             secrets_version: None,
+            volumes: vec![],
         })
     };
     let report = |instance_id, (status, health, exit_code, reason): Report| {
@@ -303,6 +304,7 @@ fn instance_keeps_desired_and_current_apart() {
         node_id,
         resources: Resources { cpu_millis: 250, memory_mib: 128 },
         secrets_version: None,
+        volumes: vec![],
     }))
     .unwrap();
     log.push(Event::InstanceStatusReported(InstanceStatusReported {
@@ -412,4 +414,40 @@ fn names_and_kinds_are_unique() {
     kinds.sort();
     kinds.dedup();
     assert_eq!((names.len(), kinds.len()), (ViewKind::ALL.len(), ViewKind::ALL.len()));
+}
+
+#[test]
+fn a_volume_is_attached_to_one_instance_then_freed_grown_and_deleted() {
+    let mut log = Log::new();
+    let (org_id, app_id, env_id, node_id, volume_id) =
+        (OrgId::new(), AppId::new(), EnvId::new(), NodeId::new(), VolumeId::new());
+    let (a, b) = (InstanceId::new(), InstanceId::new());
+    let id = volume_id.to_string();
+    log.push(Event::VolumeCreated(VolumeCreated {
+        org_id,
+        app_id,
+        env_id,
+        volume_id,
+        name: "data".into(),
+        size_gib: 1,
+        node_id,
+        from_snapshot: None,
+        from_backup: None,
+    }))
+    .unwrap();
+    let v: VolumeView = log.get(&id);
+    assert_eq!((v.name.as_str(), v.size_gib, v.node_id, v.attached_to), ("data", 1, node_id, None));
+    log.push(Event::VolumeAttached(VolumeAttached { org_id, env_id, volume_id, instance_id: a })).unwrap();
+    assert_eq!(log.get::<VolumeView>(&id).attached_to, Some(a));
+    // A late detach of another instance changes nothing.
+    log.push(Event::VolumeDetached(VolumeDetached { org_id, env_id, volume_id, instance_id: b })).unwrap();
+    assert_eq!(log.get::<VolumeView>(&id).attached_to, Some(a));
+    log.push(Event::VolumeDetached(VolumeDetached { org_id, env_id, volume_id, instance_id: a })).unwrap();
+    assert_eq!(log.get::<VolumeView>(&id).attached_to, None);
+    log.push(Event::VolumeExtended(VolumeExtended { org_id, env_id, volume_id, size_gib: 4 })).unwrap();
+    assert_eq!(log.get::<VolumeView>(&id).size_gib, 4);
+    log.push(Event::VolumeDeleted(VolumeDeleted { org_id, env_id, volume_id, node_id })).unwrap();
+    assert!(!log.views.rows.contains_key(&(ViewKind::Volume, id.clone())));
+    // Nothing attaches to a volume that is gone.
+    assert!(log.push(Event::VolumeAttached(VolumeAttached { org_id, env_id, volume_id, instance_id: b })).is_err());
 }

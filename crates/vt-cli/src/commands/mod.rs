@@ -22,6 +22,7 @@ pub mod secrets;
 pub mod server;
 pub mod system;
 pub mod token;
+pub mod volume;
 // Later: exec, volume, workspace.
 
 use crate::config::Source;

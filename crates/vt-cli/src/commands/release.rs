@@ -55,9 +55,9 @@ pub async fn create(ctx: &Ctx, src: &ReleaseSource) -> CliResult<Release> {
         vt_manifest::parse(&manifest).map_err(|errors| CliError::Manifest { path: src.manifest.clone(), errors })?;
     // For people (table mode); a program reads the manifest it sent.
     if !parsed.volumes.is_empty() && !ctx.printer.json_mode() {
-        let names: Vec<String> = parsed.volumes.iter().map(|v| format!("`{}` at {}", v.name, v.path)).collect();
-        ctx.printer.warning(&format!(
-            "{} declares volumes ({}), and volumes are not mounted yet: what a process writes there is lost with its instance (docs/manifest.md)",
+        let names: Vec<String> = parsed.volumes.iter().map(|v| format!("`{}`", v.name)).collect();
+        ctx.printer.hint(&format!(
+            "{} mounts volumes ({}): each instance of a process that mounts one runs only where a free volume of that name is (`vt volume create NAME --size-gib N`; docs/volumes.md)",
             src.manifest.display(),
             names.join(", ")
         ));

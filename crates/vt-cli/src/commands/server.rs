@@ -100,6 +100,26 @@ pub async fn run(p: &Printer, args: ServerArgs) -> CliResult {
     config.check().map_err(|e| CliError::usage(e.to_string(), None))?;
     config.disk_reserve = args.disk_reserve;
     config.registry_quota = args.registry_quota_gib.map(|g| g << 30);
+    config.backup = match (&args.backup_repo, &args.backup_password_file) {
+        (Some(repo), Some(password_file)) => {
+            if !password_file.is_file() {
+                return Err(CliError::usage(
+                    format!("--backup-password-file {}: no such file", password_file.display()),
+                    None,
+                ));
+            }
+            Some(vt_backup::Target {
+                repo: repo.clone(),
+                password_file: password_file.clone(),
+                keep: args.backup_keep.clone().map(|k| k.0).unwrap_or_default(),
+            })
+        }
+        _ => None,
+    };
+    if args.backup_every == Some(0) {
+        return Err(CliError::usage("--backup-every must be longer than 0s", Some("e.g. --backup-every 6h".into())));
+    }
+    config.backup_every = args.backup_every.map(std::time::Duration::from_secs);
     config.drain_timeout = std::time::Duration::from_secs(args.drain_timeout);
     config.vm_stop_timeout = std::time::Duration::from_secs(args.vm_stop_timeout);
     // Listening before anything starts: a signal during start-up is not lost.

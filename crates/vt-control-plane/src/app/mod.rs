@@ -8,6 +8,7 @@ use vt_events::AggregateType;
 use vt_store::{Expectation, ExpectedVersion};
 
 pub mod apps;
+pub mod backups;
 pub mod boot_timings;
 pub mod deploys;
 pub mod envs;
@@ -19,8 +20,10 @@ pub mod orgs;
 pub mod releases;
 pub mod routes;
 pub mod secrets;
+pub mod snapshots;
 pub mod system;
 pub mod tokens;
+pub mod volumes;
 
 /// The aggregate must exist when the append commits (a parent that a command
 /// found in a view cannot have vanished, and a stale view cannot invent one).

@@ -162,7 +162,7 @@ impl ControlPlane {
     }
 
     /// A node the caller may `action`: admins any, a node itself.
-    async fn authorized_node(&self, ctx: &Ctx, node: &str, action: Action) -> ApiResult<NodeView> {
+    pub(crate) async fn authorized_node(&self, ctx: &Ctx, node: &str, action: Action) -> ApiResult<NodeView> {
         let node = self.lookup_node(node).await?;
         ctx.authorize(action, Resource::Node(node.id), || {
             ApiErr::not_found(format!("node {} not found", shown(&node.name)))
@@ -247,9 +247,13 @@ impl ControlPlane {
         items.sort_by_key(|i| i.id);
         let releases = self.releases_of(items.iter()).await?;
         let peers = self.peers_of(&items, &instances).await?;
+        let volumes = self.volumes_on(&node).await?;
+        let snapshots = self.snapshots_pending_on(&node).await?;
         Ok(NodeInstances {
             items: all(items),
             releases: all(releases),
+            volumes,
+            snapshots,
             seq,
             network: GuestNetwork { mtu: self.network.mtu },
             peers,

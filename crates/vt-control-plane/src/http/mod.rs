@@ -34,6 +34,7 @@ mod schema;
 mod secrets;
 mod system;
 mod tokens;
+mod volumes;
 
 pub use extract::{parse_json, parse_query, JsonBody, QueryParams, MAX_BODY};
 
@@ -54,6 +55,7 @@ fn v1() -> OpenApiRouter<Arc<ControlPlane>> {
         .merge(routes::routes())
         .merge(secrets::routes())
         .merge(tokens::routes())
+        .merge(volumes::routes())
         .merge(events::routes())
         .merge(system::routes())
 }

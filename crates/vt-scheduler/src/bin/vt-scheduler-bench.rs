@@ -41,9 +41,11 @@ fn main() {
                         cpu_millis: 250 * (1 + (g % 4) as u64),
                         memory_mib: 256 * (1 + (g % 8) as u64),
                     },
+                    volumes: vec![],
                 })
                 .collect()
         },
+        volumes: vec![],
         now: 0,
     };
     let config = Config::default();

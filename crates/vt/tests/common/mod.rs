@@ -129,7 +129,10 @@ impl Run {
 /// width of what they replace, so table columns stay aligned.
 pub fn filters() -> Vec<(&'static str, &'static str)> {
     vec![
-        (r"\b(org|app|env|rel|dep|inst|node|evt|req|tok|route)_[0-9a-z]{26}\b", "${1}_xxxxxxxxxxxxxxxxxxxxxxxxxx"),
+        (
+            r"\b(org|app|env|rel|dep|inst|node|evt|req|tok|route|vol|snap)_[0-9a-z]{26}\b",
+            "${1}_xxxxxxxxxxxxxxxxxxxxxxxxxx",
+        ),
         (r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)", "YYYY-MM-DDTHH:MM:SSZ"),
         (r"127\.0\.0\.1:\d+", "127.0.0.1:[port]"),
         // Phase timings of deploys (`+1.4s`).
