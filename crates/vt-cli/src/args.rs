@@ -336,10 +336,10 @@ pub struct EventsArgs {
     /// Keep streaming new events (NDJSON with --format json)
     #[arg(long, short = 'f')]
     pub follow: bool,
-    /// Start after this sequence number
-    #[arg(long, value_name = "SEQ", default_value_t = 0)]
-    pub after: u64,
-    /// Page size, 1-1000 (without --follow)
+    /// Start after this sequence number (without it: the newest events)
+    #[arg(long, value_name = "SEQ")]
+    pub after: Option<u64>,
+    /// How many, 1-1000 (without --follow): the newest N, or N after --after
     #[arg(long, value_name = "N", default_value_t = 100)]
     pub limit: u32,
 }

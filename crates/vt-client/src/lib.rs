@@ -502,6 +502,10 @@ impl Client {
     pub async fn event_list(&self, after: u64, limit: u32) -> Result<EventPage> {
         self.get(&format!("/events?after={after}&limit={limit}")).await
     }
+    /// The newest `n` events, in order (the same operation as [`Client::event_list`]).
+    pub async fn event_list_last(&self, n: u32) -> Result<EventPage> {
+        self.get(&format!("/events?last={n}")).await
+    }
     /// Every event with `seq > after`, then new ones as they are appended.
     pub async fn event_list_follow(&self, after: u64) -> Result<EventStream> {
         let url = self.url(&format!("/events?after={after}&follow=true"));

@@ -323,6 +323,9 @@ pub trait Store: Send + Sync + 'static {
     /// Up to `limit` events of one org with `seq > after`, in order (what the org's members may read).
     async fn read_org_events(&self, org_id: &str, after: u64, limit: u32) -> Result<Vec<Envelope>, StoreError>;
 
+    /// The last `limit` events (of one org, when given), in order.
+    async fn read_last_events(&self, org_id: Option<&str>, limit: u32) -> Result<Vec<Envelope>, StoreError>;
+
     /// Current version of an aggregate (0 if it has no events).
     async fn aggregate_version(&self, aggregate_type: AggregateType, aggregate_id: &str) -> Result<u64, StoreError>;
 

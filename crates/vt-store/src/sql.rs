@@ -599,6 +599,19 @@ macro_rules! store_impl {
                 rows.iter().map(envelope_from_row).collect()
             }
 
+            async fn read_last_events(&self, org_id: Option<&str>, limit: u32) -> Result<Vec<Envelope>, StoreError> {
+                let filter = if org_id.is_some() { "WHERE org_id = $2" } else { "" };
+                let sql = format!(
+                    "SELECT {EVENT_COLUMNS} FROM (SELECT {EVENT_COLUMNS} FROM events {filter} ORDER BY seq DESC LIMIT $1) AS last ORDER BY seq"
+                );
+                let mut q = sqlx::query(&sql).bind(limit as i64);
+                if let Some(org) = org_id {
+                    q = q.bind(org);
+                }
+                let rows = q.fetch_all(&self.pool).await?;
+                rows.iter().map(envelope_from_row).collect()
+            }
+
             async fn aggregate_version(&self, aggregate_type: AggregateType, aggregate_id: &str) -> Result<u64, StoreError> {
                 let v: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(aggregate_version), 0) FROM events WHERE aggregate_type = $1 AND aggregate_id = $2")
                     .bind(aggregate_type.as_str())

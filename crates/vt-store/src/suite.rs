@@ -110,6 +110,15 @@ pub async fn appends_get_dense_seqs_and_round_trip(store: Arc<dyn Store>) {
     let (_, node) = node_registered("n1");
     store.append(one(node)).await.unwrap();
     assert!(store.read_org_events(&org, 0, 10).await.unwrap().iter().all(|e| e.org_id == Some(org_id)));
+
+    // The newest events, in order; of one org, only its own.
+    let head = store.head().await.unwrap();
+    let last: Vec<u64> = store.read_last_events(None, 2).await.unwrap().iter().map(|e| e.seq).collect();
+    assert_eq!(last, vec![head - 1, head]);
+    assert_eq!(store.read_last_events(None, 1000).await.unwrap().len() as u64, head);
+    let mine: Vec<u64> = store.read_last_events(Some(&org), 10).await.unwrap().iter().map(|e| e.seq).collect();
+    assert_eq!(mine, vec![1]);
+    assert!(store.read_last_events(Some("org_nobody"), 10).await.unwrap().is_empty());
 }
 
 pub async fn expected_versions_are_enforced(store: Arc<dyn Store>) {

@@ -68,6 +68,7 @@ fn release_deploy_scale_describe() {
     snap!("instances_empty", s.run(&["instances"]));
     snap!("instances_empty_json", s.run(&["instances", "-o", "json"]));
     snap!("events", s.run(&["events", "--after", "1", "--limit", "5"]));
+    snap!("events_newest", s.run(&["events", "--limit", "3"]));
 }
 
 #[test]

@@ -1,4 +1,5 @@
-//! `vt events [--follow] [--after SEQ] [--limit N]`.
+//! `vt events [--follow] [--after SEQ] [--limit N]`: the newest N events, N after a position,
+//! or everything after it and then new ones as they come.
 
 use vt_events::Envelope;
 
@@ -16,7 +17,10 @@ pub async fn run(ctx: &Ctx, args: EventsArgs) -> CliResult {
     let client = ctx.client();
     let p = &ctx.printer;
     if !args.follow {
-        let page = client.event_list(args.after, args.limit).await?;
+        let page = match args.after {
+            Some(after) => client.event_list(after, args.limit).await?,
+            None => client.event_list_last(args.limit).await?,
+        };
         p.show(&page, || {
             let mut t = Table::new(&HEADERS);
             for e in &page.events {
@@ -31,11 +35,11 @@ pub async fn run(ctx: &Ctx, args: EventsArgs) -> CliResult {
         return Ok(ExitStatus::Success);
     }
     // Streaming: rows cannot be aligned after the fact, so columns are fixed width.
-    let mut stream = client.event_list_follow(args.after).await?;
+    let mut stream = client.event_list_follow(args.after.unwrap_or(0)).await?;
     if !p.json_mode() {
         p.text(&row(&HEADERS.map(String::from)));
     }
-    let mut last = args.after;
+    let mut last = args.after.unwrap_or(0);
     while let Some(e) = stream.next().await {
         let e = e?;
         last = e.seq;

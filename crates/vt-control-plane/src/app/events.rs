@@ -44,6 +44,15 @@ impl ControlPlane {
         Ok(EventPage { events, next_after, head })
     }
 
+    /// The last `n` events the caller may read, in order; `next_after` is the last one's seq.
+    pub async fn event_last(&self, ctx: &Ctx, n: u32) -> ApiResult<EventPage> {
+        let org = self.event_scope(ctx)?.map(|o| o.to_string());
+        let head = self.store.head().await?;
+        let events = self.store.read_last_events(org.as_deref(), n).await?;
+        let next_after = events.last().map(|e| e.seq).unwrap_or(head);
+        Ok(EventPage { events, next_after, head })
+    }
+
     /// Every event with `seq > after`, then new ones as they are appended, as NDJSON; the
     /// stream ends when the server stops ([`ControlPlane::close_streams`]).
     pub fn event_follow(

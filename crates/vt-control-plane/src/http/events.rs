@@ -28,12 +28,24 @@ struct EventQuery {
     limit: Option<u32>,
     /// Stream events as NDJSON, one envelope per line, as they are appended.
     follow: Option<bool>,
+    /// The last N events (1-1000) instead of a page after a position: not with `after` or `follow`.
+    #[param(minimum = 1, maximum = 1000)]
+    last: Option<u32>,
 }
 
 /// Events with `seq > after`: all of them for an admin, the org's for its members.
 #[utoipa::path(get, path = "/events", tag = "events", params(EventQuery),
     responses((status = 200, body = EventPage, description = "a page; with `follow=true`, an `application/x-ndjson` stream of envelopes"), (status = "4XX", body = ErrorBody)))]
 async fn event_list(State(cp): Cp, ctx: Ctx, QueryParams(q): QueryParams<EventQuery>) -> ApiResult<Response> {
+    if let Some(n) = q.last {
+        if q.after.is_some() || q.follow.unwrap_or(false) || q.limit.is_some() {
+            return Err(crate::ApiErr::invalid(
+                "last",
+                "`last` is the newest events: give it without `after`, `limit` and `follow`",
+            ));
+        }
+        return Ok(Json(cp.event_last(&ctx, n).await?).into_response());
+    }
     let after = q.after.unwrap_or(0);
     if q.follow.unwrap_or(false) {
         let stream = cp.event_follow(&ctx, after)?;
