@@ -1174,7 +1174,7 @@ impl Agent {
                 }
             }
             match ev {
-                VmEvent::Log { seq, stream, data } => match log.write(stream, &data) {
+                VmEvent::Log { seq, at, stream, data } => match log.write_at(stream, &data, at) {
                     // Written: the guest may forget it.
                     Ok(()) => vm.ack(seq),
                     Err(e) => tracing::warn!(instance = %id, error = %e, "cannot write the instance log"),

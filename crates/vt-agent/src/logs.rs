@@ -9,7 +9,7 @@
 use std::future::Future;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use futures_util::Stream as FutStream;
@@ -24,6 +24,8 @@ pub struct LogWriter {
     /// A line not yet ended by a newline (written when the next chunk ends it, or at close).
     partial: Vec<u8>,
     partial_stream: Option<Stream>,
+    /// When the line in `partial` was printed (its first chunk's time).
+    partial_at: Option<SystemTime>,
 }
 
 pub fn log_path(dir: &Path, instance: &str) -> PathBuf {
@@ -36,20 +38,38 @@ impl LogWriter {
         let path = log_path(dir, instance);
         let file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
         let size = file.metadata()?.len();
-        Ok(LogWriter { path, file, size, max_bytes: max_bytes.max(1024), partial: Vec::new(), partial_stream: None })
+        Ok(LogWriter {
+            path,
+            file,
+            size,
+            max_bytes: max_bytes.max(1024),
+            partial: Vec::new(),
+            partial_stream: None,
+            partial_at: None,
+        })
     }
 
-    /// Write one chunk of output: each complete line becomes a log line; an unterminated
-    /// tail waits for the rest (flushed by the next chunk of another stream or [`Self::close`]).
+    /// Write one chunk of output printed now (see [`Self::write_at`]).
     pub fn write(&mut self, stream: Stream, data: &[u8]) -> std::io::Result<()> {
+        self.write_at(stream, data, SystemTime::now())
+    }
+
+    /// Write one chunk of output printed at `at`: each complete line becomes a log line
+    /// stamped with the time its first chunk was printed; an unterminated tail waits for the
+    /// rest (flushed by the next chunk of another stream or [`Self::close`]).
+    pub fn write_at(&mut self, stream: Stream, data: &[u8], at: SystemTime) -> std::io::Result<()> {
         if self.partial_stream.is_some_and(|s| s != stream) {
             self.flush_partial()?;
         }
         self.partial_stream = Some(stream);
+        if self.partial.is_empty() {
+            self.partial_at = Some(at);
+        }
         self.partial.extend_from_slice(data);
         while let Some(i) = self.partial.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = self.partial.drain(..=i).collect();
-            self.line(stream, &line[..line.len() - 1])?;
+            let started = self.partial_at.replace(at).unwrap_or(at);
+            self.line(stream, &line[..line.len() - 1], started)?;
         }
         // A single line longer than 32 KiB is cut rather than kept in memory.
         if self.partial.len() > 32 * 1024 {
@@ -62,7 +82,8 @@ impl LogWriter {
         if let Some(s) = self.partial_stream {
             if !self.partial.is_empty() {
                 let line = std::mem::take(&mut self.partial);
-                self.line(s, &line)?;
+                let at = self.partial_at.take().unwrap_or_else(SystemTime::now);
+                self.line(s, &line, at)?;
             }
         }
         Ok(())
@@ -71,7 +92,7 @@ impl LogWriter {
     /// A line about the instance from the agent itself (stream `agent`).
     pub fn note(&mut self, text: &str) -> std::io::Result<()> {
         self.flush_partial()?;
-        self.raw("agent", text.as_bytes())
+        self.raw("agent", text.as_bytes(), SystemTime::now())
     }
 
     pub fn close(mut self) -> std::io::Result<()> {
@@ -79,17 +100,18 @@ impl LogWriter {
         self.file.sync_data()
     }
 
-    fn line(&mut self, stream: Stream, text: &[u8]) -> std::io::Result<()> {
+    fn line(&mut self, stream: Stream, text: &[u8], at: SystemTime) -> std::io::Result<()> {
         let name = match stream {
             Stream::Stdout => "stdout",
             Stream::Stderr => "stderr",
         };
         let text = text.strip_suffix(b"\r").unwrap_or(text);
-        self.raw(name, text)
+        self.raw(name, text, at)
     }
 
-    fn raw(&mut self, stream: &str, text: &[u8]) -> std::io::Result<()> {
-        let mut line = format!("{} {stream} ", crate::state::now()).into_bytes();
+    fn raw(&mut self, stream: &str, text: &[u8], at: SystemTime) -> std::io::Result<()> {
+        let at = chrono::DateTime::<chrono::Utc>::from(at).to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let mut line = format!("{at} {stream} ").into_bytes();
         line.extend(String::from_utf8_lossy(text).replace('\n', " ").into_bytes());
         line.push(b'\n');
         if self.size > 0 && self.size + line.len() as u64 > self.max_bytes {
@@ -242,5 +264,24 @@ mod tests {
         assert!(cur.ends_with("stdout line 199\n"));
         let files = std::fs::read_dir(dir.path()).unwrap().count();
         assert_eq!(files, 3, "two files for inst_b, one for inst_a");
+    }
+
+    /// Output printed while no agent was attached keeps the time it was printed: a line is
+    /// stamped with its first chunk's time.
+    #[test]
+    fn lines_keep_the_time_they_were_printed() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = |s: i64| SystemTime::from(chrono::DateTime::from_timestamp(s, 0).unwrap());
+        let mut w = LogWriter::open(dir.path(), "inst_t", 1 << 20).unwrap();
+        w.write_at(Stream::Stdout, b"one\ntw", t(1_700_000_000)).unwrap();
+        w.write_at(Stream::Stdout, b"o\nthree\n", t(1_700_000_005)).unwrap();
+        w.close().unwrap();
+        let text = std::fs::read_to_string(log_path(dir.path(), "inst_t")).unwrap();
+        assert_eq!(
+            text,
+            "2023-11-14T22:13:20.000000Z stdout one\n\
+             2023-11-14T22:13:20.000000Z stdout two\n\
+             2023-11-14T22:13:25.000000Z stdout three\n"
+        );
     }
 }

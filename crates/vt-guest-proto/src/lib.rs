@@ -186,14 +186,18 @@ pub enum Message {
     },
     /// Host → guest: what to run.
     Launch(Launch),
-    /// Guest → host: the root is ready and the entrypoint was started. Times are the guest's
-    /// `CLOCK_BOOTTIME` in microseconds (≈ since the kernel started).
-    Ready { pid: u32, init_started_us: u64, entrypoint_started_us: u64 },
+    /// Guest → host: the root is ready and the entrypoint was started (sent again after a
+    /// `Resume`). Times are the guest's `CLOCK_BOOTTIME` in microseconds (≈ since the kernel
+    /// started); `now_us` is when this message was sent, so the host can map the guest's clock
+    /// onto its own (`Log::at_us`).
+    Ready { pid: u32, init_started_us: u64, entrypoint_started_us: u64, now_us: u64 },
     /// Guest → host: output of the entrypoint, in chunks of at most [`MAX_LOG_CHUNK`] bytes.
     /// `seq` numbers the guest's *recorded* messages (`Log`, `LogLost`, `Exited`) from 1 in the
     /// order they were produced; the guest keeps each until the host [`Message::Ack`]s it and
     /// sends the unacknowledged ones again to a host that attaches with [`Message::Resume`].
-    Log { seq: u64, stream: Stream, data: Vec<u8> },
+    /// `at_us` is the guest's `CLOCK_BOOTTIME` when the output was read, so output kept while
+    /// no host was attached keeps the time it was printed.
+    Log { seq: u64, at_us: u64, stream: Stream, data: Vec<u8> },
     /// Guest → host: the entrypoint ended; the guest powers off after [`Message::Shutdown`]
     /// (or a short timeout). Recorded, like `Log`.
     Exited { seq: u64, status: ExitStatus },
@@ -405,13 +409,15 @@ impl Message {
                     put_bytes(o, name.as_bytes());
                 }
             }
-            Message::Ready { pid, init_started_us, entrypoint_started_us } => {
+            Message::Ready { pid, init_started_us, entrypoint_started_us, now_us } => {
                 o.extend_from_slice(&pid.to_be_bytes());
                 o.extend_from_slice(&init_started_us.to_be_bytes());
                 o.extend_from_slice(&entrypoint_started_us.to_be_bytes());
+                o.extend_from_slice(&now_us.to_be_bytes());
             }
-            Message::Log { seq, stream, data } => {
+            Message::Log { seq, at_us, stream, data } => {
                 o.extend_from_slice(&seq.to_be_bytes());
+                o.extend_from_slice(&at_us.to_be_bytes());
                 o.push(stream.code());
                 put_bytes(o, data);
             }
@@ -565,10 +571,15 @@ fn decode_payload(ty: MessageType, r: &mut Reader<'_>) -> Result<Message, Invali
             secrets_version: r.u64()?,
             secret_env: r.strings()?,
         }),
-        MessageType::Ready => {
-            Message::Ready { pid: r.u32()?, init_started_us: r.u64()?, entrypoint_started_us: r.u64()? }
+        MessageType::Ready => Message::Ready {
+            pid: r.u32()?,
+            init_started_us: r.u64()?,
+            entrypoint_started_us: r.u64()?,
+            now_us: r.u64()?,
+        },
+        MessageType::Log => {
+            Message::Log { seq: r.u64()?, at_us: r.u64()?, stream: r.stream()?, data: r.bytes()?.to_vec() }
         }
-        MessageType::Log => Message::Log { seq: r.u64()?, stream: r.stream()?, data: r.bytes()?.to_vec() },
         MessageType::Exited => Message::Exited { seq: r.u64()?, status: r.status()? },
         MessageType::Failed => Message::Failed { reason: r.string()? },
         MessageType::Signal => Message::Signal { signo: r.u32()? as i32 },
@@ -854,12 +865,14 @@ impl FrameBuffer {
     }
 }
 
-/// Split `data` into [`Message::Log`] frames of at most [`MAX_LOG_CHUNK`] bytes each,
-/// numbered from `first_seq`; returns the next sequence number.
-pub fn log_frames(first_seq: u64, stream: Stream, data: &[u8], out: &mut Vec<u8>) -> u64 {
+/// Split `data` (read at `at_us`) into [`Message::Log`] frames of at most [`MAX_LOG_CHUNK`]
+/// bytes each, numbered from `first_seq`; returns the next sequence number.
+pub fn log_frames(first_seq: u64, at_us: u64, stream: Stream, data: &[u8], out: &mut Vec<u8>) -> u64 {
     let mut seq = first_seq;
     for chunk in data.chunks(MAX_LOG_CHUNK) {
-        Message::Log { seq, stream, data: chunk.to_vec() }.encode_into(out).expect("a log chunk is below MAX_PAYLOAD");
+        Message::Log { seq, at_us, stream, data: chunk.to_vec() }
+            .encode_into(out)
+            .expect("a log chunk is below MAX_PAYLOAD");
         seq += 1;
     }
     seq

@@ -60,16 +60,16 @@ fn golden() -> Vec<(Message, Vec<u8>)> {
                  0000000000000003  00000001 00000001 6b"),
         ),
         (
-            Message::Ready { pid: 2, init_started_us: 0x0102, entrypoint_started_us: 0x0a0b0c },
-            hex("5654 01 03 00000014 00000002 0000000000000102 00000000000a0b0c"),
+            Message::Ready { pid: 2, init_started_us: 0x0102, entrypoint_started_us: 0x0a0b0c, now_us: 0x0d },
+            hex("5654 01 03 0000001c 00000002 0000000000000102 00000000000a0b0c 000000000000000d"),
         ),
         (
-            Message::Log { seq: 1, stream: Stream::Stdout, data: b"hi\n".to_vec() },
-            hex("5654 01 04 00000010 0000000000000001 01 00000003 68690a"),
+            Message::Log { seq: 1, at_us: 7, stream: Stream::Stdout, data: b"hi\n".to_vec() },
+            hex("5654 01 04 00000018 0000000000000001 0000000000000007 01 00000003 68690a"),
         ),
         (
-            Message::Log { seq: 0x0102, stream: Stream::Stderr, data: vec![] },
-            hex("5654 01 04 0000000d 0000000000000102 02 00000000"),
+            Message::Log { seq: 0x0102, at_us: 0, stream: Stream::Stderr, data: vec![] },
+            hex("5654 01 04 00000015 0000000000000102 0000000000000000 02 00000000"),
         ),
         (
             Message::Exited { seq: 2, status: ExitStatus::Code(7) },
@@ -180,8 +180,8 @@ fn invalid_frames() {
     // A Shutdown with a payload byte.
     assert_eq!(inv(&hex("5654 01 08 00000001 00")), TrailingBytes);
     // Log whose inner length runs past the payload.
-    assert_eq!(inv(&hex("5654 01 04 0000000d 0000000000000001 01 00000009")), Truncated);
-    assert_eq!(inv(&hex("5654 01 04 0000000d 0000000000000001 03 00000000")), BadValue("stream", 3));
+    assert_eq!(inv(&hex("5654 01 04 00000015 0000000000000001 0000000000000000 01 00000009")), Truncated);
+    assert_eq!(inv(&hex("5654 01 04 00000015 0000000000000001 0000000000000000 03 00000000")), BadValue("stream", 3));
     assert_eq!(
         inv(&hex("5654 01 10 00000015 00000001 00000000 00000000 00000000 00000000 02")),
         BadValue("tty present", 2)
@@ -193,7 +193,7 @@ fn invalid_frames() {
 
 #[test]
 fn oversized_payload_is_refused_on_encode() {
-    let m = Message::Log { seq: 1, stream: Stream::Stdout, data: vec![0; MAX_PAYLOAD as usize] };
+    let m = Message::Log { seq: 1, at_us: 0, stream: Stream::Stdout, data: vec![0; MAX_PAYLOAD as usize] };
     let mut out = vec![1, 2, 3];
     assert!(matches!(m.encode_into(&mut out), Err(EncodeError::TooLarge(_))));
     assert_eq!(out, vec![1, 2, 3]);
@@ -203,13 +203,13 @@ fn oversized_payload_is_refused_on_encode() {
 fn log_frames_are_chunked() {
     let data = vec![b'a'; MAX_LOG_CHUNK * 2 + 1];
     let mut out = Vec::new();
-    assert_eq!(log_frames(7, Stream::Stderr, &data, &mut out), 10);
+    assert_eq!(log_frames(7, 99, Stream::Stderr, &data, &mut out), 10);
     let mut fb = FrameBuffer::new();
     fb.push(&out);
     let mut total = 0;
     let mut n = 0;
-    while let Some(Message::Log { seq, stream, data }) = fb.next_message().unwrap() {
-        assert_eq!((seq, stream), (7 + n as u64, Stream::Stderr));
+    while let Some(Message::Log { seq, at_us, stream, data }) = fb.next_message().unwrap() {
+        assert_eq!((seq, at_us, stream), (7 + n as u64, 99, Stream::Stderr));
         assert!(data.len() <= MAX_LOG_CHUNK);
         total += data.len();
         n += 1;

@@ -64,7 +64,8 @@ struct Host<'c> {
     recorded: VecDeque<Recorded>,
     recorded_bytes: usize,
     next_seq: u64,
-    ready: Option<Message>,
+    /// The entrypoint's pid and start times, for `Ready` (sent again after a `Resume`).
+    ready: Option<(u32, u64, u64)>,
 }
 
 impl Host<'_> {
@@ -114,6 +115,12 @@ impl Host<'_> {
         }
     }
 
+    /// `Ready`, stamped with the time it is sent (the host maps the guest's clock with it).
+    fn ready_message(&self) -> Option<Message> {
+        let (pid, init_started_us, entrypoint_started_us) = self.ready?;
+        Some(Message::Ready { pid, init_started_us, entrypoint_started_us, now_us: super::boottime_us() })
+    }
+
     fn ack(&mut self, seq: u64) {
         while self.recorded.front().is_some_and(|r| r.seq <= seq) {
             let r = self.recorded.pop_front().expect("checked above");
@@ -132,7 +139,7 @@ impl Host<'_> {
         self.tx.clear();
         self.tx_off = 0;
         let _ = Message::hello(Role::Guest, SOFTWARE).encode_into(&mut self.tx);
-        if let Some(r) = &self.ready {
+        if let Some(r) = self.ready_message() {
             let _ = r.encode_into(&mut self.tx);
         }
         for r in &self.recorded {
@@ -314,7 +321,8 @@ pub(crate) fn run(chan: &mut Channel, launch: &Launch, init_started_us: u64) -> 
             let msg = format!("vt-init: cannot start {:?}: {e}\n", launch.argv[0]);
             let data = msg.into_bytes();
             let n = data.len() as u64;
-            host.record(|seq| Message::Log { seq, stream: Stream::Stderr, data }, Some(n));
+            let at_us = super::boottime_us();
+            host.record(|seq| Message::Log { seq, at_us, stream: Stream::Stderr, data }, Some(n));
             host.record(|seq| Message::Exited { seq, status: ExitStatus::Code(127) }, None);
             return finish(&mut host);
         }
@@ -324,9 +332,10 @@ pub(crate) fn run(chan: &mut Channel, launch: &Launch, init_started_us: u64) -> 
     // Reaped below (PID 1 reaps every child): dropping the handle must not wait on it again.
     #[allow(clippy::mem_forget)]
     std::mem::forget(child);
-    let ready = Message::Ready { pid: pid as u32, init_started_us, entrypoint_started_us: super::boottime_us() };
-    host.live(&ready);
-    host.ready = Some(ready);
+    host.ready = Some((pid as u32, init_started_us, super::boottime_us()));
+    if let Some(ready) = host.ready_message() {
+        host.live(&ready);
+    }
 
     // Exec sessions run with the entrypoint's environment (secrets included) and identity.
     let mut base_env = env;
@@ -398,7 +407,8 @@ pub(crate) fn run(chan: &mut Channel, launch: &Launch, init_started_us: u64) -> 
             match read_some(fd.as_raw_fd(), &mut buf) {
                 Read::Data(n) => {
                     let data = buf[..n].to_vec();
-                    host.record(|seq| Message::Log { seq, stream, data }, Some(n as u64));
+                    let at_us = super::boottime_us();
+                    host.record(|seq| Message::Log { seq, at_us, stream, data }, Some(n as u64));
                 }
                 Read::Again => {}
                 Read::End => *slot = None,
@@ -827,7 +837,7 @@ mod tests {
 
     fn log(h: &mut Host<'_>, n: usize) {
         let data = vec![b'x'; n];
-        h.record(|seq| Message::Log { seq, stream: Stream::Stdout, data }, Some(n as u64));
+        h.record(|seq| Message::Log { seq, at_us: 5, stream: Stream::Stdout, data }, Some(n as u64));
     }
 
     fn decode_all(bytes: &[u8]) -> Vec<Message> {
@@ -877,7 +887,7 @@ mod tests {
         assert_eq!(
             sent,
             [
-                Message::Log { seq: 1, stream: Stream::Stdout, data: vec![b'x'; 10] },
+                Message::Log { seq: 1, at_us: 5, stream: Stream::Stdout, data: vec![b'x'; 10] },
                 Message::Exited { seq: 2, status: ExitStatus::Code(3) }
             ]
         );

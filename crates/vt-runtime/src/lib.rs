@@ -107,8 +107,10 @@ pub enum VmEvent {
     State(State),
     /// Output of the entrypoint: keep it, then [`Vm::ack`] its `seq` (until then the guest
     /// keeps it, and sends it again to the next agent if this one goes away).
+    /// `at`: when the guest read it (its clock mapped onto this host's at its last `Ready`).
     Log {
         seq: u64,
+        at: std::time::SystemTime,
         stream: Stream,
         data: Vec<u8>,
     },

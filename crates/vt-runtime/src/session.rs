@@ -181,6 +181,8 @@ struct Conversation {
     awaiting_hello: bool,
     /// The highest recorded sequence number seen (a resumed guest sends some again).
     last_seq: u64,
+    /// When the guest's `CLOCK_BOOTTIME` was 0, by this host's clock (from its `Ready`).
+    guest_boot: Option<std::time::SystemTime>,
     sessions: HashMap<u32, exec::GuestSide>,
 }
 
@@ -275,6 +277,7 @@ impl Session {
             pending: Pending::None,
             awaiting_hello: self.resume,
             last_seq: 0,
+            guest_boot: None,
             sessions: HashMap::new(),
         };
         if self.resume {
@@ -470,7 +473,8 @@ impl Session {
                 }
                 None
             }
-            Message::Ready { init_started_us, entrypoint_started_us, .. } => {
+            Message::Ready { init_started_us, entrypoint_started_us, now_us, .. } => {
+                conv.guest_boot = std::time::SystemTime::now().checked_sub(Duration::from_micros(now_us));
                 if !self.resume {
                     self.timings.entrypoint = Some(self.t0.elapsed());
                     self.timings.guest_init_started_us = Some(init_started_us);
@@ -481,10 +485,14 @@ impl Session {
                 }
                 None
             }
-            Message::Log { seq, stream, data } => {
+            Message::Log { seq, at_us, stream, data } => {
                 if seq > conv.last_seq {
                     conv.last_seq = seq;
-                    let _ = self.events.send(VmEvent::Log { seq, stream, data }).await;
+                    // Never later than now: a guest clock running ahead is not believed.
+                    let now = std::time::SystemTime::now();
+                    let guest = conv.guest_boot.and_then(|b| b.checked_add(Duration::from_micros(at_us)));
+                    let at = guest.map_or(now, |t| t.min(now));
+                    let _ = self.events.send(VmEvent::Log { seq, at, stream, data }).await;
                 }
                 None
             }

@@ -88,4 +88,13 @@ fn logs_and_the_exit_status_survive_a_sigkill_of_the_server() {
     let got = ticks(&log);
     assert_eq!(got, (1..=TICKS).collect::<Vec<_>>(), "every tick once, in order:\n{log}");
     assert!(log.contains("re-attach"), "the log says the agent re-attached:\n{log}");
+    // Lines keep the time they were printed, those of the outage too (not the time the new
+    // agent wrote them): consecutive ticks are about half a second apart, never bunched up.
+    let times: Vec<chrono::DateTime<chrono::FixedOffset>> = log
+        .lines()
+        .filter(|l| l.contains(" stdout tick "))
+        .map(|l| chrono::DateTime::parse_from_rfc3339(l.split_whitespace().next().unwrap()).unwrap())
+        .collect();
+    let gaps: Vec<i64> = times.windows(2).map(|w| (w[1] - w[0]).num_milliseconds()).collect();
+    assert!(gaps.iter().all(|g| (0..2500).contains(g)), "gaps between ticks (ms): {gaps:?}\n{log}");
 }

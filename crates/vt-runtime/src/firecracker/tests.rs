@@ -273,7 +273,7 @@ impl Guest {
         self.send(Message::hello(Role::Guest, "fake-guest")).await;
         assert!(matches!(self.recv().await, Message::Hello { role: Role::Host, .. }));
         let Message::Launch(l) = self.recv().await else { panic!("no launch") };
-        self.send(Message::Ready { pid: 42, init_started_us: 1000, entrypoint_started_us: 2000 }).await;
+        self.send(Message::Ready { pid: 42, init_started_us: 1000, entrypoint_started_us: 2000, now_us: 2000 }).await;
         l
     }
 }
@@ -294,7 +294,7 @@ async fn boots_through_the_api_and_speaks_over_the_vsock_listener() {
     let mut g = Guest::connect(&work.join("vsock.sock_1024")).await;
     let l = g.boot().await;
     assert_eq!(l.argv, ["/bin/sh", "-c", "echo hi; exit 7"]);
-    g.send(Message::Log { seq: 1, stream: Stream::Stdout, data: b"hi\n".to_vec() }).await;
+    g.send(Message::Log { seq: 1, at_us: 1500, stream: Stream::Stdout, data: b"hi\n".to_vec() }).await;
     g.send(Message::Exited { seq: 2, status: ExitStatus::Code(7) }).await;
     assert_eq!(g.recv().await, Message::Shutdown);
     std::fs::write(t.join("poweroff"), b"").unwrap();
@@ -477,7 +477,7 @@ async fn a_new_agent_reattaches_over_the_vsock_listener() {
     let chan = work.join("vsock.sock_1024");
     let mut g = Guest::connect(&chan).await;
     g.boot().await;
-    g.send(Message::Log { seq: 1, stream: Stream::Stdout, data: b"one\n".to_vec() }).await;
+    g.send(Message::Log { seq: 1, at_us: 2500, stream: Stream::Stdout, data: b"one\n".to_vec() }).await;
     loop {
         match tokio::time::timeout(Duration::from_secs(10), vm.next_event()).await.unwrap().unwrap() {
             VmEvent::Log { seq, .. } => {
@@ -504,8 +504,8 @@ async fn a_new_agent_reattaches_over_the_vsock_listener() {
     assert!(matches!(g.recv().await, Message::Hello { role: Role::Host, .. }));
     assert_eq!(g.recv().await, Message::Resume);
     g.send(Message::hello(Role::Guest, "fake-guest")).await;
-    g.send(Message::Ready { pid: 42, init_started_us: 1000, entrypoint_started_us: 2000 }).await;
-    g.send(Message::Log { seq: 2, stream: Stream::Stdout, data: b"two\n".to_vec() }).await;
+    g.send(Message::Ready { pid: 42, init_started_us: 1000, entrypoint_started_us: 2000, now_us: 5000 }).await;
+    g.send(Message::Log { seq: 2, at_us: 3000, stream: Stream::Stdout, data: b"two\n".to_vec() }).await;
     g.send(Message::Exited { seq: 3, status: ExitStatus::Code(7) }).await;
     assert_eq!(g.recv().await, Message::Shutdown);
     std::fs::write(t.join("poweroff"), b"").unwrap();
