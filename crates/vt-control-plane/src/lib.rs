@@ -44,6 +44,31 @@ pub mod registry;
 pub mod rollout;
 pub mod scheduler;
 pub mod tasks;
+/// Helpers for tests of a control plane (feature `test-support`).
+#[cfg(feature = "test-support")]
+pub mod testing {
+    use vt_store::{AppendRequest, Store};
+
+    use crate::auth::{self, TokenSpec};
+
+    /// An admin token appended to `store`; its secret.
+    pub async fn admin_token(store: &dyn Store) -> String {
+        let spec = TokenSpec {
+            name: vt_ids::Name::parse("admin").expect("a valid name"),
+            role: vt_events::TokenRole::Admin,
+            org: None,
+            node: None,
+            expires_at: None,
+        };
+        let issued = auth::issue(spec, chrono::Utc::now()).expect("a token is issued");
+        let event = vt_events::NewEvent::new(issued.event, vt_events::Actor::system("test"), None);
+        store
+            .append(AppendRequest { events: vec![event], tokens: vec![issued.record], ..Default::default() })
+            .await
+            .expect("the token is appended");
+        issued.secret
+    }
+}
 mod wire;
 
 pub use error::{ApiErr, ApiResult};

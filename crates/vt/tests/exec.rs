@@ -10,9 +10,9 @@ use std::process::Stdio;
 use std::sync::Arc;
 
 use common::{vt_isolated, Run};
-use vt_control_plane::auth::{self, TokenSpec};
+use vt_control_plane::testing::admin_token;
 use vt_control_plane::{ControlPlane, Settings};
-use vt_store::{AppendRequest, SqliteStore, Store};
+use vt_store::{SqliteStore, Store};
 
 struct ExecServer {
     url: String,
@@ -22,23 +22,6 @@ struct ExecServer {
     /// An instance that is not running (`stopped`).
     stopped: String,
     dir: tempfile::TempDir,
-}
-
-async fn admin_token(store: &dyn Store) -> String {
-    let spec = TokenSpec {
-        name: vt_api::Name::parse("admin").unwrap(),
-        role: vt_api::TokenRole::Admin,
-        org: None,
-        node: None,
-        expires_at: None,
-    };
-    let issued = auth::issue(spec, chrono::Utc::now()).unwrap();
-    let event = vt_events::NewEvent::new(issued.event, vt_events::Actor::system("test"), None);
-    store
-        .append(AppendRequest { events: vec![event], tokens: vec![issued.record], ..Default::default() })
-        .await
-        .unwrap();
-    issued.secret
 }
 
 /// The control plane on its own runtime thread, with org acme (app web, env prod), a node,

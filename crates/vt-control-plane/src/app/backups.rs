@@ -16,7 +16,7 @@ use vt_backup::Restic;
 use vt_events::{AggregateType, BackupReported, BackupRequested, Event, VolumeCreated};
 use vt_ids::{BackupId, VolumeId};
 use vt_store::{Expectation, ExpectedVersion};
-use vt_views::{ViewKind, VolumeView};
+use vt_views::VolumeView;
 
 use crate::authz::Action;
 use crate::lookup::{shown, EnvScope};
@@ -165,19 +165,7 @@ impl ControlPlane {
         }
         self.fresh().await?;
         let name = req.name.to_string();
-        let taken: Vec<VolumeView> =
-            self.views(Self::kind_query(ViewKind::Volume).parent(scope.env.id.to_string()).name(name.clone())).await?;
-        if !taken.is_empty() {
-            return Err(ApiErr::new(
-                StatusCode::CONFLICT,
-                ErrorCode::NameTaken,
-                format!(
-                    "env `{}` has a volume named `{name}`; a restore makes a new volume: pick another name",
-                    scope.env.name
-                ),
-            )
-            .field("name"));
-        }
+        self.restore_name_free(scope, &name).await?;
         let node = match &req.node {
             Some(n) => self.lookup_node(n).await.map_err(|e| e.field("node"))?,
             None => self.emptiest_node().await?,

@@ -3,7 +3,7 @@
 //! volume on the same node (`volume.created` with `from_snapshot`), never in place.
 
 use axum::http::StatusCode;
-use vt_api::{ErrorCode, ReportSnapshot, RestoreSnapshot, Snapshot, SnapshotStatus, Volume};
+use vt_api::{ReportSnapshot, RestoreSnapshot, Snapshot, SnapshotStatus, Volume};
 use vt_events::{AggregateType, Event, SnapshotCreated, SnapshotReported, VolumeCreated};
 use vt_ids::{SnapshotId, VolumeId};
 use vt_store::{Expectation, ExpectedVersion};
@@ -126,19 +126,7 @@ impl ControlPlane {
             )));
         }
         let name = req.name.to_string();
-        let taken: Vec<VolumeView> =
-            self.views(Self::kind_query(ViewKind::Volume).parent(scope.env.id.to_string()).name(name.clone())).await?;
-        if !taken.is_empty() {
-            return Err(ApiErr::new(
-                StatusCode::CONFLICT,
-                ErrorCode::NameTaken,
-                format!(
-                    "env `{}` has a volume named `{name}`; a restore makes a new volume: pick another name",
-                    scope.env.name
-                ),
-            )
-            .field("name"));
-        }
+        self.restore_name_free(scope, &name).await?;
         let node = self.lookup_node(&s.node_id.to_string()).await?;
         let view = VolumeView {
             id: VolumeId::new(),

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 
 use axum::http::StatusCode;
-use vt_api::{CreateVolume, ExtendVolume, Volume};
+use vt_api::{CreateVolume, ErrorCode, ExtendVolume, Volume};
 use vt_events::{AggregateType, Event, NodeStatus, VolumeCreated, VolumeDeleted, VolumeExtended};
 use vt_ids::{NodeId, VolumeId};
 use vt_store::{Expectation, ExpectedVersion};
@@ -75,6 +75,26 @@ impl ControlPlane {
                 expected: ExpectedVersion::NoStream,
             });
         self.commit(ctx, plan.respond(with_node(view.wire(), &node))).await
+    }
+
+    /// A restore (from a snapshot or a backup) always makes a new volume: refused (409
+    /// `name_taken` on `name`) when the env has a volume of that name.
+    pub(crate) async fn restore_name_free(&self, scope: &EnvScope, name: &str) -> ApiResult<()> {
+        let taken: Vec<VolumeView> = self
+            .views(Self::kind_query(ViewKind::Volume).parent(scope.env.id.to_string()).name(name.to_owned()))
+            .await?;
+        if taken.is_empty() {
+            return Ok(());
+        }
+        Err(ApiErr::new(
+            StatusCode::CONFLICT,
+            ErrorCode::NameTaken,
+            format!(
+                "env `{}` has a volume named `{name}`; a restore makes a new volume: pick another name",
+                scope.env.name
+            ),
+        )
+        .field("name"))
     }
 
     /// The ready node holding the fewest volumes, then the lowest name.

@@ -9,9 +9,8 @@ use std::sync::Arc;
 
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
-use vt_control_plane::auth::{self, TokenSpec};
 use vt_control_plane::{ControlPlane, Settings};
-use vt_store::{AppendRequest, PgStore, SqliteStore, Store};
+use vt_store::{PgStore, SqliteStore, Store};
 
 pub mod env;
 
@@ -51,23 +50,7 @@ impl Resp {
     }
 }
 
-/// An admin token appended to `store`; its secret.
-pub async fn admin_token(store: &dyn Store) -> String {
-    let spec = TokenSpec {
-        name: vt_ids::Name::parse("admin").unwrap(),
-        role: vt_events::TokenRole::Admin,
-        org: None,
-        node: None,
-        expires_at: None,
-    };
-    let issued = auth::issue(spec, chrono::Utc::now()).unwrap();
-    let event = vt_events::NewEvent::new(issued.event, vt_events::Actor::system("test"), None);
-    store
-        .append(AppendRequest { events: vec![event], tokens: vec![issued.record], ..Default::default() })
-        .await
-        .unwrap();
-    issued.secret
-}
+pub use vt_control_plane::testing::admin_token;
 
 impl TestServer {
     pub async fn start() -> TestServer {
