@@ -498,13 +498,13 @@ impl Client {
         let resp = self.send(&url, self.request(Method::GET, &url, timeout)).await?;
         Ok(LogStream { url, resp, buf: Vec::new() })
     }
-    /// One page of the log: events with `seq > after`, at most `limit`.
-    pub async fn event_list(&self, after: u64, limit: u32) -> Result<EventPage> {
-        self.get(&format!("/events?after={after}&limit={limit}")).await
-    }
-    /// The newest `n` events, in order (the same operation as [`Client::event_list`]).
-    pub async fn event_list_last(&self, n: u32) -> Result<EventPage> {
-        self.get(&format!("/events?last={n}")).await
+    /// One page of the log: at most `limit` events with `seq > after`, or, without `after`,
+    /// the newest `limit` events; in order either way.
+    pub async fn event_list(&self, after: Option<u64>, limit: u32) -> Result<EventPage> {
+        match after {
+            Some(after) => self.get(&format!("/events?after={after}&limit={limit}")).await,
+            None => self.get(&format!("/events?last={limit}")).await,
+        }
     }
     /// Every event with `seq > after`, then new ones as they are appended.
     pub async fn event_list_follow(&self, after: u64) -> Result<EventStream> {

@@ -31,7 +31,7 @@ async fn same_key_acts_once() {
     assert!(!first.replayed);
     assert!(second.replayed);
 
-    let page = client.event_list(0, 1000).await.unwrap();
+    let page = client.event_list(Some(0), 1000).await.unwrap();
     let id = first.value.id.to_string();
     let about_org: Vec<_> = page.events.iter().filter(|e| e.aggregate_id == id).collect();
     assert_eq!(about_org.len(), 1, "{about_org:#?}");

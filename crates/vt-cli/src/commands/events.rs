@@ -17,10 +17,7 @@ pub async fn run(ctx: &Ctx, args: EventsArgs) -> CliResult {
     let client = ctx.client();
     let p = &ctx.printer;
     if !args.follow {
-        let page = match args.after {
-            Some(after) => client.event_list(after, args.limit).await?,
-            None => client.event_list_last(args.limit).await?,
-        };
+        let page = client.event_list(args.after, args.limit).await?;
         p.show(&page, || {
             let mut t = Table::new(&HEADERS);
             for e in &page.events {
