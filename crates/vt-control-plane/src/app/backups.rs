@@ -10,10 +10,11 @@
 
 use std::sync::RwLock;
 
+use super::volumes::{new_volume, Origin};
 use axum::http::StatusCode;
 use vt_api::{Backup, ErrorCode, ReportBackup, RestoreBackup, SnapshotStatus, Volume};
 use vt_backup::Restic;
-use vt_events::{AggregateType, BackupReported, BackupRequested, Event, VolumeCreated};
+use vt_events::{AggregateType, BackupReported, BackupRequested, Event};
 use vt_ids::{BackupId, VolumeId};
 use vt_store::{Expectation, ExpectedVersion};
 use vt_views::VolumeView;
@@ -170,39 +171,8 @@ impl ControlPlane {
             Some(n) => self.lookup_node(n).await.map_err(|e| e.field("node"))?,
             None => self.emptiest_node().await?,
         };
-        let view = VolumeView {
-            id: VolumeId::new(),
-            org_id: scope.org.id,
-            app_id: scope.app.id,
-            env_id: scope.env.id,
-            name,
-            size_gib: o.size_gib,
-            node_id: node.id,
-            attached_to: None,
-            from_snapshot: None,
-            from_backup: Some(b.id.clone()),
-            backups: Default::default(),
-            created_at: ctx.now(),
-            updated_at: ctx.now(),
-        };
-        let plan = Plan::new(StatusCode::CREATED, Volume { node: node.name.clone(), ..view.clone().wire() })
-            .event(Event::VolumeCreated(VolumeCreated {
-                org_id: view.org_id,
-                app_id: view.app_id,
-                env_id: view.env_id,
-                volume_id: view.id,
-                name: view.name.clone(),
-                size_gib: view.size_gib,
-                node_id: view.node_id,
-                from_snapshot: None,
-                from_backup: Some(b.id),
-            }))
-            .expect(super::exists(AggregateType::Env, scope.env.id))
-            .expect(Expectation {
-                aggregate_type: AggregateType::Volume,
-                aggregate_id: view.id.to_string(),
-                expected: ExpectedVersion::NoStream,
-            });
+        let plan = new_volume(ctx, scope, name, o.size_gib, &node, Origin::Backup(b.id))
+            .expect(super::exists(AggregateType::Env, scope.env.id));
         self.commit(ctx, plan).await
     }
 

@@ -2,9 +2,10 @@
 //! which reports them (`snapshot.reported`); a completed snapshot is restored as a new
 //! volume on the same node (`volume.created` with `from_snapshot`), never in place.
 
+use super::volumes::{new_volume, Origin};
 use axum::http::StatusCode;
-use vt_api::{ReportSnapshot, RestoreSnapshot, Snapshot, SnapshotStatus, Volume};
-use vt_events::{AggregateType, Event, SnapshotCreated, SnapshotReported, VolumeCreated};
+use vt_api::{ReportSnapshot, RestoreSnapshot, Snapshot, SnapshotStatus};
+use vt_events::{AggregateType, Event, SnapshotCreated, SnapshotReported};
 use vt_ids::{SnapshotId, VolumeId};
 use vt_store::{Expectation, ExpectedVersion};
 use vt_views::{NodeView, SnapshotView, ViewKind, VolumeView};
@@ -127,44 +128,10 @@ impl ControlPlane {
         }
         let name = req.name.to_string();
         self.restore_name_free(scope, &name).await?;
+        // The restore is made on the snapshot's node, from its copy there.
         let node = self.lookup_node(&s.node_id.to_string()).await?;
-        let view = VolumeView {
-            id: VolumeId::new(),
-            org_id: s.org_id,
-            app_id: s.app_id,
-            env_id: s.env_id,
-            name,
-            size_gib: s.size_gib,
-            node_id: s.node_id,
-            attached_to: None,
-            from_snapshot: Some(s.id),
-            from_backup: None,
-            backups: Default::default(),
-            created_at: ctx.now(),
-            updated_at: ctx.now(),
-        };
-        let volume: Volume = {
-            use crate::wire::Wire;
-            Volume { node: node.name.clone(), ..view.clone().wire() }
-        };
-        let plan = Plan::new(StatusCode::CREATED, volume)
-            .event(Event::VolumeCreated(VolumeCreated {
-                org_id: view.org_id,
-                app_id: view.app_id,
-                env_id: view.env_id,
-                volume_id: view.id,
-                name: view.name.clone(),
-                size_gib: view.size_gib,
-                node_id: view.node_id,
-                from_snapshot: Some(s.id),
-                from_backup: None,
-            }))
-            .expect(exists(AggregateType::Snapshot, s.id))
-            .expect(Expectation {
-                aggregate_type: AggregateType::Volume,
-                aggregate_id: view.id.to_string(),
-                expected: ExpectedVersion::NoStream,
-            });
+        let plan = new_volume(ctx, scope, name, s.size_gib, &node, Origin::Snapshot(s.id))
+            .expect(exists(AggregateType::Snapshot, s.id));
         self.commit(ctx, plan).await
     }
 

@@ -38,43 +38,10 @@ impl ControlPlane {
             Some(n) => self.lookup_node(n).await.map_err(|e| e.field("node"))?,
             None => self.emptiest_node().await?,
         };
-        let (org, app, env) = (&scope.org, &scope.app, &scope.env);
-        let id = VolumeId::new();
-        let view = VolumeView {
-            id,
-            org_id: org.id,
-            app_id: app.id,
-            env_id: env.id,
-            name: req.name.to_string(),
-            size_gib: req.size_gib,
-            node_id: node.id,
-            attached_to: None,
-            from_snapshot: None,
-            from_backup: None,
-            backups: Default::default(),
-            created_at: ctx.now(),
-            updated_at: ctx.now(),
-        };
-        let plan = Plan::new(StatusCode::CREATED, ())
-            .event(Event::VolumeCreated(VolumeCreated {
-                org_id: org.id,
-                app_id: app.id,
-                env_id: env.id,
-                volume_id: id,
-                name: view.name.clone(),
-                size_gib: view.size_gib,
-                node_id: node.id,
-                from_snapshot: None,
-                from_backup: None,
-            }))
-            .expect(exists(AggregateType::Env, env.id))
-            .expect(exists(AggregateType::Node, node.id))
-            .expect(Expectation {
-                aggregate_type: AggregateType::Volume,
-                aggregate_id: id.to_string(),
-                expected: ExpectedVersion::NoStream,
-            });
-        self.commit(ctx, plan.respond(with_node(view.wire(), &node))).await
+        let plan = new_volume(ctx, scope, req.name.to_string(), req.size_gib, &node, Origin::Empty)
+            .expect(exists(AggregateType::Env, scope.env.id))
+            .expect(exists(AggregateType::Node, node.id));
+        self.commit(ctx, plan).await
     }
 
     /// A restore (from a snapshot or a backup) always makes a new volume: refused (409
@@ -242,6 +209,61 @@ impl ControlPlane {
             }
         }
     }
+}
+
+/// What a new volume's disk starts as.
+pub(crate) enum Origin {
+    Empty,
+    Snapshot(vt_ids::SnapshotId),
+    Backup(String),
+}
+
+/// A new volume `name` of `scope`'s env on `node`: a plan appending its `volume.created`
+/// (its id new: no stream yet), answering 201 with the volume as clients see it. Callers add
+/// what else the creation depends on.
+pub(crate) fn new_volume(
+    ctx: &Ctx,
+    scope: &EnvScope,
+    name: String,
+    size_gib: u32,
+    node: &NodeView,
+    origin: Origin,
+) -> Plan<Volume> {
+    let (from_snapshot, from_backup) = match origin {
+        Origin::Empty => (None, None),
+        Origin::Snapshot(s) => (Some(s), None),
+        Origin::Backup(b) => (None, Some(b)),
+    };
+    let view = VolumeView {
+        id: VolumeId::new(),
+        org_id: scope.org.id,
+        app_id: scope.app.id,
+        env_id: scope.env.id,
+        name,
+        size_gib,
+        node_id: node.id,
+        attached_to: None,
+        from_snapshot,
+        from_backup: from_backup.clone(),
+        backups: Default::default(),
+        created_at: ctx.now(),
+        updated_at: ctx.now(),
+    };
+    let created = VolumeCreated {
+        org_id: view.org_id,
+        app_id: view.app_id,
+        env_id: view.env_id,
+        volume_id: view.id,
+        name: view.name.clone(),
+        size_gib,
+        node_id: node.id,
+        from_snapshot,
+        from_backup,
+    };
+    let id = view.id.to_string();
+    Plan::new(StatusCode::CREATED, with_node(view.wire(), node)).event(Event::VolumeCreated(created)).expect(
+        Expectation { aggregate_type: AggregateType::Volume, aggregate_id: id, expected: ExpectedVersion::NoStream },
+    )
 }
 
 fn with_node(mut v: Volume, node: &NodeView) -> Volume {
