@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, Semaphore};
-use vt_guest_proto::{ExitStatus, EXEC_WINDOW, MAX_LOG_CHUNK};
+use vt_guest_proto::{ExitStatus, Message, EXEC_WINDOW, MAX_LOG_CHUNK};
 
 /// What to run (see `vt_guest_proto::Message::ExecStart`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -49,6 +49,25 @@ pub(crate) enum ToGuest {
     Window(u32, u32),
     /// The client went away.
     Close(u32),
+}
+
+impl ToGuest {
+    pub(crate) fn session(&self) -> u32 {
+        match self {
+            ToGuest::Input(id, _) | ToGuest::Window(id, _) | ToGuest::Close(id) => *id,
+        }
+    }
+
+    pub(crate) fn into_message(self) -> Message {
+        match self {
+            ToGuest::Input(id, ExecInput::Stdin(data)) => Message::ExecStdin { id, data },
+            ToGuest::Input(id, ExecInput::StdinEof) => Message::ExecStdin { id, data: Vec::new() },
+            ToGuest::Input(id, ExecInput::Resize { rows, cols }) => Message::ExecResize { id, rows, cols },
+            ToGuest::Input(id, ExecInput::Signal(signo)) => Message::ExecSignal { id, signo },
+            ToGuest::Window(id, bytes) => Message::ExecWindow { id, bytes },
+            ToGuest::Close(id) => Message::ExecClose { id },
+        }
+    }
 }
 
 /// A request to open a session, answered by the guest channel task.

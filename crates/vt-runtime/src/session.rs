@@ -346,21 +346,9 @@ impl Session {
                     let _ = open.reply.send(Ok(session));
                 }
                 Some(t) = to_guest.recv() => {
-                    let m = match t {
-                        exec::ToGuest::Input(id, exec::ExecInput::Stdin(data)) => Message::ExecStdin { id, data },
-                        exec::ToGuest::Input(id, exec::ExecInput::StdinEof) => Message::ExecStdin { id, data: Vec::new() },
-                        exec::ToGuest::Input(id, exec::ExecInput::Resize { rows, cols }) => Message::ExecResize { id, rows, cols },
-                        exec::ToGuest::Input(id, exec::ExecInput::Signal(signo)) => Message::ExecSignal { id, signo },
-                        exec::ToGuest::Window(id, bytes) => Message::ExecWindow { id, bytes },
-                        exec::ToGuest::Close(id) => Message::ExecClose { id },
-                    };
-                    let id = match &m {
-                        Message::ExecStdin { id, .. } | Message::ExecResize { id, .. } | Message::ExecSignal { id, .. }
-                        | Message::ExecWindow { id, .. } | Message::ExecClose { id } => *id,
-                        _ => 0,
-                    };
-                    if conv.sessions.contains_key(&id) {
-                        let _ = send(&mut wr, &m).await;
+                    // A session that has ended takes nothing more.
+                    if conv.sessions.contains_key(&t.session()) {
+                        let _ = send(&mut wr, &t.into_message()).await;
                     }
                 }
                 c = ctl.recv() => match c {
