@@ -18,7 +18,7 @@
 #     --phases examples,coverage,fuzzing,stateful --max-examples 50 --seed 20251 \
 #     --workers 2 --request-timeout 15 --no-shrink
 #
-# The server is `vt server --no-agent --no-ingress` in a fresh data directory on a free
+# The server is `vt server --no-agent --no-ingress --no-workspace-origin` in a fresh data directory on a free
 # loopback port. Before the run this script makes what the operations need to find
 # (org `acme`, app `web`, env `prod`, a release, a deploy, node `node-1` with the instance
 # placed on it, a route, a token to revoke, a volume with a snapshot) through the API with the
@@ -60,7 +60,7 @@ trap cleanup EXIT
 # A free loopback port: bind :0, read it, let it go.
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 base="http://127.0.0.1:$port"
-"$vt" server --no-agent --no-ingress --sqlite-sync normal --data-dir "$work/data" --listen "127.0.0.1:$port" \
+"$vt" server --no-agent --no-ingress --no-workspace-origin --sqlite-sync normal --data-dir "$work/data" --listen "127.0.0.1:$port" \
     2>"$work/server.log" &
 server_pid=$!
 for _ in $(seq 100); do

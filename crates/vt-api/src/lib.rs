@@ -67,6 +67,8 @@ pub enum ErrorCode {
     Gone,
     /// This server cannot do it now (no node agent serves exec to it); retrying elsewhere or later may work.
     Unavailable,
+    /// Too many failed logins from this client; retry after `Retry-After` seconds.
+    RateLimited,
 }
 
 impl ErrorCode {
@@ -85,6 +87,7 @@ impl ErrorCode {
             Self::Internal => "internal",
             Self::Gone => "gone",
             Self::Unavailable => "unavailable",
+            Self::RateLimited => "rate_limited",
         }
     }
 }

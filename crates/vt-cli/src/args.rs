@@ -607,9 +607,27 @@ pub struct ServerArgs {
     pub command: Option<ServerCommand>,
     #[command(flatten)]
     pub store: StoreArgs,
-    /// Address to listen on
+    /// Address of the API origin: `/v1`, the registry at `/v2`, the console
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7411")]
     pub listen: std::net::SocketAddr,
+    /// Address of the workspace origin: `/workspace/NAME/` (a separate browser origin)
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7412", conflicts_with = "no_workspace_origin")]
+    pub workspace_listen: std::net::SocketAddr,
+    /// Do not serve the workspace origin in this server
+    #[arg(long)]
+    pub no_workspace_origin: bool,
+    /// Serve the API origin over TLS with this certificate chain (PEM)
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The API origin's private key (PEM)
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve the workspace origin over TLS with this certificate chain (PEM)
+    #[arg(long, value_name = "FILE", requires = "workspace_tls_key")]
+    pub workspace_tls_cert: Option<PathBuf>,
+    /// The workspace origin's private key (PEM)
+    #[arg(long, value_name = "FILE", requires = "workspace_tls_cert")]
+    pub workspace_tls_key: Option<PathBuf>,
     /// Addresses the ingress binds route ports on, comma-separated (IPv6 first)
     #[arg(long, value_name = "ADDRS", value_delimiter = ',', default_value = "::,0.0.0.0")]
     pub ingress_listen: Vec<std::net::IpAddr>,

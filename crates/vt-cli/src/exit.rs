@@ -45,7 +45,11 @@ impl ExitStatus {
             ErrorCode::NotFound => Self::NotFound,
             ErrorCode::NameTaken | ErrorCode::Conflict | ErrorCode::IdempotencyKeyReused => Self::Conflict,
             ErrorCode::Unauthorized | ErrorCode::Forbidden => Self::Unauthorized,
-            ErrorCode::ProjectionLag | ErrorCode::Internal | ErrorCode::Gone | ErrorCode::Unavailable => Self::Failure,
+            ErrorCode::ProjectionLag
+            | ErrorCode::Internal
+            | ErrorCode::Gone
+            | ErrorCode::Unavailable
+            | ErrorCode::RateLimited => Self::Failure,
         }
     }
 }

@@ -7,6 +7,7 @@
 //!   master.key                     the master key that wraps the envs' secret keys (0600; docs/secrets.md)
 //!   admin-token                    the first admin token, written on first start (0600)
 //!   node-token                     the in-process agent's token, bound to its node (0600)
+//!   console-password               the console user `vt`'s password: an admin token's secret (0600)
 //!   registry/                      the built-in OCI registry (docs/registry.md)
 //!   ingress-table.json             the route table the ingress last applied
 //!   agent/instances/<id>.json      the agent's record of each instance it ran
@@ -85,6 +86,10 @@ impl DataDir {
 
     pub fn node_token(&self) -> PathBuf {
         self.root.join("node-token")
+    }
+
+    pub fn console_password(&self) -> PathBuf {
+        self.root.join("console-password")
     }
 
     pub fn registry(&self) -> PathBuf {

@@ -13,13 +13,14 @@
 //! - the node agent, with a node token of its own (`vt-agent`), unless
 //!   switched off or the host cannot boot microVMs.
 //!
-//! [`Server::run`] serves the API with [`ConnectionLimits`] (`serve.rs`: header and
-//! body read timeouts, a cap on connections per client) until its shutdown future
-//! resolves, then stops in this order:
+//! [`Server::run`] serves both origins (`vt-front`): the API origin (`--listen`) and the
+//! workspace origin (`--workspace-listen`), each with [`ConnectionLimits`] (header and body
+//! read timeouts, a cap on connections per client), TLS when given a certificate, and a
+//! limit on failed logins, until its shutdown future resolves, then stops in this order:
 //!
 //! 1. nothing waits for news any more: the agent stops following (and reporting), the
 //!    control plane's long polls answer and its follow streams end;
-//! 2. the API stops accepting; requests in flight finish within the drain timeout
+//! 2. both origins stop accepting; requests in flight finish within the drain timeout
 //!    ([`ServerConfig::drain_timeout`]);
 //! 3. the agent stops its VMs within the VM stop timeout
 //!    ([`ServerConfig::vm_stop_timeout`]): through their guests, killed past it, taps and
@@ -42,17 +43,18 @@ use vt_ids::Hostname;
 pub use vt_store::SqliteOptions;
 use vt_store::{PgStore, SqliteStore, Store, StoreError};
 
+pub mod console;
 pub mod data_dir;
 pub mod exec;
 pub mod logs;
 pub mod master_key;
-pub mod serve;
 pub mod tokens;
 
 pub use data_dir::{DataDir, DataDirLock};
-pub use serve::ConnectionLimits;
 pub use vt_agent::NetworkConfig as NodeNetwork;
 pub use vt_control_plane::NetworkSettings;
+pub use vt_front::serve;
+pub use vt_front::ConnectionLimits;
 
 /// How a server is set up (the flags of `vt server`).
 #[derive(Debug, Clone)]
@@ -70,8 +72,12 @@ pub struct ServerConfig {
     pub agent: Option<Hostname>,
     /// The master key file; `None`: `<data-dir>/master.key`, made on first start.
     pub master_key_file: Option<PathBuf>,
-    /// Timeouts and the per-client connection cap of the API listener.
+    /// Timeouts and the per-client connection cap of both origins' listeners.
     pub limits: ConnectionLimits,
+    /// The API origin's certificate and key; `None`: plain HTTP.
+    pub tls: Option<TlsFiles>,
+    /// The workspace origin; `None`: not served.
+    pub workspace: Option<WorkspaceOrigin>,
     /// The cluster's guest network (the control plane's): nodes' IPv4 ranges, the guests' MTU.
     pub network: NetworkSettings,
     /// This node's guest network (its agent's): the nftables table, egress, allow and deny lists.
@@ -91,6 +97,23 @@ pub struct ServerConfig {
     pub vm_stop_timeout: Duration,
 }
 
+/// A certificate chain and its key, PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Where the workspace origin listens, and its certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkspaceOrigin {
+    pub listen: SocketAddr,
+    pub tls: Option<TlsFiles>,
+}
+
+/// The workspace origin's address, by default.
+pub const DEFAULT_WORKSPACE_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 7412);
+
 /// The VM stop timeout of a shutdown, by default.
 pub const DEFAULT_VM_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -107,6 +130,8 @@ impl ServerConfig {
             agent: None,
             master_key_file: None,
             limits: ConnectionLimits::default(),
+            tls: None,
+            workspace: None,
             network: Default::default(),
             node_network: Default::default(),
             disk_reserve: vt_disk::Reserve::default(),
@@ -150,6 +175,8 @@ pub enum ServerError {
     Tokens(#[from] tokens::TokenFileError),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Tls(#[from] vt_front::TlsError),
     #[error("cannot start the ingress: {0}")]
     Ingress(String),
     #[error("server failed: {0}")]
@@ -197,9 +224,14 @@ pub struct Server {
     /// Where the first start wrote the admin token.
     pub admin_token_written: Option<PathBuf>,
     pub notices: Vec<Notice>,
+    /// The workspace origin, when it is served.
+    pub front: Option<Arc<vt_front::Front>>,
     /// Held while the server runs: one server per data directory.
     _lock: DataDirLock,
     listener: tokio::net::TcpListener,
+    tls: Option<vt_front::Tls>,
+    workspace_listener: Option<(tokio::net::TcpListener, Option<vt_front::Tls>)>,
+    api_metrics: Arc<vt_front::OriginMetrics>,
     limits: ConnectionLimits,
     drain_timeout: Duration,
     vm_stop_timeout: Duration,
@@ -246,10 +278,17 @@ impl Server {
                 data.admin_token().display()
             )),
         });
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| ServerError::Listen { addr: config.listen, source })?;
+        let tls = config.tls.as_ref().map(|t| vt_front::Tls::from_pem_files(&t.cert, &t.key)).transpose()?;
+        let workspace_tls = match &config.workspace {
+            Some(WorkspaceOrigin { tls: Some(t), .. }) => Some(vt_front::Tls::from_pem_files(&t.cert, &t.key)?),
+            _ => None,
+        };
+        let listener = bind(config.listen).await?;
         let addr = listener.local_addr().map_err(ServerError::Serve)?;
+        let workspace_listener = match &config.workspace {
+            Some(origin) => Some((bind(origin.listen).await?, workspace_tls)),
+            None => None,
+        };
         // Single host: instance logs are the files of the agent of this data directory.
         let logs = Arc::new(logs::LocalLogs { dir: data.agent().logs });
         // Exec sessions too: opened by the agent of this process, once it runs.
@@ -268,14 +307,33 @@ impl Server {
             exec_grant_ttl: None,
         };
         let cp = ControlPlane::start(store, settings);
+        let (console_token, new_console) = tokens::console_password(&cp, &data).await?;
+        notices.push(Notice::Info(format!(
+            "{} the console user `vt`'s password {} {}",
+            if new_console { "wrote" } else { "kept" },
+            if new_console { "to" } else { "in" },
+            data.console_password().display()
+        )));
+        let front = match &workspace_listener {
+            Some(_) => {
+                let login = console::ConsoleLogin { store: cp.store.clone(), token: console_token };
+                let front = vt_front::Front::new(Box::new(login), vt_front::UpstreamLimits::default())
+                    .map_err(|e| ServerError::Config(format!("cannot make the workspace origin's session key: {e}")))?;
+                Some(front)
+            }
+            None => None,
+        };
         cp.ingress.set_tcp_ports(config.tcp_ports.clone());
         cp.backups.set(config.backup.clone());
         cp.backups.set_every(config.backup_every);
-        let ingress = match &config.ingress {
-            Some(addrs) => Some(start_ingress(&cp, &data, addrs, config.agent.as_ref()).await?),
+        let (ingress, edge) = match &config.ingress {
+            Some(addrs) => {
+                let (ingress, task, edge) = start_ingress(&cp, &data, addrs, config.agent.as_ref()).await?;
+                (Some((ingress, task)), Some(edge))
+            }
             None => {
                 cp.tasks.register("edge", || tasks::off("edge", EDGE, "switched off (`--no-ingress`)"));
-                None
+                (None, None)
             }
         };
         let agent = match &config.agent {
@@ -292,13 +350,19 @@ impl Server {
                 None
             }
         };
+        let api_metrics = vt_front::OriginMetrics::new("api");
+        publish_metrics(&cp, edge, &api_metrics, front.as_ref());
         Ok(Server {
             control_plane: cp,
             data,
             admin_token_written,
             notices,
+            front,
             _lock: lock,
             listener,
+            tls,
+            workspace_listener,
+            api_metrics,
             limits: config.limits,
             drain_timeout: config.drain_timeout,
             vm_stop_timeout: config.vm_stop_timeout,
@@ -315,13 +379,25 @@ impl Server {
         self.listener.local_addr()
     }
 
+    /// Where the workspace origin listens, when it is served.
+    pub fn workspace_addr(&self) -> Option<SocketAddr> {
+        self.workspace_listener.as_ref().and_then(|(l, _)| l.local_addr().ok())
+    }
+
+    /// The schemes the origins are served with: (`http`|`https`, the workspace origin's).
+    pub fn schemes(&self) -> (&'static str, &'static str) {
+        let scheme = |tls: bool| if tls { "https" } else { "http" };
+        (scheme(self.tls.is_some()), scheme(self.workspace_listener.as_ref().is_some_and(|(_, tls)| tls.is_some())))
+    }
+
     /// Serve until `shutdown` resolves, then stop everything in order (see the crate docs).
     pub async fn run(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<Stopped, ServerError> {
-        let app = vt_control_plane::http::router(self.control_plane.clone());
+        let app = api_origin(vt_control_plane::http::router(self.control_plane.clone()), &self.api_metrics);
         let began = Arc::new(std::sync::OnceLock::new());
+        let (stopping, stop) = tokio::sync::watch::channel(false);
         let begin = {
             let (cp, agent, began) = (self.control_plane.clone(), self.handle().agent, began.clone());
             async move {
@@ -332,10 +408,30 @@ impl Server {
                     agent.stop_following();
                 }
                 cp.close_streams();
+                stopping.send_replace(true);
             }
         };
-        let served =
-            serve::serve(self.listener, app, self.limits, self.drain_timeout, begin).await.map_err(ServerError::Serve);
+        let stopped = |mut stop: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        let workspace = match (self.workspace_listener, &self.front) {
+            (Some((listener, tls)), Some(front)) => Some(tokio::spawn(serve(
+                listener,
+                tls,
+                front.router(),
+                self.limits,
+                self.drain_timeout,
+                stopped(stop.clone()),
+            ))),
+            _ => None,
+        };
+        let api = serve(self.listener, self.tls, app, self.limits, self.drain_timeout, stopped(stop));
+        let (api, ()) = tokio::join!(api, begin);
+        let mut served = api.map_err(ServerError::Serve);
+        if let Some(workspace) = workspace {
+            let ended = workspace.await.unwrap_or_else(|e| Err(std::io::Error::other(e)));
+            served = served.and(ended.map_err(ServerError::Serve));
+        }
         let began = began.get().copied().unwrap_or_else(tokio::time::Instant::now);
         let mut stopped = Stopped { drained_in: began.elapsed(), ..Stopped::default() };
         if let Some((agent, mut task)) = self.agent {
@@ -360,6 +456,38 @@ impl Server {
         self.control_plane.shutdown();
         served.map(|()| stopped)
     }
+}
+
+/// The API origin: the control plane's routes, counted, with failed logins limited
+/// (refused as the API's `rate_limited` error).
+fn api_origin(router: axum::Router, metrics: &Arc<vt_front::OriginMetrics>) -> axum::Router {
+    let limiter = Arc::new(vt_front::LoginLimiter::new(vt_control_plane::http::too_many_logins));
+    router
+        .layer(axum::middleware::from_fn_with_state(limiter, vt_front::auth::limit_logins))
+        .layer(axum::middleware::from_fn_with_state(metrics.clone(), vt_front::metrics::count))
+}
+
+/// `GET /metrics`: the ingress's counters (when it runs) and both origins'.
+fn publish_metrics(
+    cp: &ControlPlane,
+    edge: Option<Arc<vt_edge::Edge>>,
+    api: &Arc<vt_front::OriginMetrics>,
+    front: Option<&Arc<vt_front::Front>>,
+) {
+    let (api, front) = (api.clone(), front.cloned());
+    cp.ingress.set_metrics(move || {
+        let mut text = edge.as_ref().map(|e| e.metrics_text()).unwrap_or_default();
+        text.push_str(&api.text());
+        if let Some(front) = &front {
+            text.push_str(&front.metrics().text());
+        }
+        text
+    });
+}
+
+/// A listener on `addr`.
+async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, ServerError> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|source| ServerError::Listen { addr, source })
 }
 
 const EDGE: &str = "keeps the ingress's route table in step with routes and ready instances";
@@ -387,7 +515,7 @@ async fn start_ingress(
     data: &DataDir,
     addrs: &[IpAddr],
     config_node: Option<&Hostname>,
-) -> Result<(vt_ingress::Ingress, JoinHandle<()>), ServerError> {
+) -> Result<(vt_ingress::Ingress, JoinHandle<()>, Arc<vt_edge::Edge>), ServerError> {
     let config = vt_ingress::IngressConfig {
         bind_addrs: addrs.to_vec(),
         state_path: Some(data.ingress_table()),
@@ -397,8 +525,6 @@ async fn start_ingress(
     // Its listener reports go under the agent's node name (the host's, without an agent).
     let node = config_node.map_or_else(host_name, Clone::clone);
     let edge = vt_edge::Edge::new(Arc::new(vt_edge::StoreSource(cp.store.clone())), ingress.clone(), node.to_string());
-    let metrics = edge.clone();
-    cp.ingress.set_metrics(move || metrics.metrics_text());
     let status = edge.clone();
     cp.tasks.register("edge", move || {
         let s = status.status();
@@ -411,8 +537,8 @@ async fn start_ingress(
             last_error: s.last_error,
         }
     });
-    let task = tokio::spawn(edge.run(Duration::from_secs(2), std::future::pending()));
-    Ok((ingress, task))
+    let task = tokio::spawn(edge.clone().run(Duration::from_secs(2), std::future::pending()));
+    Ok((ingress, task, edge))
 }
 
 /// The node agent, in this process, with its own node token: it registers this

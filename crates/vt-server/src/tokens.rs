@@ -1,5 +1,5 @@
-//! The tokens `vt server` makes for itself: the first admin token, and the
-//! in-process agent's node token. Each secret is written to its file (mode
+//! The tokens `vt server` makes for itself: the first admin token, the console user's
+//! password, and the in-process agent's node token. Each secret is written to its file (mode
 //! 0600) before its record is appended: a crash in between leaves a file
 //! whose token is unknown, and the next start makes a new one.
 
@@ -9,7 +9,7 @@ use vt_control_plane::auth::{self, Issued, TokenSpec};
 use vt_control_plane::authz::Caller;
 use vt_control_plane::ControlPlane;
 use vt_events::{Actor, NewEvent, TokenRole};
-use vt_ids::{Hostname, Name, NodeId};
+use vt_ids::{Hostname, Name, NodeId, TokenId};
 use vt_store::{AppendRequest, Store, StoreError};
 use vt_views::TokenView;
 
@@ -43,6 +43,27 @@ pub async fn bootstrap_admin(store: &dyn Store, data: &DataDir) -> Result<Option
     write_private(&path, &issued.secret)?;
     append(store, issued, None).await?;
     Ok(Some(path))
+}
+
+/// The console user's password (user `vt`, on both origins): the secret of an admin token
+/// named `console`, in `<data-dir>/console-password`. The one there is kept while it is a
+/// valid admin token; else (first start, or it was revoked to change it) a new one is made
+/// and written there. Returns the token's id and whether it is new.
+pub async fn console_password(cp: &ControlPlane, data: &DataDir) -> Result<(TokenId, bool), TokenFileError> {
+    let path = data.console_password();
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        if let Ok(Caller::Admin { token }) =
+            auth::authenticate(cp.store.as_ref(), text.trim(), chrono::Utc::now()).await?
+        {
+            return Ok((token, false));
+        }
+    }
+    let spec = TokenSpec { name: name("console"), role: TokenRole::Admin, org: None, node: None, expires_at: None };
+    let issued = issue(spec)?;
+    let token = issued.record.token_id;
+    write_private(&path, &issued.secret)?;
+    append(cp.store.as_ref(), issued, None).await?;
+    Ok((token, true))
 }
 
 /// The node token of the agent running in this server: the one in
@@ -91,7 +112,7 @@ fn name(s: &str) -> Name {
     Name::parse(s).unwrap_or_else(|e| unreachable!("`{s}` is a valid name: {e}"))
 }
 
-async fn append(store: &dyn Store, issued: Issued, revoke: Option<vt_ids::TokenId>) -> Result<(), StoreError> {
+async fn append(store: &dyn Store, issued: Issued, revoke: Option<TokenId>) -> Result<(), StoreError> {
     let actor = Actor::system("bootstrap");
     let mut request = AppendRequest {
         events: vec![NewEvent::new(issued.event, actor.clone(), None)],

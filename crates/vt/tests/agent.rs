@@ -23,6 +23,8 @@ fn start_server(dir: &Path, data: &Path) -> (common::ServerChild, String) {
         &[
             "--listen",
             "127.0.0.1:0",
+            "--workspace-listen",
+            "127.0.0.1:0",
             "--data-dir",
             data.to_str().unwrap(),
             "--sqlite-sync",

@@ -20,6 +20,7 @@ fn free_port() -> SocketAddr {
 fn start(dir: &Path, addr: SocketAddr) -> Child {
     Command::new(env!("CARGO_BIN_EXE_vt"))
         .args(["server", "--data-dir", dir.to_str().unwrap(), "--listen", &addr.to_string()])
+        .args(["--workspace-listen", "127.0.0.1:0"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -44,8 +44,9 @@ fn start() -> ExecServer {
             let addr = listener.local_addr().unwrap();
             tx.send((addr, token)).unwrap();
             let app = vt_control_plane::http::router(cp);
-            vt_server::serve::serve(
+            vt_front::serve(
                 listener,
+                None,
                 app,
                 Default::default(),
                 std::time::Duration::from_secs(1),

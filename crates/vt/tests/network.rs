@@ -244,6 +244,8 @@ fn start_server(ns: &Netns, dir: &Path, data: &Path, log: &Arc<Mutex<Vec<u8>>>) 
             "server",
             "--listen",
             "127.0.0.1:0",
+            "--workspace-listen",
+            "127.0.0.1:0",
             "--data-dir",
             data.to_str().unwrap(),
             "--sqlite-sync",

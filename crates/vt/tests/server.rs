@@ -14,7 +14,17 @@ fn serves_until_sigterm_then_rebuilds_offline() {
     let data_arg = data.to_str().unwrap();
     let mut child = vt_isolated(
         dir.path(),
-        &["server", "--listen", "127.0.0.1:0", "--data-dir", data_arg, "--sqlite-sync", "normal"],
+        &[
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--workspace-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data_arg,
+            "--sqlite-sync",
+            "normal",
+        ],
     )
     .stderr(Stdio::piped())
     .spawn()
@@ -135,7 +145,16 @@ fn an_idle_server_on_a_terminal_writes_nothing_after_its_ready_line() {
     }
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let args = ["--listen", "127.0.0.1:0", "--data-dir", data.to_str().unwrap(), "--sqlite-sync", "normal"];
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--workspace-listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--sqlite-sync",
+        "normal",
+    ];
     let (mut script, pid, output) =
         spawn_on_terminal(dir.path(), &[&args[..], &["--no-ingress", "--node-name", "idle-1"]].concat());
     let ready = wait_for_line(&output, "vt server ready on ", std::time::Duration::from_secs(60));

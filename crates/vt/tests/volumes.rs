@@ -72,6 +72,8 @@ fn a_volume_keeps_its_data_across_releases_and_serves_one_instance_at_a_time() {
         &[
             "--listen",
             "127.0.0.1:0",
+            "--workspace-listen",
+            "127.0.0.1:0",
             "--data-dir",
             data.to_str().unwrap(),
             "--sqlite-sync",
@@ -359,6 +361,8 @@ fn backup_server(dir: &Path, data: &Path, repo: &Path, password: &Path) -> (comm
         dir,
         &[
             "--listen",
+            "127.0.0.1:0",
+            "--workspace-listen",
             "127.0.0.1:0",
             "--data-dir",
             data.to_str().unwrap(),

@@ -94,6 +94,15 @@ pub async fn run(p: &Printer, args: ServerArgs) -> CliResult {
     config.ingress = (!args.no_ingress).then(|| args.ingress_listen.clone());
     config.agent = (!args.no_agent).then(|| args.node_name.clone().unwrap_or_else(vt_server::host_name));
     config.limits = limits(&args);
+    let tls = |cert: &Option<std::path::PathBuf>, key: &Option<std::path::PathBuf>| match (cert, key) {
+        (Some(cert), Some(key)) => Some(vt_server::TlsFiles { cert: cert.clone(), key: key.clone() }),
+        _ => None,
+    };
+    config.tls = tls(&args.tls_cert, &args.tls_key);
+    config.workspace = (!args.no_workspace_origin).then(|| vt_server::WorkspaceOrigin {
+        listen: args.workspace_listen,
+        tls: tls(&args.workspace_tls_cert, &args.workspace_tls_key),
+    });
     let (network, node_network) = network(&args.network)?;
     config.network = network;
     config.node_network = node_network;
@@ -126,9 +135,13 @@ pub async fn run(p: &Printer, args: ServerArgs) -> CliResult {
     let mut signals = Signals::new()?;
     let server = Server::start(&config).await.map_err(failed)?;
     let addr = server.local_addr()?;
+    let (scheme, workspace_scheme) = server.schemes();
     notices(p, &server.notices);
     p.notice(&format!("listening on {addr}"));
-    p.notice(&format!("vt server ready on http://{addr}"));
+    if let Some(workspaces) = server.workspace_addr() {
+        p.notice(&format!("workspaces on {workspace_scheme}://{workspaces}/workspace/NAME/ (user `vt`)"));
+    }
+    p.notice(&format!("vt server ready on {scheme}://{addr}"));
     let handle = server.handle();
     let (printer, data_dir) = (*p, config.data_dir.clone());
     let shutdown = async move {

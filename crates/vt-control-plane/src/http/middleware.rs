@@ -73,16 +73,43 @@ fn logged_path(path: &str) -> &str {
     }
 }
 
-/// The caller a request's `Authorization: Bearer` token stands for.
+/// The caller a request's `Authorization` stands for: `Bearer <token>`, or the console
+/// user's basic auth (user `vt`, a token as the password: the console's is in
+/// `<data-dir>/console-password`).
 pub(super) async fn caller(cp: &ControlPlane, headers: &HeaderMap) -> Result<Caller, ApiErr> {
-    let secret = single(headers, header::AUTHORIZATION.as_str())
+    let value = single(headers, header::AUTHORIZATION.as_str())
         .map_err(|_| ApiErr::unauthorized("send one `Authorization` header"))?
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim)
         .ok_or(AuthError::Missing)?;
-    Ok(auth::authenticate(cp.store.as_ref(), secret, chrono::Utc::now()).await??)
+    let (scheme, credentials) = value.split_once(' ').ok_or(AuthError::Missing)?;
+    let secret = if scheme.eq_ignore_ascii_case("bearer") {
+        credentials.trim().to_owned()
+    } else if scheme.eq_ignore_ascii_case("basic") {
+        console_password(credentials.trim())?
+    } else {
+        return Err(AuthError::Missing.into());
+    };
+    Ok(auth::authenticate(cp.store.as_ref(), &secret, chrono::Utc::now()).await??)
 }
+
+/// The password of `Basic <base64 of vt:password>`.
+fn console_password(encoded: &str) -> Result<String, ApiErr> {
+    use base64::Engine as _;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()
+        .and_then(|d| String::from_utf8(d).ok())
+        .ok_or_else(|| ApiErr::unauthorized("`Authorization: Basic` must be base64 of `vt:<password>`"))?;
+    match decoded.split_once(':') {
+        Some((CONSOLE_USER, password)) => Ok(password.to_owned()),
+        _ => Err(ApiErr::unauthorized(
+            "the console user is `vt`; its password is in <data-dir>/console-password (or send `Authorization: Bearer <token>`)",
+        )),
+    }
+}
+
+/// The console user's name (basic auth on both origins).
+pub const CONSOLE_USER: &str = "vt";
 
 /// Inside `/v1`: authenticate, then for mutations handle `Idempotency-Key`, and
 /// for reads honour `Vt-Min-Seq`.

@@ -14,7 +14,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
-use vt_api::{ErrorBody, IDEMPOTENT_REPLAYED, SEQ_HEADER};
+use vt_api::{ErrorBody, ErrorCode, IDEMPOTENT_REPLAYED, SEQ_HEADER};
 
 use crate::{ApiErr, ApiResult, Committed, ControlPlane};
 
@@ -137,6 +137,20 @@ async fn metrics(State(cp): Cp) -> ApiResult<Response> {
         .metrics_text()
         .ok_or_else(|| ApiErr::not_found("no ingress runs in this server (started with `--no-ingress`)"))?;
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response())
+}
+
+/// 429 `rate_limited` with `Retry-After`: a client failed to log in too often (`vt-front`'s
+/// limit on failed logins, on the API origin).
+pub fn too_many_logins(wait: std::time::Duration) -> Response {
+    let secs = wait.as_secs().max(1);
+    let mut resp = ApiErr::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::RateLimited,
+        format!("too many failed logins from this address; try again in {secs} s"),
+    )
+    .into_response();
+    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    resp
 }
 
 /// The longest error message and field path sent (in characters).

@@ -240,6 +240,8 @@ pub fn ingress_server_args(data: &Path, port: u16) -> Vec<String> {
     [
         "--listen",
         "127.0.0.1:0",
+        "--workspace-listen",
+        "127.0.0.1:0",
         "--data-dir",
         data,
         "--sqlite-sync",

@@ -1,4 +1,5 @@
-//! The API listener: HTTP/1.1 with bounded patience and a cap per client.
+//! The listener of an origin: HTTP/1.1, plain or TLS, with bounded patience and a cap per
+//! client. Both origins (the API's and the workspaces') are served by it.
 //!
 //! `axum::serve` waits for a client forever: a connection that never finishes its
 //! headers, or a body that stops arriving, holds a socket (and a task) until the
@@ -11,7 +12,12 @@
 //! - **body read timeout**: a request body may go this long without a byte; then
 //!   reading it fails as `io::ErrorKind::TimedOut` (the API answers 408);
 //! - **connections per client**: at most this many open connections from one IP
-//!   address; one more is closed as soon as it is accepted.
+//!   address; one more is closed as soon as it is accepted;
+//! - **TLS handshake**: with a certificate ([`Tls`]), the handshake must finish within the
+//!   header read timeout too.
+//!
+//! Each request carries its client's [`Peer`] (address, and whether it came over TLS) as
+//! an extension.
 //!
 //! A shutdown stops accepting, lets requests in flight finish for up to the drain
 //! timeout (`vt server --drain-timeout`, [`DEFAULT_DRAIN`]), then closes what is left.
@@ -31,7 +37,17 @@ use axum::Router;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+
+use crate::tls::Tls;
+
+/// Who sent a request: the client's address, and whether the connection is TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    pub addr: std::net::SocketAddr,
+    pub tls: bool,
+}
 
 /// How long requests in flight may take to finish once a shutdown begins, by default.
 pub const DEFAULT_DRAIN: Duration = Duration::from_secs(10);
@@ -58,10 +74,11 @@ impl Default for ConnectionLimits {
     }
 }
 
-/// Serve `app` on `listener` with `limits` until `shutdown` resolves, then let requests in
-/// flight finish for up to `drain` (see the module docs).
+/// Serve `app` on `listener` (through `tls`, when given) with `limits` until `shutdown`
+/// resolves, then let requests in flight finish for up to `drain` (see the module docs).
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<Tls>,
     app: Router,
     limits: ConnectionLimits,
     drain: Duration,
@@ -98,26 +115,25 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
-        let body_timeout = limits.body_read_timeout;
-        let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-            let req = req.map(|body| StallTimeout::new(body, body_timeout));
-            let mut app = app.clone();
-            async move { tower_service::Service::call(&mut app, req).await }
-        });
-        // With upgrades: `vt exec`'s WebSocket (`GET /v1/exec/{grant}`) takes the connection over.
-        let conn = http.serve_connection(TokioIo::new(stream), service).with_upgrades();
-        let (mut stop, drained) = (stop.clone(), drained.clone());
+        let http = http.clone();
+        let tls = tls.clone();
+        let (stop, drained) = (stop.clone(), drained.clone());
         tokio::spawn(async move {
-            tokio::pin!(conn);
-            let ended = tokio::select! {
-                ended = conn.as_mut() => ended,
-                () = async { drop(stop.wait_for(|stopping| *stopping).await) } => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
+            match tls {
+                None => {
+                    let peer = Peer { addr: peer, tls: false };
+                    connection(stream, peer, app, &http, limits.body_read_timeout, stop).await;
                 }
-            };
-            if let Err(e) = ended {
-                tracing::debug!(client = %peer, error = %e, "connection ended with an error");
+                Some(tls) => {
+                    match tokio::time::timeout(limits.header_read_timeout, tls.acceptor().accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            let peer = Peer { addr: peer, tls: true };
+                            connection(stream, peer, app, &http, limits.body_read_timeout, stop).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(client = %peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(client = %peer, "TLS handshake timed out"),
+                    }
+                }
             }
             drop(slot);
             drop(drained);
@@ -130,6 +146,39 @@ pub async fn serve(
         tracing::warn!(drain_secs = drain.as_secs(), "requests still in flight after the drain timeout; closing them");
     }
     Ok(())
+}
+
+/// Serve one connection until it ends, or until `stop` is set and its request in flight finished.
+async fn connection<S>(
+    stream: S,
+    peer: Peer,
+    app: Router,
+    http: &hyper::server::conn::http1::Builder,
+    body_timeout: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+        let mut req = req.map(|body| StallTimeout::new(body, body_timeout));
+        req.extensions_mut().insert(peer);
+        let mut app = app.clone();
+        async move { tower_service::Service::call(&mut app, req).await }
+    });
+    // With upgrades: `vt exec`'s WebSocket (`GET /v1/exec/{grant}`) and a workspace's take the
+    // connection over.
+    let conn = http.serve_connection(TokioIo::new(stream), service).with_upgrades();
+    tokio::pin!(conn);
+    let ended = tokio::select! {
+        ended = conn.as_mut() => ended,
+        () = async { drop(stop.wait_for(|stopping| *stopping).await) } => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = ended {
+        tracing::debug!(client = %peer.addr, error = %e, "connection ended with an error");
+    }
 }
 
 /// Open connections per client address.
