@@ -577,6 +577,8 @@ pub enum TaskState {
     /// The last activation failed; it retries.
     Failing,
     Stopped,
+    /// Another control plane on the same store runs it; this one takes over if it goes.
+    Standby,
 }
 
 /// `POST .../secrets`: set and unset secrets of an env. Values are base64

@@ -37,6 +37,7 @@ pub mod authz;
 pub mod error;
 pub mod exec;
 pub mod http;
+pub mod leader;
 pub mod logs;
 pub mod lookup;
 pub mod rebuild;
@@ -172,6 +173,8 @@ pub struct ControlPlane {
     pub network: NetworkSettings,
     /// Every background task of the server this control plane runs in, with its status.
     pub tasks: tasks::Tasks,
+    /// Whether this control plane runs the reconcilers (`leader.rs`).
+    pub leader: leader::Leader,
     background: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// `true` once the server stops: what waits for news (long polls, follow streams) ends.
     closing: tokio::sync::watch::Sender<bool>,
@@ -198,17 +201,19 @@ impl ControlPlane {
             backups: Default::default(),
             network: settings.network,
             tasks: Default::default(),
+            leader: Default::default(),
             background: Mutex::new(vec![]),
             closing: tokio::sync::watch::Sender::new(false),
         });
-        let projecting = tokio::spawn(projector.run(Duration::from_millis(250)));
+        let leading = tokio::spawn(leader::run(Arc::downgrade(&cp)));
+        let projecting = tokio::spawn(projector.run_led(Duration::from_millis(250), cp.leader.subscribe()));
         let scheduling = tokio::spawn(scheduler::run(Arc::downgrade(&cp)));
         tasks::register_control_plane(&cp);
         let collecting = registry::start_gc(&cp);
         cp.background
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .extend([projecting, scheduling].into_iter().chain(collecting));
+            .extend([leading, projecting, scheduling].into_iter().chain(collecting));
         cp
     }
 
@@ -248,6 +253,8 @@ impl ControlPlane {
         for task in self.background.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
             task.abort();
         }
+        // Its lock session closes with it: a standby takes over at its next try.
+        self.leader.set(None);
     }
 
     /// The hash a keyed request is remembered by: keyed with a secret of this
@@ -314,6 +321,8 @@ impl ControlPlane {
             tokens: plan.tokens,
             revocations: plan.revocations,
             secrets: plan.secrets,
+            // Any control plane serves the API; only its reconcilers are fenced.
+            fence: None,
         };
         let appended = match self.store.append(request).await {
             Ok(a) => a,

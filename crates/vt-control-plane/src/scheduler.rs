@@ -125,7 +125,7 @@ pub async fn run(cp: Weak<ControlPlane>) {
     loop {
         let Some(c) = cp.upgrade() else { return };
         let settings = c.scheduler.settings();
-        if settings.enabled {
+        if settings.enabled && c.leader.leading() {
             let result = activate(&c, &settings).await;
             let mut st = c.scheduler.status.lock().unwrap_or_else(|e| e.into_inner());
             st.runs += 1;
@@ -149,11 +149,13 @@ pub async fn run(cp: Weak<ControlPlane>) {
         }
         let interval = settings.interval;
         let wake = c.scheduler.wake.clone();
+        let mut leading = c.leader.subscribe();
         drop(c);
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
             r = head.changed() => if r.is_err() { return },
             _ = wake.notified() => {}
+            _ = leading.changed() => {}
         }
         // Let a burst of appends settle into one activation.
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -264,6 +266,7 @@ async fn activate(cp: &Arc<ControlPlane>, settings: &SchedulerSettings) -> ApiRe
             }
         }
         if !lost.events.is_empty() {
+            lost.fence = cp.leader.fence();
             let appended = cp.store.append(lost).await?;
             cp.projector.wait_for(appended.last_seq, Duration::from_secs(5)).await?;
             return Box::pin(activate(cp, settings)).await;
@@ -288,7 +291,9 @@ async fn activate(cp: &Arc<ControlPlane>, settings: &SchedulerSettings) -> ApiRe
         // Something was appended while deciding: the pinned versions may be newer than the views.
         return Err(ApiErr::conflict("the log moved while planning; planning again"));
     }
-    let appended = cp.store.append(writes.request).await?;
+    let mut request = writes.request;
+    request.fence = cp.leader.fence();
+    let appended = cp.store.append(request).await?;
     for (deploy, reason) in &writes.failed {
         tracing::warn!(%deploy, %reason, seq = appended.last_seq, "deploy failed");
     }

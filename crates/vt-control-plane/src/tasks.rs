@@ -53,10 +53,15 @@ pub(crate) fn register_control_plane(cp: &Arc<ControlPlane>) {
         let Some(cp) = weak.upgrade() else { return off("projector", description, "stopped") };
         let status = cp.projector.status();
         let error = status.iter().find_map(|p| p.error.as_ref().map(|e| format!("projection {}: {e}", p.name)));
+        let state = match (cp.leader.leading(), &error) {
+            (false, _) => TaskState::Standby,
+            (true, Some(_)) => TaskState::Failing,
+            (true, None) => TaskState::Running,
+        };
         BackgroundTask {
             name: "projector".into(),
             description: description.into(),
-            state: if error.is_some() { TaskState::Failing } else { TaskState::Running },
+            state,
             activations: cp.projector.progress(),
             last_activation_at: None,
             last_error: error,
@@ -67,10 +72,11 @@ pub(crate) fn register_control_plane(cp: &Arc<ControlPlane>) {
         let description = "places instances, rolls deploys, fails them fast, restarts crash loops";
         let Some(cp) = weak.upgrade() else { return off("scheduler", description, "stopped") };
         let s = cp.scheduler.status();
-        let state = match (cp.scheduler.settings().enabled, &s.last_error) {
-            (false, _) => TaskState::Off,
-            (true, Some(_)) => TaskState::Failing,
-            (true, None) => TaskState::Running,
+        let state = match (cp.scheduler.settings().enabled, cp.leader.leading(), &s.last_error) {
+            (false, _, _) => TaskState::Off,
+            (true, false, _) => TaskState::Standby,
+            (true, true, Some(_)) => TaskState::Failing,
+            (true, true, None) => TaskState::Running,
         };
         BackgroundTask {
             name: "scheduler".into(),

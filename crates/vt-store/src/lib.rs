@@ -29,11 +29,13 @@ use vt_events::{AggregateType, Envelope, NewEvent, TokenRole};
 use vt_ids::{AppId, NodeId, OrgId, TokenId};
 use vt_views::{ViewKind, ViewRow};
 
+mod leader;
 mod projector;
 mod schema;
 mod sql;
 pub mod suite;
 
+pub use leader::{Fence, Lead, Leadership};
 pub use projector::{ProjectionStatus, Projector, WaitError};
 pub use sql::{PgStore, SqliteOptions, SqliteStore};
 
@@ -206,6 +208,8 @@ pub struct AppendRequest {
     pub tokens: Vec<TokenRecord>,
     pub revocations: Vec<TokenRevocation>,
     pub secrets: Vec<SecretWrite>,
+    /// Append only while this leader still leads (see [`Leadership`]).
+    pub fence: Option<Fence>,
 }
 
 /// Where an append landed.
@@ -276,6 +280,9 @@ pub enum StoreError {
     /// A rule the append itself checks would break (the last active admin token revoked).
     #[error("{0}")]
     Refused(String),
+    /// The append was fenced by a leadership this process no longer holds.
+    #[error("this control plane no longer leads (another one took over); its reconcilers stand by")]
+    Fenced,
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
 }
@@ -290,6 +297,7 @@ impl StoreError {
                 | Self::IdempotencyRace { .. }
                 | Self::CheckpointRace { .. }
                 | Self::Refused(_)
+                | Self::Fenced
         )
     }
 }
@@ -309,6 +317,10 @@ pub trait Store: Send + Sync + 'static {
     /// token records in one transaction. Preconditions are checked under the
     /// store's write lock; on any failure nothing is written.
     async fn append(&self, request: AppendRequest) -> Result<Appended, StoreError>;
+
+    /// Leadership of the control planes sharing this store, if this process can take it
+    /// now (see [`Leadership`]); `None`: another one leads.
+    async fn try_lead(&self) -> Result<Option<Leadership>, StoreError>;
 
     /// The seq of the last committed event (0 for an empty log).
     async fn head(&self) -> Result<u64, StoreError>;

@@ -75,8 +75,26 @@ impl Projector {
     /// Run activations forever: woken by appends through this process's store
     /// handle, and at least every `poll` for appends made by other processes.
     pub async fn run(self: Arc<Self>, poll: Duration) {
+        self.run_led(poll, watch::channel(true).1).await
+    }
+
+    /// [`Projector::run`] while `leading` says this process leads; otherwise stand by:
+    /// only follow the leader's checkpoints (every `poll`), so what waits for fresh views
+    /// (`Vt-Min-Seq`, reads after writes) works on a standby too.
+    pub async fn run_led(self: Arc<Self>, poll: Duration, mut leading: watch::Receiver<bool>) {
         let mut head = self.store.subscribe_head();
         loop {
+            if !*leading.borrow_and_update() {
+                if let Err(e) = self.observe().await {
+                    tracing::warn!(error = %e, "reading the leader's checkpoints failed; retrying");
+                }
+                tokio::select! {
+                    _ = leading.changed() => {}
+                    _ = head.changed() => {}
+                    _ = tokio::time::sleep(poll) => {}
+                }
+                continue;
+            }
             match self.step().await {
                 Ok(n) if n > 0 => continue,
                 Ok(_) => {}
@@ -94,6 +112,15 @@ impl Projector {
                 }
             }
         }
+    }
+
+    /// On a standby: publish the checkpoints the leader's projector reached.
+    pub async fn observe(&self) -> Result<(), StoreError> {
+        let stored = self.store.checkpoints().await?;
+        let checkpoints: Vec<u64> =
+            self.projections.iter().map(|p| stored.get(p.name()).copied().unwrap_or(0)).collect();
+        self.publish(&checkpoints, &BTreeMap::new());
+        Ok(())
     }
 
     /// One activation. Returns how many events it consumed.

@@ -275,7 +275,7 @@ where
 }
 
 macro_rules! store_impl {
-    ($store:ty, $backend:expr, $db:ty, lock = |$tx:ident| $lock:expr) => {
+    ($store:ty, $backend:expr, $db:ty, lock = |$tx:ident| $lock:expr, lead = |$pool:ident| $lead:expr) => {
         impl $store {
             fn assemble(pool: sqlx::Pool<$db>, head: u64) -> Self {
                 let (jobs, rx) = mpsc::unbounded_channel();
@@ -410,6 +410,19 @@ macro_rules! store_impl {
                         .await?;
                     if let Some(owner) = owner.filter(|o| *o != claim.owner) {
                         return Err(StoreError::NameTaken { scope: claim.scope, name: claim.name.clone(), owner });
+                    }
+                }
+                if let Some(pid) = req.fence.and_then(|f| f.pg_backend) {
+                    let held: i64 = sqlx::query_scalar(
+                        "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND classid::bigint = $1 AND objid::bigint = $2 AND objsubid = 1 AND pid = $3 AND granted",
+                    )
+                    .bind(crate::leader::PG_LEADER_LOCK >> 32)
+                    .bind(crate::leader::PG_LEADER_LOCK & 0xffff_ffff)
+                    .bind(pid)
+                    .fetch_one(&mut **tx)
+                    .await?;
+                    if held == 0 {
+                        return Err(StoreError::Fenced);
                     }
                 }
                 if let Some(r) = req.revocations.iter().find(|r| r.keep_an_admin) {
@@ -554,6 +567,11 @@ macro_rules! store_impl {
         impl Store for $store {
             fn backend(&self) -> Backend {
                 $backend
+            }
+
+            async fn try_lead(&self) -> Result<Option<Leadership>, StoreError> {
+                let $pool = &self.pool;
+                $lead
             }
 
             async fn append(&self, req: AppendRequest) -> Result<Appended, StoreError> {
@@ -855,12 +873,26 @@ macro_rules! store_impl {
     };
 }
 
-store_impl!(SqliteStore, Backend::Sqlite, sqlx::Sqlite, lock = |tx| {});
+store_impl!(
+    SqliteStore,
+    Backend::Sqlite,
+    sqlx::Sqlite,
+    lock = |tx| {},
+    lead = |pool| {
+        let _ = pool;
+        Ok(Some(Leadership::alone()))
+    }
+);
 store_impl!(
     PgStore,
     Backend::Postgres,
     sqlx::Postgres,
     lock = |tx| {
         sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(PG_WRITE_LOCK).execute(&mut *tx).await?;
+    },
+    lead = |pool| {
+        // A session of its own, out of the pool: the lock lives as long as it.
+        let conn = pool.acquire().await?.detach();
+        Ok(Leadership::try_postgres(conn).await?)
     }
 );

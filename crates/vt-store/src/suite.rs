@@ -64,6 +64,16 @@ where
     tokens_and_heartbeats(fresh().await).await;
     the_last_admin_token_is_never_revoked(fresh().await).await;
     sealed_secrets_commit_with_their_events(fresh().await).await;
+    a_leader_appends_with_its_fence(fresh().await).await;
+}
+
+/// Any backend gives the process that asks first the leadership, and takes appends fenced
+/// by it (PostgreSQL's two-leader cases: `tests/postgres.rs`).
+pub async fn a_leader_appends_with_its_fence(store: Arc<dyn Store>) {
+    let lead = store.try_lead().await.unwrap().expect("a lone process leads");
+    assert!(lead.held().await);
+    let (_, ev) = org_created("fenced");
+    store.append(AppendRequest { events: vec![ev], fence: Some(lead.fence()), ..Default::default() }).await.unwrap();
 }
 
 pub async fn appends_get_dense_seqs_and_round_trip(store: Arc<dyn Store>) {
