@@ -115,7 +115,7 @@ pub struct AgentConfig {
 impl AgentConfig {
     /// Defaults: the backend from `VT_RUNTIME` (default qemu), the guest kernel from
     /// `VT_GUEST_DIR` (default `/var/cache/vt/guest`), qemu's accelerator from
-    /// `VT_QEMU_ACCEL` (default tcg), Firecracker from `FIRECRACKER_BIN` (default `PATH`),
+    /// `VT_QEMU_ACCEL` (default auto: KVM where it runs our guests, else TCG), Firecracker from `FIRECRACKER_BIN` (default `PATH`),
     /// a 10 s resync, 5 s heartbeats.
     pub fn new(server: &str, token: Option<String>, node_name: vt_api::Hostname, dirs: AgentDirs) -> Self {
         let guest_dir = vt_runtime::qemu::default_guest_dir();

@@ -360,10 +360,11 @@ async fn probe_in(cfg: &FirecrackerConfig, dir: &Path, timeout: Duration) -> Res
     }
 }
 
-/// True when `/dev/kvm` exists and a [`probe_boot`] works within 10 s.
+/// Ok when `/dev/kvm` exists, is not PVM ([`crate::kvm::KvmHost`], told at once) and a
+/// [`probe_boot`] works within 10 s (its Firecracker is killed either way).
 pub async fn probe_kvm(cfg: &FirecrackerConfig) -> Result<(), String> {
-    if !Path::new("/dev/kvm").exists() {
-        return Err("/dev/kvm does not exist".into());
+    if let Some(why) = crate::kvm::KvmHost::detect().unusable() {
+        return Err(why.into());
     }
     probe_boot(cfg, Duration::from_secs(10)).await.map(|_| ())
 }

@@ -25,6 +25,7 @@ use tokio::task::JoinHandle;
 pub mod cgroup;
 pub mod exec;
 pub mod firecracker;
+pub mod kvm;
 pub mod lifecycle;
 pub mod net;
 pub mod qemu;

@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, OnceCell};
 
 use vt_guest_proto::PORT_NAME;
 
+use crate::kvm::KvmHost;
 use crate::session::{self, Session, Vmm};
 use crate::{AttachSpec, BoxFuture, Control, InstanceSpec, Launch, Outcome, Runtime, RuntimeError, State, Vm};
 
@@ -36,7 +37,8 @@ pub enum Accel {
     Tcg,
     /// KVM, without checking it works.
     Kvm,
-    /// KVM if `/dev/kvm` exists and a probe boot on it succeeds (once per runtime), else TCG.
+    /// KVM if `/dev/kvm` exists, is not PVM ([`crate::kvm::KvmHost`]) and a probe boot on it
+    /// succeeds (once per runtime), else TCG.
     Auto,
 }
 
@@ -91,7 +93,7 @@ impl QemuConfig {
             qemu_bin: "qemu-system-x86_64".into(),
             kernel: dir.join("vmlinux"),
             initramfs: dir.join("initramfs.cpio"),
-            accel: Accel::Tcg,
+            accel: Accel::Auto,
             tsc_khz: None,
             verbose_console: false,
             mkfs_bin: "mkfs.ext4".into(),
@@ -134,13 +136,17 @@ impl QemuRuntime {
             .resolved_accel
             .get_or_init(|| async {
                 match self.cfg.accel {
-                    Accel::Auto => {
-                        if Path::new("/dev/kvm").exists() && probe_kvm(&self.cfg).await {
-                            Accel::Kvm
-                        } else {
+                    Accel::Auto => match KvmHost::detect().unusable() {
+                        Some(why) => {
+                            tracing::info!("microVMs run under TCG (software emulation): {why}");
                             Accel::Tcg
                         }
-                    }
+                        None if probe_kvm(&self.cfg).await => Accel::Kvm,
+                        None => {
+                            tracing::info!("microVMs run under TCG: a probe boot under KVM did not finish in 10 s");
+                            Accel::Tcg
+                        }
+                    },
                     a => a,
                 }
             })
@@ -270,7 +276,8 @@ fn qpath(p: &Path) -> String {
 }
 
 /// Boot the kernel with `vt.probe` under KVM: init powers off at once. True when that works
-/// within a few seconds (PVM-style nested "KVM" crawls, dies or makes QEMU abort instead).
+/// within a few seconds (a nested "KVM" that cannot run the guest crawls, dies or makes QEMU
+/// abort instead; PVM is told apart before any boot, [`crate::kvm::KvmHost`]).
 pub async fn probe_kvm(cfg: &QemuConfig) -> bool {
     bare_boot(cfg, Accel::Kvm, Duration::from_secs(10)).await.is_ok()
 }
