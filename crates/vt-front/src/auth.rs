@@ -242,12 +242,20 @@ fn unix_now() -> u64 {
 pub struct LoginLimiter {
     clients: Mutex<HashMap<IpAddr, Failures>>,
     refusal: fn(Duration) -> Response,
+    /// Count only 401s marked [`LoginFailed`] (the workspace origin: a workspace's own 401
+    /// is not a failed login of ours).
+    marked_only: bool,
 }
 
+/// Marks a 401 as a failed login of the origin itself (a response extension).
+#[derive(Debug, Clone, Copy)]
+pub struct LoginFailed;
+
 impl Default for LoginLimiter {
-    /// Refusals are a page ([`crate::pages::too_many_logins`]).
+    /// The workspace origin's: refusals are a page ([`crate::pages::too_many_logins`]), and
+    /// only its own 401s count.
     fn default() -> Self {
-        LoginLimiter::new(crate::pages::too_many_logins)
+        LoginLimiter::new(crate::pages::too_many_logins).marked_only()
     }
 }
 
@@ -262,7 +270,13 @@ const TRACKED_MAX: usize = 16 * 1024;
 impl LoginLimiter {
     /// A limiter that answers a refused login with `refusal(wait)`.
     pub fn new(refusal: fn(Duration) -> Response) -> LoginLimiter {
-        LoginLimiter { clients: Mutex::default(), refusal }
+        LoginLimiter { clients: Mutex::default(), refusal, marked_only: false }
+    }
+
+    /// Count only the 401s marked [`LoginFailed`].
+    pub fn marked_only(mut self) -> LoginLimiter {
+        self.marked_only = true;
+        self
     }
 
     /// `Some(wait)`: `client` failed too often; refuse it for `wait`.
@@ -300,7 +314,9 @@ pub async fn limit_logins(State(limiter): State<Arc<LoginLimiter>>, req: Request
         return (limiter.refusal)(wait);
     }
     let resp = next.run(req).await;
-    if resp.status() == StatusCode::UNAUTHORIZED {
+    if resp.status() == StatusCode::UNAUTHORIZED
+        && (!limiter.marked_only || resp.extensions().get::<LoginFailed>().is_some())
+    {
         limiter.failed(client);
     }
     resp

@@ -34,6 +34,7 @@ pub fn unauthorized() -> Response {
     );
     resp.headers_mut()
         .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"vt workspaces\", charset=\"UTF-8\""));
+    resp.extensions_mut().insert(crate::auth::LoginFailed);
     resp
 }
 

@@ -69,7 +69,11 @@ async fn backend(listener: TcpListener) {
         tokio::time::sleep(Duration::from_secs(3600)).await;
         "late"
     }
-    let app = Router::new().route("/ws", get(ws)).route("/hang", get(hang)).fallback(echo);
+    async fn private() -> (axum::http::StatusCode, &'static str) {
+        (axum::http::StatusCode::UNAUTHORIZED, "the workspace's own app says no")
+    }
+    let app =
+        Router::new().route("/ws", get(ws)).route("/hang", get(hang)).route("/private", get(private)).fallback(echo);
     axum::serve(listener, app).await.unwrap();
 }
 
@@ -211,7 +215,13 @@ async fn failed_logins_are_limited() {
     let f = start_front(UpstreamLimits::default(), None).await;
     f.front.apply(FrontTable::new([serving("dev", b, &[])]).unwrap());
     let c = client();
+    // A workspace's own 401s (the browser still sends the console credentials) are no failed logins.
+    let private = format!("{}/workspace/dev/private", f.url);
+    for _ in 0..vt_front::auth::MAX_FAILURES + 2 {
+        assert_eq!(c.get(&private).header("authorization", auth()).send().await.unwrap().status(), 401);
+    }
     let url = format!("{}/workspace/dev/", f.url);
+    assert_eq!(c.get(&url).header("authorization", auth()).send().await.unwrap().status(), 200);
     for _ in 0..vt_front::auth::MAX_FAILURES {
         assert_eq!(c.get(&url).header("authorization", basic("vt", "guess")).send().await.unwrap().status(), 401);
     }
