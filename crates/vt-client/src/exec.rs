@@ -119,7 +119,9 @@ pub(crate) async fn connect(base: &str, token: Option<&str>, path: &str) -> Resu
     let mut config = WebSocketConfig::default();
     config.max_message_size = Some(MAX_FRAME);
     config.max_frame_size = Some(MAX_FRAME);
-    let connecting = tokio_tungstenite::connect_async_with_config(req, Some(config), true);
+    let tls = crate::tls::config().map_err(|message| Error::Connect { url: shown.clone(), message })?;
+    let connector = tokio_tungstenite::Connector::Rustls(tls);
+    let connecting = tokio_tungstenite::connect_async_tls_with_config(req, Some(config), true, Some(connector));
     match tokio::time::timeout(std::time::Duration::from_secs(30), connecting).await {
         Err(_) => Err(Error::Timeout { url: shown }),
         Ok(Ok((ws, _))) => Ok(ExecConnection { ws, url: shown }),

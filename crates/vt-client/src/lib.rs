@@ -20,6 +20,7 @@ pub use vt_api;
 
 pub mod exec;
 pub mod registry;
+pub mod tls;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -69,6 +70,8 @@ pub struct Committed<T> {
 #[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::Client,
+    /// Why no request may be sent (`VT_CA_CERT` unusable), if so.
+    refused: Option<String>,
     base: String,
     token: Option<String>,
     tries: u32,
@@ -92,13 +95,15 @@ fn seg(s: &str) -> String {
 impl Client {
     /// `base` is the server's root URL (`http://127.0.0.1:7411`), without `/v1`.
     pub fn new(base: &str, token: Option<String>) -> Self {
-        let http = reqwest::Client::builder()
+        let (builder, refused) = tls::http_builder();
+        let http = builder
             .connect_timeout(Duration::from_secs(5))
             .user_agent(concat!("vt/", env!("CARGO_PKG_VERSION")))
             .build()
             .unwrap_or_default();
         Client {
             http,
+            refused,
             base: base.trim_end_matches('/').to_owned(),
             token,
             tries: 3,
@@ -134,6 +139,9 @@ impl Client {
     }
 
     async fn send(&self, url: &str, rb: reqwest::RequestBuilder) -> Result<reqwest::Response> {
+        if let Some(why) = &self.refused {
+            return Err(Error::Connect { url: url.to_owned(), message: why.clone() });
+        }
         let resp = rb.send().await.map_err(|e| transport(url, e))?;
         if resp.status().is_success() {
             return Ok(resp);

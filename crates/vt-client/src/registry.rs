@@ -33,6 +33,8 @@ pub enum BlobPush {
 
 pub struct RegistryClient {
     http: reqwest::Client,
+    /// Why no request may be sent (`VT_CA_CERT` unusable), if so.
+    refused: Option<String>,
     base: String,
     token: Option<String>,
 }
@@ -40,11 +42,9 @@ pub struct RegistryClient {
 impl RegistryClient {
     /// `base` is the server's root URL (the registry is at `<base>/v2/`).
     pub fn new(base: &str, token: Option<String>) -> Self {
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("vt/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .unwrap_or_default();
-        RegistryClient { http, base: base.trim_end_matches('/').to_owned(), token }
+        let (builder, refused) = crate::tls::http_builder();
+        let http = builder.user_agent(concat!("vt/", env!("CARGO_PKG_VERSION"))).build().unwrap_or_default();
+        RegistryClient { http, refused, base: base.trim_end_matches('/').to_owned(), token }
     }
 
     fn req(&self, method: Method, url: &str) -> reqwest::RequestBuilder {
@@ -62,6 +62,9 @@ impl RegistryClient {
         rb: reqwest::RequestBuilder,
         ok: &[StatusCode],
     ) -> Result<reqwest::Response, RegistryError> {
+        if let Some(why) = &self.refused {
+            return Err(RegistryError::Connect { url: url.to_owned(), message: why.clone() });
+        }
         let resp =
             rb.send().await.map_err(|e| RegistryError::Connect { url: url.to_owned(), message: e.to_string() })?;
         if ok.contains(&resp.status()) {

@@ -156,3 +156,64 @@ fn two_origins_with_one_console_user() {
     let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     assert!(child.wait().unwrap().success());
 }
+
+/// Both origins over TLS with the operator's certificate; the CLI trusts it through
+/// `VT_CA_CERT` and says what is wrong without it.
+#[test]
+fn both_origins_serve_tls_and_the_cli_follows() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap().self_signed(&key).unwrap();
+    let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    let (cert_arg, key_arg) = (cert_file.to_str().unwrap(), key_file.to_str().unwrap());
+    let args = [
+        "--listen",
+        "127.0.0.1:0",
+        "--workspace-listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--sqlite-sync",
+        "normal",
+        "--no-agent",
+        "--no-ingress",
+        "--tls-cert",
+        cert_arg,
+        "--tls-key",
+        key_arg,
+        "--workspace-tls-cert",
+        cert_arg,
+        "--workspace-tls-key",
+        key_arg,
+    ];
+    let (mut child, url, output) = spawn_vt_server_captured(dir.path(), &args);
+    let text = String::from_utf8_lossy(&output.lock().unwrap()).into_owned();
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    assert!(text.contains("workspaces on https://127.0.0.1:"), "{text}");
+    let url = url.replace("127.0.0.1", "localhost");
+    let vt = |ca: Option<&str>| {
+        let mut c = vt_isolated(dir.path(), &["org", "list"]);
+        c.env("VT_DATA_DIR", &data).env("VT_SERVER", &url);
+        if let Some(ca) = ca {
+            c.env("VT_CA_CERT", ca);
+        }
+        Run::of(c.output().unwrap(), dir.path())
+    };
+    let r = vt(Some(cert_arg));
+    assert_eq!(r.code, 0, "{}", r.text);
+    let r = vt(None);
+    assert_ne!(r.code, 0);
+    assert!(r.text.contains("certificate"), "untrusted: {}", r.text);
+    let r = vt(Some(key_arg));
+    assert_ne!(r.code, 0);
+    assert!(r.text.contains("VT_CA_CERT=") && r.text.contains("key.pem"), "{}", r.text);
+    // Plain HTTP to a TLS origin gets nowhere.
+    let plain = url.replace("https://localhost", "127.0.0.1").to_owned();
+    let answer = std::panic::catch_unwind(|| get(&plain, "/v1/orgs", &[])).unwrap_or_default();
+    assert!(!answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    assert!(child.wait().unwrap().success());
+}
