@@ -11,29 +11,15 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{acme_with_busybox, spawn_vt_server, vt_at};
+use common::{acme_with_busybox, plain_server_args, spawn_vt_server, vt_at};
 
 fn guest_ready() -> bool {
     vt_runtime::testing::guest_or_skip("the agent CLI test", &[vt_image::testing::BUSYBOX]).is_some()
 }
 
 fn start_server(dir: &Path, data: &Path) -> (common::ServerChild, String) {
-    spawn_vt_server(
-        dir,
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--workspace-listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--sqlite-sync",
-            "normal",
-            "--no-ingress",
-            "--node-name",
-            "node-1",
-        ],
-    )
+    let args = plain_server_args(data, &[]);
+    spawn_vt_server(dir, &args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 /// org/app/env, the busybox image pushed, a deploy of `command` and one `web` instance.

@@ -14,7 +14,9 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{acme_with_busybox, spawn_vt_server, vt_at, vt_isolated, Run, TestServer, DIGEST_IMAGE};
+use common::{
+    acme_with_busybox, plain_server_args, spawn_vt_server, vt_at, vt_isolated, Run, TestServer, DIGEST_IMAGE,
+};
 use serde_json::json;
 use vt_client::vt_api::RegisterNode;
 
@@ -67,22 +69,8 @@ fn a_volume_keeps_its_data_across_releases_and_serves_one_instance_at_a_time() {
     }
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let (mut child, url) = spawn_vt_server(
-        dir.path(),
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--workspace-listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--sqlite-sync",
-            "normal",
-            "--no-ingress",
-            "--node-name",
-            "node-1",
-        ],
-    );
+    let args = plain_server_args(&data, &[]);
+    let (mut child, url) = spawn_vt_server(dir.path(), &args.iter().map(String::as_str).collect::<Vec<_>>());
     let vt = |args: &[&str]| vt_at(dir.path(), &data, &url, args);
     let vt_any = |args: &[&str]| {
         let mut c = vt_isolated(dir.path(), args);
@@ -357,28 +345,16 @@ fn restic_ready() -> bool {
 
 /// `vt server` on `data` with its agent as node-1, backing volumes up to `repo`.
 fn backup_server(dir: &Path, data: &Path, repo: &Path, password: &Path) -> (common::ServerChild, String) {
-    spawn_vt_server(
-        dir,
-        &[
-            "--listen",
-            "127.0.0.1:0",
-            "--workspace-listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--sqlite-sync",
-            "normal",
-            "--no-ingress",
-            "--node-name",
-            "node-1",
-            "--backup-repo",
-            repo.to_str().unwrap(),
-            "--backup-password-file",
-            password.to_str().unwrap(),
-            "--backup-keep",
-            "last=5,daily=7",
-        ],
-    )
+    let extra = [
+        "--backup-repo",
+        repo.to_str().unwrap(),
+        "--backup-password-file",
+        password.to_str().unwrap(),
+        "--backup-keep",
+        "last=5,daily=7",
+    ];
+    let args = plain_server_args(data, &extra);
+    spawn_vt_server(dir, &args.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 #[test]

@@ -257,6 +257,27 @@ pub fn ingress_server_args(data: &Path, port: u16) -> Vec<String> {
     .to_vec()
 }
 
+/// The flags of a test `vt server` without the ingress: both origins on free loopback
+/// ports, `data`, fast SQLite, the in-process agent as node `node-1`; then `extra`.
+#[allow(dead_code)]
+pub fn plain_server_args(data: &Path, extra: &[&str]) -> Vec<String> {
+    let data = data.to_str().unwrap();
+    let base = [
+        "--listen",
+        "127.0.0.1:0",
+        "--workspace-listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data,
+        "--sqlite-sync",
+        "normal",
+        "--no-ingress",
+        "--node-name",
+        "node-1",
+    ];
+    base.iter().chain(extra).map(|s| s.to_string()).collect()
+}
+
 /// One HTTP/1.0 GET of `path` through the ingress on `port`: the body, or why not.
 #[allow(dead_code)]
 pub fn http_get(port: u16, path: &str) -> Result<Vec<u8>, String> {
