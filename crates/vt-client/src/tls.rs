@@ -54,21 +54,10 @@ fn build(extra: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
 /// every request when that configuration could not be made.
 pub(crate) fn http_builder() -> (reqwest::ClientBuilder, Option<String>) {
     let builder = reqwest::Client::builder();
-    let (config, refused) = match config() {
-        Ok(c) => (c, None),
-        // The system's roots only, for a client that sends nothing anyway (reqwest needs one).
-        Err(e) => (system(), Some(e)),
-    };
-    (builder.use_preconfigured_tls((*config).clone()), refused)
-}
-
-fn system() -> Arc<rustls::ClientConfig> {
-    static SYSTEM: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
-    SYSTEM
-        .get_or_init(|| {
-            build(None).unwrap_or_else(|e| unreachable!("the system's roots alone always make a config: {e}"))
-        })
-        .clone()
+    match config() {
+        Ok(c) => (builder.use_preconfigured_tls((*c).clone()), None),
+        Err(e) => (builder, Some(e)),
+    }
 }
 
 #[cfg(test)]
