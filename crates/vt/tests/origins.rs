@@ -30,19 +30,8 @@ fn status(answer: &str) -> u16 {
 }
 
 fn start(dir: &std::path::Path, data: &std::path::Path) -> (common::ServerChild, String, String, String) {
-    let args = [
-        "--listen",
-        "127.0.0.1:0",
-        "--workspace-listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--sqlite-sync",
-        "normal",
-        "--no-agent",
-        "--no-ingress",
-    ];
-    let (child, url, output) = spawn_vt_server_captured(dir, &args);
+    let args = common::loopback_args(data, &["--no-agent", "--no-ingress"]);
+    let (child, url, output) = spawn_vt_server_captured(dir, &args.iter().map(String::as_str).collect::<Vec<_>>());
     let text = String::from_utf8_lossy(&output.lock().unwrap()).into_owned();
     let workspaces = text
         .lines()
@@ -169,15 +158,7 @@ fn both_origins_serve_tls_and_the_cli_follows() {
     std::fs::write(&cert_file, cert.pem()).unwrap();
     std::fs::write(&key_file, key.serialize_pem()).unwrap();
     let (cert_arg, key_arg) = (cert_file.to_str().unwrap(), key_file.to_str().unwrap());
-    let args = [
-        "--listen",
-        "127.0.0.1:0",
-        "--workspace-listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--sqlite-sync",
-        "normal",
+    let tls = [
         "--no-agent",
         "--no-ingress",
         "--tls-cert",
@@ -189,7 +170,9 @@ fn both_origins_serve_tls_and_the_cli_follows() {
         "--workspace-tls-key",
         key_arg,
     ];
-    let (mut child, url, output) = spawn_vt_server_captured(dir.path(), &args);
+    let args = common::loopback_args(&data, &tls);
+    let (mut child, url, output) =
+        spawn_vt_server_captured(dir.path(), &args.iter().map(String::as_str).collect::<Vec<_>>());
     let text = String::from_utf8_lossy(&output.lock().unwrap()).into_owned();
     assert!(url.starts_with("https://127.0.0.1:"), "{url}");
     assert!(text.contains("workspaces on https://127.0.0.1:"), "{text}");

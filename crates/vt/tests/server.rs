@@ -145,18 +145,8 @@ fn an_idle_server_on_a_terminal_writes_nothing_after_its_ready_line() {
     }
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let args = [
-        "--listen",
-        "127.0.0.1:0",
-        "--workspace-listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--sqlite-sync",
-        "normal",
-    ];
-    let (mut script, pid, output) =
-        spawn_on_terminal(dir.path(), &[&args[..], &["--no-ingress", "--node-name", "idle-1"]].concat());
+    let args = common::loopback_args(&data, &["--no-ingress", "--node-name", "idle-1"]);
+    let (mut script, pid, output) = spawn_on_terminal(dir.path(), &args.iter().map(String::as_str).collect::<Vec<_>>());
     let ready = wait_for_line(&output, "vt server ready on ", std::time::Duration::from_secs(60));
     let head = String::from_utf8_lossy(&output.lock().unwrap()[..ready]).into_owned();
     assert!(head.contains("node agent running as node `idle-1`"), "{head}");

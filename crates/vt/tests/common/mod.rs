@@ -235,47 +235,27 @@ pub fn spawn_vt_server_captured(
 /// `port` only, the in-process agent as node `node-1`.
 #[allow(dead_code)]
 pub fn ingress_server_args(data: &Path, port: u16) -> Vec<String> {
-    let data = data.to_str().unwrap();
     let range = format!("{port}-{port}");
-    [
-        "--listen",
-        "127.0.0.1:0",
-        "--workspace-listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        data,
-        "--sqlite-sync",
-        "normal",
-        "--ingress-listen",
-        "127.0.0.1",
-        "--ingress-tcp-ports",
-        &range,
-        "--node-name",
-        "node-1",
-    ]
-    .map(str::to_owned)
-    .to_vec()
+    loopback_args(data, &["--ingress-listen", "127.0.0.1", "--ingress-tcp-ports", &range, "--node-name", "node-1"])
+}
+
+/// The flags every test `vt server` starts with: both origins on free loopback ports, its
+/// data directory `data`, fast SQLite; then `extra`.
+#[allow(dead_code)]
+pub fn loopback_args(data: &Path, extra: &[&str]) -> Vec<String> {
+    let data = data.to_str().unwrap();
+    let base =
+        ["--listen", "127.0.0.1:0", "--workspace-listen", "127.0.0.1:0", "--data-dir", data, "--sqlite-sync", "normal"];
+    base.iter().chain(extra).map(|s| s.to_string()).collect()
 }
 
 /// The flags of a test `vt server` without the ingress: both origins on free loopback
 /// ports, `data`, fast SQLite, the in-process agent as node `node-1`; then `extra`.
 #[allow(dead_code)]
 pub fn plain_server_args(data: &Path, extra: &[&str]) -> Vec<String> {
-    let data = data.to_str().unwrap();
-    let base = [
-        "--listen",
-        "127.0.0.1:0",
-        "--workspace-listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        data,
-        "--sqlite-sync",
-        "normal",
-        "--no-ingress",
-        "--node-name",
-        "node-1",
-    ];
-    base.iter().chain(extra).map(|s| s.to_string()).collect()
+    let mut args = loopback_args(data, &["--no-ingress", "--node-name", "node-1"]);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
 }
 
 /// One HTTP/1.0 GET of `path` through the ingress on `port`: the body, or why not.
