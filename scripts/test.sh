@@ -7,8 +7,9 @@
 #
 # Installs what is missing (Debian packages), checks formatting and lints
 # (`cargo fmt --check`, `cargo clippy -D warnings`), starts PostgreSQL, runs
-# `cargo test --workspace`, stops PostgreSQL, then holds a real `vt server` to
-# its OpenAPI document with schemathesis (scripts/schemathesis.sh; docs/api.md).
+# `cargo test --workspace`, stops PostgreSQL, builds and runs the default workspace
+# template (scripts/workspace-template-test.sh; docs/workspaces.md), then holds a real
+# `vt server` to its OpenAPI document with schemathesis (scripts/schemathesis.sh; docs/api.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,6 +35,14 @@ echo "PostgreSQL for tests: $VT_TEST_DATABASE_URL" >&2
 
 # Two tests at a time in each test binary: the machine has 2 cores and many tests start servers.
 cargo test --workspace --locked "$@" -- --test-threads=2
+
+# The default workspace template (docs/workspaces.md): built from the package registries when its
+# pins or script changed (about 5 minutes; cached in /var/cache/vt/workspace-template), then
+# code-server run from the image's unpacked layer (about 40 s). `vt image build` is the vt that
+# the tests above built.
+vt_bin=${CARGO_TARGET_DIR:-target}/debug/vt
+[ -x "$vt_bin" ] || cargo build -p vt --locked
+VT=$vt_bin scripts/workspace-template-test.sh
 
 # The API against api/openapi.json: every operation, zero failures (a few minutes at most).
 scripts/schemathesis.sh
