@@ -111,9 +111,6 @@ pub struct WorkspaceOrigin {
     pub tls: Option<TlsFiles>,
 }
 
-/// The workspace origin's address, by default.
-pub const DEFAULT_WORKSPACE_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 7412);
-
 /// The VM stop timeout of a shutdown, by default.
 pub const DEFAULT_VM_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
