@@ -32,9 +32,9 @@ pub struct IngressConfig {
     pub connect_timeout: Duration,
     /// Where the applied table is persisted and loaded from at start.
     pub state_path: Option<PathBuf>,
-    /// Buffer of each relay direction. A read that fills it makes the
-    /// direction a bulk transfer, relayed with splice(2) from then on on
-    /// Linux (the buffer stays in use without a pipe, or elsewhere).
+    /// Small buffer of each relay direction. A read that fills it starts a
+    /// burst, relayed through a 256 KiB buffer lent by the worker thread
+    /// until a read comes back short.
     pub copy_buf_size: usize,
     /// Data-plane threads, each with its own single-threaded runtime polling
     /// every listening socket; 0 means one per CPU.

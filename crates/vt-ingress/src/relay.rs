@@ -1,13 +1,19 @@
 //! The byte relay of a routed connection: both directions until end of file,
 //! half-closes propagated, bytes counted as they pass.
 //!
-//! Each direction starts by reading into a buffer (small messages cost one
-//! read and one write). Once a read fills the buffer the direction is a bulk
-//! transfer and, on Linux, switches to splice(2): socket → pipe → socket, the
-//! bytes never entering user space. The pipe comes from a small pool of the
-//! worker thread and goes back to it empty. Without a pipe (file descriptor
-//! limit) or elsewhere than Linux, the buffer is used to the end.
+//! Each direction reads into a small buffer (`IngressConfig::copy_buf_size`):
+//! a small message costs one read and one write. A read that fills it starts a
+//! burst: the direction borrows a large buffer ([`BULK`]) from a pool of the
+//! worker thread, so a bulk transfer moves in large reads and writes (fewer
+//! system calls, larger segments), and gives it back at the first read that
+//! does not fill it (the socket was drained). Memory beyond the small buffers
+//! is held only while a burst is in flight.
+//!
+//! splice(2) through a pipe was tried for bursts and measured slower than the
+//! large buffer on loopback (docs/ingress.md), so bytes do pass through user
+//! space, once each way.
 
+use std::cell::RefCell;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
@@ -15,35 +21,55 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 
+/// The buffer of a direction during a burst.
+pub(crate) const BULK: usize = 256 * 1024;
+/// Idle burst buffers a worker thread keeps.
+const POOL_MAX: usize = 16;
+
+thread_local! {
+    static POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A burst buffer lent by the current thread's pool (or new), given back on drop.
+struct BulkBuf(Vec<u8>);
+
+impl BulkBuf {
+    fn take() -> BulkBuf {
+        let pooled = POOL.try_with(|p| p.borrow_mut().pop()).ok().flatten();
+        BulkBuf(pooled.unwrap_or_else(|| Vec::with_capacity(BULK)))
+    }
+}
+
+impl Drop for BulkBuf {
+    fn drop(&mut self) {
+        let mut buf = std::mem::take(&mut self.0);
+        buf.clear();
+        let _ = POOL.try_with(|pool| {
+            let mut pool = pool.borrow_mut();
+            if pool.len() < POOL_MAX {
+                pool.push(buf);
+            }
+        });
+    }
+}
+
 /// Relay `client` ⇄ `backend` until both directions have ended, then close
 /// both. The first error ends both. A clean end of file on one side is
 /// propagated as a write shutdown (half close) to the other. `buf_size` is
-/// the buffer of each direction, and the read size from which it switches to
-/// splice(2).
+/// the small buffer of each direction.
 pub(crate) async fn relay(
-    client: TcpStream,
-    backend: TcpStream,
-    bytes_in: &AtomicU64,
-    bytes_out: &AtomicU64,
-    buf_size: usize,
-) -> io::Result<()> {
-    relay_with(client, backend, bytes_in, bytes_out, buf_size, cfg!(target_os = "linux")).await
-}
-
-async fn relay_with(
     mut client: TcpStream,
     mut backend: TcpStream,
     bytes_in: &AtomicU64,
     bytes_out: &AtomicU64,
     buf_size: usize,
-    splice: bool,
 ) -> io::Result<()> {
     let one_ended = AtomicBool::new(false);
     let (mut client_r, mut client_w) = client.split();
     let (mut backend_r, mut backend_w) = backend.split();
     let buf_size = buf_size.max(1024);
-    let up = one_way(&mut client_r, &mut backend_w, bytes_in, buf_size, splice, &one_ended);
-    let down = one_way(&mut backend_r, &mut client_w, bytes_out, buf_size, splice, &one_ended);
+    let up = one_way(&mut client_r, &mut backend_w, bytes_in, buf_size, &one_ended);
+    let down = one_way(&mut backend_r, &mut client_w, bytes_out, buf_size, &one_ended);
     tokio::try_join!(up, down).map(|_| ())
     // Both sockets are closed here, which `end` relies on.
 }
@@ -55,37 +81,37 @@ async fn one_way(
     to: &mut WriteHalf<'_>,
     counter: &AtomicU64,
     buf_size: usize,
-    splice: bool,
     one_ended: &AtomicBool,
 ) -> io::Result<()> {
-    // Reads go into the spare capacity: no zeroing of the buffer per
+    // Reads go into the spare capacity: no zeroing of buffers per
     // connection, which shows in connections per second.
-    let mut buf = Vec::with_capacity(buf_size);
+    let mut small = Vec::with_capacity(buf_size);
+    let mut bulk: Option<BulkBuf> = None;
     loop {
+        let buf = match &mut bulk {
+            Some(b) => &mut b.0,
+            None => &mut small,
+        };
         buf.clear();
-        let n = from.read_buf(&mut buf).await?;
+        let n = from.read_buf(buf).await?;
         if n == 0 {
             return end(to, one_ended).await;
         }
-        to.write_all(&buf).await?;
+        to.write_all(buf).await?;
         counter.fetch_add(n as u64, Relaxed);
-        #[cfg(target_os = "linux")]
-        if splice && n == buf.capacity() {
-            if let Some(pipe) = splice::Pipe::take() {
-                drop(buf);
-                splice::one_way(from.as_ref(), to.as_ref(), pipe, counter).await?;
-                return end(to, one_ended).await;
-            }
+        let filled = n == buf.capacity();
+        match (&bulk, filled) {
+            (None, true) => bulk = Some(BulkBuf::take()),
+            (Some(_), false) => bulk = None,
+            _ => {}
         }
-        #[cfg(not(target_os = "linux"))]
-        let _ = splice;
     }
 }
 
 /// `from` reached end of file: shut `to` down for writing, unless the other
 /// direction has ended too. Then the relay returns and closes both sockets,
-/// which sends the same FIN (neither has unread bytes: both
-/// read sides saw end of file), one system call fewer per connection.
+/// which sends the same FIN (neither has unread bytes: both read sides saw
+/// end of file), one system call fewer per connection.
 async fn end(to: &mut WriteHalf<'_>, one_ended: &AtomicBool) -> io::Result<()> {
     if one_ended.swap(true, Relaxed) {
         return Ok(());
@@ -93,110 +119,10 @@ async fn end(to: &mut WriteHalf<'_>, one_ended: &AtomicBool) -> io::Result<()> {
     to.shutdown().await
 }
 
-#[cfg(target_os = "linux")]
-pub(crate) mod splice {
-    use std::cell::RefCell;
-    use std::io;
-    use std::os::fd::OwnedFd;
-    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-
-    use rustix::pipe::{pipe_with, PipeFlags, SpliceFlags};
-    use tokio::io::Interest;
-    use tokio::net::TcpStream;
-
-    /// At most this many bytes per splice call (a default pipe holds 64 KiB).
-    const CHUNK: usize = 1 << 20;
-    /// Idle pipes a worker thread keeps for its next bulk transfers.
-    const POOL_MAX: usize = 64;
-
-    thread_local! {
-        static POOL: RefCell<Vec<(OwnedFd, OwnedFd)>> = const { RefCell::new(Vec::new()) };
-    }
-
-    /// A pipe and how many bytes it holds. Dropped, it goes back to the pool
-    /// of the current thread if empty, else it is closed (a direction ended
-    /// by an error may leave bytes in it).
-    pub(crate) struct Pipe {
-        ends: Option<(OwnedFd, OwnedFd)>,
-        held: usize,
-    }
-
-    impl Pipe {
-        /// A pipe from the pool, or a new one; `None` when none can be made.
-        pub(crate) fn take() -> Option<Pipe> {
-            let pooled = POOL.try_with(|p| p.borrow_mut().pop()).ok().flatten();
-            let ends = match pooled {
-                Some(ends) => ends,
-                None => pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK).ok()?,
-            };
-            Some(Pipe { ends: Some(ends), held: 0 })
-        }
-    }
-
-    impl Drop for Pipe {
-        fn drop(&mut self) {
-            if let (Some(ends), 0) = (self.ends.take(), self.held) {
-                let _ = POOL.try_with(|pool| {
-                    let mut pool = pool.borrow_mut();
-                    if pool.len() < POOL_MAX {
-                        pool.push(ends);
-                    }
-                });
-            }
-        }
-    }
-
-    /// Move `from` → pipe → `to` until end of file on `from`. The pipe is
-    /// empty on entry and on a clean return.
-    pub(crate) async fn one_way(
-        from: &TcpStream,
-        to: &TcpStream,
-        mut pipe: Pipe,
-        counter: &AtomicU64,
-    ) -> io::Result<()> {
-        let flags = SpliceFlags::MOVE | SpliceFlags::NONBLOCK;
-        let Pipe { ends: Some((pipe_r, pipe_w)), held } = &mut pipe else {
-            return Err(io::Error::other("pipe without ends"));
-        };
-        loop {
-            // The pipe is empty, so "would block" can only mean `from` has
-            // nothing to read: readiness is cleared for the right socket.
-            let n = loop {
-                from.readable().await?;
-                match from
-                    .try_io(Interest::READABLE, || Ok(rustix::pipe::splice(from, None, &*pipe_w, None, CHUNK, flags)?))
-                {
-                    Ok(n) => break n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    Err(e) => return Err(e),
-                }
-            };
-            if n == 0 {
-                return Ok(());
-            }
-            *held = n;
-            // The pipe holds bytes, so "would block" can only mean `to` is full.
-            while *held > 0 {
-                to.writable().await?;
-                match to
-                    .try_io(Interest::WRITABLE, || Ok(rustix::pipe::splice(&*pipe_r, None, to, None, *held, flags)?))
-                {
-                    Ok(m) => {
-                        *held -= m;
-                        counter.fetch_add(m as u64, Relaxed);
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-    }
-
-    /// Idle pipes in the current thread's pool (tests).
-    #[cfg(test)]
-    pub(crate) fn pooled() -> usize {
-        POOL.with(|p| p.borrow().len())
-    }
+/// Idle burst buffers in the current thread's pool (tests).
+#[cfg(test)]
+fn pooled() -> usize {
+    POOL.with(|p| p.borrow().len())
 }
 
 #[cfg(test)]
@@ -226,7 +152,7 @@ mod tests {
     /// Sends `up` from the client peer and `down` from the backend peer, each
     /// side half-closing after its bytes; the relay must move exactly those
     /// bytes both ways, end cleanly, and count them.
-    async fn relay_moves_exact_bytes(use_copy: bool, up_len: usize, down_len: usize) {
+    async fn relay_moves_exact_bytes(buf_size: usize, up_len: usize, down_len: usize) {
         let ((mut client_peer, client), (backend, mut backend_peer)) = socket_pairs().await;
         let (up, down) = (pattern(up_len, 1), pattern(down_len, 7));
         let (bytes_in, bytes_out) = (AtomicU64::new(0), AtomicU64::new(0));
@@ -252,12 +178,7 @@ mod tests {
             w.shutdown().await.unwrap();
             got
         });
-        let result = if use_copy {
-            relay_with(client, backend, &bytes_in, &bytes_out, 4096, false).await
-        } else {
-            relay(client, backend, &bytes_in, &bytes_out, 4096).await
-        };
-        result.unwrap();
+        relay(client, backend, &bytes_in, &bytes_out, buf_size).await.unwrap();
         assert!(backend_side.await.unwrap() == up, "client → backend bytes differ");
         assert!(client_side.await.unwrap() == down, "backend → client bytes differ");
         assert_eq!(bytes_in.load(Relaxed), up_len as u64);
@@ -267,20 +188,20 @@ mod tests {
     #[tokio::test]
     async fn relay_moves_exact_bytes_both_ways_with_half_close() {
         for (up, down) in [(0, 0), (1, 0), (0, 1), (1000, 3), (100_000, 70_000)] {
-            relay_moves_exact_bytes(false, up, down).await;
-            relay_moves_exact_bytes(true, up, down).await;
+            relay_moves_exact_bytes(1024, up, down).await;
+            relay_moves_exact_bytes(16 * 1024, up, down).await;
         }
     }
 
     #[tokio::test]
     async fn relay_moves_large_transfers() {
-        relay_moves_exact_bytes(false, 24 << 20, 9 << 20).await;
-        // Bulk went through splice(2), and the pipe came back empty (one pipe
-        // served both directions in turn: the backend answers after the end
-        // of the client's bytes).
-        #[cfg(target_os = "linux")]
-        assert_eq!(splice::pooled(), 1);
-        relay_moves_exact_bytes(true, 3 << 20, 5 << 20).await;
+        relay_moves_exact_bytes(4096, 24 << 20, 9 << 20).await;
+        // Bursts borrowed a large buffer, and gave it back (one buffer served
+        // both directions in turn: the backend answers after the end of the
+        // client's bytes).
+        assert_eq!(pooled(), 1);
+        relay_moves_exact_bytes(64 * 1024, 3 << 20, 5 << 20).await;
+        assert_eq!(pooled(), 1);
     }
 
     /// Both directions at once, full duplex: each peer writes while reading.

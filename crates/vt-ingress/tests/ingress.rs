@@ -532,7 +532,7 @@ async fn a_port_in_use_fails_alone_and_is_retried() {
     .unwrap();
 }
 
-/// Bulk transfers (relayed with splice(2) on Linux) over connections spread
+/// Bulk transfers (relayed through burst buffers) over connections spread
 /// across three workers: every byte comes back in order, and the route's
 /// counters hold exactly what went each way, the name line included.
 #[tokio::test]
