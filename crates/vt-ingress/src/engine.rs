@@ -404,6 +404,8 @@ fn bind_port(addrs: &[IpAddr], port: u16, workers: usize) -> io::Result<Vec<Vec<
                 sock.set_only_v6(true)?;
             }
             sock.set_reuse_address(true)?;
+            // Inherited by every accepted socket: no system call per connection.
+            sock.set_tcp_nodelay(true)?;
             sock.set_nonblocking(true)?;
             sock.bind(&addr.into())?;
             sock.listen(1024)?;
@@ -457,7 +459,7 @@ impl Drop for ActiveGuard {
 }
 
 async fn handle(inner: Arc<Inner>, mut client: TcpStream, peer: SocketAddr, port: u16) {
-    let _ = client.set_nodelay(true);
+    // TCP_NODELAY comes from the listening socket.
     let is_tls = match inner.current.load().ports.get(&port) {
         None => {
             inner.metrics.reject(port, RejectReason::NoRoute);
@@ -613,6 +615,20 @@ mod tests {
         assert_eq!(host, Ok("slow.test".to_owned()));
         assert_eq!(buf, hello, "every byte read is kept for the backend");
         drop(writer.await.unwrap());
+    }
+
+    /// Accepted sockets inherit TCP_NODELAY from the listening socket, which
+    /// is why `handle` does not set it.
+    #[test]
+    fn accepted_sockets_have_nodelay() {
+        let mut socks = bind_port(&[IpAddr::V4(Ipv4Addr::LOCALHOST)], 0, 2).unwrap();
+        let handles = socks.pop().unwrap();
+        assert_eq!(handles.len(), 2);
+        let addr = handles[0].local_addr().unwrap();
+        let _client = std::net::TcpStream::connect(addr).unwrap();
+        handles[1].set_nonblocking(false).unwrap();
+        let (accepted, _) = handles[1].accept().unwrap();
+        assert!(accepted.nodelay().unwrap());
     }
 
     #[tokio::test]

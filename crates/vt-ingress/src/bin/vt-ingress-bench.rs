@@ -426,12 +426,21 @@ const METRICS: [Metric; 4] = [
     },
 ];
 
-/// `median [min-max]` of `v`.
+/// `median [min-max]` of `v`, leaving out values that are not finite (a
+/// ratio over an added latency of 0, when the direct connection's own tail
+/// was the slowest that round), counted as `n/a`.
 fn spread(v: &[f64], decimals: usize) -> String {
-    let mut v = v.to_vec();
-    v.sort_by(|a, b| a.total_cmp(b));
-    let (min, max, med) = (v[0], v[v.len() - 1], v[v.len() / 2]);
-    format!("{med:.decimals$} [{min:.decimals$}-{max:.decimals$}]")
+    let mut f: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    if f.is_empty() {
+        return "n/a".into();
+    }
+    f.sort_by(|a, b| a.total_cmp(b));
+    let (min, max, med) = (f[0], f[f.len() - 1], f[f.len() / 2]);
+    let skipped = match v.len() - f.len() {
+        0 => String::new(),
+        n => format!(" {n}n/a"),
+    };
+    format!("{med:.decimals$} [{min:.decimals$}-{max:.decimals$}]{skipped}")
 }
 
 async fn run(p: Params) -> Res<()> {
