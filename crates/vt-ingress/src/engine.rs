@@ -1,22 +1,23 @@
 //! The ingress engine: listeners, table swaps, and the per-connection path.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::metrics::{FailureReason, Metrics, RejectReason, RouteMetrics};
 use crate::route::{Protocol, Route, RouteTable, TableError};
-use crate::{proxy_v2, sni};
+use crate::{proxy_v2, relay, sni};
 
 /// Engine settings.
 #[derive(Debug, Clone)]
@@ -31,8 +32,13 @@ pub struct IngressConfig {
     pub connect_timeout: Duration,
     /// Where the applied table is persisted and loaded from at start.
     pub state_path: Option<PathBuf>,
-    /// Buffer size of each splice direction.
+    /// Small buffer of each relay direction. A read that fills it starts a
+    /// burst, relayed through a 256 KiB buffer lent by the worker thread
+    /// until a read comes back short.
     pub copy_buf_size: usize,
+    /// Data-plane threads, each with its own single-threaded runtime polling
+    /// every listening socket; 0 means one per CPU.
+    pub workers: usize,
 }
 
 impl Default for IngressConfig {
@@ -42,7 +48,8 @@ impl Default for IngressConfig {
             client_hello_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(3),
             state_path: None,
-            copy_buf_size: 64 * 1024,
+            copy_buf_size: 16 * 1024,
+            workers: 0,
         }
     }
 }
@@ -62,55 +69,27 @@ impl IngressConfig {
 /// A port that cannot be bound is not a reason to refuse a table: the port's
 /// routes wait, the others are served, and the port is retried (see
 /// [`Ingress::listeners`], [`Ingress::rebind`]).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
-    Invalid(TableError),
-    Persist(io::Error),
-}
-
-impl fmt::Display for ApplyError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ApplyError::Invalid(e) => write!(f, "invalid route table: {e}"),
-            ApplyError::Persist(e) => write!(f, "cannot persist route table: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for ApplyError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            ApplyError::Invalid(e) => Some(e),
-            ApplyError::Persist(e) => Some(e),
-        }
-    }
-}
-
-impl From<TableError> for ApplyError {
-    fn from(e: TableError) -> Self {
-        ApplyError::Invalid(e)
-    }
+    #[error("invalid route table: {0}")]
+    Invalid(#[from] TableError),
+    #[error("cannot persist route table: {0}")]
+    Persist(#[source] io::Error),
 }
 
 /// Why [`Ingress::start`] failed.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// The persisted table could not be read.
-    Load(io::Error),
+    #[error("cannot load persisted route table: {0}")]
+    Load(#[source] io::Error),
     /// The persisted table could not be applied.
-    Apply(ApplyError),
+    #[error("cannot apply persisted route table: {0}")]
+    Apply(#[source] ApplyError),
+    /// A data-plane thread could not be started.
+    #[error("cannot start ingress worker threads: {0}")]
+    Workers(#[source] io::Error),
 }
-
-impl fmt::Display for StartError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StartError::Load(e) => write!(f, "cannot load persisted route table: {e}"),
-            StartError::Apply(e) => write!(f, "cannot apply persisted route table: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for StartError {}
 
 /// A route as the data path uses it.
 struct ActiveRoute {
@@ -167,11 +146,24 @@ impl Compiled {
     }
 }
 
-/// Accept loops of one port; aborting them closes the listening sockets and
-/// leaves accepted connections alone.
+/// Accept loops of one port (one per worker and address); aborting them
+/// closes the listening sockets and leaves accepted connections alone.
 struct PortListener {
     addrs: Vec<SocketAddr>,
     tasks: Vec<JoinHandle<()>>,
+}
+
+impl PortListener {
+    /// Stop accepting, and return once every socket of the port is closed.
+    async fn close(mut self) {
+        let tasks = std::mem::take(&mut self.tasks);
+        for t in &tasks {
+            t.abort();
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
 }
 
 impl Drop for PortListener {
@@ -179,6 +171,44 @@ impl Drop for PortListener {
         for t in &self.tasks {
             t.abort();
         }
+    }
+}
+
+/// The data-plane threads. Each runs a single-threaded runtime that polls
+/// every listening socket and runs the connections it accepts to their end,
+/// so a connection never changes thread and a wakeup never crosses threads
+/// (the model of HAProxy's threads, which also share one listening socket).
+struct Workers {
+    handles: Vec<Handle>,
+    /// Dropped with the ingress: each thread then stops once its established
+    /// connections have ended.
+    _stop: Vec<oneshot::Sender<()>>,
+}
+
+impl Workers {
+    fn start(count: usize) -> io::Result<Workers> {
+        let count = match count {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        let mut handles = Vec::with_capacity(count);
+        let mut stop = Vec::with_capacity(count);
+        for i in 0..count {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let (tx, rx) = oneshot::channel::<()>();
+            handles.push(rt.handle().clone());
+            stop.push(tx);
+            std::thread::Builder::new().name(format!("vt-ingress-{i}")).spawn(move || {
+                rt.block_on(async {
+                    let _ = rx.await;
+                    // Established connections run to completion.
+                    while Handle::current().metrics().num_alive_tasks() > 0 {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                });
+            })?;
+        }
+        Ok(Workers { handles, _stop: stop })
     }
 }
 
@@ -204,6 +234,7 @@ struct Inner {
     current: ArcSwap<Compiled>,
     metrics: Metrics,
     ports: tokio::sync::Mutex<Ports>,
+    workers: Workers,
 }
 
 /// The L4 ingress. Cheap to clone; all clones drive the same engine.
@@ -220,12 +251,14 @@ impl Ingress {
             Some(path) => RouteTable::load(path).map_err(StartError::Load)?,
             None => None,
         };
+        let workers = Workers::start(config.workers).map_err(StartError::Workers)?;
         let ingress = Ingress {
             inner: Arc::new(Inner {
                 config,
                 current: ArcSwap::from_pointee(Compiled::empty()),
                 metrics: Metrics::default(),
                 ports: tokio::sync::Mutex::new(Ports::default()),
+                workers,
             }),
         };
         if let Some(table) = persisted {
@@ -259,7 +292,12 @@ impl Ingress {
         inner.metrics.table_version.store(version, Relaxed);
         inner.metrics.tables_applied.fetch_add(1, Relaxed);
         inner.metrics.retain_routes(&|id| live_ids.contains(id));
-        ports.bound.retain(|port, _| wanted.contains(port));
+        let unused: Vec<u16> = ports.bound.keys().filter(|p| !wanted.contains(p)).copied().collect();
+        for port in unused {
+            if let Some(listener) = ports.bound.remove(&port) {
+                listener.close().await;
+            }
+        }
         ports.failed.retain(|port, _| wanted.contains(port));
         self.bind_missing(&mut ports, &wanted);
         Ok(())
@@ -293,7 +331,8 @@ impl Ingress {
             if ports.bound.contains_key(&port) {
                 continue;
             }
-            let socks = match bind_port(&self.inner.config.bind_addrs, port) {
+            let workers = &self.inner.workers.handles;
+            let socks = match bind_port(&self.inner.config.bind_addrs, port, workers.len()) {
                 Ok(socks) => socks,
                 Err(e) => {
                     ports.failed.insert(port, e.to_string());
@@ -303,11 +342,13 @@ impl Ingress {
             ports.failed.remove(&port);
             let mut addrs = Vec::new();
             let mut tasks = Vec::new();
-            for sock in socks {
-                if let Ok(a) = sock.local_addr() {
+            for per_worker in socks {
+                if let Some(Ok(a)) = per_worker.first().map(std::net::TcpListener::local_addr) {
                     addrs.push(a);
                 }
-                tasks.push(tokio::spawn(accept_loop(Arc::downgrade(&self.inner), sock, port)));
+                for (sock, worker) in per_worker.into_iter().zip(workers) {
+                    tasks.push(worker.spawn(accept_loop(Arc::downgrade(&self.inner), sock, port)));
+                }
             }
             ports.bound.insert(port, PortListener { addrs, tasks });
         }
@@ -335,30 +376,46 @@ impl Ingress {
         self.inner.metrics.render()
     }
 
-    /// Close every listener. Established connections run to completion.
+    /// Close every listener; return once their sockets are closed.
+    /// Established connections run to completion.
     pub async fn close_listeners(&self) {
         let mut ports = self.inner.ports.lock().await;
-        ports.bound.clear();
+        for (_, listener) in ports.bound.drain() {
+            listener.close().await;
+        }
         ports.failed.clear();
     }
 }
 
-fn bind_port(addrs: &[IpAddr], port: u16) -> io::Result<Vec<TcpListener>> {
+/// Bind `port` on every address; for each address, one handle on the
+/// listening socket per worker (duplicated descriptors of one socket: every
+/// worker polls it and whichever runs first accepts, so a worker that is not
+/// scheduled strands no connection). No `SO_REUSEPORT`: another process
+/// holding the port makes the bind fail.
+fn bind_port(addrs: &[IpAddr], port: u16, workers: usize) -> io::Result<Vec<Vec<std::net::TcpListener>>> {
     use socket2::{Domain, Socket, Type};
     let mut out = Vec::new();
     let mut last_err = None;
     for &ip in addrs {
         let addr = SocketAddr::new(ip, port);
-        let result = (|| {
+        let result = (|| -> io::Result<Vec<std::net::TcpListener>> {
             let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(socket2::Protocol::TCP))?;
             if addr.is_ipv6() {
                 sock.set_only_v6(true)?;
             }
             sock.set_reuse_address(true)?;
+            // Inherited by every accepted socket: no system call per connection.
+            sock.set_tcp_nodelay(true)?;
             sock.set_nonblocking(true)?;
             sock.bind(&addr.into())?;
             sock.listen(1024)?;
-            TcpListener::from_std(std::net::TcpListener::from(sock))
+            let first = std::net::TcpListener::from(sock);
+            let mut handles = Vec::with_capacity(workers);
+            for _ in 1..workers {
+                handles.push(first.try_clone()?);
+            }
+            handles.push(first);
+            Ok(handles)
         })();
         match result {
             Ok(l) => out.push(l),
@@ -375,7 +432,9 @@ fn bind_port(addrs: &[IpAddr], port: u16) -> io::Result<Vec<TcpListener>> {
     Ok(out)
 }
 
-async fn accept_loop(inner: Weak<Inner>, listener: TcpListener, port: u16) {
+async fn accept_loop(inner: Weak<Inner>, listener: std::net::TcpListener, port: u16) {
+    // Registered with the reactor of the worker this runs on.
+    let Ok(listener) = TcpListener::from_std(listener) else { return };
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
@@ -400,7 +459,7 @@ impl Drop for ActiveGuard {
 }
 
 async fn handle(inner: Arc<Inner>, mut client: TcpStream, peer: SocketAddr, port: u16) {
-    let _ = client.set_nodelay(true);
+    // TCP_NODELAY comes from the listening socket.
     let is_tls = match inner.current.load().ports.get(&port) {
         None => {
             inner.metrics.reject(port, RejectReason::NoRoute);
@@ -494,11 +553,12 @@ async fn connect_backend(config: &IngressConfig, route: &ActiveRoute) -> Result<
 async fn forward(
     config: &IngressConfig,
     route: Arc<ActiveRoute>,
-    mut client: TcpStream,
+    client: TcpStream,
     initial: Vec<u8>,
     peer: SocketAddr,
     port: u16,
 ) {
+    let peeked = initial.len();
     let m = route.metrics.clone();
     m.connections_total.fetch_add(1, Relaxed);
     m.active.fetch_add(1, Relaxed);
@@ -511,50 +571,25 @@ async fn forward(
         }
     };
     let _ = backend.set_nodelay(true);
-    let mut first = if route.route.proxy_protocol {
+    // The PROXY header goes in the same write as the peeked bytes.
+    let first = if route.route.proxy_protocol {
         let local = client.local_addr().unwrap_or_else(|_| SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port));
-        proxy_v2::encode_proxy(peer, local)
+        let mut first = proxy_v2::encode_proxy(peer, local);
+        first.extend_from_slice(&initial);
+        first
     } else {
-        Vec::new()
+        initial
     };
-    first.extend_from_slice(&initial);
     if !first.is_empty() && backend.write_all(&first).await.is_err() {
         m.fail(FailureReason::BackendWrite);
         return;
     }
-    m.bytes_in.fetch_add(initial.len() as u64, Relaxed);
+    m.bytes_in.fetch_add(peeked as u64, Relaxed);
     drop(first);
-    drop(initial);
-    let size = config.copy_buf_size.max(1024);
-    let (mut client_r, mut client_w) = client.split();
-    let (mut backend_r, mut backend_w) = backend.split();
-    let up = pump(&mut client_r, &mut backend_w, &m.bytes_in, size);
-    let down = pump(&mut backend_r, &mut client_w, &m.bytes_out, size);
     // The first error ends both directions; a clean EOF on one side is
     // propagated as a write shutdown (half close) to the other.
-    if tokio::try_join!(up, down).is_err() {
+    if relay::relay(client, backend, &m.bytes_in, &m.bytes_out, config.copy_buf_size).await.is_err() {
         m.fail(FailureReason::Io);
-    }
-}
-
-/// Copy `from` to `to` until EOF, counting bytes as they pass (so long-lived
-/// connections show up in the metrics), then shut `to` down for writing.
-async fn pump<R, W>(from: &mut R, to: &mut W, counter: &AtomicU64, size: usize) -> io::Result<()>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    // Reads go into the spare capacity: no zeroing of the buffer per
-    // connection, which shows in connections per second.
-    let mut buf = Vec::with_capacity(size);
-    loop {
-        buf.clear();
-        let n = from.read_buf(&mut buf).await?;
-        if n == 0 {
-            return to.shutdown().await;
-        }
-        to.write_all(&buf).await?;
-        counter.fetch_add(n as u64, Relaxed);
     }
 }
 
@@ -582,6 +617,20 @@ mod tests {
         drop(writer.await.unwrap());
     }
 
+    /// Accepted sockets inherit TCP_NODELAY from the listening socket, which
+    /// is why `handle` does not set it.
+    #[test]
+    fn accepted_sockets_have_nodelay() {
+        let mut socks = bind_port(&[IpAddr::V4(Ipv4Addr::LOCALHOST)], 0, 2).unwrap();
+        let handles = socks.pop().unwrap();
+        assert_eq!(handles.len(), 2);
+        let addr = handles[0].local_addr().unwrap();
+        let _client = std::net::TcpStream::connect(addr).unwrap();
+        handles[1].set_nonblocking(false).unwrap();
+        let (accepted, _) = handles[1].accept().unwrap();
+        assert!(accepted.nodelay().unwrap());
+    }
+
     #[tokio::test]
     async fn client_hello_outcomes() {
         let hello = rustls_client_hello("x.test");
@@ -600,29 +649,5 @@ mod tests {
         client.write_all(b"SSH-2.0-x\r\n").await.unwrap();
         let r = read_client_hello(&mut server, &mut Vec::new(), Duration::from_secs(1)).await;
         assert_eq!(r, Err(RejectReason::NotTls));
-    }
-
-    #[tokio::test]
-    async fn pump_counts_and_half_closes() {
-        let (mut a, mut a_peer) = tokio::io::duplex(16);
-        let (mut b, mut b_peer) = tokio::io::duplex(16);
-        let counter = AtomicU64::new(0);
-        let data: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
-        let expected = data.clone();
-        let feed = tokio::spawn(async move {
-            a_peer.write_all(&data).await.unwrap();
-            a_peer.shutdown().await.unwrap();
-            a_peer
-        });
-        let read = tokio::spawn(async move {
-            let mut got = Vec::new();
-            b_peer.read_to_end(&mut got).await.unwrap();
-            got
-        });
-        pump(&mut a, &mut b, &counter, 7).await.unwrap();
-        drop(b);
-        assert_eq!(read.await.unwrap(), expected);
-        assert_eq!(counter.load(Relaxed), 1000);
-        drop(feed.await.unwrap());
     }
 }

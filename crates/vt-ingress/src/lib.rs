@@ -9,6 +9,7 @@
 mod engine;
 pub mod metrics;
 pub mod proxy_v2;
+mod relay;
 pub mod route;
 pub mod sni;
 #[cfg(test)]

@@ -1,6 +1,8 @@
 //! Side-by-side loopback benchmark of vt-ingress and HAProxy (TCP mode).
 //!
-//! Usage: `vt-ingress-bench [--quick]` (needs `haproxy` on PATH).
+//! Usage: `vt-ingress-bench [--quick] [--rounds N] [--only throughput|connections|latency]
+//! [--concurrency N] [--haproxy-splice]` (needs `haproxy` on PATH; `VT_INGRESS_WORKERS`
+//! sets the threads of both proxies, one per CPU by default).
 //!
 //! Both proxies run as child processes in front of one in-process echo
 //! backend, for two scenarios: raw TCP forwarding and SNI passthrough (the
@@ -9,7 +11,10 @@
 //! numbers measure the proxies rather than TLS crypto). Measured for each:
 //! bulk throughput over one connection, connections per second (connect,
 //! one exchange, close) and round-trip latency of 64-byte messages, reported
-//! as latency added over a direct connection to the backend.
+//! as latency added over a direct connection to the backend. The three
+//! targets (direct, vt, HAProxy) take turns slice by slice within a round;
+//! the table gives each metric's median and [min-max] over the rounds, for
+//! each side and for the ratio taken per round (docs/ingress.md).
 //!
 //! Internal mode: `vt-ingress-bench --serve-ingress <table.json>` runs the
 //! ingress on loopback with the given persisted table (used as the child).
@@ -31,6 +36,11 @@ const SNI_HOST: &str = "bench.test";
 
 struct Params {
     rounds: usize,
+    /// Threads of each proxy: vt's workers and HAProxy's `nbthread`.
+    threads: usize,
+    haproxy_splice: bool,
+    /// Measure only this metric (`throughput`, `connections`, `latency`).
+    only: Option<&'static str>,
     bulk_bytes: u64,
     rtt_count: usize,
     cps_duration: Duration,
@@ -40,21 +50,33 @@ struct Params {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() == 3 && args[1] == "--serve-ingress" {
-        // The ingress child: as many workers as CPUs (like HAProxy's default
-        // nbthread) unless VT_INGRESS_WORKERS says otherwise.
-        let mut builder = tokio::runtime::Builder::new_multi_thread();
-        if let Some(n) = std::env::var("VT_INGRESS_WORKERS").ok().and_then(|v| v.parse().ok()) {
-            builder.worker_threads(n);
-        }
-        let rt = builder.enable_all().build().expect("tokio runtime");
-        rt.block_on(serve_ingress(PathBuf::from(&args[2])));
+        // The ingress child: its data plane runs on its own worker threads
+        // (VT_INGRESS_WORKERS, one per CPU by default, like HAProxy's
+        // nbthread); this runtime only starts it.
+        let workers = std::env::var("VT_INGRESS_WORKERS").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+        rt.block_on(serve_ingress(PathBuf::from(&args[2]), workers));
         return;
     }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let quick = args.iter().any(|a| a == "--quick");
-    let params = if quick {
+    let threads = std::env::var("VT_INGRESS_WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let haproxy_splice = args.iter().any(|a| a == "--haproxy-splice");
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|m| ["throughput", "connections", "latency"].into_iter().find(|k| k == m));
+    let rounds = args.iter().position(|a| a == "--rounds").and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok());
+    let mut params = if quick {
         Params {
             rounds: 1,
+            threads,
+            haproxy_splice,
+            only,
             bulk_bytes: 64 << 20,
             rtt_count: 500,
             cps_duration: Duration::from_millis(500),
@@ -62,23 +84,34 @@ fn main() {
         }
     } else {
         Params {
-            rounds: 3,
+            rounds: 5,
+            threads,
+            haproxy_splice,
+            only,
             bulk_bytes: 256 << 20,
             rtt_count: 3000,
             cps_duration: Duration::from_secs(2),
             cps_concurrency: 16,
         }
     };
+    if let Some(r) = rounds {
+        params.rounds = r;
+    }
+    let flag = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)?.parse().ok());
+    if let Some(c) = flag("--concurrency") {
+        params.cps_concurrency = c;
+    }
     if let Err(e) = rt.block_on(run(params)) {
         eprintln!("bench failed: {e}");
         std::process::exit(1);
     }
 }
 
-async fn serve_ingress(path: PathBuf) {
+async fn serve_ingress(path: PathBuf, workers: usize) {
     let config = IngressConfig {
         bind_addrs: vec![std::net::Ipv4Addr::LOCALHOST.into()],
         state_path: Some(path),
+        workers,
         ..IngressConfig::default()
     };
     let _ingress = Ingress::start(config).await.expect("start ingress");
@@ -101,12 +134,14 @@ async fn echo_backend() -> Res<SocketAddr> {
             };
             let _ = s.set_nodelay(true);
             tokio::spawn(async move {
-                let mut buf = vec![0u8; 64 * 1024];
+                // Not zeroed per connection: the backend should cost little.
+                let mut buf = Vec::with_capacity(64 * 1024);
                 loop {
-                    match s.read(&mut buf).await {
+                    buf.clear();
+                    match s.read_buf(&mut buf).await {
                         Ok(0) | Err(_) => return,
-                        Ok(n) => {
-                            if s.write_all(&buf[..n]).await.is_err() {
+                        Ok(_) => {
+                            if s.write_all(&buf).await.is_err() {
                                 return;
                             }
                         }
@@ -118,12 +153,15 @@ async fn echo_backend() -> Res<SocketAddr> {
     Ok(addr)
 }
 
-fn haproxy_config(backend: SocketAddr, tcp_port: u16, sni_port: u16) -> String {
+fn haproxy_config(backend: SocketAddr, tcp_port: u16, sni_port: u16, threads: usize, splice: bool) -> String {
+    let splice = if splice { "    option splice-auto\n" } else { "" };
     format!(
         "global\n\
-         \x20   maxconn 8000\n\
+         \x20   maxconn 4000\n\
+         \x20   nbthread {threads}\n\
          defaults\n\
          \x20   mode tcp\n\
+         {splice}\
          \x20   timeout connect 5s\n\
          \x20   timeout client 60s\n\
          \x20   timeout server 60s\n\
@@ -174,6 +212,7 @@ async fn open(t: Target, hello: &[u8]) -> Res<TcpStream> {
     Ok(s)
 }
 
+/// Seconds to send `bytes` through `t` and read them back (one connection).
 async fn throughput(t: Target, hello: &[u8], bytes: u64) -> Res<f64> {
     let s = open(t, hello).await?;
     let (mut r, mut w) = s.into_split();
@@ -200,10 +239,11 @@ async fn throughput(t: Target, hello: &[u8], bytes: u64) -> Res<f64> {
     }
     let elapsed = started.elapsed();
     writer.await??;
-    Ok(bytes as f64 / elapsed.as_secs_f64() / 1e6)
+    Ok(elapsed.as_secs_f64())
 }
 
-async fn conns_per_sec(t: Target, hello: &Arc<Vec<u8>>, dur: Duration, conc: usize) -> Res<f64> {
+/// Connections completed within about `dur` by `conc` clients, and the seconds taken.
+async fn connections(t: Target, hello: &Arc<Vec<u8>>, dur: Duration, conc: usize) -> Res<(u64, f64)> {
     let count = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -239,30 +279,40 @@ async fn conns_per_sec(t: Target, hello: &Arc<Vec<u8>>, dur: Duration, conc: usi
     if errors > 0 {
         eprintln!("  note: {errors} failed connections to {}", t.addr);
     }
-    Ok(count.load(Relaxed) as f64 / elapsed)
+    Ok((count.load(Relaxed), elapsed))
 }
 
-/// Round-trip times (µs) of 64-byte messages on one connection: (p50, p99).
-async fn latency(t: Target, hello: &[u8], count: usize) -> Res<(f64, f64)> {
-    let mut s = open(t, hello).await?;
+/// Round-trip times (µs) of 64-byte messages: (p50, p99) of each target,
+/// one connection each, taking one sample of each target in turn so that
+/// whatever else runs on the machine hits all of them alike.
+async fn latencies(targets: &[Target; 3], hello: &[u8], count: usize) -> Res<[(f64, f64); 3]> {
+    let mut conns = Vec::new();
+    for t in targets {
+        conns.push(open(*t, hello).await?);
+    }
     let msg = [0x42u8; 64];
     let mut back = [0u8; 64];
-    for _ in 0..50 {
-        s.write_all(&msg).await?;
-        s.read_exact(&mut back).await?;
+    let mut samples = [Vec::with_capacity(count), Vec::with_capacity(count), Vec::with_capacity(count)];
+    for i in 0..count + 200 {
+        for j in 0..3 {
+            // Rotate who goes first.
+            let k = (i + j) % 3;
+            let t0 = Instant::now();
+            conns[k].write_all(&msg).await?;
+            conns[k].read_exact(&mut back).await?;
+            if i >= 200 {
+                samples[k].push(t0.elapsed().as_secs_f64() * 1e6);
+            }
+        }
     }
-    let mut samples = Vec::with_capacity(count);
-    for _ in 0..count {
-        let t0 = Instant::now();
-        s.write_all(&msg).await?;
-        s.read_exact(&mut back).await?;
-        samples.push(t0.elapsed().as_secs_f64() * 1e6);
-    }
-    samples.sort_by(|a, b| a.total_cmp(b));
-    let pct = |p: f64| samples[((samples.len() as f64 - 1.0) * p).round() as usize];
-    Ok((pct(0.50), pct(0.99)))
+    Ok(samples.map(|mut v| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        let pct = |p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize];
+        (pct(0.50), pct(0.99))
+    }))
 }
 
+/// One round's numbers for one target.
 #[derive(Default, Clone, Copy)]
 struct Numbers {
     mbps: f64,
@@ -271,20 +321,46 @@ struct Numbers {
     p99: f64,
 }
 
-async fn measure(t: Target, hello: &Arc<Vec<u8>>, p: &Params) -> Res<Numbers> {
-    let (p50, p99) = latency(t, hello, p.rtt_count).await?;
-    let mbps = throughput(t, hello, p.bulk_bytes).await?;
-    let cps = conns_per_sec(t, hello, p.cps_duration, p.cps_concurrency).await?;
-    Ok(Numbers { mbps, cps, p50, p99 })
-}
+/// Slices of each throughput and connection measurement per round: the
+/// targets take turns slice by slice (the order rotating), so a burst of load
+/// from elsewhere falls on all of them rather than on one.
+const SLICES: usize = 8;
 
-fn median(runs: &[Numbers]) -> Numbers {
-    let med = |f: &dyn Fn(&Numbers) -> f64| {
-        let mut v: Vec<f64> = runs.iter().map(f).collect();
-        v.sort_by(|a, b| a.total_cmp(b));
-        v[v.len() / 2]
+/// One round over (direct, vt, haproxy).
+async fn measure_round(targets: [Target; 3], hello: &Arc<Vec<u8>>, p: &Params) -> Res<[Numbers; 3]> {
+    let lat = if p.only.is_none_or(|m| m == "latency") {
+        latencies(&targets, hello, p.rtt_count).await?
+    } else {
+        [(f64::NAN, f64::NAN); 3]
     };
-    Numbers { mbps: med(&|n| n.mbps), cps: med(&|n| n.cps), p50: med(&|n| n.p50), p99: med(&|n| n.p99) }
+    let (mut secs, mut conns, mut conn_secs) = ([f64::NAN; 3], [0u64; 3], [f64::NAN; 3]);
+    let slice_bytes = p.bulk_bytes / SLICES as u64;
+    if p.only.is_none_or(|m| m == "throughput") {
+        secs = [0.0; 3];
+    }
+    if p.only.is_none_or(|m| m == "connections") {
+        conn_secs = [0.0; 3];
+    }
+    for i in 0..SLICES * usize::from(secs[0] == 0.0) {
+        for j in 0..3 {
+            let k = (i + j) % 3;
+            secs[k] += throughput(targets[k], hello, slice_bytes).await?;
+        }
+    }
+    for i in 0..SLICES * usize::from(conn_secs[0] == 0.0) {
+        for j in 0..3 {
+            let k = (i + j) % 3;
+            let (n, s) = connections(targets[k], hello, p.cps_duration / SLICES as u32, p.cps_concurrency).await?;
+            conns[k] += n;
+            conn_secs[k] += s;
+        }
+    }
+    Ok(std::array::from_fn(|k| Numbers {
+        mbps: (slice_bytes * SLICES as u64) as f64 / secs[k] / 1e6,
+        cps: conns[k] as f64 / conn_secs[k],
+        p50: lat[k].0,
+        p99: lat[k].1,
+    }))
 }
 
 fn write_table(path: &Path, backend: SocketAddr, tcp_port: u16, sni_port: u16) -> Res<()> {
@@ -314,8 +390,62 @@ fn write_table(path: &Path, backend: SocketAddr, tcp_port: u16, sni_port: u16) -
     Ok(())
 }
 
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// Per round: what the direct connection, vt and HAProxy measured.
+type Round = (Numbers, Numbers, Numbers);
+
+/// One metric's value for (direct, vt, haproxy) in a round, and whether
+/// higher is better.
+struct Metric {
+    name: &'static str,
+    higher_is_better: bool,
+    decimals: usize,
+    values: fn(&Round) -> (f64, f64, f64),
+}
+
+const METRICS: [Metric; 4] = [
+    Metric { name: "throughput MB/s", higher_is_better: true, decimals: 0, values: |r| (r.0.mbps, r.1.mbps, r.2.mbps) },
+    Metric { name: "connections/s", higher_is_better: true, decimals: 0, values: |r| (r.0.cps, r.1.cps, r.2.cps) },
+    // Latency added over the direct connection measured in the same round.
+    Metric {
+        name: "added p50 us",
+        higher_is_better: false,
+        decimals: 1,
+        values: |r| (r.0.p50, (r.1.p50 - r.0.p50).max(0.0), (r.2.p50 - r.0.p50).max(0.0)),
+    },
+    Metric {
+        name: "added p99 us",
+        higher_is_better: false,
+        decimals: 1,
+        values: |r| (r.0.p99, (r.1.p99 - r.0.p99).max(0.0), (r.2.p99 - r.0.p99).max(0.0)),
+    },
+];
+
+/// `median [min-max]` of `v`, leaving out values that are not finite (a
+/// ratio over an added latency of 0, when the direct connection's own tail
+/// was the slowest that round), counted as `n/a`.
+fn spread(v: &[f64], decimals: usize) -> String {
+    let mut f: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    if f.is_empty() {
+        return "n/a".into();
+    }
+    f.sort_by(|a, b| a.total_cmp(b));
+    let (min, max, med) = (f[0], f[f.len() - 1], f[f.len() / 2]);
+    let skipped = match v.len() - f.len() {
+        0 => String::new(),
+        n => format!(" {n}n/a"),
+    };
+    format!("{med:.decimals$} [{min:.decimals$}-{max:.decimals$}]{skipped}")
+}
+
 async fn run(p: Params) -> Res<()> {
     let started = Instant::now();
+    let load_before = load_average();
     let backend = echo_backend().await?;
     let dir = std::env::temp_dir().join(format!("vt-ingress-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
@@ -326,12 +456,13 @@ async fn run(p: Params) -> Res<()> {
     let mut vt = Command::new(std::env::current_exe()?)
         .arg("--serve-ingress")
         .arg(&table_path)
+        .env("VT_INGRESS_WORKERS", p.threads.to_string())
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .spawn()?;
 
     let cfg_path = dir.join("haproxy.cfg");
-    std::fs::write(&cfg_path, haproxy_config(backend, ha_tcp, ha_sni))?;
+    std::fs::write(&cfg_path, haproxy_config(backend, ha_tcp, ha_sni, p.threads, p.haproxy_splice))?;
     let mut ha = Command::new("haproxy")
         .arg("-db")
         .arg("-f")
@@ -349,85 +480,55 @@ async fn run(p: Params) -> Res<()> {
 
     let hello = Arc::new(vt_ingress::testing::rustls_client_hello(SNI_HOST));
     let local = |port| SocketAddr::from(([127, 0, 0, 1], port));
-    let mut rows = Vec::new();
-    for (scenario, sni, vt_port, ha_port) in [("tcp", false, vt_tcp, ha_tcp), ("sni", true, vt_sni, ha_sni)] {
-        // Interleave the three targets over several rounds and keep each
-        // metric's median, so load from other processes hits all alike.
-        let (mut ds, mut os, mut hs) = (Vec::new(), Vec::new(), Vec::new());
-        for round in 0..p.rounds {
-            eprintln!("measuring {scenario}, round {} of {} ...", round + 1, p.rounds);
-            ds.push(measure(Target { addr: backend, sni }, &hello, &p).await?);
-            os.push(measure(Target { addr: local(vt_port), sni }, &hello, &p).await?);
-            hs.push(measure(Target { addr: local(ha_port), sni }, &hello, &p).await?);
+    let scenarios = [("tcp", false, vt_tcp, ha_tcp), ("sni", true, vt_sni, ha_sni)];
+    let mut rounds: Vec<Vec<Round>> = vec![Vec::new(); scenarios.len()];
+    for round in 0..p.rounds {
+        for (i, &(scenario, sni, vt_port, ha_port)) in scenarios.iter().enumerate() {
+            eprintln!("round {} of {}: {scenario} (load {})", round + 1, p.rounds, load_average());
+            let targets = [backend, local(vt_port), local(ha_port)].map(|addr| Target { addr, sni });
+            let [d, o, h] = measure_round(targets, &hello, &p).await?;
+            rounds[i].push((d, o, h));
         }
-        rows.push((scenario, median(&ds), median(&os), median(&hs)));
     }
     let _ = vt.kill().await;
     let _ = ha.kill().await;
     let _ = std::fs::remove_dir_all(&dir);
 
     println!(
-        "vt-ingress vs HAProxy on loopback, median of {} rounds (bulk {} MiB, {} RTTs of 64 B, conn/s over {:?} x{}), {} CPUs",
+        "vt-ingress vs HAProxy on loopback: {} rounds (bulk {} MiB, {} RTTs of 64 B, conn/s over {:?} x{}), \
+         {} CPUs, {} threads each{}",
         p.rounds,
         p.bulk_bytes >> 20,
         p.rtt_count,
         p.cps_duration,
         p.cps_concurrency,
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        p.threads,
+        if p.haproxy_splice { ", haproxy with option splice-auto" } else { "" },
     );
+    println!("load average before: {load_before}, after: {}", load_average());
+    println!("each cell: median [min-max] over the rounds; the ratio is taken per round");
     println!(
-        "{:<5} {:<24} {:>10} {:>12} {:>10} {:>14}",
+        "{:<5} {:<19} {:>20} {:>20} {:>20} {:>20}",
         "mode", "metric", "direct", "vt-ingress", "haproxy", "vt/haproxy"
     );
-    for (scenario, d, o, h) in rows {
-        let ratio = |a: f64, b: f64| {
-            if b > 0.0 {
-                format!("{:.2}", a / b)
-            } else {
-                "n/a".into()
-            }
-        };
-        println!(
-            "{:<5} {:<24} {:>10.0} {:>12.0} {:>10.0} {:>14}",
-            scenario,
-            "throughput MB/s (^)",
-            d.mbps,
-            o.mbps,
-            h.mbps,
-            ratio(o.mbps, h.mbps)
-        );
-        println!(
-            "{:<5} {:<24} {:>10.0} {:>12.0} {:>10.0} {:>14}",
-            scenario,
-            "connections/s (^)",
-            d.cps,
-            o.cps,
-            h.cps,
-            ratio(o.cps, h.cps)
-        );
-        let (a50, h50) = ((o.p50 - d.p50).max(0.0), (h.p50 - d.p50).max(0.0));
-        let (a99, h99) = ((o.p99 - d.p99).max(0.0), (h.p99 - d.p99).max(0.0));
-        println!("{:<5} {:<24} {:>10.1} {:>12.1} {:>10.1} {:>14}", scenario, "RTT p50 us", d.p50, o.p50, h.p50, "");
-        println!(
-            "{:<5} {:<24} {:>10} {:>12.1} {:>10.1} {:>14}",
-            scenario,
-            "added p50 us (v)",
-            "",
-            a50,
-            h50,
-            ratio(a50, h50)
-        );
-        println!("{:<5} {:<24} {:>10.1} {:>12.1} {:>10.1} {:>14}", scenario, "RTT p99 us", d.p99, o.p99, h.p99, "");
-        println!(
-            "{:<5} {:<24} {:>10} {:>12.1} {:>10.1} {:>14}",
-            scenario,
-            "added p99 us (v)",
-            "",
-            a99,
-            h99,
-            ratio(a99, h99)
-        );
+    for (&(scenario, ..), rounds) in scenarios.iter().zip(&rounds) {
+        for m in &METRICS {
+            let vals: Vec<(f64, f64, f64)> = rounds.iter().map(m.values).collect();
+            let column = |f: fn(&(f64, f64, f64)) -> f64| vals.iter().map(f).collect::<Vec<_>>();
+            let ratios: Vec<f64> = vals.iter().map(|v| if v.2 > 0.0 { v.1 / v.2 } else { f64::NAN }).collect();
+            println!(
+                "{:<5} {:<19} {:>20} {:>20} {:>20} {:>20}",
+                scenario,
+                format!("{} ({})", m.name, if m.higher_is_better { "^" } else { "v" }),
+                spread(&column(|v| v.0), m.decimals),
+                spread(&column(|v| v.1), m.decimals),
+                spread(&column(|v| v.2), m.decimals),
+                spread(&ratios, 2),
+            );
+        }
     }
-    println!("(^) higher is better, (v) lower is better; total {:.1} s", started.elapsed().as_secs_f64());
+    println!("(^) higher is better, (v) lower is better; direct of the latency rows is the raw RTT");
+    println!("total {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
 }
