@@ -26,7 +26,7 @@ fn tokens_are_created_listed_and_revoked() {
     assert!(!list.stdout.contains("vt_") && !list.stdout.contains(&viewer[3..]), "no secret is listed");
     let names: Vec<String> =
         list.json()["items"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_owned()).collect();
-    assert_eq!(names, ["admin", "ci", "eyes"]);
+    assert_eq!(names, ["admin", "console", "ci", "eyes"], "the console user's password is a token too");
 
     // The viewer reads its org and nothing else; it cannot change it.
     let as_viewer = |args: &[&str]| s.run_with(args, &[("VT_TOKEN", &viewer)]);
