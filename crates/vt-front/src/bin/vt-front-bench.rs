@@ -1,8 +1,8 @@
 //! Side-by-side loopback benchmark of the workspace origin (vt-front) and Caddy 2.6.
 //!
 //! Usage: `vt-front-bench [--rounds R] [--secs S] [--concurrency 16,64] [--ws-conns N]
-//! [--latency-requests N] [--body-bytes B] [--quick]` (needs `caddy` on PATH: `apt-get install
-//! -y caddy`).
+//! [--latency-requests N] [--body-bytes B] [--slices N] [--quick]` (needs `caddy` on PATH:
+//! `apt-get install -y caddy`).
 //!
 //! Two backends run in this process on a runtime of their own (an "IDE" and a "port"
 //! backend, each answering `GET /file` with a fixed body and echoing WebSockets at `/ws`).
@@ -24,7 +24,9 @@
 //! stripped, no `Authorization`, the `X-Forwarded-*` headers), so both really do the same.
 //!
 //! One client (hyper HTTP/1.1 connections and tokio-tungstenite, in this process) measures
-//! both, interleaved within each round (which proxy goes first alternates):
+//! both. Each rate takes `--secs` per proxy per round, in `--slices` slices taken in turn
+//! (vt, caddy, caddy, vt, ...; which goes first alternates by round), connections opened
+//! before each slice's clock starts, so that both see the same swings of the machine's load:
 //!
 //! - **keep-alive req/s**: N workers, each one connection, `GET` after `GET`;
 //! - **new-conn req/s**: N workers, each request on a new connection (`Connection: close`);
@@ -74,7 +76,7 @@ const WORKSPACE: &str = "dev";
 const WS_MESSAGE: [u8; 32] = [0x42; 32];
 
 const USAGE: &str = "usage: vt-front-bench [--rounds R] [--secs S] [--concurrency 16,64] [--ws-conns N] \
-                     [--latency-requests N] [--body-bytes B] [--quick]";
+                     [--latency-requests N] [--body-bytes B] [--slices N] [--quick]";
 
 struct Params {
     rounds: usize,
@@ -84,6 +86,8 @@ struct Params {
     ws_conns: usize,
     latency_requests: usize,
     body_bytes: usize,
+    /// Each rate is measured in this many slices, vt's and Caddy's in turn.
+    slices: usize,
 }
 
 impl Default for Params {
@@ -95,6 +99,7 @@ impl Default for Params {
             ws_conns: 16,
             latency_requests: 2000,
             body_bytes: 1024,
+            slices: 4,
         }
     }
 }
@@ -107,6 +112,7 @@ fn parse_args(args: &[String]) -> Result<Params, String> {
             p.rounds = 1;
             p.secs = Duration::from_millis(300);
             p.latency_requests = 500;
+            p.slices = 2;
             continue;
         }
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
@@ -124,6 +130,7 @@ fn parse_args(args: &[String]) -> Result<Params, String> {
             "--ws-conns" => p.ws_conns = number(value)?.max(1),
             "--latency-requests" => p.latency_requests = number(value)?.max(10),
             "--body-bytes" => p.body_bytes = number(value)?,
+            "--slices" => p.slices = number(value)?.clamp(1, 100),
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
@@ -410,9 +417,27 @@ async fn exchange_new(get: &Get) -> Res<()> {
     Ok(())
 }
 
-/// Requests per second of `conc` workers over `dur`: each on one kept-alive connection, or
+/// What a rate measurement counted, and over how long.
+#[derive(Default, Clone, Copy)]
+struct Slice {
+    done: u64,
+    elapsed: Duration,
+}
+
+impl Slice {
+    fn add(&mut self, other: Slice) {
+        self.done += other.done;
+        self.elapsed += other.elapsed;
+    }
+
+    fn per_sec(&self) -> f64 {
+        self.done as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// Requests of `conc` workers over `dur`: each on one kept-alive connection, or
 /// each request on a new one. Connections are opened before the clock starts.
-async fn rate(get: Arc<Get>, conc: usize, dur: Duration, keep: bool) -> Res<f64> {
+async fn rate(get: Arc<Get>, conc: usize, dur: Duration, keep: bool) -> Res<Slice> {
     let count = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -461,7 +486,7 @@ async fn rate(get: Arc<Get>, conc: usize, dur: Duration, keep: bool) -> Res<f64>
     if errors > 0 {
         eprintln!("  note: {errors} failed requests to {}{}", get.addr, get.path);
     }
-    Ok(done as f64 / elapsed.as_secs_f64())
+    Ok(Slice { done, elapsed })
 }
 
 /// Latency (µs) of `count` requests to each of `gets`, one at a time on one connection
@@ -497,7 +522,7 @@ async fn latency(gets: &[Get], count: usize) -> Res<Vec<(f64, f64)>> {
 
 /// WebSocket messages echoed per second over `conns` connections, each sending one small
 /// message and waiting for its echo.
-async fn ws_rate(addr: SocketAddr, path: &str, auth: &HeaderValue, conns: usize, dur: Duration) -> Res<f64> {
+async fn ws_rate(addr: SocketAddr, path: &str, auth: &HeaderValue, conns: usize, dur: Duration) -> Res<Slice> {
     let count = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -552,7 +577,7 @@ async fn ws_rate(addr: SocketAddr, path: &str, auth: &HeaderValue, conns: usize,
     if errors > 0 {
         eprintln!("  note: {errors} failed WebSockets to {addr}{path}");
     }
-    Ok(done as f64 / elapsed.as_secs_f64())
+    Ok(Slice { done, elapsed })
 }
 
 /// One of the two proxies as the client reaches it.
@@ -753,22 +778,40 @@ async fn measure_all(
         let (direct, lat) = (lat[0], [lat[1], lat[2]]);
         for (i, m) in metrics.iter().enumerate() {
             let mut got = [0.0; 2];
-            for (side, is_vt) in order {
-                let v = match *m {
-                    Metric::Rate { route, auth, keep, conc } => {
-                        let path = if route == RouteTo::Ide { &paths.ide } else { &paths.port };
-                        let credential = match auth {
-                            Auth::Basic => (header::AUTHORIZATION, basic.clone()),
-                            Auth::Session => side.session.clone(),
-                        };
-                        let get = Arc::new(Get::new(side.addr, path.clone(), Some(credential), p.body_bytes));
-                        rate(get, conc, p.secs, keep).await?
+            match *m {
+                Metric::AddedP50 | Metric::AddedP99 => {
+                    for (k, (p50, p99)) in lat.iter().enumerate() {
+                        let (at, direct) =
+                            if matches!(m, Metric::AddedP50) { (p50, direct.0) } else { (p99, direct.1) };
+                        got[k] = (at - direct).max(0.0);
                     }
-                    Metric::AddedP50 => (lat[usize::from(!is_vt)].0 - direct.0).max(0.0),
-                    Metric::AddedP99 => (lat[usize::from(!is_vt)].1 - direct.1).max(0.0),
-                    Metric::WsEcho => ws_rate(side.addr, &paths.ws, &basic, p.ws_conns, p.secs).await?,
-                };
-                got[usize::from(!is_vt)] = v;
+                }
+                Metric::Rate { .. } | Metric::WsEcho => {
+                    // A rate is taken in slices, vt's and Caddy's in turn (the first alternating),
+                    // so both see the same swings of the machine's load.
+                    let mut total = [Slice::default(); 2];
+                    for slice in 0..p.slices {
+                        let turn = if slice % 2 == 0 { order } else { [order[1], order[0]] };
+                        for (side, is_vt) in turn {
+                            let dur = p.secs / p.slices as u32;
+                            let counted = match *m {
+                                Metric::Rate { route, auth, keep, conc } => {
+                                    let path = if route == RouteTo::Ide { &paths.ide } else { &paths.port };
+                                    let credential = match auth {
+                                        Auth::Basic => (header::AUTHORIZATION, basic.clone()),
+                                        Auth::Session => side.session.clone(),
+                                    };
+                                    let get =
+                                        Arc::new(Get::new(side.addr, path.clone(), Some(credential), p.body_bytes));
+                                    rate(get, conc, dur, keep).await?
+                                }
+                                _ => ws_rate(side.addr, &paths.ws, &basic, p.ws_conns, dur).await?,
+                            };
+                            total[usize::from(!is_vt)].add(counted);
+                        }
+                    }
+                    got = [total[0].per_sec(), total[1].per_sec()];
+                }
             }
             rows[i].vt.push(got[0]);
             rows[i].caddy.push(got[1]);
@@ -791,11 +834,12 @@ fn median(v: &[f64]) -> f64 {
 fn print_table(p: &Params, rows: &[Row], version: &str, load_before: &str, took: Duration) {
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     println!(
-        "vt-front vs Caddy {} on loopback, {} rounds of {:.1} s per rate, {} B responses, {} latency requests, \
-         {cpus} CPUs, load {load_before} before, {} after",
+        "vt-front vs Caddy {} on loopback, {} rounds of {:.1} s per rate in {} slices, {} B responses, {} latency \
+         requests, {cpus} CPUs, load {load_before} before, {} after",
         version.split_whitespace().next().unwrap_or(version),
         p.rounds,
         p.secs.as_secs_f64(),
+        p.slices,
         p.body_bytes,
         p.latency_requests,
         loadavg(),
