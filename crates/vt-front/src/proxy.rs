@@ -119,7 +119,7 @@ impl Proxy {
     /// Forward a request (not an upgrade) and stream the answer back.
     pub(crate) async fn forward(&self, req: Request, to: &To<'_>, peer: Option<Peer>) -> Result<Response, ProxyError> {
         let (parts, body) = req.into_parts();
-        let up = upstream_request(&parts, body, to, peer, false)?;
+        let up = upstream_request(parts, body, to, peer, false)?;
         let resp = match tokio::time::timeout(self.limits.response_timeout, self.client.request(up)).await {
             Err(_) => return Err(ProxyError::Timeout(self.limits.response_timeout)),
             Ok(Err(e)) if e.is_connect() => return Err(ProxyError::Connect(error_chain(&e))),
@@ -158,7 +158,7 @@ impl Proxy {
             }
         });
         let (parts, body) = req.into_parts();
-        let up = upstream_request(&parts, body, to, peer, true)?;
+        let up = upstream_request(parts, body, to, peer, true)?;
         let mut resp = match tokio::time::timeout(self.limits.response_timeout, sender.send_request(up)).await {
             Err(_) => return Err(ProxyError::Timeout(self.limits.response_timeout)),
             Ok(Err(e)) => return Err(ProxyError::Upstream(error_chain(&e))),
@@ -192,9 +192,9 @@ impl Proxy {
     }
 }
 
-/// The request a workspace gets.
+/// The request a workspace gets: the client's, its headers moved over and rewritten.
 fn upstream_request(
-    parts: &hyper::http::request::Parts,
+    parts: hyper::http::request::Parts,
     body: Body,
     to: &To<'_>,
     peer: Option<Peer>,
@@ -211,15 +211,17 @@ fn upstream_request(
         format!("http://{}{path_and_query}", to.addr()).parse::<hyper::Uri>()
     }
     .map_err(|e| ProxyError::Upstream(format!("cannot make the upstream URI: {e}")))?;
-    let mut headers = parts.headers.clone();
+    let mut headers = parts.headers;
+    let host = headers.get(header::HOST).cloned();
     strip_hop_by_hop(&mut headers, upgrade);
     strip_credentials(&mut headers);
     let tls = peer.is_some_and(|p| p.tls);
     if let Some(peer) = peer {
         set(&mut headers, "x-forwarded-for", &peer.addr.ip().to_string());
     }
-    set(&mut headers, "x-forwarded-proto", if tls { "https" } else { "http" });
-    if let Some(host) = parts.headers.get(header::HOST).cloned() {
+    let proto = HeaderValue::from_static(if tls { "https" } else { "http" });
+    headers.insert(HeaderName::from_static("x-forwarded-proto"), proto);
+    if let Some(host) = host {
         headers.insert(HeaderName::from_static("x-forwarded-host"), host);
     }
     set(&mut headers, "x-forwarded-prefix", to.prefix);
@@ -227,7 +229,7 @@ fn upstream_request(
         set(&mut headers, "host", &to.addr().to_string());
     }
     let mut up = hyper::Request::new(body);
-    *up.method_mut() = parts.method.clone();
+    *up.method_mut() = parts.method;
     *up.uri_mut() = uri;
     *up.version_mut() = Version::HTTP_11;
     *up.headers_mut() = headers;
@@ -266,10 +268,14 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
-/// Remove the console user's basic auth and the origin's session cookie.
+/// Remove basic auth (the console user's, or what would pass for it) and the origin's
+/// session cookie. `Cookie` headers without that cookie are left as they are.
 fn strip_credentials(headers: &mut HeaderMap) {
-    if crate::auth::basic(headers).is_some() {
+    if crate::auth::is_basic(headers) {
         headers.remove(header::AUTHORIZATION);
+    }
+    if crate::auth::cookies(headers, SESSION_COOKIE).next().is_none() {
+        return;
     }
     let cookies: Vec<String> = headers
         .get_all(header::COOKIE)
@@ -372,6 +378,10 @@ mod tests {
         strip_credentials(&mut h);
         assert_eq!(h.get("authorization").unwrap(), "Bearer app-token", "the app's own scheme passes");
         assert!(h.get("cookie").is_none());
+        let mut h = headers(&[("authorization", "Basic not-base64"), ("cookie", "a=1;b=2")]);
+        strip_credentials(&mut h);
+        assert!(h.get("authorization").is_none(), "no basic auth passes, well-formed or not");
+        assert_eq!(h.get("cookie").unwrap(), "a=1;b=2", "cookies without the session's are left alone");
     }
 
     #[test]
