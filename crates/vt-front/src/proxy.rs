@@ -14,11 +14,15 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::response::Response;
+use bytes::Bytes;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::upgrade::Upgraded;
 use hyper::{StatusCode, Version};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
 use vt_ids::Name;
 
 use crate::auth::SESSION_COOKIE;
@@ -142,12 +146,11 @@ impl Proxy {
         metrics: &std::sync::Arc<OriginMetrics>,
     ) -> Result<Response, ProxyError> {
         let client_side = hyper::upgrade::on(&mut req);
-        let stream =
-            match tokio::time::timeout(self.limits.connect_timeout, tokio::net::TcpStream::connect(to.addr())).await {
-                Err(_) => return Err(ProxyError::Connect("connect timed out".into())),
-                Ok(Err(e)) => return Err(ProxyError::Connect(e.to_string())),
-                Ok(Ok(s)) => s,
-            };
+        let stream = match tokio::time::timeout(self.limits.connect_timeout, TcpStream::connect(to.addr())).await {
+            Err(_) => return Err(ProxyError::Connect("connect timed out".into())),
+            Ok(Err(e)) => return Err(ProxyError::Connect(e.to_string())),
+            Ok(Ok(s)) => s,
+        };
         let _ = stream.set_nodelay(true);
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
@@ -180,8 +183,7 @@ impl Proxy {
                     return;
                 }
             };
-            let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
-            match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+            match splice(client, upstream).await {
                 Ok((to_upstream, to_client)) => metrics.upgraded_bytes(to_upstream, to_client),
                 Err(e) => tracing::debug!(%workspace, error = %e, "upgraded connection ended with an error"),
             }
@@ -190,6 +192,32 @@ impl Proxy {
         strip_hop_by_hop(&mut parts.headers, true);
         Ok(Response::from_parts(parts, Body::empty()))
     }
+}
+
+/// Relay an upgraded connection both ways until either side closes: (bytes to the upstream,
+/// bytes to the client). A side that is a plain TCP connection (the upstream always; the
+/// client without TLS) is taken out of hyper's wrapper and relayed as the socket itself, the
+/// bytes hyper had read past the upgrade's head sent on first.
+async fn splice(client: Upgraded, upstream: Upgraded) -> std::io::Result<(u64, u64)> {
+    type Plain = TokioIo<TcpStream>;
+    match (client.downcast::<Plain>(), upstream.downcast::<Plain>()) {
+        (Ok(c), Ok(u)) => relay(c.io.into_inner(), c.read_buf, u.io.into_inner(), u.read_buf).await,
+        (Ok(c), Err(u)) => relay(c.io.into_inner(), c.read_buf, TokioIo::new(u), Bytes::new()).await,
+        (Err(c), Ok(u)) => relay(TokioIo::new(c), Bytes::new(), u.io.into_inner(), u.read_buf).await,
+        (Err(c), Err(u)) => relay(TokioIo::new(c), Bytes::new(), TokioIo::new(u), Bytes::new()).await,
+    }
+}
+
+/// `a_read` and `b_read`: what was already read from `a` and `b`, owed to the other side.
+async fn relay<A, B>(mut a: A, a_read: Bytes, mut b: B, b_read: Bytes) -> std::io::Result<(u64, u64)>
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    b.write_all(&a_read).await?;
+    a.write_all(&b_read).await?;
+    let (to_b, to_a) = tokio::io::copy_bidirectional(&mut a, &mut b).await?;
+    Ok((to_b + a_read.len() as u64, to_a + b_read.len() as u64))
 }
 
 /// The request a workspace gets: the client's, its headers moved over and rewritten.

@@ -1,8 +1,9 @@
 //! Side-by-side loopback benchmark of the workspace origin (vt-front) and Caddy 2.6.
 //!
 //! Usage: `vt-front-bench [--rounds R] [--secs S] [--concurrency 16,64] [--ws-conns N]
-//! [--latency-requests N] [--body-bytes B] [--slices N] [--quick]` (needs `caddy` on PATH:
-//! `apt-get install -y caddy`).
+//! [--latency-requests N] [--body-bytes B] [--slices N] [--only TEXT] [--quick]` (needs
+//! `caddy` on PATH: `apt-get install -y caddy`). `--only ws` measures only the metrics whose
+//! label contains `ws`.
 //!
 //! Two backends run in this process on a runtime of their own (an "IDE" and a "port"
 //! backend, each answering `GET /file` with a fixed body and echoing WebSockets at `/ws`).
@@ -76,7 +77,7 @@ const WORKSPACE: &str = "dev";
 const WS_MESSAGE: [u8; 32] = [0x42; 32];
 
 const USAGE: &str = "usage: vt-front-bench [--rounds R] [--secs S] [--concurrency 16,64] [--ws-conns N] \
-                     [--latency-requests N] [--body-bytes B] [--slices N] [--quick]";
+                     [--latency-requests N] [--body-bytes B] [--slices N] [--only TEXT] [--quick]";
 
 struct Params {
     rounds: usize,
@@ -88,6 +89,8 @@ struct Params {
     body_bytes: usize,
     /// Each rate is measured in this many slices, vt's and Caddy's in turn.
     slices: usize,
+    /// Only the metrics whose label contains this.
+    only: Option<String>,
 }
 
 impl Default for Params {
@@ -100,6 +103,7 @@ impl Default for Params {
             latency_requests: 2000,
             body_bytes: 1024,
             slices: 4,
+            only: None,
         }
     }
 }
@@ -131,6 +135,7 @@ fn parse_args(args: &[String]) -> Result<Params, String> {
             "--latency-requests" => p.latency_requests = number(value)?.max(10),
             "--body-bytes" => p.body_bytes = number(value)?,
             "--slices" => p.slices = number(value)?.clamp(1, 100),
+            "--only" => p.only = Some(value.clone()),
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
@@ -636,6 +641,7 @@ fn metrics(p: &Params) -> Vec<Metric> {
         }
     }
     m.extend([Metric::AddedP50, Metric::AddedP99, Metric::WsEcho]);
+    m.retain(|m| p.only.as_ref().is_none_or(|only| m.label(p).contains(only.as_str())));
     m
 }
 
@@ -774,7 +780,11 @@ async fn measure_all(
             Get::new(vt.addr, paths.ide.clone(), auth(), p.body_bytes),
             Get::new(caddy.addr, paths.ide.clone(), auth(), p.body_bytes),
         ];
-        let lat = latency(&gets, p.latency_requests).await?;
+        let lat = if metrics.iter().any(|m| matches!(m, Metric::AddedP50 | Metric::AddedP99)) {
+            latency(&gets, p.latency_requests).await?
+        } else {
+            vec![(0.0, 0.0); 3]
+        };
         let (direct, lat) = (lat[0], [lat[1], lat[2]]);
         for (i, m) in metrics.iter().enumerate() {
             let mut got = [0.0; 2];
