@@ -45,6 +45,7 @@
 //! the front on loopback (used as the child).
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -679,20 +680,28 @@ async fn run(p: Params, ide: SocketAddr, registered: SocketAddr) -> Res<()> {
     let hash = caddy_output(&["hash-password", "--plaintext", PASSWORD]).await?;
     let dir = std::env::temp_dir().join(format!("vt-front-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let (vt_port, caddy_port) = (free_port()?, free_port()?);
+    // The children are killed when dropped, on success or error; the directory goes either way.
+    let result = run_in(&p, ide, registered, &hash, &dir).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    print_table(&p, &result?, &version, &load_before, started.elapsed());
+    Ok(())
+}
 
+/// Start both proxies (Caddy's files in `dir`) and measure them.
+async fn run_in(p: &Params, ide: SocketAddr, registered: SocketAddr, hash: &str, dir: &Path) -> Res<Vec<Row>> {
+    let (vt_port, caddy_port) = (free_port()?, free_port()?);
     let mut vt = Command::new(std::env::current_exe()?)
         .args(["--serve-front", &vt_port.to_string(), &ide.port().to_string(), &registered.port().to_string()])
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .spawn()?;
     let cfg = dir.join("Caddyfile");
-    std::fs::write(&cfg, caddyfile(caddy_port, ide, registered, &hash))?;
+    std::fs::write(&cfg, caddyfile(caddy_port, ide, registered, hash))?;
     let mut caddy = Command::new("caddy")
         .args(["run", "--adapter", "caddyfile", "--config"])
         .arg(&cfg)
-        .env("XDG_DATA_HOME", &dir)
-        .env("XDG_CONFIG_HOME", &dir)
+        .env("XDG_DATA_HOME", dir)
+        .env("XDG_CONFIG_HOME", dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -701,13 +710,10 @@ async fn run(p: Params, ide: SocketAddr, registered: SocketAddr) -> Res<()> {
         .map_err(|e| format!("cannot run caddy (apt-get install -y caddy): {e}"))?;
     wait_ready(vt_port, &mut vt, "vt front").await?;
     wait_ready(caddy_port, &mut caddy, "caddy").await?;
-    let result = measure_all(&p, ide, registered, vt_port, caddy_port).await;
+    let result = measure_all(p, ide, registered, vt_port, caddy_port).await;
     let _ = vt.kill().await;
     let _ = caddy.kill().await;
-    let _ = std::fs::remove_dir_all(&dir);
-    let rows = result?;
-    print_table(&p, &rows, &version, &load_before, started.elapsed());
-    Ok(())
+    result
 }
 
 struct Row {
