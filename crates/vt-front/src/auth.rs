@@ -74,6 +74,15 @@ pub fn basic(headers: &HeaderMap) -> Option<(String, String)> {
     Some((user.to_owned(), password.to_owned()))
 }
 
+/// Whether `headers` carry an `Authorization` of the `Basic` scheme, well-formed or not
+/// (what [`basic`] would decode, without decoding it).
+pub fn is_basic(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().get(..6))
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case(b"basic "))
+}
+
 /// How a request authenticated on the workspace origin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Login {
@@ -171,15 +180,21 @@ impl Gate {
 
 /// Session cookies of one origin: `<expiry unix seconds>.<HMAC-SHA256 of it, base64url>`
 /// under a key made at start (a restart asks for the password again).
+///
+/// A cookie names only its expiry, so all sessions issued within one second are the same
+/// value: the last `Set-Cookie` (with and without `Secure`) is kept and given again within
+/// its second rather than signed anew for every response.
 pub struct Sessions {
     key: [u8; 32],
+    /// The last `Set-Cookie` without and with `Secure`, by the expiry it carries.
+    issued: Mutex<[Option<(u64, HeaderValue)>; 2]>,
 }
 
 impl Sessions {
     pub fn new() -> Result<Sessions, getrandom::Error> {
         let mut key = [0u8; 32];
         getrandom::fill(&mut key)?;
-        Ok(Sessions { key })
+        Ok(Sessions { key, issued: Mutex::default() })
     }
 
     fn mac(&self, expires: u64) -> Vec<u8> {
@@ -192,20 +207,31 @@ impl Sessions {
 
     /// A new session's cookie value, valid for [`SESSION_TTL`].
     pub fn issue(&self) -> String {
-        let expires = unix_now() + SESSION_TTL.as_secs();
+        self.value(unix_now() + SESSION_TTL.as_secs())
+    }
+
+    fn value(&self, expires: u64) -> String {
         let mac = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(self.mac(expires));
         format!("{expires}.{mac}")
     }
 
     /// The `Set-Cookie` header of a new session.
     pub fn set_cookie(&self, secure: bool) -> HeaderValue {
-        let secure = if secure { "; Secure" } else { "" };
+        let expires = unix_now() + SESSION_TTL.as_secs();
+        let mut issued = self.issued.lock().unwrap_or_else(|e| e.into_inner());
+        let last = &mut issued[usize::from(secure)];
+        if let Some((_, value)) = last.as_ref().filter(|(at, _)| *at == expires) {
+            return value.clone();
+        }
+        let flag = if secure { "; Secure" } else { "" };
         let value = format!(
-            "{SESSION_COOKIE}={}; Path=/workspace/; Max-Age={}; HttpOnly; SameSite=Strict{secure}",
-            self.issue(),
+            "{SESSION_COOKIE}={}; Path=/workspace/; Max-Age={}; HttpOnly; SameSite=Strict{flag}",
+            self.value(expires),
             SESSION_TTL.as_secs()
         );
-        HeaderValue::from_str(&value).unwrap_or_else(|e| unreachable!("a cookie of visible ASCII: {e}"))
+        let value = HeaderValue::from_str(&value).unwrap_or_else(|e| unreachable!("a cookie of visible ASCII: {e}"));
+        *last = Some((expires, value.clone()));
+        value
     }
 
     /// Whether `value` is a session of this origin that has not expired.
@@ -238,7 +264,7 @@ fn unix_now() -> u64 {
 }
 
 /// Failed logins per client address, in a fixed window. A login is a request with basic
-/// auth; it failed when it was answered 401.
+/// auth (well-formed or not); it failed when it was answered 401.
 pub struct LoginLimiter {
     clients: Mutex<HashMap<IpAddr, Failures>>,
     refusal: fn(Duration) -> Response,
@@ -308,7 +334,7 @@ impl LoginLimiter {
 /// Middleware: refuse a login from a client that failed too often (before its credentials
 /// are looked at), and count the logins that fail.
 pub async fn limit_logins(State(limiter): State<Arc<LoginLimiter>>, req: Request, next: Next) -> Response {
-    let client = req.extensions().get::<Peer>().map(|p| p.addr.ip()).filter(|_| basic(req.headers()).is_some());
+    let client = req.extensions().get::<Peer>().map(|p| p.addr.ip()).filter(|_| is_basic(req.headers()));
     let Some(client) = client else { return next.run(req).await };
     if let Some(wait) = limiter.refused(client) {
         return (limiter.refusal)(wait);
@@ -343,6 +369,17 @@ mod tests {
         assert_eq!(basic(&headers(&[("authorization", "Basic !!!")])), None);
         let no_colon = base64::engine::general_purpose::STANDARD.encode("vt");
         assert_eq!(basic(&headers(&[("authorization", &format!("Basic {no_colon}"))])), None);
+        for (value, is) in [
+            (format!("Basic {b64}"), true),
+            (format!("bASIC {b64}"), true),
+            ("Basic !!!".into(), true),
+            ("Basic".into(), false),
+            ("Basicx".into(), false),
+            ("Bearer vt_x".into(), false),
+        ] {
+            assert_eq!(is_basic(&headers(&[("authorization", &value)])), is, "{value}");
+        }
+        assert!(!is_basic(&headers(&[])));
     }
 
     #[test]
@@ -364,6 +401,12 @@ mod tests {
         let set = set.to_str().unwrap();
         assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict") && set.ends_with("; Secure"), "{set}");
         assert!(!a.set_cookie(false).to_str().unwrap().contains("Secure"));
+        // Within a second the same cookie is given again; each is valid.
+        let (x, y) = (a.set_cookie(false), a.set_cookie(false));
+        let value =
+            |h: &HeaderValue| h.to_str().unwrap().split(';').next().unwrap().split_once('=').unwrap().1.to_owned();
+        assert!(a.valid(&value(&x)) && a.valid(&value(&y)));
+        assert!(x == y || value(&x).split('.').next() != value(&y).split('.').next(), "only a new second changes it");
     }
 
     #[test]

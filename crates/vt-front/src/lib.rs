@@ -119,8 +119,9 @@ impl Front {
     /// One request: its path checked, its caller let in, its workspace looked up, then
     /// proxied (or upgraded).
     pub async fn handle(&self, req: Request) -> Response {
-        let path = req.uri().path().to_owned();
-        let target = match path::route(&path) {
+        // The URI's bytes are shared, not copied: the path outlives the request moved on below.
+        let uri = req.uri().clone();
+        let target = match path::route(uri.path()) {
             Ok(t) => t,
             Err(e @ path::PathError::TooLong) => {
                 return pages::page(StatusCode::URI_TOO_LONG, "Path too long", &e.to_string())
@@ -141,14 +142,14 @@ impl Front {
         };
         let peer = req.extensions().get::<Peer>().copied();
         let tls = peer.is_some_and(|p| p.tls);
-        let mut resp = self.route(req, target, peer).await;
+        let mut resp = self.route(req, uri.path(), target, peer).await;
         if login == auth::Login::Basic {
             resp.headers_mut().append(header::SET_COOKIE, self.gate.sessions().set_cookie(tls));
         }
         resp
     }
 
-    async fn route(&self, req: Request, target: path::Target<'_>, peer: Option<Peer>) -> Response {
+    async fn route(&self, req: Request, path: &str, target: path::Target<'_>, peer: Option<Peer>) -> Response {
         let (name, port, rest) = match &target {
             path::Target::Redirect(to) => {
                 let to = match req.uri().query() {
@@ -195,8 +196,9 @@ impl Front {
             }
         };
         self.accesses.touch(name);
-        let prefix = target.prefix().unwrap_or_default();
-        let to = proxy::To { address, port: upstream_port, rest, prefix: &prefix, workspace: name, registered: port };
+        // `rest` is the end of `path`: what comes before it is the prefix, as `Target::prefix` spells it.
+        let prefix = &path[..path.len() - rest.len()];
+        let to = proxy::To { address, port: upstream_port, rest, prefix, workspace: name, registered: port };
         let result = if proxy::is_upgrade(req.headers()) {
             if let Err(why) = proxy::check_origin(req.headers(), peer.is_some_and(|p| p.tls)) {
                 return pages::page(StatusCode::FORBIDDEN, "Cross-origin WebSocket refused", &why);

@@ -87,7 +87,12 @@ impl OriginMetrics {
 
 /// Middleware: count each request's status and the bytes of its body and its response's.
 pub async fn count(State(m): State<Arc<OriginMetrics>>, req: Request, next: Next) -> Response {
-    let req = req.map(|b| Body::new(Counted { inner: b, metrics: m.clone(), inbound: true }));
+    // A request without a body (most are) has no bytes to count: it is not wrapped.
+    let req = if http_body::Body::is_end_stream(req.body()) {
+        req
+    } else {
+        req.map(|b| Body::new(Counted { inner: b, metrics: m.clone(), inbound: true }))
+    };
     let resp = next.run(req).await;
     m.answered(resp.status().as_u16());
     if resp.status() == hyper::StatusCode::SWITCHING_PROTOCOLS {

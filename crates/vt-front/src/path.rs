@@ -111,25 +111,24 @@ fn check_segments(path: &str) -> Result<(), PathError> {
         return Err(PathError::EncodedSeparator);
     }
     for segment in path.split('/') {
-        let decoded = decode_dots(segment)?;
-        if decoded == b"." || decoded == b".." {
+        if is_dot_segment(segment)? {
             return Err(PathError::DotSegment);
         }
     }
     Ok(())
 }
 
-/// A segment with its percent-encoded dots decoded; an encoded `/`, `\` or NUL is refused.
-/// Other escapes are kept as written (the upstream decodes them).
-fn decode_dots(segment: &str) -> Result<Vec<u8>, PathError> {
+/// Whether a segment is `.` or `..` once its percent-encoded dots are decoded; an encoded
+/// `/`, `\` or NUL is refused. Other escapes are kept as written (the upstream decodes them).
+fn is_dot_segment(segment: &str) -> Result<bool, PathError> {
     let b = segment.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
+    let (mut dots, mut other) = (0usize, false);
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' && i + 2 < b.len() {
             match [b[i + 1].to_ascii_lowercase(), b[i + 2].to_ascii_lowercase()] {
                 [b'2', b'e'] => {
-                    out.push(b'.');
+                    dots += 1;
                     i += 3;
                     continue;
                 }
@@ -137,10 +136,14 @@ fn decode_dots(segment: &str) -> Result<Vec<u8>, PathError> {
                 _ => {}
             }
         }
-        out.push(b[i]);
+        if b[i] == b'.' {
+            dots += 1;
+        } else {
+            other = true;
+        }
         i += 1;
     }
-    Ok(out)
+    Ok(!other && (dots == 1 || dots == 2))
 }
 
 #[cfg(test)]
@@ -177,6 +180,12 @@ mod tests {
         assert_eq!(t.prefix().as_deref(), Some("/workspace/dev/port/80"));
         assert_eq!(t.workspace(), Some(&name("dev")));
         assert_eq!(route("/workspace/dev/x").unwrap().prefix().as_deref(), Some("/workspace/dev"));
+        // The front strips what comes before `rest`: always the prefix as `prefix` spells it.
+        for p in ["/workspace/dev/", "/workspace/a-1/x/y?", "/workspace/dev/port/65535/", "/workspace/dev/port/8/a/b"] {
+            let t = route(p).unwrap();
+            let (Target::Ide { rest, .. } | Target::Port { rest, .. }) = &t else { panic!("{p}") };
+            assert_eq!(format!("{}{rest}", t.prefix().unwrap()), p);
+        }
     }
 
     #[test]

@@ -14,11 +14,15 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::response::Response;
+use bytes::Bytes;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::upgrade::Upgraded;
 use hyper::{StatusCode, Version};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
 use vt_ids::Name;
 
 use crate::auth::SESSION_COOKIE;
@@ -119,7 +123,7 @@ impl Proxy {
     /// Forward a request (not an upgrade) and stream the answer back.
     pub(crate) async fn forward(&self, req: Request, to: &To<'_>, peer: Option<Peer>) -> Result<Response, ProxyError> {
         let (parts, body) = req.into_parts();
-        let up = upstream_request(&parts, body, to, peer, false)?;
+        let up = upstream_request(parts, body, to, peer, false)?;
         let resp = match tokio::time::timeout(self.limits.response_timeout, self.client.request(up)).await {
             Err(_) => return Err(ProxyError::Timeout(self.limits.response_timeout)),
             Ok(Err(e)) if e.is_connect() => return Err(ProxyError::Connect(error_chain(&e))),
@@ -142,12 +146,11 @@ impl Proxy {
         metrics: &std::sync::Arc<OriginMetrics>,
     ) -> Result<Response, ProxyError> {
         let client_side = hyper::upgrade::on(&mut req);
-        let stream =
-            match tokio::time::timeout(self.limits.connect_timeout, tokio::net::TcpStream::connect(to.addr())).await {
-                Err(_) => return Err(ProxyError::Connect("connect timed out".into())),
-                Ok(Err(e)) => return Err(ProxyError::Connect(e.to_string())),
-                Ok(Ok(s)) => s,
-            };
+        let stream = match tokio::time::timeout(self.limits.connect_timeout, TcpStream::connect(to.addr())).await {
+            Err(_) => return Err(ProxyError::Connect("connect timed out".into())),
+            Ok(Err(e)) => return Err(ProxyError::Connect(e.to_string())),
+            Ok(Ok(s)) => s,
+        };
         let _ = stream.set_nodelay(true);
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
@@ -158,7 +161,7 @@ impl Proxy {
             }
         });
         let (parts, body) = req.into_parts();
-        let up = upstream_request(&parts, body, to, peer, true)?;
+        let up = upstream_request(parts, body, to, peer, true)?;
         let mut resp = match tokio::time::timeout(self.limits.response_timeout, sender.send_request(up)).await {
             Err(_) => return Err(ProxyError::Timeout(self.limits.response_timeout)),
             Ok(Err(e)) => return Err(ProxyError::Upstream(error_chain(&e))),
@@ -180,8 +183,7 @@ impl Proxy {
                     return;
                 }
             };
-            let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
-            match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+            match splice(client, upstream).await {
                 Ok((to_upstream, to_client)) => metrics.upgraded_bytes(to_upstream, to_client),
                 Err(e) => tracing::debug!(%workspace, error = %e, "upgraded connection ended with an error"),
             }
@@ -192,9 +194,35 @@ impl Proxy {
     }
 }
 
-/// The request a workspace gets.
+/// Relay an upgraded connection both ways until either side closes: (bytes to the upstream,
+/// bytes to the client). A side that is a plain TCP connection (the upstream always; the
+/// client without TLS) is taken out of hyper's wrapper and relayed as the socket itself, the
+/// bytes hyper had read past the upgrade's head sent on first.
+async fn splice(client: Upgraded, upstream: Upgraded) -> std::io::Result<(u64, u64)> {
+    type Plain = TokioIo<TcpStream>;
+    match (client.downcast::<Plain>(), upstream.downcast::<Plain>()) {
+        (Ok(c), Ok(u)) => relay(c.io.into_inner(), c.read_buf, u.io.into_inner(), u.read_buf).await,
+        (Ok(c), Err(u)) => relay(c.io.into_inner(), c.read_buf, TokioIo::new(u), Bytes::new()).await,
+        (Err(c), Ok(u)) => relay(TokioIo::new(c), Bytes::new(), u.io.into_inner(), u.read_buf).await,
+        (Err(c), Err(u)) => relay(TokioIo::new(c), Bytes::new(), TokioIo::new(u), Bytes::new()).await,
+    }
+}
+
+/// `a_read` and `b_read`: what was already read from `a` and `b`, owed to the other side.
+async fn relay<A, B>(mut a: A, a_read: Bytes, mut b: B, b_read: Bytes) -> std::io::Result<(u64, u64)>
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    b.write_all(&a_read).await?;
+    a.write_all(&b_read).await?;
+    let (to_b, to_a) = tokio::io::copy_bidirectional(&mut a, &mut b).await?;
+    Ok((to_b + a_read.len() as u64, to_a + b_read.len() as u64))
+}
+
+/// The request a workspace gets: the client's, its headers moved over and rewritten.
 fn upstream_request(
-    parts: &hyper::http::request::Parts,
+    parts: hyper::http::request::Parts,
     body: Body,
     to: &To<'_>,
     peer: Option<Peer>,
@@ -211,15 +239,17 @@ fn upstream_request(
         format!("http://{}{path_and_query}", to.addr()).parse::<hyper::Uri>()
     }
     .map_err(|e| ProxyError::Upstream(format!("cannot make the upstream URI: {e}")))?;
-    let mut headers = parts.headers.clone();
+    let mut headers = parts.headers;
+    let host = headers.get(header::HOST).cloned();
     strip_hop_by_hop(&mut headers, upgrade);
     strip_credentials(&mut headers);
     let tls = peer.is_some_and(|p| p.tls);
     if let Some(peer) = peer {
         set(&mut headers, "x-forwarded-for", &peer.addr.ip().to_string());
     }
-    set(&mut headers, "x-forwarded-proto", if tls { "https" } else { "http" });
-    if let Some(host) = parts.headers.get(header::HOST).cloned() {
+    let proto = HeaderValue::from_static(if tls { "https" } else { "http" });
+    headers.insert(HeaderName::from_static("x-forwarded-proto"), proto);
+    if let Some(host) = host {
         headers.insert(HeaderName::from_static("x-forwarded-host"), host);
     }
     set(&mut headers, "x-forwarded-prefix", to.prefix);
@@ -227,7 +257,7 @@ fn upstream_request(
         set(&mut headers, "host", &to.addr().to_string());
     }
     let mut up = hyper::Request::new(body);
-    *up.method_mut() = parts.method.clone();
+    *up.method_mut() = parts.method;
     *up.uri_mut() = uri;
     *up.version_mut() = Version::HTTP_11;
     *up.headers_mut() = headers;
@@ -266,10 +296,14 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
-/// Remove the console user's basic auth and the origin's session cookie.
+/// Remove basic auth (the console user's, or what would pass for it) and the origin's
+/// session cookie. `Cookie` headers without that cookie are left as they are.
 fn strip_credentials(headers: &mut HeaderMap) {
-    if crate::auth::basic(headers).is_some() {
+    if crate::auth::is_basic(headers) {
         headers.remove(header::AUTHORIZATION);
+    }
+    if crate::auth::cookies(headers, SESSION_COOKIE).next().is_none() {
+        return;
     }
     let cookies: Vec<String> = headers
         .get_all(header::COOKIE)
@@ -372,6 +406,10 @@ mod tests {
         strip_credentials(&mut h);
         assert_eq!(h.get("authorization").unwrap(), "Bearer app-token", "the app's own scheme passes");
         assert!(h.get("cookie").is_none());
+        let mut h = headers(&[("authorization", "Basic not-base64"), ("cookie", "a=1;b=2")]);
+        strip_credentials(&mut h);
+        assert!(h.get("authorization").is_none(), "no basic auth passes, well-formed or not");
+        assert_eq!(h.get("cookie").unwrap(), "a=1;b=2", "cookies without the session's are left alone");
     }
 
     #[test]
