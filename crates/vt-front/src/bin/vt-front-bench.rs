@@ -444,14 +444,11 @@ impl Slice {
 /// Requests of `conc` workers over `dur`: each on one kept-alive connection, or
 /// each request on a new one. Connections are opened before the clock starts.
 async fn rate(get: Arc<Get>, conc: usize, dur: Duration, keep: bool) -> Res<Slice> {
-    let count = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let start = Arc::new(Barrier::new(conc + 1));
+    let w = Workers::new(conc);
     let mut tasks = Vec::new();
     for _ in 0..conc {
-        let (get, count, errors, stop, start) =
-            (get.clone(), count.clone(), errors.clone(), stop.clone(), start.clone());
+        let Workers { count, errors, stop, start } = w.clone();
+        let get = get.clone();
         tasks.push(tokio::spawn(async move {
             let mut tx = if keep { keep_alive(get.addr).await.ok() } else { None };
             start.wait().await;
@@ -480,19 +477,7 @@ async fn rate(get: Arc<Get>, conc: usize, dur: Duration, keep: bool) -> Res<Slic
             }
         }));
     }
-    start.wait().await;
-    let started = Instant::now();
-    tokio::time::sleep(dur).await;
-    let (done, elapsed) = (count.load(Relaxed), started.elapsed());
-    stop.store(true, Relaxed);
-    for t in tasks {
-        t.await?;
-    }
-    let errors = errors.load(Relaxed);
-    if errors > 0 {
-        eprintln!("  note: {errors} failed requests to {}{}", get.addr, get.path);
-    }
-    Ok(Slice { done, elapsed })
+    w.measure(dur, tasks, &format!("requests to {}{}", get.addr, get.path)).await
 }
 
 /// Latency (µs) of `count` requests to each of `gets`, one at a time on one connection
@@ -529,15 +514,12 @@ async fn latency(gets: &[Get], count: usize) -> Res<Vec<(f64, f64)>> {
 /// WebSocket messages echoed per second over `conns` connections, each sending one small
 /// message and waiting for its echo.
 async fn ws_rate(addr: SocketAddr, path: &str, auth: &HeaderValue, conns: usize, dur: Duration) -> Res<Slice> {
-    let count = Arc::new(AtomicU64::new(0));
-    let errors = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let start = Arc::new(Barrier::new(conns + 1));
+    let w = Workers::new(conns);
     let mut tasks = Vec::new();
     for _ in 0..conns {
         let mut req = format!("ws://{addr}{path}").into_client_request()?;
         req.headers_mut().insert(header::AUTHORIZATION, auth.clone());
-        let (count, errors, stop, start) = (count.clone(), errors.clone(), stop.clone(), start.clone());
+        let Workers { count, errors, stop, start } = w.clone();
         let path = path.to_owned();
         tasks.push(tokio::spawn(async move {
             let opened = async {
@@ -571,19 +553,46 @@ async fn ws_rate(addr: SocketAddr, path: &str, auth: &HeaderValue, conns: usize,
             let _ = ws.close(None).await;
         }));
     }
-    start.wait().await;
-    let started = Instant::now();
-    tokio::time::sleep(dur).await;
-    let (done, elapsed) = (count.load(Relaxed), started.elapsed());
-    stop.store(true, Relaxed);
-    for t in tasks {
-        t.await?;
+    w.measure(dur, tasks, &format!("WebSockets to {addr}{path}")).await
+}
+
+/// What the workers of one rate share: what they did, what failed, when to stop, and the
+/// barrier they all pass (with the clock's owner) once their connections are open.
+#[derive(Clone)]
+struct Workers {
+    count: Arc<AtomicU64>,
+    errors: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    start: Arc<Barrier>,
+}
+
+impl Workers {
+    fn new(n: usize) -> Workers {
+        Workers {
+            count: Arc::default(),
+            errors: Arc::default(),
+            stop: Arc::default(),
+            start: Arc::new(Barrier::new(n + 1)),
+        }
     }
-    let errors = errors.load(Relaxed);
-    if errors > 0 {
-        eprintln!("  note: {errors} failed WebSockets to {addr}{path}");
+
+    /// Start the workers `tasks` together, count what they do in `dur`, stop and join them;
+    /// failures are noted as `what` failed.
+    async fn measure(self, dur: Duration, tasks: Vec<tokio::task::JoinHandle<()>>, what: &str) -> Res<Slice> {
+        self.start.wait().await;
+        let started = Instant::now();
+        tokio::time::sleep(dur).await;
+        let (done, elapsed) = (self.count.load(Relaxed), started.elapsed());
+        self.stop.store(true, Relaxed);
+        for t in tasks {
+            t.await?;
+        }
+        let errors = self.errors.load(Relaxed);
+        if errors > 0 {
+            eprintln!("  note: {errors} failed {what}");
+        }
+        Ok(Slice { done, elapsed })
     }
-    Ok(Slice { done, elapsed })
 }
 
 /// One of the two proxies as the client reaches it.
