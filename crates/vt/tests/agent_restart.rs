@@ -37,7 +37,7 @@ fn logs_and_the_exit_status_survive_a_sigkill_of_the_server() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let _vms = KillVms(&data);
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = common::free_port();
     let args = ingress_server_args(&data, port);
     let server_args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (mut first, url, _) = spawn_vt_server_captured(dir.path(), &server_args);

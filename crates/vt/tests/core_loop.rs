@@ -65,7 +65,7 @@ fn core_loop_deploy_roll_and_rollback_through_the_ingress() {
     }
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = common::free_port();
     let args = ingress_server_args(&data, port);
     let (mut child, url) = spawn_vt_server(dir.path(), &args.iter().map(String::as_str).collect::<Vec<_>>());
     let vt = |args: &[&str]| vt_at(dir.path(), &data, &url, args);

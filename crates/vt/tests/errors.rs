@@ -32,7 +32,7 @@ fn bad_token_is_6() {
 #[test]
 fn unreachable_server_is_5() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = common::free_port();
     let server = format!("http://127.0.0.1:{port}");
     let out =
         vt_isolated(dir.path(), &["org", "create", "acme", "--server", &server, "--token", "t"]).output().unwrap();

@@ -64,7 +64,7 @@ fn exec_into_a_real_microvm_with_pipes_and_a_terminal() {
     }
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = common::free_port();
     let args = ingress_server_args(&data, port);
     let server_args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (_server, url, _) = spawn_vt_server_captured(dir.path(), &server_args);

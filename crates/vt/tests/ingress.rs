@@ -6,11 +6,7 @@ mod common;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use common::{ingress_server_args, spawn_vt_server, vt_isolated, Run};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use common::{free_port, ingress_server_args, spawn_vt_server, vt_isolated, Run};
 
 /// `GET path` with `token` (the operator's: metrics are for admins).
 fn get(url: &str, path: &str, token: &str) -> String {

@@ -70,7 +70,7 @@ fn readme_quick_start_runs_verbatim() {
     std::fs::create_dir_all(cwd.join("target/release")).unwrap();
     std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_vt"), cwd.join("target/release/vt")).unwrap();
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = common::free_port();
     let mut args = common::ingress_server_args(&cwd.join(".vt"), port);
     args.extend(["--drain-timeout", "10s", "--vm-stop-timeout", "10s"].map(str::to_owned));
     let began = Instant::now();

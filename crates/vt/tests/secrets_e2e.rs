@@ -140,7 +140,7 @@ fn secrets_reach_a_real_microvm_roll_out_once_rotate_and_leak_nowhere() {
     }
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = common::free_port();
     let args = ingress_server_args(&data, port);
     let server_args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (mut child, url, server_output) = spawn_vt_server_captured(dir.path(), &server_args);

@@ -62,7 +62,7 @@ fn the_template_runs_code_server_in_a_microvm_with_a_home_that_persists() {
     let Some(layout) = template() else { return };
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = common::free_port();
     let args = ingress_server_args(&data, port);
     let (mut child, url) = spawn_vt_server(dir.path(), &args.iter().map(String::as_str).collect::<Vec<_>>());
     let vt = |args: &[&str]| vt_at(dir.path(), &data, &url, args);

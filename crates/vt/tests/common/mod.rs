@@ -258,6 +258,12 @@ pub fn plain_server_args(data: &Path, extra: &[&str]) -> Vec<String> {
     args
 }
 
+/// A loopback port free a moment ago (for a route's listener).
+#[allow(dead_code)]
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
 /// One HTTP/1.0 GET of `path` through the ingress on `port`: the body, or why not.
 #[allow(dead_code)]
 pub fn http_get(port: u16, path: &str) -> Result<Vec<u8>, String> {
