@@ -20,6 +20,7 @@ mod boot;
 pub mod exec;
 pub mod limits;
 pub mod resources;
+pub mod workspaces;
 pub use boot::{nearest_rank, BootPhase, BootTimingSummary, BootTimingsQuery, PhaseStats};
 pub use exec::{CreateExec, ExecGrant};
 pub use resources::*;
@@ -29,6 +30,9 @@ pub use vt_events::{
     VolumeBackups,
 };
 pub use vt_ids::{EnvVarName, Hostname, Name};
+pub use workspaces::{
+    AddWorkspacePort, CreateWorkspace, Workspace, WorkspaceActivity, WorkspaceDesired, WorkspacePort, WorkspaceStatus,
+};
 
 /// Header carrying the client's idempotency key on mutations.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -69,6 +73,8 @@ pub enum ErrorCode {
     Unavailable,
     /// Too many failed logins from this client; retry after `Retry-After` seconds.
     RateLimited,
+    /// The node has no room for this (a workspace start); the message names what to stop.
+    CapacityExhausted,
 }
 
 impl ErrorCode {
@@ -88,6 +94,7 @@ impl ErrorCode {
             Self::Gone => "gone",
             Self::Unavailable => "unavailable",
             Self::RateLimited => "rate_limited",
+            Self::CapacityExhausted => "capacity_exhausted",
         }
     }
 }

@@ -43,7 +43,10 @@ impl ExitStatus {
         match code {
             ErrorCode::MalformedRequest | ErrorCode::InvalidField | ErrorCode::UnknownField => Self::Usage,
             ErrorCode::NotFound => Self::NotFound,
-            ErrorCode::NameTaken | ErrorCode::Conflict | ErrorCode::IdempotencyKeyReused => Self::Conflict,
+            ErrorCode::NameTaken
+            | ErrorCode::Conflict
+            | ErrorCode::IdempotencyKeyReused
+            | ErrorCode::CapacityExhausted => Self::Conflict,
             ErrorCode::Unauthorized | ErrorCode::Forbidden => Self::Unauthorized,
             ErrorCode::ProjectionLag
             | ErrorCode::Internal

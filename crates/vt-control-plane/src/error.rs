@@ -86,6 +86,10 @@ fn name_taken(scope: ClaimScope, name: &str) -> ApiErr {
         ClaimScope::RoutePort => {
             taken("port", format!("port {name} is already used by another route; retry to get the next free port"))
         }
+        ClaimScope::Workspace => taken(
+            "name",
+            format!("a workspace named `{name}` already exists on this platform (names are paths on one origin); pick another name"),
+        ),
         ClaimScope::Node => taken("name", format!("a node named `{name}` is already registered; pick another name")),
         ClaimScope::Subnet => ApiErr::conflict("two nodes registered at once and drew the same subnet; retry"),
         ClaimScope::Ipv4Range => {

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use vt_ids::{
     AppId, BackupId, DeployId, EnvId, EventId, ExecId, InstanceId, NodeId, OrgId, ReleaseId, RequestId, RouteId,
-    SnapshotId, TokenId, VolumeId,
+    SnapshotId, TokenId, VolumeId, WorkspaceId,
 };
 
 mod types;
@@ -52,10 +52,12 @@ pub enum AggregateType {
     Volume,
     /// A snapshot of a volume: asked for, then reported by its node.
     Snapshot,
+    /// A workspace: what it should be (running, stopped, deleted), its ports, its last access.
+    Workspace,
 }
 
 impl AggregateType {
-    pub const ALL: [AggregateType; 14] = [
+    pub const ALL: [AggregateType; 15] = [
         Self::Org,
         Self::App,
         Self::Env,
@@ -70,6 +72,7 @@ impl AggregateType {
         Self::Exec,
         Self::Volume,
         Self::Snapshot,
+        Self::Workspace,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -88,6 +91,7 @@ impl AggregateType {
             Self::Exec => "exec",
             Self::Volume => "volume",
             Self::Snapshot => "snapshot",
+            Self::Workspace => "workspace",
         }
     }
 
@@ -177,6 +181,20 @@ pub enum Event {
     BackupRequested(BackupRequested),
     #[serde(rename = "backup.reported")]
     BackupReported(BackupReported),
+    #[serde(rename = "workspace.created")]
+    WorkspaceCreated(WorkspaceCreated),
+    #[serde(rename = "workspace.desired_state_changed")]
+    WorkspaceDesiredStateChanged(WorkspaceDesiredStateChanged),
+    #[serde(rename = "workspace.failed")]
+    WorkspaceFailed(WorkspaceFailed),
+    #[serde(rename = "workspace.port_added")]
+    WorkspacePortAdded(WorkspacePortAdded),
+    #[serde(rename = "workspace.port_removed")]
+    WorkspacePortRemoved(WorkspacePortRemoved),
+    #[serde(rename = "workspace.accessed")]
+    WorkspaceAccessed(WorkspaceAccessed),
+    #[serde(rename = "workspace.deleted")]
+    WorkspaceDeleted(WorkspaceDeleted),
 }
 
 /// Why stored bytes could not be decoded into an [`Event`].
@@ -228,6 +246,13 @@ impl Event {
         ("snapshot.reported", 1),
         ("backup.requested", 1),
         ("backup.reported", 1),
+        ("workspace.created", 1),
+        ("workspace.desired_state_changed", 1),
+        ("workspace.failed", 1),
+        ("workspace.port_added", 1),
+        ("workspace.port_removed", 1),
+        ("workspace.accessed", 1),
+        ("workspace.deleted", 1),
     ];
 
     pub fn event_type(&self) -> &'static str {
@@ -267,6 +292,13 @@ impl Event {
             Event::SnapshotReported(_) => "snapshot.reported",
             Event::BackupRequested(_) => "backup.requested",
             Event::BackupReported(_) => "backup.reported",
+            Event::WorkspaceCreated(_) => "workspace.created",
+            Event::WorkspaceDesiredStateChanged(_) => "workspace.desired_state_changed",
+            Event::WorkspaceFailed(_) => "workspace.failed",
+            Event::WorkspacePortAdded(_) => "workspace.port_added",
+            Event::WorkspacePortRemoved(_) => "workspace.port_removed",
+            Event::WorkspaceAccessed(_) => "workspace.accessed",
+            Event::WorkspaceDeleted(_) => "workspace.deleted",
         }
     }
 
@@ -321,6 +353,13 @@ impl Event {
             // A volume has one backup running at a time: serialized on the volume.
             Event::BackupRequested(e) => (A::Volume, e.volume_id.to_string()),
             Event::BackupReported(e) => (A::Volume, e.volume_id.to_string()),
+            Event::WorkspaceCreated(e) => (A::Workspace, e.workspace_id.to_string()),
+            Event::WorkspaceDesiredStateChanged(e) => (A::Workspace, e.workspace_id.to_string()),
+            Event::WorkspaceFailed(e) => (A::Workspace, e.workspace_id.to_string()),
+            Event::WorkspacePortAdded(e) => (A::Workspace, e.workspace_id.to_string()),
+            Event::WorkspacePortRemoved(e) => (A::Workspace, e.workspace_id.to_string()),
+            Event::WorkspaceAccessed(e) => (A::Workspace, e.workspace_id.to_string()),
+            Event::WorkspaceDeleted(e) => (A::Workspace, e.workspace_id.to_string()),
         }
     }
 
@@ -358,6 +397,13 @@ impl Event {
             Event::SnapshotReported(e) => Some(e.org_id),
             Event::BackupRequested(e) => Some(e.org_id),
             Event::BackupReported(e) => Some(e.org_id),
+            Event::WorkspaceCreated(e) => Some(e.org_id),
+            Event::WorkspaceDesiredStateChanged(e) => Some(e.org_id),
+            Event::WorkspaceFailed(e) => Some(e.org_id),
+            Event::WorkspacePortAdded(e) => Some(e.org_id),
+            Event::WorkspacePortRemoved(e) => Some(e.org_id),
+            Event::WorkspaceAccessed(e) => Some(e.org_id),
+            Event::WorkspaceDeleted(e) => Some(e.org_id),
             Event::NodeRegistered(_)
             | Event::NodeCapacityChanged(_)
             | Event::NodeStatusChanged(_)

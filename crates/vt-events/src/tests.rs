@@ -16,7 +16,7 @@ fn samples() -> Vec<Event> {
     let cap = Capacity { cpu_millis: 2000, memory_mib: 4096 };
     vec![
         Event::OrgCreated(OrgCreated { org_id, name: "acme".into() }),
-        Event::AppCreated(AppCreated { org_id, app_id, name: "web".into(), description: None }),
+        Event::AppCreated(AppCreated { org_id, app_id, name: "web".into(), description: None, workspace_id: None }),
         Event::EnvCreated(EnvCreated { org_id, app_id, env_id, name: "prod".into() }),
         Event::ScaleSet(ScaleSet { org_id, app_id, env_id, process: "web".into(), instances: 2 }),
         Event::ReleaseCreated(ReleaseCreated {

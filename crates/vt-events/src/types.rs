@@ -22,6 +22,10 @@ pub struct AppCreated {
     pub name: String,
     #[serde(default)]
     pub description: Option<String>,
+    /// The workspace this app carries (its one env runs the workspace's IDE): such an app
+    /// is not listed with the org's apps and has no name of its own in the org.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace_id: Option<WorkspaceId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -852,4 +856,102 @@ pub struct PendingBackup {
     pub app: String,
     pub env: String,
     pub requested_at: DateTime<Utc>,
+}
+
+/// A workspace is created (docs/workspaces.md): its platform-wide name, and the hidden app, env,
+/// release and home volume that carry it. Created meaning to run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceCreated {
+    pub org_id: OrgId,
+    pub workspace_id: WorkspaceId,
+    pub name: String,
+    pub app_id: AppId,
+    pub env_id: EnvId,
+    pub release_id: ReleaseId,
+    /// The home disk, on `node_id`: every start of the workspace runs there.
+    pub volume_id: VolumeId,
+    pub node_id: NodeId,
+    /// `repository@sha256:...` of the IDE image, and the manifest nodes run.
+    pub image_ref: String,
+    pub image_digest: String,
+    pub cpus: u32,
+    pub memory_mib: u32,
+    pub disk_gib: u32,
+}
+
+/// What a workspace should be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkspaceDesired {
+    Running,
+    Stopped,
+    /// Being deleted: the VM stops, then the disk goes (`workspace.deleted`).
+    Deleted,
+}
+
+impl WorkspaceDesired {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Stopped => "stopped",
+            Self::Deleted => "deleted",
+        }
+    }
+}
+
+/// A user starts, stops or deletes a workspace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceDesiredStateChanged {
+    pub org_id: OrgId,
+    pub workspace_id: WorkspaceId,
+    pub desired: WorkspaceDesired,
+}
+
+/// The workspace's IDE failed while meant to run; the platform stopped it (no restart loop).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceFailed {
+    pub org_id: OrgId,
+    pub workspace_id: WorkspaceId,
+    pub instance_id: InstanceId,
+    /// Why, in words a user can act on (the instance's failure).
+    pub reason: String,
+}
+
+/// A port of the workspace is reachable at `/workspace/{name}/port/{port}/`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspacePortAdded {
+    pub org_id: OrgId,
+    pub workspace_id: WorkspaceId,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspacePortRemoved {
+    pub org_id: OrgId,
+    pub workspace_id: WorkspaceId,
+    pub port: u16,
+}
+
+/// The HTTP front served a request of the workspace (coalesced: at most one such event a
+/// minute per workspace).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceAccessed {
+    pub org_id: OrgId,
+    pub workspace_id: WorkspaceId,
+    /// The last request's time.
+    pub at: DateTime<Utc>,
+}
+
+/// A deleted workspace is gone: its VM ended, its disk is deleted, its name is free.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkspaceDeleted {
+    pub org_id: OrgId,
+    pub workspace_id: WorkspaceId,
 }

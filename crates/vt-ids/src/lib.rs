@@ -217,6 +217,8 @@ kinds! {
     BackupKind, BackupId, "bak", "backup";
     /// One `vt exec` session into an instance (its grant, then its run).
     ExecKind, ExecId, "exec", "exec session";
+    /// A workspace: a browser development environment (one microVM and its home disk).
+    WorkspaceKind, WorkspaceId, "ws", "workspace";
 }
 
 #[cfg(test)]

@@ -81,6 +81,8 @@ pub enum ClaimScope {
     RouteHost(u16),
     /// Host names, owned by the org whose routes use them.
     Hostname,
+    /// Workspace names, platform-wide (they are paths on the one workspace origin).
+    Workspace,
 }
 
 impl ClaimScope {
@@ -96,6 +98,7 @@ impl ClaimScope {
             Self::RoutePort => "route-port".into(),
             Self::RouteHost(port) => format!("route-host:{port}"),
             Self::Hostname => "hostname".into(),
+            Self::Workspace => "workspace".into(),
         }
     }
 }

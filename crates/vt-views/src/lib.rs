@@ -33,10 +33,11 @@ pub enum ViewKind {
     Secrets,
     Volume,
     Snapshot,
+    Workspace,
 }
 
 impl ViewKind {
-    pub const ALL: [ViewKind; 13] = [
+    pub const ALL: [ViewKind; 14] = [
         Self::Org,
         Self::App,
         Self::Env,
@@ -50,6 +51,7 @@ impl ViewKind {
         Self::Secrets,
         Self::Volume,
         Self::Snapshot,
+        Self::Workspace,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -67,6 +69,7 @@ impl ViewKind {
             Self::Secrets => "secrets",
             Self::Volume => "volume",
             Self::Snapshot => "snapshot",
+            Self::Workspace => "workspace",
         }
     }
 
@@ -130,6 +133,10 @@ pub struct AppView {
     pub org_id: OrgId,
     pub name: String,
     pub description: Option<String>,
+    /// The workspace this app carries: not one of the org's apps (no parent, no name in
+    /// the index), reached only through its workspace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace_id: Option<WorkspaceId>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -499,6 +506,59 @@ pub struct VolumeView {
     pub updated_at: DateTime<Utc>,
 }
 
+/// A workspace (docs/workspaces.md): what it should be and what it is made of. Its current
+/// state (starting, running, ...) is its env's instance's, read next to it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkspaceView {
+    pub id: WorkspaceId,
+    pub org_id: OrgId,
+    pub name: String,
+    /// The hidden app and env that run its IDE (process `ide`), and their release.
+    pub app_id: AppId,
+    pub env_id: EnvId,
+    pub release_id: ReleaseId,
+    /// The home disk and the node that holds it.
+    pub volume_id: VolumeId,
+    pub node_id: NodeId,
+    pub image_ref: String,
+    pub image_digest: String,
+    pub cpus: u32,
+    pub memory_mib: u32,
+    pub disk_gib: u32,
+    pub desired: WorkspaceDesired,
+    /// Registered ports, ascending.
+    pub ports: Vec<u16>,
+    /// Why the platform stopped it, until the next start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<WorkspaceFailure>,
+    pub last_started_at: Option<DateTime<Utc>>,
+    pub last_accessed_at: Option<DateTime<Utc>>,
+    /// Its events in words, newest last, the last [`WorkspaceView::ACTIVITY`] (accesses are not activity).
+    pub activity: Vec<WorkspaceActivity>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl WorkspaceView {
+    pub const ACTIVITY: usize = 50;
+}
+
+/// One event of a workspace, in words.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkspaceActivity {
+    pub at: DateTime<Utc>,
+    pub event: String,
+    pub detail: String,
+}
+
+/// How a workspace's IDE failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkspaceFailure {
+    pub instance_id: InstanceId,
+    pub reason: String,
+    pub at: DateTime<Utc>,
+}
+
 /// A snapshot of a volume, on the volume's node; kept when the volume is deleted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SnapshotView {
@@ -691,6 +751,14 @@ view!(
     App,
     id = |s| s.id.to_string(),
     org = Some(s.org_id.to_string()),
+    parent = s.workspace_id.is_none().then(|| s.org_id.to_string()),
+    name = s.workspace_id.is_none().then(|| s.name.clone())
+);
+view!(
+    WorkspaceView,
+    Workspace,
+    id = |s| s.id.to_string(),
+    org = Some(s.org_id.to_string()),
     parent = Some(s.org_id.to_string()),
     name = Some(s.name.clone())
 );
@@ -822,6 +890,7 @@ pub fn projections() -> Vec<Box<dyn Projection>> {
         Box::new(Secrets),
         Box::new(Volumes),
         Box::new(Snapshots),
+        Box::new(Workspaces),
     ]
 }
 
@@ -894,6 +963,7 @@ impl Projection for Apps {
                     org_id: e.org_id,
                     name: e.name.clone(),
                     description: e.description.clone(),
+                    workspace_id: e.workspace_id,
                     created_at: env.occurred_at,
                     updated_at: env.occurred_at,
                 }
@@ -1552,5 +1622,128 @@ impl Projection for Secrets {
             _ => {}
         }
         Ok(Some(v.into_row(env.seq)))
+    }
+}
+
+struct Workspaces;
+impl Projection for Workspaces {
+    fn name(&self) -> &'static str {
+        "workspaces"
+    }
+    fn kind(&self) -> ViewKind {
+        ViewKind::Workspace
+    }
+    fn touches(&self, event: &Event) -> Vec<String> {
+        match event {
+            Event::WorkspaceCreated(e) => vec![e.workspace_id.to_string()],
+            Event::WorkspaceDesiredStateChanged(e) => vec![e.workspace_id.to_string()],
+            Event::WorkspaceFailed(e) => vec![e.workspace_id.to_string()],
+            Event::WorkspacePortAdded(e) => vec![e.workspace_id.to_string()],
+            Event::WorkspacePortRemoved(e) => vec![e.workspace_id.to_string()],
+            Event::WorkspaceAccessed(e) => vec![e.workspace_id.to_string()],
+            Event::WorkspaceDeleted(e) => vec![e.workspace_id.to_string()],
+            _ => vec![],
+        }
+    }
+    fn apply(
+        &self,
+        env: &Envelope,
+        event: &Event,
+        id: &str,
+        cur: Option<&ViewRow>,
+    ) -> Result<Option<ViewRow>, ProjectionError> {
+        let mut w: WorkspaceView = match event {
+            Event::WorkspaceCreated(e) => {
+                return Ok(Some(
+                    WorkspaceView {
+                        id: e.workspace_id,
+                        org_id: e.org_id,
+                        name: e.name.clone(),
+                        app_id: e.app_id,
+                        env_id: e.env_id,
+                        release_id: e.release_id,
+                        volume_id: e.volume_id,
+                        node_id: e.node_id,
+                        image_ref: e.image_ref.clone(),
+                        image_digest: e.image_digest.clone(),
+                        cpus: e.cpus,
+                        memory_mib: e.memory_mib,
+                        disk_gib: e.disk_gib,
+                        desired: WorkspaceDesired::Running,
+                        ports: vec![],
+                        failure: None,
+                        last_started_at: Some(env.occurred_at),
+                        last_accessed_at: None,
+                        activity: vec![WorkspaceActivity {
+                            at: env.occurred_at,
+                            event: event.event_type().to_owned(),
+                            detail: format!(
+                                "created with {} vCPU, {} MiB, a {} GiB home; starting",
+                                e.cpus, e.memory_mib, e.disk_gib
+                            ),
+                        }],
+                        created_at: env.occurred_at,
+                        updated_at: env.occurred_at,
+                    }
+                    .into_row(env.seq),
+                ))
+            }
+            Event::WorkspaceDeleted(_) => return Ok(None),
+            // An access can race the workspace's deletion: it then changes nothing.
+            Event::WorkspaceAccessed(_) if cur.is_none() => return Ok(None),
+            Event::WorkspaceDesiredStateChanged(_)
+            | Event::WorkspaceFailed(_)
+            | Event::WorkspacePortAdded(_)
+            | Event::WorkspacePortRemoved(_)
+            | Event::WorkspaceAccessed(_) => current(cur, event.event_type(), id)?,
+            _ => return Ok(cur.cloned()),
+        };
+        let detail = match event {
+            Event::WorkspaceDesiredStateChanged(e) => {
+                if e.desired == WorkspaceDesired::Running && w.desired != WorkspaceDesired::Running {
+                    w.last_started_at = Some(env.occurred_at);
+                    w.failure = None;
+                }
+                w.desired = e.desired;
+                Some(match e.desired {
+                    WorkspaceDesired::Running => "started".to_owned(),
+                    WorkspaceDesired::Stopped => "stopped".to_owned(),
+                    WorkspaceDesired::Deleted => "deleted: its VM stops, then its disk goes".to_owned(),
+                })
+            }
+            Event::WorkspaceFailed(e) => {
+                w.desired = WorkspaceDesired::Stopped;
+                w.failure = Some(WorkspaceFailure {
+                    instance_id: e.instance_id,
+                    reason: e.reason.clone(),
+                    at: env.occurred_at,
+                });
+                Some(format!("failed and stopped: {}", e.reason))
+            }
+            Event::WorkspacePortAdded(e) => {
+                if let Err(at) = w.ports.binary_search(&e.port) {
+                    w.ports.insert(at, e.port);
+                }
+                Some(format!("port {} added", e.port))
+            }
+            Event::WorkspacePortRemoved(e) => {
+                w.ports.retain(|p| *p != e.port);
+                Some(format!("port {} removed", e.port))
+            }
+            Event::WorkspaceAccessed(e) => {
+                // Only ever forward: a late report of an earlier access does not move it back.
+                w.last_accessed_at = w.last_accessed_at.max(Some(e.at));
+                None
+            }
+            _ => None,
+        };
+        if let Some(detail) = detail {
+            if w.activity.len() == WorkspaceView::ACTIVITY {
+                w.activity.remove(0);
+            }
+            w.activity.push(WorkspaceActivity { at: env.occurred_at, event: event.event_type().to_owned(), detail });
+        }
+        w.updated_at = env.occurred_at;
+        Ok(Some(w.into_row(env.seq)))
     }
 }

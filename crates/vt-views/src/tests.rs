@@ -40,7 +40,14 @@ fn deploy_sets_the_envs_desired_release_and_status_changes_apply() {
     let (org_id, app_id, env_id, release_id, deploy_id) =
         (OrgId::new(), AppId::new(), EnvId::new(), ReleaseId::new(), DeployId::new());
     log.push(Event::OrgCreated(OrgCreated { org_id, name: "acme".into() })).unwrap();
-    log.push(Event::AppCreated(AppCreated { org_id, app_id, name: "web".into(), description: None })).unwrap();
+    log.push(Event::AppCreated(AppCreated {
+        org_id,
+        app_id,
+        name: "web".into(),
+        description: None,
+        workspace_id: None,
+    }))
+    .unwrap();
     log.push(Event::EnvCreated(EnvCreated { org_id, app_id, env_id, name: "prod".into() })).unwrap();
     log.push(Event::DeployCreated(DeployCreated {
         org_id,

@@ -24,6 +24,7 @@ impl ControlPlane {
             org_id: org.id,
             name: name.clone(),
             description: req.description.clone(),
+            workspace_id: None,
             created_at: now,
             updated_at: now,
         };
@@ -33,6 +34,7 @@ impl ControlPlane {
                 app_id: id,
                 name: name.clone(),
                 description: req.description,
+                workspace_id: None,
             }))
             .expect(exists(AggregateType::Org, org.id))
             .claim(Claim { scope: ClaimScope::App(org.id), name, owner: id.to_string() });
