@@ -25,10 +25,15 @@ cargo build --release --locked -p vt
 
 # The guest side of the microVM runtime (kernel, QEMU, initramfs with vt-init):
 # the node agent inside `vt server` boots instances with it.
+template=()
 if [ "$(id -u)" = 0 ]; then
     scripts/guest-kernel.sh
+    # The default workspace template (docs/workspaces.md): built once (minutes), then a cache hit.
+    layout=$(VT=target/release/vt scripts/workspace-template.sh)
+    template=(--workspace-template "$layout")
 else
     echo "warning: run 'sudo scripts/guest-kernel.sh' once so the node agent can boot microVMs" >&2
+    echo "warning: run 'sudo scripts/workspace-template.sh' and pass --workspace-template DIR for 'vt workspace create'" >&2
 fi
-echo "starting: target/release/vt server $*" >&2
-exec target/release/vt server "$@"
+echo "starting: target/release/vt server ${template[*]} $*" >&2
+exec target/release/vt server "${template[@]}" "$@"

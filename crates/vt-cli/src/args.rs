@@ -616,6 +616,12 @@ pub struct ServerArgs {
     /// Do not serve the workspace origin in this server
     #[arg(long)]
     pub no_workspace_origin: bool,
+    /// The default workspace template: the OCI image layout scripts/workspace-template.sh prints [default: none; `vt workspace create --image` only]
+    #[arg(long, value_name = "DIR")]
+    pub workspace_template: Option<PathBuf>,
+    /// How often the workspace origin records the last access of each workspace, e.g. `60s`
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration_secs)]
+    pub workspace_access_every: u64,
     /// Serve the API origin over TLS with this certificate chain (PEM)
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,

@@ -99,6 +99,8 @@ pub struct Settings {
     pub exec: Option<Arc<dyn exec::ExecBackend>>,
     /// How long an exec grant stays valid; `None`: [`vt_api::exec::GRANT_TTL_SECS`] (tests shorten it).
     pub exec_grant_ttl: Option<Duration>,
+    /// The workspace template and the workspace origin's address.
+    pub workspaces: app::workspaces::WorkspaceSettings,
 }
 
 /// The cluster's guest network settings (`vt server --guest-ipv4-block`, `--guest-mtu`;
@@ -171,6 +173,8 @@ pub struct ControlPlane {
     pub backups: app::backups::BackupSettings,
     /// The cluster's guest network settings.
     pub network: NetworkSettings,
+    /// The workspace template and the workspace origin's address.
+    pub workspaces: app::workspaces::WorkspaceSettings,
     /// Every background task of the server this control plane runs in, with its status.
     pub tasks: tasks::Tasks,
     /// Whether this control plane runs the reconcilers (`leader.rs`).
@@ -200,6 +204,7 @@ impl ControlPlane {
             scheduler: Default::default(),
             backups: Default::default(),
             network: settings.network,
+            workspaces: settings.workspaces,
             tasks: Default::default(),
             leader: Default::default(),
             background: Mutex::new(vec![]),

@@ -275,6 +275,9 @@ async fn activate(cp: &Arc<ControlPlane>, settings: &SchedulerSettings) -> ApiRe
 
     let snap = Snapshot::read(cp).await?;
     let mut writes = fail_fast(cp, &snap).await?;
+    if writes.is_empty() {
+        writes = workspaces(cp, &snap).await?;
+    }
     let mut unplaceable = vec![];
     if writes.is_empty() {
         // No deploy failed: plan, and record what the deploys reach with the plan.
@@ -346,6 +349,20 @@ async fn fail_fast(cp: &ControlPlane, snap: &Snapshot) -> ApiResult<Writes> {
             w.pin(cp, AggregateType::Instance, i.id.to_string()).await?;
             w.stop(i, format!("deploy {} failed; env back on {}", d.id, previous.words()));
         }
+    }
+    Ok(w)
+}
+
+/// Workspaces whose IDE failed are stopped, deleted ones whose VM ended lose their disk and
+/// their name (`app::workspaces::reconcile`).
+async fn workspaces(cp: &ControlPlane, snap: &Snapshot) -> ApiResult<Writes> {
+    let mut w = Writes::default();
+    for (event, release, pins) in crate::app::workspaces::reconcile(&snap.workspaces, &snap.instances, &snap.volumes) {
+        for (aggregate_type, id) in pins {
+            w.pin(cp, aggregate_type, id).await?;
+        }
+        w.event(event);
+        w.request.releases.extend(release);
     }
     Ok(w)
 }
@@ -518,6 +535,7 @@ struct Snapshot {
     /// What each process of each desired release needs.
     releases: BTreeMap<ReleaseId, BTreeMap<String, Needs>>,
     volumes: Vec<VolumeView>,
+    workspaces: Vec<vt_views::WorkspaceView>,
 }
 
 impl Snapshot {
@@ -532,6 +550,7 @@ impl Snapshot {
         let scales: Vec<ScaleView> = cp.views(ControlPlane::kind_query(ViewKind::Scale)).await?;
         let instances: Vec<InstanceView> = cp.views(ControlPlane::kind_query(ViewKind::Instance)).await?;
         let volumes: Vec<VolumeView> = cp.views(ControlPlane::kind_query(ViewKind::Volume)).await?;
+        let workspaces = cp.views(ControlPlane::kind_query(ViewKind::Workspace)).await?;
         let mut deploys = BTreeMap::new();
         let mut releases = BTreeMap::new();
         for env in &envs {
@@ -544,7 +563,7 @@ impl Snapshot {
                 releases.insert(r, release_resources(cp, &r.to_string()).await?);
             }
         }
-        Ok(Snapshot { nodes, envs, deploys, scales, instances, releases, volumes })
+        Ok(Snapshot { nodes, envs, deploys, scales, instances, releases, volumes, workspaces })
     }
 
     fn instances_of(&self, env: vt_ids::EnvId) -> impl Iterator<Item = &InstanceView> {

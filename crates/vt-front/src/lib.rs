@@ -40,7 +40,7 @@ pub use access::Accesses;
 pub use auth::{Credentials, LoginLimiter};
 pub use metrics::OriginMetrics;
 pub use serve::{serve, ConnectionLimits, Peer};
-pub use table::{Down, FrontTable, RouteState, WorkspaceRoute};
+pub use table::{Down, FrontTable, RouteState, TableError, WorkspaceRoute};
 pub use tls::{Tls, TlsError};
 
 /// How patient the workspace origin is with workspaces.

@@ -538,6 +538,65 @@ impl Storage {
         Ok(digest)
     }
 
+    /// Import the image of an OCI image layout (a directory with `index.json` and
+    /// `blobs/sha256/`, as `vt image build` and scripts/workspace-template.sh write) into
+    /// repository `name` under `tag`: its index's first manifest and the config and layers that
+    /// manifest names. Each blob is checked against its digest while it is copied; blobs
+    /// already stored are linked, not copied again. Returns the manifest's digest.
+    pub fn import_layout(&self, layout: &Path, name: &str, tag: &str) -> io::Result<Digest> {
+        let invalid = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
+        let index_path = layout.join("index.json");
+        let index: ImageIndex = serde_json::from_slice(&std::fs::read(&index_path)?)
+            .map_err(|e| invalid(format!("{}: not an OCI image index: {e}", index_path.display())))?;
+        let top = index.manifests.first().ok_or_else(|| invalid(format!("{}: no manifest", index_path.display())))?;
+        let bytes = std::fs::read(layout_blob(layout, &top.digest))?;
+        if Digest::of(&bytes) != top.digest {
+            return Err(invalid(format!("{}: the manifest's bytes do not match its digest", layout.display())));
+        }
+        let stored = StoredManifest { digest: top.digest.clone(), media_type: top.media_type.clone(), bytes };
+        let blobs = referenced_by(&stored)
+            .ok_or_else(|| invalid(format!("{}: manifest {} does not parse", layout.display(), top.digest)))?;
+        let _gc = self.referencing();
+        for digest in &blobs {
+            if self.blob_size(digest)?.is_none() {
+                self.copy_blob(&layout_blob(layout, digest), digest)?;
+            }
+            self.link_blob(name, digest)?;
+        }
+        self.put_manifest(name, &stored.media_type, &stored.bytes, Some(tag))
+    }
+
+    /// Copy the file at `from` into the store as blob `digest`, refusing other bytes.
+    fn copy_blob(&self, from: &Path, digest: &Digest) -> io::Result<()> {
+        let tmp = self.root.join("tmp").join(random_id());
+        let res = (|| {
+            let mut src = std::fs::File::open(from)?;
+            let mut dst = std::fs::File::create(&tmp)?;
+            let mut h = Sha256::new();
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = src.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+                dst.write_all(&buf[..n])?;
+            }
+            if Digest::from_sha256(h.finalize().into()) != *digest {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{}: its bytes do not match its digest {digest}", from.display()),
+                ));
+            }
+            dst.sync_all()?;
+            std::fs::rename(&tmp, self.blob_path(digest))
+        })();
+        if res.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        res
+    }
+
     /// The digest tag `tag` of `name` points to.
     pub fn tag(&self, name: &str, tag: &str) -> io::Result<Option<Digest>> {
         let Some(s) = not_found(std::fs::read_to_string(self.tag_path(name, tag)))? else { return Ok(None) };
@@ -697,6 +756,11 @@ impl Storage {
         }
         Ok(linked)
     }
+}
+
+/// Where an OCI image layout keeps blob `digest`.
+fn layout_blob(layout: &Path, digest: &Digest) -> PathBuf {
+    layout.join("blobs/sha256").join(digest.hex())
 }
 
 /// The blobs a stored manifest refers to: an image's config and layers, an index's manifests;

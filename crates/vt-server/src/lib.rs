@@ -46,6 +46,7 @@ use vt_store::{PgStore, SqliteStore, Store, StoreError};
 pub mod console;
 pub mod data_dir;
 pub mod exec;
+mod front;
 pub mod logs;
 pub mod master_key;
 pub mod tokens;
@@ -78,6 +79,10 @@ pub struct ServerConfig {
     pub tls: Option<TlsFiles>,
     /// The workspace origin; `None`: not served.
     pub workspace: Option<WorkspaceOrigin>,
+    /// The default workspace template: an OCI image layout (scripts/workspace-template.sh).
+    pub workspace_template: Option<PathBuf>,
+    /// How often the workspace origin's last accesses are recorded (`workspace.accessed`).
+    pub workspace_access_every: Duration,
     /// The cluster's guest network (the control plane's): nodes' IPv4 ranges, the guests' MTU.
     pub network: NetworkSettings,
     /// This node's guest network (its agent's): the nftables table, egress, allow and deny lists.
@@ -111,6 +116,9 @@ pub struct WorkspaceOrigin {
     pub tls: Option<TlsFiles>,
 }
 
+/// How often the workspace origin's last accesses are recorded, by default.
+pub const DEFAULT_WORKSPACE_ACCESS_EVERY: Duration = Duration::from_secs(60);
+
 /// The VM stop timeout of a shutdown, by default.
 pub const DEFAULT_VM_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -129,6 +137,8 @@ impl ServerConfig {
             limits: ConnectionLimits::default(),
             tls: None,
             workspace: None,
+            workspace_template: None,
+            workspace_access_every: DEFAULT_WORKSPACE_ACCESS_EVERY,
             network: Default::default(),
             node_network: Default::default(),
             disk_reserve: vt_disk::Reserve::default(),
@@ -234,6 +244,8 @@ pub struct Server {
     vm_stop_timeout: Duration,
     ingress: Option<(vt_ingress::Ingress, JoinHandle<()>)>,
     agent: Option<(Arc<vt_agent::Agent>, JoinHandle<()>)>,
+    /// The workspace origin's table follower and access recorder.
+    front_tasks: Vec<JoinHandle<()>>,
 }
 
 /// What a caller may ask a running server while [`Server::run`] has it.
@@ -286,6 +298,21 @@ impl Server {
             Some(origin) => Some((bind(origin.listen).await?, workspace_tls)),
             None => None,
         };
+        let workspace_origin = match &workspace_listener {
+            Some((l, tls)) => {
+                let at = l.local_addr().map_err(ServerError::Serve)?;
+                Some(format!("{}://{at}", if tls.is_some() { "https" } else { "http" }))
+            }
+            None => None,
+        };
+        if let Some(t) = &config.workspace_template {
+            if !t.join("index.json").is_file() {
+                return Err(ServerError::Config(format!(
+                    "--workspace-template {}: not an OCI image layout (no index.json); build it with scripts/workspace-template.sh",
+                    t.display()
+                )));
+            }
+        }
         // Single host: instance logs are the files of the agent of this data directory.
         let logs = Arc::new(logs::LocalLogs { dir: data.agent().logs });
         // Exec sessions too: opened by the agent of this process, once it runs.
@@ -302,6 +329,10 @@ impl Server {
             },
             exec: Some(exec.clone()),
             exec_grant_ttl: None,
+            workspaces: vt_control_plane::app::workspaces::WorkspaceSettings {
+                template: config.workspace_template.clone(),
+                origin: workspace_origin,
+            },
         };
         let cp = ControlPlane::start(store, settings);
         let (console_token, new_console) = tokens::console_password(&cp, &data).await?;
@@ -311,11 +342,13 @@ impl Server {
             if new_console { "to" } else { "in" },
             data.console_password().display()
         )));
+        let mut front_tasks = vec![];
         let front = match &workspace_listener {
             Some(_) => {
                 let login = console::ConsoleLogin { store: cp.store.clone(), token: console_token };
                 let front = vt_front::Front::new(Box::new(login), vt_front::UpstreamLimits::default())
                     .map_err(|e| ServerError::Config(format!("cannot make the workspace origin's session key: {e}")))?;
+                front_tasks = front::start(&cp, &front, config.workspace_access_every);
                 Some(front)
             }
             None => None,
@@ -365,6 +398,7 @@ impl Server {
             vm_stop_timeout: config.vm_stop_timeout,
             ingress,
             agent,
+            front_tasks,
         })
     }
 
@@ -448,6 +482,12 @@ impl Server {
         if let Some((ingress, edge)) = self.ingress {
             edge.abort();
             ingress.close_listeners().await;
+        }
+        for task in self.front_tasks {
+            task.abort();
+        }
+        if let Some(front) = &self.front {
+            front::record_now(&self.control_plane, front).await;
         }
         self.control_plane.settle(Duration::from_secs(2)).await;
         self.control_plane.shutdown();

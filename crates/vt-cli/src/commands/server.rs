@@ -103,6 +103,14 @@ pub async fn run(p: &Printer, args: ServerArgs) -> CliResult {
         listen: args.workspace_listen,
         tls: tls(&args.workspace_tls_cert, &args.workspace_tls_key),
     });
+    config.workspace_template = args.workspace_template.clone();
+    if args.workspace_access_every == 0 {
+        return Err(CliError::usage(
+            "--workspace-access-every must be longer than 0s",
+            Some("e.g. --workspace-access-every 60s".into()),
+        ));
+    }
+    config.workspace_access_every = std::time::Duration::from_secs(args.workspace_access_every);
     let (network, node_network) = network(&args.network)?;
     config.network = network;
     config.node_network = node_network;

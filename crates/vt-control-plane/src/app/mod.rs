@@ -24,6 +24,7 @@ pub mod snapshots;
 pub mod system;
 pub mod tokens;
 pub mod volumes;
+pub mod workspaces;
 
 /// The aggregate must exist when the append commits (a parent that a command
 /// found in a view cannot have vanished, and a stale view cannot invent one).

@@ -35,6 +35,7 @@ mod secrets;
 mod system;
 mod tokens;
 mod volumes;
+mod workspaces;
 
 pub use extract::{parse_json, parse_query, JsonBody, QueryParams, MAX_BODY};
 
@@ -56,6 +57,7 @@ fn v1() -> OpenApiRouter<Arc<ControlPlane>> {
         .merge(secrets::routes())
         .merge(tokens::routes())
         .merge(volumes::routes())
+        .merge(workspaces::routes())
         .merge(events::routes())
         .merge(system::routes())
 }

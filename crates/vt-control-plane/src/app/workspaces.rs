@@ -1,0 +1,729 @@
+//! Workspaces (docs/workspaces.md): a browser IDE in one microVM with a home disk that persists.
+//!
+//! A workspace runs on what services run on. Its create appends, in one transaction, a hidden
+//! app (`AppCreated.workspace_id`: not one of the org's apps) with one env, a release of the
+//! IDE image with a generated manifest (process `ide`, port 8080, `scaling` 0..1, the home
+//! volume at `/home/vt`), the home volume on the chosen node, a deploy and `ide=1`, and the
+//! `workspace.created` that ties them together and claims the name platform-wide. Start and
+//! stop are `ide=1`/`ide=0` with the workspace's desired state, pinned on the env's version, so
+//! racing requests cannot produce two VMs; the scheduler places the instance where the volume
+//! is. The scheduler also finishes what a workspace cannot do in one request
+//! ([`reconcile`]): a workspace whose IDE failed is stopped (no restart loop), and a deleted
+//! workspace's disk goes once its VM has ended.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use futures_util::StreamExt;
+use vt_api::workspaces as api;
+use vt_api::{
+    CreateWorkspace, ErrorCode, Workspace, WorkspaceActivity, WorkspaceDesired, WorkspacePort, WorkspaceStatus,
+};
+use vt_events::{
+    AggregateType, AppCreated, DeployCreated, DeployKind, EnvCreated, Event, InstanceStatus, NodeStatus, ScaleSet,
+    VolumeCreated, VolumeDeleted, WorkspaceAccessed, WorkspaceCreated, WorkspaceDeleted, WorkspaceDesiredStateChanged,
+    WorkspaceFailed, WorkspacePortAdded, WorkspacePortRemoved,
+};
+use vt_ids::{AppId, DeployId, EnvId, Name, VolumeId, WorkspaceId};
+use vt_store::{Claim, ClaimScope, Expectation, ExpectedVersion};
+use vt_views::{AppView, InstanceView, NodeView, ViewKind, WorkspaceView};
+
+use super::exists;
+use super::releases::{parse_image, plan_release, resolve_image, ResolvedImage};
+use crate::authz::{Action, Resource};
+use crate::lookup::{authorize_in, shown};
+use crate::{ApiErr, ApiResult, Committed, ControlPlane, Ctx, Plan};
+
+/// The env that runs a workspace's IDE, in its hidden app.
+const ENV: &str = "workspace";
+/// The home volume's name in that env.
+const HOME_VOLUME: &str = "home";
+/// The repository of an org that the server's workspace template is imported into, and its tag.
+const TEMPLATE_REPO: &str = "workspace";
+const TEMPLATE_TAG: &str = "template";
+/// How many times a start or stop plans again after losing a race on the env.
+const RETRIES: usize = 3;
+
+/// The release manifest of a workspace's IDE.
+fn manifest(cpus: u32, memory_mib: u32) -> String {
+    format!(
+        r#"schema_version = 1
+
+[processes.{ide}]
+ports = [{{ name = "ide", port = {port} }}]
+resources = {{ cpu = {cpus}, memory_mib = {memory_mib} }}
+scaling = {{ min = 0, max = 1 }}
+
+[processes.{ide}.healthcheck]
+type = "tcp"
+port = "ide"
+interval = "3s"
+timeout = "2s"
+
+[[volumes]]
+name = "{HOME_VOLUME}"
+path = "{home}"
+process = "{ide}"
+"#,
+        ide = api::IDE_PROCESS,
+        port = api::IDE_PORT,
+        home = api::HOME,
+    )
+}
+
+/// Where a workspace is, from its desired state and its IDE's newest instance that has not ended.
+pub(crate) fn status(w: &WorkspaceView, live: Option<&InstanceView>) -> (WorkspaceStatus, Option<String>) {
+    match (w.desired, live) {
+        (WorkspaceDesired::Deleted, _) => {
+            (WorkspaceStatus::Deleting, Some("deleted: its VM stops, then its disk is removed".to_owned()))
+        }
+        (WorkspaceDesired::Stopped, Some(i)) => {
+            (WorkspaceStatus::Stopping, Some(format!("instance {} is {}", i.id, i.status.as_str())))
+        }
+        (WorkspaceDesired::Stopped, None) => match &w.failure {
+            Some(f) => (WorkspaceStatus::Failed, Some(f.reason.clone())),
+            None => (WorkspaceStatus::Stopped, None),
+        },
+        (WorkspaceDesired::Running, Some(i)) if i.is_ready() => (WorkspaceStatus::Running, None),
+        (WorkspaceDesired::Running, live) => {
+            let first = w.last_started_at == Some(w.created_at);
+            let status = if first { WorkspaceStatus::Creating } else { WorkspaceStatus::Starting };
+            let why = match live {
+                None => "waiting for the scheduler to place its VM".to_owned(),
+                Some(i) if i.status == InstanceStatus::Running => {
+                    format!("instance {} is up; waiting for the IDE to listen on port {}", i.id, api::IDE_PORT)
+                }
+                Some(i) => format!("instance {} is {}", i.id, i.status.as_str()),
+            };
+            (status, Some(why))
+        }
+    }
+}
+
+/// The instance of a workspace's IDE that has not ended, newest first.
+fn live_instance(instances: &[InstanceView]) -> Option<&InstanceView> {
+    instances.iter().filter(|i| !i.status.is_terminal()).max_by_key(|i| i.id)
+}
+
+impl ControlPlane {
+    /// A workspace the caller may `action`, by id or name.
+    pub async fn lookup_workspace(&self, ctx: &Ctx, r: &str, action: Action) -> ApiResult<WorkspaceView> {
+        let not_found =
+            || ApiErr::not_found(format!("workspace {} not found; `vt workspace list` shows the workspaces", shown(r)));
+        let found: Vec<WorkspaceView> = match vt_ids::Ref::<vt_ids::markers::WorkspaceKind, Name>::parse(r) {
+            vt_ids::Ref::Id(id) => self.view::<WorkspaceView>(&id.to_string()).await?.into_iter().collect(),
+            vt_ids::Ref::Name(name) => self.views(Self::kind_query(ViewKind::Workspace).name(name.to_string())).await?,
+            vt_ids::Ref::Invalid(_) => vec![],
+        };
+        let w = found.into_iter().next().ok_or_else(not_found)?;
+        ctx.authorize(action, Resource::Org(w.org_id), not_found)?;
+        Ok(w)
+    }
+
+    /// The workspace as the API shows it: its view next to its IDE's instance.
+    async fn workspace_out(&self, w: WorkspaceView) -> ApiResult<Workspace> {
+        let instances: Vec<InstanceView> = self.views(Self::kind_query(ViewKind::Instance).parent(w.env_id)).await?;
+        let live = live_instance(&instances);
+        let (status, reason) = status(&w, live);
+        let last_log_lines = match (&w.failure, status) {
+            (Some(f), WorkspaceStatus::Failed) => self.last_log_lines(f.instance_id, 10).await,
+            _ => vec![],
+        };
+        let node = self.view::<NodeView>(&w.node_id.to_string()).await?.map(|n| n.name).unwrap_or_default();
+        let path = Workspace::path_of(&w.name);
+        let ports =
+            w.ports.iter().map(|p| WorkspacePort { port: *p, path: format!("{path}port/{p}/") }).collect::<Vec<_>>();
+        Ok(Workspace {
+            id: w.id,
+            name: w.name,
+            org_id: w.org_id,
+            desired: w.desired,
+            status,
+            reason,
+            last_log_lines,
+            cpus: w.cpus,
+            memory_mib: w.memory_mib,
+            disk_gib: w.disk_gib,
+            image_ref: w.image_ref,
+            image_digest: w.image_digest,
+            node_id: w.node_id,
+            node,
+            instance_id: live.map(|i| i.id),
+            address: live.and_then(|i| i.address.clone()),
+            url: self.workspaces.origin.as_ref().map(|o| format!("{}{path}", o.trim_end_matches('/'))),
+            path,
+            ports,
+            created_at: w.created_at,
+            last_started_at: w.last_started_at,
+            last_accessed_at: w.last_accessed_at,
+            activity: w
+                .activity
+                .into_iter()
+                .map(|a| WorkspaceActivity { at: a.at, event: a.event, detail: a.detail })
+                .collect(),
+        })
+    }
+
+    /// The last `n` lines an instance printed (nothing when no node agent serves its logs).
+    async fn last_log_lines(&self, instance: vt_ids::InstanceId, n: usize) -> Vec<String> {
+        let Some(logs) = self.logs.clone() else { return vec![] };
+        let ended: crate::logs::Ended = Box::new(|| Box::pin(async { true }));
+        let mut stream = logs.read(instance, Some(n), false, ended);
+        let mut bytes = vec![];
+        let read = async {
+            while let Some(Ok(chunk)) = stream.next().await {
+                bytes.extend_from_slice(&chunk);
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), read).await;
+        String::from_utf8_lossy(&bytes).lines().map(str::to_owned).collect()
+    }
+
+    /// Answer a committed change with the workspace as it is now.
+    async fn workspace_committed(
+        &self,
+        status: StatusCode,
+        plan: Plan<()>,
+        ctx: &Ctx,
+        id: WorkspaceId,
+    ) -> ApiResult<Committed> {
+        let committed = self.commit(ctx, plan.respond(serde_json::Value::Null)).await?;
+        if committed.replayed {
+            return Ok(committed);
+        }
+        let w = self
+            .view::<WorkspaceView>(&id.to_string())
+            .await?
+            .ok_or_else(|| ApiErr::not_found("workspace vanished"))?;
+        let body = serde_json::to_string(&self.workspace_out(w).await?).map_err(ApiErr::internal)?;
+        Ok(Committed { status, body, ..committed })
+    }
+
+    /// The image a new workspace runs: `image` (of the org, in the built-in registry), or the
+    /// server's template imported into the org's `workspace` repository.
+    async fn workspace_image(&self, org: &vt_views::OrgView, image: Option<&str>) -> ApiResult<ResolvedImage> {
+        if let Some(image) = image {
+            let r = parse_image(org, image)?;
+            return resolve_image(self.registry.storage(), &r);
+        }
+        let no_template = || {
+            ApiErr::invalid(
+                "image",
+                "this server has no workspace template (`vt server --workspace-template DIR`, which scripts/up.sh \
+                 passes): give an image that serves an IDE on port 8080 with `--image`",
+            )
+        };
+        let layout = self.workspaces.template.clone().ok_or_else(no_template)?;
+        let storage = self.registry.storage().ok_or_else(no_template)?.clone();
+        let repo = format!("{}/{TEMPLATE_REPO}", org.name);
+        let imported = {
+            let repo = repo.clone();
+            tokio::task::spawn_blocking(move || storage.import_layout(&layout, &repo, TEMPLATE_TAG))
+                .await
+                .map_err(ApiErr::internal)?
+        };
+        let digest = imported.map_err(|e| ApiErr::internal(format!("the workspace template does not import: {e}")))?;
+        Ok(ResolvedImage {
+            image_ref: format!("{repo}@{digest}"),
+            image_digest: digest,
+            resolved_from: Some(format!("{repo}:{TEMPLATE_TAG}")),
+        })
+    }
+
+    /// Memory (MiB) a node has left: its allocatable memory less what its instances that have
+    /// not ended hold and what workspaces meant to run there and not placed yet will take.
+    fn free_memory(node: &NodeView, instances: &[InstanceView], workspaces: &[WorkspaceView]) -> i64 {
+        let held: i64 = instances
+            .iter()
+            .filter(|i| i.node_id == node.id && !i.status.is_terminal())
+            .map(|i| i64::from(i.resources.memory_mib))
+            .sum();
+        let pending: i64 = workspaces
+            .iter()
+            .filter(|w| w.node_id == node.id && w.desired == WorkspaceDesired::Running)
+            .filter(|w| !instances.iter().any(|i| i.env_id == w.env_id && !i.status.is_terminal()))
+            .map(|w| i64::from(w.memory_mib))
+            .sum();
+        i64::from(node.allocatable.memory_mib) - held - pending
+    }
+
+    /// 409 `capacity_exhausted` when `memory_mib` does not fit on `node`, naming the running
+    /// workspace there that was accessed least recently.
+    async fn check_fits(&self, node: &NodeView, memory_mib: u32, starting: Option<WorkspaceId>) -> ApiResult<()> {
+        let instances: Vec<InstanceView> = self.views(Self::kind_query(ViewKind::Instance)).await?;
+        let workspaces: Vec<WorkspaceView> = self.views(Self::kind_query(ViewKind::Workspace)).await?;
+        let others: Vec<WorkspaceView> = workspaces.into_iter().filter(|w| Some(w.id) != starting).collect();
+        let free = Self::free_memory(node, &instances, &others);
+        if free >= i64::from(memory_mib) {
+            return Ok(());
+        }
+        let lru = others
+            .iter()
+            .filter(|w| w.node_id == node.id && w.desired == WorkspaceDesired::Running)
+            .min_by_key(|w| (w.last_accessed_at.or(w.last_started_at), w.name.clone()));
+        let hint = match lru {
+            Some(w) => {
+                format!("stop the least recently accessed running workspace there: `vt workspace stop {}`", w.name)
+            }
+            None => "stop or scale down what runs there (`vt node list`, `vt instances`)".to_owned(),
+        };
+        Err(ApiErr::new(
+            StatusCode::CONFLICT,
+            ErrorCode::CapacityExhausted,
+            format!(
+                "node `{}` has {} MiB of memory free, the workspace needs {memory_mib} MiB; {hint}",
+                node.name,
+                free.max(0)
+            ),
+        ))
+    }
+
+    pub async fn workspace_create(&self, ctx: &Ctx, req: CreateWorkspace) -> ApiResult<Committed> {
+        let org = self.lookup_org(ctx, &req.org).await.map_err(|e| e.field("org"))?;
+        authorize_in(ctx, Action::Deploy, &org)?;
+        let cpus = checked("cpus", req.cpus.unwrap_or(api::DEFAULT_CPUS), 1, api::MAX_CPUS)?;
+        let memory_mib = checked(
+            "memory_mib",
+            req.memory_mib.unwrap_or(api::DEFAULT_MEMORY_MIB),
+            api::MIN_MEMORY_MIB,
+            api::MAX_MEMORY_MIB,
+        )?;
+        let disk_gib = checked("disk_gib", req.disk_gib.unwrap_or(api::DEFAULT_DISK_GIB), 1, api::MAX_DISK_GIB)?;
+        let name = req.name.into_string();
+        let image = self.workspace_image(&org, req.image.as_deref()).await?;
+        self.fresh().await?;
+        let node = self.roomiest_node().await?;
+        self.check_fits(&node, memory_mib, None).await?;
+
+        let (id, app_id, env_id, volume_id, deploy_id) =
+            (WorkspaceId::new(), AppId::new(), EnvId::new(), VolumeId::new(), DeployId::new());
+        let now = ctx.now();
+        let app = AppView {
+            id: app_id,
+            org_id: org.id,
+            name: name.clone(),
+            description: Some(format!("workspace {name}")),
+            workspace_id: Some(id),
+            created_at: now,
+            updated_at: now,
+        };
+        let release = plan_release(ctx, &app, &manifest(cpus, memory_mib), image.clone())?;
+        let release_id = match release.events.first() {
+            Some(Event::ReleaseCreated(r)) => r.release_id,
+            _ => return Err(ApiErr::internal("a release plan without its release")),
+        };
+        let mut plan = Plan::new(StatusCode::CREATED, ())
+            .event(Event::AppCreated(AppCreated {
+                org_id: org.id,
+                app_id,
+                name: name.clone(),
+                description: app.description.clone(),
+                workspace_id: Some(id),
+            }))
+            .event(Event::EnvCreated(EnvCreated { org_id: org.id, app_id, env_id, name: ENV.to_owned() }));
+        plan.events.extend(release.events);
+        let plan = plan
+            .event(Event::VolumeCreated(VolumeCreated {
+                org_id: org.id,
+                app_id,
+                env_id,
+                volume_id,
+                name: HOME_VOLUME.to_owned(),
+                size_gib: disk_gib,
+                node_id: node.id,
+                from_snapshot: None,
+                from_backup: None,
+            }))
+            .event(Event::DeployCreated(DeployCreated {
+                org_id: org.id,
+                app_id,
+                env_id,
+                deploy_id,
+                release_id,
+                previous_release_id: None,
+                kind: DeployKind::Deploy,
+                secrets_version: None,
+                previous_secrets_version: None,
+            }))
+            .event(Event::ScaleSet(ScaleSet {
+                org_id: org.id,
+                app_id,
+                env_id,
+                process: api::IDE_PROCESS.to_owned(),
+                instances: 1,
+            }))
+            .event(Event::WorkspaceCreated(WorkspaceCreated {
+                org_id: org.id,
+                workspace_id: id,
+                name: name.clone(),
+                app_id,
+                env_id,
+                release_id,
+                volume_id,
+                node_id: node.id,
+                image_ref: image.image_ref,
+                image_digest: image.image_digest.to_string(),
+                cpus,
+                memory_mib,
+                disk_gib,
+            }))
+            .expect(exists(AggregateType::Org, org.id))
+            .expect(exists(AggregateType::Node, node.id))
+            .claim(Claim { scope: ClaimScope::Workspace, name, owner: id.to_string() });
+        self.workspace_committed(StatusCode::CREATED, plan, ctx, id).await
+    }
+
+    /// The ready node with the most memory free (then the lowest name).
+    async fn roomiest_node(&self) -> ApiResult<NodeView> {
+        let nodes: Vec<NodeView> = self.views(Self::kind_query(ViewKind::Node)).await?;
+        let instances: Vec<InstanceView> = self.views(Self::kind_query(ViewKind::Instance)).await?;
+        let workspaces: Vec<WorkspaceView> = self.views(Self::kind_query(ViewKind::Workspace)).await?;
+        nodes
+            .into_iter()
+            .filter(|n| n.status == NodeStatus::Ready)
+            .max_by(|a, b| {
+                let free = |n: &NodeView| Self::free_memory(n, &instances, &workspaces);
+                free(a).cmp(&free(b)).then_with(|| b.name.cmp(&a.name))
+            })
+            .ok_or_else(|| {
+                ApiErr::conflict("no node is ready to run the workspace; start a node agent (`vt node list`)")
+            })
+    }
+
+    /// Workspaces the caller may see (of `org` when given), by name.
+    pub async fn workspace_list(&self, ctx: &Ctx, org: Option<&str>) -> ApiResult<Vec<Workspace>> {
+        let mut query = Self::kind_query(ViewKind::Workspace);
+        if let Some(org) = org {
+            query = query.parent(self.lookup_org(ctx, org).await?.id);
+        }
+        let mut items: Vec<WorkspaceView> = self.views(query).await?;
+        items.retain(|w| ctx.caller.sees_org(w.org_id));
+        items.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut out = Vec::with_capacity(items.len());
+        for w in items {
+            out.push(self.workspace_out(w).await?);
+        }
+        Ok(out)
+    }
+
+    pub async fn workspace_get(&self, ctx: &Ctx, r: &str) -> ApiResult<Workspace> {
+        let w = self.lookup_workspace(ctx, r, Action::Read).await?;
+        self.workspace_out(w).await
+    }
+
+    /// Start (`running`) or stop (`stopped`) a workspace: its desired state and its IDE's count,
+    /// pinned on its env, planned again when a concurrent change wins the race.
+    pub async fn workspace_set(&self, ctx: &Ctx, r: &str, desired: WorkspaceDesired) -> ApiResult<Committed> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            self.fresh().await?;
+            let w = self.lookup_workspace(ctx, r, Action::Deploy).await?;
+            let plan = match self.plan_set(&w, desired).await? {
+                Some(plan) => plan,
+                // Already so: nothing to record, the workspace as it is.
+                None => {
+                    let body = serde_json::to_string(&self.workspace_out(w).await?).map_err(ApiErr::internal)?;
+                    return Ok(Committed { status: StatusCode::OK, body, seq: 0, replayed: false });
+                }
+            };
+            match self.workspace_committed(StatusCode::OK, plan, ctx, w.id).await {
+                Err(e) if e.code == ErrorCode::Conflict && tries < RETRIES => continue,
+                other => return other,
+            }
+        }
+    }
+
+    async fn plan_set(&self, w: &WorkspaceView, desired: WorkspaceDesired) -> ApiResult<Option<Plan<()>>> {
+        match (w.desired, desired) {
+            (WorkspaceDesired::Deleted, _) => {
+                return Err(ApiErr::conflict(format!(
+                    "workspace `{}` is being deleted; it cannot be started or stopped",
+                    w.name
+                )))
+            }
+            (from, to) if from == to => return Ok(None),
+            _ => {}
+        }
+        if desired == WorkspaceDesired::Running {
+            let node = self
+                .view::<NodeView>(&w.node_id.to_string())
+                .await?
+                .ok_or_else(|| ApiErr::internal("the workspace's node vanished"))?;
+            if node.status != NodeStatus::Ready {
+                return Err(ApiErr::conflict(format!(
+                    "node `{}`, which holds the workspace's disk, is not ready ({}); start the workspace once it is back",
+                    node.name,
+                    node.status_reason.as_deref().unwrap_or("no reason reported")
+                )));
+            }
+            self.check_fits(&node, w.memory_mib, Some(w.id)).await?;
+        }
+        let instances = u32::from(desired == WorkspaceDesired::Running);
+        Ok(Some(self.plan_desired(w, desired, instances).await?))
+    }
+
+    /// The workspace's new desired state and its IDE's count, pinned on the workspace and the env.
+    async fn plan_desired(&self, w: &WorkspaceView, desired: WorkspaceDesired, instances: u32) -> ApiResult<Plan<()>> {
+        Ok(Plan::new(StatusCode::OK, ())
+            .expect(self.pin(AggregateType::Workspace, w.id.to_string()).await?)
+            .expect(self.pin(AggregateType::Env, w.env_id.to_string()).await?)
+            .event(Event::WorkspaceDesiredStateChanged(WorkspaceDesiredStateChanged {
+                org_id: w.org_id,
+                workspace_id: w.id,
+                desired,
+            }))
+            .event(Event::ScaleSet(ScaleSet {
+                org_id: w.org_id,
+                app_id: w.app_id,
+                env_id: w.env_id,
+                process: api::IDE_PROCESS.to_owned(),
+                instances,
+            })))
+    }
+
+    async fn pin(&self, aggregate_type: AggregateType, id: String) -> ApiResult<Expectation> {
+        let version = self.store.aggregate_version(aggregate_type, &id).await?;
+        Ok(Expectation { aggregate_type, aggregate_id: id, expected: ExpectedVersion::Exact(version) })
+    }
+
+    /// Delete a workspace: irreversible. Its VM stops; the scheduler removes its disk once the
+    /// VM has ended (`workspace.deleted` frees the name). 202 with the workspace `deleting`.
+    pub async fn workspace_delete(&self, ctx: &Ctx, r: &str) -> ApiResult<Committed> {
+        self.fresh().await?;
+        let w = self.lookup_workspace(ctx, r, Action::Deploy).await?;
+        if w.desired == WorkspaceDesired::Deleted {
+            return Err(ApiErr::conflict(format!("workspace `{}` is already being deleted", w.name)));
+        }
+        let plan = self.plan_desired(&w, WorkspaceDesired::Deleted, 0).await?;
+        self.workspace_committed(StatusCode::ACCEPTED, plan, ctx, w.id).await
+    }
+
+    pub async fn workspace_port_list(&self, ctx: &Ctx, r: &str) -> ApiResult<Vec<WorkspacePort>> {
+        let w = self.lookup_workspace(ctx, r, Action::Read).await?;
+        Ok(self.workspace_out(w).await?.ports)
+    }
+
+    /// Register (`add`) or unregister a port. Registering is allowed before anything listens
+    /// on it (the front answers 502 until something does).
+    pub async fn workspace_port(&self, ctx: &Ctx, r: &str, port: u16, add: bool) -> ApiResult<Committed> {
+        self.fresh().await?;
+        let w = self.lookup_workspace(ctx, r, Action::Deploy).await?;
+        if w.desired == WorkspaceDesired::Deleted {
+            return Err(ApiErr::conflict(format!("workspace `{}` is being deleted; its ports cannot change", w.name)));
+        }
+        if port == 0 {
+            return Err(ApiErr::invalid("port", "port must be 1-65535, got 0"));
+        }
+        let has = w.ports.contains(&port);
+        let event = match (add, has) {
+            (true, false) => {
+                if port == api::IDE_PORT {
+                    return Err(ApiErr::invalid(
+                        "port",
+                        format!("port {port} is the IDE's own, served at `/workspace/{}/`", w.name),
+                    ));
+                }
+                if w.ports.len() >= api::MAX_PORTS {
+                    return Err(ApiErr::invalid(
+                        "port",
+                        format!(
+                            "workspace `{}` has {} ports registered, the most it may have ({}); remove one first (`vt workspace port remove {} PORT`)",
+                            w.name,
+                            w.ports.len(),
+                            api::MAX_PORTS,
+                            w.name
+                        ),
+                    ));
+                }
+                Event::WorkspacePortAdded(WorkspacePortAdded { org_id: w.org_id, workspace_id: w.id, port })
+            }
+            (false, true) => {
+                Event::WorkspacePortRemoved(WorkspacePortRemoved { org_id: w.org_id, workspace_id: w.id, port })
+            }
+            (false, false) => {
+                return Err(ApiErr::not_found(format!(
+                    "workspace `{}` has no port {port} registered; `vt workspace port list {}` shows its ports",
+                    w.name, w.name
+                ))
+                .field("port"))
+            }
+            // Already registered: nothing to record.
+            (true, true) => {
+                let body = serde_json::to_string(&vt_api::List { items: self.workspace_out(w).await?.ports })
+                    .map_err(ApiErr::internal)?;
+                return Ok(Committed { status: StatusCode::OK, body, seq: 0, replayed: false });
+            }
+        };
+        let status = if add { StatusCode::CREATED } else { StatusCode::OK };
+        let plan =
+            Plan::new(status, ()).expect(self.pin(AggregateType::Workspace, w.id.to_string()).await?).event(event);
+        let committed = self.commit(ctx, plan).await?;
+        if committed.replayed {
+            return Ok(committed);
+        }
+        let w = self
+            .view::<WorkspaceView>(&w.id.to_string())
+            .await?
+            .ok_or_else(|| ApiErr::not_found("workspace vanished"))?;
+        let body = serde_json::to_string(&vt_api::List { items: self.workspace_out(w).await?.ports })
+            .map_err(ApiErr::internal)?;
+        Ok(Committed { body, ..committed })
+    }
+
+    /// Record the HTTP front's last access of workspaces (by name; names it no longer knows are
+    /// skipped): one `workspace.accessed` per workspace whose time moved.
+    pub async fn workspaces_accessed(
+        &self,
+        accesses: BTreeMap<String, chrono::DateTime<chrono::Utc>>,
+    ) -> ApiResult<u64> {
+        let workspaces: Vec<WorkspaceView> = self.views(Self::kind_query(ViewKind::Workspace)).await?;
+        let mut request = vt_store::AppendRequest::default();
+        for w in workspaces {
+            let Some(at) = accesses.get(&w.name) else { continue };
+            if w.last_accessed_at.is_some_and(|last| last >= *at) {
+                continue;
+            }
+            let event = Event::WorkspaceAccessed(WorkspaceAccessed { org_id: w.org_id, workspace_id: w.id, at: *at });
+            request.events.push(vt_events::NewEvent::new(event, vt_events::Actor::system("front"), None));
+        }
+        if request.events.is_empty() {
+            return Ok(0);
+        }
+        let appended = self.store.append(request).await?;
+        Ok(appended.last_seq)
+    }
+
+    /// Every workspace with where the HTTP front reaches it: for the front's table.
+    pub async fn workspace_routes(&self) -> ApiResult<Vec<WorkspaceRoute>> {
+        let mut workspaces: Vec<WorkspaceView> = self.views(Self::kind_query(ViewKind::Workspace)).await?;
+        workspaces.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut out = vec![];
+        for w in workspaces {
+            let instances: Vec<InstanceView> =
+                self.views(Self::kind_query(ViewKind::Instance).parent(w.env_id)).await?;
+            let live = live_instance(&instances);
+            let (status, reason) = status(&w, live);
+            let address = live.filter(|_| status == WorkspaceStatus::Running).and_then(|i| i.address.clone());
+            out.push(WorkspaceRoute { name: w.name, status, reason, address, ports: w.ports });
+        }
+        Ok(out)
+    }
+}
+
+/// A workspace as the HTTP front routes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkspaceRoute {
+    pub name: String,
+    pub status: WorkspaceStatus,
+    pub reason: Option<String>,
+    /// Its IDE instance's address, while it runs.
+    pub address: Option<String>,
+    pub ports: Vec<u16>,
+}
+
+fn checked(field: &str, v: u32, min: u32, max: u32) -> ApiResult<u32> {
+    if v < min || v > max {
+        return Err(ApiErr::invalid(field, format!("{field} must be {min}-{max}, got {v}")));
+    }
+    Ok(v)
+}
+
+/// What the scheduler appends for workspaces in an activation (`scheduler.rs`): a workspace
+/// meant to run whose IDE failed in this run is stopped with the failure recorded; a deleted
+/// workspace whose VM has ended and whose disk no instance holds loses its disk and its name.
+pub(crate) fn reconcile(
+    workspaces: &[WorkspaceView],
+    instances: &[InstanceView],
+    volumes: &[vt_views::VolumeView],
+) -> Vec<(Event, Option<Claim>, Vec<(AggregateType, String)>)> {
+    let mut out = vec![];
+    for w in workspaces {
+        let mine: Vec<&InstanceView> = instances.iter().filter(|i| i.env_id == w.env_id).collect();
+        match w.desired {
+            WorkspaceDesired::Running => {
+                let since = w.last_started_at.unwrap_or(w.created_at);
+                let failed = mine
+                    .iter()
+                    .filter(|i| i.created_at >= since)
+                    .filter_map(|i| Some((i, i.failure.as_ref()?)))
+                    .min_by_key(|(i, _)| i.id);
+                let Some((i, f)) = failed else { continue };
+                let pins =
+                    vec![(AggregateType::Workspace, w.id.to_string()), (AggregateType::Env, w.env_id.to_string())];
+                out.push((
+                    Event::WorkspaceFailed(WorkspaceFailed {
+                        org_id: w.org_id,
+                        workspace_id: w.id,
+                        instance_id: i.id,
+                        reason: format!("its IDE (instance {}) failed: {}", i.id, f.summary()),
+                    }),
+                    None,
+                    pins.clone(),
+                ));
+                out.push((
+                    Event::ScaleSet(ScaleSet {
+                        org_id: w.org_id,
+                        app_id: w.app_id,
+                        env_id: w.env_id,
+                        process: api::IDE_PROCESS.to_owned(),
+                        instances: 0,
+                    }),
+                    None,
+                    pins,
+                ));
+            }
+            WorkspaceDesired::Deleted => {
+                if mine.iter().any(|i| !i.status.is_terminal()) {
+                    continue;
+                }
+                let volume = volumes.iter().find(|v| v.id == w.volume_id);
+                if volume.is_some_and(|v| v.attached_to.is_some()) {
+                    continue;
+                }
+                let mut pins = vec![(AggregateType::Workspace, w.id.to_string())];
+                if let Some(v) = volume {
+                    pins.push((AggregateType::Volume, v.id.to_string()));
+                    out.push((
+                        Event::VolumeDeleted(VolumeDeleted {
+                            org_id: w.org_id,
+                            env_id: w.env_id,
+                            volume_id: v.id,
+                            node_id: v.node_id,
+                        }),
+                        None,
+                        pins.clone(),
+                    ));
+                }
+                out.push((
+                    Event::WorkspaceDeleted(WorkspaceDeleted { org_id: w.org_id, workspace_id: w.id }),
+                    Some(Claim { scope: ClaimScope::Workspace, name: w.name.clone(), owner: w.id.to_string() }),
+                    pins,
+                ));
+            }
+            WorkspaceDesired::Stopped => {}
+        }
+    }
+    out
+}
+
+/// The settings of workspaces a server gives its control plane.
+#[derive(Debug, Clone, Default)]
+pub struct WorkspaceSettings {
+    /// The OCI image layout of the default template (scripts/workspace-template.sh).
+    pub template: Option<std::path::PathBuf>,
+    /// The workspace origin's base URL (`http://127.0.0.1:7412`), for the `url` of workspaces.
+    pub origin: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_generated_manifest_parses() {
+        let m = vt_manifest::parse(&manifest(2, 4096)).unwrap();
+        assert!(m.processes.contains_key(api::IDE_PROCESS));
+    }
+}
