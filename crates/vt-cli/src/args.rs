@@ -97,6 +97,9 @@ pub enum Command {
     /// Volumes of an env: local disks on one node each, mounted by the manifest's `[[volumes]]`
     #[command(subcommand)]
     Volume(VolumeCommand),
+    /// Workspaces: browser IDEs (code-server), one microVM each with a home disk that persists
+    #[command(subcommand)]
+    Workspace(WorkspaceCommand),
     /// API tokens: create one for a person, a CI job or a node; list; revoke
     #[command(subcommand)]
     Token(TokenCommand),
@@ -108,10 +111,6 @@ pub enum Command {
     Manifest(ManifestCommand),
     /// Run the control plane (or `vt server rebuild-views`)
     Server(Box<ServerArgs>),
-    // Later, each in its own module under `commands/`:
-    // Image(ImageCommand)        push an OCI layout or docker-archive
-    // Secrets(SecretsCommand)    set|list|unset
-    // Workspace(WorkspaceCommand) create|start|stop|delete|list
 }
 
 #[derive(Debug, Args)]
@@ -578,6 +577,106 @@ pub struct VolumeCreateArgs {
     /// The node that holds it (name or id) [default: the ready node holding the fewest volumes]
     #[arg(long, value_name = "NODE")]
     pub node: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkspaceCommand {
+    /// Create a workspace in the org; it starts at once (its home disk is made on the node it lands on)
+    Create(WorkspaceCreateArgs),
+    /// List workspaces by name (the org's when one is set, else every one the token sees)
+    List,
+    /// Show a workspace: status, resources, where it is served, its ports and its activity
+    Get {
+        /// The workspace, by name or id
+        workspace: String,
+    },
+    /// Start a stopped or failed workspace (refused when its node has no room: stop another first)
+    Start {
+        /// The workspace, by name or id
+        workspace: String,
+        #[command(flatten)]
+        wait: WorkspaceWait,
+    },
+    /// Stop a workspace's VM; its home disk stays
+    Stop {
+        /// The workspace, by name or id
+        workspace: String,
+        #[command(flatten)]
+        wait: WorkspaceWait,
+    },
+    /// Delete a workspace and its home disk, irreversibly; asks on a terminal
+    Delete {
+        /// The workspace, by name or id
+        workspace: String,
+        /// Do not ask (required when stdin is not a terminal)
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Ports of the workspace served at `/workspace/NAME/port/PORT/`
+    #[command(subcommand)]
+    Port(WorkspacePortCommand),
+    /// Print where to open the workspace in a browser, and how to sign in
+    Open {
+        /// The workspace, by name or id
+        workspace: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct WorkspaceCreateArgs {
+    /// Unique on the platform: the workspace is served at `/workspace/NAME/`
+    pub name: Name,
+    /// vCPUs, 1-64 [default: 2]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(vt_api::workspaces::MAX_CPUS)))]
+    pub cpus: Option<u32>,
+    /// Memory, MiB, 256-262144: a hard cap [default: 4096]
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u32)
+        .range(i64::from(vt_api::workspaces::MIN_MEMORY_MIB)..=i64::from(vt_api::workspaces::MAX_MEMORY_MIB)))]
+    pub memory_mib: Option<u32>,
+    /// The home disk, GiB, 1-4096 (sparse) [default: 10]
+    #[arg(long, value_name = "GIB", value_parser = clap::value_parser!(u32).range(1..=i64::from(vt_api::workspaces::MAX_DISK_GIB)))]
+    pub disk_gib: Option<u32>,
+    /// An image of the org in the built-in registry that serves an IDE on port 8080 [default: the
+    /// server's workspace template]
+    #[arg(long, value_name = "REF")]
+    pub image: Option<String>,
+    #[command(flatten)]
+    pub wait: WorkspaceWait,
+}
+
+#[derive(Debug, Clone, Copy, Args)]
+pub struct WorkspaceWait {
+    /// Wait until the workspace gets there (`running` for create and start, `stopped` for stop)
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: give up after this many seconds (exit 1)
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkspacePortCommand {
+    /// Register a port: reachable at `/workspace/NAME/port/PORT/` (502 until something listens on it)
+    Add {
+        /// The workspace, by name or id
+        workspace: String,
+        /// 1-65535
+        #[arg(value_parser = clap::value_parser!(u16).range(1..))]
+        port: u16,
+    },
+    /// Unregister a port
+    Remove {
+        /// The workspace, by name or id
+        workspace: String,
+        /// 1-65535
+        #[arg(value_parser = clap::value_parser!(u16).range(1..))]
+        port: u16,
+    },
+    /// List the workspace's registered ports
+    List {
+        /// The workspace, by name or id
+        workspace: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -99,6 +99,7 @@ async fn dispatch(cli: Cli, printer: Printer) -> CliResult {
         Command::Secrets(cmd) => commands::secrets::run(&ctx, cmd).await,
         Command::Token(cmd) => commands::token::run(&ctx, cmd).await,
         Command::Volume(cmd) => commands::volume::run(&ctx, cmd).await,
+        Command::Workspace(cmd) => commands::workspace::run(&ctx, cmd).await,
         Command::Manifest(_) | Command::Server(_) => unreachable!("handled above"),
     }
 }

@@ -28,6 +28,24 @@ pub struct Receipt {
     pub next: Vec<String>,
 }
 
+impl Receipt {
+    /// The receipt as people read it: the line, the ids indented, the details, `next:` lines.
+    pub fn render(&self) -> String {
+        let mut s = format!("{}\n", self.what);
+        let width = self.ids.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+        for (k, v) in &self.ids {
+            s.push_str(&format!("  {k:width$}  {v}\n"));
+        }
+        if let Some(d) = &self.details {
+            s.push_str(d);
+        }
+        for n in &self.next {
+            s.push_str(&format!("next: {n}\n"));
+        }
+        s
+    }
+}
+
 impl Printer {
     pub fn new(format: Format) -> Self {
         Printer { format }
@@ -63,18 +81,7 @@ impl Printer {
         if self.json_mode() {
             return self.json(value);
         }
-        let mut s = format!("{}\n", receipt.what);
-        let width = receipt.ids.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-        for (k, v) in &receipt.ids {
-            s.push_str(&format!("  {k:width$}  {v}\n"));
-        }
-        if let Some(d) = &receipt.details {
-            s.push_str(d);
-        }
-        for n in &receipt.next {
-            s.push_str(&format!("next: {n}\n"));
-        }
-        out(&s);
+        out(&receipt.render());
     }
 
     pub fn text(&self, s: &str) {
@@ -187,6 +194,7 @@ fn api_hint(code: vt_api::ErrorCode) -> Option<&'static str> {
         IdempotencyKeyReused => Some("the same idempotency key was used for a different request; run the command again"),
         ProjectionLag => Some("the change is committed; views are catching up, retry the read"),
         Gone => Some("run the command again: it asks for a new grant"),
+        CapacityExhausted => Some("stop a running workspace (`vt workspace stop NAME`), then start this one again"),
         _ => None,
     }
 }

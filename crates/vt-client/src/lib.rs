@@ -462,6 +462,54 @@ impl Client {
         self.mutate(Method::POST, &format!("/nodes/{}/volumes/{}/backup", seg(node), seg(volume)), Some(req), key).await
     }
 
+    // --- workspaces (named across the platform: `{workspace}` is a name or an id)
+
+    pub async fn workspace_create(&self, req: &CreateWorkspace, key: &str) -> Result<Committed<Workspace>> {
+        self.mutate(Method::POST, "/workspaces", Some(req), key).await
+    }
+    /// Every workspace the token may see, by name; with `org`, that org's only.
+    pub async fn workspace_list(&self, org: Option<&str>) -> Result<List<Workspace>> {
+        match org {
+            Some(org) => self.get(&format!("/workspaces?org={}", seg(org))).await,
+            None => self.get("/workspaces").await,
+        }
+    }
+    pub async fn workspace_get(&self, workspace: &str) -> Result<Workspace> {
+        self.get(&format!("/workspaces/{}", seg(workspace))).await
+    }
+    /// A start that does not fit its node is refused (`capacity_exhausted`, naming a workspace to stop).
+    pub async fn workspace_start(&self, workspace: &str, key: &str) -> Result<Committed<Workspace>> {
+        self.mutate(Method::POST, &format!("/workspaces/{}/start", seg(workspace)), None::<&()>, key).await
+    }
+    pub async fn workspace_stop(&self, workspace: &str, key: &str) -> Result<Committed<Workspace>> {
+        self.mutate(Method::POST, &format!("/workspaces/{}/stop", seg(workspace)), None::<&()>, key).await
+    }
+    /// Answers with the workspace in status `deleting`: its VM stops, then its disk goes.
+    pub async fn workspace_delete(&self, workspace: &str, key: &str) -> Result<Committed<Workspace>> {
+        self.mutate(Method::DELETE, &format!("/workspaces/{}", seg(workspace)), None::<&()>, key).await
+    }
+    pub async fn workspace_port_list(&self, workspace: &str) -> Result<List<WorkspacePort>> {
+        self.get(&format!("/workspaces/{}/ports", seg(workspace))).await
+    }
+    /// Answers with every registered port after the change.
+    pub async fn workspace_port_add(
+        &self,
+        workspace: &str,
+        req: &AddWorkspacePort,
+        key: &str,
+    ) -> Result<Committed<List<WorkspacePort>>> {
+        self.mutate(Method::POST, &format!("/workspaces/{}/ports", seg(workspace)), Some(req), key).await
+    }
+    /// Answers with every registered port after the change.
+    pub async fn workspace_port_remove(
+        &self,
+        workspace: &str,
+        port: u16,
+        key: &str,
+    ) -> Result<Committed<List<WorkspacePort>>> {
+        self.mutate(Method::DELETE, &format!("/workspaces/{}/ports/{port}", seg(workspace)), None::<&()>, key).await
+    }
+
     // --- nodes, events, system
 
     pub async fn node_list(&self) -> Result<List<Node>> {

@@ -1,11 +1,9 @@
 //! `vt volume create|list|get|extend|delete`: the env's volumes, each a local disk on one node.
 
-use std::io::IsTerminal;
-
 use vt_api::{Backup, CreateVolume, ExtendVolume, RestoreBackup, RestoreSnapshot, Snapshot, SnapshotStatus, Volume};
 
 use crate::args::VolumeCommand;
-use crate::commands::scope_flags;
+use crate::commands::{confirm_name, require_terminal, scope_flags};
 use crate::error::CliError;
 use crate::printer::{fields, label, opt, time, Receipt, Table};
 use crate::{idempotency_key, CliResult, Ctx, ExitStatus};
@@ -191,20 +189,16 @@ pub async fn run(ctx: &Ctx, cmd: VolumeCommand) -> CliResult {
         }
         VolumeCommand::Delete { volume, yes } => {
             if !yes {
-                if !std::io::stdin().is_terminal() {
-                    return Err(CliError::usage(
-                        "deleting a volume destroys its data, and stdin is not a terminal to ask",
-                        Some(format!("pass --yes to delete volume {volume}")),
-                    ));
-                }
+                require_terminal(
+                    "deleting a volume destroys its data",
+                    format!("pass --yes to delete volume {volume}"),
+                )?;
                 let v = client.volume_get(org, app, env, &volume).await?;
-                let answer = p.ask(&format!(
+                let question = format!(
                     "Delete volume `{}` ({}, {} GiB on {}) and everything on it? Type its name to confirm:",
                     v.name, v.id, v.size_gib, v.node
-                ))?;
-                if answer != v.name {
-                    return Err(CliError::failed("not deleted: the answer was not the volume's name", None));
-                }
+                );
+                confirm_name(p, &question, &v.name, "volume")?;
             }
             let v = client.volume_delete(org, app, env, &volume, &idempotency_key()).await?.value;
             p.receipt(
