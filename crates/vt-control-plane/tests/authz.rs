@@ -172,6 +172,12 @@ fn rule_of(operation: &str) -> Option<(Rule, StatusCode)> {
         "exec_create" => (Rule::InstanceExec, S::CONFLICT),
         // Any token may present a grant (the grant says whose it is); a plain GET is no upgrade.
         "exec_connect" => (Rule::Anyone, S::BAD_REQUEST),
+        "workspace_create" | "workspace_port_add" => (Rule::OrgDeploy, S::CREATED),
+        // Everyone's list: what their token may see.
+        "workspace_list" => (Rule::Anyone, S::OK),
+        "workspace_get" | "workspace_port_list" => (Rule::OrgRead, S::OK),
+        "workspace_start" | "workspace_stop" | "workspace_port_remove" => (Rule::OrgDeploy, S::OK),
+        "workspace_delete" => (Rule::OrgDeploy, S::ACCEPTED),
         _ => return None,
     })
 }
@@ -255,6 +261,9 @@ async fn world() -> World {
         assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
         tokens.push((who, Some(token)));
     }
+    let body = json!({"name": "ws-fixture", "org": "acme", "image": format!("acme/web@{}", digest('c')), "cpus": 1, "memory_mib": 256, "disk_gib": 1});
+    let r = s.post("/v1/workspaces", body).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
     // A secret, so that the instances run a secrets version.
     let r = s.post("/v1/orgs/acme/apps/web/envs/prod/secrets", json!({"set": {"API_KEY": "c2VjcmV0"}})).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
@@ -360,6 +369,28 @@ async fn request(w: &World, op: &str, template: &str, i: usize) -> (String, Opti
             assert_eq!(r.status, StatusCode::OK, "{}", r.body);
         }
     }
+    // Workspaces (256 MiB each, on n1): one shared for reads; one per operation for start, stop
+    // and port add (repeating them is allowed); one per call for delete and port remove.
+    let mut workspace = "ws-fixture".to_owned();
+    let create_workspace = |name: String| async move {
+        let body = json!({"name": name, "org": "acme", "image": format!("acme/web@{}", digest('c')), "cpus": 1, "memory_mib": 256, "disk_gib": 1});
+        let r = s.post("/v1/workspaces", body).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    };
+    if matches!(op, "workspace_start" | "workspace_stop" | "workspace_port_add") {
+        workspace = op.replace('_', "-");
+        if i == 0 {
+            create_workspace(workspace.clone()).await;
+        }
+    }
+    if matches!(op, "workspace_delete" | "workspace_port_remove") {
+        workspace = format!("{}-{i}", op.replace('_', "-"));
+        create_workspace(workspace.clone()).await;
+        if op == "workspace_port_remove" {
+            let r = s.post(&format!("/v1/workspaces/{workspace}/ports"), json!({"port": 3000})).await;
+            assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        }
+    }
     let mut backup = String::new();
     let mut backup_id = String::new();
     if op == "backup_restore" {
@@ -398,7 +429,9 @@ async fn request(w: &World, op: &str, template: &str, i: usize) -> (String, Opti
         .replace("{instance}", &w.instance)
         .replace("{node}", "n1")
         .replace("{token}", &token_id)
-        .replace("{route}", if op == "route_delete" { &route } else { "r.example" });
+        .replace("{route}", if op == "route_delete" { &route } else { "r.example" })
+        .replace("{workspace}", &workspace)
+        .replace("{port}", "3000");
     let path = match op {
         "token_list" => format!("{path}?org=acme"),
         _ => path,
@@ -425,6 +458,10 @@ async fn request(w: &World, op: &str, template: &str, i: usize) -> (String, Opti
         "token_create" => Some(json!({"name": format!("new-{i}"), "role": "viewer", "org": "acme"})),
         "secrets_change" => Some(json!({"set": {format!("K_{i}"): "eA=="}, "stage": true})),
         "exec_create" => Some(json!({"argv": ["sh"]})),
+        "workspace_create" => Some(
+            json!({"name": format!("new-ws-{i}"), "org": "acme", "image": format!("acme/web@{}", digest('c')), "cpus": 1, "memory_mib": 256, "disk_gib": 1}),
+        ),
+        "workspace_port_add" => Some(json!({"port": 3000 + i})),
         _ => None,
     };
     (path, body)

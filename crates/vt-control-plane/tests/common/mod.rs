@@ -116,6 +116,7 @@ impl TestServer {
             registry_limits: Default::default(),
             exec,
             exec_grant_ttl,
+            workspaces: Default::default(),
         };
         let cp = ControlPlane::start(store, settings);
         // The views show what is already in the log (the admin token's creation, say).
