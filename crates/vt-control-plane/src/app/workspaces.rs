@@ -719,11 +719,139 @@ pub struct WorkspaceSettings {
 
 #[cfg(test)]
 mod tests {
+    use chrono::{Duration as Span, Utc};
+    use vt_events::{DesiredState, InstanceAllocated, Resources};
+    use vt_ids::{InstanceId, NodeId, OrgId, ReleaseId};
+    use vt_views::{FailureKind, InstanceFailure, VolumeView, WorkspaceFailure};
+
     use super::*;
+
+    fn workspace(desired: WorkspaceDesired) -> WorkspaceView {
+        let at = Utc::now() - Span::seconds(60);
+        WorkspaceView {
+            id: WorkspaceId::new(),
+            org_id: OrgId::new(),
+            name: "dev".into(),
+            app_id: AppId::new(),
+            env_id: EnvId::new(),
+            release_id: ReleaseId::new(),
+            volume_id: VolumeId::new(),
+            node_id: NodeId::new(),
+            image_ref: "acme/workspace@sha256:00".into(),
+            image_digest: "sha256:00".into(),
+            cpus: 2,
+            memory_mib: 4096,
+            disk_gib: 10,
+            desired,
+            ports: vec![],
+            failure: None,
+            last_started_at: Some(at),
+            last_accessed_at: None,
+            activity: vec![],
+            created_at: at,
+            updated_at: at,
+        }
+    }
+
+    fn instance(w: &WorkspaceView, status: InstanceStatus) -> InstanceView {
+        let mut i = InstanceView::allocated(
+            &InstanceAllocated {
+                org_id: w.org_id,
+                app_id: w.app_id,
+                env_id: w.env_id,
+                instance_id: InstanceId::new(),
+                process: api::IDE_PROCESS.into(),
+                release_id: w.release_id,
+                deploy_id: None,
+                node_id: w.node_id,
+                resources: Resources { cpu_millis: 2000, memory_mib: w.memory_mib },
+                secrets_version: None,
+                volumes: vec![],
+            },
+            Utc::now(),
+        );
+        i.status = status;
+        i
+    }
 
     #[test]
     fn the_generated_manifest_parses() {
         let m = vt_manifest::parse(&manifest(2, 4096)).unwrap();
         assert!(m.processes.contains_key(api::IDE_PROCESS));
+    }
+
+    #[test]
+    fn status_follows_the_desired_state_and_the_instance() {
+        use WorkspaceStatus as S;
+        let mut w = workspace(WorkspaceDesired::Running);
+        assert_eq!(status(&w, None).0, S::Creating);
+        let booting = instance(&w, InstanceStatus::Booting);
+        assert_eq!(status(&w, Some(&booting)), (S::Creating, Some(format!("instance {} is booting", booting.id))));
+        let mut up = instance(&w, InstanceStatus::Running);
+        up.health = Some(vt_events::Health::Passing);
+        assert_eq!(status(&w, Some(&up)).0, S::Running);
+        w.last_started_at = Some(Utc::now());
+        assert_eq!(status(&w, None).0, S::Starting, "a later start is no creation");
+        w.desired = WorkspaceDesired::Stopped;
+        assert_eq!(status(&w, Some(&up)).0, S::Stopping);
+        assert_eq!(status(&w, None), (S::Stopped, None));
+        w.failure = Some(WorkspaceFailure { instance_id: up.id, reason: "boom".into(), at: Utc::now() });
+        assert_eq!(status(&w, None), (S::Failed, Some("boom".into())));
+        w.desired = WorkspaceDesired::Deleted;
+        assert_eq!(status(&w, Some(&up)).0, S::Deleting);
+    }
+
+    #[test]
+    fn a_failed_ide_stops_the_workspace_once() {
+        let w = workspace(WorkspaceDesired::Running);
+        let mut failed = instance(&w, InstanceStatus::Failed);
+        failed.failure = Some(InstanceFailure {
+            kind: FailureKind::Exited,
+            at: Utc::now(),
+            exit_code: Some(1),
+            reason: Some("exited with code 1".into()),
+        });
+        let out = reconcile(std::slice::from_ref(&w), std::slice::from_ref(&failed), &[]);
+        let events: Vec<&str> = out.iter().map(|(e, ..)| e.event_type()).collect();
+        assert_eq!(events, ["workspace.failed", "env.scale_set"]);
+        // An instance that failed before this start does not count.
+        let mut later = w.clone();
+        later.last_started_at = Some(Utc::now() + Span::seconds(1));
+        assert!(reconcile(&[later], &[failed], &[]).is_empty());
+    }
+
+    #[test]
+    fn a_deleted_workspace_loses_its_disk_only_after_its_vm() {
+        let w = workspace(WorkspaceDesired::Deleted);
+        let running = instance(&w, InstanceStatus::Running);
+        let mut volume = VolumeView {
+            id: w.volume_id,
+            org_id: w.org_id,
+            app_id: w.app_id,
+            env_id: w.env_id,
+            name: HOME_VOLUME.into(),
+            size_gib: 10,
+            node_id: w.node_id,
+            attached_to: Some(running.id),
+            from_snapshot: None,
+            from_backup: None,
+            backups: Default::default(),
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        };
+        assert!(reconcile(std::slice::from_ref(&w), std::slice::from_ref(&running), std::slice::from_ref(&volume))
+            .is_empty());
+        let mut ended = running.clone();
+        ended.status = InstanceStatus::Stopped;
+        ended.desired_state = DesiredState::Stopped;
+        assert!(
+            reconcile(std::slice::from_ref(&w), std::slice::from_ref(&ended), std::slice::from_ref(&volume)).is_empty(),
+            "still attached"
+        );
+        volume.attached_to = None;
+        let out = reconcile(&[w], &[ended], &[volume]);
+        let events: Vec<&str> = out.iter().map(|(e, ..)| e.event_type()).collect();
+        assert_eq!(events, ["volume.deleted", "workspace.deleted"]);
+        assert_eq!(out[1].1.as_ref().map(|c| c.scope), Some(ClaimScope::Workspace), "the name is freed");
     }
 }
