@@ -3,7 +3,7 @@
 //! A workspace runs on what services run on. Its create appends, in one transaction, a hidden
 //! app (`AppCreated.workspace_id`: not one of the org's apps) with one env, a release of the
 //! IDE image with a generated manifest (process `ide`, port 8080, `scaling` 0..1, the home
-//! volume at `/home/vt`), the home volume on the chosen node, a deploy and `ide=1`, and the
+//! volume at `/home/vt`, `network = "isolated"`: the internet only, no other instance), the home volume on the chosen node, a deploy and `ide=1`, and the
 //! `workspace.created` that ties them together and claims the name platform-wide. Start and
 //! stop are `ide=1`/`ide=0` with the workspace's desired state, pinned on the env's version, so
 //! racing requests cannot produce two VMs; the scheduler places the instance where the volume
@@ -45,12 +45,16 @@ const TEMPLATE_TAG: &str = "template";
 /// How many times a start or stop plans again after losing a race on the env.
 const RETRIES: usize = 3;
 
-/// The release manifest of a workspace's IDE.
+/// The release manifest of a workspace's IDE. Its health check is TCP (any IDE on the port),
+/// every second (the workspace is `running` as soon as it listens), with a two-minute grace:
+/// code-server takes tens of seconds to listen under software emulation, and an IDE that
+/// exits fails at once anyway.
 fn manifest(cpus: u32, memory_mib: u32) -> String {
     format!(
         r#"schema_version = 1
 
 [processes.{ide}]
+network = "isolated"
 ports = [{{ name = "ide", port = {port} }}]
 resources = {{ cpu = {cpus}, memory_mib = {memory_mib} }}
 scaling = {{ min = 0, max = 1 }}
@@ -58,8 +62,9 @@ scaling = {{ min = 0, max = 1 }}
 [processes.{ide}.healthcheck]
 type = "tcp"
 port = "ide"
-interval = "3s"
-timeout = "2s"
+interval = "1s"
+timeout = "500ms"
+grace = "120s"
 
 [[volumes]]
 name = "{HOME_VOLUME}"
@@ -777,7 +782,9 @@ mod tests {
     #[test]
     fn the_generated_manifest_parses() {
         let m = vt_manifest::parse(&manifest(2, 4096)).unwrap();
-        assert!(m.processes.contains_key(api::IDE_PROCESS));
+        let ide = &m.processes[api::IDE_PROCESS];
+        assert_eq!(ide.network, vt_manifest::NetworkClass::Isolated, "a workspace reaches no other instance");
+        assert_eq!((ide.scaling.min, ide.scaling.max), (0, 1));
     }
 
     #[test]
