@@ -423,9 +423,8 @@ impl ControlPlane {
         let mut tries = 0;
         loop {
             tries += 1;
-            self.fresh().await?;
-            let w = self.lookup_workspace(ctx, r, Action::Deploy).await?;
-            let plan = match self.plan_set(&w, desired).await? {
+            let (w, pins) = self.lookup_pinned(ctx, r).await?;
+            let plan = match self.plan_set(&w, desired, pins).await? {
                 Some(plan) => plan,
                 // Already so: nothing to record, the workspace as it is.
                 None => {
@@ -440,7 +439,7 @@ impl ControlPlane {
         }
     }
 
-    async fn plan_set(&self, w: &WorkspaceView, desired: WorkspaceDesired) -> ApiResult<Option<Plan<()>>> {
+    async fn plan_set(&self, w: &WorkspaceView, desired: WorkspaceDesired, pins: Pins) -> ApiResult<Option<Plan<()>>> {
         match (w.desired, desired) {
             (WorkspaceDesired::Deleted, _) => {
                 return Err(ApiErr::conflict(format!(
@@ -466,26 +465,26 @@ impl ControlPlane {
             self.check_fits(&node, w.memory_mib, Some(w.id)).await?;
         }
         let instances = u32::from(desired == WorkspaceDesired::Running);
-        Ok(Some(self.plan_desired(w, desired, instances).await?))
+        Ok(Some(plan_desired(w, desired, instances, pins)))
     }
 
-    /// The workspace's new desired state and its IDE's count, pinned on the workspace and the env.
-    async fn plan_desired(&self, w: &WorkspaceView, desired: WorkspaceDesired, instances: u32) -> ApiResult<Plan<()>> {
-        Ok(Plan::new(StatusCode::OK, ())
-            .expect(self.pin(AggregateType::Workspace, w.id.to_string()).await?)
-            .expect(self.pin(AggregateType::Env, w.env_id.to_string()).await?)
-            .event(Event::WorkspaceDesiredStateChanged(WorkspaceDesiredStateChanged {
-                org_id: w.org_id,
-                workspace_id: w.id,
-                desired,
-            }))
-            .event(Event::ScaleSet(ScaleSet {
-                org_id: w.org_id,
-                app_id: w.app_id,
-                env_id: w.env_id,
-                process: api::IDE_PROCESS.to_owned(),
-                instances,
-            })))
+    /// A workspace the caller may change, by id or name, with the versions of it and its env
+    /// that the view shows (or older). The versions are read before the view: a change
+    /// committed in between makes the view newer than the pins and the commit a conflict, never
+    /// a plan made on a view older than its pins (two racing starts both recording a start).
+    async fn lookup_pinned(&self, ctx: &Ctx, r: &str) -> ApiResult<(WorkspaceView, Pins)> {
+        self.fresh().await?;
+        let first = self.lookup_workspace(ctx, r, Action::Deploy).await?;
+        let pins = Pins {
+            workspace: self.pin(AggregateType::Workspace, first.id.to_string()).await?,
+            env: self.pin(AggregateType::Env, first.env_id.to_string()).await?,
+        };
+        self.fresh().await?;
+        let w = self.lookup_workspace(ctx, r, Action::Deploy).await?;
+        if w.id != first.id {
+            return Err(ApiErr::conflict(format!("workspace `{}` was deleted and created again meanwhile", w.name)));
+        }
+        Ok((w, pins))
     }
 
     async fn pin(&self, aggregate_type: AggregateType, id: String) -> ApiResult<Expectation> {
@@ -496,12 +495,11 @@ impl ControlPlane {
     /// Delete a workspace: irreversible. Its VM stops; the scheduler removes its disk once the
     /// VM has ended (`workspace.deleted` frees the name). 202 with the workspace `deleting`.
     pub async fn workspace_delete(&self, ctx: &Ctx, r: &str) -> ApiResult<Committed> {
-        self.fresh().await?;
-        let w = self.lookup_workspace(ctx, r, Action::Deploy).await?;
+        let (w, pins) = self.lookup_pinned(ctx, r).await?;
         if w.desired == WorkspaceDesired::Deleted {
             return Err(ApiErr::conflict(format!("workspace `{}` is already being deleted", w.name)));
         }
-        let plan = self.plan_desired(&w, WorkspaceDesired::Deleted, 0).await?;
+        let plan = plan_desired(&w, WorkspaceDesired::Deleted, 0, pins);
         self.workspace_committed(StatusCode::ACCEPTED, plan, ctx, w.id).await
     }
 
@@ -513,8 +511,7 @@ impl ControlPlane {
     /// Register (`add`) or unregister a port. Registering is allowed before anything listens
     /// on it (the front answers 502 until something does).
     pub async fn workspace_port(&self, ctx: &Ctx, r: &str, port: u16, add: bool) -> ApiResult<Committed> {
-        self.fresh().await?;
-        let w = self.lookup_workspace(ctx, r, Action::Deploy).await?;
+        let (w, pins) = self.lookup_pinned(ctx, r).await?;
         if w.desired == WorkspaceDesired::Deleted {
             return Err(ApiErr::conflict(format!("workspace `{}` is being deleted; its ports cannot change", w.name)));
         }
@@ -562,8 +559,7 @@ impl ControlPlane {
             }
         };
         let status = if add { StatusCode::CREATED } else { StatusCode::OK };
-        let plan =
-            Plan::new(status, ()).expect(self.pin(AggregateType::Workspace, w.id.to_string()).await?).event(event);
+        let plan = Plan::new(status, ()).expect(pins.workspace).event(event);
         let committed = self.commit(ctx, plan).await?;
         if committed.replayed {
             return Ok(committed);
@@ -628,12 +624,40 @@ pub struct WorkspaceRoute {
     pub ports: Vec<u16>,
 }
 
+/// The versions a change of a workspace is pinned on: the workspace's and its env's.
+struct Pins {
+    workspace: Expectation,
+    env: Expectation,
+}
+
+/// The workspace's new desired state and its IDE's count, pinned on the workspace and the env.
+fn plan_desired(w: &WorkspaceView, desired: WorkspaceDesired, instances: u32, pins: Pins) -> Plan<()> {
+    Plan::new(StatusCode::OK, ())
+        .expect(pins.workspace)
+        .expect(pins.env)
+        .event(Event::WorkspaceDesiredStateChanged(WorkspaceDesiredStateChanged {
+            org_id: w.org_id,
+            workspace_id: w.id,
+            desired,
+        }))
+        .event(Event::ScaleSet(ScaleSet {
+            org_id: w.org_id,
+            app_id: w.app_id,
+            env_id: w.env_id,
+            process: api::IDE_PROCESS.to_owned(),
+            instances,
+        }))
+}
+
 fn checked(field: &str, v: u32, min: u32, max: u32) -> ApiResult<u32> {
     if v < min || v > max {
         return Err(ApiErr::invalid(field, format!("{field} must be {min}-{max}, got {v}")));
     }
     Ok(v)
 }
+
+/// An event [`reconcile`] appends, with the name it releases and the aggregates it is pinned on.
+pub(crate) type Reconciled = (Event, Option<Claim>, Vec<(AggregateType, String)>);
 
 /// What the scheduler appends for workspaces in an activation (`scheduler.rs`): a workspace
 /// meant to run whose IDE failed in this run is stopped with the failure recorded; a deleted
@@ -642,7 +666,7 @@ pub(crate) fn reconcile(
     workspaces: &[WorkspaceView],
     instances: &[InstanceView],
     volumes: &[vt_views::VolumeView],
-) -> Vec<(Event, Option<Claim>, Vec<(AggregateType, String)>)> {
+) -> Vec<Reconciled> {
     let mut out = vec![];
     for w in workspaces {
         let mine: Vec<&InstanceView> = instances.iter().filter(|i| i.env_id == w.env_id).collect();
