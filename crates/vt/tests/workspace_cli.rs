@@ -185,6 +185,23 @@ impl Server {
         String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
     }
 
+    /// SIGKILL the server (its VMs keep running) and start it again on the same data directory.
+    fn kill_and_restart(&mut self) {
+        let _ = std::process::Command::new("kill").args(["-KILL", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+        let args = plain_server_args(&self.data, &["--workspace-access-every", "1s"]);
+        let (child, url, output) =
+            spawn_vt_server_captured(self.dir.path(), &args.iter().map(String::as_str).collect::<Vec<_>>());
+        let text = String::from_utf8_lossy(&output.lock().unwrap()).into_owned();
+        self.origin = text
+            .lines()
+            .find_map(|l| l.split("workspaces on http://").nth(1))
+            .and_then(|l| l.split('/').next())
+            .unwrap_or_else(|| panic!("no workspace origin announced: {text}"))
+            .to_owned();
+        (self.child, self.url, self.output) = (child, url, output);
+    }
+
     /// Stop the server (its VMs with it) and check that none is left.
     fn stop(mut self) {
         let _ = std::process::Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
@@ -423,5 +440,32 @@ fn an_ide_that_exits_at_once_fails_its_workspace_without_a_restart_loop() {
     let w = s.get("bad");
     assert_eq!((w["status"].as_str(), w["instance_id"].as_str()), (Some("failed"), None), "{w}");
     wsnap!("workspace_list_failed", s.vt(&["workspace", "list"]));
+    s.stop();
+}
+
+#[test]
+fn a_server_killed_mid_start_converges_to_one_vm_and_one_disk() {
+    let Some(mut s) = Server::start("the workspace crash test") else { return };
+    s.ok(&["workspace", "create", "crash", "--image", IDE, "--memory-mib", "256", "--cpus", "1", "--disk-gib", "1"]);
+    // Killed once the IDE's instance is placed and on its way, before it runs.
+    let placed = s.wait_for("crash", 60, "placed", |r| {
+        let w = r.json();
+        !w["instance_id"].is_null() && w["status"] != "running"
+    });
+    let instance = placed.json()["instance_id"].as_str().unwrap().to_owned();
+    s.kill_and_restart();
+    let running = s.wait_for("crash", 120, "running after the restart", |r| r.json()["status"] == "running").json();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(running["instance_id"].as_str(), Some(instance.as_str()), "the same instance, adopted or booted once");
+    assert_eq!(s.vms_of(&instance), 1, "{:?}", s.vms());
+    assert_eq!(s.vms().len(), 1, "one VM in all: {:?}", s.vms());
+    let events = s.events();
+    let id = running["id"].as_str().unwrap();
+    assert_eq!(s.events_of(&events, id, "volume.created").len(), 1, "one home disk");
+    assert_eq!(s.events_of(&events, id, "instance.allocated").len(), 1, "one instance");
+    let volume = s.events_of(&events, id, "volume.created")[0]["payload"]["volume_id"].as_str().unwrap().to_owned();
+    assert!(!s.disks_of(&volume).is_empty(), "the home disk exists");
+    let (status, _) = origin_get(&s, "/workspace/crash/");
+    assert_eq!(status, 200, "served after the restart");
     s.stop();
 }
