@@ -110,6 +110,10 @@ pub struct AgentConfig {
     /// Where volume backups go (restic), if anywhere: backups asked for are taken and sent
     /// there; volumes restored from a backup are read from there.
     pub backup: Option<vt_backup::Target>,
+    /// The labels the node registers with (an enrolled node's, from its enrollment token).
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// The node's WireGuard public key (base64), registered with the node.
+    pub wireguard_public_key: Option<String>,
 }
 
 impl AgentConfig {
@@ -141,6 +145,8 @@ impl AgentConfig {
             network: NetworkConfig::default(),
             disk_budget: None,
             backup: None,
+            labels: Default::default(),
+            wireguard_public_key: None,
         }
     }
 }
@@ -473,8 +479,9 @@ impl Agent {
             name: self.cfg.node_name.clone(),
             capacity: node_capacity(self.cfg.reserve_memory_mib),
             allocatable: None,
-            labels: Default::default(),
+            labels: self.cfg.labels.clone(),
             address: None,
+            wireguard_public_key: self.cfg.wireguard_public_key.clone(),
         };
         let node = self.client.node_register(&req, &self.key("register")).await?;
         let id = node.value.id.to_string();

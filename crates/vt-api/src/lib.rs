@@ -239,6 +239,55 @@ pub struct RegisterNode {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(max_length = 45)]
     pub address: Option<String>,
+    /// The node's WireGuard public key: 32 bytes, base64 (44 characters). Set at the node's
+    /// first registration; a later registration may not change it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 44, max_length = 44, pattern = "^[A-Za-z0-9+/]{43}=$")]
+    pub wireguard_public_key: Option<String>,
+}
+
+/// A single-use token that enrolls one new node (`vt node enroll-token create`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEnrollToken {
+    /// Seconds until it expires, 60 s to 7 days [default: 900, 15 minutes].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 60, maximum = 604800)]
+    pub ttl_secs: Option<u64>,
+    /// The labels the enrolled node registers with (the same rules as a registration's).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schema(schema_with = limits::labels_schema)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A new node enrolls with an enrollment token (as its bearer token), once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollNode {
+    /// The name it will register under: a host name no node has.
+    pub name: Hostname,
+}
+
+/// The answer of an enrollment: the node's own token, this once, and what it registers with.
+#[derive(Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct EnrolledNode {
+    pub node_id: vt_ids::NodeId,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    /// The node's `node` token (`vt_<64 hex>`), bound to it. Shown once; only its hash is stored.
+    pub secret: String,
+}
+
+/// Never prints the secret.
+impl std::fmt::Debug for EnrolledNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnrolledNode")
+            .field("node_id", &self.node_id)
+            .field("name", &self.name)
+            .field("labels", &self.labels)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema, Default)]

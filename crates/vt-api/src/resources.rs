@@ -194,6 +194,8 @@ pub struct Node {
     pub subnet: Option<String>,
     /// The node's IPv4 range; its instances' private IPv4 addresses (egress only, through NAT) come from it.
     pub ipv4_range: Option<String>,
+    /// Its WireGuard public key (base64), when it registered one.
+    pub wireguard_public_key: Option<String>,
     pub registered_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub last_heartbeat_at: Option<DateTime<Utc>>,
@@ -237,6 +239,9 @@ pub struct Token {
     pub node_id: Option<NodeId>,
     pub node_name: Option<String>,
     pub expires_at: Option<DateTime<Utc>>,
+    /// The labels an `enroll` token gives the node it enrolls.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
     /// `active`, `expired` or `revoked`, at the time of the answer.
     pub state: TokenState,
     pub created_at: DateTime<Utc>,

@@ -39,6 +39,14 @@ pub enum AuthError {
     #[error("the token `{name}` ({id}) was revoked at {}; create a new one with `vt token create`", rfc3339(.at))]
     Revoked { id: TokenId, name: String, at: DateTime<Utc> },
     #[error(
+        "the enrollment token {id} was used (or revoked) at {}: enrollment tokens are single-use; \
+         create a new one with `vt node enroll-token create`",
+        rfc3339(.at)
+    )]
+    EnrollUsed { id: TokenId, at: DateTime<Utc> },
+    #[error("the enrollment token {id} expired at {}; create a new one with `vt node enroll-token create`", rfc3339(.at))]
+    EnrollExpired { id: TokenId, at: DateTime<Utc> },
+    #[error(
         "the token `{name}` ({id}) has the `{role}` role but is bound to no {what} (made before roles were bound); \
          create a new one with `vt token create`"
     )]
@@ -65,6 +73,14 @@ pub async fn authenticate(
 /// What a stored token record allows at `now`.
 pub fn caller_of(rec: &TokenRecord, now: DateTime<Utc>) -> Result<Caller, AuthError> {
     let (id, name) = (rec.token_id, rec.name.clone());
+    if rec.role == TokenRole::Enroll {
+        if let Some(at) = rec.revoked_at {
+            return Err(AuthError::EnrollUsed { id, at });
+        }
+        if let Some(at) = rec.expires_at.filter(|at| *at <= now) {
+            return Err(AuthError::EnrollExpired { id, at });
+        }
+    }
     if let Some(at) = rec.revoked_at {
         return Err(AuthError::Revoked { id, name, at });
     }
@@ -75,6 +91,7 @@ pub fn caller_of(rec: &TokenRecord, now: DateTime<Utc>) -> Result<Caller, AuthEr
     match (rec.role, OrgRole::of(rec.role)) {
         (TokenRole::Admin, _) => Ok(Caller::Admin { token: id }),
         (TokenRole::Node, _) => rec.node_id.map(|node| Caller::Node { token: id, node }).ok_or_else(|| unbound("node")),
+        (TokenRole::Enroll, _) => Ok(Caller::Enroll { token: id }),
         (_, Some(role)) => rec.org_id.map(|org| Caller::Member { token: id, org, role }).ok_or_else(|| unbound("org")),
         (_, None) => Err(AuthError::Invalid),
     }
@@ -90,6 +107,8 @@ pub struct TokenSpec {
     /// The node of a `node` token: its id (new when the node is not registered yet) and name.
     pub node: Option<(NodeId, Hostname)>,
     pub expires_at: Option<DateTime<Utc>>,
+    /// The labels of the node an `enroll` token enrolls.
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// A token made but not stored yet: append `record` with `event` in one
@@ -121,6 +140,7 @@ pub fn issue(spec: TokenSpec, now: DateTime<Utc>) -> Result<Issued, getrandom::E
         revoked_at: None,
     };
     let event = Event::TokenCreated(TokenCreated {
+        labels: spec.labels,
         token_id,
         name: spec.name.into_string(),
         role: spec.role,
@@ -187,6 +207,18 @@ mod tests {
     }
 
     #[test]
+    fn enrollment_tokens_are_single_use_and_short_lived() {
+        let now = Utc::now();
+        assert!(matches!(caller_of(&record(TokenRole::Enroll), now), Ok(Caller::Enroll { .. })));
+        let used = TokenRecord { revoked_at: Some(now), ..record(TokenRole::Enroll) };
+        let err = caller_of(&used, now).unwrap_err();
+        assert!(matches!(err, AuthError::EnrollUsed { .. }) && err.to_string().contains("single-use"), "{err}");
+        let expired = TokenRecord { expires_at: Some(now), ..record(TokenRole::Enroll) };
+        let err = caller_of(&expired, now).unwrap_err();
+        assert!(err.to_string().contains("vt node enroll-token create"), "{err}");
+    }
+
+    #[test]
     fn issued_secrets_are_never_printed() {
         let spec = TokenSpec {
             name: Name::parse("ci").unwrap(),
@@ -194,6 +226,7 @@ mod tests {
             org: None,
             node: None,
             expires_at: None,
+            labels: Default::default(),
         };
         let issued = issue(spec, Utc::now()).unwrap();
         assert_eq!(issued.secret.len(), SECRET_LEN);

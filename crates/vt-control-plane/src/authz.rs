@@ -30,7 +30,7 @@ impl OrgRole {
             TokenRole::Owner => Some(OrgRole::Owner),
             TokenRole::Deployer => Some(OrgRole::Deployer),
             TokenRole::Viewer => Some(OrgRole::Viewer),
-            TokenRole::Admin | TokenRole::Node => None,
+            TokenRole::Admin | TokenRole::Node | TokenRole::Enroll => None,
         }
     }
 
@@ -53,12 +53,17 @@ pub enum Caller {
     Member { token: TokenId, org: OrgId, role: OrgRole },
     /// One node's agent.
     Node { token: TokenId, node: NodeId },
+    /// A host enrolling as a new node, once (`vt node enroll-token create`).
+    Enroll { token: TokenId },
 }
 
 impl Caller {
     pub fn token(&self) -> TokenId {
         match *self {
-            Caller::Admin { token } | Caller::Member { token, .. } | Caller::Node { token, .. } => token,
+            Caller::Admin { token }
+            | Caller::Member { token, .. }
+            | Caller::Node { token, .. }
+            | Caller::Enroll { token } => token,
         }
     }
 
@@ -66,7 +71,7 @@ impl Caller {
     pub fn org(&self) -> Option<OrgId> {
         match *self {
             Caller::Member { org, .. } => Some(org),
-            Caller::Admin { .. } | Caller::Node { .. } => None,
+            Caller::Admin { .. } | Caller::Node { .. } | Caller::Enroll { .. } => None,
         }
     }
 
@@ -100,6 +105,8 @@ pub enum Action {
     /// Read an instance's secret values, to give them to it at boot: the node
     /// it is placed on only. No person reads a secret back, admins included.
     Unseal,
+    /// Exchange an enrollment token for a new node's own token: that enrollment token only.
+    Enroll,
 }
 
 /// What an action is done to.
@@ -134,7 +141,19 @@ pub fn check(caller: &Caller, action: Action, resource: Resource) -> Result<(), 
     if action == Action::Unseal {
         return unseal(caller, resource);
     }
+    if action == Action::Enroll {
+        return match (*caller, resource) {
+            (Caller::Enroll { .. }, Resource::Cluster) => Ok(()),
+            _ => Err(Denied::Forbidden(
+                "enrolling a node takes an enrollment token: create one with `vt node enroll-token create`".into(),
+            )),
+        };
+    }
     match (*caller, resource) {
+        (Caller::Enroll { .. }, _) => Err(Denied::Forbidden(
+            "an enrollment token only enrolls one node (`vt server --role agent --join URL --enroll-token TOKEN`)"
+                .into(),
+        )),
         (Caller::Admin { .. }, _) => Ok(()),
 
         (Caller::Member { org, role, .. }, Resource::Org(of) | Resource::Instance { org: of, .. }) => {
@@ -146,7 +165,9 @@ pub fn check(caller: &Caller, action: Action, resource: Resource) -> Result<(), 
                 Action::Deploy | Action::Exec => OrgRole::Deployer,
                 Action::Manage => OrgRole::Owner,
                 Action::Operate => return Err(Denied::Forbidden(NEEDS_ADMIN.into())),
-                Action::Agent | Action::Unseal => return Err(Denied::Forbidden("only node agents do this".into())),
+                Action::Agent | Action::Unseal | Action::Enroll => {
+                    return Err(Denied::Forbidden("only node agents do this".into()))
+                }
             };
             if role >= needed {
                 Ok(())
@@ -163,7 +184,7 @@ pub fn check(caller: &Caller, action: Action, resource: Resource) -> Result<(), 
             Action::Read | Action::Agent => Err(Denied::Forbidden(format!(
                 "this token belongs to node {node}; it acts only for that node and the instances placed on it"
             ))),
-            Action::Deploy | Action::Manage | Action::Operate | Action::Exec | Action::Unseal => {
+            Action::Deploy | Action::Manage | Action::Operate | Action::Exec | Action::Unseal | Action::Enroll => {
                 Err(Denied::Forbidden("a node token only registers, heartbeats, follows and reports".into()))
             }
         },
@@ -207,6 +228,7 @@ mod tests {
             ("deployer", member(OrgRole::Deployer)),
             ("viewer", member(OrgRole::Viewer)),
             ("node1", Caller::Node { token: t, node: n1 }),
+            ("enroll", Caller::Enroll { token: t }),
         ];
         let resources = [
             ("cluster", Resource::Cluster),
@@ -225,15 +247,17 @@ mod tests {
             Action::Agent,
             Action::Exec,
             Action::Unseal,
+            Action::Enroll,
         ];
-        // One line per caller: per resource, the seven actions R D M O A X U as
+        // One line per caller: per resource, the eight actions R D M O A X U E as
         // `+` allowed, `-` forbidden, `.` hidden.
         let expected = [
-            ("admin", "++++++- ++++++- ++++++- ++++++- ++++++- ++++++- ++++++-"),
-            ("owner", "------- +++--+- ....... ------- ------- +++--+- ......."),
-            ("deployer", "------- ++---+- ....... ------- ------- ++---+- ......."),
-            ("viewer", "------- +------ ....... ------- ------- +------ ......."),
-            ("node1", "+------ ....... ....... +---+-- ------- +---+-+ -------"),
+            ("admin", "++++++-- ++++++-- ++++++-- ++++++-- ++++++-- ++++++-- ++++++--"),
+            ("owner", "-------- +++--+-- .......- -------- -------- +++--+-- .......-"),
+            ("deployer", "-------- ++---+-- .......- -------- -------- ++---+-- .......-"),
+            ("viewer", "-------- +------- .......- -------- -------- +------- .......-"),
+            ("node1", "+------- .......- .......- +---+--- -------- +---+-+- --------"),
+            ("enroll", "-------+ -------- -------- -------- -------- -------- --------"),
         ];
         for ((name, caller), (ename, line)) in callers.iter().zip(expected) {
             assert_eq!(*name, ename);

@@ -60,6 +60,7 @@ pub mod testing {
             org: None,
             node: None,
             expires_at: None,
+            labels: Default::default(),
         };
         let issued = auth::issue(spec, chrono::Utc::now()).expect("a token is issued");
         let event = vt_events::NewEvent::new(issued.event, vt_events::Actor::system("test"), None);

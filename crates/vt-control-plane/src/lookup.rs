@@ -107,9 +107,13 @@ impl ControlPlane {
 
     /// A node, by id or name. Nodes are cluster resources: callers that may
     /// not touch them get 403, never a hidden 404.
+    /// A name a revoked node had may be taken again: the node that has it now is meant.
     pub async fn lookup_node(&self, r: &str) -> ApiResult<NodeView> {
-        self.find_one(None, r)
-            .await?
+        let mut found: Vec<NodeView> = self.find(None, r).await?;
+        found.sort_by_key(|n| n.status == vt_events::NodeStatus::Revoked);
+        found
+            .into_iter()
+            .next()
             .ok_or_else(|| ApiErr::not_found(format!("node {} not found; `vt node list` shows the nodes", shown(r))))
     }
 

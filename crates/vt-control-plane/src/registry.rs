@@ -165,6 +165,7 @@ impl OrgAuthorizer {
         let namespace = repository.split('/').next().unwrap_or_default();
         Ok(match caller {
             Caller::Admin { .. } => Verdict::Allow,
+            Caller::Enroll { .. } => denied(repository),
             Caller::Node { node, .. } => match access {
                 Access::Pull if cp.node_runs_repository(node, repository).await? => Verdict::Allow,
                 _ => denied(repository),

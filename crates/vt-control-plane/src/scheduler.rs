@@ -249,7 +249,7 @@ async fn activate(cp: &Arc<ControlPlane>, settings: &SchedulerSettings) -> ApiRe
         let now = Utc::now();
         let timeout = chrono::Duration::from_std(settings.heartbeat_timeout).map_err(ApiErr::internal)?;
         let mut lost = AppendRequest::default();
-        for n in nodes.iter().filter(|n| n.status != NodeStatus::Unreachable) {
+        for n in nodes.iter().filter(|n| !matches!(n.status, NodeStatus::Unreachable | NodeStatus::Revoked)) {
             let last = beats.get(&n.id.to_string()).copied().unwrap_or(n.registered_at).max(n.registered_at);
             if now - last > timeout {
                 let version = cp.store.aggregate_version(AggregateType::Node, &n.id.to_string()).await?;
@@ -634,7 +634,8 @@ impl Snapshot {
                     name: n.name.clone(),
                     status: match n.status {
                         NodeStatus::Ready => vt_scheduler::NodeStatus::Ready,
-                        NodeStatus::Unreachable => vt_scheduler::NodeStatus::Unreachable,
+                        // A revoked node's instances are placed elsewhere, as an unreachable one's.
+                        NodeStatus::Unreachable | NodeStatus::Revoked => vt_scheduler::NodeStatus::Unreachable,
                         NodeStatus::Draining => vt_scheduler::NodeStatus::Draining,
                     },
                     allocatable: vt_scheduler::Resources {

@@ -38,6 +38,8 @@ const EVERYONE: [Who; 8] =
 enum Rule {
     /// Every token; lists are filtered to what it may see.
     Anyone,
+    /// An enrollment token only (none of the matrix's callers: 403); `tests/enrollment.rs` enrolls.
+    EnrollOnly,
     /// Admin tokens only.
     Admin,
     /// Admins and nodes: cluster-wide listings.
@@ -69,11 +71,12 @@ fn expected(rule: Rule, who: Who, ok: StatusCode) -> StatusCode {
         return S::UNAUTHORIZED;
     }
     if who == Admin {
-        return if matches!(rule, Rule::InstanceUnseal) { S::FORBIDDEN } else { ok };
+        return if matches!(rule, Rule::InstanceUnseal | Rule::EnrollOnly) { S::FORBIDDEN } else { ok };
     }
     let member = matches!(who, Owner | Deployer | Viewer);
     match rule {
         Rule::Anyone => ok,
+        Rule::EnrollOnly => S::FORBIDDEN,
         Rule::Admin => S::FORBIDDEN,
         Rule::ClusterRead => match who {
             Node1 | Node2 => ok,
@@ -178,6 +181,9 @@ fn rule_of(operation: &str) -> Option<(Rule, StatusCode)> {
         "workspace_get" | "workspace_port_list" => (Rule::OrgRead, S::OK),
         "workspace_start" | "workspace_stop" | "workspace_port_remove" => (Rule::OrgDeploy, S::OK),
         "workspace_delete" => (Rule::OrgDeploy, S::ACCEPTED),
+        "enroll_token_create" => (Rule::Admin, S::CREATED),
+        "node_enroll" => (Rule::EnrollOnly, S::CREATED),
+        "node_revoke" => (Rule::Admin, S::OK),
         _ => return None,
     })
 }
@@ -391,6 +397,14 @@ async fn request(w: &World, op: &str, template: &str, i: usize) -> (String, Opti
             assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
         }
     }
+    // A node of its own for each revocation.
+    let mut node = "n1".to_owned();
+    if op == "node_revoke" {
+        node = format!("rv-{i}");
+        let body = json!({"name": node, "capacity": {"cpu_millis": 1000, "memory_mib": 1024}});
+        let r = s.post("/v1/nodes", body).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    }
     let mut backup = String::new();
     let mut backup_id = String::new();
     if op == "backup_restore" {
@@ -427,7 +441,7 @@ async fn request(w: &World, op: &str, template: &str, i: usize) -> (String, Opti
         .replace("{release}", &w.release)
         .replace("{deploy}", &w.deploy)
         .replace("{instance}", &w.instance)
-        .replace("{node}", "n1")
+        .replace("{node}", &node)
         .replace("{token}", &token_id)
         .replace("{route}", if op == "route_delete" { &route } else { "r.example" })
         .replace("{workspace}", &workspace)
@@ -462,6 +476,8 @@ async fn request(w: &World, op: &str, template: &str, i: usize) -> (String, Opti
             json!({"name": format!("new-ws-{i}"), "org": "acme", "image": format!("acme/web@{}", digest('c')), "cpus": 1, "memory_mib": 256, "disk_gib": 1}),
         ),
         "workspace_port_add" => Some(json!({"port": 3000 + i})),
+        "enroll_token_create" => Some(json!({"ttl_secs": 600, "labels": {"zone": "a"}})),
+        "node_enroll" => Some(json!({"name": format!("enrolled-{i}")})),
         _ => None,
     };
     (path, body)

@@ -87,7 +87,7 @@ fn samples() -> Vec<Event> {
                 healthy_ms: None,
             }),
         }),
-        Event::NodeRegistered(NodeRegistered {
+        Event::NodeRegistered(NodeRegistered { wireguard_public_key: None,
             node_id,
             name: "n1".into(),
             capacity: cap,
@@ -97,7 +97,7 @@ fn samples() -> Vec<Event> {
         }),
         Event::NodeCapacityChanged(NodeCapacityChanged { node_id, capacity: cap, allocatable: cap }),
         Event::NodeStatusChanged(NodeStatusChanged { node_id, status: NodeStatus::Unreachable, reason: None }),
-        Event::TokenCreated(TokenCreated {
+        Event::TokenCreated(TokenCreated { labels: Default::default(),
             token_id,
             name: "admin".into(),
             role: TokenRole::Admin,
@@ -312,6 +312,7 @@ fn tokens_of_org_roles_and_nodes_carry_their_binding() {
     let node_id = NodeId::parse("node_01jd8x6k3v9q4m2t7r5w0y1zch").unwrap();
     let expires_at = DateTime::parse_from_rfc3339("2026-12-25T00:00:00Z").unwrap().with_timezone(&Utc);
     let deployer = Event::TokenCreated(TokenCreated {
+        labels: Default::default(),
         token_id: TokenId::parse("tok_01jd8x6k3v9q4m2t7r5w0y1zcj").unwrap(),
         name: "ci".into(),
         role: TokenRole::Deployer,
@@ -321,6 +322,7 @@ fn tokens_of_org_roles_and_nodes_carry_their_binding() {
         expires_at: Some(expires_at),
     });
     let node = Event::TokenCreated(TokenCreated {
+        labels: Default::default(),
         token_id: TokenId::parse("tok_01jd8x6k3v9q4m2t7r5w0y1zck").unwrap(),
         name: "node-n1".into(),
         role: TokenRole::Node,

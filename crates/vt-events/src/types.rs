@@ -406,6 +406,9 @@ pub struct NodeRegistered {
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub address: Option<String>,
+    /// The node's WireGuard public key (base64), when it has one (an enrolled node made it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wireguard_public_key: Option<String>,
 }
 
 /// The control plane gave a node its IPv6 /64 (out of the cluster's ULA /48):
@@ -444,6 +447,20 @@ pub enum NodeStatus {
     Unreachable,
     /// Takes no new instances.
     Draining,
+    /// Revoked by an operator (`vt node revoke`): its tokens are dead, its instances are
+    /// placed elsewhere, and it never comes back under this id.
+    Revoked,
+}
+
+impl NodeStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ready => "ready",
+            Self::Unreachable => "unreachable",
+            Self::Draining => "draining",
+            Self::Revoked => "revoked",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -475,6 +492,9 @@ pub struct TokenCreated {
     /// After this instant the token is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<DateTime<Utc>>,
+    /// The labels a node enrolled with an `enroll` token gets.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// A token was revoked: it is refused from the next request on.
@@ -502,10 +522,13 @@ pub enum TokenRole {
     Deployer,
     /// Reads, logs and events of its org.
     Viewer,
+    /// Enrolls one new node, once (`vt node enroll-token create`): exchanged for that node's
+    /// `node` token, then dead.
+    Enroll,
 }
 
 impl TokenRole {
-    pub const ALL: [TokenRole; 5] = [Self::Admin, Self::Node, Self::Owner, Self::Deployer, Self::Viewer];
+    pub const ALL: [TokenRole; 6] = [Self::Admin, Self::Node, Self::Owner, Self::Deployer, Self::Viewer, Self::Enroll];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -514,6 +537,7 @@ impl TokenRole {
             Self::Owner => "owner",
             Self::Deployer => "deployer",
             Self::Viewer => "viewer",
+            Self::Enroll => "enroll",
         }
     }
 

@@ -37,7 +37,14 @@ pub async fn bootstrap_admin(store: &dyn Store, data: &DataDir) -> Result<Option
     if store.token_count().await? > 0 {
         return Ok(None);
     }
-    let spec = TokenSpec { name: name("admin"), role: TokenRole::Admin, org: None, node: None, expires_at: None };
+    let spec = TokenSpec {
+        name: name("admin"),
+        role: TokenRole::Admin,
+        org: None,
+        node: None,
+        expires_at: None,
+        labels: Default::default(),
+    };
     let issued = issue(spec)?;
     let path = data.admin_token();
     write_private(&path, &issued.secret)?;
@@ -58,7 +65,14 @@ pub async fn console_password(cp: &ControlPlane, data: &DataDir) -> Result<(Toke
             return Ok((token, false));
         }
     }
-    let spec = TokenSpec { name: name("console"), role: TokenRole::Admin, org: None, node: None, expires_at: None };
+    let spec = TokenSpec {
+        name: name("console"),
+        role: TokenRole::Admin,
+        org: None,
+        node: None,
+        expires_at: None,
+        labels: Default::default(),
+    };
     let issued = issue(spec)?;
     let token = issued.record.token_id;
     write_private(&path, &issued.secret)?;
@@ -100,6 +114,7 @@ pub async fn local_node_token(cp: &ControlPlane, data: &DataDir, node: &Hostname
         org: None,
         node: Some((id, node.clone())),
         expires_at: None,
+        labels: Default::default(),
     };
     let issued = issue(spec)?;
     let secret = issued.secret.clone();

@@ -31,6 +31,7 @@ fn node_registered(name: &str) -> (NodeId, NewEvent) {
     let node_id = NodeId::new();
     let cap = Capacity { cpu_millis: 2000, memory_mib: 2048 };
     let e = Event::NodeRegistered(NodeRegistered {
+        wireguard_public_key: None,
         node_id,
         name: name.into(),
         capacity: cap,
@@ -472,6 +473,7 @@ pub async fn tokens_and_heartbeats(store: Arc<dyn Store>) {
     let token_id = TokenId::new();
     let org_id = OrgId::new();
     let created = |role| TokenCreated {
+        labels: Default::default(),
         token_id,
         name: "ci".into(),
         role,

@@ -477,6 +477,9 @@ pub struct NodeView {
     /// The node's IPv4 range; its instances' private IPv4 addresses (egress only, NAT) come from it.
     #[serde(default)]
     pub ipv4_range: Option<String>,
+    /// Its WireGuard public key (base64), when it registered one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wireguard_public_key: Option<String>,
     pub registered_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -613,6 +616,9 @@ pub struct TokenView {
     pub node_id: Option<NodeId>,
     pub node_name: Option<String>,
     pub expires_at: Option<DateTime<Utc>>,
+    /// The labels an `enroll` token gives the node it enrolls.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
     pub created_at: DateTime<Utc>,
     /// Who created it (`token:<id>`, `system:bootstrap`).
     pub created_by: String,
@@ -702,6 +708,7 @@ impl TokenView {
             node_id: e.node_id,
             node_name: e.node_name.clone(),
             expires_at: e.expires_at,
+            labels: e.labels.clone(),
             created_at: at,
             created_by: actor.to_owned(),
             revoked_at: None,
@@ -1265,6 +1272,7 @@ impl Projection for Nodes {
                 address: e.address.clone(),
                 subnet: None,
                 ipv4_range: None,
+                wireguard_public_key: e.wireguard_public_key.clone(),
                 registered_at: env.occurred_at,
                 updated_at: env.occurred_at,
             }

@@ -11,6 +11,7 @@ pub mod apps;
 pub mod backups;
 pub mod boot_timings;
 pub mod deploys;
+pub mod enrollment;
 pub mod envs;
 pub mod events;
 pub mod exec;

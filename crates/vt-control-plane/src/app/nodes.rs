@@ -53,7 +53,7 @@ impl ControlPlane {
         // A node token registers its own node; any other registration is the operator's.
         let bound = match ctx.caller {
             Caller::Node { node, .. } => Some(node),
-            Caller::Admin { .. } | Caller::Member { .. } => None,
+            Caller::Admin { .. } | Caller::Member { .. } | Caller::Enroll { .. } => None,
         };
         match bound {
             Some(node) => ctx.authorize(Action::Agent, Resource::Node(node), || ApiErr::not_found("node not found"))?,
@@ -64,7 +64,7 @@ impl ControlPlane {
         let name = req.name.to_string();
         let nodes: Vec<NodeView> = self.views(Self::kind_query(ViewKind::Node)).await?;
         let existing = match bound {
-            None => nodes.iter().find(|n| n.name == name).cloned(),
+            None => nodes.iter().find(|n| n.name == name && n.status != NodeStatus::Revoked).cloned(),
             Some(node) => match nodes.iter().find(|n| n.id == node) {
                 Some(mine) if mine.name != name => {
                     return Err(ApiErr::forbidden(format!(
@@ -90,6 +90,17 @@ impl ControlPlane {
         };
         let now = ctx.now();
         if let Some(mut existing) = existing {
+            if existing.status == NodeStatus::Revoked {
+                return Err(ApiErr::conflict(format!(
+                    "node `{name}` was revoked; enroll the host again as a new node (`vt node enroll-token create`)"
+                )));
+            }
+            if req.wireguard_public_key.is_some() && req.wireguard_public_key != existing.wireguard_public_key {
+                return Err(ApiErr::conflict(format!(
+                    "node `{name}` registered with another WireGuard key; a node keeps its key (revoke it and enroll the host again to change it)"
+                ))
+                .field("wireguard_public_key"));
+            }
             let mut plan = Plan::new(StatusCode::OK, ()).expect(exists(AggregateType::Node, existing.id));
             if existing.capacity != req.capacity || existing.allocatable != allocatable {
                 plan = plan.event(Event::NodeCapacityChanged(NodeCapacityChanged {
@@ -140,11 +151,13 @@ impl ControlPlane {
             address: req.address.clone(),
             subnet: Some(subnet.clone()),
             ipv4_range: Some(ipv4_range.clone()),
+            wireguard_public_key: req.wireguard_public_key.clone(),
             registered_at: now,
             updated_at: now,
         };
         let plan = Plan::new(StatusCode::CREATED, wire::node(view, None))
             .event(Event::NodeRegistered(NodeRegistered {
+                wireguard_public_key: req.wireguard_public_key.clone(),
                 node_id: id,
                 name: name.clone(),
                 capacity: req.capacity,

@@ -58,6 +58,12 @@ impl ControlPlane {
                 };
                 (None, node)
             }
+            TokenRole::Enroll => {
+                return Err(ApiErr::invalid(
+                    "role",
+                    "enrollment tokens are made with `vt node enroll-token create` (`POST /v1/nodes/enroll-tokens`)",
+                ))
+            }
             TokenRole::Owner | TokenRole::Deployer | TokenRole::Viewer => {
                 let r = req.org.as_deref().ok_or_else(|| {
                     ApiErr::invalid("org", format!("a `{}` token acts in one org: name it in `org`", req.role))
@@ -81,7 +87,7 @@ impl ControlPlane {
                 ))
             }
         };
-        let spec = TokenSpec { name: req.name, role: req.role, org, node, expires_at };
+        let spec = TokenSpec { name: req.name, role: req.role, org, node, expires_at, labels: Default::default() };
         let issued = auth::issue(spec, ctx.now()).map_err(ApiErr::internal)?;
         let vt_events::Event::TokenCreated(created) = &issued.event else {
             return Err(ApiErr::internal("a token's issue made no token.created event"));

@@ -3,10 +3,14 @@
 use std::time::Duration;
 
 use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use utoipa_axum::{router::OpenApiRouter, routes};
-use vt_api::{ErrorBody, Heartbeat, List, Node, NodeInstances, RegisterNode};
+use vt_api::{
+    CreateEnrollToken, EnrollNode, EnrolledNode, ErrorBody, Heartbeat, IssuedToken, List, Node, NodeInstances,
+    RegisterNode,
+};
 
 use super::{Cp, JsonBody, Out, QueryParams};
 use crate::{ApiResult, Committed, ControlPlane, Ctx};
@@ -17,6 +21,38 @@ pub(super) fn routes() -> OpenApiRouter<std::sync::Arc<ControlPlane>> {
         .routes(routes!(node_get))
         .routes(routes!(node_heartbeat))
         .routes(routes!(node_instances))
+        .routes(routes!(enroll_token_create))
+        .routes(routes!(node_enroll))
+        .routes(routes!(node_revoke))
+}
+
+/// Make a single-use enrollment token (admin); the answer carries its secret, once.
+#[utoipa::path(post, path = "/nodes/enroll-tokens", tag = "nodes", request_body = CreateEnrollToken,
+    responses((status = 201, body = IssuedToken), (status = "4XX", body = ErrorBody, description = "422 with `field` `Idempotency-Key` when one is sent: the secret is never stored")))]
+async fn enroll_token_create(
+    State(cp): Cp,
+    ctx: Ctx,
+    JsonBody(req): JsonBody<CreateEnrollToken>,
+) -> ApiResult<Response> {
+    let (status, issued) = cp.enroll_token_create(&ctx, req).await?;
+    Ok((status, Json(issued)).into_response())
+}
+
+/// Enroll a new node with an enrollment token (its bearer token), once: the answer carries the
+/// node's own token.
+#[utoipa::path(post, path = "/nodes/enroll", tag = "nodes", request_body = EnrollNode,
+    responses((status = 201, body = EnrolledNode), (status = "4XX", body = ErrorBody, description = "401 for a used or expired enrollment token; 409 `name_taken` on `name`")))]
+async fn node_enroll(State(cp): Cp, ctx: Ctx, JsonBody(req): JsonBody<EnrollNode>) -> ApiResult<Response> {
+    let (status, enrolled) = cp.node_enroll(&ctx, req).await?;
+    Ok((status, Json(enrolled)).into_response())
+}
+
+/// Revoke a node (admin): its tokens die, its instances are placed elsewhere, its name is free.
+#[utoipa::path(post, path = "/nodes/{node}/revoke", tag = "nodes",
+    params(("node" = String, Path, description = "id or name"), ("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 200, body = Node, description = "the node, revoked"), (status = "4XX", body = ErrorBody)))]
+async fn node_revoke(State(cp): Cp, ctx: Ctx, Path(node): Path<String>) -> ApiResult<Committed> {
+    cp.node_revoke(&ctx, &node).await
 }
 
 /// Register a node, or update it (admin; a node token registers its own node, under its name).

@@ -44,6 +44,7 @@ async fn seed_nodes(store: &Arc<dyn Store>) -> Vec<NodeId> {
         let node_id = NodeId::new();
         let cap = Capacity { cpu_millis: 4000, memory_mib: 8192 };
         let e = Event::NodeRegistered(NodeRegistered {
+            wireguard_public_key: None,
             node_id,
             name: format!("n{i}"),
             capacity: cap,
