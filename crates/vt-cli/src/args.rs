@@ -349,6 +349,27 @@ pub enum NodeCommand {
     List,
     /// Show a node
     Get { node: String },
+    /// Single-use tokens that enroll a new node (docs/nodes.md)
+    #[command(subcommand)]
+    EnrollToken(EnrollTokenCommand),
+    /// Revoke a node: its tokens die, its instances are placed elsewhere, its name is free again
+    Revoke { node: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EnrollTokenCommand {
+    /// Make one: the new host runs `vt server --role agent --join URL --enroll-token TOKEN` with it, once
+    Create(EnrollTokenCreateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EnrollTokenCreateArgs {
+    /// How long it may be used, e.g. `15m` (1 minute to 7 days)
+    #[arg(long, value_name = "DURATION", default_value = "15m", value_parser = duration_secs)]
+    pub ttl: u64,
+    /// Labels the node gets, comma-separated `KEY=VALUE`
+    #[arg(long, value_name = "KEY=VALUE", value_delimiter = ',', value_parser = label_pair)]
+    pub labels: Vec<(String, String)>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -699,6 +720,14 @@ pub enum ManifestCommand {
     Schema,
 }
 
+/// A part of `vt server` (`--role`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ServerRole {
+    ControlPlane,
+    Edge,
+    Agent,
+}
+
 #[derive(Debug, Args)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct ServerArgs {
@@ -745,6 +774,15 @@ pub struct ServerArgs {
     /// Do not run the node agent in this server (instances placed here are not started)
     #[arg(long)]
     pub no_agent: bool,
+    /// What this server runs, comma-separated: `control-plane` (the API, the registry, the reconcilers), `edge` (the ingress), `agent` (the node agent); `agent` alone joins a remote control plane (`--join`)
+    #[arg(long, value_enum, value_name = "ROLES", value_delimiter = ',', default_value = "control-plane,edge,agent")]
+    pub role: Vec<ServerRole>,
+    /// The control plane a node that runs only the agent joins: its API URL (docs/nodes.md)
+    #[arg(long, value_name = "URL")]
+    pub join: Option<String>,
+    /// The single-use enrollment token of a joining node's first start (`vt node enroll-token create`)
+    #[arg(long, value_name = "TOKEN", env = "VT_ENROLL_TOKEN", hide_env_values = true, requires = "join")]
+    pub enroll_token: Option<String>,
     /// The name this server's node agent registers its node under [default: the host name]
     #[arg(long, value_name = "NAME")]
     pub node_name: Option<Hostname>,
@@ -881,6 +919,14 @@ pub struct RebuildArgs {
 }
 
 /// `90d`, `12h`, `30m`, `45s` (or a bare number of seconds) as seconds.
+/// `KEY=VALUE`.
+pub fn label_pair(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("`{s}` is not KEY=VALUE")),
+    }
+}
+
 pub fn duration_secs(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());

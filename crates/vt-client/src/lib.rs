@@ -525,6 +525,22 @@ impl Client {
     pub async fn node_heartbeat(&self, node: &str, req: &Heartbeat, key: &str) -> Result<Committed<Node>> {
         self.mutate(Method::POST, &format!("/nodes/{}/heartbeat", seg(node)), Some(req), key).await
     }
+    /// A single-use enrollment token (admin); the answer carries its secret, once.
+    pub async fn enroll_token_create(&self, req: &CreateEnrollToken) -> Result<IssuedToken> {
+        let url = self.url("/nodes/enroll-tokens");
+        let resp = self.send(&url, self.request(Method::POST, &url, Some(Duration::from_secs(60))).json(req)).await?;
+        decode(&url, resp).await
+    }
+    /// Enroll this host as a new node, with the enrollment token as this client's token.
+    pub async fn node_enroll(&self, req: &EnrollNode) -> Result<EnrolledNode> {
+        let url = self.url("/nodes/enroll");
+        let resp = self.send(&url, self.request(Method::POST, &url, Some(Duration::from_secs(60))).json(req)).await?;
+        decode(&url, resp).await
+    }
+    /// Revoke a node (admin).
+    pub async fn node_revoke(&self, node: &str, key: &str) -> Result<Committed<Node>> {
+        self.mutate::<(), Node>(Method::POST, &format!("/nodes/{}/revoke", seg(node)), None, key).await
+    }
     /// Every instance placed on a node, desired and current state.
     pub async fn node_instances(&self, node: &str) -> Result<NodeInstances> {
         self.get(&format!("/nodes/{}/instances", seg(node))).await

@@ -88,6 +88,16 @@ impl DataDir {
         self.root.join("node-token")
     }
 
+    /// A joined node's WireGuard private key (base64, 0600; docs/nodes.md).
+    pub fn wireguard_key(&self) -> PathBuf {
+        self.root.join("wireguard.key")
+    }
+
+    /// A joined node's enrollment: its id, name, labels and control plane (no secret).
+    pub fn enrollment(&self) -> PathBuf {
+        self.root.join("enrollment.json")
+    }
+
     pub fn console_password(&self) -> PathBuf {
         self.root.join("console-password")
     }

@@ -47,6 +47,7 @@ pub mod console;
 pub mod data_dir;
 pub mod exec;
 mod front;
+pub mod join;
 pub mod logs;
 pub mod master_key;
 pub mod tokens;

@@ -143,6 +143,11 @@ async fn append(store: &dyn Store, issued: Issued, revoke: Option<TokenId>) -> R
 }
 
 /// Write `secret` to `path` with mode 0600: aside, synced, renamed into place.
+/// Write a node's token (a joined node's, from its enrollment) to `path`, 0600.
+pub(crate) fn write_node_token(path: &Path, secret: &str) -> Result<(), TokenFileError> {
+    write_private(path, secret)
+}
+
 fn write_private(path: &Path, secret: &str) -> Result<(), TokenFileError> {
     vt_secrets::write_private(path, format!("{secret}\n").as_bytes())
         .map_err(|source| TokenFileError::Write { path: path.to_owned(), source })

@@ -1,9 +1,9 @@
-//! `vt node list|get`.
+//! `vt node list|get|enroll-token create|revoke`.
 
-use vt_api::Node;
+use vt_api::{CreateEnrollToken, Node};
 
-use crate::args::NodeCommand;
-use crate::printer::{fields, label, opt, time, Table};
+use crate::args::{EnrollTokenCommand, NodeCommand};
+use crate::printer::{fields, label, opt, time, Receipt, Table};
 use crate::{CliResult, Ctx, ExitStatus};
 
 pub async fn run(ctx: &Ctx, cmd: NodeCommand) -> CliResult {
@@ -31,6 +31,42 @@ pub async fn run(ctx: &Ctx, cmd: NodeCommand) -> CliResult {
             let n = client.node_get(&node).await?;
             p.show(&n, || render(&n));
         }
+        NodeCommand::EnrollToken(EnrollTokenCommand::Create(args)) => {
+            let req = CreateEnrollToken { ttl_secs: Some(args.ttl), labels: args.labels.into_iter().collect() };
+            let issued = client.enroll_token_create(&req).await?;
+            let t = &issued.token;
+            let expires = t.expires_at.as_ref().map(time).unwrap_or_default();
+            p.receipt(
+                &issued,
+                Receipt {
+                    what: format!("Created an enrollment token; it enrolls one node, once, until {expires}"),
+                    ids: vec![("token", t.id.to_string())],
+                    details: Some(format!(
+                        "secret: {}\nThe secret is shown this once. On the new host (VT_ENROLL_TOKEN keeps it out of `ps`):\n",
+                        issued.secret
+                    )),
+                    next: vec![
+                        format!("VT_ENROLL_TOKEN=<secret> vt server --role agent --join {} --node-name NAME", client.base()),
+                        format!("vt token revoke {}", t.id),
+                    ],
+                },
+            );
+        }
+        NodeCommand::Revoke { node } => {
+            let n = client.node_revoke(&node, &crate::idempotency_key()).await?.value;
+            p.receipt(
+                &n,
+                Receipt {
+                    what: format!(
+                        "Revoked node `{}`: its tokens are dead, its instances are placed elsewhere, its name is free",
+                        n.name
+                    ),
+                    ids: vec![("node", n.id.to_string())],
+                    details: None,
+                    next: vec!["vt node list".into(), "vt instances".into()],
+                },
+            );
+        }
     }
     Ok(ExitStatus::Success)
 }
@@ -50,6 +86,7 @@ fn render(n: &Node) -> String {
         ("capacity", format!("{} cpu, {} MiB", cpu(n.capacity.cpu_millis), n.capacity.memory_mib)),
         ("allocatable", format!("{} cpu, {} MiB", cpu(n.allocatable.cpu_millis), n.allocatable.memory_mib)),
         ("labels", if labels.is_empty() { "-".into() } else { labels.join(",") }),
+        ("wireguard key", opt(&n.wireguard_public_key)),
         ("registered", time(&n.registered_at)),
         ("heartbeat", opt(&n.last_heartbeat_at.as_ref().map(time))),
     ])

@@ -12,7 +12,9 @@
 
 use vt_server::{Notice, Server, ServerConfig};
 
-use crate::args::{Ipv6EgressArg, LogFormat, NetworkArgs, ServerArgs, ServerCommand, SqliteSync, StoreArgs};
+use crate::args::{
+    Ipv6EgressArg, LogFormat, NetworkArgs, ServerArgs, ServerCommand, ServerRole, SqliteSync, StoreArgs,
+};
 use crate::printer::{fields, Printer, Receipt};
 use crate::{CliError, CliResult, ExitStatus};
 
@@ -90,9 +92,17 @@ pub async fn run(p: &Printer, args: ServerArgs) -> CliResult {
     }
     init_logs(args.log_format);
     let mut config = config(&args.store, args.listen);
+    let has = |r| args.role.contains(&r);
     config.tcp_ports = args.ingress_tcp_ports.clone();
-    config.ingress = (!args.no_ingress).then(|| args.ingress_listen.clone());
-    config.agent = (!args.no_agent).then(|| args.node_name.clone().unwrap_or_else(vt_server::host_name));
+    config.ingress = (has(ServerRole::Edge) && !args.no_ingress).then(|| args.ingress_listen.clone());
+    config.agent =
+        (has(ServerRole::Agent) && !args.no_agent).then(|| args.node_name.clone().unwrap_or_else(vt_server::host_name));
+    if has(ServerRole::ControlPlane) && args.join.is_some() {
+        return Err(CliError::usage(
+            "--join is for a node that runs only the agent and joins a remote control plane",
+            Some("add `--role agent`".into()),
+        ));
+    }
     config.limits = limits(&args);
     let tls = |cert: &Option<std::path::PathBuf>, key: &Option<std::path::PathBuf>| match (cert, key) {
         (Some(cert), Some(key)) => Some(vt_server::TlsFiles { cert: cert.clone(), key: key.clone() }),
@@ -139,6 +149,9 @@ pub async fn run(p: &Printer, args: ServerArgs) -> CliResult {
     config.backup_every = args.backup_every.map(std::time::Duration::from_secs);
     config.drain_timeout = std::time::Duration::from_secs(args.drain_timeout);
     config.vm_stop_timeout = std::time::Duration::from_secs(args.vm_stop_timeout);
+    if !has(ServerRole::ControlPlane) {
+        return run_joined(p, &args, config).await;
+    }
     // Listening before anything starts: a signal during start-up is not lost.
     let mut signals = Signals::new()?;
     let server = Server::start(&config).await.map_err(failed)?;
@@ -181,6 +194,46 @@ pub async fn run(p: &Printer, args: ServerArgs) -> CliResult {
         ));
     }
     p.notice("vt server stopped");
+    Ok(ExitStatus::Success)
+}
+
+/// `vt server --role agent --join URL`: the node agent alone, following a remote control plane
+/// with the node's own token (docs/nodes.md).
+async fn run_joined(p: &Printer, args: &ServerArgs, config: ServerConfig) -> CliResult {
+    if args.role.contains(&ServerRole::Edge) {
+        return Err(CliError::usage(
+            "an edge runs beside its control plane for now; remote edges are not built yet",
+            Some("use `--role control-plane,edge` on the control plane's host".into()),
+        ));
+    }
+    let Some(url) = args.join.clone() else {
+        return Err(CliError::usage(
+            "a server without the control plane joins one: pass --join URL",
+            Some(
+                "and, the first time, --enroll-token TOKEN (an admin makes one with `vt node enroll-token create`)"
+                    .into(),
+            ),
+        ));
+    };
+    if config.agent.is_none() {
+        return Err(CliError::usage("nothing to run: `--role agent` without `--no-agent`", None));
+    }
+    let join = vt_server::join::Join { url, enroll_token: args.enroll_token.clone() };
+    let mut signals = Signals::new()?;
+    let node = vt_server::join::NodeServer::start(&config, &join).await.map_err(failed)?;
+    notices(p, &node.notices);
+    p.notice(&format!("vt node `{}` ready, following {}", node.name, join.url));
+    let stopped = node
+        .run(async move {
+            let first = signals.next().await;
+            tracing::info!(signal = first, "stopping the node's VMs");
+        })
+        .await
+        .map_err(failed)?;
+    if stopped.vms > 0 {
+        p.notice(&format!("stopped {} VM(s) in {:.1} s", stopped.vms, stopped.vms_stopped_in.as_secs_f64()));
+    }
+    p.notice("vt node stopped");
     Ok(ExitStatus::Success)
 }
 

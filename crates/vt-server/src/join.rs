@@ -1,0 +1,208 @@
+//! A node that joined a remote control plane (`vt server --role agent --join URL`; docs/nodes.md):
+//! only the node agent runs here, following the control plane over HTTP(S) with the node's own
+//! token.
+//!
+//! The first start enrolls: it makes the node's WireGuard key pair (`<data-dir>/wireguard.key`,
+//! 0600), exchanges the single-use enrollment token for the node's token (`<data-dir>/node-token`,
+//! 0600, written before anything else uses it) and records the enrollment
+//! (`<data-dir>/enrollment.json`: node id, name, labels, control plane). Later starts find them
+//! and never need the enrollment token again. The agent registers with the key's public half.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
+use vt_api::{EnrollNode, Hostname};
+
+use crate::data_dir::{DataDir, DataDirLock};
+use crate::{disk_budget, Notice, ServerConfig, ServerError, Stopped};
+
+/// Where a node joins, and with what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Join {
+    /// The control plane's API URL (`https://cp.example:7411`).
+    pub url: String,
+    /// The enrollment token (`vt node enroll-token create`); only the first start needs it.
+    pub enroll_token: Option<String>,
+}
+
+/// What `<data-dir>/enrollment.json` keeps: no secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Enrollment {
+    pub node_id: String,
+    pub name: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub control_plane: String,
+}
+
+/// A WireGuard key pair: the private key stays in the data directory.
+pub struct WireguardKey {
+    secret: x25519_dalek::StaticSecret,
+}
+
+impl WireguardKey {
+    /// The key in `path`, or a new one written there (0600).
+    pub fn load_or_create(path: &Path) -> Result<WireguardKey, ServerError> {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let bad = |why: String| ServerError::Config(format!("{}: {why}", path.display()));
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let bytes: [u8; 32] = b64
+                    .decode(text.trim())
+                    .ok()
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| bad("not a WireGuard private key (32 bytes, base64)".into()))?;
+                Ok(WireguardKey { secret: x25519_dalek::StaticSecret::from(bytes) })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut bytes = [0u8; 32];
+                getrandom::fill(&mut bytes).map_err(|e| bad(format!("no randomness for a key: {e}")))?;
+                let key = WireguardKey { secret: x25519_dalek::StaticSecret::from(bytes) };
+                vt_secrets::write_private(path, format!("{}\n", b64.encode(key.secret.to_bytes())).as_bytes())
+                    .map_err(|e| bad(format!("cannot write it: {e}")))?;
+                Ok(key)
+            }
+            Err(e) => Err(bad(format!("cannot read it: {e}"))),
+        }
+    }
+
+    /// The public key, base64 (what `wg` shows and peers configure).
+    pub fn public(&self) -> String {
+        base64::engine::general_purpose::STANDARD.encode(x25519_dalek::PublicKey::from(&self.secret).as_bytes())
+    }
+}
+
+/// A started node: its agent running against the remote control plane.
+pub struct NodeServer {
+    pub data: DataDir,
+    pub name: Hostname,
+    pub enrollment: Enrollment,
+    pub notices: Vec<Notice>,
+    _lock: DataDirLock,
+    agent: Arc<vt_agent::Agent>,
+    task: JoinHandle<()>,
+    vm_stop_timeout: Duration,
+}
+
+impl NodeServer {
+    pub async fn start(config: &ServerConfig, join: &Join) -> Result<NodeServer, ServerError> {
+        config.check()?;
+        let data = DataDir::create(&config.data_dir)
+            .map_err(|source| ServerError::DataDir { path: config.data_dir.clone(), source })?;
+        let lock = data.lock().map_err(ServerError::Locked)?;
+        let name = config.agent.clone().unwrap_or_else(crate::host_name);
+        let mut notices = vec![];
+        let key = WireguardKey::load_or_create(&data.wireguard_key())?;
+        let (token, enrollment) = enroll(&data, join, &name, &mut notices).await?;
+        notices.push(Notice::Info(format!(
+            "node `{}` ({}) of {}; WireGuard public key {}",
+            enrollment.name,
+            enrollment.node_id,
+            enrollment.control_plane,
+            key.public()
+        )));
+        let mut agent_config = vt_agent::AgentConfig::new(&join.url, Some(token), name.clone(), data.agent());
+        agent_config.network = config.node_network.clone();
+        agent_config.disk_budget = Some(disk_budget(config, &data));
+        agent_config.backup = config.backup.clone();
+        agent_config.labels = enrollment.labels.clone();
+        agent_config.wireguard_public_key = Some(key.public());
+        let agent = vt_agent::Agent::new(agent_config)
+            .map_err(|e| ServerError::Config(format!("the node agent cannot start: {e}")))?;
+        if let Some(why) = agent.network_refusal() {
+            notices.push(Notice::Warning(format!("instances will not start on this node: {why}")));
+        }
+        let task = tokio::spawn(agent.clone().run());
+        Ok(NodeServer {
+            data,
+            name,
+            enrollment,
+            notices,
+            _lock: lock,
+            agent,
+            task,
+            vm_stop_timeout: config.vm_stop_timeout,
+        })
+    }
+
+    /// The VMs the agent runs now.
+    pub fn running_vms(&self) -> usize {
+        self.agent.running_vms()
+    }
+
+    /// Run until `shutdown` resolves, then stop the VMs (through their guests, then killed).
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) -> Result<Stopped, ServerError> {
+        shutdown.await;
+        let began = tokio::time::Instant::now();
+        self.agent.stop_following();
+        let mut stopped = Stopped { vms: self.agent.running_vms(), ..Stopped::default() };
+        self.agent.stop_vms(self.vm_stop_timeout);
+        let mut task = self.task;
+        let backstop = self.vm_stop_timeout + Duration::from_secs(1);
+        if tokio::time::timeout(backstop, &mut task).await.is_err() {
+            stopped.vms_killed = self.agent.running_vms();
+            task.abort();
+            self.agent.kill_vms().await;
+        } else {
+            stopped.vms_killed = self.agent.vms_killed_at_stop();
+        }
+        stopped.vms_stopped_in = began.elapsed();
+        Ok(stopped)
+    }
+}
+
+/// The node's token and enrollment: from the data directory, or enrolled now.
+async fn enroll(
+    data: &DataDir,
+    join: &Join,
+    name: &Hostname,
+    notices: &mut Vec<Notice>,
+) -> Result<(String, Enrollment), ServerError> {
+    let recorded = std::fs::read(data.enrollment()).ok();
+    let token = std::fs::read_to_string(data.node_token()).ok().map(|t| t.trim().to_owned());
+    if let (Some(recorded), Some(token)) = (recorded, token) {
+        let enrollment: Enrollment = serde_json::from_slice(&recorded).map_err(|e| {
+            ServerError::Config(format!("{}: not an enrollment record: {e}", data.enrollment().display()))
+        })?;
+        if enrollment.name != name.as_str() {
+            return Err(ServerError::Config(format!(
+                "this data directory belongs to node `{}`; start it with `--node-name {}` (or use another --data-dir)",
+                enrollment.name, enrollment.name
+            )));
+        }
+        if join.enroll_token.is_some() {
+            notices.push(Notice::Info(format!(
+                "already enrolled as node `{}`: --enroll-token is not needed and was not used",
+                enrollment.name
+            )));
+        }
+        return Ok((token, enrollment));
+    }
+    let Some(enroll_token) = &join.enroll_token else {
+        return Err(ServerError::Config(format!(
+            "this host has not joined {} yet: pass --enroll-token TOKEN (an admin makes one with `vt node enroll-token create`)",
+            join.url
+        )));
+    };
+    let client = vt_client::Client::new(&join.url, Some(enroll_token.clone()));
+    let enrolled = client
+        .node_enroll(&EnrollNode { name: name.clone() })
+        .await
+        .map_err(|e| ServerError::Config(format!("enrolling at {} failed: {e}", join.url)))?;
+    // The token first: a crash after it leaves a node that can start again with it.
+    crate::tokens::write_node_token(&data.node_token(), &enrolled.secret)?;
+    let enrollment = Enrollment {
+        node_id: enrolled.node_id.to_string(),
+        name: enrolled.name,
+        labels: enrolled.labels,
+        control_plane: join.url.clone(),
+    };
+    let json = serde_json::to_vec_pretty(&enrollment).map_err(|e| ServerError::Config(e.to_string()))?;
+    vt_secrets::write_private(&data.enrollment(), &json)
+        .map_err(|e| ServerError::Config(format!("cannot write {}: {e}", data.enrollment().display())))?;
+    notices.push(Notice::Info(format!("enrolled at {} as node `{}`", join.url, enrollment.name)));
+    Ok((enrolled.secret, enrollment))
+}
