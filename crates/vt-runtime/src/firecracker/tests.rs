@@ -455,6 +455,24 @@ async fn a_stop_the_guest_ignores_ends_with_ctrl_alt_del() {
     assert_eq!(last, r#"PUT /actions {"action_type":"SendCtrlAltDel"}"#);
 }
 
+/// A guest that never connects (e.g. a kernel dying under PVM): a stop ends the VMM at once
+/// instead of waiting for the boot timeout, and the instance is stopped, not failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_before_the_guest_connects_ends_the_vmm_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let fake = FakeApi::start(&t.join("fake-api.sock"), Rules::default());
+    let rt = fake_runtime(t, &fake.socket);
+    let vm = rt.start(spec(t, launch(&["/bin/true"]))).await.unwrap();
+    fake.wait_for("/actions").await;
+    let pid = vm.vmm_pid().unwrap();
+    vm.control(Control::Stop { grace: Duration::from_secs(30) }).await;
+    let o = tokio::time::timeout(Duration::from_secs(5), vm.wait()).await.expect("stopped at once");
+    assert_eq!(o.state, State::Stopped { exit: None });
+    assert!(gone(pid));
+    assert!(!t.join("vm/vsock.sock_1024").exists());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn firecracker_exiting_at_once_fails_with_its_status() {
     let tmp = tempfile::tempdir().unwrap();
