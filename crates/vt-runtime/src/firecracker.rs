@@ -65,24 +65,68 @@ pub const DEFAULT_BOOT_ARGS: &str =
 /// Tells guest init to reboot where it would power off (Firecracker exits on a reboot).
 pub const POWEROFF_BY_REBOOT: &str = "vt.poweroff=reboot";
 
-/// The jailer, when Firecracker runs under it.
+/// The jailer, when Firecracker runs under it (production: see `docs/runtime.md`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JailerConfig {
     pub jailer_bin: PathBuf,
-    /// The user and group Firecracker runs as.
-    pub uid: u32,
-    pub gid: u32,
+    /// Each jail runs as uid = gid = `id_base + slot`, a slot of its own among `id_count`
+    /// ([`Jail::claim`]). Pick a range no user or subordinate id range of the host uses.
+    pub id_base: u32,
+    pub id_count: u32,
     /// Jails are `<chroot_base_dir>/<firecracker file name>/<id>/root`. Put it on the
-    /// filesystem of the data dir: resources are hard-linked (copied otherwise).
+    /// filesystem of the guest files and images: read-only resources are hard-linked
+    /// (copied otherwise).
     pub chroot_base_dir: PathBuf,
-    /// A network namespace (`/var/run/netns/<name>`) for the jailer to join.
-    pub netns: Option<PathBuf>,
+    /// Each jail joins a network namespace of its own (`/var/run/netns/vt-<id>`) holding
+    /// the instance's tap, connected to the host by a veth pair
+    /// ([`crate::net::NetworkSpec::create_in_netns`]).
+    pub netns: bool,
+    /// A cgroup v2 parent (relative to the v2 mount) for the jailer to put each Firecracker
+    /// in (`<parent>/<id>`), with `memory.max` = the guest's memory +
+    /// `memory_overhead_mib`. `None`: the jailer sets no cgroup.
+    pub cgroup_parent: Option<String>,
+    pub memory_overhead_mib: u32,
 }
 
+/// The default first jail uid/gid (`VT_JAILER_ID_BASE`): far above login users and the
+/// usual subordinate id ranges.
+pub const DEFAULT_JAIL_ID_BASE: u32 = 1_500_000_000;
+
 impl JailerConfig {
-    /// `jailer` from `PATH`, `/srv/jailer` (the jailer's default base).
-    pub fn new(uid: u32, gid: u32) -> Self {
-        Self { jailer_bin: "jailer".into(), uid, gid, chroot_base_dir: "/srv/jailer".into(), netns: None }
+    /// `jailer` from `PATH`, `/srv/jailer` (the jailer's default base), 65536 jail ids from
+    /// `id_base`, a network namespace per jail, no cgroup.
+    pub fn new(id_base: u32) -> Self {
+        Self {
+            jailer_bin: "jailer".into(),
+            id_base,
+            id_count: 65536,
+            chroot_base_dir: "/srv/jailer".into(),
+            netns: true,
+            cgroup_parent: None,
+            memory_overhead_mib: 128,
+        }
+    }
+
+    /// From the environment when `JAILER_BIN` is set: `VT_JAILER_CHROOT_BASE`,
+    /// `VT_JAILER_ID_BASE`, `VT_JAILER_CGROUP_PARENT` (each optional). A `VT_JAILER_ID_BASE`
+    /// that is not a uid leaves no ids to give: [`FirecrackerRuntime::new`] refuses it.
+    pub fn from_env() -> Option<Self> {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let bin = var("JAILER_BIN")?;
+        let base = var("VT_JAILER_ID_BASE").map(|v| v.parse::<u32>());
+        let mut c = Self::new(match base {
+            Some(Ok(b)) => b,
+            _ => DEFAULT_JAIL_ID_BASE,
+        });
+        if matches!(base, Some(Err(_))) {
+            c.id_count = 0;
+        }
+        c.jailer_bin = bin.into();
+        if let Some(d) = var("VT_JAILER_CHROOT_BASE") {
+            c.chroot_base_dir = d.into();
+        }
+        c.cgroup_parent = var("VT_JAILER_CGROUP_PARENT");
+        Some(c)
     }
 }
 
@@ -121,12 +165,14 @@ impl FirecrackerConfig {
         }
     }
 
-    /// [`Self::from_guest_dir`] with the Firecracker binary from `FIRECRACKER_BIN` when set.
+    /// [`Self::from_guest_dir`] with the Firecracker binary from `FIRECRACKER_BIN` when set,
+    /// and the jailer when `JAILER_BIN` is set ([`JailerConfig::from_env`]).
     pub fn from_env(dir: &Path) -> Self {
         let mut c = Self::from_guest_dir(dir);
         if let Some(b) = std::env::var_os("FIRECRACKER_BIN").filter(|b| !b.is_empty()) {
             c.firecracker_bin = b.into();
         }
+        c.jailer = JailerConfig::from_env();
         c
     }
 
@@ -195,6 +241,12 @@ impl FirecrackerRuntime {
                     exec.display()
                 )));
             }
+            if j.id_count == 0 || j.id_base.checked_add(j.id_count - 1).is_none() {
+                return Err(RuntimeError::Config(format!(
+                    "the jailer has no uids to give: {} from {} (VT_JAILER_ID_BASE must be a uid)",
+                    j.id_count, j.id_base
+                )));
+            }
             if find_bin(&j.jailer_bin).is_none() {
                 return Err(RuntimeError::Config(format!("jailer binary {} not found", j.jailer_bin.display())));
             }
@@ -204,6 +256,17 @@ impl FirecrackerRuntime {
 
     pub fn config(&self) -> &FirecrackerConfig {
         &self.cfg
+    }
+
+    /// The jail of instance `id` with its uid/gid claimed (the one it holds, if any).
+    fn jail(&self, id: &str) -> Result<Option<Jail>, RuntimeError> {
+        let Some(jc) = &self.cfg.jailer else { return Ok(None) };
+        let mut j = Jail::new(jc, &self.exec, id);
+        j.claim(jc).map_err(|source| RuntimeError::Io {
+            what: format!("claim a jail uid under {}", jc.chroot_base_dir.display()),
+            source,
+        })?;
+        Ok(Some(j))
     }
 }
 
@@ -218,7 +281,7 @@ impl Runtime for FirecrackerRuntime {
             if !(1..=32).contains(&spec.vcpus) {
                 return Err(RuntimeError::Config(format!("{} vCPUs: Firecracker takes 1 to 32", spec.vcpus)));
             }
-            let jail = self.cfg.jailer.as_ref().map(|j| Jail::new(j, &self.exec, &spec.id));
+            let jail = self.jail(&spec.id)?;
             let layout = Layout::new(&spec.work_dir, jail);
             for sock in [layout.api_socket(), layout.channel_listener(VSOCK_PORT)] {
                 // sun_path holds 108 bytes with the terminating NUL.
@@ -240,7 +303,7 @@ impl Runtime for FirecrackerRuntime {
     /// on `<uds>_1024` again is all it takes (Firecracker forwards the guest's new connection).
     fn attach(&self, spec: AttachSpec) -> BoxFuture<'_, Result<Vm, RuntimeError>> {
         Box::pin(async move {
-            let jail = self.cfg.jailer.as_ref().map(|j| Jail::new(j, &self.exec, &spec.id));
+            let jail = self.jail(&spec.id)?;
             let layout = Layout::new(&spec.work_dir, jail);
             let console = layout.console();
             let (id, timeout) = (spec.id.clone(), spec.timeout);
@@ -418,8 +481,12 @@ struct Driver {
 
 impl Driver {
     async fn run(self, mut s: Session, ctl: mpsc::Receiver<Control>) -> Outcome {
-        // Removes the tap when this ends, however it ends.
-        let _tap = self.spec.network.as_ref().map(|n| crate::net::TapGuard(n.tap.clone()));
+        // Removes the tap (and the jail's network namespace) when this ends, however it ends.
+        let tap = self.spec.network.as_ref().map(|n| crate::net::TapGuard(n.tap.clone()));
+        let netns = self.layout.jail.as_ref().and_then(|j| j.netns.clone()).map(crate::net::NetnsGuard);
+        // Removes the jail (detaching its loop devices) and frees its uid, also when this task
+        // is aborted.
+        let jail = self.layout.jail.clone().map(JailGuard);
         s.set(crate::State::Preparing).await;
         let listener = match self.prepare().await {
             Ok(l) => l,
@@ -458,6 +525,13 @@ impl Driver {
             }
         };
         let outcome = s.supervise(vmm, listener, ctl).await;
+        if !outcome.state.is_terminal() {
+            // Abandoned (`Control::Abandon`): Firecracker runs on in its jail, namespace and
+            // tap; the agent that attaches to it cleans up when it ends.
+            #[allow(clippy::mem_forget)] // the point: the guards must not remove them
+            std::mem::forget((tap, netns, jail));
+            return outcome;
+        }
         self.cleanup().await;
         outcome
     }
@@ -473,9 +547,9 @@ impl Driver {
             j.link(&self.cfg.kernel, jail::JAIL_KERNEL).map_err(|e| io("kernel", e))?;
             j.link(&self.cfg.initramfs, jail::JAIL_INITRAMFS).map_err(|e| io("initramfs", e))?;
             j.link(&self.spec.root_disk, jail::JAIL_ROOT_DISK).map_err(|e| io("root disk", e))?;
+            // Never a link: the volume's own inode would be chowned.
             for (i, v) in self.spec.volumes.iter().enumerate() {
-                let p = j.link(&v.disk, &format!("vol{i}.ext4")).map_err(|e| io("volume", e))?;
-                j.give(&p).map_err(|e| io("volume", e))?;
+                j.attach_disk(&v.disk, &format!("vol{i}.ext4")).map_err(|e| io(&format!("volume {}", v.name), e))?;
             }
         }
         let scratch = l.host(jail::SCRATCH);
@@ -485,8 +559,17 @@ impl Driver {
         for p in [l.api_socket(), l.host(jail::VSOCK_UDS)] {
             let _ = std::fs::remove_file(p);
         }
-        if let Some(n) = &self.spec.network {
-            n.create_tap().await.map_err(|e| format!("network: {e}"))?;
+        match (&self.spec.network, l.jail.as_ref().and_then(|j| Some((j, j.netns.as_ref()?)))) {
+            (Some(n), Some((j, ns))) => {
+                n.create_in_netns(ns, (j.uid, j.gid)).await.map_err(|e| format!("network: {e}"))?
+            }
+            (Some(n), None) => n.create_tap().await.map_err(|e| format!("network: {e}"))?,
+            // A jail without a network still gets its (empty) namespace: no host network.
+            (None, Some((_, ns))) => {
+                crate::net::delete_netns(ns).await.map_err(|e| format!("network: {e}"))?;
+                crate::net::create_netns(ns).await.map_err(|e| format!("network: {e}"))?;
+            }
+            (None, None) => {}
         }
         let sock = l.channel_listener(VSOCK_PORT);
         let _ = std::fs::remove_file(&sock);
@@ -507,7 +590,7 @@ impl Driver {
         match (&self.cfg.jailer, &self.layout.jail) {
             (Some(jc), Some(j)) => {
                 let bin = find_bin(&jc.jailer_bin).unwrap_or(jc.jailer_bin.clone());
-                spawn_logged(&bin, &j.argv(jc, &self.exec), &console)
+                spawn_logged(&bin, &j.argv(jc, &self.exec, &self.cgroups()), &console)
             }
             _ => {
                 let args = [
@@ -518,6 +601,18 @@ impl Driver {
                 ];
                 spawn_logged(&self.exec, &args, &console)
             }
+        }
+    }
+
+    /// What the jailer writes in the instance's cgroup v2 (with `cgroup_parent`): the guest's
+    /// memory plus the VMM's overhead as `memory.max`.
+    fn cgroups(&self) -> Vec<String> {
+        match &self.cfg.jailer {
+            Some(jc) if jc.cgroup_parent.is_some() => {
+                let mib = u64::from(self.spec.memory_mib) + u64::from(jc.memory_overhead_mib);
+                vec![format!("memory.max={}", mib << 20)]
+            }
+            _ => vec![],
         }
     }
 
@@ -579,6 +674,12 @@ async fn cleanup(l: &Layout, id: &str) {
         if let Err(e) = j.remove() {
             tracing::warn!(instance = %id, error = %e, jail = %j.dir.display(), "jail not removed");
         }
+        j.release();
+        if let Some(ns) = &j.netns {
+            if let Err(e) = crate::net::delete_netns(ns).await {
+                tracing::warn!(instance = %id, error = %e, "network namespace not removed");
+            }
+        }
     } else {
         for p in [l.api_socket(), l.host(jail::VSOCK_UDS), l.channel_listener(VSOCK_PORT)] {
             let _ = std::fs::remove_file(p);
@@ -603,6 +704,18 @@ fn exit_reason(status: std::process::ExitStatus, booting: bool, log: &Path, log_
     }
     s.push_str(&format!(" (console: {}, log: {})", console.display(), log_name.display()));
     s
+}
+
+/// Removes a jail and releases its uid when dropped.
+struct JailGuard(Jail);
+
+impl Drop for JailGuard {
+    fn drop(&mut self) {
+        if let Err(e) = self.0.remove() {
+            tracing::warn!(error = %e, jail = %self.0.dir.display(), "jail not removed");
+        }
+        self.0.release();
+    }
 }
 
 /// The running Firecracker, as the guest channel conversation sees it.

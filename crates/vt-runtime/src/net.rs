@@ -57,7 +57,7 @@ pub enum NetError {
 }
 
 /// FNV-1a, 64 bits: a stable spread of instance ids (not a security boundary).
-fn fnv64(s: &str) -> u64 {
+pub(crate) fn fnv64(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
@@ -102,9 +102,52 @@ impl NetworkSpec {
     /// instance's address to it.
     pub async fn create_tap(&self) -> Result<(), NetError> {
         delete_tap(&self.tap).await?;
+        ip(&["tuntap", "add", "dev", &self.tap, "mode", "tap"]).await?;
+        self.configure_host_side().await
+    }
+
+    /// The instance's network for a VMM in network namespace `netns` (Firecracker's jailer
+    /// `--netns`), run as `owner` (uid, gid): a namespace of its own, made afresh (a leftover
+    /// of the same name is deleted first), holding a tap of the same name as
+    /// [`NetworkSpec::tap`] that `owner` may open (the VMM has no `CAP_NET_ADMIN`), and
+    /// `veth0`, whose peer on the host is named [`NetworkSpec::tap`] and is configured
+    /// exactly as [`NetworkSpec::create_tap`] configures a tap. Inside the namespace every
+    /// frame is passed from `veth0` to the tap and back by `tc` (ingress → mirred redirect),
+    /// and the namespace's own IPv6 is off: it is a wire, the guest and the host share one
+    /// L2 segment as with a plain tap. So the host sees one `vt<12 hex>` interface per
+    /// instance with the same addresses and routes as before, and the node's nftables rules
+    /// (which match that name) apply unchanged.
+    pub async fn create_in_netns(&self, netns: &str, owner: (u32, u32)) -> Result<(), NetError> {
+        delete_tap(&self.tap).await?;
+        delete_netns(netns).await?;
+        create_netns(netns).await?;
+        let t = self.tap.as_str();
+        ip(&["link", "add", t, "type", "veth", "peer", "name", NETNS_VETH, "netns", netns]).await?;
+        let (uid, gid) = (owner.0.to_string(), owner.1.to_string());
+        ip(&["-n", netns, "tuntap", "add", "dev", t, "mode", "tap", "user", &uid, "group", &gid]).await?;
+        let mtu = self.mtu.to_string();
+        for dev in [NETNS_VETH, t] {
+            if self.mtu != 0 {
+                ip(&["-n", netns, "link", "set", "dev", dev, "mtu", &mtu]).await?;
+            }
+            ip(&["-n", netns, "link", "set", "dev", dev, "up"]).await?;
+        }
+        for (from, to) in [(NETNS_VETH, t), (t, NETNS_VETH)] {
+            tc(&["-n", netns, "qdisc", "add", "dev", from, "ingress"]).await?;
+            tc(&[
+                "-n", netns, "filter", "add", "dev", from, "parent", "ffff:", "protocol", "all", "u32", "match", "u8",
+                "0", "0", "action", "mirred", "egress", "redirect", "dev", to,
+            ])
+            .await?;
+        }
+        self.configure_host_side().await
+    }
+
+    /// The host side of the instance's link (a tap, or the host end of the veth pair):
+    /// no DAD, no router advertisements, MTU, up, `fe80::1`, the routes to the instance.
+    async fn configure_host_side(&self) -> Result<(), NetError> {
         let t = self.tap.as_str();
         let addr = format!("{}/128", self.address);
-        ip(&["tuntap", "add", "dev", t, "mode", "tap"]).await?;
         // Before the link goes up: no duplicate address detection on a point-to-point link.
         let _ = std::fs::write(PathBuf::from(format!("/proc/sys/net/ipv6/conf/{t}/accept_dad")), "0");
         let _ = std::fs::write(PathBuf::from(format!("/proc/sys/net/ipv6/conf/{t}/disable_ipv6")), "0");
@@ -125,6 +168,56 @@ impl NetworkSpec {
             ip(&["route", "replace", &format!("{}/32", v4.address), "dev", t, "src", &v4.gateway.to_string()]).await?;
         }
         Ok(())
+    }
+}
+
+/// The name of the veth end inside an instance's network namespace (its peer on the host is
+/// named after the tap).
+pub const NETNS_VETH: &str = "veth0";
+
+/// Create network namespace `name` in which nothing speaks IPv6 of its own (router
+/// solicitations, DAD): a VMM's namespace is a wire between its tap and the host.
+pub async fn create_netns(name: &str) -> Result<(), NetError> {
+    ip(&["netns", "add", name]).await?;
+    let sysctl = ["net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"];
+    let mut args = vec!["netns", "exec", name, "sysctl", "-q", "-w"];
+    args.extend(sysctl);
+    ip(&args).await
+}
+
+/// Delete network namespace `name` (`/var/run/netns/<name>`) when it exists. The namespace
+/// itself (with its tap and veth, whose host end goes with it) ends when no process is left
+/// in it: at once, or when the VMM that joined it exits.
+pub async fn delete_netns(name: &str) -> Result<(), NetError> {
+    if !netns_path(name).exists() {
+        return Ok(());
+    }
+    ip(&["netns", "del", name]).await
+}
+
+/// `/var/run/netns/<name>`: what `ip netns add` creates and the jailer's `--netns` takes.
+pub fn netns_path(name: &str) -> PathBuf {
+    PathBuf::from("/var/run/netns").join(name)
+}
+
+/// Deletes the network namespace it names when dropped (as [`TapGuard`] does for a tap).
+#[derive(Debug)]
+pub struct NetnsGuard(pub String);
+
+impl Drop for NetnsGuard {
+    fn drop(&mut self) {
+        if !netns_path(&self.0).exists() {
+            return;
+        }
+        let done = std::process::Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+        if !matches!(done, Ok(s) if s.success()) {
+            tracing::warn!(netns = %self.0, "network namespace not removed; the next start of this instance replaces it");
+        }
     }
 }
 
@@ -161,13 +254,20 @@ pub async fn delete_tap(name: &str) -> Result<(), NetError> {
 }
 
 async fn ip(args: &[&str]) -> Result<(), NetError> {
-    let cmd = format!("ip {}", args.join(" "));
-    let out = Command::new("ip")
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .map_err(|e| NetError::Command { cmd: cmd.clone(), detail: format!("cannot run ip (iproute2): {e}") })?;
+    run("ip", args).await
+}
+
+/// iproute2's `tc`: the redirects inside a namespace.
+async fn tc(args: &[&str]) -> Result<(), NetError> {
+    run("tc", args).await
+}
+
+async fn run(prog: &str, args: &[&str]) -> Result<(), NetError> {
+    let cmd = format!("{prog} {}", args.join(" "));
+    let out =
+        Command::new(prog).args(args).stdin(std::process::Stdio::null()).output().await.map_err(|e| {
+            NetError::Command { cmd: cmd.clone(), detail: format!("cannot run {prog} (iproute2): {e}") }
+        })?;
     if !out.status.success() {
         let detail = String::from_utf8_lossy(&out.stderr).trim().to_owned();
         let hint = if detail.contains("Operation not permitted") {

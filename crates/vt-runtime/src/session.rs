@@ -240,31 +240,56 @@ impl Session {
         mut ctl: mpsc::Receiver<Control>,
     ) -> Outcome {
         let boot_deadline = TokioInstant::now() + self.boot_timeout;
-        let stream = tokio::select! {
-            r = listener.accept() => match r {
-                Ok((s, _)) => s,
-                Err(e) => {
+        // Until the guest connects, a stop or kill ends the VMM at once: nothing runs in the
+        // guest to stop gracefully.
+        let mut ctl_open = true;
+        let stream = loop {
+            tokio::select! {
+                r = listener.accept() => match r {
+                    Ok((s, _)) => break s,
+                    Err(e) => {
+                        vmm.start_kill();
+                        let st = vmm.wait().await.ok().and_then(|s| s.code());
+                        self.fail(format!("guest channel accept: {e}"), None).await;
+                        return self.outcome(st);
+                    }
+                },
+                st = vmm.wait() => {
+                    if self.state == State::Stopping {
+                        self.set(State::Stopped { exit: None }).await;
+                    } else {
+                        let reason = vmm.failure(&st, self.state == State::Booting);
+                        self.fail(reason, None).await;
+                    }
+                    return self.outcome(st.ok().and_then(|s| s.code()));
+                }
+                c = ctl.recv(), if ctl_open => match c {
+                    Some(Control::Stop { .. }) => {
+                        self.set(State::Stopping).await;
+                        vmm.start_kill();
+                    }
+                    Some(Control::Kill) => vmm.start_kill(),
+                    None => {
+                        ctl_open = false;
+                        vmm.start_kill();
+                    }
+                    Some(Control::Abandon) => {
+                        vmm.leave();
+                        return self.outcome(None);
+                    }
+                    Some(Control::Signal(_)) => {}
+                },
+                _ = sleep_until(boot_deadline) => {
                     vmm.start_kill();
                     let st = vmm.wait().await.ok().and_then(|s| s.code());
-                    self.fail(format!("guest channel accept: {e}"), None).await;
+                    let reason = format!(
+                        "the guest channel was not connected within {:?} (console: {})",
+                        self.boot_timeout,
+                        self.console.display()
+                    );
+                    self.fail(reason, None).await;
                     return self.outcome(st);
                 }
-            },
-            st = vmm.wait() => {
-                let reason = vmm.failure(&st, self.state == State::Booting);
-                self.fail(reason, None).await;
-                return self.outcome(st.ok().and_then(|s| s.code()));
-            }
-            _ = sleep_until(boot_deadline) => {
-                vmm.start_kill();
-                let st = vmm.wait().await.ok().and_then(|s| s.code());
-                let reason = format!(
-                    "the guest channel was not connected within {:?} (console: {})",
-                    self.boot_timeout,
-                    self.console.display()
-                );
-                self.fail(reason, None).await;
-                return self.outcome(st);
             }
         };
         drop(listener);

@@ -95,6 +95,11 @@ pub struct ApiRequest {
 }
 
 impl ApiRequest {
+    /// A `GET` (no body): `/` (instance info: its state), `/vm/config` (the whole configuration).
+    pub fn get(path: impl Into<String>) -> Self {
+        Self { method: "GET", path: path.into(), body: String::new() }
+    }
+
     pub fn put<T: Serialize>(path: impl Into<String>, body: &T) -> Self {
         Self {
             method: "PUT",

@@ -164,27 +164,38 @@ fn runtime_kind_parses() {
 fn jailer_cfg(base: &Path) -> JailerConfig {
     JailerConfig {
         jailer_bin: "/usr/bin/jailer".into(),
-        uid: 123,
-        gid: 100,
+        id_base: 100_000,
+        id_count: 16,
         chroot_base_dir: base.to_owned(),
-        netns: Some("/var/run/netns/vt".into()),
+        netns: true,
+        cgroup_parent: Some("vt.slice".into()),
+        memory_overhead_mib: 128,
     }
 }
 
 #[test]
 fn jailer_argv_and_jail_paths() {
     let jc = jailer_cfg(Path::new("/srv/jailer"));
-    let j = Jail::new(&jc, Path::new("/usr/bin/firecracker"), "inst_01HZX.9");
+    let mut j = Jail::new(&jc, Path::new("/usr/bin/firecracker"), "inst_01HZX.9");
+    (j.uid, j.gid) = (100_007, 100_007);
     assert_eq!(j.id, "inst-01HZX-9");
+    assert_eq!(j.netns.as_deref(), Some("vt-inst-01HZX-9"));
     assert_eq!(j.dir, Path::new("/srv/jailer/firecracker/inst-01HZX-9"));
     assert_eq!(j.root, Path::new("/srv/jailer/firecracker/inst-01HZX-9/root"));
-    let argv: Vec<String> =
-        j.argv(&jc, Path::new("/usr/bin/firecracker")).iter().map(|a| a.to_string_lossy().into_owned()).collect();
+    let argv: Vec<String> = j
+        .argv(&jc, Path::new("/usr/bin/firecracker"), &["memory.max=402653184".into()])
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     assert_eq!(
         argv.join(" "),
-        "--id inst-01HZX-9 --exec-file /usr/bin/firecracker --uid 123 --gid 100 \
-         --chroot-base-dir /srv/jailer --netns /var/run/netns/vt -- --api-sock /firecracker.socket"
+        "--id inst-01HZX-9 --exec-file /usr/bin/firecracker --uid 100007 --gid 100007 \
+         --chroot-base-dir /srv/jailer --netns /var/run/netns/vt-inst-01HZX-9 \
+         --cgroup-version 2 --parent-cgroup vt.slice --cgroup memory.max=402653184 \
+         -- --api-sock /firecracker.socket"
     );
+    // Never `--no-seccomp`, nor any seccomp option: Firecracker's default filters apply.
+    assert!(!argv.iter().any(|a| a.contains("seccomp")));
     assert_eq!(jail::jail_id(&"x".repeat(80)).len(), 64);
 
     // Inside the jail Firecracker names files from `/`; we reach them under the root.
@@ -204,20 +215,55 @@ fn jail_root_is_prepared_and_removed() {
     let tmp = tempfile::tempdir().unwrap();
     let me = std::fs::metadata(tmp.path()).unwrap();
     let mut jc = jailer_cfg(&tmp.path().join("jails"));
-    (jc.uid, jc.gid) = (me.uid(), me.gid());
+    (jc.id_base, jc.id_count) = (me.uid(), 1);
     let kernel = tmp.path().join("vmlinux");
     std::fs::write(&kernel, b"kernel").unwrap();
-    let j = Jail::new(&jc, Path::new("/opt/fc/firecracker-v1.16"), "inst_1");
+    let mut j = Jail::new(&jc, Path::new("/opt/fc/firecracker-v1.16"), "inst_1");
+    j.claim(&jc).unwrap();
+    assert_eq!(j.uid, me.uid());
     std::fs::create_dir_all(j.root.join("stale")).unwrap();
     j.create().unwrap();
     assert!(!j.root.join("stale").exists(), "a previous run's jail is cleared");
     let linked = j.link(&kernel, jail::JAIL_KERNEL).unwrap();
     assert_eq!(linked, tmp.path().join("jails/firecracker-v1.16/inst-1/root/vmlinux"));
     assert_eq!(std::fs::metadata(&linked).unwrap().ino(), std::fs::metadata(&kernel).unwrap().ino());
-    j.give(&linked).unwrap();
     j.remove().unwrap();
     assert!(!tmp.path().join("jails/firecracker-v1.16/inst-1").exists());
     assert!(kernel.exists());
+}
+
+/// Every jail gets a uid/gid of its own; a restarted (or re-attached) instance gets its own
+/// back; a released or stale slot is free again; a full range is a clear error.
+#[test]
+fn jail_uids_are_one_per_instance() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut jc = jailer_cfg(tmp.path());
+    jc.id_count = 3;
+    let fc = Path::new("/usr/bin/firecracker");
+    let claim = |id: &str| {
+        let mut j = Jail::new(&jc, fc, id);
+        j.claim(&jc).map(|()| {
+            std::fs::create_dir_all(&j.root).unwrap();
+            j
+        })
+    };
+    let a = claim("inst_a").unwrap();
+    let b = claim("inst_b").unwrap();
+    let c = claim("inst_c").unwrap();
+    let mut uids = vec![a.uid, b.uid, c.uid];
+    uids.sort();
+    assert_eq!(uids, [100_000, 100_001, 100_002]);
+    assert_eq!((a.uid, a.gid), (a.gid, a.uid));
+    assert_eq!(claim("inst_a").unwrap().uid, a.uid, "the same instance keeps its uid");
+    let e = claim("inst_d").err().unwrap();
+    assert!(e.to_string().contains("all 3 jail uids are taken"), "{e}");
+    // Released: free for the next one.
+    b.remove().unwrap();
+    b.release();
+    assert_eq!(claim("inst_d").unwrap().uid, b.uid);
+    // Stale (the jail is gone, its claim left behind by a crash): taken over.
+    c.remove().unwrap();
+    assert_eq!(claim("inst_e").unwrap().uid, c.uid);
 }
 
 fn launch(argv: &[&str]) -> Launch {
@@ -409,6 +455,24 @@ async fn a_stop_the_guest_ignores_ends_with_ctrl_alt_del() {
     assert_eq!(last, r#"PUT /actions {"action_type":"SendCtrlAltDel"}"#);
 }
 
+/// A guest that never connects (e.g. a kernel dying under PVM): a stop ends the VMM at once
+/// instead of waiting for the boot timeout, and the instance is stopped, not failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_before_the_guest_connects_ends_the_vmm_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let fake = FakeApi::start(&t.join("fake-api.sock"), Rules::default());
+    let rt = fake_runtime(t, &fake.socket);
+    let vm = rt.start(spec(t, launch(&["/bin/true"]))).await.unwrap();
+    fake.wait_for("/actions").await;
+    let pid = vm.vmm_pid().unwrap();
+    vm.control(Control::Stop { grace: Duration::from_secs(30) }).await;
+    let o = tokio::time::timeout(Duration::from_secs(5), vm.wait()).await.expect("stopped at once");
+    assert_eq!(o.state, State::Stopped { exit: None });
+    assert!(gone(pid));
+    assert!(!t.join("vm/vsock.sock_1024").exists());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn firecracker_exiting_at_once_fails_with_its_status() {
     let tmp = tempfile::tempdir().unwrap();
@@ -447,9 +511,14 @@ async fn config_errors_come_before_the_instance() {
     assert!(e.to_string().contains("set FIRECRACKER_BIN"), "{e}");
     // The jailer execs only binaries called *firecracker*.
     cfg.firecracker_bin = "true".into();
-    cfg.jailer = Some(JailerConfig::new(0, 0));
+    cfg.jailer = Some(JailerConfig::new(0));
     let e = FirecrackerRuntime::new(cfg.clone()).err().unwrap();
     assert!(e.to_string().contains("contains `firecracker`"), "{e}");
+    // A bad `VT_JAILER_ID_BASE` leaves no uids (`JailerConfig::from_env`): refused.
+    cfg.firecracker_bin = fake_firecracker(t, &t.join("api.sock"));
+    cfg.jailer = Some(JailerConfig { jailer_bin: "true".into(), id_count: 0, ..JailerConfig::new(0) });
+    let e = FirecrackerRuntime::new(cfg.clone()).err().unwrap();
+    assert!(e.to_string().contains("VT_JAILER_ID_BASE must be a uid"), "{e}");
     cfg.jailer = None;
     let rt = FirecrackerRuntime::new(cfg).unwrap();
     let mut s = spec(t, launch(&["/bin/true"]));
@@ -522,4 +591,242 @@ async fn a_new_agent_reattaches_over_the_vsock_listener() {
     assert_eq!(states, ["preparing", "booting", "running", "stopping", "stopped"]);
     assert_eq!(out, b"two\n");
     assert!(!chan.exists(), "the listener's socket is cleaned up");
+}
+
+/// A fake `jailer`: records its argv in `dir/jailer.argv`, links the fake API server at the
+/// jail's `firecracker.socket` (`<chroot base>/<exec file name>/<id>/root`) and runs until
+/// `dir/poweroff` exists.
+fn fake_jailer(dir: &Path, api: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.join("jailer");
+    let script = format!(
+        "#!/bin/sh\n\
+         echo \"$@\" > '{dir}/jailer.argv'\n\
+         while [ $# -gt 0 ]; do\n  case \"$1\" in\n    --id) id=$2; shift;;\n    --exec-file) exe=$2; shift;;\n    \
+         --chroot-base-dir) base=$2; shift;;\n  esac\n  shift\ndone\n\
+         ln -s '{api}' \"$base/$(basename \"$exe\")/$id/root/firecracker.socket\" || exit 3\n\
+         while [ ! -e '{dir}/poweroff' ]; do sleep 0.02; done\n\
+         exit 0\n",
+        dir = dir.display(),
+        api = api.display(),
+    );
+    std::fs::write(&bin, script).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    bin
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+}
+
+fn run(cmd: &[&str]) -> String {
+    let out = std::process::Command::new(cmd[0]).args(&cmd[1..]).output().unwrap();
+    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// What Firecracker does with `host_dev_name` (as the jail's uid, in the jail's namespace,
+/// without CAP_NET_ADMIN): open the tap by name. Then play the guest: wait for a frame
+/// naming the guest's address (the host's neighbour solicitation), answer with one frame.
+const TAP_GUEST_PY: &str = r#"
+import fcntl, os, select, struct, sys
+fd = os.open("/dev/net/tun", os.O_RDWR)
+fcntl.ioctl(fd, 0x400454ca, struct.pack("16sH", sys.argv[1].encode(), 0x0002 | 0x1000))
+print("open", flush=True)
+target = bytes.fromhex(sys.argv[2])
+while True:
+    r, _, _ = select.select([fd], [], [], 10)
+    if not r:
+        print("timeout", flush=True)
+        sys.exit(1)
+    f = os.read(fd, 4096)
+    if f[12:14] == b"\x86\xdd" and target in f:
+        break
+print("seen", flush=True)
+os.write(fd, f[6:12] + bytes.fromhex(sys.argv[3].replace(":", "")) + b"\x88\xb5" + b"vt-test".ljust(46, b"\0"))
+print("sent", flush=True)
+"#;
+
+/// The jailer path end to end with the real host side (root: network namespaces, veth, tc,
+/// loop devices), the jailer and Firecracker faked: the instance's tap is in the jail's own
+/// network namespace, openable by the jail's uid, and wired to a host interface named like
+/// the tap (fe80::1, the /128 route: what the node's nftables rules match); the volume is a
+/// block device in the jail owned by the jail's uid, while the user's file keeps its owner,
+/// mode and inode; nothing is left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jailed_instance_gets_its_tap_in_its_netns_and_never_chowns_a_volume() {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+    if !is_root() {
+        eprintln!("SKIPPED: jailed network/volume test: needs root (netns, veth, tc, losetup)");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let fake = FakeApi::start(&t.join("fake-api.sock"), Rules::default());
+    let rt = {
+        let bin = fake_firecracker(t, &fake.socket);
+        let guest = t.join("guest");
+        std::fs::create_dir_all(&guest).unwrap();
+        for f in ["vmlinux", "initramfs.cpio"] {
+            std::fs::write(guest.join(f), b"").unwrap();
+        }
+        let mut cfg = FirecrackerConfig::from_guest_dir(&guest);
+        cfg.firecracker_bin = bin;
+        cfg.mkfs_bin = "true".into();
+        let mut jc = JailerConfig::new(1_500_000_000);
+        jc.jailer_bin = fake_jailer(t, &fake.socket);
+        jc.chroot_base_dir = t.join("jails");
+        cfg.jailer = Some(jc);
+        FirecrackerRuntime::new(cfg).unwrap()
+    };
+    // The user's volume: not ours, not the jail's.
+    let vol = t.join("data.ext4");
+    std::fs::File::create(&vol).unwrap().set_len(4 << 20).unwrap();
+    std::os::unix::fs::chown(&vol, Some(4321), Some(4322)).unwrap();
+    std::fs::set_permissions(&vol, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let before = std::fs::metadata(&vol).unwrap();
+
+    let id = format!("inst_jt{}", std::process::id());
+    let jail_id = jail::jail_id(&id);
+    let net = crate::net::NetworkSpec::for_instance(&id, "fd7a:115c:a1e0:24::/64").unwrap();
+    let mut s = spec(t, launch(&["/bin/true"]));
+    s.id = id.clone();
+    s.network = Some(net.clone());
+    s.volumes = vec![crate::VolumeDisk {
+        name: "data".into(),
+        disk: vol.clone(),
+        label: "data".into(),
+        mount_path: String::new(),
+    }];
+    let vm = rt.start(s).await.unwrap();
+    fake.wait_for("/actions").await;
+
+    // The jailer was told the jail's own uid and namespace, and no seccomp option.
+    let argv = std::fs::read_to_string(t.join("jailer.argv")).unwrap();
+    let ns = format!("vt-{jail_id}");
+    assert!(argv.contains(&format!("--netns /var/run/netns/{ns} ")), "{argv}");
+    assert!(!argv.contains("seccomp"), "{argv}");
+    let root = t.join("jails/firecracker").join(&jail_id).join("root");
+    let jail_uid =
+        std::fs::metadata(root.join("scratch.ext4").parent().unwrap().join("firecracker.log")).unwrap().uid();
+    assert!(jail_uid >= 1_500_000_000, "jail uid {jail_uid}");
+    assert!(argv.contains(&format!("--uid {jail_uid} --gid {jail_uid} ")), "{argv}");
+
+    // The requests name the tap (in the namespace) and the volume's node in the jail.
+    let reqs: Vec<String> = fake.requests().iter().map(|r| r.line()).collect();
+    let want_net = format!(
+        r#"PUT /network-interfaces/eth0 {{"iface_id":"eth0","host_dev_name":"{}","guest_mac":"{}"}}"#,
+        net.tap,
+        net.mac()
+    );
+    assert!(reqs.contains(&want_net), "{reqs:#?}");
+    assert!(
+        reqs.contains(
+            &r#"PUT /drives/vol0 {"drive_id":"vol0","path_on_host":"/vol0.ext4","is_root_device":false,"is_read_only":false}"#
+                .to_string()
+        ),
+        "{reqs:#?}"
+    );
+
+    // The tap is in the namespace, owned by the jail's uid; the host has the other end.
+    let tap = run(&["ip", "-n", &ns, "-d", "link", "show", "dev", &net.tap]);
+    assert!(tap.contains("tun type tap") && tap.contains(&format!("user {jail_uid} group {jail_uid}")), "{tap}");
+    assert!(std::process::Command::new("ip")
+        .args(["link", "show", "dev", &net.tap])
+        .output()
+        .unwrap()
+        .status
+        .success());
+    let host = run(&["ip", "-d", "link", "show", "dev", &net.tap]);
+    assert!(host.contains("veth"), "the host end is a veth: {host}");
+    let addrs = run(&["ip", "-6", "addr", "show", "dev", &net.tap]);
+    assert!(addrs.contains("fe80::1/64"), "{addrs}");
+    let route = run(&["ip", "-6", "route", "show", &format!("{}/128", net.address)]);
+    assert!(route.contains(&format!("dev {}", net.tap)), "{route}");
+
+    // The volume: a block device of the jail's user in the jail; the file itself untouched.
+    let node = std::fs::metadata(root.join("vol0.ext4")).unwrap();
+    assert!(node.file_type().is_block_device());
+    assert_eq!((node.uid(), node.gid(), node.mode() & 0o777), (jail_uid, jail_uid, 0o600));
+    let now = std::fs::metadata(&vol).unwrap();
+    assert_eq!((now.uid(), now.gid(), now.mode(), now.ino()), (4321, 4322, before.mode(), before.ino()));
+    let loops = run(&["losetup", "-j", vol.to_str().unwrap()]);
+    assert!(loops.contains("/dev/loop"), "{loops}");
+
+    // Frames pass both ways between the host and whoever opens the tap as the jail's uid.
+    if Path::new("/usr/bin/python3").is_file() && find_bin(Path::new("setpriv")).is_some() {
+        let uid = jail_uid.to_string();
+        let target: String = net.address.octets().iter().map(|b| format!("{b:02x}")).collect();
+        let mut guest = Command::new("ip")
+            .args(["netns", "exec", &ns, "setpriv", "--reuid", &uid, "--regid", &uid, "--clear-groups"])
+            .args(["/usr/bin/python3", "-c", TAP_GUEST_PY, &net.tap, &target, &net.mac()])
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut out = tokio::io::BufReader::new(guest.stdout.take().unwrap());
+        let mut line = String::new();
+        use tokio::io::AsyncBufReadExt;
+        out.read_line(&mut line).await.unwrap();
+        assert_eq!(line.trim(), "open", "the jail's uid opens its tap");
+        let rx = |tap: &str| -> u64 {
+            std::fs::read_to_string(format!("/sys/class/net/{tap}/statistics/rx_packets"))
+                .unwrap()
+                .trim()
+                .parse()
+                .unwrap()
+        };
+        let rx0 = rx(&net.tap);
+        let sock = std::net::UdpSocket::bind("[::]:0").unwrap();
+        let mut seen = String::new();
+        for _ in 0..20 {
+            let _ = sock.send_to(b"x", (net.address, 9));
+            line.clear();
+            match tokio::time::timeout(Duration::from_millis(500), out.read_line(&mut line)).await {
+                Ok(_) => {
+                    seen = line.trim().to_owned();
+                    break;
+                }
+                Err(_) => continue,
+            }
+        }
+        assert_eq!(seen, "seen", "the host's frame reached the tap in the namespace");
+        line.clear();
+        out.read_line(&mut line).await.unwrap();
+        assert_eq!(line.trim(), "sent");
+        assert!(guest.wait().await.unwrap().success());
+        let mut got = false;
+        for _ in 0..100 {
+            if rx(&net.tap) > rx0 {
+                got = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(got, "the guest's frame reached the host's {}", net.tap);
+    } else {
+        eprintln!("NOTE: no /usr/bin/python3 or setpriv: the frame exchange over the tap is not checked");
+    }
+
+    // The guest powers off: the namespace, the host end, the loop device, the jail and its
+    // uid go; the volume is still the user's.
+    std::fs::write(t.join("poweroff"), b"").unwrap();
+    let o = tokio::time::timeout(Duration::from_secs(20), vm.wait()).await.unwrap();
+    assert!(o.state.is_terminal(), "{:?}", o.state);
+    assert!(!crate::net::netns_path(&ns).exists(), "netns {ns} removed");
+    for _ in 0..200 {
+        if !Path::new("/sys/class/net").join(&net.tap).exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!Path::new("/sys/class/net").join(&net.tap).exists(), "host end {} removed", net.tap);
+    assert_eq!(run(&["losetup", "-j", vol.to_str().unwrap()]).trim(), "", "loop device detached");
+    assert!(!root.exists(), "jail removed");
+    assert_eq!(std::fs::read_dir(t.join("jails/vt-ids")).unwrap().count(), 0, "uid released");
+    let after = std::fs::metadata(&vol).unwrap();
+    assert_eq!((after.uid(), after.gid(), after.mode(), after.ino()), (4321, 4322, before.mode(), before.ino()));
 }
