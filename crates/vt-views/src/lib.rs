@@ -544,6 +544,88 @@ pub struct WorkspaceView {
 
 impl WorkspaceView {
     pub const ACTIVITY: usize = 50;
+
+    /// The view `workspace.created` makes at `at` (the projection, and the command's answer).
+    pub fn created(e: &WorkspaceCreated, at: DateTime<Utc>) -> WorkspaceView {
+        WorkspaceView {
+            id: e.workspace_id,
+            org_id: e.org_id,
+            name: e.name.clone(),
+            app_id: e.app_id,
+            env_id: e.env_id,
+            release_id: e.release_id,
+            volume_id: e.volume_id,
+            node_id: e.node_id,
+            image_ref: e.image_ref.clone(),
+            image_digest: e.image_digest.clone(),
+            cpus: e.cpus,
+            memory_mib: e.memory_mib,
+            disk_gib: e.disk_gib,
+            desired: WorkspaceDesired::Running,
+            ports: vec![],
+            failure: None,
+            last_started_at: Some(at),
+            last_accessed_at: None,
+            activity: vec![WorkspaceActivity {
+                at,
+                event: "workspace.created".to_owned(),
+                detail: format!(
+                    "created with {} vCPU, {} MiB, a {} GiB home; starting",
+                    e.cpus, e.memory_mib, e.disk_gib
+                ),
+            }],
+            created_at: at,
+            updated_at: at,
+        }
+    }
+
+    /// Apply a later event of this workspace made at `at` (the projection, and the commands'
+    /// answers); other events change nothing.
+    pub fn apply(&mut self, event: &Event, at: DateTime<Utc>) {
+        let w = self;
+        let detail = match event {
+            Event::WorkspaceDesiredStateChanged(e) => {
+                if e.desired == WorkspaceDesired::Running && w.desired != WorkspaceDesired::Running {
+                    w.last_started_at = Some(at);
+                    w.failure = None;
+                }
+                w.desired = e.desired;
+                Some(match e.desired {
+                    WorkspaceDesired::Running => "started".to_owned(),
+                    WorkspaceDesired::Stopped => "stopped".to_owned(),
+                    WorkspaceDesired::Deleted => "deleted: its VM stops, then its disk goes".to_owned(),
+                })
+            }
+            Event::WorkspaceFailed(e) => {
+                w.desired = WorkspaceDesired::Stopped;
+                w.failure = Some(WorkspaceFailure { instance_id: e.instance_id, reason: e.reason.clone(), at });
+                Some(format!("failed and stopped: {}", e.reason))
+            }
+            Event::WorkspacePortAdded(e) => {
+                if let Err(i) = w.ports.binary_search(&e.port) {
+                    w.ports.insert(i, e.port);
+                }
+                Some(format!("port {} added", e.port))
+            }
+            Event::WorkspacePortRemoved(e) => {
+                w.ports.retain(|p| *p != e.port);
+                Some(format!("port {} removed", e.port))
+            }
+            Event::WorkspaceAccessed(e) => {
+                // Only ever forward: a late report of an earlier access does not move it back.
+                w.last_accessed_at = w.last_accessed_at.max(Some(e.at));
+                None
+            }
+            _ => return,
+        };
+        if let Some(detail) = detail {
+            if w.activity.len() == WorkspaceView::ACTIVITY {
+                w.activity.remove(0);
+            }
+            w.activity.push(WorkspaceActivity { at, event: event.event_type().to_owned(), detail });
+        }
+        w.updated_at = at;
+    }
 }
 
 /// One event of a workspace, in words.
@@ -1662,39 +1744,7 @@ impl Projection for Workspaces {
     ) -> Result<Option<ViewRow>, ProjectionError> {
         let mut w: WorkspaceView = match event {
             Event::WorkspaceCreated(e) => {
-                return Ok(Some(
-                    WorkspaceView {
-                        id: e.workspace_id,
-                        org_id: e.org_id,
-                        name: e.name.clone(),
-                        app_id: e.app_id,
-                        env_id: e.env_id,
-                        release_id: e.release_id,
-                        volume_id: e.volume_id,
-                        node_id: e.node_id,
-                        image_ref: e.image_ref.clone(),
-                        image_digest: e.image_digest.clone(),
-                        cpus: e.cpus,
-                        memory_mib: e.memory_mib,
-                        disk_gib: e.disk_gib,
-                        desired: WorkspaceDesired::Running,
-                        ports: vec![],
-                        failure: None,
-                        last_started_at: Some(env.occurred_at),
-                        last_accessed_at: None,
-                        activity: vec![WorkspaceActivity {
-                            at: env.occurred_at,
-                            event: event.event_type().to_owned(),
-                            detail: format!(
-                                "created with {} vCPU, {} MiB, a {} GiB home; starting",
-                                e.cpus, e.memory_mib, e.disk_gib
-                            ),
-                        }],
-                        created_at: env.occurred_at,
-                        updated_at: env.occurred_at,
-                    }
-                    .into_row(env.seq),
-                ))
+                return Ok(Some(WorkspaceView::created(e, env.occurred_at).into_row(env.seq)))
             }
             Event::WorkspaceDeleted(_) => return Ok(None),
             // An access can race the workspace's deletion: it then changes nothing.
@@ -1706,52 +1756,7 @@ impl Projection for Workspaces {
             | Event::WorkspaceAccessed(_) => current(cur, event.event_type(), id)?,
             _ => return Ok(cur.cloned()),
         };
-        let detail = match event {
-            Event::WorkspaceDesiredStateChanged(e) => {
-                if e.desired == WorkspaceDesired::Running && w.desired != WorkspaceDesired::Running {
-                    w.last_started_at = Some(env.occurred_at);
-                    w.failure = None;
-                }
-                w.desired = e.desired;
-                Some(match e.desired {
-                    WorkspaceDesired::Running => "started".to_owned(),
-                    WorkspaceDesired::Stopped => "stopped".to_owned(),
-                    WorkspaceDesired::Deleted => "deleted: its VM stops, then its disk goes".to_owned(),
-                })
-            }
-            Event::WorkspaceFailed(e) => {
-                w.desired = WorkspaceDesired::Stopped;
-                w.failure = Some(WorkspaceFailure {
-                    instance_id: e.instance_id,
-                    reason: e.reason.clone(),
-                    at: env.occurred_at,
-                });
-                Some(format!("failed and stopped: {}", e.reason))
-            }
-            Event::WorkspacePortAdded(e) => {
-                if let Err(at) = w.ports.binary_search(&e.port) {
-                    w.ports.insert(at, e.port);
-                }
-                Some(format!("port {} added", e.port))
-            }
-            Event::WorkspacePortRemoved(e) => {
-                w.ports.retain(|p| *p != e.port);
-                Some(format!("port {} removed", e.port))
-            }
-            Event::WorkspaceAccessed(e) => {
-                // Only ever forward: a late report of an earlier access does not move it back.
-                w.last_accessed_at = w.last_accessed_at.max(Some(e.at));
-                None
-            }
-            _ => None,
-        };
-        if let Some(detail) = detail {
-            if w.activity.len() == WorkspaceView::ACTIVITY {
-                w.activity.remove(0);
-            }
-            w.activity.push(WorkspaceActivity { at: env.occurred_at, event: event.event_type().to_owned(), detail });
-        }
-        w.updated_at = env.occurred_at;
+        w.apply(event, env.occurred_at);
         Ok(Some(w.into_row(env.seq)))
     }
 }

@@ -31,14 +31,8 @@ fn status(answer: &str) -> u16 {
 
 fn start(dir: &std::path::Path, data: &std::path::Path) -> (common::ServerChild, String, String, String) {
     let args = common::loopback_args(data, &["--no-agent", "--no-ingress"]);
-    let (child, url, output) = spawn_vt_server_captured(dir, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let (child, url, workspaces, output) = common::spawn_vt_server_with_origin(dir, &args);
     let text = String::from_utf8_lossy(&output.lock().unwrap()).into_owned();
-    let workspaces = text
-        .lines()
-        .find_map(|l| l.strip_prefix("workspaces on http://"))
-        .and_then(|l| l.split('/').next())
-        .unwrap_or_else(|| panic!("no workspace origin announced: {text}"))
-        .to_owned();
     (child, url, workspaces, text)
 }
 

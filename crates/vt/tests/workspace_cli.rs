@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{plain_server_args, spawn_vt_server_captured, vt_isolated, Run, ServerChild};
+use common::{plain_server_args, spawn_vt_server_with_origin, vt_isolated, Run, ServerChild};
 use serde_json::Value;
 use vt_image::layout::{write_image, LayerFormat};
 use vt_image::oci::RuntimeConfig;
@@ -45,15 +45,7 @@ impl Server {
         let data = dir.path().join("data");
         // Accesses are recorded every second, so that the test sees them.
         let args = plain_server_args(&data, &["--workspace-access-every", "1s"]);
-        let (child, url, output) =
-            spawn_vt_server_captured(dir.path(), &args.iter().map(String::as_str).collect::<Vec<_>>());
-        let text = String::from_utf8_lossy(&output.lock().unwrap()).into_owned();
-        let origin = text
-            .lines()
-            .find_map(|l| l.split("workspaces on http://").nth(1))
-            .and_then(|l| l.split('/').next())
-            .unwrap_or_else(|| panic!("no workspace origin announced: {text}"))
-            .to_owned();
+        let (child, url, origin, output) = spawn_vt_server_with_origin(dir.path(), &args);
         let s = Server { dir, data, url, origin, output, child };
         s.ok(&["org", "create", "acme"]);
         s.push(
@@ -190,16 +182,7 @@ impl Server {
         let _ = std::process::Command::new("kill").args(["-KILL", &self.child.id().to_string()]).status();
         let _ = self.child.wait();
         let args = plain_server_args(&self.data, &["--workspace-access-every", "1s"]);
-        let (child, url, output) =
-            spawn_vt_server_captured(self.dir.path(), &args.iter().map(String::as_str).collect::<Vec<_>>());
-        let text = String::from_utf8_lossy(&output.lock().unwrap()).into_owned();
-        self.origin = text
-            .lines()
-            .find_map(|l| l.split("workspaces on http://").nth(1))
-            .and_then(|l| l.split('/').next())
-            .unwrap_or_else(|| panic!("no workspace origin announced: {text}"))
-            .to_owned();
-        (self.child, self.url, self.output) = (child, url, output);
+        (self.child, self.url, self.origin, self.output) = spawn_vt_server_with_origin(self.dir.path(), &args);
     }
 
     /// Stop the server (its VMs with it) and check that none is left.

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use common::{spawn_vt_server_captured, vt_at, Run};
+use common::{spawn_vt_server_with_origin, vt_at, Run};
 
 /// The template's layout: a cache hit of the script, or its build (as root; minutes).
 fn template() -> Option<PathBuf> {
@@ -84,15 +84,7 @@ fn a_workspace_runs_code_server_behind_the_workspace_origin_and_keeps_its_home()
         &data,
         &["--workspace-template", layout.to_str().unwrap(), "--workspace-access-every", "1s"],
     );
-    let (mut child, url, output) =
-        spawn_vt_server_captured(dir.path(), &args.iter().map(String::as_str).collect::<Vec<_>>());
-    let text = String::from_utf8_lossy(&output.lock().unwrap()).into_owned();
-    let origin = text
-        .lines()
-        .find_map(|l| l.strip_prefix("workspaces on http://"))
-        .and_then(|l| l.split('/').next())
-        .unwrap_or_else(|| panic!("no workspace origin announced: {text}"))
-        .to_owned();
+    let (mut child, url, origin, _) = spawn_vt_server_with_origin(dir.path(), &args);
     let vt = |args: &[&str]| vt_at(dir.path(), &data, &url, args);
     let json = |args: &[&str]| -> serde_json::Value {
         let mut a = args.to_vec();

@@ -185,24 +185,29 @@ impl ControlPlane {
         String::from_utf8_lossy(&bytes).lines().map(str::to_owned).collect()
     }
 
-    /// Answer a committed change with the workspace as it is now.
-    async fn workspace_committed(
+    /// Commit `plan` (changes of `w`), answering `status` with the workspace as the plan's
+    /// events leave it. The answer is decided before the commit and stored with the
+    /// idempotency record, so a replay answers the same.
+    async fn commit_workspace(
         &self,
-        status: StatusCode,
-        plan: Plan<()>,
         ctx: &Ctx,
-        id: WorkspaceId,
+        status: StatusCode,
+        w: WorkspaceView,
+        plan: Plan<()>,
     ) -> ApiResult<Committed> {
-        let committed = self.commit(ctx, plan.respond(serde_json::Value::Null)).await?;
-        if committed.replayed {
-            return Ok(committed);
+        let mut after = w;
+        for e in &plan.events {
+            after.apply(e, ctx.now());
         }
-        let w = self
-            .view::<WorkspaceView>(&id.to_string())
-            .await?
-            .ok_or_else(|| ApiErr::not_found("workspace vanished"))?;
-        let body = serde_json::to_string(&self.workspace_out(w).await?).map_err(ApiErr::internal)?;
-        Ok(Committed { status, body, ..committed })
+        let mut plan = plan.respond(self.workspace_out(after).await?);
+        plan.status = status;
+        self.commit(ctx, plan).await
+    }
+
+    /// A response of `status` with `value` for a request that found nothing to change.
+    fn as_is<T: serde::Serialize>(status: StatusCode, value: &T) -> ApiResult<Committed> {
+        let body = serde_json::to_string(value).map_err(ApiErr::internal)?;
+        Ok(Committed { status, body, seq: 0, replayed: false })
     }
 
     /// The image a new workspace runs: `image` (of the org, in the built-in registry), or the
@@ -318,6 +323,21 @@ impl ControlPlane {
             Some(Event::ReleaseCreated(r)) => r.release_id,
             _ => return Err(ApiErr::internal("a release plan without its release")),
         };
+        let created = WorkspaceCreated {
+            org_id: org.id,
+            workspace_id: id,
+            name: name.clone(),
+            app_id,
+            env_id,
+            release_id,
+            volume_id,
+            node_id: node.id,
+            image_ref: image.image_ref,
+            image_digest: image.image_digest.to_string(),
+            cpus,
+            memory_mib,
+            disk_gib,
+        };
         let mut plan = Plan::new(StatusCode::CREATED, ())
             .event(Event::AppCreated(AppCreated {
                 org_id: org.id,
@@ -358,25 +378,11 @@ impl ControlPlane {
                 process: api::IDE_PROCESS.to_owned(),
                 instances: 1,
             }))
-            .event(Event::WorkspaceCreated(WorkspaceCreated {
-                org_id: org.id,
-                workspace_id: id,
-                name: name.clone(),
-                app_id,
-                env_id,
-                release_id,
-                volume_id,
-                node_id: node.id,
-                image_ref: image.image_ref,
-                image_digest: image.image_digest.to_string(),
-                cpus,
-                memory_mib,
-                disk_gib,
-            }))
+            .event(Event::WorkspaceCreated(created.clone()))
             .expect(exists(AggregateType::Org, org.id))
             .expect(exists(AggregateType::Node, node.id))
             .claim(Claim { scope: ClaimScope::Workspace, name, owner: id.to_string() });
-        self.workspace_committed(StatusCode::CREATED, plan, ctx, id).await
+        self.commit_workspace(ctx, StatusCode::CREATED, WorkspaceView::created(&created, now), plan).await
     }
 
     /// The ready node with the most memory free (then the lowest name).
@@ -427,12 +433,9 @@ impl ControlPlane {
             let plan = match self.plan_set(&w, desired, pins).await? {
                 Some(plan) => plan,
                 // Already so: nothing to record, the workspace as it is.
-                None => {
-                    let body = serde_json::to_string(&self.workspace_out(w).await?).map_err(ApiErr::internal)?;
-                    return Ok(Committed { status: StatusCode::OK, body, seq: 0, replayed: false });
-                }
+                None => return Self::as_is(StatusCode::OK, &self.workspace_out(w).await?),
             };
-            match self.workspace_committed(StatusCode::OK, plan, ctx, w.id).await {
+            match self.commit_workspace(ctx, StatusCode::OK, w, plan).await {
                 Err(e) if e.code == ErrorCode::Conflict && tries < RETRIES => continue,
                 other => return other,
             }
@@ -500,7 +503,7 @@ impl ControlPlane {
             return Err(ApiErr::conflict(format!("workspace `{}` is already being deleted", w.name)));
         }
         let plan = plan_desired(&w, WorkspaceDesired::Deleted, 0, pins);
-        self.workspace_committed(StatusCode::ACCEPTED, plan, ctx, w.id).await
+        self.commit_workspace(ctx, StatusCode::ACCEPTED, w, plan).await
     }
 
     pub async fn workspace_port_list(&self, ctx: &Ctx, r: &str) -> ApiResult<Vec<WorkspacePort>> {
@@ -553,24 +556,15 @@ impl ControlPlane {
             }
             // Already registered: nothing to record.
             (true, true) => {
-                let body = serde_json::to_string(&vt_api::List { items: self.workspace_out(w).await?.ports })
-                    .map_err(ApiErr::internal)?;
-                return Ok(Committed { status: StatusCode::OK, body, seq: 0, replayed: false });
+                return Self::as_is(StatusCode::OK, &vt_api::List { items: self.workspace_out(w).await?.ports })
             }
         };
         let status = if add { StatusCode::CREATED } else { StatusCode::OK };
-        let plan = Plan::new(status, ()).expect(pins.workspace).event(event);
-        let committed = self.commit(ctx, plan).await?;
-        if committed.replayed {
-            return Ok(committed);
-        }
-        let w = self
-            .view::<WorkspaceView>(&w.id.to_string())
-            .await?
-            .ok_or_else(|| ApiErr::not_found("workspace vanished"))?;
-        let body = serde_json::to_string(&vt_api::List { items: self.workspace_out(w).await?.ports })
-            .map_err(ApiErr::internal)?;
-        Ok(Committed { body, ..committed })
+        let mut after = w;
+        after.apply(&event, ctx.now());
+        let ports = vt_api::List { items: self.workspace_out(after).await?.ports };
+        let plan = Plan::new(status, ports).expect(pins.workspace).event(event);
+        self.commit(ctx, plan).await
     }
 
     /// Record the HTTP front's last access of workspaces (by name; names it no longer knows are

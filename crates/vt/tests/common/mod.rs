@@ -230,6 +230,24 @@ pub fn spawn_vt_server_captured(
     (ServerChild(child), url, output)
 }
 
+/// [`spawn_vt_server_captured`], and where the server says its workspace origin listens
+/// (`127.0.0.1:PORT`, from its `workspaces on http://...` line).
+#[allow(dead_code)]
+pub fn spawn_vt_server_with_origin(
+    dir: &Path,
+    args: &[String],
+) -> (ServerChild, String, String, std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
+    let (child, url, output) = spawn_vt_server_captured(dir, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let text = String::from_utf8_lossy(&output.lock().unwrap()).into_owned();
+    let origin = text
+        .lines()
+        .find_map(|l| l.split("workspaces on http://").nth(1))
+        .and_then(|l| l.split('/').next())
+        .unwrap_or_else(|| panic!("no workspace origin announced: {text}"))
+        .to_owned();
+    (child, url, origin, output)
+}
+
 /// The flags of a test `vt server` with everything on loopback: the API on a
 /// free port, `data`, fast SQLite, the ingress on 127.0.0.1 with TCP routes on
 /// `port` only, the in-process agent as node `node-1`.
