@@ -1,5 +1,5 @@
 //! The README's quick start, verbatim: its start command is `scripts/up.sh`, which ends in
-//! `exec target/release/vt server "$@"`; this test starts that same `vt server` on a fresh
+//! `exec target/release/vt server "${template[@]}" "$@"` (the workspace template, which the walkthrough does not use); this test starts that same `vt server` on a fresh
 //! data dir (`./.vt` of a scratch directory, free ports), then runs every command of the
 //! walkthrough block in order with bash, exactly as written, from a directory that looks
 //! like the repository (`examples/`, `target/release/vt`). Any non-zero exit fails the test,
@@ -42,7 +42,11 @@ fn readme_quick_start_parses() {
     assert_eq!(blocks.len(), 2, "a start block and a walkthrough block: {blocks:?}");
     assert_eq!(blocks[0], ["scripts/up.sh"], "the start command");
     let up = std::fs::read_to_string(repo_root().join("scripts/up.sh")).unwrap();
-    assert!(up.contains("exec target/release/vt server \"$@\""), "up.sh starts `vt server`, as this test does");
+    // up.sh adds the workspace template (`--workspace-template`), which the quick start does not use.
+    assert!(
+        up.contains("exec target/release/vt server \"${template[@]}\" \"$@\""),
+        "up.sh starts `vt server`, as this test does"
+    );
     let walk = &blocks[1];
     assert!(walk[0].starts_with("vt() { target/release/vt"), "{walk:?}");
     assert!(walk.iter().any(|l| l.starts_with("vt rollback")), "the walkthrough reaches `vt rollback`: {walk:?}");
