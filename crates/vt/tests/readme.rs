@@ -1,8 +1,9 @@
 //! The README's quick start, verbatim: its start command is `scripts/up.sh`, which ends in
-//! `exec target/release/vt server "${template[@]}" "$@"` (the workspace template, which the walkthrough does not use); this test starts that same `vt server` on a fresh
-//! data dir (`./.vt` of a scratch directory, free ports), then runs every command of the
-//! walkthrough block in order with bash, exactly as written, from a directory that looks
-//! like the repository (`examples/`, `target/release/vt`). Any non-zero exit fails the test,
+//! `exec target/release/vt server "${template[@]}" "$@"` (the workspace template, which the
+//! walkthrough does not use); this test starts that same `vt server` on a fresh data dir
+//! (`./.vt` of a scratch directory, free ports), then runs every command of the walkthrough
+//! block in order with bash, exactly as written, from a directory that looks like the
+//! repository (`examples/`, `target/release/vt`). Any non-zero exit fails the test,
 //! and so does the sample app no longer answering what the README says through the route.
 //! Last, the server is stopped with SIGTERM with the sample app's instances running, and the
 //! stop is timed against `--drain-timeout` + `--vm-stop-timeout`.
