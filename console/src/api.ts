@@ -35,7 +35,9 @@ async function errorOf(resp: Response): Promise<ApiError> {
 async function send(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<Response> {
   let resp: Response;
   try {
-    resp = await fetch(path, {
+    // Absolute, on this origin: a page opened as `http://user:pass@host/app/` cannot fetch
+    // relative URLs (they would carry the credentials); `location.origin` has none.
+    resp = await fetch(new URL(path, location.origin), {
       method,
       credentials: "same-origin",
       headers: body === undefined ? { Accept: "application/json" } : { Accept: "application/json", "Content-Type": "application/json" },
