@@ -77,7 +77,10 @@ fn two_origins_with_one_console_user() {
     assert_eq!(status(&get(&api, "/app/", &[basic(&admin)])), 401);
     let answer = get(&api, "/app/workspaces", &[basic(&password)]);
     assert_eq!(status(&answer), 200, "{answer}");
-    assert!(answer.contains("content-type: text/html; charset=utf-8") && answer.contains("<div id=\"root\">"), "{answer}");
+    assert!(
+        answer.contains("content-type: text/html; charset=utf-8") && answer.contains("<div id=\"root\">"),
+        "{answer}"
+    );
     assert!(answer.contains("content-security-policy: default-src 'self'"), "{answer}");
     let answer = get(&api, "/v1/orgs", &[]);
     assert!(answer.contains("www-authenticate: Basic realm=\"vt\""), "{answer}");
