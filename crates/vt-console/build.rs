@@ -57,10 +57,13 @@ fn main() {
     collect(&dist, &mut built);
     built.retain(|p| !p.ends_with(".vt-key"));
     built.sort();
-    let mut code = String::from("/// The console's built files: (path under `/app/`, contents).\npub static ASSETS: &[(&str, &[u8])] = &[\n");
+    let mut code = String::from(
+        "/// The console's built files: (path under `/app/`, contents).\npub static ASSETS: &[(&str, &[u8])] = &[\n",
+    );
     for f in &built {
         let rel = f.strip_prefix(&dist).expect("a built file").to_str().expect("a UTF-8 path").replace('\\', "/");
-        writeln!(code, "    ({rel:?}, include_bytes!({:?})),", f.to_str().expect("a UTF-8 path")).expect("write to a String");
+        writeln!(code, "    ({rel:?}, include_bytes!({:?})),", f.to_str().expect("a UTF-8 path"))
+            .expect("write to a String");
     }
     code.push_str("];\n");
     std::fs::write(out.join("assets.rs"), code).expect("write assets.rs");

@@ -86,11 +86,16 @@ async fn serve(req: Request) -> Response {
     let (name, bytes, immutable) = match find(rest) {
         Some((name, bytes)) => (name, bytes, name.starts_with("assets/")),
         None if rest.starts_with("assets/") => {
-            return page(StatusCode::NOT_FOUND, "No such file of the console (a newer build may have replaced it: reload).\n")
+            return page(
+                StatusCode::NOT_FOUND,
+                "No such file of the console (a newer build may have replaced it: reload).\n",
+            )
         }
         None => match find("index.html") {
             Some((name, bytes)) => (name, bytes, false),
-            None => return page(StatusCode::INTERNAL_SERVER_ERROR, "This vt was built without the console's index.html.\n"),
+            None => {
+                return page(StatusCode::INTERNAL_SERVER_ERROR, "This vt was built without the console's index.html.\n")
+            }
         },
     };
     let mut resp = Response::new(if req.method() == Method::HEAD { Body::empty() } else { Body::from(bytes) });
@@ -181,7 +186,11 @@ mod tests {
     }
 
     fn hashed_script() -> &'static str {
-        assets().iter().map(|(n, _)| *n).find(|n| n.starts_with("assets/") && n.ends_with(".js")).expect("a built script")
+        assets()
+            .iter()
+            .map(|(n, _)| *n)
+            .find(|n| n.starts_with("assets/") && n.ends_with(".js"))
+            .expect("a built script")
     }
 
     #[test]
@@ -197,7 +206,8 @@ mod tests {
 
     #[tokio::test]
     async fn without_the_console_password_a_browser_is_asked_for_it() {
-        for auth in [None, Some(basic("vt:wrong").as_str()), Some(basic("admin:right").as_str()), Some("Bearer right")] {
+        for auth in [None, Some(basic("vt:wrong").as_str()), Some(basic("admin:right").as_str()), Some("Bearer right")]
+        {
             let (status, headers, body) = get("/app/", auth).await;
             assert_eq!(status, StatusCode::UNAUTHORIZED, "{auth:?}");
             assert_eq!(headers[header::WWW_AUTHENTICATE], "Basic realm=\"vt\", charset=\"UTF-8\"");

@@ -509,11 +509,7 @@ impl Server {
 
 /// The API origin: the control plane's routes and the web console (`/app/`), counted, with
 /// failed logins limited (refused as the API's `rate_limited` error).
-fn api_origin(
-    router: axum::Router,
-    console: axum::Router,
-    metrics: &Arc<vt_front::OriginMetrics>,
-) -> axum::Router {
+fn api_origin(router: axum::Router, console: axum::Router, metrics: &Arc<vt_front::OriginMetrics>) -> axum::Router {
     let limiter = Arc::new(vt_front::LoginLimiter::new(vt_control_plane::http::too_many_logins));
     router
         .merge(console)
