@@ -630,6 +630,9 @@ fn checked(field: &str, v: u32, min: u32, max: u32) -> ApiResult<u32> {
     Ok(v)
 }
 
+/// One append of [`reconcile`]: the event, the name claim it releases, the aggregates it pins.
+pub(crate) type Append = (Event, Option<Claim>, Vec<(AggregateType, String)>);
+
 /// What the scheduler appends for workspaces in an activation (`scheduler.rs`): a workspace
 /// meant to run whose IDE failed in this run is stopped with the failure recorded; a deleted
 /// workspace whose VM has ended and whose disk no instance holds loses its disk and its name.
@@ -637,7 +640,7 @@ pub(crate) fn reconcile(
     workspaces: &[WorkspaceView],
     instances: &[InstanceView],
     volumes: &[vt_views::VolumeView],
-) -> Vec<(Event, Option<Claim>, Vec<(AggregateType, String)>)> {
+) -> Vec<Append> {
     let mut out = vec![];
     for w in workspaces {
         let mine: Vec<&InstanceView> = instances.iter().filter(|i| i.env_id == w.env_id).collect();
