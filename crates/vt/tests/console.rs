@@ -2,7 +2,8 @@
 //! chromedriver (WebDriver, `fantoccini`), against a real `vt server` with real microVMs:
 //! sign in as the console user, create a workspace from the default template and see it
 //! become running without a reload, open it in a new tab and see code-server's workbench on
-//! the workspace origin, add a port, stop it, delete it (through the confirmation); then a
+//! the workspace origin, add a port, be refused a workspace that fits nowhere and stop the
+//! one the refusal names with its button, delete it (through the confirmation); then a
 //! deployed busybox service: its env page with a deploy's phases and an instance's live log.
 //! Screenshots of each page go to a directory the test prints (under the target directory).
 
@@ -288,13 +289,27 @@ async fn drive(b: &Browser, url: &str, ws_origin: &str, password: &str) -> Resul
     assert_eq!(port_link.attr("target").await.map_err(|e| e.to_string())?.as_deref(), Some("_blank"));
     b.shot("05-workspace-port").await;
 
-    // Stop, then delete through the confirmation that says it is irreversible.
-    b.click("#ws-dev button.stop").await;
+    // A workspace that fits on no node: the capacity rejection names the running workspace
+    // accessed least recently, with a button that stops it (the row's Stop calls the same API).
+    assert!(b.c.find(Locator::Css("#ws-dev button.stop")).await.is_ok(), "a running workspace offers Stop");
+    b.wait("#ws-name", Duration::from_secs(5)).await.send_keys("big").await.map_err(|e| e.to_string())?;
+    let memory = b.wait("#ws-memory", Duration::from_secs(5)).await;
+    memory.clear().await.map_err(|e| e.to_string())?;
+    memory.send_keys("262144").await.map_err(|e| e.to_string())?;
+    b.click("#ws-create").await;
+    let error = b.wait_text("form.create .error", "capacity_exhausted", Duration::from_secs(20)).await;
+    assert!(error.contains("vt workspace stop dev"), "{error}");
+    assert_eq!(b.text("#stop-lru").await, "Stop dev");
+    b.shot("06-workspace-capacity").await;
+    b.click("#stop-lru").await;
     b.wait("#ws-dev[data-status=stopped]", Duration::from_secs(180)).await;
+    assert!(b.c.find(Locator::Css("#ws-big")).await.is_err(), "a rejected workspace is not listed");
+
+    // Delete, through the confirmation that says it is irreversible.
     b.click("#ws-dev button.delete").await;
     let dialog = b.wait_text("dialog.confirm", "irreversible", Duration::from_secs(5)).await;
     assert!(dialog.contains("Delete workspace dev?"), "{dialog}");
-    b.shot("06-workspace-delete-confirm").await;
+    b.shot("07-workspace-delete-confirm").await;
     b.click("#confirm-button").await;
     b.wait("#no-workspaces", Duration::from_secs(180)).await;
     assert_eq!(b.mark().await, mark, "the page was reloaded");
@@ -313,7 +328,7 @@ async fn drive(b: &Browser, url: &str, ws_origin: &str, password: &str) -> Resul
     }
     assert!(b.text("#describe").await.contains("none"), "desired and running match");
     b.wait_text("#instances", "running", Duration::from_secs(30)).await;
-    b.shot("07-env").await;
+    b.shot("08-env").await;
 
     // An instance's log, followed: a line, then a newer one, without reloading.
     b.click("#instances button.follow-log").await;
@@ -326,13 +341,13 @@ async fn drive(b: &Browser, url: &str, ws_origin: &str, password: &str) -> Resul
         assert!(began.elapsed() < Duration::from_secs(30), "no new log line after tick {seen}");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    b.shot("08-env-live-log").await;
+    b.shot("09-env-live-log").await;
 
     // The org's event stream.
     b.click(".crumbs a[href='/app/orgs/acme']").await;
     b.click("#org-events").await;
     b.wait_text("#events", "workspace.deleted", Duration::from_secs(20)).await;
-    b.shot("09-org-events").await;
+    b.shot("10-org-events").await;
     assert_eq!(b.mark().await, mark, "the page was reloaded");
 
     // Nothing of the workspace origin (or any other) was loaded into the console's origin.
