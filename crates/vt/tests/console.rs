@@ -111,6 +111,17 @@ impl Browser {
         self.wait(css, Duration::from_secs(10)).await.click().await.unwrap_or_else(|e| panic!("click {css}: {e}"));
     }
 
+    /// Replace what the input `css` holds with `text`, by keystrokes (as a person would: the
+    /// app sees each change, which WebDriver's clear does not make it see).
+    async fn retype(&self, css: &str, text: &str) {
+        use fantoccini::key::Key;
+        let input = self.wait(css, Duration::from_secs(5)).await;
+        input.send_keys(&(Key::Control + "a")).await.unwrap();
+        input.send_keys(&Key::Backspace.to_string()).await.unwrap();
+        input.send_keys(text).await.unwrap();
+        assert_eq!(input.prop("value").await.unwrap().as_deref(), Some(text), "{css}");
+    }
+
     async fn js(&self, script: &str) -> Value {
         self.c.execute(script, vec![]).await.unwrap_or_else(|e| panic!("{script}: {e}"))
     }
@@ -238,7 +249,6 @@ async fn drive(b: &Browser, url: &str, ws_origin: &str, password: &str) -> Resul
     b.click("#ws-create").await;
     let error = b.wait_text("form.create .error", "name_taken", Duration::from_secs(20)).await;
     assert!(error.contains("request id req_"), "{error}");
-    b.wait("#ws-name", Duration::from_secs(5)).await.clear().await.map_err(|e| e.to_string())?;
 
     // Open: a new tab on the workspace origin (a link, nothing loaded into this origin).
     let link = b.wait("#ws-dev a.open", Duration::from_secs(5)).await;
@@ -292,10 +302,8 @@ async fn drive(b: &Browser, url: &str, ws_origin: &str, password: &str) -> Resul
     // A workspace that fits on no node: the capacity rejection names the running workspace
     // accessed least recently, with a button that stops it (the row's Stop calls the same API).
     assert!(b.c.find(Locator::Css("#ws-dev button.stop")).await.is_ok(), "a running workspace offers Stop");
-    b.wait("#ws-name", Duration::from_secs(5)).await.send_keys("big").await.map_err(|e| e.to_string())?;
-    let memory = b.wait("#ws-memory", Duration::from_secs(5)).await;
-    memory.clear().await.map_err(|e| e.to_string())?;
-    memory.send_keys("262144").await.map_err(|e| e.to_string())?;
+    b.retype("#ws-name", "big").await;
+    b.retype("#ws-memory", "262144").await;
     b.click("#ws-create").await;
     let error = b.wait_text("form.create .error", "capacity_exhausted", Duration::from_secs(20)).await;
     assert!(error.contains("vt workspace stop dev"), "{error}");
