@@ -3,7 +3,6 @@ import {
   actions,
   checkPort,
   duration,
-  isOtherOrigin,
   keepLast,
   LineBuffer,
   localTime,
@@ -130,9 +129,5 @@ describe("lists", () => {
   it("keeps the newest items", () => {
     expect(keepLast([1, 2, 3], [4, 5], 3)).toEqual([3, 4, 5]);
     expect(keepLast([1], [2], 3)).toEqual([1, 2]);
-  });
-  it("tells the workspace origin apart", () => {
-    expect(isOtherOrigin("http://127.0.0.1:7412/workspace/dev/", "http://127.0.0.1:7411/app/")).toBe(true);
-    expect(isOtherOrigin("/app/orgs", "http://127.0.0.1:7411/app/")).toBe(false);
   });
 });

@@ -198,12 +198,3 @@ export function routePath(r: Route): string {
       return r.path;
   }
 }
-
-/** Whether a URL is on the workspace origin rather than this one: such links open in a new tab only. */
-export function isOtherOrigin(url: string, here: string): boolean {
-  try {
-    return new URL(url, here).origin !== new URL(here).origin;
-  } catch {
-    return true;
-  }
-}
