@@ -298,6 +298,21 @@ async fn drive(b: &Browser, url: &str, ws_origin: &str, password: &str) -> Resul
     let port_link = b.wait("#ports-dev a[href$='/workspace/dev/port/3000/']", Duration::from_secs(5)).await;
     assert_eq!(port_link.attr("target").await.map_err(|e| e.to_string())?.as_deref(), Some("_blank"));
     b.shot("05-workspace-port").await;
+    // By keyboard: Enter adds a second one; its Remove button takes it away again.
+    b.retype("#ports-dev .port-input", "3001").await;
+    b.wait("#ports-dev .port-input", Duration::from_secs(5))
+        .await
+        .send_keys(&fantoccini::key::Key::Enter.to_string())
+        .await
+        .map_err(|e| e.to_string())?;
+    b.wait_text("#ports-dev", "/workspace/dev/port/3001/", Duration::from_secs(20)).await;
+    b.click("#ports-dev button[aria-label='Remove port 3001']").await;
+    let began = Instant::now();
+    while b.text("#ports-dev").await.contains("/port/3001/") {
+        assert!(began.elapsed() < Duration::from_secs(20), "port 3001 was not removed");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(b.text("#ports-dev").await.contains("/workspace/dev/port/3000/"));
 
     // A workspace that fits on no node: the capacity rejection names the running workspace
     // accessed least recently, with a button that stops it (the row's Stop calls the same API).
@@ -313,7 +328,19 @@ async fn drive(b: &Browser, url: &str, ws_origin: &str, password: &str) -> Resul
     b.wait("#ws-dev[data-status=stopped]", Duration::from_secs(180)).await;
     assert!(b.c.find(Locator::Css("#ws-big")).await.is_err(), "a rejected workspace is not listed");
 
-    // Delete, through the confirmation that says it is irreversible.
+    // Delete, through the confirmation that says it is irreversible: Escape cancels it (the
+    // focus is on Cancel), the second time it is confirmed.
+    b.click("#ws-dev button.delete").await;
+    b.wait("dialog.confirm[open]", Duration::from_secs(5)).await;
+    let focused = b.c.active_element().await.map_err(|e| e.to_string())?;
+    assert_eq!(focused.text().await.map_err(|e| e.to_string())?, "Cancel");
+    focused.send_keys(&fantoccini::key::Key::Escape.to_string()).await.map_err(|e| e.to_string())?;
+    let began = Instant::now();
+    while b.c.find(Locator::Css("dialog.confirm")).await.is_ok() {
+        assert!(began.elapsed() < Duration::from_secs(5), "Escape did not close the dialog");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    b.wait("#ws-dev[data-status=stopped]", Duration::from_secs(1)).await;
     b.click("#ws-dev button.delete").await;
     let dialog = b.wait_text("dialog.confirm", "irreversible", Duration::from_secs(5)).await;
     assert!(dialog.contains("Delete workspace dev?"), "{dialog}");
