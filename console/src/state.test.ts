@@ -54,6 +54,9 @@ describe("workspaces", () => {
     expect(progress("starting")).toMatchObject({ step: 2, done: false });
     expect(progress("running")).toMatchObject({ step: 3, done: true, failed: false });
     expect(progress("failed")).toMatchObject({ done: true, failed: true });
+    expect(progress("running")).toMatchObject({ left: false });
+    expect(progress("stopping")).toMatchObject({ left: true });
+    expect(progress("deleting")).toMatchObject({ left: true });
   });
   it("offers the actions that fit the status", () => {
     expect(actions("running", "running")).toEqual({ start: false, stop: true, open: true });

@@ -12,12 +12,16 @@ export function isTransient(status: string): boolean {
 /** The steps a new workspace goes through, and how far `status` is along them. */
 export const CREATE_STEPS = ["creating", "starting", "running"] as const;
 
-export function progress(status: string): { step: number; of: number; done: boolean; failed: boolean } {
+/**
+ * `left`: the workspace has moved on from its creation (stopped, deleting, ...): the progress
+ * is no longer shown.
+ */
+export function progress(status: string): { step: number; of: number; done: boolean; failed: boolean; left: boolean } {
   const of = CREATE_STEPS.length;
-  if (status === "failed") return { step: 0, of, done: true, failed: true };
+  if (status === "failed") return { step: 0, of, done: true, failed: true, left: false };
   const i = CREATE_STEPS.indexOf(status as (typeof CREATE_STEPS)[number]);
-  if (i < 0) return { step: 0, of, done: false, failed: false };
-  return { step: i + 1, of, done: status === "running", failed: false };
+  if (i < 0) return { step: 0, of, done: false, failed: false, left: true };
+  return { step: i + 1, of, done: status === "running", failed: false, left: false };
 }
 
 /** Which actions a workspace in `status` (wanting `desired`) offers. */

@@ -1,7 +1,7 @@
 // Workspaces: the list (polled, faster while one changes state), create with live progress,
 // start, stop, delete (confirmed), open in a new tab on the workspace origin, ports.
 
-import { useState } from "preact/hooks";
+import { useEffect, useState } from "preact/hooks";
 import { ApiError, del, get, List, Org, paths, post, Workspace } from "./api";
 import { ErrorBox, External, Confirm, Status, Time, usePoll } from "./ui";
 import { actions, checkPort, isTransient, mib, MAX_PORTS, optionalInt, progress, workspaceToStop, CREATE_STEPS } from "./state";
@@ -12,19 +12,28 @@ export function WorkspacesPage() {
     (d) => (d && d.items.some((w) => isTransient(w.status)) ? 1000 : 3000),
     [],
   );
-  const [creating, setCreating] = useState<string | null>(null);
+  // The workspace this page created last, shown with its progress until it moves on (or is
+  // gone once it was listed; right after the create, the list may not have it yet).
+  const [creating, setCreating] = useState<{ name: string; seen: boolean } | null>(null);
   const items = list.data?.items ?? [];
+  const created = creating === null ? null : (items.find((w) => w.name === creating.name) ?? null);
+  useEffect(() => {
+    if (creating === null) return;
+    if (created && progress(created.status).left) setCreating(null);
+    else if (created && !creating.seen) setCreating({ name: creating.name, seen: true });
+    else if (!created && creating.seen) setCreating(null);
+  }, [creating, created?.status, created === null]);
   return (
     <section aria-labelledby="ws-title">
       <h1 id="ws-title">Workspaces</h1>
       <CreateForm
         onCreated={(name) => {
-          setCreating(name);
+          setCreating({ name, seen: false });
           list.refresh();
         }}
         onChanged={list.refresh}
       />
-      {creating && <CreateProgress workspace={items.find((w) => w.name === creating) ?? null} name={creating} />}
+      {creating && <CreateProgress workspace={created} name={creating.name} />}
       <ErrorBox error={list.error} />
       {list.data === null && !list.error && <p class="muted">Loading…</p>}
       {list.data && items.length === 0 && <p class="muted" id="no-workspaces">No workspaces yet: create one above.</p>}
