@@ -100,6 +100,18 @@ impl Browser {
         }
     }
 
+    /// Wait until nothing matches `css`.
+    async fn wait_gone(&self, css: &str, within: Duration) {
+        let began = Instant::now();
+        while self.c.find(Locator::Css(css)).await.is_ok() {
+            if began.elapsed() > within {
+                let _ = self.shot("failed").await;
+                panic!("`{css}` was still there after {within:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     async fn text(&self, css: &str) -> String {
         match self.c.find(Locator::Css(css)).await {
             Ok(e) => e.text().await.unwrap_or_default(),
@@ -179,9 +191,10 @@ async fn the_console_drives_workspaces_and_shows_a_service_in_chromium() {
     std::fs::create_dir_all(&shots).unwrap();
     println!("screenshots in {}", shots.display());
 
+    // Dropped after the driver (which takes its Chromium with it), so nothing writes to it then.
+    let profile = tempfile::tempdir().unwrap();
     let port = common::free_port();
     let _driver = Driver::start(&chromedriver, port);
-    let profile = tempfile::tempdir().unwrap();
     let caps = json!({
         "goog:chromeOptions": {
             "binary": chromium,
@@ -229,9 +242,11 @@ async fn drive(b: &Browser, url: &str, ws_origin: &str, password: &str) -> Resul
     let mark = b.mark().await;
     assert_eq!(b.text("#ws-org").await, "acme");
 
-    // Create `dev` (2 vCPUs, 2 GiB) and watch it become running, with no reload.
-    b.wait("#ws-name", Duration::from_secs(5)).await.send_keys("dev").await.map_err(|e| e.to_string())?;
-    b.wait("#ws-memory", Duration::from_secs(5)).await.send_keys("2048").await.map_err(|e| e.to_string())?;
+    // Create `dev` (2 vCPUs, 2 GiB of memory, a 2 GiB home: the disk budget counts it whole)
+    // and watch it become running, with no reload.
+    b.retype("#ws-name", "dev").await;
+    b.retype("#ws-memory", "2048").await;
+    b.retype("#ws-disk", "2").await;
     b.shot("01-workspaces-create-form").await;
     let created = Instant::now();
     b.click("#ws-create").await;
@@ -327,6 +342,8 @@ async fn drive(b: &Browser, url: &str, ws_origin: &str, password: &str) -> Resul
     b.click("#stop-lru").await;
     b.wait("#ws-dev[data-status=stopped]", Duration::from_secs(180)).await;
     assert!(b.c.find(Locator::Css("#ws-big")).await.is_err(), "a rejected workspace is not listed");
+    // The creation's progress is shown until the workspace moves on.
+    b.wait_gone("#create-progress", Duration::from_secs(5)).await;
 
     // Delete, through the confirmation that says it is irreversible: Escape cancels it (the
     // focus is on Cancel), the second time it is confirmed.
@@ -335,11 +352,7 @@ async fn drive(b: &Browser, url: &str, ws_origin: &str, password: &str) -> Resul
     let focused = b.c.active_element().await.map_err(|e| e.to_string())?;
     assert_eq!(focused.text().await.map_err(|e| e.to_string())?, "Cancel");
     focused.send_keys(&fantoccini::key::Key::Escape.to_string()).await.map_err(|e| e.to_string())?;
-    let began = Instant::now();
-    while b.c.find(Locator::Css("dialog.confirm")).await.is_ok() {
-        assert!(began.elapsed() < Duration::from_secs(5), "Escape did not close the dialog");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    b.wait_gone("dialog.confirm", Duration::from_secs(5)).await;
     b.wait("#ws-dev[data-status=stopped]", Duration::from_secs(1)).await;
     b.click("#ws-dev button.delete").await;
     let dialog = b.wait_text("dialog.confirm", "irreversible", Duration::from_secs(5)).await;
