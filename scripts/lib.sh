@@ -14,6 +14,13 @@ ensure_packages() {
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 }
 
+# The web console (crates/vt-console) is built with npm during `cargo build`: Debian's nodejs
+# and npm when no npm is on PATH (a Node.js from elsewhere, NodeSource's say, brings its own
+# npm, which Debian's npm package would conflict with).
+ensure_npm() {
+    command -v npm >/dev/null 2>&1 || ensure_packages nodejs npm
+}
+
 # Put rustup's cargo on PATH when it is installed but not on PATH.
 cargo_on_path() {
     command -v cargo >/dev/null 2>&1 || export PATH="$HOME/.cargo/bin:$PATH"

@@ -14,7 +14,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 . scripts/lib.sh
-ensure_packages build-essential pkg-config e2fsprogs busybox-static skopeo postgresql iproute2 nftables curl jq procps python3 bsdutils restic
+ensure_packages build-essential pkg-config e2fsprogs busybox-static skopeo postgresql iproute2 nftables curl jq procps python3 bsdutils restic \
+    chromium chromium-driver    # the console's browser test (docs/console.md)
+ensure_npm                      # the web console is built into the binary
 cargo_on_path
 
 # rustfmt and clippy come with rustup's default profile; add them where a minimal one was installed.
@@ -32,6 +34,9 @@ scripts/guest-kernel.sh
 eval "$(scripts/test-postgres.sh start)"
 trap 'scripts/test-postgres.sh stop' EXIT
 echo "PostgreSQL for tests: $VT_TEST_DATABASE_URL" >&2
+
+# The console's unit tests (its client-side logic; docs/console.md).
+(cd console && npm ci --no-audit --no-fund --loglevel=error && npm test)
 
 # Two tests at a time in each test binary: the machine has 2 cores and many tests start servers.
 cargo test --workspace --locked "$@" -- --test-threads=2

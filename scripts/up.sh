@@ -13,6 +13,7 @@ cd "$(dirname "$0")/.."
 
 # Build tools (gcc for the bundled SQLite) and e2fsprogs (mkfs.ext4 for root disks).
 ensure_packages build-essential pkg-config e2fsprogs ca-certificates curl iproute2 nftables busybox-static jq procps restic
+ensure_npm    # the web console is built into the binary (docs/console.md)
 
 # Rust: Debian's packaged cargo is too old for this workspace; use rustup's stable.
 cargo_on_path

@@ -1,7 +1,7 @@
-//! The console user on the workspace origin: basic auth with user `vt` and the console
-//! token's secret as the password (`tokens::console_password`), checked against the store;
-//! a revoked console token stops letting anyone in (password or session cookie) within
-//! `vt_front::auth::VERIFIED_FOR`.
+//! The console user on the workspace origin and at the web console (`/app/` on the API
+//! origin): basic auth with user `vt` and the console token's secret as the password
+//! (`tokens::console_password`), checked against the store; a revoked console token stops
+//! letting anyone in (password or session cookie) within `vt_front::auth::VERIFIED_FOR`.
 
 use std::sync::Arc;
 

@@ -234,6 +234,8 @@ pub struct Server {
     pub notices: Vec<Notice>,
     /// The workspace origin, when it is served.
     pub front: Option<Arc<vt_front::Front>>,
+    /// Who may load the web console at `/app/` (the console user).
+    console: Arc<vt_front::auth::Gate>,
     /// Held while the server runs: one server per data directory.
     _lock: DataDirLock,
     listener: tokio::net::TcpListener,
@@ -343,11 +345,16 @@ impl Server {
             if new_console { "to" } else { "in" },
             data.console_password().display()
         )));
+        let console_login = || console::ConsoleLogin { store: cp.store.clone(), token: console_token };
+        // The web console at /app/ on the API origin, behind the same console user.
+        let console = Arc::new(
+            vt_front::auth::Gate::new(Box::new(console_login()))
+                .map_err(|e| ServerError::Config(format!("cannot make the console's session key: {e}")))?,
+        );
         let mut front_tasks = vec![];
         let front = match &workspace_listener {
             Some(_) => {
-                let login = console::ConsoleLogin { store: cp.store.clone(), token: console_token };
-                let front = vt_front::Front::new(Box::new(login), vt_front::UpstreamLimits::default())
+                let front = vt_front::Front::new(Box::new(console_login()), vt_front::UpstreamLimits::default())
                     .map_err(|e| ServerError::Config(format!("cannot make the workspace origin's session key: {e}")))?;
                 front_tasks = front::start(&cp, &front, config.workspace_access_every);
                 Some(front)
@@ -389,6 +396,7 @@ impl Server {
             admin_token_written,
             notices,
             front,
+            console,
             _lock: lock,
             listener,
             tls,
@@ -427,7 +435,11 @@ impl Server {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<Stopped, ServerError> {
-        let app = api_origin(vt_control_plane::http::router(self.control_plane.clone()), &self.api_metrics);
+        let app = api_origin(
+            vt_control_plane::http::router(self.control_plane.clone()),
+            vt_console::router(self.console.clone()),
+            &self.api_metrics,
+        );
         let began = Arc::new(std::sync::OnceLock::new());
         let (stopping, stop) = tokio::sync::watch::channel(false);
         let begin = {
@@ -496,11 +508,12 @@ impl Server {
     }
 }
 
-/// The API origin: the control plane's routes, counted, with failed logins limited
-/// (refused as the API's `rate_limited` error).
-fn api_origin(router: axum::Router, metrics: &Arc<vt_front::OriginMetrics>) -> axum::Router {
+/// The API origin: the control plane's routes and the web console (`/app/`), counted, with
+/// failed logins limited (refused as the API's `rate_limited` error).
+fn api_origin(router: axum::Router, console: axum::Router, metrics: &Arc<vt_front::OriginMetrics>) -> axum::Router {
     let limiter = Arc::new(vt_front::LoginLimiter::new(vt_control_plane::http::too_many_logins));
     router
+        .merge(console)
         .layer(axum::middleware::from_fn_with_state(limiter, vt_front::auth::limit_logins))
         .layer(axum::middleware::from_fn_with_state(metrics.clone(), vt_front::metrics::count))
 }

@@ -62,6 +62,23 @@ fn two_origins_with_one_console_user() {
     assert_eq!(status(&answer), 401);
     assert!(answer.contains("the console user is `vt`"), "{answer}");
 
+    // The web console on the API origin (docs/console.md): the console user only, asked for by
+    // a basic challenge of the realm the API's 401s also name; bearer tokens keep working on /v1.
+    let answer = get(&api, "/app/", &[]);
+    assert_eq!(status(&answer), 401, "{answer}");
+    assert!(answer.contains("www-authenticate: Basic realm=\"vt\""), "{answer}");
+    assert_eq!(status(&get(&api, "/app/", &[format!("Authorization: Bearer {admin}")])), 401);
+    assert_eq!(status(&get(&api, "/app/", &[basic(&admin)])), 401);
+    let answer = get(&api, "/app/workspaces", &[basic(&password)]);
+    assert_eq!(status(&answer), 200, "{answer}");
+    assert!(
+        answer.contains("content-type: text/html; charset=utf-8") && answer.contains("<div id=\"root\">"),
+        "{answer}"
+    );
+    assert!(answer.contains("content-security-policy: default-src 'self'"), "{answer}");
+    let answer = get(&api, "/v1/orgs", &[]);
+    assert!(answer.contains("www-authenticate: Basic realm=\"vt\""), "{answer}");
+
     // The workspace origin: the console user only; no bearer token, not the admin token as a password.
     let answer = get(&ws, "/workspace/dev/", &[]);
     assert_eq!(status(&answer), 401);

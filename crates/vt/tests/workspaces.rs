@@ -14,30 +14,6 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use common::{spawn_vt_server_with_origin, vt_at, Run};
 
-/// The template's layout: a cache hit of the script, or its build (as root; minutes).
-fn template() -> Option<PathBuf> {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/workspace-template.sh");
-    let out = std::process::Command::new("bash")
-        .arg(&script)
-        .env("VT", env!("CARGO_BIN_EXE_vt"))
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .unwrap();
-    let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    if out.status.success() && !path.is_empty() {
-        return Some(PathBuf::from(path));
-    }
-    let why = format!(
-        "the workspace template could not be built ({}): run scripts/workspace-template.sh as root",
-        out.status
-    );
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{why}");
-    }
-    eprintln!("skipping: {why}");
-    None
-}
-
 /// One request to the workspace origin at `addr`: the status and the whole answer.
 fn request(addr: &str, method: &str, path: &str, headers: &[String]) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
@@ -77,7 +53,7 @@ fn a_workspace_runs_code_server_behind_the_workspace_origin_and_keeps_its_home()
     if vt_runtime::testing::guest_or_skip("the workspace test", &[]).is_none() {
         return;
     }
-    let Some(layout) = template() else { return };
+    let Some(layout) = common::workspace_template() else { return };
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let args = common::plain_server_args(

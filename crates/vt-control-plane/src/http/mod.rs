@@ -176,7 +176,11 @@ impl IntoResponse for ApiErr {
         };
         let mut resp = (self.status, Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
-            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"vt\""));
+            // Both schemes the API takes. A browser answers the basic challenge with the console
+            // user's credentials it already holds for this realm (the web console's, at /app/).
+            let h = resp.headers_mut();
+            h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"vt\""));
+            h.append(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"vt\", charset=\"UTF-8\""));
         }
         resp
     }

@@ -341,3 +341,28 @@ pub fn capture(mut from: impl std::io::Read + Send + 'static) -> std::sync::Arc<
     });
     output
 }
+
+/// The template's layout: a cache hit of the script, or its build (as root; minutes).
+#[allow(dead_code)]
+pub fn workspace_template() -> Option<PathBuf> {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/workspace-template.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .env("VT", env!("CARGO_BIN_EXE_vt"))
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .unwrap();
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if out.status.success() && !path.is_empty() {
+        return Some(PathBuf::from(path));
+    }
+    let why = format!(
+        "the workspace template could not be built ({}): run scripts/workspace-template.sh as root",
+        out.status
+    );
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{why}");
+    }
+    eprintln!("skipping: {why}");
+    None
+}
