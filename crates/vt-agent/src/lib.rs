@@ -482,6 +482,7 @@ impl Agent {
             labels: self.cfg.labels.clone(),
             address: None,
             wireguard_public_key: self.cfg.wireguard_public_key.clone(),
+            wireguard_port: None,
         };
         let node = self.client.node_register(&req, &self.key("register")).await?;
         let id = node.value.id.to_string();
