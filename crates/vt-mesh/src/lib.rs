@@ -26,7 +26,7 @@ pub mod testing;
 mod wg;
 
 pub use plan::{plan, Changes, Current, CurrentPeer, PeerChange};
-pub use wg::{Backend, WgTools, BORINGTUN_ENV, BORINGTUN_VERSION};
+pub use wg::{check_name, Backend, WgTools, BORINGTUN_ENV, BORINGTUN_VERSION};
 
 /// The MTU of every mesh interface: 1500 less WireGuard's overhead over IPv6 (80 bytes).
 pub const MTU: u16 = 1420;

@@ -98,6 +98,24 @@ impl WgTools {
         Ok(WgTools { netns: None, wg, ip, boringtun, log: None, device: Mutex::default() })
     }
 
+    /// Which device a new interface gets here: the kernel's when `ip link add type wireguard`
+    /// works (a probe interface is made and deleted), else boringtun, which must then be
+    /// installed ([`MeshError::Missing`] says how).
+    pub fn check(&self) -> Result<Backend, MeshError> {
+        let probe = format!("vtwgprobe{}", std::process::id() % 100_000);
+        match self.ip(&["link", "add", "dev", &probe, "type", "wireguard"]) {
+            Ok(_) => {
+                self.ip(&["link", "del", "dev", &probe])?;
+                Ok(Backend::Kernel)
+            }
+            Err(MeshError::Failed { detail, .. }) => match &self.boringtun {
+                Some(_) => Ok(Backend::Boringtun),
+                None => Err(no_boringtun(&detail)),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
     /// Run everything in the named network namespace (`ip netns exec NAME`).
     pub fn in_netns(mut self, name: &str) -> WgTools {
         self.netns = Some(name.to_owned());
@@ -218,16 +236,7 @@ impl WgTools {
             Err(MeshError::Failed { detail, .. }) => detail,
             Err(e) => return Err(e),
         };
-        let Some(bin) = self.boringtun.clone() else {
-            return Err(MeshError::Missing {
-                tool: "boringtun-cli",
-                install: format!(
-                    "the kernel has no WireGuard (`ip link add type wireguard`: {kernel}); install the userspace \
-                     device: `cargo install boringtun-cli --locked --version {BORINGTUN_VERSION}` (on PATH, or \
-                     set {BORINGTUN_ENV} to it)"
-                ),
-            });
-        };
+        let Some(bin) = self.boringtun.clone() else { return Err(no_boringtun(&kernel)) };
         let mut c = self.command(&bin);
         // In the foreground it is our child and we supervise it. It keeps root: its way of
         // dropping privileges asks `getlogin()`, which a service does not have.
@@ -431,6 +440,17 @@ fn stop(child: &mut Child) {
     let _ = child.wait();
 }
 
+fn no_boringtun(kernel: &str) -> MeshError {
+    MeshError::Missing {
+        tool: "boringtun-cli",
+        install: format!(
+            "the kernel has no WireGuard (`ip link add type wireguard`: {kernel}); install the userspace device: \
+             `cargo install boringtun-cli --locked --version {BORINGTUN_VERSION}` (on PATH, or set {BORINGTUN_ENV} \
+             to it)"
+        ),
+    }
+}
+
 /// The last lines of a log, for an error.
 fn tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -443,7 +463,8 @@ fn tail(path: &Path) -> String {
     }
 }
 
-fn check_name(name: &str) -> Result<(), MeshError> {
+/// A Linux interface name vt accepts: 1 to 15 of letters, digits, `-`, `_`, `.`.
+pub fn check_name(name: &str) -> Result<(), MeshError> {
     let ok = !name.is_empty()
         && name.len() <= 15
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))

@@ -124,7 +124,7 @@ fn two_nodes_reach_each_others_instances_through_the_tunnel() {
     let held = a.wg.current(&a.iface.name).unwrap().unwrap();
     assert_eq!(held.peers.len(), 1);
     let p = &held.peers[0];
-    assert!(p.latest_handshake > 0 && p.rx_bytes > 0 && p.tx_bytes > 0, "traffic went through the tunnel: {p:?}");
+    assert!(p.rx_bytes > 0 && p.tx_bytes > 0, "no traffic through the tunnel: {p:?}");
     assert_eq!(held.routes, [a_subnet(&b)].into());
 
     // The same list again changes nothing, and keeps the session.
