@@ -23,7 +23,7 @@ struct Node {
 }
 
 fn tools_or_skip() -> Option<()> {
-    let why = match WgTools::probe() {
+    let why = match WgTools::probe().and_then(|wg| wg.check()) {
         Err(e) => e.to_string(),
         Ok(_) if std::process::Command::new("ip").args(["link", "help"]).output().is_err() => "no `ip`".into(),
         Ok(_) => return Some(()),

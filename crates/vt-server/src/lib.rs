@@ -676,7 +676,9 @@ async fn start_agent(
             }
             let status = agent.clone();
             cp.tasks.register("agent", move || {
-                let s = status.status();
+                let mut s = status.status();
+                // A mesh that cannot be configured is the agent's failure too.
+                s.last_error = s.last_error.or_else(|| status.mesh_error().map(|e| format!("mesh: {e}")));
                 BackgroundTask {
                     name: "agent".into(),
                     description: AGENT.into(),
@@ -689,6 +691,8 @@ async fn start_agent(
             let task = tokio::spawn(agent.clone().run());
             Ok(Some((agent, task)))
         }
+        // Asked to mesh and cannot: the operator hears it now, not from a log.
+        Err(e) if server.mesh.is_some() => Err(ServerError::Config(format!("the node agent cannot start: {e}"))),
         Err(e) => {
             let why = format!("the node agent is not running ({e}); instances placed on this host will not start");
             notices.push(Notice::Warning(why.clone()));
