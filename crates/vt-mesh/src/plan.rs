@@ -32,6 +32,10 @@ pub struct Current {
     pub peers: Vec<CurrentPeer>,
     /// The routes over the interface that the mesh made (protocol `static`).
     pub routes: BTreeSet<IpNet>,
+    /// The endpoint each peer was last given by this process. WireGuard replaces a peer's
+    /// endpoint with where its packets come from (roaming, NAT): the list's endpoint is set
+    /// again only when the list changes it, not whenever the peer has roamed.
+    pub configured: BTreeMap<String, SocketAddr>,
 }
 
 impl Current {
@@ -78,7 +82,7 @@ impl Current {
                 tx_bytes: number(f[6], "sent bytes")?,
             });
         }
-        Ok(Current { private_key, listen_port, peers, routes: BTreeSet::new() })
+        Ok(Current { private_key, listen_port, peers, routes: BTreeSet::new(), configured: BTreeMap::new() })
     }
 
     /// The destinations of `ip -j route show dev IFACE proto static` (either family).
@@ -167,7 +171,11 @@ pub fn plan(current: &Current, desired: &[Peer]) -> Changes {
             Some(h) => {
                 let mut ips = p.allowed_ips.clone();
                 ips.sort();
-                if h.endpoint != Some(p.endpoint) || h.allowed_ips != ips || h.keepalive_secs != Some(KEEPALIVE_SECS) {
+                let moved = match current.configured.get(*key) {
+                    Some(set) => *set != p.endpoint,
+                    None => h.endpoint != Some(p.endpoint),
+                };
+                if moved || h.allowed_ips != ips || h.keepalive_secs != Some(KEEPALIVE_SECS) {
                     changes.peers.push(PeerChange::Update((*p).clone()));
                 }
             }
@@ -258,6 +266,23 @@ mod tests {
         // An empty list removes everything.
         let all = plan(&c, &[]);
         assert_eq!((all.peers.len(), all.routes_removed.len(), all.routes_added.len()), (2, 2, 0));
+    }
+
+    #[test]
+    fn a_peer_that_roamed_is_left_where_it_is() {
+        let mut c = Current::parse_dump(&dump()).unwrap();
+        c.peers.pop();
+        c.routes = ["fd00:1:2:2::/64".parse().unwrap()].into();
+        // We gave B 10.0.0.2:51820; its packets now come from 203.0.113.9:40000 (NAT).
+        c.peers[0].endpoint = Some("203.0.113.9:40000".parse().unwrap());
+        c.configured.insert(B.into(), "10.0.0.2:51820".parse().unwrap());
+        assert!(plan(&c, &[peer(B, "10.0.0.2:51820", &["fd00:1:2:2::/64"])]).is_empty());
+        // The list moves it: set again.
+        let moved = peer(B, "10.0.0.3:51820", &["fd00:1:2:2::/64"]);
+        assert_eq!(plan(&c, std::slice::from_ref(&moved)).peers, vec![PeerChange::Update(moved)]);
+        // A process that did not set it (adopted device) compares with what the interface holds.
+        c.configured.clear();
+        assert_eq!(plan(&c, &[peer(B, "10.0.0.2:51820", &["fd00:1:2:2::/64"])]).peers.len(), 1);
     }
 
     #[test]

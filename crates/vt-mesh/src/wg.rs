@@ -49,6 +49,8 @@ struct Device {
     child: Option<Child>,
     /// The private key this value gave the device: boringtun does not show it back.
     key_set: Option<String>,
+    /// The endpoint this value gave each peer (`Current::configured`).
+    endpoints: std::collections::BTreeMap<String, std::net::SocketAddr>,
 }
 
 /// `ip -j -d link show dev NAME`, the parts we read.
@@ -228,6 +230,7 @@ impl WgTools {
     /// Make the interface: the kernel's if it has WireGuard, else a boringtun child.
     fn create(&self, dev: &mut Device, name: &str) -> Result<(), MeshError> {
         dev.key_set = None;
+        dev.endpoints.clear();
         let kernel = match self.ip(&["link", "add", "dev", name, "type", "wireguard"]) {
             Ok(_) => {
                 dev.backend = Some(Backend::Kernel);
@@ -362,6 +365,8 @@ impl Wireguard for WgTools {
         let name = iface.name.as_str();
         let mut current = self.dump(name)?;
         current.routes = self.routes(name)?;
+        let mut dev = self.lock();
+        current.configured = dev.endpoints.clone();
         let changes = plan(&current, peers);
         for r in &changes.routes_removed {
             let dst = r.to_string();
@@ -371,6 +376,7 @@ impl Wireguard for WgTools {
             match c {
                 PeerChange::Remove(key) => {
                     self.wg(&["set", name, "peer", key, "remove"])?;
+                    dev.endpoints.remove(key);
                 }
                 PeerChange::Add(p) | PeerChange::Update(p) => {
                     let endpoint = p.endpoint.to_string();
@@ -388,6 +394,7 @@ impl Wireguard for WgTools {
                         "allowed-ips",
                         &ips,
                     ])?;
+                    dev.endpoints.insert(p.public_key.clone(), p.endpoint);
                 }
             }
         }
