@@ -227,6 +227,54 @@ impl WgTools {
         Ok(all)
     }
 
+    /// Start a handshake with each of these (new) peers now rather than at the first keepalive:
+    /// one empty datagram into the tunnel to the peer's overlay address (`<its /64>::1`, the
+    /// discard port). WireGuard initiates a handshake for a peer it has data for and no session
+    /// with, and a peer still holding a session with this device's previous run (a boringtun
+    /// that died) takes the new one. Failures are ignored: the keepalive does it within 25 s.
+    fn nudge(&self, peers: &[&Peer]) {
+        let targets: Vec<std::net::SocketAddr> = peers
+            .iter()
+            .filter_map(|p| {
+                p.allowed_ips.iter().find_map(|n| match n {
+                    IpNet::V6(n) => {
+                        let mut seg = n.network().segments();
+                        seg[7] = 1;
+                        Some(std::net::SocketAddr::new(std::net::Ipv6Addr::from(seg).into(), 9))
+                    }
+                    IpNet::V4(_) => None,
+                })
+            })
+            .collect();
+        if targets.is_empty() {
+            return;
+        }
+        let netns = self.netns.clone();
+        let send = move || -> std::io::Result<()> {
+            if let Some(ns) = &netns {
+                let file = std::fs::File::open(Path::new("/run/netns").join(ns))?;
+                rustix::thread::move_into_link_name_space(
+                    std::os::fd::AsFd::as_fd(&file),
+                    Some(rustix::thread::LinkNameSpaceType::Network),
+                )?;
+            }
+            let socket = std::net::UdpSocket::bind("[::]:0")?;
+            for t in &targets {
+                let _ = socket.send_to(&[], t);
+            }
+            Ok(())
+        };
+        // Entering a namespace moves the calling thread only: a thread of its own, which ends.
+        let sent = if self.netns.is_some() {
+            std::thread::spawn(send).join().unwrap_or_else(|_| Err(std::io::Error::other("the thread panicked")))
+        } else {
+            send()
+        };
+        if let Err(e) = sent {
+            tracing::debug!(error = %e, "no early handshake; the keepalive will start it");
+        }
+    }
+
     /// Make the interface: the kernel's if it has WireGuard, else a boringtun child.
     fn create(&self, dev: &mut Device, name: &str) -> Result<(), MeshError> {
         dev.key_set = None;
@@ -398,10 +446,14 @@ impl Wireguard for WgTools {
                 }
             }
         }
+        drop(dev);
         for r in &changes.routes_added {
             let dst = r.to_string();
             self.ip(&["route", "replace", &dst, "dev", name, "proto", "static"])?;
         }
+        let added: Vec<&Peer> =
+            changes.peers.iter().filter_map(|c| if let PeerChange::Add(p) = c { Some(p) } else { None }).collect();
+        self.nudge(&added);
         Ok(changes)
     }
 
