@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run every test of the workspace, against real dependencies:
 # PostgreSQL (a throwaway cluster on 127.0.0.1), e2fsprogs, busybox-static, skopeo,
+# WireGuard (wireguard-tools, boringtun-cli: scripts/mesh-tools.sh) in network namespaces,
 # and real microVMs: QEMU with Debian's cloud kernel and our initramfs (scripts/guest-kernel.sh).
 #
 #   scripts/test.sh [extra `cargo test` args...]
@@ -30,6 +31,11 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 # The guest kernel, vmlinux and the initramfs with a freshly built vt-init.
 scripts/guest-kernel.sh
+
+# The mesh's tests (crates/vt-mesh, crates/vt-agent/tests/mesh.rs): wg, ping, and boringtun-cli
+# (this machine's kernel has no WireGuard), built once per version (about 1 minute) and cached.
+PATH="$(scripts/mesh-tools.sh):$PATH"
+export PATH
 
 eval "$(scripts/test-postgres.sh start)"
 trap 'scripts/test-postgres.sh stop' EXIT

@@ -46,6 +46,7 @@ use vt_runtime::{Control, ExitStatus, InstanceSpec, Launch, Runtime, RuntimeKind
 
 pub mod health;
 pub mod logs;
+pub mod mesh;
 pub mod network;
 pub mod state;
 pub mod volumes;
@@ -114,6 +115,9 @@ pub struct AgentConfig {
     pub labels: std::collections::BTreeMap<String, String>,
     /// The node's WireGuard public key (base64), registered with the node.
     pub wireguard_public_key: Option<String>,
+    /// The node's mesh: its interface is configured with the peers the control plane sends,
+    /// and it registers where the other nodes reach it. `None`: no mesh (a single host).
+    pub mesh: Option<mesh::MeshConfig>,
 }
 
 impl AgentConfig {
@@ -147,6 +151,7 @@ impl AgentConfig {
             backup: None,
             labels: Default::default(),
             wireguard_public_key: None,
+            mesh: None,
         }
     }
 }
@@ -277,6 +282,8 @@ pub struct Agent {
     shutdown: watch::Sender<Shutdown>,
     /// VMs [`Agent::stop_vms`] had to kill at its timeout.
     killed_at_stop: AtomicU64,
+    /// The node's WireGuard mesh, when it has one (`AgentConfig::mesh`).
+    mesh: Option<Arc<mesh::NodeMesh>>,
 }
 
 /// What the agent's loop did last: its published status.
@@ -329,6 +336,20 @@ impl Agent {
         network: Option<Arc<network::Network>>,
         cgroups: Option<CgroupRoot>,
     ) -> Result<Arc<Self>, AgentError> {
+        // The mesh's tools are checked now: a node meant to mesh that cannot does not start.
+        let mesh = match &cfg.mesh {
+            None => None,
+            Some(m) => {
+                vt_mesh::check_name(&m.interface).map_err(|e| AgentError::Other(e.to_string()))?;
+                let mut wg = vt_mesh::WgTools::probe()
+                    .and_then(|wg| wg.check().map(|_| wg))
+                    .map_err(|e| AgentError::Other(format!("the node cannot join the mesh: {e}")))?;
+                if let Some(log) = &m.log {
+                    wg = wg.log_to(log.clone());
+                }
+                Some(mesh::NodeMesh::new(Arc::new(wg), m))
+            }
+        };
         Ok(Arc::new(Agent {
             cfg,
             client,
@@ -347,6 +368,7 @@ impl Agent {
             shutting_down: AtomicBool::new(false),
             shutdown: watch::Sender::new(Shutdown::Running),
             killed_at_stop: AtomicU64::new(0),
+            mesh,
         }))
     }
 
@@ -480,13 +502,17 @@ impl Agent {
             capacity: node_capacity(self.cfg.reserve_memory_mib),
             allocatable: None,
             labels: self.cfg.labels.clone(),
-            address: None,
+            address: self.cfg.mesh.as_ref().map(|m| m.address.to_string()),
             wireguard_public_key: self.cfg.wireguard_public_key.clone(),
+            wireguard_port: self.cfg.mesh.as_ref().map(|m| m.listen_port),
         };
         let node = self.client.node_register(&req, &self.key("register")).await?;
         let id = node.value.id.to_string();
         let _ = self.node.set(id.clone());
         *self.subnet.lock().unwrap_or_else(|p| p.into_inner()) = node.value.subnet.clone();
+        if let Some(mesh) = &self.mesh {
+            mesh.set_subnet(node.value.subnet.as_deref());
+        }
         if let Some(net) = &self.network {
             net.set_node(node.value.subnet.as_deref(), node.value.ipv4_range.as_deref()).map_err(AgentError::Other)?;
         }
@@ -539,8 +565,9 @@ impl Agent {
                 }
             }
         });
-        // Heartbeats end with this future, however it ends.
+        // Heartbeats end with this future, however it ends; so do the mesh's passes.
         let _heartbeats = AbortOnDrop(heartbeats);
+        let _mesh = self.mesh.clone().map(|m| AbortOnDrop(tokio::spawn(m.run(mesh::CHECK_INTERVAL))));
         // Follow the node's instances by cursor: each answer carries the views' position,
         // the next request waits for them to move past it (or `resync_interval`).
         let mut cursor: Option<u64> = None;
@@ -553,6 +580,9 @@ impl Agent {
             match answer {
                 Ok(list) => {
                     cursor = Some(list.seq);
+                    if let Some(mesh) = &self.mesh {
+                        mesh.follow(&list.mesh);
+                    }
                     let result = self.reconcile(list, tasks).await;
                     self.record_activation(result.as_ref().err().map(|e| e.to_string()));
                     match result {
@@ -603,6 +633,19 @@ impl Agent {
             net.forget_all();
             net.shutdown().await;
         }
+        // No instance runs here any more: the node leaves the mesh until it starts again.
+        if let Some(mesh) = self.mesh.clone() {
+            match tokio::task::spawn_blocking(move || mesh.remove()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot remove the mesh interface"),
+                Err(e) => tracing::warn!(error = %e, "removing the mesh interface ended abnormally"),
+            }
+        }
+    }
+
+    /// The mesh's last error, when the node has a mesh and its last pass failed.
+    pub fn mesh_error(&self) -> Option<String> {
+        self.mesh.as_ref().and_then(|m| m.last_error())
     }
 
     /// One activation: compare what the control plane wants on this node (`list`) with

@@ -145,6 +145,25 @@ pub struct NodeInstances {
     /// node's and other nodes'), by id: the node's resolver answers `.internal` names
     /// with them and its firewall lets each org's instances reach only their own org's.
     pub peers: Vec<Peer>,
+    /// The node's WireGuard peers: every other node that is not revoked and registered a key,
+    /// an address and a port, by name (docs/nodes.md, "The mesh").
+    #[serde(default)]
+    pub mesh: Vec<MeshPeer>,
+}
+
+/// Another node as a node's WireGuard interface sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MeshPeer {
+    pub node_id: vt_ids::NodeId,
+    pub name: String,
+    /// Its WireGuard public key (base64).
+    pub public_key: String,
+    /// Where its interface listens: `address:port` (`[address]:port` for IPv6).
+    pub endpoint: String,
+    /// What is routed to it through the tunnel: its instances' /64, which holds its own
+    /// overlay address (`<subnet>::1`).
+    pub allowed_ips: Vec<String>,
 }
 
 /// The cluster's settings for guest networks (docs/network.md).
@@ -244,6 +263,11 @@ pub struct RegisterNode {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(min_length = 44, max_length = 44, pattern = "^[A-Za-z0-9+/]{43}=$")]
     pub wireguard_public_key: Option<String>,
+    /// The UDP port its WireGuard interface listens on, at `address`: with a key and an
+    /// address, the node is a peer of every other node's mesh (docs/nodes.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 65535)]
+    pub wireguard_port: Option<u16>,
 }
 
 /// A single-use token that enrolls one new node (`vt node enroll-token create`).

@@ -196,6 +196,8 @@ pub struct Node {
     pub ipv4_range: Option<String>,
     /// Its WireGuard public key (base64), when it registered one.
     pub wireguard_public_key: Option<String>,
+    /// The UDP port of its WireGuard interface (at `address`), when it registered one.
+    pub wireguard_port: Option<u16>,
     pub registered_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub last_heartbeat_at: Option<DateTime<Utc>>,

@@ -786,6 +786,21 @@ pub struct ServerArgs {
     /// The name this server's node agent registers its node under [default: the host name]
     #[arg(long, value_name = "NAME")]
     pub node_name: Option<Hostname>,
+    /// Mesh this single host's node with other nodes over WireGuard (a joined node always does, unless --no-mesh; docs/nodes.md)
+    #[arg(long, conflicts_with = "no_mesh")]
+    pub mesh: bool,
+    /// A joined node without the WireGuard mesh (its instances reach other nodes' only where the network already routes them)
+    #[arg(long)]
+    pub no_mesh: bool,
+    /// The UDP port of the node's WireGuard interface
+    #[arg(long, value_name = "PORT", default_value_t = 51820, value_parser = clap::value_parser!(u16).range(1..))]
+    pub wireguard_port: u16,
+    /// The address other nodes reach this one at [default: the address this host uses toward the control plane]
+    #[arg(long, value_name = "ADDRESS")]
+    pub node_address: Option<std::net::IpAddr>,
+    /// The name of the node's WireGuard interface
+    #[arg(long, value_name = "NAME", default_value = "vtmesh")]
+    pub mesh_interface: String,
     /// How long a client may take to send a request's headers; idle keep-alive connections close after it
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration_secs)]
     pub header_read_timeout: u64,

@@ -216,6 +216,7 @@ pub(crate) fn node(v: NodeView, last_heartbeat_at: Option<DateTime<Utc>>) -> Nod
         subnet: v.subnet,
         ipv4_range: v.ipv4_range,
         wireguard_public_key: v.wireguard_public_key,
+        wireguard_port: v.wireguard_port,
         registered_at: v.registered_at,
         updated_at: v.updated_at,
         last_heartbeat_at,

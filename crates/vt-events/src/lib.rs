@@ -195,6 +195,8 @@ pub enum Event {
     WorkspaceAccessed(WorkspaceAccessed),
     #[serde(rename = "workspace.deleted")]
     WorkspaceDeleted(WorkspaceDeleted),
+    #[serde(rename = "node.endpoint_changed")]
+    NodeEndpointChanged(NodeEndpointChanged),
 }
 
 /// Why stored bytes could not be decoded into an [`Event`].
@@ -253,6 +255,7 @@ impl Event {
         ("workspace.port_removed", 1),
         ("workspace.accessed", 1),
         ("workspace.deleted", 1),
+        ("node.endpoint_changed", 1),
     ];
 
     pub fn event_type(&self) -> &'static str {
@@ -275,6 +278,7 @@ impl Event {
             Event::RouteDeleted(_) => "route.deleted",
             Event::NodeSubnetAssigned(_) => "node.subnet_assigned",
             Event::NodeIpv4RangeAssigned(_) => "node.ipv4_range_assigned",
+            Event::NodeEndpointChanged(_) => "node.endpoint_changed",
             Event::DeployPhaseReached(_) => "deploy.phase_reached",
             Event::EnvReleaseReverted(_) => "env.release_reverted",
             Event::TokenRevoked(_) => "token.revoked",
@@ -330,6 +334,7 @@ impl Event {
             Event::NodeStatusChanged(e) => (A::Node, e.node_id.to_string()),
             Event::NodeSubnetAssigned(e) => (A::Node, e.node_id.to_string()),
             Event::NodeIpv4RangeAssigned(e) => (A::Node, e.node_id.to_string()),
+            Event::NodeEndpointChanged(e) => (A::Node, e.node_id.to_string()),
             Event::TokenCreated(e) => (A::Token, e.token_id.to_string()),
             Event::RouteCreated(e) => (A::Route, e.route_id.to_string()),
             Event::RouteDeleted(e) => (A::Route, e.route_id.to_string()),
@@ -408,7 +413,8 @@ impl Event {
             | Event::NodeCapacityChanged(_)
             | Event::NodeStatusChanged(_)
             | Event::NodeSubnetAssigned(_)
-            | Event::NodeIpv4RangeAssigned(_) => None,
+            | Event::NodeIpv4RangeAssigned(_)
+            | Event::NodeEndpointChanged(_) => None,
         }
     }
 

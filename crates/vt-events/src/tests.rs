@@ -13,6 +13,7 @@ fn samples() -> Vec<Event> {
     let volume_id = VolumeId::parse("vol_01jd8x6k3v9q4m2t7r5w0y1zcm").unwrap();
     let snapshot_id = SnapshotId::parse("snap_01jd8x6k3v9q4m2t7r5w0y1zcn").unwrap();
     let backup_id = BackupId::parse("bak_01jd8x6k3v9q4m2t7r5w0y1zcp").unwrap();
+    let workspace_id = WorkspaceId::parse("ws_01jd8x6k3v9q4m2t7r5w0y1zcq").unwrap();
     let cap = Capacity { cpu_millis: 2000, memory_mib: 4096 };
     vec![
         Event::OrgCreated(OrgCreated { org_id, name: "acme".into() }),
@@ -94,6 +95,7 @@ fn samples() -> Vec<Event> {
             allocatable: cap,
             labels: Default::default(),
             address: None,
+            wireguard_port: None,
         }),
         Event::NodeCapacityChanged(NodeCapacityChanged { node_id, capacity: cap, allocatable: cap }),
         Event::NodeStatusChanged(NodeStatusChanged { node_id, status: NodeStatus::Unreachable, reason: None }),
@@ -235,6 +237,45 @@ fn samples() -> Vec<Event> {
             bytes_processed: None,
             took_ms: Some(1200),
             reason: Some("the backup repository /srv/backups refused the password in /etc/vt/restic-password: wrong password (or no key)".into()),
+        }),
+        Event::WorkspaceCreated(WorkspaceCreated {
+            org_id,
+            workspace_id,
+            name: "alice-dev".into(),
+            app_id,
+            env_id,
+            release_id,
+            volume_id,
+            node_id,
+            image_ref: format!("registry.local/acme/ide@sha256:{}", "c".repeat(64)),
+            image_digest: format!("sha256:{}", "c".repeat(64)),
+            cpus: 2,
+            memory_mib: 2048,
+            disk_gib: 10,
+        }),
+        Event::WorkspaceDesiredStateChanged(WorkspaceDesiredStateChanged {
+            org_id,
+            workspace_id,
+            desired: WorkspaceDesired::Stopped,
+        }),
+        Event::WorkspaceFailed(WorkspaceFailed {
+            org_id,
+            workspace_id,
+            instance_id,
+            reason: "the IDE exited with status 1".into(),
+        }),
+        Event::WorkspacePortAdded(WorkspacePortAdded { org_id, workspace_id, port: 3000 }),
+        Event::WorkspacePortRemoved(WorkspacePortRemoved { org_id, workspace_id, port: 3000 }),
+        Event::WorkspaceAccessed(WorkspaceAccessed {
+            org_id,
+            workspace_id,
+            at: DateTime::parse_from_rfc3339("2024-11-26T10:00:00Z").unwrap().with_timezone(&Utc),
+        }),
+        Event::WorkspaceDeleted(WorkspaceDeleted { org_id, workspace_id }),
+        Event::NodeEndpointChanged(NodeEndpointChanged {
+            node_id,
+            address: Some("192.0.2.7".into()),
+            wireguard_port: Some(51820),
         }),
     ]
 }

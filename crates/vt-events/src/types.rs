@@ -409,6 +409,18 @@ pub struct NodeRegistered {
     /// The node's WireGuard public key (base64), when it has one (an enrolled node made it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wireguard_public_key: Option<String>,
+    /// The UDP port of its WireGuard interface, at `address`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wireguard_port: Option<u16>,
+}
+
+/// A node registered again from another address or WireGuard port: where its peers reach it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeEndpointChanged {
+    pub node_id: NodeId,
+    pub address: Option<String>,
+    pub wireguard_port: Option<u16>,
 }
 
 /// The control plane gave a node its IPv6 /64 (out of the cluster's ULA /48):

@@ -93,6 +93,11 @@ impl DataDir {
         self.root.join("wireguard.key")
     }
 
+    /// The mesh's userspace WireGuard device's output (boringtun, where the kernel has none).
+    pub fn mesh_log(&self) -> PathBuf {
+        self.root.join("mesh.log")
+    }
+
     /// A joined node's enrollment: its id, name, labels and control plane (no secret).
     pub fn enrollment(&self) -> PathBuf {
         self.root.join("enrollment.json")

@@ -8,6 +8,7 @@
 //! (`<data-dir>/enrollment.json`: node id, name, labels, control plane). Later starts find them
 //! and never need the enrollment token again. The agent registers with the key's public half.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -110,6 +111,15 @@ impl NodeServer {
         agent_config.backup = config.backup.clone();
         agent_config.labels = enrollment.labels.clone();
         agent_config.wireguard_public_key = Some(key.public());
+        if let Some(mesh) = &config.mesh {
+            let mesh = mesh.agent_config(&data, &join.url)?;
+            notices.push(Notice::Info(format!(
+                "mesh: interface `{}`, reached at {}",
+                mesh.interface,
+                SocketAddr::new(mesh.address, mesh.listen_port)
+            )));
+            agent_config.mesh = Some(mesh);
+        }
         let agent = vt_agent::Agent::new(agent_config)
             .map_err(|e| ServerError::Config(format!("the node agent cannot start: {e}")))?;
         if let Some(why) = agent.network_refusal() {

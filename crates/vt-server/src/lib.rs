@@ -101,6 +101,68 @@ pub struct ServerConfig {
     /// How long the node agent's VMs may take to stop (through their guests) in a shutdown,
     /// after the drain; the ones left are killed.
     pub vm_stop_timeout: Duration,
+    /// This node's WireGuard mesh (docs/nodes.md, "The mesh"); `None`: none.
+    pub mesh: Option<MeshSettings>,
+}
+
+/// How a node meshes with the others.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeshSettings {
+    /// The UDP port its interface listens on (`--wireguard-port`).
+    pub port: u16,
+    /// Where the other nodes reach it (`--node-address`); `None`: the address this host uses
+    /// toward the control plane (a joined node) or along its default route.
+    pub address: Option<IpAddr>,
+    /// The interface's name (`--mesh-interface`).
+    pub interface: String,
+}
+
+impl Default for MeshSettings {
+    fn default() -> Self {
+        MeshSettings { port: vt_mesh::DEFAULT_PORT, address: None, interface: vt_agent::mesh::INTERFACE.into() }
+    }
+}
+
+impl MeshSettings {
+    /// The agent's mesh: the key in the data directory, the address given or found.
+    pub(crate) fn agent_config(&self, data: &DataDir, toward: &str) -> Result<vt_agent::mesh::MeshConfig, ServerError> {
+        let address = match self.address {
+            Some(a) => a,
+            None => local_address_toward(toward).ok_or_else(|| {
+                ServerError::Config(format!(
+                    "cannot tell which address the other nodes reach this one at (none routes toward {toward}): \
+                     pass --node-address"
+                ))
+            })?,
+        };
+        Ok(vt_agent::mesh::MeshConfig {
+            interface: self.interface.clone(),
+            private_key: data.wireguard_key(),
+            listen_port: self.port,
+            address,
+            log: Some(data.mesh_log()),
+        })
+    }
+}
+
+/// The source address this host would use toward `url`'s host (a UDP socket connected
+/// there: no packet is sent). Loopback and unspecified answers are no answer.
+fn local_address_toward(url: &str) -> Option<IpAddr> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let target = if authority.parse::<SocketAddr>().is_ok() {
+        authority.to_owned()
+    } else if authority.starts_with('[') || !authority.contains(':') {
+        format!("{authority}:443")
+    } else {
+        authority.to_owned()
+    };
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(&target).ok()?.next()?;
+    let bind: SocketAddr = if addr.is_ipv6() { "[::]:0".parse().ok()? } else { "0.0.0.0:0".parse().ok()? };
+    let socket = std::net::UdpSocket::bind(bind).ok()?;
+    socket.connect(addr).ok()?;
+    let local = socket.local_addr().ok()?.ip();
+    (!local.is_loopback() && !local.is_unspecified()).then_some(local)
 }
 
 /// A certificate chain and its key, PEM files.
@@ -148,6 +210,7 @@ impl ServerConfig {
             registry_quota: None,
             drain_timeout: serve::DEFAULT_DRAIN,
             vm_stop_timeout: DEFAULT_VM_STOP_TIMEOUT,
+            mesh: None,
         }
     }
 
@@ -610,6 +673,13 @@ async fn start_agent(
     config.network = server.node_network.clone();
     config.disk_budget = Some(budget);
     config.backup = server.backup.clone();
+    if let Some(mesh) = &server.mesh {
+        // A single host that meshes (`--mesh`): its key is made like a joined node's.
+        let key = join::WireguardKey::load_or_create(&data.wireguard_key())?;
+        config.wireguard_public_key = Some(key.public());
+        // No control plane elsewhere to look toward: the default route's address.
+        config.mesh = Some(mesh.agent_config(data, "192.0.2.1:9")?);
+    }
     match vt_agent::Agent::new(config) {
         Ok(agent) => {
             notices
@@ -619,7 +689,9 @@ async fn start_agent(
             }
             let status = agent.clone();
             cp.tasks.register("agent", move || {
-                let s = status.status();
+                let mut s = status.status();
+                // A mesh that cannot be configured is the agent's failure too.
+                s.last_error = s.last_error.or_else(|| status.mesh_error().map(|e| format!("mesh: {e}")));
                 BackgroundTask {
                     name: "agent".into(),
                     description: AGENT.into(),
@@ -632,6 +704,8 @@ async fn start_agent(
             let task = tokio::spawn(agent.clone().run());
             Ok(Some((agent, task)))
         }
+        // Asked to mesh and cannot: the operator hears it now, not from a log.
+        Err(e) if server.mesh.is_some() => Err(ServerError::Config(format!("the node agent cannot start: {e}"))),
         Err(e) => {
             let why = format!("the node agent is not running ({e}); instances placed on this host will not start");
             notices.push(Notice::Warning(why.clone()));

@@ -32,6 +32,7 @@ fn node_registered(name: &str) -> (NodeId, NewEvent) {
     let cap = Capacity { cpu_millis: 2000, memory_mib: 2048 };
     let e = Event::NodeRegistered(NodeRegistered {
         wireguard_public_key: None,
+        wireguard_port: None,
         node_id,
         name: name.into(),
         capacity: cap,

@@ -480,6 +480,9 @@ pub struct NodeView {
     /// Its WireGuard public key (base64), when it registered one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wireguard_public_key: Option<String>,
+    /// The UDP port of its WireGuard interface, at `address`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wireguard_port: Option<u16>,
     pub registered_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -1332,6 +1335,7 @@ impl Projection for Nodes {
             Event::NodeStatusChanged(e) => vec![e.node_id.to_string()],
             Event::NodeSubnetAssigned(e) => vec![e.node_id.to_string()],
             Event::NodeIpv4RangeAssigned(e) => vec![e.node_id.to_string()],
+            Event::NodeEndpointChanged(e) => vec![e.node_id.to_string()],
             _ => vec![],
         }
     }
@@ -1355,6 +1359,7 @@ impl Projection for Nodes {
                 subnet: None,
                 ipv4_range: None,
                 wireguard_public_key: e.wireguard_public_key.clone(),
+                wireguard_port: e.wireguard_port,
                 registered_at: env.occurred_at,
                 updated_at: env.occurred_at,
             }
@@ -1382,6 +1387,13 @@ impl Projection for Nodes {
             Event::NodeIpv4RangeAssigned(e) => {
                 let mut v: NodeView = current(cur, "IPv4 range assignment", id)?;
                 v.ipv4_range = Some(e.range.clone());
+                v.updated_at = env.occurred_at;
+                v.into_row(env.seq)
+            }
+            Event::NodeEndpointChanged(e) => {
+                let mut v: NodeView = current(cur, "endpoint change", id)?;
+                v.address = e.address.clone();
+                v.wireguard_port = e.wireguard_port;
                 v.updated_at = env.occurred_at;
                 v.into_row(env.seq)
             }

@@ -45,6 +45,9 @@ fn join(dir: &Path, data: &Path, url: &str, name: &str, token: Option<&str>) -> 
         data.to_str().unwrap(),
         "--nft-table",
         &format!("vt{}", name.replace('-', "")),
+        // Both nodes are this host: no WireGuard interface on it (crates/vt-mesh and
+        // crates/vt-agent/tests/mesh.rs test the mesh in network namespaces).
+        "--no-mesh",
     ];
     let mut cmd = vt_isolated(dir, &args);
     if let Some(t) = token {

@@ -87,6 +87,7 @@ fn render(n: &Node) -> String {
         ("allocatable", format!("{} cpu, {} MiB", cpu(n.allocatable.cpu_millis), n.allocatable.memory_mib)),
         ("labels", if labels.is_empty() { "-".into() } else { labels.join(",") }),
         ("wireguard key", opt(&n.wireguard_public_key)),
+        ("wireguard port", opt(&n.wireguard_port.map(|p| p.to_string()))),
         ("registered", time(&n.registered_at)),
         ("heartbeat", opt(&n.last_heartbeat_at.as_ref().map(time))),
     ])

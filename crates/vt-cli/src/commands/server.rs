@@ -97,6 +97,13 @@ pub async fn run(p: &Printer, args: ServerArgs) -> CliResult {
     config.ingress = (has(ServerRole::Edge) && !args.no_ingress).then(|| args.ingress_listen.clone());
     config.agent =
         (has(ServerRole::Agent) && !args.no_agent).then(|| args.node_name.clone().unwrap_or_else(vt_server::host_name));
+    // A joined node meshes unless told not to; a single host only when asked.
+    let mesh = if args.join.is_some() { !args.no_mesh } else { args.mesh };
+    config.mesh = mesh.then(|| vt_server::MeshSettings {
+        port: args.wireguard_port,
+        address: args.node_address,
+        interface: args.mesh_interface.clone(),
+    });
     if has(ServerRole::ControlPlane) && args.join.is_some() {
         return Err(CliError::usage(
             "--join is for a node that runs only the agent and joins a remote control plane",

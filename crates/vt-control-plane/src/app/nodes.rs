@@ -9,10 +9,10 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use vt_api::{GuestNetwork, Heartbeat, Node, NodeInstances, Peer, RegisterNode};
+use vt_api::{GuestNetwork, Heartbeat, MeshPeer, Node, NodeInstances, Peer, RegisterNode};
 use vt_events::{
-    AggregateType, Capacity, Event, NodeCapacityChanged, NodeIpv4RangeAssigned, NodeRegistered, NodeStatus,
-    NodeStatusChanged, NodeSubnetAssigned,
+    AggregateType, Capacity, Event, NodeCapacityChanged, NodeEndpointChanged, NodeIpv4RangeAssigned, NodeRegistered,
+    NodeStatus, NodeStatusChanged, NodeSubnetAssigned,
 };
 use vt_ids::{NodeId, OrgId, ReleaseId};
 use vt_store::{Claim, ClaimScope};
@@ -112,6 +112,17 @@ impl ControlPlane {
                 existing.allocatable = allocatable;
                 existing.updated_at = now;
             }
+            // Where its mesh peers reach it: the latest registration's.
+            if existing.address != req.address || existing.wireguard_port != req.wireguard_port {
+                plan = plan.event(Event::NodeEndpointChanged(NodeEndpointChanged {
+                    node_id: existing.id,
+                    address: req.address.clone(),
+                    wireguard_port: req.wireguard_port,
+                }));
+                existing.address = req.address.clone();
+                existing.wireguard_port = req.wireguard_port;
+                existing.updated_at = now;
+            }
             // Nodes registered before subnets existed get theirs now.
             if existing.subnet.is_none() {
                 let subnet = next_subnet(&nodes)?;
@@ -152,6 +163,7 @@ impl ControlPlane {
             subnet: Some(subnet.clone()),
             ipv4_range: Some(ipv4_range.clone()),
             wireguard_public_key: req.wireguard_public_key.clone(),
+            wireguard_port: req.wireguard_port,
             registered_at: now,
             updated_at: now,
         };
@@ -164,6 +176,7 @@ impl ControlPlane {
                 allocatable,
                 labels: req.labels,
                 address: req.address,
+                wireguard_port: req.wireguard_port,
             }))
             .event(Event::NodeSubnetAssigned(NodeSubnetAssigned { node_id: id, subnet: subnet.clone() }))
             .event(Event::NodeIpv4RangeAssigned(NodeIpv4RangeAssigned { node_id: id, range: ipv4_range.clone() }))
@@ -262,6 +275,7 @@ impl ControlPlane {
         let peers = self.peers_of(&items, &instances).await?;
         let volumes = self.volumes_on(&node).await?;
         let snapshots = self.snapshots_pending_on(&node).await?;
+        let nodes: Vec<NodeView> = self.views(Self::kind_query(ViewKind::Node)).await?;
         Ok(NodeInstances {
             items: all(items),
             releases: all(releases),
@@ -270,6 +284,7 @@ impl ControlPlane {
             seq,
             network: GuestNetwork { mtu: self.network.mtu },
             peers,
+            mesh: mesh_peers(node.id, &nodes),
         })
     }
 
@@ -358,6 +373,34 @@ impl ControlPlane {
         releases.sort_by_key(|r| r.id);
         Ok(releases)
     }
+}
+
+/// The WireGuard peers of node `me`: every other node that is not revoked and has a key, an
+/// endpoint (address and port) and a subnet, by name then id. A peer's allowed IPs are its
+/// instances' /64 alone: its overlay address, `<subnet>::1` (the gateway address it already
+/// has on its taps), is in it. A revoked node is in no list, so no node accepts its packets.
+pub(crate) fn mesh_peers(me: NodeId, nodes: &[NodeView]) -> Vec<MeshPeer> {
+    let mut peers: Vec<(&NodeView, MeshPeer)> = nodes
+        .iter()
+        .filter(|n| n.id != me && n.status != NodeStatus::Revoked)
+        .filter_map(|n| {
+            let ip: std::net::IpAddr = n.address.as_deref()?.parse().ok()?;
+            let endpoint = std::net::SocketAddr::new(ip, n.wireguard_port?);
+            let subnet: ipnet::Ipv6Net = n.subnet.as_deref()?.parse().ok()?;
+            Some((
+                n,
+                MeshPeer {
+                    node_id: n.id,
+                    name: n.name.clone(),
+                    public_key: n.wireguard_public_key.clone()?,
+                    endpoint: endpoint.to_string(),
+                    allowed_ips: vec![subnet.trunc().to_string()],
+                },
+            ))
+        })
+        .collect();
+    peers.sort_by(|(a, _), (b, _)| (&a.name, a.id).cmp(&(&b.name, b.id)));
+    peers.into_iter().map(|(_, p)| p).collect()
 }
 
 fn is_ipv6(a: &str) -> bool {

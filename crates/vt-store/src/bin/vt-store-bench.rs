@@ -45,6 +45,7 @@ async fn seed_nodes(store: &Arc<dyn Store>) -> Vec<NodeId> {
         let cap = Capacity { cpu_millis: 4000, memory_mib: 8192 };
         let e = Event::NodeRegistered(NodeRegistered {
             wireguard_public_key: None,
+            wireguard_port: None,
             node_id,
             name: format!("n{i}"),
             capacity: cap,
