@@ -311,7 +311,12 @@ impl Agent {
         if let Err(why) = &taps {
             tracing::warn!(%why, "instances on this node get no network");
         }
-        let cgroups = CgroupRoot::detect().map_err(|e| tracing::warn!(error = %e, "VMs run without a CPU weight")).ok();
+        let cgroups = if runtime.places_vmms_in_cgroups() {
+            tracing::info!("the runtime places each VMM in its own cgroup (the jailer's), with its CPU weight");
+            None
+        } else {
+            CgroupRoot::detect().map_err(|e| tracing::warn!(error = %e, "VMs run without a CPU weight")).ok()
+        };
         let network = taps.is_ok().then(|| Arc::new(network::Network::new(cfg.network.clone())));
         Self::assemble(cfg, client, states, runtime, taps, network, cgroups)
     }
@@ -1426,6 +1431,7 @@ impl Agent {
         let mut spec = InstanceSpec::new(&inst.id.to_string(), disk.path, rec.work_dir.clone(), launch);
         spec.memory_mib = inst.resources.memory_mib.max(64);
         spec.vcpus = inst.resources.cpu_millis.div_ceil(1000).max(1);
+        spec.cpu_millis = inst.resources.cpu_millis;
         if let Some(budget) = &self.cfg.disk_budget {
             budget
                 .check(&format!("the scratch disk of instance {}", inst.id), self.cfg.scratch_size)

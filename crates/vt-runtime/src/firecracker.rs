@@ -275,6 +275,10 @@ impl Runtime for FirecrackerRuntime {
         "firecracker"
     }
 
+    fn places_vmms_in_cgroups(&self) -> bool {
+        self.cfg.jailer.as_ref().is_some_and(|j| j.cgroup_parent.is_some())
+    }
+
     fn start(&self, mut spec: InstanceSpec) -> BoxFuture<'_, Result<Vm, RuntimeError>> {
         Box::pin(async move {
             session::check_spec(&mut spec)?;
@@ -605,15 +609,10 @@ impl Driver {
     }
 
     /// What the jailer writes in the instance's cgroup v2 (with `cgroup_parent`): the guest's
-    /// memory plus the VMM's overhead as `memory.max`.
+    /// memory plus the VMM's overhead as `memory.max`, and the CPU request as `cpu.weight` (the
+    /// weight the agent gives its own VMM cgroups, `crate::cgroup::cpu_weight`).
     fn cgroups(&self) -> Vec<String> {
-        match &self.cfg.jailer {
-            Some(jc) if jc.cgroup_parent.is_some() => {
-                let mib = u64::from(self.spec.memory_mib) + u64::from(jc.memory_overhead_mib);
-                vec![format!("memory.max={}", mib << 20)]
-            }
-            _ => vec![],
-        }
+        self.cfg.jailer.as_ref().map_or(vec![], |jc| jail_cgroups(jc, self.spec.memory_mib, self.spec.cpu_millis))
     }
 
     /// What Firecracker is told, with paths as it names them.
@@ -747,4 +746,15 @@ impl Vmm for Fc {
             Err(e) => format!("waiting for firecracker: {e}"),
         }
     }
+}
+
+/// The cgroup v2 settings the jailer writes for an instance of `memory_mib` and `cpu_millis`
+/// (none without a cgroup parent): `memory.max` (the guest's memory plus the VMM's overhead)
+/// and `cpu.weight` (the weight the agent gives its own VMM cgroups).
+fn jail_cgroups(jc: &JailerConfig, memory_mib: u32, cpu_millis: u32) -> Vec<String> {
+    if jc.cgroup_parent.is_none() {
+        return vec![];
+    }
+    let mib = u64::from(memory_mib) + u64::from(jc.memory_overhead_mib);
+    vec![format!("memory.max={}", mib << 20), format!("cpu.weight={}", crate::cgroup::cpu_weight(cpu_millis))]
 }

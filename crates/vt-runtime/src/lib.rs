@@ -62,6 +62,8 @@ pub struct InstanceSpec {
     /// Memory cap (hard), MiB.
     pub memory_mib: u32,
     pub vcpus: u32,
+    /// The CPU request in thousandths of a vCPU: a soft share (the cgroup's weight), never a cap.
+    pub cpu_millis: u32,
     /// What guest init runs (argv, env with the `VT_*` variables, cwd, user, hostname).
     /// Its `network` is filled in from [`InstanceSpec::network`].
     pub launch: Launch,
@@ -82,6 +84,7 @@ impl InstanceSpec {
             scratch_size: 256 << 20,
             memory_mib: 256,
             vcpus: 1,
+            cpu_millis: 1000,
             launch,
             network: None,
             volumes: Vec::new(),
@@ -276,6 +279,13 @@ pub trait Runtime: Send + Sync {
     /// `Allocated`); preparation and boot proceed in the background and are reported as
     /// [`VmEvent::State`] events.
     fn start(&self, spec: InstanceSpec) -> BoxFuture<'_, Result<Vm, RuntimeError>>;
+
+    /// Whether this backend puts each VMM in a cgroup of its own making (the jailer with a
+    /// cgroup parent): the node agent then leaves the VMM where it is instead of moving it into
+    /// its CPU-weight cgroup.
+    fn places_vmms_in_cgroups(&self) -> bool {
+        false
+    }
 
     /// Whether [`Runtime::attach`] works: the VMs this backend starts keep their guest
     /// channel open for the next process (QEMU reconnects its chardev).

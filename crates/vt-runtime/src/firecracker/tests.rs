@@ -207,6 +207,23 @@ fn jailer_argv_and_jail_paths() {
     assert_eq!(l.console(), Path::new("/w/console.log"));
 }
 
+/// With a cgroup parent the jailer sets the memory cap and the CPU weight, and the agent
+/// leaves the VMM in the jailer's cgroup; without one, neither.
+#[test]
+fn the_jailer_owns_the_cgroup_when_it_has_a_parent() {
+    let mut jc = jailer_cfg(Path::new("/srv/jailer"));
+    assert_eq!(super::jail_cgroups(&jc, 256, 1500), ["memory.max=402653184", "cpu.weight=150"]);
+    let runtime = |jailer| FirecrackerRuntime {
+        cfg: FirecrackerConfig { jailer, ..FirecrackerConfig::from_guest_dir(Path::new("/g")) },
+        exec: "/fc".into(),
+    };
+    assert!(runtime(Some(jc.clone())).places_vmms_in_cgroups());
+    jc.cgroup_parent = None;
+    assert!(super::jail_cgroups(&jc, 256, 1500).is_empty());
+    assert!(!runtime(Some(jc)).places_vmms_in_cgroups());
+    assert!(!runtime(None).places_vmms_in_cgroups());
+}
+
 /// The chroot gets hard links of the read-only resources and our own files, owned by the
 /// jail's user (here: ourselves, so no root is needed); removing it removes everything.
 #[test]
