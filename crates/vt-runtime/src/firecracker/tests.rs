@@ -212,14 +212,14 @@ fn jailer_argv_and_jail_paths() {
 #[test]
 fn the_jailer_owns_the_cgroup_when_it_has_a_parent() {
     let mut jc = jailer_cfg(Path::new("/srv/jailer"));
-    assert_eq!(super::jail_cgroups(&jc, 256, 1500), ["memory.max=402653184", "cpu.weight=150"]);
+    assert_eq!(jail_cgroups(&jc, 256, 1500), ["memory.max=402653184", "cpu.weight=150"]);
     let runtime = |jailer| FirecrackerRuntime {
         cfg: FirecrackerConfig { jailer, ..FirecrackerConfig::from_guest_dir(Path::new("/g")) },
         exec: "/fc".into(),
     };
     assert!(runtime(Some(jc.clone())).places_vmms_in_cgroups());
     jc.cgroup_parent = None;
-    assert!(super::jail_cgroups(&jc, 256, 1500).is_empty());
+    assert!(jail_cgroups(&jc, 256, 1500).is_empty());
     assert!(!runtime(Some(jc)).places_vmms_in_cgroups());
     assert!(!runtime(None).places_vmms_in_cgroups());
 }
