@@ -397,6 +397,18 @@ impl Ctx {
         }
     }
 
+    /// Refuse an `Idempotency-Key` on a request whose answer carries a secret (`what`: a token,
+    /// an exec grant): a replay would have to store the secret, so nothing is kept instead.
+    pub fn refuse_replay(&self, what: &str) -> ApiResult<()> {
+        if self.idempotency.is_some() {
+            return Err(ApiErr::invalid(
+                "Idempotency-Key",
+                format!("{what} cannot be replayed (its secret is never stored); send it without `Idempotency-Key`"),
+            ));
+        }
+        Ok(())
+    }
+
     /// [`Ctx::authorize`] for cluster-wide resources, which are never hidden.
     pub fn authorize_cluster(&self, action: Action) -> ApiResult<()> {
         self.authorize(action, Resource::Cluster, || ApiErr::forbidden("this needs an admin token"))

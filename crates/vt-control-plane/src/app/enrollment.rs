@@ -27,22 +27,11 @@ pub const DEFAULT_ENROLL_TTL_SECS: u64 = 15 * 60;
 pub const MIN_ENROLL_TTL_SECS: u64 = 60;
 pub const MAX_ENROLL_TTL_SECS: u64 = 7 * 24 * 3600;
 
-fn no_replay(ctx: &Ctx) -> ApiResult<()> {
-    if ctx.idempotency.is_some() {
-        // A replay would have to store the secret: refuse rather than keep it.
-        return Err(ApiErr::invalid(
-            "Idempotency-Key",
-            "this answer carries a secret and cannot be replayed (the secret is never stored); send it without `Idempotency-Key`",
-        ));
-    }
-    Ok(())
-}
-
 impl ControlPlane {
     /// Make a single-use enrollment token (admin). The answer carries its secret, once.
     pub async fn enroll_token_create(&self, ctx: &Ctx, req: CreateEnrollToken) -> ApiResult<(StatusCode, IssuedToken)> {
         ctx.authorize_cluster(Action::Operate)?;
-        no_replay(ctx)?;
+        ctx.refuse_replay("an enrollment token's creation")?;
         let ttl = req.ttl_secs.unwrap_or(DEFAULT_ENROLL_TTL_SECS);
         if !(MIN_ENROLL_TTL_SECS..=MAX_ENROLL_TTL_SECS).contains(&ttl) {
             return Err(ApiErr::invalid(
@@ -58,21 +47,13 @@ impl ControlPlane {
             expires_at: Some(ctx.now() + chrono::Duration::seconds(ttl as i64)),
             labels: req.labels,
         };
-        let issued = auth::issue(spec, ctx.now()).map_err(ApiErr::internal)?;
-        let Event::TokenCreated(created) = &issued.event else {
-            return Err(ApiErr::internal("a token's issue made no token.created event"));
-        };
-        let token = wire::token(TokenView::created(created, ctx.now(), &ctx.actor().0), ctx.now());
-        let mut plan = Plan::new(StatusCode::CREATED, token.clone()).event(issued.event);
-        plan.tokens.push(issued.record);
-        let committed = self.commit(ctx, plan).await?;
-        Ok((committed.status, IssuedToken { token, secret: issued.secret }))
+        self.issue_token(ctx, Plan::new(StatusCode::CREATED, ()), spec).await
     }
 
     /// Exchange the caller's enrollment token for a new node's own token, once.
     pub async fn node_enroll(&self, ctx: &Ctx, req: EnrollNode) -> ApiResult<(StatusCode, EnrolledNode)> {
         ctx.authorize(Action::Enroll, Resource::Cluster, || ApiErr::not_found("not found"))?;
-        no_replay(ctx)?;
+        ctx.refuse_replay("an enrollment")?;
         let Caller::Enroll { token } = ctx.caller else {
             return Err(ApiErr::internal("an enrollment by a caller that is no enrollment token"));
         };

@@ -99,13 +99,7 @@ fn not_found() -> ApiErr {
 impl ControlPlane {
     /// Issue a grant to run `req` in `instance`. The answer carries the grant's secret, once.
     pub async fn exec_create(&self, ctx: &Ctx, instance: &str, req: CreateExec) -> ApiResult<(StatusCode, ExecGrant)> {
-        if ctx.idempotency.is_some() {
-            // A replay would have to store the grant: refuse rather than keep it.
-            return Err(ApiErr::invalid(
-                "Idempotency-Key",
-                "an exec grant cannot be replayed (its secret is never stored); send it without `Idempotency-Key`",
-            ));
-        }
+        ctx.refuse_replay("an exec grant")?;
         let instance = self.lookup_instance(ctx, instance, Action::Exec).await?;
         let request = check(&req)?;
         if instance.status != InstanceStatus::Running {

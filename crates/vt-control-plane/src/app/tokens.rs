@@ -23,13 +23,7 @@ const MAX_LIFETIME_SECS: u64 = 10 * 365 * 24 * 3600;
 impl ControlPlane {
     /// Issue a token. The answer carries its secret, once.
     pub async fn token_create(&self, ctx: &Ctx, req: CreateToken) -> ApiResult<(StatusCode, IssuedToken)> {
-        if ctx.idempotency.is_some() {
-            // A replay would have to store the secret: refuse rather than keep it.
-            return Err(ApiErr::invalid(
-                "Idempotency-Key",
-                "token creation cannot be replayed (the secret is never stored); send it without `Idempotency-Key`",
-            ));
-        }
+        ctx.refuse_replay("token creation")?;
         let mut plan = Plan::new(StatusCode::CREATED, ());
         let (org, node) = match req.role {
             TokenRole::Admin | TokenRole::Node => {
@@ -88,6 +82,17 @@ impl ControlPlane {
             }
         };
         let spec = TokenSpec { name: req.name, role: req.role, org, node, expires_at, labels: Default::default() };
+        self.issue_token(ctx, plan, spec).await
+    }
+
+    /// Issue the token `spec` describes with `plan`'s other writes; the answer carries its
+    /// secret, once (`pub(crate)`: enrollment tokens are issued through it too).
+    pub(crate) async fn issue_token(
+        &self,
+        ctx: &Ctx,
+        mut plan: Plan<()>,
+        spec: TokenSpec,
+    ) -> ApiResult<(StatusCode, IssuedToken)> {
         let issued = auth::issue(spec, ctx.now()).map_err(ApiErr::internal)?;
         let vt_events::Event::TokenCreated(created) = &issued.event else {
             return Err(ApiErr::internal("a token's issue made no token.created event"));
