@@ -11,6 +11,7 @@ use std::str::FromStr;
 use vt_ids::{markers, Hostname, Kind, Name, Ref};
 use vt_views::{
     AppView, DeployView, EnvView, InstanceView, NodeView, OrgView, ReleaseView, RouteView, View, VolumeView,
+    WorkspaceView,
 };
 
 use crate::authz::{Action, Resource};
@@ -39,6 +40,7 @@ named! {
     NodeView => markers::NodeKind, Hostname;
     RouteView => markers::RouteKind, Hostname;
     VolumeView => markers::VolumeKind, Name;
+    WorkspaceView => markers::WorkspaceKind, Name;
 }
 
 /// Input echoed in messages goes through this: quoted, cut at 80 characters.

@@ -25,7 +25,7 @@ use vt_events::{
     VolumeCreated, VolumeDeleted, WorkspaceAccessed, WorkspaceCreated, WorkspaceDeleted, WorkspaceDesiredStateChanged,
     WorkspaceFailed, WorkspacePortAdded, WorkspacePortRemoved,
 };
-use vt_ids::{AppId, DeployId, EnvId, Name, VolumeId, WorkspaceId};
+use vt_ids::{AppId, DeployId, EnvId, VolumeId, WorkspaceId};
 use vt_store::{Claim, ClaimScope, Expectation, ExpectedVersion};
 use vt_views::{AppView, InstanceView, NodeView, ViewKind, WorkspaceView};
 
@@ -112,16 +112,11 @@ fn live_instance(instances: &[InstanceView]) -> Option<&InstanceView> {
 }
 
 impl ControlPlane {
-    /// A workspace the caller may `action`, by id or name.
+    /// A workspace the caller may `action`, by id or name (names are platform-wide).
     pub async fn lookup_workspace(&self, ctx: &Ctx, r: &str, action: Action) -> ApiResult<WorkspaceView> {
         let not_found =
             || ApiErr::not_found(format!("workspace {} not found; `vt workspace list` shows the workspaces", shown(r)));
-        let found: Vec<WorkspaceView> = match vt_ids::Ref::<vt_ids::markers::WorkspaceKind, Name>::parse(r) {
-            vt_ids::Ref::Id(id) => self.view::<WorkspaceView>(&id.to_string()).await?.into_iter().collect(),
-            vt_ids::Ref::Name(name) => self.views(Self::kind_query(ViewKind::Workspace).name(name.to_string())).await?,
-            vt_ids::Ref::Invalid(_) => vec![],
-        };
-        let w = found.into_iter().next().ok_or_else(not_found)?;
+        let w = self.find::<WorkspaceView>(None, r).await?.into_iter().next().ok_or_else(not_found)?;
         ctx.authorize(action, Resource::Org(w.org_id), not_found)?;
         Ok(w)
     }
@@ -241,52 +236,12 @@ impl ControlPlane {
         })
     }
 
-    /// Memory (MiB) a node has left: its allocatable memory less what its instances that have
-    /// not ended hold and what workspaces meant to run there and not placed yet will take.
-    fn free_memory(node: &NodeView, instances: &[InstanceView], workspaces: &[WorkspaceView]) -> i64 {
-        let held: i64 = instances
-            .iter()
-            .filter(|i| i.node_id == node.id && !i.status.is_terminal())
-            .map(|i| i64::from(i.resources.memory_mib))
-            .sum();
-        let pending: i64 = workspaces
-            .iter()
-            .filter(|w| w.node_id == node.id && w.desired == WorkspaceDesired::Running)
-            .filter(|w| !instances.iter().any(|i| i.env_id == w.env_id && !i.status.is_terminal()))
-            .map(|w| i64::from(w.memory_mib))
-            .sum();
-        i64::from(node.allocatable.memory_mib) - held - pending
-    }
-
-    /// 409 `capacity_exhausted` when `memory_mib` does not fit on `node`, naming the running
-    /// workspace there that was accessed least recently.
-    async fn check_fits(&self, node: &NodeView, memory_mib: u32, starting: Option<WorkspaceId>) -> ApiResult<()> {
-        let instances: Vec<InstanceView> = self.views(Self::kind_query(ViewKind::Instance)).await?;
-        let workspaces: Vec<WorkspaceView> = self.views(Self::kind_query(ViewKind::Workspace)).await?;
-        let others: Vec<WorkspaceView> = workspaces.into_iter().filter(|w| Some(w.id) != starting).collect();
-        let free = Self::free_memory(node, &instances, &others);
-        if free >= i64::from(memory_mib) {
-            return Ok(());
-        }
-        let lru = others
-            .iter()
-            .filter(|w| w.node_id == node.id && w.desired == WorkspaceDesired::Running)
-            .min_by_key(|w| (w.last_accessed_at.or(w.last_started_at), w.name.clone()));
-        let hint = match lru {
-            Some(w) => {
-                format!("stop the least recently accessed running workspace there: `vt workspace stop {}`", w.name)
-            }
-            None => "stop or scale down what runs there (`vt node list`, `vt instances`)".to_owned(),
-        };
-        Err(ApiErr::new(
-            StatusCode::CONFLICT,
-            ErrorCode::CapacityExhausted,
-            format!(
-                "node `{}` has {} MiB of memory free, the workspace needs {memory_mib} MiB; {hint}",
-                node.name,
-                free.max(0)
-            ),
-        ))
+    /// What holds the nodes' memory: every instance and every workspace, read once per decision.
+    async fn load(&self) -> ApiResult<Load> {
+        Ok(Load {
+            instances: self.views(Self::kind_query(ViewKind::Instance)).await?,
+            workspaces: self.views(Self::kind_query(ViewKind::Workspace)).await?,
+        })
     }
 
     pub async fn workspace_create(&self, ctx: &Ctx, req: CreateWorkspace) -> ApiResult<Committed> {
@@ -303,8 +258,9 @@ impl ControlPlane {
         let name = req.name.into_string();
         let image = self.workspace_image(&org, req.image.as_deref()).await?;
         self.fresh().await?;
-        let node = self.roomiest_node().await?;
-        self.check_fits(&node, memory_mib, None).await?;
+        let load = self.load().await?;
+        let node = self.roomiest_node(&load).await?;
+        load.check_fits(&node, memory_mib, None)?;
 
         let (id, app_id, env_id, volume_id, deploy_id) =
             (WorkspaceId::new(), AppId::new(), EnvId::new(), VolumeId::new(), DeployId::new());
@@ -386,15 +342,13 @@ impl ControlPlane {
     }
 
     /// The ready node with the most memory free (then the lowest name).
-    async fn roomiest_node(&self) -> ApiResult<NodeView> {
+    async fn roomiest_node(&self, load: &Load) -> ApiResult<NodeView> {
         let nodes: Vec<NodeView> = self.views(Self::kind_query(ViewKind::Node)).await?;
-        let instances: Vec<InstanceView> = self.views(Self::kind_query(ViewKind::Instance)).await?;
-        let workspaces: Vec<WorkspaceView> = self.views(Self::kind_query(ViewKind::Workspace)).await?;
         nodes
             .into_iter()
             .filter(|n| n.status == NodeStatus::Ready)
             .max_by(|a, b| {
-                let free = |n: &NodeView| Self::free_memory(n, &instances, &workspaces);
+                let free = |n: &NodeView| load.free_memory(n, None);
                 free(a).cmp(&free(b)).then_with(|| b.name.cmp(&a.name))
             })
             .ok_or_else(|| {
@@ -465,7 +419,7 @@ impl ControlPlane {
                     node.status_reason.as_deref().unwrap_or("no reason reported")
                 )));
             }
-            self.check_fits(&node, w.memory_mib, Some(w.id)).await?;
+            self.load().await?.check_fits(&node, w.memory_mib, Some(w.id))?;
         }
         let instances = u32::from(desired == WorkspaceDesired::Running);
         Ok(Some(plan_desired(w, desired, instances, pins)))
@@ -604,6 +558,69 @@ impl ControlPlane {
             out.push(WorkspaceRoute { name: w.name, status, reason, address, ports: w.ports });
         }
         Ok(out)
+    }
+}
+
+/// What holds the nodes' memory, as the views show it at one moment.
+struct Load {
+    instances: Vec<InstanceView>,
+    workspaces: Vec<WorkspaceView>,
+}
+
+impl Load {
+    /// Memory (MiB) a node has left: its allocatable memory less what its instances that have
+    /// not ended hold and what workspaces meant to run there and not placed yet will take
+    /// (but `starting`, which is the one asking).
+    fn free_memory(&self, node: &NodeView, starting: Option<WorkspaceId>) -> i64 {
+        let held: i64 = self
+            .instances
+            .iter()
+            .filter(|i| i.node_id == node.id && !i.status.is_terminal())
+            .map(|i| i64::from(i.resources.memory_mib))
+            .sum();
+        let pending: i64 = self
+            .running_on(node, starting)
+            .filter(|w| !self.instances.iter().any(|i| i.env_id == w.env_id && !i.status.is_terminal()))
+            .map(|w| i64::from(w.memory_mib))
+            .sum();
+        i64::from(node.allocatable.memory_mib) - held - pending
+    }
+
+    /// The workspaces meant to run on `node`, but `starting`.
+    fn running_on<'a>(
+        &'a self,
+        node: &'a NodeView,
+        starting: Option<WorkspaceId>,
+    ) -> impl Iterator<Item = &'a WorkspaceView> + 'a {
+        self.workspaces
+            .iter()
+            .filter(move |w| Some(w.id) != starting && w.node_id == node.id && w.desired == WorkspaceDesired::Running)
+    }
+
+    /// 409 `capacity_exhausted` when `memory_mib` does not fit on `node`, naming the running
+    /// workspace there that was accessed least recently.
+    fn check_fits(&self, node: &NodeView, memory_mib: u32, starting: Option<WorkspaceId>) -> ApiResult<()> {
+        let free = self.free_memory(node, starting);
+        if free >= i64::from(memory_mib) {
+            return Ok(());
+        }
+        let lru =
+            self.running_on(node, starting).min_by_key(|w| (w.last_accessed_at.or(w.last_started_at), w.name.clone()));
+        let hint = match lru {
+            Some(w) => {
+                format!("stop the least recently accessed running workspace there: `vt workspace stop {}`", w.name)
+            }
+            None => "stop or scale down what runs there (`vt node list`, `vt instances`)".to_owned(),
+        };
+        Err(ApiErr::new(
+            StatusCode::CONFLICT,
+            ErrorCode::CapacityExhausted,
+            format!(
+                "node `{}` has {} MiB of memory free, the workspace needs {memory_mib} MiB; {hint}",
+                node.name,
+                free.max(0)
+            ),
+        ))
     }
 }
 
