@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use vt_api::{EnrollNode, Hostname};
 
 use crate::data_dir::{DataDir, DataDirLock};
-use crate::{disk_budget, Notice, ServerConfig, ServerError, Stopped};
+use crate::{Notice, ServerConfig, ServerError, Stopped};
 
 /// Where a node joins, and with what.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,10 +105,7 @@ impl NodeServer {
             enrollment.control_plane,
             key.public()
         )));
-        let mut agent_config = vt_agent::AgentConfig::new(&join.url, Some(token), name.clone(), data.agent());
-        agent_config.network = config.node_network.clone();
-        agent_config.disk_budget = Some(disk_budget(config, &data));
-        agent_config.backup = config.backup.clone();
+        let mut agent_config = crate::agent_config(config, &data, &join.url, token, &name);
         agent_config.labels = enrollment.labels.clone();
         agent_config.wireguard_public_key = Some(key.public());
         if let Some(mesh) = &config.mesh {
@@ -148,19 +145,8 @@ impl NodeServer {
         shutdown.await;
         let began = tokio::time::Instant::now();
         self.agent.stop_following();
-        let mut stopped = Stopped { vms: self.agent.running_vms(), ..Stopped::default() };
-        self.agent.stop_vms(self.vm_stop_timeout);
-        let mut task = self.task;
-        let backstop = self.vm_stop_timeout + Duration::from_secs(1);
-        if tokio::time::timeout(backstop, &mut task).await.is_err() {
-            stopped.vms_killed = self.agent.running_vms();
-            task.abort();
-            self.agent.kill_vms().await;
-        } else {
-            stopped.vms_killed = self.agent.vms_killed_at_stop();
-        }
-        stopped.vms_stopped_in = began.elapsed();
-        Ok(stopped)
+        let (vms, vms_killed) = crate::stop_vms(&self.agent, self.task, self.vm_stop_timeout).await;
+        Ok(Stopped { vms, vms_killed, vms_stopped_in: began.elapsed(), ..Stopped::default() })
     }
 }
 

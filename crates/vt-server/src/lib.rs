@@ -439,8 +439,7 @@ impl Server {
         };
         let agent = match &config.agent {
             Some(node) => {
-                let budget = disk_budget(config, &data);
-                let agent = start_agent(&cp, &data, addr, node, config, budget, &mut notices).await?;
+                let agent = start_agent(&cp, &data, addr, node, config, &mut notices).await?;
                 if let Some((a, _)) = &agent {
                     exec.set_agent(a.clone());
                 }
@@ -541,18 +540,8 @@ impl Server {
         }
         let began = began.get().copied().unwrap_or_else(tokio::time::Instant::now);
         let mut stopped = Stopped { drained_in: began.elapsed(), ..Stopped::default() };
-        if let Some((agent, mut task)) = self.agent {
-            stopped.vms = agent.running_vms();
-            agent.stop_vms(self.vm_stop_timeout);
-            // The agent kills what is left at the timeout; this is the backstop if it cannot.
-            let backstop = self.vm_stop_timeout + Duration::from_secs(1);
-            if tokio::time::timeout(backstop, &mut task).await.is_err() {
-                stopped.vms_killed = agent.running_vms();
-                task.abort();
-                agent.kill_vms().await;
-            } else {
-                stopped.vms_killed = agent.vms_killed_at_stop();
-            }
+        if let Some((agent, task)) = self.agent {
+            (stopped.vms, stopped.vms_killed) = stop_vms(&agent, task, self.vm_stop_timeout).await;
         }
         stopped.vms_stopped_in = began.elapsed();
         if let Some((ingress, edge)) = self.ingress {
@@ -659,20 +648,49 @@ async fn start_ingress(
 /// host as node `node`, boots the instances placed on it and writes their logs
 /// in the data directory, where the API reads them. Without a guest kernel it
 /// is not started, and says why.
+/// Stop the agent's VMs, through their guests within `timeout`, then killed: how many ran and
+/// how many were killed.
+async fn stop_vms(agent: &vt_agent::Agent, mut task: JoinHandle<()>, timeout: Duration) -> (usize, usize) {
+    let vms = agent.running_vms();
+    agent.stop_vms(timeout);
+    // The agent kills what is left at the timeout; this is the backstop if it cannot.
+    let backstop = timeout + Duration::from_secs(1);
+    if tokio::time::timeout(backstop, &mut task).await.is_err() {
+        let killed = agent.running_vms();
+        task.abort();
+        agent.kill_vms().await;
+        (vms, killed)
+    } else {
+        (vms, agent.vms_killed_at_stop())
+    }
+}
+
+/// The node agent's settings for this server's node: its control plane at `url` with `token`,
+/// the node's network, disk budget and backup target.
+fn agent_config(
+    server: &ServerConfig,
+    data: &DataDir,
+    url: &str,
+    token: String,
+    node: &Hostname,
+) -> vt_agent::AgentConfig {
+    let mut config = vt_agent::AgentConfig::new(url, Some(token), node.clone(), data.agent());
+    config.network = server.node_network.clone();
+    config.disk_budget = Some(disk_budget(server, data));
+    config.backup = server.backup.clone();
+    config
+}
+
 async fn start_agent(
     cp: &Arc<ControlPlane>,
     data: &DataDir,
     addr: SocketAddr,
     node: &Hostname,
     server: &ServerConfig,
-    budget: vt_disk::DiskBudget,
     notices: &mut Vec<Notice>,
 ) -> Result<Option<(Arc<vt_agent::Agent>, JoinHandle<()>)>, ServerError> {
     let token = tokens::local_node_token(cp, data, node).await?;
-    let mut config = vt_agent::AgentConfig::new(&format!("http://{addr}"), Some(token), node.clone(), data.agent());
-    config.network = server.node_network.clone();
-    config.disk_budget = Some(budget);
-    config.backup = server.backup.clone();
+    let mut config = agent_config(server, data, &format!("http://{addr}"), token, node);
     if let Some(mesh) = &server.mesh {
         // A single host that meshes (`--mesh`): its key is made like a joined node's.
         let key = join::WireguardKey::load_or_create(&data.wireguard_key())?;
