@@ -289,6 +289,11 @@ fn launch(argv: &[&str]) -> Launch {
 
 /// A runtime whose `firecracker` is the fake script; mkfs is `true` (no disk needed).
 fn fake_runtime(tmp: &Path, api: &Path) -> FirecrackerRuntime {
+    FirecrackerRuntime::new(fake_config(tmp, api)).unwrap()
+}
+
+/// [`fake_runtime`]'s configuration, for tests that add to it.
+fn fake_config(tmp: &Path, api: &Path) -> FirecrackerConfig {
     let bin = fake_firecracker(tmp, api);
     let guest = tmp.join("guest");
     std::fs::create_dir_all(&guest).unwrap();
@@ -298,7 +303,7 @@ fn fake_runtime(tmp: &Path, api: &Path) -> FirecrackerRuntime {
     let mut cfg = FirecrackerConfig::from_guest_dir(&guest);
     cfg.firecracker_bin = bin;
     cfg.mkfs_bin = "true".into();
-    FirecrackerRuntime::new(cfg).unwrap()
+    cfg
 }
 
 fn spec(tmp: &Path, launch: Launch) -> InstanceSpec {
@@ -684,15 +689,7 @@ async fn jailed_instance_gets_its_tap_in_its_netns_and_never_chowns_a_volume() {
     let t = tmp.path();
     let fake = FakeApi::start(&t.join("fake-api.sock"), Rules::default());
     let rt = {
-        let bin = fake_firecracker(t, &fake.socket);
-        let guest = t.join("guest");
-        std::fs::create_dir_all(&guest).unwrap();
-        for f in ["vmlinux", "initramfs.cpio"] {
-            std::fs::write(guest.join(f), b"").unwrap();
-        }
-        let mut cfg = FirecrackerConfig::from_guest_dir(&guest);
-        cfg.firecracker_bin = bin;
-        cfg.mkfs_bin = "true".into();
+        let mut cfg = fake_config(t, &fake.socket);
         let mut jc = JailerConfig::new(1_500_000_000);
         jc.jailer_bin = fake_jailer(t, &fake.socket);
         jc.chroot_base_dir = t.join("jails");
