@@ -317,7 +317,7 @@ impl Agent {
         } else {
             CgroupRoot::detect().map_err(|e| tracing::warn!(error = %e, "VMs run without a CPU weight")).ok()
         };
-        let network = taps.is_ok().then(|| Arc::new(network::Network::new(cfg.network.clone())));
+        let network = taps.is_ok().then(|| network::Network::new(cfg.network.clone()));
         Self::assemble(cfg, client, states, runtime, taps, network, cgroups)
     }
 
@@ -329,7 +329,7 @@ impl Agent {
         let client = Client::new(&cfg.server, cfg.token.clone()).with_retries(4, Duration::from_millis(250));
         let taps = vt_runtime::net::taps_available();
         let cgroups = CgroupRoot::detect().ok();
-        Self::assemble(cfg, client, states, runtime, taps, Some(Arc::new(network)), cgroups)
+        Self::assemble(cfg, client, states, runtime, taps, Some(network), cgroups)
     }
 
     fn assemble(
@@ -338,7 +338,7 @@ impl Agent {
         states: StateDir,
         runtime: Arc<dyn Runtime>,
         taps: Result<(), String>,
-        network: Option<Arc<network::Network>>,
+        mut network: Option<network::Network>,
         cgroups: Option<CgroupRoot>,
     ) -> Result<Arc<Self>, AgentError> {
         // The mesh's tools are checked now: a node meant to mesh that cannot does not start.
@@ -352,6 +352,9 @@ impl Agent {
                 if let Some(log) = &m.log {
                     wg = wg.log_to(log.clone());
                 }
+                if let Some(network) = &mut network {
+                    network.set_mesh_interface(&m.interface);
+                }
                 Some(mesh::NodeMesh::new(Arc::new(wg), m))
             }
         };
@@ -364,7 +367,7 @@ impl Agent {
             node: OnceCell::new(),
             subnet: Mutex::new(None),
             taps,
-            network,
+            network: network.map(Arc::new),
             cgroups,
             supervised: Mutex::new(HashMap::new()),
             snapshotting: Mutex::new(std::collections::HashSet::new()),

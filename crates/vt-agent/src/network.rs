@@ -7,6 +7,9 @@
 //!   (from their records) in its first activation, before it starts anything.
 //! * **Peers** are the private-network instances of the members' orgs, on any node, from
 //!   the control plane's answer for this node (`NodeInstances::peers`).
+//! * **Mesh nodes** (a node in a WireGuard mesh) are the other nodes' overlay addresses, from
+//!   the same answer's peer list (`NodeInstances::mesh`): they reach the instances through the
+//!   node's WireGuard interface, as this host does (another node's ingress).
 //! * Every change rebuilds the whole ruleset (`vt_firewall::Policy::render`) and replaces the
 //!   table in one transaction, and swaps the resolver's directory. The table exists while the
 //!   node has members: a node that runs no instance leaves the host's ruleset (and its
@@ -20,7 +23,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 
 use vt_api::{NodeInstances, Peer};
-use vt_firewall::{Class, Egress, Firewall, IpNet, Ipv4Net, Ipv6Net, Member, NodeNet, Policy};
+use vt_firewall::{Class, Egress, Firewall, IpNet, Ipv4Net, Ipv6Net, Member, Mesh, NodeNet, Policy};
 
 /// How the node's guest network is set up (the node-side flags of `vt server`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +52,20 @@ impl Default for NetworkConfig {
     }
 }
 
+/// The mesh peers' overlay addresses: `<subnet>::1` of each IPv6 prefix they are allowed
+/// (their instance /64, docs/nodes.md), sorted.
+fn overlay_addresses(peers: &[vt_api::MeshPeer]) -> Vec<Ipv6Addr> {
+    let mut nodes: Vec<Ipv6Addr> = peers
+        .iter()
+        .flat_map(|p| &p.allowed_ips)
+        .filter_map(|a| a.parse::<Ipv6Net>().ok())
+        .map(|net| Ipv6Addr::from(u128::from(net.network()) | 1))
+        .collect();
+    nodes.sort();
+    nodes.dedup();
+    nodes
+}
+
 /// What an admitted instance gets: its IPv4 lease, the node's gateways, its name servers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Admission {
@@ -63,6 +80,8 @@ struct State {
     node: Option<NodeNet>,
     members: BTreeMap<String, Member>,
     peers: Vec<Peer>,
+    /// The node's WireGuard interface and the other nodes' overlay addresses (`None`: no mesh).
+    mesh: Option<Mesh>,
     mtu: u16,
     /// The script the kernel holds (as this agent last applied it). Empty at start: a
     /// previous agent's table may be there, so the first activation replaces or removes it.
@@ -78,8 +97,8 @@ pub struct Network {
     firewall: Result<Arc<dyn Firewall>, String>,
     state: Mutex<State>,
     resolver: tokio::sync::Mutex<Option<vt_dns::Resolver>>,
-    /// Where IP forwarding is switched on (with egress) when the first instance is admitted:
-    /// a node that runs no instance changes nothing on its host.
+    /// Where IP forwarding is switched on (with egress, or in a mesh) when the first instance
+    /// is admitted: a node that runs no instance changes nothing on its host.
     forwarding: Option<vt_firewall::host::Sysctls>,
 }
 
@@ -139,7 +158,14 @@ impl Network {
         Ok(())
     }
 
-    /// An activation's view: the org peers and the guests' MTU; on the first one, the
+    /// The node is in a WireGuard mesh on `interface`: the other nodes (from each
+    /// activation's peer list) reach its instances through it, which takes forwarding.
+    pub fn set_mesh_interface(&mut self, interface: &str) {
+        self.lock().mesh = Some(Mesh { interface: interface.to_owned(), nodes: vec![] });
+        self.forwarding.get_or_insert_with(Default::default);
+    }
+
+    /// An activation's view: the org peers, the mesh's nodes and the guests' MTU; on the first one, the
     /// instances whose VMs survived a previous agent (`survivors`: id → member). Applies the
     /// ruleset when it changed. Returns whether the rules are in place (`Err`: why not).
     pub async fn observe(
@@ -151,6 +177,9 @@ impl Network {
             let mut st = self.lock();
             st.peers = list.peers.clone();
             st.peers.sort_by_key(|p| p.instance_id);
+            if let Some(mesh) = &mut st.mesh {
+                mesh.nodes = overlay_addresses(&list.mesh);
+            }
             st.mtu = list.network.mtu;
             if !st.restored {
                 st.restored = true;
@@ -180,10 +209,11 @@ impl Network {
             return Err(format!("this node cannot isolate instances, so it starts none: {why}"));
         }
         if let Some(sysctls) = &self.forwarding {
-            let changed =
-                sysctls.enable_forwarding().map_err(|e| format!("this node cannot give instances egress: {e}"))?;
+            let changed = sysctls
+                .enable_forwarding()
+                .map_err(|e| format!("this node cannot forward its instances' traffic: {e}"))?;
             if !changed.is_empty() {
-                tracing::info!(?changed, "switched IP forwarding on for the instances' egress");
+                tracing::info!(?changed, "switched IP forwarding on for the instances' traffic");
             }
         }
         let admission = {
@@ -285,6 +315,7 @@ impl Network {
                 .iter()
                 .filter_map(|p| Some(vt_firewall::Peer { org: p.org_id.to_string(), address: p.address.parse().ok()? }))
                 .collect(),
+            mesh: st.mesh.clone(),
         })
     }
 
@@ -437,5 +468,23 @@ mod tests {
             net.admit("inst_x", "vtx", "fd00:1:2:3::5".parse().unwrap(), "org_1", Class::Private).await.unwrap_err();
         assert!(err.contains("this node cannot isolate instances, so it starts none") && err.contains(&why), "{err}");
         assert!(why.contains("nftables"), "{why}");
+    }
+
+    #[test]
+    fn the_mesh_nodes_are_the_peers_overlay_addresses() {
+        let peer = |name: &str, allowed: &[&str]| vt_api::MeshPeer {
+            node_id: vt_ids::NodeId::new(),
+            name: name.into(),
+            public_key: "k".into(),
+            endpoint: "10.0.0.1:51820".into(),
+            allowed_ips: allowed.iter().map(|a| a.to_string()).collect(),
+        };
+        let peers = [
+            peer("c", &["fd12:3456:789a:3::/64"]),
+            peer("b", &["fd12:3456:789a:2::/64", "not a prefix", "10.1.0.0/24"]),
+            peer("b-again", &["fd12:3456:789a:2::/64"]),
+        ];
+        let want: Vec<Ipv6Addr> = ["fd12:3456:789a:2::1", "fd12:3456:789a:3::1"].map(|a| a.parse().unwrap()).to_vec();
+        assert_eq!(overlay_addresses(&peers), want);
     }
 }

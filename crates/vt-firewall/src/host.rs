@@ -1,4 +1,4 @@
-//! What the ruleset needs from the host: IP forwarding switched on (for egress), and the
+//! What the ruleset needs from the host: IP forwarding switched on (for egress and the mesh), and the
 //! prefixes of the host's own interfaces (its LAN, which no instance reaches).
 
 use std::path::PathBuf;
@@ -21,9 +21,10 @@ impl Default for Sysctls {
 /// Forwarding is off and could not be switched on.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "cannot enable {what} (`{key}`): {source}; instances need it to reach the internet. Enable it as root \
-     (`sysctl -w {key}=1`, and in /etc/sysctl.d/ to keep it across boots; in a container, on its host), \
-     or start `vt server --no-egress` for instances without internet access"
+    "cannot enable {what} (`{key}`): {source}; instances need it to reach the internet, and other nodes to \
+     reach them through the mesh. Enable it as root (`sysctl -w {key}=1`, and in /etc/sysctl.d/ to keep it \
+     across boots; in a container, on its host), or start `vt server --no-egress` (and, on a node of several, \
+     `--no-mesh`) for instances without either"
 )]
 pub struct ForwardingError {
     pub what: &'static str,

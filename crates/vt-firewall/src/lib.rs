@@ -22,7 +22,7 @@ pub mod testing;
 
 pub use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 pub use nft::{Firewall, FirewallError, Nft};
-pub use ruleset::{Class, Egress, Ipv6Egress, Member, NodeNet, Peer, Policy};
+pub use ruleset::{Class, Egress, Ipv6Egress, Member, Mesh, NodeNet, Peer, Policy};
 
 /// The table vt owns unless told otherwise (`vt server --nft-table`).
 pub const DEFAULT_TABLE: &str = "vt";

@@ -106,6 +106,17 @@ impl NodeNet {
     }
 }
 
+/// The node's WireGuard mesh (docs/nodes.md): the other nodes reach this node's instances
+/// through it from their overlay addresses, as this host reaches them (the ingress).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mesh {
+    /// The node's WireGuard interface. Only packets that came in through it count: the
+    /// tunnel checked their source against the sending peer's allowed IPs.
+    pub interface: String,
+    /// The other nodes' overlay addresses (`<their subnet>::1`).
+    pub nodes: Vec<Ipv6Addr>,
+}
+
 /// Everything the ruleset is made from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
@@ -121,6 +132,8 @@ pub struct Policy {
     pub host_lan: Vec<IpNet>,
     pub members: Vec<Member>,
     pub peers: Vec<Peer>,
+    /// `None`: the node is not in a mesh (a single host).
+    pub mesh: Option<Mesh>,
 }
 
 /// The script that removes the table (nothing to do when it is not there).
@@ -222,6 +235,12 @@ impl Policy {
         );
         set(&mut out, "lan4", "ipv4_addr", true, "the host's LAN", &prefixes(v4(&self.host_lan)));
         set(&mut out, "lan6", "ipv6_addr", true, "the host's LAN", &prefixes(v6(&self.host_lan)));
+        if let Some(mesh) = &self.mesh {
+            let nodes: BTreeSet<String> =
+                mesh.nodes.iter().filter(|a| **a != node.gateway6()).map(|a| a.to_string()).collect();
+            let nodes: Vec<String> = nodes.into_iter().collect();
+            set(&mut out, "mesh_nodes", "ipv6_addr", false, "the other nodes' overlay addresses", &nodes);
+        }
 
         // To the host itself: the resolver on the gateway addresses, neighbour discovery,
         // Packet Too Big, a ping of the gateway, and answers to what the host opened (health
@@ -288,6 +307,13 @@ impl Policy {
         let _ = writeln!(out, "\t\ticmpv6 type packet-too-big accept");
         let _ = writeln!(out, "\t\tct state established,related accept");
         let _ = writeln!(out, "\t\toifname . ip6 saddr @org_peers accept comment \"its org's private network\"");
+        if let Some(mesh) = &self.mesh {
+            let _ = writeln!(
+                out,
+                "\t\tiifname {} ip6 saddr @mesh_nodes counter accept comment \"another node (its ingress), through the mesh\"",
+                quoted(&mesh.interface)
+            );
+        }
         let _ = writeln!(out, "\t\tcounter drop");
         let _ = writeln!(out, "\t}}");
 

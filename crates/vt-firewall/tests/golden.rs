@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
 use vt_firewall::testing::Netns;
-use vt_firewall::{Class, Egress, IpNet, Ipv6Egress, Member, NodeNet, Peer, Policy};
+use vt_firewall::{Class, Egress, IpNet, Ipv6Egress, Member, Mesh, NodeNet, Peer, Policy};
 
 fn net(s: &str) -> IpNet {
     s.parse().unwrap()
@@ -55,6 +55,7 @@ fn busy_node() -> Policy {
             Peer { org: "org_1".into(), address: remote },
             Peer { org: "org_2".into(), address: c },
         ],
+        mesh: None,
     }
 }
 
@@ -73,6 +74,7 @@ fn idle_node() -> Policy {
         host_lan: vec![],
         members: vec![],
         peers: vec![],
+        mesh: None,
     }
 }
 
@@ -84,8 +86,24 @@ fn routed_node() -> Policy {
     p
 }
 
+/// The busy node in a mesh of three: the other two nodes' overlay addresses (its own, listed
+/// by mistake, is left out) reach its instances through its WireGuard interface.
+fn meshed_node() -> Policy {
+    let mut p = busy_node();
+    p.mesh = Some(Mesh {
+        interface: "vtmesh".into(),
+        nodes: vec![v6("fd12:3456:789a:3::1"), v6("fd12:3456:789a:2::1"), v6("fd12:3456:789a:1::1")],
+    });
+    p
+}
+
 fn cases() -> Vec<(&'static str, Policy)> {
-    vec![("busy", busy_node()), ("idle-no-egress", idle_node()), ("routed-ipv6", routed_node())]
+    vec![
+        ("busy", busy_node()),
+        ("idle-no-egress", idle_node()),
+        ("routed-ipv6", routed_node()),
+        ("meshed", meshed_node()),
+    ]
 }
 
 fn golden(name: &str) -> PathBuf {

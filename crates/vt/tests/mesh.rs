@@ -6,6 +6,9 @@
 //! is reached from node B's /64 through the tunnel; `vt node revoke node-b` takes B out of A's
 //! interface; a stopped node leaves no interface. Nothing outside the namespaces is touched.
 //!
+//! A second test deploys two instances over the nodes and reaches node B's through the
+//! ingress beside the control plane: through the tunnel, let in by B's rules.
+//!
 //! Needs root, `ping`, `wg` and, without a WireGuard kernel module, `boringtun-cli`
 //! (`scripts/mesh-tools.sh`). Skipped with a message without them, except under `CI=true`.
 
@@ -82,70 +85,87 @@ fn ping(ns: &Netns, from: &str, to: &str) -> Result<String, String> {
     run(ns.command("ping").args(["-6", "-n", "-q", "-c", "1", "-W", "1", "-I", from, to]))
 }
 
+/// A control plane in `ns` on `listen` (with `roles` and `extra` flags): the child, its URL
+/// and the admin token.
+fn control_plane(ns: &Netns, dir: &Path, listen: &str, roles: &str, extra: &[&str]) -> (ServerChild, String, String) {
+    let data = dir.join("cp");
+    let mut args = vec![
+        "server",
+        "--role",
+        roles,
+        "--listen",
+        listen,
+        "--no-workspace-origin",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--sqlite-sync",
+        "normal",
+    ];
+    args.extend_from_slice(extra);
+    let child = spawn_until(ns, dir, &args, &[], "vt server ready on");
+    let admin = std::fs::read_to_string(data.join("admin-token")).unwrap().trim().to_owned();
+    (child, format!("http://{listen}"), admin)
+}
+
+/// `vt --server URL --token ADMIN ARGS -o json` in `ns`, in org acme, app web, env prod.
+fn cli(ns: &Netns, dir: &Path, url: &str, admin: &str, args: &[&str]) -> serde_json::Value {
+    let mut full = vec!["--server", url, "--token", admin];
+    full.extend_from_slice(args);
+    full.extend_from_slice(&["-o", "json"]);
+    let mut vt = vt_in(ns, dir, &full);
+    vt.env("VT_ORG", "acme").env("VT_APP", "web").env("VT_ENV", "prod");
+    let out = run(&mut vt).unwrap_or_else(|e| panic!("vt {}: {e}", args.join(" ")));
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("vt {}: {e}: {out}", args.join(" ")))
+}
+
+/// `vt server --role agent --join URL` in `ns` as node `name` (`node-X`), enrolled with a
+/// fresh token; its nftables table and WireGuard interface are `vtmX`. The child once ready,
+/// and its interface.
+fn join(ns: &Netns, dir: &Path, url: &str, admin: &str, name: &str) -> (ServerChild, String) {
+    let token = cli(ns, dir, url, admin, &["node", "enroll-token", "create"])["secret"].as_str().unwrap().to_owned();
+    let iface = format!("vtm{}", &name[5..]);
+    let data = dir.join(name);
+    let args = [
+        "server",
+        "--role",
+        "agent",
+        "--join",
+        url,
+        "--node-name",
+        name,
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--nft-table",
+        &iface,
+        "--mesh-interface",
+        &iface,
+    ];
+    let ready = format!("vt node `{name}` ready");
+    (spawn_until(ns, dir, &args, &[("VT_ENROLL_TOKEN", &token)], &ready), iface)
+}
+
+/// Two namespaces joined by a veth pair: `a` at 10.78.N.1, `b` at 10.78.N.2.
+fn two_hosts(what: &str, n: u8) -> Option<(Netns, Netns)> {
+    let a = Netns::create_or_skip(&format!("{what}a"))?;
+    let b = Netns::create(&format!("{what}b")).unwrap();
+    a.veth(&format!("{what}va"), &b, &format!("{what}vb")).unwrap();
+    a.ip(&["addr", "add", &format!("10.78.{n}.1/24"), "dev", &format!("{what}va")]).unwrap();
+    b.ip(&["addr", "add", &format!("10.78.{n}.2/24"), "dev", &format!("{what}vb")]).unwrap();
+    Some((a, b))
+}
+
 #[test]
 fn joined_nodes_mesh_and_a_revoked_one_is_cut_off() {
     let Some(()) = ready() else { return };
-    let Some(a) = Netns::create_or_skip("vtmesha") else { return };
-    let b = Netns::create("vtmeshb").unwrap();
+    let Some((a, b)) = two_hosts("vtmesh", 1) else { return };
     let began = Instant::now();
-    a.veth("va", &b, "vb").unwrap();
-    a.ip(&["addr", "add", "10.78.1.1/24", "dev", "va"]).unwrap();
-    b.ip(&["addr", "add", "10.78.1.2/24", "dev", "vb"]).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let d = |p: &str| dir.path().join(p).to_str().unwrap().to_owned();
 
-    let port = common::free_port().to_string();
-    let listen = format!("10.78.1.1:{port}");
-    let (cp_data, node_a_data, node_b_data) = (d("cp"), d("node-a"), d("node-b"));
-    let _cp = spawn_until(
-        &a,
-        dir.path(),
-        &[
-            "server",
-            "--role",
-            "control-plane",
-            "--listen",
-            &listen,
-            "--no-workspace-origin",
-            "--data-dir",
-            &cp_data,
-            "--sqlite-sync",
-            "normal",
-        ],
-        &[],
-        "vt server ready on",
-    );
-    let url = format!("http://{listen}");
-    let admin = std::fs::read_to_string(dir.path().join("cp/admin-token")).unwrap().trim().to_owned();
-    let cli = |args: &[&str]| -> serde_json::Value {
-        let mut full = vec!["--server", &url, "--token", &admin];
-        full.extend_from_slice(args);
-        full.extend_from_slice(&["-o", "json"]);
-        serde_json::from_str(&run(&mut vt_in(&a, dir.path(), &full)).unwrap()).unwrap()
-    };
-    let join = |ns: &Netns, name: &str, data: &str| {
-        let token = cli(&["node", "enroll-token", "create"])["secret"].as_str().unwrap().to_owned();
-        let iface = format!("vtm{}", &name[5..]);
-        let args = [
-            "server",
-            "--role",
-            "agent",
-            "--join",
-            &url,
-            "--node-name",
-            name,
-            "--data-dir",
-            data,
-            "--nft-table",
-            &format!("vtm{}", &name[5..]),
-            "--mesh-interface",
-            &iface,
-        ];
-        let ready = format!("vt node `{name}` ready");
-        (spawn_until(ns, dir.path(), &args, &[("VT_ENROLL_TOKEN", &token)], &ready), iface)
-    };
-    let (node_a, iface_a) = join(&a, "node-a", &node_a_data);
-    let (node_b, iface_b) = join(&b, "node-b", &node_b_data);
+    let listen = format!("10.78.1.1:{}", common::free_port());
+    let (_cp, url, admin) = control_plane(&a, dir.path(), &listen, "control-plane", &[]);
+    let cli = |args: &[&str]| cli(&a, dir.path(), &url, &admin, args);
+    let (node_a, iface_a) = join(&a, dir.path(), &url, &admin, "node-a");
+    let (node_b, iface_b) = join(&b, dir.path(), &url, &admin, "node-b");
 
     // Each registered where the other reaches it (found toward the control plane), and port 51820.
     let na = cli(&["node", "get", "node-a"]);
@@ -182,4 +202,93 @@ fn joined_nodes_mesh_and_a_revoked_one_is_cut_off() {
         assert_eq!(peers(ns, iface), None, "{iface} outlived its node");
     }
     eprintln!("mesh with vt server processes: {:?}", began.elapsed());
+}
+
+const SPREAD: &str = r#"schema_version = 1
+
+[processes.web]
+command = ["/bin/sh", "-c", "mkdir -p /www && echo $VT_INSTANCE_ID > /www/index.html && exec httpd -f -p 8080 -h /www"]
+ports = [{ name = "http", port = 8080 }]
+resources = { cpu = 0.5, memory_mib = 128 }
+scaling = { min = 2, max = 2 }
+
+[processes.web.healthcheck]
+type = "http"
+port = "http"
+path = "/"
+interval = "1s"
+timeout = "500ms"
+"#;
+
+/// The ingress beside the control plane (namespace A) serves a route from instances on both
+/// nodes: node A's through its tap, node B's (namespace B) through the WireGuard mesh, where
+/// B's rules let A's overlay address in on its interface (docs/network.md).
+#[test]
+fn the_ingress_reaches_instances_on_another_node_through_the_mesh() {
+    let Some(()) = ready() else { return };
+    if vt_runtime::testing::networked_guest_or_skip("the mesh ingress test", &[vt_image::testing::BUSYBOX]).is_none() {
+        return;
+    }
+    let Some((a, b)) = two_hosts("vtmi", 2) else { return };
+    let began = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let ingress_port = common::free_port().to_string();
+    let listen = format!("10.78.2.1:{}", common::free_port());
+    let range = format!("{ingress_port}-{ingress_port}");
+    let extra = ["--ingress-listen", "10.78.2.1", "--ingress-tcp-ports", &range];
+    let (cp, url, admin) = control_plane(&a, dir.path(), &listen, "control-plane,edge", &extra);
+    let cli = |args: &[&str]| cli(&a, dir.path(), &url, &admin, args);
+    let (node_a, _) = join(&a, dir.path(), &url, &admin, "node-a");
+    let (node_b, iface_b) = join(&b, dir.path(), &url, &admin, "node-b");
+
+    cli(&["org", "create", "acme"]);
+    cli(&["app", "create", "web"]);
+    cli(&["env", "create", "prod"]);
+    let build = dir.path().join("build");
+    vt_image::testing::busybox_rootfs(&build.join("rootfs")).unwrap();
+    let img = vt_image::layout::write_image(
+        &build.join("rootfs"),
+        &build.join("layout"),
+        Default::default(),
+        vt_image::layout::LayerFormat::Uncompressed,
+    )
+    .unwrap();
+    cli(&["image", "push", build.join("layout").to_str().unwrap(), "--repo", "acme/web", "--tag", "v1"]);
+    cli(&["route", "create", "--tcp", "--process", "web", "--backend-port", "8080"]);
+    let manifest = dir.path().join("vt.toml");
+    std::fs::write(&manifest, SPREAD).unwrap();
+    let image = format!("acme/web@{}", img.manifest.digest);
+    cli(&["deploy", "--wait", "--image", &image, "--manifest", manifest.to_str().unwrap()]);
+
+    // One instance on each node (the scheduler spreads a process over equal nodes).
+    let node_b_id = cli(&["node", "get", "node-b"])["id"].clone();
+    let instances = cli(&["instances"]);
+    let running: Vec<&serde_json::Value> =
+        instances["items"].as_array().unwrap().iter().filter(|i| i["status"] == "running").collect();
+    assert_eq!(running.len(), 2, "{instances}");
+    let on_b: Vec<&str> =
+        running.iter().filter(|i| i["node_id"] == node_b_id).map(|i| i["id"].as_str().unwrap()).collect();
+    assert_eq!(on_b.len(), 1, "one instance on node B: {instances}");
+
+    // Through the ingress in namespace A, both answer; node B's through the tunnel.
+    let mut seen = std::collections::BTreeSet::new();
+    let target = format!("http://10.78.2.1:{ingress_port}/");
+    wait_for("both instances answer through the ingress", Duration::from_secs(60), || {
+        if let Ok(body) = run(a.command("curl").args(["-sf", "--max-time", "2", &target])) {
+            seen.insert(body.trim().to_owned());
+        }
+        seen.len() == 2
+    });
+    assert!(seen.contains(on_b[0]), "node B's instance answered: {seen:?}");
+    // It came in through B's WireGuard interface, let in by the mesh's rule (its counter grew).
+    let chain = run(b.command("nft").args(["list", "chain", "inet", &iface_b, "to_instance"])).unwrap();
+    let rule = chain.lines().find(|l| l.contains("@mesh_nodes")).unwrap_or_else(|| panic!("{chain}"));
+    assert!(rule.contains(&format!("iifname \"{iface_b}\"")) && !rule.contains("packets 0 "), "{rule}");
+
+    for child in [node_a, node_b, cp] {
+        let mut child = child;
+        run(Command::new("kill").args(["-TERM", &child.id().to_string()])).unwrap();
+        child.wait().unwrap();
+    }
+    eprintln!("the ingress through the mesh: {:?}", began.elapsed());
 }
