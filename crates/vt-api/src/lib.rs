@@ -151,6 +151,43 @@ pub struct NodeInstances {
     pub mesh: Vec<MeshPeer>,
 }
 
+/// What a node's ingress serves, as of view position `seq` (`GET /v1/nodes/{node}/routing`):
+/// every route, and every ready instance with an address of the envs and processes they route
+/// to. An edge on a joined node builds its table from it (docs/nodes.md, "Edges").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NodeRouting {
+    /// Every route, by id.
+    pub routes: Vec<Route>,
+    /// The ready instances behind them, by env, process and address.
+    pub instances: Vec<RoutedInstance>,
+    /// The position of the views these reflect: pass it back as `after` to wait for the next change.
+    pub seq: u64,
+}
+
+/// An instance an ingress sends a route's connections to: ready (running, meant to run,
+/// passing its checks), with an address.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RoutedInstance {
+    pub env_id: vt_ids::EnvId,
+    pub process: String,
+    /// Its IPv6 (or IPv4) address.
+    pub address: String,
+}
+
+/// A node's ingress reporting its listener for a route (`POST /v1/nodes/{node}/route-listeners`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteListenerReport {
+    pub route_id: vt_ids::RouteId,
+    pub state: ListenerState,
+    /// Why it failed (`failed` only): the bind error, e.g. "Address already in use".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 500)]
+    pub reason: Option<String>,
+}
+
 /// Another node as a node's WireGuard interface sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

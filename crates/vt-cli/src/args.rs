@@ -774,7 +774,7 @@ pub struct ServerArgs {
     /// Do not run the node agent in this server (instances placed here are not started)
     #[arg(long)]
     pub no_agent: bool,
-    /// What this server runs, comma-separated: `control-plane` (the API, the registry, the reconcilers), `edge` (the ingress), `agent` (the node agent); `agent` alone joins a remote control plane (`--join`)
+    /// What this server runs, comma-separated: `control-plane` (the API, the registry, the reconcilers), `edge` (the ingress), `agent` (the node agent); without `control-plane` (`agent` or `agent,edge`) the server joins a remote control plane (`--join`)
     #[arg(long, value_enum, value_name = "ROLES", value_delimiter = ',', default_value = "control-plane,edge,agent")]
     pub role: Vec<ServerRole>,
     /// The control plane a node that runs only the agent joins: its API URL (docs/nodes.md)

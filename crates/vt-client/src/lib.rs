@@ -549,6 +549,24 @@ impl Client {
     pub async fn node_instances_follow(&self, node: &str, after: u64, wait: Duration) -> Result<NodeInstances> {
         self.get(&format!("/nodes/{}/instances?after={after}&wait_ms={}", seg(node), wait.as_millis())).await
     }
+    /// What the node's ingress serves; with `after`, once the views move past it (or after `wait`).
+    pub async fn node_routing(&self, node: &str, after: Option<u64>, wait: Duration) -> Result<NodeRouting> {
+        match after {
+            None => self.get(&format!("/nodes/{}/routing", seg(node))).await,
+            Some(after) => {
+                self.get(&format!("/nodes/{}/routing?after={after}&wait_ms={}", seg(node), wait.as_millis())).await
+            }
+        }
+    }
+    /// The node's ingress reports route listeners that changed.
+    pub async fn node_route_listeners(
+        &self,
+        node: &str,
+        reports: &[RouteListenerReport],
+        key: &str,
+    ) -> Result<Committed<serde_json::Value>> {
+        self.mutate(Method::POST, &format!("/nodes/{}/route-listeners", seg(node)), Some(&reports), key).await
+    }
     /// A node agent's report of an instance's current status.
     pub async fn instance_report_status(
         &self,

@@ -160,7 +160,12 @@ fn rule_of(operation: &str) -> Option<(Rule, StatusCode)> {
         "route_list_all" | "node_list" | "system_status" | "system_scheduler" | "system_tasks" => {
             (Rule::ClusterRead, S::OK)
         }
-        "node_register" | "node_get" | "node_heartbeat" | "node_instances" => (Rule::NodeSelf, S::OK),
+        "node_register"
+        | "node_get"
+        | "node_heartbeat"
+        | "node_instances"
+        | "node_routing"
+        | "node_route_listeners" => (Rule::NodeSelf, S::OK),
         "instance_get" | "instance_logs" => (Rule::InstanceRead, S::OK),
         "instance_report_status" => (Rule::InstanceAgent, S::OK),
         "token_create" => (Rule::OrgOwner, S::CREATED),
@@ -468,6 +473,7 @@ async fn request(w: &World, op: &str, template: &str, i: usize) -> (String, Opti
         "backup_report" => Some(json!({"backup_id": backup_id, "status": "failed", "reason": "test"})),
         "node_register" => Some(json!({"name": "n1", "capacity": {"cpu_millis": 4000, "memory_mib": 8192}})),
         "node_heartbeat" => Some(json!({})),
+        "node_route_listeners" => Some(json!([])),
         "instance_report_status" => Some(json!({"status": "booting"})),
         "token_create" => Some(json!({"name": format!("new-{i}"), "role": "viewer", "org": "acme"})),
         "secrets_change" => Some(json!({"set": {format!("K_{i}"): "eA=="}, "stage": true})),
@@ -564,6 +570,8 @@ async fn a_node_acts_only_as_itself() {
         (Method::POST, "/v1/nodes/n1/heartbeat", Some("{}")),
         (Method::GET, "/v1/nodes/n1/instances", None),
         (Method::GET, "/v1/nodes/n1/instances?after=0&wait_ms=10", None),
+        (Method::GET, "/v1/nodes/n1/routing", None),
+        (Method::POST, "/v1/nodes/n1/route-listeners", Some("[]")),
         (Method::POST, &*format!("/v1/instances/{}/status", w.instance), Some("{\"status\": \"running\"}")),
     ] {
         let r = s.call_as(node2, method.clone(), path, body, &[]).await;

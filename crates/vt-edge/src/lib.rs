@@ -18,8 +18,8 @@
 //! route's view says what this node's ingress does with it.
 //!
 //! Where routes come from is a [`Source`]: [`StoreSource`] reads a store in the
-//! same process (`vt server`); an HTTP source for edge-only nodes can implement
-//! the same trait over `/v1/events`, `/v1/routes` and the instance API.
+//! same process (`vt server`); a joined node's edge (`vt server --role edge --join`)
+//! reads its control plane's `GET /v1/nodes/{node}/routing` (`vt_server::remote_edge`).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -48,15 +48,47 @@ pub enum EdgeError {
     Apply(String),
 }
 
+/// What happened in the log after a position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Changes {
+    /// The log's position looked at (the cursor moves there).
+    pub head: u64,
+    /// Whether anything up to `head` can change the table (a route or an instance event).
+    pub table: bool,
+}
+
+/// An instance that serves its process's routes: ready, with an address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadyInstance {
+    pub env_id: EnvId,
+    pub process: String,
+    pub address: IpAddr,
+}
+
+impl ReadyInstance {
+    /// The instances of these views that run, are meant to run, passed their checks and have
+    /// an address.
+    pub fn of(instances: &[InstanceView]) -> Vec<ReadyInstance> {
+        instances
+            .iter()
+            .filter(|i| i.is_ready())
+            .filter_map(|i| {
+                let address = i.address.as_deref()?.parse().ok()?;
+                Some(ReadyInstance { env_id: i.env_id, process: i.process.clone(), address })
+            })
+            .collect()
+    }
+}
+
 /// Where the edge reads the log and the views.
 #[async_trait]
 pub trait Source: Send + Sync + 'static {
-    /// Up to `limit` events with `seq > after`, in order.
-    async fn events_after(&self, after: u64, limit: u32) -> Result<Vec<Envelope>, EdgeError>;
+    /// How far the log goes after `after`, and whether it changes the table.
+    async fn changes_after(&self, after: u64) -> Result<Changes, EdgeError>;
     /// The lowest checkpoint of the projections the table is built from.
     async fn views_at(&self) -> Result<u64, EdgeError>;
     async fn routes(&self) -> Result<Vec<RouteView>, EdgeError>;
-    async fn instances(&self) -> Result<Vec<InstanceView>, EdgeError>;
+    async fn ready_instances(&self) -> Result<Vec<ReadyInstance>, EdgeError>;
     /// Record changes of routes' listeners (as `route.listener_changed` events).
     async fn report(&self, changes: Vec<RouteListenerChanged>) -> Result<(), EdgeError>;
     /// Moves when the log may have grown (a hint; the edge also polls).
@@ -74,8 +106,18 @@ fn source_err(e: impl std::fmt::Display) -> EdgeError {
 
 #[async_trait]
 impl Source for StoreSource {
-    async fn events_after(&self, after: u64, limit: u32) -> Result<Vec<Envelope>, EdgeError> {
-        self.0.read_events(after, limit).await.map_err(source_err)
+    async fn changes_after(&self, after: u64) -> Result<Changes, EdgeError> {
+        let mut changes = Changes { head: after, table: false };
+        loop {
+            let events = self.0.read_events(changes.head, PAGE).await.map_err(source_err)?;
+            let Some(last) = events.last() else { break };
+            changes.head = last.seq;
+            changes.table |= events.iter().any(changes_the_table);
+            if events.len() < PAGE as usize {
+                break;
+            }
+        }
+        Ok(changes)
     }
     async fn views_at(&self) -> Result<u64, EdgeError> {
         let checkpoints = self.0.checkpoints().await.map_err(source_err)?;
@@ -85,9 +127,10 @@ impl Source for StoreSource {
         let rows = self.0.view_list(&ViewQuery::kind(ViewKind::Route)).await.map_err(source_err)?;
         rows.iter().map(|r| r.decode().map_err(source_err)).collect()
     }
-    async fn instances(&self) -> Result<Vec<InstanceView>, EdgeError> {
+    async fn ready_instances(&self) -> Result<Vec<ReadyInstance>, EdgeError> {
         let rows = self.0.view_list(&ViewQuery::kind(ViewKind::Instance)).await.map_err(source_err)?;
-        rows.iter().map(|r| r.decode().map_err(source_err)).collect()
+        let views: Vec<InstanceView> = rows.iter().map(|r| r.decode().map_err(source_err)).collect::<Result<_, _>>()?;
+        Ok(ReadyInstance::of(&views))
     }
     async fn report(&self, changes: Vec<RouteListenerChanged>) -> Result<(), EdgeError> {
         let events = changes
@@ -230,18 +273,9 @@ impl Edge {
 
     /// Bring the table in force up to the log.
     async fn follow(&self, state: &mut State) -> Result<Outcome, EdgeError> {
-        let mut target = state.cursor;
-        loop {
-            let events = self.source.events_after(target, PAGE).await?;
-            let Some(last) = events.last() else { break };
-            target = last.seq;
-            if events.iter().any(changes_the_table) {
-                state.dirty = true;
-            }
-            if events.len() < PAGE as usize {
-                break;
-            }
-        }
+        let changes = self.source.changes_after(state.cursor).await?;
+        let target = changes.head;
+        state.dirty |= changes.table;
         if !state.dirty {
             state.cursor = target;
             self.status.send_modify(|s| s.cursor = target);
@@ -251,7 +285,7 @@ impl Edge {
             return Ok(Outcome::ViewsBehind);
         }
         let routes = self.source.routes().await?;
-        let instances = self.source.instances().await?;
+        let instances = self.source.ready_instances().await?;
         state.owners = routes.iter().map(|r| (r.id.to_string(), (r.org_id, r.env_id))).collect();
         match state.reported.as_mut() {
             Some(reported) => reported.retain(|id, _| state.owners.contains_key(id)),
@@ -377,11 +411,10 @@ fn changes_the_table(e: &Envelope) -> bool {
     (t.starts_with("route.") && t != "route.listener_changed") || t.starts_with("instance.")
 }
 
-/// The table for these views: every route, with the instances of its env and
-/// process type that run, are meant to run and have an address. Routes that
-/// would make the table invalid (a TLS and a TCP route on one port, say) are
-/// left out and listed.
-pub fn build_table(routes: &[RouteView], instances: &[InstanceView]) -> (RouteTable, Vec<String>) {
+/// The table for these views: every route, with the ready instances of its env and
+/// process type. Routes that would make the table invalid (a TLS and a TCP route on
+/// one port, say) are left out and listed.
+pub fn build_table(routes: &[RouteView], instances: &[ReadyInstance]) -> (RouteTable, Vec<String>) {
     let mut sorted: Vec<&RouteView> = routes.iter().collect();
     sorted.sort_by_key(|r| r.id);
     let mut table = RouteTable::default();
@@ -390,9 +423,7 @@ pub fn build_table(routes: &[RouteView], instances: &[InstanceView]) -> (RouteTa
         let mut backends: Vec<Backend> = instances
             .iter()
             .filter(|i| i.env_id == r.env_id && i.process == r.process)
-            .filter(|i| i.is_ready())
-            .filter_map(|i| i.address.as_deref()?.parse::<IpAddr>().ok())
-            .map(|ip| Backend { addr: SocketAddr::new(ip, r.backend_port), healthy: true })
+            .map(|i| Backend { addr: SocketAddr::new(i.address, r.backend_port), healthy: true })
             .collect();
         backends.sort_by_key(|b| b.addr);
         backends.dedup();
@@ -497,7 +528,7 @@ mod tests {
                 ..instance(env, "web", InstanceStatus::Running, DesiredState::Running, Some("10.0.0.9"))
             },
         ];
-        let (table, skipped) = build_table(&routes, &instances);
+        let (table, skipped) = build_table(&routes, &ReadyInstance::of(&instances));
         assert!(skipped.is_empty());
         let addrs: Vec<String> = table.routes[0].backends.iter().map(|b| b.addr.to_string()).collect();
         assert_eq!(addrs, ["10.0.0.2:8443", "10.0.0.9:8443", "[fd00::1]:8443"]);

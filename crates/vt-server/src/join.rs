@@ -1,6 +1,6 @@
-//! A node that joined a remote control plane (`vt server --role agent --join URL`; docs/nodes.md):
-//! only the node agent runs here, following the control plane over HTTP(S) with the node's own
-//! token.
+//! A node that joined a remote control plane (`vt server --role agent,edge --join URL`;
+//! docs/nodes.md): the node agent, the edge or both run here, following the control plane over
+//! HTTP(S) with the node's own token.
 //!
 //! The first start enrolls: it makes the node's WireGuard key pair (`<data-dir>/wireguard.key`,
 //! 0600), exchanges the single-use enrollment token for the node's token (`<data-dir>/node-token`,
@@ -76,15 +76,15 @@ impl WireguardKey {
     }
 }
 
-/// A started node: its agent running against the remote control plane.
+/// A started node: its agent, its edge or both, following the remote control plane.
 pub struct NodeServer {
     pub data: DataDir,
     pub name: Hostname,
     pub enrollment: Enrollment,
     pub notices: Vec<Notice>,
     _lock: DataDirLock,
-    agent: Arc<vt_agent::Agent>,
-    task: JoinHandle<()>,
+    agent: Option<(Arc<vt_agent::Agent>, JoinHandle<()>)>,
+    edge: Option<(vt_ingress::Ingress, JoinHandle<()>)>,
     vm_stop_timeout: Duration,
 }
 
@@ -105,24 +105,23 @@ impl NodeServer {
             enrollment.control_plane,
             key.public()
         )));
-        let mut agent_config = crate::agent_config(config, &data, &join.url, token, &name);
-        agent_config.labels = enrollment.labels.clone();
-        agent_config.wireguard_public_key = Some(key.public());
-        if let Some(mesh) = &config.mesh {
-            let mesh = mesh.agent_config(&data, &join.url)?;
-            notices.push(Notice::Info(format!(
-                "mesh: interface `{}`, reached at {}",
-                mesh.interface,
-                SocketAddr::new(mesh.address, mesh.listen_port)
-            )));
-            agent_config.mesh = Some(mesh);
-        }
-        let agent = vt_agent::Agent::new(agent_config)
-            .map_err(|e| ServerError::Config(format!("the node agent cannot start: {e}")))?;
-        if let Some(why) = agent.network_refusal() {
-            notices.push(Notice::Warning(format!("instances will not start on this node: {why}")));
-        }
-        let task = tokio::spawn(agent.clone().run());
+        // The edge first: its ingress serves the table it kept from its last run at once.
+        let edge = match &config.ingress {
+            Some(addrs) => {
+                let client = vt_client::Client::new(&join.url, Some(token.clone()));
+                let source = Arc::new(crate::remote_edge::HttpSource::new(client, enrollment.name.clone()));
+                let node = Hostname::parse(&enrollment.name).map_err(|e| ServerError::Config(e.to_string()))?;
+                let (ingress, task, _) =
+                    crate::ingress_and_edge(&data, addrs, source, &node, Duration::from_millis(250)).await?;
+                notices.push(Notice::Info(format!("edge: the ingress serves every route on {addrs:?}")));
+                Some((ingress, task))
+            }
+            None => None,
+        };
+        let agent = match &config.agent {
+            Some(_) => Some(start_agent(config, &data, join, token, &name, &enrollment, &key, &mut notices)?),
+            None => None,
+        };
         Ok(NodeServer {
             data,
             name,
@@ -130,24 +129,67 @@ impl NodeServer {
             notices,
             _lock: lock,
             agent,
-            task,
+            edge,
             vm_stop_timeout: config.vm_stop_timeout,
         })
     }
 
     /// The VMs the agent runs now.
     pub fn running_vms(&self) -> usize {
-        self.agent.running_vms()
+        self.agent.as_ref().map_or(0, |(agent, _)| agent.running_vms())
     }
 
-    /// Run until `shutdown` resolves, then stop the VMs (through their guests, then killed).
+    /// Run until `shutdown` resolves, then stop the VMs (through their guests, then killed) and
+    /// the ingress's listeners.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) -> Result<Stopped, ServerError> {
         shutdown.await;
         let began = tokio::time::Instant::now();
-        self.agent.stop_following();
-        let (vms, vms_killed) = crate::stop_vms(&self.agent, self.task, self.vm_stop_timeout).await;
-        Ok(Stopped { vms, vms_killed, vms_stopped_in: began.elapsed(), ..Stopped::default() })
+        let mut stopped = Stopped::default();
+        if let Some((agent, task)) = self.agent {
+            agent.stop_following();
+            (stopped.vms, stopped.vms_killed) = crate::stop_vms(&agent, task, self.vm_stop_timeout).await;
+        }
+        stopped.vms_stopped_in = began.elapsed();
+        if let Some((ingress, task)) = self.edge {
+            task.abort();
+            ingress.close_listeners().await;
+        }
+        Ok(stopped)
     }
+}
+
+/// The node agent, following the control plane with the node's token, registering with its
+/// WireGuard key (and in the mesh, unless `--no-mesh`).
+#[allow(clippy::too_many_arguments)]
+fn start_agent(
+    config: &ServerConfig,
+    data: &DataDir,
+    join: &Join,
+    token: String,
+    name: &Hostname,
+    enrollment: &Enrollment,
+    key: &WireguardKey,
+    notices: &mut Vec<Notice>,
+) -> Result<(Arc<vt_agent::Agent>, JoinHandle<()>), ServerError> {
+    let mut agent_config = crate::agent_config(config, data, &join.url, token, name);
+    agent_config.labels = enrollment.labels.clone();
+    agent_config.wireguard_public_key = Some(key.public());
+    if let Some(mesh) = &config.mesh {
+        let mesh = mesh.agent_config(data, &join.url)?;
+        notices.push(Notice::Info(format!(
+            "mesh: interface `{}`, reached at {}",
+            mesh.interface,
+            SocketAddr::new(mesh.address, mesh.listen_port)
+        )));
+        agent_config.mesh = Some(mesh);
+    }
+    let agent = vt_agent::Agent::new(agent_config)
+        .map_err(|e| ServerError::Config(format!("the node agent cannot start: {e}")))?;
+    if let Some(why) = agent.network_refusal() {
+        notices.push(Notice::Warning(format!("instances will not start on this node: {why}")));
+    }
+    let task = tokio::spawn(agent.clone().run());
+    Ok((agent, task))
 }
 
 /// The node's token and enrollment: from the data directory, or enrolled now.

@@ -50,6 +50,7 @@ mod front;
 pub mod join;
 pub mod logs;
 pub mod master_key;
+pub mod remote_edge;
 pub mod tokens;
 
 pub use data_dir::{DataDir, DataDirLock};
@@ -619,15 +620,10 @@ async fn start_ingress(
     addrs: &[IpAddr],
     config_node: Option<&Hostname>,
 ) -> Result<(vt_ingress::Ingress, JoinHandle<()>, Arc<vt_edge::Edge>), ServerError> {
-    let config = vt_ingress::IngressConfig {
-        bind_addrs: addrs.to_vec(),
-        state_path: Some(data.ingress_table()),
-        ..Default::default()
-    };
-    let ingress = vt_ingress::Ingress::start(config).await.map_err(|e| ServerError::Ingress(e.to_string()))?;
     // Its listener reports go under the agent's node name (the host's, without an agent).
     let node = config_node.map_or_else(host_name, Clone::clone);
-    let edge = vt_edge::Edge::new(Arc::new(vt_edge::StoreSource(cp.store.clone())), ingress.clone(), node.to_string());
+    let source = Arc::new(vt_edge::StoreSource(cp.store.clone()));
+    let (ingress, task, edge) = ingress_and_edge(data, addrs, source, &node, Duration::from_secs(2)).await?;
     let status = edge.clone();
     cp.tasks.register("edge", move || {
         let s = status.status();
@@ -640,7 +636,26 @@ async fn start_ingress(
             last_error: s.last_error,
         }
     });
-    let task = tokio::spawn(edge.clone().run(Duration::from_secs(2), std::future::pending()));
+    Ok((ingress, task, edge))
+}
+
+/// The ingress on `addrs` (its applied table kept in the data directory) and the edge that
+/// feeds it from `source`, activated at every change and every `poll`.
+pub(crate) async fn ingress_and_edge(
+    data: &DataDir,
+    addrs: &[IpAddr],
+    source: Arc<dyn vt_edge::Source>,
+    node: &Hostname,
+    poll: Duration,
+) -> Result<(vt_ingress::Ingress, JoinHandle<()>, Arc<vt_edge::Edge>), ServerError> {
+    let config = vt_ingress::IngressConfig {
+        bind_addrs: addrs.to_vec(),
+        state_path: Some(data.ingress_table()),
+        ..Default::default()
+    };
+    let ingress = vt_ingress::Ingress::start(config).await.map_err(|e| ServerError::Ingress(e.to_string()))?;
+    let edge = vt_edge::Edge::new(source, ingress.clone(), node.to_string());
+    let task = tokio::spawn(edge.clone().run(poll, std::future::pending()));
     Ok((ingress, task, edge))
 }
 

@@ -7,7 +7,8 @@
 //! interface; a stopped node leaves no interface. Nothing outside the namespaces is touched.
 //!
 //! A second test deploys two instances over the nodes and reaches node B's through the
-//! ingress beside the control plane: through the tunnel, let in by B's rules.
+//! ingress beside the control plane and through node A's own edge: through the tunnel, let in
+//! by B's rules.
 //!
 //! Needs root, `ping`, `wg` and, without a WireGuard kernel module, `boringtun-cli`
 //! (`scripts/mesh-tools.sh`). Skipped with a message without them, except under `CI=true`.
@@ -121,14 +122,12 @@ fn cli(ns: &Netns, dir: &Path, url: &str, admin: &str, args: &[&str]) -> serde_j
 /// `vt server --role agent --join URL` in `ns` as node `name` (`node-X`), enrolled with a
 /// fresh token; its nftables table and WireGuard interface are `vtmX`. The child once ready,
 /// and its interface.
-fn join(ns: &Netns, dir: &Path, url: &str, admin: &str, name: &str) -> (ServerChild, String) {
+fn join(ns: &Netns, dir: &Path, url: &str, admin: &str, name: &str, extra: &[&str]) -> (ServerChild, String) {
     let token = cli(ns, dir, url, admin, &["node", "enroll-token", "create"])["secret"].as_str().unwrap().to_owned();
     let iface = format!("vtm{}", &name[5..]);
     let data = dir.join(name);
-    let args = [
+    let mut args = vec![
         "server",
-        "--role",
-        "agent",
         "--join",
         url,
         "--node-name",
@@ -140,6 +139,10 @@ fn join(ns: &Netns, dir: &Path, url: &str, admin: &str, name: &str) -> (ServerCh
         "--mesh-interface",
         &iface,
     ];
+    if !extra.contains(&"--role") {
+        args.extend_from_slice(&["--role", "agent"]);
+    }
+    args.extend_from_slice(extra);
     let ready = format!("vt node `{name}` ready");
     (spawn_until(ns, dir, &args, &[("VT_ENROLL_TOKEN", &token)], &ready), iface)
 }
@@ -164,8 +167,8 @@ fn joined_nodes_mesh_and_a_revoked_one_is_cut_off() {
     let listen = format!("10.78.1.1:{}", common::free_port());
     let (_cp, url, admin) = control_plane(&a, dir.path(), &listen, "control-plane", &[]);
     let cli = |args: &[&str]| cli(&a, dir.path(), &url, &admin, args);
-    let (node_a, iface_a) = join(&a, dir.path(), &url, &admin, "node-a");
-    let (node_b, iface_b) = join(&b, dir.path(), &url, &admin, "node-b");
+    let (node_a, iface_a) = join(&a, dir.path(), &url, &admin, "node-a", &[]);
+    let (node_b, iface_b) = join(&b, dir.path(), &url, &admin, "node-b", &[]);
 
     // Each registered where the other reaches it (found toward the control plane), and port 51820.
     let na = cli(&["node", "get", "node-a"]);
@@ -220,7 +223,8 @@ interval = "1s"
 timeout = "500ms"
 "#;
 
-/// The ingress beside the control plane (namespace A) serves a route from instances on both
+/// The ingress beside the control plane (namespace A) and node A's own edge (`--role
+/// agent,edge`, following the control plane over HTTP) serve a route from instances on both
 /// nodes: node A's through its tap, node B's (namespace B) through the WireGuard mesh, where
 /// B's rules let A's overlay address in on its interface (docs/network.md).
 #[test]
@@ -238,8 +242,11 @@ fn the_ingress_reaches_instances_on_another_node_through_the_mesh() {
     let extra = ["--ingress-listen", "10.78.2.1", "--ingress-tcp-ports", &range];
     let (cp, url, admin) = control_plane(&a, dir.path(), &listen, "control-plane,edge", &extra);
     let cli = |args: &[&str]| cli(&a, dir.path(), &url, &admin, args);
-    let (node_a, _) = join(&a, dir.path(), &url, &admin, "node-a");
-    let (node_b, iface_b) = join(&b, dir.path(), &url, &admin, "node-b");
+    // Node A also runs an edge (`--role agent,edge`), on a second address of namespace A.
+    a.ip(&["addr", "add", "10.78.2.3/24", "dev", "vtmiva"]).unwrap();
+    let (node_a, _) =
+        join(&a, dir.path(), &url, &admin, "node-a", &["--role", "agent,edge", "--ingress-listen", "10.78.2.3"]);
+    let (node_b, iface_b) = join(&b, dir.path(), &url, &admin, "node-b", &[]);
 
     cli(&["org", "create", "acme"]);
     cli(&["app", "create", "web"]);
@@ -270,16 +277,26 @@ fn the_ingress_reaches_instances_on_another_node_through_the_mesh() {
         running.iter().filter(|i| i["node_id"] == node_b_id).map(|i| i["id"].as_str().unwrap()).collect();
     assert_eq!(on_b.len(), 1, "one instance on node B: {instances}");
 
-    // Through the ingress in namespace A, both answer; node B's through the tunnel.
-    let mut seen = std::collections::BTreeSet::new();
-    let target = format!("http://10.78.2.1:{ingress_port}/");
-    wait_for("both instances answer through the ingress", Duration::from_secs(60), || {
-        if let Ok(body) = run(a.command("curl").args(["-sf", "--max-time", "2", &target])) {
-            seen.insert(body.trim().to_owned());
-        }
-        seen.len() == 2
+    // Through the ingress beside the control plane and through node A's own edge (which
+    // follows the control plane over HTTP), both answer; node B's through the tunnel.
+    for edge in ["10.78.2.1", "10.78.2.3"] {
+        let mut seen = std::collections::BTreeSet::new();
+        let target = format!("http://{edge}:{ingress_port}/");
+        wait_for(&format!("both instances answer through the ingress on {edge}"), Duration::from_secs(60), || {
+            if let Ok(body) = run(a.command("curl").args(["-sf", "--max-time", "2", &target])) {
+                seen.insert(body.trim().to_owned());
+            }
+            seen.len() == 2
+        });
+        assert!(seen.contains(on_b[0]), "node B's instance answered: {seen:?}");
+    }
+    // Node A's edge reported its listener (under its node name) to the control plane.
+    wait_for("node A's listener is reported", Duration::from_secs(20), || {
+        let routes = cli(&["route", "list"]);
+        routes["items"][0]["listeners"]
+            .as_array()
+            .is_some_and(|ls| ls.iter().any(|l| l["node"] == "node-a" && l["state"] == "listening"))
     });
-    assert!(seen.contains(on_b[0]), "node B's instance answered: {seen:?}");
     // It came in through B's WireGuard interface, let in by the mesh's rule (its counter grew).
     let chain = run(b.command("nft").args(["list", "chain", "inet", &iface_b, "to_instance"])).unwrap();
     let rule = chain.lines().find(|l| l.contains("@mesh_nodes")).unwrap_or_else(|| panic!("{chain}"));

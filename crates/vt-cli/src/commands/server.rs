@@ -204,13 +204,13 @@ pub async fn run(p: &Printer, args: ServerArgs) -> CliResult {
     Ok(ExitStatus::Success)
 }
 
-/// `vt server --role agent --join URL`: the node agent alone, following a remote control plane
-/// with the node's own token (docs/nodes.md).
+/// `vt server --role agent[,edge] --join URL`: the node agent (and the edge), following a remote
+/// control plane with the node's own token (docs/nodes.md).
 async fn run_joined(p: &Printer, args: &ServerArgs, config: ServerConfig) -> CliResult {
-    if args.role.contains(&ServerRole::Edge) {
+    if config.agent.is_none() && config.ingress.is_some() {
         return Err(CliError::usage(
-            "an edge runs beside its control plane for now; remote edges are not built yet",
-            Some("use `--role control-plane,edge` on the control plane's host".into()),
+            "an edge on a joined node runs with its agent: the agent puts the node in the mesh, through which the edge reaches instances on every node",
+            Some("use `--role agent,edge`".into()),
         ));
     }
     let Some(url) = args.join.clone() else {
@@ -223,7 +223,7 @@ async fn run_joined(p: &Printer, args: &ServerArgs, config: ServerConfig) -> Cli
         ));
     };
     if config.agent.is_none() {
-        return Err(CliError::usage("nothing to run: `--role agent` without `--no-agent`", None));
+        return Err(CliError::usage("nothing to run: `--role agent` (or `agent,edge`) without `--no-agent`", None));
     }
     let join = vt_server::join::Join { url, enroll_token: args.enroll_token.clone() };
     let mut signals = Signals::new()?;

@@ -9,14 +9,17 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use vt_api::{GuestNetwork, Heartbeat, MeshPeer, Node, NodeInstances, Peer, RegisterNode};
+use vt_api::{
+    GuestNetwork, Heartbeat, MeshPeer, Node, NodeInstances, NodeRouting, Peer, RegisterNode, RouteListenerReport,
+    RoutedInstance,
+};
 use vt_events::{
-    AggregateType, Capacity, Event, NodeCapacityChanged, NodeEndpointChanged, NodeIpv4RangeAssigned, NodeRegistered,
-    NodeStatus, NodeStatusChanged, NodeSubnetAssigned,
+    AggregateType, Capacity, Event, ListenerState, NodeCapacityChanged, NodeEndpointChanged, NodeIpv4RangeAssigned,
+    NodeRegistered, NodeStatus, NodeStatusChanged, NodeSubnetAssigned, RouteListenerChanged,
 };
 use vt_ids::{NodeId, OrgId, ReleaseId};
 use vt_store::{Claim, ClaimScope};
-use vt_views::{AppView, EnvView, InstanceView, NodeView, ReleaseView, TokenView, ViewKind};
+use vt_views::{AppView, EnvView, InstanceView, NodeView, ReleaseView, RouteView, TokenView, ViewKind};
 
 use super::exists;
 use crate::authz::{Action, Caller, Resource};
@@ -26,6 +29,8 @@ use crate::{ApiErr, ApiResult, Committed, ControlPlane, Ctx, Plan};
 
 /// Longest wait of a node's follow request (below the client's 30 s request timeout).
 const MAX_FOLLOW_WAIT: Duration = Duration::from_secs(20);
+/// Most listener reports in one request (an ingress reports the routes whose listener changed).
+const MAX_LISTENER_REPORTS: usize = 1000;
 
 /// What a registration's schema cannot say. Its ranges (capacities of at least 1) and the
 /// labels' count and key and value syntax are `RegisterNode`'s schema (`vt_api::limits`),
@@ -258,14 +263,7 @@ impl ControlPlane {
     ) -> ApiResult<NodeInstances> {
         let node = self.authorized_node(ctx, node, Action::Agent).await?;
         if let Some(after) = after {
-            // A node follows its instances by cursor: one request per change of the views.
-            let limit = wait.unwrap_or(Duration::from_secs(10)).min(MAX_FOLLOW_WAIT);
-            let mut progress = self.projector.subscribe();
-            // A server that stops answers now: its drain does not wait for a long poll.
-            tokio::select! {
-                _ = tokio::time::timeout(limit, progress.wait_for(|seq| *seq > after)) => {}
-                () = self.closed() => {}
-            }
+            self.views_past(after, wait).await;
         }
         let seq = self.projector.progress();
         let instances: Vec<InstanceView> = self.views::<InstanceView>(Self::kind_query(ViewKind::Instance)).await?;
@@ -286,6 +284,86 @@ impl ControlPlane {
             peers,
             mesh: mesh_peers(node.id, &nodes),
         })
+    }
+
+    /// What the node's ingress serves: every route and the ready instances behind them. With
+    /// `after`: answered once the views move past that position (or after `wait`).
+    pub async fn node_routing(
+        &self,
+        ctx: &Ctx,
+        node: &str,
+        after: Option<u64>,
+        wait: Option<Duration>,
+    ) -> ApiResult<NodeRouting> {
+        self.authorized_node(ctx, node, Action::Agent).await?;
+        if let Some(after) = after {
+            self.views_past(after, wait).await;
+        }
+        let seq = self.projector.progress();
+        let mut routes: Vec<RouteView> = self.views(Self::kind_query(ViewKind::Route)).await?;
+        routes.sort_by_key(|r| r.id);
+        let served: BTreeSet<(vt_ids::EnvId, &str)> = routes.iter().map(|r| (r.env_id, r.process.as_str())).collect();
+        let instances: Vec<InstanceView> = self.views(Self::kind_query(ViewKind::Instance)).await?;
+        let mut routed: Vec<RoutedInstance> = instances
+            .iter()
+            .filter(|i| i.is_ready() && served.contains(&(i.env_id, i.process.as_str())))
+            .filter_map(|i| {
+                Some(RoutedInstance { env_id: i.env_id, process: i.process.clone(), address: i.address.clone()? })
+            })
+            .collect();
+        routed.sort();
+        Ok(NodeRouting { routes: all(routes), instances: routed, seq })
+    }
+
+    /// The node's ingress reports its listeners (`route.listener_changed`, under the node's
+    /// name). A report of a route that is gone is dropped.
+    pub async fn node_route_listeners(
+        &self,
+        ctx: &Ctx,
+        node: &str,
+        reports: Vec<RouteListenerReport>,
+    ) -> ApiResult<Committed> {
+        let node = self.authorized_node(ctx, node, Action::Agent).await?;
+        if reports.len() > MAX_LISTENER_REPORTS {
+            return Err(ApiErr::invalid(
+                "body",
+                format!("at most {MAX_LISTENER_REPORTS} listener reports per request; send the rest in another"),
+            ));
+        }
+        let mut plan = Plan::new(StatusCode::OK, ());
+        for (i, r) in reports.into_iter().enumerate() {
+            if r.state == ListenerState::Listening && r.reason.is_some() {
+                return Err(ApiErr::invalid(
+                    format!("[{i}].reason"),
+                    "a listening listener has no reason; leave `reason` out",
+                ));
+            }
+            let Some(route) = self.view::<RouteView>(&r.route_id.to_string()).await? else {
+                continue;
+            };
+            plan = plan.event(Event::RouteListenerChanged(RouteListenerChanged {
+                org_id: route.org_id,
+                env_id: route.env_id,
+                route_id: route.id,
+                node: node.name.clone(),
+                state: r.state,
+                reason: r.reason,
+            }));
+        }
+        let n = plan.events.len();
+        self.commit(ctx, plan.respond(serde_json::json!({ "recorded": n }))).await
+    }
+
+    /// Wait until the views move past `after` (at most `wait`, 10 s by default, capped), or
+    /// the server stops: a node follows by cursor, one request per change of the views.
+    async fn views_past(&self, after: u64, wait: Option<Duration>) {
+        let limit = wait.unwrap_or(Duration::from_secs(10)).min(MAX_FOLLOW_WAIT);
+        let mut progress = self.projector.subscribe();
+        // A server that stops answers now: its drain does not wait for a long poll.
+        tokio::select! {
+            _ = tokio::time::timeout(limit, progress.wait_for(|seq| *seq > after)) => {}
+            () = self.closed() => {}
+        }
     }
 
     /// The private-network peers a node needs: the live instances with an address of every

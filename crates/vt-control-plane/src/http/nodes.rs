@@ -9,7 +9,7 @@ use serde::Deserialize;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use vt_api::{
     CreateEnrollToken, EnrollNode, EnrolledNode, ErrorBody, Heartbeat, IssuedToken, List, Node, NodeInstances,
-    RegisterNode,
+    NodeRouting, RegisterNode, RouteListenerReport,
 };
 
 use super::{Cp, JsonBody, Out, QueryParams};
@@ -21,6 +21,8 @@ pub(super) fn routes() -> OpenApiRouter<std::sync::Arc<ControlPlane>> {
         .routes(routes!(node_get))
         .routes(routes!(node_heartbeat))
         .routes(routes!(node_instances))
+        .routes(routes!(node_routing))
+        .routes(routes!(node_route_listeners))
         .routes(routes!(enroll_token_create))
         .routes(routes!(node_enroll))
         .routes(routes!(node_revoke))
@@ -108,4 +110,31 @@ async fn node_instances(
     QueryParams(q): QueryParams<NodeInstancesQuery>,
 ) -> Out<NodeInstances> {
     Ok(Json(cp.node_instances(&ctx, &node, q.after, q.wait_ms.map(Duration::from_millis)).await?))
+}
+
+/// What the node's ingress serves: every route and the ready instances behind them (the node
+/// itself; an edge on a joined node follows it by cursor).
+#[utoipa::path(get, path = "/nodes/{node}/routing", tag = "nodes", params(("node" = String, Path, description = "id or name"), NodeInstancesQuery),
+    responses((status = 200, body = NodeRouting, description = "every route by id, the ready instances behind them, and the view position they reflect; with `after`, answered once the views move past it"), (status = "4XX", body = ErrorBody)))]
+async fn node_routing(
+    State(cp): Cp,
+    ctx: Ctx,
+    Path(node): Path<String>,
+    QueryParams(q): QueryParams<NodeInstancesQuery>,
+) -> Out<NodeRouting> {
+    Ok(Json(cp.node_routing(&ctx, &node, q.after, q.wait_ms.map(Duration::from_millis)).await?))
+}
+
+/// The node's ingress reports its route listeners (the node itself): recorded as
+/// `route.listener_changed` under the node's name; reports of routes that are gone are dropped.
+#[utoipa::path(post, path = "/nodes/{node}/route-listeners", tag = "nodes", request_body = Vec<RouteListenerReport>,
+    params(("node" = String, Path, description = "id or name"), ("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 200, description = "`{\"recorded\": N}`: the reports recorded"), (status = "4XX", body = ErrorBody)))]
+async fn node_route_listeners(
+    State(cp): Cp,
+    ctx: Ctx,
+    Path(node): Path<String>,
+    JsonBody(reports): JsonBody<Vec<RouteListenerReport>>,
+) -> ApiResult<Committed> {
+    cp.node_route_listeners(&ctx, &node, reports).await
 }
