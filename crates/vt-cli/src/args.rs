@@ -828,6 +828,10 @@ pub struct ServerArgs {
     /// What the built-in registry may hold per org, in GiB [default: no quota]
     #[arg(long, value_name = "GIB", value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
     pub registry_quota_gib: Option<u64>,
+    /// A node whose agent sent no heartbeat for this long is unreachable: its instances are
+    /// placed elsewhere (agents beat every 5 s)
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration_secs)]
+    pub heartbeat_timeout: u64,
     /// On SIGTERM or Ctrl-C: how long requests in flight may take to finish
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration_secs)]
     pub drain_timeout: u64,

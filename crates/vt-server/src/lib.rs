@@ -97,6 +97,8 @@ pub struct ServerConfig {
     pub backup_every: Option<Duration>,
     /// Bytes the registry may hold per org; `None`: no quota.
     pub registry_quota: Option<u64>,
+    /// A node without a heartbeat for this long is unreachable (its instances are placed elsewhere).
+    pub heartbeat_timeout: Duration,
     /// How long requests in flight may take to finish once a shutdown begins.
     pub drain_timeout: Duration,
     /// How long the node agent's VMs may take to stop (through their guests) in a shutdown,
@@ -209,6 +211,7 @@ impl ServerConfig {
             backup: None,
             backup_every: None,
             registry_quota: None,
+            heartbeat_timeout: vt_control_plane::scheduler::SchedulerSettings::default().heartbeat_timeout,
             drain_timeout: serve::DEFAULT_DRAIN,
             vm_stop_timeout: DEFAULT_VM_STOP_TIMEOUT,
             mesh: None,
@@ -426,6 +429,10 @@ impl Server {
             None => None,
         };
         cp.ingress.set_tcp_ports(config.tcp_ports.clone());
+        cp.scheduler.configure(vt_control_plane::scheduler::SchedulerSettings {
+            heartbeat_timeout: config.heartbeat_timeout,
+            ..cp.scheduler.settings()
+        });
         cp.backups.set(config.backup.clone());
         cp.backups.set_every(config.backup_every);
         let (ingress, edge) = match &config.ingress {

@@ -154,6 +154,13 @@ pub async fn run(p: &Printer, args: ServerArgs) -> CliResult {
         return Err(CliError::usage("--backup-every must be longer than 0s", Some("e.g. --backup-every 6h".into())));
     }
     config.backup_every = args.backup_every.map(std::time::Duration::from_secs);
+    if args.heartbeat_timeout < 10 {
+        return Err(CliError::usage(
+            "--heartbeat-timeout must be at least 10s: agents beat every 5 s, and a node that misses one is not gone",
+            Some("e.g. --heartbeat-timeout 30s".into()),
+        ));
+    }
+    config.heartbeat_timeout = std::time::Duration::from_secs(args.heartbeat_timeout);
     config.drain_timeout = std::time::Duration::from_secs(args.drain_timeout);
     config.vm_stop_timeout = std::time::Duration::from_secs(args.vm_stop_timeout);
     if !has(ServerRole::ControlPlane) {
