@@ -15,137 +15,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::ServerChild;
+use common::netns::{cli, control_plane, join, mesh_tools_or_skip as ready, ping, wait_for, wg_peers as peers};
 use vt_firewall::testing::{run, Netns};
-
-fn ready() -> Option<()> {
-    let missing = |p: &str, arg: &str| run(Command::new(p).arg(arg)).is_err();
-    let why = if missing("wg", "--version") {
-        "needs `wg` (`apt-get install wireguard-tools`)"
-    } else if missing("ping", "-V") {
-        "needs `ping` (`apt-get install iputils-ping`)"
-    } else if missing("boringtun-cli", "--version") {
-        "needs `boringtun-cli` on PATH (scripts/mesh-tools.sh)"
-    } else {
-        return Some(());
-    };
-    assert!(std::env::var("CI").as_deref() != Ok("true"), "the mesh test: {why}");
-    eprintln!("SKIPPED: the mesh test: {why}");
-    None
-}
-
-/// `vt ARGS` in namespace `ns`, isolated like `common::vt_isolated`.
-fn vt_in(ns: &Netns, dir: &Path, args: &[&str]) -> Command {
-    let mut c = ns.command(env!("CARGO_BIN_EXE_vt"));
-    c.args(args).current_dir(dir).env("VT_CONFIG", dir.join("config.toml")).env("HOME", dir);
-    for k in ["VT_SERVER", "VT_TOKEN", "VT_ORG", "VT_APP", "VT_ENV", "VT_DATA_DIR", "VT_DATABASE_URL", "RUST_LOG"] {
-        c.env_remove(k);
-    }
-    c.env("VT_NO_EGRESS", "true");
-    c
-}
-
-/// Start `vt ARGS` in `ns` (with `env`) and wait for a stderr line containing `ready`.
-fn spawn_until(ns: &Netns, dir: &Path, args: &[&str], env: &[(&str, &str)], ready: &str) -> ServerChild {
-    let mut c = vt_in(ns, dir, args);
-    c.envs(env.iter().copied());
-    let mut child = ServerChild(c.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap());
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut seen = String::new();
-    loop {
-        let mut line = String::new();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "`vt {}` exited: {seen}", args.join(" "));
-        seen.push_str(&line);
-        if line.contains(ready) {
-            std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-            return child;
-        }
-    }
-}
-
-fn wait_for(what: &str, within: Duration, mut ok: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ok() {
-        assert!(start.elapsed() < within, "not within {within:?}: {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-/// The peers' public keys on `iface` in `ns` (`None`: no such interface).
-fn peers(ns: &Netns, iface: &str) -> Option<Vec<String>> {
-    let dump = run(ns.command("wg").args(["show", iface, "dump"])).ok()?;
-    Some(dump.lines().skip(1).filter_map(|l| l.split('\t').next()).map(str::to_owned).collect())
-}
-
-fn ping(ns: &Netns, from: &str, to: &str) -> Result<String, String> {
-    run(ns.command("ping").args(["-6", "-n", "-q", "-c", "1", "-W", "1", "-I", from, to]))
-}
-
-/// A control plane in `ns` on `listen` (with `roles` and `extra` flags): the child, its URL
-/// and the admin token.
-fn control_plane(ns: &Netns, dir: &Path, listen: &str, roles: &str, extra: &[&str]) -> (ServerChild, String, String) {
-    let data = dir.join("cp");
-    let mut args = vec![
-        "server",
-        "--role",
-        roles,
-        "--listen",
-        listen,
-        "--no-workspace-origin",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--sqlite-sync",
-        "normal",
-    ];
-    args.extend_from_slice(extra);
-    let child = spawn_until(ns, dir, &args, &[], "vt server ready on");
-    let admin = std::fs::read_to_string(data.join("admin-token")).unwrap().trim().to_owned();
-    (child, format!("http://{listen}"), admin)
-}
-
-/// `vt --server URL --token ADMIN ARGS -o json` in `ns`, in org acme, app web, env prod.
-fn cli(ns: &Netns, dir: &Path, url: &str, admin: &str, args: &[&str]) -> serde_json::Value {
-    let mut full = vec!["--server", url, "--token", admin];
-    full.extend_from_slice(args);
-    full.extend_from_slice(&["-o", "json"]);
-    let mut vt = vt_in(ns, dir, &full);
-    vt.env("VT_ORG", "acme").env("VT_APP", "web").env("VT_ENV", "prod");
-    let out = run(&mut vt).unwrap_or_else(|e| panic!("vt {}: {e}", args.join(" ")));
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("vt {}: {e}: {out}", args.join(" ")))
-}
-
-/// `vt server --role agent --join URL` in `ns` as node `name` (`node-X`), enrolled with a
-/// fresh token; its nftables table and WireGuard interface are `vtmX`. The child once ready,
-/// and its interface.
-fn join(ns: &Netns, dir: &Path, url: &str, admin: &str, name: &str, extra: &[&str]) -> (ServerChild, String) {
-    let token = cli(ns, dir, url, admin, &["node", "enroll-token", "create"])["secret"].as_str().unwrap().to_owned();
-    let iface = format!("vtm{}", &name[5..]);
-    let data = dir.join(name);
-    let mut args = vec![
-        "server",
-        "--join",
-        url,
-        "--node-name",
-        name,
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--nft-table",
-        &iface,
-        "--mesh-interface",
-        &iface,
-    ];
-    if !extra.contains(&"--role") {
-        args.extend_from_slice(&["--role", "agent"]);
-    }
-    args.extend_from_slice(extra);
-    let ready = format!("vt node `{name}` ready");
-    (spawn_until(ns, dir, &args, &[("VT_ENROLL_TOKEN", &token)], &ready), iface)
-}
 
 /// Two namespaces joined by a veth pair: `a` at 10.78.N.1, `b` at 10.78.N.2.
 fn two_hosts(what: &str, n: u8) -> Option<(Netns, Netns)> {
@@ -165,7 +39,7 @@ fn joined_nodes_mesh_and_a_revoked_one_is_cut_off() {
     let dir = tempfile::tempdir().unwrap();
 
     let listen = format!("10.78.1.1:{}", common::free_port());
-    let (_cp, url, admin) = control_plane(&a, dir.path(), &listen, "control-plane", &[]);
+    let (_cp, url, admin) = control_plane(&a, dir.path(), "cp", &listen, "control-plane", &[]);
     let cli = |args: &[&str]| cli(&a, dir.path(), &url, &admin, args);
     let (node_a, iface_a) = join(&a, dir.path(), &url, &admin, "node-a", &[]);
     let (node_b, iface_b) = join(&b, dir.path(), &url, &admin, "node-b", &[]);
@@ -223,10 +97,11 @@ interval = "1s"
 timeout = "500ms"
 "#;
 
-/// The ingress beside the control plane (namespace A) and node A's own edge (`--role
+/// The ingress beside the control plane (namespace A) and node X's own edge (`--role
 /// agent,edge`, following the control plane over HTTP) serve a route from instances on both
-/// nodes: node A's through its tap, node B's (namespace B) through the WireGuard mesh, where
-/// B's rules let A's overlay address in on its interface (docs/network.md).
+/// nodes: node X's through its tap, node Y's (namespace B) through the WireGuard mesh, where
+/// Y's rules let X's overlay address in on its interface (docs/network.md). (Other names than
+/// the first test's: boringtun's control sockets are per interface name, host-wide.)
 #[test]
 fn the_ingress_reaches_instances_on_another_node_through_the_mesh() {
     let Some(()) = ready() else { return };
@@ -240,13 +115,13 @@ fn the_ingress_reaches_instances_on_another_node_through_the_mesh() {
     let listen = format!("10.78.2.1:{}", common::free_port());
     let range = format!("{ingress_port}-{ingress_port}");
     let extra = ["--ingress-listen", "10.78.2.1", "--ingress-tcp-ports", &range];
-    let (cp, url, admin) = control_plane(&a, dir.path(), &listen, "control-plane,edge", &extra);
+    let (cp, url, admin) = control_plane(&a, dir.path(), "cp", &listen, "control-plane,edge", &extra);
     let cli = |args: &[&str]| cli(&a, dir.path(), &url, &admin, args);
-    // Node A also runs an edge (`--role agent,edge`), on a second address of namespace A.
+    // Node X also runs an edge (`--role agent,edge`), on a second address of namespace A.
     a.ip(&["addr", "add", "10.78.2.3/24", "dev", "vtmiva"]).unwrap();
     let (node_a, _) =
-        join(&a, dir.path(), &url, &admin, "node-a", &["--role", "agent,edge", "--ingress-listen", "10.78.2.3"]);
-    let (node_b, iface_b) = join(&b, dir.path(), &url, &admin, "node-b", &[]);
+        join(&a, dir.path(), &url, &admin, "node-x", &["--role", "agent,edge", "--ingress-listen", "10.78.2.3"]);
+    let (node_b, iface_b) = join(&b, dir.path(), &url, &admin, "node-y", &[]);
 
     cli(&["org", "create", "acme"]);
     cli(&["app", "create", "web"]);
@@ -268,17 +143,17 @@ fn the_ingress_reaches_instances_on_another_node_through_the_mesh() {
     cli(&["deploy", "--wait", "--image", &image, "--manifest", manifest.to_str().unwrap()]);
 
     // One instance on each node (the scheduler spreads a process over equal nodes).
-    let node_b_id = cli(&["node", "get", "node-b"])["id"].clone();
+    let node_b_id = cli(&["node", "get", "node-y"])["id"].clone();
     let instances = cli(&["instances"]);
     let running: Vec<&serde_json::Value> =
         instances["items"].as_array().unwrap().iter().filter(|i| i["status"] == "running").collect();
     assert_eq!(running.len(), 2, "{instances}");
     let on_b: Vec<&str> =
         running.iter().filter(|i| i["node_id"] == node_b_id).map(|i| i["id"].as_str().unwrap()).collect();
-    assert_eq!(on_b.len(), 1, "one instance on node B: {instances}");
+    assert_eq!(on_b.len(), 1, "one instance on node Y: {instances}");
 
-    // Through the ingress beside the control plane and through node A's own edge (which
-    // follows the control plane over HTTP), both answer; node B's through the tunnel.
+    // Through the ingress beside the control plane and through node X's own edge (which
+    // follows the control plane over HTTP), both answer; node Y's through the tunnel.
     for edge in ["10.78.2.1", "10.78.2.3"] {
         let mut seen = std::collections::BTreeSet::new();
         let target = format!("http://{edge}:{ingress_port}/");
@@ -288,14 +163,14 @@ fn the_ingress_reaches_instances_on_another_node_through_the_mesh() {
             }
             seen.len() == 2
         });
-        assert!(seen.contains(on_b[0]), "node B's instance answered: {seen:?}");
+        assert!(seen.contains(on_b[0]), "node Y's instance answered: {seen:?}");
     }
-    // Node A's edge reported its listener (under its node name) to the control plane.
-    wait_for("node A's listener is reported", Duration::from_secs(20), || {
+    // Node X's edge reported its listener (under its node name) to the control plane.
+    wait_for("node X's listener is reported", Duration::from_secs(20), || {
         let routes = cli(&["route", "list"]);
         routes["items"][0]["listeners"]
             .as_array()
-            .is_some_and(|ls| ls.iter().any(|l| l["node"] == "node-a" && l["state"] == "listening"))
+            .is_some_and(|ls| ls.iter().any(|l| l["node"] == "node-x" && l["state"] == "listening"))
     });
     // It came in through B's WireGuard interface, let in by the mesh's rule (its counter grew).
     let chain = run(b.command("nft").args(["list", "chain", "inet", &iface_b, "to_instance"])).unwrap();

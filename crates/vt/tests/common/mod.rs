@@ -9,6 +9,8 @@ use std::process::{Command, Output};
 
 use vt_server::{Server, ServerConfig};
 
+pub mod netns;
+
 pub const DIGEST_IMAGE: &str = "acme/web@sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 
 pub struct TestServer {

@@ -1,0 +1,143 @@
+//! Real `vt` processes in network namespaces a test creates (the mesh and cluster tests).
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use vt_firewall::testing::{run, Netns};
+
+use super::ServerChild;
+
+/// `Some` where the mesh tests can run (root, `wg`, `ping`, `boringtun-cli`); else why not,
+/// printed (a failure under `CI=true`).
+pub fn mesh_tools_or_skip() -> Option<()> {
+    let missing = |p: &str, arg: &str| run(Command::new(p).arg(arg)).is_err();
+    let why = if missing("wg", "--version") {
+        "needs `wg` (`apt-get install wireguard-tools`)"
+    } else if missing("ping", "-V") {
+        "needs `ping` (`apt-get install iputils-ping`)"
+    } else if missing("boringtun-cli", "--version") {
+        "needs `boringtun-cli` on PATH (scripts/mesh-tools.sh)"
+    } else {
+        return Some(());
+    };
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "the mesh tests: {why}");
+    eprintln!("SKIPPED: the mesh tests: {why}");
+    None
+}
+
+/// `vt ARGS` in namespace `ns`, isolated like `common::vt_isolated`.
+pub fn vt_in(ns: &Netns, dir: &Path, args: &[&str]) -> Command {
+    let mut c = ns.command(env!("CARGO_BIN_EXE_vt"));
+    c.args(args).current_dir(dir).env("VT_CONFIG", dir.join("config.toml")).env("HOME", dir);
+    for k in ["VT_SERVER", "VT_TOKEN", "VT_ORG", "VT_APP", "VT_ENV", "VT_DATA_DIR", "VT_DATABASE_URL", "RUST_LOG"] {
+        c.env_remove(k);
+    }
+    c.env("VT_NO_EGRESS", "true");
+    c
+}
+
+/// Start `vt ARGS` in `ns` (with `env`) and wait for a stderr line containing `ready`.
+pub fn spawn_until(ns: &Netns, dir: &Path, args: &[&str], env: &[(&str, &str)], ready: &str) -> ServerChild {
+    let mut c = vt_in(ns, dir, args);
+    c.envs(env.iter().copied());
+    let mut child = ServerChild(c.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap());
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "`vt {}` exited: {seen}", args.join(" "));
+        seen.push_str(&line);
+        if line.contains(ready) {
+            std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+            return child;
+        }
+    }
+}
+
+pub fn wait_for(what: &str, within: Duration, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < within, "not within {within:?}: {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The peers' public keys on `iface` in `ns` (`None`: no such interface).
+pub fn wg_peers(ns: &Netns, iface: &str) -> Option<Vec<String>> {
+    let dump = run(ns.command("wg").args(["show", iface, "dump"])).ok()?;
+    Some(dump.lines().skip(1).filter_map(|l| l.split('\t').next()).map(str::to_owned).collect())
+}
+
+pub fn ping(ns: &Netns, from: &str, to: &str) -> Result<String, String> {
+    run(ns.command("ping").args(["-6", "-n", "-q", "-c", "1", "-W", "1", "-I", from, to]))
+}
+
+/// A control plane in `ns` on `listen` with its data in `dir/data` (with `roles` and `extra`
+/// flags): the child, its URL and the admin token.
+pub fn control_plane(
+    ns: &Netns,
+    dir: &Path,
+    data: &str,
+    listen: &str,
+    roles: &str,
+    extra: &[&str],
+) -> (ServerChild, String, String) {
+    let data = dir.join(data);
+    let mut args = vec![
+        "server",
+        "--role",
+        roles,
+        "--listen",
+        listen,
+        "--no-workspace-origin",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--sqlite-sync",
+        "normal",
+    ];
+    args.extend_from_slice(extra);
+    let child = spawn_until(ns, dir, &args, &[], "vt server ready on");
+    let admin = std::fs::read_to_string(data.join("admin-token")).unwrap().trim().to_owned();
+    (child, format!("http://{listen}"), admin)
+}
+
+/// `vt --server URL --token ADMIN ARGS -o json` in `ns`, in org acme, app web, env prod.
+pub fn cli(ns: &Netns, dir: &Path, url: &str, admin: &str, args: &[&str]) -> serde_json::Value {
+    let mut full = vec!["--server", url, "--token", admin];
+    full.extend_from_slice(args);
+    full.extend_from_slice(&["-o", "json"]);
+    let mut vt = vt_in(ns, dir, &full);
+    vt.env("VT_ORG", "acme").env("VT_APP", "web").env("VT_ENV", "prod");
+    let out = run(&mut vt).unwrap_or_else(|e| panic!("vt {}: {e}", args.join(" ")));
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("vt {}: {e}: {out}", args.join(" ")))
+}
+
+/// `vt server --role agent --join URL` in `ns` as node `name` (`node-X`), enrolled with a
+/// fresh token; its nftables table and WireGuard interface are `vtmX`. The child once ready,
+/// and its interface.
+pub fn join(ns: &Netns, dir: &Path, url: &str, admin: &str, name: &str, extra: &[&str]) -> (ServerChild, String) {
+    let token = cli(ns, dir, url, admin, &["node", "enroll-token", "create"])["secret"].as_str().unwrap().to_owned();
+    let iface = format!("vtm{}", &name[5..]);
+    let data = dir.join(name);
+    let mut args = vec![
+        "server",
+        "--join",
+        url,
+        "--node-name",
+        name,
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--nft-table",
+        &iface,
+        "--mesh-interface",
+        &iface,
+    ];
+    if !extra.contains(&"--role") {
+        args.extend_from_slice(&["--role", "agent"]);
+    }
+    args.extend_from_slice(extra);
+    let ready = format!("vt node `{name}` ready");
+    (spawn_until(ns, dir, &args, &[("VT_ENROLL_TOKEN", &token)], &ready), iface)
+}
