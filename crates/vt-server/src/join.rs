@@ -85,6 +85,8 @@ pub struct NodeServer {
     _lock: DataDirLock,
     agent: Arc<vt_agent::Agent>,
     task: JoinHandle<()>,
+    /// The node's channel to its control plane (`vt_agent::channel`).
+    channel: JoinHandle<()>,
     vm_stop_timeout: Duration,
 }
 
@@ -123,6 +125,9 @@ impl NodeServer {
             notices.push(Notice::Warning(format!("instances will not start on this node: {why}")));
         }
         let task = tokio::spawn(agent.clone().run());
+        // The control plane reaches this node's instances' logs and exec through the channel
+        // the node opens (it never dials the node).
+        let channel = tokio::spawn(agent.clone().serve_channel());
         Ok(NodeServer {
             data,
             name,
@@ -131,6 +136,7 @@ impl NodeServer {
             _lock: lock,
             agent,
             task,
+            channel,
             vm_stop_timeout: config.vm_stop_timeout,
         })
     }
@@ -145,6 +151,7 @@ impl NodeServer {
         shutdown.await;
         let began = tokio::time::Instant::now();
         self.agent.stop_following();
+        self.channel.abort();
         let (vms, vms_killed) = crate::stop_vms(&self.agent, self.task, self.vm_stop_timeout).await;
         Ok(Stopped { vms, vms_killed, vms_stopped_in: began.elapsed(), ..Stopped::default() })
     }
