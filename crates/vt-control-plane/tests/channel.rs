@@ -107,10 +107,10 @@ async fn a_node_without_a_channel_is_named_at_once() {
 async fn only_the_nodes_own_token_opens_its_channel() {
     let w = world().await;
     for (token, who) in [(&w.s.token, "admin"), (&w.n2, "another node")] {
-        let (status, body) = connect(&w.s, token, "/v1/nodes/n1/channel").await.err().expect("refused");
+        let (status, body) = connect(&w.s, token, "/v1/nodes/n1/channel").await.map(|_| ()).expect_err("refused");
         assert_eq!(status, StatusCode::FORBIDDEN, "{who}: {body}");
     }
-    let (status, _) = connect(&w.s, &w.n1, "/v1/nodes/nope/channel").await.err().expect("refused");
+    let (status, _) = connect(&w.s, &w.n1, "/v1/nodes/nope/channel").await.map(|_| ()).expect_err("refused");
     assert_eq!(status, StatusCode::NOT_FOUND);
     // A plain GET is no upgrade.
     let r = w.s.call_as(Some(&w.n1), Method::GET, "/v1/nodes/n1/channel", None, &[]).await;
@@ -256,7 +256,7 @@ async fn an_exec_session_is_relayed_both_ways() {
         let _ = stream.close(None).await;
     };
     let (refused, ()) = tokio::join!(connect(s, &deployer, &grant), node);
-    let (status, body) = refused.err().expect("refused");
+    let (status, body) = refused.map(|_| ()).expect_err("refused");
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     // The log never holds an env value nor a request id.
     let events = s.get("/v1/events?last=100").await.body.to_string();
