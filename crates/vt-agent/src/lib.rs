@@ -44,6 +44,7 @@ use vt_runtime::net::NetworkSpec;
 use vt_runtime::qemu::{QemuConfig, QemuRuntime};
 use vt_runtime::{Control, ExitStatus, InstanceSpec, Launch, Runtime, RuntimeKind, Secret, State, VmEvent};
 
+pub mod channel;
 pub mod health;
 pub mod logs;
 pub mod mesh;

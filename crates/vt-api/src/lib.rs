@@ -17,6 +17,7 @@ use utoipa::ToSchema;
 use vt_events::Envelope;
 
 mod boot;
+pub mod channel;
 pub mod exec;
 pub mod limits;
 pub mod resources;

@@ -5,16 +5,20 @@
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use reqwest::StatusCode;
+use tokio_tungstenite::tungstenite;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::{self, Message};
 use vt_api::exec::{ClientFrame, ServerFrame, MAX_FRAME};
 use vt_api::REQUEST_ID_HEADER;
 
 use crate::{error_body, Error, Result};
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+/// A WebSocket to the server (an exec session, a node's channel or stream).
+pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+pub use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+pub use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+pub use tokio_tungstenite::tungstenite::Message;
 
 /// An open session.
 pub struct ExecConnection {
@@ -108,6 +112,14 @@ fn ws_url(base: &str, path: &str) -> std::result::Result<String, String> {
 pub(crate) async fn connect(base: &str, token: Option<&str>, path: &str) -> Result<ExecConnection> {
     // Errors name the server, never the path: it holds the grant.
     let shown = format!("{base}/v1/exec/…");
+    let ws = websocket(base, token, path, &shown).await?;
+    Ok(ExecConnection { ws, url: shown })
+}
+
+/// A WebSocket to the server at `path` with `token`, its messages bounded to [`MAX_FRAME`];
+/// errors name `shown` (never a path that holds a secret).
+pub(crate) async fn websocket(base: &str, token: Option<&str>, path: &str, shown: &str) -> Result<Ws> {
+    let shown = shown.to_owned();
     let url = ws_url(base, path).map_err(|message| Error::Connect { url: shown.clone(), message })?;
     let mut req =
         url.into_client_request().map_err(|e| Error::Connect { url: shown.clone(), message: e.to_string() })?;
@@ -124,7 +136,7 @@ pub(crate) async fn connect(base: &str, token: Option<&str>, path: &str) -> Resu
     let connecting = tokio_tungstenite::connect_async_tls_with_config(req, Some(config), true, Some(connector));
     match tokio::time::timeout(std::time::Duration::from_secs(30), connecting).await {
         Err(_) => Err(Error::Timeout { url: shown }),
-        Ok(Ok((ws, _))) => Ok(ExecConnection { ws, url: shown }),
+        Ok(Ok((ws, _))) => Ok(ws),
         Ok(Err(tungstenite::Error::Http(resp))) => {
             let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
             let request_id =

@@ -541,6 +541,18 @@ impl Client {
     pub async fn node_revoke(&self, node: &str, key: &str) -> Result<Committed<Node>> {
         self.mutate::<(), Node>(Method::POST, &format!("/nodes/{}/revoke", seg(node)), None, key).await
     }
+    /// The node's channel (its own token): a WebSocket of `vt_api::channel::NodeRequest`s.
+    pub async fn node_channel(&self, node: &str) -> Result<exec::Ws> {
+        let path = format!("/v1/nodes/{}/channel", seg(node));
+        exec::websocket(&self.base, self.token.as_deref(), &path, &format!("{}{path}", self.base)).await
+    }
+    /// The stream of request `request` of the node's channel (its own token): a WebSocket.
+    pub async fn node_stream(&self, node: &str, request: &str) -> Result<exec::Ws> {
+        let path = format!("/v1/nodes/{}/streams/{}", seg(node), seg(request));
+        // Errors never name the request id.
+        let shown = format!("{}/v1/nodes/{}/streams/…", self.base, seg(node));
+        exec::websocket(&self.base, self.token.as_deref(), &path, &shown).await
+    }
     /// Every instance placed on a node, desired and current state.
     pub async fn node_instances(&self, node: &str) -> Result<NodeInstances> {
         self.get(&format!("/nodes/{}/instances", seg(node))).await

@@ -107,6 +107,9 @@ pub enum Action {
     Unseal,
     /// Exchange an enrollment token for a new node's own token: that enrollment token only.
     Enroll,
+    /// Serve the control plane the logs and exec sessions of a node's instances (its channel
+    /// and streams, docs/nodes.md): that node's own token only, admins neither.
+    Serve,
 }
 
 /// What an action is done to.
@@ -141,6 +144,17 @@ pub fn check(caller: &Caller, action: Action, resource: Resource) -> Result<(), 
     if action == Action::Unseal {
         return unseal(caller, resource);
     }
+    if action == Action::Serve {
+        return match (*caller, resource) {
+            (Caller::Node { node, .. }, Resource::Node(of)) if node == of => Ok(()),
+            (Caller::Node { node, .. }, _) => {
+                Err(Denied::Forbidden(format!("this token belongs to node {node}; it serves only that node's channel")))
+            }
+            _ => Err(Denied::Forbidden(
+                "only a node's own token opens its channel (`vt server --role agent --join` does)".into(),
+            )),
+        };
+    }
     if action == Action::Enroll {
         return match (*caller, resource) {
             (Caller::Enroll { .. }, Resource::Cluster) => Ok(()),
@@ -165,7 +179,7 @@ pub fn check(caller: &Caller, action: Action, resource: Resource) -> Result<(), 
                 Action::Deploy | Action::Exec => OrgRole::Deployer,
                 Action::Manage => OrgRole::Owner,
                 Action::Operate => return Err(Denied::Forbidden(NEEDS_ADMIN.into())),
-                Action::Agent | Action::Unseal | Action::Enroll => {
+                Action::Agent | Action::Unseal | Action::Enroll | Action::Serve => {
                     return Err(Denied::Forbidden("only node agents do this".into()))
                 }
             };
@@ -184,7 +198,13 @@ pub fn check(caller: &Caller, action: Action, resource: Resource) -> Result<(), 
             Action::Read | Action::Agent => Err(Denied::Forbidden(format!(
                 "this token belongs to node {node}; it acts only for that node and the instances placed on it"
             ))),
-            Action::Deploy | Action::Manage | Action::Operate | Action::Exec | Action::Unseal | Action::Enroll => {
+            Action::Deploy
+            | Action::Manage
+            | Action::Operate
+            | Action::Exec
+            | Action::Unseal
+            | Action::Enroll
+            | Action::Serve => {
                 Err(Denied::Forbidden("a node token only registers, heartbeats, follows and reports".into()))
             }
         },
@@ -248,16 +268,17 @@ mod tests {
             Action::Exec,
             Action::Unseal,
             Action::Enroll,
+            Action::Serve,
         ];
-        // One line per caller: per resource, the eight actions R D M O A X U E as
+        // One line per caller: per resource, the nine actions R D M O A X U E S as
         // `+` allowed, `-` forbidden, `.` hidden.
         let expected = [
-            ("admin", "++++++-- ++++++-- ++++++-- ++++++-- ++++++-- ++++++-- ++++++--"),
-            ("owner", "-------- +++--+-- .......- -------- -------- +++--+-- .......-"),
-            ("deployer", "-------- ++---+-- .......- -------- -------- ++---+-- .......-"),
-            ("viewer", "-------- +------- .......- -------- -------- +------- .......-"),
-            ("node1", "+------- .......- .......- +---+--- -------- +---+-+- --------"),
-            ("enroll", "-------+ -------- -------- -------- -------- -------- --------"),
+            ("admin", "++++++--- ++++++--- ++++++--- ++++++--- ++++++--- ++++++--- ++++++---"),
+            ("owner", "--------- +++--+--- .......-- --------- --------- +++--+--- .......--"),
+            ("deployer", "--------- ++---+--- .......-- --------- --------- ++---+--- .......--"),
+            ("viewer", "--------- +-------- .......-- --------- --------- +-------- .......--"),
+            ("node1", "+-------- .......-- .......-- +---+---+ --------- +---+-+-- ---------"),
+            ("enroll", "-------+- --------- --------- --------- --------- --------- ---------"),
         ];
         for ((name, caller), (ename, line)) in callers.iter().zip(expected) {
             assert_eq!(*name, ename);

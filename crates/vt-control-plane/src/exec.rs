@@ -2,9 +2,10 @@
 //!
 //! The control plane authorizes `vt exec` and relays the session's bytes, but the session
 //! runs in the instance's microVM, which only its node agent can reach (over the guest
-//! channel). [`ExecBackend`] is what the control plane asks. In a single-host server the
-//! agent runs in the same process (`vt-server` wires it); a multi-node control plane would
-//! forward to the instance's node.
+//! channel). [`ExecBackend`] is what the control plane asks. The control plane's own backend
+//! is [`crate::channel::Dispatch`]: the agent running in the same process opens the sessions
+//! of its instances (`vt_server::exec::LocalExec`), the other nodes' agents through their
+//! channels (docs/nodes.md).
 //!
 //! Flow control is the channels' bounds: a session's output is a bounded channel, and a
 //! reader that does not take from it stops the guest process (through the guest channel's
@@ -15,7 +16,7 @@ use std::pin::Pin;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
-use vt_ids::InstanceId;
+use vt_ids::{InstanceId, NodeId};
 
 /// What to run in an instance.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -90,6 +91,9 @@ pub enum ExecError {
     /// The instance is not running on a node this control plane reaches (its status says why).
     #[error("the instance is not running here")]
     NotRunning,
+    /// No agent that serves this control plane runs the instance's node: why (503).
+    #[error("{0}")]
+    Unreachable(String),
     /// The node refused or failed: the message is for the user (no secrets in it).
     #[error("{0}")]
     Failed(String),
@@ -98,8 +102,8 @@ pub enum ExecError {
 pub type ExecFuture = Pin<Box<dyn Future<Output = Result<ExecSession, ExecError>> + Send>>;
 
 pub trait ExecBackend: Send + Sync + 'static {
-    /// Open a session in `instance`'s microVM.
-    fn open(&self, instance: InstanceId, req: ExecRequest) -> ExecFuture;
+    /// Open a session in the microVM of `instance`, placed on `node`.
+    fn open(&self, instance: InstanceId, node: NodeId, req: ExecRequest) -> ExecFuture;
 }
 
 /// Backends for tests (feature `test-support`): the same trait, no microVM.
@@ -111,7 +115,7 @@ pub mod testing {
     use bytes::Bytes;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::sync::mpsc;
-    use vt_ids::InstanceId;
+    use vt_ids::{InstanceId, NodeId};
 
     use super::{ExecBackend, ExecError, ExecFuture, ExecInput, ExecOutput, ExecRequest, ExecSession, ExitStatus};
 
@@ -134,7 +138,7 @@ pub mod testing {
     }
 
     impl ExecBackend for LocalProcess {
-        fn open(&self, _instance: InstanceId, req: ExecRequest) -> ExecFuture {
+        fn open(&self, _instance: InstanceId, _node: NodeId, req: ExecRequest) -> ExecFuture {
             Box::pin(async move {
                 let mut child = tokio::process::Command::new(&req.argv[0])
                     .args(&req.argv[1..])
@@ -207,7 +211,7 @@ pub mod testing {
     pub struct Flood(pub Arc<AtomicU64>);
 
     impl ExecBackend for Flood {
-        fn open(&self, _instance: InstanceId, _req: ExecRequest) -> ExecFuture {
+        fn open(&self, _instance: InstanceId, _node: NodeId, _req: ExecRequest) -> ExecFuture {
             let sent = self.0.clone();
             Box::pin(async move {
                 let (in_tx, _in_rx) = mpsc::channel::<ExecInput>(4);

@@ -34,6 +34,7 @@ use vt_views::{View, ViewKind};
 pub mod app;
 pub mod auth;
 pub mod authz;
+pub mod channel;
 pub mod error;
 pub mod exec;
 pub mod http;
@@ -85,7 +86,8 @@ const READ_YOUR_WRITES: Duration = Duration::from_secs(5);
 pub struct Settings {
     /// Where the built-in registry keeps images (`<data-dir>/registry`); `None`: no registry, `/v2/` answers 404.
     pub registry_dir: Option<PathBuf>,
-    /// Where instance logs come from; `None`: no node agent serves logs to this control plane.
+    /// Where the logs of the in-process agent's instances come from (the other nodes' come
+    /// through their channels, `channel.rs`); `None`: no agent runs in this process.
     pub logs: Option<Arc<dyn logs::LogSource>>,
     /// The key that wraps the envs' secret keys; `None`: secrets cannot be set or read.
     pub master_key: Option<Arc<vt_secrets::MasterKey>>,
@@ -95,8 +97,8 @@ pub struct Settings {
     pub network: NetworkSettings,
     /// What registry uploads may take: the node's disk budget, a quota per org.
     pub registry_limits: vt_registry::Limits,
-    /// Where exec sessions are opened; `None`: no node agent serves exec to this control plane
-    /// (`POST /v1/instances/{id}/exec` answers 503).
+    /// Where exec sessions of the in-process agent's instances are opened (the other nodes'
+    /// through their channels); `None`: no agent runs in this process.
     pub exec: Option<Arc<dyn exec::ExecBackend>>,
     /// How long an exec grant stays valid; `None`: [`vt_api::exec::GRANT_TTL_SECS`] (tests shorten it).
     pub exec_grant_ttl: Option<Duration>,
@@ -159,7 +161,10 @@ pub struct ControlPlane {
     pub projector: Arc<Projector>,
     registry: registry::Registry,
     registry_gc: registry::GcState,
-    logs: Option<Arc<dyn logs::LogSource>>,
+    /// The nodes' channels (`channel.rs`): how the agents of other nodes serve logs and exec.
+    pub channels: Arc<channel::Hub>,
+    /// Logs and exec: the in-process agent's, or through a node's channel.
+    pub dispatch: Arc<channel::Dispatch>,
     /// Exec: the backend that opens sessions, and the grants issued and not yet expired.
     exec: app::exec::Exec,
     master_key: Option<Arc<vt_secrets::MasterKey>>,
@@ -189,14 +194,17 @@ impl ControlPlane {
     /// Wrap a store and start the projector and the scheduler on the current runtime.
     pub fn start(store: Arc<dyn Store>, settings: Settings) -> Arc<Self> {
         let projector = Projector::new(store.clone());
+        let channels = channel::Hub::new();
+        let dispatch = Arc::new(channel::Dispatch::new(channels.clone(), settings.logs, settings.exec));
         let cp = Arc::new(ControlPlane {
             store,
             projector: projector.clone(),
             registry: registry::Registry::open(settings.registry_dir.as_deref(), settings.registry_limits),
             registry_gc: Default::default(),
-            logs: settings.logs,
+            channels,
+            dispatch: dispatch.clone(),
             exec: app::exec::Exec::new(
-                settings.exec,
+                dispatch,
                 settings.exec_grant_ttl.unwrap_or(Duration::from_secs(vt_api::exec::GRANT_TTL_SECS)),
             ),
             request_hash_key: settings.master_key.as_ref().map(|k| k.derive("vt idempotency request hash")),

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use common::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use vt_control_plane::logs::{Ended, LogSource, LogStream};
+use vt_control_plane::logs::{Ended, LogFuture, LogSource, LogStream};
 
 /// Who calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +62,8 @@ enum Rule {
     InstanceUnseal,
     /// Admins, the instance's org's owners and deployers; not its node (403), not viewers (403).
     InstanceExec,
+    /// The node itself and nobody else (admins 403): its channel and streams.
+    NodeServe,
 }
 
 fn expected(rule: Rule, who: Who, ok: StatusCode) -> StatusCode {
@@ -71,7 +73,11 @@ fn expected(rule: Rule, who: Who, ok: StatusCode) -> StatusCode {
         return S::UNAUTHORIZED;
     }
     if who == Admin {
-        return if matches!(rule, Rule::InstanceUnseal | Rule::EnrollOnly) { S::FORBIDDEN } else { ok };
+        return if matches!(rule, Rule::InstanceUnseal | Rule::EnrollOnly | Rule::NodeServe) {
+            S::FORBIDDEN
+        } else {
+            ok
+        };
     }
     let member = matches!(who, Owner | Deployer | Viewer);
     match rule {
@@ -95,6 +101,10 @@ fn expected(rule: Rule, who: Who, ok: StatusCode) -> StatusCode {
             Owner => ok,
             Deployer | Viewer => S::FORBIDDEN,
             _ => S::NOT_FOUND,
+        },
+        Rule::NodeServe => match who {
+            Node1 => ok,
+            _ => S::FORBIDDEN,
         },
         Rule::NodeSelf => match who {
             Node1 => ok,
@@ -180,6 +190,8 @@ fn rule_of(operation: &str) -> Option<(Rule, StatusCode)> {
         "exec_create" => (Rule::InstanceExec, S::CONFLICT),
         // Any token may present a grant (the grant says whose it is); a plain GET is no upgrade.
         "exec_connect" => (Rule::Anyone, S::BAD_REQUEST),
+        // WebSockets: a plain GET is no upgrade.
+        "node_channel" | "node_stream" => (Rule::NodeServe, S::BAD_REQUEST),
         "workspace_create" | "workspace_port_add" => (Rule::OrgDeploy, S::CREATED),
         // Everyone's list: what their token may see.
         "workspace_list" => (Rule::Anyone, S::OK),
@@ -196,10 +208,11 @@ fn rule_of(operation: &str) -> Option<(Rule, StatusCode)> {
 /// Instance logs for the matrix: one line, whatever the instance.
 struct OneLine;
 impl LogSource for OneLine {
-    fn read(&self, _: vt_ids::InstanceId, _: Option<usize>, _: bool, _: Ended) -> LogStream {
-        Box::pin(futures_util::stream::once(async {
+    fn read(&self, _: vt_ids::InstanceId, _: vt_ids::NodeId, _: Option<usize>, _: bool, _: Ended) -> LogFuture {
+        let stream: LogStream = Box::pin(futures_util::stream::once(async {
             Ok(bytes::Bytes::from_static(b"2026-01-01T00:00:00Z stdout hi\n"))
-        }))
+        }));
+        Box::pin(async move { Ok(stream) })
     }
 }
 
@@ -450,7 +463,8 @@ async fn request(w: &World, op: &str, template: &str, i: usize) -> (String, Opti
         .replace("{token}", &token_id)
         .replace("{route}", if op == "route_delete" { &route } else { "r.example" })
         .replace("{workspace}", &workspace)
-        .replace("{port}", "3000");
+        .replace("{port}", "3000")
+        .replace("{request}", &format!("vtq_{}", "0".repeat(64)));
     let path = match op {
         "token_list" => format!("{path}?org=acme"),
         _ => path,

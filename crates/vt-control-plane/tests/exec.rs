@@ -293,11 +293,12 @@ async fn a_slow_reader_back_pressures_the_session() {
 }
 
 #[tokio::test]
-async fn without_a_backend_exec_is_unavailable() {
+async fn without_an_agent_serving_the_node_exec_is_refused_naming_it() {
     let s = setup(Default::default()).await;
     let release = release(&s, 'a').await;
     let (_, ids) = deploy_ready(&s, &release, 1).await;
     let r = s.post(&format!("/v1/instances/{}/exec", ids[0]), json!({"argv": ["sh"]})).await;
-    assert_eq!((r.status, r.error_code()), (StatusCode::SERVICE_UNAVAILABLE, "unavailable"), "{}", r.body);
-    assert!(r.body["error"]["message"].as_str().unwrap().contains("no node agent serves exec"), "{}", r.body);
+    assert_eq!((r.status, r.error_code()), (StatusCode::CONFLICT, "conflict"), "{}", r.body);
+    let message = r.body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("node `n1`") && message.contains("is not connected"), "{}", r.body);
 }

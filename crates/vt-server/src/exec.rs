@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use vt_agent::Agent;
 use vt_control_plane::exec::ExitStatus;
 use vt_control_plane::exec::{ExecBackend, ExecError, ExecFuture, ExecInput, ExecOutput, ExecRequest, ExecSession};
-use vt_ids::InstanceId;
+use vt_ids::{InstanceId, NodeId};
 use vt_runtime::exec as rt;
 
 #[derive(Default)]
@@ -26,7 +26,7 @@ impl LocalExec {
 }
 
 impl ExecBackend for LocalExec {
-    fn open(&self, instance: InstanceId, req: ExecRequest) -> ExecFuture {
+    fn open(&self, instance: InstanceId, _node: NodeId, req: ExecRequest) -> ExecFuture {
         let agent = self.agent.get().cloned();
         Box::pin(async move {
             let agent = agent.ok_or(ExecError::NotRunning)?;

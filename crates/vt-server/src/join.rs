@@ -83,7 +83,7 @@ pub struct NodeServer {
     pub enrollment: Enrollment,
     pub notices: Vec<Notice>,
     _lock: DataDirLock,
-    agent: Option<(Arc<vt_agent::Agent>, JoinHandle<()>)>,
+    agent: Option<RunningAgent>,
     edge: Option<(vt_ingress::Ingress, JoinHandle<()>)>,
     vm_stop_timeout: Duration,
 }
@@ -136,7 +136,7 @@ impl NodeServer {
 
     /// The VMs the agent runs now.
     pub fn running_vms(&self) -> usize {
-        self.agent.as_ref().map_or(0, |(agent, _)| agent.running_vms())
+        self.agent.as_ref().map_or(0, |a| a.agent.running_vms())
     }
 
     /// Run until `shutdown` resolves, then stop the VMs (through their guests, then killed) and
@@ -145,8 +145,9 @@ impl NodeServer {
         shutdown.await;
         let began = tokio::time::Instant::now();
         let mut stopped = Stopped::default();
-        if let Some((agent, task)) = self.agent {
+        if let Some(RunningAgent { agent, task, channel }) = self.agent {
             agent.stop_following();
+            channel.abort();
             (stopped.vms, stopped.vms_killed) = crate::stop_vms(&agent, task, self.vm_stop_timeout).await;
         }
         stopped.vms_stopped_in = began.elapsed();
@@ -170,7 +171,7 @@ fn start_agent(
     enrollment: &Enrollment,
     key: &WireguardKey,
     notices: &mut Vec<Notice>,
-) -> Result<(Arc<vt_agent::Agent>, JoinHandle<()>), ServerError> {
+) -> Result<RunningAgent, ServerError> {
     let mut agent_config = crate::agent_config(config, data, &join.url, token, name);
     agent_config.labels = enrollment.labels.clone();
     agent_config.wireguard_public_key = Some(key.public());
@@ -189,7 +190,18 @@ fn start_agent(
         notices.push(Notice::Warning(format!("instances will not start on this node: {why}")));
     }
     let task = tokio::spawn(agent.clone().run());
-    Ok((agent, task))
+    // The control plane reaches this node's instances' logs and exec through the channel the
+    // node opens (it never dials the node).
+    let channel = tokio::spawn(agent.clone().serve_channel());
+    Ok(RunningAgent { agent, task, channel })
+}
+
+/// A joined node's agent: its reconciler and its channel to the control plane.
+struct RunningAgent {
+    agent: Arc<vt_agent::Agent>,
+    task: JoinHandle<()>,
+    /// The node's channel to its control plane (`vt_agent::channel`).
+    channel: JoinHandle<()>,
 }
 
 /// The node's token and enrollment: from the data directory, or enrolled now.

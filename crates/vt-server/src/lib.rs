@@ -383,13 +383,15 @@ impl Server {
                 )));
             }
         }
-        // Single host: instance logs are the files of the agent of this data directory.
-        let logs = Arc::new(logs::LocalLogs { dir: data.agent().logs });
-        // Exec sessions too: opened by the agent of this process, once it runs.
+        // The instances of this process's agent: their logs are the files of the agent of this
+        // data directory; their exec sessions are opened by that agent, once it runs. Other
+        // nodes' are served through their channels (docs/nodes.md).
+        let local = config.agent.is_some();
+        let logs: Arc<dyn vt_control_plane::logs::LogSource> = Arc::new(logs::LocalLogs { dir: data.agent().logs });
         let exec = Arc::new(exec::LocalExec::default());
         let settings = Settings {
             registry_dir: Some(data.registry()),
-            logs: Some(logs),
+            logs: local.then_some(logs),
             master_key: Some(Arc::new(master_key)),
             api_port: Some(addr.port()),
             network: config.network,
@@ -397,7 +399,7 @@ impl Server {
                 budget: Some(disk_budget(config, &data)),
                 namespace_quota: config.registry_quota,
             },
-            exec: Some(exec.clone()),
+            exec: local.then(|| exec.clone() as Arc<dyn vt_control_plane::exec::ExecBackend>),
             exec_grant_ttl: None,
             workspaces: vt_control_plane::app::workspaces::WorkspaceSettings {
                 template: config.workspace_template.clone(),
@@ -712,6 +714,12 @@ async fn start_agent(
     notices: &mut Vec<Notice>,
 ) -> Result<Option<(Arc<vt_agent::Agent>, JoinHandle<()>)>, ServerError> {
     let token = tokens::local_node_token(cp, data, node).await?;
+    // This node's instances are served by the agent of this process, not through a channel.
+    if let Ok(Ok(vt_control_plane::authz::Caller::Node { node, .. })) =
+        vt_control_plane::auth::authenticate(cp.store.as_ref(), &token, chrono::Utc::now()).await
+    {
+        cp.dispatch.serve_locally(node);
+    }
     let mut config = agent_config(server, data, &format!("http://{addr}"), token, node);
     if let Some(mesh) = &server.mesh {
         // A single host that meshes (`--mesh`): its key is made like a joined node's.

@@ -3,21 +3,23 @@
 //! table) that enrolls once with a single-use token, registers with its WireGuard key and
 //! labels, and runs what is deployed; the control plane's ingress reaches its instance. A
 //! restart needs no token, the token is refused a second time, and revoking the node kills its
-//! token.
+//! token. The joined node's instance's logs and exec sessions reach the user through the
+//! channel the node dials to the control plane (`vt logs`, `vt logs --follow`, `vt exec` with
+//! stdin and exit codes); with its node stopped, they are refused naming it.
 
 mod common;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{acme_with_busybox, http_get, loopback_args, spawn_vt_server, vt_at, vt_isolated, ServerChild};
+use common::{acme_with_busybox, http_get, loopback_args, spawn_vt_server, vt_at, vt_isolated, Run, ServerChild};
 
 const MANIFEST: &str = r#"schema_version = 1
 
 [processes.web]
-command = ["/bin/sh", "-c", "mkdir -p /www && echo joined > /www/index.html && exec httpd -f -p 8080 -h /www"]
+command = ["/bin/sh", "-c", "echo hello from node-b; (i=0; while sleep 1; do i=$((i+1)); echo tick $i; done) & mkdir -p /www && echo joined > /www/index.html && exec httpd -f -p 8080 -h /www"]
 ports = [{ name = "http", port = 8080 }]
 resources = { cpu = 0.5, memory_mib = 128 }
 scaling = { min = 1, max = 1 }
@@ -128,13 +130,70 @@ fn a_node_joins_with_a_single_use_token_and_runs_what_is_deployed() {
     };
     served(Duration::from_secs(30));
 
+    // Its logs and exec sessions come through the node's channel (the control plane has no agent).
+    let id = running[0]["id"].as_str().unwrap().to_owned();
+    let cli = |args: &[&str]| {
+        let mut c = vt_isolated(dir.path(), args);
+        c.env("VT_SERVER", &url).env("VT_DATA_DIR", &data).env("VT_ORG", "acme").env("VT_APP", "web");
+        c.env("VT_ENV", "prod");
+        c
+    };
+    let ticks = |text: &str| text.lines().filter_map(|l| l.split(" tick ").nth(1)?.trim().parse::<u32>().ok()).max();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let backlog = loop {
+        let r = vt(&["logs", "--instance", &id]);
+        if r.stdout.contains("stdout hello from node-b") && ticks(&r.stdout).is_some() {
+            break r.stdout;
+        }
+        assert!(Instant::now() < deadline, "the joined node's log: {}", r.text);
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    // Followed: lines written after the backlog arrive.
+    let last = ticks(&backlog).unwrap();
+    let mut follow = cli(&["logs", "--instance", &id, "--follow"]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut lines = BufReader::new(follow.stdout.take().unwrap()).lines();
+    let began = Instant::now();
+    let newer = loop {
+        let line = lines.next().expect("the follow stream stays open").unwrap();
+        if ticks(&line).is_some_and(|n| n > last + 1) {
+            break line;
+        }
+    };
+    assert!(began.elapsed() < Duration::from_secs(20), "{newer} after {:?}", began.elapsed());
+    let _ = follow.kill();
+    let _ = follow.wait();
+    let r = vt(&["exec", &id, "--", "echo", "hi"]);
+    assert_eq!((r.code, r.stdout.as_str()), (0, "hi\n"), "{}", r.text);
+    let mut child = cli(&["exec", "-i", &id, "--", "sh", "-c", "cat; echo err >&2; exit 3"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"hello\nworld\n").unwrap();
+    let r = Run::of(child.wait_with_output().unwrap(), dir.path());
+    assert_eq!((r.code, r.stdout.as_str(), r.stderr.as_str()), (3, "hello\nworld\n", "err\n"), "{}", r.text);
+
     // A restart needs no token: the node is the same, its instance runs again.
     stop(node);
+    // Meanwhile its instance's logs are refused, naming the node.
+    let r = Run::of(cli(&["logs", "--instance", &id]).output().unwrap(), dir.path());
+    assert!(r.code != 0 && r.stderr.contains("node `node-b`") && r.stderr.contains("not connected"), "{}", r.text);
     let node = join(dir.path(), &node_data, &url, "node-b", None).unwrap_or_else(|out| panic!("{out}"));
     let nodes = vt(&["node", "list", "-o", "json"]).json();
     assert_eq!(nodes["items"].as_array().unwrap().len(), 1, "still one node: {nodes}");
     assert_eq!(nodes["items"][0]["id"], b["id"]);
     served(Duration::from_secs(120));
+    // The restarted node's channel serves exec again (its instance is the same or a new one).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = Run::of(cli(&["exec", "--process", "web", "--", "echo", "again"]).output().unwrap(), dir.path());
+        if (r.code, r.stdout.as_str()) == (0, "again\n") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "exec after the node's restart: {}", r.text);
+        std::thread::sleep(Duration::from_millis(500));
+    }
 
     // Revoked: its token is dead (the agent is refused), the node is `revoked`.
     vt(&["node", "revoke", "node-b"]);

@@ -22,9 +22,10 @@ use sha2::Digest;
 use vt_api::exec::{CreateExec, ExecGrant};
 use vt_api::ErrorCode;
 use vt_events::{Event, ExecEnd, InstanceExecEnded, InstanceExecGranted, InstanceStatus};
-use vt_ids::{ExecId, InstanceId, OrgId, TokenId};
+use vt_ids::{ExecId, InstanceId, NodeId, OrgId, TokenId};
 
 use crate::authz::Action;
+use crate::channel::Dispatch;
 use crate::exec::{ExecBackend, ExecRequest, WindowSize};
 use crate::{ApiErr, ApiResult, ControlPlane, Ctx, Plan};
 
@@ -37,7 +38,7 @@ const PREFIX: &str = "vtx_";
 
 /// The exec side of a control plane: its backend and the grants it issued.
 pub(crate) struct Exec {
-    backend: Option<Arc<dyn ExecBackend>>,
+    backend: Arc<Dispatch>,
     ttl: Duration,
     grants: Mutex<HashMap<[u8; 32], Grant>>,
 }
@@ -46,6 +47,7 @@ struct Grant {
     exec_id: ExecId,
     org_id: OrgId,
     instance_id: InstanceId,
+    node_id: NodeId,
     token: TokenId,
     request: ExecRequest,
     expires_at: DateTime<Utc>,
@@ -53,7 +55,7 @@ struct Grant {
 }
 
 impl Exec {
-    pub(crate) fn new(backend: Option<Arc<dyn ExecBackend>>, ttl: Duration) -> Self {
+    pub(crate) fn new(backend: Arc<Dispatch>, ttl: Duration) -> Self {
         Exec { backend, ttl, grants: Mutex::new(HashMap::new()) }
     }
 }
@@ -68,6 +70,8 @@ pub struct Redeemed {
     pub exec_id: ExecId,
     pub org_id: OrgId,
     pub instance_id: InstanceId,
+    /// The node the instance is placed on.
+    pub node_id: NodeId,
     pub request: ExecRequest,
     pub backend: Arc<dyn ExecBackend>,
 }
@@ -78,14 +82,6 @@ pub struct Ending {
     pub end: ExecEnd,
     pub exit: Option<crate::exec::ExitStatus>,
     pub reason: Option<String>,
-}
-
-fn unavailable() -> ApiErr {
-    ApiErr::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        ErrorCode::Unavailable,
-        "no node agent serves exec to this control plane (`vt server` started with `--no-agent`, or a build without exec)",
-    )
 }
 
 fn not_found() -> ApiErr {
@@ -109,8 +105,8 @@ impl ControlPlane {
                 instance.status.as_str()
             )));
         }
-        if self.exec.backend.is_none() {
-            return Err(unavailable());
+        if !self.exec.backend.serves_exec(instance.node_id) {
+            return Err(self.node_not_connected(instance.node_id).await);
         }
         let mut secret_bytes = [0u8; 32];
         getrandom::fill(&mut secret_bytes).map_err(ApiErr::internal)?;
@@ -150,6 +146,7 @@ impl ControlPlane {
             exec_id,
             org_id: instance.org_id,
             instance_id: instance.id,
+            node_id: instance.node_id,
             token: ctx.caller.token(),
             request,
             expires_at,
@@ -168,7 +165,7 @@ impl ControlPlane {
         if !well_formed {
             return Err(not_found());
         }
-        let backend = self.exec.backend.clone().ok_or_else(unavailable)?;
+        let backend: Arc<dyn ExecBackend> = self.exec.backend.clone();
         let mut grants = self.exec.grants.lock().unwrap_or_else(|e| e.into_inner());
         let grant = grants.get_mut(&hash(secret)).ok_or_else(not_found)?;
         if grant.token != ctx.caller.token() {
@@ -199,6 +196,7 @@ impl ControlPlane {
             exec_id: grant.exec_id,
             org_id: grant.org_id,
             instance_id: grant.instance_id,
+            node_id: grant.node_id,
             request: grant.request.clone(),
             backend,
         })

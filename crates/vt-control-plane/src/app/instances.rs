@@ -7,7 +7,7 @@ use vt_events::{AggregateType, Event, InstanceStatus, InstanceStatusReported};
 
 use super::exists;
 use crate::authz::Action;
-use crate::logs::LogStream;
+use crate::logs::{LogError, LogSource, LogStream};
 use crate::lookup::shown;
 use crate::lookup::EnvScope;
 use crate::wire::{all, Wire};
@@ -92,12 +92,9 @@ impl ControlPlane {
         follow: bool,
     ) -> ApiResult<LogStream> {
         let instance = self.lookup_instance(ctx, instance, Action::Read).await?;
-        let logs = self.logs.clone().ok_or_else(|| {
-            ApiErr::invalid(
-                "instance",
-                "this control plane has no local node agent; logs of remote nodes are not served yet",
-            )
-        })?;
+        if self.dispatch.route(instance.node_id) == crate::channel::Route::NotConnected {
+            return Err(self.node_not_connected(instance.node_id).await);
+        }
         let store = self.store.clone();
         let id = instance.id.to_string();
         let closing = self.closing.subscribe();
@@ -117,6 +114,25 @@ impl ControlPlane {
                 }
             })
         });
-        Ok(logs.read(instance.id, tail, follow, ended))
+        self.dispatch.read(instance.id, instance.node_id, tail, follow, ended).await.map_err(|e| match e {
+            LogError::Unreachable(m) => ApiErr::conflict(m),
+            LogError::Failed(m) => ApiErr::new(
+                StatusCode::BAD_GATEWAY,
+                vt_api::ErrorCode::Unavailable,
+                format!("the node could not serve the log: {m}"),
+            ),
+        })
+    }
+
+    /// 409: `node`'s agent has no channel to this control plane (named, with what to check).
+    pub(crate) async fn node_not_connected(&self, node: vt_ids::NodeId) -> ApiErr {
+        let name = match self.view::<vt_views::NodeView>(&node.to_string()).await {
+            Ok(Some(n)) => format!("`{}` ({node})", n.name),
+            _ => node.to_string(),
+        };
+        ApiErr::conflict(format!(
+            "the agent of node {name} is not connected to this control plane, so it cannot serve logs or exec now; \
+             is `vt server --role agent --join` running there? (`vt node get` shows its last heartbeat)"
+        ))
     }
 }

@@ -127,7 +127,7 @@ impl ControlPlane {
         let live = live_instance(&instances);
         let (status, reason) = status(&w, live);
         let last_log_lines = match (&w.failure, status) {
-            (Some(f), WorkspaceStatus::Failed) => self.last_log_lines(f.instance_id, 10).await,
+            (Some(f), WorkspaceStatus::Failed) => self.last_log_lines(f.instance_id, w.node_id, 10).await,
             _ => vec![],
         };
         let node = self.view::<NodeView>(&w.node_id.to_string()).await?.map(|n| n.name).unwrap_or_default();
@@ -166,10 +166,10 @@ impl ControlPlane {
     }
 
     /// The last `n` lines an instance printed (nothing when no node agent serves its logs).
-    async fn last_log_lines(&self, instance: vt_ids::InstanceId, n: usize) -> Vec<String> {
-        let Some(logs) = self.logs.clone() else { return vec![] };
+    async fn last_log_lines(&self, instance: vt_ids::InstanceId, node: vt_ids::NodeId, n: usize) -> Vec<String> {
         let ended: crate::logs::Ended = Box::new(|| Box::pin(async { true }));
-        let mut stream = logs.read(instance, Some(n), false, ended);
+        let read = crate::logs::LogSource::read(self.dispatch.as_ref(), instance, node, Some(n), false, ended);
+        let Ok(Ok(mut stream)) = tokio::time::timeout(Duration::from_secs(2), read).await else { return vec![] };
         let mut bytes = vec![];
         let read = async {
             while let Some(Ok(chunk)) = stream.next().await {

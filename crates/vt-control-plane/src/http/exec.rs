@@ -35,8 +35,8 @@ pub(super) fn routes() -> OpenApiRouter<Arc<ControlPlane>> {
 #[utoipa::path(post, path = "/instances/{instance}/exec", tag = "exec", request_body = CreateExec,
     params(("instance" = String, Path, description = "id")),
     responses((status = 201, body = ExecGrant),
-        (status = "4XX", body = ErrorBody, description = "409 when the instance is not `running` (the message names its status); 422 with `field` `Idempotency-Key` when one is sent: a grant cannot be replayed"),
-        (status = 503, body = ErrorBody, description = "no node agent serves exec to this control plane")))]
+        (status = "4XX", body = ErrorBody, description = "409 when the instance is not `running` (the message names its status) or its node's agent is not connected to this control plane (the message names the node); 422 with `field` `Idempotency-Key` when one is sent: a grant cannot be replayed"),
+        (status = 503, body = ErrorBody, description = "too many grants are outstanding")))]
 async fn exec_create(
     State(cp): Cp,
     ctx: Ctx,
@@ -52,8 +52,8 @@ async fn exec_create(
 #[utoipa::path(get, path = "/exec/{grant}", tag = "exec",
     params(("grant" = String, Path, description = "the grant's secret (`vtx_<64 hex>`)")),
     responses((status = 101, description = "switching to the WebSocket of the session"),
-        (status = "4XX", body = ErrorBody, description = "400 when the request is not a WebSocket upgrade; 404 for an unknown grant; 401 for another token than the grant's; 410 for a grant used or expired; 409 when the instance no longer runs"),
-        (status = "5XX", body = ErrorBody, description = "503 when no node agent serves exec; 502 when the node could not open the session")))]
+        (status = "4XX", body = ErrorBody, description = "400 when the request is not a WebSocket upgrade; 404 for an unknown grant; 401 for another token than the grant's; 410 for a grant used or expired; 409 when the instance no longer runs or its node's agent is not connected"),
+        (status = "5XX", body = ErrorBody, description = "502 when the node could not open the session (or did not open its stream within 10 s)")))]
 async fn exec_connect(
     State(cp): Cp,
     ctx: Ctx,
@@ -72,7 +72,7 @@ async fn exec_connect(
         )
     })?;
     let redeemed = cp.exec_redeem(&ctx, &grant)?;
-    let session = match redeemed.backend.open(redeemed.instance_id, redeemed.request.clone()).await {
+    let session = match redeemed.backend.open(redeemed.instance_id, redeemed.node_id, redeemed.request.clone()).await {
         Ok(s) => s,
         Err(e) => {
             let err = match &e {
@@ -80,6 +80,7 @@ async fn exec_connect(
                     "instance {} is not running on a node this control plane reaches; `vt instances` shows its status",
                     redeemed.instance_id
                 )),
+                ExecError::Unreachable(m) => ApiErr::conflict(m.clone()),
                 ExecError::Failed(m) => ApiErr::new(
                     StatusCode::BAD_GATEWAY,
                     ErrorCode::Unavailable,

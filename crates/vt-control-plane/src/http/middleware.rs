@@ -64,12 +64,16 @@ pub(super) async fn request_id(req: Request, next: Next) -> Response {
     resp
 }
 
-/// A request's path as logged: an exec grant's path holds the grant's secret, which is cut off.
-fn logged_path(path: &str) -> &str {
+/// A request's path as logged: an exec grant's path holds the grant's secret, a node stream's
+/// its request id; both are cut off.
+fn logged_path(path: &str) -> std::borrow::Cow<'_, str> {
     const EXEC: &str = "/v1/exec/";
-    match path.strip_prefix(EXEC) {
-        Some(_) => "/v1/exec/{grant}",
-        None => path,
+    if path.starts_with(EXEC) {
+        return "/v1/exec/{grant}".into();
+    }
+    match path.strip_prefix("/v1/nodes/").and_then(|rest| rest.split_once("/streams/")) {
+        Some((node, _)) => format!("/v1/nodes/{node}/streams/{{request}}").into(),
+        None => path.into(),
     }
 }
 
@@ -192,5 +196,6 @@ mod tests {
     fn a_grant_is_never_logged() {
         assert_eq!(super::logged_path("/v1/exec/vtx_0123"), "/v1/exec/{grant}");
         assert_eq!(super::logged_path("/v1/orgs"), "/v1/orgs");
+        assert_eq!(super::logged_path("/v1/nodes/n1/streams/vtq_0123"), "/v1/nodes/n1/streams/{request}");
     }
 }

@@ -19,6 +19,7 @@ use vt_api::{ErrorBody, ErrorCode, IDEMPOTENT_REPLAYED, SEQ_HEADER};
 use crate::{ApiErr, ApiResult, Committed, ControlPlane};
 
 mod apps;
+mod channel;
 mod deploys;
 mod envs;
 mod events;
@@ -53,6 +54,7 @@ fn v1() -> OpenApiRouter<Arc<ControlPlane>> {
         .merge(instances::routes())
         .merge(exec::routes())
         .merge(nodes::routes())
+        .merge(channel::routes())
         .merge(routes::routes())
         .merge(secrets::routes())
         .merge(tokens::routes())
