@@ -349,6 +349,10 @@ struct AdoptedFc {
 }
 
 impl Vmm for AdoptedFc {
+    fn backend(&self) -> &'static str {
+        "firecracker runtime"
+    }
+
     fn wait(&mut self) -> impl std::future::Future<Output = std::io::Result<std::process::ExitStatus>> + Send {
         self.vmm.wait()
     }
@@ -728,6 +732,10 @@ struct Fc {
 }
 
 impl Vmm for Fc {
+    fn backend(&self) -> &'static str {
+        "firecracker runtime"
+    }
+
     fn wait(&mut self) -> impl std::future::Future<Output = std::io::Result<std::process::ExitStatus>> + Send {
         self.child.wait()
     }
