@@ -480,7 +480,14 @@ pub(crate) fn run(chan: &mut Channel, launch: &Launch, init_started_us: u64) -> 
                         continue; // a host that has not resumed yet
                     }
                     match m {
-                        Message::Resume => host.resume(),
+                        Message::Resume => {
+                            host.resume();
+                            // A new host knows none of them (a VM restored from a snapshot
+                            // may never have seen the old one go): hang them up.
+                            for s in sessions.values_mut() {
+                                s.hang_up();
+                            }
+                        }
                         Message::Restored { wall_clock_us } => restored(wall_clock_us),
                         Message::Ack { seq } => host.ack(seq),
                         Message::Signal { signo } if status.is_none() => unsafe {

@@ -349,7 +349,13 @@ impl Session {
         let mut exec_rx = self.exec.take().unwrap_or_else(|| mpsc::channel(1).1);
         let (to_guest_tx, mut to_guest) = mpsc::channel::<exec::ToGuest>(256);
         let mut acked = self.acked.clone();
-        let mut next_session: u32 = 0;
+        // A resumed guest may still hold sessions of an earlier host (hung up, ending within
+        // seconds): start the ids elsewhere so a new one does not meet an old one.
+        let mut next_session: u32 = if self.resume {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos()) | 1 << 31
+        } else {
+            0
+        };
         let mut deadline = boot_deadline;
         let mut on_deadline = DeadlineAction::BootTimeout;
         let vmm_status = loop {

@@ -56,15 +56,13 @@ async fn until_running(vm: &mut Vm, console: &Path) {
     }
 }
 
+fn req() -> ExecRequest {
+    ExecRequest { argv: vec![], env: vec![], cwd: String::new(), user: String::new(), tty: None }
+}
+
 /// Run `sh -c cmd` in the VM: its stdout.
 async fn exec(vm: &Vm, cmd: &str) -> String {
-    let req = ExecRequest {
-        argv: vec!["/bin/sh".into(), "-c".into(), cmd.into()],
-        env: vec![],
-        cwd: String::new(),
-        user: String::new(),
-        tty: None,
-    };
+    let req = ExecRequest { argv: vec!["/bin/sh".into(), "-c".into(), cmd.into()], ..req() };
     let s = vm.exec_handle().open(req).await.unwrap();
     let (input, mut output) = (s.input, s.output);
     let mut out = Vec::new();
@@ -219,9 +217,16 @@ async fn suspend_restore_without_a_network_keeps_processes_and_sets_the_clock() 
     until_running(&mut vm, &spec.work_dir.join("console.log")).await;
     let before: u32 = exec(&vm, "cat /tmp/n").await.trim().parse().unwrap();
     let boot_id = exec(&vm, "cat /proc/sys/kernel/random/boot_id").await;
+    // An exec session open across the suspend: its host side ends with the old VMM; the guest
+    // hangs it up on the new host's Resume, and new sessions are unaffected.
+    let held =
+        vm.exec_handle().open(ExecRequest { argv: vec!["/bin/sleep".into(), "300".into()], ..req() }).await.unwrap();
 
     // A changed spec is refused, and leaves the snapshot in place.
     let vm = suspend_and_restore_checked(&rt, vm, &spec).await;
+    let (_input, mut output) = (held.input, held.output);
+    let ended = tokio::time::timeout(Duration::from_secs(10), output.recv()).await.expect("the held session ends");
+    assert_eq!(ended, None, "ended with the old VMM, without an exit status");
     let after: u32 = exec(&vm, "cat /tmp/n").await.trim().parse().unwrap();
     assert!(after >= before, "the loop went on from {before}, now {after}");
     assert_eq!(exec(&vm, "cat /proc/sys/kernel/random/boot_id").await, boot_id, "no reboot");
