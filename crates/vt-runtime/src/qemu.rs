@@ -496,6 +496,13 @@ impl Driver {
     async fn prepare(&self) -> Result<UnixListener, String> {
         let dir = &self.spec.work_dir;
         tokio::fs::create_dir_all(dir).await.map_err(|e| format!("create {}: {e}", dir.display()))?;
+        // A snapshot left here belongs to the scratch disk made again below: it can never be
+        // resumed now.
+        let stale = dir.to_owned();
+        tokio::task::spawn_blocking(move || snapshot::remove(&stale))
+            .await
+            .map_err(|e| format!("remove the old snapshot: {e}"))?
+            .map_err(|e| format!("remove the old snapshot in {}: {e}", dir.display()))?;
         session::make_scratch_disk(&self.cfg.mkfs_bin, &dir.join("scratch.ext4"), self.spec.scratch_size).await?;
         if let Some(n) = &self.spec.network {
             n.create_tap().await.map_err(|e| format!("network: {e}"))?;

@@ -254,3 +254,41 @@ async fn suspend_and_restore_checked(rt: &QemuRuntime, vm: Vm, spec: &InstanceSp
     until_running(&mut vm, &spec.work_dir.join("console.log")).await;
     vm
 }
+
+/// A snapshot QEMU cannot load: the restore fails with QEMU's reason, and the snapshot is
+/// given back (the guest never ran from it). A fresh start in the work dir removes it (its
+/// scratch disk is made anew). No guest boots here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_that_does_not_load_is_given_back_and_a_fresh_start_removes_it() {
+    let Some(dir) = vt_runtime::testing::guest_or_skip("the snapshot test", &[vt_image::testing::BUSYBOX]) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = runtime(&dir);
+    let spec = InstanceSpec::new("i-snap3", root_disk(tmp.path()).await, tmp.path().join("vm"), launch("sleep 600"));
+    let snap_dir = vt_runtime::snapshot::dir(&spec.work_dir);
+    std::fs::create_dir_all(&snap_dir).unwrap();
+    std::fs::write(snap_dir.join("vmstate"), b"not a migration stream").unwrap();
+    // The record a suspend writes (docs/runtime.md): QEMU's arguments and what the VM used.
+    let record = serde_json::json!({
+        "backend": "qemu",
+        "args": ["-M", "microvm", "-accel", "tcg", "-m", "256", "-nodefaults", "-no-user-config", "-display", "none"],
+        "root_disk": spec.root_disk,
+        "volumes": [],
+        "tap": null,
+        "memory_mib": 256,
+        "vcpus": 1,
+    });
+    std::fs::write(snap_dir.join("vmm.json"), serde_json::to_vec(&record).unwrap()).unwrap();
+    assert!(vt_runtime::snapshot::exists(&spec.work_dir));
+    let vm = rt.restore(spec.clone()).await.expect("the restore starts");
+    let out = tokio::time::timeout(Duration::from_secs(60), vm.wait()).await.expect("ends");
+    let State::Failed { reason, .. } = &out.state else { panic!("{:?}", out.state) };
+    assert!(reason.starts_with("restoring the snapshot failed: the VM exited"), "{reason}");
+    assert!(vt_runtime::snapshot::exists(&spec.work_dir), "given back");
+
+    let mut vm = rt.start(spec.clone()).await.unwrap();
+    until_running(&mut vm, &spec.work_dir.join("console.log")).await;
+    assert!(!snap_dir.exists(), "a fresh start removes the snapshot of the old scratch disk");
+    stop(vm).await;
+}
