@@ -12,6 +12,7 @@
 //! | `qemu.log` | QEMU's own stdout/stderr |
 //! | `vmm.pid` | QEMU's pid |
 //! | `qmp.sock` | QEMU's machine protocol (QMP) socket: pause, save, resume |
+//! | `vmm.json` | how QEMU was started (`crate::snapshot`): what a suspend records, also for a VM adopted after an agent restart |
 //! | `snapshot/` | a suspended VM (`crate::snapshot`): `vmstate` (QEMU's migration stream), `vmm.json` |
 //!
 //! **Suspend** ([`crate::Vm::suspend`]): QMP `stop`, `migrate` to `exec:cat > snapshot/vmstate.partial`
@@ -225,7 +226,11 @@ impl Runtime for QemuRuntime {
                 };
                 s.set(State::Booting).await;
                 s.vmm_spawned(spec.pid, &dir.join("vmm.pid"));
-                let vmm = session::Adopted::new(spec.pid, &dir, dir.join("qemu.log"), dir.join("console.log"));
+                let vmm = AdoptedQemu {
+                    vmm: session::Adopted::new(spec.pid, &dir, dir.join("qemu.log"), dir.join("console.log")),
+                    record: snapshot::read_running(&dir),
+                    work_dir: dir.clone(),
+                };
                 s.supervise(vmm, listener, ctl).await
             };
             Ok(session::spawn_vm(&spec.id, Launch::default(), spec.timeout, console, run))
@@ -307,6 +312,9 @@ async fn restore_vm(
         }
     };
     s.vmm_spawned(child.id().unwrap_or(0), &dir.join("vmm.pid"));
+    if let Err(e) = snapshot::write_running(&dir, &claim.record) {
+        tracing::warn!(error = %e, "an agent restarted later cannot suspend this VM");
+    }
     let mut vmm = Qemu::new(child, &dir, claim.record.clone());
     // Loaded: QEMU leaves `inmigrate` (paused, the guest not run yet); then let it run.
     let loaded = async {
@@ -488,7 +496,11 @@ impl Driver {
         };
         let dir = &self.spec.work_dir;
         s.vmm_spawned(child.id().unwrap_or(0), &dir.join("vmm.pid"));
-        let vmm = Qemu::new(child, dir, VmmRecord::new("qemu", self.args(), &self.spec));
+        let record = VmmRecord::new("qemu", self.args(), &self.spec);
+        if let Err(e) = snapshot::write_running(dir, &record) {
+            tracing::warn!(error = %e, "an agent restarted later cannot suspend this VM");
+        }
+        let vmm = Qemu::new(child, dir, record);
         s.supervise(vmm, listener, ctl).await
     }
 
@@ -607,22 +619,46 @@ impl Qemu {
             record,
         }
     }
+}
 
-    /// Pause, save to `snapshot/vmstate.partial`, commit it. On an error the caller resumes.
-    async fn save(&mut self, q: &mut Qmp) -> Result<u64, String> {
-        let partial = snapshot::partial(&self.work_dir);
-        let d = snapshot::dir(&self.work_dir);
-        tokio::fs::create_dir_all(&d).await.map_err(|e| format!("create {}: {e}", d.display()))?;
-        let uri = format!("exec:cat > {}", shell_path(&partial)?);
-        q.execute("stop", serde_json::json!({})).await?;
-        q.execute("migrate", serde_json::json!({ "uri": uri })).await?;
-        q.wait_migration(SAVE_TIMEOUT).await?;
-        let record = self.record.clone();
-        let dir = self.work_dir.clone();
-        tokio::task::spawn_blocking(move || snapshot::commit(&dir, &record))
-            .await
-            .map_err(|e| format!("commit the snapshot: {e}"))?
-    }
+/// Pause the QEMU whose QMP socket is `work_dir/qmp.sock`, save it to a snapshot with
+/// `record`, and ask it to quit; on an error resume it. `gone` waits for the process to end.
+async fn suspend_qemu(
+    work_dir: &Path,
+    record: &VmmRecord,
+    gone: impl std::future::Future<Output = ()>,
+) -> Result<Snapshot, SuspendError> {
+    let start = Instant::now();
+    let mut q = Qmp::connect(&work_dir.join("qmp.sock"), Duration::from_secs(2)).await.map_err(SuspendError::Failed)?;
+    let bytes = match save(&mut q, work_dir, record).await {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = tokio::fs::remove_file(snapshot::partial(work_dir)).await;
+            if let Err(c) = q.execute("cont", serde_json::json!({})).await {
+                tracing::warn!(error = %c, "could not resume the VM after a failed suspend");
+            }
+            return Err(SuspendError::Failed(e));
+        }
+    };
+    // Saved: this QEMU has done its part.
+    let _ = q.execute("quit", serde_json::json!({})).await;
+    gone.await;
+    Ok(Snapshot { path: snapshot::dir(work_dir).join("vmstate"), bytes, took: start.elapsed() })
+}
+
+/// Pause, save to `snapshot/vmstate.partial`, commit it. On an error the caller resumes.
+async fn save(q: &mut Qmp, work_dir: &Path, record: &VmmRecord) -> Result<u64, String> {
+    let partial = snapshot::partial(work_dir);
+    let d = snapshot::dir(work_dir);
+    tokio::fs::create_dir_all(&d).await.map_err(|e| format!("create {}: {e}", d.display()))?;
+    let uri = format!("exec:cat > {}", shell_path(&partial)?);
+    q.execute("stop", serde_json::json!({})).await?;
+    q.execute("migrate", serde_json::json!({ "uri": uri })).await?;
+    q.wait_migration(SAVE_TIMEOUT).await?;
+    let (record, dir) = (record.clone(), work_dir.to_owned());
+    tokio::task::spawn_blocking(move || snapshot::commit(&dir, &record))
+        .await
+        .map_err(|e| format!("commit the snapshot: {e}"))?
 }
 
 impl Vmm for Qemu {
@@ -631,25 +667,14 @@ impl Vmm for Qemu {
     }
 
     async fn snapshot(&mut self) -> Result<Snapshot, SuspendError> {
-        let start = Instant::now();
-        let mut q = Qmp::connect(&self.qmp, Duration::from_secs(2)).await.map_err(SuspendError::Failed)?;
-        let bytes = match self.save(&mut q).await {
-            Ok(b) => b,
-            Err(e) => {
-                let _ = tokio::fs::remove_file(snapshot::partial(&self.work_dir)).await;
-                if let Err(c) = q.execute("cont", serde_json::json!({})).await {
-                    tracing::warn!(error = %c, "could not resume the VM after a failed suspend");
-                }
-                return Err(SuspendError::Failed(e));
+        let child = &mut self.child;
+        let gone = async {
+            if tokio::time::timeout(Duration::from_secs(5), child.wait()).await.is_err() {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
             }
         };
-        // Saved: this QEMU has done its part.
-        let _ = q.execute("quit", serde_json::json!({})).await;
-        if tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await.is_err() {
-            let _ = self.child.start_kill();
-            let _ = self.child.wait().await;
-        }
-        Ok(Snapshot { path: snapshot::dir(&self.work_dir).join("vmstate"), bytes, took: start.elapsed() })
+        suspend_qemu(&self.work_dir, &self.record, gone).await
     }
 
     fn wait(&mut self) -> impl std::future::Future<Output = std::io::Result<std::process::ExitStatus>> + Send {
@@ -681,6 +706,50 @@ impl Vmm for Qemu {
         }
         s.push_str(&format!(" (console: {})", self.console.display()));
         s
+    }
+}
+
+/// A QEMU an earlier process started (`Runtime::attach`): watched through `/proc`, and
+/// suspended over its QMP socket like one of ours when its `vmm.json` was written.
+struct AdoptedQemu {
+    vmm: session::Adopted,
+    record: Option<VmmRecord>,
+    work_dir: PathBuf,
+}
+
+impl Vmm for AdoptedQemu {
+    fn backend(&self) -> &'static str {
+        "qemu runtime, for a VM started without a vmm.json,"
+    }
+
+    async fn snapshot(&mut self) -> Result<Snapshot, SuspendError> {
+        let Some(record) = self.record.clone() else {
+            return Err(SuspendError::Unsupported(self.backend()));
+        };
+        let vmm = &mut self.vmm;
+        let gone = async {
+            if tokio::time::timeout(Duration::from_secs(5), vmm.wait()).await.is_err() {
+                vmm.start_kill();
+                let _ = vmm.wait().await;
+            }
+        };
+        suspend_qemu(&self.work_dir, &record, gone).await
+    }
+
+    fn wait(&mut self) -> impl std::future::Future<Output = std::io::Result<std::process::ExitStatus>> + Send {
+        self.vmm.wait()
+    }
+
+    fn start_kill(&mut self) {
+        self.vmm.start_kill()
+    }
+
+    fn power_off(&mut self) -> impl std::future::Future<Output = ()> + Send {
+        std::future::ready(())
+    }
+
+    fn failure(&self, status: &std::io::Result<std::process::ExitStatus>, booting: bool) -> String {
+        self.vmm.failure(status, booting)
     }
 }
 

@@ -6,6 +6,8 @@
 //! <work_dir>/snapshot/vmm.json           how the VMM ran (its arguments) and what it used
 //! <work_dir>/snapshot/vmstate.restoring  claimed by a restore (gone once the new VM runs)
 //! <work_dir>/snapshot/resumed            the snapshot was resumed (when, in Unix seconds)
+//! <work_dir>/vmm.json                     how the running VMM was started (so a VM adopted
+//!                                         after an agent restart can be suspended too)
 //! ```
 //!
 //! Disks are not copied: the root disk is read-only, the scratch disk and volumes stay where
@@ -117,6 +119,18 @@ impl VmmRecord {
         }
         None
     }
+}
+
+/// Note how the VMM in `work_dir` runs (`<work_dir>/vmm.json`), for whoever suspends it.
+pub(crate) fn write_running(work_dir: &Path, record: &VmmRecord) -> Result<(), String> {
+    let p = work_dir.join("vmm.json");
+    let json = serde_json::to_vec_pretty(record).map_err(|e| format!("vmm.json: {e}"))?;
+    std::fs::write(&p, json).map_err(|e| format!("write {}: {e}", p.display()))
+}
+
+/// How the VMM in `work_dir` runs, when noted.
+pub(crate) fn read_running(work_dir: &Path) -> Option<VmmRecord> {
+    serde_json::from_slice(&std::fs::read(work_dir.join("vmm.json")).ok()?).ok()
 }
 
 /// Where a suspend writes, before it is complete (`vmstate.partial`), and the record.

@@ -215,7 +215,7 @@ async fn suspend_restore_without_a_network_keeps_processes_and_sets_the_clock() 
     }
     let mut vm = rt.start(spec.clone()).await.unwrap();
     until_running(&mut vm, &spec.work_dir.join("console.log")).await;
-    let before: u32 = exec(&vm, "cat /tmp/n").await.trim().parse().unwrap();
+    let before: u32 = exec(&vm, "until [ -s /tmp/n ]; do usleep 50000; done; cat /tmp/n").await.trim().parse().unwrap();
     let boot_id = exec(&vm, "cat /proc/sys/kernel/random/boot_id").await;
     // An exec session open across the suspend: its host side ends with the old VMM; the guest
     // hangs it up on the new host's Resume, and new sessions are unaffected.
@@ -290,5 +290,40 @@ async fn a_snapshot_that_does_not_load_is_given_back_and_a_fresh_start_removes_i
     let mut vm = rt.start(spec.clone()).await.unwrap();
     until_running(&mut vm, &spec.work_dir.join("console.log")).await;
     assert!(!snap_dir.exists(), "a fresh start removes the snapshot of the old scratch disk");
+    stop(vm).await;
+}
+
+/// A VM left running by one "agent" (`Control::Abandon`) and attached to by another
+/// (`Runtime::attach`) is suspended by the second and restored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_adopted_after_an_agent_restart_is_suspended_and_restored() {
+    let Some(dir) = vt_runtime::testing::guest_or_skip("the snapshot test", &[vt_image::testing::BUSYBOX]) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = runtime(&dir);
+    let script = "echo kept > /tmp/mark; exec sleep 600";
+    let spec = InstanceSpec::new("i-snap4", root_disk(tmp.path()).await, tmp.path().join("vm"), launch(script));
+    let mut vm = rt.start(spec.clone()).await.unwrap();
+    until_running(&mut vm, &spec.work_dir.join("console.log")).await;
+    let pid = vm.vmm_pid().unwrap();
+    vm.control(vt_runtime::Control::Abandon).await;
+    vm.wait().await;
+    let attach = vt_runtime::AttachSpec {
+        id: spec.id.clone(),
+        work_dir: spec.work_dir.clone(),
+        pid,
+        timeout: Duration::from_secs(60),
+    };
+    let mut vm = rt.attach(attach).await.unwrap();
+    until_running(&mut vm, &spec.work_dir.join("console.log")).await;
+    vm.suspend().await.expect("an adopted VM is suspended");
+    assert_eq!(vm.wait().await.state, State::Suspended);
+    // Gone (a zombie here: it is this test process's child, left unreaped by `Abandon`).
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    assert!(cmdline.is_empty(), "the adopted QEMU is gone");
+    let mut vm = rt.restore(spec.clone()).await.expect("restore");
+    until_running(&mut vm, &spec.work_dir.join("console.log")).await;
+    assert_eq!(exec(&vm, "cat /tmp/mark").await, "kept\n");
     stop(vm).await;
 }
