@@ -2,7 +2,9 @@
 //! once.
 //!
 //! ```text
-//! <work_dir>/snapshot/vmstate            the VMM's saved state (guest memory, devices)
+//! <work_dir>/snapshot/vmstate            the VMM's saved state (QEMU: guest memory and devices;
+//!                                         Firecracker: the devices)
+//! <work_dir>/snapshot/memory             Firecracker only: the guest's memory
 //! <work_dir>/snapshot/vmm.json           how the VMM ran (its arguments) and what it used
 //! <work_dir>/snapshot/vmstate.restoring  claimed by a restore (gone once the new VM runs)
 //! <work_dir>/snapshot/resumed            the snapshot was resumed (when, in Unix seconds)
@@ -138,9 +140,27 @@ pub(crate) fn partial(work_dir: &Path) -> PathBuf {
     dir(work_dir).join("vmstate.partial")
 }
 
-/// Make the snapshot complete: the record next to it, then `vmstate.partial` → `vmstate`
-/// (both synced first: a crash leaves either no snapshot or a whole one).
+/// Where a VMM that saves memory apart (Firecracker) writes it before the commit.
+pub(crate) fn memory_partial(work_dir: &Path) -> PathBuf {
+    dir(work_dir).join("memory.partial")
+}
+
+fn memory(work_dir: &Path) -> PathBuf {
+    dir(work_dir).join("memory")
+}
+
+/// Make the snapshot complete: the memory file and the record next to it, then
+/// `vmstate.partial` → `vmstate` (all synced first: a crash leaves either no snapshot or a
+/// whole one). Returns the bytes saved.
 pub(crate) fn commit(work_dir: &Path, record: &VmmRecord) -> Result<u64, String> {
+    let mut mem_bytes = 0;
+    let mem = memory_partial(work_dir);
+    if mem.exists() {
+        let f = std::fs::File::open(&mem).map_err(|e| format!("open {}: {e}", mem.display()))?;
+        f.sync_all().map_err(|e| format!("sync {}: {e}", mem.display()))?;
+        mem_bytes = f.metadata().map(|m| m.len()).unwrap_or(0);
+        std::fs::rename(&mem, memory(work_dir)).map_err(|e| format!("rename {}: {e}", mem.display()))?;
+    }
     let part = partial(work_dir);
     let f = std::fs::File::open(&part).map_err(|e| format!("open {}: {e}", part.display()))?;
     f.sync_all().map_err(|e| format!("sync {}: {e}", part.display()))?;
@@ -154,7 +174,7 @@ pub(crate) fn commit(work_dir: &Path, record: &VmmRecord) -> Result<u64, String>
     if let Ok(d) = std::fs::File::open(dir(work_dir)) {
         let _ = d.sync_all();
     }
-    Ok(bytes)
+    Ok(bytes + mem_bytes)
 }
 
 /// A snapshot taken by one restore: its state file (renamed `vmstate.restoring`) and record.
@@ -207,12 +227,18 @@ impl Claim {
         claimed(&self.work_dir)
     }
 
+    /// The memory file of a VMM that saves it apart (Firecracker).
+    pub fn memory(&self) -> PathBuf {
+        memory(&self.work_dir)
+    }
+
     /// The guest ran from it: it must never run from it again.
     pub fn consume(&mut self) {
         self.done = true;
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let _ = std::fs::write(resumed(&self.work_dir), format!("{now}\n"));
         let _ = std::fs::remove_file(self.path());
+        let _ = std::fs::remove_file(self.memory());
     }
 
     /// The guest never ran from it (the new VMM failed to load it): put it back.
@@ -228,6 +254,7 @@ impl Drop for Claim {
     fn drop(&mut self) {
         if !self.done {
             let _ = std::fs::remove_file(self.path());
+            let _ = std::fs::remove_file(self.memory());
         }
     }
 }
