@@ -42,7 +42,7 @@ pub const MAX_PAYLOAD: u32 = 4 << 20;
 /// Largest data chunk senders put in one [`Message::Log`] / [`Message::ExecOutput`].
 pub const MAX_LOG_CHUNK: usize = 32 * 1024;
 /// The protocol version this build speaks (negotiated in [`Message::Hello`]).
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 /// Name of the virtio-console port carrying the channel under QEMU.
 pub const PORT_NAME: &str = "vt.channel";
 /// Bytes of exec output (or input) a side may send before the other grants more with
@@ -217,6 +217,11 @@ pub enum Message {
     /// Guest → host: `bytes` of the entrypoint's output were dropped while no host was
     /// attached (the guest's buffer was full). Recorded, like `Log`.
     LogLost { seq: u64, bytes: u64 },
+    /// Host → guest, right after `Resume`: the VM was restored from a snapshot (its memory
+    /// was saved and loaded into a new VMM, perhaps much later). `wall_clock_us` is the
+    /// host's `CLOCK_REALTIME` in microseconds since the Unix epoch as it sends this; the
+    /// guest sets its own `CLOCK_REALTIME` to it (its clock stood still while suspended).
+    Restored { wall_clock_us: u64 },
     /// Host → guest: start exec session `id` (chosen by the host, unique among its open
     /// sessions): run `argv` in the instance's root, with the entrypoint's environment plus
     /// `env`, in `cwd` ("" = the entrypoint's) as `user` ("" = the entrypoint's), under a
@@ -263,6 +268,7 @@ pub enum MessageType {
     Ack = 0x09,
     Resume = 0x0a,
     LogLost = 0x0b,
+    Restored = 0x0c,
     ExecStart = 0x10,
     ExecStdin = 0x11,
     ExecOutput = 0x12,
@@ -274,7 +280,7 @@ pub enum MessageType {
 }
 
 impl MessageType {
-    pub const ALL: [MessageType; 19] = [
+    pub const ALL: [MessageType; 20] = [
         MessageType::Hello,
         MessageType::Launch,
         MessageType::Ready,
@@ -286,6 +292,7 @@ impl MessageType {
         MessageType::Ack,
         MessageType::Resume,
         MessageType::LogLost,
+        MessageType::Restored,
         MessageType::ExecStart,
         MessageType::ExecStdin,
         MessageType::ExecOutput,
@@ -314,6 +321,7 @@ impl Message {
             Message::Ack { .. } => MessageType::Ack,
             Message::Resume => MessageType::Resume,
             Message::LogLost { .. } => MessageType::LogLost,
+            Message::Restored { .. } => MessageType::Restored,
             Message::ExecStart { .. } => MessageType::ExecStart,
             Message::ExecStdin { .. } => MessageType::ExecStdin,
             Message::ExecOutput { .. } => MessageType::ExecOutput,
@@ -434,6 +442,7 @@ impl Message {
                 o.extend_from_slice(&seq.to_be_bytes());
                 o.extend_from_slice(&bytes.to_be_bytes());
             }
+            Message::Restored { wall_clock_us } => o.extend_from_slice(&wall_clock_us.to_be_bytes()),
             Message::ExecStart { id, argv, env, cwd, user, tty } => {
                 o.extend_from_slice(&id.to_be_bytes());
                 put_strings(o, argv);
@@ -587,6 +596,7 @@ fn decode_payload(ty: MessageType, r: &mut Reader<'_>) -> Result<Message, Invali
         MessageType::Ack => Message::Ack { seq: r.u64()? },
         MessageType::Resume => Message::Resume,
         MessageType::LogLost => Message::LogLost { seq: r.u64()?, bytes: r.u64()? },
+        MessageType::Restored => Message::Restored { wall_clock_us: r.u64()? },
         MessageType::ExecStart => Message::ExecStart {
             id: r.u32()?,
             argv: r.strings()?,

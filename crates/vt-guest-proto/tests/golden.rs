@@ -85,6 +85,7 @@ fn golden() -> Vec<(Message, Vec<u8>)> {
         (Message::Ack { seq: 5 }, hex("5654 01 09 00000008 0000000000000005")),
         (Message::Resume, hex("5654 01 0a 00000000")),
         (Message::LogLost { seq: 4, bytes: 4096 }, hex("5654 01 0b 00000010 0000000000000004 0000000000001000")),
+        (Message::Restored { wall_clock_us: 1_700_000_000_123_456 }, hex("5654 01 0c 00000008 00060a2418202240")),
         (
             Message::ExecStart {
                 id: 1,

@@ -480,7 +480,15 @@ pub(crate) fn run(chan: &mut Channel, launch: &Launch, init_started_us: u64) -> 
                         continue; // a host that has not resumed yet
                     }
                     match m {
-                        Message::Resume => host.resume(),
+                        Message::Resume => {
+                            host.resume();
+                            // A new host knows none of them (a VM restored from a snapshot
+                            // may never have seen the old one go): hang them up.
+                            for s in sessions.values_mut() {
+                                s.hang_up();
+                            }
+                        }
+                        Message::Restored { wall_clock_us } => restored(wall_clock_us),
                         Message::Ack { seq } => host.ack(seq),
                         Message::Signal { signo } if status.is_none() => unsafe {
                             libc::kill(pid, signo);
@@ -573,11 +581,25 @@ fn finish(host: &mut Host<'_>) -> Result<()> {
         while let Some(m) = host.next() {
             match m {
                 Message::Resume => host.resume(),
+                Message::Restored { wall_clock_us } => restored(wall_clock_us),
                 Message::Ack { seq } => host.ack(seq),
                 Message::Shutdown => return Ok(()),
                 _ => {}
             }
         }
+    }
+}
+
+/// The VM was restored from a snapshot: its clock stood still meanwhile; take the host's.
+fn restored(wall_clock_us: u64) {
+    let ts = libc::timespec {
+        tv_sec: (wall_clock_us / 1_000_000) as libc::time_t,
+        tv_nsec: ((wall_clock_us % 1_000_000) * 1000) as libc::c_long,
+    };
+    if unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &ts) } != 0 {
+        log(&format!("restored from a snapshot; setting the clock failed: {}", errno()));
+    } else {
+        log("restored from a snapshot; clock set from the host");
     }
 }
 

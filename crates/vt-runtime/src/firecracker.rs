@@ -35,7 +35,11 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
-use crate::{find_bin, AttachSpec, BoxFuture, Control, InstanceSpec, Launch, Outcome, Runtime, RuntimeError, Vm};
+use crate::snapshot::{self, VmmRecord};
+use crate::{
+    find_bin, AttachSpec, BoxFuture, Control, InstanceSpec, Launch, Outcome, Runtime, RuntimeError, Snapshot,
+    SuspendError, Vm,
+};
 
 pub mod api;
 pub mod jail;
@@ -303,6 +307,39 @@ impl Runtime for FirecrackerRuntime {
         true
     }
 
+    /// Unjailed only: a jailed Firecracker's scratch disk and files live in its jail, which
+    /// goes when the VMM ends.
+    fn can_snapshot(&self) -> bool {
+        self.cfg.jailer.is_none()
+    }
+
+    /// A new Firecracker configured with its logger only, then `PUT /snapshot/load` with
+    /// `resume_vm`: the machine and its devices (drives, tap, vsock) come from the snapshot;
+    /// the vsock device resets its connections on load, so guest init connects to
+    /// `vsock.sock_1024` again, where the conversation of an attach (plus `Restored`) waits.
+    fn restore(&self, mut spec: InstanceSpec) -> BoxFuture<'_, Result<Vm, RuntimeError>> {
+        Box::pin(async move {
+            if self.cfg.jailer.is_some() {
+                return Err(RuntimeError::Snapshot(
+                    "the firecracker runtime under the jailer cannot restore snapshots yet".into(),
+                ));
+            }
+            session::check_spec(&mut spec)?;
+            let mut claim = snapshot::claim(&spec.work_dir)?;
+            if let Some(why) = claim.record.mismatch(self.name(), &spec) {
+                claim.release();
+                return Err(RuntimeError::Snapshot(format!(
+                    "the snapshot of instance {} does not fit its spec: {why}",
+                    spec.id
+                )));
+            }
+            let layout = Layout::new(&spec.work_dir, None);
+            let driver = Driver { cfg: self.cfg.clone(), exec: self.exec.clone(), layout, spec };
+            let (id, timeout, console) = (driver.spec.id.clone(), driver.spec.boot_timeout, driver.layout.console());
+            Ok(session::spawn_vm(&id, Launch::default(), timeout, console, move |s, ctl| driver.restore(claim, s, ctl)))
+        })
+    }
+
     /// Guest init reconnects its vsock to the host port when the connection ends: listening
     /// on `<uds>_1024` again is all it takes (Firecracker forwards the guest's new connection).
     fn attach(&self, spec: AttachSpec) -> BoxFuture<'_, Result<Vm, RuntimeError>> {
@@ -349,6 +386,10 @@ struct AdoptedFc {
 }
 
 impl Vmm for AdoptedFc {
+    fn backend(&self) -> &'static str {
+        "firecracker runtime"
+    }
+
     fn wait(&mut self) -> impl std::future::Future<Output = std::io::Result<std::process::ExitStatus>> + Send {
         self.vmm.wait()
     }
@@ -512,13 +553,7 @@ impl Driver {
         };
         s.vmm_spawned(child.id().unwrap_or(0), &self.spec.work_dir.join("vmm.pid"));
         let vmm = match self.boot(&mut child).await {
-            Ok(()) => Fc {
-                child,
-                api: ApiClient::new(self.layout.api_socket()),
-                log: self.layout.host(jail::LOG),
-                log_name: self.spec.work_dir.join(jail::LOG),
-                console: self.layout.console(),
-            },
+            Ok(()) => self.fc(child),
             Err(reason) => {
                 // Leave nothing behind: the VMM goes, then its files.
                 let _ = child.start_kill();
@@ -540,11 +575,98 @@ impl Driver {
         outcome
     }
 
+    /// The running Firecracker as the conversation sees it.
+    fn fc(&self, child: Child) -> Fc {
+        Fc {
+            child,
+            api: ApiClient::new(self.layout.api_socket()),
+            log: self.layout.host(jail::LOG),
+            log_name: self.spec.work_dir.join(jail::LOG),
+            console: self.layout.console(),
+            work_dir: self.spec.work_dir.clone(),
+            jailed: self.layout.jail.is_some(),
+            record: VmmRecord::new("firecracker", vec![], &self.spec),
+        }
+    }
+
+    /// The task of a restored VM (unjailed): tap, sockets, a new Firecracker, the snapshot
+    /// loaded and resumed, then the conversation of an attach.
+    async fn restore(self, mut claim: snapshot::Claim, mut s: Session, ctl: mpsc::Receiver<Control>) -> Outcome {
+        let _tap = self.spec.network.as_ref().map(|n| crate::net::TapGuard(n.tap.clone()));
+        s.resume = true;
+        s.restored = true;
+        s.set(crate::State::Preparing).await;
+        let l = &self.layout;
+        let prepared = async {
+            let log = l.host(jail::LOG);
+            std::fs::File::create(&log).map_err(|e| format!("create {}: {e}", log.display()))?;
+            // Firecracker binds the vsock's uds_path again as it loads the device.
+            for p in [l.api_socket(), l.host(jail::VSOCK_UDS)] {
+                let _ = std::fs::remove_file(p);
+            }
+            if let Some(n) = &self.spec.network {
+                n.create_tap().await.map_err(|e| format!("network: {e}"))?;
+            }
+            let sock = l.channel_listener(VSOCK_PORT);
+            let _ = std::fs::remove_file(&sock);
+            UnixListener::bind(&sock).map_err(|e| format!("listen on {}: {e}", sock.display()))
+        };
+        let listener = match prepared.await {
+            Ok(listener) => listener,
+            Err(e) => {
+                claim.release();
+                s.fail(e, None).await;
+                self.cleanup().await;
+                return s.outcome(None);
+            }
+        };
+        s.timings.prepared = Some(s.t0.elapsed());
+        s.set(crate::State::Booting).await;
+        let mut child = match self.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                claim.release();
+                s.fail(e, None).await;
+                self.cleanup().await;
+                return s.outcome(None);
+            }
+        };
+        s.vmm_spawned(child.id().unwrap_or(0), &self.spec.work_dir.join("vmm.pid"));
+        let sock = l.api_socket();
+        let loaded = match wait_api(&sock, &mut child, self.cfg.api_timeout).await {
+            Ok(()) => {
+                let reqs = api::restore_requests(Some(&l.vmm(jail::LOG)), &claim.path(), &claim.memory());
+                ApiClient::new(&sock).send_all(&reqs).await.map_err(|e| e.to_string())
+            }
+            Err(Ok(msg)) => Err(msg),
+            Err(Err(st)) => {
+                Err(exit_reason(st, true, &l.host(jail::LOG), &self.spec.work_dir.join(jail::LOG), &l.console()))
+            }
+        };
+        if let Err(e) = loaded {
+            let _ = child.start_kill();
+            let code = child.wait().await.ok().and_then(|st| st.code());
+            // Whether the vCPUs ran is unknown once the load was sent; only a refusal before
+            // it (or Firecracker's own refusal of it) gives the snapshot back.
+            claim.release();
+            s.fail(format!("restoring the snapshot failed: {e}"), None).await;
+            self.cleanup().await;
+            return s.outcome(code);
+        }
+        claim.consume();
+        s.timings.snapshot_loaded = Some(s.t0.elapsed());
+        let outcome = s.supervise(self.fc(child), listener, ctl).await;
+        self.cleanup().await;
+        outcome
+    }
+
     /// Scratch disk, tap, jail and its resources, log file, the guest channel listener.
     async fn prepare(&self) -> Result<UnixListener, String> {
         let l = &self.layout;
         let dir = &self.spec.work_dir;
         tokio::fs::create_dir_all(dir).await.map_err(|e| format!("create {}: {e}", dir.display()))?;
+        // A snapshot left here belongs to the scratch disk made again below.
+        snapshot::remove(dir).map_err(|e| format!("remove the old snapshot in {}: {e}", dir.display()))?;
         if let Some(j) = &l.jail {
             let io = |what: &str, e: std::io::Error| format!("jail {}: {what}: {e}", j.root.display());
             j.create().map_err(|e| io("create", e))?;
@@ -725,9 +847,56 @@ struct Fc {
     log: PathBuf,
     log_name: PathBuf,
     console: PathBuf,
+    work_dir: PathBuf,
+    jailed: bool,
+    /// What the VM uses (written next to a snapshot of it).
+    record: VmmRecord,
+}
+
+impl Fc {
+    /// Pause, `PUT /snapshot/create` into the snapshot dir, commit. On an error the caller
+    /// resumes the VM.
+    async fn save(&mut self) -> Result<u64, String> {
+        let d = snapshot::dir(&self.work_dir);
+        tokio::fs::create_dir_all(&d).await.map_err(|e| format!("create {}: {e}", d.display()))?;
+        let (state, memory) = (snapshot::partial(&self.work_dir), snapshot::memory_partial(&self.work_dir));
+        let (state, memory) = (abs(&state), abs(&memory));
+        self.api.send_all(&api::suspend_requests(&state, &memory)).await.map_err(|e| e.to_string())?;
+        let (record, dir) = (self.record.clone(), self.work_dir.clone());
+        tokio::task::spawn_blocking(move || snapshot::commit(&dir, &record))
+            .await
+            .map_err(|e| format!("commit the snapshot: {e}"))?
+    }
 }
 
 impl Vmm for Fc {
+    fn backend(&self) -> &'static str {
+        "firecracker runtime"
+    }
+
+    async fn snapshot(&mut self) -> Result<Snapshot, SuspendError> {
+        if self.jailed {
+            return Err(SuspendError::Unsupported("firecracker runtime under the jailer"));
+        }
+        let start = Instant::now();
+        let bytes = match self.save().await {
+            Ok(b) => b,
+            Err(e) => {
+                for p in [snapshot::partial(&self.work_dir), snapshot::memory_partial(&self.work_dir)] {
+                    let _ = tokio::fs::remove_file(p).await;
+                }
+                if let Err(r) = self.api.send(&ApiRequest::patch("/vm", &api::VmState::Resumed)).await {
+                    tracing::warn!(error = %r, "could not resume the VM after a failed suspend");
+                }
+                return Err(SuspendError::Failed(e));
+            }
+        };
+        // Saved: Firecracker has no quit request; its state is on disk, so it is killed.
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+        Ok(Snapshot { path: snapshot::dir(&self.work_dir).join("vmstate"), bytes, took: start.elapsed() })
+    }
+
     fn wait(&mut self) -> impl std::future::Future<Output = std::io::Result<std::process::ExitStatus>> + Send {
         self.child.wait()
     }

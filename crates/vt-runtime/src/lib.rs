@@ -10,7 +10,9 @@
 //!   a small `Vmm` trait each backend implements for its VMM process. A backend only adds
 //!   how its VMM is configured and spawned.
 //! * [`State`]: the one instance lifecycle (allocated → preparing → booting → running →
-//!   stopping → stopped | failed), with checked transitions.
+//!   stopping → stopped | failed; running → suspended), with checked transitions.
+//! * Suspend and resume: [`Vm::suspend`] saves a running VM to a [`snapshot`] in its work dir
+//!   and ends its VMM; [`Runtime::restore`] loads it into a new VMM, once (qemu backend).
 //! * The guest side is `vt-init` (PID 1); both sides speak `vt-guest-proto` over the guest
 //!   channel. See `docs/runtime.md`.
 
@@ -29,12 +31,15 @@ pub mod kvm;
 pub mod lifecycle;
 pub mod net;
 pub mod qemu;
+mod qmp;
 mod select;
 pub(crate) mod session;
+pub mod snapshot;
 pub mod testing;
 
 pub use lifecycle::{InvalidTransition, State};
 pub use select::RuntimeKind;
+pub use snapshot::Snapshot;
 pub use vt_guest_proto::{ExitStatus, Launch, Secret, Stream};
 
 /// `bin` itself when it is a path, else the first `PATH` entry holding it (what
@@ -135,8 +140,10 @@ pub struct BootTimings {
     pub vmm_spawned: Option<Duration>,
     /// Guest init's Hello received.
     pub guest_hello: Option<Duration>,
-    /// `Ready` received: the entrypoint runs.
+    /// `Ready` received: the entrypoint runs (after a restore: runs again).
     pub entrypoint: Option<Duration>,
+    /// Restores only: the snapshot was loaded into the new VMM and the guest let run.
+    pub snapshot_loaded: Option<Duration>,
     pub guest_init_started_us: Option<u64>,
     pub guest_entrypoint_started_us: Option<u64>,
 }
@@ -186,6 +193,7 @@ pub struct Vm {
     timings: std::sync::Arc<std::sync::Mutex<BootTimings>>,
     exec: exec::ExecHandle,
     acked: watch::Sender<u64>,
+    suspend: mpsc::Sender<session::SuspendRequest>,
 }
 
 impl Vm {
@@ -227,6 +235,18 @@ impl Vm {
         });
     }
 
+    /// Pause the VM, save it to a snapshot in its work dir ([`snapshot`]) and end its VMM:
+    /// the instance becomes [`State::Suspended`] and [`Runtime::restore`] resumes it later
+    /// in a new VMM. Only a running VM is suspended; when saving fails the VM runs on (the
+    /// error says why). Open exec sessions end (the host side) as with any end of the VMM.
+    pub async fn suspend(&self) -> Result<Snapshot, SuspendError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.suspend.send(tx).await.is_err() {
+            return Err(SuspendError::Ended);
+        }
+        rx.await.map_err(|_| SuspendError::Ended)?
+    }
+
     /// Send a control request (ignored once the instance has ended).
     pub async fn control(&self, c: Control) {
         let _ = self.control.send(c).await;
@@ -255,11 +275,32 @@ impl Drop for Vm {
     }
 }
 
+/// Why [`Vm::suspend`] did not suspend the VM.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SuspendError {
+    /// The backend (or this VM) cannot be saved: names what.
+    #[error("the {0} cannot suspend VMs")]
+    Unsupported(&'static str),
+    /// Only a running VM (entrypoint started, guest attached) is suspended.
+    #[error("the instance is {0}, not running: only a running VM is suspended")]
+    NotRunning(&'static str),
+    /// Saving failed; the VM was resumed and runs on.
+    #[error("suspending failed (the VM runs on): {0}")]
+    Failed(String),
+    /// The instance ended before it could be suspended.
+    #[error("the instance has ended")]
+    Ended,
+}
+
 /// Errors before an instance exists (configuration, missing files).
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
     #[error("{0}")]
     Config(String),
+    /// No snapshot to restore: none taken, already resumed (never twice), or it does not fit
+    /// the spec given.
+    #[error("{0}")]
+    Snapshot(String),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -301,6 +342,28 @@ pub trait Runtime: Send + Sync {
     fn attach(&self, spec: AttachSpec) -> BoxFuture<'_, Result<Vm, RuntimeError>> {
         Box::pin(async move {
             Err(RuntimeError::Config(format!("the {} runtime cannot re-attach to VM {}", self.name(), spec.id)))
+        })
+    }
+
+    /// Whether [`Vm::suspend`] and [`Runtime::restore`] work.
+    fn can_snapshot(&self) -> bool {
+        false
+    }
+
+    /// Resume the instance suspended in `spec.work_dir` ([`Vm::suspend`]) in a new VMM: the
+    /// same machine and devices (checked against `spec`: root disk, volumes, tap, memory,
+    /// vCPUs), the scratch disk and volumes as they are, the tap made again; the guest is told
+    /// it was restored and takes the host's wall clock. The snapshot is claimed first and
+    /// deleted once the guest runs, so a second restore of it is refused
+    /// ([`RuntimeError::Snapshot`]). The [`Vm`] goes `preparing → booting → running` (its
+    /// `Ready` after the resume) like an attached one, its unacknowledged output first.
+    fn restore(&self, spec: InstanceSpec) -> BoxFuture<'_, Result<Vm, RuntimeError>> {
+        Box::pin(async move {
+            Err(RuntimeError::Snapshot(format!(
+                "the {} runtime cannot restore snapshots (instance {})",
+                self.name(),
+                spec.id
+            )))
         })
     }
 }

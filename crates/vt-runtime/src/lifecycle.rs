@@ -4,10 +4,13 @@
 //! allocated → preparing → booting → running → stopping → stopped
 //!                  │          │  ╰──────────────╯ ↑          
 //!                  ╰──────────┴─────── any non-terminal ─────→ failed
+//!                                running → suspended
 //! ```
 //!
 //! `booting → stopping` happens when the entrypoint cannot be started or a stop is requested
-//! before it runs. `stopped` and `failed` are terminal.
+//! before it runs. `running → suspended`: the VM was saved to a snapshot and its VMM ended
+//! ([`crate::Vm::suspend`]); [`crate::Runtime::restore`] resumes it in a new VMM, as a new
+//! [`crate::Vm`]. `stopped`, `failed` and `suspended` are terminal (for this VMM).
 
 use std::fmt;
 
@@ -28,6 +31,8 @@ pub enum State {
     Stopped {
         exit: Option<ExitStatus>,
     },
+    /// Saved to a snapshot in the work dir; the VMM ended. Resumed by `Runtime::restore`.
+    Suspended,
     /// Ended abnormally, with a reason a user can act on.
     Failed {
         reason: String,
@@ -52,12 +57,13 @@ impl State {
             State::Running => "running",
             State::Stopping => "stopping",
             State::Stopped { .. } => "stopped",
+            State::Suspended => "suspended",
             State::Failed { .. } => "failed",
         }
     }
 
     pub fn is_terminal(&self) -> bool {
-        matches!(self, State::Stopped { .. } | State::Failed { .. })
+        matches!(self, State::Stopped { .. } | State::Failed { .. } | State::Suspended)
     }
 
     /// Whether `self → next` is allowed.
@@ -70,6 +76,7 @@ impl State {
             | (Booting, Running)
             | (Booting, Stopping)
             | (Running, Stopping)
+            | (Running, Suspended)
             | (Stopping, Stopped { .. }) => true,
             _ => false,
         }
@@ -132,5 +139,16 @@ mod tests {
         assert!(!State::Running.can_become(&State::Stopped { exit: None }));
         assert!(State::Booting.can_become(&State::Stopping));
         assert!(!State::Stopping.can_become(&State::Running));
+    }
+
+    #[test]
+    fn only_a_running_vm_is_suspended_and_that_is_the_end() {
+        assert!(State::Running.can_become(&State::Suspended));
+        for s in [State::Allocated, State::Preparing, State::Booting, State::Stopping] {
+            assert!(!s.can_become(&State::Suspended), "{s}");
+        }
+        assert!(State::Suspended.is_terminal());
+        assert!(!State::Suspended.can_become(&State::Running));
+        assert!(!State::Suspended.can_become(&State::Failed { reason: "r".into(), exit: None }));
     }
 }

@@ -98,6 +98,14 @@ impl NetworkSpec {
         format!("52:54:{:02x}:{:02x}:{:02x}:{:02x}", h[0], h[1], h[2], h[3])
     }
 
+    /// The host end's MAC, also stable per tap: a VM restored from a snapshot finds `fe80::1`
+    /// at the address its neighbour cache holds (a new random one would be unreachable
+    /// until the guest probes again).
+    pub fn host_mac(&self) -> String {
+        let h = fnv64(&self.tap).to_be_bytes();
+        format!("52:56:{:02x}:{:02x}:{:02x}:{:02x}", h[0], h[1], h[2], h[3])
+    }
+
     /// Create the tap (replacing a leftover of the same name), give it `fe80::1`, route the
     /// instance's address to it.
     pub async fn create_tap(&self) -> Result<(), NetError> {
@@ -157,6 +165,7 @@ impl NetworkSpec {
         if self.mtu != 0 {
             ip(&["link", "set", "dev", t, "mtu", &mtu]).await?;
         }
+        ip(&["link", "set", "dev", t, "address", &self.host_mac()]).await?;
         ip(&["link", "set", "dev", t, "up"]).await?;
         ip(&["-6", "addr", "add", &format!("{HOST_LINK_ADDR}/64"), "dev", t, "nodad"]).await?;
         ip(&["-6", "route", "replace", &addr, "dev", t]).await?;

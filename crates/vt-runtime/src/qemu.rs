@@ -11,6 +11,18 @@
 //! | `console.log` | the guest's serial console (`ttyS0`) |
 //! | `qemu.log` | QEMU's own stdout/stderr |
 //! | `vmm.pid` | QEMU's pid |
+//! | `qmp.sock` | QEMU's machine protocol (QMP) socket: pause, save, resume |
+//! | `vmm.json` | how QEMU was started (`crate::snapshot`): what a suspend records, also for a VM adopted after an agent restart |
+//! | `snapshot/` | a suspended VM (`crate::snapshot`): `vmstate` (QEMU's migration stream), `vmm.json` |
+//!
+//! **Suspend** ([`crate::Vm::suspend`]): QMP `stop`, `migrate` to `exec:cat > snapshot/vmstate.partial`
+//! (QEMU 7.2 has no `file:` migration URI), wait for `completed`, sync and rename it to
+//! `vmstate`, `quit`. The disks stay where they are (root read-only; scratch and volumes are
+//! flushed by `stop`). **Restore** ([`Runtime::restore`]): claim the snapshot, make the tap
+//! again, listen on `channel.sock`, start QEMU with the recorded arguments plus
+//! `-incoming exec:cat snapshot/vmstate.restoring`, wait for the load (QMP status leaves
+//! `inmigrate`), `cont`, delete the state (never resumed twice), then the conversation of an
+//! attach plus `Restored` (the guest takes the host's wall clock).
 //!
 //! Everything but the QEMU command line is shared with the Firecracker backend
 //! (`crate::session`): spec checks, scratch disk, lifecycle, the guest channel conversation.
@@ -27,8 +39,18 @@ use tokio::sync::{mpsc, OnceCell};
 use vt_guest_proto::PORT_NAME;
 
 use crate::kvm::KvmHost;
+use crate::qmp::{shell_path, Qmp};
 use crate::session::{self, Session, Vmm};
-use crate::{AttachSpec, BoxFuture, Control, InstanceSpec, Launch, Outcome, Runtime, RuntimeError, State, Vm};
+use crate::snapshot::{self, VmmRecord};
+use crate::{
+    AttachSpec, BoxFuture, Control, InstanceSpec, Launch, Outcome, Runtime, RuntimeError, Snapshot, State,
+    SuspendError, Vm,
+};
+
+/// How long QEMU has to answer on its QMP socket after it was spawned.
+const QMP_CONNECT: Duration = Duration::from_secs(10);
+/// How long saving a VM's state may take.
+const SAVE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Which accelerator QEMU uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,12 +226,124 @@ impl Runtime for QemuRuntime {
                 };
                 s.set(State::Booting).await;
                 s.vmm_spawned(spec.pid, &dir.join("vmm.pid"));
-                let vmm = session::Adopted::new(spec.pid, &dir, dir.join("qemu.log"), dir.join("console.log"));
+                let vmm = AdoptedQemu {
+                    vmm: session::Adopted::new(spec.pid, &dir, dir.join("qemu.log"), dir.join("console.log")),
+                    record: snapshot::read_running(&dir),
+                    work_dir: dir.clone(),
+                };
                 s.supervise(vmm, listener, ctl).await
             };
             Ok(session::spawn_vm(&spec.id, Launch::default(), spec.timeout, console, run))
         })
     }
+
+    fn can_snapshot(&self) -> bool {
+        true
+    }
+
+    fn restore(&self, mut spec: InstanceSpec) -> BoxFuture<'_, Result<Vm, RuntimeError>> {
+        Box::pin(async move {
+            session::check_spec(&mut spec)?;
+            let mut claim = snapshot::claim(&spec.work_dir)?;
+            if let Some(why) = claim.record.mismatch(self.name(), &spec) {
+                claim.release();
+                return Err(RuntimeError::Snapshot(format!(
+                    "the snapshot of instance {} does not fit its spec: {why}",
+                    spec.id
+                )));
+            }
+            let (id, timeout) = (spec.id.clone(), spec.boot_timeout);
+            let console = spec.work_dir.join("console.log");
+            let cfg = self.cfg.clone();
+            let run = move |s: Session, ctl: mpsc::Receiver<Control>| restore_vm(cfg, spec, claim, s, ctl);
+            Ok(session::spawn_vm(&id, Launch::default(), timeout, console, run))
+        })
+    }
+}
+
+/// The task of a restored VM: tap, listener, QEMU loading the snapshot, `cont`, then the
+/// conversation of an attach (plus `Restored`).
+async fn restore_vm(
+    cfg: QemuConfig,
+    spec: InstanceSpec,
+    mut claim: snapshot::Claim,
+    mut s: Session,
+    ctl: mpsc::Receiver<Control>,
+) -> Outcome {
+    let _tap = spec.network.as_ref().map(|n| crate::net::TapGuard(n.tap.clone()));
+    let dir = spec.work_dir.clone();
+    s.resume = true;
+    s.restored = true;
+    s.set(State::Preparing).await;
+    let prepared = async {
+        if let Some(n) = &spec.network {
+            n.create_tap().await.map_err(|e| format!("network: {e}"))?;
+        }
+        let sock = dir.join("channel.sock");
+        let _ = tokio::fs::remove_file(&sock).await;
+        UnixListener::bind(&sock).map_err(|e| format!("listen on {}: {e}", sock.display()))
+    };
+    let listener = match prepared.await {
+        Ok(l) => l,
+        Err(e) => {
+            claim.release();
+            s.fail(e, None).await;
+            return s.outcome(None);
+        }
+    };
+    s.timings.prepared = Some(s.t0.elapsed());
+    s.set(State::Booting).await;
+    let incoming = match shell_path(&claim.path()) {
+        Ok(p) => format!("exec:cat {p}"),
+        Err(e) => {
+            claim.release();
+            s.fail(format!("snapshot: {e}"), None).await;
+            return s.outcome(None);
+        }
+    };
+    let mut args = claim.record.args.clone();
+    args.extend(["-incoming".into(), incoming]);
+    let child = match spawn_qemu(&cfg, &args, &dir) {
+        Ok(c) => c,
+        Err(e) => {
+            claim.release();
+            s.fail(e, None).await;
+            return s.outcome(None);
+        }
+    };
+    s.vmm_spawned(child.id().unwrap_or(0), &dir.join("vmm.pid"));
+    if let Err(e) = snapshot::write_running(&dir, &claim.record) {
+        tracing::warn!(error = %e, "an agent restarted later cannot suspend this VM");
+    }
+    let mut vmm = Qemu::new(child, &dir, claim.record.clone());
+    // Loaded: QEMU leaves `inmigrate` (paused, the guest not run yet); then let it run.
+    let loaded = async {
+        let mut q = Qmp::connect(&vmm.qmp, QMP_CONNECT).await?;
+        loop {
+            match q.status().await?.as_str() {
+                "inmigrate" => tokio::time::sleep(Duration::from_millis(5)).await,
+                "paused" | "postmigrate" | "prelaunch" => break,
+                other => return Err(format!("QEMU is {other} after loading the snapshot")),
+            }
+        }
+        q.execute("cont", serde_json::json!({})).await.map(drop)
+    };
+    let r = tokio::select! {
+        r = tokio::time::timeout(spec.boot_timeout, loaded) => r.unwrap_or_else(|_| Err(format!("not loaded within {:?}", spec.boot_timeout))),
+        st = vmm.child.wait() => Err(vmm.failure(&st, true)),
+    };
+    if let Err(e) = r {
+        vmm.start_kill();
+        let _ = vmm.child.wait().await;
+        // The guest never ran from it: the snapshot may be restored again.
+        claim.release();
+        s.fail(format!("restoring the snapshot failed: {e}"), None).await;
+        return s.outcome(None);
+    }
+    // The guest runs: this snapshot must never run again.
+    claim.consume();
+    s.timings.snapshot_loaded = Some(s.t0.elapsed());
+    s.supervise(vmm, listener, ctl).await
 }
 
 /// Host TSC frequency in kHz, from `/proc/cpuinfo` ("cpu MHz").
@@ -362,7 +496,11 @@ impl Driver {
         };
         let dir = &self.spec.work_dir;
         s.vmm_spawned(child.id().unwrap_or(0), &dir.join("vmm.pid"));
-        let vmm = Qemu { child, log: dir.join("qemu.log"), console: dir.join("console.log") };
+        let record = VmmRecord::new("qemu", self.args(), &self.spec);
+        if let Err(e) = snapshot::write_running(dir, &record) {
+            tracing::warn!(error = %e, "an agent restarted later cannot suspend this VM");
+        }
+        let vmm = Qemu::new(child, dir, record);
         s.supervise(vmm, listener, ctl).await
     }
 
@@ -370,6 +508,13 @@ impl Driver {
     async fn prepare(&self) -> Result<UnixListener, String> {
         let dir = &self.spec.work_dir;
         tokio::fs::create_dir_all(dir).await.map_err(|e| format!("create {}: {e}", dir.display()))?;
+        // A snapshot left here belongs to the scratch disk made again below: it can never be
+        // resumed now.
+        let stale = dir.to_owned();
+        tokio::task::spawn_blocking(move || snapshot::remove(&stale))
+            .await
+            .map_err(|e| format!("remove the old snapshot: {e}"))?
+            .map_err(|e| format!("remove the old snapshot in {}: {e}", dir.display()))?;
         session::make_scratch_disk(&self.cfg.mkfs_bin, &dir.join("scratch.ext4"), self.spec.scratch_size).await?;
         if let Some(n) = &self.spec.network {
             n.create_tap().await.map_err(|e| format!("network: {e}"))?;
@@ -380,13 +525,19 @@ impl Driver {
     }
 
     fn spawn(&self) -> Result<Child, String> {
+        spawn_qemu(&self.cfg, &self.args(), &self.spec.work_dir)
+    }
+
+    /// QEMU's arguments for this instance (a restore reuses them: same machine, same devices).
+    fn args(&self) -> Vec<String> {
         let dir = &self.spec.work_dir;
         let mut args = base_args(&self.cfg, self.accel, self.spec.memory_mib, self.spec.vcpus);
         args.extend([
             "-append".into(),
             kernel_cmdline(&self.cfg, self.accel, self.tsc_khz, ""),
             "-chardev".into(),
-            format!("file,id=console,path={}", qpath(&dir.join("console.log"))),
+            // Appended to: a restored VM's console follows what it printed before.
+            format!("file,id=console,path={},append=on", qpath(&dir.join("console.log"))),
             "-serial".into(),
             "chardev:console".into(),
             // Root disk first (vda), scratch second (vdb); init finds them by label anyway.
@@ -405,6 +556,8 @@ impl Driver {
             format!("socket,id=channel,path={},reconnect=1", qpath(&dir.join("channel.sock"))),
             "-device".into(),
             format!("virtserialport,chardev=channel,name={PORT_NAME}"),
+            "-qmp".into(),
+            format!("unix:{},server=on,wait=off", qpath(&dir.join("qmp.sock"))),
         ]);
         for (i, v) in self.spec.volumes.iter().enumerate() {
             args.extend([
@@ -422,20 +575,25 @@ impl Driver {
                 format!("virtio-net-device,netdev=net0,mac={}", n.mac()),
             ]);
         }
-        let log = std::fs::File::create(dir.join("qemu.log")).map_err(|e| format!("create qemu.log: {e}"))?;
-        let log2 = log.try_clone().map_err(|e| format!("qemu.log: {e}"))?;
-        Command::new(&self.cfg.qemu_bin)
-            .args(&args)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2)
-            .kill_on_drop(true)
-            // Its own process group: a Ctrl-C in the terminal of `vt server` is the server's to
-            // handle (stop the VMs in order, or leave them for adoption), not QEMU's.
-            .process_group(0)
-            .spawn()
-            .map_err(|e| format!("start {}: {e}", self.cfg.qemu_bin.display()))
+        args
     }
+}
+
+/// Spawn QEMU with `args`, its stdout/stderr to `dir/qemu.log`.
+fn spawn_qemu(cfg: &QemuConfig, args: &[String], dir: &Path) -> Result<Child, String> {
+    let log = std::fs::File::create(dir.join("qemu.log")).map_err(|e| format!("create qemu.log: {e}"))?;
+    let log2 = log.try_clone().map_err(|e| format!("qemu.log: {e}"))?;
+    Command::new(&cfg.qemu_bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2)
+        .kill_on_drop(true)
+        // Its own process group: a Ctrl-C in the terminal of `vt server` is the server's to
+        // handle (stop the VMs in order, or leave them for adoption), not QEMU's.
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("start {}: {e}", cfg.qemu_bin.display()))
 }
 
 /// The running QEMU, as the guest channel conversation sees it.
@@ -444,9 +602,81 @@ struct Qemu {
     /// QEMU's own stdout/stderr.
     log: PathBuf,
     console: PathBuf,
+    qmp: PathBuf,
+    work_dir: PathBuf,
+    /// How it runs (written next to a snapshot of it).
+    record: VmmRecord,
+}
+
+impl Qemu {
+    fn new(child: Child, dir: &Path, record: VmmRecord) -> Self {
+        Qemu {
+            child,
+            log: dir.join("qemu.log"),
+            console: dir.join("console.log"),
+            qmp: dir.join("qmp.sock"),
+            work_dir: dir.to_owned(),
+            record,
+        }
+    }
+}
+
+/// Pause the QEMU whose QMP socket is `work_dir/qmp.sock`, save it to a snapshot with
+/// `record`, and ask it to quit; on an error resume it. `gone` waits for the process to end.
+async fn suspend_qemu(
+    work_dir: &Path,
+    record: &VmmRecord,
+    gone: impl std::future::Future<Output = ()>,
+) -> Result<Snapshot, SuspendError> {
+    let start = Instant::now();
+    let mut q = Qmp::connect(&work_dir.join("qmp.sock"), Duration::from_secs(2)).await.map_err(SuspendError::Failed)?;
+    let bytes = match save(&mut q, work_dir, record).await {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = tokio::fs::remove_file(snapshot::partial(work_dir)).await;
+            if let Err(c) = q.execute("cont", serde_json::json!({})).await {
+                tracing::warn!(error = %c, "could not resume the VM after a failed suspend");
+            }
+            return Err(SuspendError::Failed(e));
+        }
+    };
+    // Saved: this QEMU has done its part.
+    let _ = q.execute("quit", serde_json::json!({})).await;
+    gone.await;
+    Ok(Snapshot { path: snapshot::dir(work_dir).join("vmstate"), bytes, took: start.elapsed() })
+}
+
+/// Pause, save to `snapshot/vmstate.partial`, commit it. On an error the caller resumes.
+async fn save(q: &mut Qmp, work_dir: &Path, record: &VmmRecord) -> Result<u64, String> {
+    let partial = snapshot::partial(work_dir);
+    let d = snapshot::dir(work_dir);
+    tokio::fs::create_dir_all(&d).await.map_err(|e| format!("create {}: {e}", d.display()))?;
+    let uri = format!("exec:cat > {}", shell_path(&partial)?);
+    q.execute("stop", serde_json::json!({})).await?;
+    q.execute("migrate", serde_json::json!({ "uri": uri })).await?;
+    q.wait_migration(SAVE_TIMEOUT).await?;
+    let (record, dir) = (record.clone(), work_dir.to_owned());
+    tokio::task::spawn_blocking(move || snapshot::commit(&dir, &record))
+        .await
+        .map_err(|e| format!("commit the snapshot: {e}"))?
 }
 
 impl Vmm for Qemu {
+    fn backend(&self) -> &'static str {
+        "qemu runtime"
+    }
+
+    async fn snapshot(&mut self) -> Result<Snapshot, SuspendError> {
+        let child = &mut self.child;
+        let gone = async {
+            if tokio::time::timeout(Duration::from_secs(5), child.wait()).await.is_err() {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+            }
+        };
+        suspend_qemu(&self.work_dir, &self.record, gone).await
+    }
+
     fn wait(&mut self) -> impl std::future::Future<Output = std::io::Result<std::process::ExitStatus>> + Send {
         self.child.wait()
     }
@@ -476,6 +706,50 @@ impl Vmm for Qemu {
         }
         s.push_str(&format!(" (console: {})", self.console.display()));
         s
+    }
+}
+
+/// A QEMU an earlier process started (`Runtime::attach`): watched through `/proc`, and
+/// suspended over its QMP socket like one of ours when its `vmm.json` was written.
+struct AdoptedQemu {
+    vmm: session::Adopted,
+    record: Option<VmmRecord>,
+    work_dir: PathBuf,
+}
+
+impl Vmm for AdoptedQemu {
+    fn backend(&self) -> &'static str {
+        "qemu runtime, for a VM started without a vmm.json,"
+    }
+
+    async fn snapshot(&mut self) -> Result<Snapshot, SuspendError> {
+        let Some(record) = self.record.clone() else {
+            return Err(SuspendError::Unsupported(self.backend()));
+        };
+        let vmm = &mut self.vmm;
+        let gone = async {
+            if tokio::time::timeout(Duration::from_secs(5), vmm.wait()).await.is_err() {
+                vmm.start_kill();
+                let _ = vmm.wait().await;
+            }
+        };
+        suspend_qemu(&self.work_dir, &record, gone).await
+    }
+
+    fn wait(&mut self) -> impl std::future::Future<Output = std::io::Result<std::process::ExitStatus>> + Send {
+        self.vmm.wait()
+    }
+
+    fn start_kill(&mut self) {
+        self.vmm.start_kill()
+    }
+
+    fn power_off(&mut self) -> impl std::future::Future<Output = ()> + Send {
+        std::future::ready(())
+    }
+
+    fn failure(&self, status: &std::io::Result<std::process::ExitStatus>, booting: bool) -> String {
+        self.vmm.failure(status, booting)
     }
 }
 

@@ -23,7 +23,13 @@ use tokio::time::{sleep_until, Instant as TokioInstant};
 
 use vt_guest_proto::{FrameBuffer, Message, Role, PROTOCOL_VERSION};
 
-use crate::{exec, BootTimings, Control, ExitStatus, InstanceSpec, Launch, Outcome, RuntimeError, State, Vm, VmEvent};
+use crate::{
+    exec, BootTimings, Control, ExitStatus, InstanceSpec, Launch, Outcome, RuntimeError, Snapshot, State, SuspendError,
+    Vm, VmEvent,
+};
+
+/// A [`Vm::suspend`] call waiting for its answer.
+pub(crate) type SuspendRequest = tokio::sync::oneshot::Sender<Result<Snapshot, SuspendError>>;
 
 /// After `Shutdown` (or `Exited`/`Failed`), how long the guest has to power off before
 /// [`Vmm::power_off`]; the same again before the VMM is killed: 10 s in all, also for a VMM
@@ -44,6 +50,13 @@ pub(crate) trait Vmm: Send {
         #[allow(clippy::mem_forget)] // the point: its kill-on-drop must not run
         std::mem::forget(self);
     }
+    /// Pause the VM, save its state to a snapshot in the work dir, and end the VMM (waiting
+    /// for it). On an error the VM runs on. Default: the backend cannot.
+    fn snapshot(&mut self) -> impl Future<Output = Result<Snapshot, SuspendError>> + Send {
+        std::future::ready(Err(SuspendError::Unsupported(self.backend())))
+    }
+    /// What runs the VM, for messages ("qemu runtime").
+    fn backend(&self) -> &'static str;
     /// Make the machine power off without the guest's cooperation (the guest did not answer
     /// `Shutdown`). Firecracker: `SendCtrlAltDel`; a VMM without such a request does nothing.
     fn power_off(&mut self) -> impl Future<Output = ()> + Send;
@@ -95,6 +108,10 @@ impl Vmm for Adopted {
         std::future::ready(())
     }
 
+    fn backend(&self) -> &'static str {
+        "qemu runtime, for a VM adopted after an agent restart,"
+    }
+
     fn failure(&self, _status: &std::io::Result<ProcessStatus>, booting: bool) -> String {
         let mut s = "the VM (started before the agent restarted) ended".to_string();
         if booting {
@@ -129,6 +146,10 @@ pub(crate) struct Session {
     acked: watch::Receiver<u64>,
     /// Attach to a guest that already runs (`Resume`) instead of launching one.
     pub resume: bool,
+    /// Resuming a guest restored from a snapshot: it is also sent `Restored` (the wall clock).
+    pub restored: bool,
+    /// [`Vm::suspend`] calls (taken by `supervise`).
+    suspend: Option<mpsc::Receiver<SuspendRequest>>,
 }
 
 /// Create the [`Vm`] handle and run `run` (the backend's driver) as its task.
@@ -142,6 +163,7 @@ where
     let (st_tx, st_rx) = watch::channel(State::Allocated);
     let (exec_tx, exec_rx) = mpsc::channel(8);
     let (acked_tx, acked_rx) = watch::channel(0);
+    let (suspend_tx, suspend_rx) = mpsc::channel(1);
     let pid = Arc::new(AtomicU32::new(0));
     let timings = Arc::new(Mutex::new(BootTimings::default()));
     let session = Session {
@@ -158,6 +180,8 @@ where
         exec: Some(exec_rx),
         acked: acked_rx,
         resume: false,
+        restored: false,
+        suspend: Some(suspend_rx),
     };
     let task = tokio::spawn(run(session, ctl_rx));
     Vm {
@@ -170,6 +194,7 @@ where
         timings,
         exec: exec::ExecHandle { tx: exec_tx },
         acked: acked_tx,
+        suspend: suspend_tx,
     }
 }
 
@@ -310,11 +335,27 @@ impl Session {
             if send(&mut wr, &hello).await.is_err() || send(&mut wr, &Message::Resume).await.is_err() {
                 conv.pending = Pending::Failed("could not write to the guest channel".into());
             }
+            if self.restored {
+                // As late as possible: the guest sets its clock to this.
+                let wall_clock_us = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_micros() as u64);
+                if send(&mut wr, &Message::Restored { wall_clock_us }).await.is_err() {
+                    conv.pending = Pending::Failed("could not write to the guest channel".into());
+                }
+            }
         }
+        let mut suspend_rx = self.suspend.take().unwrap_or_else(|| mpsc::channel(1).1);
         let mut exec_rx = self.exec.take().unwrap_or_else(|| mpsc::channel(1).1);
         let (to_guest_tx, mut to_guest) = mpsc::channel::<exec::ToGuest>(256);
         let mut acked = self.acked.clone();
-        let mut next_session: u32 = 0;
+        // A resumed guest may still hold sessions of an earlier host (hung up, ending within
+        // seconds): start the ids elsewhere so a new one does not meet an old one.
+        let mut next_session: u32 = if self.resume {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos()) | 1 << 31
+        } else {
+            0
+        };
         let mut deadline = boot_deadline;
         let mut on_deadline = DeadlineAction::BootTimeout;
         let vmm_status = loop {
@@ -369,6 +410,25 @@ impl Session {
                     let (session, guest_side) = exec::session(id, to_guest_tx.clone());
                     conv.sessions.insert(id, guest_side);
                     let _ = open.reply.send(Ok(session));
+                }
+                Some(reply) = suspend_rx.recv() => {
+                    if self.state != State::Running || !chan_open || conv.awaiting_hello {
+                        let _ = reply.send(Err(SuspendError::NotRunning(self.state.name())));
+                        continue;
+                    }
+                    match vmm.snapshot().await {
+                        Ok(snap) => {
+                            tracing::info!(bytes = snap.bytes, took_ms = snap.took.as_millis() as u64, "VM suspended");
+                            // Host side of the exec sessions: they end with this VMM.
+                            conv.sessions.clear();
+                            self.set(State::Suspended).await;
+                            let _ = reply.send(Ok(snap));
+                            return self.outcome(None);
+                        }
+                        Err(e) => {
+                            let _ = reply.send(Err(e));
+                        }
+                    }
                 }
                 Some(t) = to_guest.recv() => {
                     // A session that has ended takes nothing more.
@@ -488,6 +548,9 @@ impl Session {
             }
             Message::Ready { init_started_us, entrypoint_started_us, now_us, .. } => {
                 conv.guest_boot = std::time::SystemTime::now().checked_sub(Duration::from_micros(now_us));
+                if self.restored && self.timings.entrypoint.is_none() {
+                    self.timings.entrypoint = Some(self.t0.elapsed());
+                }
                 if !self.resume {
                     self.timings.entrypoint = Some(self.t0.elapsed());
                     self.timings.guest_init_started_us = Some(init_started_us);

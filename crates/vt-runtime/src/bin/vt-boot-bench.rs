@@ -9,7 +9,10 @@
 //!   until the guest's `Ready` (scratch disk, VMM, modules, disks, overlay, channel
 //!   handshake); the phases come from [`Vm::timings`](vt_runtime::Vm::timings);
 //! * **bare**: [`qemu::bare_boot`]: the same kernel and initramfs with no device, init
-//!   powering off as soon as it runs (QEMU spawn → QEMU exit).
+//!   powering off as soon as it runs (QEMU spawn → QEMU exit);
+//! * **resume**: a cold boot of `sleep` to `Ready`, [`Vm::suspend`](vt_runtime::Vm::suspend),
+//!   then [`Runtime::restore`] into a new QEMU until its `Ready` (target: resume ≤ 0.25× the
+//!   cold boot, same run).
 //!
 //! Prints every run, the median and p95 (nearest rank) of each, the ratio ours/bare
 //! (target ≤ 1.5×), the guest's init → entrypoint time (target ≤ 50 ms), and where our
@@ -26,6 +29,7 @@ use vt_runtime::{BootTimings, ExitStatus, InstanceSpec, Launch, Runtime, State, 
 const TARGET_RATIO: f64 = 1.5;
 const TARGET_INIT_MS: f64 = 50.0;
 const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
+const TARGET_RESUME_RATIO: f64 = 0.25;
 
 fn main() -> ExitCode {
     let runs = match parse_args(std::env::args().skip(1)) {
@@ -122,11 +126,12 @@ async fn bench(runs: usize) -> Result<String, String> {
     let rt = QemuRuntime::new(cfg).map_err(|e| e.to_string())?;
     let accel = rt.accel().await;
 
-    let (mut ours, mut bare) = (Vec::new(), Vec::new());
+    let (mut ours, mut bare, mut resumes) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..runs {
         let b = qemu::bare_boot(rt.config(), accel, BOOT_TIMEOUT).await.map_err(|e| format!("bare boot {i}: {e}"))?;
         bare.push(b.as_secs_f64() * 1000.0);
         ours.push(boot_ours(&rt, &disk, &tmp.path().join(format!("vm-{i}")), i).await?);
+        resumes.push(suspend_resume(&rt, &disk, &tmp.path().join(format!("snap-{i}")), i).await?);
     }
 
     let mut s = format!(
@@ -183,7 +188,84 @@ async fn bench(runs: usize) -> Result<String, String> {
         row(&mut s, name, &samples);
     }
     s.push_str("(the host side is VMM spawn → Ready on the host minus kernel → entrypoint on the guest's clock)\n");
+    s.push_str(&resume_report(&resumes));
     Ok(s)
+}
+
+/// One cold boot → suspend → restore, in milliseconds.
+struct Resume {
+    /// `start()` → `Ready` of a long-running entrypoint.
+    cold: f64,
+    /// `Vm::suspend`: pause → state saved → VMM gone.
+    suspend: f64,
+    /// Size of the saved state, MiB.
+    mib: f64,
+    /// `restore()` → `Ready` (after the guest resumed).
+    resume: f64,
+    /// `restore()` → snapshot loaded and the guest let run.
+    load: f64,
+}
+
+async fn suspend_resume(rt: &QemuRuntime, disk: &Path, work_dir: &Path, i: usize) -> Result<Resume, String> {
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let launch = Launch {
+        argv: vec!["/bin/sh".into(), "-c".into(), "exec sleep 600".into()],
+        cwd: "/".into(),
+        user: "root".into(),
+        hostname: "bench".into(),
+        ..Launch::default()
+    };
+    let spec = InstanceSpec::new(&format!("bench-snap-{i}"), disk.to_owned(), work_dir.to_owned(), launch);
+    let start = std::time::Instant::now();
+    let mut vm = rt.start(spec.clone()).await.map_err(|e| format!("start {i}: {e}"))?;
+    until_running(&mut vm).await.map_err(|e| format!("cold boot {i}: {e}"))?;
+    let cold = ms(start.elapsed());
+    let snap = vm.suspend().await.map_err(|e| format!("suspend {i}: {e}"))?;
+    vm.wait().await;
+    let start = std::time::Instant::now();
+    let mut vm = rt.restore(spec).await.map_err(|e| format!("restore {i}: {e}"))?;
+    until_running(&mut vm).await.map_err(|e| format!("resume {i}: {e}"))?;
+    let resume = ms(start.elapsed());
+    let load = vm.timings().snapshot_loaded.map_or(f64::NAN, ms);
+    vm.control(vt_runtime::Control::Kill).await;
+    vm.wait().await;
+    let _ = vt_runtime::snapshot::remove(work_dir);
+    Ok(Resume { cold, suspend: ms(snap.took), mib: snap.bytes as f64 / (1 << 20) as f64, resume, load })
+}
+
+async fn until_running(vm: &mut vt_runtime::Vm) -> Result<(), String> {
+    tokio::time::timeout(BOOT_TIMEOUT, async {
+        while let Some(ev) = vm.next_event().await {
+            match ev {
+                VmEvent::State(State::Running) => return Ok(()),
+                VmEvent::State(s) if s.is_terminal() => return Err(format!("ended: {s}")),
+                _ => {}
+            }
+        }
+        Err("no Ready".to_string())
+    })
+    .await
+    .map_err(|_| format!("no Ready within {BOOT_TIMEOUT:?}"))?
+}
+
+fn resume_report(r: &[Resume]) -> String {
+    let col = |f: fn(&Resume) -> f64| r.iter().map(f).collect::<Vec<f64>>();
+    let mut s = format!("\nsuspend / resume (a running `sleep`){:<4}  {:>10}  {:>10}\n", "", "median", "p95");
+    for (name, v) in [
+        ("cold boot: start() → Ready", col(|r| r.cold)),
+        ("suspend: pause → saved → VMM gone", col(|r| r.suspend)),
+        ("resume: restore() → Ready", col(|r| r.resume)),
+        ("  of which restore() → state loaded", col(|r| r.load)),
+    ] {
+        s.push_str(&format!("{name:<40}  {:>7.1} ms  {:>7.1} ms\n", median(&v), p95(&v)));
+    }
+    let ratio = median(&col(|r| r.resume)) / median(&col(|r| r.cold));
+    let verdict = if ratio <= TARGET_RESUME_RATIO { "met" } else { "NOT met" };
+    s.push_str(&format!(
+        "saved state: {:.0} MiB (median)\nratio resume/cold boot (medians): {ratio:.2}× — target ≤ {TARGET_RESUME_RATIO}×: {verdict}\n",
+        median(&col(|r| r.mib))
+    ));
+    s
 }
 
 async fn boot_ours(rt: &QemuRuntime, disk: &Path, work_dir: &Path, i: usize) -> Result<Ours, String> {

@@ -80,6 +80,72 @@ pub enum Action {
     FlushMetrics,
 }
 
+/// `PATCH /vm`: pause or resume the vCPUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "state")]
+pub enum VmState {
+    Paused,
+    Resumed,
+}
+
+/// `PUT /snapshot/create` (the VM paused): its state and its memory, in two files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SnapshotCreate {
+    /// `Full` (a `Diff` needs dirty-page tracking from boot).
+    pub snapshot_type: String,
+    pub snapshot_path: String,
+    pub mem_file_path: String,
+}
+
+/// `PUT /snapshot/load`, to a Firecracker that was configured with nothing else (the logger
+/// aside): the machine, its devices (drives, tap, vsock) come from the snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SnapshotLoad {
+    pub snapshot_path: String,
+    pub mem_backend: MemBackend,
+    /// Run the vCPUs at once.
+    pub resume_vm: bool,
+}
+
+/// Where a loaded snapshot's memory comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MemBackend {
+    /// `File`: mapped from `backend_path` (private: the file is never written).
+    pub backend_type: String,
+    pub backend_path: String,
+}
+
+/// Pause the VM and write its snapshot (`state`, `memory`, as Firecracker names the files).
+pub fn suspend_requests(state: &Path, memory: &Path) -> Vec<ApiRequest> {
+    vec![
+        ApiRequest::patch("/vm", &VmState::Paused),
+        ApiRequest::put(
+            "/snapshot/create",
+            &SnapshotCreate { snapshot_type: "Full".into(), snapshot_path: s(state), mem_file_path: s(memory) },
+        ),
+    ]
+}
+
+/// Configure a fresh Firecracker's logger, load a snapshot and resume it.
+pub fn restore_requests(log_path: Option<&Path>, state: &Path, memory: &Path) -> Vec<ApiRequest> {
+    let mut r = Vec::new();
+    if let Some(log) = log_path {
+        r.push(ApiRequest::put(
+            "/logger",
+            &Logger { log_path: s(log), level: "Warning".into(), show_level: true, show_log_origin: false },
+        ));
+    }
+    r.push(ApiRequest::put(
+        "/snapshot/load",
+        &SnapshotLoad {
+            snapshot_path: s(state),
+            mem_backend: MemBackend { backend_type: "File".into(), backend_path: s(memory) },
+            resume_vm: true,
+        },
+    ));
+    r
+}
+
 /// A Firecracker error body.
 #[derive(Debug, Deserialize)]
 struct Fault {
@@ -98,6 +164,10 @@ impl ApiRequest {
     /// A `GET` (no body): `/` (instance info: its state), `/vm/config` (the whole configuration).
     pub fn get(path: impl Into<String>) -> Self {
         Self { method: "GET", path: path.into(), body: String::new() }
+    }
+
+    pub fn patch<T: Serialize>(path: impl Into<String>, body: &T) -> Self {
+        Self { method: "PATCH", ..Self::put(path, body) }
     }
 
     pub fn put<T: Serialize>(path: impl Into<String>, body: &T) -> Self {

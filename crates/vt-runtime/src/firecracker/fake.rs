@@ -106,6 +106,13 @@ async fn serve(mut s: UnixStream, rec: Arc<Mutex<Vec<Recorded>>>, rules: Rules) 
         buf.drain(..head_end + 4 + length);
         let mut words = head.lines().next().unwrap_or("").split(' ');
         let r = Recorded { method: words.next().unwrap_or("").into(), path: words.next().unwrap_or("").into(), body };
+        if r.path == "/snapshot/create" {
+            // Firecracker writes the two files before it answers.
+            let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+            for (k, data) in [("snapshot_path", &b"state"[..]), ("mem_file_path", &b"memory"[..])] {
+                std::fs::write(v[k].as_str().unwrap(), data).unwrap();
+            }
+        }
         if r.body.contains("SendCtrlAltDel") {
             if let Some(f) = &rules.ctrl_alt_del_creates {
                 std::fs::write(f, b"").unwrap();

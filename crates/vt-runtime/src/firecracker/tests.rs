@@ -64,6 +64,26 @@ fn request_sequence_is_golden() {
     assert_eq!(l[5], GOLDEN[8]);
 }
 
+#[test]
+fn snapshot_requests_are_golden() {
+    let (state, mem) = (Path::new("/w/snapshot/vmstate.partial"), Path::new("/w/snapshot/memory.partial"));
+    assert_eq!(
+        lines(&api::suspend_requests(state, mem)),
+        [
+            r#"PATCH /vm {"state":"Paused"}"#,
+            r#"PUT /snapshot/create {"snapshot_type":"Full","snapshot_path":"/w/snapshot/vmstate.partial","mem_file_path":"/w/snapshot/memory.partial"}"#,
+        ]
+    );
+    let (state, mem) = (Path::new("/w/snapshot/vmstate.restoring"), Path::new("/w/snapshot/memory"));
+    assert_eq!(
+        lines(&api::restore_requests(Some(Path::new("/w/firecracker.log")), state, mem)),
+        [
+            r#"PUT /logger {"log_path":"/w/firecracker.log","level":"Warning","show_level":true,"show_log_origin":false}"#,
+            r#"PUT /snapshot/load {"snapshot_path":"/w/snapshot/vmstate.restoring","mem_backend":{"backend_type":"File","backend_path":"/w/snapshot/memory"},"resume_vm":true}"#,
+        ]
+    );
+}
+
 #[tokio::test]
 async fn client_sends_http_and_reads_fault_message() {
     let tmp = tempfile::tempdir().unwrap();
@@ -613,6 +633,82 @@ async fn a_new_agent_reattaches_over_the_vsock_listener() {
     assert_eq!(states, ["preparing", "booting", "running", "stopping", "stopped"]);
     assert_eq!(out, b"two\n");
     assert!(!chan.exists(), "the listener's socket is cleaned up");
+}
+
+/// Suspend (pause, snapshot, Firecracker killed) and restore (a new Firecracker loads it,
+/// the guest's vsock connects again, `Hello`, `Resume`, `Restored`) against the fake API; a
+/// second restore is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspends_and_restores_through_the_snapshot_api() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let fake = FakeApi::start(&t.join("fake-api.sock"), Rules::default());
+    let rt = fake_runtime(t, &fake.socket);
+    assert!(rt.can_snapshot());
+    let spec = spec(t, launch(&["/bin/sh", "-c", "sleep 600"]));
+    let mut vm = rt.start(spec.clone()).await.unwrap();
+    fake.wait_for("/actions").await;
+    let work = t.join("vm");
+    let chan = work.join("vsock.sock_1024");
+    let mut g = Guest::connect(&chan).await;
+    g.boot().await;
+    while vm.state() != State::Running {
+        tokio::time::timeout(Duration::from_secs(10), vm.next_event()).await.unwrap().unwrap();
+    }
+    let pid = vm.vmm_pid().unwrap();
+    let snap = vm.suspend().await.unwrap();
+    assert_eq!(snap.bytes, "state".len() as u64 + "memory".len() as u64);
+    assert_eq!(vm.wait().await.state, State::Suspended);
+    assert!(gone(pid), "Firecracker is killed once its state is on disk");
+    let w = std::path::absolute(&work).unwrap();
+    let w = w.display();
+    let got: Vec<String> = fake.requests().iter().skip(7).map(|r| r.line()).collect();
+    assert_eq!(
+        got,
+        [
+            r#"PATCH /vm {"state":"Paused"}"#.to_string(),
+            format!(
+                r#"PUT /snapshot/create {{"snapshot_type":"Full","snapshot_path":"{w}/snapshot/vmstate.partial","mem_file_path":"{w}/snapshot/memory.partial"}}"#
+            ),
+        ]
+    );
+
+    let mut vm = rt.restore(spec.clone()).await.unwrap();
+    let mut g = loop {
+        match UnixStream::connect(&chan).await {
+            Ok(s) => break Guest { s, fb: FrameBuffer::new() },
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    };
+    assert!(matches!(g.recv().await, Message::Hello { role: Role::Host, .. }));
+    assert_eq!(g.recv().await, Message::Resume);
+    let Message::Restored { wall_clock_us } = g.recv().await else { panic!("no Restored") };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as u64;
+    assert!(now >= wall_clock_us && now - wall_clock_us < 10_000_000, "{wall_clock_us} vs {now}");
+    g.send(Message::hello(Role::Guest, "fake-guest")).await;
+    g.send(Message::Ready { pid: 42, init_started_us: 1000, entrypoint_started_us: 2000, now_us: 9000 }).await;
+    while vm.state() != State::Running {
+        tokio::time::timeout(Duration::from_secs(10), vm.next_event()).await.unwrap().unwrap();
+    }
+    let got: Vec<String> = fake.requests().iter().skip(9).map(|r| r.line()).collect();
+    assert_eq!(
+        got,
+        [
+            format!(
+                r#"PUT /logger {{"log_path":"{w}/firecracker.log","level":"Warning","show_level":true,"show_log_origin":false}}"#
+            ),
+            format!(
+                r#"PUT /snapshot/load {{"snapshot_path":"{w}/snapshot/vmstate.restoring","mem_backend":{{"backend_type":"File","backend_path":"{w}/snapshot/memory"}},"resume_vm":true}}"#
+            ),
+        ]
+    );
+    assert!(!work.join("snapshot/vmstate.restoring").exists() && !work.join("snapshot/memory").exists());
+    match rt.restore(spec).await {
+        Err(RuntimeError::Snapshot(why)) => assert!(why.contains("resumed at most once"), "{why}"),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+    vm.control(Control::Kill).await;
+    vm.wait().await;
 }
 
 /// A fake `jailer`: records its argv in `dir/jailer.argv`, links the fake API server at the
