@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Start a throwaway PostgreSQL on loopback for the store tests and print its URL.
 #
-#   eval "$(scripts/test-postgres.sh start)"   # exports VT_TEST_DATABASE_URL
+#   eval "$(scripts/test-postgres.sh start)"   # exports VT_TEST_DATABASE_URL (and _SOCKET_URL)
 #   scripts/test-postgres.sh stop
 #
 # Uses Debian's postgresql package (installed if missing). The cluster lives in
@@ -52,6 +52,9 @@ start)
     as_pg "$bin/psql" -h 127.0.0.1 -p "$port" -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'vt_test'" | grep -q 1 ||
         as_pg "$bin/psql" -h 127.0.0.1 -p "$port" -U postgres -qc "CREATE DATABASE vt_test" >/dev/null
     echo "export VT_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:$port/vt_test"
+    # The same database through its Unix socket: for servers in network namespaces, which
+    # do not share this host's loopback (crates/vt/tests/cluster.rs).
+    echo "export VT_TEST_DATABASE_SOCKET_URL='postgres://postgres@localhost/vt_test?host=$dir&port=$port'"
     ;;
 stop)
     as_pg "$bin/pg_ctl" -D "$dir" -m fast stop >/dev/null 2>&1 || true

@@ -75,7 +75,7 @@ pub fn ping(ns: &Netns, from: &str, to: &str) -> Result<String, String> {
 }
 
 /// A control plane in `ns` on `listen` with its data in `dir/data` (with `roles` and `extra`
-/// flags): the child, its URL and the admin token.
+/// flags): the child, its URL and the admin token (when it wrote one).
 pub fn control_plane(
     ns: &Netns,
     dir: &Path,
@@ -99,19 +99,25 @@ pub fn control_plane(
     ];
     args.extend_from_slice(extra);
     let child = spawn_until(ns, dir, &args, &[], "vt server ready on");
-    let admin = std::fs::read_to_string(data.join("admin-token")).unwrap().trim().to_owned();
+    // Empty for a second control plane on the same database: the first wrote the admin token.
+    let admin = std::fs::read_to_string(data.join("admin-token")).unwrap_or_default().trim().to_owned();
     (child, format!("http://{listen}"), admin)
 }
 
 /// `vt --server URL --token ADMIN ARGS -o json` in `ns`, in org acme, app web, env prod.
 pub fn cli(ns: &Netns, dir: &Path, url: &str, admin: &str, args: &[&str]) -> serde_json::Value {
+    try_cli(ns, dir, url, admin, args).unwrap_or_else(|e| panic!("vt {}: {e}", args.join(" ")))
+}
+
+/// [`cli`], its failure returned.
+pub fn try_cli(ns: &Netns, dir: &Path, url: &str, admin: &str, args: &[&str]) -> Result<serde_json::Value, String> {
     let mut full = vec!["--server", url, "--token", admin];
     full.extend_from_slice(args);
     full.extend_from_slice(&["-o", "json"]);
     let mut vt = vt_in(ns, dir, &full);
     vt.env("VT_ORG", "acme").env("VT_APP", "web").env("VT_ENV", "prod");
-    let out = run(&mut vt).unwrap_or_else(|e| panic!("vt {}: {e}", args.join(" ")));
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("vt {}: {e}: {out}", args.join(" ")))
+    let out = run(&mut vt)?;
+    serde_json::from_str(&out).map_err(|e| format!("{e}: {out}"))
 }
 
 /// `vt server --role agent --join URL` in `ns` as node `name` (`node-X`), enrolled with a
