@@ -325,14 +325,7 @@ impl Runtime for FirecrackerRuntime {
                 ));
             }
             session::check_spec(&mut spec)?;
-            let mut claim = snapshot::claim(&spec.work_dir)?;
-            if let Some(why) = claim.record.mismatch(self.name(), &spec) {
-                claim.release();
-                return Err(RuntimeError::Snapshot(format!(
-                    "the snapshot of instance {} does not fit its spec: {why}",
-                    spec.id
-                )));
-            }
+            let claim = snapshot::claim_for(self.name(), &spec)?;
             let layout = Layout::new(&spec.work_dir, None);
             let driver = Driver { cfg: self.cfg.clone(), exec: self.exec.clone(), layout, spec };
             let (id, timeout, console) = (driver.spec.id.clone(), driver.spec.boot_timeout, driver.layout.console());

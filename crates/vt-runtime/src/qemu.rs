@@ -244,14 +244,7 @@ impl Runtime for QemuRuntime {
     fn restore(&self, mut spec: InstanceSpec) -> BoxFuture<'_, Result<Vm, RuntimeError>> {
         Box::pin(async move {
             session::check_spec(&mut spec)?;
-            let mut claim = snapshot::claim(&spec.work_dir)?;
-            if let Some(why) = claim.record.mismatch(self.name(), &spec) {
-                claim.release();
-                return Err(RuntimeError::Snapshot(format!(
-                    "the snapshot of instance {} does not fit its spec: {why}",
-                    spec.id
-                )));
-            }
+            let claim = snapshot::claim_for(self.name(), &spec)?;
             let (id, timeout) = (spec.id.clone(), spec.boot_timeout);
             let console = spec.work_dir.join("console.log");
             let cfg = self.cfg.clone();

@@ -186,6 +186,20 @@ pub(crate) struct Claim {
     done: bool,
 }
 
+/// Take `spec`'s snapshot for one restore by `backend`, or say why there is none to take or
+/// why it does not fit the spec (then it is given back, untouched).
+pub(crate) fn claim_for(backend: &str, spec: &InstanceSpec) -> Result<Claim, RuntimeError> {
+    let mut claim = claim(&spec.work_dir)?;
+    if let Some(why) = claim.record.mismatch(backend, spec) {
+        claim.release();
+        return Err(RuntimeError::Snapshot(format!(
+            "the snapshot of instance {} does not fit its spec: {why}",
+            spec.id
+        )));
+    }
+    Ok(claim)
+}
+
 /// Take the instance's snapshot for one restore, or say why there is none to take.
 pub(crate) fn claim(work_dir: &Path) -> Result<Claim, RuntimeError> {
     let (from, to) = (vmstate(work_dir), claimed(work_dir));

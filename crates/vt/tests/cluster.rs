@@ -21,26 +21,12 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::netns::{cli, control_plane, join, mesh_tools_or_skip, try_cli, wait_for, wg_peers};
+use common::netns::{
+    cli, control_plane, deploy_busybox, instance_id_server, join, mesh_tools_or_skip, try_cli, wait_for, wg_peers,
+};
 use common::ServerChild;
 use serde_json::Value;
 use vt_firewall::testing::{run, Netns};
-
-const MANIFEST: &str = r#"schema_version = 1
-
-[processes.web]
-command = ["/bin/sh", "-c", "mkdir -p /www && echo $VT_INSTANCE_ID > /www/index.html && exec httpd -f -p 8080 -h /www"]
-ports = [{ name = "http", port = 8080 }]
-resources = { cpu = 0.25, memory_mib = 96 }
-scaling = { min = 3, max = 3 }
-
-[processes.web.healthcheck]
-type = "http"
-port = "http"
-path = "/"
-interval = "1s"
-timeout = "500ms"
-"#;
 
 fn database_url() -> Option<String> {
     match std::env::var("VT_TEST_DATABASE_SOCKET_URL") {
@@ -193,24 +179,7 @@ fn three_nodes_two_control_planes_one_postgresql() {
     });
 
     // A deploy of three instances spreads over the three nodes.
-    vt(&["org", "create", "acme"]);
-    vt(&["app", "create", "web"]);
-    vt(&["env", "create", "prod"]);
-    let build = dir.path().join("build");
-    vt_image::testing::busybox_rootfs(&build.join("rootfs")).unwrap();
-    let img = vt_image::layout::write_image(
-        &build.join("rootfs"),
-        &build.join("layout"),
-        Default::default(),
-        vt_image::layout::LayerFormat::Uncompressed,
-    )
-    .unwrap();
-    vt(&["image", "push", build.join("layout").to_str().unwrap(), "--repo", "acme/web", "--tag", "v1"]);
-    vt(&["route", "create", "--tcp", "--process", "web", "--backend-port", "8080"]);
-    let manifest = dir.path().join("vt.toml");
-    std::fs::write(&manifest, MANIFEST).unwrap();
-    let image = format!("acme/web@{}", img.manifest.digest);
-    vt(&["deploy", "--wait", "--image", &image, "--manifest", manifest.to_str().unwrap()]);
+    let (image, manifest) = deploy_busybox(&vt, dir.path(), &instance_id_server(3));
     let node_ids: Vec<String> =
         (1..=3).map(|i| vt(&["node", "get", &format!("node-{i}")])["id"].as_str().unwrap().to_owned()).collect();
     let placed = running(&vt);
@@ -250,7 +219,7 @@ fn three_nodes_two_control_planes_one_postgresql() {
     let t = Instant::now();
     wait_for("the second control plane leads", Duration::from_secs(20), || task(&url2, "scheduler") == "running");
     let failover = t.elapsed();
-    std::fs::write(&manifest, MANIFEST.replace("memory_mib = 96", "memory_mib = 112")).unwrap();
+    std::fs::write(&manifest, instance_id_server(3).replace("memory_mib = 96", "memory_mib = 112")).unwrap();
     vt(&["deploy", "--wait", "--image", &image, "--manifest", manifest.to_str().unwrap()]);
     assert_eq!(running(&vt).len(), 3);
 

@@ -18,7 +18,10 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::netns::{cli, control_plane, join, mesh_tools_or_skip as ready, ping, wait_for, wg_peers as peers};
+use common::netns::{
+    cli, control_plane, deploy_busybox, instance_id_server, join, mesh_tools_or_skip as ready, ping, wait_for,
+    wg_peers as peers,
+};
 use vt_firewall::testing::{run, Netns};
 
 /// Two namespaces joined by a veth pair: `a` at 10.78.N.1, `b` at 10.78.N.2.
@@ -81,22 +84,6 @@ fn joined_nodes_mesh_and_a_revoked_one_is_cut_off() {
     eprintln!("mesh with vt server processes: {:?}", began.elapsed());
 }
 
-const SPREAD: &str = r#"schema_version = 1
-
-[processes.web]
-command = ["/bin/sh", "-c", "mkdir -p /www && echo $VT_INSTANCE_ID > /www/index.html && exec httpd -f -p 8080 -h /www"]
-ports = [{ name = "http", port = 8080 }]
-resources = { cpu = 0.5, memory_mib = 128 }
-scaling = { min = 2, max = 2 }
-
-[processes.web.healthcheck]
-type = "http"
-port = "http"
-path = "/"
-interval = "1s"
-timeout = "500ms"
-"#;
-
 /// The ingress beside the control plane (namespace A) and node X's own edge (`--role
 /// agent,edge`, following the control plane over HTTP) serve a route from instances on both
 /// nodes: node X's through its tap, node Y's (namespace B) through the WireGuard mesh, where
@@ -123,24 +110,7 @@ fn the_ingress_reaches_instances_on_another_node_through_the_mesh() {
         join(&a, dir.path(), &url, &admin, "node-x", &["--role", "agent,edge", "--ingress-listen", "10.78.2.3"]);
     let (node_b, iface_b) = join(&b, dir.path(), &url, &admin, "node-y", &[]);
 
-    cli(&["org", "create", "acme"]);
-    cli(&["app", "create", "web"]);
-    cli(&["env", "create", "prod"]);
-    let build = dir.path().join("build");
-    vt_image::testing::busybox_rootfs(&build.join("rootfs")).unwrap();
-    let img = vt_image::layout::write_image(
-        &build.join("rootfs"),
-        &build.join("layout"),
-        Default::default(),
-        vt_image::layout::LayerFormat::Uncompressed,
-    )
-    .unwrap();
-    cli(&["image", "push", build.join("layout").to_str().unwrap(), "--repo", "acme/web", "--tag", "v1"]);
-    cli(&["route", "create", "--tcp", "--process", "web", "--backend-port", "8080"]);
-    let manifest = dir.path().join("vt.toml");
-    std::fs::write(&manifest, SPREAD).unwrap();
-    let image = format!("acme/web@{}", img.manifest.digest);
-    cli(&["deploy", "--wait", "--image", &image, "--manifest", manifest.to_str().unwrap()]);
+    deploy_busybox(&cli, dir.path(), &instance_id_server(2));
 
     // One instance on each node (the scheduler spreads a process over equal nodes).
     let node_b_id = cli(&["node", "get", "node-y"])["id"].clone();

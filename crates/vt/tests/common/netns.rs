@@ -1,7 +1,7 @@
 //! Real `vt` processes in network namespaces a test creates (the mesh and cluster tests).
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -146,4 +146,51 @@ pub fn join(ns: &Netns, dir: &Path, url: &str, admin: &str, name: &str, extra: &
     args.extend_from_slice(extra);
     let ready = format!("vt node `{name}` ready");
     (spawn_until(ns, dir, &args, &[("VT_ENROLL_TOKEN", &token)], &ready), iface)
+}
+
+/// `replicas` instances of process `web`, each answering its instance id on port 8080 (busybox
+/// httpd), checked over HTTP every second.
+pub fn instance_id_server(replicas: u32) -> String {
+    format!(
+        r#"schema_version = 1
+
+[processes.web]
+command = ["/bin/sh", "-c", "mkdir -p /www && echo $VT_INSTANCE_ID > /www/index.html && exec httpd -f -p 8080 -h /www"]
+ports = [{{ name = "http", port = 8080 }}]
+resources = {{ cpu = 0.25, memory_mib = 96 }}
+scaling = {{ min = {replicas}, max = {replicas} }}
+
+[processes.web.healthcheck]
+type = "http"
+port = "http"
+path = "/"
+interval = "1s"
+timeout = "500ms"
+"#
+    )
+}
+
+/// Through `vt`: org acme, app web, env prod, a busybox image pushed as `acme/web:v1`, a TCP
+/// route to port 8080 of `web`, and `manifest` deployed (`--wait`). The image's reference and
+/// the manifest's file.
+pub fn deploy_busybox(vt: &dyn Fn(&[&str]) -> serde_json::Value, dir: &Path, manifest: &str) -> (String, PathBuf) {
+    vt(&["org", "create", "acme"]);
+    vt(&["app", "create", "web"]);
+    vt(&["env", "create", "prod"]);
+    let build = dir.join("build");
+    vt_image::testing::busybox_rootfs(&build.join("rootfs")).unwrap();
+    let img = vt_image::layout::write_image(
+        &build.join("rootfs"),
+        &build.join("layout"),
+        Default::default(),
+        vt_image::layout::LayerFormat::Uncompressed,
+    )
+    .unwrap();
+    vt(&["image", "push", build.join("layout").to_str().unwrap(), "--repo", "acme/web", "--tag", "v1"]);
+    vt(&["route", "create", "--tcp", "--process", "web", "--backend-port", "8080"]);
+    let file = dir.join("vt.toml");
+    std::fs::write(&file, manifest).unwrap();
+    let image = format!("acme/web@{}", img.manifest.digest);
+    vt(&["deploy", "--wait", "--image", &image, "--manifest", file.to_str().unwrap()]);
+    (image, file)
 }
