@@ -213,6 +213,39 @@ fn api(s: &TestServer, method: &str, path: &str, body: &str) -> (u16, serde_json
 }
 
 /// Poll the env's instances until `ok` finds one (10 s at most).
+/// Stand for node `node`'s agent on its channel (the real protocol, `vt_api::channel`): open
+/// the channel with its token, answer the first request, a log's, with `log` on the request's
+/// stream. Returns once the channel is open; the thread ends after the answer.
+fn serve_one_log(url: &str, token: &str, node: &str, log: &'static str) -> std::thread::JoinHandle<()> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use vt_api::channel::{NodeRequest, StreamOpen};
+    let client = vt_client::Client::new(url, Some(token.to_owned()));
+    let node = node.to_owned();
+    let (open, opened) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let mut channel = client.node_channel(&node).await.unwrap();
+            open.send(()).unwrap();
+            let request = loop {
+                match channel.next().await.expect("the channel stays open").unwrap() {
+                    Message::Text(t) => break serde_json::from_str::<NodeRequest>(t.as_str()).unwrap(),
+                    _ => continue,
+                }
+            };
+            assert!(matches!(request, NodeRequest::Logs { .. }), "{request:?}");
+            let mut stream = client.node_stream(&node, request.request()).await.unwrap();
+            let opening = serde_json::to_string(&StreamOpen::Opened).unwrap();
+            stream.send(Message::Text(opening.into())).await.unwrap();
+            stream.send(Message::Binary(log.as_bytes().to_vec().into())).await.unwrap();
+            stream.close(None).await.unwrap();
+        });
+    });
+    opened.recv_timeout(std::time::Duration::from_secs(10)).expect("the channel opens");
+    thread
+}
+
 fn instance_where(s: &TestServer, what: &str, ok: impl Fn(&serde_json::Value) -> bool) -> String {
     let started = std::time::Instant::now();
     loop {
@@ -256,17 +289,20 @@ fn deploy_wait_names_the_failed_instance_and_shows_its_logs() {
         .spawn()
         .unwrap();
     let new = instance_where(&s, "of the second release", |i| i["release_id"] == rel2.as_str());
-    let logs = s.dir.path().join("data/agent/logs");
-    std::fs::create_dir_all(&logs).unwrap();
-    std::fs::write(
-        logs.join(format!("{new}.log")),
+    // Node n1's agent serves the instance's log through its channel (docs/nodes.md).
+    let (status, issued) = api(&s, "POST", "/v1/tokens", r#"{"name": "n1-agent", "role": "node", "node": "n1"}"#);
+    assert_eq!(status, 201, "{issued}");
+    let node = serve_one_log(
+        &s.url,
+        issued["secret"].as_str().unwrap(),
+        "n1",
         "2026-01-01T00:00:00.000Z stdout starting\n2026-01-01T00:00:00.100Z stderr fatal: DATABASE_URL is not set\n",
-    )
-    .unwrap();
+    );
     let body = r#"{"status": "failed", "exit_code": 1, "reason": "the entrypoint exited with code 1"}"#;
     let (status, reply) = api(&s, "POST", &format!("/v1/instances/{new}/status"), body);
     assert_eq!(status, 200, "{reply}");
     let r = common::Run::of(child.wait_with_output().unwrap(), s.dir.path());
+    node.join().unwrap();
     assert_eq!(r.code, 1, "a failed deploy exits 1: {}", r.text);
     assert!(
         r.stderr.contains("error: deploy dep_")
