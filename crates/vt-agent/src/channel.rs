@@ -234,9 +234,11 @@ impl Agent {
         Ok(())
     }
 
-    /// Whether `instance` has ended on this node (or never ran here): a log follower stops.
+    /// Whether `instance` has ended on this node: a log follower stops. One without a record
+    /// yet (placed here, not started: a follower from its allocation on) has not; the control
+    /// plane ends a follower of an instance that never runs here (its view ends it).
     pub fn instance_ended(&self, instance: &str) -> bool {
-        self.shutting_down() || self.states.load(instance).is_none_or(|r| r.phase.is_terminal())
+        self.shutting_down() || self.states.load(instance).is_some_and(|r| r.phase.is_terminal())
     }
 }
 

@@ -236,7 +236,15 @@ async fn instance_boots_logs_and_reports_its_exit_code() {
     let w = world("echo hello from vt; echo to stderr >&2; exit 3").await;
     let agent = w.agent();
     let run = tokio::spawn(agent.clone().run());
+    // The control plane reads this node's logs through the channel its agent opens, as a
+    // joined node's (docs/nodes.md).
+    let _channel = AbortOnDrop(tokio::spawn(agent.clone().serve_channel()));
     let node = w.node_id().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !w.cp.channels.is_connected(node) {
+        assert!(Instant::now() < deadline, "the node's channel never connected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let id = w.allocate(node).await;
 
     // Follow the logs from the start: the stream ends when the instance does.
@@ -507,4 +515,13 @@ async fn a_registry_outage_while_preparing_is_waited_out() {
     let v = w.stop(id).await;
     assert_eq!(v.status, InstanceStatus::Stopped, "{v:?}");
     run.abort();
+}
+
+/// Aborts the task when dropped (the test ends, or fails).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
