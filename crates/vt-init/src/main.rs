@@ -2,13 +2,13 @@
 //!
 //! 1. mounts `/dev` (devtmpfs), `/proc`, `/sys` in the initramfs;
 //! 2. loads the kernel modules listed in `/etc/vt/modules` (one path per line, dependency
-//!    order) with `finit_module`;
+//!    order) with `finit_module` (none with vt's own kernel: everything is built in, the list
+//!    is absent);
 //! 3. opens the guest channel (the virtio-console port named [`PORT_NAME`]), sends `Hello`,
-//!    waits for the host's `Hello` and its `Launch`;
+//!    waits for the host's `Hello` and its `Launch`; meanwhile, on a thread of its own,
 //! 4. mounts the read-only root disk (ext4 label `vt-root`, else `/dev/vda`) and the scratch
-//!    disk (label `vt-scratch`, else `/dev/vdb`),
-//!    builds an overlay root from them and switches into it; mounts `/dev/pts`, `/dev/shm`,
-//!    `/run`, `/tmp`;
+//!    disk (label `vt-scratch`, else `/dev/vdb`) and builds an overlay root from them; then
+//!    switches into it; mounts `/dev/pts`, `/dev/shm`, `/run`, `/tmp`;
 //! 5. brings up loopback; with a network in the launch: loads `/etc/vt/modules.net`,
 //!    configures the interface (addresses, MTU, default routes; `net`); writes `/etc/hosts`
 //!    (and `/etc/resolv.conf` when given name servers); mounts volumes by label and writes
@@ -55,6 +55,32 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 
 type Result<T> = std::result::Result<T, String>;
 
+/// `vt.debug` is on the kernel command line.
+static DEBUG: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Step timings for `vt.debug`: (CLOCK_BOOTTIME µs, step), kept in memory and printed once
+/// the entrypoint runs ([`print_steps`]): a console line per step would cost more than some
+/// of the steps under TCG.
+static STEPS: std::sync::Mutex<Vec<(u64, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// Record a boot step's time (`vt.debug` only).
+fn step(what: &str) {
+    if DEBUG.load(std::sync::atomic::Ordering::Relaxed) {
+        let at = boottime_us();
+        if let Ok(mut steps) = STEPS.lock() {
+            steps.push((at, what.to_owned()));
+        }
+    }
+}
+
+/// Print the recorded steps on the console (`vt.debug` only), relative to init's start too.
+pub(crate) fn print_steps() {
+    let Ok(mut steps) = STEPS.lock() else { return };
+    let start = steps.first().map_or(0, |s| s.0);
+    for (at, what) in steps.drain(..) {
+        log(&format!("{at:>8} us  +{:>6.1} ms  {what}", at.saturating_sub(start) as f64 / 1000.0));
+    }
+}
+
 fn main() {
     let init_started_us = boottime_us();
     let mut chan: Option<Channel> = None;
@@ -87,14 +113,19 @@ fn run(init_started_us: u64, chan: &mut Option<Channel>) -> Result<()> {
         power_off(0);
     }
     let dbg = has("vt.debug");
-    let t = |what: &str| {
-        if dbg {
-            log(&format!("{:>8} us  {what}", boottime_us()));
+    if dbg {
+        DEBUG.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut steps) = STEPS.lock() {
+            steps.push((init_started_us, "init started".to_owned()));
         }
-    };
+    }
+    let t = step;
     t("mounted /dev /proc /sys");
     load_modules(Path::new(MODULES_LIST), dbg)?;
     t("modules loaded");
+    // The root needs nothing from the launch config: its disks are mounted while the channel
+    // is found and the host answers (disk reads and the host's round trip overlap).
+    let root = std::thread::spawn(move || mount_root(&t));
     let c = chan.insert(Channel::open()?);
     t("channel open");
     c.send(&Message::hello(Role::Guest, SOFTWARE))?;
@@ -108,8 +139,8 @@ fn run(init_started_us: u64, chan: &mut Option<Channel>) -> Result<()> {
         load_modules(Path::new(MODULES_NET_LIST), dbg)?;
         t("network modules loaded");
     }
-    setup_root()?;
-    t("switched root");
+    // While the root is still being mounted: what needs no root (the hostname, the network,
+    // the mounts that live in /dev, which moves into the new root with everything under it).
     if !launch.hostname.is_empty() {
         let h = launch.hostname.as_bytes();
         if unsafe { libc::sethostname(h.as_ptr().cast(), h.len()) } != 0 {
@@ -117,11 +148,18 @@ fn run(init_started_us: u64, chan: &mut Option<Channel>) -> Result<()> {
         }
     }
     net::loopback()?;
+    t("loopback up");
     if let Some(n) = &launch.network {
         let ifname = net::configure(n)?;
         t(&format!("network configured on {ifname}"));
     }
+    mount_dev_extras()?;
+    t("mounted /dev/pts /dev/shm");
+    root.join().map_err(|_| "mounting the root panicked".to_owned())??;
+    switch_root()?;
+    t("switched root");
     net::write_etc(&launch.hostname, launch.network.as_ref())?;
+    t("wrote /etc/hosts");
     mounts::volumes(&launch.volumes)?;
     let (uid, gid, _) = resolve_user(&launch.user)?;
     mounts::secrets(&launch.secrets, launch.secrets_version, uid, gid)?;
@@ -241,16 +279,26 @@ fn find_disks() -> Result<(String, String)> {
     Ok((root.unwrap_or_else(|| ROOT_DEV.to_owned()), scratch.unwrap_or_else(|| SCRATCH_DEV.to_owned())))
 }
 
-fn setup_root() -> Result<()> {
+/// The root and scratch disks, the overlay of the one over the other at `/vt/root`, and the
+/// tmpfs `/run` and `/tmp` in it.
+/// `t`: step timings (`vt.debug`).
+fn mount_root(t: &dyn Fn(&str)) -> Result<()> {
+    wait_for(Path::new(ROOT_DEV))?;
+    wait_for(Path::new(SCRATCH_DEV))?;
+    t("disks present");
     let (root_dev, scratch_dev) = find_disks()?;
     if root_dev == scratch_dev {
         return Err(format!("root and scratch disk are both {root_dev}"));
     }
+    t("found the disks");
     mount(&root_dev, "/vt/lower", "ext4", libc::MS_RDONLY, "")?;
+    t("mounted the root disk");
     mount(&scratch_dev, "/vt/scratch", "ext4", libc::MS_NOATIME, "")?;
+    t("mounted the scratch disk");
     for d in ["/vt/scratch/upper", "/vt/scratch/work"] {
         std::fs::create_dir_all(d).map_err(|e| format!("mkdir {d}: {e}"))?;
     }
+    t("made upper and work dirs");
     mount(
         "overlay",
         "/vt/root",
@@ -258,6 +306,23 @@ fn setup_root() -> Result<()> {
         0,
         "lowerdir=/vt/lower,upperdir=/vt/scratch/upper,workdir=/vt/scratch/work",
     )?;
+    t("mounted the overlay");
+    let nodev = libc::MS_NOSUID | libc::MS_NODEV;
+    mount("run", "/vt/root/run", "tmpfs", nodev, "mode=0755")?;
+    mount("tmp", "/vt/root/tmp", "tmpfs", nodev, "mode=1777")?;
+    t("mounted /run /tmp");
+    Ok(())
+}
+
+/// `/dev/pts` and `/dev/shm`, mounted in the initramfs's `/dev` (they move with it).
+fn mount_dev_extras() -> Result<()> {
+    mount("devpts", "/dev/pts", "devpts", libc::MS_NOSUID | libc::MS_NOEXEC, "mode=0620,ptmxmode=0666")?;
+    mount("shm", "/dev/shm", "tmpfs", libc::MS_NOSUID | libc::MS_NODEV, "mode=1777")
+}
+
+/// Make `/vt/root` the root, with `/dev` (and `/dev/pts`, `/dev/shm` in it), `/proc`, `/sys`
+/// moved into it.
+fn switch_root() -> Result<()> {
     for m in ["/dev", "/proc", "/sys"] {
         mount(m, &format!("/vt/root{m}"), "", libc::MS_MOVE, "")?;
     }
@@ -270,11 +335,6 @@ fn setup_root() -> Result<()> {
         return Err(format!("chroot: {}", errno()));
     }
     std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))?;
-    let nodev = libc::MS_NOSUID | libc::MS_NODEV;
-    mount("devpts", "/dev/pts", "devpts", libc::MS_NOSUID | libc::MS_NOEXEC, "mode=0620,ptmxmode=0666")?;
-    mount("shm", "/dev/shm", "tmpfs", nodev, "mode=1777")?;
-    mount("run", "/run", "tmpfs", nodev, "mode=0755")?;
-    mount("tmp", "/tmp", "tmpfs", nodev, "mode=1777")?;
     Ok(())
 }
 
