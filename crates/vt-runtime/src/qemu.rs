@@ -234,7 +234,10 @@ pub fn host_tsc_khz() -> Option<u64> {
 }
 
 fn kernel_cmdline(cfg: &QemuConfig, accel: Accel, tsc_khz: Option<u64>, extra: &str) -> String {
-    let mut c = String::from("console=ttyS0 panic=-1");
+    // no_timer_check: microvm's 8254 is not wired to the IO-APIC as the kernel's timer check
+    // expects; the check fails and tries its fallbacks (~0.1 s of boot under TCG) for a timer
+    // the kernel does not use afterwards (the local APIC's is).
+    let mut c = String::from("console=ttyS0 panic=-1 no_timer_check");
     if cfg.verbose_console {
         c.push_str(" vt.debug");
     } else {
@@ -508,10 +511,10 @@ mod tests {
     fn cmdline_has_tsc_under_tcg_only() {
         let cfg = QemuConfig::from_guest_dir(Path::new("/g"));
         let c = kernel_cmdline(&cfg, Accel::Tcg, Some(2445406), "");
-        assert_eq!(c, "console=ttyS0 panic=-1 quiet tsc_early_khz=2445406");
+        assert_eq!(c, "console=ttyS0 panic=-1 no_timer_check quiet tsc_early_khz=2445406");
         assert!(!c.contains("rtc=off") && !c.contains("acpi=off"));
         let k = kernel_cmdline(&cfg, Accel::Kvm, Some(1), "vt.probe");
-        assert_eq!(k, "console=ttyS0 panic=-1 quiet vt.probe");
+        assert_eq!(k, "console=ttyS0 panic=-1 no_timer_check quiet vt.probe");
     }
 
     #[test]
@@ -534,6 +537,6 @@ mod tests {
         let a = base_args(&cfg, Accel::Tcg, 512, 1).join(" ");
         assert!(a.starts_with("-M microvm,acpi=off -accel tcg "), "{a}");
         let c = kernel_cmdline(&cfg, Accel::Tcg, Some(2445406), "");
-        assert_eq!(c, "console=ttyS0 panic=-1 quiet reboot=t vt.poweroff=reboot tsc_early_khz=2445406");
+        assert_eq!(c, "console=ttyS0 panic=-1 no_timer_check quiet reboot=t vt.poweroff=reboot tsc_early_khz=2445406");
     }
 }
