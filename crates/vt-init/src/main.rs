@@ -4,12 +4,12 @@
 //! 2. loads the kernel modules listed in `/etc/vt/modules` (one path per line, dependency
 //!    order) with `finit_module` (none with vt's own kernel: everything is built in, the list
 //!    is absent);
-//! 3. opens the guest channel (the virtio-console port named [`PORT_NAME`]), sends `Hello`,
-//!    waits for the host's `Hello` and its `Launch`; meanwhile, on a thread of its own,
-//! 4. mounts the read-only root disk (ext4 label `vt-root`, else `/dev/vda`) and the scratch
-//!    disk (label `vt-scratch`, else `/dev/vdb`) and builds an overlay root from them; then
-//!    switches into it; mounts `/dev/pts`, `/dev/shm`, `/run`, `/tmp`;
-//! 5. brings up loopback; with a network in the launch: loads `/etc/vt/modules.net`,
+//! 3. opens the guest channel (the virtio-console port named [`PORT_NAME`]), sends `Hello`;
+//! 4. while the host answers: brings up loopback, mounts the read-only root disk (ext4 label
+//!    `vt-root`, else `/dev/vda`) and the scratch disk (label `vt-scratch`, else `/dev/vdb`)
+//!    and builds an overlay root from them; then waits for the host's `Hello` and `Launch`;
+//!    switches into the new root; mounts `/dev/pts`, `/dev/shm`, `/run`, `/tmp`;
+//! 5. with a network in the launch: loads `/etc/vt/modules.net` (before the root switch),
 //!    configures the interface (addresses, MTU, default routes; `net`); writes `/etc/hosts`
 //!    (and `/etc/resolv.conf` when given name servers); mounts volumes by label and writes
 //!    secrets to a tmpfs at `/run/secrets` (`mounts`);
@@ -21,7 +21,8 @@
 //! Any setup failure is reported as `Failed` on the channel (and on the console) before
 //! powering off.
 //!
-//! Kernel command line words it reads: `vt.debug` (step timings on the console), `vt.probe`
+//! Kernel command line words it reads: `vt.debug` (step timings on the console, printed once
+//! the entrypoint runs), `vt.probe`
 //! (print "vt-init: probe ok" and power off at once: the host's accelerator probe boot).
 
 #![allow(unsafe_code)] // PID 1 work is system calls.
@@ -72,7 +73,7 @@ fn step(what: &str) {
     }
 }
 
-/// Print the recorded steps on the console (`vt.debug` only), relative to init's start too.
+/// Print the recorded steps on the console (`vt.debug` only), also relative to init's start.
 pub(crate) fn print_steps() {
     let Ok(mut steps) = STEPS.lock() else { return };
     let start = steps.first().map_or(0, |s| s.0);
@@ -123,41 +124,36 @@ fn run(init_started_us: u64, chan: &mut Option<Channel>) -> Result<()> {
     t("mounted /dev /proc /sys");
     load_modules(Path::new(MODULES_LIST), dbg)?;
     t("modules loaded");
-    // The root needs nothing from the launch config: its disks are mounted while the channel
-    // is found and the host answers (disk reads and the host's round trip overlap).
-    let root = std::thread::spawn(move || mount_root(&t));
     let c = chan.insert(Channel::open()?);
     t("channel open");
     c.send(&Message::hello(Role::Guest, SOFTWARE))?;
+    // While the host answers (its Launch waits in the port's buffer): what needs nothing from
+    // the launch. Under TCG the vCPU would otherwise idle through the host's round trip.
+    net::loopback()?;
+    t("loopback up");
+    mount_root(&t)?;
     let launch = c.handshake()?;
     t("handshake done");
     if launch.argv.is_empty() {
         return Err("launch config has an empty argv".into());
     }
     if launch.network.is_some() {
-        // The network driver's probe runs while the disks are found and mounted.
+        // From the initramfs, so before the root switch; the driver's probe runs meanwhile.
         load_modules(Path::new(MODULES_NET_LIST), dbg)?;
         t("network modules loaded");
     }
-    // While the root is still being mounted: what needs no root (the hostname, the network,
-    // the mounts that live in /dev, which moves into the new root with everything under it).
+    switch_root()?;
+    t("switched root");
     if !launch.hostname.is_empty() {
         let h = launch.hostname.as_bytes();
         if unsafe { libc::sethostname(h.as_ptr().cast(), h.len()) } != 0 {
             return Err(format!("sethostname: {}", errno()));
         }
     }
-    net::loopback()?;
-    t("loopback up");
     if let Some(n) = &launch.network {
         let ifname = net::configure(n)?;
         t(&format!("network configured on {ifname}"));
     }
-    mount_dev_extras()?;
-    t("mounted /dev/pts /dev/shm");
-    root.join().map_err(|_| "mounting the root panicked".to_owned())??;
-    switch_root()?;
-    t("switched root");
     net::write_etc(&launch.hostname, launch.network.as_ref())?;
     t("wrote /etc/hosts");
     mounts::volumes(&launch.volumes)?;
@@ -279,13 +275,9 @@ fn find_disks() -> Result<(String, String)> {
     Ok((root.unwrap_or_else(|| ROOT_DEV.to_owned()), scratch.unwrap_or_else(|| SCRATCH_DEV.to_owned())))
 }
 
-/// The root and scratch disks, the overlay of the one over the other at `/vt/root`, and the
-/// tmpfs `/run` and `/tmp` in it.
+/// The root and scratch disks and the overlay of the one over the other at `/vt/root`.
 /// `t`: step timings (`vt.debug`).
 fn mount_root(t: &dyn Fn(&str)) -> Result<()> {
-    wait_for(Path::new(ROOT_DEV))?;
-    wait_for(Path::new(SCRATCH_DEV))?;
-    t("disks present");
     let (root_dev, scratch_dev) = find_disks()?;
     if root_dev == scratch_dev {
         return Err(format!("root and scratch disk are both {root_dev}"));
@@ -307,21 +299,12 @@ fn mount_root(t: &dyn Fn(&str)) -> Result<()> {
         "lowerdir=/vt/lower,upperdir=/vt/scratch/upper,workdir=/vt/scratch/work",
     )?;
     t("mounted the overlay");
-    let nodev = libc::MS_NOSUID | libc::MS_NODEV;
-    mount("run", "/vt/root/run", "tmpfs", nodev, "mode=0755")?;
-    mount("tmp", "/vt/root/tmp", "tmpfs", nodev, "mode=1777")?;
-    t("mounted /run /tmp");
     Ok(())
 }
 
-/// `/dev/pts` and `/dev/shm`, mounted in the initramfs's `/dev` (they move with it).
-fn mount_dev_extras() -> Result<()> {
-    mount("devpts", "/dev/pts", "devpts", libc::MS_NOSUID | libc::MS_NOEXEC, "mode=0620,ptmxmode=0666")?;
-    mount("shm", "/dev/shm", "tmpfs", libc::MS_NOSUID | libc::MS_NODEV, "mode=1777")
-}
-
-/// Make `/vt/root` the root, with `/dev` (and `/dev/pts`, `/dev/shm` in it), `/proc`, `/sys`
-/// moved into it.
+/// Make `/vt/root` the root (with `/dev`, `/proc`, `/sys` moved into it) and mount
+/// `/dev/pts`, `/dev/shm`, `/run`, `/tmp` in it. After the network modules are loaded: they
+/// are in the initramfs.
 fn switch_root() -> Result<()> {
     for m in ["/dev", "/proc", "/sys"] {
         mount(m, &format!("/vt/root{m}"), "", libc::MS_MOVE, "")?;
@@ -335,6 +318,11 @@ fn switch_root() -> Result<()> {
         return Err(format!("chroot: {}", errno()));
     }
     std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))?;
+    let nodev = libc::MS_NOSUID | libc::MS_NODEV;
+    mount("devpts", "/dev/pts", "devpts", libc::MS_NOSUID | libc::MS_NOEXEC, "mode=0620,ptmxmode=0666")?;
+    mount("shm", "/dev/shm", "tmpfs", nodev, "mode=1777")?;
+    mount("run", "/run", "tmpfs", nodev, "mode=0755")?;
+    mount("tmp", "/tmp", "tmpfs", nodev, "mode=1777")?;
     Ok(())
 }
 

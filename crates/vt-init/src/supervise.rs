@@ -315,6 +315,7 @@ pub(crate) fn run(chan: &mut Channel, launch: &Launch, init_started_us: u64) -> 
         next_seq: 1,
         ready: None,
     };
+    super::step("spawning the entrypoint");
     let child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
