@@ -31,7 +31,7 @@ KIND=${VT_GUEST_KERNEL:-vt}
 for a in "$@"; do
   case "$a" in
     --debian-kernel) KIND=debian ;;
-    -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"; exit 0 ;;
     *) echo "guest-kernel.sh: unknown argument '$a' (expected --debian-kernel)" >&2; exit 2 ;;
   esac
 done
@@ -83,8 +83,8 @@ BUILD=
 trap 'rm -rf "$TMP" ${BUILD:+"$BUILD"}' EXIT
 
 # build_vt_kernel SRC_TARBALL DEST: configure and build vmlinux into DEST (vmlinux, config,
-# kernel.release, build.log). Its text is part of the cache key: change it and the kernel is
-# rebuilt.
+# kernel.release, build.log, build-seconds). Its text is part of the cache key: change it and
+# the kernel is rebuilt (so messages are printed by the caller).
 build_vt_kernel() {
   local tarball=$1 dest=$2 src=$BUILD/linux start
   start=$(date +%s)
@@ -108,7 +108,6 @@ build_vt_kernel() {
     }
   done < <(grep -E '^(CONFIG_[A-Z0-9_]+=|# CONFIG_[A-Z0-9_]+ is not set$)' "$KCONFIG_FRAGMENT")
   [ "$bad" = 0 ] || return 1
-  echo "guest-kernel.sh: building vt's guest kernel (make -j$(nproc) vmlinux; ~20 min on 2 cores)" >&2
   make -C "$src" -j"$(nproc)" vmlinux >>"$dest/build.log" 2>&1 \
     || { tail -30 "$dest/build.log" >&2; echo "guest-kernel.sh: kernel build failed (log: $dest/build.log)" >&2; return 1; }
   make -C "$src" -s kernelrelease > "$dest/kernel.release"
@@ -137,6 +136,7 @@ if [ "$KIND" = vt ]; then
   else
     BUILD=$(mktemp -d "$KERNEL_CACHE/.build-$KEY.XXXXXX")
     mkdir "$BUILD/out"
+    echo "guest-kernel.sh: building vt's guest kernel $KEY (make -j$(nproc) vmlinux; ~14 min on 2 cores)" >&2
     build_vt_kernel "$TARBALL" "$BUILD/out"
     rm -rf "$CACHED"
     mv "$BUILD/out" "$CACHED"

@@ -3,7 +3,7 @@
 # PostgreSQL (a throwaway cluster on 127.0.0.1), e2fsprogs, busybox-static, skopeo,
 # WireGuard (wireguard-tools, boringtun-cli: scripts/mesh-tools.sh) in network namespaces,
 # and real microVMs: QEMU with vt's guest kernel and our initramfs (scripts/guest-kernel.sh: the
-# kernel is built from Debian's linux-source-6.1 on the first run, ~13 min on 2 cores, then cached).
+# kernel is built from Debian's linux-source-6.1 on the first run, ~14 min on 2 cores, then cached).
 #
 #   scripts/test.sh [extra `cargo test` args...]
 #
