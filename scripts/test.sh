@@ -2,7 +2,8 @@
 # Run every test of the workspace, against real dependencies:
 # PostgreSQL (a throwaway cluster on 127.0.0.1), e2fsprogs, busybox-static, skopeo,
 # WireGuard (wireguard-tools, boringtun-cli: scripts/mesh-tools.sh) in network namespaces,
-# and real microVMs: QEMU with Debian's cloud kernel and our initramfs (scripts/guest-kernel.sh).
+# and real microVMs: QEMU with vt's guest kernel and our initramfs (scripts/guest-kernel.sh: the
+# kernel is built from Debian's linux-source-6.1 on the first run, ~14 min on 2 cores, then cached).
 #
 #   scripts/test.sh [extra `cargo test` args...]
 #
@@ -29,7 +30,8 @@ done
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-# The guest kernel, vmlinux and the initramfs with a freshly built vt-init.
+# The guest kernel (built once per kernel config, then cached), vmlinux and the initramfs with a
+# freshly built vt-init.
 scripts/guest-kernel.sh
 
 # The mesh's tests (crates/vt-mesh, crates/vt-agent/tests/mesh.rs): wg, ping, and boringtun-cli

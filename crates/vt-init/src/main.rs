@@ -2,14 +2,14 @@
 //!
 //! 1. mounts `/dev` (devtmpfs), `/proc`, `/sys` in the initramfs;
 //! 2. loads the kernel modules listed in `/etc/vt/modules` (one path per line, dependency
-//!    order) with `finit_module`;
-//! 3. opens the guest channel (the virtio-console port named [`PORT_NAME`]), sends `Hello`,
-//!    waits for the host's `Hello` and its `Launch`;
-//! 4. mounts the read-only root disk (ext4 label `vt-root`, else `/dev/vda`) and the scratch
-//!    disk (label `vt-scratch`, else `/dev/vdb`),
-//!    builds an overlay root from them and switches into it; mounts `/dev/pts`, `/dev/shm`,
-//!    `/run`, `/tmp`;
-//! 5. brings up loopback; with a network in the launch: loads `/etc/vt/modules.net`,
+//!    order) with `finit_module` (none with vt's own kernel: everything is built in, the list
+//!    is absent);
+//! 3. opens the guest channel (the virtio-console port named [`PORT_NAME`]), sends `Hello`;
+//! 4. while the host answers: brings up loopback, mounts the read-only root disk (ext4 label
+//!    `vt-root`, else `/dev/vda`) and the scratch disk (label `vt-scratch`, else `/dev/vdb`)
+//!    and builds an overlay root from them; then waits for the host's `Hello` and `Launch`;
+//!    switches into the new root; mounts `/dev/pts`, `/dev/shm`, `/run`, `/tmp`;
+//! 5. with a network in the launch: loads `/etc/vt/modules.net` (before the root switch),
 //!    configures the interface (addresses, MTU, default routes; `net`); writes `/etc/hosts`
 //!    (and `/etc/resolv.conf` when given name servers); mounts volumes by label and writes
 //!    secrets to a tmpfs at `/run/secrets` (`mounts`);
@@ -21,7 +21,8 @@
 //! Any setup failure is reported as `Failed` on the channel (and on the console) before
 //! powering off.
 //!
-//! Kernel command line words it reads: `vt.debug` (step timings on the console), `vt.probe`
+//! Kernel command line words it reads: `vt.debug` (step timings on the console, printed once
+//! the entrypoint runs), `vt.probe`
 //! (print "vt-init: probe ok" and power off at once: the host's accelerator probe boot).
 
 #![allow(unsafe_code)] // PID 1 work is system calls.
@@ -55,6 +56,32 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 
 type Result<T> = std::result::Result<T, String>;
 
+/// `vt.debug` is on the kernel command line.
+static DEBUG: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Step timings for `vt.debug`: (CLOCK_BOOTTIME µs, step), kept in memory and printed once
+/// the entrypoint runs ([`print_steps`]): a console line per step would cost more than some
+/// of the steps under TCG.
+static STEPS: std::sync::Mutex<Vec<(u64, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// Record a boot step's time (`vt.debug` only).
+fn step(what: &str) {
+    if DEBUG.load(std::sync::atomic::Ordering::Relaxed) {
+        let at = boottime_us();
+        if let Ok(mut steps) = STEPS.lock() {
+            steps.push((at, what.to_owned()));
+        }
+    }
+}
+
+/// Print the recorded steps on the console (`vt.debug` only), also relative to init's start.
+pub(crate) fn print_steps() {
+    let Ok(mut steps) = STEPS.lock() else { return };
+    let start = steps.first().map_or(0, |s| s.0);
+    for (at, what) in steps.drain(..) {
+        log(&format!("{at:>8} us  +{:>6.1} ms  {what}", at.saturating_sub(start) as f64 / 1000.0));
+    }
+}
+
 fn main() {
     let init_started_us = boottime_us();
     let mut chan: Option<Channel> = None;
@@ -87,28 +114,35 @@ fn run(init_started_us: u64, chan: &mut Option<Channel>) -> Result<()> {
         power_off(0);
     }
     let dbg = has("vt.debug");
-    let t = |what: &str| {
-        if dbg {
-            log(&format!("{:>8} us  {what}", boottime_us()));
+    if dbg {
+        DEBUG.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut steps) = STEPS.lock() {
+            steps.push((init_started_us, "init started".to_owned()));
         }
-    };
+    }
+    let t = step;
     t("mounted /dev /proc /sys");
     load_modules(Path::new(MODULES_LIST), dbg)?;
     t("modules loaded");
     let c = chan.insert(Channel::open()?);
     t("channel open");
     c.send(&Message::hello(Role::Guest, SOFTWARE))?;
+    // While the host answers (its Launch waits in the port's buffer): what needs nothing from
+    // the launch. Under TCG the vCPU would otherwise idle through the host's round trip.
+    net::loopback()?;
+    t("loopback up");
+    mount_root(&t)?;
     let launch = c.handshake()?;
     t("handshake done");
     if launch.argv.is_empty() {
         return Err("launch config has an empty argv".into());
     }
     if launch.network.is_some() {
-        // The network driver's probe runs while the disks are found and mounted.
+        // From the initramfs, so before the root switch; the driver's probe runs meanwhile.
         load_modules(Path::new(MODULES_NET_LIST), dbg)?;
         t("network modules loaded");
     }
-    setup_root()?;
+    switch_root()?;
     t("switched root");
     if !launch.hostname.is_empty() {
         let h = launch.hostname.as_bytes();
@@ -116,12 +150,12 @@ fn run(init_started_us: u64, chan: &mut Option<Channel>) -> Result<()> {
             return Err(format!("sethostname: {}", errno()));
         }
     }
-    net::loopback()?;
     if let Some(n) = &launch.network {
         let ifname = net::configure(n)?;
         t(&format!("network configured on {ifname}"));
     }
     net::write_etc(&launch.hostname, launch.network.as_ref())?;
+    t("wrote /etc/hosts");
     mounts::volumes(&launch.volumes)?;
     let (uid, gid, _) = resolve_user(&launch.user)?;
     mounts::secrets(&launch.secrets, launch.secrets_version, uid, gid)?;
@@ -241,16 +275,22 @@ fn find_disks() -> Result<(String, String)> {
     Ok((root.unwrap_or_else(|| ROOT_DEV.to_owned()), scratch.unwrap_or_else(|| SCRATCH_DEV.to_owned())))
 }
 
-fn setup_root() -> Result<()> {
+/// The root and scratch disks and the overlay of the one over the other at `/vt/root`.
+/// `t`: step timings (`vt.debug`).
+fn mount_root(t: &dyn Fn(&str)) -> Result<()> {
     let (root_dev, scratch_dev) = find_disks()?;
     if root_dev == scratch_dev {
         return Err(format!("root and scratch disk are both {root_dev}"));
     }
+    t("found the disks");
     mount(&root_dev, "/vt/lower", "ext4", libc::MS_RDONLY, "")?;
+    t("mounted the root disk");
     mount(&scratch_dev, "/vt/scratch", "ext4", libc::MS_NOATIME, "")?;
+    t("mounted the scratch disk");
     for d in ["/vt/scratch/upper", "/vt/scratch/work"] {
         std::fs::create_dir_all(d).map_err(|e| format!("mkdir {d}: {e}"))?;
     }
+    t("made upper and work dirs");
     mount(
         "overlay",
         "/vt/root",
@@ -258,6 +298,14 @@ fn setup_root() -> Result<()> {
         0,
         "lowerdir=/vt/lower,upperdir=/vt/scratch/upper,workdir=/vt/scratch/work",
     )?;
+    t("mounted the overlay");
+    Ok(())
+}
+
+/// Make `/vt/root` the root (with `/dev`, `/proc`, `/sys` moved into it) and mount
+/// `/dev/pts`, `/dev/shm`, `/run`, `/tmp` in it. After the network modules are loaded: they
+/// are in the initramfs.
+fn switch_root() -> Result<()> {
     for m in ["/dev", "/proc", "/sys"] {
         mount(m, &format!("/vt/root{m}"), "", libc::MS_MOVE, "")?;
     }

@@ -315,6 +315,7 @@ pub(crate) fn run(chan: &mut Channel, launch: &Launch, init_started_us: u64) -> 
         next_seq: 1,
         ready: None,
     };
+    super::step("spawning the entrypoint");
     let child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -333,6 +334,8 @@ pub(crate) fn run(chan: &mut Channel, launch: &Launch, init_started_us: u64) -> 
     #[allow(clippy::mem_forget)]
     std::mem::forget(child);
     host.ready = Some((pid as u32, init_started_us, super::boottime_us()));
+    super::step("entrypoint started");
+    super::print_steps();
     if let Some(ready) = host.ready_message() {
         host.live(&ready);
     }

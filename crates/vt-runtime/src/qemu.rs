@@ -1,6 +1,7 @@
-//! The qemu backend: `qemu-system-x86_64 -M microvm` with virtio-mmio devices (found by the
-//! guest through ACPI, which therefore stays on), KVM when a probe boot on it succeeds,
-//! otherwise software emulation (TCG).
+//! The qemu backend: `qemu-system-x86_64 -M microvm` with virtio-mmio devices, KVM when a
+//! probe boot on it succeeds, otherwise software emulation (TCG). The guest finds the devices
+//! on its command line (vt's own kernel: `acpi=off`, QEMU lists them there) or through ACPI
+//! (Debian's kernel, which has no command-line device discovery); see [`QemuConfig::acpi`].
 //!
 //! Per instance (`InstanceSpec::work_dir`):
 //!
@@ -90,7 +91,17 @@ pub struct QemuConfig {
     /// Kernel messages on the console (`vt.debug` for init's step timings) instead of `quiet`.
     pub verbose_console: bool,
     pub mkfs_bin: PathBuf,
+    /// ACPI tables for the guest (`-M microvm`): Debian's kernel finds the virtio-mmio devices
+    /// and powers off only through them. `false` for vt's own kernel (no ACPI):
+    /// `-M microvm,acpi=off`, QEMU then puts `virtio_mmio.device=` words on the kernel command
+    /// line, and the guest powers off by rebooting (`reboot=t vt.poweroff=reboot`; QEMU exits
+    /// on it, `-no-reboot`), which also skips the ACPI interpreter's ~0.3 s of boot under TCG.
+    pub acpi: bool,
 }
+
+/// A word in a guest directory's `kernel.features` (written by `scripts/guest-kernel.sh`):
+/// the kernel has no ACPI ([`QemuConfig::acpi`]).
+pub const FEATURE_NO_ACPI: &str = "no-acpi";
 
 impl QemuConfig {
     /// Defaults for a guest directory prepared by `scripts/guest-kernel.sh`.
@@ -110,7 +121,9 @@ impl QemuConfig {
         missing
     }
 
+    /// `acpi` from the directory's `kernel.features` (absent: on, as Debian's kernel needs).
     pub fn from_guest_dir(dir: &Path) -> Self {
+        let features = std::fs::read_to_string(dir.join("kernel.features")).unwrap_or_default();
         Self {
             qemu_bin: "qemu-system-x86_64".into(),
             kernel: dir.join("vmlinux"),
@@ -119,6 +132,7 @@ impl QemuConfig {
             tsc_khz: None,
             verbose_console: false,
             mkfs_bin: "mkfs.ext4".into(),
+            acpi: !features.split_whitespace().any(|w| w == FEATURE_NO_ACPI),
         }
     }
 }
@@ -347,11 +361,20 @@ pub fn host_tsc_khz() -> Option<u64> {
 }
 
 fn kernel_cmdline(cfg: &QemuConfig, accel: Accel, tsc_khz: Option<u64>, extra: &str) -> String {
-    let mut c = String::from("console=ttyS0 panic=-1");
+    // no_timer_check: microvm's 8254 is not wired to the IO-APIC as the kernel's timer check
+    // expects; the check fails and tries its fallbacks (~0.1 s of boot under TCG) for a timer
+    // the kernel does not use afterwards (the local APIC's is).
+    let mut c = String::from("console=ttyS0 panic=-1 no_timer_check");
     if cfg.verbose_console {
         c.push_str(" vt.debug");
     } else {
         c.push_str(" quiet");
+    }
+    if !cfg.acpi {
+        // No ACPI power-off: reboot (a triple fault, no keyboard controller needed); QEMU
+        // exits on it (-no-reboot).
+        c.push_str(" reboot=t ");
+        c.push_str(crate::firecracker::POWEROFF_BY_REBOOT);
     }
     if accel == Accel::Tcg {
         // Without it about one TCG boot in six hangs calibrating against the PIT.
@@ -372,9 +395,10 @@ fn base_args(cfg: &QemuConfig, accel: Accel, memory_mib: u32, vcpus: u32) -> Vec
         _ => ("tcg", "max"),
     };
     let mut a: Vec<String> = vec![
-        // ACPI stays on: the kernel finds the virtio-mmio devices only through it.
+        // With ACPI the kernel finds the virtio-mmio devices through it; without, QEMU lists
+        // them on the kernel command line.
         "-M".into(),
-        "microvm".into(),
+        if cfg.acpi { "microvm".into() } else { "microvm,acpi=off".into() },
         "-accel".into(),
         accel_arg.into(),
         "-cpu".into(),
@@ -754,10 +778,10 @@ mod tests {
     fn cmdline_has_tsc_under_tcg_only() {
         let cfg = QemuConfig::from_guest_dir(Path::new("/g"));
         let c = kernel_cmdline(&cfg, Accel::Tcg, Some(2445406), "");
-        assert_eq!(c, "console=ttyS0 panic=-1 quiet tsc_early_khz=2445406");
+        assert_eq!(c, "console=ttyS0 panic=-1 no_timer_check quiet tsc_early_khz=2445406");
         assert!(!c.contains("rtc=off") && !c.contains("acpi=off"));
         let k = kernel_cmdline(&cfg, Accel::Kvm, Some(1), "vt.probe");
-        assert_eq!(k, "console=ttyS0 panic=-1 quiet vt.probe");
+        assert_eq!(k, "console=ttyS0 panic=-1 no_timer_check quiet vt.probe");
     }
 
     #[test]
@@ -768,5 +792,18 @@ mod tests {
         assert!(a.contains("-kernel /g/vmlinux -initrd /g/initramfs.cpio"));
         assert_eq!(qpath(Path::new("/a,b")), "/a,,b");
         assert_eq!("auto".parse::<Accel>().unwrap(), Accel::Auto);
+    }
+
+    #[test]
+    fn a_kernel_without_acpi_boots_acpi_off_and_powers_off_by_rebooting() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(QemuConfig::from_guest_dir(dir.path()).acpi, "no kernel.features: ACPI on");
+        std::fs::write(dir.path().join("kernel.features"), "no-acpi\n").unwrap();
+        let cfg = QemuConfig::from_guest_dir(dir.path());
+        assert!(!cfg.acpi);
+        let a = base_args(&cfg, Accel::Tcg, 512, 1).join(" ");
+        assert!(a.starts_with("-M microvm,acpi=off -accel tcg "), "{a}");
+        let c = kernel_cmdline(&cfg, Accel::Tcg, Some(2445406), "");
+        assert_eq!(c, "console=ttyS0 panic=-1 no_timer_check quiet reboot=t vt.poweroff=reboot tsc_early_khz=2445406");
     }
 }

@@ -1,12 +1,16 @@
-//! Boot benchmark: our full path against a bare QEMU boot of the same kernel.
+//! Boot benchmark: our full path against a bare QEMU boot of the same kernel, for one guest
+//! directory or several side by side (e.g. Debian's kernel against vt's own).
 //!
 //! ```sh
 //! cargo run --release -p vt-runtime --bin vt-boot-bench -- --runs 5
+//! cargo run --release -p vt-runtime --bin vt-boot-bench -- --runs 5 \
+//!     --guest-dir /var/cache/vt/guest-debian --guest-dir /var/cache/vt/guest
 //! ```
 //!
-//! Alternates, `--runs` times (default 5):
+//! For each guest directory (`--guest-dir`, repeatable; default `VT_GUEST_DIR` or
+//! `/var/cache/vt/guest`), alternates, `--runs` times (default 5):
 //! * **ours**: [`Runtime::start`] of `sh -c true` on a busybox root disk built by vt-image,
-//!   until the guest's `Ready` (scratch disk, VMM, modules, disks, overlay, channel
+//!   until the guest's `Ready` (scratch disk, VMM, kernel, init: disks, overlay, channel
 //!   handshake); the phases come from [`Vm::timings`](vt_runtime::Vm::timings);
 //! * **bare**: [`qemu::bare_boot`]: the same kernel and initramfs with no device, init
 //!   powering off as soon as it runs (QEMU spawn → QEMU exit);
@@ -15,11 +19,12 @@
 //!   cold boot, same run).
 //!
 //! Prints every run, the median and p95 (nearest rank) of each, the ratio ours/bare
-//! (target ≤ 1.5×), the guest's init → entrypoint time (target ≤ 50 ms), and where our
-//! path spends its time. Needs what `tests/qemu_boot.rs` needs (`scripts/guest-kernel.sh`,
-//! `busybox-static`); `VT_QEMU_ACCEL=tcg|kvm|auto` (default tcg), `VT_GUEST_DIR`.
+//! (target ≤ 1.5×), the guest's init → entrypoint time (target ≤ 50 ms), its kernel → init
+//! time (target ≤ 1 s under TCG), and where our path spends its time; with several
+//! directories, a last table puts them side by side. Needs what `tests/qemu_boot.rs` needs
+//! (`scripts/guest-kernel.sh`, `busybox-static`); `VT_QEMU_ACCEL=tcg|kvm|auto` (default tcg).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -28,23 +33,26 @@ use vt_runtime::{BootTimings, ExitStatus, InstanceSpec, Launch, Runtime, State, 
 
 const TARGET_RATIO: f64 = 1.5;
 const TARGET_INIT_MS: f64 = 50.0;
+const TARGET_KERNEL_MS: f64 = 1000.0;
 const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 const TARGET_RESUME_RATIO: f64 = 0.25;
 
+const USAGE: &str = "usage: vt-boot-bench [--runs N] [--guest-dir DIR]...   (N ≥ 1, default 5; DIR repeatable)";
+
 fn main() -> ExitCode {
-    let runs = match parse_args(std::env::args().skip(1)) {
-        Ok(Some(r)) => r,
+    let args = match parse_args(std::env::args().skip(1)) {
+        Ok(Some(a)) => a,
         Ok(None) => {
-            println!("usage: vt-boot-bench [--runs N]   (N ≥ 1, default 5)");
+            println!("{USAGE}");
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            eprintln!("error: {e}\nusage: vt-boot-bench [--runs N]");
+            eprintln!("error: {e}\n{USAGE}");
             return ExitCode::from(2);
         }
     };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
-    match rt.block_on(bench(runs)) {
+    match rt.block_on(bench_all(args)) {
         Ok(report) => {
             print!("{report}");
             ExitCode::SUCCESS
@@ -56,20 +64,30 @@ fn main() -> ExitCode {
     }
 }
 
-fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<usize>, String> {
-    let mut runs = 5;
+struct Args {
+    runs: usize,
+    /// Empty: the default guest directory.
+    guest_dirs: Vec<PathBuf>,
+}
+
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, String> {
+    let mut out = Args { runs: 5, guest_dirs: Vec::new() };
     while let Some(a) = args.next() {
         match a.as_str() {
             "-h" | "--help" => return Ok(None),
             "--runs" => {
                 let v = args.next().ok_or("--runs needs a value")?;
-                runs =
+                out.runs =
                     v.parse().ok().filter(|&n| n >= 1).ok_or_else(|| format!("--runs {v}: expected an integer ≥ 1"))?;
+            }
+            "--guest-dir" => {
+                let v = args.next().ok_or("--guest-dir needs a value")?;
+                out.guest_dirs.push(PathBuf::from(v));
             }
             other => return Err(format!("unexpected argument `{other}`")),
         }
     }
-    Ok(Some(runs))
+    Ok(Some(out))
 }
 
 /// One boot of our path, in milliseconds.
@@ -112,13 +130,92 @@ impl Ours {
     }
 }
 
-async fn bench(runs: usize) -> Result<String, String> {
-    let Some(dir) = vt_runtime::testing::guest_or_skip("vt-boot-bench", &[vt_image::testing::BUSYBOX]) else {
-        return Err("cannot boot microVMs on this host (see above)".into());
+/// The median and p95 of one guest directory's runs, for the side-by-side table.
+struct Summary {
+    dir: PathBuf,
+    kernel_to_init: Vec<f64>,
+    init_to_entrypoint: Vec<f64>,
+    total: Vec<f64>,
+    bare: Vec<f64>,
+}
+
+impl Summary {
+    const ROWS: usize = 4;
+
+    /// Row `i` of the side-by-side table: its name and samples.
+    fn row(&self, i: usize) -> (&'static str, &[f64]) {
+        match i {
+            0 => ("guest kernel → init", &self.kernel_to_init),
+            1 => ("guest init → entrypoint", &self.init_to_entrypoint),
+            2 => ("ours: start() → Ready", &self.total),
+            _ => ("bare: QEMU spawn → exit", &self.bare),
+        }
+    }
+}
+
+async fn bench_all(args: Args) -> Result<String, String> {
+    let dirs = if args.guest_dirs.is_empty() {
+        let Some(dir) = vt_runtime::testing::guest_or_skip("vt-boot-bench", &[vt_image::testing::BUSYBOX]) else {
+            return Err("cannot boot microVMs on this host (see above)".into());
+        };
+        vec![dir]
+    } else {
+        for d in &args.guest_dirs {
+            let missing = QemuConfig::from_guest_dir(d).missing();
+            if !missing.is_empty() {
+                return Err(format!(
+                    "--guest-dir {}: missing {} (scripts/guest-kernel.sh)",
+                    d.display(),
+                    missing.join(", ")
+                ));
+            }
+        }
+        args.guest_dirs.clone()
     };
     let tmp = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
     let disk = vt_image::testing::busybox_root_disk(tmp.path()).map_err(|e| format!("busybox root disk: {e}"))?;
-    let mut cfg = QemuConfig::from_guest_dir(&dir);
+    let mut report = String::new();
+    let mut summaries = Vec::new();
+    for (n, dir) in dirs.iter().enumerate() {
+        let (text, summary) = bench_dir(dir, args.runs, &disk, &tmp.path().join(format!("dir-{n}"))).await?;
+        report.push_str(&text);
+        report.push('\n');
+        summaries.push(summary);
+    }
+    if summaries.len() > 1 {
+        report.push_str(&compare(&summaries));
+    }
+    Ok(report)
+}
+
+/// Side by side: one column pair (median, p95) per guest directory.
+fn compare(summaries: &[Summary]) -> String {
+    let mut s = String::from("side by side (median / p95, ms)\n");
+    for (i, sum) in summaries.iter().enumerate() {
+        s.push_str(&format!("  [{}] {} (kernel {})\n", i + 1, sum.dir.display(), kernel_release(&sum.dir)));
+    }
+    s.push_str(&format!("{:<28}", ""));
+    for i in 0..summaries.len() {
+        s.push_str(&format!("  {:>17}", format!("[{}]", i + 1)));
+    }
+    s.push('\n');
+    for row in 0..Summary::ROWS {
+        s.push_str(&format!("{:<28}", summaries[0].row(row).0));
+        for sum in summaries {
+            let v = sum.row(row).1;
+            s.push_str(&format!("  {:>7.0} / {:>7.0}", median(v), p95(v)));
+        }
+        s.push('\n');
+    }
+    s
+}
+
+fn kernel_release(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("kernel.release")).map(|r| r.trim().to_owned()).unwrap_or_else(|_| "?".into())
+}
+
+async fn bench_dir(dir: &Path, runs: usize, disk: &Path, work: &Path) -> Result<(String, Summary), String> {
+    let mut cfg = QemuConfig::from_guest_dir(dir);
     cfg.accel = match std::env::var("VT_QEMU_ACCEL") {
         Ok(a) => a.parse().map_err(|e| format!("VT_QEMU_ACCEL={a}: {e}"))?,
         Err(_) => Accel::Tcg,
@@ -130,13 +227,14 @@ async fn bench(runs: usize) -> Result<String, String> {
     for i in 0..runs {
         let b = qemu::bare_boot(rt.config(), accel, BOOT_TIMEOUT).await.map_err(|e| format!("bare boot {i}: {e}"))?;
         bare.push(b.as_secs_f64() * 1000.0);
-        ours.push(boot_ours(&rt, &disk, &tmp.path().join(format!("vm-{i}")), i).await?);
-        resumes.push(suspend_resume(&rt, &disk, &tmp.path().join(format!("snap-{i}")), i).await?);
+        ours.push(boot_ours(&rt, disk, &work.join(format!("vm-{i}")), i).await?);
+        resumes.push(suspend_resume(&rt, disk, &work.join(format!("snap-{i}")), i).await?);
     }
 
     let mut s = format!(
-        "vt-boot-bench: {runs} runs, alternating, accel {accel:?}, kernel {}\n\n",
-        dir.join("vmlinux").display()
+        "vt-boot-bench: {runs} runs, alternating, accel {accel:?}, kernel {} ({})\n\n",
+        dir.join("vmlinux").display(),
+        kernel_release(dir)
     );
     s.push_str(&format!(
         "{:>4}  {:>16}  {:>17}  {:>18}  {:>24}\n",
@@ -155,6 +253,7 @@ async fn bench(runs: usize) -> Result<String, String> {
     let col = |f: fn(&Ours) -> f64| ours.iter().map(f).collect::<Vec<f64>>();
     let total = col(|o| o.total);
     let init = col(|o| o.init_to_entrypoint);
+    let kernel = col(|o| o.kernel_to_init);
     let ratio = median(&total) / median(&bare);
     let ratio_spawn = median(&col(|o| o.from_spawn)) / median(&bare);
     let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
@@ -176,6 +275,11 @@ async fn bench(runs: usize) -> Result<String, String> {
         median(&init),
         verdict(median(&init) <= TARGET_INIT_MS)
     ));
+    s.push_str(&format!(
+        "guest kernel → init (median): {:.0} ms — target ≤ {TARGET_KERNEL_MS} ms: {}\n",
+        median(&kernel),
+        verdict(median(&kernel) <= TARGET_KERNEL_MS)
+    ));
 
     s.push_str(&format!("\nour path by phase (Vm::timings){:<9}  {:>10}  {:>10}\n", "", "median", "p95"));
     for (name, samples) in [
@@ -189,7 +293,8 @@ async fn bench(runs: usize) -> Result<String, String> {
     }
     s.push_str("(the host side is VMM spawn → Ready on the host minus kernel → entrypoint on the guest's clock)\n");
     s.push_str(&resume_report(&resumes));
-    Ok(s)
+    let summary = Summary { dir: dir.to_owned(), kernel_to_init: kernel, init_to_entrypoint: init, total, bare };
+    Ok((s, summary))
 }
 
 /// One cold boot → suspend → restore, in milliseconds.
