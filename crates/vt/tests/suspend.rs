@@ -73,16 +73,25 @@ fn a_process_that_suspends_at_zero_resumes_with_its_memory() {
             &manifest,
             format!(
                 "schema_version = 1\n\n[processes.web]\ncommand = [\"/bin/sh\", \"-c\", \"{COUNTER}\"]\n\
-                 resources = {{ cpu = 1, memory_mib = 128 }}\nscaling = {{ min = 1, max = 1, suspend = {suspend} }}\n"
+                 resources = {{ cpu = 1, memory_mib = 128 }}\nscaling = {{ min = 0, max = 1, suspend = {suspend} }}\n"
             ),
         )
         .unwrap()
     };
     write_manifest(true);
     vt(&["deploy", "--wait", "--image", &image, "--manifest", manifest.to_str().unwrap()]);
-    let instances = vt(&["instances", "-o", "json"]).json();
-    let id = instances["items"][0]["id"].as_str().unwrap().to_owned();
-    let node = instances["items"][0]["node_id"].clone();
+    vt(&["scale", "web=1"]);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let first = loop {
+        let r = vt(&["instances", "-o", "json"]).json();
+        if let Some(i) = r["items"].as_array().unwrap().iter().find(|i| i["status"] == "running") {
+            break i.clone();
+        }
+        assert!(Instant::now() < deadline, "no instance runs: {r}\n{}", server_log());
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let id = first["id"].as_str().unwrap().to_owned();
+    let node = first["node_id"].clone();
     let exec = |cmd: &str| {
         let mut c = vt_isolated(dir.path(), &["exec", &id, "--", "sh", "-c", cmd]);
         c.env("VT_SERVER", &url)
