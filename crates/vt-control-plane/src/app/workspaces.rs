@@ -870,6 +870,29 @@ mod tests {
     }
 
     #[test]
+    fn a_suspended_workspace_and_its_memory() {
+        use WorkspaceStatus as S;
+        let mut w = workspace(WorkspaceDesired::Suspended);
+        let mut up = instance(&w, InstanceStatus::Running);
+        up.desired_state = DesiredState::Suspended;
+        assert_eq!(status(&w, Some(&up)), (S::Suspending, Some(format!("instance {} is running", up.id))));
+        let mut asleep = up.clone();
+        asleep.status = InstanceStatus::Suspended;
+        let (st, why) = status(&w, Some(&asleep));
+        assert_eq!(st, S::Suspended);
+        assert!(why.unwrap().contains("saved to a snapshot"));
+        assert_eq!(status(&w, None).0, S::Suspended, "nothing ran to save: still what was asked");
+        // A suspended instance holds no memory; resuming (desired running again) it does.
+        assert!(!holds_memory(&asleep));
+        w.desired = WorkspaceDesired::Running;
+        asleep.desired_state = DesiredState::Running;
+        assert!(holds_memory(&asleep));
+        let (st, why) = status(&w, Some(&asleep));
+        assert_eq!(st, S::Creating);
+        assert!(why.unwrap().contains("resuming from its snapshot"));
+    }
+
+    #[test]
     fn a_failed_ide_stops_the_workspace_once() {
         let w = workspace(WorkspaceDesired::Running);
         let mut failed = instance(&w, InstanceStatus::Failed);
