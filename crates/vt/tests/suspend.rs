@@ -2,8 +2,9 @@
 //! keeps a counter in memory (a shell loop, its value and a token drawn at its start in /tmp,
 //! a tmpfs). `vt scale web=0` suspends its instance: `suspended`, no VMM running, its snapshot
 //! on the node; `vt scale web=1` resumes the same instance on the same node, the same shell
-//! counting on from where it was, its clock in step with the host's. A deploy that no longer
-//! suspends stops the suspended instance and its snapshot is deleted.
+//! counting on from where it was, its clock in step with the host's. With its snapshot lost, a
+//! scale up boots it afresh and says why. A deploy that no longer suspends stops the suspended
+//! instance and its snapshot is deleted.
 //!
 //! Needs the guest kernel and initramfs (`scripts/guest-kernel.sh`, protocol 5); skipped without
 //! them, except under `CI=true`.
@@ -153,6 +154,23 @@ fn a_process_that_suspends_at_zero_resumes_with_its_memory() {
     let (b, guest, a) = (host_now(), exec("date +%s").parse::<i64>().unwrap(), host_now());
     assert!(guest >= b - 1 && guest <= a + 1, "guest clock {guest}, host {b}..={a}");
     assert!(!snapshot.exists(), "a snapshot is resumed once, then gone");
+
+    // Suspended again and its snapshot lost: the scale up boots the same instance afresh and
+    // says why (a new shell: a new token).
+    vt(&["scale", "web=0"]);
+    until("suspended again", &|i| i["status"] == "suspended");
+    std::fs::remove_file(&snapshot).unwrap();
+    vt(&["scale", "web=1"]);
+    let i = until("running afresh", &|i| i["status"] == "running" && i["desired_state"] == "running");
+    let reason = i["reason"].as_str().unwrap_or_default().to_owned();
+    assert!(reason.starts_with("booted afresh: cannot resume from its snapshot"), "{i}");
+    println!("without its snapshot: {reason}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while exec("cat /tmp/tok 2>/dev/null || true").is_empty() {
+        assert!(Instant::now() < deadline, "the new shell does not start");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_ne!(exec("cat /tmp/tok"), token, "a cold boot: a new shell");
 
     // Suspended again, then a release that does not suspend: stopped, the snapshot deleted.
     vt(&["scale", "web=0"]);
