@@ -1175,6 +1175,7 @@ impl Agent {
                     Some(Stop::Requested) => {
                         self.release_network(&id).await;
                         let _ = log.close();
+                        discard_snapshot(&work_dir);
                         return self.set_phase(&mut rec, Phase::Stopped, Some("stopped on request before it booted".into())).await;
                     }
                     // Suspended before it runs: done once it runs.
@@ -1196,6 +1197,7 @@ impl Agent {
             Ok(Stop::Requested) => {
                 let _ = log.close();
                 admitted.release().await;
+                discard_snapshot(&work_dir);
                 rec.phase = Phase::Stopped;
                 return self
                     .set_phase(&mut rec, Phase::Stopped, Some("stopped on request before it booted".into()))
@@ -1240,9 +1242,7 @@ impl Agent {
             Some(vm) => vm,
             None => {
                 // A fresh boot never leaves a snapshot behind to be resumed later.
-                if let Err(e) = vt_runtime::snapshot::remove(&work_dir) {
-                    tracing::warn!(instance = %id, error = %e, "cannot delete the old snapshot");
-                }
+                discard_snapshot(&work_dir);
                 match self.runtime.start(spec).await {
                     Ok(vm) => vm,
                     Err(e) => {
@@ -1487,7 +1487,7 @@ impl Agent {
         }
         if let (State::Suspended, Some(snap)) = (&end, &suspended) {
             let reason = format!(
-                "suspended: {} MiB saved to a snapshot on this node in {} ms; resumed when scaled up",
+                "suspended: {} MiB saved to a snapshot on this node in {} ms; resumed when desired running again",
                 snap.bytes / (1024 * 1024),
                 snap.took.as_millis()
             );
@@ -1826,6 +1826,14 @@ impl Drop for Admitted {
         if let (Some(net), Some(tap)) = (self.network.take(), self.tap.as_deref()) {
             net.release_now(&self.id, tap);
         }
+    }
+}
+
+/// Delete an instance's snapshot, if it has one (a resume stopped before it booted, a fresh
+/// boot): a snapshot never outlives the instance's last chance to be resumed.
+fn discard_snapshot(work_dir: &std::path::Path) {
+    if let Err(e) = vt_runtime::snapshot::remove(work_dir) {
+        tracing::warn!(work_dir = %work_dir.display(), error = %e, "cannot delete the instance's snapshot");
     }
 }
 
