@@ -6,9 +6,11 @@ the default template), creates a workspace, then stops and starts it RUNS times.
 it prints, phase by phase: the API's answer, the node's boot timings of the IDE's instance
 (root disk, VMM spawned, kernel->init, init->entrypoint, healthy), the workspace `running`
 as `vt workspace get` sees it, and the workbench served through the workspace origin; then
-p50/p95 per phase.
+p50/p95 per phase. With `--suspend`, each stop is a suspend (`stop?suspend=true`, waited for
+`suspended`) and each start a resume (the boot timings are then those of the resume: no
+kernel or init phases).
 
-    scripts/workspace-bench.py [--runs 5] [--vt target/release/vt]     # as root
+    scripts/workspace-bench.py [--runs 5] [--suspend] [--vt target/release/vt]     # as root
 """
 import argparse, base64, json, os, re, signal, socket, statistics, subprocess, sys, tempfile, time
 import urllib.request
@@ -20,6 +22,7 @@ PHASES = ["root_disk_ms", "vmm_spawned_ms", "kernel_to_init_ms", "init_to_entryp
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--suspend", action="store_true", help="suspend and resume instead of stop and start")
     ap.add_argument("--vt", default=os.path.join(HERE, "..", "target", "release", "vt"))
     a = ap.parse_args()
     env = dict(os.environ, VT=a.vt)
@@ -90,9 +93,12 @@ def run(a, api, origin, data):
     call("POST", "/v1/orgs", {"name": "bench"})
     rows = [measure("create", lambda: call("POST", "/v1/workspaces", {"name": "bench", "org": "bench"}))]
     for i in range(a.runs):
-        call("POST", "/v1/workspaces/bench/stop")
-        while call("GET", "/v1/workspaces/bench")["status"] != "stopped":
-            time.sleep(0.2)
+        began = time.monotonic()
+        call("POST", "/v1/workspaces/bench/stop" + ("?suspend=true" if a.suspend else ""))
+        until = "suspended" if a.suspend else "stopped"
+        while call("GET", "/v1/workspaces/bench")["status"] != until:
+            time.sleep(0.1)
+        print(f"{until} in {(time.monotonic() - began) * 1000:.0f} ms", file=sys.stderr)
         rows.append(measure(f"start {i + 1}", lambda: call("POST", "/v1/workspaces/bench/start")))
     cols = ["answered", *PHASES, "running", "served"]
     print(f"{'run':<9}" + "".join(f"{c:>22}" for c in cols) + "   (ms)")

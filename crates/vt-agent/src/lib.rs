@@ -212,6 +212,9 @@ enum Stop {
     /// The server hosting this agent stops: stop the VM through its guest with this grace,
     /// report nothing, keep the record's phase (the next start boots the instance again).
     Shutdown(Duration),
+    /// The control plane wants the instance suspended: save the VM to a snapshot in its work
+    /// dir (once it runs), end its VMM, report `suspended`.
+    Suspend,
 }
 
 /// How far a shutdown of the agent has got (see [`Agent::stop_following`]).
@@ -234,6 +237,12 @@ struct Watch {
     cpu_millis: u32,
     /// Re-attached after an agent restart, not booted by this process.
     attached: bool,
+    /// Resumed from its snapshot (`Runtime::restore`), not booted.
+    resumed: bool,
+    /// Said first in the reason of its `running` report (why it was booted afresh).
+    note: Option<String>,
+    /// A suspend asked for before it ran: done once it runs.
+    suspend: bool,
 }
 
 /// Why an exec session could not be opened.
@@ -251,6 +260,7 @@ pub enum ExecError {
 struct Supervised {
     stop: mpsc::Sender<Stop>,
     stop_sent: bool,
+    suspend_sent: bool,
     /// Opens exec sessions in its VM, once it has one.
     exec: Option<vt_runtime::exec::ExecHandle>,
 }
@@ -712,12 +722,44 @@ impl Agent {
                         if inst.desired_state == DesiredState::Stopped && !s.stop_sent {
                             s.stop_sent = s.stop.try_send(Stop::Requested).is_ok();
                         }
+                        if inst.desired_state == DesiredState::Suspended && !s.suspend_sent && !s.stop_sent {
+                            s.suspend_sent = s.stop.try_send(Stop::Suspend).is_ok();
+                        }
                         continue;
                     }
                 }
             }
             let rec = self.states.load(&id);
+            let mounts = || -> Vec<Option<Volume>> {
+                inst.volumes.iter().map(|a| volumes.get(&a.volume_id.to_string()).cloned()).collect()
+            };
             match rec {
+                // Suspended here: resumed when desired running, its snapshot deleted when desired
+                // stopped, never started otherwise (also after an agent restart).
+                Some(mut rec) if rec.phase == Phase::Suspended => match inst.desired_state {
+                    DesiredState::Suspended => {
+                        if inst.status != vt_events::InstanceStatus::Suspended {
+                            self.report(&id, Phase::Suspended, rec.reason.clone(), None).await;
+                        }
+                    }
+                    DesiredState::Running => {
+                        tracing::info!(instance = %id, "resuming from its snapshot");
+                        let release = releases.get(&inst.release_id.to_string()).cloned();
+                        let mounts = mounts();
+                        self.spawn_resumed(tasks, inst, release, mounts, rec);
+                    }
+                    DesiredState::Stopped => {
+                        let reason = match vt_runtime::snapshot::remove(&rec.work_dir) {
+                            Ok(()) => "stopped while suspended; its snapshot is deleted".to_owned(),
+                            Err(e) => format!("stopped while suspended; its snapshot could not be deleted: {e}"),
+                        };
+                        tracing::info!(instance = %id, %reason, "suspended instance stopped");
+                        rec.phase = Phase::Stopped;
+                        rec.reason = Some(reason);
+                        self.states.save(&mut rec)?;
+                        self.report(&id, Phase::Stopped, rec.reason.clone(), None).await;
+                    }
+                },
                 Some(rec) if rec.phase.is_terminal() => {
                     // Finished here; make sure the control plane knows.
                     if inst.status != rec.phase.status() && !inst.status.is_terminal() {
@@ -752,8 +794,7 @@ impl Agent {
                         tracing::info!(instance = %id, phase = ?r.phase, "finishing a half-done start: booting again");
                     }
                     let release = releases.get(&inst.release_id.to_string()).cloned();
-                    let mounts: Vec<Option<Volume>> =
-                        inst.volumes.iter().map(|a| volumes.get(&a.volume_id.to_string()).cloned()).collect();
+                    let mounts = mounts();
                     self.spawn_supervisor(tasks, inst, release, mounts);
                 }
                 rec => {
@@ -762,7 +803,10 @@ impl Agent {
                         .unwrap_or_else(|| InstanceRecord::new(&id, &inst.release_id.to_string(), self.work_dir(&id)));
                     rec.phase = Phase::Stopped;
                     rec.vm_pid = None;
-                    rec.reason = Some("stopped before it was started on this node".into());
+                    rec.reason = Some(match inst.desired_state {
+                        DesiredState::Suspended => "nothing runs on this node to suspend: stopped".into(),
+                        _ => "stopped before it was started on this node".into(),
+                    });
                     self.states.save(&mut rec)?;
                     self.report(&id, Phase::Stopped, rec.reason.clone(), None).await;
                 }
@@ -800,7 +844,7 @@ impl Agent {
         self.supervised
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(id.to_owned(), Supervised { stop: tx, stop_sent: false, exec: None });
+            .insert(id.to_owned(), Supervised { stop: tx, stop_sent: false, suspend_sent: false, exec: None });
         rx
     }
 
@@ -815,7 +859,22 @@ impl Agent {
     ) {
         let stop = self.track(&inst.id.to_string());
         let me = self.clone();
-        tasks.spawn(async move { me.supervise(inst, release, volumes, stop).await });
+        tasks.spawn(async move { me.supervise(inst, release, volumes, stop, None).await });
+    }
+
+    /// Resume the instance suspended in `rec` (its snapshot in its work dir): prepared as for a
+    /// start (root disk, launch, network, volumes), then restored; booted afresh when that fails.
+    fn spawn_resumed(
+        self: &Arc<Self>,
+        tasks: &mut JoinSet<()>,
+        inst: Instance,
+        release: Option<Release>,
+        volumes: Vec<Option<Volume>>,
+        rec: InstanceRecord,
+    ) {
+        let stop = self.track(&inst.id.to_string());
+        let me = self.clone();
+        tasks.spawn(async move { me.supervise(inst, release, volumes, stop, Some(rec)).await });
     }
 
     /// A VM a previous agent booted, whose guest channel this agent re-attaches to: watched
@@ -852,7 +911,9 @@ impl Agent {
                 }
             };
             let _ = log.note("the node agent restarted; re-attaching to the running VM");
-            let watch = Watch { t0: Instant::now(), cpu_millis: 0, attached: true };
+            let suspend = desired == DesiredState::Suspended;
+            let watch =
+                Watch { t0: Instant::now(), cpu_millis: 0, attached: true, resumed: false, note: None, suspend };
             me.watch(vm, rec, log, stop, admitted, watch).await;
         });
     }
@@ -928,6 +989,10 @@ impl Agent {
                 tokio::select! {
                     r = stop.recv(), if shutdown.is_none() => match r {
                         Some(Stop::Requested) => stopping = true,
+                        // Watched through its process only: it cannot be saved; it runs on.
+                        Some(Stop::Suspend) => {
+                            tracing::warn!(instance = %rec.id, "cannot suspend a VM adopted without its guest channel; it runs on");
+                        }
                         Some(Stop::Shutdown(grace)) => {
                             // Sooner than a requested stop's grace, if one is under way.
                             let sooner = Instant::now() + grace;
@@ -1064,12 +1129,19 @@ impl Agent {
         release: Option<Release>,
         volumes: Vec<Option<Volume>>,
         mut stop: mpsc::Receiver<Stop>,
+        suspended: Option<InstanceRecord>,
     ) {
         let id = inst.id.to_string();
         let work_dir = self.work_dir(&id);
+        let resume = suspended.is_some();
+        // A resume keeps what the VM's memory holds: its IPv4 address (asked for again).
         let mut rec = InstanceRecord::new(&id, &inst.release_id.to_string(), work_dir.clone());
+        let kept_ipv4 = suspended.and_then(|s| s.ipv4);
+        rec.ipv4 = kept_ipv4.clone();
         let t0 = Instant::now();
-        self.set_phase(&mut rec, Phase::Preparing, None).await;
+        let why = resume.then(|| "resuming from its snapshot".to_owned());
+        self.set_phase(&mut rec, Phase::Preparing, why).await;
+        let mut suspend = false;
         let mut log = match logs::LogWriter::open(&self.cfg.dirs.logs, &id, self.cfg.log_max_bytes) {
             Ok(l) => l,
             Err(e) => {
@@ -1103,8 +1175,11 @@ impl Agent {
                     Some(Stop::Requested) => {
                         self.release_network(&id).await;
                         let _ = log.close();
+                        discard_snapshot(&work_dir);
                         return self.set_phase(&mut rec, Phase::Stopped, Some("stopped on request before it booted".into())).await;
                     }
+                    // Suspended before it runs: done once it runs.
+                    Some(Stop::Suspend) => suspend = true,
                     // The server stops: the record stays `preparing`; the next start prepares it again.
                     Some(Stop::Shutdown(_)) | None => {
                         self.release_network(&id).await;
@@ -1122,6 +1197,7 @@ impl Agent {
             Ok(Stop::Requested) => {
                 let _ = log.close();
                 admitted.release().await;
+                discard_snapshot(&work_dir);
                 rec.phase = Phase::Stopped;
                 return self
                     .set_phase(&mut rec, Phase::Stopped, Some("stopped on request before it booted".into()))
@@ -1133,19 +1209,53 @@ impl Agent {
                 admitted.release().await;
                 return;
             }
+            Ok(Stop::Suspend) => suspend = true,
             Err(_) => {}
         }
-        let vm = match self.runtime.start(spec).await {
-            Ok(vm) => vm,
-            Err(e) => {
-                let _ = log.close();
-                admitted.release().await;
-                return self.fail(&mut rec, format!("cannot start the microVM: {e}")).await;
+        // A resume: restore the snapshot; booted afresh (the snapshot deleted) when it cannot be.
+        let mut restored = None;
+        let mut note = None;
+        if resume {
+            let refused = if rec.ipv4 != kept_ipv4 {
+                Err(format!(
+                    "its IPv4 address {} was taken meanwhile (it got {})",
+                    kept_ipv4.as_deref().unwrap_or("none"),
+                    rec.ipv4.as_deref().unwrap_or("none")
+                ))
+            } else {
+                self.runtime.restore(spec.clone()).await.map_err(|e| e.to_string())
+            };
+            match refused {
+                Ok(vm) => {
+                    let _ = log.note("resuming from its snapshot");
+                    restored = Some(vm);
+                }
+                Err(why) => {
+                    tracing::warn!(instance = %id, %why, "cannot resume from the snapshot; booting afresh");
+                    let _ = log.note(&format!("cannot resume from its snapshot ({why}); booting afresh"));
+                    note = Some(format!("booted afresh: cannot resume from its snapshot ({why})"));
+                }
+            }
+        }
+        let resumed = restored.is_some();
+        let vm = match restored {
+            Some(vm) => vm,
+            None => {
+                // A fresh boot never leaves a snapshot behind to be resumed later.
+                discard_snapshot(&work_dir);
+                match self.runtime.start(spec).await {
+                    Ok(vm) => vm,
+                    Err(e) => {
+                        let _ = log.close();
+                        admitted.release().await;
+                        return self.fail(&mut rec, format!("cannot start the microVM: {e}")).await;
+                    }
+                }
             }
         };
         rec.resumable = self.runtime.can_attach();
         self.set_exec(&id, vm.exec_handle());
-        let watch = Watch { t0, cpu_millis: inst.resources.cpu_millis, attached: false };
+        let watch = Watch { t0, cpu_millis: inst.resources.cpu_millis, attached: false, resumed, note, suspend };
         self.watch(vm, rec, log, stop, admitted, watch).await;
     }
 
@@ -1172,11 +1282,38 @@ impl Agent {
         let mut cgroup: Option<Cgroup> = None;
         // A stop of a serving instance waits for its connections to drain.
         let mut drain_until: Option<tokio::time::Instant> = None;
+        // A suspend asked for (done once the VM runs), and what it saved once done.
+        let mut suspend = watch.suspend;
+        let mut suspended: Option<vt_runtime::Snapshot> = None;
         loop {
+            if suspend && rec.phase == Phase::Running && !stop_sent {
+                suspend = false;
+                let _ = log.note("suspend requested: saving the VM to a snapshot");
+                match vm.suspend().await {
+                    Ok(snap) => {
+                        if let Some(c) = checks.take() {
+                            c.abort();
+                        }
+                        let _ = log.note(&format!(
+                            "suspended: {} MiB saved to {} in {} ms",
+                            snap.bytes / (1024 * 1024),
+                            snap.path.display(),
+                            snap.took.as_millis()
+                        ));
+                        suspended = Some(snap);
+                    }
+                    Err(e) => {
+                        tracing::warn!(instance = %id, error = %e, "cannot suspend the VM");
+                        let _ = log.note(&format!("cannot suspend: {e}"));
+                        let health = if checks.is_some() { Health::Pending } else { Health::Passing };
+                        self.report_running(&rec, health, Some(format!("cannot suspend: {e}"))).await;
+                    }
+                }
+            }
             let ev = tokio::select! {
                 ev = vm.next_event() => ev,
                 Some(change) = health_rx.recv() => {
-                    if rec.phase == Phase::Running {
+                    if rec.phase == Phase::Running && suspended.is_none() {
                         if change.first_pass {
                             rec.timings.healthy_ms = Some(t0.elapsed().as_secs_f64() * 1000.0);
                             self.record(&mut rec);
@@ -1198,7 +1335,7 @@ impl Agent {
                 }
                 r = stop.recv(), if !shutdown => {
                     match r {
-                        Some(Stop::Requested) if !stop_sent => {
+                        Some(Stop::Requested) if !stop_sent && suspended.is_none() => {
                             stop_sent = true;
                             if rec.phase == Phase::Running && !self.cfg.drain.is_zero() {
                                 let _ = log.note(&format!("stop requested; draining for {:?}", self.cfg.drain));
@@ -1208,6 +1345,7 @@ impl Agent {
                                 vm.control(Control::Stop { grace: self.cfg.stop_grace }).await;
                             }
                         }
+                        Some(Stop::Suspend) if !stop_sent && suspended.is_none() => suspend = true,
                         Some(Stop::Shutdown(grace)) => {
                             // The ingress and the API go away with the server: no drain.
                             (shutdown, stop_sent, drain_until) = (true, true, None);
@@ -1291,7 +1429,14 @@ impl Agent {
                         }
                     };
                     rec.phase = Phase::Running;
-                    rec.reason = Some(format!("boot: {}", rec.timings.summary()));
+                    rec.reason = Some(match (&watch.note, watch.resumed) {
+                        (_, true) => format!(
+                            "resumed from its snapshot, running after {:.0} ms",
+                            rec.timings.running_ms.unwrap_or_default()
+                        ),
+                        (Some(note), false) => format!("{note}; boot: {}", rec.timings.summary()),
+                        (None, false) => format!("boot: {}", rec.timings.summary()),
+                    });
                     self.record(&mut rec);
                     let reason = if health == Health::Failing {
                         Some(
@@ -1311,7 +1456,9 @@ impl Agent {
                         self.set_phase(&mut rec, Phase::Stopping, None).await
                     }
                 }
-                VmEvent::State(s @ (State::Stopped { .. } | State::Failed { .. })) => final_state = Some(s),
+                VmEvent::State(s @ (State::Stopped { .. } | State::Failed { .. } | State::Suspended)) => {
+                    final_state = Some(s)
+                }
                 VmEvent::State(_) => {}
             }
         }
@@ -1337,6 +1484,15 @@ impl Agent {
             let _ = log.close();
             self.record(&mut rec);
             return;
+        }
+        if let (State::Suspended, Some(snap)) = (&end, &suspended) {
+            let reason = format!(
+                "suspended: {} MiB saved to a snapshot on this node in {} ms; resumed when desired running again",
+                snap.bytes / (1024 * 1024),
+                snap.took.as_millis()
+            );
+            let _ = log.close();
+            return self.set_phase(&mut rec, Phase::Suspended, Some(reason)).await;
         }
         let (phase, reason, code) = describe_end(&end, stop_sent, &id);
         rec.exit_code = code;
@@ -1418,7 +1574,14 @@ impl Agent {
             let class = if isolated { vt_firewall::Class::Isolated } else { vt_firewall::Class::Private };
             // What the node lacks (a subnet yet, nftables, forwarding) is the node's to fix: waited out.
             let admission = net
-                .admit(&inst.id.to_string(), &n.tap, n.address, &inst.org_id.to_string(), class)
+                .admit(
+                    &inst.id.to_string(),
+                    &n.tap,
+                    n.address,
+                    &inst.org_id.to_string(),
+                    class,
+                    rec.ipv4.as_deref().and_then(|a| a.parse().ok()),
+                )
                 .await
                 .map_err(PrepareError::Transient)?;
             n.ipv4 = admission.ipv4;
@@ -1663,6 +1826,14 @@ impl Drop for Admitted {
         if let (Some(net), Some(tap)) = (self.network.take(), self.tap.as_deref()) {
             net.release_now(&self.id, tap);
         }
+    }
+}
+
+/// Delete an instance's snapshot, if it has one (a resume stopped before it booted, a fresh
+/// boot): a snapshot never outlives the instance's last chance to be resumed.
+fn discard_snapshot(work_dir: &std::path::Path) {
+    if let Err(e) = vt_runtime::snapshot::remove(work_dir) {
+        tracing::warn!(work_dir = %work_dir.display(), error = %e, "cannot delete the instance's snapshot");
     }
 }
 

@@ -195,7 +195,8 @@ impl Network {
         self.apply().await
     }
 
-    /// Admit instance `id` before its VM starts: lease its IPv4 (with egress), add its rules
+    /// Admit instance `id` before its VM starts: lease its IPv4 (with egress; `keep` when it is
+    /// in the range and free: a resumed VM keeps the address its memory holds), add its rules
     /// and apply them. `Err`: it must not start (the reason says why).
     pub async fn admit(
         &self,
@@ -204,6 +205,7 @@ impl Network {
         ipv6: Ipv6Addr,
         org: &str,
         class: Class,
+        keep: Option<Ipv4Addr>,
     ) -> Result<Admission, String> {
         if let Err(why) = &self.firewall {
             return Err(format!("this node cannot isolate instances, so it starts none: {why}"));
@@ -221,7 +223,19 @@ impl Network {
             let node = st.node.clone().ok_or("the node has no subnet yet")?;
             let ipv4 = match node.ipv4_range {
                 Some(range) => {
-                    Some(lease(range, st.members.iter().filter(|(k, _)| *k != id).filter_map(|(_, m)| m.ipv4))?)
+                    let taken = || st.members.iter().filter(|(k, _)| *k != id).filter_map(|(_, m)| m.ipv4);
+                    let leasable = |k: &Ipv4Addr| {
+                        let k = u32::from(*k);
+                        k >= u32::from(range.network()) + 2 && k < u32::from(range.broadcast())
+                    };
+                    match keep.filter(|k| leasable(k) && !taken().any(|t| t == *k)) {
+                        Some(address) => Some(vt_runtime::net::Ipv4Net {
+                            address,
+                            gateway: Ipv4Addr::from(u32::from(range.network()) | 1),
+                            prefix_len: range.prefix_len(),
+                        }),
+                        None => Some(lease(range, taken())?),
+                    }
                 }
                 None => None,
             };
@@ -464,8 +478,10 @@ mod tests {
         let net = Network::with_firewall(NetworkConfig::default(), Err(why.clone()));
         assert_eq!(net.refusal().as_deref(), Some(why.as_str()));
         net.set_node(Some("fd00:1:2:3::/64"), Some("100.64.3.0/24")).unwrap();
-        let err =
-            net.admit("inst_x", "vtx", "fd00:1:2:3::5".parse().unwrap(), "org_1", Class::Private).await.unwrap_err();
+        let err = net
+            .admit("inst_x", "vtx", "fd00:1:2:3::5".parse().unwrap(), "org_1", Class::Private, None)
+            .await
+            .unwrap_err();
         assert!(err.contains("this node cannot isolate instances, so it starts none") && err.contains(&why), "{err}");
         assert!(why.contains("nftables"), "{why}");
     }

@@ -16,6 +16,9 @@ pub enum Phase {
     Stopping,
     Stopped,
     Failed,
+    /// Saved to a snapshot in its work dir, no VMM (`vt_runtime::snapshot`): resumed when
+    /// desired `running` again, never started by a restarted agent.
+    Suspended,
 }
 
 impl Phase {
@@ -31,6 +34,7 @@ impl Phase {
             Phase::Stopping => S::Stopping,
             Phase::Stopped => S::Stopped,
             Phase::Failed => S::Failed,
+            Phase::Suspended => S::Suspended,
         }
     }
 }

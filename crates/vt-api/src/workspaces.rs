@@ -77,6 +77,10 @@ pub enum WorkspaceStatus {
     Failed,
     /// Deleted: its VM stops, then its disk goes.
     Deleting,
+    /// Being saved to a snapshot on its node (`vt workspace stop --suspend`).
+    Suspending,
+    /// Saved to a snapshot on its node, no VM running; `vt workspace start` resumes it as it was.
+    Suspended,
 }
 
 impl WorkspaceStatus {
@@ -89,6 +93,8 @@ impl WorkspaceStatus {
             Self::Stopped => "stopped",
             Self::Failed => "failed",
             Self::Deleting => "deleting",
+            Self::Suspending => "suspending",
+            Self::Suspended => "suspended",
         }
     }
 }

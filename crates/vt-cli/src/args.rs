@@ -611,7 +611,7 @@ pub enum WorkspaceCommand {
         /// The workspace, by name or id
         workspace: String,
     },
-    /// Start a stopped or failed workspace (refused when its node has no room: stop another first)
+    /// Start a stopped or failed workspace, or resume a suspended one (refused when its node has no room: stop another first)
     Start {
         /// The workspace, by name or id
         workspace: String,
@@ -622,6 +622,9 @@ pub enum WorkspaceCommand {
     Stop {
         /// The workspace, by name or id
         workspace: String,
+        /// Suspend instead: save the VM (running processes, /tmp) to a snapshot on its node; `vt workspace start` resumes it as it was
+        #[arg(long)]
+        suspend: bool,
         #[command(flatten)]
         wait: WorkspaceWait,
     },

@@ -481,8 +481,10 @@ impl Client {
     pub async fn workspace_start(&self, workspace: &str, key: &str) -> Result<Committed<Workspace>> {
         self.mutate(Method::POST, &format!("/workspaces/{}/start", seg(workspace)), None::<&()>, key).await
     }
-    pub async fn workspace_stop(&self, workspace: &str, key: &str) -> Result<Committed<Workspace>> {
-        self.mutate(Method::POST, &format!("/workspaces/{}/stop", seg(workspace)), None::<&()>, key).await
+    /// `suspend`: save its VM to a snapshot on its node instead (a start resumes it).
+    pub async fn workspace_stop(&self, workspace: &str, suspend: bool, key: &str) -> Result<Committed<Workspace>> {
+        let query = if suspend { "?suspend=true" } else { "" };
+        self.mutate(Method::POST, &format!("/workspaces/{}/stop{query}", seg(workspace)), None::<&()>, key).await
     }
     /// Answers with the workspace in status `deleting`: its VM stops, then its disk goes.
     pub async fn workspace_delete(&self, workspace: &str, key: &str) -> Result<Committed<Workspace>> {

@@ -192,6 +192,7 @@ fn status_of(i: &InstanceView) -> vt_scheduler::Status {
         InstanceStatus::Running => S::Ready,
         InstanceStatus::Stopping => S::Stopping,
         InstanceStatus::Stopped | InstanceStatus::Failed => S::Exited,
+        InstanceStatus::Suspended => S::Suspended,
     }
 }
 
@@ -227,11 +228,15 @@ impl Writes {
 
     fn stop(&mut self, i: &InstanceView, reason: String) {
         self.stopped += 1;
+        self.desire(i, DesiredState::Stopped, reason);
+    }
+
+    fn desire(&mut self, i: &InstanceView, desired: DesiredState, reason: String) {
         self.event(Event::InstanceDesiredStateChanged(InstanceDesiredStateChanged {
             org_id: i.org_id,
             env_id: i.env_id,
             instance_id: i.id,
-            desired: DesiredState::Stopped,
+            desired,
             reason: Some(reason),
         }));
     }
@@ -444,8 +449,30 @@ async fn apply_plan(cp: &ControlPlane, snap: &Snapshot, plan: &vt_scheduler::Pla
         w.stop(i, s.reason.clone());
         stopped.insert(i.id);
     }
-    for p in planned.iter_mut().filter(|p| stopped.contains(&p.id)) {
-        p.desired_state = DesiredState::Stopped;
+    let mut desired: BTreeMap<InstanceId, DesiredState> = stopped.iter().map(|i| (*i, DesiredState::Stopped)).collect();
+    // Scaled to 0 with `scaling.suspend` (or a suspended workspace): saved on their node.
+    for (list, state, what) in
+        [(&plan.suspends, DesiredState::Suspended, "suspended"), (&plan.resumes, DesiredState::Running, "resumed")]
+    {
+        for s in list {
+            let i = by_instance
+                .get(&s.instance)
+                .ok_or_else(|| ApiErr::internal(format!("an unknown instance to be {what}")))?;
+            w.pin(cp, AggregateType::Env, i.env_id.to_string()).await?;
+            w.pin(cp, AggregateType::Instance, s.instance.clone()).await?;
+            if state == DesiredState::Running {
+                w.pin(cp, AggregateType::Node, i.node_id.to_string()).await?;
+            }
+            w.desire(i, state, format!("{what}: {}", s.reason));
+            w.stopped += u32::from(state == DesiredState::Suspended);
+            w.allocated += u32::from(state == DesiredState::Running);
+            desired.insert(i.id, state);
+        }
+    }
+    for p in planned.iter_mut() {
+        if let Some(d) = desired.get(&p.id) {
+            p.desired_state = *d;
+        }
     }
 
     for (env, d) in snap.rolling() {
@@ -566,6 +593,11 @@ impl Snapshot {
         Ok(Snapshot { nodes, envs, deploys, scales, instances, releases, volumes, workspaces })
     }
 
+    /// Whether `env` runs a workspace whose desired state is `suspended`.
+    fn workspace_suspended(&self, env: vt_ids::EnvId) -> bool {
+        self.workspaces.iter().any(|w| w.env_id == env && w.desired == vt_events::WorkspaceDesired::Suspended)
+    }
+
     fn instances_of(&self, env: vt_ids::EnvId) -> impl Iterator<Item = &InstanceView> {
         self.instances.iter().filter(move |i| i.env_id == env)
     }
@@ -610,6 +642,8 @@ impl Snapshot {
                     memory_mib: r.resources.memory_mib.into(),
                 },
                 volumes: r.volumes.clone(),
+                // A workspace stopped with `--suspend` suspends its IDE whatever its manifest says.
+                suspend: r.suspend || self.workspace_suspended(s.env_id),
             });
         }
         // An env with a desired release is managed even when none of its scales apply.
@@ -622,6 +656,7 @@ impl Snapshot {
                     release: env.desired_revision().map(|r| r.to_string()).unwrap_or_default(),
                     resources: Default::default(),
                     volumes: vec![],
+                    suspend: false,
                 });
             }
         }
@@ -660,6 +695,7 @@ impl Snapshot {
                     desired: match i.desired_state {
                         DesiredState::Running => vt_scheduler::Desired::Running,
                         DesiredState::Stopped => vt_scheduler::Desired::Stopped,
+                        DesiredState::Suspended => vt_scheduler::Desired::Suspended,
                     },
                     status: status_of(i),
                     ready_since: i.ready_at.map(millis),
@@ -735,6 +771,8 @@ impl ControlPlane {
 struct Needs {
     resources: Resources,
     volumes: Vec<String>,
+    /// `scaling.suspend`: a scale to 0 suspends.
+    suspend: bool,
 }
 
 /// What each process of a release needs, from its manifest (`cpu` vCPUs → millis).
@@ -755,7 +793,7 @@ async fn release_resources(cp: &ControlPlane, release: &str) -> ApiResult<BTreeM
             volumes.dedup();
             let resources =
                 Resources { cpu_millis: (p.resources.cpu * 1000.0).round() as u32, memory_mib: p.resources.memory_mib };
-            (name.clone(), Needs { resources, volumes })
+            (name.clone(), Needs { resources, volumes, suspend: p.scaling.suspend })
         })
         .collect();
     cp.scheduler.resources.lock().unwrap_or_else(|e| e.into_inner()).insert(release.to_owned(), r.clone());

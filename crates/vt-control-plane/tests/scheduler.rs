@@ -198,3 +198,70 @@ async fn rollback_returns_to_the_previous_release() {
     let r = s.call(Method::POST, ROLLBACK, None, &[]).await;
     assert_eq!(r.body["release_id"], r2.as_str(), "{}", r.body);
 }
+
+async fn scale(s: &TestServer, env: &str, n: u32) -> StatusCode {
+    s.put(&format!("/v1/orgs/acme/apps/web/envs/{env}/scale"), json!({"processes": {"web": n}})).await.status
+}
+
+/// `scaling.suspend` through the scheduler's activations (no VMs: the node's reports are made
+/// here): a scale to 0 marks the running instance desired `suspended`; reported `suspended`, it
+/// holds no memory (a 768 MiB instance of another env fits on the 1024 MiB node beside its 512);
+/// a scale to 1 makes the same instance desired `running` again, on its node, allocating nothing.
+#[tokio::test]
+async fn a_process_that_suspends_at_zero_is_resumed_in_place() {
+    let s = TestServer::start().await;
+    s.cp.scheduler.configure(SchedulerSettings { interval: Duration::from_millis(200), ..Default::default() });
+    for (path, name) in [
+        ("/v1/orgs", "acme"),
+        ("/v1/orgs/acme/apps", "web"),
+        ("/v1/orgs/acme/apps/web/envs", "prod"),
+        ("/v1/orgs/acme/apps/web/envs", "other"),
+    ] {
+        assert_eq!(s.post(path, json!({"name": name})).await.status, StatusCode::CREATED);
+    }
+    let r = s.post("/v1/nodes", json!({"name": "n1", "capacity": {"cpu_millis": 2000, "memory_mib": 1024}})).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let release_of = |memory: u32, suspend: bool| {
+        json!({"image": format!("acme/web@{}", digest('a')), "manifest": format!(
+            "schema_version = 1\n\n[processes.web]\ncommand = [\"/bin/httpd\", \"-f\"]\n\
+             scaling = {{ min = 0, max = 1, suspend = {suspend} }}\nresources = {{ cpu = 0.5, memory_mib = {memory} }}\n"
+        )})
+    };
+    let rel = s.post("/v1/orgs/acme/apps/web/releases", release_of(512, true)).await;
+    assert_eq!(rel.status, StatusCode::CREATED, "{}", rel.body);
+    let dep = s.post("/v1/orgs/acme/apps/web/envs/prod/deploys", json!({"release_id": rel.body["id"]})).await;
+    assert_eq!(dep.status, StatusCode::CREATED, "{}", dep.body);
+    assert_eq!(scale(&s, "prod", 1).await, StatusCode::OK);
+    const INSTANCES: &str = "/v1/orgs/acme/apps/web/envs/prod/instances";
+    let body = until(&s, INSTANCES, "1 instance", |b| live(b).len() == 1).await;
+    let id = live(&body)[0]["id"].as_str().unwrap().to_owned();
+    let r = s.post(&format!("/v1/instances/{id}/status"), json!({"status": "running"})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+
+    assert_eq!(scale(&s, "prod", 0).await, StatusCode::OK);
+    let body = until(&s, INSTANCES, "desired suspended", |b| b["items"][0]["desired_state"] == "suspended").await;
+    assert_eq!(body["items"][0]["reason"], "suspended: scaled to 0", "{body}");
+    let r = s.post(&format!("/v1/instances/{id}/status"), json!({"status": "suspended"})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    until(&s, INSTANCES, "suspended", |b| b["items"][0]["status"] == "suspended").await;
+
+    // Its memory is free: 768 MiB of another env fit beside it.
+    let big = s.post("/v1/orgs/acme/apps/web/releases", release_of(768, false)).await;
+    assert_eq!(big.status, StatusCode::CREATED, "{}", big.body);
+    let dep = s.post("/v1/orgs/acme/apps/web/envs/other/deploys", json!({"release_id": big.body["id"]})).await;
+    assert_eq!(dep.status, StatusCode::CREATED, "{}", dep.body);
+    assert_eq!(scale(&s, "other", 1).await, StatusCode::OK);
+    until(&s, "/v1/orgs/acme/apps/web/envs/other/instances", "placed", |b| live(b).len() == 1).await;
+    assert_eq!(scale(&s, "other", 0).await, StatusCode::OK);
+    let other = until(&s, "/v1/orgs/acme/apps/web/envs/other/instances", "stopped", |b| live(b).is_empty()).await;
+    let other_id = other["items"][0]["id"].as_str().unwrap().to_owned();
+    let r = s.post(&format!("/v1/instances/{other_id}/status"), json!({"status": "stopped"})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+
+    // Scaled up: the same instance resumes; nothing new is allocated.
+    assert_eq!(scale(&s, "prod", 1).await, StatusCode::OK);
+    let body = until(&s, INSTANCES, "resumed", |b| live(b).len() == 1).await;
+    assert_eq!(live(&body)[0]["id"], id.as_str(), "{body}");
+    assert_eq!(body["items"].as_array().unwrap().len(), 1, "no new instance: {body}");
+    assert_eq!(live(&body)[0]["reason"], "resumed: scaled up to 1", "{body}");
+}

@@ -263,6 +263,9 @@ pub struct VolumeAttachment {
 pub enum DesiredState {
     Running,
     Stopped,
+    /// Saved to a snapshot on its node and its VMM ended (`scaling.suspend`, a suspended
+    /// workspace); `running` again resumes it there.
+    Suspended,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -287,6 +290,8 @@ pub enum InstanceStatus {
     Stopping,
     Stopped,
     Failed,
+    /// Saved to a snapshot on its node, no VMM running (resumed when desired `running`).
+    Suspended,
 }
 
 impl InstanceStatus {
@@ -302,6 +307,7 @@ impl InstanceStatus {
             Self::Stopping => "stopping",
             Self::Stopped => "stopped",
             Self::Failed => "failed",
+            Self::Suspended => "suspended",
         }
     }
 }
@@ -924,6 +930,9 @@ pub enum WorkspaceDesired {
     Stopped,
     /// Being deleted: the VM stops, then the disk goes (`workspace.deleted`).
     Deleted,
+    /// Its VM saved to a snapshot on its node (`vt workspace stop --suspend`); a start
+    /// resumes it with its memory (processes, /tmp) as it was.
+    Suspended,
 }
 
 impl WorkspaceDesired {
@@ -932,6 +941,7 @@ impl WorkspaceDesired {
             Self::Running => "running",
             Self::Stopped => "stopped",
             Self::Deleted => "deleted",
+            Self::Suspended => "suspended",
         }
     }
 }

@@ -98,7 +98,9 @@ pub(crate) fn to_toml(m: &Manifest) -> String {
             float(p.resources.cpu),
             p.resources.memory_mib
         );
-        let _ = writeln!(out, "scaling = {{ min = {}, max = {} }}", p.scaling.min, p.scaling.max);
+        // `suspend` only when set: the canonical form of a manifest written before it is unchanged.
+        let suspend = if p.scaling.suspend { ", suspend = true" } else { "" };
+        let _ = writeln!(out, "scaling = {{ min = {}, max = {}{suspend} }}", p.scaling.min, p.scaling.max);
 
         if let Some(hc) = &p.healthcheck {
             let _ = writeln!(out, "\n[{base}.healthcheck]");

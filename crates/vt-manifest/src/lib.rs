@@ -274,11 +274,20 @@ pub struct Scaling {
     pub min: u32,
     /// min..=1000. Default `min` (1 when `min` is 0): who asks for `min` instances means that many.
     pub max: u32,
+    /// A scale to 0 suspends the running instances (saved to a snapshot on their node, memory
+    /// and all) instead of stopping them; a scale up resumes them first. Default false (absent
+    /// from the canonical forms when false, so manifests written before it keep their digest).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub suspend: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl Default for Scaling {
     fn default() -> Self {
-        Scaling { min: 1, max: 1 }
+        Scaling { min: 1, max: 1, suspend: false }
     }
 }
 

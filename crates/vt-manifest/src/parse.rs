@@ -26,7 +26,7 @@ const PROCESS_KEYS: &[&str] =
 const PORT_KEYS: &[&str] = &["name", "port", "protocol"];
 const HEALTHCHECK_KEYS: &[&str] = &["type", "port", "path", "interval", "timeout", "grace", "retries"];
 const RESOURCES_KEYS: &[&str] = &["cpu", "memory_mib"];
-const SCALING_KEYS: &[&str] = &["min", "max"];
+const SCALING_KEYS: &[&str] = &["min", "max", "suspend"];
 const VOLUME_KEYS: &[&str] = &["name", "path", "process"];
 
 /// Parse and validate a TOML manifest.
@@ -464,7 +464,17 @@ impl Walker {
                 let min = self.int_field(&sp, st, "min", o, rules::scale).unwrap_or(d.min);
                 // Who asks for `min` instances means at least that many: `max` defaults to `min`.
                 let max = self.int_field(&sp, st, "max", o, rules::scale).unwrap_or(min.max(d.max));
-                pr.scaling = Scaling { min, max };
+                let suspend = match self.get(&sp, st, "suspend", o) {
+                    Some((bp, item, bo)) => match item.as_bool() {
+                        Some(b) => b,
+                        None => {
+                            self.type_err(&bp, item, bo, "a boolean (true or false)");
+                            false
+                        }
+                    },
+                    None => false,
+                };
+                pr.scaling = Scaling { min, max, suspend };
             }
         }
 

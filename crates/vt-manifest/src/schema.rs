@@ -165,6 +165,10 @@ pub fn json_schema() -> Value {
                             "max": {
                                 "type": "integer", "minimum": 0, "maximum": 1000,
                                 "description": "Most instances `vt scale` may set. Default: `min` (1 when `min` is 0 or not set)."
+                            },
+                            "suspend": {
+                                "type": "boolean", "default": false,
+                                "description": "A scale to 0 suspends the running instances (saved to a snapshot on their node) instead of stopping them; a scale up resumes them first."
                             }
                         }
                     },

@@ -273,8 +273,9 @@ fn process() -> impl Strategy<Value = Process> {
     });
     let cpu = prop_oneof![(1u32..=64_000).prop_map(|k| f64::from(k) / 1000.0), (0.0001f64..=64.0)];
     let resources = (cpu, 64u32..=262_144).prop_map(|(cpu, memory_mib)| Resources { cpu, memory_mib });
-    let scaling =
-        (0u32..=1000).prop_flat_map(|min| (Just(min), min..=1000)).prop_map(|(min, max)| Scaling { min, max });
+    let scaling = (0u32..=1000, any::<bool>())
+        .prop_flat_map(|(min, suspend)| (Just(min), min..=1000, Just(suspend)))
+        .prop_map(|(min, max, suspend)| Scaling { min, max, suspend });
     let user = prop::option::of(prop_oneof![
         Just("app".to_string()),
         (0u32..=u32::MAX).prop_map(|u| u.to_string()),

@@ -363,3 +363,25 @@ fn secret_env_names_secrets_to_export() {
     let e = one(&proc_("env = { A = \"x\" }\nsecret_env = [\"A\"]\n"), "processes.web.secret_env[0]", 4, 15);
     assert!(e.message.contains("set by the process's `env` too"), "{e}");
 }
+
+#[test]
+fn scaling_suspend() {
+    let suspend = |body: &str| parse(&proc_(body)).unwrap().processes["web"].scaling.suspend;
+    assert!(suspend("scaling = { min = 0, suspend = true }\n"));
+    assert!(!suspend("scaling = { suspend = false }\n"));
+    assert!(!suspend("scaling = { min = 1 }\n"));
+    let e = one(&proc_("scaling = { suspend = \"yes\" }\n"), "processes.web.scaling.suspend", 3, 23);
+    assert_eq!(e.message, "expected a boolean (true or false), found string");
+    // Only written when set: a manifest from before `suspend` keeps its canonical form and hash.
+    let (off, unset) = (parse(&proc_("scaling = { suspend = false }\n")).unwrap(), parse(&proc_("")).unwrap());
+    assert_eq!((off.to_canonical_toml(), off.hash()), (unset.to_canonical_toml(), unset.hash()));
+    assert!(!off.to_normalized_json().to_string().contains("suspend"), "{}", off.to_normalized_json());
+    let on = parse(&proc_("scaling = { suspend = true }\n")).unwrap();
+    assert!(
+        on.to_canonical_toml().contains("scaling = { min = 1, max = 1, suspend = true }"),
+        "{}",
+        on.to_canonical_toml()
+    );
+    assert_ne!(on.hash(), unset.hash());
+    assert_eq!(vt_manifest::from_normalized_json(&on.to_normalized_json()).unwrap(), on);
+}

@@ -33,6 +33,17 @@
 //!   failure (1 s, 2 s, 4 s, ... up to 5 min); the count is forgotten once an
 //!   instance of the release has stayed ready for [`Backoff::reset_after_ms`].
 //!
+//! - Suspend (a group with [`Group::suspend`]: `scaling.suspend`, a suspended workspace): a
+//!   scale to 0 suspends its running instances ([`Plan::suspends`]: saved to a snapshot on
+//!   their node) instead of stopping them; a scale up resumes suspended instances of the
+//!   group's release first ([`Plan::resumes`]: desired `running` again, the same instance on
+//!   the same node, oldest first), when their node is ready and has room, and places new ones
+//!   only for the rest. A suspended instance keeps its node and its volumes (its snapshot and
+//!   disks are there) but no memory or CPU: nothing runs; its resume needs them again, so it
+//!   is placed like a new instance but on that node alone. A suspended instance that cannot
+//!   be resumed any more (another release, a group that no longer suspends at 0, an
+//!   unreachable node) is stopped, its snapshot discarded.
+//!
 //! Deterministic: the plan does not depend on the order of the input; ids of
 //! new instances come from the caller's generator, called in plan order. Time
 //! is an input ([`Input::now`]): there is no clock here.
@@ -67,6 +78,8 @@ pub struct Node {
 pub enum Desired {
     Running,
     Stopped,
+    /// Saved to a snapshot on its node (resumed when desired `running` again).
+    Suspended,
 }
 
 /// What the node last reported, reduced to what placement needs.
@@ -85,11 +98,32 @@ pub enum Status {
     Stopping,
     /// Stopped or failed: occupies nothing.
     Exited,
+    /// Saved to a snapshot on its node, no VMM: holds its node and volumes, no memory or CPU
+    /// (until desired `running` again: resuming).
+    Suspended,
 }
 
 impl Status {
+    /// Holds its node and its volumes.
     fn occupies(self) -> bool {
         self != Status::Exited
+    }
+}
+
+impl Instance {
+    /// Counts against its node's memory and CPU: not ended, and not suspended (a suspended
+    /// instance desired `running` again is resuming: it does).
+    fn uses_resources(&self) -> bool {
+        match self.status {
+            Status::Exited => false,
+            Status::Suspended => self.desired == Desired::Running,
+            _ => true,
+        }
+    }
+
+    /// Suspended and meant to stay so (until a resume).
+    fn suspended(&self) -> bool {
+        self.desired == Desired::Suspended && self.status != Status::Exited
     }
 }
 
@@ -127,7 +161,10 @@ pub struct Instance {
 impl Instance {
     fn live(&self) -> bool {
         self.desired == Desired::Running
-            && matches!(self.status, Status::Starting | Status::Running | Status::Ready | Status::Failing)
+            && matches!(
+                self.status,
+                Status::Starting | Status::Running | Status::Ready | Status::Failing | Status::Suspended
+            )
     }
 }
 
@@ -141,6 +178,8 @@ pub struct Group {
     pub resources: Resources,
     /// The volume names each instance mounts (sorted, each once).
     pub volumes: Vec<String>,
+    /// A scale to 0 suspends its running instances instead of stopping them.
+    pub suspend: bool,
 }
 
 /// A volume of an env, on one node.
@@ -247,6 +286,13 @@ pub struct Stop {
     pub reason: String,
 }
 
+/// An instance whose desired state becomes `suspended`, or `running` again (a resume).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Suspend {
+    pub instance: String,
+    pub reason: String,
+}
+
 /// A group that could not be fully placed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unplaceable {
@@ -296,6 +342,10 @@ pub struct Plan {
     pub allocations: Vec<Allocation>,
     /// By instance id.
     pub stops: Vec<Stop>,
+    /// Instances to suspend (scaled to 0 with [`Group::suspend`]), by instance id.
+    pub suspends: Vec<Suspend>,
+    /// Suspended instances to resume on their node, in placement order.
+    pub resumes: Vec<Suspend>,
     /// By env then process.
     pub unplaceable: Vec<Unplaceable>,
     /// Groups with consecutive failures of their release, by env then process.
@@ -306,7 +356,11 @@ pub struct Plan {
 
 impl Plan {
     pub fn is_empty(&self) -> bool {
-        self.allocations.is_empty() && self.stops.is_empty() && self.detaches.is_empty()
+        self.allocations.is_empty()
+            && self.stops.is_empty()
+            && self.detaches.is_empty()
+            && self.suspends.is_empty()
+            && self.resumes.is_empty()
     }
 }
 
@@ -354,7 +408,7 @@ pub fn plan(input: &Input, config: &Config, new_id: &mut dyn FnMut() -> String) 
     // What occupies each node, whatever its desired state.
     let mut on_node: Vec<Vec<&Instance>> = vec![vec![]; nodes.len()];
     for i in &instances {
-        if let (true, Some(&n)) = (i.status.occupies(), index.get(i.node.as_str())) {
+        if let (true, Some(&n)) = (i.uses_resources(), index.get(i.node.as_str())) {
             state[n].used.cpu_millis += i.resources.cpu_millis;
             state[n].used.memory_mib += i.resources.memory_mib;
             on_node[n].push(i);
@@ -409,6 +463,13 @@ pub fn plan(input: &Input, config: &Config, new_id: &mut dyn FnMut() -> String) 
                     ),
                 }),
                 Some(&g) if groups[g].replicas > 0 => buckets[g].push(i),
+                // Suspended rather than stopped: what runs (or resumes) is saved; what only
+                // starts has nothing worth keeping.
+                Some(&g)
+                    if groups[g].suspend && matches!(i.status, Status::Running | Status::Ready | Status::Suspended) =>
+                {
+                    out.suspends.push(Suspend { instance: i.id.clone(), reason: "scaled to 0".into() })
+                }
                 Some(_) => out.stops.push(Stop { instance: i.id.clone(), reason: "scaled to 0".into() }),
                 None if managed.contains(i.env.as_str()) => out.stops.push(Stop {
                     instance: i.id.clone(),
@@ -418,6 +479,39 @@ pub fn plan(input: &Input, config: &Config, new_id: &mut dyn FnMut() -> String) 
                 None => {}
             },
         }
+    }
+
+    // Suspended instances per group, oldest first; those that can never be resumed are stopped.
+    let mut asleep: Vec<Vec<&Instance>> = vec![vec![]; groups.len()];
+    for i in instances.iter().filter(|i| i.suspended()) {
+        let node = index.get(i.node.as_str()).map(|&n| nodes[n]);
+        let group = by_key.get(&(i.env.as_str(), i.process.as_str())).copied();
+        let why = match (node, group) {
+            (None, _) => Some(format!("its node {} is not registered; its snapshot is lost", i.node)),
+            (Some(n), _) if n.status == NodeStatus::Unreachable => {
+                Some(format!("node {} is unreachable; its snapshot is lost", n.name))
+            }
+            (_, None) if managed.contains(i.env.as_str()) => {
+                Some(format!("process `{}` is not desired in this env", i.process))
+            }
+            (_, None) => None,
+            (_, Some(g)) if groups[g].release != i.release => {
+                Some(format!("release {} replaces it; its snapshot is discarded", groups[g].release))
+            }
+            (_, Some(g)) if !groups[g].suspend && groups[g].replicas == 0 => {
+                Some("scaled to 0 without suspend; its snapshot is discarded".to_owned())
+            }
+            (_, Some(g)) => {
+                asleep[g].push(i);
+                None
+            }
+        };
+        if let Some(reason) = why {
+            out.stops.push(Stop { instance: i.id.clone(), reason });
+        }
+    }
+    for a in &mut asleep {
+        a.sort_by(|a, b| (a.order, &a.id).cmp(&(b.order, &b.id)));
     }
 
     // Each group's history: its instances of the desired release, live or not.
@@ -485,7 +579,35 @@ pub fn plan(input: &Input, config: &Config, new_id: &mut dyn FnMut() -> String) 
             }
         }
         let need = group.resources;
-        let mut placed = 0;
+        // Resume suspended instances first, each on its own node when that is ready and has room.
+        let mut resumed = 0;
+        let mut kept_asleep = vec![];
+        for i in &asleep[g] {
+            let n = index[i.node.as_str()];
+            if resumed < wanted && nodes[n].status == NodeStatus::Ready && state[n].fits(i.resources) {
+                state[n].used.cpu_millis += i.resources.cpu_millis;
+                state[n].used.memory_mib += i.resources.memory_mib;
+                if count[n] == 0 {
+                    touched.push(n);
+                }
+                count[n] += 1;
+                resumed += 1;
+                out.resumes.push(Suspend { instance: i.id.clone(), reason: format!("scaled up to {replicas}") });
+            } else {
+                kept_asleep.push(*i);
+            }
+        }
+        // A group that no longer suspends keeps no snapshot beyond what it resumed.
+        if !group.suspend {
+            for i in kept_asleep {
+                out.stops.push(Stop {
+                    instance: i.id.clone(),
+                    reason: "cannot be resumed on its node; its snapshot is discarded".to_owned(),
+                });
+            }
+        }
+        let wanted = wanted - resumed;
+        let mut placed = resumed;
         for _ in 0..wanted {
             let mut best: Option<usize> = None;
             for &n in &ready {
@@ -526,7 +648,7 @@ pub fn plan(input: &Input, config: &Config, new_id: &mut dyn FnMut() -> String) 
         for n in touched {
             count[n] = 0;
         }
-        if placed < wanted {
+        if placed < wanted + resumed {
             let (reason, hint) = explain_volumes(group, &nodes, &volumes, &free, &by_id)
                 .unwrap_or_else(|| explain(need, &nodes, &state, &on_node, ratio));
             out.unplaceable.push(Unplaceable {
@@ -540,6 +662,7 @@ pub fn plan(input: &Input, config: &Config, new_id: &mut dyn FnMut() -> String) 
         }
     }
     out.stops.sort_by(|a, b| a.instance.cmp(&b.instance));
+    out.suspends.sort_by(|a, b| a.instance.cmp(&b.instance));
     out
 }
 
@@ -766,7 +889,7 @@ fn explain(
 pub fn check(input: &Input, config: &Config, plan: &Plan) -> Result<(), String> {
     let nodes: HashMap<&str, &Node> = input.nodes.iter().map(|n| (n.id.as_str(), n)).collect();
     let mut used: HashMap<&str, Resources> = HashMap::new();
-    for i in input.instances.iter().filter(|i| i.status.occupies()) {
+    for i in input.instances.iter().filter(|i| i.uses_resources()) {
         let u = used.entry(i.node.as_str()).or_default();
         u.memory_mib += i.resources.memory_mib;
         u.cpu_millis += i.resources.cpu_millis;
@@ -795,6 +918,18 @@ pub fn check(input: &Input, config: &Config, plan: &Plan) -> Result<(), String> 
             return Err(format!("{}: {} + {} CPU millis placed > {limit}", n.name, before.cpu_millis, add.cpu_millis));
         }
     }
+    let by_id: HashMap<&str, &Instance> = input.instances.iter().map(|i| (i.id.as_str(), i)).collect();
+    for r in &plan.resumes {
+        let i = by_id.get(r.instance.as_str()).filter(|i| i.suspended());
+        let i = i.ok_or_else(|| format!("resume of {} which is not suspended", r.instance))?;
+        let n = nodes.get(i.node.as_str()).ok_or_else(|| format!("{} resumed on unknown node {}", i.id, i.node))?;
+        if n.status != NodeStatus::Ready {
+            return Err(format!("{} resumed on {} which is {:?}", i.id, n.name, n.status));
+        }
+        let u = added.entry(i.node.as_str()).or_default();
+        u.memory_mib += i.resources.memory_mib;
+        u.cpu_millis += i.resources.cpu_millis;
+    }
     let vols: HashMap<&str, &Volume> = input.volumes.iter().map(|v| (v.id.as_str(), v)).collect();
     let detached: std::collections::HashSet<&str> = plan.detaches.iter().map(|d| d.volume.as_str()).collect();
     let mut attached = std::collections::HashSet::new();
@@ -813,8 +948,19 @@ pub fn check(input: &Input, config: &Config, plan: &Plan) -> Result<(), String> 
         input.instances.iter().filter(|i| i.live()).map(|i| (i.id.as_str(), i)).collect();
     let mut seen = std::collections::HashSet::new();
     for s in &plan.stops {
+        let asleep = by_id.get(s.instance.as_str()).is_some_and(|i| i.suspended());
+        if !(live.contains_key(s.instance.as_str()) || asleep) || !seen.insert(s.instance.as_str()) {
+            return Err(format!("stop of {} which is not live or suspended, or stopped twice", s.instance));
+        }
+    }
+    for s in &plan.suspends {
         if !live.contains_key(s.instance.as_str()) || !seen.insert(s.instance.as_str()) {
-            return Err(format!("stop of {} which is not live or stopped twice", s.instance));
+            return Err(format!("suspend of {} which is not live, or also stopped", s.instance));
+        }
+    }
+    for r in &plan.resumes {
+        if !seen.insert(r.instance.as_str()) {
+            return Err(format!("resume of {} which is also stopped or suspended", r.instance));
         }
     }
     Ok(())

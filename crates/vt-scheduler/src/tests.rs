@@ -27,6 +27,7 @@ fn group(process: &str, replicas: u32, release: &str, mem: u64) -> Group {
         release: release.into(),
         resources: res(mem),
         volumes: vec![],
+        suspend: false,
     }
 }
 
@@ -138,7 +139,7 @@ fn table_of_placements() {
             input: Input {
                 nodes: vec![node("a", NodeStatus::Ready, 1000, 65536)],
                 instances: vec![],
-                groups: vec![Group { env: "env".into(), process: "web".into(), replicas: 5, release: "r1".into(), resources: res(1), volumes: vec![] }],
+                groups: vec![Group { env: "env".into(), process: "web".into(), replicas: 5, release: "r1".into(), resources: res(1), volumes: vec![], suspend: false }],
                 volumes: vec![],
                 now: 0,
             },
@@ -222,8 +223,8 @@ fn table_of_placements() {
                 ],
                 groups: vec![
                     group("web", 1, "r1", 768),
-                    Group { env: "other".into(), process: "db".into(), replicas: 2, release: "q".into(), resources: res(768), volumes: vec![] },
-                    Group { env: "other".into(), process: "cache".into(), replicas: 1, release: "q".into(), resources: res(256), volumes: vec![] },
+                    Group { env: "other".into(), process: "db".into(), replicas: 2, release: "q".into(), resources: res(768), volumes: vec![], suspend: false },
+                    Group { env: "other".into(), process: "cache".into(), replicas: 1, release: "q".into(), resources: res(256), volumes: vec![], suspend: false },
                 ],
                 volumes: vec![],
                 now: 0,
@@ -549,6 +550,7 @@ fn arb_input() -> impl Strategy<Value = Input> {
                 release: "r2".into(),
                 resources: Resources { cpu_millis: cpu * 250, memory_mib: mem * 64 },
                 volumes: vec![],
+                suspend: false,
             })
             .collect();
         let instances = instances
@@ -727,4 +729,213 @@ fn a_release_change_with_volumes_stops_the_old_instance_before_its_replacement()
     assert_eq!(placed(&p), ["a"]);
     assert_eq!(p.allocations[0].volumes, vec![("data".to_owned(), "v1".to_owned())]);
     assert_eq!(p.allocations[0].release, "r2");
+}
+
+/// `web` of `env` with `scaling.suspend`.
+fn sleepy(replicas: u32, release: &str) -> Group {
+    Group { suspend: true, ..group("web", replicas, release, 256) }
+}
+
+/// An instance of `env/web` on `node` suspended (desired and reported).
+fn asleep(id: &str, node: &str, release: &str, order: u64) -> Instance {
+    Instance { desired: Desired::Suspended, status: Status::Suspended, ..inst(id, node, "web", release, 256, order) }
+}
+
+fn ids(s: &[Suspend]) -> Vec<&str> {
+    s.iter().map(|s| s.instance.as_str()).collect()
+}
+
+#[test]
+fn table_of_suspends_and_resumes() {
+    struct Case {
+        name: &'static str,
+        nodes: Vec<Node>,
+        instances: Vec<Instance>,
+        groups: Vec<Group>,
+        suspended: Vec<&'static str>,
+        resumed: Vec<&'static str>,
+        stopped: Vec<&'static str>,
+        placed: Vec<&'static str>,
+    }
+    let starting = Instance { status: Status::Starting, ready_since: None, ..inst("i3", "a", "web", "r1", 256, 3) };
+    let cases = vec![
+        Case {
+            name: "scale to 0 with suspend: running instances are suspended, a starting one stopped",
+            nodes: vec![ready("a", 4096)],
+            instances: vec![inst("i1", "a", "web", "r1", 256, 1), web("i2", "r1", Status::Running, 2), starting],
+            groups: vec![sleepy(0, "r1")],
+            suspended: vec!["i1", "i2"],
+            resumed: vec![],
+            stopped: vec!["i3"],
+            placed: vec![],
+        },
+        Case {
+            name: "scale to 0 without suspend stops",
+            nodes: vec![ready("a", 4096)],
+            instances: vec![inst("i1", "a", "web", "r1", 256, 1)],
+            groups: vec![group("web", 0, "r1", 256)],
+            suspended: vec![],
+            resumed: vec![],
+            stopped: vec!["i1"],
+            placed: vec![],
+        },
+        Case {
+            name: "suspended instances stay so at 0",
+            nodes: vec![ready("a", 4096)],
+            instances: vec![asleep("i1", "a", "r1", 1)],
+            groups: vec![sleepy(0, "r1")],
+            suspended: vec![],
+            resumed: vec![],
+            stopped: vec![],
+            placed: vec![],
+        },
+        Case {
+            name: "scale up resumes the oldest suspended first, then places new ones",
+            nodes: vec![ready("a", 4096), ready("b", 4096)],
+            instances: vec![asleep("i2", "a", "r1", 2), asleep("i1", "a", "r1", 1)],
+            groups: vec![sleepy(3, "r1")],
+            suspended: vec![],
+            resumed: vec!["i1", "i2"],
+            stopped: vec![],
+            placed: vec!["b"],
+        },
+        Case {
+            name: "scale up to fewer than suspended: the rest stays suspended",
+            nodes: vec![ready("a", 4096)],
+            instances: vec![asleep("i2", "a", "r1", 2), asleep("i1", "a", "r1", 1)],
+            groups: vec![sleepy(1, "r1")],
+            suspended: vec![],
+            resumed: vec!["i1"],
+            stopped: vec![],
+            placed: vec![],
+        },
+        Case {
+            name: "a resuming instance counts as a replica",
+            nodes: vec![ready("a", 4096)],
+            instances: vec![Instance { desired: Desired::Running, ..asleep("i1", "a", "r1", 1) }],
+            groups: vec![sleepy(1, "r1")],
+            suspended: vec![],
+            resumed: vec![],
+            stopped: vec![],
+            placed: vec![],
+        },
+        Case {
+            name: "a resuming instance scaled to 0 again is suspended again",
+            nodes: vec![ready("a", 4096)],
+            instances: vec![Instance { desired: Desired::Running, ..asleep("i1", "a", "r1", 1) }],
+            groups: vec![sleepy(0, "r1")],
+            suspended: vec!["i1"],
+            resumed: vec![],
+            stopped: vec![],
+            placed: vec![],
+        },
+        Case {
+            name: "a suspended instance uses no memory: a new one fits beside it",
+            nodes: vec![ready("a", 256)],
+            instances: vec![
+                asleep("i1", "a", "r1", 1),
+                Instance { process: "db".into(), ..asleep("i2", "a", "r1", 2) },
+            ],
+            groups: vec![
+                sleepy(0, "r1"),
+                Group { suspend: true, ..group("db", 0, "r1", 256) },
+                group("cache", 1, "r1", 256),
+            ],
+            suspended: vec![],
+            resumed: vec![],
+            stopped: vec![],
+            placed: vec!["a"],
+        },
+        Case {
+            name: "no room on its node: not resumed, placed elsewhere, still suspended",
+            nodes: vec![ready("a", 256), ready("b", 4096)],
+            instances: vec![asleep("i1", "a", "r1", 1), inst("i2", "a", "db", "r1", 256, 2)],
+            groups: vec![sleepy(1, "r1"), group("db", 1, "r1", 256)],
+            suspended: vec![],
+            resumed: vec![],
+            stopped: vec![],
+            placed: vec!["b"],
+        },
+        Case {
+            name: "its node draining: not resumed, placed elsewhere",
+            nodes: vec![node("a", NodeStatus::Draining, 4000, 4096), ready("b", 4096)],
+            instances: vec![asleep("i1", "a", "r1", 1)],
+            groups: vec![sleepy(1, "r1")],
+            suspended: vec![],
+            resumed: vec![],
+            stopped: vec![],
+            placed: vec!["b"],
+        },
+        Case {
+            name: "another release: the suspended instance is stopped, a new one placed",
+            nodes: vec![ready("a", 4096)],
+            instances: vec![asleep("i1", "a", "r1", 1)],
+            groups: vec![sleepy(1, "r2")],
+            suspended: vec![],
+            resumed: vec![],
+            stopped: vec!["i1"],
+            placed: vec!["a"],
+        },
+        Case {
+            name: "no longer suspends at 0: the snapshot is discarded",
+            nodes: vec![ready("a", 4096)],
+            instances: vec![asleep("i1", "a", "r1", 1)],
+            groups: vec![group("web", 0, "r1", 256)],
+            suspended: vec![],
+            resumed: vec![],
+            stopped: vec!["i1"],
+            placed: vec![],
+        },
+        Case {
+            name: "without suspend, a scale up still resumes what was suspended",
+            nodes: vec![ready("a", 4096)],
+            instances: vec![asleep("i1", "a", "r1", 1)],
+            groups: vec![group("web", 1, "r1", 256)],
+            suspended: vec![],
+            resumed: vec!["i1"],
+            stopped: vec![],
+            placed: vec![],
+        },
+        Case {
+            name: "its node unreachable: stopped and replaced",
+            nodes: vec![node("a", NodeStatus::Unreachable, 4000, 4096), ready("b", 4096)],
+            instances: vec![asleep("i1", "a", "r1", 1)],
+            groups: vec![sleepy(1, "r1")],
+            suspended: vec![],
+            resumed: vec![],
+            stopped: vec!["i1"],
+            placed: vec!["b"],
+        },
+    ];
+    for c in cases {
+        let input = Input { nodes: c.nodes, instances: c.instances, groups: c.groups, volumes: vec![], now: 0 };
+        let p = run(&input);
+        assert_eq!(ids(&p.suspends), c.suspended, "{}: suspended", c.name);
+        assert_eq!(ids(&p.resumes), c.resumed, "{}: resumed", c.name);
+        assert_eq!(stopped(&p).iter().map(|s| s.0).collect::<Vec<_>>(), c.stopped, "{}: stopped", c.name);
+        assert_eq!(placed(&p), c.placed, "{}: placed", c.name);
+    }
+}
+
+#[test]
+fn a_suspended_instance_keeps_its_volume() {
+    let input = Input {
+        nodes: vec![ready("a", 4096)],
+        instances: vec![asleep("i1", "a", "r1", 1)],
+        groups: vec![Group { volumes: vec!["data".into()], ..sleepy(0, "r1") }],
+        volumes: vec![Volume {
+            id: "v1".into(),
+            env: "env".into(),
+            name: "data".into(),
+            node: "id-a".into(),
+            attached_to: Some("i1".into()),
+        }],
+        now: 0,
+    };
+    let p = run(&input);
+    assert!(p.detaches.is_empty(), "{p:?}");
+    let up = Input { groups: vec![Group { volumes: vec!["data".into()], ..sleepy(1, "r1") }], ..input };
+    let p = run(&up);
+    assert_eq!(ids(&p.resumes), vec!["i1"]);
+    assert!(p.allocations.is_empty() && p.detaches.is_empty(), "{p:?}");
 }

@@ -93,8 +93,11 @@ pub(crate) fn table(routes: Vec<WorkspaceRoute>) -> Result<FrontTable, vt_front:
             (WorkspaceStatus::Creating | WorkspaceStatus::Starting | WorkspaceStatus::Running, _) => {
                 RouteState::Down(Down::Starting)
             }
-            (WorkspaceStatus::Stopping | WorkspaceStatus::Deleting, _) => RouteState::Down(Down::Stopping),
-            (WorkspaceStatus::Stopped, _) => RouteState::Down(Down::Stopped),
+            (WorkspaceStatus::Stopping | WorkspaceStatus::Suspending | WorkspaceStatus::Deleting, _) => {
+                RouteState::Down(Down::Stopping)
+            }
+            // Suspended is stopped as far as a browser can tell: `vt workspace start` resumes it.
+            (WorkspaceStatus::Stopped | WorkspaceStatus::Suspended, _) => RouteState::Down(Down::Stopped),
             (WorkspaceStatus::Failed, _) => {
                 RouteState::Down(Down::Failed(r.reason.unwrap_or_else(|| "its IDE failed".to_owned())))
             }

@@ -592,9 +592,14 @@ impl WorkspaceView {
                     w.last_started_at = Some(at);
                     w.failure = None;
                 }
+                let was = w.desired;
                 w.desired = e.desired;
                 Some(match e.desired {
+                    WorkspaceDesired::Running if was == WorkspaceDesired::Suspended => {
+                        "started: resumed from its snapshot".to_owned()
+                    }
                     WorkspaceDesired::Running => "started".to_owned(),
+                    WorkspaceDesired::Suspended => "suspended: its VM is saved to a snapshot on its node".to_owned(),
                     WorkspaceDesired::Stopped => "stopped".to_owned(),
                     WorkspaceDesired::Deleted => "deleted: its VM stops, then its disk goes".to_owned(),
                 })

@@ -452,3 +452,64 @@ fn a_server_killed_mid_start_converges_to_one_vm_and_one_disk() {
     assert_eq!(status, 200, "served after the restart");
     s.stop();
 }
+
+/// `vt workspace stop --suspend` saves the workspace's VM to a snapshot on its node (no VM
+/// runs, even after the server is killed and started again) and `vt workspace start` resumes
+/// the same instance with its memory: a file in /tmp (a tmpfs, lost by a cold boot) is still
+/// there. Suspending again is a no-op; so is suspending a stopped workspace.
+#[test]
+fn a_suspended_workspace_resumes_with_its_memory() {
+    let Some(mut s) = Server::start("the workspace suspend test") else { return };
+    s.ok(&[
+        "workspace",
+        "create",
+        "dev",
+        "--image",
+        IDE,
+        "--memory-mib",
+        "256",
+        "--cpus",
+        "1",
+        "--disk-gib",
+        "1",
+        "--wait",
+    ]);
+    let instance = s.get("dev")["instance_id"].as_str().unwrap().to_owned();
+    let exec = |s: &Server, cmd: &str| s.ok(&["exec", &instance, "--", "sh", "-c", cmd]).stdout.trim().to_owned();
+    exec(&s, "echo kept-in-memory > /tmp/marker");
+
+    let r = s.vt(&["workspace", "stop", "dev", "--suspend", "--wait"]);
+    wsnap!("workspace_stop_suspend", r);
+    assert_eq!(s.vms_of(&instance), 0, "a suspended workspace runs no VM: {:?}", s.vms());
+    let w = s.get("dev");
+    assert_eq!((w["status"].as_str(), w["desired"].as_str()), (Some("suspended"), Some("suspended")), "{w}");
+    wsnap!("workspace_list_suspended", s.vt(&["workspace", "list"]));
+    // Again: nothing to record.
+    let id = w["id"].as_str().unwrap().to_owned();
+    let changes = |s: &Server| s.events_of(&s.events(), &id, "workspace.desired_state_changed").len();
+    let before = changes(&s);
+    let again = s.ok(&["workspace", "stop", "dev", "--suspend", "-o", "json"]).json();
+    assert_eq!(again["status"], "suspended");
+    assert_eq!(changes(&s), before, "a second suspend records nothing");
+
+    // A restarted server (and agent) does not start a suspended instance.
+    s.kill_and_restart();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(s.get("dev")["status"], "suspended");
+    assert_eq!(s.vms_of(&instance), 0, "{:?}", s.vms());
+
+    let began = Instant::now();
+    s.ok(&["workspace", "start", "dev", "--wait"]);
+    println!("suspended → running in {:?}", began.elapsed());
+    let w = s.get("dev");
+    assert_eq!(w["instance_id"].as_str(), Some(instance.as_str()), "the same instance resumed: {w}");
+    assert_eq!(exec(&s, "cat /tmp/marker"), "kept-in-memory", "its /tmp kept");
+    let (status, body) = origin_get(&s, "/workspace/dev/");
+    assert_eq!((status, body.as_str()), (200, "hello from the ide\n"));
+
+    // Stopped for good: the snapshot does not outlive it; suspending a stopped one keeps it stopped.
+    s.ok(&["workspace", "stop", "dev", "--wait"]);
+    let stopped = s.ok(&["workspace", "stop", "dev", "--suspend", "-o", "json"]).json();
+    assert_eq!(stopped["status"], "stopped");
+    s.stop();
+}

@@ -5,7 +5,7 @@
 //! needs an org; every other command takes the workspace's name or id.
 //!
 //! `--wait` polls the workspace every second until it reaches the status asked for
-//! (`running`, or `stopped` for `stop`), fails (its reason and last log lines, exit 1) or
+//! (`running`, `stopped` for `stop`, `suspended` for `stop --suspend`), fails (its reason and last log lines, exit 1) or
 //! `--timeout` passes (exit 1; it keeps going). Progress (each status) goes to stderr on a
 //! terminal.
 
@@ -57,10 +57,15 @@ pub async fn run(ctx: &Ctx, cmd: WorkspaceCommand) -> CliResult {
             };
             p.receipt(&w, started(&w, wait.wait));
         }
-        WorkspaceCommand::Stop { workspace, wait } => {
+        WorkspaceCommand::Stop { workspace, suspend, wait } => {
             // A workspace that fails while it stops is not running either: done.
-            let w = client.workspace_stop(&workspace, &idempotency_key()).await?.value;
-            let w = waited(ctx, w, WorkspaceStatus::Stopped, wait).await?.unwrap_or_else(|failed| failed);
+            let w = client.workspace_stop(&workspace, suspend, &idempotency_key()).await?.value;
+            // Suspending a stopped workspace leaves it stopped: done too.
+            let target = match (suspend, w.status) {
+                (true, WorkspaceStatus::Stopped) | (false, _) => WorkspaceStatus::Stopped,
+                (true, _) => WorkspaceStatus::Suspended,
+            };
+            let w = waited(ctx, w, target, wait).await?.unwrap_or_else(|failed| failed);
             p.receipt(&w, stopped(&w));
         }
         WorkspaceCommand::Delete { workspace, yes } => {
@@ -229,6 +234,13 @@ fn stopped(w: &Workspace) -> Receipt {
     let what = match w.status {
         WorkspaceStatus::Stopped => {
             format!("Stopped workspace `{}`; its home disk stays on node {}", w.name, w.node)
+        }
+        WorkspaceStatus::Suspended => format!(
+            "Suspended workspace `{}`: its VM is saved to a snapshot on node {}, its home disk stays there",
+            w.name, w.node
+        ),
+        WorkspaceStatus::Suspending => {
+            format!("Suspending workspace `{}`: saving its VM to a snapshot on node {}", w.name, w.node)
         }
         WorkspaceStatus::Failed => format!(
             "Workspace `{}` is not running: it failed ({}); its home disk stays on node {}",
@@ -548,6 +560,15 @@ next: vt workspace open dev
             stopped(&w).render(),
             "\
 Stopped workspace `dev`; its home disk stays on node node-1
+  workspace  ws_01jd8x6k3v9q4m2t7r5w0y1zcb
+next: vt workspace start dev
+"
+        );
+        w.status = WorkspaceStatus::Suspended;
+        assert_eq!(
+            stopped(&w).render(),
+            "\
+Suspended workspace `dev`: its VM is saved to a snapshot on node node-1, its home disk stays there
   workspace  ws_01jd8x6k3v9q4m2t7r5w0y1zcb
 next: vt workspace start dev
 "

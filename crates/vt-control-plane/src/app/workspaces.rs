@@ -86,6 +86,17 @@ pub(crate) fn status(w: &WorkspaceView, live: Option<&InstanceView>) -> (Workspa
         (WorkspaceDesired::Stopped, Some(i)) => {
             (WorkspaceStatus::Stopping, Some(format!("instance {} is {}", i.id, i.status.as_str())))
         }
+        (WorkspaceDesired::Suspended, Some(i)) if i.status == InstanceStatus::Suspended => (
+            WorkspaceStatus::Suspended,
+            Some(format!("instance {} is saved to a snapshot on its node; `vt workspace start` resumes it", i.id)),
+        ),
+        (WorkspaceDesired::Suspended, Some(i)) => {
+            (WorkspaceStatus::Suspending, Some(format!("instance {} is {}", i.id, i.status.as_str())))
+        }
+        (WorkspaceDesired::Suspended, None) => (
+            WorkspaceStatus::Suspended,
+            Some("no VM was running to save: `vt workspace start` boots it afresh".to_owned()),
+        ),
         (WorkspaceDesired::Stopped, None) => match &w.failure {
             Some(f) => (WorkspaceStatus::Failed, Some(f.reason.clone())),
             None => (WorkspaceStatus::Stopped, None),
@@ -96,6 +107,9 @@ pub(crate) fn status(w: &WorkspaceView, live: Option<&InstanceView>) -> (Workspa
             let status = if first { WorkspaceStatus::Creating } else { WorkspaceStatus::Starting };
             let why = match live {
                 None => "waiting for the scheduler to place its VM".to_owned(),
+                Some(i) if i.status == InstanceStatus::Suspended => {
+                    format!("instance {} is resuming from its snapshot", i.id)
+                }
                 Some(i) if i.status == InstanceStatus::Running => {
                     format!("instance {} is up; waiting for the IDE to listen on port {}", i.id, api::IDE_PORT)
                 }
@@ -377,7 +391,8 @@ impl ControlPlane {
         self.workspace_out(w).await
     }
 
-    /// Start (`running`) or stop (`stopped`) a workspace: its desired state and its IDE's count,
+    /// Start (`running`), stop (`stopped`) or suspend (`suspended`: the scheduler suspends its IDE
+    /// instead of stopping it; a start resumes it) a workspace: its desired state and its IDE's count,
     /// pinned on its env, planned again when a concurrent change wins the race.
     pub async fn workspace_set(&self, ctx: &Ctx, r: &str, desired: WorkspaceDesired) -> ApiResult<Committed> {
         let mut tries = 0;
@@ -405,6 +420,8 @@ impl ControlPlane {
                 )))
             }
             (from, to) if from == to => return Ok(None),
+            // Nothing runs to be saved: it stays stopped.
+            (WorkspaceDesired::Stopped, WorkspaceDesired::Suspended) => return Ok(None),
             _ => {}
         }
         if desired == WorkspaceDesired::Running {
@@ -561,6 +578,15 @@ impl ControlPlane {
     }
 }
 
+/// An instance holds its node's memory until it ends, but not while suspended (unless it is
+/// resuming: desired `running` again).
+fn holds_memory(i: &InstanceView) -> bool {
+    match i.status {
+        InstanceStatus::Suspended => i.desired_state == vt_events::DesiredState::Running,
+        s => !s.is_terminal(),
+    }
+}
+
 /// What holds the nodes' memory, as the views show it at one moment.
 struct Load {
     instances: Vec<InstanceView>,
@@ -575,12 +601,12 @@ impl Load {
         let held: i64 = self
             .instances
             .iter()
-            .filter(|i| i.node_id == node.id && !i.status.is_terminal())
+            .filter(|i| i.node_id == node.id && holds_memory(i))
             .map(|i| i64::from(i.resources.memory_mib))
             .sum();
         let pending: i64 = self
             .running_on(node, starting)
-            .filter(|w| !self.instances.iter().any(|i| i.env_id == w.env_id && !i.status.is_terminal()))
+            .filter(|w| !self.instances.iter().any(|i| i.env_id == w.env_id && holds_memory(i)))
             .map(|w| i64::from(w.memory_mib))
             .sum();
         i64::from(node.allocatable.memory_mib) - held - pending
@@ -742,7 +768,7 @@ pub(crate) fn reconcile(
                     pins,
                 ));
             }
-            WorkspaceDesired::Stopped => {}
+            WorkspaceDesired::Stopped | WorkspaceDesired::Suspended => {}
         }
     }
     out
@@ -841,6 +867,29 @@ mod tests {
         assert_eq!(status(&w, None), (S::Failed, Some("boom".into())));
         w.desired = WorkspaceDesired::Deleted;
         assert_eq!(status(&w, Some(&up)).0, S::Deleting);
+    }
+
+    #[test]
+    fn a_suspended_workspace_and_its_memory() {
+        use WorkspaceStatus as S;
+        let mut w = workspace(WorkspaceDesired::Suspended);
+        let mut up = instance(&w, InstanceStatus::Running);
+        up.desired_state = DesiredState::Suspended;
+        assert_eq!(status(&w, Some(&up)), (S::Suspending, Some(format!("instance {} is running", up.id))));
+        let mut asleep = up.clone();
+        asleep.status = InstanceStatus::Suspended;
+        let (st, why) = status(&w, Some(&asleep));
+        assert_eq!(st, S::Suspended);
+        assert!(why.unwrap().contains("saved to a snapshot"));
+        assert_eq!(status(&w, None).0, S::Suspended, "nothing ran to save: still what was asked");
+        // A suspended instance holds no memory; resuming (desired running again) it does.
+        assert!(!holds_memory(&asleep));
+        w.desired = WorkspaceDesired::Running;
+        asleep.desired_state = DesiredState::Running;
+        assert!(holds_memory(&asleep));
+        let (st, why) = status(&w, Some(&asleep));
+        assert_eq!(st, S::Creating);
+        assert!(why.unwrap().contains("resuming from its snapshot"));
     }
 
     #[test]

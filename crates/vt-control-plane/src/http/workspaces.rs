@@ -59,7 +59,8 @@ async fn workspace_delete(State(cp): Cp, ctx: Ctx, Path(workspace): Path<String>
     cp.workspace_delete(&ctx, &workspace).await
 }
 
-/// Start a stopped (or failed) workspace on the node that holds its disk (deployer).
+/// Start a stopped (or failed) workspace on the node that holds its disk, or resume a suspended
+/// one there (deployer).
 #[utoipa::path(post, path = "/workspaces/{workspace}/start", tag = "workspaces",
     params(("workspace" = String, Path, description = "name or id"), ("Idempotency-Key" = Option<String>, Header)),
     responses((status = 200, body = Workspace), (status = "4XX", body = ErrorBody, description = "409 `capacity_exhausted` when its node lacks the memory, naming the workspace to stop")))]
@@ -67,12 +68,28 @@ async fn workspace_start(State(cp): Cp, ctx: Ctx, Path(workspace): Path<String>)
     cp.workspace_set(&ctx, &workspace, WorkspaceDesired::Running).await
 }
 
-/// Stop a workspace (deployer); its disk stays.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct StopQuery {
+    /// Suspend instead: save the VM (its memory: processes, /tmp) to a snapshot on its node; a
+    /// start resumes it as it was. A stopped workspace stays stopped.
+    #[serde(default)]
+    suspend: bool,
+}
+
+/// Stop a workspace (deployer); its disk stays. With `suspend=true`, suspend it.
 #[utoipa::path(post, path = "/workspaces/{workspace}/stop", tag = "workspaces",
-    params(("workspace" = String, Path, description = "name or id"), ("Idempotency-Key" = Option<String>, Header)),
+    params(("workspace" = String, Path, description = "name or id"), StopQuery, ("Idempotency-Key" = Option<String>, Header)),
     responses((status = 200, body = Workspace), (status = "4XX", body = ErrorBody)))]
-async fn workspace_stop(State(cp): Cp, ctx: Ctx, Path(workspace): Path<String>) -> ApiResult<Committed> {
-    cp.workspace_set(&ctx, &workspace, WorkspaceDesired::Stopped).await
+async fn workspace_stop(
+    State(cp): Cp,
+    ctx: Ctx,
+    Path(workspace): Path<String>,
+    QueryParams(q): QueryParams<StopQuery>,
+) -> ApiResult<Committed> {
+    let desired = if q.suspend { WorkspaceDesired::Suspended } else { WorkspaceDesired::Stopped };
+    cp.workspace_set(&ctx, &workspace, desired).await
 }
 
 /// The workspace's registered ports, ascending.

@@ -42,6 +42,7 @@ fn main() {
                         memory_mib: 256 * (1 + (g % 8) as u64),
                     },
                     volumes: vec![],
+                    suspend: false,
                 })
                 .collect()
         },
