@@ -21,6 +21,9 @@ use vt_api::{EnrollNode, Hostname};
 use crate::data_dir::{DataDir, DataDirLock};
 use crate::{Notice, ServerConfig, ServerError, Stopped};
 
+/// How long a starting node waits for its first registration before it says it is ready.
+const REGISTER_WAIT: Duration = Duration::from_secs(10);
+
 /// Where a node joins, and with what.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Join {
@@ -119,7 +122,7 @@ impl NodeServer {
             None => None,
         };
         let agent = match &config.agent {
-            Some(_) => Some(start_agent(config, &data, join, token, &name, &enrollment, &key, &mut notices)?),
+            Some(_) => Some(start_agent(config, &data, join, token, &name, &enrollment, &key, &mut notices).await?),
             None => None,
         };
         Ok(NodeServer {
@@ -160,9 +163,11 @@ impl NodeServer {
 }
 
 /// The node agent, following the control plane with the node's token, registering with its
-/// WireGuard key (and in the mesh, unless `--no-mesh`).
+/// WireGuard key (and in the mesh, unless `--no-mesh`). The first registration is tried before
+/// it returns, so that a node said to be ready is known to the control plane; one that fails
+/// (the control plane away) is retried by the agent.
 #[allow(clippy::too_many_arguments)]
-fn start_agent(
+async fn start_agent(
     config: &ServerConfig,
     data: &DataDir,
     join: &Join,
@@ -188,6 +193,14 @@ fn start_agent(
         .map_err(|e| ServerError::Config(format!("the node agent cannot start: {e}")))?;
     if let Some(why) = agent.network_refusal() {
         notices.push(Notice::Warning(format!("instances will not start on this node: {why}")));
+    }
+    match tokio::time::timeout(REGISTER_WAIT, agent.register()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => notices.push(Notice::Warning(format!("not registered yet ({e}); the agent keeps trying"))),
+        Err(_) => notices.push(Notice::Warning(format!(
+            "not registered within {} s; the agent keeps trying",
+            REGISTER_WAIT.as_secs()
+        ))),
     }
     let task = tokio::spawn(agent.clone().run());
     // The control plane reaches this node's instances' logs and exec through the channel the

@@ -97,7 +97,23 @@ fn a_node_joins_with_a_single_use_token_and_runs_what_is_deployed() {
     let token = issued["secret"].as_str().unwrap().to_owned();
     let node_data = dir.path().join("node-b");
     let node = join(dir.path(), &node_data, &url, "node-b", Some(&token)).unwrap_or_else(|out| panic!("{out}"));
-    let b = vt(&["node", "get", "node-b", "-o", "json"]).json();
+    // Registered before it said ready; the views show it within moments.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let b = loop {
+        let r = Run::of(
+            vt_isolated(dir.path(), &["node", "get", "node-b", "-o", "json"])
+                .env("VT_SERVER", &url)
+                .env("VT_DATA_DIR", &data)
+                .output()
+                .unwrap(),
+            dir.path(),
+        );
+        if r.code == 0 {
+            break r.json();
+        }
+        assert!(Instant::now() < deadline, "node-b is not known: {}", r.text);
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert_eq!((b["status"].as_str(), &b["labels"]), (Some("ready"), &serde_json::json!({"zone": "b"})), "{b}");
     assert_eq!(b["wireguard_public_key"].as_str().map(str::len), Some(44), "{b}");
     let key_file = std::fs::metadata(node_data.join("wireguard.key")).unwrap();
