@@ -6,12 +6,11 @@ use std::time::Duration;
 
 use axum::extract::ws::{rejection::WebSocketUpgradeRejection, CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use vt_api::exec::{close, MAX_FRAME};
-use vt_api::{ErrorBody, ErrorCode};
+use vt_api::ErrorBody;
 use vt_ids::{NodeId, TokenId};
 
 use super::Cp;
@@ -27,15 +26,7 @@ pub(super) fn routes() -> OpenApiRouter<Arc<ControlPlane>> {
 pub const PING_EVERY: Duration = Duration::from_secs(15);
 
 fn not_upgrade(e: WebSocketUpgradeRejection) -> ApiErr {
-    let status = match e {
-        WebSocketUpgradeRejection::ConnectionNotUpgradable(_) => StatusCode::UPGRADE_REQUIRED,
-        _ => StatusCode::BAD_REQUEST,
-    };
-    ApiErr::new(
-        status,
-        ErrorCode::MalformedRequest,
-        "this endpoint is a WebSocket: send `GET` with `Connection: Upgrade`, `Upgrade: websocket`, `Sec-WebSocket-Version: 13` and a `Sec-WebSocket-Key` (a node's agent does)",
-    )
+    super::websocket_required(e, "a node's agent")
 }
 
 /// The node's channel: a WebSocket on which the control plane sends the node's agent requests

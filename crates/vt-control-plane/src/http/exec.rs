@@ -60,17 +60,7 @@ async fn exec_connect(
     Path(grant): Path<String>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
-    let upgrade = upgrade.map_err(|e| {
-        let status = match e {
-            WebSocketUpgradeRejection::ConnectionNotUpgradable(_) => StatusCode::UPGRADE_REQUIRED,
-            _ => StatusCode::BAD_REQUEST,
-        };
-        ApiErr::new(
-            status,
-            ErrorCode::MalformedRequest,
-            "this endpoint is a WebSocket: send `GET` with `Connection: Upgrade`, `Upgrade: websocket`, `Sec-WebSocket-Version: 13` and a `Sec-WebSocket-Key` (`vt exec` does)",
-        )
-    })?;
+    let upgrade = upgrade.map_err(|e| super::websocket_required(e, "`vt exec`"))?;
     let redeemed = cp.exec_redeem(&ctx, &grant)?;
     let session = match redeemed.backend.open(redeemed.instance_id, redeemed.node_id, redeemed.request.clone()).await {
         Ok(s) => s,

@@ -44,6 +44,23 @@ type Cp = State<Arc<ControlPlane>>;
 type Out<T> = ApiResult<Json<T>>;
 
 /// Every `/v1` operation, by resource.
+/// A request to a WebSocket endpoint that is not an upgrade: 426 when the connection cannot be
+/// upgraded, else 400, saying what to send (`client`: who sends it right, for the message).
+pub(super) fn websocket_required(e: axum::extract::ws::rejection::WebSocketUpgradeRejection, client: &str) -> ApiErr {
+    use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+    let status = match e {
+        WebSocketUpgradeRejection::ConnectionNotUpgradable(_) => StatusCode::UPGRADE_REQUIRED,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    ApiErr::new(
+        status,
+        ErrorCode::MalformedRequest,
+        format!(
+            "this endpoint is a WebSocket: send `GET` with `Connection: Upgrade`, `Upgrade: websocket`, `Sec-WebSocket-Version: 13` and a `Sec-WebSocket-Key` ({client} does)"
+        ),
+    )
+}
+
 fn v1() -> OpenApiRouter<Arc<ControlPlane>> {
     OpenApiRouter::new()
         .merge(orgs::routes())
