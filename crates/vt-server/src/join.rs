@@ -112,10 +112,9 @@ impl NodeServer {
         let edge = match &config.ingress {
             Some(addrs) => {
                 let client = vt_client::Client::new(&join.url, Some(token.clone()));
-                let source = Arc::new(crate::remote_edge::HttpSource::new(client, enrollment.name.clone()));
-                let node = Hostname::parse(&enrollment.name).map_err(|e| ServerError::Config(e.to_string()))?;
+                let source = Arc::new(crate::remote_edge::HttpSource::new(client, name.to_string()));
                 let (ingress, task, _) =
-                    crate::ingress_and_edge(&data, addrs, source, &node, Duration::from_millis(250)).await?;
+                    crate::ingress_and_edge(&data, addrs, source, &name, Duration::from_millis(250)).await?;
                 notices.push(Notice::Info(format!("edge: the ingress serves every route on {addrs:?}")));
                 Some((ingress, task))
             }
