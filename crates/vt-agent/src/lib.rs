@@ -77,6 +77,9 @@ pub struct AgentDirs {
 pub struct AgentConfig {
     /// The control plane's root URL (`http://127.0.0.1:7411`).
     pub server: String,
+    /// Other URLs of the same control plane (control planes on one database), tried in order
+    /// when the one in use cannot be connected to (`vt_client::Client::with_fallbacks`).
+    pub fallback_servers: Vec<String>,
     /// A `node` token bound to this node (an admin token works too).
     pub token: Option<String>,
     /// The node's name (unique in the cluster; the name its token was issued for).
@@ -134,6 +137,7 @@ impl AgentConfig {
         }
         AgentConfig {
             server: server.to_owned(),
+            fallback_servers: vec![],
             token,
             node_name,
             dirs,
@@ -317,7 +321,9 @@ impl Agent {
         std::fs::create_dir_all(&cfg.dirs.logs)?;
         let runtime = new_runtime(&cfg).map_err(|e| AgentError::Other(e.to_string()))?;
         tracing::debug!(runtime = runtime.name(), "microVM backend");
-        let client = Client::new(&cfg.server, cfg.token.clone()).with_retries(4, Duration::from_millis(250));
+        let client = Client::new(&cfg.server, cfg.token.clone())
+            .with_fallbacks(&cfg.fallback_servers)
+            .with_retries(4, Duration::from_millis(250));
         let taps = vt_runtime::net::taps_available();
         if let Err(why) = &taps {
             tracing::warn!(%why, "instances on this node get no network");
@@ -337,7 +343,9 @@ impl Agent {
         let states = StateDir::open(cfg.dirs.instances.clone())?;
         std::fs::create_dir_all(&cfg.dirs.logs)?;
         let runtime = new_runtime(&cfg).map_err(|e| AgentError::Other(e.to_string()))?;
-        let client = Client::new(&cfg.server, cfg.token.clone()).with_retries(4, Duration::from_millis(250));
+        let client = Client::new(&cfg.server, cfg.token.clone())
+            .with_fallbacks(&cfg.fallback_servers)
+            .with_retries(4, Duration::from_millis(250));
         let taps = vt_runtime::net::taps_available();
         let cgroups = CgroupRoot::detect().ok();
         Self::assemble(cfg, client, states, runtime, taps, Some(network), cgroups)
@@ -1524,7 +1532,8 @@ impl Agent {
         let digest: Digest =
             release.image_digest.parse().map_err(|e| format!("bad image digest {}: {e}", release.image_digest))?;
         let images = self.images().await?;
-        let base = self.cfg.server.clone();
+        // The registry of the control plane in use (every control plane serves the same one).
+        let base = self.client.base().to_owned();
         let token = self.cfg.token.clone();
         let repo2 = repo.clone();
         let disk = tokio::task::spawn_blocking(move || {

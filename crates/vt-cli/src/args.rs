@@ -780,9 +780,9 @@ pub struct ServerArgs {
     /// What this server runs, comma-separated: `control-plane` (the API, the registry, the reconcilers), `edge` (the ingress), `agent` (the node agent); without `control-plane` (`agent` or `agent,edge`) the server joins a remote control plane (`--join`)
     #[arg(long, value_enum, value_name = "ROLES", value_delimiter = ',', default_value = "control-plane,edge,agent")]
     pub role: Vec<ServerRole>,
-    /// The control plane a node that runs only the agent joins: its API URL (docs/nodes.md)
-    #[arg(long, value_name = "URL")]
-    pub join: Option<String>,
+    /// The control plane a node that runs only the agent joins: its API URL; with several control planes on one database, their URLs comma-separated, tried in order when one cannot be reached (docs/nodes.md)
+    #[arg(long, value_name = "URL", value_delimiter = ',', num_args = 1)]
+    pub join: Vec<String>,
     /// The single-use enrollment token of a joining node's first start (`vt node enroll-token create`)
     #[arg(long, value_name = "TOKEN", env = "VT_ENROLL_TOKEN", hide_env_values = true, requires = "join")]
     pub enroll_token: Option<String>,
@@ -828,6 +828,9 @@ pub struct ServerArgs {
     /// How many backups of each volume to keep, e.g. `daily=7,weekly=4` (units: last, hourly, daily, weekly, monthly, yearly) [default: all]
     #[arg(long, value_name = "UNIT=N,...", requires = "backup_repo", value_parser = keep)]
     pub backup_keep: Option<Keep>,
+    /// Where the built-in registry keeps its blobs, manifests and tags [default: <data-dir>/registry]; control planes on one database share it by pointing here at one shared filesystem (NFS, CephFS; docs/registry.md)
+    #[arg(long, value_name = "DIR")]
+    pub registry_dir: Option<PathBuf>,
     /// What the built-in registry may hold per org, in GiB [default: no quota]
     #[arg(long, value_name = "GIB", value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
     pub registry_quota_gib: Option<u64>,

@@ -7,7 +7,15 @@
 //! so a retried request cannot act twice: the server replays the first answer.
 //!
 //! `{org}`, `{app}`, `{env}` arguments accept an id or a name, as the API does.
+//!
+//! A client may know several URLs of one control plane (control planes on one database,
+//! [`Client::with_fallbacks`]): it sends to the one in use, and when that one cannot be
+//! connected to, sends the same request to the next, in order, and keeps the one that answers.
+//! Only a failed connection moves it on: the request never reached a server, so trying another
+//! cannot act twice.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
@@ -72,7 +80,10 @@ pub struct Client {
     http: reqwest::Client,
     /// Why no request may be sent (`VT_CA_CERT` unusable), if so.
     refused: Option<String>,
-    base: String,
+    /// The server's root URLs: the first given, then the fallbacks.
+    bases: Arc<[String]>,
+    /// Which of `bases` requests go to (shared by the clones of a client).
+    current: Arc<AtomicUsize>,
     token: Option<String>,
     tries: u32,
     backoff: Duration,
@@ -104,7 +115,8 @@ impl Client {
         Client {
             http,
             refused,
-            base: base.trim_end_matches('/').to_owned(),
+            bases: Arc::new([base.trim_end_matches('/').to_owned()]),
+            current: Arc::default(),
             token,
             tries: 3,
             backoff: Duration::from_millis(200),
@@ -119,12 +131,35 @@ impl Client {
         self
     }
 
+    /// The same client with more URLs of the same control plane, tried in order after the
+    /// first when the one in use cannot be connected to (see the crate's docs).
+    pub fn with_fallbacks(mut self, urls: &[String]) -> Self {
+        let mut bases = self.bases.to_vec();
+        bases.extend(urls.iter().map(|u| u.trim_end_matches('/').to_owned()));
+        self.bases = bases.into();
+        self
+    }
+
+    /// The root URL requests go to now.
     pub fn base(&self) -> &str {
-        &self.base
+        &self.bases[self.current.load(Ordering::Relaxed) % self.bases.len()]
     }
 
     fn url(&self, path: &str) -> String {
-        format!("{}/v1{}", self.base, path)
+        format!("{}/v1{}", self.base(), path)
+    }
+
+    /// Requests go to the URL after `from` from now on (unless another request moved on
+    /// already); answers the one they go to.
+    fn move_on(&self, from: usize) -> usize {
+        let next = (from + 1) % self.bases.len();
+        match self.current.compare_exchange(from, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => {
+                tracing::warn!(unreachable = %self.bases[from], now = %self.bases[next], "control plane unreachable; using the next URL");
+                next
+            }
+            Err(now) => now % self.bases.len(),
+        }
     }
 
     fn request(&self, method: Method, url: &str, timeout: Option<Duration>) -> reqwest::RequestBuilder {
@@ -142,11 +177,60 @@ impl Client {
         if let Some(why) = &self.refused {
             return Err(Error::Connect { url: url.to_owned(), message: why.clone() });
         }
-        let resp = rb.send().await.map_err(|e| transport(url, e))?;
+        let (url, resp) = self.execute(url, rb).await?;
         if resp.status().is_success() {
             return Ok(resp);
         }
-        Err(error_response(url, resp).await)
+        Err(error_response(&url, resp).await)
+    }
+
+    /// Send `rb` (built for `url`, under the URL in use); while the server cannot be connected
+    /// to, the same request to the next URL, each at most once. Answers the URL that answered.
+    async fn execute(&self, url: &str, rb: reqwest::RequestBuilder) -> Result<(String, reqwest::Response)> {
+        let now = self.current.load(Ordering::Relaxed) % self.bases.len();
+        let under = |i: usize| url.strip_prefix(self.bases[i].as_str()).map(|rest| (i, rest.to_owned()));
+        let found = under(now).or_else(|| (0..self.bases.len()).find_map(under));
+        let (Some((mut at, rest)), true) = (found, self.bases.len() > 1) else {
+            return rb.send().await.map(|r| (url.to_owned(), r)).map_err(|e| transport(url, e));
+        };
+        let mut req = rb.build().map_err(|e| transport(url, e))?;
+        let mut url = url.to_owned();
+        for _ in 1..self.bases.len() {
+            let again = req.try_clone();
+            match self.http.execute(req).await {
+                Ok(resp) => return Ok((url, resp)),
+                Err(e) if e.is_connect() => {
+                    let Some(mut again) = again else { return Err(transport(&url, e)) };
+                    at = self.move_on(at);
+                    url = format!("{}{rest}", self.bases[at]);
+                    *again.url_mut() = reqwest::Url::parse(&url)
+                        .map_err(|e| Error::Connect { url: url.clone(), message: e.to_string() })?;
+                    req = again;
+                }
+                Err(e) => return Err(transport(&url, e)),
+            }
+        }
+        match self.http.execute(req).await {
+            Ok(resp) => Ok((url, resp)),
+            Err(e) => Err(transport(&url, e)),
+        }
+    }
+
+    /// A WebSocket to `path` on the URL in use; while the server cannot be connected to, to
+    /// the next URL, each at most once. `shown` is the path errors name.
+    async fn websocket(&self, path: &str, shown: &str) -> Result<exec::Ws> {
+        let mut at = self.current.load(Ordering::Relaxed) % self.bases.len();
+        let mut tries = self.bases.len();
+        loop {
+            let base = &self.bases[at];
+            match exec::websocket(base, self.token.as_deref(), path, &format!("{base}{shown}")).await {
+                Err(Error::Connect { .. } | Error::Timeout { .. }) if tries > 1 => {
+                    at = self.move_on(at);
+                    tries -= 1;
+                }
+                other => return other,
+            }
+        }
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
@@ -546,14 +630,15 @@ impl Client {
     /// The node's channel (its own token): a WebSocket of `vt_api::channel::NodeRequest`s.
     pub async fn node_channel(&self, node: &str) -> Result<exec::Ws> {
         let path = format!("/v1/nodes/{}/channel", seg(node));
-        exec::websocket(&self.base, self.token.as_deref(), &path, &format!("{}{path}", self.base)).await
+        self.websocket(&path, &path).await
     }
     /// The stream of request `request` of the node's channel (its own token): a WebSocket.
     pub async fn node_stream(&self, node: &str, request: &str) -> Result<exec::Ws> {
         let path = format!("/v1/nodes/{}/streams/{}", seg(node), seg(request));
-        // Errors never name the request id.
-        let shown = format!("{}/v1/nodes/{}/streams/…", self.base, seg(node));
-        exec::websocket(&self.base, self.token.as_deref(), &path, &shown).await
+        // Errors never name the request id. The stream goes to the control plane the channel
+        // is open with: the URL in use, never another.
+        let shown = format!("{}/v1/nodes/{}/streams/…", self.base(), seg(node));
+        exec::websocket(self.base(), self.token.as_deref(), &path, &shown).await
     }
     /// Every instance placed on a node, desired and current state.
     pub async fn node_instances(&self, node: &str) -> Result<NodeInstances> {
@@ -687,7 +772,7 @@ impl Client {
     /// Open the session `grant` allows: a WebSocket of `vt_api::exec` frames. A refusal (an
     /// expired or used grant, another token) is [`Error::Api`] with the server's message.
     pub async fn exec_connect(&self, grant: &ExecGrant) -> Result<exec::ExecConnection> {
-        exec::connect(&self.base, self.token.as_deref(), &grant.path).await
+        exec::connect(self.base(), self.token.as_deref(), &grant.path).await
     }
 }
 

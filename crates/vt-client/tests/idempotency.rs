@@ -7,6 +7,12 @@ use vt_client::{Client, Error};
 use vt_server::{Server, ServerConfig};
 
 async fn start() -> (Client, tempfile::TempDir) {
+    let (url, token, dir) = serve().await;
+    (Client::new(&url, Some(token)), dir)
+}
+
+/// A server: its URL, its admin token, its data directory.
+async fn serve() -> (String, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = ServerConfig::new(dir.path().to_owned(), SocketAddr::from(([127, 0, 0, 1], 0)));
     config.sqlite = vt_store::SqliteOptions { full_sync: false };
@@ -14,7 +20,7 @@ async fn start() -> (Client, tempfile::TempDir) {
     let addr = server.local_addr().unwrap();
     let token = std::fs::read_to_string(server.admin_token_written.clone().unwrap()).unwrap();
     tokio::spawn(server.run(std::future::pending()));
-    (Client::new(&format!("http://{addr}"), Some(token.trim().to_owned())), dir)
+    (format!("http://{addr}"), token.trim().to_owned(), dir)
 }
 
 fn name(s: &str) -> Name {
@@ -91,4 +97,38 @@ async fn retries_a_503_with_the_same_key() {
     assert_eq!(org.value.name, "acme");
     assert_eq!(org.seq, 7);
     assert_eq!(*keys.lock().unwrap(), ["the-key", "the-key"]);
+}
+
+/// A client given several URLs of a control plane: the one that cannot be connected to is
+/// left for the next, for reads and mutations (same key: acts once), and the client keeps
+/// the one that answered.
+#[tokio::test]
+async fn an_unreachable_url_is_left_for_the_next() {
+    let (up, admin, _dir) = serve().await;
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    let client = Client::new(&closed, Some(admin.clone())).with_fallbacks(std::slice::from_ref(&up));
+    assert_eq!(client.base(), closed);
+
+    let org = client.org_create(&CreateOrg { name: name("acme") }, "failover-1").await.unwrap();
+    assert!(!org.replayed);
+    assert_eq!(client.base(), up, "the client keeps the URL that answered");
+    assert_eq!(client.org_get("acme").await.unwrap().id, org.value.id);
+
+    // Every clone shares the URL in use; a clone made before moving on moves too.
+    let twin = Client::new(&closed, Some(admin)).with_fallbacks(std::slice::from_ref(&up));
+    let copy = twin.clone();
+    let again = twin.org_create(&CreateOrg { name: name("acme") }, "failover-1").await.unwrap();
+    assert!(again.replayed, "the same key acted once");
+    assert_eq!(copy.base(), up);
+
+    // Every URL down: the error names the last one tried.
+    let down = Client::new(&closed, None)
+        .with_fallbacks(std::slice::from_ref(&closed))
+        .with_retries(1, std::time::Duration::from_millis(1));
+    let err = down.org_list().await.unwrap_err();
+    assert!(matches!(err, Error::Connect { .. }), "{err}");
+    assert!(err.to_string().contains(&closed), "{err}");
 }

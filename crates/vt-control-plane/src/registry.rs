@@ -55,7 +55,8 @@ impl Registry {
 pub(crate) const GC_GRACE: Duration = Duration::from_secs(24 * 3600);
 /// How often the registry is collected in the background.
 const GC_EVERY: Duration = Duration::from_secs(3600);
-const GC: &str = "deletes registry blobs no image or release references (a day old) and abandoned uploads, hourly";
+const GC: &str =
+    "deletes registry blobs no image or release references (a day old) and abandoned uploads, hourly, on the leader";
 
 /// What the registry's garbage collection last did.
 #[derive(Debug, Default)]
@@ -120,7 +121,12 @@ pub(crate) fn start_gc(cp: &Arc<ControlPlane>) -> Option<tokio::task::JoinHandle
         BackgroundTask {
             name: "registry-gc".into(),
             description: GC.into(),
-            state: if s.last_error.is_some() { TaskState::Failing } else { TaskState::Running },
+            // One collector for a storage control planes share: the one leading.
+            state: match (cp.leader.leading(), &s.last_error) {
+                (false, _) => TaskState::Standby,
+                (true, Some(_)) => TaskState::Failing,
+                (true, None) => TaskState::Running,
+            },
             activations: s.runs,
             last_activation_at: s.last_at,
             last_error: s.last_error,
@@ -131,6 +137,9 @@ pub(crate) fn start_gc(cp: &Arc<ControlPlane>) -> Option<tokio::task::JoinHandle
         loop {
             tokio::time::sleep(GC_EVERY).await;
             let Some(cp) = weak.upgrade() else { return };
+            if !cp.leader.leading() {
+                continue;
+            }
             if let Err(e) = cp.registry_gc().await {
                 let why = e.internal.as_deref().unwrap_or(&e.message);
                 tracing::warn!(error = %why, "registry gc failed; retried in an hour");

@@ -9,6 +9,7 @@
 //! <root>/repositories/<name>/_manifests/sha256/<hex> media type of a manifest pushed to <name>
 //! <root>/repositories/<name>/_tags/<tag>             `sha256:<hex>` the tag points to
 //! <root>/tmp/                                        files being written, renamed into place
+//! <root>/gc.lock                                      locked by gc (exclusive) and by writes that reference blobs
 //! ```
 //!
 //! Every file appears under its final name complete: it is written aside, fsynced and renamed.
@@ -47,6 +48,16 @@ use vt_image::Digest;
 /// The layout [`Storage::open`] leaves on disk (see the module docs).
 pub const LAYOUT_VERSION: u32 = 2;
 
+/// What [`Storage::referencing`] holds.
+pub struct Referencing<'a> {
+    _in_process: RwLockReadGuard<'a, ()>,
+    _file: Option<std::fs::File>,
+}
+
+/// The lock file gc and the writes that reference blobs take (see [`Storage::referencing`]).
+const GC_LOCK: &str = "gc.lock";
+/// A file in `tmp/` untouched for this long was left by a crash ([`Storage::open`] deletes it).
+const TMP_STALE: Duration = Duration::from_secs(3600);
 /// Name of the file under the root that records the layout version.
 const LAYOUT_FILE: &str = "layout-version";
 
@@ -157,9 +168,14 @@ impl Storage {
         for d in ["blobs/sha256", "uploads", "repositories", "tmp"] {
             std::fs::create_dir_all(root.join(d))?;
         }
+        // Files a crash left half-written. Only old ones: another process sharing the storage
+        // (control planes on one database) may be writing the young ones now.
         if let Ok(entries) = std::fs::read_dir(root.join("tmp")) {
+            let stale = SystemTime::now().checked_sub(TMP_STALE).unwrap_or(SystemTime::UNIX_EPOCH);
             for e in entries.flatten() {
-                let _ = std::fs::remove_file(e.path());
+                if e.metadata().and_then(|m| m.modified()).is_ok_and(|at| at < stale) {
+                    let _ = std::fs::remove_file(e.path());
+                }
             }
         }
         let st = Storage::at(root);
@@ -186,9 +202,23 @@ impl Storage {
     }
 
     /// Held while a write makes a blob referenced (a manifest put, a mount): [`Storage::gc`]
-    /// waits for it, so it never deletes a blob between its check and its use.
-    pub fn referencing(&self) -> RwLockReadGuard<'_, ()> {
-        self.gc_lock.read().unwrap_or_else(|e| e.into_inner())
+    /// waits for it, so it never deletes a blob between its check and its use. Across the
+    /// processes sharing the storage too (control planes on one database): a shared lock on
+    /// `<root>/gc.lock`, which gc takes exclusively.
+    pub fn referencing(&self) -> Referencing<'_> {
+        let in_process = self.gc_lock.read().unwrap_or_else(|e| e.into_inner());
+        Referencing { _in_process: in_process, _file: self.lock_file(false) }
+    }
+
+    /// `<root>/gc.lock`, locked shared or exclusive (released when dropped); `None` when the
+    /// filesystem refuses (the in-process lock still holds).
+    fn lock_file(&self, exclusive: bool) -> Option<std::fs::File> {
+        let path = self.root.join(GC_LOCK);
+        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path);
+        let locked = file.and_then(|f| if exclusive { f.lock() } else { f.lock_shared() }.map(|()| f));
+        locked
+            .map_err(|e| tracing::warn!(path = %path.display(), error = %e, "cannot lock the registry's gc lock"))
+            .ok()
     }
 
     /// How many more bytes upload `id` of repository `name`, now `size` bytes long, may take:
@@ -269,6 +299,7 @@ impl Storage {
     /// repository links; and the abandoned uploads.
     pub fn gc(&self, keep: &[Digest], grace: Duration, now: SystemTime) -> io::Result<GcReport> {
         let _alone = self.gc_lock.write().unwrap_or_else(|e| e.into_inner());
+        let _alone_everywhere = self.lock_file(true);
         let mut report = GcReport { uploads_expired: self.expire_uploads(now)? as u64, ..Default::default() };
         let mut repos = Vec::new();
         self.find_repositories(&self.root.join("repositories"), "", &mut repos)?;
@@ -308,7 +339,10 @@ impl Storage {
                     _ => {}
                 }
             }
-            std::fs::remove_file(&path)?;
+            // Another process sharing the storage may have collected it first.
+            if not_found(std::fs::remove_file(&path))?.is_none() {
+                continue;
+            }
             report.blobs_removed += 1;
             report.bytes_freed += len;
         }

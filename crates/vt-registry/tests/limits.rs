@@ -133,3 +133,36 @@ async fn gc_removes_unreferenced_blobs_and_keeps_referenced_ones() {
     let report = storage.gc(&keep, Duration::from_secs(3600), later).unwrap();
     assert_eq!((report.blobs_removed, report.blobs_kept), (0, 4));
 }
+
+/// Two storages on one directory (control planes sharing a registry): gc on one waits for a
+/// write referencing blobs on the other, and opening one leaves the other's files in progress
+/// in `tmp/` alone.
+#[test]
+fn storages_sharing_a_directory_stay_out_of_each_others_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = Storage::open(dir.path()).unwrap();
+    let other = Storage::at(dir.path());
+
+    let held = one.referencing();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let collector = std::thread::spawn(move || {
+        let report = other.gc(&[], Duration::from_secs(3600), SystemTime::now()).unwrap();
+        tx.send(report.blobs_removed).unwrap();
+        other
+    });
+    assert!(rx.recv_timeout(Duration::from_millis(300)).is_err(), "gc waits while another storage references");
+    drop(held);
+    assert_eq!(rx.recv_timeout(Duration::from_secs(10)).unwrap(), 0);
+    let other = collector.join().unwrap();
+
+    drop(other);
+
+    // A file another process is writing survives an open; one a crash left an hour ago does not.
+    let (young, old) = (dir.path().join("tmp/young"), dir.path().join("tmp/old"));
+    std::fs::write(&young, b"in progress").unwrap();
+    std::fs::write(&old, b"left by a crash").unwrap();
+    let hour_ago = SystemTime::now() - Duration::from_secs(3700);
+    std::fs::File::options().write(true).open(&old).unwrap().set_modified(hour_ago).unwrap();
+    Storage::open(dir.path()).unwrap();
+    assert!(young.exists() && !old.exists());
+}

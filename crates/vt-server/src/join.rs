@@ -29,8 +29,18 @@ const REGISTER_WAIT: Duration = Duration::from_secs(10);
 pub struct Join {
     /// The control plane's API URL (`https://cp.example:7411`).
     pub url: String,
+    /// Other control planes on the same database (`--join URL,URL2`): the node turns to the
+    /// next when the one it uses cannot be reached (docs/nodes.md).
+    pub fallbacks: Vec<String>,
     /// The enrollment token (`vt node enroll-token create`); only the first start needs it.
     pub enroll_token: Option<String>,
+}
+
+impl Join {
+    /// A client of the control plane with `token`, turning to the fallbacks as needed.
+    pub fn client(&self, token: String) -> vt_client::Client {
+        vt_client::Client::new(&self.url, Some(token)).with_fallbacks(&self.fallbacks)
+    }
 }
 
 /// What `<data-dir>/enrollment.json` keeps: no secret.
@@ -111,7 +121,7 @@ impl NodeServer {
         // The edge first: its ingress serves the table it kept from its last run at once.
         let edge = match &config.ingress {
             Some(addrs) => {
-                let client = vt_client::Client::new(&join.url, Some(token.clone()));
+                let client = join.client(token.clone());
                 let source = Arc::new(crate::remote_edge::HttpSource::new(client, name.to_string()));
                 let (ingress, task, _) =
                     crate::ingress_and_edge(&data, addrs, source, &name, Duration::from_millis(250)).await?;
@@ -177,6 +187,7 @@ async fn start_agent(
     notices: &mut Vec<Notice>,
 ) -> Result<RunningAgent, ServerError> {
     let mut agent_config = crate::agent_config(config, data, &join.url, token, name);
+    agent_config.fallback_servers = join.fallbacks.clone();
     agent_config.labels = enrollment.labels.clone();
     agent_config.wireguard_public_key = Some(key.public());
     if let Some(mesh) = &config.mesh {
@@ -249,22 +260,22 @@ async fn enroll(
             join.url
         )));
     };
-    let client = vt_client::Client::new(&join.url, Some(enroll_token.clone()));
+    let client = join.client(enroll_token.clone());
     let enrolled = client
         .node_enroll(&EnrollNode { name: name.clone() })
         .await
-        .map_err(|e| ServerError::Config(format!("enrolling at {} failed: {e}", join.url)))?;
+        .map_err(|e| ServerError::Config(format!("enrolling at {} failed: {e}", client.base())))?;
     // The token first: a crash after it leaves a node that can start again with it.
     crate::tokens::write_node_token(&data.node_token(), &enrolled.secret)?;
     let enrollment = Enrollment {
         node_id: enrolled.node_id.to_string(),
         name: enrolled.name,
         labels: enrolled.labels,
-        control_plane: join.url.clone(),
+        control_plane: client.base().to_owned(),
     };
     let json = serde_json::to_vec_pretty(&enrollment).map_err(|e| ServerError::Config(e.to_string()))?;
     vt_secrets::write_private(&data.enrollment(), &json)
         .map_err(|e| ServerError::Config(format!("cannot write {}: {e}", data.enrollment().display())))?;
-    notices.push(Notice::Info(format!("enrolled at {} as node `{}`", join.url, enrollment.name)));
+    notices.push(Notice::Info(format!("enrolled at {} as node `{}`", enrollment.control_plane, enrollment.name)));
     Ok((enrolled.secret, enrollment))
 }

@@ -97,6 +97,9 @@ pub struct ServerConfig {
     pub backup_every: Option<Duration>,
     /// Bytes the registry may hold per org; `None`: no quota.
     pub registry_quota: Option<u64>,
+    /// Where the registry's storage is; `None`: `<data-dir>/registry`. Control planes on one
+    /// database share one (a shared filesystem) so that each serves every image.
+    pub registry_dir: Option<PathBuf>,
     /// A node without a heartbeat for this long is unreachable (its instances are placed elsewhere).
     pub heartbeat_timeout: Duration,
     /// How long requests in flight may take to finish once a shutdown begins.
@@ -211,6 +214,7 @@ impl ServerConfig {
             backup: None,
             backup_every: None,
             registry_quota: None,
+            registry_dir: None,
             heartbeat_timeout: vt_control_plane::scheduler::SchedulerSettings::default().heartbeat_timeout,
             drain_timeout: serve::DEFAULT_DRAIN,
             vm_stop_timeout: DEFAULT_VM_STOP_TIMEOUT,
@@ -389,16 +393,22 @@ impl Server {
         let local = config.agent.is_some();
         let logs: Arc<dyn vt_control_plane::logs::LogSource> = Arc::new(logs::LocalLogs { dir: data.agent().logs });
         let exec = Arc::new(exec::LocalExec::default());
+        let registry_dir = config.registry_dir.clone().unwrap_or_else(|| data.registry());
         let settings = Settings {
-            registry_dir: Some(data.registry()),
+            registry_limits: vt_registry::Limits {
+                // Uploads are checked against the free space where they are written.
+                budget: Some(vt_disk::DiskBudget::new(
+                    &registry_dir,
+                    config.disk_reserve,
+                    node_name(config).to_string(),
+                )),
+                namespace_quota: config.registry_quota,
+            },
+            registry_dir: Some(registry_dir),
             logs: local.then_some(logs),
             master_key: Some(Arc::new(master_key)),
             api_port: Some(addr.port()),
             network: config.network,
-            registry_limits: vt_registry::Limits {
-                budget: Some(disk_budget(config, &data)),
-                namespace_quota: config.registry_quota,
-            },
             exec: local.then(|| exec.clone() as Arc<dyn vt_control_plane::exec::ExecBackend>),
             exec_grant_ttl: None,
             workspaces: vt_control_plane::app::workspaces::WorkspaceSettings {
@@ -608,8 +618,12 @@ const AGENT: &str = "runs the instances placed on this node as microVMs and repo
 
 /// The disk budget of this node's data directory.
 fn disk_budget(config: &ServerConfig, data: &DataDir) -> vt_disk::DiskBudget {
-    let node = config.agent.clone().unwrap_or_else(host_name);
-    vt_disk::DiskBudget::new(data.root(), config.disk_reserve, node.to_string())
+    vt_disk::DiskBudget::new(data.root(), config.disk_reserve, node_name(config).to_string())
+}
+
+/// The node this server runs the agent of, or the host's name.
+fn node_name(config: &ServerConfig) -> Hostname {
+    config.agent.clone().unwrap_or_else(host_name)
 }
 
 /// The name this host goes by as a node: the host name, when it is one.

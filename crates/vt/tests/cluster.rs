@@ -2,12 +2,16 @@
 //! control planes sharing it in a "hub" network namespace, and three nodes, each a `vt server
 //! --role agent --join` in its own namespace with its own uplink (a veth on the hub's bridge)
 //! and its own data directory, connected only by those links and the WireGuard mesh over them.
+//! The control planes share one registry directory (`--registry-dir`, standing for a shared
+//! filesystem); the nodes join both (`--join URL1,URL2`) and follow the first, the leader.
 //!
-//! In one run: three enrollments (timed); a deploy of three instances spread over the nodes; a
-//! TCP route on node 1's own ingress (`--role agent,edge`) serving from the instances on nodes 2
-//! and 3 through the mesh; node 3's agent SIGKILLed with its VMs and its instance placed again
-//! within the heartbeat timeout and a boot; the leading control plane SIGKILLed, the lease moving
-//! to the other and a deploy completing through it; a used enrollment token refused; node 3
+//! In one run: three enrollments (timed); a deploy of three instances spread over the nodes (the
+//! image pushed through the standby, pulled through the leader); a TCP route on node 1's own
+//! ingress (`--role agent,edge`) serving from the instances on nodes 2 and 3 through the mesh;
+//! node 3's agent SIGKILLed with its VMs and its instance placed again within the heartbeat
+//! timeout and a boot; the leading control plane SIGKILLed, the lease moving to the other, the
+//! nodes turning to it, and a deploy of an image pushed through the dead one completing through
+//! it; an exec through it into an instance of a node; a used enrollment token refused; node 3
 //! revoked and gone from the others' WireGuard peers. Printed: enrollment → ready, the overlay's
 //! ping RTT and TCP throughput between two nodes against their direct link, and the lease's
 //! failover time.
@@ -37,6 +41,29 @@ fn database_url() -> Option<String> {
             None
         }
     }
+}
+
+/// The busybox image with `/www/v2` added, pushed as `acme/web:v2` through `url`: its reference.
+fn second_image(ns: &Netns, dir: &std::path::Path, url: &str, admin: &str) -> String {
+    let build = dir.join("build-v2");
+    vt_image::testing::busybox_rootfs(&build.join("rootfs")).unwrap();
+    std::fs::create_dir_all(build.join("rootfs/www")).unwrap();
+    std::fs::write(build.join("rootfs/www/v2"), "v2\n").unwrap();
+    let img = vt_image::layout::write_image(
+        &build.join("rootfs"),
+        &build.join("layout"),
+        Default::default(),
+        vt_image::layout::LayerFormat::Uncompressed,
+    )
+    .unwrap();
+    cli(
+        ns,
+        dir,
+        url,
+        admin,
+        &["image", "push", build.join("layout").to_str().unwrap(), "--repo", "acme/web", "--tag", "v2"],
+    );
+    format!("acme/web@{}", img.manifest.digest)
 }
 
 /// Every process left in `ns` (a killed node's VMs, its boringtun), SIGKILLed.
@@ -132,8 +159,10 @@ fn three_nodes_two_control_planes_one_postgresql() {
     let range = format!("{ingress_port}-{ingress_port}");
 
     // Two control planes on one PostgreSQL; the first leads.
+    let registry = dir.path().join("registry").to_str().unwrap().to_owned();
     let cp_args = |key: Option<String>| {
         let mut a = vec!["--database-url".to_owned(), db.clone(), "--ingress-tcp-ports".into(), range.clone()];
+        a.extend(["--registry-dir".into(), registry.clone()]);
         a.extend(["--heartbeat-timeout".into(), "10s".into()]);
         a.extend(key.map(|k| ["--master-key-file".to_owned(), k]).into_iter().flatten());
         a
@@ -146,7 +175,7 @@ fn three_nodes_two_control_planes_one_postgresql() {
     let args2 = cp_args(Some(dir.path().join("cp1/master.key").to_str().unwrap().to_owned()));
     let args2: Vec<&str> = args2.iter().map(String::as_str).collect();
     let (_cp2, url2, _) = control_plane(&hub, dir.path(), "cp2", &listen2, "control-plane", &args2);
-    // The nodes follow the second (the standby): it serves the API while the first leads.
+    // The admin uses the second (the standby): it serves the API while the first leads.
     let vt = |args: &[&str]| cli(&hub, dir.path(), &url2, &admin, args);
     let task = |url: &str, name: &str| {
         let tasks = cli(&hub, dir.path(), url, &admin, &["system", "tasks"]);
@@ -156,7 +185,9 @@ fn three_nodes_two_control_planes_one_postgresql() {
     wait_for("the second control plane stands by", Duration::from_secs(10), || task(&url2, "scheduler") == "standby");
     assert_eq!(task(&url1, "scheduler"), "running");
 
-    // Three nodes enroll; node 1 also runs an edge on its uplink.
+    // Three nodes enroll, joining both control planes (they use the first); node 1 also runs an
+    // edge on its uplink.
+    let both = format!("{url1},{url2}");
     let mut enrolled = vec![];
     let mut children: Vec<ServerChild> = vec![];
     for (i, ns) in nodes.iter().enumerate() {
@@ -164,7 +195,7 @@ fn three_nodes_two_control_planes_one_postgresql() {
         let edge = format!("10.79.0.1{}", i + 1);
         let extra: Vec<&str> = if i == 0 { vec!["--role", "agent,edge", "--ingress-listen", &edge] } else { vec![] };
         let t = Instant::now();
-        let (child, _) = join(ns, dir.path(), &url2, &admin, &name, &extra);
+        let (child, _) = join(ns, dir.path(), &both, &admin, &name, &extra);
         wait_for(&format!("{name} ready"), Duration::from_secs(30), || {
             try_cli(&hub, dir.path(), &url2, &admin, &["node", "get", &name]).is_ok_and(|n| n["status"] == "ready")
         });
@@ -179,7 +210,7 @@ fn three_nodes_two_control_planes_one_postgresql() {
     });
 
     // A deploy of three instances spreads over the three nodes.
-    let (image, manifest) = deploy_busybox(&vt, dir.path(), &instance_id_server(3));
+    let (_, manifest) = deploy_busybox(&vt, dir.path(), &instance_id_server(3));
     let node_ids: Vec<String> =
         (1..=3).map(|i| vt(&["node", "get", &format!("node-{i}")])["id"].as_str().unwrap().to_owned()).collect();
     let placed = running(&vt);
@@ -213,15 +244,28 @@ fn three_nodes_two_control_planes_one_postgresql() {
     let replaced_in = t.elapsed();
     assert_eq!(vt(&["node", "get", "node-3"])["status"], "unreachable");
 
-    // The leading control plane dies: the other takes the lease, and a deploy completes.
+    // An image pushed through the leader, which then dies: the other takes the lease, the
+    // nodes turn to it, and a deploy of that image (pulled through the survivor, from the
+    // registry they share) completes.
+    let v2 = second_image(&hub, dir.path(), &url1, &admin);
     run(Command::new("kill").args(["-KILL", &cp1.id().to_string()])).unwrap();
     cp1.wait().unwrap();
     let t = Instant::now();
     wait_for("the second control plane leads", Duration::from_secs(20), || task(&url2, "scheduler") == "running");
     let failover = t.elapsed();
     std::fs::write(&manifest, instance_id_server(3).replace("memory_mib = 96", "memory_mib = 112")).unwrap();
-    vt(&["deploy", "--wait", "--image", &image, "--manifest", manifest.to_str().unwrap()]);
-    assert_eq!(running(&vt).len(), 3);
+    vt(&["deploy", "--wait", "--image", &v2, "--manifest", manifest.to_str().unwrap()]);
+    let now = running(&vt);
+    assert_eq!(now.len(), 3);
+    // Logs and exec reach a node's instance through the survivor: the node's channel moved too.
+    let (instance, _) = now.iter().find(|(_, n)| *n == node_ids[1]).unwrap();
+    let out = run(&mut common::netns::vt_in(
+        &hub,
+        dir.path(),
+        &["--server", &url2, "--token", &admin, "exec", instance, "--", "cat", "/www/v2"],
+    ))
+    .unwrap();
+    assert_eq!(out.trim(), "v2", "exec through the survivor into node 2's instance");
 
     // A used enrollment token is refused.
     let token = vt(&["node", "enroll-token", "create"])["secret"].as_str().unwrap().to_owned();

@@ -48,6 +48,15 @@ fn usage_errors_are_2() {
     s.seed();
     snap!("bad_scale", s.run(&["scale", "web=many"]));
     snap!("deploy_nothing", s.run(&["deploy"]));
+    // A node's `--join` names each control plane URL it cannot use, before anything is written.
+    let data = dir.path().join("node");
+    let join = ["server", "--role", "agent", "--join", "http://cp1.example:7411,ftp://cp2.example", "--data-dir"];
+    let mut args = join.to_vec();
+    args.push(data.to_str().unwrap());
+    let r = Run::of(vt_isolated(dir.path(), &args).output().unwrap(), dir.path());
+    assert_eq!(r.code, 2, "{}", r.text);
+    assert!(r.text.contains("--join `ftp://cp2.example`: not a control plane URL"), "{}", r.text);
+    assert!(!data.exists(), "nothing written");
 }
 
 #[test]

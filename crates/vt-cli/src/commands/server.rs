@@ -98,13 +98,13 @@ pub async fn run(p: &Printer, args: ServerArgs) -> CliResult {
     config.agent =
         (has(ServerRole::Agent) && !args.no_agent).then(|| args.node_name.clone().unwrap_or_else(vt_server::host_name));
     // A joined node meshes unless told not to; a single host only when asked.
-    let mesh = if args.join.is_some() { !args.no_mesh } else { args.mesh };
+    let mesh = if !args.join.is_empty() { !args.no_mesh } else { args.mesh };
     config.mesh = mesh.then(|| vt_server::MeshSettings {
         port: args.wireguard_port,
         address: args.node_address,
         interface: args.mesh_interface.clone(),
     });
-    if has(ServerRole::ControlPlane) && args.join.is_some() {
+    if has(ServerRole::ControlPlane) && !args.join.is_empty() {
         return Err(CliError::usage(
             "--join is for a node that runs only the agent and joins a remote control plane",
             Some("add `--role agent`".into()),
@@ -134,6 +134,7 @@ pub async fn run(p: &Printer, args: ServerArgs) -> CliResult {
     config.check().map_err(|e| CliError::usage(e.to_string(), None))?;
     config.disk_reserve = args.disk_reserve;
     config.registry_quota = args.registry_quota_gib.map(|g| g << 30);
+    config.registry_dir = args.registry_dir.clone();
     config.backup = match (&args.backup_repo, &args.backup_password_file) {
         (Some(repo), Some(password_file)) => {
             if !password_file.is_file() {
@@ -220,7 +221,7 @@ async fn run_joined(p: &Printer, args: &ServerArgs, config: ServerConfig) -> Cli
             Some("use `--role agent,edge`".into()),
         ));
     }
-    let Some(url) = args.join.clone() else {
+    let Some((url, fallbacks)) = args.join.split_first() else {
         return Err(CliError::usage(
             "a server without the control plane joins one: pass --join URL",
             Some(
@@ -232,11 +233,23 @@ async fn run_joined(p: &Printer, args: &ServerArgs, config: ServerConfig) -> Cli
     if config.agent.is_none() {
         return Err(CliError::usage("nothing to run: `--role agent` (or `agent,edge`) without `--no-agent`", None));
     }
-    let join = vt_server::join::Join { url, enroll_token: args.enroll_token.clone() };
+    for u in &args.join {
+        if !(u.starts_with("http://") || u.starts_with("https://")) || u.contains(char::is_whitespace) {
+            return Err(CliError::usage(
+                format!("--join `{u}`: not a control plane URL"),
+                Some("give the API URL the control plane printed, e.g. `https://cp.example:7411` (several: comma-separated)".into()),
+            ));
+        }
+    }
+    let join = vt_server::join::Join {
+        url: url.clone(),
+        fallbacks: fallbacks.to_vec(),
+        enroll_token: args.enroll_token.clone(),
+    };
     let mut signals = Signals::new()?;
     let node = vt_server::join::NodeServer::start(&config, &join).await.map_err(failed)?;
     notices(p, &node.notices);
-    p.notice(&format!("vt node `{}` ready, following {}", node.name, join.url));
+    p.notice(&format!("vt node `{}` ready, following {}", node.name, args.join.join(", ")));
     let stopped = node
         .run(async move {
             let first = signals.next().await;

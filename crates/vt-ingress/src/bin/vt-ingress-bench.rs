@@ -178,6 +178,44 @@ fn haproxy_config(backend: SocketAddr, tcp_port: u16, sni_port: u16, threads: us
     )
 }
 
+/// HAProxy on two free ports, its log in `dir`. A port another socket took between its
+/// probe and HAProxy's bind makes HAProxy exit: tried again on new ports, three times in all.
+async fn start_haproxy(dir: &Path, backend: SocketAddr, p: &Params) -> Res<(Child, u16, u16)> {
+    let cfg_path = dir.join("haproxy.cfg");
+    let log_path = dir.join("haproxy.log");
+    let mut attempt = 1;
+    loop {
+        let (tcp, sni) = (free_port()?, free_port()?);
+        std::fs::write(&cfg_path, haproxy_config(backend, tcp, sni, p.threads, p.haproxy_splice))?;
+        let mut ha = Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(&cfg_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path)?)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot run haproxy (apt-get install -y haproxy): {e}"))?;
+        let ready = match wait_ready(tcp, &mut ha, "haproxy").await {
+            Ok(()) => wait_ready(sni, &mut ha, "haproxy").await,
+            Err(e) => Err(e),
+        };
+        match ready {
+            Ok(()) => return Ok((ha, tcp, sni)),
+            Err(e) => {
+                let _ = ha.kill().await;
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                if attempt == 3 {
+                    return Err(format!("{e}; its log: {}", log.trim()).into());
+                }
+                eprintln!("haproxy did not start ({e}; its log: {}); again on other ports", log.trim());
+                attempt += 1;
+            }
+        }
+    }
+}
+
 async fn wait_ready(port: u16, child: &mut Child, what: &str) -> Res<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -449,7 +487,7 @@ async fn run(p: Params) -> Res<()> {
     let backend = echo_backend().await?;
     let dir = std::env::temp_dir().join(format!("vt-ingress-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let (vt_tcp, vt_sni, ha_tcp, ha_sni) = (free_port()?, free_port()?, free_port()?, free_port()?);
+    let (vt_tcp, vt_sni) = (free_port()?, free_port()?);
 
     let table_path = dir.join("routes.json");
     write_table(&table_path, backend, vt_tcp, vt_sni)?;
@@ -460,23 +498,9 @@ async fn run(p: Params) -> Res<()> {
         .stdin(Stdio::null())
         .kill_on_drop(true)
         .spawn()?;
-
-    let cfg_path = dir.join("haproxy.cfg");
-    std::fs::write(&cfg_path, haproxy_config(backend, ha_tcp, ha_sni, p.threads, p.haproxy_splice))?;
-    let mut ha = Command::new("haproxy")
-        .arg("-db")
-        .arg("-f")
-        .arg(&cfg_path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("cannot run haproxy (apt-get install -y haproxy): {e}"))?;
     wait_ready(vt_tcp, &mut vt, "vt-ingress").await?;
     wait_ready(vt_sni, &mut vt, "vt-ingress").await?;
-    wait_ready(ha_tcp, &mut ha, "haproxy").await?;
-    wait_ready(ha_sni, &mut ha, "haproxy").await?;
+    let (mut ha, ha_tcp, ha_sni) = start_haproxy(&dir, backend, &p).await?;
 
     let hello = Arc::new(vt_ingress::testing::rustls_client_hello(SNI_HOST));
     let local = |port| SocketAddr::from(([127, 0, 0, 1], port));

@@ -120,11 +120,13 @@ pub fn try_cli(ns: &Netns, dir: &Path, url: &str, admin: &str, args: &[&str]) ->
     serde_json::from_str(&out).map_err(|e| format!("{e}: {out}"))
 }
 
-/// `vt server --role agent --join URL` in `ns` as node `name` (`node-X`), enrolled with a
+/// `vt server --role agent --join URL[,URL2]` in `ns` as node `name` (`node-X`), enrolled with a
 /// fresh token; its nftables table and WireGuard interface are `vtmX`. The child once ready,
 /// and its interface.
 pub fn join(ns: &Netns, dir: &Path, url: &str, admin: &str, name: &str, extra: &[&str]) -> (ServerChild, String) {
-    let token = cli(ns, dir, url, admin, &["node", "enroll-token", "create"])["secret"].as_str().unwrap().to_owned();
+    // `url` may list several control planes (`--join URL1,URL2`): the token from the first.
+    let first = url.split(',').next().unwrap_or(url);
+    let token = cli(ns, dir, first, admin, &["node", "enroll-token", "create"])["secret"].as_str().unwrap().to_owned();
     let iface = format!("vtm{}", &name[5..]);
     let data = dir.join(name);
     let mut args = vec![
