@@ -6,7 +6,9 @@
 //!
 //! [`Agent::serve_channel`] connects, and connects again with backoff whenever the channel
 //! closes (a control plane restarting, a network failure, the control plane silent for
-//! [`SILENCE`]).
+//! [`SILENCE`]). A node that knows several control planes (on one database: `--join
+//! URL1,URL2`) keeps a channel to each, so whichever one a user asks serves the node's logs
+//! and exec; each request's stream goes back to the control plane that asked.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +18,7 @@ use tokio::time::Instant;
 use vt_api::channel::{NodeRequest, StreamOpen};
 use vt_api::exec::{close, ClientFrame, ExecExit, ServerFrame, MAX_PAYLOAD};
 use vt_client::exec::{CloseCode, CloseFrame, Message, Ws};
+use vt_client::Client;
 use vt_runtime::exec as rt;
 
 use crate::{Agent, ExecError};
@@ -29,20 +32,34 @@ const HEALTHY: Duration = Duration::from_secs(10);
 pub const SILENCE: Duration = Duration::from_secs(45);
 
 impl Agent {
-    /// Keep this node's channel to its control plane open and answer its requests, until the
-    /// future is dropped (a joined node runs it beside [`Agent::run`]).
+    /// Keep this node's channel to each of its control planes open and answer their requests,
+    /// until the future is dropped (a joined node runs it beside [`Agent::run`]).
     pub async fn serve_channel(self: Arc<Self>) {
+        let urls = std::iter::once(&self.cfg.server).chain(&self.cfg.fallback_servers);
+        let channels = urls.map(|url| self.clone().keep_channel(Client::new(url, self.cfg.token.clone())));
+        futures_util::future::join_all(channels).await;
+    }
+
+    /// The channel to the control plane `cp`, connected again whenever it closes.
+    async fn keep_channel(self: Arc<Self>, cp: Client) {
         let mut backoff = BACKOFF_FIRST;
         loop {
             let node = self.cfg.node_name.to_string();
             let began = Instant::now();
-            match self.client.node_channel(&node).await {
+            match cp.node_channel(&node).await {
                 Ok(ws) => {
-                    tracing::info!(node, "channel to the control plane open");
-                    let why = self.clone().follow_channel(ws).await;
-                    tracing::info!(node, why, "channel to the control plane closed; connecting again");
+                    tracing::info!(node, control_plane = cp.base(), "channel to the control plane open");
+                    let why = self.clone().follow_channel(ws, &cp).await;
+                    tracing::info!(
+                        node,
+                        control_plane = cp.base(),
+                        why,
+                        "channel to the control plane closed; connecting again"
+                    );
                 }
-                Err(e) => tracing::warn!(node, error = %e, "cannot open the channel to the control plane; retrying"),
+                Err(e) => {
+                    tracing::warn!(node, control_plane = cp.base(), error = %e, "cannot open the channel to the control plane; retrying")
+                }
             }
             if began.elapsed() >= HEALTHY {
                 backoff = BACKOFF_FIRST;
@@ -52,8 +69,8 @@ impl Agent {
         }
     }
 
-    /// Take requests from an open channel until it closes: why it did.
-    async fn follow_channel(self: Arc<Self>, mut ws: Ws) -> &'static str {
+    /// Take requests from an open channel to `cp` until it closes: why it did.
+    async fn follow_channel(self: Arc<Self>, mut ws: Ws, cp: &Client) -> &'static str {
         loop {
             let msg = match tokio::time::timeout(SILENCE, ws.next()).await {
                 Err(_) => return "the control plane was silent too long",
@@ -65,7 +82,7 @@ impl Agent {
                 Message::Text(text) => match serde_json::from_str::<NodeRequest>(text.as_str()) {
                     Ok(request) => {
                         tracing::debug!(instance = %request.instance(), kind = request.kind(), "a request of the control plane");
-                        tokio::spawn(self.clone().answer(request));
+                        tokio::spawn(self.clone().answer(request, cp.clone()));
                     }
                     // A request of a newer control plane, say: refused by not opening its stream.
                     Err(e) => {
@@ -79,13 +96,13 @@ impl Agent {
         }
     }
 
-    /// Open the request's stream and serve it.
-    async fn answer(self: Arc<Self>, request: NodeRequest) {
+    /// Open the request's stream (to `cp`, which asked) and serve it.
+    async fn answer(self: Arc<Self>, request: NodeRequest, cp: Client) {
         let instance = request.instance();
         let kind = request.kind();
         let served = match request {
             NodeRequest::Logs { request, instance, tail, follow } => {
-                self.serve_logs(&request, &instance.to_string(), tail, follow).await
+                self.serve_logs(&cp, &request, &instance.to_string(), tail, follow).await
             }
             NodeRequest::Exec { request, instance, argv, env, cwd, user, tty } => {
                 let req = rt::ExecRequest {
@@ -95,7 +112,7 @@ impl Agent {
                     user: user.unwrap_or_default(),
                     tty: tty.map(|t| (t.rows, t.cols)),
                 };
-                self.serve_exec(&request, &instance.to_string(), req).await
+                self.serve_exec(&cp, &request, &instance.to_string(), req).await
             }
         };
         if let Err(e) = served {
@@ -103,8 +120,8 @@ impl Agent {
         }
     }
 
-    async fn open_stream(&self, request: &str, open: &StreamOpen) -> Result<Ws, String> {
-        let mut ws = self.client.node_stream(self.cfg.node_name.as_str(), request).await.map_err(|e| e.to_string())?;
+    async fn open_stream(&self, cp: &Client, request: &str, open: &StreamOpen) -> Result<Ws, String> {
+        let mut ws = cp.node_stream(self.cfg.node_name.as_str(), request).await.map_err(|e| e.to_string())?;
         let text = serde_json::to_string(open).map_err(|e| e.to_string())?;
         ws.send(Message::Text(text.into())).await.map_err(|e| e.to_string())?;
         Ok(ws)
@@ -114,12 +131,13 @@ impl Agent {
     /// control plane closes the stream).
     async fn serve_logs(
         self: &Arc<Self>,
+        cp: &Client,
         request: &str,
         instance: &str,
         tail: Option<usize>,
         follow: bool,
     ) -> Result<(), String> {
-        let ws = self.open_stream(request, &StreamOpen::Opened).await?;
+        let ws = self.open_stream(cp, request, &StreamOpen::Opened).await?;
         let (mut sink, mut stream) = ws.split();
         let (me, id) = (self.clone(), instance.to_owned());
         let ended = move || {
@@ -164,14 +182,14 @@ impl Agent {
 
     /// An exec session, relayed between the stream and the VM's guest channel: the frames of
     /// the client's exec WebSocket, both ways.
-    async fn serve_exec(&self, request: &str, instance: &str, req: rt::ExecRequest) -> Result<(), String> {
+    async fn serve_exec(&self, cp: &Client, request: &str, instance: &str, req: rt::ExecRequest) -> Result<(), String> {
         let session = self.exec(instance, req).await;
         let open = match &session {
             Ok(_) => StreamOpen::Opened,
             Err(ExecError::NotRunning) => StreamOpen::NotRunning,
             Err(ExecError::Refused(m)) => StreamOpen::Failed { message: m.clone() },
         };
-        let mut ws = self.open_stream(request, &open).await?;
+        let mut ws = self.open_stream(cp, request, &open).await?;
         let Ok(rt::ExecSession { mut input, mut output }) = session else {
             let _ = ws.send(close_message(close::NORMAL, "not opened")).await;
             return Ok(());

@@ -635,8 +635,9 @@ impl Client {
     /// The stream of request `request` of the node's channel (its own token): a WebSocket.
     pub async fn node_stream(&self, node: &str, request: &str) -> Result<exec::Ws> {
         let path = format!("/v1/nodes/{}/streams/{}", seg(node), seg(request));
-        // Errors never name the request id. The stream goes to the control plane the channel
-        // is open with: the URL in use, never another.
+        // Errors never name the request id. The stream goes to the URL in use, never another:
+        // the control plane whose channel asked for it (a node's channel loops use a client
+        // per control plane).
         let shown = format!("{}/v1/nodes/{}/streams/…", self.base(), seg(node));
         exec::websocket(self.base(), self.token.as_deref(), &path, &shown).await
     }

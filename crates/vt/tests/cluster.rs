@@ -6,15 +6,15 @@
 //! filesystem); the nodes join both (`--join URL1,URL2`) and follow the first, the leader.
 //!
 //! In one run: three enrollments (timed); a deploy of three instances spread over the nodes (the
-//! image pushed through the standby, pulled through the leader); a TCP route on node 1's own
-//! ingress (`--role agent,edge`) serving from the instances on nodes 2 and 3 through the mesh;
-//! node 3's agent SIGKILLed with its VMs and its instance placed again within the heartbeat
-//! timeout and a boot; the leading control plane SIGKILLed, the lease moving to the other, the
-//! nodes turning to it, and a deploy of an image pushed through the dead one completing through
-//! it; an exec through it into an instance of a node; a used enrollment token refused; node 3
-//! revoked and gone from the others' WireGuard peers. Printed: enrollment → ready, the overlay's
-//! ping RTT and TCP throughput between two nodes against their direct link, and the lease's
-//! failover time.
+//! image pushed through the standby, pulled through the leader); exec into an instance on node 2
+//! through the standby (each node keeps a channel to both); a TCP route on node 1's own ingress
+//! (`--role agent,edge`) serving from the instances on nodes 2 and 3 through the mesh; node 3's
+//! agent SIGKILLed with its VMs and its instance placed again within the heartbeat timeout and a
+//! boot; the leading control plane SIGKILLed, the lease moving to the other, the nodes turning to
+//! it, and a deploy of an image pushed through the dead one completing through it, with exec into
+//! the new instance on node 2; a used enrollment token refused; node 3 revoked and gone from the
+//! others' WireGuard peers. Printed: enrollment → ready, the overlay's ping RTT and TCP throughput
+//! between two nodes against their direct link, and the lease's failover time.
 //!
 //! Needs root, `VT_TEST_DATABASE_SOCKET_URL` (scripts/test-postgres.sh), the mesh's tools and a
 //! guest kernel; skipped with a message without them, except under `CI=true`.
@@ -217,6 +217,15 @@ fn three_nodes_two_control_planes_one_postgresql() {
     let on: BTreeSet<&str> = placed.iter().map(|(_, n)| n.as_str()).collect();
     assert_eq!(on, node_ids.iter().map(String::as_str).collect(), "one instance on each node: {placed:?}");
 
+    // The standby serves exec into an instance on node 2 too: the node keeps a channel to each
+    // control plane it joined.
+    let exec = |url: &str, instance: &str, path: &str| {
+        let args = ["--server", url, "--token", &admin, "exec", instance, "--", "cat", path];
+        run(&mut common::netns::vt_in(&hub, dir.path(), &args)).unwrap().trim().to_owned()
+    };
+    let (on_2, _) = placed.iter().find(|(_, n)| *n == node_ids[1]).unwrap();
+    assert_eq!(exec(&url2, on_2, "/www/index.html"), *on_2, "exec through the standby");
+
     // Node 1's ingress serves the instances of nodes 2 and 3, through the mesh.
     let target = format!("http://10.79.0.11:{ingress_port}/");
     let remote: BTreeSet<String> = placed.iter().filter(|(_, n)| *n != node_ids[0]).map(|(i, _)| i.clone()).collect();
@@ -257,15 +266,9 @@ fn three_nodes_two_control_planes_one_postgresql() {
     vt(&["deploy", "--wait", "--image", &v2, "--manifest", manifest.to_str().unwrap()]);
     let now = running(&vt);
     assert_eq!(now.len(), 3);
-    // Logs and exec reach a node's instance through the survivor: the node's channel moved too.
+    // Exec reaches a node's new instance through the survivor.
     let (instance, _) = now.iter().find(|(_, n)| *n == node_ids[1]).unwrap();
-    let out = run(&mut common::netns::vt_in(
-        &hub,
-        dir.path(),
-        &["--server", &url2, "--token", &admin, "exec", instance, "--", "cat", "/www/v2"],
-    ))
-    .unwrap();
-    assert_eq!(out.trim(), "v2", "exec through the survivor into node 2's instance");
+    assert_eq!(exec(&url2, instance, "/www/v2"), "v2", "exec through the survivor into node 2's instance");
 
     // A used enrollment token is refused.
     let token = vt(&["node", "enroll-token", "create"])["secret"].as_str().unwrap().to_owned();
