@@ -26,7 +26,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::netns::{
-    cli, control_plane, deploy_busybox, instance_id_server, join, mesh_tools_or_skip, try_cli, wait_for, wg_peers,
+    cli, control_plane, deploy_busybox, instance_id_server, join, mesh_tools_or_skip, push_busybox, try_cli, wait_for,
+    wg_peers,
 };
 use common::ServerChild;
 use serde_json::Value;
@@ -41,29 +42,6 @@ fn database_url() -> Option<String> {
             None
         }
     }
-}
-
-/// The busybox image with `/www/v2` added, pushed as `acme/web:v2` through `url`: its reference.
-fn second_image(ns: &Netns, dir: &std::path::Path, url: &str, admin: &str) -> String {
-    let build = dir.join("build-v2");
-    vt_image::testing::busybox_rootfs(&build.join("rootfs")).unwrap();
-    std::fs::create_dir_all(build.join("rootfs/www")).unwrap();
-    std::fs::write(build.join("rootfs/www/v2"), "v2\n").unwrap();
-    let img = vt_image::layout::write_image(
-        &build.join("rootfs"),
-        &build.join("layout"),
-        Default::default(),
-        vt_image::layout::LayerFormat::Uncompressed,
-    )
-    .unwrap();
-    cli(
-        ns,
-        dir,
-        url,
-        admin,
-        &["image", "push", build.join("layout").to_str().unwrap(), "--repo", "acme/web", "--tag", "v2"],
-    );
-    format!("acme/web@{}", img.manifest.digest)
 }
 
 /// Every process left in `ns` (a killed node's VMs, its boringtun), SIGKILLed.
@@ -256,7 +234,8 @@ fn three_nodes_two_control_planes_one_postgresql() {
     // An image pushed through the leader, which then dies: the other takes the lease, the
     // nodes turn to it, and a deploy of that image (pulled through the survivor, from the
     // registry they share) completes.
-    let v2 = second_image(&hub, dir.path(), &url1, &admin);
+    let through_leader = |args: &[&str]| cli(&hub, dir.path(), &url1, &admin, args);
+    let v2 = push_busybox(&through_leader, dir.path(), "v2", &[("www/v2", "v2\n")]);
     run(Command::new("kill").args(["-KILL", &cp1.id().to_string()])).unwrap();
     cp1.wait().unwrap();
     let t = Instant::now();
