@@ -661,9 +661,12 @@ impl Snapshot {
             }
         }
         let input = vt_scheduler::Input {
+            // An edge-only node runs no instances: the scheduler never sees it, so it places
+            // nothing there and has nothing there to place elsewhere when it is lost.
             nodes: self
                 .nodes
                 .iter()
+                .filter(|n| n.runs_instances)
                 .map(|n| vt_scheduler::Node {
                     id: n.id.to_string(),
                     name: n.name.clone(),

@@ -1,6 +1,7 @@
 //! A node that joined a remote control plane (`vt server --role agent,edge --join URL`;
-//! docs/nodes.md): the node agent, the edge or both run here, following the control plane over
-//! HTTP(S) with the node's own token.
+//! docs/nodes.md): the node agent, and optionally the edge, run here, following the control plane over
+//! HTTP(S) with the node's own token. An edge-only node (`--role edge`) enrolls here too and
+//! runs in [`crate::edge_node`].
 //!
 //! The first start enrolls: it makes the node's WireGuard key pair (`<data-dir>/wireguard.key`,
 //! 0600), exchanges the single-use enrollment token for the node's token (`<data-dir>/node-token`,
@@ -216,8 +217,9 @@ struct RunningAgent {
     channel: JoinHandle<()>,
 }
 
-/// The node's token and enrollment: from the data directory, or enrolled now.
-async fn enroll(
+/// The node's token and enrollment: from the data directory, or enrolled now (an edge-only
+/// node's too, `crate::edge_node`).
+pub(crate) async fn enroll(
     data: &DataDir,
     join: &Join,
     name: &Hostname,
