@@ -161,8 +161,8 @@ fn the_ingress_reaches_instances_on_another_node_through_the_mesh() {
 /// its own uplink). Q enrolls, registers as a node that runs no instances and meshes with P; a
 /// deploy puts every instance on P (none on Q, though Q registered the same capacity); a TCP
 /// route answers through Q's ingress with P's instances, across the tunnel, let in by P's mesh
-/// rule; Q has no nftables table of its own, and leaves no interface when it stops. Printed:
-/// Q's enrollment → ready.
+/// rule; Q has no nftables table of its own; revoked, it leaves P's peers and its token dies;
+/// it leaves no interface when it stops. Printed: Q's enrollment → ready.
 #[test]
 fn an_edge_only_node_serves_instances_of_another_node_through_the_mesh() {
     let Some(()) = ready() else { return };
@@ -246,6 +246,15 @@ fn an_edge_only_node_serves_instances_of_another_node_through_the_mesh() {
     // The scheduler never picked Q.
     let instances = vt(&["instances"]);
     assert!(instances["items"].as_array().unwrap().iter().all(|i| i["node_id"] != nq["id"]), "{instances}");
+
+    // Revoked like any node: out of P's peers (Q's ingress reaches nothing any more), its
+    // token dead.
+    vt(&["node", "revoke", "node-q"]);
+    wait_for("node Q leaves node P's peers", Duration::from_secs(20), || peers(&p, &iface_p) == Some(vec![]));
+    assert!(run(hub.command("curl").args(["-sf", "--max-time", "2", &target])).is_err(), "served after revocation");
+    let token = std::fs::read_to_string(dir.path().join("node-q/node-token")).unwrap();
+    let refused = common::netns::try_cli(&q, dir.path(), &url, token.trim(), &["node", "get", "node-q"]);
+    assert!(refused.is_err(), "a revoked edge-only node's token still works: {refused:?}");
 
     // Q stops cleanly and takes its interface (and boringtun) with it.
     for (child, ns, iface) in [(node_q, Some(&q), iface_q.as_str()), (node_p, None, ""), (cp, None, "")] {
