@@ -732,6 +732,10 @@ impl Snapshot {
     }
 
     fn unplaceable(&self, plan: &vt_scheduler::Plan) -> Vec<UnplaceableProcess> {
+        // The scheduler never sees edge-only nodes: where they are all there is, say so rather
+        // than that no node is registered.
+        let edges = self.nodes.iter().filter(|n| !n.runs_instances && n.status != NodeStatus::Revoked).count();
+        let only_edges = edges > 0 && !self.nodes.iter().any(|n| n.runs_instances);
         plan.unplaceable
             .iter()
             .map(|u| UnplaceableProcess {
@@ -745,8 +749,14 @@ impl Snapshot {
                 process: u.process.clone(),
                 wanted: u.wanted,
                 placed: u.placed,
-                reason: u.reason.clone(),
-                hint: u.hint.clone(),
+                reason: match only_edges {
+                    true => format!("no node runs instances: the {edges} node(s) registered are edge-only"),
+                    false => u.reason.clone(),
+                },
+                hint: match only_edges {
+                    true => "join a node that runs the agent (`vt server --role agent --join URL`)".into(),
+                    false => u.hint.clone(),
+                },
             })
             .collect()
     }

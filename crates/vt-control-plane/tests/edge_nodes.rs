@@ -104,3 +104,28 @@ async fn an_edge_only_node_is_recorded_meshed_and_never_scheduled() {
     assert!(items(&body).iter().all(|i| i["node_id"] != edge_id.as_str()), "an instance on the edge node: {body}");
     assert_eq!(s.get("/v1/nodes/edge").await.body["status"], "ready");
 }
+
+/// Edge-only nodes alone: nothing is placed, and the scheduler says why in those words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_only_nodes_alone_place_nothing_and_say_so() {
+    let s = TestServer::start().await;
+    s.cp.scheduler.configure(vt_control_plane::scheduler::SchedulerSettings {
+        interval: Duration::from_millis(100),
+        heartbeat_timeout: Duration::from_secs(3600),
+        ..Default::default()
+    });
+    for (path, name) in [("/v1/orgs", "acme"), ("/v1/orgs/acme/apps", "web"), ("/v1/orgs/acme/apps/web/envs", "prod")] {
+        assert_eq!(s.post(path, json!({"name": name})).await.status, StatusCode::CREATED);
+    }
+    assert_eq!(s.post("/v1/nodes", edge(json!(false))).await.status, StatusCode::CREATED);
+    let rel = release(&s, 'b').await;
+    deploy(&s, &rel).await;
+    let st = until(&s, "/v1/system/scheduler", "the process is unplaceable", |b| {
+        b["unplaceable"].as_array().is_some_and(|u| !u.is_empty())
+    })
+    .await;
+    let u = &st["unplaceable"][0];
+    assert_eq!(u["reason"], "no node runs instances: the 1 node(s) registered are edge-only", "{st}");
+    assert!(u["hint"].as_str().unwrap().contains("--role agent"), "{st}");
+    assert!(items(&s.get(INSTANCES).await.body).is_empty());
+}
