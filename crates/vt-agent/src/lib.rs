@@ -208,6 +208,29 @@ pub fn node_capacity(reserve_mib: u32) -> Capacity {
     Capacity { cpu_millis: cpus * 1000, memory_mib: mem_mib.saturating_sub(reserve_mib).max(64) }
 }
 
+/// A node's registration (`POST /v1/nodes`): its name, capacity and labels, its WireGuard key,
+/// where the other nodes reach it (`mesh`, when it meshes), and whether it runs instances
+/// (`false`: an edge-only node, which the agent's registration never is).
+pub fn registration(
+    name: &vt_api::Hostname,
+    capacity: Capacity,
+    labels: &std::collections::BTreeMap<String, String>,
+    wireguard_public_key: Option<&str>,
+    mesh: Option<&mesh::MeshConfig>,
+    runs_instances: bool,
+) -> RegisterNode {
+    RegisterNode {
+        name: name.clone(),
+        capacity,
+        allocatable: None,
+        labels: labels.clone(),
+        address: mesh.map(|m| m.address.to_string()),
+        wireguard_public_key: wireguard_public_key.map(str::to_owned),
+        wireguard_port: mesh.map(|m| m.listen_port),
+        runs_instances,
+    }
+}
+
 /// What a supervisor is asked to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stop {
@@ -364,17 +387,11 @@ impl Agent {
         let mesh = match &cfg.mesh {
             None => None,
             Some(m) => {
-                vt_mesh::check_name(&m.interface).map_err(|e| AgentError::Other(e.to_string()))?;
-                let mut wg = vt_mesh::WgTools::probe()
-                    .and_then(|wg| wg.check().map(|_| wg))
-                    .map_err(|e| AgentError::Other(format!("the node cannot join the mesh: {e}")))?;
-                if let Some(log) = &m.log {
-                    wg = wg.log_to(log.clone());
-                }
+                let mesh = mesh::NodeMesh::with_tools(m).map_err(AgentError::Other)?;
                 if let Some(network) = &mut network {
                     network.set_mesh_interface(&m.interface);
                 }
-                Some(mesh::NodeMesh::new(Arc::new(wg), m))
+                Some(mesh)
             }
         };
         Ok(Arc::new(Agent {
@@ -524,15 +541,14 @@ impl Agent {
 
     /// Register the node (repeatable) and remember its id.
     pub async fn register(&self) -> Result<String, AgentError> {
-        let req = RegisterNode {
-            name: self.cfg.node_name.clone(),
-            capacity: node_capacity(self.cfg.reserve_memory_mib),
-            allocatable: None,
-            labels: self.cfg.labels.clone(),
-            address: self.cfg.mesh.as_ref().map(|m| m.address.to_string()),
-            wireguard_public_key: self.cfg.wireguard_public_key.clone(),
-            wireguard_port: self.cfg.mesh.as_ref().map(|m| m.listen_port),
-        };
+        let req = registration(
+            &self.cfg.node_name,
+            node_capacity(self.cfg.reserve_memory_mib),
+            &self.cfg.labels,
+            self.cfg.wireguard_public_key.as_deref(),
+            self.cfg.mesh.as_ref(),
+            true,
+        );
         let node = self.client.node_register(&req, &self.key("register")).await?;
         let id = node.value.id.to_string();
         let _ = self.node.set(id.clone());

@@ -15,7 +15,8 @@ use std::time::Duration;
 use tokio::sync::watch;
 use vt_mesh::{Changes, Ensured, Interface, MeshError, Peer, Wireguard};
 
-/// The mesh of a node that joined a control plane (`vt server --role agent --join`).
+/// The mesh of a node that joined a control plane (`vt server --role agent --join`, or an
+/// edge-only node's, `--role edge --join`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MeshConfig {
     /// The WireGuard interface's name.
@@ -65,6 +66,21 @@ impl NodeMesh {
             desired: watch::Sender::new(None),
             last_error: Mutex::new(None),
         })
+    }
+
+    /// The mesh of `cfg` through the host's tools (`wg`, and the kernel's WireGuard or
+    /// boringtun), checked now: a node meant to mesh that cannot does not start, and the
+    /// error says what to install. The agent's and an edge-only node's (`vt server --role
+    /// edge --join`) alike.
+    pub fn with_tools(cfg: &MeshConfig) -> Result<Arc<NodeMesh>, String> {
+        vt_mesh::check_name(&cfg.interface).map_err(|e| e.to_string())?;
+        let mut wg = vt_mesh::WgTools::probe()
+            .and_then(|wg| wg.check().map(|_| wg))
+            .map_err(|e| format!("the node cannot join the mesh: {e}"))?;
+        if let Some(log) = &cfg.log {
+            wg = wg.log_to(log.clone());
+        }
+        Ok(NodeMesh::new(Arc::new(wg), cfg))
     }
 
     /// The node's /64: its overlay address is `<subnet>::1/128` (the gateway address its taps

@@ -69,6 +69,7 @@ async fn node(admin: &Client, base: &str, dir: &std::path::Path, name: &str, add
                 address: Some(address.into()),
                 wireguard_public_key: Some(public),
                 wireguard_port: Some(vt_mesh::DEFAULT_PORT),
+                runs_instances: true,
             },
             &format!("register-{name}"),
         )

@@ -306,6 +306,13 @@ pub struct RegisterNode {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, maximum = 65535)]
     pub wireguard_port: Option<u16>,
+    /// Whether the node runs instances [default: true]. `false`: an edge-only node (`vt server
+    /// --role edge --join`): it is in the mesh and serves routes, and the scheduler places
+    /// nothing on it. Set at the node's first registration; a later registration may not
+    /// change it.
+    #[serde(default = "vt_events::yes", skip_serializing_if = "vt_events::is_yes")]
+    #[schema(default = true)]
+    pub runs_instances: bool,
 }
 
 /// A single-use token that enrolls one new node (`vt node enroll-token create`).

@@ -198,6 +198,10 @@ pub struct Node {
     pub wireguard_public_key: Option<String>,
     /// The UDP port of its WireGuard interface (at `address`), when it registered one.
     pub wireguard_port: Option<u16>,
+    /// Whether the scheduler places instances on it: `false` for an edge-only node (`vt server
+    /// --role edge --join`), which serves routes and is in the mesh but runs no VM.
+    #[serde(default = "vt_events::yes")]
+    pub runs_instances: bool,
     pub registered_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub last_heartbeat_at: Option<DateTime<Utc>>,

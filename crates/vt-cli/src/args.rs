@@ -777,16 +777,16 @@ pub struct ServerArgs {
     /// Do not run the node agent in this server (instances placed here are not started)
     #[arg(long)]
     pub no_agent: bool,
-    /// What this server runs, comma-separated: `control-plane` (the API, the registry, the reconcilers), `edge` (the ingress), `agent` (the node agent); without `control-plane` (`agent` or `agent,edge`) the server joins a remote control plane (`--join`)
+    /// What this server runs, comma-separated: `control-plane` (the API, the registry, the reconcilers), `edge` (the ingress), `agent` (the node agent); without `control-plane` (`agent`, `agent,edge`, or `edge` alone: an edge-only node, which runs no instances) the server joins a remote control plane (`--join`)
     #[arg(long, value_enum, value_name = "ROLES", value_delimiter = ',', default_value = "control-plane,edge,agent")]
     pub role: Vec<ServerRole>,
-    /// The control plane a node that runs only the agent joins: its API URL; with several control planes on one database, their URLs comma-separated, tried in order when one cannot be reached (docs/nodes.md)
+    /// The control plane a node without the control plane (`--role agent`, `agent,edge` or `edge`) joins: its API URL; with several control planes on one database, their URLs comma-separated, tried in order when one cannot be reached (docs/nodes.md)
     #[arg(long, value_name = "URL", value_delimiter = ',', num_args = 1)]
     pub join: Vec<String>,
     /// The single-use enrollment token of a joining node's first start (`vt node enroll-token create`)
     #[arg(long, value_name = "TOKEN", env = "VT_ENROLL_TOKEN", hide_env_values = true, requires = "join")]
     pub enroll_token: Option<String>,
-    /// The name this server's node agent registers its node under [default: the host name]
+    /// The name this server's node registers under (its agent's, or an edge-only node's) [default: the host name]
     #[arg(long, value_name = "NAME")]
     pub node_name: Option<Hostname>,
     /// Mesh this single host's node with other nodes over WireGuard (a joined node always does, unless --no-mesh; docs/nodes.md)

@@ -661,9 +661,12 @@ impl Snapshot {
             }
         }
         let input = vt_scheduler::Input {
+            // An edge-only node runs no instances: the scheduler never sees it, so it places
+            // nothing there and has nothing there to place elsewhere when it is lost.
             nodes: self
                 .nodes
                 .iter()
+                .filter(|n| n.runs_instances)
                 .map(|n| vt_scheduler::Node {
                     id: n.id.to_string(),
                     name: n.name.clone(),
@@ -729,6 +732,10 @@ impl Snapshot {
     }
 
     fn unplaceable(&self, plan: &vt_scheduler::Plan) -> Vec<UnplaceableProcess> {
+        // The scheduler never sees edge-only nodes: where they are all there is, say so rather
+        // than that no node is registered.
+        let edges = self.nodes.iter().filter(|n| !n.runs_instances && n.status != NodeStatus::Revoked).count();
+        let only_edges = edges > 0 && !self.nodes.iter().any(|n| n.runs_instances);
         plan.unplaceable
             .iter()
             .map(|u| UnplaceableProcess {
@@ -742,8 +749,14 @@ impl Snapshot {
                 process: u.process.clone(),
                 wanted: u.wanted,
                 placed: u.placed,
-                reason: u.reason.clone(),
-                hint: u.hint.clone(),
+                reason: match only_edges {
+                    true => format!("no node runs instances: the {edges} node(s) registered are edge-only"),
+                    false => u.reason.clone(),
+                },
+                hint: match only_edges {
+                    true => "join a node that runs the agent (`vt server --role agent --join URL`)".into(),
+                    false => u.hint.clone(),
+                },
             })
             .collect()
     }

@@ -217,6 +217,7 @@ pub(crate) fn node(v: NodeView, last_heartbeat_at: Option<DateTime<Utc>>) -> Nod
         ipv4_range: v.ipv4_range,
         wireguard_public_key: v.wireguard_public_key,
         wireguard_port: v.wireguard_port,
+        runs_instances: v.runs_instances,
         registered_at: v.registered_at,
         updated_at: v.updated_at,
         last_heartbeat_at,

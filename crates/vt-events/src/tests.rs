@@ -96,6 +96,7 @@ fn samples() -> Vec<Event> {
             labels: Default::default(),
             address: None,
             wireguard_port: None,
+            runs_instances: true,
         }),
         Event::NodeCapacityChanged(NodeCapacityChanged { node_id, capacity: cap, allocatable: cap }),
         Event::NodeStatusChanged(NodeStatusChanged { node_id, status: NodeStatus::Unreachable, reason: None }),

@@ -418,6 +418,22 @@ pub struct NodeRegistered {
     /// The UDP port of its WireGuard interface, at `address`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wireguard_port: Option<u16>,
+    /// Whether the scheduler may place instances on it: `false` for an edge-only node (`vt
+    /// server --role edge --join`), which is in the mesh and serves routes but runs no VM.
+    /// Absent (events recorded before it existed): `true`.
+    #[serde(default = "yes", skip_serializing_if = "is_yes")]
+    pub runs_instances: bool,
+}
+
+/// The default of a flag that was always on before it existed.
+pub fn yes() -> bool {
+    true
+}
+
+/// Whether a flag has its default ([`yes`]): left out when serialized, so old readers see
+/// what they always saw.
+pub fn is_yes(b: &bool) -> bool {
+    *b
 }
 
 /// A node registered again from another address or WireGuard port: where its peers reach it.

@@ -1,6 +1,7 @@
 //! A node that joined a remote control plane (`vt server --role agent,edge --join URL`;
-//! docs/nodes.md): the node agent, the edge or both run here, following the control plane over
-//! HTTP(S) with the node's own token.
+//! docs/nodes.md): the node agent, and optionally the edge, run here, following the control plane over
+//! HTTP(S) with the node's own token. An edge-only node (`--role edge`) enrolls here too and
+//! runs in [`crate::edge_node`].
 //!
 //! The first start enrolls: it makes the node's WireGuard key pair (`<data-dir>/wireguard.key`,
 //! 0600), exchanges the single-use enrollment token for the node's token (`<data-dir>/node-token`,
@@ -96,7 +97,7 @@ pub struct NodeServer {
     pub enrollment: Enrollment,
     pub notices: Vec<Notice>,
     _lock: DataDirLock,
-    agent: Option<RunningAgent>,
+    agent: RunningAgent,
     edge: Option<(vt_ingress::Ingress, JoinHandle<()>)>,
     vm_stop_timeout: Duration,
 }
@@ -104,10 +105,14 @@ pub struct NodeServer {
 impl NodeServer {
     pub async fn start(config: &ServerConfig, join: &Join) -> Result<NodeServer, ServerError> {
         config.check()?;
+        let Some(name) = config.agent.clone() else {
+            return Err(ServerError::Config(
+                "a joined node without its agent is an edge-only node (`crate::edge_node::EdgeNode`)".into(),
+            ));
+        };
         let data = DataDir::create(&config.data_dir)
             .map_err(|source| ServerError::DataDir { path: config.data_dir.clone(), source })?;
         let lock = data.lock().map_err(ServerError::Locked)?;
-        let name = config.agent.clone().unwrap_or_else(crate::host_name);
         let mut notices = vec![];
         let key = WireguardKey::load_or_create(&data.wireguard_key())?;
         let (token, enrollment) = enroll(&data, join, &name, &mut notices).await?;
@@ -130,10 +135,7 @@ impl NodeServer {
             }
             None => None,
         };
-        let agent = match &config.agent {
-            Some(_) => Some(start_agent(config, &data, join, token, &name, &enrollment, &key, &mut notices).await?),
-            None => None,
-        };
+        let agent = start_agent(config, &data, join, token, &name, &enrollment, &key, &mut notices).await?;
         Ok(NodeServer {
             data,
             name,
@@ -148,7 +150,7 @@ impl NodeServer {
 
     /// The VMs the agent runs now.
     pub fn running_vms(&self) -> usize {
-        self.agent.as_ref().map_or(0, |a| a.agent.running_vms())
+        self.agent.agent.running_vms()
     }
 
     /// Run until `shutdown` resolves, then stop the VMs (through their guests, then killed) and
@@ -157,11 +159,10 @@ impl NodeServer {
         shutdown.await;
         let began = tokio::time::Instant::now();
         let mut stopped = Stopped::default();
-        if let Some(RunningAgent { agent, task, channel }) = self.agent {
-            agent.stop_following();
-            channel.abort();
-            (stopped.vms, stopped.vms_killed) = crate::stop_vms(&agent, task, self.vm_stop_timeout).await;
-        }
+        let RunningAgent { agent, task, channel } = self.agent;
+        agent.stop_following();
+        channel.abort();
+        (stopped.vms, stopped.vms_killed) = crate::stop_vms(&agent, task, self.vm_stop_timeout).await;
         stopped.vms_stopped_in = began.elapsed();
         if let Some((ingress, task)) = self.edge {
             task.abort();
@@ -227,8 +228,9 @@ struct RunningAgent {
     channel: JoinHandle<()>,
 }
 
-/// The node's token and enrollment: from the data directory, or enrolled now.
-async fn enroll(
+/// The node's token and enrollment: from the data directory, or enrolled now (an edge-only
+/// node's too, `crate::edge_node`).
+pub(crate) async fn enroll(
     data: &DataDir,
     join: &Join,
     name: &Hostname,

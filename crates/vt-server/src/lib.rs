@@ -45,6 +45,7 @@ use vt_store::{PgStore, SqliteStore, Store, StoreError};
 
 pub mod console;
 pub mod data_dir;
+pub mod edge_node;
 pub mod exec;
 mod front;
 pub mod join;

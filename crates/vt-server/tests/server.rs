@@ -115,6 +115,7 @@ async fn the_local_node_token_cannot_register_another_node_nor_see_orgs() {
     let register = |n: &str| vt_api::RegisterNode {
         wireguard_public_key: None,
         wireguard_port: None,
+        runs_instances: true,
         name: Hostname::parse(n).unwrap(),
         capacity: vt_api::Capacity { cpu_millis: 2000, memory_mib: 2048 },
         allocatable: None,

@@ -33,6 +33,7 @@ fn node_registered(name: &str) -> (NodeId, NewEvent) {
     let e = Event::NodeRegistered(NodeRegistered {
         wireguard_public_key: None,
         wireguard_port: None,
+        runs_instances: true,
         node_id,
         name: name.into(),
         capacity: cap,

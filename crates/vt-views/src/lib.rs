@@ -483,6 +483,9 @@ pub struct NodeView {
     /// The UDP port of its WireGuard interface, at `address`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wireguard_port: Option<u16>,
+    /// Whether instances may be placed on it (`false`: an edge-only node; docs/nodes.md).
+    #[serde(default = "vt_events::yes", skip_serializing_if = "vt_events::is_yes")]
+    pub runs_instances: bool,
     pub registered_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -1365,6 +1368,7 @@ impl Projection for Nodes {
                 ipv4_range: None,
                 wireguard_public_key: e.wireguard_public_key.clone(),
                 wireguard_port: e.wireguard_port,
+                runs_instances: e.runs_instances,
                 registered_at: env.occurred_at,
                 updated_at: env.occurred_at,
             }

@@ -8,7 +8,8 @@
 //!
 //! A second test deploys two instances over the nodes and reaches node B's through the
 //! ingress beside the control plane and through node A's own edge: through the tunnel, let in
-//! by B's rules.
+//! by B's rules. A third runs an edge-only node (`vt server --role edge --join`), which runs no
+//! instances and serves a route from the instances of an agent node through the mesh.
 //!
 //! Needs root, `ping`, `wg` and, without a WireGuard kernel module, `boringtun-cli`
 //! (`scripts/mesh-tools.sh`). Skipped with a message without them, except under `CI=true`.
@@ -153,4 +154,116 @@ fn the_ingress_reaches_instances_on_another_node_through_the_mesh() {
         child.wait().unwrap();
     }
     eprintln!("the ingress through the mesh: {:?}", began.elapsed());
+}
+
+/// An edge-only node (`vt server --role edge --join`, docs/nodes.md "Edges"): three namespaces
+/// on a hub's bridge (the control plane in the hub, agent node P and edge-only node Q each on
+/// its own uplink). Q enrolls, registers as a node that runs no instances and meshes with P; a
+/// deploy puts every instance on P (none on Q, though Q registered the same capacity); a TCP
+/// route answers through Q's ingress with P's instances, across the tunnel, let in by P's mesh
+/// rule; Q has no nftables table of its own; revoked, it leaves P's peers and its token dies;
+/// it leaves no interface when it stops. Printed: Q's enrollment → ready.
+#[test]
+fn an_edge_only_node_serves_instances_of_another_node_through_the_mesh() {
+    let Some(()) = ready() else { return };
+    if vt_runtime::testing::networked_guest_or_skip("the edge-only node test", &[vt_image::testing::BUSYBOX]).is_none()
+    {
+        return;
+    }
+    let Some(hub) = Netns::create_or_skip("vteh") else { return };
+    let began = Instant::now();
+    hub.ip(&["link", "add", "vtebr", "type", "bridge"]).unwrap();
+    hub.ip(&["link", "set", "vtebr", "up"]).unwrap();
+    hub.ip(&["addr", "add", "10.78.5.1/24", "dev", "vtebr"]).unwrap();
+    let (p, q) = (Netns::create("vtep").unwrap(), Netns::create("vteq").unwrap());
+    for (ns, port, uplink, addr) in [(&p, "vtepp", "vtepu", "10.78.5.11/24"), (&q, "vteqp", "vtequ", "10.78.5.12/24")] {
+        hub.veth(port, ns, uplink).unwrap();
+        hub.ip(&["link", "set", port, "master", "vtebr"]).unwrap();
+        ns.ip(&["addr", "add", addr, "dev", uplink]).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ingress_port = common::free_port().to_string();
+    let range = format!("{ingress_port}-{ingress_port}");
+    let listen = format!("10.78.5.1:{}", common::free_port());
+    // The control plane alone: no agent, no ingress of its own.
+    let (cp, url, admin) =
+        control_plane(&hub, dir.path(), "cp", &listen, "control-plane", &["--ingress-tcp-ports", &range]);
+    let vt = |args: &[&str]| cli(&hub, dir.path(), &url, &admin, args);
+    let (node_p, iface_p) = join(&p, dir.path(), &url, &admin, "node-p", &[]);
+    let t = Instant::now();
+    let edge_only = ["--role", "edge", "--ingress-listen", "10.78.5.12"];
+    let (node_q, iface_q) = join(&q, dir.path(), &url, &admin, "node-q", &edge_only);
+    wait_for("node-q ready", Duration::from_secs(30), || vt(&["node", "get", "node-q"])["status"] == "ready");
+    let enrolled = t.elapsed();
+
+    // Q is a node that runs no instances, in the mesh like any other.
+    let (np, nq) = (vt(&["node", "get", "node-p"]), vt(&["node", "get", "node-q"]));
+    assert_eq!((np["runs_instances"].as_bool(), nq["runs_instances"].as_bool()), (Some(true), Some(false)));
+    assert_eq!((nq["address"].as_str(), nq["wireguard_port"].as_u64()), (Some("10.78.5.12"), Some(51820)), "{nq}");
+    let table =
+        run(&mut common::netns::vt_in(&hub, dir.path(), &["--server", &url, "--token", &admin, "node", "list"]))
+            .unwrap();
+    let row = table.lines().find(|l| l.contains("node-q")).unwrap_or_else(|| panic!("{table}"));
+    assert!(row.contains("edge only"), "{table}");
+    let key_of = |n: &serde_json::Value| n["wireguard_public_key"].as_str().unwrap().to_owned();
+    wait_for("P and Q have each other as their one peer", Duration::from_secs(20), || {
+        peers(&p, &iface_p) == Some(vec![key_of(&nq)]) && peers(&q, &iface_q) == Some(vec![key_of(&np)])
+    });
+
+    // Every instance lands on P.
+    deploy_busybox(&vt, dir.path(), &instance_id_server(2));
+    let instances = vt(&["instances"]);
+    let items = instances["items"].as_array().unwrap();
+    assert!(items.iter().all(|i| i["node_id"] == np["id"]), "an instance off node P: {instances}");
+    let on_p: std::collections::BTreeSet<String> =
+        items.iter().filter(|i| i["status"] == "running").map(|i| i["id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(on_p.len(), 2, "{instances}");
+
+    // Q's ingress serves both of P's instances, through the tunnel (real bytes: their ids).
+    let target = format!("http://10.78.5.12:{ingress_port}/");
+    let mut seen = std::collections::BTreeSet::new();
+    wait_for("both of P's instances answer through Q's ingress", Duration::from_secs(60), || {
+        if let Ok(body) = run(hub.command("curl").args(["-sf", "--max-time", "2", &target])) {
+            seen.insert(body.trim().to_owned());
+        }
+        seen == on_p
+    });
+    wait_for("node Q's listener is reported", Duration::from_secs(20), || {
+        let routes = vt(&["route", "list"]);
+        routes["items"][0]["listeners"]
+            .as_array()
+            .is_some_and(|ls| ls.iter().any(|l| l["node"] == "node-q" && l["state"] == "listening"))
+    });
+    // In through P's WireGuard interface, let in by its mesh rule (Q's overlay address).
+    let chain = run(p.command("nft").args(["list", "chain", "inet", &iface_p, "to_instance"])).unwrap();
+    let rule = chain.lines().find(|l| l.contains("@mesh_nodes")).unwrap_or_else(|| panic!("{chain}"));
+    assert!(rule.contains(&format!("iifname \"{iface_p}\"")) && !rule.contains("packets 0 "), "{rule}");
+    let overlay_q = nq["subnet"].as_str().unwrap().replace("::/64", "::1");
+    let set = run(p.command("nft").args(["list", "set", "inet", &iface_p, "mesh_nodes"])).unwrap();
+    assert!(set.contains(&overlay_q), "Q's overlay address {overlay_q} is in P's mesh_nodes: {set}");
+    // Q runs no firewall for instances: no table at all.
+    assert_eq!(run(q.command("nft").args(["list", "tables"])).unwrap().trim(), "", "a table on the edge-only node");
+    // The scheduler never picked Q.
+    let instances = vt(&["instances"]);
+    assert!(instances["items"].as_array().unwrap().iter().all(|i| i["node_id"] != nq["id"]), "{instances}");
+
+    // Revoked like any node: out of P's peers (Q's ingress reaches nothing any more), its
+    // token dead.
+    vt(&["node", "revoke", "node-q"]);
+    wait_for("node Q leaves node P's peers", Duration::from_secs(20), || peers(&p, &iface_p) == Some(vec![]));
+    assert!(run(hub.command("curl").args(["-sf", "--max-time", "2", &target])).is_err(), "served after revocation");
+    let token = std::fs::read_to_string(dir.path().join("node-q/node-token")).unwrap();
+    let refused = common::netns::try_cli(&q, dir.path(), &url, token.trim(), &["node", "get", "node-q"]);
+    assert!(refused.is_err(), "a revoked edge-only node's token still works: {refused:?}");
+
+    // Q stops cleanly and takes its interface (and boringtun) with it.
+    for (child, ns, iface) in [(node_q, Some(&q), iface_q.as_str()), (node_p, None, ""), (cp, None, "")] {
+        let mut child = child;
+        run(Command::new("kill").args(["-TERM", &child.id().to_string()])).unwrap();
+        child.wait().unwrap();
+        if let Some(ns) = ns {
+            assert_eq!(peers(ns, iface), None, "{iface} outlived its node");
+        }
+    }
+    eprintln!("edge-only node: enrollment -> ready {enrolled:?}; whole test {:?}", began.elapsed());
 }

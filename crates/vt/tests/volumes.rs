@@ -456,3 +456,27 @@ fn a_backup_restored_on_a_fresh_data_directory_holds_the_same_bytes() {
     let _ = std::process::Command::new("kill").args(["-TERM", &b.id().to_string()]).status();
     assert!(b.wait().unwrap().success());
 }
+
+/// An edge-only node (`vt server --role edge --join`) in `vt node list` and `vt node get`, and
+/// refused as a volume's node: it runs no instances.
+#[test]
+fn an_edge_only_node_is_shown_so_and_holds_no_volume() {
+    let s = TestServer::start();
+    s.seed();
+    two_nodes(&s);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let client = vt_client::Client::new(&s.url, Some(s.token.clone()));
+    rt.block_on(async {
+        let node: RegisterNode = serde_json::from_value(json!({
+            "name": "edge-1",
+            "capacity": {"cpu_millis": 2000, "memory_mib": 2048},
+            "runs_instances": false,
+        }))
+        .unwrap();
+        client.node_register(&node, "register-edge-1").await.unwrap();
+    });
+    snap!("node_list_edge_only", s.run(&["node", "list"]));
+    snap!("node_get_edge_only", s.run(&["node", "get", "edge-1"]));
+    assert_eq!(s.run(&["node", "get", "edge-1", "-o", "json"]).json()["runs_instances"], false);
+    snap!("volume_create_edge_only_node", s.run(&["volume", "create", "data", "--size-gib", "1", "--node", "edge-1"]));
+}

@@ -13,14 +13,24 @@ pub async fn run(ctx: &Ctx, cmd: NodeCommand) -> CliResult {
         NodeCommand::List => {
             let list = client.node_list().await?;
             p.show(&list, || {
-                let mut t = Table::new(&["ID", "NAME", "STATUS", "CPU", "MEMORY", "HEARTBEAT"]);
+                let mut t = Table::new(&["ID", "NAME", "STATUS", "RUNS", "CPU", "MEMORY", "HEARTBEAT"]);
                 for n in &list.items {
+                    // An edge-only node's capacity is nobody's to use: not shown.
+                    let (runs, cpu, memory) = match n.runs_instances {
+                        true => (
+                            "instances".to_owned(),
+                            cpu(n.allocatable.cpu_millis),
+                            format!("{} MiB", n.allocatable.memory_mib),
+                        ),
+                        false => ("edge only".to_owned(), "-".to_owned(), "-".to_owned()),
+                    };
                     t.row(vec![
                         n.id.to_string(),
                         n.name.clone(),
                         label(&n.status),
-                        cpu(n.allocatable.cpu_millis),
-                        format!("{} MiB", n.allocatable.memory_mib),
+                        runs,
+                        cpu,
+                        memory,
                         opt(&n.last_heartbeat_at.as_ref().map(time)),
                     ]);
                 }
@@ -82,6 +92,13 @@ fn render(n: &Node) -> String {
         ("name", n.name.clone()),
         ("status", label(&n.status)),
         ("status reason", opt(&n.status_reason)),
+        (
+            "runs",
+            match n.runs_instances {
+                true => "instances".into(),
+                false => "no instances: an edge-only node (the ingress, in the mesh)".into(),
+            },
+        ),
         ("address", opt(&n.address)),
         ("capacity", format!("{} cpu, {} MiB", cpu(n.capacity.cpu_millis), n.capacity.memory_mib)),
         ("allocatable", format!("{} cpu, {} MiB", cpu(n.allocatable.cpu_millis), n.allocatable.memory_mib)),

@@ -106,8 +106,8 @@ pub async fn run(p: &Printer, args: ServerArgs) -> CliResult {
     });
     if has(ServerRole::ControlPlane) && !args.join.is_empty() {
         return Err(CliError::usage(
-            "--join is for a node that runs only the agent and joins a remote control plane",
-            Some("add `--role agent`".into()),
+            "--join is for a node without the control plane, which joins a remote one",
+            Some("add `--role agent` (or `agent,edge`, or `edge` for an edge-only node)".into()),
         ));
     }
     config.limits = limits(&args);
@@ -213,14 +213,9 @@ pub async fn run(p: &Printer, args: ServerArgs) -> CliResult {
 }
 
 /// `vt server --role agent[,edge] --join URL`: the node agent (and the edge), following a remote
-/// control plane with the node's own token (docs/nodes.md).
+/// control plane with the node's own token; `--role edge --join URL`: an edge-only node, which
+/// runs no instances (docs/nodes.md).
 async fn run_joined(p: &Printer, args: &ServerArgs, config: ServerConfig) -> CliResult {
-    if config.agent.is_none() && config.ingress.is_some() {
-        return Err(CliError::usage(
-            "an edge on a joined node runs with its agent: the agent puts the node in the mesh, through which the edge reaches instances on every node",
-            Some("use `--role agent,edge`".into()),
-        ));
-    }
     let Some((url, fallbacks)) = args.join.split_first() else {
         return Err(CliError::usage(
             "a server without the control plane joins one: pass --join URL",
@@ -230,9 +225,6 @@ async fn run_joined(p: &Printer, args: &ServerArgs, config: ServerConfig) -> Cli
             ),
         ));
     };
-    if config.agent.is_none() {
-        return Err(CliError::usage("nothing to run: `--role agent` (or `agent,edge`) without `--no-agent`", None));
-    }
     for u in &args.join {
         if !(u.starts_with("http://") || u.starts_with("https://")) || u.contains(char::is_whitespace) {
             return Err(CliError::usage(
@@ -246,6 +238,18 @@ async fn run_joined(p: &Printer, args: &ServerArgs, config: ServerConfig) -> Cli
         fallbacks: fallbacks.to_vec(),
         enroll_token: args.enroll_token.clone(),
     };
+    if config.agent.is_none() {
+        if config.ingress.is_none() {
+            return Err(CliError::usage(
+                "nothing to run: a joined node runs the agent, the edge or both",
+                Some(
+                    "use `--role agent`, `--role agent,edge` or `--role edge` (without --no-agent or --no-ingress)"
+                        .into(),
+                ),
+            ));
+        }
+        return run_edge_only(p, args, config, join).await;
+    }
     let mut signals = Signals::new()?;
     let node = vt_server::join::NodeServer::start(&config, &join).await.map_err(failed)?;
     notices(p, &node.notices);
@@ -260,6 +264,28 @@ async fn run_joined(p: &Printer, args: &ServerArgs, config: ServerConfig) -> Cli
     if stopped.vms > 0 {
         p.notice(&format!("stopped {} VM(s) in {:.1} s", stopped.vms, stopped.vms_stopped_in.as_secs_f64()));
     }
+    p.notice("vt node stopped");
+    Ok(ExitStatus::Success)
+}
+
+/// `vt server --role edge --join URL`: the ingress and its follower, on a node in the mesh that
+/// runs no instances (docs/nodes.md, "Edges").
+async fn run_edge_only(p: &Printer, args: &ServerArgs, config: ServerConfig, join: vt_server::join::Join) -> CliResult {
+    let name = args.node_name.clone().unwrap_or_else(vt_server::host_name);
+    let mut signals = Signals::new()?;
+    let node = vt_server::edge_node::EdgeNode::start(&config, &join, name).await.map_err(failed)?;
+    notices(p, &node.notices);
+    p.notice(&format!(
+        "vt node `{}` ready (edge-only: it runs no instances), following {}",
+        node.name,
+        args.join.join(", ")
+    ));
+    node.run(async move {
+        let first = signals.next().await;
+        tracing::info!(signal = first, "stopping the edge-only node");
+    })
+    .await
+    .map_err(failed)?;
     p.notice("vt node stopped");
     Ok(ExitStatus::Success)
 }

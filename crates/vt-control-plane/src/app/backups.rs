@@ -168,7 +168,7 @@ impl ControlPlane {
         let name = req.name.to_string();
         self.restore_name_free(scope, &name).await?;
         let node = match &req.node {
-            Some(n) => self.lookup_node(n).await.map_err(|e| e.field("node"))?,
+            Some(n) => self.volume_node(n).await?,
             None => self.emptiest_node().await?,
         };
         let plan = new_volume(ctx, scope, name, o.size_gib, &node, Origin::Backup(b.id))

@@ -106,6 +106,16 @@ impl ControlPlane {
                 ))
                 .field("wireguard_public_key"));
             }
+            if req.runs_instances != existing.runs_instances {
+                let (was, now) = match existing.runs_instances {
+                    true => ("runs instances", "an edge-only node"),
+                    false => ("is edge-only (it runs no instances)", "a node that runs instances"),
+                };
+                return Err(ApiErr::conflict(format!(
+                    "node `{name}` {was}; a node keeps what it runs: to make the host {now}, revoke it (`vt node revoke {name}`) and enroll it again"
+                ))
+                .field("runs_instances"));
+            }
             let mut plan = Plan::new(StatusCode::OK, ()).expect(exists(AggregateType::Node, existing.id));
             if existing.capacity != req.capacity || existing.allocatable != allocatable {
                 plan = plan.event(Event::NodeCapacityChanged(NodeCapacityChanged {
@@ -169,6 +179,7 @@ impl ControlPlane {
             ipv4_range: Some(ipv4_range.clone()),
             wireguard_public_key: req.wireguard_public_key.clone(),
             wireguard_port: req.wireguard_port,
+            runs_instances: req.runs_instances,
             registered_at: now,
             updated_at: now,
         };
@@ -182,6 +193,7 @@ impl ControlPlane {
                 labels: req.labels,
                 address: req.address,
                 wireguard_port: req.wireguard_port,
+                runs_instances: req.runs_instances,
             }))
             .event(Event::NodeSubnetAssigned(NodeSubnetAssigned { node_id: id, subnet: subnet.clone() }))
             .event(Event::NodeIpv4RangeAssigned(NodeIpv4RangeAssigned { node_id: id, range: ipv4_range.clone() }))

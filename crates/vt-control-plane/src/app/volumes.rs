@@ -35,7 +35,7 @@ impl ControlPlane {
         }
         self.fresh().await?;
         let node = match &req.node {
-            Some(n) => self.lookup_node(n).await.map_err(|e| e.field("node"))?,
+            Some(n) => self.volume_node(n).await?,
             None => self.emptiest_node().await?,
         };
         let plan = new_volume(ctx, scope, req.name.to_string(), req.size_gib, &node, Origin::Empty)
@@ -64,7 +64,22 @@ impl ControlPlane {
         .field("name"))
     }
 
-    /// The ready node holding the fewest volumes, then the lowest name.
+    /// The node named to hold a volume (`node`): one that runs instances.
+    pub(crate) async fn volume_node(&self, node: &str) -> ApiResult<NodeView> {
+        let node = self.lookup_node(node).await.map_err(|e| e.field("node"))?;
+        if !node.runs_instances {
+            return Err(ApiErr::invalid(
+                "node",
+                format!(
+                    "node `{}` is edge-only: it runs no instances, so no volume can live there; name a node that runs instances (`vt node list`), or leave `node` out",
+                    node.name
+                ),
+            ));
+        }
+        Ok(node)
+    }
+
+    /// The ready node that runs instances holding the fewest volumes, then the lowest name.
     pub(crate) async fn emptiest_node(&self) -> ApiResult<NodeView> {
         let nodes: Vec<NodeView> = self.views(Self::kind_query(ViewKind::Node)).await?;
         let volumes: Vec<VolumeView> = self.views(Self::kind_query(ViewKind::Volume)).await?;
@@ -74,7 +89,7 @@ impl ControlPlane {
         }
         nodes
             .into_iter()
-            .filter(|n| n.status == NodeStatus::Ready)
+            .filter(|n| n.status == NodeStatus::Ready && n.runs_instances)
             .min_by(|a, b| {
                 (held.get(&a.id).copied().unwrap_or(0), &a.name).cmp(&(held.get(&b.id).copied().unwrap_or(0), &b.name))
             })

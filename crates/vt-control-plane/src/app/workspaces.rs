@@ -355,12 +355,12 @@ impl ControlPlane {
         self.commit_workspace(ctx, StatusCode::CREATED, WorkspaceView::created(&created, now), plan).await
     }
 
-    /// The ready node with the most memory free (then the lowest name).
+    /// The ready node that runs instances with the most memory free (then the lowest name).
     async fn roomiest_node(&self, load: &Load) -> ApiResult<NodeView> {
         let nodes: Vec<NodeView> = self.views(Self::kind_query(ViewKind::Node)).await?;
         nodes
             .into_iter()
-            .filter(|n| n.status == NodeStatus::Ready)
+            .filter(|n| n.status == NodeStatus::Ready && n.runs_instances)
             .max_by(|a, b| {
                 let free = |n: &NodeView| load.free_memory(n, None);
                 free(a).cmp(&free(b)).then_with(|| b.name.cmp(&a.name))

@@ -46,6 +46,7 @@ async fn seed_nodes(store: &Arc<dyn Store>) -> Vec<NodeId> {
         let e = Event::NodeRegistered(NodeRegistered {
             wireguard_public_key: None,
             wireguard_port: None,
+            runs_instances: true,
             node_id,
             name: format!("n{i}"),
             capacity: cap,
