@@ -153,6 +153,11 @@ impl NodeServer {
         self.agent.agent.running_vms()
     }
 
+    /// What the shutdown may ask while [`NodeServer::run`] owns the node.
+    pub fn handle(&self) -> crate::ServerHandle {
+        crate::ServerHandle { agent: Some(self.agent.agent.clone()) }
+    }
+
     /// Run until `shutdown` resolves, then stop the VMs (through their guests, then killed) and
     /// the ingress's listeners.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) -> Result<Stopped, ServerError> {

@@ -168,7 +168,7 @@ pub async fn run(p: &Printer, args: ServerArgs) -> CliResult {
         return run_joined(p, &args, config).await;
     }
     // Listening before anything starts: a signal during start-up is not lost.
-    let mut signals = Signals::new()?;
+    let signals = Signals::new()?;
     let server = Server::start(&config).await.map_err(failed)?;
     let addr = server.local_addr()?;
     let (scheme, workspace_scheme) = server.schemes();
@@ -178,36 +178,10 @@ pub async fn run(p: &Printer, args: ServerArgs) -> CliResult {
         p.notice(&format!("workspaces on {workspace_scheme}://{workspaces}/workspace/NAME/ (user `vt`)"));
     }
     p.notice(&format!("vt server ready on {scheme}://{addr}"));
-    let handle = server.handle();
-    let (printer, data_dir) = (*p, config.data_dir.clone());
-    let shutdown = async move {
-        let first = signals.next().await;
-        let vms = handle.running_vms();
-        printer.notice(&format!(
-            "{first}: shutting down: no new connections; requests in flight get up to {}, then {}; {first} again exits at once and leaves the VMs running for the next `vt server` to adopt",
-            secs(config.drain_timeout),
-            match vms {
-                0 => "no VM to stop".to_owned(),
-                n => format!("{n} VM(s) stop (up to {})", secs(config.vm_stop_timeout)),
-            },
-        ));
-        tokio::spawn(async move {
-            let second = signals.next().await;
-            leave_vms_and_exit(&printer, second, handle.running_vms(), &data_dir);
-        });
-    };
+    let drain = format!("no new connections; requests in flight get up to {}", secs(config.drain_timeout));
+    let shutdown = shutdown(p, signals, server.handle(), &config, drain);
     let stopped = server.run(shutdown).await.map_err(failed)?;
-    if stopped.vms > 0 {
-        let killed = match stopped.vms_killed {
-            0 => String::new(),
-            n => format!(", {n} of them killed at the timeout"),
-        };
-        p.notice(&format!(
-            "stopped {} VM(s) in {:.1} s{killed}; the next `vt server` boots them again",
-            stopped.vms,
-            (stopped.vms_stopped_in - stopped.drained_in).as_secs_f64()
-        ));
-    }
+    vms_stopped(p, &stopped);
     p.notice("vt server stopped");
     Ok(ExitStatus::Success)
 }
@@ -250,20 +224,13 @@ async fn run_joined(p: &Printer, args: &ServerArgs, config: ServerConfig) -> Cli
         }
         return run_edge_only(p, args, config, join).await;
     }
-    let mut signals = Signals::new()?;
+    let signals = Signals::new()?;
     let node = vt_server::join::NodeServer::start(&config, &join).await.map_err(failed)?;
     notices(p, &node.notices);
     p.notice(&format!("vt node `{}` ready, following {}", node.name, args.join.join(", ")));
-    let stopped = node
-        .run(async move {
-            let first = signals.next().await;
-            tracing::info!(signal = first, "stopping the node's VMs");
-        })
-        .await
-        .map_err(failed)?;
-    if stopped.vms > 0 {
-        p.notice(&format!("stopped {} VM(s) in {:.1} s", stopped.vms, stopped.vms_stopped_in.as_secs_f64()));
-    }
+    let shutdown = shutdown(p, signals, node.handle(), &config, "stopping the node".into());
+    let stopped = node.run(shutdown).await.map_err(failed)?;
+    vms_stopped(p, &stopped);
     p.notice("vt node stopped");
     Ok(ExitStatus::Success)
 }
@@ -288,6 +255,47 @@ async fn run_edge_only(p: &Printer, args: &ServerArgs, config: ServerConfig, joi
     .map_err(failed)?;
     p.notice("vt node stopped");
     Ok(ExitStatus::Success)
+}
+
+/// What a server does at its first signal: says what the stop does (`first` and then the VMs
+/// stopping), and exits at once at a second one, leaving the VMs to the next `vt server`.
+fn shutdown(
+    p: &Printer,
+    mut signals: Signals,
+    handle: vt_server::ServerHandle,
+    config: &ServerConfig,
+    first: String,
+) -> impl std::future::Future<Output = ()> {
+    let (printer, data_dir, vm_stop) = (*p, config.data_dir.clone(), config.vm_stop_timeout);
+    async move {
+        let signal = signals.next().await;
+        printer.notice(&format!(
+            "{signal}: shutting down: {first}, then {}; {signal} again exits at once and leaves the VMs running for the next `vt server` to adopt",
+            match handle.running_vms() {
+                0 => "no VM to stop".to_owned(),
+                n => format!("{n} VM(s) stop (up to {})", secs(vm_stop)),
+            },
+        ));
+        tokio::spawn(async move {
+            let second = signals.next().await;
+            leave_vms_and_exit(&printer, second, handle.running_vms(), &data_dir);
+        });
+    }
+}
+
+/// How many VMs the stop stopped, and how long it took.
+fn vms_stopped(p: &Printer, stopped: &vt_server::Stopped) {
+    if stopped.vms > 0 {
+        let killed = match stopped.vms_killed {
+            0 => String::new(),
+            n => format!(", {n} of them killed at the timeout"),
+        };
+        p.notice(&format!(
+            "stopped {} VM(s) in {:.1} s{killed}; the next `vt server` boots them again",
+            stopped.vms,
+            (stopped.vms_stopped_in - stopped.drained_in).as_secs_f64()
+        ));
+    }
 }
 
 fn secs(d: std::time::Duration) -> String {
