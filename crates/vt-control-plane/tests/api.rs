@@ -438,3 +438,57 @@ async fn a_node_follows_its_instances_by_cursor() {
     assert_eq!(r.error_code(), "unknown_field", "unknown parameters are refused: {}", r.body);
     assert!(r.body.to_string().contains("since"), "{}", r.body);
 }
+
+/// Deploys racing on one env: each one that commits was decided from the env as the one
+/// before it left it (its `previous_release_id` is that deploy's release); a loser is refused
+/// (409), never recorded on a stale view. The env's version is pinned before its view is read.
+#[tokio::test]
+async fn racing_deploys_each_decide_from_the_env_the_last_one_left() {
+    let s = seeded().await;
+    let mut releases = vec![];
+    for c in ['a', 'b', 'c', 'd'] {
+        let rel = s
+            .post(
+                "/v1/orgs/acme/apps/web/releases",
+                json!({"image": format!("acme/web@{}", digest(c)), "manifest": manifest()}),
+            )
+            .await;
+        assert_eq!(rel.status, StatusCode::CREATED, "{}", rel.body);
+        releases.push(rel.body["id"].as_str().unwrap().to_owned());
+    }
+    for round in 0..5 {
+        let tasks: Vec<_> = releases
+            .iter()
+            .enumerate()
+            .map(|(i, rel)| {
+                let (http, url, token) =
+                    (s.http.clone(), s.url("/v1/orgs/acme/apps/web/envs/prod/deploys"), s.token.clone());
+                let body = json!({"release_id": rel}).to_string();
+                tokio::spawn(async move {
+                    let r = http
+                        .post(url)
+                        .bearer_auth(token)
+                        .header("idempotency-key", format!("race-{round}-{i}"))
+                        .header("content-type", "application/json")
+                        .body(body)
+                        .send()
+                        .await
+                        .unwrap();
+                    r.status()
+                })
+            })
+            .collect();
+        for t in tasks {
+            let status = t.await.unwrap();
+            assert!(status == StatusCode::CREATED || status == StatusCode::CONFLICT, "{status}");
+        }
+    }
+    // In log order, every deploy's previous release is the release of the deploy before it.
+    let deploys = s.get("/v1/orgs/acme/apps/web/envs/prod/deploys").await.body;
+    let mut items: Vec<serde_json::Value> = deploys["items"].as_array().unwrap().clone();
+    items.reverse(); // newest first → oldest first
+    assert!(items.len() >= 5, "one deploy a round at least: {}", items.len());
+    for pair in items.windows(2) {
+        assert_eq!(pair[1]["previous_release_id"], pair[0]["release_id"], "{:#}", pair[1]);
+    }
+}

@@ -16,7 +16,6 @@ use vt_api::{Backup, ErrorCode, ReportBackup, RestoreBackup, SnapshotStatus, Vol
 use vt_backup::Restic;
 use vt_events::{AggregateType, BackupReported, BackupRequested, Event};
 use vt_ids::{BackupId, VolumeId};
-use vt_store::{Expectation, ExpectedVersion};
 use vt_views::VolumeView;
 
 use crate::authz::Action;
@@ -78,15 +77,13 @@ impl ControlPlane {
     pub async fn backup_create(&self, ctx: &Ctx, scope: &EnvScope, volume: &str) -> ApiResult<Committed> {
         scope.authorize(ctx, Action::Deploy)?;
         self.backups.restic()?;
-        self.fresh().await?;
-        let mut v = self.lookup_volume(&scope.env, volume).await?;
+        let (mut v, pin) = self.pinned_volume(&scope.env, volume).await?;
         if let Some(p) = &v.backups.pending {
             return Err(ApiErr::conflict(format!(
                 "a backup of volume `{}` ({}) is already running ({}); `vt volume get {}` shows when it ends",
                 v.name, v.id, p.id, v.id
             )));
         }
-        let version = self.store.aggregate_version(AggregateType::Volume, &v.id.to_string()).await?;
         let e = BackupRequested {
             org_id: v.org_id,
             env_id: v.env_id,
@@ -107,11 +104,7 @@ impl ControlPlane {
         let node = self.lookup_node(&v.node_id.to_string()).await?;
         let plan = Plan::new(StatusCode::CREATED, Volume { node: node.name.clone(), ..v.clone().wire() })
             .event(Event::BackupRequested(e))
-            .expect(Expectation {
-                aggregate_type: AggregateType::Volume,
-                aggregate_id: v.id.to_string(),
-                expected: ExpectedVersion::Exact(version),
-            });
+            .expect(pin);
         self.commit(ctx, plan).await
     }
 
@@ -181,8 +174,12 @@ impl ControlPlane {
         let node = self.authorized_node(ctx, node, Action::Agent).await?;
         let not_found = || ApiErr::not_found(format!("volume {} not found on node {}", shown(volume), node.name));
         let id = VolumeId::parse(volume).map_err(|_| not_found())?;
-        let v: VolumeView =
-            self.view(&id.to_string()).await?.filter(|v: &VolumeView| v.node_id == node.id).ok_or_else(not_found)?;
+        let (v, pin) = match self.fresh_pinned::<VolumeView>(AggregateType::Volume, id, "volume").await {
+            Ok((v, pin)) if v.node_id == node.id => (v, pin),
+            Ok(_) => return Err(not_found()),
+            Err(e) if e.status == StatusCode::NOT_FOUND => return Err(not_found()),
+            Err(e) => return Err(e),
+        };
         if req.status == SnapshotStatus::Pending {
             return Err(ApiErr::invalid("status", "a node reports `completed` or `failed`"));
         }
@@ -191,7 +188,6 @@ impl ControlPlane {
             // Reported already (a retry), or not asked for: nothing to record.
             return self.commit(ctx, Plan::new(StatusCode::OK, wire(v))).await;
         }
-        let version = self.store.aggregate_version(AggregateType::Volume, &v.id.to_string()).await?;
         let plan = Plan::new(StatusCode::OK, wire(v.clone()))
             .event(Event::BackupReported(BackupReported {
                 org_id: v.org_id,
@@ -205,11 +201,7 @@ impl ControlPlane {
                 took_ms: req.took_ms,
                 reason: req.reason,
             }))
-            .expect(Expectation {
-                aggregate_type: AggregateType::Volume,
-                aggregate_id: v.id.to_string(),
-                expected: ExpectedVersion::Exact(version),
-            });
+            .expect(pin);
         self.commit(ctx, plan).await
     }
 }

@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use vt_api::{CreateDeploy, Deploy, Scale, SetScale};
 use vt_events::{AggregateType, DeployCreated, DeployKind, DeployStatus, DeployStatusChanged, Event, ScaleSet};
 use vt_ids::{DeployId, Name};
-use vt_store::{Expectation, ExpectedVersion};
+use vt_store::Expectation;
 use vt_views::{DeployView, EnvView, ReleaseView, ScaleView, ViewKind};
 
 use crate::authz::Action;
@@ -20,19 +20,9 @@ pub(crate) fn manifest_of(release: &ReleaseView) -> ApiResult<vt_manifest::Manif
 }
 
 impl ControlPlane {
-    async fn env_pin(&self, env: &EnvView) -> ApiResult<Expectation> {
-        let version = self.store.aggregate_version(AggregateType::Env, &env.id.to_string()).await?;
-        Ok(Expectation {
-            aggregate_type: AggregateType::Env,
-            aggregate_id: env.id.to_string(),
-            expected: ExpectedVersion::Exact(version),
-        })
-    }
-
-    /// The env as the views show it now (after everything committed so far).
-    async fn fresh_env(&self, env: &EnvView) -> ApiResult<EnvView> {
-        self.fresh().await?;
-        self.view(&env.id.to_string()).await?.ok_or_else(|| ApiErr::not_found("env vanished"))
+    /// The env as the views show it now, pinned ([`Self::fresh_pinned`]).
+    pub(crate) async fn fresh_env(&self, env: &EnvView) -> ApiResult<(EnvView, Expectation)> {
+        self.fresh_pinned(AggregateType::Env, env.id, "env").await
     }
 
     /// The env's desired counts, by process name (the store orders by id, `<env>/<process>`).
@@ -47,9 +37,9 @@ impl ControlPlane {
         scope.authorize(ctx, Action::Deploy)?;
         let release =
             self.lookup_release(&scope.app, &req.release_id.to_string()).await.map_err(|e| e.field("release_id"))?;
-        let env = self.fresh_env(&scope.env).await?;
+        let (env, pin) = self.fresh_env(&scope.env).await?;
         let secrets = self.latest_secrets_version(&env).await?;
-        let plan = self.deploy_release(ctx, &env, release, DeployKind::Deploy, secrets).await?;
+        let plan = self.deploy_release(ctx, &env, pin, release, DeployKind::Deploy, secrets).await?;
         self.commit(ctx, plan).await
     }
 
@@ -58,7 +48,7 @@ impl ControlPlane {
     /// count). A deploy of kind `rollback`.
     pub async fn env_rollback(&self, ctx: &Ctx, scope: &EnvScope) -> ApiResult<Committed> {
         scope.authorize(ctx, Action::Deploy)?;
-        let env = self.fresh_env(&scope.env).await?;
+        let (env, pin) = self.fresh_env(&scope.env).await?;
         let Some(current) = env.desired_release_id else {
             return Err(ApiErr::conflict(format!("env `{}` has no deploy yet: nothing to roll back", env.name)));
         };
@@ -78,7 +68,7 @@ impl ControlPlane {
         let release = self.lookup_release(&scope.app, &previous.to_string()).await?;
         // A rollback is of the release: the secrets stay the latest ones.
         let secrets = self.latest_secrets_version(&env).await?;
-        let plan = self.deploy_release(ctx, &env, release, DeployKind::Rollback, secrets).await?;
+        let plan = self.deploy_release(ctx, &env, pin, release, DeployKind::Rollback, secrets).await?;
         self.commit(ctx, plan).await
     }
 
@@ -89,13 +79,13 @@ impl ControlPlane {
         &self,
         ctx: &Ctx,
         env: &EnvView,
+        pin: Expectation,
         release: ReleaseView,
         kind: DeployKind,
         secrets_version: Option<u64>,
     ) -> ApiResult<Plan<Deploy>> {
         let manifest = manifest_of(&release)?;
         self.check_secret_env_names(env, &release, &manifest).await?;
-        let pin = self.env_pin(env).await?;
         let id = DeployId::new();
         let now = ctx.now();
         let view = DeployView {
@@ -167,7 +157,7 @@ impl ControlPlane {
     /// Answers every process's count after the change.
     pub async fn scale_set(&self, ctx: &Ctx, scope: &EnvScope, req: SetScale) -> ApiResult<Committed> {
         scope.authorize(ctx, Action::Deploy)?;
-        let env = self.fresh_env(&scope.env).await?;
+        let (env, pin) = self.fresh_env(&scope.env).await?;
         let manifest = match env.desired_release_id {
             Some(r) => Some(manifest_of(&self.lookup_release(&scope.app, &r.to_string()).await?)?),
             None => None,
@@ -201,7 +191,7 @@ impl ControlPlane {
             self.scales(&env).await?.into_iter().map(|s| (s.process.clone(), s)).collect();
         let now = ctx.now();
         let mut result = current.clone();
-        let mut plan = Plan::new(StatusCode::OK, ()).expect(self.env_pin(&env).await?);
+        let mut plan = Plan::new(StatusCode::OK, ()).expect(pin);
         for (process, &n) in &req.processes {
             if current.get(process).map(|s| s.instances) == Some(n) {
                 continue; // already so: nothing to record

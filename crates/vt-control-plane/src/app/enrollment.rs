@@ -102,12 +102,12 @@ impl ControlPlane {
     pub async fn node_revoke(&self, ctx: &Ctx, r: &str) -> ApiResult<Committed> {
         ctx.authorize_cluster(Action::Operate)?;
         self.fresh().await?;
-        let node = self.lookup_node(r).await?;
+        let id = self.lookup_node(r).await?.id;
+        let (node, pin) = self.fresh_pinned::<NodeView>(AggregateType::Node, id, "node").await?;
         let beat = self.store.heartbeats().await?.get(&node.id.to_string()).copied();
         if node.status == NodeStatus::Revoked {
             return self.commit(ctx, Plan::new(StatusCode::OK, wire::node(node, beat))).await;
         }
-        let version = self.store.aggregate_version(AggregateType::Node, &node.id.to_string()).await?;
         let reason = format!("revoked by {}", ctx.actor().0);
         let mut plan = Plan::new(StatusCode::OK, ())
             .event(Event::NodeStatusChanged(NodeStatusChanged {
@@ -115,11 +115,7 @@ impl ControlPlane {
                 status: NodeStatus::Revoked,
                 reason: Some(reason.clone()),
             }))
-            .expect(Expectation {
-                aggregate_type: AggregateType::Node,
-                aggregate_id: node.id.to_string(),
-                expected: ExpectedVersion::Exact(version),
-            })
+            .expect(pin)
             .release(Claim { scope: ClaimScope::Node, name: node.name.clone(), owner: node.id.to_string() });
         let tokens: Vec<TokenView> = self.views(Self::kind_query(ViewKind::Token)).await?;
         for t in tokens.iter().filter(|t| t.node_id == Some(node.id) && t.revoked_at.is_none()) {

@@ -33,6 +33,33 @@ pub fn exists(aggregate_type: AggregateType, id: impl ToString) -> Expectation {
     Expectation { aggregate_type, aggregate_id: id.to_string(), expected: ExpectedVersion::Exists }
 }
 
+impl crate::ControlPlane {
+    /// A pin on the aggregate's version as the store has it now. Read it BEFORE the views a
+    /// plan is decided from ([`Self::fresh_pinned`]): pinned after, a change landing between
+    /// the two reads would slip under the pin with the plan made from the older view.
+    pub(crate) async fn pin(&self, aggregate_type: AggregateType, id: impl ToString) -> crate::ApiResult<Expectation> {
+        let id = id.to_string();
+        let version = self.store.aggregate_version(aggregate_type, &id).await?;
+        Ok(Expectation { aggregate_type, aggregate_id: id, expected: ExpectedVersion::Exact(version) })
+    }
+
+    /// Aggregate `id`'s view fresh from the views (everything committed so far), with a pin on
+    /// its version read before them: a plan made from the view commits only if nothing changed
+    /// the aggregate since. `what` names it in the 404 when it is gone.
+    pub(crate) async fn fresh_pinned<V: vt_views::View>(
+        &self,
+        aggregate_type: AggregateType,
+        id: impl ToString,
+        what: &str,
+    ) -> crate::ApiResult<(V, Expectation)> {
+        let pin = self.pin(aggregate_type, id).await?;
+        self.fresh().await?;
+        let view =
+            self.view(&pin.aggregate_id).await?.ok_or_else(|| crate::ApiErr::not_found(format!("{what} vanished")))?;
+        Ok((view, pin))
+    }
+}
+
 pub fn created() -> StatusCode {
     StatusCode::CREATED
 }

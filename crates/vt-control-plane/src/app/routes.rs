@@ -139,10 +139,7 @@ impl ControlPlane {
     async fn plan_route(&self, ctx: &Ctx, scope: &EnvScope, req: &CreateRoute) -> ApiResult<Plan<Route>> {
         // Decide from the env as it is now, and pin it: a deploy committed meanwhile fails this
         // create (409) rather than slip a release without the process under it.
-        self.fresh().await?;
-        let env: EnvView =
-            self.view(&scope.env.id.to_string()).await?.ok_or_else(|| ApiErr::not_found("env vanished"))?;
-        let env_version = self.store.aggregate_version(AggregateType::Env, &env.id.to_string()).await?;
+        let (env, env_pin) = self.fresh_env(&scope.env).await?;
         let notes = self.check_backend(scope, &env, req).await?;
         let range = self.ingress.tcp_ports();
         let (hostname, port) = match req.protocol {
@@ -220,11 +217,7 @@ impl ControlPlane {
                 backend_port: req.backend_port,
                 proxy_protocol: req.proxy_protocol,
             }))
-            .expect(Expectation {
-                aggregate_type: AggregateType::Env,
-                aggregate_id: env.id.to_string(),
-                expected: ExpectedVersion::Exact(env_version),
-            })
+            .expect(env_pin)
             // The org's claim first: another org's host name fails on it, saying nothing of the other route.
             .claim(listener_claim(&view));
         if let Some(owned) = hostname_claim(&view) {

@@ -246,13 +246,12 @@ impl ControlPlane {
     /// the secrets' aggregate version first (pinned in the append), then the views.
     async fn secrets_state(&self, env: &EnvView) -> ApiResult<SecretsState> {
         let aggregate = self.store.aggregate_version(AggregateType::Secrets, &env.id.to_string()).await?;
-        self.fresh().await?;
-        let env: EnvView = self.view(&env.id.to_string()).await?.ok_or_else(|| ApiErr::not_found("env vanished"))?;
+        let (env, env_pin) = self.fresh_env(env).await?;
         let view = self.secrets_view(&env).await?;
         let version = view.as_ref().map_or(0, |v| v.version);
         let live = if version > 0 { self.held(&env, version).await? } else { BTreeMap::new() };
         let staged = self.staged(&env).await?;
-        Ok(SecretsState { env, aggregate, view, live, staged })
+        Ok(SecretsState { env, env_pin, aggregate, view, live, staged })
     }
 
     /// Whether every value `change` sets is already the live value (nothing to roll out).
@@ -322,7 +321,9 @@ impl ControlPlane {
                 let release = self.view::<ReleaseView>(&release.to_string()).await?.ok_or_else(|| {
                     ApiErr::internal(format!("the desired release {release} of env {} is not in the views", env.id))
                 })?;
-                let plan = self.deploy_release(ctx, env, release, DeployKind::Secrets, Some(version)).await?;
+                let plan = self
+                    .deploy_release(ctx, env, state.env_pin.clone(), release, DeployKind::Secrets, Some(version))
+                    .await?;
                 let deploy = plan.response.clone();
                 (plan.respond(()), Some(deploy))
             }
@@ -461,6 +462,8 @@ fn check_limits(next: &BTreeMap<String, Held>) -> ApiResult<()> {
 /// What a change to an env's secrets decides from.
 struct SecretsState {
     env: EnvView,
+    /// The env's version, read before the views (`fresh_env`): a new version's deploy pins it.
+    env_pin: Expectation,
     /// The `secrets` aggregate's version when the state was read.
     aggregate: u64,
     view: Option<SecretsView>,

@@ -14,7 +14,7 @@ use vt_api::{CreateVolume, ErrorCode, ExtendVolume, Volume};
 use vt_events::{AggregateType, Event, NodeStatus, VolumeCreated, VolumeDeleted, VolumeExtended};
 use vt_ids::{NodeId, VolumeId};
 use vt_store::{Expectation, ExpectedVersion};
-use vt_views::{NodeView, ViewKind, VolumeView};
+use vt_views::{EnvView, NodeView, ViewKind, VolumeView};
 
 use super::exists;
 use crate::authz::Action;
@@ -109,8 +109,7 @@ impl ControlPlane {
         req: ExtendVolume,
     ) -> ApiResult<Committed> {
         scope.authorize(ctx, Action::Deploy)?;
-        self.fresh().await?;
-        let mut v = self.lookup_volume(&scope.env, volume).await?;
+        let (mut v, pin) = self.pinned_volume(&scope.env, volume).await?;
         if req.size_gib <= v.size_gib || req.size_gib > vt_api::MAX_VOLUME_GIB {
             return Err(ApiErr::invalid(
                 "size_gib",
@@ -124,7 +123,6 @@ impl ControlPlane {
                 ),
             ));
         }
-        let version = self.store.aggregate_version(AggregateType::Volume, &v.id.to_string()).await?;
         v.size_gib = req.size_gib;
         v.updated_at = ctx.now();
         let node = self.lookup_node(&v.node_id.to_string()).await?;
@@ -135,19 +133,14 @@ impl ControlPlane {
                 volume_id: v.id,
                 size_gib: req.size_gib,
             }))
-            .expect(Expectation {
-                aggregate_type: AggregateType::Volume,
-                aggregate_id: v.id.to_string(),
-                expected: ExpectedVersion::Exact(version),
-            });
+            .expect(pin);
         self.commit(ctx, plan).await
     }
 
     /// Delete a volume that no instance has; its node removes the disk.
     pub async fn volume_delete(&self, ctx: &Ctx, scope: &EnvScope, volume: &str) -> ApiResult<Committed> {
         scope.authorize(ctx, Action::Deploy)?;
-        self.fresh().await?;
-        let v = self.lookup_volume(&scope.env, volume).await?;
+        let (v, pin) = self.pinned_volume(&scope.env, volume).await?;
         if let Some(instance) = v.attached_to {
             return Err(ApiErr::conflict(format!(
                 "volume `{}` ({}) is attached to instance {instance}; scale its process down \
@@ -155,7 +148,6 @@ impl ControlPlane {
                 v.name, v.id
             )));
         }
-        let version = self.store.aggregate_version(AggregateType::Volume, &v.id.to_string()).await?;
         let node = self.lookup_node(&v.node_id.to_string()).await?;
         let plan = Plan::new(StatusCode::OK, with_node(v.clone().wire(), &node))
             .event(Event::VolumeDeleted(VolumeDeleted {
@@ -165,12 +157,16 @@ impl ControlPlane {
                 node_id: v.node_id,
             }))
             // Free when read: an attach committed meanwhile fails this delete.
-            .expect(Expectation {
-                aggregate_type: AggregateType::Volume,
-                aggregate_id: v.id.to_string(),
-                expected: ExpectedVersion::Exact(version),
-            });
+            .expect(pin);
         self.commit(ctx, plan).await
+    }
+
+    /// The env's volume `volume` (id or name) fresh from the views, pinned on its version
+    /// ([`Self::fresh_pinned`]): every command on a volume decides from it.
+    pub(crate) async fn pinned_volume(&self, env: &EnvView, volume: &str) -> ApiResult<(VolumeView, Expectation)> {
+        self.fresh().await?;
+        let id = self.lookup_volume(env, volume).await?.id;
+        self.fresh_pinned(AggregateType::Volume, id, "volume").await
     }
 
     pub async fn volume_get(&self, ctx: &Ctx, scope: &EnvScope, volume: &str) -> ApiResult<Volume> {
@@ -204,7 +200,7 @@ impl ControlPlane {
     }
 
     /// A volume of `env`, by id, or by name when one volume has it.
-    pub async fn lookup_volume(&self, env: &vt_views::EnvView, r: &str) -> ApiResult<VolumeView> {
+    pub async fn lookup_volume(&self, env: &EnvView, r: &str) -> ApiResult<VolumeView> {
         let mut found = self.find::<VolumeView>(Some(env.id.to_string()), r).await?;
         match found.len() {
             0 => Err(ApiErr::not_found(format!(

@@ -26,7 +26,7 @@ use vt_events::{
     WorkspaceFailed, WorkspacePortAdded, WorkspacePortRemoved,
 };
 use vt_ids::{AppId, DeployId, EnvId, VolumeId, WorkspaceId};
-use vt_store::{Claim, ClaimScope, Expectation, ExpectedVersion};
+use vt_store::{Claim, ClaimScope, Expectation};
 use vt_views::{AppView, InstanceView, NodeView, ViewKind, WorkspaceView};
 
 use super::exists;
@@ -459,11 +459,6 @@ impl ControlPlane {
             return Err(ApiErr::conflict(format!("workspace `{}` was deleted and created again meanwhile", w.name)));
         }
         Ok((w, pins))
-    }
-
-    async fn pin(&self, aggregate_type: AggregateType, id: String) -> ApiResult<Expectation> {
-        let version = self.store.aggregate_version(aggregate_type, &id).await?;
-        Ok(Expectation { aggregate_type, aggregate_id: id, expected: ExpectedVersion::Exact(version) })
     }
 
     /// Delete a workspace: irreversible. Its VM stops; the scheduler removes its disk once the
