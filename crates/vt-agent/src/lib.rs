@@ -1712,7 +1712,10 @@ impl Agent {
         .await
         .map_err(|e| format!("image pull task: {e}"))?
         .map_err(|e| {
-            let why = format!("cannot pull image {}@{}: {e}", repo, release.image_digest);
+            let mut why = format!("cannot pull image {}@{}: {e}", repo, release.image_digest);
+            if matches!(e, vt_image::Error::NoSpace(_)) {
+                why.push_str(&self.snapshots_held());
+            }
             if e.is_transient() {
                 PrepareError::Transient(why)
             } else {
@@ -1926,7 +1929,9 @@ impl Agent {
             let disk = volumes::ensure(&self.cfg.dirs.volumes, self.cfg.disk_budget.as_ref(), restic.as_ref(), v)
                 .await
                 .map_err(|e| match e {
-                    volumes::VolumeError::NoSpace(why) => PrepareError::Transient(why),
+                    volumes::VolumeError::NoSpace(why) => {
+                        PrepareError::Transient(format!("{why}{}", self.snapshots_held()))
+                    }
                     other => PrepareError::Fatal(other.to_string()),
                 })?;
             disks.push(vt_runtime::VolumeDisk {

@@ -389,3 +389,94 @@ fn a_suspend_that_cannot_be_done_stops_and_a_resume_scaled_to_0_stays_suspended(
     assert_ne!(id3, id2, "a stopped instance is never resumed: a new one boots");
     assert_ne!(exec(&id3, "cat /tmp/tok 2>/dev/null || true"), token2);
 }
+
+/// A resume cut short by an agent restart before it restored anything (it was waiting for room
+/// for its scratch disk when `vt server` was killed): the restarted agent finds the record
+/// `preparing` with no VM and its snapshot unclaimed, keeps it suspended, and resumes it: the
+/// same shell, never a fresh boot over its snapshot.
+#[test]
+fn a_resume_cut_short_by_an_agent_restart_still_resumes_with_its_memory() {
+    if vt_runtime::testing::guest_or_skip("the suspend restart test", &[vt_image::testing::BUSYBOX]).is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let _vms = KillVms(&data);
+    let free = vt_disk::DiskBudget::new(&data, vt_disk::Reserve::Bytes(0), "test").available().unwrap();
+    assert!(free > 4 << 30, "the suspend restart test needs 4 GiB free on {}", data.display());
+    let reserve = free - (3 << 30);
+    let port = common::free_port();
+    let mut args = ingress_server_args(&data, port);
+    args.extend(["--disk-reserve".to_owned(), reserve.to_string()]);
+    let server_args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (mut first, url, _) = spawn_vt_server_captured(dir.path(), &server_args);
+    let image = acme_with_busybox(dir.path(), &data, &url);
+    let manifest = dir.path().join("vt.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "schema_version = 1\n\n[processes.web]\ncommand = [\"/bin/sh\", \"-c\", \"{COUNTER}\"]\n\
+             resources = {{ cpu = 1, memory_mib = 128 }}\nscaling = {{ min = 0, max = 1, suspend = true }}\n"
+        ),
+    )
+    .unwrap();
+    let vt = |url: &str, args: &[&str]| vt_at(dir.path(), &data, url, args);
+    vt(&url, &["deploy", "--wait", "--image", &image, "--manifest", manifest.to_str().unwrap()]);
+    vt(&url, &["scale", "web=1"]);
+    let instance = |url: &str| -> Option<serde_json::Value> {
+        vt(url, &["instances", "-o", "json"]).json()["items"].as_array().unwrap().first().cloned()
+    };
+    let until = |url: &str, what: &str, f: &dyn Fn(&serde_json::Value) -> bool| -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            if let Some(i) = instance(url).filter(|i| f(i)) {
+                return i;
+            }
+            assert!(Instant::now() < deadline, "not {what}: {:?}", instance(url));
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let exec = |url: &str, id: &str, cmd: &str| {
+        let mut c = vt_isolated(dir.path(), &["exec", id, "--", "sh", "-c", cmd]);
+        c.env("VT_SERVER", url)
+            .env("VT_DATA_DIR", &data)
+            .env("VT_ORG", "acme")
+            .env("VT_APP", "web")
+            .env("VT_ENV", "prod");
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let i = until(&url, "running", &|i| i["status"] == "running");
+    let id = i["id"].as_str().unwrap().to_owned();
+    let token = loop {
+        let t = exec(&url, &id, "cat /tmp/tok 2>/dev/null || true");
+        if !t.is_empty() {
+            break t;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    vt(&url, &["scale", "web=0"]);
+    until(&url, "suspended", &|i| i["status"] == "suspended");
+    {
+        let _full = Filler::leaving(&data, reserve, 64 << 20);
+        vt(&url, &["scale", "web=1"]);
+        until(&url, "resuming, waiting for room", &|i| {
+            i["status"] == "preparing" && i["reason"].as_str().unwrap_or_default().starts_with("waiting:")
+        });
+        first.kill().unwrap();
+        let _ = first.wait();
+    }
+    let (_second, url, output) = spawn_vt_server_captured(dir.path(), &server_args);
+    let i = until(&url, "running again", &|i| i["status"] == "running");
+    println!("after the restart: {}", i["reason"]);
+    let reason = i["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("resumed from its snapshot"),
+        "{i}\n{}",
+        String::from_utf8_lossy(&output.lock().unwrap())
+    );
+    assert_eq!(i["id"], id.as_str());
+    assert_eq!(exec(&url, &id, "cat /tmp/tok"), token, "the same shell, its memory kept");
+}
