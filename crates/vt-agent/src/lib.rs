@@ -1460,6 +1460,17 @@ impl Agent {
                             snap.path.display(),
                             snap.took.as_millis()
                         ));
+                        // What the node's disk holds for suspended instances, now one more.
+                        let (held, held_bytes) = self.snapshot_usage();
+                        let free = self.cfg.disk_budget.as_ref().and_then(|b| b.available().ok());
+                        tracing::info!(
+                            instance = %id,
+                            bytes = snap.bytes,
+                            suspended_instances = held,
+                            snapshot_bytes = held_bytes,
+                            budget_free_bytes = free,
+                            "suspended to a snapshot on this node's disk"
+                        );
                         suspended = Some(snap);
                     }
                     Err(SuspendFailed::Retry { after, reason }) => {
