@@ -260,6 +260,10 @@ enum Stop {
     /// The control plane wants the instance suspended: save the VM to a snapshot in its work
     /// dir (once it runs), end its VMM, report `suspended`.
     Suspend,
+    /// The control plane wants it running again after a [`Stop::Suspend`]: call off a suspend
+    /// not done yet (asked for while it boots, or waiting for a retry). One already done stays
+    /// done (the instance is then resumed).
+    Resume,
 }
 
 /// How far a shutdown of the agent has got (see [`Agent::stop_following`]).
@@ -772,6 +776,10 @@ impl Agent {
                         if inst.desired_state == DesiredState::Suspended && !s.suspend_sent && !s.stop_sent {
                             s.suspend_sent = s.stop.try_send(Stop::Suspend).is_ok();
                         }
+                        // Desired running again (a quick 1 → 0 → 1): a suspend not done yet is called off.
+                        if inst.desired_state == DesiredState::Running && s.suspend_sent && !s.stop_sent {
+                            s.suspend_sent = s.stop.try_send(Stop::Resume).is_err();
+                        }
                         continue;
                     }
                 }
@@ -904,8 +912,8 @@ impl Agent {
     }
 
     fn track(&self, id: &str) -> mpsc::Receiver<Stop> {
-        // Room for a requested stop and a shutdown after it.
-        let (tx, rx) = mpsc::channel(2);
+        // Room for a suspend, its calling off, a requested stop and a shutdown after them.
+        let (tx, rx) = mpsc::channel(4);
         self.supervised
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -1075,6 +1083,8 @@ impl Agent {
                             tracing::warn!(instance = %rec.id, "cannot suspend a VM adopted without its guest channel; stopping it instead");
                             (stopping, instead) = (true, Some(cannot_save));
                         }
+                        // Already stopping instead of suspending: that cannot be called off.
+                        Some(Stop::Resume) => {}
                         Some(Stop::Shutdown(grace)) => {
                             // Sooner than a requested stop's grace, if one is under way.
                             let sooner = Instant::now() + grace;
@@ -1304,6 +1314,7 @@ impl Agent {
                     }
                     // Suspended before it runs: done once it runs.
                     Some(Stop::Suspend) => suspend = true,
+                    Some(Stop::Resume) => suspend = false,
                     // The server stops: the record stays `preparing`; the next start prepares it again.
                     Some(Stop::Shutdown(_)) | None => {
                         self.release_network(&id).await;
@@ -1316,29 +1327,32 @@ impl Agent {
         };
         // Its rules go after its tap, however this task ends (also when it is aborted).
         let mut admitted = Admitted::new(self.network.clone(), &id, spec.network.as_ref().map(|n| n.tap.clone()));
-        // A stop that arrived while preparing: nothing was booted.
-        match stop.try_recv() {
-            Ok(Stop::Requested) => {
-                let _ = log.close();
-                admitted.release().await;
-                discard_snapshot(&work_dir);
-                rec.phase = Phase::Stopped;
-                return self
-                    .set_phase(&mut rec, Phase::Stopped, Some("stopped on request before it booted".into()))
-                    .await;
+        // What arrived while preparing (the last suspend or its calling off counts): nothing was booted.
+        while let Ok(s) = stop.try_recv() {
+            match s {
+                Stop::Requested => {
+                    let _ = log.close();
+                    admitted.release().await;
+                    discard_snapshot(&work_dir);
+                    rec.phase = Phase::Stopped;
+                    return self
+                        .set_phase(&mut rec, Phase::Stopped, Some("stopped on request before it booted".into()))
+                        .await;
+                }
+                // The server stops: the record stays `preparing`; the next start prepares it again.
+                Stop::Shutdown(_) => {
+                    let _ = log.close();
+                    admitted.release().await;
+                    return;
+                }
+                Stop::Suspend => suspend = true,
+                Stop::Resume => suspend = false,
             }
-            // The server stops: the record stays `preparing`; the next start prepares it again.
-            Ok(Stop::Shutdown(_)) => {
-                let _ = log.close();
-                admitted.release().await;
-                return;
-            }
-            Ok(Stop::Suspend) if resume => {
-                admitted.release().await;
-                return self.resume_cancelled(&mut rec, log).await;
-            }
-            Ok(Stop::Suspend) => suspend = true,
-            Err(_) => {}
+        }
+        // Suspended again before it resumed: nothing was restored, the snapshot stays.
+        if resume && suspend {
+            admitted.release().await;
+            return self.resume_cancelled(&mut rec, log).await;
         }
         // A resume: restore the snapshot; booted afresh (the snapshot deleted) when it cannot be.
         let mut restored = None;
@@ -1437,6 +1451,8 @@ impl Agent {
         let mut suspend_retry_at: Option<tokio::time::Instant> = None;
         // Why it is stopped instead of suspended: said first in the reason of its end.
         let mut instead: Option<String> = None;
+        // The health verdict last reported (a report made for another reason repeats it).
+        let mut health_now = Health::Pending;
         loop {
             if suspend && rec.phase == Phase::Running && !stop_sent && suspended.is_none() {
                 (suspend, suspend_retry_at) = (false, None);
@@ -1476,8 +1492,7 @@ impl Agent {
                     Err(SuspendFailed::Retry { after, reason }) => {
                         tracing::warn!(instance = %id, attempt = suspend_attempts, %reason, "cannot suspend the VM; retrying");
                         let _ = log.note(&reason);
-                        let health = if checks.is_some() { Health::Pending } else { Health::Passing };
-                        self.report_running(&rec, health, Some(reason)).await;
+                        self.report_running(&rec, health_now, Some(reason)).await;
                         suspend_retry_at = Some(tokio::time::Instant::now() + after);
                     }
                     Err(SuspendFailed::Stop(reason)) => {
@@ -1499,6 +1514,7 @@ impl Agent {
                         }
                         let _ = log.note(&format!("health: {}{}", change.health.as_str(), change.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()));
                         let reason = change.reason.or_else(|| Some(format!("boot: {}", rec.timings.summary())));
+                        health_now = change.health;
                         self.report_running(&rec, change.health, reason).await;
                     }
                     continue;
@@ -1525,6 +1541,16 @@ impl Agent {
                             }
                         }
                         Some(Stop::Suspend) if !stop_sent && suspended.is_none() => suspend = true,
+                        // Desired running again before the suspend was done: it runs on.
+                        Some(Stop::Resume) if suspend || suspend_retry_at.is_some() => {
+                            (suspend, suspend_retry_at, suspend_attempts) = (false, None, 0);
+                            let why = "the suspend is called off: desired running again";
+                            let _ = log.note(why);
+                            tracing::info!(instance = %id, "{why}");
+                            if rec.phase == Phase::Running {
+                                self.report_running(&rec, health_now, Some(why.to_owned())).await;
+                            }
+                        }
                         Some(Stop::Shutdown(grace)) => {
                             // The ingress and the API go away with the server: no drain.
                             (shutdown, stop_sent, drain_until) = (true, true, None);
@@ -1582,6 +1608,7 @@ impl Agent {
                     rec.phase = Phase::Running;
                     rec.reason = Some("re-attached after a node agent restart".into());
                     self.record(&mut rec);
+                    health_now = health;
                     self.report_running(&rec, health, rec.reason.clone()).await;
                 }
                 VmEvent::State(State::Running) => {
@@ -1630,6 +1657,7 @@ impl Agent {
                     } else {
                         rec.reason.clone()
                     };
+                    health_now = health;
                     self.report_running(&rec, health, reason).await;
                 }
                 VmEvent::State(State::Stopping) => {

@@ -218,8 +218,9 @@ impl Drop for Filler {
 /// snapshots hold) scaled to 0 again stays suspended with its snapshot, and resumes with its
 /// memory later; a suspend whose snapshot does not fit the budget stops the instance instead,
 /// saying why; a suspend that fails (its snapshot directory is in the way) is retried and
-/// suspends once the way is clear, and when it stays in the way the instance is stopped after
-/// three attempts, saying why.
+/// suspends once the way is clear, is called off when the instance is desired running again
+/// before a retry, and when it stays in the way the instance is stopped after three attempts,
+/// saying why.
 #[test]
 fn a_suspend_that_cannot_be_done_stops_and_a_resume_scaled_to_0_stays_suspended() {
     if vt_runtime::testing::guest_or_skip("the suspend gaps test", &[vt_image::testing::BUSYBOX]).is_none() {
@@ -374,8 +375,19 @@ fn a_suspend_that_cannot_be_done_stops_and_a_resume_scaled_to_0_stays_suspended(
     assert_eq!(scaled_up(None), id2, "the same instance resumes");
     assert_eq!(exec(&id2, "cat /tmp/tok"), token2, "its memory kept");
 
-    // When it stays in the way: three attempts, then stopped, saying why; nothing to resume.
+    // Desired running again while the suspend waits for its retry: called off, the VM runs on.
     block();
+    vt(&["scale", "web=0"]);
+    until(&id2, "retrying the suspend", &|i| reason(i).starts_with("cannot suspend (attempt "));
+    vt(&["scale", "web=1"]);
+    let i = until(&id2, "called off", &|i| reason(i) == "the suspend is called off: desired running again");
+    assert_eq!((&i["status"], &i["desired_state"]), (&"running".into(), &"running".into()), "{i}");
+    std::thread::sleep(Duration::from_secs(4));
+    let i = instance(&id2);
+    assert_eq!(i["status"], "running", "no retry after the calling off: {i}");
+    assert_eq!(exec(&id2, "cat /tmp/tok"), token2, "the same shell");
+
+    // When it stays in the way: three attempts, then stopped, saying why; nothing to resume.
     let t = Instant::now();
     vt(&["scale", "web=0"]);
     let i = until(&id2, "stopped", &|i| i["status"] == "stopped");
