@@ -165,6 +165,51 @@ impl AgentConfig {
 const PREPARE_RETRY_FIRST: Duration = Duration::from_secs(1);
 const PREPARE_RETRY_MAX: Duration = Duration::from_secs(30);
 
+/// A suspend that fails for now (the VMM's QMP did not answer in time, the snapshot could not
+/// be written) is tried this many times in all, [`SUSPEND_RETRY_FIRST`] apart, doubling; then
+/// the instance is stopped instead, with why. Never a VM left paused, never one left running
+/// that was meant to be suspended.
+const SUSPEND_ATTEMPTS: u32 = 3;
+const SUSPEND_RETRY_FIRST: Duration = Duration::from_secs(1);
+
+/// What follows a suspend attempt that did not suspend the VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SuspendFailed {
+    /// Transient: try again after `after`; `reason` is reported meanwhile.
+    Retry { after: Duration, reason: String },
+    /// Stop the instance instead: the reason its end is reported with.
+    Stop(String),
+}
+
+/// Decide after attempt number `attempt` (from 1) failed with `e`: a failure to save, or a VM
+/// whose guest channel is not attached for now, is retried up to [`SUSPEND_ATTEMPTS`] in all;
+/// a backend (or an adopted VM) that cannot save at all, or the last failure, stops it.
+fn after_failed_suspend(attempt: u32, e: &vt_runtime::SuspendError) -> SuspendFailed {
+    use vt_runtime::SuspendError as E;
+    let why = match e {
+        E::Failed(why) => why.clone(),
+        other => other.to_string(),
+    };
+    match e {
+        E::Failed(_) | E::NotRunning(_) if attempt < SUSPEND_ATTEMPTS => {
+            let after = SUSPEND_RETRY_FIRST * 2u32.pow(attempt.saturating_sub(1).min(8));
+            SuspendFailed::Retry {
+                after,
+                reason: format!(
+                    "cannot suspend (attempt {attempt} of {SUSPEND_ATTEMPTS}): {why}; the VM runs on, retrying in {} s",
+                    after.as_secs()
+                ),
+            }
+        }
+        E::Failed(_) | E::NotRunning(_) => SuspendFailed::Stop(format!(
+            "stopped instead of suspended: the suspend failed {attempt} times, the last: {why}"
+        )),
+        E::Unsupported(_) | E::Lost(_) | E::Ended => {
+            SuspendFailed::Stop(format!("stopped instead of suspended: {why}"))
+        }
+    }
+}
+
 /// Why preparing an instance (pull, root disk, secrets, launch) failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 enum PrepareError {
@@ -242,6 +287,10 @@ enum Stop {
     /// The control plane wants the instance suspended: save the VM to a snapshot in its work
     /// dir (once it runs), end its VMM, report `suspended`.
     Suspend,
+    /// The control plane wants it running again after a [`Stop::Suspend`]: call off a suspend
+    /// not done yet (asked for while it boots, or waiting for a retry). One already done stays
+    /// done (the instance is then resumed).
+    Resume,
 }
 
 /// How far a shutdown of the agent has got (see [`Agent::stop_following`]).
@@ -270,6 +319,8 @@ struct Watch {
     note: Option<String>,
     /// A suspend asked for before it ran: done once it runs.
     suspend: bool,
+    /// Its memory, MiB: what its snapshot may take on the node's disk.
+    memory_mib: u32,
 }
 
 /// Why an exec session could not be opened.
@@ -749,11 +800,15 @@ impl Agent {
                         if inst.desired_state == DesiredState::Suspended && !s.suspend_sent && !s.stop_sent {
                             s.suspend_sent = s.stop.try_send(Stop::Suspend).is_ok();
                         }
+                        // Desired running again (a quick 1 → 0 → 1): a suspend not done yet is called off.
+                        if inst.desired_state == DesiredState::Running && s.suspend_sent && !s.stop_sent {
+                            s.suspend_sent = s.stop.try_send(Stop::Resume).is_err();
+                        }
                         continue;
                     }
                 }
             }
-            let rec = self.states.load(&id);
+            let rec = self.states.load(&id).map(|r| self.still_suspended(r));
             let mounts = || -> Vec<Option<Volume>> {
                 inst.volumes.iter().map(|a| volumes.get(&a.volume_id.to_string()).cloned()).collect()
             };
@@ -794,7 +849,7 @@ impl Agent {
                     rec.vm_pid = live_vm(&rec);
                     tracing::info!(instance = %id, pid = rec.vm_pid, "adopting a VM still running from a previous agent");
                     if rec.resumable && self.runtime.can_attach() {
-                        self.spawn_attached(tasks, rec, inst.desired_state);
+                        self.spawn_attached(tasks, rec, inst.desired_state, inst.resources.memory_mib);
                     } else {
                         self.spawn_adopted(tasks, rec, inst.desired_state);
                     }
@@ -839,6 +894,24 @@ impl Agent {
         Ok(again)
     }
 
+    /// A record a previous agent left preparing or booting with no VM and its snapshot
+    /// unclaimed: a resume interrupted before it restored anything, so the instance is still
+    /// suspended (resumed, or its snapshot deleted, as the control plane wants), never booted
+    /// afresh over its snapshot.
+    fn still_suspended(&self, mut rec: InstanceRecord) -> InstanceRecord {
+        if matches!(rec.phase, Phase::Preparing | Phase::Booting)
+            && live_vm(&rec).is_none()
+            && vt_runtime::snapshot::exists(&rec.work_dir)
+        {
+            tracing::info!(instance = %rec.id, "a resume was interrupted before it restored anything: still suspended");
+            rec.phase = Phase::Suspended;
+            rec.reason =
+                Some("suspended (its resume was interrupted by an agent restart; its snapshot is kept)".into());
+            self.record(&mut rec);
+        }
+        rec
+    }
+
     /// The instances whose VMs are alive (a previous agent's), as members of the network.
     fn survivors(&self) -> Vec<(String, vt_firewall::Member)> {
         self.states
@@ -863,8 +936,8 @@ impl Agent {
     }
 
     fn track(&self, id: &str) -> mpsc::Receiver<Stop> {
-        // Room for a requested stop and a shutdown after it.
-        let (tx, rx) = mpsc::channel(2);
+        // Room for a suspend, its calling off, a requested stop and a shutdown after them.
+        let (tx, rx) = mpsc::channel(4);
         self.supervised
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -903,7 +976,13 @@ impl Agent {
 
     /// A VM a previous agent booted, whose guest channel this agent re-attaches to: watched
     /// like one it booted (output, exit status, health, exec).
-    fn spawn_attached(self: &Arc<Self>, tasks: &mut JoinSet<()>, rec: InstanceRecord, desired: DesiredState) {
+    fn spawn_attached(
+        self: &Arc<Self>,
+        tasks: &mut JoinSet<()>,
+        rec: InstanceRecord,
+        desired: DesiredState,
+        memory_mib: u32,
+    ) {
         let stop = self.track(&rec.id);
         let me = self.clone();
         tasks.spawn(async move {
@@ -936,8 +1015,15 @@ impl Agent {
             };
             let _ = log.note("the node agent restarted; re-attaching to the running VM");
             let suspend = desired == DesiredState::Suspended;
-            let watch =
-                Watch { t0: Instant::now(), cpu_millis: 0, attached: true, resumed: false, note: None, suspend };
+            let watch = Watch {
+                t0: Instant::now(),
+                cpu_millis: 0,
+                attached: true,
+                resumed: false,
+                note: None,
+                suspend,
+                memory_mib: memory_mib.max(64),
+            };
             me.watch(vm, rec, log, stop, admitted, watch).await;
         });
     }
@@ -990,7 +1076,10 @@ impl Agent {
                 me.record(&mut rec);
                 me.report(&rec.id, Phase::Running, rec.reason.clone(), None).await;
             }
-            let mut stopping = desired == DesiredState::Stopped;
+            // Meant to be suspended, and it cannot be saved (no guest channel): stopped instead.
+            let cannot_save = "stopped instead of suspended: a VM adopted after an agent restart without its guest channel cannot be saved";
+            let mut instead = (desired == DesiredState::Suspended).then_some(cannot_save);
+            let mut stopping = desired == DesiredState::Stopped || instead.is_some();
             let mut deadline: Option<Instant> = None;
             // A stop for the server's shutdown: the VMM gets SIGTERM, nothing is reported.
             let mut shutdown: Option<Duration> = None;
@@ -1013,10 +1102,13 @@ impl Agent {
                 tokio::select! {
                     r = stop.recv(), if shutdown.is_none() => match r {
                         Some(Stop::Requested) => stopping = true,
-                        // Watched through its process only: it cannot be saved; it runs on.
+                        // Watched through its process only: it cannot be saved; stopped instead.
                         Some(Stop::Suspend) => {
-                            tracing::warn!(instance = %rec.id, "cannot suspend a VM adopted without its guest channel; it runs on");
+                            tracing::warn!(instance = %rec.id, "cannot suspend a VM adopted without its guest channel; stopping it instead");
+                            (stopping, instead) = (true, Some(cannot_save));
                         }
+                        // Already stopping instead of suspending: that cannot be called off.
+                        Some(Stop::Resume) => {}
                         Some(Stop::Shutdown(grace)) => {
                             // Sooner than a requested stop's grace, if one is under way.
                             let sooner = Instant::now() + grace;
@@ -1038,7 +1130,9 @@ impl Agent {
                 me.record(&mut rec);
                 return;
             }
-            let (phase, reason) = if stopping {
+            let (phase, reason) = if let Some(why) = instead {
+                (Phase::Stopped, format!("{why} (its exit status is unknown)"))
+            } else if stopping {
                 (Phase::Stopped, "stopped on request (the VM was adopted after an agent restart; its exit status is unknown)".to_string())
             } else {
                 (Phase::Failed, "the VM ended while the agent was not attached to it (after an agent restart); its exit status is unknown — see its console log".to_string())
@@ -1126,6 +1220,41 @@ impl Agent {
         }
     }
 
+    /// Whether the snapshot of instance `id` fits the node's disk budget: all of its memory
+    /// (`memory_mib`), which is what a guest that touched all of it saves. Else why not, with
+    /// what the snapshots of the node's suspended instances hold.
+    fn snapshot_fits(&self, id: &str, memory_mib: u32) -> Result<(), String> {
+        let Some(budget) = &self.cfg.disk_budget else { return Ok(()) };
+        let what = format!("the snapshot of instance {id} (up to its {memory_mib} MiB of memory)");
+        budget.check(&what, u64::from(memory_mib) << 20).map_err(|e| format!("{e}{}", self.snapshots_held()))
+    }
+
+    /// `; the snapshots of N suspended instances hold X on this node`, when there are any: for
+    /// messages about the node's disk (a suspended instance's snapshot stays until it is
+    /// resumed or stopped).
+    fn snapshots_held(&self) -> String {
+        let (n, bytes) = self.snapshot_usage();
+        if n == 0 {
+            return String::new();
+        }
+        let s = if n == 1 { "" } else { "s" };
+        format!(
+            "; the snapshots of {n} suspended instance{s} hold {} on this node (stopping them frees it)",
+            vt_disk::human(bytes)
+        )
+    }
+
+    /// The suspended instances of this node (and those being resumed: their snapshots are
+    /// not claimed yet) and the bytes their snapshots take.
+    pub fn snapshot_usage(&self) -> (usize, u64) {
+        self.states
+            .list()
+            .iter()
+            .filter(|r| vt_runtime::snapshot::exists(&r.work_dir))
+            .map(|r| vt_runtime::snapshot::disk_usage(&r.work_dir))
+            .fold((0, 0), |(n, total), b| (n + 1, total + b))
+    }
+
     /// Remove an instance's place in the node's ruleset (it has no VM, and will not have one).
     async fn release_network(&self, id: &str) {
         if let Some(net) = &self.network {
@@ -1202,8 +1331,14 @@ impl Agent {
                         discard_snapshot(&work_dir);
                         return self.set_phase(&mut rec, Phase::Stopped, Some("stopped on request before it booted".into())).await;
                     }
+                    // Suspended again before it resumed: nothing was restored, the snapshot stays.
+                    Some(Stop::Suspend) if resume => {
+                        self.release_network(&id).await;
+                        return self.resume_cancelled(&mut rec, log).await;
+                    }
                     // Suspended before it runs: done once it runs.
                     Some(Stop::Suspend) => suspend = true,
+                    Some(Stop::Resume) => suspend = false,
                     // The server stops: the record stays `preparing`; the next start prepares it again.
                     Some(Stop::Shutdown(_)) | None => {
                         self.release_network(&id).await;
@@ -1216,25 +1351,32 @@ impl Agent {
         };
         // Its rules go after its tap, however this task ends (also when it is aborted).
         let mut admitted = Admitted::new(self.network.clone(), &id, spec.network.as_ref().map(|n| n.tap.clone()));
-        // A stop that arrived while preparing: nothing was booted.
-        match stop.try_recv() {
-            Ok(Stop::Requested) => {
-                let _ = log.close();
-                admitted.release().await;
-                discard_snapshot(&work_dir);
-                rec.phase = Phase::Stopped;
-                return self
-                    .set_phase(&mut rec, Phase::Stopped, Some("stopped on request before it booted".into()))
-                    .await;
+        // What arrived while preparing (the last suspend or its calling off counts): nothing was booted.
+        while let Ok(s) = stop.try_recv() {
+            match s {
+                Stop::Requested => {
+                    let _ = log.close();
+                    admitted.release().await;
+                    discard_snapshot(&work_dir);
+                    rec.phase = Phase::Stopped;
+                    return self
+                        .set_phase(&mut rec, Phase::Stopped, Some("stopped on request before it booted".into()))
+                        .await;
+                }
+                // The server stops: the record stays `preparing`; the next start prepares it again.
+                Stop::Shutdown(_) => {
+                    let _ = log.close();
+                    admitted.release().await;
+                    return;
+                }
+                Stop::Suspend => suspend = true,
+                Stop::Resume => suspend = false,
             }
-            // The server stops: the record stays `preparing`; the next start prepares it again.
-            Ok(Stop::Shutdown(_)) => {
-                let _ = log.close();
-                admitted.release().await;
-                return;
-            }
-            Ok(Stop::Suspend) => suspend = true,
-            Err(_) => {}
+        }
+        // Suspended again before it resumed: nothing was restored, the snapshot stays.
+        if resume && suspend {
+            admitted.release().await;
+            return self.resume_cancelled(&mut rec, log).await;
         }
         // A resume: restore the snapshot; booted afresh (the snapshot deleted) when it cannot be.
         let mut restored = None;
@@ -1279,8 +1421,27 @@ impl Agent {
         };
         rec.resumable = self.runtime.can_attach();
         self.set_exec(&id, vm.exec_handle());
-        let watch = Watch { t0, cpu_millis: inst.resources.cpu_millis, attached: false, resumed, note, suspend };
+        let watch = Watch {
+            t0,
+            cpu_millis: inst.resources.cpu_millis,
+            attached: false,
+            resumed,
+            note,
+            suspend,
+            memory_mib: inst.resources.memory_mib.max(64),
+        };
         self.watch(vm, rec, log, stop, admitted, watch).await;
+    }
+
+    /// A resume asked to suspend again before it restored anything (a quick 1 → 0): the
+    /// snapshot is left as it is, the instance is `suspended` again and nothing boots.
+    async fn resume_cancelled(&self, rec: &mut InstanceRecord, mut log: logs::LogWriter) {
+        let why = "suspended again before it resumed: its snapshot is kept; resumed when desired running again";
+        tracing::info!(instance = %rec.id, "{why}");
+        let _ = log.note(why);
+        let _ = log.close();
+        rec.vm_pid = None;
+        self.set_phase(rec, Phase::Suspended, Some(why.to_owned())).await;
     }
 
     /// Watch a VM until it ends: its output into the log (acknowledged once written), its
@@ -1309,11 +1470,26 @@ impl Agent {
         // A suspend asked for (done once the VM runs), and what it saved once done.
         let mut suspend = watch.suspend;
         let mut suspended: Option<vt_runtime::Snapshot> = None;
+        // Suspend attempts so far, and when the next one is due after a transient failure.
+        let mut suspend_attempts = 0u32;
+        let mut suspend_retry_at: Option<tokio::time::Instant> = None;
+        // Why it is stopped instead of suspended: said first in the reason of its end.
+        let mut instead: Option<String> = None;
+        // The health verdict last reported (a report made for another reason repeats it).
+        let mut health_now = Health::Pending;
         loop {
-            if suspend && rec.phase == Phase::Running && !stop_sent {
-                suspend = false;
-                let _ = log.note("suspend requested: saving the VM to a snapshot");
-                match vm.suspend().await {
+            if suspend && rec.phase == Phase::Running && !stop_sent && suspended.is_none() {
+                (suspend, suspend_retry_at) = (false, None);
+                suspend_attempts += 1;
+                // Its snapshot (up to all of its memory) must fit the node's disk budget.
+                let attempt = match self.snapshot_fits(&id, watch.memory_mib) {
+                    Err(why) => Err(SuspendFailed::Stop(format!("stopped instead of suspended: {why}"))),
+                    Ok(()) => {
+                        let _ = log.note("suspend requested: saving the VM to a snapshot");
+                        vm.suspend().await.map_err(|e| after_failed_suspend(suspend_attempts, &e))
+                    }
+                };
+                match attempt {
                     Ok(snap) => {
                         if let Some(c) = checks.take() {
                             c.abort();
@@ -1324,13 +1500,31 @@ impl Agent {
                             snap.path.display(),
                             snap.took.as_millis()
                         ));
+                        // What the node's disk holds for suspended instances, now one more.
+                        let (held, held_bytes) = self.snapshot_usage();
+                        let free = self.cfg.disk_budget.as_ref().and_then(|b| b.available().ok());
+                        tracing::info!(
+                            instance = %id,
+                            bytes = snap.bytes,
+                            suspended_instances = held,
+                            snapshot_bytes = held_bytes,
+                            budget_free_bytes = free,
+                            "suspended to a snapshot on this node's disk"
+                        );
                         suspended = Some(snap);
                     }
-                    Err(e) => {
-                        tracing::warn!(instance = %id, error = %e, "cannot suspend the VM");
-                        let _ = log.note(&format!("cannot suspend: {e}"));
-                        let health = if checks.is_some() { Health::Pending } else { Health::Passing };
-                        self.report_running(&rec, health, Some(format!("cannot suspend: {e}"))).await;
+                    Err(SuspendFailed::Retry { after, reason }) => {
+                        tracing::warn!(instance = %id, attempt = suspend_attempts, %reason, "cannot suspend the VM; retrying");
+                        let _ = log.note(&reason);
+                        self.report_running(&rec, health_now, Some(reason)).await;
+                        suspend_retry_at = Some(tokio::time::Instant::now() + after);
+                    }
+                    Err(SuspendFailed::Stop(reason)) => {
+                        tracing::warn!(instance = %id, attempt = suspend_attempts, %reason, "cannot suspend the VM; stopping it");
+                        let _ = log.note(&reason);
+                        (stop_sent, suspend_retry_at, drain_until) = (true, None, None);
+                        instead = Some(reason);
+                        vm.control(Control::Stop { grace: self.cfg.stop_grace }).await;
                     }
                 }
             }
@@ -1344,6 +1538,7 @@ impl Agent {
                         }
                         let _ = log.note(&format!("health: {}{}", change.health.as_str(), change.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()));
                         let reason = change.reason.or_else(|| Some(format!("boot: {}", rec.timings.summary())));
+                        health_now = change.health;
                         self.report_running(&rec, change.health, reason).await;
                     }
                     continue;
@@ -1360,7 +1555,7 @@ impl Agent {
                 r = stop.recv(), if !shutdown => {
                     match r {
                         Some(Stop::Requested) if !stop_sent && suspended.is_none() => {
-                            stop_sent = true;
+                            (stop_sent, suspend_retry_at) = (true, None);
                             if rec.phase == Phase::Running && !self.cfg.drain.is_zero() {
                                 let _ = log.note(&format!("stop requested; draining for {:?}", self.cfg.drain));
                                 drain_until = Some(tokio::time::Instant::now() + self.cfg.drain);
@@ -1370,6 +1565,16 @@ impl Agent {
                             }
                         }
                         Some(Stop::Suspend) if !stop_sent && suspended.is_none() => suspend = true,
+                        // Desired running again before the suspend was done: it runs on.
+                        Some(Stop::Resume) if suspend || suspend_retry_at.is_some() => {
+                            (suspend, suspend_retry_at, suspend_attempts) = (false, None, 0);
+                            let why = "the suspend is called off: desired running again";
+                            let _ = log.note(why);
+                            tracing::info!(instance = %id, "{why}");
+                            if rec.phase == Phase::Running {
+                                self.report_running(&rec, health_now, Some(why.to_owned())).await;
+                            }
+                        }
                         Some(Stop::Shutdown(grace)) => {
                             // The ingress and the API go away with the server: no drain.
                             (shutdown, stop_sent, drain_until) = (true, true, None);
@@ -1378,6 +1583,11 @@ impl Agent {
                         }
                         _ => {}
                     }
+                    continue;
+                }
+                // A suspend that failed for now is tried again.
+                _ = tokio::time::sleep_until(suspend_retry_at.unwrap_or_else(tokio::time::Instant::now)), if suspend_retry_at.is_some() => {
+                    (suspend_retry_at, suspend) = (None, true);
                     continue;
                 }
                 _ = tokio::time::sleep_until(drain_until.unwrap_or_else(tokio::time::Instant::now)), if drain_until.is_some() => {
@@ -1422,6 +1632,7 @@ impl Agent {
                     rec.phase = Phase::Running;
                     rec.reason = Some("re-attached after a node agent restart".into());
                     self.record(&mut rec);
+                    health_now = health;
                     self.report_running(&rec, health, rec.reason.clone()).await;
                 }
                 VmEvent::State(State::Running) => {
@@ -1470,6 +1681,7 @@ impl Agent {
                     } else {
                         rec.reason.clone()
                     };
+                    health_now = health;
                     self.report_running(&rec, health, reason).await;
                 }
                 VmEvent::State(State::Stopping) => {
@@ -1518,7 +1730,12 @@ impl Agent {
             let _ = log.close();
             return self.set_phase(&mut rec, Phase::Suspended, Some(reason)).await;
         }
-        let (phase, reason, code) = describe_end(&end, stop_sent, &id);
+        let (phase, mut reason, code) = describe_end(&end, stop_sent, &id);
+        if let Some(why) = instead {
+            // Nothing of a failed suspend is ever resumed.
+            discard_snapshot(&rec.work_dir);
+            reason = format!("{why}; {reason}");
+        }
         rec.exit_code = code;
         let _ = log.note(&format!("{}: {reason}", if phase == Phase::Stopped { "stopped" } else { "failed" }));
         let _ = log.close();
@@ -1559,7 +1776,10 @@ impl Agent {
         .await
         .map_err(|e| format!("image pull task: {e}"))?
         .map_err(|e| {
-            let why = format!("cannot pull image {}@{}: {e}", repo, release.image_digest);
+            let mut why = format!("cannot pull image {}@{}: {e}", repo, release.image_digest);
+            if matches!(e, vt_image::Error::NoSpace(_)) {
+                why.push_str(&self.snapshots_held());
+            }
             if e.is_transient() {
                 PrepareError::Transient(why)
             } else {
@@ -1627,7 +1847,7 @@ impl Agent {
         if let Some(budget) = &self.cfg.disk_budget {
             budget
                 .check(&format!("the scratch disk of instance {}", inst.id), self.cfg.scratch_size)
-                .map_err(|e| PrepareError::Transient(e.to_string()))?;
+                .map_err(|e| PrepareError::Transient(format!("{e}{}", self.snapshots_held())))?;
         }
         spec.scratch_size = self.cfg.scratch_size;
         spec.network = network;
@@ -1773,7 +1993,9 @@ impl Agent {
             let disk = volumes::ensure(&self.cfg.dirs.volumes, self.cfg.disk_budget.as_ref(), restic.as_ref(), v)
                 .await
                 .map_err(|e| match e {
-                    volumes::VolumeError::NoSpace(why) => PrepareError::Transient(why),
+                    volumes::VolumeError::NoSpace(why) => {
+                        PrepareError::Transient(format!("{why}{}", self.snapshots_held()))
+                    }
                     other => PrepareError::Fatal(other.to_string()),
                 })?;
             disks.push(vt_runtime::VolumeDisk {
@@ -1961,6 +2183,30 @@ mod tests {
         assert!(r.contains("code 3") && r.contains("vt logs --instance inst_x"), "{r}");
         let (p, _, c) = describe_end(&State::Stopped { exit: Some(ExitStatus::Code(143)) }, true, "i");
         assert_eq!((p, c), (Phase::Stopped, Some(143)));
+    }
+
+    #[test]
+    fn a_failed_suspend_is_retried_with_backoff_then_the_instance_is_stopped() {
+        use vt_runtime::SuspendError as E;
+        let timeout = E::Failed("saving the VM state did not finish within 120s".into());
+        let plan: Vec<SuspendFailed> = (1..=SUSPEND_ATTEMPTS).map(|n| after_failed_suspend(n, &timeout)).collect();
+        let SuspendFailed::Retry { after, reason } = &plan[0] else { panic!("{plan:?}") };
+        assert_eq!(*after, Duration::from_secs(1));
+        assert!(reason.starts_with("cannot suspend (attempt 1 of 3): saving the VM state did not finish"), "{reason}");
+        assert!(reason.ends_with("the VM runs on, retrying in 1 s"), "{reason}");
+        assert!(matches!(&plan[1], SuspendFailed::Retry { after, .. } if *after == Duration::from_secs(2)));
+        let SuspendFailed::Stop(why) = &plan[2] else { panic!("{plan:?}") };
+        assert_eq!(
+            why,
+            "stopped instead of suspended: the suspend failed 3 times, the last: saving the VM state did not finish within 120s"
+        );
+        // A guest channel not attached for now is retried like a failed save.
+        assert!(matches!(after_failed_suspend(1, &E::NotRunning("booting")), SuspendFailed::Retry { .. }));
+        // What cannot be saved at all, or is gone, is stopped at once: no retry.
+        for e in [E::Unsupported("firecracker runtime under the jailer"), E::Lost("x".into()), E::Ended] {
+            let SuspendFailed::Stop(why) = after_failed_suspend(1, &e) else { panic!("{e:?}") };
+            assert!(why.starts_with("stopped instead of suspended: ") && why.contains(&e.to_string()), "{why}");
+        }
     }
 
     #[test]

@@ -165,6 +165,7 @@ mod tests {
             ready_at: None,
             failure: None,
             volumes: vec![],
+            resuming: false,
             created_at: at(1),
             updated_at: at(1),
         }

@@ -186,6 +186,8 @@ fn millis(t: DateTime<Utc>) -> vt_scheduler::Millis {
 fn status_of(i: &InstanceView) -> vt_scheduler::Status {
     use vt_scheduler::Status as S;
     match i.status {
+        // Resumed from its snapshot: a scale to 0 meanwhile suspends it again.
+        InstanceStatus::Preparing | InstanceStatus::Booting if i.resuming => S::Resuming,
         InstanceStatus::Allocated | InstanceStatus::Preparing | InstanceStatus::Booting => S::Starting,
         InstanceStatus::Running if i.failure.is_some() || i.health == Some(Health::Failing) => S::Failing,
         InstanceStatus::Running if i.health == Some(Health::Pending) => S::Running,

@@ -264,4 +264,32 @@ async fn a_process_that_suspends_at_zero_is_resumed_in_place() {
     assert_eq!(live(&body)[0]["id"], id.as_str(), "{body}");
     assert_eq!(body["items"].as_array().unwrap().len(), 1, "no new instance: {body}");
     assert_eq!(live(&body)[0]["reason"], "resumed: scaled up to 1", "{body}");
+
+    // Its node reports it preparing the resume; scaled to 0 meanwhile, it is suspended again
+    // (its snapshot holds its memory), not stopped; then scaled up, resumed again.
+    let r = s
+        .post(
+            &format!("/v1/instances/{id}/status"),
+            json!({"status": "preparing", "reason": "resuming from its snapshot"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    until(&s, INSTANCES, "preparing", |b| b["items"][0]["status"] == "preparing").await;
+    assert_eq!(scale(&s, "prod", 0).await, StatusCode::OK);
+    let body = until(&s, INSTANCES, "desired suspended", |b| b["items"][0]["desired_state"] != "running").await;
+    assert_eq!(body["items"][0]["desired_state"], "suspended", "not stopped: {body}");
+    assert_eq!(scale(&s, "prod", 1).await, StatusCode::OK);
+    let body = until(&s, INSTANCES, "resumed again", |b| live(b).len() == 1).await;
+    assert_eq!(live(&body)[0]["id"], id.as_str(), "{body}");
+    assert_eq!(body["items"].as_array().unwrap().len(), 1, "no new instance: {body}");
+    // Booted afresh (or running) is no resume any more: a scale to 0 of a booting instance that
+    // was never suspended stops it, as before.
+    let r = s.post(&format!("/v1/instances/{id}/status"), json!({"status": "running"})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = s.post(&format!("/v1/instances/{id}/status"), json!({"status": "booting"})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    until(&s, INSTANCES, "booting", |b| b["items"][0]["status"] == "booting").await;
+    assert_eq!(scale(&s, "prod", 0).await, StatusCode::OK);
+    let body = until(&s, INSTANCES, "stopped", |b| b["items"][0]["desired_state"] != "running").await;
+    assert_eq!(body["items"][0]["desired_state"], "stopped", "{body}");
 }

@@ -495,6 +495,7 @@ mod tests {
             ready_at: None,
             failure: None,
             volumes: vec![],
+            resuming: false,
             reason: None,
             exit_code: None,
             address: address.map(Into::into),

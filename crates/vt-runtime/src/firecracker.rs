@@ -879,7 +879,11 @@ impl Vmm for Fc {
                     let _ = tokio::fs::remove_file(p).await;
                 }
                 if let Err(r) = self.api.send(&ApiRequest::patch("/vm", &api::VmState::Resumed)).await {
-                    tracing::warn!(error = %r, "could not resume the VM after a failed suspend");
+                    // Never left paused: a VM that cannot go on is ended.
+                    tracing::warn!(error = %r, "could not resume the VM after a failed suspend; ending it");
+                    let _ = self.child.start_kill();
+                    let _ = self.child.wait().await;
+                    return Err(SuspendError::Lost(format!("{e}; resuming it failed: {r}")));
                 }
                 return Err(SuspendError::Failed(e));
             }

@@ -287,6 +287,10 @@ pub enum SuspendError {
     /// Saving failed; the VM was resumed and runs on.
     #[error("suspending failed (the VM runs on): {0}")]
     Failed(String),
+    /// Saving failed and the paused VM could not be resumed: its VMM was ended (a VM is never
+    /// left paused). The instance ends.
+    #[error("suspending failed and the paused VM could not be resumed, so it was ended: {0}")]
+    Lost(String),
     /// The instance ended before it could be suspended.
     #[error("the instance has ended")]
     Ended,

@@ -650,9 +650,15 @@ async fn suspend_qemu(
     let bytes = match save(&mut q, work_dir, record).await {
         Ok(b) => b,
         Err(e) => {
+            // A save still under way (timed out) is cancelled before the VM goes on.
+            let _ = q.execute("migrate_cancel", serde_json::json!({})).await;
             let _ = tokio::fs::remove_file(snapshot::partial(work_dir)).await;
             if let Err(c) = q.execute("cont", serde_json::json!({})).await {
-                tracing::warn!(error = %c, "could not resume the VM after a failed suspend");
+                // Never left paused: a VM that cannot go on is ended.
+                tracing::warn!(error = %c, "could not resume the VM after a failed suspend; ending it");
+                let _ = q.execute("quit", serde_json::json!({})).await;
+                gone.await;
+                return Err(SuspendError::Lost(format!("{e}; resuming it failed: {c}")));
             }
             return Err(SuspendError::Failed(e));
         }

@@ -52,9 +52,29 @@ pub fn exists(work_dir: &Path) -> bool {
     vmstate(work_dir).is_file()
 }
 
+/// The bytes the instance's snapshot takes on disk (0 when there is none): what a suspended
+/// instance holds of its node's disk.
+pub fn disk_usage(work_dir: &Path) -> u64 {
+    std::fs::read_dir(dir(work_dir))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512)
+        .sum()
+}
+
 /// Delete the instance's snapshot, resumed or not (nothing to do when there is none).
 pub fn remove(work_dir: &Path) -> std::io::Result<()> {
-    match std::fs::remove_dir_all(dir(work_dir)) {
+    let d = dir(work_dir);
+    // Whatever is there goes, also something that is not a directory (it would stop the next
+    // suspend from making one).
+    let gone = match std::fs::symlink_metadata(&d) {
+        Ok(m) if !m.is_dir() => std::fs::remove_file(&d),
+        _ => std::fs::remove_dir_all(&d),
+    };
+    match gone {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
     }
@@ -304,6 +324,21 @@ mod tests {
         // A new suspend makes a new snapshot to resume.
         take(t.path());
         claim(t.path()).unwrap().consume();
+    }
+
+    #[test]
+    fn what_a_snapshot_takes_is_counted_and_removed_whatever_is_in_the_way() {
+        let t = tempfile::tempdir().unwrap();
+        assert_eq!(disk_usage(t.path()), 0);
+        remove(t.path()).unwrap();
+        take(t.path());
+        assert!(disk_usage(t.path()) > 0, "its files take blocks");
+        remove(t.path()).unwrap();
+        assert_eq!((disk_usage(t.path()), dir(t.path()).exists()), (0, false));
+        // A file where the snapshot directory goes (a failed suspend's leftover) goes too.
+        std::fs::write(dir(t.path()), "in the way").unwrap();
+        remove(t.path()).unwrap();
+        assert!(!dir(t.path()).exists());
     }
 
     #[test]

@@ -327,3 +327,45 @@ async fn a_vm_adopted_after_an_agent_restart_is_suspended_and_restored() {
     assert_eq!(exec(&vm, "cat /tmp/mark").await, "kept\n");
     stop(vm).await;
 }
+
+/// A save that fails once the VM is paused (a directory where the state file goes, so the
+/// migration stream cannot be written): the error says why, the VM is resumed and runs on (its
+/// counter moves), nothing is left to restore; with the way clear, the next suspend saves it and
+/// it resumes with its memory. What the node agent retries (docs/agent.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_save_that_fails_resumes_the_paused_vm_and_a_later_suspend_works() {
+    let Some(dir) = vt_runtime::testing::guest_or_skip("the snapshot test", &[vt_image::testing::BUSYBOX]) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = runtime(&dir);
+    let script = "n=0; while :; do n=$((n+1)); echo $n > /tmp/n; usleep 200000; done";
+    let spec = InstanceSpec::new("i-snap5", root_disk(tmp.path()).await, tmp.path().join("vm"), launch(script));
+    let mut vm = rt.start(spec.clone()).await.unwrap();
+    until_running(&mut vm, &spec.work_dir.join("console.log")).await;
+    count(&vm).await;
+    let in_the_way = vt_runtime::snapshot::dir(&spec.work_dir).join("vmstate.partial");
+    std::fs::create_dir_all(&in_the_way).unwrap();
+    match vm.suspend().await {
+        Err(SuspendError::Failed(why)) => println!("the save failed: {why}"),
+        other => panic!("expected a failed save: {other:?}"),
+    }
+    assert_eq!(vm.state(), State::Running);
+    assert!(!vt_runtime::snapshot::exists(&spec.work_dir), "nothing to restore");
+    // Not left paused: the guest's counter moves on.
+    let a = count(&vm).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let b = count(&vm).await;
+    assert!(b > a, "the VM runs on after the failed save: {a} then {b}");
+    std::fs::remove_dir(&in_the_way).unwrap();
+    let vm = suspend_and_restore(&rt, vm, &spec).await;
+    let c = count(&vm).await;
+    assert!(c >= b, "its memory kept: {b} then {c}");
+    second_restore_is_refused(&rt, &spec).await;
+    stop(vm).await;
+}
+
+/// The guest's counter in /tmp/n (once it has one).
+async fn count(vm: &Vm) -> u32 {
+    exec(vm, "until [ -s /tmp/n ]; do usleep 50000; done; cat /tmp/n").await.trim().parse().unwrap()
+}

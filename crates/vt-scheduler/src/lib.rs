@@ -101,6 +101,10 @@ pub enum Status {
     /// Saved to a snapshot on its node, no VMM: holds its node and volumes, no memory or CPU
     /// (until desired `running` again: resuming).
     Suspended,
+    /// Being resumed from its snapshot (preparing or booting a restored VM): starts like
+    /// [`Status::Starting`], but a scale to 0 suspends it again (its snapshot, or the VM
+    /// restored from it, holds its memory) instead of stopping it.
+    Resuming,
 }
 
 impl Status {
@@ -163,7 +167,12 @@ impl Instance {
         self.desired == Desired::Running
             && matches!(
                 self.status,
-                Status::Starting | Status::Running | Status::Ready | Status::Failing | Status::Suspended
+                Status::Starting
+                    | Status::Resuming
+                    | Status::Running
+                    | Status::Ready
+                    | Status::Failing
+                    | Status::Suspended
             )
     }
 }
@@ -463,10 +472,14 @@ pub fn plan(input: &Input, config: &Config, new_id: &mut dyn FnMut() -> String) 
                     ),
                 }),
                 Some(&g) if groups[g].replicas > 0 => buckets[g].push(i),
-                // Suspended rather than stopped: what runs (or resumes) is saved; what only
-                // starts has nothing worth keeping.
+                // Suspended rather than stopped: what runs (or resumes, from its snapshot or
+                // before it was reported) is saved; what only starts has nothing worth keeping.
                 Some(&g)
-                    if groups[g].suspend && matches!(i.status, Status::Running | Status::Ready | Status::Suspended) =>
+                    if groups[g].suspend
+                        && matches!(
+                            i.status,
+                            Status::Running | Status::Ready | Status::Suspended | Status::Resuming
+                        ) =>
                 {
                     out.suspends.push(Suspend { instance: i.id.clone(), reason: "scaled to 0".into() })
                 }

@@ -830,6 +830,48 @@ fn table_of_suspends_and_resumes() {
             placed: vec![],
         },
         Case {
+            name: "an instance reported preparing its resume, scaled to 0 again: suspended again, not stopped",
+            nodes: vec![ready("a", 4096)],
+            instances: vec![
+                Instance { status: Status::Resuming, ready_since: None, ..inst("i1", "a", "web", "r1", 256, 1) },
+                Instance { status: Status::Starting, ready_since: None, ..inst("i2", "a", "web", "r1", 256, 2) },
+            ],
+            groups: vec![sleepy(0, "r1")],
+            suspended: vec!["i1"],
+            resumed: vec![],
+            stopped: vec!["i2"],
+            placed: vec![],
+        },
+        Case {
+            name: "a resuming instance counts as a replica while it prepares: nothing new is placed",
+            nodes: vec![ready("a", 4096)],
+            instances: vec![Instance {
+                status: Status::Resuming,
+                ready_since: None,
+                ..inst("i1", "a", "web", "r1", 256, 1)
+            }],
+            groups: vec![sleepy(1, "r1")],
+            suspended: vec![],
+            resumed: vec![],
+            stopped: vec![],
+            placed: vec![],
+        },
+        Case {
+            name: "suspended again while it was resuming, then scaled up: resumed again, nothing new placed",
+            nodes: vec![ready("a", 4096)],
+            instances: vec![Instance {
+                status: Status::Resuming,
+                desired: Desired::Suspended,
+                ready_since: None,
+                ..inst("i1", "a", "web", "r1", 256, 1)
+            }],
+            groups: vec![sleepy(1, "r1")],
+            suspended: vec![],
+            resumed: vec!["i1"],
+            stopped: vec![],
+            placed: vec![],
+        },
+        Case {
             name: "a suspended instance uses no memory: a new one fits beside it",
             nodes: vec![ready("a", 256)],
             instances: vec![

@@ -331,6 +331,11 @@ pub struct InstanceView {
     /// The volumes it mounts (its allocation decided them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<VolumeAttachment>,
+    /// Reported preparing or booting since it was last reported `suspended`: its node is
+    /// resuming it from its snapshot (the scheduler suspends it again, rather than stopping
+    /// it, when its group is scaled to 0 meanwhile).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resuming: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -409,6 +414,7 @@ impl InstanceView {
             ready_at: None,
             failure: None,
             volumes: e.volumes.clone(),
+            resuming: false,
             created_at: at,
             updated_at: at,
         }
@@ -432,6 +438,8 @@ impl InstanceView {
     /// Apply a node's status report made at `at` (the projection, and the
     /// command's answer, both use this).
     pub fn apply_report(&mut self, e: &InstanceStatusReported, at: DateTime<Utc>) {
+        let from_snapshot = self.resuming || self.status == InstanceStatus::Suspended;
+        self.resuming = from_snapshot && matches!(e.status, InstanceStatus::Preparing | InstanceStatus::Booting);
         self.status = e.status;
         self.reason = e.reason.clone();
         self.exit_code = e.exit_code;

@@ -458,3 +458,51 @@ fn a_volume_is_attached_to_one_instance_then_freed_grown_and_deleted() {
     // Nothing attaches to a volume that is gone.
     assert!(log.push(Event::VolumeAttached(VolumeAttached { org_id, env_id, volume_id, instance_id: b })).is_err());
 }
+
+#[test]
+fn an_instance_reported_preparing_after_suspended_is_resuming_until_it_runs() {
+    let (org_id, env_id, instance_id, node_id) = (OrgId::new(), EnvId::new(), InstanceId::new(), NodeId::new());
+    let mut v = InstanceView::allocated(
+        &InstanceAllocated {
+            org_id,
+            app_id: AppId::new(),
+            env_id,
+            instance_id,
+            process: "web".into(),
+            release_id: ReleaseId::new(),
+            deploy_id: None,
+            node_id,
+            resources: Resources { cpu_millis: 250, memory_mib: 128 },
+            secrets_version: None,
+            volumes: vec![],
+        },
+        Utc::now(),
+    );
+    let report = |v: &mut InstanceView, status| {
+        let e = InstanceStatusReported {
+            org_id,
+            env_id,
+            instance_id,
+            node_id,
+            status,
+            reason: None,
+            exit_code: None,
+            address: None,
+            health: None,
+            boot: None,
+        };
+        v.apply_report(&e, Utc::now());
+        v.resuming
+    };
+    use InstanceStatus as S;
+    // A first boot is no resume.
+    assert_eq!([S::Preparing, S::Booting, S::Running].map(|s| report(&mut v, s)), [false; 3]);
+    // Suspended, then preparing and booting again: resuming until it runs (or ends).
+    assert!(!report(&mut v, S::Suspended));
+    assert_eq!(
+        [S::Preparing, S::Preparing, S::Booting, S::Running].map(|s| report(&mut v, s)),
+        [true, true, true, false]
+    );
+    assert!(!report(&mut v, S::Suspended));
+    assert_eq!([S::Preparing, S::Stopped, S::Preparing].map(|s| report(&mut v, s)), [true, false, false]);
+}
