@@ -217,13 +217,13 @@ impl Client {
     }
 
     /// A WebSocket to `path` on the URL in use; while the server cannot be connected to, to
-    /// the next URL, each at most once. `shown` is the path errors name.
-    async fn websocket(&self, path: &str, shown: &str) -> Result<exec::Ws> {
+    /// the next URL, each at most once.
+    async fn websocket(&self, path: &str) -> Result<exec::Ws> {
         let mut at = self.current.load(Ordering::Relaxed) % self.bases.len();
         let mut tries = self.bases.len();
         loop {
             let base = &self.bases[at];
-            match exec::websocket(base, self.token.as_deref(), path, &format!("{base}{shown}")).await {
+            match exec::websocket(base, self.token.as_deref(), path, &format!("{base}{path}")).await {
                 Err(Error::Connect { .. } | Error::Timeout { .. }) if tries > 1 => {
                     at = self.move_on(at);
                     tries -= 1;
@@ -630,7 +630,7 @@ impl Client {
     /// The node's channel (its own token): a WebSocket of `vt_api::channel::NodeRequest`s.
     pub async fn node_channel(&self, node: &str) -> Result<exec::Ws> {
         let path = format!("/v1/nodes/{}/channel", seg(node));
-        self.websocket(&path, &path).await
+        self.websocket(&path).await
     }
     /// The stream of request `request` of the node's channel (its own token): a WebSocket.
     pub async fn node_stream(&self, node: &str, request: &str) -> Result<exec::Ws> {

@@ -351,6 +351,12 @@ pub struct Stopped {
 impl Server {
     pub async fn start(config: &ServerConfig) -> Result<Server, ServerError> {
         config.check()?;
+        if let Some(dir) = &config.registry_dir {
+            // A registry directory it cannot use is said before anything is written, not as a 503 later.
+            std::fs::create_dir_all(dir)
+                .and_then(|()| vt_registry::Storage::open(dir).map(drop))
+                .map_err(|e| ServerError::Config(format!("--registry-dir {}: cannot use it: {e}", dir.display())))?;
+        }
         let (data, lock, store) = open_store(config).await?;
         let mut notices = vec![];
         let master_key = master_key::load(config, &data, store.as_ref(), &mut notices).await?;

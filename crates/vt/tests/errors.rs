@@ -57,6 +57,27 @@ fn usage_errors_are_2() {
     assert_eq!(r.code, 2, "{}", r.text);
     assert!(r.text.contains("--join `ftp://cp2.example`: not a control plane URL"), "{}", r.text);
     assert!(!data.exists(), "nothing written");
+    // A registry directory it cannot use is said at start, naming the flag.
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let registry = file.join("registry");
+    let data = dir.path().join("cp");
+    let args = [
+        "server",
+        "--listen",
+        "127.0.0.1:0",
+        "--no-agent",
+        "--no-ingress",
+        "--no-workspace-origin",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--registry-dir",
+        registry.to_str().unwrap(),
+    ];
+    let r = Run::of(vt_isolated(dir.path(), &args).output().unwrap(), dir.path());
+    assert_ne!(r.code, 0, "{}", r.text);
+    assert!(r.text.contains("--registry-dir [TMP]/a-file/registry: cannot use it: Not a directory"), "{}", r.text);
+    assert!(!data.exists(), "nothing written");
 }
 
 #[test]
