@@ -212,6 +212,18 @@ impl Drop for Filler {
     }
 }
 
+/// The arguments of a `vt server` on `data` (made here) with the ingress, whose disk budget
+/// leaves it 3 GiB (a file fills it when a test needs it full), and the reserve they give.
+fn budget_of_3_gib(data: &Path) -> (Vec<String>, u64) {
+    std::fs::create_dir_all(data).unwrap();
+    let free = vt_disk::DiskBudget::new(data, vt_disk::Reserve::Bytes(0), "test").available().unwrap();
+    assert!(free > 4 << 30, "the test needs 4 GiB free on {}", data.display());
+    let reserve = free - (3 << 30);
+    let mut args = ingress_server_args(data, common::free_port());
+    args.extend(["--disk-reserve".to_owned(), reserve.to_string()]);
+    (args, reserve)
+}
+
 /// The three gaps of issue #20 closed, on one instance's life through `vt server` (the disk
 /// budget is the seam: `--disk-reserve` leaves 3 GiB, a file fills it when a test needs it full):
 /// a resume that cannot prepare yet (no room for its scratch disk: the reason names what the
@@ -228,15 +240,9 @@ fn a_suspend_that_cannot_be_done_stops_and_a_resume_scaled_to_0_stays_suspended(
     }
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
     let _vms = KillVms(&data);
-    let free = vt_disk::DiskBudget::new(&data, vt_disk::Reserve::Bytes(0), "test").available().unwrap();
-    assert!(free > 4 << 30, "the suspend gaps test needs 4 GiB free on {}", data.display());
-    let reserve = free - (3 << 30);
-    let port = common::free_port();
-    let mut args = ingress_server_args(&data, port);
-    args.extend(["--disk-reserve".to_owned(), reserve.to_string()]);
-    let server_args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (server_args, reserve) = budget_of_3_gib(&data);
+    let server_args: Vec<&str> = server_args.iter().map(String::as_str).collect();
     let (_server, url, output) = spawn_vt_server_captured(dir.path(), &server_args);
     let server_log = || String::from_utf8_lossy(&output.lock().unwrap()).into_owned();
     let image = acme_with_busybox(dir.path(), &data, &url);
@@ -413,15 +419,9 @@ fn a_resume_cut_short_by_an_agent_restart_still_resumes_with_its_memory() {
     }
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
     let _vms = KillVms(&data);
-    let free = vt_disk::DiskBudget::new(&data, vt_disk::Reserve::Bytes(0), "test").available().unwrap();
-    assert!(free > 4 << 30, "the suspend restart test needs 4 GiB free on {}", data.display());
-    let reserve = free - (3 << 30);
-    let port = common::free_port();
-    let mut args = ingress_server_args(&data, port);
-    args.extend(["--disk-reserve".to_owned(), reserve.to_string()]);
-    let server_args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (server_args, reserve) = budget_of_3_gib(&data);
+    let server_args: Vec<&str> = server_args.iter().map(String::as_str).collect();
     let (mut first, url, _) = spawn_vt_server_captured(dir.path(), &server_args);
     let image = acme_with_busybox(dir.path(), &data, &url);
     let manifest = dir.path().join("vt.toml");
