@@ -29,6 +29,20 @@ const COUNTER: &str = "tok=$(cat /proc/sys/kernel/random/uuid); echo $tok > /tmp
                        while true; do i=$((i+1)); echo $i > /tmp/n; sleep 0.2; done";
 
 /// The instance's snapshot, wherever the data dir keeps the instance's work dir.
+/// `<dir>/vt.toml`: process `web` runs [`COUNTER`] with 128 MiB, scaling 0..1, `suspend` as given.
+fn counter_manifest(dir: &Path, suspend: bool) -> PathBuf {
+    let manifest = dir.join("vt.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "schema_version = 1\n\n[processes.web]\ncommand = [\"/bin/sh\", \"-c\", \"{COUNTER}\"]\n\
+             resources = {{ cpu = 1, memory_mib = 128 }}\nscaling = {{ min = 0, max = 1, suspend = {suspend} }}\n"
+        ),
+    )
+    .unwrap();
+    manifest
+}
+
 fn snapshot_of(data: &Path, id: &str) -> Option<PathBuf> {
     let mut stack = vec![data.to_owned()];
     while let Some(d) = stack.pop() {
@@ -68,18 +82,8 @@ fn a_process_that_suspends_at_zero_resumes_with_its_memory() {
     let server_log = || String::from_utf8_lossy(&output.lock().unwrap()).into_owned();
     let image = acme_with_busybox(dir.path(), &data, &url);
     let vt = |args: &[&str]| vt_at(dir.path(), &data, &url, args);
-    let manifest = dir.path().join("vt.toml");
-    let write_manifest = |suspend: bool| {
-        std::fs::write(
-            &manifest,
-            format!(
-                "schema_version = 1\n\n[processes.web]\ncommand = [\"/bin/sh\", \"-c\", \"{COUNTER}\"]\n\
-                 resources = {{ cpu = 1, memory_mib = 128 }}\nscaling = {{ min = 0, max = 1, suspend = {suspend} }}\n"
-            ),
-        )
-        .unwrap()
-    };
-    write_manifest(true);
+    let write_manifest = |suspend: bool| counter_manifest(dir.path(), suspend);
+    let manifest = write_manifest(true);
     vt(&["deploy", "--wait", "--image", &image, "--manifest", manifest.to_str().unwrap()]);
     vt(&["scale", "web=1"]);
     let deadline = Instant::now() + Duration::from_secs(180);
@@ -247,15 +251,7 @@ fn a_suspend_that_cannot_be_done_stops_and_a_resume_scaled_to_0_stays_suspended(
     let server_log = || String::from_utf8_lossy(&output.lock().unwrap()).into_owned();
     let image = acme_with_busybox(dir.path(), &data, &url);
     let vt = |args: &[&str]| vt_at(dir.path(), &data, &url, args);
-    let manifest = dir.path().join("vt.toml");
-    std::fs::write(
-        &manifest,
-        format!(
-            "schema_version = 1\n\n[processes.web]\ncommand = [\"/bin/sh\", \"-c\", \"{COUNTER}\"]\n\
-             resources = {{ cpu = 1, memory_mib = 128 }}\nscaling = {{ min = 0, max = 1, suspend = true }}\n"
-        ),
-    )
-    .unwrap();
+    let manifest = counter_manifest(dir.path(), true);
     vt(&["deploy", "--wait", "--image", &image, "--manifest", manifest.to_str().unwrap()]);
     let instance = |id: &str| -> serde_json::Value {
         let r = vt(&["instances", "-o", "json"]).json();
@@ -424,15 +420,7 @@ fn a_resume_cut_short_by_an_agent_restart_still_resumes_with_its_memory() {
     let server_args: Vec<&str> = server_args.iter().map(String::as_str).collect();
     let (mut first, url, _) = spawn_vt_server_captured(dir.path(), &server_args);
     let image = acme_with_busybox(dir.path(), &data, &url);
-    let manifest = dir.path().join("vt.toml");
-    std::fs::write(
-        &manifest,
-        format!(
-            "schema_version = 1\n\n[processes.web]\ncommand = [\"/bin/sh\", \"-c\", \"{COUNTER}\"]\n\
-             resources = {{ cpu = 1, memory_mib = 128 }}\nscaling = {{ min = 0, max = 1, suspend = true }}\n"
-        ),
-    )
-    .unwrap();
+    let manifest = counter_manifest(dir.path(), true);
     let vt = |url: &str, args: &[&str]| vt_at(dir.path(), &data, url, args);
     vt(&url, &["deploy", "--wait", "--image", &image, "--manifest", manifest.to_str().unwrap()]);
     vt(&url, &["scale", "web=1"]);
