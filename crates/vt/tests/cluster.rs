@@ -197,12 +197,24 @@ fn three_nodes_two_control_planes_one_postgresql() {
 
     // The standby serves exec into an instance on node 2 too: the node keeps a channel to each
     // control plane it joined.
-    let exec = |url: &str, instance: &str, path: &str| {
-        let args = ["--server", url, "--token", &admin, "exec", instance, "--", "cat", path];
+    let sh = |url: &str, instance: &str, script: &str| {
+        let args = ["--server", url, "--token", &admin, "exec", instance, "--", "sh", "-c", script];
         run(&mut common::netns::vt_in(&hub, dir.path(), &args)).unwrap().trim().to_owned()
     };
+    let exec = |url: &str, instance: &str, path: &str| sh(url, instance, &format!("cat {path}"));
+    let (on_1, _) = placed.iter().find(|(_, n)| *n == node_ids[0]).unwrap();
     let (on_2, _) = placed.iter().find(|(_, n)| *n == node_ids[1]).unwrap();
     assert_eq!(exec(&url2, on_2, "/www/index.html"), *on_2, "exec through the standby");
+
+    // Instance to instance across the mesh (their org's private network): node 1's reaches
+    // node 2's (a guest's own clock ticks too coarsely under emulation to time it from inside).
+    let address = |id: &str| {
+        let all = vt(&["instances"]);
+        let item = all["items"].as_array().unwrap().iter().find(|i| i["id"] == id).cloned().unwrap();
+        item["address"].as_str().unwrap_or_else(|| panic!("no address: {item}")).to_owned()
+    };
+    let a2 = address(on_2);
+    assert!(sh(&url1, on_1, &format!("ping -c 3 {a2}")).contains("3 packets received"), "instance 1 → instance 2");
 
     // Node 1's ingress serves the instances of nodes 2 and 3, through the mesh.
     let target = format!("http://10.79.0.11:{ingress_port}/");
@@ -215,6 +227,9 @@ fn three_nodes_two_control_planes_one_postgresql() {
     let (o1, o2) = (overlay(1), overlay(2));
     let rtt_direct = rtt_ms(&nodes[0], &["10.79.0.12"]);
     let rtt_overlay = rtt_ms(&nodes[0], &["-6", "-I", &o1, &o2]);
+    // To an instance: node 2's from node 1 through the overlay, against node 2 to its own.
+    let rtt_instance_local = rtt_ms(&nodes[1], &["-6", &a2]);
+    let rtt_instance_overlay = rtt_ms(&nodes[0], &["-6", "-I", &o1, &a2]);
     let tput_direct = throughput_mbit(&nodes[1], &nodes[0], "10.79.0.12");
     let tput_overlay = throughput_mbit(&nodes[1], &nodes[0], &o2);
 
@@ -283,7 +298,8 @@ fn three_nodes_two_control_planes_one_postgresql() {
     let ms = |d: Duration| d.as_millis();
     eprintln!(
         "cluster: enrollment -> ready {:?} ms; overlay RTT {rtt_overlay:.3} ms vs direct {rtt_direct:.3} ms; \
-         TCP {tput_overlay:.0} Mbit/s over the overlay vs {tput_direct:.0} Mbit/s direct; node lost -> instance \
+         TCP {tput_overlay:.0} Mbit/s over the overlay vs {tput_direct:.0} Mbit/s direct; RTT to node 2's \
+         instance {rtt_instance_overlay:.3} ms from node 1 (overlay) vs {rtt_instance_local:.3} ms from node 2; node lost -> instance \
          running elsewhere {} ms (heartbeat timeout 10 s); lease failover {} ms; whole test {:?}",
         enrolled.iter().map(|d| ms(*d)).collect::<Vec<_>>(),
         ms(replaced_in),
