@@ -26,8 +26,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::netns::{
-    cli, control_plane, deploy_busybox, instance_id_server, join, mesh_tools_or_skip, push_busybox, try_cli, wait_for,
-    wg_peers,
+    cli, control_plane, deploy_busybox, instance_id_server, join, mesh_tools_or_skip, try_cli, wait_for, wg_peers,
 };
 use common::ServerChild;
 use serde_json::Value;
@@ -250,7 +249,7 @@ fn three_nodes_two_control_planes_one_postgresql() {
     // nodes turn to it, and a deploy of that image (pulled through the survivor, from the
     // registry they share) completes.
     let through_leader = |args: &[&str]| cli(&hub, dir.path(), &url1, &admin, args);
-    let v2 = push_busybox(&through_leader, dir.path(), "v2", &[("www/v2", "v2\n")]);
+    let v2 = common::push_busybox(through_leader, dir.path(), "v2", &[("www/v2", "v2\n")]);
     run(Command::new("kill").args(["-KILL", &cp1.id().to_string()])).unwrap();
     cp1.wait().unwrap();
     let t = Instant::now();

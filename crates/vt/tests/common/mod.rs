@@ -317,16 +317,29 @@ pub fn vt_at(dir: &Path, data: &Path, url: &str, args: &[&str]) -> Run {
 /// `acme/web:v1` with `vt image push`. Returns `acme/web@<digest>`.
 #[allow(dead_code)]
 pub fn acme_with_busybox(dir: &Path, data: &Path, url: &str) -> String {
-    use vt_image::layout::{write_image, LayerFormat};
     let vt = |args: &[&str]| vt_at(dir, data, url, args);
     vt(&["org", "create", "acme"]);
     vt(&["app", "create", "web"]);
     vt(&["env", "create", "prod"]);
-    let build = dir.join("build");
-    vt_image::testing::busybox_rootfs(&build.join("rootfs")).unwrap();
-    let img = write_image(&build.join("rootfs"), &build.join("layout"), Default::default(), LayerFormat::Uncompressed)
-        .unwrap();
-    vt(&["image", "push", build.join("layout").to_str().unwrap(), "--repo", "acme/web", "--tag", "v1"]);
+    push_busybox(vt, dir, "v1", &[])
+}
+
+/// The busybox image (no entrypoint) with `files` (path in the image, content) added, built
+/// under `dir` and pushed as `acme/web:TAG` through `vt` (which asserts it succeeds): its
+/// reference by digest.
+#[allow(dead_code)]
+pub fn push_busybox<R>(vt: impl Fn(&[&str]) -> R, dir: &Path, tag: &str, files: &[(&str, &str)]) -> String {
+    use vt_image::layout::{write_image, LayerFormat};
+    let build = dir.join(format!("build-{tag}"));
+    let rootfs = build.join("rootfs");
+    vt_image::testing::busybox_rootfs(&rootfs).unwrap();
+    for (path, content) in files {
+        std::fs::create_dir_all(rootfs.join(path).parent().unwrap()).unwrap();
+        std::fs::write(rootfs.join(path), content).unwrap();
+    }
+    let layout = build.join("layout");
+    let img = write_image(&rootfs, &layout, Default::default(), LayerFormat::Uncompressed).unwrap();
+    vt(&["image", "push", layout.to_str().unwrap(), "--repo", "acme/web", "--tag", tag]);
     format!("acme/web@{}", img.manifest.digest)
 }
 

@@ -179,37 +179,10 @@ pub fn deploy_busybox(vt: &dyn Fn(&[&str]) -> serde_json::Value, dir: &Path, man
     vt(&["org", "create", "acme"]);
     vt(&["app", "create", "web"]);
     vt(&["env", "create", "prod"]);
-    let image = push_busybox(vt, dir, "v1", &[]);
+    let image = super::push_busybox(vt, dir, "v1", &[]);
     vt(&["route", "create", "--tcp", "--process", "web", "--backend-port", "8080"]);
     let file = dir.join("vt.toml");
     std::fs::write(&file, manifest).unwrap();
     vt(&["deploy", "--wait", "--image", &image, "--manifest", file.to_str().unwrap()]);
     (image, file)
-}
-
-/// The busybox image with `files` (path in the image, content) added, pushed as
-/// `acme/web:TAG`: its reference by digest.
-pub fn push_busybox(
-    vt: &dyn Fn(&[&str]) -> serde_json::Value,
-    dir: &Path,
-    tag: &str,
-    files: &[(&str, &str)],
-) -> String {
-    let build = dir.join(format!("build-{tag}"));
-    let rootfs = build.join("rootfs");
-    vt_image::testing::busybox_rootfs(&rootfs).unwrap();
-    for (path, content) in files {
-        std::fs::create_dir_all(rootfs.join(path).parent().unwrap()).unwrap();
-        std::fs::write(rootfs.join(path), content).unwrap();
-    }
-    let layout = build.join("layout");
-    let img = vt_image::layout::write_image(
-        &rootfs,
-        &layout,
-        Default::default(),
-        vt_image::layout::LayerFormat::Uncompressed,
-    )
-    .unwrap();
-    vt(&["image", "push", layout.to_str().unwrap(), "--repo", "acme/web", "--tag", tag]);
-    format!("acme/web@{}", img.manifest.digest)
 }
