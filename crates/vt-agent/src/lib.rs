@@ -363,7 +363,7 @@ pub struct Agent {
     supervised: Mutex<HashMap<String, Supervised>>,
     /// Snapshots and backups being taken in this process.
     snapshotting: Mutex<std::collections::HashSet<String>>,
-    keys: AtomicU64,
+    keys: vt_client::IdempotencyKeys,
     status: Mutex<AgentStatus>,
     /// Set by [`Agent::stop_following`]: the control plane is going away with this process,
     /// so nothing is reported any more.
@@ -445,6 +445,7 @@ impl Agent {
                 Some(mesh)
             }
         };
+        let keys = vt_client::IdempotencyKeys::new(format!("agent-{}", cfg.node_name));
         Ok(Arc::new(Agent {
             cfg,
             client,
@@ -458,7 +459,7 @@ impl Agent {
             cgroups,
             supervised: Mutex::new(HashMap::new()),
             snapshotting: Mutex::new(std::collections::HashSet::new()),
-            keys: AtomicU64::new(0),
+            keys,
             status: Mutex::new(AgentStatus::default()),
             shutting_down: AtomicBool::new(false),
             shutdown: watch::Sender::new(Shutdown::Running),
@@ -571,9 +572,7 @@ impl Agent {
     }
 
     fn key(&self, what: &str) -> String {
-        let n = self.keys.fetch_add(1, Ordering::SeqCst);
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
-        format!("agent-{}-{what}-{t}-{n}", self.cfg.node_name)
+        self.keys.next(what)
     }
 
     async fn images(&self) -> Result<Arc<ImageStore>, String> {

@@ -89,6 +89,28 @@ pub struct Client {
     backoff: Duration,
 }
 
+/// Idempotency keys for a long-lived caller (a node's agent, its edge): `<prefix>-<what>-<ns
+/// since the epoch>-<n>`, a new one per call, unique across restarts; a retry of one mutation
+/// reuses the key it was given ([`Client`] does).
+#[derive(Debug)]
+pub struct IdempotencyKeys {
+    prefix: String,
+    n: std::sync::atomic::AtomicU64,
+}
+
+impl IdempotencyKeys {
+    pub fn new(prefix: impl Into<String>) -> IdempotencyKeys {
+        IdempotencyKeys { prefix: prefix.into(), n: Default::default() }
+    }
+
+    /// A new key for a mutation of kind `what` (`register`, `hb`, ...).
+    pub fn next(&self, what: &str) -> String {
+        let n = self.n.fetch_add(1, Ordering::Relaxed);
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+        format!("{}-{what}-{t}-{n}", self.prefix)
+    }
+}
+
 fn seg(s: &str) -> String {
     // Names and ids are [a-z0-9_-]; escape anything else rather than let it
     // change the path.

@@ -132,3 +132,12 @@ async fn an_unreachable_url_is_left_for_the_next() {
     assert!(matches!(err, Error::Connect { .. }), "{err}");
     assert!(err.to_string().contains(&closed), "{err}");
 }
+
+/// A long-lived caller's keys: its prefix and kind, a new key per call.
+#[test]
+fn idempotency_keys_are_new_per_call() {
+    let keys = vt_client::IdempotencyKeys::new("agent-node-1");
+    let (a, b) = (keys.next("hb"), keys.next("hb"));
+    assert!(a.starts_with("agent-node-1-hb-") && b.starts_with("agent-node-1-hb-"), "{a} {b}");
+    assert_ne!(a, b);
+}

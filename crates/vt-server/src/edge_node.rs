@@ -12,7 +12,6 @@
 //! interface), which every other node lets in as a mesh peer's (`set mesh_nodes`,
 //! docs/network.md).
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -109,7 +108,7 @@ impl EdgeNode {
                 false,
             ),
             mesh: mesh.clone(),
-            keys: AtomicU64::new(0),
+            keys: vt_client::IdempotencyKeys::new(format!("edge-{name}")),
         });
         match tokio::time::timeout(REGISTER_WAIT, member.register()).await {
             Ok(Ok(())) => {}
@@ -145,19 +144,13 @@ struct Member {
     client: vt_client::Client,
     registration: RegisterNode,
     mesh: Option<Arc<NodeMesh>>,
-    keys: AtomicU64,
+    keys: vt_client::IdempotencyKeys,
 }
 
 impl Member {
-    fn key(&self, what: &str) -> String {
-        let n = self.keys.fetch_add(1, Ordering::Relaxed);
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
-        format!("edge-{}-{what}-{t}-{n}", self.registration.name)
-    }
-
     /// Register (repeatable); the node's /64 gives the mesh its overlay address.
     async fn register(&self) -> Result<(), vt_client::Error> {
-        let node = self.client.node_register(&self.registration, &self.key("register")).await?;
+        let node = self.client.node_register(&self.registration, &self.keys.next("register")).await?;
         if let Some(mesh) = &self.mesh {
             mesh.set_subnet(node.value.subnet.as_deref());
         }
@@ -178,7 +171,7 @@ impl Member {
             loop {
                 tokio::time::sleep(HEARTBEAT_EVERY).await;
                 let name = me.registration.name.as_str();
-                if let Err(e) = me.client.node_heartbeat(name, &Heartbeat::default(), &me.key("hb")).await {
+                if let Err(e) = me.client.node_heartbeat(name, &Heartbeat::default(), &me.keys.next("hb")).await {
                     tracing::warn!(error = %e, "heartbeat failed");
                 }
             }

@@ -8,7 +8,6 @@
 //! other nodes are reached through the mesh (their node's rules let this node's overlay
 //! address in).
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -29,13 +28,15 @@ pub struct HttpSource {
     node: String,
     /// The last answer: what `views_at`, `routes` and `ready_instances` read.
     last: Mutex<Option<NodeRouting>>,
-    keys: AtomicU64,
+    keys: vt_client::IdempotencyKeys,
 }
 
 impl HttpSource {
     /// For node `node`, whose token `client` carries.
     pub fn new(client: vt_client::Client, node: impl Into<String>) -> HttpSource {
-        HttpSource { client, node: node.into(), last: Mutex::new(None), keys: AtomicU64::new(0) }
+        let node = node.into();
+        let keys = vt_client::IdempotencyKeys::new(format!("edge-{node}"));
+        HttpSource { client, node, last: Mutex::new(None), keys }
     }
 
     fn last(&self) -> std::sync::MutexGuard<'_, Option<NodeRouting>> {
@@ -108,9 +109,7 @@ impl Source for HttpSource {
             .into_iter()
             .map(|c| RouteListenerReport { route_id: c.route_id, state: c.state, reason: c.reason })
             .collect();
-        let n = self.keys.fetch_add(1, Ordering::Relaxed);
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
-        let key = format!("edge-{}-listeners-{t}-{n}", self.node);
+        let key = self.keys.next("listeners");
         match self.client.node_route_listeners(&self.node, &reports, &key).await {
             Ok(_) => Ok(()),
             Err(e) => Err(Self::failed(e).await),
