@@ -136,6 +136,12 @@ fn core_loop_deploy_roll_and_rollback_through_the_ingress() {
     let second = deploy(&m2);
     println!("deploy 2 (rolling) took {:?}: {}", t.elapsed(), second.stdout);
     until_body(port, "body v2", Duration::from_secs(30));
+    // The client's own requests see the new release too before it stops (its last one may have
+    // been answered by the old release just before this probe saw the new one).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !bodies.lock().unwrap().contains("body v2") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     stop.store(true, Ordering::SeqCst);
     client.join().unwrap();
     let failures = failures.lock().unwrap().clone();
