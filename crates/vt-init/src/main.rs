@@ -5,10 +5,11 @@
 //!    order) with `finit_module` (none with vt's own kernel: everything is built in, the list
 //!    is absent);
 //! 3. opens the guest channel (the virtio-console port named [`PORT_NAME`]), sends `Hello`;
-//! 4. while the host answers: brings up loopback, mounts the read-only root disk (ext4 label
-//!    `vt-root`, else `/dev/vda`) and the scratch disk (label `vt-scratch`, else `/dev/vdb`)
-//!    and builds an overlay root from them; then waits for the host's `Hello` and `Launch`;
-//!    switches into the new root; mounts `/dev/pts`, `/dev/shm`, `/run`, `/tmp`;
+//! 4. while the host answers: brings up loopback, mounts the read-only root disk (`/dev/vda`,
+//!    ext4 label `vt-root`) and the scratch disk (`/dev/vdb`, label `vt-scratch`; in another
+//!    order, found by those labels) and builds an overlay root from them; then waits for the
+//!    host's `Hello` and `Launch`; switches into the new root; mounts `/dev/pts`, `/dev/shm`,
+//!    `/run`, `/tmp`;
 //! 5. with a network in the launch: loads `/etc/vt/modules.net` (before the root switch),
 //!    configures the interface (addresses, MTU, default routes; `net`); writes `/etc/hosts`
 //!    (and `/etc/resolv.conf` when given name servers); mounts volumes by label and writes
@@ -22,8 +23,10 @@
 //! powering off.
 //!
 //! Kernel command line words it reads: `vt.debug` (step timings on the console, printed once
-//! the entrypoint runs), `vt.probe`
-//! (print "vt-init: probe ok" and power off at once: the host's accelerator probe boot).
+//! the entrypoint runs), `vt.again` (with `vt.debug`: loopback, disks and overlay set up and
+//! undone once before the real ones, which then show what each costs the second time it runs
+//! in the VM; `vt-boot-bench --again`), `vt.probe` (print "vt-init: probe ok" and power off
+//! at once: the host's accelerator probe boot).
 
 #![allow(unsafe_code)] // PID 1 work is system calls.
 
@@ -49,6 +52,13 @@ const ROOT_DEV: &str = "/dev/vda";
 const SCRATCH_DEV: &str = "/dev/vdb";
 const ROOT_LABEL: &str = "vt-root";
 const SCRATCH_LABEL: &str = "vt-scratch";
+/// Where the root disk, the scratch disk and the overlay of them are mounted in the initramfs.
+const LOWER: &str = "/vt/lower";
+const SCRATCH: &str = "/vt/scratch";
+const NEW_ROOT: &str = "/vt/root";
+/// The overlay's upper and work directories, on the scratch disk.
+const UPPER: &str = "/vt/scratch/upper";
+const WORK: &str = "/vt/scratch/work";
 const DEVICE_WAIT: Duration = Duration::from_secs(10);
 /// Printed on the console by a probe boot (`vt.probe` on the kernel command line).
 const PROBE_OK: &str = "probe ok";
@@ -127,11 +137,21 @@ fn run(init_started_us: u64, chan: &mut Option<Channel>) -> Result<()> {
     let c = chan.insert(Channel::open()?);
     t("channel open");
     c.send(&Message::hello(Role::Guest, SOFTWARE))?;
+    if has("vt.again") && dbg {
+        // Diagnostics (`vt-boot-bench --again`): the steps up to the overlay once more before
+        // the real ones, undone, so the real ones show what a kernel path costs the second
+        // time it runs in this VM (under TCG: without its first translation).
+        first_round(&t)?;
+    }
     // While the host answers (its Launch waits in the port's buffer): what needs nothing from
     // the launch. Under TCG the vCPU would otherwise idle through the host's round trip.
     net::loopback()?;
     t("loopback up");
-    mount_root(&t)?;
+    mount_disks(&t)?;
+    make_upper(UPPER, WORK)?;
+    t("made upper and work dirs");
+    mount_overlay(UPPER, WORK)?;
+    t("mounted the overlay");
     let launch = c.handshake()?;
     t("handshake done");
     if launch.argv.is_empty() {
@@ -252,11 +272,10 @@ fn ext4_label(dev: &Path) -> Option<String> {
     Some(String::from_utf8_lossy(&label[..end]).into_owned())
 }
 
-/// The root and scratch disks: by ext4 label (`vt-root` from vt-image, `vt-scratch` from the
-/// runtime), so the VMM's device order does not matter; else `/dev/vda` and `/dev/vdb`.
+/// The root and scratch disks by ext4 label (`vt-root` from vt-image, `vt-scratch` from the
+/// runtime), when they are not where [`mount_disks`] looks first; else `/dev/vda` and
+/// `/dev/vdb`.
 fn find_disks() -> Result<(String, String)> {
-    wait_for(Path::new(ROOT_DEV))?;
-    wait_for(Path::new(SCRATCH_DEV))?;
     let (mut root, mut scratch) = (None, None);
     let mut names: Vec<String> = std::fs::read_dir("/sys/block")
         .map(|d| {
@@ -275,30 +294,87 @@ fn find_disks() -> Result<(String, String)> {
     Ok((root.unwrap_or_else(|| ROOT_DEV.to_owned()), scratch.unwrap_or_else(|| SCRATCH_DEV.to_owned())))
 }
 
-/// The root and scratch disks and the overlay of the one over the other at `/vt/root`.
-/// `t`: step timings (`vt.debug`).
-fn mount_root(t: &dyn Fn(&str)) -> Result<()> {
+/// Mount the root disk read-only at `/vt/lower` and the scratch disk at `/vt/scratch`.
+///
+/// Both backends attach the root disk first (`vda`, read-only) and the scratch disk second
+/// (`vdb`): they are mounted so and their labels checked once mounted, which reads nothing
+/// the mounts did not. Any other order (another VMM's, or a volume first) falls back to
+/// reading every disk's label. `t`: step timings (`vt.debug`).
+fn mount_disks(t: &dyn Fn(&str)) -> Result<()> {
+    wait_for(Path::new(ROOT_DEV))?;
+    wait_for(Path::new(SCRATCH_DEV))?;
+    let in_order = mount(ROOT_DEV, LOWER, "ext4", libc::MS_RDONLY, "").is_ok()
+        && mounted_label(LOWER).as_deref() == Some(ROOT_LABEL)
+        && mount(SCRATCH_DEV, SCRATCH, "ext4", libc::MS_NOATIME, "").is_ok()
+        && mounted_label(SCRATCH).as_deref() == Some(SCRATCH_LABEL);
+    if in_order {
+        t("mounted the root and scratch disks");
+        return Ok(());
+    }
+    for dir in [SCRATCH, LOWER] {
+        let _ = umount(dir);
+    }
     let (root_dev, scratch_dev) = find_disks()?;
     if root_dev == scratch_dev {
         return Err(format!("root and scratch disk are both {root_dev}"));
     }
-    t("found the disks");
-    mount(&root_dev, "/vt/lower", "ext4", libc::MS_RDONLY, "")?;
-    t("mounted the root disk");
-    mount(&scratch_dev, "/vt/scratch", "ext4", libc::MS_NOATIME, "")?;
-    t("mounted the scratch disk");
-    for d in ["/vt/scratch/upper", "/vt/scratch/work"] {
+    t("found the disks by label");
+    mount(&root_dev, LOWER, "ext4", libc::MS_RDONLY, "")?;
+    mount(&scratch_dev, SCRATCH, "ext4", libc::MS_NOATIME, "")?;
+    t("mounted the root and scratch disks");
+    Ok(())
+}
+
+/// The label of the filesystem mounted at `dir` (`FS_IOC_GETFSLABEL`), `None` if it has
+/// none or cannot tell.
+fn mounted_label(dir: &str) -> Option<String> {
+    /// `_IOR(0x94, 49, char[FSLABEL_MAX])` (include/uapi/linux/fs.h).
+    const FS_IOC_GETFSLABEL: libc::c_ulong = 0x8100_9431;
+    let f = File::open(dir).ok()?;
+    let mut label = [0u8; 256];
+    if unsafe { libc::ioctl(f.as_raw_fd(), FS_IOC_GETFSLABEL as _, label.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    let end = label.iter().position(|&b| b == 0).unwrap_or(label.len());
+    (end > 0).then(|| String::from_utf8_lossy(&label[..end]).into_owned())
+}
+
+fn umount(dir: &str) -> Result<()> {
+    let c = cstr(dir);
+    if unsafe { libc::umount2(c.as_ptr(), 0) } != 0 {
+        return Err(format!("umount {dir}: {}", errno()));
+    }
+    Ok(())
+}
+
+/// The overlay's upper and work directories on the scratch disk.
+fn make_upper(upper: &str, work: &str) -> Result<()> {
+    for d in [upper, work] {
         std::fs::create_dir_all(d).map_err(|e| format!("mkdir {d}: {e}"))?;
     }
-    t("made upper and work dirs");
-    mount(
-        "overlay",
-        "/vt/root",
-        "overlay",
-        0,
-        "lowerdir=/vt/lower,upperdir=/vt/scratch/upper,workdir=/vt/scratch/work",
-    )?;
-    t("mounted the overlay");
+    Ok(())
+}
+
+/// The overlay of the scratch disk's `upper` over the root disk at `/vt/root`.
+fn mount_overlay(upper: &str, work: &str) -> Result<()> {
+    mount("overlay", NEW_ROOT, "overlay", 0, &format!("lowerdir={LOWER},upperdir={upper},workdir={work}"))
+}
+
+/// `vt.again`: loopback, both disks and an overlay, then all undone (see [`run`]).
+fn first_round(t: &dyn Fn(&str)) -> Result<()> {
+    let (upper, work) = (format!("{SCRATCH}/first-upper"), format!("{SCRATCH}/first-work"));
+    net::loopback()?;
+    t("first round: loopback up");
+    mount_disks(&|s: &str| t(&format!("first round: {s}")))?;
+    make_upper(&upper, &work)?;
+    t("first round: made upper and work dirs");
+    mount_overlay(&upper, &work)?;
+    t("first round: mounted the overlay");
+    for dir in [NEW_ROOT, SCRATCH, LOWER] {
+        umount(dir)?;
+    }
+    net::link("lo", false)?;
+    t("first round: undone");
     Ok(())
 }
 
@@ -307,11 +383,11 @@ fn mount_root(t: &dyn Fn(&str)) -> Result<()> {
 /// are in the initramfs.
 fn switch_root() -> Result<()> {
     for m in ["/dev", "/proc", "/sys"] {
-        mount(m, &format!("/vt/root{m}"), "", libc::MS_MOVE, "")?;
+        mount(m, &format!("{NEW_ROOT}{m}"), "", libc::MS_MOVE, "")?;
     }
     // The initramfs is rootfs, which cannot be pivot_root'ed: move the new root over it and
     // chroot (what switch_root does). Its few MB stay allocated; they are not worth a walk.
-    std::env::set_current_dir("/vt/root").map_err(|e| format!("chdir /vt/root: {e}"))?;
+    std::env::set_current_dir(NEW_ROOT).map_err(|e| format!("chdir {NEW_ROOT}: {e}"))?;
     mount(".", "/", "", libc::MS_MOVE, "")?;
     let dot = cstr(".");
     if unsafe { libc::chroot(dot.as_ptr()) } != 0 {

@@ -101,11 +101,17 @@ fn ioctl<T>(fd: &OwnedFd, req: libc::c_ulong, arg: &mut T, what: &str) -> Result
     Ok(())
 }
 
-fn set_up(sock: &OwnedFd, ifname: &str) -> Result<()> {
+fn set_link(sock: &OwnedFd, ifname: &str, up: bool) -> Result<()> {
     let mut req = IfReq::new(ifname, 0 as libc::c_short);
     ioctl(sock, libc::SIOCGIFFLAGS, &mut req, &format!("get flags of {ifname}"))?;
-    req.set(req.get() | (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short);
-    ioctl(sock, libc::SIOCSIFFLAGS, &mut req, &format!("bring {ifname} up"))
+    let flags = (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+    req.set(if up { req.get() | flags } else { req.get() & !flags });
+    ioctl(sock, libc::SIOCSIFFLAGS, &mut req, &format!("bring {ifname} {}", if up { "up" } else { "down" }))
+}
+
+/// Bring `ifname` up or down.
+pub fn link(ifname: &str, up: bool) -> Result<()> {
+    set_link(&socket(libc::AF_INET)?, ifname, up)
 }
 
 fn sockaddr_in(a: Ipv4Addr) -> libc::sockaddr_in {
@@ -123,7 +129,7 @@ fn in6(a: Ipv6Addr) -> libc::in6_addr {
 
 /// Loopback up (the kernel adds 127.0.0.1/8 and ::1 itself).
 pub fn loopback() -> Result<()> {
-    set_up(&socket(libc::AF_INET)?, "lo")
+    link("lo", true)
 }
 
 /// The first interface that is not loopback, waiting for its driver's probe.
@@ -162,7 +168,7 @@ pub fn configure(n: &Network) -> Result<String> {
         let mut req = IfReq::new(&ifname, libc::c_int::from(n.mtu));
         ioctl(&s4, libc::SIOCSIFMTU, &mut req, &format!("set MTU {} on {ifname}", n.mtu))?;
     }
-    set_up(&s4, &ifname)?;
+    set_link(&s4, &ifname, true)?;
     let index = {
         let mut req = IfReq::new(&ifname, 0 as libc::c_int);
         ioctl(&s4, libc::SIOCGIFINDEX, &mut req, &format!("index of {ifname}"))?;

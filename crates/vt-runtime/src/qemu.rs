@@ -90,6 +90,9 @@ pub struct QemuConfig {
     pub tsc_khz: Option<u64>,
     /// Kernel messages on the console (`vt.debug` for init's step timings) instead of `quiet`.
     pub verbose_console: bool,
+    /// More words for the guest kernel's command line (empty by default; `vt-boot-bench
+    /// --again` adds `vt.again`).
+    pub boot_args: String,
     pub mkfs_bin: PathBuf,
     /// ACPI tables for the guest (`-M microvm`): Debian's kernel finds the virtio-mmio devices
     /// and powers off only through them. `false` for vt's own kernel (no ACPI):
@@ -131,6 +134,7 @@ impl QemuConfig {
             accel: Accel::Auto,
             tsc_khz: None,
             verbose_console: false,
+            boot_args: String::new(),
             mkfs_bin: "mkfs.ext4".into(),
             acpi: !features.split_whitespace().any(|w| w == FEATURE_NO_ACPI),
         }
@@ -382,9 +386,11 @@ fn kernel_cmdline(cfg: &QemuConfig, accel: Accel, tsc_khz: Option<u64>, extra: &
             c.push_str(&format!(" tsc_early_khz={k}"));
         }
     }
-    if !extra.is_empty() {
-        c.push(' ');
-        c.push_str(extra);
+    for words in [cfg.boot_args.trim(), extra] {
+        if !words.is_empty() {
+            c.push(' ');
+            c.push_str(words);
+        }
     }
     c
 }
@@ -788,6 +794,9 @@ mod tests {
         assert!(!c.contains("rtc=off") && !c.contains("acpi=off"));
         let k = kernel_cmdline(&cfg, Accel::Kvm, Some(1), "vt.probe");
         assert_eq!(k, "console=ttyS0 panic=-1 no_timer_check quiet vt.probe");
+        let cfg = QemuConfig { boot_args: " vt.again ".into(), verbose_console: true, ..cfg };
+        let k = kernel_cmdline(&cfg, Accel::Kvm, Some(1), "vt.probe");
+        assert_eq!(k, "console=ttyS0 panic=-1 no_timer_check vt.debug vt.again vt.probe");
     }
 
     #[test]
