@@ -18,7 +18,6 @@
 //! long polls answer and follow streams end at once, so no request that waits
 //! for news holds up the drain.
 
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -84,8 +83,9 @@ const READ_YOUR_WRITES: Duration = Duration::from_secs(5);
 /// What the control plane is given besides its store.
 #[derive(Default)]
 pub struct Settings {
-    /// Where the built-in registry keeps images (`<data-dir>/registry`); `None`: no registry, `/v2/` answers 404.
-    pub registry_dir: Option<PathBuf>,
+    /// The built-in registry's storage (opened by the caller, `<data-dir>/registry` or
+    /// `--registry-dir`); `None`: no registry, `/v2/` answers 404.
+    pub registry: Option<vt_registry::Storage>,
     /// Where the logs of the in-process agent's instances come from (the other nodes' come
     /// through their channels, `channel.rs`); `None`: no agent runs in this process.
     pub logs: Option<Arc<dyn logs::LogSource>>,
@@ -199,7 +199,7 @@ impl ControlPlane {
         let cp = Arc::new(ControlPlane {
             store,
             projector: projector.clone(),
-            registry: registry::Registry::open(settings.registry_dir.as_deref(), settings.registry_limits),
+            registry: registry::Registry::new(settings.registry, settings.registry_limits),
             registry_gc: Default::default(),
             channels,
             dispatch: dispatch.clone(),

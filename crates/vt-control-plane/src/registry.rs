@@ -7,7 +7,6 @@
 //! does everything. Any other valid token gets the same `DENIED` for a
 //! repository that exists and one that does not.
 
-use std::path::Path;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime};
 
@@ -21,23 +20,17 @@ use vt_views::{OrgView, ReleaseView, ViewKind};
 use crate::authz::{self, Action, Caller, Resource};
 use crate::{auth, ApiErr, ControlPlane};
 
-/// The registry's storage, or why there is none.
+/// The registry's storage, or none.
 pub(crate) enum Registry {
     Open(Storage),
-    /// Opening it failed (logged); `/v2/` answers 503.
-    Broken,
-    /// No data directory: `/v2/` answers 404.
+    /// No storage given: `/v2/` answers 404.
     Off,
 }
 
 impl Registry {
-    pub(crate) fn open(dir: Option<&Path>, limits: Limits) -> Registry {
-        match dir.map(Storage::open) {
-            Some(Ok(storage)) => Registry::Open(storage.with_limits(limits)),
-            Some(Err(e)) => {
-                tracing::error!(error = %e, "cannot open the registry storage; /v2/ is off");
-                Registry::Broken
-            }
+    pub(crate) fn new(storage: Option<Storage>, limits: Limits) -> Registry {
+        match storage {
+            Some(storage) => Registry::Open(storage.with_limits(limits)),
             None => Registry::Off,
         }
     }
@@ -46,7 +39,7 @@ impl Registry {
     pub(crate) fn storage(&self) -> Option<&Storage> {
         match self {
             Registry::Open(s) => Some(s),
-            Registry::Broken | Registry::Off => None,
+            Registry::Off => None,
         }
     }
 }
@@ -217,9 +210,6 @@ pub fn service(cp: &Arc<ControlPlane>) -> Router {
         Registry::Open(storage) => {
             vt_registry::router(storage.clone(), Arc::new(OrgAuthorizer { cp: Arc::downgrade(cp) }))
         }
-        Registry::Broken => Router::new().fallback(|| async {
-            (StatusCode::SERVICE_UNAVAILABLE, "the registry storage could not be opened; see the server log\n")
-        }),
         Registry::Off => {
             Router::new().fallback(|| async { (StatusCode::NOT_FOUND, "the registry needs a data directory\n") })
         }

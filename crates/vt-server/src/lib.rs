@@ -32,7 +32,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -351,13 +351,22 @@ pub struct Stopped {
 impl Server {
     pub async fn start(config: &ServerConfig) -> Result<Server, ServerError> {
         config.check()?;
-        if let Some(dir) = &config.registry_dir {
-            // A registry directory it cannot use is said before anything is written, not as a 503 later.
-            std::fs::create_dir_all(dir)
-                .and_then(|()| vt_registry::Storage::open(dir).map(drop))
-                .map_err(|e| ServerError::Config(format!("--registry-dir {}: cannot use it: {e}", dir.display())))?;
-        }
+        let open_registry = |dir: &Path| std::fs::create_dir_all(dir).and_then(|()| vt_registry::Storage::open(dir));
+        // A registry directory it cannot use is said before anything is written.
+        let given_registry =
+            match &config.registry_dir {
+                Some(dir) => Some(open_registry(dir).map_err(|e| {
+                    ServerError::Config(format!("--registry-dir {}: cannot use it: {e}", dir.display()))
+                })?),
+                None => None,
+            };
         let (data, lock, store) = open_store(config).await?;
+        let registry = match given_registry {
+            Some(r) => r,
+            None => open_registry(&data.registry()).map_err(|e| {
+                ServerError::Config(format!("the registry in {}: cannot use it: {e}", data.registry().display()))
+            })?,
+        };
         let mut notices = vec![];
         let master_key = master_key::load(config, &data, store.as_ref(), &mut notices).await?;
         let admin_token_written = tokens::bootstrap_admin(store.as_ref(), &data).await?;
@@ -411,7 +420,7 @@ impl Server {
                 )),
                 namespace_quota: config.registry_quota,
             },
-            registry_dir: Some(registry_dir),
+            registry: Some(registry),
             logs: local.then_some(logs),
             master_key: Some(Arc::new(master_key)),
             api_port: Some(addr.port()),

@@ -78,6 +78,25 @@ fn usage_errors_are_2() {
     assert_ne!(r.code, 0, "{}", r.text);
     assert!(r.text.contains("--registry-dir [TMP]/a-file/registry: cannot use it: Not a directory"), "{}", r.text);
     assert!(!data.exists(), "nothing written");
+    // A registry in the data directory from a newer vt: refused at start, naming it (it used
+    // to start with `/v2/` answering 503).
+    let data = dir.path().join("newer");
+    std::fs::create_dir_all(data.join("registry")).unwrap();
+    std::fs::write(data.join("registry/layout-version"), "99\n").unwrap();
+    let args = [
+        "server",
+        "--listen",
+        "127.0.0.1:0",
+        "--no-agent",
+        "--no-ingress",
+        "--no-workspace-origin",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    let r = Run::of(vt_isolated(dir.path(), &args).output().unwrap(), dir.path());
+    assert_ne!(r.code, 0, "{}", r.text);
+    assert!(r.text.contains("the registry in [TMP]/newer/registry: cannot use it: "), "{}", r.text);
+    assert!(r.text.contains("layout"), "{}", r.text);
 }
 
 #[test]

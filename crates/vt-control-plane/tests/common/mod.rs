@@ -108,7 +108,7 @@ impl TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let settings = Settings {
-            registry_dir: Some(dir.path().join("registry")),
+            registry: Some(vt_registry::Storage::open(&dir.path().join("registry")).unwrap()),
             logs,
             master_key,
             api_port: Some(addr.port()),

@@ -271,7 +271,7 @@ impl Bench {
             work,
             rt,
             accel,
-            debug_rt: if args.steps || args.again { Some(runtime(debug)?) } else { None },
+            debug_rt: if args.steps { Some(runtime(debug)?) } else { None },
             again_rt: if args.again { Some(runtime(again)?) } else { None },
             ours: Vec::new(),
             bare: Vec::new(),
