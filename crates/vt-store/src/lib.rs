@@ -229,6 +229,8 @@ pub struct ViewQuery {
     pub kind: Option<ViewKind>,
     pub org_id: Option<String>,
     pub parent_id: Option<String>,
+    /// Any of these parents (none: no row), at most [`ViewQuery::MAX_PARENTS`].
+    pub parent_ids: Option<Vec<String>>,
     pub name: Option<String>,
 }
 
@@ -236,8 +238,17 @@ impl ViewQuery {
     pub fn kind(kind: ViewKind) -> Self {
         ViewQuery { kind: Some(kind), ..Default::default() }
     }
+    /// How many parents one query should name at most ([`ViewQuery::parents`]; each is a
+    /// bound parameter, which databases limit): ask in chunks for more.
+    pub const MAX_PARENTS: usize = 500;
+
     pub fn parent(mut self, parent: impl ToString) -> Self {
         self.parent_id = Some(parent.to_string());
+        self
+    }
+    /// Rows whose parent is any of `parents` (at most [`ViewQuery::MAX_PARENTS`]).
+    pub fn parents<P: ToString>(mut self, parents: impl IntoIterator<Item = P>) -> Self {
+        self.parent_ids = Some(parents.into_iter().map(|p| p.to_string()).collect());
         self
     }
     pub fn name(mut self, name: impl Into<String>) -> Self {

@@ -145,6 +145,20 @@ impl Filter {
             self.clauses.push(format!("{column} = ${}", self.binds.len()));
         }
     }
+    /// `column` is any of `values` (none: no row).
+    fn any_of(&mut self, column: &str, values: Option<&[String]>) {
+        let Some(values) = values else { return };
+        if values.is_empty() {
+            self.clauses.push("1 = 0".into());
+            return;
+        }
+        let mut placeholders = Vec::with_capacity(values.len());
+        for v in values {
+            self.binds.push(v.clone());
+            placeholders.push(format!("${}", self.binds.len()));
+        }
+        self.clauses.push(format!("{column} IN ({})", placeholders.join(", ")));
+    }
     fn sql(&self) -> String {
         if self.clauses.is_empty() {
             String::new()
@@ -675,6 +689,7 @@ macro_rules! store_impl {
                 f.eq("kind", query.kind.map(|k| k.as_str()));
                 f.eq("org_id", query.org_id.as_deref());
                 f.eq("parent_id", query.parent_id.as_deref());
+                f.any_of("parent_id", query.parent_ids.as_deref());
                 f.eq("name", query.name.as_deref());
                 let sql = format!("SELECT {VIEW_COLUMNS} FROM views{} ORDER BY kind, id", f.sql());
                 let mut q = sqlx::query(&sql);

@@ -61,6 +61,7 @@ where
     released_claims_free_their_names(fresh().await).await;
     idempotency_records_commit_with_events(fresh().await).await;
     projector_builds_views_and_checkpoints(fresh().await).await;
+    views_are_listed_by_any_of_several_parents(fresh().await).await;
     rebuild_equals_live_views(fresh().await).await;
     racing_projectors_agree(fresh().await).await;
     a_failing_projection_stops_alone(fresh().await).await;
@@ -343,6 +344,44 @@ async fn seed(store: &Arc<dyn Store>, orgs: usize) -> Vec<NodeId> {
         nodes.push(node_id);
     }
     nodes
+}
+
+pub async fn views_are_listed_by_any_of_several_parents(store: Arc<dyn Store>) {
+    let mut orgs = vec![];
+    for i in 0..3 {
+        let (org_id, ev) = org_created(&format!("org{i}"));
+        store.append(one(ev)).await.unwrap();
+        for app in ["api", "web"] {
+            let ev = Event::AppCreated(AppCreated {
+                org_id,
+                app_id: AppId::new(),
+                name: app.into(),
+                description: None,
+                workspace_id: None,
+            });
+            store.append(one(NewEvent::new(ev, Actor::system("test"), None))).await.unwrap();
+        }
+        orgs.push(org_id);
+    }
+    catch_up(&Projector::new(store.clone())).await;
+    let apps = |q: ViewQuery| {
+        let store = store.clone();
+        async move {
+            let rows = store.view_list(&q).await.unwrap();
+            rows.iter().map(|r| (r.parent_id.clone().unwrap(), r.name.clone().unwrap())).collect::<Vec<_>>()
+        }
+    };
+    let mut got = apps(ViewQuery::kind(ViewKind::App).parents([orgs[0], orgs[2]])).await;
+    got.sort();
+    let mut want: Vec<(String, String)> =
+        [orgs[0], orgs[2]].iter().flat_map(|o| ["api", "web"].map(|a| (o.to_string(), a.to_string()))).collect();
+    want.sort();
+    assert_eq!(got, want);
+    assert_eq!(
+        apps(ViewQuery::kind(ViewKind::App).parents([orgs[1]]).name("web")).await,
+        [(orgs[1].to_string(), "web".into())]
+    );
+    assert!(apps(ViewQuery::kind(ViewKind::App).parents(Vec::<String>::new())).await.is_empty(), "no parent: no row");
 }
 
 pub async fn projector_builds_views_and_checkpoints(store: Arc<dyn Store>) {

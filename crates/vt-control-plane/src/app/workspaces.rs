@@ -560,10 +560,18 @@ impl ControlPlane {
     pub async fn workspace_routes(&self) -> ApiResult<Vec<WorkspaceRoute>> {
         let mut workspaces: Vec<WorkspaceView> = self.views(Self::kind_query(ViewKind::Workspace)).await?;
         workspaces.sort_by(|a, b| a.name.cmp(&b.name));
+        // Their instances in a query per 500 workspaces, not one each: this runs at every
+        // append (the workspace origin's table follows the log).
+        let mut by_env: BTreeMap<EnvId, Vec<InstanceView>> = BTreeMap::new();
+        for chunk in workspaces.chunks(vt_store::ViewQuery::MAX_PARENTS) {
+            let query = Self::kind_query(ViewKind::Instance).parents(chunk.iter().map(|w| w.env_id));
+            for i in self.views::<InstanceView>(query).await? {
+                by_env.entry(i.env_id).or_default().push(i);
+            }
+        }
         let mut out = vec![];
         for w in workspaces {
-            let instances: Vec<InstanceView> =
-                self.views(Self::kind_query(ViewKind::Instance).parent(w.env_id)).await?;
+            let instances = by_env.remove(&w.env_id).unwrap_or_default();
             let live = live_instance(&instances);
             let (status, reason) = status(&w, live);
             let address = live.filter(|_| status == WorkspaceStatus::Running).and_then(|i| i.address.clone());
