@@ -45,6 +45,7 @@ use vt_runtime::qemu::{QemuConfig, QemuRuntime};
 use vt_runtime::{Control, ExitStatus, InstanceSpec, Launch, Runtime, RuntimeKind, Secret, State, VmEvent};
 
 pub mod channel;
+pub mod disk;
 pub mod health;
 pub mod logs;
 pub mod mesh;
@@ -653,7 +654,8 @@ impl Agent {
             loop {
                 tokio::time::sleep(hb.cfg.heartbeat_interval).await;
                 let node = hb.cfg.node_name.clone();
-                if let Err(e) = hb.client.node_heartbeat(&node, &Heartbeat::default(), &hb.key("hb")).await {
+                let beat = Heartbeat { disk: hb.disk_report().await, ..Default::default() };
+                if let Err(e) = hb.client.node_heartbeat(&node, &beat, &hb.key("hb")).await {
                     tracing::warn!(error = %e, "heartbeat failed");
                 }
             }
@@ -1243,6 +1245,24 @@ impl Agent {
         )
     }
 
+    /// The node's disk now, for a heartbeat (`None`, logged, when it cannot be read: the
+    /// heartbeat goes without it, and the control plane keeps the last report).
+    pub async fn disk_report(&self) -> Option<vt_api::DiskReport> {
+        let dirs = self.cfg.dirs.clone();
+        let budget = disk::report_budget(&dirs, self.cfg.disk_budget.as_ref(), self.cfg.node_name.as_str());
+        match tokio::task::spawn_blocking(move || disk::measure(&dirs, &budget)).await {
+            Ok(Ok(r)) => Some(r),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot measure the node's disk; the heartbeat goes without it");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the disk measuring task failed");
+                None
+            }
+        }
+    }
+
     /// The suspended instances of this node (and those being resumed: their snapshots are
     /// not claimed yet) and the bytes their snapshots take.
     pub fn snapshot_usage(&self) -> (usize, u64) {
@@ -1307,7 +1327,7 @@ impl Agent {
         // (so it counts toward no crash loop). A fatal one fails it.
         let mut backoff = PREPARE_RETRY_FIRST;
         let spec = loop {
-            let why = match self.prepare(&inst, release.clone(), &volumes, &mut rec, t0).await {
+            let why = match self.prepare(&inst, release.clone(), &volumes, &mut rec, t0, resume).await {
                 Ok(s) => break s,
                 Err(PrepareError::Fatal(reason)) => {
                     self.release_network(&id).await;
@@ -1741,7 +1761,8 @@ impl Agent {
         self.set_phase(&mut rec, phase, Some(reason)).await;
     }
 
-    /// Pull the image, build the root disk and the launch: everything before the VMM.
+    /// Pull the image, build the root disk and the launch: everything before the VMM. A
+    /// `resume` asks the disk budget only for what it makes (its scratch disk is kept).
     async fn prepare(
         &self,
         inst: &Instance,
@@ -1749,6 +1770,7 @@ impl Agent {
         volumes: &[Option<Volume>],
         rec: &mut InstanceRecord,
         t0: Instant,
+        resume: bool,
     ) -> Result<InstanceSpec, PrepareError> {
         // The node's answer carries the releases of its instances; a node never reads an org's resources.
         let release = release
@@ -1843,9 +1865,12 @@ impl Agent {
         spec.memory_mib = inst.resources.memory_mib.max(64);
         spec.vcpus = inst.resources.cpu_millis.div_ceil(1000).max(1);
         spec.cpu_millis = inst.resources.cpu_millis;
-        if let Some(budget) = &self.cfg.disk_budget {
+        // A resume keeps the scratch disk its snapshot needs (were the restore refused, the
+        // fresh boot would remake it in place of the old one, its snapshot deleted first).
+        let scratch = disk::scratch_disk_needed(resume, &rec.work_dir, self.cfg.scratch_size);
+        if let (Some(budget), true) = (&self.cfg.disk_budget, scratch > 0) {
             budget
-                .check(&format!("the scratch disk of instance {}", inst.id), self.cfg.scratch_size)
+                .check(&format!("the scratch disk of instance {}", inst.id), scratch)
                 .map_err(|e| PrepareError::Transient(format!("{e}{}", self.snapshots_held())))?;
         }
         spec.scratch_size = self.cfg.scratch_size;

@@ -366,6 +366,95 @@ pub struct Heartbeat {
     pub capacity: Option<Capacity>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allocatable: Option<Capacity>,
+    /// The node's disk as its agent measured it for this heartbeat. Absent (an older agent):
+    /// the node's last report stays as it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<DiskReport>,
+}
+
+/// A node's disk: the filesystem holding its data directory, what vt's data on it holds, and
+/// what its disk budget (`--disk-reserve`) still lets large writes take. Bytes throughout,
+/// each at most 2^53 - 1; the parts of `used` together are at most `total_bytes`, `free_bytes`
+/// is at most `total_bytes`, and `budget_free_bytes` at most `free_bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DiskReport {
+    /// The filesystem's size.
+    #[schema(minimum = 0, maximum = 9007199254740991_u64)]
+    pub total_bytes: u64,
+    /// Free on it (to writers other than root).
+    #[schema(minimum = 0, maximum = 9007199254740991_u64)]
+    pub free_bytes: u64,
+    /// What the node's disk budget keeps free for everything else (the store, logs, the host).
+    #[schema(minimum = 0, maximum = 9007199254740991_u64)]
+    pub reserve_bytes: u64,
+    /// What large writes (images, root, scratch and volume disks, snapshots) may still take:
+    /// free beyond the reserve.
+    #[schema(minimum = 0, maximum = 9007199254740991_u64)]
+    pub budget_free_bytes: u64,
+    /// What the node's vt data holds on the filesystem, by what holds it (allocated bytes).
+    pub used: DiskUse,
+}
+
+/// What a node's vt data holds on its disk, by what holds it (allocated bytes, so a sparse
+/// disk counts what it really takes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DiskUse {
+    /// The image cache: pulled blobs and the read-only root disks built from them.
+    #[schema(minimum = 0, maximum = 9007199254740991_u64)]
+    pub images_bytes: u64,
+    /// The instances' scratch disks (their writable layer), kept while an instance is suspended.
+    #[schema(minimum = 0, maximum = 9007199254740991_u64)]
+    pub scratch_bytes: u64,
+    /// Volume disks and volume snapshots kept on the node.
+    #[schema(minimum = 0, maximum = 9007199254740991_u64)]
+    pub volumes_bytes: u64,
+    /// The memory snapshots of suspended instances (each until it is resumed or stopped).
+    #[schema(minimum = 0, maximum = 9007199254740991_u64)]
+    pub snapshots_bytes: u64,
+    /// How many suspended instances hold a snapshot.
+    #[schema(minimum = 0, maximum = 1000000)]
+    pub snapshots: u32,
+    /// Instance logs.
+    #[schema(minimum = 0, maximum = 9007199254740991_u64)]
+    pub logs_bytes: u64,
+}
+
+impl DiskUse {
+    /// All of it, `None` when the sum overflows.
+    pub fn total(&self) -> Option<u64> {
+        [self.images_bytes, self.scratch_bytes, self.volumes_bytes, self.snapshots_bytes, self.logs_bytes]
+            .into_iter()
+            .try_fold(0u64, u64::checked_add)
+    }
+}
+
+impl DiskReport {
+    /// The first field that contradicts another (a report no filesystem could give), with why:
+    /// what a control plane refuses. The schema bounds each number on its own.
+    pub fn inconsistency(&self) -> Option<(&'static str, String)> {
+        if self.free_bytes > self.total_bytes {
+            return Some((
+                "disk.free_bytes",
+                format!("{} bytes free on a filesystem of {} bytes", self.free_bytes, self.total_bytes),
+            ));
+        }
+        if self.budget_free_bytes > self.free_bytes {
+            return Some((
+                "disk.budget_free_bytes",
+                format!("{} bytes free in the budget, more than the {} free", self.budget_free_bytes, self.free_bytes),
+            ));
+        }
+        match self.used.total() {
+            Some(used) if used <= self.total_bytes => None,
+            Some(used) => Some((
+                "disk.used",
+                format!("{used} bytes used in all, more than the filesystem's {} bytes", self.total_bytes),
+            )),
+            None => Some(("disk.used", "the parts of `used` add up to more than 2^64 bytes".into())),
+        }
+    }
 }
 
 /// A node agent's report of an instance's current status.

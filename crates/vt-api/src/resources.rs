@@ -205,6 +205,13 @@ pub struct Node {
     pub registered_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub last_heartbeat_at: Option<DateTime<Utc>>,
+    /// Its disk as its agent last reported it with a heartbeat (current state, not an event);
+    /// absent until it has (an edge-only node, an older agent).
+    #[serde(default)]
+    pub disk: Option<crate::DiskReport>,
+    /// When `disk` was reported.
+    #[serde(default)]
+    pub disk_reported_at: Option<DateTime<Utc>>,
 }
 
 /// An ingress route: a listener port (and host name, for TLS) to a process type's port.

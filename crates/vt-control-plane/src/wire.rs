@@ -203,7 +203,13 @@ impl Wire for RouteView {
 }
 
 /// A node with its last heartbeat (kept beside the views, not in them).
-pub(crate) fn node(v: NodeView, last_heartbeat_at: Option<DateTime<Utc>>) -> Node {
+/// A node as clients see it: its view, its last heartbeat and its last disk report (current
+/// state the store keeps beside the heartbeat, not in the view).
+pub(crate) fn node(
+    v: NodeView,
+    last_heartbeat_at: Option<DateTime<Utc>>,
+    disk: Option<(DateTime<Utc>, vt_api::DiskReport)>,
+) -> Node {
     Node {
         id: v.id,
         name: v.name,
@@ -221,6 +227,8 @@ pub(crate) fn node(v: NodeView, last_heartbeat_at: Option<DateTime<Utc>>) -> Nod
         registered_at: v.registered_at,
         updated_at: v.updated_at,
         last_heartbeat_at,
+        disk: disk.map(|(_, d)| d),
+        disk_reported_at: disk.map(|(at, _)| at),
     }
 }
 

@@ -492,3 +492,84 @@ async fn racing_deploys_each_decide_from_the_env_the_last_one_left() {
         assert_eq!(pair[1]["previous_release_id"], pair[0]["release_id"], "{:#}", pair[1]);
     }
 }
+
+/// A node's disk report rides on its heartbeat: kept as current state (no event, however often
+/// it changes), shown by `GET /v1/nodes` and `GET /v1/nodes/{node}`, kept when a heartbeat
+/// carries none (an older agent), and refused, naming the field and writing nothing, when no
+/// filesystem could give it.
+#[tokio::test]
+async fn a_node_reports_its_disk_with_its_heartbeat() {
+    let s = TestServer::start().await;
+    let reg = json!({"name": "node-1", "capacity": {"cpu_millis": 4000, "memory_mib": 8192}});
+    assert_eq!(s.post("/v1/nodes", reg).await.status, StatusCode::CREATED);
+    let node = s.get("/v1/nodes/node-1").await.body;
+    assert!(node["disk"].is_null() && node["disk_reported_at"].is_null(), "no report yet: {node}");
+    let before = s.get("/v1/events").await.body["head"].clone();
+    let report = |snapshots_bytes: u64| {
+        json!({
+            "total_bytes": 100u64 << 30,
+            "free_bytes": 60u64 << 30,
+            "reserve_bytes": 5u64 << 30,
+            "budget_free_bytes": 55u64 << 30,
+            "used": {
+                "images_bytes": 2u64 << 30,
+                "scratch_bytes": 512u64 << 20,
+                "volumes_bytes": 10u64 << 30,
+                "snapshots_bytes": snapshots_bytes,
+                "snapshots": u64::from(snapshots_bytes > 0),
+                "logs_bytes": 3u64 << 20,
+            },
+        })
+    };
+    let hb = s.post("/v1/nodes/node-1/heartbeat", json!({"disk": report(128 << 20)})).await;
+    assert_eq!(hb.status, StatusCode::OK, "{}", hb.body);
+    assert_eq!(hb.body["disk"], report(128 << 20), "the answer shows it");
+    let node = s.get("/v1/nodes/node-1").await.body;
+    assert_eq!(node["disk"], report(128 << 20));
+    assert_eq!(node["disk_reported_at"], node["last_heartbeat_at"]);
+    // A snapshot gone: the next report says so.
+    s.post("/v1/nodes/node-1/heartbeat", json!({"disk": report(0)})).await;
+    let listed = s.get("/v1/nodes").await.body;
+    assert_eq!(listed["items"][0]["disk"], report(0), "{listed}");
+    // An older agent's heartbeat (no report): the last report stays, with when it came.
+    let reported_at = s.get("/v1/nodes/node-1").await.body["disk_reported_at"].clone();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    assert_eq!(s.post("/v1/nodes/node-1/heartbeat", json!({})).await.status, StatusCode::OK);
+    let node = s.get("/v1/nodes/node-1").await.body;
+    assert_eq!((&node["disk"], &node["disk_reported_at"]), (&report(0), &reported_at));
+    assert_ne!(node["last_heartbeat_at"], reported_at);
+    assert_eq!(s.get("/v1/events").await.body["head"], before, "disk reports are not events");
+    let last_beat = node["last_heartbeat_at"].clone();
+
+    // Refused, naming the field; the last report stays as it was.
+    let with = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut r = report(0);
+        f(&mut r);
+        json!({ "disk": r })
+    };
+    for (body, field) in [
+        (with(&|r| r["free_bytes"] = json!(-1)), "disk.free_bytes"),
+        (with(&|r| r["used"]["snapshots_bytes"] = json!(-5)), "disk.used.snapshots_bytes"),
+        (with(&|r| r["total_bytes"] = json!(1u64 << 53)), "disk.total_bytes"),
+        (with(&|r| r["used"]["images_bytes"] = json!(u64::MAX)), "disk.used.images_bytes"),
+        (with(&|r| r["used"]["logs_bytes"] = json!(1e300)), "disk.used.logs_bytes"),
+        (with(&|r| r["reserve_bytes"] = json!("5GiB")), "disk.reserve_bytes"),
+        (
+            with(&|r| r["used"].as_object_mut().unwrap().remove("volumes_bytes").map(drop).unwrap()),
+            "disk.used.volumes_bytes",
+        ),
+        (with(&|r| r["used"]["extra_bytes"] = json!(1)), "disk.used.extra_bytes"),
+        (with(&|r| r["free_bytes"] = json!(101u64 << 30)), "disk.free_bytes"),
+        (with(&|r| r["budget_free_bytes"] = json!(61u64 << 30)), "disk.budget_free_bytes"),
+        (with(&|r| r["used"]["volumes_bytes"] = json!(99u64 << 30)), "disk.used"),
+    ] {
+        let r = s.post("/v1/nodes/node-1/heartbeat", body.clone()).await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}: {}", r.body);
+        assert_eq!(r.error_field(), field, "{body}: {}", r.body);
+        let name = field.rsplit('.').next().unwrap();
+        assert!(r.body["error"]["message"].as_str().unwrap().contains(name), "{}", r.body);
+    }
+    let node = s.get("/v1/nodes/node-1").await.body;
+    assert_eq!((&node["disk"], &node["disk_reported_at"]), (&report(0), &reported_at), "nothing written");
+    assert_eq!(node["last_heartbeat_at"], last_beat, "a refused heartbeat is no heartbeat");
+}

@@ -229,6 +229,21 @@ impl DiskBudget {
     }
 }
 
+/// The bytes `path` takes on its filesystem: the blocks allocated to it and, for a directory,
+/// to everything under it (symbolic links not followed, other filesystems included). A sparse
+/// file counts what it really takes, not its length. What cannot be read counts 0 (a file
+/// removed while it is walked).
+pub fn allocated(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else { return 0 };
+    let own = meta.blocks().saturating_mul(512);
+    if !meta.is_dir() {
+        return own;
+    }
+    let entries = std::fs::read_dir(path).into_iter().flatten().flatten();
+    entries.fold(own, |sum, e| sum.saturating_add(allocated(&e.path())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,6 +276,20 @@ mod tests {
                 let _ = input[..end].parse::<Reserve>();
             }
         }
+    }
+
+    #[test]
+    fn allocated_counts_blocks_not_lengths() {
+        let dir = tempfile::tempdir().unwrap();
+        let sparse = dir.path().join("sparse");
+        std::fs::File::create(&sparse).unwrap().set_len(1 << 30).unwrap();
+        assert!(allocated(&sparse) < 1 << 20, "a sparse file takes next to nothing");
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("sub").join("full"), vec![1u8; 1 << 20]).unwrap();
+        std::os::unix::fs::symlink("/", dir.path().join("link")).unwrap();
+        let all = allocated(dir.path());
+        assert!((1 << 20..4 << 20).contains(&all), "{all}: the written MiB, not the link's target");
+        assert_eq!(allocated(&dir.path().join("missing")), 0);
     }
 
     #[test]

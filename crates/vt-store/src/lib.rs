@@ -382,6 +382,10 @@ pub trait Store: Send + Sync + 'static {
     /// The changes staged for an env's next version, by name (`None`: removal).
     async fn secret_staged(&self, env_id: &str) -> Result<Vec<(String, Option<String>)>, StoreError>;
 
-    async fn heartbeat(&self, node_id: &str, at: DateTime<Utc>) -> Result<(), StoreError>;
+    /// A node's heartbeat at `at`, with its disk report (JSON) when it sent one; without, the
+    /// last report stays.
+    async fn heartbeat(&self, node_id: &str, at: DateTime<Utc>, disk: Option<&str>) -> Result<(), StoreError>;
     async fn heartbeats(&self) -> Result<BTreeMap<String, DateTime<Utc>>, StoreError>;
+    /// Each node's last disk report (JSON, as given to [`Store::heartbeat`]) and when it came.
+    async fn node_disks(&self) -> Result<BTreeMap<String, (DateTime<Utc>, String)>, StoreError>;
 }

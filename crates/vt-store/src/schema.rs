@@ -54,6 +54,12 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
             )",
         ],
     },
+    // A node's disk report rides on its heartbeat: current state, kept beside its liveness
+    // (the JSON the control plane checked, and when it came), never an event.
+    Migration {
+        version: 5,
+        statements: &["ALTER TABLE heartbeats ADD COLUMN disk TEXT", "ALTER TABLE heartbeats ADD COLUMN disk_at TEXT"],
+    },
 ];
 
 /// The table that records applied migrations (created before any of them).

@@ -819,16 +819,34 @@ macro_rules! store_impl {
                 to_u64(n, "token count")
             }
 
-            async fn heartbeat(&self, node_id: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+            async fn heartbeat(&self, node_id: &str, at: DateTime<Utc>, disk: Option<&str>) -> Result<(), StoreError> {
                 // Under the write lock like every other write: on SQLite a write
                 // beside an append's transaction fails it with "database is locked".
                 let _guard = self.write.lock().await;
-                sqlx::query("INSERT INTO heartbeats (node_id, at) VALUES ($1, $2) ON CONFLICT (node_id) DO UPDATE SET at = excluded.at")
-                    .bind(node_id)
-                    .bind(ts(&at))
-                    .execute(&self.pool)
-                    .await?;
+                // One row per node, one write per heartbeat, the disk report with it.
+                sqlx::query(
+                    "INSERT INTO heartbeats (node_id, at, disk, disk_at) VALUES ($1, $2, $3, $4) ON CONFLICT (node_id) DO UPDATE \
+                     SET at = excluded.at, disk = COALESCE(excluded.disk, heartbeats.disk), disk_at = COALESCE(excluded.disk_at, heartbeats.disk_at)",
+                )
+                .bind(node_id)
+                .bind(ts(&at))
+                .bind(disk)
+                .bind(disk.map(|_| ts(&at)))
+                .execute(&self.pool)
+                .await?;
                 Ok(())
+            }
+
+            async fn node_disks(&self) -> Result<BTreeMap<String, (DateTime<Utc>, String)>, StoreError> {
+                let rows = sqlx::query("SELECT node_id, disk_at, disk FROM heartbeats WHERE disk IS NOT NULL AND disk_at IS NOT NULL")
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter()
+                    .map(|r| {
+                        let at = parse_ts(&r.try_get::<String, _>("disk_at")?)?;
+                        Ok((r.try_get::<String, _>("node_id")?, (at, r.try_get::<String, _>("disk")?)))
+                    })
+                    .collect()
             }
 
             async fn secret_key(&self, env_id: &str) -> Result<Option<SecretKeyRecord>, StoreError> {

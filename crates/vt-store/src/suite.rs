@@ -580,11 +580,26 @@ pub async fn tokens_and_heartbeats(store: Arc<dyn Store>) {
     assert_eq!(store.token_by_hash("def").await.unwrap().unwrap().revoked_at, None);
 
     let t1 = Utc::now();
-    store.heartbeat("node_a", t1).await.unwrap();
-    store.heartbeat("node_a", t1 + chrono::Duration::seconds(5)).await.unwrap();
+    store.heartbeat("node_a", t1, None).await.unwrap();
+    assert!(store.node_disks().await.unwrap().is_empty(), "no disk report yet");
+    store.heartbeat("node_a", t1 + chrono::Duration::seconds(5), Some(r#"{"a":1}"#)).await.unwrap();
     let hb = store.heartbeats().await.unwrap();
     assert_eq!(hb.len(), 1);
     assert_eq!(hb["node_a"].timestamp_micros(), (t1 + chrono::Duration::seconds(5)).timestamp_micros());
+    // A heartbeat without a report keeps the last one, and when it came.
+    store.heartbeat("node_a", t1 + chrono::Duration::seconds(10), None).await.unwrap();
+    let disks = store.node_disks().await.unwrap();
+    let (at, report) = &disks["node_a"];
+    assert_eq!(
+        (at.timestamp_micros(), report.as_str()),
+        ((t1 + chrono::Duration::seconds(5)).timestamp_micros(), r#"{"a":1}"#)
+    );
+    store.heartbeat("node_a", t1 + chrono::Duration::seconds(15), Some(r#"{"a":2}"#)).await.unwrap();
+    assert_eq!(store.node_disks().await.unwrap()["node_a"].1, r#"{"a":2}"#);
+    assert_eq!(
+        store.heartbeats().await.unwrap()["node_a"].timestamp_micros(),
+        (t1 + chrono::Duration::seconds(15)).timestamp_micros()
+    );
 }
 
 pub async fn the_last_admin_token_is_never_revoked(store: Arc<dyn Store>) {

@@ -216,6 +216,38 @@ impl Drop for Filler {
     }
 }
 
+/// Drop the node's cached root disks (the image cache keeps its blobs): the next prepare,
+/// a resume's too, must build its root disk again, and asks the disk budget for it. The
+/// rebuilt disk is the same (`mkfs.ext4 -d` with the digest's UUID and a fixed time).
+fn drop_root_disks(data: &Path) {
+    let dir = data.join("agent").join("images").join("rootdisks");
+    let mut dropped = 0;
+    for e in std::fs::read_dir(&dir).unwrap().flatten() {
+        if e.path().extension().is_some_and(|x| x == "ext4") {
+            std::fs::remove_file(e.path()).unwrap();
+            dropped += 1;
+        }
+    }
+    assert!(dropped > 0, "no root disk in {}", dir.display());
+}
+
+/// The node's disk report (`vt node get node-1`) once `ok` holds (heartbeats every 5 s).
+fn node_disk_until(
+    vt: &dyn Fn(&[&str]) -> common::Run,
+    what: &str,
+    ok: &dyn Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let n = vt(&["node", "get", "node-1", "-o", "json"]).json();
+        if ok(&n["disk"]) {
+            return n["disk"].clone();
+        }
+        assert!(Instant::now() < deadline, "the node's disk report never showed {what}: {n}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 /// The arguments of a `vt server` on `data` (made here) with the ingress, whose disk budget
 /// leaves it 3 GiB (a file fills it when a test needs it full), and the reserve they give.
 fn budget_of_3_gib(data: &Path) -> (Vec<String>, u64) {
@@ -230,7 +262,9 @@ fn budget_of_3_gib(data: &Path) -> (Vec<String>, u64) {
 
 /// The three gaps of issue #20 closed, on one instance's life through `vt server` (the disk
 /// budget is the seam: `--disk-reserve` leaves 3 GiB, a file fills it when a test needs it full):
-/// a resume that cannot prepare yet (no room for its scratch disk: the reason names what the
+/// a resume asks no room for the scratch disk it keeps (it resumes on a full budget), and the
+/// node's disk report shows its snapshot while it is suspended; a resume that cannot prepare yet
+/// (no room for its root disk, dropped from the image cache: the reason names what the
 /// snapshots hold) scaled to 0 again stays suspended with its snapshot, and resumes with its
 /// memory later; a suspend whose snapshot does not fit the budget stops the instance instead,
 /// saying why; a suspend that fails (its snapshot directory is in the way) is retried and
@@ -305,20 +339,45 @@ fn a_suspend_that_cannot_be_done_stops_and_a_resume_scaled_to_0_stays_suspended(
     let token = exec(&id, "cat /tmp/tok");
     let snapshot = work_dir_of(&data, &id).join("snapshot").join("vmstate");
 
-    // 1 → 0 → 1 → 0: the resume waits for room for its scratch disk (the reason says what the
-    // node's snapshots hold); scaled to 0 meanwhile, it is suspended again, its snapshot kept.
+    // The node reports what its snapshots hold: one suspended instance's, then none once it
+    // resumed. A resume creates no scratch disk (its snapshot needs the one it kept), so it
+    // asks the disk budget for none: it resumes with less room than a scratch disk takes.
     vt(&["scale", "web=0"]);
     until(&id, "suspended", &|i| i["status"] == "suspended");
     assert!(snapshot.is_file(), "{}", snapshot.display());
+    let disk = node_disk_until(&vt, "the snapshot", &|d| d["used"]["snapshots"] == 1);
+    println!("suspended, the node's disk: {disk}");
+    assert!(disk["used"]["snapshots_bytes"].as_u64().unwrap() > 1 << 20, "{disk}");
+    assert!(disk["used"]["scratch_bytes"].as_u64().unwrap() > 0, "its scratch disk is kept: {disk}");
     {
         let _full = Filler::leaving(&data, reserve, 64 << 20);
+        assert_eq!(scaled_up(None), id, "the same instance resumes");
+        let i = instance(&id);
+        assert!(reason(&i).starts_with("resumed from its snapshot"), "{i}");
+        assert_eq!(exec(&id, "cat /tmp/tok"), token, "the same shell, its memory kept");
+    }
+    // (A resumed snapshot leaves its few-KiB record behind, not its memory.)
+    let disk = node_disk_until(&vt, "no snapshot", &|d| d["used"]["snapshots"] == 0);
+    println!("resumed, the node's disk: {disk}");
+    assert!(disk["used"]["snapshots_bytes"].as_u64().unwrap() < 1 << 20, "{disk}");
+
+    // 1 → 0 → 1 → 0: a resume that must make its root disk again (the image cache lost it)
+    // waits for room for it (the reason says what the node's snapshots hold); scaled to 0
+    // meanwhile, it is suspended again, its snapshot kept.
+    vt(&["scale", "web=0"]);
+    until(&id, "suspended", &|i| i["status"] == "suspended");
+    assert!(snapshot.is_file(), "{}", snapshot.display());
+    drop_root_disks(&data);
+    {
+        let _full = Filler::leaving(&data, reserve, 1 << 20);
         vt(&["scale", "web=1"]);
         let i = until(&id, "resuming, waiting for room", &|i| {
             i["status"] == "preparing" && reason(i).starts_with("waiting:")
         });
         println!("resuming: {}", reason(&i));
         let why = reason(&i);
-        assert!(why.contains(&format!("the scratch disk of instance {id} needs 256 MiB")), "{why}");
+        assert!(why.contains("unpacking image sha256:") || why.contains("the root disk of image sha256:"), "{why}");
+        assert!(!why.contains("the scratch disk"), "{why}");
         assert!(why.contains("the snapshots of 1 suspended instance hold "), "{why}");
         vt(&["scale", "web=0"]);
         let i = until(&id, "suspended again", &|i| i["status"] == "suspended");
@@ -405,7 +464,7 @@ fn a_suspend_that_cannot_be_done_stops_and_a_resume_scaled_to_0_stays_suspended(
 }
 
 /// A resume cut short by an agent restart before it restored anything (it was waiting for room
-/// for its scratch disk when `vt server` was killed): the restarted agent finds the record
+/// for its root disk, dropped from the image cache, when `vt server` was killed): the restarted agent finds the record
 /// `preparing` with no VM and its snapshot unclaimed, keeps it suspended, and resumes it: the
 /// same shell, never a fresh boot over its snapshot.
 #[test]
@@ -459,8 +518,10 @@ fn a_resume_cut_short_by_an_agent_restart_still_resumes_with_its_memory() {
     };
     vt(&url, &["scale", "web=0"]);
     until(&url, "suspended", &|i| i["status"] == "suspended");
+    // The resume must make its root disk again, and finds no room for it.
+    drop_root_disks(&data);
     {
-        let _full = Filler::leaving(&data, reserve, 64 << 20);
+        let _full = Filler::leaving(&data, reserve, 1 << 20);
         vt(&url, &["scale", "web=1"]);
         until(&url, "resuming, waiting for room", &|i| {
             i["status"] == "preparing" && i["reason"].as_str().unwrap_or_default().starts_with("waiting:")

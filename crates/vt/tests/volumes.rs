@@ -474,9 +474,26 @@ fn an_edge_only_node_is_shown_so_and_holds_no_volume() {
         }))
         .unwrap();
         client.node_register(&node, "register-edge-1").await.unwrap();
+        // node-1's agent reports its disk with a heartbeat; node-2's (an older agent) does not.
+        let beat: vt_api::Heartbeat = serde_json::from_value(json!({"disk": {
+            "total_bytes": 100u64 << 30, "free_bytes": 60u64 << 30, "reserve_bytes": 5u64 << 30,
+            "budget_free_bytes": 55u64 << 30,
+            "used": {"images_bytes": 2u64 << 30, "scratch_bytes": 512u64 << 20, "volumes_bytes": 10u64 << 30,
+                     "snapshots_bytes": 384u64 << 20, "snapshots": 3, "logs_bytes": 3u64 << 20}
+        }}))
+        .unwrap();
+        client.node_heartbeat("node-1", &beat, "hb-node-1").await.unwrap();
     });
     snap!("node_list_edge_only", s.run(&["node", "list"]));
     snap!("node_get_edge_only", s.run(&["node", "get", "edge-1"]));
+    snap!("node_get_disk", s.run(&["node", "get", "node-1"]));
     assert_eq!(s.run(&["node", "get", "edge-1", "-o", "json"]).json()["runs_instances"], false);
+    // `--format json`: the report as sent, and when it came; absent for a node that sent none.
+    let n1 = s.run(&["node", "get", "node-1", "-o", "json"]).json();
+    assert_eq!(n1["disk"]["used"]["snapshots_bytes"], 384u64 << 20, "{n1}");
+    assert_eq!(n1["disk"]["budget_free_bytes"], 55u64 << 30, "{n1}");
+    assert!(n1["disk_reported_at"].is_string(), "{n1}");
+    let n2 = s.run(&["node", "get", "node-2", "-o", "json"]).json();
+    assert!(n2["disk"].is_null() && n2["disk_reported_at"].is_null(), "{n2}");
     snap!("volume_create_edge_only_node", s.run(&["volume", "create", "data", "--size-gib", "1", "--node", "edge-1"]));
 }

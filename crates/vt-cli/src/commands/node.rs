@@ -1,6 +1,7 @@
 //! `vt node list|get|enroll-token create|revoke`.
 
-use vt_api::{CreateEnrollToken, Node};
+use vt_api::{CreateEnrollToken, DiskReport, Node};
+use vt_disk::human;
 
 use crate::args::{EnrollTokenCommand, NodeCommand};
 use crate::printer::{fields, label, opt, time, Receipt, Table};
@@ -13,7 +14,7 @@ pub async fn run(ctx: &Ctx, cmd: NodeCommand) -> CliResult {
         NodeCommand::List => {
             let list = client.node_list().await?;
             p.show(&list, || {
-                let mut t = Table::new(&["ID", "NAME", "STATUS", "RUNS", "CPU", "MEMORY", "HEARTBEAT"]);
+                let mut t = Table::new(&["ID", "NAME", "STATUS", "RUNS", "CPU", "MEMORY", "DISK FREE", "HEARTBEAT"]);
                 for n in &list.items {
                     // An edge-only node's capacity is nobody's to use: not shown.
                     let (runs, cpu, memory) = match n.runs_instances {
@@ -31,6 +32,8 @@ pub async fn run(ctx: &Ctx, cmd: NodeCommand) -> CliResult {
                         runs,
                         cpu,
                         memory,
+                        // What large writes may still take there (free beyond the reserve).
+                        opt(&n.disk.map(|d| human(d.budget_free_bytes))),
                         opt(&n.last_heartbeat_at.as_ref().map(time)),
                     ]);
                 }
@@ -107,5 +110,34 @@ fn render(n: &Node) -> String {
         ("wireguard port", opt(&n.wireguard_port.map(|p| p.to_string()))),
         ("registered", time(&n.registered_at)),
         ("heartbeat", opt(&n.last_heartbeat_at.as_ref().map(time))),
+        ("disk", n.disk.as_ref().map_or_else(|| "- (not reported)".into(), disk)),
+        ("disk used", n.disk.as_ref().map_or_else(|| "-".into(), disk_used)),
+        ("disk reported", opt(&n.disk_reported_at.as_ref().map(time))),
     ])
+}
+
+/// `55 GiB free for vt of 60 GiB free (5 GiB kept free), 100 GiB in all`.
+fn disk(d: &DiskReport) -> String {
+    format!(
+        "{} free for vt of {} free ({} kept free), {} in all",
+        human(d.budget_free_bytes),
+        human(d.free_bytes),
+        human(d.reserve_bytes),
+        human(d.total_bytes)
+    )
+}
+
+/// What vt's data holds, by what holds it; the snapshots with how many suspended instances.
+fn disk_used(d: &DiskReport) -> String {
+    let u = &d.used;
+    let s = if u.snapshots == 1 { "" } else { "s" };
+    format!(
+        "images {}, scratch disks {}, volumes {}, snapshots {} ({} suspended instance{s}), logs {}",
+        human(u.images_bytes),
+        human(u.scratch_bytes),
+        human(u.volumes_bytes),
+        human(u.snapshots_bytes),
+        u.snapshots,
+        human(u.logs_bytes)
+    )
 }

@@ -105,8 +105,9 @@ impl ControlPlane {
         let id = self.lookup_node(r).await?.id;
         let (node, pin) = self.fresh_pinned::<NodeView>(AggregateType::Node, id, "node").await?;
         let beat = self.store.heartbeats().await?.get(&node.id.to_string()).copied();
+        let disk = self.node_disks().await?.remove(&node.id.to_string());
         if node.status == NodeStatus::Revoked {
-            return self.commit(ctx, Plan::new(StatusCode::OK, wire::node(node, beat))).await;
+            return self.commit(ctx, Plan::new(StatusCode::OK, wire::node(node, beat, disk))).await;
         }
         let reason = format!("revoked by {}", ctx.actor().0);
         let mut plan = Plan::new(StatusCode::OK, ())
@@ -127,7 +128,7 @@ impl ControlPlane {
         revoked.status = NodeStatus::Revoked;
         revoked.status_reason = Some(reason);
         revoked.updated_at = ctx.now();
-        let plan: Plan<Node> = plan.respond(wire::node(revoked, beat));
+        let plan: Plan<Node> = plan.respond(wire::node(revoked, beat, disk));
         self.commit(ctx, plan).await.map_err(|e| {
             if e.code == vt_api::ErrorCode::Conflict {
                 ApiErr::conflict(format!("node {} changed while it was revoked; retry", shown(r)))

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use vt_api::{
-    GuestNetwork, Heartbeat, MeshPeer, Node, NodeInstances, NodeRouting, Peer, RegisterNode, RouteListenerReport,
-    RoutedInstance,
+    DiskReport, GuestNetwork, Heartbeat, MeshPeer, Node, NodeInstances, NodeRouting, Peer, RegisterNode,
+    RouteListenerReport, RoutedInstance,
 };
 use vt_events::{
     AggregateType, Capacity, Event, ListenerState, NodeCapacityChanged, NodeEndpointChanged, NodeIpv4RangeAssigned,
@@ -161,7 +161,8 @@ impl ControlPlane {
                 existing.ipv4_range = Some(range);
             }
             let beat = self.store.heartbeats().await?.get(&existing.id.to_string()).copied();
-            return self.commit(ctx, plan.respond(wire::node(existing, beat))).await;
+            let disk = self.node_disks().await?.remove(&existing.id.to_string());
+            return self.commit(ctx, plan.respond(wire::node(existing, beat, disk))).await;
         }
         let id = bound.unwrap_or_default();
         let subnet = next_subnet(&nodes)?;
@@ -183,7 +184,7 @@ impl ControlPlane {
             registered_at: now,
             updated_at: now,
         };
-        let plan = Plan::new(StatusCode::CREATED, wire::node(view, None))
+        let plan = Plan::new(StatusCode::CREATED, wire::node(view, None, None))
             .event(Event::NodeRegistered(NodeRegistered {
                 wireguard_public_key: req.wireguard_public_key.clone(),
                 node_id: id,
@@ -213,14 +214,24 @@ impl ControlPlane {
         Ok(node)
     }
 
-    /// Record liveness (not an event) and, when it changes state, the events:
-    /// capacity changes, and an unreachable node coming back.
+    /// Record liveness and the node's disk report (current state beside the heartbeat, not
+    /// events) and, when it changes state, the events: capacity changes, and an unreachable
+    /// node coming back.
     pub async fn node_heartbeat(&self, ctx: &Ctx, node: &str, req: Heartbeat) -> ApiResult<Committed> {
         let node = self.authorized_node(ctx, node, Action::Agent).await?;
         let now = ctx.now();
         let capacity = req.capacity.unwrap_or(node.capacity);
         let allocatable = req.allocatable.unwrap_or(if req.capacity.is_some() { capacity } else { node.allocatable });
-        self.store.heartbeat(&node.id.to_string(), now).await?;
+        // A report no filesystem could give is refused whole: nothing of the heartbeat is kept.
+        if let Some((field, why)) = req.disk.as_ref().and_then(|d| d.inconsistency()) {
+            return Err(ApiErr::invalid(field, format!("`{field}` does not fit the rest of the report: {why}")));
+        }
+        let report = req.disk.map(|d| serde_json::to_string(&d)).transpose().map_err(ApiErr::internal)?;
+        self.store.heartbeat(&node.id.to_string(), now, report.as_deref()).await?;
+        let disk = match req.disk {
+            Some(d) => Some((now, d)),
+            None => self.node_disks().await?.remove(&node.id.to_string()),
+        };
         let mut view = node.clone();
         let mut plan = Plan::new(StatusCode::OK, ()).expect(exists(AggregateType::Node, node.id));
         if capacity != node.capacity || allocatable != node.allocatable {
@@ -240,20 +251,22 @@ impl ControlPlane {
             view.status_reason = Some("heartbeats resumed".into());
             view.updated_at = now;
         }
-        self.commit(ctx, plan.respond(wire::node(view, Some(now)))).await
+        self.commit(ctx, plan.respond(wire::node(view, Some(now), disk))).await
     }
 
     /// Nodes by name, with their last heartbeat.
     pub async fn node_list(&self, ctx: &Ctx) -> ApiResult<Vec<Node>> {
         ctx.authorize_cluster(Action::Read)?;
         let beats = self.store.heartbeats().await?;
+        let mut disks = self.node_disks().await?;
         let mut nodes: Vec<NodeView> = self.views(Self::kind_query(ViewKind::Node)).await?;
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(nodes
             .into_iter()
             .map(|n| {
                 let beat = beats.get(&n.id.to_string()).copied();
-                wire::node(n, beat)
+                let disk = disks.remove(&n.id.to_string());
+                wire::node(n, beat, disk)
             })
             .collect())
     }
@@ -261,7 +274,26 @@ impl ControlPlane {
     pub async fn node_get(&self, ctx: &Ctx, node: &str) -> ApiResult<Node> {
         let node = self.authorized_node(ctx, node, Action::Read).await?;
         let beat = self.store.heartbeats().await?.get(&node.id.to_string()).copied();
-        Ok(wire::node(node, beat))
+        let disk = self.node_disks().await?.remove(&node.id.to_string());
+        Ok(wire::node(node, beat, disk))
+    }
+
+    /// Each node's last disk report and when it came. A stored report that no longer parses
+    /// (written by a newer control plane, say) is left out, and logged.
+    pub(crate) async fn node_disks(
+        &self,
+    ) -> ApiResult<std::collections::BTreeMap<String, (chrono::DateTime<chrono::Utc>, DiskReport)>> {
+        let stored = self.store.node_disks().await?;
+        Ok(stored
+            .into_iter()
+            .filter_map(|(node, (at, json))| match serde_json::from_str::<DiskReport>(&json) {
+                Ok(d) => Some((node, (at, d))),
+                Err(e) => {
+                    tracing::warn!(%node, error = %e, "a stored disk report does not parse; not shown");
+                    None
+                }
+            })
+            .collect())
     }
 
     /// Every instance placed on the node, with the releases they run. With
