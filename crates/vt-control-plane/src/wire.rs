@@ -202,7 +202,6 @@ impl Wire for RouteView {
     }
 }
 
-/// A node with its last heartbeat (kept beside the views, not in them).
 /// A node as clients see it: its view, its last heartbeat and its last disk report (current
 /// state the store keeps beside the heartbeat, not in the view).
 pub(crate) fn node(
