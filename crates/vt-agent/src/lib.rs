@@ -108,6 +108,11 @@ pub struct AgentConfig {
     pub log_max_bytes: u64,
     /// Writable scratch disk per instance.
     pub scratch_size: u64,
+    /// How often the image cache is collected: root disks and blobs of images no instance
+    /// of the node may still boot or resume from go, unless written less than
+    /// `image_gc_min_age` ago.
+    pub image_gc_every: Duration,
+    pub image_gc_min_age: Duration,
     /// The guest network: the nftables table, egress, allow and deny lists, the resolver's upstream.
     pub network: NetworkConfig,
     /// The node's disk budget: unpacked images, root disks and scratch disks are checked
@@ -152,6 +157,8 @@ impl AgentConfig {
             drain: Duration::from_secs(2),
             log_max_bytes: 8 << 20,
             scratch_size: 256 << 20,
+            image_gc_every: Duration::from_secs(3600),
+            image_gc_min_age: Duration::from_secs(3600),
             network: NetworkConfig::default(),
             disk_budget: None,
             backup: None,
@@ -364,6 +371,8 @@ pub struct Agent {
     supervised: Mutex<HashMap<String, Supervised>>,
     /// Snapshots and backups being taken in this process.
     snapshotting: Mutex<std::collections::HashSet<String>>,
+    /// When the image cache was last collected (or the agent made).
+    images_collected: Mutex<Instant>,
     keys: vt_client::IdempotencyKeys,
     status: Mutex<AgentStatus>,
     /// Set by [`Agent::stop_following`]: the control plane is going away with this process,
@@ -460,6 +469,7 @@ impl Agent {
             cgroups,
             supervised: Mutex::new(HashMap::new()),
             snapshotting: Mutex::new(std::collections::HashSet::new()),
+            images_collected: Mutex::new(Instant::now()),
             keys,
             status: Mutex::new(AgentStatus::default()),
             shutting_down: AtomicBool::new(false),
@@ -787,6 +797,11 @@ impl Agent {
                 me.snapshotting.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
             });
         }
+        let placed = list.items.iter().filter_map(|i| {
+            let r = releases.get(&i.release_id.to_string())?;
+            Some((i.desired_state, i.status, r.image_digest.as_str()))
+        });
+        self.collect_images(images_in_use(placed, &self.states.list()));
         for inst in list.items {
             let id = inst.id.to_string();
             {
@@ -1243,6 +1258,36 @@ impl Agent {
             "; the snapshots of {n} suspended instance{s} hold {} on this node (stopping them frees it)",
             vt_disk::human(bytes)
         )
+    }
+
+    /// Every `image_gc_every`: remove the root disks and blobs of the image cache that no
+    /// image in `keep` needs (but what is younger than `image_gc_min_age`), in the background.
+    fn collect_images(self: &Arc<Self>, keep: Vec<Digest>) {
+        {
+            let mut last = self.images_collected.lock().unwrap_or_else(|p| p.into_inner());
+            if last.elapsed() < self.cfg.image_gc_every {
+                return;
+            }
+            *last = Instant::now();
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            let images = match me.images().await {
+                Ok(i) => i,
+                Err(e) => return tracing::warn!(error = %e, "image cache not collected"),
+            };
+            let min_age = me.cfg.image_gc_min_age;
+            match tokio::task::spawn_blocking(move || images.gc(&keep, min_age)).await {
+                Ok(Ok(r)) if r.removed_disks.is_empty() && r.removed_blobs.is_empty() => {}
+                Ok(Ok(r)) => tracing::info!(
+                    root_disks = r.removed_disks.len(),
+                    blobs = r.removed_blobs.len(),
+                    "image cache collected: removed what no instance of this node uses"
+                ),
+                Ok(Err(e)) => tracing::warn!(error = %e, "image cache not collected"),
+                Err(e) => tracing::warn!(error = %e, "the image cache's collection failed"),
+            }
+        });
     }
 
     /// The node's disk now, for a heartbeat (`None`, logged, when it cannot be read: the
@@ -2108,6 +2153,27 @@ fn discard_snapshot(work_dir: &std::path::Path) {
     }
 }
 
+/// The images the node's instances may still boot or resume from: those of every instance
+/// placed here (desired state, status, image digest) but the ones stopped for good (desired
+/// stopped and ended), and the root disks of the VMs alive or suspended here (whatever the
+/// control plane says).
+fn images_in_use<'a>(
+    placed: impl Iterator<Item = (DesiredState, vt_events::InstanceStatus, &'a str)>,
+    records: &[InstanceRecord],
+) -> Vec<Digest> {
+    let placed = placed
+        .filter(|(desired, status, _)| !(*desired == DesiredState::Stopped && status.is_terminal()))
+        .filter_map(|(_, _, digest)| digest.parse::<Digest>().ok());
+    let local = records
+        .iter()
+        .filter(|r| r.phase == Phase::Suspended || live_vm(r).is_some())
+        .filter_map(|r| r.root_disk.as_deref()?.file_stem()?.to_str().and_then(|hex| Digest::from_hex(hex).ok()));
+    let mut keep: Vec<Digest> = placed.chain(local).collect();
+    keep.sort();
+    keep.dedup();
+    keep
+}
+
 /// Remove a VM's cgroup once the VM is gone (blocks up to ~2 s while the kernel lets go).
 async fn remove_cgroup(id: &str, cg: Cgroup) {
     match tokio::task::spawn_blocking(move || cg.remove()).await {
@@ -2199,6 +2265,34 @@ impl Drop for AbortOnDrop {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What an instance may still boot or resume from keeps its image; an instance stopped
+    /// for good does not, nor does a record of a VM that ended here.
+    #[test]
+    fn images_in_use_are_the_placed_ones_and_the_suspended_ones() {
+        use vt_events::InstanceStatus as S;
+        let hex = |c: char| std::iter::repeat_n(c, 64).collect::<String>();
+        let digest = |c: char| format!("sha256:{}", hex(c));
+        let placed = [
+            (DesiredState::Running, S::Running, digest('a')),
+            (DesiredState::Stopped, S::Running, digest('b')), // still stopping
+            (DesiredState::Stopped, S::Stopped, digest('c')), // done
+            (DesiredState::Suspended, S::Suspended, digest('d')),
+            (DesiredState::Running, S::Failed, digest('e')), // restarted
+            (DesiredState::Running, S::Running, "not a digest".into()),
+        ];
+        let record = |id: &str, phase: Phase, c: char| {
+            let mut r = InstanceRecord::new(id, "rel", PathBuf::from("/w"));
+            r.phase = phase;
+            r.root_disk = Some(PathBuf::from(format!("/images/rootdisks/{}.ext4", hex(c))));
+            r
+        };
+        // Suspended here though the control plane no longer places it; an ended VM's record.
+        let records = [record("i1", Phase::Suspended, 'f'), record("i2", Phase::Stopped, 'g')];
+        let keep = images_in_use(placed.iter().map(|(d, s, i)| (*d, *s, i.as_str())), &records);
+        let keep: Vec<String> = keep.iter().map(|d| d.to_string()).collect();
+        assert_eq!(keep, ['a', 'b', 'd', 'e', 'f'].map(digest));
+    }
 
     #[test]
     fn ends_are_described() {

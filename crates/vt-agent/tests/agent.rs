@@ -370,6 +370,50 @@ async fn a_live_vm_is_adopted_not_restarted() {
     run.abort();
 }
 
+/// The image cache keeps the root disk (and blobs) of an instance while it runs and drops them
+/// once it is stopped for good, at the next collection after a reconcile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_image_cache_drops_what_no_instance_uses() {
+    if !guest_ready() {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let w = world("exec sleep 600").await;
+    let node = Hostname::parse("node-a").unwrap();
+    let mut cfg = AgentConfig::new(&w.base, Some(w.node_token.clone()), node, w.dirs.clone());
+    cfg.resync_interval = Duration::from_millis(500);
+    cfg.stop_grace = Duration::from_secs(2);
+    cfg.network.egress = vt_firewall::Egress::Off;
+    cfg.network.table = format!("vta{}", std::process::id());
+    cfg.image_gc_every = Duration::from_millis(200);
+    cfg.image_gc_min_age = Duration::ZERO;
+    let agent = Agent::new(cfg).unwrap();
+    let node_id = NodeId::parse(&agent.register().await.unwrap()).unwrap();
+    let id = w.allocate(node_id).await;
+    let run = tokio::spawn(agent.clone().run());
+    w.wait_status(id, "running", |v| v.status == InstanceStatus::Running).await;
+    let cache = |dir: &str| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(w.dirs.images.join(dir))
+            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    let disks = cache("rootdisks");
+    assert!(disks.iter().any(|d| d.ends_with(".ext4")), "{disks:?}");
+    // Several collections while it runs (a reconcile every 500 ms): all kept.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(cache("rootdisks"), disks, "kept while the instance runs");
+    assert!(!cache("blobs/sha256").is_empty());
+    w.stop(id).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cache("rootdisks").is_empty() || !cache("blobs/sha256").is_empty() {
+        assert!(Instant::now() < deadline, "still cached: {:?} {:?}", cache("rootdisks"), cache("blobs/sha256"));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    run.abort();
+}
+
 /// With a network: the instance gets an address in its node's /64 and its http health check
 /// reaches it over the tap: `passing` (with `healthy_ms`) while httpd answers, `failing` with
 /// a reason once it is gone; the agent does not stop an instance for failing (the control

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use fs_err as fs;
 use serde::{Deserialize, Serialize};
@@ -213,29 +214,39 @@ impl ImageStore {
     }
 
     /// Remove every root disk whose image digest is not in `keep`, and every blob not
-    /// referenced by a kept image. Waits for in-flight pulls/builds; blocks new ones meanwhile.
-    pub fn gc(&self, keep: &[Digest]) -> Result<GcReport> {
+    /// referenced by a kept image, but what was written less than `min_age` ago (a root disk
+    /// or blob that young stays, with the blobs of its image: a pull may have made it for an
+    /// instance the caller did not know of yet). Waits for in-flight pulls/builds; blocks new
+    /// ones meanwhile.
+    pub fn gc(&self, keep: &[Digest], min_age: Duration) -> Result<GcReport> {
         let _gc = self.gc_lock.write().unwrap_or_else(|e| e.into_inner());
-        let keep_set: HashSet<&Digest> = keep.iter().collect();
-        let mut report = GcReport::default();
-        let mut seen = HashSet::new();
+        let young = |path: &Path| {
+            fs::metadata(path).and_then(|m| m.modified()).is_ok_and(|at| at.elapsed().map_or(true, |age| age < min_age))
+        };
+        let mut disks = Vec::new();
         for e in fs::read_dir(self.root.join("rootdisks"))? {
             let name = e?.file_name().to_string_lossy().into_owned();
             let Some((hex, _)) = name.split_once('.') else {
                 continue;
             };
-            let Ok(d) = Digest::from_hex(hex) else {
-                continue;
-            };
-            if !keep_set.contains(&d) && seen.insert(d.clone()) {
-                remove_if_exists(&self.disk_path(&d))?;
-                remove_if_exists(&self.info_path(&d))?;
-                report.removed_disks.push(d);
+            if let Ok(d) = Digest::from_hex(hex) {
+                disks.push(d);
             }
         }
-        let keep_blobs: HashSet<Digest> = keep.iter().flat_map(|d| store::referenced_blobs(&self.blobs, d)).collect();
+        disks.sort();
+        disks.dedup();
+        let mut keep_set: HashSet<Digest> = keep.iter().cloned().collect();
+        keep_set.extend(disks.iter().filter(|d| young(&self.disk_path(d)) || young(&self.info_path(d))).cloned());
+        let mut report = GcReport::default();
+        for d in disks.into_iter().filter(|d| !keep_set.contains(d)) {
+            remove_if_exists(&self.disk_path(&d))?;
+            remove_if_exists(&self.info_path(&d))?;
+            report.removed_disks.push(d);
+        }
+        let keep_blobs: HashSet<Digest> =
+            keep_set.iter().flat_map(|d| store::referenced_blobs(&self.blobs, d)).collect();
         for d in self.blobs.list()? {
-            if !keep_blobs.contains(&d) {
+            if !keep_blobs.contains(&d) && !young(&self.blobs.path(&d)) {
                 self.blobs.remove(&d)?;
                 report.removed_blobs.push(d);
             }

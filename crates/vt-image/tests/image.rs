@@ -5,6 +5,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tar::EntryType;
 use vt_image::layout::{write_image, LayerFormat, LayoutWriter};
@@ -83,7 +84,7 @@ fn layout_is_deterministic_and_readable() {
         .write(true)
         .open(b.join("etc/passwd"))
         .unwrap()
-        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(999))
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(999))
         .unwrap();
     let ia = write_image(&a, &t.path().join("la"), runtime(), LayerFormat::default()).unwrap();
     let ib = write_image(&b, &t.path().join("lb"), runtime(), LayerFormat::default()).unwrap();
@@ -493,11 +494,22 @@ fn rootdisk_build_cache_hit_single_flight_and_gc() {
     assert_eq!(store.builds(), 1);
     assert!(files_in(&t.path().join("store/tmp")).is_empty());
 
-    // gc keeping it removes nothing; gc with nothing kept removes all.
-    let r = store.gc(std::slice::from_ref(&digest)).unwrap();
+    // gc keeping it removes nothing; nor does gc with nothing kept while it is younger than
+    // the minimum age; gc with nothing kept and no minimum age removes all.
+    let r = store.gc(std::slice::from_ref(&digest), Duration::ZERO).unwrap();
     assert!(r.removed_disks.is_empty() && r.removed_blobs.is_empty(), "{r:?}");
     assert!(store.get(&digest).unwrap().is_some());
-    let r = store.gc(&[]).unwrap();
+    let r = store.gc(&[], Duration::from_secs(3600)).unwrap();
+    assert!(r.removed_disks.is_empty() && r.removed_blobs.is_empty(), "young: {r:?}");
+    // An hour later (its files made older), the minimum age no longer keeps it.
+    let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3601);
+    for dir in ["store/rootdisks", "store/blobs/sha256"] {
+        for f in files_in(&t.path().join(dir)) {
+            let f = t.path().join(dir).join(f);
+            std::fs::File::open(&f).unwrap().set_modified(hour_ago).unwrap();
+        }
+    }
+    let r = store.gc(&[], Duration::from_secs(3600)).unwrap();
     assert_eq!(r.removed_disks, vec![digest.clone()]);
     assert_eq!(r.removed_blobs.len(), 4, "manifest, config, two layers");
     assert!(store.get(&digest).unwrap().is_none());

@@ -187,7 +187,7 @@ fn main() -> Res<()> {
             let hit = store.ensure_rootdisk(&src, &img.manifest.digest)?;
             t_hit = t.elapsed();
             assert!(!hit.built);
-            store.gc(&[])?;
+            store.gc(&[], Duration::ZERO)?;
             drop(store);
             vt_image::unpack::remove_tree(&store_dir)?;
             if scratch.is_none() && shm.is_none() {
