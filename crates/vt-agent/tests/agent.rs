@@ -131,6 +131,11 @@ impl World {
 
     /// An agent that reaches the control plane (and its registry) at `server`.
     fn agent_via(&self, server: &str) -> Arc<Agent> {
+        self.agent_with(server, |_| {})
+    }
+
+    /// The same with its configuration changed by `tweak` first.
+    fn agent_with(&self, server: &str, tweak: impl FnOnce(&mut AgentConfig)) -> Arc<Agent> {
         let node = Hostname::parse("node-a").unwrap();
         // Where the server reads instance logs: the data directory's agent dirs.
         let mut cfg = AgentConfig::new(server, Some(self.node_token.clone()), node, self.dirs.clone());
@@ -140,6 +145,7 @@ impl World {
         // as it is) and a table of this test's own.
         cfg.network.egress = vt_firewall::Egress::Off;
         cfg.network.table = format!("vta{}", std::process::id());
+        tweak(&mut cfg);
         Agent::new(cfg).unwrap()
     }
 
@@ -379,15 +385,11 @@ async fn the_image_cache_drops_what_no_instance_uses() {
     }
     let _serial = SERIAL.lock().await;
     let w = world("exec sleep 600").await;
-    let node = Hostname::parse("node-a").unwrap();
-    let mut cfg = AgentConfig::new(&w.base, Some(w.node_token.clone()), node, w.dirs.clone());
-    cfg.resync_interval = Duration::from_millis(500);
-    cfg.stop_grace = Duration::from_secs(2);
-    cfg.network.egress = vt_firewall::Egress::Off;
-    cfg.network.table = format!("vta{}", std::process::id());
-    cfg.image_gc_every = Duration::from_millis(200);
-    cfg.image_gc_min_age = Duration::ZERO;
-    let agent = Agent::new(cfg).unwrap();
+    let agent = w.agent_with(&w.base, |cfg| {
+        cfg.resync_interval = Duration::from_millis(500);
+        cfg.image_gc_every = Duration::from_millis(200);
+        cfg.image_gc_min_age = Duration::ZERO;
+    });
     let node_id = NodeId::parse(&agent.register().await.unwrap()).unwrap();
     let id = w.allocate(node_id).await;
     let run = tokio::spawn(agent.clone().run());

@@ -58,23 +58,17 @@ fn usage_errors_are_2() {
     assert!(r.text.contains("--join `ftp://cp2.example`: not a control plane URL"), "{}", r.text);
     assert!(!data.exists(), "nothing written");
     // A registry directory it cannot use is said at start, naming the flag.
+    let control_plane = |data: &std::path::Path, more: &[&str]| {
+        let mut args = vec!["server", "--listen", "127.0.0.1:0", "--no-agent", "--no-ingress", "--no-workspace-origin"];
+        args.extend(["--data-dir", data.to_str().unwrap()]);
+        args.extend(more);
+        Run::of(vt_isolated(dir.path(), &args).output().unwrap(), dir.path())
+    };
     let file = dir.path().join("a-file");
     std::fs::write(&file, "").unwrap();
     let registry = file.join("registry");
     let data = dir.path().join("cp");
-    let args = [
-        "server",
-        "--listen",
-        "127.0.0.1:0",
-        "--no-agent",
-        "--no-ingress",
-        "--no-workspace-origin",
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--registry-dir",
-        registry.to_str().unwrap(),
-    ];
-    let r = Run::of(vt_isolated(dir.path(), &args).output().unwrap(), dir.path());
+    let r = control_plane(&data, &["--registry-dir", registry.to_str().unwrap()]);
     assert_ne!(r.code, 0, "{}", r.text);
     assert!(r.text.contains("--registry-dir [TMP]/a-file/registry: cannot use it: Not a directory"), "{}", r.text);
     assert!(!data.exists(), "nothing written");
@@ -83,17 +77,7 @@ fn usage_errors_are_2() {
     let data = dir.path().join("newer");
     std::fs::create_dir_all(data.join("registry")).unwrap();
     std::fs::write(data.join("registry/layout-version"), "99\n").unwrap();
-    let args = [
-        "server",
-        "--listen",
-        "127.0.0.1:0",
-        "--no-agent",
-        "--no-ingress",
-        "--no-workspace-origin",
-        "--data-dir",
-        data.to_str().unwrap(),
-    ];
-    let r = Run::of(vt_isolated(dir.path(), &args).output().unwrap(), dir.path());
+    let r = control_plane(&data, &[]);
     assert_ne!(r.code, 0, "{}", r.text);
     assert!(r.text.contains("the registry in [TMP]/newer/registry: cannot use it: "), "{}", r.text);
     assert!(r.text.contains("layout"), "{}", r.text);
