@@ -797,11 +797,13 @@ impl Agent {
                 me.snapshotting.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
             });
         }
-        let placed = list.items.iter().filter_map(|i| {
-            let r = releases.get(&i.release_id.to_string())?;
-            Some((i.desired_state, i.status, r.image_digest.as_str()))
-        });
-        self.collect_images(images_in_use(placed, &self.states.list()));
+        if self.image_gc_due() {
+            let placed = list.items.iter().filter_map(|i| {
+                let r = releases.get(&i.release_id.to_string())?;
+                Some((i.desired_state, i.status, r.image_digest.as_str()))
+            });
+            self.collect_images(images_in_use(placed, &self.states.list()));
+        }
         for inst in list.items {
             let id = inst.id.to_string();
             {
@@ -1260,16 +1262,20 @@ impl Agent {
         )
     }
 
-    /// Every `image_gc_every`: remove the root disks and blobs of the image cache that no
-    /// image in `keep` needs (but what is younger than `image_gc_min_age`), in the background.
-    fn collect_images(self: &Arc<Self>, keep: Vec<Digest>) {
-        {
-            let mut last = self.images_collected.lock().unwrap_or_else(|p| p.into_inner());
-            if last.elapsed() < self.cfg.image_gc_every {
-                return;
-            }
+    /// Whether the image cache is to be collected now (every `image_gc_every`); if so, the
+    /// next collection is due an interval from now.
+    fn image_gc_due(&self) -> bool {
+        let mut last = self.images_collected.lock().unwrap_or_else(|p| p.into_inner());
+        let due = last.elapsed() >= self.cfg.image_gc_every;
+        if due {
             *last = Instant::now();
         }
+        due
+    }
+
+    /// Remove the root disks and blobs of the image cache that no image in `keep` needs (but
+    /// what was written or used less than `image_gc_min_age` ago), in the background.
+    fn collect_images(self: &Arc<Self>, keep: Vec<Digest>) {
         let me = self.clone();
         tokio::spawn(async move {
             let images = match me.images().await {

@@ -148,6 +148,8 @@ impl ImageStore {
         };
         let _one = lock.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(disk) = self.get(digest)? {
+            // Used now: a gc with a minimum age leaves it to the caller about to boot from it.
+            let _ = fs::File::open(self.info_path(digest)).and_then(|f| f.set_modified(std::time::SystemTime::now()));
             return Ok(disk);
         }
         let tmp = self.root.join("tmp");
@@ -214,10 +216,10 @@ impl ImageStore {
     }
 
     /// Remove every root disk whose image digest is not in `keep`, and every blob not
-    /// referenced by a kept image, but what was written less than `min_age` ago (a root disk
-    /// or blob that young stays, with the blobs of its image: a pull may have made it for an
-    /// instance the caller did not know of yet). Waits for in-flight pulls/builds; blocks new
-    /// ones meanwhile.
+    /// referenced by a kept image, but what was written or used less than `min_age` ago (a
+    /// root disk that young stays, with the blobs of its image, and so does a young blob: a
+    /// pull or a cache hit may have been for an instance the caller did not know of yet).
+    /// Waits for in-flight pulls/builds; blocks new ones meanwhile.
     pub fn gc(&self, keep: &[Digest], min_age: Duration) -> Result<GcReport> {
         let _gc = self.gc_lock.write().unwrap_or_else(|e| e.into_inner());
         let young = |path: &Path| {

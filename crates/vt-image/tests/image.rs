@@ -501,14 +501,21 @@ fn rootdisk_build_cache_hit_single_flight_and_gc() {
     assert!(store.get(&digest).unwrap().is_some());
     let r = store.gc(&[], Duration::from_secs(3600)).unwrap();
     assert!(r.removed_disks.is_empty() && r.removed_blobs.is_empty(), "young: {r:?}");
-    // An hour later (its files made older), the minimum age no longer keeps it.
-    let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3601);
-    for dir in ["store/rootdisks", "store/blobs/sha256"] {
-        for f in files_in(&t.path().join(dir)) {
-            let f = t.path().join(dir).join(f);
-            std::fs::File::open(&f).unwrap().set_modified(hour_ago).unwrap();
+    // An hour later (its files made older), a cache hit makes it young again (a caller is
+    // about to boot from it); unused for an hour, the minimum age no longer keeps it.
+    let age = || {
+        let hour_ago = std::time::SystemTime::now() - Duration::from_secs(3601);
+        for dir in ["store/rootdisks", "store/blobs/sha256"] {
+            for f in files_in(&t.path().join(dir)) {
+                std::fs::File::open(t.path().join(dir).join(f)).unwrap().set_modified(hour_ago).unwrap();
+            }
         }
-    }
+    };
+    age();
+    assert!(!store.ensure_rootdisk(&*src, &digest).unwrap().built);
+    let r = store.gc(&[], Duration::from_secs(3600)).unwrap();
+    assert!(r.removed_disks.is_empty() && r.removed_blobs.is_empty(), "used just now: {r:?}");
+    age();
     let r = store.gc(&[], Duration::from_secs(3600)).unwrap();
     assert_eq!(r.removed_disks, vec![digest.clone()]);
     assert_eq!(r.removed_blobs.len(), 4, "manifest, config, two layers");
