@@ -109,8 +109,9 @@ pub struct AgentConfig {
     /// Writable scratch disk per instance.
     pub scratch_size: u64,
     /// How often the image cache is collected: root disks and blobs of images no instance
-    /// of the node may still boot or resume from go, unless written less than
-    /// `image_gc_min_age` ago.
+    /// of the node may still boot or resume from go, unless written or used less than
+    /// `image_gc_min_age` ago (a day: a rollback, or a workspace started again, within a day
+    /// finds its image on the node).
     pub image_gc_every: Duration,
     pub image_gc_min_age: Duration,
     /// The guest network: the nftables table, egress, allow and deny lists, the resolver's upstream.
@@ -158,7 +159,7 @@ impl AgentConfig {
             log_max_bytes: 8 << 20,
             scratch_size: 256 << 20,
             image_gc_every: Duration::from_secs(3600),
-            image_gc_min_age: Duration::from_secs(3600),
+            image_gc_min_age: Duration::from_secs(24 * 3600),
             network: NetworkConfig::default(),
             disk_budget: None,
             backup: None,
