@@ -631,6 +631,7 @@ impl Agent {
     /// supervisors of this process, which kills their VMs; a new agent on the same data dir
     /// boots them again.
     pub async fn run(self: Arc<Self>) {
+        self.sweep_cgroups().await;
         let mut tasks = JoinSet::new();
         let mut shutdown = self.shutdown.subscribe();
         let stopping = |s: &Shutdown| *s != Shutdown::Running;
@@ -732,6 +733,8 @@ impl Agent {
             self.kill_vms().await;
         }
         tasks.shutdown().await;
+        // A supervisor aborted in its cleanup (its VM ended late in the stop) left its cgroup.
+        self.sweep_cgroups().await;
         // Every supervisor has ended with its VM, or was aborted after its VM was killed: no VM
         // of this agent runs, so its rules go (and the resolver stops) whatever order the
         // supervisors released them in.
@@ -1214,6 +1217,19 @@ impl Agent {
         }
         if let Some(root) = &self.cgroups {
             remove_cgroup(&rec.id, Cgroup::of(root, &rec.id)).await;
+        }
+    }
+
+    /// Remove the cgroups of this node's instances whose VM is gone: a supervisor aborted in
+    /// its cleanup (a stop that ran out of time) or an agent that crashed leaves them behind.
+    async fn sweep_cgroups(&self) {
+        let Some(root) = &self.cgroups else { return };
+        for rec in self.states.list() {
+            let cg = Cgroup::of(root, &rec.id);
+            if cg.path().exists() && live_vm(&rec).is_none() {
+                tracing::info!(instance = %rec.id, "removing the cgroup of a VM that is gone");
+                remove_cgroup(&rec.id, cg).await;
+            }
         }
     }
 

@@ -376,6 +376,37 @@ async fn a_live_vm_is_adopted_not_restarted() {
     run.abort();
 }
 
+/// A cgroup left behind by an instance whose VM is gone (a supervisor aborted in its cleanup,
+/// an agent that crashed) is removed when an agent starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cgroup_left_by_a_vm_that_is_gone_is_removed() {
+    let Ok(root) = vt_runtime::cgroup::CgroupRoot::detect() else {
+        eprintln!("skipped: no usable cgroup hierarchy");
+        return;
+    };
+    let _serial = SERIAL.lock().await;
+    let w = world("true").await;
+    let id = InstanceId::new().to_string();
+    let states = vt_agent::state::StateDir::open(w.dirs.instances.clone()).unwrap();
+    let mut rec = vt_agent::state::InstanceRecord::new(&id, &w.release_id.to_string(), w.dirs.vms.join(&id));
+    rec.phase = vt_agent::state::Phase::Stopped;
+    states.save(&mut rec).unwrap();
+    let cg = vt_runtime::cgroup::Cgroup::create(&root, &id, 1000).unwrap();
+    assert!(cg.path().is_dir());
+    let agent = w.agent();
+    let run = tokio::spawn(agent.clone().run());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cg.path().exists() {
+        if Instant::now() > deadline {
+            let _ = cg.remove();
+            panic!("the cgroup of {id} stayed");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    agent.stop_vms(Duration::from_secs(1));
+    run.await.unwrap();
+}
+
 /// The image cache keeps the root disk (and blobs) of an instance while it runs and drops them
 /// once it is stopped for good, at the next collection after a reconcile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
