@@ -388,4 +388,6 @@ pub trait Store: Send + Sync + 'static {
     async fn heartbeats(&self) -> Result<BTreeMap<String, DateTime<Utc>>, StoreError>;
     /// Each node's last disk report (JSON, as given to [`Store::heartbeat`]) and when it came.
     async fn node_disks(&self) -> Result<BTreeMap<String, (DateTime<Utc>, String)>, StoreError>;
+    /// One node's last disk report, as [`Store::node_disks`] has it.
+    async fn node_disk(&self, node_id: &str) -> Result<Option<(DateTime<Utc>, String)>, StoreError>;
 }

@@ -168,6 +168,20 @@ impl Filter {
     }
 }
 
+/// A node's disk report in `heartbeats`: its columns, and the rows that have one.
+const DISK_COLUMNS: &str = "node_id, disk_at, disk";
+const DISK_REPORTED: &str = "disk IS NOT NULL AND disk_at IS NOT NULL";
+
+/// (node id, (when, report JSON)) of a row selected with [`DISK_COLUMNS`].
+fn disk_from_row<R: Row>(r: &R) -> Result<(String, (DateTime<Utc>, String)), StoreError>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'a> String: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    let at = parse_ts(&r.try_get::<String, _>("disk_at")?)?;
+    Ok((r.try_get::<String, _>("node_id")?, (at, r.try_get::<String, _>("disk")?)))
+}
+
 /// Options of the embedded store.
 #[derive(Debug, Clone)]
 pub struct SqliteOptions {
@@ -838,15 +852,18 @@ macro_rules! store_impl {
             }
 
             async fn node_disks(&self) -> Result<BTreeMap<String, (DateTime<Utc>, String)>, StoreError> {
-                let rows = sqlx::query("SELECT node_id, disk_at, disk FROM heartbeats WHERE disk IS NOT NULL AND disk_at IS NOT NULL")
+                let rows = sqlx::query(&format!("SELECT {DISK_COLUMNS} FROM heartbeats WHERE {DISK_REPORTED}"))
                     .fetch_all(&self.pool)
                     .await?;
-                rows.iter()
-                    .map(|r| {
-                        let at = parse_ts(&r.try_get::<String, _>("disk_at")?)?;
-                        Ok((r.try_get::<String, _>("node_id")?, (at, r.try_get::<String, _>("disk")?)))
-                    })
-                    .collect()
+                rows.iter().map(disk_from_row).collect()
+            }
+
+            async fn node_disk(&self, node_id: &str) -> Result<Option<(DateTime<Utc>, String)>, StoreError> {
+                let row = sqlx::query(&format!("SELECT {DISK_COLUMNS} FROM heartbeats WHERE node_id = $1 AND {DISK_REPORTED}"))
+                    .bind(node_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.as_ref().map(disk_from_row).transpose()?.map(|(_, report)| report))
             }
 
             async fn secret_key(&self, env_id: &str) -> Result<Option<SecretKeyRecord>, StoreError> {

@@ -596,6 +596,11 @@ pub async fn tokens_and_heartbeats(store: Arc<dyn Store>) {
     );
     store.heartbeat("node_a", t1 + chrono::Duration::seconds(15), Some(r#"{"a":2}"#)).await.unwrap();
     assert_eq!(store.node_disks().await.unwrap()["node_a"].1, r#"{"a":2}"#);
+    // One node's, as the list has it; none for a node that never sent one.
+    assert_eq!(store.node_disk("node_a").await.unwrap(), Some(store.node_disks().await.unwrap()["node_a"].clone()));
+    store.heartbeat("node_b", t1, None).await.unwrap();
+    assert_eq!(store.node_disk("node_b").await.unwrap(), None);
+    assert_eq!(store.node_disk("node_c").await.unwrap(), None);
     assert_eq!(
         store.heartbeats().await.unwrap()["node_a"].timestamp_micros(),
         (t1 + chrono::Duration::seconds(15)).timestamp_micros()

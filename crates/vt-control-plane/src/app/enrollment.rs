@@ -105,7 +105,7 @@ impl ControlPlane {
         let id = self.lookup_node(r).await?.id;
         let (node, pin) = self.fresh_pinned::<NodeView>(AggregateType::Node, id, "node").await?;
         let beat = self.store.heartbeats().await?.get(&node.id.to_string()).copied();
-        let disk = self.node_disks().await?.remove(&node.id.to_string());
+        let disk = self.node_disk(node.id).await?;
         if node.status == NodeStatus::Revoked {
             return self.commit(ctx, Plan::new(StatusCode::OK, wire::node(node, beat, disk))).await;
         }

@@ -161,7 +161,7 @@ impl ControlPlane {
                 existing.ipv4_range = Some(range);
             }
             let beat = self.store.heartbeats().await?.get(&existing.id.to_string()).copied();
-            let disk = self.node_disks().await?.remove(&existing.id.to_string());
+            let disk = self.node_disk(existing.id).await?;
             return self.commit(ctx, plan.respond(wire::node(existing, beat, disk))).await;
         }
         let id = bound.unwrap_or_default();
@@ -230,7 +230,7 @@ impl ControlPlane {
         self.store.heartbeat(&node.id.to_string(), now, report.as_deref()).await?;
         let disk = match req.disk {
             Some(d) => Some((now, d)),
-            None => self.node_disks().await?.remove(&node.id.to_string()),
+            None => self.node_disk(node.id).await?,
         };
         let mut view = node.clone();
         let mut plan = Plan::new(StatusCode::OK, ()).expect(exists(AggregateType::Node, node.id));
@@ -274,26 +274,20 @@ impl ControlPlane {
     pub async fn node_get(&self, ctx: &Ctx, node: &str) -> ApiResult<Node> {
         let node = self.authorized_node(ctx, node, Action::Read).await?;
         let beat = self.store.heartbeats().await?.get(&node.id.to_string()).copied();
-        let disk = self.node_disks().await?.remove(&node.id.to_string());
+        let disk = self.node_disk(node.id).await?;
         Ok(wire::node(node, beat, disk))
     }
 
-    /// Each node's last disk report and when it came. A stored report that no longer parses
-    /// (written by a newer control plane, say) is left out, and logged.
-    pub(crate) async fn node_disks(
-        &self,
-    ) -> ApiResult<std::collections::BTreeMap<String, (chrono::DateTime<chrono::Utc>, DiskReport)>> {
+    /// Each node's last disk report and when it came (see [`stored_disk`]).
+    async fn node_disks(&self) -> ApiResult<std::collections::BTreeMap<String, StoredDisk>> {
         let stored = self.store.node_disks().await?;
-        Ok(stored
-            .into_iter()
-            .filter_map(|(node, (at, json))| match serde_json::from_str::<DiskReport>(&json) {
-                Ok(d) => Some((node, (at, d))),
-                Err(e) => {
-                    tracing::warn!(%node, error = %e, "a stored disk report does not parse; not shown");
-                    None
-                }
-            })
-            .collect())
+        Ok(stored.into_iter().filter_map(|(node, report)| Some((node.clone(), stored_disk(&node, report)?))).collect())
+    }
+
+    /// One node's last disk report and when it came (see [`stored_disk`]).
+    pub(crate) async fn node_disk(&self, node: NodeId) -> ApiResult<Option<StoredDisk>> {
+        let node = node.to_string();
+        Ok(self.store.node_disk(&node).await?.and_then(|report| stored_disk(&node, report)))
     }
 
     /// Every instance placed on the node, with the releases they run. With
@@ -570,4 +564,19 @@ fn next_subnet(nodes: &[NodeView]) -> ApiResult<String> {
         .ok_or_else(|| ApiErr::conflict("the cluster's /48 has no free /64 left"))?;
     let net = Ipv6Addr::new(prefix[0], prefix[1], prefix[2], id, 0, 0, 0, 0);
     Ok(format!("{net}/64"))
+}
+
+/// A node's disk report as the store keeps it: when it came, and the report.
+type StoredDisk = (chrono::DateTime<chrono::Utc>, DiskReport);
+
+/// A stored report, parsed; one that no longer parses (written by a newer control plane, say)
+/// is left out, and logged.
+fn stored_disk(node: &str, (at, json): (chrono::DateTime<chrono::Utc>, String)) -> Option<StoredDisk> {
+    match serde_json::from_str::<DiskReport>(&json) {
+        Ok(d) => Some((at, d)),
+        Err(e) => {
+            tracing::warn!(%node, error = %e, "a stored disk report does not parse; not shown");
+            None
+        }
+    }
 }
