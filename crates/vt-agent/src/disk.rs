@@ -28,7 +28,7 @@ pub fn measure(dirs: &AgentDirs, budget: &DiskBudget) -> Result<DiskReport, Stat
         let work_dir = entry.path();
         used.scratch_bytes = used.scratch_bytes.saturating_add(allocated(&work_dir.join(SCRATCH_DISK)));
         // Whatever a snapshot directory holds takes room, resumable or not (a save in progress).
-        used.snapshots_bytes = used.snapshots_bytes.saturating_add(allocated(&vt_runtime::snapshot::dir(&work_dir)));
+        used.snapshots_bytes = used.snapshots_bytes.saturating_add(vt_runtime::snapshot::disk_usage(&work_dir));
         if vt_runtime::snapshot::exists(&work_dir) {
             used.snapshots = used.snapshots.saturating_add(1);
         }
